@@ -1,0 +1,1 @@
+"""Client-side machinery: connection, serialization, blobs, code packaging, sync/async bridging."""

@@ -1,0 +1,30 @@
+"""One asyncio event loop on a daemon thread, for all of a process's gRPC traffic.
+
+User code is mostly synchronous; the gRPC streams are asynchronous. Sync API calls hand a
+coroutine (or a callback) to this loop and wait on a concurrent future; `.aio` variants await
+the same coroutine from the caller's own loop without blocking it.
+"""
+
+import asyncio
+import threading
+
+
+class LoopThread:
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float | None = None):
+        """Run a coroutine on the loop and wait for its result (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def run_async(self, coro):
+        """Await a coroutine on the loop from another event loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def call_soon(self, fn, *args):
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)

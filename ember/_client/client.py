@@ -1,0 +1,209 @@
+"""The connection to a control plane, shared by everything in one process."""
+
+import asyncio
+import itertools
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Future
+
+import grpc
+
+from .. import config, exception
+from ..proto import api_pb2, api_pb2_grpc
+from . import blobs
+from .bridge import LoopThread
+
+CONNECT_TIMEOUT = 5.0      # seconds to reach a control plane at all
+RECONNECT_WINDOW = 120.0   # seconds to keep retrying an established one (it may be restarting)
+
+
+def translate(e: grpc.aio.AioRpcError, what: str) -> Exception:
+    code = e.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return exception.NotFoundError(e.details())
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return exception.InvalidError(e.details())
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return exception.ConnectionError(f"{what}: the control plane is unavailable ({e.details()})")
+    return exception.ExecutionError(f"{what}: {code.name}: {e.details()}")
+
+
+class Client:
+    _instances: dict[str, "Client"] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls) -> "Client":
+        url = config.server_url()
+        if url is None:
+            raise exception.ExecutionError(
+                "No Ember server is configured. Run the app with `ember run FILE` or inside "
+                "`with app.run():` (both start a local cluster), or set EMBER_SERVER_URL.")
+        return cls.for_url(url)
+
+    @classmethod
+    def for_url(cls, url: str) -> "Client":
+        with cls._lock:
+            client = cls._instances.get(url)
+            if client is None or client.pid != os.getpid():
+                client = cls(url)
+                cls._instances[url] = client
+            return client
+
+    def __init__(self, url: str):
+        self.url = url
+        self.pid = os.getpid()
+        self.bridge = LoopThread("ember-client")
+        self.channel, self.stub = self.bridge.run(self._connect())
+        self.mux = CallMux(self)
+
+    @classmethod
+    def close_url(cls, url: str):
+        """Forget the client of a control plane that is gone (the local cluster stopped)."""
+        with cls._lock:
+            client = cls._instances.pop(url, None)
+        if client is not None and client.pid == os.getpid():
+            try:
+                client.bridge.run(client.channel.close(), timeout=2)
+            except Exception:
+                pass
+            client.bridge.stop()
+
+    async def _connect(self):
+        channel = grpc.aio.insecure_channel(config.grpc_target(self.url), options=config.GRPC_OPTIONS)
+        try:
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
+        except asyncio.TimeoutError:
+            await channel.close()
+            raise exception.ConnectionError(
+                f"No Ember control plane answered at {self.url} within {CONNECT_TIMEOUT:.0f}s. "
+                "Start one there with `ember server` (and `ember worker --server URL` on each "
+                "machine), or unset EMBER_SERVER_URL to run on an embedded local cluster.") from None
+        return channel, api_pb2_grpc.EmberStub(channel)
+
+    async def rpc(self, name: str, request, *, retry: bool = True, what: str = ""):
+        """A unary call; retried while the control plane is unavailable (it may be restarting)."""
+        method = getattr(self.stub, name)
+        deadline = time.monotonic() + RECONNECT_WINDOW
+        delay = 0.05
+        while True:
+            try:
+                return await method(request, wait_for_ready=retry)
+            except grpc.aio.AioRpcError as e:
+                if retry and e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise translate(e, what or name) from None
+
+    def run(self, coro, timeout=None):
+        return self.bridge.run(coro, timeout)
+
+    # ---- payloads
+
+    def upload_sync(self, data: bytes) -> str:
+        return self.bridge.run(blobs.upload(self.stub, data))
+
+    def download_sync(self, blob_id: str) -> bytes:
+        return self.bridge.run(blobs.download(self.stub, blob_id))
+
+    def payload(self, data: bytes) -> api_pb2.Payload:
+        return blobs.to_payload(data, self.upload_sync)
+
+    def payload_bytes(self, payload: api_pb2.Payload) -> bytes:
+        return blobs.from_payload(payload, self.download_sync)
+
+    async def payload_bytes_async(self, payload: api_pb2.Payload) -> bytes:
+        if payload.blob_id:
+            return await blobs.download(self.stub, payload.blob_id)
+        return payload.data
+
+
+class CallMux:
+    """Multiplexes `.remote()` calls over one CallStream; on a broken stream, resends them.
+
+    Requests carry client-chosen call ids, so resending after a reconnect waits for the same
+    calls instead of running them twice. Lives on the client's event loop thread.
+    """
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.tags = itertools.count(1)
+        self.pending: dict[int, tuple[api_pb2.CallRequest, object]] = {}
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+
+    def submit(self, request: api_pb2.CallRequest, done):
+        """From any thread: send the request; `done(response or exception)` runs on the loop."""
+        self.client.bridge.call_soon(self._submit, request, done)
+
+    def call_sync(self, request: api_pb2.CallRequest) -> api_pb2.CallResponse:
+        fut: Future = Future()
+        self.submit(request, fut.set_result)
+        result = fut.result()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def call_async(self, request: api_pb2.CallRequest) -> api_pb2.CallResponse:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.submit(request, lambda r: loop.call_soon_threadsafe(fut.set_result, r))
+        result = await fut
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _submit(self, request, done):
+        request.tag = next(self.tags)
+        self.pending[request.tag] = (request, done)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            self.queue.put_nowait(request)
+
+    async def _run(self):
+        deadline = time.monotonic() + RECONNECT_WINDOW
+        delay = 0.05
+        while self.pending:
+            queue = self.queue = asyncio.Queue()
+            for request, _ in self.pending.values():
+                queue.put_nowait(request)
+
+            async def requests():
+                while True:
+                    yield await queue.get()
+
+            stream = self.client.stub.CallStream(requests(), wait_for_ready=True)
+            try:
+                async for resp in stream:
+                    entry = self.pending.pop(resp.tag, None)
+                    if entry is not None:
+                        entry[1](resp)
+                    deadline = time.monotonic() + RECONNECT_WINDOW
+                    delay = 0.05
+                    if not self.pending:
+                        # Keep the stream open for the next call: it is the hot path.
+                        continue
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                err = translate(e, "calling a function")
+                for _, done in self.pending.values():
+                    done(err)
+                self.pending.clear()
+                return
+            except asyncio.CancelledError:
+                stream.cancel()
+                raise
+
+
+def print_logs(batch: api_pb2.LogBatch):
+    for e in batch.entries:
+        out = sys.stderr if e.fd == 2 else sys.stdout
+        out.write(e.data)
+        out.flush()

@@ -1,0 +1,107 @@
+"""cloudpickle for arguments, results and exceptions, with errors that name the culprit.
+
+Used on both sides: by the client (arguments out, results in) and by the container runtime
+(arguments in, results out).
+"""
+
+import pickle
+import traceback
+
+import cloudpickle
+
+from .. import exception
+from ..proto import api_pb2
+
+
+def _dumps(obj) -> bytes:
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def serialize_args(function_name: str, args: tuple, kwargs: dict) -> bytes:
+    try:
+        return _dumps((args, kwargs))
+    except Exception as e:
+        culprit = _find_unpicklable(args, kwargs)
+        raise exception.SerializationError(
+            f"{culprit} of {function_name}() cannot be pickled ({type(e).__name__}: {e}). "
+            "Arguments travel to the container with cloudpickle: pass plain data "
+            "(numbers, strings, containers, arrays, dataclasses) and create locks, sockets, "
+            "files and clients inside the function instead."
+        ) from None
+
+
+def _find_unpicklable(args: tuple, kwargs: dict) -> str:
+    for i, a in enumerate(args):
+        try:
+            _dumps(a)
+        except Exception:
+            return f"Argument {i} ({type(a).__name__})"
+    for k, v in kwargs.items():
+        try:
+            _dumps(v)
+        except Exception:
+            return f"Argument {k!r} ({type(v).__name__})"
+    return "An argument"
+
+
+def deserialize(data: bytes, what: str):
+    try:
+        return cloudpickle.loads(data)
+    except Exception as e:
+        raise exception.DeserializationError(
+            f"Could not unpickle {what} ({type(e).__name__}: {e}). The same packages, at "
+            "compatible versions, must be importable on both sides."
+        ) from e
+
+
+def serialize_result(function_name: str, value) -> tuple[bytes | None, str]:
+    """Returns (data, error): the pickled value, or None and a message naming the problem."""
+    try:
+        return _dumps(value), ""
+    except Exception as e:
+        return None, (
+            f"The result of {function_name}() ({type(value).__name__}) cannot be pickled "
+            f"({type(e).__name__}: {e}). Return plain data that cloudpickle can serialize."
+        )
+
+
+def serialize_exception(exc: BaseException) -> tuple[bytes, str, str]:
+    """Returns (pickled exception or b"", one-line description, formatted traceback)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    line = f"{type(exc).__name__}: {exc}"
+    try:
+        data = _dumps(exc)
+        # An exception that pickles but cannot be rebuilt (custom __init__) is no use remotely.
+        pickle.loads(data)
+    except Exception:
+        data = b""
+    return data, line, tb
+
+
+def exception_from_output(output: api_pb2.Output, data: bytes, function_name: str) -> BaseException:
+    """Rebuild the error an output describes, as the exception to raise in the caller."""
+    S = api_pb2.Output
+    where = f"{function_name}()"
+    if output.status == S.TIMEOUT:
+        return exception.FunctionTimeoutError(f"{where} {output.error}")
+    if output.status == S.CANCELLED:
+        return exception.InputCancellation(f"{where}: {output.error or 'the call was cancelled'}")
+    if output.status == S.CONTAINER_EXITED:
+        return exception.ContainerExitedError(f"{where}: {output.error}")
+    if output.status == S.INIT_FAILURE:
+        err = exception.InitError(f"{where} could not be loaded in its container: {output.error}")
+        if output.traceback:
+            err.add_note(f"Remote traceback:\n{output.traceback.rstrip()}")
+        return err
+    exc = None
+    if data:
+        try:
+            exc = pickle.loads(data)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = exception.RemoteError(f"{where} raised {output.error}")
+    if output.traceback:
+        exc.add_note(f"Remote traceback (from {where}):\n{output.traceback.rstrip()}")
+    return exc
+

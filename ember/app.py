@@ -1,0 +1,203 @@
+"""ember.App: a named group of functions, run ephemerally with `ember run` or `app.run()`."""
+
+import asyncio
+import contextlib
+import inspect
+import sys
+import threading
+
+import grpc
+
+from . import config, exception
+from ._client import code
+from ._client.client import Client, print_logs
+from ._client.local_cluster import LocalCluster
+from .function import Function, FunctionSpec
+from .proto import api_pb2
+
+LOG_WAIT = 2.0  # seconds a result waits at most for the prints that came before it
+
+
+class LocalEntrypoint:
+    """A function that runs here, on the caller's machine, while the app runs remotely."""
+
+    def __init__(self, app: "App", raw_f, name: str):
+        self.app = app
+        self.raw_f = raw_f
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        return self.raw_f(*args, **kwargs)
+
+
+class App:
+    def __init__(self, name: str | None = None):
+        if name is not None and not isinstance(name, str):
+            raise exception.InvalidError(f"App(name={name!r}): the name must be a string")
+        self.name = name
+        self._functions: dict[str, Function] = {}
+        self._entrypoints: dict[str, LocalEntrypoint] = {}
+        self._running: _RunningApp | None = None
+
+    def __repr__(self):
+        return f"<ember.App {self.name or '(unnamed)'}>"
+
+    @property
+    def app_id(self) -> str | None:
+        return self._running.app_id if self._running else None
+
+    @property
+    def registered_functions(self) -> dict[str, Function]:
+        return dict(self._functions)
+
+    def function(self, _f=None, *, name: str | None = None, image=None, cpu=None, memory=None, gpu=None,
+                 timeout=300, retries=None, secrets=(), volumes=None, max_containers=None, min_containers=0,
+                 scaledown_window=60, serialized: bool = False):
+        """Decorator: make a function run in containers. Options are validated right here."""
+        spec = FunctionSpec(image=image, cpu=cpu, memory=memory, gpu=gpu, timeout=timeout, retries=retries,
+                            secrets=secrets, volumes=volumes, max_containers=max_containers,
+                            min_containers=min_containers, scaledown_window=scaledown_window)
+
+        def wrap(raw_f) -> Function:
+            if isinstance(raw_f, Function):
+                raise exception.InvalidError(f"{raw_f._name} is already an ember function")
+            if not callable(raw_f) or inspect.isclass(raw_f):
+                raise exception.InvalidError(f"@app.function() decorates functions, not {raw_f!r}")
+            if inspect.iscoroutinefunction(raw_f) or inspect.isasyncgenfunction(raw_f):
+                raise exception.InvalidError(f"{raw_f.__name__}: async functions are not supported yet")
+            fname = name or raw_f.__name__
+            if fname in self._functions:
+                raise exception.InvalidError(f"app {self.name!r} already has a function named {fname!r}")
+            f = Function(self, raw_f, spec, fname)
+            f._serialized = serialized
+            self._functions[fname] = f
+            return f
+
+        return wrap(_f) if _f is not None else wrap
+
+    def local_entrypoint(self, _f=None, *, name: str | None = None):
+        """Decorator: the function `ember run FILE` calls, on this machine, with the app running."""
+        def wrap(raw_f):
+            ep = LocalEntrypoint(self, raw_f, name or raw_f.__name__)
+            self._entrypoints[ep.name] = ep
+            return ep
+
+        return wrap(_f) if _f is not None else wrap
+
+    @contextlib.contextmanager
+    def run(self):
+        """Run the app for the duration of the block (an ephemeral app).
+
+        With no EMBER_SERVER_URL, a local cluster (control plane and one worker) starts for the
+        block and stops after it.
+        """
+        if self._running is not None:
+            raise exception.InvalidError(f"app {self.name!r} is already running")
+        cluster = LocalCluster.start() if config.server_url() is None else None
+        try:
+            client = Client.from_env()
+            running = _RunningApp(self, client)
+            self._running = running
+            try:
+                running.start()
+                yield self
+            finally:
+                self._running = None
+                running.stop()
+                for f in self._functions.values():
+                    f._hydrate(None, None)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+
+
+class _RunningApp:
+    """An app while it runs: its id, heartbeats, and the prints of its containers."""
+
+    def __init__(self, app: App, client: Client):
+        self.app = app
+        self.client = client
+        self.app_id: str | None = None
+        self.log_seq = 0
+        self.log_cond = threading.Condition()
+        self.tasks: list[asyncio.Task] = []
+        self.logs_done = threading.Event()
+
+    def start(self):
+        client = self.client
+        resp = client.run(client.rpc("AppCreate", api_pb2.AppCreateRequest(name=self.app.name or "")))
+        self.app_id = resp.app_id
+        # Package code here, on the caller's thread: uploads go through the event loop.
+        definitions = {}
+        for name, f in self.app._functions.items():
+            d = f._spec.definition(name, f._is_generator)
+            if f._serialized:
+                d.pickled.CopyFrom(code._pickled(f._raw_f, client.upload_sync))
+            else:
+                code.describe(f._raw_f, d, client.upload_sync)
+            definitions[name] = d
+        ids = client.run(self._create_functions(definitions))
+        for name, fid in ids.items():
+            self.app._functions[name]._hydrate(client, fid)
+        client.bridge.call_soon(self._start_tasks, resp.heartbeat_interval)
+
+    async def _create_functions(self, definitions):
+        async def one(name, d):
+            r = await self.client.rpc("FunctionCreate", api_pb2.FunctionCreateRequest(app_id=self.app_id, definition=d))
+            return name, r.function_id
+        return dict(await asyncio.gather(*(one(n, d) for n, d in definitions.items())))
+
+    def _start_tasks(self, heartbeat_interval: float):
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._heartbeats(heartbeat_interval)), loop.create_task(self._follow_logs())]
+
+    async def _heartbeats(self, interval: float):
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.client.rpc("AppHeartbeat", api_pb2.AppRef(app_id=self.app_id))
+            except exception.NotFoundError:
+                print(f"ember: app {self.app.name or self.app_id} was stopped by the control plane",
+                      file=sys.stderr)
+                return
+            except exception.Error:
+                pass
+
+    async def _follow_logs(self):
+        try:
+            while True:
+                try:
+                    async for batch in self.client.stub.AppLogs(
+                            api_pb2.AppLogsRequest(app_id=self.app_id, after_seq=self.log_seq), wait_for_ready=True):
+                        print_logs(batch)
+                        with self.log_cond:
+                            self.log_seq = batch.entries[-1].seq
+                            self.log_cond.notify_all()
+                    return  # the app stopped: everything was printed
+                except grpc.aio.AioRpcError as e:
+                    if e.code() != grpc.StatusCode.UNAVAILABLE:
+                        return
+                    await asyncio.sleep(0.2)
+        finally:
+            self.logs_done.set()
+            with self.log_cond:
+                self.log_cond.notify_all()
+
+    def logs_behind(self, seq: int) -> bool:
+        return seq > self.log_seq and not self.logs_done.is_set()
+
+    def wait_for_logs(self, seq: int):
+        with self.log_cond:
+            self.log_cond.wait_for(lambda: self.log_seq >= seq or self.logs_done.is_set(), LOG_WAIT)
+
+    def stop(self):
+        if self.app_id is None:
+            return
+        try:
+            self.client.run(self.client.rpc("AppStop", api_pb2.AppRef(app_id=self.app_id), retry=False))
+        except exception.Error:
+            pass
+        # The log stream ends once the app has stopped and everything it printed was sent.
+        self.logs_done.wait(LOG_WAIT)
+        for t in self.tasks:
+            self.client.bridge.call_soon(t.cancel)

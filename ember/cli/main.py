@@ -1,0 +1,65 @@
+"""`ember`: run apps, and start the control plane and workers."""
+
+import argparse
+import os
+import sys
+
+from .._proc import die_with_parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ember", description="Ember: run Python functions in containers on your own machines.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run an app: its local entrypoint, or one function",
+                         description="Run FILE's local entrypoint, or FILE::NAME (an entrypoint or a "
+                                     "function; its arguments as --name value). Without EMBER_SERVER_URL, "
+                                     "a local cluster starts for the run.")
+    run.add_argument("target", help="FILE or FILE::NAME")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="--name value for the function's parameters")
+
+    server = sub.add_parser("server", help="run the control plane")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=7070)
+    server.add_argument("--address", help="bind address instead of host:port, e.g. unix:/run/ember.sock")
+    server.add_argument("--data-dir", default=os.path.join(os.path.expanduser("~"), ".ember", "server"))
+    server.add_argument("--lease-timeout", type=float, default=15.0,
+                        help="seconds without contact before a container's inputs return to the queue")
+    server.add_argument("--worker-timeout", type=float, default=30.0,
+                        help="seconds a disconnected worker is waited for before its containers count as lost")
+    server.add_argument("--app-timeout", type=float, default=30.0,
+                        help="seconds without a client heartbeat before an ephemeral app is stopped")
+    server.add_argument("--output-retention", type=float, default=24.0,
+                        help="hours a finished call's outputs are kept")
+    server.add_argument("--ready-file", help="write the bound address to this file once serving")
+
+    worker = sub.add_parser("worker", help="run a worker that starts containers")
+    worker.add_argument("--server", help="control plane URL (default: $EMBER_SERVER_URL)")
+    worker.add_argument("--data-dir", default=os.path.join(os.path.expanduser("~"), ".ember", "worker"))
+    worker.add_argument("--cpu", type=float, help="cores to offer (default: all)")
+    worker.add_argument("--memory", type=int, help="MiB to offer (default: all)")
+    worker.add_argument("--name", help="worker name (default: host name)")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    parent = os.environ.pop("EMBER_PARENT_PID", None)
+    if args.command in ("server", "worker"):
+        die_with_parent(int(parent) if parent else None)
+    if args.command == "run":
+        from .run import run
+        return run(args.target, args.args)
+    if args.command == "server":
+        from ..server.main import run as run_server
+        return run_server(args)
+    if args.command == "worker":
+        from ..worker.main import run as run_worker
+        return run_worker(args)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

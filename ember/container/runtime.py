@@ -1,0 +1,378 @@
+"""What runs inside a container: load the user's function once, then serve inputs.
+
+Two threads matter. The main thread loads and runs user code (signals, like the cancel
+interrupt, go to it). An I/O thread runs an asyncio loop holding the one stream to the control
+plane: inputs arrive there and go to the main thread through a queue; outputs and logs go
+back through the loop in the order they happened, so a print always precedes the result of
+the input that printed it.
+"""
+
+import asyncio
+import collections
+import importlib
+import io
+import logging
+import os
+import pathlib
+import queue
+import signal
+import sys
+import threading
+import time
+import zipfile
+
+import grpc
+
+from .. import config
+from .._proc import die_with_parent
+from .._client import blobs
+from .._client.bridge import LoopThread
+from .._client.serialization import deserialize, serialize_exception, serialize_result
+from ..proto import api_pb2, api_pb2_grpc
+
+Output = api_pb2.Output
+HEARTBEAT = 1.0             # seconds
+RESEND_OUTPUTS = 1000       # outputs kept to resend after a reconnect
+MAX_PREFETCH = 64           # inputs a container holds at most, for very fast functions
+BATCH_SECONDS = 0.005       # a fast function's inputs come in batches worth about this long
+DETACH_WAIT = 5.0           # seconds to wait for the control plane to take the last outputs
+
+log = logging.getLogger("ember.container")
+
+
+class InputCancelled(BaseException):
+    """Raised in the main thread when the running input is cancelled (not an Exception,
+    so user code's `except Exception` does not swallow it)."""
+
+
+class Runtime:
+    def __init__(self, container_id: str, server_url: str):
+        self.container_id = container_id
+        self.server_url = server_url
+        self.io = LoopThread("ember-io")
+        self.inputs: queue.SimpleQueue = queue.SimpleQueue()
+        self.init: queue.SimpleQueue = queue.SimpleQueue()
+        self.held: dict[str, api_pb2.Input] = {}     # received, no final output yet (I/O thread)
+        self.requested = 0                            # asked for, not yet received (I/O thread)
+        self.target = 1                               # inputs to hold at once (set by main thread)
+        self.recent_outputs: collections.deque = collections.deque(maxlen=RESEND_OUTPUTS)
+        self.cancelled: set[str] = set()
+        self.current: str | None = None               # input the main thread runs now
+        self.deadline: float | None = None
+        self.watchdog = threading.Condition()
+        self.stream_out: asyncio.Queue | None = None
+        self.detaching = False
+        self.detached = threading.Event()
+        self.initialized = False
+        self.stub = None
+
+    # ------------------------------------------------------------------ I/O thread
+
+    async def _connect_loop(self):
+        channel = grpc.aio.insecure_channel(config.grpc_target(self.server_url), options=config.GRPC_OPTIONS)
+        self.stub = api_pb2_grpc.EmberStub(channel)
+        delay = 0.05
+        while True:
+            out: asyncio.Queue = asyncio.Queue()
+            out.put_nowait(api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(
+                container_id=self.container_id, held_input_ids=list(self.held))))
+            if self.initialized:
+                # The control plane restarted or the network broke: resend what it may have lost.
+                for batch in self.recent_outputs:
+                    out.put_nowait(api_pb2.ContainerMessage(outputs=batch))
+                self.requested = 0
+                self._ask_for_inputs(out)
+            self.stream_out = out
+
+            async def requests():
+                while (msg := await out.get()) is not None:
+                    yield msg
+
+            call = self.stub.ContainerConnect(requests(), wait_for_ready=True)
+            try:
+                async for cmd in call:
+                    delay = 0.05
+                    self._handle(cmd)
+                if self.detaching:
+                    break
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    log.error("the control plane does not know this container (%s): exiting", e.details())
+                    os._exit(3)
+                if self.detaching:
+                    break
+            self.stream_out = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        self.detached.set()
+
+    async def _heartbeat(self):
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            self._send(api_pb2.ContainerMessage(heartbeat=api_pb2.Empty()))
+
+    def _send(self, msg):
+        if self.stream_out is not None:
+            self.stream_out.put_nowait(msg)
+
+    def _handle(self, cmd: api_pb2.ContainerCommand):
+        kind = cmd.WhichOneof("cmd")
+        if kind == "inputs":
+            n = len(cmd.inputs.inputs)
+            self.requested = max(0, self.requested - n)
+            for inp in cmd.inputs.inputs:
+                self.held[inp.input_id] = inp
+                self.inputs.put(inp)
+        elif kind == "init":
+            if not self.initialized:
+                self.init.put(cmd.init)
+        elif kind == "cancel_input_id":
+            input_id = cmd.cancel_input_id
+            self.cancelled.add(input_id)
+            if self.current == input_id:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def _ask_for_inputs(self, out: asyncio.Queue | None = None):
+        out = out or self.stream_out
+        want = self.target - len(self.held) - self.requested
+        if want > 0 and out is not None:
+            self.requested += want
+            out.put_nowait(api_pb2.ContainerMessage(want_inputs=want))
+
+    def _flush_outputs(self, outputs: list[api_pb2.Output]):
+        for o in outputs:
+            if o.status != Output.GENERATOR_ITEM:
+                self.held.pop(o.input_id, None)
+                self.cancelled.discard(o.input_id)
+        want = max(0, self.target - len(self.held) - self.requested)
+        self.requested += want
+        batch = api_pb2.OutputBatch(outputs=outputs, want_inputs=want)
+        self.recent_outputs.append(batch)
+        self._send(api_pb2.ContainerMessage(outputs=batch))
+
+    def _send_logs(self, fd: int, text: str):
+        self._send(api_pb2.ContainerMessage(logs=api_pb2.LogBatch(entries=[api_pb2.LogEntry(fd=fd, data=text)])))
+
+    def _detach(self):
+        """Close our side of the stream; the control plane finishes with what we sent."""
+        self.detaching = True
+        if self.stream_out is not None:
+            self.stream_out.put_nowait(None)
+        else:
+            self.detached.set()
+
+    # ------------------------------------------------------------------ main thread
+
+    def run(self):
+        self._capture_output()
+        signal.signal(signal.SIGUSR1, self._on_cancel_signal)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.io.call_soon(lambda: (self.io.loop.create_task(self._connect_loop()),
+                                   self.io.loop.create_task(self._heartbeat())))
+        threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
+        init = self.init.get()
+        try:
+            fn = self._load(init.definition)
+        except BaseException as e:
+            data, line, tb = serialize_exception(e)
+            self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=api_pb2.ContainerInitFailure(
+                error=line, traceback=tb, exception=api_pb2.Payload(data=data))))
+            self._exit(1)
+        self.initialized = True
+        self.definition = init.definition
+        self.io.call_soon(self._ask_for_inputs)
+        self._serve(fn, init.definition)
+
+    def _serve(self, fn, definition):
+        ewma = None
+        pending: list[api_pb2.Output] = []
+        while True:
+            inp = self.inputs.get()
+            t0 = time.perf_counter()
+            outputs = self._run_input(fn, definition, inp)
+            duration = time.perf_counter() - t0
+            outputs[-1].duration = duration
+            ewma = duration if ewma is None else 0.8 * ewma + 0.2 * duration
+            self.target = max(1, min(MAX_PREFETCH, int(BATCH_SECONDS / max(ewma, 1e-6)))) if ewma < BATCH_SECONDS else 1
+            pending.extend(outputs)
+            # Batch outputs while more inputs are already here; send as soon as there are none.
+            if self.inputs.empty() or len(pending) >= MAX_PREFETCH:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                self.io.call_soon(self._flush_outputs, pending)
+                pending = []
+
+    def _run_input(self, fn, definition, inp: api_pb2.Input) -> list[api_pb2.Output]:
+        name = definition.name
+        base = dict(input_id=inp.input_id, idx=inp.idx)
+        if inp.input_id in self.cancelled:
+            return [Output(**base, status=Output.CANCELLED, error="the call was cancelled")]
+        items = []
+        try:
+            args, kwargs = deserialize(self._bytes(inp.args), f"the arguments of {name}()")
+            self._arm(inp.input_id, definition.timeout)
+            try:
+                if definition.is_generator:
+                    for i, item in enumerate(fn(*args, **kwargs)):
+                        data, err = serialize_result(name, item)
+                        if err:
+                            return [Output(**base, status=Output.FAILURE, error=err)]
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                        out = Output(**base, status=Output.GENERATOR_ITEM, gen_index=i, data=self._payload(data))
+                        self.io.call_soon(self._flush_outputs, [out])
+                    result = None
+                else:
+                    result = fn(*args, **kwargs)
+            finally:
+                self._disarm()
+        except InputCancelled:
+            return [Output(**base, status=Output.CANCELLED, error="the call was cancelled while it ran")]
+        except BaseException as e:
+            data, line, tb = serialize_exception(e)
+            return [Output(**base, status=Output.FAILURE, error=line, traceback=tb, data=self._payload(data))]
+        data, err = serialize_result(name, result)
+        if err:
+            return [Output(**base, status=Output.FAILURE, error=err)]
+        return [Output(**base, status=Output.SUCCESS, data=self._payload(data))]
+
+    def _payload(self, data: bytes) -> api_pb2.Payload:
+        return blobs.to_payload(data, lambda d: self.io.run(blobs.upload(self.stub, d)))
+
+    def _bytes(self, payload: api_pb2.Payload) -> bytes:
+        return blobs.from_payload(payload, lambda b: self.io.run(blobs.download(self.stub, b)))
+
+    def _load(self, d: api_pb2.FunctionDefinition):
+        if d.pickled.data or d.pickled.blob_id:
+            obj = deserialize(self._bytes(d.pickled), f"function {d.name}")
+        else:
+            if d.code_blob_id:
+                sys.path.insert(0, str(self._code_dir(d.code_blob_id)))
+            module = importlib.import_module(d.module)
+            obj = module
+            for part in d.qualname.split("."):
+                try:
+                    obj = getattr(obj, part)
+                except AttributeError:
+                    raise AttributeError(f"module {d.module!r} ({getattr(module, '__file__', '?')}) has no "
+                                         f"function {d.qualname!r}") from None
+        from ..function import Function
+        if isinstance(obj, Function):
+            obj = obj.get_raw_f()
+        if not callable(obj):
+            raise TypeError(f"{d.module}.{d.qualname} is a {type(obj).__name__}, not a function")
+        return obj
+
+    def _code_dir(self, blob_id: str) -> pathlib.Path:
+        """The function's source, unpacked once per worker into a shared cache."""
+        cache = pathlib.Path(os.environ.get("EMBER_CODE_CACHE") or pathlib.Path.cwd() / ".code")
+        dest = cache / blob_id
+        if not dest.exists():
+            data = self.io.run(blobs.download(self.stub, blob_id))
+            tmp = cache / f".{blob_id}.{os.getpid()}"
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                z.extractall(tmp)
+            try:
+                os.rename(tmp, dest)
+            except OSError:
+                pass  # another container unpacked it first
+        return dest
+
+    # ---- timeouts and cancellation
+
+    def _arm(self, input_id: str, timeout: float):
+        with self.watchdog:
+            self.current = input_id
+            self.deadline = time.monotonic() + timeout if timeout > 0 else None
+            self.watchdog.notify()
+
+    def _disarm(self):
+        with self.watchdog:
+            self.current = None
+            self.deadline = None
+
+    def _watchdog(self):
+        with self.watchdog:
+            while True:
+                if self.deadline is None:
+                    self.watchdog.wait()
+                    continue
+                left = self.deadline - time.monotonic()
+                if left > 0:
+                    self.watchdog.wait(left)
+                    continue
+                input_id = self.current
+                inp = self.held.get(input_id)
+                timeout = self.definition.timeout
+                out = Output(input_id=input_id, idx=inp.idx if inp else 0, status=Output.TIMEOUT,
+                             error=f"timed out after {timeout:g}s (its timeout); its container was stopped")
+                self.io.call_soon(self._flush_outputs, [out])
+                # The user's code cannot be interrupted safely: end the container instead.
+                self._exit(0)
+
+    def _on_cancel_signal(self, signum, frame):
+        if self.current is not None and self.current in self.cancelled:
+            raise InputCancelled()
+
+    def _on_sigterm(self, signum, frame):
+        self._exit(0)
+
+    def _exit(self, code: int):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.io.call_soon(self._detach)
+        self.detached.wait(DETACH_WAIT)
+        os._exit(code)
+
+    # ---- output capture
+
+    def _capture_output(self):
+        """Everything the container prints goes to the caller, as it is printed."""
+        for fd in (1, 2):
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            threading.Thread(target=self._pump, args=(r, fd), name=f"ember-fd{fd}", daemon=True).start()
+        sys.stdout = LogWriter(self, 1)
+        sys.stderr = LogWriter(self, 2)
+
+    def _pump(self, r: int, fd: int):
+        """Output written straight to the file descriptors (C code, subprocesses)."""
+        while data := os.read(r, 65536):
+            self.io.call_soon(self._send_logs, fd, data.decode(errors="replace"))
+
+
+class LogWriter(io.TextIOBase):
+    """sys.stdout/sys.stderr in the container: line-buffered, sent in order with outputs."""
+
+    def __init__(self, runtime: Runtime, fd: int):
+        self.runtime = runtime
+        self.fd = fd
+        self.buf: list[str] = []
+
+    def writable(self):
+        return True
+
+    def write(self, s: str) -> int:
+        self.buf.append(s)
+        if "\n" in s:
+            self.flush()
+        return len(s)
+
+    def flush(self):
+        if self.buf:
+            text = "".join(self.buf)
+            self.buf = []
+            self.runtime.io.call_soon(self.runtime._send_logs, self.fd, text)
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self.fd
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s container %(levelname)s %(message)s")
+    die_with_parent(int(os.environ["EMBER_WORKER_PID"]) if "EMBER_WORKER_PID" in os.environ else None)
+    Runtime(os.environ["EMBER_CONTAINER_ID"], os.environ["EMBER_SERVER_URL"]).run()

@@ -1,0 +1,460 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Payload(_message.Message):
+    __slots__ = ("data", "blob_id")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    blob_id: str
+    def __init__(self, data: _Optional[bytes] = ..., blob_id: _Optional[str] = ...) -> None: ...
+
+class BlobChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class BlobRef(_message.Message):
+    __slots__ = ("blob_id",)
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    blob_id: str
+    def __init__(self, blob_id: _Optional[str] = ...) -> None: ...
+
+class BlobExistsResponse(_message.Message):
+    __slots__ = ("exists",)
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    exists: bool
+    def __init__(self, exists: _Optional[bool] = ...) -> None: ...
+
+class AppCreateRequest(_message.Message):
+    __slots__ = ("name", "client_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    client_id: str
+    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
+
+class AppCreateResponse(_message.Message):
+    __slots__ = ("app_id", "heartbeat_interval")
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    app_id: str
+    heartbeat_interval: float
+    def __init__(self, app_id: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ...) -> None: ...
+
+class AppRef(_message.Message):
+    __slots__ = ("app_id",)
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    app_id: str
+    def __init__(self, app_id: _Optional[str] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("max_retries", "backoff_coefficient", "initial_delay", "max_delay")
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_COEFFICIENT_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_DELAY_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELAY_FIELD_NUMBER: _ClassVar[int]
+    max_retries: int
+    backoff_coefficient: float
+    initial_delay: float
+    max_delay: float
+    def __init__(self, max_retries: _Optional[int] = ..., backoff_coefficient: _Optional[float] = ..., initial_delay: _Optional[float] = ..., max_delay: _Optional[float] = ...) -> None: ...
+
+class Resources(_message.Message):
+    __slots__ = ("cpu", "memory_mb", "gpu")
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    cpu: float
+    memory_mb: int
+    gpu: str
+    def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ...) -> None: ...
+
+class FunctionDefinition(_message.Message):
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_names", "volume_mounts")
+    class VolumeMountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    QUALNAME_FIELD_NUMBER: _ClassVar[int]
+    CODE_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PICKLED_FIELD_NUMBER: _ClassVar[int]
+    IS_GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    SCALEDOWN_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_NAMES_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    module: str
+    qualname: str
+    code_blob_id: str
+    pickled: Payload
+    is_generator: bool
+    resources: Resources
+    timeout: float
+    retries: RetryPolicy
+    max_containers: int
+    min_containers: int
+    scaledown_window: float
+    image: bytes
+    secret_names: _containers.RepeatedScalarFieldContainer[str]
+    volume_mounts: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[bytes] = ..., secret_names: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class FunctionCreateRequest(_message.Message):
+    __slots__ = ("app_id", "definition")
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    app_id: str
+    definition: FunctionDefinition
+    def __init__(self, app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ...) -> None: ...
+
+class FunctionCreateResponse(_message.Message):
+    __slots__ = ("function_id",)
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    def __init__(self, function_id: _Optional[str] = ...) -> None: ...
+
+class Input(_message.Message):
+    __slots__ = ("input_id", "call_id", "idx", "args", "attempt")
+    INPUT_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    IDX_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    input_id: str
+    call_id: str
+    idx: int
+    args: Payload
+    attempt: int
+    def __init__(self, input_id: _Optional[str] = ..., call_id: _Optional[str] = ..., idx: _Optional[int] = ..., args: _Optional[_Union[Payload, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class Output(_message.Message):
+    __slots__ = ("input_id", "idx", "status", "data", "error", "traceback", "gen_index", "duration")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SUCCESS: _ClassVar[Output.Status]
+        FAILURE: _ClassVar[Output.Status]
+        TIMEOUT: _ClassVar[Output.Status]
+        CANCELLED: _ClassVar[Output.Status]
+        CONTAINER_EXITED: _ClassVar[Output.Status]
+        INIT_FAILURE: _ClassVar[Output.Status]
+        GENERATOR_ITEM: _ClassVar[Output.Status]
+    SUCCESS: Output.Status
+    FAILURE: Output.Status
+    TIMEOUT: Output.Status
+    CANCELLED: Output.Status
+    CONTAINER_EXITED: Output.Status
+    INIT_FAILURE: Output.Status
+    GENERATOR_ITEM: Output.Status
+    INPUT_ID_FIELD_NUMBER: _ClassVar[int]
+    IDX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    GEN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    input_id: str
+    idx: int
+    status: Output.Status
+    data: Payload
+    error: str
+    traceback: str
+    gen_index: int
+    duration: float
+    def __init__(self, input_id: _Optional[str] = ..., idx: _Optional[int] = ..., status: _Optional[_Union[Output.Status, str]] = ..., data: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., gen_index: _Optional[int] = ..., duration: _Optional[float] = ...) -> None: ...
+
+class CallOutput(_message.Message):
+    __slots__ = ("seq", "output", "log_seq")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    output: Output
+    log_seq: int
+    def __init__(self, seq: _Optional[int] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., log_seq: _Optional[int] = ...) -> None: ...
+
+class CallRequest(_message.Message):
+    __slots__ = ("tag", "function_id", "call_id", "args")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    function_id: str
+    call_id: str
+    args: Payload
+    def __init__(self, tag: _Optional[int] = ..., function_id: _Optional[str] = ..., call_id: _Optional[str] = ..., args: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+
+class CallResponse(_message.Message):
+    __slots__ = ("tag", "output", "error")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    output: CallOutput
+    error: str
+    def __init__(self, tag: _Optional[int] = ..., output: _Optional[_Union[CallOutput, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class FunctionCallCreateRequest(_message.Message):
+    __slots__ = ("function_id", "call_id", "inputs", "inputs_complete")
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    call_id: str
+    inputs: _containers.RepeatedCompositeFieldContainer[Input]
+    inputs_complete: bool
+    def __init__(self, function_id: _Optional[str] = ..., call_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Input, _Mapping]]] = ..., inputs_complete: _Optional[bool] = ...) -> None: ...
+
+class FunctionCallCreateResponse(_message.Message):
+    __slots__ = ("call_id",)
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    def __init__(self, call_id: _Optional[str] = ...) -> None: ...
+
+class PutInputsRequest(_message.Message):
+    __slots__ = ("call_id", "inputs", "inputs_complete")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    inputs: _containers.RepeatedCompositeFieldContainer[Input]
+    inputs_complete: bool
+    def __init__(self, call_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Input, _Mapping]]] = ..., inputs_complete: _Optional[bool] = ...) -> None: ...
+
+class GetOutputsRequest(_message.Message):
+    __slots__ = ("call_id", "after_seq", "max_outputs", "timeout")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    after_seq: int
+    max_outputs: int
+    timeout: float
+    def __init__(self, call_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., max_outputs: _Optional[int] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class GetOutputsResponse(_message.Message):
+    __slots__ = ("outputs", "function_id", "inputs_complete", "num_inputs", "num_done", "is_generator", "function_name")
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    NUM_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_DONE_FIELD_NUMBER: _ClassVar[int]
+    IS_GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    outputs: _containers.RepeatedCompositeFieldContainer[CallOutput]
+    function_id: str
+    inputs_complete: bool
+    num_inputs: int
+    num_done: int
+    is_generator: bool
+    function_name: str
+    def __init__(self, outputs: _Optional[_Iterable[_Union[CallOutput, _Mapping]]] = ..., function_id: _Optional[str] = ..., inputs_complete: _Optional[bool] = ..., num_inputs: _Optional[int] = ..., num_done: _Optional[int] = ..., is_generator: _Optional[bool] = ..., function_name: _Optional[str] = ...) -> None: ...
+
+class FunctionCallRef(_message.Message):
+    __slots__ = ("call_id",)
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    def __init__(self, call_id: _Optional[str] = ...) -> None: ...
+
+class LogEntry(_message.Message):
+    __slots__ = ("seq", "container_id", "fd", "data", "function_name")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    container_id: str
+    fd: int
+    data: str
+    function_name: str
+    def __init__(self, seq: _Optional[int] = ..., container_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[str] = ..., function_name: _Optional[str] = ...) -> None: ...
+
+class LogBatch(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ...) -> None: ...
+
+class AppLogsRequest(_message.Message):
+    __slots__ = ("app_id", "after_seq")
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    app_id: str
+    after_seq: int
+    def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class WorkerRegister(_message.Message):
+    __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "running_container_ids", "backend")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_CONTAINER_IDS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    boot_id: str
+    name: str
+    cpu: float
+    memory_mb: int
+    running_container_ids: _containers.RepeatedScalarFieldContainer[str]
+    backend: str
+    def __init__(self, worker_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., running_container_ids: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class ContainerExited(_message.Message):
+    __slots__ = ("container_id", "exit_code", "reason", "log_tail")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LOG_TAIL_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    exit_code: int
+    reason: str
+    log_tail: str
+    def __init__(self, container_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., log_tail: _Optional[str] = ...) -> None: ...
+
+class WorkerMessage(_message.Message):
+    __slots__ = ("register", "heartbeat", "container_exited")
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_EXITED_FIELD_NUMBER: _ClassVar[int]
+    register: WorkerRegister
+    heartbeat: Empty
+    container_exited: ContainerExited
+    def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ...) -> None: ...
+
+class StartContainer(_message.Message):
+    __slots__ = ("container_id", "function_id", "app_id", "resources")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    function_id: str
+    app_id: str
+    resources: Resources
+    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...
+
+class StopContainer(_message.Message):
+    __slots__ = ("container_id", "kill")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    KILL_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    kill: bool
+    def __init__(self, container_id: _Optional[str] = ..., kill: _Optional[bool] = ...) -> None: ...
+
+class WorkerCommand(_message.Message):
+    __slots__ = ("start_container", "stop_container", "registered")
+    START_CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    STOP_CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    start_container: StartContainer
+    stop_container: StopContainer
+    registered: Empty
+    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
+
+class ContainerHello(_message.Message):
+    __slots__ = ("container_id", "held_input_ids")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    HELD_INPUT_IDS_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    held_input_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, container_id: _Optional[str] = ..., held_input_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ContainerInitFailure(_message.Message):
+    __slots__ = ("error", "traceback", "exception")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    EXCEPTION_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    traceback: str
+    exception: Payload
+    def __init__(self, error: _Optional[str] = ..., traceback: _Optional[str] = ..., exception: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+
+class ContainerMessage(_message.Message):
+    __slots__ = ("hello", "want_inputs", "outputs", "logs", "heartbeat", "init_failure")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    WANT_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    INIT_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    hello: ContainerHello
+    want_inputs: int
+    outputs: OutputBatch
+    logs: LogBatch
+    heartbeat: Empty
+    init_failure: ContainerInitFailure
+    def __init__(self, hello: _Optional[_Union[ContainerHello, _Mapping]] = ..., want_inputs: _Optional[int] = ..., outputs: _Optional[_Union[OutputBatch, _Mapping]] = ..., logs: _Optional[_Union[LogBatch, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., init_failure: _Optional[_Union[ContainerInitFailure, _Mapping]] = ...) -> None: ...
+
+class OutputBatch(_message.Message):
+    __slots__ = ("outputs", "want_inputs")
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    WANT_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    outputs: _containers.RepeatedCompositeFieldContainer[Output]
+    want_inputs: int
+    def __init__(self, outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., want_inputs: _Optional[int] = ...) -> None: ...
+
+class ContainerInit(_message.Message):
+    __slots__ = ("function_id", "app_id", "definition", "app_function_ids")
+    class AppFunctionIdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    APP_FUNCTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    app_id: str
+    definition: FunctionDefinition
+    app_function_ids: _containers.ScalarMap[str, str]
+    def __init__(self, function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., app_function_ids: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class InputBatch(_message.Message):
+    __slots__ = ("inputs",)
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedCompositeFieldContainer[Input]
+    def __init__(self, inputs: _Optional[_Iterable[_Union[Input, _Mapping]]] = ...) -> None: ...
+
+class ContainerCommand(_message.Message):
+    __slots__ = ("init", "inputs", "cancel_input_id", "stop")
+    INIT_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_INPUT_ID_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    init: ContainerInit
+    inputs: InputBatch
+    cancel_input_id: str
+    stop: Empty
+    def __init__(self, init: _Optional[_Union[ContainerInit, _Mapping]] = ..., inputs: _Optional[_Union[InputBatch, _Mapping]] = ..., cancel_input_id: _Optional[str] = ..., stop: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...

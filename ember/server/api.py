@@ -1,0 +1,242 @@
+"""The control plane's gRPC service: turns requests into Scheduler calls and streams back."""
+
+import asyncio
+import time
+
+import grpc
+
+from ..config import BLOB_CHUNK
+from ..proto import api_pb2, api_pb2_grpc
+from .blobs import BlobStore
+from .scheduler import Scheduler
+
+EMPTY = api_pb2.Empty()
+
+
+class EmberService(api_pb2_grpc.EmberServicer):
+    def __init__(self, sched: Scheduler, blobs: BlobStore, heartbeat_interval: float):
+        self.sched = sched
+        self.blobs = blobs
+        self.heartbeat_interval = heartbeat_interval
+
+    # ------------------------------------------------------------------ apps and functions
+
+    async def AppCreate(self, req, context):
+        app_id = self.sched.create_app(req.name or "unnamed")
+        return api_pb2.AppCreateResponse(app_id=app_id, heartbeat_interval=self.heartbeat_interval)
+
+    async def AppHeartbeat(self, req, context):
+        if not self.sched.heartbeat_app(req.app_id):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not running")
+        return EMPTY
+
+    async def AppStop(self, req, context):
+        self.sched.stop_app(req.app_id, "its client stopped it")
+        return EMPTY
+
+    async def AppLogs(self, req, context):
+        app = self.sched.apps.get(req.app_id)
+        if app is None:
+            return
+        after = req.after_seq
+        loop = asyncio.get_running_loop()
+        while True:
+            entries = [e for e in app.logs if e.seq > after] if app.log_seq > after else []
+            if entries:
+                after = entries[-1].seq
+                yield api_pb2.LogBatch(entries=entries)
+                continue
+            if not app.running:
+                return
+            fut = loop.create_future()
+            app.log_listeners.append(fut)
+            await fut
+
+    async def FunctionCreate(self, req, context):
+        try:
+            fid = self.sched.create_function(req.app_id, req.definition)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        return api_pb2.FunctionCreateResponse(function_id=fid)
+
+    # ------------------------------------------------------------------ calls
+
+    async def CallStream(self, request_iterator, context):
+        out: asyncio.Queue = asyncio.Queue()
+        sched = self.sched
+
+        def final_output(call):
+            return sched.outputs_after(call, call.next_seq - 2, 1)[0]
+
+        def waiter(tag):
+            def on_output(call):
+                if call.done():
+                    out.put_nowait(api_pb2.CallResponse(tag=tag, output=final_output(call)))
+                else:
+                    call.listeners.append(on_output)
+            return on_output
+
+        async def read():
+            async for req in request_iterator:
+                try:
+                    call = sched.create_call(req.function_id, req.call_id,
+                                             [api_pb2.Input(idx=0, args=req.args)], True)
+                except LookupError as e:
+                    out.put_nowait(api_pb2.CallResponse(tag=req.tag, error=str(e)))
+                    continue
+                if call.done():
+                    out.put_nowait(api_pb2.CallResponse(tag=req.tag, output=final_output(call)))
+                else:
+                    call.listeners.append(waiter(req.tag))
+
+        reader = asyncio.create_task(read())
+        reader.add_done_callback(lambda _: out.put_nowait(None))
+        try:
+            while (resp := await out.get()) is not None:
+                yield resp
+        finally:
+            reader.cancel()
+
+    async def FunctionCallCreate(self, req, context):
+        try:
+            call = self.sched.create_call(req.function_id, req.call_id, list(req.inputs), req.inputs_complete)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot call function {req.function_id}: {e}")
+        return api_pb2.FunctionCallCreateResponse(call_id=call.call_id)
+
+    async def FunctionCallPutInputs(self, req, context):
+        try:
+            self.sched.put_inputs(req.call_id, list(req.inputs), req.inputs_complete)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot add inputs to {req.call_id}: {e}")
+        return EMPTY
+
+    async def FunctionCallGetOutputs(self, req, context):
+        sched = self.sched
+        call = sched.lookup_call(req.call_id)
+        if call is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"there is no function call {req.call_id}: the id is wrong, or its outputs expired "
+                f"(they are kept {sched.output_retention / 3600:.0f} h after the call finishes)")
+        limit = req.max_outputs or 1000
+        outs = sched.outputs_after(call, req.after_seq, limit)
+        if not outs and not call.done() and req.timeout > 0:
+            fut = asyncio.get_running_loop().create_future()
+
+            def wake(_call):
+                if not fut.done():
+                    fut.set_result(None)
+
+            call.listeners.append(wake)
+            try:
+                async with asyncio.timeout(min(req.timeout, 60.0)):
+                    await fut
+            except TimeoutError:
+                pass
+            finally:
+                if wake in call.listeners:
+                    call.listeners.remove(wake)
+            outs = sched.outputs_after(call, req.after_seq, limit)
+        if call.done() and (outs[-1].seq if outs else req.after_seq) >= call.next_seq - 1:
+            call.fetched = True
+        return api_pb2.GetOutputsResponse(
+            outputs=outs, function_id=call.function.function_id,
+            inputs_complete=call.num_inputs is not None, num_inputs=call.num_inputs or 0,
+            num_done=call.num_done, is_generator=call.function.definition.is_generator,
+            function_name=call.function.name)
+
+    async def FunctionCallCancel(self, req, context):
+        self.sched.cancel_call(req.call_id)
+        return EMPTY
+
+    # ------------------------------------------------------------------ blobs
+
+    async def BlobPut(self, request_iterator, context):
+        writer = self.blobs.writer()
+        try:
+            async for chunk in request_iterator:
+                writer.write(chunk.data)
+        except BaseException:
+            writer.abort()
+            raise
+        return api_pb2.BlobRef(blob_id=writer.commit())
+
+    async def BlobGet(self, req, context):
+        try:
+            path = self.blobs.path(req.blob_id)
+            f = open(path, "rb")
+        except (KeyError, FileNotFoundError):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no blob {req.blob_id}")
+        with f:
+            while data := f.read(BLOB_CHUNK):
+                yield api_pb2.BlobChunk(data=data)
+
+    async def BlobExists(self, req, context):
+        return api_pb2.BlobExistsResponse(exists=self.blobs.exists(req.blob_id))
+
+    # ------------------------------------------------------------------ workers and containers
+
+    async def WorkerConnect(self, request_iterator, context):
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("msg") != "register":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a worker must register first")
+        out: asyncio.Queue = asyncio.Queue()
+        worker = self.sched.worker_connected(first.register, out.put_nowait)
+
+        async def read():
+            async for msg in request_iterator:
+                worker.last_seen = time.monotonic()
+                if msg.WhichOneof("msg") == "container_exited":
+                    e = msg.container_exited
+                    self.sched.container_exited(e.container_id, e.exit_code, e.reason, e.log_tail)
+
+        reader = asyncio.create_task(read())
+        reader.add_done_callback(lambda _: out.put_nowait(None))
+        try:
+            yield api_pb2.WorkerCommand(registered=EMPTY)
+            while (cmd := await out.get()) is not None:
+                yield cmd
+        finally:
+            reader.cancel()
+            self.sched.worker_disconnected(worker)
+
+    async def ContainerConnect(self, request_iterator, context):
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("msg") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a container must say hello first")
+        out: asyncio.Queue = asyncio.Queue()
+        sched = self.sched
+        c = sched.container_connected(first.hello, out.put_nowait)
+        if c is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"container {first.hello.container_id} is not known: it should exit")
+        fn = c.function
+        app = fn.app
+
+        async def read():
+            async for msg in request_iterator:
+                kind = msg.WhichOneof("msg")
+                if kind == "outputs":
+                    sched.container_outputs(c, msg.outputs, app.log_seq)
+                elif kind == "logs":
+                    sched.add_logs(c, msg.logs)
+                elif kind == "want_inputs":
+                    sched.container_wants(c, msg.want_inputs)
+                elif kind == "heartbeat":
+                    c.last_seen = time.monotonic()
+                elif kind == "init_failure":
+                    sched.container_init_failed(c, msg.init_failure)
+
+        reader = asyncio.create_task(read())
+        reader.add_done_callback(lambda _: out.put_nowait(None))
+        try:
+            yield api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
+                function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
+                app_function_ids={f.name: f.function_id for f in app.functions.values()}))
+            while (cmd := await out.get()) is not None:
+                yield cmd
+        finally:
+            reader.cancel()
+            if c.send == out.put_nowait:  # not replaced by a newer stream of the same container
+                sched.container_disconnected(c)

@@ -1,0 +1,79 @@
+"""`ember server`: run the control plane until SIGTERM or SIGINT."""
+
+import asyncio
+import logging
+import pathlib
+import signal
+import sys
+
+import grpc
+
+from ..config import GRPC_OPTIONS
+from ..proto import api_pb2_grpc
+from .api import EmberService
+from .blobs import BlobStore
+from .scheduler import Scheduler
+from .store import Store
+
+log = logging.getLogger("ember.server")
+
+TICK = 0.2            # seconds between time-driven checks (expiry, scale-down, backlog)
+EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
+
+
+async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
+                app_timeout: float, output_retention: float, ready_file: str | None = None):
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(str(data_dir / "ember.db"))
+    sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
+                      app_timeout=app_timeout, output_retention=output_retention)
+    sched.recover()
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    api_pb2_grpc.add_EmberServicer_to_server(
+        EmberService(sched, BlobStore(data_dir / "blobs"), heartbeat_interval=app_timeout / 4), server)
+    if address.startswith("unix:"):
+        pathlib.Path(address[5:].removeprefix("//")).unlink(missing_ok=True)
+        server.add_insecure_port(address)
+        bound = address
+    else:
+        host = address.rpartition(":")[0]
+        bound = f"{host}:{server.add_insecure_port(address)}"
+    await server.start()
+    print(f"ember server listening on {bound} (data in {data_dir})", flush=True)
+    if ready_file:
+        pathlib.Path(ready_file).write_text(bound)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def ticker():
+        since_expire = EXPIRE_EVERY
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                sched.tick()
+                since_expire += TICK
+                if since_expire >= EXPIRE_EVERY:
+                    since_expire = 0
+                    sched.expire_outputs()
+            except Exception:
+                log.exception("periodic check failed")
+
+    ticks = asyncio.create_task(ticker())
+    await stop.wait()
+    ticks.cancel()
+    await server.stop(grace=1.0)
+    store.close()
+
+
+def run(args) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s server %(levelname)s %(message)s")
+    address = args.address or f"{args.host}:{args.port}"
+    asyncio.run(serve(address, pathlib.Path(args.data_dir).expanduser(),
+                      lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
+                      app_timeout=args.app_timeout, output_retention=args.output_retention * 3600,
+                      ready_file=args.ready_file))
+    return 0

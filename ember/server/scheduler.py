@@ -1,0 +1,758 @@
+"""The control plane's working state and decisions, on one asyncio event loop.
+
+Inputs are queued per function and handed to containers that said they want work (no polling:
+each event, an input arriving or a container asking for more, runs `dispatch`). Containers are
+started on workers when the backlog would take longer to drain than a new container takes to
+start, up to the function's `max_containers` and the workers' capacity. Every state change that
+must survive a crash goes through the Store before anyone is told about it.
+
+Leases: an input handed to a container is held by that container until its output arrives.
+If the container exits, the worker reports why and the input is retried (a failed attempt); if
+the container or its worker vanishes without a report, the input returns to the queue once the
+lease timeout has passed (a lost lease, which does not use up a retry).
+"""
+
+import asyncio
+import collections
+import logging
+import math
+import time
+
+from .._ids import new_id
+from ..proto import api_pb2
+from .store import Store
+
+log = logging.getLogger("ember.server")
+
+Output = api_pb2.Output
+FINAL_FAILURES = (Output.FAILURE, Output.TIMEOUT, Output.CONTAINER_EXITED)
+# A lease lost this many times (container or worker vanished each time) fails the input.
+MAX_LOST = 5
+LOG_BUFFER = 20_000
+
+
+class AppState:
+    __slots__ = ("app_id", "name", "running", "heartbeat_at", "functions", "logs", "log_seq",
+                 "log_listeners")
+
+    def __init__(self, app_id, name):
+        self.app_id = app_id
+        self.name = name
+        self.running = True
+        self.heartbeat_at = time.monotonic()
+        self.functions: dict[str, FunctionState] = {}
+        self.logs: collections.deque[api_pb2.LogEntry] = collections.deque(maxlen=LOG_BUFFER)
+        self.log_seq = 0
+        self.log_listeners: list[asyncio.Future] = []
+
+
+class FunctionState:
+    __slots__ = ("function_id", "app", "definition", "pending", "containers", "exec_ewma",
+                 "init_failure")
+
+    def __init__(self, function_id, app, definition):
+        self.function_id = function_id
+        self.app: AppState = app
+        self.definition: api_pb2.FunctionDefinition = definition
+        self.pending: collections.deque[InputState] = collections.deque()
+        self.containers: dict[str, ContainerState] = {}
+        self.exec_ewma: float | None = None
+        self.init_failure: api_pb2.ContainerInitFailure | None = None
+
+    @property
+    def name(self):
+        return self.definition.name
+
+
+class CallState:
+    __slots__ = ("call_id", "function", "num_inputs", "num_done", "next_seq", "cancelled",
+                 "outputs", "inputs", "listeners", "done_at", "fetched")
+
+    def __init__(self, call_id, function, num_inputs=None, num_done=0, next_seq=1, cancelled=False):
+        self.call_id = call_id
+        self.function: FunctionState = function
+        self.num_inputs: int | None = num_inputs
+        self.num_done = num_done
+        self.next_seq = next_seq
+        self.cancelled = cancelled
+        # Outputs accepted since this call was loaded; outputs[0] has seq first_seq.
+        self.outputs: list[api_pb2.CallOutput] = []
+        self.inputs: dict[str, InputState] = {}   # open inputs, by id
+        self.listeners: list = []                 # callables, run once on the next output
+        self.done_at: float | None = None
+        self.fetched = False
+
+    def done(self) -> bool:
+        return self.num_inputs is not None and self.num_done >= self.num_inputs
+
+
+class InputState:
+    __slots__ = ("input_id", "call", "idx", "args", "attempts", "lost", "container")
+
+    def __init__(self, input_id, call, idx, args, attempts=0, lost=0):
+        self.input_id = input_id
+        self.call: CallState = call
+        self.idx = idx
+        self.args: bytes = args   # serialized Payload, passed through untouched
+        self.attempts = attempts
+        self.lost = lost
+        self.container: ContainerState | None = None
+
+
+class WorkerState:
+    __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "send", "connected",
+                 "last_seen", "containers")
+
+    def __init__(self, reg: api_pb2.WorkerRegister, send):
+        self.worker_id = reg.worker_id
+        self.boot_id = reg.boot_id
+        self.name = reg.name
+        self.cpu = reg.cpu
+        self.memory_mb = reg.memory_mb
+        self.send = send
+        self.connected = True
+        self.last_seen = time.monotonic()
+        self.containers: dict[str, ContainerState] = {}
+
+    def free(self) -> tuple[float, int]:
+        cpu = self.cpu - sum(c.cpu for c in self.containers.values())
+        mem = self.memory_mb - sum(c.memory_mb for c in self.containers.values())
+        return cpu, mem
+
+
+class ContainerState:
+    __slots__ = ("container_id", "function", "worker", "state", "send", "want", "held",
+                 "last_seen", "since", "requested_at", "cpu", "memory_mb", "stopping")
+
+    def __init__(self, container_id, function, worker):
+        self.container_id = container_id
+        self.function: FunctionState = function
+        self.worker: WorkerState = worker
+        self.state = "starting"       # starting | ready | disconnected
+        self.send = None              # puts a ContainerCommand on its stream, while connected
+        self.want = 0
+        self.held: dict[str, InputState] = {}   # in the order they were handed over
+        self.last_seen = time.monotonic()
+        # When it last went idle, or started its current input: its idle time or busy time.
+        self.since = time.monotonic()
+        self.requested_at = time.monotonic()
+        res = function.definition.resources
+        self.cpu = res.cpu
+        self.memory_mb = res.memory_mb
+        self.stopping = False
+
+
+class Scheduler:
+    def __init__(self, store: Store, *, lease_timeout: float, worker_timeout: float,
+                 app_timeout: float, output_retention: float):
+        self.store = store
+        self.lease_timeout = lease_timeout
+        self.worker_timeout = worker_timeout
+        self.app_timeout = app_timeout
+        self.output_retention = output_retention
+        self.apps: dict[str, AppState] = {}
+        self.functions: dict[str, FunctionState] = {}
+        self.calls: dict[str, CallState] = {}
+        self.workers: dict[str, WorkerState] = {}
+        self.containers: dict[str, ContainerState] = {}
+        self.cold_start_ewma = 0.5
+        self.started_at = time.monotonic()
+        # Containers that existed before a restart and may still reconnect:
+        # id -> (deadline, the inputs the store says it held).
+        self.orphans: dict[str, tuple[float, list[InputState]]] = {}
+
+    # ------------------------------------------------------------------ recovery
+
+    def recover(self):
+        """Load what was open when the control plane last stopped."""
+        for app_id, name in self.store.running_apps():
+            self.apps[app_id] = AppState(app_id, name)
+        for fid, app_id, definition in self.store.functions_of_running_apps():
+            fn = FunctionState(fid, self.apps[app_id], definition)
+            self.functions[fid] = fn
+            fn.app.functions[fid] = fn
+        deadline = time.monotonic() + self.lease_timeout
+        live = {cid for cid, *_ in self.store.live_containers()}
+        for cid in live:
+            self.orphans[cid] = (deadline, [])
+        n_inputs = 0
+        for call_id, fid, num_inputs, num_done, next_seq, cancelled in self.store.open_calls():
+            fn = self.functions.get(fid)
+            if fn is None:
+                continue
+            call = CallState(call_id, fn, num_inputs, num_done, next_seq, bool(cancelled))
+            self.calls[call_id] = call
+            for input_id, idx, args, attempts, lost, container_id, _avail in self.store.open_inputs(call_id):
+                inp = InputState(input_id, call, idx, args, attempts, lost)
+                call.inputs[input_id] = inp
+                n_inputs += 1
+                if container_id in live:
+                    # Held by a container: it may reconnect and finish it, or the lease expires.
+                    self.orphans[container_id][1].append(inp)
+                else:
+                    fn.pending.append(inp)
+        log.info("recovered %d apps, %d functions, %d open calls, %d open inputs, %d containers",
+                 len(self.apps), len(self.functions), len(self.calls), n_inputs, len(live))
+
+    # ------------------------------------------------------------------ apps and functions
+
+    def create_app(self, name: str) -> str:
+        app_id = new_id("ap")
+        self.store.create_app(app_id, name)
+        self.apps[app_id] = AppState(app_id, name)
+        return app_id
+
+    def heartbeat_app(self, app_id: str) -> bool:
+        app = self.apps.get(app_id)
+        if app is None:
+            return False
+        app.heartbeat_at = time.monotonic()
+        return True
+
+    def stop_app(self, app_id: str, reason: str = "the app was stopped"):
+        app = self.apps.pop(app_id, None)
+        if app is None:
+            return
+        app.running = False
+        self.store.stop_app(app_id)
+        for fn in app.functions.values():
+            self.functions.pop(fn.function_id, None)
+            for call in [c for c in self.calls.values() if c.function is fn]:
+                self._cancel_inputs(call, reason)
+            for c in list(fn.containers.values()):
+                self._stop_container(c)
+        for fut in app.log_listeners:
+            if not fut.done():
+                fut.set_result(None)
+        log.info("app %s (%s) stopped: %s", app.name, app_id, reason)
+
+    def create_function(self, app_id: str, definition: api_pb2.FunctionDefinition) -> str:
+        app = self.apps.get(app_id)
+        if app is None:
+            raise LookupError(f"app {app_id} is not running")
+        fid = new_id("fu")
+        self.store.create_function(fid, app_id, definition)
+        fn = FunctionState(fid, app, definition)
+        self.functions[fid] = fn
+        app.functions[fid] = fn
+        return fid
+
+    def function_for_call(self, function_id: str) -> FunctionState:
+        fn = self.functions.get(function_id)
+        if fn is None:
+            if self.store.function(function_id) is None:
+                raise LookupError(f"there is no function with id {function_id}")
+            raise LookupError("its app is not running (it was stopped, or its client went away)")
+        return fn
+
+    # ------------------------------------------------------------------ calls
+
+    def create_call(self, function_id: str, call_id: str, inputs, complete: bool) -> CallState:
+        """Create a call with a first batch of inputs. Resending the same call id is a no-op."""
+        call = self.calls.get(call_id)
+        if call is not None:
+            return call
+        fn = self.function_for_call(function_id)
+        with self.store.transaction():
+            self.store.create_call(call_id, function_id, len(inputs) if complete else None)
+            call = CallState(call_id, fn, len(inputs) if complete else None)
+            self.calls[call_id] = call
+            self._add_inputs(call, inputs)
+        self.dispatch(fn)
+        return call
+
+    def put_inputs(self, call_id: str, inputs, complete: bool):
+        call = self.calls.get(call_id)
+        if call is None:
+            raise LookupError(f"there is no open call {call_id}")
+        if call.function.function_id not in self.functions:
+            raise LookupError("its app is not running")
+        with self.store.transaction():
+            self._add_inputs(call, inputs)
+            if complete:
+                # The number of inputs is the highest index sent + 1: resent batches add nothing.
+                n = max([i.idx + 1 for i in inputs] + [call.num_inputs or 0, self._max_idx(call)])
+                call.num_inputs = n
+                self.store.close_call(call_id, n)
+        if call.done():
+            self._call_finished(call)
+        self.dispatch(call.function)
+
+    def _max_idx(self, call: CallState) -> int:
+        return max((i.idx + 1 for i in call.inputs.values()), default=0)
+
+    def _add_inputs(self, call: CallState, inputs):
+        rows = []
+        fn = call.function
+        for inp in inputs:
+            input_id = f"{call.call_id}:{inp.idx}"
+            if input_id in call.inputs:
+                continue
+            args = inp.args.SerializeToString()
+            rows.append((input_id, call.call_id, inp.idx, args))
+            state = InputState(input_id, call, inp.idx, args)
+            call.inputs[input_id] = state
+            fn.pending.append(state)
+        self.store.add_inputs(rows)
+
+    def cancel_call(self, call_id: str):
+        call = self.calls.get(call_id)
+        if call is None or call.done():
+            return
+        call.cancelled = True
+        self.store.cancel_call(call_id)
+        self._cancel_inputs(call, "the call was cancelled")
+
+    def _cancel_inputs(self, call: CallState, reason: str):
+        """Finish every open input of a call as cancelled; containers running one are told."""
+        for inp in list(call.inputs.values()):
+            if inp.container is not None and inp.container.send is not None:
+                inp.container.send(api_pb2.ContainerCommand(cancel_input_id=inp.input_id))
+        outs = [(inp, Output(input_id=inp.input_id, idx=inp.idx, status=Output.CANCELLED, error=reason))
+                for inp in call.inputs.values()]
+        if call.num_inputs is None:
+            call.num_inputs = max(self._max_idx(call), call.num_done)
+            self.store.close_call(call.call_id, call.num_inputs)
+        self._record_outputs(outs)
+        pending = call.function.pending
+        if pending:
+            call.function.pending = collections.deque(i for i in pending if i.call is not call)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _record_outputs(self, results: list[tuple[InputState, api_pb2.Output]], log_seq: int = 0):
+        """Append outputs to their calls, durably; final ones close their inputs.
+
+        results: (input, output); an output that is not a GENERATOR_ITEM is final.
+        """
+        if not results:
+            return
+        rows, finished, touched = [], [], {}
+        now = time.time()
+        for inp, out in results:
+            call = inp.call
+            if inp.input_id not in call.inputs:
+                continue  # already finished (a duplicate after a reconnect, or a cancel race)
+            seq = call.next_seq
+            call.next_seq += 1
+            co = api_pb2.CallOutput(seq=seq, output=out, log_seq=log_seq)
+            rows.append((call.call_id, seq, out.SerializeToString(), now))
+            call.outputs.append(co)
+            if out.status != Output.GENERATOR_ITEM:
+                del call.inputs[inp.input_id]
+                if inp.container is not None:
+                    inp.container.held.pop(inp.input_id, None)
+                    inp.container = None
+                finished.append(inp.input_id)
+                call.num_done += 1
+            touched[call.call_id] = call
+        self.store.add_outputs(rows, finished, [(c.call_id, c.num_done, c.next_seq) for c in touched.values()])
+        for call in touched.values():
+            if call.done():
+                self._call_finished(call)
+            listeners, call.listeners = call.listeners, []
+            for fn in listeners:
+                fn(call)
+
+    def _call_finished(self, call: CallState):
+        if call.done_at is None:
+            call.done_at = time.monotonic()
+
+    def outputs_after(self, call: CallState, after_seq: int, limit: int) -> list[api_pb2.CallOutput]:
+        first_seq = call.next_seq - len(call.outputs)
+        if after_seq + 1 >= first_seq:
+            start = after_seq + 1 - first_seq
+            return call.outputs[start:start + limit]
+        return self.store.outputs(call.call_id, after_seq, limit)
+
+    def lookup_call(self, call_id: str) -> CallState | None:
+        """An open or recently finished call; older ones are read back from the store."""
+        call = self.calls.get(call_id)
+        if call is not None:
+            return call
+        row = self.store.call(call_id)
+        if row is None:
+            return None
+        function_id, num_inputs, num_done, next_seq, cancelled = row
+        fn = self.functions.get(function_id)
+        if fn is None:
+            app_id, definition = self.store.function(function_id)
+            fn = FunctionState(function_id, AppState(app_id, ""), definition)
+            fn.app.running = False
+        call = CallState(call_id, fn, num_inputs, num_done, next_seq, bool(cancelled))
+        if num_inputs is None or num_done < num_inputs:
+            # Its app stopped before it finished: it never will.
+            call.num_inputs = num_done
+        call.outputs = []
+        call.next_seq = next_seq
+        call.done_at = time.monotonic()
+        self.calls[call_id] = call
+        return call
+
+    # ------------------------------------------------------------------ dispatch
+
+    def dispatch(self, fn: FunctionState):
+        """Hand queued inputs to containers that want them; start containers if needed."""
+        pending = fn.pending
+        if not pending:
+            return
+        if fn.init_failure is not None:
+            self._fail_init(fn)
+            return
+        ready = [c for c in fn.containers.values() if c.want > 0 and c.send is not None and not c.stopping]
+        if ready:
+            ready.sort(key=lambda c: len(c.held))
+            for c in ready:
+                batch = []
+                if not c.held:
+                    c.since = time.monotonic()
+                while c.want > 0 and pending:
+                    inp = pending.popleft()
+                    if inp.input_id not in inp.call.inputs:
+                        continue  # cancelled while queued
+                    inp.attempts += 1
+                    inp.container = c
+                    c.held[inp.input_id] = inp
+                    c.want -= 1
+                    batch.append(api_pb2.Input(input_id=inp.input_id, call_id=inp.call.call_id, idx=inp.idx,
+                                               args=api_pb2.Payload.FromString(inp.args),
+                                               attempt=inp.attempts))
+                if batch:
+                    self.store.assign_inputs(c.container_id, [i.input_id for i in batch])
+                    c.send(api_pb2.ContainerCommand(inputs=api_pb2.InputBatch(inputs=batch)))
+                if not pending:
+                    return
+        self.autoscale(fn)
+
+    def autoscale(self, fn: FunctionState):
+        """Start containers when the backlog would take longer to drain than a start takes."""
+        if not fn.pending or not fn.app.running or fn.init_failure is not None:
+            return
+        live = [c for c in fn.containers.values() if not c.stopping]
+        n_live = len(live)
+        limit = fn.definition.max_containers or 1_000_000
+        outstanding = len(fn.pending) + sum(len(c.held) for c in live)
+        if n_live == 0:
+            target = 1
+        else:
+            est = self._exec_estimate(fn, live)
+            if est is None:
+                return  # nothing has run yet: wait for the first container to tell us
+            work = len(fn.pending) * est
+            target = max(n_live, math.ceil(work / self.cold_start_ewma))
+        target = min(target, limit, outstanding)
+        for _ in range(target - n_live):
+            if not self._start_container(fn):
+                break
+
+    def _exec_estimate(self, fn: FunctionState, live: list[ContainerState]) -> float | None:
+        now = time.monotonic()
+        oldest = 0.0
+        for c in live:
+            if c.held:
+                oldest = max(oldest, now - c.since)
+        if fn.exec_ewma is None:
+            return oldest or None
+        return max(fn.exec_ewma, oldest)
+
+    def _start_container(self, fn: FunctionState) -> bool:
+        res = fn.definition.resources
+        best, best_free = None, None
+        for w in self.workers.values():
+            if not w.connected:
+                continue
+            cpu, mem = w.free()
+            if cpu + 1e-9 >= res.cpu and mem >= res.memory_mb:
+                if best is None or cpu > best_free:
+                    best, best_free = w, cpu
+        if best is None:
+            if not any(w.connected for w in self.workers.values()):
+                log.warning("input for %s waits: no worker is connected", fn.name)
+            else:
+                log.info("input for %s waits: no worker has %.2f CPU and %d MiB free",
+                         fn.name, res.cpu, res.memory_mb)
+            return False
+        cid = new_id("ct")
+        self.store.create_container(cid, fn.function_id, best.worker_id, best.boot_id)
+        c = ContainerState(cid, fn, best)
+        fn.containers[cid] = c
+        best.containers[cid] = c
+        self.containers[cid] = c
+        best.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
+            container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res)))
+        log.info("starting container %s for %s on worker %s", cid, fn.name, best.name)
+        return True
+
+    # ------------------------------------------------------------------ containers
+
+    def container_connected(self, hello: api_pb2.ContainerHello, send) -> ContainerState | None:
+        c = self.containers.get(hello.container_id)
+        if c is None:
+            return None
+        c.send = send
+        c.last_seen = time.monotonic()
+        if c.state == "starting":
+            self.cold_start_ewma = 0.8 * self.cold_start_ewma + 0.2 * (time.monotonic() - c.requested_at)
+        c.state = "ready"
+        # After a reconnect: inputs it no longer holds go back to the queue.
+        held = set(hello.held_input_ids)
+        for inp in list(c.held.values()):
+            if inp.input_id not in held:
+                self._requeue(inp, lost=True)
+        if c.container_id in self.orphans:
+            _, inputs = self.orphans.pop(c.container_id)
+            for inp in inputs:
+                if inp.input_id in held and inp.input_id in inp.call.inputs:
+                    inp.container = c
+                    c.held[inp.input_id] = inp
+                else:
+                    self._requeue(inp, lost=True)
+        return c
+
+    def _orphan_gone(self, container_id: str, reason: str):
+        """A container from before a restart will not come back: requeue what it held."""
+        self.store.container_exited(container_id, reason)
+        _, inputs = self.orphans.pop(container_id, (0, []))
+        for inp in inputs:
+            if inp.input_id in inp.call.inputs and inp.container is None:
+                self._requeue(inp, lost=True)
+
+    def container_wants(self, c: ContainerState, n: int):
+        c.want += n
+        c.last_seen = time.monotonic()
+        self.dispatch(c.function)
+
+    def container_outputs(self, c: ContainerState, batch: api_pb2.OutputBatch, log_seq: int):
+        c.last_seen = now = time.monotonic()
+        fn = c.function
+        results = []
+        for out in batch.outputs:
+            inp = c.held.get(out.input_id)
+            if inp is None:
+                continue  # not ours any more (cancelled, requeued after a lost lease)
+            if out.duration:
+                fn.exec_ewma = out.duration if fn.exec_ewma is None else 0.9 * fn.exec_ewma + 0.1 * out.duration
+            if out.status in FINAL_FAILURES and self._retry(inp, out):
+                continue
+            results.append((inp, out))
+        self._record_outputs(results, log_seq)
+        c.since = now  # idle from now on, or running its next held input from now on
+        if batch.want_inputs:
+            self.container_wants(c, batch.want_inputs)
+
+    def _retry(self, inp: InputState, out: api_pb2.Output) -> bool:
+        """Schedule another attempt if the policy allows; True if it will be retried."""
+        policy = inp.call.function.definition.retries
+        generator_started = any(o.output.status == Output.GENERATOR_ITEM and o.output.input_id == inp.input_id
+                                for o in inp.call.outputs[-64:])
+        if inp.attempts > policy.max_retries or generator_started or inp.call.cancelled:
+            return False
+        delay = min(policy.initial_delay * (policy.backoff_coefficient ** (inp.attempts - 1)), policy.max_delay)
+        log.info("input %s failed (%s): attempt %d of %d in %.1fs", inp.input_id,
+                 out.error or Output.Status.Name(out.status), inp.attempts + 1, policy.max_retries + 1, delay)
+        self._release(inp)
+        self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, time.time() + delay)
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._enqueue, inp)
+        else:
+            self._enqueue(inp)
+        return True
+
+    def _release(self, inp: InputState):
+        if inp.container is not None:
+            inp.container.held.pop(inp.input_id, None)
+            inp.container = None
+
+    def _enqueue(self, inp: InputState):
+        if inp.input_id in inp.call.inputs and inp.call.function.function_id in self.functions:
+            inp.call.function.pending.appendleft(inp)
+            self.dispatch(inp.call.function)
+
+    def _requeue(self, inp: InputState, lost: bool):
+        """Put an input back without charging an attempt (its container vanished)."""
+        self._release(inp)
+        inp.attempts = max(0, inp.attempts - 1)
+        inp.lost += 1
+        if inp.lost > MAX_LOST:
+            self._record_outputs([(inp, Output(
+                input_id=inp.input_id, idx=inp.idx, status=Output.CONTAINER_EXITED,
+                error=f"its container was lost {inp.lost} times (worker or network failures)"))])
+            return
+        self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, 0)
+        self._enqueue(inp)
+
+    def container_init_failed(self, c: ContainerState, failure: api_pb2.ContainerInitFailure):
+        fn = c.function
+        fn.init_failure = failure
+        log.warning("container %s could not load %s: %s", c.container_id, fn.name, failure.error)
+        for inp in list(c.held.values()):
+            self._release(inp)
+            fn.pending.appendleft(inp)
+        self._fail_init(fn)
+
+    def _fail_init(self, fn: FunctionState):
+        failure = fn.init_failure
+        inputs, fn.pending = list(fn.pending), collections.deque()
+        self._record_outputs([(inp, Output(
+            input_id=inp.input_id, idx=inp.idx, status=Output.INIT_FAILURE, error=failure.error,
+            traceback=failure.traceback, data=failure.exception)) for inp in inputs])
+
+    def container_disconnected(self, c: ContainerState):
+        """Its stream closed: it exited (the worker will say why) or the network broke."""
+        if c.container_id in self.containers:
+            c.send = None
+            c.want = 0
+            c.state = "disconnected"
+            c.last_seen = time.monotonic()
+
+    def container_exited(self, container_id: str, exit_code: int, reason: str, log_tail: str):
+        c = self.containers.pop(container_id, None)
+        if container_id in self.orphans:
+            self._orphan_gone(container_id, reason)
+        else:
+            self.store.container_exited(container_id, reason)
+        if c is None:
+            return
+        fn = c.function
+        fn.containers.pop(container_id, None)
+        c.worker.containers.pop(container_id, None)
+        held = list(c.held.values())
+        if held and not c.stopping:
+            # The first input it holds is the one it was running; the rest never started.
+            running, rest = held[0], held[1:]
+            error = reason + (f"; its last output:\n{log_tail}" if log_tail else "")
+            out = Output(input_id=running.input_id, idx=running.idx, status=Output.CONTAINER_EXITED,
+                         error=f"its container {reason} while running this input (attempt {running.attempts})")
+            log.warning("container %s of %s %s while running input %s", container_id, fn.name, error,
+                        running.input_id)
+            if not self._retry(running, out):
+                self._record_outputs([(running, out)])
+            for inp in rest:
+                self._requeue(inp, lost=False)
+        else:
+            for inp in held:
+                self._requeue(inp, lost=False)
+        if fn.function_id in self.functions:
+            self.dispatch(fn)
+
+    def _container_lost(self, c: ContainerState, why: str):
+        log.warning("container %s of %s is lost (%s): its inputs go back to the queue",
+                    c.container_id, c.function.name, why)
+        self.containers.pop(c.container_id, None)
+        self.store.container_exited(c.container_id, f"lost: {why}")
+        c.function.containers.pop(c.container_id, None)
+        c.worker.containers.pop(c.container_id, None)
+        for inp in list(c.held.values()):
+            self._requeue(inp, lost=True)
+        if c.worker.connected:
+            c.worker.send(api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(
+                container_id=c.container_id, kill=True)))
+
+    def _stop_container(self, c: ContainerState, kill: bool = False):
+        if c.stopping and not kill:
+            return
+        c.stopping = True
+        if c.worker.connected:
+            c.worker.send(api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(
+                container_id=c.container_id, kill=kill)))
+
+    # ------------------------------------------------------------------ workers
+
+    def worker_connected(self, reg: api_pb2.WorkerRegister, send) -> WorkerState:
+        old = self.workers.get(reg.worker_id)
+        self.store.upsert_worker(reg)
+        w = WorkerState(reg, send)
+        self.workers[reg.worker_id] = w
+        running = set(reg.running_container_ids)
+        if old is not None:
+            for c in list(old.containers.values()):
+                if old.boot_id == reg.boot_id and c.container_id in running:
+                    c.worker = w
+                    w.containers[c.container_id] = c
+                else:
+                    # The worker restarted: whatever it ran before is gone.
+                    self._container_lost(c, "its worker restarted")
+        # Containers known from before a control-plane restart.
+        for cid, fid, worker_id, boot_id in self.store.live_containers():
+            if worker_id != reg.worker_id or cid in self.containers:
+                continue
+            fn = self.functions.get(fid)
+            if cid in running and boot_id == reg.boot_id and fn is not None:
+                c = ContainerState(cid, fn, w)
+                c.state = "disconnected"
+                fn.containers[cid] = c
+                w.containers[cid] = c
+                self.containers[cid] = c
+                # The inputs it held are claimed when the container says hello.
+            else:
+                self._orphan_gone(cid, "gone after a control-plane restart")
+                if cid in running:
+                    send(api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(container_id=cid, kill=True)))
+        log.info("worker %s connected (%.1f CPU, %d MiB)", reg.name, reg.cpu, reg.memory_mb)
+        for fn in list(self.functions.values()):
+            self.dispatch(fn)
+        return w
+
+    def worker_disconnected(self, w: WorkerState):
+        if self.workers.get(w.worker_id) is w:
+            w.connected = False
+            w.last_seen = time.monotonic()
+            log.warning("worker %s disconnected", w.name)
+
+    # ------------------------------------------------------------------ logs
+
+    def add_logs(self, c: ContainerState, batch: api_pb2.LogBatch) -> int:
+        app = c.function.app
+        for e in batch.entries:
+            app.log_seq += 1
+            e.seq = app.log_seq
+            e.container_id = c.container_id
+            e.function_name = c.function.name
+            app.logs.append(e)
+        listeners, app.log_listeners = app.log_listeners, []
+        for fut in listeners:
+            if not fut.done():
+                fut.set_result(None)
+        return app.log_seq
+
+    # ------------------------------------------------------------------ time-driven work
+
+    def tick(self):
+        """Once a fraction of a second: expirations, scale-down, and scale-up of backlogs."""
+        now = time.monotonic()
+        for app in list(self.apps.values()):
+            if now - app.heartbeat_at > self.app_timeout and now - self.started_at > self.app_timeout:
+                self.stop_app(app.app_id, f"its client sent no heartbeat for {self.app_timeout:.0f}s")
+        for w in list(self.workers.values()):
+            if not w.connected and now - w.last_seen > self.worker_timeout:
+                del self.workers[w.worker_id]
+                for c in list(w.containers.values()):
+                    self._container_lost(c, f"its worker {w.name} is gone")
+        for c in list(self.containers.values()):
+            if c.state == "disconnected" and now - c.last_seen > self.lease_timeout:
+                self._container_lost(c, f"no contact for {self.lease_timeout:.0f}s")
+            elif c.state == "ready" and now - c.last_seen > self.lease_timeout:
+                self._container_lost(c, f"no heartbeat for {self.lease_timeout:.0f}s")
+            elif c.state == "ready" and not c.held and not c.stopping:
+                window = c.function.definition.scaledown_window
+                if now - c.since > window and len(c.function.containers) > c.function.definition.min_containers:
+                    log.info("container %s of %s idle for %.0fs: stopping", c.container_id, c.function.name, window)
+                    self._stop_container(c)
+            elif c.state == "starting" and now - c.requested_at > max(60.0, self.worker_timeout):
+                self._container_lost(c, "it did not start within 60s")
+        for cid, (deadline, _) in list(self.orphans.items()):
+            if now > deadline:
+                self._orphan_gone(cid, "it did not reconnect after a control-plane restart")
+                c = self.containers.get(cid)
+                if c is not None:
+                    self._container_lost(c, "it did not reconnect after a control-plane restart")
+        for fn in list(self.functions.values()):
+            if fn.pending:
+                self.autoscale(fn)
+        for call_id, call in list(self.calls.items()):
+            if call.done_at is not None and not call.listeners and (
+                    call.fetched and now - call.done_at > 60 or now - call.done_at > 600):
+                del self.calls[call_id]
+
+    def expire_outputs(self):
+        self.store.expire(time.time() - self.output_retention)

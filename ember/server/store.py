@@ -1,0 +1,253 @@
+"""Durable state of the control plane, in SQLite (WAL).
+
+Only what must survive a crash is written here: apps, functions, calls, inputs (with the
+container that holds them and their attempt count), outputs, workers and containers. The
+scheduler keeps its working copy in memory and writes through this module; on start it loads
+everything that was still open. Protobuf messages are stored as their serialized bytes.
+"""
+
+import sqlite3
+import time
+
+from ..proto import api_pb2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS apps (
+    app_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,              -- running | stopped
+    created_at REAL NOT NULL,
+    stopped_at REAL
+);
+CREATE TABLE IF NOT EXISTS functions (
+    function_id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    definition BLOB NOT NULL,         -- FunctionDefinition
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    num_inputs INTEGER,               -- NULL while inputs may still come
+    num_done INTEGER NOT NULL DEFAULT 0,
+    next_seq INTEGER NOT NULL DEFAULT 1,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    done_at REAL
+);
+CREATE TABLE IF NOT EXISTS inputs (
+    input_id TEXT PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    args BLOB NOT NULL,               -- Payload
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lost INTEGER NOT NULL DEFAULT 0,  -- times its container vanished without an exit report
+    container_id TEXT,                -- who holds it now, NULL while queued
+    available_at REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS inputs_by_call ON inputs(call_id);
+CREATE TABLE IF NOT EXISTS outputs (
+    call_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    output BLOB NOT NULL,             -- Output
+    created_at REAL NOT NULL,
+    PRIMARY KEY (call_id, seq)
+);
+CREATE INDEX IF NOT EXISTS outputs_by_time ON outputs(created_at);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY,
+    boot_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    cpu REAL NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS containers (
+    container_id TEXT PRIMARY KEY,
+    function_id TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    boot_id TEXT NOT NULL,
+    state TEXT NOT NULL,              -- starting | running | exited
+    exit_reason TEXT,
+    created_at REAL NOT NULL,
+    ended_at REAL
+);
+"""
+
+
+class Store:
+    def __init__(self, path: str):
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives the process being killed (the WAL is written
+        # before the call returns); only an OS crash can lose the last transactions.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    # ---- apps and functions
+
+    def create_app(self, app_id: str, name: str):
+        self.db.execute(
+            "INSERT INTO apps (app_id, name, state, created_at) VALUES (?, ?, 'running', ?)",
+            (app_id, name, time.time()),
+        )
+
+    def stop_app(self, app_id: str):
+        self.db.execute(
+            "UPDATE apps SET state='stopped', stopped_at=? WHERE app_id=?", (time.time(), app_id)
+        )
+
+    def running_apps(self) -> list[tuple[str, str]]:
+        return self.db.execute("SELECT app_id, name FROM apps WHERE state='running'").fetchall()
+
+    def create_function(self, function_id: str, app_id: str, definition: api_pb2.FunctionDefinition):
+        self.db.execute(
+            "INSERT INTO functions (function_id, app_id, definition, created_at) VALUES (?, ?, ?, ?)",
+            (function_id, app_id, definition.SerializeToString(), time.time()),
+        )
+
+    def functions_of_running_apps(self):
+        rows = self.db.execute(
+            "SELECT f.function_id, f.app_id, f.definition FROM functions f "
+            "JOIN apps a ON a.app_id = f.app_id WHERE a.state='running'"
+        ).fetchall()
+        return [(fid, aid, api_pb2.FunctionDefinition.FromString(d)) for fid, aid, d in rows]
+
+    def function(self, function_id: str):
+        row = self.db.execute(
+            "SELECT app_id, definition FROM functions WHERE function_id=?", (function_id,)
+        ).fetchone()
+        return None if row is None else (row[0], api_pb2.FunctionDefinition.FromString(row[1]))
+
+    # ---- calls, inputs, outputs
+
+    def create_call(self, call_id: str, function_id: str, num_inputs: int | None):
+        self.db.execute(
+            "INSERT INTO calls (call_id, function_id, num_inputs, created_at) VALUES (?, ?, ?, ?)",
+            (call_id, function_id, num_inputs, time.time()),
+        )
+
+    def close_call(self, call_id: str, num_inputs: int):
+        self.db.execute("UPDATE calls SET num_inputs=? WHERE call_id=?", (num_inputs, call_id))
+
+    def cancel_call(self, call_id: str):
+        self.db.execute("UPDATE calls SET cancelled=1 WHERE call_id=?", (call_id,))
+
+    def add_inputs(self, rows: list[tuple[str, str, int, bytes]]):
+        """rows: (input_id, call_id, idx, serialized Payload)."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO inputs (input_id, call_id, idx, args) VALUES (?, ?, ?, ?)", rows
+        )
+
+    def assign_inputs(self, container_id: str | None, input_ids: list[str]):
+        self.db.executemany(
+            "UPDATE inputs SET container_id=? WHERE input_id=?",
+            [(container_id, i) for i in input_ids],
+        )
+
+    def requeue_input(self, input_id: str, attempts: int, lost: int, available_at: float):
+        self.db.execute(
+            "UPDATE inputs SET container_id=NULL, attempts=?, lost=?, available_at=? WHERE input_id=?",
+            (attempts, lost, available_at, input_id),
+        )
+
+    def add_outputs(self, rows: list[tuple[str, int, bytes, float]], finished_input_ids: list[str],
+                    calls_done: list[tuple[str, int, int]]):
+        """Record outputs, drop the inputs they finish, and advance their calls' counters.
+
+        rows: (call_id, seq, serialized Output, time); calls_done: (call_id, num_done, next_seq).
+        """
+        self.db.executemany(
+            "INSERT OR REPLACE INTO outputs (call_id, seq, output, created_at) VALUES (?, ?, ?, ?)", rows
+        )
+        self.db.executemany("DELETE FROM inputs WHERE input_id=?", [(i,) for i in finished_input_ids])
+        now = time.time()
+        self.db.executemany(
+            "UPDATE calls SET num_done=?, next_seq=?, "
+            "done_at=CASE WHEN num_inputs IS NOT NULL AND ?>=num_inputs THEN ? ELSE NULL END "
+            "WHERE call_id=?",
+            [(done, seq, done, now, cid) for cid, done, seq in calls_done],
+        )
+
+    def call(self, call_id: str):
+        return self.db.execute(
+            "SELECT function_id, num_inputs, num_done, next_seq, cancelled FROM calls WHERE call_id=?",
+            (call_id,),
+        ).fetchone()
+
+    def open_calls(self):
+        """Calls that were not finished, with their function id and counters."""
+        return self.db.execute(
+            "SELECT c.call_id, c.function_id, c.num_inputs, c.num_done, c.next_seq, c.cancelled "
+            "FROM calls c JOIN functions f ON f.function_id=c.function_id "
+            "JOIN apps a ON a.app_id=f.app_id "
+            "WHERE c.done_at IS NULL AND a.state='running'"
+        ).fetchall()
+
+    def open_inputs(self, call_id: str):
+        return self.db.execute(
+            "SELECT input_id, idx, args, attempts, lost, container_id, available_at FROM inputs "
+            "WHERE call_id=? ORDER BY idx",
+            (call_id,),
+        ).fetchall()
+
+    def outputs(self, call_id: str, after_seq: int, limit: int) -> list[api_pb2.CallOutput]:
+        rows = self.db.execute(
+            "SELECT seq, output FROM outputs WHERE call_id=? AND seq>? ORDER BY seq LIMIT ?",
+            (call_id, after_seq, limit),
+        ).fetchall()
+        return [api_pb2.CallOutput(seq=s, output=api_pb2.Output.FromString(o)) for s, o in rows]
+
+    def expire(self, older_than: float):
+        """Forget finished calls and their outputs older than the retention period."""
+        with self.transaction():
+            self.db.execute(
+                "DELETE FROM outputs WHERE call_id IN (SELECT call_id FROM calls WHERE done_at<?)",
+                (older_than,),
+            )
+            self.db.execute("DELETE FROM calls WHERE done_at<?", (older_than,))
+
+    # ---- workers and containers
+
+    def upsert_worker(self, r: api_pb2.WorkerRegister):
+        self.db.execute(
+            "INSERT INTO workers (worker_id, boot_id, name, cpu, memory_mb, last_seen) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(worker_id) DO UPDATE SET boot_id=excluded.boot_id, "
+            "name=excluded.name, cpu=excluded.cpu, memory_mb=excluded.memory_mb, last_seen=excluded.last_seen",
+            (r.worker_id, r.boot_id, r.name, r.cpu, r.memory_mb, time.time()),
+        )
+
+    def create_container(self, container_id: str, function_id: str, worker_id: str, boot_id: str):
+        self.db.execute(
+            "INSERT INTO containers (container_id, function_id, worker_id, boot_id, state, created_at) "
+            "VALUES (?, ?, ?, ?, 'starting', ?)",
+            (container_id, function_id, worker_id, boot_id, time.time()),
+        )
+
+    def container_exited(self, container_id: str, reason: str):
+        self.db.execute(
+            "UPDATE containers SET state='exited', exit_reason=?, ended_at=? WHERE container_id=?",
+            (reason, time.time(), container_id),
+        )
+
+    def live_containers(self):
+        return self.db.execute(
+            "SELECT container_id, function_id, worker_id, boot_id FROM containers WHERE state!='exited'"
+        ).fetchall()
+
+
+class _Transaction:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")

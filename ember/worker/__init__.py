@@ -1,0 +1,1 @@
+"""The worker daemon: one per machine, runs containers for the control plane."""

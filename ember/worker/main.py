@@ -1,0 +1,156 @@
+"""`ember worker`: one daemon per machine that starts, watches and stops containers.
+
+It keeps one stream open to the control plane: it registers its resources, heartbeats, runs
+the StartContainer/StopContainer commands it receives, and reports every container exit with
+its cause. When the control plane goes away it keeps its containers running and reconnects,
+telling the new control plane which containers it still runs.
+"""
+
+import asyncio
+import collections
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import sys
+
+import grpc
+
+from .._ids import new_id
+from ..config import GRPC_OPTIONS, grpc_target
+from ..proto import api_pb2, api_pb2_grpc
+from .process import ProcessBackend
+
+log = logging.getLogger("ember.worker")
+
+HEARTBEAT = 2.0  # seconds
+
+
+def _memory_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 1024
+
+
+class Worker:
+    def __init__(self, server_url: str, data_dir: pathlib.Path, cpu: float, memory_mb: int, name: str):
+        self.server_url = server_url
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        id_file = data_dir / "worker_id"
+        if not id_file.exists():
+            id_file.write_text(new_id("wk"))
+        self.worker_id = id_file.read_text().strip()
+        self.boot_id = new_id("boot")
+        self.cpu = cpu
+        self.memory_mb = memory_mb
+        self.name = name
+        self.backend = ProcessBackend(data_dir, server_url)
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.out: asyncio.Queue | None = None
+        # Exits are resent after every reconnect: the control plane ignores ones it knows.
+        self.recent_exits: collections.deque = collections.deque(maxlen=1000)
+
+    async def run(self, stop: asyncio.Event):
+        session = asyncio.create_task(self._sessions())
+        await stop.wait()
+        session.cancel()
+        await self.backend.stop_all()
+
+    async def _sessions(self):
+        delay = 0.05
+        while True:
+            try:
+                await self._session()
+                delay = 0.05
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    log.info("control plane at %s unavailable; retrying", self.server_url)
+                else:
+                    log.warning("stream to the control plane broke: %s", e.details())
+            except Exception:
+                log.exception("worker session failed")
+            self.out = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _session(self):
+        async with grpc.aio.insecure_channel(grpc_target(self.server_url), options=GRPC_OPTIONS) as channel:
+            stub = api_pb2_grpc.EmberStub(channel)
+            out: asyncio.Queue = asyncio.Queue()
+            out.put_nowait(api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(
+                worker_id=self.worker_id, boot_id=self.boot_id, name=self.name, cpu=self.cpu,
+                memory_mb=self.memory_mb, running_container_ids=list(self.backend.running()),
+                backend=self.backend.name)))
+            for e in self.recent_exits:
+                out.put_nowait(api_pb2.WorkerMessage(container_exited=e))
+
+            async def requests():
+                while True:
+                    yield await out.get()
+
+            async def heartbeat():
+                while True:
+                    await asyncio.sleep(HEARTBEAT)
+                    out.put_nowait(api_pb2.WorkerMessage(heartbeat=api_pb2.Empty()))
+
+            call = stub.WorkerConnect(requests(), wait_for_ready=True)
+            beats = asyncio.create_task(heartbeat())
+            try:
+                async for cmd in call:
+                    kind = cmd.WhichOneof("cmd")
+                    if kind == "registered":
+                        self.out = out
+                        log.info("registered with %s as %s (%.1f CPU, %d MiB, %s backend)", self.server_url,
+                                 self.name, self.cpu, self.memory_mb, self.backend.name)
+                    elif kind == "start_container":
+                        sc = cmd.start_container
+                        self.tasks[sc.container_id] = asyncio.create_task(self._run_container(sc))
+                    elif kind == "stop_container":
+                        self.backend.stop(cmd.stop_container.container_id, kill=cmd.stop_container.kill)
+            finally:
+                beats.cancel()
+                call.cancel()
+
+    async def _run_container(self, sc: api_pb2.StartContainer):
+        try:
+            exit_code, reason, tail = await self.backend.run(sc)
+        except Exception as e:
+            log.exception("container %s failed to start", sc.container_id)
+            exit_code, reason, tail = -1, f"failed to start: {e}", ""
+        finally:
+            self.tasks.pop(sc.container_id, None)
+        event = api_pb2.ContainerExited(container_id=sc.container_id, exit_code=exit_code,
+                                        reason=reason, log_tail=tail)
+        self.recent_exits.append(event)
+        if self.out is not None:
+            self.out.put_nowait(api_pb2.WorkerMessage(container_exited=event))
+
+
+def run(args) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s worker %(levelname)s %(message)s")
+    from ..config import server_url
+    url = args.server or server_url()
+    if not url:
+        print("ember worker: no control plane given. Pass --server URL or set EMBER_SERVER_URL "
+              "(start one with `ember server`).", file=sys.stderr)
+        return 2
+    data_dir = pathlib.Path(args.data_dir).expanduser()
+    worker = Worker(url, data_dir, cpu=args.cpu or float(os.cpu_count() or 1),
+                    memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname())
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+
+    asyncio.run(main())
+    shutil.rmtree(data_dir / "containers", ignore_errors=True)
+    return 0
