@@ -23,6 +23,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
     async def AppCreate(self, req, context):
         app_id = self.sched.create_app(req.name or "unnamed")
+        await self.sched.store.durable()
         return api_pb2.AppCreateResponse(app_id=app_id, heartbeat_interval=self.heartbeat_interval)
 
     async def AppHeartbeat(self, req, context):
@@ -57,6 +58,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
             fid = self.sched.create_function(req.app_id, req.definition)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        await self.sched.store.durable()
         return api_pb2.FunctionCreateResponse(function_id=fid)
 
     # ------------------------------------------------------------------ calls
@@ -102,6 +104,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
             call = self.sched.create_call(req.function_id, req.call_id, list(req.inputs), req.inputs_complete)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot call function {req.function_id}: {e}")
+        await self.sched.store.durable()
         return api_pb2.FunctionCallCreateResponse(call_id=call.call_id)
 
     async def FunctionCallPutInputs(self, req, context):
@@ -109,6 +112,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
             self.sched.put_inputs(req.call_id, list(req.inputs), req.inputs_complete)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot add inputs to {req.call_id}: {e}")
+        await self.sched.store.durable()
         return EMPTY
 
     async def FunctionCallGetOutputs(self, req, context):
@@ -148,6 +152,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
     async def FunctionCallCancel(self, req, context):
         self.sched.cancel_call(req.call_id)
+        await self.sched.store.durable()
         return EMPTY
 
     # ------------------------------------------------------------------ blobs

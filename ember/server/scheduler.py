@@ -48,7 +48,7 @@ class AppState:
 
 class FunctionState:
     __slots__ = ("function_id", "app", "definition", "pending", "containers", "exec_ewma",
-                 "init_failure")
+                 "init_failure", "capacity_warned")
 
     def __init__(self, function_id, app, definition):
         self.function_id = function_id
@@ -56,7 +56,8 @@ class FunctionState:
         self.definition: api_pb2.FunctionDefinition = definition
         self.pending: collections.deque[InputState] = collections.deque()
         self.containers: dict[str, ContainerState] = {}
-        self.exec_ewma: float | None = None
+        self.exec_ewma: float | None = None   # seconds per input, per container, as seen here
+        self.capacity_warned = 0.0
         self.init_failure: api_pb2.ContainerInitFailure | None = None
 
     @property
@@ -252,12 +253,14 @@ class Scheduler:
         call = self.calls.get(call_id)
         if call is not None:
             return call
+        existing = self.lookup_call(call_id)
+        if existing is not None:
+            return existing
         fn = self.function_for_call(function_id)
-        with self.store.transaction():
-            self.store.create_call(call_id, function_id, len(inputs) if complete else None)
-            call = CallState(call_id, fn, len(inputs) if complete else None)
-            self.calls[call_id] = call
-            self._add_inputs(call, inputs)
+        self.store.create_call(call_id, function_id, len(inputs) if complete else None)
+        call = CallState(call_id, fn, len(inputs) if complete else None)
+        self.calls[call_id] = call
+        self._add_inputs(call, inputs)
         self.dispatch(fn)
         return call
 
@@ -267,13 +270,12 @@ class Scheduler:
             raise LookupError(f"there is no open call {call_id}")
         if call.function.function_id not in self.functions:
             raise LookupError("its app is not running")
-        with self.store.transaction():
-            self._add_inputs(call, inputs)
-            if complete:
-                # The number of inputs is the highest index sent + 1: resent batches add nothing.
-                n = max([i.idx + 1 for i in inputs] + [call.num_inputs or 0, self._max_idx(call)])
-                call.num_inputs = n
-                self.store.close_call(call_id, n)
+        self._add_inputs(call, inputs)
+        if complete:
+            # The number of inputs is the highest index sent + 1: resent batches add nothing.
+            n = max([i.idx + 1 for i in inputs] + [call.num_inputs or 0, self._max_idx(call)])
+            call.num_inputs = n
+            self.store.close_call(call_id, n)
         if call.done():
             self._call_finished(call)
         self.dispatch(call.function)
@@ -446,14 +448,13 @@ class Scheduler:
                 break
 
     def _exec_estimate(self, fn: FunctionState, live: list[ContainerState]) -> float | None:
+        """Seconds a container spends per input: measured, or at least what the inputs running
+        now have taken so far (which tells that a first, slow input is slow)."""
         now = time.monotonic()
-        oldest = 0.0
-        for c in live:
-            if c.held:
-                oldest = max(oldest, now - c.since)
+        running = max((now - c.since) / len(c.held) for c in live if c.held) if any(c.held for c in live) else 0.0
         if fn.exec_ewma is None:
-            return oldest or None
-        return max(fn.exec_ewma, oldest)
+            return running or None
+        return max(fn.exec_ewma, running)
 
     def _start_container(self, fn: FunctionState) -> bool:
         res = fn.definition.resources
@@ -466,11 +467,14 @@ class Scheduler:
                 if best is None or cpu > best_free:
                     best, best_free = w, cpu
         if best is None:
-            if not any(w.connected for w in self.workers.values()):
-                log.warning("input for %s waits: no worker is connected", fn.name)
-            else:
-                log.info("input for %s waits: no worker has %.2f CPU and %d MiB free",
-                         fn.name, res.cpu, res.memory_mb)
+            now = time.monotonic()
+            if now - fn.capacity_warned > 10:
+                fn.capacity_warned = now
+                if not any(w.connected for w in self.workers.values()):
+                    log.warning("inputs of %s wait: no worker is connected", fn.name)
+                else:
+                    log.info("inputs of %s wait: no worker has %.2f CPU and %d MiB free",
+                             fn.name, res.cpu, res.memory_mb)
             return False
         cid = new_id("ct")
         self.store.create_container(cid, fn.function_id, best.worker_id, best.boot_id)
@@ -526,12 +530,14 @@ class Scheduler:
         c.last_seen = now = time.monotonic()
         fn = c.function
         results = []
+        finals = sum(1 for o in batch.outputs if o.status != Output.GENERATOR_ITEM)
+        if finals:
+            per_input = (now - c.since) / finals
+            fn.exec_ewma = per_input if fn.exec_ewma is None else 0.7 * fn.exec_ewma + 0.3 * per_input
         for out in batch.outputs:
             inp = c.held.get(out.input_id)
             if inp is None:
                 continue  # not ours any more (cancelled, requeued after a lost lease)
-            if out.duration:
-                fn.exec_ewma = out.duration if fn.exec_ewma is None else 0.9 * fn.exec_ewma + 0.1 * out.duration
             if out.status in FINAL_FAILURES and self._retry(inp, out):
                 continue
             results.append((inp, out))
