@@ -26,5 +26,18 @@ class LoopThread:
     def call_soon(self, fn, *args):
         self.loop.call_soon_threadsafe(fn, *args)
 
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
+    def stop(self, timeout: float = 2.0):
+        """Cancel what still runs on the loop (open streams), then end the thread."""
+        async def cancel_all():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self.thread.is_alive():
+            try:
+                self.run(cancel_all(), timeout)
+            except Exception:
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout)

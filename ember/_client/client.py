@@ -1,6 +1,7 @@
 """The connection to a control plane, shared by everything in one process."""
 
 import asyncio
+import atexit
 import itertools
 import os
 import sys
@@ -58,6 +59,11 @@ class Client:
         self.bridge = LoopThread("ember-client")
         self.channel, self.stub = self.bridge.run(self._connect())
         self.mux = CallMux(self)
+
+    @classmethod
+    def close_all(cls):
+        for url in list(cls._instances):
+            cls.close_url(url)
 
     @classmethod
     def close_url(cls, url: str):
@@ -119,6 +125,9 @@ class Client:
         if payload.blob_id:
             return await blobs.download(self.stub, payload.blob_id)
         return payload.data
+
+
+atexit.register(Client.close_all)
 
 
 class CallMux:

@@ -104,6 +104,9 @@ def run(target: str, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("ember run: interrupted; the app was stopped", file=sys.stderr)
         return 130
+    except exception.ConnectionError as e:
+        print(f"ember run: {e}", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1

@@ -1,0 +1,106 @@
+"""Test fixtures: a real control plane and real workers, as processes on loopback.
+
+Nothing of Ember's own is mocked. Timeouts are shortened so that fault tests (lost leases,
+dead workers) finish quickly; waiting is always for a condition, never a fixed sleep.
+"""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+APPS = pathlib.Path(__file__).resolve().parent / "apps"
+PY = sys.executable
+
+sys.path.insert(0, str(APPS))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Cluster:
+    """A control plane and workers on loopback, each its own process."""
+
+    def __init__(self, tmp: pathlib.Path):
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.server = None
+        self.workers: list[subprocess.Popen] = []
+        self.logs = tmp / "logs"
+        self.logs.mkdir()
+
+    def start_server(self):
+        log = open(self.logs / "server.log", "ab")
+        self.server = subprocess.Popen(
+            [PY, "-m", "ember.cli.main", "server", "--port", str(self.port), "--data-dir", str(self.tmp / "server"),
+             "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", "20"],
+            stdout=log, stderr=log, cwd=self.tmp)
+        wait_for(self._server_up, what="the control plane to listen")
+
+    def _server_up(self):
+        assert self.server.poll() is None, (self.logs / "server.log").read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def start_worker(self, name="w1", **opts):
+        log = open(self.logs / f"worker-{name}.log", "ab")
+        args = [PY, "-m", "ember.cli.main", "worker", "--server", self.url, "--data-dir", str(self.tmp / name),
+                "--name", name]
+        for k, v in opts.items():
+            args += [f"--{k}", str(v)]
+        w = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.tmp)
+        self.workers.append(w)
+        return w
+
+    def kill_server(self):
+        self.server.send_signal(signal.SIGKILL)
+        self.server.wait()
+
+    def stop(self):
+        for p in self.workers + [self.server]:
+            if p is not None and p.poll() is None:
+                p.terminate()
+        for p in self.workers + [self.server]:
+            if p is not None:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    def log(self, name="server") -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    c = Cluster(tmp_path)
+    c.start_server()
+    c.start_worker()
+    monkeypatch.setenv("EMBER_SERVER_URL", c.url)
+    monkeypatch.setenv("EMBER_TEST_DIR", str(tmp_path))
+    yield c
+    c.stop()
+
+
+def run_py(code: str, env_extra=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(APPS), **(env_extra or {}))
+    return subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)

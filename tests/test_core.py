@@ -1,0 +1,202 @@
+"""The core path against a real control plane, worker and containers."""
+
+import asyncio
+import os
+import pathlib
+import subprocess
+import threading
+
+import pytest
+
+import ember
+from ember import exception
+from conftest import run_py, wait_for
+
+import core_app
+from core_app import app
+
+
+@pytest.fixture
+def running(cluster):
+    with app.run():
+        yield cluster
+
+
+def test_remote_local_and_kwargs(running):
+    assert core_app.square.remote(7) == 49
+    assert core_app.add.remote(2, b=3) == 5
+    assert core_app.square.local(5) == 25
+
+
+def test_containers_are_reused_while_warm(running):
+    pids = {core_app.where.remote() for _ in range(5)}
+    assert len(pids) == 1
+    assert os.getpid() not in pids
+
+
+def test_map_starmap_for_each(running):
+    assert list(core_app.square.map(range(100))) == [x * x for x in range(100)]
+    assert sorted(core_app.square.map(range(50), order_outputs=False)) == sorted(x * x for x in range(50))
+    assert list(core_app.add.map([1, 2], [10, 20])) == [11, 22]
+    assert list(core_app.add.starmap([(1, 2), (3, 4)])) == [3, 7]
+    assert list(core_app.square.map([])) == []
+    assert core_app.square.for_each(range(10)) is None
+
+
+def test_map_return_exceptions(running):
+    out = list(core_app.fail.map(["custom", "x"], return_exceptions=True))
+    assert isinstance(out[0], core_app.CustomError) and isinstance(out[1], ValueError)
+    with pytest.raises(core_app.CustomError):
+        list(core_app.fail.map(["custom"]))
+
+
+def test_spawn_get_and_from_id_in_another_process(running):
+    call = core_app.square.spawn(12)
+    assert call.object_id.startswith("fc-")
+    assert call.get(timeout=60) == 144
+    code = f"import ember; print(ember.FunctionCall.from_id({call.object_id!r}).get())"
+    proc = run_py(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "144"
+
+
+def test_get_timeout(running, tmp_path):
+    call = core_app.slow.spawn(str(tmp_path / "m"), str(tmp_path / "release"), 1)
+    with pytest.raises(exception.TimeoutError):
+        call.get(timeout=0.2)
+    (tmp_path / "release").touch()
+    assert call.get(timeout=60) == 1
+
+
+def test_exception_is_reraised_with_remote_traceback(running):
+    with pytest.raises(core_app.CustomError, match="it broke on purpose") as info:
+        core_app.fail.remote("custom")
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "Remote traceback" in notes and "core_app.py" in notes and "raise CustomError" in notes
+
+
+def test_exception_that_cannot_be_rebuilt_becomes_remote_error(running):
+    with pytest.raises(exception.RemoteError, match="UnpicklableError"):
+        core_app.fail.remote("unpicklable")
+
+
+def test_unpicklable_argument_fails_at_call_site(running):
+    with pytest.raises(exception.SerializationError, match=r"Argument 0 \(lock\) of echo\(\) cannot be pickled"):
+        core_app.echo.remote(threading.Lock())
+    with pytest.raises(exception.SerializationError, match="Argument 'value'"):
+        core_app.echo.spawn(value=threading.Lock())
+
+
+def test_unpicklable_result_names_the_function(running):
+    with pytest.raises(exception.RemoteError, match=r"result of bad_result\(\) \(lock\) cannot be pickled"):
+        core_app.bad_result.remote()
+
+
+def test_large_payloads_travel_as_blobs(running, cluster):
+    data = os.urandom(50 * 1024 * 1024)
+    assert core_app.echo.remote(data) == data
+    blobs = list((cluster.tmp / "server" / "blobs").rglob("*"))
+    assert any(p.is_file() and p.stat().st_size == len(data) + 0 or p.is_file() and p.stat().st_size > 50_000_000
+               for p in blobs)
+
+
+def test_generator_items_stream_as_produced(running, tmp_path):
+    gate = tmp_path / "gate"
+    items = []
+    for item in core_app.count_up.remote_gen(3, str(gate)):
+        items.append(item)
+        if item == 0:
+            gate.touch()  # the generator only goes on after we saw its first item
+    assert items == [0, 1, 2]
+    with pytest.raises(exception.InvalidError, match="remote_gen"):
+        core_app.count_up.remote(3)
+    with pytest.raises(exception.InvalidError, match="not a generator"):
+        list(core_app.square.remote_gen(3))
+
+
+def test_async_twins(running):
+    async def main():
+        assert await core_app.square.remote.aio(6) == 36
+        results = await asyncio.gather(*(core_app.square.remote.aio(i) for i in range(20)))
+        assert results == [i * i for i in range(20)]
+        assert [y async for y in core_app.square.map.aio(range(10))] == [x * x for x in range(10)]
+        call = await core_app.square.spawn.aio(4)
+        assert await call.get.aio() == 16
+        assert [y async for y in core_app.count_up.remote_gen.aio(3)] == [0, 1, 2]
+        with pytest.raises(core_app.CustomError):
+            await core_app.fail.remote.aio("custom")
+
+    asyncio.run(main())
+
+
+def test_retries_with_backoff(running, tmp_path):
+    assert core_app.flaky.remote(str(tmp_path / "n"), 2) == 3
+    with pytest.raises(RuntimeError, match="attempt 3 fails"):
+        core_app.flaky.remote(str(tmp_path / "m"), 5)
+    assert (tmp_path / "m").read_text() == "3"  # 1 try + 2 retries, then the error
+
+
+def test_container_crash_is_retried_then_reported(running, tmp_path):
+    assert core_app.flaky.remote(str(tmp_path / "a"), 1, "exit") == 2
+    assert core_app.flaky.remote(str(tmp_path / "b"), 1, "kill") == 2
+    with pytest.raises(exception.ContainerExitedError, match="exited with code 3"):
+        core_app.crash.remote(3)
+    with pytest.raises(exception.ContainerExitedError, match="killed by SIGKILL"):
+        core_app.flaky.remote(str(tmp_path / "c"), 10, "kill")
+
+
+def test_timeout_stops_the_container(running, tmp_path):
+    pid_file = tmp_path / "pid"
+    with pytest.raises(exception.FunctionTimeoutError, match="timed out after 1s"):
+        core_app.too_slow.remote(str(pid_file))
+    pid = int(pid_file.read_text())
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the timed-out container to end")
+
+
+def test_cancel(running, tmp_path):
+    call = core_app.slow.spawn(str(tmp_path / "m"), str(tmp_path / "never"), 1)
+    wait_for(lambda: (tmp_path / "m").exists(), what="the input to start")
+    call.cancel()
+    with pytest.raises(exception.InputCancellation):
+        call.get(timeout=30)
+    # The container survives a cancelled input and serves the next one.
+    assert core_app.square.remote(3) == 9
+
+
+def test_parallel_containers_up_to_max_containers(running, tmp_path):
+    d = tmp_path / "rendezvous"
+    d.mkdir()
+    pids = list(core_app.rendezvous.map([str(d)] * 4, range(4)))
+    assert len(set(pids)) == 2
+
+
+def test_prints_stream_while_the_function_runs(cluster, tmp_path):
+    marker = tmp_path / "release"
+    code = f"""
+import core_app
+with core_app.app.run():
+    print("result:", core_app.print_then_wait.remote({str(marker)!r}), flush=True)
+"""
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(core_app.__file__).parent))
+    proc = subprocess.Popen([os.sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    # The function waits for the marker; we only create it after seeing its print.
+    line = proc.stdout.readline()
+    assert line.strip() == "hello from the container"
+    marker.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == "result: done"
+    assert "to stderr" in err
+
+
+def test_app_not_running_is_a_clear_error(cluster):
+    with pytest.raises(exception.ExecutionError, match="which is not running"):
+        core_app.square.remote(2)
+
+
+def test_no_server_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("EMBER_SERVER_URL", "127.0.0.1:1")
+    with pytest.raises(exception.ConnectionError, match=r"127\.0\.0\.1:1.*ember server"):
+        with app.run():
+            pass
