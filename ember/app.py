@@ -68,8 +68,7 @@ class App:
             fname = name or raw_f.__name__
             if fname in self._functions:
                 raise exception.InvalidError(f"app {self.name!r} already has a function named {fname!r}")
-            f = Function(self, raw_f, spec, fname)
-            f._serialized = serialized
+            f = Function(self, raw_f, spec, fname, serialized=serialized)
             self._functions[fname] = f
             return f
 

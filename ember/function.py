@@ -126,8 +126,9 @@ async def _output_value(client: Client, out: api_pb2.Output, name: str):
 class Function:
     """A function of an App; call it with .remote(), .map(), .spawn() and friends."""
 
-    def __init__(self, app, raw_f, spec: FunctionSpec, name: str | None = None):
+    def __init__(self, app, raw_f, spec: FunctionSpec, name: str | None = None, serialized: bool = False):
         self._app = app
+        self._serialized = serialized  # ship by value (cloudpickle) even from an importable file
         self._raw_f = raw_f
         self._spec = spec
         self._name = name or raw_f.__name__
@@ -356,7 +357,7 @@ class Function:
 def _function_ref(name: str, function_id: str | None, is_generator: bool) -> Function:
     f = Function.__new__(Function)
     f._app, f._raw_f, f._spec, f._name = None, None, None, name
-    f._is_generator, f._function_id, f._client = is_generator, function_id, None
+    f._is_generator, f._function_id, f._client, f._serialized = is_generator, function_id, None, False
     return f
 
 

@@ -18,6 +18,9 @@ from .bridge import LoopThread
 
 CONNECT_TIMEOUT = 5.0      # seconds to reach a control plane at all
 RECONNECT_WINDOW = 120.0   # seconds to keep retrying an established one (it may be restarting)
+# Unary calls in flight on one channel at most: past about a thousand, gRPC's asyncio client
+# starts failing calls as CANCELLED. Callers beyond the limit wait their turn.
+MAX_INFLIGHT = 512
 
 
 def translate(e: grpc.aio.AioRpcError, what: str) -> Exception:
@@ -87,6 +90,7 @@ class Client:
                 f"No Ember control plane answered at {self.url} within {CONNECT_TIMEOUT:.0f}s. "
                 "Start one there with `ember server` (and `ember worker --server URL` on each "
                 "machine), or unset EMBER_SERVER_URL to run on an embedded local cluster.") from None
+        self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
         return channel, api_pb2_grpc.EmberStub(channel)
 
     async def rpc(self, name: str, request, *, retry: bool = True, what: str = ""):
@@ -96,7 +100,8 @@ class Client:
         delay = 0.05
         while True:
             try:
-                return await method(request, wait_for_ready=retry)
+                async with self.inflight:
+                    return await method(request, wait_for_ready=retry)
             except grpc.aio.AioRpcError as e:
                 if retry and e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
                     await asyncio.sleep(delay)

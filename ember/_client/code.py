@@ -8,7 +8,6 @@ installed in site-packages or the standard library are imported by name and not 
 """
 
 import io
-import os
 import pathlib
 import sys
 import sysconfig

@@ -213,6 +213,9 @@ class EmberService(api_pb2_grpc.EmberServicer):
         out: asyncio.Queue = asyncio.Queue()
         sched = self.sched
         c = sched.container_connected(first.hello, out.put_nowait)
+        if c is None and first.hello.container_id in sched.orphans:
+            # From before a restart; its worker has not registered again yet. It retries.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "waiting for this container's worker to reconnect")
         if c is None:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"container {first.hello.container_id} is not known: it should exit")

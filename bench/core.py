@@ -1,0 +1,153 @@
+"""Core benchmark: Ember against Ray on a trivial function, in one run on one machine.
+
+    python bench/core.py            # installs Ray into bench/.venv-ray the first time
+
+Measures, with warm containers/workers:
+  - the round trip of one .remote() call: median of 200 after warm-up;
+  - 10,000 inputs through .map (Ray: ray.get([f.remote(i) ...])), inputs per second;
+  - 100,000 calls spawned at once, all completed, and the control plane's peak memory.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import pathlib
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+RAY_VENV = HERE / ".venv-ray"
+RAY_VERSION = "2.60.0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_cluster(tmp: pathlib.Path):
+    port = free_port()
+    url = f"127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "ember.cli.main"]
+    log = open(tmp / "cluster.log", "ab")
+    server = subprocess.Popen(cmd + ["server", "--port", str(port), "--data-dir", str(tmp / "server")],
+                              stdout=log, stderr=log)
+    worker = subprocess.Popen(cmd + ["worker", "--server", url, "--data-dir", str(tmp / "worker")],
+                              stdout=log, stderr=log)
+    os.environ["EMBER_SERVER_URL"] = url
+    return server, worker
+
+
+def bench_ember(n_map: int, n_spawn: int) -> dict:
+    import core_app
+    from core_app import app
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-"))
+    server, worker = start_cluster(tmp)
+    result = {}
+    try:
+        with app.run():
+            f = core_app.ident
+            for _ in range(300):
+                f.remote(1)
+            times = []
+            for _ in range(200):
+                t = time.perf_counter()
+                f.remote(1)
+                times.append(time.perf_counter() - t)
+            result["remote_median_ms"] = statistics.median(times) * 1e3
+            list(f.map(range(1000)))
+            t = time.perf_counter()
+            out = list(f.map(range(n_map)))
+            dt = time.perf_counter() - t
+            assert out == list(range(n_map))
+            result["map_per_s"] = n_map / dt
+
+            peak = [0.0]
+            stop = threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    peak[0] = max(peak[0], rss_mb(server.pid))
+                    time.sleep(0.05)
+
+            threading.Thread(target=sample, daemon=True).start()
+
+            async def spawn_all():
+                calls = []
+                for start in range(0, n_spawn, 2000):
+                    calls += await asyncio.gather(*(f.spawn.aio(i) for i in range(start, min(n_spawn, start + 2000))))
+                results = []
+                for start in range(0, n_spawn, 2000):
+                    results += await asyncio.gather(*(c.get.aio() for c in calls[start:start + 2000]))
+                return results
+
+            t = time.perf_counter()
+            results = asyncio.run(spawn_all())
+            dt = time.perf_counter() - t
+            stop.set()
+            assert results == list(range(n_spawn))
+            result["spawn_n"] = n_spawn
+            result["spawn_seconds"] = dt
+            result["server_peak_rss_mb"] = max(peak[0], rss_mb(server.pid, "VmHWM"))
+    finally:
+        worker.terminate()
+        server.terminate()
+        worker.wait()
+        server.wait()
+    return result
+
+
+def bench_ray(n_map: int) -> dict:
+    python = RAY_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"installing ray=={RAY_VERSION} into {RAY_VENV} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(RAY_VENV)], check=True)
+        subprocess.run([str(RAY_VENV / "bin" / "pip"), "install", "-q", f"ray=={RAY_VERSION}"], check=True)
+    out = subprocess.run([str(python), str(HERE / "ray_core.py"), str(n_map)], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--map", type=int, default=10_000)
+    p.add_argument("--spawn", type=int, default=100_000)
+    p.add_argument("--no-ray", action="store_true")
+    args = p.parse_args()
+    ember_r = bench_ember(args.map, args.spawn)
+    ray_r = None if args.no_ray else bench_ray(args.map)
+    print(f"# core benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}")
+    print(f"{'':36}{'Ember':>12}{'Ray':>12}{'ratio':>10}")
+    rows = [("remote() round trip, median (ms)", "remote_median_ms", "{:.3f}"),
+            (f"map of {args.map} (inputs/s)", "map_per_s", "{:.0f}")]
+    for label, key, fmt in rows:
+        e = ember_r[key]
+        r = ray_r[key] if ray_r else None
+        ratio = f"{e / r:.2f}x" if r else "-"
+        print(f"{label:36}{fmt.format(e):>12}{fmt.format(r) if r else '-':>12}{ratio:>10}")
+    print(f"{ember_r['spawn_n']} spawned calls: all completed in {ember_r['spawn_seconds']:.1f}s; "
+          f"control plane peak RSS {ember_r['server_peak_rss_mb']:.0f} MB")
+    print(json.dumps({"ember": ember_r, "ray": ray_r}))
+
+
+if __name__ == "__main__":
+    main()
