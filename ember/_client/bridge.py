@@ -8,10 +8,12 @@ the same coroutine from the caller's own loop without blocking it.
 import asyncio
 import threading
 
+import uvloop
+
 
 class LoopThread:
     def __init__(self, name: str):
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
 

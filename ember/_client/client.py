@@ -185,6 +185,7 @@ class CallMux:
             queue = self.queue = asyncio.Queue()
             for request, _ in self.pending.values():
                 queue.put_nowait(request)
+                request.resend = True  # from now on: if it is sent again, it is a resend
 
             async def requests():
                 while True:

@@ -60,6 +60,7 @@ class Runtime:
         self.current: str | None = None               # input the main thread runs now
         self.deadline: float | None = None
         self.watchdog = threading.Condition()
+        self.watchdog_idle = True                     # waiting without a deadline
         self.stream_out: asyncio.Queue | None = None
         self.detaching = False
         self.detached = threading.Event()
@@ -284,7 +285,10 @@ class Runtime:
         with self.watchdog:
             self.current = input_id
             self.deadline = time.monotonic() + timeout if timeout > 0 else None
-            self.watchdog.notify()
+            # A watchdog already waiting for an earlier deadline wakes by itself and re-reads
+            # this one: waking it for every input would cost a thread switch per input.
+            if self.watchdog_idle:
+                self.watchdog.notify()
 
     def _disarm(self):
         with self.watchdog:
@@ -295,8 +299,10 @@ class Runtime:
         with self.watchdog:
             while True:
                 if self.deadline is None:
+                    self.watchdog_idle = True
                     self.watchdog.wait()
                     continue
+                self.watchdog_idle = False
                 left = self.deadline - time.monotonic()
                 if left > 0:
                     self.watchdog.wait(left)

@@ -197,16 +197,18 @@ class CallOutput(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., log_seq: _Optional[int] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("tag", "function_id", "call_id", "args")
+    __slots__ = ("tag", "function_id", "call_id", "args", "resend")
     TAG_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
+    RESEND_FIELD_NUMBER: _ClassVar[int]
     tag: int
     function_id: str
     call_id: str
     args: Payload
-    def __init__(self, tag: _Optional[int] = ..., function_id: _Optional[str] = ..., call_id: _Optional[str] = ..., args: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+    resend: bool
+    def __init__(self, tag: _Optional[int] = ..., function_id: _Optional[str] = ..., call_id: _Optional[str] = ..., args: _Optional[_Union[Payload, _Mapping]] = ..., resend: _Optional[bool] = ...) -> None: ...
 
 class CallResponse(_message.Message):
     __slots__ = ("tag", "output", "error")

@@ -82,7 +82,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
             async for req in request_iterator:
                 try:
                     call = sched.create_call(req.function_id, req.call_id,
-                                             [api_pb2.Input(idx=0, args=req.args)], True)
+                                             [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend)
                 except LookupError as e:
                     out.put_nowait(api_pb2.CallResponse(tag=req.tag, error=str(e)))
                     continue

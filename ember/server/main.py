@@ -7,6 +7,7 @@ import signal
 import sys
 
 import grpc
+import uvloop
 
 from ..config import GRPC_OPTIONS
 from ..proto import api_pb2_grpc
@@ -72,7 +73,7 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s server %(levelname)s %(message)s")
     address = args.address or f"{args.host}:{args.port}"
-    asyncio.run(serve(address, pathlib.Path(args.data_dir).expanduser(),
+    uvloop.run(serve(address, pathlib.Path(args.data_dir).expanduser(),
                       lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
                       app_timeout=args.app_timeout, output_retention=args.output_retention * 3600,
                       ready_file=args.ready_file))

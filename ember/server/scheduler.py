@@ -248,14 +248,20 @@ class Scheduler:
 
     # ------------------------------------------------------------------ calls
 
-    def create_call(self, function_id: str, call_id: str, inputs, complete: bool) -> CallState:
-        """Create a call with a first batch of inputs. Resending the same call id is a no-op."""
+    def create_call(self, function_id: str, call_id: str, inputs, complete: bool,
+                    maybe_exists: bool = True) -> CallState:
+        """Create a call with a first batch of inputs. Resending the same call id is a no-op.
+
+        maybe_exists=False skips looking in the store for a call this id already made (the
+        hot path of a first send, whose id the client just drew at random).
+        """
         call = self.calls.get(call_id)
         if call is not None:
             return call
-        existing = self.lookup_call(call_id)
-        if existing is not None:
-            return existing
+        if maybe_exists:
+            existing = self.lookup_call(call_id)
+            if existing is not None:
+                return existing
         fn = self.function_for_call(function_id)
         self.store.create_call(call_id, function_id, len(inputs) if complete else None)
         call = CallState(call_id, fn, len(inputs) if complete else None)

@@ -17,6 +17,7 @@ import socket
 import sys
 
 import grpc
+import uvloop
 
 from .._ids import new_id
 from ..config import GRPC_OPTIONS, grpc_target
@@ -151,6 +152,6 @@ def run(args) -> int:
             loop.add_signal_handler(sig, stop.set)
         await worker.run(stop)
 
-    asyncio.run(main())
+    uvloop.run(main())
     shutil.rmtree(data_dir / "containers", ignore_errors=True)
     return 0
