@@ -200,3 +200,9 @@ def test_no_server_is_a_clear_error(monkeypatch):
     with pytest.raises(exception.ConnectionError, match=r"127\.0\.0\.1:1.*ember server"):
         with app.run():
             pass
+
+
+def test_idle_container_stops_after_scaledown_window(running):
+    pid = core_app.short_lived.remote()
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the idle container to stop")
+    assert core_app.short_lived.remote() != pid

@@ -133,3 +133,8 @@ def sleeper(seconds):
 @app.local_entrypoint()
 def main(x: int = 3):
     print("result", square.remote(x))
+
+
+@app.function(scaledown_window=1)
+def short_lived():
+    return os.getpid()
