@@ -459,10 +459,7 @@ class _MapRun:
                     while next_idx in buffered:
                         yield buffered.pop(next_idx)
                         next_idx += 1
-        except GeneratorExit:
-            self._cancel()
-            raise
-        except BaseException:
+        except BaseException:  # including GeneratorExit: the caller stopped reading
             self._cancel()
             raise
 

@@ -8,7 +8,6 @@ import threading
 
 import pytest
 
-import ember
 from ember import exception
 from conftest import run_py, wait_for
 
@@ -95,9 +94,9 @@ def test_unpicklable_result_names_the_function(running):
 def test_large_payloads_travel_as_blobs(running, cluster):
     data = os.urandom(50 * 1024 * 1024)
     assert core_app.echo.remote(data) == data
-    blobs = list((cluster.tmp / "server" / "blobs").rglob("*"))
-    assert any(p.is_file() and p.stat().st_size == len(data) + 0 or p.is_file() and p.stat().st_size > 50_000_000
-               for p in blobs)
+    # Argument and result went through the blob store, not inside messages.
+    blobs = [p for p in (cluster.tmp / "server" / "blobs").rglob("*") if p.is_file()]
+    assert any(p.stat().st_size > len(data) for p in blobs)
 
 
 def test_generator_items_stream_as_produced(running, tmp_path):

@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-import ember
 from ember import exception
-from conftest import APPS, run_py, wait_for
+from conftest import run_py, wait_for
 
 import broken_app
 import core_app

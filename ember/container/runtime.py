@@ -208,7 +208,6 @@ class Runtime:
         base = dict(input_id=inp.input_id, idx=inp.idx)
         if inp.input_id in self.cancelled:
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled")]
-        items = []
         try:
             args, kwargs = deserialize(self._bytes(inp.args), f"the arguments of {name}()")
             self._arm(inp.input_id, definition.timeout)
