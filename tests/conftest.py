@@ -39,8 +39,9 @@ def wait_for(cond, timeout=30.0, what="condition"):
 class Cluster:
     """A control plane and workers on loopback, each its own process."""
 
-    def __init__(self, tmp: pathlib.Path):
+    def __init__(self, tmp: pathlib.Path, app_timeout: float = 20):
         self.tmp = tmp
+        self.app_timeout = app_timeout
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.server = None
@@ -52,7 +53,7 @@ class Cluster:
         log = open(self.logs / "server.log", "ab")
         self.server = subprocess.Popen(
             [PY, "-m", "ember.cli.main", "server", "--port", str(self.port), "--data-dir", str(self.tmp / "server"),
-             "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", "20"],
+             "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout)],
             stdout=log, stderr=log, cwd=self.tmp)
         wait_for(self._server_up, what="the control plane to listen")
 

@@ -116,3 +116,29 @@ with core_app.app.run():
     proc = run_py(code)
     assert proc.stdout.strip() == "16"
     assert "stopped: its client stopped it" in cluster.log()
+
+
+def test_app_of_a_killed_client_is_stopped(tmp_path):
+    from conftest import Cluster
+
+    cluster = Cluster(tmp_path, app_timeout=2)
+    cluster.start_server()
+    cluster.start_worker()
+    try:
+        code = f"""
+import core_app, os, time
+with core_app.app.run():
+    core_app.slow.spawn({str(tmp_path / "m")!r}, {str(tmp_path / "never")!r}, 1)
+    while not os.path.exists({str(tmp_path / "m")!r}):
+        time.sleep(0.01)
+    print("running", flush=True)
+    os.kill(os.getpid(), 9)
+"""
+        proc = run_py(code, env_extra={"EMBER_SERVER_URL": cluster.url})
+        assert proc.stdout.strip() == "running", proc.stderr
+        container_pid = int((tmp_path / "m").read_text())
+        # No heartbeat from the dead client: the app stops and so does its container.
+        wait_for(lambda: "stopped: its client sent no heartbeat" in cluster.log(), what="the app to stop")
+        wait_for(lambda: not os.path.exists(f"/proc/{container_pid}"), what="its container to stop")
+    finally:
+        cluster.stop()
