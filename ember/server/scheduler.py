@@ -581,10 +581,11 @@ class Scheduler:
             self.dispatch(inp.call.function)
 
     def _requeue(self, inp: InputState, lost: bool):
-        """Put an input back without charging an attempt (its container vanished)."""
+        """Put an input back without charging an attempt: it never ran, or its container
+        vanished without a word (lost: counted, and capped at MAX_LOST)."""
         self._release(inp)
         inp.attempts = max(0, inp.attempts - 1)
-        inp.lost += 1
+        inp.lost += lost
         if inp.lost > MAX_LOST:
             self._record_outputs([(inp, Output(
                 input_id=inp.input_id, idx=inp.idx, status=Output.CONTAINER_EXITED,
