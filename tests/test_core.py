@@ -205,3 +205,7 @@ def test_idle_container_stops_after_scaledown_window(running):
     pid = core_app.short_lived.remote()
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the idle container to stop")
     assert core_app.short_lived.remote() != pid
+
+
+def test_a_function_calls_another_from_its_container(running):
+    assert core_app.sum_of_squares.remote(4) == 14 + 16

@@ -173,7 +173,7 @@ class Runtime:
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
         init = self.init.get()
         try:
-            fn = self._load(init.definition)
+            fn = self._load(init.definition, init.app_function_ids)
         except BaseException as e:
             data, line, tb = serialize_exception(e)
             self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=api_pb2.ContainerInitFailure(
@@ -242,7 +242,7 @@ class Runtime:
     def _bytes(self, payload: api_pb2.Payload) -> bytes:
         return blobs.from_payload(payload, lambda b: self.io.run(blobs.download(self.stub, b)))
 
-    def _load(self, d: api_pb2.FunctionDefinition):
+    def _load(self, d: api_pb2.FunctionDefinition, app_function_ids):
         if d.pickled.data or d.pickled.blob_id:
             obj = deserialize(self._bytes(d.pickled), f"function {d.name}")
         else:
@@ -258,6 +258,10 @@ class Runtime:
                                          f"function {d.qualname!r}") from None
         from ..function import Function
         if isinstance(obj, Function):
+            # The app's other functions, as imported here, can be called from this one.
+            for name, f in (obj._app._functions.items() if obj._app is not None else ()):
+                if name in app_function_ids:
+                    f._hydrate(None, app_function_ids[name])
             obj = obj.get_raw_f()
         if not callable(obj):
             raise TypeError(f"{d.module}.{d.qualname} is a {type(obj).__name__}, not a function")

@@ -138,3 +138,9 @@ def main(x: int = 3):
 @app.function(scaledown_window=1)
 def short_lived():
     return os.getpid()
+
+
+@app.function()
+def sum_of_squares(n):
+    """Calls another function of the app from inside its container."""
+    return sum(square.map(range(n))) + square.remote(n)
