@@ -305,11 +305,11 @@ class Function:
         """Run the function over each item (zipping several iterables), in parallel containers."""
         return self._map(((args, {}) for args in zip(*iterables)), order_outputs, return_exceptions)
 
-    @_aio(lambda self, it, kwargs={}, **kw: self._map_aio(it, dict(kw, kwargs=kwargs)))
-    def starmap(self, input_iterator, kwargs: dict = {}, order_outputs: bool = True,
+    @_aio(lambda self, it, kwargs=None, **kw: self._map_aio(it, dict(kw, kwargs=kwargs)))
+    def starmap(self, input_iterator, kwargs: dict | None = None, order_outputs: bool = True,
                 return_exceptions: bool = False):
         """Like map, but each item is a tuple of positional arguments."""
-        return self._map(((tuple(args), kwargs) for args in input_iterator), order_outputs, return_exceptions)
+        return self._map(((tuple(args), kwargs or {}) for args in input_iterator), order_outputs, return_exceptions)
 
     async def _for_each_aio(self, *iterables, ignore_exceptions: bool = False):
         async for _ in self._map_aio(zip(*iterables), {"return_exceptions": ignore_exceptions}):

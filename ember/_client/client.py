@@ -187,7 +187,7 @@ class CallMux:
                 queue.put_nowait(request)
                 request.resend = True  # from now on: if it is sent again, it is a resend
 
-            async def requests():
+            async def requests(queue=queue):  # this stream's queue, not a later one's
                 while True:
                     yield await queue.get()
 

@@ -85,7 +85,7 @@ class Runtime:
                 self._ask_for_inputs(out)
             self.stream_out = out
 
-            async def requests():
+            async def requests(out=out):  # this stream's queue, not a later one's
                 while (msg := await out.get()) is not None:
                     yield msg
 
