@@ -1,6 +1,7 @@
 """The control plane's gRPC service: turns requests into Scheduler calls and streams back."""
 
 import asyncio
+import itertools
 import time
 
 import grpc
@@ -42,7 +43,9 @@ class EmberService(api_pb2_grpc.EmberServicer):
         after = req.after_seq
         loop = asyncio.get_running_loop()
         while True:
-            entries = [e for e in app.logs if e.seq > after] if app.log_seq > after else []
+            # Sequence numbers in the buffer are consecutive, ending at app.log_seq.
+            first = app.log_seq - len(app.logs) + 1
+            entries = list(itertools.islice(app.logs, max(0, after + 1 - first), None))
             if entries:
                 after = entries[-1].seq
                 yield api_pb2.LogBatch(entries=entries)
