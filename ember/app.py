@@ -10,12 +10,20 @@ import grpc
 
 from . import config, exception
 from ._client import code
-from ._client.client import Client, print_logs
+from ._client.client import Client
 from ._client.local_cluster import LocalCluster
 from .function import Function, FunctionSpec
 from .proto import api_pb2
 
 LOG_WAIT = 2.0  # seconds a result waits at most for the prints that came before it
+
+
+def print_logs(batch: api_pb2.LogBatch):
+    """What the app's containers printed, on this terminal's stdout and stderr."""
+    for e in batch.entries:
+        out = sys.stderr if e.fd == 2 else sys.stdout
+        out.write(e.data)
+        out.flush()
 
 
 class LocalEntrypoint:
@@ -130,10 +138,7 @@ class _RunningApp:
         definitions = {}
         for name, f in self.app._functions.items():
             d = f._spec.definition(name, f._is_generator)
-            if f._serialized:
-                d.pickled.CopyFrom(code._pickled(f._raw_f, client.upload_sync))
-            else:
-                code.describe(f._raw_f, d, client.upload_sync)
+            code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)
             definitions[name] = d
         ids = client.run(self._create_functions(definitions))
         for name, fid in ids.items():

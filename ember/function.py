@@ -172,6 +172,20 @@ class Function:
     def _args_payload(self, client: Client, args, kwargs) -> api_pb2.Payload:
         return client.payload(serialize_args(self._name, args, kwargs))
 
+    def _prepare(self, how: str, args, kwargs) -> tuple[Client, str, api_pb2.Payload]:
+        """Checks common to every way of calling, then the arguments, pickled (or failing here)."""
+        if how == ".remote_gen()":
+            if not self._is_generator:
+                raise exception.InvalidError(f"{self._name}() is not a generator function: call it with .remote()")
+        else:
+            self._check_not_generator(how)
+        client, fid = self._ready()
+        return client, fid, self._args_payload(client, args, kwargs)
+
+    def _check_response(self, resp: api_pb2.CallResponse):
+        if resp.error:
+            raise exception.ExecutionError(f"Cannot call {self._name}(): {resp.error}")
+
     # ---------------------------------------------------------------- local
 
     def local(self, *args, **kwargs):
@@ -181,24 +195,18 @@ class Function:
     # ---------------------------------------------------------------- remote
 
     async def _remote_aio(self, *args, **kwargs):
-        self._check_not_generator(".remote()")
-        client, fid = self._ready()
-        req = api_pb2.CallRequest(function_id=fid, call_id=new_id("fc"), args=self._args_payload(client, args, kwargs))
-        resp = await client.mux.call_async(req)
-        if resp.error:
-            raise exception.ExecutionError(f"Cannot call {self._name}(): {resp.error}")
+        client, fid, payload = self._prepare(".remote()", args, kwargs)
+        resp = await client.mux.call_async(api_pb2.CallRequest(function_id=fid, call_id=new_id("fc"), args=payload))
+        self._check_response(resp)
         await self._wait_for_logs_aio(resp.output.log_seq)
         return await client.bridge.run_async(_output_value(client, resp.output.output, self._name))
 
     @_aio(_remote_aio)
     def remote(self, *args, **kwargs):
         """Run the function in a container and return its result."""
-        self._check_not_generator(".remote()")
-        client, fid = self._ready()
-        req = api_pb2.CallRequest(function_id=fid, call_id=new_id("fc"), args=self._args_payload(client, args, kwargs))
-        resp = client.mux.call_sync(req)
-        if resp.error:
-            raise exception.ExecutionError(f"Cannot call {self._name}(): {resp.error}")
+        client, fid, payload = self._prepare(".remote()", args, kwargs)
+        resp = client.mux.call_sync(api_pb2.CallRequest(function_id=fid, call_id=new_id("fc"), args=payload))
+        self._check_response(resp)
         self._wait_for_logs(resp.output.log_seq)
         out = resp.output.output
         if out.status == Output.SUCCESS and not out.data.blob_id:
@@ -220,17 +228,13 @@ class Function:
     # ---------------------------------------------------------------- spawn
 
     async def _spawn_aio(self, *args, **kwargs) -> "FunctionCall":
-        self._check_not_generator(".spawn()")
-        client, fid = self._ready()
-        payload = self._args_payload(client, args, kwargs)
+        client, fid, payload = self._prepare(".spawn()", args, kwargs)
         return await client.bridge.run_async(self._spawn(client, fid, payload))
 
     @_aio(_spawn_aio)
     def spawn(self, *args, **kwargs) -> "FunctionCall":
         """Start the function in a container; returns a FunctionCall to .get() the result later."""
-        self._check_not_generator(".spawn()")
-        client, fid = self._ready()
-        payload = self._args_payload(client, args, kwargs)
+        client, fid, payload = self._prepare(".spawn()", args, kwargs)
         return client.run(self._spawn(client, fid, payload))
 
     async def _spawn(self, client: Client, fid: str, payload) -> "FunctionCall":
@@ -243,7 +247,8 @@ class Function:
     # ---------------------------------------------------------------- generators
 
     async def _remote_gen_aio(self, *args, **kwargs):
-        client, fid, call_id = self._start_gen(args, kwargs)
+        client, fid, payload = self._prepare(".remote_gen()", args, kwargs)
+        call_id = (await client.bridge.run_async(self._spawn(client, fid, payload))).object_id
         after = 0
         while True:
             items, after, finished, log_seq, error = await client.bridge.run_async(
@@ -259,7 +264,8 @@ class Function:
     @_aio(_remote_gen_aio)
     def remote_gen(self, *args, **kwargs):
         """Run a generator function remotely; its items arrive here as they are produced."""
-        client, fid, call_id = self._start_gen(args, kwargs)
+        client, fid, payload = self._prepare(".remote_gen()", args, kwargs)
+        call_id = client.run(self._spawn(client, fid, payload)).object_id
         after = 0
         while True:
             items, after, finished, log_seq, error = client.run(self._gen_items(client, call_id, after))
@@ -269,14 +275,6 @@ class Function:
                 raise error
             if finished:
                 return
-
-    def _start_gen(self, args, kwargs):
-        if not self._is_generator:
-            raise exception.InvalidError(f"{self._name}() is not a generator function: call it with .remote()")
-        client, fid = self._ready()
-        payload = self._args_payload(client, args, kwargs)
-        call = client.run(self._spawn(client, fid, payload))
-        return client, fid, call.object_id
 
     async def _gen_items(self, client: Client, call_id: str, after: int):
         """(items, last seq, finished, log seq, error) from the next batch of a generator's outputs."""
@@ -395,7 +393,7 @@ class _MapRun:
         except BaseException as e:
             self.send_error = e
             if self.created:
-                self.client.run(self.client.rpc("FunctionCallCancel", api_pb2.FunctionCallRef(call_id=self.call_id)))
+                self.client.run(_cancel_call(self.client, self.call_id))
             else:
                 self.client.run(self._create([], True))
         finally:
@@ -465,9 +463,13 @@ class _MapRun:
 
     def _cancel(self):
         try:
-            self.client.run(self.client.rpc("FunctionCallCancel", api_pb2.FunctionCallRef(call_id=self.call_id)))
+            self.client.run(_cancel_call(self.client, self.call_id))
         except exception.Error:
             pass
+
+
+async def _cancel_call(client: Client, call_id: str):
+    await client.rpc("FunctionCallCancel", api_pb2.FunctionCallRef(call_id=call_id), what=f"cancelling {call_id}")
 
 
 class FunctionCall:
@@ -516,11 +518,9 @@ class FunctionCall:
         return self._c().run(self._get(timeout))
 
     async def _cancel_aio(self):
-        client = self._c()
-        await client.bridge.run_async(client.rpc("FunctionCallCancel", api_pb2.FunctionCallRef(call_id=self.object_id)))
+        await self._c().bridge.run_async(_cancel_call(self._c(), self.object_id))
 
     @_aio(_cancel_aio)
     def cancel(self):
         """Cancel the call: queued inputs never run, a running one is interrupted."""
-        client = self._c()
-        client.run(client.rpc("FunctionCallCancel", api_pb2.FunctionCallRef(call_id=self.object_id)))
+        self._c().run(_cancel_call(self._c(), self.object_id))

@@ -4,7 +4,6 @@ import asyncio
 import atexit
 import itertools
 import os
-import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -216,9 +215,3 @@ class CallMux:
                 stream.cancel()
                 raise
 
-
-def print_logs(batch: api_pb2.LogBatch):
-    for e in batch.entries:
-        out = sys.stderr if e.fd == 2 else sys.stdout
-        out.write(e.data)
-        out.flush()

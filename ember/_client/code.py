@@ -21,12 +21,15 @@ _INSTALLED = tuple(str(pathlib.Path(p).resolve()) for p in {
     sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sysconfig.get_paths()["stdlib"]})
 
 
-def describe(raw_f, definition: api_pb2.FunctionDefinition, upload) -> None:
-    """Fill in where `definition`'s code comes from; `upload(bytes) -> blob_id` stores a zip."""
+def describe(raw_f, definition: api_pb2.FunctionDefinition, upload, by_value: bool = False) -> None:
+    """Fill in where `definition`'s code comes from; `upload(bytes) -> blob_id` stores a zip.
+
+    by_value: pickle the function even if it could be shipped as source (serialized=True).
+    """
     module_name = raw_f.__module__
     module = sys.modules.get(module_name)
     file = getattr(module, "__file__", None)
-    if module_name == "__main__" or file is None or "<locals>" in raw_f.__qualname__:
+    if by_value or module_name == "__main__" or file is None or "<locals>" in raw_f.__qualname__:
         definition.pickled.CopyFrom(_pickled(raw_f, upload))
         return
     definition.module = module_name

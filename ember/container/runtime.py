@@ -192,7 +192,6 @@ class Runtime:
             t0 = time.perf_counter()
             outputs = self._run_input(fn, definition, inp)
             duration = time.perf_counter() - t0
-            outputs[-1].duration = duration
             ewma = duration if ewma is None else 0.8 * ewma + 0.2 * duration
             self.target = max(1, min(MAX_PREFETCH, int(BATCH_SECONDS / max(ewma, 1e-6)))) if ewma < BATCH_SECONDS else 1
             pending.extend(outputs)

@@ -151,7 +151,7 @@ class Input(_message.Message):
     def __init__(self, input_id: _Optional[str] = ..., call_id: _Optional[str] = ..., idx: _Optional[int] = ..., args: _Optional[_Union[Payload, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Output(_message.Message):
-    __slots__ = ("input_id", "idx", "status", "data", "error", "traceback", "gen_index", "duration")
+    __slots__ = ("input_id", "idx", "status", "data", "error", "traceback", "gen_index")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SUCCESS: _ClassVar[Output.Status]
@@ -175,7 +175,6 @@ class Output(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     GEN_INDEX_FIELD_NUMBER: _ClassVar[int]
-    DURATION_FIELD_NUMBER: _ClassVar[int]
     input_id: str
     idx: int
     status: Output.Status
@@ -183,8 +182,7 @@ class Output(_message.Message):
     error: str
     traceback: str
     gen_index: int
-    duration: float
-    def __init__(self, input_id: _Optional[str] = ..., idx: _Optional[int] = ..., status: _Optional[_Union[Output.Status, str]] = ..., data: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., gen_index: _Optional[int] = ..., duration: _Optional[float] = ...) -> None: ...
+    def __init__(self, input_id: _Optional[str] = ..., idx: _Optional[int] = ..., status: _Optional[_Union[Output.Status, str]] = ..., data: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., gen_index: _Optional[int] = ...) -> None: ...
 
 class CallOutput(_message.Message):
     __slots__ = ("seq", "output", "log_seq")

@@ -1,6 +1,7 @@
 """The control plane's gRPC service: turns requests into Scheduler calls and streams back."""
 
 import asyncio
+import contextlib
 import itertools
 import time
 
@@ -12,6 +13,32 @@ from .blobs import BlobStore
 from .scheduler import Scheduler
 
 EMPTY = api_pb2.Empty()
+
+
+class Duplex:
+    """One side of a bidirectional stream: what is put with `send` goes to the peer, and
+    `run(handle)` calls handle(message) for each message from the peer while yielding the
+    outgoing ones. It ends when the peer stops sending."""
+
+    def __init__(self, requests):
+        self.requests = requests
+        self.out: asyncio.Queue = asyncio.Queue()
+        self.send = self.out.put_nowait
+
+    async def run(self, handle, first=None):
+        async def read():
+            async for msg in self.requests:
+                handle(msg)
+
+        reader = asyncio.create_task(read())
+        reader.add_done_callback(lambda _: self.out.put_nowait(None))
+        try:
+            if first is not None:
+                yield first
+            while (msg := await self.out.get()) is not None:
+                yield msg
+        finally:
+            reader.cancel()
 
 
 class EmberService(api_pb2_grpc.EmberServicer):
@@ -67,7 +94,8 @@ class EmberService(api_pb2_grpc.EmberServicer):
     # ------------------------------------------------------------------ calls
 
     async def CallStream(self, request_iterator, context):
-        out: asyncio.Queue = asyncio.Queue()
+        stream = Duplex(request_iterator)
+        send = stream.send
         sched = self.sched
 
         def final_output(call):
@@ -76,31 +104,26 @@ class EmberService(api_pb2_grpc.EmberServicer):
         def waiter(tag):
             def on_output(call):
                 if call.done():
-                    out.put_nowait(api_pb2.CallResponse(tag=tag, output=final_output(call)))
+                    send(api_pb2.CallResponse(tag=tag, output=final_output(call)))
                 else:
                     call.listeners.append(on_output)
             return on_output
 
-        async def read():
-            async for req in request_iterator:
-                try:
-                    call = sched.create_call(req.function_id, req.call_id,
-                                             [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend)
-                except LookupError as e:
-                    out.put_nowait(api_pb2.CallResponse(tag=req.tag, error=str(e)))
-                    continue
-                if call.done():
-                    out.put_nowait(api_pb2.CallResponse(tag=req.tag, output=final_output(call)))
-                else:
-                    call.listeners.append(waiter(req.tag))
+        def handle(req):
+            try:
+                call = sched.create_call(req.function_id, req.call_id,
+                                         [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend)
+            except LookupError as e:
+                send(api_pb2.CallResponse(tag=req.tag, error=str(e)))
+                return
+            if call.done():
+                send(api_pb2.CallResponse(tag=req.tag, output=final_output(call)))
+            else:
+                call.listeners.append(waiter(req.tag))
 
-        reader = asyncio.create_task(read())
-        reader.add_done_callback(lambda _: out.put_nowait(None))
-        try:
-            while (resp := await out.get()) is not None:
+        async with contextlib.aclosing(stream.run(handle)) as replies:
+            async for resp in replies:
                 yield resp
-        finally:
-            reader.cancel()
 
     async def FunctionCallCreate(self, req, context):
         try:
@@ -189,33 +212,29 @@ class EmberService(api_pb2_grpc.EmberServicer):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "register":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a worker must register first")
-        out: asyncio.Queue = asyncio.Queue()
-        worker = self.sched.worker_connected(first.register, out.put_nowait)
+        stream = Duplex(request_iterator)
+        worker = self.sched.worker_connected(first.register, stream.send)
 
-        async def read():
-            async for msg in request_iterator:
-                worker.last_seen = time.monotonic()
-                if msg.WhichOneof("msg") == "container_exited":
-                    e = msg.container_exited
-                    self.sched.container_exited(e.container_id, e.exit_code, e.reason, e.log_tail)
+        def handle(msg):
+            worker.last_seen = time.monotonic()
+            if msg.WhichOneof("msg") == "container_exited":
+                e = msg.container_exited
+                self.sched.container_exited(e.container_id, e.exit_code, e.reason, e.log_tail)
 
-        reader = asyncio.create_task(read())
-        reader.add_done_callback(lambda _: out.put_nowait(None))
         try:
-            yield api_pb2.WorkerCommand(registered=EMPTY)
-            while (cmd := await out.get()) is not None:
-                yield cmd
+            async with contextlib.aclosing(stream.run(handle, first=api_pb2.WorkerCommand(registered=EMPTY))) as cmds:
+                async for cmd in cmds:
+                    yield cmd
         finally:
-            reader.cancel()
             self.sched.worker_disconnected(worker)
 
     async def ContainerConnect(self, request_iterator, context):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a container must say hello first")
-        out: asyncio.Queue = asyncio.Queue()
+        stream = Duplex(request_iterator)
         sched = self.sched
-        c = sched.container_connected(first.hello, out.put_nowait)
+        c = sched.container_connected(first.hello, stream.send)
         if c is None and first.hello.container_id in sched.orphans:
             # From before a restart; its worker has not registered again yet. It retries.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "waiting for this container's worker to reconnect")
@@ -225,29 +244,26 @@ class EmberService(api_pb2_grpc.EmberServicer):
         fn = c.function
         app = fn.app
 
-        async def read():
-            async for msg in request_iterator:
-                kind = msg.WhichOneof("msg")
-                if kind == "outputs":
-                    sched.container_outputs(c, msg.outputs, app.log_seq)
-                elif kind == "logs":
-                    sched.add_logs(c, msg.logs)
-                elif kind == "want_inputs":
-                    sched.container_wants(c, msg.want_inputs)
-                elif kind == "heartbeat":
-                    c.last_seen = time.monotonic()
-                elif kind == "init_failure":
-                    sched.container_init_failed(c, msg.init_failure)
+        def handle(msg):
+            kind = msg.WhichOneof("msg")
+            if kind == "outputs":
+                sched.container_outputs(c, msg.outputs, app.log_seq)
+            elif kind == "logs":
+                sched.add_logs(c, msg.logs)
+            elif kind == "want_inputs":
+                sched.container_wants(c, msg.want_inputs)
+            elif kind == "heartbeat":
+                c.last_seen = time.monotonic()
+            elif kind == "init_failure":
+                sched.container_init_failed(c, msg.init_failure)
 
-        reader = asyncio.create_task(read())
-        reader.add_done_callback(lambda _: out.put_nowait(None))
+        init = api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
+            function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
+            app_function_ids={f.name: f.function_id for f in app.functions.values()}))
         try:
-            yield api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
-                function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
-                app_function_ids={f.name: f.function_id for f in app.functions.values()}))
-            while (cmd := await out.get()) is not None:
-                yield cmd
+            async with contextlib.aclosing(stream.run(handle, first=init)) as cmds:
+                async for cmd in cmds:
+                    yield cmd
         finally:
-            reader.cancel()
-            if c.send == out.put_nowait:  # not replaced by a newer stream of the same container
+            if c.send == stream.send:  # not replaced by a newer stream of the same container
                 sched.container_disconnected(c)

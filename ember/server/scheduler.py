@@ -391,8 +391,6 @@ class Scheduler:
         if num_inputs is None or num_done < num_inputs:
             # Its app stopped before it finished: it never will.
             call.num_inputs = num_done
-        call.outputs = []
-        call.next_seq = next_seq
         call.done_at = time.monotonic()
         self.calls[call_id] = call
         return call
@@ -484,16 +482,23 @@ class Scheduler:
             return False
         cid = new_id("ct")
         self.store.create_container(cid, fn.function_id, best.worker_id, best.boot_id)
-        c = ContainerState(cid, fn, best)
-        fn.containers[cid] = c
-        best.containers[cid] = c
-        self.containers[cid] = c
+        self._track(ContainerState(cid, fn, best))
         best.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res)))
         log.info("starting container %s for %s on worker %s", cid, fn.name, best.name)
         return True
 
     # ------------------------------------------------------------------ containers
+
+    def _track(self, c: ContainerState):
+        self.containers[c.container_id] = c
+        c.function.containers[c.container_id] = c
+        c.worker.containers[c.container_id] = c
+
+    def _untrack(self, c: ContainerState):
+        self.containers.pop(c.container_id, None)
+        c.function.containers.pop(c.container_id, None)
+        c.worker.containers.pop(c.container_id, None)
 
     def container_connected(self, hello: api_pb2.ContainerHello, send) -> ContainerState | None:
         c = self.containers.get(hello.container_id)
@@ -626,9 +631,8 @@ class Scheduler:
             self.store.container_exited(container_id, reason)
         if c is None:
             return
+        self._untrack(c)
         fn = c.function
-        fn.containers.pop(container_id, None)
-        c.worker.containers.pop(container_id, None)
         held = list(c.held.values())
         if held and not c.stopping:
             # The first input it holds is the one it was running; the rest never started.
@@ -651,23 +655,19 @@ class Scheduler:
     def _container_lost(self, c: ContainerState, why: str):
         log.warning("container %s of %s is lost (%s): its inputs go back to the queue",
                     c.container_id, c.function.name, why)
-        self.containers.pop(c.container_id, None)
+        self._untrack(c)
         self.store.container_exited(c.container_id, f"lost: {why}")
-        c.function.containers.pop(c.container_id, None)
-        c.worker.containers.pop(c.container_id, None)
         for inp in list(c.held.values()):
             self._requeue(inp, lost=True)
         if c.worker.connected:
-            c.worker.send(api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(
-                container_id=c.container_id, kill=True)))
+            c.worker.send(_stop_command(c.container_id, kill=True))
 
-    def _stop_container(self, c: ContainerState, kill: bool = False):
-        if c.stopping and not kill:
+    def _stop_container(self, c: ContainerState):
+        if c.stopping:
             return
         c.stopping = True
         if c.worker.connected:
-            c.worker.send(api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(
-                container_id=c.container_id, kill=kill)))
+            c.worker.send(_stop_command(c.container_id, kill=False))
 
     # ------------------------------------------------------------------ workers
 
@@ -693,14 +693,12 @@ class Scheduler:
             if cid in running and boot_id == reg.boot_id and fn is not None:
                 c = ContainerState(cid, fn, w)
                 c.state = "disconnected"
-                fn.containers[cid] = c
-                w.containers[cid] = c
-                self.containers[cid] = c
+                self._track(c)
                 # The inputs it held are claimed when the container says hello.
             else:
                 self._orphan_gone(cid, "gone after a control-plane restart")
                 if cid in running:
-                    send(api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(container_id=cid, kill=True)))
+                    send(_stop_command(cid, kill=True))
         log.info("worker %s connected (%.1f CPU, %d MiB)", reg.name, reg.cpu, reg.memory_mb)
         for fn in list(self.functions.values()):
             self.dispatch(fn)
@@ -769,3 +767,7 @@ class Scheduler:
 
     def expire_outputs(self):
         self.store.expire(time.time() - self.output_retention)
+
+
+def _stop_command(container_id: str, kill: bool) -> api_pb2.WorkerCommand:
+    return api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(container_id=container_id, kill=kill))

@@ -20,7 +20,7 @@ import grpc
 import uvloop
 
 from .._ids import new_id
-from ..config import GRPC_OPTIONS, grpc_target
+from ..config import GRPC_OPTIONS, grpc_target, server_url
 from ..proto import api_pb2, api_pb2_grpc
 from .process import ProcessBackend
 
@@ -135,7 +135,6 @@ class Worker:
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s worker %(levelname)s %(message)s")
-    from ..config import server_url
     url = args.server or server_url()
     if not url:
         print("ember worker: no control plane given. Pass --server URL or set EMBER_SERVER_URL "
