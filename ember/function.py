@@ -117,7 +117,7 @@ class FunctionSpec:
 
 async def _output_value(client: Client, out: api_pb2.Output, name: str):
     """The value an output carries, or the exception it describes (raised)."""
-    data = await client.payload_bytes_async(out.data) if (out.data.data or out.data.blob_id) else b""
+    data = await client.payload_bytes_async(out.data)
     if out.status in (Output.SUCCESS, Output.GENERATOR_ITEM):
         return deserialize(data, f"the result of {name}()")
     raise exception_from_output(out, data, name)

@@ -116,14 +116,8 @@ class Client:
     def upload_sync(self, data: bytes) -> str:
         return self.bridge.run(blobs.upload(self.stub, data))
 
-    def download_sync(self, blob_id: str) -> bytes:
-        return self.bridge.run(blobs.download(self.stub, blob_id))
-
     def payload(self, data: bytes) -> api_pb2.Payload:
         return blobs.to_payload(data, self.upload_sync)
-
-    def payload_bytes(self, payload: api_pb2.Payload) -> bytes:
-        return blobs.from_payload(payload, self.download_sync)
 
     async def payload_bytes_async(self, payload: api_pb2.Payload) -> bytes:
         if payload.blob_id:

@@ -65,6 +65,7 @@ class Runtime:
         self.detaching = False
         self.detached = threading.Event()
         self.initialized = False
+        self.definition: api_pb2.FunctionDefinition | None = None   # set once loaded
         self.stub = None
 
     # ------------------------------------------------------------------ I/O thread
@@ -193,7 +194,8 @@ class Runtime:
             outputs = self._run_input(fn, definition, inp)
             duration = time.perf_counter() - t0
             ewma = duration if ewma is None else 0.8 * ewma + 0.2 * duration
-            self.target = max(1, min(MAX_PREFETCH, int(BATCH_SECONDS / max(ewma, 1e-6)))) if ewma < BATCH_SECONDS else 1
+            # Hold a batch worth about BATCH_SECONDS of work: one input at a time for slow functions.
+            self.target = max(1, min(MAX_PREFETCH, int(BATCH_SECONDS / max(ewma, 1e-6))))
             pending.extend(outputs)
             # Batch outputs while more inputs are already here; send as soon as there are none.
             if self.inputs.empty() or len(pending) >= MAX_PREFETCH:
