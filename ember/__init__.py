@@ -16,7 +16,8 @@
 from . import exception
 from .app import App
 from .function import Function, FunctionCall
+from .image import Image
 from .retries import Retries
 
-__all__ = ["App", "Function", "FunctionCall", "Retries", "exception"]
+__all__ = ["App", "Function", "FunctionCall", "Image", "Retries", "exception"]
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import inspect
+import os
 import sys
 import threading
 
@@ -24,6 +25,25 @@ def print_logs(batch: api_pb2.LogBatch):
         out = sys.stderr if e.fd == 2 else sys.stdout
         out.write(e.data)
         out.flush()
+
+
+def build_image(client: Client, image: api_pb2.Image):
+    """Have the image built (at once if it is already), its build output on this terminal."""
+    force = os.environ.get("EMBER_FORCE_BUILD", "") not in ("", "0")
+
+    async def follow():
+        async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
+                                                  wait_for_ready=True):
+            if event.log:
+                sys.stderr.write(event.log)
+                sys.stderr.flush()
+            if event.done:
+                return event.error
+        return "the control plane ended the build without a result"
+
+    error = client.run(follow())
+    if error:
+        raise exception.ImageBuildError(f"Image build failed: {error}")
 
 
 class LocalEntrypoint:
@@ -60,11 +80,12 @@ class App:
 
     def function(self, _f=None, *, name: str | None = None, image=None, cpu=None, memory=None, gpu=None,
                  timeout=300, retries=None, secrets=(), volumes=None, max_containers=None, min_containers=0,
-                 scaledown_window=60, serialized: bool = False):
+                 scaledown_window=60, block_network: bool = False, serialized: bool = False):
         """Decorator: make a function run in containers. Options are validated right here."""
         spec = FunctionSpec(image=image, cpu=cpu, memory=memory, gpu=gpu, timeout=timeout, retries=retries,
                             secrets=secrets, volumes=volumes, max_containers=max_containers,
-                            min_containers=min_containers, scaledown_window=scaledown_window)
+                            min_containers=min_containers, scaledown_window=scaledown_window,
+                            block_network=block_network)
 
         def wrap(raw_f) -> Function:
             if isinstance(raw_f, Function):
@@ -135,10 +156,16 @@ class _RunningApp:
         resp = client.run(client.rpc("AppCreate", api_pb2.AppCreateRequest(name=self.app.name or "")))
         self.app_id = resp.app_id
         # Package code here, on the caller's thread: uploads go through the event loop.
+        images = {}  # one resolve and build per distinct Image object
         definitions = {}
         for name, f in self.app._functions.items():
             d = f._spec.definition(name, f._is_generator)
             code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)
+            image = f._spec.image
+            if id(image) not in images:
+                images[id(image)] = image._resolve(client.upload_sync)
+                build_image(client, images[id(image)])
+            d.image.CopyFrom(images[id(image)])
             definitions[name] = d
         ids = client.run(self._create_functions(definitions))
         for name, fid in ids.items():

@@ -39,6 +39,14 @@ class ContainerExitedError(RemoteError):
     """The container died while it ran the input (crash, os._exit, signal)."""
 
 
+class OutOfMemoryError(ContainerExitedError):
+    """The container was killed for using more memory than its function's `memory=` limit."""
+
+
+class ImageBuildError(Error):
+    """A step of an image failed to build; the message names the step and ends with its output."""
+
+
 class InitError(RemoteError):
     """The container could not load the function (import error, missing name)."""
 

@@ -7,14 +7,14 @@ Every way to call has an async twin under `.aio`: `f.remote(x)` / `await f.remot
 import asyncio
 import functools
 import inspect
-import re
 import threading
 import time
 
-from . import exception
+from . import _gpu, exception
 from ._client.client import Client
 from ._client.serialization import deserialize, exception_from_output, serialize_args
 from ._ids import new_id
+from .image import DEFAULT_IMAGE, Image
 from .proto import api_pb2
 from .retries import Retries
 
@@ -24,8 +24,6 @@ MAP_BATCH = 1000            # inputs per message
 MAP_BATCH_BYTES = 4 << 20
 MAP_BATCH_AGE = 0.02        # seconds an unsent batch may wait for more inputs
 MAP_OUTSTANDING = 50_000    # inputs sent but not yet returned, before the sender waits
-
-GPU_TYPES = ("T4", "L4", "A10G", "A100", "A100-40GB", "A100-80GB", "L40S", "H100", "H200", "B200")
 
 
 class _aio:
@@ -50,30 +48,24 @@ class _aio:
 
 def parse_gpu(gpu) -> str:
     """Validate a GPU request: "any", "H100", "A100:2", ...; returns it normalized ("" for none)."""
-    if gpu is None:
-        return ""
-    if not isinstance(gpu, str):
-        raise exception.InvalidError(f"gpu={gpu!r}: pass a string such as \"H100\", \"A100:2\" or \"any\"")
-    m = re.fullmatch(r"([A-Za-z0-9-]+)(?::(\d+))?", gpu.strip())
-    kinds = {k.upper(): k for k in GPU_TYPES + ("any",)}
-    if m is None or m.group(1).upper() not in kinds:
-        raise exception.InvalidError(f"gpu={gpu!r}: unknown GPU. Use one of {', '.join(GPU_TYPES)} or \"any\", "
-                                     "optionally with a count, e.g. \"A100:2\"")
-    count = int(m.group(2) or 1)
-    if not 1 <= count <= 8:
-        raise exception.InvalidError(f"gpu={gpu!r}: a function can use 1 to 8 GPUs")
-    kind = kinds[m.group(1).upper()]
-    return kind if count == 1 else f"{kind}:{count}"
+    try:
+        kind, count = _gpu.parse_request(gpu)
+    except _gpu.GpuRequestError as e:
+        raise exception.InvalidError(f"gpu={gpu!r}: {e}") from None
+    return kind if count <= 1 else f"{kind}:{count}"
 
 
 class FunctionSpec:
     """The validated options of @app.function."""
 
     def __init__(self, *, image=None, cpu=None, memory=None, gpu=None, timeout=300, retries=None,
-                 secrets=(), volumes=None, max_containers=None, min_containers=0, scaledown_window=60):
-        if image is not None:
-            raise exception.InvalidError(
-                "image=: container images are not supported yet; functions run with the worker's Python")
+                 secrets=(), volumes=None, max_containers=None, min_containers=0, scaledown_window=60,
+                 block_network=False):
+        if image is not None and not isinstance(image, Image):
+            raise exception.InvalidError(f"image={image!r}: pass an ember.Image, e.g. ember.Image.debian_slim()")
+        # cpu= and memory= given explicitly are limits too; unset, they are only what is reserved.
+        self.cpu_limit = float(cpu) if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) else 0.0
+        self.memory_limit = memory if isinstance(memory, int) and not isinstance(memory, bool) else 0
         cpu = 0.125 if cpu is None else cpu
         if not isinstance(cpu, (int, float)) or isinstance(cpu, bool) or not 0 < cpu <= 256:
             raise exception.InvalidError(f"cpu={cpu!r}: pass the number of cores, e.g. 0.5 or 2")
@@ -98,6 +90,8 @@ class FunctionSpec:
             raise exception.InvalidError(f"volumes={volumes!r}: pass a dict of mount path -> ember.Volume")
         if volumes:
             raise exception.InvalidError("volumes=: ember.Volume is not supported yet")
+        self.image = image or DEFAULT_IMAGE
+        self.block_network = bool(block_network)
         self.cpu = float(cpu)
         self.memory = memory
         self.gpu = parse_gpu(gpu)
@@ -110,7 +104,9 @@ class FunctionSpec:
     def definition(self, name: str, is_generator: bool) -> api_pb2.FunctionDefinition:
         return api_pb2.FunctionDefinition(
             name=name, is_generator=is_generator,
-            resources=api_pb2.Resources(cpu=self.cpu, memory_mb=self.memory, gpu=self.gpu),
+            resources=api_pb2.Resources(cpu=self.cpu, memory_mb=self.memory, gpu=self.gpu, cpu_limit=self.cpu_limit,
+                                        memory_limit_mb=self.memory_limit),
+            block_network=self.block_network,
             timeout=self.timeout, retries=self.retries.to_proto(), max_containers=self.max_containers or 0,
             min_containers=self.min_containers, scaledown_window=self.scaledown_window)
 

@@ -62,10 +62,10 @@ class Cluster:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
-    def start_worker(self, name="w1", **opts):
+    def start_worker(self, name="w1", backend="process", **opts):
         log = open(self.logs / f"worker-{name}.log", "ab")
         args = [PY, "-m", "ember.cli.main", "worker", "--server", self.url, "--data-dir", str(self.tmp / name),
-                "--name", name]
+                "--name", name, "--backend", backend]
         for k, v in opts.items():
             args += [f"--{k}", str(v)]
         w = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.tmp)

@@ -54,7 +54,8 @@ class LocalCluster:
         procs = {}
         for name, args in (
             ("server", ["server", "--address", url, "--data-dir", str(base / "server")]),
-            ("worker", ["worker", "--server", url, "--data-dir", str(base / "worker")]),
+            ("worker", ["worker", "--server", url, "--data-dir", str(base / "worker"),
+                        "--cache-dir", os.environ.get("EMBER_CACHE_DIR") or str(home / "cache")]),
         ):
             with open(logs / f"{name}.log", "ab") as log:
                 procs[name] = subprocess.Popen(cmd + args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

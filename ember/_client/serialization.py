@@ -86,6 +86,8 @@ def exception_from_output(output: api_pb2.Output, data: bytes, function_name: st
         return exception.FunctionTimeoutError(f"{where} {output.error}")
     if output.status == S.CANCELLED:
         return exception.InputCancellation(f"{where}: {output.error or 'the call was cancelled'}")
+    if output.status == S.OUT_OF_MEMORY:
+        return exception.OutOfMemoryError(f"{where}: {output.error}")
     if output.status == S.CONTAINER_EXITED:
         return exception.ContainerExitedError(f"{where}: {output.error}")
     if output.status == S.INIT_FAILURE:

@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--cpu", type=float, help="cores to offer (default: all)")
     worker.add_argument("--memory", type=int, help="MiB to offer (default: all)")
     worker.add_argument("--name", help="worker name (default: host name)")
+    worker.add_argument("--backend", choices=("auto", "container", "process"), default="auto",
+                        help="how containers run: isolated (Linux, root) or as plain processes "
+                             "(default: container where possible)")
+    worker.add_argument("--cache-dir", default=os.environ.get("EMBER_CACHE_DIR"),
+                        help="image layers and build caches; workers on one machine may share it "
+                             "(default: $EMBER_CACHE_DIR, else the data dir)")
     return p
 
 

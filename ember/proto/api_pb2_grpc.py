@@ -59,6 +59,11 @@ class EmberStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionCreateRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
                 _registered_method=True)
+        self.ImageBuild = channel.unary_stream(
+                '/ember.v1.Ember/ImageBuild',
+                request_serializer=ember_dot_proto_dot_api__pb2.ImageBuildRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ImageBuildEvent.FromString,
+                _registered_method=True)
         self.CallStream = channel.stream_stream(
                 '/ember.v1.Ember/CallStream',
                 request_serializer=ember_dot_proto_dot_api__pb2.CallRequest.SerializeToString,
@@ -143,6 +148,14 @@ class EmberServicer:
 
     def FunctionCreate(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImageBuild(self, request, context):
+        """Build an image on a worker, or say at once that it is built; the build's output streams
+        back as it happens. Layers go to the blob store, so other workers fetch them.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -243,6 +256,11 @@ def add_EmberServicer_to_server(servicer, server):
                     servicer.FunctionCreate,
                     request_deserializer=ember_dot_proto_dot_api__pb2.FunctionCreateRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.SerializeToString,
+            ),
+            'ImageBuild': grpc.unary_stream_rpc_method_handler(
+                    servicer.ImageBuild,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ImageBuildRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ImageBuildEvent.SerializeToString,
             ),
             'CallStream': grpc.stream_stream_rpc_method_handler(
                     servicer.CallStream,
@@ -430,6 +448,33 @@ class Ember:
             '/ember.v1.Ember/FunctionCreate',
             ember_dot_proto_dot_api__pb2.FunctionCreateRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImageBuild(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ember.v1.Ember/ImageBuild',
+            ember_dot_proto_dot_api__pb2.ImageBuildRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ImageBuildEvent.FromString,
             options,
             channel_credentials,
             insecure,

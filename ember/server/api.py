@@ -91,6 +91,12 @@ class EmberService(api_pb2_grpc.EmberServicer):
         await self.sched.store.durable()
         return api_pb2.FunctionCreateResponse(function_id=fid)
 
+    async def ImageBuild(self, req, context):
+        async for event in self.sched.builds.follow(req.image, req.force):
+            if event.done:
+                await self.sched.store.durable()  # the layers it recorded
+            yield event
+
     # ------------------------------------------------------------------ calls
 
     async def CallStream(self, request_iterator, context):
@@ -217,9 +223,16 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
         def handle(msg):
             worker.last_seen = time.monotonic()
-            if msg.WhichOneof("msg") == "container_exited":
+            kind = msg.WhichOneof("msg")
+            if kind == "container_exited":
                 e = msg.container_exited
-                self.sched.container_exited(e.container_id, e.exit_code, e.reason, e.log_tail)
+                self.sched.container_exited(e.container_id, e.exit_code, e.reason, e.log_tail, e.out_of_memory)
+            elif kind == "build_log":
+                self.sched.builds.on_log(msg.build_log)
+            elif kind == "layer_built":
+                self.sched.builds.on_layer(msg.layer_built)
+            elif kind == "build_done":
+                self.sched.builds.on_done(msg.build_done)
 
         try:
             async with contextlib.aclosing(stream.run(handle, first=api_pb2.WorkerCommand(registered=EMPTY))) as cmds:

@@ -18,16 +18,20 @@ import logging
 import math
 import time
 
+from .._gpu import GpuAllocator
 from .._ids import new_id
 from ..proto import api_pb2
+from .builds import Builds
 from .store import Store
 
 log = logging.getLogger("ember.server")
 
 Output = api_pb2.Output
-FINAL_FAILURES = (Output.FAILURE, Output.TIMEOUT, Output.CONTAINER_EXITED)
+FINAL_FAILURES = (Output.FAILURE, Output.TIMEOUT, Output.CONTAINER_EXITED, Output.OUT_OF_MEMORY)
 # A lease lost this many times (container or worker vanished each time) fails the input.
 MAX_LOST = 5
+# Containers of a function that exit before they ever connect, in a row, before its calls fail.
+MAX_START_FAILURES = 3
 LOG_BUFFER = 20_000
 
 
@@ -48,7 +52,7 @@ class AppState:
 
 class FunctionState:
     __slots__ = ("function_id", "app", "definition", "pending", "containers", "exec_ewma",
-                 "init_failure", "capacity_warned")
+                 "init_failure", "capacity_warned", "start_failures")
 
     def __init__(self, function_id, app, definition):
         self.function_id = function_id
@@ -59,6 +63,7 @@ class FunctionState:
         self.exec_ewma: float | None = None   # seconds per input, per container, as seen here
         self.capacity_warned = 0.0
         self.init_failure: api_pb2.ContainerInitFailure | None = None
+        self.start_failures = 0
 
     @property
     def name(self):
@@ -102,7 +107,7 @@ class InputState:
 
 class WorkerState:
     __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "send", "connected",
-                 "last_seen", "containers")
+                 "last_seen", "containers", "gpus")
 
     def __init__(self, reg: api_pb2.WorkerRegister, send):
         self.worker_id = reg.worker_id
@@ -114,6 +119,7 @@ class WorkerState:
         self.connected = True
         self.last_seen = time.monotonic()
         self.containers: dict[str, ContainerState] = {}
+        self.gpus = GpuAllocator(list(reg.gpus))
 
     def free(self) -> tuple[float, int]:
         cpu = self.cpu - sum(c.cpu for c in self.containers.values())
@@ -157,6 +163,7 @@ class Scheduler:
         self.workers: dict[str, WorkerState] = {}
         self.containers: dict[str, ContainerState] = {}
         self.cold_start_ewma = 0.5
+        self.builds = Builds(store, self)
         self.started_at = time.monotonic()
         # Containers that existed before a restart and may still reconnect:
         # id -> (deadline, the inputs the store says it held).
@@ -460,6 +467,11 @@ class Scheduler:
             return running or None
         return max(fn.exec_ewma, running)
 
+    def pick_builder(self) -> WorkerState | None:
+        """The connected worker to build an image on: the least busy."""
+        live = [w for w in self.workers.values() if w.connected]
+        return min(live, key=lambda w: len(w.containers), default=None)
+
     def _start_container(self, fn: FunctionState) -> bool:
         res = fn.definition.resources
         best, best_free = None, None
@@ -467,6 +479,8 @@ class Scheduler:
             if not w.connected:
                 continue
             cpu, mem = w.free()
+            if res.gpu and not (w.gpus.free() and w.gpus.can_ever_satisfy(res.gpu)):
+                continue
             if cpu + 1e-9 >= res.cpu and mem >= res.memory_mb:
                 if best is None or cpu > best_free:
                     best, best_free = w, cpu
@@ -477,14 +491,19 @@ class Scheduler:
                 if not any(w.connected for w in self.workers.values()):
                     log.warning("inputs of %s wait: no worker is connected", fn.name)
                 else:
-                    log.info("inputs of %s wait: no worker has %.2f CPU and %d MiB free",
-                             fn.name, res.cpu, res.memory_mb)
+                    log.info("inputs of %s wait: no worker has %.2f CPU, %d MiB%s free", fn.name, res.cpu,
+                             res.memory_mb, f" and GPU {res.gpu}" if res.gpu else "")
             return False
         cid = new_id("ct")
+        gpu_indices = best.gpus.assign(cid, res.gpu) if res.gpu else []
+        if gpu_indices is None:
+            return False
         self.store.create_container(cid, fn.function_id, best.worker_id, best.boot_id)
         self._track(ContainerState(cid, fn, best))
+        image = fn.definition.image
         best.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
-            container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res)))
+            container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
+            layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network)))
         log.info("starting container %s for %s on worker %s", cid, fn.name, best.name)
         return True
 
@@ -496,6 +515,7 @@ class Scheduler:
         c.worker.containers[c.container_id] = c
 
     def _untrack(self, c: ContainerState):
+        c.worker.gpus.release(c.container_id)
         self.containers.pop(c.container_id, None)
         c.function.containers.pop(c.container_id, None)
         c.worker.containers.pop(c.container_id, None)
@@ -507,6 +527,7 @@ class Scheduler:
         c.send = send
         c.last_seen = time.monotonic()
         if c.state == "starting":
+            c.function.start_failures = 0
             self.cold_start_ewma = 0.8 * self.cold_start_ewma + 0.2 * (time.monotonic() - c.requested_at)
         c.state = "ready"
         # After a reconnect: inputs it no longer holds go back to the queue.
@@ -623,7 +644,8 @@ class Scheduler:
             c.state = "disconnected"
             c.last_seen = time.monotonic()
 
-    def container_exited(self, container_id: str, exit_code: int, reason: str, log_tail: str):
+    def container_exited(self, container_id: str, exit_code: int, reason: str, log_tail: str,
+                         out_of_memory: bool = False):
         c = self.containers.pop(container_id, None)
         if container_id in self.orphans:
             self._orphan_gone(container_id, reason)
@@ -633,12 +655,21 @@ class Scheduler:
             return
         self._untrack(c)
         fn = c.function
+        if c.state == "starting" and not c.stopping:
+            # It never connected: its image or its runtime could not start. Give up after a few.
+            fn.start_failures += 1
+            log.warning("container %s of %s failed to start: %s%s", container_id, fn.name, reason,
+                        f"\n{log_tail}" if log_tail else "")
+            if fn.start_failures >= MAX_START_FAILURES or reason.startswith("could not get its image"):
+                fn.init_failure = api_pb2.ContainerInitFailure(
+                    error=f"its container {reason}" + (f"; its last output:\n{log_tail}" if log_tail else ""))
         held = list(c.held.values())
         if held and not c.stopping:
             # The first input it holds is the one it was running; the rest never started.
             running, rest = held[0], held[1:]
             error = reason + (f"; its last output:\n{log_tail}" if log_tail else "")
-            out = Output(input_id=running.input_id, idx=running.idx, status=Output.CONTAINER_EXITED,
+            out = Output(input_id=running.input_id, idx=running.idx,
+                         status=Output.OUT_OF_MEMORY if out_of_memory else Output.CONTAINER_EXITED,
                          error=f"its container {reason} while running this input (attempt {running.attempts})")
             log.warning("container %s of %s %s while running input %s", container_id, fn.name, error,
                         running.input_id)
@@ -705,6 +736,7 @@ class Scheduler:
         return w
 
     def worker_disconnected(self, w: WorkerState):
+        self.builds.worker_lost(w)
         if self.workers.get(w.worker_id) is w:
             w.connected = False
             w.last_seen = time.monotonic()

@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS workers (
     memory_mb INTEGER NOT NULL,
     last_seen REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS layers (
+    layer_id TEXT PRIMARY KEY,        -- hash of the parent layer and the build step
+    blob_id TEXT NOT NULL,            -- its archive in the blob store; '' for an empty layer
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS containers (
     container_id TEXT PRIMARY KEY,
     function_id TEXT NOT NULL,
@@ -282,6 +287,14 @@ class Store:
             "UPDATE containers SET state='exited', exit_reason=?, ended_at=? WHERE container_id=?",
             (reason, time.time(), container_id),
         )
+
+    def add_layer(self, layer: api_pb2.Layer):
+        self._write()
+        self.db.execute("INSERT OR REPLACE INTO layers (layer_id, blob_id, created_at) VALUES (?, ?, ?)",
+                        (layer.layer_id, layer.blob_id, time.time()))
+
+    def layers(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT layer_id, blob_id FROM layers"))
 
     def live_containers(self):
         return self.db.execute(

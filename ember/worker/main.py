@@ -22,6 +22,7 @@ import uvloop
 from .._ids import new_id
 from ..config import GRPC_OPTIONS, grpc_target, server_url
 from ..proto import api_pb2, api_pb2_grpc
+from . import container, gpus, images, runtime_files
 from .process import ProcessBackend
 
 log = logging.getLogger("ember.worker")
@@ -38,7 +39,8 @@ def _memory_mb() -> int:
 
 
 class Worker:
-    def __init__(self, server_url: str, data_dir: pathlib.Path, cpu: float, memory_mb: int, name: str):
+    def __init__(self, server_url: str, data_dir: pathlib.Path, cpu: float, memory_mb: int, name: str,
+                 backend: str = "auto", cache_dir: pathlib.Path | None = None):
         self.server_url = server_url
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -50,11 +52,29 @@ class Worker:
         self.cpu = cpu
         self.memory_mb = memory_mb
         self.name = name
-        self.backend = ProcessBackend(data_dir, server_url)
+        self.stub = None  # the control plane, while connected
+        cache_dir = cache_dir or data_dir
+        runtime_dir = runtime_files.prepare(cache_dir / "runtime")
+        self.gpus = gpus.discover()
+        why = container.unavailable_reason()
+        if backend == "container" and why:
+            raise SystemExit(f"ember worker: the container backend is not available here: {why}")
+        if backend == "process" or why:
+            self.backend = ProcessBackend(data_dir, server_url, runtime_dir, self._stub, why or "asked for")
+        else:
+            self.backend = container.ContainerBackend(
+                data_dir, server_url, images.LayerCache(cache_dir / "layers", runtime_dir, self._stub), self.gpus)
+        self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {why})" if why else "")
         self.tasks: dict[str, asyncio.Task] = {}
         self.out: asyncio.Queue | None = None
+        self.builds: dict[str, asyncio.Task] = {}
         # Exits are resent after every reconnect: the control plane ignores ones it knows.
         self.recent_exits: collections.deque = collections.deque(maxlen=1000)
+
+    def _stub(self):
+        if self.stub is None:
+            raise images.BuildError("the worker lost its connection to the control plane")
+        return self.stub
 
     async def run(self, stop: asyncio.Event):
         session = asyncio.create_task(self._sessions())
@@ -86,7 +106,7 @@ class Worker:
             out.put_nowait(api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(
                 worker_id=self.worker_id, boot_id=self.boot_id, name=self.name, cpu=self.cpu,
                 memory_mb=self.memory_mb, running_container_ids=list(self.backend.running()),
-                backend=self.backend.name)))
+                backend=self.backend.name, gpus=[g.kind for g in self.gpus])))
             for e in self.recent_exits:
                 out.put_nowait(api_pb2.WorkerMessage(container_exited=e))
 
@@ -99,6 +119,7 @@ class Worker:
                     await asyncio.sleep(HEARTBEAT)
                     out.put_nowait(api_pb2.WorkerMessage(heartbeat=api_pb2.Empty()))
 
+            self.stub = stub
             call = stub.WorkerConnect(requests(), wait_for_ready=True)
             beats = asyncio.create_task(heartbeat())
             try:
@@ -106,27 +127,54 @@ class Worker:
                     kind = cmd.WhichOneof("cmd")
                     if kind == "registered":
                         self.out = out
-                        log.info("registered with %s as %s (%.1f CPU, %d MiB, %s backend)", self.server_url,
-                                 self.name, self.cpu, self.memory_mb, self.backend.name)
+                        log.info("registered with %s as %s (%.1f CPU, %d MiB, %d GPUs, %s)", self.server_url,
+                                 self.name, self.cpu, self.memory_mb, len(self.gpus), self.backend_note)
                     elif kind == "start_container":
                         sc = cmd.start_container
                         self.tasks[sc.container_id] = asyncio.create_task(self._run_container(sc))
                     elif kind == "stop_container":
                         self.backend.stop(cmd.stop_container.container_id, kill=cmd.stop_container.kill)
+                    elif kind == "build_image":
+                        b = cmd.build_image
+                        self.builds[b.build_id] = asyncio.create_task(self._build(b, out))
             finally:
                 beats.cancel()
                 call.cancel()
+                self.stub = None
+                for t in self.builds.values():  # the control plane fails them: it lost us
+                    t.cancel()
+
+    async def _build(self, b: api_pb2.BuildImage, out: asyncio.Queue):
+        def log_fn(text: str):
+            out.put_nowait(api_pb2.WorkerMessage(build_log=api_pb2.BuildLog(build_id=b.build_id, data=text)))
+
+        def report(layer: api_pb2.Layer):
+            out.put_nowait(api_pb2.WorkerMessage(layer_built=api_pb2.LayerBuilt(build_id=b.build_id, layer=layer)))
+
+        error = ""
+        try:
+            await self.backend.build(b.image, {l.layer_id: l.blob_id for l in b.layers}, b.force, log_fn, report)
+        except images.BuildError as e:
+            error = str(e)
+        except Exception as e:
+            log.exception("image build %s failed", b.build_id)
+            error = f"the build failed on worker {self.name}: {e!r}"
+        finally:
+            self.builds.pop(b.build_id, None)
+        out.put_nowait(api_pb2.WorkerMessage(build_done=api_pb2.BuildDone(build_id=b.build_id, error=error)))
 
     async def _run_container(self, sc: api_pb2.StartContainer):
         try:
-            exit_code, reason, tail = await self.backend.run(sc)
+            exit_code, reason, tail, oom = await self.backend.run(sc)
+        except images.BuildError as e:
+            exit_code, reason, tail, oom = -1, f"could not get its image: {e}", "", False
         except Exception as e:
             log.exception("container %s failed to start", sc.container_id)
-            exit_code, reason, tail = -1, f"failed to start: {e}", ""
+            exit_code, reason, tail, oom = -1, f"failed to start: {e!r}", "", False
         finally:
             self.tasks.pop(sc.container_id, None)
         event = api_pb2.ContainerExited(container_id=sc.container_id, exit_code=exit_code,
-                                        reason=reason, log_tail=tail)
+                                        reason=reason, log_tail=tail, out_of_memory=oom)
         self.recent_exits.append(event)
         if self.out is not None:
             self.out.put_nowait(api_pb2.WorkerMessage(container_exited=event))
@@ -142,7 +190,8 @@ def run(args) -> int:
         return 2
     data_dir = pathlib.Path(args.data_dir).expanduser()
     worker = Worker(url, data_dir, cpu=args.cpu or float(os.cpu_count() or 1),
-                    memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname())
+                    memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname(),
+                    backend=args.backend, cache_dir=pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else None)
 
     async def main():
         stop = asyncio.Event()

@@ -1,0 +1,230 @@
+"""The container backend: each container in its own namespaces, overlay root and cgroups.
+
+Needs Linux and root. A container's root filesystem is an overlay of its image's layers and a
+fresh writable layer that is deleted when it ends; it sees its own processes, hostname and IPC,
+and of the host only what is bound in: Ember's runtime (read-only), DNS settings, the control
+plane's socket, and its GPUs. `cpu=` and `memory=` become cgroup v1 limits (CFS quota, memory
+limit); every container gets a pids limit. A container killed by the kernel for memory is
+reported as such.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import pathlib
+import shutil
+import sys
+
+from ..proto import api_pb2
+from . import gpus as gpu_devices
+from .images import SANDBOX, LayerCache, image_config
+from .process import STOP_GRACE, describe_exit, tail_of
+
+log = logging.getLogger("ember.worker")
+
+CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
+CONTROLLERS = ("memory", "cpu", "pids")
+PIDS_MAX = 4096
+CFS_PERIOD = 100_000  # microseconds
+
+
+def unavailable_reason() -> str | None:
+    """Why this machine cannot run the container backend, or None if it can."""
+    if sys.platform != "linux":
+        return "not Linux"
+    if os.geteuid() != 0:
+        return "not running as root"
+    for c in CONTROLLERS:
+        if not (CGROUP_ROOT / c / "cgroup.procs").exists():
+            return f"no cgroup v1 {c} controller at {CGROUP_ROOT / c}"
+    with open("/proc/filesystems") as f:
+        if "overlay" not in f.read():
+            return "the kernel has no overlayfs"
+    return None
+
+
+class Cgroups:
+    """One container's cgroup in each controller: limits in, out-of-memory kills out."""
+
+    def __init__(self, container_id: str):
+        self.paths = [CGROUP_ROOT / c / "ember" / container_id for c in CONTROLLERS]
+        self.memory, self.cpu, self.pids = self.paths
+
+    def create(self, resources: api_pb2.Resources):
+        for p in self.paths:
+            p.mkdir(parents=True, exist_ok=True)
+        if resources.memory_limit_mb:
+            (self.memory / "memory.limit_in_bytes").write_text(str(resources.memory_limit_mb << 20))
+            (self.memory / "memory.swappiness").write_text("0")
+        if resources.cpu_limit:
+            (self.cpu / "cpu.cfs_period_us").write_text(str(CFS_PERIOD))
+            (self.cpu / "cpu.cfs_quota_us").write_text(str(max(1000, int(resources.cpu_limit * CFS_PERIOD))))
+        (self.pids / "pids.max").write_text(str(PIDS_MAX))
+
+    def oom_killed(self) -> bool:
+        try:
+            for line in (self.memory / "memory.oom_control").read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1]) > 0
+        except OSError:
+            pass
+        return False
+
+    async def remove(self):
+        for p in self.paths:
+            for _ in range(50):  # the last processes may take a moment to leave
+                try:
+                    p.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    await asyncio.sleep(0.02)
+
+
+class ContainerBackend:
+    name = "container"
+
+    def __init__(self, data_dir: pathlib.Path, server_url: str, layers: LayerCache, gpus: list):
+        self.root = data_dir / "containers"
+        shutil.rmtree(self.root, ignore_errors=True)  # writable layers of containers that are gone
+        self.root.mkdir(parents=True)
+        self.server_url = server_url
+        self.layers = layers
+        self.gpus = gpus
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.relay: "Relay | None" = None
+        self.relay_path = data_dir / "control.sock"
+
+    def running(self):
+        return [cid for cid, p in self.procs.items() if p.returncode is None]
+
+    async def build(self, image, known, force, log_fn, report):
+        await self.layers.ensure(image, known, log_fn, force=force, report=report)
+
+    async def run(self, sc: api_pb2.StartContainer) -> tuple[int, str, str, bool]:
+        """Start the container, wait for it to end; returns (exit code, cause, log tail, out of memory)."""
+        cid = sc.container_id
+        image = sc.image
+        await self.layers.ensure(image, {l.layer_id: l.blob_id for l in sc.layers},
+                                 lambda text: log.info("image %s: %s", image.image_id[:12], text.rstrip()))
+        env, workdir = image_config(image, self.layers.root)
+        ct = self.root / cid
+        for d in ("upper", "work", "root"):
+            (ct / d).mkdir(parents=True)
+        binds = [[str(self.layers.runtime_dir), "/ember/lib", True]]
+        url = self.server_url
+        if url.startswith("unix:"):
+            sock = url.removeprefix("unix:").removeprefix("//")
+            binds.append([sock, "/ember/run/control.sock", False])
+            url = "unix:/ember/run/control.sock"
+        elif sc.block_network:
+            # No network at all: the control plane is reached through a socket file the worker relays.
+            if self.relay is None:
+                self.relay = Relay(self.relay_path, url)
+                await self.relay.start()
+            binds.append([str(self.relay_path), "/ember/run/control.sock", False])
+            url = "unix:/ember/run/control.sock"
+        if not sc.block_network and os.path.exists("/etc/resolv.conf"):
+            binds.append([os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf", True])
+        assigned = [g for g in self.gpus if g.index in set(sc.gpu_indices)]
+        env.update(gpu_devices.container_env(assigned))
+        env.update(PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url, EMBER_CONTAINER_ID=cid,
+                   EMBER_CODE_CACHE="/tmp/.ember-code")
+        cgroups = Cgroups(cid)
+        cgroups.create(sc.resources)
+        spec = {"layers_dir": str(self.layers.root), "lowers": self.layers.lowers(image), "upper": str(ct / "upper"),
+                "work": str(ct / "work"), "root": str(ct / "root"), "binds": binds,
+                "devices": gpu_devices.device_paths(list(sc.gpu_indices)) if assigned else [],
+                "hostname": cid.replace("_", "-")[:63], "new_net": sc.block_network,
+                "cgroups": [str(p) for p in cgroups.paths], "drop_caps": True, "cwd": workdir, "env": env,
+                "argv": ["python3", "-m", "ember.container"], "parent_pid": os.getpid()}
+        log_path = self.root / f"{cid}.log"
+        try:
+            with open(log_path, "wb") as logf:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-S", "-E", SANDBOX, json.dumps(spec), stdin=asyncio.subprocess.DEVNULL,
+                    stdout=logf, stderr=logf, start_new_session=True)
+            self.procs[cid] = proc
+            log.info("container %s started (pid %d)", cid, proc.pid)
+            try:
+                code = await proc.wait()
+            finally:
+                self.procs.pop(cid, None)
+            oom = cgroups.oom_killed()
+        finally:
+            await cgroups.remove()
+            await asyncio.to_thread(shutil.rmtree, ct, True)
+        tail = tail_of(log_path)
+        log_path.unlink(missing_ok=True)
+        if oom:
+            reason = f"exceeded its memory limit of {sc.resources.memory_limit_mb} MiB and was killed"
+        else:
+            reason = describe_exit(code)
+        log.info("container %s %s", cid, reason)
+        return code, reason, tail, oom
+
+    def stop(self, container_id: str, kill: bool = False):
+        proc = self.procs.get(container_id)
+        if proc is None or proc.returncode is not None:
+            return
+        if kill:
+            proc.kill()  # the sandbox dies, and its container with it (it is PID 1 of its namespace)
+            return
+        proc.terminate()  # forwarded to the container
+        asyncio.get_running_loop().call_later(STOP_GRACE, lambda: proc.returncode is None and proc.kill())
+
+    async def stop_all(self):
+        procs = list(self.procs.values())
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+        try:
+            async with asyncio.timeout(3):
+                await asyncio.gather(*(p.wait() for p in procs))
+        except TimeoutError:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+        if self.relay is not None:
+            self.relay.close()
+
+
+class Relay:
+    """A unix socket that forwards bytes to the control plane's TCP address, for containers
+    without a network."""
+
+    def __init__(self, path: pathlib.Path, url: str):
+        self.path = path
+        from ..config import grpc_target
+        self.host, _, port = grpc_target(url).rpartition(":")
+        self.port = int(port)
+        self.server = None
+
+    async def start(self):
+        self.path.unlink(missing_ok=True)
+        self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+
+    async def _serve(self, reader, writer):
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.host.strip("[]"), self.port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(r, w):
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def close(self):
+        if self.server is not None:
+            self.server.close()

@@ -1,0 +1,338 @@
+"""Image layers on a worker: build them, cache them, share them through the blob store.
+
+A layer is a directory under the layer cache, named by its layer id. A base layer is a whole
+root filesystem (from debootstrap or a registry); every other layer is the writable upper
+directory of an overlay mount in which its step ran on top of the layers before it, so it holds
+exactly what the step changed (deletions as overlayfs whiteouts). Containers stack the layers
+as the lower directories of their own overlay.
+
+A layer is built in a temporary directory and renamed into place only when its step
+succeeded: the cache never holds half a layer. Built layers are archived (tar) into the blob
+store, and a worker that lacks a layer fetches it from there instead of building it again.
+"""
+
+import asyncio
+import collections
+import io
+import json
+import os
+import pathlib
+import shlex
+import shutil
+import sys
+import tarfile
+import typing
+
+import uv
+
+from ..proto import api_pb2
+from . import registry
+
+SANDBOX = str(pathlib.Path(__file__).with_name("sandbox.py"))
+CONTENT_STEPS = {"debian_slim", "from_registry", "pip_install", "apt_install", "run_commands", "run_function",
+                 "add_local"}
+BASE_STEPS = {"debian_slim", "from_registry"}
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+            "LANG": "C.UTF-8"}
+IMAGE_CONFIG = ".ember-image.json"   # a registry image's own env and workdir, kept in its base layer
+TAIL_LINES = 25
+BLOB_CHUNK = 1 << 20
+
+Log = typing.Callable[[str], None]
+
+
+PROXY_VARS = {"http_proxy", "https_proxy", "no_proxy", "all_proxy"}
+
+
+def host_ca_bundle() -> str | None:
+    for path in (os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
+        if path and os.path.isfile(path):
+            return os.path.realpath(path)
+    return None
+
+
+class BuildError(Exception):
+    pass
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (or EMBER_DEBIAN_MIRROR)."""
+    if os.environ.get("EMBER_DEBIAN_MIRROR"):
+        return os.environ["EMBER_DEBIAN_MIRROR"]
+    for path in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
+        try:
+            for line in open(path):
+                words = line.split()
+                if words[:1] == ["URIs:"] and "security" not in words[1]:
+                    return words[1]
+                if words[:1] == ["deb"] and "security" not in words[1]:
+                    return words[1]
+        except OSError:
+            continue
+    return "http://deb.debian.org/debian"
+
+
+def describe_step(step: api_pb2.ImageStep) -> str:
+    """The step as the user wrote it, for messages."""
+    args = ", ".join(repr(a) for a in step.args)
+    if step.kind == "debian_slim":
+        return f"Image.debian_slim(python_version={step.args[1]!r})"
+    if step.kind == "env":
+        return f"env({dict(step.env)!r})"
+    if step.kind in ("workdir",):
+        return f"workdir({step.path!r})"
+    if step.kind == "add_local":
+        return f"add_local(... -> {step.path})"
+    return f"{step.kind}({args})"
+
+
+def image_config(image: api_pb2.Image, layers_dir: pathlib.Path) -> tuple[dict, str]:
+    """The environment and working directory the image's steps declare."""
+    env, workdir = dict(BASE_ENV), "/root"
+    for s in image.steps:
+        if s.kind == "from_registry":
+            try:
+                cfg = json.loads((layers_dir / s.layer_id / IMAGE_CONFIG).read_text())
+                env.update(cfg.get("env", {}))
+                workdir = cfg.get("workdir") or workdir
+            except (OSError, ValueError):
+                pass
+        env.update(s.env)
+        if s.kind == "workdir":
+            workdir = s.path
+    return env, workdir
+
+
+class Tail:
+    """The last lines of a build's output, for its error message."""
+
+    def __init__(self):
+        self.lines: collections.deque = collections.deque(maxlen=TAIL_LINES)
+
+    def add(self, text: str):
+        self.lines.extend(text.splitlines())
+
+    def __str__(self):
+        return "\n".join(self.lines)
+
+
+class LayerCache:
+    """Layers on this worker's disk, built or fetched on demand, each at most once at a time."""
+
+    def __init__(self, root: pathlib.Path, runtime_dir: pathlib.Path, blob_stub: typing.Callable):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp = root / ".tmp"
+        shutil.rmtree(self.tmp, ignore_errors=True)  # what a crash left half-built
+        self.tmp.mkdir()
+        self.runtime_dir = runtime_dir
+        self.uv_cache = root.parent / "uv-cache"
+        self.uv_cache.mkdir(parents=True, exist_ok=True)
+        self.stub = blob_stub  # () -> a connected gRPC stub, for the blob store
+        self.locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+
+    def has(self, layer_id: str) -> bool:
+        return (self.root / layer_id).is_dir()
+
+    def lowers(self, image: api_pb2.Image) -> list[str]:
+        """Layer directories of the image, top first, as names relative to the cache."""
+        return [s.layer_id for s in reversed(image.steps) if s.kind in CONTENT_STEPS]
+
+    async def ensure(self, image: api_pb2.Image, known: dict[str, str], log: Log, *, force: bool = False,
+                     report: typing.Callable[[api_pb2.Layer], None] | None = None):
+        """Make every layer of the image present here: keep, fetch or build, in order.
+
+        `known` maps layer ids to their blob ids in the blob store. A forced step (and every
+        step after it) is built again. `report` hears of each layer this call built."""
+        if not image.steps or image.steps[0].kind not in BASE_STEPS:
+            raise BuildError("the image has no base: start it from Image.debian_slim() or Image.from_registry()")
+        rebuild = force
+        for i, step in enumerate(image.steps):
+            rebuild = rebuild or step.force_build
+            if step.kind not in CONTENT_STEPS:
+                if report:
+                    report(api_pb2.Layer(layer_id=step.layer_id))
+                continue
+            async with self.locks[step.layer_id]:
+                if self.has(step.layer_id) and not rebuild:
+                    continue
+                if known.get(step.layer_id) and not rebuild:
+                    log(f"=> fetching layer {i + 1}/{len(image.steps)} ({describe_step(step)})\n")
+                    await self._fetch(step.layer_id, known[step.layer_id])
+                    continue
+                log(f"=> step {i + 1}/{len(image.steps)}: {describe_step(step)}\n")
+                await self._build(image, i, log)
+            if report:
+                blob_id = await self._upload(step.layer_id)
+                report(api_pb2.Layer(layer_id=step.layer_id, blob_id=blob_id))
+
+    # ------------------------------------------------------------------ building
+
+    async def _build(self, image: api_pb2.Image, index: int, log: Log):
+        step = image.steps[index]
+        work = self.tmp / f"{step.layer_id}-{os.getpid()}-{id(step)}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            if step.kind == "debian_slim":
+                layer = await self._debootstrap(step, work, log)
+            elif step.kind == "from_registry":
+                layer = work / "rootfs"
+                try:
+                    cfg = await asyncio.to_thread(registry.pull, step.args[0], layer, log)
+                except registry.RegistryError as e:
+                    raise BuildError(str(e)) from None
+                (layer / IMAGE_CONFIG).write_text(json.dumps(cfg))
+            else:
+                layer = await self._build_in_sandbox(image, index, work, log)
+            target = self.root / step.layer_id
+            if target.exists():  # a forced rebuild replaces the old layer
+                old = self.tmp / f"old-{step.layer_id}-{os.getpid()}"
+                target.rename(old)
+                shutil.rmtree(old, ignore_errors=True)
+            layer.rename(target)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    async def _debootstrap(self, step: api_pb2.ImageStep, work: pathlib.Path, log: Log) -> pathlib.Path:
+        suite = step.args[0]
+        if shutil.which("debootstrap") is None:
+            raise BuildError("Image.debian_slim() needs Debian's debootstrap on the worker: "
+                             "`apt-get install debootstrap`")
+        rootfs = work / "rootfs"
+        mirror = debian_mirror()
+        cmd = ["debootstrap", "--variant=minbase", "--include=python3,ca-certificates", suite, str(rootfs), mirror]
+        # Debian's Python packages compile their bytecode as they install, unless told not to.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        await run_logged(cmd, env, log, " ".join(cmd))
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (rootfs / junk).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        return rootfs
+
+    async def _build_in_sandbox(self, image: api_pb2.Image, index: int, work: pathlib.Path, log: Log) -> pathlib.Path:
+        step = image.steps[index]
+        parents = api_pb2.Image(steps=image.steps[:index])
+        for d in ("upper", "work", "root", "files"):
+            (work / d).mkdir()
+        binds = [[str(self.runtime_dir), "/ember/lib", True]]
+        if os.path.exists("/etc/resolv.conf"):
+            binds.append([os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf", True])
+        if step.blob_id:
+            data = await self._download(step.blob_id)
+            name = "function.pkl" if step.kind == "run_function" else "files.tar"
+            (work / "files" / name).write_bytes(data)
+            if step.kind == "pip_install":  # a requirements file
+                await asyncio.to_thread(untar_bytes, data, work / "files")
+            binds.append([str(work / "files"), "/.ember-files", True])
+        env, workdir = image_config(parents, self.root)
+        env = dict(env, PYTHONPATH="/ember/lib")
+        # Builds reach package indexes the way this machine does: through its proxy, if any.
+        env.update({k: v for k, v in os.environ.items() if k.lower() in PROXY_VARS})
+        commands: list[tuple[list[str], str]] = []  # (argv, as shown to the user)
+        if step.kind == "pip_install":
+            binds += [[uv.find_uv_bin(), "/ember/bin/uv", True], [str(self.uv_cache), "/ember/uv-cache", False]]
+            env["UV_CACHE_DIR"] = "/ember/uv-cache"
+            ca = host_ca_bundle()
+            if ca:  # trust what this machine trusts (a company or proxy CA, say) for the download
+                binds.append([ca, "/ember/host-ca.crt", True])
+                env["SSL_CERT_FILE"] = "/ember/host-ca.crt"
+            argv = ["/ember/bin/uv", "pip", "install", "--system", "--break-system-packages", "--python", "python3",
+                    "--compile-bytecode", "--link-mode=copy", *step.args]
+            commands.append((argv, "uv pip install " + " ".join(shlex.quote(a) for a in step.args)))
+        elif step.kind == "apt_install":
+            pkgs = " ".join(shlex.quote(p) for p in step.args)
+            script = (f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                      f"--no-install-recommends {pkgs} && apt-get clean && rm -rf /var/lib/apt/lists/*")
+            commands.append((["sh", "-c", script], f"apt-get install {pkgs}"))
+        elif step.kind == "run_commands":
+            commands += [(["sh", "-c", c], c) for c in step.args]
+        elif step.kind == "run_function":
+            loader = ("import cloudpickle\nf, a, k = cloudpickle.load(open('/.ember-files/function.pkl', 'rb'))\n"
+                      "f(*a, **k)\n")
+            commands.append((["python3", "-c", loader], f"{step.args[0]}()"))
+        elif step.kind == "add_local":
+            script = ("import compileall, sys, tarfile\n"
+                      "tarfile.open('/.ember-files/files.tar').extractall(sys.argv[1])\n"
+                      "if sys.argv[2:]: compileall.compile_dir(sys.argv[1], quiet=1)\n")
+            argv = ["python3", "-c", script, step.path] + (["compile"] if "compile" in step.args else [])
+            commands.append((argv, f"copy local files to {step.path}"))
+        else:
+            raise BuildError(f"unknown image step {step.kind!r}: is the worker older than the client?")
+        lowers = self.lowers(parents)
+        for argv, shown in commands:
+            spec = {"layers_dir": str(self.root), "lowers": lowers, "upper": str(work / "upper"),
+                    "work": str(work / "work"), "root": str(work / "root"), "binds": binds, "hostname": "build",
+                    "new_net": False, "drop_caps": False, "cwd": workdir, "env": env, "argv": argv,
+                    "parent_pid": os.getpid()}
+            await run_logged([sys.executable, "-S", "-E", SANDBOX, json.dumps(spec)], None, log, shown)
+        # What the mounts left behind is not part of the layer.
+        for p in ("ember", ".ember-files"):
+            shutil.rmtree(work / "upper" / p, ignore_errors=True)
+        return work / "upper"
+
+    # ------------------------------------------------------------------ the blob store
+
+    async def _upload(self, layer_id: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            "tar", "-C", str(self.root / layer_id), "--xattrs", "--xattrs-include=*", "--numeric-owner", "-cf", "-",
+            ".", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+        async def chunks():
+            while chunk := await proc.stdout.read(BLOB_CHUNK):
+                yield api_pb2.BlobChunk(data=chunk)
+
+        ref = await self.stub().BlobPut(chunks())
+        if await proc.wait() != 0:
+            raise BuildError(f"archiving layer {layer_id} failed: {(await proc.stderr.read()).decode()}")
+        return ref.blob_id
+
+    async def _fetch(self, layer_id: str, blob_id: str):
+        dest = self.tmp / f"fetch-{layer_id}-{os.getpid()}"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        proc = await asyncio.create_subprocess_exec(
+            "tar", "-C", str(dest), "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", "-",
+            stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            async for chunk in self.stub().BlobGet(api_pb2.BlobRef(blob_id=blob_id)):
+                proc.stdin.write(chunk.data)
+                await proc.stdin.drain()
+            proc.stdin.close()
+            if await proc.wait() != 0:
+                raise BuildError(f"unpacking layer {layer_id} failed: {(await proc.stderr.read()).decode()}")
+            dest.rename(self.root / layer_id)
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    async def _download(self, blob_id: str) -> bytes:
+        parts = [c.data async for c in self.stub().BlobGet(api_pb2.BlobRef(blob_id=blob_id))]
+        return b"".join(parts)
+
+
+async def run_logged(argv: list[str], env, log: Log, shown: str):
+    """Run a build command, its output to `log`; a failure names the command and its last output."""
+    tail = Tail()
+    proc = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        while chunk := await proc.stdout.read(65536):
+            text = chunk.decode(errors="replace")
+            tail.add(text)
+            log(text)
+        code = await proc.wait()
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+        raise
+    if code != 0:
+        raise BuildError(f"`{shown}` failed with exit code {code}. Its last output:\n{tail}")
+
+
+def untar_bytes(data: bytes, dest: pathlib.Path):
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest, filter="data")
