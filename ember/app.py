@@ -153,19 +153,21 @@ class _RunningApp:
 
     def start(self):
         client = self.client
-        resp = client.run(client.rpc("AppCreate", api_pb2.AppCreateRequest(name=self.app.name or "")))
-        self.app_id = resp.app_id
-        # Package code here, on the caller's thread: uploads go through the event loop.
+        # Images first: a long build must not outlast the app's first heartbeat.
         images = {}  # one resolve and build per distinct Image object
-        definitions = {}
-        for name, f in self.app._functions.items():
-            d = f._spec.definition(name, f._is_generator)
-            code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)
+        for f in self.app._functions.values():
             image = f._spec.image
             if id(image) not in images:
                 images[id(image)] = image._resolve(client.upload_sync)
                 build_image(client, images[id(image)])
-            d.image.CopyFrom(images[id(image)])
+        resp = client.run(client.rpc("AppCreate", api_pb2.AppCreateRequest(name=self.app.name or "")))
+        self.app_id = resp.app_id
+        # Package code here, on the caller's thread: uploads go through the event loop.
+        definitions = {}
+        for name, f in self.app._functions.items():
+            d = f._spec.definition(name, f._is_generator)
+            code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)
+            d.image.CopyFrom(images[id(f._spec.image)])
             definitions[name] = d
         ids = client.run(self._create_functions(definitions))
         for name, fid in ids.items():

@@ -19,6 +19,9 @@ APPS = pathlib.Path(__file__).resolve().parent / "apps"
 PY = sys.executable
 
 sys.path.insert(0, str(APPS))
+# Image layers (a Debian base takes a minute to build) are shared by every test's workers,
+# and kept between runs; tests that need a cold cache give their worker its own.
+os.environ.setdefault("EMBER_CACHE_DIR", str(ROOT / ".cache" / "tests"))
 
 
 def free_port() -> int:
