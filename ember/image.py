@@ -29,6 +29,8 @@ BUILDER_VERSION = "1"
 # Python versions a debian_slim base can provide, by the Debian release that provides them.
 DEBIAN_PYTHONS = {"3.11": "bookworm"}
 DEFAULT_WORKDIR = "/root"
+# Inside a container: the recipe of the image it runs (set by the runtime before user code loads).
+current_recipe: str | None = None
 
 
 class _Step(typing.NamedTuple):
@@ -209,13 +211,15 @@ class Image:
 
     @contextlib.contextmanager
     def imports(self):
-        """`with image.imports(): import torch`: the import happens in the container; here, on
-        the caller's machine, a package only the image has is simply missing."""
+        """`with image.imports(): import torch`: the imports must work in containers of this
+        image; anywhere else (the caller's machine, containers of other images) a package only
+        this image has is simply missing."""
         try:
             yield
         except ImportError:
-            if os.environ.get("EMBER_CONTAINER_ID"):
-                raise  # inside a container the image must provide it
+            if current_recipe is not None and current_recipe == recipe(
+                    [(s.kind, s.args, dict(s.env), s.path) for s in self._steps]):
+                raise
 
     # ------------------------------------------------------------------ resolving
 
@@ -237,6 +241,13 @@ class Image:
 
 
 DEFAULT_IMAGE = Image.debian_slim()
+
+
+def recipe(steps) -> str:
+    """The image's steps without their local content: the same on the caller's machine and in
+    its containers (which lack the local files), to tell which image a container runs."""
+    return hashlib.sha256(json.dumps(
+        [[kind, list(args), sorted(env.items()), path] for kind, args, env, path in steps]).encode()).hexdigest()
 
 
 def _ignored(rel: str, ignore) -> bool:

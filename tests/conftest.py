@@ -65,13 +65,13 @@ class Cluster:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
-    def start_worker(self, name="w1", backend="process", **opts):
+    def start_worker(self, name="w1", backend="process", env=None, **opts):
         log = open(self.logs / f"worker-{name}.log", "ab")
         args = [PY, "-m", "ember.cli.main", "worker", "--server", self.url, "--data-dir", str(self.tmp / name),
                 "--name", name, "--backend", backend]
         for k, v in opts.items():
             args += [f"--{k}", str(v)]
-        w = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.tmp)
+        w = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.tmp, env=dict(os.environ, **(env or {})))
         self.workers.append(w)
         return w
 
@@ -102,6 +102,35 @@ def cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBER_SERVER_URL", c.url)
     monkeypatch.setenv("EMBER_TEST_DIR", str(tmp_path))
     yield c
+    c.stop()
+
+
+def container_backend_missing() -> str | None:
+    """Why the container backend cannot run here (tests that need it skip), or None."""
+    from ember.worker.container import unavailable_reason
+    import shutil
+    why = unavailable_reason()
+    if why is None and shutil.which("debootstrap") is None:
+        why = "debootstrap is not installed (apt-get install debootstrap)"
+    return why
+
+
+@pytest.fixture(scope="module")
+def container_cluster(tmp_path_factory):
+    """A control plane and one container-backend worker (declaring one H100), for a module."""
+    why = container_backend_missing()
+    if why:
+        pytest.skip(f"container backend unavailable: {why}")
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    c.start_server()
+    c.start_worker(backend="container", env={"EMBER_GPUS": "H100"})
+    old = os.environ.get("EMBER_SERVER_URL")
+    os.environ["EMBER_SERVER_URL"] = c.url
+    yield c
+    if old is None:
+        os.environ.pop("EMBER_SERVER_URL", None)
+    else:
+        os.environ["EMBER_SERVER_URL"] = old
     c.stop()
 
 

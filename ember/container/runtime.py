@@ -174,6 +174,9 @@ class Runtime:
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
         init = self.init.get()
         try:
+            from .. import image
+            image.current_recipe = image.recipe(
+                [(s.kind, s.args, dict(s.env), s.path) for s in init.definition.image.steps])
             fn = self._load(init.definition, init.app_function_ids)
         except BaseException as e:
             data, line, tb = serialize_exception(e)

@@ -136,7 +136,8 @@ class ContainerBackend:
         cgroups.create(sc.resources)
         spec = {"layers_dir": str(self.layers.root), "lowers": self.layers.lowers(image), "upper": str(ct / "upper"),
                 "work": str(ct / "work"), "root": str(ct / "root"), "binds": binds,
-                "devices": gpu_devices.device_paths(list(sc.gpu_indices)) if assigned else [],
+                # Declared GPUs (EMBER_GPUS) may have no device nodes on this machine.
+                "devices": [d for d in gpu_devices.device_paths(list(sc.gpu_indices)) if os.path.exists(d)],
                 "hostname": cid.replace("_", "-")[:63], "new_net": sc.block_network,
                 "cgroups": [str(p) for p in cgroups.paths], "drop_caps": True, "cwd": workdir, "env": env,
                 "argv": ["python3", "-m", "ember.container"], "parent_pid": os.getpid()}

@@ -155,15 +155,17 @@ class LayerCache:
                 continue
             async with self.locks[step.layer_id]:
                 if self.has(step.layer_id) and not rebuild:
-                    continue
-                if known.get(step.layer_id) and not rebuild:
+                    pass
+                elif known.get(step.layer_id) and not rebuild:
                     log(f"=> fetching layer {i + 1}/{len(image.steps)} ({describe_step(step)})\n")
                     await self._fetch(step.layer_id, known[step.layer_id])
-                    continue
-                log(f"=> step {i + 1}/{len(image.steps)}: {describe_step(step)}\n")
-                await self._build(image, i, log)
+                else:
+                    log(f"=> step {i + 1}/{len(image.steps)}: {describe_step(step)}\n")
+                    await self._build(image, i, log)
+                    known.pop(step.layer_id, None)
             if report:
-                blob_id = await self._upload(step.layer_id)
+                # The blob store gets every layer it lacks, so that other workers can fetch it.
+                blob_id = known.get(step.layer_id) or await self._upload(step.layer_id)
                 report(api_pb2.Layer(layer_id=step.layer_id, blob_id=blob_id))
 
     # ------------------------------------------------------------------ building

@@ -1,0 +1,74 @@
+"""The container backend: isolation, limits and GPUs, with real namespaces, overlays and cgroups."""
+
+import os
+import pathlib
+
+import pytest
+
+from ember import exception
+from conftest import ROOT
+
+import container_app
+
+
+@pytest.fixture(scope="module")
+def running(container_cluster):
+    with container_app.app.run():
+        yield container_cluster
+
+
+def test_function_sees_only_its_own_filesystem_and_processes(running, tmp_path):
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host only")
+    in_root = pathlib.Path("/root") / f".ember-test-{os.getpid()}"  # the host's /root (tests run as root)
+    in_root.write_text("host only")
+    try:
+        paths = [str(secret), str(ROOT / "README.md"), str(in_root)]
+        seen = container_app.look_around.remote(paths)
+    finally:
+        in_root.unlink()
+    assert seen["readable"] == {p: False for p in paths}
+    assert seen["pid"] == 1  # the runtime is PID 1 of its own PID namespace
+    assert len(seen["pids"]) < 10  # its own processes only: the host has hundreds
+    assert seen["hostname"].startswith("ct-")
+    assert "work" not in seen["root"] and "ember" in seen["root"]
+    assert seen["runtime_writable"] is False
+
+
+def test_writes_stay_in_the_container(running):
+    assert container_app.write_secret.remote("tok-123") == "tok-123"
+    # Another function: another container on the same image layers.
+    assert container_app.read_secret.remote() is False
+    layers = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers"
+    assert not any(layers.glob("*/root/secret.txt")) and not any(layers.glob("*/usr/lib/secret.txt"))
+
+
+def test_memory_limit_kills_with_a_clear_error(running):
+    with pytest.raises(exception.OutOfMemoryError, match="memory limit of 100 MiB"):
+        container_app.hog.remote(400)
+    assert container_app.hog.remote(10) == 10  # a new container, fine below the limit
+
+
+def test_cpu_limit_throttles_a_busy_loop(running):
+    share = container_app.busy.remote(1.5)
+    assert share < 0.6, f"cpu=0.25 got {share:.2f} of a core"
+    assert container_app.busy_unlimited.remote(0.5) > share
+
+
+def test_block_network_leaves_only_loopback(running):
+    out = container_app.offline.remote()
+    assert out["reached"] is False
+    assert set(out["interfaces"]) <= {"lo"}
+
+
+def test_pip_install_package_imports_in_the_container_not_on_the_host(running):
+    import importlib.util
+    assert importlib.util.find_spec("six") is None
+    version, path = container_app.use_six.remote()
+    assert version == "1.17.0" and path.startswith("/usr/local/lib/python3")
+
+
+def test_gpus_are_assigned_to_the_containers_that_ask(running):
+    env = container_app.gpu_env.remote()
+    assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["NVIDIA_VISIBLE_DEVICES"] == "0"
+    assert container_app.no_gpu_env.remote() == ""
