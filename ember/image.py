@@ -39,8 +39,9 @@ class _Step(typing.NamedTuple):
     env: tuple = ()           # sorted (key, value) pairs
     path: str = ""
     force_build: bool = False
-    # Local content, packed at resolve time: ("files", [(local path, path in the archive)])
-    # or ("function", (fn, args, kwargs)).
+    # Local content, looked at only when the image is resolved on the caller's machine (a
+    # container imports the same module without those files): a function () -> [(local path,
+    # path in the archive)], or ("function", (fn, args, kwargs)).
     local: typing.Any = None
 
 
@@ -136,11 +137,15 @@ class Image:
                                       pre: bool = False, extra_options: str = "",
                                       force_build: bool = False) -> "Image":
         path = pathlib.Path(requirements_txt).expanduser()
-        if not path.is_file():
-            raise exception.InvalidError(f"pip_install_from_requirements: {requirements_txt} is not a file")
+
+        def files():
+            if not path.is_file():
+                raise exception.InvalidError(f"pip_install_from_requirements: {requirements_txt} is not a file")
+            return [(path, "requirements.txt")]
+
         opts = _pip_options(index_url, extra_index_url, find_links, pre, extra_options)
         return self._then(_Step("pip_install", opts + ("-r", "/.ember-files/requirements.txt"),
-                                force_build=force_build, local=("files", [(path, "requirements.txt")])))
+                                force_build=force_build, local=files))
 
     def apt_install(self, *packages, force_build: bool = False) -> "Image":
         pkgs = _strings("apt_install", packages)
@@ -177,35 +182,49 @@ class Image:
 
     def add_local_file(self, local_path, remote_path: str, *, copy: bool = True) -> "Image":
         src = pathlib.Path(local_path).expanduser()
-        if not src.is_file():
-            raise exception.InvalidError(f"add_local_file: {local_path} is not a file")
-        remote = remote_path if not remote_path.endswith("/") else remote_path + src.name
-        remote = _abs_remote(remote, "add_local_file")
-        return self._then(_Step("add_local", path="/", local=("files", [(src, remote.lstrip("/"))])))
+        remote = _abs_remote(remote_path + src.name if remote_path.endswith("/") else remote_path, "add_local_file")
+
+        def files():
+            if not src.is_file():
+                raise exception.InvalidError(f"add_local_file: {local_path} is not a file")
+            return [(src, remote.lstrip("/"))]
+
+        return self._then(_Step("add_local", path="/", args=(remote,), local=files))
 
     def add_local_dir(self, local_path, remote_path: str, *, copy: bool = True,
                       ignore: typing.Sequence[str] | typing.Callable[[pathlib.Path], bool] = ()) -> "Image":
         src = pathlib.Path(local_path).expanduser()
-        if not src.is_dir():
-            raise exception.InvalidError(f"add_local_dir: {local_path} is not a directory")
         remote = _abs_remote(remote_path, "add_local_dir")
-        return self._then(_Step("add_local", path=remote, local=("files", _dir_files(src, ignore))))
+        _check_ignore(ignore)
+
+        def files():
+            if not src.is_dir():
+                raise exception.InvalidError(f"add_local_dir: {local_path} is not a directory")
+            return _dir_files(src, ignore)
+
+        return self._then(_Step("add_local", path=remote, local=files))
 
     def add_local_python_source(self, *modules: str, copy: bool = True,
                                 ignore: typing.Sequence[str] | typing.Callable = ("**/__pycache__", "*.pyc")
                                 ) -> "Image":
         """Local Python modules or packages, importable by name in the container (under /root)."""
-        files = []
-        for name in _strings("add_local_python_source", modules):
-            spec = importlib.util.find_spec(name)
-            if spec is None or spec.origin is None:
-                raise exception.InvalidError(f"add_local_python_source: no module named {name!r} is importable here")
-            if spec.submodule_search_locations:  # a package: its whole directory
-                pkg = pathlib.Path(list(spec.submodule_search_locations)[0])
-                files += [(p, f"{name.replace('.', '/')}/{rel}") for p, rel in _dir_files(pkg, ignore)]
-            else:
-                files.append((pathlib.Path(spec.origin), f"{name.replace('.', '/')}.py"))
-        return self._then(_Step("add_local", path=DEFAULT_WORKDIR, args=("compile",), local=("files", files)))
+        names = _strings("add_local_python_source", modules)
+        _check_ignore(ignore)
+
+        def files():
+            out = []
+            for name in names:
+                spec = importlib.util.find_spec(name)
+                if spec is None or spec.origin is None:
+                    raise exception.InvalidError(f"add_local_python_source: no module named {name!r} is importable here")
+                if spec.submodule_search_locations:  # a package: its whole directory
+                    pkg = pathlib.Path(list(spec.submodule_search_locations)[0])
+                    out += [(p, f"{name.replace('.', '/')}/{rel}") for p, rel in _dir_files(pkg, ignore)]
+                else:
+                    out.append((pathlib.Path(spec.origin), f"{name.replace('.', '/')}.py"))
+            return out
+
+        return self._then(_Step("add_local", path=DEFAULT_WORKDIR, args=("compile", *names), local=files))
 
     # ------------------------------------------------------------------ remote-only imports
 
@@ -261,9 +280,12 @@ def _ignored(rel: str, ignore) -> bool:
     return False
 
 
-def _dir_files(root: pathlib.Path, ignore) -> list[tuple[pathlib.Path, str]]:
+def _check_ignore(ignore):
     if not callable(ignore) and (isinstance(ignore, str) or not all(isinstance(p, str) for p in ignore)):
         raise exception.InvalidError(f"ignore={ignore!r}: pass a list of glob patterns or a function of the path")
+
+
+def _dir_files(root: pathlib.Path, ignore) -> list[tuple[pathlib.Path, str]]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
@@ -278,9 +300,8 @@ def _dir_files(root: pathlib.Path, ignore) -> list[tuple[pathlib.Path, str]]:
 
 def _pack(step: _Step) -> tuple[bytes, str]:
     """The step's local content as bytes for the blob store, and the digest that names it."""
-    kind, what = step.local
-    if kind == "function":
-        fn, args, kwargs = what
+    if isinstance(step.local, tuple):  # ("function", ...)
+        fn, args, kwargs = step.local[1]
         module = sys.modules.get(getattr(fn, "__module__", ""), None)
         by_value = module is not None and module.__name__ != "__main__"
         if by_value:
@@ -301,7 +322,7 @@ def _pack(step: _Step) -> tuple[bytes, str]:
     # Files: a tar that depends on their content and mode only, so its hash names the content.
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for src, arcname in sorted(what, key=lambda t: t[1]):
+        for src, arcname in sorted(step.local(), key=lambda t: t[1]):
             try:
                 data = src.read_bytes()
                 mode = src.stat().st_mode & 0o777

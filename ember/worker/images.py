@@ -161,7 +161,10 @@ class LayerCache:
                     await self._fetch(step.layer_id, known[step.layer_id])
                 else:
                     log(f"=> step {i + 1}/{len(image.steps)}: {describe_step(step)}\n")
-                    await self._build(image, i, log)
+                    try:
+                        await self._build(image, i, log)
+                    except BuildError as e:
+                        raise BuildError(f"step {i + 1}/{len(image.steps)}, {describe_step(step)}: {e}") from None
                     known.pop(step.layer_id, None)
             if report:
                 # The blob store gets every layer it lacks, so that other workers can fetch it.
