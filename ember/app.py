@@ -162,6 +162,9 @@ class _RunningApp:
                 build_image(client, images[id(image)])
         resp = client.run(client.rpc("AppCreate", api_pb2.AppCreateRequest(name=self.app.name or "")))
         self.app_id = resp.app_id
+        for note in resp.unisolated_workers:
+            print(f"ember: functions run as plain processes, without container isolation, on worker {note}",
+                  file=sys.stderr)
         # Package code here, on the caller's thread: uploads go through the event loop.
         definitions = {}
         for name, f in self.app._functions.items():

@@ -154,3 +154,24 @@ def test_a_second_worker_fetches_layers_instead_of_building(tmp_path, monkeypatc
         assert "fetching layer 1/2" in log and "fetching layer 2/2" in log and "=> step" not in log
     finally:
         c.stop()
+
+
+def test_process_backend_runs_an_image_in_its_own_venv(cluster, capsys):
+    """Where containers are unavailable, an image's packages go into a virtual environment."""
+    import importlib.util
+    assert importlib.util.find_spec("six") is None
+    app = ember.App("venv")
+    image = ember.Image.debian_slim().pip_install("six==1.17.0").env({"MODE": "venv"})
+
+    @app.function(image=image, serialized=True)
+    def where_is_six():
+        import os
+        import sys
+        import six
+        return six.__version__, sys.prefix, os.environ["MODE"]
+
+    with app.run():
+        version, prefix, mode = where_is_six.remote()
+    assert version == "1.17.0" and mode == "venv" and "venvs" in prefix
+    with pytest.raises(exception.ImageBuildError, match="needs the container backend"):
+        build(ember.Image.debian_slim().apt_install("jq"), capsys)

@@ -46,12 +46,14 @@ class AppCreateRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
 
 class AppCreateResponse(_message.Message):
-    __slots__ = ("app_id", "heartbeat_interval")
+    __slots__ = ("app_id", "heartbeat_interval", "unisolated_workers")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    UNISOLATED_WORKERS_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     heartbeat_interval: float
-    def __init__(self, app_id: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ...) -> None: ...
+    unisolated_workers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, app_id: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., unisolated_workers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AppRef(_message.Message):
     __slots__ = ("app_id",)
@@ -378,7 +380,7 @@ class AppLogsRequest(_message.Message):
     def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class WorkerRegister(_message.Message):
-    __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "running_container_ids", "backend", "gpus")
+    __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "running_container_ids", "backend", "gpus", "backend_note")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -387,6 +389,7 @@ class WorkerRegister(_message.Message):
     RUNNING_CONTAINER_IDS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_NOTE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     boot_id: str
     name: str
@@ -395,7 +398,8 @@ class WorkerRegister(_message.Message):
     running_container_ids: _containers.RepeatedScalarFieldContainer[str]
     backend: str
     gpus: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., running_container_ids: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ...) -> None: ...
+    backend_note: str
+    def __init__(self, worker_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., running_container_ids: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., backend_note: _Optional[str] = ...) -> None: ...
 
 class ContainerExited(_message.Message):
     __slots__ = ("container_id", "exit_code", "reason", "log_tail", "out_of_memory")

@@ -52,7 +52,8 @@ class EmberService(api_pb2_grpc.EmberServicer):
     async def AppCreate(self, req, context):
         app_id = self.sched.create_app(req.name or "unnamed")
         await self.sched.store.durable()
-        return api_pb2.AppCreateResponse(app_id=app_id, heartbeat_interval=self.heartbeat_interval)
+        return api_pb2.AppCreateResponse(app_id=app_id, heartbeat_interval=self.heartbeat_interval,
+                                         unisolated_workers=self.sched.unisolated_workers())
 
     async def AppHeartbeat(self, req, context):
         if not self.sched.heartbeat_app(req.app_id):

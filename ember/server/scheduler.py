@@ -107,7 +107,7 @@ class InputState:
 
 class WorkerState:
     __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "send", "connected",
-                 "last_seen", "containers", "gpus")
+                 "last_seen", "containers", "gpus", "backend", "backend_note")
 
     def __init__(self, reg: api_pb2.WorkerRegister, send):
         self.worker_id = reg.worker_id
@@ -120,6 +120,8 @@ class WorkerState:
         self.last_seen = time.monotonic()
         self.containers: dict[str, ContainerState] = {}
         self.gpus = GpuAllocator(list(reg.gpus))
+        self.backend = reg.backend
+        self.backend_note = reg.backend_note
 
     def free(self) -> tuple[float, int]:
         cpu = self.cpu - sum(c.cpu for c in self.containers.values())
@@ -466,6 +468,10 @@ class Scheduler:
         if fn.exec_ewma is None:
             return running or None
         return max(fn.exec_ewma, running)
+
+    def unisolated_workers(self) -> list[str]:
+        return [f"{w.name}: {w.backend} backend, {w.backend_note}" for w in self.workers.values()
+                if w.connected and w.backend != "container"]
 
     def pick_builder(self) -> WorkerState | None:
         """The connected worker to build an image on: the least busy."""

@@ -57,6 +57,8 @@ class Worker:
         runtime_dir = runtime_files.prepare(cache_dir / "runtime")
         self.gpus = gpus.discover()
         why = container.unavailable_reason()
+        if backend == "auto" and why is None and shutil.which("debootstrap") is None:
+            why = "Debian's debootstrap, which builds images, is not installed (apt-get install debootstrap)"
         if backend == "container" and why:
             raise SystemExit(f"ember worker: the container backend is not available here: {why}")
         if backend == "process" or why:
@@ -64,7 +66,8 @@ class Worker:
         else:
             self.backend = container.ContainerBackend(
                 data_dir, server_url, images.LayerCache(cache_dir / "layers", runtime_dir, self._stub), self.gpus)
-        self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {why})" if why else "")
+        self.why = why or ("asked for" if backend == "process" else "")
+        self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         self.tasks: dict[str, asyncio.Task] = {}
         self.out: asyncio.Queue | None = None
         self.builds: dict[str, asyncio.Task] = {}
@@ -106,7 +109,7 @@ class Worker:
             out.put_nowait(api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(
                 worker_id=self.worker_id, boot_id=self.boot_id, name=self.name, cpu=self.cpu,
                 memory_mb=self.memory_mb, running_container_ids=list(self.backend.running()),
-                backend=self.backend.name, gpus=[g.kind for g in self.gpus])))
+                backend=self.backend.name, gpus=[g.kind for g in self.gpus], backend_note=self.why)))
             for e in self.recent_exits:
                 out.put_nowait(api_pb2.WorkerMessage(container_exited=e))
 
