@@ -49,7 +49,9 @@ def start_cluster(tmp: pathlib.Path):
     log = open(tmp / "cluster.log", "ab")
     server = subprocess.Popen(cmd + ["server", "--port", str(port), "--data-dir", str(tmp / "server")],
                               stdout=log, stderr=log)
-    worker = subprocess.Popen(cmd + ["worker", "--server", url, "--data-dir", str(tmp / "worker")],
+    # Image layers are kept between runs (a Debian base takes a minute to build).
+    cache = os.environ.get("EMBER_CACHE_DIR") or str(HERE / ".cache")
+    worker = subprocess.Popen(cmd + ["worker", "--server", url, "--data-dir", str(tmp / "worker"), "--cache-dir", cache],
                               stdout=log, stderr=log)
     os.environ["EMBER_SERVER_URL"] = url
     return server, worker

@@ -191,6 +191,10 @@ class ContainerBackend:
         if self.relay is not None:
             self.relay.close()
 
+    async def drain(self):
+        """Finish what must not be lost when the worker stops: layer uploads."""
+        await self.layers.drain()
+
 
 class Relay:
     """A unix socket that forwards bytes to the control plane's TCP address, for containers

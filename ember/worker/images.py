@@ -15,6 +15,7 @@ import asyncio
 import collections
 import io
 import json
+import logging
 import os
 import pathlib
 import shlex
@@ -27,6 +28,8 @@ import uv
 
 from ..proto import api_pb2
 from . import registry
+
+log = logging.getLogger("ember.worker")
 
 SANDBOX = str(pathlib.Path(__file__).with_name("sandbox.py"))
 CONTENT_STEPS = {"debian_slim", "from_registry", "pip_install", "apt_install", "run_commands", "run_function",
@@ -130,6 +133,7 @@ class LayerCache:
         self.uv_cache.mkdir(parents=True, exist_ok=True)
         self.stub = blob_stub  # () -> a connected gRPC stub, for the blob store
         self.locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self.uploads: set[asyncio.Task] = set()
 
     def has(self, layer_id: str) -> bool:
         return (self.root / layer_id).is_dir()
@@ -167,9 +171,17 @@ class LayerCache:
                         raise BuildError(f"step {i + 1}/{len(image.steps)}, {describe_step(step)}: {e}") from None
                     known.pop(step.layer_id, None)
             if report:
-                # The blob store gets every layer it lacks, so that other workers can fetch it.
-                blob_id = known.get(step.layer_id) or await self._upload(step.layer_id)
-                report(api_pb2.Layer(layer_id=step.layer_id, blob_id=blob_id))
+                if known.get(step.layer_id):
+                    report(api_pb2.Layer(layer_id=step.layer_id, blob_id=known[step.layer_id]))
+                else:
+                    # Usable here now; other workers can fetch it once its upload is done.
+                    report(api_pb2.Layer(layer_id=step.layer_id))
+                    self.uploads.add(asyncio.get_running_loop().create_task(self._upload(step.layer_id, report)))
+
+    async def drain(self, timeout: float = 60.0):
+        """Let the uploads under way finish (when the worker stops)."""
+        if self.uploads:
+            await asyncio.wait(list(self.uploads), timeout=timeout)
 
     # ------------------------------------------------------------------ building
 
@@ -279,7 +291,19 @@ class LayerCache:
 
     # ------------------------------------------------------------------ the blob store
 
-    async def _upload(self, layer_id: str) -> str:
+    async def _upload(self, layer_id: str, report):
+        """Archive the layer into the blob store (in the background), then report where it is."""
+        try:
+            blob_id = await self._archive(layer_id)
+        except Exception as e:  # the layer stays usable here; other workers will build it
+            log.warning("uploading layer %s failed: %r", layer_id[:12], e)
+        else:
+            log.info("layer %s archived into the blob store as %s", layer_id[:12], blob_id[:12])
+            report(api_pb2.Layer(layer_id=layer_id, blob_id=blob_id))
+        finally:
+            self.uploads.discard(asyncio.current_task())
+
+    async def _archive(self, layer_id: str) -> str:
         proc = await asyncio.create_subprocess_exec(
             "tar", "-C", str(self.root / layer_id), "--xattrs", "--xattrs-include=*", "--numeric-owner", "-cf", "-",
             ".", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -82,6 +82,7 @@ class Worker:
     async def run(self, stop: asyncio.Event):
         session = asyncio.create_task(self._sessions())
         await stop.wait()
+        await self.backend.drain()  # while still connected
         session.cancel()
         await self.backend.stop_all()
 

@@ -159,6 +159,9 @@ class ProcessBackend:
         if proc.returncode is None:
             proc.kill()
 
+    async def drain(self):
+        pass  # nothing of a venv is shared through the blob store
+
     async def stop_all(self):
         procs = list(self.procs.values())
         for p in procs:
