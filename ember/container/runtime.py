@@ -11,6 +11,7 @@ import asyncio
 import collections
 import importlib
 import io
+import json
 import logging
 import os
 import pathlib
@@ -388,4 +389,11 @@ class LogWriter(io.TextIOBase):
 def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s container %(levelname)s %(message)s")
     die_with_parent(int(os.environ["EMBER_WORKER_PID"]) if "EMBER_WORKER_PID" in os.environ else None)
+    if os.environ.get("EMBER_SPARE"):
+        # A spare: started ahead of need with everything above imported; the worker says
+        # which container to be when one is needed (or closes the pipe: nothing to do).
+        line = sys.stdin.readline()
+        if not line:
+            return
+        os.environ.update(json.loads(line))
     Runtime(os.environ["EMBER_CONTAINER_ID"], os.environ["EMBER_SERVER_URL"]).run()

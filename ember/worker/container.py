@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import sys
 
+from .._ids import new_id
 from ..proto import api_pb2
 from . import gpus as gpu_devices
 from .images import SANDBOX, LayerCache, image_config
@@ -27,6 +28,7 @@ CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
 CONTROLLERS = ("memory", "cpu", "pids")
 PIDS_MAX = 4096
 CFS_PERIOD = 100_000  # microseconds
+MAX_SPARES = 4        # started containers kept waiting, one per recently used image
 
 
 def unavailable_reason() -> str | None:
@@ -54,13 +56,16 @@ class Cgroups:
     def create(self, resources: api_pb2.Resources):
         for p in self.paths:
             p.mkdir(parents=True, exist_ok=True)
+        (self.pids / "pids.max").write_text(str(PIDS_MAX))
+        self.limit(resources)
+
+    def limit(self, resources: api_pb2.Resources):
         if resources.memory_limit_mb:
             (self.memory / "memory.limit_in_bytes").write_text(str(resources.memory_limit_mb << 20))
             (self.memory / "memory.swappiness").write_text("0")
         if resources.cpu_limit:
             (self.cpu / "cpu.cfs_period_us").write_text(str(CFS_PERIOD))
             (self.cpu / "cpu.cfs_quota_us").write_text(str(max(1000, int(resources.cpu_limit * CFS_PERIOD))))
-        (self.pids / "pids.max").write_text(str(PIDS_MAX))
 
     def oom_killed(self) -> bool:
         try:
@@ -83,6 +88,17 @@ class Cgroups:
                     await asyncio.sleep(0.02)
 
 
+class Box:
+    """A running sandbox and what to clean up after it."""
+
+    def __init__(self, proc, cgroups: Cgroups, ct: pathlib.Path, log_path: pathlib.Path, spare_id: str):
+        self.proc = proc
+        self.cgroups = cgroups
+        self.ct = ct
+        self.log_path = log_path
+        self.spare_id = spare_id
+
+
 class ContainerBackend:
     name = "container"
 
@@ -94,6 +110,9 @@ class ContainerBackend:
         self.layers = layers
         self.gpus = gpus
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.spares: dict[str, Box] = {}  # by image id, oldest first
+        self.spares_starting: dict[str, asyncio.Task] = {}
+        self.stopping = False
         self.relay: "Relay | None" = None
         self.relay_path = data_dir / "control.sock"
 
@@ -105,66 +124,128 @@ class ContainerBackend:
 
     async def run(self, sc: api_pb2.StartContainer) -> tuple[int, str, str, bool]:
         """Start the container, wait for it to end; returns (exit code, cause, log tail, out of memory)."""
-        cid = sc.container_id
         image = sc.image
         await self.layers.ensure(image, {l.layer_id: l.blob_id for l in sc.layers},
                                  lambda text: log.info("image %s: %s", image.image_id[:12], text.rstrip()))
+        spareable = not sc.gpu_indices and not sc.block_network
+        if spareable and image.image_id in self.spares_starting:
+            # A spare is on its way: it is further along than a container started now would be.
+            await asyncio.wait([self.spares_starting[image.image_id]])
+        box = self.spares.pop(image.image_id, None) if spareable else None
+        if box is not None and not await self._adopt(box, sc):
+            box = None
+        if box is None:
+            box = await self._launch(sc.container_id, image, sc)
+        self.procs[sc.container_id] = box.proc
+        log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
+                 ", from a spare" if box.spare_id else "")
+        if spareable and image.image_id not in self.spares_starting:  # the next one starts from a spare
+            self.spares_starting[image.image_id] = asyncio.get_running_loop().create_task(self._make_spare(image))
+        try:
+            code = await box.proc.wait()
+        finally:
+            self.procs.pop(sc.container_id, None)
+        oom = box.cgroups.oom_killed()
+        tail = await self._clean(box)
+        if oom:
+            reason = f"exceeded its memory limit of {sc.resources.memory_limit_mb} MiB and was killed"
+        else:
+            reason = describe_exit(code)
+        log.info("container %s %s", sc.container_id, reason)
+        return code, reason, tail, oom
+
+    async def _launch(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None) -> "Box":
+        """Start a sandbox running Ember's runtime: for the container `sc`, or a spare (sc None)."""
         env, workdir = image_config(image, self.layers.root)
-        ct = self.root / cid
+        ct = self.root / name
         for d in ("upper", "work", "root"):
             (ct / d).mkdir(parents=True)
         binds = [[str(self.layers.runtime_dir), "/ember/lib", True]]
+        block_network = sc is not None and sc.block_network
         url = self.server_url
         if url.startswith("unix:"):
             sock = url.removeprefix("unix:").removeprefix("//")
             binds.append([sock, "/ember/run/control.sock", False])
             url = "unix:/ember/run/control.sock"
-        elif sc.block_network:
+        elif block_network:
             # No network at all: the control plane is reached through a socket file the worker relays.
             if self.relay is None:
                 self.relay = Relay(self.relay_path, url)
                 await self.relay.start()
             binds.append([str(self.relay_path), "/ember/run/control.sock", False])
             url = "unix:/ember/run/control.sock"
-        if not sc.block_network and os.path.exists("/etc/resolv.conf"):
+        if not block_network and os.path.exists("/etc/resolv.conf"):
             binds.append([os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf", True])
-        assigned = [g for g in self.gpus if g.index in set(sc.gpu_indices)]
-        env.update(gpu_devices.container_env(assigned))
-        env.update(PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url, EMBER_CONTAINER_ID=cid,
-                   EMBER_CODE_CACHE="/tmp/.ember-code")
-        cgroups = Cgroups(cid)
-        cgroups.create(sc.resources)
+        indices = list(sc.gpu_indices) if sc is not None else []
+        env.update(gpu_devices.container_env([g for g in self.gpus if g.index in set(indices)]))
+        env.update(PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url, EMBER_CODE_CACHE="/tmp/.ember-code")
+        if sc is not None:
+            env["EMBER_CONTAINER_ID"] = sc.container_id
+        else:
+            env["EMBER_SPARE"] = "1"
+        cgroups = Cgroups(name)
+        cgroups.create(sc.resources if sc is not None else api_pb2.Resources())
         spec = {"layers_dir": str(self.layers.root), "lowers": self.layers.lowers(image), "upper": str(ct / "upper"),
                 "work": str(ct / "work"), "root": str(ct / "root"), "binds": binds,
                 # Declared GPUs (EMBER_GPUS) may have no device nodes on this machine.
-                "devices": [d for d in gpu_devices.device_paths(list(sc.gpu_indices)) if os.path.exists(d)],
-                "hostname": cid.replace("_", "-")[:63], "new_net": sc.block_network,
+                "devices": [d for d in gpu_devices.device_paths(indices) if os.path.exists(d)],
+                "hostname": name[:63], "new_net": block_network,
                 "cgroups": [str(p) for p in cgroups.paths], "drop_caps": True, "cwd": workdir, "env": env,
                 "argv": ["python3", "-m", "ember.container"], "parent_pid": os.getpid()}
-        log_path = self.root / f"{cid}.log"
+        log_path = self.root / f"{name}.log"
+        with open(log_path, "wb") as logf:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-S", "-E", SANDBOX, json.dumps(spec),
+                stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
+                stdout=logf, stderr=logf, start_new_session=True)
+        return Box(proc, cgroups, ct, log_path, spare_id=name if sc is None else "")
+
+    # ---- spares: a container started ahead of need, its runtime imported, waiting to be told
+    # which container it is. A cold start from a spare skips the sandbox, the interpreter's
+    # start and the runtime's imports.
+
+    async def _make_spare(self, image: api_pb2.Image):
         try:
-            with open(log_path, "wb") as logf:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-S", "-E", SANDBOX, json.dumps(spec), stdin=asyncio.subprocess.DEVNULL,
-                    stdout=logf, stderr=logf, start_new_session=True)
-            self.procs[cid] = proc
-            log.info("container %s started (pid %d)", cid, proc.pid)
-            try:
-                code = await proc.wait()
-            finally:
-                self.procs.pop(cid, None)
-            oom = cgroups.oom_killed()
+            if image.image_id in self.spares:
+                return
+            box = await self._launch(new_id("ct"), image, None)
+            if image.image_id in self.spares or self.stopping:
+                await self._discard(box)
+                return
+            self.spares[image.image_id] = box
+            while len(self.spares) > MAX_SPARES:  # the least recently made goes
+                await self._discard(self.spares.pop(next(iter(self.spares))))
         finally:
-            await cgroups.remove()
-            await asyncio.to_thread(shutil.rmtree, ct, True)
-        tail = tail_of(log_path)
-        log_path.unlink(missing_ok=True)
-        if oom:
-            reason = f"exceeded its memory limit of {sc.resources.memory_limit_mb} MiB and was killed"
-        else:
-            reason = describe_exit(code)
-        log.info("container %s %s", cid, reason)
-        return code, reason, tail, oom
+            self.spares_starting.pop(image.image_id, None)
+
+    async def _adopt(self, box: "Box", sc: api_pb2.StartContainer) -> bool:
+        """Make the spare the container `sc`: its limits, then its identity."""
+        try:
+            if box.proc.returncode is not None:
+                raise OSError(f"the spare {describe_exit(box.proc.returncode)}")
+            box.cgroups.limit(sc.resources)  # fails if it already uses more memory than allowed
+            box.proc.stdin.write(json.dumps({"EMBER_CONTAINER_ID": sc.container_id}).encode() + b"\n")
+            await box.proc.stdin.drain()
+            box.proc.stdin.close()
+            return True
+        except OSError as e:
+            log.info("spare %s not used for %s: %s", box.spare_id, sc.container_id, e)
+            await self._discard(box)
+            return False
+
+    async def _discard(self, box: "Box"):
+        if box.proc.returncode is None:
+            box.proc.kill()
+            await box.proc.wait()
+        await self._clean(box)
+
+    async def _clean(self, box: "Box") -> str:
+        """Remove what the container leaves behind; returns the tail of its log."""
+        await box.cgroups.remove()
+        await asyncio.to_thread(shutil.rmtree, box.ct, True)
+        tail = tail_of(box.log_path)
+        box.log_path.unlink(missing_ok=True)
+        return tail
 
     def stop(self, container_id: str, kill: bool = False):
         proc = self.procs.get(container_id)
@@ -177,6 +258,12 @@ class ContainerBackend:
         asyncio.get_running_loop().call_later(STOP_GRACE, lambda: proc.returncode is None and proc.kill())
 
     async def stop_all(self):
+        self.stopping = True
+        for t in list(self.spares_starting.values()):
+            t.cancel()
+        for box in self.spares.values():
+            await self._discard(box)
+        self.spares.clear()
         procs = list(self.procs.values())
         for p in procs:
             if p.returncode is None:
