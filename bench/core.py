@@ -42,7 +42,7 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-def start_cluster(tmp: pathlib.Path):
+def start_cluster(tmp: pathlib.Path, backend: str = "auto"):
     port = free_port()
     url = f"127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "ember.cli.main"]
@@ -51,18 +51,19 @@ def start_cluster(tmp: pathlib.Path):
                               stdout=log, stderr=log)
     # Image layers are kept between runs (a Debian base takes a minute to build).
     cache = os.environ.get("EMBER_CACHE_DIR") or str(HERE / ".cache")
-    worker = subprocess.Popen(cmd + ["worker", "--server", url, "--data-dir", str(tmp / "worker"), "--cache-dir", cache],
+    worker = subprocess.Popen(cmd + ["worker", "--server", url, "--data-dir", str(tmp / "worker"), "--cache-dir", cache,
+                               "--backend", backend],
                               stdout=log, stderr=log)
     os.environ["EMBER_SERVER_URL"] = url
     return server, worker
 
 
-def bench_ember(n_map: int, n_spawn: int) -> dict:
+def bench_ember(n_map: int, n_spawn: int, backend: str) -> dict:
     import core_app
     from core_app import app
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-"))
-    server, worker = start_cluster(tmp)
+    server, worker = start_cluster(tmp, backend)
     result = {}
     try:
         with app.run():
@@ -133,8 +134,9 @@ def main():
     p.add_argument("--map", type=int, default=10_000)
     p.add_argument("--spawn", type=int, default=100_000)
     p.add_argument("--no-ray", action="store_true")
+    p.add_argument("--backend", default="auto", help="the worker's backend: auto, container or process")
     args = p.parse_args()
-    ember_r = bench_ember(args.map, args.spawn)
+    ember_r = bench_ember(args.map, args.spawn, args.backend)
     ray_r = None if args.no_ray else bench_ray(args.map)
     print(f"# core benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")
