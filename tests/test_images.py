@@ -63,6 +63,7 @@ def test_apt_env_workdir_local_files_and_run_function(container_cluster, tmp_pat
     (tmp_path / "data" / "skip.log").write_text("no")
     (tmp_path / "one.txt").write_text("single")
     (tmp_path / "helper_mod.py").write_text("def hello():\n    return 'from helper'\n")
+    (tmp_path / "requirements.txt").write_text("six==1.17.0\n")
     app_file = tmp_path / "steps_app.py"
     app_file.write_text(f'''
 import os, subprocess, ember
@@ -73,6 +74,7 @@ def make_marker():
 
 image = (ember.Image.debian_slim()
          .apt_install("jq")
+         .pip_install_from_requirements({str(tmp_path / "requirements.txt")!r})
          .env({{"GREETING": "hi"}})
          .add_local_dir({str(tmp_path / "data")!r}, "/srv/data", ignore=["*.log"])
          .add_local_file({str(tmp_path / "one.txt")!r}, "/etc/one.txt")
@@ -83,8 +85,8 @@ app = ember.App("steps")
 
 @app.function(image=image)
 def inspect():
-    import helper_mod
-    return {{"jq": subprocess.run(["jq", "--version"], capture_output=True, text=True).stdout.strip(),
+    import helper_mod, six
+    return {{"six": six.__version__, "jq": subprocess.run(["jq", "--version"], capture_output=True, text=True).stdout.strip(),
              "env": os.environ.get("GREETING"), "cwd": os.getcwd(), "data": sorted(os.listdir("/srv/data")),
              "one": open("/etc/one.txt").read(), "helper": helper_mod.hello(),
              "marker": open("/built-by-function").read()}}
@@ -96,7 +98,7 @@ def inspect():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = eval(proc.stdout.strip().splitlines()[-1])
     assert out["jq"].startswith("jq-")
-    assert out == dict(out, env="hi", cwd="/srv", data=["a.txt"], one="single", helper="from helper", marker="yes")
+    assert out == dict(out, six="1.17.0", env="hi", cwd="/srv", data=["a.txt"], one="single", helper="from helper", marker="yes")
 
 
 def test_from_registry_runs_functions_in_a_pulled_image(container_cluster, tmp_path, capsys):

@@ -363,5 +363,12 @@ async def run_logged(argv: list[str], env, log: Log, shown: str):
 
 
 def untar_bytes(data: bytes, dest: pathlib.Path):
+    """Unpack a client's archive of local files: regular files and directories only, all of
+    them inside dest (this runs as root on the worker)."""
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(dest, filter="data")
+        members = tar.getmembers()
+        for m in members:
+            parts = pathlib.PurePosixPath(m.name).parts
+            if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()):
+                raise BuildError(f"refusing the archive member {m.name!r}: only relative files are allowed")
+        tar.extractall(dest, members=members)

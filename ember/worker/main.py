@@ -71,6 +71,7 @@ class Worker:
         self.tasks: dict[str, asyncio.Task] = {}
         self.out: asyncio.Queue | None = None
         self.builds: dict[str, asyncio.Task] = {}
+        self.stopping = False
         # Exits are resent after every reconnect: the control plane ignores ones it knows.
         self.recent_exits: collections.deque = collections.deque(maxlen=1000)
 
@@ -82,13 +83,18 @@ class Worker:
     async def run(self, stop: asyncio.Event):
         session = asyncio.create_task(self._sessions())
         await stop.wait()
+        self.stopping = True
         await self.backend.drain()  # while still connected
+        if self.out is not None:
+            # End the stream after what is queued, so that the control plane hears all of it.
+            self.out.put_nowait(None)
+            await asyncio.wait([session], timeout=5)
         session.cancel()
         await self.backend.stop_all()
 
     async def _sessions(self):
         delay = 0.05
-        while True:
+        while not self.stopping:
             try:
                 await self._session()
                 delay = 0.05
@@ -115,8 +121,8 @@ class Worker:
                 out.put_nowait(api_pb2.WorkerMessage(container_exited=e))
 
             async def requests():
-                while True:
-                    yield await out.get()
+                while (msg := await out.get()) is not None:
+                    yield msg
 
             async def heartbeat():
                 while True:
