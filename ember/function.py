@@ -417,14 +417,16 @@ class _MapRun:
         resp = await self.client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
             call_id=self.call_id, after_seq=after, max_outputs=10_000, timeout=POLL))
         results = []
+        log_seq = 0
         for co in resp.outputs:
             after = co.seq
+            log_seq = max(log_seq, co.log_seq)
             try:
                 results.append((co.output.idx, await _output_value(self.client, co.output, self.f._name), False))
             except Exception as e:
                 results.append((co.output.idx, e, True))
         finished = resp.inputs_complete and resp.num_done >= resp.num_inputs and after >= resp.num_done
-        return results, after, finished
+        return results, after, finished, log_seq
 
     def results(self, order_outputs: bool, return_exceptions: bool):
         with self.flow:
@@ -437,7 +439,8 @@ class _MapRun:
         finished = False
         try:
             while not finished:
-                results, after, finished = self.client.run(self._fetch(after))
+                results, after, finished, log_seq = self.client.run(self._fetch(after))
+                self.f._wait_for_logs(log_seq)  # what the inputs printed comes first
                 with self.flow:
                     self.received += len(results)
                     self.flow.notify_all()
