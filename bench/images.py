@@ -41,7 +41,8 @@ def uv_baseline(tmp: pathlib.Path, runs: int, *flags: str) -> list[float]:
         env = dict(os.environ, UV_CACHE_DIR=str(cache))
         t = time.perf_counter()
         subprocess.run([uv.find_uv_bin(), "venv", "-q", "--python", PY, str(venv)], check=True, env=env)
-        subprocess.run([uv.find_uv_bin(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *flags, NUMPY],
+        subprocess.run([uv.find_uv_bin(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *flags,
+                        NUMPY],
                        check=True, env=env)
         if i:  # the first run fills the cache
             times.append(time.perf_counter() - t)

@@ -90,8 +90,6 @@ class Image:
         return f"<ember.Image {' -> '.join(s.kind for s in self._steps)}>"
 
     def _then(self, step: _Step) -> "Image":
-        if self._steps[-1].kind == "debian_slim" and step.kind == "debian_slim":
-            raise exception.InvalidError("an image has one base: start from Image.debian_slim() or from_registry()")
         return Image(self._steps + (step,))
 
     # ------------------------------------------------------------------ bases
@@ -179,6 +177,7 @@ class Image:
         return self._then(_Step("workdir", path=_abs_remote(path, "workdir")))
 
     # ------------------------------------------------------------------ local files
+    # Local files always become a layer of their own; `copy=` is accepted as Modal's API has it.
 
     def add_local_file(self, local_path, remote_path: str, *, copy: bool = True) -> "Image":
         src = pathlib.Path(local_path).expanduser()
@@ -216,7 +215,8 @@ class Image:
             for name in names:
                 spec = importlib.util.find_spec(name)
                 if spec is None or spec.origin is None:
-                    raise exception.InvalidError(f"add_local_python_source: no module named {name!r} is importable here")
+                    raise exception.InvalidError(
+                        f"add_local_python_source: no module named {name!r} is importable here")
                 if spec.submodule_search_locations:  # a package: its whole directory
                     pkg = pathlib.Path(list(spec.submodule_search_locations)[0])
                     out += [(p, f"{name.replace('.', '/')}/{rel}") for p, rel in _dir_files(pkg, ignore)]

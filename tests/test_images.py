@@ -86,7 +86,8 @@ app = ember.App("steps")
 @app.function(image=image)
 def inspect():
     import helper_mod, six
-    return {{"six": six.__version__, "jq": subprocess.run(["jq", "--version"], capture_output=True, text=True).stdout.strip(),
+    return {{"six": six.__version__,
+             "jq": subprocess.run(["jq", "--version"], capture_output=True, text=True).stdout.strip(),
              "env": os.environ.get("GREETING"), "cwd": os.getcwd(), "data": sorted(os.listdir("/srv/data")),
              "one": open("/etc/one.txt").read(), "helper": helper_mod.hello(),
              "marker": open("/built-by-function").read()}}
@@ -98,7 +99,8 @@ def inspect():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = eval(proc.stdout.strip().splitlines()[-1])
     assert out["jq"].startswith("jq-")
-    assert out == dict(out, six="1.17.0", env="hi", cwd="/srv", data=["a.txt"], one="single", helper="from helper", marker="yes")
+    assert out == dict(out, six="1.17.0", env="hi", cwd="/srv", data=["a.txt"], one="single", helper="from helper",
+                       marker="yes")
 
 
 def test_from_registry_runs_functions_in_a_pulled_image(container_cluster, tmp_path, capsys):

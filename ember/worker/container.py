@@ -125,7 +125,7 @@ class ContainerBackend:
     async def run(self, sc: api_pb2.StartContainer) -> tuple[int, str, str, bool]:
         """Start the container, wait for it to end; returns (exit code, cause, log tail, out of memory)."""
         image = sc.image
-        await self.layers.ensure(image, {l.layer_id: l.blob_id for l in sc.layers},
+        await self.layers.ensure(image, {layer.layer_id: layer.blob_id for layer in sc.layers},
                                  lambda text: log.info("image %s: %s", image.image_id[:12], text.rstrip()))
         spareable = not sc.gpu_indices and not sc.block_network
         if spareable and image.image_id in self.spares_starting:

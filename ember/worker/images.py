@@ -26,6 +26,7 @@ import typing
 
 import uv
 
+from .._client import blobs
 from ..proto import api_pb2
 from . import registry
 
@@ -237,7 +238,7 @@ class LayerCache:
         if os.path.exists("/etc/resolv.conf"):
             binds.append([os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf", True])
         if step.blob_id:
-            data = await self._download(step.blob_id)
+            data = await blobs.download(self.stub(), step.blob_id)
             name = "function.pkl" if step.kind == "run_function" else "files.tar"
             (work / "files" / name).write_bytes(data)
             if step.kind == "pip_install":  # a requirements file
@@ -337,10 +338,6 @@ class LayerCache:
                 proc.kill()
             shutil.rmtree(dest, ignore_errors=True)
             raise
-
-    async def _download(self, blob_id: str) -> bytes:
-        parts = [c.data async for c in self.stub().BlobGet(api_pb2.BlobRef(blob_id=blob_id))]
-        return b"".join(parts)
 
 
 async def run_logged(argv: list[str], env, log: Log, shown: str):

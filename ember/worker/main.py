@@ -17,7 +17,6 @@ import socket
 import sys
 
 import grpc
-import uvloop
 
 from .._ids import new_id
 from ..config import GRPC_OPTIONS, grpc_target, server_url
@@ -163,7 +162,8 @@ class Worker:
 
         error = ""
         try:
-            await self.backend.build(b.image, {l.layer_id: l.blob_id for l in b.layers}, b.force, log_fn, report)
+            known = {layer.layer_id: layer.blob_id for layer in b.layers}
+            await self.backend.build(b.image, known, b.force, log_fn, report)
         except images.BuildError as e:
             error = str(e)
         except Exception as e:
@@ -201,7 +201,8 @@ def run(args) -> int:
     data_dir = pathlib.Path(args.data_dir).expanduser()
     worker = Worker(url, data_dir, cpu=args.cpu or float(os.cpu_count() or 1),
                     memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname(),
-                    backend=args.backend, cache_dir=pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else None)
+                    backend=args.backend,
+                    cache_dir=pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else None)
 
     async def main():
         stop = asyncio.Event()
@@ -210,6 +211,9 @@ def run(args) -> int:
             loop.add_signal_handler(sig, stop.set)
         await worker.run(stop)
 
-    uvloop.run(main())
+    # Plain asyncio, not uvloop: uvloop starts children with fork(), which runs gRPC's fork
+    # handlers in the child, and those can crash it while other threads use gRPC; asyncio's
+    # subprocesses use vfork and run none. The worker is not on the hot path of calls.
+    asyncio.run(main())
     shutil.rmtree(data_dir / "containers", ignore_errors=True)
     return 0

@@ -18,6 +18,7 @@ import sys
 
 import uv
 
+from .._client import blobs
 from ..proto import api_pb2
 from .images import BuildError, describe_step, run_logged, untar_bytes
 
@@ -39,7 +40,7 @@ def describe_exit(code: int) -> str:
 class ProcessBackend:
     name = "process"
 
-    def __init__(self, data_dir: pathlib.Path, server_url: str, runtime_dir: pathlib.Path, blob_stub, why: str = ""):
+    def __init__(self, data_dir: pathlib.Path, server_url: str, runtime_dir: pathlib.Path, blob_stub, why: str):
         self.root = data_dir / "containers"
         self.code_cache = data_dir / "code"
         self.venvs = data_dir / "venvs"
@@ -78,7 +79,8 @@ class ProcessBackend:
         tmp = self.venvs / f".tmp-{image.image_id}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            await run_logged([uv.find_uv_bin(), "venv", "-q", "--python", sys.executable, str(tmp)], None, log_fn, "uv venv")
+            uv_bin = uv.find_uv_bin()
+            await run_logged([uv_bin, "venv", "-q", "--python", sys.executable, str(tmp)], None, log_fn, "uv venv")
             (tmp / "src").mkdir()
             py = str(tmp / "bin" / "python")
             for i, s in enumerate(image.steps):
@@ -88,23 +90,24 @@ class ProcessBackend:
                 files = await self._step_files(s, tmp) if s.blob_id else None
                 if s.kind == "pip_install":
                     args = [a.replace("/.ember-files", str(files)) for a in s.args]
-                    await run_logged([uv.find_uv_bin(), "pip", "install", "--python", py, "--compile-bytecode", *args], None, log_fn,
-                               "uv pip install " + " ".join(s.args))
+                    await run_logged([uv_bin, "pip", "install", "--python", py, "--compile-bytecode", *args], None,
+                                     log_fn, "uv pip install " + " ".join(s.args))
                 elif s.kind == "add_local" and "compile" in s.args:
                     shutil.copytree(files, tmp / "src", dirs_exist_ok=True)
                 elif s.kind == "run_function":
-                    loader = f"import cloudpickle; f, a, k = cloudpickle.load(open({str(files / 'blob')!r}, 'rb')); f(*a, **k)"
+                    loader = ("import cloudpickle\n"
+                              f"f, a, k = cloudpickle.load(open({str(files / 'blob')!r}, 'rb'))\nf(*a, **k)")
                     env = dict(os.environ, PYTHONPATH=f"{self.runtime_dir}:{tmp / 'src'}")
                     await run_logged([py, "-c", loader], env, log_fn, s.args[0] + "()")
                 else:
-                    raise BuildError(f"{describe_step(s)} needs the container backend, and this worker runs the process "
-                                     f"backend ({self.why}): run the worker as root on Linux")
+                    raise BuildError(f"{describe_step(s)} needs the container backend, and this worker runs the "
+                                     f"process backend ({self.why}): run the worker as root on Linux")
             tmp.rename(venv)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     async def _step_files(self, step: api_pb2.ImageStep, venv: pathlib.Path) -> pathlib.Path:
-        data = b"".join([c.data async for c in self.stub().BlobGet(api_pb2.BlobRef(blob_id=step.blob_id))])
+        data = await blobs.download(self.stub(), step.blob_id)
         d = venv / ".files" / step.layer_id
         d.mkdir(parents=True)
         (d / "blob").write_bytes(data)

@@ -20,6 +20,7 @@ import platform
 import signal
 import socket
 import sys
+import warnings  # noqa: F401  os.execvpe imports it, after the pivot, where the host's library is gone
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
