@@ -179,3 +179,26 @@ def test_process_backend_runs_an_image_in_its_own_venv(cluster, capsys):
     assert version == "1.17.0" and mode == "venv" and "venvs" in prefix
     with pytest.raises(exception.ImageBuildError, match="needs the container backend"):
         build(ember.Image.debian_slim().apt_install("jq"), capsys)
+
+
+def test_image_declarations_are_checked_where_they_are_written(tmp_path):
+    with pytest.raises(exception.InvalidError, match=r"Python 3\.11"):
+        ember.Image.debian_slim(python_version="3.9")
+    with pytest.raises(exception.InvalidError, match="not a non-empty string"):
+        ember.Image.debian_slim().pip_install("numpy", 3)
+    with pytest.raises(exception.InvalidError, match="pass an ember.Image"):
+        ember.App("x").function(image="python:3.11")
+    with pytest.raises(exception.InvalidError, match="dict of string names"):
+        ember.Image.debian_slim().env({"A": 1})
+    # Local files are looked at when the image is resolved (a container re-imports the module
+    # without them); a missing one is an error there, naming it.
+    image = ember.Image.debian_slim().add_local_dir(tmp_path / "nope", "/data")
+    with pytest.raises(exception.InvalidError, match="nope is not a directory"):
+        image._resolve(lambda data: "")
+    # The same steps name the same layers; content changes the name.
+    (tmp_path / "f.txt").write_text("one")
+    a = ember.Image.debian_slim().add_local_file(tmp_path / "f.txt", "/f.txt")._resolve(lambda data: "")
+    b = ember.Image.debian_slim().add_local_file(tmp_path / "f.txt", "/f.txt")._resolve(lambda data: "")
+    (tmp_path / "f.txt").write_text("two")
+    c = ember.Image.debian_slim().add_local_file(tmp_path / "f.txt", "/f.txt")._resolve(lambda data: "")
+    assert a.image_id == b.image_id != c.image_id and a.steps[0].layer_id == c.steps[0].layer_id

@@ -121,6 +121,11 @@ class ContainerBackend:
 
     async def build(self, image, known, force, log_fn, report):
         await self.layers.ensure(image, known, log_fn, force=force, report=report)
+        self._spare_soon(image)  # an image is built to be run: its first container starts from a spare
+
+    def _spare_soon(self, image: api_pb2.Image):
+        if image.image_id not in self.spares_starting and image.image_id not in self.spares:
+            self.spares_starting[image.image_id] = asyncio.get_running_loop().create_task(self._make_spare(image))
 
     async def run(self, sc: api_pb2.StartContainer) -> tuple[int, str, str, bool]:
         """Start the container, wait for it to end; returns (exit code, cause, log tail, out of memory)."""
@@ -139,8 +144,8 @@ class ContainerBackend:
         self.procs[sc.container_id] = box.proc
         log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
                  ", from a spare" if box.spare_id else "")
-        if spareable and image.image_id not in self.spares_starting:  # the next one starts from a spare
-            self.spares_starting[image.image_id] = asyncio.get_running_loop().create_task(self._make_spare(image))
+        if spareable:  # the next one starts from a spare
+            self._spare_soon(image)
         try:
             code = await box.proc.wait()
         finally:
