@@ -121,6 +121,11 @@ class ContainerBackend:
 
     async def build(self, image, known, force, log_fn, report):
         await self.layers.ensure(image, known, log_fn, force=force, report=report)
+        if force or any(s.force_build for s in image.steps):
+            # Spares started before may run layers this build replaced.
+            for box in list(self.spares.values()):
+                await self._discard(box)
+            self.spares.clear()
         self._spare_soon(image)  # an image is built to be run: its first container starts from a spare
 
     def _spare_soon(self, image: api_pb2.Image):

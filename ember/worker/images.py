@@ -22,6 +22,7 @@ import shlex
 import shutil
 import sys
 import tarfile
+import time
 import typing
 
 import uv
@@ -204,10 +205,10 @@ class LayerCache:
             else:
                 layer = await self._build_in_sandbox(image, index, work, log)
             target = self.root / step.layer_id
-            if target.exists():  # a forced rebuild replaces the old layer
-                old = self.tmp / f"old-{step.layer_id}-{os.getpid()}"
-                target.rename(old)
-                shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                # A forced rebuild replaces the old layer. Running containers may have it mounted,
+                # so it is only moved aside; the next start of the worker deletes it.
+                target.rename(self.tmp / f"replaced-{step.layer_id}-{time.time_ns()}")
             layer.rename(target)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
