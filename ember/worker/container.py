@@ -105,6 +105,12 @@ class ContainerBackend:
     def __init__(self, data_dir: pathlib.Path, server_url: str, layers: LayerCache, gpus: list):
         self.root = data_dir / "containers"
         shutil.rmtree(self.root, ignore_errors=True)  # writable layers of containers that are gone
+        for c in CONTROLLERS:  # and the cgroups of containers that are gone (busy ones stay)
+            for d in (CGROUP_ROOT / c / "ember").glob("ct-*"):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
         self.root.mkdir(parents=True)
         self.server_url = server_url
         self.layers = layers

@@ -127,9 +127,14 @@ class LayerCache:
     def __init__(self, root: pathlib.Path, runtime_dir: pathlib.Path, blob_stub: typing.Callable):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.tmp = root / ".tmp"
-        shutil.rmtree(self.tmp, ignore_errors=True)  # what a crash left half-built
-        self.tmp.mkdir()
+        # Work space of this process; workers on one machine may share the cache. What workers
+        # that are gone left there (half-built layers, replaced ones) is deleted.
+        for d in (root / ".tmp").glob("*"):
+            if d.name.isdigit() and not pathlib.Path(f"/proc/{d.name}").exists():
+                shutil.rmtree(d, ignore_errors=True)
+        self.tmp = root / ".tmp" / str(os.getpid())
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
         self.runtime_dir = runtime_dir
         self.uv_cache = root.parent / "uv-cache"
         self.uv_cache.mkdir(parents=True, exist_ok=True)
@@ -189,7 +194,7 @@ class LayerCache:
 
     async def _build(self, image: api_pb2.Image, index: int, log: Log):
         step = image.steps[index]
-        work = self.tmp / f"{step.layer_id}-{os.getpid()}-{id(step)}"
+        work = self.tmp / f"{step.layer_id}-{id(step)}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
@@ -320,7 +325,7 @@ class LayerCache:
         return ref.blob_id
 
     async def _fetch(self, layer_id: str, blob_id: str):
-        dest = self.tmp / f"fetch-{layer_id}-{os.getpid()}"
+        dest = self.tmp / f"fetch-{layer_id}"
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir()
         proc = await asyncio.create_subprocess_exec(

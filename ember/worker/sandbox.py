@@ -125,7 +125,11 @@ def child(spec):
     cwd = spec.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)
     os.chdir(cwd)
-    os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+    try:
+        os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+    except FileNotFoundError:
+        raise SetupError(f"the image has no {spec['argv'][0]} on its PATH ({spec['env'].get('PATH')}): Ember's "
+                         "runtime needs Python 3.11 as python3 in the image") from None
 
 
 def main():
