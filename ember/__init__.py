@@ -15,9 +15,11 @@
 
 from . import exception
 from .app import App
+from .dict import Dict
 from .function import Function, FunctionCall
 from .image import Image
+from .queue import Queue
 from .retries import Retries
 
-__all__ = ["App", "Function", "FunctionCall", "Image", "Retries", "exception"]
+__all__ = ["App", "Dict", "Function", "FunctionCall", "Image", "Queue", "Retries", "exception"]
 __version__ = "0.1.0"

@@ -60,7 +60,8 @@ class Client:
         self.pid = os.getpid()
         self.bridge = LoopThread("ember-client")
         self.channel, self.stub = self.bridge.run(self._connect())
-        self.mux = CallMux(self)
+        self.mux = StreamMux(self, "CallStream", "calling a function", resend=True)
+        self.objects = StreamMux(self, "ObjectStream", "a dict or queue operation", resend=False)
 
     @classmethod
     def close_all(cls):
@@ -128,25 +129,29 @@ class Client:
 atexit.register(Client.close_all)
 
 
-class CallMux:
-    """Multiplexes `.remote()` calls over one CallStream; on a broken stream, resends them.
+class StreamMux:
+    """Multiplexes requests over one long-lived bidi stream, matching responses by tag.
 
-    Requests carry client-chosen call ids, so resending after a reconnect waits for the same
-    calls instead of running them twice. Lives on the client's event loop thread.
+    Lives on the client's event loop thread; the stream stays open between requests (it is the
+    hot path). When the stream breaks, `resend` says what happens to requests in flight: sent
+    again on the next stream (safe for calls: they carry client-chosen ids) or failed.
     """
 
-    def __init__(self, client: Client):
+    def __init__(self, client: Client, method: str, what: str, resend: bool):
         self.client = client
+        self.method = method
+        self.what = what
+        self.resend = resend
         self.tags = itertools.count(1)
-        self.pending: dict[int, tuple[api_pb2.CallRequest, object]] = {}
+        self.pending: dict[int, tuple[object, object]] = {}
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
 
-    def submit(self, request: api_pb2.CallRequest, done):
+    def submit(self, request, done):
         """From any thread: send the request; `done(response or exception)` runs on the loop."""
         self.client.bridge.call_soon(self._submit, request, done)
 
-    def call_sync(self, request: api_pb2.CallRequest) -> api_pb2.CallResponse:
+    def call_sync(self, request):
         fut: Future = Future()
         self.submit(request, fut.set_result)
         result = fut.result()
@@ -154,7 +159,7 @@ class CallMux:
             raise result
         return result
 
-    async def call_async(self, request: api_pb2.CallRequest) -> api_pb2.CallResponse:
+    async def call_async(self, request):
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self.submit(request, lambda r: loop.call_soon_threadsafe(fut.set_result, r))
@@ -171,20 +176,33 @@ class CallMux:
         else:
             self.queue.put_nowait(request)
 
+    def _fail_pending(self, err: Exception):
+        pending, self.pending = self.pending, {}
+        for _, done in pending.values():
+            done(err)
+
     async def _run(self):
         deadline = time.monotonic() + RECONNECT_WINDOW
         delay = 0.05
+        first = True
         while self.pending:
+            if not first and not self.resend:
+                self._fail_pending(exception.ConnectionError(
+                    f"{self.what}: the connection to the control plane broke; the operation may or may not have "
+                    "happened"))
+                return
+            first = False
             queue = self.queue = asyncio.Queue()
             for request, _ in self.pending.values():
                 queue.put_nowait(request)
-                request.resend = True  # from now on: if it is sent again, it is a resend
+                if self.resend:
+                    request.resend = True  # from now on: if it is sent again, it is a resend
 
             async def requests(queue=queue):  # this stream's queue, not a later one's
                 while True:
                     yield await queue.get()
 
-            stream = self.client.stub.CallStream(requests(), wait_for_ready=True)
+            stream = getattr(self.client.stub, self.method)(requests(), wait_for_ready=True)
             try:
                 async for resp in stream:
                     entry = self.pending.pop(resp.tag, None)
@@ -192,18 +210,12 @@ class CallMux:
                         entry[1](resp)
                     deadline = time.monotonic() + RECONNECT_WINDOW
                     delay = 0.05
-                    if not self.pending:
-                        # Keep the stream open for the next call: it is the hot path.
-                        continue
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
-                err = translate(e, "calling a function")
-                for _, done in self.pending.values():
-                    done(err)
-                self.pending.clear()
+                self._fail_pending(translate(e, self.what))
                 return
             except asyncio.CancelledError:
                 stream.cancel()

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--cache-dir", default=os.environ.get("EMBER_CACHE_DIR"),
                         help="image layers and build caches; workers on one machine may share it "
                              "(default: $EMBER_CACHE_DIR, else the data dir)")
+    from .objects import add_parsers as add_object_parsers
+    add_object_parsers(sub)
     return p
 
 
@@ -63,6 +65,9 @@ def main(argv=None) -> int:
     if args.command == "worker":
         from ..worker.main import run as run_worker
         return run_worker(args)
+    if args.command in ("dict", "queue"):
+        from .objects import run as run_objects
+        return run_objects(args)
     parser.print_help()
     return 0
 

@@ -351,6 +351,168 @@ class FunctionCallRef(_message.Message):
     call_id: str
     def __init__(self, call_id: _Optional[str] = ...) -> None: ...
 
+class ObjectGetRequest(_message.Message):
+    __slots__ = ("kind", "name", "create_if_missing", "ephemeral")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_IF_MISSING_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    create_if_missing: bool
+    ephemeral: bool
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., create_if_missing: _Optional[bool] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
+
+class ObjectGetResponse(_message.Message):
+    __slots__ = ("object_id",)
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    def __init__(self, object_id: _Optional[str] = ...) -> None: ...
+
+class ObjectRef(_message.Message):
+    __slots__ = ("kind", "name", "object_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    object_id: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., object_id: _Optional[str] = ...) -> None: ...
+
+class ObjectInfo(_message.Message):
+    __slots__ = ("name", "object_id", "created_at", "size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    object_id: str
+    created_at: float
+    size: int
+    def __init__(self, name: _Optional[str] = ..., object_id: _Optional[str] = ..., created_at: _Optional[float] = ..., size: _Optional[int] = ...) -> None: ...
+
+class ObjectListRequest(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+
+class ObjectListResponse(_message.Message):
+    __slots__ = ("objects",)
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[ObjectInfo]
+    def __init__(self, objects: _Optional[_Iterable[_Union[ObjectInfo, _Mapping]]] = ...) -> None: ...
+
+class DictRequest(_message.Message):
+    __slots__ = ("dict_id", "op", "keys", "values", "skip_if_exists")
+    class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        GET: _ClassVar[DictRequest.Op]
+        PUT: _ClassVar[DictRequest.Op]
+        POP: _ClassVar[DictRequest.Op]
+        CONTAINS: _ClassVar[DictRequest.Op]
+        LEN: _ClassVar[DictRequest.Op]
+        ITEMS: _ClassVar[DictRequest.Op]
+        CLEAR: _ClassVar[DictRequest.Op]
+    GET: DictRequest.Op
+    PUT: DictRequest.Op
+    POP: DictRequest.Op
+    CONTAINS: DictRequest.Op
+    LEN: DictRequest.Op
+    ITEMS: DictRequest.Op
+    CLEAR: DictRequest.Op
+    DICT_ID_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    SKIP_IF_EXISTS_FIELD_NUMBER: _ClassVar[int]
+    dict_id: str
+    op: DictRequest.Op
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    skip_if_exists: bool
+    def __init__(self, dict_id: _Optional[str] = ..., op: _Optional[_Union[DictRequest.Op, str]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., skip_if_exists: _Optional[bool] = ...) -> None: ...
+
+class DictResponse(_message.Message):
+    __slots__ = ("found", "keys", "values", "count")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    count: int
+    def __init__(self, found: _Optional[bool] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class QueueRequest(_message.Message):
+    __slots__ = ("queue_id", "op", "partition", "values", "n", "timeout", "total", "all", "after_seq")
+    class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PUT: _ClassVar[QueueRequest.Op]
+        GET: _ClassVar[QueueRequest.Op]
+        LEN: _ClassVar[QueueRequest.Op]
+        CLEAR: _ClassVar[QueueRequest.Op]
+        PEEK: _ClassVar[QueueRequest.Op]
+    PUT: QueueRequest.Op
+    GET: QueueRequest.Op
+    LEN: QueueRequest.Op
+    CLEAR: QueueRequest.Op
+    PEEK: QueueRequest.Op
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    queue_id: str
+    op: QueueRequest.Op
+    partition: str
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    n: int
+    timeout: float
+    total: bool
+    all: bool
+    after_seq: int
+    def __init__(self, queue_id: _Optional[str] = ..., op: _Optional[_Union[QueueRequest.Op, str]] = ..., partition: _Optional[str] = ..., values: _Optional[_Iterable[bytes]] = ..., n: _Optional[int] = ..., timeout: _Optional[float] = ..., total: _Optional[bool] = ..., all: _Optional[bool] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class ObjectOp(_message.Message):
+    __slots__ = ("tag", "dict", "queue")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DICT_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    dict: DictRequest
+    queue: QueueRequest
+    def __init__(self, tag: _Optional[int] = ..., dict: _Optional[_Union[DictRequest, _Mapping]] = ..., queue: _Optional[_Union[QueueRequest, _Mapping]] = ...) -> None: ...
+
+class ObjectOpResult(_message.Message):
+    __slots__ = ("tag", "dict", "queue", "error", "not_found")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    DICT_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    dict: DictResponse
+    queue: QueueResponse
+    error: str
+    not_found: bool
+    def __init__(self, tag: _Optional[int] = ..., dict: _Optional[_Union[DictResponse, _Mapping]] = ..., queue: _Optional[_Union[QueueResponse, _Mapping]] = ..., error: _Optional[str] = ..., not_found: _Optional[bool] = ...) -> None: ...
+
+class QueueResponse(_message.Message):
+    __slots__ = ("values", "count", "last_seq")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    count: int
+    last_seq: int
+    def __init__(self, values: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
+
 class LogEntry(_message.Message):
     __slots__ = ("seq", "container_id", "fd", "data", "function_name")
     SEQ_FIELD_NUMBER: _ClassVar[int]

@@ -89,6 +89,26 @@ class EmberStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionCallRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ObjectGet = channel.unary_unary(
+                '/ember.v1.Ember/ObjectGet',
+                request_serializer=ember_dot_proto_dot_api__pb2.ObjectGetRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ObjectGetResponse.FromString,
+                _registered_method=True)
+        self.ObjectList = channel.unary_unary(
+                '/ember.v1.Ember/ObjectList',
+                request_serializer=ember_dot_proto_dot_api__pb2.ObjectListRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ObjectListResponse.FromString,
+                _registered_method=True)
+        self.ObjectDelete = channel.unary_unary(
+                '/ember.v1.Ember/ObjectDelete',
+                request_serializer=ember_dot_proto_dot_api__pb2.ObjectRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ObjectStream = channel.stream_stream(
+                '/ember.v1.Ember/ObjectStream',
+                request_serializer=ember_dot_proto_dot_api__pb2.ObjectOp.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ObjectOpResult.FromString,
+                _registered_method=True)
         self.BlobPut = channel.stream_unary(
                 '/ember.v1.Ember/BlobPut',
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
@@ -196,6 +216,34 @@ class EmberServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ObjectGet(self, request, context):
+        """---- named objects: dicts and queues ----
+        Look up a named object (creating it if asked), or create an anonymous ephemeral one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ObjectList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ObjectDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ObjectStream(self, request_iterator, context):
+        """Dict and queue operations of one client, over one long-lived stream (the hot path), each
+        answered once what it wrote is committed. A queue get may wait for an item up to its timeout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BlobPut(self, request_iterator, context):
         """---- blob store, for large payloads and code packages ----
         """
@@ -286,6 +334,26 @@ def add_EmberServicer_to_server(servicer, server):
                     servicer.FunctionCallCancel,
                     request_deserializer=ember_dot_proto_dot_api__pb2.FunctionCallRef.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'ObjectGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.ObjectGet,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ObjectGetRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ObjectGetResponse.SerializeToString,
+            ),
+            'ObjectList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ObjectList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ObjectListRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ObjectListResponse.SerializeToString,
+            ),
+            'ObjectDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.ObjectDelete,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ObjectRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'ObjectStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ObjectStream,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ObjectOp.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ObjectOpResult.SerializeToString,
             ),
             'BlobPut': grpc.stream_unary_rpc_method_handler(
                     servicer.BlobPut,
@@ -610,6 +678,114 @@ class Ember:
             '/ember.v1.Ember/FunctionCallCancel',
             ember_dot_proto_dot_api__pb2.FunctionCallRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ObjectGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/ObjectGet',
+            ember_dot_proto_dot_api__pb2.ObjectGetRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ObjectGetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ObjectList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/ObjectList',
+            ember_dot_proto_dot_api__pb2.ObjectListRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ObjectListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ObjectDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/ObjectDelete',
+            ember_dot_proto_dot_api__pb2.ObjectRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ObjectStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ember.v1.Ember/ObjectStream',
+            ember_dot_proto_dot_api__pb2.ObjectOp.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ObjectOpResult.FromString,
             options,
             channel_credentials,
             insecure,

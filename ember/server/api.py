@@ -10,6 +10,7 @@ import grpc
 from ..config import BLOB_CHUNK
 from ..proto import api_pb2, api_pb2_grpc
 from .blobs import BlobStore
+from .objects import ObjectError, Objects
 from .scheduler import Scheduler
 
 EMPTY = api_pb2.Empty()
@@ -46,6 +47,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
         self.sched = sched
         self.blobs = blobs
         self.heartbeat_interval = heartbeat_interval
+        self.objects = Objects(sched.store)
 
     # ------------------------------------------------------------------ apps and functions
 
@@ -97,6 +99,64 @@ class EmberService(api_pb2_grpc.EmberServicer):
             if event.done:
                 await self.sched.store.durable()  # the layers it recorded
             yield event
+
+    # ------------------------------------------------------------------ dicts and queues
+
+    async def _object_call(self, context, fn, *args):
+        """Run an object operation; answer once what it wrote is committed."""
+        try:
+            result = fn(*args)
+            if asyncio.iscoroutine(result):
+                result = await result
+        except ObjectError as e:
+            code = grpc.StatusCode.NOT_FOUND if e.not_found else grpc.StatusCode.INVALID_ARGUMENT
+            await context.abort(code, str(e))
+        await self.sched.store.durable()
+        return result
+
+    async def ObjectGet(self, req, context):
+        return api_pb2.ObjectGetResponse(object_id=await self._object_call(context, self.objects.get, req))
+
+    async def ObjectList(self, req, context):
+        return api_pb2.ObjectListResponse(objects=await self._object_call(context, self.objects.listing, req.kind))
+
+    async def ObjectDelete(self, req, context):
+        await self._object_call(context, self.objects.delete, req)
+        return EMPTY
+
+    async def ObjectStream(self, request_iterator, context):
+        stream = Duplex(request_iterator)
+        objects, store = self.objects, self.sched.store
+
+        def answer(tag, result=None, error=None):
+            if isinstance(result, api_pb2.DictResponse):
+                msg = api_pb2.ObjectOpResult(tag=tag, dict=result)
+            elif isinstance(result, api_pb2.QueueResponse):
+                msg = api_pb2.ObjectOpResult(tag=tag, queue=result)
+            else:
+                msg = api_pb2.ObjectOpResult(tag=tag, error=str(error), not_found=error.not_found)
+            store.on_durable(lambda: stream.send(msg))
+
+        async def wait_for_item(op):
+            try:
+                answer(op.tag, await objects.queue_op(op.queue))
+            except ObjectError as e:
+                answer(op.tag, error=e)
+
+        def handle(op):
+            try:
+                if op.WhichOneof("op") == "dict":
+                    answer(op.tag, objects.dict_op(op.dict))
+                elif objects.may_wait(op.queue):
+                    asyncio.get_running_loop().create_task(wait_for_item(op))
+                else:
+                    answer(op.tag, objects.queue_op_now(op.queue))
+            except ObjectError as e:
+                answer(op.tag, error=e)
+
+        async with contextlib.aclosing(stream.run(handle)) as results:
+            async for msg in results:
+                yield msg
 
     # ------------------------------------------------------------------ calls
 

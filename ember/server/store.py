@@ -73,6 +73,26 @@ CREATE TABLE IF NOT EXISTS layers (
     blob_id TEXT NOT NULL,            -- its archive in the blob store; '' for an empty layer
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS objects (
+    object_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,               -- dict | queue
+    name TEXT,                        -- NULL for an ephemeral object
+    created_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS objects_by_name ON objects(kind, name);
+CREATE TABLE IF NOT EXISTS dict_entries (
+    dict_id TEXT NOT NULL,
+    key BLOB NOT NULL,                -- cloudpickle bytes, compared as bytes
+    value BLOB NOT NULL,
+    PRIMARY KEY (dict_id, key)
+);
+CREATE TABLE IF NOT EXISTS queue_items (
+    queue_id TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    seq INTEGER NOT NULL,             -- increasing per queue: FIFO order
+    value BLOB NOT NULL,
+    PRIMARY KEY (queue_id, partition, seq)
+);
 CREATE TABLE IF NOT EXISTS containers (
     container_id TEXT PRIMARY KEY,
     function_id TEXT NOT NULL,
@@ -122,9 +142,19 @@ class Store:
         self.db.execute("COMMIT")
         self.in_transaction = False
         waiters, self.commit_waiters = self.commit_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        for w in waiters:
+            if isinstance(w, asyncio.Future):
+                if not w.done():
+                    w.set_result(None)
+            else:
+                w()
+
+    def on_durable(self, callback):
+        """Run callback once everything written so far is committed (now, if it is)."""
+        if self.in_transaction:
+            self.commit_waiters.append(callback)
+        else:
+            callback()
 
     async def durable(self):
         """Wait until everything written so far is committed."""
@@ -295,6 +325,94 @@ class Store:
 
     def layers(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT layer_id, blob_id FROM layers"))
+
+    # ---- dicts and queues
+
+    def create_object(self, object_id: str, kind: str, name: str | None):
+        self._write()
+        self.db.execute("INSERT INTO objects (object_id, kind, name, created_at) VALUES (?, ?, ?, ?)",
+                        (object_id, kind, name, time.time()))
+
+    def find_object(self, kind: str, name: str) -> str | None:
+        row = self.db.execute("SELECT object_id FROM objects WHERE kind=? AND name=?", (kind, name)).fetchone()
+        return row[0] if row else None
+
+    def object_kind(self, object_id: str) -> str | None:
+        row = self.db.execute("SELECT kind FROM objects WHERE object_id=?", (object_id,)).fetchone()
+        return row[0] if row else None
+
+    def list_objects(self, kind: str):
+        table, col = ("dict_entries", "dict_id") if kind == "dict" else ("queue_items", "queue_id")
+        return self.db.execute(
+            f"SELECT name, object_id, created_at, (SELECT COUNT(*) FROM {table} WHERE {col}=object_id) "
+            "FROM objects WHERE kind=? AND name IS NOT NULL ORDER BY name", (kind,)).fetchall()
+
+    def delete_object(self, object_id: str):
+        self._write()
+        self.db.execute("DELETE FROM objects WHERE object_id=?", (object_id,))
+        self.db.execute("DELETE FROM dict_entries WHERE dict_id=?", (object_id,))
+        self.db.execute("DELETE FROM queue_items WHERE queue_id=?", (object_id,))
+
+    def dict_get(self, dict_id: str, key: bytes) -> bytes | None:
+        row = self.db.execute("SELECT value FROM dict_entries WHERE dict_id=? AND key=?", (dict_id, key)).fetchone()
+        return row[0] if row else None
+
+    def dict_put(self, dict_id: str, items: list[tuple[bytes, bytes]], skip_if_exists: bool) -> bool:
+        self._write()
+        verb = "INSERT OR IGNORE" if skip_if_exists else "INSERT OR REPLACE"
+        before = self.db.total_changes
+        self.db.executemany(f"{verb} INTO dict_entries (dict_id, key, value) VALUES (?, ?, ?)",
+                            [(dict_id, k, v) for k, v in items])
+        return self.db.total_changes > before
+
+    def dict_delete(self, dict_id: str, key: bytes):
+        self._write()
+        self.db.execute("DELETE FROM dict_entries WHERE dict_id=? AND key=?", (dict_id, key))
+
+    def dict_len(self, dict_id: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM dict_entries WHERE dict_id=?", (dict_id,)).fetchone()[0]
+
+    def dict_items(self, dict_id: str) -> list[tuple[bytes, bytes]]:
+        return self.db.execute("SELECT key, value FROM dict_entries WHERE dict_id=?", (dict_id,)).fetchall()
+
+    def dict_clear(self, dict_id: str):
+        self._write()
+        self.db.execute("DELETE FROM dict_entries WHERE dict_id=?", (dict_id,))
+
+    def queue_last_seq(self, queue_id: str) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM queue_items WHERE queue_id=?",
+                               (queue_id,)).fetchone()[0]
+
+    def queue_put(self, queue_id: str, partition: str, first_seq: int, values: list[bytes]):
+        self._write()
+        self.db.executemany("INSERT INTO queue_items (queue_id, partition, seq, value) VALUES (?, ?, ?, ?)",
+                            [(queue_id, partition, first_seq + i, v) for i, v in enumerate(values)])
+
+    def queue_take(self, queue_id: str, partition: str, n: int) -> list[bytes]:
+        rows = self.db.execute("SELECT seq, value FROM queue_items WHERE queue_id=? AND partition=? "
+                               "ORDER BY seq LIMIT ?", (queue_id, partition, n)).fetchall()
+        if rows:
+            self._write()
+            self.db.execute("DELETE FROM queue_items WHERE queue_id=? AND partition=? AND seq<=?",
+                            (queue_id, partition, rows[-1][0]))
+        return [v for _, v in rows]
+
+    def queue_peek(self, queue_id: str, partition: str, after_seq: int, n: int) -> list[tuple[int, bytes]]:
+        return self.db.execute("SELECT seq, value FROM queue_items WHERE queue_id=? AND partition=? AND seq>? "
+                               "ORDER BY seq LIMIT ?", (queue_id, partition, after_seq, n)).fetchall()
+
+    def queue_len(self, queue_id: str, partition: str | None) -> int:
+        if partition is None:
+            return self.db.execute("SELECT COUNT(*) FROM queue_items WHERE queue_id=?", (queue_id,)).fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM queue_items WHERE queue_id=? AND partition=?",
+                               (queue_id, partition)).fetchone()[0]
+
+    def queue_clear(self, queue_id: str, partition: str | None):
+        self._write()
+        if partition is None:
+            self.db.execute("DELETE FROM queue_items WHERE queue_id=?", (queue_id,))
+        else:
+            self.db.execute("DELETE FROM queue_items WHERE queue_id=? AND partition=?", (queue_id, partition))
 
     def live_containers(self):
         return self.db.execute(

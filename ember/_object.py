@@ -1,0 +1,91 @@
+"""What Dict and Queue share: a name (or an ephemeral id), looked up on first use."""
+
+import asyncio
+import contextlib
+import functools
+
+from . import exception
+from ._client.client import Client
+from .proto import api_pb2
+
+
+class with_aio:
+    """A method with an `.aio` twin that runs it off the event loop: `await d.get.aio(k)`."""
+
+    def __init__(self, f):
+        self.f = f
+        functools.update_wrapper(self, f)
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        bound = functools.partial(self.f, obj)
+        bound.aio = lambda *a, **kw: asyncio.to_thread(self.f, obj, *a, **kw)
+        return bound
+
+
+class NamedObject:
+    _kind = ""  # "dict" or "queue"
+
+    def __init__(self, name: str | None, create_if_missing: bool = False, object_id: str | None = None):
+        self.name = name
+        self._create = create_if_missing
+        self._object_id = object_id
+
+    def __repr__(self):
+        return f"<ember.{type(self).__name__} {self.name or self._object_id or '(ephemeral)'}>"
+
+    @classmethod
+    def from_name(cls, name: str, *, create_if_missing: bool = False):
+        """The named object; looked up (or created) when first used."""
+        if not isinstance(name, str) or not name or len(name) > 64 or not name.replace("-", "").replace(
+                "_", "").replace(".", "").isalnum():
+            raise exception.InvalidError(f"{cls.__name__}.from_name({name!r}): names are 1 to 64 letters, digits, "
+                                         "'-', '_' or '.'")
+        return cls(name, create_if_missing)
+
+    @classmethod
+    @contextlib.contextmanager
+    def ephemeral(cls):
+        """An anonymous object that exists for the duration of the block."""
+        client = Client.from_env()
+        resp = client.run(client.rpc("ObjectGet", api_pb2.ObjectGetRequest(kind=cls._kind, ephemeral=True)))
+        obj = cls(None, object_id=resp.object_id)
+        try:
+            yield obj
+        finally:
+            try:
+                client.run(client.rpc("ObjectDelete", api_pb2.ObjectRef(kind=cls._kind, object_id=resp.object_id)))
+            except exception.Error:
+                pass
+
+    @classmethod
+    def delete(cls, name: str):
+        client = Client.from_env()
+        client.run(client.rpc("ObjectDelete", api_pb2.ObjectRef(kind=cls._kind, name=name), what=f"deleting {name}"))
+
+    @classmethod
+    def _from_id(cls, object_id: str, name: str | None):
+        return cls(name, object_id=object_id)
+
+    def __reduce__(self):
+        # Passed to a function or stored in another object: the same object over there.
+        return type(self)._from_id, (self._id(), self.name)
+
+    def _id(self) -> str:
+        if self._object_id is None:
+            client = Client.from_env()
+            resp = client.run(client.rpc("ObjectGet", api_pb2.ObjectGetRequest(
+                kind=self._kind, name=self.name, create_if_missing=self._create)))
+            self._object_id = resp.object_id
+        return self._object_id
+
+    def _send(self, op: api_pb2.ObjectOp) -> api_pb2.ObjectOpResult:
+        """One dict or queue operation, over the client's object stream."""
+        result = Client.from_env().objects.call_sync(op)
+        if result.error:
+            what = f"{self._kind} {self.name or self._object_id}"
+            if result.not_found:
+                raise exception.NotFoundError(f"{what}: {result.error}")
+            raise exception.InvalidError(f"{what}: {result.error}")
+        return result

@@ -1,0 +1,86 @@
+"""`ember dict ...` and `ember queue ...`: look at and manage named dicts and queues."""
+
+import contextlib
+import datetime
+import sys
+
+from .. import config, exception
+from .._client.client import Client
+from .._client.local_cluster import LocalCluster
+from ..dict import Dict
+from ..proto import api_pb2
+from ..queue import Queue
+
+COMMANDS = ("list", "create", "get", "clear", "delete")
+
+
+def add_parsers(sub):
+    for kind in ("dict", "queue"):
+        p = sub.add_parser(kind, help=f"manage named {kind}s")
+        cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+        cmds.add_parser("list", help=f"list the named {kind}s")
+        cmds.add_parser("create", help=f"create a named {kind}").add_argument("name")
+        get = cmds.add_parser("get", help="print the value of KEY" if kind == "dict" else
+                              "print the first items (without removing them)")
+        get.add_argument("name")
+        if kind == "dict":
+            get.add_argument("key", help="a string key")
+        else:
+            get.add_argument("n", nargs="?", type=int, default=10, help="how many items (default 10)")
+            get.add_argument("--partition")
+        clear = cmds.add_parser("clear", help=f"remove everything in the {kind}")
+        clear.add_argument("name")
+        if kind == "queue":
+            clear.add_argument("--partition")
+        cmds.add_parser("delete", help=f"delete the {kind} and its contents").add_argument("name")
+
+
+@contextlib.contextmanager
+def _connected():
+    """The configured control plane, or the embedded local cluster's state for the command."""
+    cluster = LocalCluster.start() if config.server_url() is None else None
+    try:
+        yield Client.from_env()
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def run(args) -> int:
+    cls = Dict if args.command == "dict" else Queue
+    try:
+        with _connected() as client:
+            if args.action == "list":
+                resp = client.run(client.rpc("ObjectList", api_pb2.ObjectListRequest(kind=cls._kind)))
+                unit = "entries" if cls is Dict else "items"
+                for o in resp.objects:
+                    created = datetime.datetime.fromtimestamp(o.created_at).strftime("%Y-%m-%d %H:%M")
+                    print(f"{o.name}\t{o.size} {unit}\tcreated {created}")
+                if not resp.objects:
+                    print(f"no named {cls._kind}s", file=sys.stderr)
+            elif args.action == "create":
+                cls.from_name(args.name, create_if_missing=True)._id()
+                print(f"created {cls._kind} {args.name}")
+            elif args.action == "delete":
+                cls.delete(args.name)
+                print(f"deleted {cls._kind} {args.name}")
+            elif args.action == "clear":
+                obj = cls.from_name(args.name)
+                obj.clear() if cls is Dict else obj.clear(partition=args.partition)
+                print(f"cleared {cls._kind} {args.name}")
+            elif cls is Dict:
+                d = Dict.from_name(args.name)
+                if not d.contains(args.key):
+                    print(f"ember: dict {args.name} has no key {args.key!r}", file=sys.stderr)
+                    return 1
+                print(repr(d.get(args.key)))
+            else:
+                q = Queue.from_name(args.name)
+                for i, item in enumerate(q.iterate(partition=args.partition)):
+                    if i >= args.n:
+                        break
+                    print(repr(item))
+    except exception.Error as e:
+        print(f"ember: {e}", file=sys.stderr)
+        return 1
+    return 0

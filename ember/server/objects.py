@@ -1,0 +1,165 @@
+"""Dicts and queues: named, durable objects in the store, used by clients and containers alike.
+
+Every operation runs whole on the control plane's event loop, so concurrent users never see
+half an operation: a queue item is taken by exactly one getter. Writes are committed before
+the caller is answered (the API awaits the store). A getter waiting on an empty queue
+partition is woken by the next put to it.
+"""
+
+import asyncio
+import collections
+
+from .._ids import new_id
+from ..proto import api_pb2
+
+KINDS = ("dict", "queue")
+MAX_PARTITION = 64  # characters in a partition key
+DictOp = api_pb2.DictRequest
+QueueOp = api_pb2.QueueRequest
+
+
+class ObjectError(Exception):
+    """A request about a missing or mismatched object; `not_found` tells which."""
+
+    def __init__(self, message: str, not_found: bool = True):
+        super().__init__(message)
+        self.not_found = not_found
+
+
+class Objects:
+    def __init__(self, store):
+        self.store = store
+        self.next_seq: dict[str, int] = {}  # per queue, loaded on first use
+        self.waiters: dict[tuple[str, str], list[asyncio.Future]] = collections.defaultdict(list)
+
+    # ------------------------------------------------------------------ naming
+
+    def get(self, req: api_pb2.ObjectGetRequest) -> str:
+        kind = _kind(req.kind)
+        if req.ephemeral:
+            object_id = new_id("di" if kind == "dict" else "qu")
+            self.store.create_object(object_id, kind, None)
+            return object_id
+        if not req.name:
+            raise ObjectError(f"a {kind} needs a name", not_found=False)
+        object_id = self.store.find_object(kind, req.name)
+        if object_id is None:
+            if not req.create_if_missing:
+                names = [row[0] for row in self.store.list_objects(kind)]
+                raise ObjectError(f"there is no {kind} named {req.name!r} (there are: {', '.join(names) or 'none'}); "
+                                  f"pass create_if_missing=True to create it")
+            object_id = new_id("di" if kind == "dict" else "qu")
+            self.store.create_object(object_id, kind, req.name)
+        return object_id
+
+    def listing(self, kind: str) -> list[api_pb2.ObjectInfo]:
+        return [api_pb2.ObjectInfo(name=name, object_id=oid, created_at=created, size=size)
+                for name, oid, created, size in self.store.list_objects(_kind(kind))]
+
+    def delete(self, ref: api_pb2.ObjectRef):
+        kind = _kind(ref.kind)
+        object_id = ref.object_id or self.store.find_object(kind, ref.name)
+        if object_id is None or self.store.object_kind(object_id) != kind:
+            raise ObjectError(f"there is no {kind} named {ref.name or ref.object_id!r}")
+        self.store.delete_object(object_id)
+        self.next_seq.pop(object_id, None)
+
+    def _check(self, object_id: str, kind: str):
+        if self.store.object_kind(object_id) != kind:
+            raise ObjectError(f"the {kind} {object_id} does not exist (it was deleted)")
+
+    # ------------------------------------------------------------------ dicts
+
+    def dict_op(self, req: api_pb2.DictRequest) -> api_pb2.DictResponse:
+        self._check(req.dict_id, "dict")
+        d = req.dict_id
+        if req.op == DictOp.GET:
+            value = self.store.dict_get(d, req.keys[0])
+            return api_pb2.DictResponse(found=value is not None, values=[value] if value is not None else [])
+        if req.op == DictOp.PUT:
+            if len(req.keys) != len(req.values):
+                raise ObjectError("a dict put needs as many values as keys", not_found=False)
+            written = self.store.dict_put(d, list(zip(req.keys, req.values)), req.skip_if_exists)
+            return api_pb2.DictResponse(found=written)
+        if req.op == DictOp.POP:
+            value = self.store.dict_get(d, req.keys[0])
+            if value is not None:
+                self.store.dict_delete(d, req.keys[0])
+            return api_pb2.DictResponse(found=value is not None, values=[value] if value is not None else [])
+        if req.op == DictOp.CONTAINS:
+            return api_pb2.DictResponse(found=self.store.dict_get(d, req.keys[0]) is not None)
+        if req.op == DictOp.LEN:
+            return api_pb2.DictResponse(count=self.store.dict_len(d))
+        if req.op == DictOp.ITEMS:
+            items = self.store.dict_items(d)
+            return api_pb2.DictResponse(keys=[k for k, _ in items], values=[v for _, v in items], count=len(items))
+        if req.op == DictOp.CLEAR:
+            self.store.dict_clear(d)
+            return api_pb2.DictResponse()
+        raise ObjectError(f"unknown dict operation {req.op}", not_found=False)
+
+    # ------------------------------------------------------------------ queues
+
+    def may_wait(self, req: api_pb2.QueueRequest) -> bool:
+        """A get that finds nothing now would wait: it needs a task of its own."""
+        return (req.op == QueueOp.GET and req.timeout > 0
+                and self.store.queue_len(req.queue_id, req.partition) == 0)
+
+    async def queue_op(self, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:
+        if req.op == QueueOp.GET:
+            self._check(req.queue_id, "queue")
+            return api_pb2.QueueResponse(values=await self._take(req.queue_id, req.partition, max(1, req.n),
+                                                                 req.timeout))
+        return self.queue_op_now(req)
+
+    def queue_op_now(self, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:
+        """Any queue operation that does not wait."""
+        self._check(req.queue_id, "queue")
+        q, part = req.queue_id, req.partition
+        if len(part) > MAX_PARTITION:
+            raise ObjectError(f"partition keys are at most {MAX_PARTITION} characters", not_found=False)
+        if req.op == QueueOp.PUT:
+            if q not in self.next_seq:
+                self.next_seq[q] = self.store.queue_last_seq(q) + 1
+            self.store.queue_put(q, part, self.next_seq[q], list(req.values))
+            self.next_seq[q] += len(req.values)
+            for fut in self.waiters.pop((q, part), ()):
+                if not fut.done():
+                    fut.set_result(None)
+            return api_pb2.QueueResponse()
+        if req.op == QueueOp.GET:
+            return api_pb2.QueueResponse(values=self.store.queue_take(q, part, max(1, req.n)))
+        if req.op == QueueOp.LEN:
+            return api_pb2.QueueResponse(count=self.store.queue_len(q, None if req.total else part))
+        if req.op == QueueOp.CLEAR:
+            self.store.queue_clear(q, None if req.all else part)
+            return api_pb2.QueueResponse()
+        if req.op == QueueOp.PEEK:
+            rows = self.store.queue_peek(q, part, req.after_seq, max(1, req.n))
+            return api_pb2.QueueResponse(values=[v for _, v in rows], last_seq=rows[-1][0] if rows else req.after_seq)
+        raise ObjectError(f"unknown queue operation {req.op}", not_found=False)
+
+    async def _take(self, q: str, part: str, n: int, timeout: float) -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            values = self.store.queue_take(q, part, n)
+            left = deadline - loop.time()
+            if values or left <= 0:
+                return values
+            fut = loop.create_future()
+            self.waiters[(q, part)].append(fut)
+            try:
+                await asyncio.wait_for(fut, left)
+            except TimeoutError:
+                return self.store.queue_take(q, part, n)
+            finally:
+                waiting = self.waiters.get((q, part))
+                if waiting and fut in waiting:
+                    waiting.remove(fut)
+
+
+def _kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ObjectError(f"unknown kind of object {kind!r}", not_found=False)
+    return kind

@@ -1,0 +1,135 @@
+"""Dicts and queues: every operation, from the caller and from containers, durable across a
+control-plane restart, and exact under many concurrent producers and consumers."""
+
+import queue
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import ember
+from ember import exception
+from conftest import ROOT, wait_for
+
+import objects_app
+
+
+def test_dict_operations(cluster):
+    d = ember.Dict.from_name("settings", create_if_missing=True)
+    d["a"] = 1
+    d.put(("tuple", 2), {"nested": [1, 2]})
+    assert d["a"] == 1 and d.get(("tuple", 2)) == {"nested": [1, 2]} and d.get("missing", "dflt") == "dflt"
+    assert d.put("a", 99, skip_if_exists=True) is False and d["a"] == 1
+    assert "a" in d and not d.contains("zzz") and len(d) == 2 and d.len() == 2
+    d.update({"b": 2}, c=3)
+    assert sorted(d.keys(), key=str) == sorted(["a", ("tuple", 2), "b", "c"], key=str)
+    assert dict(d.items())["c"] == 3 and sorted(v for v in d.values() if isinstance(v, int)) == [1, 2, 3]
+    assert d.pop("b") == 2
+    with pytest.raises(KeyError):
+        d["b"]
+    with pytest.raises(KeyError):
+        d.pop("b")
+    # Another handle on the same name sees the same data.
+    assert ember.Dict.from_name("settings")["c"] == 3
+    d.clear()
+    assert len(d) == 0
+
+
+def test_missing_names_and_ephemeral_objects(cluster):
+    ember.Dict.from_name("exists", create_if_missing=True).put("k", "v")
+    with pytest.raises(exception.NotFoundError, match="no dict named 'nope'.*exists"):
+        ember.Dict.from_name("nope").get("k")
+    with pytest.raises(exception.InvalidError):
+        ember.Queue.from_name("bad name!")
+    with ember.Dict.ephemeral() as d, ember.Queue.ephemeral() as q:
+        d["x"] = 1
+        q.put("y")
+        assert d["x"] == 1 and q.get() == "y"
+    with pytest.raises(exception.NotFoundError):
+        d.get("x")
+    ember.Dict.delete("exists")
+    with pytest.raises(exception.NotFoundError):
+        ember.Dict.from_name("exists").get("k")
+
+
+def test_queue_operations(cluster):
+    q = ember.Queue.from_name("jobs", create_if_missing=True)
+    q.put(1)
+    q.put_many([2, 3, 4])
+    q.put("other", partition="p1")
+    assert q.len() == 4 and q.len(partition="p1") == 1 and q.len(total=True) == 5
+    assert list(q.iterate()) == [1, 2, 3, 4] and q.len() == 4  # iterate does not remove
+    assert q.get() == 1 and q.get_many(2) == [2, 3]
+    assert q.get(partition="p1") == "other"
+    assert q.get(block=False) == 4 and q.get(block=False) is None
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.2)
+    assert q.get_many(5, timeout=0.1) == []
+    q.put_many(["a", "b"], partition="p2")
+    q.clear(partition="p2")
+    assert q.len(partition="p2") == 0
+    q.put_many([5, 6])
+    q.put(7, partition="p3")
+    q.clear(all=True)
+    assert q.len(total=True) == 0
+
+
+def test_a_blocked_get_wakes_when_an_item_arrives(cluster):
+    q = ember.Queue.from_name("wake", create_if_missing=True)
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(q.get(timeout=60)))
+    waiting.start()
+    wait_for(lambda: waiting.is_alive(), what="the getter to start")
+    q.put("hello")
+    waiting.join(60)
+    assert got == ["hello"]
+
+
+def test_functions_use_dicts_and_queues_passed_in_or_by_name(cluster):
+    with objects_app.app.run():
+        d = ember.Dict.from_name("shared", create_if_missing=True)
+        assert objects_app.record.remote(d, "from-container", [1, 2]) == [1, 2]
+        assert d["from-container"] == [1, 2]
+        assert [objects_app.bump_by_name.remote("shared", "n") for _ in range(3)] == [1, 2, 3]
+        with ember.Queue.ephemeral() as q:
+            objects_app.produce.remote(q, 0, 5)
+            assert q.get_many(10) == [0, 1, 2, 3, 4]
+
+
+def test_many_producers_and_consumers_lose_and_duplicate_nothing(cluster):
+    with objects_app.app.run(), ember.Queue.ephemeral() as q:
+        consumers = [objects_app.consume.spawn(q) for _ in range(4)]
+        produced = sum(objects_app.produce.starmap([(q, i * 250, 250) for i in range(8)]))
+        got = [item for c in consumers for item in c.get(timeout=120)]
+    assert produced == 2000
+    assert len(got) == 2000 and set(got) == set(range(2000))
+
+
+def test_dicts_and_queues_survive_a_control_plane_restart(cluster):
+    ember.Dict.from_name("durable", create_if_missing=True)["k"] = "kept"
+    ember.Queue.from_name("durable-q", create_if_missing=True).put_many(["x", "y"])
+    cluster.kill_server()
+    cluster.start_server()
+    assert ember.Dict.from_name("durable")["k"] == "kept"
+    assert ember.Queue.from_name("durable-q").get_many(5) == ["x", "y"]
+
+
+def test_cli_lists_creates_reads_clears_and_deletes(cluster):
+    def ember_cli(*args):
+        return subprocess.run([sys.executable, "-m", "ember.cli.main", *args], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)
+
+    assert ember_cli("dict", "create", "cli-d").returncode == 0
+    ember.Dict.from_name("cli-d")["greeting"] = "hi"
+    out = ember_cli("dict", "list").stdout
+    assert "cli-d\t1 entries" in out
+    assert ember_cli("dict", "get", "cli-d", "greeting").stdout.strip() == "'hi'"
+    assert ember_cli("dict", "get", "cli-d", "nope").returncode == 1
+    ember.Queue.from_name("cli-q", create_if_missing=True).put_many([1, 2, 3])
+    assert ember_cli("queue", "get", "cli-q", "2").stdout.split() == ["1", "2"]
+    assert ember_cli("queue", "clear", "cli-q").returncode == 0
+    assert ember.Queue.from_name("cli-q").len() == 0
+    assert ember_cli("dict", "delete", "cli-d").returncode == 0
+    missing = ember_cli("dict", "delete", "cli-d")
+    assert missing.returncode == 1 and "no dict named 'cli-d'" in missing.stderr
