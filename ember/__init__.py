@@ -20,6 +20,7 @@ from .function import Function, FunctionCall
 from .image import Image
 from .queue import Queue
 from .retries import Retries
+from .secret import Secret
 
-__all__ = ["App", "Dict", "Function", "FunctionCall", "Image", "Queue", "Retries", "exception"]
+__all__ = ["App", "Dict", "Function", "FunctionCall", "Image", "Queue", "Retries", "Secret", "exception"]
 __version__ = "0.1.0"

@@ -160,6 +160,8 @@ class _RunningApp:
             if id(image) not in images:
                 images[id(image)] = image._resolve(client.upload_sync)
                 build_image(client, images[id(image)])
+        # Secrets next: a missing one (or a missing required key) fails here, before anything runs.
+        secret_ids = {name: [s._resolve(client) for s in f._spec.secrets] for name, f in self.app._functions.items()}
         resp = client.run(client.rpc("AppCreate", api_pb2.AppCreateRequest(name=self.app.name or "")))
         self.app_id = resp.app_id
         for note in resp.unisolated_workers:
@@ -171,6 +173,7 @@ class _RunningApp:
             d = f._spec.definition(name, f._is_generator)
             code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)
             d.image.CopyFrom(images[id(f._spec.image)])
+            d.secret_ids.extend(secret_ids[name])
             definitions[name] = d
         ids = client.run(self._create_functions(definitions))
         for name, fid in ids.items():

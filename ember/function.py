@@ -17,6 +17,7 @@ from ._ids import new_id
 from .image import DEFAULT_IMAGE, Image
 from .proto import api_pb2
 from .retries import Retries
+from .secret import Secret
 
 Output = api_pb2.Output
 POLL = 50.0                 # seconds per long poll for outputs
@@ -82,10 +83,9 @@ class FunctionSpec:
             raise exception.InvalidError(f"min_containers={min_containers} exceeds max_containers={max_containers}")
         if not isinstance(scaledown_window, (int, float)) or not 0 < scaledown_window <= 86400:
             raise exception.InvalidError(f"scaledown_window={scaledown_window!r}: pass seconds, from 1 to 86400")
-        if not isinstance(secrets, (list, tuple)):
+        if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
             raise exception.InvalidError(f"secrets={secrets!r}: pass a list of ember.Secret")
-        if secrets:
-            raise exception.InvalidError("secrets=: ember.Secret is not supported yet")
+        self.secrets = list(secrets)
         if volumes is not None and not isinstance(volumes, dict):
             raise exception.InvalidError(f"volumes={volumes!r}: pass a dict of mount path -> ember.Volume")
         if volumes:

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     if args.command == "worker":
         from ..worker.main import run as run_worker
         return run_worker(args)
-    if args.command in ("dict", "queue"):
+    if args.command in ("dict", "queue", "secret"):
         from .objects import run as run_objects
         return run_objects(args)
     parser.print_help()

@@ -1,4 +1,4 @@
-"""`ember dict ...` and `ember queue ...`: look at and manage named dicts and queues."""
+"""`ember dict ...`, `ember queue ...` and `ember secret ...`: manage named objects."""
 
 import contextlib
 import datetime
@@ -33,6 +33,14 @@ def add_parsers(sub):
         if kind == "queue":
             clear.add_argument("--partition")
         cmds.add_parser("delete", help=f"delete the {kind} and its contents").add_argument("name")
+    p = sub.add_parser("secret", help="manage secrets (environment variables for functions)")
+    cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = cmds.add_parser("create", help="create a secret from KEY=VALUE pairs")
+    create.add_argument("name")
+    create.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
+    create.add_argument("--force", action="store_true", help="replace a secret of that name")
+    cmds.add_parser("list", help="list the secrets (names only, never values)")
+    cmds.add_parser("delete", help="delete a secret").add_argument("name")
 
 
 @contextlib.contextmanager
@@ -46,7 +54,39 @@ def _connected():
             cluster.stop()
 
 
+def run_secret(args) -> int:
+    try:
+        with _connected() as client:
+            if args.action == "create":
+                env = {}
+                for pair in args.pairs:
+                    key, sep, value = pair.partition("=")
+                    if not sep or not key:
+                        print(f"ember: {pair.split('=')[0]!r}: pass KEY=VALUE pairs", file=sys.stderr)
+                        return 2
+                    env[key] = value
+                client.run(client.rpc("SecretCreate", api_pb2.SecretCreateRequest(
+                    name=args.name, env=env, force=args.force)))
+                print(f"created secret {args.name} with keys {', '.join(env)}")
+            elif args.action == "list":
+                resp = client.run(client.rpc("SecretList", api_pb2.Empty()))
+                for s in resp.secrets:
+                    created = datetime.datetime.fromtimestamp(s.created_at).strftime("%Y-%m-%d %H:%M")
+                    print(f"{s.name}\t{s.num_keys} keys\tcreated {created}")
+                if not resp.secrets:
+                    print("no secrets", file=sys.stderr)
+            else:
+                client.run(client.rpc("SecretDelete", api_pb2.SecretRef(name=args.name)))
+                print(f"deleted secret {args.name}")
+    except exception.Error as e:
+        print(f"ember: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args) -> int:
+    if args.command == "secret":
+        return run_secret(args)
     cls = Dict if args.command == "dict" else Queue
     try:
         with _connected() as client:

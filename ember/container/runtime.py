@@ -175,6 +175,7 @@ class Runtime:
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
         init = self.init.get()
         try:
+            os.environ.update(init.secret_env)  # before user code: it may read them at import
             from .. import image
             image.current_recipe = image.recipe(
                 [(s.kind, s.args, dict(s.env), s.path) for s in init.definition.image.steps])

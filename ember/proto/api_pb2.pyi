@@ -88,7 +88,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_names", "volume_mounts", "block_network")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -109,7 +109,7 @@ class FunctionDefinition(_message.Message):
     MIN_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     SCALEDOWN_WINDOW_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
-    SECRET_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
     VOLUME_MOUNTS_FIELD_NUMBER: _ClassVar[int]
     BLOCK_NETWORK_FIELD_NUMBER: _ClassVar[int]
     name: str
@@ -125,10 +125,10 @@ class FunctionDefinition(_message.Message):
     min_containers: int
     scaledown_window: float
     image: Image
-    secret_names: _containers.RepeatedScalarFieldContainer[str]
+    secret_ids: _containers.RepeatedScalarFieldContainer[str]
     volume_mounts: _containers.ScalarMap[str, str]
     block_network: bool
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_names: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ...) -> None: ...
 
 class ImageStep(_message.Message):
     __slots__ = ("kind", "args", "env", "path", "blob_id", "force_build", "layer_id")
@@ -350,6 +350,55 @@ class FunctionCallRef(_message.Message):
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     def __init__(self, call_id: _Optional[str] = ...) -> None: ...
+
+class SecretCreateRequest(_message.Message):
+    __slots__ = ("name", "env", "force")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    env: _containers.ScalarMap[str, str]
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class SecretRef(_message.Message):
+    __slots__ = ("secret_id", "name")
+    SECRET_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    secret_id: str
+    name: str
+    def __init__(self, secret_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class SecretLookupRequest(_message.Message):
+    __slots__ = ("name", "required_keys")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    required_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., required_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SecretInfo(_message.Message):
+    __slots__ = ("name", "created_at", "num_keys")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    NUM_KEYS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    created_at: float
+    num_keys: int
+    def __init__(self, name: _Optional[str] = ..., created_at: _Optional[float] = ..., num_keys: _Optional[int] = ...) -> None: ...
+
+class SecretListResponse(_message.Message):
+    __slots__ = ("secrets",)
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    secrets: _containers.RepeatedCompositeFieldContainer[SecretInfo]
+    def __init__(self, secrets: _Optional[_Iterable[_Union[SecretInfo, _Mapping]]] = ...) -> None: ...
 
 class ObjectGetRequest(_message.Message):
     __slots__ = ("kind", "name", "create_if_missing", "ephemeral")
@@ -712,8 +761,15 @@ class OutputBatch(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., want_inputs: _Optional[int] = ...) -> None: ...
 
 class ContainerInit(_message.Message):
-    __slots__ = ("function_id", "app_id", "definition", "app_function_ids")
+    __slots__ = ("function_id", "app_id", "definition", "app_function_ids", "secret_env")
     class AppFunctionIdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class SecretEnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -724,11 +780,13 @@ class ContainerInit(_message.Message):
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     APP_FUNCTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ENV_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     app_id: str
     definition: FunctionDefinition
     app_function_ids: _containers.ScalarMap[str, str]
-    def __init__(self, function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., app_function_ids: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    secret_env: _containers.ScalarMap[str, str]
+    def __init__(self, function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., app_function_ids: _Optional[_Mapping[str, str]] = ..., secret_env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class InputBatch(_message.Message):
     __slots__ = ("inputs",)

@@ -89,6 +89,26 @@ class EmberStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionCallRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
+        self.SecretCreate = channel.unary_unary(
+                '/ember.v1.Ember/SecretCreate',
+                request_serializer=ember_dot_proto_dot_api__pb2.SecretCreateRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.SecretRef.FromString,
+                _registered_method=True)
+        self.SecretLookup = channel.unary_unary(
+                '/ember.v1.Ember/SecretLookup',
+                request_serializer=ember_dot_proto_dot_api__pb2.SecretLookupRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.SecretRef.FromString,
+                _registered_method=True)
+        self.SecretList = channel.unary_unary(
+                '/ember.v1.Ember/SecretList',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.SecretListResponse.FromString,
+                _registered_method=True)
+        self.SecretDelete = channel.unary_unary(
+                '/ember.v1.Ember/SecretDelete',
+                request_serializer=ember_dot_proto_dot_api__pb2.SecretRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
         self.ObjectGet = channel.unary_unary(
                 '/ember.v1.Ember/ObjectGet',
                 request_serializer=ember_dot_proto_dot_api__pb2.ObjectGetRequest.SerializeToString,
@@ -216,6 +236,33 @@ class EmberServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecretCreate(self, request, context):
+        """---- secrets: environment variables for containers, encrypted at rest ----
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SecretLookup(self, request, context):
+        """A named secret's id, if it exists and has the required keys (values never leave the
+        control plane except to the containers that use them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SecretList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SecretDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ObjectGet(self, request, context):
         """---- named objects: dicts and queues ----
         Look up a named object (creating it if asked), or create an anonymous ephemeral one.
@@ -333,6 +380,26 @@ def add_EmberServicer_to_server(servicer, server):
             'FunctionCallCancel': grpc.unary_unary_rpc_method_handler(
                     servicer.FunctionCallCancel,
                     request_deserializer=ember_dot_proto_dot_api__pb2.FunctionCallRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'SecretCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecretCreate,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SecretCreateRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.SecretRef.SerializeToString,
+            ),
+            'SecretLookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecretLookup,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SecretLookupRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.SecretRef.SerializeToString,
+            ),
+            'SecretList': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecretList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.SecretListResponse.SerializeToString,
+            ),
+            'SecretDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecretDelete,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SecretRef.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
             ),
             'ObjectGet': grpc.unary_unary_rpc_method_handler(
@@ -677,6 +744,114 @@ class Ember:
             target,
             '/ember.v1.Ember/FunctionCallCancel',
             ember_dot_proto_dot_api__pb2.FunctionCallRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecretCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/SecretCreate',
+            ember_dot_proto_dot_api__pb2.SecretCreateRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.SecretRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecretLookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/SecretLookup',
+            ember_dot_proto_dot_api__pb2.SecretLookupRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.SecretRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecretList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/SecretList',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.SecretListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecretDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/SecretDelete',
+            ember_dot_proto_dot_api__pb2.SecretRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
             channel_credentials,

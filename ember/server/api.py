@@ -11,6 +11,7 @@ from ..config import BLOB_CHUNK
 from ..proto import api_pb2, api_pb2_grpc
 from .blobs import BlobStore
 from .objects import ObjectError, Objects
+from .secrets import SecretError, Secrets
 from .scheduler import Scheduler
 
 EMPTY = api_pb2.Empty()
@@ -43,11 +44,12 @@ class Duplex:
 
 
 class EmberService(api_pb2_grpc.EmberServicer):
-    def __init__(self, sched: Scheduler, blobs: BlobStore, heartbeat_interval: float):
+    def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets, heartbeat_interval: float):
         self.sched = sched
         self.blobs = blobs
         self.heartbeat_interval = heartbeat_interval
         self.objects = Objects(sched.store)
+        self.secrets = secrets
 
     # ------------------------------------------------------------------ apps and functions
 
@@ -108,11 +110,24 @@ class EmberService(api_pb2_grpc.EmberServicer):
             result = fn(*args)
             if asyncio.iscoroutine(result):
                 result = await result
-        except ObjectError as e:
+        except (ObjectError, SecretError) as e:
             code = grpc.StatusCode.NOT_FOUND if e.not_found else grpc.StatusCode.INVALID_ARGUMENT
             await context.abort(code, str(e))
         await self.sched.store.durable()
         return result
+
+    async def SecretCreate(self, req, context):
+        return await self._object_call(context, self.secrets.create, req)
+
+    async def SecretLookup(self, req, context):
+        return await self._object_call(context, self.secrets.lookup, req)
+
+    async def SecretList(self, req, context):
+        return api_pb2.SecretListResponse(secrets=await self._object_call(context, self.secrets.listing))
+
+    async def SecretDelete(self, req, context):
+        await self._object_call(context, self.secrets.delete, req.name)
+        return EMPTY
 
     async def ObjectGet(self, req, context):
         return api_pb2.ObjectGetResponse(object_id=await self._object_call(context, self.objects.get, req))
@@ -333,7 +348,8 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
         init = api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
             function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
-            app_function_ids={f.name: f.function_id for f in app.functions.values()}))
+            app_function_ids={f.name: f.function_id for f in app.functions.values()},
+            secret_env=self.secrets.env_for(fn.definition.secret_ids)))
         try:
             async with contextlib.aclosing(stream.run(handle, first=init)) as cmds:
                 async for cmd in cmds:

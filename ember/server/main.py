@@ -14,6 +14,7 @@ from ..proto import api_pb2_grpc
 from .api import EmberService
 from .blobs import BlobStore
 from .scheduler import Scheduler
+from .secrets import Secrets
 from .store import Store
 
 log = logging.getLogger("ember.server")
@@ -31,7 +32,8 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     sched.recover()
     server = grpc.aio.server(options=GRPC_OPTIONS)
     api_pb2_grpc.add_EmberServicer_to_server(
-        EmberService(sched, BlobStore(data_dir / "blobs"), heartbeat_interval=app_timeout / 4), server)
+        EmberService(sched, BlobStore(data_dir / "blobs"), Secrets(store, data_dir / "secret.key"),
+                     heartbeat_interval=app_timeout / 4), server)
     if address.startswith("unix:"):
         pathlib.Path(address[5:].removeprefix("//")).unlink(missing_ok=True)
         server.add_insecure_port(address)

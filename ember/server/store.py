@@ -73,6 +73,13 @@ CREATE TABLE IF NOT EXISTS layers (
     blob_id TEXT NOT NULL,            -- its archive in the blob store; '' for an empty layer
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secrets (
+    secret_id TEXT PRIMARY KEY,
+    name TEXT UNIQUE,                 -- NULL for an anonymous secret
+    ciphertext BLOB NOT NULL,         -- the variables, encrypted with the control plane's key
+    num_keys INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS objects (
     object_id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,               -- dict | queue
@@ -325,6 +332,32 @@ class Store:
 
     def layers(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT layer_id, blob_id FROM layers"))
+
+    # ---- secrets
+
+    def put_secret(self, secret_id: str, name: str | None, ciphertext: bytes, num_keys: int):
+        self._write()
+        if name is not None:
+            self.db.execute("DELETE FROM secrets WHERE name=?", (name,))
+        self.db.execute("INSERT INTO secrets (secret_id, name, ciphertext, num_keys, created_at) "
+                        "VALUES (?, ?, ?, ?, ?)", (secret_id, name, ciphertext, num_keys, time.time()))
+
+    def secret_by_name(self, name: str) -> tuple[str, bytes] | None:
+        return self.db.execute("SELECT secret_id, ciphertext FROM secrets WHERE name=?", (name,)).fetchone()
+
+    def secret_ciphertext(self, secret_id: str) -> bytes | None:
+        row = self.db.execute("SELECT ciphertext FROM secrets WHERE secret_id=?", (secret_id,)).fetchone()
+        return row[0] if row else None
+
+    def list_secrets(self):
+        return self.db.execute("SELECT name, created_at, num_keys FROM secrets WHERE name IS NOT NULL "
+                               "ORDER BY name").fetchall()
+
+    def delete_secret(self, name: str) -> bool:
+        self._write()
+        before = self.db.total_changes
+        self.db.execute("DELETE FROM secrets WHERE name=?", (name,))
+        return self.db.total_changes > before
 
     # ---- dicts and queues
 

@@ -1,0 +1,94 @@
+"""Secrets: sets of environment variables, encrypted at rest, given only to the containers of
+the functions that name them.
+
+The key (AES-256-GCM) is made once per control plane and kept beside the database in its own
+file, readable by its owner only: a copy of the database alone reveals no value. Values are
+never logged, never put in error messages and never listed; only the containers that use a
+secret receive them (in their ContainerInit).
+"""
+
+import json
+import os
+import pathlib
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .._ids import new_id
+from ..proto import api_pb2
+
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class SecretError(Exception):
+    def __init__(self, message: str, not_found: bool = True):
+        super().__init__(message)
+        self.not_found = not_found
+
+
+def load_key(path: pathlib.Path) -> bytes:
+    """The control plane's secret key, made on first use (mode 0600)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        key = AESGCM.generate_key(bit_length=256)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key
+
+
+class Secrets:
+    def __init__(self, store, key_path: pathlib.Path):
+        self.store = store
+        self.aead = AESGCM(load_key(key_path))
+
+    def _encrypt(self, secret_id: str, env: dict) -> bytes:
+        nonce = os.urandom(12)
+        # The secret's id is bound in as associated data: a ciphertext moved to another row fails.
+        return nonce + self.aead.encrypt(nonce, json.dumps(env).encode(), secret_id.encode())
+
+    def _decrypt(self, secret_id: str, blob: bytes) -> dict:
+        return json.loads(self.aead.decrypt(blob[:12], blob[12:], secret_id.encode()))
+
+    def create(self, req: api_pb2.SecretCreateRequest) -> api_pb2.SecretRef:
+        name = req.name or None
+        if name is not None:
+            if not set(name) <= NAME_CHARS or len(name) > 64:
+                raise SecretError(f"secret name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.'", False)
+            if self.store.secret_by_name(name) is not None and not req.force:
+                raise SecretError(f"a secret named {name!r} exists already; pass --force (force=True) to replace it",
+                                  False)
+        for k in req.env:
+            if not k or "=" in k or "\0" in k:
+                raise SecretError(f"{k!r} is not a valid environment variable name", False)
+        secret_id = new_id("st")
+        self.store.put_secret(secret_id, name, self._encrypt(secret_id, dict(req.env)), len(req.env))
+        return api_pb2.SecretRef(secret_id=secret_id, name=req.name)
+
+    def lookup(self, req: api_pb2.SecretLookupRequest) -> api_pb2.SecretRef:
+        row = self.store.secret_by_name(req.name)
+        if row is None:
+            names = [n for n, _, _ in self.store.list_secrets()]
+            raise SecretError(f"there is no secret named {req.name!r} (there are: {', '.join(names) or 'none'}); "
+                              f"create it with `ember secret create {req.name} KEY=VALUE ...`")
+        secret_id, blob = row
+        missing = [k for k in req.required_keys if k not in self._decrypt(secret_id, blob)]
+        if missing:
+            raise SecretError(f"secret {req.name!r} lacks the required keys {', '.join(missing)}", False)
+        return api_pb2.SecretRef(secret_id=secret_id, name=req.name)
+
+    def listing(self) -> list[api_pb2.SecretInfo]:
+        return [api_pb2.SecretInfo(name=n, created_at=t, num_keys=k) for n, t, k in self.store.list_secrets()]
+
+    def delete(self, name: str):
+        if not self.store.delete_secret(name):
+            raise SecretError(f"there is no secret named {name!r}")
+
+    def env_for(self, secret_ids) -> dict[str, str]:
+        """The variables of these secrets, later ones winning (for a container's init)."""
+        env = {}
+        for sid in secret_ids:
+            blob = self.store.secret_ciphertext(sid)
+            if blob is not None:
+                env.update(self._decrypt(sid, blob))
+        return env
