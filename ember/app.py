@@ -112,6 +112,22 @@ class App:
 
         return wrap(_f) if _f is not None else wrap
 
+    def deploy(self, name: str | None = None) -> int:
+        """Deploy the app: its functions stay callable (`Function.from_name`) after this process
+        exits, until it is stopped or deployed again. Returns the new version's number."""
+        name = name or self.name
+        if not name:
+            raise exception.InvalidError("a deployed app needs a name: ember.App(\"name\") or deploy(name=...)")
+        if config.server_url() is None:
+            raise exception.InvalidError(
+                "deploying needs a control plane that keeps running: start one with `ember server` and "
+                "`ember worker --server URL`, and set EMBER_SERVER_URL")
+        client = Client.from_env()
+        deployment = _RunningApp(self, client)
+        deployment.create(deployed_name=name)
+        resp = client.run(client.rpc("AppDeploy", api_pb2.AppRef(app_id=deployment.app_id)))
+        return resp.version
+
     @contextlib.contextmanager
     def run(self):
         """Run the app for the duration of the block (an ephemeral app).
@@ -152,6 +168,11 @@ class _RunningApp:
         self.logs_done = threading.Event()
 
     def start(self):
+        resp = self.create()
+        self.client.bridge.call_soon(self._start_tasks, resp.heartbeat_interval)
+
+    def create(self, deployed_name: str | None = None) -> api_pb2.AppCreateResponse:
+        """Build the images, check the secrets, create the app and its functions."""
         client = self.client
         # Images first: a long build must not outlast the app's first heartbeat.
         images = {}  # one resolve and build per distinct Image object
@@ -162,7 +183,8 @@ class _RunningApp:
                 build_image(client, images[id(image)])
         # Secrets next: a missing one (or a missing required key) fails here, before anything runs.
         secret_ids = {name: [s._resolve(client) for s in f._spec.secrets] for name, f in self.app._functions.items()}
-        resp = client.run(client.rpc("AppCreate", api_pb2.AppCreateRequest(name=self.app.name or "")))
+        resp = client.run(client.rpc("AppCreate", api_pb2.AppCreateRequest(
+            name=deployed_name or self.app.name or "", deployed=deployed_name is not None)))
         self.app_id = resp.app_id
         for note in resp.unisolated_workers:
             print(f"ember: functions run as plain processes, without container isolation, on worker {note}",
@@ -178,7 +200,7 @@ class _RunningApp:
         ids = client.run(self._create_functions(definitions))
         for name, fid in ids.items():
             self.app._functions[name]._hydrate(client, fid)
-        client.bridge.call_soon(self._start_tasks, resp.heartbeat_interval)
+        return resp
 
     async def _create_functions(self, definitions):
         async def one(name, d):

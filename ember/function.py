@@ -150,7 +150,24 @@ class Function:
     def _hydrate(self, client: Client | None, function_id: str | None):
         self._client, self._function_id = client, function_id
 
+    @classmethod
+    def from_name(cls, app_name: str, name: str) -> "Function":
+        """A function of a deployed app, from any process; looked up when first called. Calls
+        always reach the app's current version."""
+        f = cls.__new__(cls)
+        f._app, f._serialized, f._raw_f, f._spec = None, False, None, None
+        f._name, f._is_generator, f._function_id, f._client = name, False, None, None
+        f._lookup = (app_name, name)
+        return f
+
+    _lookup: tuple[str, str] | None = None
+
     def _ready(self) -> tuple[Client, str]:
+        if self._function_id is None and self._lookup is not None:
+            client = Client.from_env()
+            resp = client.run(client.rpc("FunctionLookup", api_pb2.FunctionLookupRequest(
+                app_name=self._lookup[0], name=self._lookup[1]), what=f"looking up {self._lookup[1]}"))
+            self._client, self._function_id, self._is_generator = client, resp.function_id, resp.is_generator
         if self._function_id is None:
             app = getattr(self._app, "name", None) or "its app"
             raise exception.ExecutionError(
@@ -170,12 +187,12 @@ class Function:
 
     def _prepare(self, how: str, args, kwargs) -> tuple[Client, str, api_pb2.Payload]:
         """Checks common to every way of calling, then the arguments, pickled (or failing here)."""
+        client, fid = self._ready()  # first: a function looked up by name learns what it is here
         if how == ".remote_gen()":
             if not self._is_generator:
                 raise exception.InvalidError(f"{self._name}() is not a generator function: call it with .remote()")
         else:
             self._check_not_generator(how)
-        client, fid = self._ready()
         return client, fid, self._args_payload(client, args, kwargs)
 
     def _check_response(self, resp: api_pb2.CallResponse):
@@ -316,8 +333,8 @@ class Function:
             pass
 
     def _map(self, arg_iter, order_outputs: bool, return_exceptions: bool):
-        self._check_not_generator(".map()")
         client, fid = self._ready()
+        self._check_not_generator(".map()")
         run = _MapRun(self, client, fid, arg_iter)
         return run.results(order_outputs, return_exceptions)
 

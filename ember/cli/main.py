@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--cache-dir", default=os.environ.get("EMBER_CACHE_DIR"),
                         help="image layers and build caches; workers on one machine may share it "
                              "(default: $EMBER_CACHE_DIR, else the data dir)")
+    from .apps import add_parsers as add_app_parsers
     from .objects import add_parsers as add_object_parsers
+    add_app_parsers(sub)
     add_object_parsers(sub)
     return p
 
@@ -65,6 +67,12 @@ def main(argv=None) -> int:
     if args.command == "worker":
         from ..worker.main import run as run_worker
         return run_worker(args)
+    if args.command == "deploy":
+        from .apps import deploy
+        return deploy(args)
+    if args.command == "app":
+        from .apps import run as run_apps
+        return run_apps(args)
     if args.command in ("dict", "queue", "secret"):
         from .objects import run as run_objects
         return run_objects(args)

@@ -38,12 +38,14 @@ class BlobExistsResponse(_message.Message):
     def __init__(self, exists: _Optional[bool] = ...) -> None: ...
 
 class AppCreateRequest(_message.Message):
-    __slots__ = ("name", "client_id")
+    __slots__ = ("name", "client_id", "deployed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYED_FIELD_NUMBER: _ClassVar[int]
     name: str
     client_id: str
-    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
+    deployed: bool
+    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., deployed: _Optional[bool] = ...) -> None: ...
 
 class AppCreateResponse(_message.Message):
     __slots__ = ("app_id", "heartbeat_interval", "unisolated_workers")
@@ -56,10 +58,60 @@ class AppCreateResponse(_message.Message):
     def __init__(self, app_id: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., unisolated_workers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AppRef(_message.Message):
-    __slots__ = ("app_id",)
+    __slots__ = ("app_id", "name")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     app_id: str
-    def __init__(self, app_id: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class AppDeployResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class AppInfo(_message.Message):
+    __slots__ = ("app_id", "name", "state", "deployed", "version", "created_at", "num_functions", "stopped_at")
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    NUM_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_AT_FIELD_NUMBER: _ClassVar[int]
+    app_id: str
+    name: str
+    state: str
+    deployed: bool
+    version: int
+    created_at: float
+    num_functions: int
+    stopped_at: float
+    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., deployed: _Optional[bool] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., num_functions: _Optional[int] = ..., stopped_at: _Optional[float] = ...) -> None: ...
+
+class AppListResponse(_message.Message):
+    __slots__ = ("apps",)
+    APPS_FIELD_NUMBER: _ClassVar[int]
+    apps: _containers.RepeatedCompositeFieldContainer[AppInfo]
+    def __init__(self, apps: _Optional[_Iterable[_Union[AppInfo, _Mapping]]] = ...) -> None: ...
+
+class FunctionLookupRequest(_message.Message):
+    __slots__ = ("app_name", "name")
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    app_name: str
+    name: str
+    def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class FunctionLookupResponse(_message.Message):
+    __slots__ = ("function_id", "is_generator")
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    IS_GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    is_generator: bool
+    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("max_retries", "backoff_coefficient", "initial_delay", "max_delay")
@@ -583,12 +635,16 @@ class LogBatch(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ...) -> None: ...
 
 class AppLogsRequest(_message.Message):
-    __slots__ = ("app_id", "after_seq")
+    __slots__ = ("app_id", "after_seq", "app_name", "stop_at_end")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    STOP_AT_END_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     after_seq: int
-    def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+    app_name: str
+    stop_at_end: bool
+    def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., app_name: _Optional[str] = ..., stop_at_end: _Optional[bool] = ...) -> None: ...
 
 class WorkerRegister(_message.Message):
     __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "running_container_ids", "backend", "gpus", "backend_note")

@@ -59,6 +59,26 @@ class EmberStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionCreateRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
                 _registered_method=True)
+        self.AppDeploy = channel.unary_unary(
+                '/ember.v1.Ember/AppDeploy',
+                request_serializer=ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.AppDeployResponse.FromString,
+                _registered_method=True)
+        self.AppList = channel.unary_unary(
+                '/ember.v1.Ember/AppList',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.AppListResponse.FromString,
+                _registered_method=True)
+        self.AppHistory = channel.unary_unary(
+                '/ember.v1.Ember/AppHistory',
+                request_serializer=ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.AppListResponse.FromString,
+                _registered_method=True)
+        self.FunctionLookup = channel.unary_unary(
+                '/ember.v1.Ember/FunctionLookup',
+                request_serializer=ember_dot_proto_dot_api__pb2.FunctionLookupRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.FunctionLookupResponse.FromString,
+                _registered_method=True)
         self.ImageBuild = channel.unary_stream(
                 '/ember.v1.Ember/ImageBuild',
                 request_serializer=ember_dot_proto_dot_api__pb2.ImageBuildRequest.SerializeToString,
@@ -187,6 +207,32 @@ class EmberServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FunctionCreate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppDeploy(self, request, context):
+        """Deployed apps: publish a created app as the current version of its name (the previous
+        version finishes its calls, new calls go to this one); list, history, lookups by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FunctionLookup(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -351,6 +397,26 @@ def add_EmberServicer_to_server(servicer, server):
                     servicer.FunctionCreate,
                     request_deserializer=ember_dot_proto_dot_api__pb2.FunctionCreateRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.SerializeToString,
+            ),
+            'AppDeploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppDeploy,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.AppRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.AppDeployResponse.SerializeToString,
+            ),
+            'AppList': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.AppListResponse.SerializeToString,
+            ),
+            'AppHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppHistory,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.AppRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.AppListResponse.SerializeToString,
+            ),
+            'FunctionLookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.FunctionLookup,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.FunctionLookupRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.FunctionLookupResponse.SerializeToString,
             ),
             'ImageBuild': grpc.unary_stream_rpc_method_handler(
                     servicer.ImageBuild,
@@ -583,6 +649,114 @@ class Ember:
             '/ember.v1.Ember/FunctionCreate',
             ember_dot_proto_dot_api__pb2.FunctionCreateRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppDeploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/AppDeploy',
+            ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.AppDeployResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/AppList',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.AppListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/AppHistory',
+            ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.AppListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FunctionLookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/FunctionLookup',
+            ember_dot_proto_dot_api__pb2.FunctionLookupRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.FunctionLookupResponse.FromString,
             options,
             channel_credentials,
             insecure,

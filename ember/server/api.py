@@ -54,7 +54,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
     # ------------------------------------------------------------------ apps and functions
 
     async def AppCreate(self, req, context):
-        app_id = self.sched.create_app(req.name or "unnamed")
+        app_id = self.sched.create_app(req.name or "unnamed", deployed=req.deployed)
         await self.sched.store.durable()
         return api_pb2.AppCreateResponse(app_id=app_id, heartbeat_interval=self.heartbeat_interval,
                                          unisolated_workers=self.sched.unisolated_workers())
@@ -64,12 +64,52 @@ class EmberService(api_pb2_grpc.EmberServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not running")
         return EMPTY
 
+    async def _app_by_ref(self, context, app_id: str, name: str):
+        if not name:
+            return self.sched.apps.get(app_id)
+        try:
+            return self.sched.current_app(name)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+
     async def AppStop(self, req, context):
-        self.sched.stop_app(req.app_id, "its client stopped it")
+        app = await self._app_by_ref(context, req.app_id, req.name)
+        if app is not None:
+            self.sched.stop_app(app.app_id, "it was stopped by name" if req.name else "its client stopped it")
+        await self.sched.store.durable()
         return EMPTY
 
+    async def AppDeploy(self, req, context):
+        try:
+            version = self.sched.deploy_app(req.app_id)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        await self.sched.store.durable()
+        return api_pb2.AppDeployResponse(version=version)
+
+    async def AppList(self, req, context):
+        apps = sorted(self.sched.apps.values(), key=lambda a: (not a.deployed, a.name))
+        return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
+            app_id=a.app_id, name=a.name, deployed=a.deployed, version=a.version, num_functions=len(a.functions),
+            state="superseded" if a.superseded else "running") for a in apps if a.version or not a.deployed])
+
+    async def AppHistory(self, req, context):
+        rows = self.sched.store.app_history(req.name)
+        if not rows:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no app named {req.name!r} was ever deployed")
+        return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
+            app_id=app_id, name=req.name, deployed=True, version=version, created_at=deployed_at or 0, state=state,
+            stopped_at=stopped_at or 0) for app_id, version, deployed_at, state, stopped_at in rows])
+
+    async def FunctionLookup(self, req, context):
+        try:
+            fn = self.sched.lookup_function(req.app_name, req.name)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator)
+
     async def AppLogs(self, req, context):
-        app = self.sched.apps.get(req.app_id)
+        app = await self._app_by_ref(context, req.app_id, req.app_name)
         if app is None:
             return
         after = req.after_seq
@@ -82,7 +122,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
                 after = entries[-1].seq
                 yield api_pb2.LogBatch(entries=entries)
                 continue
-            if not app.running:
+            if not app.running or req.stop_at_end:
                 return
             fut = loop.create_future()
             app.log_listeners.append(fut)

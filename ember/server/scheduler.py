@@ -37,11 +37,14 @@ LOG_BUFFER = 20_000
 
 class AppState:
     __slots__ = ("app_id", "name", "running", "heartbeat_at", "functions", "logs", "log_seq",
-                 "log_listeners")
+                 "log_listeners", "deployed", "version", "superseded")
 
-    def __init__(self, app_id, name):
+    def __init__(self, app_id, name, deployed=False, version=0, superseded=False):
         self.app_id = app_id
         self.name = name
+        self.deployed = deployed      # lives on without a client; versions replace each other
+        self.version = version        # 0 until published
+        self.superseded = superseded  # an old version: finishes its calls, then stops
         self.running = True
         self.heartbeat_at = time.monotonic()
         self.functions: dict[str, FunctionState] = {}
@@ -166,6 +169,7 @@ class Scheduler:
         self.containers: dict[str, ContainerState] = {}
         self.cold_start_ewma = 0.5
         self.builds = Builds(store, self)
+        self.deployments: dict[str, str] = {}  # deployed app name -> the app id of its current version
         self.started_at = time.monotonic()
         # Containers that existed before a restart and may still reconnect:
         # id -> (deadline, the inputs the store says it held).
@@ -175,8 +179,10 @@ class Scheduler:
 
     def recover(self):
         """Load what was open when the control plane last stopped."""
-        for app_id, name in self.store.running_apps():
-            self.apps[app_id] = AppState(app_id, name)
+        for app_id, name, deployed, version, state in self.store.running_apps():
+            self.apps[app_id] = AppState(app_id, name, bool(deployed), version, state == "superseded")
+            if deployed and version and state == "running":
+                self.deployments[name] = app_id
         for fid, app_id, definition in self.store.functions_of_running_apps():
             fn = FunctionState(fid, self.apps[app_id], definition)
             self.functions[fid] = fn
@@ -206,11 +212,42 @@ class Scheduler:
 
     # ------------------------------------------------------------------ apps and functions
 
-    def create_app(self, name: str) -> str:
+    def create_app(self, name: str, deployed: bool = False) -> str:
         app_id = new_id("ap")
-        self.store.create_app(app_id, name)
-        self.apps[app_id] = AppState(app_id, name)
+        self.store.create_app(app_id, name, deployed)
+        self.apps[app_id] = AppState(app_id, name, deployed)
         return app_id
+
+    def deploy_app(self, app_id: str) -> int:
+        """Publish a deployed app as the current version of its name; the previous version
+        takes no new calls (they go to this one) and stops once its calls are done."""
+        app = self.apps.get(app_id)
+        if app is None or not app.deployed:
+            raise LookupError(f"app {app_id} is not a running deployed app")
+        old = self.apps.get(self.deployments.get(app.name, ""))
+        app.version = self.store.last_version(app.name) + 1
+        self.deployments[app.name] = app_id
+        if old is not None:
+            old.superseded = True
+        self.store.deploy_app(app_id, app.version, old.app_id if old else None)
+        log.info("app %s deployed as version %d (%s)", app.name, app.version, app_id)
+        return app.version
+
+    def current_app(self, name: str) -> AppState:
+        app = self.apps.get(self.deployments.get(name, ""))
+        if app is None:
+            deployed = sorted(self.deployments)
+            raise LookupError(f"there is no deployed app named {name!r} (deployed: {', '.join(deployed) or 'none'}); "
+                              f"deploy it with `ember deploy FILE --name {name}`")
+        return app
+
+    def lookup_function(self, app_name: str, name: str) -> FunctionState:
+        app = self.current_app(app_name)
+        for fn in app.functions.values():
+            if fn.name == name:
+                return fn
+        names = sorted(fn.name for fn in app.functions.values())
+        raise LookupError(f"app {app_name!r} has no function {name!r}; it has: {', '.join(names) or 'none'}")
 
     def heartbeat_app(self, app_id: str) -> bool:
         app = self.apps.get(app_id)
@@ -224,6 +261,8 @@ class Scheduler:
         if app is None:
             return
         app.running = False
+        if self.deployments.get(app.name) == app_id:
+            del self.deployments[app.name]
         self.store.stop_app(app_id)
         for fn in app.functions.values():
             self.functions.pop(fn.function_id, None)
@@ -249,6 +288,14 @@ class Scheduler:
 
     def function_for_call(self, function_id: str) -> FunctionState:
         fn = self.functions.get(function_id)
+        if fn is None or fn.app.superseded:
+            # A function of an older version of a deployed app: its current version takes the call.
+            origin = (fn.app.name, fn.name) if fn is not None else self.store.function_origin(function_id)
+            if origin is not None and origin[0] in self.deployments:
+                try:
+                    return self.lookup_function(*origin)
+                except LookupError:
+                    pass
         if fn is None:
             if self.store.function(function_id) is None:
                 raise LookupError(f"there is no function with id {function_id}")
@@ -770,7 +817,10 @@ class Scheduler:
         """Once a fraction of a second: expirations, scale-down, and scale-up of backlogs."""
         now = time.monotonic()
         for app in list(self.apps.values()):
-            if now - app.heartbeat_at > self.app_timeout and now - self.started_at > self.app_timeout:
+            if app.superseded and not self._app_busy(app):
+                self.stop_app(app.app_id, "a newer version was deployed and its calls are done")
+            elif (not app.deployed and now - app.heartbeat_at > self.app_timeout
+                  and now - self.started_at > self.app_timeout):
                 self.stop_app(app.app_id, f"its client sent no heartbeat for {self.app_timeout:.0f}s")
         for w in list(self.workers.values()):
             if not w.connected and now - w.last_seen > self.worker_timeout:
@@ -802,6 +852,11 @@ class Scheduler:
             if call.done_at is not None and not call.listeners and (
                     call.fetched and now - call.done_at > 60 or now - call.done_at > 600):
                 del self.calls[call_id]
+
+    def _app_busy(self, app: AppState) -> bool:
+        """Whether any call of the app's functions may still run or take inputs."""
+        return any(call.function.app is app and (call.num_inputs is None or call.inputs)
+                   for call in self.calls.values())
 
     def expire_outputs(self):
         self.store.expire(time.time() - self.output_retention)

@@ -21,9 +21,12 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (
     app_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
-    state TEXT NOT NULL,              -- running | stopped
+    state TEXT NOT NULL,              -- running | superseded (an old deployed version, draining) | stopped
     created_at REAL NOT NULL,
-    stopped_at REAL
+    stopped_at REAL,
+    deployed INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,  -- of a deployed app, once published
+    deployed_at REAL
 );
 CREATE TABLE IF NOT EXISTS functions (
     function_id TEXT PRIMARY KEY,
@@ -113,6 +116,10 @@ CREATE TABLE IF NOT EXISTS containers (
 """
 
 
+MIGRATIONS = [("deployed", "INTEGER NOT NULL DEFAULT 0"), ("version", "INTEGER NOT NULL DEFAULT 0"),
+              ("deployed_at", "REAL")]
+
+
 class Store:
     def __init__(self, path: str):
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -121,6 +128,10 @@ class Store:
         # before the call returns); only an OS crash can lose the last transactions.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(apps)")}
+        for column, decl in MIGRATIONS:  # databases made before these columns existed
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE apps ADD COLUMN {column} {decl}")
         # Which container holds which input is a hint for recovery after a restart: it rides
         # along with the next transaction instead of paying for a commit of its own. If it is
         # lost in a crash, the input runs again elsewhere (at least once, never lost).
@@ -172,12 +183,27 @@ class Store:
 
     # ---- apps and functions
 
-    def create_app(self, app_id: str, name: str):
+    def create_app(self, app_id: str, name: str, deployed: bool = False):
         self._write()
         self.db.execute(
-            "INSERT INTO apps (app_id, name, state, created_at) VALUES (?, ?, 'running', ?)",
-            (app_id, name, time.time()),
+            "INSERT INTO apps (app_id, name, state, created_at, deployed) VALUES (?, ?, 'running', ?, ?)",
+            (app_id, name, time.time(), int(deployed)),
         )
+
+    def deploy_app(self, app_id: str, version: int, superseded: str | None):
+        self._write()
+        self.db.execute("UPDATE apps SET version=?, deployed_at=? WHERE app_id=?", (version, time.time(), app_id))
+        if superseded:
+            self.db.execute("UPDATE apps SET state='superseded' WHERE app_id=?", (superseded,))
+
+    def last_version(self, name: str) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(version), 0) FROM apps WHERE name=? AND deployed=1",
+                               (name,)).fetchone()[0]
+
+    def app_history(self, name: str):
+        return self.db.execute(
+            "SELECT app_id, version, deployed_at, state, stopped_at FROM apps WHERE name=? AND deployed=1 "
+            "AND version>0 ORDER BY version DESC", (name,)).fetchall()
 
     def stop_app(self, app_id: str):
         self._write()
@@ -185,8 +211,9 @@ class Store:
             "UPDATE apps SET state='stopped', stopped_at=? WHERE app_id=?", (time.time(), app_id)
         )
 
-    def running_apps(self) -> list[tuple[str, str]]:
-        return self.db.execute("SELECT app_id, name FROM apps WHERE state='running'").fetchall()
+    def running_apps(self) -> list[tuple[str, str, int, int, str]]:
+        return self.db.execute("SELECT app_id, name, deployed, version, state FROM apps "
+                               "WHERE state IN ('running', 'superseded')").fetchall()
 
     def create_function(self, function_id: str, app_id: str, definition: api_pb2.FunctionDefinition):
         self._write()
@@ -198,9 +225,15 @@ class Store:
     def functions_of_running_apps(self):
         rows = self.db.execute(
             "SELECT f.function_id, f.app_id, f.definition FROM functions f "
-            "JOIN apps a ON a.app_id = f.app_id WHERE a.state='running'"
+            "JOIN apps a ON a.app_id = f.app_id WHERE a.state IN ('running', 'superseded')"
         ).fetchall()
         return [(fid, aid, api_pb2.FunctionDefinition.FromString(d)) for fid, aid, d in rows]
+
+    def function_origin(self, function_id: str) -> tuple[str, str] | None:
+        """(app name, function name) of a function of a deployed app, even a stopped one."""
+        row = self.db.execute("SELECT a.name, f.definition FROM functions f JOIN apps a ON a.app_id=f.app_id "
+                              "WHERE f.function_id=? AND a.deployed=1", (function_id,)).fetchone()
+        return None if row is None else (row[0], api_pb2.FunctionDefinition.FromString(row[1]).name)
 
     def function(self, function_id: str):
         row = self.db.execute(

@@ -1,0 +1,87 @@
+"""`ember deploy FILE` and `ember app list|stop|logs|history`: deployed apps."""
+
+import asyncio
+import datetime
+import sys
+
+import grpc
+
+from .. import config, exception
+from .._client.client import Client
+from ..app import print_logs
+from ..proto import api_pb2
+from .run import find_app, import_file
+
+
+def add_parsers(sub):
+    deploy = sub.add_parser("deploy", help="deploy an app: its functions stay callable after this command",
+                            description="Deploy FILE's app (a new version if it is deployed already; calls "
+                                        "in flight finish on the old version). Needs EMBER_SERVER_URL.")
+    deploy.add_argument("file")
+    deploy.add_argument("--name", help="the deployed app's name (default: the App's name)")
+    app = sub.add_parser("app", help="list, stop and follow deployed apps")
+    cmds = app.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cmds.add_parser("list", help="running apps: deployed ones and ephemeral runs")
+    cmds.add_parser("stop", help="stop a deployed app").add_argument("name")
+    logs = cmds.add_parser("logs", help="what a deployed app's containers printed")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing as it happens")
+    cmds.add_parser("history", help="a deployed app's versions").add_argument("name")
+
+
+def _when(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def deploy(args) -> int:
+    try:
+        app = find_app(import_file(args.file))
+        version = app.deploy(args.name)
+    except exception.Error as e:
+        print(f"ember deploy: {e}", file=sys.stderr)
+        return 1
+    name = args.name or app.name
+    print(f"deployed app {name} as version {version}; its functions: {', '.join(sorted(app._functions))}")
+    print(f"call them from anywhere with ember.Function.from_name({name!r}, NAME)")
+    return 0
+
+
+def run(args) -> int:
+    if config.server_url() is None:
+        print("ember app: no control plane given: set EMBER_SERVER_URL", file=sys.stderr)
+        return 2
+    client = Client.from_env()
+    try:
+        if args.action == "list":
+            resp = client.run(client.rpc("AppList", api_pb2.Empty()))
+            for a in resp.apps:
+                kind = f"deployed v{a.version}" if a.deployed else "ephemeral"
+                print(f"{a.name}\t{a.app_id}\t{kind}\t{a.state}\t{a.num_functions} functions")
+            if not resp.apps:
+                print("no running apps", file=sys.stderr)
+        elif args.action == "stop":
+            client.run(client.rpc("AppStop", api_pb2.AppRef(name=args.name)))
+            print(f"stopped app {args.name}")
+        elif args.action == "history":
+            resp = client.run(client.rpc("AppHistory", api_pb2.AppRef(name=args.name)))
+            for a in resp.apps:
+                print(f"v{a.version}\t{a.app_id}\tdeployed {_when(a.created_at)}\t{a.state}"
+                      + (f" at {_when(a.stopped_at)}" if a.stopped_at else ""))
+        else:
+            return client.run(_logs(client, args.name, args.follow))
+    except exception.Error as e:
+        print(f"ember app: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _logs(client: Client, name: str, follow: bool) -> int:
+    try:
+        async for batch in client.stub.AppLogs(api_pb2.AppLogsRequest(app_name=name, stop_at_end=not follow)):
+            print_logs(batch)
+    except grpc.aio.AioRpcError as e:
+        print(f"ember app logs: {e.details()}", file=sys.stderr)
+        return 1
+    except asyncio.CancelledError:
+        pass
+    return 0
