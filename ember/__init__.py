@@ -15,6 +15,7 @@
 
 from . import exception
 from .app import App
+from .cls import Cls, enter, exit, method, parameter
 from .dict import Dict
 from .function import Function, FunctionCall
 from .image import Image
@@ -22,5 +23,6 @@ from .queue import Queue
 from .retries import Retries
 from .secret import Secret
 
-__all__ = ["App", "Dict", "Function", "FunctionCall", "Image", "Queue", "Retries", "Secret", "exception"]
+__all__ = ["App", "Cls", "Dict", "Function", "FunctionCall", "Image", "Queue", "Retries", "Secret", "enter",
+           "exception", "exit", "method", "parameter"]
 __version__ = "0.1.0"

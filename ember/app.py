@@ -13,6 +13,7 @@ from . import config, exception
 from ._client import code
 from ._client.client import Client
 from ._client.local_cluster import LocalCluster
+from .cls import Cls
 from .function import Function, FunctionSpec
 from .proto import api_pb2
 
@@ -64,6 +65,7 @@ class App:
             raise exception.InvalidError(f"App(name={name!r}): the name must be a string")
         self.name = name
         self._functions: dict[str, Function] = {}
+        self._classes: dict[str, Cls] = {}  # their functions are in _functions too
         self._entrypoints: dict[str, LocalEntrypoint] = {}
         self._running: _RunningApp | None = None
 
@@ -102,6 +104,29 @@ class App:
             return f
 
         return wrap(_f) if _f is not None else wrap
+
+    def cls(self, _cls=None, *, name: str | None = None, serialized: bool = False, **options):
+        """Decorator: a class whose @ember.method()s run in containers; takes @app.function's
+        options. `@ember.enter()` methods run once per container, `@ember.exit()` ones at its end."""
+        try:
+            spec = FunctionSpec(**options)
+        except TypeError as e:
+            raise exception.InvalidError(f"@app.cls(): {e}") from None
+
+        def wrap(user_cls) -> Cls:
+            if not inspect.isclass(user_cls):
+                raise exception.InvalidError(f"@app.cls() decorates classes, not {user_cls!r}")
+            cname = name or user_cls.__name__
+            if cname in self._functions:
+                raise exception.InvalidError(f"app {self.name!r} already has a function or class named {cname!r}")
+            c = Cls(self, user_cls, spec, cname, serialized)
+            if not c._methods:
+                raise exception.InvalidError(f"class {cname} has no method marked @ember.method()")
+            self._classes[cname] = c
+            self._functions[cname] = c._function
+            return c
+
+        return wrap(_cls) if _cls is not None else wrap
 
     def local_entrypoint(self, _f=None, *, name: str | None = None):
         """Decorator: the function `ember run FILE` calls, on this machine, with the app running."""
@@ -193,6 +218,8 @@ class _RunningApp:
         definitions = {}
         for name, f in self.app._functions.items():
             d = f._spec.definition(name, f._is_generator)
+            if name in self.app._classes:
+                self.app._classes[name]._definition_extras(d)
             code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)
             d.image.CopyFrom(images[id(f._spec.image)])
             d.secret_ids.extend(secret_ids[name])

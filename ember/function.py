@@ -161,6 +161,7 @@ class Function:
         return f
 
     _lookup: tuple[str, str] | None = None
+    _methods: dict | None = None  # of a class looked up by name
 
     def _ready(self) -> tuple[Client, str]:
         if self._function_id is None and self._lookup is not None:
@@ -168,6 +169,7 @@ class Function:
             resp = client.run(client.rpc("FunctionLookup", api_pb2.FunctionLookupRequest(
                 app_name=self._lookup[0], name=self._lookup[1]), what=f"looking up {self._lookup[1]}"))
             self._client, self._function_id, self._is_generator = client, resp.function_id, resp.is_generator
+            self._methods = dict(resp.methods) if resp.is_class else None
         if self._function_id is None:
             app = getattr(self._app, "name", None) or "its app"
             raise exception.ExecutionError(

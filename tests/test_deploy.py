@@ -31,6 +31,14 @@ def greet(name, gate=None):
 def count(n):
     for i in range(n):
         yield i
+
+@app.cls()
+class Greeter:
+    greeting: str = ember.parameter(default="hello")
+
+    @ember.method()
+    def greet(self, name):
+        return f"{{VERSION}}: {{self.greeting}} {{name}}"
 '''
 
 
@@ -53,7 +61,9 @@ def test_deploy_call_by_name_redeploy_and_stop(cluster, tmp_path):
     greet = ember.Function.from_name("greeter", "greet")
     assert greet.remote("ada") == "v1: hello ada"
     assert list(ember.Function.from_name("greeter", "count").remote_gen(3)) == [0, 1, 2]
-    with pytest.raises(exception.NotFoundError, match="no function 'nope'; it has: count, greet"):
+    greeter = ember.Cls.from_name("greeter", "Greeter")
+    assert greeter().greet.remote("x") == "v1: hello x" and greeter(greeting="hi").greet.remote("y") == "v1: hi y"
+    with pytest.raises(exception.NotFoundError, match="no function 'nope'; it has: Greeter, count, greet"):
         ember.Function.from_name("greeter", "nope").remote()
     with pytest.raises(exception.NotFoundError, match="no deployed app named 'other'.*greeter"):
         ember.Function.from_name("other", "greet").remote()

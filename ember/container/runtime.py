@@ -20,8 +20,10 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import zipfile
 
+import cloudpickle
 import grpc
 
 from .. import config
@@ -66,6 +68,9 @@ class Runtime:
         self.detaching = False
         self.detached = threading.Event()
         self.initialized = False
+        self.instance = None                          # a class's instance (@app.cls)
+        self.exit_hooks: list = []                    # its @ember.exit() methods
+        self.in_enter = False                         # running its @ember.enter() hooks
         self.definition: api_pb2.FunctionDefinition | None = None   # set once loaded
         self.stub = None
 
@@ -183,7 +188,7 @@ class Runtime:
         except BaseException as e:
             data, line, tb = serialize_exception(e)
             self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=api_pb2.ContainerInitFailure(
-                error=line, traceback=tb, exception=api_pb2.Payload(data=data))))
+                error=line, traceback=tb, exception=api_pb2.Payload(data=data), in_enter=self.in_enter)))
             self._exit(1)
         self.initialized = True
         self.definition = init.definition
@@ -216,9 +221,15 @@ class Runtime:
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled")]
         try:
             args, kwargs = deserialize(self._bytes(inp.args), f"the arguments of {name}()")
+            is_generator = definition.is_generator
+            if inp.args.method:  # a method of the class instance `fn`
+                if inp.args.method not in definition.methods:
+                    raise AttributeError(f"{name} has no method {inp.args.method!r} marked @ember.method()")
+                is_generator = definition.methods[inp.args.method]
+                fn = getattr(fn, inp.args.method)
             self._arm(inp.input_id, definition.timeout)
             try:
-                if definition.is_generator:
+                if is_generator:
                     for i, item in enumerate(fn(*args, **kwargs)):
                         data, err = serialize_result(name, item)
                         if err:
@@ -262,13 +273,22 @@ class Runtime:
                 except AttributeError:
                     raise AttributeError(f"module {d.module!r} ({getattr(module, '__file__', '?')}) has no "
                                          f"function {d.qualname!r}") from None
+        from ..cls import Cls, hooks, instantiate
         from ..function import Function
-        if isinstance(obj, Function):
+        if isinstance(obj, (Function, Cls)):
             # The app's other functions, as imported here, can be called from this one.
             for name, f in (obj._app._functions.items() if obj._app is not None else ()):
                 if name in app_function_ids:
                     f._hydrate(None, app_function_ids[name])
-            obj = obj.get_raw_f()
+            obj = obj.get_raw_f() if isinstance(obj, Function) else obj.get_user_cls()
+        if d.is_class:
+            # One instance per container: parameters set and enter hooks run before any input.
+            params = dict(cloudpickle.loads(d.bound_params)) if d.bound_params else {}
+            self.in_enter = True
+            self.instance = instantiate(obj, params)
+            self.in_enter = False
+            self.exit_hooks = [getattr(self.instance, name) for name in hooks(obj, "exit")]
+            return self.instance
         if not callable(obj):
             raise TypeError(f"{d.module}.{d.qualname} is a {type(obj).__name__}, not a function")
         return obj
@@ -330,6 +350,11 @@ class Runtime:
             raise InputCancelled()
 
     def _on_sigterm(self, signum, frame):
+        for hook in self.exit_hooks:  # a class's @ember.exit() methods, as the container stops
+            try:
+                hook()
+            except Exception:
+                traceback.print_exc()
         self._exit(0)
 
     def _exit(self, code: int):

@@ -12,12 +12,14 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class Payload(_message.Message):
-    __slots__ = ("data", "blob_id")
+    __slots__ = ("data", "blob_id", "method")
     DATA_FIELD_NUMBER: _ClassVar[int]
     BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     blob_id: str
-    def __init__(self, data: _Optional[bytes] = ..., blob_id: _Optional[str] = ...) -> None: ...
+    method: str
+    def __init__(self, data: _Optional[bytes] = ..., blob_id: _Optional[str] = ..., method: _Optional[str] = ...) -> None: ...
 
 class BlobChunk(_message.Message):
     __slots__ = ("data",)
@@ -106,12 +108,31 @@ class FunctionLookupRequest(_message.Message):
     def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class FunctionLookupResponse(_message.Message):
-    __slots__ = ("function_id", "is_generator")
+    __slots__ = ("function_id", "is_generator", "is_class", "methods")
+    class MethodsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bool
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bool] = ...) -> None: ...
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     IS_GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    IS_CLASS_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     is_generator: bool
-    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ...) -> None: ...
+    is_class: bool
+    methods: _containers.ScalarMap[str, bool]
+    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ...) -> None: ...
+
+class FunctionBindRequest(_message.Message):
+    __slots__ = ("function_id", "params")
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    params: bytes
+    def __init__(self, function_id: _Optional[str] = ..., params: _Optional[bytes] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("max_retries", "backoff_coefficient", "initial_delay", "max_delay")
@@ -140,7 +161,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +169,13 @@ class FunctionDefinition(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class MethodsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bool
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bool] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
     QUALNAME_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +192,9 @@ class FunctionDefinition(_message.Message):
     SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
     VOLUME_MOUNTS_FIELD_NUMBER: _ClassVar[int]
     BLOCK_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    IS_CLASS_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    BOUND_PARAMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     module: str
     qualname: str
@@ -180,7 +211,10 @@ class FunctionDefinition(_message.Message):
     secret_ids: _containers.RepeatedScalarFieldContainer[str]
     volume_mounts: _containers.ScalarMap[str, str]
     block_network: bool
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ...) -> None: ...
+    is_class: bool
+    methods: _containers.ScalarMap[str, bool]
+    bound_params: bytes
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ...) -> None: ...
 
 class ImageStep(_message.Message):
     __slots__ = ("kind", "args", "env", "path", "blob_id", "force_build", "layer_id")
@@ -783,14 +817,16 @@ class ContainerHello(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., held_input_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContainerInitFailure(_message.Message):
-    __slots__ = ("error", "traceback", "exception")
+    __slots__ = ("error", "traceback", "exception", "in_enter")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     EXCEPTION_FIELD_NUMBER: _ClassVar[int]
+    IN_ENTER_FIELD_NUMBER: _ClassVar[int]
     error: str
     traceback: str
     exception: Payload
-    def __init__(self, error: _Optional[str] = ..., traceback: _Optional[str] = ..., exception: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+    in_enter: bool
+    def __init__(self, error: _Optional[str] = ..., traceback: _Optional[str] = ..., exception: _Optional[_Union[Payload, _Mapping]] = ..., in_enter: _Optional[bool] = ...) -> None: ...
 
 class ContainerMessage(_message.Message):
     __slots__ = ("hello", "want_inputs", "outputs", "logs", "heartbeat", "init_failure")

@@ -79,6 +79,11 @@ class EmberStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionLookupRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.FunctionLookupResponse.FromString,
                 _registered_method=True)
+        self.FunctionBind = channel.unary_unary(
+                '/ember.v1.Ember/FunctionBind',
+                request_serializer=ember_dot_proto_dot_api__pb2.FunctionBindRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
+                _registered_method=True)
         self.ImageBuild = channel.unary_stream(
                 '/ember.v1.Ember/ImageBuild',
                 request_serializer=ember_dot_proto_dot_api__pb2.ImageBuildRequest.SerializeToString,
@@ -234,6 +239,14 @@ class EmberServicer:
 
     def FunctionLookup(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FunctionBind(self, request, context):
+        """A class with its parameters bound: a function of its own (its own containers), made once
+        per set of parameters.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -417,6 +430,11 @@ def add_EmberServicer_to_server(servicer, server):
                     servicer.FunctionLookup,
                     request_deserializer=ember_dot_proto_dot_api__pb2.FunctionLookupRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.FunctionLookupResponse.SerializeToString,
+            ),
+            'FunctionBind': grpc.unary_unary_rpc_method_handler(
+                    servicer.FunctionBind,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.FunctionBindRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.SerializeToString,
             ),
             'ImageBuild': grpc.unary_stream_rpc_method_handler(
                     servicer.ImageBuild,
@@ -757,6 +775,33 @@ class Ember:
             '/ember.v1.Ember/FunctionLookup',
             ember_dot_proto_dot_api__pb2.FunctionLookupRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.FunctionLookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FunctionBind(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/FunctionBind',
+            ember_dot_proto_dot_api__pb2.FunctionBindRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,14 @@ class EmberService(api_pb2_grpc.EmberServicer):
         await self.sched.store.durable()
         return EMPTY
 
+    async def FunctionBind(self, req, context):
+        try:
+            fid = self.sched.bind_function(req.function_id, req.params)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        await self.sched.store.durable()
+        return api_pb2.FunctionCreateResponse(function_id=fid)
+
     async def AppDeploy(self, req, context):
         try:
             version = self.sched.deploy_app(req.app_id)
@@ -106,7 +114,8 @@ class EmberService(api_pb2_grpc.EmberServicer):
             fn = self.sched.lookup_function(req.app_name, req.name)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-        return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator)
+        return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
+                                              is_class=fn.definition.is_class, methods=fn.definition.methods)
 
     async def AppLogs(self, req, context):
         app = await self._app_by_ref(context, req.app_id, req.app_name)
@@ -388,7 +397,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
         init = api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
             function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
-            app_function_ids={f.name: f.function_id for f in app.functions.values()},
+            app_function_ids={f.name: f.function_id for f in app.functions.values() if not f.definition.bound_params},
             secret_env=self.secrets.env_for(fn.definition.secret_ids)))
         try:
             async with contextlib.aclosing(stream.run(handle, first=init)) as cmds:

@@ -170,6 +170,7 @@ class Scheduler:
         self.cold_start_ewma = 0.5
         self.builds = Builds(store, self)
         self.deployments: dict[str, str] = {}  # deployed app name -> the app id of its current version
+        self.bound: dict[tuple[str, bytes], str] = {}  # (class function, parameters) -> its bound function
         self.started_at = time.monotonic()
         # Containers that existed before a restart and may still reconnect:
         # id -> (deadline, the inputs the store says it held).
@@ -244,9 +245,9 @@ class Scheduler:
     def lookup_function(self, app_name: str, name: str) -> FunctionState:
         app = self.current_app(app_name)
         for fn in app.functions.values():
-            if fn.name == name:
+            if fn.name == name and not fn.definition.bound_params:
                 return fn
-        names = sorted(fn.name for fn in app.functions.values())
+        names = sorted(fn.name for fn in app.functions.values() if not fn.definition.bound_params)
         raise LookupError(f"app {app_name!r} has no function {name!r}; it has: {', '.join(names) or 'none'}")
 
     def heartbeat_app(self, app_id: str) -> bool:
@@ -284,6 +285,20 @@ class Scheduler:
         fn = FunctionState(fid, app, definition)
         self.functions[fid] = fn
         app.functions[fid] = fn
+        return fid
+
+    def bind_function(self, function_id: str, params: bytes) -> str:
+        """The function of a class instance with these parameters: its own pool of containers."""
+        parent = self.function_for_call(function_id)
+        if not parent.definition.is_class:
+            raise LookupError(f"{parent.name} is not a class")
+        key = (parent.function_id, params)
+        fid = self.bound.get(key)
+        if fid is None or fid not in self.functions:
+            d = api_pb2.FunctionDefinition()
+            d.CopyFrom(parent.definition)
+            d.bound_params = params
+            fid = self.bound[key] = self.create_function(parent.app.app_id, d)
         return fid
 
     def function_for_call(self, function_id: str) -> FunctionState:
@@ -685,8 +700,10 @@ class Scheduler:
     def _fail_init(self, fn: FunctionState):
         failure = fn.init_failure
         inputs, fn.pending = list(fn.pending), collections.deque()
+        # An exception from a class's enter hook is the user's own: the calls fail with it as is.
+        status = Output.FAILURE if failure.in_enter else Output.INIT_FAILURE
         self._record_outputs([(inp, Output(
-            input_id=inp.input_id, idx=inp.idx, status=Output.INIT_FAILURE, error=failure.error,
+            input_id=inp.input_id, idx=inp.idx, status=status, error=failure.error,
             traceback=failure.traceback, data=failure.exception)) for inp in inputs])
 
     def container_disconnected(self, c: ContainerState):

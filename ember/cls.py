@@ -1,0 +1,210 @@
+"""Classes: `@app.cls()` with `@ember.enter()`, `@ember.exit()`, `@ember.method()` and
+`ember.parameter()`, as Modal has them.
+
+    @app.cls(gpu="A100")
+    class Model:
+        size: str = ember.parameter(default="small")
+
+        @ember.enter()
+        def load(self):                  # once per container, before its first input
+            self.weights = load(self.size)
+
+        @ember.method()
+        def predict(self, x):
+            return self.weights(x)
+
+    Model().predict.remote(1)
+    Model(size="large").predict.map(xs)  # another set of parameters: containers of its own
+
+A class is one function on the control plane whose inputs name the method they call; an
+instance with parameters is a function of its own (bound once per set of parameters).
+"""
+
+import inspect
+
+import cloudpickle
+
+from . import exception
+from ._client.client import Client
+from .function import Function
+from .proto import api_pb2
+
+PARAMETER_TYPES = (str, int, bool, bytes)
+_NO_DEFAULT = object()
+
+
+class _Parameter:
+    def __init__(self, default):
+        self.default = default
+
+
+def parameter(*, default=_NO_DEFAULT, init: bool = True):
+    """A class field set per instance: `Model(size="large")`. Values: str, int, bool or bytes."""
+    if default is not _NO_DEFAULT and not isinstance(default, PARAMETER_TYPES):
+        raise exception.InvalidError(f"parameter(default={default!r}): parameters are str, int, bool or bytes")
+    return _Parameter(default)
+
+
+def _marker(attr: str):
+    def decorator_factory(_f=None, **_options):
+        def mark(f):
+            if not callable(f):
+                raise exception.InvalidError(f"@ember.{attr}() decorates methods, not {f!r}")
+            setattr(f, f"_ember_{attr}", True)
+            return f
+        return mark(_f) if _f is not None else mark
+    decorator_factory.__name__ = attr
+    decorator_factory.__doc__ = f"Mark a method of an @app.cls class with @ember.{attr}()."
+    return decorator_factory
+
+
+enter = _marker("enter")    # runs once per container, before its first input
+exit = _marker("exit")      # runs when the container stops
+method = _marker("method")  # callable remotely: Model().name.remote(...)
+
+
+def class_parameters(user_cls) -> dict:
+    """The class's ember.parameter() fields and their defaults."""
+    return {k: v.default for k, v in vars(user_cls).items() if isinstance(v, _Parameter)}
+
+
+def hooks(user_cls, kind: str) -> list[str]:
+    """Names of the methods marked @ember.enter() or @ember.exit(), in definition order."""
+    return [k for k, v in vars(user_cls).items() if callable(v) and getattr(v, f"_ember_{kind}", False)]
+
+
+def instantiate(user_cls, params: dict):
+    """An instance as a container makes it: parameters set, then the enter hooks run."""
+    obj = user_cls.__new__(user_cls)
+    values = {k: v for k, v in class_parameters(user_cls).items() if v is not _NO_DEFAULT}
+    values.update(params)
+    for k, v in values.items():
+        setattr(obj, k, v)
+    if user_cls.__init__ is not object.__init__ and not class_parameters(user_cls):
+        obj.__init__()
+    for name in hooks(user_cls, "enter"):
+        getattr(obj, name)()
+    return obj
+
+
+class Cls:
+    """An @app.cls class: call it with its parameters to get an instance whose methods run remotely."""
+
+    def __init__(self, app, user_cls, spec, name: str, serialized: bool):
+        self._app = app
+        self._user_cls = user_cls
+        self._spec = spec
+        self._name = name
+        self._serialized = serialized
+        self._methods = {k: inspect.isgeneratorfunction(v) for k, v in vars(user_cls).items()
+                         if callable(v) and getattr(v, "_ember_method", False)}
+        self._params = class_parameters(user_cls)
+        # The class's own function: hydrated when the app runs (or by from_name).
+        self._function = Function(app, user_cls, spec, name, serialized=serialized)
+        self._function._is_generator = False
+        self._instances: dict[bytes, "_Instance"] = {}
+
+    def __repr__(self):
+        return f"<ember.Cls {self._name}>"
+
+    @classmethod
+    def from_name(cls, app_name: str, name: str) -> "Cls":
+        """A class of a deployed app, from any process; its methods are looked up when first used."""
+        c = cls.__new__(cls)
+        c._app, c._user_cls, c._spec, c._name, c._serialized = None, None, None, name, False
+        c._methods, c._params = None, None
+        c._function = Function.from_name(app_name, name)
+        c._instances = {}
+        return c
+
+    def get_user_cls(self):
+        return self._user_cls
+
+    def _definition_extras(self, d: api_pb2.FunctionDefinition):
+        d.is_class = True
+        d.methods.update(self._methods)
+
+    def __call__(self, **params) -> "_Instance":
+        if self._params is not None:
+            unknown = sorted(set(params) - set(self._params))
+            if unknown:
+                raise exception.InvalidError(f"{self._name}() has no parameter {', '.join(unknown)}; its parameters: "
+                                             f"{', '.join(self._params) or 'none'}")
+            missing = sorted(k for k, v in self._params.items() if v is _NO_DEFAULT and k not in params)
+            if missing:
+                raise exception.InvalidError(f"{self._name}() needs the parameter {', '.join(missing)}")
+        for k, v in params.items():
+            if not isinstance(v, PARAMETER_TYPES):
+                raise exception.InvalidError(f"{self._name}({k}={v!r}): parameters are str, int, bool or bytes")
+        key = cloudpickle.dumps(sorted(params.items())) if params else b""
+        if key not in self._instances:
+            self._instances[key] = _Instance(self, params, key)
+        return self._instances[key]
+
+
+class _Instance:
+    """`Model(size=...)`: its methods are remote functions; its parameters are readable here."""
+
+    def __init__(self, cls: Cls, params: dict, key: bytes):
+        self._cls = cls
+        self._params = params
+        self._key = key
+        self._bound: Function | None = None  # the class function, bound to these parameters
+
+    def __getattr__(self, name):
+        if name in self._params:
+            return self._params[name]
+        if self._cls._params is not None and name in self._cls._params:
+            return self._cls._params[name]
+        return _BoundMethod(self, name)
+
+    def _function_id(self) -> tuple[Client, str]:
+        client, fid = self._cls._function._ready()
+        if not self._key:
+            return client, fid
+        if self._bound is None or self._bound[0] != fid:
+            resp = client.run(client.rpc("FunctionBind", api_pb2.FunctionBindRequest(function_id=fid, params=self._key),
+                                         what=f"{self._cls._name}({', '.join(self._params)})"))
+            self._bound = (fid, resp.function_id)
+        return client, self._bound[1]
+
+
+class _BoundMethod(Function):
+    """`Model().predict`: a Function whose inputs name the method."""
+
+    def __init__(self, instance: _Instance, name: str):
+        cls = instance._cls
+        methods = cls._methods
+        if methods is None:  # a class looked up by name: the control plane knows its methods
+            cls._function._ready()
+            methods = cls._methods = dict(cls._function._methods or {})
+        if name not in methods:
+            raise AttributeError(f"{cls._name} has no method {name!r} marked @ember.method(); it has: "
+                                 f"{', '.join(sorted(methods)) or 'none'}")
+        self._instance = instance
+        self._app, self._serialized, self._spec = cls._app, False, cls._spec
+        self._raw_f = getattr(cls._user_cls, name, None) if cls._user_cls is not None else None
+        self._name = f"{cls._name}.{name}"
+        self._method = name
+        self._is_generator = methods[name]
+        self._function_id, self._client = None, None
+
+    def __repr__(self):
+        return f"<ember method {self._name}>"
+
+    def __reduce__(self):
+        raise TypeError(f"{self._name} cannot be passed to a function: pass the class instance's parameters instead")
+
+    def _ready(self) -> tuple[Client, str]:
+        if self._function_id is None:
+            self._client, self._function_id = self._instance._function_id()
+        return self._client, self._function_id
+
+    def _args_payload(self, client: Client, args, kwargs) -> api_pb2.Payload:
+        payload = super()._args_payload(client, args, kwargs)
+        payload.method = self._method
+        return payload
+
+    def local(self, *args, **kwargs):
+        obj = instantiate(self._instance._cls._user_cls, self._instance._params)
+        return getattr(obj, self._method)(*args, **kwargs)
