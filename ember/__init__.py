@@ -22,7 +22,8 @@ from .image import Image
 from .queue import Queue
 from .retries import Retries
 from .secret import Secret
+from .volume import Volume
 
-__all__ = ["App", "Cls", "Dict", "Function", "FunctionCall", "Image", "Queue", "Retries", "Secret", "enter",
+__all__ = ["App", "Cls", "Dict", "Function", "FunctionCall", "Image", "Queue", "Retries", "Secret", "Volume", "enter",
            "exception", "exit", "method", "parameter"]
 __version__ = "0.1.0"

@@ -223,6 +223,8 @@ class _RunningApp:
             code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)
             d.image.CopyFrom(images[id(f._spec.image)])
             d.secret_ids.extend(secret_ids[name])
+            for path, volume in f._spec.volumes.items():
+                d.volume_mounts[path] = volume._id()
             definitions[name] = d
         ids = client.run(self._create_functions(definitions))
         for name, fid in ids.items():

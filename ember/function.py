@@ -7,6 +7,7 @@ Every way to call has an async twin under `.aio`: `f.remote(x)` / `await f.remot
 import asyncio
 import functools
 import inspect
+import posixpath
 import threading
 import time
 
@@ -18,6 +19,7 @@ from .image import DEFAULT_IMAGE, Image
 from .proto import api_pb2
 from .retries import Retries
 from .secret import Secret
+from .volume import Volume
 
 Output = api_pb2.Output
 POLL = 50.0                 # seconds per long poll for outputs
@@ -25,6 +27,10 @@ MAP_BATCH = 1000            # inputs per message
 MAP_BATCH_BYTES = 4 << 20
 MAP_BATCH_AGE = 0.02        # seconds an unsent batch may wait for more inputs
 MAP_OUTSTANDING = 50_000    # inputs sent but not yet returned, before the sender waits
+
+
+# Where a volume cannot be mounted: the system's own directories and Ember's.
+RESERVED_MOUNTS = ("proc", "sys", "dev", "ember", "usr", "bin", "sbin", "lib", "lib64", "etc")
 
 
 class _aio:
@@ -86,10 +92,15 @@ class FunctionSpec:
         if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
             raise exception.InvalidError(f"secrets={secrets!r}: pass a list of ember.Secret")
         self.secrets = list(secrets)
-        if volumes is not None and not isinstance(volumes, dict):
+        volumes = volumes or {}
+        if not isinstance(volumes, dict) or not all(isinstance(v, Volume) for v in volumes.values()):
             raise exception.InvalidError(f"volumes={volumes!r}: pass a dict of mount path -> ember.Volume")
-        if volumes:
-            raise exception.InvalidError("volumes=: ember.Volume is not supported yet")
+        for path in volumes:
+            clean = posixpath.normpath(path) if isinstance(path, str) else ""
+            if not clean.startswith("/") or clean == "/" or clean.split("/")[1] in RESERVED_MOUNTS:
+                raise exception.InvalidError(f"volumes: {path!r} cannot be a mount path: pass an absolute path "
+                                             f"outside {', '.join('/' + r for r in RESERVED_MOUNTS)}, e.g. \"/data\"")
+        self.volumes = {posixpath.normpath(p): v for p, v in volumes.items()}
         self.image = image or DEFAULT_IMAGE
         self.block_network = bool(block_network)
         self.cpu = float(cpu)

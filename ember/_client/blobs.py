@@ -1,5 +1,6 @@
 """Large payloads travel through the control plane's blob store, in chunks."""
 
+import asyncio
 import hashlib
 
 from ..config import BLOB_CHUNK, BLOB_THRESHOLD
@@ -18,6 +19,31 @@ async def upload(stub, data: bytes) -> str:
 
     ref = await stub.BlobPut(chunks())
     return ref.blob_id
+
+
+async def upload_file(stub, path: str) -> str:
+    """Upload a file without holding it in memory; nothing is sent if the store has it."""
+    def digest():
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while data := f.read(BLOB_CHUNK):
+                h.update(data)
+        return h.hexdigest()
+
+    blob_id = await asyncio.to_thread(digest)
+    if (await stub.BlobExists(api_pb2.BlobRef(blob_id=blob_id))).exists:
+        return blob_id
+
+    async def chunks():
+        with open(path, "rb") as f:
+            while data := await asyncio.to_thread(f.read, BLOB_CHUNK):
+                yield api_pb2.BlobChunk(data=data)
+
+    return (await stub.BlobPut(chunks())).blob_id
+
+
+async def download_chunks(stub, blob_id: str) -> list[bytes]:
+    return [chunk.data async for chunk in stub.BlobGet(api_pb2.BlobRef(blob_id=blob_id))]
 
 
 async def download(stub, blob_id: str) -> bytes:

@@ -199,8 +199,8 @@ class StreamMux:
                     request.resend = True  # from now on: if it is sent again, it is a resend
 
             async def requests(queue=queue):  # this stream's queue, not a later one's
-                while True:
-                    yield await queue.get()
+                while (request := await queue.get()) is not None:
+                    yield request
 
             stream = getattr(self.client.stub, self.method)(requests(), wait_for_ready=True)
             try:
@@ -220,4 +220,6 @@ class StreamMux:
             except asyncio.CancelledError:
                 stream.cancel()
                 raise
+            finally:
+                queue.put_nowait(None)  # the stream is over: let its request generator end
 

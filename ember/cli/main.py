@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     if args.command == "app":
         from .apps import run as run_apps
         return run_apps(args)
-    if args.command in ("dict", "queue", "secret"):
+    if args.command in ("dict", "queue", "secret", "volume"):
         from .objects import run as run_objects
         return run_objects(args)
     parser.print_help()

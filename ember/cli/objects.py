@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime
+import pathlib
 import sys
 
 from .. import config, exception
@@ -10,6 +11,7 @@ from .._client.local_cluster import LocalCluster
 from ..dict import Dict
 from ..proto import api_pb2
 from ..queue import Queue
+from ..volume import FileEntryType, Volume
 
 COMMANDS = ("list", "create", "get", "clear", "delete")
 
@@ -33,6 +35,27 @@ def add_parsers(sub):
         if kind == "queue":
             clear.add_argument("--partition")
         cmds.add_parser("delete", help=f"delete the {kind} and its contents").add_argument("name")
+    p = sub.add_parser("volume", help="manage volumes (files shared by containers)")
+    cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cmds.add_parser("create", help="create a volume").add_argument("name")
+    cmds.add_parser("list", help="list the volumes")
+    ls = cmds.add_parser("ls", help="list the files at PATH")
+    ls.add_argument("name")
+    ls.add_argument("path", nargs="?", default="/")
+    put = cmds.add_parser("put", help="upload a local file or directory")
+    put.add_argument("name")
+    put.add_argument("local")
+    put.add_argument("remote", nargs="?", default="/")
+    put.add_argument("--force", action="store_true", help="overwrite files that exist")
+    get = cmds.add_parser("get", help="download a file (to stdout with LOCAL '-')")
+    get.add_argument("name")
+    get.add_argument("remote")
+    get.add_argument("local", nargs="?", default=".")
+    rm = cmds.add_parser("rm", help="remove a file (a directory with -r)")
+    rm.add_argument("name")
+    rm.add_argument("path")
+    rm.add_argument("-r", "--recursive", action="store_true")
+    cmds.add_parser("delete", help="delete the volume and its files").add_argument("name")
     p = sub.add_parser("secret", help="manage secrets (environment variables for functions)")
     cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = cmds.add_parser("create", help="create a secret from KEY=VALUE pairs")
@@ -84,15 +107,55 @@ def run_secret(args) -> int:
     return 0
 
 
-def run(args) -> int:
+def run_volume(args) -> int:
+    if args.action in ("create", "list", "delete"):
+        return run(args, Volume)
+    try:
+        with _connected():
+            vol = Volume.from_name(args.name)
+            if args.action == "ls":
+                for e in vol.listdir(args.path):
+                    kind = "dir " if e.type == FileEntryType.DIRECTORY else "file"
+                    print(f"{kind}\t{e.size}\t{e.path}")
+            elif args.action == "put":
+                local = pathlib.Path(args.local)
+                with vol.batch_upload(force=args.force) as batch:
+                    if local.is_dir():
+                        batch.put_directory(local, args.remote)
+                    else:
+                        remote = args.remote + local.name if args.remote.endswith("/") else args.remote
+                        batch.put_file(local, remote)
+                print(f"uploaded {args.local} to {args.name}:{args.remote}")
+            elif args.action == "get":
+                data = b"".join(vol.read_file(args.remote))
+                if args.local == "-":
+                    sys.stdout.buffer.write(data)
+                else:
+                    dest = pathlib.Path(args.local)
+                    if dest.is_dir():
+                        dest = dest / pathlib.PurePosixPath(args.remote).name
+                    dest.write_bytes(data)
+                    print(f"downloaded {args.name}:{args.remote} to {dest}")
+            else:
+                vol.remove_file(args.path, recursive=args.recursive)
+                print(f"removed {args.name}:{args.path}")
+    except (exception.Error, OSError) as e:
+        print(f"ember: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args, cls=None) -> int:
     if args.command == "secret":
         return run_secret(args)
-    cls = Dict if args.command == "dict" else Queue
+    if args.command == "volume" and cls is None:
+        return run_volume(args)
+    cls = cls or (Dict if args.command == "dict" else Queue)
     try:
         with _connected() as client:
             if args.action == "list":
                 resp = client.run(client.rpc("ObjectList", api_pb2.ObjectListRequest(kind=cls._kind)))
-                unit = "entries" if cls is Dict else "items"
+                unit = {"dict": "entries", "queue": "items", "volume": "files"}[cls._kind]
                 for o in resp.objects:
                     created = datetime.datetime.fromtimestamp(o.created_at).strftime("%Y-%m-%d %H:%M")
                     print(f"{o.name}\t{o.size} {unit}\tcreated {created}")

@@ -355,6 +355,12 @@ class Runtime:
                 hook()
             except Exception:
                 traceback.print_exc()
+        from ..volume import Volume, _mounts
+        for volume_id in _mounts():  # what it wrote to its volumes is committed as it stops
+            try:
+                Volume._from_id(volume_id, None).commit()
+            except Exception:
+                traceback.print_exc()
         self._exit(0)
 
     def _exit(self, code: int):

@@ -486,6 +486,54 @@ class SecretListResponse(_message.Message):
     secrets: _containers.RepeatedCompositeFieldContainer[SecretInfo]
     def __init__(self, secrets: _Optional[_Iterable[_Union[SecretInfo, _Mapping]]] = ...) -> None: ...
 
+class VolumeFile(_message.Message):
+    __slots__ = ("path", "blob_id", "size", "mode", "mtime")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    blob_id: str
+    size: int
+    mode: int
+    mtime: float
+    def __init__(self, path: _Optional[str] = ..., blob_id: _Optional[str] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., mtime: _Optional[float] = ...) -> None: ...
+
+class VolumeRef(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    def __init__(self, volume_id: _Optional[str] = ...) -> None: ...
+
+class VolumeManifest(_message.Message):
+    __slots__ = ("volume_id", "version", "files")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    version: int
+    files: _containers.RepeatedCompositeFieldContainer[VolumeFile]
+    def __init__(self, volume_id: _Optional[str] = ..., version: _Optional[int] = ..., files: _Optional[_Iterable[_Union[VolumeFile, _Mapping]]] = ...) -> None: ...
+
+class VolumeCommitRequest(_message.Message):
+    __slots__ = ("volume_id", "files", "deleted")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    files: _containers.RepeatedCompositeFieldContainer[VolumeFile]
+    deleted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, volume_id: _Optional[str] = ..., files: _Optional[_Iterable[_Union[VolumeFile, _Mapping]]] = ..., deleted: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VolumeMount(_message.Message):
+    __slots__ = ("path", "manifest")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    manifest: VolumeManifest
+    def __init__(self, path: _Optional[str] = ..., manifest: _Optional[_Union[VolumeManifest, _Mapping]] = ...) -> None: ...
+
 class ObjectGetRequest(_message.Message):
     __slots__ = ("kind", "name", "create_if_missing", "ephemeral")
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -757,7 +805,7 @@ class BuildDone(_message.Message):
     def __init__(self, build_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StartContainer(_message.Message):
-    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network")
+    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -766,6 +814,7 @@ class StartContainer(_message.Message):
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
     BLOCK_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     function_id: str
     app_id: str
@@ -774,7 +823,8 @@ class StartContainer(_message.Message):
     layers: _containers.RepeatedCompositeFieldContainer[Layer]
     gpu_indices: _containers.RepeatedScalarFieldContainer[int]
     block_network: bool
-    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ...) -> None: ...
+    volumes: _containers.RepeatedCompositeFieldContainer[VolumeMount]
+    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ...) -> None: ...
 
 class StopContainer(_message.Message):
     __slots__ = ("container_id", "kill")

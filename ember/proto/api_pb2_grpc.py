@@ -154,6 +154,16 @@ class EmberStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.ObjectOp.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ObjectOpResult.FromString,
                 _registered_method=True)
+        self.VolumeGet = channel.unary_unary(
+                '/ember.v1.Ember/VolumeGet',
+                request_serializer=ember_dot_proto_dot_api__pb2.VolumeRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.VolumeManifest.FromString,
+                _registered_method=True)
+        self.VolumeCommit = channel.unary_unary(
+                '/ember.v1.Ember/VolumeCommit',
+                request_serializer=ember_dot_proto_dot_api__pb2.VolumeCommitRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.VolumeManifest.FromString,
+                _registered_method=True)
         self.BlobPut = channel.stream_unary(
                 '/ember.v1.Ember/BlobPut',
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
@@ -350,6 +360,21 @@ class EmberServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VolumeGet(self, request, context):
+        """---- volumes: files shared by containers, committed as versions ----
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeCommit(self, request, context):
+        """Apply a container's (or a client's) changes to the volume's latest version: files it
+        wrote or deleted, each path on its own, so commits of different files both keep theirs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BlobPut(self, request_iterator, context):
         """---- blob store, for large payloads and code packages ----
         """
@@ -505,6 +530,16 @@ def add_EmberServicer_to_server(servicer, server):
                     servicer.ObjectStream,
                     request_deserializer=ember_dot_proto_dot_api__pb2.ObjectOp.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.ObjectOpResult.SerializeToString,
+            ),
+            'VolumeGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeGet,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.VolumeRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.VolumeManifest.SerializeToString,
+            ),
+            'VolumeCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeCommit,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.VolumeCommitRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.VolumeManifest.SerializeToString,
             ),
             'BlobPut': grpc.stream_unary_rpc_method_handler(
                     servicer.BlobPut,
@@ -1180,6 +1215,60 @@ class Ember:
             '/ember.v1.Ember/ObjectStream',
             ember_dot_proto_dot_api__pb2.ObjectOp.SerializeToString,
             ember_dot_proto_dot_api__pb2.ObjectOpResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/VolumeGet',
+            ember_dot_proto_dot_api__pb2.VolumeRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.VolumeManifest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/VolumeCommit',
+            ember_dot_proto_dot_api__pb2.VolumeCommitRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.VolumeManifest.FromString,
             options,
             channel_credentials,
             insecure,

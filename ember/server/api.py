@@ -188,6 +188,12 @@ class EmberService(api_pb2_grpc.EmberServicer):
         await self._object_call(context, self.objects.delete, req)
         return EMPTY
 
+    async def VolumeGet(self, req, context):
+        return await self._object_call(context, self.objects.volume_manifest, req.volume_id)
+
+    async def VolumeCommit(self, req, context):
+        return await self._object_call(context, self.objects.volume_commit, req)
+
     async def ObjectStream(self, request_iterator, context):
         stream = Duplex(request_iterator)
         objects, store = self.objects, self.sched.store

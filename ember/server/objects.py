@@ -12,7 +12,8 @@ import collections
 from .._ids import new_id
 from ..proto import api_pb2
 
-KINDS = ("dict", "queue")
+KINDS = ("dict", "queue", "volume")
+ID_PREFIX = {"dict": "di", "queue": "qu", "volume": "vo"}
 MAX_PARTITION = 64  # characters in a partition key
 DictOp = api_pb2.DictRequest
 QueueOp = api_pb2.QueueRequest
@@ -37,7 +38,7 @@ class Objects:
     def get(self, req: api_pb2.ObjectGetRequest) -> str:
         kind = _kind(req.kind)
         if req.ephemeral:
-            object_id = new_id("di" if kind == "dict" else "qu")
+            object_id = new_id(ID_PREFIX[kind])
             self.store.create_object(object_id, kind, None)
             return object_id
         if not req.name:
@@ -48,7 +49,7 @@ class Objects:
                 names = [row[0] for row in self.store.list_objects(kind)]
                 raise ObjectError(f"there is no {kind} named {req.name!r} (there are: {', '.join(names) or 'none'}); "
                                   f"pass create_if_missing=True to create it")
-            object_id = new_id("di" if kind == "dict" else "qu")
+            object_id = new_id(ID_PREFIX[kind])
             self.store.create_object(object_id, kind, req.name)
         return object_id
 
@@ -67,6 +68,21 @@ class Objects:
     def _check(self, object_id: str, kind: str):
         if self.store.object_kind(object_id) != kind:
             raise ObjectError(f"the {kind} {object_id} does not exist (it was deleted)")
+
+    # ------------------------------------------------------------------ volumes
+
+    def volume_manifest(self, volume_id: str) -> api_pb2.VolumeManifest:
+        self._check(volume_id, "volume")
+        return volume_manifest(self.store, volume_id)
+
+    def volume_commit(self, req: api_pb2.VolumeCommitRequest) -> api_pb2.VolumeManifest:
+        self._check(req.volume_id, "volume")
+        for path in [f.path for f in req.files] + list(req.deleted):
+            if path.startswith("/") or ".." in path.split("/") or not path:
+                raise ObjectError(f"{path!r} is not a path inside a volume", not_found=False)
+        version = self.store.volume_commit(req.volume_id, [(f.path, f.blob_id, f.size, f.mode, f.mtime)
+                                                           for f in req.files], list(req.deleted))
+        return api_pb2.VolumeManifest(volume_id=req.volume_id, version=version)
 
     # ------------------------------------------------------------------ dicts
 
@@ -157,6 +173,13 @@ class Objects:
                 waiting = self.waiters.get((q, part))
                 if waiting and fut in waiting:
                     waiting.remove(fut)
+
+
+def volume_manifest(store, volume_id: str) -> api_pb2.VolumeManifest:
+    """The volume's latest version: every file, with its content's blob id."""
+    version, files = store.volume_manifest(volume_id)
+    return api_pb2.VolumeManifest(volume_id=volume_id, version=version, files=[
+        api_pb2.VolumeFile(path=p, blob_id=b, size=s, mode=m, mtime=t) for p, b, s, m, t in files])
 
 
 def _kind(kind: str) -> str:

@@ -22,6 +22,7 @@ from .._gpu import GpuAllocator
 from .._ids import new_id
 from ..proto import api_pb2
 from .builds import Builds
+from .objects import volume_manifest
 from .store import Store
 
 log = logging.getLogger("ember.server")
@@ -571,7 +572,9 @@ class Scheduler:
         image = fn.definition.image
         best.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
-            layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network)))
+            layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
+            volumes=[api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
+                     for path, vid in sorted(fn.definition.volume_mounts.items())])))
         log.info("starting container %s for %s on worker %s", cid, fn.name, best.name)
         return True
 
@@ -730,7 +733,7 @@ class Scheduler:
             fn.start_failures += 1
             log.warning("container %s of %s failed to start: %s%s", container_id, fn.name, reason,
                         f"\n{log_tail}" if log_tail else "")
-            if fn.start_failures >= MAX_START_FAILURES or reason.startswith("could not get its image"):
+            if fn.start_failures >= MAX_START_FAILURES or reason.startswith("could not start"):
                 fn.init_failure = api_pb2.ContainerInitFailure(
                     error=f"its container {reason}" + (f"; its last output:\n{log_tail}" if log_tail else ""))
         held = list(c.held.values())

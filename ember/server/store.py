@@ -83,9 +83,22 @@ CREATE TABLE IF NOT EXISTS secrets (
     num_keys INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS volume_files (
+    volume_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    blob_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    PRIMARY KEY (volume_id, path)
+);
+CREATE TABLE IF NOT EXISTS volume_versions (
+    volume_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL          -- bumped by every commit
+);
 CREATE TABLE IF NOT EXISTS objects (
     object_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,               -- dict | queue
+    kind TEXT NOT NULL,               -- dict | queue | volume
     name TEXT,                        -- NULL for an ephemeral object
     created_at REAL NOT NULL
 );
@@ -408,7 +421,8 @@ class Store:
         return row[0] if row else None
 
     def list_objects(self, kind: str):
-        table, col = ("dict_entries", "dict_id") if kind == "dict" else ("queue_items", "queue_id")
+        table, col = {"dict": ("dict_entries", "dict_id"), "queue": ("queue_items", "queue_id"),
+                      "volume": ("volume_files", "volume_id")}[kind]
         return self.db.execute(
             f"SELECT name, object_id, created_at, (SELECT COUNT(*) FROM {table} WHERE {col}=object_id) "
             "FROM objects WHERE kind=? AND name IS NOT NULL ORDER BY name", (kind,)).fetchall()
@@ -418,6 +432,28 @@ class Store:
         self.db.execute("DELETE FROM objects WHERE object_id=?", (object_id,))
         self.db.execute("DELETE FROM dict_entries WHERE dict_id=?", (object_id,))
         self.db.execute("DELETE FROM queue_items WHERE queue_id=?", (object_id,))
+        self.db.execute("DELETE FROM volume_files WHERE volume_id=?", (object_id,))
+        self.db.execute("DELETE FROM volume_versions WHERE volume_id=?", (object_id,))
+
+    # ---- volumes
+
+    def volume_manifest(self, volume_id: str) -> tuple[int, list[tuple]]:
+        row = self.db.execute("SELECT version FROM volume_versions WHERE volume_id=?", (volume_id,)).fetchone()
+        files = self.db.execute("SELECT path, blob_id, size, mode, mtime FROM volume_files WHERE volume_id=? "
+                                "ORDER BY path", (volume_id,)).fetchall()
+        return (row[0] if row else 0), files
+
+    def volume_commit(self, volume_id: str, files: list[tuple], deleted: list[str]) -> int:
+        self._write()
+        for path in deleted:  # a path, or a directory and everything under it
+            prefix = path.rstrip("/") + "/"
+            self.db.execute("DELETE FROM volume_files WHERE volume_id=? AND (path=? OR substr(path, 1, ?)=?)",
+                            (volume_id, path, len(prefix), prefix))
+        self.db.executemany("INSERT OR REPLACE INTO volume_files (volume_id, path, blob_id, size, mode, mtime) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", [(volume_id, *f) for f in files])
+        self.db.execute("INSERT INTO volume_versions (volume_id, version) VALUES (?, 1) "
+                        "ON CONFLICT(volume_id) DO UPDATE SET version=version+1", (volume_id,))
+        return self.db.execute("SELECT version FROM volume_versions WHERE volume_id=?", (volume_id,)).fetchone()[0]
 
     def dict_get(self, dict_id: str, key: bytes) -> bytes | None:
         row = self.db.execute("SELECT value FROM dict_entries WHERE dict_id=? AND key=?", (dict_id, key)).fetchone()

@@ -16,10 +16,13 @@ import pathlib
 import shutil
 import sys
 
+from google.protobuf import json_format
+
 from .._ids import new_id
 from ..proto import api_pb2
 from . import gpus as gpu_devices
 from .images import SANDBOX, LayerCache, image_config
+from .volumes import VolumeCache
 from .process import STOP_GRACE, describe_exit, tail_of
 
 log = logging.getLogger("ember.worker")
@@ -102,7 +105,7 @@ class Box:
 class ContainerBackend:
     name = "container"
 
-    def __init__(self, data_dir: pathlib.Path, server_url: str, layers: LayerCache, gpus: list):
+    def __init__(self, data_dir: pathlib.Path, server_url: str, layers: LayerCache, volumes: VolumeCache, gpus: list):
         self.root = data_dir / "containers"
         shutil.rmtree(self.root, ignore_errors=True)  # writable layers of containers that are gone
         for c in CONTROLLERS:  # and the cgroups of containers that are gone (busy ones stay)
@@ -114,6 +117,7 @@ class ContainerBackend:
         self.root.mkdir(parents=True)
         self.server_url = server_url
         self.layers = layers
+        self.volumes = volumes
         self.gpus = gpus
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.spares: dict[str, Box] = {}  # by image id, oldest first
@@ -143,7 +147,7 @@ class ContainerBackend:
         image = sc.image
         await self.layers.ensure(image, {layer.layer_id: layer.blob_id for layer in sc.layers},
                                  lambda text: log.info("image %s: %s", image.image_id[:12], text.rstrip()))
-        spareable = not sc.gpu_indices and not sc.block_network
+        spareable = not sc.gpu_indices and not sc.block_network and not sc.volumes
         if spareable and image.image_id in self.spares_starting:
             # A spare is on its way: it is further along than a container started now would be.
             await asyncio.wait([self.spares_starting[image.image_id]])
@@ -199,10 +203,21 @@ class ContainerBackend:
             env["EMBER_CONTAINER_ID"] = sc.container_id
         else:
             env["EMBER_SPARE"] = "1"
+        volumes = []
+        for i, m in enumerate(sc.volumes if sc is not None else ()):
+            lower = await self.volumes.version_dir(m.manifest)
+            for d in ("upper", "work"):
+                (ct / f"vol{i}" / d).mkdir(parents=True)
+            volumes.append({"lower": str(lower), "upper": str(ct / f"vol{i}" / "upper"),
+                            "work": str(ct / f"vol{i}" / "work"), "target": m.path})
+        if volumes:
+            # What each volume held as the container started: what its commits are measured against.
+            (ct / "volumes.json").write_text(json.dumps([json_format.MessageToDict(m) for m in sc.volumes]))
+            binds.append([str(ct / "volumes.json"), "/ember/volumes.json", True])
         cgroups = Cgroups(name)
         cgroups.create(sc.resources if sc is not None else api_pb2.Resources())
         spec = {"layers_dir": str(self.layers.root), "lowers": self.layers.lowers(image), "upper": str(ct / "upper"),
-                "work": str(ct / "work"), "root": str(ct / "root"), "binds": binds,
+                "work": str(ct / "work"), "root": str(ct / "root"), "binds": binds, "volumes": volumes,
                 # Declared GPUs (EMBER_GPUS) may have no device nodes on this machine.
                 "devices": [d for d in gpu_devices.device_paths(indices) if os.path.exists(d)],
                 "hostname": name[:63], "new_net": block_network,

@@ -23,6 +23,7 @@ from ..config import GRPC_OPTIONS, grpc_target, server_url
 from ..proto import api_pb2, api_pb2_grpc
 from . import container, gpus, images, runtime_files
 from .process import ProcessBackend
+from .volumes import VolumeCache
 
 log = logging.getLogger("ember.worker")
 
@@ -64,7 +65,8 @@ class Worker:
             self.backend = ProcessBackend(data_dir, server_url, runtime_dir, self._stub, why or "asked for")
         else:
             self.backend = container.ContainerBackend(
-                data_dir, server_url, images.LayerCache(cache_dir / "layers", runtime_dir, self._stub), self.gpus)
+                data_dir, server_url, images.LayerCache(cache_dir / "layers", runtime_dir, self._stub),
+                VolumeCache(data_dir / "volumes", self._stub), self.gpus)
         self.why = why or ("asked for" if backend == "process" else "")
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         self.tasks: dict[str, asyncio.Task] = {}
@@ -177,7 +179,7 @@ class Worker:
         try:
             exit_code, reason, tail, oom = await self.backend.run(sc)
         except images.BuildError as e:
-            exit_code, reason, tail, oom = -1, f"could not get its image: {e}", "", False
+            exit_code, reason, tail, oom = -1, f"could not start: {e}", "", False
         except Exception as e:
             log.exception("container %s failed to start", sc.container_id)
             exit_code, reason, tail, oom = -1, f"failed to start: {e!r}", "", False

@@ -120,6 +120,9 @@ class ProcessBackend:
 
     async def run(self, sc: api_pb2.StartContainer) -> tuple[int, str, str, bool]:
         """Start the container, wait for it to end; returns (exit code, cause, log tail, out of memory)."""
+        if sc.volumes:
+            raise BuildError(f"volumes need the container backend, and this worker runs the process backend "
+                                    f"({self.why}): run the worker as root on Linux")
         cid = sc.container_id
         workdir = self.root / cid
         workdir.mkdir(parents=True, exist_ok=True)

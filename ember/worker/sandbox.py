@@ -9,8 +9,8 @@ process waits for the child, forwards SIGTERM/SIGINT to it and exits as it did, 
 sees the container's own exit status.
 
 SPEC keys: layers_dir, lowers (top first, relative to layers_dir), upper, work, root, binds
-([src, dst, read_only]), devices, hostname, new_net, cgroups, drop_caps, cwd, env, argv,
-parent_pid.
+([src, dst, read_only]), volumes ([{lower, upper, work, target}]), devices, hostname, new_net,
+cgroups, drop_caps, cwd, env, argv, parent_pid.
 """
 
 import ctypes
@@ -97,6 +97,10 @@ def setup_root(spec):
     mount("tmpfs", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for src, dst, read_only in spec.get("binds", ()):
         bind(src, root + dst, read_only)
+    for v in spec.get("volumes", ()):  # a volume: its version read-only below, the container's writes above
+        os.makedirs(root + v["target"], exist_ok=True)
+        mount("overlay", root + v["target"], "overlay", 0,
+              f"lowerdir={v['lower']},upperdir={v['upper']},workdir={v['work']}")
     # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the new.
     os.chdir(root)
     if SYS_PIVOT_ROOT is not None:

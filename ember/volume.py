@@ -1,0 +1,234 @@
+"""ember.Volume: files shared by containers and kept by the control plane, in versions.
+
+    vol = ember.Volume.from_name("models", create_if_missing=True)
+
+    @app.function(volumes={"/models": vol})
+    def train():
+        open("/models/weights.bin", "wb").write(...)
+        vol.commit()          # now visible to containers that start or reload() from here on
+
+A container sees the version that was latest when it started; its writes are its own until
+`commit()` (or until it stops, which commits too); `reload()` brings in what others committed.
+Each file is committed on its own, so two containers committing different files both keep
+theirs; a container killed before committing changes nothing. From outside a container:
+`read_file`, `listdir`, `remove_file`, `batch_upload`.
+"""
+
+import contextlib
+import dataclasses
+import enum
+import json
+import os
+import pathlib
+import posixpath
+
+from . import exception
+from ._client import blobs
+from ._client.client import Client
+from ._object import NamedObject, with_aio
+from .proto import api_pb2
+
+MOUNTS_FILE = "/ember/volumes.json"  # written by the worker into containers that mount volumes
+
+
+class FileEntryType(enum.IntEnum):
+    FILE = 1
+    DIRECTORY = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    path: str
+    type: FileEntryType
+    mtime: float
+    size: int
+
+
+def _clean(path: str) -> str:
+    """A path inside the volume: relative, normalized, never above its root."""
+    p = posixpath.normpath("/" + str(path)).lstrip("/")
+    return "" if p == "." else p
+
+
+class _Mount:
+    """A volume as this container has it: where, and what each file was at its last sync."""
+
+    def __init__(self, path: str, manifest: dict):
+        self.path = path
+        self.base = {f["path"]: f for f in manifest.get("files", [])}
+
+
+def _mounts() -> dict[str, _Mount]:
+    """volume id -> its mount, inside a container; empty elsewhere."""
+    global _MOUNTS
+    if _MOUNTS is None:
+        _MOUNTS = {}
+        if os.environ.get("EMBER_CONTAINER_ID") and os.path.exists(MOUNTS_FILE):
+            for m in json.loads(pathlib.Path(MOUNTS_FILE).read_text()):
+                _MOUNTS[m["manifest"]["volumeId"]] = _Mount(m["path"], m["manifest"])
+    return _MOUNTS
+
+
+_MOUNTS: dict[str, _Mount] | None = None
+
+
+class Volume(NamedObject):
+    _kind = "volume"
+
+    # ------------------------------------------------------------------ inside a container
+
+    def _mount(self, what: str) -> _Mount:
+        mount = _mounts().get(self._id())
+        if mount is None:
+            raise exception.InvalidError(f"{what}() works in a container that mounts {self!r} "
+                                         "(volumes={path: volume} on its function)")
+        return mount
+
+    @with_aio
+    def commit(self):
+        """Send this container's changes to the volume as its next version."""
+        mount = self._mount("commit")
+        client = Client.from_env()
+        written, seen = [], set()
+        for dirpath, _dirs, files in os.walk(mount.path):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, mount.path)
+                seen.add(rel)
+                st = os.lstat(full)
+                base = mount.base.get(rel)
+                if base is not None and base["size"] == st.st_size and abs(base["mtime"] - st.st_mtime) < 1e-6:
+                    continue  # unchanged since the container got it
+                blob_id = client.run(blobs.upload_file(client.stub, full))
+                written.append(api_pb2.VolumeFile(path=rel, blob_id=blob_id, size=st.st_size,
+                                                  mode=st.st_mode & 0o7777, mtime=st.st_mtime))
+        deleted = [p for p in mount.base if p not in seen]
+        if not written and not deleted:
+            return
+        client.run(client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(
+            volume_id=self._id(), files=written, deleted=deleted), what=f"committing {self!r}"))
+        for p in deleted:
+            del mount.base[p]
+        for f in written:
+            mount.base[f.path] = {"path": f.path, "blobId": f.blob_id, "size": f.size, "mtime": f.mtime}
+
+    @with_aio
+    def reload(self):
+        """Bring in what others committed since this container last synced (its own
+        uncommitted changes to other files stay)."""
+        mount = self._mount("reload")
+        client = Client.from_env()
+        latest = self._manifest(client)
+        latest_files = {f.path: f for f in latest.files}
+        for path, f in latest_files.items():
+            base = mount.base.get(path)
+            if base is not None and base.get("blobId") == f.blob_id:
+                continue
+            target = os.path.join(mount.path, path)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as out:
+                for chunk in client.run(blobs.download_chunks(client.stub, f.blob_id)):
+                    out.write(chunk)
+            os.chmod(target, f.mode or 0o644)
+            os.utime(target, (f.mtime, f.mtime))
+            mount.base[path] = {"path": path, "blobId": f.blob_id, "size": f.size, "mtime": f.mtime}
+        for path in [p for p in mount.base if p not in latest_files]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(mount.path, path))
+            del mount.base[path]
+
+    # ------------------------------------------------------------------ from anywhere
+
+    def _manifest(self, client: Client) -> api_pb2.VolumeManifest:
+        return client.run(client.rpc("VolumeGet", api_pb2.VolumeRef(volume_id=self._id()), what=repr(self)))
+
+    @with_aio
+    def listdir(self, path: str = "/", *, recursive: bool = False) -> list[FileEntry]:
+        """The files and directories at path (everything below it with recursive=True)."""
+        root = _clean(path)
+        prefix = root + "/" if root else ""
+        files = self._manifest(Client.from_env()).files
+        if root and any(f.path == root for f in files):
+            return [FileEntry(f.path, FileEntryType.FILE, f.mtime, f.size) for f in files if f.path == root]
+        out: dict[str, FileEntry] = {}
+        for f in files:
+            if not f.path.startswith(prefix):
+                continue
+            rest = f.path[len(prefix):]
+            if recursive or "/" not in rest:
+                out[f.path] = FileEntry(f.path, FileEntryType.FILE, f.mtime, f.size)
+            parts = rest.split("/")[:-1]
+            for i in range(len(parts) if recursive else min(1, len(parts))):
+                d = prefix + "/".join(parts[:i + 1])
+                out.setdefault(d, FileEntry(d, FileEntryType.DIRECTORY, 0.0, 0))
+        if root and not out:
+            raise FileNotFoundError(f"{path}: no such file or directory in {self!r}")
+        return sorted(out.values(), key=lambda e: e.path)
+
+    def read_file(self, path: str):
+        """The file's content, in chunks: `b"".join(vol.read_file("a.txt"))`."""
+        rel = _clean(path)
+        client = Client.from_env()
+        for f in self._manifest(client).files:
+            if f.path == rel:
+                return iter(client.run(blobs.download_chunks(client.stub, f.blob_id)))
+        raise FileNotFoundError(f"{path}: no such file in {self!r}")
+
+    @with_aio
+    def remove_file(self, path: str, *, recursive: bool = False):
+        rel = _clean(path)
+        client = Client.from_env()
+        files = [f.path for f in self._manifest(client).files]
+        is_file = rel in files
+        under = [p for p in files if p.startswith(rel + "/") or not rel]
+        if not is_file and not under:
+            raise FileNotFoundError(f"{path}: no such file or directory in {self!r}")
+        if not is_file and not recursive:
+            raise IsADirectoryError(f"{path} is a directory in {self!r}: pass recursive=True")
+        client.run(client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(
+            volume_id=self._id(), deleted=[rel] if rel else files), what=f"removing {path} from {self!r}"))
+
+    @contextlib.contextmanager
+    def batch_upload(self, force: bool = False):
+        """Upload local files as one commit: `with vol.batch_upload() as b: b.put_file(...)`."""
+        batch = _Batch(self, force)
+        yield batch
+        batch.commit()
+
+
+class _Batch:
+    def __init__(self, volume: Volume, force: bool):
+        self.volume = volume
+        self.force = force
+        self.files: dict[str, pathlib.Path] = {}
+
+    def put_file(self, local_file, remote_path: str):
+        src = pathlib.Path(local_file)
+        if not src.is_file():
+            raise FileNotFoundError(f"{local_file}: no such file")
+        self.files[_clean(remote_path)] = src
+
+    def put_directory(self, local_path, remote_path: str, recursive: bool = True):
+        root = pathlib.Path(local_path)
+        if not root.is_dir():
+            raise NotADirectoryError(f"{local_path}: no such directory")
+        for p in (root.rglob("*") if recursive else root.glob("*")):
+            if p.is_file():
+                self.files[_clean(posixpath.join(remote_path, p.relative_to(root).as_posix()))] = p
+
+    def commit(self):
+        client = Client.from_env()
+        if not self.force:
+            existing = {f.path for f in self.volume._manifest(client).files}
+            clash = sorted(existing & set(self.files))
+            if clash:
+                raise FileExistsError(f"{', '.join(clash[:5])} exist in {self.volume!r} already: "
+                                      "pass batch_upload(force=True) to overwrite")
+        written = []
+        for rel, src in self.files.items():
+            st = src.stat()
+            blob_id = client.run(blobs.upload_file(client.stub, str(src)))
+            written.append(api_pb2.VolumeFile(path=rel, blob_id=blob_id, size=st.st_size, mode=st.st_mode & 0o7777,
+                                              mtime=st.st_mtime))
+        client.run(client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(
+            volume_id=self.volume._id(), files=written), what=f"uploading to {self.volume!r}"))
