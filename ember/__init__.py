@@ -21,9 +21,10 @@ from .function import Function, FunctionCall
 from .image import Image
 from .queue import Queue
 from .retries import Retries
+from .schedule import Cron, Period
 from .secret import Secret
 from .volume import Volume
 
-__all__ = ["App", "Cls", "Dict", "Function", "FunctionCall", "Image", "Queue", "Retries", "Secret", "Volume", "enter",
+__all__ = ["App", "Cls", "Cron", "Dict", "Function", "FunctionCall", "Image", "Period", "Queue", "Retries", "Secret", "Volume", "enter",
            "exception", "exit", "method", "parameter"]
 __version__ = "0.1.0"

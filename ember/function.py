@@ -18,6 +18,7 @@ from ._ids import new_id
 from .image import DEFAULT_IMAGE, Image
 from .proto import api_pb2
 from .retries import Retries
+from .schedule import Cron, Period
 from .secret import Secret
 from .volume import Volume
 
@@ -67,7 +68,7 @@ class FunctionSpec:
 
     def __init__(self, *, image=None, cpu=None, memory=None, gpu=None, timeout=300, retries=None,
                  secrets=(), volumes=None, max_containers=None, min_containers=0, scaledown_window=60,
-                 block_network=False):
+                 block_network=False, schedule=None):
         if image is not None and not isinstance(image, Image):
             raise exception.InvalidError(f"image={image!r}: pass an ember.Image, e.g. ember.Image.debian_slim()")
         # cpu= and memory= given explicitly are limits too; unset, they are only what is reserved.
@@ -101,6 +102,9 @@ class FunctionSpec:
                 raise exception.InvalidError(f"volumes: {path!r} cannot be a mount path: pass an absolute path "
                                              f"outside {', '.join('/' + r for r in RESERVED_MOUNTS)}, e.g. \"/data\"")
         self.volumes = {posixpath.normpath(p): v for p, v in volumes.items()}
+        if schedule is not None and not isinstance(schedule, (Cron, Period)):
+            raise exception.InvalidError(f"schedule={schedule!r}: pass ember.Cron(...) or ember.Period(...)")
+        self.schedule = schedule
         self.image = image or DEFAULT_IMAGE
         self.block_network = bool(block_network)
         self.cpu = float(cpu)
@@ -118,6 +122,7 @@ class FunctionSpec:
             resources=api_pb2.Resources(cpu=self.cpu, memory_mb=self.memory, gpu=self.gpu, cpu_limit=self.cpu_limit,
                                         memory_limit_mb=self.memory_limit),
             block_network=self.block_network,
+            schedule=self.schedule._proto() if self.schedule is not None else None,
             timeout=self.timeout, retries=self.retries.to_proto(), max_containers=self.max_containers or 0,
             min_containers=self.min_containers, scaledown_window=self.scaledown_window)
 
@@ -193,7 +198,8 @@ class Function:
 
     def _check_not_generator(self, how: str):
         if self._is_generator:
-            raise exception.InvalidError(f"{self._name}() is a generator function: call it with .remote_gen(), not {how}")
+            raise exception.InvalidError(
+                f"{self._name}() is a generator function: call it with .remote_gen(), not {how}")
 
     def _args_payload(self, client: Client, args, kwargs) -> api_pb2.Payload:
         return client.payload(serialize_args(self._name, args, kwargs))

@@ -16,11 +16,13 @@ import asyncio
 import collections
 import logging
 import math
+import pickle
 import time
 
 from .._gpu import GpuAllocator
 from .._ids import new_id
 from ..proto import api_pb2
+from ..schedule import next_time
 from .builds import Builds
 from .objects import volume_manifest
 from .store import Store
@@ -172,6 +174,10 @@ class Scheduler:
         self.builds = Builds(store, self)
         self.deployments: dict[str, str] = {}  # deployed app name -> the app id of its current version
         self.bound: dict[tuple[str, bytes], str] = {}  # (class function, parameters) -> its bound function
+        # Scheduled functions, by (app name, function name): when they last ran (durable), and
+        # when they run next (derived, cached).
+        self.schedule_runs: dict[tuple[str, str], float] = store.schedule_runs()
+        self.next_runs: dict[tuple[str, str], tuple] = {}
         self.started_at = time.monotonic()
         # Containers that existed before a restart and may still reconnect:
         # id -> (deadline, the inputs the store says it held).
@@ -818,12 +824,14 @@ class Scheduler:
     # ------------------------------------------------------------------ logs
 
     def add_logs(self, c: ContainerState, batch: api_pb2.LogBatch) -> int:
-        app = c.function.app
-        for e in batch.entries:
+        return self._append_logs(c.function.app, batch.entries, c.container_id, c.function.name)
+
+    def _append_logs(self, app: AppState, entries, container_id: str, function_name: str) -> int:
+        for e in entries:
             app.log_seq += 1
             e.seq = app.log_seq
-            e.container_id = c.container_id
-            e.function_name = c.function.name
+            e.container_id = container_id
+            e.function_name = function_name
             app.logs.append(e)
         listeners, app.log_listeners = app.log_listeners, []
         for fut in listeners:
@@ -868,10 +876,41 @@ class Scheduler:
         for fn in list(self.functions.values()):
             if fn.pending:
                 self.autoscale(fn)
+        self.run_schedules()
         for call_id, call in list(self.calls.items()):
             if call.done_at is not None and not call.listeners and (
                     call.fetched and now - call.done_at > 60 or now - call.done_at > 600):
                 del self.calls[call_id]
+
+    def run_schedules(self):
+        """Call the scheduled functions of deployed apps whose time has come: once per tick
+        however many were missed (while the control plane was down, say)."""
+        now = time.time()
+        for app_id in list(self.deployments.values()):
+            app = self.apps[app_id]
+            for fn in list(app.functions.values()):
+                sched = fn.definition.schedule
+                if not (sched.cron or sched.period_seconds) or fn.definition.bound_params:
+                    continue
+                key = (app.name, fn.name)
+                last = self.schedule_runs.get(key) or self.store.deployed_at(app_id)
+                cached = self.next_runs.get(key)
+                if cached is None or cached[:2] != (last, sched.SerializeToString()):
+                    cached = self.next_runs[key] = (last, sched.SerializeToString(), next_time(sched, last))
+                if now >= cached[2]:
+                    self._run_scheduled(fn, now)
+
+    def _run_scheduled(self, fn: FunctionState, now: float):
+        call_id = new_id("fc")
+        # No arguments: pickle's own bytes for ((), {}), which the container unpickles as usual.
+        args = api_pb2.Payload(data=pickle.dumps(((), {})))
+        self.create_call(fn.function_id, call_id, [api_pb2.Input(idx=0, args=args)], complete=True,
+                         maybe_exists=False)
+        self.schedule_runs[(fn.app.name, fn.name)] = now
+        self.store.set_schedule_run(fn.app.name, fn.name, now)
+        self._append_logs(fn.app, [api_pb2.LogEntry(fd=2, data=f"ember: scheduled run of {fn.name} ({call_id})\n")],
+                          "", fn.name)
+        log.info("schedule: %s.%s runs as %s", fn.app.name, fn.name, call_id)
 
     def _app_busy(self, app: AppState) -> bool:
         """Whether any call of the app's functions may still run or take inputs."""

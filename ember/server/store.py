@@ -83,6 +83,12 @@ CREATE TABLE IF NOT EXISTS secrets (
     num_keys INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    app_name TEXT NOT NULL,           -- a deployed app's schedules outlive its versions
+    function_name TEXT NOT NULL,
+    last_run REAL NOT NULL,           -- unix seconds of the last tick that made a call
+    PRIMARY KEY (app_name, function_name)
+);
 CREATE TABLE IF NOT EXISTS volume_files (
     volume_id TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -212,6 +218,18 @@ class Store:
     def last_version(self, name: str) -> int:
         return self.db.execute("SELECT COALESCE(MAX(version), 0) FROM apps WHERE name=? AND deployed=1",
                                (name,)).fetchone()[0]
+
+    def schedule_runs(self) -> dict[tuple[str, str], float]:
+        return {(a, f): t for a, f, t in self.db.execute("SELECT app_name, function_name, last_run FROM schedule_runs")}
+
+    def set_schedule_run(self, app_name: str, function_name: str, when: float):
+        self._write()
+        self.db.execute("INSERT OR REPLACE INTO schedule_runs (app_name, function_name, last_run) VALUES (?, ?, ?)",
+                        (app_name, function_name, when))
+
+    def deployed_at(self, app_id: str) -> float:
+        row = self.db.execute("SELECT deployed_at FROM apps WHERE app_id=?", (app_id,)).fetchone()
+        return (row[0] if row else None) or time.time()
 
     def app_history(self, name: str):
         return self.db.execute(
