@@ -23,7 +23,7 @@ from ..proto import api_pb2
 from . import gpus as gpu_devices
 from .images import SANDBOX, LayerCache, image_config
 from .volumes import VolumeCache
-from .process import STOP_GRACE, describe_exit, tail_of
+from .process import STOP_GRACE, describe_exit, tail_of, terminate_all
 
 log = logging.getLogger("ember.worker")
 
@@ -295,17 +295,7 @@ class ContainerBackend:
         for box in self.spares.values():
             await self._discard(box)
         self.spares.clear()
-        procs = list(self.procs.values())
-        for p in procs:
-            if p.returncode is None:
-                p.terminate()
-        try:
-            async with asyncio.timeout(3):
-                await asyncio.gather(*(p.wait() for p in procs))
-        except TimeoutError:
-            for p in procs:
-                if p.returncode is None:
-                    p.kill()
+        await terminate_all(list(self.procs.values()))
         if self.relay is not None:
             self.relay.close()
 

@@ -169,17 +169,21 @@ class ProcessBackend:
         pass  # nothing of a venv is shared through the blob store
 
     async def stop_all(self):
-        procs = list(self.procs.values())
+        await terminate_all(list(self.procs.values()))
+
+
+async def terminate_all(procs, grace: float = 3.0):
+    """SIGTERM every process, then SIGKILL what is still running after `grace` seconds."""
+    for p in procs:
+        if p.returncode is None:
+            p.terminate()
+    try:
+        async with asyncio.timeout(grace):
+            await asyncio.gather(*(p.wait() for p in procs))
+    except TimeoutError:
         for p in procs:
             if p.returncode is None:
-                p.terminate()
-        try:
-            async with asyncio.timeout(3):
-                await asyncio.gather(*(p.wait() for p in procs))
-        except TimeoutError:
-            for p in procs:
-                if p.returncode is None:
-                    p.kill()
+                p.kill()
 
 
 def tail_of(path: pathlib.Path, limit: int = 2000) -> str:
