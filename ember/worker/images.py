@@ -84,7 +84,7 @@ def describe_step(step: api_pb2.ImageStep) -> str:
         return f"Image.debian_slim(python_version={step.args[1]!r})"
     if step.kind == "env":
         return f"env({dict(step.env)!r})"
-    if step.kind in ("workdir",):
+    if step.kind == "workdir":
         return f"workdir({step.path!r})"
     if step.kind == "add_local":
         return f"add_local(... -> {step.path})"
