@@ -120,12 +120,15 @@ def main():
     try:
         e = bench_ember(tmp)
         r = bench_redis(tmp)
+        floor = subprocess.run([sys.executable, str(HERE / "grpc_floor.py")], capture_output=True, text=True,
+                               check=True).stdout.strip()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"# objects benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores")
     print(f"{'':34}{'Ember':>10}{'Redis':>10}{'ratio':>8}")
     for key, label in (("dict_ms", "Dict put + get, median (ms)"), ("queue_ms", "Queue put + get, median (ms)")):
         print(f"{label:34}{e[key]:10.3f}{r[key]:10.3f}{e[key] / r[key]:7.1f}x")
+    print(f"transport floor, in the same run: {floor} (a put + get pair is two of them)")
 
 
 if __name__ == "__main__":
