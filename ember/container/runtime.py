@@ -68,8 +68,7 @@ class Runtime:
         self.detaching = False
         self.detached = threading.Event()
         self.initialized = False
-        self.instance = None                          # a class's instance (@app.cls)
-        self.exit_hooks: list = []                    # its @ember.exit() methods
+        self.exit_hooks: list = []                    # a class's @ember.exit() methods (@app.cls)
         self.in_enter = False                         # running its @ember.enter() hooks
         self.definition: api_pb2.FunctionDefinition | None = None   # set once loaded
         self.stub = None
@@ -285,10 +284,10 @@ class Runtime:
             # One instance per container: parameters set and enter hooks run before any input.
             params = dict(cloudpickle.loads(d.bound_params)) if d.bound_params else {}
             self.in_enter = True
-            self.instance = instantiate(obj, params)
+            instance = instantiate(obj, params)
             self.in_enter = False
-            self.exit_hooks = [getattr(self.instance, name) for name in hooks(obj, "exit")]
-            return self.instance
+            self.exit_hooks = [getattr(instance, name) for name in hooks(obj, "exit")]
+            return instance
         if not callable(obj):
             raise TypeError(f"{d.module}.{d.qualname} is a {type(obj).__name__}, not a function")
         return obj
