@@ -109,7 +109,7 @@ def run_secret(args) -> int:
 
 def run_volume(args) -> int:
     if args.action in ("create", "list", "delete"):
-        return run(args, Volume)
+        return run_named(args, Volume)
     try:
         with _connected():
             vol = Volume.from_name(args.name)
@@ -145,12 +145,16 @@ def run_volume(args) -> int:
     return 0
 
 
-def run(args, cls=None) -> int:
+def run(args) -> int:
     if args.command == "secret":
         return run_secret(args)
-    if args.command == "volume" and cls is None:
+    if args.command == "volume":
         return run_volume(args)
-    cls = cls or (Dict if args.command == "dict" else Queue)
+    return run_named(args, Dict if args.command == "dict" else Queue)
+
+
+def run_named(args, cls) -> int:
+    """What dicts, queues and volumes have alike: list, create, delete (and get, clear)."""
     try:
         with _connected() as client:
             if args.action == "list":

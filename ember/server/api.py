@@ -11,7 +11,7 @@ from ..config import BLOB_CHUNK
 from ..proto import api_pb2, api_pb2_grpc
 from .blobs import BlobStore
 from .objects import ObjectError, Objects
-from .secrets import SecretError, Secrets
+from .secrets import Secrets
 from .scheduler import Scheduler
 
 EMPTY = api_pb2.Empty()
@@ -64,6 +64,19 @@ class EmberService(api_pb2_grpc.EmberServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not running")
         return EMPTY
 
+    async def _call(self, context, fn, *args):
+        """Run a request's operation; answer once what it wrote is committed. A missing
+        object (LookupError, or an ObjectError saying so) is NOT_FOUND; a bad request,
+        INVALID_ARGUMENT."""
+        try:
+            result = fn(*args)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except ObjectError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND if e.not_found else grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        await self.sched.store.durable()
+        return result
+
     async def _app_by_ref(self, context, app_id: str, name: str):
         if not name:
             return self.sched.apps.get(app_id)
@@ -80,20 +93,11 @@ class EmberService(api_pb2_grpc.EmberServicer):
         return EMPTY
 
     async def FunctionBind(self, req, context):
-        try:
-            fid = self.sched.bind_function(req.function_id, req.params)
-        except LookupError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-        await self.sched.store.durable()
+        fid = await self._call(context, self.sched.bind_function, req.function_id, req.params)
         return api_pb2.FunctionCreateResponse(function_id=fid)
 
     async def AppDeploy(self, req, context):
-        try:
-            version = self.sched.deploy_app(req.app_id)
-        except LookupError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-        await self.sched.store.durable()
-        return api_pb2.AppDeployResponse(version=version)
+        return api_pb2.AppDeployResponse(version=await self._call(context, self.sched.deploy_app, req.app_id))
 
     async def AppList(self, req, context):
         apps = sorted(self.sched.apps.values(), key=lambda a: (not a.deployed, a.name))
@@ -110,10 +114,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
             stopped_at=stopped_at or 0) for app_id, version, deployed_at, state, stopped_at in rows])
 
     async def FunctionLookup(self, req, context):
-        try:
-            fn = self.sched.lookup_function(req.app_name, req.name)
-        except LookupError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        fn = await self._call(context, self.sched.lookup_function, req.app_name, req.name)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
                                               is_class=fn.definition.is_class, methods=fn.definition.methods)
 
@@ -138,11 +139,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
             await fut
 
     async def FunctionCreate(self, req, context):
-        try:
-            fid = self.sched.create_function(req.app_id, req.definition)
-        except LookupError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-        await self.sched.store.durable()
+        fid = await self._call(context, self.sched.create_function, req.app_id, req.definition)
         return api_pb2.FunctionCreateResponse(function_id=fid)
 
     async def ImageBuild(self, req, context):
@@ -151,48 +148,36 @@ class EmberService(api_pb2_grpc.EmberServicer):
                 await self.sched.store.durable()  # the layers it recorded
             yield event
 
-    # ------------------------------------------------------------------ dicts and queues
-
-    async def _object_call(self, context, fn, *args):
-        """Run an object operation; answer once what it wrote is committed."""
-        try:
-            result = fn(*args)
-            if asyncio.iscoroutine(result):
-                result = await result
-        except (ObjectError, SecretError) as e:
-            code = grpc.StatusCode.NOT_FOUND if e.not_found else grpc.StatusCode.INVALID_ARGUMENT
-            await context.abort(code, str(e))
-        await self.sched.store.durable()
-        return result
+    # ------------------------------------------------------------------ dicts, queues, volumes, secrets
 
     async def SecretCreate(self, req, context):
-        return await self._object_call(context, self.secrets.create, req)
+        return await self._call(context, self.secrets.create, req)
 
     async def SecretLookup(self, req, context):
-        return await self._object_call(context, self.secrets.lookup, req)
+        return await self._call(context, self.secrets.lookup, req)
 
     async def SecretList(self, req, context):
-        return api_pb2.SecretListResponse(secrets=await self._object_call(context, self.secrets.listing))
+        return api_pb2.SecretListResponse(secrets=await self._call(context, self.secrets.listing))
 
     async def SecretDelete(self, req, context):
-        await self._object_call(context, self.secrets.delete, req.name)
+        await self._call(context, self.secrets.delete, req.name)
         return EMPTY
 
     async def ObjectGet(self, req, context):
-        return api_pb2.ObjectGetResponse(object_id=await self._object_call(context, self.objects.get, req))
+        return api_pb2.ObjectGetResponse(object_id=await self._call(context, self.objects.get, req))
 
     async def ObjectList(self, req, context):
-        return api_pb2.ObjectListResponse(objects=await self._object_call(context, self.objects.listing, req.kind))
+        return api_pb2.ObjectListResponse(objects=await self._call(context, self.objects.listing, req.kind))
 
     async def ObjectDelete(self, req, context):
-        await self._object_call(context, self.objects.delete, req)
+        await self._call(context, self.objects.delete, req)
         return EMPTY
 
     async def VolumeGet(self, req, context):
-        return await self._object_call(context, self.objects.volume_manifest, req.volume_id)
+        return await self._call(context, self.objects.volume_manifest, req.volume_id)
 
     async def VolumeCommit(self, req, context):
-        return await self._object_call(context, self.objects.volume_commit, req)
+        return await self._call(context, self.objects.volume_commit, req)
 
     async def ObjectStream(self, request_iterator, context):
         stream = Duplex(request_iterator)

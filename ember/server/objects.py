@@ -20,7 +20,7 @@ QueueOp = api_pb2.QueueRequest
 
 
 class ObjectError(Exception):
-    """A request about a missing or mismatched object; `not_found` tells which."""
+    """A request about a missing object (not_found) or a bad one: dicts, queues, volumes, secrets."""
 
     def __init__(self, message: str, not_found: bool = True):
         super().__init__(message)

@@ -893,7 +893,9 @@ class Scheduler:
                 if not (sched.cron or sched.period_seconds) or fn.definition.bound_params:
                     continue
                 key = (app.name, fn.name)
-                last = self.schedule_runs.get(key) or self.store.deployed_at(app_id)
+                last = self.schedule_runs.get(key)
+                if last is None:  # never ran: its time counts from the deploy (read once)
+                    last = self.schedule_runs[key] = self.store.deployed_at(app_id)
                 cached = self.next_runs.get(key)
                 if cached is None or cached[:2] != (last, sched.SerializeToString()):
                     cached = self.next_runs[key] = (last, sched.SerializeToString(), next_time(sched, last))

@@ -15,14 +15,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._ids import new_id
 from ..proto import api_pb2
+from .objects import ObjectError
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-
-
-class SecretError(Exception):
-    def __init__(self, message: str, not_found: bool = True):
-        super().__init__(message)
-        self.not_found = not_found
 
 
 def load_key(path: pathlib.Path) -> bytes:
@@ -54,13 +49,13 @@ class Secrets:
         name = req.name or None
         if name is not None:
             if not set(name) <= NAME_CHARS or len(name) > 64:
-                raise SecretError(f"secret name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.'", False)
+                raise ObjectError(f"secret name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.'", False)
             if self.store.secret_by_name(name) is not None and not req.force:
-                raise SecretError(f"a secret named {name!r} exists already; pass --force (force=True) to replace it",
+                raise ObjectError(f"a secret named {name!r} exists already; pass --force (force=True) to replace it",
                                   False)
         for k in req.env:
             if not k or "=" in k or "\0" in k:
-                raise SecretError(f"{k!r} is not a valid environment variable name", False)
+                raise ObjectError(f"{k!r} is not a valid environment variable name", False)
         secret_id = new_id("st")
         self.store.put_secret(secret_id, name, self._encrypt(secret_id, dict(req.env)), len(req.env))
         return api_pb2.SecretRef(secret_id=secret_id, name=req.name)
@@ -69,12 +64,12 @@ class Secrets:
         row = self.store.secret_by_name(req.name)
         if row is None:
             names = [n for n, _, _ in self.store.list_secrets()]
-            raise SecretError(f"there is no secret named {req.name!r} (there are: {', '.join(names) or 'none'}); "
+            raise ObjectError(f"there is no secret named {req.name!r} (there are: {', '.join(names) or 'none'}); "
                               f"create it with `ember secret create {req.name} KEY=VALUE ...`")
         secret_id, blob = row
         missing = [k for k in req.required_keys if k not in self._decrypt(secret_id, blob)]
         if missing:
-            raise SecretError(f"secret {req.name!r} lacks the required keys {', '.join(missing)}", False)
+            raise ObjectError(f"secret {req.name!r} lacks the required keys {', '.join(missing)}", False)
         return api_pb2.SecretRef(secret_id=secret_id, name=req.name)
 
     def listing(self) -> list[api_pb2.SecretInfo]:
@@ -82,7 +77,7 @@ class Secrets:
 
     def delete(self, name: str):
         if not self.store.delete_secret(name):
-            raise SecretError(f"there is no secret named {name!r}")
+            raise ObjectError(f"there is no secret named {name!r}")
 
     def env_for(self, secret_ids) -> dict[str, str]:
         """The variables of these secrets, later ones winning (for a container's init)."""
