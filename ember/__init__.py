@@ -24,7 +24,9 @@ from .retries import Retries
 from .schedule import Cron, Period
 from .secret import Secret
 from .volume import Volume
+from .web import asgi_app, concurrent, fastapi_endpoint, web_server, wsgi_app
 
-__all__ = ["App", "Cls", "Cron", "Dict", "Function", "FunctionCall", "Image", "Period", "Queue", "Retries", "Secret", "Volume", "enter",
-           "exception", "exit", "method", "parameter"]
+__all__ = ["App", "Cls", "Cron", "Dict", "Function", "FunctionCall", "Image", "Period", "Queue", "Retries", "Secret",
+           "Volume", "asgi_app", "concurrent", "enter", "exception", "exit", "fastapi_endpoint", "method", "parameter",
+           "web_server", "wsgi_app"]
 __version__ = "0.1.0"

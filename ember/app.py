@@ -94,8 +94,14 @@ class App:
                 raise exception.InvalidError(f"{raw_f._name} is already an ember function")
             if not callable(raw_f) or inspect.isclass(raw_f):
                 raise exception.InvalidError(f"@app.function() decorates functions, not {raw_f!r}")
-            if inspect.iscoroutinefunction(raw_f) or inspect.isasyncgenfunction(raw_f):
-                raise exception.InvalidError(f"{raw_f.__name__}: async functions are not supported yet")
+            web = getattr(raw_f, "_ember_web", None)
+            if (inspect.iscoroutinefunction(raw_f) or inspect.isasyncgenfunction(raw_f)) and (
+                    web is None or web.kind != "fastapi"):
+                raise exception.InvalidError(f"{raw_f.__name__}: async functions are not supported yet "
+                                             "(except as @ember.fastapi_endpoint)")
+            if getattr(raw_f, "_ember_max_inputs", 0) and web is None:
+                raise exception.InvalidError(f"{raw_f.__name__}: @ember.concurrent() applies to web endpoints "
+                                             "for now; other functions run one input at a time per container")
             fname = name or raw_f.__name__
             if fname in self._functions:
                 raise exception.InvalidError(f"app {self.name!r} already has a function named {fname!r}")
@@ -218,6 +224,10 @@ class _RunningApp:
         definitions = {}
         for name, f in self.app._functions.items():
             d = f._spec.definition(name, f._is_generator)
+            web = getattr(f._raw_f, "_ember_web", None)
+            if web is not None:
+                d.web.CopyFrom(web)
+                d.max_inputs = getattr(f._raw_f, "_ember_max_inputs", 0)
             if name in self.app._classes:
                 self.app._classes[name]._definition_extras(d)
             code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)
@@ -226,15 +236,17 @@ class _RunningApp:
             for path, volume in f._spec.volumes.items():
                 d.volume_mounts[path] = volume._id()
             definitions[name] = d
-        ids = client.run(self._create_functions(definitions))
-        for name, fid in ids.items():
-            self.app._functions[name]._hydrate(client, fid)
+        created = client.run(self._create_functions(definitions))
+        for name, r in created.items():
+            self.app._functions[name]._hydrate(client, r.function_id, r.web_url)
+            if r.web_url:
+                print(f"ember: web endpoint {name} => {r.web_url}", flush=True)
         return resp
 
-    async def _create_functions(self, definitions):
+    async def _create_functions(self, definitions) -> dict[str, api_pb2.FunctionCreateResponse]:
         async def one(name, d):
-            r = await self.client.rpc("FunctionCreate", api_pb2.FunctionCreateRequest(app_id=self.app_id, definition=d))
-            return name, r.function_id
+            return name, await self.client.rpc("FunctionCreate", api_pb2.FunctionCreateRequest(
+                app_id=self.app_id, definition=d))
         return dict(await asyncio.gather(*(one(n, d) for n, d in definitions.items())))
 
     def _start_tasks(self, heartbeat_interval: float):
@@ -279,6 +291,12 @@ class _RunningApp:
     def wait_for_logs(self, seq: int):
         with self.log_cond:
             self.log_cond.wait_for(lambda: self.log_seq >= seq or self.logs_done.is_set(), LOG_WAIT)
+
+    def drain(self):
+        """Let the app finish the calls and requests it runs, then stop (a newer version of it
+        took over); what it prints meanwhile still shows."""
+        self.client.run(self.client.rpc("AppStop", api_pb2.AppRef(app_id=self.app_id, drain=True)))
+        self.client.bridge.call_soon(self.tasks[0].cancel)  # its heartbeats
 
     def stop(self):
         if self.app_id is None:

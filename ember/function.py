@@ -147,6 +147,7 @@ class Function:
         self._is_generator = inspect.isgeneratorfunction(raw_f)
         self._function_id: str | None = None
         self._client: Client | None = None
+        self._web_url: str | None = None
         functools.update_wrapper(self, raw_f)
 
     def __repr__(self):
@@ -163,8 +164,13 @@ class Function:
     def get_raw_f(self):
         return self._raw_f
 
-    def _hydrate(self, client: Client | None, function_id: str | None):
-        self._client, self._function_id = client, function_id
+    def _hydrate(self, client: Client | None, function_id: str | None, web_url: str = ""):
+        self._client, self._function_id, self._web_url = client, function_id, web_url or None
+
+    def get_web_url(self) -> str | None:
+        """Where the function's web endpoint is served (None if it has none)."""
+        self._ready()
+        return self._web_url
 
     @classmethod
     def from_name(cls, app_name: str, name: str) -> "Function":
@@ -172,7 +178,7 @@ class Function:
         always reach the app's current version."""
         f = cls.__new__(cls)
         f._app, f._serialized, f._raw_f, f._spec = None, False, None, None
-        f._name, f._is_generator, f._function_id, f._client = name, False, None, None
+        f._name, f._is_generator, f._function_id, f._client, f._web_url = name, False, None, None, None
         f._lookup = (app_name, name)
         return f
 
@@ -185,6 +191,7 @@ class Function:
             resp = client.run(client.rpc("FunctionLookup", api_pb2.FunctionLookupRequest(
                 app_name=self._lookup[0], name=self._lookup[1]), what=f"looking up {self._lookup[1]}"))
             self._client, self._function_id, self._is_generator = client, resp.function_id, resp.is_generator
+            self._web_url = resp.web_url or None
             self._methods = dict(resp.methods) if resp.is_class else None
         if self._function_id is None:
             app = getattr(self._app, "name", None) or "its app"

@@ -47,6 +47,8 @@ class Cluster:
         self.app_timeout = app_timeout
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
+        self.http_port = free_port()
+        self.web_url = f"http://127.0.0.1:{self.http_port}"
         self.server = None
         self.workers: list[subprocess.Popen] = []
         self.logs = tmp / "logs"
@@ -56,6 +58,7 @@ class Cluster:
         log = open(self.logs / "server.log", "ab")
         self.server = subprocess.Popen(
             [PY, "-m", "ember.cli.main", "server", "--port", str(self.port), "--data-dir", str(self.tmp / "server"),
+             "--http", f"127.0.0.1:{self.http_port}",
              "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout)],
             stdout=log, stderr=log, cwd=self.tmp)
         wait_for(self._server_up, what="the control plane to listen")

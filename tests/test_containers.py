@@ -72,3 +72,13 @@ def test_gpus_are_assigned_to_the_containers_that_ask(running):
     env = container_app.gpu_env.remote()
     assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["NVIDIA_VISIBLE_DEVICES"] == "0"
     assert container_app.no_gpu_env.remote() == ""
+
+
+def test_web_endpoint_runs_in_a_container(running):
+    import urllib.error
+    import urllib.request
+    with urllib.request.urlopen(container_app.web_in_container.get_web_url(), timeout=60) as resp:
+        assert resp.read().startswith(b"ct-")  # the container's own host name
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(container_app.no_fastapi.get_web_url(), timeout=60)
+    assert e.value.code == 500 and 'pip_install("fastapi[standard]")' in e.value.read().decode()

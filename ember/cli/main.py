@@ -18,6 +18,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("target", help="FILE or FILE::NAME")
     run.add_argument("args", nargs=argparse.REMAINDER, help="--name value for the function's parameters")
 
+    serve = sub.add_parser("serve", help="run an app with its web endpoints live; redeploy it on every save",
+                           description="Run FILE's app with its web endpoints served (at URLs that stay the "
+                                       "same), watch its files, and redeploy it when one changes. Ctrl-C stops it.")
+    serve.add_argument("file", help="the app's file")
+
     server = sub.add_parser("server", help="run the control plane")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=7070)
@@ -31,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds without a client heartbeat before an ephemeral app is stopped")
     server.add_argument("--output-retention", type=float, default=24.0,
                         help="hours a finished call's outputs are kept")
+    server.add_argument("--http", help="HOST:PORT of the HTTP gateway that serves web endpoints (port 0: any "
+                                       "free one; default: $EMBER_HTTP, else 127.0.0.1:8600 or a free port)")
+    server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
+                                          "(behind a proxy, say)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
 
     worker = sub.add_parser("worker", help="run a worker that starts containers")
@@ -61,6 +70,9 @@ def main(argv=None) -> int:
     if args.command == "run":
         from .run import run
         return run(args.target, args.args)
+    if args.command == "serve":
+        from .serve import serve
+        return serve(args.file)
     if args.command == "server":
         from ..server.main import run as run_server
         return run_server(args)
@@ -73,7 +85,7 @@ def main(argv=None) -> int:
     if args.command == "app":
         from .apps import run as run_apps
         return run_apps(args)
-    if args.command in ("dict", "queue", "secret", "volume"):
+    if args.command in ("dict", "queue", "secret", "token", "volume"):
         from .objects import run as run_objects
         return run_objects(args)
     parser.print_help()

@@ -1,4 +1,4 @@
-"""`ember dict ...`, `ember queue ...` and `ember secret ...`: manage named objects."""
+"""`ember dict|queue|volume|secret|token ...`: manage named objects and credentials."""
 
 import contextlib
 import datetime
@@ -64,6 +64,11 @@ def add_parsers(sub):
     create.add_argument("--force", action="store_true", help="replace a secret of that name")
     cmds.add_parser("list", help="list the secrets (names only, never values)")
     cmds.add_parser("delete", help="delete a secret").add_argument("name")
+    p = sub.add_parser("token", help="manage proxy auth tokens (for requires_proxy_auth web endpoints)")
+    cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cmds.add_parser("create", help="create a token; its secret is shown only now")
+    cmds.add_parser("list", help="list the tokens (keys only)")
+    cmds.add_parser("delete", help="delete a token: requests with it are refused").add_argument("key")
 
 
 @contextlib.contextmanager
@@ -101,6 +106,30 @@ def run_secret(args) -> int:
             else:
                 client.run(client.rpc("SecretDelete", api_pb2.SecretRef(name=args.name)))
                 print(f"deleted secret {args.name}")
+    except exception.Error as e:
+        print(f"ember: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_token(args) -> int:
+    try:
+        with _connected() as client:
+            if args.action == "create":
+                t = client.run(client.rpc("ProxyTokenCreate", api_pb2.Empty()))
+                print(f"Ember-Key: {t.token_id}\nEmber-Secret: {t.secret}")
+                print("send both as headers to endpoints with requires_proxy_auth=True; the secret is not "
+                      "shown again", file=sys.stderr)
+            elif args.action == "list":
+                resp = client.run(client.rpc("ProxyTokenList", api_pb2.Empty()))
+                for t in resp.tokens:
+                    created = datetime.datetime.fromtimestamp(t.created_at).strftime("%Y-%m-%d %H:%M")
+                    print(f"{t.token_id}\tcreated {created}")
+                if not resp.tokens:
+                    print("no proxy tokens", file=sys.stderr)
+            else:
+                client.run(client.rpc("ProxyTokenDelete", api_pb2.ProxyToken(token_id=args.key)))
+                print(f"deleted token {args.key}")
     except exception.Error as e:
         print(f"ember: {e}", file=sys.stderr)
         return 1
@@ -148,6 +177,8 @@ def run_volume(args) -> int:
 def run(args) -> int:
     if args.command == "secret":
         return run_secret(args)
+    if args.command == "token":
+        return run_token(args)
     if args.command == "volume":
         return run_volume(args)
     return run_named(args, Dict if args.command == "dict" else Queue)

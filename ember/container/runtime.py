@@ -32,6 +32,7 @@ from .._client import blobs
 from .._client.bridge import LoopThread
 from .._client.serialization import deserialize, serialize_exception, serialize_result
 from ..proto import api_pb2, api_pb2_grpc
+from .web import WebHost, make_app
 
 Output = api_pb2.Output
 HEARTBEAT = 1.0             # seconds
@@ -71,6 +72,7 @@ class Runtime:
         self.exit_hooks: list = []                    # a class's @ember.exit() methods (@app.cls)
         self.in_enter = False                         # running its @ember.enter() hooks
         self.definition: api_pb2.FunctionDefinition | None = None   # set once loaded
+        self.web: WebHost | None = None               # a web endpoint's requests (on the I/O loop)
         self.stub = None
 
     # ------------------------------------------------------------------ I/O thread
@@ -129,14 +131,21 @@ class Runtime:
             self.requested = max(0, self.requested - n)
             for inp in cmd.inputs.inputs:
                 self.held[inp.input_id] = inp
-                self.inputs.put(inp)
+                if self.web is not None:
+                    self.web.start(inp)
+                else:
+                    self.inputs.put(inp)
+        elif kind == "http":
+            self.web.deliver(cmd.http.events)
         elif kind == "init":
             if not self.initialized:
                 self.init.put(cmd.init)
         elif kind == "cancel_input_id":
             input_id = cmd.cancel_input_id
             self.cancelled.add(input_id)
-            if self.current == input_id:
+            if self.web is not None:
+                self.web.cancel(input_id)
+            elif self.current == input_id:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
     def _ask_for_inputs(self, out: asyncio.Queue | None = None):
@@ -146,15 +155,16 @@ class Runtime:
             self.requested += want
             out.put_nowait(api_pb2.ContainerMessage(want_inputs=want))
 
-    def _flush_outputs(self, outputs: list[api_pb2.Output]):
+    def _flush_outputs(self, outputs: list[api_pb2.Output], http=()):
         for o in outputs:
             if o.status != Output.GENERATOR_ITEM:
                 self.held.pop(o.input_id, None)
                 self.cancelled.discard(o.input_id)
         want = max(0, self.target - len(self.held) - self.requested)
         self.requested += want
-        batch = api_pb2.OutputBatch(outputs=outputs, want_inputs=want)
-        self.recent_outputs.append(batch)
+        batch = api_pb2.OutputBatch(outputs=outputs, want_inputs=want, http=http)
+        if self.web is None:  # a web request does not outlive its stream: nothing to resend
+            self.recent_outputs.append(batch)
         self._send(api_pb2.ContainerMessage(outputs=batch))
 
     def _send_logs(self, fd: int, text: str):
@@ -184,6 +194,8 @@ class Runtime:
             image.current_recipe = image.recipe(
                 [(s.kind, s.args, dict(s.env), s.path) for s in init.definition.image.steps])
             fn = self._load(init.definition, init.app_function_ids)
+            if init.definition.web.kind:
+                fn = make_app(fn, init.definition)
         except BaseException as e:
             data, line, tb = serialize_exception(e)
             self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=api_pb2.ContainerInitFailure(
@@ -191,6 +203,13 @@ class Runtime:
             self._exit(1)
         self.initialized = True
         self.definition = init.definition
+        if init.definition.web.kind:
+            # Requests run on the I/O loop, as many at once as the function allows; this
+            # thread only waits (and runs signal handlers).
+            self.target = max(1, init.definition.max_inputs)
+            self.web = WebHost(self, fn, init.definition.timeout)
+            self.io.call_soon(self._ask_for_inputs)
+            threading.Event().wait()
         self.io.call_soon(self._ask_for_inputs)
         self._serve(fn, init.definition)
 

@@ -60,12 +60,14 @@ class AppCreateResponse(_message.Message):
     def __init__(self, app_id: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., unisolated_workers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AppRef(_message.Message):
-    __slots__ = ("app_id", "name")
+    __slots__ = ("app_id", "name", "drain")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     name: str
-    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    drain: bool
+    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., drain: _Optional[bool] = ...) -> None: ...
 
 class AppDeployResponse(_message.Message):
     __slots__ = ("version",)
@@ -108,7 +110,7 @@ class FunctionLookupRequest(_message.Message):
     def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class FunctionLookupResponse(_message.Message):
-    __slots__ = ("function_id", "is_generator", "is_class", "methods")
+    __slots__ = ("function_id", "is_generator", "is_class", "methods", "web_url")
     class MethodsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -120,11 +122,13 @@ class FunctionLookupResponse(_message.Message):
     IS_GENERATOR_FIELD_NUMBER: _ClassVar[int]
     IS_CLASS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
+    WEB_URL_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     is_generator: bool
     is_class: bool
     methods: _containers.ScalarMap[str, bool]
-    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ...) -> None: ...
+    web_url: str
+    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ...) -> None: ...
 
 class FunctionBindRequest(_message.Message):
     __slots__ = ("function_id", "params")
@@ -161,7 +165,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params", "schedule")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +200,8 @@ class FunctionDefinition(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     BOUND_PARAMS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    WEB_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     module: str
     qualname: str
@@ -216,7 +222,27 @@ class FunctionDefinition(_message.Message):
     methods: _containers.ScalarMap[str, bool]
     bound_params: bytes
     schedule: Schedule
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
+    web: WebEndpoint
+    max_inputs: int
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ...) -> None: ...
+
+class WebEndpoint(_message.Message):
+    __slots__ = ("kind", "method", "docs", "label", "requires_proxy_auth", "port", "startup_timeout")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    DOCS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_PROXY_AUTH_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    STARTUP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    method: str
+    docs: bool
+    label: str
+    requires_proxy_auth: bool
+    port: int
+    startup_timeout: float
+    def __init__(self, kind: _Optional[str] = ..., method: _Optional[str] = ..., docs: _Optional[bool] = ..., label: _Optional[str] = ..., requires_proxy_auth: _Optional[bool] = ..., port: _Optional[int] = ..., startup_timeout: _Optional[float] = ...) -> None: ...
 
 class ImageStep(_message.Message):
     __slots__ = ("kind", "args", "env", "path", "blob_id", "force_build", "layer_id")
@@ -296,24 +322,114 @@ class FunctionCreateRequest(_message.Message):
     def __init__(self, app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ...) -> None: ...
 
 class FunctionCreateResponse(_message.Message):
-    __slots__ = ("function_id",)
+    __slots__ = ("function_id", "web_url")
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    WEB_URL_FIELD_NUMBER: _ClassVar[int]
     function_id: str
-    def __init__(self, function_id: _Optional[str] = ...) -> None: ...
+    web_url: str
+    def __init__(self, function_id: _Optional[str] = ..., web_url: _Optional[str] = ...) -> None: ...
 
 class Input(_message.Message):
-    __slots__ = ("input_id", "call_id", "idx", "args", "attempt")
+    __slots__ = ("input_id", "call_id", "idx", "args", "attempt", "http")
     INPUT_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     IDX_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
     input_id: str
     call_id: str
     idx: int
     args: Payload
     attempt: int
-    def __init__(self, input_id: _Optional[str] = ..., call_id: _Optional[str] = ..., idx: _Optional[int] = ..., args: _Optional[_Union[Payload, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+    http: HttpRequest
+    def __init__(self, input_id: _Optional[str] = ..., call_id: _Optional[str] = ..., idx: _Optional[int] = ..., args: _Optional[_Union[Payload, _Mapping]] = ..., attempt: _Optional[int] = ..., http: _Optional[_Union[HttpRequest, _Mapping]] = ...) -> None: ...
+
+class HttpHeader(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    value: bytes
+    def __init__(self, name: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class HttpRequest(_message.Message):
+    __slots__ = ("type", "method", "path", "query_string", "headers", "scheme", "http_version", "root_path", "client_host", "client_port", "subprotocols", "body", "more_body")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    QUERY_STRING_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    HTTP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROOT_PATH_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_HOST_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_PORT_FIELD_NUMBER: _ClassVar[int]
+    SUBPROTOCOLS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    MORE_BODY_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    method: str
+    path: str
+    query_string: bytes
+    headers: _containers.RepeatedCompositeFieldContainer[HttpHeader]
+    scheme: str
+    http_version: str
+    root_path: str
+    client_host: str
+    client_port: int
+    subprotocols: _containers.RepeatedScalarFieldContainer[str]
+    body: bytes
+    more_body: bool
+    def __init__(self, type: _Optional[str] = ..., method: _Optional[str] = ..., path: _Optional[str] = ..., query_string: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[HttpHeader, _Mapping]]] = ..., scheme: _Optional[str] = ..., http_version: _Optional[str] = ..., root_path: _Optional[str] = ..., client_host: _Optional[str] = ..., client_port: _Optional[int] = ..., subprotocols: _Optional[_Iterable[str]] = ..., body: _Optional[bytes] = ..., more_body: _Optional[bool] = ...) -> None: ...
+
+class HttpEvent(_message.Message):
+    __slots__ = ("input_id", "type", "status", "headers", "body", "text", "is_text", "more_body", "code", "reason", "subprotocol")
+    INPUT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    IS_TEXT_FIELD_NUMBER: _ClassVar[int]
+    MORE_BODY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SUBPROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    input_id: str
+    type: str
+    status: int
+    headers: _containers.RepeatedCompositeFieldContainer[HttpHeader]
+    body: bytes
+    text: str
+    is_text: bool
+    more_body: bool
+    code: int
+    reason: str
+    subprotocol: str
+    def __init__(self, input_id: _Optional[str] = ..., type: _Optional[str] = ..., status: _Optional[int] = ..., headers: _Optional[_Iterable[_Union[HttpHeader, _Mapping]]] = ..., body: _Optional[bytes] = ..., text: _Optional[str] = ..., is_text: _Optional[bool] = ..., more_body: _Optional[bool] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., subprotocol: _Optional[str] = ...) -> None: ...
+
+class HttpEvents(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[HttpEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[HttpEvent, _Mapping]]] = ...) -> None: ...
+
+class ProxyToken(_message.Message):
+    __slots__ = ("token_id", "secret", "created_at")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    secret: str
+    created_at: float
+    def __init__(self, token_id: _Optional[str] = ..., secret: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class ProxyTokens(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[ProxyToken]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[ProxyToken, _Mapping]]] = ...) -> None: ...
 
 class Output(_message.Message):
     __slots__ = ("input_id", "idx", "status", "data", "error", "traceback", "gen_index")
@@ -907,12 +1023,14 @@ class ContainerMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[ContainerHello, _Mapping]] = ..., want_inputs: _Optional[int] = ..., outputs: _Optional[_Union[OutputBatch, _Mapping]] = ..., logs: _Optional[_Union[LogBatch, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., init_failure: _Optional[_Union[ContainerInitFailure, _Mapping]] = ...) -> None: ...
 
 class OutputBatch(_message.Message):
-    __slots__ = ("outputs", "want_inputs")
+    __slots__ = ("outputs", "want_inputs", "http")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     WANT_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
     outputs: _containers.RepeatedCompositeFieldContainer[Output]
     want_inputs: int
-    def __init__(self, outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., want_inputs: _Optional[int] = ...) -> None: ...
+    http: _containers.RepeatedCompositeFieldContainer[HttpEvent]
+    def __init__(self, outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., want_inputs: _Optional[int] = ..., http: _Optional[_Iterable[_Union[HttpEvent, _Mapping]]] = ...) -> None: ...
 
 class ContainerInit(_message.Message):
     __slots__ = ("function_id", "app_id", "definition", "app_function_ids", "secret_env")
@@ -949,13 +1067,15 @@ class InputBatch(_message.Message):
     def __init__(self, inputs: _Optional[_Iterable[_Union[Input, _Mapping]]] = ...) -> None: ...
 
 class ContainerCommand(_message.Message):
-    __slots__ = ("init", "inputs", "cancel_input_id", "stop")
+    __slots__ = ("init", "inputs", "cancel_input_id", "stop", "http")
     INIT_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_INPUT_ID_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
     init: ContainerInit
     inputs: InputBatch
     cancel_input_id: str
     stop: Empty
-    def __init__(self, init: _Optional[_Union[ContainerInit, _Mapping]] = ..., inputs: _Optional[_Union[InputBatch, _Mapping]] = ..., cancel_input_id: _Optional[str] = ..., stop: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
+    http: HttpEvents
+    def __init__(self, init: _Optional[_Union[ContainerInit, _Mapping]] = ..., inputs: _Optional[_Union[InputBatch, _Mapping]] = ..., cancel_input_id: _Optional[str] = ..., stop: _Optional[_Union[Empty, _Mapping]] = ..., http: _Optional[_Union[HttpEvents, _Mapping]] = ...) -> None: ...

@@ -189,6 +189,21 @@ class EmberStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.ContainerMessage.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ContainerCommand.FromString,
                 _registered_method=True)
+        self.ProxyTokenCreate = channel.unary_unary(
+                '/ember.v1.Ember/ProxyTokenCreate',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ProxyToken.FromString,
+                _registered_method=True)
+        self.ProxyTokenList = channel.unary_unary(
+                '/ember.v1.Ember/ProxyTokenList',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ProxyTokens.FromString,
+                _registered_method=True)
+        self.ProxyTokenDelete = channel.unary_unary(
+                '/ember.v1.Ember/ProxyTokenDelete',
+                request_serializer=ember_dot_proto_dot_api__pb2.ProxyToken.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class EmberServicer:
@@ -408,6 +423,25 @@ class EmberServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProxyTokenCreate(self, request, context):
+        """---- web endpoints: tokens that requires_proxy_auth endpoints accept ----
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProxyTokenList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProxyTokenDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmberServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -565,6 +599,21 @@ def add_EmberServicer_to_server(servicer, server):
                     servicer.ContainerConnect,
                     request_deserializer=ember_dot_proto_dot_api__pb2.ContainerMessage.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.ContainerCommand.SerializeToString,
+            ),
+            'ProxyTokenCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProxyTokenCreate,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ProxyToken.SerializeToString,
+            ),
+            'ProxyTokenList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProxyTokenList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ProxyTokens.SerializeToString,
+            ),
+            'ProxyTokenDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProxyTokenDelete,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ProxyToken.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1404,6 +1453,87 @@ class Ember:
             '/ember.v1.Ember/ContainerConnect',
             ember_dot_proto_dot_api__pb2.ContainerMessage.SerializeToString,
             ember_dot_proto_dot_api__pb2.ContainerCommand.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProxyTokenCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/ProxyTokenCreate',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ProxyToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProxyTokenList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/ProxyTokenList',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ProxyTokens.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProxyTokenDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.Ember/ProxyTokenDelete',
+            ember_dot_proto_dot_api__pb2.ProxyToken.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

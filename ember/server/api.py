@@ -13,6 +13,7 @@ from .blobs import BlobStore
 from .objects import ObjectError, Objects
 from .secrets import Secrets
 from .scheduler import Scheduler
+from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
 
@@ -44,12 +45,14 @@ class Duplex:
 
 
 class EmberService(api_pb2_grpc.EmberServicer):
-    def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets, heartbeat_interval: float):
+    def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets, tokens: ProxyTokens,
+                 heartbeat_interval: float):
         self.sched = sched
         self.blobs = blobs
         self.heartbeat_interval = heartbeat_interval
         self.objects = Objects(sched.store)
         self.secrets = secrets
+        self.tokens = tokens
 
     # ------------------------------------------------------------------ apps and functions
 
@@ -87,7 +90,9 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
     async def AppStop(self, req, context):
         app = await self._app_by_ref(context, req.app_id, req.name)
-        if app is not None:
+        if app is not None and req.drain:
+            self.sched.drain_app(app.app_id)
+        elif app is not None:
             self.sched.stop_app(app.app_id, "it was stopped by name" if req.name else "its client stopped it")
         await self.sched.store.durable()
         return EMPTY
@@ -116,7 +121,8 @@ class EmberService(api_pb2_grpc.EmberServicer):
     async def FunctionLookup(self, req, context):
         fn = await self._call(context, self.sched.lookup_function, req.app_name, req.name)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
-                                              is_class=fn.definition.is_class, methods=fn.definition.methods)
+                                              is_class=fn.definition.is_class, methods=fn.definition.methods,
+                                              web_url=self.sched.web_url(fn))
 
     async def AppLogs(self, req, context):
         app = await self._app_by_ref(context, req.app_id, req.app_name)
@@ -140,7 +146,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
     async def FunctionCreate(self, req, context):
         fid = await self._call(context, self.sched.create_function, req.app_id, req.definition)
-        return api_pb2.FunctionCreateResponse(function_id=fid)
+        return api_pb2.FunctionCreateResponse(function_id=fid, web_url=self.sched.web_url(self.sched.functions[fid]))
 
     async def ImageBuild(self, req, context):
         async for event in self.sched.builds.follow(req.image, req.force):
@@ -161,6 +167,16 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
     async def SecretDelete(self, req, context):
         await self._call(context, self.secrets.delete, req.name)
+        return EMPTY
+
+    async def ProxyTokenCreate(self, req, context):
+        return await self._call(context, self.tokens.create)
+
+    async def ProxyTokenList(self, req, context):
+        return self.tokens.list()
+
+    async def ProxyTokenDelete(self, req, context):
+        await self._call(context, self.tokens.delete, req.token_id)
         return EMPTY
 
     async def ObjectGet(self, req, context):

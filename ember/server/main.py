@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import pathlib
 import signal
 import sys
@@ -11,28 +12,38 @@ import uvloop
 
 from ..config import GRPC_OPTIONS
 from ..proto import api_pb2_grpc
+from . import gateway
 from .api import EmberService
 from .blobs import BlobStore
 from .scheduler import Scheduler
 from .secrets import Secrets
 from .store import Store
+from .tokens import ProxyTokens
 
 log = logging.getLogger("ember.server")
 
+DEFAULT_HTTP = "127.0.0.1:8600"
 TICK = 0.2            # seconds between time-driven checks (expiry, scale-down, backlog)
 EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 
 
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
-                app_timeout: float, output_retention: float, ready_file: str | None = None):
+                app_timeout: float, output_retention: float, http: str | None = None, web_url: str | None = None,
+                ready_file: str | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(str(data_dir / "ember.db"))
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
                       app_timeout=app_timeout, output_retention=output_retention)
     sched.recover()
+    tokens = ProxyTokens(store)
+    # Unless told where, the gateway takes the default port, or any free one if that is taken.
+    http_host, _, http_port = (http or os.environ.get("EMBER_HTTP") or DEFAULT_HTTP).rpartition(":")
+    sock = gateway.bind(http_host, int(http_port), fallback=http is None)
+    web_task, web_server = await gateway.start(gateway.Gateway(sched, tokens), sock)
+    sched.web_base_url = (web_url or f"http://{http_host}:{sock.getsockname()[1]}").rstrip("/")
     server = grpc.aio.server(options=GRPC_OPTIONS)
     api_pb2_grpc.add_EmberServicer_to_server(
-        EmberService(sched, BlobStore(data_dir / "blobs"), Secrets(store, data_dir / "secret.key"),
+        EmberService(sched, BlobStore(data_dir / "blobs"), Secrets(store, data_dir / "secret.key"), tokens,
                      heartbeat_interval=app_timeout / 4), server)
     if address.startswith("unix:"):
         pathlib.Path(address[5:].removeprefix("//")).unlink(missing_ok=True)
@@ -42,7 +53,8 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         host = address.rpartition(":")[0]
         bound = f"{host}:{server.add_insecure_port(address)}"
     await server.start()
-    print(f"ember server listening on {bound} (data in {data_dir})", flush=True)
+    print(f"ember server listening on {bound}, web endpoints at {sched.web_base_url} (data in {data_dir})",
+          flush=True)
     if ready_file:
         pathlib.Path(ready_file).write_text(bound)
 
@@ -67,7 +79,9 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     ticks = asyncio.create_task(ticker())
     await stop.wait()
     ticks.cancel()
+    web_server.should_exit = True
     await server.stop(grace=1.0)
+    await web_task
     store.close()
 
 
@@ -78,5 +92,5 @@ def run(args) -> int:
     uvloop.run(serve(address, pathlib.Path(args.data_dir).expanduser(),
                       lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
                       app_timeout=args.app_timeout, output_retention=args.output_retention * 3600,
-                      ready_file=args.ready_file))
+                      http=args.http, web_url=args.web_url, ready_file=args.ready_file))
     return 0

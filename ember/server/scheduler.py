@@ -17,6 +17,7 @@ import collections
 import logging
 import math
 import pickle
+import re
 import time
 
 from .._gpu import GpuAllocator
@@ -58,7 +59,7 @@ class AppState:
 
 class FunctionState:
     __slots__ = ("function_id", "app", "definition", "pending", "containers", "exec_ewma",
-                 "init_failure", "capacity_warned", "start_failures")
+                 "init_failure", "capacity_warned", "start_failures", "web_requests", "dispatch_soon")
 
     def __init__(self, function_id, app, definition):
         self.function_id = function_id
@@ -70,6 +71,9 @@ class FunctionState:
         self.capacity_warned = 0.0
         self.init_failure: api_pb2.ContainerInitFailure | None = None
         self.start_failures = 0
+        # A web endpoint's open requests: a call of its own that is never stored.
+        self.web_requests = CallState(f"web:{function_id}", self) if definition.web.kind else None
+        self.dispatch_soon = False
 
     @property
     def name(self):
@@ -99,9 +103,9 @@ class CallState:
 
 
 class InputState:
-    __slots__ = ("input_id", "call", "idx", "args", "attempts", "lost", "container")
+    __slots__ = ("input_id", "call", "idx", "args", "attempts", "lost", "container", "web")
 
-    def __init__(self, input_id, call, idx, args, attempts=0, lost=0):
+    def __init__(self, input_id, call, idx, args, attempts=0, lost=0, web=None):
         self.input_id = input_id
         self.call: CallState = call
         self.idx = idx
@@ -109,6 +113,8 @@ class InputState:
         self.attempts = attempts
         self.lost = lost
         self.container: ContainerState | None = None
+        # A web request: the gateway's side of it (see gateway.WebRequest); never stored.
+        self.web = web
 
 
 class WorkerState:
@@ -179,6 +185,8 @@ class Scheduler:
         self.schedule_runs: dict[tuple[str, str], float] = store.schedule_runs()
         self.next_runs: dict[tuple[str, str], tuple] = {}
         self.started_at = time.monotonic()
+        self.web_routes: dict[str, str] = {}   # URL label -> the function serving it
+        self.web_base_url = ""                  # the gateway's URL, set when it starts
         # Containers that existed before a restart and may still reconnect:
         # id -> (deadline, the inputs the store says it held).
         self.orphans: dict[str, tuple[float, list[InputState]]] = {}
@@ -195,6 +203,9 @@ class Scheduler:
             fn = FunctionState(fid, self.apps[app_id], definition)
             self.functions[fid] = fn
             fn.app.functions[fid] = fn
+            app = fn.app
+            if not app.deployed or self.deployments.get(app.name) == app_id:
+                self._route(fn)
         deadline = time.monotonic() + self.lease_timeout
         live = {cid for cid, *_ in self.store.live_containers()}
         for cid in live:
@@ -237,6 +248,8 @@ class Scheduler:
         self.deployments[app.name] = app_id
         if old is not None:
             old.superseded = True
+        for fn in app.functions.values():
+            self._route(fn)
         self.store.deploy_app(app_id, app.version, old.app_id if old else None)
         log.info("app %s deployed as version %d (%s)", app.name, app.version, app_id)
         return app.version
@@ -276,6 +289,9 @@ class Scheduler:
             self.functions.pop(fn.function_id, None)
             for call in [c for c in self.calls.values() if c.function is fn]:
                 self._cancel_inputs(call, reason)
+            if fn.web_requests is not None:
+                self._unroute(fn)
+                self._cancel_inputs(fn.web_requests, reason)
             for c in list(fn.containers.values()):
                 self._stop_container(c)
         for fut in app.log_listeners:
@@ -292,7 +308,18 @@ class Scheduler:
         fn = FunctionState(fid, app, definition)
         self.functions[fid] = fn
         app.functions[fid] = fn
+        if not app.deployed:
+            self._route(fn)
         return fid
+
+    def drain_app(self, app_id: str):
+        """Stop an app once its running calls are done; it takes no new ones (`ember serve`
+        drains the version it replaced)."""
+        app = self.apps.get(app_id)
+        if app is not None:
+            app.superseded = True
+            for fn in app.functions.values():
+                self._unroute(fn)
 
     def bind_function(self, function_id: str, params: bytes) -> str:
         """The function of a class instance with these parameters: its own pool of containers."""
@@ -323,6 +350,67 @@ class Scheduler:
                 raise LookupError(f"there is no function with id {function_id}")
             raise LookupError("its app is not running (it was stopped, or its client went away)")
         return fn
+
+    # ------------------------------------------------------------------ web endpoints
+
+    def _route(self, fn: FunctionState):
+        """Serve a web endpoint at its label, taking it over from any earlier app: a new
+        version of a deployed app, or a newer run of an ephemeral one (`ember serve`)."""
+        if fn.web_requests is not None and not fn.definition.bound_params:
+            self.web_routes[web_label(fn)] = fn.function_id
+
+    def _unroute(self, fn: FunctionState):
+        if fn.web_requests is not None and self.web_routes.get(web_label(fn)) == fn.function_id:
+            del self.web_routes[web_label(fn)]
+
+    def web_url(self, fn: FunctionState) -> str:
+        return f"{self.web_base_url}/{web_label(fn)}" if fn.web_requests is not None else ""
+
+    def web_function(self, label: str) -> FunctionState | None:
+        fn = self.functions.get(self.web_routes.get(label, ""))
+        return fn if fn is not None and fn.app.running else None
+
+    def submit_web(self, fn: FunctionState, request: api_pb2.HttpRequest, web) -> InputState:
+        """Queue a web request; `web` hears its response (deliver) and its end (finish)."""
+        requests = fn.web_requests
+        requests.next_seq += 1
+        inp = InputState(f"{requests.call_id}:{requests.next_seq}", requests, 0, b"", web=web)
+        web.request = request
+        requests.inputs[inp.input_id] = inp
+        fn.pending.append(inp)
+        # Requests that arrive together go to containers together: one message, not one each.
+        if not fn.dispatch_soon:
+            fn.dispatch_soon = True
+            asyncio.get_running_loop().call_soon(self._dispatch_soon, fn)
+        return inp
+
+    def _dispatch_soon(self, fn: FunctionState):
+        fn.dispatch_soon = False
+        if fn.function_id in self.functions:
+            self.dispatch(fn)
+
+    def web_to_container(self, inp: InputState, events: list[api_pb2.HttpEvent]):
+        """More of a request (body, disconnect, WebSocket messages): now, or once it has a container."""
+        c = inp.container
+        if c is not None and c.send is not None:
+            c.send(api_pb2.ContainerCommand(http=api_pb2.HttpEvents(events=events)))
+        else:
+            inp.web.outbox.extend(events)
+
+    def web_abandoned(self, inp: InputState):
+        """Its client went away: a queued request is dropped, a running one is told."""
+        if inp.input_id not in inp.call.inputs:
+            return
+        if inp.container is None:
+            del inp.call.inputs[inp.input_id]  # dispatch skips it
+        elif inp.container.send is not None:
+            inp.container.send(api_pb2.ContainerCommand(cancel_input_id=inp.input_id))
+
+    def _finish_web(self, inp: InputState, out: api_pb2.Output):
+        if out.status == Output.GENERATOR_ITEM or inp.call.inputs.pop(inp.input_id, None) is None:
+            return
+        self._release(inp)
+        inp.web.finish(out)
 
     # ------------------------------------------------------------------ calls
 
@@ -396,7 +484,7 @@ class Scheduler:
                 inp.container.send(api_pb2.ContainerCommand(cancel_input_id=inp.input_id))
         outs = [(inp, Output(input_id=inp.input_id, idx=inp.idx, status=Output.CANCELLED, error=reason))
                 for inp in call.inputs.values()]
-        if call.num_inputs is None:
+        if call.num_inputs is None and call is not call.function.web_requests:
             call.num_inputs = max(self._max_idx(call), call.num_done)
             self.store.close_call(call.call_id, call.num_inputs)
         self._record_outputs(outs)
@@ -413,6 +501,11 @@ class Scheduler:
         """
         if not results:
             return
+        if any(inp.web is not None for inp, _ in results):
+            for inp, out in results:
+                if inp.web is not None:
+                    self._finish_web(inp, out)
+            results = [(inp, out) for inp, out in results if inp.web is None]
         rows, finished, touched = [], [], {}
         now = time.time()
         for inp, out in results:
@@ -486,6 +579,7 @@ class Scheduler:
         ready = [c for c in fn.containers.values() if c.want > 0 and c.send is not None and not c.stopping]
         if ready:
             ready.sort(key=lambda c: len(c.held))
+            later = []
             for c in ready:
                 batch = []
                 if not c.held:
@@ -498,12 +592,23 @@ class Scheduler:
                     inp.container = c
                     c.held[inp.input_id] = inp
                     c.want -= 1
+                    if inp.web is not None:
+                        batch.append(api_pb2.Input(input_id=inp.input_id, http=inp.web.request, attempt=1))
+                        if inp.web.outbox:
+                            later.append(inp)
+                        continue
                     batch.append(api_pb2.Input(input_id=inp.input_id, call_id=inp.call.call_id, idx=inp.idx,
                                                args=api_pb2.Payload.FromString(inp.args),
                                                attempt=inp.attempts))
                 if batch:
-                    self.store.assign_inputs(c.container_id, [i.input_id for i in batch])
+                    stored = [i.input_id for i in batch if not i.HasField("http")]
+                    if stored:
+                        self.store.assign_inputs(c.container_id, stored)
                     c.send(api_pb2.ContainerCommand(inputs=api_pb2.InputBatch(inputs=batch)))
+                for inp in later:  # what came of a request while it waited for a container
+                    events, inp.web.outbox = inp.web.outbox, []
+                    self.web_to_container(inp, events)
+                later.clear()
                 if not pending:
                     return
         self.autoscale(fn)
@@ -638,6 +743,10 @@ class Scheduler:
     def container_outputs(self, c: ContainerState, batch: api_pb2.OutputBatch, log_seq: int):
         c.last_seen = now = time.monotonic()
         fn = c.function
+        for ev in batch.http:
+            inp = c.held.get(ev.input_id)
+            if inp is not None and inp.web is not None:
+                inp.web.deliver(ev)
         results = []
         finals = sum(1 for o in batch.outputs if o.status != Output.GENERATOR_ITEM)
         if finals:
@@ -657,6 +766,8 @@ class Scheduler:
 
     def _retry(self, inp: InputState, out: api_pb2.Output) -> bool:
         """Schedule another attempt if the policy allows; True if it will be retried."""
+        if inp.web is not None:
+            return False  # a request is answered once, by whoever ran it
         policy = inp.call.function.definition.retries
         generator_started = any(o.output.status == Output.GENERATOR_ITEM and o.output.input_id == inp.input_id
                                 for o in inp.call.outputs[-64:])
@@ -686,6 +797,10 @@ class Scheduler:
     def _requeue(self, inp: InputState, lost: bool):
         """Put an input back without charging an attempt: it never ran, or its container
         vanished without a word (lost: counted, and capped at MAX_LOST)."""
+        if inp.web is not None:  # it may have answered in part: it ends here
+            self._finish_web(inp, Output(input_id=inp.input_id, status=Output.CONTAINER_EXITED,
+                                         error="its container was lost while it ran"))
+            return
         self._release(inp)
         inp.attempts = max(0, inp.attempts - 1)
         inp.lost += lost
@@ -917,10 +1032,20 @@ class Scheduler:
     def _app_busy(self, app: AppState) -> bool:
         """Whether any call of the app's functions may still run or take inputs."""
         return any(call.function.app is app and (call.num_inputs is None or call.inputs)
-                   for call in self.calls.values())
+                   for call in self.calls.values()) or any(
+            fn.web_requests is not None and fn.web_requests.inputs for fn in app.functions.values())
 
     def expire_outputs(self):
         self.store.expire(time.time() - self.output_retention)
+
+
+def web_label(fn: FunctionState) -> str:
+    """The endpoint's name in its URL: its label, or APP-FUNCTION; "-dev" for an app that
+    is not deployed (`ember run`, `ember serve`), as Modal does."""
+    web, app = fn.definition.web, fn.app
+    label = web.label or (f"{app.name}-{fn.name}" if app.name else fn.name)
+    label = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
+    return label if app.deployed else f"{label}-dev"
 
 
 def _stop_command(container_id: str, kill: bool) -> api_pb2.WorkerCommand:

@@ -89,6 +89,11 @@ CREATE TABLE IF NOT EXISTS schedule_runs (
     last_run REAL NOT NULL,           -- unix seconds of the last tick that made a call
     PRIMARY KEY (app_name, function_name)
 );
+CREATE TABLE IF NOT EXISTS proxy_tokens (
+    token_id TEXT PRIMARY KEY,        -- the Ember-Key header
+    secret_hash TEXT NOT NULL,        -- sha256 of the Ember-Secret header: the secret is not kept
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS volume_files (
     volume_id TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -226,6 +231,17 @@ class Store:
         self._write()
         self.db.execute("INSERT OR REPLACE INTO schedule_runs (app_name, function_name, last_run) VALUES (?, ?, ?)",
                         (app_name, function_name, when))
+
+    def proxy_tokens(self) -> list[tuple[str, str, float]]:
+        return self.db.execute("SELECT token_id, secret_hash, created_at FROM proxy_tokens ORDER BY created_at").fetchall()
+
+    def add_proxy_token(self, token_id: str, secret_hash: str, created_at: float):
+        self._write()
+        self.db.execute("INSERT INTO proxy_tokens VALUES (?, ?, ?)", (token_id, secret_hash, created_at))
+
+    def delete_proxy_token(self, token_id: str):
+        self._write()
+        self.db.execute("DELETE FROM proxy_tokens WHERE token_id=?", (token_id,))
 
     def deployed_at(self, app_id: str) -> float:
         row = self.db.execute("SELECT deployed_at FROM apps WHERE app_id=?", (app_id,)).fetchone()

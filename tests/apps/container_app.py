@@ -98,3 +98,20 @@ def gpu_env():
 @app.function(image=base)
 def no_gpu_env():
     return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+async def where_am_i(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": socket.gethostname().encode()})
+
+
+@app.function(image=base)
+@ember.asgi_app()
+def web_in_container():
+    return where_am_i
+
+
+@app.function(image=base)
+@ember.fastapi_endpoint()
+def no_fastapi():
+    return "never: the image has no FastAPI"

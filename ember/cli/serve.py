@@ -1,0 +1,106 @@
+"""`ember serve FILE`: run an app with its web endpoints live, and redeploy it on every save.
+
+The app's files (every .py file in the folder tree of FILE's top-level package) are watched;
+on a change the file is imported afresh and the app created again: its web endpoints take over
+their URLs (which stay the same), and the previous version finishes the requests it is running,
+then stops. A file that fails to import (a syntax error, say) is reported and the last good
+version keeps serving. Ctrl-C stops the app and its containers.
+"""
+
+import os
+import pathlib
+import sys
+import time
+import traceback
+
+from .. import config, exception
+from .._client.client import Client
+from .._client.local_cluster import LocalCluster
+from ..app import _RunningApp
+from .run import find_app, import_file
+
+POLL = 0.1  # seconds between looks at the files' modification times
+SKIP_DIRS = {"__pycache__", "node_modules", "venv"}
+
+
+def watched_files(root: pathlib.Path) -> dict[pathlib.Path, float]:
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
+        for name in filenames:
+            if name.endswith(".py"):
+                path = pathlib.Path(dirpath, name)
+                try:
+                    files[path] = path.stat().st_mtime_ns
+                except FileNotFoundError:
+                    pass
+    return files
+
+
+def package_root(file: pathlib.Path) -> pathlib.Path:
+    root = file.parent
+    while (root / "__init__.py").exists():
+        root = root.parent
+    return root
+
+
+def start_version(path: str, root: pathlib.Path, client: Client) -> _RunningApp:
+    """Import the file afresh (its modules under root too) and create its app."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and pathlib.Path(file).resolve().is_relative_to(root):
+            del sys.modules[name]
+    app = find_app(import_file(path))
+    running = _RunningApp(app, client)
+    running.start()
+    app._running = running
+    return running
+
+
+def serve(path: str) -> int:
+    file = pathlib.Path(path).resolve()
+    if not file.is_file():
+        print(f"ember serve: {path}: no such file", file=sys.stderr)
+        return 2
+    root = package_root(file)
+    cluster = LocalCluster.start() if config.server_url() is None else None
+    current = None
+    try:
+        client = Client.from_env()
+        files = watched_files(root)
+        try:
+            current = start_version(path, root, client)
+        except exception.ConnectionError as e:
+            print(f"ember serve: {e}", file=sys.stderr)
+            return 1
+        except Exception:
+            traceback.print_exc()
+            print("ember serve: fix the error and save: it is loaded again", file=sys.stderr)
+        print(f"ember serve: watching {root} for changes; Ctrl-C stops", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(POLL)
+            now = watched_files(root)
+            if now == files:
+                continue
+            changed = sorted(str(p.relative_to(root)) for p in set(now) | set(files) if now.get(p) != files.get(p))
+            files = now
+            print(f"ember serve: {', '.join(changed)} changed: redeploying", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            try:
+                new = start_version(path, root, client)
+            except Exception:
+                traceback.print_exc()
+                print("ember serve: the last good version keeps serving", file=sys.stderr, flush=True)
+                continue
+            if current is not None:
+                current.drain()
+            current = new
+            print(f"ember serve: redeployed in {time.monotonic() - t0:.2f}s", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("ember serve: stopping", file=sys.stderr)
+        return 0
+    finally:
+        if current is not None:
+            current.stop()
+        if cluster is not None:
+            cluster.stop()

@@ -1,0 +1,337 @@
+"""Web endpoints inside a container: each request (a web input) runs the function's ASGI app.
+
+Every kind of endpoint becomes one ASGI app, made once per container: a @fastapi_endpoint
+function is wrapped in a FastAPI app, an @asgi_app function returns one, a @wsgi_app function
+returns a WSGI app that runs in threads, and a @web_server function starts a server that
+requests are proxied to. Requests run as tasks on the runtime's I/O loop, up to the function's
+max_inputs at once; their ASGI messages go back to the gateway batched per loop iteration.
+"""
+
+import asyncio
+import concurrent.futures
+import io
+import socket
+import sys
+import time
+import traceback
+
+from ..proto import api_pb2
+
+Output = api_pb2.Output
+HttpEvent = api_pb2.HttpEvent
+HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"proxy-connection",
+              b"content-length"}
+
+
+def make_app(fn, d: api_pb2.FunctionDefinition):
+    """The ASGI app that serves the function's endpoint (runs user code: in the main thread)."""
+    web = d.web
+    if web.kind == "fastapi":
+        try:
+            from fastapi import FastAPI
+        except ImportError:
+            raise ImportError(f"{d.name}: @ember.fastapi_endpoint needs FastAPI in the function's image: "
+                              "add .pip_install(\"fastapi[standard]\") to it") from None
+        api = FastAPI(docs_url="/docs" if web.docs else None, redoc_url=None,
+                      openapi_url="/openapi.json" if web.docs else None)
+        api.add_api_route("/", fn, methods=[web.method])
+        return api
+    if web.kind == "asgi":
+        return _returned(fn, d.name, "an ASGI app", callable)
+    if web.kind == "wsgi":
+        return WsgiApp(_returned(fn, d.name, "a WSGI app", callable), max(1, d.max_inputs))
+    if web.kind == "web_server":
+        fn()
+        _wait_for_port(web.port, web.startup_timeout, d.name)
+        return ProxyApp(web.port)
+    raise ValueError(f"{d.name}: unknown kind of web endpoint {web.kind!r}")
+
+
+def _returned(fn, name: str, what: str, check):
+    app = fn()
+    if not check(app):
+        raise TypeError(f"{name}() must return {what}, not {type(app).__name__}")
+    return app
+
+
+def _wait_for_port(port: int, timeout: float, name: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"@ember.web_server({port}): nothing listened on port {port} within "
+                                   f"{timeout:g}s after {name}() returned; start the server there (it may bind "
+                                   "0.0.0.0 or 127.0.0.1), or raise startup_timeout") from None
+            time.sleep(0.02)
+
+
+class WebHost:
+    """Runs web inputs as tasks on the I/O loop of the runtime."""
+
+    def __init__(self, runtime, app, timeout: float):
+        self.runtime = runtime
+        self.app = app
+        self.timeout = timeout or None
+        self.requests: dict[str, tuple[asyncio.Task, asyncio.Queue]] = {}
+        self.events: list[HttpEvent] = []
+        self.outputs: list[api_pb2.Output] = []
+        self.flush_soon = False
+
+    # All of these run on the I/O loop.
+
+    def start(self, inp: api_pb2.Input):
+        q: asyncio.Queue = asyncio.Queue()
+        self.requests[inp.input_id] = (asyncio.get_running_loop().create_task(self._run(inp, q)), q)
+
+    def deliver(self, events):
+        for ev in events:
+            entry = self.requests.get(ev.input_id)
+            if entry is not None:
+                entry[1].put_nowait(ev)
+
+    def cancel(self, input_id: str):
+        entry = self.requests.get(input_id)
+        if entry is not None:
+            entry[0].cancel()
+
+    def _emit(self, ev: HttpEvent | None = None, out: api_pb2.Output | None = None):
+        if ev is not None:
+            self.events.append(ev)
+        if out is not None:
+            self.outputs.append(out)
+        if not self.flush_soon:
+            self.flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self):
+        self.flush_soon = False
+        # What user code printed goes first: it happened before the answer.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        events, self.events = self.events, []
+        outputs, self.outputs = self.outputs, []
+        self.runtime._flush_outputs(outputs, events)
+
+    async def _run(self, inp: api_pb2.Input, q: asyncio.Queue):
+        req = inp.http
+        input_id = inp.input_id
+        scope = _scope(req)
+        is_http = req.type == "http"
+        opened = False
+        started = False
+
+        async def receive():
+            nonlocal opened
+            if not opened:
+                opened = True
+                if is_http:
+                    return {"type": "http.request", "body": req.body, "more_body": req.more_body}
+                return {"type": "websocket.connect"}
+            return _from_event(await q.get())
+
+        async def send(msg):
+            nonlocal started
+            ev = _to_event(input_id, msg)
+            started = started or ev.type in ("http.response.start", "websocket.accept", "websocket.close")
+            self._emit(ev)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, send), self.timeout)
+            out = Output(input_id=input_id, status=Output.SUCCESS)
+        except asyncio.CancelledError:
+            out = Output(input_id=input_id, status=Output.CANCELLED, error="the client went away")
+        except asyncio.TimeoutError:
+            out = Output(input_id=input_id, status=Output.TIMEOUT,
+                         error=f"the request ran past its function's timeout ({self.timeout:g}s)")
+        except BaseException as e:
+            # The handler crashed: this request gets a 500, the container serves on.
+            print(f"ember: {req.method} {req.root_path}{req.path} failed:", file=sys.stderr)
+            traceback.print_exc()
+            if is_http and not started:
+                self._emit(HttpEvent(input_id=input_id, type="http.response.start", status=500,
+                                     headers=[api_pb2.HttpHeader(name=b"content-type", value=b"text/plain")]))
+                self._emit(HttpEvent(input_id=input_id, type="http.response.body", body=b"Internal Server Error"))
+            out = Output(input_id=input_id, status=Output.FAILURE, error=f"{type(e).__name__}: {e}")
+        del self.requests[input_id]
+        self._emit(out=out)
+
+
+def _scope(req: api_pb2.HttpRequest) -> dict:
+    path = req.root_path + req.path
+    scope = {
+        "type": req.type, "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": req.http_version, "scheme": req.scheme, "path": path,
+        "raw_path": path.encode(), "query_string": req.query_string, "root_path": req.root_path,
+        "headers": [(h.name, h.value) for h in req.headers], "client": (req.client_host, req.client_port),
+        "server": None, "state": {},
+    }
+    if req.type == "http":
+        scope["method"] = req.method
+    else:
+        scope["subprotocols"] = list(req.subprotocols)
+    return scope
+
+
+def _from_event(ev: HttpEvent) -> dict:
+    kind = ev.type
+    if kind == "http.request":
+        return {"type": kind, "body": ev.body, "more_body": ev.more_body}
+    if kind == "websocket.receive":
+        return {"type": kind, "text": ev.text} if ev.is_text else {"type": kind, "bytes": ev.body}
+    if kind == "websocket.disconnect":
+        return {"type": kind, "code": ev.code or 1000}
+    return {"type": kind}
+
+
+def _to_event(input_id: str, msg: dict) -> HttpEvent:
+    kind = msg["type"]
+    ev = HttpEvent(input_id=input_id, type=kind)
+    if kind == "http.response.body":
+        ev.body = bytes(msg.get("body", b""))
+        ev.more_body = msg.get("more_body", False)
+    elif kind == "http.response.start":
+        ev.status = msg["status"]
+        ev.headers.extend(api_pb2.HttpHeader(name=bytes(k), value=bytes(v)) for k, v in msg.get("headers", ()))
+    elif kind == "websocket.send":
+        if msg.get("text") is not None:
+            ev.is_text, ev.text = True, msg["text"]
+        else:
+            ev.body = msg.get("bytes") or b""
+    elif kind == "websocket.accept":
+        ev.subprotocol = msg.get("subprotocol") or ""
+        ev.headers.extend(api_pb2.HttpHeader(name=bytes(k), value=bytes(v)) for k, v in msg.get("headers", ()))
+    elif kind == "websocket.close":
+        ev.code = msg.get("code", 1000)
+        ev.reason = msg.get("reason") or ""
+    else:
+        raise ValueError(f"the app sent an ASGI message Ember does not relay: {kind!r}")
+    return ev
+
+
+async def _read_body(receive) -> bytes:
+    chunks = []
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            raise ConnectionError("the client went away")
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body"):
+            return b"".join(chunks)
+
+
+class WsgiApp:
+    """A WSGI app behind ASGI: each request runs in a thread, its body streams back."""
+
+    def __init__(self, app, threads: int):
+        self.app = app
+        self.pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="ember-wsgi")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1003, "reason": "a WSGI app serves no WebSockets"})
+            return
+        body = await _read_body(receive)
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        put = lambda item: loop.call_soon_threadsafe(q.put_nowait, item)  # noqa: E731
+        future = loop.run_in_executor(self.pool, self._run, scope, body, put)
+        while (msg := await q.get()) is not None:
+            await send(msg)
+        await future  # raises what the app raised
+
+    def _run(self, scope, body: bytes, put):
+        response = {}
+
+        def start_response(status, headers, exc_info=None):
+            response["status"] = int(status.split(" ", 1)[0])
+            response["headers"] = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+            return lambda data: None  # the legacy write() callable: unused by modern apps
+
+        try:
+            result = self.app(_environ(scope, body), start_response)
+            try:
+                for chunk in result:
+                    if chunk:
+                        if "sent" not in response:
+                            put({"type": "http.response.start", "status": response["status"],
+                                 "headers": response["headers"]})
+                            response["sent"] = True
+                        put({"type": "http.response.body", "body": chunk, "more_body": True})
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+            if "sent" not in response:
+                put({"type": "http.response.start", "status": response["status"], "headers": response["headers"]})
+            put({"type": "http.response.body", "body": b""})
+        finally:
+            put(None)
+
+
+def _environ(scope, body: bytes) -> dict:
+    env = {
+        "REQUEST_METHOD": scope["method"], "SCRIPT_NAME": scope["root_path"],
+        "PATH_INFO": scope["path"][len(scope["root_path"]):], "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": f"HTTP/{scope['http_version']}",
+        "REMOTE_ADDR": scope["client"][0], "wsgi.version": (1, 0), "wsgi.url_scheme": scope["scheme"],
+        "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+        "wsgi.multiprocess": True, "wsgi.run_once": False, "CONTENT_LENGTH": str(len(body)),
+    }
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            env["CONTENT_TYPE"] = value.decode("latin-1")
+        elif key != "CONTENT_LENGTH":
+            key = "HTTP_" + key
+            env[key] = f"{env[key]},{value.decode('latin-1')}" if key in env else value.decode("latin-1")
+    return env
+
+
+class ProxyApp:
+    """Requests to a server the function started on a port in the container (HTTP/1.0:
+    one connection per request, a body that ends when the connection does)."""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1003, "reason": "WebSockets to a web_server are not relayed"})
+            return
+        body = await _read_body(receive)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            target = scope["path"][len(scope["root_path"]):] or "/"
+            if scope["query_string"]:
+                target += "?" + scope["query_string"].decode("latin-1")
+            head = [f"{scope['method']} {target} HTTP/1.0".encode()]
+            head += [k + b": " + v for k, v in scope["headers"] if k not in HOP_BY_HOP]
+            head.append(b"content-length: " + str(len(body)).encode())
+            writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+            status_line = await reader.readline()
+            parts = status_line.split(None, 2)
+            if len(parts) < 2 or not parts[1].isdigit():
+                raise ConnectionError(f"the server on port {self.port} answered {status_line[:80]!r}, not HTTP")
+            headers = []
+            length = None
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.partition(b":")
+                name, value = name.strip().lower(), value.strip()
+                if name == b"content-length":
+                    length = int(value)
+                if name not in HOP_BY_HOP or name == b"content-length":
+                    headers.append((name, value))
+            await send({"type": "http.response.start", "status": int(parts[1]), "headers": headers})
+            left = length
+            while left is None or left > 0:
+                chunk = await reader.read(65536 if left is None else min(65536, left))
+                if not chunk:
+                    break
+                if left is not None:
+                    left -= len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            writer.close()

@@ -1,0 +1,196 @@
+"""The HTTP gateway: web endpoints served at stable URLs, each request run by a container.
+
+It is an ASGI application, served by uvicorn on the control plane's event loop. A request for
+`/LABEL/rest` (or for `/rest` on a host named `LABEL.anything`) is routed to the function that
+serves LABEL now (the current version of a deployed app, the latest run of an ephemeral one).
+The request becomes a web input of that function: its ASGI scope goes to a container with the
+first part of the body; what follows (more body, WebSocket messages, a disconnect) goes on as
+events, and the container's ASGI messages come back the same way, until it sends the input's
+final output. The gateway never runs user code and never stores a request.
+"""
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+import uvicorn
+
+from ..proto import api_pb2
+from .scheduler import InputState, Scheduler
+from .tokens import ProxyTokens
+
+log = logging.getLogger("ember.gateway")
+
+Output = api_pb2.Output
+HttpEvent = api_pb2.HttpEvent
+
+
+class WebRequest:
+    """The gateway's side of one request: ASGI messages from the container, in order."""
+
+    __slots__ = ("request", "events", "outbox", "final", "started")
+
+    def __init__(self):
+        self.request: api_pb2.HttpRequest | None = None
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.outbox: list[HttpEvent] = []   # for the container, until it has one
+        self.final: api_pb2.Output | None = None
+        self.started = False                # a response (or a WebSocket accept) went out
+
+    def deliver(self, ev: HttpEvent):
+        self.events.put_nowait(ev)
+
+    def finish(self, out: api_pb2.Output):
+        self.final = out
+        self.events.put_nowait(None)
+
+
+class Gateway:
+    def __init__(self, sched: Scheduler, tokens: ProxyTokens):
+        self.sched = sched
+        self.tokens = tokens
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return
+        fn, root, path = self._route(scope)
+        if fn is None:
+            labels = ", ".join(sorted(self.sched.web_routes)) or "none"
+            return await _refuse(scope, send, 404, f"no web endpoint is served at {scope['path']!r} "
+                                 f"(endpoints: {labels}); URLs look like /LABEL/...")
+        if fn.definition.web.requires_proxy_auth and not self.tokens.check(scope["headers"]):
+            return await _refuse(scope, send, 401, "this endpoint requires proxy auth: send a token's "
+                                 "Ember-Key and Ember-Secret headers (create one with `ember token create`)")
+        first = await receive()
+        if first["type"] in ("http.disconnect", "websocket.disconnect"):
+            return
+        client = scope.get("client") or ("", 0)
+        request = api_pb2.HttpRequest(
+            type=scope["type"], method=scope.get("method", "GET"), path=path,
+            query_string=scope.get("query_string", b""), scheme=scope.get("scheme", "http"),
+            http_version=scope.get("http_version", "1.1"), root_path=root,
+            client_host=client[0] or "", client_port=client[1] or 0,
+            subprotocols=scope.get("subprotocols", ()),
+            headers=[api_pb2.HttpHeader(name=k, value=v) for k, v in scope["headers"]],
+            body=first.get("body", b""), more_body=first.get("more_body", False))
+        web = WebRequest()
+        inp = self.sched.submit_web(fn, request, web)
+        relay = None
+        try:
+            if scope["type"] == "websocket" or request.more_body:
+                relay = asyncio.create_task(self._relay_requests(inp, receive))
+            while (ev := await web.events.get()) is not None:
+                if ev.type == "http.response.body" and ev.more_body and relay is None:
+                    # A streamed response: watch for the client going away, to tell the app.
+                    relay = asyncio.create_task(self._relay_requests(inp, receive))
+                web.started = True
+                await send(_to_asgi(ev))
+            out = web.final
+            if out.status != Output.SUCCESS and not web.started:
+                status = 503 if out.status == Output.CANCELLED else 500
+                await _refuse(scope, send, status, f"{fn.name} failed: {out.error}" if out.status != Output.FAILURE
+                              else "Internal Server Error")
+        except OSError:  # the client went away while we answered
+            self.sched.web_abandoned(inp)
+        finally:
+            if relay is not None:
+                relay.cancel()
+            if inp.input_id in inp.call.inputs and web.final is None:
+                self.sched.web_abandoned(inp)
+
+    def _route(self, scope):
+        """(function, root path, path below it) for a request, or (None, ...) if none serves it."""
+        sched = self.sched
+        for name, value in scope["headers"]:
+            if name == b"host":
+                label = value.split(b".", 1)[0].decode("latin-1") if b"." in value else ""
+                fn = sched.web_function(label) if label else None
+                if fn is not None:
+                    return fn, "", scope["path"]
+                break
+        label, _, rest = scope["path"].lstrip("/").partition("/")
+        return sched.web_function(label), f"/{label}", "/" + rest
+
+    async def _relay_requests(self, inp: InputState, receive):
+        """The rest of the request, to its container, until the client is done."""
+        while True:
+            msg = await receive()
+            kind = msg["type"]
+            if kind == "http.request":
+                ev = HttpEvent(input_id=inp.input_id, type=kind, body=msg.get("body", b""),
+                               more_body=msg.get("more_body", False))
+            elif kind == "websocket.receive":
+                text = msg.get("text")
+                ev = HttpEvent(input_id=inp.input_id, type=kind, is_text=text is not None,
+                               text=text or "", body=msg.get("bytes") or b"")
+            else:  # http.disconnect, websocket.disconnect
+                ev = HttpEvent(input_id=inp.input_id, type=kind, code=msg.get("code", 1000))
+            if inp.input_id not in inp.call.inputs:
+                return
+            self.sched.web_to_container(inp, [ev])
+            if kind.endswith("disconnect"):
+                return
+
+
+def _to_asgi(ev: HttpEvent) -> dict:
+    kind = ev.type
+    if kind == "http.response.body":
+        return {"type": kind, "body": ev.body, "more_body": ev.more_body}
+    if kind == "http.response.start":
+        return {"type": kind, "status": ev.status, "headers": [(h.name, h.value) for h in ev.headers]}
+    if kind == "websocket.send":
+        return {"type": kind, "text": ev.text} if ev.is_text else {"type": kind, "bytes": ev.body}
+    if kind == "websocket.accept":
+        return {"type": kind, "subprotocol": ev.subprotocol or None, "headers": [(h.name, h.value) for h in ev.headers]}
+    if kind == "websocket.close":
+        return {"type": kind, "code": ev.code or 1000, "reason": ev.reason}
+    return {"type": kind}
+
+
+async def _refuse(scope, send, status: int, text: str):
+    if scope["type"] == "websocket":
+        # Before a WebSocket is accepted, closing it answers the handshake with 403.
+        await send({"type": "websocket.close", "code": 1008, "reason": text[:120]})
+        return
+    body = text.encode() + b"\n"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Server(uvicorn.Server):
+    def capture_signals(self):
+        # The control plane handles its own signals; uvicorn must not take them over.
+        return contextlib.nullcontext()
+
+
+def bind(host: str, port: int, fallback: bool) -> socket.socket:
+    """The gateway's listening socket; with fallback, any free port if this one is taken."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        if not fallback:
+            sock.close()
+            raise OSError(f"the HTTP gateway cannot listen on {host}:{port} ({e.strerror}): pass another "
+                          "--http HOST:PORT (port 0 for any free one)") from None
+        log.warning("HTTP port %d is taken (%s): the gateway listens on a free port instead", port, e.strerror)
+        sock.bind((host, 0))
+    sock.listen(2048)
+    return sock
+
+
+async def start(gateway: Gateway, sock: socket.socket) -> tuple[asyncio.Task, uvicorn.Server]:
+    """Serve the gateway on a bound socket; returns its task and its server (set should_exit to stop)."""
+    config = uvicorn.Config(gateway, http="httptools", ws="websockets-sansio", lifespan="off",
+                            access_log=False, log_level="warning", server_header=False, backlog=2048)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise OSError("the HTTP gateway did not start")
+        await asyncio.sleep(0.01)
+    return task, server

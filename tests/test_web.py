@@ -1,0 +1,251 @@
+"""Web endpoints through the control plane's HTTP gateway: every kind, streaming, WebSockets,
+fan-out and concurrency, proxy auth, crashes, and stable URLs across deploys and `ember serve`."""
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+import websockets
+
+from conftest import APPS, PY, ROOT, Cluster, run_py, wait_for
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    """(status, headers, body) of one request."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    """A cluster with web_app's app running; yields (cluster, the app module)."""
+    c = Cluster(tmp_path_factory.mktemp("web"))
+    c.start_server()
+    c.start_worker(cpu=16)
+    old = os.environ.get("EMBER_SERVER_URL")
+    os.environ["EMBER_SERVER_URL"] = c.url
+    import web_app
+    with web_app.app.run():
+        yield c, web_app
+    if old is None:
+        os.environ.pop("EMBER_SERVER_URL", None)
+    else:
+        os.environ["EMBER_SERVER_URL"] = old
+    c.stop()
+
+
+def test_fastapi_query_parameters_become_arguments(web):
+    c, app = web
+    url = app.square.get_web_url()
+    assert url == f"{c.web_url}/webtest-square-dev"
+    status, _, body = http("GET", url + "?x=7")  # the first request waits for a cold start
+    assert status == 200 and json.loads(body) == {"result": 49}
+    assert json.loads(http("GET", url + "?x=3&label=sq")[2]) == {"sq": 9}
+    status, _, body = http("GET", url + "?x=seven")  # FastAPI's own validation error
+    assert status == 422 and b"int" in body
+
+
+def test_fastapi_post_json_body_and_docs(web):
+    c, app = web
+    url = app.echo.get_web_url()
+    status, _, body = http("POST", url, json.dumps({"a": [1, 2]}).encode(), {"Content-Type": "application/json"})
+    assert status == 200 and json.loads(body)["got"] == {"a": [1, 2]}
+    assert http("GET", url)[0] == 405  # only POST
+    status, _, body = http("GET", url + "/openapi.json")
+    assert status == 200 and json.loads(body)["paths"]["/"]["post"]
+
+
+def test_asgi_app_paths_query_body_and_streaming(web):
+    c, app = web
+    url = app.raw.get_web_url()
+    assert url == f"{c.web_url}/raw-dev"
+    status, _, body = http("PUT", url + "/a/b?k=v", b"payload")
+    assert status == 200 and body.startswith(b"PUT /a/b q=k=v body=payload")
+    with urllib.request.urlopen(url + "/stream", timeout=30) as resp:
+        assert resp.headers.get("Transfer-Encoding") == "chunked"
+        assert [resp.readline() for _ in range(3)] == [b"chunk 0\n", b"chunk 1\n", b"chunk 2\n"]
+    # A large body arrives whole (sent in parts by the gateway).
+    big = os.urandom(3 << 20).hex().encode()
+    status, _, body = http("POST", url + "/echo", big)
+    assert status == 200 and body.split(b" body=")[1].startswith(big[:1000])
+
+
+def test_asgi_websocket(web):
+    _, app = web
+    ws_url = app.raw.get_web_url().replace("http://", "ws://") + "/ws"
+
+    async def talk():
+        async with websockets.connect(ws_url) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "echo:hello"
+            await ws.send(b"\x01\x02\x03")
+            assert await ws.recv() == b"\x03\x02\x01"
+            await ws.send("close")
+            await ws.wait_closed()
+            assert ws.close_code == 1000
+
+    asyncio.run(talk())
+
+
+def test_crashing_handler_fails_only_its_request(web):
+    c, app = web
+    url = app.raw.get_web_url()
+    status, _, body = http("GET", url + "/crash")
+    assert status == 500 and body == b"Internal Server Error"
+    # The same container serves on.
+    status, _, body = http("GET", url + "/after")
+    assert status == 200 and body.startswith(b"GET /after")
+
+
+def test_concurrent_inputs_share_one_container(web):
+    _, app = web
+    url = app.raw.get_web_url() + "/wait"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda _: http("GET", url)[2].decode(), range(8)))
+    pids = {b.split("pid=")[1] for b in bodies}
+    assert len(pids) == 1  # max_containers=1
+    assert max(int(b.split("max_in_flight=")[1].split()[0]) for b in bodies) >= 2
+
+
+def test_requests_fan_out_over_containers_up_to_max(web):
+    _, app = web
+    url = app.slow.get_web_url() + "?seconds=1.5"
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: http("GET", url), range(6)))
+    assert all(status == 200 for status, _, _ in results)
+    pids = {json.loads(body)["pid"] for _, _, body in results}
+    assert 2 <= len(pids) <= 3  # one input at a time per container, at most max_containers
+
+
+def test_wsgi_app(web):
+    _, app = web
+    status, headers, body = http("POST", app.flaskish.get_web_url() + "/x/y?z=1", b"form")
+    assert status == 201 and body == b"wsgi POST /x/y q=z=1 body=form"
+    assert headers["x-script"] == "/webtest-flaskish-dev"
+
+
+def test_web_server(web):
+    _, app = web
+    status, _, body = http("GET", app.files.get_web_url() + "/hello.txt")
+    assert status == 200 and body == b"served by a web server\n"
+    assert http("GET", app.files.get_web_url() + "/missing")[0] == 404
+
+
+def test_proxy_auth(web):
+    c, app = web
+    url = app.private.get_web_url() + "/p"
+    status, _, body = http("GET", url)
+    assert status == 401 and b"ember token create" in body
+    assert http("GET", url, headers={"Ember-Key": "wk-nope", "Ember-Secret": "nope"})[0] == 401
+    out = subprocess.run([PY, "-m", "ember.cli.main", "token", "create"], capture_output=True, text=True,
+                         env=dict(os.environ, EMBER_SERVER_URL=c.url), timeout=60)
+    assert out.returncode == 0, out.stderr
+    fields = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
+    key, secret = fields["Ember-Key"], fields["Ember-Secret"]
+    assert http("GET", url, headers={"Ember-Key": key, "Ember-Secret": secret + "x"})[0] == 401
+    status, _, body = http("GET", url, headers={"Ember-Key": key, "Ember-Secret": secret})
+    assert status == 200 and body.startswith(b"GET /p")
+    # Modal's header names work too.
+    assert http("GET", url, headers={"Modal-Key": key, "Modal-Secret": secret})[0] == 200
+
+
+def test_unknown_endpoint_is_404(web):
+    c, _ = web
+    status, _, body = http("GET", c.web_url + "/no-such-endpoint/x")
+    assert status == 404 and b"raw-dev" in body
+
+
+def test_bad_decorators_are_clear_errors():
+    import ember
+    from ember.exception import InvalidError
+    app = ember.App("bad")
+    with pytest.raises(InvalidError, match="below @app.function"):
+        @ember.fastapi_endpoint()
+        @app.function()
+        def f():
+            pass
+    with pytest.raises(InvalidError, match="takes no arguments"):
+        @app.function()
+        @ember.asgi_app()
+        def g(x):
+            pass
+    with pytest.raises(InvalidError, match="method="):
+        ember.fastapi_endpoint(method="FETCH")
+    with pytest.raises(InvalidError, match="label="):
+        ember.asgi_app(label="Not_OK")
+    with pytest.raises(InvalidError, match="applies to web endpoints"):
+        @app.function()
+        @ember.concurrent(max_inputs=4)
+        def h():
+            pass
+
+
+def test_deployed_endpoint_keeps_its_url_across_versions(cluster, tmp_path):
+    src = APPS / "web_deploy.py"
+    env = dict(os.environ, EMBER_SERVER_URL=cluster.url, PYTHONPATH=str(ROOT))
+
+    def deploy(version: str):
+        (tmp_path / "web_deploy.py").write_text(src.read_text().replace("VERSION", version))
+        out = subprocess.run([PY, "-m", "ember.cli.main", "deploy", str(tmp_path / "web_deploy.py")],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    printed = deploy("one")
+    url = f"{cluster.web_url}/webdeploy-hello"
+    assert url in printed
+    assert http("GET", url)[2] == b"version one"
+    deploy("two")
+    wait_for(lambda: http("GET", url)[2] == b"version two", what="the new version to serve")
+    # Looked up by name, from anywhere.
+    out = run_py("import ember; print(ember.Function.from_name('webdeploy', 'hello').get_web_url())",
+                 {"EMBER_SERVER_URL": cluster.url})
+    assert out.stdout.strip() == url, out.stderr
+    # Served again after a control-plane restart.
+    cluster.kill_server()
+    cluster.start_server()
+    wait_for(lambda: http("GET", url)[0] == 200, timeout=60, what="the endpoint after a restart")
+    assert http("GET", url)[2] == b"version two"
+
+
+def test_ember_serve_redeploys_on_save(cluster, tmp_path):
+    app_file = tmp_path / "served.py"
+    src = (APPS / "web_deploy.py").read_text().replace('"webdeploy"', '"served"')
+    app_file.write_text(src.replace("VERSION", "one"))
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([PY, "-m", "ember.cli.main", "serve", str(app_file)], stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, EMBER_SERVER_URL=cluster.url, PYTHONPATH=str(ROOT)), cwd=tmp_path)
+    output = lambda: (tmp_path / "serve.log").read_text()  # noqa: E731
+    url = f"{cluster.web_url}/served-hello-dev"
+    try:
+        wait_for(lambda: "watching" in output(), timeout=60, what="ember serve to start")
+        assert url in output()
+        assert http("GET", url)[2] == b"version one"
+        app_file.write_text(src.replace("VERSION", "two"))
+        wait_for(lambda: "redeployed" in output(), what="a redeploy")
+        assert "served.py changed" in output()
+        assert http("GET", url)[2] == b"version two"
+        # A syntax error is shown; the last good version keeps serving.
+        app_file.write_text(src.replace("VERSION", "three") + "\ndef broken(:\n")
+        wait_for(lambda: "SyntaxError" in output(), what="the syntax error to show")
+        assert "keeps serving" in output()
+        assert http("GET", url)[2] == b"version two"
+        app_file.write_text(src.replace("VERSION", "four"))
+        wait_for(lambda: output().count("redeployed") == 2, what="a redeploy after the fix")
+        assert http("GET", url)[2] == b"version four"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, output()
+    # Its app is stopped: the URL is no longer served.
+    wait_for(lambda: http("GET", url)[0] == 404, what="the endpoint to go away")
