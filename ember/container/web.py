@@ -139,7 +139,8 @@ class WebHost:
             self._emit(ev)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, send), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self.app(scope, receive, send)
             out = Output(input_id=input_id, status=Output.SUCCESS)
         except asyncio.CancelledError:
             out = Output(input_id=input_id, status=Output.CANCELLED, error="the client went away")
