@@ -6,7 +6,8 @@ Needs wrk (apt-get install wrk) and FastAPI on this side (pip install -e '.[dev]
 Both serve the same handler (bench/web_app.py) on loopback: Ember through the control plane's
 HTTP gateway to a warm container (@ember.concurrent), the peer by one uvicorn process with
 httptools. wrk runs with 2 threads and 200 connections; throughput, latency percentiles and
-errors of each are printed, and their ratio.
+errors of each are printed, and their ratio. Then `ember serve` redeploys: the time from saving a
+changed file to its URL answering with the new code (a new container included), over 5 saves.
 """
 
 import argparse
@@ -16,6 +17,7 @@ import pathlib
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,58 @@ def wait_ok(url: str, timeout: float = 120):
             time.sleep(0.1)
 
 
+SERVED = """
+import ember
+app = ember.App("bench-serve")
+
+async def answer(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"VERSION"})
+
+@app.function()
+@ember.asgi_app()
+def page():
+    return answer
+"""
+
+
+def get(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.read()
+    except OSError:
+        return b""
+
+
+def bench_serve(tmp: pathlib.Path, saves: int = 5) -> list[float]:
+    """Seconds from saving a changed app file to its URL answering with the new version."""
+    app_file = tmp / "served.py"
+    app_file.write_text(SERVED.replace("VERSION", "v0"))
+    log = tmp / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "ember.cli.main", "serve", str(app_file)],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=tmp)
+    try:
+        while "watching" not in log.read_text():
+            if proc.poll() is not None:
+                raise RuntimeError(log.read_text())
+            time.sleep(0.05)
+        url = re.search(r"page => (\S+)", log.read_text()).group(1)
+        times = []
+        for i in range(1, saves + 1):
+            while get(url) != f"v{i - 1}".encode():
+                time.sleep(0.01)
+            time.sleep(0.3)
+            t0 = time.perf_counter()
+            app_file.write_text(SERVED.replace("VERSION", f"v{i}"))
+            while get(url) != f"v{i}".encode():
+                time.sleep(0.005)
+            times.append(time.perf_counter() - t0)
+        return times
+    finally:
+        proc.send_signal(2)
+        proc.wait(30)
+
+
 def bench_ember(args) -> dict:
     os.environ["BENCH_WEB_CONTAINERS"] = str(args.containers)
     import web_app
@@ -66,7 +120,9 @@ def bench_ember(args) -> dict:
             url = web_app.endpoint.get_web_url()
             wait_ok(url)
             wrk(url, 3, args.connections)  # warm-up
-            return wrk(url, args.duration, args.connections)
+            result = wrk(url, args.duration, args.connections)
+        result["serve_redeploy_s"] = bench_serve(tmp)
+        return result
     finally:
         for p in (worker, server):
             p.terminate()
@@ -105,6 +161,9 @@ def main():
               f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']} of {r['requests']}")
     ratio = results["ember"]["requests_per_s"] / results["uvicorn"]["requests_per_s"]
     print(f"ember / uvicorn throughput: {ratio:.2f} (goal >= 0.50)")
+    redeploys = results["ember"]["serve_redeploy_s"]
+    print(f"ember serve: save to new version answering: median {statistics.median(redeploys):.2f} s, "
+          f"max {max(redeploys):.2f} s over {len(redeploys)} saves (goal: within a second)")
 
 
 if __name__ == "__main__":
