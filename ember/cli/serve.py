@@ -1,13 +1,12 @@
 """`ember serve FILE`: run an app with its web endpoints live, and redeploy it on every save.
 
-The app's files (every .py file in the folder tree of FILE's top-level package) are watched;
-on a change the file is imported afresh and the app created again: its web endpoints take over
+The app's files (FILE, and every module it imported from its folder tree) are watched; on a
+change the file is imported afresh and the app created again: its web endpoints take over
 their URLs (which stay the same), and the previous version finishes the requests it is running,
 then stops. A file that fails to import (a syntax error, say) is reported and the last good
 version keeps serving. Ctrl-C stops the app and its containers.
 """
 
-import os
 import pathlib
 import sys
 import time
@@ -20,21 +19,26 @@ from ..app import _RunningApp
 from .run import find_app, import_file
 
 POLL = 0.1  # seconds between looks at the files' modification times
-SKIP_DIRS = {"__pycache__", "node_modules", "venv"}
 
 
-def watched_files(root: pathlib.Path) -> dict[pathlib.Path, float]:
-    files = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS]
-        for name in filenames:
-            if name.endswith(".py"):
-                path = pathlib.Path(dirpath, name)
-                try:
-                    files[path] = path.stat().st_mtime_ns
-                except FileNotFoundError:
-                    pass
+def app_modules(file: pathlib.Path, root: pathlib.Path) -> set[pathlib.Path]:
+    """FILE and the modules imported from under root: what a change to would change the app."""
+    files = {file}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and pathlib.Path(path).resolve().is_relative_to(root):
+            files.add(pathlib.Path(path).resolve())
     return files
+
+
+def mtimes(files: set[pathlib.Path]) -> dict[pathlib.Path, int]:
+    found = {}
+    for path in files:
+        try:
+            found[path] = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            pass
+    return found
 
 
 def package_root(file: pathlib.Path) -> pathlib.Path:
@@ -67,7 +71,7 @@ def serve(path: str) -> int:
     current = None
     try:
         client = Client.from_env()
-        files = watched_files(root)
+        files = mtimes({file})
         try:
             current = start_version(path, root, client)
         except exception.ConnectionError as e:
@@ -76,14 +80,17 @@ def serve(path: str) -> int:
         except Exception:
             traceback.print_exc()
             print("ember serve: fix the error and save: it is loaded again", file=sys.stderr)
-        print(f"ember serve: watching {root} for changes; Ctrl-C stops", file=sys.stderr, flush=True)
+        watched = app_modules(file, root)
+        # What it imported, as it was then (a file saved meanwhile counts as changed).
+        files = mtimes(watched) | files
+        print(f"ember serve: watching {len(watched)} file(s) under {root} for changes; Ctrl-C stops",
+              file=sys.stderr, flush=True)
         while True:
             time.sleep(POLL)
-            now = watched_files(root)
+            now = mtimes(watched)
             if now == files:
                 continue
             changed = sorted(str(p.relative_to(root)) for p in set(now) | set(files) if now.get(p) != files.get(p))
-            files = now
             print(f"ember serve: {', '.join(changed)} changed: redeploying", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             try:
@@ -91,6 +98,10 @@ def serve(path: str) -> int:
             except Exception:
                 traceback.print_exc()
                 print("ember serve: the last good version keeps serving", file=sys.stderr, flush=True)
+                new = None
+            watched = app_modules(file, root)
+            files = mtimes(watched) | now
+            if new is None:
                 continue
             if current is not None:
                 current.drain()

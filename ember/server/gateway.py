@@ -88,9 +88,10 @@ class Gateway:
                 await send(_to_asgi(ev))
             out = web.final
             if out.status != Output.SUCCESS and not web.started:
-                status = 503 if out.status == Output.CANCELLED else 500
-                await _refuse(scope, send, status, f"{fn.name} failed: {out.error}" if out.status != Output.FAILURE
-                              else "Internal Server Error")
+                # The app's own exception already answered (500) in the container; these are
+                # the ways a request can fail around it.
+                status = {Output.CANCELLED: 503, Output.TIMEOUT: 504}.get(out.status, 500)
+                await _refuse(scope, send, status, f"{fn.name}: {out.error}")
         except OSError:  # the client went away while we answered
             self.sched.web_abandoned(inp)
         finally:
