@@ -126,8 +126,12 @@ class App:
             if cname in self._functions:
                 raise exception.InvalidError(f"app {self.name!r} already has a function or class named {cname!r}")
             c = Cls(self, user_cls, spec, cname, serialized)
-            if not c._methods:
-                raise exception.InvalidError(f"class {cname} has no method marked @ember.method()")
+            if not c._methods and not c._web_methods:
+                raise exception.InvalidError(f"class {cname} has no method marked @ember.method() "
+                                             "(or a web endpoint decorator)")
+            if getattr(user_cls, "_ember_max_inputs", 0) and not c._web_methods:
+                raise exception.InvalidError(f"{cname}: @ember.concurrent() applies to web endpoints for now; "
+                                             "other methods run one input at a time per container")
             self._classes[cname] = c
             self._functions[cname] = c._function
             return c
@@ -238,9 +242,10 @@ class _RunningApp:
             definitions[name] = d
         created = client.run(self._create_functions(definitions))
         for name, r in created.items():
-            self.app._functions[name]._hydrate(client, r.function_id, r.web_url)
-            if r.web_url:
-                print(f"ember: web endpoint {name} => {r.web_url}", flush=True)
+            self.app._functions[name]._hydrate(client, r.function_id, r.web_url, r.method_web_urls)
+            urls = {name: r.web_url} if r.web_url else {f"{name}.{m}": url for m, url in r.method_web_urls.items()}
+            for endpoint, url in sorted(urls.items()):
+                print(f"ember: web endpoint {endpoint} => {url}", flush=True)
         return resp
 
     async def _create_functions(self, definitions) -> dict[str, api_pb2.FunctionCreateResponse]:

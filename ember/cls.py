@@ -98,6 +98,9 @@ class Cls:
         self._serialized = serialized
         self._methods = {k: inspect.isgeneratorfunction(v) for k, v in vars(user_cls).items()
                          if callable(v) and getattr(v, "_ember_method", False)}
+        # Methods that are web endpoints (@ember.fastapi_endpoint() and friends on a method).
+        self._web_methods = {k: v._ember_web for k, v in vars(user_cls).items()
+                             if callable(v) and getattr(v, "_ember_web", None) is not None}
         self._params = class_parameters(user_cls)
         # The class's own function: hydrated when the app runs (or by from_name).
         self._function = Function(app, user_cls, spec, name, serialized=serialized)
@@ -112,7 +115,7 @@ class Cls:
         """A class of a deployed app, from any process; its methods are looked up when first used."""
         c = cls.__new__(cls)
         c._app, c._user_cls, c._spec, c._name, c._serialized = None, None, None, name, False
-        c._methods, c._params = None, None
+        c._methods, c._params, c._web_methods = None, None, {}
         c._function = Function.from_name(app_name, name)
         c._instances = {}
         return c
@@ -123,6 +126,9 @@ class Cls:
     def _definition_extras(self, d: api_pb2.FunctionDefinition):
         d.is_class = True
         d.methods.update(self._methods)
+        for name, web in self._web_methods.items():
+            d.web_methods[name].CopyFrom(web)
+        d.max_inputs = getattr(self._user_cls, "_ember_max_inputs", 0)
 
     def __call__(self, **params) -> "_Instance":
         if self._params is not None:
@@ -178,7 +184,7 @@ class _BoundMethod(Function):
         if methods is None:  # a class looked up by name: the control plane knows its methods
             cls._function._ready()
             methods = cls._methods = dict(cls._function._methods or {})
-        if name not in methods:
+        if name not in methods and name not in (cls._function._method_web_urls or cls._web_methods):
             raise AttributeError(f"{cls._name} has no method {name!r} marked @ember.method(); it has: "
                                  f"{', '.join(sorted(methods)) or 'none'}")
         self._instance = instance
@@ -186,11 +192,17 @@ class _BoundMethod(Function):
         self._raw_f = getattr(cls._user_cls, name, None) if cls._user_cls is not None else None
         self._name = f"{cls._name}.{name}"
         self._method = name
-        self._is_generator = methods[name]
+        self._is_generator = methods.get(name, False)  # a web method is no generator
         self._function_id, self._client = None, None
 
     def __repr__(self):
         return f"<ember method {self._name}>"
+
+    def get_web_url(self) -> str | None:
+        """Where this web method is served (None if it is not a web endpoint)."""
+        function = self._instance._cls._function
+        function._ready()
+        return function._method_web_urls.get(self._method)
 
     def __reduce__(self):
         raise TypeError(f"{self._name} cannot be passed to a function: pass the class instance's parameters instead")

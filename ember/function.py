@@ -148,6 +148,7 @@ class Function:
         self._function_id: str | None = None
         self._client: Client | None = None
         self._web_url: str | None = None
+        self._method_web_urls: dict[str, str] = {}  # a class's web methods
         functools.update_wrapper(self, raw_f)
 
     def __repr__(self):
@@ -164,8 +165,9 @@ class Function:
     def get_raw_f(self):
         return self._raw_f
 
-    def _hydrate(self, client: Client | None, function_id: str | None, web_url: str = ""):
+    def _hydrate(self, client: Client | None, function_id: str | None, web_url: str = "", method_web_urls=None):
         self._client, self._function_id, self._web_url = client, function_id, web_url or None
+        self._method_web_urls = dict(method_web_urls or {})
 
     def get_web_url(self) -> str | None:
         """Where the function's web endpoint is served (None if it has none)."""
@@ -179,6 +181,7 @@ class Function:
         f = cls.__new__(cls)
         f._app, f._serialized, f._raw_f, f._spec = None, False, None, None
         f._name, f._is_generator, f._function_id, f._client, f._web_url = name, False, None, None, None
+        f._method_web_urls = {}
         f._lookup = (app_name, name)
         return f
 
@@ -192,6 +195,7 @@ class Function:
                 app_name=self._lookup[0], name=self._lookup[1]), what=f"looking up {self._lookup[1]}"))
             self._client, self._function_id, self._is_generator = client, resp.function_id, resp.is_generator
             self._web_url = resp.web_url or None
+            self._method_web_urls = dict(resp.method_web_urls)
             self._methods = dict(resp.methods) if resp.is_class else None
         if self._function_id is None:
             app = getattr(self._app, "name", None) or "its app"

@@ -33,8 +33,9 @@ def _mark(kind: str, label, requires_proxy_auth, takes_no_args: bool, **fields):
             raise exception.InvalidError(f"@ember.{decorator}() goes below @app.function(), not above it")
         if not callable(raw_f) or inspect.isclass(raw_f):
             raise exception.InvalidError(f"@ember.{decorator}() decorates functions, not {raw_f!r}")
+        params = [p for p in inspect.signature(raw_f).parameters.values() if p.name != "self"]  # a class's method
         if takes_no_args and any(p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                                 for p in inspect.signature(raw_f).parameters.values()):
+                                 for p in params):
             raise exception.InvalidError(f"{raw_f.__name__}: an @ember.{decorator}() function takes no arguments "
                                          "(it is called once per container)")
         raw_f._ember_web = web

@@ -5,7 +5,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import urllib.error
@@ -249,3 +248,19 @@ def test_ember_serve_redeploys_on_save(cluster, tmp_path):
         assert proc.wait(30) == 0, output()
     # Its app is stopped: the URL is no longer served.
     wait_for(lambda: http("GET", url)[0] == 404, what="the endpoint to go away")
+
+
+def test_request_past_its_timeout_is_504(web):
+    _, app = web
+    status, _, body = http("GET", app.sleepy.get_web_url())
+    assert status == 504 and b"timeout (1s)" in body
+
+
+def test_class_web_method_shares_the_class_containers(web):
+    c, app = web
+    url = app.Model().predict.get_web_url()
+    assert url == f"{c.web_url}/webtest-model-predict-dev"
+    status, _, body = http("POST", url + "?x=2")
+    assert status == 200 and json.loads(body)["y"] == 6.0
+    # Its other methods are called as usual.
+    assert app.Model().scale.remote(5) == 15

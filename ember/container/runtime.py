@@ -32,7 +32,7 @@ from .._client import blobs
 from .._client.bridge import LoopThread
 from .._client.serialization import deserialize, serialize_exception, serialize_result
 from ..proto import api_pb2, api_pb2_grpc
-from .web import WebHost, make_app
+from .web import WebHost, make_apps
 
 Output = api_pb2.Output
 HEARTBEAT = 1.0             # seconds
@@ -131,7 +131,7 @@ class Runtime:
             self.requested = max(0, self.requested - n)
             for inp in cmd.inputs.inputs:
                 self.held[inp.input_id] = inp
-                if self.web is not None:
+                if inp.HasField("http"):
                     self.web.start(inp)
                 else:
                     self.inputs.put(inp)
@@ -143,7 +143,7 @@ class Runtime:
         elif kind == "cancel_input_id":
             input_id = cmd.cancel_input_id
             self.cancelled.add(input_id)
-            if self.web is not None:
+            if self.web is not None and input_id in self.web.requests:
                 self.web.cancel(input_id)
             elif self.current == input_id:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
@@ -194,8 +194,7 @@ class Runtime:
             image.current_recipe = image.recipe(
                 [(s.kind, s.args, dict(s.env), s.path) for s in init.definition.image.steps])
             fn = self._load(init.definition, init.app_function_ids)
-            if init.definition.web.kind:
-                fn = make_app(fn, init.definition)
+            web_apps = make_apps(fn, init.definition) if init.definition.web.kind or init.definition.web_methods else {}
         except BaseException as e:
             data, line, tb = serialize_exception(e)
             self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=api_pb2.ContainerInitFailure(
@@ -203,13 +202,14 @@ class Runtime:
             self._exit(1)
         self.initialized = True
         self.definition = init.definition
-        if init.definition.web.kind:
-            # Requests run on the I/O loop, as many at once as the function allows; this
-            # thread only waits (and runs signal handlers).
+        if web_apps:
+            # Requests run on the I/O loop, as many at once as the function allows (a class's
+            # other methods still run here, one at a time).
             self.target = max(1, init.definition.max_inputs)
-            self.web = WebHost(self, fn, init.definition.timeout)
-            self.io.call_soon(self._ask_for_inputs)
-            threading.Event().wait()
+            self.web = WebHost(self, web_apps, init.definition.timeout)
+            if not init.definition.is_class:
+                self.io.call_soon(self._ask_for_inputs)
+                threading.Event().wait()  # this thread only runs signal handlers now
         self.io.call_soon(self._ask_for_inputs)
         self._serve(fn, init.definition)
 
@@ -223,7 +223,8 @@ class Runtime:
             duration = time.perf_counter() - t0
             ewma = duration if ewma is None else 0.8 * ewma + 0.2 * duration
             # Hold a batch worth about BATCH_SECONDS of work: one input at a time for slow functions.
-            self.target = max(1, min(MAX_PREFETCH, int(BATCH_SECONDS / max(ewma, 1e-6))))
+            if self.web is None:
+                self.target = max(1, min(MAX_PREFETCH, int(BATCH_SECONDS / max(ewma, 1e-6))))
             pending.extend(outputs)
             # Batch outputs while more inputs are already here; send as soon as there are none.
             if self.inputs.empty() or len(pending) >= MAX_PREFETCH:

@@ -23,28 +23,34 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgra
               b"content-length"}
 
 
-def make_app(fn, d: api_pb2.FunctionDefinition):
-    """The ASGI app that serves the function's endpoint (runs user code: in the main thread)."""
-    web = d.web
+def make_apps(obj, d: api_pb2.FunctionDefinition) -> dict:
+    """The ASGI apps of a function's web endpoint, or of a class instance's web methods, by
+    method name ("" for a function). Runs user code: in the main thread, once per container."""
+    if d.web.kind:
+        return {"": make_app(obj, d.web, d.name, d.max_inputs)}
+    return {m: make_app(getattr(obj, m), web, f"{d.name}.{m}", d.max_inputs) for m, web in d.web_methods.items()}
+
+
+def make_app(fn, web: api_pb2.WebEndpoint, name: str, max_inputs: int):
     if web.kind == "fastapi":
         try:
             from fastapi import FastAPI
         except ImportError:
-            raise ImportError(f"{d.name}: @ember.fastapi_endpoint needs FastAPI in the function's image: "
+            raise ImportError(f"{name}: @ember.fastapi_endpoint needs FastAPI in the function's image: "
                               "add .pip_install(\"fastapi[standard]\") to it") from None
         api = FastAPI(docs_url="/docs" if web.docs else None, redoc_url=None,
                       openapi_url="/openapi.json" if web.docs else None)
         api.add_api_route("/", fn, methods=[web.method])
         return api
     if web.kind == "asgi":
-        return _returned(fn, d.name, "an ASGI app", callable)
+        return _returned(fn, name, "an ASGI app", callable)
     if web.kind == "wsgi":
-        return WsgiApp(_returned(fn, d.name, "a WSGI app", callable), max(1, d.max_inputs))
+        return WsgiApp(_returned(fn, name, "a WSGI app", callable), max(1, max_inputs))
     if web.kind == "web_server":
         fn()
-        _wait_for_port(web.port, web.startup_timeout, d.name)
+        _wait_for_port(web.port, web.startup_timeout, name)
         return ProxyApp(web.port)
-    raise ValueError(f"{d.name}: unknown kind of web endpoint {web.kind!r}")
+    raise ValueError(f"{name}: unknown kind of web endpoint {web.kind!r}")
 
 
 def _returned(fn, name: str, what: str, check):
@@ -71,9 +77,9 @@ def _wait_for_port(port: int, timeout: float, name: str):
 class WebHost:
     """Runs web inputs as tasks on the I/O loop of the runtime."""
 
-    def __init__(self, runtime, app, timeout: float):
+    def __init__(self, runtime, apps: dict, timeout: float):
         self.runtime = runtime
-        self.app = app
+        self.apps = apps  # by the class method that serves them ("" for a function)
         self.timeout = timeout or None
         self.requests: dict[str, tuple[asyncio.Task, asyncio.Queue]] = {}
         self.events: list[HttpEvent] = []
@@ -140,7 +146,7 @@ class WebHost:
 
         try:
             async with asyncio.timeout(self.timeout):
-                await self.app(scope, receive, send)
+                await self.apps[req.endpoint](scope, receive, send)
             out = Output(input_id=input_id, status=Output.SUCCESS)
         except asyncio.CancelledError:
             out = Output(input_id=input_id, status=Output.CANCELLED, error="the client went away")

@@ -110,7 +110,7 @@ class FunctionLookupRequest(_message.Message):
     def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class FunctionLookupResponse(_message.Message):
-    __slots__ = ("function_id", "is_generator", "is_class", "methods", "web_url")
+    __slots__ = ("function_id", "is_generator", "is_class", "methods", "web_url", "method_web_urls")
     class MethodsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -118,17 +118,26 @@ class FunctionLookupResponse(_message.Message):
         key: str
         value: bool
         def __init__(self, key: _Optional[str] = ..., value: _Optional[bool] = ...) -> None: ...
+    class MethodWebUrlsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     IS_GENERATOR_FIELD_NUMBER: _ClassVar[int]
     IS_CLASS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     WEB_URL_FIELD_NUMBER: _ClassVar[int]
+    METHOD_WEB_URLS_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     is_generator: bool
     is_class: bool
     methods: _containers.ScalarMap[str, bool]
     web_url: str
-    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ...) -> None: ...
+    method_web_urls: _containers.ScalarMap[str, str]
+    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ..., method_web_urls: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class FunctionBindRequest(_message.Message):
     __slots__ = ("function_id", "params")
@@ -165,7 +174,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +189,13 @@ class FunctionDefinition(_message.Message):
         key: str
         value: bool
         def __init__(self, key: _Optional[str] = ..., value: _Optional[bool] = ...) -> None: ...
+    class WebMethodsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: WebEndpoint
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[WebEndpoint, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
     QUALNAME_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +218,7 @@ class FunctionDefinition(_message.Message):
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     WEB_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    WEB_METHODS_FIELD_NUMBER: _ClassVar[int]
     name: str
     module: str
     qualname: str
@@ -224,7 +241,8 @@ class FunctionDefinition(_message.Message):
     schedule: Schedule
     web: WebEndpoint
     max_inputs: int
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ...) -> None: ...
+    web_methods: _containers.MessageMap[str, WebEndpoint]
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ...) -> None: ...
 
 class WebEndpoint(_message.Message):
     __slots__ = ("kind", "method", "docs", "label", "requires_proxy_auth", "port", "startup_timeout")
@@ -322,12 +340,21 @@ class FunctionCreateRequest(_message.Message):
     def __init__(self, app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ...) -> None: ...
 
 class FunctionCreateResponse(_message.Message):
-    __slots__ = ("function_id", "web_url")
+    __slots__ = ("function_id", "web_url", "method_web_urls")
+    class MethodWebUrlsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     WEB_URL_FIELD_NUMBER: _ClassVar[int]
+    METHOD_WEB_URLS_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     web_url: str
-    def __init__(self, function_id: _Optional[str] = ..., web_url: _Optional[str] = ...) -> None: ...
+    method_web_urls: _containers.ScalarMap[str, str]
+    def __init__(self, function_id: _Optional[str] = ..., web_url: _Optional[str] = ..., method_web_urls: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Input(_message.Message):
     __slots__ = ("input_id", "call_id", "idx", "args", "attempt", "http")
@@ -354,7 +381,7 @@ class HttpHeader(_message.Message):
     def __init__(self, name: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class HttpRequest(_message.Message):
-    __slots__ = ("type", "method", "path", "query_string", "headers", "scheme", "http_version", "root_path", "client_host", "client_port", "subprotocols", "body", "more_body")
+    __slots__ = ("type", "method", "path", "query_string", "headers", "scheme", "http_version", "root_path", "client_host", "client_port", "subprotocols", "body", "more_body", "endpoint")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -368,6 +395,7 @@ class HttpRequest(_message.Message):
     SUBPROTOCOLS_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     MORE_BODY_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     type: str
     method: str
     path: str
@@ -381,7 +409,8 @@ class HttpRequest(_message.Message):
     subprotocols: _containers.RepeatedScalarFieldContainer[str]
     body: bytes
     more_body: bool
-    def __init__(self, type: _Optional[str] = ..., method: _Optional[str] = ..., path: _Optional[str] = ..., query_string: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[HttpHeader, _Mapping]]] = ..., scheme: _Optional[str] = ..., http_version: _Optional[str] = ..., root_path: _Optional[str] = ..., client_host: _Optional[str] = ..., client_port: _Optional[int] = ..., subprotocols: _Optional[_Iterable[str]] = ..., body: _Optional[bytes] = ..., more_body: _Optional[bool] = ...) -> None: ...
+    endpoint: str
+    def __init__(self, type: _Optional[str] = ..., method: _Optional[str] = ..., path: _Optional[str] = ..., query_string: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[HttpHeader, _Mapping]]] = ..., scheme: _Optional[str] = ..., http_version: _Optional[str] = ..., root_path: _Optional[str] = ..., client_host: _Optional[str] = ..., client_port: _Optional[int] = ..., subprotocols: _Optional[_Iterable[str]] = ..., body: _Optional[bytes] = ..., more_body: _Optional[bool] = ..., endpoint: _Optional[str] = ...) -> None: ...
 
 class HttpEvent(_message.Message):
     __slots__ = ("input_id", "type", "status", "headers", "body", "text", "is_text", "more_body", "code", "reason", "subprotocol")

@@ -120,9 +120,10 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
     async def FunctionLookup(self, req, context):
         fn = await self._call(context, self.sched.lookup_function, req.app_name, req.name)
+        urls = self.sched.web_urls(fn)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
                                               is_class=fn.definition.is_class, methods=fn.definition.methods,
-                                              web_url=self.sched.web_url(fn))
+                                              web_url=urls.pop("", ""), method_web_urls=urls)
 
     async def AppLogs(self, req, context):
         app = await self._app_by_ref(context, req.app_id, req.app_name)
@@ -146,7 +147,8 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
     async def FunctionCreate(self, req, context):
         fid = await self._call(context, self.sched.create_function, req.app_id, req.definition)
-        return api_pb2.FunctionCreateResponse(function_id=fid, web_url=self.sched.web_url(self.sched.functions[fid]))
+        urls = self.sched.web_urls(self.sched.functions[fid])
+        return api_pb2.FunctionCreateResponse(function_id=fid, web_url=urls.pop("", ""), method_web_urls=urls)
 
     async def ImageBuild(self, req, context):
         async for event in self.sched.builds.follow(req.image, req.force):

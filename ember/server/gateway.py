@@ -54,12 +54,13 @@ class Gateway:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return
-        fn, root, path = self._route(scope)
+        fn, endpoint, root, path = self._route(scope)
         if fn is None:
             labels = ", ".join(sorted(self.sched.web_routes)) or "none"
             return await _refuse(scope, send, 404, f"no web endpoint is served at {scope['path']!r} "
                                  f"(endpoints: {labels}); URLs look like /LABEL/...")
-        if fn.definition.web.requires_proxy_auth and not self.tokens.check(scope["headers"]):
+        spec = fn.definition.web_methods[endpoint] if endpoint else fn.definition.web
+        if spec.requires_proxy_auth and not self.tokens.check(scope["headers"]):
             return await _refuse(scope, send, 401, "this endpoint requires proxy auth: send a token's "
                                  "Ember-Key and Ember-Secret headers (create one with `ember token create`)")
         first = await receive()
@@ -73,7 +74,7 @@ class Gateway:
             client_host=client[0] or "", client_port=client[1] or 0,
             subprotocols=scope.get("subprotocols", ()),
             headers=[api_pb2.HttpHeader(name=k, value=v) for k, v in scope["headers"]],
-            body=first.get("body", b""), more_body=first.get("more_body", False))
+            body=first.get("body", b""), more_body=first.get("more_body", False), endpoint=endpoint)
         web = WebRequest()
         inp = self.sched.submit_web(fn, request, web)
         relay = None
@@ -101,17 +102,18 @@ class Gateway:
                 self.sched.web_abandoned(inp)
 
     def _route(self, scope):
-        """(function, root path, path below it) for a request, or (None, ...) if none serves it."""
+        """(function, class method, root path, path below it) for a request; function None if
+        nothing serves it."""
         sched = self.sched
         for name, value in scope["headers"]:
             if name == b"host":
-                label = value.split(b".", 1)[0].decode("latin-1") if b"." in value else ""
-                fn = sched.web_function(label) if label else None
-                if fn is not None:
-                    return fn, "", scope["path"]
+                if b"." in value:
+                    fn, endpoint = sched.web_function(value.split(b".", 1)[0].decode("latin-1"))
+                    if fn is not None:
+                        return fn, endpoint, "", scope["path"]
                 break
         label, _, rest = scope["path"].lstrip("/").partition("/")
-        return sched.web_function(label), f"/{label}", "/" + rest
+        return *sched.web_function(label), f"/{label}", "/" + rest
 
     async def _relay_requests(self, inp: InputState, receive):
         """The rest of the request, to its container, until the client is done."""

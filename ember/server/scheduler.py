@@ -72,7 +72,8 @@ class FunctionState:
         self.init_failure: api_pb2.ContainerInitFailure | None = None
         self.start_failures = 0
         # A web endpoint's open requests: a call of its own that is never stored.
-        self.web_requests = CallState(f"web:{function_id}", self) if definition.web.kind else None
+        self.web_requests = (CallState(f"web:{function_id}", self)
+                             if definition.web.kind or definition.web_methods else None)
         self.dispatch_soon = False
 
     @property
@@ -185,7 +186,8 @@ class Scheduler:
         self.schedule_runs: dict[tuple[str, str], float] = store.schedule_runs()
         self.next_runs: dict[tuple[str, str], tuple] = {}
         self.started_at = time.monotonic()
-        self.web_routes: dict[str, str] = {}   # URL label -> the function serving it
+        # URL label -> the function serving it, and which of a class's methods ("" for a function)
+        self.web_routes: dict[str, tuple[str, str]] = {}
         self.web_base_url = ""                  # the gateway's URL, set when it starts
         # Containers that existed before a restart and may still reconnect:
         # id -> (deadline, the inputs the store says it held).
@@ -354,21 +356,28 @@ class Scheduler:
     # ------------------------------------------------------------------ web endpoints
 
     def _route(self, fn: FunctionState):
-        """Serve a web endpoint at its label, taking it over from any earlier app: a new
-        version of a deployed app, or a newer run of an ephemeral one (`ember serve`)."""
+        """Serve a function's web endpoints at their labels, taking them over from any earlier
+        app: a new version of a deployed app, or a newer run of an ephemeral one (`ember serve`)."""
         if fn.web_requests is not None and not fn.definition.bound_params:
-            self.web_routes[web_label(fn)] = fn.function_id
+            for label, endpoint in web_endpoints(fn).items():
+                self.web_routes[label] = (fn.function_id, endpoint)
 
     def _unroute(self, fn: FunctionState):
-        if fn.web_requests is not None and self.web_routes.get(web_label(fn)) == fn.function_id:
-            del self.web_routes[web_label(fn)]
+        if fn.web_requests is not None:
+            for label, endpoint in web_endpoints(fn).items():
+                if self.web_routes.get(label) == (fn.function_id, endpoint):
+                    del self.web_routes[label]
 
-    def web_url(self, fn: FunctionState) -> str:
-        return f"{self.web_base_url}/{web_label(fn)}" if fn.web_requests is not None else ""
+    def web_urls(self, fn: FunctionState) -> dict[str, str]:
+        """Where its endpoints are served: "" for a function's own, else by class method."""
+        if fn.web_requests is None:
+            return {}
+        return {endpoint: f"{self.web_base_url}/{label}" for label, endpoint in web_endpoints(fn).items()}
 
-    def web_function(self, label: str) -> FunctionState | None:
-        fn = self.functions.get(self.web_routes.get(label, ""))
-        return fn if fn is not None and fn.app.running else None
+    def web_function(self, label: str) -> tuple[FunctionState | None, str]:
+        fid, endpoint = self.web_routes.get(label, ("", ""))
+        fn = self.functions.get(fid)
+        return (fn, endpoint) if fn is not None and fn.app.running else (None, "")
 
     def submit_web(self, fn: FunctionState, request: api_pb2.HttpRequest, web) -> InputState:
         """Queue a web request; `web` hears its response (deliver) and its end (finish)."""
@@ -1039,13 +1048,20 @@ class Scheduler:
         self.store.expire(time.time() - self.output_retention)
 
 
-def web_label(fn: FunctionState) -> str:
-    """The endpoint's name in its URL: its label, or APP-FUNCTION; "-dev" for an app that
-    is not deployed (`ember run`, `ember serve`), as Modal does."""
-    web, app = fn.definition.web, fn.app
-    label = web.label or (f"{app.name}-{fn.name}" if app.name else fn.name)
-    label = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
-    return label if app.deployed else f"{label}-dev"
+def web_endpoints(fn: FunctionState) -> dict[str, str]:
+    """A function's web endpoints by their name in URLs (the label given, or APP-FUNCTION,
+    APP-CLASS-METHOD; "-dev" for an app that is not deployed, as Modal does): which class
+    method serves each ("" for a function's own)."""
+    d, app = fn.definition, fn.app
+    endpoints = {"": d.web} if d.web.kind else {}
+    endpoints.update(d.web_methods)
+    labels = {}
+    for method, web in endpoints.items():
+        name = f"{fn.name}-{method}" if method else fn.name
+        label = web.label or (f"{app.name}-{name}" if app.name else name)
+        label = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
+        labels[label if app.deployed else f"{label}-dev"] = method
+    return labels
 
 
 def _stop_command(container_id: str, kill: bool) -> api_pb2.WorkerCommand:

@@ -108,3 +108,29 @@ def files():
 @ember.asgi_app(requires_proxy_auth=True)
 def private():
     return raw_asgi
+
+
+async def never_answers(scope, receive, send):
+    await asyncio.sleep(60)
+
+
+@app.function(timeout=1)
+@ember.asgi_app()
+def sleepy():
+    return never_answers
+
+
+@app.cls(image=fastapi_image)
+@ember.concurrent(max_inputs=4)
+class Model:
+    @ember.enter()
+    def load(self):
+        self.weights = 3  # loaded once per container, before any request
+
+    @ember.fastapi_endpoint(method="POST")
+    def predict(self, x: float):
+        return {"y": x * self.weights, "pid": os.getpid()}
+
+    @ember.method()
+    def scale(self, x):
+        return x * self.weights
