@@ -670,6 +670,8 @@ class Scheduler:
             cpu, mem = w.free()
             if res.gpu and not (w.gpus.free() and w.gpus.can_ever_satisfy(res.gpu)):
                 continue
+            if _server_port(fn) and any(_server_port(c.function) == _server_port(fn) for c in w.containers.values()):
+                continue  # its server's port is taken on that worker's network
             if cpu + 1e-9 >= res.cpu and mem >= res.memory_mb:
                 if best is None or cpu > best_free:
                     best, best_free = w, cpu
@@ -1046,6 +1048,11 @@ class Scheduler:
 
     def expire_outputs(self):
         self.store.expire(time.time() - self.output_retention)
+
+
+def _server_port(fn: FunctionState) -> int:
+    """The port a @web_server function's containers listen on, on their worker's network."""
+    return fn.definition.web.port if fn.definition.web.kind == "web_server" else 0
 
 
 def web_endpoints(fn: FunctionState) -> dict[str, str]:
