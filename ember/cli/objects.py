@@ -71,6 +71,10 @@ def add_parsers(sub):
     cmds.add_parser("delete", help="delete a token: requests with it are refused").add_argument("key")
 
 
+def _date(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
 @contextlib.contextmanager
 def _connected():
     """The configured control plane, or the embedded local cluster's state for the command."""
@@ -99,8 +103,7 @@ def run_secret(args) -> int:
             elif args.action == "list":
                 resp = client.run(client.rpc("SecretList", api_pb2.Empty()))
                 for s in resp.secrets:
-                    created = datetime.datetime.fromtimestamp(s.created_at).strftime("%Y-%m-%d %H:%M")
-                    print(f"{s.name}\t{s.num_keys} keys\tcreated {created}")
+                    print(f"{s.name}\t{s.num_keys} keys\tcreated {_date(s.created_at)}")
                 if not resp.secrets:
                     print("no secrets", file=sys.stderr)
             else:
@@ -123,8 +126,7 @@ def run_token(args) -> int:
             elif args.action == "list":
                 resp = client.run(client.rpc("ProxyTokenList", api_pb2.Empty()))
                 for t in resp.tokens:
-                    created = datetime.datetime.fromtimestamp(t.created_at).strftime("%Y-%m-%d %H:%M")
-                    print(f"{t.token_id}\tcreated {created}")
+                    print(f"{t.token_id}\tcreated {_date(t.created_at)}")
                 if not resp.tokens:
                     print("no proxy tokens", file=sys.stderr)
             else:
@@ -192,8 +194,7 @@ def run_named(args, cls) -> int:
                 resp = client.run(client.rpc("ObjectList", api_pb2.ObjectListRequest(kind=cls._kind)))
                 unit = {"dict": "entries", "queue": "items", "volume": "files"}[cls._kind]
                 for o in resp.objects:
-                    created = datetime.datetime.fromtimestamp(o.created_at).strftime("%Y-%m-%d %H:%M")
-                    print(f"{o.name}\t{o.size} {unit}\tcreated {created}")
+                    print(f"{o.name}\t{o.size} {unit}\tcreated {_date(o.created_at)}")
                 if not resp.objects:
                     print(f"no named {cls._kind}s", file=sys.stderr)
             elif args.action == "create":

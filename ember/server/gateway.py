@@ -188,7 +188,8 @@ def bind(host: str, port: int, fallback: bool) -> socket.socket:
 async def start(gateway: Gateway, sock: socket.socket) -> tuple[asyncio.Task, uvicorn.Server]:
     """Serve the gateway on a bound socket; returns its task and its server (set should_exit to stop)."""
     config = uvicorn.Config(gateway, http="httptools", ws="websockets-sansio", lifespan="off",
-                            access_log=False, log_level="warning", server_header=False, backlog=2048)
+                            access_log=False, log_level="warning", server_header=False, backlog=2048,
+                            timeout_graceful_shutdown=2)
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
