@@ -643,6 +643,15 @@ class Scheduler:
             if not self._start_container(fn):
                 break
 
+    def _keep_warm(self, fn: FunctionState):
+        """Keep min_containers of a running app's function started, before any input asks."""
+        want = fn.definition.min_containers
+        if not want or not fn.app.running or fn.app.superseded or fn.init_failure is not None:
+            return
+        for _ in range(want - sum(1 for c in fn.containers.values() if not c.stopping)):
+            if not self._start_container(fn):
+                break
+
     def _exec_estimate(self, fn: FunctionState, live: list[ContainerState]) -> float | None:
         """Seconds a container spends per input: measured, or at least what the inputs running
         now have taken so far (which tells that a first, slow input is slow)."""
@@ -1002,6 +1011,7 @@ class Scheduler:
         for fn in list(self.functions.values()):
             if fn.pending:
                 self.autoscale(fn)
+            self._keep_warm(fn)
         self.run_schedules()
         for call_id, call in list(self.calls.items()):
             if call.done_at is not None and not call.listeners and (

@@ -144,3 +144,8 @@ def short_lived():
 def sum_of_squares(n):
     """Calls another function of the app from inside its container."""
     return sum(square.map(range(n))) + square.remote(n)
+
+
+@app.function(min_containers=2)
+def kept_warm():
+    return os.getpid()
