@@ -80,6 +80,20 @@ def test_asgi_app_paths_query_body_and_streaming(web):
     assert status == 200 and body.split(b" body=")[1].startswith(big[:1000])
 
 
+def test_host_names_route_too(web):
+    c, _ = web
+    status, _, body = http("GET", c.web_url + "/a?b=1", headers={"Host": "raw-dev.localhost"})
+    assert status == 200 and body.startswith(b"GET /a q=b=1")
+
+
+def test_container_dying_mid_request_is_a_500_naming_it(web):
+    _, app = web
+    status, _, body = http("GET", app.raw.get_web_url() + "/die")
+    assert status == 500 and b"exit" in body and b"while running this input" in body
+    status, _, body = http("GET", app.raw.get_web_url() + "/again")  # a new container answers
+    assert status == 200 and body.startswith(b"GET /again")
+
+
 def test_asgi_websocket(web):
     _, app = web
     ws_url = app.raw.get_web_url().replace("http://", "ws://") + "/ws"

@@ -57,6 +57,8 @@ async def raw_asgi(scope, receive, send):
     route = scope["path"][len(scope["root_path"]):]
     if route == "/crash":
         raise RuntimeError("the handler crashed on purpose")
+    if route == "/die":
+        os._exit(3)
     if route == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         for i in range(3):
