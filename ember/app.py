@@ -94,14 +94,6 @@ class App:
                 raise exception.InvalidError(f"{raw_f._name} is already an ember function")
             if not callable(raw_f) or inspect.isclass(raw_f):
                 raise exception.InvalidError(f"@app.function() decorates functions, not {raw_f!r}")
-            web = getattr(raw_f, "_ember_web", None)
-            if (inspect.iscoroutinefunction(raw_f) or inspect.isasyncgenfunction(raw_f)) and (
-                    web is None or web.kind != "fastapi"):
-                raise exception.InvalidError(f"{raw_f.__name__}: async functions are not supported yet "
-                                             "(except as @ember.fastapi_endpoint)")
-            if getattr(raw_f, "_ember_max_inputs", 0) and web is None:
-                raise exception.InvalidError(f"{raw_f.__name__}: @ember.concurrent() applies to web endpoints "
-                                             "for now; other functions run one input at a time per container")
             fname = name or raw_f.__name__
             if fname in self._functions:
                 raise exception.InvalidError(f"app {self.name!r} already has a function named {fname!r}")
@@ -129,9 +121,7 @@ class App:
             if not c._methods and not c._web_methods:
                 raise exception.InvalidError(f"class {cname} has no method marked @ember.method() "
                                              "(or a web endpoint decorator)")
-            if getattr(user_cls, "_ember_max_inputs", 0) and not c._web_methods:
-                raise exception.InvalidError(f"{cname}: @ember.concurrent() applies to web endpoints for now; "
-                                             "other methods run one input at a time per container")
+
             self._classes[cname] = c
             self._functions[cname] = c._function
             return c
@@ -231,7 +221,7 @@ class _RunningApp:
             web = getattr(f._raw_f, "_ember_web", None)
             if web is not None:
                 d.web.CopyFrom(web)
-                d.max_inputs = getattr(f._raw_f, "_ember_max_inputs", 0)
+            d.max_inputs = getattr(f._raw_f, "_ember_max_inputs", 0)
             if name in self.app._classes:
                 self.app._classes[name]._definition_extras(d)
             code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)

@@ -96,7 +96,7 @@ class Cls:
         self._spec = spec
         self._name = name
         self._serialized = serialized
-        self._methods = {k: inspect.isgeneratorfunction(v) for k, v in vars(user_cls).items()
+        self._methods = {k: inspect.isgeneratorfunction(v) or inspect.isasyncgenfunction(v) for k, v in vars(user_cls).items()
                          if callable(v) and getattr(v, "_ember_method", False)}
         # Methods that are web endpoints (@ember.fastapi_endpoint() and friends on a method).
         self._web_methods = {k: v._ember_web for k, v in vars(user_cls).items()

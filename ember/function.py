@@ -144,7 +144,7 @@ class Function:
         self._raw_f = raw_f
         self._spec = spec
         self._name = name or raw_f.__name__
-        self._is_generator = inspect.isgeneratorfunction(raw_f)
+        self._is_generator = inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f)
         self._function_id: str | None = None
         self._client: Client | None = None
         self._web_url: str | None = None

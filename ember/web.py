@@ -76,7 +76,8 @@ def web_server(port: int, *, startup_timeout: float = 5.0, label: str | None = N
 
 
 def concurrent(*, max_inputs: int, target_inputs: int | None = None):
-    """One container serves up to max_inputs requests at once (web endpoints); more
+    """One container runs up to max_inputs inputs at once: web requests on its event loop,
+    other inputs in as many threads (an async function's on each thread's event loop); more
     containers start when all are full. target_inputs is accepted for compatibility."""
     if not isinstance(max_inputs, int) or isinstance(max_inputs, bool) or not 1 <= max_inputs <= 10_000:
         raise exception.InvalidError(f"max_inputs={max_inputs!r}: pass a positive integer")

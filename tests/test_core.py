@@ -216,3 +216,24 @@ def test_min_containers_start_before_any_call(running):
     wait_for(lambda: starts() == 2, what="two warm containers of kept_warm")
     pids = {core_app.kept_warm.remote() for _ in range(20)}
     assert len(pids) <= 2 and starts() == 2  # calls went to them: none started for the calls
+
+
+def test_async_functions_and_async_generators(running):
+    assert core_app.async_square.remote(6) == 36
+    assert list(core_app.async_square.map(range(5))) == [0, 1, 4, 9, 16]
+    assert list(core_app.async_count.remote_gen(4)) == [0, 1, 2, 3]
+
+
+def test_concurrent_inputs_run_at_once_in_one_container(running):
+    results = list(core_app.overlapping.map([0.5] * 4))
+    assert len({pid for _, pid in results}) == 1  # max_containers=1
+    assert max(most for most, _ in results) >= 2
+
+
+def test_cancelling_a_concurrent_input(running, tmp_path):
+    marker = tmp_path / "started"
+    call = core_app.sleeps_forever.spawn(str(marker))
+    wait_for(marker.exists, what="the input to start")
+    call.cancel()
+    with pytest.raises(exception.InputCancellation):
+        call.get(timeout=30)

@@ -4,12 +4,15 @@ Two threads matter. The main thread loads and runs user code (signals, like the 
 interrupt, go to it). An I/O thread runs an asyncio loop holding the one stream to the control
 plane: inputs arrive there and go to the main thread through a queue; outputs and logs go
 back through the loop in the order they happened, so a print always precedes the result of
-the input that printed it.
+the input that printed it. A function with @ember.concurrent(max_inputs=N) has N-1 more threads
+taking inputs from the same queue; an async function runs on an event loop of the thread that
+takes its input. Web endpoints run on the I/O loop (see web.py).
 """
 
 import asyncio
 import collections
 import importlib
+import inspect
 import io
 import json
 import logging
@@ -49,6 +52,11 @@ class InputCancelled(BaseException):
     so user code's `except Exception` does not swallow it)."""
 
 
+class _ThreadLoop(threading.local):
+    """The event loop that runs async functions' inputs on this thread."""
+    loop: asyncio.AbstractEventLoop | None = None
+
+
 class Runtime:
     def __init__(self, container_id: str, server_url: str):
         self.container_id = container_id
@@ -61,8 +69,10 @@ class Runtime:
         self.target = 1                               # inputs to hold at once (set by main thread)
         self.recent_outputs: collections.deque = collections.deque(maxlen=RESEND_OUTPUTS)
         self.cancelled: set[str] = set()
-        self.current: str | None = None               # input the main thread runs now
-        self.deadline: float | None = None
+        self.slots = 1                                # inputs run at once (@ember.concurrent)
+        self.running: dict[str, int] = {}             # input id -> the thread running it
+        self.deadlines: dict[str, float] = {}         # input id -> when it times out
+        self.thread_loop = _ThreadLoop()
         self.watchdog = threading.Condition()
         self.watchdog_idle = True                     # waiting without a deadline
         self.stream_out: asyncio.Queue | None = None
@@ -143,10 +153,17 @@ class Runtime:
         elif kind == "cancel_input_id":
             input_id = cmd.cancel_input_id
             self.cancelled.add(input_id)
+            thread = self.running.get(input_id)
             if self.web is not None and input_id in self.web.requests:
                 self.web.cancel(input_id)
-            elif self.current == input_id:
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+            elif thread == threading.main_thread().ident:
+                signal.pthread_kill(thread, signal.SIGUSR1)
+            elif thread is not None:
+                # Another thread's input cannot be interrupted safely: it is answered as
+                # cancelled now, and what it returns later is dropped.
+                inp = self.held.get(input_id)
+                self._flush_outputs([Output(input_id=input_id, idx=inp.idx if inp else 0, status=Output.CANCELLED,
+                                            error="the call was cancelled while it ran")])
 
     def _ask_for_inputs(self, out: asyncio.Queue | None = None):
         out = out or self.stream_out
@@ -210,6 +227,12 @@ class Runtime:
             if not init.definition.is_class:
                 self.io.call_soon(self._ask_for_inputs)
                 threading.Event().wait()  # this thread only runs signal handlers now
+        self.slots = max(1, init.definition.max_inputs)
+        if self.slots > 1:
+            self.target = self.slots
+            for i in range(1, self.slots):
+                threading.Thread(target=self._serve, args=(fn, init.definition), name=f"ember-input-{i}",
+                                 daemon=True).start()
         self.io.call_soon(self._ask_for_inputs)
         self._serve(fn, init.definition)
 
@@ -223,7 +246,7 @@ class Runtime:
             duration = time.perf_counter() - t0
             ewma = duration if ewma is None else 0.8 * ewma + 0.2 * duration
             # Hold a batch worth about BATCH_SECONDS of work: one input at a time for slow functions.
-            if self.web is None:
+            if self.web is None and self.slots == 1:
                 self.target = max(1, min(MAX_PREFETCH, int(BATCH_SECONDS / max(ewma, 1e-6))))
             pending.extend(outputs)
             # Batch outputs while more inputs are already here; send as soon as there are none.
@@ -249,7 +272,7 @@ class Runtime:
             self._arm(inp.input_id, definition.timeout)
             try:
                 if is_generator:
-                    for i, item in enumerate(fn(*args, **kwargs)):
+                    for i, item in enumerate(self._items(fn(*args, **kwargs))):
                         data, err = serialize_result(name, item)
                         if err:
                             return [Output(**base, status=Output.FAILURE, error=err)]
@@ -260,9 +283,12 @@ class Runtime:
                     result = None
                 else:
                     result = fn(*args, **kwargs)
+                    if inspect.iscoroutine(result):
+                        result = self._loop().run_until_complete(result)
             finally:
-                self._disarm()
+                self._disarm(inp.input_id)
         except InputCancelled:
+            self.thread_loop.loop = None  # interrupted while it ran: the next async input gets a fresh one
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled while it ran")]
         except BaseException as e:
             data, line, tb = serialize_exception(e)
@@ -271,6 +297,22 @@ class Runtime:
         if err:
             return [Output(**base, status=Output.FAILURE, error=err)]
         return [Output(**base, status=Output.SUCCESS, data=self._payload(data))]
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self.thread_loop.loop is None:
+            self.thread_loop.loop = asyncio.new_event_loop()
+        return self.thread_loop.loop
+
+    def _items(self, gen):
+        """A generator's items, or an async generator's, run on this thread's loop."""
+        if not inspect.isasyncgen(gen):
+            yield from gen
+            return
+        while True:
+            try:
+                yield self._loop().run_until_complete(anext(gen))
+            except StopAsyncIteration:
+                return
 
     def _payload(self, data: bytes) -> api_pb2.Payload:
         return blobs.to_payload(data, lambda d: self.io.run(blobs.upload(self.stub, d)))
@@ -331,31 +373,32 @@ class Runtime:
 
     def _arm(self, input_id: str, timeout: float):
         with self.watchdog:
-            self.current = input_id
-            self.deadline = time.monotonic() + timeout if timeout > 0 else None
-            # A watchdog already waiting for an earlier deadline wakes by itself and re-reads
-            # this one: waking it for every input would cost a thread switch per input.
-            if self.watchdog_idle:
-                self.watchdog.notify()
+            self.running[input_id] = threading.get_ident()
+            if timeout > 0:
+                self.deadlines[input_id] = time.monotonic() + timeout
+                # A watchdog already waiting for an earlier deadline wakes by itself and re-reads
+                # the next one: waking it for every input would cost a thread switch per input.
+                if self.watchdog_idle:
+                    self.watchdog.notify()
 
-    def _disarm(self):
+    def _disarm(self, input_id: str):
         with self.watchdog:
-            self.current = None
-            self.deadline = None
+            self.running.pop(input_id, None)
+            self.deadlines.pop(input_id, None)
 
     def _watchdog(self):
         with self.watchdog:
             while True:
-                if self.deadline is None:
+                if not self.deadlines:
                     self.watchdog_idle = True
                     self.watchdog.wait()
                     continue
                 self.watchdog_idle = False
-                left = self.deadline - time.monotonic()
+                input_id, deadline = min(self.deadlines.items(), key=lambda item: item[1])
+                left = deadline - time.monotonic()
                 if left > 0:
                     self.watchdog.wait(left)
                     continue
-                input_id = self.current
                 inp = self.held.get(input_id)
                 timeout = self.definition.timeout
                 out = Output(input_id=input_id, idx=inp.idx if inp else 0, status=Output.TIMEOUT,
@@ -365,7 +408,8 @@ class Runtime:
                 self._exit(0)
 
     def _on_cancel_signal(self, signum, frame):
-        if self.current is not None and self.current in self.cancelled:
+        main = threading.main_thread().ident
+        if any(thread == main and input_id in self.cancelled for input_id, thread in list(self.running.items())):
             raise InputCancelled()
 
     def _on_sigterm(self, signum, frame):

@@ -149,3 +149,41 @@ def sum_of_squares(n):
 @app.function(min_containers=2)
 def kept_warm():
     return os.getpid()
+
+
+@app.function()
+async def async_square(x):
+    import asyncio
+    await asyncio.sleep(0.01)
+    return x * x
+
+
+@app.function()
+async def async_count(n):
+    import asyncio
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield i
+
+
+in_flight = {"now": 0, "max": 0}
+in_flight_lock = threading.Lock()
+
+
+@app.function(max_containers=1)
+@ember.concurrent(max_inputs=4)
+def overlapping(seconds):
+    with in_flight_lock:
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+    time.sleep(seconds)
+    with in_flight_lock:
+        in_flight["now"] -= 1
+    return in_flight["max"], os.getpid()
+
+
+@app.function(max_containers=1)
+@ember.concurrent(max_inputs=3)
+def sleeps_forever(marker):
+    pathlib.Path(marker).write_text("started")
+    time.sleep(3600)
