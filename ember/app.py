@@ -121,7 +121,6 @@ class App:
             if not c._methods and not c._web_methods:
                 raise exception.InvalidError(f"class {cname} has no method marked @ember.method() "
                                              "(or a web endpoint decorator)")
-
             self._classes[cname] = c
             self._functions[cname] = c._function
             return c

@@ -219,20 +219,17 @@ class Runtime:
             self._exit(1)
         self.initialized = True
         self.definition = init.definition
+        self.slots = self.target = max(1, init.definition.max_inputs)
         if web_apps:
             # Requests run on the I/O loop, as many at once as the function allows (a class's
-            # other methods still run here, one at a time).
-            self.target = max(1, init.definition.max_inputs)
+            # other methods run in the threads below).
             self.web = WebHost(self, web_apps, init.definition.timeout)
             if not init.definition.is_class:
                 self.io.call_soon(self._ask_for_inputs)
                 threading.Event().wait()  # this thread only runs signal handlers now
-        self.slots = max(1, init.definition.max_inputs)
-        if self.slots > 1:
-            self.target = self.slots
-            for i in range(1, self.slots):
-                threading.Thread(target=self._serve, args=(fn, init.definition), name=f"ember-input-{i}",
-                                 daemon=True).start()
+        for i in range(1, self.slots):
+            threading.Thread(target=self._serve, args=(fn, init.definition), name=f"ember-input-{i}",
+                             daemon=True).start()
         self.io.call_soon(self._ask_for_inputs)
         self._serve(fn, init.definition)
 
