@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -13,7 +14,7 @@ import urllib.request
 import pytest
 import websockets
 
-from conftest import APPS, PY, ROOT, Cluster, run_py, wait_for
+from conftest import APPS, PY, ROOT, Cluster, free_port, run_py, wait_for
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
@@ -275,3 +276,26 @@ def test_class_web_method_shares_the_class_containers(web):
     assert status == 200 and json.loads(body)["y"] == 6.0
     # Its other methods are called as usual.
     assert app.Model().scale.remote(5) == 15
+
+
+def test_a_web_servers_server_stops_with_its_app(cluster, tmp_path):
+    """The server a @web_server function started goes when its container does."""
+    port = free_port()
+    code = (
+        "import ember, subprocess, sys, urllib.request\n"
+        "app = ember.App('serverstops')\n"
+        "@app.function()\n"
+        f"@ember.web_server({port})\n"
+        "def site():\n"
+        f"    subprocess.Popen([sys.executable, '-m', 'http.server', '{port}', '--bind', '127.0.0.1'])\n"
+        "with app.run():\n"
+        "    print(urllib.request.urlopen(site.get_web_url(), timeout=60).status)\n"
+    )
+    out = run_py(code, {"EMBER_SERVER_URL": cluster.url}, cwd=tmp_path)
+    assert out.stdout.strip().endswith("200"), out.stderr
+
+    def closed():
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) != 0
+
+    wait_for(closed, what="the server to stop")

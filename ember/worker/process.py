@@ -143,6 +143,7 @@ class ProcessBackend:
             code = await proc.wait()
         finally:
             self.procs.pop(cid, None)
+            _kill_group(proc.pid)  # what it started and left behind (a web_server's server, say)
         tail = tail_of(log_path)
         log_path.unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -155,7 +156,7 @@ class ProcessBackend:
         if proc is None or proc.returncode is not None:
             return
         if kill:
-            proc.kill()
+            _kill_group(proc.pid)
             return
         proc.terminate()
         asyncio.get_running_loop().call_later(STOP_GRACE, self._kill_if_running, proc)
@@ -170,6 +171,14 @@ class ProcessBackend:
 
     async def stop_all(self):
         await terminate_all(list(self.procs.values()))
+
+
+def _kill_group(pgid: int):
+    """SIGKILL a container's process group (it leads its own session): it and its children."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 async def terminate_all(procs, grace: float = 3.0):
