@@ -17,7 +17,8 @@ import core_app
 def test_worker_killed_mid_input(cluster, tmp_path):
     with core_app.app.run():
         call = core_app.slow.spawn(str(tmp_path / "m1"), str(tmp_path / "go"), "survived")
-        wait_for(lambda: (tmp_path / "m1").exists(), what="the input to start")
+        # Written by the container (exists, then has its pid): wait for the pid.
+        wait_for(lambda: (tmp_path / "m1").exists() and (tmp_path / "m1").read_text(), what="the input to start")
         container_pid = int((tmp_path / "m1").read_text())
         cluster.workers[0].send_signal(signal.SIGKILL)
         cluster.workers[0].wait()
