@@ -4,6 +4,7 @@ Nothing of Ember's own is mocked. Timeouts are shortened so that fault tests (lo
 dead workers) finish quickly; waiting is always for a condition, never a fixed sleep.
 """
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -124,17 +125,26 @@ def container_cluster(tmp_path_factory):
     why = container_backend_missing()
     if why:
         pytest.skip(f"container backend unavailable: {why}")
-    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    with module_cluster(tmp_path_factory.mktemp("cluster"), backend="container", env={"EMBER_GPUS": "H100"}) as c:
+        yield c
+
+
+@contextlib.contextmanager
+def module_cluster(tmp: pathlib.Path, **worker_opts):
+    """A control plane and one worker that this process's clients use, for a module's tests."""
+    c = Cluster(tmp)
     c.start_server()
-    c.start_worker(backend="container", env={"EMBER_GPUS": "H100"})
+    c.start_worker(**worker_opts)
     old = os.environ.get("EMBER_SERVER_URL")
     os.environ["EMBER_SERVER_URL"] = c.url
-    yield c
-    if old is None:
-        os.environ.pop("EMBER_SERVER_URL", None)
-    else:
-        os.environ["EMBER_SERVER_URL"] = old
-    c.stop()
+    try:
+        yield c
+    finally:
+        if old is None:
+            os.environ.pop("EMBER_SERVER_URL", None)
+        else:
+            os.environ["EMBER_SERVER_URL"] = old
+        c.stop()
 
 
 def run_py(code: str, env_extra=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:

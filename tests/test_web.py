@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 import websockets
 
-from conftest import APPS, PY, ROOT, Cluster, free_port, run_py, wait_for
+from conftest import APPS, PY, ROOT, free_port, module_cluster, run_py, wait_for
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
@@ -30,19 +30,9 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
     """A cluster with web_app's app running; yields (cluster, the app module)."""
-    c = Cluster(tmp_path_factory.mktemp("web"))
-    c.start_server()
-    c.start_worker(cpu=16)
-    old = os.environ.get("EMBER_SERVER_URL")
-    os.environ["EMBER_SERVER_URL"] = c.url
     import web_app
-    with web_app.app.run():
+    with module_cluster(tmp_path_factory.mktemp("web"), cpu=16) as c, web_app.app.run():
         yield c, web_app
-    if old is None:
-        os.environ.pop("EMBER_SERVER_URL", None)
-    else:
-        os.environ["EMBER_SERVER_URL"] = old
-    c.stop()
 
 
 def test_fastapi_query_parameters_become_arguments(web):

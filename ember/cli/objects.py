@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime
+import functools
 import pathlib
 import sys
 
@@ -86,140 +87,122 @@ def _connected():
             cluster.stop()
 
 
-def run_secret(args) -> int:
+def run(args) -> int:
+    """One connection, and one way to report a failure, for every command here."""
+    if args.command == "secret":
+        handler = run_secret
+    elif args.command == "token":
+        handler = run_token
+    elif args.command == "volume" and args.action not in ("create", "list", "delete"):
+        handler = run_volume
+    else:
+        handler = functools.partial(run_named, cls={"dict": Dict, "queue": Queue, "volume": Volume}[args.command])
     try:
         with _connected() as client:
-            if args.action == "create":
-                env = {}
-                for pair in args.pairs:
-                    key, sep, value = pair.partition("=")
-                    if not sep or not key:
-                        print(f"ember: {pair.split('=')[0]!r}: pass KEY=VALUE pairs", file=sys.stderr)
-                        return 2
-                    env[key] = value
-                client.run(client.rpc("SecretCreate", api_pb2.SecretCreateRequest(
-                    name=args.name, env=env, force=args.force)))
-                print(f"created secret {args.name} with keys {', '.join(env)}")
-            elif args.action == "list":
-                resp = client.run(client.rpc("SecretList", api_pb2.Empty()))
-                for s in resp.secrets:
-                    print(f"{s.name}\t{s.num_keys} keys\tcreated {_date(s.created_at)}")
-                if not resp.secrets:
-                    print("no secrets", file=sys.stderr)
-            else:
-                client.run(client.rpc("SecretDelete", api_pb2.SecretRef(name=args.name)))
-                print(f"deleted secret {args.name}")
-    except exception.Error as e:
-        print(f"ember: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def run_token(args) -> int:
-    try:
-        with _connected() as client:
-            if args.action == "create":
-                t = client.run(client.rpc("ProxyTokenCreate", api_pb2.Empty()))
-                print(f"Ember-Key: {t.token_id}\nEmber-Secret: {t.secret}")
-                print("send both as headers to endpoints with requires_proxy_auth=True; the secret is not "
-                      "shown again", file=sys.stderr)
-            elif args.action == "list":
-                resp = client.run(client.rpc("ProxyTokenList", api_pb2.Empty()))
-                for t in resp.tokens:
-                    print(f"{t.token_id}\tcreated {_date(t.created_at)}")
-                if not resp.tokens:
-                    print("no proxy tokens", file=sys.stderr)
-            else:
-                client.run(client.rpc("ProxyTokenDelete", api_pb2.ProxyToken(token_id=args.key)))
-                print(f"deleted token {args.key}")
-    except exception.Error as e:
-        print(f"ember: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def run_volume(args) -> int:
-    if args.action in ("create", "list", "delete"):
-        return run_named(args, Volume)
-    try:
-        with _connected():
-            vol = Volume.from_name(args.name)
-            if args.action == "ls":
-                for e in vol.listdir(args.path):
-                    kind = "dir " if e.type == FileEntryType.DIRECTORY else "file"
-                    print(f"{kind}\t{e.size}\t{e.path}")
-            elif args.action == "put":
-                local = pathlib.Path(args.local)
-                with vol.batch_upload(force=args.force) as batch:
-                    if local.is_dir():
-                        batch.put_directory(local, args.remote)
-                    else:
-                        remote = args.remote + local.name if args.remote.endswith("/") else args.remote
-                        batch.put_file(local, remote)
-                print(f"uploaded {args.local} to {args.name}:{args.remote}")
-            elif args.action == "get":
-                data = b"".join(vol.read_file(args.remote))
-                if args.local == "-":
-                    sys.stdout.buffer.write(data)
-                else:
-                    dest = pathlib.Path(args.local)
-                    if dest.is_dir():
-                        dest = dest / pathlib.PurePosixPath(args.remote).name
-                    dest.write_bytes(data)
-                    print(f"downloaded {args.name}:{args.remote} to {dest}")
-            else:
-                vol.remove_file(args.path, recursive=args.recursive)
-                print(f"removed {args.name}:{args.path}")
+            return handler(args, client) or 0
     except (exception.Error, OSError) as e:
         print(f"ember: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
-def run(args) -> int:
-    if args.command == "secret":
-        return run_secret(args)
-    if args.command == "token":
-        return run_token(args)
-    if args.command == "volume":
-        return run_volume(args)
-    return run_named(args, Dict if args.command == "dict" else Queue)
+def run_secret(args, client) -> int | None:
+    if args.action == "create":
+        env = {}
+        for pair in args.pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                print(f"ember: {pair.split('=')[0]!r}: pass KEY=VALUE pairs", file=sys.stderr)
+                return 2
+            env[key] = value
+        client.run(client.rpc("SecretCreate", api_pb2.SecretCreateRequest(
+            name=args.name, env=env, force=args.force)))
+        print(f"created secret {args.name} with keys {', '.join(env)}")
+    elif args.action == "list":
+        resp = client.run(client.rpc("SecretList", api_pb2.Empty()))
+        for s in resp.secrets:
+            print(f"{s.name}\t{s.num_keys} keys\tcreated {_date(s.created_at)}")
+        if not resp.secrets:
+            print("no secrets", file=sys.stderr)
+    else:
+        client.run(client.rpc("SecretDelete", api_pb2.SecretRef(name=args.name)))
+        print(f"deleted secret {args.name}")
 
 
-def run_named(args, cls) -> int:
-    """What dicts, queues and volumes have alike: list, create, delete (and get, clear)."""
-    try:
-        with _connected() as client:
-            if args.action == "list":
-                resp = client.run(client.rpc("ObjectList", api_pb2.ObjectListRequest(kind=cls._kind)))
-                unit = {"dict": "entries", "queue": "items", "volume": "files"}[cls._kind]
-                for o in resp.objects:
-                    print(f"{o.name}\t{o.size} {unit}\tcreated {_date(o.created_at)}")
-                if not resp.objects:
-                    print(f"no named {cls._kind}s", file=sys.stderr)
-            elif args.action == "create":
-                cls.from_name(args.name, create_if_missing=True)._id()
-                print(f"created {cls._kind} {args.name}")
-            elif args.action == "delete":
-                cls.delete(args.name)
-                print(f"deleted {cls._kind} {args.name}")
-            elif args.action == "clear":
-                obj = cls.from_name(args.name)
-                obj.clear() if cls is Dict else obj.clear(partition=args.partition)
-                print(f"cleared {cls._kind} {args.name}")
-            elif cls is Dict:
-                d = Dict.from_name(args.name)
-                if not d.contains(args.key):
-                    print(f"ember: dict {args.name} has no key {args.key!r}", file=sys.stderr)
-                    return 1
-                print(repr(d.get(args.key)))
+def run_token(args, client) -> int | None:
+    if args.action == "create":
+        t = client.run(client.rpc("ProxyTokenCreate", api_pb2.Empty()))
+        print(f"Ember-Key: {t.token_id}\nEmber-Secret: {t.secret}")
+        print("send both as headers to endpoints with requires_proxy_auth=True; the secret is not "
+              "shown again", file=sys.stderr)
+    elif args.action == "list":
+        resp = client.run(client.rpc("ProxyTokenList", api_pb2.Empty()))
+        for t in resp.tokens:
+            print(f"{t.token_id}\tcreated {_date(t.created_at)}")
+        if not resp.tokens:
+            print("no proxy tokens", file=sys.stderr)
+    else:
+        client.run(client.rpc("ProxyTokenDelete", api_pb2.ProxyToken(token_id=args.key)))
+        print(f"deleted token {args.key}")
+
+
+def run_volume(args, client) -> int | None:
+    vol = Volume.from_name(args.name)
+    if args.action == "ls":
+        for e in vol.listdir(args.path):
+            kind = "dir " if e.type == FileEntryType.DIRECTORY else "file"
+            print(f"{kind}\t{e.size}\t{e.path}")
+    elif args.action == "put":
+        local = pathlib.Path(args.local)
+        with vol.batch_upload(force=args.force) as batch:
+            if local.is_dir():
+                batch.put_directory(local, args.remote)
             else:
-                q = Queue.from_name(args.name)
-                for i, item in enumerate(q.iterate(partition=args.partition)):
-                    if i >= args.n:
-                        break
-                    print(repr(item))
-    except exception.Error as e:
-        print(f"ember: {e}", file=sys.stderr)
-        return 1
-    return 0
+                remote = args.remote + local.name if args.remote.endswith("/") else args.remote
+                batch.put_file(local, remote)
+        print(f"uploaded {args.local} to {args.name}:{args.remote}")
+    elif args.action == "get":
+        data = b"".join(vol.read_file(args.remote))
+        if args.local == "-":
+            sys.stdout.buffer.write(data)
+        else:
+            dest = pathlib.Path(args.local)
+            if dest.is_dir():
+                dest = dest / pathlib.PurePosixPath(args.remote).name
+            dest.write_bytes(data)
+            print(f"downloaded {args.name}:{args.remote} to {dest}")
+    else:
+        vol.remove_file(args.path, recursive=args.recursive)
+        print(f"removed {args.name}:{args.path}")
+
+
+def run_named(args, client, cls) -> int | None:
+    """What dicts, queues and volumes have alike: list, create, delete (and get, clear)."""
+    if args.action == "list":
+        resp = client.run(client.rpc("ObjectList", api_pb2.ObjectListRequest(kind=cls._kind)))
+        unit = {"dict": "entries", "queue": "items", "volume": "files"}[cls._kind]
+        for o in resp.objects:
+            print(f"{o.name}\t{o.size} {unit}\tcreated {_date(o.created_at)}")
+        if not resp.objects:
+            print(f"no named {cls._kind}s", file=sys.stderr)
+    elif args.action == "create":
+        cls.from_name(args.name, create_if_missing=True)._id()
+        print(f"created {cls._kind} {args.name}")
+    elif args.action == "delete":
+        cls.delete(args.name)
+        print(f"deleted {cls._kind} {args.name}")
+    elif args.action == "clear":
+        obj = cls.from_name(args.name)
+        obj.clear() if cls is Dict else obj.clear(partition=args.partition)
+        print(f"cleared {cls._kind} {args.name}")
+    elif cls is Dict:
+        d = Dict.from_name(args.name)
+        if not d.contains(args.key):
+            print(f"ember: dict {args.name} has no key {args.key!r}", file=sys.stderr)
+            return 1
+        print(repr(d.get(args.key)))
+    else:
+        q = Queue.from_name(args.name)
+        for i, item in enumerate(q.iterate(partition=args.partition)):
+            if i >= args.n:
+                break
+            print(repr(item))

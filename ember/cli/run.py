@@ -12,19 +12,25 @@ from ..app import App, LocalEntrypoint
 from ..function import Function
 
 
-def import_file(path: str):
-    """Import a file as a module named as Python would (package.module inside packages)."""
-    file = pathlib.Path(path).resolve()
-    if not file.is_file():
-        raise exception.InvalidError(f"{path}: no such file")
+def module_name(file: pathlib.Path) -> tuple[pathlib.Path, str]:
+    """The folder to import a file from, and its module name there (package.module inside packages)."""
     parts = [file.stem]
     root = file.parent
     while (root / "__init__.py").exists():
         parts.insert(0, root.name)
         root = root.parent
-    name = ".".join(parts)
-    sys.path.insert(0, str(root))
-    if len(parts) > 1:
+    return root, ".".join(parts)
+
+
+def import_file(path: str):
+    """Import a file as a module named as Python would (package.module inside packages)."""
+    file = pathlib.Path(path).resolve()
+    if not file.is_file():
+        raise exception.InvalidError(f"{path}: no such file")
+    root, name = module_name(file)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    if (file.parent / "__init__.py").exists():  # inside a package: import it as Python would
         return importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)

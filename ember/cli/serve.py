@@ -16,7 +16,7 @@ from .. import config, exception
 from .._client.client import Client
 from .._client.local_cluster import LocalCluster
 from ..app import _RunningApp
-from .run import find_app, import_file
+from .run import find_app, import_file, module_name
 
 POLL = 0.1  # seconds between looks at the files' modification times
 
@@ -41,13 +41,6 @@ def mtimes(files: set[pathlib.Path]) -> dict[pathlib.Path, int]:
     return found
 
 
-def package_root(file: pathlib.Path) -> pathlib.Path:
-    root = file.parent
-    while (root / "__init__.py").exists():
-        root = root.parent
-    return root
-
-
 def start_version(path: str, root: pathlib.Path, client: Client) -> _RunningApp:
     """Import the file afresh (its modules under root too) and create its app."""
     for name, module in list(sys.modules.items()):
@@ -66,7 +59,7 @@ def serve(path: str) -> int:
     if not file.is_file():
         print(f"ember serve: {path}: no such file", file=sys.stderr)
         return 2
-    root = package_root(file)
+    root, _ = module_name(file)
     cluster = LocalCluster.start() if config.server_url() is None else None
     current = None
     try:

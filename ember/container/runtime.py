@@ -141,7 +141,7 @@ class Runtime:
             self.requested = max(0, self.requested - n)
             for inp in cmd.inputs.inputs:
                 self.held[inp.input_id] = inp
-                if inp.HasField("http"):
+                if self.web is not None and inp.HasField("http"):
                     self.web.start(inp)
                 else:
                     self.inputs.put(inp)

@@ -15,10 +15,10 @@ import sys
 import time
 import traceback
 
+from .._asgi import to_event, to_message
 from ..proto import api_pb2
 
 Output = api_pb2.Output
-HttpEvent = api_pb2.HttpEvent
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"proxy-connection",
               b"content-length"}
 
@@ -82,7 +82,7 @@ class WebHost:
         self.apps = apps  # by the class method that serves them ("" for a function)
         self.timeout = timeout or None
         self.requests: dict[str, tuple[asyncio.Task, asyncio.Queue]] = {}
-        self.events: list[HttpEvent] = []
+        self.events: list[api_pb2.HttpEvent] = []
         self.outputs: list[api_pb2.Output] = []
         self.flush_soon = False
 
@@ -103,7 +103,7 @@ class WebHost:
         if entry is not None:
             entry[0].cancel()
 
-    def _emit(self, ev: HttpEvent | None = None, out: api_pb2.Output | None = None):
+    def _emit(self, ev: api_pb2.HttpEvent | None = None, out: api_pb2.Output | None = None):
         if ev is not None:
             self.events.append(ev)
         if out is not None:
@@ -136,11 +136,11 @@ class WebHost:
                 if is_http:
                     return {"type": "http.request", "body": req.body, "more_body": req.more_body}
                 return {"type": "websocket.connect"}
-            return _from_event(await q.get())
+            return to_message(await q.get())
 
         async def send(msg):
             nonlocal started
-            ev = _to_event(input_id, msg)
+            ev = to_event(input_id, msg)
             started = started or ev.type in ("http.response.start", "websocket.accept", "websocket.close")
             self._emit(ev)
 
@@ -158,9 +158,8 @@ class WebHost:
             print(f"ember: {req.method} {req.root_path}{req.path} failed:", file=sys.stderr)
             traceback.print_exc()
             if is_http and not started:
-                self._emit(HttpEvent(input_id=input_id, type="http.response.start", status=500,
-                                     headers=[api_pb2.HttpHeader(name=b"content-type", value=b"text/plain")]))
-                self._emit(HttpEvent(input_id=input_id, type="http.response.body", body=b"Internal Server Error"))
+                await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body", "body": b"Internal Server Error"})
             out = Output(input_id=input_id, status=Output.FAILURE, error=f"{type(e).__name__}: {e}")
         del self.requests[input_id]
         self._emit(out=out)
@@ -180,42 +179,6 @@ def _scope(req: api_pb2.HttpRequest) -> dict:
     else:
         scope["subprotocols"] = list(req.subprotocols)
     return scope
-
-
-def _from_event(ev: HttpEvent) -> dict:
-    kind = ev.type
-    if kind == "http.request":
-        return {"type": kind, "body": ev.body, "more_body": ev.more_body}
-    if kind == "websocket.receive":
-        return {"type": kind, "text": ev.text} if ev.is_text else {"type": kind, "bytes": ev.body}
-    if kind == "websocket.disconnect":
-        return {"type": kind, "code": ev.code or 1000}
-    return {"type": kind}
-
-
-def _to_event(input_id: str, msg: dict) -> HttpEvent:
-    kind = msg["type"]
-    ev = HttpEvent(input_id=input_id, type=kind)
-    if kind == "http.response.body":
-        ev.body = bytes(msg.get("body", b""))
-        ev.more_body = msg.get("more_body", False)
-    elif kind == "http.response.start":
-        ev.status = msg["status"]
-        ev.headers.extend(api_pb2.HttpHeader(name=bytes(k), value=bytes(v)) for k, v in msg.get("headers", ()))
-    elif kind == "websocket.send":
-        if msg.get("text") is not None:
-            ev.is_text, ev.text = True, msg["text"]
-        else:
-            ev.body = msg.get("bytes") or b""
-    elif kind == "websocket.accept":
-        ev.subprotocol = msg.get("subprotocol") or ""
-        ev.headers.extend(api_pb2.HttpHeader(name=bytes(k), value=bytes(v)) for k, v in msg.get("headers", ()))
-    elif kind == "websocket.close":
-        ev.code = msg.get("code", 1000)
-        ev.reason = msg.get("reason") or ""
-    else:
-        raise ValueError(f"the app sent an ASGI message Ember does not relay: {kind!r}")
-    return ev
 
 
 async def _read_body(receive) -> bytes:

@@ -120,10 +120,9 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
     async def FunctionLookup(self, req, context):
         fn = await self._call(context, self.sched.lookup_function, req.app_name, req.name)
-        urls = self.sched.web_urls(fn)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
                                               is_class=fn.definition.is_class, methods=fn.definition.methods,
-                                              web_url=urls.pop("", ""), method_web_urls=urls)
+                                              **self._web_urls(fn))
 
     async def AppLogs(self, req, context):
         app = await self._app_by_ref(context, req.app_id, req.app_name)
@@ -147,8 +146,12 @@ class EmberService(api_pb2_grpc.EmberServicer):
 
     async def FunctionCreate(self, req, context):
         fid = await self._call(context, self.sched.create_function, req.app_id, req.definition)
-        urls = self.sched.web_urls(self.sched.functions[fid])
-        return api_pb2.FunctionCreateResponse(function_id=fid, web_url=urls.pop("", ""), method_web_urls=urls)
+        return api_pb2.FunctionCreateResponse(function_id=fid, **self._web_urls(self.sched.functions[fid]))
+
+    def _web_urls(self, fn) -> dict:
+        """The web_url and method_web_urls fields of a function's responses."""
+        urls = self.sched.web_urls(fn)
+        return {"web_url": urls.pop("", ""), "method_web_urls": urls}
 
     async def ImageBuild(self, req, context):
         async for event in self.sched.builds.follow(req.image, req.force):

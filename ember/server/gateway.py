@@ -16,6 +16,7 @@ import socket
 
 import uvicorn
 
+from .._asgi import to_event, to_message
 from ..proto import api_pb2
 from .scheduler import InputState, Scheduler
 from .tokens import ProxyTokens
@@ -23,7 +24,6 @@ from .tokens import ProxyTokens
 log = logging.getLogger("ember.gateway")
 
 Output = api_pb2.Output
-HttpEvent = api_pb2.HttpEvent
 
 
 class WebRequest:
@@ -34,11 +34,11 @@ class WebRequest:
     def __init__(self):
         self.request: api_pb2.HttpRequest | None = None
         self.events: asyncio.Queue = asyncio.Queue()
-        self.outbox: list[HttpEvent] = []   # for the container, until it has one
+        self.outbox: list[api_pb2.HttpEvent] = []   # for the container, until it has one
         self.final: api_pb2.Output | None = None
         self.started = False                # a response (or a WebSocket accept) went out
 
-    def deliver(self, ev: HttpEvent):
+    def deliver(self, ev: api_pb2.HttpEvent):
         self.events.put_nowait(ev)
 
     def finish(self, out: api_pb2.Output):
@@ -86,7 +86,7 @@ class Gateway:
                     # A streamed response: watch for the client going away, to tell the app.
                     relay = asyncio.create_task(self._relay_requests(inp, receive))
                 web.started = True
-                await send(_to_asgi(ev))
+                await send(to_message(ev))
             out = web.final
             if out.status != Output.SUCCESS and not web.started:
                 # The app's own exception already answered (500) in the container; these are
@@ -119,36 +119,11 @@ class Gateway:
         """The rest of the request, to its container, until the client is done."""
         while True:
             msg = await receive()
-            kind = msg["type"]
-            if kind == "http.request":
-                ev = HttpEvent(input_id=inp.input_id, type=kind, body=msg.get("body", b""),
-                               more_body=msg.get("more_body", False))
-            elif kind == "websocket.receive":
-                text = msg.get("text")
-                ev = HttpEvent(input_id=inp.input_id, type=kind, is_text=text is not None,
-                               text=text or "", body=msg.get("bytes") or b"")
-            else:  # http.disconnect, websocket.disconnect
-                ev = HttpEvent(input_id=inp.input_id, type=kind, code=msg.get("code", 1000))
             if inp.input_id not in inp.call.inputs:
                 return
-            self.sched.web_to_container(inp, [ev])
-            if kind.endswith("disconnect"):
+            self.sched.web_to_container(inp, [to_event(inp.input_id, msg)])
+            if msg["type"].endswith("disconnect"):
                 return
-
-
-def _to_asgi(ev: HttpEvent) -> dict:
-    kind = ev.type
-    if kind == "http.response.body":
-        return {"type": kind, "body": ev.body, "more_body": ev.more_body}
-    if kind == "http.response.start":
-        return {"type": kind, "status": ev.status, "headers": [(h.name, h.value) for h in ev.headers]}
-    if kind == "websocket.send":
-        return {"type": kind, "text": ev.text} if ev.is_text else {"type": kind, "bytes": ev.body}
-    if kind == "websocket.accept":
-        return {"type": kind, "subprotocol": ev.subprotocol or None, "headers": [(h.name, h.value) for h in ev.headers]}
-    if kind == "websocket.close":
-        return {"type": kind, "code": ev.code or 1000, "reason": ev.reason}
-    return {"type": kind}
 
 
 async def _refuse(scope, send, status: int, text: str):

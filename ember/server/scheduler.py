@@ -510,14 +510,12 @@ class Scheduler:
         """
         if not results:
             return
-        if any(inp.web is not None for inp, _ in results):
-            for inp, out in results:
-                if inp.web is not None:
-                    self._finish_web(inp, out)
-            results = [(inp, out) for inp, out in results if inp.web is None]
         rows, finished, touched = [], [], {}
         now = time.time()
         for inp, out in results:
+            if inp.web is not None:  # a web request's end: nothing to store
+                self._finish_web(inp, out)
+                continue
             call = inp.call
             if inp.input_id not in call.inputs:
                 continue  # already finished (a duplicate after a reconnect, or a cancel race)
@@ -534,6 +532,8 @@ class Scheduler:
                 finished.append(inp.input_id)
                 call.num_done += 1
             touched[call.call_id] = call
+        if not rows:
+            return  # nothing to store (only web requests ended, or only duplicates came)
         self.store.add_outputs(rows, finished, [(c.call_id, c.num_done, c.next_seq) for c in touched.values()])
         for call in touched.values():
             if call.done():
@@ -590,7 +590,7 @@ class Scheduler:
             ready.sort(key=lambda c: len(c.held))
             later = []
             for c in ready:
-                batch = []
+                batch, stored = [], []
                 if not c.held:
                     c.since = time.monotonic()
                 while c.want > 0 and pending:
@@ -609,8 +609,8 @@ class Scheduler:
                     batch.append(api_pb2.Input(input_id=inp.input_id, call_id=inp.call.call_id, idx=inp.idx,
                                                args=api_pb2.Payload.FromString(inp.args),
                                                attempt=inp.attempts))
+                    stored.append(inp.input_id)
                 if batch:
-                    stored = [i.input_id for i in batch if not i.HasField("http")]
                     if stored:
                         self.store.assign_inputs(c.container_id, stored)
                     c.send(api_pb2.ContainerCommand(inputs=api_pb2.InputBatch(inputs=batch)))

@@ -28,8 +28,8 @@ class ProxyTokens:
 
     def create(self) -> api_pb2.ProxyToken:
         token_id, secret, now = new_id("wk"), "ws-" + secrets.token_urlsafe(24), time.time()
-        self.store.add_proxy_token(token_id, _hash(secret.encode()), now)
         self.hashes[token_id] = _hash(secret.encode())
+        self.store.add_proxy_token(token_id, self.hashes[token_id], now)
         return api_pb2.ProxyToken(token_id=token_id, secret=secret, created_at=now)
 
     def list(self) -> api_pb2.ProxyTokens:
