@@ -25,12 +25,16 @@ class with_aio:
 
 
 class NamedObject:
-    _kind = ""  # "dict" or "queue"
+    _kind = ""  # "dict", "queue" or "volume"
 
     def __init__(self, name: str | None, create_if_missing: bool = False, object_id: str | None = None):
         self.name = name
         self._create = create_if_missing
         self._object_id = object_id
+
+    @classmethod
+    def _kind_proto(cls) -> int:
+        return api_pb2.ObjectKind.Value(f"OBJECT_KIND_{cls._kind.upper()}")
 
     def __repr__(self):
         return f"<ember.{type(self).__name__} {self.name or self._object_id or '(ephemeral)'}>"
@@ -49,20 +53,20 @@ class NamedObject:
     def ephemeral(cls):
         """An anonymous object that exists for the duration of the block."""
         client = Client.from_env()
-        resp = client.run(client.rpc("ObjectGet", api_pb2.ObjectGetRequest(kind=cls._kind, ephemeral=True)))
+        resp = client.run(client.rpc("ObjectGet", api_pb2.ObjectGetRequest(kind=cls._kind_proto(), ephemeral=True)))
         obj = cls(None, object_id=resp.object_id)
         try:
             yield obj
         finally:
             try:
-                client.run(client.rpc("ObjectDelete", api_pb2.ObjectRef(kind=cls._kind, object_id=resp.object_id)))
+                client.run(client.rpc("ObjectDelete", api_pb2.ObjectRef(kind=cls._kind_proto(), object_id=resp.object_id)))
             except exception.Error:
                 pass
 
     @classmethod
     def delete(cls, name: str):
         client = Client.from_env()
-        client.run(client.rpc("ObjectDelete", api_pb2.ObjectRef(kind=cls._kind, name=name), what=f"deleting {name}"))
+        client.run(client.rpc("ObjectDelete", api_pb2.ObjectRef(kind=cls._kind_proto(), name=name), what=f"deleting {name}"))
 
     @classmethod
     def _from_id(cls, object_id: str, name: str | None):
@@ -76,7 +80,7 @@ class NamedObject:
         if self._object_id is None:
             client = Client.from_env()
             resp = client.run(client.rpc("ObjectGet", api_pb2.ObjectGetRequest(
-                kind=self._kind, name=self.name, create_if_missing=self._create)))
+                kind=self._kind_proto(), name=self.name, create_if_missing=self._create)))
             self._object_id = resp.object_id
         return self._object_id
 

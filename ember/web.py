@@ -17,11 +17,12 @@ import re
 from . import exception
 from .proto import api_pb2
 
+Kind = api_pb2.WebEndpoint
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-def _mark(kind: str, decorator: str, label, requires_proxy_auth, takes_no_args: bool, **fields):
+def _mark(kind: int, decorator: str, label, requires_proxy_auth, takes_no_args: bool, **fields):
     if label is not None and (not isinstance(label, str) or not LABEL.match(label)):
         raise exception.InvalidError(f"label={label!r}: use lowercase letters, digits and hyphens (at most 63)")
     web = api_pb2.WebEndpoint(kind=kind, label=label or "", requires_proxy_auth=bool(requires_proxy_auth), **fields)
@@ -49,18 +50,18 @@ def fastapi_endpoint(*, method: str = "GET", label: str | None = None, docs: boo
     arguments as FastAPI makes them (FastAPI must be in its image)."""
     if not isinstance(method, str) or method.upper() not in METHODS:
         raise exception.InvalidError(f"method={method!r}: pass one of {', '.join(METHODS)}")
-    return _mark("fastapi", "fastapi_endpoint", label, requires_proxy_auth, False, method=method.upper(), docs=bool(docs))
+    return _mark(Kind.FASTAPI, "fastapi_endpoint", label, requires_proxy_auth, False, method=method.upper(), docs=bool(docs))
 
 
 def asgi_app(*, label: str | None = None, requires_proxy_auth: bool = False):
     """The function returns an ASGI app (FastAPI, Starlette, ...), which serves every path and
     WebSockets."""
-    return _mark("asgi", "asgi_app", label, requires_proxy_auth, True)
+    return _mark(Kind.ASGI, "asgi_app", label, requires_proxy_auth, True)
 
 
 def wsgi_app(*, label: str | None = None, requires_proxy_auth: bool = False):
     """The function returns a WSGI app (Flask, Django, ...); requests run in threads."""
-    return _mark("wsgi", "wsgi_app", label, requires_proxy_auth, True)
+    return _mark(Kind.WSGI, "wsgi_app", label, requires_proxy_auth, True)
 
 
 def web_server(port: int, *, startup_timeout: float = 5.0, label: str | None = None,
@@ -71,7 +72,7 @@ def web_server(port: int, *, startup_timeout: float = 5.0, label: str | None = N
         raise exception.InvalidError(f"port={port!r}: pass the TCP port the server listens on, e.g. 8000")
     if not isinstance(startup_timeout, (int, float)) or not 0 < startup_timeout <= 3600:
         raise exception.InvalidError(f"startup_timeout={startup_timeout!r}: pass seconds, more than 0")
-    return _mark("web_server", "web_server", label, requires_proxy_auth, True, port=port, startup_timeout=float(startup_timeout))
+    return _mark(Kind.WEB_SERVER, "web_server", label, requires_proxy_auth, True, port=port, startup_timeout=float(startup_timeout))
 
 
 def concurrent(*, max_inputs: int, target_inputs: int | None = None):

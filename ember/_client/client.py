@@ -91,7 +91,7 @@ class Client:
                 "Start one there with `ember server` (and `ember worker --server URL` on each "
                 "machine), or unset EMBER_SERVER_URL to run on an embedded local cluster.") from None
         self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
-        return channel, api_pb2_grpc.EmberStub(channel)
+        return channel, api_pb2_grpc.ClientApiStub(channel)
 
     async def rpc(self, name: str, request, *, retry: bool = True, what: str = ""):
         """A unary call; retried while the control plane is unavailable (it may be restarting)."""

@@ -29,6 +29,10 @@ def add_parsers(sub):
     cmds.add_parser("history", help="a deployed app's versions").add_argument("name")
 
 
+def _state(a: api_pb2.AppInfo) -> str:
+    return api_pb2.AppState.Name(a.state).removeprefix("APP_STATE_").lower()
+
+
 def _when(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
 
@@ -56,7 +60,7 @@ def run(args) -> int:
             resp = client.run(client.rpc("AppList", api_pb2.Empty()))
             for a in resp.apps:
                 kind = f"deployed v{a.version}" if a.deployed else "ephemeral"
-                print(f"{a.name}\t{a.app_id}\t{kind}\t{a.state}\t{a.num_functions} functions")
+                print(f"{a.name}\t{a.app_id}\t{kind}\t{_state(a)}\t{a.num_functions} functions")
             if not resp.apps:
                 print("no running apps", file=sys.stderr)
         elif args.action == "stop":
@@ -65,7 +69,7 @@ def run(args) -> int:
         elif args.action == "history":
             resp = client.run(client.rpc("AppHistory", api_pb2.AppRef(name=args.name)))
             for a in resp.apps:
-                print(f"v{a.version}\t{a.app_id}\tdeployed {_when(a.created_at)}\t{a.state}"
+                print(f"v{a.version}\t{a.app_id}\tdeployed {_when(a.created_at)}\t{_state(a)}"
                       + (f" at {_when(a.stopped_at)}" if a.stopped_at else ""))
         else:
             return client.run(_logs(client, args.name, args.follow))

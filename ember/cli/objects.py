@@ -178,7 +178,7 @@ def run_volume(args, client) -> int | None:
 def run_named(args, client, cls) -> int | None:
     """What dicts, queues and volumes have alike: list, create, delete (and get, clear)."""
     if args.action == "list":
-        resp = client.run(client.rpc("ObjectList", api_pb2.ObjectListRequest(kind=cls._kind)))
+        resp = client.run(client.rpc("ObjectList", api_pb2.ObjectListRequest(kind=cls._kind_proto())))
         unit = {"dict": "entries", "queue": "items", "volume": "files"}[cls._kind]
         for o in resp.objects:
             print(f"{o.name}\t{o.size} {unit}\tcreated {_date(o.created_at)}")

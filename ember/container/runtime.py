@@ -89,7 +89,7 @@ class Runtime:
 
     async def _connect_loop(self):
         channel = grpc.aio.insecure_channel(config.grpc_target(self.server_url), options=config.GRPC_OPTIONS)
-        self.stub = api_pb2_grpc.EmberStub(channel)
+        self.stub = api_pb2_grpc.ContainerApiStub(channel)
         delay = 0.05
         while True:
             out: asyncio.Queue = asyncio.Queue()
@@ -209,7 +209,8 @@ class Runtime:
             os.environ.update(init.secret_env)  # before user code: it may read them at import
             from .. import image
             image.current_recipe = image.recipe(
-                [(s.kind, s.args, dict(s.env), s.path) for s in init.definition.image.steps])
+                [(api_pb2.ImageStep.Kind.Name(s.kind).lower(), s.args, dict(s.env), s.path)
+                 for s in init.definition.image.steps])
             fn = self._load(init.definition, init.app_function_ids)
             web_apps = make_apps(fn, init.definition) if init.definition.web.kind or init.definition.web_methods else {}
         except BaseException as e:
@@ -275,7 +276,7 @@ class Runtime:
                             return [Output(**base, status=Output.FAILURE, error=err)]
                         sys.stdout.flush()
                         sys.stderr.flush()
-                        out = Output(**base, status=Output.GENERATOR_ITEM, gen_index=i, data=self._payload(data))
+                        out = Output(**base, status=Output.GENERATOR_ITEM, data=self._payload(data))
                         self.io.call_soon(self._flush_outputs, [out])
                     result = None
                 else:

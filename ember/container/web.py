@@ -19,6 +19,7 @@ from .._asgi import to_event, to_message
 from ..proto import api_pb2
 
 Output = api_pb2.Output
+Kind = api_pb2.WebEndpoint
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"proxy-connection",
               b"content-length"}
 
@@ -32,7 +33,7 @@ def make_apps(obj, d: api_pb2.FunctionDefinition) -> dict:
 
 
 def make_app(fn, web: api_pb2.WebEndpoint, name: str, max_inputs: int):
-    if web.kind == "fastapi":
+    if web.kind == Kind.FASTAPI:
         try:
             from fastapi import FastAPI
         except ImportError:
@@ -42,15 +43,15 @@ def make_app(fn, web: api_pb2.WebEndpoint, name: str, max_inputs: int):
                       openapi_url="/openapi.json" if web.docs else None)
         api.add_api_route("/", fn, methods=[web.method])
         return api
-    if web.kind == "asgi":
+    if web.kind == Kind.ASGI:
         return _returned(fn, name, "an ASGI app", callable)
-    if web.kind == "wsgi":
+    if web.kind == Kind.WSGI:
         return WsgiApp(_returned(fn, name, "a WSGI app", callable), max(1, max_inputs))
-    if web.kind == "web_server":
+    if web.kind == Kind.WEB_SERVER:
         fn()
         _wait_for_port(web.port, web.startup_timeout, name)
         return ProxyApp(web.port)
-    raise ValueError(f"{name}: unknown kind of web endpoint {web.kind!r}")
+    raise ValueError(f"{name}: unknown kind of web endpoint {web.kind}")
 
 
 def _returned(fn, name: str, what: str, check):

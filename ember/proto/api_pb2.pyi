@@ -7,6 +7,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ObjectKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OBJECT_KIND_UNSPECIFIED: _ClassVar[ObjectKind]
+    OBJECT_KIND_DICT: _ClassVar[ObjectKind]
+    OBJECT_KIND_QUEUE: _ClassVar[ObjectKind]
+    OBJECT_KIND_VOLUME: _ClassVar[ObjectKind]
+
+class Backend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BACKEND_UNSPECIFIED: _ClassVar[Backend]
+    BACKEND_CONTAINER: _ClassVar[Backend]
+    BACKEND_PROCESS: _ClassVar[Backend]
+
+class AppState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    APP_STATE_UNSPECIFIED: _ClassVar[AppState]
+    APP_STATE_RUNNING: _ClassVar[AppState]
+    APP_STATE_SUPERSEDED: _ClassVar[AppState]
+    APP_STATE_STOPPED: _ClassVar[AppState]
+
+class ContainerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONTAINER_STATE_UNSPECIFIED: _ClassVar[ContainerState]
+    CONTAINER_STATE_STARTING: _ClassVar[ContainerState]
+    CONTAINER_STATE_READY: _ClassVar[ContainerState]
+    CONTAINER_STATE_DISCONNECTED: _ClassVar[ContainerState]
+OBJECT_KIND_UNSPECIFIED: ObjectKind
+OBJECT_KIND_DICT: ObjectKind
+OBJECT_KIND_QUEUE: ObjectKind
+OBJECT_KIND_VOLUME: ObjectKind
+BACKEND_UNSPECIFIED: Backend
+BACKEND_CONTAINER: Backend
+BACKEND_PROCESS: Backend
+APP_STATE_UNSPECIFIED: AppState
+APP_STATE_RUNNING: AppState
+APP_STATE_SUPERSEDED: AppState
+APP_STATE_STOPPED: AppState
+CONTAINER_STATE_UNSPECIFIED: ContainerState
+CONTAINER_STATE_STARTING: ContainerState
+CONTAINER_STATE_READY: ContainerState
+CONTAINER_STATE_DISCONNECTED: ContainerState
+
 class Empty(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -40,14 +82,12 @@ class BlobExistsResponse(_message.Message):
     def __init__(self, exists: _Optional[bool] = ...) -> None: ...
 
 class AppCreateRequest(_message.Message):
-    __slots__ = ("name", "client_id", "deployed")
+    __slots__ = ("name", "deployed")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYED_FIELD_NUMBER: _ClassVar[int]
     name: str
-    client_id: str
     deployed: bool
-    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., deployed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., deployed: _Optional[bool] = ...) -> None: ...
 
 class AppCreateResponse(_message.Message):
     __slots__ = ("app_id", "heartbeat_interval", "unisolated_workers")
@@ -87,13 +127,13 @@ class AppInfo(_message.Message):
     STOPPED_AT_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     name: str
-    state: str
+    state: AppState
     deployed: bool
     version: int
     created_at: float
     num_functions: int
     stopped_at: float
-    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., deployed: _Optional[bool] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., num_functions: _Optional[int] = ..., stopped_at: _Optional[float] = ...) -> None: ...
+    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AppState, str]] = ..., deployed: _Optional[bool] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., num_functions: _Optional[int] = ..., stopped_at: _Optional[float] = ...) -> None: ...
 
 class AppListResponse(_message.Message):
     __slots__ = ("apps",)
@@ -246,6 +286,18 @@ class FunctionDefinition(_message.Message):
 
 class WebEndpoint(_message.Message):
     __slots__ = ("kind", "method", "docs", "label", "requires_proxy_auth", "port", "startup_timeout")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[WebEndpoint.Kind]
+        FASTAPI: _ClassVar[WebEndpoint.Kind]
+        ASGI: _ClassVar[WebEndpoint.Kind]
+        WSGI: _ClassVar[WebEndpoint.Kind]
+        WEB_SERVER: _ClassVar[WebEndpoint.Kind]
+    KIND_UNSPECIFIED: WebEndpoint.Kind
+    FASTAPI: WebEndpoint.Kind
+    ASGI: WebEndpoint.Kind
+    WSGI: WebEndpoint.Kind
+    WEB_SERVER: WebEndpoint.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     DOCS_FIELD_NUMBER: _ClassVar[int]
@@ -253,17 +305,39 @@ class WebEndpoint(_message.Message):
     REQUIRES_PROXY_AUTH_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     STARTUP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
-    kind: str
+    kind: WebEndpoint.Kind
     method: str
     docs: bool
     label: str
     requires_proxy_auth: bool
     port: int
     startup_timeout: float
-    def __init__(self, kind: _Optional[str] = ..., method: _Optional[str] = ..., docs: _Optional[bool] = ..., label: _Optional[str] = ..., requires_proxy_auth: _Optional[bool] = ..., port: _Optional[int] = ..., startup_timeout: _Optional[float] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[WebEndpoint.Kind, str]] = ..., method: _Optional[str] = ..., docs: _Optional[bool] = ..., label: _Optional[str] = ..., requires_proxy_auth: _Optional[bool] = ..., port: _Optional[int] = ..., startup_timeout: _Optional[float] = ...) -> None: ...
 
 class ImageStep(_message.Message):
     __slots__ = ("kind", "args", "env", "path", "blob_id", "force_build", "layer_id")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ImageStep.Kind]
+        DEBIAN_SLIM: _ClassVar[ImageStep.Kind]
+        FROM_REGISTRY: _ClassVar[ImageStep.Kind]
+        PIP_INSTALL: _ClassVar[ImageStep.Kind]
+        APT_INSTALL: _ClassVar[ImageStep.Kind]
+        RUN_COMMANDS: _ClassVar[ImageStep.Kind]
+        RUN_FUNCTION: _ClassVar[ImageStep.Kind]
+        ADD_LOCAL: _ClassVar[ImageStep.Kind]
+        ENV: _ClassVar[ImageStep.Kind]
+        WORKDIR: _ClassVar[ImageStep.Kind]
+    KIND_UNSPECIFIED: ImageStep.Kind
+    DEBIAN_SLIM: ImageStep.Kind
+    FROM_REGISTRY: ImageStep.Kind
+    PIP_INSTALL: ImageStep.Kind
+    APT_INSTALL: ImageStep.Kind
+    RUN_COMMANDS: ImageStep.Kind
+    RUN_FUNCTION: ImageStep.Kind
+    ADD_LOCAL: ImageStep.Kind
+    ENV: ImageStep.Kind
+    WORKDIR: ImageStep.Kind
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -278,14 +352,14 @@ class ImageStep(_message.Message):
     BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     FORCE_BUILD_FIELD_NUMBER: _ClassVar[int]
     LAYER_ID_FIELD_NUMBER: _ClassVar[int]
-    kind: str
+    kind: ImageStep.Kind
     args: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.ScalarMap[str, str]
     path: str
     blob_id: str
     force_build: bool
     layer_id: str
-    def __init__(self, kind: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., path: _Optional[str] = ..., blob_id: _Optional[str] = ..., force_build: _Optional[bool] = ..., layer_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[ImageStep.Kind, str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., path: _Optional[str] = ..., blob_id: _Optional[str] = ..., force_build: _Optional[bool] = ..., layer_id: _Optional[str] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("image_id", "steps")
@@ -461,9 +535,10 @@ class ProxyTokens(_message.Message):
     def __init__(self, tokens: _Optional[_Iterable[_Union[ProxyToken, _Mapping]]] = ...) -> None: ...
 
 class Output(_message.Message):
-    __slots__ = ("input_id", "idx", "status", "data", "error", "traceback", "gen_index")
+    __slots__ = ("input_id", "idx", "status", "data", "error", "traceback")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[Output.Status]
         SUCCESS: _ClassVar[Output.Status]
         FAILURE: _ClassVar[Output.Status]
         TIMEOUT: _ClassVar[Output.Status]
@@ -472,6 +547,7 @@ class Output(_message.Message):
         INIT_FAILURE: _ClassVar[Output.Status]
         GENERATOR_ITEM: _ClassVar[Output.Status]
         OUT_OF_MEMORY: _ClassVar[Output.Status]
+    STATUS_UNSPECIFIED: Output.Status
     SUCCESS: Output.Status
     FAILURE: Output.Status
     TIMEOUT: Output.Status
@@ -486,15 +562,13 @@ class Output(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
-    GEN_INDEX_FIELD_NUMBER: _ClassVar[int]
     input_id: str
     idx: int
     status: Output.Status
     data: Payload
     error: str
     traceback: str
-    gen_index: int
-    def __init__(self, input_id: _Optional[str] = ..., idx: _Optional[int] = ..., status: _Optional[_Union[Output.Status, str]] = ..., data: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., gen_index: _Optional[int] = ...) -> None: ...
+    def __init__(self, input_id: _Optional[str] = ..., idx: _Optional[int] = ..., status: _Optional[_Union[Output.Status, str]] = ..., data: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class CallOutput(_message.Message):
     __slots__ = ("seq", "output", "log_seq")
@@ -697,11 +771,11 @@ class ObjectGetRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATE_IF_MISSING_FIELD_NUMBER: _ClassVar[int]
     EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
-    kind: str
+    kind: ObjectKind
     name: str
     create_if_missing: bool
     ephemeral: bool
-    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., create_if_missing: _Optional[bool] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., name: _Optional[str] = ..., create_if_missing: _Optional[bool] = ..., ephemeral: _Optional[bool] = ...) -> None: ...
 
 class ObjectGetResponse(_message.Message):
     __slots__ = ("object_id",)
@@ -714,10 +788,10 @@ class ObjectRef(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
-    kind: str
+    kind: ObjectKind
     name: str
     object_id: str
-    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., object_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ..., name: _Optional[str] = ..., object_id: _Optional[str] = ...) -> None: ...
 
 class ObjectInfo(_message.Message):
     __slots__ = ("name", "object_id", "created_at", "size")
@@ -734,8 +808,8 @@ class ObjectInfo(_message.Message):
 class ObjectListRequest(_message.Message):
     __slots__ = ("kind",)
     KIND_FIELD_NUMBER: _ClassVar[int]
-    kind: str
-    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+    kind: ObjectKind
+    def __init__(self, kind: _Optional[_Union[ObjectKind, str]] = ...) -> None: ...
 
 class ObjectListResponse(_message.Message):
     __slots__ = ("objects",)
@@ -902,24 +976,36 @@ class WorkerRegister(_message.Message):
     cpu: float
     memory_mb: int
     running_container_ids: _containers.RepeatedScalarFieldContainer[str]
-    backend: str
+    backend: Backend
     gpus: _containers.RepeatedScalarFieldContainer[str]
     backend_note: str
-    def __init__(self, worker_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., running_container_ids: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., backend_note: _Optional[str] = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., running_container_ids: _Optional[_Iterable[str]] = ..., backend: _Optional[_Union[Backend, str]] = ..., gpus: _Optional[_Iterable[str]] = ..., backend_note: _Optional[str] = ...) -> None: ...
 
 class ContainerExited(_message.Message):
-    __slots__ = ("container_id", "exit_code", "reason", "log_tail", "out_of_memory")
+    __slots__ = ("container_id", "cause", "exit_code", "reason", "log_tail")
+    class Cause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        CAUSE_UNSPECIFIED: _ClassVar[ContainerExited.Cause]
+        EXITED: _ClassVar[ContainerExited.Cause]
+        OUT_OF_MEMORY: _ClassVar[ContainerExited.Cause]
+        START_FAILED: _ClassVar[ContainerExited.Cause]
+        WORKER_ERROR: _ClassVar[ContainerExited.Cause]
+    CAUSE_UNSPECIFIED: ContainerExited.Cause
+    EXITED: ContainerExited.Cause
+    OUT_OF_MEMORY: ContainerExited.Cause
+    START_FAILED: ContainerExited.Cause
+    WORKER_ERROR: ContainerExited.Cause
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     LOG_TAIL_FIELD_NUMBER: _ClassVar[int]
-    OUT_OF_MEMORY_FIELD_NUMBER: _ClassVar[int]
     container_id: str
+    cause: ContainerExited.Cause
     exit_code: int
     reason: str
     log_tail: str
-    out_of_memory: bool
-    def __init__(self, container_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., log_tail: _Optional[str] = ..., out_of_memory: _Optional[bool] = ...) -> None: ...
+    def __init__(self, container_id: _Optional[str] = ..., cause: _Optional[_Union[ContainerExited.Cause, str]] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., log_tail: _Optional[str] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
     __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done")

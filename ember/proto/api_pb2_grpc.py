@@ -25,8 +25,14 @@ if _version_not_supported:
     )
 
 
-class EmberStub:
-    """Missing associated documentation comment in .proto file."""
+class ClientApiStub:
+    """Three services, one per kind of caller, each with its own credential (see DESIGN.md,
+    "Identity and tenancy"). Containers also call ClientApi, with their app's rights, for the
+    calls, dicts, queues and volumes their code uses. The blob RPCs are the same in each service
+    (one implementation): every kind of caller moves payloads, code, layers or volume files.
+
+    What clients (the SDK and the CLI) call.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -35,182 +41,178 @@ class EmberStub:
             channel: A grpc.Channel.
         """
         self.AppCreate = channel.unary_unary(
-                '/ember.v1.Ember/AppCreate',
+                '/ember.v1.ClientApi/AppCreate',
                 request_serializer=ember_dot_proto_dot_api__pb2.AppCreateRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.AppCreateResponse.FromString,
                 _registered_method=True)
         self.AppHeartbeat = channel.unary_unary(
-                '/ember.v1.Ember/AppHeartbeat',
+                '/ember.v1.ClientApi/AppHeartbeat',
                 request_serializer=ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
         self.AppStop = channel.unary_unary(
-                '/ember.v1.Ember/AppStop',
+                '/ember.v1.ClientApi/AppStop',
                 request_serializer=ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
         self.AppLogs = channel.unary_stream(
-                '/ember.v1.Ember/AppLogs',
+                '/ember.v1.ClientApi/AppLogs',
                 request_serializer=ember_dot_proto_dot_api__pb2.AppLogsRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.LogBatch.FromString,
                 _registered_method=True)
         self.FunctionCreate = channel.unary_unary(
-                '/ember.v1.Ember/FunctionCreate',
+                '/ember.v1.ClientApi/FunctionCreate',
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionCreateRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
                 _registered_method=True)
         self.AppDeploy = channel.unary_unary(
-                '/ember.v1.Ember/AppDeploy',
+                '/ember.v1.ClientApi/AppDeploy',
                 request_serializer=ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.AppDeployResponse.FromString,
                 _registered_method=True)
         self.AppList = channel.unary_unary(
-                '/ember.v1.Ember/AppList',
+                '/ember.v1.ClientApi/AppList',
                 request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.AppListResponse.FromString,
                 _registered_method=True)
         self.AppHistory = channel.unary_unary(
-                '/ember.v1.Ember/AppHistory',
+                '/ember.v1.ClientApi/AppHistory',
                 request_serializer=ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.AppListResponse.FromString,
                 _registered_method=True)
         self.FunctionLookup = channel.unary_unary(
-                '/ember.v1.Ember/FunctionLookup',
+                '/ember.v1.ClientApi/FunctionLookup',
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionLookupRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.FunctionLookupResponse.FromString,
                 _registered_method=True)
         self.FunctionBind = channel.unary_unary(
-                '/ember.v1.Ember/FunctionBind',
+                '/ember.v1.ClientApi/FunctionBind',
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionBindRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
                 _registered_method=True)
         self.ImageBuild = channel.unary_stream(
-                '/ember.v1.Ember/ImageBuild',
+                '/ember.v1.ClientApi/ImageBuild',
                 request_serializer=ember_dot_proto_dot_api__pb2.ImageBuildRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ImageBuildEvent.FromString,
                 _registered_method=True)
         self.CallStream = channel.stream_stream(
-                '/ember.v1.Ember/CallStream',
+                '/ember.v1.ClientApi/CallStream',
                 request_serializer=ember_dot_proto_dot_api__pb2.CallRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.CallResponse.FromString,
                 _registered_method=True)
         self.FunctionCallCreate = channel.unary_unary(
-                '/ember.v1.Ember/FunctionCallCreate',
+                '/ember.v1.ClientApi/FunctionCallCreate',
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionCallCreateRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.FunctionCallCreateResponse.FromString,
                 _registered_method=True)
         self.FunctionCallPutInputs = channel.unary_unary(
-                '/ember.v1.Ember/FunctionCallPutInputs',
+                '/ember.v1.ClientApi/FunctionCallPutInputs',
                 request_serializer=ember_dot_proto_dot_api__pb2.PutInputsRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
         self.FunctionCallGetOutputs = channel.unary_unary(
-                '/ember.v1.Ember/FunctionCallGetOutputs',
+                '/ember.v1.ClientApi/FunctionCallGetOutputs',
                 request_serializer=ember_dot_proto_dot_api__pb2.GetOutputsRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.GetOutputsResponse.FromString,
                 _registered_method=True)
         self.FunctionCallCancel = channel.unary_unary(
-                '/ember.v1.Ember/FunctionCallCancel',
+                '/ember.v1.ClientApi/FunctionCallCancel',
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionCallRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
         self.SecretCreate = channel.unary_unary(
-                '/ember.v1.Ember/SecretCreate',
+                '/ember.v1.ClientApi/SecretCreate',
                 request_serializer=ember_dot_proto_dot_api__pb2.SecretCreateRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.SecretRef.FromString,
                 _registered_method=True)
         self.SecretLookup = channel.unary_unary(
-                '/ember.v1.Ember/SecretLookup',
+                '/ember.v1.ClientApi/SecretLookup',
                 request_serializer=ember_dot_proto_dot_api__pb2.SecretLookupRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.SecretRef.FromString,
                 _registered_method=True)
         self.SecretList = channel.unary_unary(
-                '/ember.v1.Ember/SecretList',
+                '/ember.v1.ClientApi/SecretList',
                 request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.SecretListResponse.FromString,
                 _registered_method=True)
         self.SecretDelete = channel.unary_unary(
-                '/ember.v1.Ember/SecretDelete',
+                '/ember.v1.ClientApi/SecretDelete',
                 request_serializer=ember_dot_proto_dot_api__pb2.SecretRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
         self.ObjectGet = channel.unary_unary(
-                '/ember.v1.Ember/ObjectGet',
+                '/ember.v1.ClientApi/ObjectGet',
                 request_serializer=ember_dot_proto_dot_api__pb2.ObjectGetRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ObjectGetResponse.FromString,
                 _registered_method=True)
         self.ObjectList = channel.unary_unary(
-                '/ember.v1.Ember/ObjectList',
+                '/ember.v1.ClientApi/ObjectList',
                 request_serializer=ember_dot_proto_dot_api__pb2.ObjectListRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ObjectListResponse.FromString,
                 _registered_method=True)
         self.ObjectDelete = channel.unary_unary(
-                '/ember.v1.Ember/ObjectDelete',
+                '/ember.v1.ClientApi/ObjectDelete',
                 request_serializer=ember_dot_proto_dot_api__pb2.ObjectRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
         self.ObjectStream = channel.stream_stream(
-                '/ember.v1.Ember/ObjectStream',
+                '/ember.v1.ClientApi/ObjectStream',
                 request_serializer=ember_dot_proto_dot_api__pb2.ObjectOp.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ObjectOpResult.FromString,
                 _registered_method=True)
         self.VolumeGet = channel.unary_unary(
-                '/ember.v1.Ember/VolumeGet',
+                '/ember.v1.ClientApi/VolumeGet',
                 request_serializer=ember_dot_proto_dot_api__pb2.VolumeRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.VolumeManifest.FromString,
                 _registered_method=True)
         self.VolumeCommit = channel.unary_unary(
-                '/ember.v1.Ember/VolumeCommit',
+                '/ember.v1.ClientApi/VolumeCommit',
                 request_serializer=ember_dot_proto_dot_api__pb2.VolumeCommitRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.VolumeManifest.FromString,
                 _registered_method=True)
-        self.BlobPut = channel.stream_unary(
-                '/ember.v1.Ember/BlobPut',
-                request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
-                response_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
-                _registered_method=True)
-        self.BlobGet = channel.unary_stream(
-                '/ember.v1.Ember/BlobGet',
-                request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
-                response_deserializer=ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
-                _registered_method=True)
-        self.BlobExists = channel.unary_unary(
-                '/ember.v1.Ember/BlobExists',
-                request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
-                response_deserializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
-                _registered_method=True)
-        self.WorkerConnect = channel.stream_stream(
-                '/ember.v1.Ember/WorkerConnect',
-                request_serializer=ember_dot_proto_dot_api__pb2.WorkerMessage.SerializeToString,
-                response_deserializer=ember_dot_proto_dot_api__pb2.WorkerCommand.FromString,
-                _registered_method=True)
-        self.ContainerConnect = channel.stream_stream(
-                '/ember.v1.Ember/ContainerConnect',
-                request_serializer=ember_dot_proto_dot_api__pb2.ContainerMessage.SerializeToString,
-                response_deserializer=ember_dot_proto_dot_api__pb2.ContainerCommand.FromString,
-                _registered_method=True)
         self.ProxyTokenCreate = channel.unary_unary(
-                '/ember.v1.Ember/ProxyTokenCreate',
+                '/ember.v1.ClientApi/ProxyTokenCreate',
                 request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ProxyToken.FromString,
                 _registered_method=True)
         self.ProxyTokenList = channel.unary_unary(
-                '/ember.v1.Ember/ProxyTokenList',
+                '/ember.v1.ClientApi/ProxyTokenList',
                 request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ProxyTokens.FromString,
                 _registered_method=True)
         self.ProxyTokenDelete = channel.unary_unary(
-                '/ember.v1.Ember/ProxyTokenDelete',
+                '/ember.v1.ClientApi/ProxyTokenDelete',
                 request_serializer=ember_dot_proto_dot_api__pb2.ProxyToken.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
+        self.BlobPut = channel.stream_unary(
+                '/ember.v1.ClientApi/BlobPut',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+                _registered_method=True)
+        self.BlobGet = channel.unary_stream(
+                '/ember.v1.ClientApi/BlobGet',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
+                _registered_method=True)
+        self.BlobExists = channel.unary_unary(
+                '/ember.v1.ClientApi/BlobExists',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
+                _registered_method=True)
 
 
-class EmberServicer:
-    """Missing associated documentation comment in .proto file."""
+class ClientApiServicer:
+    """Three services, one per kind of caller, each with its own credential (see DESIGN.md,
+    "Identity and tenancy"). Containers also call ClientApi, with their app's rights, for the
+    calls, dicts, queues and volumes their code uses. The blob RPCs are the same in each service
+    (one implementation): every kind of caller moves payloads, code, layers or volume files.
+
+    What clients (the SDK and the CLI) call.
+    """
 
     def AppCreate(self, request, context):
-        """---- clients: apps and functions ----
+        """---- apps and functions ----
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -285,7 +287,7 @@ class EmberServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CallStream(self, request_iterator, context):
-        """---- clients: calls ----
+        """---- calls ----
         The hot path of `.remote()`: one long-lived stream per client; each request carries one
         input and a client-chosen call id, each response the final output of that call. Sending
         the same call id again (after a reconnect) waits for the same call, it never runs it twice.
@@ -348,7 +350,7 @@ class EmberServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ObjectGet(self, request, context):
-        """---- named objects: dicts and queues ----
+        """---- named objects: dicts, queues and volumes ----
         Look up a named object (creating it if asked), or create an anonymous ephemeral one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -390,39 +392,6 @@ class EmberServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def BlobPut(self, request_iterator, context):
-        """---- blob store, for large payloads and code packages ----
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def BlobGet(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def BlobExists(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WorkerConnect(self, request_iterator, context):
-        """---- workers: one stream per worker process, for as long as it runs ----
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ContainerConnect(self, request_iterator, context):
-        """---- containers: one stream per container, inputs down, outputs and logs up ----
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ProxyTokenCreate(self, request, context):
         """---- web endpoints: tokens that requires_proxy_auth endpoints accept ----
         """
@@ -442,8 +411,27 @@ class EmberServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BlobPut(self, request_iterator, context):
+        """---- blobs: large payloads and code packages ----
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
-def add_EmberServicer_to_server(servicer, server):
+    def BlobGet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlobExists(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ClientApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'AppCreate': grpc.unary_unary_rpc_method_handler(
                     servicer.AppCreate,
@@ -575,31 +563,6 @@ def add_EmberServicer_to_server(servicer, server):
                     request_deserializer=ember_dot_proto_dot_api__pb2.VolumeCommitRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.VolumeManifest.SerializeToString,
             ),
-            'BlobPut': grpc.stream_unary_rpc_method_handler(
-                    servicer.BlobPut,
-                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
-                    response_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
-            ),
-            'BlobGet': grpc.unary_stream_rpc_method_handler(
-                    servicer.BlobGet,
-                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
-                    response_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
-            ),
-            'BlobExists': grpc.unary_unary_rpc_method_handler(
-                    servicer.BlobExists,
-                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
-                    response_serializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.SerializeToString,
-            ),
-            'WorkerConnect': grpc.stream_stream_rpc_method_handler(
-                    servicer.WorkerConnect,
-                    request_deserializer=ember_dot_proto_dot_api__pb2.WorkerMessage.FromString,
-                    response_serializer=ember_dot_proto_dot_api__pb2.WorkerCommand.SerializeToString,
-            ),
-            'ContainerConnect': grpc.stream_stream_rpc_method_handler(
-                    servicer.ContainerConnect,
-                    request_deserializer=ember_dot_proto_dot_api__pb2.ContainerMessage.FromString,
-                    response_serializer=ember_dot_proto_dot_api__pb2.ContainerCommand.SerializeToString,
-            ),
             'ProxyTokenCreate': grpc.unary_unary_rpc_method_handler(
                     servicer.ProxyTokenCreate,
                     request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
@@ -615,16 +578,37 @@ def add_EmberServicer_to_server(servicer, server):
                     request_deserializer=ember_dot_proto_dot_api__pb2.ProxyToken.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
             ),
+            'BlobPut': grpc.stream_unary_rpc_method_handler(
+                    servicer.BlobPut,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+            ),
+            'BlobGet': grpc.unary_stream_rpc_method_handler(
+                    servicer.BlobGet,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
+            ),
+            'BlobExists': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlobExists,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'ember.v1.Ember', rpc_method_handlers)
+            'ember.v1.ClientApi', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('ember.v1.Ember', rpc_method_handlers)
+    server.add_registered_method_handlers('ember.v1.ClientApi', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Ember:
-    """Missing associated documentation comment in .proto file."""
+class ClientApi:
+    """Three services, one per kind of caller, each with its own credential (see DESIGN.md,
+    "Identity and tenancy"). Containers also call ClientApi, with their app's rights, for the
+    calls, dicts, queues and volumes their code uses. The blob RPCs are the same in each service
+    (one implementation): every kind of caller moves payloads, code, layers or volume files.
+
+    What clients (the SDK and the CLI) call.
+    """
 
     @staticmethod
     def AppCreate(request,
@@ -640,7 +624,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/AppCreate',
+            '/ember.v1.ClientApi/AppCreate',
             ember_dot_proto_dot_api__pb2.AppCreateRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.AppCreateResponse.FromString,
             options,
@@ -667,7 +651,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/AppHeartbeat',
+            '/ember.v1.ClientApi/AppHeartbeat',
             ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
@@ -694,7 +678,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/AppStop',
+            '/ember.v1.ClientApi/AppStop',
             ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
@@ -721,7 +705,7 @@ class Ember:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/ember.v1.Ember/AppLogs',
+            '/ember.v1.ClientApi/AppLogs',
             ember_dot_proto_dot_api__pb2.AppLogsRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.LogBatch.FromString,
             options,
@@ -748,7 +732,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/FunctionCreate',
+            '/ember.v1.ClientApi/FunctionCreate',
             ember_dot_proto_dot_api__pb2.FunctionCreateRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
             options,
@@ -775,7 +759,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/AppDeploy',
+            '/ember.v1.ClientApi/AppDeploy',
             ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.AppDeployResponse.FromString,
             options,
@@ -802,7 +786,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/AppList',
+            '/ember.v1.ClientApi/AppList',
             ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
             ember_dot_proto_dot_api__pb2.AppListResponse.FromString,
             options,
@@ -829,7 +813,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/AppHistory',
+            '/ember.v1.ClientApi/AppHistory',
             ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.AppListResponse.FromString,
             options,
@@ -856,7 +840,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/FunctionLookup',
+            '/ember.v1.ClientApi/FunctionLookup',
             ember_dot_proto_dot_api__pb2.FunctionLookupRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.FunctionLookupResponse.FromString,
             options,
@@ -883,7 +867,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/FunctionBind',
+            '/ember.v1.ClientApi/FunctionBind',
             ember_dot_proto_dot_api__pb2.FunctionBindRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
             options,
@@ -910,7 +894,7 @@ class Ember:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/ember.v1.Ember/ImageBuild',
+            '/ember.v1.ClientApi/ImageBuild',
             ember_dot_proto_dot_api__pb2.ImageBuildRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.ImageBuildEvent.FromString,
             options,
@@ -937,7 +921,7 @@ class Ember:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/ember.v1.Ember/CallStream',
+            '/ember.v1.ClientApi/CallStream',
             ember_dot_proto_dot_api__pb2.CallRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.CallResponse.FromString,
             options,
@@ -964,7 +948,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/FunctionCallCreate',
+            '/ember.v1.ClientApi/FunctionCallCreate',
             ember_dot_proto_dot_api__pb2.FunctionCallCreateRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.FunctionCallCreateResponse.FromString,
             options,
@@ -991,7 +975,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/FunctionCallPutInputs',
+            '/ember.v1.ClientApi/FunctionCallPutInputs',
             ember_dot_proto_dot_api__pb2.PutInputsRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
@@ -1018,7 +1002,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/FunctionCallGetOutputs',
+            '/ember.v1.ClientApi/FunctionCallGetOutputs',
             ember_dot_proto_dot_api__pb2.GetOutputsRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.GetOutputsResponse.FromString,
             options,
@@ -1045,7 +1029,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/FunctionCallCancel',
+            '/ember.v1.ClientApi/FunctionCallCancel',
             ember_dot_proto_dot_api__pb2.FunctionCallRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
@@ -1072,7 +1056,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/SecretCreate',
+            '/ember.v1.ClientApi/SecretCreate',
             ember_dot_proto_dot_api__pb2.SecretCreateRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.SecretRef.FromString,
             options,
@@ -1099,7 +1083,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/SecretLookup',
+            '/ember.v1.ClientApi/SecretLookup',
             ember_dot_proto_dot_api__pb2.SecretLookupRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.SecretRef.FromString,
             options,
@@ -1126,7 +1110,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/SecretList',
+            '/ember.v1.ClientApi/SecretList',
             ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
             ember_dot_proto_dot_api__pb2.SecretListResponse.FromString,
             options,
@@ -1153,7 +1137,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/SecretDelete',
+            '/ember.v1.ClientApi/SecretDelete',
             ember_dot_proto_dot_api__pb2.SecretRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
@@ -1180,7 +1164,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/ObjectGet',
+            '/ember.v1.ClientApi/ObjectGet',
             ember_dot_proto_dot_api__pb2.ObjectGetRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.ObjectGetResponse.FromString,
             options,
@@ -1207,7 +1191,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/ObjectList',
+            '/ember.v1.ClientApi/ObjectList',
             ember_dot_proto_dot_api__pb2.ObjectListRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.ObjectListResponse.FromString,
             options,
@@ -1234,7 +1218,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/ObjectDelete',
+            '/ember.v1.ClientApi/ObjectDelete',
             ember_dot_proto_dot_api__pb2.ObjectRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
@@ -1261,7 +1245,7 @@ class Ember:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/ember.v1.Ember/ObjectStream',
+            '/ember.v1.ClientApi/ObjectStream',
             ember_dot_proto_dot_api__pb2.ObjectOp.SerializeToString,
             ember_dot_proto_dot_api__pb2.ObjectOpResult.FromString,
             options,
@@ -1288,7 +1272,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/VolumeGet',
+            '/ember.v1.ClientApi/VolumeGet',
             ember_dot_proto_dot_api__pb2.VolumeRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.VolumeManifest.FromString,
             options,
@@ -1315,144 +1299,9 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/VolumeCommit',
+            '/ember.v1.ClientApi/VolumeCommit',
             ember_dot_proto_dot_api__pb2.VolumeCommitRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.VolumeManifest.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def BlobPut(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_unary(
-            request_iterator,
-            target,
-            '/ember.v1.Ember/BlobPut',
-            ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
-            ember_dot_proto_dot_api__pb2.BlobRef.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def BlobGet(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/ember.v1.Ember/BlobGet',
-            ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
-            ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def BlobExists(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/ember.v1.Ember/BlobExists',
-            ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
-            ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WorkerConnect(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/ember.v1.Ember/WorkerConnect',
-            ember_dot_proto_dot_api__pb2.WorkerMessage.SerializeToString,
-            ember_dot_proto_dot_api__pb2.WorkerCommand.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ContainerConnect(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/ember.v1.Ember/ContainerConnect',
-            ember_dot_proto_dot_api__pb2.ContainerMessage.SerializeToString,
-            ember_dot_proto_dot_api__pb2.ContainerCommand.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1477,7 +1326,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/ProxyTokenCreate',
+            '/ember.v1.ClientApi/ProxyTokenCreate',
             ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
             ember_dot_proto_dot_api__pb2.ProxyToken.FromString,
             options,
@@ -1504,7 +1353,7 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/ProxyTokenList',
+            '/ember.v1.ClientApi/ProxyTokenList',
             ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
             ember_dot_proto_dot_api__pb2.ProxyTokens.FromString,
             options,
@@ -1531,9 +1380,504 @@ class Ember:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ember.v1.Ember/ProxyTokenDelete',
+            '/ember.v1.ClientApi/ProxyTokenDelete',
             ember_dot_proto_dot_api__pb2.ProxyToken.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobPut(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ember.v1.ClientApi/BlobPut',
+            ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ember.v1.ClientApi/BlobGet',
+            ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobExists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/BlobExists',
+            ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class WorkerApiStub:
+    """What workers call: one stream per worker process, for as long as it runs, and blobs (image
+    layers, volume files).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.WorkerConnect = channel.stream_stream(
+                '/ember.v1.WorkerApi/WorkerConnect',
+                request_serializer=ember_dot_proto_dot_api__pb2.WorkerMessage.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.WorkerCommand.FromString,
+                _registered_method=True)
+        self.BlobPut = channel.stream_unary(
+                '/ember.v1.WorkerApi/BlobPut',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+                _registered_method=True)
+        self.BlobGet = channel.unary_stream(
+                '/ember.v1.WorkerApi/BlobGet',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
+                _registered_method=True)
+        self.BlobExists = channel.unary_unary(
+                '/ember.v1.WorkerApi/BlobExists',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
+                _registered_method=True)
+
+
+class WorkerApiServicer:
+    """What workers call: one stream per worker process, for as long as it runs, and blobs (image
+    layers, volume files).
+    """
+
+    def WorkerConnect(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlobPut(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlobGet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlobExists(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WorkerApiServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'WorkerConnect': grpc.stream_stream_rpc_method_handler(
+                    servicer.WorkerConnect,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.WorkerMessage.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.WorkerCommand.SerializeToString,
+            ),
+            'BlobPut': grpc.stream_unary_rpc_method_handler(
+                    servicer.BlobPut,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+            ),
+            'BlobGet': grpc.unary_stream_rpc_method_handler(
+                    servicer.BlobGet,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
+            ),
+            'BlobExists': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlobExists,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ember.v1.WorkerApi', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ember.v1.WorkerApi', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class WorkerApi:
+    """What workers call: one stream per worker process, for as long as it runs, and blobs (image
+    layers, volume files).
+    """
+
+    @staticmethod
+    def WorkerConnect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ember.v1.WorkerApi/WorkerConnect',
+            ember_dot_proto_dot_api__pb2.WorkerMessage.SerializeToString,
+            ember_dot_proto_dot_api__pb2.WorkerCommand.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobPut(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ember.v1.WorkerApi/BlobPut',
+            ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ember.v1.WorkerApi/BlobGet',
+            ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobExists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.WorkerApi/BlobExists',
+            ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ContainerApiStub:
+    """What containers call: one stream per container, inputs down, outputs and logs up, and
+    blobs (large arguments and results, code packages).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ContainerConnect = channel.stream_stream(
+                '/ember.v1.ContainerApi/ContainerConnect',
+                request_serializer=ember_dot_proto_dot_api__pb2.ContainerMessage.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ContainerCommand.FromString,
+                _registered_method=True)
+        self.BlobPut = channel.stream_unary(
+                '/ember.v1.ContainerApi/BlobPut',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+                _registered_method=True)
+        self.BlobGet = channel.unary_stream(
+                '/ember.v1.ContainerApi/BlobGet',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
+                _registered_method=True)
+        self.BlobExists = channel.unary_unary(
+                '/ember.v1.ContainerApi/BlobExists',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
+                _registered_method=True)
+
+
+class ContainerApiServicer:
+    """What containers call: one stream per container, inputs down, outputs and logs up, and
+    blobs (large arguments and results, code packages).
+    """
+
+    def ContainerConnect(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlobPut(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlobGet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlobExists(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ContainerApiServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ContainerConnect': grpc.stream_stream_rpc_method_handler(
+                    servicer.ContainerConnect,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ContainerMessage.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ContainerCommand.SerializeToString,
+            ),
+            'BlobPut': grpc.stream_unary_rpc_method_handler(
+                    servicer.BlobPut,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+            ),
+            'BlobGet': grpc.unary_stream_rpc_method_handler(
+                    servicer.BlobGet,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
+            ),
+            'BlobExists': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlobExists,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ember.v1.ContainerApi', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ember.v1.ContainerApi', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ContainerApi:
+    """What containers call: one stream per container, inputs down, outputs and logs up, and
+    blobs (large arguments and results, code packages).
+    """
+
+    @staticmethod
+    def ContainerConnect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ember.v1.ContainerApi/ContainerConnect',
+            ember_dot_proto_dot_api__pb2.ContainerMessage.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ContainerCommand.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobPut(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ember.v1.ContainerApi/BlobPut',
+            ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ember.v1.ContainerApi/BlobGet',
+            ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobExists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ContainerApi/BlobExists',
+            ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""The control plane's gRPC service: turns requests into Scheduler calls and streams back."""
+"""The control plane's gRPC services (one per kind of caller): requests become Scheduler calls."""
 
 import asyncio
 import contextlib
@@ -44,11 +44,43 @@ class Duplex:
             reader.cancel()
 
 
-class EmberService(api_pb2_grpc.EmberServicer):
+class BlobRpcs:
+    """The blob RPCs, the same in each of the three services."""
+
+    def __init__(self, blobs: BlobStore):
+        self.blobs = blobs
+
+    async def BlobPut(self, request_iterator, context):
+        writer = self.blobs.writer()
+        try:
+            async for chunk in request_iterator:
+                writer.write(chunk.data)
+        except BaseException:
+            writer.abort()
+            raise
+        return api_pb2.BlobRef(blob_id=writer.commit())
+
+    async def BlobGet(self, req, context):
+        try:
+            path = self.blobs.path(req.blob_id)
+            f = open(path, "rb")
+        except (KeyError, FileNotFoundError):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no blob {req.blob_id}")
+        with f:
+            while data := f.read(BLOB_CHUNK):
+                yield api_pb2.BlobChunk(data=data)
+
+    async def BlobExists(self, req, context):
+        return api_pb2.BlobExistsResponse(exists=self.blobs.exists(req.blob_id))
+
+
+class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
+    """What clients (the SDK, the CLI, and containers' own code) call."""
+
     def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets, tokens: ProxyTokens,
                  heartbeat_interval: float):
+        super().__init__(blobs)
         self.sched = sched
-        self.blobs = blobs
         self.heartbeat_interval = heartbeat_interval
         self.objects = Objects(sched.store)
         self.secrets = secrets
@@ -108,14 +140,15 @@ class EmberService(api_pb2_grpc.EmberServicer):
         apps = sorted(self.sched.apps.values(), key=lambda a: (not a.deployed, a.name))
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
             app_id=a.app_id, name=a.name, deployed=a.deployed, version=a.version, num_functions=len(a.functions),
-            state="superseded" if a.superseded else "running") for a in apps if a.version or not a.deployed])
+            state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING) for a in apps if a.version or not a.deployed])
 
     async def AppHistory(self, req, context):
         rows = self.sched.store.app_history(req.name)
         if not rows:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no app named {req.name!r} was ever deployed")
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
-            app_id=app_id, name=req.name, deployed=True, version=version, created_at=deployed_at or 0, state=state,
+            app_id=app_id, name=req.name, deployed=True, version=version, created_at=deployed_at or 0,
+            state=api_pb2.AppState.Value(f"APP_STATE_{state.upper()}"),
             stopped_at=stopped_at or 0) for app_id, version, deployed_at, state, stopped_at in rows])
 
     async def FunctionLookup(self, req, context):
@@ -324,32 +357,13 @@ class EmberService(api_pb2_grpc.EmberServicer):
         await self.sched.store.durable()
         return EMPTY
 
-    # ------------------------------------------------------------------ blobs
 
-    async def BlobPut(self, request_iterator, context):
-        writer = self.blobs.writer()
-        try:
-            async for chunk in request_iterator:
-                writer.write(chunk.data)
-        except BaseException:
-            writer.abort()
-            raise
-        return api_pb2.BlobRef(blob_id=writer.commit())
+class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
+    """What workers call: one stream per worker."""
 
-    async def BlobGet(self, req, context):
-        try:
-            path = self.blobs.path(req.blob_id)
-            f = open(path, "rb")
-        except (KeyError, FileNotFoundError):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no blob {req.blob_id}")
-        with f:
-            while data := f.read(BLOB_CHUNK):
-                yield api_pb2.BlobChunk(data=data)
-
-    async def BlobExists(self, req, context):
-        return api_pb2.BlobExistsResponse(exists=self.blobs.exists(req.blob_id))
-
-    # ------------------------------------------------------------------ workers and containers
+    def __init__(self, sched: Scheduler, blobs: BlobStore):
+        super().__init__(blobs)
+        self.sched = sched
 
     async def WorkerConnect(self, request_iterator, context):
         first = await anext(request_iterator, None)
@@ -362,8 +376,7 @@ class EmberService(api_pb2_grpc.EmberServicer):
             worker.last_seen = time.monotonic()
             kind = msg.WhichOneof("msg")
             if kind == "container_exited":
-                e = msg.container_exited
-                self.sched.container_exited(e.container_id, e.exit_code, e.reason, e.log_tail, e.out_of_memory)
+                self.sched.container_exited(msg.container_exited)
             elif kind == "build_log":
                 self.sched.builds.on_log(msg.build_log)
             elif kind == "layer_built":
@@ -377,6 +390,15 @@ class EmberService(api_pb2_grpc.EmberServicer):
                     yield cmd
         finally:
             self.sched.worker_disconnected(worker)
+
+
+class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
+    """What containers call: one stream per container."""
+
+    def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets):
+        super().__init__(blobs)
+        self.sched = sched
+        self.secrets = secrets
 
     async def ContainerConnect(self, request_iterator, context):
         first = await anext(request_iterator, None)

@@ -13,7 +13,7 @@ import uvloop
 from ..config import GRPC_OPTIONS
 from ..proto import api_pb2_grpc
 from . import gateway
-from .api import EmberService
+from .api import ClientService, ContainerService, WorkerService
 from .blobs import BlobStore
 from .scheduler import Scheduler
 from .secrets import Secrets
@@ -42,9 +42,12 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     web_task, web_server = await gateway.start(gateway.Gateway(sched, tokens), sock)
     sched.web_base_url = (web_url or f"http://{http_host}:{sock.getsockname()[1]}").rstrip("/")
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    api_pb2_grpc.add_EmberServicer_to_server(
-        EmberService(sched, BlobStore(data_dir / "blobs"), Secrets(store, data_dir / "secret.key"), tokens,
-                     heartbeat_interval=app_timeout / 4), server)
+    blobs = BlobStore(data_dir / "blobs")
+    secrets = Secrets(store, data_dir / "secret.key")
+    api_pb2_grpc.add_ClientApiServicer_to_server(
+        ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4), server)
+    api_pb2_grpc.add_WorkerApiServicer_to_server(WorkerService(sched, blobs), server)
+    api_pb2_grpc.add_ContainerApiServicer_to_server(ContainerService(sched, blobs, secrets), server)
     if address.startswith("unix:"):
         pathlib.Path(address[5:].removeprefix("//")).unlink(missing_ok=True)
         server.add_insecure_port(address)

@@ -12,7 +12,7 @@ import collections
 from .._ids import new_id
 from ..proto import api_pb2
 
-KINDS = ("dict", "queue", "volume")
+KINDS = {api_pb2.OBJECT_KIND_DICT: "dict", api_pb2.OBJECT_KIND_QUEUE: "queue", api_pb2.OBJECT_KIND_VOLUME: "volume"}
 ID_PREFIX = {"dict": "di", "queue": "qu", "volume": "vo"}
 MAX_PARTITION = 64  # characters in a partition key
 DictOp = api_pb2.DictRequest
@@ -182,7 +182,9 @@ def volume_manifest(store, volume_id: str) -> api_pb2.VolumeManifest:
         api_pb2.VolumeFile(path=p, blob_id=b, size=s, mode=m, mtime=t) for p, b, s, m, t in files])
 
 
-def _kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ObjectError(f"unknown kind of object {kind!r}", not_found=False)
-    return kind
+def _kind(kind: int) -> str:
+    """The store's name of a kind of object ("dict", "queue", "volume")."""
+    name = KINDS.get(kind)
+    if name is None:
+        raise ObjectError(f"unknown kind of object {kind}", not_found=False)
+    return name

@@ -662,8 +662,8 @@ class Scheduler:
         return max(fn.exec_ewma, running)
 
     def unisolated_workers(self) -> list[str]:
-        return [f"{w.name}: {w.backend} backend, {w.backend_note}" for w in self.workers.values()
-                if w.connected and w.backend != "container"]
+        return [f"{w.name}: {api_pb2.Backend.Name(w.backend).removeprefix('BACKEND_').lower()} backend, {w.backend_note}" for w in self.workers.values()
+                if w.connected and w.backend != api_pb2.BACKEND_CONTAINER]
 
     def pick_builder(self) -> WorkerState | None:
         """The connected worker to build an image on: the least busy."""
@@ -858,8 +858,8 @@ class Scheduler:
             c.state = "disconnected"
             c.last_seen = time.monotonic()
 
-    def container_exited(self, container_id: str, exit_code: int, reason: str, log_tail: str,
-                         out_of_memory: bool = False):
+    def container_exited(self, exited: api_pb2.ContainerExited):
+        container_id, reason, log_tail = exited.container_id, exited.reason, exited.log_tail
         c = self.containers.pop(container_id, None)
         if container_id in self.orphans:
             self._orphan_gone(container_id, reason)
@@ -874,7 +874,7 @@ class Scheduler:
             fn.start_failures += 1
             log.warning("container %s of %s failed to start: %s%s", container_id, fn.name, reason,
                         f"\n{log_tail}" if log_tail else "")
-            if fn.start_failures >= MAX_START_FAILURES or reason.startswith("could not start"):
+            if fn.start_failures >= MAX_START_FAILURES or exited.cause == api_pb2.ContainerExited.START_FAILED:
                 fn.init_failure = api_pb2.ContainerInitFailure(
                     error=f"its container {reason}" + (f"; its last output:\n{log_tail}" if log_tail else ""))
         held = list(c.held.values())
@@ -883,7 +883,8 @@ class Scheduler:
             running, rest = held[0], held[1:]
             error = reason + (f"; its last output:\n{log_tail}" if log_tail else "")
             out = Output(input_id=running.input_id, idx=running.idx,
-                         status=Output.OUT_OF_MEMORY if out_of_memory else Output.CONTAINER_EXITED,
+                         status=(Output.OUT_OF_MEMORY if exited.cause == api_pb2.ContainerExited.OUT_OF_MEMORY
+                                 else Output.CONTAINER_EXITED),
                          error=f"its container {reason} while running this input (attempt {running.attempts})")
             log.warning("container %s of %s %s while running input %s", container_id, fn.name, error,
                         running.input_id)
@@ -1062,7 +1063,7 @@ class Scheduler:
 
 def _server_port(fn: FunctionState) -> int:
     """The port a @web_server function's containers listen on, on their worker's network."""
-    return fn.definition.web.port if fn.definition.web.kind == "web_server" else 0
+    return fn.definition.web.port if fn.definition.web.kind == api_pb2.WebEndpoint.WEB_SERVER else 0
 
 
 def web_endpoints(fn: FunctionState) -> dict[str, str]:

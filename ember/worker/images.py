@@ -34,9 +34,11 @@ from . import registry
 log = logging.getLogger("ember.worker")
 
 SANDBOX = str(pathlib.Path(__file__).with_name("sandbox.py"))
-CONTENT_STEPS = {"debian_slim", "from_registry", "pip_install", "apt_install", "run_commands", "run_function",
-                 "add_local"}
-BASE_STEPS = {"debian_slim", "from_registry"}
+Step = api_pb2.ImageStep
+# Steps that make a layer of files; the others (env, workdir) only change the image's config.
+CONTENT_STEPS = {Step.DEBIAN_SLIM, Step.FROM_REGISTRY, Step.PIP_INSTALL, Step.APT_INSTALL, Step.RUN_COMMANDS,
+                 Step.RUN_FUNCTION, Step.ADD_LOCAL}
+BASE_STEPS = {Step.DEBIAN_SLIM, Step.FROM_REGISTRY}
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
             "LANG": "C.UTF-8"}
 IMAGE_CONFIG = ".ember-image.json"   # a registry image's own env and workdir, kept in its base layer
@@ -80,22 +82,22 @@ def debian_mirror() -> str:
 def describe_step(step: api_pb2.ImageStep) -> str:
     """The step as the user wrote it, for messages."""
     args = ", ".join(repr(a) for a in step.args)
-    if step.kind == "debian_slim":
+    if step.kind == Step.DEBIAN_SLIM:
         return f"Image.debian_slim(python_version={step.args[1]!r})"
-    if step.kind == "env":
+    if step.kind == Step.ENV:
         return f"env({dict(step.env)!r})"
-    if step.kind == "workdir":
+    if step.kind == Step.WORKDIR:
         return f"workdir({step.path!r})"
-    if step.kind == "add_local":
+    if step.kind == Step.ADD_LOCAL:
         return f"add_local(... -> {step.path})"
-    return f"{step.kind}({args})"
+    return f"{Step.Kind.Name(step.kind).lower()}({args})"
 
 
 def image_config(image: api_pb2.Image, layers_dir: pathlib.Path) -> tuple[dict, str]:
     """The environment and working directory the image's steps declare."""
     env, workdir = dict(BASE_ENV), "/root"
     for s in image.steps:
-        if s.kind == "from_registry":
+        if s.kind == Step.FROM_REGISTRY:
             try:
                 cfg = json.loads((layers_dir / s.layer_id / IMAGE_CONFIG).read_text())
                 env.update(cfg.get("env", {}))
@@ -103,7 +105,7 @@ def image_config(image: api_pb2.Image, layers_dir: pathlib.Path) -> tuple[dict, 
             except (OSError, ValueError):
                 pass
         env.update(s.env)
-        if s.kind == "workdir":
+        if s.kind == Step.WORKDIR:
             workdir = s.path
     return env, workdir
 
@@ -198,9 +200,9 @@ class LayerCache:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
-            if step.kind == "debian_slim":
+            if step.kind == Step.DEBIAN_SLIM:
                 layer = await self._debootstrap(step, work, log)
-            elif step.kind == "from_registry":
+            elif step.kind == Step.FROM_REGISTRY:
                 layer = work / "rootfs"
                 try:
                     cfg = await asyncio.to_thread(registry.pull, step.args[0], layer, log)
@@ -245,9 +247,9 @@ class LayerCache:
             binds.append([os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf", True])
         if step.blob_id:
             data = await blobs.download(self.stub(), step.blob_id)
-            name = "function.pkl" if step.kind == "run_function" else "files.tar"
+            name = "function.pkl" if step.kind == Step.RUN_FUNCTION else "files.tar"
             (work / "files" / name).write_bytes(data)
-            if step.kind == "pip_install":  # a requirements file
+            if step.kind == Step.PIP_INSTALL:  # a requirements file
                 await asyncio.to_thread(untar_bytes, data, work / "files")
             binds.append([str(work / "files"), "/.ember-files", True])
         env, workdir = image_config(parents, self.root)
@@ -255,7 +257,7 @@ class LayerCache:
         # Builds reach package indexes the way this machine does: through its proxy, if any.
         env.update({k: v for k, v in os.environ.items() if k.lower() in PROXY_VARS})
         commands: list[tuple[list[str], str]] = []  # (argv, as shown to the user)
-        if step.kind == "pip_install":
+        if step.kind == Step.PIP_INSTALL:
             binds += [[uv.find_uv_bin(), "/ember/bin/uv", True], [str(self.uv_cache), "/ember/uv-cache", False]]
             env["UV_CACHE_DIR"] = "/ember/uv-cache"
             ca = host_ca_bundle()
@@ -265,25 +267,25 @@ class LayerCache:
             argv = ["/ember/bin/uv", "pip", "install", "--system", "--break-system-packages", "--python", "python3",
                     "--compile-bytecode", "--link-mode=copy", *step.args]
             commands.append((argv, "uv pip install " + " ".join(shlex.quote(a) for a in step.args)))
-        elif step.kind == "apt_install":
+        elif step.kind == Step.APT_INSTALL:
             pkgs = " ".join(shlex.quote(p) for p in step.args)
             script = (f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
                       f"--no-install-recommends {pkgs} && apt-get clean && rm -rf /var/lib/apt/lists/*")
             commands.append((["sh", "-c", script], f"apt-get install {pkgs}"))
-        elif step.kind == "run_commands":
+        elif step.kind == Step.RUN_COMMANDS:
             commands += [(["sh", "-c", c], c) for c in step.args]
-        elif step.kind == "run_function":
+        elif step.kind == Step.RUN_FUNCTION:
             loader = ("import cloudpickle\nf, a, k = cloudpickle.load(open('/.ember-files/function.pkl', 'rb'))\n"
                       "f(*a, **k)\n")
             commands.append((["python3", "-c", loader], f"{step.args[0]}()"))
-        elif step.kind == "add_local":
+        elif step.kind == Step.ADD_LOCAL:
             script = ("import compileall, sys, tarfile\n"
                       "tarfile.open('/.ember-files/files.tar').extractall(sys.argv[1])\n"
                       "if sys.argv[2:]: compileall.compile_dir(sys.argv[1], quiet=1)\n")
             argv = ["python3", "-c", script, step.path] + (["compile"] if "compile" in step.args else [])
             commands.append((argv, f"copy local files to {step.path}"))
         else:
-            raise BuildError(f"unknown image step {step.kind!r}: is the worker older than the client?")
+            raise BuildError(f"unknown image step {step.kind}: is the worker older than the client?")
         lowers = self.lowers(parents)
         for argv, shown in commands:
             spec = {"layers_dir": str(self.root), "lowers": lowers, "upper": str(work / "upper"),

@@ -112,12 +112,12 @@ class Worker:
 
     async def _session(self):
         async with grpc.aio.insecure_channel(grpc_target(self.server_url), options=GRPC_OPTIONS) as channel:
-            stub = api_pb2_grpc.EmberStub(channel)
+            stub = api_pb2_grpc.WorkerApiStub(channel)
             out: asyncio.Queue = asyncio.Queue()
             out.put_nowait(api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(
                 worker_id=self.worker_id, boot_id=self.boot_id, name=self.name, cpu=self.cpu,
                 memory_mb=self.memory_mb, running_container_ids=list(self.backend.running()),
-                backend=self.backend.name, gpus=[g.kind for g in self.gpus], backend_note=self.why)))
+                backend=api_pb2.Backend.Value(f"BACKEND_{self.backend.name.upper()}"), gpus=[g.kind for g in self.gpus], backend_note=self.why)))
             for e in self.recent_exits:
                 out.put_nowait(api_pb2.WorkerMessage(container_exited=e))
 
@@ -176,17 +176,18 @@ class Worker:
         out.put_nowait(api_pb2.WorkerMessage(build_done=api_pb2.BuildDone(build_id=b.build_id, error=error)))
 
     async def _run_container(self, sc: api_pb2.StartContainer):
+        Exited = api_pb2.ContainerExited
         try:
             exit_code, reason, tail, oom = await self.backend.run(sc)
+            cause = Exited.OUT_OF_MEMORY if oom else Exited.EXITED
         except images.BuildError as e:
-            exit_code, reason, tail, oom = -1, f"could not start: {e}", "", False
+            exit_code, reason, tail, cause = -1, f"could not start: {e}", "", Exited.START_FAILED
         except Exception as e:
             log.exception("container %s failed to start", sc.container_id)
-            exit_code, reason, tail, oom = -1, f"failed to start: {e!r}", "", False
+            exit_code, reason, tail, cause = -1, f"failed to start: {e!r}", "", Exited.WORKER_ERROR
         finally:
             self.tasks.pop(sc.container_id, None)
-        event = api_pb2.ContainerExited(container_id=sc.container_id, exit_code=exit_code,
-                                        reason=reason, log_tail=tail, out_of_memory=oom)
+        event = Exited(container_id=sc.container_id, cause=cause, exit_code=exit_code, reason=reason, log_tail=tail)
         self.recent_exits.append(event)
         if self.out is not None:
             self.out.put_nowait(api_pb2.WorkerMessage(container_exited=event))

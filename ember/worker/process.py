@@ -20,11 +20,13 @@ import uv
 
 from .._client import blobs
 from ..proto import api_pb2
-from .images import BuildError, describe_step, run_logged, untar_bytes
+from .images import BuildError, Step, describe_step, run_logged, untar_bytes
 
 log = logging.getLogger("ember.worker")
 
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+# Steps that put nothing into a virtual environment: the worker's own Python serves them.
+NO_PACKAGES = {Step.DEBIAN_SLIM, Step.ENV, Step.WORKDIR}
 
 
 def describe_exit(code: int) -> str:
@@ -65,7 +67,7 @@ class ProcessBackend:
         env = {}
         for s in image.steps:
             env.update(s.env)
-        if all(s.kind in ("debian_slim", "env", "workdir") for s in image.steps):
+        if all(s.kind in NO_PACKAGES for s in image.steps):
             return sys.executable, env  # nothing to install: the worker's own environment
         venv = self.venvs / image.image_id
         lock = self.locks.setdefault(image.image_id, asyncio.Lock())
@@ -84,17 +86,17 @@ class ProcessBackend:
             (tmp / "src").mkdir()
             py = str(tmp / "bin" / "python")
             for i, s in enumerate(image.steps):
-                if s.kind in ("debian_slim", "env", "workdir"):
+                if s.kind in NO_PACKAGES:
                     continue
                 log_fn(f"=> step {i + 1}/{len(image.steps)}: {describe_step(s)}\n")
                 files = await self._step_files(s, tmp) if s.blob_id else None
-                if s.kind == "pip_install":
+                if s.kind == Step.PIP_INSTALL:
                     args = [a.replace("/.ember-files", str(files)) for a in s.args]
                     await run_logged([uv_bin, "pip", "install", "--python", py, "--compile-bytecode", *args], None,
                                      log_fn, "uv pip install " + " ".join(s.args))
-                elif s.kind == "add_local" and "compile" in s.args:
+                elif s.kind == Step.ADD_LOCAL and "compile" in s.args:
                     shutil.copytree(files, tmp / "src", dirs_exist_ok=True)
-                elif s.kind == "run_function":
+                elif s.kind == Step.RUN_FUNCTION:
                     loader = ("import cloudpickle\n"
                               f"f, a, k = cloudpickle.load(open({str(files / 'blob')!r}, 'rb'))\nf(*a, **k)")
                     env = dict(os.environ, PYTHONPATH=f"{self.runtime_dir}:{tmp / 'src'}")
@@ -111,7 +113,7 @@ class ProcessBackend:
         d = venv / ".files" / step.layer_id
         d.mkdir(parents=True)
         (d / "blob").write_bytes(data)
-        if step.kind != "run_function":
+        if step.kind != Step.RUN_FUNCTION:
             await asyncio.to_thread(untar_bytes, data, d)
         return d
 
