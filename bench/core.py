@@ -1,6 +1,7 @@
 """Core benchmark: Ember against Ray on a trivial function, in one run on one machine.
 
-    python bench/core.py            # installs Ray into bench/.venv-ray the first time
+    python bench/core.py                      # installs Ray into bench/.venv-ray the first time
+    python bench/core.py --against REV        # also this same benchmark on an earlier commit
 
 Measures, with warm containers/workers:
   - the round trip of one .remote() call: median of 200 after warm-up;
@@ -129,13 +130,42 @@ def bench_ray(n_map: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def bench_revision(rev: str, args) -> dict:
+    """The Ember benchmark on the code of another commit (a temporary git worktree of it, put
+    first on the path of this script and of the cluster it starts), with this script's app."""
+    root = HERE.parent
+    tree = pathlib.Path(tempfile.mkdtemp(prefix="ember-rev-"))
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "-q", "--detach", str(tree), rev], check=True)
+    try:
+        # cwd too: the cluster starts with `python -m`, which puts the working directory first.
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        out = subprocess.run([sys.executable, __file__, "--ember-only", "--map", str(args.map), "--spawn",
+                              str(args.spawn), "--backend", args.backend], env=env, cwd=tree, capture_output=True,
+                             text=True)
+        if out.returncode:
+            raise SystemExit(f"the benchmark of {rev} failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=False)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--map", type=int, default=10_000)
     p.add_argument("--spawn", type=int, default=100_000)
     p.add_argument("--no-ray", action="store_true")
     p.add_argument("--backend", default="auto", help="the worker's backend: auto, container or process")
+    p.add_argument("--against", metavar="REV", help="also measure Ember at this commit, in the same run "
+                                                    "(alternating with this checkout, --rounds times)")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--ember-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.ember_only:
+        print(json.dumps(bench_ember(args.map, args.spawn, args.backend)))
+        return
+    if args.against:
+        compare(args)
+        return
     ember_r = bench_ember(args.map, args.spawn, args.backend)
     ray_r = None if args.no_ray else bench_ray(args.map)
     print(f"# core benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
@@ -151,6 +181,24 @@ def main():
     print(f"{ember_r['spawn_n']} spawned calls: all completed in {ember_r['spawn_seconds']:.1f}s; "
           f"control plane peak RSS {ember_r['server_peak_rss_mb']:.0f} MB")
     print(json.dumps({"ember": ember_r, "ray": ray_r}))
+
+
+def compare(args):
+    """This checkout against an earlier commit, alternating, each round in fresh processes."""
+    runs = {"this": [], args.against: []}
+    for _ in range(args.rounds):
+        runs[args.against].append(bench_revision(args.against, args))
+        here = subprocess.run([sys.executable, __file__, "--ember-only", "--map", str(args.map), "--spawn",
+                               str(args.spawn), "--backend", args.backend], capture_output=True, text=True, check=True)
+        runs["this"].append(json.loads(here.stdout.strip().splitlines()[-1]))
+    print(f"# core benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}: {args.against} against this checkout, {args.rounds} rounds")
+    for label, key, fmt in [("remote() round trip, median (ms)", "remote_median_ms", "{:.3f}"),
+                            (f"map of {args.map} (inputs/s)", "map_per_s", "{:.0f}"),
+                            (f"{args.spawn} spawned calls (s)", "spawn_seconds", "{:.1f}")]:
+        for name, results in runs.items():
+            print(f"{label:36}{name:>14}  " + "  ".join(fmt.format(r[key]) for r in results))
+    print(json.dumps(runs))
 
 
 if __name__ == "__main__":
