@@ -17,7 +17,7 @@ from .api import EmberService
 from .blobs import BlobStore
 from .scheduler import Scheduler
 from .secrets import Secrets
-from .store import Store
+from .store import open_store
 from .tokens import ProxyTokens
 
 log = logging.getLogger("ember.server")
@@ -31,7 +31,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                 app_timeout: float, output_retention: float, http: str | None = None, web_url: str | None = None,
                 ready_file: str | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(str(data_dir / "ember.db"))
+    store = open_store(data_dir / "ember.db")
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
                       app_timeout=app_timeout, output_retention=output_retention)
     sched.recover()
