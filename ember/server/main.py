@@ -14,7 +14,7 @@ from ..config import GRPC_OPTIONS
 from ..proto import api_pb2_grpc
 from . import gateway
 from .api import EmberService
-from .blobs import BlobStore
+from .blobs import open_blob_store
 from .scheduler import Scheduler
 from .secrets import Secrets
 from .store import open_store
@@ -43,7 +43,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     sched.web_base_url = (web_url or f"http://{http_host}:{sock.getsockname()[1]}").rstrip("/")
     server = grpc.aio.server(options=GRPC_OPTIONS)
     api_pb2_grpc.add_EmberServicer_to_server(
-        EmberService(sched, BlobStore(data_dir / "blobs"), Secrets(store, data_dir / "secret.key"), tokens,
+        EmberService(sched, open_blob_store(data_dir / "blobs"), Secrets(store, data_dir / "secret.key"), tokens,
                      heartbeat_interval=app_timeout / 4), server)
     if address.startswith("unix:"):
         pathlib.Path(address[5:].removeprefix("//")).unlink(missing_ok=True)
