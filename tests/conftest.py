@@ -4,7 +4,9 @@ Nothing of Ember's own is mocked. Timeouts are shortened so that fault tests (lo
 dead workers) finish quickly; waiting is always for a condition, never a fixed sleep.
 """
 
+import asyncio
 import contextlib
+import functools
 import os
 import pathlib
 import signal
@@ -38,6 +40,14 @@ def wait_for(cond, timeout=30.0, what="condition"):
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_async(test):
+    """Run a coroutine test in an event loop of its own (a store's writes need a running loop)."""
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+    return run
 
 
 class Cluster:

@@ -1,8 +1,8 @@
 """Schedules: cron parsing, and scheduled functions of deployed apps run by the control plane,
 once for ticks missed while it was down, stopping with their app."""
 
+import asyncio
 import datetime
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,6 +15,7 @@ import ember
 from ember import exception
 from ember.proto import api_pb2
 from ember.schedule import next_time
+from ember.server.store import open_store
 from conftest import ROOT, wait_for
 
 
@@ -83,10 +84,13 @@ def test_ticks_missed_while_the_control_plane_was_down_run_once(cluster, tmp_pat
     q = deploy(tmp_path, "hourly", "ember.Period(hours=1)")
     cluster.kill_server()
     # Five hours pass (as far as the schedule knows) while the control plane is down.
-    db = sqlite3.connect(cluster.tmp / "server" / "ember.db")
-    db.execute("INSERT OR REPLACE INTO schedule_runs VALUES ('hourly', 'tick', ?)", (time.time() - 5 * 3600,))
-    db.commit()
-    db.close()
+    async def last_run_five_hours_ago():
+        store = open_store(cluster.tmp / "server" / "ember.db")
+        store.set_schedule_run("hourly", "tick", time.time() - 5 * 3600)
+        await store.durable()
+        store.close()
+
+    asyncio.run(last_run_five_hours_ago())
     cluster.start_server()
     wait_for(lambda: q.len() >= 1, timeout=60, what="the missed tick")
     time.sleep(1)  # several control-plane ticks: a run per missed period would show up here

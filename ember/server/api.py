@@ -7,9 +7,8 @@ import time
 
 import grpc
 
-from ..config import BLOB_CHUNK
 from ..proto import api_pb2, api_pb2_grpc
-from .blobs import BlobStore
+from .blobs import BlobNotFound, BlobStore
 from .objects import ObjectError, Objects
 from .secrets import Secrets
 from .scheduler import Scheduler
@@ -51,27 +50,19 @@ class BlobRpcs:
         self.blobs = blobs
 
     async def BlobPut(self, request_iterator, context):
-        writer = self.blobs.writer()
-        try:
-            async for chunk in request_iterator:
-                writer.write(chunk.data)
-        except BaseException:
-            writer.abort()
-            raise
-        return api_pb2.BlobRef(blob_id=writer.commit())
+        blob_id = await self.blobs.put(chunk.data async for chunk in request_iterator)
+        return api_pb2.BlobRef(blob_id=blob_id)
 
     async def BlobGet(self, req, context):
-        try:
-            path = self.blobs.path(req.blob_id)
-            f = open(path, "rb")
-        except (KeyError, FileNotFoundError):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no blob {req.blob_id}")
-        with f:
-            while data := f.read(BLOB_CHUNK):
-                yield api_pb2.BlobChunk(data=data)
+        async with contextlib.aclosing(self.blobs.get(req.blob_id)) as chunks:
+            try:
+                async for data in chunks:
+                    yield api_pb2.BlobChunk(data=data)
+            except BlobNotFound:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no blob {req.blob_id}")
 
     async def BlobExists(self, req, context):
-        return api_pb2.BlobExistsResponse(exists=self.blobs.exists(req.blob_id))
+        return api_pb2.BlobExistsResponse(exists=await self.blobs.exists(req.blob_id))
 
 
 class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):

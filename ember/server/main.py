@@ -14,10 +14,10 @@ from ..config import GRPC_OPTIONS
 from ..proto import api_pb2_grpc
 from . import gateway
 from .api import ClientService, ContainerService, WorkerService
-from .blobs import BlobStore
+from .blobs import open_blob_store
 from .scheduler import Scheduler
 from .secrets import Secrets
-from .store import Store
+from .store import open_store
 from .tokens import ProxyTokens
 
 log = logging.getLogger("ember.server")
@@ -31,7 +31,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                 app_timeout: float, output_retention: float, http: str | None = None, web_url: str | None = None,
                 ready_file: str | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(str(data_dir / "ember.db"))
+    store = open_store(data_dir / "ember.db")
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
                       app_timeout=app_timeout, output_retention=output_retention)
     sched.recover()
@@ -42,7 +42,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     web_task, web_server = await gateway.start(gateway.Gateway(sched, tokens), sock)
     sched.web_base_url = (web_url or f"http://{http_host}:{sock.getsockname()[1]}").rstrip("/")
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    blobs = BlobStore(data_dir / "blobs")
+    blobs = open_blob_store(data_dir / "blobs")
     secrets = Secrets(store, data_dir / "secret.key")
     api_pb2_grpc.add_ClientApiServicer_to_server(
         ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4), server)

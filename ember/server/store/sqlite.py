@@ -1,161 +1,31 @@
-"""Durable state of the control plane, in SQLite (WAL).
+"""The SQLite store (WAL): the embedded default, one file next to the control plane.
 
-Only what must survive a crash is written here: apps, functions, calls, inputs (with the
-container that holds them and their attempt count), outputs, workers and containers. The
-scheduler keeps its working copy in memory and writes through this module; on start it loads
-everything that was still open. Protobuf messages are stored as their serialized bytes.
-
-Group commit: every write joins one open transaction, committed once the event loop has run
-what is already queued (a message to a container or a client goes out first; a commit costs
-tens of microseconds). Whoever acknowledges a write to a client awaits `durable()` first.
-All writes made in one callback land in the same transaction, so they are atomic.
+One connection, used from the event loop's thread. Group commit (see the package): `_write`
+opens a transaction on the first write and schedules its commit for when the loop has run
+what is already queued; later writes join it.
 """
 
 import asyncio
 import sqlite3
 import time
 
-from ..proto import api_pb2
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS apps (
-    app_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    state TEXT NOT NULL,              -- running | superseded (an old deployed version, draining) | stopped
-    created_at REAL NOT NULL,
-    stopped_at REAL,
-    deployed INTEGER NOT NULL DEFAULT 0,
-    version INTEGER NOT NULL DEFAULT 0,  -- of a deployed app, once published
-    deployed_at REAL
-);
-CREATE TABLE IF NOT EXISTS functions (
-    function_id TEXT PRIMARY KEY,
-    app_id TEXT NOT NULL,
-    definition BLOB NOT NULL,         -- FunctionDefinition
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS calls (
-    call_id TEXT PRIMARY KEY,
-    function_id TEXT NOT NULL,
-    num_inputs INTEGER,               -- NULL while inputs may still come
-    num_done INTEGER NOT NULL DEFAULT 0,
-    next_seq INTEGER NOT NULL DEFAULT 1,
-    cancelled INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    done_at REAL
-);
-CREATE TABLE IF NOT EXISTS inputs (
-    input_id TEXT PRIMARY KEY,
-    call_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    args BLOB NOT NULL,               -- Payload
-    attempts INTEGER NOT NULL DEFAULT 0,
-    lost INTEGER NOT NULL DEFAULT 0,  -- times its container vanished without an exit report
-    container_id TEXT,                -- who holds it now, NULL while queued
-    available_at REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS inputs_by_call ON inputs(call_id);
-CREATE TABLE IF NOT EXISTS outputs (
-    call_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    output BLOB NOT NULL,             -- Output
-    created_at REAL NOT NULL,
-    PRIMARY KEY (call_id, seq)
-);
-CREATE INDEX IF NOT EXISTS outputs_by_time ON outputs(created_at);
-CREATE TABLE IF NOT EXISTS workers (
-    worker_id TEXT PRIMARY KEY,
-    boot_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    cpu REAL NOT NULL,
-    memory_mb INTEGER NOT NULL,
-    last_seen REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS layers (
-    layer_id TEXT PRIMARY KEY,        -- hash of the parent layer and the build step
-    blob_id TEXT NOT NULL,            -- its archive in the blob store; '' for an empty layer
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS secrets (
-    secret_id TEXT PRIMARY KEY,
-    name TEXT UNIQUE,                 -- NULL for an anonymous secret
-    ciphertext BLOB NOT NULL,         -- the variables, encrypted with the control plane's key
-    num_keys INTEGER NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS schedule_runs (
-    app_name TEXT NOT NULL,           -- a deployed app's schedules outlive its versions
-    function_name TEXT NOT NULL,
-    last_run REAL NOT NULL,           -- unix seconds of the last tick that made a call
-    PRIMARY KEY (app_name, function_name)
-);
-CREATE TABLE IF NOT EXISTS proxy_tokens (
-    token_id TEXT PRIMARY KEY,        -- the Ember-Key header
-    secret_hash TEXT NOT NULL,        -- sha256 of the Ember-Secret header: the secret is not kept
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS volume_files (
-    volume_id TEXT NOT NULL,
-    path TEXT NOT NULL,
-    blob_id TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mode INTEGER NOT NULL,
-    mtime REAL NOT NULL,
-    PRIMARY KEY (volume_id, path)
-);
-CREATE TABLE IF NOT EXISTS volume_versions (
-    volume_id TEXT PRIMARY KEY,
-    version INTEGER NOT NULL          -- bumped by every commit
-);
-CREATE TABLE IF NOT EXISTS objects (
-    object_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,               -- dict | queue | volume
-    name TEXT,                        -- NULL for an ephemeral object
-    created_at REAL NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS objects_by_name ON objects(kind, name);
-CREATE TABLE IF NOT EXISTS dict_entries (
-    dict_id TEXT NOT NULL,
-    key BLOB NOT NULL,                -- cloudpickle bytes, compared as bytes
-    value BLOB NOT NULL,
-    PRIMARY KEY (dict_id, key)
-);
-CREATE TABLE IF NOT EXISTS queue_items (
-    queue_id TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    seq INTEGER NOT NULL,             -- increasing per queue: FIFO order
-    value BLOB NOT NULL,
-    PRIMARY KEY (queue_id, partition, seq)
-);
-CREATE TABLE IF NOT EXISTS containers (
-    container_id TEXT PRIMARY KEY,
-    function_id TEXT NOT NULL,
-    worker_id TEXT NOT NULL,
-    boot_id TEXT NOT NULL,
-    state TEXT NOT NULL,              -- starting | running | exited
-    exit_reason TEXT,
-    created_at REAL NOT NULL,
-    ended_at REAL
-);
-"""
+from ...proto import api_pb2
+from . import Store
+from .migrate import migrate
 
 
-MIGRATIONS = [("deployed", "INTEGER NOT NULL DEFAULT 0"), ("version", "INTEGER NOT NULL DEFAULT 0"),
-              ("deployed_at", "REAL")]
-
-
-class Store:
+class SqliteStore(Store):
     def __init__(self, path: str):
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives the process being killed (the WAL is written
         # before the call returns); only an OS crash can lose the last transactions.
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(apps)")}
-        for column, decl in MIGRATIONS:  # databases made before these columns existed
-            if column not in columns:
-                self.db.execute(f"ALTER TABLE apps ADD COLUMN {column} {decl}")
+        try:
+            migrate(self.db)
+        except BaseException:
+            self.db.close()
+            raise
         # Which container holds which input is a hint for recovery after a restart: it rides
         # along with the next transaction instead of paying for a commit of its own. If it is
         # lost in a crash, the input runs again elsewhere (at least once, never lost).
@@ -163,9 +33,7 @@ class Store:
         self.in_transaction = False
         self.commit_waiters: list[asyncio.Future] = []
 
-    def close(self):
-        self.commit()
-        self.db.close()
+    # ---- group commit
 
     def _write(self):
         """Join the open transaction, or open one and schedule its commit."""
@@ -192,18 +60,20 @@ class Store:
                 w()
 
     def on_durable(self, callback):
-        """Run callback once everything written so far is committed (now, if it is)."""
         if self.in_transaction:
             self.commit_waiters.append(callback)
         else:
             callback()
 
     async def durable(self):
-        """Wait until everything written so far is committed."""
         if self.in_transaction:
             fut = asyncio.get_running_loop().create_future()
             self.commit_waiters.append(fut)
             await fut
+
+    def close(self):
+        self.commit()
+        self.db.close()
 
     # ---- apps and functions
 
@@ -223,25 +93,6 @@ class Store:
     def last_version(self, name: str) -> int:
         return self.db.execute("SELECT COALESCE(MAX(version), 0) FROM apps WHERE name=? AND deployed=1",
                                (name,)).fetchone()[0]
-
-    def schedule_runs(self) -> dict[tuple[str, str], float]:
-        return {(a, f): t for a, f, t in self.db.execute("SELECT app_name, function_name, last_run FROM schedule_runs")}
-
-    def set_schedule_run(self, app_name: str, function_name: str, when: float):
-        self._write()
-        self.db.execute("INSERT OR REPLACE INTO schedule_runs (app_name, function_name, last_run) VALUES (?, ?, ?)",
-                        (app_name, function_name, when))
-
-    def proxy_tokens(self) -> list[tuple[str, str, float]]:
-        return self.db.execute("SELECT token_id, secret_hash, created_at FROM proxy_tokens ORDER BY created_at").fetchall()
-
-    def add_proxy_token(self, token_id: str, secret_hash: str, created_at: float):
-        self._write()
-        self.db.execute("INSERT INTO proxy_tokens VALUES (?, ?, ?)", (token_id, secret_hash, created_at))
-
-    def delete_proxy_token(self, token_id: str):
-        self._write()
-        self.db.execute("DELETE FROM proxy_tokens WHERE token_id=?", (token_id,))
 
     def deployed_at(self, app_id: str) -> float:
         row = self.db.execute("SELECT deployed_at FROM apps WHERE app_id=?", (app_id,)).fetchone()
@@ -277,7 +128,6 @@ class Store:
         return [(fid, aid, api_pb2.FunctionDefinition.FromString(d)) for fid, aid, d in rows]
 
     def function_origin(self, function_id: str) -> tuple[str, str] | None:
-        """(app name, function name) of a function of a deployed app, even a stopped one."""
         row = self.db.execute("SELECT a.name, f.definition FROM functions f JOIN apps a ON a.app_id=f.app_id "
                               "WHERE f.function_id=? AND a.deployed=1", (function_id,)).fetchone()
         return None if row is None else (row[0], api_pb2.FunctionDefinition.FromString(row[1]).name)
@@ -288,7 +138,7 @@ class Store:
         ).fetchone()
         return None if row is None else (row[0], api_pb2.FunctionDefinition.FromString(row[1]))
 
-    # ---- calls, inputs, outputs
+    # ---- calls, inputs and outputs
 
     def create_call(self, call_id: str, function_id: str, num_inputs: int | None):
         self._write()
@@ -306,7 +156,6 @@ class Store:
         self.db.execute("UPDATE calls SET cancelled=1 WHERE call_id=?", (call_id,))
 
     def add_inputs(self, rows: list[tuple[str, str, int, bytes]]):
-        """rows: (input_id, call_id, idx, serialized Payload)."""
         self._write()
         self.db.executemany(
             "INSERT OR IGNORE INTO inputs (input_id, call_id, idx, args) VALUES (?, ?, ?, ?)", rows
@@ -324,10 +173,6 @@ class Store:
 
     def add_outputs(self, rows: list[tuple[str, int, bytes, float]], finished_input_ids: list[str],
                     calls_done: list[tuple[str, int, int]]):
-        """Record outputs, drop the inputs they finish, and advance their calls' counters.
-
-        rows: (call_id, seq, serialized Output, time); calls_done: (call_id, num_done, next_seq).
-        """
         self._write()
         self.db.executemany(
             "INSERT OR REPLACE INTO outputs (call_id, seq, output, created_at) VALUES (?, ?, ?, ?)", rows
@@ -348,7 +193,6 @@ class Store:
         ).fetchone()
 
     def open_calls(self):
-        """Calls that were not finished, with their function id and counters."""
         return self.db.execute(
             "SELECT c.call_id, c.function_id, c.num_inputs, c.num_done, c.next_seq, c.cancelled "
             "FROM calls c JOIN functions f ON f.function_id=c.function_id "
@@ -371,7 +215,6 @@ class Store:
         return [api_pb2.CallOutput(seq=s, output=api_pb2.Output.FromString(o)) for s, o in rows]
 
     def expire(self, older_than: float):
-        """Forget finished calls and their outputs older than the retention period."""
         self._write()
         self.db.execute(
             "DELETE FROM outputs WHERE call_id IN (SELECT call_id FROM calls WHERE done_at<?)",
@@ -404,6 +247,13 @@ class Store:
             "UPDATE containers SET state='exited', exit_reason=?, ended_at=? WHERE container_id=?",
             (reason, time.time(), container_id),
         )
+
+    def live_containers(self):
+        return self.db.execute(
+            "SELECT container_id, function_id, worker_id, boot_id FROM containers WHERE state!='exited'"
+        ).fetchall()
+
+    # ---- image layers
 
     def add_layer(self, layer: api_pb2.Layer):
         self._write()
@@ -439,7 +289,30 @@ class Store:
         self.db.execute("DELETE FROM secrets WHERE name=?", (name,))
         return self.db.total_changes > before
 
-    # ---- dicts and queues
+    # ---- proxy tokens
+
+    def proxy_tokens(self) -> list[tuple[str, str, float]]:
+        return self.db.execute("SELECT token_id, secret_hash, created_at FROM proxy_tokens ORDER BY created_at").fetchall()
+
+    def add_proxy_token(self, token_id: str, secret_hash: str, created_at: float):
+        self._write()
+        self.db.execute("INSERT INTO proxy_tokens VALUES (?, ?, ?)", (token_id, secret_hash, created_at))
+
+    def delete_proxy_token(self, token_id: str):
+        self._write()
+        self.db.execute("DELETE FROM proxy_tokens WHERE token_id=?", (token_id,))
+
+    # ---- schedules
+
+    def schedule_runs(self) -> dict[tuple[str, str], float]:
+        return {(a, f): t for a, f, t in self.db.execute("SELECT app_name, function_name, last_run FROM schedule_runs")}
+
+    def set_schedule_run(self, app_name: str, function_name: str, when: float):
+        self._write()
+        self.db.execute("INSERT OR REPLACE INTO schedule_runs (app_name, function_name, last_run) VALUES (?, ?, ?)",
+                        (app_name, function_name, when))
+
+    # ---- objects
 
     def create_object(self, object_id: str, kind: str, name: str | None):
         self._write()
@@ -469,25 +342,7 @@ class Store:
         self.db.execute("DELETE FROM volume_files WHERE volume_id=?", (object_id,))
         self.db.execute("DELETE FROM volume_versions WHERE volume_id=?", (object_id,))
 
-    # ---- volumes
-
-    def volume_manifest(self, volume_id: str) -> tuple[int, list[tuple]]:
-        row = self.db.execute("SELECT version FROM volume_versions WHERE volume_id=?", (volume_id,)).fetchone()
-        files = self.db.execute("SELECT path, blob_id, size, mode, mtime FROM volume_files WHERE volume_id=? "
-                                "ORDER BY path", (volume_id,)).fetchall()
-        return (row[0] if row else 0), files
-
-    def volume_commit(self, volume_id: str, files: list[tuple], deleted: list[str]) -> int:
-        self._write()
-        for path in deleted:  # a path, or a directory and everything under it
-            prefix = path.rstrip("/") + "/"
-            self.db.execute("DELETE FROM volume_files WHERE volume_id=? AND (path=? OR substr(path, 1, ?)=?)",
-                            (volume_id, path, len(prefix), prefix))
-        self.db.executemany("INSERT OR REPLACE INTO volume_files (volume_id, path, blob_id, size, mode, mtime) "
-                            "VALUES (?, ?, ?, ?, ?, ?)", [(volume_id, *f) for f in files])
-        self.db.execute("INSERT INTO volume_versions (volume_id, version) VALUES (?, 1) "
-                        "ON CONFLICT(volume_id) DO UPDATE SET version=version+1", (volume_id,))
-        return self.db.execute("SELECT version FROM volume_versions WHERE volume_id=?", (volume_id,)).fetchone()[0]
+    # ---- dicts
 
     def dict_get(self, dict_id: str, key: bytes) -> bytes | None:
         row = self.db.execute("SELECT value FROM dict_entries WHERE dict_id=? AND key=?", (dict_id, key)).fetchone()
@@ -514,6 +369,8 @@ class Store:
     def dict_clear(self, dict_id: str):
         self._write()
         self.db.execute("DELETE FROM dict_entries WHERE dict_id=?", (dict_id,))
+
+    # ---- queues
 
     def queue_last_seq(self, queue_id: str) -> int:
         return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM queue_items WHERE queue_id=?",
@@ -550,8 +407,22 @@ class Store:
         else:
             self.db.execute("DELETE FROM queue_items WHERE queue_id=? AND partition=?", (queue_id, partition))
 
-    def live_containers(self):
-        return self.db.execute(
-            "SELECT container_id, function_id, worker_id, boot_id FROM containers WHERE state!='exited'"
-        ).fetchall()
+    # ---- volumes
 
+    def volume_manifest(self, volume_id: str) -> tuple[int, list[tuple]]:
+        row = self.db.execute("SELECT version FROM volume_versions WHERE volume_id=?", (volume_id,)).fetchone()
+        files = self.db.execute("SELECT path, blob_id, size, mode, mtime FROM volume_files WHERE volume_id=? "
+                                "ORDER BY path", (volume_id,)).fetchall()
+        return (row[0] if row else 0), files
+
+    def volume_commit(self, volume_id: str, files: list[tuple], deleted: list[str]) -> int:
+        self._write()
+        for path in deleted:  # a path, or a directory and everything under it
+            prefix = path.rstrip("/") + "/"
+            self.db.execute("DELETE FROM volume_files WHERE volume_id=? AND (path=? OR substr(path, 1, ?)=?)",
+                            (volume_id, path, len(prefix), prefix))
+        self.db.executemany("INSERT OR REPLACE INTO volume_files (volume_id, path, blob_id, size, mode, mtime) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", [(volume_id, *f) for f in files])
+        self.db.execute("INSERT INTO volume_versions (volume_id, version) VALUES (?, 1) "
+                        "ON CONFLICT(volume_id) DO UPDATE SET version=version+1", (volume_id,))
+        return self.db.execute("SELECT version FROM volume_versions WHERE volume_id=?", (volume_id,)).fetchone()[0]

@@ -1,0 +1,76 @@
+"""Blobs in a directory on the control plane's disk: ROOT/ab/abcd... for the blob abcd....
+
+A put streams into a temporary file and renames it to its hash once complete, so a reader never
+sees half a blob. Disk reads and writes (and hashing) run in a thread, a chunk at a time, so a
+large blob does not hold up the event loop.
+"""
+
+import asyncio
+import hashlib
+import os
+import pathlib
+import tempfile
+from collections.abc import AsyncIterable
+
+from ...config import BLOB_CHUNK
+from . import BlobNotFound, BlobStore, is_blob_id
+
+UPLOAD_PREFIX = ".upload-"
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: str | os.PathLike):
+        self.root = pathlib.Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Puts cut short by a crash leave their temporary files; none can be running yet.
+        for stale in self.root.glob(UPLOAD_PREFIX + "*"):
+            stale.unlink(missing_ok=True)
+
+    def _path(self, blob_id: str) -> pathlib.Path | None:
+        """Where the blob lives, None for a malformed id (never a path outside the root)."""
+        return self.root / blob_id[:2] / blob_id if is_blob_id(blob_id) else None
+
+    async def put(self, chunks: AsyncIterable[bytes]) -> str:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=UPLOAD_PREFIX)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in chunks:
+                    await asyncio.to_thread(_append, f, digest, chunk)
+            blob_id = digest.hexdigest()
+            dest = self._path(blob_id)
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(tmp, dest)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return blob_id
+
+    async def get(self, blob_id: str):
+        path = self._path(blob_id)
+        if path is None:
+            raise BlobNotFound(blob_id)
+        try:
+            f = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(blob_id) from None
+        with f:
+            while data := await asyncio.to_thread(f.read, BLOB_CHUNK):
+                yield data
+
+    async def exists(self, blob_id: str) -> bool:
+        path = self._path(blob_id)
+        return path is not None and path.exists()
+
+    async def delete(self, blob_id: str):
+        path = self._path(blob_id)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def url_for(self, blob_id: str) -> str | None:
+        return None
+
+
+def _append(f, digest, chunk: bytes):
+    digest.update(chunk)
+    f.write(chunk)

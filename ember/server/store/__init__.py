@@ -1,0 +1,337 @@
+"""Durable state of the control plane: the `Store` interface, and `open_store` to pick one.
+
+Only what must survive a crash is written here: apps, functions, calls, inputs (with the
+container that holds them and their attempt count), outputs, workers and containers, layers,
+secrets, proxy tokens, schedule runs, and the objects users name (dicts, queues, volumes). The
+scheduler keeps its working copy in memory and writes through this interface; on start it loads
+everything that was still open. Protobuf messages are stored as their serialized bytes, and rows
+come back as plain tuples in the order each method documents.
+
+Group commit: every write joins one open transaction, committed once the event loop has run
+what is already queued (a message to a container or a client goes out first; a commit costs
+tens of microseconds). Whoever acknowledges a write to a client awaits `durable()` first.
+All writes made in one callback land in the same transaction, so they are atomic. Writes
+therefore need a running event loop; reads do not, and see the writes not yet committed.
+
+Implementations: SQLite (`sqlite.py`, the embedded default). Every implementation passes the
+one conformance suite, tests/test_store.py.
+"""
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from ...proto import api_pb2
+
+
+class StoreError(Exception):
+    """The store cannot be opened as asked: an unknown URL, or a database this code cannot use."""
+
+
+def open_store(url_or_path: str | os.PathLike) -> "Store":
+    """The store at a path or `sqlite://PATH` (SQLite; `sqlite:///abs/path.db`), migrated to this code's schema."""
+    target = os.fspath(url_or_path)
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme == "sqlite":
+        # Imported here: each implementation may bring its own driver.
+        from .sqlite import SqliteStore
+
+        return SqliteStore(rest if sep else target)
+    if scheme in ("postgresql", "postgres"):
+        raise StoreError(f"cannot open {target}: PostgreSQL support comes later; for now give a path to an "
+                         "SQLite database (or sqlite:///path/to/ember.db)")
+    raise StoreError(f"cannot open {target}: unknown store {scheme!r}; give a path to an SQLite database "
+                     "(or sqlite:///path/to/ember.db)")
+
+
+class Store(ABC):
+    """Durable state of the control plane. Method groups follow the aggregates below."""
+
+    # ---- group commit
+
+    @abstractmethod
+    def commit(self):
+        """Commit the open transaction now, if there is one, and wake whoever waits for it.
+
+        Normally called by the store itself once the loop has run what was queued."""
+
+    @abstractmethod
+    def on_durable(self, callback: Callable[[], object]):
+        """Run callback once everything written so far is committed (now, if it is)."""
+
+    @abstractmethod
+    async def durable(self):
+        """Wait until everything written so far is committed: await it before acknowledging a write."""
+
+    @abstractmethod
+    def close(self):
+        """Commit what is open, then release the database."""
+
+    # ---- apps and functions
+    # An app is an ephemeral run, or a deployed app: one row per version, published by
+    # deploy_app with the next version number of its name. state is running, superseded (an
+    # older deployed version, draining its calls) or stopped.
+
+    @abstractmethod
+    def create_app(self, app_id: str, name: str, deployed: bool = False):
+        """A new running app (for a deployed one, not published until deploy_app)."""
+
+    @abstractmethod
+    def deploy_app(self, app_id: str, version: int, superseded: str | None):
+        """Publish app_id as `version` of its name, now; the app it replaces, if any, is superseded."""
+
+    @abstractmethod
+    def last_version(self, name: str) -> int:
+        """The highest version published under a deployed app's name, 0 if none."""
+
+    @abstractmethod
+    def deployed_at(self, app_id: str) -> float:
+        """When the app was published; now, if it is not (yet) or is unknown."""
+
+    @abstractmethod
+    def app_history(self, name: str) -> list[tuple[str, int, float, str, float | None]]:
+        """Published versions of a deployed app, newest first:
+        (app_id, version, deployed_at, state, stopped_at)."""
+
+    @abstractmethod
+    def stop_app(self, app_id: str):
+        """The app is stopped, now."""
+
+    @abstractmethod
+    def running_apps(self) -> list[tuple[str, str, int, int, str]]:
+        """Apps running or superseded: (app_id, name, deployed 0/1, version, state)."""
+
+    @abstractmethod
+    def create_function(self, function_id: str, app_id: str, definition: api_pb2.FunctionDefinition):
+        """A function of an app, with its definition."""
+
+    @abstractmethod
+    def functions_of_running_apps(self) -> list[tuple[str, str, api_pb2.FunctionDefinition]]:
+        """Functions of apps running or superseded: (function_id, app_id, definition)."""
+
+    @abstractmethod
+    def function_origin(self, function_id: str) -> tuple[str, str] | None:
+        """(app name, function name) of a function of a deployed app, even a stopped one."""
+
+    @abstractmethod
+    def function(self, function_id: str) -> tuple[str, api_pb2.FunctionDefinition] | None:
+        """(app_id, definition) of any function, None if unknown."""
+
+    # ---- calls, inputs and outputs
+    # A call has inputs numbered by idx, and outputs numbered by seq in the order they came.
+    # An input is deleted once its output is recorded; a call is done once num_done reaches
+    # num_inputs (known when the call is closed), and forgotten with its outputs by expire.
+
+    @abstractmethod
+    def create_call(self, call_id: str, function_id: str, num_inputs: int | None):
+        """A new call; num_inputs is None while more inputs may come (a map being fed)."""
+
+    @abstractmethod
+    def close_call(self, call_id: str, num_inputs: int):
+        """No more inputs will come: the call has num_inputs in all."""
+
+    @abstractmethod
+    def cancel_call(self, call_id: str):
+        """Mark the call cancelled."""
+
+    @abstractmethod
+    def add_inputs(self, rows: list[tuple[str, str, int, bytes]]):
+        """Queue inputs: rows of (input_id, call_id, idx, serialized Payload). An input_id that is
+        already there is left as it is, so a retried request adds nothing twice."""
+
+    @abstractmethod
+    def assign_inputs(self, container_id: str | None, input_ids: list[str]):
+        """Record which container holds these inputs (None: queued again). A hint for recovery that
+        rides along with the next transaction and opens none: it does not make anything durable."""
+
+    @abstractmethod
+    def requeue_input(self, input_id: str, attempts: int, lost: int, available_at: float):
+        """Queue an input again, held by no container, not to be run before available_at."""
+
+    @abstractmethod
+    def add_outputs(self, rows: list[tuple[str, int, bytes, float]], finished_input_ids: list[str],
+                    calls_done: list[tuple[str, int, int]]):
+        """Record outputs, drop the inputs they finish, and advance their calls' counters.
+
+        rows: (call_id, seq, serialized Output, time); calls_done: (call_id, num_done, next_seq).
+        A call whose num_done reaches its num_inputs is done, now."""
+
+    @abstractmethod
+    def call(self, call_id: str) -> tuple[str, int | None, int, int, int] | None:
+        """(function_id, num_inputs, num_done, next_seq, cancelled 0/1), None if unknown or expired."""
+
+    @abstractmethod
+    def open_calls(self) -> list[tuple[str, str, int | None, int, int, int]]:
+        """Calls not done, of running apps: (call_id, function_id, num_inputs, num_done, next_seq, cancelled)."""
+
+    @abstractmethod
+    def open_inputs(self, call_id: str) -> list[tuple[str, int, bytes, int, int, str | None, float]]:
+        """A call's unfinished inputs by idx: (input_id, idx, args, attempts, lost, container_id, available_at)."""
+
+    @abstractmethod
+    def outputs(self, call_id: str, after_seq: int, limit: int) -> list[api_pb2.CallOutput]:
+        """Up to limit outputs of a call with seq above after_seq, in seq order."""
+
+    @abstractmethod
+    def expire(self, older_than: float):
+        """Forget calls done before older_than, and their outputs."""
+
+    # ---- workers and containers
+
+    @abstractmethod
+    def upsert_worker(self, r: api_pb2.WorkerRegister):
+        """A worker registered (again: its boot, name and resources replace the old ones), seen now."""
+
+    @abstractmethod
+    def create_container(self, container_id: str, function_id: str, worker_id: str, boot_id: str):
+        """A container is starting for a function on a worker (in that worker's boot)."""
+
+    @abstractmethod
+    def container_exited(self, container_id: str, reason: str):
+        """The container is gone, now, for reason."""
+
+    @abstractmethod
+    def live_containers(self) -> list[tuple[str, str, str, str]]:
+        """Containers not exited: (container_id, function_id, worker_id, boot_id)."""
+
+    # ---- image layers
+
+    @abstractmethod
+    def add_layer(self, layer: api_pb2.Layer):
+        """A built layer and its archive's blob id ('' for an empty layer); a rebuild replaces it."""
+
+    @abstractmethod
+    def layers(self) -> dict[str, str]:
+        """Every layer: layer_id -> blob_id."""
+
+    # ---- secrets (the store holds only ciphertext)
+
+    @abstractmethod
+    def put_secret(self, secret_id: str, name: str | None, ciphertext: bytes, num_keys: int):
+        """A secret; a named one replaces any other of that name. name is None for an anonymous one."""
+
+    @abstractmethod
+    def secret_by_name(self, name: str) -> tuple[str, bytes] | None:
+        """(secret_id, ciphertext) of the secret named name."""
+
+    @abstractmethod
+    def secret_ciphertext(self, secret_id: str) -> bytes | None:
+        """The ciphertext of any secret, named or not."""
+
+    @abstractmethod
+    def list_secrets(self) -> list[tuple[str, float, int]]:
+        """Named secrets by name: (name, created_at, num_keys)."""
+
+    @abstractmethod
+    def delete_secret(self, name: str) -> bool:
+        """Delete the secret named name; whether there was one."""
+
+    # ---- proxy tokens (of web endpoints that require them)
+
+    @abstractmethod
+    def proxy_tokens(self) -> list[tuple[str, str, float]]:
+        """Every token, oldest first: (token_id, secret_hash, created_at)."""
+
+    @abstractmethod
+    def add_proxy_token(self, token_id: str, secret_hash: str, created_at: float):
+        """A new token, kept as the hash of its secret."""
+
+    @abstractmethod
+    def delete_proxy_token(self, token_id: str):
+        """Forget a token (nothing if there is none)."""
+
+    # ---- schedules: the last tick that made a call, per function of a deployed app's name
+
+    @abstractmethod
+    def schedule_runs(self) -> dict[tuple[str, str], float]:
+        """(app name, function name) -> unix time of its last scheduled run."""
+
+    @abstractmethod
+    def set_schedule_run(self, app_name: str, function_name: str, when: float):
+        """The function's schedule last ran at `when`."""
+
+    # ---- objects: dicts, queues and volumes, named (unique per kind) or ephemeral (name None)
+
+    @abstractmethod
+    def create_object(self, object_id: str, kind: str, name: str | None):
+        """A new object of kind dict, queue or volume."""
+
+    @abstractmethod
+    def find_object(self, kind: str, name: str) -> str | None:
+        """The object_id of the object of that kind and name."""
+
+    @abstractmethod
+    def object_kind(self, object_id: str) -> str | None:
+        """The kind of an object, None if unknown."""
+
+    @abstractmethod
+    def list_objects(self, kind: str) -> list[tuple[str, str, float, int]]:
+        """Named objects of a kind by name: (name, object_id, created_at, size), size being its
+        number of entries, items or files."""
+
+    @abstractmethod
+    def delete_object(self, object_id: str):
+        """Delete an object and everything in it."""
+
+    # ---- dicts: keys and values are opaque bytes (keys compared as bytes)
+
+    @abstractmethod
+    def dict_get(self, dict_id: str, key: bytes) -> bytes | None:
+        """The value of key, None if absent."""
+
+    @abstractmethod
+    def dict_put(self, dict_id: str, items: list[tuple[bytes, bytes]], skip_if_exists: bool) -> bool:
+        """Set (key, value) items, or with skip_if_exists only the keys absent; whether anything was written."""
+
+    @abstractmethod
+    def dict_delete(self, dict_id: str, key: bytes):
+        """Remove key (nothing if absent)."""
+
+    @abstractmethod
+    def dict_len(self, dict_id: str) -> int:
+        """Number of keys."""
+
+    @abstractmethod
+    def dict_items(self, dict_id: str) -> list[tuple[bytes, bytes]]:
+        """Every (key, value)."""
+
+    @abstractmethod
+    def dict_clear(self, dict_id: str):
+        """Remove every key."""
+
+    # ---- queues: items in partitions, FIFO by a seq that increases per queue (the caller picks it)
+
+    @abstractmethod
+    def queue_last_seq(self, queue_id: str) -> int:
+        """The highest seq held by any partition of the queue, 0 if empty."""
+
+    @abstractmethod
+    def queue_put(self, queue_id: str, partition: str, first_seq: int, values: list[bytes]):
+        """Append values to a partition, numbered first_seq, first_seq+1, ..."""
+
+    @abstractmethod
+    def queue_take(self, queue_id: str, partition: str, n: int) -> list[bytes]:
+        """Remove and return up to n values from the front of a partition."""
+
+    @abstractmethod
+    def queue_peek(self, queue_id: str, partition: str, after_seq: int, n: int) -> list[tuple[int, bytes]]:
+        """Up to n (seq, value) of a partition with seq above after_seq, in order, leaving them there."""
+
+    @abstractmethod
+    def queue_len(self, queue_id: str, partition: str | None) -> int:
+        """Number of items in a partition, or in the whole queue for None."""
+
+    @abstractmethod
+    def queue_clear(self, queue_id: str, partition: str | None):
+        """Remove every item of a partition, or of the whole queue for None."""
+
+    # ---- volumes: a manifest of files (their content in the blob store) and a version
+
+    @abstractmethod
+    def volume_manifest(self, volume_id: str) -> tuple[int, list[tuple[str, str, int, int, float]]]:
+        """(version, files by path), each file (path, blob_id, size, mode, mtime); version 0 before any commit."""
+
+    @abstractmethod
+    def volume_commit(self, volume_id: str, files: list[tuple], deleted: list[str]) -> int:
+        """Delete paths (a directory: everything under it), then add or replace files given as
+        (path, blob_id, size, mode, mtime), as one new version; returns it."""

@@ -1,0 +1,94 @@
+"""Numbered schema migrations of the SQLite store, applied when it opens.
+
+`migrations/NNNN_what.sql` holds the change from version NNNN-1 to NNNN; a change of stored data
+that SQL cannot express (rewriting protobuf messages) is `NNNN_what.py` with a `migrate(db)`. The `schema_version`
+table records each version applied (one row each); a migration and its row are committed in one
+transaction, so a crash leaves the database at one version or the next, never between. A database
+newer than this code is refused rather than used: its shape may mean things this code does not know.
+"""
+
+import importlib.util
+import pathlib
+import sqlite3
+import time
+
+from . import StoreError
+
+MIGRATIONS = pathlib.Path(__file__).with_name("migrations")
+
+# Columns that the code before numbered migrations added to `apps` by hand when they were
+# missing. A database from then is adopted by adding them, after which 0001 applies to it.
+LEGACY_APPS_COLUMNS = [("deployed", "INTEGER NOT NULL DEFAULT 0"), ("version", "INTEGER NOT NULL DEFAULT 0"),
+                       ("deployed_at", "REAL")]
+
+
+def migrate(db: sqlite3.Connection, migrations: pathlib.Path = MIGRATIONS) -> int:
+    """Bring the database up to the latest version in `migrations`, and return that version."""
+    scripts = sorted((int(p.name.split("_", 1)[0]), p) for p in migrations.glob("[0-9]*_*.*")
+                     if p.suffix in (".sql", ".py"))
+    latest = len(scripts)
+    if [v for v, _ in scripts] != list(range(1, latest + 1)):
+        raise StoreError(f"migrations in {migrations} must be numbered 1 to {latest}, each once: "
+                         f"{[p.name for _, p in scripts]}")
+    current = schema_version(db)
+    if current > latest:
+        path = db.execute("PRAGMA database_list").fetchone()[2]
+        raise StoreError(f"the database {path} has schema version {current}, but this Ember knows versions "
+                         f"up to {latest} only: a newer Ember wrote it; upgrade Ember to use it, or give this "
+                         "one a data directory of its own")
+    if current == 0 and _has_table(db, "apps"):
+        _adopt(db)
+    for number, script in scripts[current:]:
+        record = f"INSERT INTO schema_version (version, applied_at) VALUES ({number}, {time.time()!r});"
+        if script.suffix == ".py":
+            _run_python(db, script, record)
+        else:
+            _run(db, f"{script.read_text()}\n;\n{record}")
+    return latest
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """The schema version of the database: 0 for an empty one, or one made before migrations."""
+    if not _has_table(db, "schema_version"):
+        return 0
+    return db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+
+
+def _adopt(db: sqlite3.Connection):
+    """Bring the `apps` table of a database from before migrations to the shape 0001 expects."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(apps)")}
+    missing = [f"ALTER TABLE apps ADD COLUMN {column} {decl};" for column, decl in LEGACY_APPS_COLUMNS
+               if column not in columns]
+    if missing:
+        _run(db, "\n".join(missing))
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
+
+def _run_python(db: sqlite3.Connection, path: pathlib.Path, record: str):
+    """Run a Python migration's `migrate(db)` and record it, in one transaction."""
+    spec = importlib.util.spec_from_file_location(f"ember_migration_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _run(db, "")  # the version table, before the transaction below
+    db.execute("BEGIN")
+    try:
+        module.migrate(db)
+        db.execute(record)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _run(db: sqlite3.Connection, script: str):
+    """Run a script in one transaction (with the version table in place): all of it, or none."""
+    try:
+        db.executescript("BEGIN;\nCREATE TABLE IF NOT EXISTS schema_version "
+                         f"(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL);\n{script}\nCOMMIT;")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

@@ -1,0 +1,455 @@
+"""The Store conformance suite: each aggregate, through the interface only, for every implementation.
+
+Each test runs once per implementation (the params of the `url` fixture): another store is one
+more entry in URLS. Reopening the store shows what was made durable. The migration tests at the
+end are the SQLite store's own.
+"""
+
+import shutil
+import sqlite3
+
+import pytest
+from conftest import run_async
+
+from ember.proto import api_pb2
+from ember.server.store import StoreError, open_store
+from ember.server.store.migrate import MIGRATIONS, migrate, schema_version
+
+URLS = {"sqlite": lambda tmp: f"sqlite://{tmp / 'ember.db'}"}
+
+
+@pytest.fixture(params=sorted(URLS))
+def url(request, tmp_path):
+    return URLS[request.param](tmp_path)
+
+
+@pytest.fixture
+def reopen(url):
+    """Open the store, closing the one opened before: what it made durable must be there again."""
+    opened = []
+
+    def reopen():
+        if opened:
+            opened[-1].close()
+        opened.append(open_store(url))
+        return opened[-1]
+
+    yield reopen
+    opened[-1].close()
+
+
+@pytest.fixture
+def store(reopen):
+    return reopen()
+
+
+def output(input_id: str) -> bytes:
+    return api_pb2.Output(input_id=input_id).SerializeToString()
+
+
+# ---- group commit
+
+
+@run_async
+async def test_writes_are_durable_together_once_committed(store, url):
+    other = open_store(url)
+    try:
+        store.create_app("ap-1", "first")
+        store.create_app("ap-2", "second")
+        committed = []
+        store.on_durable(lambda: committed.append("ap-1 and ap-2"))
+        assert committed == [] and other.running_apps() == []
+        await store.durable()
+        assert committed == ["ap-1 and ap-2"]
+        assert sorted(app_id for app_id, *_ in other.running_apps()) == ["ap-1", "ap-2"]
+        store.on_durable(lambda: committed.append("nothing open"))
+        assert committed[-1] == "nothing open"
+        await store.durable()  # nothing open: returns at once
+    finally:
+        other.close()
+
+
+@run_async
+async def test_close_commits_what_is_open(store, reopen):
+    store.create_app("ap-1", "unsaved")
+    store = reopen()
+    assert [app_id for app_id, *_ in store.running_apps()] == ["ap-1"]
+
+
+# ---- apps and functions
+
+
+@run_async
+async def test_apps_deploy_versions_and_history(store, reopen):
+    store.create_app("ap-1", "web", deployed=True)
+    store.create_app("ap-e", "scratch")
+    assert store.last_version("web") == 0 and store.app_history("web") == []
+    store.deploy_app("ap-1", 1, None)
+    store.create_app("ap-2", "web", deployed=True)
+    store.deploy_app("ap-2", 2, "ap-1")
+    assert store.last_version("web") == 2 and store.last_version("scratch") == 0
+    assert sorted(store.running_apps()) == [("ap-1", "web", 1, 1, "superseded"), ("ap-2", "web", 1, 2, "running"),
+                                            ("ap-e", "scratch", 0, 0, "running")]
+    store.stop_app("ap-1")
+    store.stop_app("ap-e")
+    await store.durable()
+
+    store = reopen()
+    assert store.running_apps() == [("ap-2", "web", 1, 2, "running")]
+    history = store.app_history("web")
+    assert [row[:2] + row[3:4] for row in history] == [("ap-2", 2, "running"), ("ap-1", 1, "stopped")]
+    assert history[0][4] is None and history[1][4] is not None  # stopped_at
+    assert store.deployed_at("ap-2") == history[0][2] and store.deployed_at("ap-1") == history[1][2]
+    assert store.last_version("web") == 2
+
+
+@run_async
+async def test_functions_and_their_origin(store, reopen):
+    store.create_app("ap-d", "svc", deployed=True)
+    store.create_app("ap-e", "tmp")
+    handler, job = api_pb2.FunctionDefinition(name="handler"), api_pb2.FunctionDefinition(name="job", timeout=5)
+    store.create_function("fn-1", "ap-d", handler)
+    store.create_function("fn-2", "ap-e", job)
+    assert store.function("fn-1") == ("ap-d", handler) and store.function("fn-2") == ("ap-e", job)
+    assert store.function("fn-x") is None
+    assert store.function_origin("fn-1") == ("svc", "handler")
+    assert store.function_origin("fn-2") is None  # not of a deployed app
+    store.stop_app("ap-d")
+    await store.durable()
+
+    store = reopen()
+    assert store.function_origin("fn-1") == ("svc", "handler")  # even once stopped
+    assert store.functions_of_running_apps() == [("fn-2", "ap-e", job)]
+
+
+# ---- calls, inputs and outputs
+
+
+@run_async
+async def test_calls_inputs_and_outputs(store, reopen):
+    store.create_app("ap-1", "app")
+    store.create_function("fn-1", "ap-1", api_pb2.FunctionDefinition(name="f"))
+    store.create_call("fc-1", "fn-1", None)
+    store.add_inputs([("in-0", "fc-1", 0, b"a0"), ("in-1", "fc-1", 1, b"a1"), ("in-2", "fc-1", 2, b"a2")])
+    store.add_inputs([("in-1", "fc-1", 1, b"sent again")])  # a retried request: already there
+    store.create_call("fc-2", "fn-1", 1)
+    store.add_inputs([("in-9", "fc-2", 0, b"b0")])
+    store.cancel_call("fc-2")
+    await store.durable()
+    store.assign_inputs("ct-1", ["in-0", "in-1"])  # rides along with the next transaction
+    store.requeue_input("in-2", attempts=1, lost=1, available_at=123.5)
+    store.close_call("fc-1", 3)
+    await store.durable()
+
+    store = reopen()
+    assert store.call("fc-1") == ("fn-1", 3, 0, 1, 0) and store.call("fc-x") is None
+    assert sorted(store.open_calls()) == [("fc-1", "fn-1", 3, 0, 1, 0), ("fc-2", "fn-1", 1, 0, 1, 1)]
+    assert store.open_inputs("fc-1") == [("in-0", 0, b"a0", 0, 0, "ct-1", 0), ("in-1", 1, b"a1", 0, 0, "ct-1", 0),
+                                         ("in-2", 2, b"a2", 1, 1, None, 123.5)]
+    store.add_outputs([("fc-1", 1, output("in-1"), 1.0)], ["in-1"], [("fc-1", 1, 2)])
+    await store.durable()
+    assert store.call("fc-1") == ("fn-1", 3, 1, 2, 0)
+    assert [i[0] for i in store.open_inputs("fc-1")] == ["in-0", "in-2"]
+    store.add_outputs([("fc-1", 2, output("in-0"), 2.0), ("fc-1", 3, output("in-2"), 2.0)], ["in-0", "in-2"],
+                      [("fc-1", 3, 4)])
+    await store.durable()
+
+    store = reopen()
+    assert store.call("fc-1") == ("fn-1", 3, 3, 4, 0) and store.open_inputs("fc-1") == []
+    assert [c[0] for c in store.open_calls()] == ["fc-2"]  # fc-1 is done
+    assert store.outputs("fc-1", 0, 2) == [api_pb2.CallOutput(seq=1, output=api_pb2.Output(input_id="in-1")),
+                                           api_pb2.CallOutput(seq=2, output=api_pb2.Output(input_id="in-0"))]
+    assert [(o.seq, o.output.input_id) for o in store.outputs("fc-1", 2, 2)] == [(3, "in-2")]
+    assert store.outputs("fc-1", 3, 2) == []
+    store.expire(0.0)  # nothing was done that long ago
+    await store.durable()
+    assert len(store.outputs("fc-1", 0, 10)) == 3
+    store.expire(float("inf"))
+    await store.durable()
+    assert store.call("fc-1") is None and store.outputs("fc-1", 0, 10) == []
+    assert store.call("fc-2") is not None  # not done: never expires
+
+
+@run_async
+async def test_calls_of_a_stopped_app_are_not_open(store):
+    store.create_app("ap-1", "app")
+    store.create_function("fn-1", "ap-1", api_pb2.FunctionDefinition(name="f"))
+    store.create_call("fc-1", "fn-1", 1)
+    assert [c[0] for c in store.open_calls()] == ["fc-1"]
+    store.stop_app("ap-1")
+    assert store.open_calls() == []
+
+
+# ---- workers and containers
+
+
+@run_async
+async def test_workers_and_live_containers(store, reopen):
+    store.upsert_worker(api_pb2.WorkerRegister(worker_id="wk-1", boot_id="b1", name="m1", cpu=2, memory_mb=1024))
+    store.upsert_worker(api_pb2.WorkerRegister(worker_id="wk-1", boot_id="b2", name="m1", cpu=4, memory_mb=2048))
+    store.create_container("ct-1", "fn-1", "wk-1", "b2")
+    store.create_container("ct-2", "fn-1", "wk-1", "b2")
+    store.container_exited("ct-1", "out of memory")
+    await store.durable()
+
+    store = reopen()
+    assert store.live_containers() == [("ct-2", "fn-1", "wk-1", "b2")]
+
+
+# ---- layers, secrets, proxy tokens, schedules
+
+
+@run_async
+async def test_layers(store, reopen):
+    store.add_layer(api_pb2.Layer(layer_id="ly-1", blob_id="1" * 64))
+    store.add_layer(api_pb2.Layer(layer_id="ly-0", blob_id=""))  # an empty layer
+    store.add_layer(api_pb2.Layer(layer_id="ly-1", blob_id="2" * 64))  # rebuilt
+    await store.durable()
+    assert reopen().layers() == {"ly-0": "", "ly-1": "2" * 64}
+
+
+@run_async
+async def test_secrets(store, reopen):
+    store.put_secret("sc-1", "api", b"cipher 1", 2)
+    store.put_secret("sc-2", "api", b"cipher 2", 3)  # replaces the secret of that name
+    store.put_secret("sc-3", None, b"cipher 3", 1)  # anonymous
+    store.put_secret("sc-4", "db", b"cipher 4", 1)
+    await store.durable()
+
+    store = reopen()
+    assert store.secret_by_name("api") == ("sc-2", b"cipher 2") and store.secret_by_name("nope") is None
+    assert store.secret_ciphertext("sc-1") is None and store.secret_ciphertext("sc-3") == b"cipher 3"
+    assert [(name, keys) for name, _, keys in store.list_secrets()] == [("api", 3), ("db", 1)]
+    assert store.delete_secret("api") is True
+    assert store.delete_secret("api") is False
+    assert store.secret_by_name("api") is None and [s[0] for s in store.list_secrets()] == ["db"]
+
+
+@run_async
+async def test_proxy_tokens(store, reopen):
+    store.add_proxy_token("tk-2", "hash 2", 20.0)
+    store.add_proxy_token("tk-1", "hash 1", 10.0)
+    await store.durable()
+    store = reopen()
+    assert store.proxy_tokens() == [("tk-1", "hash 1", 10.0), ("tk-2", "hash 2", 20.0)]  # oldest first
+    store.delete_proxy_token("tk-1")
+    store.delete_proxy_token("tk-x")
+    assert store.proxy_tokens() == [("tk-2", "hash 2", 20.0)]
+
+
+@run_async
+async def test_schedule_runs(store, reopen):
+    store.set_schedule_run("app", "hourly", 100.0)
+    store.set_schedule_run("app", "daily", 50.0)
+    store.set_schedule_run("app", "hourly", 200.0)
+    await store.durable()
+    assert reopen().schedule_runs() == {("app", "hourly"): 200.0, ("app", "daily"): 50.0}
+
+
+# ---- objects: dicts, queues, volumes
+
+
+@run_async
+async def test_objects(store, reopen):
+    store.create_object("di-1", "dict", "cfg")
+    store.create_object("di-2", "dict", None)  # ephemeral
+    store.create_object("qu-1", "queue", "cfg")  # a name is unique per kind only
+    store.create_object("vo-1", "volume", "data")
+    store.dict_put("di-1", [(b"k", b"v")], False)
+    await store.durable()
+
+    store = reopen()
+    assert store.find_object("dict", "cfg") == "di-1" and store.find_object("queue", "cfg") == "qu-1"
+    assert store.find_object("volume", "cfg") is None
+    assert store.object_kind("qu-1") == "queue" and store.object_kind("xx-1") is None
+    assert [(name, oid, size) for name, oid, _, size in store.list_objects("dict")] == [("cfg", "di-1", 1)]
+    assert [row[:2] for row in store.list_objects("volume")] == [("data", "vo-1")]
+    store.delete_object("di-1")
+    await store.durable()
+    assert store.find_object("dict", "cfg") is None and store.object_kind("di-1") is None
+    assert store.dict_len("di-1") == 0 and store.list_objects("dict") == []
+
+
+@run_async
+async def test_dict_operations(store, reopen):
+    store.create_object("di-1", "dict", "d")
+    store.create_object("di-2", "dict", None)
+    assert store.dict_put("di-1", [(b"a", b"1"), (b"b", b"2"), (b"a\x00", b"3")], False) is True
+    assert store.dict_put("di-1", [(b"a", b"9")], True) is False  # skip_if_exists: nothing written
+    assert store.dict_get("di-1", b"a") == b"1"
+    assert store.dict_put("di-1", [(b"a", b"9"), (b"c", b"4")], True) is True  # c is new
+    assert store.dict_put("di-1", [(b"a", b"9")], False) is True
+    store.dict_put("di-2", [(b"a", b"other dict")], False)
+    await store.durable()
+
+    store = reopen()
+    assert store.dict_get("di-1", b"a") == b"9" and store.dict_get("di-1", b"a\x00") == b"3"
+    assert store.dict_get("di-1", b"zz") is None and store.dict_get("di-2", b"a") == b"other dict"
+    store.dict_delete("di-1", b"b")
+    store.dict_delete("di-1", b"zz")
+    assert store.dict_len("di-1") == 3
+    assert sorted(store.dict_items("di-1")) == [(b"a", b"9"), (b"a\x00", b"3"), (b"c", b"4")]
+    store.dict_clear("di-1")
+    assert store.dict_len("di-1") == 0 and store.dict_items("di-1") == [] and store.dict_len("di-2") == 1
+
+
+@run_async
+async def test_queue_operations(store, reopen):
+    store.create_object("qu-1", "queue", "q")
+    assert store.queue_last_seq("qu-1") == 0
+    store.queue_put("qu-1", "", 1, [b"a", b"b"])
+    store.queue_put("qu-1", "p", 3, [b"c"])
+    store.queue_put("qu-1", "", 4, [b"d"])
+    await store.durable()
+
+    store = reopen()
+    assert store.queue_last_seq("qu-1") == 4
+    assert store.queue_len("qu-1", None) == 4 and store.queue_len("qu-1", "") == 3 and store.queue_len("qu-1", "p") == 1
+    assert store.queue_peek("qu-1", "", 0, 10) == [(1, b"a"), (2, b"b"), (4, b"d")]
+    assert store.queue_peek("qu-1", "", 1, 1) == [(2, b"b")]
+    assert store.queue_take("qu-1", "", 2) == [b"a", b"b"]
+    await store.durable()
+
+    store = reopen()
+    assert store.queue_take("qu-1", "", 5) == [b"d"] and store.queue_take("qu-1", "", 1) == []
+    assert store.queue_take("qu-1", "p", 1) == [b"c"]
+    store.queue_put("qu-1", "", 5, [b"e"])
+    store.queue_put("qu-1", "p", 6, [b"f"])
+    store.queue_clear("qu-1", "p")
+    assert store.queue_len("qu-1", None) == 1 and store.queue_peek("qu-1", "p", 0, 10) == []
+    store.queue_clear("qu-1", None)
+    assert store.queue_len("qu-1", None) == 0
+
+
+@run_async
+async def test_volume_commits(store, reopen):
+    store.create_object("vo-1", "volume", "data")
+    assert store.volume_manifest("vo-1") == (0, [])
+    files = [("a.txt", "1" * 64, 3, 0o644, 1.5), ("dir/x", "2" * 64, 1, 0o600, 2.0),
+             ("dir/sub/y", "3" * 64, 2, 0o644, 2.0), ("dirty", "4" * 64, 4, 0o755, 3.0)]
+    assert store.volume_commit("vo-1", files, []) == 1
+    await store.durable()
+
+    store = reopen()
+    assert store.volume_manifest("vo-1") == (1, sorted(files))
+    # Deleting a directory takes everything under it (not "dirty"); files are added after deletes.
+    assert store.volume_commit("vo-1", [("dirty", "5" * 64, 5, 0o644, 4.0)], ["dir", "dirty"]) == 2
+    assert store.volume_manifest("vo-1") == (2, [("a.txt", "1" * 64, 3, 0o644, 1.5),
+                                                 ("dirty", "5" * 64, 5, 0o644, 4.0)])
+    assert store.volume_commit("vo-1", [], ["a.txt"]) == 3
+    assert store.volume_manifest("vo-1") == (3, [("dirty", "5" * 64, 5, 0o644, 4.0)])
+    store.delete_object("vo-1")
+    assert store.volume_manifest("vo-1") == (0, [])
+
+
+# ---- migrations of the SQLite store
+
+# A database made before numbered migrations and before the apps columns they added by hand.
+BEFORE_APP_VERSIONS = """
+CREATE TABLE apps (app_id TEXT PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL,
+                   created_at REAL NOT NULL, stopped_at REAL);
+CREATE TABLE functions (function_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, definition BLOB NOT NULL,
+                        created_at REAL NOT NULL);
+"""
+
+
+def latest_version() -> int:
+    return len([p for p in MIGRATIONS.glob("[0-9]*") if p.suffix in (".sql", ".py")])
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (field numbers below 2048, payloads below 128 bytes)."""
+    tag = number << 3 | 2
+    return (bytes([tag]) if tag < 128 else bytes([tag & 0x7F | 0x80, tag >> 7])) + bytes([len(payload)]) + payload
+
+
+# As Ember 0.1 stored them: an image step's and a web endpoint's kind as a string at field 1,
+# an output's status numbered from SUCCESS = 0 (here FAILURE = 1, field 3).
+OLD_DEFINITION = (api_pb2.FunctionDefinition(name="f").SerializeToString()
+                  + _field(13, _field(2, _field(1, b"pip_install") + _field(2, b"numpy")))
+                  + _field(21, _field(1, b"fastapi")))
+OLD_FAILURE = b"\x18\x01" + _field(5, b"boom")
+
+
+@pytest.mark.parametrize("legacy", ["before app versions", "just before migrations"])
+@run_async
+async def test_a_database_from_before_migrations_is_adopted(tmp_path, legacy):
+    path = tmp_path / "ember.db"
+    db = sqlite3.connect(path)
+    # The code just before migrations created the tables of 0001 as they are, on every start.
+    db.executescript(BEFORE_APP_VERSIONS if legacy == "before app versions" else (MIGRATIONS / "0001_initial.sql").read_text())
+    db.execute("INSERT INTO apps (app_id, name, state, created_at) VALUES ('ap-1', 'old', 'running', 1.0)")
+    db.execute("INSERT INTO functions VALUES ('fn-1', 'ap-1', ?, 1.0)", (OLD_DEFINITION,))
+    if legacy == "just before migrations":
+        db.execute("INSERT INTO outputs VALUES ('fc-1', 1, ?, 1.0)", (OLD_FAILURE,))
+    db.commit()
+    db.close()
+
+    store = open_store(path)
+    assert store.running_apps() == [("ap-1", "old", 0, 0, "running")]
+    Step, Web = api_pb2.ImageStep, api_pb2.WebEndpoint
+    definition = api_pb2.FunctionDefinition(name="f", image=api_pb2.Image(steps=[Step(kind=Step.PIP_INSTALL,
+                                            args=["numpy"])]), web=Web(kind=Web.FASTAPI))
+    assert store.functions_of_running_apps() == [("fn-1", "ap-1", definition)]
+    if legacy == "just before migrations":
+        [out] = store.outputs("fc-1", 0, 10)
+        assert out.output == api_pb2.Output(status=api_pb2.Output.FAILURE, error="boom")
+    store.create_app("ap-2", "new", deployed=True)
+    store.deploy_app("ap-2", 1, None)
+    store.put_secret("sc-1", "s", b"c", 1)  # a table the old database may not have had
+    await store.durable()
+    store.close()
+    store = open_store(path)
+    assert store.last_version("new") == 1 and store.secret_by_name("s") == ("sc-1", b"c")
+    store.close()
+    assert schema_version(sqlite3.connect(path)) == latest_version()
+
+
+def test_migrations_apply_in_order_each_in_its_own_transaction(tmp_path):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_first.sql").write_text("CREATE TABLE t (x INTEGER);\nINSERT INTO t VALUES (1);")
+    (migrations / "0002_second.sql").write_text("ALTER TABLE t ADD COLUMN y;\nUPDATE t SET y = x + 1;\n"
+                                                "CREATE TABLE u (z);\nINSERT INTO missing VALUES (1);")
+    db = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="missing"):
+        migrate(db, migrations)
+    # 0001 stays applied; none of 0002 is.
+    assert schema_version(db) == 1 and db.execute("SELECT * FROM t").fetchall() == [(1,)]
+    (migrations / "0002_second.sql").write_text("ALTER TABLE t ADD COLUMN y;\nUPDATE t SET y = x + 1;\n"
+                                                "-- ends in a comment")
+    assert migrate(db, migrations) == 2 and schema_version(db) == 2
+    assert db.execute("SELECT x, y FROM t").fetchall() == [(1, 2)]
+    assert migrate(db, migrations) == 2  # nothing left to apply
+    assert [v for v, _ in db.execute("SELECT * FROM schema_version ORDER BY version")] == [1, 2]
+    db.close()
+
+
+def test_migrations_must_be_numbered_one_by_one(tmp_path):
+    (tmp_path / "0001_a.sql").write_text("")
+    (tmp_path / "0003_c.sql").write_text("")
+    with pytest.raises(StoreError, match="numbered 1 to 2"):
+        migrate(sqlite3.connect(":memory:"), tmp_path)
+
+
+def test_a_database_newer_than_the_code_is_refused(tmp_path):
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations)
+    (migrations / f"{latest_version() + 1:04d}_future.sql").write_text("CREATE TABLE future (x);")
+    path = tmp_path / "ember.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, migrations)  # as a newer Ember would
+    db.close()
+    with pytest.raises(StoreError, match=f"schema version {latest_version() + 1}.*newer Ember"):
+        open_store(path)
+
+
+def test_store_urls(tmp_path):
+    for target in (tmp_path / "a.db", str(tmp_path / "b.db"), f"sqlite://{tmp_path}/c.db"):
+        open_store(target).close()
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["a.db", "b.db", "c.db"]
+    with pytest.raises(StoreError, match="PostgreSQL support comes later"):
+        open_store("postgresql://db.example/ember")
+    with pytest.raises(StoreError, match="unknown store 'mysql'"):
+        open_store("mysql://db.example/ember")
+
