@@ -121,12 +121,8 @@ def cluster(tmp_path, monkeypatch):
 
 def container_backend_missing() -> str | None:
     """Why the container backend cannot run here (tests that need it skip), or None."""
-    from ember.worker.container import unavailable_reason
-    import shutil
-    why = unavailable_reason()
-    if why is None and shutil.which("debootstrap") is None:
-        why = "debootstrap is not installed (apt-get install debootstrap)"
-    return why
+    from ember.worker.container import ContainerBackend
+    return ContainerBackend.available()
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,13 @@ def test_worker_without_server_says_how(tmp_path):
     assert "--server" in proc.stderr
 
 
+def test_server_and_worker_keep_their_state_under_ember_home(tmp_path, monkeypatch):
+    from ember.cli.main import _parser
+    monkeypatch.setenv("EMBER_HOME", str(tmp_path))  # read when the command runs, not at import
+    for command in ("server", "worker"):
+        assert _parser().parse_args([command]).data_dir == str(tmp_path / command)
+
+
 def test_function_options_are_validated():
     app = ember.App("validation")
     for bad in (dict(cpu=0), dict(cpu="2"), dict(memory=0), dict(memory=1.5), dict(timeout=0),

@@ -5,6 +5,7 @@ import os
 import sys
 
 from .._proc import die_with_parent
+from ..config import ember_home
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=7070)
     server.add_argument("--address", help="bind address instead of host:port, e.g. unix:/run/ember.sock")
-    server.add_argument("--data-dir", default=os.path.join(os.path.expanduser("~"), ".ember", "server"))
+    server.add_argument("--data-dir", default=str(ember_home() / "server"),
+                        help="where its state lives (default: $EMBER_HOME/server, else ~/.ember/server)")
     server.add_argument("--lease-timeout", type=float, default=15.0,
                         help="seconds without contact before a container's inputs return to the queue")
     server.add_argument("--worker-timeout", type=float, default=30.0,
@@ -44,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a worker that starts containers")
     worker.add_argument("--server", help="control plane URL (default: $EMBER_SERVER_URL)")
-    worker.add_argument("--data-dir", default=os.path.join(os.path.expanduser("~"), ".ember", "worker"))
+    worker.add_argument("--data-dir", default=str(ember_home() / "worker"),
+                        help="where its state lives (default: $EMBER_HOME/worker, else ~/.ember/worker)")
     worker.add_argument("--cpu", type=float, help="cores to offer (default: all)")
     worker.add_argument("--memory", type=int, help="MiB to offer (default: all)")
     worker.add_argument("--name", help="worker name (default: host name)")

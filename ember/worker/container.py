@@ -21,9 +21,10 @@ from google.protobuf import json_format
 from .._ids import new_id
 from ..proto import api_pb2
 from . import gpus as gpu_devices
+from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend
 from .images import SANDBOX, LayerCache, image_config
+from .procs import describe_exit, tail_of, terminate, terminate_all
 from .volumes import VolumeCache
-from .process import STOP_GRACE, describe_exit, tail_of, terminate_all
 
 log = logging.getLogger("ember.worker")
 
@@ -32,21 +33,6 @@ CONTROLLERS = ("memory", "cpu", "pids")
 PIDS_MAX = 4096
 CFS_PERIOD = 100_000  # microseconds
 MAX_SPARES = 4        # started containers kept waiting, one per recently used image
-
-
-def unavailable_reason() -> str | None:
-    """Why this machine cannot run the container backend, or None if it can."""
-    if sys.platform != "linux":
-        return "not Linux"
-    if os.geteuid() != 0:
-        return "not running as root"
-    for c in CONTROLLERS:
-        if not (CGROUP_ROOT / c / "cgroup.procs").exists():
-            return f"no cgroup v1 {c} controller at {CGROUP_ROOT / c}"
-    with open("/proc/filesystems") as f:
-        if "overlay" not in f.read():
-            return "the kernel has no overlayfs"
-    return None
 
 
 class Cgroups:
@@ -102,11 +88,29 @@ class Box:
         self.spare_id = spare_id
 
 
-class ContainerBackend:
+class ContainerBackend(RuntimeBackend):
     name = "container"
+    capabilities = Capabilities(isolation=True, volumes=True, gpus=True, network_modes=frozenset(NETWORK_MODES),
+                                root_filesystem_steps=True)
 
-    def __init__(self, data_dir: pathlib.Path, server_url: str, layers: LayerCache, volumes: VolumeCache, gpus: list):
-        self.root = data_dir / "containers"
+    @staticmethod
+    def available() -> str | None:
+        if sys.platform != "linux":
+            return "not Linux"
+        if os.geteuid() != 0:
+            return "not running as root"
+        for c in CONTROLLERS:
+            if not (CGROUP_ROOT / c / "cgroup.procs").exists():
+                return f"no cgroup v1 {c} controller at {CGROUP_ROOT / c}"
+        with open("/proc/filesystems") as f:
+            if "overlay" not in f.read():
+                return "the kernel has no overlayfs"
+        if shutil.which("debootstrap") is None:
+            return "Debian's debootstrap, which builds images, is not installed (apt-get install debootstrap)"
+        return None
+
+    def __init__(self, ctx: Context):
+        self.root = ctx.data_dir / "containers"
         shutil.rmtree(self.root, ignore_errors=True)  # writable layers of containers that are gone
         for c in CONTROLLERS:  # and the cgroups of containers that are gone (busy ones stay)
             for d in (CGROUP_ROOT / c / "ember").glob("ct-*"):
@@ -115,16 +119,16 @@ class ContainerBackend:
                 except OSError:
                     pass
         self.root.mkdir(parents=True)
-        self.server_url = server_url
-        self.layers = layers
-        self.volumes = volumes
-        self.gpus = gpus
+        self.server_url = ctx.server_url
+        self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub)
+        self.volumes = VolumeCache(ctx.data_dir / "volumes", ctx.stub)
+        self.gpus = ctx.gpus
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.spares: dict[str, Box] = {}  # by image id, oldest first
         self.spares_starting: dict[str, asyncio.Task] = {}
         self.stopping = False
         self.relay: "Relay | None" = None
-        self.relay_path = data_dir / "control.sock"
+        self.relay_path = ctx.data_dir / "control.sock"
 
     def running(self):
         return [cid for cid, p in self.procs.items() if p.returncode is None]
@@ -142,8 +146,7 @@ class ContainerBackend:
         if image.image_id not in self.spares_starting and image.image_id not in self.spares:
             self.spares_starting[image.image_id] = asyncio.get_running_loop().create_task(self._make_spare(image))
 
-    async def run(self, sc: api_pb2.StartContainer) -> tuple[int, str, str, bool]:
-        """Start the container, wait for it to end; returns (exit code, cause, log tail, out of memory)."""
+    async def run(self, sc: api_pb2.StartContainer) -> Exit:
         image = sc.image
         await self.layers.ensure(image, {layer.layer_id: layer.blob_id for layer in sc.layers},
                                  lambda text: log.info("image %s: %s", image.image_id[:12], text.rstrip()))
@@ -172,7 +175,7 @@ class ContainerBackend:
         else:
             reason = describe_exit(code)
         log.info("container %s %s", sc.container_id, reason)
-        return code, reason, tail, oom
+        return Exit(code, reason, tail, oom)
 
     async def _launch(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None) -> "Box":
         """Start a sandbox running Ember's runtime: for the container `sc`, or a spare (sc None)."""
@@ -284,9 +287,8 @@ class ContainerBackend:
             return
         if kill:
             proc.kill()  # the sandbox dies, and its container with it (it is PID 1 of its namespace)
-            return
-        proc.terminate()  # forwarded to the container
-        asyncio.get_running_loop().call_later(STOP_GRACE, lambda: proc.returncode is None and proc.kill())
+        else:
+            terminate(proc)  # the sandbox forwards SIGTERM to the container
 
     async def stop_all(self):
         self.stopping = True

@@ -21,13 +21,16 @@ import grpc
 from .._ids import new_id
 from ..config import GRPC_OPTIONS, grpc_target, server_url
 from ..proto import api_pb2, api_pb2_grpc
-from . import container, gpus, images, runtime_files
+from . import backend as backends
+from . import gpus, images, runtime_files
+from .container import ContainerBackend
 from .process import ProcessBackend
-from .volumes import VolumeCache
 
 log = logging.getLogger("ember.worker")
 
 HEARTBEAT = 2.0  # seconds
+# The runtime backends, in order of preference: `--backend auto` runs the first available.
+BACKENDS = (ContainerBackend, ProcessBackend)
 
 
 def _memory_mb() -> int:
@@ -41,6 +44,7 @@ def _memory_mb() -> int:
 class Worker:
     def __init__(self, server_url: str, data_dir: pathlib.Path, cpu: float, memory_mb: int, name: str,
                  backend: str = "auto", cache_dir: pathlib.Path | None = None):
+        chosen, self.why = backends.choose(backend, BACKENDS)  # why: the reason it runs without isolation
         self.server_url = server_url
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -54,20 +58,10 @@ class Worker:
         self.name = name
         self.stub = None  # the control plane, while connected
         cache_dir = cache_dir or data_dir
-        runtime_dir = runtime_files.prepare(cache_dir / "runtime")
         self.gpus = gpus.discover()
-        why = container.unavailable_reason()
-        if backend == "auto" and why is None and shutil.which("debootstrap") is None:
-            why = "Debian's debootstrap, which builds images, is not installed (apt-get install debootstrap)"
-        if backend == "container" and why:
-            raise SystemExit(f"ember worker: the container backend is not available here: {why}")
-        if backend == "process" or why:
-            self.backend = ProcessBackend(data_dir, server_url, runtime_dir, self._stub, why or "asked for")
-        else:
-            self.backend = container.ContainerBackend(
-                data_dir, server_url, images.LayerCache(cache_dir / "layers", runtime_dir, self._stub),
-                VolumeCache(data_dir / "volumes", self._stub), self.gpus)
-        self.why = why or ("asked for" if backend == "process" else "")
+        self.backend: backends.RuntimeBackend = chosen(backends.Context(
+            data_dir=data_dir, cache_dir=cache_dir, server_url=server_url,
+            runtime_dir=runtime_files.prepare(cache_dir / "runtime"), stub=self._stub, gpus=self.gpus))
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         self.tasks: dict[str, asyncio.Task] = {}
         self.out: asyncio.Queue | None = None
@@ -164,6 +158,7 @@ class Worker:
 
         error = ""
         try:
+            self._check_capabilities(b.image)
             known = {layer.layer_id: layer.blob_id for layer in b.layers}
             await self.backend.build(b.image, known, b.force, log_fn, report)
         except images.BuildError as e:
@@ -175,11 +170,19 @@ class Worker:
             self.builds.pop(b.build_id, None)
         out.put_nowait(api_pb2.WorkerMessage(build_done=api_pb2.BuildDone(build_id=b.build_id, error=error)))
 
+    def _check_capabilities(self, image: api_pb2.Image, start: api_pb2.StartContainer | None = None):
+        """Raise BuildError if the image (or the container) needs what the backend has not got."""
+        refusal = backends.refusal(self.backend, self.why, image, start)
+        if refusal:
+            raise images.BuildError(refusal)
+
     async def _run_container(self, sc: api_pb2.StartContainer):
         Exited = api_pb2.ContainerExited
         try:
-            exit_code, reason, tail, oom = await self.backend.run(sc)
-            cause = Exited.OUT_OF_MEMORY if oom else Exited.EXITED
+            self._check_capabilities(sc.image, sc)
+            ended = await self.backend.run(sc)
+            exit_code, reason, tail = ended.exit_code, ended.reason, ended.log_tail
+            cause = Exited.OUT_OF_MEMORY if ended.out_of_memory else Exited.EXITED
         except images.BuildError as e:
             exit_code, reason, tail, cause = -1, f"could not start: {e}", "", Exited.START_FAILED
         except Exception as e:
@@ -202,10 +205,14 @@ def run(args) -> int:
               "(start one with `ember server`).", file=sys.stderr)
         return 2
     data_dir = pathlib.Path(args.data_dir).expanduser()
-    worker = Worker(url, data_dir, cpu=args.cpu or float(os.cpu_count() or 1),
-                    memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname(),
-                    backend=args.backend,
-                    cache_dir=pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else None)
+    try:
+        worker = Worker(url, data_dir, cpu=args.cpu or float(os.cpu_count() or 1),
+                        memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname(),
+                        backend=args.backend,
+                        cache_dir=pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else None)
+    except backends.Unavailable as e:
+        print(f"ember worker: {e}", file=sys.stderr)
+        return 2
 
     async def main():
         stop = asyncio.Event()

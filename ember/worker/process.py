@@ -2,10 +2,11 @@
 
 No isolation and no limits beyond a process of its own: the backend for machines where
 namespaces and cgroups are not available (not root, not Linux). An image becomes a virtual
-environment of its own (made with uv) with the image's Python packages; steps that need a root
-filesystem of their own (apt_install, run_commands, from_registry, files at absolute paths)
-are refused with an error that says so. A function without packages runs with the worker's
-own Python environment.
+environment of its own (made with uv) with the image's Python packages; its capabilities
+declare no root filesystem steps (apt_install, run_commands, from_registry, files at absolute
+paths), no volumes and no network of its own, and the worker refuses those with an error that
+says so. A function without packages runs with the worker's own Python environment. GPUs are
+usable, all of the machine's: nothing hides the others.
 """
 
 import asyncio
@@ -13,45 +14,40 @@ import logging
 import os
 import pathlib
 import shutil
-import signal
 import sys
 
 import uv
 
 from .._client import blobs
 from ..proto import api_pb2
+from .backend import Capabilities, Context, Exit, RuntimeBackend
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
+from .procs import describe_exit, kill_group, tail_of, terminate, terminate_all
 
 log = logging.getLogger("ember.worker")
 
-STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 # Steps that put nothing into a virtual environment: the worker's own Python serves them.
 NO_PACKAGES = {Step.DEBIAN_SLIM, Step.ENV, Step.WORKDIR}
 
 
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was killed by {name}"
-    return f"exited with code {code}"
-
-
-class ProcessBackend:
+class ProcessBackend(RuntimeBackend):
     name = "process"
+    capabilities = Capabilities(isolation=False, volumes=False, gpus=True, network_modes=frozenset({"host"}),
+                                root_filesystem_steps=False)
 
-    def __init__(self, data_dir: pathlib.Path, server_url: str, runtime_dir: pathlib.Path, blob_stub, why: str):
-        self.root = data_dir / "containers"
-        self.code_cache = data_dir / "code"
-        self.venvs = data_dir / "venvs"
+    @staticmethod
+    def available() -> str | None:
+        return None  # a child process with a session of its own: anywhere the worker runs
+
+    def __init__(self, ctx: Context):
+        self.root = ctx.data_dir / "containers"
+        self.code_cache = ctx.data_dir / "code"
+        self.venvs = ctx.data_dir / "venvs"
         for d in (self.root, self.code_cache, self.venvs):
             d.mkdir(parents=True, exist_ok=True)
-        self.server_url = server_url
-        self.runtime_dir = runtime_dir
-        self.stub = blob_stub  # () -> a connected gRPC stub, for the blob store
-        self.why = why  # why this machine has no container backend, for error messages
+        self.server_url = ctx.server_url
+        self.runtime_dir = ctx.runtime_dir
+        self.stub = ctx.stub
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.locks: dict[str, asyncio.Lock] = {}
 
@@ -101,9 +97,8 @@ class ProcessBackend:
                               f"f, a, k = cloudpickle.load(open({str(files / 'blob')!r}, 'rb'))\nf(*a, **k)")
                     env = dict(os.environ, PYTHONPATH=f"{self.runtime_dir}:{tmp / 'src'}")
                     await run_logged([py, "-c", loader], env, log_fn, s.args[0] + "()")
-                else:
-                    raise BuildError(f"{describe_step(s)} needs the container backend, and this worker runs the "
-                                     f"process backend ({self.why}): run the worker as root on Linux")
+                else:  # the worker refused the steps this backend lacks (backend.refusal)
+                    raise BuildError(f"unknown image step {s.kind}: is the worker older than the client?")
             tmp.rename(venv)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -120,11 +115,7 @@ class ProcessBackend:
     def running(self):
         return [cid for cid, p in self.procs.items() if p.returncode is None]
 
-    async def run(self, sc: api_pb2.StartContainer) -> tuple[int, str, str, bool]:
-        """Start the container, wait for it to end; returns (exit code, cause, log tail, out of memory)."""
-        if sc.volumes:
-            raise BuildError(f"volumes need the container backend, and this worker runs the process backend "
-                                    f"({self.why}): run the worker as root on Linux")
+    async def run(self, sc: api_pb2.StartContainer) -> Exit:
         cid = sc.container_id
         workdir = self.root / cid
         workdir.mkdir(parents=True, exist_ok=True)
@@ -145,61 +136,25 @@ class ProcessBackend:
             code = await proc.wait()
         finally:
             self.procs.pop(cid, None)
-            _kill_group(proc.pid)  # what it started and left behind (a web_server's server, say)
+            kill_group(proc.pid)  # what it started and left behind (a web_server's server, say)
         tail = tail_of(log_path)
         log_path.unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
         reason = describe_exit(code)
         log.info("container %s %s", cid, reason)
-        return code, reason, tail, False
+        return Exit(code, reason, tail)
 
     def stop(self, container_id: str, kill: bool = False):
         proc = self.procs.get(container_id)
         if proc is None or proc.returncode is not None:
             return
         if kill:
-            _kill_group(proc.pid)
-            return
-        proc.terminate()
-        asyncio.get_running_loop().call_later(STOP_GRACE, self._kill_if_running, proc)
-
-    @staticmethod
-    def _kill_if_running(proc):
-        if proc.returncode is None:
-            proc.kill()
+            kill_group(proc.pid)
+        else:
+            terminate(proc)
 
     async def drain(self):
         pass  # nothing of a venv is shared through the blob store
 
     async def stop_all(self):
         await terminate_all(list(self.procs.values()))
-
-
-def _kill_group(pgid: int):
-    """SIGKILL a container's process group (it leads its own session): it and its children."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def terminate_all(procs, grace: float = 3.0):
-    """SIGTERM every process, then SIGKILL what is still running after `grace` seconds."""
-    for p in procs:
-        if p.returncode is None:
-            p.terminate()
-    try:
-        async with asyncio.timeout(grace):
-            await asyncio.gather(*(p.wait() for p in procs))
-    except TimeoutError:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-
-
-def tail_of(path: pathlib.Path, limit: int = 2000) -> str:
-    try:
-        data = path.read_bytes()[-limit:]
-    except OSError:
-        return ""
-    return data.decode(errors="replace").strip()

@@ -1,0 +1,141 @@
+"""The runtime backend: how a worker runs containers, behind one interface.
+
+A worker knows several backends, in order of preference, and runs one: the first that can
+run on its machine, or the one it is told to. Each backend declares what it can give a
+container (its Capabilities), so that the worker refuses what its backend lacks in one place,
+with one kind of error that names the cause and the fix, rather than each backend failing in
+its own way or quietly doing less than was asked.
+"""
+
+import abc
+import dataclasses
+import pathlib
+import typing
+
+from ..proto import api_pb2
+from .gpus import Gpu
+from .images import Log, Step, describe_step
+
+NETWORK_MODES = ("host", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a backend can give the containers it runs."""
+    isolation: bool  # namespaces, a root filesystem of their own, cgroup limits
+    volumes: bool  # ember.Volume mounts
+    gpus: bool  # the GPUs a container is given are usable in it
+    network_modes: frozenset[str]  # of NETWORK_MODES: the machine's network; none (block_network=True)
+    root_filesystem_steps: bool  # image steps that change files outside a Python environment
+
+
+@dataclasses.dataclass(frozen=True)
+class Exit:
+    """How a container ended."""
+    exit_code: int  # -N: killed by signal N
+    reason: str  # in words, for people: "exited with code 1"
+    log_tail: str  # the last of what it wrote before its runtime took over its output
+    out_of_memory: bool = False  # the kernel killed it for exceeding its memory limit
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a worker gives the backend it runs."""
+    data_dir: pathlib.Path  # the worker's own state
+    cache_dir: pathlib.Path  # image layers and build caches, which workers on one machine may share
+    server_url: str  # the control plane, as containers reach it
+    runtime_dir: pathlib.Path  # Ember's in-container runtime (runtime_files.prepare)
+    stub: typing.Callable  # () -> the connected control plane (for its blob store); BuildError if none
+    gpus: list[Gpu]  # the machine's GPUs, by index
+
+
+class RuntimeBackend(abc.ABC):
+    """How a worker runs containers. A backend is made with the worker's Context."""
+    name: typing.ClassVar[str]  # as in `ember worker --backend NAME`, and api_pb2.Backend
+    capabilities: typing.ClassVar[Capabilities]
+
+    @staticmethod
+    @abc.abstractmethod
+    def available() -> str | None:
+        """None if this backend can run on this machine, else why not (and the fix, if there is one)."""
+
+    @abc.abstractmethod
+    def running(self) -> list[str]:
+        """The ids of the containers it runs: the control plane hears of them after a reconnect."""
+
+    @abc.abstractmethod
+    async def build(self, image: api_pb2.Image, known: dict[str, str], force: bool, log: Log,
+                    report: typing.Callable[[api_pb2.Layer], None]):
+        """Make the image ready to run; `known` maps layer ids to their blobs, `report` hears of
+        each layer ready. A failure the user can fix is an images.BuildError."""
+
+    @abc.abstractmethod
+    async def run(self, start: api_pb2.StartContainer) -> Exit:
+        """Start the container and wait for it to end. One that cannot start raises images.BuildError."""
+
+    @abc.abstractmethod
+    def stop(self, container_id: str, kill: bool = False):
+        """Ask the container to finish (its runtime then stops it), or with `kill` end it now."""
+
+    @abc.abstractmethod
+    async def drain(self):
+        """Finish what must not be lost when the worker stops, while it is still connected."""
+
+    @abc.abstractmethod
+    async def stop_all(self):
+        """Stop every container, as the worker exits."""
+
+
+class Unavailable(Exception):
+    """The backend asked for cannot run on this machine."""
+
+
+def choose(name: str, backends: typing.Sequence[type[RuntimeBackend]]) -> tuple[type[RuntimeBackend], str]:
+    """The backend to run: the one named, or for "auto" the first of `backends` (in order of
+    preference) that is available. Also returns why the worker runs without isolation ("" if it
+    has it): the reason an isolating backend ahead of the chosen one was passed over."""
+    reasons = []  # why each backend passed over is not available, for the error if none is
+    passed_over = []  # why each isolating backend ahead of the chosen one is not it
+    for b in backends:
+        why = b.available()
+        if name in ("auto", b.name):
+            if why is None:
+                return b, ("" if b.capabilities.isolation or not passed_over else passed_over[0])
+            if name == b.name:
+                raise Unavailable(f"the {b.name} backend is not available here: {why}")
+        reasons.append(f"the {b.name} backend: {why}")
+        if b.capabilities.isolation:
+            passed_over.append(why or "asked for")
+    if name == "auto":
+        raise Unavailable("no runtime backend can run here: " + "; ".join(reasons))
+    raise Unavailable(f"there is no {name!r} backend (there are: {', '.join(b.name for b in backends)})")
+
+
+def needs_root_filesystem(step: api_pb2.ImageStep) -> bool:
+    """Whether the step changes files outside a Python environment: apt packages, shell
+    commands, a registry's root filesystem, local files at a path of their own (but not Python
+    source added with add_local_python_source, which is importable from anywhere)."""
+    return (step.kind in (Step.APT_INSTALL, Step.RUN_COMMANDS, Step.FROM_REGISTRY)
+            or (step.kind == Step.ADD_LOCAL and "compile" not in step.args))
+
+
+def refusal(backend: RuntimeBackend | type[RuntimeBackend], why: str, image: api_pb2.Image,
+            start: api_pb2.StartContainer | None = None) -> str | None:
+    """Why `backend` cannot build `image` (or start the container `start`), from its declared
+    capabilities, as the error the user reads; None if it can. `why`: why the worker runs this
+    backend. The container backend has every capability, so the error points to it."""
+    caps = backend.capabilities
+    need = None
+    if start is not None:
+        if start.volumes and not caps.volumes:
+            need = "volumes need"
+        elif start.gpu_indices and not caps.gpus:
+            need = "GPUs need"
+        elif start.block_network and "none" not in caps.network_modes:
+            need = "block_network=True needs"
+    if need is None and not caps.root_filesystem_steps:
+        need = next((f"{describe_step(s)} needs" for s in image.steps if needs_root_filesystem(s)), None)
+    if need is None:
+        return None
+    return (f"{need} the container backend, and this worker runs the {backend.name} backend ({why}): "
+            "run the worker as root on Linux")
