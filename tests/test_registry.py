@@ -203,9 +203,9 @@ class TokenAuthProxy(http.server.BaseHTTPRequestHandler):
         with urllib.request.urlopen(req) as r:
             self.reply(r.status, r.read(), {"Content-Type": r.headers["Content-Type"]})
 
-    def reply(self, code, body, headers={}):
+    def reply(self, code, body, headers=None):
         self.send_response(code)
-        for k, v in (headers | {"Content-Length": str(len(body))}).items():
+        for k, v in ((headers or {}) | {"Content-Length": str(len(body))}).items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)

@@ -159,7 +159,8 @@ class WebHost:
             print(f"ember: {req.method} {req.root_path}{req.path} failed:", file=sys.stderr)
             traceback.print_exc()
             if is_http and not started:
-                await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"text/plain")]})
                 await send({"type": "http.response.body", "body": b"Internal Server Error"})
             out = Output(input_id=input_id, status=Output.FAILURE, error=f"{type(e).__name__}: {e}")
         del self.requests[input_id]
@@ -269,7 +270,8 @@ class ProxyApp:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1003, "reason": "WebSockets to a web_server are not relayed"})
+            await send({"type": "websocket.close", "code": 1003,
+                        "reason": "WebSockets to a web_server are not relayed"})
             return
         body = await _read_body(receive)
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)

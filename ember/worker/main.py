@@ -111,7 +111,8 @@ class Worker:
             out.put_nowait(api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(
                 worker_id=self.worker_id, boot_id=self.boot_id, name=self.name, cpu=self.cpu,
                 memory_mb=self.memory_mb, running_container_ids=list(self.backend.running()),
-                backend=api_pb2.Backend.Value(f"BACKEND_{self.backend.name.upper()}"), gpus=[g.kind for g in self.gpus], backend_note=self.why)))
+                backend=api_pb2.Backend.Value(f"BACKEND_{self.backend.name.upper()}"),
+                gpus=[g.kind for g in self.gpus], backend_note=self.why)))
             for e in self.recent_exits:
                 out.put_nowait(api_pb2.WorkerMessage(container_exited=e))
 

@@ -87,7 +87,8 @@ def raw():
 def wsgi(environ, start_response):
     body = environ["wsgi.input"].read().decode()
     start_response("201 Created", [("Content-Type", "text/plain"), ("X-Script", environ["SCRIPT_NAME"])])
-    return [f"wsgi {environ['REQUEST_METHOD']} {environ['PATH_INFO']} ".encode(), f"q={environ['QUERY_STRING']} body={body}".encode()]
+    return [f"wsgi {environ['REQUEST_METHOD']} {environ['PATH_INFO']} ".encode(),
+            f"q={environ['QUERY_STRING']} body={body}".encode()]
 
 
 @app.function()

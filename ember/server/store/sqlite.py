@@ -292,7 +292,8 @@ class SqliteStore(Store):
     # ---- proxy tokens
 
     def proxy_tokens(self) -> list[tuple[str, str, float]]:
-        return self.db.execute("SELECT token_id, secret_hash, created_at FROM proxy_tokens ORDER BY created_at").fetchall()
+        return self.db.execute("SELECT token_id, secret_hash, created_at FROM proxy_tokens "
+                               "ORDER BY created_at").fetchall()
 
     def add_proxy_token(self, token_id: str, secret_hash: str, created_at: float):
         self._write()
