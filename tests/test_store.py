@@ -377,7 +377,8 @@ async def test_a_database_from_before_migrations_is_adopted(tmp_path, legacy):
     path = tmp_path / "ember.db"
     db = sqlite3.connect(path)
     # The code just before migrations created the tables of 0001 as they are, on every start.
-    old_schema = BEFORE_APP_VERSIONS if legacy == "before app versions" else (MIGRATIONS / "0001_initial.sql").read_text()
+    old_schema = (BEFORE_APP_VERSIONS if legacy == "before app versions"
+                  else (MIGRATIONS / "0001_initial.sql").read_text())
     db.executescript(old_schema)
     db.execute("INSERT INTO apps (app_id, name, state, created_at) VALUES ('ap-1', 'old', 'running', 1.0)")
     db.execute("INSERT INTO functions VALUES ('fn-1', 'ap-1', ?, 1.0)", (OLD_DEFINITION,))
