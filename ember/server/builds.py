@@ -81,11 +81,11 @@ class Builds:
 
     async def _wait_for_worker(self, build: Build, force: bool):
         build.add(api_pb2.ImageBuildEvent(log="waiting for a worker to build the image...\n"))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WORKER_WAIT
-        while (worker := self.fleet.builder()) is None and loop.time() < deadline:
-            await asyncio.sleep(0.1)
-        if worker is None:
+        try:
+            async with asyncio.timeout(WORKER_WAIT):
+                while (worker := self.fleet.builder()) is None:
+                    await self.fleet.worker_joined()
+        except TimeoutError:
             self._finish(build, f"no worker connected within {WORKER_WAIT:.0f}s to build the image: start one with "
                                 "`ember worker`")
             return

@@ -12,6 +12,7 @@ they (and their workers) reconnect, or their lease runs out.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -97,6 +98,7 @@ class Fleet:
         # Containers that existed before a restart and may still reconnect:
         # id -> (deadline, the inputs the store says it held).
         self._orphans: dict[str, tuple[float, list[InputState]]] = {}
+        self._joined = asyncio.Event()  # set (and replaced) each time a worker connects
 
     # ---- after a restart
 
@@ -154,6 +156,8 @@ class Fleet:
                 if cid in running:
                     send(_stop_command(cid, kill=True))
         log.info("worker %s connected (%.1f CPU, %d MiB)", reg.name, reg.cpu, reg.memory_mb)
+        self._joined.set()
+        self._joined = asyncio.Event()
         for fn in self.apps.functions():
             self.dispatch.dispatch(fn)
         return w
@@ -166,6 +170,10 @@ class Fleet:
             w.connected = False
             w.last_seen = self.clock()
             log.warning("worker %s disconnected", w.name)
+
+    async def worker_joined(self):
+        """Wait until the next worker connects."""
+        await self._joined.wait()
 
     def connected_workers(self) -> list[WorkerState]:
         return [w for w in self._workers.values() if w.connected]
