@@ -1,17 +1,16 @@
-"""The control plane's gRPC services (one per kind of caller): requests become Scheduler calls."""
+"""The control plane's gRPC services (one per kind of caller): requests become calls of the
+scheduler's parts (scheduler.py)."""
 
 import asyncio
 import contextlib
-import itertools
-import time
 
 import grpc
 
 from ..proto import api_pb2, api_pb2_grpc
 from .blobs import BlobNotFound, BlobStore
 from .objects import ObjectError, Objects
-from .secrets import Secrets
 from .scheduler import Scheduler
+from .secrets import Secrets
 from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
@@ -72,6 +71,12 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
                  heartbeat_interval: float):
         super().__init__(blobs)
         self.sched = sched
+        self.store = sched.store
+        self.apps = sched.apps
+        self.ledger = sched.ledger
+        self.fleet = sched.fleet
+        self.routes = sched.routes
+        self.builds = sched.builds
         self.heartbeat_interval = heartbeat_interval
         self.objects = Objects(sched.store)
         self.secrets = secrets
@@ -80,13 +85,13 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
     # ------------------------------------------------------------------ apps and functions
 
     async def AppCreate(self, req, context):
-        app_id = self.sched.create_app(req.name or "unnamed", deployed=req.deployed)
-        await self.sched.store.durable()
+        app_id = self.apps.create_app(req.name or "unnamed", deployed=req.deployed)
+        await self.store.durable()
         return api_pb2.AppCreateResponse(app_id=app_id, heartbeat_interval=self.heartbeat_interval,
-                                         unisolated_workers=self.sched.unisolated_workers())
+                                         unisolated_workers=self.fleet.unisolated_workers())
 
     async def AppHeartbeat(self, req, context):
-        if not self.sched.heartbeat_app(req.app_id):
+        if not self.apps.heartbeat(req.app_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not running")
         return EMPTY
 
@@ -100,41 +105,41 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         except ObjectError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND if e.not_found else grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        await self.sched.store.durable()
+        await self.store.durable()
         return result
 
     async def _app_by_ref(self, context, app_id: str, name: str):
         if not name:
-            return self.sched.apps.get(app_id)
+            return self.apps.app(app_id)
         try:
-            return self.sched.current_app(name)
+            return self.apps.current_app(name)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
 
     async def AppStop(self, req, context):
         app = await self._app_by_ref(context, req.app_id, req.name)
         if app is not None and req.drain:
-            self.sched.drain_app(app.app_id)
+            self.apps.drain(app.app_id)
         elif app is not None:
             self.sched.stop_app(app.app_id, "it was stopped by name" if req.name else "its client stopped it")
-        await self.sched.store.durable()
+        await self.store.durable()
         return EMPTY
 
     async def FunctionBind(self, req, context):
-        fid = await self._call(context, self.sched.bind_function, req.function_id, req.params)
+        fid = await self._call(context, self.apps.bind_function, req.function_id, req.params)
         return api_pb2.FunctionCreateResponse(function_id=fid)
 
     async def AppDeploy(self, req, context):
-        return api_pb2.AppDeployResponse(version=await self._call(context, self.sched.deploy_app, req.app_id))
+        return api_pb2.AppDeployResponse(version=await self._call(context, self.apps.deploy, req.app_id))
 
     async def AppList(self, req, context):
-        apps = sorted(self.sched.apps.values(), key=lambda a: (not a.deployed, a.name))
+        apps = sorted(self.apps.listing(), key=lambda a: (not a.deployed, a.name))
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
             app_id=a.app_id, name=a.name, deployed=a.deployed, version=a.version, num_functions=len(a.functions),
             state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING) for a in apps if a.version or not a.deployed])
 
     async def AppHistory(self, req, context):
-        rows = self.sched.store.app_history(req.name)
+        rows = self.store.app_history(req.name)
         if not rows:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no app named {req.name!r} was ever deployed")
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
@@ -143,7 +148,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             stopped_at=stopped_at or 0) for app_id, version, deployed_at, state, stopped_at in rows])
 
     async def FunctionLookup(self, req, context):
-        fn = await self._call(context, self.sched.lookup_function, req.app_name, req.name)
+        fn = await self._call(context, self.apps.lookup_function, req.app_name, req.name)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
                                               is_class=fn.definition.is_class, methods=fn.definition.methods,
                                               **self._web_urls(fn))
@@ -152,35 +157,22 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         app = await self._app_by_ref(context, req.app_id, req.app_name)
         if app is None:
             return
-        after = req.after_seq
-        loop = asyncio.get_running_loop()
-        while True:
-            # Sequence numbers in the buffer are consecutive, ending at app.log_seq.
-            first = app.log_seq - len(app.logs) + 1
-            entries = list(itertools.islice(app.logs, max(0, after + 1 - first), None))
-            if entries:
-                after = entries[-1].seq
-                yield api_pb2.LogBatch(entries=entries)
-                continue
-            if not app.running or req.stop_at_end:
-                return
-            fut = loop.create_future()
-            app.log_listeners.append(fut)
-            await fut
+        async for batch in app.log.follow(req.after_seq, req.stop_at_end):
+            yield batch
 
     async def FunctionCreate(self, req, context):
-        fid = await self._call(context, self.sched.create_function, req.app_id, req.definition)
-        return api_pb2.FunctionCreateResponse(function_id=fid, **self._web_urls(self.sched.functions[fid]))
+        fid = await self._call(context, self.apps.create_function, req.app_id, req.definition)
+        return api_pb2.FunctionCreateResponse(function_id=fid, **self._web_urls(self.apps.function(fid)))
 
     def _web_urls(self, fn) -> dict:
         """The web_url and method_web_urls fields of a function's responses."""
-        urls = self.sched.web_urls(fn)
+        urls = self.routes.urls(fn)
         return {"web_url": urls.pop("", ""), "method_web_urls": urls}
 
     async def ImageBuild(self, req, context):
-        async for event in self.sched.builds.follow(req.image, req.force):
+        async for event in self.builds.follow(req.image, req.force):
             if event.done:
-                await self.sched.store.durable()  # the layers it recorded
+                await self.store.durable()  # the layers it recorded
             yield event
 
     # ------------------------------------------------------------------ dicts, queues, volumes, secrets
@@ -226,7 +218,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def ObjectStream(self, request_iterator, context):
         stream = Duplex(request_iterator)
-        objects, store = self.objects, self.sched.store
+        objects, store = self.objects, self.store
 
         def answer(tag, result=None, error=None):
             if isinstance(result, api_pb2.DictResponse):
@@ -263,30 +255,17 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
     async def CallStream(self, request_iterator, context):
         stream = Duplex(request_iterator)
         send = stream.send
-        sched = self.sched
-
-        def final_output(call):
-            return sched.outputs_after(call, call.next_seq - 2, 1)[0]
-
-        def waiter(tag):
-            def on_output(call):
-                if call.done():
-                    send(api_pb2.CallResponse(tag=tag, output=final_output(call)))
-                else:
-                    call.listeners.append(on_output)
-            return on_output
+        ledger = self.ledger
 
         def handle(req):
             try:
-                call = sched.create_call(req.function_id, req.call_id,
-                                         [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend)
+                call = ledger.create_call(req.function_id, req.call_id,
+                                          [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend)
             except LookupError as e:
                 send(api_pb2.CallResponse(tag=req.tag, error=str(e)))
                 return
-            if call.done():
-                send(api_pb2.CallResponse(tag=req.tag, output=final_output(call)))
-            else:
-                call.listeners.append(waiter(req.tag))
+            ledger.when_done(call, lambda call, tag=req.tag: send(
+                api_pb2.CallResponse(tag=tag, output=ledger.last_output(call))))
 
         async with contextlib.aclosing(stream.run(handle)) as replies:
             async for resp in replies:
@@ -294,49 +273,28 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def FunctionCallCreate(self, req, context):
         try:
-            call = self.sched.create_call(req.function_id, req.call_id, list(req.inputs), req.inputs_complete)
+            call = self.ledger.create_call(req.function_id, req.call_id, list(req.inputs), req.inputs_complete)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot call function {req.function_id}: {e}")
-        await self.sched.store.durable()
+        await self.store.durable()
         return api_pb2.FunctionCallCreateResponse(call_id=call.call_id)
 
     async def FunctionCallPutInputs(self, req, context):
         try:
-            self.sched.put_inputs(req.call_id, list(req.inputs), req.inputs_complete)
+            self.ledger.put_inputs(req.call_id, list(req.inputs), req.inputs_complete)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot add inputs to {req.call_id}: {e}")
-        await self.sched.store.durable()
+        await self.store.durable()
         return EMPTY
 
     async def FunctionCallGetOutputs(self, req, context):
-        sched = self.sched
-        call = sched.lookup_call(req.call_id)
+        call = self.ledger.lookup_call(req.call_id)
         if call is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"there is no function call {req.call_id}: the id is wrong, or its outputs expired "
-                f"(they are kept {sched.output_retention / 3600:.0f} h after the call finishes)")
-        limit = req.max_outputs or 1000
-        outs = sched.outputs_after(call, req.after_seq, limit)
-        if not outs and not call.done() and req.timeout > 0:
-            fut = asyncio.get_running_loop().create_future()
-
-            def wake(_call):
-                if not fut.done():
-                    fut.set_result(None)
-
-            call.listeners.append(wake)
-            try:
-                async with asyncio.timeout(min(req.timeout, 60.0)):
-                    await fut
-            except TimeoutError:
-                pass
-            finally:
-                if wake in call.listeners:
-                    call.listeners.remove(wake)
-            outs = sched.outputs_after(call, req.after_seq, limit)
-        if call.done() and (outs[-1].seq if outs else req.after_seq) >= call.next_seq - 1:
-            call.fetched = True
+                f"(they are kept {self.ledger.retention / 3600:.0f} h after the call finishes)")
+        outs = await self.ledger.read_outputs(call, req.after_seq, req.max_outputs or 1000, req.timeout)
         return api_pb2.GetOutputsResponse(
             outputs=outs, function_id=call.function.function_id,
             inputs_complete=call.num_inputs is not None, num_inputs=call.num_inputs or 0,
@@ -344,8 +302,8 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             function_name=call.function.name)
 
     async def FunctionCallCancel(self, req, context):
-        self.sched.cancel_call(req.call_id)
-        await self.sched.store.durable()
+        self.ledger.cancel_call(req.call_id)
+        await self.store.durable()
         return EMPTY
 
 
@@ -354,33 +312,36 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
 
     def __init__(self, sched: Scheduler, blobs: BlobStore):
         super().__init__(blobs)
-        self.sched = sched
+        self.fleet = sched.fleet
+        self.builds = sched.builds
 
     async def WorkerConnect(self, request_iterator, context):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "register":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a worker must register first")
         stream = Duplex(request_iterator)
-        worker = self.sched.worker_connected(first.register, stream.send)
+        fleet, builds = self.fleet, self.builds
+        worker = fleet.worker_connected(first.register, stream.send)
 
         def handle(msg):
-            worker.last_seen = time.monotonic()
+            fleet.worker_seen(worker)
             kind = msg.WhichOneof("msg")
             if kind == "container_exited":
-                self.sched.container_exited(msg.container_exited)
+                fleet.container_exited(msg.container_exited)
             elif kind == "build_log":
-                self.sched.builds.on_log(msg.build_log)
+                builds.on_log(msg.build_log)
             elif kind == "layer_built":
-                self.sched.builds.on_layer(msg.layer_built)
+                builds.on_layer(msg.layer_built)
             elif kind == "build_done":
-                self.sched.builds.on_done(msg.build_done)
+                builds.on_done(msg.build_done)
 
         try:
             async with contextlib.aclosing(stream.run(handle, first=api_pb2.WorkerCommand(registered=EMPTY))) as cmds:
                 async for cmd in cmds:
                     yield cmd
         finally:
-            self.sched.worker_disconnected(worker)
+            builds.worker_lost(worker)
+            fleet.worker_disconnected(worker)
 
 
 class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
@@ -388,7 +349,8 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
 
     def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets):
         super().__init__(blobs)
-        self.sched = sched
+        self.fleet = sched.fleet
+        self.dispatch = sched.dispatch
         self.secrets = secrets
 
     async def ContainerConnect(self, request_iterator, context):
@@ -396,9 +358,9 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
         if first is None or first.WhichOneof("msg") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a container must say hello first")
         stream = Duplex(request_iterator)
-        sched = self.sched
-        c = sched.container_connected(first.hello, stream.send)
-        if c is None and first.hello.container_id in sched.orphans:
+        fleet, dispatch = self.fleet, self.dispatch
+        c = fleet.container_connected(first.hello, stream.send)
+        if c is None and fleet.is_orphan(first.hello.container_id):
             # From before a restart; its worker has not registered again yet. It retries.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "waiting for this container's worker to reconnect")
         if c is None:
@@ -410,24 +372,22 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
         def handle(msg):
             kind = msg.WhichOneof("msg")
             if kind == "outputs":
-                sched.container_outputs(c, msg.outputs, app.log_seq)
+                dispatch.container_outputs(c, msg.outputs, app.log.seq)
             elif kind == "logs":
-                sched.add_logs(c, msg.logs)
+                app.log.append(msg.logs.entries, c.container_id, fn.name)
             elif kind == "want_inputs":
-                sched.container_wants(c, msg.want_inputs)
+                dispatch.container_wants(c, msg.want_inputs)
             elif kind == "heartbeat":
-                c.last_seen = time.monotonic()
+                fleet.heartbeat(c)
             elif kind == "init_failure":
-                sched.container_init_failed(c, msg.init_failure)
+                fleet.container_init_failed(c, msg.init_failure)
 
         init = api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
             function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
-            app_function_ids={f.name: f.function_id for f in app.functions.values() if not f.definition.bound_params},
-            secret_env=self.secrets.env_for(fn.definition.secret_ids)))
+            app_function_ids=app.function_ids(), secret_env=self.secrets.env_for(fn.definition.secret_ids)))
         try:
             async with contextlib.aclosing(stream.run(handle, first=init)) as cmds:
                 async for cmd in cmds:
                     yield cmd
         finally:
-            if c.send == stream.send:  # not replaced by a newer stream of the same container
-                sched.container_disconnected(c)
+            fleet.container_disconnected(c, stream.send)

@@ -12,6 +12,8 @@ import logging
 
 from .._ids import new_id
 from ..proto import api_pb2
+from .fleet import Fleet
+from .store import Store
 
 log = logging.getLogger("ember.server")
 
@@ -35,9 +37,9 @@ class Build:
 
 
 class Builds:
-    def __init__(self, store, scheduler):
+    def __init__(self, store: Store, fleet: Fleet):
         self.store = store
-        self.sched = scheduler
+        self.fleet = fleet
         self.layers: dict[str, str] = store.layers()   # layer id -> blob id
         self.by_image: dict[str, Build] = {}
         self.by_id: dict[str, Build] = {}
@@ -67,7 +69,7 @@ class Builds:
             await build.changed.wait()
 
     async def _start(self, image: api_pb2.Image, force: bool) -> Build:
-        worker = self.sched.pick_builder()
+        worker = self.fleet.builder()
         build = Build(new_id("bd"), image, worker)
         self.by_image[image.image_id] = build
         self.by_id[build.build_id] = build
@@ -79,11 +81,11 @@ class Builds:
 
     async def _wait_for_worker(self, build: Build, force: bool):
         build.add(api_pb2.ImageBuildEvent(log="waiting for a worker to build the image...\n"))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WORKER_WAIT
-        while (worker := self.sched.pick_builder()) is None and loop.time() < deadline:
-            await asyncio.sleep(0.1)
-        if worker is None:
+        try:
+            async with asyncio.timeout(WORKER_WAIT):
+                while (worker := self.fleet.builder()) is None:
+                    await self.fleet.worker_joined()
+        except TimeoutError:
             self._finish(build, f"no worker connected within {WORKER_WAIT:.0f}s to build the image: start one with "
                                 "`ember worker`")
             return

@@ -18,8 +18,10 @@ import uvicorn
 
 from .._asgi import to_event, to_message
 from ..proto import api_pb2
-from .scheduler import InputState, Scheduler
+from .dispatch import Dispatch
+from .ledger import InputState, web_input
 from .tokens import ProxyTokens
+from .web_routes import WebRoutes
 
 log = logging.getLogger("ember.gateway")
 
@@ -29,10 +31,10 @@ Output = api_pb2.Output
 class WebRequest:
     """The gateway's side of one request: ASGI messages from the container, in order."""
 
-    __slots__ = ("request", "events", "outbox", "final", "started")
+    __slots__ = ("events", "final", "outbox", "request", "started")
 
-    def __init__(self):
-        self.request: api_pb2.HttpRequest | None = None
+    def __init__(self, request: api_pb2.HttpRequest):
+        self.request = request
         self.events: asyncio.Queue = asyncio.Queue()
         self.outbox: list[api_pb2.HttpEvent] = []   # for the container, until it has one
         self.final: api_pb2.Output | None = None
@@ -47,8 +49,9 @@ class WebRequest:
 
 
 class Gateway:
-    def __init__(self, sched: Scheduler, tokens: ProxyTokens):
-        self.sched = sched
+    def __init__(self, routes: WebRoutes, dispatch: Dispatch, tokens: ProxyTokens):
+        self.routes = routes
+        self.dispatch = dispatch
         self.tokens = tokens
 
     async def __call__(self, scope, receive, send):
@@ -56,7 +59,7 @@ class Gateway:
             return
         fn, endpoint, root, path = self._route(scope)
         if fn is None:
-            labels = ", ".join(sorted(self.sched.web_routes)) or "none"
+            labels = ", ".join(self.routes.labels()) or "none"
             return await _refuse(scope, send, 404, f"no web endpoint is served at {scope['path']!r} "
                                  f"(endpoints: {labels}); URLs look like /LABEL/...")
         spec = fn.definition.web_methods[endpoint] if endpoint else fn.definition.web
@@ -75,8 +78,9 @@ class Gateway:
             subprotocols=scope.get("subprotocols", ()),
             headers=[api_pb2.HttpHeader(name=k, value=v) for k, v in scope["headers"]],
             body=first.get("body", b""), more_body=first.get("more_body", False), endpoint=endpoint)
-        web = WebRequest()
-        inp = self.sched.submit_web(fn, request, web)
+        web = WebRequest(request)
+        inp = web_input(web)
+        self.dispatch.submit(fn, [inp], soon=True)
         relay = None
         try:
             if scope["type"] == "websocket" or request.more_body:
@@ -94,34 +98,32 @@ class Gateway:
                 status = {Output.CANCELLED: 503, Output.TIMEOUT: 504}.get(out.status, 500)
                 await _refuse(scope, send, status, f"{fn.name}: {out.error}")
         except OSError:  # the client went away while we answered
-            self.sched.web_abandoned(inp)
+            self.dispatch.abandon(inp)
         finally:
             if relay is not None:
                 relay.cancel()
-            if inp.input_id in inp.call.inputs and web.final is None:
-                self.sched.web_abandoned(inp)
+            self.dispatch.abandon(inp)  # if it is still open: its client is gone
 
     def _route(self, scope):
         """(function, class method, root path, path below it) for a request; function None if
         nothing serves it."""
-        sched = self.sched
         for name, value in scope["headers"]:
             if name == b"host":
                 if b"." in value:
-                    fn, endpoint = sched.web_function(value.split(b".", 1)[0].decode("latin-1"))
+                    fn, endpoint = self.routes.lookup(value.split(b".", 1)[0].decode("latin-1"))
                     if fn is not None:
                         return fn, endpoint, "", scope["path"]
                 break
         label, _, rest = scope["path"].lstrip("/").partition("/")
-        return *sched.web_function(label), f"/{label}", "/" + rest
+        return *self.routes.lookup(label), f"/{label}", "/" + rest
 
     async def _relay_requests(self, inp: InputState, receive):
         """The rest of the request, to its container, until the client is done."""
         while True:
             msg = await receive()
-            if inp.input_id not in inp.call.inputs:
+            if inp.done:
                 return
-            self.sched.web_to_container(inp, [to_event(inp.input_id, msg)])
+            self.dispatch.web_events(inp, [to_event(inp.input_id, msg)])
             if msg["type"].endswith("disconnect"):
                 return
 

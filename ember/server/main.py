@@ -39,8 +39,8 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     # Unless told where, the gateway takes the default port, or any free one if that is taken.
     http_host, _, http_port = (http or os.environ.get("EMBER_HTTP") or DEFAULT_HTTP).rpartition(":")
     sock = gateway.bind(http_host, int(http_port), fallback=http is None)
-    web_task, web_server = await gateway.start(gateway.Gateway(sched, tokens), sock)
-    sched.web_base_url = (web_url or f"http://{http_host}:{sock.getsockname()[1]}").rstrip("/")
+    web_task, web_server = await gateway.start(gateway.Gateway(sched.routes, sched.dispatch, tokens), sock)
+    sched.routes.base_url = (web_url or f"http://{http_host}:{sock.getsockname()[1]}").rstrip("/")
     server = grpc.aio.server(options=GRPC_OPTIONS)
     blobs = open_blob_store(data_dir / "blobs")
     secrets = Secrets(store, data_dir / "secret.key")
@@ -56,7 +56,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         host = address.rpartition(":")[0]
         bound = f"{host}:{server.add_insecure_port(address)}"
     await server.start()
-    print(f"ember server listening on {bound}, web endpoints at {sched.web_base_url} (data in {data_dir})",
+    print(f"ember server listening on {bound}, web endpoints at {sched.routes.base_url} (data in {data_dir})",
           flush=True)
     if ready_file:
         pathlib.Path(ready_file).write_text(bound)
@@ -75,7 +75,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                 since_expire += TICK
                 if since_expire >= EXPIRE_EVERY:
                     since_expire = 0
-                    sched.expire_outputs()
+                    sched.ledger.expire()
             except Exception:
                 log.exception("periodic check failed")
 

@@ -1,0 +1,249 @@
+"""Apps and their functions: creating, deploying, draining and stopping apps, and finding the
+function that takes a call, by name or by id.
+
+An ephemeral app lives while its client sends heartbeats. A deployed app lives on without a
+client, published as numbered versions of its name: the newest takes the calls, an older one
+finishes what it runs and then stops. A class is a function with methods; each instance (its
+parameters) is bound as a function of its own, with its own pool of containers.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .._ids import new_id
+from ..proto import api_pb2
+from .logs import AppLog
+from .store import Store
+from .web_routes import WebRoutes
+
+if TYPE_CHECKING:
+    from .fleet import ContainerState
+    from .ledger import InputState
+
+log = logging.getLogger("ember.server")
+
+
+class AppState:
+    __slots__ = ("app_id", "deployed", "functions", "heartbeat_at", "log", "name", "running", "superseded",
+                 "version")
+
+    def __init__(self, app_id: str, name: str, now: float, deployed=False, version=0, superseded=False):
+        self.app_id = app_id
+        self.name = name
+        self.deployed = deployed      # lives on without a client; versions replace each other
+        self.version = version        # 0 until published
+        self.superseded = superseded  # an old version: finishes its calls, then stops
+        self.running = True           # False once stopped: its functions take no more work
+        self.heartbeat_at = now
+        self.functions: dict[str, FunctionState] = {}
+        self.log = AppLog()
+
+    def function_ids(self) -> dict[str, str]:
+        """Its functions' ids by name (class instances' bound functions have none of their own)."""
+        return {f.name: f.function_id for f in self.functions.values() if not f.definition.bound_params}
+
+
+class FunctionState:
+    __slots__ = ("app", "capacity_warned", "containers", "definition", "dispatch_soon", "exec_ewma", "function_id",
+                 "init_failure", "pending", "serves_web", "start_failures")
+
+    def __init__(self, function_id: str, app: AppState, definition: api_pb2.FunctionDefinition):
+        self.function_id = function_id
+        self.app = app
+        self.definition = definition
+        self.serves_web = bool(definition.web.kind or definition.web_methods)
+        # Its inputs waiting for a container (dispatch.py's queue), and whether a dispatch is due
+        # at the end of this loop iteration.
+        self.pending: collections.deque[InputState] = collections.deque()
+        self.dispatch_soon = False
+        self.containers: dict[str, ContainerState] = {}  # the fleet's, for this function
+        self.exec_ewma: float | None = None   # seconds per input, per container, as seen here
+        self.capacity_warned = 0.0            # when placement last said that no worker fits it
+        self.init_failure: api_pb2.ContainerInitFailure | None = None  # its code cannot load: calls fail
+        self.start_failures = 0               # its containers that exited before connecting, in a row
+
+    @property
+    def name(self):
+        return self.definition.name
+
+
+class Apps:
+    def __init__(self, store: Store, routes: WebRoutes, *, app_timeout: float, clock=time.monotonic):
+        self.store = store
+        self.routes = routes
+        self.app_timeout = app_timeout
+        self.clock = clock
+        self.started_at = clock()
+        self._apps: dict[str, AppState] = {}
+        self._functions: dict[str, FunctionState] = {}  # of running apps
+        self._deployments: dict[str, str] = {}  # deployed app name -> the app id of its current version
+        self._bound: dict[tuple[str, bytes], str] = {}  # (class function, parameters) -> its bound function
+
+    def recover(self):
+        """Load the apps that were running when the control plane last stopped, and their functions."""
+        for app_id, name, deployed, version, state in self.store.running_apps():
+            self._apps[app_id] = AppState(app_id, name, self.clock(), bool(deployed), version, state == "superseded")
+            if deployed and version and state == "running":
+                self._deployments[name] = app_id
+        for fid, app_id, definition in self.store.functions_of_running_apps():
+            app = self._apps[app_id]
+            fn = self._add_function(fid, app, definition)
+            if not app.deployed or self._deployments.get(app.name) == app_id:
+                self.routes.route(fn)
+
+    # ---- apps
+
+    def create_app(self, name: str, deployed: bool = False) -> str:
+        app_id = new_id("ap")
+        self.store.create_app(app_id, name, deployed)
+        self._apps[app_id] = AppState(app_id, name, self.clock(), deployed)
+        return app_id
+
+    def deploy(self, app_id: str) -> int:
+        """Publish a deployed app as the current version of its name; the previous version
+        takes no new calls (they go to this one) and stops once its calls are done."""
+        app = self._apps.get(app_id)
+        if app is None or not app.deployed:
+            raise LookupError(f"app {app_id} is not a running deployed app")
+        old = self._apps.get(self._deployments.get(app.name, ""))
+        app.version = self.store.last_version(app.name) + 1
+        self._deployments[app.name] = app_id
+        if old is not None:
+            old.superseded = True
+        for fn in app.functions.values():
+            self.routes.route(fn)
+        self.store.deploy_app(app_id, app.version, old.app_id if old else None)
+        log.info("app %s deployed as version %d (%s)", app.name, app.version, app_id)
+        return app.version
+
+    def drain(self, app_id: str):
+        """Stop an app once its running calls are done; it takes no new ones (`ember serve`
+        drains the version it replaced)."""
+        app = self._apps.get(app_id)
+        if app is not None:
+            app.superseded = True
+            for fn in app.functions.values():
+                self.routes.unroute(fn)
+
+    def remove(self, app_id: str) -> AppState | None:
+        """Take a running app out, marked stopped: it takes no calls and serves no URLs. Its
+        calls and containers are the caller's to end (Scheduler.stop_app)."""
+        app = self._apps.pop(app_id, None)
+        if app is None:
+            return None
+        app.running = False
+        if self._deployments.get(app.name) == app_id:
+            del self._deployments[app.name]
+        self.store.stop_app(app_id)
+        for fn in app.functions.values():
+            self._functions.pop(fn.function_id, None)
+            self.routes.unroute(fn)
+        return app
+
+    def heartbeat(self, app_id: str) -> bool:
+        app = self._apps.get(app_id)
+        if app is None:
+            return False
+        app.heartbeat_at = self.clock()
+        return True
+
+    def silent(self, app: AppState, now: float) -> bool:
+        """An ephemeral app whose client sent no heartbeat for app_timeout (counted from the
+        control plane's start too: clients reconnect after a restart)."""
+        return (not app.deployed and now - app.heartbeat_at > self.app_timeout
+                and now - self.started_at > self.app_timeout)
+
+    def app(self, app_id: str) -> AppState | None:
+        return self._apps.get(app_id)
+
+    def listing(self) -> list[AppState]:
+        """The running apps (deployed ones, current and superseded, and ephemeral ones)."""
+        return list(self._apps.values())
+
+    def current_versions(self) -> list[AppState]:
+        """The current version of each deployed app."""
+        return [self._apps[app_id] for app_id in self._deployments.values()]
+
+    def current_app(self, name: str) -> AppState:
+        app = self._apps.get(self._deployments.get(name, ""))
+        if app is None:
+            deployed = sorted(self._deployments)
+            raise LookupError(f"there is no deployed app named {name!r} (deployed: {', '.join(deployed) or 'none'}); "
+                              f"deploy it with `ember deploy FILE --name {name}`")
+        return app
+
+    # ---- functions
+
+    def create_function(self, app_id: str, definition: api_pb2.FunctionDefinition) -> str:
+        app = self._apps.get(app_id)
+        if app is None:
+            raise LookupError(f"app {app_id} is not running")
+        fid = new_id("fu")
+        self.store.create_function(fid, app_id, definition)
+        fn = self._add_function(fid, app, definition)
+        if not app.deployed:
+            self.routes.route(fn)
+        return fid
+
+    def _add_function(self, fid: str, app: AppState, definition: api_pb2.FunctionDefinition) -> FunctionState:
+        fn = FunctionState(fid, app, definition)
+        self._functions[fid] = fn
+        app.functions[fid] = fn
+        return fn
+
+    def bind_function(self, function_id: str, params: bytes) -> str:
+        """The function of a class instance with these parameters: its own pool of containers."""
+        parent = self.function_for_call(function_id)
+        if not parent.definition.is_class:
+            raise LookupError(f"{parent.name} is not a class")
+        key = (parent.function_id, params)
+        fid = self._bound.get(key)
+        if fid is None or fid not in self._functions:
+            d = api_pb2.FunctionDefinition()
+            d.CopyFrom(parent.definition)
+            d.bound_params = params
+            fid = self._bound[key] = self.create_function(parent.app.app_id, d)
+        return fid
+
+    def function(self, function_id: str) -> FunctionState | None:
+        """A function of a running app."""
+        return self._functions.get(function_id)
+
+    def functions(self) -> list[FunctionState]:
+        return list(self._functions.values())
+
+    def lookup_function(self, app_name: str, name: str) -> FunctionState:
+        app = self.current_app(app_name)
+        for fn in app.functions.values():
+            if fn.name == name and not fn.definition.bound_params:
+                return fn
+        names = sorted(fn.name for fn in app.functions.values() if not fn.definition.bound_params)
+        raise LookupError(f"app {app_name!r} has no function {name!r}; it has: {', '.join(names) or 'none'}")
+
+    def function_for_call(self, function_id: str) -> FunctionState:
+        """The function that takes a new call of function_id."""
+        fn = self._functions.get(function_id)
+        if fn is None or fn.app.superseded:
+            # A function of an older version of a deployed app: its current version takes the call.
+            origin = (fn.app.name, fn.name) if fn is not None else self.store.function_origin(function_id)
+            if origin is not None and origin[0] in self._deployments:
+                try:
+                    return self.lookup_function(*origin)
+                except LookupError:
+                    pass
+        if fn is None:
+            if self.store.function(function_id) is None:
+                raise LookupError(f"there is no function with id {function_id}")
+            raise LookupError("its app is not running (it was stopped, or its client went away)")
+        return fn
+
+    def stopped_function(self, function_id: str) -> FunctionState:
+        """A stand-in for a function whose app stopped, read from the store: for its old calls."""
+        app_id, definition = self.store.function(function_id)
+        fn = FunctionState(function_id, AppState(app_id, "", self.clock()), definition)
+        fn.app.running = False
+        return fn

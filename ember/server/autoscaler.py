@@ -1,0 +1,75 @@
+"""The autoscaler: how many containers each function needs.
+
+A function gets another container when its backlog would take longer to drain with the
+containers it has than a new container takes to start, up to its max_containers (and the
+workers' room, placement.py). It keeps min_containers started even with no input, and a
+container idle for the function's scale-down window stops, down to min_containers.
+"""
+
+import logging
+import math
+import time
+
+from .apps import FunctionState
+from .fleet import READY, ContainerState, Fleet
+from .placement import Placement
+
+log = logging.getLogger("ember.server")
+
+
+class Autoscaler:
+    def __init__(self, fleet: Fleet, placement: Placement, *, clock=time.monotonic):
+        self.fleet = fleet
+        self.placement = placement
+        self.clock = clock
+
+    def scale_up(self, fn: FunctionState):
+        """Start containers when the backlog would take longer to drain than a start takes."""
+        if not fn.pending or not fn.app.running or fn.init_failure is not None:
+            return
+        live = [c for c in fn.containers.values() if not c.stopping]
+        n_live = len(live)
+        limit = fn.definition.max_containers or 1_000_000
+        outstanding = len(fn.pending) + sum(len(c.held) for c in live)
+        if n_live == 0:
+            target = 1
+        else:
+            est = self._exec_estimate(fn, live)
+            if est is None:
+                return  # nothing has run yet: wait for the first container to tell us
+            work = len(fn.pending) * est
+            target = max(n_live, math.ceil(work / self.fleet.cold_start))
+        target = min(target, limit, outstanding)
+        for _ in range(target - n_live):
+            if not self.placement.start_container(fn):
+                break
+
+    def tick(self, fn: FunctionState, now: float):
+        """Scale down what is idle, up for a backlog, and keep min_containers warm."""
+        window = fn.definition.scaledown_window
+        for c in list(fn.containers.values()):
+            if (c.state == READY and not c.held and not c.stopping and now - c.since > window
+                    and len(fn.containers) > fn.definition.min_containers):
+                log.info("container %s of %s idle for %.0fs: stopping", c.container_id, fn.name, window)
+                self.fleet.stop(c)
+        if fn.pending:
+            self.scale_up(fn)
+        self._keep_warm(fn)
+
+    def _keep_warm(self, fn: FunctionState):
+        """Keep min_containers of a running app's function started, before any input asks."""
+        want = fn.definition.min_containers
+        if not want or not fn.app.running or fn.app.superseded or fn.init_failure is not None:
+            return
+        for _ in range(want - sum(1 for c in fn.containers.values() if not c.stopping)):
+            if not self.placement.start_container(fn):
+                break
+
+    def _exec_estimate(self, fn: FunctionState, live: list[ContainerState]) -> float | None:
+        """Seconds a container spends per input: measured, or at least what the inputs running
+        now have taken so far (which tells that a first, slow input is slow)."""
+        now = self.clock()
+        running = max((now - c.since) / len(c.held) for c in live if c.held) if any(c.held for c in live) else 0.0
+        if fn.exec_ewma is None:
+            return running or None
+        return max(fn.exec_ewma, running)

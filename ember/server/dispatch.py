@@ -1,0 +1,253 @@
+"""Dispatch: each function's queue of inputs, and their leases to the containers that run them.
+
+Every way of starting work enters through `submit`: a call's new inputs (.remote, .spawn, .map,
+a scheduled run) once the ledger has written them, a web request (never written), and an input
+that runs again (a retry after its backoff, or one whose lease was lost). Queued inputs are
+handed to containers that said they want work (no polling: each event, an input arriving or a
+container asking for more, runs `dispatch`); when work is left over, the autoscaler is asked
+for containers.
+
+Leases: an input handed to a container is held by that container until its output arrives.
+If the container exits, the worker reports why and the input it was running is retried (a
+failed attempt, retries.py); if the container or its worker vanishes without a report, the
+fleet gives up on it once the lease timeout has passed, and its inputs return to the queue (a
+lost lease, which does not use up a retry). Which container holds an input reaches the store
+with the next write: a hint for recovery after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..proto import api_pb2
+from . import retries
+from .apps import FunctionState
+from .ledger import InputState, Ledger
+from .retries import FINAL_FAILURES
+from .store import Store
+
+if TYPE_CHECKING:
+    from .autoscaler import Autoscaler
+    from .fleet import ContainerState
+
+log = logging.getLogger("ember.server")
+
+Output = api_pb2.Output
+
+
+def call_later(delay: float, callback):
+    asyncio.get_running_loop().call_later(delay, callback)
+
+
+class Dispatch:
+    def __init__(self, store: Store, ledger: Ledger, *, clock=time.monotonic, later=call_later):
+        self.store = store
+        self.ledger = ledger
+        self.clock = clock
+        self.later = later  # later(delay, callback): a retry's backoff
+        self.autoscaler: Autoscaler  # asked for containers when a queue has work left; set by the Scheduler
+
+    def submit(self, fn: FunctionState, inputs: list[InputState], *, again=False, delay=0.0, soon=False):
+        """Queue inputs of a function, and hand what it can to its containers.
+
+        New inputs join the back of the queue. An input that runs `again` (a retry, a lost
+        lease) goes to the front, after `delay` seconds (its backoff), if it is still open and
+        its app still runs. `soon` dispatches at the end of this loop iteration, with whatever
+        else arrives in it: web requests that arrive together go to containers together, in
+        one message rather than one each.
+        """
+        if delay > 0:
+            self.later(delay, functools.partial(self.submit, fn, inputs, again=again, soon=soon))
+            return
+        if again:
+            inputs = [inp for inp in inputs if not inp.done] if fn.app.running else []
+            if not inputs:
+                return
+            fn.pending.extendleft(reversed(inputs))
+        else:
+            fn.pending.extend(inputs)
+        if not soon:
+            self.dispatch(fn)
+        elif not fn.dispatch_soon:
+            fn.dispatch_soon = True
+            asyncio.get_running_loop().call_soon(self._dispatch_soon, fn)
+
+    def _dispatch_soon(self, fn: FunctionState):
+        fn.dispatch_soon = False
+        if fn.app.running:
+            self.dispatch(fn)
+
+    def restore(self, inp: InputState):
+        """An input loaded after a restart, back in its queue: it goes out once its function
+        has containers (none is connected yet)."""
+        inp.call.function.pending.append(inp)
+
+    def dispatch(self, fn: FunctionState):
+        """Hand queued inputs to containers that want them; start containers if needed."""
+        pending = fn.pending
+        if not pending:
+            return
+        if fn.init_failure is not None:
+            self.fail_init(fn)
+            return
+        ready = [c for c in fn.containers.values() if c.want > 0 and c.send is not None and not c.stopping]
+        if ready:
+            ready.sort(key=lambda c: len(c.held))
+            with_events = []
+            for c in ready:
+                batch, stored = [], []
+                if not c.held:
+                    c.since = self.clock()
+                while c.want > 0 and pending:
+                    inp = pending.popleft()
+                    if inp.done:
+                        continue  # cancelled (or its client left) while queued
+                    inp.attempts += 1  # an attempt is charged here (retries.py)
+                    inp.container = c
+                    c.held[inp.input_id] = inp
+                    c.want -= 1
+                    if inp.web is not None:
+                        batch.append(api_pb2.Input(input_id=inp.input_id, http=inp.web.request, attempt=1))
+                        if inp.web.outbox:
+                            with_events.append(inp)
+                        continue
+                    batch.append(api_pb2.Input(input_id=inp.input_id, call_id=inp.call.call_id, idx=inp.idx,
+                                               args=api_pb2.Payload.FromString(inp.args),
+                                               attempt=inp.attempts))
+                    stored.append(inp.input_id)
+                if batch:
+                    if stored:
+                        self.store.assign_inputs(c.container_id, stored)
+                    c.send(api_pb2.ContainerCommand(inputs=api_pb2.InputBatch(inputs=batch)))
+                for inp in with_events:  # what came of a request while it waited for a container
+                    events, inp.web.outbox = inp.web.outbox, []
+                    self.web_events(inp, events)
+                with_events.clear()
+                if not pending:
+                    return
+        self.autoscaler.scale_up(fn)
+
+    # ---- what containers say
+
+    def container_wants(self, c: ContainerState, n: int):
+        c.want += n
+        c.last_seen = self.clock()
+        self.dispatch(c.function)
+
+    def container_outputs(self, c: ContainerState, batch: api_pb2.OutputBatch, log_seq: int):
+        c.last_seen = now = self.clock()
+        fn = c.function
+        for ev in batch.http:
+            inp = c.held.get(ev.input_id)
+            if inp is not None and inp.web is not None:
+                inp.web.deliver(ev)
+        results = []
+        finals = sum(1 for o in batch.outputs if o.status != Output.GENERATOR_ITEM)
+        if finals:
+            per_input = (now - c.since) / finals
+            fn.exec_ewma = per_input if fn.exec_ewma is None else 0.7 * fn.exec_ewma + 0.3 * per_input
+        for out in batch.outputs:
+            inp = c.held.get(out.input_id)
+            if inp is None:
+                continue  # not ours any more (cancelled, requeued after a lost lease)
+            if out.status in FINAL_FAILURES and self.retry(inp, out):
+                continue
+            results.append((inp, out))
+        self.ledger.record_outputs(results, log_seq)
+        c.since = now  # idle from now on, or running its next held input from now on
+        if batch.want_inputs:
+            self.container_wants(c, batch.want_inputs)
+
+    # ---- failures and lost leases
+
+    def retry(self, inp: InputState, out: api_pb2.Output) -> bool:
+        """Schedule another attempt of a failed one if the policy allows; True if it will run."""
+        delay = retries.retry_delay(inp, out)
+        if delay is None:
+            return False
+        policy = inp.call.function.definition.retries
+        log.info("input %s failed (%s): attempt %d of %d in %.1fs", inp.input_id,
+                 out.error or Output.Status.Name(out.status), inp.attempts + 1, policy.max_retries + 1, delay)
+        inp.release()
+        self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, time.time() + delay)
+        self.submit(inp.call.function, [inp], again=True, delay=delay)
+        return True
+
+    def fail(self, inp: InputState, out: api_pb2.Output):
+        """An attempt failed: it runs again if the policy allows, else this is its output."""
+        if not self.retry(inp, out):
+            self.ledger.record_outputs([(inp, out)])
+
+    def requeue(self, inp: InputState, lost: bool):
+        """Put an input back without charging an attempt: it never ran, or its container
+        vanished without a word (lost: counted, and capped at MAX_LOST)."""
+        if inp.web is not None:  # it may have answered in part: it ends here
+            self.ledger.record_outputs([(inp, Output(input_id=inp.input_id, status=Output.CONTAINER_EXITED,
+                                                     error="its container was lost while it ran"))])
+            return
+        inp.release()
+        if not retries.give_back(inp, lost):
+            self.ledger.record_outputs([(inp, Output(
+                input_id=inp.input_id, idx=inp.idx, status=Output.CONTAINER_EXITED,
+                error=f"its container was lost {inp.lost} times (worker or network failures)"))])
+            return
+        self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, 0)
+        self.submit(inp.call.function, [inp], again=True)
+
+    def fail_init(self, fn: FunctionState, held: Sequence[InputState] = ()):
+        """Its containers cannot load it (fn.init_failure): every queued input fails with why,
+        after those its container held."""
+        failure = fn.init_failure
+        inputs, fn.pending = [*held, *fn.pending], collections.deque()
+        # An exception from a class's enter hook is the user's own: the calls fail with it as is.
+        status = Output.FAILURE if failure.in_enter else Output.INIT_FAILURE
+        self.ledger.record_outputs([(inp, Output(
+            input_id=inp.input_id, idx=inp.idx, status=status, error=failure.error,
+            traceback=failure.traceback, data=failure.exception)) for inp in inputs])
+
+    # ---- cancellation
+
+    def cancel(self, fn: FunctionState, inputs: list[InputState], reason: str):
+        """End open inputs as cancelled: a container running one is told, queued ones leave the queue."""
+        for inp in inputs:
+            if inp.container is not None and inp.container.send is not None:
+                inp.container.send(api_pb2.ContainerCommand(cancel_input_id=inp.input_id))
+        self.ledger.record_outputs([(inp, Output(input_id=inp.input_id, idx=inp.idx, status=Output.CANCELLED,
+                                                 error=reason)) for inp in inputs])
+        if fn.pending:
+            fn.pending = collections.deque(i for i in fn.pending if not i.done)
+
+    def cancel_web(self, fn: FunctionState, reason: str):
+        """End a function's open web requests as cancelled (its app stopped)."""
+        if fn.serves_web:
+            self.cancel(fn, [i for i in fn.pending if i.web is not None and not i.done] + [
+                i for c in fn.containers.values() for i in c.held.values() if i.web is not None], reason)
+
+    def busy(self, fn: FunctionState) -> bool:
+        """Whether a function has inputs queued or running."""
+        return any(not i.done for i in fn.pending) or any(c.held for c in fn.containers.values())
+
+    # ---- the rest of a web request
+
+    def web_events(self, inp: InputState, events: list[api_pb2.HttpEvent]):
+        """More of a request (body, disconnect, WebSocket messages): now, or once it has a container."""
+        c = inp.container
+        if c is not None and c.send is not None:
+            c.send(api_pb2.ContainerCommand(http=api_pb2.HttpEvents(events=events)))
+        else:
+            inp.web.outbox.extend(events)
+
+    def abandon(self, inp: InputState):
+        """A web request's client went away: a queued request is dropped, a running one is told."""
+        if inp.done:
+            return
+        if inp.container is None:
+            inp.done = True  # dispatch skips it
+        elif inp.container.send is not None:
+            inp.container.send(api_pb2.ContainerCommand(cancel_input_id=inp.input_id))

@@ -1,0 +1,329 @@
+"""The fleet: workers and their containers, as they connect, disconnect, exit and vanish.
+
+A worker registers its resources and the containers it still runs; a container says hello
+once it is up, and holds inputs (their leases, dispatch.py) while it keeps in touch. When a
+container ends, its worker reports why (ContainerExited.cause): the input it was running failed
+(it ran out of memory, or its container exited), the others it held never started, and one that
+never connected counts as a start failure of its function. A container or worker that vanishes
+without a report is given up once the lease timeout has passed: its inputs go back to the queue.
+After a control-plane restart, the containers the store says were running are orphans until
+they (and their workers) reconnect, or their lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .._gpu import GpuAllocator
+from ..proto import api_pb2
+from .apps import Apps, FunctionState
+from .dispatch import Dispatch
+from .ledger import InputState
+from .store import Store
+
+log = logging.getLogger("ember.server")
+
+Output = api_pb2.Output
+Cause = api_pb2.ContainerExited
+STARTING = api_pb2.CONTAINER_STATE_STARTING
+READY = api_pb2.CONTAINER_STATE_READY
+DISCONNECTED = api_pb2.CONTAINER_STATE_DISCONNECTED
+# Containers of a function that exit before they ever connect, in a row, before its calls fail.
+MAX_START_FAILURES = 3
+START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker timeout, if longer)
+
+
+class WorkerState:
+    __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cpu", "gpus", "last_seen",
+                 "memory_mb", "name", "send", "worker_id")
+
+    def __init__(self, reg: api_pb2.WorkerRegister, send, now: float):
+        self.worker_id = reg.worker_id
+        self.boot_id = reg.boot_id
+        self.name = reg.name
+        self.cpu = reg.cpu
+        self.memory_mb = reg.memory_mb
+        self.send = send  # puts a WorkerCommand on its stream
+        self.connected = True
+        self.last_seen = now
+        self.containers: dict[str, ContainerState] = {}
+        self.gpus = GpuAllocator(list(reg.gpus))
+        self.backend = reg.backend
+        self.backend_note = reg.backend_note
+
+    def free(self) -> tuple[float, int]:
+        cpu = self.cpu - sum(c.cpu for c in self.containers.values())
+        mem = self.memory_mb - sum(c.memory_mb for c in self.containers.values())
+        return cpu, mem
+
+
+class ContainerState:
+    __slots__ = ("container_id", "cpu", "function", "held", "last_seen", "memory_mb", "requested_at", "send",
+                 "since", "state", "stopping", "want", "worker")
+
+    def __init__(self, container_id: str, function: FunctionState, worker: WorkerState, now: float):
+        self.container_id = container_id
+        self.function = function
+        self.worker = worker
+        self.state = STARTING         # an api_pb2.ContainerState: STARTING, READY or DISCONNECTED
+        self.send = None              # puts a ContainerCommand on its stream, while connected
+        self.want = 0
+        self.held: dict[str, InputState] = {}   # its leases, in the order they were handed over
+        self.last_seen = now          # its last word: its leases last until lease_timeout after it
+        # When it last went idle, or started its current input: its idle time or busy time.
+        self.since = now
+        self.requested_at = now
+        res = function.definition.resources
+        self.cpu = res.cpu
+        self.memory_mb = res.memory_mb
+        self.stopping = False
+
+
+class Fleet:
+    def __init__(self, store: Store, apps: Apps, dispatch: Dispatch, *, lease_timeout: float,
+                 worker_timeout: float, clock=time.monotonic):
+        self.store = store
+        self.apps = apps
+        self.dispatch = dispatch
+        self.lease_timeout = lease_timeout
+        self.worker_timeout = worker_timeout
+        self.clock = clock
+        # Seconds from asking for a container to its hello, smoothed: what a backlog is weighed
+        # against (autoscaler.py).
+        self.cold_start = 0.5
+        self._workers: dict[str, WorkerState] = {}
+        self._containers: dict[str, ContainerState] = {}
+        # Containers that existed before a restart and may still reconnect:
+        # id -> (deadline, the inputs the store says it held).
+        self._orphans: dict[str, tuple[float, list[InputState]]] = {}
+        self._joined = asyncio.Event()  # set (and replaced) each time a worker connects
+
+    # ---- after a restart
+
+    def recover(self) -> set[str]:
+        """The containers that were live: orphans until they reconnect or their lease expires."""
+        deadline = self.clock() + self.lease_timeout
+        live = {cid for cid, *_ in self.store.live_containers()}
+        for cid in live:
+            self._orphans[cid] = (deadline, [])
+        return live
+
+    def orphan_holds(self, container_id: str, inp: InputState):
+        """The store says this orphan held the input: it may reconnect and finish it, or the lease expires."""
+        self._orphans[container_id][1].append(inp)
+
+    def is_orphan(self, container_id: str) -> bool:
+        return container_id in self._orphans
+
+    def _orphan_gone(self, container_id: str, reason: str):
+        """A container from before a restart will not come back: requeue what it held."""
+        self.store.container_exited(container_id, reason)
+        _, inputs = self._orphans.pop(container_id, (0, []))
+        for inp in inputs:
+            if not inp.done and inp.container is None:
+                self.dispatch.requeue(inp, lost=True)
+
+    # ---- workers
+
+    def worker_connected(self, reg: api_pb2.WorkerRegister, send) -> WorkerState:
+        old = self._workers.get(reg.worker_id)
+        self.store.upsert_worker(reg)
+        w = WorkerState(reg, send, self.clock())
+        self._workers[reg.worker_id] = w
+        running = set(reg.running_container_ids)
+        if old is not None:
+            for c in list(old.containers.values()):
+                if old.boot_id == reg.boot_id and c.container_id in running:
+                    c.worker = w
+                    w.containers[c.container_id] = c
+                else:
+                    # The worker restarted: whatever it ran before is gone.
+                    self.lost(c, "its worker restarted")
+        # Containers known from before a control-plane restart.
+        for cid, fid, worker_id, boot_id in self.store.live_containers():
+            if worker_id != reg.worker_id or cid in self._containers:
+                continue
+            fn = self.apps.function(fid)
+            if cid in running and boot_id == reg.boot_id and fn is not None:
+                c = ContainerState(cid, fn, w, self.clock())
+                c.state = DISCONNECTED
+                self.add(c)
+                # The inputs it held are claimed when the container says hello.
+            else:
+                self._orphan_gone(cid, "gone after a control-plane restart")
+                if cid in running:
+                    send(_stop_command(cid, kill=True))
+        log.info("worker %s connected (%.1f CPU, %d MiB)", reg.name, reg.cpu, reg.memory_mb)
+        self._joined.set()
+        self._joined = asyncio.Event()
+        for fn in self.apps.functions():
+            self.dispatch.dispatch(fn)
+        return w
+
+    def worker_seen(self, w: WorkerState):
+        w.last_seen = self.clock()
+
+    def worker_disconnected(self, w: WorkerState):
+        if self._workers.get(w.worker_id) is w:
+            w.connected = False
+            w.last_seen = self.clock()
+            log.warning("worker %s disconnected", w.name)
+
+    async def worker_joined(self):
+        """Wait until the next worker connects."""
+        await self._joined.wait()
+
+    def connected_workers(self) -> list[WorkerState]:
+        return [w for w in self._workers.values() if w.connected]
+
+    def builder(self) -> WorkerState | None:
+        """The connected worker to build an image on: the least busy."""
+        return min(self.connected_workers(), key=lambda w: len(w.containers), default=None)
+
+    def unisolated_workers(self) -> list[str]:
+        """The connected workers that run containers without isolation, and why."""
+        return [f"{w.name}: {api_pb2.Backend.Name(w.backend).removeprefix('BACKEND_').lower()} backend, "
+                f"{w.backend_note}" for w in self.connected_workers() if w.backend != api_pb2.BACKEND_CONTAINER]
+
+    # ---- containers
+
+    def add(self, c: ContainerState):
+        self._containers[c.container_id] = c
+        c.function.containers[c.container_id] = c
+        c.worker.containers[c.container_id] = c
+
+    def _untrack(self, c: ContainerState):
+        c.worker.gpus.release(c.container_id)
+        self._containers.pop(c.container_id, None)
+        c.function.containers.pop(c.container_id, None)
+        c.worker.containers.pop(c.container_id, None)
+
+    def container_connected(self, hello: api_pb2.ContainerHello, send) -> ContainerState | None:
+        c = self._containers.get(hello.container_id)
+        if c is None:
+            return None
+        c.send = send
+        c.last_seen = now = self.clock()
+        if c.state == STARTING:
+            c.function.start_failures = 0
+            self.cold_start = 0.8 * self.cold_start + 0.2 * (now - c.requested_at)
+        c.state = READY
+        # After a reconnect: inputs it no longer holds go back to the queue.
+        held = set(hello.held_input_ids)
+        for inp in list(c.held.values()):
+            if inp.input_id not in held:
+                self.dispatch.requeue(inp, lost=True)
+        if c.container_id in self._orphans:
+            _, inputs = self._orphans.pop(c.container_id)
+            for inp in inputs:
+                if inp.input_id in held and not inp.done:
+                    inp.container = c
+                    c.held[inp.input_id] = inp
+                else:
+                    self.dispatch.requeue(inp, lost=True)
+        return c
+
+    def heartbeat(self, c: ContainerState):
+        c.last_seen = self.clock()
+
+    def container_disconnected(self, c: ContainerState, send):
+        """Its stream closed: it exited (the worker will say why) or the network broke. Its
+        leases last until the lease timeout, for it to reconnect."""
+        if c.send == send and c.container_id in self._containers:  # not replaced by a newer stream
+            c.send = None
+            c.want = 0
+            c.state = DISCONNECTED
+            c.last_seen = self.clock()
+
+    def container_init_failed(self, c: ContainerState, failure: api_pb2.ContainerInitFailure):
+        fn = c.function
+        fn.init_failure = failure
+        log.warning("container %s could not load %s: %s", c.container_id, fn.name, failure.error)
+        self.dispatch.fail_init(fn, list(c.held.values()))
+
+    def container_exited(self, exited: api_pb2.ContainerExited):
+        container_id, reason, log_tail = exited.container_id, exited.reason, exited.log_tail
+        c = self._containers.pop(container_id, None)
+        if container_id in self._orphans:
+            self._orphan_gone(container_id, reason)
+        else:
+            self.store.container_exited(container_id, reason)
+        if c is None:
+            return
+        self._untrack(c)
+        fn = c.function
+        if c.state == STARTING and not c.stopping:
+            # It never connected: its image or its runtime could not start. Give up after a few.
+            fn.start_failures += 1
+            log.warning("container %s of %s failed to start: %s%s", container_id, fn.name, reason,
+                        f"\n{log_tail}" if log_tail else "")
+            if fn.start_failures >= MAX_START_FAILURES or exited.cause == Cause.START_FAILED:
+                fn.init_failure = api_pb2.ContainerInitFailure(
+                    error=f"its container {reason}" + (f"; its last output:\n{log_tail}" if log_tail else ""))
+        held = list(c.held.values())
+        if held and not c.stopping:
+            # The first input it holds is the one it was running; the rest never started.
+            running, held = held[0], held[1:]
+            error = reason + (f"; its last output:\n{log_tail}" if log_tail else "")
+            status = Output.OUT_OF_MEMORY if exited.cause == Cause.OUT_OF_MEMORY else Output.CONTAINER_EXITED
+            log.warning("container %s of %s %s while running input %s", container_id, fn.name, error,
+                        running.input_id)
+            self.dispatch.fail(running, Output(
+                input_id=running.input_id, idx=running.idx, status=status,
+                error=f"its container {reason} while running this input (attempt {running.attempts})"))
+        for inp in held:
+            self.dispatch.requeue(inp, lost=False)
+        if fn.app.running:
+            self.dispatch.dispatch(fn)
+
+    def lost(self, c: ContainerState, why: str):
+        """Give up on a container that vanished: its inputs go back to the queue."""
+        log.warning("container %s of %s is lost (%s): its inputs go back to the queue",
+                    c.container_id, c.function.name, why)
+        self._untrack(c)
+        self.store.container_exited(c.container_id, f"lost: {why}")
+        for inp in list(c.held.values()):
+            self.dispatch.requeue(inp, lost=True)
+        if c.worker.connected:
+            c.worker.send(_stop_command(c.container_id, kill=True))
+
+    def stop(self, c: ContainerState):
+        """Ask its worker to stop it, letting it finish what it runs."""
+        if c.stopping:
+            return
+        c.stopping = True
+        if c.worker.connected:
+            c.worker.send(_stop_command(c.container_id, kill=False))
+
+    def stop_containers(self, fn: FunctionState):
+        for c in list(fn.containers.values()):
+            self.stop(c)
+
+    # ---- time-driven
+
+    def tick(self, now: float):
+        """Give up on workers and containers that went silent, or never came."""
+        for w in list(self._workers.values()):
+            if not w.connected and now - w.last_seen > self.worker_timeout:
+                del self._workers[w.worker_id]
+                for c in list(w.containers.values()):
+                    self.lost(c, f"its worker {w.name} is gone")
+        for c in list(self._containers.values()):
+            if c.state == DISCONNECTED and now - c.last_seen > self.lease_timeout:
+                self.lost(c, f"no contact for {self.lease_timeout:.0f}s")
+            elif c.state == READY and now - c.last_seen > self.lease_timeout:
+                self.lost(c, f"no heartbeat for {self.lease_timeout:.0f}s")
+            elif c.state == STARTING and now - c.requested_at > max(START_TIMEOUT, self.worker_timeout):
+                self.lost(c, f"it did not start within {START_TIMEOUT:.0f}s")
+        for cid, (deadline, _) in list(self._orphans.items()):
+            if now > deadline:
+                self._orphan_gone(cid, "it did not reconnect after a control-plane restart")
+                c = self._containers.get(cid)
+                if c is not None:
+                    self.lost(c, "it did not reconnect after a control-plane restart")
+
+
+def _stop_command(container_id: str, kill: bool) -> api_pb2.WorkerCommand:
+    return api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(container_id=container_id, kill=kill))

@@ -1,0 +1,323 @@
+"""The call ledger: calls, their inputs and their outputs, made durable through the Store.
+
+A call (one .remote, .spawn or .map, or a scheduled run) has inputs, each ended by one final
+output (a generator's items come before it). Outputs are numbered per call (seq) and written
+before anyone is told; then whoever waits on the call is woken. Open calls and their inputs
+are loaded back after a restart. A finished call stays in memory a while for its callers, and
+older ones are read back from the store until their outputs expire.
+
+A call's new inputs go to dispatch (`Dispatch.submit`) once they are written. A web request is
+an input too, with no call: never stored, its end goes to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ..proto import api_pb2
+from .apps import Apps, AppState, FunctionState
+from .store import Store
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatch
+    from .fleet import ContainerState
+    from .gateway import WebRequest
+
+log = logging.getLogger("ember.server")
+
+Output = api_pb2.Output
+
+
+class CallState:
+    __slots__ = ("call_id", "cancelled", "done_at", "fetched", "function", "inputs", "listeners", "next_seq",
+                 "num_done", "num_inputs", "outputs")
+
+    def __init__(self, call_id, function, num_inputs=None, num_done=0, next_seq=1, cancelled=False):
+        self.call_id = call_id
+        self.function: FunctionState = function
+        self.num_inputs: int | None = num_inputs
+        self.num_done = num_done
+        self.next_seq = next_seq
+        self.cancelled = cancelled
+        # Outputs accepted since this call was loaded; outputs[0] has seq first_seq.
+        self.outputs: list[api_pb2.CallOutput] = []
+        self.inputs: dict[str, InputState] = {}   # open inputs, by id
+        self.listeners: list = []                 # callables, run once on the next output
+        self.done_at: float | None = None
+        self.fetched = False
+
+    def done(self) -> bool:
+        return self.num_inputs is not None and self.num_done >= self.num_inputs
+
+
+class InputState:
+    __slots__ = ("args", "attempts", "call", "container", "done", "idx", "input_id", "lost", "web")
+
+    def __init__(self, input_id, call, idx, args, attempts=0, lost=0, web=None):
+        self.input_id = input_id
+        self.call: CallState | None = call  # None for a web request
+        self.idx = idx
+        self.args: bytes = args   # serialized Payload, passed through untouched
+        self.attempts = attempts
+        self.lost = lost
+        self.container: ContainerState | None = None  # holds its lease
+        self.done = False  # ended: its final output is recorded, or (a web request) its client left
+        # A web request: the gateway's side of it (see gateway.WebRequest); never stored.
+        self.web: WebRequest | None = web
+
+    def release(self):
+        """Its container no longer holds it (its output came, or it goes back to the queue)."""
+        if self.container is not None:
+            self.container.held.pop(self.input_id, None)
+            self.container = None
+
+
+_web_ids = itertools.count(1)
+
+
+def web_input(web: WebRequest) -> InputState:
+    """A web request as an input of its function: no call, never stored, never retried."""
+    return InputState(f"web-{next(_web_ids)}", None, 0, b"", web=web)
+
+
+class Ledger:
+    def __init__(self, store: Store, apps: Apps, *, retention: float, clock=time.monotonic):
+        self.store = store
+        self.apps = apps
+        self.retention = retention  # seconds a finished call's outputs are kept
+        self.clock = clock
+        self.dispatch: Dispatch  # where new inputs go; set by the Scheduler
+        self._calls: dict[str, CallState] = {}
+
+    def recover(self) -> list[tuple[InputState, str | None]]:
+        """Load the calls that were open, with their open inputs: each with the container the
+        store says holds it (None: it was queued)."""
+        inputs = []
+        for call_id, fid, num_inputs, num_done, next_seq, cancelled in self.store.open_calls():
+            fn = self.apps.function(fid)
+            if fn is None:
+                continue
+            call = CallState(call_id, fn, num_inputs, num_done, next_seq, bool(cancelled))
+            self._calls[call_id] = call
+            for input_id, idx, args, attempts, lost, container_id, _avail in self.store.open_inputs(call_id):
+                inp = InputState(input_id, call, idx, args, attempts, lost)
+                call.inputs[input_id] = inp
+                inputs.append((inp, container_id))
+        log.info("recovered %d open calls, %d open inputs", len(self._calls), len(inputs))
+        return inputs
+
+    # ---- calls and inputs
+
+    def create_call(self, function_id: str, call_id: str, inputs, complete: bool,
+                    maybe_exists: bool = True) -> CallState:
+        """Create a call with a first batch of inputs. Resending the same call id is a no-op.
+
+        maybe_exists=False skips looking in the store for a call this id already made (the
+        hot path of a first send, whose id the client just drew at random).
+        """
+        call = self._calls.get(call_id)
+        if call is not None:
+            return call
+        if maybe_exists:
+            existing = self.lookup_call(call_id)
+            if existing is not None:
+                return existing
+        fn = self.apps.function_for_call(function_id)
+        self.store.create_call(call_id, function_id, len(inputs) if complete else None)
+        call = CallState(call_id, fn, len(inputs) if complete else None)
+        self._calls[call_id] = call
+        self.dispatch.submit(fn, self._add_inputs(call, inputs))
+        return call
+
+    def put_inputs(self, call_id: str, inputs, complete: bool):
+        call = self._calls.get(call_id)
+        if call is None:
+            raise LookupError(f"there is no open call {call_id}")
+        if not call.function.app.running:
+            raise LookupError("its app is not running")
+        new = self._add_inputs(call, inputs)
+        if complete:
+            # The number of inputs is the highest index sent + 1: resent batches add nothing.
+            n = max([i.idx + 1 for i in inputs] + [call.num_inputs or 0, self._max_idx(call)])
+            call.num_inputs = n
+            self.store.close_call(call_id, n)
+        if call.done():
+            self._call_finished(call)
+        self.dispatch.submit(call.function, new)
+
+    def _add_inputs(self, call: CallState, inputs) -> list[InputState]:
+        rows, new = [], []
+        for inp in inputs:
+            input_id = f"{call.call_id}:{inp.idx}"
+            if input_id in call.inputs:
+                continue
+            args = inp.args.SerializeToString()
+            rows.append((input_id, call.call_id, inp.idx, args))
+            state = InputState(input_id, call, inp.idx, args)
+            call.inputs[input_id] = state
+            new.append(state)
+        self.store.add_inputs(rows)
+        return new
+
+    def _max_idx(self, call: CallState) -> int:
+        return max((i.idx + 1 for i in call.inputs.values()), default=0)
+
+    def cancel_call(self, call_id: str):
+        call = self._calls.get(call_id)
+        if call is None or call.done():
+            return
+        call.cancelled = True
+        self.store.cancel_call(call_id)
+        self._cancel(call, "the call was cancelled")
+
+    def cancel_calls(self, fn: FunctionState, reason: str):
+        """End every open call of a function (its app stopped)."""
+        for call in [c for c in self._calls.values() if c.function is fn]:
+            self._cancel(call, reason)
+
+    def _cancel(self, call: CallState, reason: str):
+        """Take no more inputs, and finish every open one as cancelled."""
+        if call.num_inputs is None:
+            call.num_inputs = max(self._max_idx(call), call.num_done)
+            self.store.close_call(call.call_id, call.num_inputs)
+        self.dispatch.cancel(call.function, list(call.inputs.values()), reason)
+
+    # ---- outputs
+
+    def record_outputs(self, results: list[tuple[InputState, api_pb2.Output]], log_seq: int = 0):
+        """Append outputs to their calls, durably, and wake who waits on them; final ones end
+        their inputs (and their leases).
+
+        results: (input, output); an output that is not a GENERATOR_ITEM is final.
+        """
+        if not results:
+            return
+        rows, finished, touched = [], [], {}
+        now = time.time()
+        for inp, out in results:
+            if inp.done:
+                continue  # already finished (a duplicate after a reconnect, or a cancel race)
+            if inp.web is not None:  # a web request's end: for the gateway, nothing to store
+                if out.status != Output.GENERATOR_ITEM:
+                    inp.done = True
+                    inp.release()
+                    inp.web.finish(out)
+                continue
+            call = inp.call
+            seq = call.next_seq
+            call.next_seq += 1
+            co = api_pb2.CallOutput(seq=seq, output=out, log_seq=log_seq)
+            rows.append((call.call_id, seq, out.SerializeToString(), now))
+            call.outputs.append(co)
+            if out.status != Output.GENERATOR_ITEM:
+                del call.inputs[inp.input_id]
+                inp.done = True
+                inp.release()
+                finished.append(inp.input_id)
+                call.num_done += 1
+            touched[call.call_id] = call
+        if not rows:
+            return  # nothing to store (only web requests ended, or only duplicates came)
+        self.store.add_outputs(rows, finished, [(c.call_id, c.num_done, c.next_seq) for c in touched.values()])
+        for call in touched.values():
+            if call.done():
+                self._call_finished(call)
+            listeners, call.listeners = call.listeners, []
+            for fn in listeners:
+                fn(call)
+
+    def _call_finished(self, call: CallState):
+        if call.done_at is None:
+            call.done_at = self.clock()
+
+    def when_done(self, call: CallState, callback):
+        """Run callback(call) once the call is done: now, if it is."""
+        if call.done():
+            callback(call)
+            return
+
+        def on_output(call):
+            if call.done():
+                callback(call)
+            else:
+                call.listeners.append(on_output)
+
+        call.listeners.append(on_output)
+
+    async def read_outputs(self, call: CallState, after_seq: int, limit: int, timeout: float):
+        """The call's outputs after after_seq, at most limit; if there are none yet and it is
+        not done, the next ones, waiting up to timeout (at most 60 s) for them. Once a caller
+        has read a finished call's last output, the call leaves memory sooner."""
+        outs = self.outputs_after(call, after_seq, limit)
+        if not outs and not call.done() and timeout > 0:
+            fut = asyncio.get_running_loop().create_future()
+
+            def wake(_call):
+                if not fut.done():
+                    fut.set_result(None)
+
+            call.listeners.append(wake)
+            try:
+                async with asyncio.timeout(min(timeout, 60.0)):
+                    await fut
+            except TimeoutError:
+                pass
+            finally:
+                if wake in call.listeners:
+                    call.listeners.remove(wake)
+            outs = self.outputs_after(call, after_seq, limit)
+        if call.done() and (outs[-1].seq if outs else after_seq) >= call.next_seq - 1:
+            call.fetched = True
+        return outs
+
+    def outputs_after(self, call: CallState, after_seq: int, limit: int) -> list[api_pb2.CallOutput]:
+        first_seq = call.next_seq - len(call.outputs)
+        if after_seq + 1 >= first_seq:
+            start = after_seq + 1 - first_seq
+            return call.outputs[start:start + limit]
+        return self.store.outputs(call.call_id, after_seq, limit)
+
+    def last_output(self, call: CallState) -> api_pb2.CallOutput:
+        """A finished single-input call's result."""
+        return self.outputs_after(call, call.next_seq - 2, 1)[0]
+
+    def lookup_call(self, call_id: str) -> CallState | None:
+        """An open or recently finished call; older ones are read back from the store."""
+        call = self._calls.get(call_id)
+        if call is not None:
+            return call
+        row = self.store.call(call_id)
+        if row is None:
+            return None
+        function_id, num_inputs, num_done, next_seq, cancelled = row
+        fn = self.apps.function(function_id) or self.apps.stopped_function(function_id)
+        call = CallState(call_id, fn, num_inputs, num_done, next_seq, bool(cancelled))
+        if num_inputs is None or num_done < num_inputs:
+            # Its app stopped before it finished: it never will.
+            call.num_inputs = num_done
+        call.done_at = self.clock()
+        self._calls[call_id] = call
+        return call
+
+    def busy(self, app: AppState) -> bool:
+        """Whether a call of the app's functions may still take inputs or has open ones."""
+        return any(call.function.app is app and (call.num_inputs is None or call.inputs)
+                   for call in self._calls.values())
+
+    # ---- retention
+
+    def forget_finished(self, now: float):
+        """Finished calls leave memory a minute after their caller read them, else after ten;
+        the store keeps their outputs for the retention period."""
+        for call_id, call in list(self._calls.items()):
+            if call.done_at is not None and not call.listeners and (
+                    call.fetched and now - call.done_at > 60 or now - call.done_at > 600):
+                del self._calls[call_id]
+
+    def expire(self):
+        """Forget the outputs of calls that finished more than the retention period ago."""
+        self.store.expire(time.time() - self.retention)

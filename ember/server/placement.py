@@ -1,0 +1,77 @@
+"""Placement: which worker a new container goes to, and asking that worker to start it.
+
+A container goes to the connected worker with the most free CPU among those with room for its
+function's CPU and memory, a free GPU of the kind it asks for, and (a @web_server function)
+its server's port free on that worker's network.
+"""
+
+import logging
+import time
+
+from .._ids import new_id
+from ..proto import api_pb2
+from .apps import FunctionState
+from .builds import Builds
+from .fleet import ContainerState, Fleet, WorkerState
+from .objects import volume_manifest
+from .store import Store
+
+log = logging.getLogger("ember.server")
+
+CAPACITY_WARN_EVERY = 10.0  # seconds between warnings that a function's inputs wait for room
+
+
+class Placement:
+    def __init__(self, store: Store, fleet: Fleet, builds: Builds, *, clock=time.monotonic):
+        self.store = store
+        self.fleet = fleet
+        self.builds = builds
+        self.clock = clock
+
+    def start_container(self, fn: FunctionState) -> bool:
+        """Start a container for the function on the worker that fits it best; False if none has room."""
+        res = fn.definition.resources
+        worker = self._choose(fn)
+        if worker is None:
+            now = self.clock()
+            if now - fn.capacity_warned > CAPACITY_WARN_EVERY:
+                fn.capacity_warned = now
+                if not self.fleet.connected_workers():
+                    log.warning("inputs of %s wait: no worker is connected", fn.name)
+                else:
+                    log.info("inputs of %s wait: no worker has %.2f CPU, %d MiB%s free", fn.name, res.cpu,
+                             res.memory_mb, f" and GPU {res.gpu}" if res.gpu else "")
+            return False
+        cid = new_id("ct")
+        gpu_indices = worker.gpus.assign(cid, res.gpu) if res.gpu else []
+        if gpu_indices is None:
+            return False
+        self.store.create_container(cid, fn.function_id, worker.worker_id, worker.boot_id)
+        self.fleet.add(ContainerState(cid, fn, worker, self.clock()))
+        image = fn.definition.image
+        worker.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
+            container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
+            layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
+            volumes=[api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
+                     for path, vid in sorted(fn.definition.volume_mounts.items())])))
+        log.info("starting container %s for %s on worker %s", cid, fn.name, worker.name)
+        return True
+
+    def _choose(self, fn: FunctionState) -> WorkerState | None:
+        res = fn.definition.resources
+        port = _server_port(fn)
+        best, best_free = None, None
+        for w in self.fleet.connected_workers():
+            cpu, mem = w.free()
+            if res.gpu and not (w.gpus.free() and w.gpus.can_ever_satisfy(res.gpu)):
+                continue
+            if port and any(_server_port(c.function) == port for c in w.containers.values()):
+                continue  # its server's port is taken on that worker's network
+            if cpu + 1e-9 >= res.cpu and mem >= res.memory_mb and (best is None or cpu > best_free):
+                best, best_free = w, cpu
+        return best
+
+
+def _server_port(fn: FunctionState) -> int:
+    """The port a @web_server function's containers listen on, on their worker's network."""
+    return fn.definition.web.port if fn.definition.web.kind == api_pb2.WebEndpoint.WEB_SERVER else 0

@@ -1,0 +1,246 @@
+"""The dispatch state machine, without processes: the control plane's own parts on a real
+SQLite store, driven by hand. What the control plane sends a worker or a container (on its
+gRPC stream, in a cluster) is appended to a list; time is a clock that the test moves, and a
+retry's backoff is a timer that the test fires."""
+
+import asyncio
+import pickle
+
+from ember.proto import api_pb2
+from ember.server.gateway import WebRequest
+from ember.server.ledger import web_input
+from ember.server.retries import MAX_LOST
+from ember.server.scheduler import Scheduler
+from ember.server.store import Store
+
+Output = api_pb2.Output
+Exited = api_pb2.ContainerExited
+LEASE = 3.0
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Plane:
+    """A control plane's parts with one app and one connected worker."""
+
+    def __init__(self, tmp_path):
+        self.clock = Clock()
+        self.timers = []  # (delay, callback): retries waiting for their backoff
+        self.store = Store(str(tmp_path / "ember.db"))
+        self.sched = Scheduler(self.store, lease_timeout=LEASE, worker_timeout=LEASE, app_timeout=600,
+                               output_retention=3600, clock=self.clock,
+                               later=lambda delay, callback: self.timers.append((delay, callback)))
+        self.ledger, self.dispatch, self.fleet = self.sched.ledger, self.sched.dispatch, self.sched.fleet
+        self.to_worker: list[api_pb2.WorkerCommand] = []
+        self.worker = self.fleet.worker_connected(api_pb2.WorkerRegister(
+            worker_id="w1", boot_id="b1", name="w1", cpu=8, memory_mb=8192), self.to_worker.append)
+        self.app_id = self.sched.apps.create_app("test")
+
+    def function(self, **definition):
+        d = api_pb2.FunctionDefinition(name="f", resources=api_pb2.Resources(cpu=1, memory_mb=128), **definition)
+        return self.sched.apps.function(self.sched.apps.create_function(self.app_id, d))
+
+    def call(self, fn, n=1, call_id="fc-1"):
+        inputs = [api_pb2.Input(idx=i, args=api_pb2.Payload(data=pickle.dumps(i))) for i in range(n)]
+        return self.ledger.create_call(fn.function_id, call_id, inputs, True, maybe_exists=False)
+
+    def started(self) -> list[str]:
+        """The containers the worker was asked to start, in order."""
+        return [cmd.start_container.container_id for cmd in self.to_worker if cmd.HasField("start_container")]
+
+    def connect(self, container_id: str, want: int = 0):
+        """The container says hello (and asks for `want` inputs); returns it and what it is sent."""
+        sent: list[api_pb2.ContainerCommand] = []
+        c = self.fleet.container_connected(api_pb2.ContainerHello(container_id=container_id), sent.append)
+        if want:
+            self.dispatch.container_wants(c, want)
+        return c, sent
+
+    def output(self, c, input_id: str, status=Output.SUCCESS, want=0):
+        out = Output(input_id=input_id, idx=int(input_id.rpartition(":")[2]), status=status,
+                     data=api_pb2.Payload(data=pickle.dumps("result")))
+        self.dispatch.container_outputs(c, api_pb2.OutputBatch(outputs=[out], want_inputs=want), 0)
+
+    async def outputs(self, call_id: str = "fc-1") -> list[api_pb2.Output]:
+        """The call's outputs, as committed to the store."""
+        await self.store.durable()
+        return [co.output for co in self.store.outputs(call_id, 0, 100)]
+
+    async def open_inputs(self, call_id: str = "fc-1") -> dict[str, tuple]:
+        """input id -> (attempts, times lost, holding container), as committed to the store."""
+        await self.store.durable()
+        return {i: (attempts, lost, cid) for i, _, _, attempts, lost, cid, _ in self.store.open_inputs(call_id)}
+
+
+def plane_test(scenario):
+    """Make a test of scenario(plane), run on an event loop of its own (the store commits on it)."""
+
+    def test(tmp_path):
+        async def main():
+            plane = Plane(tmp_path)
+            try:
+                await scenario(plane)
+            finally:
+                plane.store.close()
+
+        asyncio.run(main())
+
+    test.__doc__ = scenario.__doc__
+    return test
+
+
+def inputs_sent(sent: list[api_pb2.ContainerCommand]) -> list[tuple[str, int]]:
+    return [(i.input_id, i.attempt) for cmd in sent if cmd.HasField("inputs") for i in cmd.inputs.inputs]
+
+
+@plane_test
+async def test_an_input_is_leased_to_a_container_that_wants_work(p):
+    fn = p.function()
+    call = p.call(fn)
+    woken = []
+    p.ledger.when_done(call, woken.append)
+    (first,) = p.started()  # nothing could take the input: a container was asked for
+    assert p.sched.placement.start_container(fn)
+    second = p.started()[1]
+    _, idle_sent = p.connect(first)
+    busy, busy_sent = p.connect(second, want=1)
+    assert inputs_sent(busy_sent) == [("fc-1:0", 1)] and idle_sent == []
+    # Who holds it rides along with the call's own write (attempts are written on a requeue).
+    assert await p.open_inputs() == {"fc-1:0": (0, 0, second)}
+    p.output(busy, "fc-1:0")
+    assert [o.status for o in await p.outputs()] == [Output.SUCCESS]
+    assert await p.open_inputs() == {}
+    assert woken == [call] and call.done()
+
+
+@plane_test
+async def test_a_lost_lease_requeues_without_charging_an_attempt_until_max_lost(p):
+    fn = p.function(retries=api_pb2.RetryPolicy(max_retries=0))
+    p.call(fn)
+    for lost in range(1, MAX_LOST + 2):
+        c, sent = p.connect(p.started()[-1], want=1)
+        assert inputs_sent(sent) == [("fc-1:0", 1)]  # each time its first attempt
+        p.fleet.container_disconnected(c, sent.append)
+        p.clock.now += LEASE / 2
+        p.sched.tick()
+        assert (await p.open_inputs())["fc-1:0"][:2] == (0, lost - 1)  # its lease still holds
+        assert len(p.started()) == lost
+        p.clock.now += LEASE
+        p.sched.tick()
+        if lost <= MAX_LOST:
+            assert (await p.open_inputs())["fc-1:0"][:2] == (0, lost)
+            assert len(p.started()) == lost + 1  # back in the queue, which asked for a container
+    (out,) = await p.outputs()
+    assert out.status == Output.CONTAINER_EXITED and f"lost {MAX_LOST + 1} times" in out.error
+    assert await p.open_inputs() == {}
+
+
+@plane_test
+async def test_a_failed_output_is_retried_with_backoff_then_fails(p):
+    fn = p.function(retries=api_pb2.RetryPolicy(max_retries=2, initial_delay=1.0, backoff_coefficient=3.0,
+                                                max_delay=60.0))
+    p.call(fn)
+    c, sent = p.connect(p.started()[0], want=10)
+    for attempt, backoff in [(1, 1.0), (2, 3.0)]:
+        assert inputs_sent(sent)[-1] == ("fc-1:0", attempt)
+        p.output(c, "fc-1:0", Output.FAILURE)
+        assert await p.outputs() == [] and not c.held  # it waits out its backoff, held by nobody
+        [(delay, run_again)] = p.timers
+        p.timers.clear()
+        assert delay == backoff
+        assert (await p.open_inputs())["fc-1:0"][:2] == (attempt, 0)
+        run_again()
+    assert inputs_sent(sent)[-1] == ("fc-1:0", 3)
+    p.output(c, "fc-1:0", Output.FAILURE)
+    assert p.timers == []
+    assert [o.status for o in await p.outputs()] == [Output.FAILURE]
+    assert await p.open_inputs() == {}
+
+
+@plane_test
+async def test_cancel_ends_queued_inputs_and_tells_the_container_running_one(p):
+    fn = p.function()
+    call = p.call(fn, n=3)
+    c, sent = p.connect(p.started()[0], want=1)
+    assert inputs_sent(sent) == [("fc-1:0", 1)]
+    p.ledger.cancel_call(call.call_id)
+    assert sent[-1] == api_pb2.ContainerCommand(cancel_input_id="fc-1:0")
+    outs = await p.outputs()
+    assert [(o.input_id, o.status) for o in outs] == [(f"fc-1:{i}", Output.CANCELLED) for i in range(3)]
+    assert await p.open_inputs() == {} and call.done()
+    p.output(c, "fc-1:0", Output.CANCELLED, want=1)  # the container's own answer comes too late
+    assert len(await p.outputs()) == 3 and inputs_sent(sent) == [("fc-1:0", 1)]
+
+
+@plane_test
+async def test_a_web_request_is_dispatched_unstored_and_not_retried(p):
+    fn = p.function(web=api_pb2.WebEndpoint(kind=api_pb2.WebEndpoint.FASTAPI),
+                    retries=api_pb2.RetryPolicy(max_retries=3))
+    web = WebRequest(api_pb2.HttpRequest(type="http", method="GET", path="/"))
+    inp = web_input(web)
+    p.dispatch.submit(fn, [inp], soon=True)
+    assert p.started() == []  # requests that arrive together are dispatched together, next
+    await asyncio.sleep(0)
+    (cid,) = p.started()
+    _, sent = p.connect(cid, want=1)
+    (batch,) = [cmd.inputs.inputs for cmd in sent]
+    assert [(i.input_id, i.http.path) for i in batch] == [(inp.input_id, "/")]
+    await p.store.durable()
+    assert p.store.open_calls() == [] and p.store.call(inp.input_id) is None
+    p.fleet.container_exited(Exited(container_id=cid, cause=Exited.EXITED, reason="exited with code 1"))
+    assert web.final.status == Output.CONTAINER_EXITED and inp.done
+    assert p.timers == [] and p.started() == [cid]  # not retried: no new container for it
+    await p.store.durable()
+    assert p.store.open_calls() == [] and p.store.outputs(inp.input_id, 0, 10) == []
+
+
+@plane_test
+async def test_a_container_out_of_memory_fails_its_input_as_out_of_memory(p):
+    fn = p.function()
+    p.call(fn)
+    (cid,) = p.started()
+    p.connect(cid, want=1)
+    p.fleet.container_exited(Exited(container_id=cid, cause=Exited.OUT_OF_MEMORY, reason="ran out of memory"))
+    (out,) = await p.outputs()
+    assert out.status == Output.OUT_OF_MEMORY and "ran out of memory while running this input" in out.error
+    assert await p.open_inputs() == {}
+
+
+@plane_test
+async def test_a_container_that_cannot_start_fails_the_queued_calls(p):
+    fn = p.function()
+    p.call(fn, n=2)
+    (cid,) = p.started()
+    p.fleet.container_exited(Exited(container_id=cid, cause=Exited.START_FAILED,
+                                    reason="could not set up its image"))
+    outs = await p.outputs()
+    assert [o.status for o in outs] == [Output.INIT_FAILURE] * 2
+    assert "could not set up its image" in outs[0].error
+    p.call(fn, call_id="fc-2")  # and so does the next call, without another container
+    assert [o.status for o in await p.outputs("fc-2")] == [Output.INIT_FAILURE]
+    assert p.started() == [cid]
+
+
+@plane_test
+async def test_a_build_waits_for_a_worker_to_connect(p):
+    p.fleet.worker_disconnected(p.worker)
+    image = api_pb2.Image(image_id="la-1", steps=[api_pb2.ImageStep(kind=api_pb2.ImageStep.DEBIAN_SLIM,
+                                                                    layer_id="la-1")])
+    events = p.sched.builds.follow(image, force=False)
+    assert "waiting for a worker" in (await anext(events)).log
+    to_w2 = []
+    p.fleet.worker_connected(api_pb2.WorkerRegister(worker_id="w2", boot_id="b2", name="w2", cpu=8,
+                                                    memory_mb=8192), to_w2.append)
+    for _ in range(10):  # the build's task wakes up and sends it, in a loop iteration or two
+        if to_w2:
+            break
+        await asyncio.sleep(0)
+    (cmd,) = to_w2
+    p.sched.builds.on_done(api_pb2.BuildDone(build_id=cmd.build_image.build_id))
+    assert [e.done and not e.error async for e in events] == [True]
