@@ -11,7 +11,7 @@ from ember.server.gateway import WebRequest
 from ember.server.ledger import web_input
 from ember.server.retries import MAX_LOST
 from ember.server.scheduler import Scheduler
-from ember.server.store import Store
+from ember.server.store import open_store
 
 Output = api_pb2.Output
 Exited = api_pb2.ContainerExited
@@ -32,7 +32,7 @@ class Plane:
     def __init__(self, tmp_path):
         self.clock = Clock()
         self.timers = []  # (delay, callback): retries waiting for their backoff
-        self.store = Store(str(tmp_path / "ember.db"))
+        self.store = open_store(tmp_path / "ember.db")
         self.sched = Scheduler(self.store, lease_timeout=LEASE, worker_timeout=LEASE, app_timeout=600,
                                output_retention=3600, clock=self.clock,
                                later=lambda delay, callback: self.timers.append((delay, callback)))
