@@ -185,7 +185,7 @@ def run_named(args, client, cls) -> int | None:
         if not resp.objects:
             print(f"no named {cls._kind}s", file=sys.stderr)
     elif args.action == "create":
-        cls.from_name(args.name, create_if_missing=True)._id()
+        cls.from_name(args.name, create_if_missing=True).hydrate()
         print(f"created {cls._kind} {args.name}")
     elif args.action == "delete":
         cls.delete(args.name)

@@ -49,7 +49,7 @@ def start_version(path: str, root: pathlib.Path, client: Client) -> _RunningApp:
             del sys.modules[name]
     app = find_app(import_file(path))
     running = _RunningApp(app, client)
-    running.start()
+    client.run(running.start())
     app._running = running
     return running
 
@@ -97,7 +97,7 @@ def serve(path: str) -> int:
             if new is None:
                 continue
             if current is not None:
-                current.drain()
+                client.run(current.drain())
             current = new
             print(f"ember serve: redeployed in {time.monotonic() - t0:.2f}s", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
@@ -105,6 +105,6 @@ def serve(path: str) -> int:
         return 0
     finally:
         if current is not None:
-            current.stop()
+            client.run(current.stop())
         if cluster is not None:
             cluster.stop()
