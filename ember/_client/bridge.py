@@ -299,7 +299,7 @@ async def in_thread(fn, *args):
     def run():
         try:
             result = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - whatever it raises is the awaiting caller's
+        except Exception as e:  # noqa: BLE001 - whatever it raises is the awaiting caller's
             loop.call_soon_threadsafe(_resolve, future, None, e)
         else:
             loop.call_soon_threadsafe(_resolve, future, result)

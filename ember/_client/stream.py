@@ -109,8 +109,8 @@ class ReconnectingStream:
             outbox = Outbox()
             if self.on_connect is not None:
                 self.on_connect(outbox)
-            self.outbox = outbox
             call = self.open(outbox.messages())
+            self.outbox = outbox
             error = None
             try:
                 async for msg in call:
