@@ -3,6 +3,7 @@
 import asyncio
 import os
 import pathlib
+import signal
 import subprocess
 import threading
 import traceback
@@ -179,6 +180,29 @@ def test_cancelling_an_async_for_over_a_map_cancels_the_map(running, tmp_path):
 
     asyncio.run(main())
     wait_for(outcome.exists, what="the running input to be interrupted")
+    assert outcome.read_text() == "InputCancelled"
+
+
+def test_ctrl_c_in_a_blocking_call_cancels_it(cluster, tmp_path):
+    marker, outcome = tmp_path / "m", tmp_path / "outcome"
+    code = f"""
+import core_app
+from conftest import wait_for
+with core_app.app.run():
+    try:
+        core_app.waits_to_be_cancelled.remote({str(marker)!r}, {str(outcome)!r})
+    except KeyboardInterrupt:
+        wait_for(lambda: __import__("os").path.exists({str(outcome)!r}), what="the input to be interrupted")
+        print("interrupted", flush=True)
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pathlib.Path(core_app.__file__).parent),
+                                                        str(pathlib.Path(__file__).parent)]))
+    proc = subprocess.Popen([os.sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    wait_for(lambda: marker.exists() and marker.read_text(), what="the input to start")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert out.strip() == "interrupted", err
     assert outcome.read_text() == "InputCancelled"
 
 
