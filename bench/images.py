@@ -66,34 +66,35 @@ def main():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-images-"))
     server, worker = start_cluster(tmp)
     try:
+        import images_app
+
         import ember
         from ember._client.client import Client
         from ember.app import build_image
-        import images_app
 
         client = Client.from_env()
         image = images_app.numpy_image
-        build_image(client, image._resolve(client.upload_sync))  # built once, cached from here on
+        client.run(build_image(client, image._resolve(client.upload_sync)))  # built once, cached from here on
 
         resolve = []
         for _ in range(20):
             t = time.perf_counter()
-            build_image(client, image._resolve(client.upload_sync))
+            client.run(build_image(client, image._resolve(client.upload_sync)))
             resolve.append(time.perf_counter() - t)
 
         layer, baseline = [], uv_baseline(tmp, 5)
         baseline_compiled = uv_baseline(tmp, 5, "--compile-bytecode")
         forced = ember.Image.debian_slim().pip_install(NUMPY, force_build=True)
-        devnull = open(os.devnull, "w")
-        for _ in range(5):
-            resolved = forced._resolve(client.upload_sync)
-            stderr, sys.stderr = sys.stderr, devnull
-            try:
-                t = time.perf_counter()
-                build_image(client, resolved)
-                layer.append(time.perf_counter() - t)
-            finally:
-                sys.stderr = stderr
+        with open(os.devnull, "w") as devnull:
+            for _ in range(5):
+                resolved = forced._resolve(client.upload_sync)
+                stderr, sys.stderr = sys.stderr, devnull
+                try:
+                    t = time.perf_counter()
+                    client.run(build_image(client, resolved))
+                    layer.append(time.perf_counter() - t)
+                finally:
+                    sys.stderr = stderr
 
         cold = []
         for _ in range(11):

@@ -1,27 +1,11 @@
-"""What Dict and Queue share: a name (or an ephemeral id), looked up on first use."""
+"""What Dict, Queue and Volume share: a name (or an ephemeral id), looked up on first use."""
 
-import asyncio
 import contextlib
-import functools
 
 from . import exception
+from ._client.bridge import twin
 from ._client.client import Client
 from .proto import api_pb2
-
-
-class with_aio:
-    """A method with an `.aio` twin that runs it off the event loop: `await d.get.aio(k)`."""
-
-    def __init__(self, f):
-        self.f = f
-        functools.update_wrapper(self, f)
-
-    def __get__(self, obj, cls=None):
-        if obj is None:
-            return self
-        bound = functools.partial(self.f, obj)
-        bound.aio = lambda *a, **kw: asyncio.to_thread(self.f, obj, *a, **kw)
-        return bound
 
 
 class NamedObject:
@@ -73,20 +57,34 @@ class NamedObject:
         return cls(name, object_id=object_id)
 
     def __reduce__(self):
-        # Passed to a function or stored in another object: the same object over there.
-        return type(self)._from_id, (self._id(), self.name)
+        # Passed to a function or stored in another object: the same object over there (looked
+        # up there by its name if it has not been here yet).
+        return type(self), (self.name, self._create, self._object_id)
 
-    def _id(self) -> str:
+    def _loop(self):
+        return Client.from_env().bridge
+
+    @property
+    def object_id(self) -> str | None:
+        return self._object_id
+
+    async def _id(self) -> str:
         if self._object_id is None:
-            client = Client.from_env()
-            resp = client.run(client.rpc("ObjectGet", api_pb2.ObjectGetRequest(
-                kind=self._kind_proto(), name=self.name, create_if_missing=self._create)))
+            resp = await Client.from_env().rpc("ObjectGet", api_pb2.ObjectGetRequest(
+                kind=self._kind_proto(), name=self.name, create_if_missing=self._create))
             self._object_id = resp.object_id
         return self._object_id
 
-    def _send(self, op: api_pb2.ObjectOp) -> api_pb2.ObjectOpResult:
+    @twin
+    async def hydrate(self):
+        """Look the object up now (and create it, with create_if_missing); it is otherwise looked
+        up when first used."""
+        await self._id()
+        return self
+
+    async def _send(self, op: api_pb2.ObjectOp) -> api_pb2.ObjectOpResult:
         """One dict or queue operation, over the client's object stream."""
-        result = Client.from_env().objects.call_sync(op)
+        result = await Client.from_env().objects.call(op)
         if result.error:
             what = f"{self._kind} {self.name or self._object_id}"
             if result.not_found:

@@ -5,7 +5,6 @@ import contextlib
 import inspect
 import os
 import sys
-import threading
 
 import grpc
 
@@ -13,6 +12,7 @@ from . import config, exception
 from ._client import code
 from ._client.client import Client
 from ._client.local_cluster import LocalCluster
+from ._client.stream import Backoff, unavailable
 from .cls import Cls
 from .function import Function, FunctionSpec
 from .proto import api_pb2
@@ -28,21 +28,18 @@ def print_logs(batch: api_pb2.LogBatch):
         out.flush()
 
 
-def build_image(client: Client, image: api_pb2.Image):
+async def build_image(client: Client, image: api_pb2.Image):
     """Have the image built (at once if it is already), its build output on this terminal."""
     force = os.environ.get("EMBER_FORCE_BUILD", "") not in ("", "0")
-
-    async def follow():
-        async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
-                                                  wait_for_ready=True):
-            if event.log:
-                sys.stderr.write(event.log)
-                sys.stderr.flush()
-            if event.done:
-                return event.error
-        return "the control plane ended the build without a result"
-
-    error = client.run(follow())
+    error = "the control plane ended the build without a result"
+    async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
+                                              wait_for_ready=True):
+        if event.log:
+            sys.stderr.write(event.log)
+            sys.stderr.flush()
+        if event.done:
+            error = event.error
+            break
     if error:
         raise exception.ImageBuildError(f"Image build failed: {error}")
 
@@ -97,7 +94,7 @@ class App:
             fname = name or raw_f.__name__
             if fname in self._functions:
                 raise exception.InvalidError(f"app {self.name!r} already has a function named {fname!r}")
-            f = Function(self, raw_f, spec, fname, serialized=serialized)
+            f = Function(fname, app=self, raw_f=raw_f, spec=spec, serialized=serialized)
             self._functions[fname] = f
             return f
 
@@ -117,7 +114,7 @@ class App:
             cname = name or user_cls.__name__
             if cname in self._functions:
                 raise exception.InvalidError(f"app {self.name!r} already has a function or class named {cname!r}")
-            c = Cls(self, user_cls, spec, cname, serialized)
+            c = Cls(Function(cname, app=self, raw_f=user_cls, spec=spec, serialized=serialized), user_cls)
             if not c._methods and not c._web_methods:
                 raise exception.InvalidError(f"class {cname} has no method marked @ember.method() "
                                              "(or a web endpoint decorator)")
@@ -147,10 +144,7 @@ class App:
                 "deploying needs a control plane that keeps running: start one with `ember server` and "
                 "`ember worker --server URL`, and set EMBER_SERVER_URL")
         client = Client.from_env()
-        deployment = _RunningApp(self, client)
-        deployment.create(deployed_name=name)
-        resp = client.run(client.rpc("AppDeploy", api_pb2.AppRef(app_id=deployment.app_id)))
-        return resp.version
+        return client.run(_RunningApp(self, client).deploy(name))
 
     @contextlib.contextmanager
     def run(self):
@@ -167,11 +161,11 @@ class App:
             running = _RunningApp(self, client)
             self._running = running
             try:
-                running.start()
+                client.run(running.start())
                 yield self
             finally:
                 self._running = None
-                running.stop()
+                client.run(running.stop())
                 for f in self._functions.values():
                     f._hydrate(None, None)
         finally:
@@ -180,40 +174,63 @@ class App:
 
 
 class _RunningApp:
-    """An app while it runs: its id, heartbeats, and the prints of its containers."""
+    """An app while it runs: its id, heartbeats, and the prints of its containers. Its methods
+    run on the client's event loop."""
 
     def __init__(self, app: App, client: Client):
         self.app = app
         self.client = client
         self.app_id: str | None = None
         self.log_seq = 0
-        self.log_cond = threading.Condition()
+        self.log_seen = asyncio.Event()  # set (and replaced) each time log_seq moves on
+        self.logs_ended = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
-        self.logs_done = threading.Event()
 
-    def start(self):
-        resp = self.create()
-        self.client.bridge.call_soon(self._start_tasks, resp.heartbeat_interval)
+    async def start(self):
+        resp = await self.create()
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._heartbeats(resp.heartbeat_interval)), loop.create_task(self._follow_logs())]
 
-    def create(self, deployed_name: str | None = None) -> api_pb2.AppCreateResponse:
+    async def deploy(self, name: str) -> int:
+        """Create the app as the next version of the deployed app `name`; its version number."""
+        await self.create(deployed_name=name)
+        return (await self.client.rpc("AppDeploy", api_pb2.AppRef(app_id=self.app_id))).version
+
+    async def create(self, deployed_name: str | None = None) -> api_pb2.AppCreateResponse:
         """Build the images, check the secrets, create the app and its functions."""
         client = self.client
+        functions = self.app._functions
         # Images first: a long build must not outlast the app's first heartbeat.
         images = {}  # one resolve and build per distinct Image object
-        for f in self.app._functions.values():
+        for f in functions.values():
             image = f._spec.image
             if id(image) not in images:
-                images[id(image)] = image._resolve(client.upload_sync)
-                build_image(client, images[id(image)])
+                images[id(image)] = await asyncio.to_thread(image._resolve, client.upload_sync)  # hashes local files
+                await build_image(client, images[id(image)])
         # Secrets next: a missing one (or a missing required key) fails here, before anything runs.
-        secret_ids = {name: [s._resolve(client) for s in f._spec.secrets] for name, f in self.app._functions.items()}
-        resp = client.run(client.rpc("AppCreate", api_pb2.AppCreateRequest(
-            name=deployed_name or self.app.name or "", deployed=deployed_name is not None)))
+        secret_ids = {name: [await s._resolve(client) for s in f._spec.secrets] for name, f in functions.items()}
+        volume_ids = {name: {path: await v._id() for path, v in f._spec.volumes.items()} for name, f in functions.items()}
+        resp = await client.rpc("AppCreate", api_pb2.AppCreateRequest(
+            name=deployed_name or self.app.name or "", deployed=deployed_name is not None))
         self.app_id = resp.app_id
         for note in resp.unisolated_workers:
             print(f"ember: functions run as plain processes, without container isolation, on worker {note}",
                   file=sys.stderr)
-        # Package code here, on the caller's thread: uploads go through the event loop.
+        # Packaging code pickles functions and reads files: on a thread, its uploads through this loop.
+        definitions = await asyncio.to_thread(self._definitions, images, secret_ids, volume_ids)
+
+        async def create_function(name, d):
+            return name, await client.rpc("FunctionCreate", api_pb2.FunctionCreateRequest(
+                app_id=self.app_id, definition=d))
+
+        for name, r in await asyncio.gather(*(create_function(n, d) for n, d in definitions.items())):
+            functions[name]._hydrate(client, r.function_id, r.web_url, r.method_web_urls)
+            urls = {name: r.web_url} if r.web_url else {f"{name}.{m}": url for m, url in r.method_web_urls.items()}
+            for endpoint, url in sorted(urls.items()):
+                print(f"ember: web endpoint {endpoint} => {url}", flush=True)
+        return resp
+
+    def _definitions(self, images, secret_ids, volume_ids) -> dict[str, api_pb2.FunctionDefinition]:
         definitions = {}
         for name, f in self.app._functions.items():
             d = f._spec.definition(name, f._is_generator)
@@ -223,29 +240,12 @@ class _RunningApp:
             d.max_inputs = getattr(f._raw_f, "_ember_max_inputs", 0)
             if name in self.app._classes:
                 self.app._classes[name]._definition_extras(d)
-            code.describe(f._raw_f, d, client.upload_sync, by_value=f._serialized)
+            code.describe(f._raw_f, d, self.client.upload_sync, by_value=f._serialized)
             d.image.CopyFrom(images[id(f._spec.image)])
             d.secret_ids.extend(secret_ids[name])
-            for path, volume in f._spec.volumes.items():
-                d.volume_mounts[path] = volume._id()
+            d.volume_mounts.update(volume_ids[name])
             definitions[name] = d
-        created = client.run(self._create_functions(definitions))
-        for name, r in created.items():
-            self.app._functions[name]._hydrate(client, r.function_id, r.web_url, r.method_web_urls)
-            urls = {name: r.web_url} if r.web_url else {f"{name}.{m}": url for m, url in r.method_web_urls.items()}
-            for endpoint, url in sorted(urls.items()):
-                print(f"ember: web endpoint {endpoint} => {url}", flush=True)
-        return resp
-
-    async def _create_functions(self, definitions) -> dict[str, api_pb2.FunctionCreateResponse]:
-        async def one(name, d):
-            return name, await self.client.rpc("FunctionCreate", api_pb2.FunctionCreateRequest(
-                app_id=self.app_id, definition=d))
-        return dict(await asyncio.gather(*(one(n, d) for n, d in definitions.items())))
-
-    def _start_tasks(self, heartbeat_interval: float):
-        loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self._heartbeats(heartbeat_interval)), loop.create_task(self._follow_logs())]
+        return definitions
 
     async def _heartbeats(self, interval: float):
         while True:
@@ -260,46 +260,53 @@ class _RunningApp:
                 pass
 
     async def _follow_logs(self):
+        backoff = Backoff()
         try:
             while True:
                 try:
                     async for batch in self.client.stub.AppLogs(
                             api_pb2.AppLogsRequest(app_id=self.app_id, after_seq=self.log_seq), wait_for_ready=True):
+                        backoff.reset()
                         print_logs(batch)
-                        with self.log_cond:
-                            self.log_seq = batch.entries[-1].seq
-                            self.log_cond.notify_all()
+                        self.log_seq = batch.entries[-1].seq
+                        self._logs_moved()
                     return  # the app stopped: everything was printed
                 except grpc.aio.AioRpcError as e:
-                    if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    if not unavailable(e) or not await backoff.wait():
                         return
-                    await asyncio.sleep(0.2)
         finally:
-            self.logs_done.set()
-            with self.log_cond:
-                self.log_cond.notify_all()
+            self.logs_ended.set()
+            self._logs_moved()
 
-    def logs_behind(self, seq: int) -> bool:
-        return seq > self.log_seq and not self.logs_done.is_set()
+    def _logs_moved(self):
+        seen, self.log_seen = self.log_seen, asyncio.Event()
+        seen.set()
 
-    def wait_for_logs(self, seq: int):
-        with self.log_cond:
-            self.log_cond.wait_for(lambda: self.log_seq >= seq or self.logs_done.is_set(), LOG_WAIT)
+    async def wait_for_logs(self, seq: int):
+        """Let what the app printed up to `seq` reach the terminal first (waiting LOG_WAIT at most)."""
+        if seq <= self.log_seq or self.logs_ended.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LOG_WAIT):
+                while seq > self.log_seq and not self.logs_ended.is_set():
+                    await self.log_seen.wait()
 
-    def drain(self):
+    async def drain(self):
         """Let the app finish the calls and requests it runs, then stop (a newer version of it
         took over); what it prints meanwhile still shows."""
-        self.client.run(self.client.rpc("AppStop", api_pb2.AppRef(app_id=self.app_id, drain=True)))
-        self.client.bridge.call_soon(self.tasks[0].cancel)  # its heartbeats
+        await self.client.rpc("AppStop", api_pb2.AppRef(app_id=self.app_id, drain=True))
+        self.tasks[0].cancel()  # its heartbeats
 
-    def stop(self):
+    async def stop(self):
         if self.app_id is None:
             return
         try:
-            self.client.run(self.client.rpc("AppStop", api_pb2.AppRef(app_id=self.app_id), retry=False))
+            await self.client.rpc("AppStop", api_pb2.AppRef(app_id=self.app_id), retry=False)
         except exception.Error:
             pass
-        # The log stream ends once the app has stopped and everything it printed was sent.
-        self.logs_done.wait(LOG_WAIT)
+        if self.tasks:  # the log stream ends once the app has stopped and everything it printed was sent
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LOG_WAIT):
+                    await self.logs_ended.wait()
         for t in self.tasks:
-            self.client.bridge.call_soon(t.cancel)
+            t.cancel()

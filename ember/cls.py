@@ -90,22 +90,22 @@ def instantiate(user_cls, params: dict):
 class Cls:
     """An @app.cls class: call it with its parameters to get an instance whose methods run remotely."""
 
-    def __init__(self, app, user_cls, spec, name: str, serialized: bool):
-        self._app = app
+    def __init__(self, function: Function, user_cls=None):
+        """Every Cls is made here: one decorated in an app (its function and the class itself), or
+        one looked up by name (its function only: the control plane knows its methods)."""
+        self._function = function  # the class's own function: hydrated when the app runs, or looked up
+        self._name = function._name
         self._user_cls = user_cls
-        self._spec = spec
-        self._name = name
-        self._serialized = serialized
-        self._methods = {k: inspect.isgeneratorfunction(v) or inspect.isasyncgenfunction(v) for k, v in vars(user_cls).items()
-                         if callable(v) and getattr(v, "_ember_method", False)}
-        # Methods that are web endpoints (@ember.fastapi_endpoint() and friends on a method).
-        self._web_methods = {k: v._ember_web for k, v in vars(user_cls).items()
-                             if callable(v) and getattr(v, "_ember_web", None) is not None}
-        self._params = class_parameters(user_cls)
-        # The class's own function: hydrated when the app runs (or by from_name).
-        self._function = Function(app, user_cls, spec, name, serialized=serialized)
-        self._function._is_generator = False
-        self._instances: dict[bytes, "_Instance"] = {}
+        self._methods: dict[str, bool] | None = None  # name: is a generator; None until known
+        self._web_methods: dict = {}  # methods that are web endpoints (@ember.fastapi_endpoint() on a method)
+        self._params: dict | None = None  # None: not known here (a class by name)
+        if user_cls is not None:
+            members = {k: v for k, v in vars(user_cls).items() if callable(v)}
+            self._methods = {k: inspect.isgeneratorfunction(v) or inspect.isasyncgenfunction(v)
+                             for k, v in members.items() if getattr(v, "_ember_method", False)}
+            self._web_methods = {k: v._ember_web for k, v in members.items() if getattr(v, "_ember_web", None) is not None}
+            self._params = class_parameters(user_cls)
+        self._instances: dict[bytes, _Instance] = {}
 
     def __repr__(self):
         return f"<ember.Cls {self._name}>"
@@ -113,12 +113,7 @@ class Cls:
     @classmethod
     def from_name(cls, app_name: str, name: str) -> "Cls":
         """A class of a deployed app, from any process; its methods are looked up when first used."""
-        c = cls.__new__(cls)
-        c._app, c._user_cls, c._spec, c._name, c._serialized = None, None, None, name, False
-        c._methods, c._params, c._web_methods = None, None, {}
-        c._function = Function.from_name(app_name, name)
-        c._instances = {}
-        return c
+        return cls(Function.from_name(app_name, name))
 
     def get_user_cls(self):
         return self._user_cls
@@ -155,7 +150,7 @@ class _Instance:
         self._cls = cls
         self._params = params
         self._key = key
-        self._bound: Function | None = None  # the class function, bound to these parameters
+        self._bound: tuple[str, str] | None = None  # (class function id, the id bound to these parameters)
 
     def __getattr__(self, name):
         if name in self._params:
@@ -164,13 +159,14 @@ class _Instance:
             return self._cls._params[name]
         return _BoundMethod(self, name)
 
-    def _function_id(self) -> tuple[Client, str]:
-        client, fid = self._cls._function._ready()
+    async def _resolve(self) -> tuple[Client, str]:
+        """The client, and the id of the class's function bound to these parameters (bound once)."""
+        client, fid = await self._cls._function._resolve()
         if not self._key:
             return client, fid
         if self._bound is None or self._bound[0] != fid:
-            resp = client.run(client.rpc("FunctionBind", api_pb2.FunctionBindRequest(function_id=fid, params=self._key),
-                                         what=f"{self._cls._name}({', '.join(self._params)})"))
+            resp = await client.rpc("FunctionBind", api_pb2.FunctionBindRequest(function_id=fid, params=self._key),
+                                    what=f"{self._cls._name}({', '.join(self._params)})")
             self._bound = (fid, resp.function_id)
         return client, self._bound[1]
 
@@ -180,42 +176,35 @@ class _BoundMethod(Function):
 
     def __init__(self, instance: _Instance, name: str):
         cls = instance._cls
-        methods = cls._methods
-        if methods is None:  # a class looked up by name: the control plane knows its methods
-            cls._function._ready()
-            methods = cls._methods = dict(cls._function._methods or {})
-        if name not in methods and name not in (cls._function._method_web_urls or cls._web_methods):
+        function = cls._function
+        if cls._methods is None:  # a class looked up by name: the control plane knows its methods
+            cls._methods = dict(function.hydrate()._methods or {})
+        if name not in cls._methods and name not in (function._method_web_urls or cls._web_methods):
             raise AttributeError(f"{cls._name} has no method {name!r} marked @ember.method(); it has: "
-                                 f"{', '.join(sorted(methods)) or 'none'}")
+                                 f"{', '.join(sorted(cls._methods)) or 'none'}")
+        super().__init__(f"{cls._name}.{name}", app=function._app, spec=function._spec,
+                         raw_f=getattr(cls._user_cls, name, None), method=name,
+                         is_generator=cls._methods.get(name, False))  # a web method is no generator
         self._instance = instance
-        self._app, self._serialized, self._spec = cls._app, False, cls._spec
-        self._raw_f = getattr(cls._user_cls, name, None) if cls._user_cls is not None else None
-        self._name = f"{cls._name}.{name}"
-        self._method = name
-        self._is_generator = methods.get(name, False)  # a web method is no generator
-        self._function_id, self._client = None, None
 
     def __repr__(self):
         return f"<ember method {self._name}>"
 
-    def get_web_url(self) -> str | None:
-        """Where this web method is served (None if it is not a web endpoint)."""
-        function = self._instance._cls._function
-        function._ready()
-        return function._method_web_urls.get(self._method)
-
     def __reduce__(self):
         raise TypeError(f"{self._name} cannot be passed to a function: pass the class instance's parameters instead")
 
-    def _ready(self) -> tuple[Client, str]:
-        if self._function_id is None:
-            self._client, self._function_id = self._instance._function_id()
-        return self._client, self._function_id
+    def get_web_url(self) -> str | None:
+        """Where this web method is served (None if it is not a web endpoint)."""
+        function = self._instance._cls._function
+        if function._function_id is None:
+            function.hydrate()
+        return function._method_web_urls.get(self._method)
 
-    def _args_payload(self, client: Client, args, kwargs) -> api_pb2.Payload:
-        payload = super()._args_payload(client, args, kwargs)
-        payload.method = self._method
-        return payload
+    def _get_client(self) -> Client:
+        return self._instance._cls._function._get_client()
+
+    async def _resolve(self) -> tuple[Client, str]:
+        return await self._instance._resolve()
 
     def local(self, *args, **kwargs):
         obj = instantiate(self._instance._cls._user_cls, self._instance._params)

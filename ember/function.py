@@ -1,17 +1,19 @@
 """ember.Function and ember.FunctionCall: calling a function that runs in a container.
 
 Every way to call has an async twin under `.aio`: `f.remote(x)` / `await f.remote.aio(x)`,
-`f.map(xs)` / `async for y in f.map.aio(xs)`, `call.get()` / `await call.get.aio()`.
+`f.map(xs)` / `async for y in f.map.aio(xs)`, `call.get()` / `await call.get.aio()`. Each is
+written once, as a coroutine on the client's event loop (see _client/bridge.py).
 """
 
 import asyncio
 import functools
 import inspect
 import posixpath
-import threading
+import re
 import time
 
 from . import _gpu, exception
+from ._client.bridge import in_thread, twin
 from ._client.client import Client
 from ._client.serialization import deserialize, exception_from_output, serialize_args
 from ._ids import new_id
@@ -32,26 +34,6 @@ MAP_OUTSTANDING = 50_000    # inputs sent but not yet returned, before the sende
 
 # Where a volume cannot be mounted: the system's own directories and Ember's.
 RESERVED_MOUNTS = ("proc", "sys", "dev", "ember", "usr", "bin", "sbin", "lib", "lib64", "etc")
-
-
-class _aio:
-    """A method with an async twin: obj.name(...) and await obj.name.aio(...)."""
-
-    def __init__(self, aio_impl):
-        self.aio_impl = aio_impl
-        self.sync_impl = None
-
-    def __call__(self, sync_impl):
-        self.sync_impl = sync_impl
-        functools.update_wrapper(self, sync_impl)
-        return self
-
-    def __get__(self, obj, cls=None):
-        if obj is None:
-            return self
-        bound = functools.partial(self.sync_impl, obj)
-        bound.aio = functools.partial(self.aio_impl, obj)
-        return bound
 
 
 def parse_gpu(gpu) -> str:
@@ -129,34 +111,77 @@ class FunctionSpec:
 
 async def _output_value(client: Client, out: api_pb2.Output, name: str):
     """The value an output carries, or the exception it describes (raised)."""
-    data = await client.payload_bytes_async(out.data)
+    data = await client.payload_bytes(out.data)
     if out.status in (Output.SUCCESS, Output.GENERATOR_ITEM):
         return deserialize(data, f"the result of {name}()")
     raise exception_from_output(out, data, name)
 
 
+def _cannot_call(name: str, cause: str) -> exception.NotFoundError:
+    """The error for a call the control plane refused (the function's app is not running, the
+    function is gone), the same whichever way it was called: .remote(), .spawn(), .map(), ..."""
+    # Its refusals of .spawn() and .map() begin with the call's or the function's id: the cause is what counts.
+    cause = re.sub(r"^cannot (call function|add inputs to) \S+: ", "", cause)
+    return exception.NotFoundError(f"Cannot call {name}(): {cause}")
+
+
+async def _cancel_call(client: Client, call_id: str, *, quietly: bool = False):
+    """Cancel a call: its queued inputs never run, a running one is interrupted. Quietly: as the
+    cleanup after a caller stopped, which fails at once, and silently, if the control plane is gone."""
+    try:
+        await client.rpc("FunctionCallCancel", api_pb2.FunctionCallRef(call_id=call_id), retry=not quietly,
+                         what=f"cancelling {call_id}")
+    except exception.Error:
+        if not quietly:
+            raise
+
+
+def _zipped(iterables):
+    """map's inputs: read only when the first is needed (on the sender's thread)."""
+    for args in zip(*iterables):
+        yield args, {}
+
+
+def _starred(input_iterator, kwargs: dict | None):
+    for args in input_iterator:
+        yield tuple(args), kwargs or {}
+
+
 class Function:
     """A function of an App; call it with .remote(), .map(), .spawn() and friends."""
 
-    def __init__(self, app, raw_f, spec: FunctionSpec, name: str | None = None, serialized: bool = False):
+    def __init__(self, name: str, *, app=None, raw_f=None, spec: FunctionSpec | None = None, serialized: bool = False,
+                 is_generator: bool | None = None, function_id: str | None = None, web_url: str | None = None,
+                 method_web_urls: dict | None = None, lookup: tuple[str, str] | None = None, method: str = ""):
+        """Every Function is made here: one decorated in an app (app, raw_f, spec), one looked up
+        by name (lookup), one unpickled in another function's container (what was known of it
+        where it was pickled), and a method of a class instance (method)."""
+        self._name = name
         self._app = app
-        self._serialized = serialized  # ship by value (cloudpickle) even from an importable file
         self._raw_f = raw_f
         self._spec = spec
-        self._name = name or raw_f.__name__
-        self._is_generator = inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f)
-        self._function_id: str | None = None
+        self._serialized = serialized  # ship by value (cloudpickle) even from an importable file
+        if is_generator is None:
+            is_generator = inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f)
+        self._is_generator = is_generator
+        self._function_id = function_id
+        self._web_url = web_url or None
+        self._method_web_urls = dict(method_web_urls or {})  # a class's web methods
+        self._lookup = lookup  # (app, function) of a deployed app's function, looked up when first used
+        self._methods: dict[str, bool] | None = None  # a class looked up by name: its methods (is generator)
+        self._method = method  # the method of a class instance that its inputs call
         self._client: Client | None = None
-        self._web_url: str | None = None
-        self._method_web_urls: dict[str, str] = {}  # a class's web methods
-        functools.update_wrapper(self, raw_f)
+        if inspect.isroutine(raw_f):
+            functools.update_wrapper(self, raw_f)
 
     def __repr__(self):
         return f"<ember.Function {self._name}>"
 
     def __reduce__(self):
-        # Pickled (e.g. by a function that calls this one): a reference that works remotely.
-        return (_function_ref, (self._name, self._function_id, self._is_generator))
+        # Pickled (passed to another function): the same function over there, with all that is known of it.
+        return _function_ref, ({"name": self._name, "is_generator": self._is_generator, "function_id": self._function_id,
+                                 "web_url": self._web_url, "method_web_urls": self._method_web_urls,
+                                 "lookup": self._lookup},)
 
     @property
     def object_id(self) -> str | None:
@@ -166,68 +191,99 @@ class Function:
         return self._raw_f
 
     def _hydrate(self, client: Client | None, function_id: str | None, web_url: str = "", method_web_urls=None):
+        """What the control plane made of it as its app started (None and None as the app stops)."""
         self._client, self._function_id, self._web_url = client, function_id, web_url or None
         self._method_web_urls = dict(method_web_urls or {})
-
-    def get_web_url(self) -> str | None:
-        """Where the function's web endpoint is served (None if it has none)."""
-        self._ready()
-        return self._web_url
 
     @classmethod
     def from_name(cls, app_name: str, name: str) -> "Function":
         """A function of a deployed app, from any process; looked up when first called. Calls
         always reach the app's current version."""
-        f = cls.__new__(cls)
-        f._app, f._serialized, f._raw_f, f._spec = None, False, None, None
-        f._name, f._is_generator, f._function_id, f._client, f._web_url = name, False, None, None, None
-        f._method_web_urls = {}
-        f._lookup = (app_name, name)
-        return f
+        return cls(name, lookup=(app_name, name))
 
-    _lookup: tuple[str, str] | None = None
-    _methods: dict | None = None  # of a class looked up by name
+    def _get_client(self) -> Client:
+        """The client its calls go through; what can be told without one is told first."""
+        if self._client is None:
+            if self._function_id is None and self._lookup is None:
+                app = getattr(self._app, "name", None) or "its app"
+                raise exception.ExecutionError(
+                    f"Function {self._name}() belongs to app {app!r}, which is not running. Call it inside "
+                    "`with app.run():`, from a @app.local_entrypoint() run by `ember run`, or run the "
+                    f"file with `ember run FILE::{self._name}`.")
+            self._client = Client.from_env()
+        return self._client
 
-    def _ready(self) -> tuple[Client, str]:
-        if self._function_id is None and self._lookup is not None:
-            client = Client.from_env()
-            resp = client.run(client.rpc("FunctionLookup", api_pb2.FunctionLookupRequest(
-                app_name=self._lookup[0], name=self._lookup[1]), what=f"looking up {self._lookup[1]}"))
-            self._client, self._function_id, self._is_generator = client, resp.function_id, resp.is_generator
-            self._web_url = resp.web_url or None
+    def _loop(self):
+        return self._get_client().bridge
+
+    async def _resolve(self) -> tuple[Client, str]:
+        """The client and the function's id for a call; a function by name is looked up first."""
+        client = self._get_client()
+        if self._function_id is None:
+            app_name, name = self._lookup
+            try:
+                resp = await client.rpc("FunctionLookup", api_pb2.FunctionLookupRequest(app_name=app_name, name=name),
+                                        what=f"looking up {name}")
+            except exception.NotFoundError as e:
+                raise _cannot_call(name, str(e)) from None
+            self._is_generator, self._web_url = resp.is_generator, resp.web_url or None
             self._method_web_urls = dict(resp.method_web_urls)
             self._methods = dict(resp.methods) if resp.is_class else None
+            self._function_id = resp.function_id
+        return client, self._function_id
+
+    @twin
+    async def hydrate(self) -> "Function":
+        """Look the function up now (one from Function.from_name is looked up when first used)."""
+        await self._resolve()
+        return self
+
+    def get_web_url(self) -> str | None:
+        """Where the function's web endpoint is served (None if it has none)."""
         if self._function_id is None:
-            app = getattr(self._app, "name", None) or "its app"
-            raise exception.ExecutionError(
-                f"Function {self._name}() belongs to app {app!r}, which is not running. Call it inside "
-                "`with app.run():`, from a @app.local_entrypoint() run by `ember run`, or run the "
-                f"file with `ember run FILE::{self._name}`.")
-        if self._client is None:
-            self._client = Client.from_env()
-        return self._client, self._function_id
+            self.hydrate()
+        return self._web_url
 
-    def _check_not_generator(self, how: str):
-        if self._is_generator:
-            raise exception.InvalidError(
-                f"{self._name}() is a generator function: call it with .remote_gen(), not {how}")
-
-    def _args_payload(self, client: Client, args, kwargs) -> api_pb2.Payload:
-        return client.payload(serialize_args(self._name, args, kwargs))
-
-    def _prepare(self, how: str, args, kwargs) -> tuple[Client, str, api_pb2.Payload]:
-        """Checks common to every way of calling, then the arguments, pickled (or failing here)."""
-        client, fid = self._ready()  # first: a function looked up by name learns what it is here
+    def _check_kind(self, how: str):
         if how == ".remote_gen()":
             if not self._is_generator:
                 raise exception.InvalidError(f"{self._name}() is not a generator function: call it with .remote()")
-        else:
-            self._check_not_generator(how)
-        return client, fid, self._args_payload(client, args, kwargs)
+        elif self._is_generator:
+            raise exception.InvalidError(
+                f"{self._name}() is a generator function: call it with .remote_gen(), not {how}")
 
-    def _check_response(self, resp: api_pb2.CallResponse):
-        if resp.error:
-            raise exception.ExecutionError(f"Cannot call {self._name}(): {resp.error}")
+    async def _payload(self, client: Client, data: bytes) -> api_pb2.Payload:
+        payload = await client.payload(data)
+        payload.method = self._method
+        return payload
+
+    async def _prepare(self, how: str, args, kwargs) -> tuple[Client, str, api_pb2.Payload]:
+        """What a call with one input starts with: the function resolved (one by name learns here
+        what it is), the way of calling checked, and the arguments pickled (or failing here)."""
+        client, fid = await self._resolve()
+        self._check_kind(how)
+        return client, fid, await self._payload(client, serialize_args(self._name, args, kwargs))
+
+    async def _submit(self, client: Client, method: str, request):
+        """Create a call, or add inputs to one; a refusal is the same error for every way of calling."""
+        try:
+            return await client.rpc(method, request, what=f"calling {self._name}()")
+        except exception.NotFoundError as e:
+            raise _cannot_call(self._name, str(e)) from None
+
+    async def _start_call(self, how: str, args, kwargs) -> tuple[Client, str]:
+        """A call of one input (.spawn(), .remote_gen()): its client and id."""
+        client, fid, payload = await self._prepare(how, args, kwargs)
+        call_id = new_id("fc")
+        await self._submit(client, "FunctionCallCreate", api_pb2.FunctionCallCreateRequest(
+            function_id=fid, call_id=call_id, inputs=[api_pb2.Input(idx=0, args=payload)], inputs_complete=True))
+        return client, call_id
+
+    async def _wait_for_logs(self, log_seq: int):
+        """Let what the container printed before its result reach the terminal first."""
+        running = getattr(self._app, "_running", None)
+        if running is not None:
+            await running.wait_for_logs(log_seq)
 
     # ---------------------------------------------------------------- local
 
@@ -237,285 +293,179 @@ class Function:
 
     # ---------------------------------------------------------------- remote
 
-    async def _remote_aio(self, *args, **kwargs):
-        client, fid, payload = self._prepare(".remote()", args, kwargs)
-        resp = await client.mux.call_async(api_pb2.CallRequest(function_id=fid, call_id=new_id("fc"), args=payload))
-        self._check_response(resp)
-        await self._wait_for_logs_aio(resp.output.log_seq)
-        return await client.bridge.run_async(_output_value(client, resp.output.output, self._name))
-
-    @_aio(_remote_aio)
-    def remote(self, *args, **kwargs):
+    @twin
+    async def remote(self, *args, **kwargs):
         """Run the function in a container and return its result."""
-        client, fid, payload = self._prepare(".remote()", args, kwargs)
-        resp = client.mux.call_sync(api_pb2.CallRequest(function_id=fid, call_id=new_id("fc"), args=payload))
-        self._check_response(resp)
-        self._wait_for_logs(resp.output.log_seq)
-        out = resp.output.output
-        if out.status == Output.SUCCESS and not out.data.blob_id:
-            # The hot path: an inline result, no need to visit the event loop again.
-            return deserialize(out.data.data, f"the result of {self._name}()")
-        return client.run(_output_value(client, out, self._name))
-
-    def _wait_for_logs(self, log_seq: int):
-        """Let what the container printed before its result reach the terminal first."""
-        running = getattr(self._app, "_running", None)
-        if running is not None and running.logs_behind(log_seq):
-            running.wait_for_logs(log_seq)
-
-    async def _wait_for_logs_aio(self, log_seq: int):
-        running = getattr(self._app, "_running", None)
-        if running is not None and running.logs_behind(log_seq):
-            await asyncio.to_thread(running.wait_for_logs, log_seq)
-
-    # ---------------------------------------------------------------- spawn
-
-    async def _spawn_aio(self, *args, **kwargs) -> "FunctionCall":
-        client, fid, payload = self._prepare(".spawn()", args, kwargs)
-        return await client.bridge.run_async(self._spawn(client, fid, payload))
-
-    @_aio(_spawn_aio)
-    def spawn(self, *args, **kwargs) -> "FunctionCall":
-        """Start the function in a container; returns a FunctionCall to .get() the result later."""
-        client, fid, payload = self._prepare(".spawn()", args, kwargs)
-        return client.run(self._spawn(client, fid, payload))
-
-    async def _spawn(self, client: Client, fid: str, payload) -> "FunctionCall":
+        client, fid, payload = await self._prepare(".remote()", args, kwargs)
         call_id = new_id("fc")
-        await client.rpc("FunctionCallCreate", api_pb2.FunctionCallCreateRequest(
-            function_id=fid, call_id=call_id, inputs=[api_pb2.Input(idx=0, args=payload)], inputs_complete=True),
-            what=f"spawning {self._name}()")
+        try:
+            resp = await client.mux.call(api_pb2.CallRequest(function_id=fid, call_id=call_id, args=payload))
+        except asyncio.CancelledError:
+            await _cancel_call(client, call_id, quietly=True)
+            raise
+        if resp.error:
+            raise _cannot_call(self._name, resp.error)
+        await self._wait_for_logs(resp.output.log_seq)
+        return await _output_value(client, resp.output.output, self._name)
+
+    @twin
+    async def spawn(self, *args, **kwargs) -> "FunctionCall":
+        """Start the function in a container; returns a FunctionCall to .get() the result later."""
+        client, call_id = await self._start_call(".spawn()", args, kwargs)
         return FunctionCall(call_id, client, self._name)
 
-    # ---------------------------------------------------------------- generators
-
-    async def _remote_gen_aio(self, *args, **kwargs):
-        client, fid, payload = self._prepare(".remote_gen()", args, kwargs)
-        call_id = (await client.bridge.run_async(self._spawn(client, fid, payload))).object_id
-        after = 0
-        while True:
-            items, after, finished, log_seq, error = await client.bridge.run_async(
-                self._gen_items(client, call_id, after))
-            await self._wait_for_logs_aio(log_seq)
-            for item in items:
-                yield item
-            if error is not None:
-                raise error
-            if finished:
-                return
-
-    @_aio(_remote_gen_aio)
-    def remote_gen(self, *args, **kwargs):
+    @twin
+    async def remote_gen(self, *args, **kwargs):
         """Run a generator function remotely; its items arrive here as they are produced."""
-        client, fid, payload = self._prepare(".remote_gen()", args, kwargs)
-        call_id = client.run(self._spawn(client, fid, payload)).object_id
-        after = 0
-        while True:
-            items, after, finished, log_seq, error = client.run(self._gen_items(client, call_id, after))
-            self._wait_for_logs(log_seq)
-            yield from items
-            if error is not None:
-                raise error
-            if finished:
-                return
-
-    async def _gen_items(self, client: Client, call_id: str, after: int):
-        """(items, last seq, finished, log seq, error) from the next batch of a generator's outputs."""
-        resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
-            call_id=call_id, after_seq=after, max_outputs=1000, timeout=POLL))
-        items = []
-        log_seq = 0
-        for co in resp.outputs:
-            after = co.seq
-            log_seq = co.log_seq
-            if co.output.status == Output.GENERATOR_ITEM:
-                items.append(await _output_value(client, co.output, self._name))
-            elif co.output.status == Output.SUCCESS:
-                return items, after, True, log_seq, None
-            else:
-                try:
-                    await _output_value(client, co.output, self._name)
-                except Exception as e:
-                    return items, after, True, log_seq, e
-        return items, after, False, log_seq, None
+        client, call_id = await self._start_call(".remote_gen()", args, kwargs)
+        after, finished = 0, False
+        try:
+            while not finished:
+                resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+                    call_id=call_id, after_seq=after, max_outputs=1000, timeout=POLL))
+                for co in resp.outputs:
+                    after = co.seq
+                    await self._wait_for_logs(co.log_seq)
+                    if co.output.status != Output.GENERATOR_ITEM:
+                        finished = True
+                        if co.output.status != Output.SUCCESS:
+                            await _output_value(client, co.output, self._name)  # raises its error
+                        break
+                    yield await _output_value(client, co.output, self._name)
+        finally:
+            if not finished:  # the caller stopped early: so does the generator
+                await _cancel_call(client, call_id, quietly=True)
 
     # ---------------------------------------------------------------- map
 
-    @_aio(lambda self, *its, **kw: self._map_aio(zip(*its), kw))
-    def map(self, *iterables, order_outputs: bool = True, return_exceptions: bool = False):
+    @twin
+    async def map(self, *iterables, order_outputs: bool = True, return_exceptions: bool = False):
         """Run the function over each item (zipping several iterables), in parallel containers."""
-        return self._map(((args, {}) for args in zip(*iterables)), order_outputs, return_exceptions)
+        async for value in self._map(_zipped(iterables), order_outputs, return_exceptions):
+            yield value
 
-    @_aio(lambda self, it, kwargs=None, **kw: self._map_aio(it, dict(kw, kwargs=kwargs)))
-    def starmap(self, input_iterator, kwargs: dict | None = None, order_outputs: bool = True,
-                return_exceptions: bool = False):
+    @twin
+    async def starmap(self, input_iterator, kwargs: dict | None = None, order_outputs: bool = True,
+                      return_exceptions: bool = False):
         """Like map, but each item is a tuple of positional arguments."""
-        return self._map(((tuple(args), kwargs or {}) for args in input_iterator), order_outputs, return_exceptions)
+        async for value in self._map(_starred(input_iterator, kwargs), order_outputs, return_exceptions):
+            yield value
 
-    async def _for_each_aio(self, *iterables, ignore_exceptions: bool = False):
-        async for _ in self._map_aio(zip(*iterables), {"return_exceptions": ignore_exceptions}):
-            pass
-
-    @_aio(_for_each_aio)
-    def for_each(self, *iterables, ignore_exceptions: bool = False) -> None:
+    @twin
+    async def for_each(self, *iterables, ignore_exceptions: bool = False) -> None:
         """Run the function over each item for its effects; results are dropped."""
-        for _ in self.map(*iterables, order_outputs=False, return_exceptions=ignore_exceptions):
+        async for _ in self._map(_zipped(iterables), False, ignore_exceptions):
             pass
 
-    def _map(self, arg_iter, order_outputs: bool, return_exceptions: bool):
-        client, fid = self._ready()
-        self._check_not_generator(".map()")
-        run = _MapRun(self, client, fid, arg_iter)
-        return run.results(order_outputs, return_exceptions)
-
-    async def _map_aio(self, args_iter, options: dict):
-        """The async twin of map/starmap: the sync machinery on a thread, results on this loop."""
-        kwargs = options.pop("kwargs", None)
-        pairs = ((tuple(a), kwargs or {}) for a in args_iter)
-        gen = self._map(pairs, options.get("order_outputs", True), options.get("return_exceptions", False))
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        done = object()
-
-        def pump():
-            try:
-                for item in gen:
-                    loop.call_soon_threadsafe(queue.put_nowait, (item, None))
-            except BaseException as e:
-                loop.call_soon_threadsafe(queue.put_nowait, (None, e))
-            loop.call_soon_threadsafe(queue.put_nowait, (done, None))
-
-        threading.Thread(target=pump, name="ember-map", daemon=True).start()
-        while True:
-            item, err = await queue.get()
-            if err is not None:
-                raise err
-            if item is done:
-                return
-            yield item
+    async def _map(self, arg_iter, order_outputs: bool, return_exceptions: bool):
+        """The results of a call over (args, kwargs) pairs, as they come or in order."""
+        client, fid = await self._resolve()
+        self._check_kind(".map()")
+        run = _MapRun(self, client, fid)
+        sender = asyncio.get_running_loop().create_task(run.send(arg_iter))
+        try:
+            async for value in run.results(order_outputs, return_exceptions):
+                yield value
+        finally:
+            sender.cancel()
+            if not run.finished:  # stopped early, or failed: the rest need not run
+                await run.cancel()
 
 
-def _function_ref(name: str, function_id: str | None, is_generator: bool) -> Function:
-    f = Function.__new__(Function)
-    f._app, f._raw_f, f._spec, f._name = None, None, None, name
-    f._is_generator, f._function_id, f._client, f._serialized = is_generator, function_id, None, False
-    return f
+def _function_ref(fields: dict) -> Function:
+    return Function(**fields)
 
 
 class _MapRun:
-    """One .map(): a thread sends inputs in batches while the caller reads outputs in batches."""
+    """One .map(): a task sends the inputs in batches while the caller reads outputs in batches.
+    The caller's iterator is read, and its items pickled, on a thread: it may block, or call
+    Ember itself."""
 
-    def __init__(self, function: Function, client: Client, fid: str, arg_iter):
+    def __init__(self, function: Function, client: Client, fid: str):
         self.f = function
         self.client = client
         self.fid = fid
         self.call_id = new_id("fc")
-        self.arg_iter = arg_iter
         self.sent = 0
         self.received = 0
-        self.send_error: BaseException | None = None
-        self.flow = threading.Condition()
         self.created = False
-        threading.Thread(target=self._send, name="ember-map-send", daemon=True).start()
+        self.finished = False
+        self.cancelled = False
+        self.error: Exception | None = None  # why sending failed: the caller's error, raised once
+        self.progress = asyncio.Condition()
 
-    def _send(self):
-        batch: list[api_pb2.Input] = []
-        size = 0
-        started = time.monotonic()
+    async def send(self, arg_iter):
         try:
-            for args, kwargs in self.arg_iter:
-                payload = self.f._args_payload(self.client, args, kwargs)
-                batch.append(api_pb2.Input(idx=self.sent + len(batch), args=payload))
-                size += len(payload.data)
-                if len(batch) >= MAP_BATCH or size >= MAP_BATCH_BYTES or time.monotonic() - started > MAP_BATCH_AGE:
-                    self._flush(batch, False)
-                    batch, size, started = [], 0, time.monotonic()
-                    with self.flow:
-                        self.flow.wait_for(lambda: self.sent - self.received < MAP_OUTSTANDING)
-            self._flush(batch, True)
-        except BaseException as e:
-            self.send_error = e
-            if self.created:
-                self.client.run(_cancel_call(self.client, self.call_id))
-            else:
-                self.client.run(self._create([], True))
-        finally:
-            with self.flow:
-                self.flow.notify_all()
+            complete = False
+            while not complete:
+                batch, complete = await in_thread(self._next_batch, arg_iter)
+                inputs = [api_pb2.Input(idx=self.sent + i, args=await self.f._payload(self.client, data))
+                          for i, data in enumerate(batch)]
+                if self.created:
+                    await self.f._submit(self.client, "FunctionCallPutInputs", api_pb2.PutInputsRequest(
+                        call_id=self.call_id, inputs=inputs, inputs_complete=complete))
+                else:
+                    await self.f._submit(self.client, "FunctionCallCreate", api_pb2.FunctionCallCreateRequest(
+                        function_id=self.fid, call_id=self.call_id, inputs=inputs, inputs_complete=complete))
+                async with self.progress:
+                    self.sent += len(inputs)
+                    self.created = True
+                    self.progress.notify_all()
+                    await self.progress.wait_for(lambda: self.sent - self.received < MAP_OUTSTANDING)
+        except Exception as e:  # noqa: BLE001 - the caller's iterator's error, or pickling's: the caller's
+            self.error = e
+            await self.cancel()  # the caller waits for outputs: it hears of this at once
+            async with self.progress:
+                self.progress.notify_all()
 
-    def _flush(self, batch, complete: bool):
-        if not self.created:
-            self.client.run(self._create(batch, complete))
-        else:
-            self.client.run(self.client.rpc("FunctionCallPutInputs", api_pb2.PutInputsRequest(
-                call_id=self.call_id, inputs=batch, inputs_complete=complete)))
-        with self.flow:
-            self.sent += len(batch)
-            self.created = True
-            self.flow.notify_all()
+    def _next_batch(self, arg_iter) -> tuple[list[bytes], bool]:
+        """The next batch of pickled arguments from the caller's iterator, and whether it is over."""
+        batch, size, started = [], 0, time.monotonic()
+        for args, kwargs in arg_iter:
+            data = serialize_args(self.f._name, args, kwargs)
+            batch.append(data)
+            size += len(data)
+            if len(batch) >= MAP_BATCH or size >= MAP_BATCH_BYTES or time.monotonic() - started > MAP_BATCH_AGE:
+                return batch, False
+        return batch, True
 
-    async def _create(self, batch, complete):
-        await self.client.rpc("FunctionCallCreate", api_pb2.FunctionCallCreateRequest(
-            function_id=self.fid, call_id=self.call_id, inputs=batch, inputs_complete=complete),
-            what=f"mapping {self.f._name}()")
+    async def cancel(self):
+        if self.created and not self.cancelled:
+            self.cancelled = True
+            await _cancel_call(self.client, self.call_id, quietly=True)
 
-    async def _fetch(self, after: int):
-        """Next batch of final outputs as (idx, value or exception, failed)."""
-        resp = await self.client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
-            call_id=self.call_id, after_seq=after, max_outputs=10_000, timeout=POLL))
-        results = []
-        log_seq = 0
-        for co in resp.outputs:
-            after = co.seq
-            log_seq = max(log_seq, co.log_seq)
-            try:
-                results.append((co.output.idx, await _output_value(self.client, co.output, self.f._name), False))
-            except Exception as e:
-                results.append((co.output.idx, e, True))
-        finished = resp.inputs_complete and resp.num_done >= resp.num_inputs and after >= resp.num_done
-        return results, after, finished, log_seq
-
-    def results(self, order_outputs: bool, return_exceptions: bool):
-        with self.flow:
-            self.flow.wait_for(lambda: self.created or self.send_error is not None)
-        if self.send_error is not None and not self.created:
-            raise self.send_error
-        after = 0
-        buffered: dict[int, object] = {}
-        next_idx = 0
-        finished = False
-        try:
-            while not finished:
-                results, after, finished, log_seq = self.client.run(self._fetch(after))
-                self.f._wait_for_logs(log_seq)  # what the inputs printed comes first
-                with self.flow:
-                    self.received += len(results)
-                    self.flow.notify_all()
-                if self.send_error is not None:
-                    raise self.send_error
-                for idx, value, failed in results:
-                    if failed and not return_exceptions:
-                        raise value
-                    if not order_outputs:
-                        yield value
-                        continue
-                    buffered[idx] = value
-                    while next_idx in buffered:
-                        yield buffered.pop(next_idx)
-                        next_idx += 1
-        except BaseException:  # including GeneratorExit: the caller stopped reading
-            self._cancel()
-            raise
-
-    def _cancel(self):
-        try:
-            self.client.run(_cancel_call(self.client, self.call_id))
-        except exception.Error:
-            pass
-
-
-async def _cancel_call(client: Client, call_id: str):
-    await client.rpc("FunctionCallCancel", api_pb2.FunctionCallRef(call_id=call_id), what=f"cancelling {call_id}")
+    async def results(self, order_outputs: bool, return_exceptions: bool):
+        async with self.progress:
+            await self.progress.wait_for(lambda: self.created or self.error is not None)
+        after, next_idx, buffered = 0, 0, {}
+        while self.error is None and not self.finished:
+            resp = await self.client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+                call_id=self.call_id, after_seq=after, max_outputs=10_000, timeout=POLL))
+            if resp.outputs:
+                after = resp.outputs[-1].seq
+                await self.f._wait_for_logs(max(co.log_seq for co in resp.outputs))  # what they printed first
+            self.finished = resp.inputs_complete and resp.num_done >= resp.num_inputs and after >= resp.num_done
+            async with self.progress:
+                self.received += len(resp.outputs)
+                self.progress.notify_all()
+            for co in resp.outputs:
+                if self.error is not None:
+                    break
+                try:
+                    value = await _output_value(self.client, co.output, self.f._name)
+                except Exception as e:  # the function's own error, whatever it is
+                    if not return_exceptions:
+                        raise
+                    value = e
+                if not order_outputs:
+                    yield value
+                    continue
+                buffered[co.output.idx] = value
+                while next_idx in buffered:
+                    yield buffered.pop(next_idx)
+                    next_idx += 1
+        if self.error is not None:
+            raise self.error
 
 
 class FunctionCall:
@@ -531,15 +481,20 @@ class FunctionCall:
 
     @staticmethod
     def from_id(call_id: str) -> "FunctionCall":
-        return FunctionCall(call_id, Client.from_env())
+        return FunctionCall(call_id)
 
-    def _c(self) -> Client:
+    def _get_client(self) -> Client:
         if self._client is None:
             self._client = Client.from_env()
         return self._client
 
-    async def _get(self, timeout: float | None):
-        client = self._c()
+    def _loop(self):
+        return self._get_client().bridge
+
+    @twin
+    async def get(self, timeout: float | None = None):
+        """Wait for the result (at most `timeout` seconds) and return it, or raise its error."""
+        client = self._get_client()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = POLL if deadline is None else max(0.0, min(POLL, deadline - time.monotonic()))
@@ -555,18 +510,7 @@ class FunctionCall:
             if deadline is not None and time.monotonic() >= deadline:
                 raise exception.TimeoutError(f"call {self.object_id} of {name}() did not finish within {timeout}s")
 
-    async def _get_aio(self, timeout: float | None = None):
-        return await self._c().bridge.run_async(self._get(timeout))
-
-    @_aio(_get_aio)
-    def get(self, timeout: float | None = None):
-        """Wait for the result (at most `timeout` seconds) and return it, or raise its error."""
-        return self._c().run(self._get(timeout))
-
-    async def _cancel_aio(self):
-        await self._c().bridge.run_async(_cancel_call(self._c(), self.object_id))
-
-    @_aio(_cancel_aio)
-    def cancel(self):
+    @twin
+    async def cancel(self):
         """Cancel the call: queued inputs never run, a running one is interrupted."""
-        self._c().run(_cancel_call(self._c(), self.object_id))
+        await _cancel_call(self._get_client(), self.object_id)

@@ -8,12 +8,14 @@
 Each partition (a string key) is its own FIFO queue; the default partition is unnamed.
 """
 
+import asyncio
 import queue as std_queue
 import time
 
 from . import exception
-from ._object import NamedObject, with_aio
+from ._client.bridge import twin
 from ._client.serialization import deserialize
+from ._object import NamedObject
 from .dict import _dumps
 from .proto import api_pb2
 
@@ -33,69 +35,71 @@ def _partition(partition) -> str:
 class Queue(NamedObject):
     _kind = "queue"
 
-    def _op(self, op, **kw) -> api_pb2.QueueResponse:
-        return self._send(api_pb2.ObjectOp(queue=api_pb2.QueueRequest(queue_id=self._id(), op=op, **kw))).queue
+    async def _op(self, op, **kw) -> api_pb2.QueueResponse:
+        request = api_pb2.QueueRequest(queue_id=await self._id(), op=op, **kw)
+        return (await self._send(api_pb2.ObjectOp(queue=request))).queue
 
-    @with_aio
-    def put(self, v, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
-            partition_ttl: int = 24 * 3600):
+    @twin
+    async def put(self, v, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+                  partition_ttl: int = 24 * 3600):
         """Add v at the end. (Queues have no size limit here: `block` and `timeout` never wait.)"""
-        self.put_many([v], block, timeout, partition=partition, partition_ttl=partition_ttl)
+        await self._op(Op.PUT, partition=_partition(partition), values=[_dumps(v, "value")])
 
-    @with_aio
-    def put_many(self, vs, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
-                 partition_ttl: int = 24 * 3600):
+    @twin
+    async def put_many(self, vs, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+                       partition_ttl: int = 24 * 3600):
         values = [_dumps(v, "value") for v in vs]
         if values:
-            self._op(Op.PUT, partition=_partition(partition), values=values)
+            await self._op(Op.PUT, partition=_partition(partition), values=values)
 
-    @with_aio
-    def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None):
+    @twin
+    async def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None):
         """Remove and return the first item. Blocking, wait for one (up to timeout, then
         raise queue.Empty); not blocking, return None at once if there is none."""
-        items = self._get(1, block, timeout, partition)
+        items = await self._get(1, block, timeout, partition)
         if items:
             return items[0]
         if block:
             raise std_queue.Empty(f"no item arrived in {self.name or 'the queue'} within {timeout}s")
         return None
 
-    @with_aio
-    def get_many(self, n_values: int, block: bool = True, timeout: float | None = None, *,
-                 partition: str | None = None) -> list:
+    @twin
+    async def get_many(self, n_values: int, block: bool = True, timeout: float | None = None, *,
+                       partition: str | None = None) -> list:
         """Remove and return up to n_values items: as many as there are once there is one
         (waiting up to timeout for the first when blocking); [] if none came."""
         if not isinstance(n_values, int) or n_values < 1:
             raise exception.InvalidError(f"n_values={n_values!r}: pass a positive integer")
-        return self._get(n_values, block, timeout, partition)
+        return await self._get(n_values, block, timeout, partition)
 
-    def _get(self, n: int, block: bool, timeout: float | None, partition) -> list:
+    async def _get(self, n: int, block: bool, timeout: float | None, partition) -> list:
         part = _partition(partition)
         if timeout is not None and timeout < 0:
             raise exception.InvalidError(f"timeout={timeout!r}: pass seconds, 0 or more, or None")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = 0.0 if not block else WAIT_CHUNK if deadline is None else max(0.0, deadline - time.monotonic())
-            resp = self._op(Op.GET, partition=part, n=n, timeout=min(wait, WAIT_CHUNK))
+            resp = await self._op(Op.GET, partition=part, n=n, timeout=min(wait, WAIT_CHUNK))
             if resp.values or not block or (deadline is not None and time.monotonic() >= deadline):
                 return [deserialize(v, "a Queue item") for v in resp.values]
 
-    @with_aio
-    def len(self, *, partition: str | None = None, total: bool = False) -> int:
-        return self._op(Op.LEN, partition=_partition(partition), total=total).count
+    @twin
+    async def len(self, *, partition: str | None = None, total: bool = False) -> int:
+        return (await self._op(Op.LEN, partition=_partition(partition), total=total)).count
 
-    @with_aio
-    def clear(self, *, partition: str | None = None, all: bool = False):
-        self._op(Op.CLEAR, partition=_partition(partition), all=all)
+    @twin
+    async def clear(self, *, partition: str | None = None, all: bool = False):
+        await self._op(Op.CLEAR, partition=_partition(partition), all=all)
 
-    def iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0):
+    @twin
+    async def iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0):
         """The items, oldest first, without removing them; with item_poll_timeout, keep
         waiting that long for more after the last one."""
         part = _partition(partition)
         after = 0
         idle_since = time.monotonic()
         while True:
-            resp = self._op(Op.PEEK, partition=part, n=PEEK_BATCH, after_seq=after)
+            resp = await self._op(Op.PEEK, partition=part, n=PEEK_BATCH, after_seq=after)
             for v in resp.values:
                 yield deserialize(v, "a Queue item")
             if resp.values:
@@ -104,4 +108,4 @@ class Queue(NamedObject):
             elif time.monotonic() - idle_since >= item_poll_timeout:
                 return
             else:
-                time.sleep(min(0.05, item_poll_timeout))
+                await asyncio.sleep(min(0.05, item_poll_timeout))

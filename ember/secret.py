@@ -59,14 +59,14 @@ class Secret:
             raise exception.InvalidError(f"Secret.from_dotenv: cannot read {p}: {e.strerror}") from None
         return Secret(env=parse_dotenv(text))
 
-    def _resolve(self, client: Client) -> str:
+    async def _resolve(self, client: Client) -> str:
         """The secret's id on the control plane, at each app start: looked up by name (it may
         have changed since), or created from the values."""
         if self._name is not None:
-            ref = client.run(client.rpc("SecretLookup", api_pb2.SecretLookupRequest(
-                name=self._name, required_keys=self._required), what=f"secret {self._name}"))
+            ref = await client.rpc("SecretLookup", api_pb2.SecretLookupRequest(
+                name=self._name, required_keys=self._required), what=f"secret {self._name}")
         else:
-            ref = client.run(client.rpc("SecretCreate", api_pb2.SecretCreateRequest(env=self._env)))
+            ref = await client.rpc("SecretCreate", api_pb2.SecretCreateRequest(env=self._env))
         return ref.secret_id
 
 

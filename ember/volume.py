@@ -14,6 +14,7 @@ theirs; a container killed before committing changes nothing. From outside a con
 `read_file`, `listdir`, `remove_file`, `batch_upload`.
 """
 
+import asyncio
 import contextlib
 import dataclasses
 import enum
@@ -24,8 +25,9 @@ import posixpath
 
 from . import exception
 from ._client import blobs
+from ._client.bridge import twin
 from ._client.client import Client
-from ._object import NamedObject, with_aio
+from ._object import NamedObject
 from .proto import api_pb2
 
 MOUNTS_FILE = "/ember/volumes.json"  # written by the worker into containers that mount volumes
@@ -72,65 +74,75 @@ def _mounts() -> dict[str, _Mount]:
 _MOUNTS: dict[str, _Mount] | None = None
 
 
+def _changes(mount: _Mount) -> tuple[list[tuple[str, str, os.stat_result]], list[str]]:
+    """The files written in the mount since its last sync (relative path, full path, stat), and
+    those deleted."""
+    written, seen = [], set()
+    for dirpath, _dirs, files in os.walk(mount.path):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, mount.path)
+            seen.add(rel)
+            st = os.lstat(full)
+            base = mount.base.get(rel)
+            if base is None or base["size"] != st.st_size or abs(base["mtime"] - st.st_mtime) >= 1e-6:
+                written.append((rel, full, st))
+    return written, [p for p in mount.base if p not in seen]
+
+
+def _write_file(target: str, chunks: list[bytes], mode: int, mtime: float):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "wb") as out:
+        out.writelines(chunks)
+    os.chmod(target, mode or 0o644)
+    os.utime(target, (mtime, mtime))
+
+
 class Volume(NamedObject):
     _kind = "volume"
 
     # ------------------------------------------------------------------ inside a container
 
-    def _mount(self, what: str) -> _Mount:
-        mount = _mounts().get(self._id())
+    async def _mount(self, what: str) -> _Mount:
+        mount = _mounts().get(await self._id())
         if mount is None:
             raise exception.InvalidError(f"{what}() works in a container that mounts {self!r} "
                                          "(volumes={path: volume} on its function)")
         return mount
 
-    @with_aio
-    def commit(self):
+    @twin
+    async def commit(self):
         """Send this container's changes to the volume as its next version."""
-        mount = self._mount("commit")
+        mount = await self._mount("commit")
         client = Client.from_env()
-        written, seen = [], set()
-        for dirpath, _dirs, files in os.walk(mount.path):
-            for name in files:
-                full = os.path.join(dirpath, name)
-                rel = os.path.relpath(full, mount.path)
-                seen.add(rel)
-                st = os.lstat(full)
-                base = mount.base.get(rel)
-                if base is not None and base["size"] == st.st_size and abs(base["mtime"] - st.st_mtime) < 1e-6:
-                    continue  # unchanged since the container got it
-                blob_id = client.run(blobs.upload_file(client.stub, full))
-                written.append(api_pb2.VolumeFile(path=rel, blob_id=blob_id, size=st.st_size,
-                                                  mode=st.st_mode & 0o7777, mtime=st.st_mtime))
-        deleted = [p for p in mount.base if p not in seen]
+        changed, deleted = await asyncio.to_thread(_changes, mount)
+        written = []
+        for rel, full, st in changed:
+            blob_id = await blobs.upload_file(client.stub, full)
+            written.append(api_pb2.VolumeFile(path=rel, blob_id=blob_id, size=st.st_size,
+                                              mode=st.st_mode & 0o7777, mtime=st.st_mtime))
         if not written and not deleted:
             return
-        client.run(client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(
-            volume_id=self._id(), files=written, deleted=deleted), what=f"committing {self!r}"))
+        await client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(
+            volume_id=await self._id(), files=written, deleted=deleted), what=f"committing {self!r}")
         for p in deleted:
             del mount.base[p]
         for f in written:
             mount.base[f.path] = {"path": f.path, "blobId": f.blob_id, "size": f.size, "mtime": f.mtime}
 
-    @with_aio
-    def reload(self):
+    @twin
+    async def reload(self):
         """Bring in what others committed since this container last synced (its own
         uncommitted changes to other files stay)."""
-        mount = self._mount("reload")
+        mount = await self._mount("reload")
         client = Client.from_env()
-        latest = self._manifest(client)
-        latest_files = {f.path: f for f in latest.files}
+        latest_files = {f.path: f for f in (await self._manifest(client)).files}
         for path, f in latest_files.items():
             base = mount.base.get(path)
             if base is not None and base.get("blobId") == f.blob_id:
                 continue
-            target = os.path.join(mount.path, path)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "wb") as out:
-                for chunk in client.run(blobs.download_chunks(client.stub, f.blob_id)):
-                    out.write(chunk)
-            os.chmod(target, f.mode or 0o644)
-            os.utime(target, (f.mtime, f.mtime))
+            chunks = await blobs.download_chunks(client.stub, f.blob_id)
+            await asyncio.to_thread(_write_file, os.path.join(mount.path, path), chunks, f.mode, f.mtime)
             mount.base[path] = {"path": path, "blobId": f.blob_id, "size": f.size, "mtime": f.mtime}
         for path in [p for p in mount.base if p not in latest_files]:
             with contextlib.suppress(FileNotFoundError):
@@ -139,15 +151,15 @@ class Volume(NamedObject):
 
     # ------------------------------------------------------------------ from anywhere
 
-    def _manifest(self, client: Client) -> api_pb2.VolumeManifest:
-        return client.run(client.rpc("VolumeGet", api_pb2.VolumeRef(volume_id=self._id()), what=repr(self)))
+    async def _manifest(self, client: Client) -> api_pb2.VolumeManifest:
+        return await client.rpc("VolumeGet", api_pb2.VolumeRef(volume_id=await self._id()), what=repr(self))
 
-    @with_aio
-    def listdir(self, path: str = "/", *, recursive: bool = False) -> list[FileEntry]:
+    @twin
+    async def listdir(self, path: str = "/", *, recursive: bool = False) -> list[FileEntry]:
         """The files and directories at path (everything below it with recursive=True)."""
         root = _clean(path)
         prefix = root + "/" if root else ""
-        files = self._manifest(Client.from_env()).files
+        files = (await self._manifest(Client.from_env())).files
         if root and any(f.path == root for f in files):
             return [FileEntry(f.path, FileEntryType.FILE, f.mtime, f.size) for f in files if f.path == root]
         out: dict[str, FileEntry] = {}
@@ -165,28 +177,31 @@ class Volume(NamedObject):
             raise FileNotFoundError(f"{path}: no such file or directory in {self!r}")
         return sorted(out.values(), key=lambda e: e.path)
 
-    def read_file(self, path: str):
-        """The file's content, in chunks: `b"".join(vol.read_file("a.txt"))`."""
+    @twin
+    async def read_file(self, path: str):
+        """The file's content, in chunks as they arrive: `b"".join(vol.read_file("a.txt"))`."""
         rel = _clean(path)
         client = Client.from_env()
-        for f in self._manifest(client).files:
+        for f in (await self._manifest(client)).files:
             if f.path == rel:
-                return iter(client.run(blobs.download_chunks(client.stub, f.blob_id)))
+                async for chunk in client.stub.BlobGet(api_pb2.BlobRef(blob_id=f.blob_id)):
+                    yield chunk.data
+                return
         raise FileNotFoundError(f"{path}: no such file in {self!r}")
 
-    @with_aio
-    def remove_file(self, path: str, *, recursive: bool = False):
+    @twin
+    async def remove_file(self, path: str, *, recursive: bool = False):
         rel = _clean(path)
         client = Client.from_env()
-        files = [f.path for f in self._manifest(client).files]
+        files = [f.path for f in (await self._manifest(client)).files]
         is_file = rel in files
         under = [p for p in files if p.startswith(rel + "/") or not rel]
         if not is_file and not under:
             raise FileNotFoundError(f"{path}: no such file or directory in {self!r}")
         if not is_file and not recursive:
             raise IsADirectoryError(f"{path} is a directory in {self!r}: pass recursive=True")
-        client.run(client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(
-            volume_id=self._id(), deleted=[rel] if rel else files), what=f"removing {path} from {self!r}"))
+        await client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(
+            volume_id=await self._id(), deleted=[rel] if rel else files), what=f"removing {path} from {self!r}")
 
     @contextlib.contextmanager
     def batch_upload(self, force: bool = False):
@@ -216,10 +231,14 @@ class _Batch:
             if p.is_file():
                 self.files[_clean(posixpath.join(remote_path, p.relative_to(root).as_posix()))] = p
 
-    def commit(self):
+    def _loop(self):
+        return self.volume._loop()
+
+    @twin
+    async def commit(self):
         client = Client.from_env()
         if not self.force:
-            existing = {f.path for f in self.volume._manifest(client).files}
+            existing = {f.path for f in (await self.volume._manifest(client)).files}
             clash = sorted(existing & set(self.files))
             if clash:
                 raise FileExistsError(f"{', '.join(clash[:5])} exist in {self.volume!r} already: "
@@ -227,8 +246,8 @@ class _Batch:
         written = []
         for rel, src in self.files.items():
             st = src.stat()
-            blob_id = client.run(blobs.upload_file(client.stub, str(src)))
+            blob_id = await blobs.upload_file(client.stub, str(src))
             written.append(api_pb2.VolumeFile(path=rel, blob_id=blob_id, size=st.st_size, mode=st.st_mode & 0o7777,
                                               mtime=st.st_mtime))
-        client.run(client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(
-            volume_id=self.volume._id(), files=written), what=f"uploading to {self.volume!r}"))
+        await client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(
+            volume_id=await self.volume._id(), files=written), what=f"uploading to {self.volume!r}")

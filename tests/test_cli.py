@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ EMBER = [sys.executable, "-m", "ember.cli.main"]
 def ember_cmd(args, tmp_path, **env):
     e = {k: v for k, v in os.environ.items() if k != "EMBER_SERVER_URL"}
     e.update(EMBER_HOME=str(tmp_path / "home"), **env)
-    return subprocess.run(EMBER + args, capture_output=True, text=True, timeout=180, env=e, cwd=ROOT)
+    return subprocess.run(EMBER + args, capture_output=True, text=True, timeout=180, env=e, cwd=ROOT, check=False)
 
 
 def test_help_lists_commands(tmp_path):
@@ -36,7 +37,7 @@ def test_run_example_on_embedded_cluster(tmp_path):
     assert "squaring 7 in a container" in proc.stdout
     # State lives under EMBER_HOME, and the cluster is gone afterwards.
     assert (tmp_path / "home" / "local" / "server" / "ember.db").exists()
-    procs = subprocess.run(["pgrep", "-f", str(tmp_path / "home")], capture_output=True, text=True)
+    procs = subprocess.run(["pgrep", "-f", str(tmp_path / "home")], capture_output=True, text=True, check=False)
     assert procs.stdout.strip() == ""
 
 
@@ -76,10 +77,10 @@ def test_server_and_worker_keep_their_state_under_ember_home(tmp_path, monkeypat
 
 def test_function_options_are_validated():
     app = ember.App("validation")
-    for bad in (dict(cpu=0), dict(cpu="2"), dict(memory=0), dict(memory=1.5), dict(timeout=0),
-                dict(max_containers=0), dict(min_containers=-1), dict(min_containers=3, max_containers=2),
-                dict(scaledown_window=0), dict(retries="3"), dict(gpu="Z80"), dict(gpu="A100:9"),
-                dict(secrets="x"), dict(volumes=["/data"])):
+    for bad in ({"cpu": 0}, {"cpu": "2"}, {"memory": 0}, {"memory": 1.5}, {"timeout": 0},
+                {"max_containers": 0}, {"min_containers": -1}, {"min_containers": 3, "max_containers": 2},
+                {"scaledown_window": 0}, {"retries": "3"}, {"gpu": "Z80"}, {"gpu": "A100:9"},
+                {"secrets": "x"}, {"volumes": ["/data"]}):
         with pytest.raises(exception.InvalidError):
             app.function(**bad)(lambda: None)
     with pytest.raises(exception.InvalidError, match="max_retries"):
@@ -109,6 +110,63 @@ with app.run():
 """
     e = {k: v for k, v in os.environ.items() if k != "EMBER_SERVER_URL"}
     e["EMBER_HOME"] = str(tmp_path / "home")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=e)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=e, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "2"
+
+
+ERRORS_APP = """
+import ember
+
+app = ember.App("cli-errors")
+
+
+@app.function()
+def fails():
+    raise ValueError("failed in the container")
+
+
+@app.local_entrypoint()
+def missing_function():
+    ember.Function.from_name("no-such-app", "gone").remote()
+
+
+@app.local_entrypoint()
+def user_error():
+    fails.remote()
+"""
+
+SECRET_APP = """
+import ember
+
+app = ember.App("cli-secret")
+
+
+@app.function(secrets=[ember.Secret.from_name("missing-secret")])
+def needs_secret():
+    pass
+"""
+
+
+def test_embers_errors_are_one_line_and_a_users_a_traceback(cluster, tmp_path):
+    (tmp_path / "errors_app.py").write_text(ERRORS_APP)
+    (tmp_path / "secret_app.py").write_text(SECRET_APP)
+
+    def cli(*args, url=cluster.url):
+        return subprocess.run(EMBER + list(args), capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env=dict(os.environ, EMBER_SERVER_URL=url), check=False)
+
+    for out, message in ((cli("run", "secret_app.py"), "missing-secret"),
+                         (cli("app", "stop", "nope"), "no deployed app named 'nope'"),
+                         (cli("app", "list", url="127.0.0.1:1"), "No Ember control plane answered"),
+                         (cli("run", "errors_app.py::missing_function"), r"Cannot call gone\(\): .*no-such-app")):
+        assert out.returncode == 1, out.stderr
+        assert re.search(f"^ember: .*{message}", out.stderr, re.MULTILINE) and "Traceback" not in out.stderr, out.stderr
+    out = cli("run", "errors_app.py::user_error")
+    assert out.returncode == 1
+    # As Python shows it: from the user's entrypoint (none of the command's frames), with the
+    # container's traceback after it.
+    frames = re.findall(r'File "([^"]+)", line \d+, in (\w+)', out.stderr.split("Remote traceback")[0])
+    assert frames == [(str(tmp_path / "errors_app.py"), "user_error")], out.stderr
+    assert "fails.remote()" in out.stderr and "ValueError: failed in the container" in out.stderr
+    assert 'raise ValueError("failed in the container")' in out.stderr.split("Remote traceback")[1]

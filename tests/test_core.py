@@ -3,16 +3,19 @@
 import asyncio
 import os
 import pathlib
+import signal
 import subprocess
 import threading
+import traceback
 
-import pytest
-
-from ember import exception
-from conftest import run_py, wait_for
-
+import cloudpickle
 import core_app
+import pytest
+from conftest import run_py, wait_for
 from core_app import app
+
+import ember
+from ember import exception
 
 
 @pytest.fixture
@@ -128,6 +131,166 @@ def test_async_twins(running):
     asyncio.run(main())
 
 
+def test_async_twins_run_concurrently_on_the_callers_loop(running, tmp_path):
+    async def main():
+        # While one call waits, the caller's loop (and other calls) carry on.
+        slow = asyncio.create_task(core_app.slow.remote.aio(str(tmp_path / "m"), str(tmp_path / "go"), "slow"))
+        assert await core_app.square.remote.aio(3) == 9
+        (tmp_path / "go").touch()
+        assert await slow == "slow"
+        assert await core_app.square.for_each.aio(range(3)) is None
+        assert [y async for y in core_app.add.starmap.aio([(1, 2)])] == [3]
+        call = await core_app.slow.spawn.aio(str(tmp_path / "m2"), str(tmp_path / "never"), 1)
+        await asyncio.to_thread(wait_for, (tmp_path / "m2").exists)
+        await call.cancel.aio()
+        with pytest.raises(exception.InputCancellation):
+            await call.get.aio(timeout=30)
+
+    asyncio.run(main())
+
+
+def test_cancelling_an_awaited_call_cancels_it(running, tmp_path):
+    marker, outcome = tmp_path / "m", tmp_path / "outcome"
+
+    async def main():
+        task = asyncio.create_task(core_app.waits_to_be_cancelled.remote.aio(str(marker), str(outcome)))
+        await asyncio.to_thread(wait_for, marker.exists, what="the input to start")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    wait_for(outcome.exists, what="the running input to be interrupted")
+    assert outcome.read_text() == "InputCancelled"
+
+
+def test_cancelling_an_async_for_over_a_map_cancels_the_map(running, tmp_path):
+    marker, outcome = tmp_path / "m", tmp_path / "outcome"
+
+    async def consume():
+        async for _ in core_app.waits_to_be_cancelled.map.aio([str(marker)], [str(outcome)]):
+            pass
+
+    async def main():
+        task = asyncio.create_task(consume())
+        await asyncio.to_thread(wait_for, marker.exists, what="the input to start")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    wait_for(outcome.exists, what="the running input to be interrupted")
+    assert outcome.read_text() == "InputCancelled"
+
+
+def test_ctrl_c_in_a_blocking_call_cancels_it(cluster, tmp_path):
+    marker, outcome = tmp_path / "m", tmp_path / "outcome"
+    code = f"""
+import core_app
+from conftest import wait_for
+with core_app.app.run():
+    try:
+        core_app.waits_to_be_cancelled.remote({str(marker)!r}, {str(outcome)!r})
+    except KeyboardInterrupt:
+        wait_for(lambda: __import__("os").path.exists({str(outcome)!r}), what="the input to be interrupted")
+        print("interrupted", flush=True)
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pathlib.Path(core_app.__file__).parent),
+                                                        str(pathlib.Path(__file__).parent)]))
+    proc = subprocess.Popen([os.sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    wait_for(lambda: marker.exists() and marker.read_text(), what="the input to start")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert out.strip() == "interrupted", err
+    assert outcome.read_text() == "InputCancelled"
+
+
+def test_a_remote_error_shows_the_callers_frames_not_embers(running):
+    ember_dir = os.path.dirname(ember.__file__)
+
+    def check(e: BaseException):
+        frames = [f.filename for f in traceback.extract_tb(e.__traceback__)]
+        assert frames and all(f == __file__ for f in frames), frames
+        text = "".join(traceback.format_exception(e))
+        assert "ember/_client" not in text and "concurrent/futures" not in text, text
+        assert "raise CustomError" in text  # the remote traceback, as a note
+
+    for call in (lambda: core_app.fail.remote("custom"), lambda: core_app.fail.spawn("custom").get(),
+                 lambda: list(core_app.fail.map(["custom"]))):
+        with pytest.raises(core_app.CustomError) as info:
+            call()
+        check(info.value)
+    with pytest.raises(exception.InvalidError) as info:  # Ember's own errors too
+        core_app.count_up.remote(3)
+    assert not any(f.filename.startswith(ember_dir) for f in traceback.extract_tb(info.value.__traceback__))
+
+    async def main():
+        try:
+            await core_app.fail.remote.aio("custom")
+        except core_app.CustomError as e:
+            check(e)
+        else:
+            raise AssertionError("no error")
+
+    asyncio.run(main())
+
+
+def assert_same_error_every_way(f, arg, error, message):
+    """The call made with .remote(), .spawn().get() and .map() fails with the same error, which
+    names the function (not only an id)."""
+    for how, call in {".remote()": lambda: f.remote(arg), ".spawn().get()": lambda: f.spawn(arg).get(timeout=60),
+                      ".map()": lambda: list(f.map([arg]))}.items():
+        with pytest.raises(error, match=message) as info:
+            call()
+        assert "fu-" not in str(info.value) and "fc-" not in str(info.value), (how, info.value)
+
+
+def test_the_same_condition_is_the_same_error_every_way(cluster):
+    with core_app.app.run():
+        assert_same_error_every_way(core_app.echo, threading.Lock(), exception.SerializationError,
+                                    r"Argument 0 \(lock\) of echo\(\) cannot be pickled")
+        # A copy of the function, as another function would get it: it outlives its app.
+        orphan = cloudpickle.loads(cloudpickle.dumps(core_app.square))
+    assert_same_error_every_way(orphan, 2, exception.NotFoundError, r"Cannot call square\(\): its app is not running")
+    assert_same_error_every_way(ember.Function.from_name("no-such-app", "gone"), 2, exception.NotFoundError,
+                                r"Cannot call gone\(\): .*no deployed app named 'no-such-app'")
+
+
+def test_a_failing_map_is_reported_once(cluster):
+    code = """
+import threading
+import cloudpickle
+import core_app
+
+def inputs():
+    yield 1
+    raise ValueError("the inputs broke")
+
+with core_app.app.run():
+    orphan = cloudpickle.loads(cloudpickle.dumps(core_app.echo))
+    for it in (inputs(), [threading.Lock()]):
+        try:
+            list(core_app.echo.map(it))
+        except Exception as e:
+            print("caught", type(e).__name__)
+try:
+    list(orphan.map([1]))  # its app stopped: the call is refused
+except Exception as e:
+    print("caught", type(e).__name__)
+"""
+    proc = run_py(code)
+    assert proc.stdout.split() == ["caught", "ValueError", "caught", "SerializationError", "caught",
+                                   "NotFoundError"], proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception in thread" not in proc.stderr, proc.stderr
+
+
+def test_a_passed_function_keeps_its_id_name_and_kind(running):
+    object_id, name, items = core_app.describe_passed.remote(core_app.count_up, 3)
+    assert object_id == core_app.count_up.object_id and name == "<ember.Function count_up>"
+    assert items == [0, 1, 2]
+
+
 def test_retries_with_backoff(running, tmp_path):
     assert core_app.flaky.remote(str(tmp_path / "n"), 2) == 3
     with pytest.raises(RuntimeError, match="attempt 3 fails"):
@@ -196,9 +359,8 @@ def test_app_not_running_is_a_clear_error(cluster):
 
 def test_no_server_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("EMBER_SERVER_URL", "127.0.0.1:1")
-    with pytest.raises(exception.ConnectionError, match=r"127\.0\.0\.1:1.*ember server"):
-        with app.run():
-            pass
+    with pytest.raises(exception.ConnectionError, match=r"127\.0\.0\.1:1.*ember server"), app.run():
+        pass
 
 
 def test_idle_container_stops_after_scaledown_window(running):
@@ -212,7 +374,7 @@ def test_a_function_calls_another_from_its_container(running):
 
 
 def test_min_containers_start_before_any_call(running):
-    starts = lambda: running.log().count("for kept_warm on worker")  # noqa: E731
+    starts = lambda: running.log().count("for kept_warm on worker")
     wait_for(lambda: starts() == 2, what="two warm containers of kept_warm")
     pids = {core_app.kept_warm.remote() for _ in range(20)}
     assert len(pids) <= 2 and starts() == 2  # calls went to them: none started for the calls

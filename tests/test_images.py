@@ -7,14 +7,13 @@ import subprocess
 import uuid
 
 import pytest
+import registry as test_registry
+from conftest import Cluster, container_backend_missing
 
 import ember
 from ember import exception
 from ember._client.client import Client
 from ember.app import build_image
-from conftest import Cluster, container_backend_missing
-
-import registry as test_registry
 
 
 def build(image: ember.Image, capsys) -> tuple[str, str]:
@@ -22,7 +21,7 @@ def build(image: ember.Image, capsys) -> tuple[str, str]:
     client = Client.from_env()
     resolved = image._resolve(client.upload_sync)
     capsys.readouterr()
-    build_image(client, resolved)
+    client.run(build_image(client, resolved))
     return resolved.image_id, capsys.readouterr().err
 
 
@@ -95,7 +94,7 @@ def inspect():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import steps_app\n"
             "with steps_app.app.run():\n    print(steps_app.inspect.remote())")
     proc = subprocess.run([os.sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
+                          timeout=600, cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = eval(proc.stdout.strip().splitlines()[-1])
     assert out["jq"].startswith("jq-")
@@ -171,6 +170,7 @@ def test_process_backend_runs_an_image_in_its_own_venv(cluster, capsys):
     def where_is_six():
         import os
         import sys
+
         import six
         return six.__version__, sys.prefix, os.environ["MODE"]
 

@@ -1,18 +1,18 @@
 """Dicts and queues: every operation, from the caller and from containers, durable across a
 control-plane restart, and exact under many concurrent producers and consumers."""
 
+import asyncio
 import queue
 import subprocess
 import sys
 import threading
 
+import objects_app
 import pytest
+from conftest import ROOT, wait_for
 
 import ember
 from ember import exception
-from conftest import ROOT, wait_for
-
-import objects_app
 
 
 def test_dict_operations(cluster):
@@ -75,6 +75,22 @@ def test_queue_operations(cluster):
     assert q.len(total=True) == 0
 
 
+def test_async_twins(cluster):
+    d = ember.Dict.from_name("aio", create_if_missing=True)
+    q = ember.Queue.from_name("aio-q", create_if_missing=True)
+
+    async def main():
+        await d.put.aio("k", [1])
+        assert await d.get.aio("k") == [1] and await d.len.aio() == 1 and await d.keys.aio() == ["k"]
+        getter = asyncio.create_task(q.get.aio(timeout=60))  # waits without blocking this loop
+        await q.put_many.aio([1, 2, 3])
+        assert await getter == 1
+        assert [x async for x in q.iterate.aio()] == [2, 3]
+
+    asyncio.run(main())
+    assert list(q.iterate()) == [2, 3] and d["k"] == [1]
+
+
 def test_a_blocked_get_wakes_when_an_item_arrives(cluster):
     q = ember.Queue.from_name("wake", create_if_missing=True)
     got = []
@@ -118,7 +134,7 @@ def test_dicts_and_queues_survive_a_control_plane_restart(cluster):
 def test_cli_lists_creates_reads_clears_and_deletes(cluster):
     def ember_cli(*args):
         return subprocess.run([sys.executable, "-m", "ember.cli.main", *args], capture_output=True, text=True,
-                              timeout=60, cwd=ROOT)
+                              timeout=60, cwd=ROOT, check=False)
 
     assert ember_cli("dict", "create", "cli-d").returncode == 0
     ember.Dict.from_name("cli-d")["greeting"] = "hi"

@@ -13,7 +13,6 @@ import urllib.request
 
 import pytest
 import websockets
-
 from conftest import APPS, PY, ROOT, free_port, module_cluster, run_py, wait_for
 
 
@@ -47,7 +46,7 @@ def test_fastapi_query_parameters_become_arguments(web):
 
 
 def test_fastapi_post_json_body_and_docs(web):
-    c, app = web
+    _, app = web
     url = app.echo.get_web_url()
     status, _, body = http("POST", url, json.dumps({"a": [1, 2]}).encode(), {"Content-Type": "application/json"})
     assert status == 200 and json.loads(body)["got"] == {"a": [1, 2]}
@@ -69,6 +68,11 @@ def test_asgi_app_paths_query_body_and_streaming(web):
     big = os.urandom(3 << 20).hex().encode()
     status, _, body = http("POST", url + "/echo", big)
     assert status == 200 and body.split(b" body=")[1].startswith(big[:1000])
+
+
+def test_a_function_passed_to_another_keeps_its_web_url(web):
+    _, app = web
+    assert app.url_of.remote(app.square) == app.square.get_web_url()
 
 
 def test_host_names_route_too(web):
@@ -103,7 +107,7 @@ def test_asgi_websocket(web):
 
 
 def test_crashing_handler_fails_only_its_request(web):
-    c, app = web
+    _, app = web
     url = app.raw.get_web_url()
     status, _, body = http("GET", url + "/crash")
     assert status == 500 and body == b"Internal Server Error"
@@ -153,7 +157,7 @@ def test_proxy_auth(web):
     assert status == 401 and b"ember token create" in body
     assert http("GET", url, headers={"Ember-Key": "wk-nope", "Ember-Secret": "nope"})[0] == 401
     out = subprocess.run([PY, "-m", "ember.cli.main", "token", "create"], capture_output=True, text=True,
-                         env=dict(os.environ, EMBER_SERVER_URL=c.url), timeout=60)
+                         env=dict(os.environ, EMBER_SERVER_URL=c.url), timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     fields = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)
     key, secret = fields["Ember-Key"], fields["Ember-Secret"]
@@ -199,7 +203,7 @@ def test_deployed_endpoint_keeps_its_url_across_versions(cluster, tmp_path):
     def deploy(version: str):
         (tmp_path / "web_deploy.py").write_text(src.read_text().replace("VERSION", version))
         out = subprocess.run([PY, "-m", "ember.cli.main", "deploy", str(tmp_path / "web_deploy.py")],
-                             capture_output=True, text=True, env=env, timeout=120)
+                             capture_output=True, text=True, env=env, timeout=120, check=False)
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -224,10 +228,11 @@ def test_ember_serve_redeploys_on_save(cluster, tmp_path):
     app_file = tmp_path / "served.py"
     src = (APPS / "web_deploy.py").read_text().replace('"webdeploy"', '"served"')
     app_file.write_text(src.replace("VERSION", "one"))
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([PY, "-m", "ember.cli.main", "serve", str(app_file)], stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, EMBER_SERVER_URL=cluster.url, PYTHONPATH=str(ROOT)), cwd=tmp_path)
-    output = lambda: (tmp_path / "serve.log").read_text()  # noqa: E731
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen([PY, "-m", "ember.cli.main", "serve", str(app_file)], stdout=log,
+                                stderr=subprocess.STDOUT, cwd=tmp_path,
+                                env=dict(os.environ, EMBER_SERVER_URL=cluster.url, PYTHONPATH=str(ROOT)))
+    output = lambda: (tmp_path / "serve.log").read_text()
     url = f"{cluster.web_url}/served-hello-dev"
     try:
         wait_for(lambda: "watching" in output(), timeout=60, what="ember serve to start")

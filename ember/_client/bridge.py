@@ -1,14 +1,33 @@
-"""One asyncio event loop on a daemon thread, for all of a process's gRPC traffic.
+"""One asyncio event loop on a daemon thread for all of a client's gRPC traffic, and `twin`: each
+operation written once, as a coroutine on that loop, and offered both blocking and async.
 
-User code is mostly synchronous; the gRPC streams are asynchronous. Sync API calls hand a
-coroutine (or a callback) to this loop and wait on a concurrent future; `.aio` variants await
-the same coroutine from the caller's own loop without blocking it.
+User code is mostly synchronous; the gRPC streams are asynchronous. A method decorated with
+@twin is an `async def` (or an async generator) that runs on the loop of the client its object
+uses (the object's `_loop()` says which). `obj.op(...)` runs it there and blocks until it is
+done; `await obj.op.aio(...)` awaits it from the caller's own loop without blocking that loop.
+An async generator likewise: `for x in obj.op(...)` and `async for x in obj.op.aio(...)`.
+Stopping the caller stops the operation: cancelling the task that awaits `.aio`, leaving a
+loop over its items early, or Ctrl-C in a blocking call cancels the coroutine on the loop,
+which then cancels whatever it started (a call, a map) on the control plane.
+
+The exceptions an operation raises for a reason the caller should read (Ember's own errors, and
+a user's exception rebuilt from a container) reach the caller without this machinery's frames:
+the traceback starts at the caller's line (a remote one is attached to the exception as a note).
 """
 
 import asyncio
+import collections
+import contextlib
+import functools
+import inspect
 import threading
 
 import uvloop
+
+from .. import exception
+from .serialization import is_remote
+
+AHEAD = 1024  # items an async generator may produce before its consumer takes them
 
 
 class LoopThread:
@@ -28,11 +47,38 @@ class LoopThread:
         await self.done
 
     def run(self, coro, timeout: float | None = None):
-        """Run a coroutine on the loop and wait for its result (from any other thread)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run a coroutine on the loop and wait for its result (from any other thread). If the
+        wait ends early (Ctrl-C, the timeout), the coroutine is cancelled."""
+        if threading.get_ident() == self.thread.ident:
+            coro.close()
+            raise exception.ExecutionError(
+                "a blocking Ember call was made on Ember's own event loop thread, where it would wait "
+                "forever; use its async form (`await ....aio(...)`) there")
+        # A task and a lock rather than run_coroutine_threadsafe(): this is the hot path of a
+        # blocking call, and its concurrent future costs about 10 µs more.
+        task = None
+        done = threading.Lock()
+        done.acquire()
+
+        def start():
+            nonlocal task
+            task = self.loop.create_task(coro)
+            task.add_done_callback(lambda _: done.release())
+
+        self.loop.call_soon_threadsafe(start)
+        try:
+            if not done.acquire(timeout=-1 if timeout is None else timeout):
+                raise TimeoutError(f"no result within {timeout}s")
+        except BaseException:
+            self.loop.call_soon_threadsafe(lambda: task.cancel())  # after start(): calls run in order
+            raise
+        return task.result()
 
     async def run_async(self, coro):
-        """Await a coroutine on the loop from another event loop."""
+        """Await a coroutine on the loop from another event loop (or from this one). Cancelling
+        the caller cancels the coroutine."""
+        if asyncio.get_running_loop() is self.loop:
+            return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     def call_soon(self, fn, *args):
@@ -47,9 +93,216 @@ class LoopThread:
             await asyncio.gather(*tasks, return_exceptions=True)
 
         if self.thread.is_alive():
-            try:
+            with contextlib.suppress(Exception):  # best effort: the thread ends anyway
                 self.run(cancel_all(), timeout)
-            except Exception:
-                pass
             self.loop.call_soon_threadsafe(lambda: self.done.done() or self.done.set_result(None))
             self.thread.join(timeout)
+
+
+def _trim(e: BaseException):
+    """Drop the frames below the caller's from an error meant for it (see the module's doc).
+    Done in the caller-facing frame itself, followed by a bare `raise`: a re-raise adds no frame."""
+    if isinstance(e, exception.Error) or is_remote(e):
+        e.__traceback__ = None
+
+
+class twin:
+    """An operation written once as `async def` or as an async generator: see the module's doc."""
+
+    def __init__(self, op):
+        self.op = op
+        self.generator = inspect.isasyncgenfunction(op)
+        functools.update_wrapper(self, op)
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return _Bound(self, obj)
+
+
+class _Bound:
+    """`obj.op`: call it to block, or use `obj.op.aio`."""
+
+    __slots__ = ("obj", "twin")
+
+    def __init__(self, twin_: twin, obj):
+        self.twin = twin_
+        self.obj = obj
+
+    def __repr__(self):
+        return f"<{self.twin.op.__qualname__} of {self.obj!r}>"
+
+    def __call__(self, *args, **kwargs):
+        if self.twin.generator:
+            return self._iterate(args, kwargs)
+        try:
+            return self.obj._loop().run(self.twin.op(self.obj, *args, **kwargs))
+        except BaseException as e:
+            _trim(e)
+            raise
+
+    def aio(self, *args, **kwargs):
+        if self.twin.generator:
+            return self._iterate_async(args, kwargs)
+        return self._await(args, kwargs)
+
+    async def _await(self, args, kwargs):
+        try:
+            return await self.obj._loop().run_async(self.twin.op(self.obj, *args, **kwargs))
+        except BaseException as e:
+            _trim(e)
+            raise
+
+    def _iterate(self, args, kwargs):
+        relay = None
+        try:
+            relay = _Relay(self.obj._loop(), self.twin.op(self.obj, *args, **kwargs))
+            while True:
+                yield relay.take()
+        except StopIteration:
+            return
+        except BaseException as e:
+            _trim(e)
+            raise
+        finally:
+            if relay is not None:
+                relay.close(wait=True)
+
+    async def _iterate_async(self, args, kwargs):
+        relay = None
+        try:
+            loop = self.obj._loop()
+            if asyncio.get_running_loop() is loop.loop:  # on the client's loop already: no relay
+                async for item in self.twin.op(self.obj, *args, **kwargs):
+                    yield item
+                return
+            relay = _Relay(loop, self.twin.op(self.obj, *args, **kwargs))
+            while True:
+                yield await relay.take_async()
+        except StopAsyncIteration:
+            return
+        except BaseException as e:
+            _trim(e)
+            raise
+        finally:
+            if relay is not None:
+                relay.close(wait=False)
+
+
+class _Relay:
+    """The items of an async generator running on a LoopThread, for a consumer on another thread
+    or another loop. The generator runs ahead of its consumer by up to AHEAD items, so that the
+    consumer is woken once for a burst of items, not once for each."""
+
+    def __init__(self, loop: LoopThread, agen):
+        self.thread = loop
+        self.lock = threading.Lock()
+        self.items: collections.deque = collections.deque()
+        self.end: BaseException | None = None    # once the generator is over: StopIteration, or its error
+        self.wake = None                          # wakes the consumer while it waits for an item
+        self.room: asyncio.Future | None = None   # the generator waits on it while the consumer is behind
+        self.over = threading.Event()
+        self.task: asyncio.Task | None = None
+        loop.call_soon(self._start, agen)
+
+    def _start(self, agen):
+        self.task = asyncio.get_running_loop().create_task(self._pump(agen))
+        self.task.add_done_callback(self._finished)
+
+    async def _pump(self, agen):
+        try:
+            async for item in agen:
+                with self.lock:
+                    self.items.append(item)
+                    wake, self.wake = self.wake, None
+                    if len(self.items) >= AHEAD:
+                        self.room = asyncio.get_running_loop().create_future()
+                    room = self.room
+                if wake is not None:
+                    wake()
+                if room is not None:
+                    await room
+        finally:
+            await agen.aclose()  # stopped while the generator waited at a yield: its cleanup runs now
+
+    def _finished(self, task: asyncio.Task):
+        end = asyncio.CancelledError() if task.cancelled() else task.exception() or StopIteration()
+        with self.lock:
+            self.end = end
+            wake, self.wake = self.wake, None
+        if wake is not None:
+            wake()
+        self.over.set()
+
+    def _next(self, wake):
+        """(True, item); or (False, None), having arranged for `wake()` once there is one. Raises
+        the generator's end once it is over."""
+        with self.lock:
+            if self.items:
+                item = self.items.popleft()
+                if self.room is not None and not self.items:
+                    room, self.room = self.room, None
+                    self.thread.call_soon(_resolve, room)
+                return True, item
+            if self.end is not None:
+                raise self.end
+            self.wake = wake
+            return False, None
+
+    def take(self):
+        while True:
+            event = threading.Event()
+            ready, item = self._next(event.set)
+            if ready:
+                return item
+            event.wait()
+
+    async def take_async(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            waiter = loop.create_future()
+            try:
+                ready, item = self._next(functools.partial(loop.call_soon_threadsafe, _resolve, waiter))
+            except StopIteration:
+                raise StopAsyncIteration from None
+            if ready:
+                return item
+            await waiter
+
+    def close(self, wait: bool):
+        """The consumer is done: stop the generator; with `wait`, until its cleanup has run (a
+        blocking consumer; never on the loop's own thread)."""
+        self.thread.call_soon(self._cancel)
+        if wait and threading.get_ident() != self.thread.thread.ident and self.thread.thread.is_alive():
+            self.over.wait()
+
+    def _cancel(self):
+        if self.task is not None:
+            self.task.cancel()
+
+
+def _resolve(future: asyncio.Future, result=None, error: BaseException | None = None):
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+async def in_thread(fn, *args):
+    """fn(*args), on a daemon thread of its own (it may block as long as it likes: a user's
+    iterator), awaited."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def run():
+        try:
+            result = fn(*args)
+        except Exception as e:  # noqa: BLE001 - whatever it raises is the awaiting caller's
+            loop.call_soon_threadsafe(_resolve, future, None, e)
+        else:
+            loop.call_soon_threadsafe(_resolve, future, result)
+
+    threading.Thread(target=run, name="ember-iterate", daemon=True).start()
+    return await future

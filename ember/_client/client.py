@@ -2,11 +2,11 @@
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import os
 import threading
-import time
-from concurrent.futures import Future
+import typing
 
 import grpc
 
@@ -14,6 +14,7 @@ from .. import config, exception
 from ..proto import api_pb2, api_pb2_grpc
 from . import blobs
 from .bridge import LoopThread
+from .stream import Backoff, ReconnectingStream, unavailable
 
 CONNECT_TIMEOUT = 5.0      # seconds to reach a control plane at all
 RECONNECT_WINDOW = 120.0   # seconds to keep retrying an established one (it may be restarting)
@@ -34,7 +35,7 @@ def translate(e: grpc.aio.AioRpcError, what: str) -> Exception:
 
 
 class Client:
-    _instances: dict[str, "Client"] = {}
+    _instances: typing.ClassVar[dict[str, "Client"]] = {}
     _lock = threading.Lock()
 
     @classmethod
@@ -74,17 +75,15 @@ class Client:
         with cls._lock:
             client = cls._instances.pop(url, None)
         if client is not None and client.pid == os.getpid():
-            try:
+            with contextlib.suppress(Exception):  # best effort: it is going anyway
                 client.bridge.run(client.channel.close(), timeout=2)
-            except Exception:
-                pass
             client.bridge.stop()
 
     async def _connect(self):
         channel = grpc.aio.insecure_channel(config.grpc_target(self.url), options=config.GRPC_OPTIONS)
         try:
             await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await channel.close()
             raise exception.ConnectionError(
                 f"No Ember control plane answered at {self.url} within {CONNECT_TIMEOUT:.0f}s. "
@@ -94,18 +93,16 @@ class Client:
         return channel, api_pb2_grpc.ClientApiStub(channel)
 
     async def rpc(self, name: str, request, *, retry: bool = True, what: str = ""):
-        """A unary call; retried while the control plane is unavailable (it may be restarting)."""
+        """A unary call; retried while the control plane is unavailable (it may be restarting).
+        Without retry, it fails at once when the control plane cannot be reached."""
         method = getattr(self.stub, name)
-        deadline = time.monotonic() + RECONNECT_WINDOW
-        delay = 0.05
+        backoff = Backoff(RECONNECT_WINDOW)
         while True:
             try:
                 async with self.inflight:
                     return await method(request, wait_for_ready=retry)
             except grpc.aio.AioRpcError as e:
-                if retry and e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                if retry and unavailable(e) and await backoff.wait():
                     continue
                 raise translate(e, what or name) from None
 
@@ -115,12 +112,16 @@ class Client:
     # ---- payloads
 
     def upload_sync(self, data: bytes) -> str:
+        """Store data as a blob, from a thread other than the loop's (image and code packaging)."""
         return self.bridge.run(blobs.upload(self.stub, data))
 
-    def payload(self, data: bytes) -> api_pb2.Payload:
-        return blobs.to_payload(data, self.upload_sync)
+    async def payload(self, data: bytes) -> api_pb2.Payload:
+        """Data to send: inline when small, else stored as a blob first."""
+        if len(data) > config.BLOB_THRESHOLD:
+            return api_pb2.Payload(blob_id=await blobs.upload(self.stub, data))
+        return api_pb2.Payload(data=data)
 
-    async def payload_bytes_async(self, payload: api_pb2.Payload) -> bytes:
+    async def payload_bytes(self, payload: api_pb2.Payload) -> bytes:
         if payload.blob_id:
             return await blobs.download(self.stub, payload.blob_id)
         return payload.data
@@ -132,94 +133,60 @@ atexit.register(Client.close_all)
 class StreamMux:
     """Multiplexes requests over one long-lived bidi stream, matching responses by tag.
 
-    Lives on the client's event loop thread; the stream stays open between requests (it is the
-    hot path). When the stream breaks, `resend` says what happens to requests in flight: sent
+    Lives on the client's event loop; the stream stays open between requests (it is the hot
+    path). When the stream breaks, `resend` says what happens to requests in flight: sent
     again on the next stream (safe for calls: they carry client-chosen ids) or failed.
     """
 
     def __init__(self, client: Client, method: str, what: str, resend: bool):
-        self.client = client
-        self.method = method
         self.what = what
         self.resend = resend
         self.tags = itertools.count(1)
-        self.pending: dict[int, tuple[object, object]] = {}
-        self.queue: asyncio.Queue | None = None
+        self.pending: dict[int, tuple[object, asyncio.Future]] = {}
+        self.stream = ReconnectingStream(
+            lambda messages: getattr(client.stub, method)(messages, wait_for_ready=True), self._answer,
+            on_connect=self._send_pending, on_disconnect=self._broken, window=RECONNECT_WINDOW)
         self.task: asyncio.Task | None = None
 
-    def submit(self, request, done):
-        """From any thread: send the request; `done(response or exception)` runs on the loop."""
-        self.client.bridge.call_soon(self._submit, request, done)
-
-    def call_sync(self, request):
-        fut: Future = Future()
-        self.submit(request, fut.set_result)
-        result = fut.result()
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    async def call_async(self, request):
+    async def call(self, request):
+        """Send the request; its response (an error if the stream cannot be kept open)."""
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self.submit(request, lambda r: loop.call_soon_threadsafe(fut.set_result, r))
-        result = await fut
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    def _submit(self, request, done):
-        request.tag = next(self.tags)
-        self.pending[request.tag] = (request, done)
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._run())
-        else:
-            self.queue.put_nowait(request)
-
-    def _fail_pending(self, err: Exception):
-        pending, self.pending = self.pending, {}
-        for _, done in pending.values():
-            done(err)
+            self.task = loop.create_task(self._run())
+        request.tag = next(self.tags)
+        answer = loop.create_future()
+        self.pending[request.tag] = (request, answer)
+        self.stream.send(request)  # or, not connected yet, sent by _send_pending
+        try:
+            return await answer
+        finally:
+            self.pending.pop(request.tag, None)
 
     async def _run(self):
-        deadline = time.monotonic() + RECONNECT_WINDOW
-        delay = 0.05
-        first = True
-        while self.pending:
-            if not first and not self.resend:
-                self._fail_pending(exception.ConnectionError(
+        try:
+            await self.stream.run()
+            error = exception.ConnectionError(f"{self.what}: the control plane ended the connection")
+        except grpc.aio.AioRpcError as e:
+            error = translate(e, self.what)
+        for _, answer in self.pending.values():
+            if not answer.done():
+                answer.set_exception(error)
+
+    def _answer(self, resp):
+        entry = self.pending.get(resp.tag)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(resp)
+
+    def _send_pending(self, outbox):
+        for request, answer in self.pending.values():
+            if not answer.done():
+                outbox.put(request)
+
+    def _broken(self, error):
+        for request, answer in self.pending.values():
+            if self.resend:
+                request.resend = True  # if it is sent again, it is a resend
+            elif not answer.done():
+                answer.set_exception(exception.ConnectionError(
                     f"{self.what}: the connection to the control plane broke; the operation may or may not have "
                     "happened"))
-                return
-            first = False
-            queue = self.queue = asyncio.Queue()
-            for request, _ in self.pending.values():
-                queue.put_nowait(request)
-                if self.resend:
-                    request.resend = True  # from now on: if it is sent again, it is a resend
-
-            async def requests(queue=queue):  # this stream's queue, not a later one's
-                while (request := await queue.get()) is not None:
-                    yield request
-
-            stream = getattr(self.client.stub, self.method)(requests(), wait_for_ready=True)
-            try:
-                async for resp in stream:
-                    entry = self.pending.pop(resp.tag, None)
-                    if entry is not None:
-                        entry[1](resp)
-                    deadline = time.monotonic() + RECONNECT_WINDOW
-                    delay = 0.05
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                self._fail_pending(translate(e, self.what))
-                return
-            except asyncio.CancelledError:
-                stream.cancel()
-                raise
-            finally:
-                queue.put_nowait(None)  # the stream is over: let its request generator end
-

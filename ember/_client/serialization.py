@@ -12,6 +12,8 @@ import cloudpickle
 from .. import exception
 from ..proto import api_pb2
 
+REMOTE_TRACEBACK = "Remote traceback"  # how the note with a container's traceback begins
+
 
 def _dumps(obj) -> bytes:
     return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -20,7 +22,7 @@ def _dumps(obj) -> bytes:
 def serialize_args(function_name: str, args: tuple, kwargs: dict) -> bytes:
     try:
         return _dumps((args, kwargs))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - pickling raises anything
         culprit = _find_unpicklable(args, kwargs)
         raise exception.SerializationError(
             f"{culprit} of {function_name}() cannot be pickled ({type(e).__name__}: {e}). "
@@ -34,12 +36,12 @@ def _find_unpicklable(args: tuple, kwargs: dict) -> str:
     for i, a in enumerate(args):
         try:
             _dumps(a)
-        except Exception:
+        except Exception:  # noqa: BLE001
             return f"Argument {i} ({type(a).__name__})"
     for k, v in kwargs.items():
         try:
             _dumps(v)
-        except Exception:
+        except Exception:  # noqa: BLE001
             return f"Argument {k!r} ({type(v).__name__})"
     return "An argument"
 
@@ -58,7 +60,7 @@ def serialize_result(function_name: str, value) -> tuple[bytes | None, str]:
     """Returns (data, error): the pickled value, or None and a message naming the problem."""
     try:
         return _dumps(value), ""
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - pickling raises anything
         return None, (
             f"The result of {function_name}() ({type(value).__name__}) cannot be pickled "
             f"({type(e).__name__}: {e}). Return plain data that cloudpickle can serialize."
@@ -73,7 +75,7 @@ def serialize_exception(exc: BaseException) -> tuple[bytes, str, str]:
         data = _dumps(exc)
         # An exception that pickles but cannot be rebuilt (custom __init__) is no use remotely.
         pickle.loads(data)
-    except Exception:
+    except Exception:  # noqa: BLE001 - and so does unpickling
         data = b""
     return data, line, tb
 
@@ -93,17 +95,22 @@ def exception_from_output(output: api_pb2.Output, data: bytes, function_name: st
     if output.status == S.INIT_FAILURE:
         err = exception.InitError(f"{where} could not be loaded in its container: {output.error}")
         if output.traceback:
-            err.add_note(f"Remote traceback:\n{output.traceback.rstrip()}")
+            err.add_note(f"{REMOTE_TRACEBACK}:\n{output.traceback.rstrip()}")
         return err
     exc = None
     if data:
         try:
             exc = pickle.loads(data)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a class missing here, a custom __init__: not rebuilt
             exc = None
     if not isinstance(exc, BaseException):
         exc = exception.RemoteError(f"{where} raised {output.error}")
     if output.traceback:
-        exc.add_note(f"Remote traceback (from {where}):\n{output.traceback.rstrip()}")
+        exc.add_note(f"{REMOTE_TRACEBACK} (from {where}):\n{output.traceback.rstrip()}")
     return exc
+
+
+def is_remote(exc: BaseException) -> bool:
+    """Whether exc was rebuilt here from a container's output (its traceback is the remote one)."""
+    return any(note.startswith(REMOTE_TRACEBACK) for note in getattr(exc, "__notes__", ()))
 

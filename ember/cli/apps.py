@@ -1,15 +1,15 @@
 """`ember deploy FILE` and `ember app list|stop|logs|history`: deployed apps."""
 
-import asyncio
 import datetime
 import sys
 
 import grpc
 
-from .. import config, exception
-from .._client.client import Client
+from .. import config
+from .._client.client import Client, translate
 from ..app import print_logs
 from ..proto import api_pb2
+from .errors import report
 from .run import find_app, import_file
 
 
@@ -41,8 +41,8 @@ def deploy(args) -> int:
     try:
         app = find_app(import_file(args.file))
         version = app.deploy(args.name)
-    except exception.Error as e:
-        print(f"ember deploy: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - the user's file failed to import, or the app to deploy
+        report(e)
         return 1
     name = args.name or app.name
     print(f"deployed app {name} as version {version}; its functions: {', '.join(sorted(app._functions))}")
@@ -52,40 +52,35 @@ def deploy(args) -> int:
 
 def run(args) -> int:
     if config.server_url() is None:
-        print("ember app: no control plane given: set EMBER_SERVER_URL", file=sys.stderr)
+        print("ember: no control plane given: set EMBER_SERVER_URL", file=sys.stderr)
         return 2
     client = Client.from_env()
-    try:
-        if args.action == "list":
-            resp = client.run(client.rpc("AppList", api_pb2.Empty()))
-            for a in resp.apps:
-                kind = f"deployed v{a.version}" if a.deployed else "ephemeral"
-                print(f"{a.name}\t{a.app_id}\t{kind}\t{_state(a)}\t{a.num_functions} functions")
-            if not resp.apps:
-                print("no running apps", file=sys.stderr)
-        elif args.action == "stop":
-            client.run(client.rpc("AppStop", api_pb2.AppRef(name=args.name)))
-            print(f"stopped app {args.name}")
-        elif args.action == "history":
-            resp = client.run(client.rpc("AppHistory", api_pb2.AppRef(name=args.name)))
-            for a in resp.apps:
-                print(f"v{a.version}\t{a.app_id}\tdeployed {_when(a.created_at)}\t{_state(a)}"
-                      + (f" at {_when(a.stopped_at)}" if a.stopped_at else ""))
-        else:
-            return client.run(_logs(client, args.name, args.follow))
-    except exception.Error as e:
-        print(f"ember app: {e}", file=sys.stderr)
-        return 1
+    if args.action == "list":
+        resp = client.run(client.rpc("AppList", api_pb2.Empty()))
+        for a in resp.apps:
+            kind = f"deployed v{a.version}" if a.deployed else "ephemeral"
+            print(f"{a.name}\t{a.app_id}\t{kind}\t{_state(a)}\t{a.num_functions} functions")
+        if not resp.apps:
+            print("no running apps", file=sys.stderr)
+    elif args.action == "stop":
+        client.run(client.rpc("AppStop", api_pb2.AppRef(name=args.name)))
+        print(f"stopped app {args.name}")
+    elif args.action == "history":
+        resp = client.run(client.rpc("AppHistory", api_pb2.AppRef(name=args.name)))
+        for a in resp.apps:
+            print(f"v{a.version}\t{a.app_id}\tdeployed {_when(a.created_at)}\t{_state(a)}"
+                  + (f" at {_when(a.stopped_at)}" if a.stopped_at else ""))
+    else:
+        try:
+            client.run(_logs(client, args.name, args.follow))
+        except KeyboardInterrupt:  # how one stops following
+            pass
     return 0
 
 
-async def _logs(client: Client, name: str, follow: bool) -> int:
+async def _logs(client: Client, name: str, follow: bool):
     try:
         async for batch in client.stub.AppLogs(api_pb2.AppLogsRequest(app_name=name, stop_at_end=not follow)):
             print_logs(batch)
     except grpc.aio.AioRpcError as e:
-        print(f"ember app logs: {e.details()}", file=sys.stderr)
-        return 1
-    except asyncio.CancelledError:
-        pass
-    return 0
+        raise translate(e, f"the logs of {name}") from None

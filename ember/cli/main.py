@@ -1,11 +1,13 @@
-"""`ember`: run apps, and start the control plane and workers."""
+"""`ember`: run apps, and start the control plane and workers. A failure is reported as errors.py says."""
 
 import argparse
 import os
 import sys
 
+from .. import exception
 from .._proc import die_with_parent
 from ..config import ember_home
+from .errors import report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +72,14 @@ def main(argv=None) -> int:
     parent = os.environ.pop("EMBER_PARENT_PID", None)
     if args.command in ("server", "worker"):
         die_with_parent(int(parent) if parent else None)
+    try:
+        return _run(parser, args)
+    except exception.Error as e:
+        report(e)
+        return 1
+
+
+def _run(parser, args) -> int:
     if args.command == "run":
         from .run import run
         return run(args.target, args.args)

@@ -6,7 +6,7 @@ import functools
 import pathlib
 import sys
 
-from .. import config, exception
+from .. import config
 from .._client.client import Client
 from .._client.local_cluster import LocalCluster
 from ..dict import Dict
@@ -88,7 +88,8 @@ def _connected():
 
 
 def run(args) -> int:
-    """One connection, and one way to report a failure, for every command here."""
+    """One connection for every command here; a local file or path that is not there is
+    reported like Ember's own errors (in errors.py)."""
     if args.command == "secret":
         handler = run_secret
     elif args.command == "token":
@@ -100,7 +101,7 @@ def run(args) -> int:
     try:
         with _connected() as client:
             return handler(args, client) or 0
-    except (exception.Error, OSError) as e:
+    except OSError as e:
         print(f"ember: {e}", file=sys.stderr)
         return 1
 
@@ -185,7 +186,7 @@ def run_named(args, client, cls) -> int | None:
         if not resp.objects:
             print(f"no named {cls._kind}s", file=sys.stderr)
     elif args.action == "create":
-        cls.from_name(args.name, create_if_missing=True)._id()
+        cls.from_name(args.name, create_if_missing=True).hydrate()
         print(f"created {cls._kind} {args.name}")
     elif args.action == "delete":
         cls.delete(args.name)

@@ -5,11 +5,11 @@ import importlib.util
 import inspect
 import pathlib
 import sys
-import traceback
 
 from .. import exception
 from ..app import App, LocalEntrypoint
 from ..function import Function
+from .errors import report
 
 
 def module_name(file: pathlib.Path) -> tuple[pathlib.Path, str]:
@@ -89,12 +89,14 @@ def parse_args(raw_f, argv: list[str], prog: str) -> dict:
 def run(target: str, argv: list[str]) -> int:
     path, _, name = target.partition("::")
     try:
-        module = import_file(path)
-        app = find_app(module)
+        app = find_app(import_file(path))
         obj = find_target(app, name or None)
-    except exception.Error as e:
-        print(f"ember run: {e}", file=sys.stderr)
+    except exception.InvalidError as e:  # what the command line names is not there
+        print(f"ember: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - the user's file failed to import
+        report(e)
+        return 1
     raw = obj.raw_f if isinstance(obj, LocalEntrypoint) else obj.get_raw_f()
     kwargs = parse_args(raw, argv, f"ember run {target}")
     try:
@@ -106,14 +108,11 @@ def run(target: str, argv: list[str]) -> int:
                 else:
                     obj.remote(**kwargs)
             else:
-                obj(**kwargs)
+                raw(**kwargs)
     except KeyboardInterrupt:
-        print("ember run: interrupted; the app was stopped", file=sys.stderr)
+        print("ember: interrupted; the app was stopped", file=sys.stderr)
         return 130
-    except exception.ConnectionError as e:
-        print(f"ember run: {e}", file=sys.stderr)
-        return 1
-    except Exception:
-        traceback.print_exc()
+    except Exception as e:  # noqa: BLE001 - the user's error, or Ember's: reported as errors.py says
+        report(e)
         return 1
     return 0

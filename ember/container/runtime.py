@@ -30,10 +30,11 @@ import cloudpickle
 import grpc
 
 from .. import config
-from .._proc import die_with_parent
 from .._client import blobs
 from .._client.bridge import LoopThread
 from .._client.serialization import deserialize, serialize_exception, serialize_result
+from .._client.stream import Outbox, ReconnectingStream
+from .._proc import die_with_parent
 from ..proto import api_pb2, api_pb2_grpc
 from .web import WebHost, make_apps
 
@@ -75,8 +76,11 @@ class Runtime:
         self.thread_loop = _ThreadLoop()
         self.watchdog = threading.Condition()
         self.watchdog_idle = True                     # waiting without a deadline
-        self.stream_out: asyncio.Queue | None = None
-        self.detaching = False
+        # The one stream to the control plane, reopened whenever it breaks (but when the control
+        # plane no longer knows this container).
+        self.stream = ReconnectingStream(
+            lambda messages: self.stub.ContainerConnect(messages, wait_for_ready=True), self._handle,
+            on_connect=self._hello, retry=lambda e: e.code() != grpc.StatusCode.NOT_FOUND)
         self.detached = threading.Event()
         self.initialized = False
         self.exit_hooks: list = []                    # a class's @ember.exit() methods (@app.cls)
@@ -90,40 +94,23 @@ class Runtime:
     async def _connect_loop(self):
         channel = grpc.aio.insecure_channel(config.grpc_target(self.server_url), options=config.GRPC_OPTIONS)
         self.stub = api_pb2_grpc.ContainerApiStub(channel)
-        delay = 0.05
-        while True:
-            out: asyncio.Queue = asyncio.Queue()
-            out.put_nowait(api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(
-                container_id=self.container_id, held_input_ids=list(self.held))))
-            if self.initialized:
-                # The control plane restarted or the network broke: resend what it may have lost.
-                for batch in self.recent_outputs:
-                    out.put_nowait(api_pb2.ContainerMessage(outputs=batch))
-                self.requested = 0
-                self._ask_for_inputs(out)
-            self.stream_out = out
-
-            async def requests(out=out):  # this stream's queue, not a later one's
-                while (msg := await out.get()) is not None:
-                    yield msg
-
-            call = self.stub.ContainerConnect(requests(), wait_for_ready=True)
-            try:
-                async for cmd in call:
-                    delay = 0.05
-                    self._handle(cmd)
-                if self.detaching:
-                    break
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.NOT_FOUND:
-                    log.error("the control plane does not know this container (%s): exiting", e.details())
-                    os._exit(3)
-                if self.detaching:
-                    break
-            self.stream_out = None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        try:
+            await self.stream.run()
+        except grpc.aio.AioRpcError as e:  # NOT_FOUND: every other break is retried
+            log.error("the control plane does not know this container (%s): exiting", e.details())
+            os._exit(3)
         self.detached.set()
+
+    def _hello(self, out: Outbox):
+        """What a new stream starts with: who we are, and after a reconnect (the control plane
+        restarted or the network broke) what it may have lost."""
+        out.put(api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(
+            container_id=self.container_id, held_input_ids=list(self.held))))
+        if self.initialized:
+            for batch in self.recent_outputs:
+                out.put(api_pb2.ContainerMessage(outputs=batch))
+            self.requested = 0
+            self._ask_for_inputs(out)
 
     async def _heartbeat(self):
         while True:
@@ -131,8 +118,7 @@ class Runtime:
             self._send(api_pb2.ContainerMessage(heartbeat=api_pb2.Empty()))
 
     def _send(self, msg):
-        if self.stream_out is not None:
-            self.stream_out.put_nowait(msg)
+        self.stream.send(msg)
 
     def _handle(self, cmd: api_pb2.ContainerCommand):
         kind = cmd.WhichOneof("cmd")
@@ -165,12 +151,12 @@ class Runtime:
                 self._flush_outputs([Output(input_id=input_id, idx=inp.idx if inp else 0, status=Output.CANCELLED,
                                             error="the call was cancelled while it ran")])
 
-    def _ask_for_inputs(self, out: asyncio.Queue | None = None):
-        out = out or self.stream_out
+    def _ask_for_inputs(self, out: Outbox | None = None):
+        out = out or self.stream.outbox
         want = self.target - len(self.held) - self.requested
         if want > 0 and out is not None:
             self.requested += want
-            out.put_nowait(api_pb2.ContainerMessage(want_inputs=want))
+            out.put(api_pb2.ContainerMessage(want_inputs=want))
 
     def _flush_outputs(self, outputs: list[api_pb2.Output], http=()):
         for o in outputs:
@@ -189,11 +175,9 @@ class Runtime:
 
     def _detach(self):
         """Close our side of the stream; the control plane finishes with what we sent."""
-        self.detaching = True
-        if self.stream_out is not None:
-            self.stream_out.put_nowait(None)
-        else:
+        if self.stream.outbox is None:
             self.detached.set()
+        self.stream.close()
 
     # ------------------------------------------------------------------ main thread
 
@@ -213,7 +197,7 @@ class Runtime:
                  for s in init.definition.image.steps])
             fn = self._load(init.definition, init.app_function_ids)
             web_apps = make_apps(fn, init.definition) if init.definition.web.kind or init.definition.web_methods else {}
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - whatever loading the user's code raised is the caller's
             data, line, tb = serialize_exception(e)
             self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=api_pb2.ContainerInitFailure(
                 error=line, traceback=tb, exception=api_pb2.Payload(data=data), in_enter=self.in_enter)))
@@ -256,7 +240,7 @@ class Runtime:
 
     def _run_input(self, fn, definition, inp: api_pb2.Input) -> list[api_pb2.Output]:
         name = definition.name
-        base = dict(input_id=inp.input_id, idx=inp.idx)
+        base = {"input_id": inp.input_id, "idx": inp.idx}
         if inp.input_id in self.cancelled:
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled")]
         try:
@@ -288,7 +272,7 @@ class Runtime:
         except InputCancelled:
             self.thread_loop.loop = None  # interrupted while it ran: the next async input gets a fresh one
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled while it ran")]
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - whatever the user's code raised is the caller's
             data, line, tb = serialize_exception(e)
             return [Output(**base, status=Output.FAILURE, error=line, traceback=tb, data=self._payload(data))]
         data, err = serialize_result(name, result)
@@ -336,7 +320,8 @@ class Runtime:
         from ..function import Function
         if isinstance(obj, (Function, Cls)):
             # The app's other functions, as imported here, can be called from this one.
-            for name, f in (obj._app._functions.items() if obj._app is not None else ()):
+            app = (obj._function if isinstance(obj, Cls) else obj)._app
+            for name, f in (app._functions.items() if app is not None else ()):
                 if name in app_function_ids:
                     f._hydrate(None, app_function_ids[name])
             obj = obj.get_raw_f() if isinstance(obj, Function) else obj.get_user_cls()
@@ -414,13 +399,13 @@ class Runtime:
         for hook in self.exit_hooks:  # a class's @ember.exit() methods, as the container stops
             try:
                 hook()
-            except Exception:
+            except Exception:  # noqa: BLE001 - shown; the container stops all the same
                 traceback.print_exc()
         from ..volume import Volume, _mounts
         for volume_id in _mounts():  # what it wrote to its volumes is committed as it stops
             try:
                 Volume._from_id(volume_id, None).commit()
-            except Exception:
+            except Exception:  # noqa: BLE001 - shown; the container stops all the same
                 traceback.print_exc()
         self._exit(0)
 

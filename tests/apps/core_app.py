@@ -187,3 +187,20 @@ def overlapping(seconds):
 def sleeps_forever(marker):
     pathlib.Path(marker).write_text("started")
     time.sleep(3600)
+
+
+@app.function()
+def waits_to_be_cancelled(marker, outcome):
+    """Signals that it runs (marker), then waits; writes what ended the wait (outcome)."""
+    pathlib.Path(marker).write_text(str(os.getpid()))
+    try:
+        time.sleep(120)
+    except BaseException as e:  # the runtime's InputCancelled, raised in this thread
+        pathlib.Path(outcome).write_text(type(e).__name__)
+        raise
+
+
+@app.function()
+def describe_passed(f, n):
+    """What a Function passed in (pickled into this container) knows of itself, and its items."""
+    return f.object_id, repr(f), list(f.remote_gen(n))

@@ -33,6 +33,12 @@ def slow(seconds: float = 1.0):
     return {"pid": os.getpid()}
 
 
+@app.function()
+def url_of(f):
+    """The web URL of a Function passed in (pickled into this container)."""
+    return f.get_web_url()
+
+
 in_flight = {"now": 0, "max": 0}
 
 

@@ -1,0 +1,136 @@
+"""Long-lived gRPC streams to a peer that may restart: the backoff between attempts, and a bidi
+stream that reconnects by itself.
+
+Every long-lived stream in Ember has the same shape: open it, send a hello (and whatever the
+peer may have lost), handle what comes back, and when the peer goes away (it restarts, the
+network breaks) wait a little and do it all again. The client's call and object streams
+(client.py) and the container's stream to the control plane (container/runtime.py) are a
+ReconnectingStream; the worker's stream has the same shape and fits it too.
+"""
+
+import asyncio
+import time
+
+import grpc
+
+FIRST_DELAY = 0.05  # seconds before the first retry after a contact
+MAX_DELAY = 1.0     # the delay doubles up to this
+
+
+class Backoff:
+    """The waits between attempts to reach a peer that is unavailable (it may be restarting):
+    50 ms, doubling up to 1 s; given up `window` seconds after the first failure since the
+    last contact (never, with no window)."""
+
+    def __init__(self, window: float | None = None):
+        self.window = window
+        self.reset()
+
+    def reset(self):
+        """The peer answered: the next wait is short again, and the window starts anew."""
+        self.delay = FIRST_DELAY
+        self.deadline: float | None = None
+
+    async def wait(self) -> bool:
+        """Sleep before the next attempt; False, at once, if the window has passed."""
+        now = time.monotonic()
+        if self.deadline is None and self.window is not None:
+            self.deadline = now + self.window
+        elif self.deadline is not None and now >= self.deadline:
+            return False
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, MAX_DELAY)
+        return True
+
+
+class Outbox:
+    """What one attempt of a bidi stream sends: messages put() here, in order, until close()."""
+
+    def __init__(self):
+        self._queue: asyncio.Queue = asyncio.Queue()
+
+    def put(self, msg):
+        self._queue.put_nowait(msg)
+
+    def close(self):
+        """End our side of the stream once what was put before is sent."""
+        self._queue.put_nowait(None)
+
+    async def messages(self):
+        """The request iterator gRPC reads from."""
+        while (msg := await self._queue.get()) is not None:
+            yield msg
+
+
+def unavailable(e: grpc.aio.AioRpcError) -> bool:
+    return e.code() == grpc.StatusCode.UNAVAILABLE
+
+
+class ReconnectingStream:
+    """A bidi stream kept open across the peer's restarts and network breaks.
+
+    Each attempt opens the stream with `open(messages)` (say `stub.X(messages, wait_for_ready=True)`),
+    first hands its Outbox to `on_connect` (to put a hello, or what the peer may have lost),
+    then passes each message received to `handle`, and at its end calls `on_disconnect(error)`
+    (the AioRpcError that ended it, or None). A stream that breaks with an error `retry`
+    accepts (by default: UNAVAILABLE), or that the peer ends, is opened again after a backoff;
+    run() raises an error that is not retried, or the last one once `window` seconds have
+    passed without contact, and returns when the stream ends after close().
+    """
+
+    def __init__(self, open, handle, *, on_connect=None, on_disconnect=None, retry=unavailable,
+                 window: float | None = None):
+        self.open = open
+        self.handle = handle
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.retry = retry
+        self.window = window
+        self.outbox: Outbox | None = None  # the current attempt's, while connected
+        self.closing = False
+
+    def send(self, msg) -> bool:
+        """Send on the current attempt; False (dropped) between attempts: what must survive a
+        reconnect is for on_connect to send again."""
+        if self.outbox is None:
+            return False
+        self.outbox.put(msg)
+        return True
+
+    def close(self):
+        """End our side; run() returns once the peer has ended its side."""
+        self.closing = True
+        if self.outbox is not None:
+            self.outbox.close()
+
+    async def run(self):
+        backoff = Backoff(self.window)
+        while not self.closing:
+            outbox = Outbox()
+            if self.on_connect is not None:
+                self.on_connect(outbox)
+            call = self.open(outbox.messages())
+            self.outbox = outbox
+            error = None
+            try:
+                async for msg in call:
+                    backoff.reset()
+                    self.handle(msg)
+            except grpc.aio.AioRpcError as e:
+                error = e
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            finally:
+                self.outbox = None
+                outbox.close()  # the stream is over: let its request iterator end
+                if self.on_disconnect is not None:
+                    self.on_disconnect(error)
+            if self.closing:
+                return
+            if error is not None and not self.retry(error):
+                raise error
+            if not await backoff.wait():
+                if error is not None:
+                    raise error
+                return
