@@ -20,6 +20,7 @@ import grpc
 
 from .._ids import new_id
 from ..config import GRPC_OPTIONS, grpc_target, server_url
+from .._client.stream import ReconnectingStream
 from ..proto import api_pb2, api_pb2_grpc
 from . import backend as backends
 from . import gpus, images, runtime_files
@@ -64,7 +65,7 @@ class Worker:
             runtime_dir=runtime_files.prepare(cache_dir / "runtime"), stub=self._stub, gpus=self.gpus))
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         self.tasks: dict[str, asyncio.Task] = {}
-        self.out: asyncio.Queue | None = None
+        self.stream: ReconnectingStream | None = None  # to the control plane, once run() starts
         self.builds: dict[str, asyncio.Task] = {}
         self.stopping = False
         # Exits are resent after every reconnect: the control plane ignores ones it knows.
@@ -76,86 +77,81 @@ class Worker:
         return self.stub
 
     async def run(self, stop: asyncio.Event):
-        session = asyncio.create_task(self._sessions())
-        await stop.wait()
-        self.stopping = True
-        await self.backend.drain()  # while still connected
-        if self.out is not None:
-            # End the stream after what is queued, so that the control plane hears all of it.
-            self.out.put_nowait(None)
-            await asyncio.wait([session], timeout=5)
-        session.cancel()
-        await self.backend.stop_all()
-
-    async def _sessions(self):
-        delay = 0.05
-        while not self.stopping:
-            try:
-                await self._session()
-                delay = 0.05
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.UNAVAILABLE:
-                    log.info("control plane at %s unavailable; retrying", self.server_url)
-                else:
-                    log.warning("stream to the control plane broke: %s", e.details())
-            except Exception:
-                log.exception("worker session failed")
-            self.out = None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-    async def _session(self):
         async with grpc.aio.insecure_channel(grpc_target(self.server_url), options=GRPC_OPTIONS) as channel:
             stub = api_pb2_grpc.WorkerApiStub(channel)
-            out: asyncio.Queue = asyncio.Queue()
-            out.put_nowait(api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(
-                worker_id=self.worker_id, boot_id=self.boot_id, name=self.name, cpu=self.cpu,
-                memory_mb=self.memory_mb, running_container_ids=list(self.backend.running()),
-                backend=api_pb2.Backend.Value(f"BACKEND_{self.backend.name.upper()}"),
-                gpus=[g.kind for g in self.gpus], backend_note=self.why)))
-            for e in self.recent_exits:
-                out.put_nowait(api_pb2.WorkerMessage(container_exited=e))
+            # Any break is retried, forever: a worker outlives control-plane restarts.
+            stream = ReconnectingStream(lambda messages: stub.WorkerConnect(messages, wait_for_ready=True),
+                                        self._handle, on_connect=lambda outbox: self._connected(outbox, stub),
+                                        on_disconnect=self._disconnected, retry=lambda e: True)
+            self.stream = stream
+            session = asyncio.create_task(stream.run())
+            beats = asyncio.create_task(self._heartbeats())
+            await stop.wait()
+            self.stopping = True
+            await self.backend.drain()  # while still connected
+            beats.cancel()
+            # End the stream after what is queued, so that the control plane hears all of it.
+            stream.close()
+            await asyncio.wait([session], timeout=5)
+            session.cancel()
+            await self.backend.stop_all()
 
-            async def requests():
-                while (msg := await out.get()) is not None:
-                    yield msg
+    def _send(self, msg: api_pb2.WorkerMessage):
+        """To the control plane, if connected (what must survive a reconnect is sent again then)."""
+        if self.stream is not None:
+            self.stream.send(msg)
 
-            async def heartbeat():
-                while True:
-                    await asyncio.sleep(HEARTBEAT)
-                    out.put_nowait(api_pb2.WorkerMessage(heartbeat=api_pb2.Empty()))
+    async def _heartbeats(self):
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            self._send(api_pb2.WorkerMessage(heartbeat=api_pb2.Empty()))
 
-            self.stub = stub
-            call = stub.WorkerConnect(requests(), wait_for_ready=True)
-            beats = asyncio.create_task(heartbeat())
-            try:
-                async for cmd in call:
-                    kind = cmd.WhichOneof("cmd")
-                    if kind == "registered":
-                        self.out = out
-                        log.info("registered with %s as %s (%.1f CPU, %d MiB, %d GPUs, %s)", self.server_url,
-                                 self.name, self.cpu, self.memory_mb, len(self.gpus), self.backend_note)
-                    elif kind == "start_container":
-                        sc = cmd.start_container
-                        self.tasks[sc.container_id] = asyncio.create_task(self._run_container(sc))
-                    elif kind == "stop_container":
-                        self.backend.stop(cmd.stop_container.container_id, kill=cmd.stop_container.kill)
-                    elif kind == "build_image":
-                        b = cmd.build_image
-                        self.builds[b.build_id] = asyncio.create_task(self._build(b, out))
-            finally:
-                beats.cancel()
-                call.cancel()
-                self.stub = None
-                for t in self.builds.values():  # the control plane fails them: it lost us
-                    t.cancel()
+    def _connected(self, outbox, stub):
+        """A new attempt of the stream: register first, then the exits it may have missed."""
+        outbox.put(api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(
+            worker_id=self.worker_id, boot_id=self.boot_id, name=self.name, cpu=self.cpu,
+            memory_mb=self.memory_mb, running_container_ids=list(self.backend.running()),
+            backend=api_pb2.Backend.Value(f"BACKEND_{self.backend.name.upper()}"),
+            gpus=[g.kind for g in self.gpus], backend_note=self.why)))
+        for e in self.recent_exits:  # the control plane ignores the ones it knows
+            outbox.put(api_pb2.WorkerMessage(container_exited=e))
+        self.stub = stub
 
-    async def _build(self, b: api_pb2.BuildImage, out: asyncio.Queue):
+    def _disconnected(self, error: grpc.aio.AioRpcError | None):
+        self.stub = None
+        for t in self.builds.values():  # the control plane fails them: it lost us
+            t.cancel()
+        if error is not None and error.code() == grpc.StatusCode.UNAVAILABLE:
+            log.info("control plane at %s unavailable; retrying", self.server_url)
+        elif error is not None:
+            log.warning("stream to the control plane broke: %s", error.details())
+
+    def _handle(self, cmd: api_pb2.WorkerCommand):
+        try:
+            self._run_command(cmd)
+        except Exception:  # one bad command must not end the worker's stream
+            log.exception("command %s failed", cmd.WhichOneof("cmd"))
+
+    def _run_command(self, cmd: api_pb2.WorkerCommand):
+        kind = cmd.WhichOneof("cmd")
+        if kind == "registered":
+            log.info("registered with %s as %s (%.1f CPU, %d MiB, %d GPUs, %s)", self.server_url,
+                     self.name, self.cpu, self.memory_mb, len(self.gpus), self.backend_note)
+        elif kind == "start_container":
+            sc = cmd.start_container
+            self.tasks[sc.container_id] = asyncio.create_task(self._run_container(sc))
+        elif kind == "stop_container":
+            self.backend.stop(cmd.stop_container.container_id, kill=cmd.stop_container.kill)
+        elif kind == "build_image":
+            b = cmd.build_image
+            self.builds[b.build_id] = asyncio.create_task(self._build(b))
+
+    async def _build(self, b: api_pb2.BuildImage):
         def log_fn(text: str):
-            out.put_nowait(api_pb2.WorkerMessage(build_log=api_pb2.BuildLog(build_id=b.build_id, data=text)))
+            self._send(api_pb2.WorkerMessage(build_log=api_pb2.BuildLog(build_id=b.build_id, data=text)))
 
         def report(layer: api_pb2.Layer):
-            out.put_nowait(api_pb2.WorkerMessage(layer_built=api_pb2.LayerBuilt(build_id=b.build_id, layer=layer)))
+            self._send(api_pb2.WorkerMessage(layer_built=api_pb2.LayerBuilt(build_id=b.build_id, layer=layer)))
 
         error = ""
         try:
@@ -169,7 +165,7 @@ class Worker:
             error = f"the build failed on worker {self.name}: {e!r}"
         finally:
             self.builds.pop(b.build_id, None)
-        out.put_nowait(api_pb2.WorkerMessage(build_done=api_pb2.BuildDone(build_id=b.build_id, error=error)))
+        self._send(api_pb2.WorkerMessage(build_done=api_pb2.BuildDone(build_id=b.build_id, error=error)))
 
     def _check_capabilities(self, image: api_pb2.Image, start: api_pb2.StartContainer | None = None):
         """Raise BuildError if the image (or the container) needs what the backend has not got."""
@@ -193,8 +189,7 @@ class Worker:
             self.tasks.pop(sc.container_id, None)
         event = Exited(container_id=sc.container_id, cause=cause, exit_code=exit_code, reason=reason, log_tail=tail)
         self.recent_exits.append(event)
-        if self.out is not None:
-            self.out.put_nowait(api_pb2.WorkerMessage(container_exited=event))
+        self._send(api_pb2.WorkerMessage(container_exited=event))
 
 
 def run(args) -> int:
