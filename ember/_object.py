@@ -43,14 +43,16 @@ class NamedObject:
             yield obj
         finally:
             try:
-                client.run(client.rpc("ObjectDelete", api_pb2.ObjectRef(kind=cls._kind_proto(), object_id=resp.object_id)))
+                ref = api_pb2.ObjectRef(kind=cls._kind_proto(), object_id=resp.object_id)
+                client.run(client.rpc("ObjectDelete", ref))
             except exception.Error:
                 pass
 
     @classmethod
     def delete(cls, name: str):
         client = Client.from_env()
-        client.run(client.rpc("ObjectDelete", api_pb2.ObjectRef(kind=cls._kind_proto(), name=name), what=f"deleting {name}"))
+        client.run(client.rpc("ObjectDelete", api_pb2.ObjectRef(kind=cls._kind_proto(), name=name),
+                              what=f"deleting {name}"))
 
     @classmethod
     def _from_id(cls, object_id: str, name: str | None):

@@ -189,7 +189,8 @@ class _RunningApp:
     async def start(self):
         resp = await self.create()
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self._heartbeats(resp.heartbeat_interval)), loop.create_task(self._follow_logs())]
+        self.tasks = [loop.create_task(self._heartbeats(resp.heartbeat_interval)),
+                      loop.create_task(self._follow_logs())]
 
     async def deploy(self, name: str) -> int:
         """Create the app as the next version of the deployed app `name`; its version number."""
@@ -209,7 +210,8 @@ class _RunningApp:
                 await build_image(client, images[id(image)])
         # Secrets next: a missing one (or a missing required key) fails here, before anything runs.
         secret_ids = {name: [await s._resolve(client) for s in f._spec.secrets] for name, f in functions.items()}
-        volume_ids = {name: {path: await v._id() for path, v in f._spec.volumes.items()} for name, f in functions.items()}
+        volume_ids = {name: {path: await v._id() for path, v in f._spec.volumes.items()}
+                      for name, f in functions.items()}
         resp = await client.rpc("AppCreate", api_pb2.AppCreateRequest(
             name=deployed_name or self.app.name or "", deployed=deployed_name is not None))
         self.app_id = resp.app_id

@@ -103,7 +103,8 @@ class Cls:
             members = {k: v for k, v in vars(user_cls).items() if callable(v)}
             self._methods = {k: inspect.isgeneratorfunction(v) or inspect.isasyncgenfunction(v)
                              for k, v in members.items() if getattr(v, "_ember_method", False)}
-            self._web_methods = {k: v._ember_web for k, v in members.items() if getattr(v, "_ember_web", None) is not None}
+            self._web_methods = {k: v._ember_web for k, v in members.items()
+                                 if getattr(v, "_ember_web", None) is not None}
             self._params = class_parameters(user_cls)
         self._instances: dict[bytes, _Instance] = {}
 

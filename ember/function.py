@@ -179,9 +179,9 @@ class Function:
 
     def __reduce__(self):
         # Pickled (passed to another function): the same function over there, with all that is known of it.
-        return _function_ref, ({"name": self._name, "is_generator": self._is_generator, "function_id": self._function_id,
-                                 "web_url": self._web_url, "method_web_urls": self._method_web_urls,
-                                 "lookup": self._lookup},)
+        return _function_ref, ({"name": self._name, "is_generator": self._is_generator,
+                                 "function_id": self._function_id, "web_url": self._web_url,
+                                 "method_web_urls": self._method_web_urls, "lookup": self._lookup},)
 
     @property
     def object_id(self) -> str | None:

@@ -253,7 +253,8 @@ class Image:
                 blob_id = upload(data)
             layer = hashlib.sha256(json.dumps(
                 [BUILDER_VERSION, parent, s.kind, s.args, s.env, s.path, digest]).encode()).hexdigest()
-            steps.append(api_pb2.ImageStep(kind=api_pb2.ImageStep.Kind.Value(s.kind.upper()), args=s.args, env=dict(s.env), path=s.path,
+            steps.append(api_pb2.ImageStep(kind=api_pb2.ImageStep.Kind.Value(s.kind.upper()), args=s.args,
+                                           env=dict(s.env), path=s.path,
                                            blob_id=blob_id, force_build=s.force_build, layer_id=layer))
             parent = layer
         return api_pb2.Image(image_id=parent, steps=steps)

@@ -34,7 +34,8 @@ def _mark(kind: int, decorator: str, label, requires_proxy_auth, takes_no_args: 
         if not callable(raw_f) or inspect.isclass(raw_f):
             raise exception.InvalidError(f"@ember.{decorator}() decorates functions, not {raw_f!r}")
         params = [p for p in inspect.signature(raw_f).parameters.values() if p.name != "self"]  # a class's method
-        if takes_no_args and any(p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        if takes_no_args and any(p.default is inspect.Parameter.empty
+                                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
                                  for p in params):
             raise exception.InvalidError(f"{raw_f.__name__}: an @ember.{decorator}() function takes no arguments "
                                          "(it is called once per container)")
@@ -50,7 +51,8 @@ def fastapi_endpoint(*, method: str = "GET", label: str | None = None, docs: boo
     arguments as FastAPI makes them (FastAPI must be in its image)."""
     if not isinstance(method, str) or method.upper() not in METHODS:
         raise exception.InvalidError(f"method={method!r}: pass one of {', '.join(METHODS)}")
-    return _mark(Kind.FASTAPI, "fastapi_endpoint", label, requires_proxy_auth, False, method=method.upper(), docs=bool(docs))
+    return _mark(Kind.FASTAPI, "fastapi_endpoint", label, requires_proxy_auth, False, method=method.upper(),
+                 docs=bool(docs))
 
 
 def asgi_app(*, label: str | None = None, requires_proxy_auth: bool = False):
@@ -72,7 +74,8 @@ def web_server(port: int, *, startup_timeout: float = 5.0, label: str | None = N
         raise exception.InvalidError(f"port={port!r}: pass the TCP port the server listens on, e.g. 8000")
     if not isinstance(startup_timeout, (int, float)) or not 0 < startup_timeout <= 3600:
         raise exception.InvalidError(f"startup_timeout={startup_timeout!r}: pass seconds, more than 0")
-    return _mark(Kind.WEB_SERVER, "web_server", label, requires_proxy_auth, True, port=port, startup_timeout=float(startup_timeout))
+    return _mark(Kind.WEB_SERVER, "web_server", label, requires_proxy_auth, True, port=port,
+                 startup_timeout=float(startup_timeout))
 
 
 def concurrent(*, max_inputs: int, target_inputs: int | None = None):

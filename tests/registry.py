@@ -55,7 +55,8 @@ def start_registry(tmp: pathlib.Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"docker-registry did not start: {(tmp / 'registry.log').read_text()[-2000:]}") from None
+                log = (tmp / "registry.log").read_text()[-2000:]
+                raise RuntimeError(f"docker-registry did not start: {log}") from None
             time.sleep(0.05)
 
 

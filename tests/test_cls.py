@@ -37,7 +37,7 @@ def test_parameters_make_instances_with_containers_of_their_own(running):
     with pytest.raises(exception.InvalidError, match="str, int, bool or bytes"):
         cls_app.Model(size=[1])
     with pytest.raises(AttributeError, match="no method 'train'"):
-        cls_app.Model().train
+        _ = cls_app.Model().train
 
 
 def test_exit_runs_when_the_container_stops(cluster, tmp_path):

@@ -374,7 +374,9 @@ def test_a_function_calls_another_from_its_container(running):
 
 
 def test_min_containers_start_before_any_call(running):
-    starts = lambda: running.log().count("for kept_warm on worker")
+    def starts():
+        return running.log().count("for kept_warm on worker")
+
     wait_for(lambda: starts() == 2, what="two warm containers of kept_warm")
     pids = {core_app.kept_warm.remote() for _ in range(20)}
     assert len(pids) <= 2 and starts() == 2  # calls went to them: none started for the calls

@@ -232,7 +232,9 @@ def test_ember_serve_redeploys_on_save(cluster, tmp_path):
         proc = subprocess.Popen([PY, "-m", "ember.cli.main", "serve", str(app_file)], stdout=log,
                                 stderr=subprocess.STDOUT, cwd=tmp_path,
                                 env=dict(os.environ, EMBER_SERVER_URL=cluster.url, PYTHONPATH=str(ROOT)))
-    output = lambda: (tmp_path / "serve.log").read_text()
+    def output():
+        return (tmp_path / "serve.log").read_text()
+
     url = f"{cluster.web_url}/served-hello-dev"
     try:
         wait_for(lambda: "watching" in output(), timeout=60, what="ember serve to start")

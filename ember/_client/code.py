@@ -56,7 +56,8 @@ def package_source(path: pathlib.Path, module_name: str) -> bytes:
         files = [path]
     else:
         files = sorted(p for p in (root / top).rglob("*.py")
-                       if "__pycache__" not in p.parts and not any(part.startswith(".") for part in p.relative_to(root).parts))
+                       if "__pycache__" not in p.parts
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for f in files:

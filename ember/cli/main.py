@@ -11,7 +11,8 @@ from .errors import report
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ember", description="Ember: run Python functions in containers on your own machines.")
+    p = argparse.ArgumentParser(prog="ember",
+                                description="Ember: run Python functions in containers on your own machines.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run an app: its local entrypoint, or one function",

@@ -55,7 +55,8 @@ def find_target(app: App, name: str | None):
         target = app._entrypoints.get(name) or app._functions.get(name)
         if target is None:
             known = sorted(set(app._entrypoints) | set(app._functions))
-            raise exception.InvalidError(f"app has no function or local entrypoint {name!r}; it has: {', '.join(known) or 'none'}")
+            raise exception.InvalidError(f"app has no function or local entrypoint {name!r}; "
+                                         f"it has: {', '.join(known) or 'none'}")
         return target
     if len(app._entrypoints) == 1:
         return next(iter(app._entrypoints.values()))

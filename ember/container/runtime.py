@@ -254,7 +254,7 @@ class Runtime:
             self._arm(inp.input_id, definition.timeout)
             try:
                 if is_generator:
-                    for i, item in enumerate(self._items(fn(*args, **kwargs))):
+                    for item in self._items(fn(*args, **kwargs)):
                         data, err = serialize_result(name, item)
                         if err:
                             return [Output(**base, status=Output.FAILURE, error=err)]

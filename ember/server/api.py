@@ -6,6 +6,7 @@ import contextlib
 
 import grpc
 
+from .._client.stream import Outbox
 from ..proto import api_pb2, api_pb2_grpc
 from .blobs import BlobNotFound, BlobStore
 from .objects import ObjectError, Objects
@@ -23,8 +24,8 @@ class Duplex:
 
     def __init__(self, requests):
         self.requests = requests
-        self.out: asyncio.Queue = asyncio.Queue()
-        self.send = self.out.put_nowait
+        self.outbox = Outbox()
+        self.send = self.outbox.put
 
     async def run(self, handle, first=None):
         async def read():
@@ -32,11 +33,11 @@ class Duplex:
                 handle(msg)
 
         reader = asyncio.create_task(read())
-        reader.add_done_callback(lambda _: self.out.put_nowait(None))
+        reader.add_done_callback(lambda _: self.outbox.close())
         try:
             if first is not None:
                 yield first
-            while (msg := await self.out.get()) is not None:
+            async for msg in self.outbox.messages():
                 yield msg
         finally:
             reader.cancel()
@@ -136,7 +137,8 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         apps = sorted(self.apps.listing(), key=lambda a: (not a.deployed, a.name))
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
             app_id=a.app_id, name=a.name, deployed=a.deployed, version=a.version, num_functions=len(a.functions),
-            state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING) for a in apps if a.version or not a.deployed])
+            state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING)
+            for a in apps if a.version or not a.deployed])
 
     async def AppHistory(self, req, context):
         rows = self.store.app_history(req.name)
