@@ -149,11 +149,11 @@ def test_async_twins_run_concurrently_on_the_callers_loop(running, tmp_path):
     asyncio.run(main())
 
 
-def test_cancelling_an_awaited_call_cancels_it(running, tmp_path):
-    marker, outcome = tmp_path / "m", tmp_path / "outcome"
-
+def cancel_once_started(work, marker, outcome):
+    """Run the coroutine `work()` as a task, cancel it once its input has started (the marker
+    exists), and check that the input running in the container was interrupted."""
     async def main():
-        task = asyncio.create_task(core_app.waits_to_be_cancelled.remote.aio(str(marker), str(outcome)))
+        task = asyncio.create_task(work())
         await asyncio.to_thread(wait_for, marker.exists, what="the input to start")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -162,6 +162,12 @@ def test_cancelling_an_awaited_call_cancels_it(running, tmp_path):
     asyncio.run(main())
     wait_for(outcome.exists, what="the running input to be interrupted")
     assert outcome.read_text() == "InputCancelled"
+
+
+def test_cancelling_an_awaited_call_cancels_it(running, tmp_path):
+    marker, outcome = tmp_path / "m", tmp_path / "outcome"
+    cancel_once_started(lambda: core_app.waits_to_be_cancelled.remote.aio(str(marker), str(outcome)),
+                        marker, outcome)
 
 
 def test_cancelling_an_async_for_over_a_map_cancels_the_map(running, tmp_path):
@@ -171,16 +177,7 @@ def test_cancelling_an_async_for_over_a_map_cancels_the_map(running, tmp_path):
         async for _ in core_app.waits_to_be_cancelled.map.aio([str(marker)], [str(outcome)]):
             pass
 
-    async def main():
-        task = asyncio.create_task(consume())
-        await asyncio.to_thread(wait_for, marker.exists, what="the input to start")
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
-    wait_for(outcome.exists, what="the running input to be interrupted")
-    assert outcome.read_text() == "InputCancelled"
+    cancel_once_started(consume, marker, outcome)
 
 
 def test_ctrl_c_in_a_blocking_call_cancels_it(cluster, tmp_path):
