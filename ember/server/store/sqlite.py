@@ -14,7 +14,9 @@ from . import Store
 from .migrate import migrate
 
 
-class SqliteStore(Store):
+class _Connection:
+    """The database, and the group commit every write joins."""
+
     def __init__(self, path: str):
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -74,6 +76,10 @@ class SqliteStore(Store):
     def close(self):
         self.commit()
         self.db.close()
+
+
+class _Runs(_Connection):
+    """What runs: apps, functions, calls with their inputs and outputs, workers and containers."""
 
     # ---- apps and functions
 
@@ -252,6 +258,11 @@ class SqliteStore(Store):
         return self.db.execute(
             "SELECT container_id, function_id, worker_id, boot_id FROM containers WHERE state!='exited'"
         ).fetchall()
+
+
+class SqliteStore(_Runs, Store):
+    """The whole Store: what runs (above), and what lasts beyond runs: image layers, secrets,
+    proxy tokens, schedules, and the objects users name (dicts, queues, volumes)."""
 
     # ---- image layers
 
