@@ -14,8 +14,6 @@ from ..proto import api_pb2
 from ..queue import Queue
 from ..volume import FileEntryType, Volume
 
-COMMANDS = ("list", "create", "get", "clear", "delete")
-
 
 def add_parsers(sub):
     for kind in ("dict", "queue"):

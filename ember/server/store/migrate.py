@@ -15,6 +15,7 @@ import time
 from . import StoreError
 
 MIGRATIONS = pathlib.Path(__file__).with_name("migrations")
+VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
 
 # Columns that the code before numbered migrations added to `apps` by hand when they were
 # missing. A database from then is adopted by adding them, after which 0001 applies to it.
@@ -72,9 +73,9 @@ def _run_python(db: sqlite3.Connection, path: pathlib.Path, record: str):
     spec = importlib.util.spec_from_file_location(f"ember_migration_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    _run(db, "")  # the version table, before the transaction below
     db.execute("BEGIN")
     try:
+        db.execute(VERSION_TABLE)
         module.migrate(db)
         db.execute(record)
         db.execute("COMMIT")
@@ -86,8 +87,7 @@ def _run_python(db: sqlite3.Connection, path: pathlib.Path, record: str):
 def _run(db: sqlite3.Connection, script: str):
     """Run a script in one transaction (with the version table in place): all of it, or none."""
     try:
-        db.executescript("BEGIN;\nCREATE TABLE IF NOT EXISTS schema_version "
-                         f"(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL);\n{script}\nCOMMIT;")
+        db.executescript(f"BEGIN;\n{VERSION_TABLE};\n{script}\nCOMMIT;")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
