@@ -19,6 +19,12 @@ def server_url() -> str | None:
     return os.environ.get("EMBER_SERVER_URL") or None
 
 
+def token() -> tuple[str, str] | None:
+    """The caller's token (id, secret): EMBER_TOKEN_ID and EMBER_TOKEN_SECRET."""
+    token_id, secret = os.environ.get("EMBER_TOKEN_ID"), os.environ.get("EMBER_TOKEN_SECRET")
+    return (token_id, secret) if token_id and secret else None
+
+
 def grpc_target(url: str) -> str:
     """Turn an Ember server URL into a gRPC target.
 

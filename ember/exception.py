@@ -15,6 +15,11 @@ class InvalidError(Error):
     """An argument or a declaration is not valid."""
 
 
+class AuthError(Error):
+    """The control plane refused the caller's credential: none, an invalid, expired or revoked
+    token, or one without the right to do this."""
+
+
 class NotFoundError(Error):
     """A named object (app, function, call) does not exist."""
 

@@ -6,6 +6,7 @@ dead workers) finish quickly; waiting is always for a condition, never a fixed s
 
 import asyncio
 import contextlib
+import json
 import functools
 import os
 import pathlib
@@ -73,6 +74,12 @@ class Cluster:
              "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout)],
             stdout=log, stderr=log, cwd=self.tmp)
         wait_for(self._server_up, what="the control plane to listen")
+        # Its first admin token (what this process's clients call with) and worker token.
+        self.token_file = self.tmp / "server" / "admin-token.json"
+        self.worker_token_file = self.tmp / "server" / "worker-token.json"
+        token = json.loads(self.token_file.read_text())
+        self.env = {"EMBER_SERVER_URL": self.url, "EMBER_TOKEN_ID": token["token_id"],
+                    "EMBER_TOKEN_SECRET": token["token_secret"]}
 
     def _server_up(self):
         assert self.server.poll() is None, (self.logs / "server.log").read_text()
@@ -82,7 +89,7 @@ class Cluster:
     def start_worker(self, name="w1", backend="process", env=None, **opts):
         log = open(self.logs / f"worker-{name}.log", "ab")
         args = [PY, "-m", "ember.cli.main", "worker", "--server", self.url, "--data-dir", str(self.tmp / name),
-                "--name", name, "--backend", backend]
+                "--name", name, "--backend", backend, "--token-file", str(self.worker_token_file)]
         for k, v in opts.items():
             args += [f"--{k}", str(v)]
         w = subprocess.Popen(args, stdout=log, stderr=log, cwd=self.tmp, env=dict(os.environ, **(env or {})))
@@ -113,7 +120,8 @@ def cluster(tmp_path, monkeypatch):
     c = Cluster(tmp_path)
     c.start_server()
     c.start_worker()
-    monkeypatch.setenv("EMBER_SERVER_URL", c.url)
+    for key, value in c.env.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("EMBER_TEST_DIR", str(tmp_path))
     yield c
     c.stop()
@@ -141,15 +149,16 @@ def module_cluster(tmp: pathlib.Path, **worker_opts):
     c = Cluster(tmp)
     c.start_server()
     c.start_worker(**worker_opts)
-    old = os.environ.get("EMBER_SERVER_URL")
-    os.environ["EMBER_SERVER_URL"] = c.url
+    old = {key: os.environ.get(key) for key in c.env}
+    os.environ.update(c.env)
     try:
         yield c
     finally:
-        if old is None:
-            os.environ.pop("EMBER_SERVER_URL", None)
-        else:
-            os.environ["EMBER_SERVER_URL"] = old
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         c.stop()
 
 

@@ -133,7 +133,8 @@ def test_a_second_worker_fetches_layers_instead_of_building(tmp_path, monkeypatc
         pytest.skip(container_backend_missing())
     c = Cluster(tmp_path)
     c.start_server()
-    monkeypatch.setenv("EMBER_SERVER_URL", c.url)
+    for key, value in c.env.items():
+        monkeypatch.setenv(key, value)
     try:
         first = c.start_worker(name="w1", backend="container")  # the shared test cache
         token = uuid.uuid4().hex[:8]

@@ -104,7 +104,8 @@ def test_volumes_survive_a_restart_and_reach_another_worker(tmp_path, monkeypatc
         pytest.skip(container_backend_missing())
     c = Cluster(tmp_path)
     c.start_server()
-    monkeypatch.setenv("EMBER_SERVER_URL", c.url)
+    for key, value in c.env.items():
+        monkeypatch.setenv(key, value)
     try:
         # Two workers with data of their own (volumes are kept per worker); image layers are shared.
         first = c.start_worker(name="w1", backend="container")

@@ -154,9 +154,9 @@ def test_proxy_auth(web):
     c, app = web
     url = app.private.get_web_url() + "/p"
     status, _, body = http("GET", url)
-    assert status == 401 and b"ember token create" in body
+    assert status == 401 and b"ember proxy-token create" in body
     assert http("GET", url, headers={"Ember-Key": "wk-nope", "Ember-Secret": "nope"})[0] == 401
-    out = subprocess.run([PY, "-m", "ember.cli.main", "token", "create"], capture_output=True, text=True,
+    out = subprocess.run([PY, "-m", "ember.cli.main", "proxy-token", "create"], capture_output=True, text=True,
                          env=dict(os.environ, EMBER_SERVER_URL=c.url), timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     fields = dict(line.split(": ", 1) for line in out.stdout.splitlines() if ": " in line)

@@ -13,6 +13,7 @@ import grpc
 from .. import config, exception
 from ..proto import api_pb2, api_pb2_grpc
 from . import blobs
+from .auth import Authed
 from .bridge import LoopThread
 from .stream import Backoff, ReconnectingStream, unavailable
 
@@ -29,13 +30,15 @@ def translate(e: grpc.aio.AioRpcError, what: str) -> Exception:
         return exception.NotFoundError(e.details())
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return exception.InvalidError(e.details())
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return exception.AuthError(f"{what}: the control plane refused this request: {e.details()}")
     if code == grpc.StatusCode.UNAVAILABLE:
         return exception.ConnectionError(f"{what}: the control plane is unavailable ({e.details()})")
     return exception.ExecutionError(f"{what}: {code.name}: {e.details()}")
 
 
 class Client:
-    _instances: typing.ClassVar[dict[str, "Client"]] = {}
+    _instances: typing.ClassVar[dict[tuple, "Client"]] = {}
     _lock = threading.Lock()
 
     @classmethod
@@ -45,19 +48,21 @@ class Client:
             raise exception.ExecutionError(
                 "No Ember server is configured. Run the app with `ember run FILE` or inside "
                 "`with app.run():` (both start a local cluster), or set EMBER_SERVER_URL.")
-        return cls.for_url(url)
+        return cls.for_url(url, config.token())
 
     @classmethod
-    def for_url(cls, url: str) -> "Client":
+    def for_url(cls, url: str, token: tuple[str, str] | None) -> "Client":
+        """The client of a control plane, with a token (id, secret) sent on every call."""
         with cls._lock:
-            client = cls._instances.get(url)
+            client = cls._instances.get((url, token))
             if client is None or client.pid != os.getpid():
-                client = cls(url)
-                cls._instances[url] = client
+                client = cls(url, token)
+                cls._instances[url, token] = client
             return client
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, token: tuple[str, str] | None):
         self.url = url
+        self.token = token
         self.pid = os.getpid()
         self.bridge = LoopThread("ember-client")
         self.channel, self.stub = self.bridge.run(self._connect())
@@ -66,18 +71,19 @@ class Client:
 
     @classmethod
     def close_all(cls):
-        for url in list(cls._instances):
+        for url, _ in list(cls._instances):
             cls.close_url(url)
 
     @classmethod
     def close_url(cls, url: str):
-        """Forget the client of a control plane that is gone (the local cluster stopped)."""
+        """Forget the clients of a control plane that is gone (the local cluster stopped)."""
         with cls._lock:
-            client = cls._instances.pop(url, None)
-        if client is not None and client.pid == os.getpid():
-            with contextlib.suppress(Exception):  # best effort: it is going anyway
-                client.bridge.run(client.channel.close(), timeout=2)
-            client.bridge.stop()
+            gone = [cls._instances.pop(key) for key in list(cls._instances) if key[0] == url]
+        for client in gone:
+            if client.pid == os.getpid():
+                with contextlib.suppress(Exception):  # best effort: it is going anyway
+                    client.bridge.run(client.channel.close(), timeout=2)
+                client.bridge.stop()
 
     async def _connect(self):
         channel = grpc.aio.insecure_channel(config.grpc_target(self.url), options=config.GRPC_OPTIONS)
@@ -90,7 +96,7 @@ class Client:
                 "Start one there with `ember server` (and `ember worker --server URL` on each "
                 "machine), or unset EMBER_SERVER_URL to run on an embedded local cluster.") from None
         self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
-        return channel, api_pb2_grpc.ClientApiStub(channel)
+        return channel, Authed(api_pb2_grpc.ClientApiStub(channel), self.token)
 
     async def rpc(self, name: str, request, *, retry: bool = True, what: str = ""):
         """A unary call; retried while the control plane is unavailable (it may be restarting).

@@ -47,13 +47,20 @@ def _parser() -> argparse.ArgumentParser:
                                           "(behind a proxy, say)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
 
-    worker = sub.add_parser("worker", help="run a worker that starts containers")
+    worker = sub.add_parser("worker", help="run a worker that starts containers; or list, drain or remove workers",
+                            description="Without ACTION: run a worker on this machine. `ember worker list`, "
+                                        "`ember worker drain NAME` (finish what it runs, take nothing new) and "
+                                        "`ember worker remove NAME` manage the workers that joined (admin).")
+    worker.add_argument("action", nargs="?", choices=("list", "drain", "remove"), help=argparse.SUPPRESS)
+    worker.add_argument("target", nargs="?", help=argparse.SUPPRESS)
     worker.add_argument("--server", help="control plane URL (default: $EMBER_SERVER_URL)")
     worker.add_argument("--data-dir", default=str(ember_home() / "worker"),
                         help="where its state lives (default: $EMBER_HOME/worker, else ~/.ember/worker)")
     worker.add_argument("--cpu", type=float, help="cores to offer (default: all)")
     worker.add_argument("--memory", type=int, help="MiB to offer (default: all)")
     worker.add_argument("--name", help="worker name (default: host name)")
+    worker.add_argument("--token-file", help="its worker token, as `ember token new --worker --json` writes it "
+                                             "(default: $EMBER_WORKER_TOKEN_FILE)")
     worker.add_argument("--backend", choices=("auto", "container", "process"), default="auto",
                         help="how containers run: isolated (Linux, root) or as plain processes "
                              "(default: container where possible)")
@@ -61,9 +68,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="image layers and build caches; workers on one machine may share it "
                              "(default: $EMBER_CACHE_DIR, else the data dir)")
     from .apps import add_parsers as add_app_parsers
+    from .identity import add_parsers as add_identity_parsers
     from .objects import add_parsers as add_object_parsers
     add_app_parsers(sub)
     add_object_parsers(sub)
+    add_identity_parsers(sub)
     return p
 
 
@@ -71,7 +80,7 @@ def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     parent = os.environ.pop("EMBER_PARENT_PID", None)
-    if args.command in ("server", "worker"):
+    if args.command == "server" or (args.command == "worker" and not args.action):
         die_with_parent(int(parent) if parent else None)
     try:
         return _run(parser, args)
@@ -90,16 +99,19 @@ def _run(parser, args) -> int:
     if args.command == "server":
         from ..server.main import run as run_server
         return run_server(args)
-    if args.command == "worker":
+    if args.command == "worker" and not args.action:
         from ..worker.main import run as run_worker
         return run_worker(args)
+    if args.command in ("token", "workspace", "worker"):
+        from .identity import run as run_identity
+        return run_identity(args)
     if args.command == "deploy":
         from .apps import deploy
         return deploy(args)
     if args.command == "app":
         from .apps import run as run_apps
         return run_apps(args)
-    if args.command in ("dict", "queue", "secret", "token", "volume"):
+    if args.command in ("dict", "queue", "secret", "proxy-token", "volume"):
         from .objects import run as run_objects
         return run_objects(args)
     parser.print_help()

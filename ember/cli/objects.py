@@ -1,4 +1,5 @@
-"""`ember dict|queue|volume|secret|token ...`: manage named objects and credentials."""
+"""`ember dict|queue|volume|secret|proxy-token ...`: manage named objects, and the tokens web
+endpoints with requires_proxy_auth=True accept."""
 
 import contextlib
 import datetime
@@ -63,7 +64,7 @@ def add_parsers(sub):
     create.add_argument("--force", action="store_true", help="replace a secret of that name")
     cmds.add_parser("list", help="list the secrets (names only, never values)")
     cmds.add_parser("delete", help="delete a secret").add_argument("name")
-    p = sub.add_parser("token", help="manage proxy auth tokens (for requires_proxy_auth web endpoints)")
+    p = sub.add_parser("proxy-token", help="manage proxy auth tokens (for requires_proxy_auth web endpoints)")
     cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     cmds.add_parser("create", help="create a token; its secret is shown only now")
     cmds.add_parser("list", help="list the tokens (keys only)")
@@ -90,8 +91,8 @@ def run(args) -> int:
     reported like Ember's own errors (in errors.py)."""
     if args.command == "secret":
         handler = run_secret
-    elif args.command == "token":
-        handler = run_token
+    elif args.command == "proxy-token":
+        handler = run_proxy_token
     elif args.command == "volume" and args.action not in ("create", "list", "delete"):
         handler = run_volume
     else:
@@ -127,7 +128,7 @@ def run_secret(args, client) -> int | None:
         print(f"deleted secret {args.name}")
 
 
-def run_token(args, client) -> int | None:
+def run_proxy_token(args, client) -> int | None:
     if args.action == "create":
         t = client.run(client.rpc("ProxyTokenCreate", api_pb2.Empty()))
         print(f"Ember-Key: {t.token_id}\nEmber-Secret: {t.secret}")

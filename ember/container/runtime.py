@@ -31,6 +31,7 @@ import grpc
 
 from .. import config
 from .._client import blobs
+from .._client.auth import Authed
 from .._client.bridge import LoopThread
 from .._client.serialization import deserialize, serialize_exception, serialize_result
 from .._client.stream import Outbox, ReconnectingStream
@@ -40,6 +41,8 @@ from .web import WebHost, make_apps
 
 Output = api_pb2.Output
 HEARTBEAT = 1.0             # seconds
+# Answers that end the container: the control plane does not know it, or refuses its credential.
+FINAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 RESEND_OUTPUTS = 1000       # outputs kept to resend after a reconnect
 MAX_PREFETCH = 64           # inputs a container holds at most, for very fast functions
 BATCH_SECONDS = 0.005       # a fast function's inputs come in batches worth about this long
@@ -80,7 +83,7 @@ class Runtime:
         # plane no longer knows this container).
         self.stream = ReconnectingStream(
             lambda messages: self.stub.ContainerConnect(messages, wait_for_ready=True), self._handle,
-            on_connect=self._hello, retry=lambda e: e.code() != grpc.StatusCode.NOT_FOUND)
+            on_connect=self._hello, retry=lambda e: e.code() not in FINAL)
         self.detached = threading.Event()
         self.initialized = False
         self.exit_hooks: list = []                    # a class's @ember.exit() methods (@app.cls)
@@ -93,11 +96,12 @@ class Runtime:
 
     async def _connect_loop(self):
         channel = grpc.aio.insecure_channel(config.grpc_target(self.server_url), options=config.GRPC_OPTIONS)
-        self.stub = api_pb2_grpc.ContainerApiStub(channel)
+        # Its own credential, from its worker (the same its code's calls carry: config.token()).
+        self.stub = Authed(api_pb2_grpc.ContainerApiStub(channel), config.token())
         try:
             await self.stream.run()
-        except grpc.aio.AioRpcError as e:  # NOT_FOUND: every other break is retried
-            log.error("the control plane does not know this container (%s): exiting", e.details())
+        except grpc.aio.AioRpcError as e:  # FINAL: every other break is retried
+            log.error("the control plane refused this container (%s): exiting", e.details())
             os._exit(3)
         self.detached.set()
 

@@ -534,6 +534,144 @@ class ProxyTokens(_message.Message):
     tokens: _containers.RepeatedCompositeFieldContainer[ProxyToken]
     def __init__(self, tokens: _Optional[_Iterable[_Union[ProxyToken, _Mapping]]] = ...) -> None: ...
 
+class WorkspaceRequest(_message.Message):
+    __slots__ = ("name", "max_containers", "max_cpu", "max_memory_mb", "max_gpus")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CPU_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    MAX_GPUS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    max_containers: int
+    max_cpu: float
+    max_memory_mb: int
+    max_gpus: int
+    def __init__(self, name: _Optional[str] = ..., max_containers: _Optional[int] = ..., max_cpu: _Optional[float] = ..., max_memory_mb: _Optional[int] = ..., max_gpus: _Optional[int] = ...) -> None: ...
+
+class WorkspaceInfo(_message.Message):
+    __slots__ = ("name", "created_at", "max_containers", "max_cpu", "max_memory_mb", "max_gpus")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CPU_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    MAX_GPUS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    created_at: float
+    max_containers: int
+    max_cpu: float
+    max_memory_mb: int
+    max_gpus: int
+    def __init__(self, name: _Optional[str] = ..., created_at: _Optional[float] = ..., max_containers: _Optional[int] = ..., max_cpu: _Optional[float] = ..., max_memory_mb: _Optional[int] = ..., max_gpus: _Optional[int] = ...) -> None: ...
+
+class WorkspaceListResponse(_message.Message):
+    __slots__ = ("workspaces",)
+    WORKSPACES_FIELD_NUMBER: _ClassVar[int]
+    workspaces: _containers.RepeatedCompositeFieldContainer[WorkspaceInfo]
+    def __init__(self, workspaces: _Optional[_Iterable[_Union[WorkspaceInfo, _Mapping]]] = ...) -> None: ...
+
+class TokenCreateRequest(_message.Message):
+    __slots__ = ("role", "workspace", "name", "expires_in", "max_cpu", "max_memory_mb")
+    class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ROLE_UNSPECIFIED: _ClassVar[TokenCreateRequest.Role]
+        ROLE_WORKSPACE: _ClassVar[TokenCreateRequest.Role]
+        ROLE_ADMIN: _ClassVar[TokenCreateRequest.Role]
+        ROLE_WORKER: _ClassVar[TokenCreateRequest.Role]
+    ROLE_UNSPECIFIED: TokenCreateRequest.Role
+    ROLE_WORKSPACE: TokenCreateRequest.Role
+    ROLE_ADMIN: TokenCreateRequest.Role
+    ROLE_WORKER: TokenCreateRequest.Role
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    MAX_CPU_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    role: TokenCreateRequest.Role
+    workspace: str
+    name: str
+    expires_in: float
+    max_cpu: float
+    max_memory_mb: int
+    def __init__(self, role: _Optional[_Union[TokenCreateRequest.Role, str]] = ..., workspace: _Optional[str] = ..., name: _Optional[str] = ..., expires_in: _Optional[float] = ..., max_cpu: _Optional[float] = ..., max_memory_mb: _Optional[int] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("token_id", "role", "workspace", "name", "created_at", "expires_at", "revoked_at")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    role: TokenCreateRequest.Role
+    workspace: str
+    name: str
+    created_at: float
+    expires_at: float
+    revoked_at: float
+    def __init__(self, token_id: _Optional[str] = ..., role: _Optional[_Union[TokenCreateRequest.Role, str]] = ..., workspace: _Optional[str] = ..., name: _Optional[str] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., revoked_at: _Optional[float] = ...) -> None: ...
+
+class TokenCreateResponse(_message.Message):
+    __slots__ = ("token", "token_secret")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_SECRET_FIELD_NUMBER: _ClassVar[int]
+    token: TokenInfo
+    token_secret: str
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., token_secret: _Optional[str] = ...) -> None: ...
+
+class TokenListResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
+
+class WorkerRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("worker_id", "name", "cpu", "memory_mb", "gpus", "connected", "draining", "num_containers", "backend")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    NUM_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    name: str
+    cpu: float
+    memory_mb: int
+    gpus: _containers.RepeatedScalarFieldContainer[str]
+    connected: bool
+    draining: bool
+    num_containers: int
+    backend: Backend
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpus: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., num_containers: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ...) -> None: ...
+
+class WorkerListResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+
+class WhoamiResponse(_message.Message):
+    __slots__ = ("role", "workspace", "token_id")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    role: TokenCreateRequest.Role
+    workspace: str
+    token_id: str
+    def __init__(self, role: _Optional[_Union[TokenCreateRequest.Role, str]] = ..., workspace: _Optional[str] = ..., token_id: _Optional[str] = ...) -> None: ...
+
 class Output(_message.Message):
     __slots__ = ("input_id", "idx", "status", "data", "error", "traceback")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -1048,7 +1186,7 @@ class BuildDone(_message.Message):
     def __init__(self, build_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StartContainer(_message.Message):
-    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes")
+    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1058,6 +1196,7 @@ class StartContainer(_message.Message):
     GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
     BLOCK_NETWORK_FIELD_NUMBER: _ClassVar[int]
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     function_id: str
     app_id: str
@@ -1067,7 +1206,8 @@ class StartContainer(_message.Message):
     gpu_indices: _containers.RepeatedScalarFieldContainer[int]
     block_network: bool
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeMount]
-    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ...) -> None: ...
+    credential: str
+    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ...) -> None: ...
 
 class StopContainer(_message.Message):
     __slots__ = ("container_id", "kill")
@@ -1078,16 +1218,18 @@ class StopContainer(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., kill: _Optional[bool] = ...) -> None: ...
 
 class WorkerCommand(_message.Message):
-    __slots__ = ("start_container", "stop_container", "registered", "build_image")
+    __slots__ = ("start_container", "stop_container", "registered", "build_image", "shutdown")
     START_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     STOP_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     BUILD_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
     start_container: StartContainer
     stop_container: StopContainer
     registered: Empty
     build_image: BuildImage
-    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ...) -> None: ...
+    shutdown: Empty
+    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
 
 class BuildImage(_message.Message):
     __slots__ = ("build_id", "image", "layers", "force")

@@ -185,6 +185,56 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.ProxyToken.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
+        self.WorkspaceCreate = channel.unary_unary(
+                '/ember.v1.ClientApi/WorkspaceCreate',
+                request_serializer=ember_dot_proto_dot_api__pb2.WorkspaceRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.WorkspaceInfo.FromString,
+                _registered_method=True)
+        self.WorkspaceList = channel.unary_unary(
+                '/ember.v1.ClientApi/WorkspaceList',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.WorkspaceListResponse.FromString,
+                _registered_method=True)
+        self.WorkspaceSet = channel.unary_unary(
+                '/ember.v1.ClientApi/WorkspaceSet',
+                request_serializer=ember_dot_proto_dot_api__pb2.WorkspaceRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.WorkspaceInfo.FromString,
+                _registered_method=True)
+        self.TokenCreate = channel.unary_unary(
+                '/ember.v1.ClientApi/TokenCreate',
+                request_serializer=ember_dot_proto_dot_api__pb2.TokenCreateRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.TokenCreateResponse.FromString,
+                _registered_method=True)
+        self.TokenList = channel.unary_unary(
+                '/ember.v1.ClientApi/TokenList',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.TokenListResponse.FromString,
+                _registered_method=True)
+        self.TokenRevoke = channel.unary_unary(
+                '/ember.v1.ClientApi/TokenRevoke',
+                request_serializer=ember_dot_proto_dot_api__pb2.TokenInfo.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
+        self.WorkerList = channel.unary_unary(
+                '/ember.v1.ClientApi/WorkerList',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.WorkerListResponse.FromString,
+                _registered_method=True)
+        self.WorkerDrain = channel.unary_unary(
+                '/ember.v1.ClientApi/WorkerDrain',
+                request_serializer=ember_dot_proto_dot_api__pb2.WorkerRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
+        self.WorkerRemove = channel.unary_unary(
+                '/ember.v1.ClientApi/WorkerRemove',
+                request_serializer=ember_dot_proto_dot_api__pb2.WorkerRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
+        self.Whoami = channel.unary_unary(
+                '/ember.v1.ClientApi/Whoami',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.WhoamiResponse.FromString,
+                _registered_method=True)
         self.BlobPut = channel.stream_unary(
                 '/ember.v1.ClientApi/BlobPut',
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
@@ -411,6 +461,75 @@ class ClientApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WorkspaceCreate(self, request, context):
+        """---- identity: workspaces and workers (admin tokens), API tokens ----
+        Every request carries a credential as gRPC metadata: `ember-token-id` and
+        `ember-token-secret`. Without a valid one it is refused (UNAUTHENTICATED) before anything
+        runs; a credential without the right (a workspace token managing workspaces, say) gets
+        PERMISSION_DENIED; another workspace's objects are NOT_FOUND, as if they did not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WorkspaceList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WorkspaceSet(self, request, context):
+        """Set a workspace's quotas (fields left 0 keep theirs; a negative value removes one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TokenCreate(self, request, context):
+        """A new token; its secret is in this response only (the control plane keeps its hash).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TokenList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TokenRevoke(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WorkerList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WorkerDrain(self, request, context):
+        """Drain: finish what it runs, take nothing new. Remove: stop it and forget it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WorkerRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Whoami(self, request, context):
+        """Who the request's credential is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BlobPut(self, request_iterator, context):
         """---- blobs: large payloads and code packages ----
         """
@@ -577,6 +696,56 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.ProxyTokenDelete,
                     request_deserializer=ember_dot_proto_dot_api__pb2.ProxyToken.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'WorkspaceCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.WorkspaceCreate,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.WorkspaceRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.WorkspaceInfo.SerializeToString,
+            ),
+            'WorkspaceList': grpc.unary_unary_rpc_method_handler(
+                    servicer.WorkspaceList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.WorkspaceListResponse.SerializeToString,
+            ),
+            'WorkspaceSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.WorkspaceSet,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.WorkspaceRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.WorkspaceInfo.SerializeToString,
+            ),
+            'TokenCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenCreate,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.TokenCreateRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.TokenCreateResponse.SerializeToString,
+            ),
+            'TokenList': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.TokenListResponse.SerializeToString,
+            ),
+            'TokenRevoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenRevoke,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.TokenInfo.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'WorkerList': grpc.unary_unary_rpc_method_handler(
+                    servicer.WorkerList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.WorkerListResponse.SerializeToString,
+            ),
+            'WorkerDrain': grpc.unary_unary_rpc_method_handler(
+                    servicer.WorkerDrain,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.WorkerRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'WorkerRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.WorkerRemove,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.WorkerRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'Whoami': grpc.unary_unary_rpc_method_handler(
+                    servicer.Whoami,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.WhoamiResponse.SerializeToString,
             ),
             'BlobPut': grpc.stream_unary_rpc_method_handler(
                     servicer.BlobPut,
@@ -1383,6 +1552,276 @@ class ClientApi:
             '/ember.v1.ClientApi/ProxyTokenDelete',
             ember_dot_proto_dot_api__pb2.ProxyToken.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkspaceCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/WorkspaceCreate',
+            ember_dot_proto_dot_api__pb2.WorkspaceRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.WorkspaceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkspaceList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/WorkspaceList',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.WorkspaceListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkspaceSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/WorkspaceSet',
+            ember_dot_proto_dot_api__pb2.WorkspaceRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.WorkspaceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/TokenCreate',
+            ember_dot_proto_dot_api__pb2.TokenCreateRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.TokenCreateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/TokenList',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.TokenListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenRevoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/TokenRevoke',
+            ember_dot_proto_dot_api__pb2.TokenInfo.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkerList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/WorkerList',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.WorkerListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkerDrain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/WorkerDrain',
+            ember_dot_proto_dot_api__pb2.WorkerRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkerRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/WorkerRemove',
+            ember_dot_proto_dot_api__pb2.WorkerRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Whoami(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/Whoami',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.WhoamiResponse.FromString,
             options,
             channel_credentials,
             insecure,

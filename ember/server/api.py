@@ -1,13 +1,20 @@
 """The control plane's gRPC services (one per kind of caller): requests become calls of the
-scheduler's parts (scheduler.py)."""
+scheduler's parts (scheduler.py).
+
+Every RPC first proves who calls (auth.py): each handler gets the caller's Principal as its
+last argument, and reaches only the objects of `who.workspace`.
+"""
 
 import asyncio
 import contextlib
+import functools
+import inspect
 
 import grpc
 
 from .._client.stream import Outbox
 from ..proto import api_pb2, api_pb2_grpc
+from .auth import ADMIN, CONTAINER, WORKER, WORKSPACE, Forbidden, Identity, Principal, Unauthenticated
 from .blobs import BlobNotFound, BlobStore
 from .objects import ObjectError, Objects
 from .scheduler import Scheduler
@@ -15,6 +22,41 @@ from .secrets import Secrets
 from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
+Role = api_pb2.TokenCreateRequest.Role
+ROLES = {ADMIN: Role.ROLE_ADMIN, WORKSPACE: Role.ROLE_WORKSPACE, WORKER: Role.ROLE_WORKER}
+
+
+def authenticated(servicer_base, *roles: str):
+    """Class decorator: each RPC of `servicer_base` first authenticates its caller as one of
+    `roles` (refused before anything runs otherwise) and gets the Principal as its last argument."""
+
+    async def caller(self, context) -> Principal:
+        try:
+            return self.identity.authenticate(context.invocation_metadata(), roles)
+        except Unauthenticated as e:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+        except Forbidden as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+
+    def wrap(method):
+        if inspect.isasyncgenfunction(method):
+            async def rpc(self, request, context):
+                who = await caller(self, context)
+                async with contextlib.aclosing(method(self, request, context, who)) as replies:
+                    async for reply in replies:
+                        yield reply
+        else:
+            async def rpc(self, request, context):
+                return await method(self, request, context, await caller(self, context))
+        return functools.wraps(method)(rpc)
+
+    def decorate(cls):
+        for name, attr in vars(servicer_base).items():
+            if callable(attr) and not name.startswith("_"):
+                setattr(cls, name, wrap(getattr(cls, name)))
+        return cls
+
+    return decorate
 
 
 class Duplex:
@@ -46,14 +88,15 @@ class Duplex:
 class BlobRpcs:
     """The blob RPCs, the same in each of the three services."""
 
-    def __init__(self, blobs: BlobStore):
+    def __init__(self, blobs: BlobStore, identity: Identity):
         self.blobs = blobs
+        self.identity = identity
 
-    async def BlobPut(self, request_iterator, context):
+    async def BlobPut(self, request_iterator, context, who):
         blob_id = await self.blobs.put(chunk.data async for chunk in request_iterator)
         return api_pb2.BlobRef(blob_id=blob_id)
 
-    async def BlobGet(self, req, context):
+    async def BlobGet(self, req, context, who):
         async with contextlib.aclosing(self.blobs.get(req.blob_id)) as chunks:
             try:
                 async for data in chunks:
@@ -61,16 +104,17 @@ class BlobRpcs:
             except BlobNotFound:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no blob {req.blob_id}")
 
-    async def BlobExists(self, req, context):
+    async def BlobExists(self, req, context, who):
         return api_pb2.BlobExistsResponse(exists=await self.blobs.exists(req.blob_id))
 
 
+@authenticated(api_pb2_grpc.ClientApiServicer, ADMIN, WORKSPACE, CONTAINER)
 class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
     """What clients (the SDK, the CLI, and containers' own code) call."""
 
     def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets, tokens: ProxyTokens,
                  heartbeat_interval: float):
-        super().__init__(blobs)
+        super().__init__(blobs, sched.identity)
         self.sched = sched
         self.store = sched.store
         self.apps = sched.apps
@@ -85,40 +129,44 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
     # ------------------------------------------------------------------ apps and functions
 
-    async def AppCreate(self, req, context):
-        app_id = self.apps.create_app(req.name or "unnamed", deployed=req.deployed)
+    async def AppCreate(self, req, context, who):
+        app_id = self.apps.create_app(who.workspace, req.name or "unnamed", deployed=req.deployed)
         await self.store.durable()
         return api_pb2.AppCreateResponse(app_id=app_id, heartbeat_interval=self.heartbeat_interval,
                                          unisolated_workers=self.fleet.unisolated_workers())
 
-    async def AppHeartbeat(self, req, context):
-        if not self.apps.heartbeat(req.app_id):
+    async def AppHeartbeat(self, req, context, who):
+        if self.apps.app(req.app_id, who.workspace) is None or not self.apps.heartbeat(req.app_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not running")
         return EMPTY
 
-    async def _call(self, context, fn, *args):
+    async def _call(self, context, fn, *args, **kwargs):
         """Run a request's operation; answer once what it wrote is committed. A missing
         object (LookupError, or an ObjectError saying so) is NOT_FOUND; a bad request,
-        INVALID_ARGUMENT."""
+        INVALID_ARGUMENT; a right the caller lacks, PERMISSION_DENIED."""
         try:
-            result = fn(*args)
+            result = fn(*args, **kwargs)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         except ObjectError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND if e.not_found else grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except Forbidden as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         await self.store.durable()
         return result
 
-    async def _app_by_ref(self, context, app_id: str, name: str):
+    async def _app_by_ref(self, context, who: Principal, app_id: str, name: str):
         if not name:
-            return self.apps.app(app_id)
+            return self.apps.app(app_id, who.workspace)
         try:
-            return self.apps.current_app(name)
+            return self.apps.current_app(who.workspace, name)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
 
-    async def AppStop(self, req, context):
-        app = await self._app_by_ref(context, req.app_id, req.name)
+    async def AppStop(self, req, context, who):
+        app = await self._app_by_ref(context, who, req.app_id, req.name)
         if app is not None and req.drain:
             self.apps.drain(app.app_id)
         elif app is not None:
@@ -126,22 +174,24 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         await self.store.durable()
         return EMPTY
 
-    async def FunctionBind(self, req, context):
-        fid = await self._call(context, self.apps.bind_function, req.function_id, req.params)
+    async def FunctionBind(self, req, context, who):
+        fid = await self._call(context, self.apps.bind_function, req.function_id, req.params, who.workspace)
         return api_pb2.FunctionCreateResponse(function_id=fid)
 
-    async def AppDeploy(self, req, context):
+    async def AppDeploy(self, req, context, who):
+        if self.apps.app(req.app_id, who.workspace) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not a running deployed app")
         return api_pb2.AppDeployResponse(version=await self._call(context, self.apps.deploy, req.app_id))
 
-    async def AppList(self, req, context):
-        apps = sorted(self.apps.listing(), key=lambda a: (not a.deployed, a.name))
+    async def AppList(self, req, context, who):
+        apps = sorted(self.apps.listing(who.workspace), key=lambda a: (not a.deployed, a.name))
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
             app_id=a.app_id, name=a.name, deployed=a.deployed, version=a.version, num_functions=len(a.functions),
             state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING)
             for a in apps if a.version or not a.deployed])
 
-    async def AppHistory(self, req, context):
-        rows = self.store.app_history(req.name)
+    async def AppHistory(self, req, context, who):
+        rows = self.store.app_history(who.workspace, req.name)
         if not rows:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no app named {req.name!r} was ever deployed")
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
@@ -149,29 +199,38 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             state=api_pb2.AppState.Value(f"APP_STATE_{state.upper()}"),
             stopped_at=stopped_at or 0) for app_id, version, deployed_at, state, stopped_at in rows])
 
-    async def FunctionLookup(self, req, context):
-        fn = await self._call(context, self.apps.lookup_function, req.app_name, req.name)
+    async def FunctionLookup(self, req, context, who):
+        fn = await self._call(context, self.apps.lookup_function, who.workspace, req.app_name, req.name)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
                                               is_class=fn.definition.is_class, methods=fn.definition.methods,
                                               **self._web_urls(fn))
 
-    async def AppLogs(self, req, context):
-        app = await self._app_by_ref(context, req.app_id, req.app_name)
+    async def AppLogs(self, req, context, who):
+        app = await self._app_by_ref(context, who, req.app_id, req.app_name)
         if app is None:
             return
         async for batch in app.log.follow(req.after_seq, req.stop_at_end):
             yield batch
 
-    async def FunctionCreate(self, req, context):
-        fid = await self._call(context, self.apps.create_function, req.app_id, req.definition)
+    async def FunctionCreate(self, req, context, who):
+        await self._call(context, self._check_references, who, req.definition)
+        fid = await self._call(context, self.apps.create_function, req.app_id, req.definition, who.workspace)
         return api_pb2.FunctionCreateResponse(function_id=fid, **self._web_urls(self.apps.function(fid)))
+
+    def _check_references(self, who: Principal, d: api_pb2.FunctionDefinition):
+        """The secrets and volumes a function names must be its workspace's own: given another's
+        id, its containers would receive that workspace's values."""
+        for secret_id in d.secret_ids:
+            self.secrets.owned(who.workspace, secret_id)
+        for volume_id in d.volume_mounts.values():
+            self.objects.owned(who.workspace, volume_id, "volume")
 
     def _web_urls(self, fn) -> dict:
         """The web_url and method_web_urls fields of a function's responses."""
         urls = self.routes.urls(fn)
         return {"web_url": urls.pop("", ""), "method_web_urls": urls}
 
-    async def ImageBuild(self, req, context):
+    async def ImageBuild(self, req, context, who):
         async for event in self.builds.follow(req.image, req.force):
             if event.done:
                 await self.store.durable()  # the layers it recorded
@@ -179,48 +238,49 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
     # ------------------------------------------------------------------ dicts, queues, volumes, secrets
 
-    async def SecretCreate(self, req, context):
-        return await self._call(context, self.secrets.create, req)
+    async def SecretCreate(self, req, context, who):
+        return await self._call(context, self.secrets.create, who.workspace, req)
 
-    async def SecretLookup(self, req, context):
-        return await self._call(context, self.secrets.lookup, req)
+    async def SecretLookup(self, req, context, who):
+        return await self._call(context, self.secrets.lookup, who.workspace, req)
 
-    async def SecretList(self, req, context):
-        return api_pb2.SecretListResponse(secrets=await self._call(context, self.secrets.listing))
+    async def SecretList(self, req, context, who):
+        return api_pb2.SecretListResponse(secrets=await self._call(context, self.secrets.listing, who.workspace))
 
-    async def SecretDelete(self, req, context):
-        await self._call(context, self.secrets.delete, req.name)
+    async def SecretDelete(self, req, context, who):
+        await self._call(context, self.secrets.delete, who.workspace, req.name)
         return EMPTY
 
-    async def ProxyTokenCreate(self, req, context):
-        return await self._call(context, self.tokens.create)
+    async def ProxyTokenCreate(self, req, context, who):
+        return await self._call(context, self.tokens.create, who.workspace)
 
-    async def ProxyTokenList(self, req, context):
-        return self.tokens.list()
+    async def ProxyTokenList(self, req, context, who):
+        return self.tokens.list(who.workspace)
 
-    async def ProxyTokenDelete(self, req, context):
-        await self._call(context, self.tokens.delete, req.token_id)
+    async def ProxyTokenDelete(self, req, context, who):
+        await self._call(context, self.tokens.delete, who.workspace, req.token_id)
         return EMPTY
 
-    async def ObjectGet(self, req, context):
-        return api_pb2.ObjectGetResponse(object_id=await self._call(context, self.objects.get, req))
+    async def ObjectGet(self, req, context, who):
+        return api_pb2.ObjectGetResponse(object_id=await self._call(context, self.objects.get, who.workspace, req))
 
-    async def ObjectList(self, req, context):
-        return api_pb2.ObjectListResponse(objects=await self._call(context, self.objects.listing, req.kind))
+    async def ObjectList(self, req, context, who):
+        return api_pb2.ObjectListResponse(objects=await self._call(context, self.objects.listing, who.workspace,
+                                                                   req.kind))
 
-    async def ObjectDelete(self, req, context):
-        await self._call(context, self.objects.delete, req)
+    async def ObjectDelete(self, req, context, who):
+        await self._call(context, self.objects.delete, who.workspace, req)
         return EMPTY
 
-    async def VolumeGet(self, req, context):
-        return await self._call(context, self.objects.volume_manifest, req.volume_id)
+    async def VolumeGet(self, req, context, who):
+        return await self._call(context, self.objects.volume_manifest, who.workspace, req.volume_id)
 
-    async def VolumeCommit(self, req, context):
-        return await self._call(context, self.objects.volume_commit, req)
+    async def VolumeCommit(self, req, context, who):
+        return await self._call(context, self.objects.volume_commit, who.workspace, req)
 
-    async def ObjectStream(self, request_iterator, context):
+    async def ObjectStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)
-        objects, store = self.objects, self.store
+        objects, store, workspace = self.objects, self.store, who.workspace
 
         def answer(tag, result=None, error=None):
             if isinstance(result, api_pb2.DictResponse):
@@ -233,18 +293,18 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
         async def wait_for_item(op):
             try:
-                answer(op.tag, await objects.queue_op(op.queue))
+                answer(op.tag, await objects.queue_op(workspace, op.queue))
             except ObjectError as e:
                 answer(op.tag, error=e)
 
         def handle(op):
             try:
                 if op.WhichOneof("op") == "dict":
-                    answer(op.tag, objects.dict_op(op.dict))
-                elif objects.may_wait(op.queue):
+                    answer(op.tag, objects.dict_op(workspace, op.dict))
+                elif objects.may_wait(workspace, op.queue):
                     asyncio.get_running_loop().create_task(wait_for_item(op))
                 else:
-                    answer(op.tag, objects.queue_op_now(op.queue))
+                    answer(op.tag, objects.queue_op_now(workspace, op.queue))
             except ObjectError as e:
                 answer(op.tag, error=e)
 
@@ -254,14 +314,14 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
     # ------------------------------------------------------------------ calls
 
-    async def CallStream(self, request_iterator, context):
+    async def CallStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)
         send = stream.send
-        ledger = self.ledger
+        ledger, workspace = self.ledger, who.workspace
 
         def handle(req):
             try:
-                call = ledger.create_call(req.function_id, req.call_id,
+                call = ledger.create_call(workspace, req.function_id, req.call_id,
                                           [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend)
             except LookupError as e:
                 send(api_pb2.CallResponse(tag=req.tag, error=str(e)))
@@ -273,24 +333,25 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             async for resp in replies:
                 yield resp
 
-    async def FunctionCallCreate(self, req, context):
+    async def FunctionCallCreate(self, req, context, who):
         try:
-            call = self.ledger.create_call(req.function_id, req.call_id, list(req.inputs), req.inputs_complete)
+            call = self.ledger.create_call(who.workspace, req.function_id, req.call_id, list(req.inputs),
+                                           req.inputs_complete)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot call function {req.function_id}: {e}")
         await self.store.durable()
         return api_pb2.FunctionCallCreateResponse(call_id=call.call_id)
 
-    async def FunctionCallPutInputs(self, req, context):
+    async def FunctionCallPutInputs(self, req, context, who):
         try:
-            self.ledger.put_inputs(req.call_id, list(req.inputs), req.inputs_complete)
+            self.ledger.put_inputs(who.workspace, req.call_id, list(req.inputs), req.inputs_complete)
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot add inputs to {req.call_id}: {e}")
         await self.store.durable()
         return EMPTY
 
-    async def FunctionCallGetOutputs(self, req, context):
-        call = self.ledger.lookup_call(req.call_id)
+    async def FunctionCallGetOutputs(self, req, context, who):
+        call = self.ledger.lookup_call(req.call_id, who.workspace)
         if call is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
@@ -303,39 +364,107 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             num_done=call.num_done, is_generator=call.function.definition.is_generator,
             function_name=call.function.name)
 
-    async def FunctionCallCancel(self, req, context):
-        self.ledger.cancel_call(req.call_id)
+    async def FunctionCallCancel(self, req, context, who):
+        self.ledger.cancel_call(who.workspace, req.call_id)
         await self.store.durable()
         return EMPTY
 
+    # ------------------------------------------------------------------ identity
 
+    async def Whoami(self, req, context, who):
+        return api_pb2.WhoamiResponse(role=ROLES.get(who.role, Role.ROLE_UNSPECIFIED), workspace=who.workspace,
+                                      token_id=who.token_id)
+
+    async def WorkspaceCreate(self, req, context, who):
+        return _workspace_info(await self._call(context, self.identity.create_workspace, who, req.name))
+
+    async def WorkspaceList(self, req, context, who):
+        workspaces = await self._call(context, self.identity.list_workspaces, who)
+        return api_pb2.WorkspaceListResponse(workspaces=[_workspace_info(w) for w in workspaces])
+
+    async def WorkspaceSet(self, req, context, who):
+        return _workspace_info(await self._call(
+            context, self.identity.set_limits, who, req.name, max_containers=req.max_containers or None,
+            max_cpu=req.max_cpu or None, max_memory_mb=req.max_memory_mb or None, max_gpus=req.max_gpus or None))
+
+    async def TokenCreate(self, req, context, who):
+        role = {v: k for k, v in ROLES.items()}.get(req.role or Role.ROLE_WORKSPACE)
+        if role is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"TokenCreateRequest.role: unknown role {req.role}")
+        token, secret = await self._call(
+            context, self.identity.new_token, who, role=role, workspace=req.workspace, name=req.name,
+            expires_in=req.expires_in, max_cpu=req.max_cpu, max_memory_mb=req.max_memory_mb)
+        return api_pb2.TokenCreateResponse(token=_token_info(token), token_secret=secret)
+
+    async def TokenList(self, req, context, who):
+        tokens = await self._call(context, self.identity.list_tokens, who)
+        return api_pb2.TokenListResponse(tokens=[_token_info(t) for t in tokens])
+
+    async def TokenRevoke(self, req, context, who):
+        await self._call(context, self.identity.revoke, who, req.token_id)
+        return EMPTY
+
+    async def WorkerList(self, req, context, who):
+        await self._call(context, self.identity.require_admin, who, "list workers")
+        return api_pb2.WorkerListResponse(workers=[api_pb2.WorkerInfo(
+            worker_id=w.worker_id, name=w.name, cpu=w.cpu, memory_mb=w.memory_mb, gpus=w.gpus.kinds,
+            connected=w.connected, draining=w.draining, num_containers=len(w.containers), backend=w.backend)
+            for w in self.fleet.workers()])
+
+    async def WorkerDrain(self, req, context, who):
+        await self._call(context, self.identity.require_admin, who, "drain workers")
+        await self._call(context, self.fleet.drain, req.name)
+        return EMPTY
+
+    async def WorkerRemove(self, req, context, who):
+        await self._call(context, self.identity.require_admin, who, "remove workers")
+        await self._call(context, self.fleet.remove, req.name)
+        return EMPTY
+
+
+def _workspace_info(w) -> api_pb2.WorkspaceInfo:
+    return api_pb2.WorkspaceInfo(name=w.name, created_at=w.created_at, max_containers=w.max_containers or 0,
+                                 max_cpu=w.max_cpu or 0, max_memory_mb=w.max_memory_mb or 0, max_gpus=w.max_gpus or 0)
+
+
+def _token_info(t) -> api_pb2.TokenInfo:
+    return api_pb2.TokenInfo(token_id=t.token_id, role=ROLES[t.role], workspace=t.workspace, name=t.name,
+                             created_at=t.created_at, expires_at=t.expires_at or 0, revoked_at=t.revoked_at or 0)
+
+
+@authenticated(api_pb2_grpc.WorkerApiServicer, WORKER)
 class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
-    """What workers call: one stream per worker."""
+    """What workers call: one stream per worker, opened with a worker token."""
 
     def __init__(self, sched: Scheduler, blobs: BlobStore):
-        super().__init__(blobs)
+        super().__init__(blobs, sched.identity)
         self.fleet = sched.fleet
         self.builds = sched.builds
 
-    async def WorkerConnect(self, request_iterator, context):
+    async def WorkerConnect(self, request_iterator, context, who):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "register":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a worker must register first")
+        try:
+            self.fleet.admit(first.register, self.identity.tokens[who.token_id])
+        except (Forbidden, ValueError) as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         stream = Duplex(request_iterator)
         fleet, builds = self.fleet, self.builds
-        worker = fleet.worker_connected(first.register, stream.send)
+        worker = fleet.worker_connected(first.register, stream.send, who.token_id)
 
         def handle(msg):
             fleet.worker_seen(worker)
             kind = msg.WhichOneof("msg")
+            # A worker speaks only of its own containers and of the builds given to it.
             if kind == "container_exited":
-                fleet.container_exited(msg.container_exited)
+                fleet.container_exited(msg.container_exited, worker)
             elif kind == "build_log":
-                builds.on_log(msg.build_log)
+                builds.on_log(msg.build_log, worker)
             elif kind == "layer_built":
-                builds.on_layer(msg.layer_built)
+                builds.on_layer(msg.layer_built, worker)
             elif kind == "build_done":
-                builds.on_done(msg.build_done)
+                builds.on_done(msg.build_done, worker)
 
         try:
             async with contextlib.aclosing(stream.run(handle, first=api_pb2.WorkerCommand(registered=EMPTY))) as cmds:
@@ -346,19 +475,26 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
             fleet.worker_disconnected(worker)
 
 
+@authenticated(api_pb2_grpc.ContainerApiServicer, CONTAINER)
 class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
-    """What containers call: one stream per container."""
+    """What containers call: one stream per container, which only that container's credential opens."""
 
     def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets):
-        super().__init__(blobs)
+        super().__init__(blobs, sched.identity)
         self.fleet = sched.fleet
         self.dispatch = sched.dispatch
         self.secrets = secrets
 
-    async def ContainerConnect(self, request_iterator, context):
+    async def ContainerConnect(self, request_iterator, context, who):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a container must say hello first")
+        if first.hello.container_id != who.token_id:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this credential is container {who.token_id}'s, not {first.hello.container_id}'s")
+        if self.fleet.is_connected(who.token_id):
+            # Its earlier stream is still open: the control plane has not seen it end yet. It retries.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"container {who.token_id} is connected already")
         stream = Duplex(request_iterator)
         fleet, dispatch = self.fleet, self.dispatch
         c = fleet.container_connected(first.hello, stream.send)
@@ -386,7 +522,8 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
 
         init = api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
             function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
-            app_function_ids=app.function_ids(), secret_env=self.secrets.env_for(fn.definition.secret_ids)))
+            app_function_ids=app.function_ids(), secret_env=self.secrets.env_for(fn.definition.secret_ids,
+                                                                                 app.workspace)))
         try:
             async with contextlib.aclosing(stream.run(handle, first=init)) as cmds:
                 async for cmd in cmds:

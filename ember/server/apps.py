@@ -29,10 +29,12 @@ log = logging.getLogger("ember.server")
 
 class AppState:
     __slots__ = ("app_id", "deployed", "functions", "heartbeat_at", "log", "name", "running", "superseded",
-                 "version")
+                 "version", "workspace")
 
-    def __init__(self, app_id: str, name: str, now: float, deployed=False, version=0, superseded=False):
+    def __init__(self, app_id: str, workspace: str, name: str, now: float, deployed=False, version=0,
+                 superseded=False):
         self.app_id = app_id
+        self.workspace = workspace    # its owner: only callers of this workspace see it
         self.name = name
         self.deployed = deployed      # lives on without a client; versions replace each other
         self.version = version        # 0 until published
@@ -80,27 +82,29 @@ class Apps:
         self.started_at = clock()
         self._apps: dict[str, AppState] = {}
         self._functions: dict[str, FunctionState] = {}  # of running apps
-        self._deployments: dict[str, str] = {}  # deployed app name -> the app id of its current version
+        # (workspace, deployed app name) -> the app id of its current version
+        self._deployments: dict[tuple[str, str], str] = {}
         self._bound: dict[tuple[str, bytes], str] = {}  # (class function, parameters) -> its bound function
 
     def recover(self):
         """Load the apps that were running when the control plane last stopped, and their functions."""
-        for app_id, name, deployed, version, state in self.store.running_apps():
-            self._apps[app_id] = AppState(app_id, name, self.clock(), bool(deployed), version, state == "superseded")
+        for app_id, workspace, name, deployed, version, state in self.store.running_apps():
+            self._apps[app_id] = AppState(app_id, workspace, name, self.clock(), bool(deployed), version,
+                                          state == "superseded")
             if deployed and version and state == "running":
-                self._deployments[name] = app_id
+                self._deployments[workspace, name] = app_id
         for fid, app_id, definition in self.store.functions_of_running_apps():
             app = self._apps[app_id]
             fn = self._add_function(fid, app, definition)
-            if not app.deployed or self._deployments.get(app.name) == app_id:
+            if not app.deployed or self._deployments.get((app.workspace, app.name)) == app_id:
                 self.routes.route(fn)
 
     # ---- apps
 
-    def create_app(self, name: str, deployed: bool = False) -> str:
+    def create_app(self, workspace: str, name: str, deployed: bool = False) -> str:
         app_id = new_id("ap")
-        self.store.create_app(app_id, name, deployed)
-        self._apps[app_id] = AppState(app_id, name, self.clock(), deployed)
+        self.store.create_app(app_id, workspace, name, deployed)
+        self._apps[app_id] = AppState(app_id, workspace, name, self.clock(), deployed)
         return app_id
 
     def deploy(self, app_id: str) -> int:
@@ -109,9 +113,10 @@ class Apps:
         app = self._apps.get(app_id)
         if app is None or not app.deployed:
             raise LookupError(f"app {app_id} is not a running deployed app")
-        old = self._apps.get(self._deployments.get(app.name, ""))
-        app.version = self.store.last_version(app.name) + 1
-        self._deployments[app.name] = app_id
+        key = (app.workspace, app.name)
+        old = self._apps.get(self._deployments.get(key, ""))
+        app.version = self.store.last_version(*key) + 1
+        self._deployments[key] = app_id
         if old is not None:
             old.superseded = True
         for fn in app.functions.values():
@@ -136,8 +141,8 @@ class Apps:
         if app is None:
             return None
         app.running = False
-        if self._deployments.get(app.name) == app_id:
-            del self._deployments[app.name]
+        if self._deployments.get((app.workspace, app.name)) == app_id:
+            del self._deployments[app.workspace, app.name]
         self.store.stop_app(app_id)
         for fn in app.functions.values():
             self._functions.pop(fn.function_id, None)
@@ -157,29 +162,31 @@ class Apps:
         return (not app.deployed and now - app.heartbeat_at > self.app_timeout
                 and now - self.started_at > self.app_timeout)
 
-    def app(self, app_id: str) -> AppState | None:
-        return self._apps.get(app_id)
+    def app(self, app_id: str, workspace: str | None = None) -> AppState | None:
+        """A running app; given a workspace, only one of that workspace (another's is as if it did not exist)."""
+        app = self._apps.get(app_id)
+        return app if app is not None and workspace in (None, app.workspace) else None
 
-    def listing(self) -> list[AppState]:
-        """The running apps (deployed ones, current and superseded, and ephemeral ones)."""
-        return list(self._apps.values())
+    def listing(self, workspace: str | None = None) -> list[AppState]:
+        """The running apps (deployed ones, current and superseded, and ephemeral ones), of one workspace or all."""
+        return [a for a in self._apps.values() if workspace in (None, a.workspace)]
 
     def current_versions(self) -> list[AppState]:
         """The current version of each deployed app."""
         return [self._apps[app_id] for app_id in self._deployments.values()]
 
-    def current_app(self, name: str) -> AppState:
-        app = self._apps.get(self._deployments.get(name, ""))
+    def current_app(self, workspace: str, name: str) -> AppState:
+        app = self._apps.get(self._deployments.get((workspace, name), ""))
         if app is None:
-            deployed = sorted(self._deployments)
+            deployed = sorted(n for w, n in self._deployments if w == workspace)
             raise LookupError(f"there is no deployed app named {name!r} (deployed: {', '.join(deployed) or 'none'}); "
                               f"deploy it with `ember deploy FILE --name {name}`")
         return app
 
     # ---- functions
 
-    def create_function(self, app_id: str, definition: api_pb2.FunctionDefinition) -> str:
-        app = self._apps.get(app_id)
+    def create_function(self, app_id: str, definition: api_pb2.FunctionDefinition, workspace: str | None = None) -> str:
+        app = self.app(app_id, workspace)
         if app is None:
             raise LookupError(f"app {app_id} is not running")
         fid = new_id("fu")
@@ -195,9 +202,9 @@ class Apps:
         app.functions[fid] = fn
         return fn
 
-    def bind_function(self, function_id: str, params: bytes) -> str:
+    def bind_function(self, function_id: str, params: bytes, workspace: str) -> str:
         """The function of a class instance with these parameters: its own pool of containers."""
-        parent = self.function_for_call(function_id)
+        parent = self.function_for_call(function_id, workspace)
         if not parent.definition.is_class:
             raise LookupError(f"{parent.name} is not a class")
         key = (parent.function_id, params)
@@ -209,41 +216,44 @@ class Apps:
             fid = self._bound[key] = self.create_function(parent.app.app_id, d)
         return fid
 
-    def function(self, function_id: str) -> FunctionState | None:
-        """A function of a running app."""
-        return self._functions.get(function_id)
+    def function(self, function_id: str, workspace: str | None = None) -> FunctionState | None:
+        """A function of a running app; given a workspace, only one of that workspace."""
+        fn = self._functions.get(function_id)
+        return fn if fn is not None and workspace in (None, fn.app.workspace) else None
 
     def functions(self) -> list[FunctionState]:
         return list(self._functions.values())
 
-    def lookup_function(self, app_name: str, name: str) -> FunctionState:
-        app = self.current_app(app_name)
+    def lookup_function(self, workspace: str, app_name: str, name: str) -> FunctionState:
+        app = self.current_app(workspace, app_name)
         for fn in app.functions.values():
             if fn.name == name and not fn.definition.bound_params:
                 return fn
         names = sorted(fn.name for fn in app.functions.values() if not fn.definition.bound_params)
         raise LookupError(f"app {app_name!r} has no function {name!r}; it has: {', '.join(names) or 'none'}")
 
-    def function_for_call(self, function_id: str) -> FunctionState:
-        """The function that takes a new call of function_id."""
-        fn = self._functions.get(function_id)
+    def function_for_call(self, function_id: str, workspace: str) -> FunctionState:
+        """The function of the workspace that takes a new call of function_id."""
+        fn = self.function(function_id, workspace)
         if fn is None or fn.app.superseded:
             # A function of an older version of a deployed app: its current version takes the call.
-            origin = (fn.app.name, fn.name) if fn is not None else self.store.function_origin(function_id)
-            if origin is not None and origin[0] in self._deployments:
+            origin = ((fn.app.workspace, fn.app.name, fn.name) if fn is not None
+                      else self.store.function_origin(function_id))
+            if origin is not None and origin[0] == workspace and origin[:2] in self._deployments:
                 try:
                     return self.lookup_function(*origin)
                 except LookupError:
                     pass
         if fn is None:
-            if self.store.function(function_id) is None:
+            stored = self.store.function(function_id)
+            if stored is None or stored[1] != workspace:
                 raise LookupError(f"there is no function with id {function_id}")
             raise LookupError("its app is not running (it was stopped, or its client went away)")
         return fn
 
     def stopped_function(self, function_id: str) -> FunctionState:
         """A stand-in for a function whose app stopped, read from the store: for its old calls."""
-        app_id, definition = self.store.function(function_id)
-        fn = FunctionState(function_id, AppState(app_id, "", self.clock()), definition)
+        app_id, workspace, definition = self.store.function(function_id)
+        fn = FunctionState(function_id, AppState(app_id, workspace, "", self.clock()), definition)
         fn.app.running = False
         return fn

@@ -43,6 +43,9 @@ class Builds:
         self.layers: dict[str, str] = store.layers()   # layer id -> blob id
         self.by_image: dict[str, Build] = {}
         self.by_id: dict[str, Build] = {}
+        # The layers each worker (by id) was asked to build: what it may report, even after its
+        # build is done (it uploads a layer's archive in the background).
+        self.asked: dict[str, set[str]] = {}
 
     def is_built(self, image: api_pb2.Image) -> bool:
         return all(s.layer_id in self.layers for s in image.steps)
@@ -93,23 +96,36 @@ class Builds:
         self._send(build, force)
 
     def _send(self, build: Build, force: bool):
+        self.asked.setdefault(build.worker.worker_id, set()).update(s.layer_id for s in build.image.steps)
         log.info("building image %s on worker %s", build.image.image_id[:12], build.worker.name)
         build.worker.send(api_pb2.WorkerCommand(build_image=api_pb2.BuildImage(
             build_id=build.build_id, image=build.image, layers=self.known(build.image), force=force)))
 
     # ---- what the building worker reports
 
-    def on_log(self, msg: api_pb2.BuildLog):
-        build = self.by_id.get(msg.build_id)
+    def _own(self, build_id: str, worker) -> Build | None:
+        """The build, if it is this worker's: a worker speaks only of the builds given to it."""
+        build = self.by_id.get(build_id)
+        return build if build is not None and build.worker is worker else None
+
+    def on_log(self, msg: api_pb2.BuildLog, worker):
+        build = self._own(msg.build_id, worker)
         if build is not None:
             build.add(api_pb2.ImageBuildEvent(log=msg.data))
 
-    def on_layer(self, msg: api_pb2.LayerBuilt):
+    def on_layer(self, msg: api_pb2.LayerBuilt, worker):
+        asked = self.asked.get(worker.worker_id, set())
+        if msg.layer.layer_id not in asked:
+            log.warning("worker %s reported layer %s, which it was not asked to build: ignored", worker.name,
+                        msg.layer.layer_id[:12])
+            return
+        if msg.layer.blob_id:  # its final report: where its archive is
+            asked.discard(msg.layer.layer_id)
         self.layers[msg.layer.layer_id] = msg.layer.blob_id
         self.store.add_layer(msg.layer)
 
-    def on_done(self, msg: api_pb2.BuildDone):
-        build = self.by_id.get(msg.build_id)
+    def on_done(self, msg: api_pb2.BuildDone, worker):
+        build = self._own(msg.build_id, worker)
         if build is not None:
             self._finish(build, msg.error)
 

@@ -23,10 +23,10 @@ class Cron:
         self.store = store
         self.apps = apps
         self.ledger = ledger
-        # Scheduled functions, by (app name, function name): when they last ran (durable), and
-        # when they run next (derived, cached).
-        self._last_runs: dict[tuple[str, str], float] = store.schedule_runs()
-        self._next_runs: dict[tuple[str, str], tuple] = {}
+        # Scheduled functions, by (workspace, app name, function name): when they last ran
+        # (durable), and when they run next (derived, cached).
+        self._last_runs: dict[tuple[str, str, str], float] = store.schedule_runs()
+        self._next_runs: dict[tuple[str, str, str], tuple] = {}
 
     def run_due(self):
         """Call the scheduled functions of deployed apps whose time has come: once per tick
@@ -37,7 +37,7 @@ class Cron:
                 sched = fn.definition.schedule
                 if not (sched.cron or sched.period_seconds) or fn.definition.bound_params:
                     continue
-                key = (app.name, fn.name)
+                key = (app.workspace, app.name, fn.name)
                 last = self._last_runs.get(key)
                 if last is None:  # never ran: its time counts from the deploy (read once)
                     last = self._last_runs[key] = self.store.deployed_at(app.app_id)
@@ -51,10 +51,10 @@ class Cron:
         call_id = new_id("fc")
         # No arguments: pickle's own bytes for ((), {}), which the container unpickles as usual.
         args = api_pb2.Payload(data=pickle.dumps(((), {})))
-        self.ledger.create_call(fn.function_id, call_id, [api_pb2.Input(idx=0, args=args)], complete=True,
-                                maybe_exists=False)
-        self._last_runs[(fn.app.name, fn.name)] = now
-        self.store.set_schedule_run(fn.app.name, fn.name, now)
+        self.ledger.create_call(fn.app.workspace, fn.function_id, call_id, [api_pb2.Input(idx=0, args=args)],
+                                complete=True, maybe_exists=False)
+        self._last_runs[(fn.app.workspace, fn.app.name, fn.name)] = now
+        self.store.set_schedule_run(fn.app.workspace, fn.app.name, fn.name, now)
         fn.app.log.append([api_pb2.LogEntry(fd=2, data=f"ember: scheduled run of {fn.name} ({call_id})\n")], "",
                           fn.name)
         log.info("schedule: %s.%s runs as %s", fn.app.name, fn.name, call_id)

@@ -8,6 +8,10 @@ never connected counts as a start failure of its function. A container or worker
 without a report is given up once the lease timeout has passed: its inputs go back to the queue.
 After a control-plane restart, the containers the store says were running are orphans until
 they (and their workers) reconnect, or their lease runs out.
+
+A worker is admitted, not trusted: its worker token bounds what it may offer, a worker id stays
+with the token that first registered it, and it speaks only of its own containers. Each
+container gets a credential of its own when it is asked for (auth.py), forgotten when it ends.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from .._gpu import GpuAllocator
 from ..proto import api_pb2
 from .apps import Apps, FunctionState
+from .auth import Forbidden, Identity, Token
 from .dispatch import Dispatch
 from .ledger import InputState
 from .store import Store
@@ -36,8 +41,8 @@ START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker t
 
 
 class WorkerState:
-    __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cpu", "gpus", "last_seen",
-                 "memory_mb", "name", "send", "worker_id")
+    __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cpu", "draining", "gpus",
+                 "last_seen", "memory_mb", "name", "send", "worker_id")
 
     def __init__(self, reg: api_pb2.WorkerRegister, send, now: float):
         self.worker_id = reg.worker_id
@@ -52,6 +57,7 @@ class WorkerState:
         self.gpus = GpuAllocator(list(reg.gpus))
         self.backend = reg.backend
         self.backend_note = reg.backend_note
+        self.draining = False  # finishes what it runs, takes nothing new (`ember worker drain`)
 
     def free(self) -> tuple[float, int]:
         cpu = self.cpu - sum(c.cpu for c in self.containers.values())
@@ -82,11 +88,12 @@ class ContainerState:
 
 
 class Fleet:
-    def __init__(self, store: Store, apps: Apps, dispatch: Dispatch, *, lease_timeout: float,
+    def __init__(self, store: Store, apps: Apps, dispatch: Dispatch, identity: Identity, *, lease_timeout: float,
                  worker_timeout: float, clock=time.monotonic):
         self.store = store
         self.apps = apps
         self.dispatch = dispatch
+        self.identity = identity
         self.lease_timeout = lease_timeout
         self.worker_timeout = worker_timeout
         self.clock = clock
@@ -105,9 +112,13 @@ class Fleet:
     def recover(self) -> set[str]:
         """The containers that were live: orphans until they reconnect or their lease expires."""
         deadline = self.clock() + self.lease_timeout
-        live = {cid for cid, *_ in self.store.live_containers()}
-        for cid in live:
+        live = set()
+        for cid, fid, _, _, credential_hash in self.store.live_containers():
+            live.add(cid)
             self._orphans[cid] = (deadline, [])
+            fn = self.apps.function(fid)
+            if fn is not None:
+                self.identity.restore_container(cid, credential_hash, fn.app.workspace)
         return live
 
     def orphan_holds(self, container_id: str, inp: InputState):
@@ -120,6 +131,7 @@ class Fleet:
     def _orphan_gone(self, container_id: str, reason: str):
         """A container from before a restart will not come back: requeue what it held."""
         self.store.container_exited(container_id, reason)
+        self.identity.forget_container(container_id)
         _, inputs = self._orphans.pop(container_id, (0, []))
         for inp in inputs:
             if not inp.done and inp.container is None:
@@ -127,10 +139,27 @@ class Fleet:
 
     # ---- workers
 
-    def worker_connected(self, reg: api_pb2.WorkerRegister, send) -> WorkerState:
+    def admit(self, reg: api_pb2.WorkerRegister, token: Token):
+        """Refuse a registration its token does not allow (Forbidden says why)."""
+        if not reg.worker_id or not reg.name:
+            raise Forbidden("a worker registers with a worker_id and a name")
+        if not reg.cpu > 0 or not reg.memory_mb > 0:
+            raise Forbidden(f"worker {reg.name} offers {reg.cpu} CPU and {reg.memory_mb} MiB: both must be positive")
+        if token.max_cpu is not None and reg.cpu > token.max_cpu:
+            raise Forbidden(f"worker {reg.name} offers {reg.cpu} CPU, more than its token allows ({token.max_cpu})")
+        if token.max_memory_mb is not None and reg.memory_mb > token.max_memory_mb:
+            raise Forbidden(f"worker {reg.name} offers {reg.memory_mb} MiB, more than its token allows "
+                            f"({token.max_memory_mb} MiB)")
+        first = self.store.worker_token(reg.worker_id)
+        holder = self.identity.tokens.get(first) if first else None
+        if holder is not None and first != token.token_id and holder.revoked_at is None:
+            raise Forbidden(f"worker id {reg.worker_id} belongs to another worker token")
+
+    def worker_connected(self, reg: api_pb2.WorkerRegister, send, token_id: str) -> WorkerState:
         old = self._workers.get(reg.worker_id)
-        self.store.upsert_worker(reg)
+        self.store.upsert_worker(reg, token_id)
         w = WorkerState(reg, send, self.clock())
+        w.draining = old is not None and old.draining
         self._workers[reg.worker_id] = w
         running = set(reg.running_container_ids)
         if old is not None:
@@ -142,7 +171,7 @@ class Fleet:
                     # The worker restarted: whatever it ran before is gone.
                     self.lost(c, "its worker restarted")
         # Containers known from before a control-plane restart.
-        for cid, fid, worker_id, boot_id in self.store.live_containers():
+        for cid, fid, worker_id, boot_id, _ in self.store.live_containers():
             if worker_id != reg.worker_id or cid in self._containers:
                 continue
             fn = self.apps.function(fid)
@@ -178,9 +207,40 @@ class Fleet:
     def connected_workers(self) -> list[WorkerState]:
         return [w for w in self._workers.values() if w.connected]
 
+    def workers(self) -> list[WorkerState]:
+        return sorted(self._workers.values(), key=lambda w: w.name)
+
+    def _by_name(self, name: str) -> WorkerState:
+        for w in self._workers.values():
+            if w.name == name:
+                return w
+        raise LookupError(f"there is no worker named {name!r} (see `ember worker list`)")
+
+    def drain(self, name: str):
+        """The worker finishes what it runs and takes nothing new; its idle containers stop."""
+        w = self._by_name(name)
+        w.draining = True
+        for c in list(w.containers.values()):
+            if not c.held:
+                self.stop(c)
+        log.info("worker %s drains", name)
+
+    def remove(self, name: str):
+        """Stop the worker's containers (their inputs go back to the queue) and forget it; a
+        connected worker is told to exit."""
+        w = self._by_name(name)
+        del self._workers[w.worker_id]
+        for c in list(w.containers.values()):
+            self.lost(c, f"its worker {name} was removed")
+        if w.connected:
+            w.send(api_pb2.WorkerCommand(shutdown=api_pb2.Empty()))
+        w.connected = False
+        log.info("worker %s removed", name)
+
     def builder(self) -> WorkerState | None:
         """The connected worker to build an image on: the least busy."""
-        return min(self.connected_workers(), key=lambda w: len(w.containers), default=None)
+        return min((w for w in self.connected_workers() if not w.draining), key=lambda w: len(w.containers),
+                   default=None)
 
     def unisolated_workers(self) -> list[str]:
         """The connected workers that run containers without isolation, and why."""
@@ -195,6 +255,7 @@ class Fleet:
         c.worker.containers[c.container_id] = c
 
     def _untrack(self, c: ContainerState):
+        self.identity.forget_container(c.container_id)
         c.worker.gpus.release(c.container_id)
         self._containers.pop(c.container_id, None)
         c.function.containers.pop(c.container_id, None)
@@ -225,6 +286,11 @@ class Fleet:
                     self.dispatch.requeue(inp, lost=True)
         return c
 
+    def is_connected(self, container_id: str) -> bool:
+        """Whether the container has a stream open now."""
+        c = self._containers.get(container_id)
+        return c is not None and c.send is not None
+
     def heartbeat(self, c: ContainerState):
         c.last_seen = self.clock()
 
@@ -243,9 +309,17 @@ class Fleet:
         log.warning("container %s could not load %s: %s", c.container_id, fn.name, failure.error)
         self.dispatch.fail_init(fn, list(c.held.values()))
 
-    def container_exited(self, exited: api_pb2.ContainerExited):
+    def container_exited(self, exited: api_pb2.ContainerExited, worker: WorkerState):
         container_id, reason, log_tail = exited.container_id, exited.reason, exited.log_tail
-        c = self._containers.pop(container_id, None)
+        c = self._containers.get(container_id)
+        owner = c.worker.worker_id if c is not None else self._orphan_worker(container_id)
+        if owner is None:
+            return  # given up on already (lost), or never known: nothing to do
+        if owner != worker.worker_id:
+            log.warning("worker %s reported the exit of container %s, which is not its own: ignored",
+                        worker.name, container_id)
+            return
+        self._containers.pop(container_id, None)
         if container_id in self._orphans:
             self._orphan_gone(container_id, reason)
         else:
@@ -277,6 +351,13 @@ class Fleet:
             self.dispatch.requeue(inp, lost=False)
         if fn.app.running:
             self.dispatch.dispatch(fn)
+
+    def _orphan_worker(self, container_id: str) -> str | None:
+        """The id of the worker a container from before a restart ran on."""
+        for cid, _, worker_id, *_ in self.store.live_containers() if container_id in self._orphans else ():
+            if cid == container_id:
+                return worker_id
+        return None
 
     def lost(self, c: ContainerState, why: str):
         """Give up on a container that vanished: its inputs go back to the queue."""

@@ -59,13 +59,14 @@ class Gateway:
             return
         fn, endpoint, root, path = self._route(scope)
         if fn is None:
-            labels = ", ".join(self.routes.labels()) or "none"
-            return await _refuse(scope, send, 404, f"no web endpoint is served at {scope['path']!r} "
-                                 f"(endpoints: {labels}); URLs look like /LABEL/...")
+            # Which labels exist is not said: they name other workspaces' apps.
+            return await _refuse(scope, send, 404, f"no web endpoint is served at {scope['path']!r}; "
+                                 "URLs look like /LABEL/... (a function's web_url says its own)")
         spec = fn.definition.web_methods[endpoint] if endpoint else fn.definition.web
-        if spec.requires_proxy_auth and not self.tokens.check(scope["headers"]):
-            return await _refuse(scope, send, 401, "this endpoint requires proxy auth: send a token's "
-                                 "Ember-Key and Ember-Secret headers (create one with `ember token create`)")
+        if spec.requires_proxy_auth and not self.tokens.check(scope["headers"], fn.app.workspace):
+            return await _refuse(scope, send, 401, "this endpoint requires proxy auth: send the Ember-Key and "
+                                 "Ember-Secret headers of a proxy token of its workspace (create one with "
+                                 "`ember proxy-token create`)")
         first = await receive()
         if first["type"] in ("http.disconnect", "websocket.disconnect"):
             return

@@ -112,30 +112,29 @@ class Ledger:
 
     # ---- calls and inputs
 
-    def create_call(self, function_id: str, call_id: str, inputs, complete: bool,
+    def create_call(self, workspace: str, function_id: str, call_id: str, inputs, complete: bool,
                     maybe_exists: bool = True) -> CallState:
-        """Create a call with a first batch of inputs. Resending the same call id is a no-op.
+        """Create a call of a workspace's function with a first batch of inputs. Resending the
+        same call id is a no-op; a call id taken by another workspace is refused.
 
         maybe_exists=False skips looking in the store for a call this id already made (the
         hot path of a first send, whose id the client just drew at random).
         """
-        call = self._calls.get(call_id)
-        if call is not None:
-            return call
-        if maybe_exists:
-            existing = self.lookup_call(call_id)
-            if existing is not None:
-                return existing
-        fn = self.apps.function_for_call(function_id)
+        existing = self._calls.get(call_id) or (self.lookup_call(call_id) if maybe_exists else None)
+        if existing is not None:
+            if existing.function.app.workspace != workspace:
+                raise LookupError(f"the call id {call_id} is taken: draw another")
+            return existing
+        fn = self.apps.function_for_call(function_id, workspace)
         self.store.create_call(call_id, function_id, len(inputs) if complete else None)
         call = CallState(call_id, fn, len(inputs) if complete else None)
         self._calls[call_id] = call
         self.dispatch.submit(fn, self._add_inputs(call, inputs))
         return call
 
-    def put_inputs(self, call_id: str, inputs, complete: bool):
+    def put_inputs(self, workspace: str, call_id: str, inputs, complete: bool):
         call = self._calls.get(call_id)
-        if call is None:
+        if call is None or call.function.app.workspace != workspace:
             raise LookupError(f"there is no open call {call_id}")
         if not call.function.app.running:
             raise LookupError("its app is not running")
@@ -166,9 +165,9 @@ class Ledger:
     def _max_idx(self, call: CallState) -> int:
         return max((i.idx + 1 for i in call.inputs.values()), default=0)
 
-    def cancel_call(self, call_id: str):
+    def cancel_call(self, workspace: str, call_id: str):
         call = self._calls.get(call_id)
-        if call is None or call.done():
+        if call is None or call.done() or call.function.app.workspace != workspace:
             return
         call.cancelled = True
         self.store.cancel_call(call_id)
@@ -285,11 +284,12 @@ class Ledger:
         """A finished single-input call's result."""
         return self.outputs_after(call, call.next_seq - 2, 1)[0]
 
-    def lookup_call(self, call_id: str) -> CallState | None:
-        """An open or recently finished call; older ones are read back from the store."""
+    def lookup_call(self, call_id: str, workspace: str | None = None) -> CallState | None:
+        """An open or recently finished call (given a workspace, only one of its own); older ones
+        are read back from the store."""
         call = self._calls.get(call_id)
         if call is not None:
-            return call
+            return call if workspace in (None, call.function.app.workspace) else None
         row = self.store.call(call_id)
         if row is None:
             return None
@@ -301,7 +301,7 @@ class Ledger:
             call.num_inputs = num_done
         call.done_at = self.clock()
         self._calls[call_id] = call
-        return call
+        return call if workspace in (None, fn.app.workspace) else None
 
     def busy(self, app: AppState) -> bool:
         """Whether a call of the app's functions may still take inputs or has open ones."""

@@ -35,6 +35,8 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
                       app_timeout=app_timeout, output_retention=output_retention)
     sched.recover()
+    for path in sched.identity.bootstrap(data_dir):
+        print(f"ember server: wrote the first {path.stem.replace('-', ' ')} to {path} (keep it secret)", flush=True)
     tokens = ProxyTokens(store)
     # Unless told where, the gateway takes the default port, or any free one if that is taken.
     http_host, _, http_port = (http or os.environ.get("EMBER_HTTP") or DEFAULT_HTTP).rpartition(":")

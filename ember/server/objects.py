@@ -1,5 +1,8 @@
 """Dicts and queues: named, durable objects in the store, used by clients and containers alike.
 
+Each belongs to a workspace: every operation names the caller's workspace, and an object of
+another is not found, as if it did not exist (its id alone opens nothing).
+
 Every operation runs whole on the control plane's event loop, so concurrent users never see
 half an operation: a queue item is taken by exactly one getter. Writes are committed before
 the caller is answered (the API awaits the store). A getter waiting on an empty queue
@@ -35,48 +38,49 @@ class Objects:
 
     # ------------------------------------------------------------------ naming
 
-    def get(self, req: api_pb2.ObjectGetRequest) -> str:
+    def get(self, workspace: str, req: api_pb2.ObjectGetRequest) -> str:
         kind = _kind(req.kind)
         if req.ephemeral:
             object_id = new_id(ID_PREFIX[kind])
-            self.store.create_object(object_id, kind, None)
+            self.store.create_object(object_id, workspace, kind, None)
             return object_id
         if not req.name:
             raise ObjectError(f"a {kind} needs a name", not_found=False)
-        object_id = self.store.find_object(kind, req.name)
+        object_id = self.store.find_object(workspace, kind, req.name)
         if object_id is None:
             if not req.create_if_missing:
-                names = [row[0] for row in self.store.list_objects(kind)]
+                names = [row[0] for row in self.store.list_objects(workspace, kind)]
                 raise ObjectError(f"there is no {kind} named {req.name!r} (there are: {', '.join(names) or 'none'}); "
                                   f"pass create_if_missing=True to create it")
             object_id = new_id(ID_PREFIX[kind])
-            self.store.create_object(object_id, kind, req.name)
+            self.store.create_object(object_id, workspace, kind, req.name)
         return object_id
 
-    def listing(self, kind: str) -> list[api_pb2.ObjectInfo]:
+    def listing(self, workspace: str, kind: str) -> list[api_pb2.ObjectInfo]:
         return [api_pb2.ObjectInfo(name=name, object_id=oid, created_at=created, size=size)
-                for name, oid, created, size in self.store.list_objects(_kind(kind))]
+                for name, oid, created, size in self.store.list_objects(workspace, _kind(kind))]
 
-    def delete(self, ref: api_pb2.ObjectRef):
+    def delete(self, workspace: str, ref: api_pb2.ObjectRef):
         kind = _kind(ref.kind)
-        object_id = ref.object_id or self.store.find_object(kind, ref.name)
-        if object_id is None or self.store.object_kind(object_id) != kind:
+        object_id = ref.object_id or self.store.find_object(workspace, kind, ref.name)
+        if object_id is None or self.store.object_owner(object_id) != (workspace, kind):
             raise ObjectError(f"there is no {kind} named {ref.name or ref.object_id!r}")
         self.store.delete_object(object_id)
         self.next_seq.pop(object_id, None)
 
-    def _check(self, object_id: str, kind: str):
-        if self.store.object_kind(object_id) != kind:
+    def owned(self, workspace: str, object_id: str, kind: str):
+        """The object exists, is of this kind and belongs to the workspace; else not found."""
+        if self.store.object_owner(object_id) != (workspace, kind):
             raise ObjectError(f"the {kind} {object_id} does not exist (it was deleted)")
 
     # ------------------------------------------------------------------ volumes
 
-    def volume_manifest(self, volume_id: str) -> api_pb2.VolumeManifest:
-        self._check(volume_id, "volume")
+    def volume_manifest(self, workspace: str, volume_id: str) -> api_pb2.VolumeManifest:
+        self.owned(workspace, volume_id, "volume")
         return volume_manifest(self.store, volume_id)
 
-    def volume_commit(self, req: api_pb2.VolumeCommitRequest) -> api_pb2.VolumeManifest:
-        self._check(req.volume_id, "volume")
+    def volume_commit(self, workspace: str, req: api_pb2.VolumeCommitRequest) -> api_pb2.VolumeManifest:
+        self.owned(workspace, req.volume_id, "volume")
         for path in [f.path for f in req.files] + list(req.deleted):
             if path.startswith("/") or ".." in path.split("/") or not path:
                 raise ObjectError(f"{path!r} is not a path inside a volume", not_found=False)
@@ -86,8 +90,8 @@ class Objects:
 
     # ------------------------------------------------------------------ dicts
 
-    def dict_op(self, req: api_pb2.DictRequest) -> api_pb2.DictResponse:
-        self._check(req.dict_id, "dict")
+    def dict_op(self, workspace: str, req: api_pb2.DictRequest) -> api_pb2.DictResponse:
+        self.owned(workspace, req.dict_id, "dict")
         d = req.dict_id
         if req.op == DictOp.GET:
             value = self.store.dict_get(d, req.keys[0])
@@ -116,21 +120,22 @@ class Objects:
 
     # ------------------------------------------------------------------ queues
 
-    def may_wait(self, req: api_pb2.QueueRequest) -> bool:
+    def may_wait(self, workspace: str, req: api_pb2.QueueRequest) -> bool:
         """A get that finds nothing now would wait: it needs a task of its own."""
         return (req.op == QueueOp.GET and req.timeout > 0
+                and self.store.object_owner(req.queue_id) == (workspace, "queue")
                 and self.store.queue_len(req.queue_id, req.partition) == 0)
 
-    async def queue_op(self, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:
+    async def queue_op(self, workspace: str, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:
         if req.op == QueueOp.GET:
-            self._check(req.queue_id, "queue")
+            self.owned(workspace, req.queue_id, "queue")
             return api_pb2.QueueResponse(values=await self._take(req.queue_id, req.partition, max(1, req.n),
                                                                  req.timeout))
-        return self.queue_op_now(req)
+        return self.queue_op_now(workspace, req)
 
-    def queue_op_now(self, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:
+    def queue_op_now(self, workspace: str, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:
         """Any queue operation that does not wait."""
-        self._check(req.queue_id, "queue")
+        self.owned(workspace, req.queue_id, "queue")
         q, part = req.queue_id, req.partition
         if len(part) > MAX_PARTITION:
             raise ObjectError(f"partition keys are at most {MAX_PARTITION} characters", not_found=False)

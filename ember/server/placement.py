@@ -11,6 +11,7 @@ import time
 from .._ids import new_id
 from ..proto import api_pb2
 from .apps import FunctionState
+from .auth import Identity
 from .builds import Builds
 from .fleet import ContainerState, Fleet, WorkerState
 from .objects import volume_manifest
@@ -22,8 +23,9 @@ CAPACITY_WARN_EVERY = 10.0  # seconds between warnings that a function's inputs 
 
 
 class Placement:
-    def __init__(self, store: Store, fleet: Fleet, builds: Builds, *, clock=time.monotonic):
+    def __init__(self, store: Store, fleet: Fleet, builds: Builds, identity: Identity, *, clock=time.monotonic):
         self.store = store
+        self.identity = identity
         self.fleet = fleet
         self.builds = builds
         self.clock = clock
@@ -46,14 +48,15 @@ class Placement:
         gpu_indices = worker.gpus.assign(cid, res.gpu) if res.gpu else []
         if gpu_indices is None:
             return False
-        self.store.create_container(cid, fn.function_id, worker.worker_id, worker.boot_id)
+        credential, credential_hash = self.identity.container_credential(cid, fn.app.workspace)
+        self.store.create_container(cid, fn.function_id, worker.worker_id, worker.boot_id, credential_hash)
         self.fleet.add(ContainerState(cid, fn, worker, self.clock()))
         image = fn.definition.image
         worker.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
             layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
             volumes=[api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
-                     for path, vid in sorted(fn.definition.volume_mounts.items())])))
+                     for path, vid in sorted(fn.definition.volume_mounts.items())], credential=credential)))
         log.info("starting container %s for %s on worker %s", cid, fn.name, worker.name)
         return True
 
@@ -62,6 +65,8 @@ class Placement:
         port = _server_port(fn)
         best, best_free = None, None
         for w in self.fleet.connected_workers():
+            if w.draining:
+                continue
             cpu, mem = w.free()
             if res.gpu and not (w.gpus.free() and w.gpus.can_ever_satisfy(res.gpu)):
                 continue

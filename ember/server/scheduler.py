@@ -1,6 +1,7 @@
 """The control plane's working state and decisions, in parts, on one asyncio event loop.
 
 Each concept has its module:
+  auth.py        workspaces, tokens, and workers' and containers' credentials
   apps.py        apps, deployed versions, functions and class instances
   ledger.py      calls, inputs and outputs, durable; waiting for outputs
   dispatch.py    per-function queues, and the leases of inputs to containers (the one submit path)
@@ -23,6 +24,7 @@ import logging
 import time
 
 from .apps import Apps, AppState
+from .auth import Identity
 from .autoscaler import Autoscaler
 from .builds import Builds
 from .cron import Cron
@@ -43,14 +45,15 @@ class Scheduler:
         backoff). Both are the event loop's unless a test drives time itself."""
         self.store = store
         self.clock = clock
+        self.identity = Identity(store)
         self.routes = WebRoutes()
         self.apps = Apps(store, self.routes, app_timeout=app_timeout, clock=clock)
         self.ledger = Ledger(store, self.apps, retention=output_retention, clock=clock)
         self.dispatch = Dispatch(store, self.ledger, clock=clock, later=later)
-        self.fleet = Fleet(store, self.apps, self.dispatch, lease_timeout=lease_timeout,
+        self.fleet = Fleet(store, self.apps, self.dispatch, self.identity, lease_timeout=lease_timeout,
                            worker_timeout=worker_timeout, clock=clock)
         self.builds = Builds(store, self.fleet)
-        self.placement = Placement(store, self.fleet, self.builds, clock=clock)
+        self.placement = Placement(store, self.fleet, self.builds, self.identity, clock=clock)
         self.autoscaler = Autoscaler(self.fleet, self.placement, clock=clock)
         self.cron = Cron(store, self.apps, self.ledger)
         self.ledger.dispatch = self.dispatch

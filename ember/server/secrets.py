@@ -45,25 +45,25 @@ class Secrets:
     def _decrypt(self, secret_id: str, blob: bytes) -> dict:
         return json.loads(self.aead.decrypt(blob[:12], blob[12:], secret_id.encode()))
 
-    def create(self, req: api_pb2.SecretCreateRequest) -> api_pb2.SecretRef:
+    def create(self, workspace: str, req: api_pb2.SecretCreateRequest) -> api_pb2.SecretRef:
         name = req.name or None
         if name is not None:
             if not set(name) <= NAME_CHARS or len(name) > 64:
                 raise ObjectError(f"secret name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.'", False)
-            if self.store.secret_by_name(name) is not None and not req.force:
+            if self.store.secret_by_name(workspace, name) is not None and not req.force:
                 raise ObjectError(f"a secret named {name!r} exists already; pass --force (force=True) to replace it",
                                   False)
         for k in req.env:
             if not k or "=" in k or "\0" in k:
                 raise ObjectError(f"{k!r} is not a valid environment variable name", False)
         secret_id = new_id("st")
-        self.store.put_secret(secret_id, name, self._encrypt(secret_id, dict(req.env)), len(req.env))
+        self.store.put_secret(secret_id, workspace, name, self._encrypt(secret_id, dict(req.env)), len(req.env))
         return api_pb2.SecretRef(secret_id=secret_id, name=req.name)
 
-    def lookup(self, req: api_pb2.SecretLookupRequest) -> api_pb2.SecretRef:
-        row = self.store.secret_by_name(req.name)
+    def lookup(self, workspace: str, req: api_pb2.SecretLookupRequest) -> api_pb2.SecretRef:
+        row = self.store.secret_by_name(workspace, req.name)
         if row is None:
-            names = [n for n, _, _ in self.store.list_secrets()]
+            names = [n for n, _, _ in self.store.list_secrets(workspace)]
             raise ObjectError(f"there is no secret named {req.name!r} (there are: {', '.join(names) or 'none'}); "
                               f"create it with `ember secret create {req.name} KEY=VALUE ...`")
         secret_id, blob = row
@@ -72,18 +72,24 @@ class Secrets:
             raise ObjectError(f"secret {req.name!r} lacks the required keys {', '.join(missing)}", False)
         return api_pb2.SecretRef(secret_id=secret_id, name=req.name)
 
-    def listing(self) -> list[api_pb2.SecretInfo]:
-        return [api_pb2.SecretInfo(name=n, created_at=t, num_keys=k) for n, t, k in self.store.list_secrets()]
+    def listing(self, workspace: str) -> list[api_pb2.SecretInfo]:
+        return [api_pb2.SecretInfo(name=n, created_at=t, num_keys=k) for n, t, k in self.store.list_secrets(workspace)]
 
-    def delete(self, name: str):
-        if not self.store.delete_secret(name):
+    def delete(self, workspace: str, name: str):
+        if not self.store.delete_secret(workspace, name):
             raise ObjectError(f"there is no secret named {name!r}")
 
-    def env_for(self, secret_ids) -> dict[str, str]:
-        """The variables of these secrets, later ones winning (for a container's init)."""
+    def owned(self, workspace: str, secret_id: str):
+        """The secret exists and belongs to the workspace; else not found."""
+        row = self.store.secret_ciphertext(secret_id)
+        if row is None or row[0] != workspace:
+            raise ObjectError(f"there is no secret with id {secret_id} (it was deleted or replaced)")
+
+    def env_for(self, secret_ids, workspace: str) -> dict[str, str]:
+        """The variables of these secrets of the workspace, later ones winning (for a container's init)."""
         env = {}
         for sid in secret_ids:
-            blob = self.store.secret_ciphertext(sid)
-            if blob is not None:
-                env.update(self._decrypt(sid, blob))
+            row = self.store.secret_ciphertext(sid)
+            if row is not None and row[0] == workspace:
+                env.update(self._decrypt(sid, row[1]))
         return env

@@ -2,12 +2,16 @@
 
 A label is served by the function that took it last: a new version of a deployed app takes
 over its previous version's, a newer run of an ephemeral app (`ember serve`) its earlier run's.
+Labels of a workspace other than `main` start with its name and "--" (as Modal's URLs start
+with the workspace's), and a label held by one workspace is never taken over by another.
 """
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+
+from .auth import MAIN
 
 if TYPE_CHECKING:
     from .apps import FunctionState
@@ -23,7 +27,9 @@ class WebRoutes:
         """Serve a function's web endpoints at their labels, taking them over from any earlier app."""
         if fn.serves_web and not fn.definition.bound_params:
             for label, endpoint in web_endpoints(fn).items():
-                self._routes[label] = (fn, endpoint)
+                holder = self._routes.get(label)
+                if holder is None or holder[0].app.workspace == fn.app.workspace:
+                    self._routes[label] = (fn, endpoint)
 
     def unroute(self, fn: FunctionState):
         """Stop serving a function's endpoints (those no newer app took over)."""
@@ -36,9 +42,6 @@ class WebRoutes:
         """The running function that serves a label, and which of its class's methods."""
         fn, endpoint = self._routes.get(label, (None, ""))
         return (fn, endpoint) if fn is not None and fn.app.running else (None, "")
-
-    def labels(self) -> list[str]:
-        return sorted(self._routes)
 
     def urls(self, fn: FunctionState) -> dict[str, str]:
         """Where its endpoints are served: "" for a function's own, else by class method."""
@@ -59,5 +62,6 @@ def web_endpoints(fn: FunctionState) -> dict[str, str]:
         name = f"{fn.name}-{method}" if method else fn.name
         label = web.label or (f"{app.name}-{name}" if app.name else name)
         label = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
-        labels[label if app.deployed else f"{label}-dev"] = method
+        label = label if app.deployed else f"{label}-dev"
+        labels[label if app.workspace == MAIN else f"{app.workspace}--{label}"] = method
     return labels

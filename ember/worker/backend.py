@@ -86,6 +86,13 @@ class RuntimeBackend(abc.ABC):
         """Stop every container, as the worker exits."""
 
 
+def identity_env(sc: api_pb2.StartContainer) -> dict[str, str]:
+    """Who the container is: its id, and the credential the control plane made for it (which
+    its runtime connects with, and its code calls with)."""
+    return {"EMBER_CONTAINER_ID": sc.container_id, "EMBER_TOKEN_ID": sc.container_id,
+            "EMBER_TOKEN_SECRET": sc.credential}
+
+
 class Unavailable(Exception):
     """The backend asked for cannot run on this machine."""
 

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from .._ids import new_id
 from ..proto import api_pb2
 from . import gpus as gpu_devices
-from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend
+from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend, identity_env
 from .images import SANDBOX, LayerCache, image_config
 from .procs import describe_exit, tail_of, terminate, terminate_all
 from .volumes import VolumeCache
@@ -203,7 +203,7 @@ class ContainerBackend(RuntimeBackend):
         env.update(gpu_devices.container_env([g for g in self.gpus if g.index in set(indices)]))
         env.update(PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url, EMBER_CODE_CACHE="/tmp/.ember-code")
         if sc is not None:
-            env["EMBER_CONTAINER_ID"] = sc.container_id
+            env.update(identity_env(sc))
         else:
             env["EMBER_SPARE"] = "1"
         volumes = []
@@ -258,7 +258,7 @@ class ContainerBackend(RuntimeBackend):
             if box.proc.returncode is not None:
                 raise OSError(f"the spare {describe_exit(box.proc.returncode)}")
             box.cgroups.limit(sc.resources)  # fails if it already uses more memory than allowed
-            box.proc.stdin.write(json.dumps({"EMBER_CONTAINER_ID": sc.container_id}).encode() + b"\n")
+            box.proc.stdin.write(json.dumps(identity_env(sc)).encode() + b"\n")
             await box.proc.stdin.drain()
             box.proc.stdin.close()
             return True

@@ -3,7 +3,8 @@
 It keeps one stream open to the control plane: it registers its resources, heartbeats, runs
 the StartContainer/StopContainer commands it receives, and reports every container exit with
 its cause. When the control plane goes away it keeps its containers running and reconnects,
-telling the new control plane which containers it still runs.
+telling the new control plane which containers it still runs. It joins with a worker token; a
+control plane that refuses it (no valid token, or more resources than the token allows) ends it.
 """
 
 import asyncio
@@ -18,6 +19,8 @@ import sys
 
 import grpc
 
+from .. import exception
+from .._client.auth import Authed, read_token_file
 from .._ids import new_id
 from ..config import GRPC_OPTIONS, grpc_target, server_url
 from .._client.stream import ReconnectingStream
@@ -30,6 +33,7 @@ from .process import ProcessBackend
 log = logging.getLogger("ember.worker")
 
 HEARTBEAT = 2.0  # seconds
+REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 # The runtime backends, in order of preference: `--backend auto` runs the first available.
 BACKENDS = (ContainerBackend, ProcessBackend)
 
@@ -43,10 +47,11 @@ def _memory_mb() -> int:
 
 
 class Worker:
-    def __init__(self, server_url: str, data_dir: pathlib.Path, cpu: float, memory_mb: int, name: str,
-                 backend: str = "auto", cache_dir: pathlib.Path | None = None):
+    def __init__(self, server_url: str, token: tuple[str, str], data_dir: pathlib.Path, cpu: float, memory_mb: int,
+                 name: str, backend: str = "auto", cache_dir: pathlib.Path | None = None):
         chosen, self.why = backends.choose(backend, BACKENDS)  # why: the reason it runs without isolation
         self.server_url = server_url
+        self.token = token
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         id_file = data_dir / "worker_id"
@@ -70,6 +75,7 @@ class Worker:
         self.stopping = False
         # Exits are resent after every reconnect: the control plane ignores ones it knows.
         self.recent_exits: collections.deque = collections.deque(maxlen=1000)
+        self.refused: str | None = None  # why the control plane refused this worker, if it did
 
     def _stub(self):
         if self.stub is None:
@@ -77,14 +83,16 @@ class Worker:
         return self.stub
 
     async def run(self, stop: asyncio.Event):
+        self.stop_event = stop
         async with grpc.aio.insecure_channel(grpc_target(self.server_url), options=GRPC_OPTIONS) as channel:
-            stub = api_pb2_grpc.WorkerApiStub(channel)
-            # Any break is retried, forever: a worker outlives control-plane restarts.
+            stub = Authed(api_pb2_grpc.WorkerApiStub(channel), self.token)
+            # Any break but a refusal is retried, forever: a worker outlives control-plane restarts.
             stream = ReconnectingStream(lambda messages: stub.WorkerConnect(messages, wait_for_ready=True),
                                         self._handle, on_connect=lambda outbox: self._connected(outbox, stub),
-                                        on_disconnect=self._disconnected, retry=lambda e: True)
+                                        on_disconnect=self._disconnected, retry=lambda e: e.code() not in REFUSED)
             self.stream = stream
             session = asyncio.create_task(stream.run())
+            session.add_done_callback(lambda _: stop.set())
             beats = asyncio.create_task(self._heartbeats())
             await stop.wait()
             self.stopping = True
@@ -93,6 +101,8 @@ class Worker:
             # End the stream after what is queued, so that the control plane hears all of it.
             stream.close()
             await asyncio.wait([session], timeout=5)
+            if session.done() and not session.cancelled():
+                session.exception()  # a refusal: self.refused says it
             session.cancel()
             await self.backend.stop_all()
 
@@ -121,7 +131,9 @@ class Worker:
         self.stub = None
         for t in self.builds.values():  # the control plane fails them: it lost us
             t.cancel()
-        if error is not None and error.code() == grpc.StatusCode.UNAVAILABLE:
+        if error is not None and error.code() in REFUSED:
+            self.refused = error.details()
+        elif error is not None and error.code() == grpc.StatusCode.UNAVAILABLE:
             log.info("control plane at %s unavailable; retrying", self.server_url)
         elif error is not None:
             log.warning("stream to the control plane broke: %s", error.details())
@@ -145,6 +157,9 @@ class Worker:
         elif kind == "build_image":
             b = cmd.build_image
             self.builds[b.build_id] = asyncio.create_task(self._build(b))
+        elif kind == "shutdown":
+            log.warning("the control plane removed this worker: stopping its containers and exiting")
+            self.stop_event.set()
 
     async def _build(self, b: api_pb2.BuildImage):
         def log_fn(text: str):
@@ -201,8 +216,19 @@ def run(args) -> int:
               "(start one with `ember server`).", file=sys.stderr)
         return 2
     data_dir = pathlib.Path(args.data_dir).expanduser()
+    token_file = args.token_file or os.environ.get("EMBER_WORKER_TOKEN_FILE")
+    if not token_file:
+        print("ember worker: no worker token. Pass --token-file FILE (or set EMBER_WORKER_TOKEN_FILE) with a token "
+              "an admin made with `ember token new --worker --json > FILE`; a new `ember server` writes one to "
+              "<data-dir>/worker-token.json.", file=sys.stderr)
+        return 2
     try:
-        worker = Worker(url, data_dir, cpu=args.cpu or float(os.cpu_count() or 1),
+        token = read_token_file(token_file)
+    except exception.AuthError as e:
+        print(f"ember worker: {e}", file=sys.stderr)
+        return 2
+    try:
+        worker = Worker(url, token, data_dir, cpu=args.cpu or float(os.cpu_count() or 1),
                         memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname(),
                         backend=args.backend,
                         cache_dir=pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else None)
@@ -222,4 +248,7 @@ def run(args) -> int:
     # subprocesses use vfork and run none. The worker is not on the hot path of calls.
     asyncio.run(main())
     shutil.rmtree(data_dir / "containers", ignore_errors=True)
+    if worker.refused:
+        print(f"ember worker: the control plane at {url} refused this worker: {worker.refused}", file=sys.stderr)
+        return 1
     return 0

@@ -20,7 +20,7 @@ import uv
 
 from .._client import blobs
 from ..proto import api_pb2
-from .backend import Capabilities, Context, Exit, RuntimeBackend
+from .backend import Capabilities, Context, Exit, RuntimeBackend, identity_env
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
 from .procs import describe_exit, kill_group, tail_of, terminate, terminate_all
 
@@ -121,8 +121,10 @@ class ProcessBackend(RuntimeBackend):
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = self.root / f"{cid}.log"
         python, image_env = await self._venv(sc.image, lambda text: log.info("image: %s", text.rstrip()))
-        env = dict(os.environ, EMBER_SERVER_URL=self.server_url, EMBER_CONTAINER_ID=cid,
-                   EMBER_CODE_CACHE=str(self.code_cache), EMBER_WORKER_PID=str(os.getpid()))
+        # The worker's own environment, but never its token (a container has its own credential).
+        env = {k: v for k, v in os.environ.items() if k != "EMBER_WORKER_TOKEN_FILE"}
+        env.update(identity_env(sc), EMBER_SERVER_URL=self.server_url, EMBER_CODE_CACHE=str(self.code_cache),
+                   EMBER_WORKER_PID=str(os.getpid()))
         env.update(image_env)
         if python != sys.executable:  # a venv: Ember's runtime comes from the runtime directory
             env["PYTHONPATH"] = f"{self.runtime_dir}:{image_env['PYTHONPATH']}"

@@ -73,23 +73,23 @@ class Store(ABC):
     # older deployed version, draining its calls) or stopped.
 
     @abstractmethod
-    def create_app(self, app_id: str, name: str, deployed: bool = False):
-        """A new running app (for a deployed one, not published until deploy_app)."""
+    def create_app(self, app_id: str, workspace: str, name: str, deployed: bool = False):
+        """A new running app of a workspace (for a deployed one, not published until deploy_app)."""
 
     @abstractmethod
     def deploy_app(self, app_id: str, version: int, superseded: str | None):
         """Publish app_id as `version` of its name, now; the app it replaces, if any, is superseded."""
 
     @abstractmethod
-    def last_version(self, name: str) -> int:
-        """The highest version published under a deployed app's name, 0 if none."""
+    def last_version(self, workspace: str, name: str) -> int:
+        """The highest version published under a deployed app's name in a workspace, 0 if none."""
 
     @abstractmethod
     def deployed_at(self, app_id: str) -> float:
         """When the app was published; now, if it is not (yet) or is unknown."""
 
     @abstractmethod
-    def app_history(self, name: str) -> list[tuple[str, int, float, str, float | None]]:
+    def app_history(self, workspace: str, name: str) -> list[tuple[str, int, float, str, float | None]]:
         """Published versions of a deployed app, newest first:
         (app_id, version, deployed_at, state, stopped_at)."""
 
@@ -98,8 +98,8 @@ class Store(ABC):
         """The app is stopped, now."""
 
     @abstractmethod
-    def running_apps(self) -> list[tuple[str, str, int, int, str]]:
-        """Apps running or superseded: (app_id, name, deployed 0/1, version, state)."""
+    def running_apps(self) -> list[tuple[str, str, str, int, int, str]]:
+        """Apps running or superseded: (app_id, workspace, name, deployed 0/1, version, state)."""
 
     @abstractmethod
     def create_function(self, function_id: str, app_id: str, definition: api_pb2.FunctionDefinition):
@@ -110,12 +110,12 @@ class Store(ABC):
         """Functions of apps running or superseded: (function_id, app_id, definition)."""
 
     @abstractmethod
-    def function_origin(self, function_id: str) -> tuple[str, str] | None:
-        """(app name, function name) of a function of a deployed app, even a stopped one."""
+    def function_origin(self, function_id: str) -> tuple[str, str, str] | None:
+        """(workspace, app name, function name) of a function of a deployed app, even a stopped one."""
 
     @abstractmethod
-    def function(self, function_id: str) -> tuple[str, api_pb2.FunctionDefinition] | None:
-        """(app_id, definition) of any function, None if unknown."""
+    def function(self, function_id: str) -> tuple[str, str, api_pb2.FunctionDefinition] | None:
+        """(app_id, workspace, definition) of any function, None if unknown."""
 
     # ---- calls, inputs and outputs
     # A call has inputs numbered by idx, and outputs numbered by seq in the order they came.
@@ -179,20 +179,27 @@ class Store(ABC):
     # ---- workers and containers
 
     @abstractmethod
-    def upsert_worker(self, r: api_pb2.WorkerRegister):
-        """A worker registered (again: its boot, name and resources replace the old ones), seen now."""
+    def upsert_worker(self, r: api_pb2.WorkerRegister, token_id: str):
+        """A worker registered (again: its boot, name and resources replace the old ones) with a
+        worker token, seen now."""
 
     @abstractmethod
-    def create_container(self, container_id: str, function_id: str, worker_id: str, boot_id: str):
-        """A container is starting for a function on a worker (in that worker's boot)."""
+    def worker_token(self, worker_id: str) -> str | None:
+        """The id of the token the worker last registered with; None for a worker never seen."""
+
+    @abstractmethod
+    def create_container(self, container_id: str, function_id: str, worker_id: str, boot_id: str,
+                         credential_hash: str):
+        """A container is starting for a function on a worker (in that worker's boot), with the
+        hash of its credential."""
 
     @abstractmethod
     def container_exited(self, container_id: str, reason: str):
         """The container is gone, now, for reason."""
 
     @abstractmethod
-    def live_containers(self) -> list[tuple[str, str, str, str]]:
-        """Containers not exited: (container_id, function_id, worker_id, boot_id)."""
+    def live_containers(self) -> list[tuple[str, str, str, str, str]]:
+        """Containers not exited: (container_id, function_id, worker_id, boot_id, credential_hash)."""
 
     # ---- image layers
 
@@ -204,37 +211,65 @@ class Store(ABC):
     def layers(self) -> dict[str, str]:
         """Every layer: layer_id -> blob_id."""
 
-    # ---- secrets (the store holds only ciphertext)
+    # ---- workspaces and tokens (a token is kept as the hash of its secret)
 
     @abstractmethod
-    def put_secret(self, secret_id: str, name: str | None, ciphertext: bytes, num_keys: int):
+    def workspaces(self) -> list[tuple[str, float, int | None, float | None, int | None, int | None]]:
+        """Every workspace by name: (name, created_at, max_containers, max_cpu, max_memory_mb, max_gpus)."""
+
+    @abstractmethod
+    def create_workspace(self, name: str):
+        """A new workspace, without quotas."""
+
+    @abstractmethod
+    def set_workspace_limits(self, name: str, max_containers: int | None, max_cpu: float | None,
+                             max_memory_mb: int | None, max_gpus: int | None):
+        """A workspace's quotas (None: no limit)."""
+
+    @abstractmethod
+    def tokens(self) -> list[tuple]:
+        """Every token, oldest first: (token_id, secret_hash, role, workspace, name, created_at,
+        expires_at, revoked_at, max_cpu, max_memory_mb)."""
+
+    @abstractmethod
+    def add_token(self, row: tuple):
+        """A new token, as a row in the order tokens() gives."""
+
+    @abstractmethod
+    def revoke_token(self, token_id: str, when: float):
+        """The token is refused from `when` on."""
+
+    # ---- secrets (the store holds only ciphertext), named uniquely per workspace
+
+    @abstractmethod
+    def put_secret(self, secret_id: str, workspace: str, name: str | None, ciphertext: bytes, num_keys: int):
         """A secret; a named one replaces any other of that name. name is None for an anonymous one."""
 
     @abstractmethod
-    def secret_by_name(self, name: str) -> tuple[str, bytes] | None:
+    def secret_by_name(self, workspace: str, name: str) -> tuple[str, bytes] | None:
         """(secret_id, ciphertext) of the secret named name."""
 
     @abstractmethod
-    def secret_ciphertext(self, secret_id: str) -> bytes | None:
-        """The ciphertext of any secret, named or not."""
+    def secret_ciphertext(self, secret_id: str) -> tuple[str, bytes] | None:
+        """(workspace, ciphertext) of any secret, named or not."""
 
     @abstractmethod
-    def list_secrets(self) -> list[tuple[str, float, int]]:
+    def list_secrets(self, workspace: str) -> list[tuple[str, float, int]]:
         """Named secrets by name: (name, created_at, num_keys)."""
 
     @abstractmethod
-    def delete_secret(self, name: str) -> bool:
+    def delete_secret(self, workspace: str, name: str) -> bool:
         """Delete the secret named name; whether there was one."""
 
     # ---- proxy tokens (of web endpoints that require them)
 
     @abstractmethod
-    def proxy_tokens(self) -> list[tuple[str, str, float]]:
-        """Every token, oldest first: (token_id, secret_hash, created_at)."""
+    def proxy_tokens(self) -> list[tuple[str, str, str, float]]:
+        """Every token, oldest first: (token_id, workspace, secret_hash, created_at)."""
 
     @abstractmethod
-    def add_proxy_token(self, token_id: str, secret_hash: str, created_at: float):
-        """A new token, kept as the hash of its secret."""
+    def add_proxy_token(self, token_id: str, workspace: str, secret_hash: str, created_at: float):
+        """A new token of a workspace, kept as the hash of its secret."""
 
     @abstractmethod
     def delete_proxy_token(self, token_id: str):
@@ -243,29 +278,30 @@ class Store(ABC):
     # ---- schedules: the last tick that made a call, per function of a deployed app's name
 
     @abstractmethod
-    def schedule_runs(self) -> dict[tuple[str, str], float]:
-        """(app name, function name) -> unix time of its last scheduled run."""
+    def schedule_runs(self) -> dict[tuple[str, str, str], float]:
+        """(workspace, app name, function name) -> unix time of its last scheduled run."""
 
     @abstractmethod
-    def set_schedule_run(self, app_name: str, function_name: str, when: float):
+    def set_schedule_run(self, workspace: str, app_name: str, function_name: str, when: float):
         """The function's schedule last ran at `when`."""
 
-    # ---- objects: dicts, queues and volumes, named (unique per kind) or ephemeral (name None)
+    # ---- objects: dicts, queues and volumes of a workspace, named (unique per kind in it) or
+    # ephemeral (name None)
 
     @abstractmethod
-    def create_object(self, object_id: str, kind: str, name: str | None):
+    def create_object(self, object_id: str, workspace: str, kind: str, name: str | None):
         """A new object of kind dict, queue or volume."""
 
     @abstractmethod
-    def find_object(self, kind: str, name: str) -> str | None:
+    def find_object(self, workspace: str, kind: str, name: str) -> str | None:
         """The object_id of the object of that kind and name."""
 
     @abstractmethod
-    def object_kind(self, object_id: str) -> str | None:
-        """The kind of an object, None if unknown."""
+    def object_owner(self, object_id: str) -> tuple[str, str] | None:
+        """(workspace, kind) of an object, None if unknown."""
 
     @abstractmethod
-    def list_objects(self, kind: str) -> list[tuple[str, str, float, int]]:
+    def list_objects(self, workspace: str, kind: str) -> list[tuple[str, str, float, int]]:
         """Named objects of a kind by name: (name, object_id, created_at, size), size being its
         number of entries, items or files."""
 

@@ -13,6 +13,9 @@ from ...proto import api_pb2
 from . import Store
 from .migrate import migrate
 
+TOKEN_COLUMNS = ("token_id, secret_hash, role, workspace, name, created_at, expires_at, revoked_at, max_cpu, "
+                 "max_memory_mb")
+
 
 class _Connection:
     """The database, and the group commit every write joins."""
@@ -83,11 +86,11 @@ class _Runs(_Connection):
 
     # ---- apps and functions
 
-    def create_app(self, app_id: str, name: str, deployed: bool = False):
+    def create_app(self, app_id: str, workspace: str, name: str, deployed: bool = False):
         self._write()
         self.db.execute(
-            "INSERT INTO apps (app_id, name, state, created_at, deployed) VALUES (?, ?, 'running', ?, ?)",
-            (app_id, name, time.time(), int(deployed)),
+            "INSERT INTO apps (app_id, workspace, name, state, created_at, deployed) VALUES (?, ?, ?, 'running', ?, ?)",
+            (app_id, workspace, name, time.time(), int(deployed)),
         )
 
     def deploy_app(self, app_id: str, version: int, superseded: str | None):
@@ -96,18 +99,18 @@ class _Runs(_Connection):
         if superseded:
             self.db.execute("UPDATE apps SET state='superseded' WHERE app_id=?", (superseded,))
 
-    def last_version(self, name: str) -> int:
-        return self.db.execute("SELECT COALESCE(MAX(version), 0) FROM apps WHERE name=? AND deployed=1",
-                               (name,)).fetchone()[0]
+    def last_version(self, workspace: str, name: str) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(version), 0) FROM apps WHERE workspace=? AND name=? "
+                               "AND deployed=1", (workspace, name)).fetchone()[0]
 
     def deployed_at(self, app_id: str) -> float:
         row = self.db.execute("SELECT deployed_at FROM apps WHERE app_id=?", (app_id,)).fetchone()
         return (row[0] if row else None) or time.time()
 
-    def app_history(self, name: str):
+    def app_history(self, workspace: str, name: str):
         return self.db.execute(
-            "SELECT app_id, version, deployed_at, state, stopped_at FROM apps WHERE name=? AND deployed=1 "
-            "AND version>0 ORDER BY version DESC", (name,)).fetchall()
+            "SELECT app_id, version, deployed_at, state, stopped_at FROM apps WHERE workspace=? AND name=? "
+            "AND deployed=1 AND version>0 ORDER BY version DESC", (workspace, name)).fetchall()
 
     def stop_app(self, app_id: str):
         self._write()
@@ -115,8 +118,8 @@ class _Runs(_Connection):
             "UPDATE apps SET state='stopped', stopped_at=? WHERE app_id=?", (time.time(), app_id)
         )
 
-    def running_apps(self) -> list[tuple[str, str, int, int, str]]:
-        return self.db.execute("SELECT app_id, name, deployed, version, state FROM apps "
+    def running_apps(self) -> list[tuple[str, str, str, int, int, str]]:
+        return self.db.execute("SELECT app_id, workspace, name, deployed, version, state FROM apps "
                                "WHERE state IN ('running', 'superseded')").fetchall()
 
     def create_function(self, function_id: str, app_id: str, definition: api_pb2.FunctionDefinition):
@@ -133,16 +136,17 @@ class _Runs(_Connection):
         ).fetchall()
         return [(fid, aid, api_pb2.FunctionDefinition.FromString(d)) for fid, aid, d in rows]
 
-    def function_origin(self, function_id: str) -> tuple[str, str] | None:
-        row = self.db.execute("SELECT a.name, f.definition FROM functions f JOIN apps a ON a.app_id=f.app_id "
-                              "WHERE f.function_id=? AND a.deployed=1", (function_id,)).fetchone()
-        return None if row is None else (row[0], api_pb2.FunctionDefinition.FromString(row[1]).name)
+    def function_origin(self, function_id: str) -> tuple[str, str, str] | None:
+        row = self.db.execute("SELECT a.workspace, a.name, f.definition FROM functions f "
+                              "JOIN apps a ON a.app_id=f.app_id WHERE f.function_id=? AND a.deployed=1",
+                              (function_id,)).fetchone()
+        return None if row is None else (row[0], row[1], api_pb2.FunctionDefinition.FromString(row[2]).name)
 
     def function(self, function_id: str):
         row = self.db.execute(
-            "SELECT app_id, definition FROM functions WHERE function_id=?", (function_id,)
-        ).fetchone()
-        return None if row is None else (row[0], api_pb2.FunctionDefinition.FromString(row[1]))
+            "SELECT f.app_id, a.workspace, f.definition FROM functions f JOIN apps a ON a.app_id=f.app_id "
+            "WHERE f.function_id=?", (function_id,)).fetchone()
+        return None if row is None else (row[0], row[1], api_pb2.FunctionDefinition.FromString(row[2]))
 
     # ---- calls, inputs and outputs
 
@@ -230,21 +234,27 @@ class _Runs(_Connection):
 
     # ---- workers and containers
 
-    def upsert_worker(self, r: api_pb2.WorkerRegister):
+    def upsert_worker(self, r: api_pb2.WorkerRegister, token_id: str):
         self._write()
         self.db.execute(
-            "INSERT INTO workers (worker_id, boot_id, name, cpu, memory_mb, last_seen) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(worker_id) DO UPDATE SET boot_id=excluded.boot_id, "
-            "name=excluded.name, cpu=excluded.cpu, memory_mb=excluded.memory_mb, last_seen=excluded.last_seen",
-            (r.worker_id, r.boot_id, r.name, r.cpu, r.memory_mb, time.time()),
+            "INSERT INTO workers (worker_id, boot_id, name, cpu, memory_mb, last_seen, token_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(worker_id) DO UPDATE SET boot_id=excluded.boot_id, "
+            "name=excluded.name, cpu=excluded.cpu, memory_mb=excluded.memory_mb, last_seen=excluded.last_seen, "
+            "token_id=excluded.token_id",
+            (r.worker_id, r.boot_id, r.name, r.cpu, r.memory_mb, time.time(), token_id),
         )
 
-    def create_container(self, container_id: str, function_id: str, worker_id: str, boot_id: str):
+    def worker_token(self, worker_id: str) -> str | None:
+        row = self.db.execute("SELECT token_id FROM workers WHERE worker_id=?", (worker_id,)).fetchone()
+        return row[0] if row else None
+
+    def create_container(self, container_id: str, function_id: str, worker_id: str, boot_id: str,
+                         credential_hash: str):
         self._write()
         self.db.execute(
-            "INSERT INTO containers (container_id, function_id, worker_id, boot_id, state, created_at) "
-            "VALUES (?, ?, ?, ?, 'starting', ?)",
-            (container_id, function_id, worker_id, boot_id, time.time()),
+            "INSERT INTO containers (container_id, function_id, worker_id, boot_id, state, created_at, "
+            "credential_hash) VALUES (?, ?, ?, ?, 'starting', ?, ?)",
+            (container_id, function_id, worker_id, boot_id, time.time(), credential_hash),
         )
 
     def container_exited(self, container_id: str, reason: str):
@@ -256,7 +266,8 @@ class _Runs(_Connection):
 
     def live_containers(self):
         return self.db.execute(
-            "SELECT container_id, function_id, worker_id, boot_id FROM containers WHERE state!='exited'"
+            "SELECT container_id, function_id, worker_id, boot_id, credential_hash FROM containers "
+            "WHERE state!='exited'"
         ).fetchall()
 
 
@@ -276,39 +287,66 @@ class SqliteStore(_Runs, Store):
 
     # ---- secrets
 
-    def put_secret(self, secret_id: str, name: str | None, ciphertext: bytes, num_keys: int):
+    def put_secret(self, secret_id: str, workspace: str, name: str | None, ciphertext: bytes, num_keys: int):
         self._write()
         if name is not None:
-            self.db.execute("DELETE FROM secrets WHERE name=?", (name,))
-        self.db.execute("INSERT INTO secrets (secret_id, name, ciphertext, num_keys, created_at) "
-                        "VALUES (?, ?, ?, ?, ?)", (secret_id, name, ciphertext, num_keys, time.time()))
+            self.db.execute("DELETE FROM secrets WHERE workspace=? AND name=?", (workspace, name))
+        self.db.execute("INSERT INTO secrets (secret_id, workspace, name, ciphertext, num_keys, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (secret_id, workspace, name, ciphertext, num_keys, time.time()))
 
-    def secret_by_name(self, name: str) -> tuple[str, bytes] | None:
-        return self.db.execute("SELECT secret_id, ciphertext FROM secrets WHERE name=?", (name,)).fetchone()
+    def secret_by_name(self, workspace: str, name: str) -> tuple[str, bytes] | None:
+        return self.db.execute("SELECT secret_id, ciphertext FROM secrets WHERE workspace=? AND name=?",
+                               (workspace, name)).fetchone()
 
-    def secret_ciphertext(self, secret_id: str) -> bytes | None:
-        row = self.db.execute("SELECT ciphertext FROM secrets WHERE secret_id=?", (secret_id,)).fetchone()
-        return row[0] if row else None
+    def secret_ciphertext(self, secret_id: str) -> tuple[str, bytes] | None:
+        return self.db.execute("SELECT workspace, ciphertext FROM secrets WHERE secret_id=?", (secret_id,)).fetchone()
 
-    def list_secrets(self):
-        return self.db.execute("SELECT name, created_at, num_keys FROM secrets WHERE name IS NOT NULL "
-                               "ORDER BY name").fetchall()
+    def list_secrets(self, workspace: str):
+        return self.db.execute("SELECT name, created_at, num_keys FROM secrets WHERE workspace=? "
+                               "AND name IS NOT NULL ORDER BY name", (workspace,)).fetchall()
 
-    def delete_secret(self, name: str) -> bool:
+    def delete_secret(self, workspace: str, name: str) -> bool:
         self._write()
         before = self.db.total_changes
-        self.db.execute("DELETE FROM secrets WHERE name=?", (name,))
+        self.db.execute("DELETE FROM secrets WHERE workspace=? AND name=?", (workspace, name))
         return self.db.total_changes > before
+
+    # ---- workspaces and tokens
+
+    def workspaces(self):
+        return self.db.execute("SELECT name, created_at, max_containers, max_cpu, max_memory_mb, max_gpus "
+                               "FROM workspaces ORDER BY name").fetchall()
+
+    def create_workspace(self, name: str):
+        self._write()
+        self.db.execute("INSERT INTO workspaces (name, created_at) VALUES (?, ?)", (name, time.time()))
+
+    def set_workspace_limits(self, name: str, max_containers, max_cpu, max_memory_mb, max_gpus):
+        self._write()
+        self.db.execute("UPDATE workspaces SET max_containers=?, max_cpu=?, max_memory_mb=?, max_gpus=? WHERE name=?",
+                        (max_containers, max_cpu, max_memory_mb, max_gpus, name))
+
+    def tokens(self):
+        return self.db.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at").fetchall()
+
+    def add_token(self, row: tuple):
+        self._write()
+        self.db.execute(f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
+
+    def revoke_token(self, token_id: str, when: float):
+        self._write()
+        self.db.execute("UPDATE tokens SET revoked_at=? WHERE token_id=?", (when, token_id))
 
     # ---- proxy tokens
 
-    def proxy_tokens(self) -> list[tuple[str, str, float]]:
-        return self.db.execute("SELECT token_id, secret_hash, created_at FROM proxy_tokens "
+    def proxy_tokens(self) -> list[tuple[str, str, str, float]]:
+        return self.db.execute("SELECT token_id, workspace, secret_hash, created_at FROM proxy_tokens "
                                "ORDER BY created_at").fetchall()
 
-    def add_proxy_token(self, token_id: str, secret_hash: str, created_at: float):
+    def add_proxy_token(self, token_id: str, workspace: str, secret_hash: str, created_at: float):
         self._write()
-        self.db.execute("INSERT INTO proxy_tokens VALUES (?, ?, ?)", (token_id, secret_hash, created_at))
+        self.db.execute("INSERT INTO proxy_tokens (token_id, workspace, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+                        (token_id, workspace, secret_hash, created_at))
 
     def delete_proxy_token(self, token_id: str):
         self._write()
@@ -316,35 +354,37 @@ class SqliteStore(_Runs, Store):
 
     # ---- schedules
 
-    def schedule_runs(self) -> dict[tuple[str, str], float]:
-        return {(a, f): t for a, f, t in self.db.execute("SELECT app_name, function_name, last_run FROM schedule_runs")}
+    def schedule_runs(self) -> dict[tuple[str, str, str], float]:
+        return {(w, a, f): t for w, a, f, t in self.db.execute(
+            "SELECT workspace, app_name, function_name, last_run FROM schedule_runs")}
 
-    def set_schedule_run(self, app_name: str, function_name: str, when: float):
+    def set_schedule_run(self, workspace: str, app_name: str, function_name: str, when: float):
         self._write()
-        self.db.execute("INSERT OR REPLACE INTO schedule_runs (app_name, function_name, last_run) VALUES (?, ?, ?)",
-                        (app_name, function_name, when))
+        self.db.execute("INSERT OR REPLACE INTO schedule_runs (workspace, app_name, function_name, last_run) "
+                        "VALUES (?, ?, ?, ?)", (workspace, app_name, function_name, when))
 
     # ---- objects
 
-    def create_object(self, object_id: str, kind: str, name: str | None):
+    def create_object(self, object_id: str, workspace: str, kind: str, name: str | None):
         self._write()
-        self.db.execute("INSERT INTO objects (object_id, kind, name, created_at) VALUES (?, ?, ?, ?)",
-                        (object_id, kind, name, time.time()))
+        self.db.execute("INSERT INTO objects (object_id, workspace, kind, name, created_at) VALUES (?, ?, ?, ?, ?)",
+                        (object_id, workspace, kind, name, time.time()))
 
-    def find_object(self, kind: str, name: str) -> str | None:
-        row = self.db.execute("SELECT object_id FROM objects WHERE kind=? AND name=?", (kind, name)).fetchone()
+    def find_object(self, workspace: str, kind: str, name: str) -> str | None:
+        row = self.db.execute("SELECT object_id FROM objects WHERE workspace=? AND kind=? AND name=?",
+                              (workspace, kind, name)).fetchone()
         return row[0] if row else None
 
-    def object_kind(self, object_id: str) -> str | None:
-        row = self.db.execute("SELECT kind FROM objects WHERE object_id=?", (object_id,)).fetchone()
-        return row[0] if row else None
+    def object_owner(self, object_id: str) -> tuple[str, str] | None:
+        return self.db.execute("SELECT workspace, kind FROM objects WHERE object_id=?", (object_id,)).fetchone()
 
-    def list_objects(self, kind: str):
+    def list_objects(self, workspace: str, kind: str):
         table, col = {"dict": ("dict_entries", "dict_id"), "queue": ("queue_items", "queue_id"),
                       "volume": ("volume_files", "volume_id")}[kind]
         return self.db.execute(
             f"SELECT name, object_id, created_at, (SELECT COUNT(*) FROM {table} WHERE {col}=object_id) "
-            "FROM objects WHERE kind=? AND name IS NOT NULL ORDER BY name", (kind,)).fetchall()
+            "FROM objects WHERE workspace=? AND kind=? AND name IS NOT NULL ORDER BY name",
+            (workspace, kind)).fetchall()
 
     def delete_object(self, object_id: str):
         self._write()

@@ -1,0 +1,145 @@
+"""`ember token|workspace|worker ...`: who may use the cluster, and the machines it runs on.
+
+Tokens for people and programs (`ember token new`), workspaces and their quotas (admin), and
+the workers that have joined (`ember worker list|drain|remove`, admin).
+"""
+
+import datetime
+import json
+import re
+import sys
+
+from .._client.client import Client
+from ..exception import InvalidError
+from ..proto import api_pb2
+
+Role = api_pb2.TokenCreateRequest.Role
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+WORKER_ACTIONS = ("list", "drain", "remove")
+
+
+def duration(text: str) -> float:
+    """Seconds in '90', '90s', '30m', '12h', '7d' or '2w'."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if m is None:
+        raise InvalidError(f"{text!r} is not a duration: write a number with s, m, h, d or w (e.g. 12h, 30d)")
+    return float(m.group(1)) * UNITS[m.group(2) or "s"]
+
+
+def memory_mb(text: str) -> int:
+    """MiB in '512', '512M', '4G' or '1T'."""
+    m = re.fullmatch(r"\s*(\d+)\s*([MGT]?)i?B?\s*", text, re.IGNORECASE)
+    if m is None:
+        raise InvalidError(f"{text!r} is not an amount of memory: write MiB, or a number with M, G or T (e.g. 8G)")
+    return int(m.group(1)) * {"": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[m.group(2).upper()]
+
+
+def add_parsers(sub):
+    p = sub.add_parser("token", help="manage API tokens (who may call the cluster)")
+    cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    new = cmds.add_parser("new", help="make a token; its secret is shown only now")
+    new.add_argument("--workspace", help="its workspace (default: yours; another needs an admin token)")
+    new.add_argument("--name", default="", help="what it is for")
+    new.add_argument("--expires-in", type=duration, default=0, help="e.g. 12h or 30d (default: never)")
+    role = new.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_true", help="an admin token: manages workspaces and tokens")
+    role.add_argument("--worker", action="store_true", help="a worker token, for `ember worker --token-file`")
+    new.add_argument("--max-cpu", type=float, default=0, help="a worker token: the most CPU a worker may offer")
+    new.add_argument("--max-memory", type=memory_mb, default=0,
+                     help="a worker token: the most memory a worker may offer (MiB, or e.g. 64G)")
+    new.add_argument("--json", action="store_true", help="print {token_id, token_secret} as JSON (for a file)")
+    cmds.add_parser("list", help="list the tokens you may see (never their secrets)")
+    cmds.add_parser("revoke", help="revoke a token: requests with it are refused").add_argument("token_id")
+
+    p = sub.add_parser("workspace", help="manage workspaces and their quotas (admin)")
+    cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cmds.add_parser("create", help="create a workspace").add_argument("name")
+    cmds.add_parser("list", help="list the workspaces")
+    quota = cmds.add_parser("set", help="set a workspace's quotas (0 removes one); work beyond them waits")
+    quota.add_argument("name")
+    quota.add_argument("--max-containers", type=int)
+    quota.add_argument("--max-cpu", type=float)
+    quota.add_argument("--max-memory", type=memory_mb, help="MiB, or e.g. 64G")
+    quota.add_argument("--max-gpus", type=int)
+
+
+def _date(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+
+def run(args) -> int:
+    client = Client.from_env()
+    rpc = lambda name, req: client.run(client.rpc(name, req))  # noqa: E731
+    if args.command == "token":
+        return _token(args, rpc)
+    if args.command == "workspace":
+        return _workspace(args, rpc)
+    return _worker(args, rpc)
+
+
+def _token(args, rpc) -> int:
+    if args.action == "new":
+        role = Role.ROLE_ADMIN if args.admin else Role.ROLE_WORKER if args.worker else Role.ROLE_WORKSPACE
+        resp = rpc("TokenCreate", api_pb2.TokenCreateRequest(
+            role=role, workspace=args.workspace or "", name=args.name, expires_in=args.expires_in,
+            max_cpu=args.max_cpu, max_memory_mb=args.max_memory))
+        if args.json:
+            print(json.dumps({"token_id": resp.token.token_id, "token_secret": resp.token_secret}))
+        else:
+            print(f"token_id: {resp.token.token_id}\ntoken_secret: {resp.token_secret}")
+            where = f"workspace {resp.token.workspace}" if resp.token.workspace else "workers"
+            print(f"a {Role.Name(role).removeprefix('ROLE_').lower()} token of {where}; the secret is not shown "
+                  "again (use it as EMBER_TOKEN_ID and EMBER_TOKEN_SECRET, or `ember token set`)", file=sys.stderr)
+    elif args.action == "list":
+        tokens = rpc("TokenList", api_pb2.Empty()).tokens
+        for t in tokens:
+            state = "revoked" if t.revoked_at else f"expires {_date(t.expires_at)}" if t.expires_at else "active"
+            print(f"{t.token_id}\t{Role.Name(t.role).removeprefix('ROLE_').lower()}\t{t.workspace or '-'}\t"
+                  f"{t.name or '-'}\tcreated {_date(t.created_at)}\t{state}")
+    else:
+        rpc("TokenRevoke", api_pb2.TokenInfo(token_id=args.token_id))
+        print(f"revoked token {args.token_id}")
+    return 0
+
+
+def _workspace(args, rpc) -> int:
+    if args.action == "create":
+        rpc("WorkspaceCreate", api_pb2.WorkspaceRequest(name=args.name))
+        print(f"created workspace {args.name}; make it a token with `ember token new --workspace {args.name}`")
+    elif args.action == "list":
+        for w in rpc("WorkspaceList", api_pb2.Empty()).workspaces:
+            print(f"{w.name}\tcreated {_date(w.created_at)}\t{_quotas(w)}")
+    else:
+        # 0 on the command line removes a quota: sent as -1 (0 in the message keeps it).
+        def arg(value):
+            return None if value is None else value if value > 0 else -1
+        w = rpc("WorkspaceSet", api_pb2.WorkspaceRequest(
+            name=args.name, max_containers=arg(args.max_containers), max_cpu=arg(args.max_cpu),
+            max_memory_mb=arg(args.max_memory), max_gpus=arg(args.max_gpus)))
+        print(f"{w.name}: {_quotas(w)}")
+    return 0
+
+
+def _quotas(w: api_pb2.WorkspaceInfo) -> str:
+    parts = [f"{label} {value:g}{unit}" for label, value, unit in (
+        ("containers", w.max_containers, ""), ("CPU", w.max_cpu, ""), ("memory", w.max_memory_mb, " MiB"),
+        ("GPUs", w.max_gpus, "")) if value]
+    return "quotas: " + (", ".join(parts) if parts else "none")
+
+
+def _worker(args, rpc) -> int:
+    if args.action == "list":
+        workers = rpc("WorkerList", api_pb2.Empty()).workers
+        for w in workers:
+            state = "draining" if w.draining else "connected" if w.connected else "disconnected"
+            print(f"{w.name}\t{w.cpu:g} CPU\t{w.memory_mb} MiB\t{len(w.gpus)} GPUs\t{w.num_containers} containers\t"
+                  f"{state}")
+        if not workers:
+            print("no workers", file=sys.stderr)
+        return 0
+    if not args.target:
+        raise InvalidError(f"`ember worker {args.action}` needs a worker's name (see `ember worker list`)")
+    rpc("WorkerDrain" if args.action == "drain" else "WorkerRemove", api_pb2.WorkerRef(name=args.target))
+    print(f"worker {args.target}: " + ("draining: it finishes what it runs and takes nothing new"
+                                       if args.action == "drain" else "removed"))
+    return 0
