@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
                                           "(behind a proxy, say)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
+    server.add_argument("--tls", choices=("auto",),
+                        help="serve TLS (gRPC and the HTTP gateway) with a CA and certificate made once and kept in "
+                             "the data dir; it prints the CA file clients trust (EMBER_CA_CERT)")
+    server.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
+    server.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    server.add_argument("--insecure", action="store_true",
+                        help="allow listening beyond loopback without TLS (it is refused otherwise)")
 
     worker = sub.add_parser("worker", help="run a worker that starts containers")
     worker.add_argument("--server", help="control plane URL (default: $EMBER_SERVER_URL)")
@@ -62,8 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: $EMBER_CACHE_DIR, else the data dir)")
     from .apps import add_parsers as add_app_parsers
     from .objects import add_parsers as add_object_parsers
+    from .profile import add_parsers as add_profile_parsers
     add_app_parsers(sub)
     add_object_parsers(sub)
+    add_profile_parsers(sub)
     return p
 
 
@@ -99,6 +108,12 @@ def _run(parser, args) -> int:
     if args.command == "app":
         from .apps import run as run_apps
         return run_apps(args)
+    if args.command == "token" and args.action == "set":  # writes the config file: no server involved
+        from .profile import run_token_set
+        return run_token_set(args)
+    if args.command == "profile":
+        from .profile import run as run_profile
+        return run_profile(args)
     if args.command in ("dict", "queue", "secret", "token", "volume"):
         from .objects import run as run_objects
         return run_objects(args)

@@ -68,6 +68,8 @@ def add_parsers(sub):
     cmds.add_parser("create", help="create a token; its secret is shown only now")
     cmds.add_parser("list", help="list the tokens (keys only)")
     cmds.add_parser("delete", help="delete a token: requests with it are refused").add_argument("key")
+    from .profile import add_token_set_parser  # `token set`: a profile's token, no server needed (profile.py)
+    add_token_set_parser(cmds)
 
 
 def _date(t: float) -> str:
