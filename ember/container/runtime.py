@@ -92,7 +92,7 @@ class Runtime:
     # ------------------------------------------------------------------ I/O thread
 
     async def _connect_loop(self):
-        channel = grpc.aio.insecure_channel(config.grpc_target(self.server_url), options=config.GRPC_OPTIONS)
+        channel = config.open_channel(self.server_url)
         self.stub = api_pb2_grpc.ContainerApiStub(channel)
         try:
             await self.stream.run()
