@@ -196,6 +196,10 @@ def open_channel(url: str) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem()), options=options)
 
 
+# OpenSSL's verify codes for a certificate that is trusted but names another host.
+X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH = 62, 64
+
+
 def tls_problem(url: str, timeout: float = 3.0) -> str | None:
     """Why a TLS mismatch keeps `url` from connecting, as a message with the fix; None if it is
     not that (or the server cannot be reached at all). A blocking probe: for after a failure."""
@@ -221,6 +225,10 @@ def tls_problem(url: str, timeout: float = 3.0) -> str | None:
         try:
             ctx.wrap_socket(sock, server_hostname=host).close()
         except ssl.SSLCertVerificationError as e:
+            if e.verify_code in (X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH):
+                return (f"the server's certificate at {host}:{port} is not valid for the name {host!r} "
+                        f"({e.verify_message}): connect by a name it holds, or give the server a certificate for "
+                        f"{host} (`ember server --tls auto` names the hosts it listens on)")
             where = ca_cert_path()
             trusted = f"the CA certificate {where}" if where else "the system's CA certificates"
             return (f"the server's certificate at {host}:{port} is not trusted ({e.verify_message}; checked "

@@ -25,6 +25,8 @@ sys.path.insert(0, str(APPS))
 # Image layers (a Debian base takes a minute to build) are shared by every test's workers,
 # and kept between runs; tests that need a cold cache give their worker its own.
 os.environ.setdefault("EMBER_CACHE_DIR", str(ROOT / ".cache" / "tests"))
+# Never the developer's own profiles (~/.ember.toml): they could point tests at a real server.
+os.environ["EMBER_CONFIG_PATH"] = os.devnull
 
 
 def free_port() -> int:

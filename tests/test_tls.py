@@ -81,7 +81,7 @@ def test_a_wrong_ca_is_refused_naming_the_cause_and_the_fix(tls_cluster, tmp_pat
 
 
 def test_no_ca_at_all_is_not_trusted_either(tls_cluster):
-    out = run_py(CONNECT, client_env(tls_cluster.url) | {"EMBER_CONFIG_PATH": os.devnull})
+    out = run_py(CONNECT, client_env(tls_cluster.url))  # conftest: no profile gives a CA either
     assert out.returncode != 0 and "is not trusted" in out.stderr and "system's CA certificates" in out.stderr
 
 
