@@ -2,6 +2,7 @@
 
     python bench/core.py                      # installs Ray into bench/.venv-ray the first time
     python bench/core.py --against REV        # also this same benchmark on an earlier commit
+    python bench/core.py --tls                # Ember over TLS (`ember server --tls auto`, https with its CA)
 
 Measures, with warm containers/workers:
   - the round trip of one .remote() call: median of 200 after warm-up;
@@ -45,13 +46,22 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-def start_cluster(tmp: pathlib.Path, backend: str = "auto"):
+def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False):
     port = free_port()
-    url = f"127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}" if tls else f"127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "ember.cli.main"]
     log = open(tmp / "cluster.log", "ab")
-    server = subprocess.Popen(cmd + ["server", "--port", str(port), "--data-dir", str(tmp / "server")],
-                              stdout=log, stderr=log)
+    server = subprocess.Popen(cmd + ["server", "--port", str(port), "--data-dir", str(tmp / "server")]
+                              + (["--tls", "auto"] if tls else []), stdout=log, stderr=log)
+    if tls:
+        # The worker and this client trust the CA the server makes; the worker reads it as it starts.
+        ca = tmp / "server" / "tls" / "ca.pem"
+        deadline = time.monotonic() + 30
+        while not ca.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the control plane did not make its CA; see {tmp / 'cluster.log'}")
+            time.sleep(0.05)
+        os.environ["EMBER_CA_CERT"] = str(ca)
     # Image layers are kept between runs (a Debian base takes a minute to build).
     cache = os.environ.get("EMBER_CACHE_DIR") or str(HERE / ".cache")
     worker = subprocess.Popen(cmd + ["worker", "--server", url, "--data-dir", str(tmp / "worker"), "--cache-dir", cache,
@@ -61,12 +71,12 @@ def start_cluster(tmp: pathlib.Path, backend: str = "auto"):
     return server, worker
 
 
-def bench_ember(n_map: int, n_spawn: int, backend: str) -> dict:
+def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False) -> dict:
     import core_app
     from core_app import app
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-"))
-    server, worker = start_cluster(tmp, backend)
+    server, worker = start_cluster(tmp, backend, tls)
     result = {}
     try:
         with app.run():
@@ -147,8 +157,7 @@ def bench_revision(rev: str, args) -> dict:
     try:
         # cwd too: the cluster starts with `python -m`, which puts the working directory first.
         env = dict(os.environ, PYTHONPATH=str(tree))
-        out = subprocess.run([sys.executable, __file__, "--ember-only", "--map", str(args.map), "--spawn",
-                              str(args.spawn), "--backend", args.backend], env=env, cwd=tree, capture_output=True,
+        out = subprocess.run([sys.executable, __file__, *_child_args(args)], env=env, cwd=tree, capture_output=True,
                              text=True)
         if out.returncode:
             raise SystemExit(f"the benchmark of {rev} failed:\n{out.stderr[-3000:]}")
@@ -166,15 +175,17 @@ def main():
     p.add_argument("--against", metavar="REV", help="also measure Ember at this commit, in the same run "
                                                     "(alternating with this checkout, --rounds times)")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--tls", action="store_true", help="run Ember's control plane with --tls auto, and connect over "
+                                                      "https (with --against, REV must have --tls too)")
     p.add_argument("--ember-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.ember_only:
-        print(json.dumps(bench_ember(args.map, args.spawn, args.backend)))
+        print(json.dumps(bench_ember(args.map, args.spawn, args.backend, args.tls)))
         return
     if args.against:
         compare(args)
         return
-    ember_r = bench_ember(args.map, args.spawn, args.backend)
+    ember_r = bench_ember(args.map, args.spawn, args.backend, args.tls)
     ray_r = None if args.no_ray else bench_ray(args.map)
     print(f"# core benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")
@@ -191,13 +202,19 @@ def main():
     print(json.dumps({"ember": ember_r, "ray": ray_r}))
 
 
+def _child_args(args) -> list[str]:
+    """The arguments of one --ember-only run of this benchmark, in a process of its own."""
+    return (["--ember-only", "--map", str(args.map), "--spawn", str(args.spawn), "--backend", args.backend]
+            + (["--tls"] if args.tls else []))
+
+
 def compare(args):
     """This checkout against an earlier commit, alternating, each round in fresh processes."""
     runs = {"this": [], args.against: []}
     for _ in range(args.rounds):
         runs[args.against].append(bench_revision(args.against, args))
-        here = subprocess.run([sys.executable, __file__, "--ember-only", "--map", str(args.map), "--spawn",
-                               str(args.spawn), "--backend", args.backend], capture_output=True, text=True, check=True)
+        here = subprocess.run([sys.executable, __file__, *_child_args(args)], capture_output=True, text=True,
+                              check=True)
         runs["this"].append(json.loads(here.stdout.strip().splitlines()[-1]))
     print(f"# core benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}: {args.against} against this checkout, {args.rounds} rounds")

@@ -26,6 +26,8 @@ sys.path.insert(0, str(APPS))
 # Image layers (a Debian base takes a minute to build) are shared by every test's workers,
 # and kept between runs; tests that need a cold cache give their worker its own.
 os.environ.setdefault("EMBER_CACHE_DIR", str(ROOT / ".cache" / "tests"))
+# Never the developer's own profiles (~/.ember.toml): they could point tests at a real server.
+os.environ["EMBER_CONFIG_PATH"] = os.devnull
 
 
 def free_port() -> int:
@@ -65,13 +67,18 @@ class Cluster:
         self.workers: list[subprocess.Popen] = []
         self.logs = tmp / "logs"
         self.logs.mkdir()
+        self.ca_file = tmp / "server" / "tls" / "ca.pem"  # what `--tls auto` makes
 
-    def start_server(self):
+    def start_server(self, extra_args=()):
+        """Start the control plane; with TLS among extra_args (--tls auto, --tls-cert), its URLs are https."""
+        if any(a in ("--tls", "--tls-cert") for a in extra_args):
+            self.url = f"https://127.0.0.1:{self.port}"
+            self.web_url = f"https://127.0.0.1:{self.http_port}"
         log = open(self.logs / "server.log", "ab")
         self.server = subprocess.Popen(
             [PY, "-m", "ember.cli.main", "server", "--port", str(self.port), "--data-dir", str(self.tmp / "server"),
              "--http", f"127.0.0.1:{self.http_port}",
-             "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout)],
+             "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout), *extra_args],
             stdout=log, stderr=log, cwd=self.tmp)
         wait_for(self._server_up, what="the control plane to listen")
         # Its first admin token (what this process's clients call with) and worker token.

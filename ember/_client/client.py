@@ -86,11 +86,13 @@ class Client:
                 client.bridge.stop()
 
     async def _connect(self):
-        channel = grpc.aio.insecure_channel(config.grpc_target(self.url), options=config.GRPC_OPTIONS)
+        channel = config.open_channel(self.url)
         try:
             await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
         except TimeoutError:
             await channel.close()
+            if problem := await asyncio.to_thread(config.tls_problem, self.url):  # the server is there, but...
+                raise exception.ConnectionError(f"Cannot connect to the Ember control plane: {problem}.") from None
             raise exception.ConnectionError(
                 f"No Ember control plane answered at {self.url} within {CONNECT_TIMEOUT:.0f}s. "
                 "Start one there with `ember server` (and `ember worker --server URL` on each "

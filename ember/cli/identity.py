@@ -50,6 +50,8 @@ def add_parsers(sub):
     new.add_argument("--json", action="store_true", help="print {token_id, token_secret} as JSON (for a file)")
     cmds.add_parser("list", help="list the tokens you may see (never their secrets)")
     cmds.add_parser("revoke", help="revoke a token: requests with it are refused").add_argument("token_id")
+    from .profile import add_token_set_parser  # `token set`: a profile's token, no server needed (profile.py)
+    add_token_set_parser(cmds)
 
     p = sub.add_parser("workspace", help="manage workspaces and their quotas (admin)")
     cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
                                           "(behind a proxy, say)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
+    server.add_argument("--tls", choices=("auto",),
+                        help="serve TLS (gRPC and the HTTP gateway) with a CA and certificate made once and kept in "
+                             "the data dir; it prints the CA file clients trust (EMBER_CA_CERT)")
+    server.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
+    server.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    server.add_argument("--insecure", action="store_true",
+                        help="allow listening beyond loopback without TLS (it is refused otherwise)")
 
     worker = sub.add_parser("worker", help="run a worker that starts containers; or list, drain or remove workers",
                             description="Without ACTION: run a worker on this machine. `ember worker list`, "
@@ -70,9 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     from .apps import add_parsers as add_app_parsers
     from .identity import add_parsers as add_identity_parsers
     from .objects import add_parsers as add_object_parsers
+    from .profile import add_parsers as add_profile_parsers
     add_app_parsers(sub)
     add_object_parsers(sub)
     add_identity_parsers(sub)
+    add_profile_parsers(sub)
     return p
 
 
@@ -111,6 +120,12 @@ def _run(parser, args) -> int:
     if args.command == "app":
         from .apps import run as run_apps
         return run_apps(args)
+    if args.command == "token" and args.action == "set":  # writes the config file: no server involved
+        from .profile import run_token_set
+        return run_token_set(args)
+    if args.command == "profile":
+        from .profile import run as run_profile
+        return run_profile(args)
     if args.command in ("dict", "queue", "secret", "proxy-token", "volume"):
         from .objects import run as run_objects
         return run_objects(args)

@@ -95,7 +95,7 @@ class Runtime:
     # ------------------------------------------------------------------ I/O thread
 
     async def _connect_loop(self):
-        channel = grpc.aio.insecure_channel(config.grpc_target(self.server_url), options=config.GRPC_OPTIONS)
+        channel = config.open_channel(self.server_url)
         # Its own credential, from its worker (the same its code's calls carry: config.token()).
         self.stub = Authed(api_pb2_grpc.ContainerApiStub(channel), config.token())
         try:

@@ -164,11 +164,13 @@ def bind(host: str, port: int, fallback: bool) -> socket.socket:
     return sock
 
 
-async def start(gateway: Gateway, sock: socket.socket) -> tuple[asyncio.Task, uvicorn.Server]:
-    """Serve the gateway on a bound socket; returns its task and its server (set should_exit to stop)."""
+async def start(gateway: Gateway, sock: socket.socket, server_tls=None) -> tuple[asyncio.Task, uvicorn.Server]:
+    """Serve the gateway on a bound socket, over HTTPS with server_tls (a tls.ServerTLS);
+    returns its task and its server (set should_exit to stop)."""
+    ssl = {"ssl_certfile": str(server_tls.cert_file), "ssl_keyfile": str(server_tls.key_file)} if server_tls else {}
     config = uvicorn.Config(gateway, http="httptools", ws="websockets-sansio", lifespan="off",
                             access_log=False, log_level="warning", server_header=False, backlog=2048,
-                            timeout_graceful_shutdown=2)
+                            timeout_graceful_shutdown=2, **ssl)
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:

@@ -10,9 +10,10 @@ import sys
 import grpc
 import uvloop
 
+from .. import exception
 from ..config import GRPC_OPTIONS
 from ..proto import api_pb2_grpc
-from . import gateway
+from . import gateway, tls
 from .api import ClientService, ContainerService, WorkerService
 from .blobs import open_blob_store
 from .scheduler import Scheduler
@@ -29,7 +30,7 @@ EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
                 app_timeout: float, output_retention: float, http: str | None = None, web_url: str | None = None,
-                ready_file: str | None = None):
+                ready_file: str | None = None, server_tls: tls.ServerTLS | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(data_dir / "ember.db")
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
@@ -39,10 +40,12 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         print(f"ember server: wrote the first {path.stem.replace('-', ' ')} to {path} (keep it secret)", flush=True)
     tokens = ProxyTokens(store)
     # Unless told where, the gateway takes the default port, or any free one if that is taken.
-    http_host, _, http_port = (http or os.environ.get("EMBER_HTTP") or DEFAULT_HTTP).rpartition(":")
+    http_host, _, http_port = _http_address(http).rpartition(":")
     sock = gateway.bind(http_host, int(http_port), fallback=http is None)
-    web_task, web_server = await gateway.start(gateway.Gateway(sched.routes, sched.dispatch, tokens), sock)
-    sched.routes.base_url = (web_url or f"http://{http_host}:{sock.getsockname()[1]}").rstrip("/")
+    web_task, web_server = await gateway.start(gateway.Gateway(sched.routes, sched.dispatch, tokens), sock,
+                                               server_tls)
+    scheme = "https" if server_tls else "http"
+    sched.routes.base_url = (web_url or f"{scheme}://{http_host}:{sock.getsockname()[1]}").rstrip("/")
     server = grpc.aio.server(options=GRPC_OPTIONS)
     blobs = open_blob_store(data_dir / "blobs")
     secrets = Secrets(store, data_dir / "secret.key")
@@ -51,9 +54,15 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     api_pb2_grpc.add_WorkerApiServicer_to_server(WorkerService(sched, blobs), server)
     api_pb2_grpc.add_ContainerApiServicer_to_server(ContainerService(sched, blobs, secrets), server)
     if address.startswith("unix:"):
+        # A unix socket stays plaintext (clients of unix: URLs speak no TLS): only this machine
+        # reaches it, through its file's permissions. TLS, if any, is for the gateway then.
         pathlib.Path(address[5:].removeprefix("//")).unlink(missing_ok=True)
         server.add_insecure_port(address)
         bound = address
+    elif server_tls:
+        host = address.rpartition(":")[0]
+        creds = grpc.ssl_server_credentials([server_tls.key_and_chain()])
+        bound = f"https://{host}:{server.add_secure_port(address, creds)}"
     else:
         host = address.rpartition(":")[0]
         bound = f"{host}:{server.add_insecure_port(address)}"
@@ -90,12 +99,50 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     store.close()
 
 
+def _http_address(http: str | None) -> str:
+    return http or os.environ.get("EMBER_HTTP") or DEFAULT_HTTP
+
+
+def _server_tls(args, address: str, data_dir: pathlib.Path) -> tls.ServerTLS | None:
+    """The TLS the flags ask for (None: plaintext), after checking that plaintext listens only
+    on loopback and unix sockets, or that --insecure says otherwise."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise exception.InvalidError("--tls-cert and --tls-key go together: pass both (the certificate chain and "
+                                     "its private key, PEM files), or `--tls auto` for a certificate made here")
+    if args.tls and args.tls_cert:
+        raise exception.InvalidError("pass either `--tls auto` or --tls-cert and --tls-key, not both")
+    hosts = [_http_address(args.http).rpartition(":")[0]]
+    if not address.startswith("unix:"):
+        hosts.insert(0, address.rpartition(":")[0])
+    if args.tls_cert:
+        given = tls.ServerTLS(pathlib.Path(args.tls_cert).expanduser(), pathlib.Path(args.tls_key).expanduser())
+        given.key_and_chain()  # unreadable files fail now, before anything starts
+        return given
+    if args.tls == "auto":
+        server_tls = tls.auto(data_dir / "tls", hosts)
+        print(f"ember server: TLS with its own CA; clients trust it with EMBER_CA_CERT={server_tls.ca_file} "
+              f"(SHA-256 fingerprint {tls.fingerprint(server_tls.ca_file)})", flush=True)
+        return server_tls
+    exposed = [h for h in hosts if not tls.is_loopback(h)]
+    if exposed and not args.insecure:
+        raise exception.InvalidError(
+            f"the server would listen on {exposed[0]} without TLS, so tokens and data would cross the network in "
+            "the clear: pass `--tls auto` (a CA and certificate made and kept in the data dir), `--tls-cert FILE "
+            "--tls-key FILE`, or `--insecure` to listen without TLS anyway (behind a TLS proxy, say)")
+    if exposed:
+        log.warning("listening on %s WITHOUT TLS (--insecure): anyone on the network can read and forge its "
+                    "traffic", ", ".join(exposed))
+    return None
+
+
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s server %(levelname)s %(message)s")
     address = args.address or f"{args.host}:{args.port}"
-    uvloop.run(serve(address, pathlib.Path(args.data_dir).expanduser(),
+    data_dir = pathlib.Path(args.data_dir).expanduser()
+    server_tls = _server_tls(args, address, data_dir)
+    uvloop.run(serve(address, data_dir,
                       lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
                       app_timeout=args.app_timeout, output_retention=args.output_retention * 3600,
-                      http=args.http, web_url=args.web_url, ready_file=args.ready_file))
+                      http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls))
     return 0

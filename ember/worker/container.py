@@ -19,6 +19,7 @@ import sys
 from google.protobuf import json_format
 
 from .._ids import new_id
+from ..config import grpc_target, is_tls
 from ..proto import api_pb2
 from . import gpus as gpu_devices
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend, identity_env
@@ -120,6 +121,7 @@ class ContainerBackend(RuntimeBackend):
                     pass
         self.root.mkdir(parents=True)
         self.server_url = ctx.server_url
+        self.ca_file = ctx.ca_file
         self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub)
         self.volumes = VolumeCache(ctx.data_dir / "volumes", ctx.stub)
         self.gpus = ctx.gpus
@@ -186,6 +188,9 @@ class ContainerBackend(RuntimeBackend):
         binds = [[str(self.layers.runtime_dir), "/ember/lib", True]]
         block_network = sc is not None and sc.block_network
         url = self.server_url
+        if self.ca_file is not None:
+            binds.append([str(self.ca_file), "/ember/ca.pem", True])
+            env["EMBER_CA_CERT"] = "/ember/ca.pem"
         if url.startswith("unix:"):
             sock = url.removeprefix("unix:").removeprefix("//")
             binds.append([sock, "/ember/run/control.sock", False])
@@ -196,6 +201,11 @@ class ContainerBackend(RuntimeBackend):
                 self.relay = Relay(self.relay_path, url)
                 await self.relay.start()
             binds.append([str(self.relay_path), "/ember/run/control.sock", False])
+            if is_tls(url):
+                # The relay passes bytes, so TLS runs end to end through it: the container checks
+                # the server's certificate against the name the worker reaches it by, and the
+                # worker sees nothing of what goes through.
+                env["EMBER_TLS_SERVER_NAME"] = grpc_target(url).rpartition(":")[0].strip("[]")
             url = "unix:/ember/run/control.sock"
         if not block_network and os.path.exists("/etc/resolv.conf"):
             binds.append([os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf", True])
@@ -312,7 +322,6 @@ class Relay:
 
     def __init__(self, path: pathlib.Path, url: str):
         self.path = path
-        from ..config import grpc_target
         self.host, _, port = grpc_target(url).rpartition(":")
         self.port = int(port)
         self.server = None

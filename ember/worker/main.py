@@ -22,7 +22,8 @@ import grpc
 from .. import exception
 from .._client.auth import Authed, read_token_file
 from .._ids import new_id
-from ..config import GRPC_OPTIONS, grpc_target, server_url
+from .. import config
+from ..config import server_url
 from .._client.stream import ReconnectingStream
 from ..proto import api_pb2, api_pb2_grpc
 from . import backend as backends
@@ -67,7 +68,8 @@ class Worker:
         self.gpus = gpus.discover()
         self.backend: backends.RuntimeBackend = chosen(backends.Context(
             data_dir=data_dir, cache_dir=cache_dir, server_url=server_url,
-            runtime_dir=runtime_files.prepare(cache_dir / "runtime"), stub=self._stub, gpus=self.gpus))
+            runtime_dir=runtime_files.prepare(cache_dir / "runtime"), stub=self._stub, gpus=self.gpus,
+            ca_file=_keep_ca(data_dir, server_url)))
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         self.tasks: dict[str, asyncio.Task] = {}
         self.stream: ReconnectingStream | None = None  # to the control plane, once run() starts
@@ -84,7 +86,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event):
         self.stop_event = stop
-        async with grpc.aio.insecure_channel(grpc_target(self.server_url), options=GRPC_OPTIONS) as channel:
+        async with config.open_channel(self.server_url) as channel:
+            watch = asyncio.create_task(self._watch(channel))
             stub = Authed(api_pb2_grpc.WorkerApiStub(channel), self.token)
             # Any break but a refusal is retried, forever: a worker outlives control-plane restarts.
             stream = ReconnectingStream(lambda messages: stub.WorkerConnect(messages, wait_for_ready=True),
@@ -104,7 +107,20 @@ class Worker:
             if session.done() and not session.cancelled():
                 session.exception()  # a refusal: self.refused says it
             session.cancel()
+            watch.cancel()
             await self.backend.stop_all()
+
+    async def _watch(self, channel: grpc.aio.Channel):
+        """Say why, when the control plane is there but TLS keeps us out: the stream itself
+        waits for the channel in silence (wait_for_ready), and would wait forever."""
+        state = channel.get_state(try_to_connect=True)
+        while True:
+            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                problem = await asyncio.to_thread(config.tls_problem, self.server_url)
+                if problem:
+                    log.error("cannot connect to the control plane: %s", problem)
+            await channel.wait_for_state_change(state)
+            state = channel.get_state()
 
     def _send(self, msg: api_pb2.WorkerMessage):
         """To the control plane, if connected (what must survive a reconnect is sent again then)."""
@@ -205,6 +221,16 @@ class Worker:
         event = Exited(container_id=sc.container_id, cause=cause, exit_code=exit_code, reason=reason, log_tail=tail)
         self.recent_exits.append(event)
         self._send(api_pb2.WorkerMessage(container_exited=event))
+
+
+def _keep_ca(data_dir: pathlib.Path, url: str) -> pathlib.Path | None:
+    """A copy of the CA certificate the worker trusts, for its containers (a file of the worker's
+    own that it can bind into them, whatever happens to the original); None if there is none."""
+    if not config.is_tls(url) or not config.ca_cert_path():
+        return None
+    path = data_dir / "ca.pem"
+    path.write_bytes(config.ca_pem())
+    return path
 
 
 def run(args) -> int:

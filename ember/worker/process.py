@@ -46,6 +46,7 @@ class ProcessBackend(RuntimeBackend):
         for d in (self.root, self.code_cache, self.venvs):
             d.mkdir(parents=True, exist_ok=True)
         self.server_url = ctx.server_url
+        self.ca_file = ctx.ca_file
         self.runtime_dir = ctx.runtime_dir
         self.stub = ctx.stub
         self.procs: dict[str, asyncio.subprocess.Process] = {}
@@ -125,6 +126,8 @@ class ProcessBackend(RuntimeBackend):
         env = {k: v for k, v in os.environ.items() if k != "EMBER_WORKER_TOKEN_FILE"}
         env.update(identity_env(sc), EMBER_SERVER_URL=self.server_url, EMBER_CODE_CACHE=str(self.code_cache),
                    EMBER_WORKER_PID=str(os.getpid()))
+        if self.ca_file is not None:
+            env["EMBER_CA_CERT"] = str(self.ca_file)
         env.update(image_env)
         if python != sys.executable:  # a venv: Ember's runtime comes from the runtime directory
             env["PYTHONPATH"] = f"{self.runtime_dir}:{image_env['PYTHONPATH']}"
