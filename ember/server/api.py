@@ -8,6 +8,7 @@ import grpc
 
 from .._client.stream import Outbox
 from ..proto import api_pb2, api_pb2_grpc
+from . import validate
 from .blobs import BlobNotFound, BlobStore
 from .objects import ObjectError, Objects
 from .scheduler import Scheduler
@@ -41,6 +42,10 @@ class Duplex:
                 yield msg
         finally:
             reader.cancel()
+        # What ended the reading (a frame that did not parse, a failing handle) ends the stream
+        # with an error, instead of a quiet end the peer would take for success.
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            raise reader.exception()
 
 
 class BlobRpcs:
@@ -86,12 +91,14 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
     # ------------------------------------------------------------------ apps and functions
 
     async def AppCreate(self, req, context):
-        app_id = self.apps.create_app(req.name or "unnamed", deployed=req.deployed)
+        validate.app_create(req)
+        app_id = self.apps.create_app(req.name, deployed=req.deployed)
         await self.store.durable()
         return api_pb2.AppCreateResponse(app_id=app_id, heartbeat_interval=self.heartbeat_interval,
                                          unisolated_workers=self.fleet.unisolated_workers())
 
     async def AppHeartbeat(self, req, context):
+        validate.app_id(req)
         if not self.apps.heartbeat(req.app_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not running")
         return EMPTY
@@ -118,6 +125,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
 
     async def AppStop(self, req, context):
+        validate.app_by_id_or_name(req)
         app = await self._app_by_ref(context, req.app_id, req.name)
         if app is not None and req.drain:
             self.apps.drain(app.app_id)
@@ -127,10 +135,12 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return EMPTY
 
     async def FunctionBind(self, req, context):
+        validate.function_bind(req)
         fid = await self._call(context, self.apps.bind_function, req.function_id, req.params)
         return api_pb2.FunctionCreateResponse(function_id=fid)
 
     async def AppDeploy(self, req, context):
+        validate.app_id(req)
         return api_pb2.AppDeployResponse(version=await self._call(context, self.apps.deploy, req.app_id))
 
     async def AppList(self, req, context):
@@ -141,6 +151,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             for a in apps if a.version or not a.deployed])
 
     async def AppHistory(self, req, context):
+        validate.app_name(req)
         rows = self.store.app_history(req.name)
         if not rows:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no app named {req.name!r} was ever deployed")
@@ -150,12 +161,14 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             stopped_at=stopped_at or 0) for app_id, version, deployed_at, state, stopped_at in rows])
 
     async def FunctionLookup(self, req, context):
+        validate.function_lookup(req)
         fn = await self._call(context, self.apps.lookup_function, req.app_name, req.name)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
                                               is_class=fn.definition.is_class, methods=fn.definition.methods,
                                               **self._web_urls(fn))
 
     async def AppLogs(self, req, context):
+        validate.app_by_id_or_name(req)
         app = await self._app_by_ref(context, req.app_id, req.app_name)
         if app is None:
             return
@@ -163,6 +176,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             yield batch
 
     async def FunctionCreate(self, req, context):
+        validate.function_create(req)
         fid = await self._call(context, self.apps.create_function, req.app_id, req.definition)
         return api_pb2.FunctionCreateResponse(function_id=fid, **self._web_urls(self.apps.function(fid)))
 
@@ -172,6 +186,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return {"web_url": urls.pop("", ""), "method_web_urls": urls}
 
     async def ImageBuild(self, req, context):
+        validate.image_build(req)
         async for event in self.builds.follow(req.image, req.force):
             if event.done:
                 await self.store.durable()  # the layers it recorded
@@ -183,12 +198,14 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return await self._call(context, self.secrets.create, req)
 
     async def SecretLookup(self, req, context):
+        validate.secret_name(req)
         return await self._call(context, self.secrets.lookup, req)
 
     async def SecretList(self, req, context):
         return api_pb2.SecretListResponse(secrets=await self._call(context, self.secrets.listing))
 
     async def SecretDelete(self, req, context):
+        validate.secret_name(req)
         await self._call(context, self.secrets.delete, req.name)
         return EMPTY
 
@@ -199,6 +216,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return self.tokens.list()
 
     async def ProxyTokenDelete(self, req, context):
+        validate.proxy_token(req)
         await self._call(context, self.tokens.delete, req.token_id)
         return EMPTY
 
@@ -209,13 +227,16 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return api_pb2.ObjectListResponse(objects=await self._call(context, self.objects.listing, req.kind))
 
     async def ObjectDelete(self, req, context):
+        validate.object_ref(req)
         await self._call(context, self.objects.delete, req)
         return EMPTY
 
     async def VolumeGet(self, req, context):
+        validate.volume_ref(req)
         return await self._call(context, self.objects.volume_manifest, req.volume_id)
 
     async def VolumeCommit(self, req, context):
+        validate.volume_commit(req)
         return await self._call(context, self.objects.volume_commit, req)
 
     async def ObjectStream(self, request_iterator, context):
@@ -228,7 +249,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             elif isinstance(result, api_pb2.QueueResponse):
                 msg = api_pb2.ObjectOpResult(tag=tag, queue=result)
             else:
-                msg = api_pb2.ObjectOpResult(tag=tag, error=str(error), not_found=error.not_found)
+                msg = api_pb2.ObjectOpResult(tag=tag, error=str(error), not_found=getattr(error, "not_found", False))
             store.on_durable(lambda: stream.send(msg))
 
         async def wait_for_item(op):
@@ -239,13 +260,14 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
         def handle(op):
             try:
+                validate.object_op(op)
                 if op.WhichOneof("op") == "dict":
                     answer(op.tag, objects.dict_op(op.dict))
                 elif objects.may_wait(op.queue):
                     asyncio.get_running_loop().create_task(wait_for_item(op))
                 else:
                     answer(op.tag, objects.queue_op_now(op.queue))
-            except ObjectError as e:
+            except (ObjectError, validate.Invalid) as e:
                 answer(op.tag, error=e)
 
         async with contextlib.aclosing(stream.run(handle)) as results:
@@ -261,9 +283,10 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
         def handle(req):
             try:
+                validate.call_request(req)
                 call = ledger.create_call(req.function_id, req.call_id,
                                           [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend)
-            except LookupError as e:
+            except (LookupError, validate.Invalid) as e:
                 send(api_pb2.CallResponse(tag=req.tag, error=str(e)))
                 return
             ledger.when_done(call, lambda call, tag=req.tag: send(
@@ -274,6 +297,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
                 yield resp
 
     async def FunctionCallCreate(self, req, context):
+        validate.function_call_create(req)
         try:
             call = self.ledger.create_call(req.function_id, req.call_id, list(req.inputs), req.inputs_complete)
         except LookupError as e:
@@ -282,6 +306,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return api_pb2.FunctionCallCreateResponse(call_id=call.call_id)
 
     async def FunctionCallPutInputs(self, req, context):
+        validate.put_inputs(req)
         try:
             self.ledger.put_inputs(req.call_id, list(req.inputs), req.inputs_complete)
         except LookupError as e:
@@ -290,6 +315,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return EMPTY
 
     async def FunctionCallGetOutputs(self, req, context):
+        validate.get_outputs(req)
         call = self.ledger.lookup_call(req.call_id)
         if call is None:
             await context.abort(
@@ -304,6 +330,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             function_name=call.function.name)
 
     async def FunctionCallCancel(self, req, context):
+        validate.call_ref(req)
         self.ledger.cancel_call(req.call_id)
         await self.store.durable()
         return EMPTY
@@ -321,6 +348,7 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "register":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a worker must register first")
+        validate.worker_register(first.register)
         stream = Duplex(request_iterator)
         fleet, builds = self.fleet, self.builds
         worker = fleet.worker_connected(first.register, stream.send)
@@ -329,13 +357,13 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
             fleet.worker_seen(worker)
             kind = msg.WhichOneof("msg")
             if kind == "container_exited":
-                fleet.container_exited(msg.container_exited)
+                fleet.container_exited(msg.container_exited, worker)
             elif kind == "build_log":
-                builds.on_log(msg.build_log)
+                builds.on_log(msg.build_log, worker)
             elif kind == "layer_built":
                 builds.on_layer(msg.layer_built)
             elif kind == "build_done":
-                builds.on_done(msg.build_done)
+                builds.on_done(msg.build_done, worker)
 
         try:
             async with contextlib.aclosing(stream.run(handle, first=api_pb2.WorkerCommand(registered=EMPTY))) as cmds:
@@ -359,6 +387,7 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a container must say hello first")
+        validate.container_hello(first.hello)
         stream = Duplex(request_iterator)
         fleet, dispatch = self.fleet, self.dispatch
         c = fleet.container_connected(first.hello, stream.send)

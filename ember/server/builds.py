@@ -12,6 +12,7 @@ import logging
 
 from .._ids import new_id
 from ..proto import api_pb2
+from .blobs import is_blob_id
 from .fleet import Fleet
 from .store import Store
 
@@ -99,17 +100,33 @@ class Builds:
 
     # ---- what the building worker reports
 
-    def on_log(self, msg: api_pb2.BuildLog):
-        build = self.by_id.get(msg.build_id)
+    def _build_of(self, build_id: str, worker, what: str) -> Build | None:
+        """The running build a worker reports on; None (and a warning) if another worker runs it.
+        A build that already ended is None too, quietly: its worker may not know yet."""
+        build = self.by_id.get(build_id)
+        if build is not None and (build.worker is None or build.worker.worker_id != worker.worker_id):
+            log.warning("worker %s sent %s of build %s, which is not its build: ignored", worker.name, what, build_id)
+            return None
+        return build
+
+    def on_log(self, msg: api_pb2.BuildLog, worker):
+        build = self._build_of(msg.build_id, worker, "the log")
         if build is not None:
             build.add(api_pb2.ImageBuildEvent(log=msg.data))
 
     def on_layer(self, msg: api_pb2.LayerBuilt):
-        self.layers[msg.layer.layer_id] = msg.layer.blob_id
-        self.store.add_layer(msg.layer)
+        # Layers are reported after their upload, which may outlast the build: no build to check
+        # against, but the ids must be ids (workers name cache directories by layer id).
+        layer = msg.layer
+        if not is_blob_id(layer.layer_id) or (layer.blob_id and not is_blob_id(layer.blob_id)):
+            log.warning("a worker reported a layer with a malformed id (%r, blob %r): ignored", layer.layer_id[:80],
+                        layer.blob_id[:80])
+            return
+        self.layers[layer.layer_id] = layer.blob_id
+        self.store.add_layer(layer)
 
-    def on_done(self, msg: api_pb2.BuildDone):
-        build = self.by_id.get(msg.build_id)
+    def on_done(self, msg: api_pb2.BuildDone, worker):
+        build = self._build_of(msg.build_id, worker, "the end")
         if build is not None:
             self._finish(build, msg.error)
 

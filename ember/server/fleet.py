@@ -243,9 +243,16 @@ class Fleet:
         log.warning("container %s could not load %s: %s", c.container_id, fn.name, failure.error)
         self.dispatch.fail_init(fn, list(c.held.values()))
 
-    def container_exited(self, exited: api_pb2.ContainerExited):
+    def container_exited(self, exited: api_pb2.ContainerExited, worker: WorkerState):
+        """A worker says one of its containers ended. A container of another worker is not its to
+        end: the report is dropped (an exit the control plane no longer tracks is only recorded)."""
         container_id, reason, log_tail = exited.container_id, exited.reason, exited.log_tail
-        c = self._containers.pop(container_id, None)
+        c = self._containers.get(container_id)
+        if c is not None and c.worker.worker_id != worker.worker_id:
+            log.warning("worker %s reported the exit of container %s, which runs on worker %s: ignored",
+                        worker.name, container_id, c.worker.name)
+            return
+        self._containers.pop(container_id, None)
         if container_id in self._orphans:
             self._orphan_gone(container_id, reason)
         else:

@@ -15,6 +15,7 @@ from ..proto import api_pb2_grpc
 from . import gateway
 from .api import ClientService, ContainerService, WorkerService
 from .blobs import open_blob_store
+from .refusals import Refusals
 from .scheduler import Scheduler
 from .secrets import Secrets
 from .store import open_store
@@ -41,7 +42,9 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     sock = gateway.bind(http_host, int(http_port), fallback=http is None)
     web_task, web_server = await gateway.start(gateway.Gateway(sched.routes, sched.dispatch, tokens), sock)
     sched.routes.base_url = (web_url or f"http://{http_host}:{sock.getsockname()[1]}").rstrip("/")
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    # Refusals answers a request that breaks validate.py's rules, or does not parse, with
+    # INVALID_ARGUMENT, for every service registered below.
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[Refusals()])
     blobs = open_blob_store(data_dir / "blobs")
     secrets = Secrets(store, data_dir / "secret.key")
     api_pb2_grpc.add_ClientApiServicer_to_server(
