@@ -4,7 +4,7 @@ The SDK checks a user's options where they are written, in the user's terms; any
 speak the protocol, though, so the control plane checks again here, before a wrong value
 reaches its state (a function no container can fit, a call that never ends, a layer id that
 names a path). One function per kind of message; each raises Invalid, naming the field, which
-the server answers with INVALID_ARGUMENT (wire.py). Rules that need the control plane's state
+the server answers with INVALID_ARGUMENT (refusals.py). Rules that need the control plane's state
 (an input beyond its call's end, a container of another worker) live where that state is, and
 raise Invalid too.
 """
