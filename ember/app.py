@@ -213,7 +213,7 @@ class _RunningApp:
         volume_ids = {name: {path: await v._id() for path, v in f._spec.volumes.items()}
                       for name, f in functions.items()}
         resp = await client.rpc("AppCreate", api_pb2.AppCreateRequest(
-            name=deployed_name or self.app.name or "", deployed=deployed_name is not None))
+            name=deployed_name or self.app.name or "unnamed", deployed=deployed_name is not None))
         self.app_id = resp.app_id
         for note in resp.unisolated_workers:
             print(f"ember: functions run as plain processes, without container isolation, on worker {note}",

@@ -186,8 +186,9 @@ async def test_calls_of_a_stopped_app_are_not_open(store):
 
 @run_async
 async def test_workers_and_live_containers(store, reopen):
-    store.upsert_worker(api_pb2.WorkerRegister(worker_id="wk-1", boot_id="b1", name="m1", cpu=2, memory_mb=1024), "tk-w")
-    store.upsert_worker(api_pb2.WorkerRegister(worker_id="wk-1", boot_id="b2", name="m1", cpu=4, memory_mb=2048), "tk-w")
+    Reg = api_pb2.WorkerRegister
+    store.upsert_worker(Reg(worker_id="wk-1", boot_id="b1", name="m1", cpu=2, memory_mb=1024), "tk-w")
+    store.upsert_worker(Reg(worker_id="wk-1", boot_id="b2", name="m1", cpu=4, memory_mb=2048), "tk-w")
     store.create_container("ct-1", "fn-1", "wk-1", "b2", "hash 1")
     store.create_container("ct-2", "fn-1", "wk-1", "b2", "hash 2")
     store.container_exited("ct-1", "out of memory")

@@ -74,9 +74,9 @@ class Raw:
                                               response_deserializer=lambda b: b)
             arg = iter([request]) if m.client_streaming else request
             if m.server_streaming:
-                codes[m.name] = code_of(lambda: next(iter(rpc(arg, metadata=self.md, timeout=30))))
+                codes[m.name] = code_of(lambda rpc=rpc, arg=arg: next(iter(rpc(arg, metadata=self.md, timeout=30))))
             else:
-                codes[m.name] = code_of(lambda: rpc(arg, metadata=self.md, timeout=30))
+                codes[m.name] = code_of(lambda rpc=rpc, arg=arg: rpc(arg, metadata=self.md, timeout=30))
         return codes
 
     def connect_container(self, container_id: str):
@@ -237,8 +237,10 @@ def test_workers_need_a_worker_token_within_its_limits(tenants):
     assert code_of(lambda: Raw(c.url).register(**reg)) == Code.UNAUTHENTICATED
     t = json.loads(cli(a, "token", "new", "--worker", "--max-cpu", "4", "--max-memory", "8G", "--json").stdout)
     worker = Raw(c.url, (t["token_id"], t["token_secret"]))
-    for bad in ({"cpu": 0}, {"cpu": -1}, {"memory_mb": 0}, {"cpu": 64}, {"memory_mb": 9 * 1024}):
-        assert code_of(lambda: worker.register(**dict(reg, **bad))) == Code.PERMISSION_DENIED, bad
+    for bad, code in (({"cpu": 0}, Code.INVALID_ARGUMENT), ({"cpu": -1}, Code.INVALID_ARGUMENT),
+                      ({"memory_mb": 0}, Code.INVALID_ARGUMENT), ({"cpu": 64}, Code.PERMISSION_DENIED),
+                      ({"memory_mb": 9 * 1024}, Code.PERMISSION_DENIED)):
+        assert code_of(lambda bad=bad: worker.register(**dict(reg, **bad))) == code, bad
     # The real worker's id stays with the token it first registered with.
     real_id = (c.tmp / "w1" / "worker_id").read_text().strip()
     assert code_of(lambda: worker.register(**dict(reg, worker_id=real_id))) == Code.PERMISSION_DENIED

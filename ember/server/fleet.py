@@ -140,11 +140,8 @@ class Fleet:
     # ---- workers
 
     def admit(self, reg: api_pb2.WorkerRegister, token: Token):
-        """Refuse a registration its token does not allow (Forbidden says why)."""
-        if not reg.worker_id or not reg.name:
-            raise Forbidden("a worker registers with a worker_id and a name")
-        if not reg.cpu > 0 or not reg.memory_mb > 0:
-            raise Forbidden(f"worker {reg.name} offers {reg.cpu} CPU and {reg.memory_mb} MiB: both must be positive")
+        """Refuse a registration its token does not allow (Forbidden says why); validate.py has
+        refused impossible amounts already."""
         if token.max_cpu is not None and reg.cpu > token.max_cpu:
             raise Forbidden(f"worker {reg.name} offers {reg.cpu} CPU, more than its token allows ({token.max_cpu})")
         if token.max_memory_mb is not None and reg.memory_mb > token.max_memory_mb:
