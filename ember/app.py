@@ -133,9 +133,10 @@ class App:
 
         return wrap(_f) if _f is not None else wrap
 
-    def deploy(self, name: str | None = None) -> int:
+    def deploy(self, name: str | None = None, *, environment_name: str | None = None) -> int:
         """Deploy the app: its functions stay callable (`Function.from_name`) after this process
         exits, until it is stopped or deployed again. Returns the new version's number."""
+        config.check_environment(environment_name, "App.deploy")
         name = name or self.name
         if not name:
             raise exception.InvalidError("a deployed app needs a name: ember.App(\"name\") or deploy(name=...)")

@@ -316,3 +316,37 @@ def test_a_new_control_plane_makes_its_first_tokens(tenants):
     assert secret.encode() not in (c.tmp / "server" / "ember.db").read_bytes()  # nor in its WAL:
     wal = c.tmp / "server" / "ember.db-wal"
     assert not wal.exists() or secret.encode() not in wal.read_bytes()
+
+
+def test_environments_are_refused_not_ignored():
+    import ember
+    from ember import exception
+
+    for make in (lambda: ember.Dict.from_name("d", environment_name="dev"),
+                 lambda: ember.Function.from_name("app", "f", environment_name="dev"),
+                 lambda: ember.Secret.from_name("s", environment_name="dev")):
+        with pytest.raises(exception.InvalidError, match="no environments.*workspaces"):
+            make()
+    ember.Dict.from_name("d", environment_name=None)  # leaving it out is fine
+    out = cli({}, "deploy", "-e", "dev", str(APPS / "tenant_app.py"), check=False)
+    assert out.returncode == 1 and "no environments" in out.stderr
+
+
+def test_workers_are_listed_drained_and_removed(cluster, tmp_path):
+    env = cluster.env
+    w2 = cluster.start_worker(name="w2")
+    wait_for(lambda: "w2" in cli(env, "worker", "list").stdout, what="w2 to join")
+    cli(env, "secret", "create", "creds", "KEY=v")
+    cli(env, "deploy", str(APPS / "tenant_app.py"), "--name", "tenant")
+    whoami = "import ember, json\nprint(json.dumps(ember.Function.from_name('tenant', 'whoami').remote()))"
+    assert "draining" in cli(env, "worker", "drain", "w1").stdout
+    listing = cli(env, "worker", "list").stdout
+    assert [line.split("\t")[-1] for line in listing.splitlines() if line.startswith("w1")] == ["draining"]
+    # New containers go to w2 only.
+    cid = sdk(env, whoami)["container"]
+    assert f"container {cid} started" in cluster.log("worker-w2") and cid not in cluster.log("worker-w1")
+    assert "removed" in cli(env, "worker", "remove", "w2").stdout
+    w2.wait(30)  # it was told to exit
+    assert "w2" not in cli(env, "worker", "list").stdout
+    out = cli(env, "worker", "drain", "nope", check=False)
+    assert out.returncode == 1 and "no worker named 'nope'" in out.stderr

@@ -398,10 +398,6 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
     # ------------------------------------------------------------------ identity
 
-    async def Whoami(self, req, context, who):
-        return api_pb2.WhoamiResponse(role=ROLES.get(who.role, Role.ROLE_UNSPECIFIED), workspace=who.workspace,
-                                      token_id=who.token_id)
-
     async def WorkspaceCreate(self, req, context, who):
         return _workspace_info(await self._call(context, self.identity.create_workspace, who, req.name))
 
