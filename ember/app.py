@@ -10,7 +10,7 @@ import grpc
 
 from . import config, exception
 from ._client import code
-from ._client.client import Client
+from ._client.client import Client, translate
 from ._client.local_cluster import LocalCluster
 from ._client.stream import Backoff, unavailable
 from .cls import Cls
@@ -32,14 +32,17 @@ async def build_image(client: Client, image: api_pb2.Image):
     """Have the image built (at once if it is already), its build output on this terminal."""
     force = os.environ.get("EMBER_FORCE_BUILD", "") not in ("", "0")
     error = "the control plane ended the build without a result"
-    async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
-                                              wait_for_ready=True):
-        if event.log:
-            sys.stderr.write(event.log)
-            sys.stderr.flush()
-        if event.done:
-            error = event.error
-            break
+    try:
+        async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
+                                                  wait_for_ready=True):
+            if event.log:
+                sys.stderr.write(event.log)
+                sys.stderr.flush()
+            if event.done:
+                error = event.error
+                break
+    except grpc.aio.AioRpcError as e:
+        raise translate(e, "building the app's image") from None
     if error:
         raise exception.ImageBuildError(f"Image build failed: {error}")
 

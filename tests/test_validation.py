@@ -3,6 +3,7 @@ generated stubs (not the SDK, which checks first) to a real control plane, refus
 INVALID_ARGUMENT naming the field; a malformed message answered once, with one log line; bad
 content on a worker's or a container's stream dropped without breaking the stream."""
 
+import json
 import math
 import queue
 
@@ -23,17 +24,30 @@ STREAMING = {"CallStream": "stream_stream", "ObjectStream": "stream_stream", "Wo
              "ContainerConnect": "stream_stream", "ImageBuild": "unary_stream", "AppLogs": "unary_stream",
              "BlobGet": "unary_stream", "BlobPut": "stream_unary"}
 _channels: dict[str, grpc.Channel] = {}
+_tokens: dict[str, dict[str, tuple[str, str]]] = {}  # url -> service -> the token its calls carry
 
 
-def rpc(url, method, request, service="ClientApi", raw=False, timeout=30):
+def serving(c: Cluster) -> Cluster:
+    """The cluster, its tokens known to rpc(): the admin's for ClientApi, the worker token for WorkerApi."""
+    tokens = {}
+    for service, path in (("ClientApi", c.token_file), ("WorkerApi", c.worker_token_file)):
+        t = json.loads(path.read_text())
+        tokens[service] = (t["token_id"], t["token_secret"])
+    _tokens[c.url] = tokens
+    return c
+
+
+def rpc(url, method, request, service="ClientApi", raw=False, timeout=30, token=None):
     """Every call of these tests. raw: `request` is bytes (or an iterator of bytes), sent as
-    they are, without the stub's serializer."""
+    they are, without the stub's serializer. token: (id, secret), else the service's for url."""
     channel = _channels.get(url) or _channels.setdefault(url, grpc.insecure_channel(url))
     if raw:
         call = getattr(channel, STREAMING.get(method, "unary_unary"))(f"/ember.v1.{service}/{method}")
     else:
         call = getattr(STUBS[service](channel), method)
-    return call(request, timeout=timeout)
+    token = token or _tokens.get(url, {}).get(service)
+    md = (("ember-token-id", token[0]), ("ember-token-secret", token[1])) if token else ()
+    return call(request, timeout=timeout, metadata=md)
 
 
 def refused(url, method, request, field, service="ClientApi") -> str:
@@ -50,9 +64,9 @@ def refused(url, method, request, field, service="ClientApi") -> str:
 class Stream:
     """A bidirectional stream the test drives: send() its requests, recv() its responses."""
 
-    def __init__(self, url, method, service="ClientApi", raw=False):
+    def __init__(self, url, method, service="ClientApi", raw=False, token=None):
         self.requests = queue.Queue()
-        self.responses = rpc(url, method, iter(self.requests.get, None), service, raw=raw)
+        self.responses = rpc(url, method, iter(self.requests.get, None), service, raw=raw, token=token)
 
     def send(self, msg):
         self.requests.put(msg)
@@ -69,7 +83,7 @@ def plane(tmp_path_factory):
     """A control plane without workers, shared by the tests that only send requests."""
     c = Cluster(tmp_path_factory.mktemp("plane"))
     c.start_server()
-    yield c
+    yield serving(c)
     c.stop()
 
 
@@ -78,7 +92,7 @@ def fresh(tmp_path):
     """A control plane of the test's own: its log holds only what the test caused."""
     c = Cluster(tmp_path)
     c.start_server()
-    yield c
+    yield serving(c)
     c.stop()
 
 
@@ -292,7 +306,8 @@ def test_bad_reports_on_worker_and_container_streams_are_dropped(fresh):
     rpc(fresh.url, "FunctionCallCreate", api_pb2.FunctionCallCreateRequest(
         function_id=fid, call_id="fc-w", inputs=[api_pb2.Input(idx=0, args=api_pb2.Payload(data=b"x"))],
         inputs_complete=True))
-    cid = a.recv().start_container.container_id
+    start = a.recv().start_container
+    cid = start.container_id
     b = _worker(fresh.url, "wb", cpu=0.5)  # too small for the function: nothing is started on it
     c = None
     try:
@@ -300,7 +315,7 @@ def test_bad_reports_on_worker_and_container_streams_are_dropped(fresh):
             container_id=cid, cause=api_pb2.ContainerExited.EXITED, reason="made up")))
         wait_for(lambda: f"exit of container {cid}, which runs on worker wa: ignored" in fresh.log(),
                  what="the warning about worker wb's report")
-        c = Stream(fresh.url, "ContainerConnect", "ContainerApi")
+        c = Stream(fresh.url, "ContainerConnect", "ContainerApi", token=(cid, start.credential))
         c.send(api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(container_id=cid)))
         assert c.recv().init.function_id == fid  # still known: wb's report did not end it
         c.send(api_pb2.ContainerMessage(want_inputs=1))
@@ -331,7 +346,7 @@ def test_the_sdk_refuses_the_same_options_itself_and_runs_unnamed_apps(tmp_path,
     c.start_worker()
     try:
         r = run_py("import ember\napp = ember.App()\n@app.function(serialized=True)\ndef f(x):\n    return x + 1\n"
-                   "with app.run():\n    print(f.remote(1))\n", env_extra={"EMBER_SERVER_URL": c.url})
+                   "with app.run():\n    print(f.remote(1))\n", env_extra=c.env)
         assert r.returncode == 0 and r.stdout.strip().endswith("2"), r.stderr
     finally:
         c.stop()

@@ -118,6 +118,9 @@ def _run(parser, args) -> int:
     if args.command == "worker" and not args.action:
         from ..worker.main import run as run_worker
         return run_worker(args)
+    if args.command == "token" and args.action == "set":  # writes the config file: no server involved
+        from .profile import run_token_set
+        return run_token_set(args)
     if args.command in ("token", "workspace", "worker"):
         from .identity import run as run_identity
         return run_identity(args)
@@ -127,9 +130,6 @@ def _run(parser, args) -> int:
     if args.command == "app":
         from .apps import run as run_apps
         return run_apps(args)
-    if args.command == "token" and args.action == "set":  # writes the config file: no server involved
-        from .profile import run_token_set
-        return run_token_set(args)
     if args.command == "profile":
         from .profile import run as run_profile
         return run_profile(args)

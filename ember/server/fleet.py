@@ -313,8 +313,8 @@ class Fleet:
         if owner is None:
             return  # given up on already (lost), or never known: nothing to do
         if owner != worker.worker_id:
-            log.warning("worker %s reported the exit of container %s, which is not its own: ignored",
-                        worker.name, container_id)
+            log.warning("worker %s reported the exit of container %s, which runs on worker %s: ignored",
+                        worker.name, container_id, c.worker.name if c is not None else owner)
             return
         self._containers.pop(container_id, None)
         if container_id in self._orphans:
