@@ -244,6 +244,18 @@ def test_workers_need_a_worker_token_within_its_limits(tenants):
     # The real worker's id stays with the token it first registered with.
     real_id = (c.tmp / "w1" / "worker_id").read_text().strip()
     assert code_of(lambda: worker.register(**dict(reg, worker_id=real_id))) == Code.PERMISSION_DENIED
+    # The token in the environment works too; `ember worker remove` makes that worker exit.
+    log = open(c.tmp / "worker-env.log", "wb")
+    w = subprocess.Popen([PY, "-m", "ember.cli.main", "worker", "--server", c.url, "--data-dir", str(c.tmp / "w-env"),
+                          "--name", "w-env", "--backend", "process", "--cpu", "1", "--memory", "1024"],
+                         env=dict(os.environ, EMBER_WORKER_TOKEN_ID=t["token_id"],
+                                  EMBER_WORKER_TOKEN_SECRET=t["token_secret"]), stdout=log, stderr=log)
+    try:
+        wait_for(lambda: "w-env" in cli(a, "worker", "list").stdout, what="the worker to join")
+        cli(a, "worker", "remove", "w-env")
+        assert w.wait(30) == 0
+    finally:
+        w.kill()
     # Without a token file, `ember worker` says how to get one; with a bad one, that it was refused.
     out = cli({}, "worker", "--server", c.url, "--data-dir", str(c.tmp / "w9"), check=False)
     assert out.returncode == 2 and "ember token new --worker" in out.stderr

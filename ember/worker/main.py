@@ -243,13 +243,15 @@ def run(args) -> int:
         return 2
     data_dir = pathlib.Path(args.data_dir).expanduser()
     token_file = args.token_file or os.environ.get("EMBER_WORKER_TOKEN_FILE")
-    if not token_file:
+    token = (os.environ.get("EMBER_WORKER_TOKEN_ID"), os.environ.get("EMBER_WORKER_TOKEN_SECRET"))
+    if not token_file and not all(token):
         print("ember worker: no worker token. Pass --token-file FILE (or set EMBER_WORKER_TOKEN_FILE) with a token "
-              "an admin made with `ember token new --worker --json > FILE`; a new `ember server` writes one to "
-              "<data-dir>/worker-token.json.", file=sys.stderr)
+              "an admin made with `ember token new --worker --json > FILE`, or set EMBER_WORKER_TOKEN_ID and "
+              "EMBER_WORKER_TOKEN_SECRET; a new `ember server` writes one to <data-dir>/worker-token.json.",
+              file=sys.stderr)
         return 2
     try:
-        token = read_token_file(token_file)
+        token = read_token_file(token_file) if token_file else token
     except exception.AuthError as e:
         print(f"ember worker: {e}", file=sys.stderr)
         return 2

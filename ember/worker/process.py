@@ -123,7 +123,7 @@ class ProcessBackend(RuntimeBackend):
         log_path = self.root / f"{cid}.log"
         python, image_env = await self._venv(sc.image, lambda text: log.info("image: %s", text.rstrip()))
         # The worker's own environment, but never its token (a container has its own credential).
-        env = {k: v for k, v in os.environ.items() if k != "EMBER_WORKER_TOKEN_FILE"}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_WORKER_TOKEN")}
         env.update(identity_env(sc), EMBER_SERVER_URL=self.server_url, EMBER_CODE_CACHE=str(self.code_cache),
                    EMBER_WORKER_PID=str(os.getpid()))
         if self.ca_file is not None:
