@@ -11,7 +11,14 @@ import subprocess
 import threading
 
 import pytest
-from conftest import PY, module_cluster, run_py, wait_for
+from conftest import PY, module_cluster, run_async, run_py, wait_for
+
+from ember.proto import api_pb2
+from ember.server.auth import ADMIN, MAIN, Principal
+from ember.server.scheduler import Scheduler
+from ember.server.store import open_store
+
+ADMIN_PRINCIPAL = Principal(ADMIN, MAIN, "")
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +124,97 @@ def test_two_workspaces_share_a_full_cluster_and_their_usage_is_kept(cluster, tm
         assert after[ws]["cpu_seconds"] >= seen[ws]["cpu_seconds"]
     table = ok("usage", "--by", "app")
     assert f"{team_a}\tquota-tests" in table and "INPUTS" in table
+
+
+# ---- the decisions of shares.py, on the control plane's own parts without processes (as
+# tests/test_dispatch.py): what would go to workers and containers is collected in lists.
+
+
+class Plane:
+    def __init__(self, tmp_path, cpu: float, memory_mb: int):
+        self.now = 1000.0
+        self.sched = Scheduler(open_store(tmp_path / "ember.db"), lease_timeout=3, worker_timeout=3, app_timeout=600,
+                               output_retention=3600, clock=lambda: self.now, later=lambda delay, callback: None)
+        self.to_worker: list[api_pb2.WorkerCommand] = []
+        self.worker = self.sched.fleet.worker_connected(api_pb2.WorkerRegister(
+            worker_id="w1", boot_id="b1", name="w1", cpu=cpu, memory_mb=memory_mb), self.to_worker.append, "tk-w")
+
+    def function(self, workspace: str, cpu: float, memory_mb: int, inputs: int = 0):
+        if self.sched.identity.workspace(workspace) is None:
+            self.sched.identity.create_workspace(ADMIN_PRINCIPAL, workspace)
+        apps = self.sched.apps
+        app_id = apps.create_app(workspace, f"app-{workspace}")
+        fn = apps.function(apps.create_function(app_id, api_pb2.FunctionDefinition(
+            name="f", resources=api_pb2.Resources(cpu=cpu, memory_mb=memory_mb))))
+        if inputs:
+            self.sched.ledger.create_call(workspace, fn.function_id, f"fc-{workspace}", [
+                api_pb2.Input(idx=i, args=api_pb2.Payload(data=b"x")) for i in range(inputs)], True, maybe_exists=False)
+        return fn
+
+    def started(self) -> list[str]:
+        """The function ids the worker was asked to start containers of, in order."""
+        return [cmd.start_container.function_id for cmd in self.to_worker if cmd.HasField("start_container")]
+
+    def connect(self, fn):
+        """Each starting container of fn says hello and asks for an input."""
+        for c in list(fn.containers.values()):
+            if c.send is None:
+                self.sched.fleet.container_connected(api_pb2.ContainerHello(container_id=c.container_id), [].append)
+                self.sched.dispatch.container_wants(c, 1)
+
+    def finish(self, c):
+        """The container sends the output of the input it holds, and asks for the next."""
+        (input_id,) = c.held
+        self.sched.dispatch.container_outputs(c, api_pb2.OutputBatch(outputs=[api_pb2.Output(
+            input_id=input_id, status=api_pb2.Output.SUCCESS)], want_inputs=1), 0)
+
+
+@run_async
+async def test_room_goes_to_the_workspace_with_the_smaller_dominant_share(tmp_path):
+    plane = Plane(tmp_path, cpu=2, memory_mb=2048)
+    a = plane.function("a", cpu=1, memory_mb=256, inputs=10)  # its call starts a container
+    assert plane.sched.placement.start_container(a)  # and its backlog another: the worker is full
+    plane.connect(a)
+    c1, c2 = a.containers.values()
+    assert c1.held and c2.held and plane.worker.free() == (0, 1536)
+    # b's containers are half of the memory: it finds no room, and waits.
+    b = plane.function("b", cpu=0.5, memory_mb=1024, inputs=5)
+    assert plane.started() == [a.function_id] * 2
+    # Meanwhile a, with the larger share, gets no more room ...
+    assert not plane.sched.placement.start_container(a)
+    assert "workspace b, with a smaller share" in plane.sched.shares.must_wait(a)
+    # ... and of its containers that finish an input, one stops: a at half is no more than b would be.
+    plane.finish(c1)
+    plane.finish(c2)
+    assert c1.stopping and not c1.held and not c2.stopping and c2.held
+    plane.sched.fleet.container_exited(api_pb2.ContainerExited(container_id=c1.container_id), plane.worker)
+    plane.now += 0.2
+    plane.sched.tick()
+    assert plane.started() == [a.function_id] * 2 + [b.function_id]
+    # Now each has half (a of the CPU, b of the memory): neither gives the other room.
+    plane.connect(b)
+    plane.finish(c2)
+    assert not c2.stopping and c2.held
+    # Once b stops asking for room, it holds no one back.
+    plane.sched.ledger.cancel_call("b", "fc-b")
+    plane.now += 3
+    assert plane.sched.shares.must_wait(a) is None
+
+
+@run_async
+async def test_quotas_bound_containers_cpu_memory_and_gpus(tmp_path):
+    plane = Plane(tmp_path, cpu=8, memory_mb=8192)
+    fn = plane.function("q", cpu=1, memory_mb=1024, inputs=4)
+    plane.sched.identity.set_limits(ADMIN_PRINCIPAL, "q", max_cpu=1.5)
+    assert plane.started() == [fn.function_id]  # its first container; a second would pass 1.5 CPU
+    assert plane.sched.shares.quota_refusal(fn) == "workspace q uses 1 of its quota of 1.5 CPU"
+    plane.sched.identity.set_limits(ADMIN_PRINCIPAL, "q", max_cpu=-1, max_memory_mb=512)
+    assert "needs 1024 MiB of memory, more than workspace q's quota of 512" in plane.sched.shares.quota_refusal(fn)
+    plane.sched.identity.set_limits(ADMIN_PRINCIPAL, "q", max_memory_mb=-1, max_containers=2)
+    assert plane.sched.shares.quota_refusal(fn) is None
+    assert plane.sched.placement.start_container(fn)
+    assert plane.sched.shares.quota_refusal(fn) == "workspace q uses 2 of its quota of 2 containers"
+    gpu = plane.function("g", cpu=1, memory_mb=128)
+    gpu.definition.resources.gpu = "H100"
+    plane.sched.identity.set_limits(ADMIN_PRINCIPAL, "g", max_gpus=1)
+    assert plane.sched.shares.quota_refusal(gpu) is None  # room or not, one GPU is within its quota
