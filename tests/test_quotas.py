@@ -218,3 +218,40 @@ async def test_quotas_bound_containers_cpu_memory_and_gpus(tmp_path):
     gpu.definition.resources.gpu = "H100"
     plane.sched.identity.set_limits(ADMIN_PRINCIPAL, "g", max_gpus=1)
     assert plane.sched.shares.quota_refusal(gpu) is None  # room or not, one GPU is within its quota
+
+
+# ---- CPU time as each backend measures it. Last in this file: the container cluster's
+# environment is this process's while its module fixture lives.
+
+
+def burn_is_counted(env: dict, workspace_name: str, seconds: float, at_least: float):
+    """burn(seconds) in a workspace of its own: `ember usage` comes to count at least `at_least`
+    CPU-seconds of it (reports come every few seconds, and when its container ends)."""
+    admin = dict(env)
+    ws_env = {**admin, **workspace_env(admin, workspace_name)}
+    code = f"import quota_app\nwith quota_app.app.run():\n    print(quota_app.burn.remote({seconds}))"
+    proc = run_py(code, env_extra=ws_env)
+    assert proc.returncode == 0, proc.stderr
+    row = {}
+
+    def counted():
+        rows = json.loads(ok("usage", "--json", "--by", "function", "--workspace", workspace_name, env=admin))
+        row.update(next((r for r in rows if r["function_name"] == "burn"), {}))
+        return row.get("cpu_seconds", 0) >= at_least and row.get("inputs") == 1
+
+    wait_for(counted, timeout=60, what=f"{at_least} CPU-seconds to be counted")
+
+
+def workspace_env(env: dict, name: str) -> dict:
+    ok("workspace", "create", name, env=env)
+    token = json.loads(ok("token", "new", "--workspace", name, "--json", env=env))
+    return {"EMBER_TOKEN_ID": token["token_id"], "EMBER_TOKEN_SECRET": token["token_secret"]}
+
+
+def test_cpu_time_of_a_process_is_counted(cluster):
+    # Read from /proc every second: what a container uses in its last second may go uncounted.
+    burn_is_counted(cluster.env, "burn-process", 2.0, at_least=1.0)
+
+
+def test_cpu_time_of_a_container_is_its_cgroups(container_cluster):
+    burn_is_counted(container_cluster.env, "burn-container", 1.0, at_least=1.0)

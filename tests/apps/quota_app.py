@@ -39,3 +39,12 @@ def memory_heavy(path, tag):
     time.sleep(0.3)
     note(path, tag)
     return tag
+
+
+@app.function(cpu=1)
+def burn(seconds):
+    """Use `seconds` of CPU time."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+    return round(time.process_time() - start, 1)
