@@ -3,6 +3,7 @@
     python bench/core.py                      # installs Ray into bench/.venv-ray the first time
     python bench/core.py --against REV        # also this same benchmark on an earlier commit
     python bench/core.py --tls                # Ember over TLS (`ember server --tls auto`, https with its CA)
+    python bench/core.py --tls-against-plain  # this checkout over TLS against the same without, alternating
 
 Measures, with warm containers/workers:
   - the round trip of one .remote() call: median of 200 after warm-up;
@@ -11,6 +12,7 @@ Measures, with warm containers/workers:
 """
 
 import argparse
+import importlib.util
 import asyncio
 import itertools
 import json
@@ -56,19 +58,32 @@ def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False):
     if tls:
         # The worker and this client trust the CA the server makes; the worker reads it as it starts.
         ca = tmp / "server" / "tls" / "ca.pem"
-        deadline = time.monotonic() + 30
-        while not ca.exists():
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the control plane did not make its CA; see {tmp / 'cluster.log'}")
-            time.sleep(0.05)
+        _wait_for(ca, server, tmp)
         os.environ["EMBER_CA_CERT"] = str(ca)
     # Image layers are kept between runs (a Debian base takes a minute to build).
     cache = os.environ.get("EMBER_CACHE_DIR") or str(HERE / ".cache")
+    tokens = []
+    if importlib.util.find_spec("ember.server.auth") is not None:
+        # A control plane with tokens (not one from before them, with --against): the worker joins
+        # with the worker token it writes, this client calls with its admin token.
+        worker_token = tmp / "server" / "worker-token.json"
+        _wait_for(worker_token, server, tmp)
+        tokens = ["--token-file", str(worker_token)]
+        admin = json.loads((tmp / "server" / "admin-token.json").read_text())
+        os.environ.update(EMBER_TOKEN_ID=admin["token_id"], EMBER_TOKEN_SECRET=admin["token_secret"])
     worker = subprocess.Popen(cmd + ["worker", "--server", url, "--data-dir", str(tmp / "worker"), "--cache-dir", cache,
-                               "--backend", backend],
+                               "--backend", backend] + tokens,
                               stdout=log, stderr=log)
     os.environ["EMBER_SERVER_URL"] = url
     return server, worker
+
+
+def _wait_for(path: pathlib.Path, server: subprocess.Popen, tmp: pathlib.Path):
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the control plane did not write {path}; see {tmp / 'cluster.log'}")
+        time.sleep(0.05)
 
 
 def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False) -> dict:
@@ -177,12 +192,14 @@ def main():
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--tls", action="store_true", help="run Ember's control plane with --tls auto, and connect over "
                                                       "https (with --against, REV must have --tls too)")
+    p.add_argument("--tls-against-plain", action="store_true",
+                   help="measure this checkout over TLS and without, alternating, --rounds times")
     p.add_argument("--ember-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.ember_only:
         print(json.dumps(bench_ember(args.map, args.spawn, args.backend, args.tls)))
         return
-    if args.against:
+    if args.against or args.tls_against_plain:
         compare(args)
         return
     ember_r = bench_ember(args.map, args.spawn, args.backend, args.tls)
@@ -202,22 +219,36 @@ def main():
     print(json.dumps({"ember": ember_r, "ray": ray_r}))
 
 
-def _child_args(args) -> list[str]:
+def _child_args(args, tls: bool | None = None) -> list[str]:
     """The arguments of one --ember-only run of this benchmark, in a process of its own."""
+    tls = args.tls if tls is None else tls
     return (["--ember-only", "--map", str(args.map), "--spawn", str(args.spawn), "--backend", args.backend]
-            + (["--tls"] if args.tls else []))
+            + (["--tls"] if tls else []))
 
 
 def compare(args):
-    """This checkout against an earlier commit, alternating, each round in fresh processes."""
-    runs = {"this": [], args.against: []}
+    """This checkout against an earlier commit (or, with --tls-against-plain, over TLS against
+    without), alternating, each round in fresh processes."""
+    def here(tls: bool) -> dict:
+        out = subprocess.run([sys.executable, __file__, *_child_args(args, tls)], capture_output=True, text=True,
+                             check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    if args.tls_against_plain:
+        runs = {"plain": [], "tls": []}
+        what = "over TLS against without"
+    else:
+        runs = {"this": [], args.against: []}
+        what = f"{args.against} against this checkout"
     for _ in range(args.rounds):
-        runs[args.against].append(bench_revision(args.against, args))
-        here = subprocess.run([sys.executable, __file__, *_child_args(args)], capture_output=True, text=True,
-                              check=True)
-        runs["this"].append(json.loads(here.stdout.strip().splitlines()[-1]))
+        if args.tls_against_plain:
+            runs["plain"].append(here(False))
+            runs["tls"].append(here(True))
+        else:
+            runs[args.against].append(bench_revision(args.against, args))
+            runs["this"].append(here(args.tls))
     print(f"# core benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}: {args.against} against this checkout, {args.rounds} rounds")
+          f"Python {platform.python_version()}: {what}, {args.rounds} rounds")
     for label, key, fmt in [("remote() round trip, median (ms)", "remote_median_ms", "{:.3f}"),
                             (f"map of {args.map} (inputs/s)", "map_per_s", "{:.0f}"),
                             (f"{args.spawn} spawned calls (s)", "spawn_seconds", "{:.1f}")]:

@@ -2,7 +2,7 @@
 
 import contextlib
 
-from . import exception
+from . import config, exception
 from ._client.bridge import twin
 from ._client.client import Client
 from .proto import api_pb2
@@ -24,8 +24,9 @@ class NamedObject:
         return f"<ember.{type(self).__name__} {self.name or self._object_id or '(ephemeral)'}>"
 
     @classmethod
-    def from_name(cls, name: str, *, create_if_missing: bool = False):
+    def from_name(cls, name: str, *, create_if_missing: bool = False, environment_name: str | None = None):
         """The named object; looked up (or created) when first used."""
+        config.check_environment(environment_name, f"{cls.__name__}.from_name({name!r})")
         if not isinstance(name, str) or not name or len(name) > 64 or not name.replace("-", "").replace(
                 "_", "").replace(".", "").isalnum():
             raise exception.InvalidError(f"{cls.__name__}.from_name({name!r}): names are 1 to 64 letters, digits, "

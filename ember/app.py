@@ -10,7 +10,7 @@ import grpc
 
 from . import config, exception
 from ._client import code
-from ._client.client import Client
+from ._client.client import Client, translate
 from ._client.local_cluster import LocalCluster
 from ._client.stream import Backoff, unavailable
 from .cls import Cls
@@ -32,14 +32,17 @@ async def build_image(client: Client, image: api_pb2.Image):
     """Have the image built (at once if it is already), its build output on this terminal."""
     force = os.environ.get("EMBER_FORCE_BUILD", "") not in ("", "0")
     error = "the control plane ended the build without a result"
-    async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
-                                              wait_for_ready=True):
-        if event.log:
-            sys.stderr.write(event.log)
-            sys.stderr.flush()
-        if event.done:
-            error = event.error
-            break
+    try:
+        async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
+                                                  wait_for_ready=True):
+            if event.log:
+                sys.stderr.write(event.log)
+                sys.stderr.flush()
+            if event.done:
+                error = event.error
+                break
+    except grpc.aio.AioRpcError as e:
+        raise translate(e, "building the app's image") from None
     if error:
         raise exception.ImageBuildError(f"Image build failed: {error}")
 
@@ -133,9 +136,10 @@ class App:
 
         return wrap(_f) if _f is not None else wrap
 
-    def deploy(self, name: str | None = None) -> int:
+    def deploy(self, name: str | None = None, *, environment_name: str | None = None) -> int:
         """Deploy the app: its functions stay callable (`Function.from_name`) after this process
         exits, until it is stopped or deployed again. Returns the new version's number."""
+        config.check_environment(environment_name, "App.deploy")
         name = name or self.name
         if not name:
             raise exception.InvalidError("a deployed app needs a name: ember.App(\"name\") or deploy(name=...)")
@@ -213,7 +217,7 @@ class _RunningApp:
         volume_ids = {name: {path: await v._id() for path, v in f._spec.volumes.items()}
                       for name, f in functions.items()}
         resp = await client.rpc("AppCreate", api_pb2.AppCreateRequest(
-            name=deployed_name or self.app.name or "", deployed=deployed_name is not None))
+            name=deployed_name or self.app.name or "unnamed", deployed=deployed_name is not None))
         self.app_id = resp.app_id
         for note in resp.unisolated_workers:
             print(f"ember: functions run as plain processes, without container isolation, on worker {note}",

@@ -112,9 +112,9 @@ class Cls:
         return f"<ember.Cls {self._name}>"
 
     @classmethod
-    def from_name(cls, app_name: str, name: str) -> "Cls":
+    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> "Cls":
         """A class of a deployed app, from any process; its methods are looked up when first used."""
-        return cls(Function.from_name(app_name, name))
+        return cls(Function.from_name(app_name, name, environment_name=environment_name))
 
     def get_user_cls(self):
         return self._user_cls

@@ -118,6 +118,17 @@ def server_url() -> str | None:
     return os.environ.get("EMBER_SERVER_URL") or _profile_value("server_url")
 
 
+def check_environment(environment_name: str | None, where: str):
+    """Modal's `environment_name=` (and `-e/--env`): Ember has no environments, and says so
+    rather than ignore one. Its namespaces are workspaces, chosen by the token."""
+    if environment_name:
+        from .exception import InvalidError
+
+        raise InvalidError(f"{where}: environment_name={environment_name!r}: Ember has no environments; its "
+                           "namespaces are workspaces, and the token chooses one (EMBER_TOKEN_ID/EMBER_TOKEN_SECRET, "
+                           "or `ember profile activate`). Leave environment_name out.")
+
+
 def token() -> tuple[str, str] | None:
     """The client's token (id, secret): from EMBER_TOKEN_ID and EMBER_TOKEN_SECRET, else the profile's."""
     env = os.environ.get("EMBER_TOKEN_ID"), os.environ.get("EMBER_TOKEN_SECRET")

@@ -12,7 +12,7 @@ import posixpath
 import re
 import time
 
-from . import _gpu, exception
+from . import _gpu, config, exception
 from ._client.bridge import in_thread, twin
 from ._client.client import Client
 from ._client.serialization import deserialize, exception_from_output, serialize_args
@@ -196,9 +196,10 @@ class Function:
         self._method_web_urls = dict(method_web_urls or {})
 
     @classmethod
-    def from_name(cls, app_name: str, name: str) -> "Function":
+    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> "Function":
         """A function of a deployed app, from any process; looked up when first called. Calls
         always reach the app's current version."""
+        config.check_environment(environment_name, f"Function.from_name({app_name!r}, {name!r})")
         return cls(name, lookup=(app_name, name))
 
     def _get_client(self) -> Client:

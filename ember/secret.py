@@ -11,7 +11,7 @@ Named secrets are made with `ember secret create NAME KEY=VALUE ...`; `from_dict
 import os
 import pathlib
 
-from . import exception
+from . import config, exception
 from ._client.client import Client
 from .proto import api_pb2
 
@@ -26,7 +26,8 @@ class Secret:
         return f"<ember.Secret {self._name or f'({len(self._env or {})} variables)'}>"
 
     @staticmethod
-    def from_name(name: str, *, required_keys: list[str] = ()) -> "Secret":
+    def from_name(name: str, *, required_keys: list[str] = (), environment_name: str | None = None) -> "Secret":
+        config.check_environment(environment_name, f"Secret.from_name({name!r})")
         if not isinstance(name, str) or not name:
             raise exception.InvalidError(f"Secret.from_name({name!r}): pass the secret's name")
         if isinstance(required_keys, str) or not all(isinstance(k, str) for k in required_keys):

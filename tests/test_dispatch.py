@@ -39,8 +39,8 @@ class Plane:
         self.ledger, self.dispatch, self.fleet = self.sched.ledger, self.sched.dispatch, self.sched.fleet
         self.to_worker: list[api_pb2.WorkerCommand] = []
         self.worker = self.fleet.worker_connected(api_pb2.WorkerRegister(
-            worker_id="w1", boot_id="b1", name="w1", cpu=8, memory_mb=8192), self.to_worker.append)
-        self.app_id = self.sched.apps.create_app("test")
+            worker_id="w1", boot_id="b1", name="w1", cpu=8, memory_mb=8192), self.to_worker.append, "tk-w1")
+        self.app_id = self.sched.apps.create_app("main", "test")
 
     def function(self, **definition):
         d = api_pb2.FunctionDefinition(name="f", resources=api_pb2.Resources(cpu=1, memory_mb=128), **definition)
@@ -48,7 +48,7 @@ class Plane:
 
     def call(self, fn, n=1, call_id="fc-1"):
         inputs = [api_pb2.Input(idx=i, args=api_pb2.Payload(data=pickle.dumps(i))) for i in range(n)]
-        return self.ledger.create_call(fn.function_id, call_id, inputs, True, maybe_exists=False)
+        return self.ledger.create_call("main", fn.function_id, call_id, inputs, True, maybe_exists=False)
 
     def started(self) -> list[str]:
         """The containers the worker was asked to start, in order."""
@@ -169,7 +169,7 @@ async def test_cancel_ends_queued_inputs_and_tells_the_container_running_one(p):
     call = p.call(fn, n=3)
     c, sent = p.connect(p.started()[0], want=1)
     assert inputs_sent(sent) == [("fc-1:0", 1)]
-    p.ledger.cancel_call(call.call_id)
+    p.ledger.cancel_call("main", call.call_id)
     assert sent[-1] == api_pb2.ContainerCommand(cancel_input_id="fc-1:0")
     outs = await p.outputs()
     assert [(o.input_id, o.status) for o in outs] == [(f"fc-1:{i}", Output.CANCELLED) for i in range(3)]
@@ -193,7 +193,7 @@ async def test_a_web_request_is_dispatched_unstored_and_not_retried(p):
     assert [(i.input_id, i.http.path) for i in batch] == [(inp.input_id, "/")]
     await p.store.durable()
     assert p.store.open_calls() == [] and p.store.call(inp.input_id) is None
-    p.fleet.container_exited(Exited(container_id=cid, cause=Exited.EXITED, reason="exited with code 1"))
+    p.fleet.container_exited(Exited(container_id=cid, cause=Exited.EXITED, reason="exited with code 1"), p.worker)
     assert web.final.status == Output.CONTAINER_EXITED and inp.done
     assert p.timers == [] and p.started() == [cid]  # not retried: no new container for it
     await p.store.durable()
@@ -206,7 +206,8 @@ async def test_a_container_out_of_memory_fails_its_input_as_out_of_memory(p):
     p.call(fn)
     (cid,) = p.started()
     p.connect(cid, want=1)
-    p.fleet.container_exited(Exited(container_id=cid, cause=Exited.OUT_OF_MEMORY, reason="ran out of memory"))
+    p.fleet.container_exited(Exited(container_id=cid, cause=Exited.OUT_OF_MEMORY, reason="ran out of memory"),
+                             p.worker)
     (out,) = await p.outputs()
     assert out.status == Output.OUT_OF_MEMORY and "ran out of memory while running this input" in out.error
     assert await p.open_inputs() == {}
@@ -218,7 +219,7 @@ async def test_a_container_that_cannot_start_fails_the_queued_calls(p):
     p.call(fn, n=2)
     (cid,) = p.started()
     p.fleet.container_exited(Exited(container_id=cid, cause=Exited.START_FAILED,
-                                    reason="could not set up its image"))
+                                    reason="could not set up its image"), p.worker)
     outs = await p.outputs()
     assert [o.status for o in outs] == [Output.INIT_FAILURE] * 2
     assert "could not set up its image" in outs[0].error
@@ -235,12 +236,13 @@ async def test_a_build_waits_for_a_worker_to_connect(p):
     events = p.sched.builds.follow(image, force=False)
     assert "waiting for a worker" in (await anext(events)).log
     to_w2 = []
-    p.fleet.worker_connected(api_pb2.WorkerRegister(worker_id="w2", boot_id="b2", name="w2", cpu=8,
-                                                    memory_mb=8192), to_w2.append)
+    w2 = p.fleet.worker_connected(api_pb2.WorkerRegister(worker_id="w2", boot_id="b2", name="w2", cpu=8,
+                                                         memory_mb=8192), to_w2.append, "tk-w2")
     for _ in range(10):  # the build's task wakes up and sends it, in a loop iteration or two
         if to_w2:
             break
         await asyncio.sleep(0)
     (cmd,) = to_w2
-    p.sched.builds.on_done(api_pb2.BuildDone(build_id=cmd.build_image.build_id))
+    p.sched.builds.on_done(api_pb2.BuildDone(build_id=cmd.build_image.build_id), p.worker)  # not its build
+    p.sched.builds.on_done(api_pb2.BuildDone(build_id=cmd.build_image.build_id), w2)
     assert [e.done and not e.error async for e in events] == [True]

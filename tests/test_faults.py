@@ -135,7 +135,7 @@ with core_app.app.run():
     print("running", flush=True)
     os.kill(os.getpid(), 9)
 """
-        proc = run_py(code, env_extra={"EMBER_SERVER_URL": cluster.url})
+        proc = run_py(code, env_extra=cluster.env)
         assert proc.stdout.strip() == "running", proc.stderr
         container_pid = int((tmp_path / "m").read_text())
         # No heartbeat from the dead client: the app stops and so does its container.

@@ -86,7 +86,7 @@ def test_ticks_missed_while_the_control_plane_was_down_run_once(cluster, tmp_pat
     # Five hours pass (as far as the schedule knows) while the control plane is down.
     async def last_run_five_hours_ago():
         store = open_store(cluster.tmp / "server" / "ember.db")
-        store.set_schedule_run("hourly", "tick", time.time() - 5 * 3600)
+        store.set_schedule_run("main", "hourly", "tick", time.time() - 5 * 3600)
         await store.durable()
         store.close()
 

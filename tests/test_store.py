@@ -54,8 +54,8 @@ def output(input_id: str) -> bytes:
 async def test_writes_are_durable_together_once_committed(store, url):
     other = open_store(url)
     try:
-        store.create_app("ap-1", "first")
-        store.create_app("ap-2", "second")
+        store.create_app("ap-1", "main", "first")
+        store.create_app("ap-2", "main", "second")
         committed = []
         store.on_durable(lambda: committed.append("ap-1 and ap-2"))
         assert committed == [] and other.running_apps() == []
@@ -71,7 +71,7 @@ async def test_writes_are_durable_together_once_committed(store, url):
 
 @run_async
 async def test_close_commits_what_is_open(store, reopen):
-    store.create_app("ap-1", "unsaved")
+    store.create_app("ap-1", "main", "unsaved")
     store = reopen()
     assert [app_id for app_id, *_ in store.running_apps()] == ["ap-1"]
 
@@ -81,44 +81,45 @@ async def test_close_commits_what_is_open(store, reopen):
 
 @run_async
 async def test_apps_deploy_versions_and_history(store, reopen):
-    store.create_app("ap-1", "web", deployed=True)
-    store.create_app("ap-e", "scratch")
-    assert store.last_version("web") == 0 and store.app_history("web") == []
+    store.create_app("ap-1", "main", "web", deployed=True)
+    store.create_app("ap-e", "main", "scratch")
+    assert store.last_version("main", "web") == 0 and store.app_history("main", "web") == []
     store.deploy_app("ap-1", 1, None)
-    store.create_app("ap-2", "web", deployed=True)
+    store.create_app("ap-2", "main", "web", deployed=True)
     store.deploy_app("ap-2", 2, "ap-1")
-    assert store.last_version("web") == 2 and store.last_version("scratch") == 0
-    assert sorted(store.running_apps()) == [("ap-1", "web", 1, 1, "superseded"), ("ap-2", "web", 1, 2, "running"),
-                                            ("ap-e", "scratch", 0, 0, "running")]
+    assert store.last_version("main", "web") == 2 and store.last_version("main", "scratch") == 0
+    assert sorted(store.running_apps()) == [("ap-1", "main", "web", 1, 1, "superseded"),
+                                            ("ap-2", "main", "web", 1, 2, "running"),
+                                            ("ap-e", "main", "scratch", 0, 0, "running")]
     store.stop_app("ap-1")
     store.stop_app("ap-e")
     await store.durable()
 
     store = reopen()
-    assert store.running_apps() == [("ap-2", "web", 1, 2, "running")]
-    history = store.app_history("web")
+    assert store.running_apps() == [("ap-2", "main", "web", 1, 2, "running")]
+    history = store.app_history("main", "web")
     assert [row[:2] + row[3:4] for row in history] == [("ap-2", 2, "running"), ("ap-1", 1, "stopped")]
     assert history[0][4] is None and history[1][4] is not None  # stopped_at
     assert store.deployed_at("ap-2") == history[0][2] and store.deployed_at("ap-1") == history[1][2]
-    assert store.last_version("web") == 2
+    assert store.last_version("main", "web") == 2
 
 
 @run_async
 async def test_functions_and_their_origin(store, reopen):
-    store.create_app("ap-d", "svc", deployed=True)
-    store.create_app("ap-e", "tmp")
+    store.create_app("ap-d", "main", "svc", deployed=True)
+    store.create_app("ap-e", "main", "tmp")
     handler, job = api_pb2.FunctionDefinition(name="handler"), api_pb2.FunctionDefinition(name="job", timeout=5)
     store.create_function("fn-1", "ap-d", handler)
     store.create_function("fn-2", "ap-e", job)
-    assert store.function("fn-1") == ("ap-d", handler) and store.function("fn-2") == ("ap-e", job)
+    assert store.function("fn-1") == ("ap-d", "main", handler) and store.function("fn-2") == ("ap-e", "main", job)
     assert store.function("fn-x") is None
-    assert store.function_origin("fn-1") == ("svc", "handler")
+    assert store.function_origin("fn-1") == ("main", "svc", "handler")
     assert store.function_origin("fn-2") is None  # not of a deployed app
     store.stop_app("ap-d")
     await store.durable()
 
     store = reopen()
-    assert store.function_origin("fn-1") == ("svc", "handler")  # even once stopped
+    assert store.function_origin("fn-1") == ("main", "svc", "handler")  # even once stopped
     assert store.functions_of_running_apps() == [("fn-2", "ap-e", job)]
 
 
@@ -127,7 +128,7 @@ async def test_functions_and_their_origin(store, reopen):
 
 @run_async
 async def test_calls_inputs_and_outputs(store, reopen):
-    store.create_app("ap-1", "app")
+    store.create_app("ap-1", "main", "app")
     store.create_function("fn-1", "ap-1", api_pb2.FunctionDefinition(name="f"))
     store.create_call("fc-1", "fn-1", None)
     store.add_inputs([("in-0", "fc-1", 0, b"a0"), ("in-1", "fc-1", 1, b"a1"), ("in-2", "fc-1", 2, b"a2")])
@@ -172,7 +173,7 @@ async def test_calls_inputs_and_outputs(store, reopen):
 
 @run_async
 async def test_calls_of_a_stopped_app_are_not_open(store):
-    store.create_app("ap-1", "app")
+    store.create_app("ap-1", "main", "app")
     store.create_function("fn-1", "ap-1", api_pb2.FunctionDefinition(name="f"))
     store.create_call("fc-1", "fn-1", 1)
     assert [c[0] for c in store.open_calls()] == ["fc-1"]
@@ -185,15 +186,17 @@ async def test_calls_of_a_stopped_app_are_not_open(store):
 
 @run_async
 async def test_workers_and_live_containers(store, reopen):
-    store.upsert_worker(api_pb2.WorkerRegister(worker_id="wk-1", boot_id="b1", name="m1", cpu=2, memory_mb=1024))
-    store.upsert_worker(api_pb2.WorkerRegister(worker_id="wk-1", boot_id="b2", name="m1", cpu=4, memory_mb=2048))
-    store.create_container("ct-1", "fn-1", "wk-1", "b2")
-    store.create_container("ct-2", "fn-1", "wk-1", "b2")
+    Reg = api_pb2.WorkerRegister
+    store.upsert_worker(Reg(worker_id="wk-1", boot_id="b1", name="m1", cpu=2, memory_mb=1024), "tk-w")
+    store.upsert_worker(Reg(worker_id="wk-1", boot_id="b2", name="m1", cpu=4, memory_mb=2048), "tk-w")
+    store.create_container("ct-1", "fn-1", "wk-1", "b2", "hash 1")
+    store.create_container("ct-2", "fn-1", "wk-1", "b2", "hash 2")
     store.container_exited("ct-1", "out of memory")
     await store.durable()
 
     store = reopen()
-    assert store.live_containers() == [("ct-2", "fn-1", "wk-1", "b2")]
+    assert store.live_containers() == [("ct-2", "fn-1", "wk-1", "b2", "hash 2")]
+    assert store.worker_token("wk-1") == "tk-w" and store.worker_token("wk-x") is None
 
 
 # ---- layers, secrets, proxy tokens, schedules
@@ -210,40 +213,40 @@ async def test_layers(store, reopen):
 
 @run_async
 async def test_secrets(store, reopen):
-    store.put_secret("sc-1", "api", b"cipher 1", 2)
-    store.put_secret("sc-2", "api", b"cipher 2", 3)  # replaces the secret of that name
-    store.put_secret("sc-3", None, b"cipher 3", 1)  # anonymous
-    store.put_secret("sc-4", "db", b"cipher 4", 1)
+    store.put_secret("sc-1", "main", "api", b"cipher 1", 2)
+    store.put_secret("sc-2", "main", "api", b"cipher 2", 3)  # replaces the secret of that name
+    store.put_secret("sc-3", "main", None, b"cipher 3", 1)  # anonymous
+    store.put_secret("sc-4", "main", "db", b"cipher 4", 1)
     await store.durable()
 
     store = reopen()
-    assert store.secret_by_name("api") == ("sc-2", b"cipher 2") and store.secret_by_name("nope") is None
-    assert store.secret_ciphertext("sc-1") is None and store.secret_ciphertext("sc-3") == b"cipher 3"
-    assert [(name, keys) for name, _, keys in store.list_secrets()] == [("api", 3), ("db", 1)]
-    assert store.delete_secret("api") is True
-    assert store.delete_secret("api") is False
-    assert store.secret_by_name("api") is None and [s[0] for s in store.list_secrets()] == ["db"]
+    assert store.secret_by_name("main", "api") == ("sc-2", b"cipher 2") and store.secret_by_name("main", "nope") is None
+    assert store.secret_ciphertext("sc-1") is None and store.secret_ciphertext("sc-3") == ("main", b"cipher 3")
+    assert [(name, keys) for name, _, keys in store.list_secrets("main")] == [("api", 3), ("db", 1)]
+    assert store.delete_secret("main", "api") is True
+    assert store.delete_secret("main", "api") is False
+    assert store.secret_by_name("main", "api") is None and [s[0] for s in store.list_secrets("main")] == ["db"]
 
 
 @run_async
 async def test_proxy_tokens(store, reopen):
-    store.add_proxy_token("tk-2", "hash 2", 20.0)
-    store.add_proxy_token("tk-1", "hash 1", 10.0)
+    store.add_proxy_token("tk-2", "main", "hash 2", 20.0)
+    store.add_proxy_token("tk-1", "b", "hash 1", 10.0)
     await store.durable()
     store = reopen()
-    assert store.proxy_tokens() == [("tk-1", "hash 1", 10.0), ("tk-2", "hash 2", 20.0)]  # oldest first
+    assert store.proxy_tokens() == [("tk-1", "b", "hash 1", 10.0), ("tk-2", "main", "hash 2", 20.0)]  # oldest first
     store.delete_proxy_token("tk-1")
     store.delete_proxy_token("tk-x")
-    assert store.proxy_tokens() == [("tk-2", "hash 2", 20.0)]
+    assert store.proxy_tokens() == [("tk-2", "main", "hash 2", 20.0)]
 
 
 @run_async
 async def test_schedule_runs(store, reopen):
-    store.set_schedule_run("app", "hourly", 100.0)
-    store.set_schedule_run("app", "daily", 50.0)
-    store.set_schedule_run("app", "hourly", 200.0)
+    store.set_schedule_run("main", "app", "hourly", 100.0)
+    store.set_schedule_run("main", "app", "daily", 50.0)
+    store.set_schedule_run("main", "app", "hourly", 200.0)
     await store.durable()
-    assert reopen().schedule_runs() == {("app", "hourly"): 200.0, ("app", "daily"): 50.0}
+    assert reopen().schedule_runs() == {("main", "app", "hourly"): 200.0, ("main", "app", "daily"): 50.0}
 
 
 @run_async
@@ -264,29 +267,29 @@ async def test_usage_adds_up_by_the_hour(store, reopen):
 
 @run_async
 async def test_objects(store, reopen):
-    store.create_object("di-1", "dict", "cfg")
-    store.create_object("di-2", "dict", None)  # ephemeral
-    store.create_object("qu-1", "queue", "cfg")  # a name is unique per kind only
-    store.create_object("vo-1", "volume", "data")
+    store.create_object("di-1", "main", "dict", "cfg")
+    store.create_object("di-2", "main", "dict", None)  # ephemeral
+    store.create_object("qu-1", "main", "queue", "cfg")  # a name is unique per kind only
+    store.create_object("vo-1", "main", "volume", "data")
     store.dict_put("di-1", [(b"k", b"v")], False)
     await store.durable()
 
     store = reopen()
-    assert store.find_object("dict", "cfg") == "di-1" and store.find_object("queue", "cfg") == "qu-1"
-    assert store.find_object("volume", "cfg") is None
-    assert store.object_kind("qu-1") == "queue" and store.object_kind("xx-1") is None
-    assert [(name, oid, size) for name, oid, _, size in store.list_objects("dict")] == [("cfg", "di-1", 1)]
-    assert [row[:2] for row in store.list_objects("volume")] == [("data", "vo-1")]
+    assert store.find_object("main", "dict", "cfg") == "di-1" and store.find_object("main", "queue", "cfg") == "qu-1"
+    assert store.find_object("main", "volume", "cfg") is None
+    assert store.object_owner("qu-1") == ("main", "queue") and store.object_owner("xx-1") is None
+    assert [(name, oid, size) for name, oid, _, size in store.list_objects("main", "dict")] == [("cfg", "di-1", 1)]
+    assert [row[:2] for row in store.list_objects("main", "volume")] == [("data", "vo-1")]
     store.delete_object("di-1")
     await store.durable()
-    assert store.find_object("dict", "cfg") is None and store.object_kind("di-1") is None
-    assert store.dict_len("di-1") == 0 and store.list_objects("dict") == []
+    assert store.find_object("main", "dict", "cfg") is None and store.object_owner("di-1") is None
+    assert store.dict_len("di-1") == 0 and store.list_objects("main", "dict") == []
 
 
 @run_async
 async def test_dict_operations(store, reopen):
-    store.create_object("di-1", "dict", "d")
-    store.create_object("di-2", "dict", None)
+    store.create_object("di-1", "main", "dict", "d")
+    store.create_object("di-2", "main", "dict", None)
     assert store.dict_put("di-1", [(b"a", b"1"), (b"b", b"2"), (b"a\x00", b"3")], False) is True
     assert store.dict_put("di-1", [(b"a", b"9")], True) is False  # skip_if_exists: nothing written
     assert store.dict_get("di-1", b"a") == b"1"
@@ -308,7 +311,7 @@ async def test_dict_operations(store, reopen):
 
 @run_async
 async def test_queue_operations(store, reopen):
-    store.create_object("qu-1", "queue", "q")
+    store.create_object("qu-1", "main", "queue", "q")
     assert store.queue_last_seq("qu-1") == 0
     store.queue_put("qu-1", "", 1, [b"a", b"b"])
     store.queue_put("qu-1", "p", 3, [b"c"])
@@ -336,7 +339,7 @@ async def test_queue_operations(store, reopen):
 
 @run_async
 async def test_volume_commits(store, reopen):
-    store.create_object("vo-1", "volume", "data")
+    store.create_object("vo-1", "main", "volume", "data")
     assert store.volume_manifest("vo-1") == (0, [])
     files = [("a.txt", "1" * 64, 3, 0o644, 1.5), ("dir/x", "2" * 64, 1, 0o600, 2.0),
              ("dir/sub/y", "3" * 64, 2, 0o644, 2.0), ("dirty", "4" * 64, 4, 0o755, 3.0)]
@@ -401,7 +404,7 @@ async def test_a_database_from_before_migrations_is_adopted(tmp_path, legacy):
     db.close()
 
     store = open_store(path)
-    assert store.running_apps() == [("ap-1", "old", 0, 0, "running")]
+    assert store.running_apps() == [("ap-1", "main", "old", 0, 0, "running")]
     Step, Web = api_pb2.ImageStep, api_pb2.WebEndpoint
     definition = api_pb2.FunctionDefinition(name="f", image=api_pb2.Image(steps=[Step(kind=Step.PIP_INSTALL,
                                             args=["numpy"])]), web=Web(kind=Web.FASTAPI))
@@ -409,13 +412,13 @@ async def test_a_database_from_before_migrations_is_adopted(tmp_path, legacy):
     if legacy == "just before migrations":
         [out] = store.outputs("fc-1", 0, 10)
         assert out.output == api_pb2.Output(status=api_pb2.Output.FAILURE, error="boom")
-    store.create_app("ap-2", "new", deployed=True)
+    store.create_app("ap-2", "main", "new", deployed=True)
     store.deploy_app("ap-2", 1, None)
-    store.put_secret("sc-1", "s", b"c", 1)  # a table the old database may not have had
+    store.put_secret("sc-1", "main", "s", b"c", 1)  # a table the old database may not have had
     await store.durable()
     store.close()
     store = open_store(path)
-    assert store.last_version("new") == 1 and store.secret_by_name("s") == ("sc-1", b"c")
+    assert store.last_version("main", "new") == 1 and store.secret_by_name("main", "s") == ("sc-1", b"c")
     store.close()
     assert schema_version(sqlite3.connect(path)) == latest_version()
 
@@ -468,3 +471,41 @@ def test_store_urls(tmp_path):
     with pytest.raises(StoreError, match="unknown store 'mysql'"):
         open_store("mysql://db.example/ember")
 
+
+
+# ---- workspaces and tokens
+
+
+@run_async
+async def test_workspaces_and_tokens(store, reopen):
+    assert [w[0] for w in store.workspaces()] == ["main"]  # every store has it, without quotas
+    assert store.workspaces()[0][2:] == (None, None, None, None)
+    store.create_workspace("b")
+    store.set_workspace_limits("b", 2, 1.5, 1024, None)
+    row = ("tk-1", "hash", "workspace", "b", "ci", 10.0, 20.0, None, None, None)
+    store.add_token(row)
+    store.add_token(("tk-0", "hash 0", "worker", "", "w", 5.0, None, None, 4.0, 2048))
+    store.revoke_token("tk-1", 15.0)
+    await store.durable()
+
+    store = reopen()
+    assert [w[0] for w in store.workspaces()] == ["b", "main"] and store.workspaces()[0][2:] == (2, 1.5, 1024, None)
+    assert store.tokens() == [("tk-0", "hash 0", "worker", "", "w", 5.0, None, None, 4.0, 2048),
+                              row[:7] + (15.0,) + row[8:]]  # oldest first
+
+
+@run_async
+async def test_names_are_unique_per_workspace(store, reopen):
+    for ws in ("main", "b"):
+        store.create_object(f"di-{ws}", ws, "dict", "cfg")
+        store.put_secret(f"sc-{ws}", ws, "api", ws.encode(), 1)
+        store.create_app(f"ap-{ws}", ws, "web", deployed=True)
+        store.deploy_app(f"ap-{ws}", 1, None)
+    await store.durable()
+
+    store = reopen()
+    assert store.find_object("b", "dict", "cfg") == "di-b" and store.object_owner("di-main") == ("main", "dict")
+    assert store.list_objects("b", "dict")[0][:2] == ("cfg", "di-b")
+    assert store.secret_by_name("b", "api") == ("sc-b", b"b") and store.secret_ciphertext("sc-main")[0] == "main"
+    assert store.last_version("b", "web") == 1 and [r[0] for r in store.app_history("b", "web")] == ["ap-b"]
+    assert store.delete_secret("b", "api") and store.secret_by_name("main", "api") == ("sc-main", b"main")

@@ -29,8 +29,9 @@ with tls_app.app.run():
 CONNECT = "import tls_app\nwith tls_app.app.run():\n    pass\n"
 
 
-def client_env(url: str, ca=None) -> dict:
-    env = {"EMBER_SERVER_URL": url}
+def client_env(c: Cluster, url: str | None = None, ca=None) -> dict:
+    """The environment of a client of c (with its admin token), at url (default: c's)."""
+    env = dict(c.env, EMBER_SERVER_URL=url or c.url)
     if ca is not None:
         env["EMBER_CA_CERT"] = str(ca)
     return env
@@ -61,7 +62,7 @@ def test_auto_tls_made_a_ca_and_prints_its_fingerprint(tls_cluster):
 def test_client_with_the_ca_runs_functions_and_reaches_web_endpoints_over_https(tls_cluster):
     c = tls_cluster
     assert c.url.startswith("https://")
-    out = run_py(CALL_AND_FETCH.format(ca=str(c.ca_file)), client_env(c.url, c.ca_file))
+    out = run_py(CALL_AND_FETCH.format(ca=str(c.ca_file)), client_env(c, ca=c.ca_file))
     assert out.returncode == 0, out.stderr + c.log() + c.log("worker-w1")
     assert "square 49" in out.stdout and "by call 25" in out.stdout
     assert f"url {c.web_url}/tls-scheme-dev" in out.stdout and c.web_url.startswith("https://")
@@ -71,7 +72,7 @@ def test_client_with_the_ca_runs_functions_and_reaches_web_endpoints_over_https(
 def test_a_wrong_ca_is_refused_naming_the_cause_and_the_fix(tls_cluster, tmp_path):
     c = tls_cluster
     other = tls.auto(tmp_path / "other", [])  # a CA that did not sign the server's certificate
-    out = run_py(CONNECT, client_env(c.url, other.ca_file))
+    out = run_py(CONNECT, client_env(c, ca=other.ca_file))
     assert out.returncode != 0
     assert "certificate at 127.0.0.1" in out.stderr and "is not trusted" in out.stderr, out.stderr
     assert "EMBER_CA_CERT" in out.stderr and str(other.ca_file) in out.stderr
@@ -81,13 +82,13 @@ def test_a_wrong_ca_is_refused_naming_the_cause_and_the_fix(tls_cluster, tmp_pat
 
 
 def test_no_ca_at_all_is_not_trusted_either(tls_cluster):
-    out = run_py(CONNECT, client_env(tls_cluster.url))  # conftest: no profile gives a CA either
+    out = run_py(CONNECT, client_env(tls_cluster))  # conftest: no profile gives a CA either
     assert out.returncode != 0 and "is not trusted" in out.stderr and "system's CA certificates" in out.stderr
 
 
 def test_a_plaintext_url_to_a_tls_server_says_to_use_https(tls_cluster):
     c = tls_cluster
-    out = run_py(CONNECT, client_env(f"http://127.0.0.1:{c.port}", c.ca_file))
+    out = run_py(CONNECT, client_env(c, f"http://127.0.0.1:{c.port}", c.ca_file))
     assert out.returncode != 0
     assert "speaks TLS" in out.stderr and f"https://127.0.0.1:{c.port}" in out.stderr, out.stderr
 
@@ -96,7 +97,7 @@ def test_a_tls_url_to_a_plaintext_server_says_it_does_not_speak_tls(tmp_path):
     c = Cluster(tmp_path)
     c.start_server()
     try:
-        out = run_py(CONNECT, client_env(f"https://127.0.0.1:{c.port}"))
+        out = run_py(CONNECT, client_env(c, f"https://127.0.0.1:{c.port}"))
         assert out.returncode != 0 and "does not speak TLS" in out.stderr, out.stderr
     finally:
         c.stop()
@@ -133,7 +134,7 @@ def test_containers_reach_a_tls_control_plane_directly_and_through_the_relay(tmp
     try:
         code = ("import tls_app\nwith tls_app.app.run():\n"
                 "    print(tls_app.square_by_call.remote(3), tls_app.square_offline.remote(4))\n")
-        out = run_py(code, client_env(c.url, c.ca_file), timeout=300)
+        out = run_py(code, client_env(c, ca=c.ca_file), timeout=300)
         assert out.returncode == 0, out.stderr + c.log("worker-w1")
         assert out.stdout.splitlines()[-1] == "9 16"
     finally:

@@ -19,6 +19,8 @@ def add_parsers(sub):
                                         "in flight finish on the old version). Needs EMBER_SERVER_URL.")
     deploy.add_argument("file")
     deploy.add_argument("--name", help="the deployed app's name (default: the App's name)")
+    deploy.add_argument("-e", "--env", help="Modal's environment: Ember has none (workspaces, chosen by the token, "
+                                            "are its namespaces)")
     app = sub.add_parser("app", help="list, stop and follow deployed apps")
     cmds = app.add_subparsers(dest="action", metavar="ACTION", required=True)
     cmds.add_parser("list", help="running apps: deployed ones and ephemeral runs")

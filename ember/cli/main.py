@@ -6,8 +6,12 @@ import sys
 
 from .. import exception
 from .._proc import die_with_parent
+from .. import config
 from ..config import ember_home
 from .errors import report
+
+
+ENV_HELP = "Modal's environment: Ember has none (workspaces, chosen by the token, are its namespaces)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,12 +24,14 @@ def _parser() -> argparse.ArgumentParser:
                                      "function; its arguments as --name value). Without EMBER_SERVER_URL, "
                                      "a local cluster starts for the run.")
     run.add_argument("target", help="FILE or FILE::NAME")
+    run.add_argument("-e", "--env", help=ENV_HELP)
     run.add_argument("args", nargs=argparse.REMAINDER, help="--name value for the function's parameters")
 
     serve = sub.add_parser("serve", help="run an app with its web endpoints live; redeploy it on every save",
                            description="Run FILE's app with its web endpoints served (at URLs that stay the "
                                        "same), watch its files, and redeploy it when one changes. Ctrl-C stops it.")
     serve.add_argument("file", help="the app's file")
+    serve.add_argument("-e", "--env", help=ENV_HELP)
 
     server = sub.add_parser("server", help="run the control plane")
     server.add_argument("--host", default="127.0.0.1")
@@ -101,6 +107,7 @@ def main(argv=None) -> int:
 
 
 def _run(parser, args) -> int:
+    config.check_environment(getattr(args, "env", None), f"ember {args.command}")
     if args.command == "run":
         from .run import run
         return run(args.target, args.args)
@@ -113,6 +120,9 @@ def _run(parser, args) -> int:
     if args.command == "worker" and not args.action:
         from ..worker.main import run as run_worker
         return run_worker(args)
+    if args.command == "token" and args.action == "set":  # writes the config file: no server involved
+        from .profile import run_token_set
+        return run_token_set(args)
     if args.command in ("token", "workspace", "worker"):
         from .identity import run as run_identity
         return run_identity(args)
@@ -122,9 +132,6 @@ def _run(parser, args) -> int:
     if args.command == "app":
         from .apps import run as run_apps
         return run_apps(args)
-    if args.command == "token" and args.action == "set":  # writes the config file: no server involved
-        from .profile import run_token_set
-        return run_token_set(args)
     if args.command == "profile":
         from .profile import run as run_profile
         return run_profile(args)

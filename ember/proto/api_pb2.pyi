@@ -662,16 +662,6 @@ class WorkerListResponse(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
 
-class WhoamiResponse(_message.Message):
-    __slots__ = ("role", "workspace", "token_id")
-    ROLE_FIELD_NUMBER: _ClassVar[int]
-    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
-    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
-    role: TokenCreateRequest.Role
-    workspace: str
-    token_id: str
-    def __init__(self, role: _Optional[_Union[TokenCreateRequest.Role, str]] = ..., workspace: _Optional[str] = ..., token_id: _Optional[str] = ...) -> None: ...
-
 class UsageRequest(_message.Message):
     __slots__ = ("workspace", "since", "by")
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]

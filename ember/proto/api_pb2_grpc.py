@@ -230,11 +230,6 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.WorkerRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
-        self.Whoami = channel.unary_unary(
-                '/ember.v1.ClientApi/Whoami',
-                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
-                response_deserializer=ember_dot_proto_dot_api__pb2.WhoamiResponse.FromString,
-                _registered_method=True)
         self.UsageGet = channel.unary_unary(
                 '/ember.v1.ClientApi/UsageGet',
                 request_serializer=ember_dot_proto_dot_api__pb2.UsageRequest.SerializeToString,
@@ -528,13 +523,6 @@ class ClientApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Whoami(self, request, context):
-        """Who the request's credential is.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def UsageGet(self, request, context):
         """What a workspace's containers used (its own for a workspace token; any, or all, for an admin).
         """
@@ -753,11 +741,6 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.WorkerRemove,
                     request_deserializer=ember_dot_proto_dot_api__pb2.WorkerRef.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
-            ),
-            'Whoami': grpc.unary_unary_rpc_method_handler(
-                    servicer.Whoami,
-                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
-                    response_serializer=ember_dot_proto_dot_api__pb2.WhoamiResponse.SerializeToString,
             ),
             'UsageGet': grpc.unary_unary_rpc_method_handler(
                     servicer.UsageGet,
@@ -1812,33 +1795,6 @@ class ClientApi:
             '/ember.v1.ClientApi/WorkerRemove',
             ember_dot_proto_dot_api__pb2.WorkerRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Whoami(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/ember.v1.ClientApi/Whoami',
-            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
-            ember_dot_proto_dot_api__pb2.WhoamiResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,6 +15,7 @@ import grpc
 from .._client.stream import Outbox
 from ..proto import api_pb2, api_pb2_grpc
 from .auth import ADMIN, CONTAINER, WORKER, WORKSPACE, Forbidden, Identity, Principal, Unauthenticated
+from . import validate
 from .blobs import BlobNotFound, BlobStore
 from .objects import ObjectError, Objects
 from .scheduler import Scheduler
@@ -83,6 +84,10 @@ class Duplex:
                 yield msg
         finally:
             reader.cancel()
+        # What ended the reading (a frame that did not parse, a failing handle) ends the stream
+        # with an error, instead of a quiet end the peer would take for success.
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            raise reader.exception()
 
 
 class BlobRpcs:
@@ -130,12 +135,14 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
     # ------------------------------------------------------------------ apps and functions
 
     async def AppCreate(self, req, context, who):
+        validate.app_create(req)
         app_id = self.apps.create_app(who.workspace, req.name or "unnamed", deployed=req.deployed)
         await self.store.durable()
         return api_pb2.AppCreateResponse(app_id=app_id, heartbeat_interval=self.heartbeat_interval,
                                          unisolated_workers=self.fleet.unisolated_workers())
 
     async def AppHeartbeat(self, req, context, who):
+        validate.app_id(req)
         if self.apps.app(req.app_id, who.workspace) is None or not self.apps.heartbeat(req.app_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not running")
         return EMPTY
@@ -166,6 +173,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
 
     async def AppStop(self, req, context, who):
+        validate.app_by_id_or_name(req)
         app = await self._app_by_ref(context, who, req.app_id, req.name)
         if app is not None and req.drain:
             self.apps.drain(app.app_id)
@@ -175,10 +183,12 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return EMPTY
 
     async def FunctionBind(self, req, context, who):
+        validate.function_bind(req)
         fid = await self._call(context, self.apps.bind_function, req.function_id, req.params, who.workspace)
         return api_pb2.FunctionCreateResponse(function_id=fid)
 
     async def AppDeploy(self, req, context, who):
+        validate.app_id(req)
         if self.apps.app(req.app_id, who.workspace) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not a running deployed app")
         return api_pb2.AppDeployResponse(version=await self._call(context, self.apps.deploy, req.app_id))
@@ -191,6 +201,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             for a in apps if a.version or not a.deployed])
 
     async def AppHistory(self, req, context, who):
+        validate.app_name(req)
         rows = self.store.app_history(who.workspace, req.name)
         if not rows:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no app named {req.name!r} was ever deployed")
@@ -200,12 +211,14 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             stopped_at=stopped_at or 0) for app_id, version, deployed_at, state, stopped_at in rows])
 
     async def FunctionLookup(self, req, context, who):
+        validate.function_lookup(req)
         fn = await self._call(context, self.apps.lookup_function, who.workspace, req.app_name, req.name)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
                                               is_class=fn.definition.is_class, methods=fn.definition.methods,
                                               **self._web_urls(fn))
 
     async def AppLogs(self, req, context, who):
+        validate.app_by_id_or_name(req)
         app = await self._app_by_ref(context, who, req.app_id, req.app_name)
         if app is None:
             return
@@ -213,6 +226,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             yield batch
 
     async def FunctionCreate(self, req, context, who):
+        validate.function_create(req)
         await self._call(context, self._check_references, who, req.definition)
         fid = await self._call(context, self.apps.create_function, req.app_id, req.definition, who.workspace)
         return api_pb2.FunctionCreateResponse(function_id=fid, **self._web_urls(self.apps.function(fid)))
@@ -231,6 +245,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return {"web_url": urls.pop("", ""), "method_web_urls": urls}
 
     async def ImageBuild(self, req, context, who):
+        validate.image_build(req)
         async for event in self.builds.follow(req.image, req.force):
             if event.done:
                 await self.store.durable()  # the layers it recorded
@@ -242,12 +257,14 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return await self._call(context, self.secrets.create, who.workspace, req)
 
     async def SecretLookup(self, req, context, who):
+        validate.secret_name(req)
         return await self._call(context, self.secrets.lookup, who.workspace, req)
 
     async def SecretList(self, req, context, who):
         return api_pb2.SecretListResponse(secrets=await self._call(context, self.secrets.listing, who.workspace))
 
     async def SecretDelete(self, req, context, who):
+        validate.secret_name(req)
         await self._call(context, self.secrets.delete, who.workspace, req.name)
         return EMPTY
 
@@ -258,6 +275,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return self.tokens.list(who.workspace)
 
     async def ProxyTokenDelete(self, req, context, who):
+        validate.proxy_token(req)
         await self._call(context, self.tokens.delete, who.workspace, req.token_id)
         return EMPTY
 
@@ -269,13 +287,16 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
                                                                    req.kind))
 
     async def ObjectDelete(self, req, context, who):
+        validate.object_ref(req)
         await self._call(context, self.objects.delete, who.workspace, req)
         return EMPTY
 
     async def VolumeGet(self, req, context, who):
+        validate.volume_ref(req)
         return await self._call(context, self.objects.volume_manifest, who.workspace, req.volume_id)
 
     async def VolumeCommit(self, req, context, who):
+        validate.volume_commit(req)
         return await self._call(context, self.objects.volume_commit, who.workspace, req)
 
     async def ObjectStream(self, request_iterator, context, who):
@@ -288,7 +309,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             elif isinstance(result, api_pb2.QueueResponse):
                 msg = api_pb2.ObjectOpResult(tag=tag, queue=result)
             else:
-                msg = api_pb2.ObjectOpResult(tag=tag, error=str(error), not_found=error.not_found)
+                msg = api_pb2.ObjectOpResult(tag=tag, error=str(error), not_found=getattr(error, "not_found", False))
             store.on_durable(lambda: stream.send(msg))
 
         async def wait_for_item(op):
@@ -299,13 +320,14 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
         def handle(op):
             try:
+                validate.object_op(op)
                 if op.WhichOneof("op") == "dict":
                     answer(op.tag, objects.dict_op(workspace, op.dict))
                 elif objects.may_wait(workspace, op.queue):
                     asyncio.get_running_loop().create_task(wait_for_item(op))
                 else:
                     answer(op.tag, objects.queue_op_now(workspace, op.queue))
-            except ObjectError as e:
+            except (ObjectError, validate.Invalid) as e:
                 answer(op.tag, error=e)
 
         async with contextlib.aclosing(stream.run(handle)) as results:
@@ -321,9 +343,10 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
         def handle(req):
             try:
+                validate.call_request(req)
                 call = ledger.create_call(workspace, req.function_id, req.call_id,
                                           [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend)
-            except LookupError as e:
+            except (LookupError, validate.Invalid) as e:
                 send(api_pb2.CallResponse(tag=req.tag, error=str(e)))
                 return
             ledger.when_done(call, lambda call, tag=req.tag: send(
@@ -334,6 +357,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
                 yield resp
 
     async def FunctionCallCreate(self, req, context, who):
+        validate.function_call_create(req)
         try:
             call = self.ledger.create_call(who.workspace, req.function_id, req.call_id, list(req.inputs),
                                            req.inputs_complete)
@@ -343,6 +367,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return api_pb2.FunctionCallCreateResponse(call_id=call.call_id)
 
     async def FunctionCallPutInputs(self, req, context, who):
+        validate.put_inputs(req)
         try:
             self.ledger.put_inputs(who.workspace, req.call_id, list(req.inputs), req.inputs_complete)
         except LookupError as e:
@@ -351,6 +376,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         return EMPTY
 
     async def FunctionCallGetOutputs(self, req, context, who):
+        validate.get_outputs(req)
         call = self.ledger.lookup_call(req.call_id, who.workspace)
         if call is None:
             await context.abort(
@@ -365,15 +391,12 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
             function_name=call.function.name)
 
     async def FunctionCallCancel(self, req, context, who):
+        validate.call_ref(req)
         self.ledger.cancel_call(who.workspace, req.call_id)
         await self.store.durable()
         return EMPTY
 
     # ------------------------------------------------------------------ identity
-
-    async def Whoami(self, req, context, who):
-        return api_pb2.WhoamiResponse(role=ROLES.get(who.role, Role.ROLE_UNSPECIFIED), workspace=who.workspace,
-                                      token_id=who.token_id)
 
     async def WorkspaceCreate(self, req, context, who):
         return _workspace_info(await self._call(context, self.identity.create_workspace, who, req.name))
@@ -457,6 +480,7 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "register":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a worker must register first")
+        validate.worker_register(first.register)
         try:
             self.fleet.admit(first.register, self.identity.tokens[who.token_id])
         except (Forbidden, ValueError) as e:
@@ -503,6 +527,7 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a container must say hello first")
+        validate.container_hello(first.hello)
         if first.hello.container_id != who.token_id:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"this credential is container {who.token_id}'s, not {first.hello.container_id}'s")

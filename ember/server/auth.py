@@ -168,7 +168,8 @@ class Identity:
     def new_token(self, who: Principal, *, role: str, workspace: str = "", name: str = "",
                   expires_in: float = 0, max_cpu: float = 0, max_memory_mb: int = 0) -> tuple[Token, str]:
         """A new token and its secret (shown once). An admin makes any; a workspace token only
-        workspace tokens of its own workspace."""
+        workspace tokens of its own workspace; a container none."""
+        self._person(who)
         if role in (ADMIN, WORKER):
             self.require_admin(who, f"make {role} tokens")
         elif role != WORKSPACE:

@@ -12,6 +12,7 @@ import logging
 
 from .._ids import new_id
 from ..proto import api_pb2
+from .blobs import is_blob_id
 from .fleet import Fleet
 from .store import Store
 
@@ -114,8 +115,10 @@ class Builds:
             build.add(api_pb2.ImageBuildEvent(log=msg.data))
 
     def on_layer(self, msg: api_pb2.LayerBuilt, worker):
+        # Reported after the layer's upload, which may outlast its build: checked against what the
+        # worker was asked to build (whose ids validate.py checked: workers name directories by them).
         asked = self.asked.get(worker.worker_id, set())
-        if msg.layer.layer_id not in asked:
+        if msg.layer.layer_id not in asked or (msg.layer.blob_id and not is_blob_id(msg.layer.blob_id)):
             log.warning("worker %s reported layer %s, which it was not asked to build: ignored", worker.name,
                         msg.layer.layer_id[:12])
             return

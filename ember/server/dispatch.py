@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..proto import api_pb2
-from . import retries
+from . import retries, validate
 from .apps import FunctionState
 from .ledger import InputState, Ledger
 from .retries import FINAL_FAILURES
@@ -163,6 +163,14 @@ class Dispatch:
             inp = c.held.get(out.input_id)
             if inp is None:
                 continue  # not ours any more (cancelled, requeued after a lost lease)
+            try:
+                validate.output(out)
+            except validate.Invalid as e:
+                log.warning("container %s sent an output for input %s that is dropped: %s", c.container_id,
+                            out.input_id, e)
+                continue
+            # The input's place in its call is the control plane's to say (map orders outputs by it).
+            out.idx = inp.idx
             ran += out.status != Output.GENERATOR_ITEM
             if out.status in FINAL_FAILURES and self.retry(inp, out):
                 continue

@@ -142,11 +142,8 @@ class Fleet:
     # ---- workers
 
     def admit(self, reg: api_pb2.WorkerRegister, token: Token):
-        """Refuse a registration its token does not allow (Forbidden says why)."""
-        if not reg.worker_id or not reg.name:
-            raise Forbidden("a worker registers with a worker_id and a name")
-        if not reg.cpu > 0 or not reg.memory_mb > 0:
-            raise Forbidden(f"worker {reg.name} offers {reg.cpu} CPU and {reg.memory_mb} MiB: both must be positive")
+        """Refuse a registration its token does not allow (Forbidden says why); validate.py has
+        refused impossible amounts already."""
         if token.max_cpu is not None and reg.cpu > token.max_cpu:
             raise Forbidden(f"worker {reg.name} offers {reg.cpu} CPU, more than its token allows ({token.max_cpu})")
         if token.max_memory_mb is not None and reg.memory_mb > token.max_memory_mb:
@@ -326,8 +323,8 @@ class Fleet:
         if owner is None:
             return  # given up on already (lost), or never known: nothing to do
         if owner != worker.worker_id:
-            log.warning("worker %s reported the exit of container %s, which is not its own: ignored",
-                        worker.name, container_id)
+            log.warning("worker %s reported the exit of container %s, which runs on worker %s: ignored",
+                        worker.name, container_id, c.worker.name if c is not None else owner)
             return
         if c is not None and exited.cpu_seconds:
             self.usage.cpu_used(c, exited.cpu_seconds)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..proto import api_pb2
 from .apps import Apps, AppState, FunctionState
 from .store import Store
+from .validate import Invalid
 
 if TYPE_CHECKING:
     from .dispatch import Dispatch
@@ -138,6 +139,12 @@ class Ledger:
             raise LookupError(f"there is no open call {call_id}")
         if not call.function.app.running:
             raise LookupError("its app is not running")
+        if call.num_inputs is not None:
+            # Its inputs are complete: what is sent again is a resend, and nothing lies beyond its end.
+            for i, inp in enumerate(inputs):
+                if inp.idx >= call.num_inputs:
+                    raise Invalid(f"PutInputsRequest.inputs[{i}].idx", f"must be < the call's {call.num_inputs} "
+                                  f"inputs, which are complete (got {inp.idx})")
         new = self._add_inputs(call, inputs)
         if complete:
             # The number of inputs is the highest index sent + 1: resent batches add nothing.

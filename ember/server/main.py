@@ -16,6 +16,7 @@ from ..proto import api_pb2_grpc
 from . import gateway, tls
 from .api import ClientService, ContainerService, WorkerService
 from .blobs import open_blob_store
+from .refusals import Refusals
 from .scheduler import Scheduler
 from .secrets import Secrets
 from .store import open_store
@@ -46,7 +47,9 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                                                server_tls)
     scheme = "https" if server_tls else "http"
     sched.routes.base_url = (web_url or f"{scheme}://{http_host}:{sock.getsockname()[1]}").rstrip("/")
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    # Refusals answers a request that breaks validate.py's rules, or does not parse, with
+    # INVALID_ARGUMENT, for every service registered below.
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[Refusals()])
     blobs = open_blob_store(data_dir / "blobs")
     secrets = Secrets(store, data_dir / "secret.key")
     api_pb2_grpc.add_ClientApiServicer_to_server(

@@ -15,6 +15,7 @@ was down, is not counted.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,8 @@ class Usage:
 
     def cpu_used(self, c: ContainerState, total: float):
         """The container's worker says it has used `total` CPU-seconds since it started."""
+        if not math.isfinite(total) or total < 0:
+            return  # not a measurement: it must not poison the totals
         m = self._meter(c)
         if m.cpu is not None:
             self._add(c.function, 0, total - m.cpu)

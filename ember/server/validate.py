@@ -1,0 +1,318 @@
+"""What the control plane accepts: the rules a request must meet, whoever sent it.
+
+The SDK checks a user's options where they are written, in the user's terms; any program can
+speak the protocol, though, so the control plane checks again here, before a wrong value
+reaches its state (a function no container can fit, a call that never ends, a layer id that
+names a path). One function per kind of message; each raises Invalid, naming the field, which
+the server answers with INVALID_ARGUMENT (refusals.py). Rules that need the control plane's state
+(an input beyond its call's end, a container of another worker) live where that state is, and
+raise Invalid too.
+"""
+
+import math
+import posixpath
+import zoneinfo
+
+from .. import _gpu
+from ..proto import api_pb2
+from ..schedule import CronError, parse_cron
+from .blobs import is_blob_id
+
+MAX_OUTPUTS = 10_000      # outputs one FunctionCallGetOutputs may ask for (the SDK asks up to this)
+MAX_INPUTS_AT_ONCE = 10_000  # @ember.concurrent's limit: threads one container starts
+MAX_RETRIES = 10          # Retries' limit (Modal's)
+MAX_NAME = 128            # characters in an app's or a function's name
+
+
+class Invalid(ValueError):
+    """A request the control plane refuses: `field` ("FunctionDefinition.cpu") and what is wrong."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field} {message}")
+        self.field = field
+
+
+# ---------------------------------------------------------------- field rules
+
+
+def required(msg, *fields: str):
+    """Each field must be set (not "" or 0): a message missing it means nothing."""
+    for f in fields:
+        if not getattr(msg, f):
+            raise Invalid(f"{type(msg).__name__}.{f}", "is required")
+
+
+def number(field: str, value: float, *, low: float = 0.0, above: bool = False, high: float = math.inf):
+    """A finite number, at least `low` (more than it, if `above`), at most `high`."""
+    if not math.isfinite(value) or value < low or (above and value == low) or value > high:
+        bound = f"> {low:g}" if above else f">= {low:g}"
+        if high != math.inf:
+            bound += f" and <= {high:g}"
+        raise Invalid(field, f"must be {bound} (got {value:g})")
+
+
+def known(field: str, enum, value: int, *, unspecified_ok: bool = False):
+    """An enum value this control plane knows (a newer client may send one it does not)."""
+    if value not in enum.values() or (value == 0 and not unspecified_ok):
+        names = ", ".join(n for n in enum.keys() if not n.endswith("UNSPECIFIED"))
+        raise Invalid(field, f"must be one of {names} (got {value})")
+
+
+# ---------------------------------------------------------------- apps and functions
+
+
+def app_create(req: api_pb2.AppCreateRequest):
+    required(req, "name")
+    if len(req.name) > MAX_NAME:
+        raise Invalid("AppCreateRequest.name", f"must be at most {MAX_NAME} characters (got {len(req.name)})")
+
+
+def app_id(req: api_pb2.AppRef):
+    """AppHeartbeat, AppDeploy: an app by id."""
+    required(req, "app_id")
+
+
+def app_name(req: api_pb2.AppRef):
+    """AppHistory: a deployed app by name."""
+    required(req, "name")
+
+
+def app_by_id_or_name(req: api_pb2.AppRef | api_pb2.AppLogsRequest):
+    """AppStop, AppLogs: an app by id, or a deployed app by name."""
+    name = "app_name" if isinstance(req, api_pb2.AppLogsRequest) else "name"
+    if not req.app_id and not getattr(req, name):
+        raise Invalid(f"{type(req).__name__}.app_id", f"or .{name} is required")
+
+
+def function_create(req: api_pb2.FunctionCreateRequest):
+    required(req, "app_id")
+    if not req.HasField("definition"):
+        raise Invalid("FunctionCreateRequest.definition", "is required")
+    function_definition(req.definition)
+
+
+def function_definition(d: api_pb2.FunctionDefinition):
+    where = "FunctionDefinition"
+    required(d, "name")
+    if len(d.name) > MAX_NAME:
+        raise Invalid(f"{where}.name", f"must be at most {MAX_NAME} characters (got {len(d.name)})")
+    if not (d.module and d.qualname) and not (d.pickled.data or d.pickled.blob_id):
+        raise Invalid(f"{where}.module", "and .qualname, or .pickled, are required: where its code comes from")
+    resources(d.resources)
+    number(f"{where}.timeout", d.timeout)
+    number(f"{where}.scaledown_window", d.scaledown_window)
+    r = d.retries
+    if r.max_retries > MAX_RETRIES:
+        raise Invalid(f"{where}.retries.max_retries", f"must be <= {MAX_RETRIES} (got {r.max_retries})")
+    for f in ("backoff_coefficient", "initial_delay", "max_delay"):
+        number(f"{where}.retries.{f}", getattr(r, f))
+    if d.max_containers and d.min_containers > d.max_containers:
+        raise Invalid(f"{where}.min_containers",
+                      f"must be <= max_containers (got {d.min_containers} > {d.max_containers})")
+    if d.max_inputs > MAX_INPUTS_AT_ONCE:
+        raise Invalid(f"{where}.max_inputs", f"must be <= {MAX_INPUTS_AT_ONCE} (got {d.max_inputs})")
+    if d.HasField("image"):
+        image(d.image, f"{where}.image")
+    for i, sid in enumerate(d.secret_ids):
+        if not sid:
+            raise Invalid(f"{where}.secret_ids[{i}]", "is empty")
+    for path, volume_id in d.volume_mounts.items():
+        # The worker mounts it inside the container's root: a path that climbs out of it must not pass.
+        if not path.startswith("/") or posixpath.normpath(path) != path or path == "/":
+            raise Invalid(f"{where}.volume_mounts", f"key {path!r} must be a normalized absolute path, not /")
+        if not volume_id:
+            raise Invalid(f"{where}.volume_mounts[{path!r}]", "is empty: pass a volume id")
+    schedule(d.schedule)
+    if d.web.kind:
+        web_endpoint(d.web, f"{where}.web")
+    for method, web in d.web_methods.items():
+        web_endpoint(web, f"{where}.web_methods[{method!r}]")
+
+
+def resources(r: api_pb2.Resources):
+    where = "FunctionDefinition.resources"
+    # Every container reserves its function's CPU and memory: none at all would let a worker
+    # take containers without end.
+    number(f"{where}.cpu", r.cpu, above=True)
+    if r.memory_mb <= 0:
+        raise Invalid(f"{where}.memory_mb", f"must be > 0 (got {r.memory_mb})")
+    number(f"{where}.cpu_limit", r.cpu_limit)
+    try:
+        _gpu.parse_request(r.gpu)
+    except _gpu.GpuRequestError as e:
+        raise Invalid(f"{where}.gpu", f"cannot be parsed: {e}") from None
+
+
+def schedule(s: api_pb2.Schedule):
+    where = "FunctionDefinition.schedule"
+    if s.cron and s.period_seconds:
+        raise Invalid(f"{where}.cron", "and .period_seconds cannot both be set")
+    if s.period_seconds or math.isnan(s.period_seconds):
+        number(f"{where}.period_seconds", s.period_seconds, low=1.0)
+    if s.cron:
+        # The control plane runs it on every tick: one that cannot parse would fail every tick.
+        try:
+            parse_cron(s.cron)
+        except CronError as e:
+            raise Invalid(f"{where}.cron", f"cannot be parsed: {e}") from None
+    if s.timezone:
+        try:
+            zoneinfo.ZoneInfo(s.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise Invalid(f"{where}.timezone", f"is not a known timezone (got {s.timezone!r})") from None
+
+
+def web_endpoint(w: api_pb2.WebEndpoint, where: str):
+    known(f"{where}.kind", api_pb2.WebEndpoint.Kind, w.kind)
+    if w.kind == api_pb2.WebEndpoint.WEB_SERVER and not 1 <= w.port <= 65535:
+        raise Invalid(f"{where}.port", f"must be 1 to 65535 (got {w.port})")
+    number(f"{where}.startup_timeout", w.startup_timeout)
+
+
+def image(img: api_pb2.Image, where: str = "Image"):
+    """An image as resolved by the SDK: a base step first, each layer named by its sha256 (the
+    workers' cache directories are named by these ids), the image by its last layer."""
+    if not img.steps:
+        raise Invalid(f"{where}.steps", "is empty: an image starts from a base, e.g. Image.debian_slim()")
+    for i, step in enumerate(img.steps):
+        known(f"{where}.steps[{i}].kind", api_pb2.ImageStep.Kind, step.kind)
+        if not is_blob_id(step.layer_id):
+            raise Invalid(f"{where}.steps[{i}].layer_id", f"must be 64 lowercase hex digits (got {step.layer_id!r})")
+    if img.image_id != img.steps[-1].layer_id:
+        raise Invalid(f"{where}.image_id", f"must be its last step's layer_id (got {img.image_id!r})")
+
+
+def image_build(req: api_pb2.ImageBuildRequest):
+    image(req.image, "ImageBuildRequest.image")
+
+
+def function_lookup(req: api_pb2.FunctionLookupRequest):
+    required(req, "app_name", "name")
+
+
+def function_bind(req: api_pb2.FunctionBindRequest):
+    required(req, "function_id")
+
+
+# ---------------------------------------------------------------- calls
+
+
+def call_request(req: api_pb2.CallRequest):
+    required(req, "function_id", "call_id")
+
+
+def function_call_create(req: api_pb2.FunctionCallCreateRequest):
+    required(req, "function_id", "call_id")
+    # The call's number of inputs is that of this batch: each index must be below it.
+    inputs(req, len(req.inputs) if req.inputs_complete else None)
+
+
+def put_inputs(req: api_pb2.PutInputsRequest):
+    required(req, "call_id")
+    inputs(req, None)
+
+
+def inputs(req, num_inputs: int | None):
+    """A batch of a call's inputs: each index once, and below the call's number of inputs if known."""
+    seen = set()
+    for i, inp in enumerate(req.inputs):
+        field = f"{type(req).__name__}.inputs[{i}].idx"
+        if inp.idx in seen:
+            raise Invalid(field, f"{inp.idx} appears twice in one request")
+        seen.add(inp.idx)
+        if num_inputs is not None and inp.idx >= num_inputs:
+            raise Invalid(field, f"must be < the call's {num_inputs} inputs (got {inp.idx})")
+
+
+def get_outputs(req: api_pb2.GetOutputsRequest):
+    required(req, "call_id")
+    number("GetOutputsRequest.timeout", req.timeout)
+    if req.max_outputs > MAX_OUTPUTS:
+        raise Invalid("GetOutputsRequest.max_outputs", f"must be <= {MAX_OUTPUTS} (got {req.max_outputs})")
+
+
+def call_ref(req: api_pb2.FunctionCallRef):
+    required(req, "call_id")
+
+
+# ---------------------------------------------------------------- secrets, objects, volumes, tokens
+
+
+def secret_name(req: api_pb2.SecretLookupRequest | api_pb2.SecretRef):
+    required(req, "name")
+
+
+def object_ref(req: api_pb2.ObjectRef):
+    if not req.name and not req.object_id:
+        raise Invalid("ObjectRef.name", "or .object_id is required")
+
+
+def volume_ref(req: api_pb2.VolumeRef):
+    required(req, "volume_id")
+
+
+def volume_commit(req: api_pb2.VolumeCommitRequest):
+    required(req, "volume_id")
+    for i, f in enumerate(req.files):
+        if not is_blob_id(f.blob_id):
+            raise Invalid(f"VolumeCommitRequest.files[{i}].blob_id",
+                          f"must name a blob: 64 lowercase hex digits (got {f.blob_id!r})")
+
+
+def proxy_token(req: api_pb2.ProxyToken):
+    required(req, "token_id")
+
+
+def object_op(op: api_pb2.ObjectOp):
+    kind = op.WhichOneof("op")
+    if kind == "dict":
+        dict_request(op.dict)
+    elif kind == "queue":
+        queue_request(op.queue)
+    else:
+        raise Invalid("ObjectOp.op", "is required: set dict or queue")
+
+
+Dict = api_pb2.DictRequest
+Queue = api_pb2.QueueRequest
+
+
+def dict_request(req: api_pb2.DictRequest):
+    required(req, "dict_id")
+    known("DictRequest.op", Dict.Op, req.op, unspecified_ok=True)  # GET is 0
+    if req.op in (Dict.GET, Dict.POP, Dict.CONTAINS) and len(req.keys) != 1:
+        raise Invalid("DictRequest.keys", f"must hold one key for {Dict.Op.Name(req.op)} (got {len(req.keys)})")
+    if req.op == Dict.PUT:
+        if not req.keys:
+            raise Invalid("DictRequest.keys", "must hold at least one key for PUT")
+        if len(req.keys) != len(req.values):
+            raise Invalid("DictRequest.values", f"must hold one value per key (got {len(req.values)} values "
+                                                f"for {len(req.keys)} keys)")
+
+
+def queue_request(req: api_pb2.QueueRequest):
+    required(req, "queue_id")
+    known("QueueRequest.op", Queue.Op, req.op, unspecified_ok=True)  # PUT is 0
+    if req.op == Queue.PUT and not req.values:
+        raise Invalid("QueueRequest.values", "must hold at least one value for PUT")
+    number("QueueRequest.timeout", req.timeout)
+
+
+# ---------------------------------------------------------------- workers and containers
+
+
+def worker_register(reg: api_pb2.WorkerRegister):
+    required(reg, "worker_id", "boot_id")
+    number("WorkerRegister.cpu", reg.cpu, above=True)
+    if reg.memory_mb <= 0:
+        raise Invalid("WorkerRegister.memory_mb", f"must be > 0 (got {reg.memory_mb})")
+    known("WorkerRegister.backend", api_pb2.Backend, reg.backend)
+
+
+def container_hello(hello: api_pb2.ContainerHello):
+    required(hello, "container_id")
+
+
+def output(out: api_pb2.Output):
+    """A container's output: its status says what the caller gets, so it must be one we know."""
+    known("Output.status", api_pb2.Output.Status, out.status)
