@@ -12,6 +12,7 @@ they (and their workers) reconnect, or their lease runs out.
 A worker is admitted, not trusted: its worker token bounds what it may offer, a worker id stays
 with the token that first registered it, and it speaks only of its own containers. Each
 container gets a credential of its own when it is asked for (auth.py), forgotten when it ends.
+What each container reserves and the CPU time its worker says it used go to usage.py.
 """
 
 from __future__ import annotations
