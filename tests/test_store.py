@@ -249,6 +249,19 @@ async def test_schedule_runs(store, reopen):
     assert reopen().schedule_runs() == {("main", "app", "hourly"): 200.0, ("main", "app", "daily"): 50.0}
 
 
+@run_async
+async def test_usage_adds_up_by_the_hour(store, reopen):
+    store.add_usage([("ws", "app", "f", 3600.0, 1.5, 2.0, 0.0, 3), ("ws", "app", "g", 3600.0, 1.0, 0.0, 4.0, 1)])
+    store.add_usage([("ws", "app", "f", 3600.0, 0.5, 1.0, 0.0, 2), ("ws", "app", "f", 7200.0, 1.0, 1.0, 0.0, 1),
+                     ("other", "app", "f", 7200.0, 9.0, 9.0, 9.0, 9)])
+    await store.durable()
+    store = reopen()
+    assert store.usage("ws", 0) == [("ws", "app", "f", 3.0, 4.0, 0.0, 6), ("ws", "app", "g", 1.0, 0.0, 4.0, 1)]
+    assert store.usage("ws", 7200.0) == [("ws", "app", "f", 1.0, 1.0, 0.0, 1)]
+    assert [row[0] for row in store.usage(None, 0)] == ["other", "ws", "ws"]
+    assert store.usage("nobody", 0) == []
+
+
 # ---- objects: dicts, queues, volumes
 
 

@@ -84,10 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     from .identity import add_parsers as add_identity_parsers
     from .objects import add_parsers as add_object_parsers
     from .profile import add_parsers as add_profile_parsers
+    from .usage import add_parsers as add_usage_parsers
     add_app_parsers(sub)
     add_object_parsers(sub)
     add_identity_parsers(sub)
     add_profile_parsers(sub)
+    add_usage_parsers(sub)
     return p
 
 
@@ -133,6 +135,9 @@ def _run(parser, args) -> int:
     if args.command == "profile":
         from .profile import run as run_profile
         return run_profile(args)
+    if args.command == "usage":
+        from .usage import run as run_usage
+        return run_usage(args)
     if args.command in ("dict", "queue", "secret", "proxy-token", "volume"):
         from .objects import run as run_objects
         return run_objects(args)

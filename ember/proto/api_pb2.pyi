@@ -662,6 +662,40 @@ class WorkerListResponse(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
 
+class UsageRequest(_message.Message):
+    __slots__ = ("workspace", "since", "by")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    since: float
+    by: str
+    def __init__(self, workspace: _Optional[str] = ..., since: _Optional[float] = ..., by: _Optional[str] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("workspace", "app_name", "function_name", "cpu_seconds", "memory_gib_seconds", "gpu_seconds", "inputs")
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_GIB_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    workspace: str
+    app_name: str
+    function_name: str
+    cpu_seconds: float
+    memory_gib_seconds: float
+    gpu_seconds: float
+    inputs: int
+    def __init__(self, workspace: _Optional[str] = ..., app_name: _Optional[str] = ..., function_name: _Optional[str] = ..., cpu_seconds: _Optional[float] = ..., memory_gib_seconds: _Optional[float] = ..., gpu_seconds: _Optional[float] = ..., inputs: _Optional[int] = ...) -> None: ...
+
+class UsageResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+
 class Output(_message.Message):
     __slots__ = ("input_id", "idx", "status", "data", "error", "traceback")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -1110,7 +1144,7 @@ class WorkerRegister(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., running_container_ids: _Optional[_Iterable[str]] = ..., backend: _Optional[_Union[Backend, str]] = ..., gpus: _Optional[_Iterable[str]] = ..., backend_note: _Optional[str] = ...) -> None: ...
 
 class ContainerExited(_message.Message):
-    __slots__ = ("container_id", "cause", "exit_code", "reason", "log_tail")
+    __slots__ = ("container_id", "cause", "exit_code", "reason", "log_tail", "cpu_seconds")
     class Cause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         CAUSE_UNSPECIFIED: _ClassVar[ContainerExited.Cause]
@@ -1128,28 +1162,46 @@ class ContainerExited(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     LOG_TAIL_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     cause: ContainerExited.Cause
     exit_code: int
     reason: str
     log_tail: str
-    def __init__(self, container_id: _Optional[str] = ..., cause: _Optional[_Union[ContainerExited.Cause, str]] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., log_tail: _Optional[str] = ...) -> None: ...
+    cpu_seconds: float
+    def __init__(self, container_id: _Optional[str] = ..., cause: _Optional[_Union[ContainerExited.Cause, str]] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., log_tail: _Optional[str] = ..., cpu_seconds: _Optional[float] = ...) -> None: ...
+
+class ContainerUsage(_message.Message):
+    __slots__ = ("containers",)
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    containers: _containers.RepeatedCompositeFieldContainer[ContainerCpu]
+    def __init__(self, containers: _Optional[_Iterable[_Union[ContainerCpu, _Mapping]]] = ...) -> None: ...
+
+class ContainerCpu(_message.Message):
+    __slots__ = ("container_id", "cpu_seconds")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    cpu_seconds: float
+    def __init__(self, container_id: _Optional[str] = ..., cpu_seconds: _Optional[float] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done")
+    __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done", "usage")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_EXITED_FIELD_NUMBER: _ClassVar[int]
     BUILD_LOG_FIELD_NUMBER: _ClassVar[int]
     LAYER_BUILT_FIELD_NUMBER: _ClassVar[int]
     BUILD_DONE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     register: WorkerRegister
     heartbeat: Empty
     container_exited: ContainerExited
     build_log: BuildLog
     layer_built: LayerBuilt
     build_done: BuildDone
-    def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ...) -> None: ...
+    usage: ContainerUsage
+    def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ..., usage: _Optional[_Union[ContainerUsage, _Mapping]] = ...) -> None: ...
 
 class BuildLog(_message.Message):
     __slots__ = ("build_id", "data")

@@ -230,6 +230,11 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.WorkerRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
+        self.UsageGet = channel.unary_unary(
+                '/ember.v1.ClientApi/UsageGet',
+                request_serializer=ember_dot_proto_dot_api__pb2.UsageRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.UsageResponse.FromString,
+                _registered_method=True)
         self.BlobPut = channel.stream_unary(
                 '/ember.v1.ClientApi/BlobPut',
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
@@ -518,6 +523,13 @@ class ClientApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UsageGet(self, request, context):
+        """What a workspace's containers used (its own for a workspace token; any, or all, for an admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BlobPut(self, request_iterator, context):
         """---- blobs: large payloads and code packages ----
         """
@@ -729,6 +741,11 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.WorkerRemove,
                     request_deserializer=ember_dot_proto_dot_api__pb2.WorkerRef.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'UsageGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.UsageGet,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.UsageRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.UsageResponse.SerializeToString,
             ),
             'BlobPut': grpc.stream_unary_rpc_method_handler(
                     servicer.BlobPut,
@@ -1778,6 +1795,33 @@ class ClientApi:
             '/ember.v1.ClientApi/WorkerRemove',
             ember_dot_proto_dot_api__pb2.WorkerRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UsageGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/UsageGet',
+            ember_dot_proto_dot_api__pb2.UsageRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.UsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -444,6 +444,18 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
         await self._call(context, self.fleet.remove, req.name)
         return EMPTY
 
+    async def UsageGet(self, req, context, who):
+        workspace = req.workspace or (None if who.is_admin else who.workspace)
+        if workspace != who.workspace:
+            await self._call(context, self.identity.require_admin, who, "see another workspace's usage")
+        if workspace is not None and self.identity.workspace(workspace) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no workspace {workspace!r} "
+                                "(see `ember workspace list`)")
+        rows = await self._call(context, self.sched.usage.report, workspace, req.since, req.by)
+        return api_pb2.UsageResponse(rows=[api_pb2.UsageRow(
+            workspace=ws, app_name=app, function_name=fn, cpu_seconds=cpu, memory_gib_seconds=mem, gpu_seconds=gpu,
+            inputs=inputs) for ws, app, fn, cpu, mem, gpu, inputs in rows])
+
 
 def _workspace_info(w) -> api_pb2.WorkspaceInfo:
     return api_pb2.WorkspaceInfo(name=w.name, created_at=w.created_at, max_containers=w.max_containers or 0,
@@ -489,6 +501,8 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
                 builds.on_layer(msg.layer_built, worker)
             elif kind == "build_done":
                 builds.on_done(msg.build_done, worker)
+            elif kind == "usage":
+                fleet.container_usage(msg.usage, worker)
 
         try:
             async with contextlib.aclosing(stream.run(handle, first=api_pb2.WorkerCommand(registered=EMPTY))) as cmds:

@@ -2,8 +2,10 @@
 
 A function gets another container when its backlog would take longer to drain with the
 containers it has than a new container takes to start, up to its max_containers (and the
-workers' room, placement.py). It keeps min_containers started even with no input, and a
-container idle for the function's scale-down window stops, down to min_containers.
+workers' room, placement.py, and its workspace's quotas and fair share, shares.py). It keeps
+min_containers started even with no input, and a container idle for the function's scale-down
+window stops, down to min_containers; an idle one stops sooner when another workspace waits for
+its room.
 """
 
 import logging
@@ -13,14 +15,16 @@ import time
 from .apps import FunctionState
 from .fleet import READY, ContainerState, Fleet
 from .placement import Placement
+from .shares import Shares
 
 log = logging.getLogger("ember.server")
 
 
 class Autoscaler:
-    def __init__(self, fleet: Fleet, placement: Placement, *, clock=time.monotonic):
+    def __init__(self, fleet: Fleet, placement: Placement, shares: Shares, *, clock=time.monotonic):
         self.fleet = fleet
         self.placement = placement
+        self.shares = shares
         self.clock = clock
 
     def scale_up(self, fn: FunctionState):
@@ -48,10 +52,13 @@ class Autoscaler:
         """Scale down what is idle, up for a backlog, and keep min_containers warm."""
         window = fn.definition.scaledown_window
         for c in list(fn.containers.values()):
-            if (c.state == READY and not c.held and not c.stopping and now - c.since > window
-                    and len(fn.containers) > fn.definition.min_containers):
+            if c.state != READY or c.held or c.stopping:
+                continue
+            if now - c.since > window and len(fn.containers) > fn.definition.min_containers:
                 log.info("container %s of %s idle for %.0fs: stopping", c.container_id, fn.name, window)
                 self.fleet.stop(c)
+            else:
+                self.shares.yield_if_over(c)
         if fn.pending:
             self.scale_up(fn)
         self._keep_warm(fn)

@@ -35,6 +35,8 @@ from .store import Store
 if TYPE_CHECKING:
     from .autoscaler import Autoscaler
     from .fleet import ContainerState
+    from .shares import Shares
+    from .usage import Usage
 
 log = logging.getLogger("ember.server")
 
@@ -52,6 +54,8 @@ class Dispatch:
         self.clock = clock
         self.later = later  # later(delay, callback): a retry's backoff
         self.autoscaler: Autoscaler  # asked for containers when a queue has work left; set by the Scheduler
+        self.shares: Shares  # whether an idle container gives its room to another workspace; set by the Scheduler
+        self.usage: Usage  # counts the inputs run; set by the Scheduler
 
     def submit(self, fn: FunctionState, inputs: list[InputState], *, again=False, delay=0.0, soon=False):
         """Queue inputs of a function, and hand what it can to its containers.
@@ -101,6 +105,8 @@ class Dispatch:
             ready.sort(key=lambda c: len(c.held))
             with_events = []
             for c in ready:
+                if not c.held and self.shares.yield_if_over(c):
+                    continue  # it stops: another workspace waits for its room (shares.py)
                 batch, stored = [], []
                 if not c.held:
                     c.since = self.clock()
@@ -152,6 +158,7 @@ class Dispatch:
         if finals:
             per_input = (now - c.since) / finals
             fn.exec_ewma = per_input if fn.exec_ewma is None else 0.7 * fn.exec_ewma + 0.3 * per_input
+        ran = 0
         for out in batch.outputs:
             inp = c.held.get(out.input_id)
             if inp is None:
@@ -164,10 +171,12 @@ class Dispatch:
                 continue
             # The input's place in its call is the control plane's to say (map orders outputs by it).
             out.idx = inp.idx
+            ran += out.status != Output.GENERATOR_ITEM
             if out.status in FINAL_FAILURES and self.retry(inp, out):
                 continue
             results.append((inp, out))
         self.ledger.record_outputs(results, log_seq)
+        self.usage.inputs_run(fn, ran)
         c.since = now  # idle from now on, or running its next held input from now on
         if batch.want_inputs:
             self.container_wants(c, batch.want_inputs)

@@ -12,6 +12,7 @@ they (and their workers) reconnect, or their lease runs out.
 A worker is admitted, not trusted: its worker token bounds what it may offer, a worker id stays
 with the token that first registered it, and it speaks only of its own containers. Each
 container gets a credential of its own when it is asked for (auth.py), forgotten when it ends.
+What each container reserves and the CPU time its worker says it used go to usage.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .auth import Forbidden, Identity, Token
 from .dispatch import Dispatch
 from .ledger import InputState
 from .store import Store
+from .usage import Usage
 
 log = logging.getLogger("ember.server")
 
@@ -106,6 +108,7 @@ class Fleet:
         # id -> (deadline, the inputs the store says it held).
         self._orphans: dict[str, tuple[float, list[InputState]]] = {}
         self._joined = asyncio.Event()  # set (and replaced) each time a worker connects
+        self.usage = Usage(store, self, clock=clock)  # what containers use, per workspace (usage.py)
 
     # ---- after a restart
 
@@ -246,12 +249,20 @@ class Fleet:
 
     # ---- containers
 
-    def add(self, c: ContainerState):
+    def containers(self) -> list[ContainerState]:
+        """Every live container: starting, running or stopping, until its worker reports its end."""
+        return list(self._containers.values())
+
+    def add(self, c: ContainerState, new: bool = False):
+        """Track a container: one just placed (new), or one known from before a restart."""
+        if new:
+            self.usage.started(c)
         self._containers[c.container_id] = c
         c.function.containers[c.container_id] = c
         c.worker.containers[c.container_id] = c
 
     def _untrack(self, c: ContainerState):
+        self.usage.ended(c)
         self.identity.forget_container(c.container_id)
         c.worker.gpus.release(c.container_id)
         self._containers.pop(c.container_id, None)
@@ -316,6 +327,8 @@ class Fleet:
             log.warning("worker %s reported the exit of container %s, which runs on worker %s: ignored",
                         worker.name, container_id, c.worker.name if c is not None else owner)
             return
+        if c is not None and exited.cpu_seconds:
+            self.usage.cpu_used(c, exited.cpu_seconds)
         self._containers.pop(container_id, None)
         if container_id in self._orphans:
             self._orphan_gone(container_id, reason)
@@ -348,6 +361,13 @@ class Fleet:
             self.dispatch.requeue(inp, lost=False)
         if fn.app.running:
             self.dispatch.dispatch(fn)
+
+    def container_usage(self, usage: api_pb2.ContainerUsage, worker: WorkerState):
+        """The CPU time its running containers have used so far, as the worker measured it."""
+        for u in usage.containers:
+            c = self._containers.get(u.container_id)
+            if c is not None and c.worker is worker:  # a worker speaks only of its own
+                self.usage.cpu_used(c, u.cpu_seconds)
 
     def _orphan_worker(self, container_id: str) -> str | None:
         """The id of the worker a container from before a restart ran on."""

@@ -99,6 +99,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     web_server.should_exit = True
     await server.stop(grace=1.0)
     await web_task
+    sched.usage.flush()
     store.close()
 
 

@@ -1,5 +1,7 @@
 """Placement: which worker a new container goes to, and asking that worker to start it.
 
+A container starts only if its workspace's quotas and fair share allow (shares.py).
+
 A container goes to the connected worker with the most free CPU among those with room for its
 function's CPU and memory, a free GPU of the kind it asks for, and (a @web_server function)
 its server's port free on that worker's network.
@@ -15,16 +17,19 @@ from .auth import Identity
 from .builds import Builds
 from .fleet import ContainerState, Fleet, WorkerState
 from .objects import volume_manifest
+from .shares import Shares
 from .store import Store
 
 log = logging.getLogger("ember.server")
 
-CAPACITY_WARN_EVERY = 10.0  # seconds between warnings that a function's inputs wait for room
+CAPACITY_WARN_EVERY = 10.0  # seconds between notes that a function's inputs wait (for room, a quota)
 
 
 class Placement:
-    def __init__(self, store: Store, fleet: Fleet, builds: Builds, identity: Identity, *, clock=time.monotonic):
+    def __init__(self, store: Store, fleet: Fleet, builds: Builds, identity: Identity, shares: Shares, *,
+                 clock=time.monotonic):
         self.store = store
+        self.shares = shares
         self.identity = identity
         self.fleet = fleet
         self.builds = builds
@@ -33,16 +38,18 @@ class Placement:
     def start_container(self, fn: FunctionState) -> bool:
         """Start a container for the function on the worker that fits it best; False if none has room."""
         res = fn.definition.resources
+        reason = self.shares.must_wait(fn)
+        if reason is not None:
+            self._waits(fn, reason)
+            return False
         worker = self._choose(fn)
         if worker is None:
-            now = self.clock()
-            if now - fn.capacity_warned > CAPACITY_WARN_EVERY:
-                fn.capacity_warned = now
-                if not self.fleet.connected_workers():
-                    log.warning("inputs of %s wait: no worker is connected", fn.name)
-                else:
-                    log.info("inputs of %s wait: no worker has %.2f CPU, %d MiB%s free", fn.name, res.cpu,
-                             res.memory_mb, f" and GPU {res.gpu}" if res.gpu else "")
+            self.shares.wants_room(fn)
+            if not self.fleet.connected_workers():
+                self._waits(fn, "no worker is connected", logging.WARNING)
+            else:
+                self._waits(fn, f"no worker has {res.cpu:.2f} CPU, {res.memory_mb} MiB"
+                            f"{f' and GPU {res.gpu}' if res.gpu else ''} free")
             return False
         cid = new_id("ct")
         gpu_indices = worker.gpus.assign(cid, res.gpu) if res.gpu else []
@@ -50,15 +57,23 @@ class Placement:
             return False
         credential, credential_hash = self.identity.container_credential(cid, fn.app.workspace)
         self.store.create_container(cid, fn.function_id, worker.worker_id, worker.boot_id, credential_hash)
-        self.fleet.add(ContainerState(cid, fn, worker, self.clock()))
+        self.fleet.add(ContainerState(cid, fn, worker, self.clock()), new=True)
         image = fn.definition.image
         worker.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
             layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
             volumes=[api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
                      for path, vid in sorted(fn.definition.volume_mounts.items())], credential=credential)))
+        self.shares.started(fn)
         log.info("starting container %s for %s on worker %s", cid, fn.name, worker.name)
         return True
+
+    def _waits(self, fn: FunctionState, reason: str, level=logging.INFO):
+        """Say why the function's inputs wait: once a while per function, not on every try."""
+        now = self.clock()
+        if now - fn.capacity_warned > CAPACITY_WARN_EVERY:
+            fn.capacity_warned = now
+            log.log(level, "inputs of %s wait: %s", fn.name, reason)
 
     def _choose(self, fn: FunctionState) -> WorkerState | None:
         res = fn.definition.resources

@@ -8,16 +8,19 @@ Each concept has its module:
   retries.py     whether and when a failed input runs again
   fleet.py       workers and containers: connects, exits, losses, orphans after a restart
   placement.py   which worker a new container goes to
+  shares.py      quotas and fair sharing between workspaces: who may start a container now
+  usage.py       what each workspace's containers used, by the hour (made by the fleet, which feeds it)
   autoscaler.py  how many containers a function needs
   web_routes.py  which function serves a URL label
   cron.py        scheduled runs
   logs.py        each app's log buffer and its followers
   builds.py      image builds on workers
 
-The parts call each other's methods; this module makes them, with two edges that point back
-(new inputs go from the ledger to dispatch, and a queue with work left asks the autoscaler for
-containers), and runs what is driven by time (`tick`). Every state change that must survive a
-crash goes through the Store before anyone is told about it.
+The parts call each other's methods; this module makes them, with edges that point back
+(new inputs go from the ledger to dispatch; a queue with work left asks the autoscaler for
+containers, and an idle container asks shares whether to give its room to another workspace),
+and runs what is driven by time (`tick`). Every state change that must survive a crash goes
+through the Store before anyone is told about it.
 """
 
 import logging
@@ -32,6 +35,7 @@ from .dispatch import Dispatch, call_later
 from .fleet import Fleet
 from .ledger import Ledger
 from .placement import Placement
+from .shares import Shares
 from .store import Store
 from .web_routes import WebRoutes
 
@@ -53,11 +57,14 @@ class Scheduler:
         self.fleet = Fleet(store, self.apps, self.dispatch, self.identity, lease_timeout=lease_timeout,
                            worker_timeout=worker_timeout, clock=clock)
         self.builds = Builds(store, self.fleet)
-        self.placement = Placement(store, self.fleet, self.builds, self.identity, clock=clock)
-        self.autoscaler = Autoscaler(self.fleet, self.placement, clock=clock)
+        self.shares = Shares(self.identity, self.fleet, clock=clock)
+        self.placement = Placement(store, self.fleet, self.builds, self.identity, self.shares, clock=clock)
+        self.autoscaler = Autoscaler(self.fleet, self.placement, self.shares, clock=clock)
         self.cron = Cron(store, self.apps, self.ledger)
         self.ledger.dispatch = self.dispatch
         self.dispatch.autoscaler = self.autoscaler
+        self.dispatch.shares = self.shares
+        self.usage = self.dispatch.usage = self.fleet.usage
 
     def recover(self):
         """Load what was open when the control plane last stopped."""
@@ -96,6 +103,7 @@ class Scheduler:
             self.autoscaler.tick(fn, now)
         self.cron.run_due()
         self.ledger.forget_finished(now)
+        self.usage.tick(now)
 
     def _busy(self, app: AppState) -> bool:
         """Whether the app may still run anything: a call that may take inputs or has open ones,

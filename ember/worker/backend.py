@@ -36,6 +36,7 @@ class Exit:
     reason: str  # in words, for people: "exited with code 1"
     log_tail: str  # the last of what it wrote before its runtime took over its output
     out_of_memory: bool = False  # the kernel killed it for exceeding its memory limit
+    cpu_seconds: float = 0.0  # the CPU time it used in all (user and system), as cpu_seconds() measures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,10 @@ class RuntimeBackend(abc.ABC):
     @abc.abstractmethod
     async def run(self, start: api_pb2.StartContainer) -> Exit:
         """Start the container and wait for it to end. One that cannot start raises images.BuildError."""
+
+    @abc.abstractmethod
+    def cpu_seconds(self, container_id: str) -> float | None:
+        """The CPU time (user and system) the running container has used so far; None if it runs no more."""
 
     @abc.abstractmethod
     def stop(self, container_id: str, kill: bool = False):

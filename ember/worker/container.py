@@ -30,18 +30,19 @@ from .volumes import VolumeCache
 log = logging.getLogger("ember.worker")
 
 CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
-CONTROLLERS = ("memory", "cpu", "pids")
+CONTROLLERS = ("memory", "cpu", "pids", "cpuacct")  # cpuacct: the CPU time it used (usage accounting)
 PIDS_MAX = 4096
 CFS_PERIOD = 100_000  # microseconds
 MAX_SPARES = 4        # started containers kept waiting, one per recently used image
 
 
 class Cgroups:
-    """One container's cgroup in each controller: limits in, out-of-memory kills out."""
+    """One container's cgroup in each controller: limits in; out-of-memory kills and CPU time out."""
 
     def __init__(self, container_id: str):
+        # Where cpu and cpuacct are mounted together the two paths are one directory: that works too.
         self.paths = [CGROUP_ROOT / c / "ember" / container_id for c in CONTROLLERS]
-        self.memory, self.cpu, self.pids = self.paths
+        self.memory, self.cpu, self.pids, self.cpuacct = self.paths
 
     def create(self, resources: api_pb2.Resources):
         for p in self.paths:
@@ -56,6 +57,13 @@ class Cgroups:
         if resources.cpu_limit:
             (self.cpu / "cpu.cfs_period_us").write_text(str(CFS_PERIOD))
             (self.cpu / "cpu.cfs_quota_us").write_text(str(max(1000, int(resources.cpu_limit * CFS_PERIOD))))
+
+    def cpu_seconds(self) -> float:
+        """The CPU time (user and system) its processes have used, exactly, ended ones included."""
+        try:
+            return int((self.cpuacct / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return 0.0
 
     def oom_killed(self) -> bool:
         try:
@@ -126,6 +134,7 @@ class ContainerBackend(RuntimeBackend):
         self.volumes = VolumeCache(ctx.data_dir / "volumes", ctx.stub)
         self.gpus = ctx.gpus
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.boxes: dict[str, Box] = {}  # of running containers, by container id
         self.spares: dict[str, Box] = {}  # by image id, oldest first
         self.spares_starting: dict[str, asyncio.Task] = {}
         self.stopping = False
@@ -162,6 +171,7 @@ class ContainerBackend(RuntimeBackend):
         if box is None:
             box = await self._launch(sc.container_id, image, sc)
         self.procs[sc.container_id] = box.proc
+        self.boxes[sc.container_id] = box
         log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
                  ", from a spare" if box.spare_id else "")
         if spareable:  # the next one starts from a spare
@@ -170,14 +180,20 @@ class ContainerBackend(RuntimeBackend):
             code = await box.proc.wait()
         finally:
             self.procs.pop(sc.container_id, None)
+            self.boxes.pop(sc.container_id, None)
         oom = box.cgroups.oom_killed()
+        cpu = box.cgroups.cpu_seconds()  # before its cgroup goes
         tail = await self._clean(box)
         if oom:
             reason = f"exceeded its memory limit of {sc.resources.memory_limit_mb} MiB and was killed"
         else:
             reason = describe_exit(code)
         log.info("container %s %s", sc.container_id, reason)
-        return Exit(code, reason, tail, oom)
+        return Exit(code, reason, tail, oom, cpu)
+
+    def cpu_seconds(self, container_id: str) -> float | None:
+        box = self.boxes.get(container_id)
+        return box.cgroups.cpu_seconds() if box is not None else None
 
     async def _launch(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None) -> "Box":
         """Start a sandbox running Ember's runtime: for the container `sc`, or a spare (sc None)."""

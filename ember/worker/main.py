@@ -128,9 +128,14 @@ class Worker:
             self.stream.send(msg)
 
     async def _heartbeats(self):
+        """A heartbeat, and the CPU time its containers have used so far (usage accounting)."""
         while True:
             await asyncio.sleep(HEARTBEAT)
             self._send(api_pb2.WorkerMessage(heartbeat=api_pb2.Empty()))
+            used = [api_pb2.ContainerCpu(container_id=cid, cpu_seconds=cpu) for cid in self.backend.running()
+                    if (cpu := self.backend.cpu_seconds(cid)) is not None]
+            if used:
+                self._send(api_pb2.WorkerMessage(usage=api_pb2.ContainerUsage(containers=used)))
 
     def _connected(self, outbox, stub):
         """A new attempt of the stream: register first, then the exits it may have missed."""
@@ -211,14 +216,18 @@ class Worker:
             ended = await self.backend.run(sc)
             exit_code, reason, tail = ended.exit_code, ended.reason, ended.log_tail
             cause = Exited.OUT_OF_MEMORY if ended.out_of_memory else Exited.EXITED
+            cpu = ended.cpu_seconds
         except images.BuildError as e:
+            cpu = 0.0
             exit_code, reason, tail, cause = -1, f"could not start: {e}", "", Exited.START_FAILED
         except Exception as e:
             log.exception("container %s failed to start", sc.container_id)
+            cpu = 0.0
             exit_code, reason, tail, cause = -1, f"failed to start: {e!r}", "", Exited.WORKER_ERROR
         finally:
             self.tasks.pop(sc.container_id, None)
-        event = Exited(container_id=sc.container_id, cause=cause, exit_code=exit_code, reason=reason, log_tail=tail)
+        event = Exited(container_id=sc.container_id, cause=cause, exit_code=exit_code, reason=reason, log_tail=tail,
+                       cpu_seconds=cpu)
         self.recent_exits.append(event)
         self._send(api_pb2.WorkerMessage(container_exited=event))
 

@@ -22,10 +22,11 @@ from .._client import blobs
 from ..proto import api_pb2
 from .backend import Capabilities, Context, Exit, RuntimeBackend, identity_env
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
-from .procs import describe_exit, kill_group, tail_of, terminate, terminate_all
+from .procs import describe_exit, kill_group, session_cpu_seconds, tail_of, terminate, terminate_all
 
 log = logging.getLogger("ember.worker")
 
+CPU_SAMPLE_EVERY = 1.0  # seconds between readings of a container's CPU time
 # Steps that put nothing into a virtual environment: the worker's own Python serves them.
 NO_PACKAGES = {Step.DEBIAN_SLIM, Step.ENV, Step.WORKDIR}
 
@@ -50,6 +51,7 @@ class ProcessBackend(RuntimeBackend):
         self.runtime_dir = ctx.runtime_dir
         self.stub = ctx.stub
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.cpu: dict[str, float] = {}  # container id -> its CPU time at the last reading
         self.locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ images as venvs
@@ -138,16 +140,31 @@ class ProcessBackend(RuntimeBackend):
         self.procs[cid] = proc
         log.info("container %s started (pid %d)", cid, proc.pid)
         try:
-            code = await proc.wait()
+            code = await self._wait_reading_cpu(cid, proc)
         finally:
             self.procs.pop(cid, None)
+            cpu = self.cpu.pop(cid, 0.0)
             kill_group(proc.pid)  # what it started and left behind (a web_server's server, say)
         tail = tail_of(log_path)
         log_path.unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
         reason = describe_exit(code)
         log.info("container %s %s", cid, reason)
-        return Exit(code, reason, tail)
+        return Exit(code, reason, tail, cpu_seconds=cpu)
+
+    async def _wait_reading_cpu(self, cid: str, proc: asyncio.subprocess.Process) -> int:
+        """Wait for the process to end, reading its tree's CPU time every second meanwhile: a
+        plain process leaves no total behind once reaped, so what it used in its last second is
+        not counted."""
+        ended = asyncio.ensure_future(proc.wait())
+        while True:
+            done, _ = await asyncio.wait([ended], timeout=CPU_SAMPLE_EVERY)
+            if done:
+                return ended.result()
+            self.cpu[cid] = max(self.cpu.get(cid, 0.0), session_cpu_seconds(proc.pid))
+
+    def cpu_seconds(self, container_id: str) -> float | None:
+        return self.cpu.get(container_id) if container_id in self.procs else None
 
     def stop(self, container_id: str, kill: bool = False):
         proc = self.procs.get(container_id)

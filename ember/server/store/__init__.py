@@ -239,6 +239,19 @@ class Store(ABC):
     def revoke_token(self, token_id: str, when: float):
         """The token is refused from `when` on."""
 
+    # ---- usage: what a workspace's containers used, per (app name, function name), by the hour
+
+    @abstractmethod
+    def add_usage(self, rows: list[tuple[str, str, str, float, float, float, float, int]]):
+        """Add to the hourly totals: rows of (workspace, app_name, function_name, hour (unix seconds of
+        its start), cpu_seconds, memory_gib_seconds, gpu_seconds, inputs)."""
+
+    @abstractmethod
+    def usage(self, workspace: str | None, since_hour: float) -> list[tuple[str, str, str, float, float, float, int]]:
+        """Totals from the hour since_hour on, of one workspace (None: every one), per function:
+        (workspace, app_name, function_name, cpu_seconds, memory_gib_seconds, gpu_seconds, inputs),
+        ordered by workspace, app and function."""
+
     # ---- secrets (the store holds only ciphertext), named uniquely per workspace
 
     @abstractmethod

@@ -354,6 +354,23 @@ class SqliteStore(_Runs, Store):
 
     # ---- schedules
 
+    def add_usage(self, rows):
+        self._write()
+        self.db.executemany(
+            "INSERT INTO usage (workspace, app_name, function_name, hour, cpu_seconds, memory_gib_seconds, "
+            "gpu_seconds, inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace, hour, app_name, "
+            "function_name) DO UPDATE SET cpu_seconds = cpu_seconds + excluded.cpu_seconds, "
+            "memory_gib_seconds = memory_gib_seconds + excluded.memory_gib_seconds, "
+            "gpu_seconds = gpu_seconds + excluded.gpu_seconds, inputs = inputs + excluded.inputs", rows)
+
+    def usage(self, workspace, since_hour):
+        where, args = ("workspace = ? AND hour >= ?", (workspace, since_hour)) if workspace is not None else (
+            "hour >= ?", (since_hour,))
+        return self.db.execute(
+            "SELECT workspace, app_name, function_name, SUM(cpu_seconds), SUM(memory_gib_seconds), SUM(gpu_seconds), "
+            f"SUM(inputs) FROM usage WHERE {where} GROUP BY workspace, app_name, function_name "
+            "ORDER BY workspace, app_name, function_name", args).fetchall()
+
     def schedule_runs(self) -> dict[tuple[str, str, str], float]:
         return {(w, a, f): t for w, a, f, t in self.db.execute(
             "SELECT workspace, app_name, function_name, last_run FROM schedule_runs")}
