@@ -48,6 +48,12 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False):
     port = free_port()
     url = f"https://127.0.0.1:{port}" if tls else f"127.0.0.1:{port}"
@@ -105,15 +111,20 @@ def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False) -> di
                 if i >= 300 and time.monotonic() - started > WARMUP:
                     break
             times = []
+            cpu = cpu_seconds(server.pid)
             for _ in range(200):
                 t = time.perf_counter()
                 f.remote(1)
                 times.append(time.perf_counter() - t)
+            # The control plane's CPU per call: what its own work costs, less noisy than times.
+            result["server_cpu_us_per_remote"] = (cpu_seconds(server.pid) - cpu) / 200 * 1e6
             result["remote_median_ms"] = statistics.median(times) * 1e3
             list(f.map(range(1000)))
+            cpu = cpu_seconds(server.pid)
             t = time.perf_counter()
             out = list(f.map(range(n_map)))
             dt = time.perf_counter() - t
+            result["server_cpu_us_per_map_input"] = (cpu_seconds(server.pid) - cpu) / n_map * 1e6
             assert out == list(range(n_map))
             result["map_per_s"] = n_map / dt
 
@@ -251,6 +262,8 @@ def compare(args):
           f"Python {platform.python_version()}: {what}, {args.rounds} rounds")
     for label, key, fmt in [("remote() round trip, median (ms)", "remote_median_ms", "{:.3f}"),
                             (f"map of {args.map} (inputs/s)", "map_per_s", "{:.0f}"),
+                            ("control plane CPU per remote() (us)", "server_cpu_us_per_remote", "{:.0f}"),
+                            ("control plane CPU per map input (us)", "server_cpu_us_per_map_input", "{:.1f}"),
                             (f"{args.spawn} spawned calls (s)", "spawn_seconds", "{:.1f}")]:
         for name, results in runs.items():
             print(f"{label:36}{name:>14}  " + "  ".join(fmt.format(r[key]) for r in results))
