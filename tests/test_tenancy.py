@@ -5,6 +5,7 @@ and A's work goes on unharmed. Also: zero setup, token expiry and revocation."""
 
 import json
 import os
+import queue
 import stat
 import subprocess
 
@@ -244,18 +245,19 @@ def test_workers_need_a_worker_token_within_its_limits(tenants):
     # The real worker's id stays with the token it first registered with.
     real_id = (c.tmp / "w1" / "worker_id").read_text().strip()
     assert code_of(lambda: worker.register(**dict(reg, worker_id=real_id))) == Code.PERMISSION_DENIED
-    # The token in the environment works too; `ember worker remove` makes that worker exit.
+    # The token in the environment works too; revoking it ends that worker.
     log = open(c.tmp / "worker-env.log", "wb")
     w = subprocess.Popen([PY, "-m", "ember.cli.main", "worker", "--server", c.url, "--data-dir", str(c.tmp / "w-env"),
                           "--name", "w-env", "--backend", "process", "--cpu", "1", "--memory", "1024"],
                          env=dict(os.environ, EMBER_WORKER_TOKEN_ID=t["token_id"],
                                   EMBER_WORKER_TOKEN_SECRET=t["token_secret"]), stdout=log, stderr=log)
     try:
-        wait_for(lambda: "w-env" in cli(a, "worker", "list").stdout, what="the worker to join")
-        cli(a, "worker", "remove", "w-env")
-        assert w.wait(30) == 0
+        wait_for(lambda: "w-env\t" in cli(a, "worker", "list").stdout, what="the worker to join")
+        cli(a, "token", "revoke", t["token_id"])
+        assert w.wait(30) == 1
     finally:
         w.kill()
+    assert "refused this worker" in (c.tmp / "worker-env.log").read_text()
     # Without a token file, `ember worker` says how to get one; with a bad one, that it was refused.
     out = cli({}, "worker", "--server", c.url, "--data-dir", str(c.tmp / "w9"), check=False)
     assert out.returncode == 2 and "ember token new --worker" in out.stderr
@@ -311,7 +313,19 @@ def test_tokens_expire_and_revoke(tenants):
     env = dict(a, EMBER_TOKEN_ID=t["token_id"], EMBER_TOKEN_SECRET=t["token_secret"])
     assert t["token_id"] in cli(a, "token", "list").stdout
     cli(env, "app", "list")
+    # A stream it opened: answered while the token is valid, ended at its first use after.
+    raw = Raw(c.url, token_of(env))
+    dict_id = raw("ObjectGet", api_pb2.ObjectGetRequest(kind=api_pb2.OBJECT_KIND_DICT, ephemeral=True)).object_id
+    ops = queue.Queue()
+    results = raw.client.ObjectStream(iter(ops.get, None), metadata=raw.md, timeout=60)
+    op = api_pb2.ObjectOp(tag=1, dict=api_pb2.DictRequest(dict_id=dict_id, op=api_pb2.DictRequest.LEN))
+    ops.put(op)
+    assert next(results).tag == 1
     cli(a, "token", "revoke", t["token_id"])
+    ops.put(op)
+    with pytest.raises(grpc.RpcError) as info:
+        next(results)
+    assert info.value.code() == Code.UNAUTHENTICATED and "revoked" in info.value.details()
     out = cli(env, "app", "list", check=False)
     assert out.returncode == 1 and "revoked" in out.stderr
 

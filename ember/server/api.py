@@ -29,7 +29,8 @@ ROLES = {ADMIN: Role.ROLE_ADMIN, WORKSPACE: Role.ROLE_WORKSPACE, WORKER: Role.RO
 
 def authenticated(servicer_base, *roles: str):
     """Class decorator: each RPC of `servicer_base` first authenticates its caller as one of
-    `roles` (refused before anything runs otherwise) and gets the Principal as its last argument."""
+    `roles` (refused before anything runs otherwise) and gets the Principal as its last argument.
+    A stream whose credential stops being valid (Identity.check raises) ends UNAUTHENTICATED."""
 
     async def caller(self, context) -> Principal:
         try:
@@ -43,9 +44,12 @@ def authenticated(servicer_base, *roles: str):
         if inspect.isasyncgenfunction(method):
             async def rpc(self, request, context):
                 who = await caller(self, context)
-                async with contextlib.aclosing(method(self, request, context, who)) as replies:
-                    async for reply in replies:
-                        yield reply
+                try:
+                    async with contextlib.aclosing(method(self, request, context, who)) as replies:
+                        async for reply in replies:
+                            yield reply
+                except Unauthenticated as e:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
         else:
             async def rpc(self, request, context):
                 return await method(self, request, context, await caller(self, context))
@@ -301,7 +305,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def ObjectStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)
-        objects, store, workspace = self.objects, self.store, who.workspace
+        objects, store, workspace, identity = self.objects, self.store, who.workspace, self.identity
 
         def answer(tag, result=None, error=None):
             if isinstance(result, api_pb2.DictResponse):
@@ -319,6 +323,7 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
                 answer(op.tag, error=e)
 
         def handle(op):
+            identity.check(who)  # a revoked token's stream takes no more operations
             try:
                 validate.object_op(op)
                 if op.WhichOneof("op") == "dict":
@@ -339,9 +344,10 @@ class ClientService(BlobRpcs, api_pb2_grpc.ClientApiServicer):
     async def CallStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)
         send = stream.send
-        ledger, workspace = self.ledger, who.workspace
+        ledger, workspace, identity = self.ledger, who.workspace, self.identity
 
         def handle(req):
+            identity.check(who)  # a revoked token's stream takes no more calls
             try:
                 validate.call_request(req)
                 call = ledger.create_call(workspace, req.function_id, req.call_id,
@@ -490,6 +496,7 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
         worker = fleet.worker_connected(first.register, stream.send, who.token_id)
 
         def handle(msg):
+            self.identity.check(who)  # a revoked worker token ends its worker's stream
             fleet.worker_seen(worker)
             kind = msg.WhichOneof("msg")
             # A worker speaks only of its own containers and of the builds given to it.

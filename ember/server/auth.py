@@ -110,6 +110,22 @@ class Identity:
                             f"{' or '.join(r + ' credential' for r in roles)})")
         return principal
 
+    def check(self, who: Principal):
+        """Raise Unauthenticated if who's credential stopped being valid since it was shown (a
+        long-lived stream's token revoked or expired, its container gone)."""
+        if who.role == CONTAINER:
+            if who.token_id not in self.containers:
+                raise Unauthenticated(f"container {who.token_id} has ended: its credential is no longer valid")
+            return
+        self._still_valid(self.tokens[who.token_id])
+
+    def _still_valid(self, token: Token):
+        if token.revoked_at is not None:
+            raise Unauthenticated(f"token {token.token_id} was revoked; ask an admin for a new one (`ember token new`)")
+        if token.expires_at is not None and self.clock() >= token.expires_at:
+            raise Unauthenticated(f"token {token.token_id} expired at {time.ctime(token.expires_at)}; "
+                                  "make a new one with `ember token new`")
+
     def _verify(self, token_id: str, secret: str) -> Principal:
         live = self.containers.get(token_id)
         if live is not None:
@@ -120,11 +136,7 @@ class Identity:
         # One answer for an unknown id and a wrong secret: neither says which ids exist.
         if token is None or not hmac.compare_digest(token.secret_hash, digest(secret)):
             raise Unauthenticated(f"token {token_id} is not valid (unknown id or wrong secret): {HOW_TO_GET_ONE}")
-        if token.revoked_at is not None:
-            raise Unauthenticated(f"token {token_id} was revoked; ask an admin for a new one (`ember token new`)")
-        if token.expires_at is not None and self.clock() >= token.expires_at:
-            raise Unauthenticated(f"token {token_id} expired at {time.ctime(token.expires_at)}; "
-                                  "make a new one with `ember token new`")
+        self._still_valid(token)
         return Principal(token.role, token.workspace, token_id)
 
     # ---- workspaces (admin only)
