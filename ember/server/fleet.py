@@ -217,12 +217,12 @@ class Fleet:
         raise LookupError(f"there is no worker named {name!r} (see `ember worker list`)")
 
     def drain(self, name: str):
-        """The worker finishes what it runs and takes nothing new; its idle containers stop."""
+        """The worker takes nothing new: its containers finish what they run, then stop (inputs
+        they held but had not started go back to the queue), and no new one is placed on it."""
         w = self._by_name(name)
         w.draining = True
         for c in list(w.containers.values()):
-            if not c.held:
-                self.stop(c)
+            self.stop(c)
         log.info("worker %s drains", name)
 
     def remove(self, name: str):
