@@ -122,11 +122,10 @@ def check_environment(environment_name: str | None, where: str):
     """Modal's `environment_name=` (and `-e/--env`): Ember has no environments, and says so
     rather than ignore one. Its namespaces are workspaces, chosen by the token."""
     if environment_name:
-        from .exception import InvalidError
-
-        raise InvalidError(f"{where}: environment_name={environment_name!r}: Ember has no environments; its "
-                           "namespaces are workspaces, and the token chooses one (EMBER_TOKEN_ID/EMBER_TOKEN_SECRET, "
-                           "or `ember profile activate`). Leave environment_name out.")
+        raise exception.InvalidError(
+            f"{where}: environment_name={environment_name!r}: Ember has no environments; its namespaces are "
+            "workspaces, and the token chooses one (EMBER_TOKEN_ID/EMBER_TOKEN_SECRET, or `ember profile activate`). "
+            "Leave environment_name out.")
 
 
 def token() -> tuple[str, str] | None:
