@@ -3,9 +3,9 @@
 Needs Linux and root. A container's root filesystem is an overlay of its image's layers and a
 fresh writable layer that is deleted when it ends; it sees its own processes, hostname and IPC,
 and of the host only what is bound in: Ember's runtime (read-only), DNS settings, the control
-plane's socket, and its GPUs. `cpu=` and `memory=` become cgroup v1 limits (CFS quota, memory
-limit); every container gets a pids limit. A container killed by the kernel for memory is
-reported as such.
+plane's socket, and its GPUs. `cpu=` and `memory=` become cgroup limits (CPU quota, memory
+limit; v1 or v2, whichever the host has: cgroups.py); every container gets a pids limit. A
+container killed by the kernel for memory is reported as such.
 """
 
 import asyncio
@@ -21,75 +21,22 @@ from google.protobuf import json_format
 from .._ids import new_id
 from ..config import grpc_target, is_tls
 from ..proto import api_pb2
+from . import cgroups as cg
 from . import gpus as gpu_devices
-from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend, identity_env
+from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend, Unavailable, identity_env
 from .images import SANDBOX, LayerCache, image_config
 from .procs import describe_exit, tail_of, terminate, terminate_all
 from .volumes import VolumeCache
 
 log = logging.getLogger("ember.worker")
 
-CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
-CONTROLLERS = ("memory", "cpu", "pids", "cpuacct")  # cpuacct: the CPU time it used (usage accounting)
-PIDS_MAX = 4096
-CFS_PERIOD = 100_000  # microseconds
 MAX_SPARES = 4        # started containers kept waiting, one per recently used image
-
-
-class Cgroups:
-    """One container's cgroup in each controller: limits in; out-of-memory kills and CPU time out."""
-
-    def __init__(self, container_id: str):
-        # Where cpu and cpuacct are mounted together the two paths are one directory: that works too.
-        self.paths = [CGROUP_ROOT / c / "ember" / container_id for c in CONTROLLERS]
-        self.memory, self.cpu, self.pids, self.cpuacct = self.paths
-
-    def create(self, resources: api_pb2.Resources):
-        for p in self.paths:
-            p.mkdir(parents=True, exist_ok=True)
-        (self.pids / "pids.max").write_text(str(PIDS_MAX))
-        self.limit(resources)
-
-    def limit(self, resources: api_pb2.Resources):
-        if resources.memory_limit_mb:
-            (self.memory / "memory.limit_in_bytes").write_text(str(resources.memory_limit_mb << 20))
-            (self.memory / "memory.swappiness").write_text("0")
-        if resources.cpu_limit:
-            (self.cpu / "cpu.cfs_period_us").write_text(str(CFS_PERIOD))
-            (self.cpu / "cpu.cfs_quota_us").write_text(str(max(1000, int(resources.cpu_limit * CFS_PERIOD))))
-
-    def cpu_seconds(self) -> float:
-        """The CPU time (user and system) its processes have used, exactly, ended ones included."""
-        try:
-            return int((self.cpuacct / "cpuacct.usage").read_text()) / 1e9
-        except (OSError, ValueError):
-            return 0.0
-
-    def oom_killed(self) -> bool:
-        try:
-            for line in (self.memory / "memory.oom_control").read_text().splitlines():
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1]) > 0
-        except OSError:
-            pass
-        return False
-
-    async def remove(self):
-        for p in self.paths:
-            for _ in range(50):  # the last processes may take a moment to leave
-                try:
-                    p.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    await asyncio.sleep(0.02)
 
 
 class Box:
     """A running sandbox and what to clean up after it."""
 
-    def __init__(self, proc, cgroups: Cgroups, ct: pathlib.Path, log_path: pathlib.Path, spare_id: str):
+    def __init__(self, proc, cgroups: cg.Cgroups, ct: pathlib.Path, log_path: pathlib.Path, spare_id: str):
         self.proc = proc
         self.cgroups = cgroups
         self.ct = ct
@@ -108,9 +55,9 @@ class ContainerBackend(RuntimeBackend):
             return "not Linux"
         if os.geteuid() != 0:
             return "not running as root"
-        for c in CONTROLLERS:
-            if not (CGROUP_ROOT / c / "cgroup.procs").exists():
-                return f"no cgroup v1 {c} controller at {CGROUP_ROOT / c}"
+        why = cg.host_layout().missing()  # cgroup v1, v2 or a mix: each controller where it is
+        if why:
+            return why
         with open("/proc/filesystems") as f:
             if "overlay" not in f.read():
                 return "the kernel has no overlayfs"
@@ -121,12 +68,15 @@ class ContainerBackend(RuntimeBackend):
     def __init__(self, ctx: Context):
         self.root = ctx.data_dir / "containers"
         shutil.rmtree(self.root, ignore_errors=True)  # writable layers of containers that are gone
-        for c in CONTROLLERS:  # and the cgroups of containers that are gone (busy ones stay)
-            for d in (CGROUP_ROOT / c / "ember").glob("ct-*"):
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
+        try:
+            cg.prepare(cg.host_layout())
+        except cg.CgroupError as e:
+            raise Unavailable(f"the container backend cannot limit containers: {e}") from None
+        for d in cg.stale(cg.host_layout()):  # the cgroups of containers that are gone (busy ones stay)
+            try:
+                d.rmdir()
+            except OSError:
+                pass
         self.root.mkdir(parents=True)
         self.server_url = ctx.server_url
         self.ca_file = ctx.ca_file
@@ -243,7 +193,7 @@ class ContainerBackend(RuntimeBackend):
             # What each volume held as the container started: what its commits are measured against.
             (ct / "volumes.json").write_text(json.dumps([json_format.MessageToDict(m) for m in sc.volumes]))
             binds.append([str(ct / "volumes.json"), "/ember/volumes.json", True])
-        cgroups = Cgroups(name)
+        cgroups = cg.Cgroups(name)
         cgroups.create(sc.resources if sc is not None else api_pb2.Resources())
         spec = {"layers_dir": str(self.layers.root), "lowers": self.layers.lowers(image), "upper": str(ct / "upper"),
                 "work": str(ct / "work"), "root": str(ct / "root"), "binds": binds, "volumes": volumes,
