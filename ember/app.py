@@ -82,12 +82,13 @@ class App:
 
     def function(self, _f=None, *, name: str | None = None, image=None, cpu=None, memory=None, gpu=None,
                  timeout=300, retries=None, secrets=(), volumes=None, max_containers=None, min_containers=0,
-                 scaledown_window=60, block_network: bool = False, schedule=None, serialized: bool = False):
+                 scaledown_window=60, block_network: bool = False, schedule=None, ephemeral_disk=None,
+                 serialized: bool = False):
         """Decorator: make a function run in containers. Options are validated right here."""
         spec = FunctionSpec(image=image, cpu=cpu, memory=memory, gpu=gpu, timeout=timeout, retries=retries,
                             secrets=secrets, volumes=volumes, max_containers=max_containers,
                             min_containers=min_containers, scaledown_window=scaledown_window,
-                            block_network=block_network, schedule=schedule)
+                            block_network=block_network, schedule=schedule, ephemeral_disk=ephemeral_disk)
 
         def wrap(raw_f) -> Function:
             if isinstance(raw_f, Function):

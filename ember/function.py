@@ -32,6 +32,8 @@ MAP_BATCH_AGE = 0.02        # seconds an unsent batch may wait for more inputs
 MAP_OUTSTANDING = 50_000    # inputs sent but not yet returned, before the sender waits
 
 
+MAX_EPHEMERAL_DISK = 3 << 20  # MiB, Modal's most
+
 # Where a volume cannot be mounted: the system's own directories and Ember's.
 RESERVED_MOUNTS = ("proc", "sys", "dev", "ember", "usr", "bin", "sbin", "lib", "lib64", "etc")
 
@@ -50,7 +52,7 @@ class FunctionSpec:
 
     def __init__(self, *, image=None, cpu=None, memory=None, gpu=None, timeout=300, retries=None,
                  secrets=(), volumes=None, max_containers=None, min_containers=0, scaledown_window=60,
-                 block_network=False, schedule=None):
+                 block_network=False, schedule=None, ephemeral_disk=None):
         if image is not None and not isinstance(image, Image):
             raise exception.InvalidError(f"image={image!r}: pass an ember.Image, e.g. ember.Image.debian_slim()")
         # cpu= and memory= given explicitly are limits too; unset, they are only what is reserved.
@@ -62,6 +64,11 @@ class FunctionSpec:
         memory = 128 if memory is None else memory
         if not isinstance(memory, int) or isinstance(memory, bool) or not 1 <= memory <= 4 << 20:
             raise exception.InvalidError(f"memory={memory!r}: pass MiB as an integer, e.g. 512")
+        if ephemeral_disk is not None and (not isinstance(ephemeral_disk, int) or isinstance(ephemeral_disk, bool)
+                                           or not 1 <= ephemeral_disk <= MAX_EPHEMERAL_DISK):
+            raise exception.InvalidError(f"ephemeral_disk={ephemeral_disk!r}: pass the size of the container's disk "
+                                         f"in MiB as an integer, at most {MAX_EPHEMERAL_DISK} (3 TiB), e.g. 10240")
+        self.ephemeral_disk = ephemeral_disk or 0  # 0: the worker's default
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 86400:
             raise exception.InvalidError(f"timeout={timeout!r}: pass seconds, more than 0 and at most 86400")
         if max_containers is not None and (not isinstance(max_containers, int) or max_containers < 1):
@@ -102,7 +109,7 @@ class FunctionSpec:
         return api_pb2.FunctionDefinition(
             name=name, is_generator=is_generator,
             resources=api_pb2.Resources(cpu=self.cpu, memory_mb=self.memory, gpu=self.gpu, cpu_limit=self.cpu_limit,
-                                        memory_limit_mb=self.memory_limit),
+                                        memory_limit_mb=self.memory_limit, ephemeral_disk_mb=self.ephemeral_disk),
             block_network=self.block_network,
             schedule=self.schedule._proto() if self.schedule is not None else None,
             timeout=self.timeout, retries=self.retries.to_proto(), max_containers=self.max_containers or 0,

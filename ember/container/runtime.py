@@ -11,6 +11,7 @@ takes its input. Web endpoints run on the I/O loop (see web.py).
 
 import asyncio
 import collections
+import errno
 import importlib
 import inspect
 import io
@@ -49,6 +50,24 @@ BATCH_SECONDS = 0.005       # a fast function's inputs come in batches worth abo
 DETACH_WAIT = 5.0           # seconds to wait for the control plane to take the last outputs
 
 log = logging.getLogger("ember.container")
+
+
+def note_full_disk(exc: BaseException):
+    """An error that came of a write finding the container's disk full says so, and how to raise
+    the limit (its own message only says "No space left on device")."""
+    size_mb = int(os.environ.get("EMBER_EPHEMERAL_DISK_MB") or 0)
+    seen = exc
+    while seen is not None and not (isinstance(seen, OSError) and seen.errno == errno.ENOSPC):
+        seen = seen.__cause__ or seen.__context__
+    if not size_mb or seen is None:
+        return
+    try:
+        st = os.statvfs("/")  # the overlay's: its writable layer's disk
+    except OSError:
+        return
+    if st.f_bavail * st.f_frsize <= max(1 << 20, (size_mb << 20) // 100):
+        exc.add_note(f"The container's disk is full: its writable layer holds ephemeral_disk={size_mb} MiB. "
+                     "Pass a larger ephemeral_disk= (MiB) to @app.function or @app.cls to raise it.")
 
 
 class InputCancelled(BaseException):
@@ -202,6 +221,7 @@ class Runtime:
             fn = self._load(init.definition, init.app_function_ids)
             web_apps = make_apps(fn, init.definition) if init.definition.web.kind or init.definition.web_methods else {}
         except BaseException as e:  # noqa: BLE001 - whatever loading the user's code raised is the caller's
+            note_full_disk(e)
             data, line, tb = serialize_exception(e)
             self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=api_pb2.ContainerInitFailure(
                 error=line, traceback=tb, exception=api_pb2.Payload(data=data), in_enter=self.in_enter)))
@@ -277,6 +297,7 @@ class Runtime:
             self.thread_loop.loop = None  # interrupted while it ran: the next async input gets a fresh one
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled while it ran")]
         except BaseException as e:  # noqa: BLE001 - whatever the user's code raised is the caller's
+            note_full_disk(e)
             data, line, tb = serialize_exception(e)
             return [Output(**base, status=Output.FAILURE, error=line, traceback=tb, data=self._payload(data))]
         data, err = serialize_result(name, result)

@@ -21,6 +21,7 @@ from .blobs import is_blob_id
 MAX_OUTPUTS = 10_000      # outputs one FunctionCallGetOutputs may ask for (the SDK asks up to this)
 MAX_INPUTS_AT_ONCE = 10_000  # @ember.concurrent's limit: threads one container starts
 MAX_RETRIES = 10          # Retries' limit (Modal's)
+MAX_EPHEMERAL_DISK_MB = 3 << 20  # a container's disk: 3 TiB, Modal's most
 MAX_NAME = 128            # characters in an app's or a function's name
 
 
@@ -137,6 +138,8 @@ def resources(r: api_pb2.Resources):
     if r.memory_mb <= 0:
         raise Invalid(f"{where}.memory_mb", f"must be > 0 (got {r.memory_mb})")
     number(f"{where}.cpu_limit", r.cpu_limit)
+    if r.ephemeral_disk_mb > MAX_EPHEMERAL_DISK_MB:  # 0 is the worker's default
+        raise Invalid(f"{where}.ephemeral_disk_mb", f"must be <= {MAX_EPHEMERAL_DISK_MB} (got {r.ephemeral_disk_mb})")
     try:
         _gpu.parse_request(r.gpu)
     except _gpu.GpuRequestError as e:

@@ -27,6 +27,7 @@ class Capabilities:
     gpus: bool  # the GPUs a container is given are usable in it
     network_modes: frozenset[str]  # of NETWORK_MODES: the machine's network; none (block_network=True)
     root_filesystem_steps: bool  # image steps that change files outside a Python environment
+    disk_limit: bool = False  # ephemeral_disk= is enforced: a container's writes stop at its size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +149,8 @@ def refusal(backend: RuntimeBackend | type[RuntimeBackend], why: str, image: api
             need = "GPUs need"
         elif start.block_network and "none" not in caps.network_modes:
             need = "block_network=True needs"
+        elif start.resources.ephemeral_disk_mb and not caps.disk_limit:
+            need = "ephemeral_disk= (a limit on the container's disk) needs"
     if need is None and not caps.root_filesystem_steps:
         need = next((f"{describe_step(s)} needs" for s in image.steps if needs_root_filesystem(s)), None)
     if need is None:

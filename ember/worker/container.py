@@ -22,9 +22,10 @@ from .._ids import new_id
 from ..config import grpc_target, is_tls
 from ..proto import api_pb2
 from . import cgroups as cg
+from . import disk as disks
 from . import gpus as gpu_devices
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend, Unavailable, identity_env
-from .images import SANDBOX, LayerCache, image_config
+from .images import SANDBOX, BuildError, LayerCache, image_config
 from .procs import describe_exit, tail_of, terminate, terminate_all
 from .volumes import VolumeCache
 
@@ -36,9 +37,11 @@ MAX_SPARES = 4        # started containers kept waiting, one per recently used i
 class Box:
     """A running sandbox and what to clean up after it."""
 
-    def __init__(self, proc, cgroups: cg.Cgroups, ct: pathlib.Path, log_path: pathlib.Path, spare_id: str):
+    def __init__(self, proc, cgroups: cg.Cgroups, disk: disks.Disk, ct: pathlib.Path, log_path: pathlib.Path,
+                 spare_id: str):
         self.proc = proc
         self.cgroups = cgroups
+        self.disk = disk
         self.ct = ct
         self.log_path = log_path
         self.spare_id = spare_id
@@ -47,7 +50,7 @@ class Box:
 class ContainerBackend(RuntimeBackend):
     name = "container"
     capabilities = Capabilities(isolation=True, volumes=True, gpus=True, network_modes=frozenset(NETWORK_MODES),
-                                root_filesystem_steps=True)
+                                root_filesystem_steps=True, disk_limit=True)
 
     @staticmethod
     def available() -> str | None:
@@ -61,13 +64,16 @@ class ContainerBackend(RuntimeBackend):
         with open("/proc/filesystems") as f:
             if "overlay" not in f.read():
                 return "the kernel has no overlayfs"
+        if why := disks.available():
+            return why
         if shutil.which("debootstrap") is None:
             return "Debian's debootstrap, which builds images, is not installed (apt-get install debootstrap)"
         return None
 
     def __init__(self, ctx: Context):
         self.root = ctx.data_dir / "containers"
-        shutil.rmtree(self.root, ignore_errors=True)  # writable layers of containers that are gone
+        disks.clean_stale(self.root)  # disks of containers that are gone: their mounts and loop devices
+        shutil.rmtree(self.root, ignore_errors=True)  # and their writable layers
         try:
             cg.prepare(cg.host_layout())
         except cg.CgroupError as e:
@@ -78,6 +84,9 @@ class ContainerBackend(RuntimeBackend):
             except OSError:
                 pass
         self.root.mkdir(parents=True)
+        self.default_disk_mb = disks.default_mb(self.root)
+        log.info("a container's disk holds %d MiB unless its function says otherwise (ephemeral_disk=)",
+                 self.default_disk_mb)
         self.server_url = ctx.server_url
         self.ca_file = ctx.ca_file
         self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub)
@@ -111,7 +120,9 @@ class ContainerBackend(RuntimeBackend):
         image = sc.image
         await self.layers.ensure(image, {layer.layer_id: layer.blob_id for layer in sc.layers},
                                  lambda text: log.info("image %s: %s", image.image_id[:12], text.rstrip()))
-        spareable = not sc.gpu_indices and not sc.block_network and not sc.volumes
+        disk_mb = self._disk_mb(sc)
+        # Spares have the default disk: a container with another cannot be one.
+        spareable = not sc.gpu_indices and not sc.block_network and not sc.volumes and disk_mb == self.default_disk_mb
         if spareable and image.image_id in self.spares_starting:
             # A spare is on its way: it is further along than a container started now would be.
             await asyncio.wait([self.spares_starting[image.image_id]])
@@ -133,13 +144,29 @@ class ContainerBackend(RuntimeBackend):
             self.boxes.pop(sc.container_id, None)
         oom = box.cgroups.oom_killed()
         cpu = box.cgroups.cpu_seconds()  # before its cgroup goes
+        disk_full = code != 0 and box.disk.full()  # before its disk goes
         tail = await self._clean(box)
         if oom:
             reason = f"exceeded its memory limit of {sc.resources.memory_limit_mb} MiB and was killed"
         else:
             reason = describe_exit(code)
+        if disk_full and not oom:
+            reason += (f", with its disk full (ephemeral_disk={disk_mb} MiB): pass a larger ephemeral_disk= "
+                       "to @app.function to raise it")
         log.info("container %s %s", sc.container_id, reason)
         return Exit(code, reason, tail, oom, cpu)
+
+    def _disk_mb(self, sc: api_pb2.StartContainer) -> int:
+        """The size of the container's disk; refuses one the worker has not the free disk for."""
+        asked = sc.resources.ephemeral_disk_mb
+        if not asked:
+            return self.default_disk_mb
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize >> 20
+        if asked > free:
+            raise BuildError(f"ephemeral_disk={asked} MiB is more than the {free} MiB of disk free on this worker: "
+                             "ask for less, or run it on a worker with more disk")
+        return asked
 
     def cpu_seconds(self, container_id: str) -> float | None:
         box = self.boxes.get(container_id)
@@ -147,10 +174,23 @@ class ContainerBackend(RuntimeBackend):
 
     async def _launch(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None) -> "Box":
         """Start a sandbox running Ember's runtime: for the container `sc`, or a spare (sc None)."""
+        # The writable layer (and the volumes' scratch layers) on a disk of the container's own size.
+        disk = disks.Disk(self.root / name, self._disk_mb(sc) if sc is not None else self.default_disk_mb)
+        try:
+            await disk.create()
+            return await self._start(name, image, sc, disk)
+        except BaseException:
+            await disk.remove()
+            raise
+
+    async def _start(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None,
+                     disk: disks.Disk) -> "Box":
         env, workdir = image_config(image, self.layers.root)
         ct = self.root / name
-        for d in ("upper", "work", "root"):
-            (ct / d).mkdir(parents=True)
+        (ct / "root").mkdir(parents=True)
+        writable = disk.mount_point
+        for d in ("upper", "work"):
+            (writable / d).mkdir()
         binds = [[str(self.layers.runtime_dir), "/ember/lib", True]]
         block_network = sc is not None and sc.block_network
         url = self.server_url
@@ -177,7 +217,8 @@ class ContainerBackend(RuntimeBackend):
             binds.append([os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf", True])
         indices = list(sc.gpu_indices) if sc is not None else []
         env.update(gpu_devices.container_env([g for g in self.gpus if g.index in set(indices)]))
-        env.update(PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url, EMBER_CODE_CACHE="/tmp/.ember-code")
+        env.update(PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url, EMBER_CODE_CACHE="/tmp/.ember-code",
+                   EMBER_EPHEMERAL_DISK_MB=str(disk.size_mb))  # named in the error of a write that finds it full
         if sc is not None:
             env.update(identity_env(sc))
         else:
@@ -186,17 +227,18 @@ class ContainerBackend(RuntimeBackend):
         for i, m in enumerate(sc.volumes if sc is not None else ()):
             lower = await self.volumes.version_dir(m.manifest)
             for d in ("upper", "work"):
-                (ct / f"vol{i}" / d).mkdir(parents=True)
-            volumes.append({"lower": str(lower), "upper": str(ct / f"vol{i}" / "upper"),
-                            "work": str(ct / f"vol{i}" / "work"), "target": m.path})
+                (writable / f"vol{i}" / d).mkdir(parents=True)
+            volumes.append({"lower": str(lower), "upper": str(writable / f"vol{i}" / "upper"),
+                            "work": str(writable / f"vol{i}" / "work"), "target": m.path})
         if volumes:
             # What each volume held as the container started: what its commits are measured against.
             (ct / "volumes.json").write_text(json.dumps([json_format.MessageToDict(m) for m in sc.volumes]))
             binds.append([str(ct / "volumes.json"), "/ember/volumes.json", True])
         cgroups = cg.Cgroups(name)
         cgroups.create(sc.resources if sc is not None else api_pb2.Resources())
-        spec = {"layers_dir": str(self.layers.root), "lowers": self.layers.lowers(image), "upper": str(ct / "upper"),
-                "work": str(ct / "work"), "root": str(ct / "root"), "binds": binds, "volumes": volumes,
+        spec = {"layers_dir": str(self.layers.root), "lowers": self.layers.lowers(image),
+                "upper": str(writable / "upper"), "work": str(writable / "work"), "root": str(ct / "root"),
+                "binds": binds, "volumes": volumes,
                 # Declared GPUs (EMBER_GPUS) may have no device nodes on this machine.
                 "devices": [d for d in gpu_devices.device_paths(indices) if os.path.exists(d)],
                 "hostname": name[:63], "new_net": block_network,
@@ -208,7 +250,7 @@ class ContainerBackend(RuntimeBackend):
                 sys.executable, "-S", "-E", SANDBOX, json.dumps(spec),
                 stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
                 stdout=logf, stderr=logf, start_new_session=True)
-        return Box(proc, cgroups, ct, log_path, spare_id=name if sc is None else "")
+        return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "")
 
     # ---- spares: a container started ahead of need, its runtime imported, waiting to be told
     # which container it is. A cold start from a spare skips the sandbox, the interpreter's
@@ -252,6 +294,7 @@ class ContainerBackend(RuntimeBackend):
     async def _clean(self, box: "Box") -> str:
         """Remove what the container leaves behind; returns the tail of its log."""
         await box.cgroups.remove()
+        await box.disk.remove()
         await asyncio.to_thread(shutil.rmtree, box.ct, True)
         tail = tail_of(box.log_path)
         box.log_path.unlink(missing_ok=True)
@@ -274,6 +317,7 @@ class ContainerBackend(RuntimeBackend):
             await self._discard(box)
         self.spares.clear()
         await terminate_all(list(self.procs.values()))
+        disks.clean_stale(self.root)  # what containers that had no time to clean up leave
         if self.relay is not None:
             self.relay.close()
 

@@ -4,9 +4,10 @@ No isolation and no limits beyond a process of its own: the backend for machines
 namespaces and cgroups are not available (not root, not Linux). An image becomes a virtual
 environment of its own (made with uv) with the image's Python packages; its capabilities
 declare no root filesystem steps (apt_install, run_commands, from_registry, files at absolute
-paths), no volumes and no network of its own, and the worker refuses those with an error that
-says so. A function without packages runs with the worker's own Python environment. GPUs are
-usable, all of the machine's: nothing hides the others.
+paths), no volumes, no network of its own and no disk limit (ephemeral_disk=: its containers
+write to the worker's disk), and the worker refuses those with an error that says so. A
+function without packages runs with the worker's own Python environment. GPUs are usable, all
+of the machine's: nothing hides the others.
 """
 
 import asyncio
