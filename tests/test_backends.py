@@ -77,7 +77,7 @@ def test_a_container_that_cannot_start_reports_its_exit_code_and_log_tail(runnin
 
 def test_the_worker_refuses_what_its_backend_lacks(running):
     caps = running.capabilities
-    if caps.volumes and "none" in caps.network_modes and caps.root_filesystem_steps:
+    if caps.volumes and "none" in caps.network_modes and caps.root_filesystem_steps and caps.disk_limit:
         pytest.skip(f"the {running.name} backend lacks nothing")
     _, why = backend.choose(running.name, BACKENDS)  # as the worker chose it
     fix = re.escape(f"the container backend, and this worker runs the {running.name} backend ({why}): "
@@ -93,6 +93,10 @@ def test_the_worker_refuses_what_its_backend_lacks(running):
     def offline():
         return "unreachable"
 
+    @app.function(ephemeral_disk=512, serialized=True)
+    def with_disk_limit():
+        return "unreachable"
+
     with app.run():
         if not caps.volumes:
             with pytest.raises(exception.InitError, match="volumes need " + fix):
@@ -100,6 +104,10 @@ def test_the_worker_refuses_what_its_backend_lacks(running):
         if "none" not in caps.network_modes:
             with pytest.raises(exception.InitError, match=r"block_network=True needs " + fix):
                 offline.remote()
+        if not caps.disk_limit:
+            with pytest.raises(exception.InitError, match=re.escape("ephemeral_disk= (a limit on the container's "
+                                                                    "disk) needs ") + fix):
+                with_disk_limit.remote()
     if not caps.root_filesystem_steps:
         app = ember.App("backend-refusals-steps")
 

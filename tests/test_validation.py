@@ -136,6 +136,8 @@ BAD_DEFINITIONS = {
     "no cpu": (_with("resources.cpu", 0.0), "FunctionDefinition.resources.cpu must be > 0 (got 0)"),
     "negative cpu": (_with("resources.cpu", -1.0), "FunctionDefinition.resources.cpu"),
     "no memory": (_with("resources.memory_mb", 0), "FunctionDefinition.resources.memory_mb must be > 0"),
+    "a disk beyond 3 TiB": (_with("resources.ephemeral_disk_mb", 4 << 20),
+                            "FunctionDefinition.resources.ephemeral_disk_mb must be <= 3145728"),
     "a gpu that does not parse": (_with("resources.gpu", "H9000:two"), "FunctionDefinition.resources.gpu"),
     "negative timeout": (_with("timeout", -1.0), "FunctionDefinition.timeout"),
     "NaN timeout": (_with("timeout", math.nan), "FunctionDefinition.timeout"),
