@@ -316,6 +316,10 @@ def child(spec, status_w):
     cwd = spec.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)
     os.chdir(cwd)
+    # Not dumpable: the container's processes cannot open /proc/1/exe (the host's python), /mem
+    # or /root, whatever their capabilities. Set before the fork, so there is no moment when it
+    # is; the command's exec makes it dumpable again.
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     pid = os.fork()
     if pid == 0:
         try:
@@ -324,9 +328,6 @@ def child(spec, status_w):
         except (SetupError, OSError) as e:
             print(f"ember sandbox: {e}", file=sys.stderr)
         os._exit(126)
-    # Not dumpable: the container's processes cannot open /proc/1/exe (the host's python), /mem
-    # or /root, whatever their capabilities.
-    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     _forward_signals(pid)
     while True:
         done, status = os.waitpid(-1, 0)
