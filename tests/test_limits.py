@@ -111,6 +111,8 @@ def test_the_layout_is_read_per_controller_on_hybrid_hosts():
     layout = cg.Layout.parse(hybrid, "memory pids hugetlb")
     assert {c: layout.version(c) for c in cg.LIMITED} == {"memory": 2, "cpu": 1, "pids": 1}
     assert layout.on_v2 == ["memory"]  # pids is bound to v1, whatever v2 lists
+    assert layout.describe() == "cgroups memory v2, cpu v1, pids v1"
+    assert cg.Layout.parse(V2_HOST, V2_CONTROLLERS).describe() == "cgroup v2"
     ct = cg.Cgroups("ct-2", layout)
     v1, v2 = pathlib.Path("/sys/fs/cgroup/cpu,cpuacct/ember/ct-2"), pathlib.Path("/sys/fs/cgroup/unified/ember/ct-2")
     assert ct.paths == [v2, v1, pathlib.Path("/sys/fs/cgroup/pids/ember/ct-2")]  # cpu and cpuacct: one

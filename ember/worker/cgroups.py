@@ -109,6 +109,13 @@ class Layout:
     def on_v2(self) -> list[str]:
         return [c for c in LIMITED if self.version(c) == 2]
 
+    def describe(self) -> str:
+        """In words, for the worker's log: "cgroup v1", "cgroup v2", or each controller's on a mix."""
+        versions = {c: self.version(c) for c in LIMITED}
+        if len(set(versions.values())) == 1:
+            return f"cgroup v{versions['memory']}"
+        return "cgroups " + ", ".join(f"{c} v{v}" for c, v in versions.items())
+
     def missing(self) -> str | None:
         """Why containers cannot be limited here (naming the fix), or None."""
         for c in LIMITED:
