@@ -62,8 +62,8 @@ class Disk:
         with open(self.image, "wb") as f:
             f.truncate(self.size_mb << 20)  # sparse: it takes what is written
         await _run(*MKFS, str(self.image))
+        self.mounted = True  # from here remove() unmounts: a start cancelled now must not leave a mount
         await _run("mount", "-o", MOUNT_OPTIONS, str(self.image), str(self.mount_point))
-        self.mounted = True
 
     def full(self) -> bool:
         """Whether (almost) nothing is left: what a write that failed with ENOSPC leaves."""
@@ -85,7 +85,13 @@ class Disk:
 async def _run(*argv: str, check: bool = True):
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
+    try:
+        _, err = await proc.communicate()
+    except asyncio.CancelledError:
+        # A mount finishes even if its caller is cancelled: wait for it, so that the cleanup
+        # that follows undoes it rather than running before it.
+        await proc.wait()
+        raise
     if check and proc.returncode:
         raise DiskError(f"{' '.join(argv[:1])} failed for a container's disk: {err.decode(errors='replace').strip()}")
 
