@@ -4,7 +4,8 @@ A container starts only if its workspace's quotas and fair share allow (shares.p
 
 A container goes to the connected worker with the most free CPU among those with room for its
 function's CPU and memory, a free GPU of the kind it asks for, and (a @web_server function)
-its server's port free on that worker's network (unless each of its containers has a network of its own).
+its server's port free on that worker's network (unless each container there has a network of
+its own).
 """
 
 import logging

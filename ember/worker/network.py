@@ -76,6 +76,7 @@ class Network:
         self.if_prefix = f"em{self.index}s"   # + container slot: at most 15 characters
         self.ns_prefix = f"ember-{self.index}-"
         self.free = list(range(self.subnet.num_addresses // 4))
+        self.closed = False
         self._remove_leftovers()
         self._install_rules()
         self.resolv_conf = _resolv_conf(state_dir)
@@ -155,6 +156,8 @@ table inet {self.table} {{
         return a
 
     async def release(self, a: Attachment):
+        if self.closed:  # the worker stops, and close() removed them all
+            return
         # The link first: deleting the namespace frees the pair only once nothing holds it.
         await _ip(["-force", "-batch", "-"], f"link delete {a.host_if}\nnetns delete {a.netns}\n", check=False)
         if a.slot not in self.free:
@@ -162,16 +165,17 @@ table inet {self.table} {{
 
     def close(self):
         """Remove this worker's rules and namespaces (as it stops) and give up its slot."""
+        self.closed = True
         self._remove_leftovers()
         os.close(self.lock)
 
 
 async def _ip(args: list[str], script: str, check: bool = True):
-    proc = await asyncio.create_subprocess_exec("ip", *args, stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(script.encode())
+    # In a thread, not as an asyncio subprocess: one of those cancelled while it starts (as the
+    # worker stops) was seen to leave asyncio.run waiting for it forever.
+    proc = await asyncio.to_thread(subprocess.run, ["ip", *args], input=script, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise NetworkError(f"could not set up a container's network (ip {' '.join(args)}): {err.decode().strip()}")
+        raise NetworkError(f"could not set up a container's network (ip {' '.join(args)}): {proc.stderr.strip()}")
 
 
 def _resolv_conf(state_dir: pathlib.Path) -> str | None:
