@@ -28,7 +28,7 @@ def test_function_sees_only_its_own_filesystem_and_processes(running, tmp_path):
     finally:
         in_root.unlink()
     assert seen["readable"] == {p: False for p in paths}
-    assert seen["pid"] == 1  # the runtime is PID 1 of its own PID namespace
+    assert seen["pid"] == 2  # its own PID namespace: the runtime under the sandbox's init (PID 1)
     assert len(seen["pids"]) < 10  # its own processes only: the host has hundreds
     assert seen["hostname"].startswith("ct-")
     assert "work" not in seen["root"] and "ember" in seen["root"]

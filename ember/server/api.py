@@ -226,6 +226,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         if app is None:
             return
         async for batch in app.log.follow(req.after_seq, req.stop_at_end):
+            self.identity.check(who)  # a revoked token follows no more
             yield batch
 
     async def FunctionCreate(self, req, context, who):

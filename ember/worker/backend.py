@@ -96,6 +96,10 @@ class RuntimeBackend(abc.ABC):
     async def stop_all(self):
         """Stop every container, as the worker exits."""
 
+    def isolation(self) -> str:
+        """What holds its containers and build steps, in one line: the worker says it when it starts."""
+        return "none: containers and build steps are plain processes of the worker's user"
+
 
 def identity_env(sc: api_pb2.StartContainer) -> dict[str, str]:
     """Who the container is: its id, and the credential the control plane made for it (which

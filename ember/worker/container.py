@@ -23,6 +23,7 @@ from .._ids import new_id
 from ..config import grpc_target, is_tls
 from ..proto import api_pb2
 from . import gpus as gpu_devices
+from . import sandbox
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend, identity_env
 from .images import SANDBOX, BuildError, LayerCache, image_config
 from .network import Attachment, Network, NetworkError, missing as network_missing
@@ -147,6 +148,11 @@ class ContainerBackend(RuntimeBackend):
         self.relay: "Relay | None" = None
         self.relay_path = ctx.data_dir / "control.sock"
 
+    def isolation(self) -> str:
+        # The network and cgroup parts say what this backend does today; they follow its code.
+        return (f"{sandbox.describe()}; network namespace of its own (NAT out, not to the host or other "
+                "containers; empty for block_network=True); cgroup v1; build steps alike")
+
     def running(self):
         return [cid for cid, p in self.procs.items() if p.returncode is None]
 
@@ -262,12 +268,12 @@ class ContainerBackend(RuntimeBackend):
                 # Declared GPUs (EMBER_GPUS) may have no device nodes on this machine.
                 "devices": [d for d in gpu_devices.device_paths(indices) if os.path.exists(d)],
                 "hostname": name[:63], "new_net": block_network, "netns": net and net.path,
-                "cgroups": [str(p) for p in cgroups.paths], "drop_caps": True, "cwd": workdir, "env": env,
+                "cgroups": [str(p) for p in cgroups.paths], "cwd": workdir, "env": env,
                 "argv": ["python3", "-m", "ember.container"], "parent_pid": os.getpid()}
         log_path = self.root / f"{name}.log"
         with open(log_path, "wb") as logf:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-S", "-E", SANDBOX, json.dumps(spec),
+                *SANDBOX, json.dumps(spec),
                 stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
                 stdout=logf, stderr=logf, start_new_session=True)
         return Box(proc, cgroups, ct, log_path, spare_id=name if sc is None else "", net=net)

@@ -72,6 +72,7 @@ class Worker:
             runtime_dir=runtime_files.prepare(cache_dir / "runtime"), stub=self._stub, gpus=self.gpus,
             ca_file=_keep_ca(data_dir, server_url)))
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
+        log.info("%s; isolation: %s", self.backend_note, self.backend.isolation())
         self.tasks: dict[str, asyncio.Task] = {}
         self.stream: ReconnectingStream | None = None  # to the control plane, once run() starts
         self.builds: dict[str, asyncio.Task] = {}

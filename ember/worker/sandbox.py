@@ -4,16 +4,19 @@ Standard library only, and quick to start: it is on the cold-start path. It join
 container's cgroups, unshares the mount, PID, IPC and UTS namespaces (and the network one when
 asked), and forks: the child becomes PID 1 of the new PID namespace, mounts the root filesystem
 (an overlay of the image's layers and a fresh writable layer), a private /proc and /dev and the
-given bind mounts, pivots into it, drops dangerous capabilities and execs the command. This
-process waits for the child, forwards SIGTERM/SIGINT to it and exits as it did, so the worker
-sees the container's own exit status.
+given bind mounts, pivots into it, drops dangerous capabilities and forks the command, which
+reduces its own capabilities, sets no_new_privs and a seccomp filter, and execs. Build steps
+run the same way, so they are held the same. This process waits for the child, forwards
+SIGTERM/SIGINT to it and exits as the command did, so the worker sees the container's own
+exit status (a SIGKILL as a SIGKILL).
 
 SPEC keys: layers_dir, lowers (top first, relative to layers_dir), upper, work, root, binds
 ([src, dst, read_only]), volumes ([{lower, upper, work, target}]), devices, hostname, new_net,
-netns (a network namespace to join, made by the worker), cgroups, drop_caps, cwd, env, argv, parent_pid.
+netns (a network namespace to join, made by the worker), cgroups, cwd, env, argv, parent_pid.
 """
 
 import ctypes
+import errno
 import json
 import os
 import platform
@@ -27,8 +30,12 @@ CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP = 1, 24
-SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_CAPBSET_DROP = 1, 4, 22, 24
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
+SECCOMP_MODE_FILTER = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+MACHINE = platform.machine()
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(MACHINE)
 # Capabilities a container keeps (Docker's default set, less MKNOD and NET_RAW): enough for
 # ordinary root work inside it, not enough to mount, load modules, trace or reach the host.
 KEEP_CAPS = {0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 29, 31}
@@ -112,7 +119,9 @@ def setup_root(spec):
     os.chdir("/")
 
 
-def drop_caps():
+def drop_bounding_caps():
+    """Drop what a container may not have from the bounding set: no process in it, nor any
+    program it execs (setuid or with file capabilities), can get those back."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
     for cap in range(last + 1):
@@ -120,20 +129,212 @@ def drop_caps():
             _check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap}")
 
 
-def child(spec):
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    setup_root(spec)
-    socket.sethostname(spec.get("hostname", "ember"))
-    if spec.get("drop_caps"):
-        drop_caps()
-    cwd = spec.get("cwd") or "/"
-    os.makedirs(cwd, exist_ok=True)
-    os.chdir(cwd)
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def set_caps():
+    """Reduce this process's effective and permitted capabilities to KEEP_CAPS and empty its
+    inheritable and ambient ones (as Docker does since CVE-2022-24769: none pass to programs
+    with file capabilities): what the container's processes show (`capsh --print`, CapEff in
+    /proc/self/status) is what they can do."""
+    mask = sum(1 << c for c in KEEP_CAPS)
+    data = (_CapData * 2)()
+    for i, word in enumerate((mask & 0xFFFFFFFF, mask >> 32)):
+        data[i].effective = data[i].permitted = word
+    _check(libc.capset(ctypes.byref(_CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)), data), "capset")
+    _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear the ambient capabilities")
+
+
+# ---- seccomp: a filter with the semantics of Docker's default profile, as classic BPF.
+# Denied calls answer EPERM (clone3 ENOSYS, so that libc falls back to clone, whose flags a
+# classic filter can see: clone3 passes them in memory). Unlike Docker on new kernels, ptrace
+# (and process_vm_readv/writev) is denied: a container may not trace, so no gdb or py-spy in it.
+DENY = ("mount", "umount2", "pivot_root", "open_by_handle_at", "name_to_handle_at", "kexec_load", "kexec_file_load",
+        "init_module", "finit_module", "delete_module", "create_module", "get_kernel_syms", "query_module",
+        "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "ptrace", "process_vm_readv",
+        "process_vm_writev", "setns", "swapon", "swapoff", "settimeofday", "clock_settime", "clock_adjtime",
+        "adjtimex", "reboot", "acct", "quotactl", "quotactl_fd", "iopl", "ioperm", "userfaultfd", "lookup_dcookie",
+        "nfsservctl", "uselib", "_sysctl", "vhangup", "fsopen", "fsconfig", "fsmount", "move_mount", "open_tree",
+        "open_tree_attr", "fspick", "mount_setattr", "syslog", "io_uring_setup", "io_uring_enter",
+        "io_uring_register")
+# Numbers from the kernel's tables (arch/x86/entry/syscalls/syscall_64.tbl; asm-generic/unistd.h for arm64).
+_COMMON = {"clone3": 435, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "move_mount": 429, "open_tree": 428,
+           "fspick": 433, "mount_setattr": 442, "quotactl_fd": 443, "open_tree_attr": 467, "io_uring_setup": 425,
+           "io_uring_enter": 426, "io_uring_register": 427}
+SYSCALLS = {
+    "x86_64": (0xC000003E, dict(_COMMON, mount=165, umount2=166, pivot_root=155, open_by_handle_at=304,
+                                name_to_handle_at=303, kexec_load=246, kexec_file_load=320, init_module=175,
+                                finit_module=313, delete_module=176, create_module=174, get_kernel_syms=177,
+                                query_module=178, bpf=321, perf_event_open=298, keyctl=250, add_key=248,
+                                request_key=249, ptrace=101, process_vm_readv=310, process_vm_writev=311, setns=308,
+                                swapon=167, swapoff=168, settimeofday=164, clock_settime=227, clock_adjtime=305,
+                                adjtimex=159, reboot=169, acct=163, quotactl=179, iopl=172, ioperm=173,
+                                userfaultfd=323, lookup_dcookie=212, nfsservctl=180, uselib=134, _sysctl=156,
+                                vhangup=153, syslog=103, clone=56, unshare=272, personality=135)),
+    "aarch64": (0xC00000B7, dict(_COMMON, mount=40, umount2=39, pivot_root=41, open_by_handle_at=265,
+                                 name_to_handle_at=264, kexec_load=104, kexec_file_load=294, init_module=105,
+                                 finit_module=273, delete_module=106, bpf=280, perf_event_open=241, keyctl=219,
+                                 add_key=217, request_key=218, ptrace=117, process_vm_readv=270,
+                                 process_vm_writev=271, setns=268, swapon=224, swapoff=225, settimeofday=170,
+                                 clock_settime=112, clock_adjtime=266, adjtimex=171, reboot=142, acct=89,
+                                 quotactl=60, userfaultfd=282, lookup_dcookie=18, nfsservctl=42, vhangup=58,
+                                 syslog=116, clone=220, unshare=97, personality=92)),
+}
+X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same calls under other numbers
+NS_FLAGS = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+CLONE_NEWTIME = 0x80  # unshare's only: in clone it is part of the exit signal
+PERSONALITY_OK = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)  # Linux, UNAME26, ADDR_NO_RANDOMIZE, both; query
+_LD, _JEQ, _JSET, _RET = 0x20, 0x15, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JSET|K, BPF_RET|K
+RET_KILL, RET_ERRNO, RET_ALLOW = 0x80000000, 0x00050000, 0x7FFF0000
+ARG0 = 16  # offsetof(struct seccomp_data, args[0]), its low 32 bits on a little-endian machine
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
+    """The filter for this machine, as (code, jt, jf, k) instructions."""
+    audit_arch, nr = SYSCALLS[machine]
+    prog: list[tuple] = []  # jump targets as label names until the end
+    labels: dict[str, int] = {}
+
+    def ins(code, k, jt=0, jf=0):
+        prog.append((code, jt, jf, k))
+
+    def label(name):
+        labels[name] = len(prog)
+
+    ins(_LD, 4)  # seccomp_data.arch: a call through another ABI (i386's int 0x80) has other numbers
+    ins(_JEQ, audit_arch, jt=1)
+    ins(_RET, RET_KILL)
+    ins(_LD, 0)  # seccomp_data.nr
+    if machine == "x86_64":
+        ins(_JSET, X32_SYSCALL_BIT, jt="eperm")
+    for name in DENY:
+        if name in nr:
+            ins(_JEQ, nr[name], jt="eperm")
+    ins(_JEQ, nr["clone3"], jt="enosys")
+    ins(_JEQ, nr["clone"], jt="clone")
+    ins(_JEQ, nr["unshare"], jt="unshare")
+    ins(_JEQ, nr["personality"], jt="personality")
+    ins(_RET, RET_ALLOW)
+    label("clone")
+    ins(_LD, ARG0)
+    ins(_JSET, NS_FLAGS, jt="eperm", jf="allow")
+    label("unshare")
+    ins(_LD, ARG0)
+    ins(_JSET, NS_FLAGS | CLONE_NEWTIME, jt="eperm", jf="allow")
+    label("personality")
+    ins(_LD, ARG0)
+    for value in PERSONALITY_OK:
+        ins(_JEQ, value, jt="allow")
+    label("eperm")
+    ins(_RET, RET_ERRNO | errno.EPERM)
+    label("enosys")
+    ins(_RET, RET_ERRNO | errno.ENOSYS)
+    label("allow")
+    ins(_RET, RET_ALLOW)
+    out = []
+    for i, (code, jt, jf, k) in enumerate(prog):
+        jt, jf = (labels[j] - i - 1 if isinstance(j, str) else j for j in (jt, jf))
+        assert 0 <= jt < 256 and 0 <= jf < 256, "a seccomp jump too far"
+        out.append((code, jt, jf, k))
+    return out
+
+
+def install_seccomp():
+    """no_new_privs, then the filter: from here on, in this process and all it starts."""
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
+    if MACHINE not in SYSCALLS:
+        return  # the worker says so when it starts (describe())
+    prog = seccomp_program(MACHINE)
+    insns = (_SockFilter * len(prog))(*(_SockFilter(*i) for i in prog))
+    fprog = _SockFprog(len(prog), insns)
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "install the seccomp filter")
+
+
+def describe() -> str:
+    """What a container's processes are held by, for the worker to say when it starts."""
+    if MACHINE in SYSCALLS:
+        denied = sum(name in SYSCALLS[MACHINE][1] for name in DENY)
+        seccomp = (f"seccomp on (as Docker's default profile, ptrace denied too: {denied} calls, namespace flags of "
+                   "clone and unshare, foreign ABIs)")
+    else:
+        seccomp = f"seccomp off (no syscall table for {MACHINE})"
+    return (f"{seccomp}, no_new_privs on, capabilities {len(KEEP_CAPS)} (Docker's default less MKNOD and NET_RAW), "
+            "user namespace off (container root is host root, held by the above; overlayfs layers and volumes "
+            "are not idmapped here)")
+
+
+def confine():
+    """The container's own process, right before exec: its capabilities, no_new_privs, seccomp."""
+    set_caps()
+    install_seccomp()
+
+
+def run_command(spec):
+    confine()
     try:
         os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
     except FileNotFoundError:
         raise SetupError(f"the image has no {spec['argv'][0]} on its PATH ({spec['env'].get('PATH')}): Ember's "
                          "runtime needs Python 3.11 as python3 in the image") from None
+
+
+def _forward_signals(pid):
+    def forward(sig, _frame):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass  # it ended (and was waited for) just now
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+
+
+def child(spec, status_w):
+    """PID 1 of the container: set up its root, start its command, reap, and tell how it ended.
+
+    The command is not PID 1 itself, because the kernel ignores signals a PID 1 has no handler
+    for: os.kill(os.getpid(), SIGKILL) in a function would do nothing, and orphans would stay
+    zombies. This init cannot kill itself with the command's signal either (the same rule), so
+    it writes the command's wait status to the launcher, which ends as the command did."""
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    setup_root(spec)
+    socket.sethostname(spec.get("hostname", "ember"))
+    drop_bounding_caps()
+    cwd = spec.get("cwd") or "/"
+    os.makedirs(cwd, exist_ok=True)
+    os.chdir(cwd)
+    # Not dumpable: the container's processes cannot open /proc/1/exe (the host's python), /mem
+    # or /root, whatever their capabilities. Set before the fork, so there is no moment when it
+    # is; the command's exec makes it dumpable again.
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(status_w)
+            run_command(spec)
+        except (SetupError, OSError) as e:
+            print(f"ember sandbox: {e}", file=sys.stderr)
+        os._exit(126)
+    _forward_signals(pid)
+    while True:
+        done, status = os.waitpid(-1, 0)
+        if done == pid:
+            break
+    os.write(status_w, str(status).encode())
+    os._exit(0)  # the kernel ends whatever else still runs in the container
 
 
 def main():
@@ -155,21 +356,27 @@ def main():
     except (SetupError, OSError) as e:
         print(f"ember sandbox: {e}", file=sys.stderr)
         os._exit(126)
+    status_r, status_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            child(spec)
+            os.close(status_r)
+            child(spec, status_w)
         except (SetupError, OSError) as e:
             print(f"ember sandbox: {e}", file=sys.stderr)
-            os._exit(126)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda s, _f: os.kill(pid, s))
+        os._exit(126)
+    os.close(status_w)
+    _forward_signals(pid)
     _, status = os.waitpid(pid, 0)
+    told = os.read(status_r, 64)
+    if told:  # the command's own end, as its init saw it; else the init's (killed, or setup failed)
+        status = int(told)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
-    os._exit(os.waitstatus_to_exitcode(status))
+    os._exit(os.waitstatus_to_exitcode(status))  # not reached after a signal
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""Escapes that must fail: from a function's container and from a build step, each attack on the
+walls (the host's files by path and by handle, device nodes, mounts, cgroup limits, ptrace,
+kernel modules, a user namespace to regain capabilities) is tried for real and must be refused,
+while ordinary work still runs. And a container killed by SIGKILL is reported as such."""
+
+import hashlib
+import json
+import os
+import pathlib
+import uuid
+
+import pytest
+
+import ember
+from ember import exception
+from ember._client.client import Client
+from ember.app import build_image
+
+import escape_app
+
+# CAP_DAC_READ_SEARCH, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_MKNOD, CAP_NET_RAW
+FORBIDDEN_CAPS = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_MODULE": 16, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21,
+                  "CAP_MKNOD": 27, "CAP_NET_RAW": 13}
+DENIED = {"EPERM", "EACCES"}
+# What each attack may meet instead of working. A read-only /sys has no cgroup files to write.
+EXPECTED = {"write a cgroup limit": DENIED | {"EROFS", "ENOENT"}, "unshare -U -r": {"exit 1"}}
+
+
+@pytest.fixture(scope="module")
+def running(container_cluster):
+    with escape_app.app.run():
+        yield container_cluster
+
+
+def host_paths(cluster) -> list[str]:
+    """Files of the host a container must not read: the control plane's admin token and
+    database, and a file the test makes."""
+    marker = cluster.tmp / f"host-only-{uuid.uuid4().hex[:8]}"
+    marker.write_text("host only")
+    paths = [cluster.tmp / "server" / "admin-token.json", marker]
+    paths += [p for p in (cluster.tmp / "server").glob("*.db")]
+    assert all(p.exists() for p in paths)
+    return [str(p) for p in paths]
+
+
+def base_layer() -> pathlib.Path:
+    layer_id = escape_app.base._resolve(lambda data: "").steps[0].layer_id
+    return pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / layer_id
+
+
+def check_refused(out: dict, paths: list[str]):
+    # Each file of the host is simply not there: the container's root is its own.
+    assert {out.pop(f"read {p}") for p in paths} == {"ENOENT"}
+    assert out.pop("shadow sha256") == hashlib.sha256((base_layer() / "etc/shadow").read_bytes()).hexdigest()
+    status = out.pop("status")
+    for name, result in out.items():
+        assert result in EXPECTED.get(name, DENIED), f"{name}: {result}"
+    for key in ("CapEff", "CapPrm", "CapBnd"):
+        caps = int(status[key], 16)
+        assert caps and not [n for n, bit in FORBIDDEN_CAPS.items() if caps >> bit & 1], (key, status[key])
+    assert int(status["CapInh"], 16) == 0 and int(status["CapAmb"], 16) == 0
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"  # 2: a filter
+
+
+def test_a_function_cannot_reach_out_of_its_container(running):
+    paths = host_paths(running)
+    check_refused(escape_app.attack.remote(paths), paths)
+
+
+def test_an_ordinary_function_still_works(running):
+    out = escape_app.ordinary.remote()
+    assert out["note"] == "mine"
+    assert out["sub"] == ["from", "a", "shell"]
+    assert out["threads"] == [i * i for i in range(8)]
+
+
+def build(image: ember.Image):
+    client = Client.from_env()
+    resolved = image._resolve(client.upload_sync)
+    client.run(build_image(client, resolved))
+    return resolved
+
+
+def test_a_build_step_cannot_reach_out_either(running):
+    paths = host_paths(running)
+    resolved = build(escape_app.base.run_function(escape_app.record_attempts, args=(paths,)))
+    layer = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / resolved.steps[-1].layer_id
+    check_refused(json.loads((layer / "escape.json").read_text()), paths)
+
+
+@pytest.mark.parametrize("command", [
+    "mount -t tmpfs none /mnt",
+    "mount -t proc proc /mnt",
+    "mknod /dev/sda-host b 8 0",
+    "unshare -U -r sh -c 'mount -t tmpfs none /mnt'",
+    "echo max > /sys/fs/cgroup/pids/pids.max",
+])
+def test_a_build_command_that_reaches_out_fails_the_build(running, command):
+    token = uuid.uuid4().hex[:8]  # a new step each run: nothing cached
+    with pytest.raises(exception.ImageBuildError, match="failed with exit code"):
+        build(escape_app.base.run_commands(f"echo {token}", command))
+
+
+def test_a_container_killed_by_sigkill_is_reported_so(running):
+    with pytest.raises(exception.ContainerExitedError, match="killed by SIGKILL") as e:
+        escape_app.kill_myself.remote(9)
+    assert not isinstance(e.value, exception.OutOfMemoryError)
+    assert "exited with code" not in str(e.value)
+
