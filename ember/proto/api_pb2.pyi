@@ -1124,7 +1124,7 @@ class AppLogsRequest(_message.Message):
     def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., app_name: _Optional[str] = ..., stop_at_end: _Optional[bool] = ...) -> None: ...
 
 class WorkerRegister(_message.Message):
-    __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "running_container_ids", "backend", "gpus", "backend_note")
+    __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "running_container_ids", "backend", "gpus", "backend_note", "own_network")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -1134,6 +1134,7 @@ class WorkerRegister(_message.Message):
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_NOTE_FIELD_NUMBER: _ClassVar[int]
+    OWN_NETWORK_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     boot_id: str
     name: str
@@ -1143,7 +1144,8 @@ class WorkerRegister(_message.Message):
     backend: Backend
     gpus: _containers.RepeatedScalarFieldContainer[str]
     backend_note: str
-    def __init__(self, worker_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., running_container_ids: _Optional[_Iterable[str]] = ..., backend: _Optional[_Union[Backend, str]] = ..., gpus: _Optional[_Iterable[str]] = ..., backend_note: _Optional[str] = ...) -> None: ...
+    own_network: bool
+    def __init__(self, worker_id: _Optional[str] = ..., boot_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., running_container_ids: _Optional[_Iterable[str]] = ..., backend: _Optional[_Union[Backend, str]] = ..., gpus: _Optional[_Iterable[str]] = ..., backend_note: _Optional[str] = ..., own_network: _Optional[bool] = ...) -> None: ...
 
 class ContainerExited(_message.Message):
     __slots__ = ("container_id", "cause", "exit_code", "reason", "log_tail", "cpu_seconds")

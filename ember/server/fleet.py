@@ -44,7 +44,7 @@ START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker t
 
 class WorkerState:
     __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cpu", "draining", "gpus",
-                 "last_seen", "memory_mb", "name", "send", "worker_id")
+                 "last_seen", "memory_mb", "name", "own_network", "send", "worker_id")
 
     def __init__(self, reg: api_pb2.WorkerRegister, send, now: float):
         self.worker_id = reg.worker_id
@@ -59,6 +59,7 @@ class WorkerState:
         self.gpus = GpuAllocator(list(reg.gpus))
         self.backend = reg.backend
         self.backend_note = reg.backend_note
+        self.own_network = reg.own_network  # its containers' ports do not collide
         self.draining = False  # finishes what it runs, takes nothing new (`ember worker drain`)
 
     def free(self) -> tuple[float, int]:

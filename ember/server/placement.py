@@ -4,7 +4,8 @@ A container starts only if its workspace's quotas and fair share allow (shares.p
 
 A container goes to the connected worker with the most free CPU among those with room for its
 function's CPU and memory, a free GPU of the kind it asks for, and (a @web_server function)
-its server's port free on that worker's network.
+its server's port free on that worker's network (unless each container there has a network of
+its own).
 """
 
 import logging
@@ -85,7 +86,7 @@ class Placement:
             cpu, mem = w.free()
             if res.gpu and not (w.gpus.free() and w.gpus.can_ever_satisfy(res.gpu)):
                 continue
-            if port and any(_server_port(c.function) == port for c in w.containers.values()):
+            if port and not w.own_network and any(_server_port(c.function) == port for c in w.containers.values()):
                 continue  # its server's port is taken on that worker's network
             if cpu + 1e-9 >= res.cpu and mem >= res.memory_mb and (best is None or cpu > best_free):
                 best, best_free = w, cpu
@@ -93,5 +94,6 @@ class Placement:
 
 
 def _server_port(fn: FunctionState) -> int:
-    """The port a @web_server function's containers listen on, on their worker's network."""
+    """The port a @web_server function's containers listen on, on their worker's network (or
+    their own)."""
     return fn.definition.web.port if fn.definition.web.kind == api_pb2.WebEndpoint.WEB_SERVER else 0

@@ -28,6 +28,9 @@ class Capabilities:
     network_modes: frozenset[str]  # of NETWORK_MODES: the machine's network; none (block_network=True)
     root_filesystem_steps: bool  # image steps that change files outside a Python environment
     disk_limit: bool = False  # ephemeral_disk= is enforced: a container's writes stop at its size
+    # Each container has a network namespace of its own: its servers' ports are its own, so
+    # containers of one @web_server function can share a worker.
+    own_network: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

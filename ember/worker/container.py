@@ -1,9 +1,10 @@
 """The container backend: each container in its own namespaces, overlay root and cgroups.
 
 Needs Linux and root. A container's root filesystem is an overlay of its image's layers and a
-fresh writable layer that is deleted when it ends; it sees its own processes, hostname and IPC,
-and of the host only what is bound in: Ember's runtime (read-only), DNS settings, the control
-plane's socket, and its GPUs. `cpu=` and `memory=` become cgroup limits (CPU quota, memory
+fresh writable layer that is deleted when it ends; it sees its own processes, hostname, IPC and
+network (network.py: out to the world through NAT, not to the host or other containers), and of
+the host only what is bound in: Ember's runtime (read-only), DNS settings, the control plane's
+socket (a relay), and its GPUs. `cpu=` and `memory=` become cgroup limits (CPU quota, memory
 limit; v1 or v2, whichever the host has: cgroups.py); every container gets a pids limit. A
 container killed by the kernel for memory is reported as such.
 """
@@ -27,6 +28,7 @@ from . import gpus as gpu_devices
 from . import sandbox
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend, Unavailable, identity_env
 from .images import SANDBOX, BuildError, LayerCache, image_config
+from .network import Attachment, Network, NetworkError, missing as network_missing
 from .procs import describe_exit, tail_of, terminate, terminate_all
 from .volumes import VolumeCache
 
@@ -39,8 +41,9 @@ class Box:
     """A running sandbox and what to clean up after it."""
 
     def __init__(self, proc, cgroups: cg.Cgroups, disk: disks.Disk, ct: pathlib.Path, log_path: pathlib.Path,
-                 spare_id: str):
+                 spare_id: str, net: Attachment | None = None):
         self.proc = proc
+        self.net = net
         self.cgroups = cgroups
         self.disk = disk
         self.ct = ct
@@ -51,7 +54,7 @@ class Box:
 class ContainerBackend(RuntimeBackend):
     name = "container"
     capabilities = Capabilities(isolation=True, volumes=True, gpus=True, network_modes=frozenset(NETWORK_MODES),
-                                root_filesystem_steps=True, disk_limit=True)
+                                root_filesystem_steps=True, disk_limit=True, own_network=True)
 
     @staticmethod
     def available() -> str | None:
@@ -69,7 +72,7 @@ class ContainerBackend(RuntimeBackend):
             return why
         if shutil.which("debootstrap") is None:
             return "Debian's debootstrap, which builds images, is not installed (apt-get install debootstrap)"
-        return None
+        return network_missing()
 
     def __init__(self, ctx: Context):
         self.root = ctx.data_dir / "containers"
@@ -91,6 +94,8 @@ class ContainerBackend(RuntimeBackend):
         self.server_url = ctx.server_url
         self.ca_file = ctx.ca_file
         self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub)
+        self.network = Network(ctx.data_dir)
+        self.layers.network = self.network  # build steps get a network like a container's
         self.volumes = VolumeCache(ctx.data_dir / "volumes", ctx.stub)
         self.gpus = ctx.gpus
         self.procs: dict[str, asyncio.subprocess.Process] = {}
@@ -103,8 +108,8 @@ class ContainerBackend(RuntimeBackend):
 
     def isolation(self) -> str:
         # The network and cgroup parts say what this backend does today; they follow its code.
-        return (f"{sandbox.describe()}; network namespace only for block_network=True (else the host's); "
-                f"{cg.host_layout().describe()}; build steps alike")
+        return (f"{sandbox.describe()}; network namespace of its own (NAT out, not to the host or other "
+                f"containers; empty for block_network=True); {cg.host_layout().describe()}; build steps alike")
 
     def running(self):
         return [cid for cid, p in self.procs.items() if p.returncode is None]
@@ -207,8 +212,9 @@ class ContainerBackend(RuntimeBackend):
             sock = url.removeprefix("unix:").removeprefix("//")
             binds.append([sock, "/ember/run/control.sock", False])
             url = "unix:/ember/run/control.sock"
-        elif block_network:
-            # No network at all: the control plane is reached through a socket file the worker relays.
+        else:
+            # Its network (its own, or none) does not reach the host: the control plane is reached
+            # through a socket file the worker relays.
             if self.relay is None:
                 self.relay = Relay(self.relay_path, url)
                 await self.relay.start()
@@ -219,8 +225,8 @@ class ContainerBackend(RuntimeBackend):
                 # worker sees nothing of what goes through.
                 env["EMBER_TLS_SERVER_NAME"] = grpc_target(url).rpartition(":")[0].strip("[]")
             url = "unix:/ember/run/control.sock"
-        if not block_network and os.path.exists("/etc/resolv.conf"):
-            binds.append([os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf", True])
+        if not block_network and self.network.resolv_conf:
+            binds.append([self.network.resolv_conf, "/etc/resolv.conf", True])
         indices = list(sc.gpu_indices) if sc is not None else []
         env.update(gpu_devices.container_env([g for g in self.gpus if g.index in set(indices)]))
         env.update(PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url, EMBER_CODE_CACHE="/tmp/.ember-code",
@@ -242,12 +248,17 @@ class ContainerBackend(RuntimeBackend):
             binds.append([str(ct / "volumes.json"), "/ember/volumes.json", True])
         cgroups = cg.Cgroups(name)
         cgroups.create(sc.resources if sc is not None else api_pb2.Resources())
+        try:
+            # Paid ahead by spares, which always get one (block_network containers start cold).
+            net = None if block_network else await self.network.attach()
+        except NetworkError as e:
+            raise BuildError(str(e)) from None
         spec = {"layers_dir": str(self.layers.root), "lowers": self.layers.lowers(image),
                 "upper": str(writable / "upper"), "work": str(writable / "work"), "root": str(ct / "root"),
                 "binds": binds, "volumes": volumes,
                 # Declared GPUs (EMBER_GPUS) may have no device nodes on this machine.
                 "devices": [d for d in gpu_devices.device_paths(indices) if os.path.exists(d)],
-                "hostname": name[:63], "new_net": block_network,
+                "hostname": name[:63], "new_net": block_network, "netns": net and net.path,
                 "cgroups": [str(p) for p in cgroups.paths], "cwd": workdir, "env": env,
                 "argv": ["python3", "-m", "ember.container"], "parent_pid": os.getpid()}
         log_path = self.root / f"{name}.log"
@@ -256,7 +267,7 @@ class ContainerBackend(RuntimeBackend):
                 *SANDBOX, json.dumps(spec),
                 stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
                 stdout=logf, stderr=logf, start_new_session=True)
-        return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "")
+        return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "", net=net)
 
     # ---- spares: a container started ahead of need, its runtime imported, waiting to be told
     # which container it is. A cold start from a spare skips the sandbox, the interpreter's
@@ -301,6 +312,8 @@ class ContainerBackend(RuntimeBackend):
         """Remove what the container leaves behind; returns the tail of its log."""
         await box.cgroups.remove()
         await box.disk.remove()
+        if box.net is not None:
+            await self.network.release(box.net)
         await asyncio.to_thread(shutil.rmtree, box.ct, True)
         tail = tail_of(box.log_path)
         box.log_path.unlink(missing_ok=True)
@@ -326,6 +339,7 @@ class ContainerBackend(RuntimeBackend):
         disks.clean_stale(self.root)  # what containers that had no time to clean up leave
         if self.relay is not None:
             self.relay.close()
+        self.network.close()
 
     async def drain(self):
         """Finish what must not be lost when the worker stops: layer uploads."""
@@ -333,8 +347,8 @@ class ContainerBackend(RuntimeBackend):
 
 
 class Relay:
-    """A unix socket that forwards bytes to the control plane's TCP address, for containers
-    without a network."""
+    """A unix socket that forwards bytes to the control plane's TCP address: containers' only way
+    to it, whatever their network."""
 
     def __init__(self, path: pathlib.Path, url: str):
         self.path = path

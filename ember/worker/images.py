@@ -147,6 +147,7 @@ class LayerCache:
         self.stub = blob_stub  # () -> a connected gRPC stub, for the blob store
         self.locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.uploads: set[asyncio.Task] = set()
+        self.network = None  # network.Network, which build steps' sandboxes join: set by the container backend
 
     def has(self, layer_id: str) -> bool:
         return (self.root / layer_id).is_dir()
@@ -247,8 +248,8 @@ class LayerCache:
         for d in ("upper", "work", "root", "files"):
             (work / d).mkdir()
         binds = [[str(self.runtime_dir), "/ember/lib", True]]
-        if os.path.exists("/etc/resolv.conf"):
-            binds.append([os.path.realpath("/etc/resolv.conf"), "/etc/resolv.conf", True])
+        if self.network.resolv_conf:
+            binds.append([self.network.resolv_conf, "/etc/resolv.conf", True])
         if step.blob_id:
             data = await blobs.download(self.stub(), step.blob_id)
             name = "function.pkl" if step.kind == Step.RUN_FUNCTION else "files.tar"
@@ -291,12 +292,17 @@ class LayerCache:
         else:
             raise BuildError(f"unknown image step {step.kind}: is the worker older than the client?")
         lowers = self.lowers(parents)
-        for argv, shown in commands:
-            spec = {"layers_dir": str(self.root), "lowers": lowers, "upper": str(work / "upper"),
-                    "work": str(work / "work"), "root": str(work / "root"), "binds": binds, "hostname": "build",
-                    "new_net": False, "cwd": workdir, "env": env, "argv": argv,
-                    "parent_pid": os.getpid()}
-            await run_logged([*SANDBOX, json.dumps(spec)], None, log, shown)
+        # The step's commands share one network of their own, as a container's: out through NAT.
+        net = await self.network.attach()
+        try:
+            for argv, shown in commands:
+                spec = {"layers_dir": str(self.root), "lowers": lowers, "upper": str(work / "upper"),
+                        "work": str(work / "work"), "root": str(work / "root"), "binds": binds, "hostname": "build",
+                        "new_net": False, "netns": net.path, "cwd": workdir, "env": env,
+                        "argv": argv, "parent_pid": os.getpid()}
+                await run_logged([*SANDBOX, json.dumps(spec)], None, log, shown)
+        finally:
+            await self.network.release(net)
         # What the mounts left behind is not part of the layer.
         for p in ("ember", ".ember-files"):
             shutil.rmtree(work / "upper" / p, ignore_errors=True)

@@ -29,6 +29,7 @@ from ..proto import api_pb2, api_pb2_grpc
 from . import backend as backends
 from . import gpus, images, runtime_files
 from .container import ContainerBackend
+from .network import NetworkError
 from .process import ProcessBackend
 
 log = logging.getLogger("ember.worker")
@@ -144,7 +145,8 @@ class Worker:
             worker_id=self.worker_id, boot_id=self.boot_id, name=self.name, cpu=self.cpu,
             memory_mb=self.memory_mb, running_container_ids=list(self.backend.running()),
             backend=api_pb2.Backend.Value(f"BACKEND_{self.backend.name.upper()}"),
-            gpus=[g.kind for g in self.gpus], backend_note=self.why)))
+            gpus=[g.kind for g in self.gpus], backend_note=self.why,
+            own_network=self.backend.capabilities.own_network)))
         for e in self.recent_exits:  # the control plane ignores the ones it knows
             outbox.put(api_pb2.WorkerMessage(container_exited=e))
         self.stub = stub
@@ -270,7 +272,7 @@ def run(args) -> int:
                         memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname(),
                         backend=args.backend,
                         cache_dir=pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else None)
-    except backends.Unavailable as e:
+    except (backends.Unavailable, NetworkError) as e:
         print(f"ember worker: {e}", file=sys.stderr)
         return 2
 

@@ -12,7 +12,7 @@ exit status (a SIGKILL as a SIGKILL).
 
 SPEC keys: layers_dir, lowers (top first, relative to layers_dir), upper, work, root, binds
 ([src, dst, read_only]), volumes ([{lower, upper, work, target}]), devices, hostname, new_net,
-cgroups, cwd, env, argv, parent_pid.
+netns (a network namespace to join, made by the worker), cgroups, cwd, env, argv, parent_pid.
 """
 
 import ctypes
@@ -347,6 +347,10 @@ def main():
         for cg in spec.get("cgroups", ()):
             with open(f"{cg}/cgroup.procs", "w") as f:
                 f.write(str(os.getpid()))
+        if spec.get("netns"):  # the network the worker made for it (network.py); the path is the host's
+            fd = os.open(spec["netns"], os.O_RDONLY)
+            _check(libc.setns(fd, CLONE_NEWNET), "join the container's network namespace")
+            os.close(fd)
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWNET if spec.get("new_net") else 0)
         _check(libc.unshare(flags), "unshare namespaces")
     except (SetupError, OSError) as e:
