@@ -167,6 +167,9 @@ def test_workers_on_one_machine_get_their_own_rules_and_clean_up(tmp_path, monke
         assert worker_table(c, "nc") == table_a
         wait_for(lambda: "registered with" in c.log("worker-nc"), what="worker nc to register")
         assert leftovers(table_a) == {"table": True, "netns": [], "links": []}
+        # The killed worker's container disks: a worker started on its data dir removes them (disk.py).
+        c.start_worker("na", backend="container")
+        wait_for(lambda: c.log("worker-na").count("registered with") >= 2, what="worker na to start again")
         c.stop()  # a worker that stops removes its own
         for table in (table_a, table_b):
             assert leftovers(table) == {"table": False, "netns": [], "links": []}

@@ -30,6 +30,7 @@ from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend,
 from .images import SANDBOX, BuildError, LayerCache, image_config
 from .network import Attachment, Network, NetworkError, missing as network_missing
 from .procs import describe_exit, tail_of, terminate, terminate_all
+from .relay import Relay
 from .volumes import VolumeCache
 
 log = logging.getLogger("ember.worker")
@@ -344,41 +345,3 @@ class ContainerBackend(RuntimeBackend):
     async def drain(self):
         """Finish what must not be lost when the worker stops: layer uploads."""
         await self.layers.drain()
-
-
-class Relay:
-    """A unix socket that forwards bytes to the control plane's TCP address: containers' only way
-    to it, whatever their network."""
-
-    def __init__(self, path: pathlib.Path, url: str):
-        self.path = path
-        self.host, _, port = grpc_target(url).rpartition(":")
-        self.port = int(port)
-        self.server = None
-
-    async def start(self):
-        self.path.unlink(missing_ok=True)
-        self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-
-    async def _serve(self, reader, writer):
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.host.strip("[]"), self.port)
-        except OSError:
-            writer.close()
-            return
-
-        async def pipe(r, w):
-            try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            except OSError:
-                pass
-            finally:
-                w.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def close(self):
-        if self.server is not None:
-            self.server.close()
