@@ -192,17 +192,18 @@ def open_channel(url: str) -> grpc.aio.Channel:
     """A channel to the control plane at `url`: TLS for https:// and grpcs:// URLs, checked
     against ca_pem(); plaintext otherwise.
 
-    A unix socket is plaintext too, unless EMBER_TLS_SERVER_NAME is set: then the socket is a
-    byte relay to a TLS server of that name (a container without a network reaches the control
-    plane that way), and TLS runs through it, end to end, checked against that name.
+    EMBER_TLS_SERVER_NAME (a container's) is the name the server's certificate is checked
+    against, whatever address reaches it: the container's gateway, translated to the control
+    plane, or a unix socket that is a byte relay to it (TLS runs through it end to end; a unix
+    socket is plaintext otherwise).
     """
     target = grpc_target(url)
-    relayed_name = os.environ.get("EMBER_TLS_SERVER_NAME") if url.startswith("unix:") else None
-    if not is_tls(url) and not relayed_name:
+    server_name = os.environ.get("EMBER_TLS_SERVER_NAME")
+    if not is_tls(url) and not (server_name and url.startswith("unix:")):
         return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS)
     options = list(GRPC_OPTIONS)
-    if relayed_name:
-        options.append(("grpc.ssl_target_name_override", relayed_name))
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
     return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem()), options=options)
 
 

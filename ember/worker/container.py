@@ -95,7 +95,8 @@ class ContainerBackend(RuntimeBackend):
         self.server_url = ctx.server_url
         self.ca_file = ctx.ca_file
         self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub)
-        self.network = Network(ctx.data_dir)
+        tcp = None if ctx.server_url.startswith("unix:") else grpc_target(ctx.server_url).rpartition(":")
+        self.network = Network(ctx.data_dir, (tcp[0].strip("[]"), int(tcp[2])) if tcp else None)
         self.layers.network = self.network  # build steps get a network like a container's
         self.volumes = VolumeCache(ctx.data_dir / "volumes", ctx.stub)
         self.gpus = ctx.gpus
@@ -188,15 +189,23 @@ class ContainerBackend(RuntimeBackend):
         """Start a sandbox running Ember's runtime: for the container `sc`, or a spare (sc None)."""
         # The writable layer (and the volumes' scratch layers) on a disk of the container's own size.
         disk = disks.Disk(self.root / name, self._disk_mb(sc) if sc is not None else self.default_disk_mb)
+        net = None
         try:
             await disk.create()
-            return await self._start(name, image, sc, disk)
+            # Paid ahead by spares, which always get one (block_network containers start cold).
+            net = None if sc is not None and sc.block_network else await self.network.attach()
+            return await self._start(name, image, sc, disk, net)
+        except NetworkError as e:
+            await disk.remove()
+            raise BuildError(str(e)) from None
         except BaseException:
             await disk.remove()
+            if net is not None:
+                await self.network.release(net)
             raise
 
     async def _start(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None,
-                     disk: disks.Disk) -> "Box":
+                     disk: disks.Disk, net: Attachment | None) -> "Box":
         env, workdir = image_config(image, self.layers.root)
         ct = self.root / name
         (ct / "root").mkdir(parents=True)
@@ -204,27 +213,30 @@ class ContainerBackend(RuntimeBackend):
         for d in ("upper", "work"):
             (writable / d).mkdir()
         binds = [[str(self.layers.runtime_dir), "/ember/lib", True]]
-        block_network = sc is not None and sc.block_network
+        block_network = net is None
+        direct = net and self.network.control_plane_address(net)
         url = self.server_url
         if self.ca_file is not None:
             binds.append([str(self.ca_file), "/ember/ca.pem", True])
             env["EMBER_CA_CERT"] = "/ember/ca.pem"
+        if is_tls(url):
+            # The container checks the server's certificate against the name the worker reaches
+            # it by, whatever address it reaches it at: TLS runs end to end.
+            env["EMBER_TLS_SERVER_NAME"] = grpc_target(url).rpartition(":")[0].strip("[]")
         if url.startswith("unix:"):
             sock = url.removeprefix("unix:").removeprefix("//")
             binds.append([sock, "/ember/run/control.sock", False])
             url = "unix:/ember/run/control.sock"
+        elif direct:
+            # Its gateway's port, which the worker's table translates to the control plane (network.py).
+            url = ("https://" if is_tls(url) else "") + direct
         else:
-            # Its network (its own, or none) does not reach the host: the control plane is reached
-            # through a socket file the worker relays.
+            # No network (block_network), or a control plane the table cannot translate to: a
+            # socket file the worker relays.
             if self.relay is None:
                 self.relay = Relay(self.relay_path, url)
                 await self.relay.start()
             binds.append([str(self.relay_path), "/ember/run/control.sock", False])
-            if is_tls(url):
-                # The relay passes bytes, so TLS runs end to end through it: the container checks
-                # the server's certificate against the name the worker reaches it by, and the
-                # worker sees nothing of what goes through.
-                env["EMBER_TLS_SERVER_NAME"] = grpc_target(url).rpartition(":")[0].strip("[]")
             url = "unix:/ember/run/control.sock"
         if not block_network and self.network.resolv_conf:
             binds.append([self.network.resolv_conf, "/etc/resolv.conf", True])
@@ -249,11 +261,6 @@ class ContainerBackend(RuntimeBackend):
             binds.append([str(ct / "volumes.json"), "/ember/volumes.json", True])
         cgroups = cg.Cgroups(name)
         cgroups.create(sc.resources if sc is not None else api_pb2.Resources())
-        try:
-            # Paid ahead by spares, which always get one (block_network containers start cold).
-            net = None if block_network else await self.network.attach()
-        except NetworkError as e:
-            raise BuildError(str(e)) from None
         spec = {"layers_dir": str(self.layers.root), "lowers": self.layers.lowers(image),
                 "upper": str(writable / "upper"), "work": str(writable / "work"), "root": str(ct / "root"),
                 "binds": binds, "volumes": volumes,

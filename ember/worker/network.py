@@ -11,6 +11,10 @@ refuses, at once and with "administratively prohibited" rather than a silent dro
 - anything towards another container (of this worker or another one: the whole range), and
   link-local addresses (a cloud's metadata service);
 - anything from outside towards a container that the container did not start, and all IPv6.
+The one way out to the host is the control plane's port on the container's own gateway: the
+worker's table translates it (DNAT) to the control plane's address, so a container's stream to
+the control plane goes through the kernel alone (its calls carry its own credential). A control
+plane the worker reaches by name or over IPv6 only is reached through the relay (relay.py) instead.
 
 Several workers may share a machine. Each takes a numbered slot (an flock on a file under
 /run/ember/net, held while it runs) that fixes its addresses (a /22 of the range), its table's
@@ -26,6 +30,7 @@ import logging
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 
 log = logging.getLogger("ember.worker")
@@ -67,8 +72,10 @@ class Attachment:
 class Network:
     """The worker's container network: its slot, its nftables table, a namespace per container."""
 
-    def __init__(self, state_dir: pathlib.Path):
-        """`state_dir`: the worker's own (it keeps a resolv.conf for containers there, if needed)."""
+    def __init__(self, state_dir: pathlib.Path, control_plane: tuple[str, int] | None = None):
+        """`state_dir`: the worker's own (it keeps a resolv.conf for containers there, if needed).
+        `control_plane`: its TCP (host, port), which containers reach at their gateway's port."""
+        self.control_plane = _ipv4(control_plane)
         self.range = ipaddress.ip_network(RANGE)
         self.index, self.lock = self._take_slot()
         self.subnet = list(self.range.subnets(new_prefix=WORKER_PREFIX))[self.index]
@@ -107,11 +114,20 @@ class Network:
         pathlib.Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
         ifs = f'"{self.if_prefix}*"'
         refuse = "reject with icmpx type admin-prohibited"
+        to_control_plane = ""
+        if self.control_plane is not None:
+            ip, port = self.control_plane
+            to_control_plane = f"""
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname {ifs} ip daddr {self.subnet} tcp dport {port} dnat ip to {ip}:{port}
+    }}"""
         rules = f"""
-table inet {self.table} {{
+table inet {self.table} {{{to_control_plane}
     chain input {{
         type filter hook input priority filter; policy accept;
         iifname {ifs} ct state established,related accept
+        iifname {ifs} ct status dnat accept
         iifname {ifs} {refuse}
     }}
     chain forward {{
@@ -147,6 +163,9 @@ table inet {self.table} {{
                       f"link set {a.host_if} up\n")
             # No IPv6 on the host's end: the container's link-local address reaches nothing there.
             pathlib.Path(f"/proc/sys/net/ipv6/conf/{a.host_if}/disable_ipv6").write_text("1")
+            if self.control_plane is not None and ipaddress.ip_address(self.control_plane[0]).is_loopback:
+                # A control plane on loopback: its translated packets may be routed there.
+                pathlib.Path(f"/proc/sys/net/ipv4/conf/{a.host_if}/route_localnet").write_text("1")
             await _ip(["-n", a.netns, "-batch", "-"], "link set lo up\n"
                       f"addr add {a.address}/30 dev eth0\nlink set eth0 up\n"
                       f"route add default via {a.gateway}\n")
@@ -163,6 +182,10 @@ table inet {self.table} {{
         if a.slot not in self.free:
             self.free.append(a.slot)
 
+    def control_plane_address(self, a: Attachment) -> str | None:
+        """HOST:PORT at which the container reaches the control plane (None: through the relay)."""
+        return f"{a.gateway}:{self.control_plane[1]}" if self.control_plane is not None else None
+
     def close(self):
         """Remove this worker's rules and namespaces (as it stops) and give up its slot."""
         self.closed = True
@@ -176,6 +199,21 @@ async def _ip(args: list[str], script: str, check: bool = True):
     proc = await asyncio.to_thread(subprocess.run, ["ip", *args], input=script, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise NetworkError(f"could not set up a container's network (ip {' '.join(args)}): {proc.stderr.strip()}")
+
+
+def _ipv4(address: tuple[str, int] | None) -> tuple[str, int] | None:
+    """The control plane's IPv4 address and port, if it has one (a name is resolved once, now)."""
+    if address is None:
+        return None
+    try:
+        return ipaddress.IPv4Address(address[0]).exploded, address[1]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(address[0], address[1], socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return (infos[0][4][0], address[1]) if infos else None
 
 
 def _resolv_conf(state_dir: pathlib.Path) -> str | None:
