@@ -35,6 +35,10 @@ from .volumes import VolumeCache
 
 log = logging.getLogger("ember.worker")
 
+# Seconds after a container starts from a spare before its replacement is made: making one
+# (a sandbox, its network and disk, an interpreter) takes both cores for a moment, which the
+# container just adopted needs more, as it loads its function.
+SPARE_AFTER = 0.25
 MAX_SPARES = 4        # started containers kept waiting, one per recently used image
 
 
@@ -125,9 +129,10 @@ class ContainerBackend(RuntimeBackend):
             self.spares.clear()
         self._spare_soon(image)  # an image is built to be run: its first container starts from a spare
 
-    def _spare_soon(self, image: api_pb2.Image):
+    def _spare_soon(self, image: api_pb2.Image, after: float = 0):
         if image.image_id not in self.spares_starting and image.image_id not in self.spares:
-            self.spares_starting[image.image_id] = asyncio.get_running_loop().create_task(self._make_spare(image))
+            self.spares_starting[image.image_id] = asyncio.get_running_loop().create_task(
+                self._make_spare(image, after))
 
     async def run(self, sc: api_pb2.StartContainer) -> Exit:
         image = sc.image
@@ -148,8 +153,8 @@ class ContainerBackend(RuntimeBackend):
         self.boxes[sc.container_id] = box
         log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
                  ", from a spare" if box.spare_id else "")
-        if spareable:  # the next one starts from a spare
-            self._spare_soon(image)
+        if spareable:  # the next one starts from a spare, made once this one has started
+            self._spare_soon(image, after=SPARE_AFTER if box.spare_id else 0)
         try:
             code = await box.proc.wait()
         finally:
@@ -281,8 +286,9 @@ class ContainerBackend(RuntimeBackend):
     # which container it is. A cold start from a spare skips the sandbox, the interpreter's
     # start and the runtime's imports.
 
-    async def _make_spare(self, image: api_pb2.Image):
+    async def _make_spare(self, image: api_pb2.Image, after: float = 0):
         try:
+            await asyncio.sleep(after)
             if image.image_id in self.spares:
                 return
             box = await self._launch(new_id("ct"), image, None)
