@@ -162,6 +162,13 @@ def grpc_target(url: str) -> str:
     return url.rstrip("/")
 
 
+def host_and_port(url: str) -> tuple[str, int]:
+    """The host (an IPv6 address without its brackets) and port of a TCP server's URL; ValueError
+    if it names no port."""
+    host, _, port = grpc_target(url).rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -216,10 +223,9 @@ def tls_problem(url: str, timeout: float = 3.0) -> str | None:
     not that (or the server cannot be reached at all). A blocking probe: for after a failure."""
     if url.startswith("unix:"):
         return None
-    host, _, port = grpc_target(url).rpartition(":")
-    host = host.strip("[]")
     try:
-        sock = socket.create_connection((host, int(port)), timeout=timeout)
+        host, port = host_and_port(url)
+        sock = socket.create_connection((host, port), timeout=timeout)
     except (OSError, ValueError):
         return None
     ctx = ssl.create_default_context()

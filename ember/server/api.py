@@ -231,17 +231,17 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def FunctionCreate(self, req, context, who):
         validate.function_create(req)
-        await self._call(context, self._check_references, who, req.definition)
-        fid = await self._call(context, self.apps.create_function, req.app_id, req.definition, who.workspace)
+        fid = await self._call(context, self._create_function, who.workspace, req.app_id, req.definition)
         return api_pb2.FunctionCreateResponse(function_id=fid, **self._web_urls(self.apps.function(fid)))
 
-    def _check_references(self, who: Principal, d: api_pb2.FunctionDefinition):
+    def _create_function(self, workspace: str, app_id: str, d: api_pb2.FunctionDefinition) -> str:
         """The secrets and volumes a function names must be its workspace's own: given another's
         id, its containers would receive that workspace's values."""
         for secret_id in d.secret_ids:
-            self.secrets.owned(who.workspace, secret_id)
+            self.secrets.owned(workspace, secret_id)
         for volume_id in d.volume_mounts.values():
-            self.objects.owned(who.workspace, volume_id, "volume")
+            self.objects.owned(workspace, volume_id, "volume")
+        return self.apps.create_function(app_id, d, workspace)
 
     def _web_urls(self, fn) -> dict:
         """The web_url and method_web_urls fields of a function's responses."""

@@ -9,6 +9,7 @@ from .auth import ADMIN, WORKER, WORKSPACE
 EMPTY = api_pb2.Empty()
 Role = api_pb2.TokenCreateRequest.Role
 ROLES = {ADMIN: Role.ROLE_ADMIN, WORKSPACE: Role.ROLE_WORKSPACE, WORKER: Role.ROLE_WORKER}
+ROLE_NAMES = {v: k for k, v in ROLES.items()}
 
 
 class IdentityRpcs:
@@ -27,7 +28,7 @@ class IdentityRpcs:
             max_cpu=req.max_cpu or None, max_memory_mb=req.max_memory_mb or None, max_gpus=req.max_gpus or None))
 
     async def TokenCreate(self, req, context, who):
-        role = {v: k for k, v in ROLES.items()}.get(req.role or Role.ROLE_WORKSPACE)
+        role = ROLE_NAMES.get(req.role or Role.ROLE_WORKSPACE)
         if role is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"TokenCreateRequest.role: unknown role {req.role}")
         token, secret = await self._call(

@@ -20,7 +20,7 @@ import sys
 from google.protobuf import json_format
 
 from .._ids import new_id
-from ..config import grpc_target, is_tls
+from ..config import host_and_port, is_tls
 from ..proto import api_pb2
 from . import cgroups as cg
 from . import disk as disks
@@ -99,8 +99,8 @@ class ContainerBackend(RuntimeBackend):
         self.server_url = ctx.server_url
         self.ca_file = ctx.ca_file
         self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub)
-        tcp = None if ctx.server_url.startswith("unix:") else grpc_target(ctx.server_url).rpartition(":")
-        self.network = Network(ctx.data_dir, (tcp[0].strip("[]"), int(tcp[2])) if tcp else None)
+        control_plane = None if ctx.server_url.startswith("unix:") else host_and_port(ctx.server_url)
+        self.network = Network(ctx.data_dir, control_plane)
         self.layers.network = self.network  # build steps get a network like a container's
         self.volumes = VolumeCache(ctx.data_dir / "volumes", ctx.stub)
         self.gpus = ctx.gpus
@@ -227,7 +227,7 @@ class ContainerBackend(RuntimeBackend):
         if is_tls(url):
             # The container checks the server's certificate against the name the worker reaches
             # it by, whatever address it reaches it at: TLS runs end to end.
-            env["EMBER_TLS_SERVER_NAME"] = grpc_target(url).rpartition(":")[0].strip("[]")
+            env["EMBER_TLS_SERVER_NAME"] = host_and_port(url)[0]
         if url.startswith("unix:"):
             sock = url.removeprefix("unix:").removeprefix("//")
             binds.append([sock, "/ember/run/control.sock", False])

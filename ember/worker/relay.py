@@ -13,7 +13,7 @@ import pathlib
 import socket
 import threading
 
-from ..config import grpc_target
+from ..config import host_and_port
 
 CHUNK = 256 * 1024
 
@@ -21,8 +21,7 @@ CHUNK = 256 * 1024
 class Relay:
     def __init__(self, path: pathlib.Path, url: str):
         self.path = path
-        host, _, port = grpc_target(url).rpartition(":")
-        self.address = (host.strip("[]"), int(port))
+        self.address = host_and_port(url)
         self.listener: socket.socket | None = None
 
     async def start(self):
