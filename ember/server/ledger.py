@@ -234,13 +234,13 @@ class Ledger:
                     inp.web.finish(out)
                 continue
             call = inp.call
+            if out.status in dead_letters.DEAD:
+                dead_letters.keep(inp, out)
             seq = call.next_seq
             call.next_seq += 1
             co = api_pb2.CallOutput(seq=seq, output=out, log_seq=log_seq)
             rows.append((call.call_id, seq, out.SerializeToString(), now))
             call.outputs.append(co)
-            if out.status in dead_letters.DEAD:
-                dead_letters.keep(inp, out)
             if out.status != Output.GENERATOR_ITEM:
                 del call.inputs[inp.input_id]
                 inp.done = True
