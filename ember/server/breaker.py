@@ -5,7 +5,8 @@ asked: crashed, killed, never connected) counts against its worker; a user's exc
 and neither does running out of its memory limit (the function's own size). After `after` such
 failures within `window` seconds, the worker is cordoned for `cooldown` seconds: no new container
 is placed there, and its containers stop (inputs they held but had not started go to the queue,
-for other workers). Once the cooldown is over it is tried again, with a clean count. The last
+for other workers). Once the cooldown is over it is tried again, with a clean count (and a worker
+that restarts starts with one too: fleet.py). The last
 worker that could take work is never cordoned: then the fault is likelier the function's than the
 worker's, and cordoning would stop everything.
 """

@@ -172,7 +172,10 @@ class Fleet:
         w = WorkerState(reg, send, self.clock())
         if old is not None:
             w.draining = old.draining
-            w.cordoned_until, w.cordon_reason = old.cordoned_until, old.cordon_reason
+            if old.boot_id == reg.boot_id:  # a reconnect; a restarted worker starts with a clean slate
+                w.cordoned_until, w.cordon_reason = old.cordoned_until, old.cordon_reason
+            else:
+                self.breaker.forget(reg.worker_id)
         self._workers[reg.worker_id] = w
         running = set(reg.running_container_ids)
         if old is not None:
