@@ -110,6 +110,7 @@ def test_a_worker_whose_containers_keep_dying_is_cordoned_then_tried_again(tmp_p
         wait_for(lambda: all("\tconnected" in worker_line(n, c.env) for n in ("bad", "good")), what="both workers")
         with dead_app.app.run():
             assert sorted(dead_app.double.map(range(6))) == [0, 2, 4, 6, 8, 10]
+            assert "for double on worker good" in c.log()  # where its inputs went once bad was cordoned
             line = worker_line("bad", c.env)
             assert "cordoned until" in line and "3 containers failed within 120s" in line, line
             assert "killed by SIGKILL" in line, line
