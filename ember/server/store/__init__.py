@@ -13,6 +13,10 @@ tens of microseconds). Whoever acknowledges a write to a client awaits `durable(
 All writes made in one callback land in the same transaction, so they are atomic. Writes
 therefore need a running event loop; reads do not, and see the writes not yet committed.
 
+A full disk: the write that meets it raises DiskFull (server/disk.py), the transaction open
+then is undone as a whole, and whoever waits for it (`durable`, `on_durable`) gets DiskFull;
+the next write opens a new transaction, so the store is usable again once there is room.
+
 Implementations: SQLite (`sqlite.py`, the embedded default). Every implementation passes the
 one conformance suite, tests/test_store.py.
 """
@@ -56,12 +60,14 @@ class Store(ABC):
         Normally called by the store itself once the loop has run what was queued."""
 
     @abstractmethod
-    def on_durable(self, callback: Callable[[], object]):
-        """Run callback once everything written so far is committed (now, if it is)."""
+    def on_durable(self, callback: Callable[[], object], on_failure: Callable[[Exception], object] | None = None):
+        """Run callback once everything written so far is committed (now, if it is), or
+        on_failure(DiskFull) if that transaction cannot be (a full disk undid it)."""
 
     @abstractmethod
     async def durable(self):
-        """Wait until everything written so far is committed: await it before acknowledging a write."""
+        """Wait until everything written so far is committed: await it before acknowledging a write.
+        Raises DiskFull (server/disk.py) if a full disk undid it."""
 
     @abstractmethod
     def close(self):
