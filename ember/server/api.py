@@ -21,7 +21,7 @@ from .disk import DiskFull
 from .identity_api import IdentityRpcs
 from .objects import ObjectError, Objects
 from .scheduler import Scheduler
-from .secrets import Secrets
+from .secrets import SecretGone, Secrets
 from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
@@ -522,10 +522,14 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
             elif kind == "init_failure":
                 fleet.container_init_failed(c, msg.init_failure)
 
+        try:
+            secret_env = self.secrets.env_for(fn.definition.secret_ids, app.workspace)
+        except SecretGone as e:
+            fleet.container_cannot_start(c, str(e))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         init = api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
             function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
-            app_function_ids=app.function_ids(), secret_env=self.secrets.env_for(fn.definition.secret_ids,
-                                                                                 app.workspace)))
+            app_function_ids=app.function_ids(), secret_env=secret_env))
         try:
             async with contextlib.aclosing(stream.run(handle, first=init)) as cmds:
                 async for cmd in cmds:

@@ -259,26 +259,37 @@ class Store(ABC):
         ordered by workspace, app and function."""
 
     # ---- secrets (the store holds only ciphertext), named uniquely per workspace
+    # A named secret keeps its id while it exists and after it is deleted (its row stays, its
+    # ciphertext erased), so that functions refer to it by id across updates, and one made
+    # again under its name is the same secret to them.
 
     @abstractmethod
     def put_secret(self, secret_id: str, workspace: str, name: str | None, ciphertext: bytes, num_keys: int):
-        """A secret; a named one replaces any other of that name. name is None for an anonymous one."""
+        """A secret; a named one replaces any other of that name, deleted or not. name is None for an anonymous one."""
 
     @abstractmethod
     def secret_by_name(self, workspace: str, name: str) -> tuple[str, bytes] | None:
-        """(secret_id, ciphertext) of the secret named name."""
+        """(secret_id, ciphertext) of the secret named name (not a deleted one)."""
+
+    @abstractmethod
+    def secret_id_for_name(self, workspace: str, name: str) -> str | None:
+        """The id of the secret named name, whether it exists now or was deleted."""
 
     @abstractmethod
     def secret_ciphertext(self, secret_id: str) -> tuple[str, bytes] | None:
-        """(workspace, ciphertext) of any secret, named or not."""
+        """(workspace, ciphertext) of any secret, named or not (not a deleted one)."""
+
+    @abstractmethod
+    def deleted_secret(self, secret_id: str) -> tuple[str, str] | None:
+        """(workspace, name) of the named secret of that id, if it was deleted."""
 
     @abstractmethod
     def list_secrets(self, workspace: str) -> list[tuple[str, float, int]]:
-        """Named secrets by name: (name, created_at, num_keys)."""
+        """Named secrets by name (not the deleted ones): (name, created_at, num_keys)."""
 
     @abstractmethod
     def delete_secret(self, workspace: str, name: str) -> bool:
-        """Delete the secret named name; whether there was one."""
+        """Delete the secret named name (erasing its values); whether there was one."""
 
     # ---- proxy tokens (of web endpoints that require them)
 

@@ -354,20 +354,33 @@ class SqliteStore(_Runs, Store):
                         "VALUES (?, ?, ?, ?, ?, ?)", (secret_id, workspace, name, ciphertext, num_keys, time.time()))
 
     def secret_by_name(self, workspace: str, name: str) -> tuple[str, bytes] | None:
-        return self.db.execute("SELECT secret_id, ciphertext FROM secrets WHERE workspace=? AND name=?",
-                               (workspace, name)).fetchone()
+        return self.db.execute("SELECT secret_id, ciphertext FROM secrets WHERE workspace=? AND name=? "
+                               "AND ciphertext!=x''", (workspace, name)).fetchone()
+
+    def secret_id_for_name(self, workspace: str, name: str) -> str | None:
+        row = self.db.execute("SELECT secret_id FROM secrets WHERE workspace=? AND name=?",
+                              (workspace, name)).fetchone()
+        return row[0] if row else None
 
     def secret_ciphertext(self, secret_id: str) -> tuple[str, bytes] | None:
-        return self.db.execute("SELECT workspace, ciphertext FROM secrets WHERE secret_id=?", (secret_id,)).fetchone()
+        return self.db.execute("SELECT workspace, ciphertext FROM secrets WHERE secret_id=? AND ciphertext!=x''",
+                               (secret_id,)).fetchone()
+
+    def deleted_secret(self, secret_id: str) -> tuple[str, str] | None:
+        return self.db.execute("SELECT workspace, name FROM secrets WHERE secret_id=? AND ciphertext=x''",
+                               (secret_id,)).fetchone()
 
     def list_secrets(self, workspace: str):
         return self.db.execute("SELECT name, created_at, num_keys FROM secrets WHERE workspace=? "
-                               "AND name IS NOT NULL ORDER BY name", (workspace,)).fetchall()
+                               "AND name IS NOT NULL AND ciphertext!=x'' ORDER BY name", (workspace,)).fetchall()
 
     def delete_secret(self, workspace: str, name: str) -> bool:
         self._write()
         before = self.db.total_changes
-        self.db.execute("DELETE FROM secrets WHERE workspace=? AND name=?", (workspace, name))
+        # Its row stays, its values erased: an empty ciphertext (a real one is at least 28 bytes)
+        # marks a deleted secret (see the Store).
+        self.db.execute("UPDATE secrets SET ciphertext=x'', num_keys=0 WHERE workspace=? AND name=? "
+                        "AND ciphertext!=x''", (workspace, name))
         return self.db.total_changes > before
 
     # ---- workspaces and tokens
