@@ -64,7 +64,8 @@ def test_full_disk_fails_what_cannot_be_kept_and_recovers(small_disk_cluster, tm
     data = tmp_path / "server"
     gate = tmp_path / "gate"
     server_pid = c.server.pid
-    with disk_app.app.run():
+    with disk_app.app.run(), ember.Dict.ephemeral() as d:
+        d["kept"] = b"before"
         before = [disk_app.size.spawn(os.urandom(1000)) for _ in range(3)]
         assert disk_app.size.remote(os.urandom(INLINE)) == INLINE
 
@@ -83,6 +84,10 @@ def test_full_disk_fails_what_cannot_be_kept_and_recovers(small_disk_cluster, tm
             disk_app.size.remote(os.urandom(BLOB))
         assert_names_the_disk(info.value, data)
         assert not list((data / "blobs").glob(".upload-*"))
+        # ... and a dict's write.
+        with pytest.raises(exception.ResourceExhaustedError, match="disk is full") as info:
+            d["big"] = os.urandom(INLINE)
+        assert_names_the_disk(info.value, data)
 
         # Room comes back: no restart, everything accepted before runs, and new calls work.
         (data / "filler").unlink()
@@ -91,6 +96,8 @@ def test_full_disk_fails_what_cannot_be_kept_and_recovers(small_disk_cluster, tm
         assert [call.get(timeout=60) for call in before] == [1000] * 3
         assert disk_app.size.remote(os.urandom(INLINE)) == INLINE
         assert disk_app.size.remote(os.urandom(BLOB)) == BLOB
+        d["big"] = b"after"
+        assert (d["kept"], d["big"]) == (b"before", b"after")
         ids = [call.object_id for call in before + waiting]
         assert c.server.poll() is None and c.server.pid == server_pid
     # What was accepted is in the database, not only in the control plane's memory.
