@@ -33,7 +33,8 @@ class Plane:
         self.clock = Clock()
         self.timers = []  # (delay, callback): retries waiting for their backoff
         self.store = open_store(tmp_path / "ember.db")
-        self.sched = Scheduler(self.store, lease_timeout=LEASE, worker_timeout=LEASE, app_timeout=600,
+        # Its worker never goes silent (in a cluster it heartbeats): only its containers lose leases.
+        self.sched = Scheduler(self.store, lease_timeout=LEASE, worker_timeout=600, app_timeout=600,
                                output_retention=3600, clock=self.clock,
                                later=lambda delay, callback: self.timers.append((delay, callback)))
         self.ledger, self.dispatch, self.fleet = self.sched.ledger, self.sched.dispatch, self.sched.fleet

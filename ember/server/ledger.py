@@ -169,6 +169,11 @@ class Ledger:
         self.store.add_inputs(rows)
         return new
 
+    def open_input(self, input_id: str) -> InputState | None:
+        """An open input of a call, by its id ("<call id>:<idx>"); None if done or unknown."""
+        call = self._calls.get(input_id.rpartition(":")[0])
+        return call.inputs.get(input_id) if call is not None else None
+
     def _max_idx(self, call: CallState) -> int:
         return max((i.idx + 1 for i in call.inputs.values()), default=0)
 
