@@ -68,8 +68,9 @@ def test_calls_of_a_draining_version_survive_a_restart(cluster, tmp_path):
     n = 200
     calls = [record.spawn(i, str(log)) for i in range(n)]
     deploy(tmp_path, "v2")  # v1 drains: its calls finish on it
-    ran_before = sum(map(len, runs(log).values()))
+    wait_for(lambda: sum(map(len, runs(log).values())) >= 20, what="some inputs to run")
     cluster.kill_server()
+    ran_before = sum(map(len, runs(log).values()))
     cluster.start_server()
     assert [c.get(timeout=120) for c in calls] == [f"v1: {i}" for i in range(n)]
     print(f"{ran_before} of {n} inputs had run when the control plane was killed")
