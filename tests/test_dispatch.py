@@ -143,6 +143,37 @@ async def test_a_lost_lease_requeues_without_charging_an_attempt_until_max_lost(
 
 
 @plane_test
+async def test_a_reconnecting_container_s_outputs_come_before_its_inputs_are_requeued(p):
+    fn = p.function()
+    p.call(fn, n=2)
+    c, sent = p.connect(p.started()[0], want=2)
+    assert [i for i, _ in inputs_sent(sent)] == ["fc-1:0", "fc-1:1"]
+    p.fleet.container_disconnected(c, sent.append)
+    # It finished fc-1:0 while disconnected, and lost fc-1:1 (say): its hello names neither,
+    # and one batch it sends again follows.
+    again = []
+    p.fleet.container_connected(api_pb2.ContainerHello(container_id=c.container_id, resending=1), again.append)
+    assert set(c.held) == {"fc-1:0", "fc-1:1"}  # nothing requeued before its outputs are in
+    p.output(c, "fc-1:0")
+    assert [o.input_id for o in await p.outputs()] == ["fc-1:0"]
+    assert list(c.held) == [] and [i.input_id for i in fn.pending] == ["fc-1:1"]
+    assert (await p.open_inputs())["fc-1:1"][:2] == (0, 1)  # requeued as lost, its attempt not charged
+
+
+@plane_test
+async def test_closed_connections_return_inputs_at_once(p):
+    fn = p.function()
+    p.call(fn)
+    c, sent = p.connect(p.started()[0], want=1)
+    p.fleet.worker_disconnected(p.worker)
+    assert list(c.held) == ["fc-1:0"]  # its own connection is open: it keeps its lease
+    p.fleet.container_disconnected(c, sent.append)
+    # Both closed, no time passed: nobody will report its end, so its input is back in the queue.
+    assert list(c.held) == [] and [i.input_id for i in fn.pending] == ["fc-1:0"]
+    assert (await p.open_inputs())["fc-1:0"][:2] == (0, 1)
+
+
+@plane_test
 async def test_a_failed_output_is_retried_with_backoff_then_fails(p):
     fn = p.function(retries=api_pb2.RetryPolicy(max_retries=2, initial_delay=1.0, backoff_coefficient=3.0,
                                                 max_delay=60.0))
