@@ -15,6 +15,8 @@ import ember
 from ember import exception
 from ember._client.client import Client
 from ember.app import build_image
+from ember.worker import cgroups as cg
+from ember.worker import userns
 
 import escape_app
 
@@ -24,6 +26,13 @@ FORBIDDEN_CAPS = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_MODULE": 16, "CAP_SYS_PTRAC
 DENIED = {"EPERM", "EACCES"}
 # What each attack may meet instead of working. A read-only /sys has no cgroup files to write.
 EXPECTED = {"write a cgroup limit": DENIED | {"EROFS", "ENOENT"}, "unshare -U -r": {"exit 1"}}
+
+
+def user_namespace_expected(cluster) -> bool:
+    """Whether this machine gives containers a user namespace (the worker would say so)."""
+    ns = userns.UserNamespace.make([cluster.tmp])
+    ns.close()
+    return ns.why_not == ""
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +57,15 @@ def base_layer() -> pathlib.Path:
     return pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / layer_id
 
 
-def check_refused(out: dict, paths: list[str]):
+def check_refused(out: dict, paths: list[str], user_namespace: bool):
     # Each file of the host is simply not there: the container's root is its own.
     assert {out.pop(f"read {p}") for p in paths} == {"ENOENT"}
     assert out.pop("shadow sha256") == hashlib.sha256((base_layer() / "etc/shadow").read_bytes()).hexdigest()
     status = out.pop("status")
+    # Container root is a host user of no privilege, or (where the kernel has no user
+    # namespaces for it) host root held by the rest.
+    uid_map = out.pop("uid_map")
+    assert uid_map == (["0", str(userns.BASE), str(userns.COUNT)] if user_namespace else ["0", "0", "4294967295"])
     for name, result in out.items():
         assert result in EXPECTED.get(name, DENIED), f"{name}: {result}"
     for key in ("CapEff", "CapPrm", "CapBnd"):
@@ -64,12 +77,15 @@ def check_refused(out: dict, paths: list[str]):
 
 def test_a_function_cannot_reach_out_of_its_container(running):
     paths = host_paths(running)
-    check_refused(escape_app.attack.remote(paths), paths)
+    check_refused(escape_app.attack.remote(paths), paths, user_namespace_expected(running))
 
 
 def test_an_ordinary_function_still_works(running):
     out = escape_app.ordinary.remote()
     assert out["note"] == "mine"
+    # Files keep their owners through the user namespace: the image's and the runtime's are
+    # root's, and a chown works.
+    assert out["owners"] == {"/etc/shadow": 0, "/usr/local/share/note.txt": 1000, "/ember/lib": 0}
     assert out["sub"] == ["from", "a", "shell"]
     assert out["threads"] == [i * i for i in range(8)]
 
@@ -85,7 +101,23 @@ def test_a_build_step_cannot_reach_out_either(running):
     paths = host_paths(running)
     resolved = build(escape_app.base.run_function(escape_app.record_attempts, args=(paths,)))
     layer = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / resolved.steps[-1].layer_id
-    check_refused(json.loads((layer / "escape.json").read_text()), paths)
+    check_refused(json.loads((layer / "escape.json").read_text()), paths, user_namespace_expected(running))
+    # What the step wrote is stored with its ordinary owners, whatever host IDs it ran as.
+    assert (layer / "escape.json").stat().st_uid == 0
+    assert (layer / "owned-by-1000").stat().st_uid == 1000
+
+
+def test_a_build_step_runs_in_cgroups_of_its_own(running):
+    token = uuid.uuid4().hex[:8]
+    resolved = build(escape_app.base.run_commands(f"echo {token}; cat /proc/self/cgroup > /cgroups.txt"))
+    layer = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / resolved.steps[-1].layer_id
+    lines = (layer / "cgroups.txt").read_text().splitlines()
+    # "ID:CONTROLLERS:PATH": the pids controller's line (v1), or the unified hierarchy's "0::PATH".
+    if cg.host_layout().version("pids") == 1:
+        (line,) = [x for x in lines if "pids" in x.split(":")[1].split(",")]
+    else:
+        (line,) = [x for x in lines if x.startswith("0::")]
+    assert line.split(":")[2].startswith("/ember/build-"), line
 
 
 @pytest.mark.parametrize("command", [

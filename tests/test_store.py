@@ -226,6 +226,15 @@ async def test_secrets(store, reopen):
     assert store.delete_secret("main", "api") is True
     assert store.delete_secret("main", "api") is False
     assert store.secret_by_name("main", "api") is None and [s[0] for s in store.list_secrets("main")] == ["db"]
+    # A deleted named secret keeps its id and name, not its values; made again, it takes them back.
+    await store.durable()
+    store = reopen()
+    assert store.secret_ciphertext("sc-2") is None and store.deleted_secret("sc-2") == ("main", "api")
+    assert store.secret_id_for_name("main", "api") == "sc-2" and store.secret_id_for_name("main", "nope") is None
+    assert store.deleted_secret("sc-4") is None and store.deleted_secret("sc-3") is None
+    store.put_secret("sc-2", "main", "api", b"cipher 5", 1)
+    await store.durable()
+    assert store.secret_by_name("main", "api") == ("sc-2", b"cipher 5") and store.deleted_secret("sc-2") is None
 
 
 @run_async

@@ -303,7 +303,11 @@ class Runtime:
         data, err = serialize_result(name, result)
         if err:
             return [Output(**base, status=Output.FAILURE, error=err)]
-        return [Output(**base, status=Output.SUCCESS, data=self._payload(data))]
+        try:
+            return [Output(**base, status=Output.SUCCESS, data=self._payload(data))]
+        except grpc.aio.AioRpcError as e:  # a large result the control plane could not store (a full disk)
+            return [Output(**base, status=Output.FAILURE, error=f"{e.code().name}: its result ({len(data)} bytes) "
+                           f"could not be stored: {e.details()}")]
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         if self.thread_loop.loop is None:

@@ -217,10 +217,11 @@ class Dispatch:
         self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, 0)
         self.submit(inp.call.function, [inp], again=True)
 
-    def fail_init(self, fn: FunctionState, held: Sequence[InputState] = ()):
-        """Its containers cannot load it (fn.init_failure): every queued input fails with why,
-        after those its container held."""
-        failure = fn.init_failure
+    def fail_init(self, fn: FunctionState, held: Sequence[InputState] = (),
+                  failure: api_pb2.ContainerInitFailure | None = None):
+        """Its containers cannot load it (failure, or else fn.init_failure): every queued input
+        fails with why, after those its container held."""
+        failure = failure or fn.init_failure
         inputs, fn.pending = [*held, *fn.pending], collections.deque()
         # An exception from a class's enter hook is the user's own: the calls fail with it as is.
         status = Output.FAILURE if failure.in_enter else Output.INIT_FAILURE

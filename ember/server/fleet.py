@@ -318,6 +318,14 @@ class Fleet:
         log.warning("container %s could not load %s: %s", c.container_id, fn.name, failure.error)
         self.dispatch.fail_init(fn, list(c.held.values()))
 
+    def container_cannot_start(self, c: ContainerState, error: str):
+        """It cannot be given what it needs to start (a secret it names is gone): it stops, and
+        the inputs waiting for its function fail with why. Unlike an init failure this is not
+        kept: once the cause is mended (the secret made again), its next container starts."""
+        log.warning("container %s of %s cannot start: %s", c.container_id, c.function.name, error)
+        self.stop(c)
+        self.dispatch.fail_init(c.function, list(c.held.values()), api_pb2.ContainerInitFailure(error=error))
+
     def container_exited(self, exited: api_pb2.ContainerExited, worker: WorkerState):
         container_id, reason, log_tail = exited.container_id, exited.reason, exited.log_tail
         c = self._containers.get(container_id)

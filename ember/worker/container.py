@@ -31,6 +31,7 @@ from .images import SANDBOX, BuildError, LayerCache, image_config
 from .network import Attachment, Network, NetworkError, missing as network_missing
 from .procs import describe_exit, tail_of, terminate, terminate_all
 from .relay import Relay
+from .userns import UserNamespace
 from .volumes import VolumeCache
 
 log = logging.getLogger("ember.worker")
@@ -103,6 +104,9 @@ class ContainerBackend(RuntimeBackend):
         self.network = Network(ctx.data_dir, control_plane)
         self.layers.network = self.network  # build steps get a network like a container's
         self.volumes = VolumeCache(ctx.data_dir / "volumes", ctx.stub)
+        # Whether containers' files can be idmapped is a question for each filesystem they come from.
+        self.userns = UserNamespace.make([self.layers.root, self.root, self.volumes.root, ctx.data_dir])
+        self.layers.userns = self.userns
         self.gpus = ctx.gpus
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.boxes: dict[str, Box] = {}  # of running containers, by container id
@@ -114,8 +118,9 @@ class ContainerBackend(RuntimeBackend):
 
     def isolation(self) -> str:
         # The network and cgroup parts say what this backend does today; they follow its code.
-        return (f"{sandbox.describe()}; network namespace of its own (NAT out, not to the host or other "
-                f"containers; empty for block_network=True); {cg.host_layout().describe()}; build steps alike")
+        return (f"{sandbox.describe(self.userns.describe())}; network namespace of its own (NAT out, not to the "
+                f"host or other containers; empty for block_network=True); {cg.host_layout().describe()}; "
+                "build steps alike")
 
     def running(self):
         return [cid for cid, p in self.procs.items() if p.returncode is None]
@@ -273,7 +278,8 @@ class ContainerBackend(RuntimeBackend):
                 "devices": [d for d in gpu_devices.device_paths(indices) if os.path.exists(d)],
                 "hostname": name[:63], "new_net": block_network, "netns": net and net.path,
                 "cgroups": [str(p) for p in cgroups.paths], "cwd": workdir, "env": env,
-                "argv": ["python3", "-m", "ember.container"], "parent_pid": os.getpid()}
+                "argv": ["python3", "-m", "ember.container"], "parent_pid": os.getpid(),
+                **self.userns.spec([self.layers.root, writable, *(v["lower"] for v in volumes)])}
         log_path = self.root / f"{name}.log"
         with open(log_path, "wb") as logf:
             proc = await asyncio.create_subprocess_exec(
@@ -354,6 +360,7 @@ class ContainerBackend(RuntimeBackend):
         if self.relay is not None:
             self.relay.close()
         self.network.close()
+        self.userns.close()
 
     async def drain(self):
         """Finish what must not be lost when the worker stops: layer uploads."""

@@ -29,6 +29,7 @@ import uv
 
 from .._client import blobs
 from ..proto import api_pb2
+from . import cgroups as cg
 from . import registry
 
 log = logging.getLogger("ember.worker")
@@ -36,8 +37,9 @@ log = logging.getLogger("ember.worker")
 # The sandbox launcher's command, to which its spec is added. It is imported, not run as a script:
 # a script is compiled at every start (5 ms of each cold start), an imported module's bytecode
 # is kept in __pycache__ (-E: whatever PYTHONDONTWRITEBYTECODE says).
+SANDBOX_DIR = str(pathlib.Path(__file__).parent)
 SANDBOX = [sys.executable, "-S", "-E", "-c",
-           f"import sys; sys.path.append({str(pathlib.Path(__file__).parent)!r}); import sandbox; sandbox.main()"]
+           f"import sys; sys.path.append({SANDBOX_DIR!r}); import sandbox; sandbox.main()"]
 Step = api_pb2.ImageStep
 # Steps that make a layer of files; the others (env, workdir) only change the image's config.
 CONTENT_STEPS = {Step.DEBIAN_SLIM, Step.FROM_REGISTRY, Step.PIP_INSTALL, Step.APT_INSTALL, Step.RUN_COMMANDS,
@@ -148,6 +150,7 @@ class LayerCache:
         self.locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.uploads: set[asyncio.Task] = set()
         self.network = None  # network.Network, which build steps' sandboxes join: set by the container backend
+        self.userns = None  # userns.UserNamespace, which they run in: likewise
 
     def has(self, layer_id: str) -> bool:
         return (self.root / layer_id).is_dir()
@@ -292,17 +295,22 @@ class LayerCache:
         else:
             raise BuildError(f"unknown image step {step.kind}: is the worker older than the client?")
         lowers = self.lowers(parents)
-        # The step's commands share one network of their own, as a container's: out through NAT.
+        # The step's commands share one network of their own, as a container's (out through NAT),
+        # and cgroups: the limits of a container that asks for none (pids).
         net = await self.network.attach()
+        cgroups = cg.Cgroups(f"build-{work.name[:12]}-{os.urandom(4).hex()}")
         try:
+            cgroups.create(api_pb2.Resources())
             for argv, shown in commands:
                 spec = {"layers_dir": str(self.root), "lowers": lowers, "upper": str(work / "upper"),
                         "work": str(work / "work"), "root": str(work / "root"), "binds": binds, "hostname": "build",
-                        "new_net": False, "netns": net.path, "cwd": workdir, "env": env,
-                        "argv": argv, "parent_pid": os.getpid()}
+                        "new_net": False, "netns": net.path, "cgroups": [str(p) for p in cgroups.paths],
+                        "cwd": workdir, "env": env, "argv": argv, "parent_pid": os.getpid(),
+                        **self.userns.spec([self.root, work])}
                 await run_logged([*SANDBOX, json.dumps(spec)], None, log, shown)
         finally:
             await self.network.release(net)
+            await cgroups.remove()
         # What the mounts left behind is not part of the layer.
         for p in ("ember", ".ember-files"):
             shutil.rmtree(work / "upper" / p, ignore_errors=True)

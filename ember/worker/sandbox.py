@@ -4,15 +4,20 @@ Standard library only, and quick to start: it is on the cold-start path. It join
 container's cgroups, unshares the mount, PID, IPC and UTS namespaces (and the network one when
 asked), and forks: the child becomes PID 1 of the new PID namespace, mounts the root filesystem
 (an overlay of the image's layers and a fresh writable layer), a private /proc and /dev and the
-given bind mounts, pivots into it, drops dangerous capabilities and forks the command, which
-reduces its own capabilities, sets no_new_privs and a seccomp filter, and execs. Build steps
-run the same way, so they are held the same. This process waits for the child, forwards
+given bind mounts, pivots into it, joins the worker's user namespace (userns.py: container root
+is an unprivileged host user; the files are mounted through idmapped mounts so that they keep
+their owners), drops dangerous capabilities and forks the command, which reduces its own
+capabilities, sets no_new_privs and a seccomp filter, and execs. Build steps run the same way,
+so they are held the same. This process waits for the child, forwards
 SIGTERM/SIGINT to it and exits as the command did, so the worker sees the container's own
 exit status (a SIGKILL as a SIGKILL).
 
 SPEC keys: layers_dir, lowers (top first, relative to layers_dir), upper, work, root, binds
 ([src, dst, read_only]), volumes ([{lower, upper, work, target}]), devices, hostname, new_net,
-netns (a network namespace to join, made by the worker), cgroups, cwd, env, argv, parent_pid.
+netns (a network namespace to join, made by the worker), cgroups, cwd, env, argv, parent_pid;
+userns (the user namespace to join, by path), userns_base (the host ID of container root) and
+idmapped (host directories the root filesystem and volumes are made of: layers and writable
+layers), when the worker has a user namespace.
 """
 
 import ctypes
@@ -26,10 +31,14 @@ import sys
 import warnings  # noqa: F401  os.execvpe imports it, after the pivot, where the host's library is gone
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
+# The new mount API, for idmapped mounts (its calls have the same numbers on every architecture).
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = 1, -100, 0x1000, 0x8000
+MOVE_MOUNT_F_EMPTY_PATH, MOUNT_ATTR_IDMAP = 4, 0x00100000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_CAPBSET_DROP = 1, 4, 22, 24
 PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
 SECCOMP_MODE_FILTER = 2
@@ -59,21 +68,68 @@ def mount(src, target, fstype, flags=0, data=None):
                       data and data.encode()), f"mount {fstype or src} on {target}")
 
 
-def bind(src, target, read_only):
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def idmapped_clone(src, userns_fd) -> int:
+    """A detached copy of the mount of `src` (and of those below it) that shows its files
+    through the user namespace's mapping: what host root owns, container root owns, and what
+    container root writes is host root's on disk."""
+    fd = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, src.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE)
+    if fd < 0:
+        _check(-1, f"clone the mount of {src}")
+    try:
+        attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+        _check(libc.syscall(SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr),
+                            ctypes.sizeof(attr)), f"idmap the mount of {src}")
+    except SetupError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def idmapped_bind(src, target, userns_fd):
+    fd = idmapped_clone(src, userns_fd)
+    try:
+        _check(libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+               f"mount {src} on {target}")
+    finally:
+        os.close(fd)
+
+
+def bind(src, target, read_only, userns_fd=None):
     if os.path.isdir(src):
         os.makedirs(target, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if not os.path.exists(target):
             open(target, "a").close()
-    mount(src, target, None, MS_BIND | MS_REC)
+    try:
+        if userns_fd is None:
+            raise SetupError("no user namespace")
+        idmapped_bind(src, target, userns_fd)
+    except SetupError:  # device nodes, and filesystems that cannot idmap: their files show as nobody's
+        mount(src, target, None, MS_BIND | MS_REC)
     if read_only:
         mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def setup_root(spec):
+def setup_root(spec, userns_fd):
     root = spec["root"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if userns_fd is not None:
+        # Layers, writable layers and volumes, remounted in place (in this mount namespace only)
+        # through the mapping. What is created through such a mount must be by an ID the mapping
+        # holds, which host root's 0 is not: from here this process makes files (mount points in
+        # the root) as container root's host ID, keeping its capabilities. Overlayfs does its own
+        # work (work files, copies up) with its mounter's credentials: these.
+        for d in spec["idmapped"]:
+            idmapped_bind(d, d, userns_fd)
+        libc.setfsgid(spec["userns_base"])
+        libc.setfsuid(spec["userns_base"])
+        raise_effective_caps()  # a change of fsuid from 0 takes the file capabilities from the effective set
     # Relative lower paths keep the option string short enough for many layers.
     os.chdir(spec["layers_dir"])
     mount("overlay", root, "overlay", 0,
@@ -92,7 +148,8 @@ def setup_root(spec):
         pass  # not allowed in every setup; programs cope without /sys
     dev = f"{root}/dev"
     os.makedirs(dev, exist_ok=True)
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=64k")
+    owner = "" if userns_fd is None else f",uid={spec['userns_base']},gid={spec['userns_base']}"
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=64k" + owner)
     for name in DEVICES:
         bind(f"/dev/{name}", f"{dev}/{name}", False)
     for path in spec.get("devices", ()):
@@ -103,7 +160,7 @@ def setup_root(spec):
     os.makedirs(f"{dev}/shm")
     mount("tmpfs", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     for src, dst, read_only in spec.get("binds", ()):
-        bind(src, root + dst, read_only)
+        bind(src, root + dst, read_only, userns_fd)
     for v in spec.get("volumes", ()):  # a volume: its version read-only below, the container's writes above
         os.makedirs(root + v["target"], exist_ok=True)
         mount("overlay", root + v["target"], "overlay", 0,
@@ -135,6 +192,33 @@ class _CapHeader(ctypes.Structure):
 
 class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def raise_effective_caps():
+    header, data = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    _check(libc.capget(ctypes.byref(header), data), "capget")
+    for d in data:
+        d.effective = d.permitted
+    _check(libc.capset(ctypes.byref(header), data), "capset")
+
+
+def enter_user_namespace(fd):
+    """Become container root: the user namespace's 0, an unprivileged user of the host. Its
+    other namespaces stay the host root's (made before), so it cannot mount in them, set their
+    hostname or change their network, whatever capabilities it has in its own."""
+    _check(libc.setns(fd, CLONE_NEWUSER), "join the containers' user namespace")
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a change of credentials clears it
+
+
+def open_ports_to_container_root():
+    """Its network namespace is host root's: let every user bind ports below 1024 and send
+    pings there, as container root could without a user namespace (Docker does the same)."""
+    for name, value in (("ip_unprivileged_port_start", "0"), ("ping_group_range", "0 2147483647")):
+        with open(f"/proc/sys/net/ipv4/{name}", "w") as f:
+            f.write(value)
 
 
 def set_caps():
@@ -263,17 +347,17 @@ def install_seccomp():
     _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "install the seccomp filter")
 
 
-def describe() -> str:
-    """What a container's processes are held by, for the worker to say when it starts."""
+def describe(userns: str) -> str:
+    """What a container's processes are held by, for the worker to say when it starts
+    (`userns`: what the worker's user namespace says of itself)."""
     if MACHINE in SYSCALLS:
         denied = sum(name in SYSCALLS[MACHINE][1] for name in DENY)
         seccomp = (f"seccomp on (as Docker's default profile, ptrace denied too: {denied} calls, namespace flags of "
                    "clone and unshare, foreign ABIs)")
     else:
         seccomp = f"seccomp off (no syscall table for {MACHINE})"
-    return (f"{seccomp}, no_new_privs on, capabilities {len(KEEP_CAPS)} (Docker's default less MKNOD and NET_RAW), "
-            "user namespace off (container root is host root, held by the above; overlayfs layers and volumes "
-            "are not idmapped here)")
+    caps = f"capabilities {len(KEEP_CAPS)} (Docker's default less MKNOD and NET_RAW)"
+    return f"{seccomp}, no_new_privs on, {caps}, {userns}"
 
 
 def confine():
@@ -310,9 +394,13 @@ def child(spec, status_w):
     zombies. This init cannot kill itself with the command's signal either (the same rule), so
     it writes the command's wait status to the launcher, which ends as the command did."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    setup_root(spec)
+    userns_fd = os.open(spec["userns"], os.O_RDONLY | os.O_CLOEXEC) if spec.get("userns") else None
+    setup_root(spec, userns_fd)
     socket.sethostname(spec.get("hostname", "ember"))
-    drop_bounding_caps()
+    if userns_fd is not None:
+        enter_user_namespace(userns_fd)
+        os.close(userns_fd)
+    drop_bounding_caps()  # after: joining a user namespace gives a full bounding set in it
     cwd = spec.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)
     os.chdir(cwd)
@@ -353,6 +441,8 @@ def main():
             os.close(fd)
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWNET if spec.get("new_net") else 0)
         _check(libc.unshare(flags), "unshare namespaces")
+        if spec.get("userns") and (spec.get("netns") or spec.get("new_net")):
+            open_ports_to_container_root()
     except (SetupError, OSError) as e:
         print(f"ember sandbox: {e}", file=sys.stderr)
         os._exit(126)
@@ -377,6 +467,17 @@ def main():
             signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(status))  # not reached after a signal
+
+
+def probe_idmapped_mounts():
+    """argv: a user namespace's path and directories. Exits 0 if each can be idmapped through
+    it, else 1 saying which cannot (userns.py asks, when the worker starts)."""
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    try:
+        for d in sys.argv[2:]:
+            os.close(idmapped_clone(d, fd))  # never attached, so gone when closed
+    except SetupError as e:
+        sys.exit(f"no idmapped mounts here ({e})")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import socket
 import subprocess
 import threading
 import time
@@ -124,6 +125,8 @@ def attempts(host_paths: list[str]) -> dict[str, str]:
     attempt("unshare -U -r", lambda: subprocess.run(["unshare", "-U", "-r", "true"], check=True,
                                                    stderr=subprocess.DEVNULL))
 
+    with open("/proc/self/uid_map") as f:
+        out["uid_map"] = f.read().split()  # [first ID inside, first ID on the host, count] per range
     with open("/proc/self/status") as f:
         status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
     out["status"] = {k: status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb", "NoNewPrivs",
@@ -132,11 +135,16 @@ def attempts(host_paths: list[str]) -> dict[str, str]:
 
 
 def ordinary_work() -> dict:
-    """What an ordinary function does: files in its root, subprocesses, threads."""
+    """What an ordinary function does: files in its root (and their owners), subprocesses,
+    threads, a port below 1024."""
     with open("/usr/local/share/note.txt", "w") as f:
         f.write("mine")
     with open("/usr/local/share/note.txt") as f:
         note = f.read()
+    os.chown("/usr/local/share/note.txt", 1000, 1000)
+    owners = {p: os.stat(p).st_uid for p in ("/etc/shadow", "/usr/local/share/note.txt", "/ember/lib")}
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 80))
     sub = subprocess.run(["sh", "-c", "echo $$ from a shell; ls / >/dev/null"], capture_output=True, text=True,
                          check=True).stdout
     results = []
@@ -145,7 +153,8 @@ def ordinary_work() -> dict:
         t.start()
     for t in threads:
         t.join()
-    return {"note": note, "sub": sub.split()[1:], "threads": sorted(results), "sleep": time.sleep(0) is None}
+    return {"note": note, "owners": owners, "sub": sub.split()[1:], "threads": sorted(results),
+            "sleep": time.sleep(0) is None}
 
 
 @app.function(image=base)
@@ -166,9 +175,13 @@ def kill_myself(sig):
 
 
 def record_attempts(host_paths):
-    """A build step: what `attempts` met, kept in the layer for a function to read."""
+    """A build step: what `attempts` met, kept in the layer for a function to read (and a file
+    it gives to another user)."""
     with open("/escape.json", "w") as f:
         json.dump(attempts(host_paths), f)
+    with open("/owned-by-1000", "w") as f:
+        f.write("theirs")
+    os.chown("/owned-by-1000", 1000, 1000)
 
 
 def read_record():
