@@ -227,8 +227,9 @@ def test_cpu_seconds_counts_and_keeps_ended_processes(guest):
     assert cpu["cpu_seconds_empty"] == 0.0
     assert cpu["cpu_seconds_before_exit"] > 0.5  # two busy processes at about half a core, for 2 s and more
     assert cpu["cpu_seconds_after_exit"] >= cpu["cpu_seconds_before_exit"]
-    # What the kernel charged the cgroup is what the processes used (their rusage), to within a little.
-    assert abs(cpu["cpu_seconds_after_exit"] - cpu["rusage_seconds"]) < 0.05 + 0.05 * cpu["rusage_seconds"], cpu
+    # What the kernel charged the cgroup is most of what the processes used (their rusage), never more:
+    # rusage also has each child's start before it joined (in the root cgroup), up to 0.17 s emulated.
+    assert 0.7 * cpu["rusage_seconds"] < cpu["cpu_seconds_after_exit"] <= cpu["rusage_seconds"] + 0.01, cpu
     assert cpu["free_cpu_seconds"] > 0
 
 
