@@ -207,6 +207,22 @@ async def test_calls_of_a_stopped_app_are_not_open(store):
     assert store.open_calls() == []
 
 
+@run_async
+async def test_calls_of_a_superseded_version_stay_open(store, reopen):
+    # An older version drains its calls: they are loaded back after a restart, to finish.
+    store.create_app("ap-1", "main", "web", deployed=True)
+    store.deploy_app("ap-1", 1, None)
+    store.create_function("fn-1", "ap-1", api_pb2.FunctionDefinition(name="f"))
+    store.create_call("fc-1", "fn-1", 1)
+    store.add_inputs([("fc-1:0", "fc-1", 0, b"args")])
+    store.create_app("ap-2", "main", "web", deployed=True)
+    store.deploy_app("ap-2", 2, "ap-1")
+    await store.durable()
+    store = reopen()
+    assert [c[0] for c in store.open_calls()] == ["fc-1"]
+    assert [i[0] for i in store.open_inputs("fc-1")] == ["fc-1:0"]
+
+
 # ---- workers and containers
 
 

@@ -46,9 +46,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="where its state lives (default: $EMBER_HOME/server, else ~/.ember/server); "
                              "see above for a full disk")
     server.add_argument("--lease-timeout", type=float, default=15.0,
-                        help="seconds without contact before a container's inputs return to the queue")
+                        help="seconds without contact before a container's inputs return to the queue (a "
+                             "container whose connection and worker's connection closed returns them at once)")
     server.add_argument("--worker-timeout", type=float, default=30.0,
-                        help="seconds a disconnected worker is waited for before its containers count as lost")
+                        help="seconds a disconnected or silent worker is waited for before its containers count "
+                             "as lost")
     server.add_argument("--app-timeout", type=float, default=30.0,
                         help="seconds without a client heartbeat before an ephemeral app is stopped")
     server.add_argument("--output-retention", type=float, default=24.0,

@@ -127,10 +127,13 @@ class Runtime:
     def _hello(self, out: Outbox):
         """What a new stream starts with: who we are, and after a reconnect (the control plane
         restarted or the network broke) what it may have lost."""
+        # Sent again without the inputs they asked for: what it wants now is asked below.
+        resend = [api_pb2.OutputBatch(outputs=b.outputs, http=b.http) for b in self.recent_outputs] \
+            if self.initialized else []
         out.put(api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(
-            container_id=self.container_id, held_input_ids=list(self.held))))
+            container_id=self.container_id, held_input_ids=list(self.held), resending=len(resend))))
         if self.initialized:
-            for batch in self.recent_outputs:
+            for batch in resend:
                 out.put(api_pb2.ContainerMessage(outputs=batch))
             self.requested = 0
             self._ask_for_inputs(out)

@@ -1362,12 +1362,14 @@ class BuildImage(_message.Message):
     def __init__(self, build_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ContainerHello(_message.Message):
-    __slots__ = ("container_id", "held_input_ids")
+    __slots__ = ("container_id", "held_input_ids", "resending")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     HELD_INPUT_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESENDING_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     held_input_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, container_id: _Optional[str] = ..., held_input_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    resending: int
+    def __init__(self, container_id: _Optional[str] = ..., held_input_ids: _Optional[_Iterable[str]] = ..., resending: _Optional[int] = ...) -> None: ...
 
 class ContainerInitFailure(_message.Message):
     __slots__ = ("error", "traceback", "exception", "in_enter")

@@ -51,6 +51,8 @@ def authenticated(servicer_base, *roles: str):
                             yield reply
                 except Unauthenticated as e:
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+                except Ended as e:
+                    await context.abort(e.code, e.details)
                 except DiskFull as e:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         else:
@@ -71,6 +73,15 @@ def authenticated(servicer_base, *roles: str):
     return decorate
 
 
+class Ended(Exception):
+    """What ends a stream from the control plane's side: its peer gets code and details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
 class Duplex:
     """One side of a bidirectional stream: what is put with `send` goes to the peer, and
     `run(handle)` calls handle(message) for each message from the peer while yielding the
@@ -80,6 +91,10 @@ class Duplex:
         self.requests = requests
         self.outbox = Outbox()
         self.send = self.outbox.put
+
+    def end(self, code: grpc.StatusCode, details: str):
+        """End the stream with an error for the peer, after what was sent before."""
+        self.outbox.put(Ended(code, details))
 
     async def run(self, handle, first=None):
         async def read():
@@ -92,6 +107,8 @@ class Duplex:
             if first is not None:
                 yield first
             async for msg in self.outbox.messages():
+                if isinstance(msg, Ended):
+                    raise msg
                 yield msg
         finally:
             reader.cancel()
@@ -474,7 +491,8 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         stream = Duplex(request_iterator)
         fleet, builds = self.fleet, self.builds
-        worker = fleet.worker_connected(first.register, stream.send, who.token_id)
+        worker = fleet.worker_connected(first.register, stream.send, who.token_id,
+                                        end=functools.partial(stream.end, grpc.StatusCode.ABORTED))
 
         def handle(msg):
             self.identity.check(who)  # a revoked worker token ends its worker's stream
@@ -524,7 +542,8 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"container {who.token_id} is connected already")
         stream = Duplex(request_iterator)
         fleet, dispatch = self.fleet, self.dispatch
-        c = fleet.container_connected(first.hello, stream.send)
+        c = fleet.container_connected(first.hello, stream.send, end=functools.partial(stream.end,
+                                                                                     grpc.StatusCode.NOT_FOUND))
         if c is None and fleet.is_orphan(first.hello.container_id):
             # From before a restart; its worker has not registered again yet. It retries.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "waiting for this container's worker to reconnect")

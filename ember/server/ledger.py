@@ -196,6 +196,11 @@ class Ledger:
         call.inputs.update((inp.input_id, inp) for inp in new)
         self.dispatch.submit(fn, new)
 
+    def open_input(self, input_id: str) -> InputState | None:
+        """An open input of a call, by its id ("<call id>:<idx>"); None if done or unknown."""
+        call = self._calls.get(input_id.rpartition(":")[0])
+        return call.inputs.get(input_id) if call is not None else None
+
     def _unstored(self, call: CallState, e: Exception):
         if call.unstored is None and not call.done():
             log.warning("call %s is cancelled: %s", call.call_id, e)

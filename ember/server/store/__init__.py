@@ -179,7 +179,8 @@ class Store(ABC):
 
     @abstractmethod
     def open_calls(self) -> list[tuple[str, str, int | None, int, int, int]]:
-        """Calls not done, of running apps: (call_id, function_id, num_inputs, num_done, next_seq, cancelled)."""
+        """Calls not done, of apps running or superseded (an older version finishes its calls):
+        (call_id, function_id, num_inputs, num_done, next_seq, cancelled)."""
 
     @abstractmethod
     def open_inputs(self, call_id: str) -> list[tuple[str, int, bytes, int, int, str | None, float]]:

@@ -278,7 +278,7 @@ class _Runs(_Connection):
             "SELECT c.call_id, c.function_id, c.num_inputs, c.num_done, c.next_seq, c.cancelled "
             "FROM calls c JOIN functions f ON f.function_id=c.function_id "
             "JOIN apps a ON a.app_id=f.app_id "
-            "WHERE c.done_at IS NULL AND a.state='running'"
+            "WHERE c.done_at IS NULL AND a.state IN ('running', 'superseded')"
         ).fetchall()
 
     def open_inputs(self, call_id: str):
