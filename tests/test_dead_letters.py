@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import ember
+from ember import exception
 from conftest import Cluster, wait_for
 
 import dead_app
@@ -125,5 +126,28 @@ def test_a_worker_whose_containers_keep_dying_is_cordoned_then_tried_again(tmp_p
             assert dead_app.which_worker.remote() == "bad"
         failed = c.log().count("while running input")
         print(f"containers that died on the bad worker before it was cordoned: {failed}")
+    finally:
+        c.stop()
+
+
+def test_the_last_open_worker_is_not_cordoned_and_a_crash_is_a_dead_letter(tmp_path, monkeypatch):
+    c = Cluster(tmp_path)
+    c.start_server(["--cordon-after", "2"])
+    for key, value in c.env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        c.start_worker("only")
+        with dead_app.app.run():
+            with pytest.raises(exception.ContainerExitedError, match="killed by SIGKILL"):
+                dead_app.crash.remote()
+            # Its containers died on its worker's account, but no other worker could take the work.
+            assert "no other worker can take its work: not cordoned" in c.log()
+            assert "cordoned" not in worker_line("only", c.env)
+            assert dead_app.which_worker.remote() == "good"
+            [f] = failures(dead_app.app.app_id)
+            assert (f["function"], f["attempts"], f["status"]) == ("crash", 3, "container_exited")
+            assert [a["attempt"] for a in f["history"]] == [1, 2, 3]
+            assert all("killed by SIGKILL" in a["error"] and a["worker"] == "only" for a in f["history"])
+            assert len({a["container_id"] for a in f["history"]}) == 3  # a new container each time
     finally:
         c.stop()

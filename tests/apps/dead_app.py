@@ -25,6 +25,12 @@ def double(x):
     return 2 * x
 
 
+@app.function(retries=ember.Retries(max_retries=2, initial_delay=0.0))
+def crash():
+    """Kills its own container, wherever it runs."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @app.function()
 def which_worker():
     return "bad" if os.environ.get("EMBER_TEST_BAD_WORKER") else "good"
