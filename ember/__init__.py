@@ -17,6 +17,7 @@ from . import exception
 from .app import App
 from .cls import Cls, enter, exit, method, parameter
 from .dict import Dict
+from .batching import batched
 from .function import Function, FunctionCall
 from .image import Image
 from .queue import Queue
@@ -27,6 +28,6 @@ from .volume import Volume
 from .web import asgi_app, concurrent, fastapi_endpoint, web_server, wsgi_app
 
 __all__ = ["App", "Cls", "Cron", "Dict", "Function", "FunctionCall", "Image", "Period", "Queue", "Retries", "Secret",
-           "Volume", "asgi_app", "concurrent", "enter", "exception", "exit", "fastapi_endpoint", "method", "parameter",
-           "web_server", "wsgi_app"]
+           "Volume", "asgi_app", "batched", "concurrent", "enter", "exception", "exit", "fastapi_endpoint", "method",
+           "parameter", "web_server", "wsgi_app"]
 __version__ = "0.1.0"

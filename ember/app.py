@@ -245,6 +245,8 @@ class _RunningApp:
             if web is not None:
                 d.web.CopyFrom(web)
             d.max_inputs = getattr(f._raw_f, "_ember_max_inputs", 0)
+            d.target_inputs = getattr(f._raw_f, "_ember_target_inputs", 0)
+            d.batch_max_size, d.batch_wait_ms = getattr(f._raw_f, "_ember_batched", (0, 0))
             if name in self.app._classes:
                 self.app._classes[name]._definition_extras(d)
             code.describe(f._raw_f, d, self.client.upload_sync, by_value=f._serialized)

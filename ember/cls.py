@@ -26,7 +26,7 @@ import cloudpickle
 
 from . import exception
 from ._client.client import Client
-from .function import Function
+from .function import _UNSET, Function, Options, check_batching, check_concurrency
 from .proto import api_pb2
 
 PARAMETER_TYPES = (str, int, bool, bytes)
@@ -107,9 +107,34 @@ class Cls:
                                  if getattr(v, "_ember_web", None) is not None}
             self._params = class_parameters(user_cls)
         self._instances: dict[bytes, _Instance] = {}
+        self._options: Options | None = None  # with_options and friends: its instances' functions have them
 
     def __repr__(self):
         return f"<ember.Cls {self._name}>"
+
+    def _with(self, **changes) -> "Cls":
+        """The same class, its instances' calls running with these options (a function of their
+        own on the control plane, with their own containers); this one keeps its own."""
+        variant = Cls.__new__(Cls)
+        variant.__dict__.update(self.__dict__)
+        variant._instances = {}
+        variant._options = (self._options or Options()).merged(**changes)
+        return variant
+
+    def with_options(self, *, cpu=_UNSET, memory=_UNSET, gpu=_UNSET, retries=_UNSET, timeout=_UNSET,
+                     secrets=_UNSET, volumes=_UNSET, scaledown_window=_UNSET, min_containers=_UNSET,
+                     max_containers=_UNSET) -> "Cls":
+        """The same class with other resources or policies: `Model.with_options(gpu="H100")().predict.remote(x)`."""
+        given = {k: v for k, v in locals().items() if k != "self" and v is not _UNSET}
+        return self._with(**given)
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> "Cls":
+        check_concurrency(max_inputs, target_inputs)
+        return self._with(max_inputs=max_inputs, target_inputs=target_inputs or 0)
+
+    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> "Cls":
+        check_batching(max_batch_size, wait_ms)
+        return self._with(batch_max_size=max_batch_size, batch_wait_ms=wait_ms)
 
     @classmethod
     def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> "Cls":
@@ -125,6 +150,16 @@ class Cls:
         for name, web in self._web_methods.items():
             d.web_methods[name].CopyFrom(web)
         d.max_inputs = getattr(self._user_cls, "_ember_max_inputs", 0)
+        d.target_inputs = getattr(self._user_cls, "_ember_target_inputs", 0)
+        batched = {k: v._ember_batched for k, v in vars(self._user_cls).items()
+                   if callable(v) and getattr(v, "_ember_batched", None)}
+        if batched:
+            if len(self._methods) > 1:
+                raise exception.InvalidError(
+                    f"{self._name}: a class with an @ember.batched() method ({', '.join(batched)}) cannot have "
+                    f"other methods ({', '.join(sorted(set(self._methods) - set(batched)))}): its containers take "
+                    "batches of inputs. Put them in a class of their own.")
+            d.batch_max_size, d.batch_wait_ms = next(iter(batched.values()))
 
     def __call__(self, **params) -> "_Instance":
         if self._params is not None:
@@ -163,11 +198,13 @@ class _Instance:
     async def _resolve(self) -> tuple[Client, str]:
         """The client, and the id of the class's function bound to these parameters (bound once)."""
         client, fid = await self._cls._function._resolve()
-        if not self._key:
+        options = self._cls._options
+        if not self._key and options is None:
             return client, fid
         if self._bound is None or self._bound[0] != fid:
-            resp = await client.rpc("FunctionBind", api_pb2.FunctionBindRequest(function_id=fid, params=self._key),
-                                    what=f"{self._cls._name}({', '.join(self._params)})")
+            resp = await client.rpc("FunctionBind", api_pb2.FunctionBindRequest(
+                function_id=fid, params=self._key, options=await options.to_proto(client) if options else None),
+                what=f"{self._cls._name}({', '.join(self._params)})")
             self._bound = (fid, resp.function_id)
         return client, self._bound[1]
 

@@ -116,6 +116,95 @@ class FunctionSpec:
             min_containers=self.min_containers, scaledown_window=self.scaledown_window)
 
 
+class FunctionStats:
+    """What a function is doing now (Modal's FunctionStats): inputs queued and not yet running
+    (backlog), inputs its containers hold, and its containers."""
+
+    def __init__(self, backlog: int, num_total_runners: int, num_running_inputs: int = 0):
+        self.backlog = backlog
+        self.num_total_runners = num_total_runners
+        self.num_running_inputs = num_running_inputs
+
+    def __repr__(self):
+        return (f"FunctionStats(backlog={self.backlog}, num_total_runners={self.num_total_runners}, "
+                f"num_running_inputs={self.num_running_inputs})")
+
+
+_UNSET = object()
+
+
+class Options:
+    """What with_options, with_concurrency and with_batching change of a function: validated here
+    as @app.function validates them, sent to the control plane as FunctionOptions (its secrets
+    and volumes resolved to ids when first called)."""
+
+    def __init__(self, proto: api_pb2.FunctionOptions | None = None, secrets=None, volumes=None):
+        self.proto = proto or api_pb2.FunctionOptions()
+        self.secrets = secrets      # None: the parent's
+        self.volumes = volumes
+
+    def merged(self, *, cpu=_UNSET, memory=_UNSET, gpu=_UNSET, retries=_UNSET, timeout=_UNSET, secrets=_UNSET,
+               volumes=_UNSET, scaledown_window=_UNSET, min_containers=_UNSET, max_containers=_UNSET,
+               max_inputs=_UNSET, target_inputs=_UNSET, batch_max_size=_UNSET, batch_wait_ms=_UNSET) -> "Options":
+        given = {k: v for k, v in locals().items() if k != "self" and v is not _UNSET}
+        spec_args = {k: v for k, v in given.items() if k in (
+            "cpu", "memory", "gpu", "retries", "timeout", "secrets", "volumes", "scaledown_window",
+            "min_containers", "max_containers") and v is not None}
+        spec = FunctionSpec(**spec_args)  # the same checks, and errors, as @app.function's
+        o = api_pb2.FunctionOptions()
+        o.CopyFrom(self.proto)
+        if "cpu" in spec_args:
+            o.cpu = spec.cpu
+        if "memory" in spec_args:
+            o.memory_mb = spec.memory
+        if "gpu" in given:
+            o.gpu = spec.gpu
+        if "timeout" in spec_args:
+            o.timeout = spec.timeout
+        if "retries" in given:
+            o.retries.CopyFrom(spec.retries.to_proto())
+        if "scaledown_window" in spec_args:
+            o.scaledown_window = spec.scaledown_window
+        if "min_containers" in spec_args:
+            o.min_containers = spec.min_containers
+        if "max_containers" in given:
+            o.max_containers = spec.max_containers or 0
+        for k in ("max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms"):
+            if k in given:
+                setattr(o, k, given[k])
+        return Options(o, spec.secrets if "secrets" in spec_args else self.secrets,
+                       spec.volumes if "volumes" in spec_args else self.volumes)
+
+    async def to_proto(self, client: Client) -> api_pb2.FunctionOptions:
+        o = api_pb2.FunctionOptions()
+        o.CopyFrom(self.proto)
+        if self.secrets is not None:
+            o.replace_secrets = True
+            o.secret_ids.extend([await s._resolve(client) for s in self.secrets])
+        if self.volumes is not None:
+            o.replace_volumes = True
+            for path, v in self.volumes.items():
+                o.volume_mounts[path] = await v._id()
+        return o
+
+
+def check_concurrency(max_inputs, target_inputs):
+    if not isinstance(max_inputs, int) or isinstance(max_inputs, bool) or not 1 <= max_inputs <= 10_000:
+        raise exception.InvalidError(f"max_inputs={max_inputs!r}: pass a positive integer, at most 10000")
+    if target_inputs is not None and (not isinstance(target_inputs, int) or isinstance(target_inputs, bool)
+                                      or not 1 <= target_inputs <= max_inputs):
+        raise exception.InvalidError(f"target_inputs={target_inputs!r}: pass an integer from 1 to max_inputs "
+                                     f"({max_inputs})")
+
+
+def check_batching(max_batch_size, wait_ms):
+    if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or not 1 <= max_batch_size <= 1000:
+        raise exception.InvalidError(f"max_batch_size={max_batch_size!r}: pass an integer from 1 to 1000")
+    if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or not 0 <= wait_ms < 10 * 60 * 1000:
+        raise exception.InvalidError(f"wait_ms={wait_ms!r}: pass milliseconds as an integer, from 0 to "
+                                     "less than 600000 (10 minutes)")
+
+
 async def _output_value(client: Client, out: api_pb2.Output, name: str):
     """The value an output carries, or the exception it describes (raised)."""
     data = await client.payload_bytes(out.data)
@@ -132,11 +221,12 @@ def _cannot_call(name: str, cause: str) -> exception.NotFoundError:
     return exception.NotFoundError(f"Cannot call {name}(): {cause}")
 
 
-async def _cancel_call(client: Client, call_id: str, *, quietly: bool = False):
+async def _cancel_call(client: Client, call_id: str, *, quietly: bool = False, terminate_containers: bool = False):
     """Cancel a call: its queued inputs never run, a running one is interrupted. Quietly: as the
     cleanup after a caller stopped, which fails at once, and silently, if the control plane is gone."""
     try:
-        await client.rpc("FunctionCallCancel", api_pb2.FunctionCallRef(call_id=call_id), retry=not quietly,
+        await client.rpc("FunctionCallCancel", api_pb2.FunctionCallRef(
+            call_id=call_id, terminate_containers=terminate_containers), retry=not quietly,
                          what=f"cancelling {call_id}")
     except exception.Error:
         if not quietly:
@@ -178,6 +268,11 @@ class Function:
         self._methods: dict[str, bool] | None = None  # a class looked up by name: its methods (is generator)
         self._method = method  # the method of a class instance that its inputs call
         self._client: Client | None = None
+        # A handle with options of its own (with_options and friends): the function it was made
+        # of, what it changes, and the function the control plane made of both (parent id, id).
+        self._base: Function | None = None
+        self._options: Options | None = None
+        self._variant_ids: tuple[str, str] | None = None
         if inspect.isroutine(raw_f):
             functools.update_wrapper(self, raw_f)
 
@@ -185,6 +280,9 @@ class Function:
         return f"<ember.Function {self._name}>"
 
     def __reduce__(self):
+        if self._base is not None:
+            raise TypeError(f"{self._name} with options cannot be passed to a function: pass {self._name} "
+                            "and call .with_options() over there")
         # Pickled (passed to another function): the same function over there, with all that is known of it.
         return _function_ref, ({"name": self._name, "is_generator": self._is_generator,
                                  "function_id": self._function_id, "web_url": self._web_url,
@@ -211,6 +309,8 @@ class Function:
 
     def _get_client(self) -> Client:
         """The client its calls go through; what can be told without one is told first."""
+        if self._base is not None:
+            return self._base._get_client()
         if self._client is None:
             if self._function_id is None and self._lookup is None:
                 app = getattr(self._app, "name", None) or "its app"
@@ -226,6 +326,8 @@ class Function:
 
     async def _resolve(self) -> tuple[Client, str]:
         """The client and the function's id for a call; a function by name is looked up first."""
+        if self._base is not None:
+            return await self._resolve_variant()
         client = self._get_client()
         if self._function_id is None:
             app_name, name = self._lookup
@@ -240,11 +342,86 @@ class Function:
             self._function_id = resp.function_id
         return client, self._function_id
 
+    async def _resolve_variant(self) -> tuple[Client, str]:
+        """A handle with options: the control plane's function of its parent with them (made once)."""
+        client, parent_id = await self._base._resolve()
+        self._is_generator = self._base._is_generator
+        if self._variant_ids is None or self._variant_ids[0] != parent_id:
+            resp = await client.rpc("FunctionBind", api_pb2.FunctionBindRequest(
+                function_id=parent_id, options=await self._options.to_proto(client)),
+                what=f"{self._name}() with options")
+            self._variant_ids = (parent_id, resp.function_id)
+        return client, self._variant_ids[1]
+
     @twin
     async def hydrate(self) -> "Function":
         """Look the function up now (one from Function.from_name is looked up when first used)."""
         await self._resolve()
         return self
+
+    # ---------------------------------------------------------------- options
+
+    def _with(self, **changes) -> "Function":
+        """A handle on this function whose calls run with these options (the control plane makes
+        a function of its own of it, with its own containers, when it is first called)."""
+        if self._method:
+            raise exception.InvalidError(f"{self._name}: set options on the class, "
+                                         f"e.g. {self._name.split('.')[0]}.with_options(...)")
+        base = self._base or self
+        variant = Function(self._name, app=self._app, raw_f=self._raw_f, spec=self._spec,
+                           serialized=self._serialized, is_generator=self._is_generator,
+                           web_url=self._web_url, lookup=self._lookup)
+        variant._base = base
+        variant._options = (self._options or Options()).merged(**changes)
+        return variant
+
+    def with_options(self, *, cpu=_UNSET, memory=_UNSET, gpu=_UNSET, retries=_UNSET, timeout=_UNSET,
+                     secrets=_UNSET, volumes=_UNSET, scaledown_window=_UNSET, min_containers=_UNSET,
+                     max_containers=_UNSET) -> "Function":
+        """The same function with other resources or policies for the calls made through what
+        this returns; the original keeps its own."""
+        given = {k: v for k, v in locals().items() if k != "self" and v is not _UNSET}
+        return self._with(**given)
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> "Function":
+        """The same function, its containers each running up to max_inputs inputs at once."""
+        check_concurrency(max_inputs, target_inputs)
+        return self._with(max_inputs=max_inputs, target_inputs=target_inputs or 0)
+
+    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> "Function":
+        """The same function, called with lists of up to max_batch_size inputs (see @ember.batched)."""
+        check_batching(max_batch_size, wait_ms)
+        return self._with(batch_max_size=max_batch_size, batch_wait_ms=wait_ms)
+
+    # ---------------------------------------------------------------- autoscaler
+
+    @twin
+    async def get_current_stats(self) -> FunctionStats:
+        """Its backlog (inputs waiting for a container), the inputs running, and its containers."""
+        client, fid = await self._resolve()
+        r = await client.rpc("FunctionGetStats", api_pb2.FunctionRef(function_id=fid),
+                             what=f"getting the stats of {self._name}")
+        return FunctionStats(r.backlog, r.num_total_runners, r.num_running_inputs)
+
+    @twin
+    async def update_autoscaler(self, *, min_containers: int | None = None, max_containers: int | None = None,
+                                scaledown_window: int | None = None) -> None:
+        """Change how it scales, now and without a redeploy; the next deploy of its app brings back
+        its decorator's settings. Unset arguments keep their current values."""
+        FunctionSpec(**{k: v for k, v in (("min_containers", min_containers), ("max_containers", max_containers),
+                                          ("scaledown_window", scaledown_window)) if v is not None})
+        client, fid = await self._resolve()
+        req = api_pb2.FunctionUpdateAutoscalerRequest(function_id=fid)
+        if min_containers is not None:
+            req.min_containers = min_containers
+        if max_containers is not None:
+            req.max_containers = max_containers
+        if scaledown_window is not None:
+            req.scaledown_window = scaledown_window
+        try:
+            await client.rpc("FunctionUpdateAutoscaler", req, what=f"updating the autoscaler of {self._name}")
+        except exception.InvalidError as e:
+            raise exception.InvalidError(f"{self._name}.update_autoscaler(): {e}") from None
 
     def get_web_url(self) -> str | None:
         """Where the function's web endpoint is served (None if it has none)."""
@@ -320,9 +497,24 @@ class Function:
 
     @twin
     async def spawn(self, *args, **kwargs) -> "FunctionCall":
-        """Start the function in a container; returns a FunctionCall to .get() the result later."""
-        client, call_id = await self._start_call(".spawn()", args, kwargs)
+        """Start the function in a container; returns a FunctionCall to .get() the result later
+        (or, of a generator function, to .iter() over its items)."""
+        how = ".remote_gen()" if self._is_generator else ".spawn()"  # a generator's items come by .iter()
+        client, call_id = await self._start_call(how, args, kwargs)
         return FunctionCall(call_id, client, self._name)
+
+    @twin
+    async def spawn_map(self, *iterables, kwargs: dict | None = None) -> "FunctionCall":
+        """Start the function over each item (zipping several iterables) and return once every
+        input is accepted, without waiting for results: the FunctionCall's .get(index=i) gives
+        the i-th later. Inputs go to the control plane in batches, as .map()'s do."""
+        client, fid = await self._resolve()
+        self._check_kind(".spawn_map()")
+        run = _MapRun(self, client, fid)
+        await run.send(((args, dict(kwargs or {})) for args in zip(*iterables)), wait_for_results=False)
+        if run.error is not None:
+            raise run.error
+        return FunctionCall(run.call_id, client, self._name)
 
     @twin
     async def remote_gen(self, *args, **kwargs):
@@ -404,7 +596,7 @@ class _MapRun:
         self.error: Exception | None = None  # why sending failed: the caller's error, raised once
         self.progress = asyncio.Condition()
 
-    async def send(self, arg_iter):
+    async def send(self, arg_iter, wait_for_results: bool = True):
         try:
             complete = False
             while not complete:
@@ -421,7 +613,8 @@ class _MapRun:
                     self.sent += len(inputs)
                     self.created = True
                     self.progress.notify_all()
-                    await self.progress.wait_for(lambda: self.sent - self.received < MAP_OUTSTANDING)
+                    if wait_for_results:  # a map reads as it sends: hold back a sender far ahead of it
+                        await self.progress.wait_for(lambda: self.sent - self.received < MAP_OUTSTANDING)
         except Exception as e:  # noqa: BLE001 - the caller's iterator's error, or pickling's: the caller's
             self.error = e
             await self.cancel()  # the caller waits for outputs: it hears of this at once
@@ -502,8 +695,11 @@ class FunctionCall:
         return self._get_client().bridge
 
     @twin
-    async def get(self, timeout: float | None = None):
-        """Wait for the result (at most `timeout` seconds) and return it, or raise its error."""
+    async def get(self, timeout: float | None = None, *, index: int = 0):
+        """Wait for the result (at most `timeout` seconds) and return it, or raise its error; of a
+        call of several inputs (.spawn_map()), the result of the index-th."""
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise exception.InvalidError(f"index={index!r}: pass the input's position in the call, from 0")
         client = self._get_client()
         deadline = None if timeout is None else time.monotonic() + timeout
         # The newest final output counts: a call whose failed input was retried (`ember call
@@ -515,19 +711,77 @@ class FunctionCall:
                 call_id=self.object_id, after_seq=after_seq, max_outputs=1000, timeout=left),
                 what=f"getting {self.object_id}")
             name = self._name or resp.function_name or "the function"
+            if resp.is_generator:
+                raise exception.InvalidError(f"call {self.object_id} is of a generator function, {name}(): "
+                                             "read its items with .iter(), not .get()")
             for co in resp.outputs:
                 after_seq = co.seq
-                if co.output.status != Output.GENERATOR_ITEM:
+                if co.output.status != Output.GENERATOR_ITEM and co.output.idx == index:
                     final = co.output
-            if final is not None and resp.num_done >= resp.num_inputs and len(resp.outputs) < 1000:
+            caught_up = len(resp.outputs) < 1000
+            if final is not None and caught_up and (resp.num_inputs > 1 or resp.num_done >= resp.num_inputs):
                 return await _output_value(client, final, name)
             if resp.inputs_complete and resp.num_inputs == 0:
                 raise exception.ExecutionError(f"call {self.object_id} of {name}() ended without a result: "
                                                "its app stopped before it ran")
+            if resp.inputs_complete and index >= resp.num_inputs:
+                raise exception.InvalidError(f"index={index}: call {self.object_id} of {name}() has "
+                                             f"{resp.num_inputs} inputs (pass 0 to {resp.num_inputs - 1})")
             if deadline is not None and time.monotonic() >= deadline:
                 raise exception.TimeoutError(f"call {self.object_id} of {name}() did not finish within {timeout}s")
 
     @twin
-    async def cancel(self):
-        """Cancel the call: queued inputs never run, a running one is interrupted."""
-        await _cancel_call(self._get_client(), self.object_id)
+    async def iter(self, *, start: int = 0, end: int | None = None):
+        """The items of a generator function's call (.spawn() of one), as they are produced,
+        from the start-th to before the end-th."""
+        client = self._get_client()
+        after, n = 0, 0
+        while True:
+            resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+                call_id=self.object_id, after_seq=after, max_outputs=1000, timeout=POLL),
+                what=f"reading {self.object_id}")
+            name = self._name or resp.function_name or "the function"
+            if not resp.is_generator:
+                raise exception.InvalidError(f"call {self.object_id} of {name}() is not of a generator "
+                                             "function: get its result with .get()")
+            for co in resp.outputs:
+                after = co.seq
+                if co.output.status != Output.GENERATOR_ITEM:
+                    await _output_value(client, co.output, name)  # raises its error, if it failed
+                    return
+                if end is not None and n >= end:
+                    return
+                if n >= start:
+                    yield await _output_value(client, co.output, name)
+                n += 1
+            if resp.inputs_complete and resp.num_inputs == 0:
+                return
+
+    @twin
+    async def num_inputs(self) -> int:
+        """How many inputs the call has: 1 of .spawn(), more of .spawn_map()."""
+        resp = await self._get_client().rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+            call_id=self.object_id, max_outputs=1, timeout=0), what=f"getting {self.object_id}")
+        return resp.num_inputs
+
+    @staticmethod
+    def gather(*calls: "FunctionCall") -> list:
+        """Wait for all the calls and return their results, in order; the first error is raised."""
+        return calls[0]._loop().run(_gather(calls)) if calls else []
+
+    @twin
+    async def cancel(self, terminate_containers: bool = False):
+        """Cancel the call: queued inputs never run, a running one is interrupted; with
+        terminate_containers=True, the containers running its inputs are killed too."""
+        await _cancel_call(self._get_client(), self.object_id, terminate_containers=terminate_containers)
+
+
+async def _gather(calls) -> list:
+    return list(await asyncio.gather(*(FunctionCall.get.op(c) for c in calls)))
+
+
+async def _gather_aio(*calls) -> list:
+    return await calls[0]._loop().run_async(_gather(calls)) if calls else []
+
+
+FunctionCall.gather.aio = _gather_aio

@@ -79,19 +79,21 @@ def web_server(port: int, *, startup_timeout: float = 5.0, label: str | None = N
 
 
 def concurrent(*, max_inputs: int, target_inputs: int | None = None):
-    """One container runs up to max_inputs inputs at once: web requests on its event loop,
-    other inputs in as many threads (an async function's on each thread's event loop); more
-    containers start when all are full. target_inputs is accepted for compatibility."""
-    if not isinstance(max_inputs, int) or isinstance(max_inputs, bool) or not 1 <= max_inputs <= 10_000:
-        raise exception.InvalidError(f"max_inputs={max_inputs!r}: pass a positive integer")
-    if target_inputs is not None and (not isinstance(target_inputs, int) or not 1 <= target_inputs <= max_inputs):
-        raise exception.InvalidError(f"target_inputs={target_inputs!r}: pass an integer from 1 to max_inputs")
+    """One container runs up to max_inputs inputs at once: web requests on its event loop, an
+    async function's inputs as tasks on one event loop, a sync function's in as many threads.
+    The autoscaler aims for target_inputs per container (default max_inputs): more containers
+    start when they hold more than that, each taking up to max_inputs in a burst."""
+    from .function import check_concurrency
+    check_concurrency(max_inputs, target_inputs)
 
     def wrap(target):
         from .function import Function
         if isinstance(target, Function):
             raise exception.InvalidError("@ember.concurrent() goes below @app.function(), not above it")
+        if getattr(target, "_ember_batched", None) and max_inputs > 1:
+            raise exception.InvalidError("a function is @ember.batched() or @ember.concurrent(), not both")
         target._ember_max_inputs = max_inputs
+        target._ember_target_inputs = target_inputs or 0
         return target
 
     return wrap

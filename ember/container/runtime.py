@@ -5,8 +5,11 @@ interrupt, go to it). An I/O thread runs an asyncio loop holding the one stream 
 plane: inputs arrive there and go to the main thread through a queue; outputs and logs go
 back through the loop in the order they happened, so a print always precedes the result of
 the input that printed it. A function with @ember.concurrent(max_inputs=N) has N-1 more threads
-taking inputs from the same queue; an async function runs on an event loop of the thread that
-takes its input. Web endpoints run on the I/O loop (see web.py).
+taking inputs from the same queue; its async inputs run as tasks on one more event loop, shared
+by them all (as Modal runs them), while a function of one input at a time runs an async input on
+its thread's own loop. A function with @ember.batched(max_batch_size=N, wait_ms=W) takes up to N
+inputs from the queue at once, waiting at most W ms after the first for more, and is called once
+with lists of them. Web endpoints run on the I/O loop (see web.py).
 """
 
 import asyncio
@@ -30,7 +33,7 @@ import zipfile
 import cloudpickle
 import grpc
 
-from .. import config
+from .. import config, exception
 from .._client import blobs
 from .._client.auth import Authed
 from .._client.bridge import LoopThread
@@ -96,6 +99,10 @@ class Runtime:
         self.running: dict[str, int] = {}             # input id -> the thread running it
         self.deadlines: dict[str, float] = {}         # input id -> when it times out
         self.thread_loop = _ThreadLoop()
+        self.shared_loop: asyncio.AbstractEventLoop | None = None  # concurrent async inputs' one loop
+        self.tasks: dict = {}                         # input id -> its task there (a future), to cancel
+        self.batch_size = 0                           # @ember.batched: inputs per call at most
+        self.batch_wait = 0.0                         # ... and seconds to wait for them after the first
         self.watchdog = threading.Condition()
         self.watchdog_idle = True                     # waiting without a deadline
         # The one stream to the control plane, reopened whenever it breaks (but when the control
@@ -166,6 +173,9 @@ class Runtime:
             input_id = cmd.cancel_input_id
             self.cancelled.add(input_id)
             thread = self.running.get(input_id)
+            task = self.tasks.get(input_id)
+            if task is not None:  # an async input on the shared loop: its task is cancelled too
+                task.cancel()
             if self.web is not None and input_id in self.web.requests:
                 self.web.cancel(input_id)
             elif thread == threading.main_thread().ident:
@@ -232,6 +242,13 @@ class Runtime:
         self.initialized = True
         self.definition = init.definition
         self.slots = self.target = max(1, init.definition.max_inputs)
+        if init.definition.batch_max_size:
+            self.batch_size = init.definition.batch_max_size
+            self.batch_wait = init.definition.batch_wait_ms / 1000
+            self.target = 2 * self.batch_size  # the next batch gathers while one runs
+        if self.slots > 1:
+            self.shared_loop = asyncio.new_event_loop()
+            threading.Thread(target=self.shared_loop.run_forever, name="ember-async", daemon=True).start()
         if web_apps:
             # Requests run on the I/O loop, as many at once as the function allows (a class's
             # other methods run in the threads below).
@@ -249,6 +266,13 @@ class Runtime:
         ewma = None
         pending: list[api_pb2.Output] = []
         while True:
+            if self.batch_size:
+                pending.extend(self._run_batch(fn, definition, self._next_batch()))
+                sys.stdout.flush()
+                sys.stderr.flush()
+                self.io.call_soon(self._flush_outputs, pending)
+                pending = []
+                continue
             inp = self.inputs.get()
             t0 = time.perf_counter()
             outputs = self._run_input(fn, definition, inp)
@@ -293,7 +317,7 @@ class Runtime:
                 else:
                     result = fn(*args, **kwargs)
                     if inspect.iscoroutine(result):
-                        result = self._loop().run_until_complete(result)
+                        result = self._await(result, inp.input_id)
             finally:
                 self._disarm(inp.input_id)
         except InputCancelled:
@@ -317,6 +341,110 @@ class Runtime:
             self.thread_loop.loop = asyncio.new_event_loop()
         return self.thread_loop.loop
 
+    def _await(self, coro, input_id: str | None = None):
+        """Run a coroutine of the user's: as a task on the shared loop (a concurrent function),
+        or on this thread's own loop."""
+        if self.shared_loop is None:
+            return self._loop().run_until_complete(coro)
+        task = asyncio.run_coroutine_threadsafe(coro, self.shared_loop)
+        if input_id is not None:
+            self.tasks[input_id] = task
+        try:
+            return task.result()
+        finally:
+            self.tasks.pop(input_id, None)
+
+    # ---- @ember.batched
+
+    def _next_batch(self) -> list[api_pb2.Input]:
+        """Up to batch_size inputs: the first to come, and what else comes within batch_wait."""
+        batch = [self.inputs.get()]
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < self.batch_size:
+            left = deadline - time.monotonic()
+            try:
+                batch.append(self.inputs.get(timeout=left) if left > 0 else self.inputs.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _run_batch(self, fn, definition, batch: list[api_pb2.Input]) -> list[api_pb2.Output]:
+        """One call of a batched function with lists of its inputs' arguments (a class's method
+        per method its inputs name); each input gets its own item of the list it returns."""
+        outputs, groups = [], {}
+        for inp in batch:
+            if inp.input_id in self.cancelled:
+                outputs.append(Output(input_id=inp.input_id, idx=inp.idx, status=Output.CANCELLED,
+                                      error="the call was cancelled"))
+            else:
+                groups.setdefault(inp.args.method, []).append(inp)
+        for method, inputs in groups.items():
+            outputs.extend(self._call_batch(fn, definition, method, inputs))
+        return outputs
+
+    def _call_batch(self, fn, definition, method: str, inputs: list[api_pb2.Input]) -> list[api_pb2.Output]:
+        name = f"{definition.name}.{method}" if method else definition.name
+        outputs, columns, ran = [], None, []
+        try:
+            if method:
+                if method not in definition.methods:
+                    raise AttributeError(f"{definition.name} has no method {method!r} marked @ember.method()")
+                fn = getattr(fn, method)
+            params = list(inspect.signature(fn).parameters.values())
+            if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+                raise TypeError(f"@ember.batched {name}() cannot take *args or **kwargs: name each parameter")
+            signature = inspect.Signature(params)
+        except BaseException as e:  # noqa: BLE001 - the user's code's fault: each input hears of it
+            return self._fail_all(inputs, e)
+        columns = {p.name: [] for p in params}
+        for inp in inputs:
+            try:
+                args, kwargs = deserialize(self._bytes(inp.args), f"the arguments of {name}()")
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+            except BaseException as e:  # noqa: BLE001 - this input's own arguments are wrong: it alone fails
+                outputs.extend(self._fail_all([inp], e))
+                continue
+            for k, v in bound.arguments.items():
+                columns[k].append(v)
+            ran.append(inp)
+        if not ran:
+            return outputs
+        for inp in ran:
+            self._arm(inp.input_id, definition.timeout)
+        try:
+            results = fn(**columns)
+            if inspect.iscoroutine(results):
+                results = self._await(results)
+            if not isinstance(results, (list, tuple)) or len(results) != len(ran):
+                got = f"{len(results)} results" if isinstance(results, (list, tuple)) else \
+                    f"a {type(results).__name__}"
+                raise exception.ExecutionError(f"@ember.batched {name}() returned {got} for a batch of {len(ran)} inputs: it "
+                                 f"must return a list with one result per input, in their order")
+        except InputCancelled:
+            return outputs + [Output(input_id=i.input_id, idx=i.idx, status=Output.CANCELLED,
+                                     error="the call was cancelled while it ran") for i in ran]
+        except BaseException as e:  # noqa: BLE001 - what the user's code raised reaches every input of the batch
+            return outputs + self._fail_all(ran, e)
+        finally:
+            for inp in ran:
+                self._disarm(inp.input_id)
+        for inp, result in zip(ran, results):
+            base = {"input_id": inp.input_id, "idx": inp.idx}
+            data, err = serialize_result(name, result)
+            if err:
+                outputs.append(Output(**base, status=Output.FAILURE, error=err))
+            else:
+                outputs.append(Output(**base, status=Output.SUCCESS, data=self._payload(data)))
+        return outputs
+
+    def _fail_all(self, inputs: list[api_pb2.Input], e: BaseException) -> list[api_pb2.Output]:
+        note_full_disk(e)
+        data, line, tb = serialize_exception(e)
+        payload = self._payload(data)
+        return [Output(input_id=i.input_id, idx=i.idx, status=Output.FAILURE, error=line, traceback=tb, data=payload)
+                for i in inputs]
+
     def _items(self, gen):
         """A generator's items, or an async generator's, run on this thread's loop."""
         if not inspect.isasyncgen(gen):
@@ -324,7 +452,7 @@ class Runtime:
             return
         while True:
             try:
-                yield self._loop().run_until_complete(anext(gen))
+                yield self._await(anext(gen))
             except StopAsyncIteration:
                 return
 

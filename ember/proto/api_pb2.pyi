@@ -180,12 +180,85 @@ class FunctionLookupResponse(_message.Message):
     def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ..., method_web_urls: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class FunctionBindRequest(_message.Message):
-    __slots__ = ("function_id", "params")
+    __slots__ = ("function_id", "params", "options")
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     params: bytes
-    def __init__(self, function_id: _Optional[str] = ..., params: _Optional[bytes] = ...) -> None: ...
+    options: FunctionOptions
+    def __init__(self, function_id: _Optional[str] = ..., params: _Optional[bytes] = ..., options: _Optional[_Union[FunctionOptions, _Mapping]] = ...) -> None: ...
+
+class FunctionOptions(_message.Message):
+    __slots__ = ("cpu", "memory_mb", "gpu", "timeout", "retries", "replace_secrets", "secret_ids", "replace_volumes", "volume_mounts", "scaledown_window", "min_containers", "max_containers", "max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms")
+    class VolumeMountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_SECRETS_FIELD_NUMBER: _ClassVar[int]
+    SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    SCALEDOWN_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    cpu: float
+    memory_mb: int
+    gpu: str
+    timeout: float
+    retries: RetryPolicy
+    replace_secrets: bool
+    secret_ids: _containers.RepeatedScalarFieldContainer[str]
+    replace_volumes: bool
+    volume_mounts: _containers.ScalarMap[str, str]
+    scaledown_window: float
+    min_containers: int
+    max_containers: int
+    max_inputs: int
+    target_inputs: int
+    batch_max_size: int
+    batch_wait_ms: int
+    def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., replace_secrets: _Optional[bool] = ..., secret_ids: _Optional[_Iterable[str]] = ..., replace_volumes: _Optional[bool] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., scaledown_window: _Optional[float] = ..., min_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., max_inputs: _Optional[int] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ...) -> None: ...
+
+class FunctionRef(_message.Message):
+    __slots__ = ("function_id",)
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    def __init__(self, function_id: _Optional[str] = ...) -> None: ...
+
+class FunctionStats(_message.Message):
+    __slots__ = ("backlog", "num_running_inputs", "num_total_runners")
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    NUM_RUNNING_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_TOTAL_RUNNERS_FIELD_NUMBER: _ClassVar[int]
+    backlog: int
+    num_running_inputs: int
+    num_total_runners: int
+    def __init__(self, backlog: _Optional[int] = ..., num_running_inputs: _Optional[int] = ..., num_total_runners: _Optional[int] = ...) -> None: ...
+
+class FunctionUpdateAutoscalerRequest(_message.Message):
+    __slots__ = ("function_id", "min_containers", "max_containers", "scaledown_window")
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    SCALEDOWN_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    min_containers: int
+    max_containers: int
+    scaledown_window: float
+    def __init__(self, function_id: _Optional[str] = ..., min_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("max_retries", "backoff_coefficient", "initial_delay", "max_delay")
@@ -216,7 +289,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., ephemeral_disk_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +334,10 @@ class FunctionDefinition(_message.Message):
     WEB_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUTS_FIELD_NUMBER: _ClassVar[int]
     WEB_METHODS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FROM_FIELD_NUMBER: _ClassVar[int]
     name: str
     module: str
     qualname: str
@@ -284,7 +361,11 @@ class FunctionDefinition(_message.Message):
     web: WebEndpoint
     max_inputs: int
     web_methods: _containers.MessageMap[str, WebEndpoint]
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ...) -> None: ...
+    target_inputs: int
+    batch_max_size: int
+    batch_wait_ms: int
+    derived_from: str
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ...) -> None: ...
 
 class WebEndpoint(_message.Message):
     __slots__ = ("kind", "method", "docs", "label", "requires_proxy_auth", "port", "startup_timeout")
@@ -897,10 +978,12 @@ class GetOutputsResponse(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[CallOutput, _Mapping]]] = ..., function_id: _Optional[str] = ..., inputs_complete: _Optional[bool] = ..., num_inputs: _Optional[int] = ..., num_done: _Optional[int] = ..., is_generator: _Optional[bool] = ..., function_name: _Optional[str] = ...) -> None: ...
 
 class FunctionCallRef(_message.Message):
-    __slots__ = ("call_id",)
+    __slots__ = ("call_id", "terminate_containers")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    TERMINATE_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     call_id: str
-    def __init__(self, call_id: _Optional[str] = ...) -> None: ...
+    terminate_containers: bool
+    def __init__(self, call_id: _Optional[str] = ..., terminate_containers: _Optional[bool] = ...) -> None: ...
 
 class SecretCreateRequest(_message.Message):
     __slots__ = ("name", "env", "force")

@@ -90,6 +90,16 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionBindRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
                 _registered_method=True)
+        self.FunctionGetStats = channel.unary_unary(
+                '/ember.v1.ClientApi/FunctionGetStats',
+                request_serializer=ember_dot_proto_dot_api__pb2.FunctionRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.FunctionStats.FromString,
+                _registered_method=True)
+        self.FunctionUpdateAutoscaler = channel.unary_unary(
+                '/ember.v1.ClientApi/FunctionUpdateAutoscaler',
+                request_serializer=ember_dot_proto_dot_api__pb2.FunctionUpdateAutoscalerRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
         self.ImageBuild = channel.unary_stream(
                 '/ember.v1.ClientApi/ImageBuild',
                 request_serializer=ember_dot_proto_dot_api__pb2.ImageBuildRequest.SerializeToString,
@@ -333,6 +343,20 @@ class ClientApiServicer:
     def FunctionBind(self, request, context):
         """A class with its parameters bound: a function of its own (its own containers), made once
         per set of parameters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FunctionGetStats(self, request, context):
+        """What a function is doing now: its backlog, inputs running, containers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FunctionUpdateAutoscaler(self, request, context):
+        """Override a function's autoscaler settings until its app is next deployed (or stopped).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -625,6 +649,16 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.FunctionBind,
                     request_deserializer=ember_dot_proto_dot_api__pb2.FunctionBindRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.FunctionCreateResponse.SerializeToString,
+            ),
+            'FunctionGetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.FunctionGetStats,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.FunctionRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.FunctionStats.SerializeToString,
+            ),
+            'FunctionUpdateAutoscaler': grpc.unary_unary_rpc_method_handler(
+                    servicer.FunctionUpdateAutoscaler,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.FunctionUpdateAutoscalerRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
             ),
             'ImageBuild': grpc.unary_stream_rpc_method_handler(
                     servicer.ImageBuild,
@@ -1073,6 +1107,60 @@ class ClientApi:
             '/ember.v1.ClientApi/FunctionBind',
             ember_dot_proto_dot_api__pb2.FunctionBindRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.FunctionCreateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FunctionGetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/FunctionGetStats',
+            ember_dot_proto_dot_api__pb2.FunctionRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.FunctionStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FunctionUpdateAutoscaler(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/FunctionUpdateAutoscaler',
+            ember_dot_proto_dot_api__pb2.FunctionUpdateAutoscalerRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -219,8 +219,28 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def FunctionBind(self, req, context, who):
         validate.function_bind(req)
-        fid = await self._call(context, self.apps.bind_function, req.function_id, req.params, who.workspace)
+        fid = await self._call(context, self.apps.bind_function, req.function_id, req.params, who.workspace,
+                               req.options if req.HasField("options") else None,
+                               functools.partial(self._check_definition, who.workspace))
         return api_pb2.FunctionCreateResponse(function_id=fid)
+
+    def _check_definition(self, workspace: str, d: api_pb2.FunctionDefinition):
+        """A definition made of another and options: valid, and its secrets and volumes the workspace's own."""
+        validate.function_definition(d)
+        self._check_owned(workspace, d)
+
+    async def FunctionGetStats(self, req, context, who):
+        validate.function_ref(req)
+        fn = await self._call(context, self.apps.function_for_call, req.function_id, who.workspace)
+        live = [c for c in fn.containers.values() if not c.stopping]
+        return api_pb2.FunctionStats(backlog=sum(1 for i in fn.pending if not i.done),
+                                     num_running_inputs=sum(len(c.held) for c in live), num_total_runners=len(live))
+
+    async def FunctionUpdateAutoscaler(self, req, context, who):
+        validate.update_autoscaler(req)
+        fn = await self._call(context, self.apps.update_autoscaler, req.function_id, who.workspace, req)
+        self.sched.autoscaler.tick(fn, self.sched.clock())  # takes effect now: warm containers start, idle ones stop
+        return EMPTY
 
     async def AppDeploy(self, req, context, who):
         validate.app_id(req)
@@ -269,11 +289,14 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
     def _create_function(self, workspace: str, app_id: str, d: api_pb2.FunctionDefinition) -> str:
         """The secrets and volumes a function names must be its workspace's own: given another's
         id, its containers would receive that workspace's values."""
+        self._check_owned(workspace, d)
+        return self.apps.create_function(app_id, d, workspace)
+
+    def _check_owned(self, workspace: str, d: api_pb2.FunctionDefinition):
         for secret_id in d.secret_ids:
             self.secrets.owned(workspace, secret_id)
         for volume_id in d.volume_mounts.values():
             self.objects.owned(workspace, volume_id, "volume")
-        return self.apps.create_function(app_id, d, workspace)
 
     def _web_urls(self, fn) -> dict:
         """The web_url and method_web_urls fields of a function's responses."""
@@ -438,7 +461,10 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def FunctionCallCancel(self, req, context, who):
         validate.call_ref(req)
-        self.ledger.cancel_call(who.workspace, req.call_id)
+        running = self.ledger.cancel_call(who.workspace, req.call_id)
+        if req.terminate_containers:
+            for c in running:
+                self.fleet.terminate(c)
         await self.store.durable()
         return EMPTY
 

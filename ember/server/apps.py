@@ -27,6 +27,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("ember.server")
 
 
+def named(d: api_pb2.FunctionDefinition) -> bool:
+    """Whether callers find a function by its name: not so a class instance bound to parameters,
+    nor a variant with options of its own (with_options), reached through their handles only."""
+    return not d.bound_params and not d.derived_from
+
+
+def apply_options(d: api_pb2.FunctionDefinition, o: api_pb2.FunctionOptions):
+    """A function's definition with what with_options (and friends) changed."""
+    r = d.resources
+    if o.HasField("cpu"):
+        r.cpu = r.cpu_limit = o.cpu
+    if o.HasField("memory_mb"):
+        r.memory_mb = r.memory_limit_mb = o.memory_mb
+    if o.HasField("gpu"):
+        r.gpu = o.gpu
+    if o.HasField("timeout"):
+        d.timeout = o.timeout
+    if o.HasField("retries"):
+        d.retries.CopyFrom(o.retries)
+    if o.replace_secrets:
+        d.ClearField("secret_ids")
+        d.secret_ids.extend(o.secret_ids)
+    if o.replace_volumes:
+        d.ClearField("volume_mounts")
+        d.volume_mounts.update(o.volume_mounts)
+    for f in ("scaledown_window", "min_containers", "max_containers", "max_inputs", "target_inputs",
+              "batch_max_size", "batch_wait_ms"):
+        if o.HasField(f):
+            setattr(d, f, getattr(o, f))
+    if o.HasField("max_inputs") and not o.HasField("target_inputs"):
+        d.target_inputs = 0  # the parent's may exceed the new max_inputs
+    if o.HasField("max_inputs") and o.max_inputs > 1:
+        d.batch_max_size = d.batch_wait_ms = 0  # concurrent now, so no longer batched
+    if o.HasField("batch_max_size") and o.batch_max_size:
+        d.max_inputs, d.target_inputs = 0, 0  # batched now, so no longer concurrent
+
+
 class AppState:
     __slots__ = ("app_id", "deployed", "functions", "heartbeat_at", "log", "name", "running", "superseded",
                  "version", "workspace")
@@ -46,7 +83,7 @@ class AppState:
 
     def function_ids(self) -> dict[str, str]:
         """Its functions' ids by name (class instances' bound functions have none of their own)."""
-        return {f.name: f.function_id for f in self.functions.values() if not f.definition.bound_params}
+        return {f.name: f.function_id for f in self.functions.values() if named(f.definition)}
 
 
 class FunctionState:
@@ -202,19 +239,51 @@ class Apps:
         app.functions[fid] = fn
         return fn
 
-    def bind_function(self, function_id: str, params: bytes, workspace: str) -> str:
-        """The function of a class instance with these parameters: its own pool of containers."""
+    def bind_function(self, function_id: str, params: bytes, workspace: str,
+                      options: api_pb2.FunctionOptions | None = None, check=None) -> str:
+        """The function of a class instance with these parameters, or of a function (or a class)
+        with options of its own: its own pool of containers, made once per parameters and options.
+        check(definition) vets the result (validation, the secrets' and volumes' owners)."""
         parent = self.function_for_call(function_id, workspace)
-        if not parent.definition.is_class:
+        if params and not parent.definition.is_class:
             raise LookupError(f"{parent.name} is not a class")
-        key = (parent.function_id, params)
+        if options is not None and options.ByteSize() == 0:
+            options = None
+        if not params and options is None:
+            return parent.function_id
+        # Serialized deterministically: the same options find the same function again.
+        key = (parent.function_id, params, options.SerializeToString(deterministic=True) if options else b"")
         fid = self._bound.get(key)
         if fid is None or fid not in self._functions:
             d = api_pb2.FunctionDefinition()
             d.CopyFrom(parent.definition)
-            d.bound_params = params
+            if params:
+                d.bound_params = params
+            if options is not None:
+                apply_options(d, options)
+                d.derived_from = parent.function_id
+                # Reached through its handle only: not a second schedule, or a second web endpoint.
+                d.ClearField("schedule")
+                d.ClearField("web")
+                d.ClearField("web_methods")
+            if check is not None:
+                check(d)
             fid = self._bound[key] = self.create_function(parent.app.app_id, d)
         return fid
+
+    def update_autoscaler(self, function_id: str, workspace: str, req: api_pb2.FunctionUpdateAutoscalerRequest):
+        """Change a function's autoscaler settings now; they hold until its app is next deployed."""
+        fn = self.function_for_call(function_id, workspace)
+        d = api_pb2.FunctionDefinition()
+        d.CopyFrom(fn.definition)
+        for f in ("min_containers", "max_containers", "scaledown_window"):
+            if req.HasField(f):
+                setattr(d, f, getattr(req, f))
+        if d.max_containers and d.min_containers > d.max_containers:
+            raise ValueError(f"min_containers={d.min_containers} exceeds max_containers={d.max_containers}")
+        self.store.update_function(fn.function_id, d)
+        fn.definition = d
+        return fn
 
     def function(self, function_id: str, workspace: str | None = None) -> FunctionState | None:
         """A function of a running app; given a workspace, only one of that workspace."""
@@ -227,9 +296,9 @@ class Apps:
     def lookup_function(self, workspace: str, app_name: str, name: str) -> FunctionState:
         app = self.current_app(workspace, app_name)
         for fn in app.functions.values():
-            if fn.name == name and not fn.definition.bound_params:
+            if fn.name == name and named(fn.definition):
                 return fn
-        names = sorted(fn.name for fn in app.functions.values() if not fn.definition.bound_params)
+        names = sorted(fn.name for fn in app.functions.values() if named(fn.definition))
         raise LookupError(f"app {app_name!r} has no function {name!r}; it has: {', '.join(names) or 'none'}")
 
     def function_for_call(self, function_id: str, workspace: str) -> FunctionState:

@@ -43,6 +43,10 @@ class Autoscaler:
                 return  # nothing has run yet: wait for the first container to tell us
             work = len(fn.pending) * est
             target = max(n_live, math.ceil(work / self.fleet.cold_start))
+        per_container = fn.definition.target_inputs or fn.definition.max_inputs
+        if per_container > 1:
+            # Concurrent inputs (@ember.concurrent): as many containers as hold target_inputs each.
+            target = max(target, math.ceil(outstanding / per_container))
         target = min(target, limit, outstanding)
         for _ in range(target - n_live):
             if not self.placement.start_container(fn):

@@ -11,7 +11,7 @@ import time
 from .._ids import new_id
 from ..proto import api_pb2
 from ..schedule import next_time
-from .apps import Apps, FunctionState
+from .apps import Apps, FunctionState, named
 from .ledger import Ledger
 from .store import Store
 
@@ -35,7 +35,7 @@ class Cron:
         for app in self.apps.current_versions():
             for fn in list(app.functions.values()):
                 sched = fn.definition.schedule
-                if not (sched.cron or sched.period_seconds) or fn.definition.bound_params:
+                if not (sched.cron or sched.period_seconds) or not named(fn.definition):
                     continue
                 key = (app.workspace, app.name, fn.name)
                 last = self._last_runs.get(key)

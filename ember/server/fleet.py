@@ -498,6 +498,12 @@ class Fleet:
         if c.worker.connected:
             c.worker.send(_stop_command(c.container_id, kill=False))
 
+    def terminate(self, c: ContainerState):
+        """Kill it now, whatever it runs (a call cancelled with terminate_containers=True)."""
+        c.stopping = True
+        if c.worker.connected:
+            c.worker.send(_stop_command(c.container_id, kill=True))
+
     def stop_containers(self, fn: FunctionState):
         for c in list(fn.containers.values()):
             self.stop(c)

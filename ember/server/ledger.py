@@ -210,13 +210,17 @@ class Ledger:
     def _max_idx(self, call: CallState) -> int:
         return max((i.idx + 1 for i in call.inputs.values()), default=0)
 
-    def cancel_call(self, workspace: str, call_id: str):
+    def cancel_call(self, workspace: str, call_id: str) -> list:
+        """Cancel a call; the containers that were running its inputs (ContainerState)."""
         call = self._calls.get(call_id)
         if call is None or call.done() or call.function.app.workspace != workspace:
-            return
+            return []
+        running = list({id(i.container): i.container for i in call.inputs.values()
+                        if i.container is not None and not i.done}.values())
         call.cancelled = True
         self.store.cancel_call(call_id)
         self._cancel(call, "the call was cancelled")
+        return running
 
     def cancel_calls(self, fn: FunctionState, reason: str):
         """End every open call of a function (its app stopped)."""

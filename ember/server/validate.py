@@ -20,6 +20,8 @@ from .blobs import is_blob_id
 
 MAX_OUTPUTS = 10_000      # outputs one FunctionCallGetOutputs may ask for (the SDK asks up to this)
 MAX_INPUTS_AT_ONCE = 10_000  # @ember.concurrent's limit: threads one container starts
+MAX_BATCH = 1000          # @ember.batched's max_batch_size limit (Modal's)
+MAX_BATCH_WAIT_MS = 10 * 60 * 1000
 MAX_RETRIES = 10          # Retries' limit (Modal's)
 MAX_EPHEMERAL_DISK_MB = 3 << 20  # a container's disk: 3 TiB, Modal's most
 MAX_NAME = 128            # characters in an app's or a function's name
@@ -112,6 +114,15 @@ def function_definition(d: api_pb2.FunctionDefinition):
                       f"must be <= max_containers (got {d.min_containers} > {d.max_containers})")
     if d.max_inputs > MAX_INPUTS_AT_ONCE:
         raise Invalid(f"{where}.max_inputs", f"must be <= {MAX_INPUTS_AT_ONCE} (got {d.max_inputs})")
+    if d.target_inputs > max(1, d.max_inputs):
+        raise Invalid(f"{where}.target_inputs", f"must be <= max_inputs (got {d.target_inputs} > {d.max_inputs})")
+    if d.batch_max_size > MAX_BATCH:
+        raise Invalid(f"{where}.batch_max_size", f"must be <= {MAX_BATCH} (got {d.batch_max_size})")
+    if d.batch_wait_ms > MAX_BATCH_WAIT_MS:
+        raise Invalid(f"{where}.batch_wait_ms", f"must be <= {MAX_BATCH_WAIT_MS} (got {d.batch_wait_ms})")
+    if d.batch_max_size and d.max_inputs > 1:
+        raise Invalid(f"{where}.batch_max_size", "cannot be set with max_inputs > 1: a function is batched "
+                      "or concurrent, not both")
     if d.HasField("image"):
         image(d.image, f"{where}.image")
     for i, sid in enumerate(d.secret_ids):
@@ -195,6 +206,23 @@ def function_lookup(req: api_pb2.FunctionLookupRequest):
 
 def function_bind(req: api_pb2.FunctionBindRequest):
     required(req, "function_id")
+    o = req.options
+    for f in ("cpu", "timeout", "scaledown_window"):
+        if o.HasField(f):
+            number(f"FunctionBindRequest.options.{f}", getattr(o, f))
+
+
+def function_ref(req: api_pb2.FunctionRef):
+    required(req, "function_id")
+
+
+def update_autoscaler(req: api_pb2.FunctionUpdateAutoscalerRequest):
+    required(req, "function_id")
+    if req.HasField("scaledown_window"):
+        number("FunctionUpdateAutoscalerRequest.scaledown_window", req.scaledown_window)
+        if not 0 < req.scaledown_window <= 86400:
+            raise Invalid("FunctionUpdateAutoscalerRequest.scaledown_window",
+                          f"must be from 1 to 86400 seconds (got {req.scaledown_window})")
 
 
 # ---------------------------------------------------------------- calls

@@ -112,6 +112,10 @@ class Store(ABC):
         """A function of an app, with its definition."""
 
     @abstractmethod
+    def update_function(self, function_id: str, definition: api_pb2.FunctionDefinition):
+        """A function's definition changed in place (Function.update_autoscaler)."""
+
+    @abstractmethod
     def functions_of_running_apps(self) -> list[tuple[str, str, api_pb2.FunctionDefinition]]:
         """Functions of apps running or superseded: (function_id, app_id, definition)."""
 

@@ -188,6 +188,11 @@ class _Runs(_Connection):
             (function_id, app_id, definition.SerializeToString(), time.time()),
         )
 
+    def update_function(self, function_id: str, definition: api_pb2.FunctionDefinition):
+        self._write()
+        self.db.execute("UPDATE functions SET definition=? WHERE function_id=?",
+                        (definition.SerializeToString(), function_id))
+
     def functions_of_running_apps(self):
         rows = self.db.execute(
             "SELECT f.function_id, f.app_id, f.definition FROM functions f "
