@@ -30,6 +30,8 @@ MAP_BATCH = 1000            # inputs per message
 MAP_BATCH_BYTES = 4 << 20
 MAP_BATCH_AGE = 0.02        # seconds an unsent batch may wait for more inputs
 MAP_OUTSTANDING = 50_000    # inputs sent but not yet returned, before the sender waits
+SPAWN_MAP_BATCH = 25_000    # spawn_map's inputs per message: nobody waits for its first results
+SPAWN_MAP_BATCH_BYTES = 16 << 20
 
 
 MAX_EPHEMERAL_DISK = 3 << 20  # MiB, Modal's most
@@ -510,7 +512,7 @@ class Function:
         the i-th later. Inputs go to the control plane in batches, as .map()'s do."""
         client, fid = await self._resolve()
         self._check_kind(".spawn_map()")
-        run = _MapRun(self, client, fid)
+        run = _MapRun(self, client, fid, batch=SPAWN_MAP_BATCH, batch_bytes=SPAWN_MAP_BATCH_BYTES, batch_age=None)
         await run.send(((args, dict(kwargs or {})) for args in zip(*iterables)), wait_for_results=False)
         if run.error is not None:
             raise run.error
@@ -583,7 +585,9 @@ class _MapRun:
     The caller's iterator is read, and its items pickled, on a thread: it may block, or call
     Ember itself."""
 
-    def __init__(self, function: Function, client: Client, fid: str):
+    def __init__(self, function: Function, client: Client, fid: str, *, batch: int = MAP_BATCH,
+                 batch_bytes: int = MAP_BATCH_BYTES, batch_age: float | None = MAP_BATCH_AGE):
+        self.batch, self.batch_bytes, self.batch_age = batch, batch_bytes, batch_age
         self.f = function
         self.client = client
         self.fid = fid
@@ -597,10 +601,18 @@ class _MapRun:
         self.progress = asyncio.Condition()
 
     async def send(self, arg_iter, wait_for_results: bool = True):
+        """Send the inputs in batches. Without results to wait for (spawn_map), the next batch is
+        pickled while the last one is on its way."""
+        ahead = None
         try:
             complete = False
             while not complete:
-                batch, complete = await in_thread(self._next_batch, arg_iter)
+                if ahead is not None:
+                    batch, complete = await ahead
+                else:
+                    batch, complete = await in_thread(self._next_batch, arg_iter)
+                if not wait_for_results and not complete:
+                    ahead = asyncio.ensure_future(in_thread(self._next_batch, arg_iter))
                 inputs = [api_pb2.Input(idx=self.sent + i, args=await self.f._payload(self.client, data))
                           for i, data in enumerate(batch)]
                 if self.created:
@@ -620,6 +632,9 @@ class _MapRun:
             await self.cancel()  # the caller waits for outputs: it hears of this at once
             async with self.progress:
                 self.progress.notify_all()
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
 
     def _next_batch(self, arg_iter) -> tuple[list[bytes], bool]:
         """The next batch of pickled arguments from the caller's iterator, and whether it is over."""
@@ -628,7 +643,8 @@ class _MapRun:
             data = serialize_args(self.f._name, args, kwargs)
             batch.append(data)
             size += len(data)
-            if len(batch) >= MAP_BATCH or size >= MAP_BATCH_BYTES or time.monotonic() - started > MAP_BATCH_AGE:
+            if len(batch) >= self.batch or size >= self.batch_bytes or (
+                    self.batch_age is not None and time.monotonic() - started > self.batch_age):
                 return batch, False
         return batch, True
 

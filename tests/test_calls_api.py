@@ -19,8 +19,8 @@ from ember import exception
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
-    # 2048 MiB: a handle asking for more waits for a worker that has it.
-    with module_cluster(tmp_path_factory.mktemp("calls"), cpu=4, memory=2048) as c:
+    # 8192 MiB: a handle asking for more waits for a worker that has it.
+    with module_cluster(tmp_path_factory.mktemp("calls"), cpu=4, memory=8192) as c:
         with app.run():
             yield c
 
@@ -42,11 +42,11 @@ def test_with_options_timeout_and_retries_apply_to_the_handle_only(running, tmp_
 
 
 def test_with_options_resources_apply_to_the_handle_only(running):
-    big = calls_app.square.with_options(memory=4096)  # more than the worker has: it waits
+    big = calls_app.square.with_options(memory=16384)  # more than the worker has: it waits
     call = big.spawn(3)
     wait_for(lambda: big.get_current_stats().backlog == 1, what="the big call queued")
     stats = big.get_current_stats()
-    print("stats of the handle needing 4096 MiB:", stats)
+    print("stats of the handle needing 16384 MiB:", stats)
     assert stats.num_total_runners == 0
     assert calls_app.square.remote(3) == 9  # the original's containers are small: it runs
     call.cancel()
