@@ -419,8 +419,9 @@ class Runtime:
             if not isinstance(results, (list, tuple)) or len(results) != len(ran):
                 got = f"{len(results)} results" if isinstance(results, (list, tuple)) else \
                     f"a {type(results).__name__}"
-                raise exception.ExecutionError(f"@ember.batched {name}() returned {got} for a batch of {len(ran)} inputs: it "
-                                 f"must return a list with one result per input, in their order")
+                raise exception.ExecutionError(
+                    f"@ember.batched {name}() returned {got} for a batch of {len(ran)} inputs: it must return "
+                    "a list with one result per input, in their order")
         except InputCancelled:
             return outputs + [Output(input_id=i.input_id, idx=i.idx, status=Output.CANCELLED,
                                      error="the call was cancelled while it ran") for i in ran]
