@@ -59,12 +59,12 @@ def test_with_options_resources_apply_to_the_handle_only(running):
 
 
 def test_with_concurrency_and_with_batching_handles(running, tmp_path):
-    # one_at_a_time takes one input at a time; through the handle, 4 overlap in one container.
-    wide = calls_app.on_one_loop.with_concurrency(max_inputs=4)
+    # wait_for_all takes one input at a time; through the handle, 4 overlap in one container's threads.
+    wide = calls_app.wait_for_all.with_concurrency(max_inputs=4)
     start = tmp_path / "starts"
     start.mkdir()
-    results = list(wide.map([str(start)] * 4, [4] * 4))
-    assert len({pid for _, _, pid in results}) == 1
+    assert len(set(wide.map([str(start)] * 4, [4] * 4))) == 1
+    assert len(os.listdir(start)) == 4  # four threads
     batched = calls_app.batch_sizes.with_batching(max_batch_size=2, wait_ms=500)
     out = list(batched.map(range(6)))
     assert [x for x, _ in out] == [x * 10 for x in range(6)]
@@ -105,18 +105,39 @@ def test_iter_on_a_generator_call(running):
         list(calls_app.square.spawn(2).iter())
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def started_pid(path: str) -> int:
+    wait_for(lambda: os.path.exists(path + ".started") and pathlib.Path(path + ".started").read_text(), timeout=60,
+             what="the input to start")
+    return int(pathlib.Path(path + ".started").read_text())
+
+
 def test_cancel_terminate_containers_stops_the_running_container(running, tmp_path):
-    path = str(tmp_path / "never")
-    call = calls_app.block_until.spawn(path)
-    wait_for(lambda: os.path.exists(path + ".started"), timeout=60, what="the input to start")
+    # A plain cancel interrupts the input; its container lives on, warm.
+    call = calls_app.block_until.spawn(str(tmp_path / "a"))
+    pid = started_pid(str(tmp_path / "a"))
+    call.cancel()
+    with pytest.raises(exception.Error):
+        call.get(timeout=30)
+    second = calls_app.block_until.spawn(str(tmp_path / "b"))
+    assert started_pid(str(tmp_path / "b")) == pid
     assert calls_app.block_until.get_current_stats().num_running_inputs == 1
+    # terminate_containers=True kills the container that runs it.
+    (tmp_path / "b").touch()
+    assert second.get(timeout=30) == pid
+    call = calls_app.block_until.spawn(str(tmp_path / "c"))
+    assert started_pid(str(tmp_path / "c")) == pid
     call.cancel(terminate_containers=True)
     with pytest.raises(exception.Error):
         call.get(timeout=30)
-    wait_for(lambda: calls_app.block_until.get_current_stats().num_total_runners == 0, timeout=30,
-             what="its container to stop")
-    running_log = running.log("worker-w1")
-    assert "SIGKILL" in running_log or "killed" in running_log or "-9" in running_log, running_log[-2000:]
+    wait_for(lambda: not alive(pid), timeout=30, what="its container's process to be killed")
 
 
 def test_get_current_stats_shows_a_backlog(running, tmp_path):

@@ -187,6 +187,11 @@ def test_a_client_of_another_workspace_reaches_nothing_of_a(tenants):
         function_id=ids["function_id"], call_id="fc-b-1", inputs_complete=True))
     not_found("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(call_id=ids["call_id"]))
     not_found("FunctionBind", api_pb2.FunctionBindRequest(function_id=ids["function_id"]))
+    not_found("FunctionBind", api_pb2.FunctionBindRequest(function_id=ids["function_id"],
+                                                          options=api_pb2.FunctionOptions(timeout=5)))
+    not_found("FunctionGetStats", api_pb2.FunctionRef(function_id=ids["function_id"]))
+    not_found("FunctionUpdateAutoscaler", api_pb2.FunctionUpdateAutoscalerRequest(
+        function_id=ids["function_id"], min_containers=1))
     not_found("VolumeGet", api_pb2.VolumeRef(volume_id=ids["a-vol"]))
     not_found("VolumeCommit", api_pb2.VolumeCommitRequest(volume_id=ids["a-vol"], deleted=["x"]))
     not_found("ObjectDelete", api_pb2.ObjectRef(kind=api_pb2.OBJECT_KIND_DICT, object_id=ids["a-dict"]))
@@ -213,6 +218,14 @@ def test_a_client_of_another_workspace_reaches_nothing_of_a(tenants):
     for definition in (api_pb2.FunctionDefinition(name="f", secret_ids=[ids["secret_id"]], **code),
                        api_pb2.FunctionDefinition(name="g", volume_mounts={"/data": ids["a-vol"]}, **code)):
         not_found("FunctionCreate", api_pb2.FunctionCreateRequest(app_id=app_id, definition=definition))
+    # ... and so is a handle with options (with_options) of B's own function naming them.
+    own = raw("FunctionCreate", api_pb2.FunctionCreateRequest(app_id=app_id, definition=api_pb2.FunctionDefinition(
+        name="h", **code))).function_id
+    for options in (api_pb2.FunctionOptions(replace_secrets=True, secret_ids=[ids["secret_id"]]),
+                    api_pb2.FunctionOptions(replace_volumes=True, volume_mounts={"/data": ids["a-vol"]})):
+        not_found("FunctionBind", api_pb2.FunctionBindRequest(function_id=own, options=options))
+    assert raw("FunctionBind", api_pb2.FunctionBindRequest(
+        function_id=own, options=api_pb2.FunctionOptions(timeout=5))).function_id not in ("", own)
     raw("AppStop", api_pb2.AppRef(app_id=app_id))
     # No minting beyond its workspace, no workspaces, no workers.
     Role = api_pb2.TokenCreateRequest.Role

@@ -50,7 +50,8 @@ def count_to(n: int):
 
 @app.function()
 def block_until(path: str):
-    open(path + ".started", "w").close()
+    with open(path + ".started", "w") as f:
+        f.write(str(os.getpid()))
     while not os.path.exists(path):
         time.sleep(0.01)
     return os.getpid()
@@ -106,5 +107,13 @@ async def on_one_loop(start_dir: str, n: int):
 
 
 @app.function()
-def one_at_a_time(x):
-    return os.getpid(), x
+def wait_for_all(start_dir: str, n: int):
+    """A sync function of one input at a time, unless a handle says otherwise: waits until all n
+    inputs have started."""
+    open(os.path.join(start_dir, str(threading.get_ident())), "w").close()
+    deadline = time.monotonic() + 30
+    while len(os.listdir(start_dir)) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the inputs did not overlap")
+        time.sleep(0.01)
+    return os.getpid()
