@@ -12,7 +12,7 @@ import asyncio
 import queue as std_queue
 import time
 
-from . import exception
+from . import exception, types
 from ._client.bridge import twin
 from ._client.serialization import deserialize
 from ._object import NamedObject
@@ -34,6 +34,7 @@ def _partition(partition) -> str:
 
 class Queue(NamedObject):
     _kind = "queue"
+    _info = types.QueueInfo
 
     async def _op(self, op, **kw) -> api_pb2.QueueResponse:
         request = api_pb2.QueueRequest(queue_id=await self._id(), op=op, **kw)
