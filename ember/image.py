@@ -286,7 +286,9 @@ class Image:
             out = subprocess.run([uv.find_uv_bin(), *argv], capture_output=True, text=True)
             if out.returncode != 0:
                 raise exception.InvalidError(f"{what}: `uv {' '.join(argv)}` failed: {out.stderr.strip()[-2000:]}")
-            tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-uv-sync-")) / "requirements.txt"
+            # Named by its content: the same export reuses one file rather than leave one per run.
+            digest = hashlib.sha256(out.stdout.encode()).hexdigest()
+            tmp = pathlib.Path(tempfile.gettempdir()) / f"ember-uv-sync-{digest}.txt"
             tmp.write_text(out.stdout)
             return [(tmp, "requirements.txt")]
 
