@@ -21,7 +21,7 @@ import typing
 
 import cloudpickle
 
-from . import exception
+from . import exception, refused
 from .proto import api_pb2
 
 # Changing how a step is built changes every layer's name: bump this with such a change.
@@ -325,17 +325,11 @@ class Image:
         return self.pip_install(*sorted(pins), force_build=force_build, env=env, secrets=secrets, gpu=gpu)
 
     def micromamba(self, python_version: str | None = None, force_build: bool = False) -> "Image":
-        raise exception.InvalidError(
-            "Image.micromamba(): conda images are not supported by Ember: its builds have no conda-forge mirror "
-            "to install from. Use Image.debian_slim() with pip_install()/apt_install(), or Image.from_registry() "
-            "of a conda image (e.g. 'mambaorg/micromamba') that has Python 3.11 as python3")
+        raise refused.refusal("Image.micromamba")
 
     def micromamba_install(self, *packages, spec_file: str | None = None, channels: list[str] = (),
                            force_build: bool = False, env: dict | None = None, secrets=None, gpu=None) -> "Image":
-        raise exception.InvalidError(
-            "micromamba_install(): conda packages are not supported by Ember: its builds have no conda-forge mirror "
-            "to install from. Install the package with pip_install() or apt_install(), or run micromamba in "
-            "run_commands() on an image that has it")
+        raise refused.refusal("Image.micromamba_install")
 
     def apt_install(self, *packages, force_build: bool = False, env: dict | None = None, secrets=None,
                     gpu=None) -> "Image":
@@ -461,8 +455,7 @@ class Image:
         return self
 
     def shell(self, shell_commands: list[str]) -> "Image":
-        raise exception.InvalidError("shell(): not supported: Ember's build commands run with sh -c; "
-                                     "run another shell inside the command (bash -c '...')")
+        raise refused.refusal("Image.shell")
 
     # ------------------------------------------------------------------ configuration
 

@@ -36,6 +36,12 @@ REFUSED: dict[str, str] = {
     "billing": "Ember has no billing: `ember usage` reports what containers used",
     "experimental": "Modal's experimental APIs are Modal's own; Ember has none of them",
     "batched": "dynamic batching is not in Ember yet: send the inputs with .map() (one call per input)",
+    "Image.micromamba": "conda images need a conda-forge mirror, and Ember's builds have none: use "
+                        "debian_slim() with pip_install()/apt_install(), or from_registry() of a conda image "
+                        "with Python 3.11 as python3",
+    "Image.micromamba_install": "conda packages need a conda-forge mirror, and Ember's builds have none: install "
+                                "with pip_install() or apt_install(), or run micromamba in run_commands()",
+    "Image.shell": "build commands run with sh -c: run another shell inside the command (bash -c '...')",
     "interact": "Ember has no interactive mode (no `run -i`, no terminal attached to a container): print (prints "
                 "show on the caller's terminal), or run the function here with f.local()",
 }
@@ -46,8 +52,20 @@ ACCEPTED: dict[str, str] = {
     "web_endpoint": "Modal's older name of fastapi_endpoint, the same here",
     "Volume.rename": "makes the new name hold the same files and deletes the old: the volume's object_id changes",
     "Dict.info": "created_by is None: Ember does not record who made an object",
+    "Image.entrypoint": "only entrypoint([]): Ember's containers run its runtime, never an image's ENTRYPOINT",
+    "Image.cmd": "changes nothing: Ember's containers run its runtime, never an image's CMD",
+    "Image.from_dockerfile": "common instructions become steps; others are refused naming the line (README, Images)",
+    "Image.dockerfile_commands": "as from_dockerfile; `FROM base` is the image it extends",
+    "Image.uv_sync": "installs the pins of uv.lock (exported here by `uv export`) into the image's Python",
+    "Image.poetry_install_from_file": "installs the pins of poetry.lock with uv; poetry itself never runs",
+    "Secret.objects": "create(allow_existing=True) keeps the existing secret; list() gives handles, never values",
     "types": "DictInfo, QueueInfo, SecretInfo, VolumeInfo, FileEntry, FileEntryType; the rest is Modal's own",
 }
+
+
+def refusal(name: str) -> exception.InvalidError:
+    """The error for a refused "Cls.method" that its class raises itself."""
+    return exception.InvalidError(f"ember.{name}(): not supported by Ember: {REFUSED[name]}")
 
 
 def _refuse(name: str, what: str):
@@ -91,4 +109,4 @@ def refused(name: str):
     return _refusing(name, f"{name}()")
 
 
-__all__ = ["ACCEPTED", "REFUSED", "refused"]
+__all__ = ["ACCEPTED", "REFUSED", "refusal", "refused"]

@@ -72,7 +72,7 @@ def test_a_program_naming_refused_names_imports_and_each_refuses_at_use(tmp_path
         "experimental": lambda: modal.experimental.stop_fetching_inputs(),
         "interact": lambda: modal.interact(),
     }
-    assert set(uses) == set(refused.REFUSED)  # every refusal is tried here
+    assert set(uses) == {n for n in refused.REFUSED if "." not in n}  # every refused name is tried here
     for name, use in uses.items():
         with pytest.raises(exception.InvalidError) as e:
             use()
@@ -271,9 +271,9 @@ def test_build_step_options():
         ember.Image.debian_slim().entrypoint(["/usr/bin/tini", "--"])
     with pytest.raises(exception.InvalidError, match="sh -c"):
         ember.Image.debian_slim().shell(["/bin/bash", "-c"])
-    with pytest.raises(exception.InvalidError, match="no conda-forge mirror"):
+    with pytest.raises(exception.InvalidError, match="builds have none"):
         ember.Image.debian_slim().micromamba()
-    with pytest.raises(exception.InvalidError, match="no conda-forge mirror"):
+    with pytest.raises(exception.InvalidError, match="builds have none"):
         ember.Image.debian_slim().micromamba_install("numpy")
 
 
