@@ -445,3 +445,9 @@ def test_a_dockerfile_image_builds_and_runs(app_cluster, tmp_path):
         assert inspect.remote() == {"greeting": "hello from COPY", "cwd": "/srv/app", "mode": "dockerfile",
                                     "built": "dockerfile", "step": "step env", "step_env_in_container": None,
                                     "token_in_container": None}
+
+
+def test_readme_checklist_gives_every_refusal_and_its_reason():
+    readme = (ROOT / "README.md").read_text()
+    for name, why in refused.REFUSED.items():
+        assert f"- `{name}`: {why}" in readme, f"README's checklist lacks {name}: rerun bench/modal_names.py --markdown"
