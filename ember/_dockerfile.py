@@ -224,6 +224,7 @@ class Translator:
                     if local.is_dir():  # its contents go into dest; ignore patterns are the context's
                         def ignored(rel, base=in_context):
                             return _ignored(os.path.normpath(os.path.join(base, str(rel))), ignore)
+                        ignored.can_prune_directories = getattr(ignore, "can_prune_directories", lambda: True)
                         pairs += [(p, posixpath.join(dest, rel).lstrip("/")) for p, rel in _dir_files(local, ignored)]
                     elif not _ignored(in_context, ignore):
                         target = posixpath.join(dest, local.name) if into_dir or len(matches) > 1 else dest
@@ -233,10 +234,8 @@ class Translator:
         return image._add_files(files, f"{ins.word} {' '.join(sources)} {dest}")
 
 
-def dockerignore(context_dir: pathlib.Path) -> list[str]:
-    """The patterns of the context's .dockerignore (what Modal ignores by default too)."""
-    try:
-        text = (context_dir / ".dockerignore").read_text()
-    except OSError:
-        return []
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+def dockerignore(context_dir: pathlib.Path):
+    """What the context's .dockerignore leaves out (what Modal ignores by default too)."""
+    from .patterns import FilePatternMatcher
+    path = context_dir / ".dockerignore"
+    return FilePatternMatcher.from_file(path) if path.is_file() else FilePatternMatcher()

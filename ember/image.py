@@ -579,10 +579,13 @@ def _check_ignore(ignore):
 
 def _dir_files(root: pathlib.Path, ignore) -> list[tuple[pathlib.Path, str]]:
     out = []
+    # An ignored directory is skipped whole, unless the ignore may take back files inside it
+    # (a FilePatternMatcher with "!" patterns, or an inverted one).
+    prune = getattr(ignore, "can_prune_directories", lambda: True)()
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         dirnames[:] = sorted(d for d in dirnames
-                             if not _ignored(os.path.normpath(os.path.join(rel_dir, d)), ignore))
+                             if not prune or not _ignored(os.path.normpath(os.path.join(rel_dir, d)), ignore))
         for f in sorted(filenames):
             rel = os.path.normpath(os.path.join(rel_dir, f))
             if not _ignored(rel, ignore):

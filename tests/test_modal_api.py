@@ -344,6 +344,9 @@ def test_object_managers_info_name_and_from_id(app_cluster):
             cls.objects.delete(name)
         cls.objects.delete(name, allow_missing=True)
         assert name not in [o.name for o in cls.objects.list()]
+    assert ember.Queue.validate_partition_key("p1") == b"p1" and ember.Queue.validate_partition_key(None) == b""
+    with pytest.raises(exception.InvalidError, match="at most 64"):
+        ember.Queue.validate_partition_key("x" * 65)
     with pytest.raises(exception.InvalidError, match="a dict's id looks like"):
         ember.Dict.from_id("qu-123")
     with pytest.raises(exception.InvalidError, match="Ember has no environments"):
@@ -451,3 +454,26 @@ def test_readme_checklist_gives_every_refusal_and_its_reason():
     readme = (ROOT / "README.md").read_text()
     for name, why in refused.REFUSED.items():
         assert f"- `{name}`: {why}" in readme, f"README's checklist lacks {name}: rerun bench/modal_names.py --markdown"
+
+
+def test_file_pattern_matcher_as_dockerignore_has_it(tmp_path):
+    m = modal.FilePatternMatcher("**/*.pyc", "!keep.pyc", "build/", "*.log")
+    assert [p for p in ["a.pyc", "x/y/a.pyc", "keep.pyc", "build/out/x", "src/build/x", "a.log", "x/a.log", "a.py"]
+            if m(pathlib.Path(p))] == ["a.pyc", "x/y/a.pyc", "build/out/x", "a.log"]
+    assert m.patterns == ["**/*.pyc", "!keep.pyc", "build", "*.log"] and not m.can_prune_directories()
+    only_py = ~modal.FilePatternMatcher("**/*.py")
+    assert not only_py(pathlib.Path("pkg/mod.py")) and only_py(pathlib.Path("pkg/data.bin"))
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    for name in ("pkg/mod.py", "pkg/data.bin", "pkg/sub/deep.py", "pkg/sub/deep.pyc"):
+        (tmp_path / name).write_text("x")
+    image = ember.Image.debian_slim().add_local_dir(tmp_path / "pkg", "/root/pkg", ignore=only_py)
+    assert [dest for _, dest in image._steps[1].local()] == ["mod.py", "sub/deep.py"]  # not pruned at sub/
+    (tmp_path / "ignorefile").write_text("# comment\n*.bin\n")
+    assert modal.FilePatternMatcher.from_file(tmp_path / "ignorefile").patterns == ["*.bin"]
+    with pytest.raises(exception.InvalidError, match="cannot read it"):
+        modal.FilePatternMatcher.from_file(tmp_path / "missing")
+    # A Dockerfile's context: .dockerignore with a "!" taking a file back.
+    (tmp_path / ".dockerignore").write_text("pkg/sub\n!pkg/sub/deep.py\n")
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY pkg /app\n")
+    copied = ember.Image.from_dockerfile(tmp_path / "Dockerfile")
+    assert sorted(dest for _, dest in copied._steps[1].local()) == ["app/data.bin", "app/mod.py", "app/sub/deep.py"]
