@@ -76,6 +76,11 @@ class ConnectionError(Error, builtins.ConnectionError):
     """The control plane cannot be reached."""
 
 
+class ResourceExhaustedError(Error):
+    """The control plane cannot keep what was sent now: its disk is full (the message says where and
+    how much is free). What it accepted before is kept, and it takes writes again once there is room."""
+
+
 # ---------------------------------------------------------------- Modal's other names
 # modal.exception's public names, each the nearest of Ember's errors or a subclass of it, so
 # that `except modal.exception.X` catches what Ember raises in that case.
@@ -102,10 +107,6 @@ class ServiceError(ExecutionError):
 
 class UnimplementedError(ExecutionError):
     """The control plane does not implement this request (it may be older than the client)."""
-
-
-class ResourceExhaustedError(ExecutionError):
-    """A limit was reached: a quota, or the space of the store or the blob store."""
 
 
 class DataLossError(ExecutionError):

@@ -96,6 +96,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     ticks = asyncio.create_task(ticker())
     await stop.wait()
     ticks.cancel()
+    sched.fleet.closing = True  # the streams that close now say nothing of workers and containers
     web_server.should_exit = True
     await server.stop(grace=1.0)
     await web_task
