@@ -367,14 +367,14 @@ class Image:
                         build_args: dict[str, str] | None = None, registry_secret=None, secrets=None,
                         env: dict | None = None, gpu=None, add_python: str | None = None) -> "Image":
         """An image built from a local Dockerfile, its instructions translated into steps (see
-        README, "Images"); COPY and ADD read the context directory (default: the Dockerfile's)."""
+        README, "Images"); COPY and ADD read the context directory (default: the current one)."""
         file = pathlib.Path(path).expanduser()
         what = f"Image.from_dockerfile({str(path)!r})"
         try:
             text = _read_local(file, what)
         except _NotHere:
             return _unavailable(None, what)
-        return Image._from_dockerfile_text(text, str(file), None, context_dir or file.parent, force_build, ignore,
+        return Image._from_dockerfile_text(text, str(file), None, context_dir, force_build, ignore,
                                            build_args, registry_secret, secrets, env, gpu, add_python)
 
     def dockerfile_commands(self, *dockerfile_commands, context_files: dict[str, str] | None = None,
@@ -386,7 +386,7 @@ class Image:
             raise exception.InvalidError("dockerfile_commands(context_files=): not supported; pass context_dir= and "
                                          "COPY from it, or use add_local_file()")
         text = "\n".join(_strings("dockerfile_commands", dockerfile_commands))
-        return Image._from_dockerfile_text(text, "dockerfile_commands", self, context_dir or ".", force_build,
+        return Image._from_dockerfile_text(text, "dockerfile_commands", self, context_dir, force_build,
                                            ignore, build_args, None, secrets, env, gpu, None)
 
     @staticmethod
@@ -404,7 +404,8 @@ class Image:
                 isinstance(k, str) and isinstance(v, str) for k, v in build_args.items())):
             raise exception.InvalidError(f"{what}: build_args={build_args!r}: pass a dict of strings")
         step_env = dict(_build_env(what, env, secrets, gpu))
-        context = pathlib.Path(context_dir).expanduser()
+        # Relative COPY sources are in the context directory: the current one unless given, as Modal's.
+        context = pathlib.Path(context_dir if context_dir is not None else pathlib.Path.cwd()).expanduser().absolute()
         if ignore is None:
             ignore = _dockerfile.dockerignore(context)
         _check_ignore(ignore)

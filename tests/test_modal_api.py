@@ -107,7 +107,7 @@ def test_runtime_context_here_and_enable_output():
 # ---------------------------------------------------------------- images, as the steps they become
 
 
-def test_a_dockerfile_becomes_the_steps_that_do_the_same(tmp_path):
+def test_a_dockerfile_becomes_the_steps_that_do_the_same(tmp_path, monkeypatch):
     (tmp_path / "app.py").write_text("print('app')\n")
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "a.ini").write_text("a")
@@ -135,7 +135,7 @@ def test_a_dockerfile_becomes_the_steps_that_do_the_same(tmp_path):
         CMD ["python3", "app.py"]
         ENTRYPOINT []
     """))
-    image = ember.Image.from_dockerfile(tmp_path / "Dockerfile", build_args={"GREETING": "hi"})
+    image = ember.Image.from_dockerfile(tmp_path / "Dockerfile", build_args={"GREETING": "hi"}, context_dir=tmp_path)
     assert steps(image) == [
         ("debian_slim", ("bookworm", "3.11"), {}, ""),
         ("env", (), {"APP_HOME": "/app", "MODE": "with space"}, ""),
@@ -151,8 +151,12 @@ def test_a_dockerfile_becomes_the_steps_that_do_the_same(tmp_path):
     assert local_files(image, 4) == [(str(tmp_path / "app.py"), "app/app.py")]
     assert local_files(image, 5) == [(str(tmp_path / "conf" / "a.ini"), "app/conf/a.ini")]  # .dockerignore
     assert local_files(image, 6) == [(str(tmp_path / "app.py"), "opt/app-copy.py")]
-    registry = ember.Image.from_dockerfile(tmp_path / "Dockerfile", build_args={"BASE": "python:3.11-slim"})
+    registry = ember.Image.from_dockerfile(tmp_path / "Dockerfile", build_args={"BASE": "python:3.11-slim"},
+                                           context_dir=tmp_path)
     assert steps(registry)[0] == ("from_registry", ("python:3.11-slim",), {}, "")
+    monkeypatch.chdir(tmp_path)  # without context_dir=, the context is the current directory (as Modal's)
+    here = ember.Image.from_dockerfile("Dockerfile")
+    assert local_files(here, 4) == [(str(tmp_path / "app.py"), "app/app.py")]
     # dockerfile_commands extends the image it is called on ("FROM base" is that image).
     extended = ember.Image.debian_slim().dockerfile_commands(["FROM base", "ENV A=1", "RUN echo $A"])
     assert steps(extended)[1:] == [("env", (), {"A": "1"}, ""), ("run_commands", ("echo $A",), {}, "")]
@@ -175,7 +179,7 @@ def test_dockerfile_instructions_ember_lacks_name_the_file_and_line(tmp_path, li
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text(f"FROM python:3.11-slim\nRUN true\n{line}\n")
     with pytest.raises(exception.InvalidError) as e:
-        ember.Image.from_dockerfile(dockerfile)
+        ember.Image.from_dockerfile(dockerfile, context_dir=tmp_path)
     assert str(dockerfile) in str(e.value) and message in str(e.value)
 
 
@@ -184,13 +188,13 @@ def test_dockerfile_errors_for_missing_files_and_bases(tmp_path):
         ember.Image.from_dockerfile(tmp_path / "nope")
     (tmp_path / "Dockerfile").write_text("RUN true\n")
     with pytest.raises(exception.InvalidError, match="line 1: RUN: the Dockerfile must start with FROM"):
-        ember.Image.from_dockerfile(tmp_path / "Dockerfile")
+        ember.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path)
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     with pytest.raises(exception.InvalidError, match="no Python"):
-        ember.Image.from_dockerfile(tmp_path / "Dockerfile")
+        ember.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path)
     # A missing COPY source is found when the image is resolved (the files are read then).
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY missing.txt /x\n")
-    image = ember.Image.from_dockerfile(tmp_path / "Dockerfile")
+    image = ember.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path)
     with pytest.raises(exception.InvalidError, match="line 2: COPY: missing.txt: no such file in the context"):
         image._resolve(lambda data: "")
 
@@ -280,7 +284,7 @@ def test_build_step_options():
 def test_a_container_lacking_the_local_files_still_imports_the_declarations(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBER_CONTAINER_ID", "ct-test")  # as inside a container: is_local() is False
     assert not modal.is_local()
-    for image in (ember.Image.from_dockerfile(tmp_path / "Dockerfile"),
+    for image in (ember.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path),
                   ember.Image.debian_slim().uv_sync(str(tmp_path)),
                   ember.Image.debian_slim().pip_install_from_pyproject(str(tmp_path / "pyproject.toml"))):
         assert image._steps[-1].kind == "local_files_unavailable"
@@ -430,7 +434,7 @@ def test_a_dockerfile_image_builds_and_runs(app_cluster, tmp_path):
         COPY hello.py .
         RUN echo "$TOKEN $MODE" > /srv/built.txt
     """))
-    image = ember.Image.from_dockerfile(tmp_path / "Dockerfile").run_commands(
+    image = ember.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path).run_commands(
         "echo $STEP_ONLY > /srv/step.txt", env={"STEP_ONLY": "step env"})
     app = ember.App("dockerfile")
 
@@ -475,5 +479,5 @@ def test_file_pattern_matcher_as_dockerignore_has_it(tmp_path):
     # A Dockerfile's context: .dockerignore with a "!" taking a file back.
     (tmp_path / ".dockerignore").write_text("pkg/sub\n!pkg/sub/deep.py\n")
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY pkg /app\n")
-    copied = ember.Image.from_dockerfile(tmp_path / "Dockerfile")
+    copied = ember.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path)
     assert sorted(dest for _, dest in copied._steps[1].local()) == ["app/data.bin", "app/mod.py", "app/sub/deep.py"]
