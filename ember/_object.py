@@ -199,7 +199,13 @@ class NamedObject:
         for o in await _listing(self._kind_proto()):
             if o.object_id == object_id:
                 return self._info(name=o.name, created_at=types.timestamp(o.created_at))
-        return self._info(name=self._name, created_at=None)  # ephemeral: the control plane lists only named ones
+        # Not listed: ephemeral (only named objects are listed), or gone (then this raises NotFoundError).
+        await self._probe()
+        return self._info(name=self._name, created_at=None)
+
+    async def _probe(self):
+        """One cheap operation on the object: NotFoundError if it is not (or no longer) there."""
+        raise NotImplementedError
 
     @twin
     async def hydrate(self):

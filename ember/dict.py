@@ -31,6 +31,9 @@ class Dict(NamedObject):
     _kind = "dict"
     _info = types.DictInfo
 
+    async def _probe(self):
+        await self._op(Op.LEN)
+
     async def _op(self, op, keys=(), values=(), **kw) -> api_pb2.DictResponse:
         request = api_pb2.DictRequest(dict_id=await self._id(), op=op, keys=keys, values=values, **kw)
         return (await self._send(api_pb2.ObjectOp(dict=request))).dict

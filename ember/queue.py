@@ -41,6 +41,9 @@ class Queue(NamedObject):
         """The partition key as the control plane stores it; an error if it is not 1 to 64 characters."""
         return _partition(partition).encode()
 
+    async def _probe(self):
+        await self._op(Op.LEN)
+
     async def _op(self, op, **kw) -> api_pb2.QueueResponse:
         request = api_pb2.QueueRequest(queue_id=await self._id(), op=op, **kw)
         return (await self._send(api_pb2.ObjectOp(queue=request))).queue

@@ -140,6 +140,9 @@ class Volume(NamedObject):
 
     # ------------------------------------------------------------------ from anywhere
 
+    async def _probe(self):
+        await self._manifest(Client.from_env())
+
     async def _manifest(self, client: Client) -> api_pb2.VolumeManifest:
         return await client.rpc("VolumeGet", api_pb2.VolumeRef(volume_id=await self._id()), what=repr(self))
 

@@ -345,6 +345,8 @@ def test_object_managers_info_name_and_from_id(app_cluster):
         assert name not in [o.name for o in cls.objects.list(created_before="2000-01-01")]
         cls.objects.delete(name)
         with pytest.raises(exception.NotFoundError):
+            same.info()  # gone
+        with pytest.raises(exception.NotFoundError):
             cls.objects.delete(name)
         cls.objects.delete(name, allow_missing=True)
         assert name not in [o.name for o in cls.objects.list()]
