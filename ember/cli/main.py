@@ -47,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds without a client heartbeat before an ephemeral app is stopped")
     server.add_argument("--output-retention", type=float, default=24.0,
                         help="hours a finished call's outputs are kept")
+    server.add_argument("--blob-retention", type=_duration, default="1h", metavar="DURATION",
+                        help="how long a blob nothing refers to is kept: large arguments and results beyond their "
+                             "call's outputs, and a fresh upload not yet referenced (default 1h)")
+    server.add_argument("--layer-grace", type=_duration, default="7d", metavar="DURATION",
+                        help="how long an image layer that no live app uses is kept after a build last used it "
+                             "(default 7d)")
+    server.add_argument("--volume-versions", type=int, default=3, metavar="N",
+                        help="versions of each volume whose files are kept: the newest N (default 3)")
+    server.add_argument("--gc-interval", type=_duration, default="10m", metavar="DURATION",
+                        help="time between collections of unreferenced blobs (default 10m)")
     server.add_argument("--http", help="HOST:PORT of the HTTP gateway that serves web endpoints (port 0: any "
                                        "free one; default: $EMBER_HTTP, else 127.0.0.1:8600 or a free port)")
     server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
@@ -91,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     add_profile_parsers(sub)
     add_usage_parsers(sub)
     return p
+
+
+def _duration(text: str) -> float:
+    from .identity import duration
+    try:
+        return duration(text)
+    except exception.InvalidError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv=None) -> int:

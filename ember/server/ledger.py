@@ -156,17 +156,21 @@ class Ledger:
         self.dispatch.submit(call.function, new)
 
     def _add_inputs(self, call: CallState, inputs) -> list[InputState]:
-        rows, new = [], []
+        rows, new, payload_blobs = [], [], []
         for inp in inputs:
             input_id = f"{call.call_id}:{inp.idx}"
             if input_id in call.inputs:
                 continue
             args = inp.args.SerializeToString()
             rows.append((input_id, call.call_id, inp.idx, args))
+            if inp.args.blob_id:  # kept as long as the call's outputs (blob_gc.py)
+                payload_blobs.append((call.call_id, inp.args.blob_id))
             state = InputState(input_id, call, inp.idx, args)
             call.inputs[input_id] = state
             new.append(state)
         self.store.add_inputs(rows)
+        if payload_blobs:
+            self.store.add_call_blobs(payload_blobs)
         return new
 
     def _max_idx(self, call: CallState) -> int:
@@ -202,7 +206,7 @@ class Ledger:
         """
         if not results:
             return
-        rows, finished, touched = [], [], {}
+        rows, finished, touched, payload_blobs = [], [], {}, []
         now = time.time()
         for inp, out in results:
             if inp.done:
@@ -218,6 +222,8 @@ class Ledger:
             call.next_seq += 1
             co = api_pb2.CallOutput(seq=seq, output=out, log_seq=log_seq)
             rows.append((call.call_id, seq, out.SerializeToString(), now))
+            if out.data.blob_id:
+                payload_blobs.append((call.call_id, out.data.blob_id))
             call.outputs.append(co)
             if out.status != Output.GENERATOR_ITEM:
                 del call.inputs[inp.input_id]
@@ -229,6 +235,8 @@ class Ledger:
         if not rows:
             return  # nothing to store (only web requests ended, or only duplicates came)
         self.store.add_outputs(rows, finished, [(c.call_id, c.num_done, c.next_seq) for c in touched.values()])
+        if payload_blobs:
+            self.store.add_call_blobs(payload_blobs)
         for call in touched.values():
             if call.done():
                 self._call_finished(call)

@@ -94,6 +94,10 @@ class RuntimeBackend(abc.ABC):
         """Finish what must not be lost when the worker stops, while it is still connected."""
 
     @abc.abstractmethod
+    def resume_uploads(self, report):
+        """Connected: archive what an earlier run of the worker left pending."""
+
+    @abc.abstractmethod
     async def stop_all(self):
         """Stop every container, as the worker exits."""
 

@@ -363,5 +363,8 @@ class ContainerBackend(RuntimeBackend):
         self.userns.close()
 
     async def drain(self):
-        """Finish what must not be lost when the worker stops: layer uploads."""
+        """The worker stops: layer uploads are cut short and left pending, not waited for."""
         await self.layers.drain()
+
+    def resume_uploads(self, report):
+        self.layers.resume_uploads(report)

@@ -150,6 +150,8 @@ class Worker:
         for e in self.recent_exits:  # the control plane ignores the ones it knows
             outbox.put(api_pb2.WorkerMessage(container_exited=e))
         self.stub = stub
+        self.backend.resume_uploads(
+            lambda layer: self._send(api_pb2.WorkerMessage(layer_built=api_pb2.LayerBuilt(layer=layer))))
 
     def _disconnected(self, error: grpc.aio.AioRpcError | None):
         self.stub = None
