@@ -147,7 +147,7 @@ def _run(parser, args) -> int:
     if args.command == "deploy":
         from .apps import deploy
         return deploy(args)
-    if args.command == "app":
+    if args.command in ("app", "image"):
         from .apps import run as run_apps
         return run_apps(args)
     if args.command == "profile":

@@ -1,7 +1,8 @@
 """The blob collector: deletes the blobs that nothing refers to any more, once their time is up.
 
 What refers to a blob, and so keeps it:
-  - a call's payloads (large arguments and results), until its outputs expire (--output-retention);
+  - a call's payloads (large arguments and results), until its outputs expire (--output-retention)
+    and it has left the control plane's memory (a minute after its caller read it, else ten);
   - a live app's functions (deployed, running, or a superseded version still draining): their
     code, their images' local files and pickled functions, and their images' layer archives;
   - a layer built or used by a build less than --layer-grace ago, and an image being built;
@@ -116,7 +117,7 @@ class BlobCollector:
         return len(stale)
 
     def _referenced(self) -> set[str]:
-        refs = self.store.payload_blobs()
+        refs = self.store.payload_blobs() | self.sched.ledger.payload_blobs()
         refs |= {blob_id for _layer, blob_id, _size, _archive, _used in self.store.layer_rows()}
         refs |= self.store.volume_blobs(self.volume_versions)
         for d in self._live_definitions():

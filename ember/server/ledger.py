@@ -325,6 +325,12 @@ class Ledger:
 
     # ---- retention
 
+    def payload_blobs(self) -> set[str]:
+        """Blob ids of the results of calls still in memory: their callers may read them, even
+        after the store expired them (blob_gc.py keeps them)."""
+        return {co.output.data.blob_id for call in self._calls.values() for co in call.outputs
+                if co.output.data.blob_id}
+
     def forget_finished(self, now: float):
         """Finished calls leave memory a minute after their caller read them, else after ten;
         the store keeps their outputs for the retention period."""
