@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import registry as test_registry
-from conftest import Cluster, container_backend_missing
+from conftest import Cluster, container_backend_missing, wait_for
 
 import ember
 from ember import exception
@@ -141,6 +141,11 @@ def test_a_second_worker_fetches_layers_instead_of_building(tmp_path, monkeypatc
         image = ember.Image.debian_slim().run_commands(f"echo {token} > /token")
         _, out = build(image, capsys)
         assert "=> step 2/2" in out
+        # A worker that stops does not wait for its archives (they stay pending in its cache):
+        # wait until both layers are in the blob store.
+        wait_for(lambda: c.log("worker-w1").count("archived into the blob store") >= 2, timeout=240,
+                 what="the layers' archives")
+        print([line for line in c.log("worker-w1").splitlines() if "archived into" in line])
         first.terminate()
         first.wait()
         c.start_worker(name="w2", backend="container", **{"cache-dir": str(tmp_path / "cache2")})
