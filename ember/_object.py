@@ -92,5 +92,7 @@ class NamedObject:
             what = f"{self._kind} {self.name or self._object_id}"
             if result.not_found:
                 raise exception.NotFoundError(f"{what}: {result.error}")
+            if result.disk_full:
+                raise exception.ResourceExhaustedError(f"{what}: {result.error}")
             raise exception.InvalidError(f"{what}: {result.error}")
         return result

@@ -74,3 +74,8 @@ class OutputExpiredError(Error):
 
 class ConnectionError(Error, builtins.ConnectionError):
     """The control plane cannot be reached."""
+
+
+class ResourceExhaustedError(Error):
+    """The control plane cannot keep what was sent now: its disk is full (the message says where and
+    how much is free). What it accepted before is kept, and it takes writes again once there is room."""

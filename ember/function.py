@@ -311,6 +311,8 @@ class Function:
         except asyncio.CancelledError:
             await _cancel_call(client, call_id, quietly=True)
             raise
+        if resp.disk_full:
+            raise exception.ResourceExhaustedError(f"Cannot call {self._name}(): {resp.error}")
         if resp.error:
             raise _cannot_call(self._name, resp.error)
         await self._wait_for_logs(resp.output.log_seq)

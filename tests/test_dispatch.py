@@ -33,7 +33,8 @@ class Plane:
         self.clock = Clock()
         self.timers = []  # (delay, callback): retries waiting for their backoff
         self.store = open_store(tmp_path / "ember.db")
-        self.sched = Scheduler(self.store, lease_timeout=LEASE, worker_timeout=LEASE, app_timeout=600,
+        # Its worker never goes silent (in a cluster it heartbeats): only its containers lose leases.
+        self.sched = Scheduler(self.store, lease_timeout=LEASE, worker_timeout=600, app_timeout=600,
                                output_retention=3600, clock=self.clock,
                                later=lambda delay, callback: self.timers.append((delay, callback)))
         self.ledger, self.dispatch, self.fleet = self.sched.ledger, self.sched.dispatch, self.sched.fleet
@@ -139,6 +140,37 @@ async def test_a_lost_lease_requeues_without_charging_an_attempt_until_max_lost(
     (out,) = await p.outputs()
     assert out.status == Output.CONTAINER_EXITED and f"lost {MAX_LOST + 1} times" in out.error
     assert await p.open_inputs() == {}
+
+
+@plane_test
+async def test_a_reconnecting_container_s_outputs_come_before_its_inputs_are_requeued(p):
+    fn = p.function()
+    p.call(fn, n=2)
+    c, sent = p.connect(p.started()[0], want=2)
+    assert [i for i, _ in inputs_sent(sent)] == ["fc-1:0", "fc-1:1"]
+    p.fleet.container_disconnected(c, sent.append)
+    # It finished fc-1:0 while disconnected, and lost fc-1:1 (say): its hello names neither,
+    # and one batch it sends again follows.
+    again = []
+    p.fleet.container_connected(api_pb2.ContainerHello(container_id=c.container_id, resending=1), again.append)
+    assert set(c.held) == {"fc-1:0", "fc-1:1"}  # nothing requeued before its outputs are in
+    p.output(c, "fc-1:0")
+    assert [o.input_id for o in await p.outputs()] == ["fc-1:0"]
+    assert list(c.held) == [] and [i.input_id for i in fn.pending] == ["fc-1:1"]
+    assert (await p.open_inputs())["fc-1:1"][:2] == (0, 1)  # requeued as lost, its attempt not charged
+
+
+@plane_test
+async def test_closed_connections_return_inputs_at_once(p):
+    fn = p.function()
+    p.call(fn)
+    c, sent = p.connect(p.started()[0], want=1)
+    p.fleet.worker_disconnected(p.worker)
+    assert list(c.held) == ["fc-1:0"]  # its own connection is open: it keeps its lease
+    p.fleet.container_disconnected(c, sent.append)
+    # Both closed, no time passed: nobody will report its end, so its input is back in the queue.
+    assert list(c.held) == [] and [i.input_id for i in fn.pending] == ["fc-1:0"]
+    assert (await p.open_inputs())["fc-1:0"][:2] == (0, 1)
 
 
 @plane_test

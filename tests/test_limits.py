@@ -5,6 +5,7 @@ in v2; a controller bound to v1 cannot be used in v2 at the same time, and freei
 unmounting the host's hierarchies, which other tests rely on. So v1 limits are tested with real
 containers, and v2 as far as this host allows: the layout, files and values the v2 path decides on,
 and a real v2 cgroup (in the host's unified hierarchy) that a process joins and is counted in.
+test_cgroup_v2.py runs the v2 limits for real, in a virtual machine whose kernel has only v2.
 """
 
 import errno

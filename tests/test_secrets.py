@@ -11,7 +11,7 @@ import pytest
 
 import ember
 from ember import exception
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 import secrets_app
 
@@ -67,3 +67,53 @@ def test_secrets_from_local_values(tmp_path, monkeypatch):
     assert "here" not in repr(ember.Secret.from_dict({"K": "here"}))
     with pytest.raises(exception.InvalidError):
         ember.App("x").function(secrets=["not a secret"])
+
+
+ROTATING_APP = """
+import os
+import ember
+
+app = ember.App("rotator")
+
+
+@app.function(secrets=[ember.Secret.from_name("rot")], scaledown_window=1)
+def read():
+    return os.environ.get("VALUE"), os.getpid()
+"""
+
+
+def test_a_deployed_function_follows_its_secret_through_updates_and_deletion(cluster, tmp_path):
+    (tmp_path / "rotator.py").write_text(ROTATING_APP)
+    assert ember_cli("secret", "create", "rot", "VALUE=one").returncode == 0
+    deployed = ember_cli("deploy", str(tmp_path / "rotator.py"))
+    assert deployed.returncode == 0, deployed.stderr
+    read = ember.Function.from_name("rotator", "read")
+
+    def next_container(pid):
+        """The value a new container of read() sees, once the one of pid has scaled down."""
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}")
+                 or open(f"/proc/{pid}/stat").read().split()[2] == "Z", what=f"container {pid} to scale down")
+        value, new_pid = read.remote()
+        assert new_pid != pid
+        return value, new_pid
+
+    value, pid = read.remote()
+    assert value == "one"
+    # Rotated with the CLI: the same secret to the deployed function, its new values in new containers.
+    rotated = ember_cli("secret", "create", "rot", "VALUE=two", "--force")
+    assert rotated.returncode == 0, rotated.stderr
+    value, pid = next_container(pid)
+    assert value == "two"
+
+    # Deleted: the next cold start fails the call, naming the secret and the fix.
+    assert ember_cli("secret", "delete", "rot").returncode == 0
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}")
+             or open(f"/proc/{pid}/stat").read().split()[2] == "Z", what=f"container {pid} to scale down")
+    with pytest.raises(exception.InitError, match=r"secret 'rot' was deleted: create it again with "
+                                                  r"`ember secret create rot KEY=VALUE \.\.\.`"):
+        read.remote()
+    assert "secret 'rot' was deleted" in cluster.log()
+    # Made again under its name, it is the same secret: the function works again, with no redeploy.
+    assert ember_cli("secret", "create", "rot", "VALUE=three").returncode == 0
+    assert read.remote()[0] == "three"
+    assert "rot\t1 keys" in ember_cli("secret", "list").stdout

@@ -181,6 +181,22 @@ async def test_calls_of_a_stopped_app_are_not_open(store):
     assert store.open_calls() == []
 
 
+@run_async
+async def test_calls_of_a_superseded_version_stay_open(store, reopen):
+    # An older version drains its calls: they are loaded back after a restart, to finish.
+    store.create_app("ap-1", "main", "web", deployed=True)
+    store.deploy_app("ap-1", 1, None)
+    store.create_function("fn-1", "ap-1", api_pb2.FunctionDefinition(name="f"))
+    store.create_call("fc-1", "fn-1", 1)
+    store.add_inputs([("fc-1:0", "fc-1", 0, b"args")])
+    store.create_app("ap-2", "main", "web", deployed=True)
+    store.deploy_app("ap-2", 2, "ap-1")
+    await store.durable()
+    store = reopen()
+    assert [c[0] for c in store.open_calls()] == ["fc-1"]
+    assert [i[0] for i in store.open_inputs("fc-1")] == ["fc-1:0"]
+
+
 # ---- workers and containers
 
 
@@ -226,6 +242,15 @@ async def test_secrets(store, reopen):
     assert store.delete_secret("main", "api") is True
     assert store.delete_secret("main", "api") is False
     assert store.secret_by_name("main", "api") is None and [s[0] for s in store.list_secrets("main")] == ["db"]
+    # A deleted named secret keeps its id and name, not its values; made again, it takes them back.
+    await store.durable()
+    store = reopen()
+    assert store.secret_ciphertext("sc-2") is None and store.deleted_secret("sc-2") == ("main", "api")
+    assert store.secret_id_for_name("main", "api") == "sc-2" and store.secret_id_for_name("main", "nope") is None
+    assert store.deleted_secret("sc-4") is None and store.deleted_secret("sc-3") is None
+    store.put_secret("sc-2", "main", "api", b"cipher 5", 1)
+    await store.durable()
+    assert store.secret_by_name("main", "api") == ("sc-2", b"cipher 5") and store.deleted_secret("sc-2") is None
 
 
 @run_async

@@ -32,6 +32,8 @@ def translate(e: grpc.aio.AioRpcError, what: str) -> Exception:
         return exception.InvalidError(e.details())
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return exception.AuthError(f"{what}: the control plane refused this request: {e.details()}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return exception.ResourceExhaustedError(f"{what}: {e.details()}")
     if code == grpc.StatusCode.UNAVAILABLE:
         return exception.ConnectionError(f"{what}: the control plane is unavailable ({e.details()})")
     return exception.ExecutionError(f"{what}: {code.name}: {e.details()}")
@@ -121,12 +123,18 @@ class Client:
 
     def upload_sync(self, data: bytes) -> str:
         """Store data as a blob, from a thread other than the loop's (image and code packaging)."""
-        return self.bridge.run(blobs.upload(self.stub, data))
+        return self.bridge.run(self.upload(data))
+
+    async def upload(self, data: bytes) -> str:
+        try:
+            return await blobs.upload(self.stub, data)
+        except grpc.aio.AioRpcError as e:
+            raise translate(e, "storing a blob") from None
 
     async def payload(self, data: bytes) -> api_pb2.Payload:
         """Data to send: inline when small, else stored as a blob first."""
         if len(data) > config.BLOB_THRESHOLD:
-            return api_pb2.Payload(blob_id=await blobs.upload(self.stub, data))
+            return api_pb2.Payload(blob_id=await self.upload(data))
         return api_pb2.Payload(data=data)
 
     async def payload_bytes(self, payload: api_pb2.Payload) -> bytes:

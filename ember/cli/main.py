@@ -33,16 +33,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("file", help="the app's file")
     serve.add_argument("-e", "--env", help=ENV_HELP)
 
-    server = sub.add_parser("server", help="run the control plane")
+    server = sub.add_parser(
+        "server", help="run the control plane",
+        description="Run the control plane. Its database and blobs live under --data-dir. When that disk is "
+                    "full, what cannot be written fails with RESOURCE_EXHAUSTED (ResourceExhaustedError in the "
+                    "SDK), naming the directory and the room left; what it accepted before is kept, and it takes "
+                    "writes again by itself once there is room (no restart).")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=7070)
     server.add_argument("--address", help="bind address instead of host:port, e.g. unix:/run/ember.sock")
     server.add_argument("--data-dir", default=str(ember_home() / "server"),
-                        help="where its state lives (default: $EMBER_HOME/server, else ~/.ember/server)")
+                        help="where its state lives (default: $EMBER_HOME/server, else ~/.ember/server); "
+                             "see above for a full disk")
     server.add_argument("--lease-timeout", type=float, default=15.0,
-                        help="seconds without contact before a container's inputs return to the queue")
+                        help="seconds without contact before a container's inputs return to the queue (a "
+                             "container whose connection and worker's connection closed returns them at once)")
     server.add_argument("--worker-timeout", type=float, default=30.0,
-                        help="seconds a disconnected worker is waited for before its containers count as lost")
+                        help="seconds a disconnected or silent worker is waited for before its containers count "
+                             "as lost")
     server.add_argument("--app-timeout", type=float, default=30.0,
                         help="seconds without a client heartbeat before an ephemeral app is stopped")
     server.add_argument("--output-retention", type=float, default=24.0,

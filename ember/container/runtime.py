@@ -127,10 +127,13 @@ class Runtime:
     def _hello(self, out: Outbox):
         """What a new stream starts with: who we are, and after a reconnect (the control plane
         restarted or the network broke) what it may have lost."""
+        # Sent again without the inputs they asked for: what it wants now is asked below.
+        resend = [api_pb2.OutputBatch(outputs=b.outputs, http=b.http) for b in self.recent_outputs] \
+            if self.initialized else []
         out.put(api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(
-            container_id=self.container_id, held_input_ids=list(self.held))))
+            container_id=self.container_id, held_input_ids=list(self.held), resending=len(resend))))
         if self.initialized:
-            for batch in self.recent_outputs:
+            for batch in resend:
                 out.put(api_pb2.ContainerMessage(outputs=batch))
             self.requested = 0
             self._ask_for_inputs(out)
@@ -303,7 +306,11 @@ class Runtime:
         data, err = serialize_result(name, result)
         if err:
             return [Output(**base, status=Output.FAILURE, error=err)]
-        return [Output(**base, status=Output.SUCCESS, data=self._payload(data))]
+        try:
+            return [Output(**base, status=Output.SUCCESS, data=self._payload(data))]
+        except grpc.aio.AioRpcError as e:  # a large result the control plane could not store (a full disk)
+            return [Output(**base, status=Output.FAILURE, error=f"{e.code().name}: its result ({len(data)} bytes) "
+                           f"could not be stored: {e.details()}")]
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         if self.thread_loop.loop is None:

@@ -783,14 +783,16 @@ class CallRequest(_message.Message):
     def __init__(self, tag: _Optional[int] = ..., function_id: _Optional[str] = ..., call_id: _Optional[str] = ..., args: _Optional[_Union[Payload, _Mapping]] = ..., resend: _Optional[bool] = ...) -> None: ...
 
 class CallResponse(_message.Message):
-    __slots__ = ("tag", "output", "error")
+    __slots__ = ("tag", "output", "error", "disk_full")
     TAG_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DISK_FULL_FIELD_NUMBER: _ClassVar[int]
     tag: int
     output: CallOutput
     error: str
-    def __init__(self, tag: _Optional[int] = ..., output: _Optional[_Union[CallOutput, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    disk_full: bool
+    def __init__(self, tag: _Optional[int] = ..., output: _Optional[_Union[CallOutput, _Mapping]] = ..., error: _Optional[str] = ..., disk_full: _Optional[bool] = ...) -> None: ...
 
 class FunctionCallCreateRequest(_message.Message):
     __slots__ = ("function_id", "call_id", "inputs", "inputs_complete")
@@ -1092,18 +1094,20 @@ class ObjectOp(_message.Message):
     def __init__(self, tag: _Optional[int] = ..., dict: _Optional[_Union[DictRequest, _Mapping]] = ..., queue: _Optional[_Union[QueueRequest, _Mapping]] = ...) -> None: ...
 
 class ObjectOpResult(_message.Message):
-    __slots__ = ("tag", "dict", "queue", "error", "not_found")
+    __slots__ = ("tag", "dict", "queue", "error", "not_found", "disk_full")
     TAG_FIELD_NUMBER: _ClassVar[int]
     DICT_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    DISK_FULL_FIELD_NUMBER: _ClassVar[int]
     tag: int
     dict: DictResponse
     queue: QueueResponse
     error: str
     not_found: bool
-    def __init__(self, tag: _Optional[int] = ..., dict: _Optional[_Union[DictResponse, _Mapping]] = ..., queue: _Optional[_Union[QueueResponse, _Mapping]] = ..., error: _Optional[str] = ..., not_found: _Optional[bool] = ...) -> None: ...
+    disk_full: bool
+    def __init__(self, tag: _Optional[int] = ..., dict: _Optional[_Union[DictResponse, _Mapping]] = ..., queue: _Optional[_Union[QueueResponse, _Mapping]] = ..., error: _Optional[str] = ..., not_found: _Optional[bool] = ..., disk_full: _Optional[bool] = ...) -> None: ...
 
 class QueueResponse(_message.Message):
     __slots__ = ("values", "count", "last_seq")
@@ -1314,12 +1318,14 @@ class BuildImage(_message.Message):
     def __init__(self, build_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ContainerHello(_message.Message):
-    __slots__ = ("container_id", "held_input_ids")
+    __slots__ = ("container_id", "held_input_ids", "resending")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     HELD_INPUT_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESENDING_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     held_input_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, container_id: _Optional[str] = ..., held_input_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    resending: int
+    def __init__(self, container_id: _Optional[str] = ..., held_input_ids: _Optional[_Iterable[str]] = ..., resending: _Optional[int] = ...) -> None: ...
 
 class ContainerInitFailure(_message.Message):
     __slots__ = ("error", "traceback", "exception", "in_enter")

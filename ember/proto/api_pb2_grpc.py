@@ -1960,7 +1960,10 @@ class ClientApi:
 
 class WorkerApiStub:
     """What workers call: one stream per worker process, for as long as it runs, and blobs (image
-    layers, volume files).
+    layers, volume files). A worker silent for the worker timeout is given up: its containers'
+    inputs go to others, it is told to kill those containers (StopContainer), and its stream
+    ends ABORTED; it registers again, and is told to kill any container it lists that the
+    control plane no longer knows.
     """
 
     def __init__(self, channel):
@@ -1993,7 +1996,10 @@ class WorkerApiStub:
 
 class WorkerApiServicer:
     """What workers call: one stream per worker process, for as long as it runs, and blobs (image
-    layers, volume files).
+    layers, volume files). A worker silent for the worker timeout is given up: its containers'
+    inputs go to others, it is told to kill those containers (StopContainer), and its stream
+    ends ABORTED; it registers again, and is told to kill any container it lists that the
+    control plane no longer knows.
     """
 
     def WorkerConnect(self, request_iterator, context):
@@ -2053,7 +2059,10 @@ def add_WorkerApiServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class WorkerApi:
     """What workers call: one stream per worker process, for as long as it runs, and blobs (image
-    layers, volume files).
+    layers, volume files). A worker silent for the worker timeout is given up: its containers'
+    inputs go to others, it is told to kill those containers (StopContainer), and its stream
+    ends ABORTED; it registers again, and is told to kill any container it lists that the
+    control plane no longer knows.
     """
 
     @staticmethod
@@ -2167,7 +2176,8 @@ class WorkerApi:
 
 class ContainerApiStub:
     """What containers call: one stream per container, inputs down, outputs and logs up, and
-    blobs (large arguments and results, code packages).
+    blobs (large arguments and results, code packages). A container the control plane does not
+    know, or gave up on (its inputs went to others), has its stream ended NOT_FOUND: it exits.
     """
 
     def __init__(self, channel):
@@ -2200,7 +2210,8 @@ class ContainerApiStub:
 
 class ContainerApiServicer:
     """What containers call: one stream per container, inputs down, outputs and logs up, and
-    blobs (large arguments and results, code packages).
+    blobs (large arguments and results, code packages). A container the control plane does not
+    know, or gave up on (its inputs went to others), has its stream ended NOT_FOUND: it exits.
     """
 
     def ContainerConnect(self, request_iterator, context):
@@ -2260,7 +2271,8 @@ def add_ContainerApiServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ContainerApi:
     """What containers call: one stream per container, inputs down, outputs and logs up, and
-    blobs (large arguments and results, code packages).
+    blobs (large arguments and results, code packages). A container the control plane does not
+    know, or gave up on (its inputs went to others), has its stream ended NOT_FOUND: it exits.
     """
 
     @staticmethod

@@ -17,10 +17,11 @@ from ..proto import api_pb2, api_pb2_grpc
 from .auth import ADMIN, CONTAINER, WORKER, WORKSPACE, Forbidden, Identity, Principal, Unauthenticated
 from . import validate
 from .blobs import BlobNotFound, BlobStore
+from .disk import DiskFull
 from .identity_api import IdentityRpcs
 from .objects import ObjectError, Objects
 from .scheduler import Scheduler
-from .secrets import Secrets
+from .secrets import SecretGone, Secrets
 from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
@@ -29,7 +30,8 @@ EMPTY = api_pb2.Empty()
 def authenticated(servicer_base, *roles: str):
     """Class decorator: each RPC of `servicer_base` first authenticates its caller as one of
     `roles` (refused before anything runs otherwise) and gets the Principal as its last argument.
-    A stream whose credential stops being valid (Identity.check raises) ends UNAUTHENTICATED."""
+    A stream whose credential stops being valid (Identity.check raises) ends UNAUTHENTICATED,
+    and a write that meets a full disk (DiskFull) ends its RPC RESOURCE_EXHAUSTED."""
 
     async def caller(self, context) -> Principal:
         try:
@@ -49,9 +51,17 @@ def authenticated(servicer_base, *roles: str):
                             yield reply
                 except Unauthenticated as e:
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+                except Ended as e:
+                    await context.abort(e.code, e.details)
+                except DiskFull as e:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         else:
             async def rpc(self, request, context):
-                return await method(self, request, context, await caller(self, context))
+                who = await caller(self, context)
+                try:
+                    return await method(self, request, context, who)
+                except DiskFull as e:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         return functools.wraps(method)(rpc)
 
     def decorate(cls):
@@ -61,6 +71,15 @@ def authenticated(servicer_base, *roles: str):
         return cls
 
     return decorate
+
+
+class Ended(Exception):
+    """What ends a stream from the control plane's side: its peer gets code and details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self.code = code
+        self.details = details
 
 
 class Duplex:
@@ -73,6 +92,10 @@ class Duplex:
         self.outbox = Outbox()
         self.send = self.outbox.put
 
+    def end(self, code: grpc.StatusCode, details: str):
+        """End the stream with an error for the peer, after what was sent before."""
+        self.outbox.put(Ended(code, details))
+
     async def run(self, handle, first=None):
         async def read():
             async for msg in self.requests:
@@ -84,6 +107,8 @@ class Duplex:
             if first is not None:
                 yield first
             async for msg in self.outbox.messages():
+                if isinstance(msg, Ended):
+                    raise msg
                 yield msg
         finally:
             reader.cancel()
@@ -101,7 +126,14 @@ class BlobRpcs:
         self.identity = identity
 
     async def BlobPut(self, request_iterator, context, who):
-        blob_id = await self.blobs.put(chunk.data async for chunk in request_iterator)
+        try:
+            blob_id = await self.blobs.put(chunk.data async for chunk in request_iterator)
+        except DiskFull:
+            # Take the rest of the upload first: a sender cut off mid-stream sees a broken
+            # stream (INTERNAL) instead of this error.
+            async for _ in request_iterator:
+                pass
+            raise
         return api_pb2.BlobRef(blob_id=blob_id)
 
     async def BlobGet(self, req, context, who):
@@ -319,7 +351,8 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                 msg = api_pb2.ObjectOpResult(tag=tag, queue=result)
             else:
                 msg = api_pb2.ObjectOpResult(tag=tag, error=str(error), not_found=getattr(error, "not_found", False))
-            store.on_durable(lambda: stream.send(msg))
+            store.on_durable(lambda: stream.send(msg), lambda e: stream.send(api_pb2.ObjectOpResult(
+                tag=tag, error=str(e), disk_full=True)))
 
         async def wait_for_item(op):
             try:
@@ -339,6 +372,8 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                     answer(op.tag, objects.queue_op_now(workspace, op.queue))
             except (ObjectError, validate.Invalid) as e:
                 answer(op.tag, error=e)
+            except DiskFull as e:
+                stream.send(api_pb2.ObjectOpResult(tag=op.tag, error=str(e), disk_full=True))
 
         async with contextlib.aclosing(stream.run(handle)) as results:
             async for msg in results:
@@ -360,8 +395,16 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
             except (LookupError, validate.Invalid) as e:
                 send(api_pb2.CallResponse(tag=req.tag, error=str(e)))
                 return
-            ledger.when_done(call, lambda call, tag=req.tag: send(
-                api_pb2.CallResponse(tag=tag, output=ledger.last_output(call))))
+            except DiskFull as e:
+                send(api_pb2.CallResponse(tag=req.tag, error=str(e), disk_full=True))
+                return
+
+            def done(call, tag=req.tag):
+                if call.unstored is not None:  # a full disk undid it after all (Ledger.create_call)
+                    send(api_pb2.CallResponse(tag=tag, error=str(call.unstored), disk_full=True))
+                else:
+                    send(api_pb2.CallResponse(tag=tag, output=ledger.last_output(call)))
+            ledger.when_done(call, done)
 
         async with contextlib.aclosing(stream.run(handle)) as replies:
             async for resp in replies:
@@ -428,7 +471,8 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         stream = Duplex(request_iterator)
         fleet, builds = self.fleet, self.builds
-        worker = fleet.worker_connected(first.register, stream.send, who.token_id)
+        worker = fleet.worker_connected(first.register, stream.send, who.token_id,
+                                        end=functools.partial(stream.end, grpc.StatusCode.ABORTED))
 
         def handle(msg):
             self.identity.check(who)  # a revoked worker token ends its worker's stream
@@ -478,7 +522,8 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"container {who.token_id} is connected already")
         stream = Duplex(request_iterator)
         fleet, dispatch = self.fleet, self.dispatch
-        c = fleet.container_connected(first.hello, stream.send)
+        c = fleet.container_connected(first.hello, stream.send, end=functools.partial(stream.end,
+                                                                                     grpc.StatusCode.NOT_FOUND))
         if c is None and fleet.is_orphan(first.hello.container_id):
             # From before a restart; its worker has not registered again yet. It retries.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "waiting for this container's worker to reconnect")
@@ -501,10 +546,14 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
             elif kind == "init_failure":
                 fleet.container_init_failed(c, msg.init_failure)
 
+        try:
+            secret_env = self.secrets.env_for(fn.definition.secret_ids, app.workspace)
+        except SecretGone as e:
+            fleet.container_cannot_start(c, str(e))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         init = api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
             function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
-            app_function_ids=app.function_ids(), secret_env=self.secrets.env_for(fn.definition.secret_ids,
-                                                                                 app.workspace)))
+            app_function_ids=app.function_ids(), secret_env=secret_env))
         try:
             async with contextlib.aclosing(stream.run(handle, first=init)) as cmds:
                 async for cmd in cmds:

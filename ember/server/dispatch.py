@@ -112,8 +112,8 @@ class Dispatch:
                     c.since = self.clock()
                 while c.want > 0 and pending:
                     inp = pending.popleft()
-                    if inp.done:
-                        continue  # cancelled (or its client left) while queued
+                    if inp.done or inp.container is not None:
+                        continue  # cancelled (or its client left) while queued, or claimed by a container's hello
                     inp.attempts += 1  # an attempt is charged here (retries.py)
                     inp.container = c
                     c.held[inp.input_id] = inp
@@ -161,8 +161,10 @@ class Dispatch:
         ran = 0
         for out in batch.outputs:
             inp = c.held.get(out.input_id)
+            if inp is None and c.resending:
+                inp = self._claim_resent(c, out.input_id)
             if inp is None:
-                continue  # not ours any more (cancelled, requeued after a lost lease)
+                continue  # not ours any more (cancelled, or another container's after a lost lease)
             try:
                 validate.output(out)
             except validate.Invalid as e:
@@ -178,8 +180,32 @@ class Dispatch:
         self.ledger.record_outputs(results, log_seq)
         self.usage.inputs_run(fn, ran)
         c.since = now  # idle from now on, or running its next held input from now on
+        if c.resending:
+            c.resending -= 1
+            if not c.resending:
+                self.settle(c)
         if batch.want_inputs:
             self.container_wants(c, batch.want_inputs)
+
+    # ---- after a reconnect
+
+    def _claim_resent(self, c: ContainerState, input_id: str) -> InputState | None:
+        """An output a container sends again after a reconnect, for an input queued here (a
+        restart lost the hint of who held it): it finished there, so it is the container's."""
+        inp = self.ledger.open_input(input_id)
+        if inp is None or inp.container is not None or inp.call.function is not c.function:
+            return None  # done already, or another container's: refused
+        inp.container = c
+        c.held[input_id] = inp
+        return inp
+
+    def settle(self, c: ContainerState):
+        """A reconnected container's outputs sent again are in: the inputs it held here that
+        its hello did not name ran out with it (or never reached it), and go back to the queue."""
+        for inp in list(c.held.values()):
+            if inp.input_id not in c.reported:
+                self.requeue(inp, lost=True)
+        c.reported = set()
 
     # ---- failures and lost leases
 
@@ -217,10 +243,11 @@ class Dispatch:
         self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, 0)
         self.submit(inp.call.function, [inp], again=True)
 
-    def fail_init(self, fn: FunctionState, held: Sequence[InputState] = ()):
-        """Its containers cannot load it (fn.init_failure): every queued input fails with why,
-        after those its container held."""
-        failure = fn.init_failure
+    def fail_init(self, fn: FunctionState, held: Sequence[InputState] = (),
+                  failure: api_pb2.ContainerInitFailure | None = None):
+        """Its containers cannot load it (failure, or else fn.init_failure): every queued input
+        fails with why, after those its container held."""
+        failure = failure or fn.init_failure
         inputs, fn.pending = [*held, *fn.pending], collections.deque()
         # An exception from a class's enter hook is the user's own: the calls fail with it as is.
         status = Output.FAILURE if failure.in_enter else Output.INIT_FAILURE

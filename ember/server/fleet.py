@@ -4,8 +4,14 @@ A worker registers its resources and the containers it still runs; a container s
 once it is up, and holds inputs (their leases, dispatch.py) while it keeps in touch. When a
 container ends, its worker reports why (ContainerExited.cause): the input it was running failed
 (it ran out of memory, or its container exited), the others it held never started, and one that
-never connected counts as a start failure of its function. A container or worker that vanishes
-without a report is given up once the lease timeout has passed: its inputs go back to the queue.
+never connected counts as a start failure of its function.
+
+Losses: a container whose connection closed while its worker's is closed too (the machine or
+the worker died) is given up at once, and its inputs go back to the queue; only a silent one
+(frozen, or behind a broken network) waits for its lease to run out, and a worker silent for the
+worker timeout is given up with all its containers. A container given up while it still talks
+is fenced: its stream ends (it exits), and its worker is told to kill it, now or when it
+registers again, so that it does not go on with inputs that now belong to others.
 After a control-plane restart, the containers the store says were running are orphans until
 they (and their workers) reconnect, or their lease runs out.
 
@@ -43,16 +49,17 @@ START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker t
 
 
 class WorkerState:
-    __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cpu", "draining", "gpus",
+    __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cpu", "draining", "end", "gpus",
                  "last_seen", "memory_mb", "name", "own_network", "send", "worker_id")
 
-    def __init__(self, reg: api_pb2.WorkerRegister, send, now: float):
+    def __init__(self, reg: api_pb2.WorkerRegister, send, now: float, end=None):
         self.worker_id = reg.worker_id
         self.boot_id = reg.boot_id
         self.name = reg.name
         self.cpu = reg.cpu
         self.memory_mb = reg.memory_mb
         self.send = send  # puts a WorkerCommand on its stream
+        self.end = end    # end(why): ends its stream (it registers again)
         self.connected = True
         self.last_seen = now
         self.containers: dict[str, ContainerState] = {}
@@ -69,8 +76,8 @@ class WorkerState:
 
 
 class ContainerState:
-    __slots__ = ("container_id", "cpu", "function", "held", "last_seen", "memory_mb", "requested_at", "send",
-                 "since", "state", "stopping", "want", "worker")
+    __slots__ = ("container_id", "cpu", "end", "function", "held", "last_seen", "memory_mb", "reported", "requested_at",
+                 "resending", "send", "since", "state", "stopping", "want", "worker")
 
     def __init__(self, container_id: str, function: FunctionState, worker: WorkerState, now: float):
         self.container_id = container_id
@@ -78,6 +85,11 @@ class ContainerState:
         self.worker = worker
         self.state = STARTING         # an api_pb2.ContainerState: STARTING, READY or DISCONNECTED
         self.send = None              # puts a ContainerCommand on its stream, while connected
+        self.end = None               # end(why): ends its stream, while connected (it exits)
+        # After a reconnect: output batches it sends again, and the inputs its hello said it
+        # holds; what else it held goes back to the queue once those batches came (dispatch.settle).
+        self.resending = 0
+        self.reported: set[str] = set()
         self.want = 0
         self.held: dict[str, InputState] = {}   # its leases, in the order they were handed over
         self.last_seen = now          # its last word: its leases last until lease_timeout after it
@@ -109,6 +121,8 @@ class Fleet:
         # id -> (deadline, the inputs the store says it held).
         self._orphans: dict[str, tuple[float, list[InputState]]] = {}
         self._joined = asyncio.Event()  # set (and replaced) each time a worker connects
+        # The control plane is stopping: streams that close now say nothing of their peers.
+        self.closing = False
         self.usage = Usage(store, self, clock=clock)  # what containers use, per workspace (usage.py)
 
     # ---- after a restart
@@ -156,10 +170,10 @@ class Fleet:
         if holder is not None and first != token.token_id and holder.revoked_at is None:
             raise Forbidden(f"worker id {reg.worker_id} belongs to another worker token")
 
-    def worker_connected(self, reg: api_pb2.WorkerRegister, send, token_id: str) -> WorkerState:
+    def worker_connected(self, reg: api_pb2.WorkerRegister, send, token_id: str, end=None) -> WorkerState:
         old = self._workers.get(reg.worker_id)
         self.store.upsert_worker(reg, token_id)
-        w = WorkerState(reg, send, self.clock())
+        w = WorkerState(reg, send, self.clock(), end)
         w.draining = old is not None and old.draining
         self._workers[reg.worker_id] = w
         running = set(reg.running_container_ids)
@@ -183,8 +197,10 @@ class Fleet:
                 # The inputs it held are claimed when the container says hello.
             else:
                 self._orphan_gone(cid, "gone after a control-plane restart")
-                if cid in running:
-                    send(_stop_command(cid, kill=True))
+        # What it runs that is not known here was given up (its inputs went to others): fenced.
+        for cid in running.difference(w.containers):
+            log.warning("worker %s runs container %s, which was given up: it is told to kill it", reg.name, cid)
+            send(_stop_command(cid, kill=True))
         log.info("worker %s connected (%.1f CPU, %d MiB)", reg.name, reg.cpu, reg.memory_mb)
         self._joined.set()
         self._joined = asyncio.Event()
@@ -200,6 +216,11 @@ class Fleet:
             w.connected = False
             w.last_seen = self.clock()
             log.warning("worker %s disconnected", w.name)
+            if self.closing:
+                return
+            for c in list(w.containers.values()):
+                if c.send is None:  # its own connection is closed too (or never opened)
+                    self.lost(c, f"its connection and its worker {w.name}'s closed")
 
     async def worker_joined(self):
         """Wait until the next worker connects."""
@@ -270,29 +291,41 @@ class Fleet:
         c.function.containers.pop(c.container_id, None)
         c.worker.containers.pop(c.container_id, None)
 
-    def container_connected(self, hello: api_pb2.ContainerHello, send) -> ContainerState | None:
+    def container_connected(self, hello: api_pb2.ContainerHello, send, end=None) -> ContainerState | None:
         c = self._containers.get(hello.container_id)
         if c is None:
             return None
         c.send = send
+        c.end = end
         c.last_seen = now = self.clock()
         if c.state == STARTING:
             c.function.start_failures = 0
             self.cold_start = 0.8 * self.cold_start + 0.2 * (now - c.requested_at)
         c.state = READY
-        # After a reconnect: inputs it no longer holds go back to the queue.
-        held = set(hello.held_input_ids)
-        for inp in list(c.held.values()):
-            if inp.input_id not in held:
-                self.dispatch.requeue(inp, lost=True)
+        # After a reconnect (this control plane's restart, or a broken network). The inputs the
+        # store says an orphan held are its own again: finished or not, their outputs may be
+        # among those it sends again.
         if c.container_id in self._orphans:
             _, inputs = self._orphans.pop(c.container_id)
             for inp in inputs:
-                if inp.input_id in held and not inp.done:
+                if not inp.done and inp.container is None:
                     inp.container = c
                     c.held[inp.input_id] = inp
-                else:
-                    self.dispatch.requeue(inp, lost=True)
+        held = set(hello.held_input_ids)
+        for input_id in held.difference(c.held):
+            inp = self.dispatch.ledger.open_input(input_id)
+            if inp is not None and inp.container is None and inp.call.function is c.function:
+                # Queued here, as the hint of who held it had not reached the store before a restart.
+                inp.container = c
+                c.held[input_id] = inp
+            else:
+                # Done, or another container's now: it must not go on with it.
+                send(api_pb2.ContainerCommand(cancel_input_id=input_id))
+        # What else it held goes back to the queue, once the outputs it sends again are in.
+        c.reported = held
+        c.resending = hello.resending
+        if not c.resending:
+            self.dispatch.settle(c)
         return c
 
     def is_connected(self, container_id: str) -> bool:
@@ -304,19 +337,32 @@ class Fleet:
         c.last_seen = self.clock()
 
     def container_disconnected(self, c: ContainerState, send):
-        """Its stream closed: it exited (the worker will say why) or the network broke. Its
-        leases last until the lease timeout, for it to reconnect."""
+        """Its stream closed: it exited (its worker will say why) or the network broke. Its
+        leases last until the lease timeout, for it to reconnect, but when its worker's
+        connection is closed too: then nobody will report its end, and it is given up now."""
         if c.send == send and c.container_id in self._containers:  # not replaced by a newer stream
             c.send = None
+            c.end = None
             c.want = 0
+            c.resending = 0
             c.state = DISCONNECTED
             c.last_seen = self.clock()
+            if not c.worker.connected and not self.closing:
+                self.lost(c, f"its connection and its worker {c.worker.name}'s closed")
 
     def container_init_failed(self, c: ContainerState, failure: api_pb2.ContainerInitFailure):
         fn = c.function
         fn.init_failure = failure
         log.warning("container %s could not load %s: %s", c.container_id, fn.name, failure.error)
         self.dispatch.fail_init(fn, list(c.held.values()))
+
+    def container_cannot_start(self, c: ContainerState, error: str):
+        """It cannot be given what it needs to start (a secret it names is gone): it stops, and
+        the inputs waiting for its function fail with why. Unlike an init failure this is not
+        kept: once the cause is mended (the secret made again), its next container starts."""
+        log.warning("container %s of %s cannot start: %s", c.container_id, c.function.name, error)
+        self.stop(c)
+        self.dispatch.fail_init(c.function, list(c.held.values()), api_pb2.ContainerInitFailure(error=error))
 
     def container_exited(self, exited: api_pb2.ContainerExited, worker: WorkerState):
         container_id, reason, log_tail = exited.container_id, exited.reason, exited.log_tail
@@ -378,15 +424,33 @@ class Fleet:
         return None
 
     def lost(self, c: ContainerState, why: str):
-        """Give up on a container that vanished: its inputs go back to the queue."""
+        """Give up on a container that vanished: its inputs go back to the queue. If it still
+        talks, its stream ends (it exits) and its worker is told to kill it: fenced."""
         log.warning("container %s of %s is lost (%s): its inputs go back to the queue",
                     c.container_id, c.function.name, why)
         self._untrack(c)
         self.store.container_exited(c.container_id, f"lost: {why}")
         for inp in list(c.held.values()):
             self.dispatch.requeue(inp, lost=True)
+        if c.send is not None and c.end is not None:
+            c.end(f"container {c.container_id} was given up ({why}); its inputs went to other containers")
+        c.send = None
         if c.worker.connected:
             c.worker.send(_stop_command(c.container_id, kill=True))
+
+    def _give_up_silent(self, w: WorkerState):
+        """A worker whose stream is open sent nothing for the worker timeout (it is frozen, or its
+        network is): it cannot watch its containers, so they are given up (told to exit, and the
+        worker to kill them when it reads again), and it must register again."""
+        why = f"its worker {w.name} sent nothing for {self.worker_timeout:.0f}s"
+        log.warning("worker %s sent nothing for %.0fs: its containers are given up", w.name, self.worker_timeout)
+        del self._workers[w.worker_id]
+        for c in list(w.containers.values()):
+            self.lost(c, why)
+        w.connected = False
+        if w.end is not None:
+            w.end(f"worker {w.name} sent nothing for {self.worker_timeout:.0f}s: its containers were given up; "
+                  "register again")
 
     def stop(self, c: ContainerState):
         """Ask its worker to stop it, letting it finish what it runs."""
@@ -409,6 +473,8 @@ class Fleet:
                 del self._workers[w.worker_id]
                 for c in list(w.containers.values()):
                     self.lost(c, f"its worker {w.name} is gone")
+            elif now - w.last_seen > self.worker_timeout:
+                self._give_up_silent(w)
         for c in list(self._containers.values()):
             if c.state == DISCONNECTED and now - c.last_seen > self.lease_timeout:
                 self.lost(c, f"no contact for {self.lease_timeout:.0f}s")

@@ -35,7 +35,7 @@ Output = api_pb2.Output
 
 class CallState:
     __slots__ = ("call_id", "cancelled", "done_at", "fetched", "function", "inputs", "listeners", "next_seq",
-                 "num_done", "num_inputs", "outputs")
+                 "num_done", "num_inputs", "outputs", "unstored")
 
     def __init__(self, call_id, function, num_inputs=None, num_done=0, next_seq=1, cancelled=False):
         self.call_id = call_id
@@ -50,6 +50,7 @@ class CallState:
         self.listeners: list = []                 # callables, run once on the next output
         self.done_at: float | None = None
         self.fetched = False
+        self.unstored: Exception | None = None  # why its inputs could not be kept (DiskFull): it was cancelled
 
     def done(self) -> bool:
         return self.num_inputs is not None and self.num_done >= self.num_inputs
@@ -127,10 +128,13 @@ class Ledger:
                 raise LookupError(f"the call id {call_id} is taken: draw another")
             return existing
         fn = self.apps.function_for_call(function_id, workspace)
+        # The store first: a write that meets a full disk raises DiskFull here, before the
+        # call exists anywhere else.
         self.store.create_call(call_id, function_id, len(inputs) if complete else None)
         call = CallState(call_id, fn, len(inputs) if complete else None)
+        new = self._add_inputs(call, inputs)
         self._calls[call_id] = call
-        self.dispatch.submit(fn, self._add_inputs(call, inputs))
+        self.dispatch.submit(fn, new)
         return call
 
     def put_inputs(self, workspace: str, call_id: str, inputs, complete: bool):
@@ -165,13 +169,26 @@ class Ledger:
             rows.append((input_id, call.call_id, inp.idx, args))
             if inp.args.blob_id:  # kept as long as the call's outputs (blob_gc.py)
                 payload_blobs.append((call.call_id, inp.args.blob_id))
-            state = InputState(input_id, call, inp.idx, args)
-            call.inputs[input_id] = state
-            new.append(state)
-        self.store.add_inputs(rows)
+            new.append(InputState(input_id, call, inp.idx, args))
+        self.store.add_inputs(rows)  # before they are the call's: it may raise DiskFull
         if payload_blobs:
             self.store.add_call_blobs(payload_blobs)
+        call.inputs.update((i.input_id, i) for i in new)
+        # A full disk may yet undo the transaction they are in (its commit fails): then the
+        # caller hears of it (DiskFull from durable()) and the call ends, cancelled.
+        self.store.on_durable(lambda: None, lambda e: self._unstored(call, e))
         return new
+
+    def open_input(self, input_id: str) -> InputState | None:
+        """An open input of a call, by its id ("<call id>:<idx>"); None if done or unknown."""
+        call = self._calls.get(input_id.rpartition(":")[0])
+        return call.inputs.get(input_id) if call is not None else None
+
+    def _unstored(self, call: CallState, e: Exception):
+        if call.unstored is None and not call.done():
+            log.warning("call %s is cancelled: %s", call.call_id, e)
+            call.unstored = e
+            self._cancel(call, str(e))
 
     def _max_idx(self, call: CallState) -> int:
         return max((i.idx + 1 for i in call.inputs.values()), default=0)

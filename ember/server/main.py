@@ -121,6 +121,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     await stop.wait()
     ticks.cancel()
     collecting.cancel()
+    sched.fleet.closing = True  # the streams that close now say nothing of workers and containers
     web_server.should_exit = True
     await server.stop(grace=1.0)
     await web_task

@@ -56,7 +56,9 @@ class Secrets:
         for k in req.env:
             if not k or "=" in k or "\0" in k:
                 raise ObjectError(f"{k!r} is not a valid environment variable name", False)
-        secret_id = new_id("st")
+        # A named secret keeps its id through updates (and deletion): the functions that name it
+        # by id get the new values in their next containers.
+        secret_id = (self.store.secret_id_for_name(workspace, name) if name is not None else None) or new_id("st")
         self.store.put_secret(secret_id, workspace, name, self._encrypt(secret_id, dict(req.env)), len(req.env))
         return api_pb2.SecretRef(secret_id=secret_id, name=req.name)
 
@@ -83,13 +85,27 @@ class Secrets:
         """The secret exists and belongs to the workspace; else not found."""
         row = self.store.secret_ciphertext(secret_id)
         if row is None or row[0] != workspace:
-            raise ObjectError(f"there is no secret with id {secret_id} (it was deleted or replaced)")
+            raise ObjectError(self._gone(workspace, secret_id))
 
     def env_for(self, secret_ids, workspace: str) -> dict[str, str]:
-        """The variables of these secrets of the workspace, later ones winning (for a container's init)."""
+        """The variables of these secrets of the workspace, later ones winning (for a container's
+        init). SecretGone if one no longer exists: its containers cannot start as asked."""
         env = {}
         for sid in secret_ids:
             row = self.store.secret_ciphertext(sid)
-            if row is not None and row[0] == workspace:
-                env.update(self._decrypt(sid, row[1]))
+            if row is None or row[0] != workspace:
+                raise SecretGone(self._gone(workspace, sid))
+            env.update(self._decrypt(sid, row[1]))
         return env
+
+    def _gone(self, workspace: str, secret_id: str) -> str:
+        deleted = self.store.deleted_secret(secret_id)
+        if deleted is not None and deleted[0] == workspace:
+            name = deleted[1]
+            return f"secret {name!r} was deleted: create it again with `ember secret create {name} KEY=VALUE ...`"
+        return (f"there is no secret with id {secret_id} (it was deleted or replaced): run or deploy the app again "
+                "to use the secrets it names now")
+
+
+class SecretGone(Exception):
+    """A function names a secret that no longer exists (the message says which, and what to do)."""

@@ -24,6 +24,7 @@ import dataclasses
 import errno
 import functools
 import pathlib
+import time
 
 from ..proto import api_pb2
 
@@ -262,12 +263,21 @@ def _counter(path: pathlib.Path, key: str) -> int:
     raise ValueError(f"{path} has no {key}")
 
 
-async def remove_dir(p: pathlib.Path):
-    for _ in range(50):  # the last processes may take a moment to leave
+async def remove_dir(p: pathlib.Path, timeout: float = 10.0):
+    # A killed container's last processes leave its cgroup only when they have exited, and exiting frees
+    # all their memory first: a second or more for a few GiB. One second of retries (as before) was too
+    # short: in test_cgroup_v2.py's guest a killed 100 MiB process still held its v2 cgroup after 1.2 s,
+    # and the cgroup stayed behind until the worker's next start.
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
         try:
             p.rmdir()
             return
         except FileNotFoundError:
             return
         except OSError:
-            await asyncio.sleep(0.02)
+            if time.monotonic() > deadline:
+                return  # still busy: stale() finds it when the worker starts again
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)

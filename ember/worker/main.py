@@ -34,7 +34,7 @@ from .process import ProcessBackend
 
 log = logging.getLogger("ember.worker")
 
-HEARTBEAT = 2.0  # seconds
+HEARTBEAT = 1.0  # seconds; a worker silent for the worker timeout is given up
 REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
 # The runtime backends, in order of preference: `--backend auto` runs the first available.
 BACKENDS = (ContainerBackend, ProcessBackend)

@@ -1,8 +1,9 @@
 """Blobs in a directory on the control plane's disk: ROOT/ab/abcd... for the blob abcd....
 
 A put streams into a temporary file and renames it to its hash once complete, so a reader never
-sees half a blob. Disk reads and writes (and hashing) run in a thread, a chunk at a time, so a
-large blob does not hold up the event loop.
+sees half a blob; a put that meets a full disk removes its file and raises DiskFull. Disk reads
+and writes (and hashing) run in a thread, a chunk at a time, so a large blob does not hold up
+the event loop.
 """
 
 import asyncio
@@ -13,6 +14,7 @@ import tempfile
 from collections.abc import AsyncIterable
 
 from ...config import BLOB_CHUNK
+from ..disk import DiskFull, is_disk_full
 from . import BlobNotFound, BlobStore, is_blob_id
 
 UPLOAD_PREFIX = ".upload-"
@@ -31,7 +33,12 @@ class LocalBlobStore(BlobStore):
         return self.root / blob_id[:2] / blob_id if is_blob_id(blob_id) else None
 
     async def put(self, chunks: AsyncIterable[bytes]) -> str:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=UPLOAD_PREFIX)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=UPLOAD_PREFIX)
+        except OSError as e:
+            if is_disk_full(e, self.root):
+                raise DiskFull(self.root, "a blob") from e
+            raise
         digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as f:
@@ -41,8 +48,10 @@ class LocalBlobStore(BlobStore):
             dest = self._path(blob_id)
             dest.parent.mkdir(exist_ok=True)
             os.replace(tmp, dest)
-        except BaseException:
-            os.unlink(tmp)
+        except BaseException as e:
+            os.unlink(tmp)  # never half a blob, nor the room it took
+            if is_disk_full(e, self.root):
+                raise DiskFull(self.root, "a blob") from e
             raise
         return blob_id
 

@@ -13,6 +13,10 @@ tens of microseconds). Whoever acknowledges a write to a client awaits `durable(
 All writes made in one callback land in the same transaction, so they are atomic. Writes
 therefore need a running event loop; reads do not, and see the writes not yet committed.
 
+A full disk: the write that meets it raises DiskFull (server/disk.py), the transaction open
+then is undone as a whole, and whoever waits for it (`durable`, `on_durable`) gets DiskFull;
+the next write opens a new transaction, so the store is usable again once there is room.
+
 Implementations: SQLite (`sqlite.py`, the embedded default). Every implementation passes the
 one conformance suite, tests/test_store.py.
 """
@@ -56,12 +60,14 @@ class Store(ABC):
         Normally called by the store itself once the loop has run what was queued."""
 
     @abstractmethod
-    def on_durable(self, callback: Callable[[], object]):
-        """Run callback once everything written so far is committed (now, if it is)."""
+    def on_durable(self, callback: Callable[[], object], on_failure: Callable[[Exception], object] | None = None):
+        """Run callback once everything written so far is committed (now, if it is), or
+        on_failure(DiskFull) if that transaction cannot be (a full disk undid it)."""
 
     @abstractmethod
     async def durable(self):
-        """Wait until everything written so far is committed: await it before acknowledging a write."""
+        """Wait until everything written so far is committed: await it before acknowledging a write.
+        Raises DiskFull (server/disk.py) if a full disk undid it."""
 
     @abstractmethod
     def close(self):
@@ -171,7 +177,8 @@ class Store(ABC):
 
     @abstractmethod
     def open_calls(self) -> list[tuple[str, str, int | None, int, int, int]]:
-        """Calls not done, of running apps: (call_id, function_id, num_inputs, num_done, next_seq, cancelled)."""
+        """Calls not done, of apps running or superseded (an older version finishes its calls):
+        (call_id, function_id, num_inputs, num_done, next_seq, cancelled)."""
 
     @abstractmethod
     def open_inputs(self, call_id: str) -> list[tuple[str, int, bytes, int, int, str | None, float]]:
@@ -275,26 +282,37 @@ class Store(ABC):
         ordered by workspace, app and function."""
 
     # ---- secrets (the store holds only ciphertext), named uniquely per workspace
+    # A named secret keeps its id while it exists and after it is deleted (its row stays, its
+    # ciphertext erased), so that functions refer to it by id across updates, and one made
+    # again under its name is the same secret to them.
 
     @abstractmethod
     def put_secret(self, secret_id: str, workspace: str, name: str | None, ciphertext: bytes, num_keys: int):
-        """A secret; a named one replaces any other of that name. name is None for an anonymous one."""
+        """A secret; a named one replaces any other of that name, deleted or not. name is None for an anonymous one."""
 
     @abstractmethod
     def secret_by_name(self, workspace: str, name: str) -> tuple[str, bytes] | None:
-        """(secret_id, ciphertext) of the secret named name."""
+        """(secret_id, ciphertext) of the secret named name (not a deleted one)."""
+
+    @abstractmethod
+    def secret_id_for_name(self, workspace: str, name: str) -> str | None:
+        """The id of the secret named name, whether it exists now or was deleted."""
 
     @abstractmethod
     def secret_ciphertext(self, secret_id: str) -> tuple[str, bytes] | None:
-        """(workspace, ciphertext) of any secret, named or not."""
+        """(workspace, ciphertext) of any secret, named or not (not a deleted one)."""
+
+    @abstractmethod
+    def deleted_secret(self, secret_id: str) -> tuple[str, str] | None:
+        """(workspace, name) of the named secret of that id, if it was deleted."""
 
     @abstractmethod
     def list_secrets(self, workspace: str) -> list[tuple[str, float, int]]:
-        """Named secrets by name: (name, created_at, num_keys)."""
+        """Named secrets by name (not the deleted ones): (name, created_at, num_keys)."""
 
     @abstractmethod
     def delete_secret(self, workspace: str, name: str) -> bool:
-        """Delete the secret named name; whether there was one."""
+        """Delete the secret named name (erasing its values); whether there was one."""
 
     # ---- proxy tokens (of web endpoints that require them)
 

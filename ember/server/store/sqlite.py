@@ -6,22 +6,60 @@ what is already queued; later writes join it.
 """
 
 import asyncio
+import logging
+import os
 import sqlite3
 import time
 
 from ...proto import api_pb2
+from ..disk import DiskFull, is_disk_full
 from . import Store
 from .migrate import migrate
 
+log = logging.getLogger("ember.server")
+
 TOKEN_COLUMNS = ("token_id, secret_hash, role, workspace, name, created_at, expires_at, revoked_at, max_cpu, "
                  "max_memory_mb")
+
+
+class _Db(sqlite3.Connection):
+    """A connection whose writes that meet a full disk raise DiskFull (see `_Connection.failed`)."""
+
+    failed = None  # set by _Connection: turns such an error into DiskFull, undoing the transaction
+
+    def execute(self, *args):
+        try:
+            return super().execute(*args)
+        except sqlite3.Error as e:
+            err = self.failed(e)
+            if err is e:
+                raise
+            raise err from e
+
+    def executemany(self, *args):
+        try:
+            return super().executemany(*args)
+        except sqlite3.Error as e:
+            err = self.failed(e)
+            if err is e:
+                raise
+            raise err from e
 
 
 class _Connection:
     """The database, and the group commit every write joins."""
 
     def __init__(self, path: str):
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.directory = os.path.dirname(os.path.abspath(path))
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=_Db)
+        self.db.failed = self.failed
+        # Which container holds which input is a hint for recovery after a restart: it rides
+        # along with the next transaction instead of paying for a commit of its own. If it is
+        # lost in a crash, the input runs again elsewhere (at least once, never lost).
+        self.deferred_assignments: list[tuple[str | None, str]] = []
+        self.in_transaction = False
+        # (on_success, on_failure) of whoever waits for the open transaction; a Future for both.
+        self.commit_waiters: list[tuple] = []
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives the process being killed (the WAL is written
         # before the call returns); only an OS crash can lose the last transactions.
@@ -31,12 +69,6 @@ class _Connection:
         except BaseException:
             self.db.close()
             raise
-        # Which container holds which input is a hint for recovery after a restart: it rides
-        # along with the next transaction instead of paying for a commit of its own. If it is
-        # lost in a crash, the input runs again elsewhere (at least once, never lost).
-        self.deferred_assignments: list[tuple[str | None, str]] = []
-        self.in_transaction = False
-        self.commit_waiters: list[asyncio.Future] = []
 
     # ---- group commit
 
@@ -51,29 +83,56 @@ class _Connection:
     def commit(self):
         if not self.in_transaction:
             return
-        if self.deferred_assignments:
-            self.db.executemany("UPDATE inputs SET container_id=? WHERE input_id=?", self.deferred_assignments)
-            self.deferred_assignments = []
-        self.db.execute("COMMIT")
+        try:
+            if self.deferred_assignments:
+                self.db.executemany("UPDATE inputs SET container_id=? WHERE input_id=?", self.deferred_assignments)
+                self.deferred_assignments = []
+            self.db.execute("COMMIT")
+        except DiskFull as e:
+            log.error("%s", e)  # its waiters were told (failed)
+            return
         self.in_transaction = False
         waiters, self.commit_waiters = self.commit_waiters, []
-        for w in waiters:
-            if isinstance(w, asyncio.Future):
-                if not w.done():
-                    w.set_result(None)
+        for on_success, _ in waiters:
+            if isinstance(on_success, asyncio.Future):
+                if not on_success.done():
+                    on_success.set_result(None)
             else:
-                w()
+                on_success()
 
-    def on_durable(self, callback):
+    def failed(self, e: sqlite3.Error) -> Exception:
+        """What a failed statement raises. A full disk undoes the whole open transaction (SQLite
+        may have done so already) and fails everyone waiting for it with DiskFull; the next
+        write opens a fresh one, so the store goes on once there is room. Other errors pass."""
+        if not is_disk_full(e, self.directory):
+            return e
+        err = DiskFull(self.directory, "the database (ember.db)")
+        if self.db.in_transaction:
+            try:
+                sqlite3.Connection.execute(self.db, "ROLLBACK")
+            except sqlite3.Error:
+                log.exception("cannot roll back after a full disk")
+        self.in_transaction = False
+        self.deferred_assignments = []  # hints only (above)
+        waiters, self.commit_waiters = self.commit_waiters, []
+        for on_success, on_failure in waiters:
+            if isinstance(on_success, asyncio.Future):
+                if not on_success.done():
+                    on_success.set_exception(err)
+            elif on_failure is not None:
+                on_failure(err)
+        return err
+
+    def on_durable(self, callback, on_failure=None):
         if self.in_transaction:
-            self.commit_waiters.append(callback)
+            self.commit_waiters.append((callback, on_failure))
         else:
             callback()
 
     async def durable(self):
         if self.in_transaction:
             fut = asyncio.get_running_loop().create_future()
-            self.commit_waiters.append(fut)
+            self.commit_waiters.append((fut, fut))
             await fut
 
     def close(self):
@@ -214,7 +273,7 @@ class _Runs(_Connection):
             "SELECT c.call_id, c.function_id, c.num_inputs, c.num_done, c.next_seq, c.cancelled "
             "FROM calls c JOIN functions f ON f.function_id=c.function_id "
             "JOIN apps a ON a.app_id=f.app_id "
-            "WHERE c.done_at IS NULL AND a.state='running'"
+            "WHERE c.done_at IS NULL AND a.state IN ('running', 'superseded')"
         ).fetchall()
 
     def open_inputs(self, call_id: str):
@@ -316,20 +375,33 @@ class SqliteStore(_Runs, Store):
                         "VALUES (?, ?, ?, ?, ?, ?)", (secret_id, workspace, name, ciphertext, num_keys, time.time()))
 
     def secret_by_name(self, workspace: str, name: str) -> tuple[str, bytes] | None:
-        return self.db.execute("SELECT secret_id, ciphertext FROM secrets WHERE workspace=? AND name=?",
-                               (workspace, name)).fetchone()
+        return self.db.execute("SELECT secret_id, ciphertext FROM secrets WHERE workspace=? AND name=? "
+                               "AND ciphertext!=x''", (workspace, name)).fetchone()
+
+    def secret_id_for_name(self, workspace: str, name: str) -> str | None:
+        row = self.db.execute("SELECT secret_id FROM secrets WHERE workspace=? AND name=?",
+                              (workspace, name)).fetchone()
+        return row[0] if row else None
 
     def secret_ciphertext(self, secret_id: str) -> tuple[str, bytes] | None:
-        return self.db.execute("SELECT workspace, ciphertext FROM secrets WHERE secret_id=?", (secret_id,)).fetchone()
+        return self.db.execute("SELECT workspace, ciphertext FROM secrets WHERE secret_id=? AND ciphertext!=x''",
+                               (secret_id,)).fetchone()
+
+    def deleted_secret(self, secret_id: str) -> tuple[str, str] | None:
+        return self.db.execute("SELECT workspace, name FROM secrets WHERE secret_id=? AND ciphertext=x''",
+                               (secret_id,)).fetchone()
 
     def list_secrets(self, workspace: str):
         return self.db.execute("SELECT name, created_at, num_keys FROM secrets WHERE workspace=? "
-                               "AND name IS NOT NULL ORDER BY name", (workspace,)).fetchall()
+                               "AND name IS NOT NULL AND ciphertext!=x'' ORDER BY name", (workspace,)).fetchall()
 
     def delete_secret(self, workspace: str, name: str) -> bool:
         self._write()
         before = self.db.total_changes
-        self.db.execute("DELETE FROM secrets WHERE workspace=? AND name=?", (workspace, name))
+        # Its row stays, its values erased: an empty ciphertext (a real one is at least 28 bytes)
+        # marks a deleted secret (see the Store).
+        self.db.execute("UPDATE secrets SET ciphertext=x'', num_keys=0 WHERE workspace=? AND name=? "
+                        "AND ciphertext!=x''", (workspace, name))
         return self.db.total_changes > before
 
     # ---- workspaces and tokens
