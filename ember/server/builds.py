@@ -151,6 +151,11 @@ class Builds:
             return
         if msg.layer.blob_id:  # its final report: where its archive is
             asked.discard(msg.layer.layer_id)
+        elif self.layers.get(msg.layer.layer_id):
+            # A build's first report (the layer is usable on its worker) after an archive's report
+            # for the same layer (an upload resumed at the worker's start, another worker's build):
+            # where that archive is stays known, so that other workers fetch it.
+            return
         self.layers[msg.layer.layer_id] = msg.layer.blob_id
         self.store.add_layer(msg.layer)
 

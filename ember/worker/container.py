@@ -99,7 +99,7 @@ class ContainerBackend(RuntimeBackend):
                  self.default_disk_mb)
         self.server_url = ctx.server_url
         self.ca_file = ctx.ca_file
-        self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub)
+        self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub, ctx.server_url)
         control_plane = None if ctx.server_url.startswith("unix:") else host_and_port(ctx.server_url)
         self.network = Network(ctx.data_dir, control_plane)
         self.layers.network = self.network  # build steps get a network like a container's

@@ -13,6 +13,7 @@ store, and a worker that lacks a layer fetches it from there instead of building
 
 import asyncio
 import collections
+import hashlib
 import io
 import json
 import logging
@@ -133,7 +134,7 @@ class Tail:
 class LayerCache:
     """Layers on this worker's disk, built or fetched on demand, each at most once at a time."""
 
-    def __init__(self, root: pathlib.Path, runtime_dir: pathlib.Path, blob_stub: typing.Callable):
+    def __init__(self, root: pathlib.Path, runtime_dir: pathlib.Path, blob_stub: typing.Callable, server_url: str):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         # Work space of this process; workers on one machine may share the cache. What workers
@@ -150,7 +151,10 @@ class LayerCache:
         self.stub = blob_stub  # () -> a connected gRPC stub, for the blob store
         self.locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.uploads: set[asyncio.Task] = set()
-        self.pending = root / ".pending"  # layers built here whose archive is not yet in the blob store
+        # Layers built here whose archive is not yet in the blob store, one directory per control
+        # plane: workers that share the cache but not the control plane leave each other's alone
+        # (a control plane knows only the layers its own workers built).
+        self.pending = root / ".pending" / hashlib.sha256(server_url.encode()).hexdigest()[:16]
         self.network = None  # network.Network, which build steps' sandboxes join: set by the container backend
         self.userns = None  # userns.UserNamespace, which they run in: likewise
 
@@ -201,14 +205,18 @@ class LayerCache:
     def upload_later(self, layer_id: str, report):
         """Archive the layer into the blob store in the background. Until that is done it is marked
         pending on disk, so that a worker stopped meanwhile archives it when it starts again."""
-        self.pending.mkdir(exist_ok=True)
+        self.pending.mkdir(parents=True, exist_ok=True)
         (self.pending / layer_id).touch()
-        self.uploads.add(asyncio.get_running_loop().create_task(self._upload(layer_id, report), name=layer_id))
+        if not self._uploading(layer_id):  # resumed at the start, say: its report is on its way
+            self.uploads.add(asyncio.get_running_loop().create_task(self._upload(layer_id, report), name=layer_id))
+
+    def _uploading(self, layer_id: str) -> bool:
+        return any(t.get_name() == layer_id for t in self.uploads)
 
     def resume_uploads(self, report):
         """Archive the layers a worker stopped before archiving (this cache's pending ones)."""
         for mark in sorted(self.pending.glob("*")) if self.pending.is_dir() else ():
-            if self.has(mark.name) and not any(t.get_name() == mark.name for t in self.uploads):
+            if self.has(mark.name) and not self._uploading(mark.name):
                 log.info("archiving layer %s, which was left pending when a worker stopped", mark.name[:12])
                 self.uploads.add(asyncio.get_running_loop().create_task(self._upload(mark.name, report),
                                                                         name=mark.name))
