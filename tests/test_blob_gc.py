@@ -1,20 +1,28 @@
 """The blob collector: space comes back once nothing refers to a blob, and nothing referred to goes.
 
-A control plane with short retentions (outputs 3.6 s, unreferenced blobs 2 s, a collection every
-0.3 s) and a process-backend worker; and the collector itself over a real store and blob store,
-with the blob's age set on its file, for the race that a collection must not win.
+A control plane with short retentions (outputs 3.6 s, unreferenced blobs 2 s, layers 2 s after
+their last build, one volume version, a collection every 0.3 s) and a process-backend worker (a
+container one for layers); and the collector itself over a real store and blob store, with the
+blob's age set on its file, for the race that a collection must not win. What must survive is
+checked once something that became unreferenced at the same time or earlier is gone: proof that
+collections ran, with no sleep.
 """
 
 import asyncio
+import hashlib
 import os
+import re
 import subprocess
 import time
+import uuid
 
 import pytest
-from conftest import PY, Cluster, run_async, run_py, wait_for
+from conftest import PY, Cluster, container_backend_missing, run_async, run_py, wait_for
 
 import core_app
 import ember
+from ember._client.client import Client
+from ember.app import build_image
 from ember.server.blob_gc import BlobCollector
 from ember.server.blobs import open_blob_store
 from ember.server.scheduler import Scheduler
@@ -103,3 +111,77 @@ def test_server_flags_are_checked_and_shown(tmp_path):
     bad = subprocess.run([PY, "-m", "ember.cli.main", "server", "--data-dir", str(tmp_path), "--blob-retention",
                           "soon"], capture_output=True, text=True)
     assert bad.returncode != 0 and "'soon' is not a duration" in bad.stderr
+
+
+def test_a_volumes_current_version_survives_collections_its_old_versions_do_not(short_cluster, tmp_path):
+    vol = ember.Volume.from_name("kept", create_if_missing=True)
+    versions = [os.urandom(2 * MB) for _ in range(3)]
+    for data in versions:
+        (tmp_path / "data.bin").write_bytes(data)
+        with vol.batch_upload(force=True) as batch:
+            batch.put_file(tmp_path / "data.bin", "/data.bin")
+    old, current = [hashlib.sha256(d).hexdigest() for d in versions[:2]], hashlib.sha256(versions[2]).hexdigest()
+    assert {*old, current} <= set(blob_files(short_cluster))
+    # --volume-versions 1: the contents only older versions had go; waiting for that is waiting
+    # for collections that came after the retention, which the current version's content survived.
+    started = time.monotonic()
+    wait_for(lambda: not set(old) & set(blob_files(short_cluster)), timeout=60, what="the old versions' blobs to go")
+    print(f"old versions' blobs gone {time.monotonic() - started:.1f}s after the last write")
+    assert current in blob_files(short_cluster)
+    assert b"".join(vol.read_file("data.bin")) == versions[2]
+
+
+def test_a_deployed_apps_layers_survive_collections_an_unused_images_do_not(tmp_path, monkeypatch, capsys):
+    if container_backend_missing():
+        pytest.skip(container_backend_missing())
+    c = Cluster(tmp_path)
+    c.start_server(SHORT)
+    for key, value in c.env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        first = c.start_worker(name="w1", backend="container")  # the shared test cache
+        token = uuid.uuid4().hex[:8]
+        (tmp_path / "kept_app.py").write_text(f'''
+import ember
+image = ember.Image.debian_slim().run_commands("echo {token} > /token")
+app = ember.App("kept")
+
+@app.function(image=image)
+def read_token():
+    return open("/token").read().strip()
+''')
+        out = subprocess.run([PY, "-m", "ember.cli.main", "deploy", str(tmp_path / "kept_app.py")],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        deployed = ember.Image.debian_slim().run_commands(f"echo {token} > /token")
+        unused = ember.Image.debian_slim().run_commands(f"echo {token} > /unused")
+        client = Client.from_env()
+        client.run(build_image(client, unused._resolve(client.upload_sync)))
+        layers = [s.layer_id for s in deployed._resolve(lambda data: "").steps]
+        unused_layer = unused._resolve(lambda data: "").steps[-1].layer_id
+        wait_for(lambda: all(archive(c, layer) for layer in [*layers, unused_layer]), timeout=240,
+                 what="the layers' archives")
+        kept = {layer: archive(c, layer) for layer in layers}
+        gone = archive(c, unused_layer)
+        # Its layer forgotten after --layer-grace (2 s), its archive deleted --blob-retention (2 s)
+        # later: collections that the deployed app's layers went through too.
+        started = time.monotonic()
+        wait_for(lambda: gone not in blob_files(c), timeout=60, what="the unused layer's archive to go")
+        print(f"unused layer's archive gone {time.monotonic() - started:.1f}s after its archiving")
+        assert "forgot 1 unused layers" in c.log()
+        assert all(blob in blob_files(c) for blob in kept.values()), kept
+        # A worker with an empty cache runs the deployed function from those archives.
+        first.terminate()
+        first.wait()
+        c.start_worker(name="w2", backend="container", **{"cache-dir": str(tmp_path / "cache2")})
+        assert ember.Function.from_name("kept", "read_token").remote() == token
+        log = c.log("worker-w2")
+        assert "fetching layer 1/2" in log and "fetching layer 2/2" in log and "=> step" not in log
+    finally:
+        c.stop()
+
+
+def archive(c: Cluster, layer_id: str) -> str | None:
+    """The blob id of the layer's archive, once its worker logged the upload."""
+    m = re.search(rf"layer {layer_id[:12]} archived into the blob store as (\w+)", c.log("worker-w1"))
+    return next((p.name for p in (c.tmp / "server" / "blobs").glob(f"??/{m.group(1)}*")), None) if m else None

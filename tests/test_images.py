@@ -1,5 +1,7 @@
 """Images: layers built once and cached by content, rebuilt from the changed step, failures that
-say which step broke, and every kind of step, on the container backend."""
+say which step broke, and every kind of step, on the container backend; layer archives in the blob
+store (zstd, or plain tars of older workers) fetched by other workers, and archived after a restart
+by a worker stopped before it was done."""
 
 import asyncio
 import hashlib
@@ -62,6 +64,17 @@ def test_a_failing_step_names_itself_and_caches_nothing(container_cluster, capsy
     layer = image._resolve(lambda data: "").steps[-1].layer_id
     assert not (layers_dir() / layer).exists()
     assert not any(p.name.startswith(layer) for p in (layers_dir() / ".tmp").glob("*/*"))
+
+
+def test_a_pip_step_prunes_the_shared_uv_cache(container_cluster, capsys):
+    # An archive that no cached wheel refers to, as uv leaves behind: `uv cache prune` removes it.
+    dangling = layers_dir().parent / "uv-cache" / "archive-v0" / f"ember-test-{uuid.uuid4().hex}"
+    dangling.mkdir(parents=True)
+    (dangling / "METADATA").write_text("unreferenced")
+    token = uuid.uuid4().hex[:8]
+    _, out = build(ember.Image.debian_slim().run_commands(f"echo {token} > /token").pip_install("six==1.17.0"), capsys)
+    assert "=> step 3/3: pip_install('six==1.17.0')" in out
+    assert not dangling.exists()
 
 
 def test_apt_env_workdir_local_files_and_run_function(container_cluster, tmp_path):
