@@ -261,8 +261,8 @@ def test_a_worker_stopped_before_archiving_archives_at_its_next_start(cold, tmp_
     first.terminate()
     first.wait()
     assert "archived into" not in cold.log("worker-w1")
-    # A worker of another control plane that shares the cache leaves them alone: its control plane
-    # knows nothing of these layers.
+    # Another worker that shares the cache (of another control plane, here) leaves them alone:
+    # they are w1's to archive, for its control plane.
     (tmp_path / "other").mkdir()
     other = Cluster(tmp_path / "other")
     try:

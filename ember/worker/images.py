@@ -13,7 +13,6 @@ store, and a worker that lacks a layer fetches it from there instead of building
 
 import asyncio
 import collections
-import hashlib
 import io
 import json
 import logging
@@ -135,7 +134,7 @@ class Tail:
 class LayerCache:
     """Layers on this worker's disk, built or fetched on demand, each at most once at a time."""
 
-    def __init__(self, root: pathlib.Path, runtime_dir: pathlib.Path, blob_stub: typing.Callable, server_url: str):
+    def __init__(self, root: pathlib.Path, runtime_dir: pathlib.Path, blob_stub: typing.Callable, worker_id: str):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         # Work space of this process; workers on one machine may share the cache. What workers
@@ -152,10 +151,10 @@ class LayerCache:
         self.stub = blob_stub  # () -> a connected gRPC stub, for the blob store
         self.locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.uploads: set[asyncio.Task] = set()
-        # Layers built here whose archive is not yet in the blob store, one directory per control
-        # plane: workers that share the cache but not the control plane leave each other's alone
-        # (a control plane knows only the layers its own workers built).
-        self.pending = root / ".pending" / hashlib.sha256(server_url.encode()).hexdigest()[:16]
+        # Layers this worker built whose archive is not yet in the blob store. Each worker has its
+        # own: its control plane expects the archives from it (other workers that share the cache
+        # may serve another control plane, or be archiving theirs right now).
+        self.pending = root / ".pending" / worker_id
         self.network = None  # network.Network, which build steps' sandboxes join: set by the container backend
         self.userns = None  # userns.UserNamespace, which they run in: likewise
 
