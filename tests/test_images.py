@@ -24,6 +24,7 @@ from ember.app import build_image
 from ember.proto import api_pb2
 from ember.server.scheduler import Scheduler
 from ember.server.store import open_store
+from ember.worker import disk as disks
 
 
 def build(image: ember.Image, capsys) -> tuple[str, str]:
@@ -258,9 +259,12 @@ def test_a_worker_stopped_before_archiving_archives_at_its_next_start(cold, tmp_
     token = uuid.uuid4().hex[:8]
     image = ember.Image.debian_slim().run_commands(f"echo {token} > /token")
     build(image, capsys)
-    first.terminate()
+    first.terminate()  # right after a build: the image's spare container may be starting
     first.wait()
     assert "archived into" not in cold.log("worker-w1")
+    assert not disks.mounts_under(tmp_path / "w1"), "the stopped worker left a disk mounted"
+    pending = layers_dir() / ".pending" / (tmp_path / "w1" / "worker_id").read_text().strip()
+    assert sorted(p.name for p in pending.iterdir()) == sorted(layer_ids(image))
     # Another worker that shares the cache (of another control plane, here) leaves them alone:
     # they are w1's to archive, for its control plane.
     (tmp_path / "other").mkdir()
@@ -275,7 +279,8 @@ def test_a_worker_stopped_before_archiving_archives_at_its_next_start(cold, tmp_
     # Started again (its own zstd now), it archives both layers, and the control plane hears of them.
     cold.start_worker(name="w1", backend="container")
     wait_for_archives(cold, "w1", image)
-    assert cold.log("worker-w1").count("which was left pending when a worker stopped") >= 2
+    assert cold.log("worker-w1").count("which was left pending when a worker stopped") == 2
+    wait_for(lambda: not pending.exists(), what="its pending marks to go")
     app, read_token = token_app(image)
     with app.run():
         assert read_token.remote() == token

@@ -13,6 +13,7 @@ store, and a worker that lacks a layer fetches it from there instead of building
 
 import asyncio
 import collections
+import contextlib
 import io
 import json
 import logging
@@ -214,7 +215,7 @@ class LayerCache:
         return any(t.get_name() == layer_id for t in self.uploads)
 
     def resume_uploads(self, report):
-        """Archive the layers a worker stopped before archiving (this cache's pending ones)."""
+        """Archive the layers this worker left pending when it last stopped."""
         for mark in sorted(self.pending.glob("*")) if self.pending.is_dir() else ():
             if self.has(mark.name) and not self._uploading(mark.name):
                 log.info("archiving layer %s, which was left pending when a worker stopped", mark.name[:12])
@@ -367,6 +368,8 @@ class LayerCache:
                      blob_id[:12], size / 1e6, archive_size / 1e6, time.monotonic() - started)
             report(api_pb2.Layer(layer_id=layer_id, blob_id=blob_id, size=size, archive_size=archive_size))
             (self.pending / layer_id).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the last of them: nothing of this worker's is left
+                self.pending.rmdir()
         finally:
             self.uploads.discard(asyncio.current_task())
 
