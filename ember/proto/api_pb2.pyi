@@ -372,12 +372,36 @@ class Image(_message.Message):
     def __init__(self, image_id: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[ImageStep, _Mapping]]] = ...) -> None: ...
 
 class Layer(_message.Message):
-    __slots__ = ("layer_id", "blob_id")
+    __slots__ = ("layer_id", "blob_id", "size", "archive_size")
     LAYER_ID_FIELD_NUMBER: _ClassVar[int]
     BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_SIZE_FIELD_NUMBER: _ClassVar[int]
     layer_id: str
     blob_id: str
-    def __init__(self, layer_id: _Optional[str] = ..., blob_id: _Optional[str] = ...) -> None: ...
+    size: int
+    archive_size: int
+    def __init__(self, layer_id: _Optional[str] = ..., blob_id: _Optional[str] = ..., size: _Optional[int] = ..., archive_size: _Optional[int] = ...) -> None: ...
+
+class ImageInfo(_message.Message):
+    __slots__ = ("image_id", "functions", "layers", "size", "archive_size")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    functions: _containers.RepeatedScalarFieldContainer[str]
+    layers: int
+    size: int
+    archive_size: int
+    def __init__(self, image_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., layers: _Optional[int] = ..., size: _Optional[int] = ..., archive_size: _Optional[int] = ...) -> None: ...
+
+class ImageListResponse(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[ImageInfo]
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageInfo, _Mapping]]] = ...) -> None: ...
 
 class ImageBuildRequest(_message.Message):
     __slots__ = ("image", "force")

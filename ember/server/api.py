@@ -145,7 +145,8 @@ class BlobRpcs:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no blob {req.blob_id}")
 
     async def BlobExists(self, req, context, who):
-        return api_pb2.BlobExistsResponse(exists=await self.blobs.exists(req.blob_id))
+        # Asking counts as putting it again: whoever asks is about to refer to it (blob_gc.py).
+        return api_pb2.BlobExistsResponse(exists=await self.blobs.refresh(req.blob_id))
 
 
 @authenticated(api_pb2_grpc.ClientApiServicer, ADMIN, WORKSPACE, CONTAINER)
@@ -279,6 +280,10 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         """The web_url and method_web_urls fields of a function's responses."""
         urls = self.routes.urls(fn)
         return {"web_url": urls.pop("", ""), "method_web_urls": urls}
+
+    async def ImageList(self, req, context, who):
+        functions = [fn for app in self.apps.listing(who.workspace) for fn in app.functions.values()]
+        return api_pb2.ImageListResponse(images=self.builds.listing(functions))
 
     async def ImageBuild(self, req, context, who):
         validate.image_build(req)

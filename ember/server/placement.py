@@ -35,6 +35,8 @@ class Placement:
         self.fleet = fleet
         self.builds = builds
         self.clock = clock
+        # (container_id, its volume mounts) -> None: the blob collector keeps what they name.
+        self.on_volumes = None
 
     def start_container(self, fn: FunctionState) -> bool:
         """Start a container for the function on the worker that fits it best; False if none has room."""
@@ -60,11 +62,14 @@ class Placement:
         self.store.create_container(cid, fn.function_id, worker.worker_id, worker.boot_id, credential_hash)
         self.fleet.add(ContainerState(cid, fn, worker, self.clock()), new=True)
         image = fn.definition.image
+        volumes = [api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
+                   for path, vid in sorted(fn.definition.volume_mounts.items())]
+        if volumes and self.on_volumes is not None:
+            self.on_volumes(cid, volumes)
         worker.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
             layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
-            volumes=[api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
-                     for path, vid in sorted(fn.definition.volume_mounts.items())], credential=credential)))
+            volumes=volumes, credential=credential)))
         self.shares.started(fn)
         log.info("starting container %s for %s on worker %s", cid, fn.name, worker.name)
         return True

@@ -70,6 +70,7 @@ class Worker:
         self.backend: backends.RuntimeBackend = chosen(backends.Context(
             data_dir=data_dir, cache_dir=cache_dir, server_url=server_url,
             runtime_dir=runtime_files.prepare(cache_dir / "runtime"), stub=self._stub, gpus=self.gpus,
+            worker_id=self.worker_id,
             ca_file=_keep_ca(data_dir, server_url)))
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         log.info("%s; isolation: %s", self.backend_note, self.backend.isolation())
@@ -150,6 +151,9 @@ class Worker:
         for e in self.recent_exits:  # the control plane ignores the ones it knows
             outbox.put(api_pb2.WorkerMessage(container_exited=e))
         self.stub = stub
+        if not self.stopping:  # reconnecting while it stops (drained): no archive starts now
+            self.backend.resume_uploads(
+                lambda layer: self._send(api_pb2.WorkerMessage(layer_built=api_pb2.LayerBuilt(layer=layer))))
 
     def _disconnected(self, error: grpc.aio.AioRpcError | None):
         self.stub = None

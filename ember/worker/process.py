@@ -181,5 +181,8 @@ class ProcessBackend(RuntimeBackend):
     async def drain(self):
         pass  # nothing of a venv is shared through the blob store
 
+    def resume_uploads(self, report):
+        pass  # likewise
+
     async def stop_all(self):
         await terminate_all(list(self.procs.values()))
