@@ -50,7 +50,7 @@ START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker t
 
 class WorkerState:
     __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cpu", "draining", "end", "gpus",
-                 "last_seen", "memory_mb", "name", "own_network", "send", "worker_id")
+                 "labels", "last_seen", "memory_mb", "name", "own_network", "send", "worker_id")
 
     def __init__(self, reg: api_pb2.WorkerRegister, send, now: float, end=None):
         self.worker_id = reg.worker_id
@@ -67,6 +67,7 @@ class WorkerState:
         self.backend = reg.backend
         self.backend_note = reg.backend_note
         self.own_network = reg.own_network  # its containers' ports do not collide
+        self.labels = dict(reg.labels)  # `ember worker --label region=eu`: where region= places
         self.draining = False  # finishes what it runs, takes nothing new (`ember worker drain`)
 
     def free(self) -> tuple[float, int]:
@@ -76,8 +77,8 @@ class WorkerState:
 
 
 class ContainerState:
-    __slots__ = ("container_id", "cpu", "end", "function", "held", "last_seen", "memory_mb", "reported", "requested_at",
-                 "resending", "send", "since", "state", "stopping", "want", "worker")
+    __slots__ = ("container_id", "cpu", "end", "function", "held", "inputs_given", "last_seen", "memory_mb", "reported",
+                 "requested_at", "resending", "send", "since", "state", "stopping", "want", "worker")
 
     def __init__(self, container_id: str, function: FunctionState, worker: WorkerState, now: float):
         self.container_id = container_id
@@ -100,6 +101,7 @@ class ContainerState:
         self.cpu = res.cpu
         self.memory_mb = res.memory_mb
         self.stopping = False
+        self.inputs_given = 0  # inputs handed to it: it retires at its function's inputs_per_container
 
 
 class Fleet:
@@ -452,9 +454,10 @@ class Fleet:
             w.end(f"worker {w.name} sent nothing for {self.worker_timeout:.0f}s: its containers were given up; "
                   "register again")
 
-    def stop(self, c: ContainerState):
-        """Ask its worker to stop it, letting it finish what it runs."""
-        if c.stopping:
+    def stop(self, c: ContainerState, retiring: bool = False):
+        """Ask its worker to stop it, letting it finish what it runs. A retiring one (it ran its
+        inputs_per_container) is marked stopping already, from its last input on."""
+        if c.stopping and not retiring:
             return
         c.stopping = True
         if c.worker.connected:

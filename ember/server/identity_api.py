@@ -48,7 +48,8 @@ class IdentityRpcs:
         await self._call(context, self.identity.require_admin, who, "list workers")
         return api_pb2.WorkerListResponse(workers=[api_pb2.WorkerInfo(
             worker_id=w.worker_id, name=w.name, cpu=w.cpu, memory_mb=w.memory_mb, gpus=w.gpus.kinds,
-            connected=w.connected, draining=w.draining, num_containers=len(w.containers), backend=w.backend)
+            connected=w.connected, draining=w.draining, num_containers=len(w.containers), backend=w.backend,
+            labels=w.labels)
             for w in self.fleet.workers()])
 
     async def WorkerDrain(self, req, context, who):
