@@ -150,6 +150,11 @@ def resources(r: api_pb2.Resources):
     if r.memory_mb <= 0:
         raise Invalid(f"{where}.memory_mb", f"must be > 0 (got {r.memory_mb})")
     number(f"{where}.cpu_limit", r.cpu_limit)
+    # A limit below what is reserved could never be used: (request, limit) needs limit >= request.
+    if r.cpu_limit and r.cpu_limit + 1e-9 < r.cpu:
+        raise Invalid(f"{where}.cpu_limit", f"must be >= cpu (got {r.cpu_limit} < {r.cpu})")
+    if r.memory_limit_mb and r.memory_limit_mb < r.memory_mb:
+        raise Invalid(f"{where}.memory_limit_mb", f"must be >= memory_mb (got {r.memory_limit_mb} < {r.memory_mb})")
     if r.ephemeral_disk_mb > MAX_EPHEMERAL_DISK_MB:  # 0 is the worker's default
         raise Invalid(f"{where}.ephemeral_disk_mb", f"must be <= {MAX_EPHEMERAL_DISK_MB} (got {r.ephemeral_disk_mb})")
     try:
