@@ -81,7 +81,6 @@ def _memory_ok(x) -> bool:
 # accepted, and said so when the app runs or deploys. option -> (is it set?, the note).
 NOTED_OPTIONS = {
     "enable_memory_snapshot": (bool, "memory snapshots are not taken yet: containers start from scratch"),
-    "restrict_modal_access": (bool, "not enforced: its containers may call the app's functions and objects"),
     "cloud": (lambda v: v is not None, "a self-hosted cluster has no cloud providers: any worker runs it"),
     "routing_region": (lambda v: v is not None, "inputs always go through this control plane"),
     "nonpreemptible": (bool, "workers are not preempted here: every container is nonpreemptible"),
@@ -161,9 +160,12 @@ class FunctionSpec:
             raise exception.InvalidError(f"include_source={include_source!r}: pass True or False")
         if experimental_options is not None and not isinstance(experimental_options, dict):
             raise exception.InvalidError(f"experimental_options={experimental_options!r}: pass a dict")
-        given = {"enable_memory_snapshot": enable_memory_snapshot, "restrict_modal_access": restrict_modal_access,
-                 "cloud": cloud, "routing_region": routing_region, "nonpreemptible": nonpreemptible, "proxy": proxy,
-                 "i6pn": i6pn, "experimental_options": experimental_options}
+        if not isinstance(restrict_modal_access, bool):
+            raise exception.InvalidError(f"restrict_modal_access={restrict_modal_access!r}: pass True or False")
+        self.restrict_access = restrict_modal_access
+        given = {"enable_memory_snapshot": enable_memory_snapshot, "cloud": cloud, "routing_region": routing_region,
+                 "nonpreemptible": nonpreemptible, "proxy": proxy, "i6pn": i6pn,
+                 "experimental_options": experimental_options}
         self.notes = [f"{option}={given[option]!r} is accepted and has no effect here: {note}"
                       for option, (is_set, note) in NOTED_OPTIONS.items() if is_set(given[option])]
         # Its app's defaults: the function's own image wins; its secrets come after the app's (and
@@ -194,7 +196,7 @@ class FunctionSpec:
             timeout=self.timeout, retries=self.retries.to_proto(), max_containers=self.max_containers or 0,
             min_containers=self.min_containers, scaledown_window=self.scaledown_window, env=self.env,
             startup_timeout=self.startup_timeout, inputs_per_container=self.inputs_per_container,
-            buffer_containers=self.buffer_containers, regions=self.regions)
+            buffer_containers=self.buffer_containers, regions=self.regions, restrict_access=self.restrict_access)
 
 
 def _environment(env) -> dict[str, str]:

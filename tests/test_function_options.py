@@ -75,7 +75,7 @@ def test_noted_options_print_their_note(running):
     assert proc.returncode == 0, proc.stderr
     assert "noted" in proc.stdout
     for option in ("enable_memory_snapshot=True", "cloud='aws'", "nonpreemptible=True", "i6pn=True",
-                   "experimental_options={'x': 1}", "restrict_modal_access=True", "proxy=", "routing_region="):
+                   "experimental_options={'x': 1}", "proxy=", "routing_region="):
         assert f"ember: noted: {option}" in proc.stderr, proc.stderr
     assert "ember: environment:" not in proc.stderr  # only options that were set are noted
 
@@ -98,6 +98,13 @@ def test_include_source_false_ships_no_source(running):
 def test_included_apps_functions_run_with_the_app(running):
     assert options_app.from_other_app.remote(3) == "other:3"
     assert "from_other_app" in options_app.app.registered_functions
+    assert options_app.from_other_app._app is options_app.app
+
+
+def test_restrict_modal_access(running):
+    assert options_app.calls_other.remote(2) == "other:2"
+    for denied in options_app.restricted.remote(2):  # a call, a spawn, a dict
+        assert denied.startswith("AuthError") and "restrict_modal_access=True" in denied, denied
 
 
 def test_app_lookup(running):

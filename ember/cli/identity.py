@@ -136,7 +136,7 @@ def _worker(args, rpc) -> int:
             state = "draining" if w.draining else "connected" if w.connected else "disconnected"
             labels = ",".join(f"{k}={v}" for k, v in sorted(w.labels.items())) or "-"
             print(f"{w.name}\t{w.cpu:g} CPU\t{w.memory_mb} MiB\t{len(w.gpus)} GPUs\t{w.num_containers} containers\t"
-                  f"{state}\t{labels}")
+                  f"{labels}\t{state}")
         if not workers:
             print("no workers", file=sys.stderr)
         return 0

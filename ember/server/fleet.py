@@ -45,6 +45,9 @@ READY = api_pb2.CONTAINER_STATE_READY
 DISCONNECTED = api_pb2.CONTAINER_STATE_DISCONNECTED
 # Containers of a function that exit before they ever connect, in a row, before its calls fail.
 MAX_START_FAILURES = 3
+# What a container of a function with restrict_modal_access=True may still call of the client
+# API: moving blobs (its large arguments and results, its volumes' files).
+RESTRICTED_ALLOWED = ("BlobPut", "BlobGet", "BlobExists")
 START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker timeout, if longer)
 
 
@@ -334,6 +337,18 @@ class Fleet:
         """Whether the container has a stream open now."""
         c = self._containers.get(container_id)
         return c is not None and c.send is not None
+
+    def check_access(self, container_id: str, rpc: str, request):
+        """A container's call of the client API: refused (Forbidden) if its function has
+        restrict_modal_access=True, but for blobs and the volumes mounted in it."""
+        c = self._containers.get(container_id)
+        d = c.function.definition if c is not None else None
+        if d is None or not d.restrict_access or rpc in RESTRICTED_ALLOWED:
+            return
+        if rpc in ("VolumeGet", "VolumeCommit") and request.volume_id in d.volume_mounts.values():
+            return
+        raise Forbidden(f"{d.name} has restrict_modal_access=True: its containers may not call {rpc} (other "
+                        "functions, dicts, queues, secrets and volumes not mounted in it are out of its reach)")
 
     def heartbeat(self, c: ContainerState):
         c.last_seen = self.clock()

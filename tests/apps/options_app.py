@@ -55,7 +55,7 @@ def nowhere():
 
 
 @app.function(enable_memory_snapshot=True, cloud="aws", nonpreemptible=True, i6pn=True,
-              experimental_options={"x": 1}, restrict_modal_access=True, proxy=object(), routing_region="us-east")
+              experimental_options={"x": 1}, proxy=object(), routing_region="us-east")
 def noted():
     return "noted"
 
@@ -100,3 +100,21 @@ def from_other_app(x):
 
 
 app.include(other)
+
+
+@app.function()
+def calls_other(x):
+    return from_other_app.remote(x)  # an included app's function, called from a container
+
+
+@app.function(restrict_modal_access=True)
+def restricted(x):
+    denied = []
+    for use in (lambda: from_other_app.remote(x), lambda: from_other_app.spawn(x),
+                lambda: ember.Dict.from_name("restricted", create_if_missing=True).put("k", x)):
+        try:
+            use()
+            denied.append("allowed")
+        except ember.exception.Error as e:
+            denied.append(f"{type(e).__name__}: {e}")
+    return denied
