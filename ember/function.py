@@ -616,14 +616,21 @@ class FunctionCall:
         """Wait for the result (at most `timeout` seconds) and return it, or raise its error."""
         client = self._get_client()
         deadline = None if timeout is None else time.monotonic() + timeout
+        # The newest final output counts: a call whose failed input was retried (`ember call
+        # retry`) ends again, after its first end.
+        after_seq, final = 0, None
         while True:
             left = POLL if deadline is None else max(0.0, min(POLL, deadline - time.monotonic()))
             resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
-                call_id=self.object_id, max_outputs=1000, timeout=left), what=f"getting {self.object_id}")
+                call_id=self.object_id, after_seq=after_seq, max_outputs=1000, timeout=left),
+                what=f"getting {self.object_id}")
             name = self._name or resp.function_name or "the function"
             for co in resp.outputs:
+                after_seq = co.seq
                 if co.output.status != Output.GENERATOR_ITEM:
-                    return await _output_value(client, co.output, name)
+                    final = co.output
+            if final is not None and resp.num_done >= resp.num_inputs and len(resp.outputs) < 1000:
+                return await _output_value(client, final, name)
             if resp.inputs_complete and resp.num_inputs == 0:
                 raise exception.ExecutionError(f"call {self.object_id} of {name}() ended without a result: "
                                                "its app stopped before it ran")

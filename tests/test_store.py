@@ -172,6 +172,32 @@ async def test_calls_inputs_and_outputs(store, reopen):
 
 
 @run_async
+async def test_a_done_call_reopens_on_another_version_and_outputs_by_app(store, reopen):
+    for app_id, version in (("ap-1", 1), ("ap-2", 2)):
+        store.create_app(app_id, "main", "app", deployed=True)
+        store.create_function(f"fn-{version}", app_id, api_pb2.FunctionDefinition(name="f"))
+    store.create_app("ap-3", "other", "app")  # another workspace's app of the same name
+    store.create_function("fn-3", "ap-3", api_pb2.FunctionDefinition(name="f"))
+    store.create_call("fc-1", "fn-1", 1)
+    store.create_call("fc-3", "fn-3", 1)
+    store.add_outputs([("fc-1", 1, output("fc-1:0"), 1.0), ("fc-3", 1, output("fc-3:0"), 1.0)], [],
+                      [("fc-1", 1, 2), ("fc-3", 1, 2)])
+    await store.durable()
+    assert [c[0] for c in store.open_calls()] == []
+    store.reopen_call("fc-1", "fn-2", 0)
+    store.add_inputs([("fc-1:0", "fc-1", 0, b"again")])
+    await store.durable()
+
+    store = reopen()
+    assert store.call("fc-1") == ("fn-2", 1, 0, 2, 0)
+    assert [c[0] for c in store.open_calls()] == ["fc-1"]
+    assert store.app_outputs("main", "app") == [("fc-1", "fn-2", output("fc-1:0"), 1.0)]
+    assert store.app_outputs("main", "ap-2") == store.app_outputs("main", "app")
+    assert store.app_outputs("main", "ap-1") == [] and store.app_outputs("main", "ap-3") == []
+    assert [r[0] for r in store.app_outputs("other", "app")] == ["fc-3"]
+
+
+@run_async
 async def test_calls_of_a_stopped_app_are_not_open(store):
     store.create_app("ap-1", "main", "app")
     store.create_function("fn-1", "ap-1", api_pb2.FunctionDefinition(name="f"))

@@ -1,4 +1,4 @@
-"""`ember deploy FILE` and `ember app list|stop|logs|history`: deployed apps."""
+"""`ember deploy FILE` and `ember app list|stop|logs|history|failures`: deployed apps."""
 
 import datetime
 import sys
@@ -29,6 +29,11 @@ def add_parsers(sub):
     logs.add_argument("name")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing as it happens")
     cmds.add_parser("history", help="a deployed app's versions").add_argument("name")
+    failures = cmds.add_parser("failures", help="an app's inputs that failed, their retries spent (`ember call "
+                                                "retry` runs them again)")
+    failures.add_argument("name", metavar="NAME|APP_ID")
+    failures.add_argument("--json", action="store_true", help="as JSON, with every attempt's error, traceback, "
+                                                              "container and worker")
 
 
 def _state(a: api_pb2.AppInfo) -> str:
@@ -67,6 +72,9 @@ def run(args) -> int:
     elif args.action == "stop":
         client.run(client.rpc("AppStop", api_pb2.AppRef(name=args.name)))
         print(f"stopped app {args.name}")
+    elif args.action == "failures":
+        from .failures import list_failures
+        return list_failures(client, args.name, args.json)
     elif args.action == "history":
         resp = client.run(client.rpc("AppHistory", api_pb2.AppRef(name=args.name)))
         for a in resp.apps:

@@ -135,6 +135,9 @@ def _worker(args, rpc) -> int:
         for w in workers:
             state = "draining" if w.draining else "connected" if w.connected else "disconnected"
             labels = ",".join(f"{k}={v}" for k, v in sorted(w.labels.items())) or "-"
+            if w.cordoned_until:
+                until = datetime.datetime.fromtimestamp(w.cordoned_until).strftime("%H:%M:%S")
+                state += f", cordoned until {until}: {w.cordon_reason}"
             print(f"{w.name}\t{w.cpu:g} CPU\t{w.memory_mb} MiB\t{len(w.gpus)} GPUs\t{w.num_containers} containers\t"
                   f"{labels}\t{state}")
         if not workers:

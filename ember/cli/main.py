@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds without a client heartbeat before an ephemeral app is stopped")
     server.add_argument("--output-retention", type=float, default=24.0,
                         help="hours a finished call's outputs are kept")
+    server.add_argument("--cordon-after", type=int, default=5, metavar="N",
+                        help="cordon a worker after N of its containers fail (crash, are killed, cannot start; "
+                             "not a user exception) within --cordon-window; 0: never (default: 5)")
+    server.add_argument("--cordon-window", type=_duration, default=300.0, metavar="DURATION",
+                        help="the window --cordon-after counts in, e.g. 90s or 5m (default: 5m)")
+    server.add_argument("--cordon-cooldown", type=_duration, default=300.0, metavar="DURATION",
+                        help="how long a cordoned worker takes no new containers before it is tried again "
+                             "(default: 5m)")
     server.add_argument("--http", help="HOST:PORT of the HTTP gateway that serves web endpoints (port 0: any "
                                        "free one; default: $EMBER_HTTP, else 127.0.0.1:8600 or a free port)")
     server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
@@ -92,16 +100,27 @@ def _parser() -> argparse.ArgumentParser:
                         help="image layers and build caches; workers on one machine may share it "
                              "(default: $EMBER_CACHE_DIR, else the data dir)")
     from .apps import add_parsers as add_app_parsers
+    from .failures import add_call_parser
     from .identity import add_parsers as add_identity_parsers
     from .objects import add_parsers as add_object_parsers
     from .profile import add_parsers as add_profile_parsers
     from .usage import add_parsers as add_usage_parsers
     add_app_parsers(sub)
+    add_call_parser(sub)
     add_object_parsers(sub)
     add_identity_parsers(sub)
     add_profile_parsers(sub)
     add_usage_parsers(sub)
     return p
+
+
+def _duration(text: str) -> float:
+    """An argument in seconds: '90', '90s', '5m', '1h'."""
+    from .identity import duration
+    try:
+        return duration(text)
+    except exception.InvalidError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv=None) -> int:
@@ -143,6 +162,9 @@ def _run(parser, args) -> int:
     if args.command == "app":
         from .apps import run as run_apps
         return run_apps(args)
+    if args.command == "call":
+        from .failures import run as run_call
+        return run_call(args)
     if args.command == "profile":
         from .profile import run as run_profile
         return run_profile(args)

@@ -30,7 +30,7 @@ import zipfile
 import cloudpickle
 import grpc
 
-from .. import config
+from .. import config, context
 from .._client import blobs
 from .._client.auth import Authed
 from .._client.bridge import LoopThread
@@ -289,24 +289,26 @@ class Runtime:
                     raise AttributeError(f"{name} has no method {inp.args.method!r} marked @ember.method()")
                 is_generator = definition.methods[inp.args.method]
                 fn = getattr(fn, inp.args.method)
-            self._arm(inp.input_id, definition.timeout)
-            try:
-                if is_generator:
-                    for item in self._items(fn(*args, **kwargs)):
-                        data, err = serialize_result(name, item)
-                        if err:
-                            return [Output(**base, status=Output.FAILURE, error=err)]
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                        out = Output(**base, status=Output.GENERATOR_ITEM, data=self._payload(data))
-                        self.io.call_soon(self._flush_outputs, [out])
-                    result = None
-                else:
-                    result = fn(*args, **kwargs)
-                    if inspect.iscoroutine(result):
-                        result = self._loop().run_until_complete(result)
-            finally:
-                self._disarm(inp.input_id)
+            # What ember.current_input_id() says while the user's code runs.
+            with context.running_input(inp.input_id, inp.call_id):
+                self._arm(inp.input_id, definition.timeout)
+                try:
+                    if is_generator:
+                        for item in self._items(fn(*args, **kwargs)):
+                            data, err = serialize_result(name, item)
+                            if err:
+                                return [Output(**base, status=Output.FAILURE, error=err)]
+                            sys.stdout.flush()
+                            sys.stderr.flush()
+                            out = Output(**base, status=Output.GENERATOR_ITEM, data=self._payload(data))
+                            self.io.call_soon(self._flush_outputs, [out])
+                        result = None
+                    else:
+                        result = fn(*args, **kwargs)
+                        if inspect.iscoroutine(result):
+                            result = self._loop().run_until_complete(result)
+                finally:
+                    self._disarm(inp.input_id)
         except InputCancelled:
             self.thread_loop.loop = None  # interrupted while it ran: the next async input gets a fresh one
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled while it ran")]

@@ -656,7 +656,7 @@ class WorkerRef(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "name", "cpu", "memory_mb", "gpus", "connected", "draining", "num_containers", "backend", "labels")
+    __slots__ = ("worker_id", "name", "cpu", "memory_mb", "gpus", "connected", "draining", "num_containers", "backend", "cordoned_until", "cordon_reason", "labels")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -673,6 +673,8 @@ class WorkerInfo(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     NUM_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    CORDON_REASON_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
@@ -683,8 +685,10 @@ class WorkerInfo(_message.Message):
     draining: bool
     num_containers: int
     backend: Backend
+    cordoned_until: float
+    cordon_reason: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpus: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., num_containers: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpus: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., num_containers: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., cordoned_until: _Optional[float] = ..., cordon_reason: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class WorkerListResponse(_message.Message):
     __slots__ = ("workers",)
@@ -727,7 +731,7 @@ class UsageResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
 
 class Output(_message.Message):
-    __slots__ = ("input_id", "idx", "status", "data", "error", "traceback")
+    __slots__ = ("input_id", "idx", "status", "data", "error", "traceback", "attempts", "args")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[Output.Status]
@@ -754,13 +758,77 @@ class Output(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
     input_id: str
     idx: int
     status: Output.Status
     data: Payload
     error: str
     traceback: str
-    def __init__(self, input_id: _Optional[str] = ..., idx: _Optional[int] = ..., status: _Optional[_Union[Output.Status, str]] = ..., data: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+    attempts: _containers.RepeatedCompositeFieldContainer[FailedAttempt]
+    args: Payload
+    def __init__(self, input_id: _Optional[str] = ..., idx: _Optional[int] = ..., status: _Optional[_Union[Output.Status, str]] = ..., data: _Optional[_Union[Payload, _Mapping]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[FailedAttempt, _Mapping]]] = ..., args: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+
+class FailedAttempt(_message.Message):
+    __slots__ = ("attempt", "status", "error", "traceback", "container_id", "worker", "at")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    status: Output.Status
+    error: str
+    traceback: str
+    container_id: str
+    worker: str
+    at: float
+    def __init__(self, attempt: _Optional[int] = ..., status: _Optional[_Union[Output.Status, str]] = ..., error: _Optional[str] = ..., traceback: _Optional[str] = ..., container_id: _Optional[str] = ..., worker: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("call_id", "idx", "function_name", "attempts", "error", "status", "failed_at", "history")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    IDX_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_AT_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    idx: int
+    function_name: str
+    attempts: int
+    error: str
+    status: Output.Status
+    failed_at: float
+    history: _containers.RepeatedCompositeFieldContainer[FailedAttempt]
+    def __init__(self, call_id: _Optional[str] = ..., idx: _Optional[int] = ..., function_name: _Optional[str] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., status: _Optional[_Union[Output.Status, str]] = ..., failed_at: _Optional[float] = ..., history: _Optional[_Iterable[_Union[FailedAttempt, _Mapping]]] = ...) -> None: ...
+
+class AppFailuresResponse(_message.Message):
+    __slots__ = ("failures",)
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    failures: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    def __init__(self, failures: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...
+
+class FunctionCallRetryRequest(_message.Message):
+    __slots__ = ("call_id", "idx")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    IDX_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    idx: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, call_id: _Optional[str] = ..., idx: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class FunctionCallRetryResponse(_message.Message):
+    __slots__ = ("idx", "after_seq")
+    IDX_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    idx: _containers.RepeatedScalarFieldContainer[int]
+    after_seq: int
+    def __init__(self, idx: _Optional[_Iterable[int]] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class CallOutput(_message.Message):
     __slots__ = ("seq", "output", "log_seq")

@@ -120,6 +120,16 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionCallRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
+        self.AppFailures = channel.unary_unary(
+                '/ember.v1.ClientApi/AppFailures',
+                request_serializer=ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.AppFailuresResponse.FromString,
+                _registered_method=True)
+        self.FunctionCallRetry = channel.unary_unary(
+                '/ember.v1.ClientApi/FunctionCallRetry',
+                request_serializer=ember_dot_proto_dot_api__pb2.FunctionCallRetryRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.FunctionCallRetryResponse.FromString,
+                _registered_method=True)
         self.SecretCreate = channel.unary_unary(
                 '/ember.v1.ClientApi/SecretCreate',
                 request_serializer=ember_dot_proto_dot_api__pb2.SecretCreateRequest.SerializeToString,
@@ -367,6 +377,20 @@ class ClientApiServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FunctionCallCancel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppFailures(self, request, context):
+        """Dead letters: inputs that ended failed (their retries spent), kept with their outputs.
+        Retry runs them again, one attempt each, on the current version of the call's function.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FunctionCallRetry(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -631,6 +655,16 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.FunctionCallCancel,
                     request_deserializer=ember_dot_proto_dot_api__pb2.FunctionCallRef.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'AppFailures': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppFailures,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.AppRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.AppFailuresResponse.SerializeToString,
+            ),
+            'FunctionCallRetry': grpc.unary_unary_rpc_method_handler(
+                    servicer.FunctionCallRetry,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.FunctionCallRetryRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.FunctionCallRetryResponse.SerializeToString,
             ),
             'SecretCreate': grpc.unary_unary_rpc_method_handler(
                     servicer.SecretCreate,
@@ -1201,6 +1235,60 @@ class ClientApi:
             '/ember.v1.ClientApi/FunctionCallCancel',
             ember_dot_proto_dot_api__pb2.FunctionCallRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppFailures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/AppFailures',
+            ember_dot_proto_dot_api__pb2.AppRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.AppFailuresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FunctionCallRetry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/FunctionCallRetry',
+            ember_dot_proto_dot_api__pb2.FunctionCallRetryRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.FunctionCallRetryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -437,10 +437,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         validate.get_outputs(req)
         call = self.ledger.lookup_call(req.call_id, who.workspace)
         if call is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"there is no function call {req.call_id}: the id is wrong, or its outputs expired "
-                f"(they are kept {self.ledger.retention / 3600:.0f} h after the call finishes)")
+            await context.abort(grpc.StatusCode.NOT_FOUND, self._no_call(req.call_id))
         outs = await self.ledger.read_outputs(call, req.after_seq, req.max_outputs or 1000, req.timeout)
         return api_pb2.GetOutputsResponse(
             outputs=outs, function_id=call.function.function_id,
@@ -453,6 +450,34 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         self.ledger.cancel_call(who.workspace, req.call_id)
         await self.store.durable()
         return EMPTY
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def AppFailures(self, req, context, who):
+        validate.app_by_id_or_name(req)
+        ref = req.app_id or req.name
+        failures = self.sched.dead_letters.list(who.workspace, ref)
+        if not failures and self.apps.app(ref, who.workspace) is None and not any(
+                a.name == ref for a in self.apps.listing(who.workspace)) and not self.store.app_history(
+                    who.workspace, ref):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no app {ref!r} (see `ember app list`)")
+        return api_pb2.AppFailuresResponse(failures=failures)
+
+    async def FunctionCallRetry(self, req, context, who):
+        validate.call_retry(req)
+        try:
+            idxs, after_seq = self.sched.dead_letters.retry(who.workspace, req.call_id, list(req.idx))
+        except LookupError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, self._no_call(req.call_id))
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        await self.store.durable()
+        return api_pb2.FunctionCallRetryResponse(idx=idxs, after_seq=after_seq)
+
+    def _no_call(self, call_id: str) -> str:
+        """The one answer for a call that is not there, or is another workspace's."""
+        return (f"there is no function call {call_id}: the id is wrong, or its outputs expired "
+                f"(they are kept {self.ledger.retention / 3600:.0f} h after the call finishes)")
 
 
 @authenticated(api_pb2_grpc.WorkerApiServicer, WORKER)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..proto import api_pb2
-from . import retries, validate
+from . import dead_letters, retries, validate
 from .apps import FunctionState
 from .ledger import InputState, Ledger
 from .retries import FINAL_FAILURES
@@ -188,8 +188,11 @@ class Dispatch:
                 log.warning("container %s sent an output for input %s that is dropped: %s", c.container_id,
                             out.input_id, e)
                 continue
-            # The input's place in its call is the control plane's to say (map orders outputs by it).
+            # The input's place in its call is the control plane's to say (map orders outputs by it),
+            # and so is what a dead letter keeps.
             out.idx = inp.idx
+            out.ClearField("args")
+            del out.attempts[:]
             ran += out.status != Output.GENERATOR_ITEM
             if out.status in FINAL_FAILURES and self.retry(inp, out):
                 continue
@@ -228,7 +231,10 @@ class Dispatch:
     # ---- failures and lost leases
 
     def retry(self, inp: InputState, out: api_pb2.Output) -> bool:
-        """Schedule another attempt of a failed one if the policy allows; True if it will run."""
+        """An attempt failed: note it (dead_letters.py), and schedule another if the policy allows;
+        True if it will run."""
+        if inp.web is None:
+            dead_letters.attempt_failed(inp, out)
         delay = retries.retry_delay(inp, out)
         if delay is None:
             return False
@@ -252,12 +258,14 @@ class Dispatch:
             self.ledger.record_outputs([(inp, Output(input_id=inp.input_id, status=Output.CONTAINER_EXITED,
                                                      error="its container was lost while it ran"))])
             return
-        inp.release()
         if not retries.give_back(inp, lost):
-            self.ledger.record_outputs([(inp, Output(
-                input_id=inp.input_id, idx=inp.idx, status=Output.CONTAINER_EXITED,
-                error=f"its container was lost {inp.lost} times (worker or network failures)"))])
+            out = Output(input_id=inp.input_id, idx=inp.idx, status=Output.CONTAINER_EXITED,
+                         error=f"its container was lost {inp.lost} times (worker or network failures)")
+            dead_letters.attempt_failed(inp, out)
+            inp.release()
+            self.ledger.record_outputs([(inp, out)])
             return
+        inp.release()
         self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, 0)
         self.submit(inp.call.function, [inp], again=True)
 

@@ -18,7 +18,8 @@ they (and their workers) reconnect, or their lease runs out.
 A worker is admitted, not trusted: its worker token bounds what it may offer, a worker id stays
 with the token that first registered it, and it speaks only of its own containers. Each
 container gets a credential of its own when it is asked for (auth.py), forgotten when it ends.
-What each container reserves and the CPU time its worker says it used go to usage.py.
+What each container reserves and the CPU time its worker says it used go to usage.py. A worker
+whose containers keep failing is cordoned for a while (breaker.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .._gpu import GpuAllocator
 from ..proto import api_pb2
 from .apps import Apps, FunctionState
 from .auth import Forbidden, Identity, Token
+from .breaker import Breaker
 from .dispatch import Dispatch
 from .ledger import InputState
 from .store import Store
@@ -52,8 +54,9 @@ START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker t
 
 
 class WorkerState:
-    __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cpu", "draining", "end", "gpus",
-                 "labels", "last_seen", "memory_mb", "name", "own_network", "send", "worker_id")
+    __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cordon_reason", "cordoned_until",
+                 "cpu", "draining", "end", "gpus", "labels", "last_seen", "memory_mb", "name", "own_network", "send",
+                 "worker_id")
 
     def __init__(self, reg: api_pb2.WorkerRegister, send, now: float, end=None):
         self.worker_id = reg.worker_id
@@ -72,6 +75,12 @@ class WorkerState:
         self.own_network = reg.own_network  # its containers' ports do not collide
         self.labels = dict(reg.labels)  # `ember worker --label region=eu`: where region= places
         self.draining = False  # finishes what it runs, takes nothing new (`ember worker drain`)
+        # Its containers kept failing: none is placed here until then (clock seconds; breaker.py).
+        self.cordoned_until = 0.0
+        self.cordon_reason = ""
+
+    def cordoned(self, now: float) -> bool:
+        return now < self.cordoned_until
 
     def free(self) -> tuple[float, int]:
         cpu = self.cpu - sum(c.cpu for c in self.containers.values())
@@ -80,8 +89,9 @@ class WorkerState:
 
 
 class ContainerState:
-    __slots__ = ("container_id", "cpu", "end", "function", "held", "inputs_given", "last_seen", "memory_mb", "reported",
-                 "requested_at", "resending", "send", "since", "state", "stopping", "want", "worker")
+    __slots__ = ("container_id", "cpu", "end", "function", "held", "init_failed", "inputs_given", "last_seen",
+                 "memory_mb", "reported", "requested_at", "resending", "send", "since", "state", "stopping", "want",
+                 "worker")
 
     def __init__(self, container_id: str, function: FunctionState, worker: WorkerState, now: float):
         self.container_id = container_id
@@ -105,11 +115,12 @@ class ContainerState:
         self.memory_mb = res.memory_mb
         self.stopping = False
         self.inputs_given = 0  # inputs handed to it: it retires at its function's inputs_per_container
+        self.init_failed = False  # its function's code could not load: its exit is not its worker's fault
 
 
 class Fleet:
     def __init__(self, store: Store, apps: Apps, dispatch: Dispatch, identity: Identity, *, lease_timeout: float,
-                 worker_timeout: float, clock=time.monotonic):
+                 worker_timeout: float, breaker: Breaker | None = None, clock=time.monotonic):
         self.store = store
         self.apps = apps
         self.dispatch = dispatch
@@ -117,6 +128,7 @@ class Fleet:
         self.lease_timeout = lease_timeout
         self.worker_timeout = worker_timeout
         self.clock = clock
+        self.breaker = breaker or Breaker()
         # Seconds from asking for a container to its hello, smoothed: what a backlog is weighed
         # against (autoscaler.py).
         self.cold_start = 0.5
@@ -179,7 +191,12 @@ class Fleet:
         old = self._workers.get(reg.worker_id)
         self.store.upsert_worker(reg, token_id)
         w = WorkerState(reg, send, self.clock(), end)
-        w.draining = old is not None and old.draining
+        if old is not None:
+            w.draining = old.draining
+            if old.boot_id == reg.boot_id:  # a reconnect; a restarted worker starts with a clean slate
+                w.cordoned_until, w.cordon_reason = old.cordoned_until, old.cordon_reason
+            else:
+                self.breaker.forget(reg.worker_id)
         self._workers[reg.worker_id] = w
         running = set(reg.running_container_ids)
         if old is not None:
@@ -257,6 +274,7 @@ class Fleet:
         connected worker is told to exit."""
         w = self._by_name(name)
         del self._workers[w.worker_id]
+        self.breaker.forget(w.worker_id)
         for c in list(w.containers.values()):
             self.lost(c, f"its worker {name} was removed")
         if w.connected:
@@ -265,9 +283,15 @@ class Fleet:
         log.info("worker %s removed", name)
 
     def builder(self) -> WorkerState | None:
-        """The connected worker to build an image on: the least busy."""
-        return min((w for w in self.connected_workers() if not w.draining), key=lambda w: len(w.containers),
-                   default=None)
+        """The connected worker to build an image on: the least busy, one not cordoned if there is one."""
+        now = self.clock()
+        return min((w for w in self.connected_workers() if not w.draining),
+                   key=lambda w: (w.cordoned(now), len(w.containers)), default=None)
+
+    def open_workers(self) -> list[WorkerState]:
+        """The connected workers that take new containers: not draining, not cordoned."""
+        now = self.clock()
+        return [w for w in self.connected_workers() if not w.draining and not w.cordoned(now)]
 
     def unisolated_workers(self) -> list[str]:
         """The connected workers that run containers without isolation, and why."""
@@ -370,6 +394,7 @@ class Fleet:
     def container_init_failed(self, c: ContainerState, failure: api_pb2.ContainerInitFailure):
         fn = c.function
         fn.init_failure = failure
+        c.init_failed = True
         log.warning("container %s could not load %s: %s", c.container_id, fn.name, failure.error)
         self.dispatch.fail_init(fn, list(c.held.values()))
 
@@ -402,6 +427,8 @@ class Fleet:
             return
         self._untrack(c)
         fn = c.function
+        if not c.stopping and not c.init_failed and exited.cause != Cause.OUT_OF_MEMORY:
+            self._failed_on(c.worker, reason)
         if c.state == STARTING and not c.stopping:
             # It never connected: its image or its runtime could not start. Give up after a few.
             fn.start_failures += 1
@@ -424,6 +451,19 @@ class Fleet:
         for inp in held:
             self.dispatch.requeue(inp, lost=False)
         if fn.app.running:
+            self.dispatch.dispatch(fn)
+
+    def _failed_on(self, w: WorkerState, why: str):
+        """A container of w failed on its worker's account (it crashed, was killed, or could not
+        start): the breaker counts it, and once w is cordoned its containers stop and their work
+        goes to the other workers."""
+        now = self.clock()
+        others = any(o is not w for o in self.open_workers())
+        if not self.breaker.failed(w, why, now, others):
+            return
+        for c in list(w.containers.values()):
+            self.stop(c)
+        for fn in self.apps.functions():
             self.dispatch.dispatch(fn)
 
     def container_usage(self, usage: api_pb2.ContainerUsage, worker: WorkerState):
@@ -485,8 +525,14 @@ class Fleet:
     # ---- time-driven
 
     def tick(self, now: float):
-        """Give up on workers and containers that went silent, or never came."""
+        """Give up on workers and containers that went silent, or never came; try cordoned workers
+        again once their cooldown is over."""
         for w in list(self._workers.values()):
+            if w.cordoned_until and not w.cordoned(now):
+                w.cordoned_until, w.cordon_reason = 0.0, ""
+                log.info("worker %s is tried again: its cooldown is over", w.name)
+                for fn in self.apps.functions():
+                    self.dispatch.dispatch(fn)
             if not w.connected and now - w.last_seen > self.worker_timeout:
                 del self._workers[w.worker_id]
                 for c in list(w.containers.values()):

@@ -1,6 +1,8 @@
 """The identity RPCs of the client service: workspaces and their quotas, tokens, workers, and
 usage. Which of them a caller may make is auth.py's to say (an admin, mostly)."""
 
+import time
+
 import grpc
 
 from ..proto import api_pb2
@@ -46,10 +48,12 @@ class IdentityRpcs:
 
     async def WorkerList(self, req, context, who):
         await self._call(context, self.identity.require_admin, who, "list workers")
+        now, wall = self.fleet.clock(), time.time()
         return api_pb2.WorkerListResponse(workers=[api_pb2.WorkerInfo(
             worker_id=w.worker_id, name=w.name, cpu=w.cpu, memory_mb=w.memory_mb, gpus=w.gpus.kinds,
             connected=w.connected, draining=w.draining, num_containers=len(w.containers), backend=w.backend,
-            labels=w.labels)
+            cordoned_until=wall + w.cordoned_until - now if w.cordoned(now) else 0,
+            cordon_reason=w.cordon_reason if w.cordoned(now) else "", labels=w.labels)
             for w in self.fleet.workers()])
 
     async def WorkerDrain(self, req, context, who):

@@ -7,7 +7,9 @@ are loaded back after a restart. A finished call stays in memory a while for its
 older ones are read back from the store until their outputs expire.
 
 A call's new inputs go to dispatch (`Dispatch.submit`) once they are written. A web request is
-an input too, with no call: never stored, its end goes to the gateway.
+an input too, with no call: never stored, its end goes to the gateway. An input that ends failed
+keeps its arguments and failed attempts in that output (a dead letter, dead_letters.py), and a
+done call may be reopened to run such inputs again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..proto import api_pb2
+from . import dead_letters
 from .apps import Apps, AppState, FunctionState
 from .store import Store
 from .validate import Invalid
@@ -57,7 +60,7 @@ class CallState:
 
 
 class InputState:
-    __slots__ = ("args", "attempts", "call", "container", "done", "idx", "input_id", "lost", "web")
+    __slots__ = ("args", "attempts", "call", "container", "done", "failures", "idx", "input_id", "lost", "web")
 
     def __init__(self, input_id, call, idx, args, attempts=0, lost=0, web=None):
         self.input_id = input_id
@@ -67,6 +70,7 @@ class InputState:
         self.attempts = attempts
         self.lost = lost
         self.container: ContainerState | None = None  # holds its lease
+        self.failures: list[api_pb2.FailedAttempt] = []  # its failed attempts so far (dead_letters.py)
         self.done = False  # ended: its final output is recorded, or (a web request) its client left
         # A web request: the gateway's side of it (see gateway.WebRequest); never stored.
         self.web: WebRequest | None = web
@@ -175,6 +179,23 @@ class Ledger:
         self.store.on_durable(lambda: None, lambda e: self._unstored(call, e))
         return new
 
+    def reopen(self, call: CallState, fn: FunctionState, inputs: list[tuple[int, bytes, int]]):
+        """Run some inputs of a done call again, on fn (the current version of its function):
+        inputs as (idx, serialized Payload, attempts it had). Their new outputs follow the old."""
+        new = [InputState(f"{call.call_id}:{idx}", call, idx, args, attempts) for idx, args, attempts in inputs]
+        # Written before the call changes: the store may raise DiskFull.
+        self.store.reopen_call(call.call_id, fn.function_id, call.num_done - len(new))
+        self.store.add_inputs([(inp.input_id, call.call_id, inp.idx, inp.args) for inp in new])
+        for inp in new:
+            self.store.requeue_input(inp.input_id, inp.attempts, 0, 0)
+        call.function = fn
+        call.num_done -= len(new)
+        call.done_at = None
+        call.fetched = False
+        self._calls[call.call_id] = call
+        call.inputs.update((inp.input_id, inp) for inp in new)
+        self.dispatch.submit(fn, new)
+
     def open_input(self, input_id: str) -> InputState | None:
         """An open input of a call, by its id ("<call id>:<idx>"); None if done or unknown."""
         call = self._calls.get(input_id.rpartition(":")[0])
@@ -231,6 +252,8 @@ class Ledger:
                     inp.web.finish(out)
                 continue
             call = inp.call
+            if out.status in dead_letters.DEAD:
+                dead_letters.keep(inp, out)
             seq = call.next_seq
             call.next_seq += 1
             co = api_pb2.CallOutput(seq=seq, output=out, log_seq=log_seq)

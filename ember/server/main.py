@@ -16,6 +16,7 @@ from ..proto import api_pb2_grpc
 from . import gateway, tls
 from .api import ClientService, ContainerService, WorkerService
 from .blobs import open_blob_store
+from .breaker import Breaker
 from .refusals import Refusals
 from .scheduler import Scheduler
 from .secrets import Secrets
@@ -31,11 +32,12 @@ EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
                 app_timeout: float, output_retention: float, http: str | None = None, web_url: str | None = None,
-                ready_file: str | None = None, server_tls: tls.ServerTLS | None = None):
+                ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
+                breaker: Breaker | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(data_dir / "ember.db")
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
-                      app_timeout=app_timeout, output_retention=output_retention)
+                      app_timeout=app_timeout, output_retention=output_retention, breaker=breaker)
     sched.recover()
     for path in sched.identity.bootstrap(data_dir):
         print(f"ember server: wrote the first {path.stem.replace('-', ' ')} to {path} (keep it secret)", flush=True)
@@ -146,8 +148,12 @@ def run(args) -> int:
     address = args.address or f"{args.host}:{args.port}"
     data_dir = pathlib.Path(args.data_dir).expanduser()
     server_tls = _server_tls(args, address, data_dir)
+    if args.cordon_after < 0 or args.cordon_after and (args.cordon_window <= 0 or args.cordon_cooldown <= 0):
+        raise exception.InvalidError("--cordon-after takes a count of 0 (never cordon) or more, and --cordon-window "
+                                     "and --cordon-cooldown durations above 0 (e.g. 5m)")
     uvloop.run(serve(address, data_dir,
                       lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
                       app_timeout=args.app_timeout, output_retention=args.output_retention * 3600,
-                      http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls))
+                      http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
+                      breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown)))
     return 0

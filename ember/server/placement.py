@@ -6,7 +6,7 @@ A function with region= runs only on workers whose `region` label is one of its 
 A container goes to the connected worker with the most free CPU among those with room for its
 function's CPU and memory, a free GPU of the kind it asks for, and (a @web_server function)
 its server's port free on that worker's network (unless each container there has a network of
-its own).
+its own). Draining and cordoned workers (breaker.py) take none.
 """
 
 import logging
@@ -89,9 +89,7 @@ class Placement:
         res = fn.definition.resources
         port = _server_port(fn)
         best, best_free = None, None
-        for w in self.fleet.connected_workers():
-            if w.draining:
-                continue
+        for w in self.fleet.open_workers():
             cpu, mem = w.free()
             if res.gpu and not (w.gpus.free() and w.gpus.can_ever_satisfy(res.gpu)):
                 continue

@@ -6,7 +6,9 @@ Each concept has its module:
   ledger.py      calls, inputs and outputs, durable; waiting for outputs
   dispatch.py    per-function queues, and the leases of inputs to containers (the one submit path)
   retries.py     whether and when a failed input runs again
+  dead_letters.py  inputs that ended failed: what they kept, and running them again
   fleet.py       workers and containers: connects, exits, losses, orphans after a restart
+  breaker.py     cordoning a worker whose containers keep failing, for a cooldown
   placement.py   which worker a new container goes to
   shares.py      quotas and fair sharing between workspaces: who may start a container now
   usage.py       what each workspace's containers used, by the hour (made by the fleet, which feeds it)
@@ -29,8 +31,10 @@ import time
 from .apps import Apps, AppState
 from .auth import Identity
 from .autoscaler import Autoscaler
+from .breaker import Breaker
 from .builds import Builds
 from .cron import Cron
+from .dead_letters import DeadLetters
 from .dispatch import Dispatch, call_later
 from .fleet import Fleet
 from .ledger import Ledger
@@ -44,7 +48,7 @@ log = logging.getLogger("ember.server")
 
 class Scheduler:
     def __init__(self, store: Store, *, lease_timeout: float, worker_timeout: float, app_timeout: float,
-                 output_retention: float, clock=time.monotonic, later=call_later):
+                 output_retention: float, breaker: Breaker | None = None, clock=time.monotonic, later=call_later):
         """clock: monotonic seconds; later(delay, callback): runs callback after delay (a retry's
         backoff). Both are the event loop's unless a test drives time itself."""
         self.store = store
@@ -55,12 +59,13 @@ class Scheduler:
         self.ledger = Ledger(store, self.apps, retention=output_retention, clock=clock)
         self.dispatch = Dispatch(store, self.ledger, clock=clock, later=later)
         self.fleet = Fleet(store, self.apps, self.dispatch, self.identity, lease_timeout=lease_timeout,
-                           worker_timeout=worker_timeout, clock=clock)
+                           worker_timeout=worker_timeout, breaker=breaker, clock=clock)
         self.builds = Builds(store, self.fleet)
         self.shares = Shares(self.identity, self.fleet, clock=clock)
         self.placement = Placement(store, self.fleet, self.builds, self.identity, self.shares, clock=clock)
         self.autoscaler = Autoscaler(self.fleet, self.placement, self.shares, clock=clock)
         self.cron = Cron(store, self.apps, self.ledger)
+        self.dead_letters = DeadLetters(store, self.apps, self.ledger)
         self.ledger.dispatch = self.dispatch
         self.dispatch.autoscaler = self.autoscaler
         self.dispatch.shares = self.shares

@@ -255,6 +255,12 @@ def call_ref(req: api_pb2.FunctionCallRef):
     required(req, "call_id")
 
 
+def call_retry(req: api_pb2.FunctionCallRetryRequest):
+    required(req, "call_id")
+    if len(req.idx) > MAX_OUTPUTS:
+        raise Invalid("FunctionCallRetryRequest.idx", f"at most {MAX_OUTPUTS} inputs at a time (got {len(req.idx)})")
+
+
 # ---------------------------------------------------------------- secrets, objects, volumes, tokens
 
 

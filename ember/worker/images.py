@@ -110,7 +110,8 @@ def image_config(image: api_pb2.Image, layers_dir: pathlib.Path) -> tuple[dict, 
                 workdir = cfg.get("workdir") or workdir
             except (OSError, ValueError):
                 pass
-        env.update(s.env)
+        if s.kind == Step.ENV:  # the env of other steps is for their build only
+            env.update(s.env)
         if s.kind == Step.WORKDIR:
             workdir = s.path
     return env, workdir
@@ -261,7 +262,7 @@ class LayerCache:
                 await asyncio.to_thread(untar_bytes, data, work / "files")
             binds.append([str(work / "files"), "/.ember-files", True])
         env, workdir = image_config(parents, self.root)
-        env = dict(env, PYTHONPATH="/ember/lib")
+        env = dict(env, **step.env, PYTHONPATH="/ember/lib")  # the step's own build env (env=) too
         # Builds reach package indexes the way this machine does: through its proxy, if any.
         env.update({k: v for k, v in os.environ.items() if k.lower() in PROXY_VARS})
         commands: list[tuple[list[str], str]] = []  # (argv, as shown to the user)

@@ -163,6 +163,17 @@ class Store(ABC):
         A call whose num_done reaches its num_inputs is done, now."""
 
     @abstractmethod
+    def reopen_call(self, call_id: str, function_id: str, num_done: int):
+        """A done call takes some of its inputs again (a retry of its failed ones): it is not done,
+        has num_done, and belongs to function_id (the current version of its function) from now on."""
+
+    @abstractmethod
+    def app_outputs(self, workspace: str, app: str) -> list[tuple[str, str, bytes, float]]:
+        """The outputs kept of the calls of a workspace's app, given by id or by name (every app of
+        that name, each version of a deployed one): (call_id, function_id, serialized Output, time),
+        by call and then seq."""
+
+    @abstractmethod
     def call(self, call_id: str) -> tuple[str, int | None, int, int, int] | None:
         """(function_id, num_inputs, num_done, next_seq, cancelled 0/1), None if unknown or expired."""
 

@@ -255,6 +255,18 @@ class _Runs(_Connection):
             [(done, seq, done, now, cid) for cid, done, seq in calls_done],
         )
 
+    def reopen_call(self, call_id: str, function_id: str, num_done: int):
+        self._write()
+        self.db.execute("UPDATE calls SET function_id=?, num_done=?, done_at=NULL WHERE call_id=?",
+                        (function_id, num_done, call_id))
+
+    def app_outputs(self, workspace: str, app: str):
+        return self.db.execute(
+            "SELECT o.call_id, c.function_id, o.output, o.created_at FROM outputs o "
+            "JOIN calls c ON c.call_id=o.call_id JOIN functions f ON f.function_id=c.function_id "
+            "JOIN apps a ON a.app_id=f.app_id WHERE a.workspace=? AND (a.app_id=? OR a.name=?) "
+            "ORDER BY o.call_id, o.seq", (workspace, app, app)).fetchall()
+
     def call(self, call_id: str):
         return self.db.execute(
             "SELECT function_id, num_inputs, num_done, next_seq, cancelled FROM calls WHERE call_id=?",
