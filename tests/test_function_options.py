@@ -104,7 +104,7 @@ def test_included_apps_functions_run_with_the_app(running):
 def test_restrict_modal_access(running):
     assert options_app.calls_other.remote(2) == "other:2"
     for denied in options_app.restricted.remote(2):  # a call, a spawn, a dict
-        assert denied.startswith("AuthError") and "restrict_modal_access=True" in denied, denied
+        assert denied.startswith("PermissionDeniedError") and "restrict_modal_access=True" in denied, denied
 
 
 def test_app_lookup(running):
