@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--cpu", type=float, help="cores to offer (default: all)")
     worker.add_argument("--memory", type=int, help="MiB to offer (default: all)")
     worker.add_argument("--name", help="worker name (default: host name)")
+    worker.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="a label it registers with, repeatable; region=NAME: functions with region=NAME "
+                             "run only on workers labelled so")
     worker.add_argument("--token-file", help="its worker token, as `ember token new --worker --json` writes it "
                                              "(default: $EMBER_WORKER_TOKEN_FILE)")
     worker.add_argument("--backend", choices=("auto", "container", "process"), default="auto",

@@ -215,8 +215,11 @@ class Runtime:
                                    self.io.loop.create_task(self._heartbeat())))
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
         init = self.init.get()
+        started = StartupWatch(self, init.definition.startup_timeout)
         try:
-            os.environ.update(init.secret_env)  # before user code: it may read them at import
+            # Before user code: it may read them at import. env= comes after the secrets (Modal's order).
+            os.environ.update(init.secret_env)
+            os.environ.update(init.definition.env)
             from .. import image
             image.current_recipe = image.recipe(
                 [(api_pb2.ImageStep.Kind.Name(s.kind).lower(), s.args, dict(s.env), s.path)
@@ -224,11 +227,14 @@ class Runtime:
             fn = self._load(init.definition, init.app_function_ids)
             web_apps = make_apps(fn, init.definition) if init.definition.web.kind or init.definition.web_methods else {}
         except BaseException as e:  # noqa: BLE001 - whatever loading the user's code raised is the caller's
+            if not started.done():
+                threading.Event().wait()  # it timed out meanwhile: the watch says so and ends the container
             note_full_disk(e)
             data, line, tb = serialize_exception(e)
-            self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=api_pb2.ContainerInitFailure(
-                error=line, traceback=tb, exception=api_pb2.Payload(data=data), in_enter=self.in_enter)))
-            self._exit(1)
+            self._init_failed(api_pb2.ContainerInitFailure(
+                error=line, traceback=tb, exception=api_pb2.Payload(data=data), in_enter=self.in_enter))
+        if not started.done():
+            threading.Event().wait()
         self.initialized = True
         self.definition = init.definition
         self.slots = self.target = max(1, init.definition.max_inputs)
@@ -244,6 +250,11 @@ class Runtime:
                              daemon=True).start()
         self.io.call_soon(self._ask_for_inputs)
         self._serve(fn, init.definition)
+
+    def _init_failed(self, failure: api_pb2.ContainerInitFailure):
+        """Its code could not be loaded: the calls waiting for it fail with why, and it exits."""
+        self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=failure))
+        self._exit(1)
 
     def _serve(self, fn, definition):
         ewma = None
@@ -466,6 +477,42 @@ class Runtime:
         """Output written straight to the file descriptors (C code, subprocesses)."""
         while data := os.read(r, 65536):
             self.io.call_soon(self._send_logs, fd, data.decode(errors="replace"))
+
+
+class StartupWatch:
+    """startup_timeout=: the container's imports and @ember.enter() hooks must be done in time,
+    else it fails its function's calls with an error saying so, and exits (user code cannot be
+    interrupted safely)."""
+
+    def __init__(self, runtime: Runtime, seconds: float):
+        self.runtime = runtime
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.state = "loading"  # then "done" (in time) or "timed out"
+        if seconds > 0:
+            self.timer = threading.Timer(seconds, self._expired)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def done(self) -> bool:
+        """Loading ended: True if in time (the watch stops), False if it had timed out."""
+        with self.lock:
+            if self.state == "loading":
+                self.state = "done"
+                if self.seconds > 0:
+                    self.timer.cancel()
+            return self.state == "done"
+
+    def _expired(self):
+        with self.lock:
+            if self.state != "loading":
+                return
+            self.state = "timed out"
+        where = "its @ember.enter() hooks" if self.runtime.in_enter else "importing its code"
+        self.runtime._init_failed(api_pb2.ContainerInitFailure(error=(
+            f"its container did not start within startup_timeout={self.seconds:g}s (it was still {where}): "
+            "make its imports and @ember.enter() hooks faster, or pass a larger startup_timeout= to "
+            "@app.function or @app.cls")))
 
 
 class LogWriter(io.TextIOBase):

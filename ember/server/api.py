@@ -33,18 +33,27 @@ def authenticated(servicer_base, *roles: str):
     A stream whose credential stops being valid (Identity.check raises) ends UNAUTHENTICATED,
     and a write that meets a full disk (DiskFull) ends its RPC RESOURCE_EXHAUSTED."""
 
-    async def caller(self, context) -> Principal:
+    async def caller(self, context, name: str, request) -> Principal:
         try:
-            return self.identity.authenticate(context.invocation_metadata(), roles)
+            who = self.identity.authenticate(context.invocation_metadata(), roles)
+            if who.role == CONTAINER and servicer_base is api_pb2_grpc.ClientApiServicer:
+                self.fleet.check_access(who.token_id, name, request)
+            return who
         except Unauthenticated as e:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
         except Forbidden as e:
+            if hasattr(request, "__aiter__"):
+                # A stream refused before its first message was read would end INTERNAL
+                # instead (a race in gRPC's core): its first message is taken first.
+                with contextlib.suppress(grpc.RpcError, StopAsyncIteration):
+                    await anext(aiter(request))
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
 
     def wrap(method):
+        name = method.__name__
         if inspect.isasyncgenfunction(method):
             async def rpc(self, request, context):
-                who = await caller(self, context)
+                who = await caller(self, context, name, request)
                 try:
                     async with contextlib.aclosing(method(self, request, context, who)) as replies:
                         async for reply in replies:
@@ -57,7 +66,7 @@ def authenticated(servicer_base, *roles: str):
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         else:
             async def rpc(self, request, context):
-                who = await caller(self, context)
+                who = await caller(self, context, name, request)
                 try:
                     return await method(self, request, context, who)
                 except DiskFull as e:
