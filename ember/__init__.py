@@ -13,21 +13,46 @@
         print(square.remote(7))
 """
 
-from . import exception
+from . import exception, types
 from .app import App
 from .cls import Cls, enter, exit, method, parameter
+from .context import current_function_call_id, current_input_id, enable_output, is_local
 from .dict import Dict
 from .batching import batched
 from .function import Function, FunctionCall
 from .image import Image
+from .patterns import FilePatternMatcher
 from .queue import Queue
 from .retries import Retries
 from .schedule import Cron, Period
 from .secret import Secret
 from .volume import Volume
-from .web import asgi_app, concurrent, fastapi_endpoint, web_server, wsgi_app
+from .exception import Error
+from .refused import refused as _refused
+from .web import asgi_app, concurrent, fastapi_endpoint, web_endpoint, web_server, wsgi_app
 
-__all__ = ["App", "Cls", "Cron", "Dict", "Function", "FunctionCall", "Image", "Period", "Queue", "Retries", "Secret",
-           "Volume", "asgi_app", "batched", "concurrent", "enter", "exception", "exit", "fastapi_endpoint", "method",
-           "parameter", "web_server", "wsgi_app"]
+# Modal's names that cannot work here: each raises at use, saying why (ember/refused.py).
+Client = _refused("Client")
+CloudBucketMount = _refused("CloudBucketMount")
+Cluster = _refused("Cluster")
+Environment = _refused("Environment")
+NetworkFileSystem = _refused("NetworkFileSystem")
+Proxy = _refused("Proxy")
+SchedulerPlacement = _refused("SchedulerPlacement")
+Server = _refused("Server")
+Tunnel = _refused("Tunnel")
+Workspace = _refused("Workspace")
+billing = _refused("billing")
+clustered = _refused("clustered")
+experimental = _refused("experimental")
+forward = _refused("forward")
+interact = _refused("interact")
+sessioned = _refused("sessioned")
+
+__all__ = ["App", "Client", "CloudBucketMount", "Cls", "Cluster", "Cron", "Dict", "Environment", "Error",
+           "FilePatternMatcher", "Function", "FunctionCall", "Image", "NetworkFileSystem", "Period", "Proxy",
+           "Queue", "Retries", "SchedulerPlacement", "Secret", "Server", "Tunnel", "Volume", "Workspace", "asgi_app",
+           "batched", "billing", "clustered", "concurrent", "current_function_call_id", "current_input_id",
+           "enable_output", "enter", "exception", "exit", "experimental", "fastapi_endpoint", "forward", "interact",
+           "is_local", "method", "parameter", "sessioned", "types", "web_endpoint", "web_server", "wsgi_app"]
 __version__ = "0.1.0"

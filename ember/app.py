@@ -15,6 +15,7 @@ from ._client.local_cluster import LocalCluster
 from ._client.stream import Backoff, unavailable
 from .cls import Cls
 from .function import Function, FunctionSpec
+from .image import Image
 from .proto import api_pb2
 
 LOG_WAIT = 2.0  # seconds a result waits at most for the prints that came before it
@@ -60,35 +61,101 @@ class LocalEntrypoint:
 
 
 class App:
-    def __init__(self, name: str | None = None):
+    """A named group of functions and classes, run with `ember run` or `app.run()`, or deployed.
+
+    image=, secrets=, volumes= and include_source= are defaults for every function and class of
+    the app: a function's own image and include_source win, its secrets are added to the app's,
+    and its volumes to the app's (its own win at the same path). tags= are kept on the App.
+    """
+
+    def __init__(self, name: str | None = None, *, image: Image | None = None, secrets=(), volumes=None,
+                 include_source: bool | None = None, tags: dict[str, str] | None = None):
         if name is not None and not isinstance(name, str):
             raise exception.InvalidError(f"App(name={name!r}): the name must be a string")
+        if tags is not None and not (isinstance(tags, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in tags.items())):
+            raise exception.InvalidError(f"App(tags={tags!r}): pass a dict of strings")
+        try:  # checked as a function's options are
+            spec = FunctionSpec(image=image, secrets=secrets, volumes=volumes, include_source=include_source)
+        except exception.InvalidError as e:
+            raise exception.InvalidError(f"App({name!r}): {e}") from None
         self.name = name
+        self.tags = dict(tags or {})
+        self._defaults = {"image": image, "secrets": spec.secrets, "volumes": spec.volumes,
+                          "include_source": include_source if include_source is not None else True}
         self._functions: dict[str, Function] = {}
         self._classes: dict[str, Cls] = {}  # their functions are in _functions too
         self._entrypoints: dict[str, LocalEntrypoint] = {}
         self._running: _RunningApp | None = None
+        self._looked_up_id: str | None = None  # App.lookup's: the deployed app it stands for
 
     def __repr__(self):
         return f"<ember.App {self.name or '(unnamed)'}>"
 
     @property
     def app_id(self) -> str | None:
-        return self._running.app_id if self._running else None
+        return self._running.app_id if self._running else self._looked_up_id
 
     @property
     def registered_functions(self) -> dict[str, Function]:
         return dict(self._functions)
 
-    def function(self, _f=None, *, name: str | None = None, image=None, cpu=None, memory=None, gpu=None,
-                 timeout=300, retries=None, secrets=(), volumes=None, max_containers=None, min_containers=0,
-                 scaledown_window=60, block_network: bool = False, schedule=None, ephemeral_disk=None,
-                 serialized: bool = False):
-        """Decorator: make a function run in containers. Options are validated right here."""
-        spec = FunctionSpec(image=image, cpu=cpu, memory=memory, gpu=gpu, timeout=timeout, retries=retries,
-                            secrets=secrets, volumes=volumes, max_containers=max_containers,
-                            min_containers=min_containers, scaledown_window=scaledown_window,
-                            block_network=block_network, schedule=schedule, ephemeral_disk=ephemeral_disk)
+    @property
+    def registered_classes(self) -> dict[str, Cls]:
+        return dict(self._classes)
+
+    @staticmethod
+    def lookup(name: str, *, create_if_missing: bool = False, environment_name: str | None = None) -> "App":
+        """A handle on the deployed app `name` (its current version): its app_id, for what takes
+        an app. With create_if_missing, an app of that name with no functions is deployed if none
+        is. Needs a control plane that keeps running (EMBER_SERVER_URL)."""
+        config.check_environment(environment_name, f"App.lookup({name!r})")
+        if not isinstance(name, str) or not name:
+            raise exception.InvalidError(f"App.lookup({name!r}): pass the name of a deployed app")
+        if config.server_url() is None:
+            raise exception.InvalidError(
+                f"App.lookup({name!r}) needs a control plane that keeps running: start one with `ember server` "
+                "and `ember worker --server URL`, and set EMBER_SERVER_URL")
+        app = App(name)
+        client = Client.from_env()
+        app._looked_up_id = client.run(_lookup_app(client, name, create_if_missing))
+        return app
+
+    def include(self, other_app: "App", inherit_tags: bool = True) -> "App":
+        """Make another app's functions and classes part of this one (apps split over several
+        files): they run, deploy and are called with this app. Its tags join this app's (this
+        app's win). Returns this app."""
+        if not isinstance(other_app, App):
+            raise exception.InvalidError(f"app.include({other_app!r}): pass an ember.App")
+        if self._running is not None:
+            raise exception.InvalidError(f"app {self.name!r} is running: include other apps before it runs")
+        clash = sorted(set(self._functions) & set(other_app._functions))
+        if clash:
+            raise exception.InvalidError(f"app {self.name!r} and the included app {other_app.name!r} both have "
+                                         f"a function or class named {clash[0]!r}: rename one (name=...)")
+        for fname, f in other_app._functions.items():
+            self._functions[fname] = f
+            f._app = self  # it runs, and is called, with this app
+        self._classes.update(other_app._classes)
+        for ep_name, ep in other_app._entrypoints.items():
+            self._entrypoints.setdefault(ep_name, ep)
+        if inherit_tags:
+            self.tags = {**other_app.tags, **self.tags}
+        return self
+
+    def _spec(self, where: str, options: dict) -> FunctionSpec:
+        try:
+            return FunctionSpec(app=self, **options)
+        except TypeError as e:  # an option neither Ember nor Modal has
+            raise exception.InvalidError(f"{where}: {e}".replace("__init__()", "")) from None
+
+    def function(self, _f=None, *, name: str | None = None, serialized: bool = False, is_generator: bool | None = None,
+                 **options):
+        """Decorator: make a function run in containers. Options (Modal's: image, cpu, memory,
+        gpu, timeout, retries, env, secrets, volumes, ...; see the README) are validated here."""
+        spec = self._spec("@app.function()", options)
+        if is_generator is not None and not isinstance(is_generator, bool):
+            raise exception.InvalidError(f"is_generator={is_generator!r}: pass True or False")
 
         def wrap(raw_f) -> Function:
             if isinstance(raw_f, Function):
@@ -98,7 +165,7 @@ class App:
             fname = name or raw_f.__name__
             if fname in self._functions:
                 raise exception.InvalidError(f"app {self.name!r} already has a function named {fname!r}")
-            f = Function(fname, app=self, raw_f=raw_f, spec=spec, serialized=serialized)
+            f = Function(fname, app=self, raw_f=raw_f, spec=spec, serialized=serialized, is_generator=is_generator)
             self._functions[fname] = f
             return f
 
@@ -107,10 +174,7 @@ class App:
     def cls(self, _cls=None, *, name: str | None = None, serialized: bool = False, **options):
         """Decorator: a class whose @ember.method()s run in containers; takes @app.function's
         options. `@ember.enter()` methods run once per container, `@ember.exit()` ones at its end."""
-        try:
-            spec = FunctionSpec(**options)
-        except TypeError as e:
-            raise exception.InvalidError(f"@app.cls(): {e}") from None
+        spec = self._spec("@app.cls()", options)
 
         def wrap(user_cls) -> Cls:
             if not inspect.isclass(user_cls):
@@ -178,6 +242,21 @@ class App:
                 cluster.stop()
 
 
+async def _lookup_app(client: Client, name: str, create: bool) -> str:
+    """The id of the current version of the deployed app `name`; with create, a new app of
+    that name with no functions is deployed if there is none."""
+    apps = (await client.rpc("AppList", api_pb2.Empty())).apps
+    for a in apps:
+        if a.deployed and a.name == name and a.state == api_pb2.APP_STATE_RUNNING:
+            return a.app_id
+    if not create:
+        raise exception.NotFoundError(f"there is no deployed app named {name!r}: deploy it with "
+                                      f"`ember deploy FILE --name {name}`, or pass create_if_missing=True")
+    app_id = (await client.rpc("AppCreate", api_pb2.AppCreateRequest(name=name, deployed=True))).app_id
+    await client.rpc("AppDeploy", api_pb2.AppRef(app_id=app_id))
+    return app_id
+
+
 class _RunningApp:
     """An app while it runs: its id, heartbeats, and the prints of its containers. Its methods
     run on the client's event loop."""
@@ -223,6 +302,12 @@ class _RunningApp:
         for note in resp.unisolated_workers:
             print(f"ember: functions run as plain processes, without container isolation, on worker {note}",
                   file=sys.stderr)
+        for name, f in functions.items():
+            for note in f._spec.notes:
+                print(f"ember: {name}: {note}", file=sys.stderr)
+        if self.app.tags:
+            print(f"ember: app tags {self.app.tags} are kept on the App object only: the control plane has none",
+                  file=sys.stderr)
         # Packaging code pickles functions and reads files: on a thread, its uploads through this loop.
         definitions = await asyncio.to_thread(self._definitions, images, secret_ids, volume_ids)
 
@@ -249,7 +334,8 @@ class _RunningApp:
             d.batch_max_size, d.batch_wait_ms = getattr(f._raw_f, "_ember_batched", (0, 0))
             if name in self.app._classes:
                 self.app._classes[name]._definition_extras(d)
-            code.describe(f._raw_f, d, self.client.upload_sync, by_value=f._serialized)
+            code.describe(f._raw_f, d, self.client.upload_sync, by_value=f._serialized,
+                          include_source=f._spec.include_source)
             d.image.CopyFrom(images[id(f._spec.image)])
             d.secret_ids.extend(secret_ids[name])
             d.volume_mounts.update(volume_ids[name])

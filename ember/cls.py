@@ -58,7 +58,22 @@ def _marker(attr: str):
     return decorator_factory
 
 
-enter = _marker("enter")    # runs once per container, before its first input
+def enter(_f=None, *, snap: bool = False):
+    """Mark a method of an @app.cls class to run once per container, before its first input.
+    Those with snap=True run first (in Modal, before its memory snapshot is taken: Ember takes
+    none yet, so they simply run before the others)."""
+    if not isinstance(snap, bool):
+        raise exception.InvalidError(f"@ember.enter(snap={snap!r}): pass True or False")
+
+    def mark(f):
+        if not callable(f):
+            raise exception.InvalidError(f"@ember.enter() decorates methods, not {f!r}")
+        f._ember_enter = True
+        f._ember_snap = snap
+        return f
+    return mark(_f) if _f is not None else mark
+
+
 exit = _marker("exit")      # runs when the container stops
 method = _marker("method")  # callable remotely: Model().name.remote(...)
 
@@ -69,8 +84,10 @@ def class_parameters(user_cls) -> dict:
 
 
 def hooks(user_cls, kind: str) -> list[str]:
-    """Names of the methods marked @ember.enter() or @ember.exit(), in definition order."""
-    return [k for k, v in vars(user_cls).items() if callable(v) and getattr(v, f"_ember_{kind}", False)]
+    """Names of the methods marked @ember.enter() or @ember.exit(), in definition order; enter
+    hooks with snap=True before the others."""
+    marked = [(k, v) for k, v in vars(user_cls).items() if callable(v) and getattr(v, f"_ember_{kind}", False)]
+    return [k for k, v in sorted(marked, key=lambda kv: not getattr(kv[1], "_ember_snap", False))]
 
 
 def instantiate(user_cls, params: dict):
@@ -123,7 +140,7 @@ class Cls:
 
     def with_options(self, *, cpu=_UNSET, memory=_UNSET, gpu=_UNSET, retries=_UNSET, timeout=_UNSET,
                      secrets=_UNSET, volumes=_UNSET, scaledown_window=_UNSET, min_containers=_UNSET,
-                     max_containers=_UNSET) -> "Cls":
+                     max_containers=_UNSET, buffer_containers=_UNSET) -> "Cls":
         """The same class with other resources or policies: `Model.with_options(gpu="H100")().predict.remote(x)`."""
         given = {k: v for k, v in locals().items() if k != "self" and v is not _UNSET}
         return self._with(**given)

@@ -10,7 +10,7 @@ serialized bytes (so use plain keys: strings, numbers, tuples of them).
 
 import cloudpickle
 
-from . import exception
+from . import exception, types
 from ._client.bridge import twin
 from ._client.serialization import deserialize
 from ._object import NamedObject
@@ -29,6 +29,10 @@ def _dumps(obj, what: str) -> bytes:
 
 class Dict(NamedObject):
     _kind = "dict"
+    _info = types.DictInfo
+
+    async def _probe(self):
+        await self._op(Op.LEN)
 
     async def _op(self, op, keys=(), values=(), **kw) -> api_pb2.DictResponse:
         request = api_pb2.DictRequest(dict_id=await self._id(), op=op, keys=keys, values=values, **kw)

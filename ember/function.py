@@ -11,6 +11,7 @@ import inspect
 import posixpath
 import re
 import time
+from pathlib import PurePosixPath
 
 from . import _gpu, config, exception
 from ._client.bridge import in_thread, twin
@@ -49,54 +50,134 @@ def parse_gpu(gpu) -> str:
     return kind if count <= 1 else f"{kind}:{count}"
 
 
-class FunctionSpec:
-    """The validated options of @app.function."""
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
-    def __init__(self, *, image=None, cpu=None, memory=None, gpu=None, timeout=300, retries=None,
-                 secrets=(), volumes=None, max_containers=None, min_containers=0, scaledown_window=60,
-                 block_network=False, schedule=None, ephemeral_disk=None):
+
+def _request_and_limit(option: str, value, default, check, example: str):
+    """cpu= or memory=: a number (reserved, and the most it may use), a (request, limit) tuple
+    (request reserved, limit the most), or None (the default reserved, no limit). Returns both."""
+    if value is None:
+        return default, 0
+    if isinstance(value, tuple):
+        if len(value) != 2 or not all(check(v) for v in value):
+            raise exception.InvalidError(f"{option}={value!r}: pass (request, limit), e.g. {example}")
+        if value[1] < value[0]:
+            raise exception.InvalidError(f"{option}={value!r}: its limit ({value[1]}) is below its request "
+                                         f"({value[0]}): pass (request, limit) with limit >= request")
+        return value
+    if not check(value):
+        raise exception.InvalidError(f"{option}={value!r}: pass a number, or (request, limit), e.g. {example}")
+    return value, value
+
+
+def _cpu_ok(x) -> bool:
+    return _number(x) and 0 < x <= 256
+
+
+def _memory_ok(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4 << 20
+
+
+# Options Modal has that mean nothing on a self-hosted cluster, or that Ember does not do (yet):
+# accepted, and said so when the app runs or deploys. option -> (is it set?, the note).
+NOTED_OPTIONS = {
+    "enable_memory_snapshot": (bool, "memory snapshots are not taken yet: containers start from scratch"),
+    "cloud": (lambda v: v is not None, "a self-hosted cluster has no cloud providers: any worker runs it"),
+    "routing_region": (lambda v: v is not None, "inputs always go through this control plane"),
+    "nonpreemptible": (bool, "workers are not preempted here: every container is nonpreemptible"),
+    "proxy": (lambda v: v is not None, "Modal Proxies do not exist here: outbound traffic leaves from its worker"),
+    "i6pn": (bool, "no private IPv6 network between containers: they reach each other through the control plane"),
+    "experimental_options": (bool, "Modal's experimental options have no meaning here"),
+}
+
+
+class FunctionSpec:
+    """The validated options of @app.function and @app.cls, with its app's defaults applied
+    (`app`: an App's image, secrets, volumes and include_source)."""
+
+    def __init__(self, *, app=None, image=None, cpu=None, memory=None, gpu=None, timeout=300, retries=None,
+                 env=None, secrets=(), volumes=None, max_containers=None, min_containers=0, buffer_containers=None,
+                 scaledown_window=60, block_network=False, schedule=None, ephemeral_disk=None, startup_timeout=None,
+                 max_inputs=None, single_use_containers=False, include_source=None, region=None,
+                 enable_memory_snapshot=False, restrict_modal_access=False, cloud=None, routing_region=None,
+                 nonpreemptible=False, proxy=None, i6pn=None, experimental_options=None):
         if image is not None and not isinstance(image, Image):
             raise exception.InvalidError(f"image={image!r}: pass an ember.Image, e.g. ember.Image.debian_slim()")
-        # cpu= and memory= given explicitly are limits too; unset, they are only what is reserved.
-        self.cpu_limit = float(cpu) if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) else 0.0
-        self.memory_limit = memory if isinstance(memory, int) and not isinstance(memory, bool) else 0
-        cpu = 0.125 if cpu is None else cpu
-        if not isinstance(cpu, (int, float)) or isinstance(cpu, bool) or not 0 < cpu <= 256:
-            raise exception.InvalidError(f"cpu={cpu!r}: pass the number of cores, e.g. 0.5 or 2")
-        memory = 128 if memory is None else memory
-        if not isinstance(memory, int) or isinstance(memory, bool) or not 1 <= memory <= 4 << 20:
-            raise exception.InvalidError(f"memory={memory!r}: pass MiB as an integer, e.g. 512")
+        # A plain cpu= or memory= is what is reserved and its limit; (request, limit) sets each;
+        # unset, a small amount is reserved, with no limit.
+        cpu, self.cpu_limit = _request_and_limit("cpu", cpu, 0.125, _cpu_ok, "cpu=0.5, cpu=2 or cpu=(0.5, 2)")
+        memory, self.memory_limit = _request_and_limit("memory", memory, 128, _memory_ok,
+                                                       "memory=512 (MiB) or memory=(512, 1024)")
+        self.cpu_limit = float(self.cpu_limit)
         if ephemeral_disk is not None and (not isinstance(ephemeral_disk, int) or isinstance(ephemeral_disk, bool)
                                            or not 1 <= ephemeral_disk <= MAX_EPHEMERAL_DISK):
             raise exception.InvalidError(f"ephemeral_disk={ephemeral_disk!r}: pass the size of the container's disk "
                                          f"in MiB as an integer, at most {MAX_EPHEMERAL_DISK} (3 TiB), e.g. 10240")
         self.ephemeral_disk = ephemeral_disk or 0  # 0: the worker's default
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 86400:
+        if not _number(timeout) or not 0 < timeout <= 86400:
             raise exception.InvalidError(f"timeout={timeout!r}: pass seconds, more than 0 and at most 86400")
+        if startup_timeout is not None and (not _number(startup_timeout) or not 0 < startup_timeout <= 86400):
+            raise exception.InvalidError(f"startup_timeout={startup_timeout!r}: pass the seconds its container may "
+                                         "take to import its code and run its @ember.enter() hooks, at most 86400")
+        self.startup_timeout = float(startup_timeout or 0)
         if max_containers is not None and (not isinstance(max_containers, int) or max_containers < 1):
             raise exception.InvalidError(f"max_containers={max_containers!r}: pass a positive integer or None")
+        min_containers = min_containers or 0
         if not isinstance(min_containers, int) or min_containers < 0:
             raise exception.InvalidError(f"min_containers={min_containers!r}: pass a non-negative integer")
         if max_containers is not None and min_containers > max_containers:
             raise exception.InvalidError(f"min_containers={min_containers} exceeds max_containers={max_containers}")
-        if not isinstance(scaledown_window, (int, float)) or not 0 < scaledown_window <= 86400:
+        buffer_containers = buffer_containers or 0
+        if not isinstance(buffer_containers, int) or isinstance(buffer_containers, bool) \
+                or not 0 <= buffer_containers <= 1000:
+            raise exception.InvalidError(f"buffer_containers={buffer_containers!r}: pass the number of idle "
+                                         "containers to keep while the function is busy, from 0 to 1000")
+        self.buffer_containers = buffer_containers
+        scaledown_window = 60 if scaledown_window is None else scaledown_window
+        if not _number(scaledown_window) or not 0 < scaledown_window <= 86400:
             raise exception.InvalidError(f"scaledown_window={scaledown_window!r}: pass seconds, from 1 to 86400")
+        if max_inputs is not None and (not isinstance(max_inputs, int) or isinstance(max_inputs, bool)
+                                       or not 1 <= max_inputs <= 1_000_000):
+            raise exception.InvalidError(f"max_inputs={max_inputs!r}: pass the number of inputs after which a "
+                                         "container stops, e.g. 1 (or single_use_containers=True)")
+        if not isinstance(single_use_containers, bool):
+            raise exception.InvalidError(f"single_use_containers={single_use_containers!r}: pass True or False")
+        if single_use_containers and max_inputs not in (None, 1):
+            raise exception.InvalidError(f"single_use_containers=True and max_inputs={max_inputs} disagree: "
+                                         "pass one of them")
+        self.inputs_per_container = 1 if single_use_containers else (max_inputs or 0)
+        self.env = _environment(env)
         if not isinstance(secrets, (list, tuple)) or not all(isinstance(s, Secret) for s in secrets):
             raise exception.InvalidError(f"secrets={secrets!r}: pass a list of ember.Secret")
-        self.secrets = list(secrets)
-        volumes = volumes or {}
-        if not isinstance(volumes, dict) or not all(isinstance(v, Volume) for v in volumes.values()):
-            raise exception.InvalidError(f"volumes={volumes!r}: pass a dict of mount path -> ember.Volume")
-        for path in volumes:
-            clean = posixpath.normpath(path) if isinstance(path, str) else ""
-            if not clean.startswith("/") or clean == "/" or clean.split("/")[1] in RESERVED_MOUNTS:
-                raise exception.InvalidError(f"volumes: {path!r} cannot be a mount path: pass an absolute path "
-                                             f"outside {', '.join('/' + r for r in RESERVED_MOUNTS)}, e.g. \"/data\"")
-        self.volumes = {posixpath.normpath(p): v for p, v in volumes.items()}
+        volumes = _mount_paths(volumes)
         if schedule is not None and not isinstance(schedule, (Cron, Period)):
             raise exception.InvalidError(f"schedule={schedule!r}: pass ember.Cron(...) or ember.Period(...)")
+        if region is not None and not (isinstance(region, str) and region) and not (
+                isinstance(region, (list, tuple)) and region and all(isinstance(r, str) and r for r in region)):
+            raise exception.InvalidError(f"region={region!r}: pass a region name or a list of them, e.g. \"eu\": "
+                                         "workers started with `ember worker --label region=eu` run it")
+        self.regions = [region] if isinstance(region, str) else list(region or ())
+        if include_source is not None and not isinstance(include_source, bool):
+            raise exception.InvalidError(f"include_source={include_source!r}: pass True or False")
+        if experimental_options is not None and not isinstance(experimental_options, dict):
+            raise exception.InvalidError(f"experimental_options={experimental_options!r}: pass a dict")
+        if not isinstance(restrict_modal_access, bool):
+            raise exception.InvalidError(f"restrict_modal_access={restrict_modal_access!r}: pass True or False")
+        self.restrict_access = restrict_modal_access
+        given = {"enable_memory_snapshot": enable_memory_snapshot, "cloud": cloud, "routing_region": routing_region,
+                 "nonpreemptible": nonpreemptible, "proxy": proxy, "i6pn": i6pn,
+                 "experimental_options": experimental_options}
+        self.notes = [f"{option}={given[option]!r} is accepted and has no effect here: {note}"
+                      for option, (is_set, note) in NOTED_OPTIONS.items() if is_set(given[option])]
+        # Its app's defaults: the function's own image wins; its secrets come after the app's (and
+        # env= after both); its volumes are the app's, and its own replace any at the same path.
+        defaults = getattr(app, "_defaults", None) or {}
+        self.image = image if image is not None else defaults.get("image") or DEFAULT_IMAGE
+        self.secrets = [*defaults.get("secrets", ()), *secrets]
+        self.volumes = {**defaults.get("volumes", {}), **volumes}
+        self.include_source = include_source if include_source is not None else defaults.get("include_source", True)
         self.schedule = schedule
-        self.image = image or DEFAULT_IMAGE
         self.block_network = bool(block_network)
         self.cpu = float(cpu)
         self.memory = memory
@@ -115,7 +196,36 @@ class FunctionSpec:
             block_network=self.block_network,
             schedule=self.schedule._proto() if self.schedule is not None else None,
             timeout=self.timeout, retries=self.retries.to_proto(), max_containers=self.max_containers or 0,
-            min_containers=self.min_containers, scaledown_window=self.scaledown_window)
+            min_containers=self.min_containers, scaledown_window=self.scaledown_window, env=self.env,
+            startup_timeout=self.startup_timeout, inputs_per_container=self.inputs_per_container,
+            buffer_containers=self.buffer_containers, regions=self.regions, restrict_access=self.restrict_access)
+
+
+def _environment(env) -> dict[str, str]:
+    """env=: variables set in its containers; a None value leaves that variable out (Modal's rule)."""
+    if env is None:
+        return {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
+                                            for k, v in env.items()):
+        raise exception.InvalidError(f"env={env!r}: pass a dict of variable name -> string value")
+    bad = [k for k in env if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+    if bad:
+        raise exception.InvalidError(f"env: {bad[0]!r} is not an environment variable name: use letters, "
+                                     "digits and _, not starting with a digit")
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def _mount_paths(volumes) -> dict:
+    """volumes=: {mount path: Volume}, the paths normalized; the system's directories refused."""
+    volumes = volumes or {}
+    if not isinstance(volumes, dict) or not all(isinstance(v, Volume) for v in volumes.values()):
+        raise exception.InvalidError(f"volumes={volumes!r}: pass a dict of mount path -> ember.Volume")
+    for path in volumes:
+        clean = posixpath.normpath(str(path)) if isinstance(path, (str, PurePosixPath)) else ""
+        if not clean.startswith("/") or clean == "/" or clean.split("/")[1] in RESERVED_MOUNTS:
+            raise exception.InvalidError(f"volumes: {path!r} cannot be a mount path: pass an absolute path "
+                                         f"outside {', '.join('/' + r for r in RESERVED_MOUNTS)}, e.g. \"/data\"")
+    return {posixpath.normpath(str(p)): v for p, v in volumes.items()}
 
 
 class FunctionStats:
@@ -147,11 +257,12 @@ class Options:
 
     def merged(self, *, cpu=_UNSET, memory=_UNSET, gpu=_UNSET, retries=_UNSET, timeout=_UNSET, secrets=_UNSET,
                volumes=_UNSET, scaledown_window=_UNSET, min_containers=_UNSET, max_containers=_UNSET,
-               max_inputs=_UNSET, target_inputs=_UNSET, batch_max_size=_UNSET, batch_wait_ms=_UNSET) -> "Options":
+               buffer_containers=_UNSET, max_inputs=_UNSET, target_inputs=_UNSET, batch_max_size=_UNSET,
+               batch_wait_ms=_UNSET) -> "Options":
         given = {k: v for k, v in locals().items() if k != "self" and v is not _UNSET}
         spec_args = {k: v for k, v in given.items() if k in (
             "cpu", "memory", "gpu", "retries", "timeout", "secrets", "volumes", "scaledown_window",
-            "min_containers", "max_containers") and v is not None}
+            "min_containers", "max_containers", "buffer_containers") and v is not None}
         spec = FunctionSpec(**spec_args)  # the same checks, and errors, as @app.function's
         o = api_pb2.FunctionOptions()
         o.CopyFrom(self.proto)
@@ -171,6 +282,8 @@ class Options:
             o.min_containers = spec.min_containers
         if "max_containers" in given:
             o.max_containers = spec.max_containers or 0
+        if "buffer_containers" in given:
+            o.buffer_containers = spec.buffer_containers
         for k in ("max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms"):
             if k in given:
                 setattr(o, k, given[k])
@@ -379,7 +492,7 @@ class Function:
 
     def with_options(self, *, cpu=_UNSET, memory=_UNSET, gpu=_UNSET, retries=_UNSET, timeout=_UNSET,
                      secrets=_UNSET, volumes=_UNSET, scaledown_window=_UNSET, min_containers=_UNSET,
-                     max_containers=_UNSET) -> "Function":
+                     max_containers=_UNSET, buffer_containers=_UNSET) -> "Function":
         """The same function with other resources or policies for the calls made through what
         this returns; the original keeps its own."""
         given = {k: v for k, v in locals().items() if k != "self" and v is not _UNSET}
@@ -407,19 +520,15 @@ class Function:
 
     @twin
     async def update_autoscaler(self, *, min_containers: int | None = None, max_containers: int | None = None,
-                                scaledown_window: int | None = None) -> None:
+                                buffer_containers: int | None = None, scaledown_window: int | None = None) -> None:
         """Change how it scales, now and without a redeploy; the next deploy of its app brings back
         its decorator's settings. Unset arguments keep their current values."""
-        FunctionSpec(**{k: v for k, v in (("min_containers", min_containers), ("max_containers", max_containers),
-                                          ("scaledown_window", scaledown_window)) if v is not None})
+        given = {"min_containers": min_containers, "max_containers": max_containers,
+                 "buffer_containers": buffer_containers, "scaledown_window": scaledown_window}
+        FunctionSpec(**{k: v for k, v in given.items() if v is not None})  # @app.function's checks and errors
         client, fid = await self._resolve()
-        req = api_pb2.FunctionUpdateAutoscalerRequest(function_id=fid)
-        if min_containers is not None:
-            req.min_containers = min_containers
-        if max_containers is not None:
-            req.max_containers = max_containers
-        if scaledown_window is not None:
-            req.scaledown_window = scaledown_window
+        req = api_pb2.FunctionUpdateAutoscalerRequest(function_id=fid, **{k: v for k, v in given.items()
+                                                                           if v is not None})
         try:
             await client.rpc("FunctionUpdateAutoscaler", req, what=f"updating the autoscaler of {self._name}")
         except exception.InvalidError as e:

@@ -21,7 +21,7 @@ import typing
 
 import cloudpickle
 
-from . import exception
+from . import exception, refused
 from .proto import api_pb2
 
 # Changing how a step is built changes every layer's name: bump this with such a change.
@@ -73,6 +73,69 @@ def _pip_options(index_url, extra_index_url, find_links, pre, extra_options) -> 
     return tuple(opts)
 
 
+def _build_env(what: str, env, secrets, gpu) -> tuple:
+    """A build step's env=, secrets= and gpu=: the step's own environment variables (for its
+    build only, as Modal has them), as sorted pairs."""
+    if secrets:
+        raise exception.InvalidError(
+            f"{what}: secrets= on build steps is not supported yet: the worker that builds an image does not "
+            "receive secret values. Pass build-time values with env= (they are kept with the image's steps), or "
+            "do the work that needs the secret in the function")
+    if gpu:
+        raise exception.InvalidError(f"{what}: gpu={gpu!r}: Ember builds images without GPUs; install GPU "
+                                     "libraries without one (CUDA wheels do not need a GPU to install)")
+    if env is None:
+        return ()
+    if not isinstance(env, dict) or not all(isinstance(k, str) and k and (v is None or isinstance(v, str))
+                                            for k, v in env.items()):
+        raise exception.InvalidError(f"{what}: env={env!r}: pass a dict of string names to string values")
+    return tuple(sorted((k, v) for k, v in env.items() if v is not None))
+
+
+class _NotHere(Exception):
+    """A local file a declaration reads is missing, in a container: the module is imported there
+    without the caller's files, and the image is never built from there."""
+
+
+def _read_local(path: pathlib.Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        from . import context
+        if not context.is_local():
+            raise _NotHere() from None
+        raise exception.InvalidError(f"{what}: cannot read {path}: {e.strerror}") from None
+
+
+def _unavailable(image: "Image | None", what: str) -> "Image":
+    """What a declaration that reads local files gives in a container that lacks them."""
+    step = _Step("local_files_unavailable", (what,))
+    return Image((step,)) if image is None else image._then(step)
+
+
+def _reads_local_files(method):
+    """For a method that reads local files as it is declared: in a container that lacks them,
+    a stand-in step (see _NotHere)."""
+    import functools
+
+    @functools.wraps(method)
+    def declare(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _NotHere:
+            return _unavailable(self, f"{method.__name__}({', '.join(repr(a) for a in args)})")
+    return declare
+
+
+def _toml(path: pathlib.Path, what: str) -> dict:
+    import tomllib
+    text = _read_local(path, what)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise exception.InvalidError(f"{what}: {path} is not valid TOML: {e}") from None
+
+
 def _abs_remote(path: str, what: str) -> str:
     if not isinstance(path, str) or not path:
         raise exception.InvalidError(f"{what}: pass the path inside the container as a string")
@@ -120,51 +183,280 @@ class Image:
 
     def pip_install(self, *packages, index_url: str | None = None, extra_index_url: str | None = None,
                     find_links: str | None = None, pre: bool = False, extra_options: str = "",
-                    force_build: bool = False) -> "Image":
+                    force_build: bool = False, env: dict | None = None, secrets=None, gpu=None) -> "Image":
         """Install Python packages (with uv, into the image's Python); bytecode is compiled."""
         pkgs = _strings("pip_install", packages)
+        build_env = _build_env("pip_install", env, secrets, gpu)
         if not pkgs:
             return self
         opts = _pip_options(index_url, extra_index_url, find_links, pre, extra_options)
-        return self._then(_Step("pip_install", opts + pkgs, force_build=force_build))
+        return self._then(_Step("pip_install", opts + pkgs, env=build_env, force_build=force_build))
 
-    uv_pip_install = pip_install
+    def uv_pip_install(self, *packages, requirements: list[str] | None = None, find_links: str | None = None,
+                       index_url: str | None = None, extra_index_url: str | None = None, pre: bool = False,
+                       extra_options: str = "", force_build: bool = False, uv_version: str | None = None,
+                       env: dict | None = None, secrets=None, gpu=None) -> "Image":
+        """Install Python packages and the requirements files given (local paths) with uv.
+        (Ember's builds always use uv: uv_version is the worker's.)"""
+        if not requirements:
+            return self.pip_install(*packages, index_url=index_url, extra_index_url=extra_index_url,
+                                    find_links=find_links, pre=pre, extra_options=extra_options,
+                                    force_build=force_build, env=env, secrets=secrets, gpu=gpu)
+        files = [pathlib.Path(r).expanduser() for r in _strings("uv_pip_install(requirements=)", [requirements])]
+        return self._requirements(files, _strings("uv_pip_install", packages), "uv_pip_install(requirements=)",
+                                  _pip_options(index_url, extra_index_url, find_links, pre, extra_options),
+                                  _build_env("uv_pip_install", env, secrets, gpu), force_build)
 
     def pip_install_from_requirements(self, requirements_txt: str, find_links: str | None = None, *,
                                       index_url: str | None = None, extra_index_url: str | None = None,
-                                      pre: bool = False, extra_options: str = "",
-                                      force_build: bool = False) -> "Image":
-        path = pathlib.Path(requirements_txt).expanduser()
+                                      pre: bool = False, extra_options: str = "", force_build: bool = False,
+                                      env: dict | None = None, secrets=None, gpu=None) -> "Image":
+        return self._requirements([pathlib.Path(requirements_txt).expanduser()], (), "pip_install_from_requirements",
+                                  _pip_options(index_url, extra_index_url, find_links, pre, extra_options),
+                                  _build_env("pip_install_from_requirements", env, secrets, gpu), force_build)
+
+    def _requirements(self, paths: list[pathlib.Path], packages: tuple, what: str, opts: tuple, build_env: tuple,
+                      force_build: bool) -> "Image":
+        # One file keeps the name it always had here (and so its layers' names).
+        names = ["requirements.txt"] if len(paths) == 1 else [f"requirements-{i}.txt" for i in range(len(paths))]
 
         def files():
-            if not path.is_file():
-                raise exception.InvalidError(f"pip_install_from_requirements: {requirements_txt} is not a file")
-            return [(path, "requirements.txt")]
+            for path in paths:
+                if not path.is_file():
+                    raise exception.InvalidError(f"{what}: {path} is not a file")
+            return list(zip(paths, names))
 
-        opts = _pip_options(index_url, extra_index_url, find_links, pre, extra_options)
-        return self._then(_Step("pip_install", opts + ("-r", "/.ember-files/requirements.txt"),
+        args = [a for name in names for a in ("-r", f"/.ember-files/{name}")]
+        return self._then(_Step("pip_install", opts + tuple(args) + packages, env=build_env,
                                 force_build=force_build, local=files))
 
-    def apt_install(self, *packages, force_build: bool = False) -> "Image":
+    @_reads_local_files
+    def pip_install_from_pyproject(self, pyproject_toml: str, optional_dependencies: list[str] = (), *,
+                                   find_links: str | None = None, index_url: str | None = None,
+                                   extra_index_url: str | None = None, pre: bool = False, extra_options: str = "",
+                                   force_build: bool = False, env: dict | None = None, secrets=None,
+                                   gpu=None) -> "Image":
+        """Install the dependencies a local pyproject.toml lists ([project] dependencies, and
+        the optional-dependencies groups named), not the project itself."""
+        what = f"pip_install_from_pyproject({pyproject_toml!r})"
+        project = _toml(pathlib.Path(pyproject_toml).expanduser(), what).get("project", {})
+        deps = list(project.get("dependencies", []))
+        optional = project.get("optional-dependencies", {})
+        for group in _strings(what, [optional_dependencies]):
+            if group not in optional:
+                raise exception.InvalidError(f"{what}: no optional-dependencies group {group!r} (there are: "
+                                             f"{', '.join(optional) or 'none'})")
+            deps += optional[group]
+        return self.pip_install(*deps, find_links=find_links, index_url=index_url, extra_index_url=extra_index_url,
+                                pre=pre, extra_options=extra_options, force_build=force_build, env=env,
+                                secrets=secrets, gpu=gpu)
+
+    @_reads_local_files
+    def uv_sync(self, uv_project_dir: str = "./", *, force_build: bool = False, groups: list[str] | None = None,
+                extras: list[str] | None = None, frozen: bool = True, extra_options: str = "",
+                uv_version: str | None = None, env: dict | None = None, secrets=None, gpu=None) -> "Image":
+        """Install a uv project's locked dependencies (its uv.lock, exported on this machine by
+        `uv export`), not the project itself; add its code with add_local_python_source.
+        Without a uv.lock, the dependencies its pyproject.toml lists (with `groups`, `extras`)."""
+        what = f"uv_sync({uv_project_dir!r})"
+        project_dir = pathlib.Path(uv_project_dir).expanduser()
+        pyproject = _toml(project_dir / "pyproject.toml", what)
+        if "workspace" in pyproject.get("tool", {}).get("uv", {}):
+            raise exception.InvalidError(f"{what}: uv workspaces are not supported; uv_sync() each member project")
+        groups = list(_strings(f"{what} groups", [groups or []]))
+        extras = list(_strings(f"{what} extras", [extras or []]))
+        build_env = _build_env(what, env, secrets, gpu)
+        if not (project_dir / "uv.lock").is_file():
+            project = pyproject.get("project", {})
+            deps = list(project.get("dependencies", []))
+            for g in groups:
+                deps += [d for d in pyproject.get("dependency-groups", {}).get(g, []) if isinstance(d, str)]
+            for e in extras:
+                deps += project.get("optional-dependencies", {}).get(e, [])
+            return self.pip_install(*deps, force_build=force_build, env=env)
+        argv = ["export", "--format", "requirements-txt", "--no-hashes", "--no-emit-project", "--no-header",
+                "--project", str(project_dir), *[f"--group={g}" for g in groups], *[f"--extra={e}" for e in extras],
+                *(["--frozen"] if frozen else ["--locked"]), *extra_options.split()]
+
+        def files():
+            import subprocess
+            import tempfile
+
+            import uv
+            out = subprocess.run([uv.find_uv_bin(), *argv], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise exception.InvalidError(f"{what}: `uv {' '.join(argv)}` failed: {out.stderr.strip()[-2000:]}")
+            # Named by its content: the same export reuses one file rather than leave one per run.
+            digest = hashlib.sha256(out.stdout.encode()).hexdigest()
+            tmp = pathlib.Path(tempfile.gettempdir()) / f"ember-uv-sync-{digest}.txt"
+            tmp.write_text(out.stdout)
+            return [(tmp, "requirements.txt")]
+
+        return self._then(_Step("pip_install", ("-r", "/.ember-files/requirements.txt"), env=build_env,
+                                force_build=force_build, local=files))
+
+    @_reads_local_files
+    def poetry_install_from_file(self, poetry_pyproject_toml: str, poetry_lockfile: str | None = None, *,
+                                 ignore_lockfile: bool = False, force_build: bool = False, with_: list[str] = (),
+                                 without: list[str] = (), only: list[str] = (), poetry_version: str | None = "latest",
+                                 old_installer: bool = False, env: dict | None = None, secrets=None,
+                                 gpu=None) -> "Image":
+        """Install the packages a poetry.lock pins (the main group, plus with_, minus without;
+        or only `only`), not the project itself. Poetry itself is not needed."""
+        what = f"poetry_install_from_file({poetry_pyproject_toml!r})"
+        pyproject = pathlib.Path(poetry_pyproject_toml).expanduser()
+        lockfile = pathlib.Path(poetry_lockfile).expanduser() if poetry_lockfile else pyproject.parent / "poetry.lock"
+        from . import context
+        if ignore_lockfile or (not lockfile.is_file() and context.is_local()):
+            raise exception.InvalidError(f"{what}: Ember installs what poetry.lock pins, and there is "
+                                         f"{'no lock file to use' if ignore_lockfile else f'no {lockfile}'}: "
+                                         "run `poetry lock` (or use pip_install_from_pyproject)")
+        _toml(pyproject, what)
+        groups = set(only) if only else ({"main"} | set(with_)) - set(without)
+        pins = []
+        for package in _toml(lockfile, what).get("package", []):
+            in_groups = set(package.get("groups", [package.get("category", "main")]))
+            if not in_groups & groups:
+                continue
+            markers = package.get("markers", "")
+            if isinstance(markers, dict):  # per group: those of the groups installed
+                markers = " or ".join(f"({m})" for g, m in markers.items() if g in groups)
+            pins.append(f"{package['name']}=={package['version']}" + (f"; {markers}" if markers else ""))
+        return self.pip_install(*sorted(pins), force_build=force_build, env=env, secrets=secrets, gpu=gpu)
+
+    def micromamba(self, python_version: str | None = None, force_build: bool = False) -> "Image":
+        raise refused.refusal("Image.micromamba")
+
+    def micromamba_install(self, *packages, spec_file: str | None = None, channels: list[str] = (),
+                           force_build: bool = False, env: dict | None = None, secrets=None, gpu=None) -> "Image":
+        raise refused.refusal("Image.micromamba_install")
+
+    def apt_install(self, *packages, force_build: bool = False, env: dict | None = None, secrets=None,
+                    gpu=None) -> "Image":
         pkgs = _strings("apt_install", packages)
+        build_env = _build_env("apt_install", env, secrets, gpu)
         if not pkgs:
             return self
-        return self._then(_Step("apt_install", pkgs, force_build=force_build))
+        return self._then(_Step("apt_install", pkgs, env=build_env, force_build=force_build))
 
-    def run_commands(self, *commands, force_build: bool = False) -> "Image":
-        """Run shell commands in the image, in order, as one layer."""
+    def run_commands(self, *commands, env: dict | None = None, secrets=None, volumes=None, gpu=None,
+                     force_build: bool = False) -> "Image":
+        """Run shell commands in the image, in order, as one layer (with env= set for them only)."""
         cmds = _strings("run_commands", commands)
+        build_env = _build_env("run_commands", env, secrets, gpu)
+        if volumes:
+            raise exception.InvalidError("run_commands(volumes=): build steps mount no volumes; fetch the data in "
+                                         "the step (or mount the volume on the function)")
         if not cmds:
             return self
-        return self._then(_Step("run_commands", cmds, force_build=force_build))
+        return self._then(_Step("run_commands", cmds, env=build_env, force_build=force_build))
 
-    def run_function(self, raw_f, *, args: tuple = (), kwargs: dict | None = None,
-                     force_build: bool = False) -> "Image":
+    def run_function(self, raw_f, *, args: tuple = (), kwargs: dict | None = None, env: dict | None = None,
+                     secrets=None, gpu=None, force_build: bool = False) -> "Image":
         """Run a Python function inside the image at build time (download a model, say)."""
         if not callable(raw_f):
             raise exception.InvalidError(f"run_function({raw_f!r}): pass a function")
         return self._then(_Step("run_function", (getattr(raw_f, "__qualname__", repr(raw_f)),),
-                                force_build=force_build, local=("function", (raw_f, tuple(args), kwargs or {}))))
+                                env=_build_env("run_function", env, secrets, gpu), force_build=force_build,
+                                local=("function", (raw_f, tuple(args), kwargs or {}))))
+
+    # ------------------------------------------------------------------ Dockerfiles
+
+    @staticmethod
+    def from_dockerfile(path, *, force_build: bool = False, context_dir=None, ignore=None,
+                        build_args: dict[str, str] | None = None, registry_secret=None, secrets=None,
+                        env: dict | None = None, gpu=None, add_python: str | None = None) -> "Image":
+        """An image built from a local Dockerfile, its instructions translated into steps (see
+        README, "Images"); COPY and ADD read the context directory (default: the current one)."""
+        file = pathlib.Path(path).expanduser()
+        what = f"Image.from_dockerfile({str(path)!r})"
+        try:
+            text = _read_local(file, what)
+        except _NotHere:
+            return _unavailable(None, what)
+        return Image._from_dockerfile_text(text, str(file), None, context_dir, force_build, ignore,
+                                           build_args, registry_secret, secrets, env, gpu, add_python)
+
+    def dockerfile_commands(self, *dockerfile_commands, context_files: dict[str, str] | None = None,
+                            env: dict | None = None, secrets=None, gpu=None, context_dir=None,
+                            force_build: bool = False, ignore=None, build_args: dict[str, str] | None = None
+                            ) -> "Image":
+        """This image, then Dockerfile instructions (a "FROM base" line, if any, means this image)."""
+        if context_files:
+            raise exception.InvalidError("dockerfile_commands(context_files=): not supported; pass context_dir= and "
+                                         "COPY from it, or use add_local_file()")
+        text = "\n".join(_strings("dockerfile_commands", dockerfile_commands))
+        return Image._from_dockerfile_text(text, "dockerfile_commands", self, context_dir, force_build,
+                                           ignore, build_args, None, secrets, env, gpu, None)
+
+    @staticmethod
+    def _from_dockerfile_text(text: str, source: str, base: "Image | None", context_dir, force_build, ignore,
+                              build_args, registry_secret, secrets, env, gpu, add_python) -> "Image":
+        from . import _dockerfile
+        what = f"Image.from_dockerfile({source!r})" if base is None else "dockerfile_commands"
+        if registry_secret is not None:
+            raise exception.InvalidError(f"{what}: registry_secret= is not supported: Ember pulls public images "
+                                         "and those of registries its workers are configured for")
+        if add_python:
+            raise exception.InvalidError(f"{what}: add_python= is not supported: start FROM an image with Python "
+                                         "3.11 as python3, or debian:bookworm-slim (Ember's debian_slim)")
+        if build_args is not None and (not isinstance(build_args, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in build_args.items())):
+            raise exception.InvalidError(f"{what}: build_args={build_args!r}: pass a dict of strings")
+        step_env = dict(_build_env(what, env, secrets, gpu))
+        # Relative COPY sources are in the context directory: the current one unless given, as Modal's.
+        context = pathlib.Path(context_dir if context_dir is not None else pathlib.Path.cwd()).expanduser().absolute()
+        if ignore is None:
+            ignore = _dockerfile.dockerignore(context)
+        _check_ignore(ignore)
+        t = _dockerfile.Translator(source, context, build_args or {}, ignore)
+        image = base
+        for ins in _dockerfile.parse(text):
+            if ins.word == "FROM" and image is None:
+                image = t.base(ins, Image)
+            elif ins.word == "FROM" and base is not None and ins.rest.strip().lower() == "base":
+                continue
+            elif ins.word == "ARG" and image is None:  # ARGs before FROM: for FROM lines only
+                t.apply(Image(()), ins)
+            elif image is None:
+                t.fail(ins, "the Dockerfile must start with FROM (after ARG lines, if any)")
+            else:
+                image = t.apply(image, ins)
+        if image is None:
+            raise exception.InvalidError(f"{source}: no FROM line: a Dockerfile starts FROM an image")
+        if step_env:  # env= is for the build: every step that runs something gets it
+            image = Image(tuple(s._replace(env=tuple(sorted({**step_env, **dict(s.env)}.items())))
+                                if s.kind in ("run_commands", "pip_install", "apt_install") else s
+                                for s in image._steps))
+        if force_build:
+            image = Image(tuple(s._replace(force_build=True) for s in image._steps))
+        return image
+
+    def _add_files(self, files, what: str) -> "Image":
+        """Local files into the image: `files` is () -> [(local path, path in the image without "/")]."""
+        return self._then(_Step("add_local", path="/", args=(what,), local=files))
+
+    def entrypoint(self, entrypoint_commands: list[str]) -> "Image":
+        """Accepted empty (`entrypoint([])`, often used to clear a registry image's): Ember's
+        containers run its runtime, never an image's ENTRYPOINT."""
+        if not isinstance(entrypoint_commands, (list, tuple)) or not all(isinstance(c, str)
+                                                                         for c in entrypoint_commands):
+            raise exception.InvalidError(f"entrypoint({entrypoint_commands!r}): pass a list of strings")
+        if entrypoint_commands:
+            raise exception.InvalidError(
+                f"entrypoint({list(entrypoint_commands)!r}): Ember's containers run its own runtime, never an "
+                "image's ENTRYPOINT; put setup in run_commands() (build) or an @ember.enter method (container "
+                "start). entrypoint([]) is accepted")
+        return self
+
+    def cmd(self, cmd: list[str]) -> "Image":
+        """Accepted: Ember's containers run its runtime, never an image's CMD (as Modal's functions)."""
+        if not isinstance(cmd, (list, tuple)) or not all(isinstance(c, str) for c in cmd):
+            raise exception.InvalidError(f"cmd({cmd!r}): pass a list of strings")
+        return self
+
+    def shell(self, shell_commands: list[str]) -> "Image":
+        raise refused.refusal("Image.shell")
 
     # ------------------------------------------------------------------ configuration
 
@@ -288,10 +580,13 @@ def _check_ignore(ignore):
 
 def _dir_files(root: pathlib.Path, ignore) -> list[tuple[pathlib.Path, str]]:
     out = []
+    # An ignored directory is skipped whole, unless the ignore may take back files inside it
+    # (a FilePatternMatcher with "!" patterns, or an inverted one).
+    prune = getattr(ignore, "can_prune_directories", lambda: True)()
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         dirnames[:] = sorted(d for d in dirnames
-                             if not _ignored(os.path.normpath(os.path.join(rel_dir, d)), ignore))
+                             if not prune or not _ignored(os.path.normpath(os.path.join(rel_dir, d)), ignore))
         for f in sorted(filenames):
             rel = os.path.normpath(os.path.join(rel_dir, f))
             if not _ignored(rel, ignore):

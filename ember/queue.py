@@ -12,7 +12,7 @@ import asyncio
 import queue as std_queue
 import time
 
-from . import exception
+from . import exception, types
 from ._client.bridge import twin
 from ._client.serialization import deserialize
 from ._object import NamedObject
@@ -34,6 +34,15 @@ def _partition(partition) -> str:
 
 class Queue(NamedObject):
     _kind = "queue"
+    _info = types.QueueInfo
+
+    @staticmethod
+    def validate_partition_key(partition: str | None) -> bytes:
+        """The partition key as the control plane stores it; an error if it is not 1 to 64 characters."""
+        return _partition(partition).encode()
+
+    async def _probe(self):
+        await self._op(Op.LEN)
 
     async def _op(self, op, **kw) -> api_pb2.QueueResponse:
         request = api_pb2.QueueRequest(queue_id=await self._id(), op=op, **kw)

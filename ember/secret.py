@@ -8,22 +8,113 @@ Named secrets are made with `ember secret create NAME KEY=VALUE ...`; `from_dict
 `from_dotenv` and `from_local_environ` make anonymous ones from what the caller has.
 """
 
+import builtins
 import os
 import pathlib
+import re
 
-from . import config, exception
+from . import config, exception, types
+from ._client.bridge import twin
 from ._client.client import Client
+from ._object import _check_client
 from .proto import api_pb2
 
 
+async def _listing() -> list[api_pb2.SecretInfo]:
+    return list((await Client.from_env().rpc("SecretList", api_pb2.Empty())).secrets)
+
+
+class SecretManager:
+    """`Secret.objects`: the workspace's named secrets, as Modal's manager has them."""
+
+    def _loop(self):
+        return Client.from_env().bridge
+
+    def __repr__(self):
+        return "<ember.Secret.objects>"
+
+    @twin
+    async def create(self, name: str, env_dict: dict[str, str], *, allow_existing: bool = False,
+                     environment_name: str | None = None, client=None) -> None:
+        """Create a named secret; an error if it exists, unless allow_existing (which then
+        leaves it as it is: `ember secret create --force` replaces one)."""
+        what = f"Secret.objects.create({name!r})"
+        config.check_environment(environment_name, what)
+        _check_client(client, what)
+        env = Secret.from_dict(env_dict)._env
+        if any(s.name == name for s in await _listing()):
+            if allow_existing:
+                return
+            raise exception.AlreadyExistsError(f"{what}: a secret named {name!r} exists already "
+                                               "(pass allow_existing=True to keep it)")
+        await Client.from_env().rpc("SecretCreate", api_pb2.SecretCreateRequest(name=name, env=env), what=what)
+
+    @twin
+    async def list(self, *, max_objects: int | None = None, created_before=None, environment_name: str = "",
+                   client=None) -> builtins.list["Secret"]:
+        """The named secrets, newest first (handles: their values stay on the control plane)."""
+        what = "Secret.objects.list()"
+        config.check_environment(environment_name, what)
+        _check_client(client, what)
+        if max_objects is not None and (not isinstance(max_objects, int) or max_objects < 0):
+            raise exception.InvalidError(f"{what}: max_objects={max_objects!r}: pass a count, 0 or more")
+        before = types.created_before(created_before, what)
+        found = sorted(await _listing(), key=lambda s: -s.created_at)
+        secrets = [Secret(name=s.name) for s in found if before is None or s.created_at < before]
+        return secrets[:max_objects] if max_objects is not None else secrets
+
+    @twin
+    async def delete(self, name: str, *, allow_missing: bool = False, environment_name: str | None = None,
+                     client=None):
+        what = f"Secret.objects.delete({name!r})"
+        config.check_environment(environment_name, what)
+        _check_client(client, what)
+        try:
+            await Client.from_env().rpc("SecretDelete", api_pb2.SecretRef(name=name), what=what)
+        except exception.NotFoundError:
+            if not allow_missing:
+                raise
+
+
 class Secret:
-    def __init__(self, *, name: str | None = None, env: dict[str, str] | None = None, required_keys=()):
+    objects = SecretManager()
+
+    def __init__(self, *, name: str | None = None, env: dict[str, str] | None = None, required_keys=(),
+                 secret_id: str | None = None):
         self._name = name
         self._env = env
         self._required = list(required_keys)
+        self._secret_id = secret_id
+
+    @property
+    def name(self) -> str | None:
+        """The secret's name; None for one made from values (from_dict, from_dotenv, ...)."""
+        return self._name
+
+    def _loop(self):
+        return Client.from_env().bridge
+
+    @staticmethod
+    def from_id(secret_id: str) -> "Secret":
+        """The secret with this id, of this workspace (checked when an app that uses it starts)."""
+        if not isinstance(secret_id, str) or not re.fullmatch(r"st-[0-9a-f]{1,64}", secret_id):
+            raise exception.InvalidError(f"Secret.from_id({secret_id!r}): a secret's id looks like 'st-' and "
+                                         "hex digits")
+        return Secret(secret_id=secret_id)
+
+    @twin
+    async def info(self) -> types.SecretInfo:
+        """Its name and when it was created (never its values)."""
+        if self._name is not None:
+            for s in await _listing():
+                if s.name == self._name:
+                    return types.SecretInfo(name=s.name, environment_name="",
+                                            created_at=types.timestamp(s.created_at), created_by=None, last_used=None)
+            raise exception.NotFoundError(f"there is no secret named {self._name!r}")
+        return types.SecretInfo(name=None, environment_name="", created_at=None, created_by=None, last_used=None)
 
     def __repr__(self):  # never the values
-        return f"<ember.Secret {self._name or f'({len(self._env or {})} variables)'}>"
+        return f"<ember.Secret {self._name or self._secret_id or f'({len(self._env or {})} variables)'}>"
 
     @staticmethod
     def from_name(name: str, *, required_keys: list[str] = (), environment_name: str | None = None) -> "Secret":
@@ -63,6 +154,8 @@ class Secret:
     async def _resolve(self, client: Client) -> str:
         """The secret's id on the control plane, at each app start: looked up by name (it may
         have changed since), or created from the values."""
+        if self._secret_id is not None:
+            return self._secret_id
         if self._name is not None:
             ref = await client.rpc("SecretLookup", api_pb2.SecretLookupRequest(
                 name=self._name, required_keys=self._required), what=f"secret {self._name}")

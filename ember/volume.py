@@ -16,12 +16,12 @@ theirs; a container killed before committing changes nothing. From outside a con
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import json
 import os
 import pathlib
 import posixpath
+import time
+import typing
 
 from . import exception
 from ._client import blobs
@@ -29,21 +29,9 @@ from ._client.bridge import twin
 from ._client.client import Client
 from ._object import NamedObject
 from .proto import api_pb2
+from .types import FileEntry, FileEntryType, VolumeInfo
 
 MOUNTS_FILE = "/ember/volumes.json"  # written by the worker into containers that mount volumes
-
-
-class FileEntryType(enum.IntEnum):
-    FILE = 1
-    DIRECTORY = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class FileEntry:
-    path: str
-    type: FileEntryType
-    mtime: float
-    size: int
 
 
 def _clean(path: str) -> str:
@@ -100,6 +88,7 @@ def _write_file(target: str, chunks: list[bytes], mode: int, mtime: float):
 
 class Volume(NamedObject):
     _kind = "volume"
+    _info = VolumeInfo
 
     # ------------------------------------------------------------------ inside a container
 
@@ -151,12 +140,61 @@ class Volume(NamedObject):
 
     # ------------------------------------------------------------------ from anywhere
 
+    async def _probe(self):
+        await self._manifest(Client.from_env())
+
     async def _manifest(self, client: Client) -> api_pb2.VolumeManifest:
         return await client.rpc("VolumeGet", api_pb2.VolumeRef(volume_id=await self._id()), what=repr(self))
+
+    @classmethod
+    def _check_create_options(cls, options: dict, what: str):
+        version = options.pop("version", None)
+        if version not in (None, 1, 2):
+            raise exception.InvalidError(f"{what}: version={version!r}: Ember's volumes have one version of their "
+                                         "format; leave version out")
+        if options.pop("experimental_options", None):
+            raise exception.InvalidError(f"{what}: experimental_options are Modal's own; leave them out")
+        super()._check_create_options(options, what)
+
+    @staticmethod
+    def rename(old_name: str, new_name: str, *, client=None, environment_name: str | None = None):
+        """Give the volume `old_name` the name `new_name`. The control plane has no rename, so
+        this makes `new_name` holding the same files (no data is copied: the files are the same
+        blobs), then deletes `old_name`: the volume gets a new object_id, and containers running
+        with the old one lose it."""
+        from ._object import _check_client
+        what = f"Volume.rename({old_name!r}, {new_name!r})"
+        _check_client(client, what)
+        old = Volume.from_name(old_name, environment_name=environment_name).hydrate()  # it must exist
+        Volume.objects.create(new_name)  # an error if new_name exists
+        new = Volume.from_name(new_name)
+        old._loop().run(new._take_files(old, what))
+        Volume.objects.delete(old_name)
+
+    async def _take_files(self, source: "Volume", what: str):
+        client = Client.from_env()
+        files = (await source._manifest(client)).files
+        if files:
+            await client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(volume_id=await self._id(), files=files),
+                             what=what)
 
     @twin
     async def listdir(self, path: str = "/", *, recursive: bool = False) -> list[FileEntry]:
         """The files and directories at path (everything below it with recursive=True)."""
+        return [e async for e in self._entries(path, recursive)]
+
+    @twin
+    async def iterdir(self, path: str = "/", *, recursive: bool = True):
+        """The files and directories at path, one by one (everything below it by default, as
+        Modal's iterdir)."""
+        async for e in self._entries(path, recursive):
+            yield e
+
+    async def _entries(self, path: str, recursive: bool):
+        for e in await self._list(path, recursive):
+            yield e
+
+    async def _list(self, path: str, recursive: bool) -> list[FileEntry]:
         root = _clean(path)
         prefix = root + "/" if root else ""
         files = (await self._manifest(Client.from_env())).files
@@ -180,6 +218,10 @@ class Volume(NamedObject):
     @twin
     async def read_file(self, path: str):
         """The file's content, in chunks as they arrive: `b"".join(vol.read_file("a.txt"))`."""
+        async for chunk in self._read(path):
+            yield chunk
+
+    async def _read(self, path: str):
         rel = _clean(path)
         client = Client.from_env()
         for f in (await self._manifest(client)).files:
@@ -188,6 +230,53 @@ class Volume(NamedObject):
                     yield chunk.data
                 return
         raise FileNotFoundError(f"{path}: no such file in {self!r}")
+
+    @twin
+    async def read_file_into_fileobj(self, path: str, fileobj, progress_cb=None) -> int:
+        """Write the file's content into a binary file object; the number of bytes written.
+        progress_cb, if given, is called with advance=BYTES as chunks arrive."""
+        written = 0
+        async for chunk in self._read(path):
+            await asyncio.to_thread(fileobj.write, chunk)
+            written += len(chunk)
+            if progress_cb is not None:
+                progress_cb(advance=len(chunk))
+        return written
+
+    @twin
+    async def copy_files(self, src_paths, dst_path: str, recursive: bool = False):
+        """Copy files inside the volume, as `cp` does: into dst_path when it is a directory (or
+        ends with "/", or there are several sources), else to dst_path. Directories need
+        recursive=True. Nothing is copied but names: a copy is the same blob."""
+        if isinstance(src_paths, str) or not src_paths:
+            raise exception.InvalidError(f"copy_files({src_paths!r}, ...): pass a list of paths in the volume")
+        client = Client.from_env()
+        files = {f.path: f for f in (await self._manifest(client)).files}
+        dst = _clean(dst_path)
+        dst_is_dir = (dst_path.endswith("/") or len(src_paths) > 1 or not dst
+                      or any(p.startswith(dst + "/") for p in files))
+        copies = []
+        for src in src_paths:
+            rel = _clean(src)
+            under = [p for p in files if not rel or p.startswith(rel + "/")]
+            if rel in files:
+                target = posixpath.join(dst, posixpath.basename(rel)) if dst_is_dir else dst
+                copies.append((files[rel], target))
+            elif under:
+                if not recursive:
+                    raise IsADirectoryError(f"{src} is a directory in {self!r}: pass recursive=True")
+                base = posixpath.join(dst, posixpath.basename(rel)) if dst_is_dir and rel else dst
+                copies += [(files[p], posixpath.join(base, p[len(rel):].lstrip("/"))) for p in under]
+            else:
+                raise FileNotFoundError(f"{src}: no such file or directory in {self!r}")
+        written = []
+        for f, target in copies:
+            copy = api_pb2.VolumeFile()
+            copy.CopyFrom(f)
+            copy.path = _clean(target)
+            written.append(copy)
+        await client.rpc("VolumeCommit", api_pb2.VolumeCommitRequest(volume_id=await self._id(), files=written),
+                         what=f"copying files in {self!r}")
 
     @twin
     async def remove_file(self, path: str, *, recursive: bool = False):
@@ -211,17 +300,30 @@ class Volume(NamedObject):
         batch.commit()
 
 
+class _Content(typing.NamedTuple):
+    """A file given as a file object: its bytes and mode."""
+    data: bytes
+    mode: int
+
+
 class _Batch:
     def __init__(self, volume: Volume, force: bool):
         self.volume = volume
         self.force = force
-        self.files: dict[str, pathlib.Path] = {}
+        self.files: dict[str, pathlib.Path | _Content] = {}
 
-    def put_file(self, local_file, remote_path: str):
+    def put_file(self, local_file, remote_path: str, mode: int | None = None):
+        """A local file (a path, or a binary file object, read now) to upload as remote_path."""
+        if hasattr(local_file, "read"):
+            data = local_file.read()
+            if not isinstance(data, bytes):
+                raise exception.InvalidError(f"put_file({local_file!r}): open the file in binary mode ('rb')")
+            self.files[_clean(remote_path)] = _Content(data, 0o644 if mode is None else mode)
+            return
         src = pathlib.Path(local_file)
         if not src.is_file():
             raise FileNotFoundError(f"{local_file}: no such file")
-        self.files[_clean(remote_path)] = src
+        self.files[_clean(remote_path)] = src if mode is None else _Content(src.read_bytes(), mode)
 
     def put_directory(self, local_path, remote_path: str, recursive: bool = True):
         root = pathlib.Path(local_path)
@@ -245,6 +347,11 @@ class _Batch:
                                       "pass batch_upload(force=True) to overwrite")
         written = []
         for rel, src in self.files.items():
+            if isinstance(src, _Content):
+                blob_id = await blobs.upload(client.stub, src.data)
+                written.append(api_pb2.VolumeFile(path=rel, blob_id=blob_id, size=len(src.data), mode=src.mode,
+                                                  mtime=time.time()))
+                continue
             st = src.stat()
             blob_id = await blobs.upload_file(client.stub, str(src))
             written.append(api_pb2.VolumeFile(path=rel, blob_id=blob_id, size=st.st_size, mode=st.st_mode & 0o7777,

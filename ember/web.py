@@ -55,6 +55,10 @@ def fastapi_endpoint(*, method: str = "GET", label: str | None = None, docs: boo
                  docs=bool(docs))
 
 
+# Modal's older name of fastapi_endpoint (deprecated there).
+web_endpoint = fastapi_endpoint
+
+
 def asgi_app(*, label: str | None = None, requires_proxy_auth: bool = False):
     """The function returns an ASGI app (FastAPI, Starlette, ...), which serves every path and
     WebSockets."""

@@ -238,3 +238,6 @@ def test_update_autoscaler_keeps_a_container_warm_without_redeploy(running, tmp_
     wait_for(lambda: f.get_current_stats().num_total_runners == 0, timeout=60, what="it to scale down")
     with pytest.raises(exception.InvalidError, match="min_containers"):
         f.update_autoscaler(min_containers=-1)
+    with pytest.raises(exception.InvalidError, match="min_containers=3 exceeds max_containers=2"):
+        f.update_autoscaler(min_containers=3, max_containers=2)
+    f.update_autoscaler(buffer_containers=2, scaledown_window=30)  # taken: only while it is busy

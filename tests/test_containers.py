@@ -6,6 +6,7 @@ import pathlib
 import pytest
 
 from ember import exception
+from ember.worker import cgroups as cg
 from conftest import ROOT
 
 import container_app
@@ -49,10 +50,27 @@ def test_memory_limit_kills_with_a_clear_error(running):
     assert container_app.hog.remote(10) == 10  # a new container, fine below the limit
 
 
+def throttled_periods(proc_cgroup: str) -> int:
+    """How often the kernel held a container's CPU quota against it: its cpu cgroup's cpu.stat,
+    found from the container's /proc/self/cgroup ("ID:CONTROLLERS:PATH" lines)."""
+    layout = cg.host_layout()
+    for line in proc_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(",") if layout.version("cpu") == 1 else controllers == "":
+            root = layout.v1["cpu"] if layout.version("cpu") == 1 else layout.v2
+            stat = (root / path.lstrip("/") / "cpu.stat").read_text()
+            return int(dict(line.split() for line in stat.splitlines())["nr_throttled"])
+    raise AssertionError(f"no cpu cgroup in {proc_cgroup!r}")
+
+
 def test_cpu_limit_throttles_a_busy_loop(running):
-    share = container_app.busy.remote(1.5)
+    share, limited = container_app.busy.remote(1.5)
     assert share < 0.6, f"cpu=0.25 got {share:.2f} of a core"
-    assert container_app.busy_unlimited.remote(0.5) > share
+    # The kernel's own count, which the machine's load does not change: the quota held it back,
+    # and a container without one was never held.
+    assert throttled_periods(limited) > 0
+    _, unlimited = container_app.busy_unlimited.remote(0.5)
+    assert throttled_periods(unlimited) == 0
 
 
 def test_block_network_leaves_only_loopback(running):

@@ -421,7 +421,7 @@ CREATE TABLE functions (function_id TEXT PRIMARY KEY, app_id TEXT NOT NULL, defi
 
 
 def latest_version() -> int:
-    return len([p for p in MIGRATIONS.glob("[0-9]*") if p.suffix in (".sql", ".py")])
+    return max(int(p.name.split("_", 1)[0]) for p in MIGRATIONS.glob("[0-9]*") if p.suffix in (".sql", ".py"))
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -494,11 +494,23 @@ def test_migrations_apply_in_order_each_in_its_own_transaction(tmp_path):
     db.close()
 
 
-def test_migrations_must_be_numbered_one_by_one(tmp_path):
+def test_migrations_must_be_numbered_from_one_each_number_once(tmp_path):
     (tmp_path / "0001_a.sql").write_text("")
-    (tmp_path / "0003_c.sql").write_text("")
-    with pytest.raises(StoreError, match="numbered 1 to 2"):
+    (tmp_path / "0001_b.sql").write_text("")
+    with pytest.raises(StoreError, match="numbered from 1, each number once"):
         migrate(sqlite3.connect(":memory:"), tmp_path)
+
+
+def test_a_number_handed_out_ahead_is_applied_when_it_comes(tmp_path):
+    # Numbers are handed out to changes made side by side: 3 may land before 2.
+    (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (x);")
+    (tmp_path / "0003_c.sql").write_text("CREATE TABLE c (x);")
+    db = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    assert migrate(db, tmp_path) == 3
+    (tmp_path / "0002_b.sql").write_text("CREATE TABLE b (x);")
+    assert migrate(db, tmp_path) == 3
+    assert [v for v, _ in db.execute("SELECT * FROM schema_version ORDER BY version")] == [1, 2, 3]
+    assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('a', 'b', 'c')").fetchone()[0] == 3
 
 
 def test_a_database_newer_than_the_code_is_refused(tmp_path):

@@ -30,13 +30,21 @@ def translate(e: grpc.aio.AioRpcError, what: str) -> Exception:
         return exception.NotFoundError(e.details())
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return exception.InvalidError(e.details())
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return exception.AlreadyExistsError(e.details())
+    if code == grpc.StatusCode.UNAUTHENTICATED:
         return exception.AuthError(f"{what}: the control plane refused this request: {e.details()}")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return exception.PermissionDeniedError(f"{what}: the control plane refused this request: {e.details()}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return exception.ResourceExhaustedError(f"{what}: {e.details()}")
     if code == grpc.StatusCode.UNAVAILABLE:
         return exception.ConnectionError(f"{what}: the control plane is unavailable ({e.details()})")
-    return exception.ExecutionError(f"{what}: {code.name}: {e.details()}")
+    # The nearest of Modal's names for the rest, all ExecutionErrors as before.
+    error = {grpc.StatusCode.UNIMPLEMENTED: exception.UnimplementedError,
+             grpc.StatusCode.INTERNAL: exception.InternalError,
+             grpc.StatusCode.DATA_LOSS: exception.DataLossError}.get(code, exception.ExecutionError)
+    return error(f"{what}: {code.name}: {e.details()}")
 
 
 class Client:

@@ -21,10 +21,12 @@ _INSTALLED = tuple(str(pathlib.Path(p).resolve()) for p in {
     sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sysconfig.get_paths()["stdlib"]})
 
 
-def describe(raw_f, definition: api_pb2.FunctionDefinition, upload, by_value: bool = False) -> None:
+def describe(raw_f, definition: api_pb2.FunctionDefinition, upload, by_value: bool = False,
+             include_source: bool = True) -> None:
     """Fill in where `definition`'s code comes from; `upload(bytes) -> blob_id` stores a zip.
 
     by_value: pickle the function even if it could be shipped as source (serialized=True).
+    include_source=False: its module is not shipped; its image must have it (add_local_python_source).
     """
     module_name = raw_f.__module__
     module = sys.modules.get(module_name)
@@ -35,7 +37,7 @@ def describe(raw_f, definition: api_pb2.FunctionDefinition, upload, by_value: bo
     definition.module = module_name
     definition.qualname = raw_f.__qualname__
     path = pathlib.Path(file).resolve()
-    if str(path).startswith(_INSTALLED):
+    if str(path).startswith(_INSTALLED) or not include_source:
         return
     definition.code_blob_id = upload(package_source(path, module_name))
 

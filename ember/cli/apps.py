@@ -21,6 +21,9 @@ def add_parsers(sub):
     deploy.add_argument("--name", help="the deployed app's name (default: the App's name)")
     deploy.add_argument("-e", "--env", help="Modal's environment: Ember has none (workspaces, chosen by the token, "
                                             "are its namespaces)")
+    image = sub.add_parser("image", help="the images of live apps and the disk their layers take")
+    image.add_subparsers(dest="action", metavar="ACTION", required=True).add_parser(
+        "list", help="images of the workspace's live apps: layers, unpacked size, archive size in the blob store")
     app = sub.add_parser("app", help="list, stop and follow deployed apps")
     cmds = app.add_subparsers(dest="action", metavar="ACTION", required=True)
     cmds.add_parser("list", help="running apps: deployed ones and ephemeral runs")
@@ -62,7 +65,14 @@ def run(args) -> int:
         print("ember: no control plane given: set EMBER_SERVER_URL", file=sys.stderr)
         return 2
     client = Client.from_env()
-    if args.action == "list":
+    if args.command == "image":
+        images = client.run(client.rpc("ImageList", api_pb2.Empty())).images
+        for i in images:
+            print(f"{i.image_id[:12]}\t{i.layers} layers\t{_mb(i.size)} unpacked\t{_mb(i.archive_size)} archived\t"
+                  f"{', '.join(i.functions)}")
+        if not images:
+            print("no live app uses an image", file=sys.stderr)
+    elif args.action == "list":
         resp = client.run(client.rpc("AppList", api_pb2.Empty()))
         for a in resp.apps:
             kind = f"deployed v{a.version}" if a.deployed else "ephemeral"
@@ -94,3 +104,7 @@ async def _logs(client: Client, name: str, follow: bool):
             print_logs(batch)
     except grpc.aio.AioRpcError as e:
         raise translate(e, f"the logs of {name}") from None
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"

@@ -134,11 +134,12 @@ def _worker(args, rpc) -> int:
         workers = rpc("WorkerList", api_pb2.Empty()).workers
         for w in workers:
             state = "draining" if w.draining else "connected" if w.connected else "disconnected"
+            labels = ",".join(f"{k}={v}" for k, v in sorted(w.labels.items())) or "-"
             if w.cordoned_until:
                 until = datetime.datetime.fromtimestamp(w.cordoned_until).strftime("%H:%M:%S")
                 state += f", cordoned until {until}: {w.cordon_reason}"
             print(f"{w.name}\t{w.cpu:g} CPU\t{w.memory_mb} MiB\t{len(w.gpus)} GPUs\t{w.num_containers} containers\t"
-                  f"{state}")
+                  f"{labels}\t{state}")
         if not workers:
             print("no workers", file=sys.stderr)
         return 0

@@ -55,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds without a client heartbeat before an ephemeral app is stopped")
     server.add_argument("--output-retention", type=float, default=24.0,
                         help="hours a finished call's outputs are kept")
+    server.add_argument("--blob-retention", type=_duration, default="1h", metavar="DURATION",
+                        help="how long a blob nothing refers to is kept: large arguments and results beyond their "
+                             "call's outputs, and a fresh upload not yet referenced (default 1h)")
+    server.add_argument("--layer-grace", type=_duration, default="7d", metavar="DURATION",
+                        help="how long an image layer that no live app uses is kept after a build last used it "
+                             "(default 7d)")
+    server.add_argument("--volume-versions", type=int, default=3, metavar="N",
+                        help="versions of each volume whose files are kept: the newest N (default 3)")
+    server.add_argument("--gc-interval", type=_duration, default="10m", metavar="DURATION",
+                        help="time between collections of unreferenced blobs (default 10m)")
     server.add_argument("--cordon-after", type=int, default=5, metavar="N",
                         help="cordon a worker after N of its containers fail (crash, are killed, cannot start; "
                              "not a user exception) within --cordon-window; 0: never (default: 5)")
@@ -88,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--cpu", type=float, help="cores to offer (default: all)")
     worker.add_argument("--memory", type=int, help="MiB to offer (default: all)")
     worker.add_argument("--name", help="worker name (default: host name)")
+    worker.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="a label it registers with, repeatable; region=NAME: functions with region=NAME "
+                             "run only on workers labelled so")
     worker.add_argument("--token-file", help="its worker token, as `ember token new --worker --json` writes it "
                                              "(default: $EMBER_WORKER_TOKEN_FILE)")
     worker.add_argument("--backend", choices=("auto", "container", "process"), default="auto",
@@ -156,7 +169,7 @@ def _run(parser, args) -> int:
     if args.command == "deploy":
         from .apps import deploy
         return deploy(args)
-    if args.command == "app":
+    if args.command in ("app", "image"):
         from .apps import run as run_apps
         return run_apps(args)
     if args.command == "call":

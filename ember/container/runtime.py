@@ -33,7 +33,7 @@ import zipfile
 import cloudpickle
 import grpc
 
-from .. import config, exception
+from .. import config, context, exception
 from .._client import blobs
 from .._client.auth import Authed
 from .._client.bridge import LoopThread
@@ -225,8 +225,11 @@ class Runtime:
                                    self.io.loop.create_task(self._heartbeat())))
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
         init = self.init.get()
+        started = StartupWatch(self, init.definition.startup_timeout)
         try:
-            os.environ.update(init.secret_env)  # before user code: it may read them at import
+            # Before user code: it may read them at import. env= comes after the secrets (Modal's order).
+            os.environ.update(init.secret_env)
+            os.environ.update(init.definition.env)
             from .. import image
             image.current_recipe = image.recipe(
                 [(api_pb2.ImageStep.Kind.Name(s.kind).lower(), s.args, dict(s.env), s.path)
@@ -234,11 +237,14 @@ class Runtime:
             fn = self._load(init.definition, init.app_function_ids)
             web_apps = make_apps(fn, init.definition) if init.definition.web.kind or init.definition.web_methods else {}
         except BaseException as e:  # noqa: BLE001 - whatever loading the user's code raised is the caller's
+            if not started.done():
+                threading.Event().wait()  # it timed out meanwhile: the watch says so and ends the container
             note_full_disk(e)
             data, line, tb = serialize_exception(e)
-            self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=api_pb2.ContainerInitFailure(
-                error=line, traceback=tb, exception=api_pb2.Payload(data=data), in_enter=self.in_enter)))
-            self._exit(1)
+            self._init_failed(api_pb2.ContainerInitFailure(
+                error=line, traceback=tb, exception=api_pb2.Payload(data=data), in_enter=self.in_enter))
+        if not started.done():
+            threading.Event().wait()
         self.initialized = True
         self.definition = init.definition
         self.slots = self.target = max(1, init.definition.max_inputs)
@@ -261,6 +267,11 @@ class Runtime:
                              daemon=True).start()
         self.io.call_soon(self._ask_for_inputs)
         self._serve(fn, init.definition)
+
+    def _init_failed(self, failure: api_pb2.ContainerInitFailure):
+        """Its code could not be loaded: the calls waiting for it fail with why, and it exits."""
+        self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=failure))
+        self._exit(1)
 
     def _serve(self, fn, definition):
         ewma = None
@@ -302,24 +313,26 @@ class Runtime:
                     raise AttributeError(f"{name} has no method {inp.args.method!r} marked @ember.method()")
                 is_generator = definition.methods[inp.args.method]
                 fn = getattr(fn, inp.args.method)
-            self._arm(inp.input_id, definition.timeout)
-            try:
-                if is_generator:
-                    for item in self._items(fn(*args, **kwargs)):
-                        data, err = serialize_result(name, item)
-                        if err:
-                            return [Output(**base, status=Output.FAILURE, error=err)]
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                        out = Output(**base, status=Output.GENERATOR_ITEM, data=self._payload(data))
-                        self.io.call_soon(self._flush_outputs, [out])
-                    result = None
-                else:
-                    result = fn(*args, **kwargs)
-                    if inspect.iscoroutine(result):
-                        result = self._await(result, inp.input_id)
-            finally:
-                self._disarm(inp.input_id)
+            # What ember.current_input_id() says while the user's code runs.
+            with context.running_input(inp.input_id, inp.call_id):
+                self._arm(inp.input_id, definition.timeout)
+                try:
+                    if is_generator:
+                        for item in self._items(fn(*args, **kwargs)):
+                            data, err = serialize_result(name, item)
+                            if err:
+                                return [Output(**base, status=Output.FAILURE, error=err)]
+                            sys.stdout.flush()
+                            sys.stderr.flush()
+                            out = Output(**base, status=Output.GENERATOR_ITEM, data=self._payload(data))
+                            self.io.call_soon(self._flush_outputs, [out])
+                        result = None
+                    else:
+                        result = fn(*args, **kwargs)
+                        if inspect.iscoroutine(result):
+                            result = self._await(result, inp.input_id)
+                finally:
+                    self._disarm(inp.input_id)
         except InputCancelled:
             self.thread_loop.loop = None  # interrupted while it ran: the next async input gets a fresh one
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled while it ran")]
@@ -593,6 +606,42 @@ class Runtime:
         """Output written straight to the file descriptors (C code, subprocesses)."""
         while data := os.read(r, 65536):
             self.io.call_soon(self._send_logs, fd, data.decode(errors="replace"))
+
+
+class StartupWatch:
+    """startup_timeout=: the container's imports and @ember.enter() hooks must be done in time,
+    else it fails its function's calls with an error saying so, and exits (user code cannot be
+    interrupted safely)."""
+
+    def __init__(self, runtime: Runtime, seconds: float):
+        self.runtime = runtime
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.state = "loading"  # then "done" (in time) or "timed out"
+        if seconds > 0:
+            self.timer = threading.Timer(seconds, self._expired)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def done(self) -> bool:
+        """Loading ended: True if in time (the watch stops), False if it had timed out."""
+        with self.lock:
+            if self.state == "loading":
+                self.state = "done"
+                if self.seconds > 0:
+                    self.timer.cancel()
+            return self.state == "done"
+
+    def _expired(self):
+        with self.lock:
+            if self.state != "loading":
+                return
+            self.state = "timed out"
+        where = "its @ember.enter() hooks" if self.runtime.in_enter else "importing its code"
+        self.runtime._init_failed(api_pb2.ContainerInitFailure(error=(
+            f"its container did not start within startup_timeout={self.seconds:g}s (it was still {where}): "
+            "make its imports and @ember.enter() hooks faster, or pass a larger startup_timeout= to "
+            "@app.function or @app.cls")))
 
 
 class LogWriter(io.TextIOBase):

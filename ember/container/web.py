@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 
+from .. import context
 from .._asgi import to_event, to_message
 from ..proto import api_pb2
 
@@ -91,7 +92,7 @@ class WebHost:
 
     def start(self, inp: api_pb2.Input):
         q: asyncio.Queue = asyncio.Queue()
-        self.requests[inp.input_id] = (asyncio.get_running_loop().create_task(self._run(inp, q)), q)
+        self.requests[inp.input_id] = (asyncio.get_running_loop().create_task(self._serve(inp, q)), q)
 
     def deliver(self, events):
         for ev in events:
@@ -121,6 +122,11 @@ class WebHost:
         events, self.events = self.events, []
         outputs, self.outputs = self.outputs, []
         self.runtime._flush_outputs(outputs, events)
+
+    async def _serve(self, inp: api_pb2.Input, q: asyncio.Queue):
+        # The request's task has a context of its own: ember.current_input_id() is its id.
+        with context.running_input(inp.input_id, inp.call_id):
+            await self._run(inp, q)
 
     async def _run(self, inp: api_pb2.Input, q: asyncio.Queue):
         req = inp.http

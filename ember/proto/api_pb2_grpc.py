@@ -105,6 +105,11 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.ImageBuildRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ImageBuildEvent.FromString,
                 _registered_method=True)
+        self.ImageList = channel.unary_unary(
+                '/ember.v1.ClientApi/ImageList',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ImageListResponse.FromString,
+                _registered_method=True)
         self.CallStream = channel.stream_stream(
                 '/ember.v1.ClientApi/CallStream',
                 request_serializer=ember_dot_proto_dot_api__pb2.CallRequest.SerializeToString,
@@ -365,6 +370,13 @@ class ClientApiServicer:
     def ImageBuild(self, request, context):
         """Build an image on a worker, or say at once that it is built; the build's output streams
         back as it happens. Layers go to the blob store, so other workers fetch them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImageList(self, request, context):
+        """The images of the workspace's live apps (deployed or running), with their layers' sizes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -664,6 +676,11 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.ImageBuild,
                     request_deserializer=ember_dot_proto_dot_api__pb2.ImageBuildRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.ImageBuildEvent.SerializeToString,
+            ),
+            'ImageList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImageList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ImageListResponse.SerializeToString,
             ),
             'CallStream': grpc.stream_stream_rpc_method_handler(
                     servicer.CallStream,
@@ -1188,6 +1205,33 @@ class ClientApi:
             '/ember.v1.ClientApi/ImageBuild',
             ember_dot_proto_dot_api__pb2.ImageBuildRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.ImageBuildEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImageList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/ImageList',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ImageListResponse.FromString,
             options,
             channel_credentials,
             insecure,

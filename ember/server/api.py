@@ -33,18 +33,27 @@ def authenticated(servicer_base, *roles: str):
     A stream whose credential stops being valid (Identity.check raises) ends UNAUTHENTICATED,
     and a write that meets a full disk (DiskFull) ends its RPC RESOURCE_EXHAUSTED."""
 
-    async def caller(self, context) -> Principal:
+    async def caller(self, context, name: str, request) -> Principal:
         try:
-            return self.identity.authenticate(context.invocation_metadata(), roles)
+            who = self.identity.authenticate(context.invocation_metadata(), roles)
+            if who.role == CONTAINER and servicer_base is api_pb2_grpc.ClientApiServicer:
+                self.fleet.check_access(who.token_id, name, request)
+            return who
         except Unauthenticated as e:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
         except Forbidden as e:
+            if hasattr(request, "__aiter__"):
+                # A stream refused before its first message was read would end INTERNAL
+                # instead (a race in gRPC's core): its first message is taken first.
+                with contextlib.suppress(grpc.RpcError, StopAsyncIteration):
+                    await anext(aiter(request))
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
 
     def wrap(method):
+        name = method.__name__
         if inspect.isasyncgenfunction(method):
             async def rpc(self, request, context):
-                who = await caller(self, context)
+                who = await caller(self, context, name, request)
                 try:
                     async with contextlib.aclosing(method(self, request, context, who)) as replies:
                         async for reply in replies:
@@ -57,7 +66,7 @@ def authenticated(servicer_base, *roles: str):
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         else:
             async def rpc(self, request, context):
-                who = await caller(self, context)
+                who = await caller(self, context, name, request)
                 try:
                     return await method(self, request, context, who)
                 except DiskFull as e:
@@ -145,7 +154,8 @@ class BlobRpcs:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no blob {req.blob_id}")
 
     async def BlobExists(self, req, context, who):
-        return api_pb2.BlobExistsResponse(exists=await self.blobs.exists(req.blob_id))
+        # Asking counts as putting it again: whoever asks is about to refer to it (blob_gc.py).
+        return api_pb2.BlobExistsResponse(exists=await self.blobs.refresh(req.blob_id))
 
 
 @authenticated(api_pb2_grpc.ClientApiServicer, ADMIN, WORKSPACE, CONTAINER)
@@ -302,6 +312,10 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         """The web_url and method_web_urls fields of a function's responses."""
         urls = self.routes.urls(fn)
         return {"web_url": urls.pop("", ""), "method_web_urls": urls}
+
+    async def ImageList(self, req, context, who):
+        functions = [fn for app in self.apps.listing(who.workspace) for fn in app.functions.values()]
+        return api_pb2.ImageListResponse(images=self.builds.listing(functions))
 
     async def ImageBuild(self, req, context, who):
         validate.image_build(req)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .._ids import new_id
 from ..proto import api_pb2
+from . import validate
 from .logs import AppLog
 from .store import Store
 from .web_routes import WebRoutes
@@ -52,8 +53,8 @@ def apply_options(d: api_pb2.FunctionDefinition, o: api_pb2.FunctionOptions):
     if o.replace_volumes:
         d.ClearField("volume_mounts")
         d.volume_mounts.update(o.volume_mounts)
-    for f in ("scaledown_window", "min_containers", "max_containers", "max_inputs", "target_inputs",
-              "batch_max_size", "batch_wait_ms"):
+    for f in ("scaledown_window", "min_containers", "max_containers", "buffer_containers", "max_inputs",
+              "target_inputs", "batch_max_size", "batch_wait_ms"):
         if o.HasField(f):
             setattr(d, f, getattr(o, f))
     if o.HasField("max_inputs") and not o.HasField("target_inputs"):
@@ -276,11 +277,12 @@ class Apps:
         fn = self.function_for_call(function_id, workspace)
         d = api_pb2.FunctionDefinition()
         d.CopyFrom(fn.definition)
-        for f in ("min_containers", "max_containers", "scaledown_window"):
+        for f in ("min_containers", "max_containers", "buffer_containers", "scaledown_window"):
             if req.HasField(f):
                 setattr(d, f, getattr(req, f))
         if d.max_containers and d.min_containers > d.max_containers:
             raise ValueError(f"min_containers={d.min_containers} exceeds max_containers={d.max_containers}")
+        validate.function_definition(d)
         self.store.update_function(fn.function_id, d)
         fn.definition = d
         return fn

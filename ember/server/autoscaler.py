@@ -5,7 +5,8 @@ containers it has than a new container takes to start, up to its max_containers 
 workers' room, placement.py, and its workspace's quotas and fair share, shares.py). It keeps
 min_containers started even with no input, and a container idle for the function's scale-down
 window stops, down to min_containers; an idle one stops sooner when another workspace waits for
-its room.
+its room. While a function is busy (inputs queued or running), it keeps buffer_containers idle
+containers beyond those that run inputs, ready for a burst.
 """
 
 import logging
@@ -55,10 +56,12 @@ class Autoscaler:
     def tick(self, fn: FunctionState, now: float):
         """Scale down what is idle, up for a backlog, and keep min_containers warm."""
         window = fn.definition.scaledown_window
+        spare = self._idle(fn) - self._buffer(fn)  # idle ones beyond the buffer may stop
         for c in list(fn.containers.values()):
             if c.state != READY or c.held or c.stopping:
                 continue
-            if now - c.since > window and len(fn.containers) > fn.definition.min_containers:
+            if now - c.since > window and len(fn.containers) > fn.definition.min_containers and spare > 0:
+                spare -= 1
                 log.info("container %s of %s idle for %.0fs: stopping", c.container_id, fn.name, window)
                 self.fleet.stop(c)
             else:
@@ -66,6 +69,7 @@ class Autoscaler:
         if fn.pending:
             self.scale_up(fn)
         self._keep_warm(fn)
+        self._keep_buffer(fn)
 
     def _keep_warm(self, fn: FunctionState):
         """Keep min_containers of a running app's function started, before any input asks."""
@@ -73,6 +77,25 @@ class Autoscaler:
         if not want or not fn.app.running or fn.app.superseded or fn.init_failure is not None:
             return
         for _ in range(want - sum(1 for c in fn.containers.values() if not c.stopping)):
+            if not self.placement.start_container(fn):
+                break
+
+    def _buffer(self, fn: FunctionState) -> int:
+        """The idle containers it keeps now: buffer_containers while it has inputs queued or running."""
+        busy = any(not i.done for i in fn.pending) or any(c.held for c in fn.containers.values())
+        return fn.definition.buffer_containers if busy else 0
+
+    def _idle(self, fn: FunctionState) -> int:
+        """Its containers that run nothing and take inputs (starting ones will)."""
+        return sum(1 for c in fn.containers.values() if not c.held and not c.stopping)
+
+    def _keep_buffer(self, fn: FunctionState):
+        """Start containers until a busy function has buffer_containers idle ones, within max_containers."""
+        if not fn.app.running or fn.app.superseded or fn.init_failure is not None:
+            return
+        live = sum(1 for c in fn.containers.values() if not c.stopping)
+        room = (fn.definition.max_containers or 1_000_000) - live
+        for _ in range(min(room, self._buffer(fn) - self._idle(fn))):
             if not self.placement.start_container(fn):
                 break
 

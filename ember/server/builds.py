@@ -51,13 +51,36 @@ class Builds:
     def is_built(self, image: api_pb2.Image) -> bool:
         return all(s.layer_id in self.layers for s in image.steps)
 
+    def forget(self, layer_ids: list[str]):
+        """These layers are no longer in the blob store (collected): the next build makes them again."""
+        for layer_id in layer_ids:
+            self.layers.pop(layer_id, None)
+
     def known(self, image: api_pb2.Image) -> list[api_pb2.Layer]:
         return [api_pb2.Layer(layer_id=s.layer_id, blob_id=self.layers[s.layer_id])
                 for s in image.steps if self.layers.get(s.layer_id)]
 
+    def listing(self, functions) -> list[api_pb2.ImageInfo]:
+        """The images of these functions, with their layers' sizes as their builders reported them."""
+        sizes = {layer_id: (blob_id, size, archive) for layer_id, blob_id, size, archive, _ in self.store.layer_rows()}
+        images: dict[str, api_pb2.ImageInfo] = {}
+        for fn in functions:
+            image = fn.definition.image
+            info = images.get(image.image_id)
+            if info is None:
+                info = images[image.image_id] = api_pb2.ImageInfo(image_id=image.image_id)
+                for step in image.steps:
+                    blob_id, size, archive = sizes.get(step.layer_id, ("", 0, 0))
+                    info.layers += bool(blob_id or size)
+                    info.size += size
+                    info.archive_size += archive
+            info.functions.append(f"{fn.app.name}.{fn.name}")
+        return sorted(images.values(), key=lambda i: -i.size)
+
     async def follow(self, image: api_pb2.Image, force: bool):
         """The events of the image's build, from the start; starts one if none is running."""
         if not force and not any(s.force_build for s in image.steps) and self.is_built(image):
+            self.store.use_layers([s.layer_id for s in image.steps])  # a recent use: kept (blob_gc.py)
             yield api_pb2.ImageBuildEvent(done=True)
             return
         build = self.by_image.get(image.image_id)
@@ -118,12 +141,21 @@ class Builds:
         # Reported after the layer's upload, which may outlast its build: checked against what the
         # worker was asked to build (whose ids validate.py checked: workers name directories by them).
         asked = self.asked.get(worker.worker_id, set())
-        if msg.layer.layer_id not in asked or (msg.layer.blob_id and not is_blob_id(msg.layer.blob_id)):
+        # Or the archive of a layer built without one yet: a worker stopped before archiving it
+        # does so when it starts again (worker/images.py).
+        resumed = msg.layer.blob_id and self.layers.get(msg.layer.layer_id) == ""
+        if (msg.layer.layer_id not in asked and not resumed) or (
+                msg.layer.blob_id and not is_blob_id(msg.layer.blob_id)):
             log.warning("worker %s reported layer %s, which it was not asked to build: ignored", worker.name,
                         msg.layer.layer_id[:12])
             return
         if msg.layer.blob_id:  # its final report: where its archive is
             asked.discard(msg.layer.layer_id)
+        elif self.layers.get(msg.layer.layer_id):
+            # A build's first report (the layer is usable on its worker) after an archive's report
+            # for the same layer (an upload resumed at the worker's start, another worker's build):
+            # where that archive is stays known, so that other workers fetch it.
+            return
         self.layers[msg.layer.layer_id] = msg.layer.blob_id
         self.store.add_layer(msg.layer)
 

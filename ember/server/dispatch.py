@@ -110,7 +110,7 @@ class Dispatch:
                 batch, stored = [], []
                 if not c.held:
                     c.since = self.clock()
-                while c.want > 0 and pending:
+                while c.want > 0 and pending and not c.stopping:
                     inp = pending.popleft()
                     if inp.done or inp.container is not None:
                         continue  # cancelled (or its client left) while queued, or claimed by a container's hello
@@ -118,6 +118,7 @@ class Dispatch:
                     inp.container = c
                     c.held[inp.input_id] = inp
                     c.want -= 1
+                    self._count_given(c)
                     if inp.web is not None:
                         batch.append(api_pb2.Input(input_id=inp.input_id, http=inp.web.request, attempt=1))
                         if inp.web.outbox:
@@ -138,6 +139,22 @@ class Dispatch:
                 if not pending:
                     return
         self.autoscaler.scale_up(fn)
+
+    # ---- containers that retire after so many inputs (max_inputs=, single_use_containers=)
+
+    def _count_given(self, c: ContainerState):
+        """One more input for c: at its function's inputs_per_container it takes no more (and is no
+        longer counted as one that will, so that the autoscaler starts its successor now)."""
+        c.inputs_given += 1
+        if c.inputs_given >= c.function.definition.inputs_per_container > 0:
+            c.stopping = True
+
+    def _retire_if_done(self, c: ContainerState):
+        """A container that had its last input and finished it is told to stop (its exit hooks run)."""
+        limit = c.function.definition.inputs_per_container
+        if limit and c.inputs_given >= limit and not c.held:
+            log.info("container %s of %s ran its %d inputs: it stops", c.container_id, c.function.name, limit)
+            self.autoscaler.fleet.stop(c, retiring=True)
 
     # ---- what containers say
 
@@ -187,6 +204,7 @@ class Dispatch:
             c.resending -= 1
             if not c.resending:
                 self.settle(c)
+        self._retire_if_done(c)
         if batch.want_inputs:
             self.container_wants(c, batch.want_inputs)
 

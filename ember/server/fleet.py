@@ -47,12 +47,16 @@ READY = api_pb2.CONTAINER_STATE_READY
 DISCONNECTED = api_pb2.CONTAINER_STATE_DISCONNECTED
 # Containers of a function that exit before they ever connect, in a row, before its calls fail.
 MAX_START_FAILURES = 3
+# What a container of a function with restrict_modal_access=True may still call of the client
+# API: moving blobs (its large arguments and results, its volumes' files).
+RESTRICTED_ALLOWED = ("BlobPut", "BlobGet", "BlobExists")
 START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker timeout, if longer)
 
 
 class WorkerState:
     __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cordon_reason", "cordoned_until",
-                 "cpu", "draining", "end", "gpus", "last_seen", "memory_mb", "name", "own_network", "send", "worker_id")
+                 "cpu", "draining", "end", "gpus", "labels", "last_seen", "memory_mb", "name", "own_network", "send",
+                 "worker_id")
 
     def __init__(self, reg: api_pb2.WorkerRegister, send, now: float, end=None):
         self.worker_id = reg.worker_id
@@ -69,6 +73,7 @@ class WorkerState:
         self.backend = reg.backend
         self.backend_note = reg.backend_note
         self.own_network = reg.own_network  # its containers' ports do not collide
+        self.labels = dict(reg.labels)  # `ember worker --label region=eu`: where region= places
         self.draining = False  # finishes what it runs, takes nothing new (`ember worker drain`)
         # Its containers kept failing: none is placed here until then (clock seconds; breaker.py).
         self.cordoned_until = 0.0
@@ -84,8 +89,9 @@ class WorkerState:
 
 
 class ContainerState:
-    __slots__ = ("container_id", "cpu", "end", "function", "held", "init_failed", "last_seen", "memory_mb", "reported",
-                 "requested_at", "resending", "send", "since", "state", "stopping", "want", "worker")
+    __slots__ = ("container_id", "cpu", "end", "function", "held", "init_failed", "inputs_given", "last_seen",
+                 "memory_mb", "reported", "requested_at", "resending", "send", "since", "state", "stopping", "want",
+                 "worker")
 
     def __init__(self, container_id: str, function: FunctionState, worker: WorkerState, now: float):
         self.container_id = container_id
@@ -108,6 +114,7 @@ class ContainerState:
         self.cpu = res.cpu
         self.memory_mb = res.memory_mb
         self.stopping = False
+        self.inputs_given = 0  # inputs handed to it: it retires at its function's inputs_per_container
         self.init_failed = False  # its function's code could not load: its exit is not its worker's fault
 
 
@@ -355,6 +362,18 @@ class Fleet:
         c = self._containers.get(container_id)
         return c is not None and c.send is not None
 
+    def check_access(self, container_id: str, rpc: str, request):
+        """A container's call of the client API: refused (Forbidden) if its function has
+        restrict_modal_access=True, but for blobs and the volumes mounted in it."""
+        c = self._containers.get(container_id)
+        d = c.function.definition if c is not None else None
+        if d is None or not d.restrict_access or rpc in RESTRICTED_ALLOWED:
+            return
+        if rpc in ("VolumeGet", "VolumeCommit") and request.volume_id in d.volume_mounts.values():
+            return
+        raise Forbidden(f"{d.name} has restrict_modal_access=True: its containers may not call {rpc} (other "
+                        "functions, dicts, queues, secrets and volumes not mounted in it are out of its reach)")
+
     def heartbeat(self, c: ContainerState):
         c.last_seen = self.clock()
 
@@ -490,9 +509,10 @@ class Fleet:
             w.end(f"worker {w.name} sent nothing for {self.worker_timeout:.0f}s: its containers were given up; "
                   "register again")
 
-    def stop(self, c: ContainerState):
-        """Ask its worker to stop it, letting it finish what it runs."""
-        if c.stopping:
+    def stop(self, c: ContainerState, retiring: bool = False):
+        """Ask its worker to stop it, letting it finish what it runs. A retiring one (it ran its
+        inputs_per_container) is marked stopping already, from its last input on."""
+        if c.stopping and not retiring:
             return
         c.stopping = True
         if c.worker.connected:

@@ -53,7 +53,7 @@ class IdentityRpcs:
             worker_id=w.worker_id, name=w.name, cpu=w.cpu, memory_mb=w.memory_mb, gpus=w.gpus.kinds,
             connected=w.connected, draining=w.draining, num_containers=len(w.containers), backend=w.backend,
             cordoned_until=wall + w.cordoned_until - now if w.cordoned(now) else 0,
-            cordon_reason=w.cordon_reason if w.cordoned(now) else "")
+            cordon_reason=w.cordon_reason if w.cordoned(now) else "", labels=w.labels)
             for w in self.fleet.workers()])
 
     async def WorkerDrain(self, req, context, who):

@@ -164,15 +164,19 @@ class Ledger:
         self.dispatch.submit(call.function, new)
 
     def _add_inputs(self, call: CallState, inputs) -> list[InputState]:
-        rows, new = [], []
+        rows, new, payload_blobs = [], [], []
         for inp in inputs:
             input_id = f"{call.call_id}:{inp.idx}"
             if input_id in call.inputs:
                 continue
             args = inp.args.SerializeToString()
             rows.append((input_id, call.call_id, inp.idx, args))
+            if inp.args.blob_id:  # kept as long as the call's outputs (blob_gc.py)
+                payload_blobs.append((call.call_id, inp.args.blob_id))
             new.append(InputState(input_id, call, inp.idx, args))
         self.store.add_inputs(rows)  # before they are the call's: it may raise DiskFull
+        if payload_blobs:
+            self.store.add_call_blobs(payload_blobs)
         call.inputs.update((i.input_id, i) for i in new)
         # A full disk may yet undo the transaction they are in (its commit fails): then the
         # caller hears of it (DiskFull from durable()) and the call ends, cancelled.
@@ -244,7 +248,7 @@ class Ledger:
         """
         if not results:
             return
-        rows, finished, touched = [], [], {}
+        rows, finished, touched, payload_blobs = [], [], {}, []
         now = time.time()
         for inp, out in results:
             if inp.done:
@@ -262,6 +266,8 @@ class Ledger:
             call.next_seq += 1
             co = api_pb2.CallOutput(seq=seq, output=out, log_seq=log_seq)
             rows.append((call.call_id, seq, out.SerializeToString(), now))
+            if out.data.blob_id:
+                payload_blobs.append((call.call_id, out.data.blob_id))
             call.outputs.append(co)
             if out.status != Output.GENERATOR_ITEM:
                 del call.inputs[inp.input_id]
@@ -273,6 +279,8 @@ class Ledger:
         if not rows:
             return  # nothing to store (only web requests ended, or only duplicates came)
         self.store.add_outputs(rows, finished, [(c.call_id, c.num_done, c.next_seq) for c in touched.values()])
+        if payload_blobs:
+            self.store.add_call_blobs(payload_blobs)
         for call in touched.values():
             if call.done():
                 self._call_finished(call)
@@ -360,6 +368,12 @@ class Ledger:
                    for call in self._calls.values())
 
     # ---- retention
+
+    def payload_blobs(self) -> set[str]:
+        """Blob ids of the results of calls still in memory: their callers may read them, even
+        after the store expired them (blob_gc.py keeps them)."""
+        return {co.output.data.blob_id for call in self._calls.values() for co in call.outputs
+                if co.output.data.blob_id}
 
     def forget_finished(self, now: float):
         """Finished calls leave memory a minute after their caller read them, else after ten;

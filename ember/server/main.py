@@ -1,6 +1,7 @@
 """`ember server`: run the control plane until SIGTERM or SIGINT."""
 
 import asyncio
+import dataclasses
 import logging
 import os
 import pathlib
@@ -15,6 +16,7 @@ from ..config import GRPC_OPTIONS
 from ..proto import api_pb2_grpc
 from . import gateway, tls
 from .api import ClientService, ContainerService, WorkerService
+from .blob_gc import BlobCollector
 from .blobs import open_blob_store
 from .breaker import Breaker
 from .refusals import Refusals
@@ -25,14 +27,23 @@ from .tokens import ProxyTokens
 
 log = logging.getLogger("ember.server")
 
+
+@dataclasses.dataclass
+class GcPolicy:
+    """What the blob collector keeps, for how long (blob_gc.py; seconds)."""
+    blob_retention: float = 3600.0
+    layer_grace: float = 7 * 86400.0
+    volume_versions: int = 3
+    interval: float = 600.0
+
 DEFAULT_HTTP = "127.0.0.1:8600"
 TICK = 0.2            # seconds between time-driven checks (expiry, scale-down, backlog)
 EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 
 
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
-                app_timeout: float, output_retention: float, http: str | None = None, web_url: str | None = None,
-                ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
+                app_timeout: float, output_retention: float, gc: GcPolicy | None = None, http: str | None = None,
+                web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
                 breaker: Breaker | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(data_dir / "ember.db")
@@ -53,6 +64,10 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     # INVALID_ARGUMENT, for every service registered below.
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[Refusals()])
     blobs = open_blob_store(data_dir / "blobs")
+    gc = gc or GcPolicy()
+    collector = BlobCollector(store, blobs, sched, blob_retention=gc.blob_retention, layer_grace=gc.layer_grace,
+                              volume_versions=gc.volume_versions)
+    sched.placement.on_volumes = collector.hold
     secrets = Secrets(store, data_dir / "secret.key")
     api_pb2_grpc.add_ClientApiServicer_to_server(
         ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4), server)
@@ -95,9 +110,19 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
             except Exception:
                 log.exception("periodic check failed")
 
+    async def collections():
+        while True:
+            await asyncio.sleep(gc.interval)
+            try:
+                await collector.collect()
+            except Exception:
+                log.exception("blob collection failed")
+
     ticks = asyncio.create_task(ticker())
+    collecting = asyncio.create_task(collections())
     await stop.wait()
     ticks.cancel()
+    collecting.cancel()
     sched.fleet.closing = True  # the streams that close now say nothing of workers and containers
     web_server.should_exit = True
     await server.stop(grace=1.0)
@@ -148,12 +173,19 @@ def run(args) -> int:
     address = args.address or f"{args.host}:{args.port}"
     data_dir = pathlib.Path(args.data_dir).expanduser()
     server_tls = _server_tls(args, address, data_dir)
+    if args.volume_versions < 1:
+        raise exception.InvalidError(f"--volume-versions must be at least 1, the current version (got "
+                                     f"{args.volume_versions})")
+    if args.gc_interval <= 0:
+        raise exception.InvalidError("--gc-interval must be more than 0 (e.g. 10m)")
+    gc = GcPolicy(blob_retention=args.blob_retention, layer_grace=args.layer_grace,
+                  volume_versions=args.volume_versions, interval=args.gc_interval)
     if args.cordon_after < 0 or args.cordon_after and (args.cordon_window <= 0 or args.cordon_cooldown <= 0):
         raise exception.InvalidError("--cordon-after takes a count of 0 (never cordon) or more, and --cordon-window "
                                      "and --cordon-cooldown durations above 0 (e.g. 5m)")
     uvloop.run(serve(address, data_dir,
                       lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
-                      app_timeout=args.app_timeout, output_retention=args.output_retention * 3600,
+                      app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
                       http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
                       breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown)))
     return 0

@@ -1,6 +1,7 @@
 """Placement: which worker a new container goes to, and asking that worker to start it.
 
 A container starts only if its workspace's quotas and fair share allow (shares.py).
+A function with region= runs only on workers whose `region` label is one of its regions.
 
 A container goes to the connected worker with the most free CPU among those with room for its
 function's CPU and memory, a free GPU of the kind it asks for, and (a @web_server function)
@@ -35,6 +36,8 @@ class Placement:
         self.fleet = fleet
         self.builds = builds
         self.clock = clock
+        # (container_id, its volume mounts) -> None: the blob collector keeps what they name.
+        self.on_volumes = None
 
     def start_container(self, fn: FunctionState) -> bool:
         """Start a container for the function on the worker that fits it best; False if none has room."""
@@ -48,6 +51,10 @@ class Placement:
             self.shares.wants_room(fn)
             if not self.fleet.connected_workers():
                 self._waits(fn, "no worker is connected", logging.WARNING)
+            elif not any(in_region(w, fn) for w in self.fleet.connected_workers()):
+                self._waits(fn, f"no connected worker is in its region ({', '.join(fn.definition.regions)}): "
+                            f"start one with `ember worker --label region={fn.definition.regions[0]}`",
+                            logging.WARNING, tell_app=True)
             else:
                 self._waits(fn, f"no worker has {res.cpu:.2f} CPU, {res.memory_mb} MiB"
                             f"{f' and GPU {res.gpu}' if res.gpu else ''} free")
@@ -60,21 +67,28 @@ class Placement:
         self.store.create_container(cid, fn.function_id, worker.worker_id, worker.boot_id, credential_hash)
         self.fleet.add(ContainerState(cid, fn, worker, self.clock()), new=True)
         image = fn.definition.image
+        volumes = [api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
+                   for path, vid in sorted(fn.definition.volume_mounts.items())]
+        if volumes and self.on_volumes is not None:
+            self.on_volumes(cid, volumes)
         worker.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
             layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
-            volumes=[api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
-                     for path, vid in sorted(fn.definition.volume_mounts.items())], credential=credential)))
+            volumes=volumes, credential=credential)))
         self.shares.started(fn)
         log.info("starting container %s for %s on worker %s", cid, fn.name, worker.name)
         return True
 
-    def _waits(self, fn: FunctionState, reason: str, level=logging.INFO):
-        """Say why the function's inputs wait: once a while per function, not on every try."""
+    def _waits(self, fn: FunctionState, reason: str, level=logging.INFO, tell_app=False):
+        """Say why the function's inputs wait: once a while per function, not on every try;
+        with tell_app, on its app's terminal too (a wait that only its owner can end)."""
         now = self.clock()
         if now - fn.capacity_warned > CAPACITY_WARN_EVERY:
             fn.capacity_warned = now
             log.log(level, "inputs of %s wait: %s", fn.name, reason)
+            if tell_app:
+                fn.app.log.append([api_pb2.LogEntry(fd=2, data=f"ember: inputs of {fn.name} wait: {reason}\n")],
+                                  "", fn.name)
 
     def _choose(self, fn: FunctionState) -> WorkerState | None:
         res = fn.definition.resources
@@ -84,11 +98,18 @@ class Placement:
             cpu, mem = w.free()
             if res.gpu and not (w.gpus.free() and w.gpus.can_ever_satisfy(res.gpu)):
                 continue
+            if not in_region(w, fn):
+                continue
             if port and not w.own_network and any(_server_port(c.function) == port for c in w.containers.values()):
                 continue  # its server's port is taken on that worker's network
             if cpu + 1e-9 >= res.cpu and mem >= res.memory_mb and (best is None or cpu > best_free):
                 best, best_free = w, cpu
         return best
+
+
+def in_region(w: WorkerState, fn: FunctionState) -> bool:
+    """Whether the worker is in a region the function may run in (region=; none: anywhere)."""
+    return not fn.definition.regions or w.labels.get("region") in fn.definition.regions
 
 
 def _server_port(fn: FunctionState) -> int:

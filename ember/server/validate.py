@@ -11,6 +11,7 @@ raise Invalid too.
 
 import math
 import posixpath
+import re
 import zoneinfo
 
 from .. import _gpu
@@ -25,6 +26,10 @@ MAX_BATCH_WAIT_MS = 10 * 60 * 1000
 MAX_RETRIES = 10          # Retries' limit (Modal's)
 MAX_EPHEMERAL_DISK_MB = 3 << 20  # a container's disk: 3 TiB, Modal's most
 MAX_NAME = 128            # characters in an app's or a function's name
+MAX_BUFFER_CONTAINERS = 1000  # idle containers a busy function keeps beyond its need
+MAX_ENV_VALUE = 32 << 10  # characters in one environment variable of env=
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+LABEL = re.compile(r"[A-Za-z0-9_.-]{1,63}")  # a worker label's key
 
 
 class Invalid(ValueError):
@@ -125,6 +130,13 @@ def function_definition(d: api_pb2.FunctionDefinition):
                       "or concurrent, not both")
     if d.HasField("image"):
         image(d.image, f"{where}.image")
+    number(f"{where}.startup_timeout", d.startup_timeout)
+    if d.buffer_containers > MAX_BUFFER_CONTAINERS:
+        raise Invalid(f"{where}.buffer_containers", f"must be <= {MAX_BUFFER_CONTAINERS} (got {d.buffer_containers})")
+    environment(d.env, f"{where}.env")
+    for i, region in enumerate(d.regions):
+        if not region or len(region) > MAX_NAME:
+            raise Invalid(f"{where}.regions[{i}]", f"must be 1 to {MAX_NAME} characters (got {region!r})")
     for i, sid in enumerate(d.secret_ids):
         if not sid:
             raise Invalid(f"{where}.secret_ids[{i}]", "is empty")
@@ -149,6 +161,11 @@ def resources(r: api_pb2.Resources):
     if r.memory_mb <= 0:
         raise Invalid(f"{where}.memory_mb", f"must be > 0 (got {r.memory_mb})")
     number(f"{where}.cpu_limit", r.cpu_limit)
+    # A limit below what is reserved could never be used: (request, limit) needs limit >= request.
+    if r.cpu_limit and r.cpu_limit + 1e-9 < r.cpu:
+        raise Invalid(f"{where}.cpu_limit", f"must be >= cpu (got {r.cpu_limit} < {r.cpu})")
+    if r.memory_limit_mb and r.memory_limit_mb < r.memory_mb:
+        raise Invalid(f"{where}.memory_limit_mb", f"must be >= memory_mb (got {r.memory_limit_mb} < {r.memory_mb})")
     if r.ephemeral_disk_mb > MAX_EPHEMERAL_DISK_MB:  # 0 is the worker's default
         raise Invalid(f"{where}.ephemeral_disk_mb", f"must be <= {MAX_EPHEMERAL_DISK_MB} (got {r.ephemeral_disk_mb})")
     try:
@@ -338,8 +355,21 @@ def queue_request(req: api_pb2.QueueRequest):
 # ---------------------------------------------------------------- workers and containers
 
 
+def environment(env, where: str):
+    """Environment variables: names a process can have, values without NUL bytes."""
+    for key, value in env.items():
+        if not ENV_NAME.fullmatch(key):
+            raise Invalid(where, f"{key!r} is not an environment variable name (letters, digits and _)")
+        if "\0" in value or len(value) > MAX_ENV_VALUE:
+            raise Invalid(f"{where}[{key!r}]", f"must be at most {MAX_ENV_VALUE} characters, without NUL")
+
+
 def worker_register(reg: api_pb2.WorkerRegister):
     required(reg, "worker_id", "boot_id")
+    for key, value in reg.labels.items():
+        if not LABEL.fullmatch(key) or not value or len(value) > MAX_NAME:
+            raise Invalid("WorkerRegister.labels", f"{key}={value!r}: a label is KEY=VALUE, KEY of letters, digits, "
+                          f"_, - and ., VALUE 1 to {MAX_NAME} characters")
     number("WorkerRegister.cpu", reg.cpu, above=True)
     if reg.memory_mb <= 0:
         raise Invalid("WorkerRegister.memory_mb", f"must be > 0 (got {reg.memory_mb})")

@@ -52,6 +52,7 @@ class Context:
     runtime_dir: pathlib.Path  # Ember's in-container runtime (runtime_files.prepare)
     stub: typing.Callable  # () -> the connected control plane (for its blob store); BuildError if none
     gpus: list[Gpu]  # the machine's GPUs, by index
+    worker_id: str  # the worker's own, stable across its restarts
     # The CA certificate (a PEM file the worker keeps) that containers check the control plane's
     # TLS certificate against; None: the system's CAs, or no TLS.
     ca_file: pathlib.Path | None = None
@@ -92,6 +93,10 @@ class RuntimeBackend(abc.ABC):
     @abc.abstractmethod
     async def drain(self):
         """Finish what must not be lost when the worker stops, while it is still connected."""
+
+    @abc.abstractmethod
+    def resume_uploads(self, report):
+        """Connected: archive what an earlier run of the worker left pending."""
 
     @abc.abstractmethod
     async def stop_all(self):

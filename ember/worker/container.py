@@ -99,7 +99,7 @@ class ContainerBackend(RuntimeBackend):
                  self.default_disk_mb)
         self.server_url = ctx.server_url
         self.ca_file = ctx.ca_file
-        self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub)
+        self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub, ctx.worker_id)
         control_plane = None if ctx.server_url.startswith("unix:") else host_and_port(ctx.server_url)
         self.network = Network(ctx.data_dir, control_plane)
         self.layers.network = self.network  # build steps get a network like a container's
@@ -350,8 +350,12 @@ class ContainerBackend(RuntimeBackend):
 
     async def stop_all(self):
         self.stopping = True
-        for t in list(self.spares_starting.values()):
+        starting = list(self.spares_starting.values())
+        for t in starting:
             t.cancel()
+        if starting:
+            # A cancelled start finishes its disk's mount, then undoes it: before we exit.
+            await asyncio.wait(starting, timeout=30)
         for box in self.spares.values():
             await self._discard(box)
         self.spares.clear()
@@ -363,5 +367,8 @@ class ContainerBackend(RuntimeBackend):
         self.userns.close()
 
     async def drain(self):
-        """Finish what must not be lost when the worker stops: layer uploads."""
+        """The worker stops: layer uploads are cut short and left pending, not waited for."""
         await self.layers.drain()
+
+    def resume_uploads(self, report):
+        self.layers.resume_uploads(report)

@@ -13,6 +13,7 @@ store, and a worker that lacks a layer fetches it from there instead of building
 
 import asyncio
 import collections
+import contextlib
 import io
 import json
 import logging
@@ -50,6 +51,7 @@ BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 IMAGE_CONFIG = ".ember-image.json"   # a registry image's own env and workdir, kept in its base layer
 TAIL_LINES = 25
 BLOB_CHUNK = 1 << 20
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame
 
 Log = typing.Callable[[str], None]
 
@@ -110,7 +112,8 @@ def image_config(image: api_pb2.Image, layers_dir: pathlib.Path) -> tuple[dict, 
                 workdir = cfg.get("workdir") or workdir
             except (OSError, ValueError):
                 pass
-        env.update(s.env)
+        if s.kind == Step.ENV:  # the env of other steps is for their build only
+            env.update(s.env)
         if s.kind == Step.WORKDIR:
             workdir = s.path
     return env, workdir
@@ -132,7 +135,7 @@ class Tail:
 class LayerCache:
     """Layers on this worker's disk, built or fetched on demand, each at most once at a time."""
 
-    def __init__(self, root: pathlib.Path, runtime_dir: pathlib.Path, blob_stub: typing.Callable):
+    def __init__(self, root: pathlib.Path, runtime_dir: pathlib.Path, blob_stub: typing.Callable, worker_id: str):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         # Work space of this process; workers on one machine may share the cache. What workers
@@ -149,6 +152,10 @@ class LayerCache:
         self.stub = blob_stub  # () -> a connected gRPC stub, for the blob store
         self.locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.uploads: set[asyncio.Task] = set()
+        # Layers this worker built whose archive is not yet in the blob store. Each worker has its
+        # own: its control plane expects the archives from it (other workers that share the cache
+        # may serve another control plane, or be archiving theirs right now).
+        self.pending = root / ".pending" / worker_id
         self.network = None  # network.Network, which build steps' sandboxes join: set by the container backend
         self.userns = None  # userns.UserNamespace, which they run in: likewise
 
@@ -192,13 +199,38 @@ class LayerCache:
                     report(api_pb2.Layer(layer_id=step.layer_id, blob_id=known[step.layer_id]))
                 else:
                     # Usable here now; other workers can fetch it once its upload is done.
-                    report(api_pb2.Layer(layer_id=step.layer_id))
-                    self.uploads.add(asyncio.get_running_loop().create_task(self._upload(step.layer_id, report)))
+                    size = await asyncio.to_thread(tree_size, self.root / step.layer_id)
+                    report(api_pb2.Layer(layer_id=step.layer_id, size=size))
+                    self.upload_later(step.layer_id, report)
 
-    async def drain(self, timeout: float = 60.0):
-        """Let the uploads under way finish (when the worker stops)."""
+    def upload_later(self, layer_id: str, report):
+        """Archive the layer into the blob store in the background. Until that is done it is marked
+        pending on disk, so that a worker stopped meanwhile archives it when it starts again."""
+        self.pending.mkdir(parents=True, exist_ok=True)
+        (self.pending / layer_id).touch()
+        if not self._uploading(layer_id):  # resumed at the start, say: its report is on its way
+            self.uploads.add(asyncio.get_running_loop().create_task(self._upload(layer_id, report), name=layer_id))
+
+    def _uploading(self, layer_id: str) -> bool:
+        return any(t.get_name() == layer_id for t in self.uploads)
+
+    def resume_uploads(self, report):
+        """Archive the layers this worker left pending when it last stopped."""
+        for mark in sorted(self.pending.glob("*")) if self.pending.is_dir() else ():
+            if self.has(mark.name) and not self._uploading(mark.name):
+                log.info("archiving layer %s, which was left pending when a worker stopped", mark.name[:12])
+                self.uploads.add(asyncio.get_running_loop().create_task(self._upload(mark.name, report),
+                                                                        name=mark.name))
+            elif not self.has(mark.name):
+                mark.unlink(missing_ok=True)
+
+    async def drain(self):
+        """The worker stops: archives under way are cut short, never waited for (a run's exit
+        would wait on them); their layers stay pending in the cache, archived at the next start."""
+        for task in list(self.uploads):
+            task.cancel()
         if self.uploads:
-            await asyncio.wait(list(self.uploads), timeout=timeout)
+            await asyncio.wait(list(self.uploads), timeout=5)
 
     # ------------------------------------------------------------------ building
 
@@ -261,7 +293,7 @@ class LayerCache:
                 await asyncio.to_thread(untar_bytes, data, work / "files")
             binds.append([str(work / "files"), "/.ember-files", True])
         env, workdir = image_config(parents, self.root)
-        env = dict(env, PYTHONPATH="/ember/lib")
+        env = dict(env, **step.env, PYTHONPATH="/ember/lib")  # the step's own build env (env=) too
         # Builds reach package indexes the way this machine does: through its proxy, if any.
         env.update({k: v for k, v in os.environ.items() if k.lower() in PROXY_VARS})
         commands: list[tuple[list[str], str]] = []  # (argv, as shown to the user)
@@ -311,6 +343,11 @@ class LayerCache:
         finally:
             await self.network.release(net)
             await cgroups.remove()
+        if step.kind == Step.PIP_INSTALL:
+            # uv's cache is shared by every build on this machine; pruning what no longer serves
+            # (unpacked sources, stale entries) keeps it from growing with each image.
+            await run_logged([uv.find_uv_bin(), "cache", "prune", "--cache-dir", str(self.uv_cache)], None,
+                             lambda _text: None, "uv cache prune")
         # What the mounts left behind is not part of the layer.
         for p in ("ember", ".ember-files"):
             shutil.rmtree(work / "upper" / p, ignore_errors=True)
@@ -321,38 +358,68 @@ class LayerCache:
     async def _upload(self, layer_id: str, report):
         """Archive the layer into the blob store (in the background), then report where it is."""
         try:
-            blob_id = await self._archive(layer_id)
+            started = time.monotonic()
+            blob_id, archive_size = await self._archive(layer_id)
+            size = await asyncio.to_thread(tree_size, self.root / layer_id)
         except Exception as e:  # the layer stays usable here; other workers will build it
             log.warning("uploading layer %s failed: %r", layer_id[:12], e)
         else:
-            log.info("layer %s archived into the blob store as %s", layer_id[:12], blob_id[:12])
-            report(api_pb2.Layer(layer_id=layer_id, blob_id=blob_id))
+            log.info("layer %s archived into the blob store as %s: %.1f MB into %.1f MB in %.1fs", layer_id[:12],
+                     blob_id[:12], size / 1e6, archive_size / 1e6, time.monotonic() - started)
+            report(api_pb2.Layer(layer_id=layer_id, blob_id=blob_id, size=size, archive_size=archive_size))
+            (self.pending / layer_id).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the last of them: nothing of this worker's is left
+                self.pending.rmdir()
         finally:
             self.uploads.discard(asyncio.current_task())
 
-    async def _archive(self, layer_id: str) -> str:
+    async def _archive(self, layer_id: str) -> tuple[str, int]:
+        """Upload the layer as a zstd-compressed tar (a plain one where zstd is missing): (blob id, bytes)."""
+        compress = ["--zstd"] if shutil.which("zstd") else []
+        if not compress:
+            log.warning("zstd is not installed: layer %s is archived uncompressed (`apt-get install zstd`)",
+                        layer_id[:12])
         proc = await asyncio.create_subprocess_exec(
-            "tar", "-C", str(self.root / layer_id), "--xattrs", "--xattrs-include=*", "--numeric-owner", "-cf", "-",
-            ".", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "tar", "-C", str(self.root / layer_id), "--xattrs", "--xattrs-include=*", "--numeric-owner", *compress,
+            "-cf", "-", ".", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=dict(os.environ, ZSTD_NBTHREADS="0", ZSTD_CLEVEL="3"))
+        size = 0
 
         async def chunks():
+            nonlocal size
             while chunk := await proc.stdout.read(BLOB_CHUNK):
+                size += len(chunk)
                 yield api_pb2.BlobChunk(data=chunk)
 
-        ref = await self.stub().BlobPut(chunks())
+        try:
+            ref = await self.stub().BlobPut(chunks())
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            raise
         if await proc.wait() != 0:
             raise BuildError(f"archiving layer {layer_id} failed: {(await proc.stderr.read()).decode()}")
-        return ref.blob_id
+        return ref.blob_id, size
 
     async def _fetch(self, layer_id: str, blob_id: str):
         dest = self.tmp / f"fetch-{layer_id}"
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir()
+        chunks = aiter(self.stub().BlobGet(api_pb2.BlobRef(blob_id=blob_id)))
+        first = (await anext(chunks, api_pb2.BlobChunk())).data
+        # Archives are zstd-compressed tars, or plain ones (from workers before compression):
+        # told apart by their first bytes.
+        compressed = first.startswith(ZSTD_MAGIC)
+        if compressed and not shutil.which("zstd"):
+            raise BuildError(f"layer {layer_id} is a zstd archive, and this worker lacks zstd: `apt-get install zstd`")
         proc = await asyncio.create_subprocess_exec(
-            "tar", "-C", str(dest), "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", "-",
+            "tar", "-C", str(dest), "--xattrs", "--xattrs-include=*", "--numeric-owner",
+            *(["--zstd"] if compressed else []), "-xpf", "-",
             stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
-            async for chunk in self.stub().BlobGet(api_pb2.BlobRef(blob_id=blob_id)):
+            proc.stdin.write(first)
+            async for chunk in chunks:
                 proc.stdin.write(chunk.data)
                 await proc.stdin.drain()
             proc.stdin.close()
@@ -364,6 +431,21 @@ class LayerCache:
                 proc.kill()
             shutil.rmtree(dest, ignore_errors=True)
             raise
+
+
+def tree_size(path: pathlib.Path) -> int:
+    """Bytes of the regular files under path (hard links counted once)."""
+    seen, total = set(), 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
 
 
 async def run_logged(argv: list[str], env, log: Log, shown: str):

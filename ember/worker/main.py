@@ -12,6 +12,7 @@ import collections
 import logging
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -50,7 +51,8 @@ def _memory_mb() -> int:
 
 class Worker:
     def __init__(self, server_url: str, token: tuple[str, str], data_dir: pathlib.Path, cpu: float, memory_mb: int,
-                 name: str, backend: str = "auto", cache_dir: pathlib.Path | None = None):
+                 name: str, backend: str = "auto", cache_dir: pathlib.Path | None = None,
+                 labels: dict[str, str] | None = None):
         chosen, self.why = backends.choose(backend, BACKENDS)  # why: the reason it runs without isolation
         self.server_url = server_url
         self.token = token
@@ -64,12 +66,14 @@ class Worker:
         self.cpu = cpu
         self.memory_mb = memory_mb
         self.name = name
+        self.labels = dict(labels or {})  # --label KEY=VALUE: region= places by its `region`
         self.stub = None  # the control plane, while connected
         cache_dir = cache_dir or data_dir
         self.gpus = gpus.discover()
         self.backend: backends.RuntimeBackend = chosen(backends.Context(
             data_dir=data_dir, cache_dir=cache_dir, server_url=server_url,
             runtime_dir=runtime_files.prepare(cache_dir / "runtime"), stub=self._stub, gpus=self.gpus,
+            worker_id=self.worker_id,
             ca_file=_keep_ca(data_dir, server_url)))
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         log.info("%s; isolation: %s", self.backend_note, self.backend.isolation())
@@ -146,10 +150,13 @@ class Worker:
             memory_mb=self.memory_mb, running_container_ids=list(self.backend.running()),
             backend=api_pb2.Backend.Value(f"BACKEND_{self.backend.name.upper()}"),
             gpus=[g.kind for g in self.gpus], backend_note=self.why,
-            own_network=self.backend.capabilities.own_network)))
+            own_network=self.backend.capabilities.own_network, labels=self.labels)))
         for e in self.recent_exits:  # the control plane ignores the ones it knows
             outbox.put(api_pb2.WorkerMessage(container_exited=e))
         self.stub = stub
+        if not self.stopping:  # reconnecting while it stops (drained): no archive starts now
+            self.backend.resume_uploads(
+                lambda layer: self._send(api_pb2.WorkerMessage(layer_built=api_pb2.LayerBuilt(layer=layer))))
 
     def _disconnected(self, error: grpc.aio.AioRpcError | None):
         self.stub = None
@@ -245,6 +252,18 @@ def _keep_ca(data_dir: pathlib.Path, url: str) -> pathlib.Path | None:
     return path
 
 
+def parse_labels(given: list[str]) -> dict[str, str]:
+    """--label KEY=VALUE options (repeatable); ValueError says which one is not of that form."""
+    labels = {}
+    for item in given:
+        key, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", key) or not value or len(value) > 128:
+            raise ValueError(f"--label {item!r}: pass KEY=VALUE, e.g. --label region=eu (KEY: letters, digits, "
+                             "_, - and .; VALUE: 1 to 128 characters)")
+        labels[key] = value
+    return labels
+
+
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s worker %(levelname)s %(message)s")
@@ -268,9 +287,14 @@ def run(args) -> int:
         print(f"ember worker: {e}", file=sys.stderr)
         return 2
     try:
+        labels = parse_labels(args.label)
+    except ValueError as e:
+        print(f"ember worker: {e}", file=sys.stderr)
+        return 2
+    try:
         worker = Worker(url, token, data_dir, cpu=args.cpu or float(os.cpu_count() or 1),
                         memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname(),
-                        backend=args.backend,
+                        backend=args.backend, labels=labels,
                         cache_dir=pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else None)
     except (backends.Unavailable, NetworkError) as e:
         print(f"ember worker: {e}", file=sys.stderr)

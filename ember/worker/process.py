@@ -66,7 +66,8 @@ class ProcessBackend(RuntimeBackend):
         """The Python to run the image with, and its environment variables."""
         env = {}
         for s in image.steps:
-            env.update(s.env)
+            if s.kind == Step.ENV:  # the env of other steps is for their build only
+                env.update(s.env)
         if all(s.kind in NO_PACKAGES for s in image.steps):
             return sys.executable, env  # nothing to install: the worker's own environment
         venv = self.venvs / image.image_id
@@ -92,8 +93,9 @@ class ProcessBackend(RuntimeBackend):
                 files = await self._step_files(s, tmp) if s.blob_id else None
                 if s.kind == Step.PIP_INSTALL:
                     args = [a.replace("/.ember-files", str(files)) for a in s.args]
-                    await run_logged([uv_bin, "pip", "install", "--python", py, "--compile-bytecode", *args], None,
-                                     log_fn, "uv pip install " + " ".join(s.args))
+                    await run_logged([uv_bin, "pip", "install", "--python", py, "--compile-bytecode", *args],
+                                     dict(os.environ, **s.env) if s.env else None, log_fn,
+                                     "uv pip install " + " ".join(s.args))
                 elif s.kind == Step.ADD_LOCAL and "compile" in s.args:
                     shutil.copytree(files, tmp / "src", dirs_exist_ok=True)
                 elif s.kind == Step.RUN_FUNCTION:
@@ -178,6 +180,9 @@ class ProcessBackend(RuntimeBackend):
 
     async def drain(self):
         pass  # nothing of a venv is shared through the blob store
+
+    def resume_uploads(self, report):
+        pass  # likewise
 
     async def stop_all(self):
         await terminate_all(list(self.procs.values()))

@@ -57,11 +57,13 @@ def hog(mb):
 
 @app.function(image=base, cpu=0.25)
 def busy(seconds):
-    """Spin for `seconds` of wall time; return the share of one core it got."""
+    """Spin for `seconds` of wall time; return the share of one core it got, and its cgroups
+    (/proc/self/cgroup: which the host can read)."""
     start_wall, start_cpu = time.monotonic(), time.process_time()
     while time.monotonic() - start_wall < seconds:
         pass
-    return (time.process_time() - start_cpu) / (time.monotonic() - start_wall)
+    with open("/proc/self/cgroup") as f:
+        return (time.process_time() - start_cpu) / (time.monotonic() - start_wall), f.read()
 
 
 @app.function(image=base)

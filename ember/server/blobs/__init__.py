@@ -60,6 +60,20 @@ class BlobStore(ABC):
         """Forget the blob; nothing happens if there is none (a malformed id names none)."""
 
     @abstractmethod
+    async def refresh(self, blob_id: str) -> bool:
+        """Whether the blob is stored; if it is, it counts as put now (see `delete_unless_put_since`)."""
+
+    @abstractmethod
+    def list(self) -> AsyncIterator[tuple[str, int, float]]:
+        """Every blob: (blob_id, size in bytes, unix time it was last put or refreshed)."""
+
+    @abstractmethod
+    async def delete_unless_put_since(self, blob_id: str, since: float) -> int:
+        """Delete the blob unless it was put or refreshed at `since` or later; the bytes freed (0:
+        kept, or none). Atomic with respect to put and refresh, so a blob someone just put (and
+        is about to refer to) is never deleted: the blob collector's guarantee."""
+
+    @abstractmethod
     def url_for(self, blob_id: str) -> str | None:
         """A URL from which a client may fetch the blob directly, bypassing the control plane;
         None if this store has none (then it goes through BlobGet)."""

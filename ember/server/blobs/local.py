@@ -76,6 +76,32 @@ class LocalBlobStore(BlobStore):
         if path is not None:
             path.unlink(missing_ok=True)
 
+    async def refresh(self, blob_id: str) -> bool:
+        path = self._path(blob_id)
+        try:
+            os.utime(path)  # a blob's mtime is when it was last put or refreshed
+        except (FileNotFoundError, TypeError):
+            return False
+        return True
+
+    async def list(self):
+        for d in await asyncio.to_thread(_subdirs, self.root):
+            for entry in await asyncio.to_thread(_entries, d):
+                yield entry
+
+    async def delete_unless_put_since(self, blob_id: str, since: float) -> int:
+        # No await between the look and the unlink: a put's rename and a refresh run on this
+        # same event loop, so neither can come in between.
+        path = self._path(blob_id)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, AttributeError):
+            return 0
+        if st.st_mtime >= since:
+            return 0
+        path.unlink(missing_ok=True)
+        return st.st_size
+
     def url_for(self, blob_id: str) -> str | None:
         return None
 
@@ -83,3 +109,19 @@ class LocalBlobStore(BlobStore):
 def _append(f, digest, chunk: bytes):
     digest.update(chunk)
     f.write(chunk)
+
+
+def _subdirs(root: pathlib.Path) -> list[str]:
+    return [e.path for e in os.scandir(root) if e.is_dir() and len(e.name) == 2]
+
+
+def _entries(d: str) -> list[tuple[str, int, float]]:
+    out = []
+    for e in os.scandir(d):
+        if is_blob_id(e.name):
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue
+            out.append((e.name, st.st_size, st.st_mtime))
+    return out

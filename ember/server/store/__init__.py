@@ -167,6 +167,15 @@ class Store(ABC):
         A call whose num_done reaches its num_inputs is done, now."""
 
     @abstractmethod
+    def add_call_blobs(self, rows: list[tuple[str, str]]):
+        """Record that calls' payloads (arguments, results) are in blobs: rows of (call_id, blob_id).
+        They are forgotten with the call's outputs, by expire."""
+
+    @abstractmethod
+    def payload_blobs(self) -> set[str]:
+        """The blob ids of every payload of a call not yet expired."""
+
+    @abstractmethod
     def reopen_call(self, call_id: str, function_id: str, num_done: int):
         """A done call takes some of its inputs again (a retry of its failed ones): it is not done,
         has num_done, and belongs to function_id (the current version of its function) from now on."""
@@ -196,7 +205,7 @@ class Store(ABC):
 
     @abstractmethod
     def expire(self, older_than: float):
-        """Forget calls done before older_than, and their outputs."""
+        """Forget calls done before older_than, their outputs and their payloads' blob ids."""
 
     # ---- workers and containers
 
@@ -227,11 +236,24 @@ class Store(ABC):
 
     @abstractmethod
     def add_layer(self, layer: api_pb2.Layer):
-        """A built layer and its archive's blob id ('' for an empty layer); a rebuild replaces it."""
+        """A built layer, its archive's blob id ('' for an empty layer) and sizes, used now; a rebuild
+        replaces it."""
 
     @abstractmethod
     def layers(self) -> dict[str, str]:
         """Every layer: layer_id -> blob_id."""
+
+    @abstractmethod
+    def layer_rows(self) -> list[tuple[str, str, int, int, float]]:
+        """Every layer: (layer_id, blob_id, size, archive_size, when it was last built or used)."""
+
+    @abstractmethod
+    def use_layers(self, layer_ids: list[str]):
+        """A build used these layers, now."""
+
+    @abstractmethod
+    def delete_layers(self, layer_ids: list[str]):
+        """Forget layers (their archives are collected)."""
 
     # ---- workspaces and tokens (a token is kept as the hash of its secret)
 
@@ -416,4 +438,10 @@ class Store(ABC):
     @abstractmethod
     def volume_commit(self, volume_id: str, files: list[tuple], deleted: list[str]) -> int:
         """Delete paths (a directory: everything under it), then add or replace files given as
-        (path, blob_id, size, mode, mtime), as one new version; returns it."""
+        (path, blob_id, size, mode, mtime), as one new version; returns it. The content it deletes
+        or replaces stays referenced by the version it was last in (see volume_blobs)."""
+
+    @abstractmethod
+    def volume_blobs(self, keep_versions: int) -> set[str]:
+        """The blob ids of every volume's files in its newest keep_versions versions (older
+        versions are forgotten)."""

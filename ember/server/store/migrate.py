@@ -1,10 +1,13 @@
 """Numbered schema migrations of the SQLite store, applied when it opens.
 
-`migrations/NNNN_what.sql` holds the change from version NNNN-1 to NNNN; a change of stored data
-that SQL cannot express (rewriting protobuf messages) is `NNNN_what.py` with a `migrate(db)`. The `schema_version`
+`migrations/NNNN_what.sql` holds one change of the schema; a change of stored data that SQL cannot
+express (rewriting protobuf messages) is `NNNN_what.py` with a `migrate(db)`. The `schema_version`
 table records each version applied (one row each); a migration and its row are committed in one
-transaction, so a crash leaves the database at one version or the next, never between. A database
-newer than this code is refused rather than used: its shape may mean things this code does not know.
+transaction, so a crash leaves the database at one version or the next, never between. Numbers are
+handed out ahead to changes made side by side, so one may be missing for a while: every migration
+not applied yet is applied, in number order (changes made side by side do not depend on each
+other). A database with a version this code does not know is refused rather than used: a newer
+Ember wrote it, and its shape may mean things this code does not know.
 """
 
 import importlib.util
@@ -27,19 +30,23 @@ def migrate(db: sqlite3.Connection, migrations: pathlib.Path = MIGRATIONS) -> in
     """Bring the database up to the latest version in `migrations`, and return that version."""
     scripts = sorted((int(p.name.split("_", 1)[0]), p) for p in migrations.glob("[0-9]*_*.*")
                      if p.suffix in (".sql", ".py"))
-    latest = len(scripts)
-    if [v for v, _ in scripts] != list(range(1, latest + 1)):
-        raise StoreError(f"migrations in {migrations} must be numbered 1 to {latest}, each once: "
+    numbers = [v for v, _ in scripts]
+    if len(set(numbers)) != len(numbers) or (numbers and numbers[0] != 1):
+        raise StoreError(f"migrations in {migrations} must be numbered from 1, each number once: "
                          f"{[p.name for _, p in scripts]}")
-    current = schema_version(db)
-    if current > latest:
+    latest = numbers[-1] if numbers else 0
+    applied = applied_versions(db)
+    unknown = sorted(applied - set(numbers))
+    if unknown:
         path = db.execute("PRAGMA database_list").fetchone()[2]
-        raise StoreError(f"the database {path} has schema version {current}, but this Ember knows versions "
-                         f"up to {latest} only: a newer Ember wrote it; upgrade Ember to use it, or give this "
-                         "one a data directory of its own")
-    if current == 0 and _has_table(db, "apps"):
+        raise StoreError(f"the database {path} has schema version {unknown[-1]}, but this Ember knows versions "
+                         f"{', '.join(map(str, numbers))} only: a newer Ember wrote it; upgrade Ember to use it, "
+                         "or give this one a data directory of its own")
+    if not applied and _has_table(db, "apps"):
         _adopt(db)
-    for number, script in scripts[current:]:
+    for number, script in scripts:
+        if number in applied:
+            continue
         record = f"INSERT INTO schema_version (version, applied_at) VALUES ({number}, {time.time()!r});"
         if script.suffix == ".py":
             _run_python(db, script, record)
@@ -53,6 +60,13 @@ def schema_version(db: sqlite3.Connection) -> int:
     if not _has_table(db, "schema_version"):
         return 0
     return db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+
+
+def applied_versions(db: sqlite3.Connection) -> set[int]:
+    """The versions of the migrations applied to the database."""
+    if not _has_table(db, "schema_version"):
+        return set()
+    return {row[0] for row in db.execute("SELECT version FROM schema_version")}
 
 
 def _adopt(db: sqlite3.Connection):

@@ -260,6 +260,13 @@ class _Runs(_Connection):
             [(done, seq, done, now, cid) for cid, done, seq in calls_done],
         )
 
+    def add_call_blobs(self, rows: list[tuple[str, str]]):
+        self._write()
+        self.db.executemany("INSERT OR IGNORE INTO call_blobs (call_id, blob_id) VALUES (?, ?)", rows)
+
+    def payload_blobs(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT DISTINCT blob_id FROM call_blobs")}
+
     def reopen_call(self, call_id: str, function_id: str, num_done: int):
         self._write()
         self.db.execute("UPDATE calls SET function_id=?, num_done=?, done_at=NULL WHERE call_id=?",
@@ -302,10 +309,9 @@ class _Runs(_Connection):
 
     def expire(self, older_than: float):
         self._write()
-        self.db.execute(
-            "DELETE FROM outputs WHERE call_id IN (SELECT call_id FROM calls WHERE done_at<?)",
-            (older_than,),
-        )
+        for table in ("outputs", "call_blobs"):
+            self.db.execute(f"DELETE FROM {table} WHERE call_id IN (SELECT call_id FROM calls WHERE done_at<?)",
+                            (older_than,))
         self.db.execute("DELETE FROM calls WHERE done_at<?", (older_than,))
 
     # ---- workers and containers
@@ -355,11 +361,26 @@ class SqliteStore(_Runs, Store):
 
     def add_layer(self, layer: api_pb2.Layer):
         self._write()
-        self.db.execute("INSERT OR REPLACE INTO layers (layer_id, blob_id, created_at) VALUES (?, ?, ?)",
-                        (layer.layer_id, layer.blob_id, time.time()))
+        now = time.time()
+        self.db.execute("INSERT OR REPLACE INTO layers (layer_id, blob_id, created_at, size, archive_size, used_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (layer.layer_id, layer.blob_id, now, layer.size, layer.archive_size, now))
 
     def layers(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT layer_id, blob_id FROM layers"))
+
+    def layer_rows(self) -> list[tuple[str, str, int, int, float]]:
+        return self.db.execute("SELECT layer_id, blob_id, size, archive_size, MAX(created_at, used_at) "
+                               "FROM layers").fetchall()
+
+    def use_layers(self, layer_ids: list[str]):
+        self._write()
+        now = time.time()
+        self.db.executemany("UPDATE layers SET used_at=? WHERE layer_id=?", [(now, i) for i in layer_ids])
+
+    def delete_layers(self, layer_ids: list[str]):
+        self._write()
+        self.db.executemany("DELETE FROM layers WHERE layer_id=?", [(i,) for i in layer_ids])
 
     # ---- secrets
 
@@ -499,6 +520,7 @@ class SqliteStore(_Runs, Store):
         self.db.execute("DELETE FROM queue_items WHERE queue_id=?", (object_id,))
         self.db.execute("DELETE FROM volume_files WHERE volume_id=?", (object_id,))
         self.db.execute("DELETE FROM volume_versions WHERE volume_id=?", (object_id,))
+        self.db.execute("DELETE FROM volume_old_blobs WHERE volume_id=?", (object_id,))
 
     # ---- dicts
 
@@ -575,12 +597,29 @@ class SqliteStore(_Runs, Store):
 
     def volume_commit(self, volume_id: str, files: list[tuple], deleted: list[str]) -> int:
         self._write()
+        # What this commit deletes or replaces stays referenced by the version it was last in.
+        old = self.db.execute("SELECT version FROM volume_versions WHERE volume_id=?", (volume_id,)).fetchone()
+        keep = "INSERT OR IGNORE INTO volume_old_blobs (volume_id, version, blob_id) SELECT volume_id, ?, blob_id " \
+               "FROM volume_files WHERE volume_id=? AND "
         for path in deleted:  # a path, or a directory and everything under it
             prefix = path.rstrip("/") + "/"
+            if old:
+                self.db.execute(keep + "(path=? OR substr(path, 1, ?)=?)", (old[0], volume_id, path, len(prefix),
+                                                                            prefix))
             self.db.execute("DELETE FROM volume_files WHERE volume_id=? AND (path=? OR substr(path, 1, ?)=?)",
                             (volume_id, path, len(prefix), prefix))
+        if old:
+            self.db.executemany(keep + "path=? AND blob_id!=?", [(old[0], volume_id, f[0], f[1]) for f in files])
         self.db.executemany("INSERT OR REPLACE INTO volume_files (volume_id, path, blob_id, size, mode, mtime) "
                             "VALUES (?, ?, ?, ?, ?, ?)", [(volume_id, *f) for f in files])
         self.db.execute("INSERT INTO volume_versions (volume_id, version) VALUES (?, 1) "
                         "ON CONFLICT(volume_id) DO UPDATE SET version=version+1", (volume_id,))
         return self.db.execute("SELECT version FROM volume_versions WHERE volume_id=?", (volume_id,)).fetchone()[0]
+
+    def volume_blobs(self, keep_versions: int) -> set[str]:
+        self._write()
+        # Content of versions older than the newest keep_versions is no longer kept.
+        self.db.execute("DELETE FROM volume_old_blobs WHERE version <= (SELECT v.version - ? FROM volume_versions v "
+                        "WHERE v.volume_id=volume_old_blobs.volume_id)", (keep_versions,))
+        return {row[0] for row in self.db.execute(
+            "SELECT blob_id FROM volume_files UNION SELECT blob_id FROM volume_old_blobs")}

@@ -1,0 +1,58 @@
+"""Where code runs: on the caller's machine, or in a container while it serves an input.
+
+    if ember.is_local(): ...            # True here, False in a function's container
+    ember.current_input_id()            # in a container during an input: its id; else None
+    ember.current_function_call_id()    # and its call's (one .remote, .spawn or .map)
+
+The container's runtime sets the input around each call of the user's function, in a context
+variable: each input thread and each async input (a task copies its context) sees its own.
+"""
+
+import contextlib
+import contextvars
+import os
+import typing
+
+
+
+class _Input(typing.NamedTuple):
+    input_id: str
+    call_id: str
+
+
+_current: contextvars.ContextVar[_Input | None] = contextvars.ContextVar("ember_current_input", default=None)
+
+
+def is_local() -> bool:
+    """True on the caller's machine; False inside one of Ember's containers (and in the
+    processes its code starts there)."""
+    return not os.environ.get("EMBER_CONTAINER_ID")
+
+
+def current_input_id() -> str | None:
+    """The id of the input this container is running now, or None outside one."""
+    inp = _current.get()
+    return inp.input_id if inp else None
+
+
+def current_function_call_id() -> str | None:
+    """The id of the call (FunctionCall) the current input belongs to, or None outside one."""
+    inp = _current.get()
+    return inp.call_id if inp else None
+
+
+@contextlib.contextmanager
+def running_input(input_id: str, call_id: str):
+    """For the container's runtime: the input the code in the block serves."""
+    token = _current.set(_Input(input_id, call_id))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def enable_output(show_progress: bool = True):
+    """Accepted as Modal has it. Ember always shows its output while an app runs here (build
+    logs, what containers print, web endpoint URLs), so the block changes nothing."""
+    yield

@@ -1,0 +1,111 @@
+"""Modal's names that cannot work in Ember, and those it accepts only with a note.
+
+Each refused name exists, so that a Modal program that names it still imports, and raises at use
+(constructing it, calling it or one of its methods, decorating with it) an error saying why and
+what to use instead. `bench/modal_names.py --markdown` prints README's checklist from REFUSED
+and ACCEPTED: this module is the one place that says what Ember refuses.
+"""
+
+import types
+
+from . import exception
+
+USE_WEB = "serve HTTP from a function with @ember.web_server, @ember.asgi_app or @ember.fastapi_endpoint"
+
+# name -> why Ember refuses it and what to use instead. "Cls.method" refuses a class's method.
+REFUSED: dict[str, str] = {
+    "Client": "Ember's client is made from EMBER_SERVER_URL and a token (EMBER_TOKEN_ID and EMBER_TOKEN_SECRET, "
+              "or `ember profile activate`): there is no Client object to make or pass",
+    "CloudBucketMount": "Ember mounts no cloud buckets (it has no object-store mounts): copy the data into an "
+                        "ember.Volume, or read the bucket with its client library inside the function",
+    "Cluster": "Ember runs no multi-node clusters (containers started together on a shared network): "
+               "run independent inputs with .map()",
+    "clustered": "Ember runs no multi-node clusters (containers started together on a shared network): "
+                 "run independent inputs with .map()",
+    "Environment": "Ember has no environments; its namespaces are workspaces, and the token chooses one",
+    "NetworkFileSystem": "use ember.Volume: files shared by containers, committed as versions",
+    "Proxy": "Ember has no static-IP proxies: containers reach the network through their worker's NAT",
+    "SchedulerPlacement": "Ember places containers by their resources (cpu, memory, gpu) only: there are no "
+                          "regions or zones to choose",
+    "Server": f"Modal's Server (a web server with sessions) has no counterpart in Ember: {USE_WEB}",
+    "sessioned": f"Ember has no sessions (they belong to Modal's Server): {USE_WEB}",
+    "Tunnel": f"Ember does not expose a container's ports outside its worker: {USE_WEB}",
+    "forward": f"Ember does not expose a container's ports outside its worker: {USE_WEB}",
+    "Workspace": "the SDK has no Workspace object: an admin manages workspaces with `ember workspace` and "
+                 "tokens with `ember token`",
+    "billing": "Ember has no billing: `ember usage` reports what containers used",
+    "experimental": "Modal's experimental APIs are Modal's own; Ember has none of them",
+    "Image.micromamba": "conda images need a conda-forge mirror, and Ember's builds have none: use "
+                        "debian_slim() with pip_install()/apt_install(), or from_registry() of a conda image "
+                        "with Python 3.11 as python3",
+    "Image.micromamba_install": "conda packages need a conda-forge mirror, and Ember's builds have none: install "
+                                "with pip_install() or apt_install(), or run micromamba in run_commands()",
+    "Image.shell": "build commands run with sh -c: run another shell inside the command (bash -c '...')",
+    "interact": "Ember has no interactive mode (no `run -i`, no terminal attached to a container): print (prints "
+                "show on the caller's terminal), or run the function here with f.local()",
+}
+
+# name -> what Ember does with a name it accepts but that does less than Modal's.
+ACCEPTED: dict[str, str] = {
+    "enable_output": "Ember's output (build logs, prints, web URLs) is always on: the block changes nothing",
+    "web_endpoint": "Modal's older name of fastapi_endpoint, the same here",
+    "Volume.rename": "makes the new name hold the same files and deletes the old: the volume's object_id changes",
+    "Dict.info": "created_by is None: Ember does not record who made an object",
+    "Image.entrypoint": "only entrypoint([]): Ember's containers run its runtime, never an image's ENTRYPOINT",
+    "Image.cmd": "changes nothing: Ember's containers run its runtime, never an image's CMD",
+    "Image.from_dockerfile": "common instructions become steps; others are refused naming the line (README, Images)",
+    "Image.dockerfile_commands": "as from_dockerfile; `FROM base` is the image it extends",
+    "Image.uv_sync": "installs the pins of uv.lock (exported here by `uv export`) into the image's Python",
+    "Image.poetry_install_from_file": "installs the pins of poetry.lock with uv; poetry itself never runs",
+    "Secret.objects": "create(allow_existing=True) keeps the existing secret; list() gives handles, never values",
+    "types": "DictInfo, QueueInfo, SecretInfo, VolumeInfo, FileEntry, FileEntryType; the rest is Modal's own",
+}
+
+
+def refusal(name: str) -> exception.InvalidError:
+    """The error for a refused "Cls.method" that its class raises itself."""
+    return exception.InvalidError(f"ember.{name}(): not supported by Ember: {REFUSED[name]}")
+
+
+def _refuse(name: str, what: str):
+    raise exception.InvalidError(f"ember.{what}: not supported by Ember: {REFUSED[name]}")
+
+
+def _refusing(name: str, what: str):
+    def refuse(*args, **kwargs):
+        _refuse(name, what)
+    refuse.__name__ = refuse.__qualname__ = what.split(".")[-1].removesuffix("()")
+    return refuse
+
+
+class _RefusedClass(type):
+    """A refused class: making one, or calling any of its public methods, raises the refusal."""
+
+    def __call__(cls, *args, **kwargs):
+        _refuse(cls.__name__, f"{cls.__name__}()")
+
+    def __getattr__(cls, attr):
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return _refusing(cls.__name__, f"{cls.__name__}.{attr}()")
+
+
+class _RefusedModule(types.ModuleType):
+    """A refused module: any of its names, once called, raises the refusal."""
+
+    def __getattr__(self, attr):
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return _refusing(self.__name__.rsplit(".", 1)[-1], f"{self.__name__.removeprefix('ember.')}.{attr}()")
+
+
+def refused(name: str):
+    """The stand-in that ember exports as `name`."""
+    if name[:1].isupper():
+        return _RefusedClass(name, (), {"__module__": "ember", "__doc__": f"Refused by Ember: {REFUSED[name]}."})
+    if name in ("billing", "experimental"):
+        return _RefusedModule(f"ember.{name}", f"Refused by Ember: {REFUSED[name]}.")
+    return _refusing(name, f"{name}()")
+
+
+__all__ = ["ACCEPTED", "REFUSED", "refusal", "refused"]
