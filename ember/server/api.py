@@ -300,7 +300,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
     async def ImageBuild(self, req, context, who):
         validate.image_build(req)
         name_layers(req.image, who.workspace)
-        async for event in self.builds.follow(req.image, req.force):
+        async for event in self.builds.follow(req.image, req.force, who.workspace):
             if event.done:
                 await self.store.durable()  # the layers it recorded
             yield event
