@@ -22,10 +22,9 @@ import typing
 import cloudpickle
 
 from . import exception, refused
+from ._layers import layer_id
 from .proto import api_pb2
 
-# Changing how a step is built changes every layer's name: bump this with such a change.
-BUILDER_VERSION = "1"
 # Python versions a debian_slim base can provide, by the Debian release that provides them.
 DEBIAN_PYTHONS = {"3.11": "bookworm"}
 DEFAULT_WORKDIR = "/root"
@@ -543,8 +542,7 @@ class Image:
             if s.local is not None:
                 data, digest = _pack(s)
                 blob_id = upload(data)
-            layer = hashlib.sha256(json.dumps(
-                [BUILDER_VERSION, parent, s.kind, s.args, s.env, s.path, digest]).encode()).hexdigest()
+            layer = layer_id(parent, s.kind, s.args, s.env, s.path, digest)
             steps.append(api_pb2.ImageStep(kind=api_pb2.ImageStep.Kind.Value(s.kind.upper()), args=s.args,
                                            env=dict(s.env), path=s.path,
                                            blob_id=blob_id, force_build=s.force_build, layer_id=layer))

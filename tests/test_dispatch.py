@@ -265,7 +265,7 @@ async def test_a_build_waits_for_a_worker_to_connect(p):
     p.fleet.worker_disconnected(p.worker)
     image = api_pb2.Image(image_id="la-1", steps=[api_pb2.ImageStep(kind=api_pb2.ImageStep.DEBIAN_SLIM,
                                                                     layer_id="la-1")])
-    events = p.sched.builds.follow(image, force=False)
+    events = p.sched.builds.follow(image, force=False, workspace="main")
     assert "waiting for a worker" in (await anext(events)).log
     to_w2 = []
     w2 = p.fleet.worker_connected(api_pb2.WorkerRegister(worker_id="w2", boot_id="b2", name="w2", cpu=8,

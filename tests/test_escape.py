@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pathlib
+import subprocess
 import uuid
 
 import pytest
@@ -14,11 +15,14 @@ import pytest
 import ember
 from ember import exception
 from ember._client.client import Client
+from ember._layers import name_layers
+from ember.proto import api_pb2
 from ember.app import build_image
 from ember.worker import cgroups as cg
 from ember.worker import userns
 
 import escape_app
+from conftest import PY, ROOT
 
 # CAP_DAC_READ_SEARCH, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_MKNOD, CAP_NET_RAW
 FORBIDDEN_CAPS = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_MODULE": 16, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21,
@@ -97,10 +101,18 @@ def build(image: ember.Image):
     return resolved
 
 
+def built_layer(resolved: api_pb2.Image, workspace: str = "main") -> pathlib.Path:
+    """Where the worker keeps the image's last layer, as the control plane names it (_layers.py)."""
+    named = api_pb2.Image()
+    named.CopyFrom(resolved)
+    name_layers(named, workspace)
+    return pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / named.image_id
+
+
 def test_a_build_step_cannot_reach_out_either(running):
     paths = host_paths(running)
     resolved = build(escape_app.base.run_function(escape_app.record_attempts, args=(paths,)))
-    layer = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / resolved.steps[-1].layer_id
+    layer = built_layer(resolved)
     check_refused(json.loads((layer / "escape.json").read_text()), paths, user_namespace_expected(running))
     # What the step wrote is stored with its ordinary owners, whatever host IDs it ran as.
     assert (layer / "escape.json").stat().st_uid == 0
@@ -118,6 +130,42 @@ def test_a_build_step_runs_in_cgroups_of_its_own(running):
     else:
         (line,) = [x for x in lines if x.startswith("0::")]
     assert line.split(":")[2].startswith("/ember/build-"), line
+
+
+def test_a_workspace_cannot_put_its_files_under_another_images_layer_name(running):
+    """Layers are a cache every workspace shares, by name. Workspace B builds an image whose
+    step says it is the layer of A's image (its id, sent ahead of A's build) with other files;
+    the control plane names layers from their steps, so B's files go under a name of their own,
+    and A's image has A's files."""
+    token = uuid.uuid4().hex[:8]
+    mine = escape_app.base.run_commands(f"echo mine-{token} > /who")
+    claimed = mine._resolve(lambda data: "").image_id
+    forged = escape_app.base.run_commands(f"echo forged-{token} > /who")._resolve(lambda data: "")
+    forged.steps[-1].layer_id = forged.image_id = claimed
+
+    def cli(env, *args):
+        return subprocess.run([PY, "-m", "ember.cli.main", *args], capture_output=True, text=True, check=True,
+                              cwd=ROOT, env=dict(os.environ, **env), timeout=120).stdout
+
+    cli(running.env, "workspace", "create", f"b{token}")
+    t = json.loads(cli(running.env, "token", "new", "--workspace", f"b{token}", "--json"))
+    b = dict(running.env, EMBER_TOKEN_ID=t["token_id"], EMBER_TOKEN_SECRET=t["token_secret"])
+    subprocess.run([PY, "-c", "import sys\n"
+                    "from ember._client.client import Client\nfrom ember.app import build_image\n"
+                    "from ember.proto import api_pb2\n"
+                    "client = Client.from_env()\n"
+                    "client.run(build_image(client, api_pb2.Image.FromString(bytes.fromhex(sys.argv[1]))))\n",
+                    forged.SerializeToString().hex()], check=True, cwd=ROOT, env=dict(os.environ, **b), timeout=300)
+    build(mine)
+    assert (built_layer(mine._resolve(lambda data: "")) / "who").read_text() == f"mine-{token}\n"
+    assert (built_layer(forged, f"b{token}") / "who").read_text() == f"forged-{token}\n"
+    # A run_function step's content cannot be checked against its name: its layer is named for
+    # the workspace that asked, so the same claim from two workspaces makes two layers.
+    step = api_pb2.ImageStep(kind=api_pb2.ImageStep.RUN_FUNCTION, args=["f"], layer_id=claimed, blob_id="")
+    a_image, b_image = (api_pb2.Image(steps=[forged.steps[0], step]) for _ in range(2))
+    name_layers(a_image, "main")
+    name_layers(b_image, f"b{token}")
+    assert a_image.image_id != b_image.image_id and a_image.steps[0].layer_id == b_image.steps[0].layer_id
 
 
 @pytest.mark.parametrize("command", [

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import shutil
 import uuid
 
 import pytest
@@ -67,15 +68,20 @@ def test_a_failing_step_names_itself_and_caches_nothing(container_cluster, capsy
     assert not any(p.name.startswith(layer) for p in (layers_dir() / ".tmp").glob("*/*"))
 
 
-def test_a_pip_step_prunes_the_shared_uv_cache(container_cluster, capsys):
-    # An archive that no cached wheel refers to, as uv leaves behind: `uv cache prune` removes it.
-    dangling = layers_dir().parent / "uv-cache" / "archive-v0" / f"ember-test-{uuid.uuid4().hex}"
-    dangling.mkdir(parents=True)
-    (dangling / "METADATA").write_text("unreferenced")
+def test_a_pip_step_prunes_its_workspaces_uv_cache_only(container_cluster, capsys):
+    # An archive that no cached wheel refers to, as uv leaves behind: `uv cache prune` removes it
+    # from the cache of the workspace that built (the test's token is workspace main's); another
+    # workspace's cache is neither used nor touched.
+    caches = layers_dir().parent / "uv-cache"
+    dangling, others = (caches / ws / "archive-v0" / f"ember-test-{uuid.uuid4().hex}" for ws in ("main", "other"))
+    for d in (dangling, others):
+        d.mkdir(parents=True)
+        (d / "METADATA").write_text("unreferenced")
     token = uuid.uuid4().hex[:8]
     _, out = build(ember.Image.debian_slim().run_commands(f"echo {token} > /token").pip_install("six==1.17.0"), capsys)
     assert "=> step 3/3: pip_install('six==1.17.0')" in out
-    assert not dangling.exists()
+    assert not dangling.exists() and others.exists()
+    shutil.rmtree(caches / "other")
 
 
 def test_apt_env_workdir_local_files_and_run_function(container_cluster, tmp_path):
@@ -357,7 +363,7 @@ async def test_an_archive_reported_before_another_builds_report_of_its_layer_sta
                                                                            memory_mb=512), sent.append, "tk-1"))
         if name == "w2":
             sched.fleet.drain("w1")  # the second build goes to the second worker
-        builds.append(asyncio.create_task(anext(sched.builds.follow(image, False))))
+        builds.append(asyncio.create_task(anext(sched.builds.follow(image, False, "main"))))
         await asyncio.sleep(0)
         assert [m.build_image.image.image_id for m in sent] == [image.image_id]
     sched.builds.on_layer(api_pb2.LayerBuilt(layer=api_pb2.Layer(layer_id=shared, blob_id=blob_id, size=9)),

@@ -1498,16 +1498,18 @@ class WorkerCommand(_message.Message):
     def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
 
 class BuildImage(_message.Message):
-    __slots__ = ("build_id", "image", "layers", "force")
+    __slots__ = ("build_id", "image", "layers", "force", "workspace")
     BUILD_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     build_id: str
     image: Image
     layers: _containers.RepeatedCompositeFieldContainer[Layer]
     force: bool
-    def __init__(self, build_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., force: _Optional[bool] = ...) -> None: ...
+    workspace: str
+    def __init__(self, build_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., force: _Optional[bool] = ..., workspace: _Optional[str] = ...) -> None: ...
 
 class ContainerHello(_message.Message):
     __slots__ = ("container_id", "held_input_ids", "resending")

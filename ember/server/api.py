@@ -12,6 +12,7 @@ import inspect
 
 import grpc
 
+from .._layers import name_layers
 from .._client.stream import Outbox
 from ..proto import api_pb2, api_pb2_grpc
 from .auth import ADMIN, CONTAINER, WORKER, WORKSPACE, Forbidden, Identity, Principal, Unauthenticated
@@ -293,6 +294,8 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def FunctionCreate(self, req, context, who):
         validate.function_create(req)
+        if req.definition.HasField("image"):
+            name_layers(req.definition.image, who.workspace)
         fid = await self._call(context, self._create_function, who.workspace, req.app_id, req.definition)
         return api_pb2.FunctionCreateResponse(function_id=fid, **self._web_urls(self.apps.function(fid)))
 
@@ -319,7 +322,8 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def ImageBuild(self, req, context, who):
         validate.image_build(req)
-        async for event in self.builds.follow(req.image, req.force):
+        name_layers(req.image, who.workspace)
+        async for event in self.builds.follow(req.image, req.force, who.workspace):
             if event.done:
                 await self.store.durable()  # the layers it recorded
             yield event

@@ -22,10 +22,11 @@ WORKER_WAIT = 60.0  # seconds a build waits for a worker to connect
 
 
 class Build:
-    def __init__(self, build_id: str, image: api_pb2.Image, worker):
+    def __init__(self, build_id: str, image: api_pb2.Image, worker, workspace: str):
         self.build_id = build_id
         self.image = image
         self.worker = worker
+        self.workspace = workspace  # of the client that started it
         self.events: list[api_pb2.ImageBuildEvent] = []   # all of them, for followers joining late
         self.changed = asyncio.Event()
         self.done = False
@@ -77,7 +78,7 @@ class Builds:
             info.functions.append(f"{fn.app.name}.{fn.name}")
         return sorted(images.values(), key=lambda i: -i.size)
 
-    async def follow(self, image: api_pb2.Image, force: bool):
+    async def follow(self, image: api_pb2.Image, force: bool, workspace: str):
         """The events of the image's build, from the start; starts one if none is running."""
         if not force and not any(s.force_build for s in image.steps) and self.is_built(image):
             self.store.use_layers([s.layer_id for s in image.steps])  # a recent use: kept (blob_gc.py)
@@ -85,7 +86,7 @@ class Builds:
             return
         build = self.by_image.get(image.image_id)
         if build is None:
-            build = await self._start(image, force)
+            build = await self._start(image, force, workspace)
         seen = 0
         while True:
             while seen < len(build.events):
@@ -95,9 +96,9 @@ class Builds:
                 return
             await build.changed.wait()
 
-    async def _start(self, image: api_pb2.Image, force: bool) -> Build:
+    async def _start(self, image: api_pb2.Image, force: bool, workspace: str) -> Build:
         worker = self.fleet.builder()
-        build = Build(new_id("bd"), image, worker)
+        build = Build(new_id("bd"), image, worker, workspace)
         self.by_image[image.image_id] = build
         self.by_id[build.build_id] = build
         if worker is None:
@@ -123,7 +124,8 @@ class Builds:
         self.asked.setdefault(build.worker.worker_id, set()).update(s.layer_id for s in build.image.steps)
         log.info("building image %s on worker %s", build.image.image_id[:12], build.worker.name)
         build.worker.send(api_pb2.WorkerCommand(build_image=api_pb2.BuildImage(
-            build_id=build.build_id, image=build.image, layers=self.known(build.image), force=force)))
+            build_id=build.build_id, image=build.image, layers=self.known(build.image), force=force,
+            workspace=build.workspace)))
 
     # ---- what the building worker reports
 

@@ -74,9 +74,10 @@ class RuntimeBackend(abc.ABC):
 
     @abc.abstractmethod
     async def build(self, image: api_pb2.Image, known: dict[str, str], force: bool, log: Log,
-                    report: typing.Callable[[api_pb2.Layer], None]):
+                    report: typing.Callable[[api_pb2.Layer], None], workspace: str = ""):
         """Make the image ready to run; `known` maps layer ids to their blobs, `report` hears of
-        each layer ready. A failure the user can fix is an images.BuildError."""
+        each layer ready, `workspace` is whose build it is. A failure the user can fix is an
+        images.BuildError."""
 
     @abc.abstractmethod
     async def run(self, start: api_pb2.StartContainer) -> Exit:

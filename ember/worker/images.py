@@ -147,8 +147,11 @@ class LayerCache:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         self.runtime_dir = runtime_dir
-        self.uv_cache = root.parent / "uv-cache"
-        self.uv_cache.mkdir(parents=True, exist_ok=True)
+        # uv's package cache, one per workspace: a pip step runs code of the packages it builds
+        # (setup.py), which could put anything in the cache it writes to, for later builds to
+        # install; so a workspace's builds share a cache with its own builds only.
+        self.uv_caches = root.parent / "uv-cache"
+        self.uv_caches.mkdir(parents=True, exist_ok=True)
         self.stub = blob_stub  # () -> a connected gRPC stub, for the blob store
         self.locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.uploads: set[asyncio.Task] = set()
@@ -167,11 +170,12 @@ class LayerCache:
         return [s.layer_id for s in reversed(image.steps) if s.kind in CONTENT_STEPS]
 
     async def ensure(self, image: api_pb2.Image, known: dict[str, str], log: Log, *, force: bool = False,
-                     report: typing.Callable[[api_pb2.Layer], None] | None = None):
+                     report: typing.Callable[[api_pb2.Layer], None] | None = None, workspace: str = ""):
         """Make every layer of the image present here: keep, fetch or build, in order.
 
         `known` maps layer ids to their blob ids in the blob store. A forced step (and every
-        step after it) is built again. `report` hears of each layer this call built."""
+        step after it) is built again. `report` hears of each layer this call built. `workspace`:
+        whose build it is (its pip steps share uv's package cache with that workspace's only)."""
         if not image.steps or image.steps[0].kind not in BASE_STEPS:
             raise BuildError("the image has no base: start it from Image.debian_slim() or Image.from_registry()")
         rebuild = force
@@ -190,7 +194,7 @@ class LayerCache:
                 else:
                     log(f"=> step {i + 1}/{len(image.steps)}: {describe_step(step)}\n")
                     try:
-                        await self._build(image, i, log)
+                        await self._build(image, i, log, workspace)
                     except BuildError as e:
                         raise BuildError(f"step {i + 1}/{len(image.steps)}, {describe_step(step)}: {e}") from None
                     known.pop(step.layer_id, None)
@@ -234,7 +238,7 @@ class LayerCache:
 
     # ------------------------------------------------------------------ building
 
-    async def _build(self, image: api_pb2.Image, index: int, log: Log):
+    async def _build(self, image: api_pb2.Image, index: int, log: Log, workspace: str):
         step = image.steps[index]
         work = self.tmp / f"{step.layer_id}-{id(step)}"
         shutil.rmtree(work, ignore_errors=True)
@@ -250,7 +254,7 @@ class LayerCache:
                     raise BuildError(str(e)) from None
                 (layer / IMAGE_CONFIG).write_text(json.dumps(cfg))
             else:
-                layer = await self._build_in_sandbox(image, index, work, log)
+                layer = await self._build_in_sandbox(image, index, work, log, workspace)
             target = self.root / step.layer_id
             if target.exists():
                 # A forced rebuild replaces the old layer. Running containers may have it mounted,
@@ -277,7 +281,8 @@ class LayerCache:
                     p.unlink()
         return rootfs
 
-    async def _build_in_sandbox(self, image: api_pb2.Image, index: int, work: pathlib.Path, log: Log) -> pathlib.Path:
+    async def _build_in_sandbox(self, image: api_pb2.Image, index: int, work: pathlib.Path, log: Log,
+                                workspace: str) -> pathlib.Path:
         step = image.steps[index]
         parents = api_pb2.Image(steps=image.steps[:index])
         for d in ("upper", "work", "root", "files"):
@@ -297,8 +302,10 @@ class LayerCache:
         # Builds reach package indexes the way this machine does: through its proxy, if any.
         env.update({k: v for k, v in os.environ.items() if k.lower() in PROXY_VARS})
         commands: list[tuple[list[str], str]] = []  # (argv, as shown to the user)
+        uv_cache = self.uv_caches / (workspace or "main")
         if step.kind == Step.PIP_INSTALL:
-            binds += [[uv.find_uv_bin(), "/ember/bin/uv", True], [str(self.uv_cache), "/ember/uv-cache", False]]
+            uv_cache.mkdir(exist_ok=True)
+            binds += [[uv.find_uv_bin(), "/ember/bin/uv", True], [str(uv_cache), "/ember/uv-cache", False]]
             env["UV_CACHE_DIR"] = "/ember/uv-cache"
             ca = host_ca_bundle()
             if ca:  # trust what this machine trusts (a company or proxy CA, say) for the download
@@ -346,7 +353,7 @@ class LayerCache:
         if step.kind == Step.PIP_INSTALL:
             # uv's cache is shared by every build on this machine; pruning what no longer serves
             # (unpacked sources, stale entries) keeps it from growing with each image.
-            await run_logged([uv.find_uv_bin(), "cache", "prune", "--cache-dir", str(self.uv_cache)], None,
+            await run_logged([uv.find_uv_bin(), "cache", "prune", "--cache-dir", str(uv_cache)], None,
                              lambda _text: None, "uv cache prune")
         # What the mounts left behind is not part of the layer.
         for p in ("ember", ".ember-files"):

@@ -203,7 +203,7 @@ class Worker:
         try:
             self._check_capabilities(b.image)
             known = {layer.layer_id: layer.blob_id for layer in b.layers}
-            await self.backend.build(b.image, known, b.force, log_fn, report)
+            await self.backend.build(b.image, known, b.force, log_fn, report, b.workspace)
         except images.BuildError as e:
             error = str(e)
         except Exception as e:

@@ -57,7 +57,7 @@ class ProcessBackend(RuntimeBackend):
 
     # ------------------------------------------------------------------ images as venvs
 
-    async def build(self, image: api_pb2.Image, known, force: bool, log_fn, report):
+    async def build(self, image: api_pb2.Image, known, force: bool, log_fn, report, workspace: str = ""):
         await self._venv(image, log_fn, force)
         for s in image.steps:
             report(api_pb2.Layer(layer_id=s.layer_id))

@@ -28,17 +28,14 @@ class _Db(sqlite3.Connection):
     failed = None  # set by _Connection: turns such an error into DiskFull, undoing the transaction
 
     def execute(self, *args):
-        try:
-            return super().execute(*args)
-        except sqlite3.Error as e:
-            err = self.failed(e)
-            if err is e:
-                raise
-            raise err from e
+        return self._checked(super().execute, args)
 
     def executemany(self, *args):
+        return self._checked(super().executemany, args)
+
+    def _checked(self, run, args):
         try:
-            return super().executemany(*args)
+            return run(*args)
         except sqlite3.Error as e:
             err = self.failed(e)
             if err is e:
