@@ -45,7 +45,8 @@ def test_exit_runs_when_the_container_stops(cluster, tmp_path):
     with cls_app.app.run():
         assert cls_app.Model(marker=str(marker)).predict.remote(1) == 1
     # The app stopped: its containers were asked to stop, and ran their exit hooks.
-    wait_for(marker.exists, what="the exit hook")
+    # (The hook opens the file, then writes: wait for what it writes, not for the file.)
+    wait_for(lambda: marker.exists() and marker.read_text(), what="the exit hook")
     assert marker.read_text() == "closed small"
 
 
