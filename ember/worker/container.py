@@ -135,6 +135,10 @@ class ContainerBackend(RuntimeBackend):
         self._spare_soon(image)  # an image is built to be run: its first container starts from a spare
 
     def _spare_soon(self, image: api_pb2.Image, after: float = 0):
+        # Not while stopping: a container that ends then asks for its replacement, whose disk
+        # would be mounted after stop_all cleaned up, and stay mounted when the worker exits.
+        if self.stopping:
+            return
         if image.image_id not in self.spares_starting and image.image_id not in self.spares:
             self.spares_starting[image.image_id] = asyncio.get_running_loop().create_task(
                 self._make_spare(image, after))
@@ -295,7 +299,7 @@ class ContainerBackend(RuntimeBackend):
     async def _make_spare(self, image: api_pb2.Image, after: float = 0):
         try:
             await asyncio.sleep(after)
-            if image.image_id in self.spares:
+            if image.image_id in self.spares or self.stopping:
                 return
             box = await self._launch(new_id("ct"), image, None)
             if image.image_id in self.spares or self.stopping:

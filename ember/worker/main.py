@@ -103,18 +103,20 @@ class Worker:
             session = asyncio.create_task(stream.run())
             session.add_done_callback(lambda _: stop.set())
             beats = asyncio.create_task(self._heartbeats())
-            await stop.wait()
-            self.stopping = True
-            await self.backend.drain()  # while still connected
-            beats.cancel()
-            # End the stream after what is queued, so that the control plane hears all of it.
-            stream.close()
-            await asyncio.wait([session], timeout=5)
-            if session.done() and not session.cancelled():
-                session.exception()  # a refusal: self.refused says it
-            session.cancel()
-            watch.cancel()
-            await self.backend.stop_all()
+            try:
+                await stop.wait()
+                self.stopping = True
+                await self.backend.drain()  # while still connected
+                beats.cancel()
+                # End the stream after what is queued, so that the control plane hears all of it.
+                stream.close()
+                await asyncio.wait([session], timeout=5)
+                if session.done() and not session.cancelled():
+                    session.exception()  # a refusal: self.refused says it
+            finally:  # whatever happened above, its containers (and their disks) go with it
+                session.cancel()
+                watch.cancel()
+                await self.backend.stop_all()
 
     async def _watch(self, channel: grpc.aio.Channel):
         """Say why, when the control plane is there but TLS keeps us out: the stream itself
