@@ -155,6 +155,7 @@ class LayerCache:
         self.stub = blob_stub  # () -> a connected gRPC stub, for the blob store
         self.locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.uploads: set[asyncio.Task] = set()
+        self.prunes: set[asyncio.Task] = set()  # of uv's caches, after pip steps
         # Layers this worker built whose archive is not yet in the blob store. Each worker has its
         # own: its control plane expects the archives from it (other workers that share the cache
         # may serve another control plane, or be archiving theirs right now).
@@ -230,11 +231,21 @@ class LayerCache:
 
     async def drain(self):
         """The worker stops: archives under way are cut short, never waited for (a run's exit
-        would wait on them); their layers stay pending in the cache, archived at the next start."""
-        for task in list(self.uploads):
+        would wait on them); their layers stay pending in the cache, archived at the next start.
+        Prunes of uv's cache are cut short too (the next prune finishes the work)."""
+        tasks = list(self.uploads) + list(self.prunes)
+        for task in tasks:
             task.cancel()
-        if self.uploads:
-            await asyncio.wait(list(self.uploads), timeout=5)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    @staticmethod
+    async def _prune(uv_cache: pathlib.Path):
+        try:
+            await run_logged([uv.find_uv_bin(), "cache", "prune", "--cache-dir", str(uv_cache)], None,
+                             lambda _text: None, "uv cache prune")
+        except BuildError as e:
+            log.warning("pruning uv's cache %s failed: %s", uv_cache, e)
 
     # ------------------------------------------------------------------ building
 
@@ -351,10 +362,10 @@ class LayerCache:
             await self.network.release(net)
             await cgroups.remove()
         if step.kind == Step.PIP_INSTALL:
-            # uv's cache is shared by every build on this machine; pruning what no longer serves
-            # (unpacked sources, stale entries) keeps it from growing with each image.
-            await run_logged([uv.find_uv_bin(), "cache", "prune", "--cache-dir", str(uv_cache)], None,
-                             lambda _text: None, "uv cache prune")
+            # Pruning what no longer serves in the workspace's uv cache (unpacked sources, stale
+            # entries) keeps it from growing with each image: in the background, off the build.
+            self.prunes.add(task := asyncio.get_running_loop().create_task(self._prune(uv_cache)))
+            task.add_done_callback(self.prunes.discard)
         # What the mounts left behind is not part of the layer.
         for p in ("ember", ".ember-files"):
             shutil.rmtree(work / "upper" / p, ignore_errors=True)
@@ -386,10 +397,12 @@ class LayerCache:
         if not compress:
             log.warning("zstd is not installed: layer %s is archived uncompressed (`apt-get install zstd`)",
                         layer_id[:12])
+        # In the background, at the lowest CPU priority and on one core: an image is archived
+        # right after it is built, which is when its first containers start.
         proc = await asyncio.create_subprocess_exec(
-            "tar", "-C", str(self.root / layer_id), "--xattrs", "--xattrs-include=*", "--numeric-owner", *compress,
-            "-cf", "-", ".", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=dict(os.environ, ZSTD_NBTHREADS="0", ZSTD_CLEVEL="3"))
+            "nice", "-n", "19", "tar", "-C", str(self.root / layer_id), "--xattrs", "--xattrs-include=*",
+            "--numeric-owner", *compress, "-cf", "-", ".", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=dict(os.environ, ZSTD_NBTHREADS="1", ZSTD_CLEVEL="3"))
         size = 0
 
         async def chunks():
