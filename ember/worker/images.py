@@ -236,8 +236,8 @@ class LayerCache:
         tasks = list(self.uploads) + list(self.prunes)
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        if tasks:  # briefly: the worker's containers and disks are cleaned up after this
+            await asyncio.wait(tasks, timeout=1)
 
     @staticmethod
     async def _prune(uv_cache: pathlib.Path):

@@ -108,9 +108,12 @@ class Worker:
                 self.stopping = True
                 await self.backend.drain()  # while still connected
                 beats.cancel()
-                # End the stream after what is queued, so that the control plane hears all of it.
+                # End the stream after what is queued, so that the control plane hears all of it
+                # (when there is one to hear it: a worker stopping while it reconnects does not wait,
+                # or whoever stops it may lose patience before its containers and disks are cleaned up).
                 stream.close()
-                await asyncio.wait([session], timeout=5)
+                if self.stub is not None:
+                    await asyncio.wait([session], timeout=2)
                 if session.done() and not session.cancelled():
                     session.exception()  # a refusal: self.refused says it
             finally:  # whatever happened above, its containers (and their disks) go with it
