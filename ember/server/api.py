@@ -40,15 +40,15 @@ def authenticated(servicer_base, *roles: str):
             if who.role == CONTAINER and servicer_base is api_pb2_grpc.ClientApiServicer:
                 self.fleet.check_access(who.token_id, name, request)
             return who
-        except Unauthenticated as e:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
-        except Forbidden as e:
+        except (Unauthenticated, Forbidden) as e:
             if hasattr(request, "__aiter__"):
                 # A stream refused before its first message was read would end INTERNAL
                 # instead (a race in gRPC's core): its first message is taken first.
                 with contextlib.suppress(grpc.RpcError, StopAsyncIteration):
                     await anext(aiter(request))
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            Code = grpc.StatusCode
+            await context.abort(Code.UNAUTHENTICATED if isinstance(e, Unauthenticated) else Code.PERMISSION_DENIED,
+                                str(e))
 
     def wrap(method):
         name = method.__name__

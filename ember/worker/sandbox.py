@@ -106,11 +106,14 @@ def bind(src, target, read_only, userns_fd=None):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if not os.path.exists(target):
             open(target, "a").close()
-    try:
-        if userns_fd is None:
-            raise SetupError("no user namespace")
-        idmapped_bind(src, target, userns_fd)
-    except SetupError:  # device nodes, and filesystems that cannot idmap: their files show as nobody's
+    idmapped = False
+    if userns_fd is not None:
+        try:
+            idmapped_bind(src, target, userns_fd)
+            idmapped = True
+        except SetupError:
+            pass  # device nodes, and filesystems that cannot idmap: bound as they are, their files nobody's
+    if not idmapped:
         mount(src, target, None, MS_BIND | MS_REC)
     if read_only:
         mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
