@@ -27,7 +27,7 @@ from . import disk as disks
 from . import gpus as gpu_devices
 from . import sandbox
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RUNTIME_ENV, RuntimeBackend, Unavailable, identity_env
-from .images import SANDBOX, BuildError, LayerCache, image_config
+from .images import BuildError, LayerCache, image_config, sandbox_argv
 from .network import Attachment, Network, NetworkError, missing as network_missing
 from .procs import describe_exit, tail_of, terminate, terminate_all
 from .relay import Relay
@@ -288,7 +288,7 @@ class ContainerBackend(RuntimeBackend):
         log_path = self.root / f"{name}.log"
         with open(log_path, "wb") as logf:
             proc = await asyncio.create_subprocess_exec(
-                *SANDBOX, json.dumps(spec),
+                *sandbox_argv(spec, ct),
                 stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
                 stdout=logf, stderr=logf, start_new_session=True)
         return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "", net=net)
