@@ -434,6 +434,7 @@ class ImageStep(_message.Message):
         ADD_LOCAL: _ClassVar[ImageStep.Kind]
         ENV: _ClassVar[ImageStep.Kind]
         WORKDIR: _ClassVar[ImageStep.Kind]
+        ENTRYPOINT: _ClassVar[ImageStep.Kind]
     KIND_UNSPECIFIED: ImageStep.Kind
     DEBIAN_SLIM: ImageStep.Kind
     FROM_REGISTRY: ImageStep.Kind
@@ -444,6 +445,7 @@ class ImageStep(_message.Message):
     ADD_LOCAL: ImageStep.Kind
     ENV: ImageStep.Kind
     WORKDIR: ImageStep.Kind
+    ENTRYPOINT: ImageStep.Kind
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
