@@ -503,3 +503,37 @@ def test_file_pattern_matcher_as_dockerignore_has_it(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY pkg /app\n")
     copied = ember.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path)
     assert sorted(dest for _, dest in copied._steps[1].local()) == ["app/data.bin", "app/mod.py", "app/sub/deep.py"]
+
+
+def test_app_registries_and_tags():
+    app = ember.App("registries", tags={"team": "ml"})
+
+    @app.function()
+    @ember.fastapi_endpoint()
+    def web():
+        return 1
+
+    @app.function()
+    def plain():
+        return 1
+
+    @app.cls()
+    class Model:
+        @ember.fastapi_endpoint()
+        def predict(self):
+            return 1
+
+        @ember.method()
+        def train(self):
+            return 1
+
+    @app.local_entrypoint()
+    def main():
+        pass
+
+    assert app.registered_web_endpoints == ["web", "Model.predict"]
+    assert list(app.registered_entrypoints) == ["main"] and app.description == "registries"
+    app.set_tags({"stage": "dev"})
+    assert app.get_tags() == {"team": "ml", "stage": "dev"}
+    with pytest.raises(exception.InvalidError, match="pass a dict of strings"):
+        app.set_tags({"n": 1})
