@@ -1,0 +1,328 @@
+"""The control plane at scale, by simulation: one real `ember server` against many simulated workers.
+
+    python bench/cluster.py                                # 10, 50, 100, 200 workers on SQLite
+    python bench/cluster.py --workers 10,200 --map 50000
+    python bench/cluster.py --database-url postgresql://USER:PASS@HOST/DB   # the server on PostgreSQL
+    python bench/cluster.py --profile                      # py-spy of the server at the largest size
+
+For each number of workers W, a fresh control plane (its own data dir, or a fresh PostgreSQL
+database given by URL) and W simulated workers (bench/simworkers.py: the real worker and
+container protocols over real gRPC, a trivial runtime), spread over a few processes. Each offers
+--cpu CPUs; the function takes one CPU, so W workers hold --containers-per-worker * W containers.
+A real SDK client (its own process) then measures:
+
+  - idle: the server's CPU per second with W workers heartbeating and no containers;
+  - placement: `ident.update_autoscaler(min_containers=C)` once, and the time until each of the C
+    containers has its ContainerInit (its stream is open and its function sent): from the client's
+    request, and from the moment its worker got the StartContainer (the placement decision as
+    the worker sees it); the server's CPU for all of it;
+  - steady: the server's CPU per second with C containers connected and heartbeating, no inputs;
+  - dispatch: a `.map` of --map inputs over the C containers (inputs/s, server CPU per input),
+    and the median `.remote()` round trip of --remote calls;
+  - the server's peak RSS, and the CPU the simulation and the client used (on 2 cores they
+    compete with the server: read them beside its figures).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from core import cpu_seconds, free_port, rss_mb  # noqa: E402
+
+WORKERS_PER_PROCESS = 50  # simulated workers per process at most (and at least 2 processes from 20 workers)
+PLACE_TIMEOUT = 300.0     # seconds for every container to connect
+
+
+def _wait(cond, timeout: float, what: str, proc: subprocess.Popen | None = None, log: pathlib.Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the control plane exited while waiting for {what}:\n"
+                             + (log.read_text(errors="replace")[-3000:] if log else ""))
+        time.sleep(0.05)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def start_server(tmp: pathlib.Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = tmp / "server.log"
+    args = [sys.executable, "-m", "ember.cli.main", "server", "--port", str(port), "--data-dir", str(tmp / "server"),
+            "--http", f"127.0.0.1:{free_port()}"]
+    if database_url:
+        args += ["--database-url", database_url]
+    server = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=tmp)
+
+    def up():
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0 and (tmp / "server" / "worker-token.json").exists()
+
+    _wait(up, 60, "the control plane to listen", server, log)
+    return server, f"127.0.0.1:{port}"
+
+
+def start_sims(url: str, tmp: pathlib.Path, workers: int, cpu: float) -> list[tuple[subprocess.Popen, pathlib.Path]]:
+    procs = max(2 if workers >= 20 else 1, -(-workers // WORKERS_PER_PROCESS))
+    sims = []
+    for i in range(procs):
+        n = workers // procs + (i < workers % procs)
+        stats = tmp / f"sim-{i}.json"
+        log = open(tmp / f"sim-{i}.log", "ab")
+        p = subprocess.Popen([sys.executable, str(HERE / "simworkers.py"), "--server", url, "--token-file",
+                              str(tmp / "server" / "worker-token.json"), "--workers", str(n), "--prefix", f"p{i}",
+                              "--cpu", str(cpu), "--stats", str(stats)], stdout=log, stderr=subprocess.STDOUT)
+        sims.append((p, stats))
+    return sims
+
+
+def read_stats(paths: list[pathlib.Path]) -> dict:
+    total = {"registered": 0, "connected": 0, "outputs": 0, "placed": [], "errors": [], "cpu": 0.0}
+    for path in paths:
+        try:
+            s = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        for key in total:
+            total[key] += s[key]
+    return total
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+# ---------------------------------------------------------------- the client (its own process)
+
+def client(args) -> dict:
+    """What the SDK client measures, with the server's CPU read from /proc at each step."""
+    import cluster_app
+    from cluster_app import app, ident
+
+    spid = args.server_pid
+    paths = [pathlib.Path(p) for p in args.stats]
+    out = {}
+    c0, t = cpu_seconds(spid), time.monotonic()
+    time.sleep(args.settle)
+    out["idle_cpu_per_s"] = (cpu_seconds(spid) - c0) / (time.monotonic() - t)
+    with app.run():
+        c0 = cpu_seconds(spid)
+        t0 = time.monotonic()
+        ident.update_autoscaler(min_containers=args.containers, scaledown_window=3600)
+        _wait(lambda: read_stats(paths)["connected"] >= args.containers, PLACE_TIMEOUT,
+              f"{args.containers} containers to connect")
+        stats = read_stats(paths)
+        out["place_cpu"] = cpu_seconds(spid) - c0
+        placed = stats["placed"]
+        out["place_all_s"] = max(init for _, init in placed) - t0
+        from_request = [init - t0 for _, init in placed]
+        from_decision = [init - came for came, init in placed]
+        out["place_request_p50"], out["place_request_p99"] = pct(from_request, 0.5), pct(from_request, 0.99)
+        out["place_decision_p50"], out["place_decision_p99"] = pct(from_decision, 0.5), pct(from_decision, 0.99)
+        c0, t = cpu_seconds(spid), time.monotonic()
+        time.sleep(args.settle)
+        out["steady_cpu_per_s"] = (cpu_seconds(spid) - c0) / (time.monotonic() - t)
+        assert list(ident.map(range(1000))) == list(range(1000))  # warm: every container has had an input
+        c0, t = cpu_seconds(spid), time.perf_counter()
+        results = list(ident.map(range(args.map)))
+        elapsed = time.perf_counter() - t
+        assert results == list(range(args.map)), "the map's results are not its inputs"
+        out["map_rate"] = args.map / elapsed
+        out["map_cpu_us"] = (cpu_seconds(spid) - c0) / args.map * 1e6
+        times = []
+        for i in range(args.remote):
+            t = time.perf_counter()
+            assert ident.remote(i) == i
+            times.append(time.perf_counter() - t)
+        out["remote_ms"] = statistics.median(times) * 1000
+        out["sim_errors"] = read_stats(paths)["errors"]
+    del cluster_app
+    usage = os.times()
+    out["client_cpu"] = usage.user + usage.system
+    return out
+
+
+# ---------------------------------------------------------------- one size, and the whole run
+
+def run_size(workers: int, args, profile: bool) -> dict:
+    containers = workers * args.containers_per_worker
+    with tempfile.TemporaryDirectory(prefix="ember-cluster-") as tmp_name:
+        tmp = pathlib.Path(tmp_name)
+        server, url = start_server(tmp, args.database_url)
+        sims, spy = [], None
+        try:
+            sims = start_sims(url, tmp, workers, float(args.containers_per_worker))
+            paths = [stats for _, stats in sims]
+            t = time.monotonic()
+            _wait(lambda: read_stats(paths)["registered"] >= workers, 120, f"{workers} workers to register",
+                  server, tmp / "server.log")
+            register_s = time.monotonic() - t
+            admin = json.loads((tmp / "server" / "admin-token.json").read_text())
+            env = dict(os.environ, EMBER_SERVER_URL=url, EMBER_TOKEN_ID=admin["token_id"],
+                       EMBER_TOKEN_SECRET=admin["token_secret"], EMBER_CONFIG_PATH=os.devnull,
+                       PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+            if profile:
+                spy = subprocess.Popen([str(pathlib.Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+                                        "--format", "raw", "--rate", "50", "-o", str(tmp / "profile.txt"),
+                                        "--pid", str(server.pid)], stdout=subprocess.DEVNULL,
+                                       stderr=open(tmp / "py-spy.log", "ab"))
+            done = subprocess.run([sys.executable, str(HERE / "cluster.py"), "--client", "--server-pid",
+                                   str(server.pid), "--containers", str(containers), "--map", str(args.map),
+                                   "--remote", str(args.remote), "--settle", str(args.settle),
+                                   "--stats", *map(str, paths)], env=env, capture_output=True, text=True, cwd=tmp)
+            if done.returncode != 0:
+                raise SystemExit(f"the client failed at {workers} workers:\n{done.stderr[-4000:]}\n"
+                                 f"server log:\n{(tmp / 'server.log').read_text(errors='replace')[-3000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+                result["profile"] = summarize_profile(tmp / "profile.txt")
+            result.update(workers=workers, containers=containers, register_s=register_s,
+                          server_cpu=cpu_seconds(server.pid), server_rss_mb=rss_mb(server.pid),
+                          server_hwm_mb=rss_mb(server.pid, "VmHWM"), sim_cpu=read_stats(paths)["cpu"],
+                          sim_processes=len(sims))
+            return result
+        finally:
+            if spy is not None and spy.poll() is None:
+                spy.kill()
+            for p, _ in sims:
+                p.terminate()
+            for p, _ in sims:
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def summarize_profile(path: pathlib.Path, top: int = 14) -> dict:
+    """py-spy's raw stacks ("frame;frame;... count" per line) as the shares of samples each
+    function of Ember's was on the stack for (inclusive) and at the top of (its own time)."""
+    inclusive, own, total = {}, {}, 0
+    if not path.exists():
+        return {"error": "py-spy wrote no profile (see py-spy.log; it needs ptrace)"}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        leaf = frames[-1]
+        own[leaf] = own.get(leaf, 0) + n
+        for f in set(frames):
+            if ".py)" in f:
+                inclusive[f] = inclusive.get(f, 0) + n
+
+    def shares(d, keep=lambda f: True):
+        return [(f, round(100 * n / total, 1)) for f, n in sorted(d.items(), key=lambda kv: -kv[1]) if keep(f)][:top]
+
+    ours = ("fleet.py", "dispatch.py", "placement.py", "autoscaler.py", "scheduler.py", "api.py", "ledger.py",
+            "sqlite.py", "postgres.py", "usage.py", "shares.py", "auth.py", "apps.py", "validate.py", "refusals.py")
+    return {"samples": total, "own": shares(own),
+            "inclusive": shares(inclusive, lambda f: any(f.endswith(f"({m})") for m in ours))}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", default="10,50,100,200", help="the sizes to run, comma-separated")
+    p.add_argument("--containers-per-worker", type=int, default=10)
+    p.add_argument("--map", type=int, default=20000, help="inputs of the measured .map")
+    p.add_argument("--remote", type=int, default=200, help=".remote() calls for the round trip")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds each idle and steady figure is measured over")
+    p.add_argument("--database-url", help="run the control plane on this PostgreSQL database (ember server "
+                   "--database-url); each size starts on whatever it holds, so give an empty one")
+    p.add_argument("--profile", action="store_true", help="py-spy the server at the largest size")
+    p.add_argument("--json", action="store_true", help="print the results as JSON too")
+    # The client's own run (cluster.py starts it as a process of its own).
+    p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--containers", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--stats", nargs="*", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.client:
+        print(json.dumps(client(args)))
+        return
+    try:
+        sizes = [int(n) for n in args.workers.split(",")]
+    except ValueError:
+        raise SystemExit(f"--workers {args.workers!r}: pass worker counts separated by commas, "
+                         "e.g. 10,50,100,200") from None
+    if not sizes or min(sizes) < 1:
+        raise SystemExit("--workers: every size must be at least 1 worker")
+    print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"store: {'PostgreSQL' if args.database_url else 'SQLite'}; map of {args.map}, "
+          f"{args.containers_per_worker} containers per worker", flush=True)
+    results = []
+    for w in sizes:
+        r = run_size(w, args, profile=args.profile and w == max(sizes))
+        results.append(r)
+        print(f"  {w} workers done: {r['containers']} containers placed in {r['place_all_s']:.2f}s, "
+              f"map {r['map_rate']:,.0f}/s", flush=True)
+    report(results)
+    if args.json:
+        print(json.dumps(results, indent=1))
+
+
+def report(results: list[dict]):
+    rows = [
+        ("workers / containers", lambda r: f"{r['workers']} / {r['containers']}"),
+        ("all registered (s)", lambda r: f"{r['register_s']:.2f}"),
+        ("server CPU idle, W workers (ms/s)", lambda r: f"{r['idle_cpu_per_s'] * 1000:.0f}"),
+        ("all containers connected (s)", lambda r: f"{r['place_all_s']:.2f}"),
+        ("  placements per second", lambda r: f"{r['containers'] / r['place_all_s']:,.0f}"),
+        ("  request to connected, p50 / p99 (s)", lambda r: f"{r['place_request_p50']:.2f} / "
+                                                            f"{r['place_request_p99']:.2f}"),
+        ("  StartContainer to connected, p50 / p99 (ms)", lambda r: f"{r['place_decision_p50'] * 1000:.0f} / "
+                                                                    f"{r['place_decision_p99'] * 1000:.0f}"),
+        ("  server CPU to place them all (s)", lambda r: f"{r['place_cpu']:.2f}"),
+        ("server CPU steady, C containers (ms/s)", lambda r: f"{r['steady_cpu_per_s'] * 1000:.0f}"),
+        ("`.map` (inputs/s)", lambda r: f"{r['map_rate']:,.0f}"),
+        ("  server CPU per input (us)", lambda r: f"{r['map_cpu_us']:.0f}"),
+        ("`.remote()` round trip, median (ms)", lambda r: f"{r['remote_ms']:.2f}"),
+        ("server CPU in all (s)", lambda r: f"{r['server_cpu']:.1f}"),
+        ("server RSS at end / peak (MiB)", lambda r: f"{r['server_rss_mb']:.0f} / {r['server_hwm_mb']:.0f}"),
+        ("simulation CPU (s, processes)", lambda r: f"{r['sim_cpu']:.1f} ({r['sim_processes']})"),
+        ("client CPU (s)", lambda r: f"{r['client_cpu']:.1f}"),
+    ]
+    print()
+    print("| | " + " | ".join(f"{r['workers']} workers" for r in results) + " |")
+    print("|---|" + "---:|" * len(results))
+    for name, cell in rows:
+        print(f"| {name} | " + " | ".join(cell(r) for r in results) + " |")
+    for r in results:
+        if r.get("sim_errors"):
+            print(f"\nsimulation errors at {r['workers']} workers: {r['sim_errors']}")
+        if "profile" in r:
+            prof = r["profile"]
+            print(f"\nprofile of the server at {r['workers']} workers ({prof.get('samples', 0)} samples, py-spy):")
+            if "error" in prof:
+                print("  " + prof["error"])
+                continue
+            print("  own time:", "; ".join(f"{f} {s}%" for f, s in prof["own"]))
+            print("  inclusive (Ember's):", "; ".join(f"{f} {s}%" for f, s in prof["inclusive"]))
+
+
+if __name__ == "__main__":
+    main()
