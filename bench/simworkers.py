@@ -34,9 +34,9 @@ import grpc
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from ember._client.auth import Authed, read_token_file  # noqa: E402
-from ember.container.runtime import HEARTBEAT as CONTAINER_HEARTBEAT, MAX_PREFETCH  # noqa: E402
+from ember.container.runtime import FINAL, HEARTBEAT as CONTAINER_HEARTBEAT, MAX_PREFETCH  # noqa: E402
 from ember.proto import api_pb2, api_pb2_grpc  # noqa: E402
-from ember.worker.main import HEARTBEAT as WORKER_HEARTBEAT  # noqa: E402
+from ember.worker.main import HEARTBEAT as WORKER_HEARTBEAT, REFUSED  # noqa: E402
 
 Output = api_pb2.Output
 # Each channel its own connection, as each real worker and container has (gRPC would otherwise
@@ -79,6 +79,8 @@ class SimContainer:
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.requested = 0                     # inputs asked for, not yet received
         self.target = 1                        # what the runtime holds: one at first, then a batch
+        self.initialized = False
+        self.closed = False
 
     def send(self, msg: api_pb2.ContainerMessage):
         self.outbox.put_nowait(msg)
@@ -88,25 +90,40 @@ class SimContainer:
             yield msg
 
     async def run(self):
+        """Its stream, opened again after any break but a final one, as the runtime does."""
         cid = self.start.container_id
         async with grpc.aio.insecure_channel(self.url, options=CHANNEL_OPTIONS) as channel:
             stub = Authed(api_pb2_grpc.ContainerApiStub(channel), (cid, self.start.credential))
-            self.send(api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(container_id=cid)))
-            async for cmd in stub.ContainerConnect(self._messages(), wait_for_ready=True):
-                kind = cmd.WhichOneof("cmd")
-                if kind == "init":
+            while True:
+                try:
+                    return await self._connect(stub)
+                except grpc.aio.AioRpcError as e:
+                    if e.code() in FINAL or self.closed:
+                        raise
+                    self.stats.errors.append(f"container {cid} reconnects: {e.code().name}: {e.details()}")
+                    self.outbox = asyncio.Queue()
+                    self.requested = 0
+                    await asyncio.sleep(0.1)
+
+    async def _connect(self, stub):
+        self.send(api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(container_id=self.start.container_id)))
+        async for cmd in stub.ContainerConnect(self._messages(), wait_for_ready=True):
+            kind = cmd.WhichOneof("cmd")
+            if kind == "init":
+                if not self.initialized:  # (it comes again after a reconnect)
+                    self.initialized = True
                     self.stats.connected += 1
                     self.stats.placed.append((self.came, time.monotonic()))
-                    self._ask(None)
-                elif kind == "inputs":
-                    self.requested = max(0, self.requested - len(cmd.inputs.inputs))
-                    self.target = MAX_PREFETCH  # a function this fast: as many as the runtime ever holds
-                    outputs = [answer(inp) for inp in cmd.inputs.inputs]
-                    self.stats.outputs += len(outputs)
-                    self._ask(outputs)
-                elif kind == "stop":
-                    break
-                # cancel_input_id: every input is answered as it arrives, so none is running
+                self._ask(None)
+            elif kind == "inputs":
+                self.requested = max(0, self.requested - len(cmd.inputs.inputs))
+                self.target = MAX_PREFETCH  # a function this fast: as many as the runtime ever holds
+                outputs = [answer(inp) for inp in cmd.inputs.inputs]
+                self.stats.outputs += len(outputs)
+                self._ask(outputs)
+            elif kind == "stop":
+                break
+            # cancel_input_id: every input is answered as it arrives, so none is running
 
     def _ask(self, outputs: list[Output] | None):
         want = max(0, self.target - self.requested)
@@ -120,6 +137,7 @@ class SimContainer:
         self.send(api_pb2.ContainerMessage(heartbeat=api_pb2.Empty()))
 
     def close(self):
+        self.closed = True
         self.outbox.put_nowait(None)
 
 
@@ -135,6 +153,11 @@ class SimWorker:
         self.stats = stats
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.containers: dict[str, tuple[SimContainer, asyncio.Task]] = {}
+        self.stopping = False
+
+    def stop(self):
+        self.stopping = True
+        self.outbox.put_nowait(None)  # ends its stream: the control plane hears it go
 
     def send(self, msg: api_pb2.WorkerMessage):
         self.outbox.put_nowait(msg)
@@ -142,19 +165,28 @@ class SimWorker:
     async def _messages(self):
         yield api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(
             worker_id=self.worker_id, boot_id=self.boot_id, name=self.name, cpu=self.cpu, memory_mb=self.memory_mb,
-            backend=api_pb2.BACKEND_PROCESS, backend_note="simulated (bench/simworkers.py)"))
+            backend=api_pb2.BACKEND_PROCESS, backend_note="simulated (bench/simworkers.py)",
+            running_container_ids=list(self.containers)))
         while (msg := await self.outbox.get()) is not None:
             yield msg
 
     async def run(self):
+        """Its stream, opened again after any break but a refusal, as `ember worker` does."""
         beats = asyncio.create_task(self._heartbeats())
         try:
             async with grpc.aio.insecure_channel(self.url, options=CHANNEL_OPTIONS) as channel:
                 stub = Authed(api_pb2_grpc.WorkerApiStub(channel), self.token)
-                async for cmd in stub.WorkerConnect(self._messages(), wait_for_ready=True):
-                    self._handle(cmd)
-        except grpc.aio.AioRpcError as e:
-            self.stats.errors.append(f"worker {self.name}: {e.code().name}: {e.details()}")
+                while not self.stopping:
+                    try:
+                        async for cmd in stub.WorkerConnect(self._messages(), wait_for_ready=True):
+                            self._handle(cmd)
+                        return
+                    except grpc.aio.AioRpcError as e:
+                        self.stats.errors.append(f"worker {self.name}: {e.code().name}: {e.details()}")
+                        if e.code() in REFUSED:
+                            return
+                        self.outbox = asyncio.Queue()
+                        await asyncio.sleep(0.1)
         finally:
             beats.cancel()
             for container, task in self.containers.values():
@@ -182,7 +214,7 @@ class SimWorker:
                     build_id=b.build_id, layer=api_pb2.Layer(layer_id=step.layer_id))))
             self.send(api_pb2.WorkerMessage(build_done=api_pb2.BuildDone(build_id=b.build_id)))
         elif kind == "shutdown":
-            self.outbox.put_nowait(None)
+            self.stop()
 
     def _exited(self, container_id: str, task: asyncio.Task):
         self.containers.pop(container_id, None)
@@ -223,7 +255,7 @@ async def run_workers(url: str, token: tuple[str, str], names: list[str], cpu: f
                 pass
     finally:
         for w in workers:
-            w.outbox.put_nowait(None)  # ends each worker's stream: the control plane hears it go
+            w.stop()
         await asyncio.wait(tasks, timeout=5)
         for t in tasks:
             t.cancel()
