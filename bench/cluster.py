@@ -109,6 +109,13 @@ def pct(values: list[float], q: float) -> float:
 
 # ---------------------------------------------------------------- the client (its own process)
 
+def check(results: list, n: int):
+    """A map of ident over range(n) gives back range(n), in order."""
+    if results != list(range(n)):
+        wrong = [(i, r) for i, r in enumerate(results) if r != i][:10]
+        raise SystemExit(f"the map of {n} gave {len(results)} results, not its inputs: (index, result) {wrong}")
+
+
 def client(args) -> dict:
     """What the SDK client measures, with the server's CPU read from /proc at each step."""
     import cluster_app
@@ -137,11 +144,11 @@ def client(args) -> dict:
         c0, t = cpu_seconds(spid), time.monotonic()
         time.sleep(args.settle)
         out["steady_cpu_per_s"] = (cpu_seconds(spid) - c0) / (time.monotonic() - t)
-        assert list(ident.map(range(1000))) == list(range(1000))  # warm: every container has had an input
+        check(list(ident.map(range(1000))), 1000)  # warm: every container has had an input
         c0, t = cpu_seconds(spid), time.perf_counter()
         results = list(ident.map(range(args.map)))
         elapsed = time.perf_counter() - t
-        assert results == list(range(args.map)), "the map's results are not its inputs"
+        check(results, args.map)
         out["map_rate"] = args.map / elapsed
         out["map_cpu_us"] = (cpu_seconds(spid) - c0) / args.map * 1e6
         times = []

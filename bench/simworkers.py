@@ -86,6 +86,8 @@ class SimContainer:
         self.outbox.put_nowait(msg)
 
     async def _messages(self):
+        # Hello first, whatever was put meanwhile (a heartbeat from its worker's loop).
+        yield api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(container_id=self.start.container_id))
         while (msg := await self.outbox.get()) is not None:
             yield msg
 
@@ -106,7 +108,6 @@ class SimContainer:
                     await asyncio.sleep(0.1)
 
     async def _connect(self, stub):
-        self.send(api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(container_id=self.start.container_id)))
         async for cmd in stub.ContainerConnect(self._messages(), wait_for_ready=True):
             kind = cmd.WhichOneof("cmd")
             if kind == "init":
