@@ -109,11 +109,28 @@ def pct(values: list[float], q: float) -> float:
 
 # ---------------------------------------------------------------- the client (its own process)
 
-def check(results: list, n: int):
-    """A map of ident over range(n) gives back range(n), in order."""
-    if results != list(range(n)):
-        wrong = [(i, r) for i, r in enumerate(results) if r != i][:10]
-        raise SystemExit(f"the map of {n} gave {len(results)} results, not its inputs: (index, result) {wrong}")
+def check(results: list, n: int, calls: list[str]):
+    """A map of ident over range(n) gives back range(n), in order; if not, what the control plane
+    holds of the call (calls: the ids of the calls made so far, the map's last)."""
+    if results == list(range(n)):
+        return
+    wrong = [(i, r) for i, r in enumerate(results) if r != i][:10]
+    from ember._client.client import Client
+    from ember.proto import api_pb2
+    client = Client.from_env()
+    outputs, after = [], 0
+    while True:
+        resp = client.bridge.run(client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+            call_id=calls[-1], after_seq=after, max_outputs=10_000, timeout=0)))
+        if not resp.outputs:
+            break
+        outputs += resp.outputs
+        after = resp.outputs[-1].seq
+    idx = [co.output.idx for co in outputs]
+    raise SystemExit(f"the map of {n} gave {len(results)} results, not its inputs: (index, result) {wrong}; the "
+                     f"control plane holds {len(outputs)} outputs of {len(set(idx))} inputs (seq "
+                     f"{outputs[0].seq if outputs else '-'} to {after}), num_done {resp.num_done} of "
+                     f"{resp.num_inputs}; missing: {sorted(set(range(n)) - set(idx))[:20]}")
 
 
 def client(args) -> dict:
@@ -122,6 +139,16 @@ def client(args) -> dict:
     from cluster_app import app, ident
 
     spid = args.server_pid
+    # The ids of the calls made, for check() to look into.
+    from ember._client.client import Client
+    calls, rpc = [], Client.rpc
+
+    async def noting_rpc(self, name, request, **kwargs):
+        if name == "FunctionCallCreate":
+            calls.append(request.call_id)
+        return await rpc(self, name, request, **kwargs)
+
+    Client.rpc = noting_rpc
     paths = [pathlib.Path(p) for p in args.stats]
     out = {}
     c0, t = cpu_seconds(spid), time.monotonic()
@@ -144,11 +171,11 @@ def client(args) -> dict:
         c0, t = cpu_seconds(spid), time.monotonic()
         time.sleep(args.settle)
         out["steady_cpu_per_s"] = (cpu_seconds(spid) - c0) / (time.monotonic() - t)
-        check(list(ident.map(range(1000))), 1000)  # warm: every container has had an input
+        check(list(ident.map(range(1000))), 1000, calls)  # warm: every container has had an input
         c0, t = cpu_seconds(spid), time.perf_counter()
         results = list(ident.map(range(args.map)))
         elapsed = time.perf_counter() - t
-        check(results, args.map)
+        check(results, args.map, calls)
         out["map_rate"] = args.map / elapsed
         out["map_cpu_us"] = (cpu_seconds(spid) - c0) / args.map * 1e6
         times = []

@@ -34,14 +34,16 @@ import grpc
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from ember._client.auth import Authed, read_token_file  # noqa: E402
+from ember.config import GRPC_OPTIONS  # noqa: E402
 from ember.container.runtime import FINAL, HEARTBEAT as CONTAINER_HEARTBEAT, MAX_PREFETCH  # noqa: E402
 from ember.proto import api_pb2, api_pb2_grpc  # noqa: E402
 from ember.worker.main import HEARTBEAT as WORKER_HEARTBEAT, REFUSED  # noqa: E402
 
 Output = api_pb2.Output
-# Each channel its own connection, as each real worker and container has (gRPC would otherwise
+# The options of every channel to the control plane (config.open_channel), and each channel its
+# own connection, as each real worker and container has (gRPC would otherwise
 # share one connection between the channels of a process that go to the same address).
-CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+CHANNEL_OPTIONS = [*GRPC_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 
 
 class Stats:
@@ -102,7 +104,9 @@ class SimContainer:
                 except grpc.aio.AioRpcError as e:
                     if e.code() in FINAL or self.closed:
                         raise
-                    self.stats.errors.append(f"container {cid} reconnects: {e.code().name}: {e.details()}")
+                    when = f"{time.monotonic() - self.came:.1f}s after it was started" + (
+                        "" if self.initialized else ", before its init")
+                    self.stats.errors.append(f"container {cid} reconnects ({when}): {e.code().name}: {e.details()}")
                     self.outbox = asyncio.Queue()
                     self.requested = 0
                     await asyncio.sleep(0.1)
