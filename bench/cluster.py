@@ -2,11 +2,11 @@
 
     python bench/cluster.py                                # 10, 50, 100, 200 workers on SQLite
     python bench/cluster.py --workers 10,200 --map 50000
-    python bench/cluster.py --database-url postgresql://USER:PASS@HOST/DB   # the server on PostgreSQL
+    python bench/cluster.py --database-url postgresql://USER:PASS@HOST/postgres   # on PostgreSQL
     python bench/cluster.py --profile                      # py-spy of the server at the largest size
 
-For each number of workers W, a fresh control plane (its own data dir, or a fresh PostgreSQL
-database given by URL) and W simulated workers (bench/simworkers.py: the real worker and
+For each number of workers W, a fresh control plane (its own data dir, or a new database on the
+PostgreSQL server of --database-url) and W simulated workers (bench/simworkers.py: the real worker and
 container protocols over real gRPC, a trivial runtime), spread over a few processes. Each offers
 --cpu CPUs; the function takes one CPU, so W workers hold --containers-per-worker * W containers.
 A real SDK client (its own process) then measures:
@@ -24,6 +24,7 @@ A real SDK client (its own process) then measures:
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -57,6 +59,29 @@ def _wait(cond, timeout: float, what: str, proc: subprocess.Popen | None = None,
                              + (log.read_text(errors="replace")[-3000:] if log else ""))
         time.sleep(0.05)
     raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def fresh_database(url: str | None, workers: int):
+    """A new empty database for one size, on the PostgreSQL server of `url` (made from the
+    database the URL names, and dropped after); None for SQLite."""
+    if not url:
+        yield None
+        return
+    try:
+        import psycopg
+    except ImportError:
+        raise SystemExit("--database-url needs psycopg, which the PostgreSQL store uses: run the benchmark with "
+                         "the Python that runs `ember server --database-url`") from None
+    parts = urllib.parse.urlsplit(url)
+    name = f"ember_cluster_{workers}_{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        yield urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def start_server(tmp: pathlib.Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
@@ -91,7 +116,7 @@ def start_sims(url: str, tmp: pathlib.Path, workers: int, cpu: float) -> list[tu
 
 
 def read_stats(paths: list[pathlib.Path]) -> dict:
-    total = {"registered": 0, "connected": 0, "outputs": 0, "placed": [], "errors": [], "cpu": 0.0}
+    total = {"registered": 0, "connected": 0, "outputs": 0, "reconnects": 0, "placed": [], "errors": [], "cpu": 0.0}
     for path in paths:
         try:
             s = json.loads(path.read_text())
@@ -151,10 +176,13 @@ def client(args) -> dict:
     Client.rpc = noting_rpc
     paths = [pathlib.Path(p) for p in args.stats]
     out = {}
+    profiles = out["profiles"] = {}
+    spy = Spy(spid, args.profile)
     c0, t = cpu_seconds(spid), time.monotonic()
     time.sleep(args.settle)
     out["idle_cpu_per_s"] = (cpu_seconds(spid) - c0) / (time.monotonic() - t)
     with app.run():
+        spy.start("placement")
         c0 = cpu_seconds(spid)
         t0 = time.monotonic()
         ident.update_autoscaler(min_containers=args.containers, scaledown_window=3600)
@@ -162,19 +190,24 @@ def client(args) -> dict:
               f"{args.containers} containers to connect")
         stats = read_stats(paths)
         out["place_cpu"] = cpu_seconds(spid) - c0
+        spy.stop(profiles)
         placed = stats["placed"]
         out["place_all_s"] = max(init for _, init in placed) - t0
         from_request = [init - t0 for _, init in placed]
         from_decision = [init - came for came, init in placed]
         out["place_request_p50"], out["place_request_p99"] = pct(from_request, 0.5), pct(from_request, 0.99)
         out["place_decision_p50"], out["place_decision_p99"] = pct(from_decision, 0.5), pct(from_decision, 0.99)
+        spy.start("steady")
         c0, t = cpu_seconds(spid), time.monotonic()
         time.sleep(args.settle)
         out["steady_cpu_per_s"] = (cpu_seconds(spid) - c0) / (time.monotonic() - t)
+        spy.stop(profiles)
         check(list(ident.map(range(1000))), 1000, calls)  # warm: every container has had an input
+        spy.start("map")
         c0, t = cpu_seconds(spid), time.perf_counter()
         results = list(ident.map(range(args.map)))
         elapsed = time.perf_counter() - t
+        spy.stop(profiles)
         check(results, args.map, calls)
         out["map_rate"] = args.map / elapsed
         out["map_cpu_us"] = (cpu_seconds(spid) - c0) / args.map * 1e6
@@ -185,6 +218,7 @@ def client(args) -> dict:
             times.append(time.perf_counter() - t)
         out["remote_ms"] = statistics.median(times) * 1000
         out["sim_errors"] = read_stats(paths)["errors"]
+        out["reconnects"] = read_stats(paths)["reconnects"]
     del cluster_app
     usage = os.times()
     out["client_cpu"] = usage.user + usage.system
@@ -195,10 +229,11 @@ def client(args) -> dict:
 
 def run_size(workers: int, args, profile: bool) -> dict:
     containers = workers * args.containers_per_worker
-    with tempfile.TemporaryDirectory(prefix="ember-cluster-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="ember-cluster-") as tmp_name, \
+            fresh_database(args.database_url, workers) as database_url:
         tmp = pathlib.Path(tmp_name)
-        server, url = start_server(tmp, args.database_url)
-        sims, spy = [], None
+        server, url = start_server(tmp, database_url)
+        sims = []
         try:
             sims = start_sims(url, tmp, workers, float(args.containers_per_worker))
             paths = [stats for _, stats in sims]
@@ -210,31 +245,21 @@ def run_size(workers: int, args, profile: bool) -> dict:
             env = dict(os.environ, EMBER_SERVER_URL=url, EMBER_TOKEN_ID=admin["token_id"],
                        EMBER_TOKEN_SECRET=admin["token_secret"], EMBER_CONFIG_PATH=os.devnull,
                        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-            if profile:
-                spy = subprocess.Popen([str(pathlib.Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
-                                        "--format", "raw", "--rate", "50", "-o", str(tmp / "profile.txt"),
-                                        "--pid", str(server.pid)], stdout=subprocess.DEVNULL,
-                                       stderr=open(tmp / "py-spy.log", "ab"))
             done = subprocess.run([sys.executable, str(HERE / "cluster.py"), "--client", "--server-pid",
                                    str(server.pid), "--containers", str(containers), "--map", str(args.map),
                                    "--remote", str(args.remote), "--settle", str(args.settle),
+                                   *(["--profile"] if profile else []),
                                    "--stats", *map(str, paths)], env=env, capture_output=True, text=True, cwd=tmp)
             if done.returncode != 0:
                 raise SystemExit(f"the client failed at {workers} workers:\n{done.stderr[-4000:]}\n"
                                  f"server log:\n{(tmp / 'server.log').read_text(errors='replace')[-3000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(60)
-                result["profile"] = summarize_profile(tmp / "profile.txt")
             result.update(workers=workers, containers=containers, register_s=register_s,
                           server_cpu=cpu_seconds(server.pid), server_rss_mb=rss_mb(server.pid),
                           server_hwm_mb=rss_mb(server.pid, "VmHWM"), sim_cpu=read_stats(paths)["cpu"],
                           sim_processes=len(sims))
             return result
         finally:
-            if spy is not None and spy.poll() is None:
-                spy.kill()
             for p, _ in sims:
                 p.terminate()
             for p, _ in sims:
@@ -249,7 +274,35 @@ def run_size(workers: int, args, profile: bool) -> dict:
                 server.kill()
 
 
-def summarize_profile(path: pathlib.Path, top: int = 14) -> dict:
+class Spy:
+    """py-spy recording the server through one phase at a time (when asked): samples only while it
+    holds the GIL, so what it shows is Python's work (and the C it calls), not the loop's waits."""
+
+    def __init__(self, pid: int, enabled: bool):
+        self.pid, self.enabled = pid, enabled
+        self.proc, self.phase = None, None
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="ember-spy-"))
+
+    def start(self, phase: str):
+        if not self.enabled:
+            return
+        self.phase = phase
+        self.proc = subprocess.Popen([str(pathlib.Path(sys.executable).parent / "py-spy"), "record", "--gil",
+                                      "--nonblocking", "--format", "raw", "--rate", "200", "-o",
+                                      str(self.dir / f"{phase}.txt"), "--pid", str(self.pid)],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "py-spy.log", "ab"))
+        time.sleep(0.5)  # it attaches
+
+    def stop(self, profiles: dict):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
+        profiles[self.phase] = summarize_profile(self.dir / f"{self.phase}.txt")
+        self.proc = None
+
+
+def summarize_profile(path: pathlib.Path, top: int = 12) -> dict:
     """py-spy's raw stacks ("frame;frame;... count" per line) as the shares of samples each
     function of Ember's was on the stack for (inclusive) and at the top of (its own time)."""
     inclusive, own, total = {}, {}, 0
@@ -285,8 +338,9 @@ def main():
     p.add_argument("--map", type=int, default=20000, help="inputs of the measured .map")
     p.add_argument("--remote", type=int, default=200, help=".remote() calls for the round trip")
     p.add_argument("--settle", type=float, default=3.0, help="seconds each idle and steady figure is measured over")
-    p.add_argument("--database-url", help="run the control plane on this PostgreSQL database (ember server "
-                   "--database-url); each size starts on whatever it holds, so give an empty one")
+    p.add_argument("--database-url", help="run the control plane on PostgreSQL (ember server --database-url): "
+                   "each size gets a new database on that server, made from the one the URL names and dropped "
+                   "after")
     p.add_argument("--profile", action="store_true", help="py-spy the server at the largest size")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
     # The client's own run (cluster.py starts it as a process of its own).
@@ -331,6 +385,7 @@ def report(results: list[dict]):
         ("  StartContainer to connected, p50 / p99 (ms)", lambda r: f"{r['place_decision_p50'] * 1000:.0f} / "
                                                                     f"{r['place_decision_p99'] * 1000:.0f}"),
         ("  server CPU to place them all (s)", lambda r: f"{r['place_cpu']:.2f}"),
+        ("  container streams opened again", lambda r: f"{r['reconnects']}"),
         ("server CPU steady, C containers (ms/s)", lambda r: f"{r['steady_cpu_per_s'] * 1000:.0f}"),
         ("`.map` (inputs/s)", lambda r: f"{r['map_rate']:,.0f}"),
         ("  server CPU per input (us)", lambda r: f"{r['map_cpu_us']:.0f}"),
@@ -347,10 +402,10 @@ def report(results: list[dict]):
         print(f"| {name} | " + " | ".join(cell(r) for r in results) + " |")
     for r in results:
         if r.get("sim_errors"):
-            print(f"\nsimulation errors at {r['workers']} workers: {r['sim_errors']}")
-        if "profile" in r:
-            prof = r["profile"]
-            print(f"\nprofile of the server at {r['workers']} workers ({prof.get('samples', 0)} samples, py-spy):")
+            print(f"\nsimulation errors at {r['workers']} workers (the last 20 of each process): {r['sim_errors']}")
+        for phase, prof in r.get("profiles", {}).items():
+            print(f"\nprofile of the server at {r['workers']} workers, {phase} ({prof.get('samples', 0)} samples "
+                  "holding the GIL, py-spy):")
             if "error" in prof:
                 print("  " + prof["error"])
                 continue

@@ -53,12 +53,14 @@ class Stats:
         self.registered = 0       # workers whose registration was answered
         self.connected = 0        # containers that got their ContainerInit
         self.outputs = 0          # inputs answered
+        self.reconnects = 0       # container streams opened again after a break (as the runtime does)
         self.placed: list[tuple[float, float]] = []  # per container: (StartContainer came, its init came), monotonic
         self.errors: list[str] = []
 
     def write(self, path: pathlib.Path):
         usage = os.times()
         data = {"registered": self.registered, "connected": self.connected, "outputs": self.outputs,
+                "reconnects": self.reconnects,
                 "placed": self.placed, "errors": self.errors[-20:], "cpu": usage.user + usage.system}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
@@ -104,6 +106,7 @@ class SimContainer:
                 except grpc.aio.AioRpcError as e:
                     if e.code() in FINAL or self.closed:
                         raise
+                    self.stats.reconnects += 1
                     when = f"{time.monotonic() - self.came:.1f}s after it was started" + (
                         "" if self.initialized else ", before its init")
                     self.stats.errors.append(f"container {cid} reconnects ({when}): {e.code().name}: {e.details()}")

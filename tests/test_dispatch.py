@@ -44,7 +44,8 @@ class Plane:
         self.app_id = self.sched.apps.create_app("main", "test")
 
     def function(self, **definition):
-        d = api_pb2.FunctionDefinition(name="f", resources=api_pb2.Resources(cpu=1, memory_mb=128), **definition)
+        definition.setdefault("resources", api_pb2.Resources(cpu=1, memory_mb=128))
+        d = api_pb2.FunctionDefinition(name="f", **definition)
         return self.sched.apps.function(self.sched.apps.create_function(self.app_id, d))
 
     def call(self, fn, n=1, call_id="fc-1"):
@@ -278,3 +279,30 @@ async def test_a_build_waits_for_a_worker_to_connect(p):
     p.sched.builds.on_done(api_pb2.BuildDone(build_id=cmd.build_image.build_id), p.worker)  # not its build
     p.sched.builds.on_done(api_pb2.BuildDone(build_id=cmd.build_image.build_id), w2)
     assert [e.done and not e.error async for e in events] == [True]
+
+
+@plane_test
+async def test_placement_counts_what_each_worker_s_containers_reserve(p):
+    """Placement reads each worker's free room from sums kept as containers start, exit and come
+    back with their worker: the room of one that exits is free again, and a worker's reconnect
+    neither forgets nor doubles what its containers hold."""
+    to_w2 = []
+    w2 = p.fleet.worker_connected(api_pb2.WorkerRegister(worker_id="w2", boot_id="b2", name="w2", cpu=4,
+                                                         memory_mb=8192), to_w2.append, "tk-w2")
+    fn = p.function(resources=api_pb2.Resources(cpu=3, memory_mb=1000))
+    place = p.sched.placement.start_container
+    # The most free CPU first: w1 (8), w1 (5 > 4), w2 (4 > 2); then neither has 3 free.
+    assert [place(fn) for _ in range(4)] == [True, True, True, False]
+    assert len(p.started()) == 2 and len(to_w2) == 1
+    assert p.worker.free() == (2, 8192 - 2000) and w2.free() == (1, 8192 - 1000)
+    first = p.started()[0]
+    p.fleet.container_exited(Exited(container_id=first, cause=Exited.EXITED, reason="exited with code 0"), p.worker)
+    assert p.worker.free() == (5, 8192 - 1000)
+    p.worker = p.fleet.worker_connected(api_pb2.WorkerRegister(
+        worker_id="w1", boot_id="b1", name="w1", cpu=8, memory_mb=8192, running_container_ids=[p.started()[1]]),
+        p.to_worker.append, "tk-w1")
+    assert p.worker.free() == (5, 8192 - 1000)
+    assert place(fn) and p.started()[-1] not in (first, p.started()[1]) and p.worker.free() == (2, 8192 - 2000)
+    p.fleet.worker_connected(api_pb2.WorkerRegister(worker_id="w2", boot_id="b2-restarted", name="w2", cpu=4,
+                                                    memory_mb=8192), to_w2.append, "tk-w2")
+    assert p.fleet._workers["w2"].free() == (4, 8192)  # a restarted worker runs nothing of what it ran

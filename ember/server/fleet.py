@@ -56,7 +56,7 @@ START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker t
 class WorkerState:
     __slots__ = ("backend", "backend_note", "boot_id", "connected", "containers", "cordon_reason", "cordoned_until",
                  "cpu", "draining", "end", "gpus", "labels", "last_seen", "memory_mb", "name", "own_network", "send",
-                 "worker_id")
+                 "used_cpu", "used_memory_mb", "worker_id")
 
     def __init__(self, reg: api_pb2.WorkerRegister, send, now: float, end=None):
         self.worker_id = reg.worker_id
@@ -68,7 +68,11 @@ class WorkerState:
         self.end = end    # end(why): ends its stream (it registers again)
         self.connected = True
         self.last_seen = now
+        # Its containers (hold and release keep the sums of what they reserve, which placement
+        # reads for every worker at every start: summing them there made starts O(containers)).
         self.containers: dict[str, ContainerState] = {}
+        self.used_cpu = 0.0
+        self.used_memory_mb = 0
         self.gpus = GpuAllocator(list(reg.gpus))
         self.backend = reg.backend
         self.backend_note = reg.backend_note
@@ -83,9 +87,20 @@ class WorkerState:
         return now < self.cordoned_until
 
     def free(self) -> tuple[float, int]:
-        cpu = self.cpu - sum(c.cpu for c in self.containers.values())
-        mem = self.memory_mb - sum(c.memory_mb for c in self.containers.values())
-        return cpu, mem
+        return self.cpu - self.used_cpu, self.memory_mb - self.used_memory_mb
+
+    def hold(self, c: ContainerState):
+        if c.container_id not in self.containers:
+            self.containers[c.container_id] = c
+            self.used_cpu += c.cpu
+            self.used_memory_mb += c.memory_mb
+
+    def release(self, c: ContainerState):
+        if self.containers.pop(c.container_id, None) is not None:
+            self.used_cpu -= c.cpu
+            self.used_memory_mb -= c.memory_mb
+            if not self.containers:
+                self.used_cpu = 0.0  # no float residue once it is empty
 
 
 class ContainerState:
@@ -203,7 +218,7 @@ class Fleet:
             for c in list(old.containers.values()):
                 if old.boot_id == reg.boot_id and c.container_id in running:
                     c.worker = w
-                    w.containers[c.container_id] = c
+                    w.hold(c)
                 else:
                     # The worker restarted: whatever it ran before is gone.
                     self.lost(c, "its worker restarted")
@@ -310,7 +325,7 @@ class Fleet:
             self.usage.started(c)
         self._containers[c.container_id] = c
         c.function.containers[c.container_id] = c
-        c.worker.containers[c.container_id] = c
+        c.worker.hold(c)
 
     def _untrack(self, c: ContainerState):
         self.usage.ended(c)
@@ -318,7 +333,7 @@ class Fleet:
         c.worker.gpus.release(c.container_id)
         self._containers.pop(c.container_id, None)
         c.function.containers.pop(c.container_id, None)
-        c.worker.containers.pop(c.container_id, None)
+        c.worker.release(c)
 
     def container_connected(self, hello: api_pb2.ContainerHello, send, end=None) -> ContainerState | None:
         c = self._containers.get(hello.container_id)
