@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, Cluster, run_py, wait_for
+from conftest import ROOT, Cluster, wait_for
 
 BENCH = ROOT / "bench"
 
@@ -30,8 +30,8 @@ def test_simulated_workers_serve_a_map(tmp_path):
             "    ident.update_autoscaler(min_containers=6)\n"
             "    assert list(ident.map(range(300))) == list(range(300))\n"
             "    assert ident.remote(7) == 7\n")
-        done = run_py(code, env_extra={**c.env, "PYTHONPATH": f"{BENCH}:{ROOT / 'tests' / 'apps'}"}, timeout=60,
-                      cwd=tmp_path)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env=dict(os.environ, **c.env, PYTHONPATH=str(BENCH)))
         assert done.returncode == 0, done.stderr + c.log()
         wait_for(lambda: json.loads(stats.read_text())["outputs"] >= 301, what="the simulation's stats")
         seen = json.loads(stats.read_text())
