@@ -29,6 +29,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -260,6 +261,11 @@ def run_size(workers: int, args, profile: bool) -> dict:
                           sim_processes=len(sims))
             return result
         finally:
+            if args.logs:  # what the server and the simulation wrote, for a look afterwards
+                keep = pathlib.Path(args.logs) / f"{workers}-workers-{time.strftime('%H%M%S')}"
+                keep.mkdir(parents=True, exist_ok=True)
+                for log in tmp.glob("*.log"):
+                    shutil.copy(log, keep)
             for p, _ in sims:
                 p.terminate()
             for p, _ in sims:
@@ -343,6 +349,7 @@ def main():
                    "after")
     p.add_argument("--profile", action="store_true", help="py-spy the server at the largest size")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
+    p.add_argument("--logs", help="keep the server's and the simulation's logs of each size under this directory")
     # The client's own run (cluster.py starts it as a process of its own).
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
