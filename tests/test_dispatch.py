@@ -306,3 +306,25 @@ async def test_placement_counts_what_each_worker_s_containers_reserve(p):
     p.fleet.worker_connected(api_pb2.WorkerRegister(worker_id="w2", boot_id="b2-restarted", name="w2", cpu=4,
                                                     memory_mb=8192), to_w2.append, "tk-w2")
     assert p.fleet._workers["w2"].free() == (4, 8192)  # a restarted worker runs nothing of what it ran
+
+
+@plane_test
+async def test_a_batch_of_inputs_sent_again_does_not_run_the_finished_ones_again(p):
+    """A client that did not hear PutInputs' answer sends the batch again: its inputs that have
+    finished meanwhile are not added again (they would run twice, and count twice towards the
+    call's end, which a map takes for all of its outputs having come)."""
+    fn = p.function()
+    first = [api_pb2.Input(idx=i, args=api_pb2.Payload(data=pickle.dumps(i))) for i in range(2)]
+    call = p.ledger.create_call("main", fn.function_id, "fc-1", first, False, maybe_exists=False)
+    (cid,) = p.started()
+    c, sent = p.connect(cid, want=2)
+    p.output(c, "fc-1:0")
+    p.ledger.put_inputs("main", "fc-1", first, False)  # fc-1:1 is still open, fc-1:0 finished
+    p.ledger.put_inputs("main", "fc-1", [api_pb2.Input(idx=2, args=api_pb2.Payload(data=pickle.dumps(2)))], True)
+    p.output(c, "fc-1:1")
+    p.dispatch.container_wants(c, 5)
+    assert inputs_sent(sent) == [("fc-1:0", 1), ("fc-1:1", 1), ("fc-1:2", 1)]
+    assert not call.done()
+    p.output(c, "fc-1:2")
+    assert call.done() and (call.num_done, call.num_inputs) == (3, 3)
+    assert [o.idx for o in await p.outputs()] == [0, 1, 2]

@@ -37,8 +37,8 @@ Output = api_pb2.Output
 
 
 class CallState:
-    __slots__ = ("call_id", "cancelled", "done_at", "fetched", "function", "inputs", "listeners", "next_seq",
-                 "num_done", "num_inputs", "outputs", "unstored")
+    __slots__ = ("call_id", "cancelled", "done_at", "fetched", "finished_idx", "function", "inputs", "listeners",
+                 "next_seq", "num_done", "num_inputs", "outputs", "unstored")
 
     def __init__(self, call_id, function, num_inputs=None, num_done=0, next_seq=1, cancelled=False):
         self.call_id = call_id
@@ -50,6 +50,9 @@ class CallState:
         # Outputs accepted since this call was loaded; outputs[0] has seq first_seq.
         self.outputs: list[api_pb2.CallOutput] = []
         self.inputs: dict[str, InputState] = {}   # open inputs, by id
+        # The indexes of its inputs that finished since it was loaded: a batch of inputs sent again
+        # (its client did not hear the answer) adds none of them a second time.
+        self.finished_idx: set[int] = set()
         self.listeners: list = []                 # callables, run once on the next output
         self.done_at: float | None = None
         self.fetched = False
@@ -167,7 +170,7 @@ class Ledger:
         rows, new, payload_blobs = [], [], []
         for inp in inputs:
             input_id = f"{call.call_id}:{inp.idx}"
-            if input_id in call.inputs:
+            if input_id in call.inputs or inp.idx in call.finished_idx:
                 continue
             args = inp.args.SerializeToString()
             rows.append((input_id, call.call_id, inp.idx, args))
@@ -271,6 +274,7 @@ class Ledger:
             call.outputs.append(co)
             if out.status != Output.GENERATOR_ITEM:
                 del call.inputs[inp.input_id]
+                call.finished_idx.add(inp.idx)
                 inp.done = True
                 inp.release()
                 finished.append(inp.input_id)
