@@ -1,0 +1,267 @@
+"""Many hosts: a control plane and three workers, each worker a host of its own.
+
+Each "host" is a network namespace with its own address, joined by a veth pair to a bridge
+(emb-hN, 10.250.N.0/24) in the root namespace, where the control plane listens on the
+bridge's address with TLS. So everything between a worker (or its containers) and the control
+plane crosses a real network path that the tests can cut: inputs and outputs, image layers,
+volume files, web requests. Workers are started in their namespace by `nsenter --net`, not `ip
+netns exec`: that also remounts /sys, and the cgroup hierarchies under it with it.
+
+The hosts share the machine's other resources, as separate machines would not: each worker
+takes its own container network slot (network.py), its own data dir and, for h2 and h3, its
+own layer cache (seeded with the Debian base only, so the test's own layer must come from the
+control plane's blob store).
+"""
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import pathlib
+import re
+import shutil
+import ssl
+import subprocess
+import urllib.request
+import uuid
+
+import pytest
+from conftest import Cluster, container_backend_missing, wait_for
+
+import ember
+
+import hosts_app
+
+LOCKS = pathlib.Path("/run/ember/test-hosts")  # one flock per numbered test network, held while it runs
+NETNS_DIR = pathlib.Path("/run/netns")
+HOSTS = ("h1", "h2", "h3")
+
+
+def ip(*args: str, check: bool = True):
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+
+
+def links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if line.count(":") >= 2}
+
+
+class HostNetwork:
+    """A bridge with hosts on it, each a network namespace. Names and addresses (emb-hN,
+    embhN-*, 10.250.N.0/24) stay clear of what workers make for their containers (ember-*,
+    em<slot>s*, 10.231.0.0/16)."""
+
+    def __init__(self):
+        LOCKS.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 250):
+            fd = os.open(LOCKS / f"{n}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                os.close(fd)
+        else:
+            raise RuntimeError("every test network number is taken")
+        self.n, self.lock = n, fd
+        self.bridge = f"emb-h{n}"
+        self.address = f"10.250.{n}.1"
+        self.namespaces: dict[str, str] = {}  # host name -> its namespace
+        self.remove()  # what a run that was killed left under this number
+        ip("link", "add", self.bridge, "type", "bridge")
+        ip("addr", "add", f"{self.address}/24", "dev", self.bridge)
+        ip("link", "set", self.bridge, "up")
+
+    def veth(self, i: int) -> str:
+        return f"embh{self.n}v{i}"  # the root namespace's end of host i's link
+
+    def add_host(self, name: str, i: int) -> list[str]:
+        """Host i: its namespace, its link to the bridge and its address; returns the command prefix
+        that runs a process there."""
+        ns = f"embh{self.n}-{i}"
+        self.namespaces[name] = ns
+        ip("netns", "add", ns)
+        ip("link", "add", self.veth(i), "type", "veth", "peer", "name", "eth0", "netns", ns)
+        ip("link", "set", self.veth(i), "master", self.bridge, "up")
+        ip("-n", ns, "addr", "add", f"10.250.{self.n}.{10 + i}/24", "dev", "eth0")
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        ip("-n", ns, "route", "add", "default", "via", self.address)
+        return ["nsenter", f"--net={NETNS_DIR / ns}"]
+
+    def cut(self, i: int):
+        ip("link", "set", self.veth(i), "down")
+
+    def restore(self, i: int):
+        ip("link", "set", self.veth(i), "up")
+
+    def remove(self):
+        for ns in NETNS_DIR.glob(f"embh{self.n}-*") if NETNS_DIR.is_dir() else ():
+            ip("netns", "delete", ns.name, check=False)
+        for dev in links():
+            if dev == self.bridge or dev.startswith(f"embh{self.n}v"):
+                ip("link", "delete", dev, check=False)
+
+    def leftovers(self) -> list[str]:
+        left = [ns.name for ns in NETNS_DIR.glob(f"embh{self.n}-*")] if NETNS_DIR.is_dir() else []
+        return left + [d for d in links() if d == self.bridge or d.startswith(f"embh{self.n}v")]
+
+    def close(self):
+        self.remove()
+        left = self.leftovers()
+        os.close(self.lock)
+        assert not left, f"the test network was not removed: {left}"
+
+
+class Hosts:
+    """The cluster, and where each worker's containers are: a container's gateway (the host end
+    of its veth pair) lies in its worker's container subnet, which the worker logs."""
+
+    def __init__(self, cluster: Cluster, net: HostNetwork):
+        self.cluster = cluster
+        self.net = net
+        self.subnets: dict[str, ipaddress.IPv4Network] = {}
+
+    def start(self, name: str, i: int, cache_dir: pathlib.Path | None = None):
+        c = self.cluster
+        opts = {"cache-dir": str(cache_dir)} if cache_dir else {}
+        c.start_worker(name, backend="container", env={"EMBER_CA_CERT": str(c.ca_file)},
+                       prefix=self.net.add_host(name, i), cpu=1.5, memory=3072, label=f"region={name}", **opts)
+
+    def wait_connected(self, name: str, times: int = 1):
+        wait_for(lambda: self.cluster.log().count(f"worker {name} connected") >= times, timeout=60,
+                 what=f"worker {name} to connect ({self.cluster.log(f'worker-{name}')})")
+        found = re.search(r"containers' network: (\S+),", self.cluster.log(f"worker-{name}"))
+        self.subnets[name] = ipaddress.ip_network(found[1])
+
+    def host_of(self, gateway: str) -> str:
+        return next(name for name, subnet in self.subnets.items() if ipaddress.ip_address(gateway) in subnet)
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    why = container_backend_missing()
+    if why:
+        pytest.skip(f"container backend unavailable: {why}")
+    if shutil.which("nsenter") is None:
+        pytest.skip("nsenter (util-linux) is not installed")
+    tmp = tmp_path_factory.mktemp("hosts")
+    net = HostNetwork()
+    c = Cluster(tmp, host=net.address)
+    h = Hosts(c, net)
+    old = {k: os.environ.get(k) for k in ("EMBER_SERVER_URL", "EMBER_TOKEN_ID", "EMBER_TOKEN_SECRET", "EMBER_CA_CERT")}
+    try:
+        c.start_server(["--tls", "auto"])
+        os.environ.update(c.env, EMBER_CA_CERT=str(c.ca_file))
+        # h1 shares the machine's layer cache and builds the test's image; h2 and h3 share a
+        # cache of their own with only the Debian base in it, so the image's own layer reaches
+        # them from the control plane. The base is copied, not hard-linked: a new link changes its
+        # files' ctime, which fails the archive (tar) that any worker sharing that cache may be
+        # making of it now.
+        h.start("h1", 1)
+        h.wait_connected("h1")
+        with hosts_app.app.run():
+            pass
+        base = hosts_app.image._resolve(lambda data: "").steps[0].layer_id
+        shared = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / base
+        cache = tmp / "cache-h2-h3"
+        (cache / "layers").mkdir(parents=True)
+        subprocess.run(["cp", "-a", "--reflink=auto", str(shared), str(cache / "layers" / base)], check=True)
+        for i, name in enumerate(HOSTS[1:], start=2):
+            h.start(name, i, cache_dir=cache)
+        for name in HOSTS[1:]:
+            h.wait_connected(name)
+        yield h
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        c.stop()
+        leftover_slots = [ns.name for name, subnet in h.subnets.items()
+                          for ns in NETNS_DIR.glob(f"ember-{_slot(subnet)}-*")]
+        net.close()
+        assert not leftover_slots, f"workers left their containers' namespaces behind: {leftover_slots}"
+        assert all(w.poll() is not None for w in c.workers)
+
+
+def _slot(subnet: ipaddress.IPv4Network) -> int:
+    """The worker's network slot, from its containers' subnet (a /22 of 10.231.0.0/16: network.py)."""
+    return (int(subnet.network_address) - int(ipaddress.ip_address("10.231.0.0"))) >> 10
+
+
+def test_a_host_pulls_the_image_layer_from_the_control_plane(hosts):
+    layer = hosts_app.image._resolve(lambda data: "").steps[-1].layer_id
+    with hosts_app.app.run():
+        text, gateway = hosts_app.layer_file.remote()
+    assert text == "built-by-the-first-host"
+    assert hosts.host_of(gateway) == "h2"
+    # h2 had only the base: the layer came from the control plane, built by h1 alone.
+    assert (hosts.cluster.tmp / "cache-h2-h3" / "layers" / layer).is_dir()
+    builds = re.findall(r"building image \S+ on worker (\S+)", hosts.cluster.log())
+    assert builds and set(builds) == {"h1"}, builds
+    logs = hosts.cluster.log("worker-h2") + hosts.cluster.log("worker-h3")
+    assert "=> fetching layer 2/2 (run_commands(" in logs and "=> step 2/2" not in logs, logs
+
+
+def test_map_inputs_and_outputs_spread_over_hosts(hosts):
+    with hosts_app.app.run():
+        results = list(hosts_app.square.map(range(30)))
+    assert [r[0] for r in results] == [i * i for i in range(30)]
+    by_host = {}
+    for _, gateway in results:
+        name = hosts.host_of(gateway)
+        by_host[name] = by_host.get(name, 0) + 1
+    print("inputs per host:", by_host)
+    assert len(by_host) >= 2, by_host
+
+
+def test_a_volume_committed_on_one_host_is_read_on_another(hosts):
+    text = f"written on h1 {uuid.uuid4()}"
+    with hosts_app.app.run():
+        assert hosts.host_of(hosts_app.write_on_h1.remote("note.txt", text)) == "h1"
+        got, gateway = hosts_app.read_on_h2.remote("note.txt")
+    assert got == text and hosts.host_of(gateway) == "h2"
+
+
+def test_a_web_request_reaches_a_container_on_another_host(hosts):
+    c = hosts.cluster
+    with hosts_app.app.run():
+        url = hosts_app.web.get_web_url()
+        assert url.startswith(f"https://{hosts.net.address}:")
+        ctx = ssl.create_default_context(cafile=str(c.ca_file))
+        with urllib.request.urlopen(f"{url}/hello", context=ctx, timeout=60) as resp:
+            body = resp.read().decode()
+    found = re.fullmatch(r"served by (\S+) for \S*/hello", body)
+    assert found, body
+    assert hosts.host_of(found[1]) == "h3"
+
+
+def test_a_host_cut_off_has_its_input_completed_elsewhere_and_is_fenced_when_back(hosts):
+    c = hosts.cluster
+    key = f"hold-{uuid.uuid4().hex[:8]}"
+    with hosts_app.app.run():
+        call = hosts_app.hold.spawn(key)
+        started = ember.Queue.from_name(key, create_if_missing=True)
+        first = started.get(timeout=60)
+        lost = hosts.host_of(first)
+        stale = re.findall(f"starting container (\\S+) for hold on worker {lost}", c.log())[-1]
+        i = HOSTS.index(lost) + 1
+        # The link, not the process: the worker and its container go on, and the container's output
+        # (in 2 s) waits for the network.
+        hosts.net.cut(i)
+        with contextlib.ExitStack() as restore:
+            restore.callback(hosts.net.restore, i)
+            second = started.get(timeout=60)  # the input again, on a host still connected
+            assert hosts.host_of(second) != lost
+        # Back: the worker registers again, and the stale container is fenced (its stream was ended:
+        # it exits; or its worker, registering, is told to kill it) whatever it sends now.
+        wait_for(lambda: c.log().count(f"worker {lost} connected") >= 2, timeout=60,
+                 what=f"worker {lost} to come back")
+        wait_for(lambda: re.search(f"container {stale} (exited|was killed)", c.log(f"worker-{lost}")), timeout=30,
+                 what="the stale container to be fenced")
+        ember.Dict.from_name(key)["release"] = True
+        assert call.get(timeout=60) == second  # not the stale output, which came first
+    assert f"worker {lost} sent nothing for" in c.log()
