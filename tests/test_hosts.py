@@ -192,6 +192,22 @@ def _slot(subnet: ipaddress.IPv4Network) -> int:
     return (int(subnet.network_address) - int(ipaddress.ip_address("10.231.0.0"))) >> 10
 
 
+def test_each_host_has_a_container_network_of_its_own(hosts):
+    """Workers on one machine, each in a network namespace: each took its own slot (subnet,
+    nftables table, interface names), and its rules are in its own namespace only."""
+    def tables(prefix=()):
+        out = subprocess.run([*prefix, "nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+        return set(re.findall(r"table inet (ember-net-\d+)", out))
+
+    own = {name: f"ember-net-{_slot(subnet)}" for name, subnet in hosts.subnets.items()}
+    assert len(set(own.values())) == len(HOSTS)
+    for name, ns in hosts.net.namespaces.items():
+        assert tables(["nsenter", f"--net={NETNS_DIR / ns}"]) == {own[name]}
+    assert not tables() & set(own.values())  # not in the machine's own namespace
+    subnets = list(hosts.subnets.values())
+    assert not any(a.overlaps(b) for a in subnets for b in subnets if a is not b)
+
+
 def test_a_host_pulls_the_image_layer_from_the_control_plane(hosts):
     layer = hosts_app.image._resolve(lambda data: "").steps[-1].layer_id
     with hosts_app.app.run():

@@ -20,6 +20,9 @@ Several workers may share a machine. Each takes a numbered slot (an flock on a f
 /run/ember/net, held while it runs) that fixes its addresses (a /22 of the range), its table's
 name and its interface names, so their rules never collide; the worker that next takes a
 slot first removes what a killed one left there (a killed worker's containers die with it).
+Workers that share a machine but each have a network namespace of their own (tests/test_hosts.py
+makes each a host that way) take slots the same way: /run/ember/net and /run/netns are the
+machine's, while each one's table, forwarding switch and interfaces are in its own namespace.
 """
 
 import asyncio
