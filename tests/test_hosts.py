@@ -20,6 +20,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import urllib.request
@@ -27,6 +28,8 @@ import uuid
 
 import pytest
 from conftest import Cluster, container_backend_missing, wait_for
+
+from ember.server.gateway import url_host
 
 import ember
 
@@ -281,3 +284,11 @@ def test_a_host_cut_off_has_its_input_completed_elsewhere_and_is_fenced_when_bac
         ember.Dict.from_name(key)["release"] = True
         assert call.get(timeout=60) == second  # not the stale output, which came first
     assert f"worker {lost} sent nothing for" in c.log()
+
+
+def test_a_gateway_listening_on_every_address_gives_urls_with_the_machine_name():
+    # 0.0.0.0 in a URL reaches only the machine it is used on; the host name is what others can
+    # look up, and what `--tls auto`'s certificate holds.
+    assert url_host("0.0.0.0") == url_host("::") == url_host("") == socket.gethostname()
+    assert url_host("10.250.1.1") == "10.250.1.1"
+    assert url_host("::1") == url_host("[::1]") == "[::1]"

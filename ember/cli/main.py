@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--http", help="HOST:PORT of the HTTP gateway that serves web endpoints (port 0: any "
                                        "free one; default: $EMBER_HTTP, else 127.0.0.1:8600 or a free port)")
     server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
-                                          "(behind a proxy, say)")
+                                          "(behind a proxy, say; for HOST 0.0.0.0, this machine's host name)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
     server.add_argument("--tls", choices=("auto",),
                         help="serve TLS (gRPC and the HTTP gateway) with a CA and certificate made once and kept in "

@@ -59,7 +59,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     web_task, web_server = await gateway.start(gateway.Gateway(sched.routes, sched.dispatch, tokens), sock,
                                                server_tls)
     scheme = "https" if server_tls else "http"
-    sched.routes.base_url = (web_url or f"{scheme}://{http_host}:{sock.getsockname()[1]}").rstrip("/")
+    sched.routes.base_url = (web_url or f"{scheme}://{gateway.url_host(http_host)}:{sock.getsockname()[1]}").rstrip("/")
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
     # INVALID_ARGUMENT, for every service registered below.
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[Refusals()])
