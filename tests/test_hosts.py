@@ -124,7 +124,8 @@ class Hosts:
     def __init__(self, cluster: Cluster, net: HostNetwork):
         self.cluster = cluster
         self.net = net
-        self.subnets: dict[str, ipaddress.IPv4Network] = {}
+        self.subnets: dict[str, ipaddress.IPv4Network] = {}  # its containers' addresses, by host
+        self.slots: dict[str, int] = {}  # its network slot (network.py), by host
 
     def start(self, name: str, i: int, cache_dir: pathlib.Path | None = None):
         c = self.cluster
@@ -135,8 +136,9 @@ class Hosts:
     def wait_connected(self, name: str, times: int = 1):
         wait_for(lambda: self.cluster.log().count(f"worker {name} connected") >= times, timeout=60,
                  what=f"worker {name} to connect ({self.cluster.log(f'worker-{name}')})")
-        found = re.search(r"containers' network: (\S+),", self.cluster.log(f"worker-{name}"))
-        self.subnets[name] = ipaddress.ip_network(found[1])
+        found = re.search(r"containers' network: (\S+), nftables table inet ember-net-(\d+)",
+                          self.cluster.log(f"worker-{name}"))
+        self.subnets[name], self.slots[name] = ipaddress.ip_network(found[1]), int(found[2])
 
     def host_of(self, gateway: str) -> str:
         return next(name for name, subnet in self.subnets.items() if ipaddress.ip_address(gateway) in subnet)
@@ -183,30 +185,22 @@ def hosts(tmp_path_factory):
             else:
                 os.environ[k] = v
         c.stop()
-        leftover_slots = [ns.name for name, subnet in h.subnets.items()
-                          for ns in NETNS_DIR.glob(f"ember-{_slot(subnet)}-*")]
+        leftover_slots = [ns.name for slot in h.slots.values() for ns in NETNS_DIR.glob(f"ember-{slot}-*")]
         net.close()
         assert not leftover_slots, f"workers left their containers' namespaces behind: {leftover_slots}"
         assert all(w.poll() is not None for w in c.workers)
 
 
-def _slot(subnet: ipaddress.IPv4Network) -> int:
-    """The worker's network slot, from its containers' subnet (a /22 of 10.231.0.0/16: network.py)."""
-    return (int(subnet.network_address) - int(ipaddress.ip_address("10.231.0.0"))) >> 10
-
-
 def test_each_host_has_a_container_network_of_its_own(hosts):
     """Workers on one machine, each in a network namespace: each took its own slot (subnet,
     nftables table, interface names), and its rules are in its own namespace only."""
-    def tables(prefix=()):
+    def tables(prefix):
         out = subprocess.run([*prefix, "nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
         return set(re.findall(r"table inet (ember-net-\d+)", out))
 
-    own = {name: f"ember-net-{_slot(subnet)}" for name, subnet in hosts.subnets.items()}
-    assert len(set(own.values())) == len(HOSTS)
+    assert len(set(hosts.slots.values())) == len(HOSTS)
     for name, ns in hosts.net.namespaces.items():
-        assert tables(["nsenter", f"--net={NETNS_DIR / ns}"]) == {own[name]}
-    assert not tables() & set(own.values())  # not in the machine's own namespace
+        assert tables(["nsenter", f"--net={NETNS_DIR / ns}"]) == {f"ember-net-{hosts.slots[name]}"}
     subnets = list(hosts.subnets.values())
     assert not any(a.overlaps(b) for a in subnets for b in subnets if a is not b)
 
