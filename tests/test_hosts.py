@@ -263,7 +263,7 @@ def test_a_host_cut_off_has_its_input_completed_elsewhere_and_is_fenced_when_bac
         stale = re.findall(f"starting container (\\S+) for hold on worker {lost}", c.log())[-1]
         i = HOSTS.index(lost) + 1
         # The link, not the process: the worker and its container go on, and the container's output
-        # (in 2 s) waits for the network.
+        # (as soon as it sees the cut) waits for the network.
         hosts.net.cut(i)
         with contextlib.ExitStack() as restore:
             restore.callback(hosts.net.restore, i)

@@ -2,6 +2,7 @@
 each says where it ran by its container's gateway, the worker's end of its veth pair, whose
 subnet tells the worker (each worker logs its containers' subnet as it starts)."""
 
+import os
 import socket
 import struct
 import time
@@ -64,14 +65,21 @@ def web():
 
 @app.function(image=image, cpu=0.25, retries=0)
 def hold(key):
-    """Says where it started (a queue). The first attempt then finishes by itself, after a while
-    without the network (while the test has cut its host off); any other waits for the test."""
+    """Says where it started (a queue). The first attempt then runs until its host is cut off (the
+    control plane's port stops answering) and finishes there, so that its output waits for the
+    network; any other attempt runs until the test releases it."""
     where = gateway()
-    ember.Queue.from_name(key, create_if_missing=True).put(where)
     state = ember.Dict.from_name(key, create_if_missing=True)
-    if state.put("first", where, skip_if_exists=True):
-        time.sleep(2)
-        return where
+    first = state.put("first", where, skip_if_exists=True)  # before saying so: the test cuts at once
+    ember.Queue.from_name(key, create_if_missing=True).put(where)
+    if first:
+        host, _, port = os.environ["EMBER_SERVER_URL"].removeprefix("https://").rpartition(":")
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=0.5).close()
+            except OSError:
+                return where
+            time.sleep(0.1)
     while not state.get("release"):
         time.sleep(0.2)
     return where
