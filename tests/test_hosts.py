@@ -8,9 +8,9 @@ volume files, web requests. Workers are started in their namespace by `nsenter -
 netns exec`: that also remounts /sys, and the cgroup hierarchies under it with it.
 
 The hosts share the machine's other resources, as separate machines would not: each worker
-takes its own container network slot (network.py), its own data dir and, for h2 and h3, its
-own layer cache (seeded with the Debian base only, so the test's own layer must come from the
-control plane's blob store).
+takes its own container network slot (network.py) and its own data dir; h1 has a layer cache of
+its own and h2 and h3 share another, each seeded with the Debian base only, so that the test's
+own layer, which h1 builds, must come to h2 and h3 from the control plane's blob store.
 """
 
 import contextlib
@@ -44,6 +44,10 @@ def ip(*args: str, check: bool = True):
     proc = subprocess.run(["ip", *args], capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+
+
+def copy(src: pathlib.Path, dest: pathlib.Path):
+    subprocess.run(["cp", "-a", "--reflink=auto", str(src), str(dest)], check=True)
 
 
 def links() -> set[str]:
@@ -159,22 +163,25 @@ def hosts(tmp_path_factory):
     try:
         c.start_server(["--tls", "auto"])
         os.environ.update(c.env, EMBER_CA_CERT=str(c.ca_file))
-        # h1 shares the machine's layer cache and builds the test's image; h2 and h3 share a
-        # cache of their own with only the Debian base in it, so the image's own layer reaches
-        # them from the control plane. The base is copied, not hard-linked: a new link changes its
-        # files' ctime, which fails the archive (tar) that any worker sharing that cache may be
-        # making of it now.
-        h.start("h1", 1)
+        # Caches of their own, with only the Debian base in them: h1's, where it builds the test's
+        # image (and the base too, if the machine's test cache has none yet), and h2's and h3's,
+        # which the image's own layer reaches from the control plane. The base is copied, not
+        # hard-linked: a new link changes its files' ctime, which fails the archive (tar) that a
+        # worker sharing the machine's cache may be making of it now.
+        base = hosts_app.image._resolve(lambda data: "").steps[0].layer_id
+        shared = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / base
+        h1_cache, cache = tmp / "cache-h1", tmp / "cache-h2-h3"
+        for d in (h1_cache, cache):
+            (d / "layers").mkdir(parents=True)
+        if shared.is_dir():
+            copy(shared, h1_cache / "layers" / base)
+        h.start("h1", 1, h1_cache)
         h.wait_connected("h1")
         with hosts_app.app.run():
             pass
-        base = hosts_app.image._resolve(lambda data: "").steps[0].layer_id
-        shared = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / base
-        cache = tmp / "cache-h2-h3"
-        (cache / "layers").mkdir(parents=True)
-        subprocess.run(["cp", "-a", "--reflink=auto", str(shared), str(cache / "layers" / base)], check=True)
+        copy(h1_cache / "layers" / base, cache / "layers" / base)
         for i, name in enumerate(HOSTS[1:], start=2):
-            h.start(name, i, cache_dir=cache)
+            h.start(name, i, cache)
         for name in HOSTS[1:]:
             h.wait_connected(name)
         yield h
