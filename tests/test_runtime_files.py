@@ -4,6 +4,8 @@ worker process uses it, removed once none does."""
 import subprocess
 import sys
 
+from conftest import wait_for
+
 from ember.worker import runtime_files
 
 HOLD = """
@@ -27,10 +29,11 @@ def test_runtime_directories_of_other_versions_go_once_no_worker_holds_them(tmp_
         assert holder.stdout.readline() == "held\n"  # a running worker of another version
         mine = runtime_files.prepare(tmp_path)
         assert (mine / "ember" / "__init__.py").is_file() and (mine / "grpc").is_dir()
-        assert not unused.exists() and held.is_dir()
+        wait_for(lambda: not unused.exists(), what="the unused directory removed")
+        assert held.is_dir()
         assert runtime_files.prepare(tmp_path) == mine  # made once
     finally:
         holder.communicate("")
     runtime_files.prepare(tmp_path)  # the other worker has stopped: its directory goes too
-    assert not held.exists()
+    wait_for(lambda: not held.exists(), what="the released directory removed")
     assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name]

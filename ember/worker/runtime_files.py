@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import sys
+import threading
 
 import ember
 
@@ -46,7 +47,8 @@ def prepare(cache: pathlib.Path) -> pathlib.Path:
             pass
         os.close(fd)  # another worker removed it while this one waited for the lock: make it again
     _held.append(fd)
-    _remove_unused(cache, keep=dest)
+    # Off the worker's start: removing many old versions takes seconds.
+    threading.Thread(target=_remove_unused, args=(cache, dest), name="ember-runtime-gc", daemon=True).start()
     return dest
 
 
