@@ -238,6 +238,13 @@ def test_map_inputs_and_outputs_spread_over_hosts(hosts):
     assert len(by_host) >= 2, by_host
 
 
+def test_a_large_argument_and_result_cross_to_a_host_through_the_blob_store(hosts):
+    data = os.urandom(6 << 20)  # more than config.BLOB_THRESHOLD: a blob each way, not inline
+    with hosts_app.app.run():
+        back, gateway = hosts_app.reverse_on_h3.remote(data)
+    assert back == data[::-1] and hosts.host_of(gateway) == "h3"
+
+
 def test_a_volume_committed_on_one_host_is_read_on_another(hosts):
     text = f"written on h1 {uuid.uuid4()}"
     with hosts_app.app.run():

@@ -37,6 +37,11 @@ def square(x):
     return x * x, gateway()
 
 
+@app.function(image=image, cpu=0.25, region="h3")
+def reverse_on_h3(data: bytes):
+    return data[::-1], gateway()
+
+
 @app.function(image=image, cpu=0.25, volumes={"/data": vol}, region="h1")
 def write_on_h1(name, text):
     with open(f"/data/{name}", "w") as f:
