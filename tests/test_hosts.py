@@ -29,9 +29,8 @@ import uuid
 import pytest
 from conftest import Cluster, container_backend_missing, wait_for
 
-from ember.server.gateway import url_host
-
 import ember
+from ember.server.gateway import url_host
 
 import hosts_app
 
