@@ -1,0 +1,129 @@
+"""The Slurm provisioner: workers come from Slurm batch jobs when queued work has no room, and
+go when idle. A real Slurm of one node (tests/slurm.py) runs them; the jobs' workers use the
+process backend, so that the tests need no image build (README: Provisioners)."""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+import slurm
+from conftest import APPS, PY, Cluster, run_py, wait_for
+
+why = slurm.missing()
+pytestmark = pytest.mark.skipif(why is not None, reason=f"no Slurm here: {why}")
+
+
+@pytest.fixture(scope="module")
+def slurm_conf(tmp_path_factory):
+    with slurm.slurm_cluster(tmp_path_factory.mktemp("slurm")) as conf:
+        old = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(conf)  # for the control planes the tests start, and squeue here
+        yield conf
+        if old is None:
+            os.environ.pop("SLURM_CONF")
+        else:
+            os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture
+def provisioned(slurm_conf, tmp_path, monkeypatch):
+    """Start a control plane with the Slurm provisioner and no worker: start(extra flags)."""
+    clusters = []
+
+    def start(*extra):
+        c = Cluster(tmp_path)
+        c.start_server(["--provisioner", "slurm", "--slurm-partition", "ember", "--max-workers", "1",
+                        "--worker-cpu", "1", "--worker-memory", "512", "--worker-idle", "3s",
+                        "--worker-backend", "process", *extra])
+        for key, value in c.env.items():
+            monkeypatch.setenv(key, value)
+        clusters.append(c)
+        return c
+
+    yield start
+    for c in clusters:
+        c.stop()
+    # Whatever a test's control plane left running is not the next test's.
+    os.system(f"SLURM_CONF={slurm_conf} scancel --me")
+    wait_for(lambda: not slurm.jobs(slurm_conf), what="the tests' jobs to end")
+
+
+def worker_list(c: Cluster) -> str:
+    proc = run_py("import sys; from ember.cli.main import main; sys.exit(main(['worker', 'list']))")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def start_client(c: Cluster, code: str) -> subprocess.Popen:
+    """A client that runs the app (its code, then a long sleep) until the test ends it."""
+    out = open(c.logs / "client.log", "ab")
+    script = f"import slurm_app, time\nwith slurm_app.app.run():\n{code}\n    time.sleep(120)"
+    return subprocess.Popen([PY, "-c", script], env=dict(os.environ, PYTHONPATH=str(APPS)), stdout=out, stderr=out)
+
+
+def test_queued_work_gets_a_slurm_worker_within_max_workers_which_ends_when_idle(provisioned, slurm_conf):
+    c = provisioned()
+    assert slurm.jobs(slurm_conf) == []  # nothing is asked for without work
+    client = start_client(c, "    print(sorted(set(slurm_app.where.map([1.5] * 6))), flush=True)")
+    try:
+        # While it runs them, `ember worker list` names its job.
+        wait_for(lambda: re.search(r"\t1 CPU\t512 MiB\t.*\tconnected, slurm job \d+\n", worker_list(c)), timeout=90,
+                 what="the worker to be listed with its job")
+        wait_for(lambda: "]" in c.log("client"), timeout=90, what="the map to finish")
+    finally:
+        client.terminate()
+        client.wait(30)
+    log = c.log()
+    asked = re.findall(r"asked slurm for worker (\S+) \(1 CPU, 512 MiB\): job (\d+)", log)
+    # Six inputs of 1.5 s wanted more containers than one worker of 1 CPU holds, but
+    # --max-workers 1 allows one job: every input ran in it.
+    assert len(asked) == 1, log
+    name, job_id = asked[0]
+    assert c.log("client").strip().splitlines()[-1] == repr([job_id])
+    assert "(--max-workers) are asked for already" in log
+    assert f"worker {name} connected from slurm job {job_id}" in log
+    # Idle past --worker-idle (its container's scaledown window, then 3 s): it is told to exit,
+    # and its job ends.
+    wait_for(lambda: not slurm.jobs(slurm_conf), timeout=60, what="the idle worker's job to end")
+    assert f"worker {name} (slurm job {job_id}) idle for 3s: told to exit" in c.log()
+    wait_for(lambda: f"slurm job {job_id} of worker {name} ended" in c.log(), what="the provisioner to see it end")
+    assert name not in worker_list(c)
+    # Its token, made for it alone, was revoked with its job.
+    proc = run_py("import sys; from ember.cli.main import main; sys.exit(main(['token', 'list']))")
+    assert re.search(rf"\tworker\t-\tslurm worker {name}\t.*\trevoked", proc.stdout), proc.stdout
+
+
+def test_a_job_that_cannot_start_is_reported_and_retried_while_others_run(provisioned, slurm_conf):
+    c = provisioned()
+    client = start_client(c, "    slurm_app.huge.spawn()\n"
+                             "    print('ran in job', slurm_app.where.remote(0), flush=True)")
+    try:
+        # The huge function's worker (100000 MiB) is refused by sbatch, reported, and asked for
+        # again after a backoff; the small one's went ahead meanwhile.
+        refused = r"worker \S+ \(1 CPU, 100000 MiB\) failed to start: slurm refused it: (.*); a worker"
+        wait_for(lambda: len(re.findall(refused, c.log())) >= 2, timeout=60,
+                 what="the refused shape to be asked for again")
+        assert "Memory specification can not be satisfied" in re.findall(refused, c.log())[0], c.log()
+        wait_for(lambda: re.search(r"ran in job \d+", c.log("client")), timeout=60, what="the small function to run")
+        listing = worker_list(c)
+        assert re.search(r"ember-slurm-\w+\t1 CPU\t100000 MiB\t.*failed to start: slurm refused it: .*Memory",
+                         listing), listing
+    finally:
+        client.terminate()
+        client.wait(30)
+
+
+def test_a_job_that_dies_before_its_worker_connects_is_reported_and_retried(provisioned, slurm_conf):
+    c = provisioned("--worker-command", "/bin/false")  # each job runs, and ends at once
+    client = start_client(c, "    slurm_app.where.spawn(0)")
+    try:
+        died = r"\(1 CPU, 512 MiB\) failed to start: its slurm job (\d+) ended before its worker connected"
+        wait_for(lambda: len(re.findall(died, c.log())) >= 2, timeout=60, what="two jobs to die and be reported")
+        first, second = re.findall(died, c.log())[:2]
+        assert first != second  # the next job was tried
+        assert "ended before its worker connected" in worker_list(c)
+    finally:
+        client.terminate()
+        client.wait(30)
