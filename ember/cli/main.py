@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
                            "reported as failed (default 10m)")
     prov.add_argument("--worker-backend", choices=("auto", "container", "process"), default="auto",
                       help="the --backend of provisioned workers (default auto)")
+    prov.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                      help="an environment variable of provisioned workers, repeatable, e.g. "
+                           "EMBER_CACHE_DIR=/scratch/ember (they get none of the control plane's)")
     prov.add_argument("--worker-command", metavar="CMD",
                       help="how a Slurm job runs `ember` (default: this control plane's Python, -m ember.cli.main)")
     prov.add_argument("--worker-server-url", metavar="URL",

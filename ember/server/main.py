@@ -147,6 +147,7 @@ def _provisioner(cfg: ProvisionerConfig, sched: Scheduler, bound: str,
                        sched.identity,
                        max_workers=cfg.max_workers, server_url=url, floor=cfg.floor, idle_window=cfg.idle_window,
                        start_timeout=cfg.start_timeout, worker_backend=cfg.worker_backend, command=cfg.command,
+                       env=cfg.env,
                        ca_file=str(server_tls.ca_file) if server_tls and server_tls.ca_file else "")
 
 
@@ -165,6 +166,12 @@ def _provisioning(args, data_dir: pathlib.Path) -> ProvisionerConfig:
     if args.provisioner == "kubernetes" and not args.kubernetes_image:
         raise exception.InvalidError("--provisioner kubernetes needs --kubernetes-image IMAGE: an image with Ember "
                                      "installed, which the workers' pods run (see deploy/kubernetes/)")
+    env = {}
+    for item in args.worker_env:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise exception.InvalidError(f"--worker-env {item!r}: pass KEY=VALUE, e.g. EMBER_CACHE_DIR=/scratch/ember")
+        env[key] = value
     output = args.slurm_output or str(data_dir / "provisioner")
     if args.provisioner == "slurm" and not args.slurm_output:
         pathlib.Path(output).mkdir(parents=True, exist_ok=True)
@@ -173,7 +180,7 @@ def _provisioning(args, data_dir: pathlib.Path) -> ProvisionerConfig:
     return ProvisionerConfig(
         kind=args.provisioner, max_workers=args.max_workers, server_url=args.worker_server_url or "",
         floor=Shape(args.worker_cpu, args.worker_memory), idle_window=args.worker_idle,
-        start_timeout=args.worker_start_timeout, worker_backend=args.worker_backend, command=command,
+        start_timeout=args.worker_start_timeout, worker_backend=args.worker_backend, command=command, env=env,
         slurm_partition=args.slurm_partition or "", slurm_args=tuple(args.slurm_arg), slurm_output_dir=output,
         kubernetes_namespace=args.kubernetes_namespace, kubernetes_image=args.kubernetes_image or "")
 

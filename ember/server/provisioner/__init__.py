@@ -29,6 +29,7 @@ class ProvisionerConfig:
     start_timeout: float = 600.0
     worker_backend: str = "auto"
     command: tuple[str, ...] = ()
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # --worker-env
     slurm_partition: str = ""
     slurm_args: tuple[str, ...] = ()
     slurm_output_dir: str = ""

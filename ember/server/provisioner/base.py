@@ -58,6 +58,7 @@ class WorkerSpec:
     token_secret: str
     backend: str          # the worker's --backend: auto, container or process
     command: tuple[str, ...]  # how `ember` is run where the worker starts, e.g. ("/opt/ember/bin/ember",)
+    extra_env: tuple[tuple[str, str], ...] = ()  # --worker-env
     ca_file: str = ""     # the CA the worker trusts, if the control plane serves TLS with its own
 
     def worker_args(self, data_dir: str, job: str) -> list[str]:
@@ -68,9 +69,10 @@ class WorkerSpec:
                 "--data-dir", data_dir, "--label", f"{JOB_LABEL}={job}"]
 
     def env(self) -> dict[str, str]:
-        """The worker's environment: its token (never on a command line, which anyone on the node
-        can read), and the CA if there is one."""
-        env = {"EMBER_WORKER_TOKEN_ID": self.token_id, "EMBER_WORKER_TOKEN_SECRET": self.token_secret}
+        """The worker's environment: --worker-env's, its token (never on a command line, which
+        anyone on the node can read), and the CA if there is one."""
+        env = dict(self.extra_env)
+        env.update(EMBER_WORKER_TOKEN_ID=self.token_id, EMBER_WORKER_TOKEN_SECRET=self.token_secret)
         if self.ca_file:
             env["EMBER_CA_CERT"] = self.ca_file
         return env

@@ -90,7 +90,8 @@ class Provisioner:
     def __init__(self, backend: Backend, fleet: Fleet, apps: Apps, placement: Placement, builds: Builds,
                  identity: Identity, *,
                  max_workers: int, server_url: str, floor: Shape, idle_window: float, start_timeout: float,
-                 worker_backend: str, command: tuple[str, ...], ca_file: str = "", clock=time.monotonic):
+                 worker_backend: str, command: tuple[str, ...], env: dict[str, str] | None = None, ca_file: str = "",
+                 clock=time.monotonic):
         self.backend = backend
         self.fleet = fleet
         self.apps = apps
@@ -104,6 +105,7 @@ class Provisioner:
         self.start_timeout = start_timeout
         self.worker_backend = worker_backend
         self.command = command
+        self.env = dict(env or {})
         self.ca_file = ca_file
         self.clock = clock
         self.jobs: dict[str, Job] = {}  # by worker name
@@ -168,7 +170,7 @@ class Provisioner:
                 job.retired_at = now  # cancelled: it ends soon; ask again only if it does not
 
     def _retire_if_idle(self, job: Job, w: WorkerState, now: float):
-        if w.containers:
+        if w.containers or any(b.worker is w for b in self.builds.by_id.values()):  # running or building
             job.idle_since = None
             return
         job.idle_since = job.idle_since if job.idle_since is not None else now
@@ -245,7 +247,7 @@ class Provisioner:
                                                 max_cpu=shape.cpu, max_memory_mb=shape.memory_mb)
         job = self.jobs[name] = Job(name, shape, token.token_id, self.clock())
         spec = WorkerSpec(name, shape, self.server_url, token.token_id, secret, self.worker_backend, self.command,
-                          self.ca_file)
+                          tuple(sorted(self.env.items())), self.ca_file)
         try:
             job.job_id = await asyncio.to_thread(self.backend.submit, spec)
         except ProvisionError as e:
