@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="an environment variable of provisioned workers, repeatable, e.g. "
                            "EMBER_CACHE_DIR=/scratch/ember (they get none of the control plane's)")
     prov.add_argument("--worker-command", metavar="CMD",
-                      help="how a Slurm job runs `ember` (default: this control plane's Python, -m ember.cli.main)")
+                      help="how a provisioned worker runs `ember` (default for Slurm: this control plane's Python, "
+                           "-m ember.cli.main; for Kubernetes: ember, in --kubernetes-image)")
     prov.add_argument("--worker-server-url", metavar="URL",
                       help="the control plane's URL as provisioned workers reach it (default: where it listens)")
     prov.add_argument("--slurm-partition", metavar="P", help="the partition of the workers' jobs (default: Slurm's)")

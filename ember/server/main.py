@@ -175,8 +175,12 @@ def _provisioning(args, data_dir: pathlib.Path) -> ProvisionerConfig:
     output = args.slurm_output or str(data_dir / "provisioner")
     if args.provisioner == "slurm" and not args.slurm_output:
         pathlib.Path(output).mkdir(parents=True, exist_ok=True)
-    command = tuple(shlex.split(args.worker_command)) if args.worker_command else (sys.executable, "-m",
-                                                                                   "ember.cli.main")
+    if args.worker_command:
+        command = tuple(shlex.split(args.worker_command))
+    elif args.provisioner == "kubernetes":
+        command = ("ember",)  # the image's
+    else:
+        command = (sys.executable, "-m", "ember.cli.main")  # this installation, as a shared filesystem has it
     return ProvisionerConfig(
         kind=args.provisioner, max_workers=args.max_workers, server_url=args.worker_server_url or "",
         floor=Shape(args.worker_cpu, args.worker_memory), idle_window=args.worker_idle,
