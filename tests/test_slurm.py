@@ -132,3 +132,44 @@ def test_a_job_that_dies_before_its_worker_connects_is_reported_and_retried(prov
     finally:
         client.terminate()
         client.wait(30)
+
+
+def test_a_job_that_stays_pending_past_the_start_timeout_is_cancelled_and_reported(provisioned, slurm_conf):
+    # --begin: Slurm holds each job an hour, so no worker connects within --worker-start-timeout.
+    c = provisioned("--slurm-arg=--begin=now+1hour", "--worker-start-timeout", "3s")
+    client = start_client(c, "    slurm_app.where.spawn(0)")
+    try:
+        timed_out = r"failed to start: its slurm job (\d+) did not start a worker within 3s \(pending: BeginTime\)"
+        wait_for(lambda: re.search(timed_out, c.log()), timeout=60, what="the pending job to time out")
+        job_id = re.search(timed_out, c.log()).group(1)
+        wait_for(lambda: job_id not in [j[0] for j in slurm.jobs(slurm_conf)], what="the job to be cancelled")
+    finally:
+        client.terminate()
+        client.wait(30)
+
+
+def test_a_restarted_control_plane_follows_the_workers_it_provisioned(provisioned, slurm_conf):
+    c = provisioned()
+    client = start_client(c, "    print('ran in job', slurm_app.where.remote(0), flush=True)")
+    try:
+        wait_for(lambda: "ran in job" in c.log("client"), timeout=90, what="the first input to run")
+    finally:
+        client.terminate()
+        client.wait(30)
+    [(name, job_id)] = re.findall(r"asked slurm for worker (\S+) \(1 CPU, 512 MiB\): job (\d+)", c.log())
+    c.kill_server()
+    c.start_server(c.server.args[c.server.args.index("--provisioner"):])  # the same flags, the same data dir
+    # Its worker reconnects; the new control plane knows its job by its label, and lets it go idle.
+    wait_for(lambda: f"following slurm job {job_id} again (worker {name})" in c.log(), timeout=60,
+             what="the restarted control plane to adopt the job")
+    wait_for(lambda: not slurm.jobs(slurm_conf), timeout=60, what="the adopted worker's job to end when idle")
+    assert f"worker {name} (slurm job {job_id}) idle for 3s: told to exit" in c.log()
+
+
+def test_provisioner_flags_are_checked(tmp_path):
+    for flags, says in ((["--provisioner", "slurm"], "needs --max-workers N"),
+                        (["--provisioner", "kubernetes", "--max-workers", "2"], "needs --kubernetes-image"),
+                        (["--provisioner", "slurm", "--max-workers", "2", "--worker-env", "X"], "pass KEY=VALUE")):
+        proc = subprocess.run([PY, "-m", "ember.cli.main", "server", "--data-dir", str(tmp_path), *flags],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and says in proc.stderr, proc.stderr
