@@ -143,6 +143,9 @@ def test_a_job_that_stays_pending_past_the_start_timeout_is_cancelled_and_report
         wait_for(lambda: re.search(timed_out, c.log()), timeout=60, what="the pending job to time out")
         job_id = re.search(timed_out, c.log()).group(1)
         wait_for(lambda: job_id not in [j[0] for j in slurm.jobs(slurm_conf)], what="the job to be cancelled")
+        wait_for(lambda: re.search(rf"asked slurm for worker \S+ \(1 CPU, 512 MiB\): job (?!{job_id}\b)\d+", c.log()),
+                 what="the next job to be asked for")
+        assert len(re.findall(rf"job {job_id} (did not start|ended before)", c.log())) == 1, c.log()  # reported once
     finally:
         client.terminate()
         client.wait(30)

@@ -56,8 +56,9 @@ class Job:
     state: str = PENDING
     reason: str = ""                 # the cluster manager's, e.g. why it is still pending
     connected: bool = False          # its worker has connected (at least once)
+    seen_at: float = 0.0             # when its worker was last seen connected
     idle_since: float | None = None
-    retired_at: float | None = None  # when it was told to exit
+    retired_at: float | None = None  # when it was let go: its worker told to exit, or its job cancelled
 
 
 @dataclasses.dataclass(slots=True)
@@ -96,6 +97,7 @@ class Provisioner:
         self.fleet = fleet
         self.apps = apps
         self.placement = placement
+        placement.unplaced = {}  # placement notes what it cannot place from now on
         self.builds = builds
         self.identity = identity
         self.max_workers = max_workers
@@ -144,7 +146,7 @@ class Provisioner:
             job = w.labels.get(JOB_LABEL, "")
             if job.startswith(prefix) and w.name not in self.jobs:
                 self.jobs[w.name] = Job(w.name, Shape(int(w.cpu), w.memory_mb), self.fleet.store.worker_token(
-                    w.worker_id) or "", self.clock(), job_id=job[len(prefix):], connected=True)
+                    w.worker_id) or "", self.clock(), job_id=job[len(prefix):], connected=True, seen_at=self.clock())
                 log.info("following %s job %s again (worker %s)", self.backend.kind, job[len(prefix):], w.name)
 
     async def _follow(self, alive: dict[str, tuple[str, str]], now: float):
@@ -154,20 +156,29 @@ class Provisioner:
                 self._ended(job, now)
                 continue
             job.state, job.reason = alive[job.job_id]
-            if w is not None and not job.connected:
-                job.connected = True
-                self._backoff.pop(job.shape, None)
-                log.info("worker %s connected from %s job %s", job.name, self.backend.kind, job.job_id)
-            if w is not None and job.retired_at is None:
-                self._retire_if_idle(job, w, now)
+            if w is not None:
+                if not job.connected:
+                    job.connected = True
+                    self._backoff.pop(job.shape, None)
+                    log.info("worker %s connected from %s job %s", job.name, self.backend.kind, job.job_id)
+                job.seen_at = now
+                if job.retired_at is None:
+                    self._retire_if_idle(job, w, now)
+            if job.retired_at is not None:
+                if now - job.retired_at > RETIRE_GRACE:
+                    await self._cancel(job)
+                    job.retired_at = now  # cancelled: it ends soon (else it is cancelled again)
             elif not job.connected and now - job.asked_at > self.start_timeout:
                 await self._cancel(job)
+                job.retired_at = now
                 self._failed(job.name, job.shape, f"its {self.backend.kind} job {job.job_id} did not start a worker "
                              f"within {self.start_timeout:.0f}s ({job.state}{f': {job.reason}' if job.reason else ''});"
                              " it was cancelled", now)
-            elif job.retired_at is not None and now - job.retired_at > RETIRE_GRACE:
+            elif w is None and job.connected and now - job.seen_at > self.start_timeout:
+                log.warning("worker %s has been disconnected for %.0fs while its %s job %s runs: the job is cancelled",
+                            job.name, now - job.seen_at, self.backend.kind, job.job_id)
                 await self._cancel(job)
-                job.retired_at = now  # cancelled: it ends soon; ask again only if it does not
+                job.retired_at = now
 
     def _retire_if_idle(self, job: Job, w: WorkerState, now: float):
         if w.containers or any(b.worker is w for b in self.builds.by_id.values()):  # running or building
@@ -183,7 +194,7 @@ class Provisioner:
     def _ended(self, job: Job, now: float):
         del self.jobs[job.name]
         self._revoke(job)
-        if job.connected:
+        if job.connected or job.retired_at is not None:  # let go, or reported already
             log.info("%s job %s of worker %s ended", self.backend.kind, job.job_id, job.name)
         else:
             self._failed(job.name, job.shape, f"its {self.backend.kind} job {job.job_id} ended before its worker "
