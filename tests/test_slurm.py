@@ -176,3 +176,17 @@ def test_provisioner_flags_are_checked(tmp_path):
         proc = subprocess.run([PY, "-m", "ember.cli.main", "server", "--data-dir", str(tmp_path), *flags],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and says in proc.stderr, proc.stderr
+
+
+def test_a_gpu_function_asks_for_gres_of_its_type():
+    from ember.proto import api_pb2
+    from ember.server.provisioner.base import Shape, WorkerSpec
+    from ember.server.provisioner.slurm import SlurmBackend
+    shape = Shape.fitting(api_pb2.Resources(cpu=2.5, memory_mb=4096, gpu="H100:2"), Shape(1, 1024))
+    assert shape == Shape(3, 4096, "H100", 2)
+    spec = WorkerSpec("ember-slurm-1", shape, "127.0.0.1:7070", "tk-1", "secret", "container", ("ember",))
+    args = SlurmBackend("gpu", ("--account=ml",)).sbatch_command(spec)
+    assert {"--cpus-per-task=3", "--mem=4096M", "--gres=gpu:h100:2", "--partition=gpu", "--account=ml"} <= set(args)
+    any_gpu = Shape.fitting(api_pb2.Resources(cpu=1, memory_mb=512, gpu="any"), Shape(1, 1024))
+    assert "--gres=gpu:1" in SlurmBackend().sbatch_command(WorkerSpec(
+        "ember-slurm-2", any_gpu, "127.0.0.1:7070", "tk-1", "secret", "container", ("ember",)))
