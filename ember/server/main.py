@@ -143,6 +143,10 @@ def _provisioner(cfg: ProvisionerConfig, sched: Scheduler, bound: str,
                  server_tls: tls.ServerTLS | None) -> Provisioner:
     url = cfg.server_url or bound
     log.info("provisioner %s: up to %d workers for the control plane at %s", cfg.kind, cfg.max_workers, url)
+    host = url.removeprefix("https://").removeprefix("http://").rpartition(":")[0]
+    if url.startswith("unix:") or tls.is_loopback(host):
+        log.warning("provisioned workers reach the control plane at %s, which only this machine can reach: pass "
+                    "--worker-server-url with an address their nodes reach", url)
     return Provisioner(open_backend(cfg), sched.fleet, sched.apps, sched.placement, sched.builds,
                        sched.identity,
                        max_workers=cfg.max_workers, server_url=url, floor=cfg.floor, idle_window=cfg.idle_window,
