@@ -33,7 +33,7 @@ def slurm_cluster(tmp: pathlib.Path):
     (tmp / "munge" / "munge.key").write_bytes(os.urandom(1024))
     (tmp / "munge" / "munge.key").chmod(0o600)
     sock = tmp / "munge" / "socket"
-    host = socket.gethostname()
+    host = socket.gethostname().split(".")[0]  # slurmd knows itself by its short name
     conf = tmp / "slurm.conf"
     # A name of this run's own, which its jobs' processes carry (SLURM_CLUSTER_NAME): those left
     # when the cluster stops are found by it.

@@ -75,7 +75,7 @@ def test_queued_work_gets_a_slurm_worker_within_max_workers_which_ends_when_idle
         # While it runs them, `ember worker list` names its job.
         wait_for(lambda: re.search(r"\t1 CPU\t512 MiB\t.*\tconnected, slurm job \d+\n", worker_list(c)), timeout=120,
                  what="the worker to be listed with its job")
-        wait_for(lambda: "ran 6" in c.log("client"), timeout=90, what="the map to finish")
+        wait_for(lambda: "ran 6" in c.log("client"), timeout=240, what="the map to finish")  # a cold cache builds
     finally:
         client.terminate()
         client.wait(30)
