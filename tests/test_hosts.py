@@ -31,6 +31,7 @@ from conftest import Cluster, container_backend_missing, wait_for
 
 import ember
 from ember.server.gateway import url_host
+from ember.server.main import reachable_url
 
 import hosts_app
 
@@ -299,3 +300,14 @@ def test_a_gateway_listening_on_every_address_gives_urls_with_the_machine_name()
     assert url_host("0.0.0.0") == url_host("::") == url_host("") == socket.gethostname()
     assert url_host("10.250.1.1") == "10.250.1.1"
     assert url_host("::1") == url_host("[::1]") == "[::1]"
+
+
+def test_provisioned_workers_are_given_an_address_other_machines_reach():
+    # Without --worker-server-url, workers a provisioner starts on other nodes connect to where
+    # the control plane listens: listening everywhere, that is this machine's name.
+    name = socket.gethostname()
+    assert reachable_url("https://0.0.0.0:7070") == f"https://{name}:7070"
+    assert reachable_url("0.0.0.0:7070") == f"{name}:7070"
+    assert reachable_url("https://[::]:7070") == f"https://{name}:7070"
+    assert reachable_url("https://10.250.1.1:7070") == "https://10.250.1.1:7070"
+    assert reachable_url("unix:/run/ember.sock") == "unix:/run/ember.sock"

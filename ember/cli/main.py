@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="how a provisioned worker runs `ember` (default for Slurm: this control plane's Python, "
                            "-m ember.cli.main; for Kubernetes: ember, in --kubernetes-image)")
     prov.add_argument("--worker-server-url", metavar="URL",
-                      help="the control plane's URL as provisioned workers reach it (default: where it listens)")
+                      help="the control plane's URL as provisioned workers reach it (default: where it listens; "
+                           "for --host 0.0.0.0, at this machine's host name)")
     prov.add_argument("--slurm-partition", metavar="P", help="the partition of the workers' jobs (default: Slurm's)")
     prov.add_argument("--slurm-arg", action="append", default=[], metavar="ARG",
                       help="an sbatch option for every worker job, repeatable, e.g. --slurm-arg=--account=ml "
