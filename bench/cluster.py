@@ -221,6 +221,7 @@ def client(args) -> dict:
         out["sim_errors"] = read_stats(paths)["errors"]
         out["reconnects"] = read_stats(paths)["reconnects"]
     del cluster_app
+    spy.close()
     usage = os.times()
     out["client_cpu"] = usage.user + usage.system
     return out
@@ -287,7 +288,7 @@ class Spy:
     def __init__(self, pid: int, enabled: bool):
         self.pid, self.enabled = pid, enabled
         self.proc, self.phase = None, None
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="ember-spy-"))
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="ember-spy-")) if enabled else None
 
     def start(self, phase: str):
         if not self.enabled:
@@ -306,6 +307,10 @@ class Spy:
         self.proc.wait(60)
         profiles[self.phase] = summarize_profile(self.dir / f"{self.phase}.txt")
         self.proc = None
+
+    def close(self):
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def summarize_profile(path: pathlib.Path, top: int = 12) -> dict:
