@@ -110,6 +110,7 @@ class SimContainer:
                     when = f"{time.monotonic() - self.came:.1f}s after it was started" + (
                         "" if self.initialized else ", before its init")
                     self.stats.errors.append(f"container {cid} reconnects ({when}): {e.code().name}: {e.details()}")
+                    print(self.stats.errors[-1], e.debug_error_string(), file=sys.stderr, flush=True)
                     self.outbox = asyncio.Queue()
                     self.requested = 0
                     await asyncio.sleep(0.1)
