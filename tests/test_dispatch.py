@@ -328,3 +328,32 @@ async def test_a_batch_of_inputs_sent_again_does_not_run_the_finished_ones_again
     p.output(c, "fc-1:2")
     assert call.done() and (call.num_done, call.num_inputs) == (3, 3)
     assert [o.idx for o in await p.outputs()] == [0, 1, 2]
+
+
+@plane_test
+async def test_a_large_busy_function_s_backlog_is_weighed_between_ticks_at_most_so_often(p):
+    """With a backlog, every output of a busy function leaves inputs queued, and weighing them
+    walks all its containers: past WEIGH_AT_ONCE_UP_TO containers, dispatch has the autoscaler
+    weigh them at most every WEIGH_EVERY seconds (its tick weighs them too). Each output still
+    gets its container its next input."""
+    from ember.server.autoscaler import WEIGH_AT_ONCE_UP_TO, WEIGH_EVERY
+    n = WEIGH_AT_ONCE_UP_TO + 1
+    p.worker.cpu, p.worker.memory_mb = 1000, 10**6
+    fn = p.function()
+    p.call(fn, n=3 * n)
+    while len(p.started()) < n:
+        assert p.sched.placement.start_container(fn)
+    busy = [p.connect(cid, want=1) for cid in p.started()]
+    fn.exec_ewma = 60.0  # each input takes a minute: the backlog wants a container of its own each
+    assert len(p.started()) == n  # (weighed as the first of them asked for inputs, before it ran any)
+    p.clock.now += 2 * WEIGH_EVERY
+    c, sent = busy[0]
+    p.output(c, inputs_sent(sent)[0][0], want=1)
+    started = len(p.started())
+    assert len(inputs_sent(sent)) == 2 and started > n  # its next input, and containers for the rest
+    p.call(fn, n=50, call_id="fc-2")  # more inputs at once after: not weighed again yet
+    assert len(p.started()) == started
+    p.clock.now += 2 * WEIGH_EVERY
+    c, sent = busy[1]
+    p.output(c, inputs_sent(sent)[0][0], want=1)
+    assert len(inputs_sent(sent)) == 2 and len(p.started()) > started

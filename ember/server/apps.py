@@ -89,7 +89,7 @@ class AppState:
 
 class FunctionState:
     __slots__ = ("app", "capacity_warned", "containers", "definition", "dispatch_soon", "exec_ewma", "function_id",
-                 "init_failure", "pending", "serves_web", "start_failures")
+                 "init_failure", "pending", "serves_web", "start_failures", "wanting", "weighed_at")
 
     def __init__(self, function_id: str, app: AppState, definition: api_pb2.FunctionDefinition):
         self.function_id = function_id
@@ -101,6 +101,11 @@ class FunctionState:
         self.pending: collections.deque[InputState] = collections.deque()
         self.dispatch_soon = False
         self.containers: dict[str, ContainerState] = {}  # the fleet's, for this function
+        # Those of its containers that asked for inputs since they last had all they asked for
+        # (dispatch.py): what a dispatch looks through, rather than every container of a large
+        # function at every output. Some may have stopped wanting since: dispatch drops them.
+        self.wanting: dict[str, ContainerState] = {}
+        self.weighed_at = float("-inf")       # when the autoscaler last weighed its backlog (autoscaler.py)
         self.exec_ewma: float | None = None   # seconds per input, per container, as seen here
         self.capacity_warned = 0.0            # when placement last said that no worker fits it
         self.init_failure: api_pb2.ContainerInitFailure | None = None  # its code cannot load: calls fail

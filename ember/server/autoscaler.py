@@ -20,6 +20,12 @@ from .shares import Shares
 
 log = logging.getLogger("ember.server")
 
+# Weighing a backlog walks all of a function's containers. Dispatch asks for it whenever inputs are
+# left queued, which a large busy function does at every output: beyond this many containers,
+# it is weighed at most every WEIGH_EVERY seconds between ticks.
+WEIGH_AT_ONCE_UP_TO = 100
+WEIGH_EVERY = 0.05
+
 
 class Autoscaler:
     def __init__(self, fleet: Fleet, placement: Placement, shares: Shares, *, clock=time.monotonic):
@@ -27,6 +33,14 @@ class Autoscaler:
         self.placement = placement
         self.shares = shares
         self.clock = clock
+
+    def backlog(self, fn: FunctionState):
+        """Dispatch left inputs queued: start containers for them if they need more."""
+        now = self.clock()
+        if len(fn.containers) > WEIGH_AT_ONCE_UP_TO and now - fn.weighed_at < WEIGH_EVERY:
+            return
+        fn.weighed_at = now
+        self.scale_up(fn)
 
     def scale_up(self, fn: FunctionState):
         """Start containers when the backlog would take longer to drain than a start takes."""

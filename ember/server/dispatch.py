@@ -100,9 +100,14 @@ class Dispatch:
         if fn.init_failure is not None:
             self.fail_init(fn)
             return
-        ready = [c for c in fn.containers.values() if c.want > 0 and c.send is not None and not c.stopping]
+        ready = []
+        for cid, c in list(fn.wanting.items()):
+            if c.want <= 0 or fn.containers.get(cid) is not c:
+                del fn.wanting[cid]  # it has what it asked for, or its stream closed, or it ended
+            elif c.send is not None and not c.stopping:
+                ready.append(c)
         if ready:
-            ready.sort(key=lambda c: len(c.held))
+            ready.sort(key=lambda c: (len(c.held), c.seq))  # the least busy first, then the oldest
             with_events = []
             for c in ready:
                 if not c.held and self.shares.yield_if_over(c):
@@ -138,7 +143,7 @@ class Dispatch:
                 with_events.clear()
                 if not pending:
                     return
-        self.autoscaler.scale_up(fn)
+        self.autoscaler.backlog(fn)
 
     # ---- containers that retire after so many inputs (max_inputs=, single_use_containers=)
 
@@ -160,6 +165,8 @@ class Dispatch:
 
     def container_wants(self, c: ContainerState, n: int):
         c.want += n
+        if c.want > 0:
+            c.function.wanting[c.container_id] = c
         c.last_seen = self.clock()
         self.dispatch(c.function)
 

@@ -25,6 +25,7 @@ whose containers keep failing is cordoned for a while (breaker.py).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -103,10 +104,13 @@ class WorkerState:
                 self.used_cpu = 0.0  # no float residue once it is empty
 
 
+_container_seq = itertools.count()
+
+
 class ContainerState:
     __slots__ = ("container_id", "cpu", "end", "function", "held", "init_failed", "inputs_given", "last_seen",
-                 "memory_mb", "reported", "requested_at", "resending", "send", "since", "state", "stopping", "want",
-                 "worker")
+                 "memory_mb", "reported", "requested_at", "resending", "send", "seq", "since", "state", "stopping",
+                 "want", "worker")
 
     def __init__(self, container_id: str, function: FunctionState, worker: WorkerState, now: float):
         self.container_id = container_id
@@ -131,6 +135,7 @@ class ContainerState:
         self.stopping = False
         self.inputs_given = 0  # inputs handed to it: it retires at its function's inputs_per_container
         self.init_failed = False  # its function's code could not load: its exit is not its worker's fault
+        self.seq = next(_container_seq)  # the order containers were made in: dispatch's order among equals
 
 
 class Fleet:
