@@ -357,3 +357,24 @@ async def test_a_large_busy_function_s_backlog_is_weighed_between_ticks_at_most_
     c, sent = busy[1]
     p.output(c, inputs_sent(sent)[0][0], want=1)
     assert len(inputs_sent(sent)) == 2 and len(p.started()) > started
+
+
+@plane_test
+async def test_a_call_s_inputs_complete_after_its_last_ones_finished_counts_them_all(p):
+    """A map sends its inputs, then an empty batch that says they are complete. If the inputs of
+    the highest indexes have finished by then, the call still has as many inputs as it was sent
+    (counting only the open ones ended the call early, and the map with it, short of outputs)."""
+    fn = p.function()
+    inputs = [api_pb2.Input(idx=i, args=api_pb2.Payload(data=pickle.dumps(i))) for i in range(3)]
+    call = p.ledger.create_call("main", fn.function_id, "fc-1", inputs, False, maybe_exists=False)
+    (cid,) = p.started()
+    assert p.sched.placement.start_container(fn)
+    c1, sent1 = p.connect(cid, want=1)
+    c2, sent2 = p.connect(p.started()[1], want=2)
+    assert inputs_sent(sent1) == [("fc-1:0", 1)] and inputs_sent(sent2) == [("fc-1:1", 1), ("fc-1:2", 1)]
+    p.output(c2, "fc-1:2")
+    p.output(c2, "fc-1:1")
+    p.ledger.put_inputs("main", "fc-1", [], True)  # fc-1:0 alone is open
+    assert call.num_inputs == 3 and not call.done()
+    p.output(c1, "fc-1:0")
+    assert call.done() and [o.idx for o in await p.outputs()] == [2, 1, 0]

@@ -38,7 +38,7 @@ Output = api_pb2.Output
 
 class CallState:
     __slots__ = ("call_id", "cancelled", "done_at", "fetched", "finished_idx", "function", "inputs", "listeners",
-                 "next_seq", "num_done", "num_inputs", "outputs", "unstored")
+                 "next_seq", "num_done", "num_inputs", "outputs", "sent_up_to", "unstored")
 
     def __init__(self, call_id, function, num_inputs=None, num_done=0, next_seq=1, cancelled=False):
         self.call_id = call_id
@@ -53,6 +53,9 @@ class CallState:
         # The indexes of its inputs that finished since it was loaded: a batch of inputs sent again
         # (its client did not hear the answer) adds none of them a second time.
         self.finished_idx: set[int] = set()
+        # The highest index of its inputs so far, + 1: what an empty last batch (inputs_complete
+        # alone) makes its number of inputs, whichever of them are still open.
+        self.sent_up_to = 0
         self.listeners: list = []                 # callables, run once on the next output
         self.done_at: float | None = None
         self.fetched = False
@@ -116,6 +119,9 @@ class Ledger:
                 inp = InputState(input_id, call, idx, args, attempts, lost)
                 call.inputs[input_id] = inp
                 inputs.append((inp, container_id))
+            # Its finished inputs are not in the store: a client numbers its inputs from 0 on, so
+            # those done and those open are all there were.
+            call.sent_up_to = max([i.idx + 1 for i in call.inputs.values()] + [num_done + len(call.inputs)])
         log.info("recovered %d open calls, %d open inputs", len(self._calls), len(inputs))
         return inputs
 
@@ -177,6 +183,7 @@ class Ledger:
             if inp.args.blob_id:  # kept as long as the call's outputs (blob_gc.py)
                 payload_blobs.append((call.call_id, inp.args.blob_id))
             new.append(InputState(input_id, call, inp.idx, args))
+            call.sent_up_to = max(call.sent_up_to, inp.idx + 1)
         self.store.add_inputs(rows)  # before they are the call's: it may raise DiskFull
         if payload_blobs:
             self.store.add_call_blobs(payload_blobs)
@@ -215,7 +222,9 @@ class Ledger:
             self._cancel(call, str(e))
 
     def _max_idx(self, call: CallState) -> int:
-        return max((i.idx + 1 for i in call.inputs.values()), default=0)
+        """The highest index of its inputs, + 1: of all it was given, not only of those still open
+        (the last ones may have finished before the client said it sent them all)."""
+        return call.sent_up_to
 
     def cancel_call(self, workspace: str, call_id: str) -> list:
         """Cancel a call; the containers that were running its inputs (ContainerState)."""
