@@ -2,7 +2,7 @@
 
 Each test runs once per implementation (the params of the `url` fixture): another store is one
 more entry in URLS. Reopening the store shows what was made durable. The migration tests at the
-end are the SQLite store's own.
+end are the SQLite store's own, but for the one that checks both engines reach one schema.
 """
 
 import shutil
@@ -10,12 +10,13 @@ import sqlite3
 
 import pytest
 from conftest import run_async
+from services import postgres_url
 
 from ember.proto import api_pb2
 from ember.server.store import StoreError, open_store
 from ember.server.store.migrate import MIGRATIONS, migrate, schema_version
 
-URLS = {"sqlite": lambda tmp: f"sqlite://{tmp / 'ember.db'}"}
+URLS = {"sqlite": lambda tmp: f"sqlite://{tmp / 'ember.db'}", "postgres": lambda tmp: postgres_url()}
 
 
 @pytest.fixture(params=sorted(URLS))
@@ -529,8 +530,8 @@ def test_store_urls(tmp_path):
     for target in (tmp_path / "a.db", str(tmp_path / "b.db"), f"sqlite://{tmp_path}/c.db"):
         open_store(target).close()
     assert sorted(p.name for p in tmp_path.glob("*.db")) == ["a.db", "b.db", "c.db"]
-    with pytest.raises(StoreError, match="PostgreSQL support comes later"):
-        open_store("postgresql://db.example/ember")
+    with pytest.raises(StoreError, match="cannot connect to the database postgresql://ember:\\*\\*\\*@127.0.0.1:9/db"):
+        open_store("postgresql://ember:secret@127.0.0.1:9/db?connect_timeout=5")
     with pytest.raises(StoreError, match="unknown store 'mysql'"):
         open_store("mysql://db.example/ember")
 

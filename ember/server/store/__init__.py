@@ -17,8 +17,8 @@ A full disk: the write that meets it raises DiskFull (server/disk.py), the trans
 then is undone as a whole, and whoever waits for it (`durable`, `on_durable`) gets DiskFull;
 the next write opens a new transaction, so the store is usable again once there is room.
 
-Implementations: SQLite (`sqlite.py`, the embedded default). Every implementation passes the
-one conformance suite, tests/test_store.py.
+Implementations: SQLite (`sqlite.py`, the embedded default) and PostgreSQL (`postgres.py`, for
+a database the team runs). Every implementation passes the one conformance suite, tests/test_store.py.
 """
 
 import os
@@ -33,19 +33,21 @@ class StoreError(Exception):
 
 
 def open_store(url_or_path: str | os.PathLike) -> "Store":
-    """The store at a path or `sqlite://PATH` (SQLite; `sqlite:///abs/path.db`), migrated to this code's schema."""
+    """The store at a path or `sqlite://PATH` (SQLite; `sqlite:///abs/path.db`), or at
+    `postgresql://USER:PASSWORD@HOST/DATABASE` (PostgreSQL), migrated to this code's schema."""
     target = os.fspath(url_or_path)
     scheme, sep, rest = target.partition("://")
+    # Imported here: each implementation brings its own driver.
     if not sep or scheme == "sqlite":
-        # Imported here: each implementation may bring its own driver.
         from .sqlite import SqliteStore
 
         return SqliteStore(rest if sep else target)
     if scheme in ("postgresql", "postgres"):
-        raise StoreError(f"cannot open {target}: PostgreSQL support comes later; for now give a path to an "
-                         "SQLite database (or sqlite:///path/to/ember.db)")
+        from .postgres import PostgresStore
+
+        return PostgresStore(target)
     raise StoreError(f"cannot open {target}: unknown store {scheme!r}; give a path to an SQLite database "
-                     "(or sqlite:///path/to/ember.db)")
+                     "(or sqlite:///path/to/ember.db), or a postgresql://USER:PASSWORD@HOST/DATABASE URL")
 
 
 class Store(ABC):

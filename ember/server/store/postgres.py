@@ -1,0 +1,290 @@
+"""The PostgreSQL store: durable state in a database the team already runs (psycopg 3).
+
+It is the SQLite store's queries on another engine: one connection, used from the event loop's
+thread, and the same group commit (see the package). The queries SQLite and PostgreSQL both
+accept are the SQLite store's (their `?` placeholders become psycopg's); the ones that differ
+(INSERT OR IGNORE / OR REPLACE, MAX of two values, row counts) and the hot paths (inputs in,
+outputs out, written as one statement per batch over arrays) are written here again.
+
+Reads see the open transaction because they run in it, on the same connection. A transaction
+PostgreSQL refuses (a statement failed, the connection was lost) is undone as a whole, and
+whoever waits for it gets the error; the next write opens a new one, on a new connection if the
+old one was lost.
+"""
+
+import asyncio
+import logging
+import re
+import time
+
+import psycopg
+
+from . import StoreError
+from .migrate import migrate
+from .sqlite import SqliteStore
+
+log = logging.getLogger("ember.server")
+
+
+class _Db:
+    """The connection, as the SQLite store's queries use it (`?` placeholders, `execute`,
+    `executemany`), and as the migrations do (`engine`, `describe`, `execute_script`)."""
+
+    engine = "postgres"
+
+    def __init__(self, url: str):
+        self.url = url
+        self.failed = None  # set by the store: undoes the transaction a failed statement aborted
+        self.conn = self._connect()
+        self._queries: dict[str, str] = {}
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            # autocommit: a read outside a write's transaction is its own, not one left open.
+            return psycopg.connect(self.url, autocommit=True)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect to the database {self.describe()}: {e}".strip()) from e
+
+    def describe(self) -> str:
+        """The URL without its password."""
+        return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", self.url)
+
+    def _query(self, sql: str) -> str:
+        query = self._queries.get(sql)
+        if query is None:
+            query = self._queries[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return query
+
+    def execute(self, sql: str, params=()) -> psycopg.Cursor:
+        return self._checked(lambda: self._live().execute(self._query(sql), params))
+
+    def executemany(self, sql: str, rows) -> psycopg.Cursor:
+        def run():
+            cur = self._live().cursor()
+            cur.executemany(self._query(sql), rows)
+            return cur
+        return self._checked(run)
+
+    def execute_script(self, script: str):
+        """Several statements, no parameters (a migration)."""
+        self._live().execute(script)
+
+    def _live(self) -> psycopg.Connection:
+        if self.conn.closed:  # lost (PostgreSQL restarted, the network broke): a new one
+            self.conn = self._connect()
+        return self.conn
+
+    def _checked(self, run):
+        try:
+            return run()
+        except psycopg.Error as e:
+            if self.failed is not None:
+                self.failed(e)
+            raise
+
+    def close(self):
+        self.conn.close()
+
+
+class PostgresStore(SqliteStore):
+    """The whole Store on PostgreSQL (the queries SQLite's store shares with it are inherited)."""
+
+    def __init__(self, url: str):
+        self.directory = None  # no disk of the control plane's holds this store
+        self.db = _Db(url)
+        self.deferred_assignments: list[tuple[str | None, str]] = []  # hints (see SqliteStore)
+        self.in_transaction = False
+        self.commit_waiters: list[tuple] = []
+        try:
+            migrate(self.db)
+        except BaseException:
+            self.db.close()
+            raise
+        self.db.failed = self.failed
+
+    # ---- group commit (opening the transaction is SQLite's `_write`)
+
+    def commit(self):
+        if not self.in_transaction:
+            return
+        try:
+            self._flush_assignments()
+            self.db.execute("COMMIT")
+        except psycopg.Error as e:
+            log.error("the database refused a commit: %s", e)  # its waiters were told (failed)
+            return
+        self.in_transaction = False
+        waiters, self.commit_waiters = self.commit_waiters, []
+        for on_success, _ in waiters:
+            if isinstance(on_success, asyncio.Future):
+                if not on_success.done():
+                    on_success.set_result(None)
+            else:
+                on_success()
+
+    def _flush_assignments(self):
+        if not self.deferred_assignments:
+            return
+        latest = dict((input_id, container) for container, input_id in self.deferred_assignments)
+        self.deferred_assignments = []
+        self.db.execute("UPDATE inputs i SET container_id=d.container_id FROM unnest(?::text[], ?::text[]) "
+                        "AS d(input_id, container_id) WHERE i.input_id=d.input_id",
+                        (list(latest), list(latest.values())))
+
+    def failed(self, e: psycopg.Error) -> Exception:
+        """A statement failed: PostgreSQL aborted the whole open transaction, so it is undone, and
+        everyone waiting for it is told; the next write opens a fresh one."""
+        if not self.in_transaction:
+            return e
+        if not self.db.conn.closed:
+            try:
+                self.db.conn.execute("ROLLBACK")
+            except psycopg.Error:
+                log.exception("cannot roll back a failed transaction")
+        self.in_transaction = False
+        self.deferred_assignments = []
+        waiters, self.commit_waiters = self.commit_waiters, []
+        for on_success, on_failure in waiters:
+            if isinstance(on_success, asyncio.Future):
+                if not on_success.done():
+                    on_success.set_exception(e)
+            elif on_failure is not None:
+                on_failure(e)
+        return e
+
+    def close(self):
+        self.commit()
+        self.db.close()
+
+    # ---- the hot paths, one statement per batch
+
+    def add_inputs(self, rows: list[tuple[str, str, int, bytes]]):
+        self._write()
+        if rows:
+            ids, calls, idxs, args = zip(*rows)
+            self.db.execute("INSERT INTO inputs (input_id, call_id, idx, args) "
+                            "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[]) "
+                            "ON CONFLICT DO NOTHING", (list(ids), list(calls), list(idxs), list(args)))
+
+    def add_outputs(self, rows, finished_input_ids, calls_done):
+        self._write()
+        # One statement may not change a row twice: the last of each key counts, as in SQLite.
+        outputs = list({(r[0], r[1]): r for r in rows}.values())
+        if outputs:
+            cids, seqs, outs, times = zip(*outputs)
+            self.db.execute(
+                "INSERT INTO outputs (call_id, seq, output, created_at) "
+                "SELECT * FROM unnest(?::text[], ?::bigint[], ?::bytea[], ?::float8[]) "
+                "ON CONFLICT (call_id, seq) DO UPDATE SET output=excluded.output, created_at=excluded.created_at",
+                (list(cids), list(seqs), list(outs), list(times)))
+        if finished_input_ids:
+            self.db.execute("DELETE FROM inputs WHERE input_id = ANY(?::text[])", (list(finished_input_ids),))
+        done = {cid: (cid, n, seq) for cid, n, seq in calls_done}
+        if done:
+            cids, nums, seqs = zip(*done.values())
+            self.db.execute(
+                "UPDATE calls c SET num_done=d.num_done, next_seq=d.next_seq, done_at=CASE WHEN c.num_inputs "
+                "IS NOT NULL AND d.num_done>=c.num_inputs THEN ? ELSE NULL END "
+                "FROM unnest(?::text[], ?::bigint[], ?::bigint[]) AS d(call_id, num_done, next_seq) "
+                "WHERE c.call_id=d.call_id", (time.time(), list(cids), list(nums), list(seqs)))
+
+    # ---- what SQLite says another way
+
+    def add_call_blobs(self, rows: list[tuple[str, str]]):
+        self._write()
+        self.db.executemany("INSERT INTO call_blobs (call_id, blob_id) VALUES (?, ?) ON CONFLICT DO NOTHING", rows)
+
+    def add_layer(self, layer):
+        self._write()
+        now = time.time()
+        self.db.execute("INSERT INTO layers (layer_id, blob_id, created_at, size, archive_size, used_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (layer_id) DO UPDATE SET blob_id=excluded.blob_id, "
+                        "created_at=excluded.created_at, size=excluded.size, archive_size=excluded.archive_size, "
+                        "used_at=excluded.used_at",
+                        (layer.layer_id, layer.blob_id, now, layer.size, layer.archive_size, now))
+
+    def layer_rows(self):
+        return self.db.execute("SELECT layer_id, blob_id, size, archive_size, GREATEST(created_at, used_at) "
+                               "FROM layers").fetchall()
+
+    def secret_by_name(self, workspace, name):
+        return self.db.execute("SELECT secret_id, ciphertext FROM secrets WHERE workspace=? AND name=? "
+                               "AND ciphertext!=''::bytea", (workspace, name)).fetchone()
+
+    def secret_ciphertext(self, secret_id):
+        return self.db.execute("SELECT workspace, ciphertext FROM secrets WHERE secret_id=? "
+                               "AND ciphertext!=''::bytea", (secret_id,)).fetchone()
+
+    def deleted_secret(self, secret_id):
+        return self.db.execute("SELECT workspace, name FROM secrets WHERE secret_id=? AND ciphertext=''::bytea",
+                               (secret_id,)).fetchone()
+
+    def list_secrets(self, workspace):
+        return self.db.execute("SELECT name, created_at, num_keys FROM secrets WHERE workspace=? "
+                               "AND name IS NOT NULL AND ciphertext!=''::bytea ORDER BY name",
+                               (workspace,)).fetchall()
+
+    def delete_secret(self, workspace, name) -> bool:
+        self._write()
+        # As SQLite's: the row stays, its values erased.
+        return self.db.execute("UPDATE secrets SET ciphertext=''::bytea, num_keys=0 WHERE workspace=? AND name=? "
+                               "AND ciphertext!=''::bytea", (workspace, name)).rowcount > 0
+
+    def add_usage(self, rows):
+        self._write()
+        self.db.executemany(
+            "INSERT INTO usage AS u (workspace, app_name, function_name, hour, cpu_seconds, memory_gib_seconds, "
+            "gpu_seconds, inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace, hour, app_name, "
+            "function_name) DO UPDATE SET cpu_seconds = u.cpu_seconds + excluded.cpu_seconds, "
+            "memory_gib_seconds = u.memory_gib_seconds + excluded.memory_gib_seconds, "
+            "gpu_seconds = u.gpu_seconds + excluded.gpu_seconds, inputs = u.inputs + excluded.inputs", rows)
+
+    def usage(self, workspace, since_hour):
+        where, args = ("workspace = ? AND hour >= ?", (workspace, since_hour)) if workspace is not None else (
+            "hour >= ?", (since_hour,))
+        # SUM of a BIGINT is a NUMERIC in PostgreSQL: back to an integer.
+        return self.db.execute(
+            "SELECT workspace, app_name, function_name, SUM(cpu_seconds), SUM(memory_gib_seconds), SUM(gpu_seconds), "
+            f"SUM(inputs)::bigint FROM usage WHERE {where} GROUP BY workspace, app_name, function_name "
+            "ORDER BY workspace, app_name, function_name", args).fetchall()
+
+    def set_schedule_run(self, workspace, app_name, function_name, when):
+        self._write()
+        self.db.execute("INSERT INTO schedule_runs (workspace, app_name, function_name, last_run) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (workspace, app_name, function_name) DO UPDATE SET last_run=excluded.last_run",
+                        (workspace, app_name, function_name, when))
+
+    def dict_put(self, dict_id, items, skip_if_exists) -> bool:
+        self._write()
+        latest = dict(items)  # one statement may not change a key twice: the last value counts
+        if not latest:
+            return False
+        action = "NOTHING" if skip_if_exists else "UPDATE SET value=excluded.value"
+        return self.db.execute(
+            "INSERT INTO dict_entries (dict_id, key, value) SELECT ?, * FROM unnest(?::bytea[], ?::bytea[]) "
+            f"ON CONFLICT (dict_id, key) DO {action}", (dict_id, list(latest), list(latest.values()))).rowcount > 0
+
+    def volume_commit(self, volume_id, files, deleted) -> int:
+        self._write()
+        old = self.db.execute("SELECT version FROM volume_versions WHERE volume_id=?", (volume_id,)).fetchone()
+        keep = "INSERT INTO volume_old_blobs (volume_id, version, blob_id) SELECT volume_id, ?, blob_id " \
+               "FROM volume_files WHERE volume_id=? AND {} ON CONFLICT DO NOTHING"
+        under = "(path=? OR substr(path, 1, ?)=?)"
+        for path in deleted:  # a path, or a directory and everything under it
+            prefix = path.rstrip("/") + "/"
+            if old:
+                self.db.execute(keep.format(under), (old[0], volume_id, path, len(prefix), prefix))
+            self.db.execute(f"DELETE FROM volume_files WHERE volume_id=? AND {under}",
+                            (volume_id, path, len(prefix), prefix))
+        latest = list({f[0]: f for f in files}.values())
+        if old and latest:
+            self.db.executemany(keep.format("path=? AND blob_id!=?"), [(old[0], volume_id, f[0], f[1])
+                                                                       for f in latest])
+        if latest:
+            self.db.executemany(
+                "INSERT INTO volume_files (volume_id, path, blob_id, size, mode, mtime) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (volume_id, path) DO UPDATE SET blob_id=excluded.blob_id, size=excluded.size, "
+                "mode=excluded.mode, mtime=excluded.mtime", [(volume_id, *f) for f in latest])
+        return self.db.execute("INSERT INTO volume_versions AS v (volume_id, version) VALUES (?, 1) "
+                               "ON CONFLICT (volume_id) DO UPDATE SET version=v.version+1 RETURNING version",
+                               (volume_id,)).fetchone()[0]
