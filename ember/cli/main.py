@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--data-dir", default=str(ember_home() / "server"),
                         help="where its state lives (default: $EMBER_HOME/server, else ~/.ember/server); "
                              "see above for a full disk")
+    server.add_argument("--database-url", default=os.environ.get("EMBER_DATABASE_URL"), metavar="URL",
+                        help="keep durable state in PostgreSQL, postgresql://USER:PASSWORD@HOST/DATABASE "
+                             "(default: $EMBER_DATABASE_URL, else SQLite in --data-dir); the password may come "
+                             "from PGPASSWORD or ~/.pgpass instead")
     server.add_argument("--lease-timeout", type=float, default=15.0,
                         help="seconds without contact before a container's inputs return to the queue (a "
                              "container whose connection and worker's connection closed returns them at once)")

@@ -22,7 +22,7 @@ from .breaker import Breaker
 from .refusals import Refusals
 from .scheduler import Scheduler
 from .secrets import Secrets
-from .store import open_store
+from .store import StoreError, describe_url, open_store
 from .tokens import ProxyTokens
 
 log = logging.getLogger("ember.server")
@@ -44,9 +44,12 @@ EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
                 app_timeout: float, output_retention: float, gc: GcPolicy | None = None, http: str | None = None,
                 web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
-                breaker: Breaker | None = None):
+                breaker: Breaker | None = None, database_url: str | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(data_dir / "ember.db")
+    try:
+        store = open_store(database_url or data_dir / "ember.db")
+    except StoreError as e:
+        raise exception.InvalidError(f"{e} (--database-url)" if database_url else str(e)) from None
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
                       app_timeout=app_timeout, output_retention=output_retention, breaker=breaker)
     sched.recover()
@@ -87,7 +90,8 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         host = address.rpartition(":")[0]
         bound = f"{host}:{server.add_insecure_port(address)}"
     await server.start()
-    print(f"ember server listening on {bound}, web endpoints at {sched.routes.base_url} (data in {data_dir})",
+    state = f"state in {describe_url(database_url)}, " if database_url else ""
+    print(f"ember server listening on {bound}, web endpoints at {sched.routes.base_url} ({state}data in {data_dir})",
           flush=True)
     if ready_file:
         pathlib.Path(ready_file).write_text(bound)
@@ -187,5 +191,6 @@ def run(args) -> int:
                       lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
                       app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
                       http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
-                      breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown)))
+                      breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
+                      database_url=args.database_url))
     return 0

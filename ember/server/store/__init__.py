@@ -22,6 +22,7 @@ a database the team runs). Every implementation passes the one conformance suite
 """
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -48,6 +49,12 @@ def open_store(url_or_path: str | os.PathLike) -> "Store":
         return PostgresStore(target)
     raise StoreError(f"cannot open {target}: unknown store {scheme!r}; give a path to an SQLite database "
                      "(or sqlite:///path/to/ember.db), or a postgresql://USER:PASSWORD@HOST/DATABASE URL")
+
+
+def describe_url(url: str) -> str:
+    """A store's URL as logs and messages show it: without its password."""
+    url = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 class Store(ABC):

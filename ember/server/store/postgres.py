@@ -14,12 +14,11 @@ old one was lost.
 
 import asyncio
 import logging
-import re
 import time
 
 import psycopg
 
-from . import StoreError
+from . import StoreError, describe_url
 from .migrate import migrate
 from .sqlite import SqliteStore
 
@@ -47,7 +46,7 @@ class _Db:
 
     def describe(self) -> str:
         """The URL without its password."""
-        return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", self.url)
+        return describe_url(self.url)
 
     def _query(self, sql: str) -> str:
         query = self._queries.get(sql)
