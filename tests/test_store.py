@@ -573,3 +573,63 @@ async def test_names_are_unique_per_workspace(store, reopen):
     assert store.secret_by_name("b", "api") == ("sc-b", b"b") and store.secret_ciphertext("sc-main")[0] == "main"
     assert store.last_version("b", "web") == 1 and [r[0] for r in store.app_history("b", "web")] == ["ap-b"]
     assert store.delete_secret("b", "api") and store.secret_by_name("main", "api") == ("sc-main", b"main")
+
+
+# ---- PostgreSQL's own
+
+
+def test_both_engines_migrate_to_one_schema(tmp_path):
+    """Every migration has its PostgreSQL form: the same tables and columns, whatever their types."""
+    open_store(tmp_path / "ember.db").close()
+    db = sqlite3.connect(tmp_path / "ember.db")
+    tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    sqlite_schema = {t: sorted(row[1] for row in db.execute(f"PRAGMA table_info({t})")) for t in tables}
+    versions = sorted(v for (v,) in db.execute("SELECT version FROM schema_version"))
+    db.close()
+    url = postgres_url()
+    open_store(url).close()
+    import psycopg
+    with psycopg.connect(url) as pg:
+        postgres_schema = {}
+        for table, column in pg.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                        "WHERE table_schema='public'"):
+            postgres_schema.setdefault(table, []).append(column)
+        assert sorted(v for (v,) in pg.execute("SELECT version FROM schema_version")) == versions
+    assert {t: sorted(c) for t, c in postgres_schema.items()} == sqlite_schema
+
+
+@run_async
+async def test_a_statement_postgres_refuses_undoes_its_transaction_and_the_store_goes_on():
+    store = open_store(postgres_url())
+    try:
+        store.create_app("ap-1", "main", "undone")
+        failed = []
+        store.on_durable(lambda: failed.append("committed"), failed.append)
+        with pytest.raises(Exception, match="duplicate key"):
+            store.create_workspace("main")  # there is one: PostgreSQL aborts the whole transaction
+        assert [type(e).__name__ for e in failed] == ["UniqueViolation"]
+        await store.durable()  # nothing is open now: what was is undone
+        store.create_app("ap-2", "main", "kept")
+        await store.durable()
+        assert [a[0] for a in store.running_apps()] == ["ap-2"]
+    finally:
+        store.close()
+
+
+@run_async
+async def test_a_lost_connection_fails_its_transaction_and_the_next_write_reconnects():
+    url = postgres_url()
+    store = open_store(url)
+    try:
+        store.create_app("ap-1", "main", "lost")
+        import psycopg
+        with psycopg.connect(url, autocommit=True) as admin:  # as if PostgreSQL restarted
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname=current_database() "
+                          "AND pid != pg_backend_pid()")
+        with pytest.raises(psycopg.OperationalError):
+            await store.durable()
+        store.create_app("ap-2", "main", "kept")
+        await store.durable()
+        assert [a[0] for a in store.running_apps()] == ["ap-2"]
+    finally:
+        store.close()
