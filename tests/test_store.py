@@ -605,10 +605,11 @@ async def test_a_statement_postgres_refuses_undoes_its_transaction_and_the_store
         store.create_app("ap-1", "main", "undone")
         failed = []
         store.on_durable(lambda: failed.append("committed"), failed.append)
+        store.create_workspace("main")  # there is one: PostgreSQL refuses the whole transaction
         with pytest.raises(Exception, match="duplicate key"):
-            store.create_workspace("main")  # there is one: PostgreSQL aborts the whole transaction
+            await store.durable()
         assert [type(e).__name__ for e in failed] == ["UniqueViolation"]
-        await store.durable()  # nothing is open now: what was is undone
+        assert store.running_apps() == []  # ap-1 went with it
         store.create_app("ap-2", "main", "kept")
         await store.durable()
         assert [a[0] for a in store.running_apps()] == ["ap-2"]

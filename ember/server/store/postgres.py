@@ -1,15 +1,16 @@
 """The PostgreSQL store: durable state in a database the team already runs (psycopg 3).
 
 It is the SQLite store's queries on another engine: one connection, used from the event loop's
-thread, and the same group commit (see the package). The queries SQLite and PostgreSQL both
-accept are the SQLite store's (their `?` placeholders become psycopg's); the ones that differ
-(INSERT OR IGNORE / OR REPLACE, MAX of two values, row counts) and the hot paths (inputs in,
-outputs out, written as one statement per batch over arrays) are written here again.
+thread, and the same group commit (see the package), each transaction sent in one message (_Db).
+The queries SQLite and PostgreSQL both accept are the SQLite store's (their `?` placeholders
+become psycopg's); the ones that differ (INSERT OR IGNORE / OR REPLACE, MAX of two values, row
+counts) and the hot paths (inputs in, outputs out, one statement per batch over arrays) are
+written here again.
 
-Reads see the open transaction because they run in it, on the same connection. A transaction
-PostgreSQL refuses (a statement failed, the connection was lost) is undone as a whole, and
-whoever waits for it gets the error; the next write opens a new one, on a new connection if the
-old one was lost.
+Reads see the open transaction because they run in it, on the same connection, after its
+writes. A transaction PostgreSQL refuses (a statement failed, the connection was lost) is undone
+as a whole, and whoever waits for it gets the error; the next write opens a new one, on a new
+connection if the old one was lost.
 """
 
 import asyncio
@@ -27,22 +28,31 @@ log = logging.getLogger("ember.server")
 
 class _Db:
     """The connection, as the SQLite store's queries use it (`?` placeholders, `execute`,
-    `executemany`), and as the migrations do (`engine`, `describe`, `execute_script`)."""
+    `executemany`), and as the migrations do (`engine`, `describe`, `execute_script`).
+
+    While a transaction is open (`begin`), writes are not sent one by one: each is bound here
+    (client-side, as psycopg's ClientCursor does) and kept, and they go together, in one message,
+    when a read needs them (it must see them) or at the commit. A transaction is then one round
+    trip to PostgreSQL, not one per statement."""
 
     engine = "postgres"
 
     def __init__(self, url: str):
         self.url = url
         self.failed = None  # set by the store: undoes the transaction a failed statement aborted
+        self.pending: list[str] | None = None  # the open transaction's writes not sent yet; None: none open
+        self.begun = False  # whether its BEGIN was sent (with writes a read needed)
         self.conn = self._connect()
         self._queries: dict[str, str] = {}
 
     def _connect(self) -> psycopg.Connection:
         try:
             # autocommit: a read outside a write's transaction is its own, not one left open.
-            return psycopg.connect(self.url, autocommit=True)
+            conn = psycopg.connect(self.url, autocommit=True)
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to the database {self.describe()}: {e}".strip()) from e
+        self._binder = psycopg.ClientCursor(conn)
+        return conn
 
     def describe(self) -> str:
         """The URL without its password."""
@@ -54,19 +64,67 @@ class _Db:
             query = self._queries[sql] = sql.replace("%", "%%").replace("?", "%s")
         return query
 
-    def execute(self, sql: str, params=()) -> psycopg.Cursor:
-        return self._checked(lambda: self._live().execute(self._query(sql), params))
+    # ---- statements
 
-    def executemany(self, sql: str, rows) -> psycopg.Cursor:
+    def execute(self, sql: str, params=()) -> psycopg.Cursor | None:
+        """Run a read now (after the writes it must see); keep a write of the open transaction for
+        later (it returns None), or run it now if none is open."""
+        if self.pending is not None and not _is_read(sql):
+            self.pending.append(self._bind(sql, params))
+            return None
+        return self.run(sql, params)
+
+    def executemany(self, sql: str, rows):
+        if self.pending is not None:
+            self.pending.extend(self._bind(sql, row) for row in rows)
+            return
         def run():
-            cur = self._live().cursor()
-            cur.executemany(self._query(sql), rows)
-            return cur
-        return self._checked(run)
+            self._live().cursor().executemany(self._query(sql), rows)
+        self._checked(run)
+
+    def run(self, sql: str, params=()) -> psycopg.Cursor:
+        """Run a statement now, after the writes kept: a read, or a write whose result is needed."""
+        self.flush()
+        return self._checked(lambda: self._live().execute(self._query(sql), params))
 
     def execute_script(self, script: str):
         """Several statements, no parameters (a migration)."""
         self._live().execute(script)
+
+    def _bind(self, sql: str, params) -> str:
+        return self._binder.mogrify(self._query(sql), params)
+
+    # ---- the open transaction
+
+    def begin(self):
+        self.pending, self.begun = [], False
+
+    def flush(self):
+        """Send the writes kept (opening the transaction with them, the first time)."""
+        if self.pending:
+            script = ";\n".join(([] if self.begun else ["BEGIN"]) + self.pending)
+            self.pending = []
+            self.begun = True
+            self._checked(lambda: self._live().execute(script))
+
+    def commit(self):
+        """Send what is kept and COMMIT, in one message; raises what PostgreSQL refused."""
+        if self.pending is None:
+            return
+        statements = self.pending
+        if statements or self.begun:
+            script = ";\n".join(([] if self.begun else ["BEGIN"]) + statements + ["COMMIT"])
+            self._checked(lambda: self._live().execute(script))
+        self.pending, self.begun = None, False
+
+    def rollback(self):
+        """Forget the open transaction: what was kept, and what PostgreSQL holds of it."""
+        self.pending, self.begun = None, False
+        if not self.conn.closed and self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                self.conn.execute("ROLLBACK")
+            except psycopg.Error:
+                log.exception("cannot roll back a failed transaction")
 
     def _live(self) -> psycopg.Connection:
         if self.conn.closed:  # lost (PostgreSQL restarted, the network broke): a new one
@@ -85,6 +143,10 @@ class _Db:
         self.conn.close()
 
 
+def _is_read(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() in ("SELECT", "WITH")
+
+
 class PostgresStore(SqliteStore):
     """The whole Store on PostgreSQL (the queries SQLite's store shares with it are inherited)."""
 
@@ -101,14 +163,20 @@ class PostgresStore(SqliteStore):
             raise
         self.db.failed = self.failed
 
-    # ---- group commit (opening the transaction is SQLite's `_write`)
+    # ---- group commit
+
+    def _write(self):
+        if not self.in_transaction:
+            self.db.begin()
+            self.in_transaction = True
+            asyncio.get_running_loop().call_later(0, self.commit)
 
     def commit(self):
         if not self.in_transaction:
             return
         try:
             self._flush_assignments()
-            self.db.execute("COMMIT")
+            self.db.commit()
         except psycopg.Error as e:
             log.error("the database refused a commit: %s", e)  # its waiters were told (failed)
             return
@@ -135,11 +203,7 @@ class PostgresStore(SqliteStore):
         everyone waiting for it is told; the next write opens a fresh one."""
         if not self.in_transaction:
             return e
-        if not self.db.conn.closed:
-            try:
-                self.db.conn.execute("ROLLBACK")
-            except psycopg.Error:
-                log.exception("cannot roll back a failed transaction")
+        self.db.rollback()
         self.in_transaction = False
         self.deferred_assignments = []
         waiters, self.commit_waiters = self.commit_waiters, []
@@ -226,8 +290,8 @@ class PostgresStore(SqliteStore):
     def delete_secret(self, workspace, name) -> bool:
         self._write()
         # As SQLite's: the row stays, its values erased.
-        return self.db.execute("UPDATE secrets SET ciphertext=''::bytea, num_keys=0 WHERE workspace=? AND name=? "
-                               "AND ciphertext!=''::bytea", (workspace, name)).rowcount > 0
+        return self.db.run("UPDATE secrets SET ciphertext=''::bytea, num_keys=0 WHERE workspace=? AND name=? "
+                           "AND ciphertext!=''::bytea", (workspace, name)).rowcount > 0
 
     def add_usage(self, rows):
         self._write()
@@ -259,7 +323,7 @@ class PostgresStore(SqliteStore):
         if not latest:
             return False
         action = "NOTHING" if skip_if_exists else "UPDATE SET value=excluded.value"
-        return self.db.execute(
+        return self.db.run(
             "INSERT INTO dict_entries (dict_id, key, value) SELECT ?, * FROM unnest(?::bytea[], ?::bytea[]) "
             f"ON CONFLICT (dict_id, key) DO {action}", (dict_id, list(latest), list(latest.values()))).rowcount > 0
 
@@ -284,6 +348,6 @@ class PostgresStore(SqliteStore):
                 "INSERT INTO volume_files (volume_id, path, blob_id, size, mode, mtime) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (volume_id, path) DO UPDATE SET blob_id=excluded.blob_id, size=excluded.size, "
                 "mode=excluded.mode, mtime=excluded.mtime", [(volume_id, *f) for f in latest])
-        return self.db.execute("INSERT INTO volume_versions AS v (volume_id, version) VALUES (?, 1) "
-                               "ON CONFLICT (volume_id) DO UPDATE SET version=v.version+1 RETURNING version",
-                               (volume_id,)).fetchone()[0]
+        return self.db.run("INSERT INTO volume_versions AS v (volume_id, version) VALUES (?, 1) "
+                           "ON CONFLICT (volume_id) DO UPDATE SET version=v.version+1 RETURNING version",
+                           (volume_id,)).fetchone()[0]
