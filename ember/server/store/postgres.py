@@ -15,7 +15,9 @@ connection if the old one was lost.
 
 import asyncio
 import logging
+import select
 import time
+from collections.abc import Callable
 
 import psycopg
 
@@ -31,19 +33,23 @@ class _Db:
     `executemany`), and as the migrations do (`engine`, `describe`, `execute_script`).
 
     While a transaction is open (`begin`), writes are not sent one by one: each is bound here
-    (client-side, as psycopg's ClientCursor does) and kept, and they go together, in one message,
-    when a read needs them (it must see them) or at the commit. A transaction is then one round
-    trip to PostgreSQL, not one per statement."""
+    (its parameters quoted by libpq, as literals) and kept, and they go together, in one message,
+    with the read that needs them (it must see them) or with the COMMIT. A transaction is then
+    one round trip to PostgreSQL, not one per statement; and its COMMIT is awaited by the event
+    loop (`commit_async`), not blocking it: meanwhile, writes gather for the next transaction.
+    Whatever uses the connection while a COMMIT is on its way waits for it first (`settle`)."""
 
     engine = "postgres"
 
     def __init__(self, url: str):
         self.url = url
         self.failed = None  # set by the store: undoes the transaction a failed statement aborted
-        self.pending: list[str] | None = None  # the open transaction's writes not sent yet; None: none open
+        self.pending: list[bytes] | None = None  # the open transaction's writes not sent yet; None: none open
         self.begun = False  # whether its BEGIN was sent (with writes a read needed)
+        self.inflight: _Commit | None = None  # a COMMIT sent, its answer not yet read
         self.conn = self._connect()
         self._queries: dict[str, str] = {}
+        self._parts: dict[str, list[bytes]] = {}
 
     def _connect(self) -> psycopg.Connection:
         try:
@@ -51,7 +57,8 @@ class _Db:
             conn = psycopg.connect(self.url, autocommit=True)
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to the database {self.describe()}: {e}".strip()) from e
-        self._binder = psycopg.ClientCursor(conn)
+        # Literals quoted by libpq for this connection (its encoding and string settings).
+        self._literal = psycopg.adapt.Transformer(conn).as_literal
         return conn
 
     def describe(self) -> str:
@@ -64,62 +71,118 @@ class _Db:
             query = self._queries[sql] = sql.replace("%", "%%").replace("?", "%s")
         return query
 
+    def bind(self, sql: str, params=()) -> bytes:
+        """The statement with its `?` placeholders replaced by its parameters, quoted by libpq."""
+        parts = self._parts.get(sql)
+        if parts is None:
+            parts = self._parts[sql] = [p.encode() for p in sql.split("?")]
+        if len(params) != len(parts) - 1:
+            raise ValueError(f"{len(parts) - 1} parameters expected, {len(params)} given: {sql}")
+        literal = self._literal
+        out = [parts[0]]
+        for value, part in zip(params, parts[1:]):
+            out += (literal(value), part)
+        return b"".join(out)
+
+    def values(self, rows) -> bytes:
+        """Rows as a VALUES list: (a, b), (c, d), ..."""
+        literal = self._literal
+        return b", ".join(b"(" + b", ".join(map(literal, row)) + b")" for row in rows)
+
     # ---- statements
 
     def execute(self, sql: str, params=()) -> psycopg.Cursor | None:
         """Run a read now (after the writes it must see); keep a write of the open transaction for
         later (it returns None), or run it now if none is open."""
         if self.pending is not None and not _is_read(sql):
-            self.pending.append(self._bind(sql, params))
+            self.pending.append(self.bind(sql, params))
             return None
         return self.run(sql, params)
 
+    def write(self, statement: bytes):
+        """A write bound already (bind, values): kept for the open transaction, or run now."""
+        if self.pending is not None:
+            self.pending.append(statement)
+        else:
+            self._checked(lambda: self._live().execute(statement))
+
     def executemany(self, sql: str, rows):
         if self.pending is not None:
-            self.pending.extend(self._bind(sql, row) for row in rows)
+            self.pending.extend(self.bind(sql, row) for row in rows)
             return
         def run():
             self._live().cursor().executemany(self._query(sql), rows)
         self._checked(run)
 
     def run(self, sql: str, params=()) -> psycopg.Cursor:
-        """Run a statement now, after the writes kept: a read, or a write whose result is needed."""
-        self.flush()
-        return self._checked(lambda: self._live().execute(self._query(sql), params))
+        """Run a statement now: a read, or a write whose result is needed. The writes kept go with
+        it, in the same message (it sees them); its result is the cursor's."""
+        if not self.pending:
+            return self._checked(lambda: self._live().execute(self._query(sql), params))
+        return self.run_bound(self.bind(sql, params))
+
+    def run_bound(self, statement: bytes) -> psycopg.Cursor:
+        """As run, a statement bound already."""
+        script = statement if self.pending is None else self._script([statement])
+
+        def run():
+            cur = self._live().execute(script)
+            while cur.nextset():  # to the last statement's result
+                pass
+            return cur
+        return self._checked(run)
 
     def execute_script(self, script: str):
         """Several statements, no parameters (a migration)."""
         self._live().execute(script)
-
-    def _bind(self, sql: str, params) -> str:
-        return self._binder.mogrify(self._query(sql), params)
 
     # ---- the open transaction
 
     def begin(self):
         self.pending, self.begun = [], False
 
-    def flush(self):
-        """Send the writes kept (opening the transaction with them, the first time)."""
-        if self.pending:
-            script = ";\n".join(([] if self.begun else ["BEGIN"]) + self.pending)
-            self.pending = []
-            self.begun = True
-            self._checked(lambda: self._live().execute(script))
+    def _script(self, then: list[bytes]) -> bytes:
+        """The writes kept, then more, as one message (opening the transaction, the first time)."""
+        statements = ([] if self.begun else [b"BEGIN"]) + self.pending + then
+        self.pending, self.begun = [], True
+        return b";\n".join(statements)
 
-    def commit(self):
-        """Send what is kept and COMMIT, in one message; raises what PostgreSQL refused."""
-        if self.pending is None:
+    def commit_async(self, done: Callable[[psycopg.Error | None], None]):
+        """Send what is kept and COMMIT, in one message, and return; done(None) once PostgreSQL
+        committed it, done(error) if it refused. The loop reads the answer (or `settle` does)."""
+        if not self.pending and not self.begun:
+            self.pending = None
+            done(None)
             return
-        statements = self.pending
-        if statements or self.begun:
-            script = ";\n".join(([] if self.begun else ["BEGIN"]) + statements + ["COMMIT"])
-            self._checked(lambda: self._live().execute(script))
+        script = self._script([b"COMMIT"])
         self.pending, self.begun = None, False
+        def answered(error: psycopg.Error | None):
+            self.inflight = None  # the connection is free again before anyone hears of it
+            if error is not None:
+                self._abandon()  # what ran of it before the error, and its aborted transaction
+            done(error)
+
+        try:
+            conn = self._live()
+            conn.pgconn.send_query(script)
+        except psycopg.Error as e:
+            done(e)
+            return
+        self.inflight = _Commit(conn, answered)
+        self.inflight.start()
+
+    def settle(self):
+        """Wait for the COMMIT on its way, if any (the connection carries one query at a time)."""
+        if self.inflight is not None:
+            self.inflight.wait()
 
     def rollback(self):
         """Forget the open transaction: what was kept, and what PostgreSQL holds of it."""
         self.pending, self.begun = None, False
+        self._abandon()
+
+    def _abandon(self):
+        """Roll back the transaction PostgreSQL holds open, if any."""
         if not self.conn.closed and self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             try:
                 self.conn.execute("ROLLBACK")
@@ -127,6 +190,7 @@ class _Db:
                 log.exception("cannot roll back a failed transaction")
 
     def _live(self) -> psycopg.Connection:
+        self.settle()
         if self.conn.closed:  # lost (PostgreSQL restarted, the network broke): a new one
             self.conn = self._connect()
         return self.conn
@@ -140,11 +204,92 @@ class _Db:
             raise
 
     def close(self):
+        self.settle()
         self.conn.close()
+
+
+class _Commit:
+    """A COMMIT sent on the connection (libpq's asynchronous API), whose answer the event loop
+    reads when it comes, or `wait` reads now."""
+
+    def __init__(self, conn: psycopg.Connection, done):
+        self.pgconn = conn.pgconn
+        self.fd = self.pgconn.socket
+        self.done = done
+        self.error: psycopg.Error | None = None
+        self.finished = False
+        self.loop = None
+
+    def start(self):
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (closing): answered now
+            self.wait()
+            return
+        if self.pgconn.flush():  # a large transaction: the rest goes out as the socket takes it
+            self.loop.add_writer(self.fd, self._writable)
+        self.loop.add_reader(self.fd, self._readable)
+
+    def _writable(self):
+        try:
+            if not self.pgconn.flush():
+                self.loop.remove_writer(self.fd)
+        except psycopg.Error as e:
+            self._finish(e)
+
+    def _readable(self):
+        try:
+            self.pgconn.consume_input()
+            self._collect()
+        except psycopg.Error as e:
+            self._finish(e)
+
+    def _collect(self):
+        """Read the results that have come; the last (None) finishes."""
+        while not self.finished and not self.pgconn.is_busy():
+            result = self.pgconn.get_result()
+            if result is None:
+                self._finish(None)
+            elif result.status == psycopg.pq.ExecStatus.FATAL_ERROR and self.error is None:
+                self.error = psycopg.errors.error_from_result(result, encoding=self.pgconn._encoding)
+
+    def wait(self):
+        try:
+            while not self.finished:
+                writing = self.pgconn.flush()
+                select.select([self.fd], [self.fd] if writing else [], [])
+                self.pgconn.consume_input()
+                self._collect()
+        except psycopg.Error as e:
+            self._finish(e)
+
+    def _finish(self, error: psycopg.Error | None):
+        if self.finished:
+            return
+        self.finished = True
+        if self.loop is not None:
+            self.loop.remove_reader(self.fd)
+            self.loop.remove_writer(self.fd)
+        self.done(error or self.error)
 
 
 def _is_read(sql: str) -> bool:
     return sql.lstrip()[:6].upper() in ("SELECT", "WITH")
+
+
+def _wake(waiters: list[tuple], error: Exception | None):
+    """Tell those waiting for a transaction that it committed (error None), or why not."""
+    for on_success, on_failure in waiters:
+        if isinstance(on_success, asyncio.Future):
+            if not on_success.done():
+                if error is None:
+                    on_success.set_result(None)
+                else:
+                    on_success.set_exception(error)
+        elif error is None:
+            on_success()
+        elif on_failure is not None:
+            on_failure(error)
 
 
 class PostgresStore(SqliteStore):
@@ -155,7 +300,8 @@ class PostgresStore(SqliteStore):
         self.db = _Db(url)
         self.deferred_assignments: list[tuple[str | None, str]] = []  # hints (see SqliteStore)
         self.in_transaction = False
-        self.commit_waiters: list[tuple] = []
+        self.commit_waiters: list[tuple] = []  # (on_success, on_failure) of the open transaction
+        self.inflight_waiters: list[tuple] = []  # of the transaction whose COMMIT is on its way
         try:
             migrate(self.db)
         except BaseException:
@@ -172,31 +318,34 @@ class PostgresStore(SqliteStore):
             asyncio.get_running_loop().call_later(0, self.commit)
 
     def commit(self):
-        if not self.in_transaction:
-            return
+        """Send the open transaction's COMMIT; its waiters are woken when PostgreSQL answers. While
+        the one before is on its way, this one waits for it (and gathers more writes)."""
+        if not self.in_transaction or self.db.inflight is not None:
+            return  # committed after the one on its way (_committed)
         try:
             self._flush_assignments()
-            self.db.commit()
-        except psycopg.Error as e:
-            log.error("the database refused a commit: %s", e)  # its waiters were told (failed)
-            return
+        except psycopg.Error:
+            return  # its waiters were told (failed)
         self.in_transaction = False
-        waiters, self.commit_waiters = self.commit_waiters, []
-        for on_success, _ in waiters:
-            if isinstance(on_success, asyncio.Future):
-                if not on_success.done():
-                    on_success.set_result(None)
-            else:
-                on_success()
+        self.inflight_waiters, self.commit_waiters = self.commit_waiters, []
+        self.db.commit_async(self._committed)
+
+    def _committed(self, error: psycopg.Error | None):
+        waiters, self.inflight_waiters = self.inflight_waiters, []
+        if error is not None:
+            log.error("the database refused a commit: %s", error)
+        _wake(waiters, error)
+        if self.in_transaction:  # writes gathered meanwhile: their turn
+            asyncio.get_running_loop().call_soon(self.commit)
 
     def _flush_assignments(self):
         if not self.deferred_assignments:
             return
         latest = dict((input_id, container) for container, input_id in self.deferred_assignments)
         self.deferred_assignments = []
-        self.db.execute("UPDATE inputs i SET container_id=d.container_id FROM unnest(?::text[], ?::text[]) "
-                        "AS d(input_id, container_id) WHERE i.input_id=d.input_id",
-                        (list(latest), list(latest.values())))
+        # The first row names the type of a column that may be NULL throughout.
+        self.db.write(b"UPDATE inputs i SET container_id=d.container_id FROM (VALUES ('', NULL::text), "
+                      + self.db.values(latest.items()) + b") AS d(input_id, container_id) WHERE i.input_id=d.input_id")
 
     def failed(self, e: psycopg.Error) -> Exception:
         """A statement failed: PostgreSQL aborted the whole open transaction, so it is undone, and
@@ -207,49 +356,56 @@ class PostgresStore(SqliteStore):
         self.in_transaction = False
         self.deferred_assignments = []
         waiters, self.commit_waiters = self.commit_waiters, []
-        for on_success, on_failure in waiters:
-            if isinstance(on_success, asyncio.Future):
-                if not on_success.done():
-                    on_success.set_exception(e)
-            elif on_failure is not None:
-                on_failure(e)
+        _wake(waiters, e)
         return e
 
+    def on_durable(self, callback, on_failure=None):
+        if self.in_transaction:
+            self.commit_waiters.append((callback, on_failure))
+        elif self.db.inflight is not None:
+            self.inflight_waiters.append((callback, on_failure))
+        else:
+            callback()
+
+    async def durable(self):
+        if self.in_transaction or self.db.inflight is not None:
+            fut = asyncio.get_running_loop().create_future()
+            self.on_durable(fut, fut)
+            await fut
+
     def close(self):
+        self.db.settle()
         self.commit()
         self.db.close()
+
+
 
     # ---- the hot paths, one statement per batch
 
     def add_inputs(self, rows: list[tuple[str, str, int, bytes]]):
         self._write()
         if rows:
-            ids, calls, idxs, args = zip(*rows)
-            self.db.execute("INSERT INTO inputs (input_id, call_id, idx, args) "
-                            "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[]) "
-                            "ON CONFLICT DO NOTHING", (list(ids), list(calls), list(idxs), list(args)))
+            self.db.write(b"INSERT INTO inputs (input_id, call_id, idx, args) VALUES " + self.db.values(rows)
+                          + b" ON CONFLICT DO NOTHING")
 
     def add_outputs(self, rows, finished_input_ids, calls_done):
         self._write()
         # One statement may not change a row twice: the last of each key counts, as in SQLite.
         outputs = list({(r[0], r[1]): r for r in rows}.values())
+        db = self.db
         if outputs:
-            cids, seqs, outs, times = zip(*outputs)
-            self.db.execute(
-                "INSERT INTO outputs (call_id, seq, output, created_at) "
-                "SELECT * FROM unnest(?::text[], ?::bigint[], ?::bytea[], ?::float8[]) "
-                "ON CONFLICT (call_id, seq) DO UPDATE SET output=excluded.output, created_at=excluded.created_at",
-                (list(cids), list(seqs), list(outs), list(times)))
+            db.write(b"INSERT INTO outputs (call_id, seq, output, created_at) VALUES " + db.values(outputs)
+                     + b" ON CONFLICT (call_id, seq) DO UPDATE SET output=excluded.output, "
+                       b"created_at=excluded.created_at")
         if finished_input_ids:
-            self.db.execute("DELETE FROM inputs WHERE input_id = ANY(?::text[])", (list(finished_input_ids),))
+            db.write(b"DELETE FROM inputs WHERE input_id IN " + db.values([finished_input_ids]))
         done = {cid: (cid, n, seq) for cid, n, seq in calls_done}
         if done:
-            cids, nums, seqs = zip(*done.values())
-            self.db.execute(
-                "UPDATE calls c SET num_done=d.num_done, next_seq=d.next_seq, done_at=CASE WHEN c.num_inputs "
-                "IS NOT NULL AND d.num_done>=c.num_inputs THEN ? ELSE NULL END "
-                "FROM unnest(?::text[], ?::bigint[], ?::bigint[]) AS d(call_id, num_done, next_seq) "
-                "WHERE c.call_id=d.call_id", (time.time(), list(cids), list(nums), list(seqs)))
+            db.write(db.bind("UPDATE calls c SET num_done=d.num_done, next_seq=d.next_seq, done_at=CASE WHEN "
+                             "c.num_inputs IS NOT NULL AND d.num_done>=c.num_inputs THEN ? ELSE NULL END FROM ",
+                             (time.time(),))
+                     + b"(VALUES " + db.values(done.values()) + b") AS d(call_id, num_done, next_seq) "
+                       b"WHERE c.call_id=d.call_id")
 
     # ---- what SQLite says another way
 
@@ -322,10 +478,11 @@ class PostgresStore(SqliteStore):
         latest = dict(items)  # one statement may not change a key twice: the last value counts
         if not latest:
             return False
-        action = "NOTHING" if skip_if_exists else "UPDATE SET value=excluded.value"
-        return self.db.run(
-            "INSERT INTO dict_entries (dict_id, key, value) SELECT ?, * FROM unnest(?::bytea[], ?::bytea[]) "
-            f"ON CONFLICT (dict_id, key) DO {action}", (dict_id, list(latest), list(latest.values()))).rowcount > 0
+        action = b"NOTHING" if skip_if_exists else b"UPDATE SET value=excluded.value"
+        return self.db.run_bound(
+            b"INSERT INTO dict_entries (dict_id, key, value) VALUES "
+            + self.db.values((dict_id, k, v) for k, v in latest.items())
+            + b" ON CONFLICT (dict_id, key) DO " + action).rowcount > 0
 
     def volume_commit(self, volume_id, files, deleted) -> int:
         self._write()
