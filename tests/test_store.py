@@ -5,6 +5,7 @@ more entry in URLS. Reopening the store shows what was made durable. The migrati
 end are the SQLite store's own, but for the one that checks both engines reach one schema.
 """
 
+import asyncio
 import shutil
 import sqlite3
 
@@ -634,3 +635,32 @@ async def test_a_lost_connection_fails_its_transaction_and_the_next_write_reconn
         assert [a[0] for a in store.running_apps()] == ["ap-2"]
     finally:
         store.close()
+
+
+async def until_committing(store):
+    """Let the loop run until the store's commit has begun (SQLite's: and ended)."""
+    for _ in range(2):  # the commit runs in the iteration after the writes' (call_later(0))
+        await asyncio.sleep(0)
+    assert not store.in_transaction
+
+
+@run_async
+async def test_writes_made_while_a_commit_is_on_its_way_join_the_next(store, url):
+    other = open_store(url)
+    try:
+        order = []
+        store.create_app("ap-1", "main", "first")
+        store.on_durable(lambda: order.append("ap-1"))
+        await until_committing(store)  # its commit is sent (PostgreSQL's answer may not have come yet)
+        store.create_app("ap-2", "main", "second")
+        store.on_durable(lambda: order.append("ap-2"))
+        assert sorted(a[0] for a in store.running_apps()) == ["ap-1", "ap-2"]  # reads see both
+        await store.durable()
+        assert order == ["ap-1", "ap-2"]
+        assert sorted(a[0] for a in other.running_apps()) == ["ap-1", "ap-2"]
+        store.create_app("ap-3", "main", "third")
+        await until_committing(store)
+        await store.durable()  # nothing open, a commit on its way: waits for it
+        assert "ap-3" in [a[0] for a in other.running_apps()]
+    finally:
+        other.close()
