@@ -599,6 +599,33 @@ def test_both_engines_migrate_to_one_schema(tmp_path):
     assert {t: sorted(c) for t, c in postgres_schema.items()} == sqlite_schema
 
 
+def test_each_engine_takes_its_own_file_where_there_is_one_each_in_its_own_transaction(tmp_path):
+    import psycopg
+
+    from ember.server.store.postgres import _Db
+
+    (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (x BIGINT);")  # both engines read it alike
+    (tmp_path / "0002_b.sql").write_text("CREATE TABLE b_sqlite (x BLOB);")
+    (tmp_path / "0002_b.postgres.sql").write_text("CREATE TABLE b_postgres (x BYTEA);\nINSERT INTO missing VALUES (1);")
+    pg = _Db(postgres_url())
+    try:
+        with pytest.raises(psycopg.errors.UndefinedTable, match="missing"):
+            migrate(pg, tmp_path)
+        # 0001 stays applied; none of 0002 is.
+        assert schema_version(pg) == 1 and pg.execute("SELECT to_regclass('b_postgres')").fetchone() == (None,)
+        (tmp_path / "0002_b.postgres.sql").write_text("CREATE TABLE b_postgres (x BYTEA);")
+        assert migrate(pg, tmp_path) == 2
+        tables = {t for (t,) in pg.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        assert tables == {"schema_version", "a", "b_postgres"}
+    finally:
+        pg.close()
+    db = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    assert migrate(db, tmp_path) == 2
+    assert {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} == {
+        "schema_version", "a", "b_sqlite"}
+    db.close()
+
+
 @run_async
 async def test_a_statement_postgres_refuses_undoes_its_transaction_and_the_store_goes_on():
     store = open_store(postgres_url())

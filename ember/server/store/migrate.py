@@ -149,7 +149,11 @@ def _run_python(db, path: pathlib.Path, record: str):
 def _run(db, script: str):
     """Run a script in one transaction (with the version table in place): all of it, or none."""
     if _engine(db) == "postgres":
-        db.execute_script(f"BEGIN;\n{VERSION_TABLE};\n{script}\nCOMMIT;")  # rolled back as a whole on error
+        try:
+            db.execute_script(f"BEGIN;\n{VERSION_TABLE};\n{script}\nCOMMIT;")
+        except BaseException:
+            db.execute_script("ROLLBACK")  # a statement failed: the rest, COMMIT too, was skipped
+            raise
         return
     try:
         db.executescript(f"BEGIN;\n{VERSION_TABLE};\n{script}\nCOMMIT;")

@@ -3,9 +3,9 @@
 It is the SQLite store's queries on another engine: one connection, used from the event loop's
 thread, and the same group commit (see the package), each transaction sent in one message (_Db).
 The queries SQLite and PostgreSQL both accept are the SQLite store's (their `?` placeholders
-become psycopg's); the ones that differ (INSERT OR IGNORE / OR REPLACE, MAX of two values, row
-counts) and the hot paths (inputs in, outputs out, one statement per batch over arrays) are
-written here again.
+filled in here); the ones that differ (INSERT OR IGNORE / OR REPLACE, MAX of two values, row
+counts) and the hot paths (inputs in, outputs out: one statement per batch, over a VALUES list)
+are written here again.
 
 Reads see the open transaction because they run in it, on the same connection, after its
 writes. A transaction PostgreSQL refuses (a statement failed, the connection was lost) is undone
@@ -57,7 +57,6 @@ class _Db:
             conn = psycopg.connect(self.url, autocommit=True)
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to the database {self.describe()}: {e}".strip()) from e
-        # Literals quoted by libpq for this connection (its encoding and string settings).
         self._literal = psycopg.adapt.Transformer(conn).as_literal
         return conn
 
@@ -78,7 +77,7 @@ class _Db:
             parts = self._parts[sql] = [p.encode() for p in sql.split("?")]
         if len(params) != len(parts) - 1:
             raise ValueError(f"{len(parts) - 1} parameters expected, {len(params)} given: {sql}")
-        literal = self._literal
+        literal = self._quoting()
         out = [parts[0]]
         for value, part in zip(params, parts[1:]):
             out += (literal(value), part)
@@ -86,7 +85,7 @@ class _Db:
 
     def values(self, rows) -> bytes:
         """Rows as a VALUES list: (a, b), (c, d), ..."""
-        literal = self._literal
+        literal = self._quoting()
         return b", ".join(b"(" + b", ".join(map(literal, row)) + b")" for row in rows)
 
     # ---- statements
@@ -191,9 +190,19 @@ class _Db:
 
     def _live(self) -> psycopg.Connection:
         self.settle()
+        return self._connected()
+
+    def _connected(self) -> psycopg.Connection:
+        # A connection is found lost by a statement that failed on it, whose transaction was
+        # undone then (failed): none is open on it.
         if self.conn.closed:  # lost (PostgreSQL restarted, the network broke): a new one
             self.conn = self._connect()
         return self.conn
+
+    def _quoting(self):
+        """libpq's quoting of a literal for the connection (its encoding and string settings)."""
+        self._connected()
+        return self._literal
 
     def _checked(self, run):
         try:
@@ -214,6 +223,7 @@ class _Commit:
 
     def __init__(self, conn: psycopg.Connection, done):
         self.pgconn = conn.pgconn
+        self.encoding = conn.info.encoding
         self.fd = self.pgconn.socket
         self.done = done
         self.error: psycopg.Error | None = None
@@ -251,7 +261,7 @@ class _Commit:
             if result is None:
                 self._finish(None)
             elif result.status == psycopg.pq.ExecStatus.FATAL_ERROR and self.error is None:
-                self.error = psycopg.errors.error_from_result(result, encoding=self.pgconn._encoding)
+                self.error = psycopg.errors.error_from_result(result, encoding=self.encoding)
 
     def wait(self):
         try:
