@@ -278,3 +278,19 @@ async def test_a_build_waits_for_a_worker_to_connect(p):
     p.sched.builds.on_done(api_pb2.BuildDone(build_id=cmd.build_image.build_id), p.worker)  # not its build
     p.sched.builds.on_done(api_pb2.BuildDone(build_id=cmd.build_image.build_id), w2)
     assert [e.done and not e.error async for e in events] == [True]
+
+
+@plane_test
+async def test_a_map_closed_after_its_last_output_wakes_its_long_poll(p):
+    fn = p.function()
+    call = p.ledger.create_call("main", fn.function_id, "fc-1", [api_pb2.Input(
+        idx=0, args=api_pb2.Payload(data=pickle.dumps(0)))], False, maybe_exists=False)  # a map being fed
+    (first,) = p.started()
+    c, sent = p.connect(first, want=1)
+    p.output(c, "fc-1:0")
+    poll = asyncio.ensure_future(p.ledger.read_outputs(call, 1, 100, timeout=30))  # waits past the last
+    await asyncio.sleep(0)
+    assert not poll.done()
+    p.ledger.put_inputs("main", "fc-1", [], complete=True)  # no more inputs: the call is done
+    await asyncio.wait_for(poll, 5)  # not at the poll's timeout
+    assert call.done() and poll.result() == []
