@@ -9,10 +9,10 @@ import shutil
 import sqlite3
 
 import pytest
-from conftest import run_async
+from conftest import run_async, wait_for
 
 from ember.proto import api_pb2
-from ember.server.store import StoreError, open_store
+from ember.server.store import NotLeader, StoreError, open_store
 from ember.server.store.migrate import MIGRATIONS, migrate, schema_version
 
 URLS = {"sqlite": lambda tmp: f"sqlite://{tmp / 'ember.db'}"}
@@ -45,6 +45,50 @@ def store(reopen):
 
 def output(input_id: str) -> bytes:
     return api_pb2.Output(input_id=input_id).SerializeToString()
+
+
+# ---- the leader lease
+
+
+def test_one_holder_leads_until_its_lease_expires(store, url):
+    other = open_store(url)  # a second control plane on the same database
+    try:
+        assert store.lease_holder() is None
+        epoch = store.acquire_lease("cp-a", "a:1", 30)
+        assert epoch is not None
+        assert other.acquire_lease("cp-b", "b:1", 30) is None  # a holds it
+        assert other.lease_holder()[:3] == ("cp-a", "a:1", epoch)
+        assert store.acquire_lease("cp-a", "a:1", 30) == epoch  # its own: extended, same epoch
+        assert store.renew_lease("cp-a", epoch, 0.01)
+        wait_for(lambda: other.acquire_lease("cp-b", "b:1", 30) is not None, what="a's lease to expire")
+        assert other.lease_holder()[:3] == ("cp-b", "b:1", epoch + 1)  # it changed hands: a new epoch
+        assert not store.renew_lease("cp-a", epoch, 30)  # a's lease is gone
+        assert store.acquire_lease("cp-a", "a:1", 30) is None
+        other.release_lease("cp-b", epoch + 1)  # a clean stop: no waiting for the expiry
+        assert store.acquire_lease("cp-a", "a:1", 30) == epoch + 2
+    finally:
+        other.close()
+
+
+@run_async
+async def test_a_commit_of_a_holder_that_lost_the_lease_is_undone(store, url):
+    other = open_store(url)
+    try:
+        epoch = store.acquire_lease("cp-a", "a:1", 0.01)
+        fenced = []
+        store.fence("cp-a", epoch, lambda: fenced.append(True))
+        store.create_app("ap-1", "main", "kept")
+        await store.durable()  # a still leads: its write commits
+        wait_for(lambda: other.acquire_lease("cp-b", "b:1", 30) is not None, what="a's lease to expire")
+        store.create_app("ap-2", "main", "undone")
+        with pytest.raises(NotLeader):
+            await store.durable()
+        assert fenced == [True]
+        with pytest.raises(NotLeader):  # and it writes nothing more
+            store.create_app("ap-3", "main", "refused")
+        assert sorted(row[0] for row in other.running_apps()) == ["ap-1"]
+    finally:
+        other.close()
 
 
 # ---- group commit

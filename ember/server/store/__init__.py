@@ -32,6 +32,11 @@ class StoreError(Exception):
     """The store cannot be opened as asked: an unknown URL, or a database this code cannot use."""
 
 
+class NotLeader(Exception):
+    """A write of a control plane that no longer holds the leader lease: another leads now.
+    Its transaction was undone; the control plane steps down (leader.py)."""
+
+
 def open_store(url_or_path: str | os.PathLike) -> "Store":
     """The store at a path or `sqlite://PATH` (SQLite; `sqlite:///abs/path.db`), migrated to this code's schema."""
     target = os.fspath(url_or_path)
@@ -72,6 +77,35 @@ class Store(ABC):
     @abstractmethod
     def close(self):
         """Commit what is open, then release the database."""
+
+    # ---- the leader lease: several control planes on one database, one leading (leader.py)
+    # One row: (holder, url, epoch, expires_at). Lease operations commit at once, on their own,
+    # never in the group transaction. expires_at is unix time from the caller's clock: the
+    # control planes' clocks must agree to well within a lease (NTP).
+
+    @abstractmethod
+    def acquire_lease(self, holder: str, url: str, duration: float) -> int | None:
+        """Take the lease for `duration` seconds if no one holds it or its lease has expired (the
+        epoch goes up by one when it changes hands), or extend it if `holder` holds it already.
+        The epoch now held, or None if another holds it."""
+
+    @abstractmethod
+    def renew_lease(self, holder: str, epoch: int, duration: float) -> bool:
+        """Extend the lease to `duration` seconds from now; False if (holder, epoch) no longer holds it."""
+
+    @abstractmethod
+    def release_lease(self, holder: str, epoch: int):
+        """Let the lease go now (a clean stop), so that a standby takes over without waiting."""
+
+    @abstractmethod
+    def lease_holder(self) -> tuple[str, str, int, float] | None:
+        """(holder, url, epoch, expires_at) of the lease, None if no one ever held it."""
+
+    @abstractmethod
+    def fence(self, holder: str, epoch: int, on_fenced: Callable[[], object]):
+        """From now on every commit checks, in its own transaction, that (holder, epoch) still holds
+        the lease. One that does not is undone: its waiters get NotLeader, on_fenced() is called,
+        and every later write raises NotLeader."""
 
     # ---- apps and functions
     # An app is an ephemeral run, or a deployed app: one row per version, published by
