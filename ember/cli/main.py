@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
                                           "(behind a proxy, say)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
+    server.add_argument("--leader-lease", type=float, default=0.0, metavar="SECONDS",
+                        help="several control planes on one database: each takes part with this flag, one leads "
+                             "through a lease of SECONDS (renewed every third of it; e.g. 3), the others stand by "
+                             "and take over once it expires; 0: this is the only one (default)")
+    server.add_argument("--advertise-url", metavar="URL",
+                        help="with --leader-lease: where clients and workers reach this control plane, as the "
+                             "others name it to them (default: its listening address)")
     server.add_argument("--tls", choices=("auto",),
                         help="serve TLS (gRPC and the HTTP gateway) with a CA and certificate made once and kept in "
                              "the data dir; it prints the CA file clients trust (EMBER_CA_CERT)")
