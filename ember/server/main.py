@@ -236,6 +236,10 @@ def run(args) -> int:
     if args.leader_lease < 0 or 0 < args.leader_lease < 1:
         raise exception.InvalidError(f"--leader-lease takes 0 (the only control plane on its database) or at least "
                                      f"1 second, e.g. 3 (got {args.leader_lease:g})")
+    if args.leader_lease and not args.advertise_url and address.rpartition(":")[0].strip("[]") in ("0.0.0.0", "::", ""):
+        raise exception.InvalidError(f"--leader-lease on {address}: the other control planes name this one to clients "
+                                     "and workers, and a wildcard address reaches nothing; pass --advertise-url "
+                                     "HOST:PORT (how they reach it)")
 
     async def main():
         # A control plane that steps down (it lost its lease) stands by again, in the same process.
