@@ -33,7 +33,7 @@ async def build_image(client: Client, image: api_pb2.Image):
     """Have the image built (at once if it is already), its build output on this terminal."""
     force = os.environ.get("EMBER_FORCE_BUILD", "") not in ("", "0")
     error = "the control plane ended the build without a result"
-    backoff = Backoff()
+    backoff = Backoff(max_delay=client.servers.max_delay)
     while True:
         url = client.servers.url
         try:
@@ -363,7 +363,7 @@ class _RunningApp:
                 pass
 
     async def _follow_logs(self):
-        backoff = Backoff()
+        backoff = Backoff(max_delay=self.client.servers.max_delay)
         try:
             while True:
                 url = self.client.servers.url

@@ -127,7 +127,7 @@ class Client:
     async def rpc(self, name: str, request, *, retry: bool = True, what: str = ""):
         """A unary call; retried while the control plane is unavailable (it may be restarting).
         Without retry, it fails at once when the control plane cannot be reached."""
-        backoff = Backoff(RECONNECT_WINDOW)
+        backoff = Backoff(RECONNECT_WINDOW, self.servers.max_delay)
         while True:
             url = self.servers.url
             try:
@@ -187,7 +187,8 @@ class StreamMux:
         self.method = method
         self.url = None  # of the control plane the current attempt went to
         self.stream = ReconnectingStream(self._open, self._answer, on_connect=self._send_pending,
-                                         on_disconnect=self._broken, window=RECONNECT_WINDOW)
+                                         on_disconnect=self._broken, window=RECONNECT_WINDOW,
+                                         max_delay=client.servers.max_delay)
         self.task: asyncio.Task | None = None
 
     async def call(self, request):

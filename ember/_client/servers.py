@@ -12,8 +12,12 @@ import grpc
 
 from .. import exception
 from ..config import grpc_target
+from .stream import MAX_DELAY
 
 LEADER_TRAILER = "ember-leader"  # the leader's URL, in a standby's refusals
+# The longest wait between attempts with several addresses (one of them leads soon after another
+# dies): trying a standby costs it little, and waiting a whole second adds to every failover.
+SEVERAL_MAX_DELAY = 0.25
 
 
 def split(urls: str) -> list[str]:
@@ -55,6 +59,11 @@ class Servers:
     @property
     def wait_for_ready(self) -> bool:
         return not self.several
+
+    @property
+    def max_delay(self) -> float:
+        """The longest wait between attempts (Backoff)."""
+        return SEVERAL_MAX_DELAY if self.several else MAX_DELAY
 
     def channel(self, url: str | None = None) -> grpc.aio.Channel:
         return self._opened(url or self.url)[0]

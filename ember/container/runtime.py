@@ -136,6 +136,7 @@ class Runtime:
         self.servers = Servers(self.server_url, lambda url: (
             channel := config.open_channel(url), Authed(api_pb2_grpc.ContainerApiStub(channel), config.token())))
         self.stub = self.servers.stub()
+        self.stream.max_delay = self.servers.max_delay
         try:
             await self.stream.run()
         except grpc.aio.AioRpcError as e:  # FINAL: every other break is retried

@@ -73,7 +73,10 @@ class Leadership:
             elif held[1] != said:
                 said = held[1]
                 log.info("standing by: the leader is at %s (lease epoch %d)", held[1], held[2])
-            await asyncio.sleep(self.renew_every / 2)
+            # Look again when the lease would expire (unless renewed), or sooner: every second
+            # of the leader's death that passes unnoticed is a second of failover.
+            expires_in = held[3] - time.time() if held else 0.0
+            await asyncio.sleep(min(self.renew_every / 2, max(0.02, expires_in + 0.01)))
 
     async def keep(self):
         """Renew the lease while leading; step down once it cannot be renewed in time."""

@@ -102,7 +102,8 @@ class Worker:
             # Any break but a refusal is retried, forever: a worker outlives control-plane restarts.
             stream = ReconnectingStream(self._open, self._handle,
                                         on_connect=lambda outbox: self._connected(outbox, servers.stub()),
-                                        on_disconnect=self._disconnected, retry=lambda e: e.code() not in REFUSED)
+                                        on_disconnect=self._disconnected, retry=lambda e: e.code() not in REFUSED,
+                                        max_delay=servers.max_delay)
             self.stream = stream
             session = asyncio.create_task(stream.run())
             session.add_done_callback(lambda _: stop.set())
