@@ -11,7 +11,10 @@ import subprocess
 import threading
 import time
 
+import grpc
+
 import ember
+from ember.proto import api_pb2, api_pb2_grpc
 from conftest import PY, Cluster, free_port, wait_for
 
 import restarts_app
@@ -57,6 +60,16 @@ class Pair(Cluster):
                 p.send_signal(signal.SIGCONT)
         self.workers += self.servers[1:]
         super().stop()
+
+
+def refusal(url: str) -> tuple[grpc.StatusCode, str, dict]:
+    """How the control plane at url answers a request (with no token: a standby asks for none)."""
+    with grpc.insecure_channel(url) as channel:
+        try:
+            api_pb2_grpc.ClientApiStub(channel).AppList(api_pb2.Empty(), timeout=10)
+        except grpc.RpcError as e:
+            return e.code(), e.details(), dict(e.trailing_metadata() or ())
+    raise AssertionError(f"{url} answered")
 
 
 def use(pair: Pair, monkeypatch):
@@ -115,6 +128,9 @@ def test_a_leader_frozen_past_its_lease_wakes_fenced(tmp_path, monkeypatch):
         pair.start_servers()
         pair.start_worker("w1", server=pair.urls[0])
         use(pair, monkeypatch)
+        code, details, trailers = refusal(pair.urls[1])
+        assert code == grpc.StatusCode.UNAVAILABLE and f"stands by: the leader is at {pair.urls[0]}" in details
+        assert trailers["ember-leader"] == pair.urls[0]
         started, gate, log = tmp_path / "started", tmp_path / "gate", tmp_path / "ran"
         started.mkdir()
         with restarts_app.app.run():

@@ -143,6 +143,19 @@ class Client:
     def run(self, coro, timeout=None):
         return self.bridge.run(coro, timeout)
 
+    async def on_leader(self, attempt):
+        """attempt(stub), again on another control plane while the one used is unavailable and
+        there are several (one of them leads soon); what it raises otherwise passes."""
+        backoff = Backoff(RECONNECT_WINDOW, self.servers.max_delay)
+        while True:
+            url = self.servers.url
+            try:
+                return await attempt(self.stub)
+            except grpc.aio.AioRpcError as e:
+                if not (unavailable(e) and self.servers.several and await backoff.wait()):
+                    raise
+                self.servers.failed(url, e)
+
     # ---- payloads
 
     def upload_sync(self, data: bytes) -> str:
@@ -151,7 +164,7 @@ class Client:
 
     async def upload(self, data: bytes) -> str:
         try:
-            return await blobs.upload(self.stub, data)
+            return await self.on_leader(lambda stub: blobs.upload(stub, data))
         except grpc.aio.AioRpcError as e:
             raise translate(e, "storing a blob") from None
 
@@ -163,7 +176,7 @@ class Client:
 
     async def payload_bytes(self, payload: api_pb2.Payload) -> bytes:
         if payload.blob_id:
-            return await blobs.download(self.stub, payload.blob_id)
+            return await self.on_leader(lambda stub: blobs.download(stub, payload.blob_id))
         return payload.data
 
 
