@@ -6,6 +6,7 @@ what is already queued; later writes join it.
 """
 
 import asyncio
+import fcntl
 import logging
 import os
 import sqlite3
@@ -68,7 +69,11 @@ class _Connection:
         # before the call returns); only an OS crash can lose the last transactions.
         self.db.execute("PRAGMA synchronous=NORMAL")
         try:
-            migrate(self.db)
+            # Control planes that start at once on one new database (several, one leading) would
+            # each apply the same migrations: one at a time, the later ones find nothing to do.
+            with open(f"{path}.migrating", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                migrate(self.db)
         except BaseException:
             self.db.close()
             raise
