@@ -80,6 +80,13 @@ class Leadership:
 
     async def keep(self):
         """Renew the lease while leading; step down once it cannot be renewed in time."""
+        try:
+            await self._keep()
+        except Exception as e:
+            self.step_down(f"renewing its lease failed: {e!r}")
+            raise
+
+    async def _keep(self):
         while not self.lost.is_set():
             await asyncio.sleep(max(0.0, min(self.renew_every, self.valid_until - self.clock())))
             start = self.clock()

@@ -175,9 +175,12 @@ async def _stand_by(leadership: Leadership, address: str, server_tls: tls.Server
     standing = asyncio.create_task(leadership.wait_to_lead())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([standing, stopped], return_when=asyncio.FIRST_COMPLETED)
-    standing.cancel()
     stopped.cancel()
     await server.stop(grace=0)
+    if stop.is_set():
+        standing.cancel()
+    else:
+        standing.result()  # it leads now (or what kept it from leading is raised)
     return address
 
 

@@ -105,7 +105,9 @@ class Store(ABC):
     def fence(self, holder: str, epoch: int, on_fenced: Callable[[], object]):
         """From now on every commit checks, in its own transaction, that (holder, epoch) still holds
         the lease. One that does not is undone: its waiters get NotLeader, on_fenced() is called,
-        and every later write raises NotLeader."""
+        and every later write raises NotLeader. The check must exclude a takeover between it and
+        the commit: SQLite's write lock does; on PostgreSQL, read the row FOR SHARE (an
+        acquire_lease that UPDATEs it then waits for this commit, or this check sees it)."""
 
     # ---- apps and functions
     # An app is an ephemeral run, or a deployed app: one row per version, published by
