@@ -298,7 +298,9 @@ class _RunningApp:
         for f in functions.values():
             image = f._spec.image
             if id(image) not in images:
-                images[id(image)] = await asyncio.to_thread(image._resolve, client.upload_sync)  # hashes local files
+                secret_ids = {id(s): await s._resolve(client) for s in image._build_secrets()}
+                images[id(image)] = await asyncio.to_thread(image._resolve, client.upload_sync,
+                                                            secret_ids)  # hashes local files
                 await build_image(client, images[id(image)])
         # Secrets next: a missing one (or a missing required key) fails here, before anything runs.
         secret_ids = {name: [await s._resolve(client) for s in f._spec.secrets] for name, f in functions.items()}

@@ -421,7 +421,7 @@ class WebEndpoint(_message.Message):
     def __init__(self, kind: _Optional[_Union[WebEndpoint.Kind, str]] = ..., method: _Optional[str] = ..., docs: _Optional[bool] = ..., label: _Optional[str] = ..., requires_proxy_auth: _Optional[bool] = ..., port: _Optional[int] = ..., startup_timeout: _Optional[float] = ...) -> None: ...
 
 class ImageStep(_message.Message):
-    __slots__ = ("kind", "args", "env", "path", "blob_id", "force_build", "layer_id")
+    __slots__ = ("kind", "args", "env", "path", "blob_id", "force_build", "layer_id", "secret_ids")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[ImageStep.Kind]
@@ -458,6 +458,7 @@ class ImageStep(_message.Message):
     BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     FORCE_BUILD_FIELD_NUMBER: _ClassVar[int]
     LAYER_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
     kind: ImageStep.Kind
     args: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.ScalarMap[str, str]
@@ -465,7 +466,8 @@ class ImageStep(_message.Message):
     blob_id: str
     force_build: bool
     layer_id: str
-    def __init__(self, kind: _Optional[_Union[ImageStep.Kind, str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., path: _Optional[str] = ..., blob_id: _Optional[str] = ..., force_build: _Optional[bool] = ..., layer_id: _Optional[str] = ...) -> None: ...
+    secret_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[_Union[ImageStep.Kind, str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., path: _Optional[str] = ..., blob_id: _Optional[str] = ..., force_build: _Optional[bool] = ..., layer_id: _Optional[str] = ..., secret_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("image_id", "steps")
@@ -1498,18 +1500,40 @@ class WorkerCommand(_message.Message):
     def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
 
 class BuildImage(_message.Message):
-    __slots__ = ("build_id", "image", "layers", "force", "workspace")
+    __slots__ = ("build_id", "image", "layers", "force", "workspace", "secret_env")
+    class SecretEnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: BuildSecretEnv
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[_Union[BuildSecretEnv, _Mapping]] = ...) -> None: ...
     BUILD_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ENV_FIELD_NUMBER: _ClassVar[int]
     build_id: str
     image: Image
     layers: _containers.RepeatedCompositeFieldContainer[Layer]
     force: bool
     workspace: str
-    def __init__(self, build_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., force: _Optional[bool] = ..., workspace: _Optional[str] = ...) -> None: ...
+    secret_env: _containers.MessageMap[int, BuildSecretEnv]
+    def __init__(self, build_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., force: _Optional[bool] = ..., workspace: _Optional[str] = ..., secret_env: _Optional[_Mapping[int, BuildSecretEnv]] = ...) -> None: ...
+
+class BuildSecretEnv(_message.Message):
+    __slots__ = ("env",)
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ContainerHello(_message.Message):
     __slots__ = ("container_id", "held_input_ids", "resending")

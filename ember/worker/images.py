@@ -41,6 +41,17 @@ log = logging.getLogger("ember.worker")
 SANDBOX_DIR = str(pathlib.Path(__file__).parent)
 SANDBOX = [sys.executable, "-S", "-E", "-c",
            f"import sys; sys.path.append({SANDBOX_DIR!r}); import sandbox; sandbox.main()"]
+
+
+def sandbox_argv(spec: dict, directory: pathlib.Path) -> list[str]:
+    """The sandbox's command for a spec, which goes in a file only root can read (the sandbox
+    reads and removes it): its environment holds a container's credential or a build's
+    secrets, and a command line is anyone's to read in /proc."""
+    path = directory / f".sandbox-spec-{os.urandom(6).hex()}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(spec, f)
+    return [*SANDBOX, str(path)]
 Step = api_pb2.ImageStep
 # Steps that make a layer of files; the others (env, workdir) only change the image's config.
 CONTENT_STEPS = {Step.DEBIAN_SLIM, Step.FROM_REGISTRY, Step.PIP_INSTALL, Step.APT_INSTALL, Step.RUN_COMMANDS,
@@ -357,7 +368,7 @@ class LayerCache:
                         "new_net": False, "netns": net.path, "cgroups": [str(p) for p in cgroups.paths],
                         "cwd": workdir, "env": env, "argv": argv, "parent_pid": os.getpid(),
                         **self.userns.spec([self.root, work])}
-                await run_logged([*SANDBOX, json.dumps(spec)], None, log, shown)
+                await run_logged(sandbox_argv(spec, work), None, log, shown)
         finally:
             await self.network.release(net)
             await cgroups.remove()
