@@ -126,8 +126,9 @@ def test_a_leader_frozen_past_its_lease_wakes_fenced(tmp_path, monkeypatch):
     """SIGSTOP of the leader past its lease; the standby takes over. The worker is given the old
     leader's address only, so that what the woken one does shows: the output its container sent
     meanwhile is not recorded (the commit is fenced by the lease's epoch), and the input queued
-    behind it is not dispatched to the container now free. Nothing is lost: a worker that knows
-    both addresses then runs both inputs under the new leader."""
+    behind it is not dispatched to the container now free. The client, given both addresses,
+    calls the new leader meanwhile. Nothing is lost: a worker that knows both addresses then
+    runs every input under the new leader."""
     pair = Pair(tmp_path)
     try:
         pair.start_servers()
@@ -147,6 +148,14 @@ def test_a_leader_frozen_past_its_lease_wakes_fenced(tmp_path, monkeypatch):
             try:
                 wait_for(lambda: pair.leader() == (pair.urls[1], old_epoch + 1), timeout=20,
                          what="the standby to take the lease")
+                # The client gives the frozen leader up (its connection is open, but it answers no
+                # pings) and calls the new one.
+                late = []
+                calling = threading.Thread(target=lambda: late.append(
+                    restarts_app.gated_alone.spawn(2, str(started), str(gate), str(log))))
+                calling.start()
+                calling.join(timeout=30)
+                assert late, "the client did not move to the new leader while the old one was frozen"
                 gate.touch()  # the first input finishes: its output goes to the frozen leader
                 wait_for(lambda: log.exists(), what="the first input to finish")
                 time.sleep(0.5)  # for its output to reach the frozen leader's socket
@@ -162,6 +171,6 @@ def test_a_leader_frozen_past_its_lease_wakes_fenced(tmp_path, monkeypatch):
             print("the woken leader:", *[line for line in pair.log("server0").splitlines()
                                           if "stepping down" in line or "undone" in line], sep="\n  ")
             pair.start_worker("w2")
-            assert [c.get(timeout=60) for c in calls] == [0, 1]
+            assert [c.get(timeout=60) for c in calls + late] == [0, 1, 2]
     finally:
         pair.stop()

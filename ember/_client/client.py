@@ -75,7 +75,7 @@ class Client:
         self.url = url  # one address, or several of control planes of which one leads (servers.py)
         self.token = token
         self.pid = os.getpid()
-        self.servers = Servers(url, lambda u: self._open(u))
+        self.servers = Servers(url, lambda channel: Authed(api_pb2_grpc.ClientApiStub(channel), token))
         self.bridge = LoopThread("ember-client")
         self.bridge.run(self._connect())
         self.mux = StreamMux(self, "CallStream", "calling a function", resend=True)
@@ -101,10 +101,6 @@ class Client:
     def stub(self):
         """The stub of the control plane in use now (it changes when the leader does)."""
         return self.servers.stub()
-
-    def _open(self, url: str):
-        channel = config.open_channel(url)
-        return channel, Authed(api_pb2_grpc.ClientApiStub(channel), self.token)
 
     async def _connect(self):
         """Wait for a control plane at one of the addresses to answer, and use the first that does."""

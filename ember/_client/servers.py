@@ -11,13 +11,18 @@ with several it must not, or it would wait for a dead one while another leads.
 import grpc
 
 from .. import exception
-from ..config import grpc_target
+from ..config import grpc_target, open_channel
 from .stream import MAX_DELAY
 
 LEADER_TRAILER = "ember-leader"  # the leader's URL, in a standby's refusals
 # The longest wait between attempts with several addresses (one of them leads soon after another
 # dies): trying a standby costs it little, and waiting a whole second adds to every failover.
 SEVERAL_MAX_DELAY = 0.25
+# With several, a control plane that stops answering (frozen, or cut off: its connections stay
+# open) is given up within three seconds, not GRPC_OPTIONS' thirty: it stops leading by then.
+# Control planes with a leader lease accept pings this often (server/leader.py).
+SEVERAL_KEEPALIVE = [("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 2000),
+                     ("grpc.http2.ping_timeout_ms", 2000)]  # (the keepalive's own timeout alone is not kept to)
 
 
 def split(urls: str) -> list[str]:
@@ -40,11 +45,12 @@ def leader_hint(error: grpc.aio.AioRpcError | None) -> str | None:
 
 
 class Servers:
-    """Which of the addresses to use now. open(url) makes a (channel, stub) for one, once."""
+    """Which of the addresses to use now, and a channel and stub for each (stub_for(channel)
+    makes the stub), made when first used."""
 
-    def __init__(self, urls: str, open):
+    def __init__(self, urls: str, stub_for):
         self.urls = split(urls)
-        self.open = open
+        self.stub_for = stub_for
         self.index = 0
         self.opened: dict[str, tuple] = {}
 
@@ -73,7 +79,8 @@ class Servers:
 
     def _opened(self, url: str):
         if url not in self.opened:
-            self.opened[url] = self.open(url)
+            channel = open_channel(url, SEVERAL_KEEPALIVE if self.several else ())
+            self.opened[url] = (channel, self.stub_for(channel))
         return self.opened[url]
 
     def use(self, url: str):

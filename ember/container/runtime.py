@@ -133,8 +133,8 @@ class Runtime:
     async def _connect_loop(self):
         # One address, or several of control planes of which one leads (servers.py). Its own
         # credential, from its worker (the same its code's calls carry: config.token()).
-        self.servers = Servers(self.server_url, lambda url: (
-            channel := config.open_channel(url), Authed(api_pb2_grpc.ContainerApiStub(channel), config.token())))
+        self.servers = Servers(self.server_url,
+                               lambda channel: Authed(api_pb2_grpc.ContainerApiStub(channel), config.token()))
         self.stub = self.servers.stub()
         self.stream.max_delay = self.servers.max_delay
         try:

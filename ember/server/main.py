@@ -14,7 +14,7 @@ import uvloop
 from .. import exception
 from ..config import GRPC_OPTIONS
 from ..proto import api_pb2_grpc
-from . import gateway, tls
+from . import gateway, leader, tls
 from .api import ClientService, ContainerService, WorkerService
 from .blob_gc import BlobCollector
 from .blobs import open_blob_store
@@ -76,7 +76,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     sched.routes.base_url = (web_url or f"{scheme}://{http_host}:{sock.getsockname()[1]}").rstrip("/")
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
     # INVALID_ARGUMENT, for every service registered below.
-    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[Refusals()])
+    server = grpc.aio.server(options=leader.OPTIONS if leadership else GRPC_OPTIONS, interceptors=[Refusals()])
     if leadership:
         sched.dispatch.acting = leadership.acting
     blobs = open_blob_store(data_dir / "blobs")
@@ -163,7 +163,7 @@ async def _stand_by(leadership: Leadership, address: str, server_tls: tls.Server
                     stop: asyncio.Event) -> str:
     """Answer every request with where the leader is until this control plane takes the lease
     (or is stopped); the address to serve on then (its port, if it was 0, is the one taken)."""
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server = grpc.aio.server(options=leader.OPTIONS)
     server.add_generic_rpc_handlers((Standby(leadership),))
     bound = _listen(server, address, server_tls)
     await server.start()

@@ -95,8 +95,8 @@ class Worker:
         self.stop_event = stop
         # One address, or several of control planes of which one leads: the stream moves on to
         # another when the one it uses is unavailable (servers.py).
-        self.servers = servers = Servers(self.server_url, lambda url: (
-            channel := config.open_channel(url), Authed(api_pb2_grpc.WorkerApiStub(channel), self.token)))
+        self.servers = servers = Servers(self.server_url,
+                                         lambda channel: Authed(api_pb2_grpc.WorkerApiStub(channel), self.token))
         try:
             watch = asyncio.create_task(self._watch(servers.channel()))
             # Any break but a refusal is retried, forever: a worker outlives control-plane restarts.
