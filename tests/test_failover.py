@@ -174,3 +174,27 @@ def test_a_leader_frozen_past_its_lease_wakes_fenced(tmp_path, monkeypatch):
             assert [c.get(timeout=60) for c in calls + late] == [0, 1, 2]
     finally:
         pair.stop()
+
+
+def test_a_standby_s_hint_is_followed_only_to_an_address_given():
+    """The leader a standby names is followed only if it is one of the addresses the caller was
+    given (nothing from the network sends it elsewhere); otherwise the next one is tried."""
+    from ember._client.servers import LEADER_TRAILER, Servers
+
+    def refused(leader):
+        return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                    grpc.aio.Metadata((LEADER_TRAILER, leader)), details="stands by")
+
+    servers = Servers("a:1, b:2,c:3", stub_for=lambda channel: None)
+    assert servers.urls == ["a:1", "b:2", "c:3"] and servers.several and not servers.wait_for_ready
+    servers.failed("a:1", refused("c:3"))
+    assert servers.url == "c:3"  # the leader it named
+    servers.failed("c:3", refused("evil:6"))
+    assert servers.url == "a:1"  # not one of ours: the next
+    servers.failed("b:2", refused("b:2"))
+    assert servers.url == "a:1"  # another caller already moved on from b:2
+    servers.failed("a:1", None)
+    assert servers.url == "b:2"
+    one = Servers("a:1", stub_for=lambda channel: None)
+    one.failed("a:1", refused("b:2"))
+    assert one.url == "a:1" and one.wait_for_ready  # one address: it waits for it to come back
