@@ -172,13 +172,32 @@ class Image:
                             force_build=force_build),))
 
     @staticmethod
-    def from_registry(tag: str, force_build: bool = False) -> "Image":
-        """An image from an OCI registry, e.g. "python:3.11-slim" or "127.0.0.1:5000/team/base:1".
+    def from_registry(tag: str, secret=None, *, setup_dockerfile_commands: list[str] = (), force_build: bool = False,
+                      add_python: str | None = None) -> "Image":
+        """An image from an OCI registry, e.g. "python:3.11-slim" or "127.0.0.1:5000/team/base:1",
+        then the Dockerfile commands given, if any.
 
         It must contain Python 3.11 as `python3` for Ember's runtime to run in it."""
         if not isinstance(tag, str) or not tag.strip() or " " in tag.strip():
             raise exception.InvalidError(f"from_registry({tag!r}): pass an image reference such as 'python:3.11'")
-        return Image((_Step("from_registry", (tag.strip(),), force_build=force_build),))
+        image = Image((_Step("from_registry", (tag.strip(),), force_build=force_build),))
+        what = f"Image.from_registry({tag!r})"
+        if secret is not None:
+            return image._refused(f"{what}: secret= (registry credentials) is not supported: Ember's workers pull "
+                                  "public images, and those of registries they reach without credentials")
+        if add_python:
+            return image._refused(
+                f"{what}: add_python={add_python!r} is not supported: Ember has no standalone Python builds to add "
+                "(they are downloaded, and this cluster may have no internet). Use an image with Python 3.11 as "
+                "python3 (python:3.11-slim, or a CUDA image with it installed by setup_dockerfile_commands)")
+        if setup_dockerfile_commands:
+            image = image.dockerfile_commands(list(setup_dockerfile_commands), force_build=force_build)
+        return image
+
+    def _refused(self, message: str) -> "Image":
+        """An image that cannot be built here, refused when it is (`_resolve`), not where it is
+        declared: the declaration must not break the import of a file whose other functions work."""
+        return self._then(_Step("refused", (message,)))
 
     # ------------------------------------------------------------------ packages
 
@@ -395,12 +414,13 @@ class Image:
                               build_args, registry_secret, secrets, env, gpu, add_python) -> "Image":
         from . import _dockerfile
         what = f"Image.from_dockerfile({source!r})" if base is None else "dockerfile_commands"
+        refusal = None
         if registry_secret is not None:
-            raise exception.InvalidError(f"{what}: registry_secret= is not supported: Ember pulls public images "
-                                         "and those of registries its workers are configured for")
-        if add_python:
-            raise exception.InvalidError(f"{what}: add_python= is not supported: start FROM an image with Python "
-                                         "3.11 as python3, or debian:bookworm-slim (Ember's debian_slim)")
+            refusal = (f"{what}: registry_secret= is not supported: Ember's workers pull public images, and those "
+                       "of registries they reach without credentials")
+        elif add_python:
+            refusal = (f"{what}: add_python= is not supported: Ember has no standalone Python builds to add; start "
+                       "FROM an image with Python 3.11 as python3, or debian:bookworm-slim (Ember's debian_slim)")
         if build_args is not None and (not isinstance(build_args, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in build_args.items())):
             raise exception.InvalidError(f"{what}: build_args={build_args!r}: pass a dict of strings")
@@ -434,24 +454,20 @@ class Image:
                 steps[i] = steps[i]._replace(env=tuple(sorted({**dict(build["env"]), **dict(steps[i].env)}.items())),
                                              secrets=build["secrets"])
             steps[i] = steps[i]._replace(force_build=steps[i].force_build or force_build)
-        return Image(tuple(steps))
+        image = Image(tuple(steps))
+        return image._refused(refusal) if refusal else image
 
     def _add_files(self, files, what: str) -> "Image":
         """Local files into the image: `files` is () -> [(local path, path in the image without "/")]."""
         return self._then(_Step("add_local", path="/", args=(what,), local=files))
 
     def entrypoint(self, entrypoint_commands: list[str]) -> "Image":
-        """Accepted empty (`entrypoint([])`, often used to clear a registry image's): Ember's
-        containers run its runtime, never an image's ENTRYPOINT."""
-        if not isinstance(entrypoint_commands, (list, tuple)) or not all(isinstance(c, str)
+        """What runs a container's command (Ember's runtime), as in Docker and Modal: a script
+        that sets things up and ends `exec "$@"`. `entrypoint([])` clears a registry image's."""
+        if not isinstance(entrypoint_commands, (list, tuple)) or not all(isinstance(c, str) and c
                                                                          for c in entrypoint_commands):
-            raise exception.InvalidError(f"entrypoint({entrypoint_commands!r}): pass a list of strings")
-        if entrypoint_commands:
-            raise exception.InvalidError(
-                f"entrypoint({list(entrypoint_commands)!r}): Ember's containers run its own runtime, never an "
-                "image's ENTRYPOINT; put setup in run_commands() (build) or an @ember.enter method (container "
-                "start). entrypoint([]) is accepted")
-        return self
+            raise exception.InvalidError(f"entrypoint({entrypoint_commands!r}): pass a list of non-empty strings")
+        return self._then(_Step("entrypoint", tuple(entrypoint_commands)))
 
     def cmd(self, cmd: list[str]) -> "Image":
         """Accepted: Ember's containers run its runtime, never an image's CMD (as Modal's functions)."""
@@ -550,6 +566,8 @@ class Image:
         steps = []
         parent = ""
         for s in self._steps:
+            if s.kind == "refused":
+                raise exception.InvalidError(s.args[0])
             blob_id, digest = "", ""
             if s.local is not None:
                 data, digest = _pack(s)

@@ -434,6 +434,7 @@ class ImageStep(_message.Message):
         ADD_LOCAL: _ClassVar[ImageStep.Kind]
         ENV: _ClassVar[ImageStep.Kind]
         WORKDIR: _ClassVar[ImageStep.Kind]
+        ENTRYPOINT: _ClassVar[ImageStep.Kind]
     KIND_UNSPECIFIED: ImageStep.Kind
     DEBIAN_SLIM: ImageStep.Kind
     FROM_REGISTRY: ImageStep.Kind
@@ -444,6 +445,7 @@ class ImageStep(_message.Message):
     ADD_LOCAL: ImageStep.Kind
     ENV: ImageStep.Kind
     WORKDIR: ImageStep.Kind
+    ENTRYPOINT: ImageStep.Kind
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -767,7 +769,7 @@ class WorkerRef(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "name", "cpu", "memory_mb", "gpus", "connected", "draining", "num_containers", "backend", "cordoned_until", "cordon_reason", "labels")
+    __slots__ = ("worker_id", "name", "cpu", "memory_mb", "gpus", "connected", "draining", "num_containers", "backend", "cordoned_until", "cordon_reason", "labels", "provisioning")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -787,6 +789,7 @@ class WorkerInfo(_message.Message):
     CORDONED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     CORDON_REASON_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONING_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     cpu: float
@@ -799,7 +802,8 @@ class WorkerInfo(_message.Message):
     cordoned_until: float
     cordon_reason: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpus: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., num_containers: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., cordoned_until: _Optional[float] = ..., cordon_reason: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    provisioning: str
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpus: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., num_containers: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., cordoned_until: _Optional[float] = ..., cordon_reason: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., provisioning: _Optional[str] = ...) -> None: ...
 
 class WorkerListResponse(_message.Message):
     __slots__ = ("workers",)

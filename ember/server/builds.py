@@ -47,6 +47,8 @@ class Builds:
         self.layers: dict[str, str] = store.layers()   # layer id -> blob id
         self.by_image: dict[str, Build] = {}
         self.by_id: dict[str, Build] = {}
+        # Builds waiting for a worker to connect: demand for one, to a provisioner (provisioner/).
+        self.waiting: set[str] = set()
         # The layers each worker (by id) was asked to build: what it may report, even after its
         # build is done (it uploads a layer's archive in the background).
         self.asked: dict[str, set[str]] = {}
@@ -114,6 +116,7 @@ class Builds:
 
     async def _wait_for_worker(self, build: Build, force: bool):
         build.add(api_pb2.ImageBuildEvent(log="waiting for a worker to build the image...\n"))
+        self.waiting.add(build.build_id)
         try:
             async with asyncio.timeout(WORKER_WAIT):
                 while (worker := self.fleet.builder()) is None:
@@ -122,6 +125,8 @@ class Builds:
             self._finish(build, f"no worker connected within {WORKER_WAIT:.0f}s to build the image: start one with "
                                 "`ember worker`")
             return
+        finally:
+            self.waiting.discard(build.build_id)
         build.worker = worker
         self._send(build, force)
 

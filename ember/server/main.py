@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import shlex
 import signal
 import sys
 
@@ -20,6 +21,7 @@ from .blob_gc import BlobCollector
 from .blobs import open_blob_store
 from .breaker import Breaker
 from .leader import Leadership, Standby
+from .provisioner import ProvisionerConfig, Provisioner, Shape, open_backend
 from .refusals import Refusals
 from .scheduler import Scheduler
 from .secrets import Secrets
@@ -45,7 +47,8 @@ EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
                 app_timeout: float, output_retention: float, gc: GcPolicy | None = None, http: str | None = None,
                 web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
-                breaker: Breaker | None = None, leader_lease: float = 0, advertise_url: str | None = None) -> bool:
+                breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None,
+                leader_lease: float = 0, advertise_url: str | None = None) -> bool:
     """Serve until stopped. With a leader lease (several control planes on one database), stand
     by until this one leads; True if it stepped down later (it lost the lease: serve again)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +76,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     web_task, web_server = await gateway.start(gateway.Gateway(sched.routes, sched.dispatch, tokens), sock,
                                                server_tls)
     scheme = "https" if server_tls else "http"
-    sched.routes.base_url = (web_url or f"{scheme}://{http_host}:{sock.getsockname()[1]}").rstrip("/")
+    sched.routes.base_url = (web_url or f"{scheme}://{gateway.url_host(http_host)}:{sock.getsockname()[1]}").rstrip("/")
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
     # INVALID_ARGUMENT, for every service registered below.
     server = grpc.aio.server(options=leader.OPTIONS if leadership else GRPC_OPTIONS, interceptors=[Refusals()])
@@ -95,6 +98,10 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
           flush=True)
     if ready_file:
         pathlib.Path(ready_file).write_text(bound)
+    provisioner = None
+    if provisioning and provisioning.kind != "none":
+        sched.provisioner = _provisioner(provisioning, sched, bound, server_tls)
+        provisioner = asyncio.create_task(sched.provisioner.run())
 
     async def ticker():
         since_expire = EXPIRE_EVERY
@@ -130,6 +137,8 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         task.cancel()
     ticks.cancel()
     collecting.cancel()
+    if provisioner:
+        provisioner.cancel()  # its workers go on, and a restarted control plane follows them again
     sched.fleet.closing = True  # the streams that close now say nothing of workers and containers
     web_server.should_exit = True
     # One that lost its lease drops its streams at once: its clients and workers go to the new leader.
@@ -182,6 +191,70 @@ async def _stand_by(leadership: Leadership, address: str, server_tls: tls.Server
     else:
         standing.result()  # it leads now (or what kept it from leading is raised)
     return address
+
+
+def reachable_url(bound: str) -> str:
+    """The control plane's bound address as other machines reach it: listening on every address
+    (0.0.0.0), at this machine's name (gateway.url_host), not at 0.0.0.0, which is this machine only."""
+    scheme, sep, rest = bound.rpartition("://")
+    if rest.startswith("unix:"):
+        return bound
+    host, _, port = rest.rpartition(":")
+    return f"{scheme}{sep}{gateway.url_host(host)}:{port}"
+
+
+def _provisioner(cfg: ProvisionerConfig, sched: Scheduler, bound: str,
+                 server_tls: tls.ServerTLS | None) -> Provisioner:
+    url = cfg.server_url or reachable_url(bound)
+    log.info("provisioner %s: up to %d workers for the control plane at %s", cfg.kind, cfg.max_workers, url)
+    host = url.removeprefix("https://").removeprefix("http://").rpartition(":")[0]
+    if url.startswith("unix:") or tls.is_loopback(host):
+        log.warning("provisioned workers reach the control plane at %s, which only this machine can reach: pass "
+                    "--worker-server-url with an address their nodes reach", url)
+    return Provisioner(open_backend(cfg), sched.fleet, sched.apps, sched.placement, sched.builds,
+                       sched.identity,
+                       max_workers=cfg.max_workers, server_url=url, floor=cfg.floor, idle_window=cfg.idle_window,
+                       start_timeout=cfg.start_timeout, worker_backend=cfg.worker_backend, command=cfg.command,
+                       env=cfg.env,
+                       ca_file=str(server_tls.ca_file) if server_tls and server_tls.ca_file else "")
+
+
+def _provisioning(args, data_dir: pathlib.Path) -> ProvisionerConfig:
+    """The provisioner the flags ask for, after checking them."""
+    if args.provisioner == "none":
+        return ProvisionerConfig()
+    if args.max_workers < 1:
+        raise exception.InvalidError(f"--provisioner {args.provisioner} needs --max-workers N (N at least 1): the "
+                                     "most workers it may ask for at once")
+    if args.worker_cpu < 1 or args.worker_memory < 64:
+        raise exception.InvalidError("--worker-cpu takes a whole number of CPUs, at least 1, and --worker-memory at "
+                                     "least 64 (MiB)")
+    if args.worker_idle <= 0 or args.worker_start_timeout <= 0:
+        raise exception.InvalidError("--worker-idle and --worker-start-timeout must be more than 0 (e.g. 5m)")
+    if args.provisioner == "kubernetes" and not args.kubernetes_image:
+        raise exception.InvalidError("--provisioner kubernetes needs --kubernetes-image IMAGE: an image with Ember "
+                                     "installed, which the workers' pods run (see deploy/kubernetes/)")
+    env = {}
+    for item in args.worker_env:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise exception.InvalidError(f"--worker-env {item!r}: pass KEY=VALUE, e.g. EMBER_CACHE_DIR=/scratch/ember")
+        env[key] = value
+    output = args.slurm_output or str(data_dir / "provisioner")
+    if args.provisioner == "slurm" and not args.slurm_output:
+        pathlib.Path(output).mkdir(parents=True, exist_ok=True)
+    if args.worker_command:
+        command = tuple(shlex.split(args.worker_command))
+    elif args.provisioner == "kubernetes":
+        command = ("ember",)  # the image's
+    else:
+        command = (sys.executable, "-m", "ember.cli.main")  # this installation, as a shared filesystem has it
+    return ProvisionerConfig(
+        kind=args.provisioner, max_workers=args.max_workers, server_url=args.worker_server_url or "",
+        floor=Shape(args.worker_cpu, args.worker_memory), idle_window=args.worker_idle,
+        start_timeout=args.worker_start_timeout, worker_backend=args.worker_backend, command=command, env=env,
+        slurm_partition=args.slurm_partition or "", slurm_args=tuple(args.slurm_arg), slurm_output_dir=output,
+        kubernetes_namespace=args.kubernetes_namespace, kubernetes_image=args.kubernetes_image or "")
 
 
 def _http_address(http: str | None) -> str:
@@ -244,6 +317,8 @@ def run(args) -> int:
                                      "and workers, and a wildcard address reaches nothing; pass --advertise-url "
                                      "HOST:PORT (how they reach it)")
 
+    provisioning = _provisioning(args, data_dir)
+
     async def main():
         # A control plane that steps down (it lost its lease) stands by again, in the same process.
         while await serve(address, data_dir,
@@ -251,7 +326,8 @@ def run(args) -> int:
                           app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
                           http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
                           breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
-                          leader_lease=args.leader_lease, advertise_url=args.advertise_url):
+                          provisioning=provisioning, leader_lease=args.leader_lease,
+                          advertise_url=args.advertise_url):
             pass
     uvloop.run(main())
     return 0

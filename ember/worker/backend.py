@@ -152,7 +152,8 @@ def needs_root_filesystem(step: api_pb2.ImageStep) -> bool:
     commands, a registry's root filesystem, local files at a path of their own (but not Python
     source added with add_local_python_source, which is importable from anywhere)."""
     return (step.kind in (Step.APT_INSTALL, Step.RUN_COMMANDS, Step.FROM_REGISTRY)
-            or (step.kind == Step.ADD_LOCAL and "compile" not in step.args))
+            or (step.kind == Step.ADD_LOCAL and "compile" not in step.args)
+            or (step.kind == Step.ENTRYPOINT and bool(step.args)))  # a program of the image
 
 
 def refusal(backend: RuntimeBackend | type[RuntimeBackend], why: str, image: api_pb2.Image,

@@ -89,7 +89,8 @@ class ContainerBackend(RuntimeBackend):
             cg.prepare(cg.host_layout())
         except cg.CgroupError as e:
             raise Unavailable(f"the container backend cannot limit containers: {e}") from None
-        for d in cg.stale(cg.host_layout()):  # the cgroups of containers that are gone (busy ones stay)
+        # The cgroups of containers that are gone (busy ones stay; new ones may be another worker's).
+        for d in cg.stale(cg.host_layout(), older_than=cg.STALE_AFTER):
             try:
                 d.rmdir()
             except OSError:
@@ -223,7 +224,7 @@ class ContainerBackend(RuntimeBackend):
 
     async def _start(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None,
                      disk: disks.Disk, net: Attachment | None) -> "Box":
-        env, workdir = image_config(image, self.layers.root)
+        env, workdir, entrypoint = image_config(image, self.layers.root)
         ct = self.root / name
         (ct / "root").mkdir(parents=True)
         writable = disk.mount_point
@@ -290,7 +291,8 @@ class ContainerBackend(RuntimeBackend):
                 "devices": [d for d in gpu_devices.device_paths(indices) if os.path.exists(d)],
                 "hostname": name[:63], "new_net": block_network, "netns": net and net.path,
                 "cgroups": [str(p) for p in cgroups.paths], "cwd": workdir, "env": env,
-                "argv": ["python3", "-m", "ember.container"], "parent_pid": os.getpid(),
+                # The image's entrypoint (a script that ends `exec "$@"`) runs Ember's runtime, as Modal's.
+                "argv": [*entrypoint, "python3", "-m", "ember.container"], "parent_pid": os.getpid(),
                 **self.userns.spec([self.layers.root, writable, *(v["lower"] for v in volumes)])}
         log_path = self.root / f"{name}.log"
         with open(log_path, "wb") as logf:

@@ -107,27 +107,38 @@ def describe_step(step: api_pb2.ImageStep) -> str:
         return f"env({dict(step.env)!r})"
     if step.kind == Step.WORKDIR:
         return f"workdir({step.path!r})"
+    if step.kind == Step.ENTRYPOINT:
+        return f"entrypoint({list(step.args)!r})"
     if step.kind == Step.ADD_LOCAL:
         return f"add_local(... -> {step.path})"
     return f"{Step.Kind.Name(step.kind).lower()}({args})"
 
 
-def image_config(image: api_pb2.Image, layers_dir: pathlib.Path) -> tuple[dict, str]:
-    """The environment and working directory the image's steps declare."""
-    env, workdir = dict(BASE_ENV), "/root"
+class ImageConfig(typing.NamedTuple):
+    env: dict
+    workdir: str
+    entrypoint: list  # what runs a container's command (Ember's runtime), as Docker runs CMD
+
+
+def image_config(image: api_pb2.Image, layers_dir: pathlib.Path) -> ImageConfig:
+    """The environment, working directory and entrypoint the image's steps declare."""
+    env, workdir, entrypoint = dict(BASE_ENV), "/root", []
     for s in image.steps:
         if s.kind == Step.FROM_REGISTRY:
             try:
                 cfg = json.loads((layers_dir / s.layer_id / IMAGE_CONFIG).read_text())
                 env.update(cfg.get("env", {}))
                 workdir = cfg.get("workdir") or workdir
+                entrypoint = list(cfg.get("entrypoint") or [])
             except (OSError, ValueError):
                 pass
         if s.kind == Step.ENV:  # the env of other steps is for their build only
             env.update(s.env)
         if s.kind == Step.WORKDIR:
             workdir = s.path
-    return env, workdir
+        if s.kind == Step.ENTRYPOINT:
+            entrypoint = list(s.args)
+    return ImageConfig(env, workdir, entrypoint)
 
 
 class Tail:
@@ -319,7 +330,7 @@ class LayerCache:
             if step.kind == Step.PIP_INSTALL:  # a requirements file
                 await asyncio.to_thread(untar_bytes, data, work / "files")
             binds.append([str(work / "files"), "/.ember-files", True])
-        env, workdir = image_config(parents, self.root)
+        env, workdir, _ = image_config(parents, self.root)  # a build step runs no entrypoint, as Docker's RUN
         env = dict(env, **step.env, PYTHONPATH="/ember/lib")  # the step's own build env (env=) too
         # Builds reach package indexes the way this machine does: through its proxy, if any.
         env.update({k: v for k, v in os.environ.items() if k.lower() in PROXY_VARS})

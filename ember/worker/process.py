@@ -29,7 +29,7 @@ log = logging.getLogger("ember.worker")
 
 CPU_SAMPLE_EVERY = 1.0  # seconds between readings of a container's CPU time
 # Steps that put nothing into a virtual environment: the worker's own Python serves them.
-NO_PACKAGES = {Step.DEBIAN_SLIM, Step.ENV, Step.WORKDIR}
+NO_PACKAGES = {Step.DEBIAN_SLIM, Step.ENV, Step.WORKDIR, Step.ENTRYPOINT}  # (an empty one: see backend.refusal)
 
 
 class ProcessBackend(RuntimeBackend):
