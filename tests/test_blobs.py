@@ -138,23 +138,42 @@ def http(url: str, data: bytes | None = None, headers=None) -> tuple[int, bytes]
 async def test_presigned_urls(blobs):
     content = os.urandom(3 * MIB)
     blob_id = hashlib.sha256(content).hexdigest()
-    put = await blobs.put_url(blob_id)
+    put = await blobs.put_url(blob_id, "the tag")
     if put is None:  # a store without them: everything goes through the control plane
         assert blobs.url_for(blob_id) is None
         return
-    assert await blobs.put_url("../" + blob_id[3:]) is None and blobs.url_for("xyz") is None
+    assert await blobs.put_url("../" + blob_id[3:], "a tag") is None and blobs.url_for("xyz") is None
     # The store takes only the content the name says.
     assert http(put.url, content + b"!", put.headers)[0] >= 400  # SeaweedFS: 400 or 500
     assert http(put.url, content, {})[0] == 403  # the checksum is part of the signature
     assert not await blobs.exists(blob_id)
+    assert http(put.url, content, {**put.headers, "x-amz-meta-ember-upload": "another"})[0] == 403
     assert http(put.url, content, put.headers)[0] == 200
-    assert await blobs.exists(blob_id)
+    assert await blobs.exists(blob_id) and await blobs.upload_tag(blob_id) == "the tag"
+    assert await blobs.upload_tag(await blobs.put(chunks_of(b"not uploaded by URL"))) is None
     get = blobs.url_for(blob_id)
     assert http(get) == (200, content)
     tampered = get.replace(blob_id, hashlib.sha256(b"another").hexdigest())
     assert http(tampered)[0] == 403
     assert http(get.replace("X-Amz-Signature=", "X-Amz-Signature=0"))[0] == 403
     assert http(get.replace("X-Amz-Expires=900", "X-Amz-Expires=9000"))[0] == 403
+
+
+@run_async
+async def test_a_refresh_of_an_old_s3_object_copies_it_onto_itself(tmp_path, monkeypatch):
+    from ember.server.blobs import s3
+
+    blobs = s3_store(tmp_path, monkeypatch)
+    blob_id = hashlib.sha256(b"old").hexdigest()
+    put = await blobs.put_url(blob_id, "tag")
+    assert http(put.url, b"old", put.headers)[0] == 200
+    before = blobs.client.head_object(Bucket=blobs.bucket, Key=blobs._key(blob_id))["LastModified"]
+    monkeypatch.setattr(s3, "COPY_AFTER", -1)  # as if it were old
+    time.sleep(1.1)  # LastModified counts whole seconds
+    assert await blobs.refresh(blob_id)
+    head = blobs.client.head_object(Bucket=blobs.bucket, Key=blobs._key(blob_id))
+    assert head["LastModified"] > before and await read(blobs, blob_id) == b"old"
+    assert await blobs.upload_tag(blob_id) == "tag"  # kept through the copy
 
 
 def test_blob_store_urls(tmp_path, monkeypatch):

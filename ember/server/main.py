@@ -17,7 +17,7 @@ from ..proto import api_pb2_grpc
 from . import gateway, tls
 from .api import ClientService, ContainerService, WorkerService
 from .blob_gc import BlobCollector
-from .blobs import open_blob_store
+from .blobs import BlobStoreError, open_blob_store
 from .breaker import Breaker
 from .refusals import Refusals
 from .scheduler import Scheduler
@@ -44,7 +44,7 @@ EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
                 app_timeout: float, output_retention: float, gc: GcPolicy | None = None, http: str | None = None,
                 web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
-                breaker: Breaker | None = None):
+                breaker: Breaker | None = None, blob_url: str | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(data_dir / "ember.db")
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
@@ -63,7 +63,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
     # INVALID_ARGUMENT, for every service registered below.
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[Refusals()])
-    blobs = open_blob_store(data_dir / "blobs")
+    blobs = open_blob_store(blob_url or data_dir / "blobs")
     gc = gc or GcPolicy()
     collector = BlobCollector(store, blobs, sched, blob_retention=gc.blob_retention, layer_grace=gc.layer_grace,
                               volume_versions=gc.volume_versions)
@@ -183,9 +183,13 @@ def run(args) -> int:
     if args.cordon_after < 0 or args.cordon_after and (args.cordon_window <= 0 or args.cordon_cooldown <= 0):
         raise exception.InvalidError("--cordon-after takes a count of 0 (never cordon) or more, and --cordon-window "
                                      "and --cordon-cooldown durations above 0 (e.g. 5m)")
-    uvloop.run(serve(address, data_dir,
-                      lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
-                      app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
-                      http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
-                      breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown)))
+    try:
+        uvloop.run(serve(address, data_dir,
+                          lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
+                          app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
+                          http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
+                          breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
+                          blob_url=args.blob_url))
+    except BlobStoreError as e:
+        raise exception.InvalidError(f"--blob-url: {e}") from None
     return 0

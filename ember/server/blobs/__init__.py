@@ -94,7 +94,12 @@ class BlobStore(ABC):
         have been found entitled to the blob first."""
 
     @abstractmethod
-    async def put_url(self, blob_id: str) -> PutUrl | None:
+    async def put_url(self, blob_id: str, tag: str) -> PutUrl | None:
         """Where a client may upload the content of blob_id directly, bypassing the control plane
-        (the store refuses any content but blob_id's); None if this store has none (then it goes
-        through BlobPut). Handing one out counts as a put (see `delete_unless_put_since`)."""
+        (the store refuses any content but blob_id's, and keeps `tag` with it); None if this store
+        has none (then it goes through BlobPut). Handing one out counts as a put (see
+        `delete_unless_put_since`)."""
+
+    @abstractmethod
+    async def upload_tag(self, blob_id: str) -> str | None:
+        """The tag of the upload URL through which the blob's content last came, if it did."""

@@ -105,7 +105,10 @@ class LocalBlobStore(BlobStore):
     def url_for(self, blob_id: str) -> str | None:
         return None
 
-    async def put_url(self, blob_id: str) -> PutUrl | None:
+    async def put_url(self, blob_id: str, tag: str) -> PutUrl | None:
+        return None
+
+    async def upload_tag(self, blob_id: str) -> str | None:
         return None
 
 

@@ -39,6 +39,8 @@ from . import BlobNotFound, BlobStore, BlobStoreError, PutUrl, is_blob_id
 URL_EXPIRY = 15 * 60       # seconds a presigned URL works (for --blob-retention, which must be longer)
 COPY_AFTER = 5 * 60        # a refresh copies an object onto itself once its LastModified is older
 SPOOL_IN_MEMORY = 16 << 20  # a put keeps up to this much in memory before spooling to a file
+MAX_TOUCHED = 100_000      # records of puts kept before the old ones are forgotten
+TAG = "ember-upload"        # the object's metadata that says which upload URL it came through
 
 
 class S3BlobStore(BlobStore):
@@ -131,9 +133,9 @@ class S3BlobStore(BlobStore):
         if time.time() - head["LastModified"].timestamp() > COPY_AFTER:
             key = self._key(blob_id)
             # An object copied onto itself must change something: its metadata says when.
+            metadata = {**head.get("Metadata", {}), "refreshed": str(int(time.time()))}
             await asyncio.to_thread(self.client.copy, {"Bucket": self.bucket, "Key": key}, self.bucket, key,
-                                    ExtraArgs={"MetadataDirective": "REPLACE",
-                                               "Metadata": {"refreshed": str(int(time.time()))}})
+                                    ExtraArgs={"MetadataDirective": "REPLACE", "Metadata": metadata})
         return True
 
     async def list(self):
@@ -168,16 +170,30 @@ class S3BlobStore(BlobStore):
                                                                         "Key": self._key(blob_id)},
                                                   ExpiresIn=URL_EXPIRY)
 
-    async def put_url(self, blob_id: str) -> PutUrl | None:
+    async def put_url(self, blob_id: str, tag: str) -> PutUrl | None:
         if not is_blob_id(blob_id):
             return None
         checksum = base64.b64encode(bytes.fromhex(blob_id)).decode()
         async with self._lock(blob_id):
             self._touched[blob_id] = time.time()  # an upload is on its way (see the module's doc)
+        if len(self._touched) > MAX_TOUCHED:
+            self._forget_touched_before(time.time() - 2 * URL_EXPIRY - COPY_AFTER)
+        # Both headers are signed: the uploader can change neither the content nor the tag.
         url = self.client.generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": self._key(blob_id), "ChecksumSHA256": checksum},
+            "put_object", Params={"Bucket": self.bucket, "Key": self._key(blob_id), "ChecksumSHA256": checksum,
+                                  "Metadata": {TAG: tag}},
             ExpiresIn=URL_EXPIRY)
-        return PutUrl(url=url, headers={"x-amz-checksum-sha256": checksum})
+        return PutUrl(url=url, headers={"x-amz-checksum-sha256": checksum, f"x-amz-meta-{TAG}": tag})
+
+    def _forget_touched_before(self, cutoff: float):
+        # Anyone may ask for upload URLs of any ids: keep the record of them bounded. What it forgets
+        # is older than any URL's life, and no older than COPY_AFTER than its object's LastModified.
+        for blob_id in [b for b, t in self._touched.items() if t < cutoff]:
+            del self._touched[blob_id]
+
+    async def upload_tag(self, blob_id: str) -> str | None:
+        head = await self._head(blob_id) if is_blob_id(blob_id) else None
+        return None if head is None else head.get("Metadata", {}).get(TAG)
 
 
 def _client():
@@ -190,7 +206,8 @@ def _client():
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     # Other S3-compatible stores (SeaweedFS, MinIO, Ceph) mostly serve buckets by path, not by host name.
     style = "path" if endpoint else "auto"
-    return boto3.client("s3", endpoint_url=endpoint, region_name=region,
+    # A session of its own: the default one keeps the first credentials it found, whatever the env says later.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region,
                         config=Config(signature_version="s3v4", s3={"addressing_style": style},
                                       max_pool_connections=32))
 
