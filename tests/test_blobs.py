@@ -176,6 +176,19 @@ async def test_a_refresh_of_an_old_s3_object_copies_it_onto_itself(tmp_path, mon
     assert await blobs.upload_tag(blob_id) == "tag"  # kept through the copy
 
 
+@run_async
+async def test_an_expired_s3_url_fails(tmp_path, monkeypatch):
+    from ember.server.blobs import s3
+
+    blobs = s3_store(tmp_path, monkeypatch)
+    blob_id = await blobs.put(chunks_of(b"soon gone"))
+    monkeypatch.setattr(s3, "URL_EXPIRY", 1)
+    url = blobs.url_for(blob_id)
+    assert http(url) == (200, b"soon gone")
+    time.sleep(2.1)
+    assert http(url)[0] == 403
+
+
 def test_blob_store_urls(tmp_path, monkeypatch):
     open_blob_store(str(tmp_path / "made"))
     assert (tmp_path / "made").is_dir()

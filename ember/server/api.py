@@ -178,20 +178,21 @@ class BlobRpcs:
         self._relayed("BlobGet", who, req.blob_id, size)
 
     async def BlobExists(self, req, context, who):
-        if not self.rights.may_read(who, req.blob_id):
+        if who.workspace and not self.rights.granted(who, req.blob_id):
             # Its caller may have just uploaded it through a URL handed to its workspace.
             tag = await self.blobs.upload_tag(req.blob_id)
-            if tag is None or not hmac.compare_digest(tag, self.rights.upload_tag(who, req.blob_id)):
+            if tag is not None and hmac.compare_digest(tag, self.rights.upload_tag(who, req.blob_id)):
+                self.rights.grant(who, req.blob_id)
+                await self.rights.store.durable()
+            elif not self.rights.may_read(who, req.blob_id):
                 return api_pb2.BlobExistsResponse(exists=False)  # as if missing: it puts the bytes itself
-            self.rights.grant(who, req.blob_id)
-            await self.rights.store.durable()
         # Asking counts as putting it again: whoever asks is about to refer to it (blob_gc.py).
         return api_pb2.BlobExistsResponse(exists=await self.blobs.refresh(req.blob_id))
 
     async def BlobUrl(self, req, context, who):
         if not is_blob_id(req.blob_id):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"BlobUrlRequest.blob_id must name a blob: 64 lowercase hex digits (got {req.blob_id!r})")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "BlobUrlRequest.blob_id must name a blob: 64 "
+                                f"lowercase hex digits (got {req.blob_id!r})")
         if req.upload:
             # Anyone may upload: the store takes only the bytes whose hash the id is.
             put = await self.blobs.put_url(req.blob_id, self.rights.upload_tag(who, req.blob_id))

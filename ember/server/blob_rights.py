@@ -35,6 +35,10 @@ class BlobRights:
             return True
         return self.store.blob_granted(who.workspace, blob_id) or blob_id in self._definition_blobs(who.workspace)
 
+    def granted(self, who: Principal, blob_id: str) -> bool:
+        """Whether the caller's workspace was granted the blob (an admin or worker may read it anyway)."""
+        return self.store.blob_granted(who.workspace, blob_id)
+
     def grant(self, who: Principal, blob_id: str):
         """The caller put the blob's bytes: its workspace may read it."""
         if who.workspace:
