@@ -11,26 +11,25 @@ itself refuses any other content under that name: content addressing holds witho
 control plane reading the bytes.
 
 Why deleting stays safe (the blob collector's guarantee, blob_gc.py): S3 has no delete that is
-atomic with a put. A blob counts as put at the later of its LastModified and the last time this
+atomic with a put (a conditional delete compares ETags, which a put of the same bytes keeps). A blob counts as put at the later of its LastModified and the last time this
 process put, refreshed or handed out an upload URL for it (`_touched`); that record and the
 look-then-delete of `delete_unless_put_since` happen under one lock per blob, so in this
 process nothing that counts as a put comes between the look and the delete. Uploads through a
 presigned URL bypass the process, but each is preceded by handing out its URL (which counts as
-a put, and the URL expires well within --blob-retention), and followed by the uploader's
-BlobExists (a refresh) before anything refers to the blob. A refresh also copies the object onto
+a put) and followed by the uploader's BlobExists (a refresh) before anything refers to the
+blob, and the upload itself sets LastModified. A refresh also copies the object onto
 itself when its LastModified is old, so that what counts as put survives this process (a
 restarted control plane's collector starts its retention afresh in any case).
 """
 
 import asyncio
 import base64
-import collections
-import contextlib
 import datetime
 import hashlib
 import os
 import tempfile
 import time
+import weakref
 from collections.abc import AsyncIterable
 
 from ...config import BLOB_CHUNK
@@ -49,7 +48,7 @@ class S3BlobStore(BlobStore):
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.client = client or _client()
         self._touched: dict[str, float] = {}
-        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         try:
             # A listing, not a HEAD of the bucket: some stores answer that without checking the keys.
             self.client.list_objects_v2(Bucket=bucket, Prefix=self.prefix, MaxKeys=1)
@@ -62,15 +61,12 @@ class S3BlobStore(BlobStore):
     def _key(self, blob_id: str) -> str:
         return self.prefix + blob_id
 
-    @contextlib.asynccontextmanager
-    async def _lock(self, blob_id: str):
-        lock = self._locks[blob_id]
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and not lock._waiters:  # keep no lock per blob ever seen
-                self._locks.pop(blob_id, None)
+    def _lock(self, blob_id: str) -> asyncio.Lock:
+        # Weakly held: a blob's lock lives while someone holds it or waits for it, no longer.
+        lock = self._locks.get(blob_id)
+        if lock is None:
+            lock = self._locks[blob_id] = asyncio.Lock()
+        return lock
 
     async def _head(self, blob_id: str) -> dict | None:
         try:
@@ -81,7 +77,8 @@ class S3BlobStore(BlobStore):
             raise
 
     async def put(self, chunks: AsyncIterable[bytes]) -> str:
-        # The key is the content's hash, known only at the end: spool, then upload under it.
+        # The key is the content's hash, known only at the end: spool, then upload under it. (A put
+        # cancelled during that upload may still land, whole: the collector deletes it in time.)
         digest = hashlib.sha256()
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as f:
             async for chunk in chunks:
