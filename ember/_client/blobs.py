@@ -35,7 +35,7 @@ async def upload(stub, data: bytes) -> str:
         _sha256, data)
     if (await stub.BlobExists(api_pb2.BlobRef(blob_id=blob_id))).exists:
         return blob_id
-    if await _put_direct(stub, blob_id, lambda: data, len(data)):
+    if await _put_direct(stub, blob_id, data, len(data)):
         return blob_id
 
     async def chunks():
@@ -60,7 +60,7 @@ async def upload_file(stub, path: str) -> str:
     if (await stub.BlobExists(api_pb2.BlobRef(blob_id=blob_id))).exists:
         return blob_id
     with open(path, "rb") as f:
-        if await _put_direct(stub, blob_id, lambda: (f.seek(0), f)[1], os.fstat(f.fileno()).st_size):
+        if await _put_direct(stub, blob_id, f, os.fstat(f.fileno()).st_size):
             return blob_id
 
     async def chunks():
@@ -126,13 +126,13 @@ async def _get_url(stub, blob_id: str) -> str:
 
 
 async def _put_direct(stub, blob_id: str, body, size: int) -> bool:
-    """Upload `body()` (bytes, or a file at its start) to the store directly, if it has URLs; whether
+    """Upload body (bytes, or a file at its start) to the store directly, if it has URLs; whether
     it did and the control plane now knows the blob."""
     put = await stub.BlobUrl(api_pb2.BlobUrlRequest(blob_id=blob_id, upload=True))
     if not put.url:
         return False
     try:
-        await asyncio.to_thread(_put, put.url, dict(put.headers), body(), size)
+        await asyncio.to_thread(_put, put.url, dict(put.headers), body, size)
     except OSError as e:
         _unreachable(put.url, e)
         return False

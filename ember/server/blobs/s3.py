@@ -11,21 +11,23 @@ itself refuses any other content under that name: content addressing holds witho
 control plane reading the bytes.
 
 Why deleting stays safe (the blob collector's guarantee, blob_gc.py): S3 has no delete that is
-atomic with a put (a conditional delete compares ETags, which a put of the same bytes keeps). A blob counts as put at the later of its LastModified and the last time this
-process put, refreshed or handed out an upload URL for it (`_touched`); that record and the
-look-then-delete of `delete_unless_put_since` happen under one lock per blob, so in this
-process nothing that counts as a put comes between the look and the delete. Uploads through a
-presigned URL bypass the process, but each is preceded by handing out its URL (which counts as
-a put) and followed by the uploader's BlobExists (a refresh) before anything refers to the
-blob, and the upload itself sets LastModified. A refresh also copies the object onto
-itself when its LastModified is old, so that what counts as put survives this process (a
-restarted control plane's collector starts its retention afresh in any case).
+atomic with a put (a conditional delete compares ETags, which a put of the same bytes keeps). A
+blob counts as put at the later of its LastModified and the last time this process put,
+refreshed or handed out an upload URL for it (`_touched`); that record and the look-then-delete
+of `delete_unless_put_since` happen under one lock per blob, so in this process nothing that
+counts as a put comes between the look and the delete. Uploads through a presigned URL bypass
+the process, but each is preceded by handing out its URL (which counts as a put) and followed
+by the uploader's BlobExists (a refresh) before anything refers to the blob, and the upload
+itself sets LastModified. A refresh also copies the object onto itself when its LastModified is
+old, so that what counts as put survives this process (a restarted control plane's collector
+starts its retention afresh in any case).
 """
 
 import asyncio
 import base64
 import datetime
 import hashlib
+import logging
 import os
 import tempfile
 import time
@@ -194,6 +196,7 @@ class S3BlobStore(BlobStore):
 
 
 def _client():
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # not a line per credential lookup
     try:
         import boto3
         from botocore.config import Config

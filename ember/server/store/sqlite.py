@@ -383,7 +383,8 @@ class SqliteStore(_Runs, Store):
 
     def grant_blob(self, workspace: str, blob_id: str):
         self._write()
-        self.db.execute("INSERT OR IGNORE INTO blob_grants (workspace, blob_id) VALUES (?, ?)", (workspace, blob_id))
+        self.db.execute("INSERT INTO blob_grants (workspace, blob_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (workspace, blob_id))
 
     def blob_granted(self, workspace: str, blob_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM blob_grants WHERE workspace=? AND blob_id=?",
