@@ -18,7 +18,7 @@ import shlex
 from . import exception
 
 # Instructions that only describe how Docker runs the image; Ember's containers run its own
-# runtime, so these change nothing (ENTRYPOINT is accepted only empty, see Image.entrypoint).
+# runtime, so these change nothing (ENTRYPOINT is Image.entrypoint: it runs the runtime).
 IGNORED = {"CMD", "EXPOSE", "LABEL", "MAINTAINER", "STOPSIGNAL"}
 REFUSED = {
     "HEALTHCHECK": "Ember's containers serve inputs, they are not health-checked services",
@@ -166,10 +166,10 @@ class Translator:
             return self._copy(image, ins)
         if word == "ENTRYPOINT":
             words = _exec_form(rest)
-            if words == []:
-                return image
-            self.fail(ins, "Ember's containers run its runtime, never an image's ENTRYPOINT: put setup in RUN steps "
-                           "(or in an @ember.enter method); ENTRYPOINT [] is accepted")
+            if words is None:  # Docker's shell form never runs the command it is given
+                self.fail(ins, "the shell form would never run Ember's runtime (Docker gives it no arguments): "
+                               'use the exec form, ENTRYPOINT ["/entrypoint.sh"], with a script that ends exec "$@"')
+            return image.entrypoint(words)
         self.fail(ins, "not a Dockerfile instruction Ember's images support")
 
     def _env_pairs(self, ins: Instruction) -> dict[str, str]:

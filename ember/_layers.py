@@ -8,7 +8,7 @@ them (a false name would put one image's files under another's, for every worksp
 files are a tar whose blob id is its sha256, so their digest is known from the step; the
 content of a `run_function` step is a pickle, which names nothing, so the client's digest of
 its source is taken, but only for the client's own workspace: such a layer, and every layer
-built on it, is named for the workspace too.
+built on it, is named for the workspace too. So is a layer built with the workspace's secrets.
 """
 
 import hashlib
@@ -33,6 +33,11 @@ def name_layers(image: api_pb2.Image, workspace: str):
         kind = api_pb2.ImageStep.Kind.Name(step.kind).lower()
         if step.kind == api_pb2.ImageStep.RUN_FUNCTION:
             digest = f"{workspace}/{step.layer_id}"  # the client's name, which holds its digest
+        elif step.secret_ids:
+            # Built with the workspace's secrets (a private index's token, say): its files may
+            # hold what they gave, so it is the workspace's own. Which secrets does not name it
+            # (Secret.from_dict makes a new one each run), as Modal's secrets do not.
+            digest = f"{workspace}/secrets/{step.blob_id}"
         else:
             digest = step.blob_id
         step.layer_id = parent = layer_id(parent, kind, step.args, step.env, step.path, digest)

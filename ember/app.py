@@ -104,6 +104,31 @@ class App:
     def registered_classes(self) -> dict[str, Cls]:
         return dict(self._classes)
 
+    @property
+    def registered_entrypoints(self) -> dict[str, "LocalEntrypoint"]:
+        return dict(self._entrypoints)
+
+    @property
+    def registered_web_endpoints(self) -> list[str]:
+        """The names of its functions served over HTTP (and a class's web methods, as "Cls.method")."""
+        names = [n for n, f in self._functions.items() if getattr(f._raw_f, "_ember_web", None) is not None]
+        for cls_name, c in self._classes.items():
+            names += [f"{cls_name}.{m}" for m in c._web_methods]
+        return names
+
+    @property
+    def description(self) -> str | None:
+        return self.name
+
+    def get_tags(self) -> dict[str, str]:
+        """Its tags (tags= and set_tags): kept on this App object; the control plane has none."""
+        return dict(self.tags)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if not (isinstance(tags, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())):
+            raise exception.InvalidError(f"App.set_tags({tags!r}): pass a dict of strings")
+        self.tags.update(tags)
+
     @staticmethod
     def lookup(name: str, *, create_if_missing: bool = False, environment_name: str | None = None) -> "App":
         """A handle on the deployed app `name` (its current version): its app_id, for what takes
@@ -290,7 +315,9 @@ class _RunningApp:
         for f in functions.values():
             image = f._spec.image
             if id(image) not in images:
-                images[id(image)] = await asyncio.to_thread(image._resolve, client.upload_sync)  # hashes local files
+                secret_ids = {id(s): await s._resolve(client) for s in image._build_secrets()}
+                images[id(image)] = await asyncio.to_thread(image._resolve, client.upload_sync,
+                                                            secret_ids)  # hashes local files
                 await build_image(client, images[id(image)])
         # Secrets next: a missing one (or a missing required key) fails here, before anything runs.
         secret_ids = {name: [await s._resolve(client) for s in f._spec.secrets] for name, f in functions.items()}

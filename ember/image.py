@@ -36,6 +36,7 @@ class _Step(typing.NamedTuple):
     kind: str
     args: tuple = ()
     env: tuple = ()           # sorted (key, value) pairs
+    secrets: tuple = ()       # ember.Secret objects whose variables its build sees
     path: str = ""
     force_build: bool = False
     # Local content, looked at only when the image is resolved on the caller's machine (a
@@ -72,23 +73,24 @@ def _pip_options(index_url, extra_index_url, find_links, pre, extra_options) -> 
     return tuple(opts)
 
 
-def _build_env(what: str, env, secrets, gpu) -> tuple:
-    """A build step's env=, secrets= and gpu=: the step's own environment variables (for its
-    build only, as Modal has them), as sorted pairs."""
-    if secrets:
-        raise exception.InvalidError(
-            f"{what}: secrets= on build steps is not supported yet: the worker that builds an image does not "
-            "receive secret values. Pass build-time values with env= (they are kept with the image's steps), or "
-            "do the work that needs the secret in the function")
+def _build_env(what: str, env, secrets, gpu) -> dict:
+    """A build step's env=, secrets= and gpu=, as the step's fields: its own environment
+    variables (for its build only, as Modal has them), as sorted pairs, and its secrets, whose
+    variables its build sees too (the worker that builds it is given their values)."""
+    from .secret import Secret
     if gpu:
         raise exception.InvalidError(f"{what}: gpu={gpu!r}: Ember builds images without GPUs; install GPU "
                                      "libraries without one (CUDA wheels do not need a GPU to install)")
+    secrets = list(secrets or ())
+    if not all(isinstance(s, Secret) for s in secrets):
+        raise exception.InvalidError(f"{what}: secrets={secrets!r}: pass a list of ember.Secret objects "
+                                     "(Secret.from_name, Secret.from_dict, ...)")
     if env is None:
-        return ()
+        env = {}
     if not isinstance(env, dict) or not all(isinstance(k, str) and k and (v is None or isinstance(v, str))
                                             for k, v in env.items()):
         raise exception.InvalidError(f"{what}: env={env!r}: pass a dict of string names to string values")
-    return tuple(sorted((k, v) for k, v in env.items() if v is not None))
+    return {"env": tuple(sorted((k, v) for k, v in env.items() if v is not None)), "secrets": tuple(secrets)}
 
 
 class _NotHere(Exception):
@@ -170,13 +172,32 @@ class Image:
                             force_build=force_build),))
 
     @staticmethod
-    def from_registry(tag: str, force_build: bool = False) -> "Image":
-        """An image from an OCI registry, e.g. "python:3.11-slim" or "127.0.0.1:5000/team/base:1".
+    def from_registry(tag: str, secret=None, *, setup_dockerfile_commands: list[str] = (), force_build: bool = False,
+                      add_python: str | None = None) -> "Image":
+        """An image from an OCI registry, e.g. "python:3.11-slim" or "127.0.0.1:5000/team/base:1",
+        then the Dockerfile commands given, if any.
 
         It must contain Python 3.11 as `python3` for Ember's runtime to run in it."""
         if not isinstance(tag, str) or not tag.strip() or " " in tag.strip():
             raise exception.InvalidError(f"from_registry({tag!r}): pass an image reference such as 'python:3.11'")
-        return Image((_Step("from_registry", (tag.strip(),), force_build=force_build),))
+        image = Image((_Step("from_registry", (tag.strip(),), force_build=force_build),))
+        what = f"Image.from_registry({tag!r})"
+        if secret is not None:
+            return image._refused(f"{what}: secret= (registry credentials) is not supported: Ember's workers pull "
+                                  "public images, and those of registries they reach without credentials")
+        if add_python:
+            return image._refused(
+                f"{what}: add_python={add_python!r} is not supported: Ember has no standalone Python builds to add "
+                "(they are downloaded, and this cluster may have no internet). Use an image with Python 3.11 as "
+                "python3 (python:3.11-slim, or a CUDA image with it installed by setup_dockerfile_commands)")
+        if setup_dockerfile_commands:
+            image = image.dockerfile_commands(list(setup_dockerfile_commands), force_build=force_build)
+        return image
+
+    def _refused(self, message: str) -> "Image":
+        """An image that cannot be built here, refused when it is (`_resolve`), not where it is
+        declared: the declaration must not break the import of a file whose other functions work."""
+        return self._then(_Step("refused", (message,)))
 
     # ------------------------------------------------------------------ packages
 
@@ -189,7 +210,7 @@ class Image:
         if not pkgs:
             return self
         opts = _pip_options(index_url, extra_index_url, find_links, pre, extra_options)
-        return self._then(_Step("pip_install", opts + pkgs, env=build_env, force_build=force_build))
+        return self._then(_Step("pip_install", opts + pkgs, **build_env, force_build=force_build))
 
     def uv_pip_install(self, *packages, requirements: list[str] | None = None, find_links: str | None = None,
                        index_url: str | None = None, extra_index_url: str | None = None, pre: bool = False,
@@ -214,7 +235,7 @@ class Image:
                                   _pip_options(index_url, extra_index_url, find_links, pre, extra_options),
                                   _build_env("pip_install_from_requirements", env, secrets, gpu), force_build)
 
-    def _requirements(self, paths: list[pathlib.Path], packages: tuple, what: str, opts: tuple, build_env: tuple,
+    def _requirements(self, paths: list[pathlib.Path], packages: tuple, what: str, opts: tuple, build_env: dict,
                       force_build: bool) -> "Image":
         # One file keeps the name it always had here (and so its layers' names).
         names = ["requirements.txt"] if len(paths) == 1 else [f"requirements-{i}.txt" for i in range(len(paths))]
@@ -226,7 +247,7 @@ class Image:
             return list(zip(paths, names))
 
         args = [a for name in names for a in ("-r", f"/.ember-files/{name}")]
-        return self._then(_Step("pip_install", opts + tuple(args) + packages, env=build_env,
+        return self._then(_Step("pip_install", opts + tuple(args) + packages, **build_env,
                                 force_build=force_build, local=files))
 
     @_reads_local_files
@@ -272,7 +293,7 @@ class Image:
                 deps += [d for d in pyproject.get("dependency-groups", {}).get(g, []) if isinstance(d, str)]
             for e in extras:
                 deps += project.get("optional-dependencies", {}).get(e, [])
-            return self.pip_install(*deps, force_build=force_build, env=env)
+            return self.pip_install(*deps, force_build=force_build, env=env, secrets=secrets)
         argv = ["export", "--format", "requirements-txt", "--no-hashes", "--no-emit-project", "--no-header",
                 "--project", str(project_dir), *[f"--group={g}" for g in groups], *[f"--extra={e}" for e in extras],
                 *(["--frozen"] if frozen else ["--locked"]), *extra_options.split()]
@@ -291,7 +312,7 @@ class Image:
             tmp.write_text(out.stdout)
             return [(tmp, "requirements.txt")]
 
-        return self._then(_Step("pip_install", ("-r", "/.ember-files/requirements.txt"), env=build_env,
+        return self._then(_Step("pip_install", ("-r", "/.ember-files/requirements.txt"), **build_env,
                                 force_build=force_build, local=files))
 
     @_reads_local_files
@@ -336,7 +357,7 @@ class Image:
         build_env = _build_env("apt_install", env, secrets, gpu)
         if not pkgs:
             return self
-        return self._then(_Step("apt_install", pkgs, env=build_env, force_build=force_build))
+        return self._then(_Step("apt_install", pkgs, **build_env, force_build=force_build))
 
     def run_commands(self, *commands, env: dict | None = None, secrets=None, volumes=None, gpu=None,
                      force_build: bool = False) -> "Image":
@@ -348,7 +369,7 @@ class Image:
                                          "the step (or mount the volume on the function)")
         if not cmds:
             return self
-        return self._then(_Step("run_commands", cmds, env=build_env, force_build=force_build))
+        return self._then(_Step("run_commands", cmds, **build_env, force_build=force_build))
 
     def run_function(self, raw_f, *, args: tuple = (), kwargs: dict | None = None, env: dict | None = None,
                      secrets=None, gpu=None, force_build: bool = False) -> "Image":
@@ -356,7 +377,7 @@ class Image:
         if not callable(raw_f):
             raise exception.InvalidError(f"run_function({raw_f!r}): pass a function")
         return self._then(_Step("run_function", (getattr(raw_f, "__qualname__", repr(raw_f)),),
-                                env=_build_env("run_function", env, secrets, gpu), force_build=force_build,
+                                **_build_env("run_function", env, secrets, gpu), force_build=force_build,
                                 local=("function", (raw_f, tuple(args), kwargs or {}))))
 
     # ------------------------------------------------------------------ Dockerfiles
@@ -393,16 +414,17 @@ class Image:
                               build_args, registry_secret, secrets, env, gpu, add_python) -> "Image":
         from . import _dockerfile
         what = f"Image.from_dockerfile({source!r})" if base is None else "dockerfile_commands"
+        refusal = None
         if registry_secret is not None:
-            raise exception.InvalidError(f"{what}: registry_secret= is not supported: Ember pulls public images "
-                                         "and those of registries its workers are configured for")
-        if add_python:
-            raise exception.InvalidError(f"{what}: add_python= is not supported: start FROM an image with Python "
-                                         "3.11 as python3, or debian:bookworm-slim (Ember's debian_slim)")
+            refusal = (f"{what}: registry_secret= is not supported: Ember's workers pull public images, and those "
+                       "of registries they reach without credentials")
+        elif add_python:
+            refusal = (f"{what}: add_python= is not supported: Ember has no standalone Python builds to add; start "
+                       "FROM an image with Python 3.11 as python3, or debian:bookworm-slim (Ember's debian_slim)")
         if build_args is not None and (not isinstance(build_args, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in build_args.items())):
             raise exception.InvalidError(f"{what}: build_args={build_args!r}: pass a dict of strings")
-        step_env = dict(_build_env(what, env, secrets, gpu))
+        build = _build_env(what, env, secrets, gpu)
         # Relative COPY sources are in the context directory: the current one unless given, as Modal's.
         context = pathlib.Path(context_dir if context_dir is not None else pathlib.Path.cwd()).expanduser().absolute()
         if ignore is None:
@@ -423,30 +445,29 @@ class Image:
                 image = t.apply(image, ins)
         if image is None:
             raise exception.InvalidError(f"{source}: no FROM line: a Dockerfile starts FROM an image")
-        if step_env:  # env= is for the build: every step that runs something gets it
-            image = Image(tuple(s._replace(env=tuple(sorted({**step_env, **dict(s.env)}.items())))
-                                if s.kind in ("run_commands", "pip_install", "apt_install") else s
-                                for s in image._steps))
-        if force_build:
-            image = Image(tuple(s._replace(force_build=True) for s in image._steps))
-        return image
+        # env= and secrets= are for the build: every step of the Dockerfile that runs something
+        # gets them; force_build= rebuilds every step of it (not those of the image it starts from).
+        ours = len(base._steps) if base is not None else 0
+        steps = list(image._steps)
+        for i in range(ours, len(steps)):
+            if steps[i].kind in ("run_commands", "pip_install", "apt_install"):
+                steps[i] = steps[i]._replace(env=tuple(sorted({**dict(build["env"]), **dict(steps[i].env)}.items())),
+                                             secrets=build["secrets"])
+            steps[i] = steps[i]._replace(force_build=steps[i].force_build or force_build)
+        image = Image(tuple(steps))
+        return image._refused(refusal) if refusal else image
 
     def _add_files(self, files, what: str) -> "Image":
         """Local files into the image: `files` is () -> [(local path, path in the image without "/")]."""
         return self._then(_Step("add_local", path="/", args=(what,), local=files))
 
     def entrypoint(self, entrypoint_commands: list[str]) -> "Image":
-        """Accepted empty (`entrypoint([])`, often used to clear a registry image's): Ember's
-        containers run its runtime, never an image's ENTRYPOINT."""
-        if not isinstance(entrypoint_commands, (list, tuple)) or not all(isinstance(c, str)
+        """What runs a container's command (Ember's runtime), as in Docker and Modal: a script
+        that sets things up and ends `exec "$@"`. `entrypoint([])` clears a registry image's."""
+        if not isinstance(entrypoint_commands, (list, tuple)) or not all(isinstance(c, str) and c
                                                                          for c in entrypoint_commands):
-            raise exception.InvalidError(f"entrypoint({entrypoint_commands!r}): pass a list of strings")
-        if entrypoint_commands:
-            raise exception.InvalidError(
-                f"entrypoint({list(entrypoint_commands)!r}): Ember's containers run its own runtime, never an "
-                "image's ENTRYPOINT; put setup in run_commands() (build) or an @ember.enter method (container "
-                "start). entrypoint([]) is accepted")
-        return self
+            raise exception.InvalidError(f"entrypoint({entrypoint_commands!r}): pass a list of non-empty strings")
+        return self._then(_Step("entrypoint", tuple(entrypoint_commands)))
 
     def cmd(self, cmd: list[str]) -> "Image":
         """Accepted: Ember's containers run its runtime, never an image's CMD (as Modal's functions)."""
@@ -533,11 +554,20 @@ class Image:
 
     # ------------------------------------------------------------------ resolving
 
-    def _resolve(self, upload: typing.Callable[[bytes], str]) -> api_pb2.Image:
-        """Name every layer and upload the local content the steps need."""
+    def _build_secrets(self) -> list:
+        """The Secret objects its build steps name (to resolve to ids before `_resolve`)."""
+        return [secret for s in self._steps for secret in s.secrets]
+
+    def _resolve(self, upload: typing.Callable[[bytes], str],
+                 secret_ids: dict[int, str] | None = None) -> api_pb2.Image:
+        """Name every layer and upload the local content the steps need; secret_ids: the id of
+        each of `_build_secrets()`, by id() of the Secret object."""
+        secret_ids = secret_ids or {}
         steps = []
         parent = ""
         for s in self._steps:
+            if s.kind == "refused":
+                raise exception.InvalidError(s.args[0])
             blob_id, digest = "", ""
             if s.local is not None:
                 data, digest = _pack(s)
@@ -545,7 +575,8 @@ class Image:
             layer = layer_id(parent, s.kind, s.args, s.env, s.path, digest)
             steps.append(api_pb2.ImageStep(kind=api_pb2.ImageStep.Kind.Value(s.kind.upper()), args=s.args,
                                            env=dict(s.env), path=s.path,
-                                           blob_id=blob_id, force_build=s.force_build, layer_id=layer))
+                                           blob_id=blob_id, force_build=s.force_build, layer_id=layer,
+                                           secret_ids=[secret_ids[id(secret)] for secret in s.secrets]))
             parent = layer
         return api_pb2.Image(image_id=parent, steps=steps)
 

@@ -11,7 +11,7 @@ import traceback
 import cloudpickle
 import core_app
 import pytest
-from conftest import run_py, wait_for
+from conftest import PY, run_py, wait_for
 from core_app import app
 
 import ember
@@ -398,3 +398,39 @@ def test_cancelling_a_concurrent_input(running, tmp_path):
     call.cancel()
     with pytest.raises(exception.InputCancellation):
         call.get(timeout=30)
+
+
+SCRIPT_WITH_A_POOL = '''
+import multiprocessing
+import ember
+
+app = ember.App("pool-script")
+
+
+def square(x):
+    return x * x
+
+
+@app.function()
+def pool_sum(n):
+    # Pickles `square` by reference (__main__.square here): the container imports this file.
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return sum(pool.map(square, range(n)))
+
+
+if __name__ == "__main__":
+    with app.run():
+        for _ in range(3):  # forks beside the runtime's gRPC threads, more than once
+            print(list(pool_sum.map([10, 20, 30, 40])))
+'''
+
+
+def test_a_script_run_directly_forks_a_pool_of_its_own_functions(cluster, tmp_path):
+    """`python script.py`: the function forks a multiprocessing pool that runs a function of
+    the script; the children neither abort in gRPC's fork handlers nor miss `square`."""
+    script = tmp_path / "pool_script.py"
+    script.write_text(SCRIPT_WITH_A_POOL)
+    proc = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[:3] == ["[285, 2470, 8555, 20540]"] * 3, proc.stdout
+    assert "Check failed" not in proc.stderr

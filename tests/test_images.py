@@ -131,6 +131,58 @@ def inspect():
                        marker="yes")
 
 
+def test_a_build_step_sees_its_secrets_which_stay_out_of_the_image(container_cluster, capsys):
+    token = uuid.uuid4().hex
+    marker = uuid.uuid4().hex[:8]  # a new step for this run
+
+    def image():  # Secret.from_dict makes a new secret at each run: the layer is still reused
+        return ember.Image.debian_slim().run_commands(
+            f'echo "$BUILD_TOKEN {marker}" > /token', secrets=[ember.Secret.from_dict({"BUILD_TOKEN": token})])
+
+    app = ember.App("build-secrets")
+
+    @app.function(image=image(), serialized=True)
+    def read():
+        import os
+        return open("/token").read().strip(), os.environ.get("BUILD_TOKEN")
+
+    capsys.readouterr()
+    with app.run():
+        assert read.remote() == (f"{token} {marker}", None)
+    assert "=> step 2/2" in capsys.readouterr().err
+    again = ember.App("build-secrets")
+    again.function(image=image(), serialized=True, name="read")(read.get_raw_f())
+    with again.run():
+        pass
+    assert "=> step 2/2" not in capsys.readouterr().err
+    # No secret of another kind of object: a clear error where it is written.
+    with pytest.raises(exception.InvalidError, match="pass a list of ember.Secret"):
+        ember.Image.debian_slim().run_commands("true", secrets=["TOKEN=x"])
+
+
+def test_an_entrypoint_runs_the_runtime_as_in_docker(container_cluster):
+    marker = uuid.uuid4().hex[:8]
+    with_script = ember.Image.debian_slim().run_commands(
+        f"printf '#!/bin/sh\\nexport FROM_ENTRYPOINT={marker}\\nexec \"$@\"\\n' > /entry.sh",
+        "chmod +x /entry.sh", "printf '#!/bin/sh\\necho setup only\\n' > /broken.sh", "chmod +x /broken.sh")
+    app = ember.App("entrypoint")
+
+    @app.function(image=with_script.entrypoint(["/entry.sh"]), serialized=True)
+    def env():
+        import os
+        return os.environ.get("FROM_ENTRYPOINT")
+
+    @app.function(image=with_script.entrypoint(["/broken.sh"]), serialized=True, retries=0)
+    def never():
+        return "ran"
+
+    with app.run():
+        assert env.remote() == marker
+        with pytest.raises(exception.Error) as e:
+            never.remote()
+        assert "entrypoint" in str(e.value) and 'exec "$@"' in str(e.value), str(e.value)
+
+
 def test_from_registry_runs_functions_in_a_pulled_image(container_cluster, tmp_path, capsys):
     if test_registry.missing_tools():
         pytest.skip(f"needs {test_registry.missing_tools()}")

@@ -146,6 +146,7 @@ def test_a_dockerfile_becomes_the_steps_that_do_the_same(tmp_path, monkeypatch):
         ("run_commands", ('echo "$GREETING" > /greeting &&  echo ${MODE:-unset}',), {"GREETING": "hi"}, ""),
         ("run_commands", (shlex.join(["python3", "-c", "print('exec form')"]),), {"GREETING": "hi"}, ""),
         ("workdir", (), {}, "/app/sub"),
+        ("entrypoint", (), {}, ""),
     ]
     assert local_files(image, 4) == [(str(tmp_path / "app.py"), "app/app.py")]
     assert local_files(image, 5) == [(str(tmp_path / "conf" / "a.ini"), "app/conf/a.ini")]  # .dockerignore
@@ -170,7 +171,7 @@ def test_a_dockerfile_becomes_the_steps_that_do_the_same(tmp_path, monkeypatch):
     ("COPY --from=build /out /out", "line 3: COPY: --from=build: not supported"),
     ("ADD https://example.com/x.tgz /x", "URLs are not fetched"),
     ("ADD data.tar.gz /data", "ADD does not unpack archives"),
-    ("ENTRYPOINT [\"/start.sh\"]", "never an image's ENTRYPOINT"),
+    ("ENTRYPOINT /start.sh", "the shell form would never run Ember's runtime"),
     ("RUN --mount=type=cache,target=/root/.cache pip install x", "RUN's flags"),
     ("FROBNICATE now", "line 3: FROBNICATE: not a Dockerfile instruction"),
 ])
@@ -262,16 +263,36 @@ def test_uv_sync_installs_what_uv_lock_pins(tmp_path):
     assert len(pins) == 1 and pins[0].startswith("six==")
 
 
+def test_from_registry_options_and_refusals_at_build_not_at_import(tmp_path):
+    setup = ember.Image.from_registry("python:3.11-slim", setup_dockerfile_commands=["RUN pip --version", "ENV A=1"])
+    assert steps(setup)[1:] == [("run_commands", ("pip --version",), {}, ""), ("env", (), {"A": "1"}, "")]
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    # Declared (as at a module's import), these are images; resolving one (to run or deploy it) says why not.
+    for image, message in [
+            (ember.Image.from_registry("nvidia/cuda:12.4.0-devel-ubuntu22.04", add_python="3.11"),
+             "add_python='3.11' is not supported: Ember has no standalone Python builds"),
+            (ember.Image.from_registry("team/private:1", secret=ember.Secret.from_dict({"REGISTRY_PASSWORD": "x"})),
+             "secret= \\(registry credentials\\) is not supported"),
+            (ember.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path, add_python="3.11"),
+             "add_python= is not supported")]:
+        with pytest.raises(exception.InvalidError, match=message):
+            image.pip_install("six")._resolve(lambda data: "")
+
+
 def test_build_step_options():
     run = ember.Image.debian_slim().run_commands("echo $TOKEN", env={"TOKEN": "t", "DROPPED": None})
     assert steps(run)[1] == ("run_commands", ("echo $TOKEN",), {"TOKEN": "t"}, "")
-    with pytest.raises(exception.InvalidError, match="secrets= on build steps is not supported yet"):
-        ember.Image.debian_slim().pip_install("six", secrets=[ember.Secret.from_dict({"A": "1"})])
+    secret = ember.Secret.from_dict({"A": "1"})
+    assert ember.Image.debian_slim().pip_install("six", secrets=[secret])._steps[1].secrets == (secret,)
+    in_dockerfile = ember.Image.debian_slim().dockerfile_commands(["RUN echo $A", "ENV B=2"], secrets=[secret])
+    assert [s.secrets for s in in_dockerfile._steps] == [(), (secret,), ()]
     with pytest.raises(exception.InvalidError, match="without GPUs"):
         ember.Image.debian_slim().run_commands("nvidia-smi", gpu="A10G")
-    assert steps(ember.Image.debian_slim().entrypoint([]).cmd(["python3"])) == steps(ember.Image.debian_slim())
-    with pytest.raises(exception.InvalidError, match="never an image's ENTRYPOINT"):
-        ember.Image.debian_slim().entrypoint(["/usr/bin/tini", "--"])
+    assert steps(ember.Image.debian_slim().cmd(["python3"])) == steps(ember.Image.debian_slim())
+    assert steps(ember.Image.debian_slim().entrypoint(["/usr/bin/tini", "--"]))[1] == (
+        "entrypoint", ("/usr/bin/tini", "--"), {}, "")
+    with pytest.raises(exception.InvalidError, match="list of non-empty strings"):
+        ember.Image.debian_slim().entrypoint("/usr/bin/tini")
     with pytest.raises(exception.InvalidError, match="sh -c"):
         ember.Image.debian_slim().shell(["/bin/bash", "-c"])
     with pytest.raises(exception.InvalidError, match="builds have none"):
@@ -482,3 +503,37 @@ def test_file_pattern_matcher_as_dockerignore_has_it(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY pkg /app\n")
     copied = ember.Image.from_dockerfile(tmp_path / "Dockerfile", context_dir=tmp_path)
     assert sorted(dest for _, dest in copied._steps[1].local()) == ["app/data.bin", "app/mod.py", "app/sub/deep.py"]
+
+
+def test_app_registries_and_tags():
+    app = ember.App("registries", tags={"team": "ml"})
+
+    @app.function()
+    @ember.fastapi_endpoint()
+    def web():
+        return 1
+
+    @app.function()
+    def plain():
+        return 1
+
+    @app.cls()
+    class Model:
+        @ember.fastapi_endpoint()
+        def predict(self):
+            return 1
+
+        @ember.method()
+        def train(self):
+            return 1
+
+    @app.local_entrypoint()
+    def main():
+        pass
+
+    assert app.registered_web_endpoints == ["web", "Model.predict"]
+    assert list(app.registered_entrypoints) == ["main"] and app.description == "registries"
+    app.set_tags({"stage": "dev"})
+    assert app.get_tags() == {"team": "ml", "stage": "dev"}
+    with pytest.raises(exception.InvalidError, match="pass a dict of strings"):
+        app.set_tags({"n": 1})

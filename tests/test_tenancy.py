@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from conftest import APPS, PY, ROOT, Cluster, wait_for
+import ember
 from ember._client.auth import metadata
 from ember.proto import api_pb2, api_pb2_grpc
 
@@ -218,6 +219,15 @@ def test_a_client_of_another_workspace_reaches_nothing_of_a(tenants):
     for definition in (api_pb2.FunctionDefinition(name="f", secret_ids=[ids["secret_id"]], **code),
                        api_pb2.FunctionDefinition(name="g", volume_mounts={"/data": ids["a-vol"]}, **code)):
         not_found("FunctionCreate", api_pb2.FunctionCreateRequest(app_id=app_id, definition=definition))
+    # An image whose build step names A's secret (to read its values in the build) is refused,
+    # when built and in a function's definition.
+    image = ember.Image.debian_slim().run_commands("env > /stolen")._resolve(lambda data: "")
+    image.steps[-1].secret_ids.append(ids["secret_id"])
+    with pytest.raises(grpc.RpcError) as refused:
+        list(raw("ImageBuild", api_pb2.ImageBuildRequest(image=image)))
+    assert refused.value.code() == Code.NOT_FOUND and "there is no secret" in refused.value.details()
+    not_found("FunctionCreate", api_pb2.FunctionCreateRequest(app_id=app_id, definition=api_pb2.FunctionDefinition(
+        name="i", image=image, **code)))
     # ... and so is a handle with options (with_options) of B's own function naming them.
     own = raw("FunctionCreate", api_pb2.FunctionCreateRequest(app_id=app_id, definition=api_pb2.FunctionDefinition(
         name="h", **code))).function_id

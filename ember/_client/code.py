@@ -31,6 +31,12 @@ def describe(raw_f, definition: api_pb2.FunctionDefinition, upload, by_value: bo
     module_name = raw_f.__module__
     module = sys.modules.get(module_name)
     file = getattr(module, "__file__", None)
+    if module_name == "__main__" and file is not None:
+        # A script run directly: its container imports the file by its name, as `ember run`
+        # does, so that what the function's code pickles by reference (a function given to a
+        # multiprocessing pool, say) is found there too; its `if __name__ == "__main__":` block
+        # does not run there.
+        module_name = script_module_name(file)
     if by_value or module_name == "__main__" or file is None or "<locals>" in raw_f.__qualname__:
         definition.pickled.CopyFrom(_pickled(raw_f, upload))
         return
@@ -40,6 +46,15 @@ def describe(raw_f, definition: api_pb2.FunctionDefinition, upload, by_value: bo
     if str(path).startswith(_INSTALLED) or not include_source:
         return
     definition.code_blob_id = upload(package_source(path, module_name))
+
+
+def script_module_name(file: str) -> str:
+    """The name a script is imported by in its containers: its file's stem, or "__main__"
+    (then its functions travel by value) if that cannot name a module of its own."""
+    stem = pathlib.Path(file).stem
+    if pathlib.Path(file).suffix != ".py" or not stem.isidentifier() or stem in sys.stdlib_module_names:
+        return "__main__"
+    return stem
 
 
 def _pickled(raw_f, upload) -> api_pb2.Payload:

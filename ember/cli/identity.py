@@ -134,6 +134,8 @@ def _worker(args, rpc) -> int:
         workers = rpc("WorkerList", api_pb2.Empty()).workers
         for w in workers:
             state = "draining" if w.draining else "connected" if w.connected else "disconnected"
+            if w.provisioning:  # asked of a cluster manager (--provisioner): its job, or what became of it
+                state = f"{state}, {w.provisioning}" if w.worker_id else w.provisioning
             labels = ",".join(f"{k}={v}" for k, v in sorted(w.labels.items())) or "-"
             if w.cordoned_until:
                 until = datetime.datetime.fromtimestamp(w.cordoned_until).strftime("%H:%M:%S")

@@ -92,6 +92,41 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--insecure", action="store_true",
                         help="allow listening beyond loopback without TLS (it is refused otherwise)")
 
+    prov = server.add_argument_group("provisioning workers", "where worker machines come from (README: Provisioners)")
+    prov.add_argument("--provisioner", choices=("none", "slurm", "kubernetes"), default="none",
+                      help="ask a cluster manager for workers when queued work has no room on the connected ones, "
+                           "and let them go when idle; none: workers are started by hand (default)")
+    prov.add_argument("--max-workers", type=int, default=0, metavar="N",
+                      help="the most workers the provisioner asks for at once (needed with --provisioner)")
+    prov.add_argument("--worker-cpu", type=int, default=1, metavar="N",
+                      help="the least CPUs a provisioned worker asks for (more if a container needs more; default 1)")
+    prov.add_argument("--worker-memory", type=int, default=1024, metavar="MiB",
+                      help="the least memory a provisioned worker asks for (default 1024)")
+    prov.add_argument("--worker-idle", type=_duration, default="5m", metavar="DURATION",
+                      help="how long a provisioned worker runs no container before it is let go (default 5m)")
+    prov.add_argument("--worker-start-timeout", type=_duration, default="10m", metavar="DURATION",
+                      help="how long a provisioned worker may take to connect before its job is cancelled and "
+                           "reported as failed (default 10m)")
+    prov.add_argument("--worker-backend", choices=("auto", "container", "process"), default="auto",
+                      help="the --backend of provisioned workers (default auto)")
+    prov.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                      help="an environment variable of provisioned workers, repeatable, e.g. "
+                           "EMBER_CACHE_DIR=/scratch/ember (they get none of the control plane's)")
+    prov.add_argument("--worker-command", metavar="CMD",
+                      help="how a provisioned worker runs `ember` (default for Slurm: this control plane's Python, "
+                           "-m ember.cli.main; for Kubernetes: ember, in --kubernetes-image)")
+    prov.add_argument("--worker-server-url", metavar="URL",
+                      help="the control plane's URL as provisioned workers reach it (default: where it listens)")
+    prov.add_argument("--slurm-partition", metavar="P", help="the partition of the workers' jobs (default: Slurm's)")
+    prov.add_argument("--slurm-arg", action="append", default=[], metavar="ARG",
+                      help="an sbatch option for every worker job, repeatable, e.g. --slurm-arg=--account=ml "
+                           "--slurm-arg=--time=8:00:00")
+    prov.add_argument("--slurm-output", metavar="DIR",
+                      help="where the jobs' output files go (default: <data-dir>/provisioner; a path the nodes see)")
+    prov.add_argument("--kubernetes-namespace", default="default", metavar="NS",
+                      help="the namespace of the workers' pods (default: default)")
+    prov.add_argument("--kubernetes-image", metavar="IMAGE", help="the image of the workers' pods (with Ember)")
+
     worker = sub.add_parser("worker", help="run a worker that starts containers; or list, drain or remove workers",
                             description="Without ACTION: run a worker on this machine. `ember worker list`, "
                                         "`ember worker drain NAME` (finish what it runs, take nothing new) and "

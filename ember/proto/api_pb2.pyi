@@ -444,7 +444,7 @@ class WebEndpoint(_message.Message):
     def __init__(self, kind: _Optional[_Union[WebEndpoint.Kind, str]] = ..., method: _Optional[str] = ..., docs: _Optional[bool] = ..., label: _Optional[str] = ..., requires_proxy_auth: _Optional[bool] = ..., port: _Optional[int] = ..., startup_timeout: _Optional[float] = ...) -> None: ...
 
 class ImageStep(_message.Message):
-    __slots__ = ("kind", "args", "env", "path", "blob_id", "force_build", "layer_id")
+    __slots__ = ("kind", "args", "env", "path", "blob_id", "force_build", "layer_id", "secret_ids")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[ImageStep.Kind]
@@ -457,6 +457,7 @@ class ImageStep(_message.Message):
         ADD_LOCAL: _ClassVar[ImageStep.Kind]
         ENV: _ClassVar[ImageStep.Kind]
         WORKDIR: _ClassVar[ImageStep.Kind]
+        ENTRYPOINT: _ClassVar[ImageStep.Kind]
     KIND_UNSPECIFIED: ImageStep.Kind
     DEBIAN_SLIM: ImageStep.Kind
     FROM_REGISTRY: ImageStep.Kind
@@ -467,6 +468,7 @@ class ImageStep(_message.Message):
     ADD_LOCAL: ImageStep.Kind
     ENV: ImageStep.Kind
     WORKDIR: ImageStep.Kind
+    ENTRYPOINT: ImageStep.Kind
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -481,6 +483,7 @@ class ImageStep(_message.Message):
     BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     FORCE_BUILD_FIELD_NUMBER: _ClassVar[int]
     LAYER_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
     kind: ImageStep.Kind
     args: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.ScalarMap[str, str]
@@ -488,7 +491,8 @@ class ImageStep(_message.Message):
     blob_id: str
     force_build: bool
     layer_id: str
-    def __init__(self, kind: _Optional[_Union[ImageStep.Kind, str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., path: _Optional[str] = ..., blob_id: _Optional[str] = ..., force_build: _Optional[bool] = ..., layer_id: _Optional[str] = ...) -> None: ...
+    secret_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[_Union[ImageStep.Kind, str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., path: _Optional[str] = ..., blob_id: _Optional[str] = ..., force_build: _Optional[bool] = ..., layer_id: _Optional[str] = ..., secret_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("image_id", "steps")
@@ -788,7 +792,7 @@ class WorkerRef(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "name", "cpu", "memory_mb", "gpus", "connected", "draining", "num_containers", "backend", "cordoned_until", "cordon_reason", "labels")
+    __slots__ = ("worker_id", "name", "cpu", "memory_mb", "gpus", "connected", "draining", "num_containers", "backend", "cordoned_until", "cordon_reason", "labels", "provisioning")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -808,6 +812,7 @@ class WorkerInfo(_message.Message):
     CORDONED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     CORDON_REASON_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONING_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     cpu: float
@@ -820,7 +825,8 @@ class WorkerInfo(_message.Message):
     cordoned_until: float
     cordon_reason: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpus: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., num_containers: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., cordoned_until: _Optional[float] = ..., cordon_reason: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    provisioning: str
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpus: _Optional[_Iterable[str]] = ..., connected: _Optional[bool] = ..., draining: _Optional[bool] = ..., num_containers: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., cordoned_until: _Optional[float] = ..., cordon_reason: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., provisioning: _Optional[str] = ...) -> None: ...
 
 class WorkerListResponse(_message.Message):
     __slots__ = ("workers",)
@@ -1521,18 +1527,40 @@ class WorkerCommand(_message.Message):
     def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
 
 class BuildImage(_message.Message):
-    __slots__ = ("build_id", "image", "layers", "force", "workspace")
+    __slots__ = ("build_id", "image", "layers", "force", "workspace", "secret_env")
+    class SecretEnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: BuildSecretEnv
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[_Union[BuildSecretEnv, _Mapping]] = ...) -> None: ...
     BUILD_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ENV_FIELD_NUMBER: _ClassVar[int]
     build_id: str
     image: Image
     layers: _containers.RepeatedCompositeFieldContainer[Layer]
     force: bool
     workspace: str
-    def __init__(self, build_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., force: _Optional[bool] = ..., workspace: _Optional[str] = ...) -> None: ...
+    secret_env: _containers.MessageMap[int, BuildSecretEnv]
+    def __init__(self, build_id: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., force: _Optional[bool] = ..., workspace: _Optional[str] = ..., secret_env: _Optional[_Mapping[int, BuildSecretEnv]] = ...) -> None: ...
+
+class BuildSecretEnv(_message.Message):
+    __slots__ = ("env",)
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ContainerHello(_message.Message):
     __slots__ = ("container_id", "held_input_ids", "resending")

@@ -364,6 +364,9 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
             self.secrets.owned(workspace, secret_id)
         for volume_id in d.volume_mounts.values():
             self.objects.owned(workspace, volume_id, "volume")
+        for step in d.image.steps:
+            for secret_id in step.secret_ids:
+                self.secrets.owned(workspace, secret_id)
 
     def _web_urls(self, fn) -> dict:
         """The web_url and method_web_urls fields of a function's responses."""
@@ -377,7 +380,12 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
     async def ImageBuild(self, req, context, who):
         validate.image_build(req)
         name_layers(req.image, who.workspace)
-        async for event in self.builds.follow(req.image, req.force, who.workspace):
+        try:  # the secrets a step names must be the workspace's own
+            secret_env = {i: self.secrets.env_for(step.secret_ids, who.workspace)
+                          for i, step in enumerate(req.image.steps) if step.secret_ids}
+        except SecretGone as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        async for event in self.builds.follow(req.image, req.force, who.workspace, secret_env):
             if event.done:
                 await self.store.durable()  # the layers it recorded
             yield event

@@ -22,11 +22,13 @@ WORKER_WAIT = 60.0  # seconds a build waits for a worker to connect
 
 
 class Build:
-    def __init__(self, build_id: str, image: api_pb2.Image, worker, workspace: str):
+    def __init__(self, build_id: str, image: api_pb2.Image, worker, workspace: str,
+                 secret_env: dict[int, dict[str, str]]):
         self.build_id = build_id
         self.image = image
         self.worker = worker
         self.workspace = workspace  # of the client that started it
+        self.secret_env = secret_env  # step index -> the variables of its secrets (for the worker only)
         self.events: list[api_pb2.ImageBuildEvent] = []   # all of them, for followers joining late
         self.changed = asyncio.Event()
         self.done = False
@@ -45,6 +47,8 @@ class Builds:
         self.layers: dict[str, str] = store.layers()   # layer id -> blob id
         self.by_image: dict[str, Build] = {}
         self.by_id: dict[str, Build] = {}
+        # Builds waiting for a worker to connect: demand for one, to a provisioner (provisioner/).
+        self.waiting: set[str] = set()
         # The layers each worker (by id) was asked to build: what it may report, even after its
         # build is done (it uploads a layer's archive in the background).
         self.asked: dict[str, set[str]] = {}
@@ -78,15 +82,17 @@ class Builds:
             info.functions.append(f"{fn.app.name}.{fn.name}")
         return sorted(images.values(), key=lambda i: -i.size)
 
-    async def follow(self, image: api_pb2.Image, force: bool, workspace: str):
-        """The events of the image's build, from the start; starts one if none is running."""
+    async def follow(self, image: api_pb2.Image, force: bool, workspace: str,
+                     secret_env: dict[int, dict[str, str]] | None = None):
+        """The events of the image's build, from the start; starts one if none is running.
+        secret_env: the variables of each step's secrets, checked to be the workspace's."""
         if not force and not any(s.force_build for s in image.steps) and self.is_built(image):
             self.store.use_layers([s.layer_id for s in image.steps])  # a recent use: kept (blob_gc.py)
             yield api_pb2.ImageBuildEvent(done=True)
             return
         build = self.by_image.get(image.image_id)
         if build is None:
-            build = await self._start(image, force, workspace)
+            build = await self._start(image, force, workspace, secret_env or {})
         seen = 0
         while True:
             while seen < len(build.events):
@@ -96,9 +102,10 @@ class Builds:
                 return
             await build.changed.wait()
 
-    async def _start(self, image: api_pb2.Image, force: bool, workspace: str) -> Build:
+    async def _start(self, image: api_pb2.Image, force: bool, workspace: str,
+                     secret_env: dict[int, dict[str, str]]) -> Build:
         worker = self.fleet.builder()
-        build = Build(new_id("bd"), image, worker, workspace)
+        build = Build(new_id("bd"), image, worker, workspace, secret_env)
         self.by_image[image.image_id] = build
         self.by_id[build.build_id] = build
         if worker is None:
@@ -109,6 +116,7 @@ class Builds:
 
     async def _wait_for_worker(self, build: Build, force: bool):
         build.add(api_pb2.ImageBuildEvent(log="waiting for a worker to build the image...\n"))
+        self.waiting.add(build.build_id)
         try:
             async with asyncio.timeout(WORKER_WAIT):
                 while (worker := self.fleet.builder()) is None:
@@ -117,6 +125,8 @@ class Builds:
             self._finish(build, f"no worker connected within {WORKER_WAIT:.0f}s to build the image: start one with "
                                 "`ember worker`")
             return
+        finally:
+            self.waiting.discard(build.build_id)
         build.worker = worker
         self._send(build, force)
 
@@ -125,7 +135,8 @@ class Builds:
         log.info("building image %s on worker %s", build.image.image_id[:12], build.worker.name)
         build.worker.send(api_pb2.WorkerCommand(build_image=api_pb2.BuildImage(
             build_id=build.build_id, image=build.image, layers=self.known(build.image), force=force,
-            workspace=build.workspace)))
+            workspace=build.workspace,
+            secret_env={i: api_pb2.BuildSecretEnv(env=env) for i, env in build.secret_env.items()})))
 
     # ---- what the building worker reports
 

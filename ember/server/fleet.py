@@ -436,7 +436,8 @@ class Fleet:
                         f"\n{log_tail}" if log_tail else "")
             if fn.start_failures >= MAX_START_FAILURES or exited.cause == Cause.START_FAILED:
                 fn.init_failure = api_pb2.ContainerInitFailure(
-                    error=f"its container {reason}" + (f"; its last output:\n{log_tail}" if log_tail else ""))
+                    error=f"its container {reason}" + (f"; its last output:\n{log_tail}" if log_tail else "")
+                    + _entrypoint_hint(fn.definition.image))
         held = list(c.held.values())
         if held and not c.stopping:
             # The first input it holds is the one it was running; the rest never started.
@@ -562,3 +563,13 @@ class Fleet:
 
 def _stop_command(container_id: str, kill: bool) -> api_pb2.WorkerCommand:
     return api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(container_id=container_id, kill=kill))
+
+
+def _entrypoint_hint(image: api_pb2.Image) -> str:
+    """For a container that never connected: its image's entrypoint, which may not run the
+    runtime it is given."""
+    entrypoint = [list(s.args) for s in image.steps if s.kind == api_pb2.ImageStep.ENTRYPOINT]
+    if not entrypoint or not entrypoint[-1]:
+        return ""
+    return (f"\n(its image's entrypoint {entrypoint[-1]} runs Ember's runtime as its arguments: a script must end "
+            'with exec "$@"; Image.entrypoint([]) runs the runtime directly)')

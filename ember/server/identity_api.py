@@ -49,12 +49,18 @@ class IdentityRpcs:
     async def WorkerList(self, req, context, who):
         await self._call(context, self.identity.require_admin, who, "list workers")
         now, wall = self.fleet.clock(), time.time()
-        return api_pb2.WorkerListResponse(workers=[api_pb2.WorkerInfo(
+        prov = self.sched.provisioner
+        workers = [api_pb2.WorkerInfo(
             worker_id=w.worker_id, name=w.name, cpu=w.cpu, memory_mb=w.memory_mb, gpus=w.gpus.kinds,
             connected=w.connected, draining=w.draining, num_containers=len(w.containers), backend=w.backend,
             cordoned_until=wall + w.cordoned_until - now if w.cordoned(now) else 0,
-            cordon_reason=w.cordon_reason if w.cordoned(now) else "", labels=w.labels)
-            for w in self.fleet.workers()])
+            cordon_reason=w.cordon_reason if w.cordoned(now) else "", labels=w.labels,
+            provisioning=prov.describe(w.name) if prov else "")
+            for w in self.fleet.workers()]
+        if prov:  # the workers it asked for that have not connected, and those that failed to start
+            workers += [api_pb2.WorkerInfo(name=name, cpu=shape.cpu, memory_mb=shape.memory_mb, provisioning=state)
+                        for name, shape, state in prov.not_connected()]
+        return api_pb2.WorkerListResponse(workers=workers)
 
     async def WorkerDrain(self, req, context, who):
         await self._call(context, self.identity.require_admin, who, "drain workers")

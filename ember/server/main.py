@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import shlex
 import signal
 import sys
 
@@ -19,6 +20,7 @@ from .api import ClientService, ContainerService, WorkerService
 from .blob_gc import BlobCollector
 from .blobs import BlobStoreError, open_blob_store
 from .breaker import Breaker
+from .provisioner import ProvisionerConfig, Provisioner, Shape, open_backend
 from .refusals import Refusals
 from .scheduler import Scheduler
 from .secrets import Secrets
@@ -44,7 +46,8 @@ EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
                 app_timeout: float, output_retention: float, gc: GcPolicy | None = None, http: str | None = None,
                 web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
-                breaker: Breaker | None = None, blob_url: str | None = None):
+                breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None,
+                blob_url: str | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(data_dir / "ember.db")
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
@@ -91,6 +94,10 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
           flush=True)
     if ready_file:
         pathlib.Path(ready_file).write_text(bound)
+    provisioner = None
+    if provisioning and provisioning.kind != "none":
+        sched.provisioner = _provisioner(provisioning, sched, bound, server_tls)
+        provisioner = asyncio.create_task(sched.provisioner.run())
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -123,12 +130,68 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     await stop.wait()
     ticks.cancel()
     collecting.cancel()
+    if provisioner:
+        provisioner.cancel()  # its workers go on, and a restarted control plane follows them again
     sched.fleet.closing = True  # the streams that close now say nothing of workers and containers
     web_server.should_exit = True
     await server.stop(grace=1.0)
     await web_task
     sched.usage.flush()
     store.close()
+
+
+def _provisioner(cfg: ProvisionerConfig, sched: Scheduler, bound: str,
+                 server_tls: tls.ServerTLS | None) -> Provisioner:
+    url = cfg.server_url or bound
+    log.info("provisioner %s: up to %d workers for the control plane at %s", cfg.kind, cfg.max_workers, url)
+    host = url.removeprefix("https://").removeprefix("http://").rpartition(":")[0]
+    if url.startswith("unix:") or tls.is_loopback(host):
+        log.warning("provisioned workers reach the control plane at %s, which only this machine can reach: pass "
+                    "--worker-server-url with an address their nodes reach", url)
+    return Provisioner(open_backend(cfg), sched.fleet, sched.apps, sched.placement, sched.builds,
+                       sched.identity,
+                       max_workers=cfg.max_workers, server_url=url, floor=cfg.floor, idle_window=cfg.idle_window,
+                       start_timeout=cfg.start_timeout, worker_backend=cfg.worker_backend, command=cfg.command,
+                       env=cfg.env,
+                       ca_file=str(server_tls.ca_file) if server_tls and server_tls.ca_file else "")
+
+
+def _provisioning(args, data_dir: pathlib.Path) -> ProvisionerConfig:
+    """The provisioner the flags ask for, after checking them."""
+    if args.provisioner == "none":
+        return ProvisionerConfig()
+    if args.max_workers < 1:
+        raise exception.InvalidError(f"--provisioner {args.provisioner} needs --max-workers N (N at least 1): the "
+                                     "most workers it may ask for at once")
+    if args.worker_cpu < 1 or args.worker_memory < 64:
+        raise exception.InvalidError("--worker-cpu takes a whole number of CPUs, at least 1, and --worker-memory at "
+                                     "least 64 (MiB)")
+    if args.worker_idle <= 0 or args.worker_start_timeout <= 0:
+        raise exception.InvalidError("--worker-idle and --worker-start-timeout must be more than 0 (e.g. 5m)")
+    if args.provisioner == "kubernetes" and not args.kubernetes_image:
+        raise exception.InvalidError("--provisioner kubernetes needs --kubernetes-image IMAGE: an image with Ember "
+                                     "installed, which the workers' pods run (see deploy/kubernetes/)")
+    env = {}
+    for item in args.worker_env:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise exception.InvalidError(f"--worker-env {item!r}: pass KEY=VALUE, e.g. EMBER_CACHE_DIR=/scratch/ember")
+        env[key] = value
+    output = args.slurm_output or str(data_dir / "provisioner")
+    if args.provisioner == "slurm" and not args.slurm_output:
+        pathlib.Path(output).mkdir(parents=True, exist_ok=True)
+    if args.worker_command:
+        command = tuple(shlex.split(args.worker_command))
+    elif args.provisioner == "kubernetes":
+        command = ("ember",)  # the image's
+    else:
+        command = (sys.executable, "-m", "ember.cli.main")  # this installation, as a shared filesystem has it
+    return ProvisionerConfig(
+        kind=args.provisioner, max_workers=args.max_workers, server_url=args.worker_server_url or "",
+        floor=Shape(args.worker_cpu, args.worker_memory), idle_window=args.worker_idle,
+        start_timeout=args.worker_start_timeout, worker_backend=args.worker_backend, command=command, env=env,
+        slurm_partition=args.slurm_partition or "", slurm_args=tuple(args.slurm_arg), slurm_output_dir=output,
+        kubernetes_namespace=args.kubernetes_namespace, kubernetes_image=args.kubernetes_image or "")
 
 
 def _http_address(http: str | None) -> str:
@@ -183,13 +246,14 @@ def run(args) -> int:
     if args.cordon_after < 0 or args.cordon_after and (args.cordon_window <= 0 or args.cordon_cooldown <= 0):
         raise exception.InvalidError("--cordon-after takes a count of 0 (never cordon) or more, and --cordon-window "
                                      "and --cordon-cooldown durations above 0 (e.g. 5m)")
+    provisioning = _provisioning(args, data_dir)
     try:
         uvloop.run(serve(address, data_dir,
                           lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
                           app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
                           http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
                           breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
-                          blob_url=args.blob_url))
+                          provisioning=provisioning, blob_url=args.blob_url))
     except BlobStoreError as e:
         raise exception.InvalidError(f"--blob-url: {e}") from None
     return 0

@@ -38,6 +38,9 @@ class Placement:
         self.clock = clock
         # (container_id, its volume mounts) -> None: the blob collector keeps what they name.
         self.on_volumes = None
+        # With a provisioner (provisioner/, which makes it a dict): function_id -> when a
+        # container of it last found no worker with room, the demand it asks for workers for.
+        self.unplaced: dict[str, float] | None = None
 
     def start_container(self, fn: FunctionState) -> bool:
         """Start a container for the function on the worker that fits it best; False if none has room."""
@@ -49,6 +52,8 @@ class Placement:
         worker = self._choose(fn)
         if worker is None:
             self.shares.wants_room(fn)
+            if self.unplaced is not None:
+                self.unplaced[fn.function_id] = self.clock()
             if not self.fleet.connected_workers():
                 self._waits(fn, "no worker is connected", logging.WARNING)
             elif not any(in_region(w, fn) for w in self.fleet.connected_workers()):
@@ -59,6 +64,8 @@ class Placement:
                 self._waits(fn, f"no worker has {res.cpu:.2f} CPU, {res.memory_mb} MiB"
                             f"{f' and GPU {res.gpu}' if res.gpu else ''} free")
             return False
+        if self.unplaced is not None:
+            self.unplaced.pop(fn.function_id, None)
         cid = new_id("ct")
         gpu_indices = worker.gpus.assign(cid, res.gpu) if res.gpu else []
         if gpu_indices is None:

@@ -72,6 +72,7 @@ class Scheduler:
         self.dispatch.autoscaler = self.autoscaler
         self.dispatch.shares = self.shares
         self.usage = self.dispatch.usage = self.fleet.usage
+        self.provisioner = None  # with --provisioner: where new workers come from (provisioner/; main.py)
 
     def recover(self):
         """Load what was open when the control plane last stopped."""

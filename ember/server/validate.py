@@ -200,6 +200,10 @@ def web_endpoint(w: api_pb2.WebEndpoint, where: str):
     number(f"{where}.startup_timeout", w.startup_timeout)
 
 
+BUILT_WITH_SECRETS = (api_pb2.ImageStep.PIP_INSTALL, api_pb2.ImageStep.APT_INSTALL, api_pb2.ImageStep.RUN_COMMANDS,
+                      api_pb2.ImageStep.RUN_FUNCTION)
+
+
 def image(img: api_pb2.Image, where: str = "Image"):
     """An image as resolved by the SDK: a base step first, each layer named by its sha256 (the
     workers' cache directories are named by these ids), the image by its last layer."""
@@ -209,6 +213,11 @@ def image(img: api_pb2.Image, where: str = "Image"):
         known(f"{where}.steps[{i}].kind", api_pb2.ImageStep.Kind, step.kind)
         if not is_blob_id(step.layer_id):
             raise Invalid(f"{where}.steps[{i}].layer_id", f"must be 64 lowercase hex digits (got {step.layer_id!r})")
+        if step.secret_ids and step.kind not in BUILT_WITH_SECRETS:
+            raise Invalid(f"{where}.steps[{i}].secret_ids", "only steps that run something have secrets")
+        for j, sid in enumerate(step.secret_ids):
+            if not sid:
+                raise Invalid(f"{where}.steps[{i}].secret_ids[{j}]", "is empty")
     if img.image_id != img.steps[-1].layer_id:
         raise Invalid(f"{where}.image_id", f"must be its last step's layer_id (got {img.image_id!r})")
 

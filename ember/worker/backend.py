@@ -108,6 +108,13 @@ class RuntimeBackend(abc.ABC):
         return "none: containers and build steps are plain processes of the worker's user"
 
 
+# Every container's runtime: gRPC's fork handlers off. Its channel has threads of its own, and
+# with the handlers on, a fork by the function (a multiprocessing pool) while one of them runs
+# aborts the child in gRPC ("Check failed: next_worker->state == KICKED"); off, the child gets
+# an inert copy of the channel, which it does not use.
+RUNTIME_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "false"}
+
+
 def identity_env(sc: api_pb2.StartContainer) -> dict[str, str]:
     """Who the container is: its id, and the credential the control plane made for it (which
     its runtime connects with, and its code calls with)."""
@@ -145,7 +152,8 @@ def needs_root_filesystem(step: api_pb2.ImageStep) -> bool:
     commands, a registry's root filesystem, local files at a path of their own (but not Python
     source added with add_local_python_source, which is importable from anywhere)."""
     return (step.kind in (Step.APT_INSTALL, Step.RUN_COMMANDS, Step.FROM_REGISTRY)
-            or (step.kind == Step.ADD_LOCAL and "compile" not in step.args))
+            or (step.kind == Step.ADD_LOCAL and "compile" not in step.args)
+            or (step.kind == Step.ENTRYPOINT and bool(step.args)))  # a program of the image
 
 
 def refusal(backend: RuntimeBackend | type[RuntimeBackend], why: str, image: api_pb2.Image,

@@ -26,8 +26,8 @@ from . import cgroups as cg
 from . import disk as disks
 from . import gpus as gpu_devices
 from . import sandbox
-from .backend import NETWORK_MODES, Capabilities, Context, Exit, RuntimeBackend, Unavailable, identity_env
-from .images import SANDBOX, BuildError, LayerCache, image_config
+from .backend import NETWORK_MODES, Capabilities, Context, Exit, RUNTIME_ENV, RuntimeBackend, Unavailable, identity_env
+from .images import BuildError, LayerCache, image_config, sandbox_argv
 from .network import Attachment, Network, NetworkError, missing as network_missing
 from .procs import describe_exit, tail_of, terminate, terminate_all
 from .relay import Relay
@@ -220,7 +220,7 @@ class ContainerBackend(RuntimeBackend):
 
     async def _start(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None,
                      disk: disks.Disk, net: Attachment | None) -> "Box":
-        env, workdir = image_config(image, self.layers.root)
+        env, workdir, entrypoint = image_config(image, self.layers.root)
         ct = self.root / name
         (ct / "root").mkdir(parents=True)
         writable = disk.mount_point
@@ -256,8 +256,9 @@ class ContainerBackend(RuntimeBackend):
             binds.append([self.network.resolv_conf, "/etc/resolv.conf", True])
         indices = list(sc.gpu_indices) if sc is not None else []
         env.update(gpu_devices.container_env([g for g in self.gpus if g.index in set(indices)]))
-        env.update(PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url, EMBER_CODE_CACHE="/tmp/.ember-code",
-                   EMBER_EPHEMERAL_DISK_MB=str(disk.size_mb))  # named in the error of a write that finds it full
+        # EMBER_EPHEMERAL_DISK_MB is named in the error of a write that finds the disk full.
+        env.update(RUNTIME_ENV, PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url,
+                   EMBER_CODE_CACHE="/tmp/.ember-code", EMBER_EPHEMERAL_DISK_MB=str(disk.size_mb))
         if sc is not None:
             env.update(identity_env(sc))
         else:
@@ -282,12 +283,13 @@ class ContainerBackend(RuntimeBackend):
                 "devices": [d for d in gpu_devices.device_paths(indices) if os.path.exists(d)],
                 "hostname": name[:63], "new_net": block_network, "netns": net and net.path,
                 "cgroups": [str(p) for p in cgroups.paths], "cwd": workdir, "env": env,
-                "argv": ["python3", "-m", "ember.container"], "parent_pid": os.getpid(),
+                # The image's entrypoint (a script that ends `exec "$@"`) runs Ember's runtime, as Modal's.
+                "argv": [*entrypoint, "python3", "-m", "ember.container"], "parent_pid": os.getpid(),
                 **self.userns.spec([self.layers.root, writable, *(v["lower"] for v in volumes)])}
         log_path = self.root / f"{name}.log"
         with open(log_path, "wb") as logf:
             proc = await asyncio.create_subprocess_exec(
-                *SANDBOX, json.dumps(spec),
+                *sandbox_argv(spec, ct),
                 stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
                 stdout=logf, stderr=logf, start_new_session=True)
         return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "", net=net)

@@ -41,6 +41,17 @@ log = logging.getLogger("ember.worker")
 SANDBOX_DIR = str(pathlib.Path(__file__).parent)
 SANDBOX = [sys.executable, "-S", "-E", "-c",
            f"import sys; sys.path.append({SANDBOX_DIR!r}); import sandbox; sandbox.main()"]
+
+
+def sandbox_argv(spec: dict, directory: pathlib.Path) -> list[str]:
+    """The sandbox's command for a spec, which goes in a file only root can read (the sandbox
+    reads and removes it): its environment holds a container's credential or a build's
+    secrets, and a command line is anyone's to read in /proc."""
+    path = directory / f".sandbox-spec-{os.urandom(6).hex()}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(spec, f)
+    return [*SANDBOX, str(path)]
 Step = api_pb2.ImageStep
 # Steps that make a layer of files; the others (env, workdir) only change the image's config.
 CONTENT_STEPS = {Step.DEBIAN_SLIM, Step.FROM_REGISTRY, Step.PIP_INSTALL, Step.APT_INSTALL, Step.RUN_COMMANDS,
@@ -96,27 +107,38 @@ def describe_step(step: api_pb2.ImageStep) -> str:
         return f"env({dict(step.env)!r})"
     if step.kind == Step.WORKDIR:
         return f"workdir({step.path!r})"
+    if step.kind == Step.ENTRYPOINT:
+        return f"entrypoint({list(step.args)!r})"
     if step.kind == Step.ADD_LOCAL:
         return f"add_local(... -> {step.path})"
     return f"{Step.Kind.Name(step.kind).lower()}({args})"
 
 
-def image_config(image: api_pb2.Image, layers_dir: pathlib.Path) -> tuple[dict, str]:
-    """The environment and working directory the image's steps declare."""
-    env, workdir = dict(BASE_ENV), "/root"
+class ImageConfig(typing.NamedTuple):
+    env: dict
+    workdir: str
+    entrypoint: list  # what runs a container's command (Ember's runtime), as Docker runs CMD
+
+
+def image_config(image: api_pb2.Image, layers_dir: pathlib.Path) -> ImageConfig:
+    """The environment, working directory and entrypoint the image's steps declare."""
+    env, workdir, entrypoint = dict(BASE_ENV), "/root", []
     for s in image.steps:
         if s.kind == Step.FROM_REGISTRY:
             try:
                 cfg = json.loads((layers_dir / s.layer_id / IMAGE_CONFIG).read_text())
                 env.update(cfg.get("env", {}))
                 workdir = cfg.get("workdir") or workdir
+                entrypoint = list(cfg.get("entrypoint") or [])
             except (OSError, ValueError):
                 pass
         if s.kind == Step.ENV:  # the env of other steps is for their build only
             env.update(s.env)
         if s.kind == Step.WORKDIR:
             workdir = s.path
-    return env, workdir
+        if s.kind == Step.ENTRYPOINT:
+            entrypoint = list(s.args)
+    return ImageConfig(env, workdir, entrypoint)
 
 
 class Tail:
@@ -308,7 +330,7 @@ class LayerCache:
             if step.kind == Step.PIP_INSTALL:  # a requirements file
                 await asyncio.to_thread(untar_bytes, data, work / "files")
             binds.append([str(work / "files"), "/.ember-files", True])
-        env, workdir = image_config(parents, self.root)
+        env, workdir, _ = image_config(parents, self.root)  # a build step runs no entrypoint, as Docker's RUN
         env = dict(env, **step.env, PYTHONPATH="/ember/lib")  # the step's own build env (env=) too
         # Builds reach package indexes the way this machine does: through its proxy, if any.
         env.update({k: v for k, v in os.environ.items() if k.lower() in PROXY_VARS})
@@ -357,7 +379,7 @@ class LayerCache:
                         "new_net": False, "netns": net.path, "cgroups": [str(p) for p in cgroups.paths],
                         "cwd": workdir, "env": env, "argv": argv, "parent_pid": os.getpid(),
                         **self.userns.spec([self.root, work])}
-                await run_logged([*SANDBOX, json.dumps(spec)], None, log, shown)
+                await run_logged(sandbox_argv(spec, work), None, log, shown)
         finally:
             await self.network.release(net)
             await cgroups.remove()

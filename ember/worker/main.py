@@ -208,7 +208,7 @@ class Worker:
         try:
             self._check_capabilities(b.image)
             known = {layer.layer_id: layer.blob_id for layer in b.layers}
-            await self.backend.build(b.image, known, b.force, log_fn, report, b.workspace)
+            await self.backend.build(with_secret_env(b), known, b.force, log_fn, report, b.workspace)
         except images.BuildError as e:
             error = str(e)
         except Exception as e:
@@ -245,6 +245,20 @@ class Worker:
                        cpu_seconds=cpu)
         self.recent_exits.append(event)
         self._send(api_pb2.WorkerMessage(container_exited=event))
+
+
+def with_secret_env(b: api_pb2.BuildImage) -> api_pb2.Image:
+    """The image to build, each step's build environment with its secrets' variables (env= wins,
+    as it is the step's own). Layer ids are the control plane's and stay as given."""
+    image = api_pb2.Image()
+    image.CopyFrom(b.image)
+    for index, secret in b.secret_env.items():
+        if index < len(image.steps):
+            step = image.steps[index]
+            env = {**secret.env, **step.env}
+            step.env.clear()
+            step.env.update(env)
+    return image
 
 
 def _keep_ca(data_dir: pathlib.Path, url: str) -> pathlib.Path | None:

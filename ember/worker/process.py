@@ -21,7 +21,7 @@ import uv
 
 from .._client import blobs
 from ..proto import api_pb2
-from .backend import Capabilities, Context, Exit, RuntimeBackend, identity_env
+from .backend import RUNTIME_ENV, Capabilities, Context, Exit, RuntimeBackend, identity_env
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
 from .procs import describe_exit, kill_group, session_cpu_seconds, tail_of, terminate, terminate_all
 
@@ -29,7 +29,7 @@ log = logging.getLogger("ember.worker")
 
 CPU_SAMPLE_EVERY = 1.0  # seconds between readings of a container's CPU time
 # Steps that put nothing into a virtual environment: the worker's own Python serves them.
-NO_PACKAGES = {Step.DEBIAN_SLIM, Step.ENV, Step.WORKDIR}
+NO_PACKAGES = {Step.DEBIAN_SLIM, Step.ENV, Step.WORKDIR, Step.ENTRYPOINT}  # (an empty one: see backend.refusal)
 
 
 class ProcessBackend(RuntimeBackend):
@@ -129,8 +129,8 @@ class ProcessBackend(RuntimeBackend):
         python, image_env = await self._venv(sc.image, lambda text: log.info("image: %s", text.rstrip()))
         # The worker's own environment, but never its token (a container has its own credential).
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_WORKER_TOKEN")}
-        env.update(identity_env(sc), EMBER_SERVER_URL=self.server_url, EMBER_CODE_CACHE=str(self.code_cache),
-                   EMBER_WORKER_PID=str(os.getpid()))
+        env.update(RUNTIME_ENV, **identity_env(sc), EMBER_SERVER_URL=self.server_url,
+                   EMBER_CODE_CACHE=str(self.code_cache), EMBER_WORKER_PID=str(os.getpid()))
         if self.ca_file is not None:
             env["EMBER_CA_CERT"] = str(self.ca_file)
         env.update(image_env)

@@ -7,12 +7,14 @@ be the same minor version as the worker's for their compiled extensions to load.
 """
 
 import compileall
+import fcntl
 import hashlib
 import importlib.metadata
 import os
 import pathlib
 import shutil
 import sys
+import threading
 
 import ember
 
@@ -26,8 +28,55 @@ def _ember_files() -> list[pathlib.Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
 
 
+LOCK = ".in-use"  # in each runtime directory: held shared by every worker process that uses it
+_held: list = []  # this process's open locks: released when it exits, however it exits
+
+
 def prepare(cache: pathlib.Path) -> pathlib.Path:
-    """The runtime directory for this worker's Ember and libraries, made once per version."""
+    """The runtime directory for this worker's Ember and libraries, made once per version and
+    held in use by this process; those of other versions that no running worker holds are removed
+    (each Ember upgrade, or source change, makes one of 40 MB)."""
+    while True:
+        dest = _make(cache)
+        fd = os.open(dest / LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            if os.stat(dest / LOCK).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # another worker removed it while this one waited for the lock: make it again
+    _held.append(fd)
+    # Off the worker's start: removing many old versions takes seconds.
+    threading.Thread(target=_remove_unused, args=(cache, dest), name="ember-runtime-gc", daemon=True).start()
+    return dest
+
+
+def _remove_unused(cache: pathlib.Path, keep: pathlib.Path):
+    for d in cache.glob("py*-*"):
+        if d == keep or not d.is_dir():
+            continue
+        try:
+            fd = os.open(d / LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no worker holds it: none of its containers runs
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        # Renamed first, so that no worker starting now takes it for made; removed under the lock.
+        trash = cache / f".trash-{d.name}-{os.getpid()}"
+        try:
+            d.rename(trash)
+        except OSError:
+            os.close(fd)
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
+        os.close(fd)
+
+
+def _make(cache: pathlib.Path) -> pathlib.Path:
     ember_root = pathlib.Path(ember.__file__).parent
     files = _ember_files()
     key = hashlib.sha256()

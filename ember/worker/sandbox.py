@@ -429,7 +429,9 @@ def child(spec, status_w):
 
 
 def main():
-    spec = json.loads(sys.argv[1])
+    with open(sys.argv[1]) as f:  # a file only root reads (images.sandbox_argv): taken, then removed
+        spec = json.load(f)
+    os.unlink(sys.argv[1])
     if spec.get("parent_pid"):
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != spec["parent_pid"]:
