@@ -124,6 +124,27 @@ async def test_gc_deletes_only_what_was_not_put_since(blobs):
     assert await blobs.delete_unless_put_since("0" * 64, cutoff) == 0
 
 
+@run_async
+async def test_a_refresh_racing_a_delete_either_keeps_the_blob_or_says_it_is_gone(blobs):
+    # The collector's guarantee: whoever is told the blob exists (by a refresh) may refer to it.
+    outcomes = set()
+    for i in range(6):
+        blob_id = await blobs.put(chunks_of(b"raced %d" % i))
+        await asyncio.sleep(0.2)
+        # Put before `since`: it goes, unless refreshed after (files' times are a few ms coarse).
+        since = time.time() - 0.05
+        if i % 2:  # each may start first
+            freed, refreshed = await asyncio.gather(blobs.delete_unless_put_since(blob_id, since),
+                                                    blobs.refresh(blob_id))
+        else:
+            refreshed, freed = await asyncio.gather(blobs.refresh(blob_id),
+                                                    blobs.delete_unless_put_since(blob_id, since))
+        assert (refreshed and freed == 0 and await blobs.exists(blob_id)) or (
+            not refreshed and freed and not await blobs.exists(blob_id)), (freed, refreshed)
+        outcomes.add(refreshed)
+    print("outcomes seen (refreshed first / deleted first):", outcomes)
+
+
 def http(url: str, data: bytes | None = None, headers=None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=data, method="PUT" if data is not None else "GET",
                                      headers=headers or {})
