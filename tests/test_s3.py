@@ -21,6 +21,7 @@ from conftest import APPS, PY, ROOT, Cluster, container_backend_missing, wait_fo
 from services import seaweedfs
 
 from ember._client.auth import metadata
+from ember._layers import name_layers
 from ember.proto import api_pb2, api_pb2_grpc
 
 MB = 1 << 20
@@ -244,6 +245,30 @@ def test_a_workspace_gets_urls_only_for_its_own_blobs(s3_cluster, tmp_path):
     put = b.url(victim, upload=True)
     assert put.url and http(put.url, b"not the content", dict(put.headers))[0] >= 400
     assert not b.exists(victim) and b.code("BlobUrl", api_pb2.BlobUrlRequest(blob_id=victim))
+
+    # Nor may B name A's blob where a worker would fetch it for B: a volume's file, a function's
+    # code, an image's files.
+    vol = b.stub.ObjectGet(api_pb2.ObjectGetRequest(kind=api_pb2.OBJECT_KIND_VOLUME, name="b-vol",
+                                                    create_if_missing=True), metadata=b.md, timeout=30).object_id
+    commit = api_pb2.VolumeCommitRequest(volume_id=vol, files=[api_pb2.VolumeFile(path="stolen", blob_id=victim)])
+    assert b.code("VolumeCommit", commit) == grpc.StatusCode.NOT_FOUND
+    app_id = b.stub.AppCreate(api_pb2.AppCreateRequest(name="thief"), metadata=b.md, timeout=30).app_id
+    definition = api_pb2.FunctionDefinition(name="f", module="m", qualname="f", code_blob_id=victim,
+                                            resources=api_pb2.Resources(cpu=0.1, memory_mb=64))
+    assert b.code("FunctionCreate", api_pb2.FunctionCreateRequest(app_id=app_id, definition=definition)) == \
+        grpc.StatusCode.NOT_FOUND
+    Step = api_pb2.ImageStep
+    image = api_pb2.Image(steps=[Step(kind=Step.DEBIAN_SLIM), Step(kind=Step.ADD_LOCAL, path="/x", blob_id=victim)])
+    name_layers(image, "other")
+    with pytest.raises(grpc.RpcError) as refused:
+        list(b.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image), metadata=b.md, timeout=30))
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND, refused.value
+    # ... while its own blob, once put, goes in.
+    mine = hashlib.sha256(b"b's own").hexdigest()
+    put = b.url(mine, upload=True)
+    assert http(put.url, b"b's own", dict(put.headers))[0] == 200 and b.exists(mine)
+    commit = api_pb2.VolumeCommitRequest(volume_id=vol, files=[api_pb2.VolumeFile(path="own", blob_id=mine, size=7)])
+    assert b.code("VolumeCommit", commit) is None
 
     # A's own: a URL that works, and fails once tampered with.
     own = sorted(a_blobs)[-1]

@@ -19,7 +19,7 @@ from .._client.stream import Outbox
 from ..proto import api_pb2, api_pb2_grpc
 from .auth import ADMIN, CONTAINER, WORKER, WORKSPACE, Forbidden, Identity, Principal, Unauthenticated
 from . import validate
-from .blob_rights import BlobRights
+from .blob_rights import BlobNotGranted, BlobRights
 from .blobs import BlobNotFound, BlobStore, is_blob_id
 from .disk import DiskFull
 from .identity_api import IdentityRpcs
@@ -367,6 +367,8 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         for step in d.image.steps:
             for secret_id in step.secret_ids:
                 self.secrets.owned(workspace, secret_id)
+        self.rights.check_referable(workspace, [d.code_blob_id, d.pickled.blob_id, *(s.blob_id for s in d.image.steps)],
+                                    f"function {d.name}")
 
     def _web_urls(self, fn) -> dict:
         """The web_url and method_web_urls fields of a function's responses."""
@@ -380,6 +382,10 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
     async def ImageBuild(self, req, context, who):
         validate.image_build(req)
         name_layers(req.image, who.workspace)
+        try:
+            self.rights.check_referable(who.workspace, [s.blob_id for s in req.image.steps], "the image")
+        except BlobNotGranted as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         try:  # the secrets a step names must be the workspace's own
             secret_env = {i: self.secrets.env_for(step.secret_ids, who.workspace)
                           for i, step in enumerate(req.image.steps) if step.secret_ids}
@@ -436,7 +442,12 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def VolumeCommit(self, req, context, who):
         validate.volume_commit(req)
-        return await self._call(context, self.objects.volume_commit, who.workspace, req)
+        return await self._call(context, self._volume_commit, who.workspace, req)
+
+    def _volume_commit(self, workspace: str, req: api_pb2.VolumeCommitRequest) -> api_pb2.VolumeManifest:
+        # Workers fetch a volume's files to mount them: only the workspace's own blobs may go in.
+        self.rights.check_referable(workspace, [f.blob_id for f in req.files], f"the commit of {req.volume_id}")
+        return self.objects.volume_commit(workspace, req)
 
     async def ObjectStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)

@@ -10,7 +10,9 @@ see every workspace, read any blob.
 
 BlobExists answers a workspace's caller True only for a blob it may read: a caller that names
 another's blob is told it is missing, and uploads the bytes itself (and so gets the grant), or
-cannot.
+cannot. What workers fetch on a workspace's behalf (its functions' code and image files, its
+volumes' files) it may name only if it may read it (`check_referable`): else a worker would
+be the deputy that hands it another's bytes.
 """
 
 import hashlib
@@ -20,6 +22,10 @@ import os
 from .apps import Apps
 from .auth import ADMIN, WORKER, Principal
 from .store import Store
+
+
+class BlobNotGranted(LookupError):
+    """A workspace named a blob it may not read."""
 
 
 class BlobRights:
@@ -34,6 +40,17 @@ class BlobRights:
         if who.role in (ADMIN, WORKER):
             return True
         return self.store.blob_granted(who.workspace, blob_id) or blob_id in self._definition_blobs(who.workspace)
+
+    def check_referable(self, workspace: str, blob_ids, what: str):
+        """Refuse (BlobNotGranted) a reference by the workspace to any blob it may not read."""
+        own = None
+        for blob_id in blob_ids:
+            if not blob_id or self.store.blob_granted(workspace, blob_id):
+                continue
+            own = self._definition_blobs(workspace) if own is None else own
+            if blob_id not in own:
+                raise BlobNotGranted(f"{what} names blob {blob_id}, which this workspace has not put: upload its "
+                                     "bytes first (BlobPut, or BlobUrl and BlobExists)")
 
     def granted(self, who: Principal, blob_id: str) -> bool:
         """Whether the caller's workspace was granted the blob (an admin or worker may read it anyway)."""
