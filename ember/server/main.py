@@ -18,7 +18,7 @@ from ..proto import api_pb2_grpc
 from . import gateway, tls
 from .api import ClientService, ContainerService, WorkerService
 from .blob_gc import BlobCollector
-from .blobs import BlobStoreError, open_blob_store
+from .blobs import BlobStore, BlobStoreError, open_blob_store
 from .breaker import Breaker
 from .provisioner import ProvisionerConfig, Provisioner, Shape, open_backend
 from .refusals import Refusals
@@ -47,7 +47,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                 app_timeout: float, output_retention: float, gc: GcPolicy | None = None, http: str | None = None,
                 web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
                 breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None,
-                blob_url: str | None = None):
+                blobs: BlobStore | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(data_dir / "ember.db")
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
@@ -66,7 +66,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
     # INVALID_ARGUMENT, for every service registered below.
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[Refusals()])
-    blobs = open_blob_store(blob_url or data_dir / "blobs")
+    blobs = blobs or open_blob_store(data_dir / "blobs")
     gc = gc or GcPolicy()
     collector = BlobCollector(store, blobs, sched, blob_retention=gc.blob_retention, layer_grace=gc.layer_grace,
                               volume_versions=gc.volume_versions)
@@ -248,12 +248,13 @@ def run(args) -> int:
                                      "and --cordon-cooldown durations above 0 (e.g. 5m)")
     provisioning = _provisioning(args, data_dir)
     try:
-        uvloop.run(serve(address, data_dir,
-                          lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
-                          app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
-                          http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
-                          breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
-                          provisioning=provisioning, blob_url=args.blob_url))
+        blobs = open_blob_store(args.blob_url) if args.blob_url else None
     except BlobStoreError as e:
         raise exception.InvalidError(f"--blob-url: {e}") from None
+    uvloop.run(serve(address, data_dir,
+                      lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
+                      app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
+                      http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
+                      breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
+                      provisioning=provisioning, blobs=blobs))
     return 0
