@@ -159,9 +159,8 @@ class BlobRpcs:
             async for _ in request_iterator:
                 pass
             raise
-        self.rights.grant(who, blob_id)
+        await self.rights.grant(who, blob_id)
         self._relayed("BlobPut", who, blob_id, size)
-        await self.rights.store.durable()
         return api_pb2.BlobRef(blob_id=blob_id)
 
     async def BlobGet(self, req, context, who):
@@ -182,8 +181,7 @@ class BlobRpcs:
             # Its caller may have just uploaded it through a URL handed to its workspace.
             tag = await self.blobs.upload_tag(req.blob_id)
             if tag is not None and hmac.compare_digest(tag, self.rights.upload_tag(who, req.blob_id)):
-                self.rights.grant(who, req.blob_id)
-                await self.rights.store.durable()
+                await self.rights.grant(who, req.blob_id)
             elif not self.rights.may_read(who, req.blob_id):
                 return api_pb2.BlobExistsResponse(exists=False)  # as if missing: it puts the bytes itself
         # Asking counts as putting it again: whoever asks is about to refer to it (blob_gc.py).

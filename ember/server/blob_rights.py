@@ -56,10 +56,11 @@ class BlobRights:
         """Whether the caller's workspace was granted the blob (an admin or worker may read it anyway)."""
         return self.store.blob_granted(who.workspace, blob_id)
 
-    def grant(self, who: Principal, blob_id: str):
-        """The caller put the blob's bytes: its workspace may read it."""
+    async def grant(self, who: Principal, blob_id: str):
+        """The caller put the blob's bytes: its workspace may read it, once this returns."""
         if who.workspace:
             self.store.grant_blob(who.workspace, blob_id)
+            await self.store.durable()
 
     def upload_tag(self, who: Principal, blob_id: str) -> str:
         """What an upload URL handed to this caller makes the store keep with the blob: finding
