@@ -179,5 +179,10 @@ def _unreachable(url: str, error: OSError):
     if isinstance(error, BlobTransferError):
         raise error
     endpoint = urllib.parse.urlsplit(url).netloc
-    log.warning("cannot reach the blob store at %s directly (%s): moving the blob through the control plane",
-                endpoint, error)
+    if endpoint not in _warned:  # once per process: each blob after it goes the same way
+        _warned.add(endpoint)
+        log.warning("cannot reach the blob store at %s directly (%s): moving blobs through the control plane",
+                    endpoint, error)
+
+
+_warned: set[str] = set()
