@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import logging
 import os
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 
@@ -23,6 +24,8 @@ from ..proto import api_pb2
 log = logging.getLogger("ember")
 
 HTTP_TIMEOUT = 60.0        # seconds a transfer may stall before it fails
+CONNECT_TIMEOUT = 10.0     # seconds to reach the store before going through the control plane instead
+RETRY_DIRECT_AFTER = 60.0  # seconds a store out of reach is not tried again
 HTTP_CHUNK = 4 * BLOB_CHUNK  # bytes per read of a direct download, per write of an upload from a file
 
 
@@ -147,8 +150,16 @@ async def _put_direct(stub, blob_id: str, body, size: int) -> bool:
 
 def _open(method: str, url: str, headers: dict, body, size: int | None = None) -> http.client.HTTPResponse:
     parts = urllib.parse.urlsplit(url)
+    if time.monotonic() < _unreachable_until.get(parts.netloc, 0.0):
+        raise OSError("it was out of reach a moment ago")
     Connection = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = Connection(parts.netloc, timeout=HTTP_TIMEOUT, blocksize=HTTP_CHUNK)
+    conn = Connection(parts.netloc, timeout=CONNECT_TIMEOUT, blocksize=HTTP_CHUNK)
+    try:
+        conn.connect()
+    except OSError:
+        _unreachable_until[parts.netloc] = time.monotonic() + RETRY_DIRECT_AFTER
+        raise
+    conn.sock.settimeout(HTTP_TIMEOUT)
     if size is not None:
         headers = {**headers, "Content-Length": str(size)}
     conn.request(method, f"{parts.path}?{parts.query}", body=body, headers=headers)
@@ -186,3 +197,4 @@ def _unreachable(url: str, error: OSError):
 
 
 _warned: set[str] = set()
+_unreachable_until: dict[str, float] = {}  # endpoint -> when to try it directly again
