@@ -56,13 +56,14 @@ def run_async(test):
 class Cluster:
     """A control plane and workers on loopback, each its own process."""
 
-    def __init__(self, tmp: pathlib.Path, app_timeout: float = 20):
+    def __init__(self, tmp: pathlib.Path, app_timeout: float = 20, host: str = "127.0.0.1"):
         self.tmp = tmp
         self.app_timeout = app_timeout
+        self.host = host  # where the control plane listens (test_hosts.py: a bridge's address)
         self.port = free_port()
-        self.url = f"127.0.0.1:{self.port}"
+        self.url = f"{host}:{self.port}"
         self.http_port = free_port()
-        self.web_url = f"http://127.0.0.1:{self.http_port}"
+        self.web_url = f"http://{host}:{self.http_port}"
         self.server = None
         self.workers: list[subprocess.Popen] = []
         self.logs = tmp / "logs"
@@ -72,12 +73,12 @@ class Cluster:
     def start_server(self, extra_args=()):
         """Start the control plane; with TLS among extra_args (--tls auto, --tls-cert), its URLs are https."""
         if any(a in ("--tls", "--tls-cert") for a in extra_args):
-            self.url = f"https://127.0.0.1:{self.port}"
-            self.web_url = f"https://127.0.0.1:{self.http_port}"
+            self.url = f"https://{self.host}:{self.port}"
+            self.web_url = f"https://{self.host}:{self.http_port}"
         log = open(self.logs / "server.log", "ab")
         self.server = subprocess.Popen(
-            [PY, "-m", "ember.cli.main", "server", "--port", str(self.port), "--data-dir", str(self.tmp / "server"),
-             "--http", f"127.0.0.1:{self.http_port}",
+            [PY, "-m", "ember.cli.main", "server", "--host", self.host, "--port", str(self.port),
+             "--data-dir", str(self.tmp / "server"), "--http", f"{self.host}:{self.http_port}",
              "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout), *extra_args],
             stdout=log, stderr=log, cwd=self.tmp)
         wait_for(self._server_up, what="the control plane to listen")
@@ -91,11 +92,12 @@ class Cluster:
     def _server_up(self):
         assert self.server.poll() is None, (self.logs / "server.log").read_text()
         with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+            return s.connect_ex((self.host, self.port)) == 0
 
-    def start_worker(self, name="w1", backend="process", env=None, **opts):
+    def start_worker(self, name="w1", backend="process", env=None, prefix=(), **opts):
+        """A worker; `prefix` runs it inside something (test_hosts.py: a network namespace)."""
         log = open(self.logs / f"worker-{name}.log", "ab")
-        args = [PY, "-m", "ember.cli.main", "worker", "--server", self.url, "--data-dir", str(self.tmp / name),
+        args = [*prefix, PY, "-m", "ember.cli.main", "worker", "--server", self.url, "--data-dir", str(self.tmp / name),
                 "--name", name, "--backend", backend, "--token-file", str(self.worker_token_file)]
         for k, v in opts.items():
             args += [f"--{k}", str(v)]

@@ -132,6 +132,15 @@ def test_a_host_without_a_controller_is_refused_with_the_fix():
     assert cg.Layout.parse(spaced, V2_CONTROLLERS).v2 == pathlib.Path("/mnt/cgroup two")
 
 
+def test_a_starting_worker_passes_over_cgroups_too_new_to_be_stale(tmp_path):
+    # Workers on one machine share the ember parents: one that starts while another's container
+    # has its cgroup, empty for a moment, must not take it for a dead worker's.
+    layout = cg.Layout(v1={}, v2=tmp_path, v2_controllers=frozenset(cg.LIMITED))
+    (tmp_path / "ember" / "ct-new").mkdir(parents=True)
+    assert cg.stale(layout) == [tmp_path / "ember" / "ct-new"]
+    assert cg.stale(layout, older_than=cg.STALE_AFTER) == []
+
+
 def test_v2_limits_events_and_cpu_time_are_read_from_v2_files(tmp_path):
     # The v2 files, where this host has no v2 controllers: a directory standing in for the v2 root.
     layout = cg.Layout(v1={}, v2=tmp_path, v2_controllers=frozenset(cg.LIMITED))

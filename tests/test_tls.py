@@ -4,6 +4,7 @@ real servers and workers on loopback, real `ember` commands."""
 import hashlib
 import os
 import re
+import socket
 import ssl
 import stat
 import subprocess
@@ -124,6 +125,26 @@ def test_listening_beyond_loopback_needs_tls_or_insecure(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_auto_tls_listening_everywhere_is_trusted_at_the_address_other_machines_reach(tmp_path):
+    # The machine's address on its default route, as the kernel says: what a worker on another
+    # machine most likely connects to (the host name may resolve to loopback alone).
+    route = subprocess.run(["ip", "-4", "route", "get", "203.0.113.1"], capture_output=True, text=True)
+    if route.returncode != 0:
+        pytest.skip(f"no IPv4 default route here: {route.stderr.strip()}")
+    address = re.search(r"\bsrc (\S+)", route.stdout)[1]
+    c = Cluster(tmp_path, host="0.0.0.0")
+    c.start_server(["--tls", "auto"])
+    try:
+        ctx = ssl.create_default_context(cafile=str(c.ca_file))
+        with socket.create_connection((address, c.port), timeout=10) as sock:
+            with ctx.wrap_socket(sock, server_hostname=address) as conn:  # checks the name too
+                assert conn.version()
+        # And the gateway, listening everywhere too, names the machine in web endpoints' URLs.
+        assert f"web endpoints at https://{socket.gethostname()}:{c.http_port}" in c.log()
+    finally:
+        c.stop()
 
 
 @pytest.mark.skipif(bool(container_backend_missing()), reason=f"container backend: {container_backend_missing()}")

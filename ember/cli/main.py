@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--http", help="HOST:PORT of the HTTP gateway that serves web endpoints (port 0: any "
                                        "free one; default: $EMBER_HTTP, else 127.0.0.1:8600 or a free port)")
     server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
-                                          "(behind a proxy, say)")
+                                          "(behind a proxy, say; for HOST 0.0.0.0, this machine's host name)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
     server.add_argument("--tls", choices=("auto",),
                         help="serve TLS (gRPC and the HTTP gateway) with a CA and certificate made once and kept in "
@@ -116,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="how a provisioned worker runs `ember` (default for Slurm: this control plane's Python, "
                            "-m ember.cli.main; for Kubernetes: ember, in --kubernetes-image)")
     prov.add_argument("--worker-server-url", metavar="URL",
-                      help="the control plane's URL as provisioned workers reach it (default: where it listens)")
+                      help="the control plane's URL as provisioned workers reach it (default: where it listens; "
+                           "for --host 0.0.0.0, at this machine's host name)")
     prov.add_argument("--slurm-partition", metavar="P", help="the partition of the workers' jobs (default: Slurm's)")
     prov.add_argument("--slurm-arg", action="append", default=[], metavar="ARG",
                       help="an sbatch option for every worker job, repeatable, e.g. --slurm-arg=--account=ml "

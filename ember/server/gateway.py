@@ -164,6 +164,16 @@ def bind(host: str, port: int, fallback: bool) -> socket.socket:
     return sock
 
 
+def url_host(host: str) -> str:
+    """The host part of the gateway's URLs, for a gateway listening on `host` (when --web-url does
+    not say): for a wildcard (every address) the machine's name, which clients on other machines
+    can look up and `--tls auto`'s certificate holds, not 0.0.0.0, which reaches only this machine."""
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host
+
+
 async def start(gateway: Gateway, sock: socket.socket, server_tls=None) -> tuple[asyncio.Task, uvicorn.Server]:
     """Serve the gateway on a bound socket, over HTTPS with server_tls (a tls.ServerTLS);
     returns its task and its server (set should_exit to stop)."""

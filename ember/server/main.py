@@ -62,7 +62,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     web_task, web_server = await gateway.start(gateway.Gateway(sched.routes, sched.dispatch, tokens), sock,
                                                server_tls)
     scheme = "https" if server_tls else "http"
-    sched.routes.base_url = (web_url or f"{scheme}://{http_host}:{sock.getsockname()[1]}").rstrip("/")
+    sched.routes.base_url = (web_url or f"{scheme}://{gateway.url_host(http_host)}:{sock.getsockname()[1]}").rstrip("/")
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
     # INVALID_ARGUMENT, for every service registered below.
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[Refusals()])
@@ -140,9 +140,19 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     store.close()
 
 
+def reachable_url(bound: str) -> str:
+    """The control plane's bound address as other machines reach it: listening on every address
+    (0.0.0.0), at this machine's name (gateway.url_host), not at 0.0.0.0, which is this machine only."""
+    scheme, sep, rest = bound.rpartition("://")
+    if rest.startswith("unix:"):
+        return bound
+    host, _, port = rest.rpartition(":")
+    return f"{scheme}{sep}{gateway.url_host(host)}:{port}"
+
+
 def _provisioner(cfg: ProvisionerConfig, sched: Scheduler, bound: str,
                  server_tls: tls.ServerTLS | None) -> Provisioner:
-    url = cfg.server_url or bound
+    url = cfg.server_url or reachable_url(bound)
     log.info("provisioner %s: up to %d workers for the control plane at %s", cfg.kind, cfg.max_workers, url)
     host = url.removeprefix("https://").removeprefix("http://").rpartition(":")[0]
     if url.startswith("unix:") or tls.is_loopback(host):

@@ -58,14 +58,31 @@ def names_for(hosts: list[str]) -> list[str]:
     for h in hosts:
         h = h.strip("[]")
         if h in WILDCARDS:
-            # Listening everywhere: the addresses the host name resolves to are the likely ones.
+            # Listening everywhere: the addresses the host name resolves to are the likely ones, and
+            # the one other machines most likely reach it at, that of its default route (the host
+            # name often resolves to 127.0.1.1 alone: Debian's /etc/hosts).
             try:
                 names += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)]
             except OSError:
                 pass
+            names += _default_route_addresses()
         else:
             names.append(h)
     return list(dict.fromkeys(n for n in names if n))
+
+
+def _default_route_addresses() -> list[str]:
+    """This machine's own address on the way to the world, IPv4 and IPv6, where it has one. A UDP
+    socket's connect only chooses the route and source address: nothing is sent."""
+    found = []
+    for family, far in ((socket.AF_INET, "203.0.113.1"), (socket.AF_INET6, "2001:db8::1")):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((far, 9))
+                found.append(s.getsockname()[0])
+        except OSError:  # no route of that family
+            pass
+    return found
 
 
 def auto(directory: pathlib.Path, hosts: list[str]) -> ServerTLS:

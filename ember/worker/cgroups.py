@@ -31,6 +31,8 @@ from ..proto import api_pb2
 LIMITED = ("memory", "cpu", "pids")  # the controllers a container is limited by
 ACCOUNTING = "cpuacct"  # v1's CPU time; v2 has it in cpu.stat, always
 PARENT = "ember"  # the cgroup, in each hierarchy, under which containers' cgroups go
+# An empty container cgroup younger than this may be another worker's, whose container is starting (stale()).
+STALE_AFTER = 60.0
 PIDS_MAX = 4096
 CFS_PERIOD = 100_000  # microseconds
 
@@ -164,9 +166,20 @@ def prepare(layout: Layout):
                         "cgroup, e.g. a systemd unit with Delegate=yes)") from e
 
 
-def stale(layout: Layout) -> list[pathlib.Path]:
-    """The containers' cgroups left in the ember parents (by a worker that is gone)."""
-    return [d for p in layout.parents() for d in p.glob("ct-*")]
+def stale(layout: Layout, older_than: float = 0) -> list[pathlib.Path]:
+    """The containers' cgroups left in the ember parents (by a worker that is gone), made at least
+    `older_than` seconds ago. Workers on one machine share the parents, and another worker's new
+    container has an empty cgroup for a moment before its first process joins it, as a stale one
+    has: a worker that starts then must pass over it, not remove it (its container would not start)."""
+    now = time.time()
+    return [d for p in layout.parents() for d in p.glob("ct-*") if now - _made_at(d) >= older_than]
+
+
+def _made_at(d: pathlib.Path) -> float:
+    try:
+        return d.stat().st_ctime
+    except FileNotFoundError:  # removed meanwhile (by its own worker)
+        return float("inf")
 
 
 @dataclasses.dataclass(frozen=True)

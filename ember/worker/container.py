@@ -88,7 +88,8 @@ class ContainerBackend(RuntimeBackend):
             cg.prepare(cg.host_layout())
         except cg.CgroupError as e:
             raise Unavailable(f"the container backend cannot limit containers: {e}") from None
-        for d in cg.stale(cg.host_layout()):  # the cgroups of containers that are gone (busy ones stay)
+        # The cgroups of containers that are gone (busy ones stay; new ones may be another worker's).
+        for d in cg.stale(cg.host_layout(), older_than=cg.STALE_AFTER):
             try:
                 d.rmdir()
             except OSError:

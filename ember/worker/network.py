@@ -20,6 +20,9 @@ Several workers may share a machine. Each takes a numbered slot (an flock on a f
 /run/ember/net, held while it runs) that fixes its addresses (a /22 of the range), its table's
 name and its interface names, so their rules never collide; the worker that next takes a
 slot first removes what a killed one left there (a killed worker's containers die with it).
+Workers that share a machine but each have a network namespace of their own (tests/test_hosts.py
+makes each a host that way) take slots the same way: /run/ember/net and /run/netns are the
+machine's, while each one's table, forwarding switch and interfaces are in its own namespace.
 """
 
 import asyncio
@@ -105,8 +108,9 @@ class Network:
         subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
         for ns in NETNS_DIR.glob(self.ns_prefix + "*") if NETNS_DIR.is_dir() else ():
             subprocess.run(["ip", "netns", "delete", ns.name], capture_output=True)
-        for dev in pathlib.Path("/sys/class/net").glob(self.if_prefix + "*"):
-            subprocess.run(["ip", "link", "delete", dev.name], capture_output=True)
+        for dev in _links():
+            if dev.startswith(self.if_prefix):
+                subprocess.run(["ip", "link", "delete", dev], capture_output=True)
 
     def _install_rules(self):
         # Forwarding is the machine's switch for routing at all; containers' traffic needs it.
@@ -199,6 +203,15 @@ async def _ip(args: list[str], script: str, check: bool = True):
     proc = await asyncio.to_thread(subprocess.run, ["ip", *args], input=script, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise NetworkError(f"could not set up a container's network (ip {' '.join(args)}): {proc.stderr.strip()}")
+
+
+def _links() -> list[str]:
+    """The names of the network interfaces of this worker's network namespace. Asked of the kernel
+    (netlink), not read from /sys/class/net: that shows the namespace of whoever mounted /sys, which
+    is another one for a worker started in a namespace of its own by nsenter (one host of several)."""
+    proc = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
+    # Lines like "7: em0s3@if2: <BROADCAST,...> ...": the name ends at "@" (a veth's peer) or ":".
+    return [line.split(":")[1].strip().split("@")[0] for line in proc.stdout.splitlines() if line.count(":") >= 2]
 
 
 def _ipv4(address: tuple[str, int] | None) -> tuple[str, int] | None:
