@@ -298,6 +298,43 @@ async def test_layers(store, reopen):
 
 
 @run_async
+async def test_blob_grants(store, reopen):
+    a, b = "a" * 64, "b" * 64
+    store.grant_blob("main", a)
+    store.grant_blob("main", a)  # twice is once
+    store.grant_blob("other", b)
+    await store.durable()
+    store = reopen()
+    assert store.blob_granted("main", a) and store.blob_granted("other", b)
+    assert not store.blob_granted("other", a) and not store.blob_granted("main", b)
+    store.grant_blob("other", a)
+    store.forget_blob_grants([a])
+    await store.durable()
+    store = reopen()
+    assert not store.blob_granted("main", a) and not store.blob_granted("other", a) and store.blob_granted("other", b)
+
+
+def test_blobs_put_before_grants_belong_to_their_workspaces(tmp_path):
+    before = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, before)
+    (before / "0009_blob_grants.sql").unlink()
+    db = sqlite3.connect(tmp_path / "ember.db", isolation_level=None)
+    migrate(db, before)
+    db.execute("INSERT INTO apps (app_id, name, state, created_at, workspace) "
+               "VALUES ('ap-1', 'a', 'running', 1, 'w1')")
+    db.execute("INSERT INTO functions VALUES ('fn-1', 'ap-1', x'', 1)")
+    db.execute("INSERT INTO calls (call_id, function_id, created_at) VALUES ('fc-1', 'fn-1', 1)")
+    db.execute("INSERT INTO call_blobs VALUES ('fc-1', ?)", ("1" * 64,))
+    db.execute("INSERT INTO objects (object_id, kind, name, created_at, workspace) "
+               "VALUES ('vo-1', 'volume', 'v', 1, 'w2')")
+    db.execute("INSERT INTO volume_files VALUES ('vo-1', 'f', ?, 1, 420, 1)", ("2" * 64,))
+    db.execute("INSERT INTO volume_old_blobs VALUES ('vo-1', 1, ?)", ("3" * 64,))
+    migrate(db)
+    assert sorted(db.execute("SELECT workspace, blob_id FROM blob_grants")) == [
+        ("w1", "1" * 64), ("w2", "2" * 64), ("w2", "3" * 64)]
+
+
+@run_async
 async def test_secrets(store, reopen):
     store.put_secret("sc-1", "main", "api", b"cipher 1", 2)
     store.put_secret("sc-2", "main", "api", b"cipher 2", 3)  # replaces the secret of that name

@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--data-dir", default=str(ember_home() / "server"),
                         help="where its state lives (default: $EMBER_HOME/server, else ~/.ember/server); "
                              "see above for a full disk")
+    server.add_argument("--blob-url", metavar="s3://BUCKET/PREFIX",
+                        help="keep blobs (large arguments and results, layer archives, volume files) in an "
+                             "S3-compatible bucket instead of under --data-dir; its endpoint and keys come from "
+                             "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_REGION). Clients "
+                             "and workers then move large blobs to and from the bucket directly, through presigned "
+                             "URLs: they must reach its endpoint too")
     server.add_argument("--lease-timeout", type=float, default=15.0,
                         help="seconds without contact before a container's inputs return to the queue (a "
                              "container whose connection and worker's connection closed returns them at once)")

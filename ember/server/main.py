@@ -18,7 +18,7 @@ from ..proto import api_pb2_grpc
 from . import gateway, leader, tls
 from .api import ClientService, ContainerService, WorkerService
 from .blob_gc import BlobCollector
-from .blobs import open_blob_store
+from .blobs import BlobStore, BlobStoreError, open_blob_store
 from .breaker import Breaker
 from .leader import Leadership, Standby
 from .provisioner import ProvisionerConfig, Provisioner, Shape, open_backend
@@ -48,7 +48,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                 app_timeout: float, output_retention: float, gc: GcPolicy | None = None, http: str | None = None,
                 web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
                 breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None,
-                leader_lease: float = 0, advertise_url: str | None = None) -> bool:
+                blobs: BlobStore | None = None, leader_lease: float = 0, advertise_url: str | None = None) -> bool:
     """Serve until stopped. With a leader lease (several control planes on one database), stand
     by until this one leads; True if it stepped down later (it lost the lease: serve again)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     server = grpc.aio.server(options=leader.OPTIONS if leadership else GRPC_OPTIONS, interceptors=[Refusals()])
     if leadership:
         sched.dispatch.acting = leadership.acting
-    blobs = open_blob_store(data_dir / "blobs")
+    blobs = blobs or open_blob_store(data_dir / "blobs")
     gc = gc or GcPolicy()
     collector = BlobCollector(store, blobs, sched, blob_retention=gc.blob_retention, layer_grace=gc.layer_grace,
                               volume_versions=gc.volume_versions)
@@ -318,6 +318,10 @@ def run(args) -> int:
                                      "HOST:PORT (how they reach it)")
 
     provisioning = _provisioning(args, data_dir)
+    try:
+        blobs = open_blob_store(args.blob_url) if args.blob_url else None
+    except BlobStoreError as e:
+        raise exception.InvalidError(f"--blob-url: {e}") from None
 
     async def main():
         # A control plane that steps down (it lost its lease) stands by again, in the same process.
@@ -326,7 +330,7 @@ def run(args) -> int:
                           app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
                           http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
                           breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
-                          provisioning=provisioning, leader_lease=args.leader_lease,
+                          provisioning=provisioning, blobs=blobs, leader_lease=args.leader_lease,
                           advertise_url=args.advertise_url):
             pass
     uvloop.run(main())

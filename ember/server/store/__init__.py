@@ -291,6 +291,20 @@ class Store(ABC):
     def delete_layers(self, layer_ids: list[str]):
         """Forget layers (their archives are collected)."""
 
+    # ---- blob grants: which workspaces may read a blob (those whose callers put its bytes)
+
+    @abstractmethod
+    def grant_blob(self, workspace: str, blob_id: str):
+        """The workspace may read the blob from now on (granting it twice is granting it once)."""
+
+    @abstractmethod
+    def blob_granted(self, workspace: str, blob_id: str) -> bool:
+        """Whether the workspace may read the blob."""
+
+    @abstractmethod
+    def forget_blob_grants(self, blob_ids: list[str]):
+        """The blobs are gone: nobody's grants to them are kept."""
+
     # ---- workspaces and tokens (a token is kept as the hash of its secret)
 
     @abstractmethod

@@ -456,6 +456,21 @@ class SqliteStore(_Runs, Store):
         self._write()
         self.db.executemany("DELETE FROM layers WHERE layer_id=?", [(i,) for i in layer_ids])
 
+    # ---- blob grants
+
+    def grant_blob(self, workspace: str, blob_id: str):
+        self._write()
+        self.db.execute("INSERT INTO blob_grants (workspace, blob_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (workspace, blob_id))
+
+    def blob_granted(self, workspace: str, blob_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM blob_grants WHERE workspace=? AND blob_id=?",
+                               (workspace, blob_id)).fetchone() is not None
+
+    def forget_blob_grants(self, blob_ids: list[str]):
+        self._write()
+        self.db.executemany("DELETE FROM blob_grants WHERE blob_id=?", [(b,) for b in blob_ids])
+
     # ---- secrets
 
     def put_secret(self, secret_id: str, workspace: str, name: str | None, ciphertext: bytes, num_keys: int):
