@@ -55,14 +55,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, database_url: str | None = None):
+def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, server_args=()):
     port = free_port()
     url = f"https://127.0.0.1:{port}" if tls else f"127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "ember.cli.main"]
     log = open(tmp / "cluster.log", "ab")
     server = subprocess.Popen(cmd + ["server", "--port", str(port), "--data-dir", str(tmp / "server")]
-                              + (["--tls", "auto"] if tls else [])
-                              + (["--database-url", database_url] if database_url else []), stdout=log, stderr=log)
+                              + (["--tls", "auto"] if tls else []) + list(server_args), stdout=log, stderr=log)
     if tls:
         # The worker and this client trust the CA the server makes; the worker reads it as it starts.
         ca = tmp / "server" / "tls" / "ca.pem"
@@ -99,7 +98,7 @@ def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, datab
     from core_app import app
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-"))
-    server, worker = start_cluster(tmp, backend, tls, database_url)
+    server, worker = start_cluster(tmp, backend, tls, ["--database-url", database_url] if database_url else [])
     result = {}
     try:
         with app.run():

@@ -10,11 +10,11 @@ import shutil
 import sqlite3
 
 import pytest
-from conftest import run_async
+from conftest import run_async, wait_for
 from services import postgres_url
 
 from ember.proto import api_pb2
-from ember.server.store import StoreError, open_store
+from ember.server.store import NotLeader, StoreError, open_store
 from ember.server.store.migrate import MIGRATIONS, migrate, schema_version
 
 URLS = {"sqlite": lambda tmp: f"sqlite://{tmp / 'ember.db'}", "postgres": lambda tmp: postgres_url()}
@@ -47,6 +47,50 @@ def store(reopen):
 
 def output(input_id: str) -> bytes:
     return api_pb2.Output(input_id=input_id).SerializeToString()
+
+
+# ---- the leader lease
+
+
+def test_one_holder_leads_until_its_lease_expires(store, url):
+    other = open_store(url)  # a second control plane on the same database
+    try:
+        assert store.lease_holder() is None
+        epoch = store.acquire_lease("cp-a", "a:1", 30)
+        assert epoch is not None
+        assert other.acquire_lease("cp-b", "b:1", 30) is None  # a holds it
+        assert other.lease_holder()[:3] == ("cp-a", "a:1", epoch)
+        assert store.acquire_lease("cp-a", "a:1", 30) == epoch  # its own: extended, same epoch
+        assert store.renew_lease("cp-a", epoch, 0.01)
+        wait_for(lambda: other.acquire_lease("cp-b", "b:1", 30) is not None, what="a's lease to expire")
+        assert other.lease_holder()[:3] == ("cp-b", "b:1", epoch + 1)  # it changed hands: a new epoch
+        assert not store.renew_lease("cp-a", epoch, 30)  # a's lease is gone
+        assert store.acquire_lease("cp-a", "a:1", 30) is None
+        other.release_lease("cp-b", epoch + 1)  # a clean stop: no waiting for the expiry
+        assert store.acquire_lease("cp-a", "a:1", 30) == epoch + 2
+    finally:
+        other.close()
+
+
+@run_async
+async def test_a_commit_of_a_holder_that_lost_the_lease_is_undone(store, url):
+    other = open_store(url)
+    try:
+        epoch = store.acquire_lease("cp-a", "a:1", 0.01)
+        fenced = []
+        store.fence("cp-a", epoch, lambda: fenced.append(True))
+        store.create_app("ap-1", "main", "kept")
+        await store.durable()  # a still leads: its write commits
+        wait_for(lambda: other.acquire_lease("cp-b", "b:1", 30) is not None, what="a's lease to expire")
+        store.create_app("ap-2", "main", "undone")
+        with pytest.raises(NotLeader):
+            await store.durable()
+        assert fenced == [True]
+        with pytest.raises(NotLeader):  # and it writes nothing more
+            store.create_app("ap-3", "main", "refused")
+        assert sorted(row[0] for row in other.running_apps()) == ["ap-1"]
+    finally:
+        other.close()
 
 
 # ---- group commit
@@ -253,6 +297,43 @@ async def test_layers(store, reopen):
     store.add_layer(api_pb2.Layer(layer_id="ly-1", blob_id="2" * 64))  # rebuilt
     await store.durable()
     assert reopen().layers() == {"ly-0": "", "ly-1": "2" * 64}
+
+
+@run_async
+async def test_blob_grants(store, reopen):
+    a, b = "a" * 64, "b" * 64
+    store.grant_blob("main", a)
+    store.grant_blob("main", a)  # twice is once
+    store.grant_blob("other", b)
+    await store.durable()
+    store = reopen()
+    assert store.blob_granted("main", a) and store.blob_granted("other", b)
+    assert not store.blob_granted("other", a) and not store.blob_granted("main", b)
+    store.grant_blob("other", a)
+    store.forget_blob_grants([a])
+    await store.durable()
+    store = reopen()
+    assert not store.blob_granted("main", a) and not store.blob_granted("other", a) and store.blob_granted("other", b)
+
+
+def test_blobs_put_before_grants_belong_to_their_workspaces(tmp_path):
+    before = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, before)
+    (before / "0009_blob_grants.sql").unlink()
+    db = sqlite3.connect(tmp_path / "ember.db", isolation_level=None)
+    migrate(db, before)
+    db.execute("INSERT INTO apps (app_id, name, state, created_at, workspace) "
+               "VALUES ('ap-1', 'a', 'running', 1, 'w1')")
+    db.execute("INSERT INTO functions VALUES ('fn-1', 'ap-1', x'', 1)")
+    db.execute("INSERT INTO calls (call_id, function_id, created_at) VALUES ('fc-1', 'fn-1', 1)")
+    db.execute("INSERT INTO call_blobs VALUES ('fc-1', ?)", ("1" * 64,))
+    db.execute("INSERT INTO objects (object_id, kind, name, created_at, workspace) "
+               "VALUES ('vo-1', 'volume', 'v', 1, 'w2')")
+    db.execute("INSERT INTO volume_files VALUES ('vo-1', 'f', ?, 1, 420, 1)", ("2" * 64,))
+    db.execute("INSERT INTO volume_old_blobs VALUES ('vo-1', 1, ?)", ("3" * 64,))
+    migrate(db)
+    assert sorted(db.execute("SELECT workspace, blob_id FROM blob_grants")) == [
+        ("w1", "1" * 64), ("w2", "2" * 64), ("w2", "3" * 64)]
 
 
 @run_async

@@ -38,7 +38,8 @@ from .._client import blobs
 from .._client.auth import Authed
 from .._client.bridge import LoopThread
 from .._client.serialization import deserialize, serialize_exception, serialize_result
-from .._client.stream import Outbox, ReconnectingStream
+from .._client.servers import Servers
+from .._client.stream import Outbox, ReconnectingStream, unavailable
 from .._proc import die_with_parent
 from ..proto import api_pb2, api_pb2_grpc
 from .web import WebHost, make_apps
@@ -108,8 +109,8 @@ class Runtime:
         # The one stream to the control plane, reopened whenever it breaks (but when the control
         # plane no longer knows this container).
         self.stream = ReconnectingStream(
-            lambda messages: self.stub.ContainerConnect(messages, wait_for_ready=True), self._handle,
-            on_connect=self._hello, retry=lambda e: e.code() not in FINAL)
+            self._open, self._handle, on_connect=self._hello, retry=lambda e: e.code() not in FINAL,
+            on_disconnect=self._disconnected)
         self.detached = threading.Event()
         self.initialized = False
         self.exit_hooks: list = []                    # a class's @ember.exit() methods (@app.cls)
@@ -120,10 +121,22 @@ class Runtime:
 
     # ------------------------------------------------------------------ I/O thread
 
+    def _open(self, messages):
+        self.connecting_to = self.servers.url
+        self.stub = self.servers.stub()
+        return self.stub.ContainerConnect(messages, wait_for_ready=self.servers.wait_for_ready)
+
+    def _disconnected(self, error):
+        if error is None or unavailable(error):
+            self.servers.failed(self.connecting_to, error)  # another control plane may lead now
+
     async def _connect_loop(self):
-        channel = config.open_channel(self.server_url)
-        # Its own credential, from its worker (the same its code's calls carry: config.token()).
-        self.stub = Authed(api_pb2_grpc.ContainerApiStub(channel), config.token())
+        # One address, or several of control planes of which one leads (servers.py). Its own
+        # credential, from its worker (the same its code's calls carry: config.token()).
+        self.servers = Servers(self.server_url,
+                               lambda channel: Authed(api_pb2_grpc.ContainerApiStub(channel), config.token()))
+        self.stub = self.servers.stub()
+        self.stream.max_delay = self.servers.max_delay
         try:
             await self.stream.run()
         except grpc.aio.AioRpcError as e:  # FINAL: every other break is retried

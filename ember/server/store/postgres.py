@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from . import StoreError, describe_url
+from . import NotLeader, StoreError, describe_url
 from .migrate import migrate
 from .sqlite import SqliteStore
 
@@ -146,14 +146,15 @@ class _Db:
         self.pending, self.begun = [], True
         return b";\n".join(statements)
 
-    def commit_async(self, done: Callable[[psycopg.Error | None], None]):
-        """Send what is kept and COMMIT, in one message, and return; done(None) once PostgreSQL
-        committed it, done(error) if it refused. The loop reads the answer (or `settle` does)."""
+    def commit_async(self, done: Callable[[psycopg.Error | None], None], check: bytes | None = None):
+        """Send what is kept, `check` (a statement that fails to undo it all), and COMMIT, in one
+        message, and return; done(None) once PostgreSQL committed it, done(error) if it refused.
+        The loop reads the answer (or `settle` does)."""
         if not self.pending and not self.begun:
             self.pending = None
             done(None)
             return
-        script = self._script([b"COMMIT"])
+        script = self._script(([check] if check else []) + [b"COMMIT"])
         self.pending, self.begun = None, False
         def answered(error: psycopg.Error | None):
             self.inflight = None  # the connection is free again before anyone hears of it
@@ -283,6 +284,9 @@ class _Commit:
         self.done(error or self.error)
 
 
+FENCED = "ember: the leader lease is in other hands"  # the fence check's error
+
+
 def _is_read(sql: str) -> bool:
     return sql.lstrip()[:6].upper() in ("SELECT", "WITH")
 
@@ -312,6 +316,11 @@ class PostgresStore(SqliteStore):
         self.in_transaction = False
         self.commit_waiters: list[tuple] = []  # (on_success, on_failure) of the open transaction
         self.inflight_waiters: list[tuple] = []  # of the transaction whose COMMIT is on its way
+        # (holder, epoch) that every commit checks still holds the leader lease (fence), if any.
+        self.fenced_by: tuple[str, int] | None = None
+        self.on_fenced = None
+        self.deposed = False  # a commit found the lease in other hands: every write is refused
+        self._lease_conn: psycopg.Connection | None = None  # lease operations: their own transactions
         try:
             migrate(self.db)
         except BaseException:
@@ -322,6 +331,8 @@ class PostgresStore(SqliteStore):
     # ---- group commit
 
     def _write(self):
+        if self.deposed:
+            raise NotLeader("this control plane no longer holds the leader lease: another one leads now")
         if not self.in_transaction:
             self.db.begin()
             self.in_transaction = True
@@ -338,10 +349,13 @@ class PostgresStore(SqliteStore):
             return  # its waiters were told (failed)
         self.in_transaction = False
         self.inflight_waiters, self.commit_waiters = self.commit_waiters, []
-        self.db.commit_async(self._committed)
+        self.db.commit_async(self._committed, self._fence_check())
 
     def _committed(self, error: psycopg.Error | None):
         waiters, self.inflight_waiters = self.inflight_waiters, []
+        if isinstance(error, psycopg.errors.RaiseException) and FENCED in str(error):
+            self._deposed(waiters)
+            return
         if error is not None:
             log.error("the database refused a commit: %s", error)
         _wake(waiters, error)
@@ -387,6 +401,66 @@ class PostgresStore(SqliteStore):
         self.db.settle()
         self.commit()
         self.db.close()
+        if self._lease_conn is not None:
+            self._lease_conn.close()
+
+    # ---- the leader lease (see the Store)
+
+    def _fence_check(self) -> bytes | None:
+        """A statement that fails unless (holder, epoch) still holds the lease, reading its row FOR
+        SHARE: a takeover (an UPDATE of that row) waits for this transaction, or this sees it."""
+        if self.fenced_by is None:
+            return None
+        return self.db.bind(
+            "DO $ember_fence$ BEGIN PERFORM 1 FROM leader_lease WHERE name='leader' AND holder=? AND epoch=? "
+            f"FOR SHARE; IF NOT FOUND THEN RAISE EXCEPTION '{FENCED}'; END IF; END $ember_fence$", self.fenced_by)
+
+    def _deposed(self, waiters: list[tuple]):
+        self.deposed = True
+        self.in_transaction = False
+        self.db.rollback()  # what was gathered meanwhile goes too
+        _, epoch = self.fenced_by
+        log.error("the leader lease (epoch %d) is in other hands: this control plane's last writes were undone",
+                  epoch)
+        err = NotLeader(f"this control plane lost the leader lease (epoch {epoch}): another one leads now")
+        waiters, self.commit_waiters = waiters + self.commit_waiters, []
+        _wake(waiters, err)
+        if self.on_fenced is not None:
+            self.on_fenced()
+
+    def fence(self, holder: str, epoch: int, on_fenced):
+        self.fenced_by = (holder, epoch)
+        self.on_fenced = on_fenced
+
+    def _lease(self) -> psycopg.Connection:
+        """The connection of lease operations: each commits at once, never in the group transaction."""
+        if self._lease_conn is None or self._lease_conn.closed:
+            self._lease_conn = psycopg.connect(self.db.url, autocommit=True)
+        return self._lease_conn
+
+    def acquire_lease(self, holder: str, url: str, duration: float) -> int | None:
+        now = time.time()
+        conn = self._lease()
+        with conn.transaction():
+            conn.execute("INSERT INTO leader_lease (name, holder, url, epoch, expires_at) VALUES "
+                         "('leader', %s, %s, 1, %s) ON CONFLICT (name) DO NOTHING", (holder, url, now + duration))
+            conn.execute("UPDATE leader_lease SET epoch = CASE WHEN holder=%s THEN epoch ELSE epoch + 1 END, "
+                         "holder=%s, url=%s, expires_at=%s WHERE name='leader' AND (holder=%s OR expires_at<%s)",
+                         (holder, holder, url, now + duration, holder, now))
+            row = conn.execute("SELECT holder, epoch FROM leader_lease WHERE name='leader'").fetchone()
+        return row[1] if row[0] == holder else None
+
+    def renew_lease(self, holder: str, epoch: int, duration: float) -> bool:
+        return self._lease().execute("UPDATE leader_lease SET expires_at=%s WHERE name='leader' AND holder=%s "
+                                     "AND epoch=%s", (time.time() + duration, holder, epoch)).rowcount == 1
+
+    def release_lease(self, holder: str, epoch: int):
+        self._lease().execute("UPDATE leader_lease SET expires_at=0 WHERE name='leader' AND holder=%s AND epoch=%s",
+                              (holder, epoch))
+
+    def lease_holder(self) -> tuple[str, str, int, float] | None:
+        return self._lease().execute("SELECT holder, url, epoch, expires_at FROM leader_lease "
+                                     "WHERE name='leader'").fetchone()
 
 
 
