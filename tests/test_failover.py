@@ -1,4 +1,4 @@
-"""Several control planes on one database (here one SQLite file): one leads through a lease,
+"""Several control planes on one database (one SQLite file, or PostgreSQL): one leads through a lease,
 the other stands by and takes over. SIGKILL of the leader mid-map loses nothing; a leader
 frozen past its lease wakes up fenced: it neither dispatches nor writes. Real processes."""
 
@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -16,7 +15,7 @@ import pytest
 
 import ember
 from ember.proto import api_pb2, api_pb2_grpc
-from conftest import PY, Cluster, container_backend_missing, free_port, wait_for
+from conftest import PY, STORES, Cluster, container_backend_missing, free_port, wait_for
 
 import restarts_app
 
@@ -24,10 +23,11 @@ LEASE = 2.0  # seconds: renewed every third of it
 
 
 class Pair(Cluster):
-    """Two control planes on one data dir (one SQLite file), each with a leader lease, and workers."""
+    """Two control planes on one data dir (one SQLite file, or one PostgreSQL database), each with a
+    leader lease, and workers."""
 
-    def __init__(self, tmp):
-        super().__init__(tmp)
+    def __init__(self, tmp, store="sqlite"):
+        super().__init__(tmp, store=store)
         self.ports = [self.port, free_port()]
         self.urls = [f"127.0.0.1:{p}" for p in self.ports]
         self.url = ",".join(self.urls)  # what workers and clients are given
@@ -39,7 +39,8 @@ class Pair(Cluster):
             self.servers.append(subprocess.Popen(
                 [PY, "-m", "ember.cli.main", "server", "--port", str(port), "--data-dir", str(self.tmp / "server"),
                  "--http", f"127.0.0.1:{free_port()}", "--leader-lease", str(LEASE),
-                 "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", "20"],
+                 "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", "20",
+                 *(["--database-url", self.database_url] if self.database_url else [])],
                 stdout=log, stderr=log, cwd=self.tmp))
             # One at a time: the first leads (and makes the database and tokens), the second stands by.
             wait_for(lambda: "ember server listening" in self.log("server0"), what="the first control plane to lead")
@@ -52,8 +53,7 @@ class Pair(Cluster):
 
     def leader(self) -> tuple[str, int]:
         """(url, epoch) of the lease's holder, as the database says."""
-        with sqlite3.connect(f"file:{self.tmp / 'server' / 'ember.db'}?mode=ro", uri=True) as db:
-            return db.execute("SELECT url, epoch FROM leader_lease").fetchone()
+        return tuple(self.query("SELECT url, epoch FROM leader_lease")[0])
 
     def stop(self):
         for p in self.servers:
@@ -79,11 +79,11 @@ def use(pair: Pair, monkeypatch):
     ember._client.client.Client.close_all()  # no client of another test's cluster
 
 
-@pytest.mark.parametrize("backend", ["process", "container"])
-def test_a_killed_leader_loses_nothing_of_a_map_and_spawned_calls(tmp_path, monkeypatch, backend):
+@pytest.mark.parametrize("backend, store", [("process", "sqlite"), ("container", "sqlite"), ("process", "postgres")])
+def test_a_killed_leader_loses_nothing_of_a_map_and_spawned_calls(tmp_path, monkeypatch, backend, store):
     if backend == "container" and (why := container_backend_missing()):
         pytest.skip(f"container backend unavailable: {why}")
-    pair = Pair(tmp_path)
+    pair = Pair(tmp_path, store)
     try:
         pair.start_servers()
         pair.start_worker(backend=backend)
@@ -116,20 +116,21 @@ def test_a_killed_leader_loses_nothing_of_a_map_and_spawned_calls(tmp_path, monk
         after = [t for t in times if t > killed]
         gaps = [b - a for a, b in zip([killed] + after, after)]
         resumed = sum(gaps[:gaps.index(max(gaps)) + 1]) if gaps else float("nan")
-        print(f"failover ({backend} backend): {at_kill} of {n} map outputs in at the SIGKILL of the leader; "
+        print(f"failover ({backend} backend, {store}): {at_kill} of {n} map outputs in at the SIGKILL of the leader; "
               f"outputs flowed again {resumed:.2f}s after it (lease {LEASE:g}s)")
     finally:
         pair.stop()
 
 
-def test_a_leader_frozen_past_its_lease_wakes_fenced(tmp_path, monkeypatch):
+@pytest.mark.parametrize("store", STORES)
+def test_a_leader_frozen_past_its_lease_wakes_fenced(tmp_path, monkeypatch, store):
     """SIGSTOP of the leader past its lease; the standby takes over. The worker is given the old
     leader's address only, so that what the woken one does shows: the output its container sent
     meanwhile is not recorded (the commit is fenced by the lease's epoch), and the input queued
     behind it is not dispatched to the container now free. The client, given both addresses,
     calls the new leader meanwhile. Nothing is lost: a worker that knows both addresses then
     runs every input under the new leader."""
-    pair = Pair(tmp_path)
+    pair = Pair(tmp_path, store)
     try:
         pair.start_servers()
         pair.start_worker("w1", server=pair.urls[0])
@@ -166,8 +167,7 @@ def test_a_leader_frozen_past_its_lease_wakes_fenced(tmp_path, monkeypatch):
                      what="the woken leader to stand by")
             time.sleep(1.0)  # time for a dispatch it should not make to show
             assert [name.split("-")[0] for name in os.listdir(started)] == ["0"], "the woken leader dispatched"
-            with sqlite3.connect(f"file:{tmp_path / 'server' / 'ember.db'}?mode=ro", uri=True) as db:
-                assert db.execute("SELECT count(*) FROM outputs").fetchone()[0] == 0, "the woken leader wrote"
+            assert pair.query("SELECT count(*) FROM outputs")[0][0] == 0, "the woken leader wrote"
             print("the woken leader:", *[line for line in pair.log("server0").splitlines()
                                           if "stepping down" in line or "undone" in line], sep="\n  ")
             pair.start_worker("w2")

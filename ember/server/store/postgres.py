@@ -433,7 +433,11 @@ class PostgresStore(SqliteStore):
         self.on_fenced = on_fenced
 
     def _lease(self) -> psycopg.Connection:
-        """The connection of lease operations: each commits at once, never in the group transaction."""
+        """The connection of lease operations: each commits at once, never in the group transaction.
+        A COMMIT on its way is finished first: its fence check holds the lease row FOR SHARE until
+        it commits, and the rest of a large one may be waiting for this loop to send it (an UPDATE
+        of the row here, blocking the loop, would wait for it forever)."""
+        self.db.settle()
         if self._lease_conn is None or self._lease_conn.closed:
             self._lease_conn = psycopg.connect(self.db.url, autocommit=True)
         return self._lease_conn
