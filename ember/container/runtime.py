@@ -234,6 +234,15 @@ class Runtime:
         self._capture_output()
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        # A process the function forks (a multiprocessing pool's worker) is not the runtime: its
+        # signals do what they do by default. With these handlers, a pool's SIGTERM to its
+        # workers would run the container's exit hooks there and wait for an io thread that
+        # does not exist in the child (it has only the thread that forked). They are blocked
+        # across the fork: one that reaches the child before its handlers are reset would be
+        # lost (Python drops a signal whose handler changed before it ran), and the pool would
+        # wait for that worker forever.
+        os.register_at_fork(before=_block_signals, after_in_parent=_unblock_signals,
+                            after_in_child=_default_signals)
         self.io.call_soon(lambda: (self.io.loop.create_task(self._connect_loop()),
                                    self.io.loop.create_task(self._heartbeat())))
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
@@ -685,6 +694,23 @@ class LogWriter(io.TextIOBase):
 
     def fileno(self):
         return self.fd
+
+
+RUNTIME_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)  # those the runtime handles
+
+
+def _block_signals():
+    signal.pthread_sigmask(signal.SIG_BLOCK, RUNTIME_SIGNALS)
+
+
+def _unblock_signals():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, RUNTIME_SIGNALS)
+
+
+def _default_signals():
+    for signum in RUNTIME_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    _unblock_signals()  # one that came meanwhile does now what it does by default
 
 
 def main():
