@@ -49,7 +49,12 @@ def open_store(url_or_path: str | os.PathLike) -> "Store":
 
         return SqliteStore(rest if sep else target)
     if scheme in ("postgresql", "postgres"):
-        from .postgres import PostgresStore
+        try:
+            from .postgres import PostgresStore
+        except ModuleNotFoundError as e:
+            if e.name != "psycopg":
+                raise
+            raise StoreError("a PostgreSQL store needs psycopg: pip install 'ember[postgres]'") from None
 
         return PostgresStore(target)
     raise StoreError(f"cannot open {target}: unknown store {scheme!r}; give a path to an SQLite database "
