@@ -4,6 +4,7 @@
     python bench/core.py --against REV        # also this same benchmark on an earlier commit
     python bench/core.py --tls                # Ember over TLS (`ember server --tls auto`, https with its CA)
     python bench/core.py --tls-against-plain  # this checkout over TLS against the same without, alternating
+    python bench/core.py --postgres-against-sqlite  # the control plane on PostgreSQL against SQLite, alternating
 
 Measures, with warm containers/workers:
   - the round trip of one .remote() call: median of 200 after warm-up;
@@ -54,13 +55,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False):
+def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, server_args=()):
     port = free_port()
     url = f"https://127.0.0.1:{port}" if tls else f"127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "ember.cli.main"]
     log = open(tmp / "cluster.log", "ab")
     server = subprocess.Popen(cmd + ["server", "--port", str(port), "--data-dir", str(tmp / "server")]
-                              + (["--tls", "auto"] if tls else []), stdout=log, stderr=log)
+                              + (["--tls", "auto"] if tls else []) + list(server_args), stdout=log, stderr=log)
     if tls:
         # The worker and this client trust the CA the server makes; the worker reads it as it starts.
         ca = tmp / "server" / "tls" / "ca.pem"
@@ -92,12 +93,12 @@ def _wait_for(path: pathlib.Path, server: subprocess.Popen, tmp: pathlib.Path):
         time.sleep(0.05)
 
 
-def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False) -> dict:
+def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, database_url: str | None = None) -> dict:
     import core_app
     from core_app import app
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-"))
-    server, worker = start_cluster(tmp, backend, tls)
+    server, worker = start_cluster(tmp, backend, tls, ["--database-url", database_url] if database_url else [])
     result = {}
     try:
         with app.run():
@@ -205,12 +206,16 @@ def main():
                                                       "https (with --against, REV must have --tls too)")
     p.add_argument("--tls-against-plain", action="store_true",
                    help="measure this checkout over TLS and without, alternating, --rounds times")
+    p.add_argument("--postgres-against-sqlite", action="store_true",
+                   help="measure this checkout with its state in PostgreSQL (a server started here, durable "
+                        "as PostgreSQL is by default) and in SQLite, alternating, --rounds times")
+    p.add_argument("--database-url", help=argparse.SUPPRESS)
     p.add_argument("--ember-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.ember_only:
-        print(json.dumps(bench_ember(args.map, args.spawn, args.backend, args.tls)))
+        print(json.dumps(bench_ember(args.map, args.spawn, args.backend, args.tls, args.database_url)))
         return
-    if args.against or args.tls_against_plain:
+    if args.against or args.tls_against_plain or args.postgres_against_sqlite:
         compare(args)
         return
     ember_r = bench_ember(args.map, args.spawn, args.backend, args.tls)
@@ -230,21 +235,37 @@ def main():
     print(json.dumps({"ember": ember_r, "ray": ray_r}))
 
 
-def _child_args(args, tls: bool | None = None) -> list[str]:
+def _child_args(args, tls: bool | None = None, database_url: str | None = None) -> list[str]:
     """The arguments of one --ember-only run of this benchmark, in a process of its own."""
     tls = args.tls if tls is None else tls
     return (["--ember-only", "--map", str(args.map), "--spawn", str(args.spawn), "--backend", args.backend]
-            + (["--tls"] if tls else []))
+            + (["--tls"] if tls else []) + (["--database-url", database_url] if database_url else []))
 
 
 def compare(args):
     """This checkout against an earlier commit (or, with --tls-against-plain, over TLS against
-    without), alternating, each round in fresh processes."""
-    def here(tls: bool) -> dict:
-        out = subprocess.run([sys.executable, __file__, *_child_args(args, tls)], capture_output=True, text=True,
-                             check=True)
+    without; with --postgres-against-sqlite, on PostgreSQL against SQLite), alternating, each
+    round in fresh processes."""
+    def here(tls: bool, database_url: str | None = None) -> dict:
+        out = subprocess.run([sys.executable, __file__, *_child_args(args, tls, database_url)], capture_output=True,
+                             text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    if args.postgres_against_sqlite:
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from services import Postgres, postgres_bin  # the tests' PostgreSQL, here with fsync on
+        postgres = Postgres(postgres_bin() or sys.exit("PostgreSQL is not installed (apt-get install postgresql)"),
+                            durable=True)
+        try:
+            runs = {"sqlite": [], "postgres": []}
+            for _ in range(args.rounds):
+                runs["sqlite"].append(here(args.tls))
+                runs["postgres"].append(here(args.tls, postgres.create_database()))
+        finally:
+            postgres.stop()
+        what = "PostgreSQL against SQLite"
+        report(args, runs, what)
+        return
     if args.tls_against_plain:
         runs = {"plain": [], "tls": []}
         what = "over TLS against without"
@@ -258,6 +279,10 @@ def compare(args):
         else:
             runs[args.against].append(bench_revision(args.against, args))
             runs["this"].append(here(args.tls))
+    report(args, runs, what)
+
+
+def report(args, runs: dict[str, list[dict]], what: str):
     print(f"# core benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}: {what}, {args.rounds} rounds")
     for label, key, fmt in [("remote() round trip, median (ms)", "remote_median_ms", "{:.3f}"),

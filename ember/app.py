@@ -33,17 +33,25 @@ async def build_image(client: Client, image: api_pb2.Image):
     """Have the image built (at once if it is already), its build output on this terminal."""
     force = os.environ.get("EMBER_FORCE_BUILD", "") not in ("", "0")
     error = "the control plane ended the build without a result"
-    try:
-        async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
-                                                  wait_for_ready=True):
-            if event.log:
-                sys.stderr.write(event.log)
-                sys.stderr.flush()
-            if event.done:
-                error = event.error
-                break
-    except grpc.aio.AioRpcError as e:
-        raise translate(e, "building the app's image") from None
+    backoff = Backoff(max_delay=client.servers.max_delay)
+    while True:
+        url = client.servers.url
+        try:
+            async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
+                                                      wait_for_ready=client.servers.wait_for_ready):
+                if event.log:
+                    sys.stderr.write(event.log)
+                    sys.stderr.flush()
+                if event.done:
+                    error = event.error
+                    break
+            break
+        except grpc.aio.AioRpcError as e:
+            # Another of several control planes may lead: asked again, a built image is there at once.
+            if unavailable(e) and client.servers.several and await backoff.wait():
+                client.servers.failed(url, e)
+                continue
+            raise translate(e, "building the app's image") from None
     if error:
         raise exception.ImageBuildError(f"Image build failed: {error}")
 
@@ -382,12 +390,14 @@ class _RunningApp:
                 pass
 
     async def _follow_logs(self):
-        backoff = Backoff()
+        backoff = Backoff(max_delay=self.client.servers.max_delay)
         try:
             while True:
+                url = self.client.servers.url
                 try:
                     async for batch in self.client.stub.AppLogs(
-                            api_pb2.AppLogsRequest(app_id=self.app_id, after_seq=self.log_seq), wait_for_ready=True):
+                            api_pb2.AppLogsRequest(app_id=self.app_id, after_seq=self.log_seq),
+                            wait_for_ready=self.client.servers.wait_for_ready):
                         backoff.reset()
                         print_logs(batch)
                         self.log_seq = batch.entries[-1].seq
@@ -396,6 +406,7 @@ class _RunningApp:
                 except grpc.aio.AioRpcError as e:
                     if not unavailable(e) or not await backoff.wait():
                         return
+                    self.client.servers.failed(url, e)
         finally:
             self.logs_ended.set()
             self._logs_moved()

@@ -195,9 +195,9 @@ def ca_pem() -> bytes | None:
     return pathlib.Path(system).read_bytes() if system and os.path.exists(system) else None
 
 
-def open_channel(url: str) -> grpc.aio.Channel:
+def open_channel(url: str, options: list[tuple] = ()) -> grpc.aio.Channel:
     """A channel to the control plane at `url`: TLS for https:// and grpcs:// URLs, checked
-    against ca_pem(); plaintext otherwise.
+    against ca_pem(); plaintext otherwise. options replace those of GRPC_OPTIONS they name.
 
     EMBER_TLS_SERVER_NAME (a container's) is the name the server's certificate is checked
     against, whatever address reaches it: the container's gateway, translated to the control
@@ -206,9 +206,9 @@ def open_channel(url: str) -> grpc.aio.Channel:
     """
     target = grpc_target(url)
     server_name = os.environ.get("EMBER_TLS_SERVER_NAME")
+    options = list((dict(GRPC_OPTIONS) | dict(options)).items())
     if not is_tls(url) and not (server_name and url.startswith("unix:")):
-        return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS)
-    options = list(GRPC_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=options)
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
     return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem()), options=options)

@@ -226,8 +226,8 @@ class Volume(NamedObject):
         client = Client.from_env()
         for f in (await self._manifest(client)).files:
             if f.path == rel:
-                async for chunk in client.stub.BlobGet(api_pb2.BlobRef(blob_id=f.blob_id)):
-                    yield chunk.data
+                async for chunk in blobs.chunks_of(client.stub, f.blob_id):
+                    yield chunk
                 return
         raise FileNotFoundError(f"{path}: no such file in {self!r}")
 

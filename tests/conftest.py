@@ -12,11 +12,13 @@ import os
 import pathlib
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
+import services
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 APPS = pathlib.Path(__file__).resolve().parent / "apps"
@@ -53,11 +55,22 @@ def run_async(test):
     return run
 
 
+# The stores a control plane keeps its state in: SQLite (the default), or PostgreSQL (the one
+# server of the test run, a fresh database per cluster; tests/services.py).
+STORES = ["sqlite", "postgres"]
+
+
+def on_both_stores(fixture: str = "cluster"):
+    """Run a test twice, its `cluster` (or the fixture named) on SQLite and on PostgreSQL."""
+    return pytest.mark.parametrize(fixture, STORES, indirect=True)
+
+
 class Cluster:
     """A control plane and workers on loopback, each its own process."""
 
-    def __init__(self, tmp: pathlib.Path, app_timeout: float = 20, host: str = "127.0.0.1"):
+    def __init__(self, tmp: pathlib.Path, app_timeout: float = 20, host: str = "127.0.0.1", store: str = "sqlite"):
         self.tmp = tmp
+        self.database_url = services.postgres_url() if store == "postgres" else None
         self.app_timeout = app_timeout
         self.host = host  # where the control plane listens (test_hosts.py: a bridge's address)
         self.port = free_port()
@@ -79,7 +92,8 @@ class Cluster:
         self.server = subprocess.Popen(
             [PY, "-m", "ember.cli.main", "server", "--host", self.host, "--port", str(self.port),
              "--data-dir", str(self.tmp / "server"), "--http", f"{self.host}:{self.http_port}",
-             "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout), *extra_args],
+             "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout),
+             *(["--database-url", self.database_url] if self.database_url else []), *extra_args],
             stdout=log, stderr=log, cwd=self.tmp)
         wait_for(self._server_up, what="the control plane to listen")
         # Its first admin token (what this process's clients call with) and worker token.
@@ -105,6 +119,19 @@ class Cluster:
         self.workers.append(w)
         return w
 
+    def store_url(self) -> str:
+        """Where the control plane keeps its state: its PostgreSQL database, or its SQLite file."""
+        return self.database_url or str(self.tmp / "server" / "ember.db")
+
+    def query(self, sql: str) -> list[tuple]:
+        """Rows of a query on the control plane's database (read-only), as it is now."""
+        if self.database_url:
+            import psycopg
+            with psycopg.connect(self.database_url) as db:
+                return db.execute(sql).fetchall()
+        with contextlib.closing(sqlite3.connect(f"file:{self.store_url()}?mode=ro", uri=True)) as db:
+            return db.execute(sql).fetchall()
+
     def kill_server(self):
         self.server.send_signal(signal.SIGKILL)
         self.server.wait()
@@ -125,8 +152,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path, monkeypatch):
-    c = Cluster(tmp_path)
+def cluster(tmp_path, monkeypatch, request):
+    c = Cluster(tmp_path, store=getattr(request, "param", "sqlite"))  # on_both_stores() gives param
     c.start_server()
     c.start_worker()
     for key, value in c.env.items():
@@ -153,9 +180,9 @@ def container_cluster(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def module_cluster(tmp: pathlib.Path, **worker_opts):
+def module_cluster(tmp: pathlib.Path, store: str = "sqlite", **worker_opts):
     """A control plane and one worker that this process's clients use, for a module's tests."""
-    c = Cluster(tmp)
+    c = Cluster(tmp, store=store)
     c.start_server()
     c.start_worker(**worker_opts)
     old = {key: os.environ.get(key) for key in c.env}

@@ -80,8 +80,7 @@ def test_block_network_leaves_only_loopback(running):
 
 
 def test_pip_install_package_imports_in_the_container_not_on_the_host(running):
-    import importlib.util
-    assert importlib.util.find_spec("six") is None
+    # (The host may have six too, botocore needs it: the path says which one was imported.)
     version, path = container_app.use_six.remote()
     assert version == "1.17.0" and path.startswith("/usr/local/lib/python3")
 

@@ -11,7 +11,7 @@ import traceback
 import cloudpickle
 import core_app
 import pytest
-from conftest import PY, run_py, wait_for
+from conftest import PY, on_both_stores, run_py, wait_for
 from core_app import app
 
 import ember
@@ -24,6 +24,7 @@ def running(cluster):
         yield cluster
 
 
+@on_both_stores()
 def test_remote_local_and_kwargs(running):
     assert core_app.square.remote(7) == 49
     assert core_app.add.remote(2, b=3) == 5
@@ -36,6 +37,7 @@ def test_containers_are_reused_while_warm(running):
     assert os.getpid() not in pids
 
 
+@on_both_stores()
 def test_map_starmap_for_each(running):
     assert list(core_app.square.map(range(100))) == [x * x for x in range(100)]
     assert sorted(core_app.square.map(range(50), order_outputs=False)) == sorted(x * x for x in range(50))

@@ -9,7 +9,7 @@ import pytest
 
 import ember
 from ember import exception
-from conftest import ROOT, wait_for
+from conftest import ROOT, on_both_stores, wait_for
 
 APP = '''
 import os, time
@@ -53,6 +53,7 @@ def ember_cli(*args):
                           timeout=120, cwd=ROOT)
 
 
+@on_both_stores()
 def test_deploy_call_by_name_redeploy_and_stop(cluster, tmp_path):
     out = ember_cli("deploy", str(write_app(tmp_path, "v1")), "--name", "greeter")
     assert out.returncode == 0, out.stderr
@@ -96,6 +97,7 @@ def test_deploy_call_by_name_redeploy_and_stop(cluster, tmp_path):
     assert again.returncode == 1 and "no deployed app named 'greeter'" in again.stderr
 
 
+@on_both_stores()
 def test_a_deployed_app_survives_a_control_plane_restart(cluster, tmp_path):
     assert ember_cli("deploy", str(write_app(tmp_path, "v1")), "--name", "keeper").returncode == 0
     assert ember.Function.from_name("keeper", "greet").remote("a") == "v1: hello a"

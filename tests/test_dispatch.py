@@ -378,3 +378,19 @@ async def test_a_call_s_inputs_complete_after_its_last_ones_finished_counts_them
     assert call.num_inputs == 3 and not call.done()
     p.output(c1, "fc-1:0")
     assert call.done() and [o.idx for o in await p.outputs()] == [2, 1, 0]
+
+
+@plane_test
+async def test_a_map_closed_after_its_last_output_wakes_its_long_poll(p):
+    fn = p.function()
+    call = p.ledger.create_call("main", fn.function_id, "fc-1", [api_pb2.Input(
+        idx=0, args=api_pb2.Payload(data=pickle.dumps(0)))], False, maybe_exists=False)  # a map being fed
+    (first,) = p.started()
+    c, sent = p.connect(first, want=1)
+    p.output(c, "fc-1:0")
+    poll = asyncio.ensure_future(p.ledger.read_outputs(call, 1, 100, timeout=30))  # waits past the last
+    await asyncio.sleep(0)
+    assert not poll.done()
+    p.ledger.put_inputs("main", "fc-1", [], complete=True)  # no more inputs: the call is done
+    await asyncio.wait_for(poll, 5)  # not at the poll's timeout
+    assert call.done() and poll.result() == []

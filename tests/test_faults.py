@@ -8,12 +8,13 @@ import sys
 import pytest
 
 from ember import exception
-from conftest import run_py, wait_for
+from conftest import on_both_stores, run_py, wait_for
 
 import broken_app
 import core_app
 
 
+@on_both_stores()
 def test_worker_killed_mid_input(cluster, tmp_path):
     with core_app.app.run():
         call = core_app.slow.spawn(str(tmp_path / "m1"), str(tmp_path / "go"), "survived")
@@ -43,6 +44,7 @@ def test_second_worker_takes_over(cluster, tmp_path):
         assert call.get(timeout=90) == 7
 
 
+@on_both_stores()
 def test_control_plane_killed_with_calls_queued_and_running(cluster, tmp_path):
     release = tmp_path / "go"
     with core_app.app.run():

@@ -354,9 +354,8 @@ def test_a_worker_stopped_before_archiving_archives_at_its_next_start(cold, tmp_
 
 
 def test_process_backend_runs_an_image_in_its_own_venv(cluster, capsys):
-    """Where containers are unavailable, an image's packages go into a virtual environment."""
-    import importlib.util
-    assert importlib.util.find_spec("six") is None
+    """Where containers are unavailable, an image's packages go into a virtual environment (not
+    the worker's own, which may have six too: botocore needs it)."""
     app = ember.App("venv")
     image = ember.Image.debian_slim().pip_install("six==1.17.0").env({"MODE": "venv"})
 
@@ -366,11 +365,11 @@ def test_process_backend_runs_an_image_in_its_own_venv(cluster, capsys):
         import sys
 
         import six
-        return six.__version__, sys.prefix, os.environ["MODE"]
+        return six.__version__, six.__file__, sys.prefix, os.environ["MODE"]
 
     with app.run():
-        version, prefix, mode = where_is_six.remote()
-    assert version == "1.17.0" and mode == "venv" and "venvs" in prefix
+        version, path, prefix, mode = where_is_six.remote()
+    assert version == "1.17.0" and mode == "venv" and "venvs" in prefix and path.startswith(prefix + "/")
     with pytest.raises(exception.ImageBuildError, match="needs the container backend"):
         build(ember.Image.debian_slim().apt_install("jq"), capsys)
 

@@ -19,8 +19,6 @@ yaml = pytest.importorskip("yaml")
 
 DEPLOY = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
 K8S_VERSION = "1.33.0"  # the oldest release the manifests are meant for
-# Flags of issue 15's other parts (PostgreSQL, S3) that the control plane's manifest passes.
-ELSEWHERE = {"--database-url", "--blob-url"}
 
 
 def documents():
@@ -57,7 +55,7 @@ def test_the_manifests_pass_flags_that_ember_takes():
         known = {opt for action in sub.choices[command]._actions for opt in action.option_strings}
         for flag in flags:
             name = flag.partition("=")[0]
-            assert name in known or name in ELSEWHERE, f"{doc['metadata']['name']}: `ember {command}` has no {name}"
+            assert name in known, f"{doc['metadata']['name']}: `ember {command}` has no {name}"
 
 
 def test_the_daemonset_has_what_the_container_backend_needs():

@@ -9,12 +9,13 @@ import threading
 
 import objects_app
 import pytest
-from conftest import ROOT, wait_for
+from conftest import ROOT, on_both_stores, wait_for
 
 import ember
 from ember import exception
 
 
+@on_both_stores()
 def test_dict_operations(cluster):
     d = ember.Dict.from_name("settings", create_if_missing=True)
     d["a"] = 1
@@ -113,6 +114,7 @@ def test_functions_use_dicts_and_queues_passed_in_or_by_name(cluster):
             assert q.get_many(10) == [0, 1, 2, 3, 4]
 
 
+@on_both_stores()
 def test_many_producers_and_consumers_lose_and_duplicate_nothing(cluster):
     with objects_app.app.run(), ember.Queue.ephemeral() as q:
         consumers = [objects_app.consume.spawn(q) for _ in range(4)]
@@ -122,6 +124,7 @@ def test_many_producers_and_consumers_lose_and_duplicate_nothing(cluster):
     assert len(got) == 2000 and set(got) == set(range(2000))
 
 
+@on_both_stores()
 def test_dicts_and_queues_survive_a_control_plane_restart(cluster):
     ember.Dict.from_name("durable", create_if_missing=True)["k"] = "kept"
     ember.Queue.from_name("durable-q", create_if_missing=True).put_many(["x", "y"])

@@ -5,14 +5,13 @@ side effect it leaves (restarts_app.py), never inferred."""
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 
 import ember
-from conftest import ROOT, Cluster, wait_for
+from conftest import ROOT, Cluster, on_both_stores, wait_for
 
 import restarts_app
 from restarts_app import runs
@@ -57,8 +56,7 @@ def started_pids(started) -> dict[int, int]:
 
 def outputs_per_call(cluster: Cluster) -> dict[str, int]:
     """How many outputs the control plane accepted for each call, as its store holds them."""
-    with sqlite3.connect(f"file:{cluster.tmp / 'server' / 'ember.db'}?mode=ro", uri=True) as db:
-        return dict(db.execute("SELECT call_id, count(*) FROM outputs GROUP BY call_id").fetchall())
+    return dict(cluster.query("SELECT call_id, count(*) FROM outputs GROUP BY call_id"))
 
 
 def test_calls_of_a_draining_version_survive_a_restart(cluster, tmp_path):
@@ -81,6 +79,7 @@ def test_calls_of_a_draining_version_survive_a_restart(cluster, tmp_path):
     assert record.remote(0, str(tmp_path / "later")) == "v2: 0"
 
 
+@on_both_stores()
 def test_each_input_runs_once_across_a_restart(cluster, tmp_path):
     log = str(tmp_path / "ran")
     n = 150

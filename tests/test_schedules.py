@@ -16,7 +16,7 @@ from ember import exception
 from ember.proto import api_pb2
 from ember.schedule import next_time
 from ember.server.store import open_store
-from conftest import ROOT, wait_for
+from conftest import ROOT, on_both_stores, wait_for
 
 
 def at(text: str, tz: str = "UTC") -> float:
@@ -80,12 +80,13 @@ def test_a_deployed_schedule_runs_and_stops_with_its_app(cluster, tmp_path):
     assert q.len() == 0
 
 
+@on_both_stores()
 def test_ticks_missed_while_the_control_plane_was_down_run_once(cluster, tmp_path):
     q = deploy(tmp_path, "hourly", "ember.Period(hours=1)")
     cluster.kill_server()
     # Five hours pass (as far as the schedule knows) while the control plane is down.
     async def last_run_five_hours_ago():
-        store = open_store(cluster.tmp / "server" / "ember.db")
+        store = open_store(cluster.store_url())
         store.set_schedule_run("main", "hourly", "tick", time.time() - 5 * 3600)
         await store.durable()
         store.close()

@@ -3,7 +3,6 @@ variables, encrypted at rest, never shown, and missing ones caught before anythi
 
 import hashlib
 import os
-import sqlite3
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import pytest
 
 import ember
 from ember import exception
-from conftest import ROOT, wait_for
+from conftest import ROOT, on_both_stores, wait_for
 
 import secrets_app
 
@@ -23,6 +22,7 @@ def ember_cli(*args):
                           timeout=60, cwd=ROOT)
 
 
+@on_both_stores()
 def test_secrets_reach_the_container_and_nothing_else(cluster):
     created = ember_cli("secret", "create", "api", f"TOKEN={TOKEN}", "REGION=eu")
     assert created.returncode == 0 and TOKEN not in created.stdout
@@ -35,9 +35,7 @@ def test_secrets_reach_the_container_and_nothing_else(cluster):
     assert "api\t2 keys" in listing.stdout and TOKEN not in listing.stdout
     # Encrypted at rest: the value is nowhere in the database or the logs; the key file is 0600.
     data = cluster.tmp / "server"
-    db = sqlite3.connect(data / "ember.db")
-    assert not any(TOKEN.encode() in bytes(row[0]) for row in db.execute("SELECT ciphertext FROM secrets"))
-    db.close()
+    assert not any(TOKEN.encode() in bytes(row[0]) for row in cluster.query("SELECT ciphertext FROM secrets"))
     for path in [data / "ember.db", data / "ember.db-wal"] + list(cluster.logs.glob("*.log")):
         if path.exists():
             assert TOKEN.encode() not in path.read_bytes(), path
@@ -82,6 +80,7 @@ def read():
 """
 
 
+@on_both_stores()
 def test_a_deployed_function_follows_its_secret_through_updates_and_deletion(cluster, tmp_path):
     (tmp_path / "rotator.py").write_text(ROTATING_APP)
     assert ember_cli("secret", "create", "rot", "VALUE=one").returncode == 0

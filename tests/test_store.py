@@ -2,20 +2,22 @@
 
 Each test runs once per implementation (the params of the `url` fixture): another store is one
 more entry in URLS. Reopening the store shows what was made durable. The migration tests at the
-end are the SQLite store's own.
+end are the SQLite store's own, but for the one that checks both engines reach one schema.
 """
 
+import asyncio
 import shutil
 import sqlite3
 
 import pytest
-from conftest import run_async
+from conftest import run_async, wait_for
+from services import postgres_url
 
 from ember.proto import api_pb2
-from ember.server.store import StoreError, open_store
+from ember.server.store import NotLeader, StoreError, open_store
 from ember.server.store.migrate import MIGRATIONS, migrate, schema_version
 
-URLS = {"sqlite": lambda tmp: f"sqlite://{tmp / 'ember.db'}"}
+URLS = {"sqlite": lambda tmp: f"sqlite://{tmp / 'ember.db'}", "postgres": lambda tmp: postgres_url()}
 
 
 @pytest.fixture(params=sorted(URLS))
@@ -45,6 +47,50 @@ def store(reopen):
 
 def output(input_id: str) -> bytes:
     return api_pb2.Output(input_id=input_id).SerializeToString()
+
+
+# ---- the leader lease
+
+
+def test_one_holder_leads_until_its_lease_expires(store, url):
+    other = open_store(url)  # a second control plane on the same database
+    try:
+        assert store.lease_holder() is None
+        epoch = store.acquire_lease("cp-a", "a:1", 30)
+        assert epoch is not None
+        assert other.acquire_lease("cp-b", "b:1", 30) is None  # a holds it
+        assert other.lease_holder()[:3] == ("cp-a", "a:1", epoch)
+        assert store.acquire_lease("cp-a", "a:1", 30) == epoch  # its own: extended, same epoch
+        assert store.renew_lease("cp-a", epoch, 0.01)
+        wait_for(lambda: other.acquire_lease("cp-b", "b:1", 30) is not None, what="a's lease to expire")
+        assert other.lease_holder()[:3] == ("cp-b", "b:1", epoch + 1)  # it changed hands: a new epoch
+        assert not store.renew_lease("cp-a", epoch, 30)  # a's lease is gone
+        assert store.acquire_lease("cp-a", "a:1", 30) is None
+        other.release_lease("cp-b", epoch + 1)  # a clean stop: no waiting for the expiry
+        assert store.acquire_lease("cp-a", "a:1", 30) == epoch + 2
+    finally:
+        other.close()
+
+
+@run_async
+async def test_a_commit_of_a_holder_that_lost_the_lease_is_undone(store, url):
+    other = open_store(url)
+    try:
+        epoch = store.acquire_lease("cp-a", "a:1", 0.01)
+        fenced = []
+        store.fence("cp-a", epoch, lambda: fenced.append(True))
+        store.create_app("ap-1", "main", "kept")
+        await store.durable()  # a still leads: its write commits
+        wait_for(lambda: other.acquire_lease("cp-b", "b:1", 30) is not None, what="a's lease to expire")
+        store.create_app("ap-2", "main", "undone")
+        with pytest.raises(NotLeader):
+            await store.durable()
+        assert fenced == [True]
+        with pytest.raises(NotLeader):  # and it writes nothing more
+            store.create_app("ap-3", "main", "refused")
+        assert sorted(row[0] for row in other.running_apps()) == ["ap-1"]
+    finally:
+        other.close()
 
 
 # ---- group commit
@@ -251,6 +297,43 @@ async def test_layers(store, reopen):
     store.add_layer(api_pb2.Layer(layer_id="ly-1", blob_id="2" * 64))  # rebuilt
     await store.durable()
     assert reopen().layers() == {"ly-0": "", "ly-1": "2" * 64}
+
+
+@run_async
+async def test_blob_grants(store, reopen):
+    a, b = "a" * 64, "b" * 64
+    store.grant_blob("main", a)
+    store.grant_blob("main", a)  # twice is once
+    store.grant_blob("other", b)
+    await store.durable()
+    store = reopen()
+    assert store.blob_granted("main", a) and store.blob_granted("other", b)
+    assert not store.blob_granted("other", a) and not store.blob_granted("main", b)
+    store.grant_blob("other", a)
+    store.forget_blob_grants([a])
+    await store.durable()
+    store = reopen()
+    assert not store.blob_granted("main", a) and not store.blob_granted("other", a) and store.blob_granted("other", b)
+
+
+def test_blobs_put_before_grants_belong_to_their_workspaces(tmp_path):
+    before = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, before)
+    (before / "0009_blob_grants.sql").unlink()
+    db = sqlite3.connect(tmp_path / "ember.db", isolation_level=None)
+    migrate(db, before)
+    db.execute("INSERT INTO apps (app_id, name, state, created_at, workspace) "
+               "VALUES ('ap-1', 'a', 'running', 1, 'w1')")
+    db.execute("INSERT INTO functions VALUES ('fn-1', 'ap-1', x'', 1)")
+    db.execute("INSERT INTO calls (call_id, function_id, created_at) VALUES ('fc-1', 'fn-1', 1)")
+    db.execute("INSERT INTO call_blobs VALUES ('fc-1', ?)", ("1" * 64,))
+    db.execute("INSERT INTO objects (object_id, kind, name, created_at, workspace) "
+               "VALUES ('vo-1', 'volume', 'v', 1, 'w2')")
+    db.execute("INSERT INTO volume_files VALUES ('vo-1', 'f', ?, 1, 420, 1)", ("2" * 64,))
+    db.execute("INSERT INTO volume_old_blobs VALUES ('vo-1', 1, ?)", ("3" * 64,))
+    migrate(db)
+    assert sorted(db.execute("SELECT workspace, blob_id FROM blob_grants")) == [
+        ("w1", "1" * 64), ("w2", "2" * 64), ("w2", "3" * 64)]
 
 
 @run_async
@@ -529,8 +612,8 @@ def test_store_urls(tmp_path):
     for target in (tmp_path / "a.db", str(tmp_path / "b.db"), f"sqlite://{tmp_path}/c.db"):
         open_store(target).close()
     assert sorted(p.name for p in tmp_path.glob("*.db")) == ["a.db", "b.db", "c.db"]
-    with pytest.raises(StoreError, match="PostgreSQL support comes later"):
-        open_store("postgresql://db.example/ember")
+    with pytest.raises(StoreError, match="cannot connect to the database postgresql://ember:\\*\\*\\*@127.0.0.1:9/db"):
+        open_store("postgresql://ember:secret@127.0.0.1:9/db?connect_timeout=5")
     with pytest.raises(StoreError, match="unknown store 'mysql'"):
         open_store("mysql://db.example/ember")
 
@@ -572,3 +655,120 @@ async def test_names_are_unique_per_workspace(store, reopen):
     assert store.secret_by_name("b", "api") == ("sc-b", b"b") and store.secret_ciphertext("sc-main")[0] == "main"
     assert store.last_version("b", "web") == 1 and [r[0] for r in store.app_history("b", "web")] == ["ap-b"]
     assert store.delete_secret("b", "api") and store.secret_by_name("main", "api") == ("sc-main", b"main")
+
+
+# ---- PostgreSQL's own
+
+
+def test_both_engines_migrate_to_one_schema(tmp_path):
+    """Every migration has its PostgreSQL form: the same tables and columns, whatever their types."""
+    open_store(tmp_path / "ember.db").close()
+    db = sqlite3.connect(tmp_path / "ember.db")
+    tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    sqlite_schema = {t: sorted(row[1] for row in db.execute(f"PRAGMA table_info({t})")) for t in tables}
+    versions = sorted(v for (v,) in db.execute("SELECT version FROM schema_version"))
+    db.close()
+    url = postgres_url()
+    open_store(url).close()
+    import psycopg
+    with psycopg.connect(url) as pg:
+        postgres_schema = {}
+        for table, column in pg.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                        "WHERE table_schema='public'"):
+            postgres_schema.setdefault(table, []).append(column)
+        assert sorted(v for (v,) in pg.execute("SELECT version FROM schema_version")) == versions
+    assert {t: sorted(c) for t, c in postgres_schema.items()} == sqlite_schema
+
+
+def test_each_engine_takes_its_own_file_where_there_is_one_each_in_its_own_transaction(tmp_path):
+    import psycopg
+
+    from ember.server.store.postgres import _Db
+
+    (tmp_path / "0001_a.sql").write_text("CREATE TABLE a (x BIGINT);")  # both engines read it alike
+    (tmp_path / "0002_b.sql").write_text("CREATE TABLE b_sqlite (x BLOB);")
+    (tmp_path / "0002_b.postgres.sql").write_text("CREATE TABLE b_postgres (x BYTEA);\nINSERT INTO missing VALUES (1);")
+    pg = _Db(postgres_url())
+    try:
+        with pytest.raises(psycopg.errors.UndefinedTable, match="missing"):
+            migrate(pg, tmp_path)
+        # 0001 stays applied; none of 0002 is.
+        assert schema_version(pg) == 1 and pg.execute("SELECT to_regclass('b_postgres')").fetchone() == (None,)
+        (tmp_path / "0002_b.postgres.sql").write_text("CREATE TABLE b_postgres (x BYTEA);")
+        assert migrate(pg, tmp_path) == 2
+        tables = {t for (t,) in pg.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        assert tables == {"schema_version", "a", "b_postgres"}
+    finally:
+        pg.close()
+    db = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    assert migrate(db, tmp_path) == 2
+    assert {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} == {
+        "schema_version", "a", "b_sqlite"}
+    db.close()
+
+
+@run_async
+async def test_a_statement_postgres_refuses_undoes_its_transaction_and_the_store_goes_on():
+    store = open_store(postgres_url())
+    try:
+        store.create_app("ap-1", "main", "undone")
+        failed = []
+        store.on_durable(lambda: failed.append("committed"), failed.append)
+        store.create_workspace("main")  # there is one: PostgreSQL refuses the whole transaction
+        with pytest.raises(Exception, match="duplicate key"):
+            await store.durable()
+        assert [type(e).__name__ for e in failed] == ["UniqueViolation"]
+        assert store.running_apps() == []  # ap-1 went with it
+        store.create_app("ap-2", "main", "kept")
+        await store.durable()
+        assert [a[0] for a in store.running_apps()] == ["ap-2"]
+    finally:
+        store.close()
+
+
+@run_async
+async def test_a_lost_connection_fails_its_transaction_and_the_next_write_reconnects():
+    url = postgres_url()
+    store = open_store(url)
+    try:
+        store.create_app("ap-1", "main", "lost")
+        import psycopg
+        with psycopg.connect(url, autocommit=True) as admin:  # as if PostgreSQL restarted
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname=current_database() "
+                          "AND pid != pg_backend_pid()")
+        with pytest.raises(psycopg.OperationalError):
+            await store.durable()
+        store.create_app("ap-2", "main", "kept")
+        await store.durable()
+        assert [a[0] for a in store.running_apps()] == ["ap-2"]
+    finally:
+        store.close()
+
+
+async def until_committing(store):
+    """Let the loop run until the store's commit has begun (SQLite's: and ended)."""
+    for _ in range(2):  # the commit runs in the iteration after the writes' (call_later(0))
+        await asyncio.sleep(0)
+    assert not store.in_transaction
+
+
+@run_async
+async def test_writes_made_while_a_commit_is_on_its_way_join_the_next(store, url):
+    other = open_store(url)
+    try:
+        order = []
+        store.create_app("ap-1", "main", "first")
+        store.on_durable(lambda: order.append("ap-1"))
+        await until_committing(store)  # its commit is sent (PostgreSQL's answer may not have come yet)
+        store.create_app("ap-2", "main", "second")
+        store.on_durable(lambda: order.append("ap-2"))
+        assert sorted(a[0] for a in store.running_apps()) == ["ap-1", "ap-2"]  # reads see both
+        await store.durable()
+        assert order == ["ap-1", "ap-2"]
+        assert sorted(a[0] for a in other.running_apps()) == ["ap-1", "ap-2"]
+        store.create_app("ap-3", "main", "third")
+        await until_committing(store)
+        await store.durable()  # nothing open, a commit on its way: waits for it
+        assert "ap-3" in [a[0] for a in other.running_apps()]
+    finally:
+        other.close()

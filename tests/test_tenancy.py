@@ -12,7 +12,7 @@ import subprocess
 import grpc
 import pytest
 
-from conftest import APPS, PY, ROOT, Cluster, wait_for
+from conftest import APPS, PY, ROOT, Cluster, on_both_stores, wait_for
 import ember
 from ember._client.auth import metadata
 from ember.proto import api_pb2, api_pb2_grpc
@@ -94,8 +94,8 @@ def token_of(env) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tenants(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("tenancy"))
+def tenants(tmp_path_factory, request):
+    c = Cluster(tmp_path_factory.mktemp("tenancy"), store=getattr(request, "param", "sqlite"))
     c.start_server()
     c.start_worker()
     a = dict(c.env)
@@ -155,6 +155,7 @@ def test_without_a_token_nothing_runs(tenants):
     a_is_unharmed(a)
 
 
+@on_both_stores("tenants")
 def test_a_client_of_another_workspace_reaches_nothing_of_a(tenants):
     c, a, b = tenants
     ids = ids_of(c, a)

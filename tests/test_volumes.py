@@ -7,7 +7,7 @@ import pytest
 
 import ember
 from ember import exception
-from conftest import ROOT, Cluster, container_backend_missing, wait_for
+from conftest import ROOT, STORES, Cluster, container_backend_missing, wait_for
 
 import volume_app
 
@@ -99,10 +99,11 @@ def test_cli(container_cluster, tmp_path):
     assert cli("ls", "cli-vol").returncode == 1
 
 
-def test_volumes_survive_a_restart_and_reach_another_worker(tmp_path, monkeypatch):
+@pytest.mark.parametrize("store", STORES)
+def test_volumes_survive_a_restart_and_reach_another_worker(tmp_path, monkeypatch, store):
     if container_backend_missing():
         pytest.skip(container_backend_missing())
-    c = Cluster(tmp_path)
+    c = Cluster(tmp_path, store=store)
     c.start_server()
     for key, value in c.env.items():
         monkeypatch.setenv(key, value)

@@ -15,6 +15,7 @@ from ..proto import api_pb2, api_pb2_grpc
 from . import blobs
 from .auth import Authed
 from .bridge import LoopThread
+from .servers import Servers
 from .stream import Backoff, ReconnectingStream, unavailable
 
 CONNECT_TIMEOUT = 5.0      # seconds to reach a control plane at all
@@ -71,11 +72,12 @@ class Client:
             return client
 
     def __init__(self, url: str, token: tuple[str, str] | None):
-        self.url = url
+        self.url = url  # one address, or several of control planes of which one leads (servers.py)
         self.token = token
         self.pid = os.getpid()
+        self.servers = Servers(url, lambda channel: Authed(api_pb2_grpc.ClientApiStub(channel), token))
         self.bridge = LoopThread("ember-client")
-        self.channel, self.stub = self.bridge.run(self._connect())
+        self.bridge.run(self._connect())
         self.mux = StreamMux(self, "CallStream", "calling a function", resend=True)
         self.objects = StreamMux(self, "ObjectStream", "a dict or queue operation", resend=False)
 
@@ -92,40 +94,63 @@ class Client:
         for client in gone:
             if client.pid == os.getpid():
                 with contextlib.suppress(Exception):  # best effort: it is going anyway
-                    client.bridge.run(client.channel.close(), timeout=2)
+                    client.bridge.run(client.servers.close(), timeout=2)
                 client.bridge.stop()
 
+    @property
+    def stub(self):
+        """The stub of the control plane in use now (it changes when the leader does)."""
+        return self.servers.stub()
+
     async def _connect(self):
-        channel = config.open_channel(self.url)
-        try:
-            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
-        except TimeoutError:
-            await channel.close()
-            if problem := await asyncio.to_thread(config.tls_problem, self.url):  # the server is there, but...
-                raise exception.ConnectionError(f"Cannot connect to the Ember control plane: {problem}.") from None
+        """Wait for a control plane at one of the addresses to answer, and use the first that does."""
+        waits = {asyncio.ensure_future(self.servers.channel(url).channel_ready()): url for url in self.servers.urls}
+        done, pending = await asyncio.wait(waits, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        for wait in pending:
+            wait.cancel()
+        if not done:
+            await self.servers.close()
+            for url in self.servers.urls:
+                if problem := await asyncio.to_thread(config.tls_problem, url):  # the server is there, but...
+                    raise exception.ConnectionError(f"Cannot connect to the Ember control plane: {problem}.")
             raise exception.ConnectionError(
                 f"No Ember control plane answered at {self.url} within {CONNECT_TIMEOUT:.0f}s. "
                 "Start one there with `ember server` (and `ember worker --server URL` on each "
-                "machine), or unset EMBER_SERVER_URL to run on an embedded local cluster.") from None
+                "machine), or unset EMBER_SERVER_URL to run on an embedded local cluster.")
+        self.servers.use(waits[done.pop()])
         self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
-        return channel, Authed(api_pb2_grpc.ClientApiStub(channel), self.token)
 
     async def rpc(self, name: str, request, *, retry: bool = True, what: str = ""):
         """A unary call; retried while the control plane is unavailable (it may be restarting).
         Without retry, it fails at once when the control plane cannot be reached."""
-        method = getattr(self.stub, name)
-        backoff = Backoff(RECONNECT_WINDOW)
+        backoff = Backoff(RECONNECT_WINDOW, self.servers.max_delay)
         while True:
+            url = self.servers.url
             try:
                 async with self.inflight:
-                    return await method(request, wait_for_ready=retry)
+                    return await getattr(self.stub, name)(request, wait_for_ready=retry and self.servers.wait_for_ready)
             except grpc.aio.AioRpcError as e:
+                if unavailable(e):
+                    self.servers.failed(url, e)  # another control plane may lead now
                 if retry and unavailable(e) and await backoff.wait():
                     continue
                 raise translate(e, what or name) from None
 
     def run(self, coro, timeout=None):
         return self.bridge.run(coro, timeout)
+
+    async def on_leader(self, attempt):
+        """attempt(stub), again on another control plane while the one used is unavailable and
+        there are several (one of them leads soon); what it raises otherwise passes."""
+        backoff = Backoff(RECONNECT_WINDOW, self.servers.max_delay)
+        while True:
+            url = self.servers.url
+            try:
+                return await attempt(self.stub)
+            except grpc.aio.AioRpcError as e:
+                if not (unavailable(e) and self.servers.several and await backoff.wait()):
+                    raise
+                self.servers.failed(url, e)
 
     # ---- payloads
 
@@ -135,7 +160,7 @@ class Client:
 
     async def upload(self, data: bytes) -> str:
         try:
-            return await blobs.upload(self.stub, data)
+            return await self.on_leader(lambda stub: blobs.upload(stub, data))
         except grpc.aio.AioRpcError as e:
             raise translate(e, "storing a blob") from None
 
@@ -147,7 +172,7 @@ class Client:
 
     async def payload_bytes(self, payload: api_pb2.Payload) -> bytes:
         if payload.blob_id:
-            return await blobs.download(self.stub, payload.blob_id)
+            return await self.on_leader(lambda stub: blobs.download(stub, payload.blob_id))
         return payload.data
 
 
@@ -167,9 +192,12 @@ class StreamMux:
         self.resend = resend
         self.tags = itertools.count(1)
         self.pending: dict[int, tuple[object, asyncio.Future]] = {}
-        self.stream = ReconnectingStream(
-            lambda messages: getattr(client.stub, method)(messages, wait_for_ready=True), self._answer,
-            on_connect=self._send_pending, on_disconnect=self._broken, window=RECONNECT_WINDOW)
+        self.client = client
+        self.method = method
+        self.url = None  # of the control plane the current attempt went to
+        self.stream = ReconnectingStream(self._open, self._answer, on_connect=self._send_pending,
+                                         on_disconnect=self._broken, window=RECONNECT_WINDOW,
+                                         max_delay=client.servers.max_delay)
         self.task: asyncio.Task | None = None
 
     async def call(self, request):
@@ -196,6 +224,11 @@ class StreamMux:
             if not answer.done():
                 answer.set_exception(error)
 
+    def _open(self, messages):
+        servers = self.client.servers
+        self.url = servers.url
+        return getattr(self.client.stub, self.method)(messages, wait_for_ready=servers.wait_for_ready)
+
     def _answer(self, resp):
         entry = self.pending.get(resp.tag)
         if entry is not None and not entry[1].done():
@@ -207,6 +240,8 @@ class StreamMux:
                 outbox.put(request)
 
     def _broken(self, error):
+        if error is None or unavailable(error):
+            self.client.servers.failed(self.url, error)
         for request, answer in self.pending.values():
             if self.resend:
                 request.resend = True  # if it is sent again, it is a resend

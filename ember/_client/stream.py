@@ -22,8 +22,9 @@ class Backoff:
     50 ms, doubling up to 1 s; given up `window` seconds after the first failure since the
     last contact (never, with no window)."""
 
-    def __init__(self, window: float | None = None):
+    def __init__(self, window: float | None = None, max_delay: float = MAX_DELAY):
         self.window = window
+        self.max_delay = max_delay
         self.reset()
 
     def reset(self):
@@ -39,7 +40,7 @@ class Backoff:
         elif self.deadline is not None and now >= self.deadline:
             return False
         await asyncio.sleep(self.delay)
-        self.delay = min(self.delay * 2, MAX_DELAY)
+        self.delay = min(self.delay * 2, self.max_delay)
         return True
 
 
@@ -79,8 +80,9 @@ class ReconnectingStream:
     """
 
     def __init__(self, open, handle, *, on_connect=None, on_disconnect=None, retry=unavailable,
-                 window: float | None = None):
+                 window: float | None = None, max_delay: float = MAX_DELAY):
         self.open = open
+        self.max_delay = max_delay
         self.handle = handle
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
@@ -104,7 +106,7 @@ class ReconnectingStream:
             self.outbox.close()
 
     async def run(self):
-        backoff = Backoff(self.window)
+        backoff = Backoff(self.window, self.max_delay)
         while not self.closing:
             outbox = Outbox()
             if self.on_connect is not None:

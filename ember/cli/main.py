@@ -45,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--data-dir", default=str(ember_home() / "server"),
                         help="where its state lives (default: $EMBER_HOME/server, else ~/.ember/server); "
                              "see above for a full disk")
+    server.add_argument("--database-url", default=os.environ.get("EMBER_DATABASE_URL"), metavar="URL",
+                        help="keep durable state in PostgreSQL, postgresql://USER:PASSWORD@HOST/DATABASE "
+                             "(default: $EMBER_DATABASE_URL, else SQLite in --data-dir); the password may come "
+                             "from PGPASSWORD or ~/.pgpass instead")
+    server.add_argument("--blob-url", metavar="s3://BUCKET/PREFIX",
+                        help="keep blobs (large arguments and results, layer archives, volume files) in an "
+                             "S3-compatible bucket instead of under --data-dir; its endpoint and keys come from "
+                             "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_REGION). Clients "
+                             "and workers then move large blobs to and from the bucket directly, through presigned "
+                             "URLs: they must reach its endpoint too")
     server.add_argument("--lease-timeout", type=float, default=15.0,
                         help="seconds without contact before a container's inputs return to the queue (a "
                              "container whose connection and worker's connection closed returns them at once)")
@@ -78,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
                                           "(behind a proxy, say; for HOST 0.0.0.0, this machine's host name)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
+    server.add_argument("--leader-lease", type=float, default=0.0, metavar="SECONDS",
+                        help="several control planes on one database: each takes part with this flag, one leads "
+                             "through a lease of SECONDS (renewed every third of it; e.g. 3), the others stand by "
+                             "and take over once it expires; 0: this is the only one (default)")
+    server.add_argument("--advertise-url", metavar="URL",
+                        help="with --leader-lease: where clients and workers reach this control plane, as the "
+                             "others name it to them (default: its listening address)")
     server.add_argument("--tls", choices=("auto",),
                         help="serve TLS (gRPC and the HTTP gateway) with a CA and certificate made once and kept in "
                              "the data dir; it prints the CA file clients trust (EMBER_CA_CERT)")
@@ -128,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
                                         "`ember worker remove NAME` manage the workers that joined (admin).")
     worker.add_argument("action", nargs="?", choices=("list", "drain", "remove"), help=argparse.SUPPRESS)
     worker.add_argument("target", nargs="?", help=argparse.SUPPRESS)
-    worker.add_argument("--server", help="control plane URL (default: $EMBER_SERVER_URL)")
+    worker.add_argument("--server", help="control plane URL, or several separated by commas (control planes on one "
+                        "database, of which one leads: see `ember server --leader-lease`; default: $EMBER_SERVER_URL)")
     worker.add_argument("--data-dir", default=str(ember_home() / "worker"),
                         help="where its state lives (default: $EMBER_HOME/worker, else ~/.ember/worker)")
     worker.add_argument("--cpu", type=float, help="cores to offer (default: all)")

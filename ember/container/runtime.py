@@ -38,7 +38,8 @@ from .._client import blobs
 from .._client.auth import Authed
 from .._client.bridge import LoopThread
 from .._client.serialization import deserialize, serialize_exception, serialize_result
-from .._client.stream import Outbox, ReconnectingStream
+from .._client.servers import Servers
+from .._client.stream import Outbox, ReconnectingStream, unavailable
 from .._proc import die_with_parent
 from ..proto import api_pb2, api_pb2_grpc
 from .web import WebHost, make_apps
@@ -108,8 +109,8 @@ class Runtime:
         # The one stream to the control plane, reopened whenever it breaks (but when the control
         # plane no longer knows this container).
         self.stream = ReconnectingStream(
-            lambda messages: self.stub.ContainerConnect(messages, wait_for_ready=True), self._handle,
-            on_connect=self._hello, retry=lambda e: e.code() not in FINAL)
+            self._open, self._handle, on_connect=self._hello, retry=lambda e: e.code() not in FINAL,
+            on_disconnect=self._disconnected)
         self.detached = threading.Event()
         self.initialized = False
         self.exit_hooks: list = []                    # a class's @ember.exit() methods (@app.cls)
@@ -120,10 +121,22 @@ class Runtime:
 
     # ------------------------------------------------------------------ I/O thread
 
+    def _open(self, messages):
+        self.connecting_to = self.servers.url
+        self.stub = self.servers.stub()
+        return self.stub.ContainerConnect(messages, wait_for_ready=self.servers.wait_for_ready)
+
+    def _disconnected(self, error):
+        if error is None or unavailable(error):
+            self.servers.failed(self.connecting_to, error)  # another control plane may lead now
+
     async def _connect_loop(self):
-        channel = config.open_channel(self.server_url)
-        # Its own credential, from its worker (the same its code's calls carry: config.token()).
-        self.stub = Authed(api_pb2_grpc.ContainerApiStub(channel), config.token())
+        # One address, or several of control planes of which one leads (servers.py). Its own
+        # credential, from its worker (the same its code's calls carry: config.token()).
+        self.servers = Servers(self.server_url,
+                               lambda channel: Authed(api_pb2_grpc.ContainerApiStub(channel), config.token()))
+        self.stub = self.servers.stub()
+        self.stream.max_delay = self.servers.max_delay
         try:
             await self.stream.run()
         except grpc.aio.AioRpcError as e:  # FINAL: every other break is retried
@@ -221,6 +234,15 @@ class Runtime:
         self._capture_output()
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        # A process the function forks (a multiprocessing pool's worker) is not the runtime: its
+        # signals do what they do by default. With these handlers, a pool's SIGTERM to its
+        # workers would run the container's exit hooks there and wait for an io thread that
+        # does not exist in the child (it has only the thread that forked). They are blocked
+        # across the fork: one that reaches the child before its handlers are reset would be
+        # lost (Python drops a signal whose handler changed before it ran), and the pool would
+        # wait for that worker forever.
+        os.register_at_fork(before=_block_signals, after_in_parent=_unblock_signals,
+                            after_in_child=_default_signals)
         self.io.call_soon(lambda: (self.io.loop.create_task(self._connect_loop()),
                                    self.io.loop.create_task(self._heartbeat())))
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
@@ -672,6 +694,23 @@ class LogWriter(io.TextIOBase):
 
     def fileno(self):
         return self.fd
+
+
+RUNTIME_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)  # those the runtime handles
+
+
+def _block_signals():
+    signal.pthread_sigmask(signal.SIG_BLOCK, RUNTIME_SIGNALS)
+
+
+def _unblock_signals():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, RUNTIME_SIGNALS)
+
+
+def _default_signals():
+    for signum in RUNTIME_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    _unblock_signals()  # one that came meanwhile does now what it does by default
 
 
 def main():

@@ -81,6 +81,29 @@ class BlobExistsResponse(_message.Message):
     exists: bool
     def __init__(self, exists: _Optional[bool] = ...) -> None: ...
 
+class BlobUrlRequest(_message.Message):
+    __slots__ = ("blob_id", "upload")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    blob_id: str
+    upload: bool
+    def __init__(self, blob_id: _Optional[str] = ..., upload: _Optional[bool] = ...) -> None: ...
+
+class BlobUrlResponse(_message.Message):
+    __slots__ = ("url", "headers")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    headers: _containers.ScalarMap[str, str]
+    def __init__(self, url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class AppCreateRequest(_message.Message):
     __slots__ = ("name", "deployed")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -275,6 +275,11 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
                 _registered_method=True)
+        self.BlobUrl = channel.unary_unary(
+                '/ember.v1.ClientApi/BlobUrl',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobUrlRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobUrlResponse.FromString,
+                _registered_method=True)
 
 
 class ClientApiServicer:
@@ -609,6 +614,12 @@ class ClientApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BlobUrl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClientApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -846,6 +857,11 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.BlobExists,
                     request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.SerializeToString,
+            ),
+            'BlobUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlobUrl,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobUrlRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobUrlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2133,6 +2149,33 @@ class ClientApi:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def BlobUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/BlobUrl',
+            ember_dot_proto_dot_api__pb2.BlobUrlRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobUrlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class WorkerApiStub:
     """What workers call: one stream per worker process, for as long as it runs, and blobs (image
@@ -2168,6 +2211,11 @@ class WorkerApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
                 _registered_method=True)
+        self.BlobUrl = channel.unary_unary(
+                '/ember.v1.WorkerApi/BlobUrl',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobUrlRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobUrlResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerApiServicer:
@@ -2202,6 +2250,12 @@ class WorkerApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BlobUrl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -2224,6 +2278,11 @@ def add_WorkerApiServicer_to_server(servicer, server):
                     servicer.BlobExists,
                     request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.SerializeToString,
+            ),
+            'BlobUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlobUrl,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobUrlRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobUrlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2349,6 +2408,33 @@ class WorkerApi:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def BlobUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.WorkerApi/BlobUrl',
+            ember_dot_proto_dot_api__pb2.BlobUrlRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobUrlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ContainerApiStub:
     """What containers call: one stream per container, inputs down, outputs and logs up, and
@@ -2382,6 +2468,11 @@ class ContainerApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
                 _registered_method=True)
+        self.BlobUrl = channel.unary_unary(
+                '/ember.v1.ContainerApi/BlobUrl',
+                request_serializer=ember_dot_proto_dot_api__pb2.BlobUrlRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.BlobUrlResponse.FromString,
+                _registered_method=True)
 
 
 class ContainerApiServicer:
@@ -2414,6 +2505,12 @@ class ContainerApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BlobUrl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContainerApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -2436,6 +2533,11 @@ def add_ContainerApiServicer_to_server(servicer, server):
                     servicer.BlobExists,
                     request_deserializer=ember_dot_proto_dot_api__pb2.BlobRef.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.BlobExistsResponse.SerializeToString,
+            ),
+            'BlobUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlobUrl,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.BlobUrlRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.BlobUrlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2549,6 +2651,33 @@ class ContainerApi:
             '/ember.v1.ContainerApi/BlobExists',
             ember_dot_proto_dot_api__pb2.BlobRef.SerializeToString,
             ember_dot_proto_dot_api__pb2.BlobExistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlobUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ContainerApi/BlobUrl',
+            ember_dot_proto_dot_api__pb2.BlobUrlRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.BlobUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,

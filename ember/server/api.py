@@ -8,7 +8,9 @@ last argument, and reaches only the objects of `who.workspace`.
 import asyncio
 import contextlib
 import functools
+import hmac
 import inspect
+import logging
 
 import grpc
 
@@ -17,7 +19,8 @@ from .._client.stream import Outbox
 from ..proto import api_pb2, api_pb2_grpc
 from .auth import ADMIN, CONTAINER, WORKER, WORKSPACE, Forbidden, Identity, Principal, Unauthenticated
 from . import validate
-from .blobs import BlobNotFound, BlobStore
+from .blob_rights import BlobNotGranted, BlobRights
+from .blobs import BlobNotFound, BlobStore, is_blob_id
 from .disk import DiskFull
 from .identity_api import IdentityRpcs
 from .objects import ObjectError, Objects
@@ -26,6 +29,7 @@ from .secrets import SecretGone, Secrets
 from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
+log = logging.getLogger("ember.server")
 
 
 def authenticated(servicer_base, *roles: str):
@@ -129,34 +133,82 @@ class Duplex:
 
 
 class BlobRpcs:
-    """The blob RPCs, the same in each of the three services."""
+    """The blob RPCs, the same in each of the three services. A workspace's caller reads only the
+    blobs its workspace may (blob_rights.py). Where the blob store has URLs of its own (S3's
+    presigned ones), BlobUrl hands them out, so that large blobs move between the store and
+    their users directly; what still passes through this process then is logged."""
 
-    def __init__(self, blobs: BlobStore, identity: Identity):
+    def __init__(self, blobs: BlobStore, identity: Identity, rights: BlobRights):
         self.blobs = blobs
         self.identity = identity
+        self.rights = rights
 
     async def BlobPut(self, request_iterator, context, who):
+        size = 0
+
+        def counted(chunk):
+            nonlocal size
+            size += len(chunk.data)
+            return chunk.data
+
         try:
-            blob_id = await self.blobs.put(chunk.data async for chunk in request_iterator)
+            blob_id = await self.blobs.put(counted(chunk) async for chunk in request_iterator)
         except DiskFull:
             # Take the rest of the upload first: a sender cut off mid-stream sees a broken
             # stream (INTERNAL) instead of this error.
             async for _ in request_iterator:
                 pass
             raise
+        await self.rights.grant(who, blob_id)
+        self._relayed("BlobPut", who, blob_id, size)
         return api_pb2.BlobRef(blob_id=blob_id)
 
     async def BlobGet(self, req, context, who):
+        if not self.rights.may_read(who, req.blob_id):
+            await context.abort(grpc.StatusCode.NOT_FOUND, _no_blob(req.blob_id))
+        size = 0
         async with contextlib.aclosing(self.blobs.get(req.blob_id)) as chunks:
             try:
                 async for data in chunks:
+                    size += len(data)
                     yield api_pb2.BlobChunk(data=data)
             except BlobNotFound:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no blob {req.blob_id}")
+        self._relayed("BlobGet", who, req.blob_id, size)
 
     async def BlobExists(self, req, context, who):
+        if who.workspace and not self.rights.granted(who, req.blob_id):
+            # Its caller may have just uploaded it through a URL handed to its workspace.
+            tag = await self.blobs.upload_tag(req.blob_id)
+            if tag is not None and hmac.compare_digest(tag, self.rights.upload_tag(who, req.blob_id)):
+                await self.rights.grant(who, req.blob_id)
+            elif not self.rights.may_read(who, req.blob_id):
+                return api_pb2.BlobExistsResponse(exists=False)  # as if missing: it puts the bytes itself
         # Asking counts as putting it again: whoever asks is about to refer to it (blob_gc.py).
         return api_pb2.BlobExistsResponse(exists=await self.blobs.refresh(req.blob_id))
+
+    async def BlobUrl(self, req, context, who):
+        if not is_blob_id(req.blob_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "BlobUrlRequest.blob_id must name a blob: 64 "
+                                f"lowercase hex digits (got {req.blob_id!r})")
+        if req.upload:
+            # Anyone may upload: the store takes only the bytes whose hash the id is.
+            put = await self.blobs.put_url(req.blob_id, self.rights.upload_tag(who, req.blob_id))
+            if put is None:
+                return api_pb2.BlobUrlResponse()
+            return api_pb2.BlobUrlResponse(url=put.url, headers=put.headers)
+        if not self.rights.may_read(who, req.blob_id):
+            await context.abort(grpc.StatusCode.NOT_FOUND, _no_blob(req.blob_id))
+        return api_pb2.BlobUrlResponse(url=self.blobs.url_for(req.blob_id) or "")
+
+    def _relayed(self, rpc: str, who: Principal, blob_id: str, size: int):
+        if self.blobs.url_for(blob_id) is not None:
+            log.info("%s: %d bytes of blob %s passed through the control plane (%s %s), though the blob store "
+                     "takes them directly", rpc, size, blob_id, who.role, who.workspace or who.token_id)
+
+
+def _no_blob(blob_id: str) -> str:
+    return f"there is no blob {blob_id} in this workspace (put it first: only the bytes' uploader may read them)"
 
 
 @authenticated(api_pb2_grpc.ClientApiServicer, ADMIN, WORKSPACE, CONTAINER)
@@ -165,7 +217,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets, tokens: ProxyTokens,
                  heartbeat_interval: float):
-        super().__init__(blobs, sched.identity)
+        super().__init__(blobs, sched.identity, sched.blob_rights)
         self.sched = sched
         self.store = sched.store
         self.apps = sched.apps
@@ -313,6 +365,8 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         for step in d.image.steps:
             for secret_id in step.secret_ids:
                 self.secrets.owned(workspace, secret_id)
+        self.rights.check_referable(workspace, [d.code_blob_id, d.pickled.blob_id, *(s.blob_id for s in d.image.steps)],
+                                    f"function {d.name}")
 
     def _web_urls(self, fn) -> dict:
         """The web_url and method_web_urls fields of a function's responses."""
@@ -326,6 +380,10 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
     async def ImageBuild(self, req, context, who):
         validate.image_build(req)
         name_layers(req.image, who.workspace)
+        try:
+            self.rights.check_referable(who.workspace, [s.blob_id for s in req.image.steps], "the image")
+        except BlobNotGranted as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         try:  # the secrets a step names must be the workspace's own
             secret_env = {i: self.secrets.env_for(step.secret_ids, who.workspace)
                           for i, step in enumerate(req.image.steps) if step.secret_ids}
@@ -382,7 +440,12 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def VolumeCommit(self, req, context, who):
         validate.volume_commit(req)
-        return await self._call(context, self.objects.volume_commit, who.workspace, req)
+        return await self._call(context, self._volume_commit, who.workspace, req)
+
+    def _volume_commit(self, workspace: str, req: api_pb2.VolumeCommitRequest) -> api_pb2.VolumeManifest:
+        # Workers fetch a volume's files to mount them: only the workspace's own blobs may go in.
+        self.rights.check_referable(workspace, [f.blob_id for f in req.files], f"the commit of {req.volume_id}")
+        return self.objects.volume_commit(workspace, req)
 
     async def ObjectStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)
@@ -528,7 +591,7 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
     """What workers call: one stream per worker, opened with a worker token."""
 
     def __init__(self, sched: Scheduler, blobs: BlobStore):
-        super().__init__(blobs, sched.identity)
+        super().__init__(blobs, sched.identity, sched.blob_rights)
         self.fleet = sched.fleet
         self.builds = sched.builds
 
@@ -576,7 +639,7 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
     """What containers call: one stream per container, which only that container's credential opens."""
 
     def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets):
-        super().__init__(blobs, sched.identity)
+        super().__init__(blobs, sched.identity, sched.blob_rights)
         self.fleet = sched.fleet
         self.dispatch = sched.dispatch
         self.secrets = secrets

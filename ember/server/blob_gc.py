@@ -71,12 +71,15 @@ class BlobCollector:
         retention has passed."""
         self.sched.ledger.expire()
         stored = [entry async for entry in self.blobs.list()]
-        # From here to the end, no await gives the loop to anyone else (the store's and the local
-        # blob store's calls do not suspend): what is referenced does not change under us.
+        # With the local blob store, no await from here to the end gives the loop to anyone else:
+        # what is referenced does not change under us. The S3 store's calls do suspend; a reference
+        # made meanwhile is safe all the same, since its maker refreshed or put the blob first and
+        # delete_unless_put_since then keeps it (atomic with both, per blob).
         now = self.clock()
         done = Collected(layers=self._forget_layers(now))
         referenced = self._referenced()
         put_before = now - self.blob_retention
+        gone = []
         for blob_id, _size, _put_at in stored:
             if blob_id in referenced:
                 self.unreferenced_since.pop(blob_id, None)
@@ -88,10 +91,13 @@ class BlobCollector:
                 freed = await self.blobs.delete_unless_put_since(blob_id, put_before)
             if freed or not await self.blobs.exists(blob_id):
                 self.unreferenced_since.pop(blob_id, None)
+                gone.append(blob_id)
                 done.blobs += 1
                 done.bytes += freed
             else:
                 done.kept += 1
+        if gone:
+            self.store.forget_blob_grants(gone)
         live = {b for b, _, _ in stored}
         for blob_id in [b for b in self.unreferenced_since if b not in live]:
             del self.unreferenced_since[blob_id]

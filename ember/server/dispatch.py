@@ -56,6 +56,9 @@ class Dispatch:
         self.autoscaler: Autoscaler  # asked for containers when a queue has work left; set by the Scheduler
         self.shares: Shares  # whether an idle container gives its room to another workspace; set by the Scheduler
         self.usage: Usage  # counts the inputs run; set by the Scheduler
+        # Whether this control plane may hand out inputs now: one that is losing its leader
+        # lease must not (leader.py); the only control plane on its database always may.
+        self.acting = lambda: True
 
     def submit(self, fn: FunctionState, inputs: list[InputState], *, again=False, delay=0.0, soon=False):
         """Queue inputs of a function, and hand what it can to its containers.
@@ -95,7 +98,7 @@ class Dispatch:
     def dispatch(self, fn: FunctionState):
         """Hand queued inputs to containers that want them; start containers if needed."""
         pending = fn.pending
-        if not pending:
+        if not pending or not self.acting():
             return
         if fn.init_failure is not None:
             self.fail_init(fn)

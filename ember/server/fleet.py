@@ -50,7 +50,7 @@ DISCONNECTED = api_pb2.CONTAINER_STATE_DISCONNECTED
 MAX_START_FAILURES = 3
 # What a container of a function with restrict_modal_access=True may still call of the client
 # API: moving blobs (its large arguments and results, its volumes' files).
-RESTRICTED_ALLOWED = ("BlobPut", "BlobGet", "BlobExists")
+RESTRICTED_ALLOWED = ("BlobPut", "BlobGet", "BlobExists", "BlobUrl")
 START_TIMEOUT = 60.0  # seconds a container may take to connect (or the worker timeout, if longer)
 
 

@@ -170,6 +170,9 @@ class Ledger:
             self.store.close_call(call_id, n)
         if call.done():
             self._call_finished(call)
+            # Its outputs may all have come before it was closed: who waits for more, or for
+            # its end, hears of it now, not when a long poll times out.
+            self._wake_listeners(call)
         self.dispatch.submit(call.function, new)
 
     def _add_inputs(self, call: CallState, inputs) -> list[InputState]:
@@ -297,9 +300,12 @@ class Ledger:
         for call in touched.values():
             if call.done():
                 self._call_finished(call)
-            listeners, call.listeners = call.listeners, []
-            for fn in listeners:
-                fn(call)
+            self._wake_listeners(call)
+
+    def _wake_listeners(self, call: CallState):
+        listeners, call.listeners = call.listeners, []
+        for fn in listeners:
+            fn(call)
 
     def _call_finished(self, call: CallState):
         if call.done_at is None:

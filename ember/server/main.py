@@ -15,16 +15,17 @@ import uvloop
 from .. import exception
 from ..config import GRPC_OPTIONS
 from ..proto import api_pb2_grpc
-from . import gateway, tls
+from . import gateway, leader, tls
 from .api import ClientService, ContainerService, WorkerService
 from .blob_gc import BlobCollector
-from .blobs import open_blob_store
+from .blobs import BlobStore, BlobStoreError, open_blob_store
 from .breaker import Breaker
+from .leader import Leadership, Standby
 from .provisioner import ProvisionerConfig, Provisioner, Shape, open_backend
 from .refusals import Refusals
 from .scheduler import Scheduler
 from .secrets import Secrets
-from .store import open_store
+from .store import StoreError, describe_url, open_store
 from .tokens import ProxyTokens
 
 log = logging.getLogger("ember.server")
@@ -46,9 +47,27 @@ EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
                 app_timeout: float, output_retention: float, gc: GcPolicy | None = None, http: str | None = None,
                 web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
-                breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None):
+                breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None,
+                blobs: BlobStore | None = None, leader_lease: float = 0, advertise_url: str | None = None,
+                database_url: str | None = None) -> bool:
+    """Serve until stopped. With a leader lease (several control planes on one database), stand
+    by until this one leads; True if it stepped down later (it lost the lease: serve again)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_store(data_dir / "ember.db")
+    try:
+        store = open_store(database_url or data_dir / "ember.db")
+    except StoreError as e:
+        raise exception.InvalidError(f"{e} (--database-url)" if database_url else str(e)) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    leadership = None
+    if leader_lease:
+        leadership = Leadership(store, advertise_url or "", leader_lease)
+        address = await _stand_by(leadership, address, server_tls, stop)
+        if stop.is_set():
+            store.close()
+            return False
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
                       app_timeout=app_timeout, output_retention=output_retention, breaker=breaker)
     sched.recover()
@@ -64,8 +83,10 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     sched.routes.base_url = (web_url or f"{scheme}://{gateway.url_host(http_host)}:{sock.getsockname()[1]}").rstrip("/")
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
     # INVALID_ARGUMENT, for every service registered below.
-    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[Refusals()])
-    blobs = open_blob_store(data_dir / "blobs")
+    server = grpc.aio.server(options=leader.OPTIONS if leadership else GRPC_OPTIONS, interceptors=[Refusals()])
+    if leadership:
+        sched.dispatch.acting = leadership.acting
+    blobs = blobs or open_blob_store(data_dir / "blobs")
     gc = gc or GcPolicy()
     collector = BlobCollector(store, blobs, sched, blob_retention=gc.blob_retention, layer_grace=gc.layer_grace,
                               volume_versions=gc.volume_versions)
@@ -75,21 +96,10 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4), server)
     api_pb2_grpc.add_WorkerApiServicer_to_server(WorkerService(sched, blobs), server)
     api_pb2_grpc.add_ContainerApiServicer_to_server(ContainerService(sched, blobs, secrets), server)
-    if address.startswith("unix:"):
-        # A unix socket stays plaintext (clients of unix: URLs speak no TLS): only this machine
-        # reaches it, through its file's permissions. TLS, if any, is for the gateway then.
-        pathlib.Path(address[5:].removeprefix("//")).unlink(missing_ok=True)
-        server.add_insecure_port(address)
-        bound = address
-    elif server_tls:
-        host = address.rpartition(":")[0]
-        creds = grpc.ssl_server_credentials([server_tls.key_and_chain()])
-        bound = f"https://{host}:{server.add_secure_port(address, creds)}"
-    else:
-        host = address.rpartition(":")[0]
-        bound = f"{host}:{server.add_insecure_port(address)}"
+    bound = _listen(server, address, server_tls)
     await server.start()
-    print(f"ember server listening on {bound}, web endpoints at {sched.routes.base_url} (data in {data_dir})",
+    state = f"state in {describe_url(database_url)}, " if database_url else ""
+    print(f"ember server listening on {bound}, web endpoints at {sched.routes.base_url} ({state}data in {data_dir})",
           flush=True)
     if ready_file:
         pathlib.Path(ready_file).write_text(bound)
@@ -98,15 +108,12 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         sched.provisioner = _provisioner(provisioning, sched, bound, server_tls)
         provisioner = asyncio.create_task(sched.provisioner.run())
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
     async def ticker():
         since_expire = EXPIRE_EVERY
         while True:
             await asyncio.sleep(TICK)
+            if leadership and not leadership.acting():
+                continue  # it steps down now: nothing time-driven starts
             try:
                 sched.tick()
                 since_expire += TICK
@@ -126,17 +133,69 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
 
     ticks = asyncio.create_task(ticker())
     collecting = asyncio.create_task(collections())
-    await stop.wait()
+    ends = [asyncio.create_task(stop.wait())]
+    if leadership:
+        ends += [asyncio.create_task(leadership.lost.wait()), asyncio.create_task(leadership.keep())]
+    await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+    stepped_down = leadership is not None and leadership.lost.is_set()
+    for task in ends:
+        task.cancel()
     ticks.cancel()
     collecting.cancel()
     if provisioner:
         provisioner.cancel()  # its workers go on, and a restarted control plane follows them again
     sched.fleet.closing = True  # the streams that close now say nothing of workers and containers
     web_server.should_exit = True
-    await server.stop(grace=1.0)
+    # One that lost its lease drops its streams at once: its clients and workers go to the new leader.
+    await server.stop(grace=0 if stepped_down else 1.0)
     await web_task
-    sched.usage.flush()
+    if not stepped_down:
+        sched.usage.flush()
+        if leadership:
+            store.commit()
+            leadership.release()
     store.close()
+    return stepped_down
+
+
+def _listen(server: grpc.aio.Server, address: str, server_tls: tls.ServerTLS | None) -> str:
+    """Add the listening port to a gRPC server; the URL it is reached at."""
+    if address.startswith("unix:"):
+        # A unix socket stays plaintext (clients of unix: URLs speak no TLS): only this machine
+        # reaches it, through its file's permissions. TLS, if any, is for the gateway then.
+        pathlib.Path(address[5:].removeprefix("//")).unlink(missing_ok=True)
+        server.add_insecure_port(address)
+        return address
+    host = address.rpartition(":")[0]
+    if server_tls:
+        creds = grpc.ssl_server_credentials([server_tls.key_and_chain()])
+        return f"https://{host}:{server.add_secure_port(address, creds)}"
+    return f"{host}:{server.add_insecure_port(address)}"
+
+
+async def _stand_by(leadership: Leadership, address: str, server_tls: tls.ServerTLS | None,
+                    stop: asyncio.Event) -> str:
+    """Answer every request with where the leader is until this control plane takes the lease
+    (or is stopped); the address to serve on then (its port, if it was 0, is the one taken)."""
+    server = grpc.aio.server(options=leader.OPTIONS)
+    server.add_generic_rpc_handlers((Standby(leadership),))
+    bound = _listen(server, address, server_tls)
+    await server.start()
+    leadership.url = leadership.url or bound
+    if not address.startswith("unix:"):
+        address = f"{address.rpartition(':')[0]}:{bound.rpartition(':')[2]}"
+    print(f"ember server on {bound} with a leader lease of {leadership.lease:g}s: standing by until it leads",
+          flush=True)
+    standing = asyncio.create_task(leadership.wait_to_lead())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([standing, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    await server.stop(grace=0)
+    if stop.is_set():
+        standing.cancel()
+    else:
+        standing.result()  # it leads now (or what kept it from leading is raised)
+    return address
 
 
 def reachable_url(bound: str) -> str:
@@ -255,11 +314,29 @@ def run(args) -> int:
     if args.cordon_after < 0 or args.cordon_after and (args.cordon_window <= 0 or args.cordon_cooldown <= 0):
         raise exception.InvalidError("--cordon-after takes a count of 0 (never cordon) or more, and --cordon-window "
                                      "and --cordon-cooldown durations above 0 (e.g. 5m)")
+    if args.leader_lease < 0 or 0 < args.leader_lease < 1:
+        raise exception.InvalidError(f"--leader-lease takes 0 (the only control plane on its database) or at least "
+                                     f"1 second, e.g. 3 (got {args.leader_lease:g})")
+    if args.leader_lease and not args.advertise_url and address.rpartition(":")[0].strip("[]") in ("0.0.0.0", "::", ""):
+        raise exception.InvalidError(f"--leader-lease on {address}: the other control planes name this one to clients "
+                                     "and workers, and a wildcard address reaches nothing; pass --advertise-url "
+                                     "HOST:PORT (how they reach it)")
+
     provisioning = _provisioning(args, data_dir)
-    uvloop.run(serve(address, data_dir,
-                      lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
-                      app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
-                      http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
-                      breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
-                      provisioning=provisioning))
+    try:
+        blobs = open_blob_store(args.blob_url) if args.blob_url else None
+    except BlobStoreError as e:
+        raise exception.InvalidError(f"--blob-url: {e}") from None
+
+    async def main():
+        # A control plane that steps down (it lost its lease) stands by again, in the same process.
+        while await serve(address, data_dir,
+                          lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
+                          app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
+                          http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
+                          breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
+                          provisioning=provisioning, blobs=blobs, leader_lease=args.leader_lease,
+                          advertise_url=args.advertise_url, database_url=args.database_url):
+            pass
+    uvloop.run(main())
     return 0

@@ -30,6 +30,7 @@ import time
 
 from .apps import Apps, AppState
 from .auth import Identity
+from .blob_rights import BlobRights
 from .autoscaler import Autoscaler
 from .breaker import Breaker
 from .builds import Builds
@@ -57,6 +58,7 @@ class Scheduler:
         self.routes = WebRoutes()
         self.apps = Apps(store, self.routes, app_timeout=app_timeout, clock=clock)
         self.ledger = Ledger(store, self.apps, retention=output_retention, clock=clock)
+        self.blob_rights = BlobRights(store, self.apps)
         self.dispatch = Dispatch(store, self.ledger, clock=clock, later=later)
         self.fleet = Fleet(store, self.apps, self.dispatch, self.identity, lease_timeout=lease_timeout,
                            worker_timeout=worker_timeout, breaker=breaker, clock=clock)

@@ -19,6 +19,7 @@ import sys
 
 from google.protobuf import json_format
 
+from .._client.servers import split
 from .._ids import new_id
 from ..config import host_and_port, is_tls
 from ..proto import api_pb2
@@ -101,7 +102,9 @@ class ContainerBackend(RuntimeBackend):
         self.server_url = ctx.server_url
         self.ca_file = ctx.ca_file
         self.layers = LayerCache(ctx.cache_dir / "layers", ctx.runtime_dir, ctx.stub, ctx.worker_id)
-        control_plane = None if ctx.server_url.startswith("unix:") else host_and_port(ctx.server_url)
+        # Several control planes (one leads: _client/servers.py) are reached through a relay each.
+        self.several = "," in ctx.server_url
+        control_plane = None if ctx.server_url.startswith("unix:") or self.several else host_and_port(ctx.server_url)
         self.network = Network(ctx.data_dir, control_plane)
         self.layers.network = self.network  # build steps get a network like a container's
         self.volumes = VolumeCache(ctx.data_dir / "volumes", ctx.stub)
@@ -114,7 +117,7 @@ class ContainerBackend(RuntimeBackend):
         self.spares: dict[str, Box] = {}  # by image id, oldest first
         self.spares_starting: dict[str, asyncio.Task] = {}
         self.stopping = False
-        self.relay: "Relay | None" = None
+        self.relays: dict[str, Relay] = {}  # control plane URL -> its relay, made at the first start
         self.relay_path = ctx.data_dir / "control.sock"
 
     def isolation(self) -> str:
@@ -234,7 +237,7 @@ class ContainerBackend(RuntimeBackend):
         if self.ca_file is not None:
             binds.append([str(self.ca_file), "/ember/ca.pem", True])
             env["EMBER_CA_CERT"] = "/ember/ca.pem"
-        if is_tls(url):
+        if is_tls(url) and not self.several:
             # The container checks the server's certificate against the name the worker reaches
             # it by, whatever address it reaches it at: TLS runs end to end.
             env["EMBER_TLS_SERVER_NAME"] = host_and_port(url)[0]
@@ -248,11 +251,15 @@ class ContainerBackend(RuntimeBackend):
         else:
             # No network (block_network), or a control plane the table cannot translate to: a
             # socket file the worker relays.
-            if self.relay is None:
-                self.relay = Relay(self.relay_path, url)
-                await self.relay.start()
-            binds.append([str(self.relay_path), "/ember/run/control.sock", False])
-            url = "unix:/ember/run/control.sock"
+            inside = []
+            for i, each in enumerate(split(url)):
+                path = self.relay_path.with_name(f"control-{i}.sock") if self.several else self.relay_path
+                if each not in self.relays:
+                    self.relays[each] = Relay(path, each)
+                    await self.relays[each].start()
+                binds.append([str(path), f"/ember/run/{path.name}", False])
+                inside.append(f"unix:/ember/run/{path.name}")
+            url = ",".join(inside)
         if not block_network and self.network.resolv_conf:
             binds.append([self.network.resolv_conf, "/etc/resolv.conf", True])
         indices = list(sc.gpu_indices) if sc is not None else []
@@ -368,8 +375,8 @@ class ContainerBackend(RuntimeBackend):
         self.spares.clear()
         await terminate_all(list(self.procs.values()))
         disks.clean_stale(self.root)  # what containers that had no time to clean up leave
-        if self.relay is not None:
-            self.relay.close()
+        for relay in self.relays.values():
+            relay.close()
         self.network.close()
         self.userns.close()
 

@@ -420,36 +420,35 @@ class LayerCache:
             log.warning("zstd is not installed: layer %s is archived uncompressed (`apt-get install zstd`)",
                         layer_id[:12])
         # In the background, at the lowest CPU priority and on one core: an image is archived
-        # right after it is built, which is when its first containers start.
-        proc = await asyncio.create_subprocess_exec(
-            "nice", "-n", "19", "tar", "-C", str(self.root / layer_id), "--xattrs", "--xattrs-include=*",
-            "--numeric-owner", *compress, "-cf", "-", ".", stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=dict(os.environ, ZSTD_NBTHREADS="1", ZSTD_CLEVEL="3"))
-        size = 0
-
-        async def chunks():
-            nonlocal size
-            while chunk := await proc.stdout.read(BLOB_CHUNK):
-                size += len(chunk)
-                yield api_pb2.BlobChunk(data=chunk)
-
+        # right after it is built, which is when its first containers start. Into a file first:
+        # a direct upload (to an S3 blob store) names its content's hash up front.
+        archive = self.tmp / f"archive-{layer_id}"
         try:
-            ref = await self.stub().BlobPut(chunks())
-        except BaseException:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
-            raise
-        if await proc.wait() != 0:
-            raise BuildError(f"archiving layer {layer_id} failed: {(await proc.stderr.read()).decode()}")
-        return ref.blob_id, size
+            with open(archive, "wb") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    "nice", "-n", "19", "tar", "-C", str(self.root / layer_id), "--xattrs", "--xattrs-include=*",
+                    "--numeric-owner", *compress, "-cf", "-", ".", stdout=out, stderr=asyncio.subprocess.PIPE,
+                    env=dict(os.environ, ZSTD_NBTHREADS="1", ZSTD_CLEVEL="3"))
+                try:
+                    _, err = await proc.communicate()
+                except BaseException:
+                    if proc.returncode is None:
+                        proc.kill()
+                    await proc.wait()
+                    raise
+            if proc.returncode != 0:
+                raise BuildError(f"archiving layer {layer_id} failed: {err.decode()}")
+            return await blobs.upload_file(self.stub(), str(archive)), archive.stat().st_size
+        finally:
+            archive.unlink(missing_ok=True)
 
     async def _fetch(self, layer_id: str, blob_id: str):
+        started = time.monotonic()
         dest = self.tmp / f"fetch-{layer_id}"
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir()
-        chunks = aiter(self.stub().BlobGet(api_pb2.BlobRef(blob_id=blob_id)))
-        first = (await anext(chunks, api_pb2.BlobChunk())).data
+        chunks = aiter(blobs.chunks_of(self.stub(), blob_id))
+        first = await anext(chunks, b"")
         # Archives are zstd-compressed tars, or plain ones (from workers before compression):
         # told apart by their first bytes.
         compressed = first.startswith(ZSTD_MAGIC)
@@ -459,15 +458,19 @@ class LayerCache:
             "tar", "-C", str(dest), "--xattrs", "--xattrs-include=*", "--numeric-owner",
             *(["--zstd"] if compressed else []), "-xpf", "-",
             stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        size = len(first)
         try:
             proc.stdin.write(first)
             async for chunk in chunks:
-                proc.stdin.write(chunk.data)
+                size += len(chunk)
+                proc.stdin.write(chunk)
                 await proc.stdin.drain()
             proc.stdin.close()
             if await proc.wait() != 0:
                 raise BuildError(f"unpacking layer {layer_id} failed: {(await proc.stderr.read()).decode()}")
             dest.rename(self.root / layer_id)
+            log.info("layer %s fetched from the blob store (%s): %.1f MB in %.1fs", layer_id[:12], blob_id[:12],
+                     size / 1e6, time.monotonic() - started)
         except BaseException:
             if proc.returncode is None:
                 proc.kill()

@@ -25,7 +25,8 @@ from .._client.auth import Authed, read_token_file
 from .._ids import new_id
 from .. import config
 from ..config import server_url
-from .._client.stream import ReconnectingStream
+from .._client.servers import Servers
+from .._client.stream import ReconnectingStream, unavailable
 from ..proto import api_pb2, api_pb2_grpc
 from . import backend as backends
 from . import gpus, images, runtime_files
@@ -92,13 +93,17 @@ class Worker:
 
     async def run(self, stop: asyncio.Event):
         self.stop_event = stop
-        async with config.open_channel(self.server_url) as channel:
-            watch = asyncio.create_task(self._watch(channel))
-            stub = Authed(api_pb2_grpc.WorkerApiStub(channel), self.token)
+        # One address, or several of control planes of which one leads: the stream moves on to
+        # another when the one it uses is unavailable (servers.py).
+        self.servers = servers = Servers(self.server_url,
+                                         lambda channel: Authed(api_pb2_grpc.WorkerApiStub(channel), self.token))
+        try:
+            watch = asyncio.create_task(self._watch(servers.channel()))
             # Any break but a refusal is retried, forever: a worker outlives control-plane restarts.
-            stream = ReconnectingStream(lambda messages: stub.WorkerConnect(messages, wait_for_ready=True),
-                                        self._handle, on_connect=lambda outbox: self._connected(outbox, stub),
-                                        on_disconnect=self._disconnected, retry=lambda e: e.code() not in REFUSED)
+            stream = ReconnectingStream(self._open, self._handle,
+                                        on_connect=lambda outbox: self._connected(outbox, servers.stub()),
+                                        on_disconnect=self._disconnected, retry=lambda e: e.code() not in REFUSED,
+                                        max_delay=servers.max_delay)
             self.stream = stream
             session = asyncio.create_task(stream.run())
             session.add_done_callback(lambda _: stop.set())
@@ -120,14 +125,22 @@ class Worker:
                 session.cancel()
                 watch.cancel()
                 await self.backend.stop_all()
+        finally:
+            await servers.close()
+
+    def _open(self, messages):
+        self.connecting_to = self.servers.url
+        return self.servers.stub().WorkerConnect(messages, wait_for_ready=self.servers.wait_for_ready)
 
     async def _watch(self, channel: grpc.aio.Channel):
         """Say why, when the control plane is there but TLS keeps us out: the stream itself
         waits for the channel in silence (wait_for_ready), and would wait forever."""
+        if self.servers.several:
+            return  # each address is tried in turn: none waits in silence
         state = channel.get_state(try_to_connect=True)
         while True:
             if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                problem = await asyncio.to_thread(config.tls_problem, self.server_url)
+                problem = await asyncio.to_thread(config.tls_problem, self.servers.url)
                 if problem:
                     log.error("cannot connect to the control plane: %s", problem)
             await channel.wait_for_state_change(state)
@@ -169,8 +182,10 @@ class Worker:
             t.cancel()
         if error is not None and error.code() in REFUSED:
             self.refused = error.details()
-        elif error is not None and error.code() == grpc.StatusCode.UNAVAILABLE:
-            log.info("control plane at %s unavailable; retrying", self.server_url)
+        elif error is not None and unavailable(error):
+            log.info("control plane at %s unavailable (%s); retrying", self.connecting_to, error.details())
+        if error is None or unavailable(error):
+            self.servers.failed(self.connecting_to, error)
         elif error is not None:
             log.warning("stream to the control plane broke: %s", error.details())
 
@@ -183,7 +198,7 @@ class Worker:
     def _run_command(self, cmd: api_pb2.WorkerCommand):
         kind = cmd.WhichOneof("cmd")
         if kind == "registered":
-            log.info("registered with %s as %s (%.1f CPU, %d MiB, %d GPUs, %s)", self.server_url,
+            log.info("registered with %s as %s (%.1f CPU, %d MiB, %d GPUs, %s)", self.servers.url,
                      self.name, self.cpu, self.memory_mb, len(self.gpus), self.backend_note)
         elif kind == "start_container":
             sc = cmd.start_container

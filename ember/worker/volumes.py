@@ -13,6 +13,7 @@ import os
 import pathlib
 import shutil
 
+from .._client import blobs
 from ..proto import api_pb2
 
 
@@ -49,7 +50,7 @@ class VolumeCache:
             if not path.exists():
                 tmp = path.with_name(f".{blob_id}.{os.getpid()}")
                 with open(tmp, "wb") as out:
-                    async for chunk in self.stub().BlobGet(api_pb2.BlobRef(blob_id=blob_id)):
-                        out.write(chunk.data)
+                    async for chunk in blobs.chunks_of(self.stub(), blob_id):
+                        out.write(chunk)
                 tmp.rename(path)
         return path

@@ -48,3 +48,15 @@ def runs(log) -> dict[int, list[int]]:
             i, pid = line.split()
             seen.setdefault(int(i), []).append(int(pid))
     return seen
+
+
+@app.function(max_containers=2)
+def square(x):
+    """Nothing but its result: a map of thousands through a failover."""
+    return x * x
+
+
+@app.function(max_containers=1)
+def gated_alone(i, started, gate, log):
+    """gated() in one container at most: a second input waits in the queue while the first runs."""
+    return gated.local(i, started, gate, log)

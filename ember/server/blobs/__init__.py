@@ -4,13 +4,15 @@ The `BlobStore` interface, and `open_blob_store` to pick one. Content addressing
 immutable and a put idempotent: the same bytes get the same id wherever they come from. A blob
 is there whole or not at all.
 
-Implementations: a local directory (`local.py`, the embedded default). Every implementation
+Implementations: a local directory (`local.py`, the embedded default) and an S3-compatible
+bucket (`s3.py`, s3://BUCKET/PREFIX), which hands out presigned URLs. Every implementation
 passes the one conformance suite, tests/test_blobs.py.
 """
 
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
 
 
 class BlobNotFound(KeyError):
@@ -26,8 +28,15 @@ def is_blob_id(blob_id: str) -> bool:
     return len(blob_id) == 64 and all(c in "0123456789abcdef" for c in blob_id)
 
 
+@dataclass(frozen=True)
+class PutUrl:
+    """Where to upload a blob's content directly: an HTTP PUT of exactly its bytes, with these headers."""
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 def open_blob_store(url_or_path: str | os.PathLike) -> "BlobStore":
-    """The blob store at a path (a local directory, made if missing)."""
+    """The blob store at a path (a local directory, made if missing) or s3://BUCKET/PREFIX."""
     target = os.fspath(url_or_path)
     scheme, sep, _ = target.partition("://")
     if not sep:
@@ -36,9 +45,14 @@ def open_blob_store(url_or_path: str | os.PathLike) -> "BlobStore":
 
         return LocalBlobStore(target)
     if scheme == "s3":
-        raise BlobStoreError(f"cannot open {target}: S3-compatible storage comes later; for now give a "
-                             "path to a directory")
-    raise BlobStoreError(f"cannot open {target}: unknown blob store {scheme!r}; give a path to a directory")
+        bucket, _, prefix = target[len("s3://"):].partition("/")
+        if not bucket:
+            raise BlobStoreError(f"cannot open {target}: name the bucket, as in s3://BUCKET or s3://BUCKET/PREFIX")
+        from .s3 import S3BlobStore
+
+        return S3BlobStore(bucket, prefix)
+    raise BlobStoreError(f"cannot open {target}: unknown blob store {scheme!r}; give a path to a directory or "
+                         "s3://BUCKET/PREFIX")
 
 
 class BlobStore(ABC):
@@ -76,4 +90,16 @@ class BlobStore(ABC):
     @abstractmethod
     def url_for(self, blob_id: str) -> str | None:
         """A URL from which a client may fetch the blob directly, bypassing the control plane;
-        None if this store has none (then it goes through BlobGet)."""
+        None if this store has none (then it goes through BlobGet). Whoever asks for one must
+        have been found entitled to the blob first."""
+
+    @abstractmethod
+    async def put_url(self, blob_id: str, tag: str) -> PutUrl | None:
+        """Where a client may upload the content of blob_id directly, bypassing the control plane
+        (the store refuses any content but blob_id's, and keeps `tag` with it); None if this store
+        has none (then it goes through BlobPut). Handing one out counts as a put (see
+        `delete_unless_put_since`)."""
+
+    @abstractmethod
+    async def upload_tag(self, blob_id: str) -> str | None:
+        """The tag of the upload URL through which the blob's content last came, if it did."""

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterable
 
 from ...config import BLOB_CHUNK
 from ..disk import DiskFull, is_disk_full
-from . import BlobNotFound, BlobStore, is_blob_id
+from . import BlobNotFound, BlobStore, PutUrl, is_blob_id
 
 UPLOAD_PREFIX = ".upload-"
 
@@ -103,6 +103,12 @@ class LocalBlobStore(BlobStore):
         return st.st_size
 
     def url_for(self, blob_id: str) -> str | None:
+        return None
+
+    async def put_url(self, blob_id: str, tag: str) -> PutUrl | None:
+        return None
+
+    async def upload_tag(self, blob_id: str) -> str | None:
         return None
 
 

@@ -17,11 +17,12 @@ A full disk: the write that meets it raises DiskFull (server/disk.py), the trans
 then is undone as a whole, and whoever waits for it (`durable`, `on_durable`) gets DiskFull;
 the next write opens a new transaction, so the store is usable again once there is room.
 
-Implementations: SQLite (`sqlite.py`, the embedded default). Every implementation passes the
-one conformance suite, tests/test_store.py.
+Implementations: SQLite (`sqlite.py`, the embedded default) and PostgreSQL (`postgres.py`, for
+a database the team runs). Every implementation passes the one conformance suite, tests/test_store.py.
 """
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -32,20 +33,38 @@ class StoreError(Exception):
     """The store cannot be opened as asked: an unknown URL, or a database this code cannot use."""
 
 
+class NotLeader(Exception):
+    """A write of a control plane that no longer holds the leader lease: another leads now.
+    Its transaction was undone; the control plane steps down (leader.py)."""
+
+
 def open_store(url_or_path: str | os.PathLike) -> "Store":
-    """The store at a path or `sqlite://PATH` (SQLite; `sqlite:///abs/path.db`), migrated to this code's schema."""
+    """The store at a path or `sqlite://PATH` (SQLite; `sqlite:///abs/path.db`), or at
+    `postgresql://USER:PASSWORD@HOST/DATABASE` (PostgreSQL), migrated to this code's schema."""
     target = os.fspath(url_or_path)
     scheme, sep, rest = target.partition("://")
+    # Imported here: each implementation brings its own driver.
     if not sep or scheme == "sqlite":
-        # Imported here: each implementation may bring its own driver.
         from .sqlite import SqliteStore
 
         return SqliteStore(rest if sep else target)
     if scheme in ("postgresql", "postgres"):
-        raise StoreError(f"cannot open {target}: PostgreSQL support comes later; for now give a path to an "
-                         "SQLite database (or sqlite:///path/to/ember.db)")
+        try:
+            from .postgres import PostgresStore
+        except ModuleNotFoundError as e:
+            if e.name != "psycopg":
+                raise
+            raise StoreError("a PostgreSQL store needs psycopg: pip install 'ember[postgres]'") from None
+
+        return PostgresStore(target)
     raise StoreError(f"cannot open {target}: unknown store {scheme!r}; give a path to an SQLite database "
-                     "(or sqlite:///path/to/ember.db)")
+                     "(or sqlite:///path/to/ember.db), or a postgresql://USER:PASSWORD@HOST/DATABASE URL")
+
+
+def describe_url(url: str) -> str:
+    """A store's URL as logs and messages show it: without its password."""
+    url = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 class Store(ABC):
@@ -72,6 +91,37 @@ class Store(ABC):
     @abstractmethod
     def close(self):
         """Commit what is open, then release the database."""
+
+    # ---- the leader lease: several control planes on one database, one leading (leader.py)
+    # One row: (holder, url, epoch, expires_at). Lease operations commit at once, on their own,
+    # never in the group transaction. expires_at is unix time from the caller's clock: the
+    # control planes' clocks must agree to well within a lease (NTP).
+
+    @abstractmethod
+    def acquire_lease(self, holder: str, url: str, duration: float) -> int | None:
+        """Take the lease for `duration` seconds if no one holds it or its lease has expired (the
+        epoch goes up by one when it changes hands), or extend it if `holder` holds it already.
+        The epoch now held, or None if another holds it."""
+
+    @abstractmethod
+    def renew_lease(self, holder: str, epoch: int, duration: float) -> bool:
+        """Extend the lease to `duration` seconds from now; False if (holder, epoch) no longer holds it."""
+
+    @abstractmethod
+    def release_lease(self, holder: str, epoch: int):
+        """Let the lease go now (a clean stop), so that a standby takes over without waiting."""
+
+    @abstractmethod
+    def lease_holder(self) -> tuple[str, str, int, float] | None:
+        """(holder, url, epoch, expires_at) of the lease, None if no one ever held it."""
+
+    @abstractmethod
+    def fence(self, holder: str, epoch: int, on_fenced: Callable[[], object]):
+        """From now on every commit checks, in its own transaction, that (holder, epoch) still holds
+        the lease. One that does not is undone: its waiters get NotLeader, on_fenced() is called,
+        and every later write raises NotLeader. The check must exclude a takeover between it and
+        the commit: SQLite's write lock does; on PostgreSQL, read the row FOR SHARE (an
+        acquire_lease that UPDATEs it then waits for this commit, or this check sees it)."""
 
     # ---- apps and functions
     # An app is an ephemeral run, or a deployed app: one row per version, published by
@@ -254,6 +304,20 @@ class Store(ABC):
     @abstractmethod
     def delete_layers(self, layer_ids: list[str]):
         """Forget layers (their archives are collected)."""
+
+    # ---- blob grants: which workspaces may read a blob (those whose callers put its bytes)
+
+    @abstractmethod
+    def grant_blob(self, workspace: str, blob_id: str):
+        """The workspace may read the blob from now on (granting it twice is granting it once)."""
+
+    @abstractmethod
+    def blob_granted(self, workspace: str, blob_id: str) -> bool:
+        """Whether the workspace may read the blob."""
+
+    @abstractmethod
+    def forget_blob_grants(self, blob_ids: list[str]):
+        """The blobs are gone: nobody's grants to them are kept."""
 
     # ---- workspaces and tokens (a token is kept as the hash of its secret)
 

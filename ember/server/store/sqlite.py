@@ -6,6 +6,7 @@ what is already queued; later writes join it.
 """
 
 import asyncio
+import fcntl
 import logging
 import os
 import sqlite3
@@ -13,7 +14,7 @@ import time
 
 from ...proto import api_pb2
 from ..disk import DiskFull, is_disk_full
-from . import Store
+from . import NotLeader, Store
 from .migrate import migrate
 
 log = logging.getLogger("ember.server")
@@ -57,12 +58,22 @@ class _Connection:
         self.in_transaction = False
         # (on_success, on_failure) of whoever waits for the open transaction; a Future for both.
         self.commit_waiters: list[tuple] = []
+        # (holder, epoch) that every commit checks still holds the leader lease (fence), if any.
+        self.fenced_by: tuple[str, int] | None = None
+        self.on_fenced = None
+        self.deposed = False  # a commit found the lease in other hands: every write is refused
         self.db.execute("PRAGMA journal_mode=WAL")
+        # Another control plane on this file (a standby) may hold the write lock for a moment.
+        self.db.execute("PRAGMA busy_timeout=2000")
         # NORMAL in WAL mode: a commit survives the process being killed (the WAL is written
         # before the call returns); only an OS crash can lose the last transactions.
         self.db.execute("PRAGMA synchronous=NORMAL")
         try:
-            migrate(self.db)
+            # Control planes that start at once on one new database (several, one leading) would
+            # each apply the same migrations: one at a time, the later ones find nothing to do.
+            with open(f"{path}.migrating", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                migrate(self.db)
         except BaseException:
             self.db.close()
             raise
@@ -71,8 +82,12 @@ class _Connection:
 
     def _write(self):
         """Join the open transaction, or open one and schedule its commit."""
+        if self.deposed:
+            raise NotLeader("this control plane no longer holds the leader lease: another one leads now")
         if not self.in_transaction:
-            self.db.execute("BEGIN")
+            # IMMEDIATE: take the write lock now (waiting for another process's, if any), so that
+            # a write after a read in this transaction cannot find its snapshot stale.
+            self.db.execute("BEGIN IMMEDIATE")
             self.in_transaction = True
             # call_later(0): after the callbacks already queued in this loop iteration.
             asyncio.get_running_loop().call_later(0, self.commit)
@@ -84,6 +99,9 @@ class _Connection:
             if self.deferred_assignments:
                 self.db.executemany("UPDATE inputs SET container_id=? WHERE input_id=?", self.deferred_assignments)
                 self.deferred_assignments = []
+            if self.fenced_by is not None and not self._still_leading():
+                self._deposed()
+                return
             self.db.execute("COMMIT")
         except DiskFull as e:
             log.error("%s", e)  # its waiters were told (failed)
@@ -109,6 +127,11 @@ class _Connection:
                 sqlite3.Connection.execute(self.db, "ROLLBACK")
             except sqlite3.Error:
                 log.exception("cannot roll back after a full disk")
+        self._undone(err)
+        return err
+
+    def _undone(self, err: Exception):
+        """The open transaction was rolled back: fail whoever waits for it with err."""
         self.in_transaction = False
         self.deferred_assignments = []  # hints only (above)
         waiters, self.commit_waiters = self.commit_waiters, []
@@ -118,7 +141,61 @@ class _Connection:
                     on_success.set_exception(err)
             elif on_failure is not None:
                 on_failure(err)
-        return err
+
+    # ---- the leader lease (see the Store): plain statements, each committed at once
+
+    def _still_leading(self) -> bool:
+        """Inside the open transaction, which holds the write lock: no one can take the lease
+        between this check and the COMMIT."""
+        row = self.db.execute("SELECT holder, epoch FROM leader_lease WHERE name='leader'").fetchone()
+        return row is not None and tuple(row) == self.fenced_by
+
+    def _deposed(self):
+        sqlite3.Connection.execute(self.db, "ROLLBACK")
+        self.deposed = True
+        holder, epoch = self.fenced_by
+        log.error("the leader lease (epoch %d) is in other hands: this control plane's last writes were undone",
+                  epoch)
+        self._undone(NotLeader(f"this control plane lost the leader lease (epoch {epoch}): another one leads now"))
+        if self.on_fenced is not None:
+            self.on_fenced()
+
+    def fence(self, holder: str, epoch: int, on_fenced):
+        self.fenced_by = (holder, epoch)
+        self.on_fenced = on_fenced
+
+    def acquire_lease(self, holder: str, url: str, duration: float) -> int | None:
+        self.commit()
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("INSERT INTO leader_lease (name, holder, url, epoch, expires_at) VALUES "
+                            "('leader', ?, ?, 1, ?) ON CONFLICT (name) DO NOTHING", (holder, url, now + duration))
+            self.db.execute("UPDATE leader_lease SET epoch = CASE WHEN holder=? THEN epoch ELSE epoch + 1 END, "
+                            "holder=?, url=?, expires_at=? WHERE name='leader' AND (holder=? OR expires_at<?)",
+                            (holder, holder, url, now + duration, holder, now))
+            row = self.db.execute("SELECT holder, epoch FROM leader_lease WHERE name='leader'").fetchone()
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                sqlite3.Connection.execute(self.db, "ROLLBACK")
+            raise
+        return row[1] if row[0] == holder else None
+
+    def renew_lease(self, holder: str, epoch: int, duration: float) -> bool:
+        self.commit()
+        cur = self.db.execute("UPDATE leader_lease SET expires_at=? WHERE name='leader' AND holder=? AND epoch=?",
+                              (time.time() + duration, holder, epoch))
+        return cur.rowcount == 1
+
+    def release_lease(self, holder: str, epoch: int):
+        self.commit()
+        self.db.execute("UPDATE leader_lease SET expires_at=0 WHERE name='leader' AND holder=? AND epoch=?",
+                        (holder, epoch))
+
+    def lease_holder(self) -> tuple[str, str, int, float] | None:
+        row = self.db.execute("SELECT holder, url, epoch, expires_at FROM leader_lease WHERE name='leader'").fetchone()
+        return None if row is None else tuple(row)
 
     def on_durable(self, callback, on_failure=None):
         if self.in_transaction:
@@ -378,6 +455,21 @@ class SqliteStore(_Runs, Store):
     def delete_layers(self, layer_ids: list[str]):
         self._write()
         self.db.executemany("DELETE FROM layers WHERE layer_id=?", [(i,) for i in layer_ids])
+
+    # ---- blob grants
+
+    def grant_blob(self, workspace: str, blob_id: str):
+        self._write()
+        self.db.execute("INSERT INTO blob_grants (workspace, blob_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (workspace, blob_id))
+
+    def blob_granted(self, workspace: str, blob_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM blob_grants WHERE workspace=? AND blob_id=?",
+                               (workspace, blob_id)).fetchone() is not None
+
+    def forget_blob_grants(self, blob_ids: list[str]):
+        self._write()
+        self.db.executemany("DELETE FROM blob_grants WHERE blob_id=?", [(b,) for b in blob_ids])
 
     # ---- secrets
 

