@@ -794,6 +794,11 @@ class _MapRun:
                     next_idx += 1
         if self.error is not None:
             raise self.error
+        if self.received < self.sent or buffered:
+            # Never a short result: the caller would take it for the whole.
+            raise exception.Error(f"{self.f._name}.map(): the control plane ended call {self.call_id} with "
+                                  f"{self.received} of its {self.sent} outputs; this is a bug of Ember's: "
+                                  "please report it (its outputs stay fetchable with FunctionCall.from_id)")
 
 
 class FunctionCall:
