@@ -103,9 +103,19 @@ def postgres_url() -> str:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free_ports(1)[0]
+
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports free now (all held at once while they are picked, so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,22 @@ class S3Service:
 
 @functools.cache
 def seaweedfs() -> S3Service:
+    # Its ports are picked free, then taken by it a moment later: another process may take one
+    # meanwhile (the whole suite runs many servers), and then it exits at once: try again.
+    for attempt in range(3):
+        try:
+            return _start_seaweedfs()
+        except _PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _start_seaweedfs() -> S3Service:
     weed = shutil.which("weed")
     if weed is None:
         import sys
@@ -145,33 +171,38 @@ def seaweedfs() -> S3Service:
 
         weed = str(pathlib.Path(sys.executable).parent / "weed")
     root = tempfile.mkdtemp(prefix="ember-seaweedfs-")
-    service = S3Service(endpoint=f"http://127.0.0.1:{_free_port()}", access_key="ember-test",
+    names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+             "s3.port.grpc", "metricsPort")
+    s3_port, *others = _free_ports(len(names) + 1)
+    service = S3Service(endpoint=f"http://127.0.0.1:{s3_port}", access_key="ember-test",
                         secret_key=uuid.uuid4().hex)
     config = f"{root}/s3.json"
     with open(config, "w") as f:
         json.dump({"identities": [{"name": "ember", "credentials": [
             {"accessKey": service.access_key, "secretKey": service.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
-    s3_port = int(service.endpoint.rsplit(":", 1)[1])
     # Every port its own free one: other test runs on this machine may run a SeaweedFS too.
-    ports = {name: _free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-        "s3.port.grpc", "metricsPort")}
+    ports = dict(zip(names, others))
     args = [weed, "server", "-s3", f"-s3.port={s3_port}", f"-s3.config={config}", "-s3.port.iceberg=0",
             "-s3.port.lance=0", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}",
             "-master.volumeSizeLimitMB=1024", "-volume.max=64", *[f"-{k}={v}" for k, v in ports.items()]]
     log = open(f"{root}/weed.log", "ab")
     proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    atexit.register(_stop, proc, root)
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"SeaweedFS exited: {open(f'{root}/weed.log').read()[-3000:]}")
+            text = open(f"{root}/weed.log").read()
+            shutil.rmtree(root, ignore_errors=True)
+            if "address already in use" in text:
+                raise _PortTaken(f"SeaweedFS found a port taken: {text[-1000:]}")
+            raise RuntimeError(f"SeaweedFS exited: {text[-3000:]}")
         try:
             service.client().create_bucket(Bucket=service.bucket)
+            atexit.register(_stop, proc, root)
             return service
         except Exception:
             if time.monotonic() > deadline:
+                _stop(proc, root)
                 raise
             time.sleep(0.2)
 
