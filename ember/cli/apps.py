@@ -1,11 +1,14 @@
 """`ember deploy FILE` and `ember app list|stop|logs|history|failures`: deployed apps."""
 
+import argparse
 import datetime
+import json
 import sys
+import time
 
 import grpc
 
-from .. import config
+from .. import config, exception
 from .._client.client import Client, translate
 from ..app import print_logs
 from ..proto import api_pb2
@@ -28,9 +31,19 @@ def add_parsers(sub):
     cmds = app.add_subparsers(dest="action", metavar="ACTION", required=True)
     cmds.add_parser("list", help="running apps: deployed ones and ephemeral runs")
     cmds.add_parser("stop", help="stop a deployed app").add_argument("name")
-    logs = cmds.add_parser("logs", help="what a deployed app's containers printed")
-    logs.add_argument("name")
+    logs = cmds.add_parser("logs", help="what an app's containers printed (kept --log-retention hours)")
+    logs.add_argument("name", metavar="NAME|APP_ID", help="a deployed app's name, or any app's id (ephemeral too)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing as it happens")
+    logs.add_argument("--since", type=_time, metavar="WHEN", help="from then on: a duration ago (10m, 2h) or an "
+                                                                   "ISO time (2026-05-01T12:00)")
+    logs.add_argument("--until", type=_time, metavar="WHEN", help="until then (as --since)")
+    logs.add_argument("--tail", type=_count, metavar="N", help="only the last N lines (then follow, with -f)")
+    logs.add_argument("--search", metavar="TEXT", help="only lines containing TEXT")
+    logs.add_argument("--function", metavar="NAME", help="only this function's lines")
+    logs.add_argument("--container", metavar="ID", help="only this container's lines")
+    logs.add_argument("--timestamps", action="store_true", help="each line with when it was printed")
+    logs.add_argument("--json", action="store_true", help="one JSON object a line: time, function, container, "
+                                                          "input, stream, text")
     cmds.add_parser("history", help="a deployed app's versions").add_argument("name")
     failures = cmds.add_parser("failures", help="an app's inputs that failed, their retries spent (`ember call "
                                                 "retry` runs them again)")
@@ -92,18 +105,56 @@ def run(args) -> int:
                   + (f" at {_when(a.stopped_at)}" if a.stopped_at else ""))
     else:
         try:
-            client.run(_logs(client, args.name, args.follow))
+            client.run(_logs(client, args))
         except KeyboardInterrupt:  # how one stops following
             pass
     return 0
 
 
-async def _logs(client: Client, name: str, follow: bool):
+async def _logs(client: Client, args):
+    ref = {"app_id": args.name} if args.name.startswith("ap-") else {"app_name": args.name}
+    req = api_pb2.AppLogsRequest(**ref, stop_at_end=not args.follow, since=args.since or 0, until=args.until or 0,
+                                 tail=args.tail or 0, search=args.search or "", function_name=args.function or "",
+                                 container_id=args.container or "")
     try:
-        async for batch in client.stub.AppLogs(api_pb2.AppLogsRequest(app_name=name, stop_at_end=not follow)):
-            print_logs(batch)
+        async for batch in client.stub.AppLogs(req):
+            if args.json:
+                for e in batch.entries:
+                    print(json.dumps({"time": e.timestamp, "app_id": args.name if ref.get("app_id") else None,
+                                      "function": e.function_name, "container": e.container_id or None,
+                                      "input": e.input_id or None, "stream": "stderr" if e.fd == 2 else "stdout",
+                                      "seq": e.seq, "text": e.data}), flush=True)
+            elif args.timestamps:
+                for e in batch.entries:
+                    out = sys.stderr if e.fd == 2 else sys.stdout
+                    stamp = datetime.datetime.fromtimestamp(e.timestamp).isoformat(timespec="milliseconds")
+                    out.write("".join(f"{stamp} {line}" for line in e.data.splitlines(keepends=True)))
+                    out.flush()
+            else:
+                print_logs(batch)
     except grpc.aio.AioRpcError as e:
-        raise translate(e, f"the logs of {name}") from None
+        raise translate(e, f"the logs of {args.name}") from None
+
+
+def _time(text: str) -> float:
+    """Unix time of --since/--until: a duration ago ('10m', '2h', '7d'), or an ISO time (local, unless
+    it says its zone)."""
+    from .identity import duration
+    try:
+        return time.time() - duration(text)
+    except exception.InvalidError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a duration (10m, 2h, 7d) nor an ISO time "
+                                         "(2026-05-01T12:00:00)") from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines: give a whole number above 0")
+    return int(text)
 
 
 def _mb(n: int) -> str:

@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds without a client heartbeat before an ephemeral app is stopped")
     server.add_argument("--output-retention", type=float, default=24.0,
                         help="hours a finished call's outputs are kept")
+    server.add_argument("--log-retention", type=float, default=24.0,
+                        help="hours apps' log lines are kept (what `ember app logs` shows after they stopped)")
     server.add_argument("--blob-retention", type=_duration, default="1h", metavar="DURATION",
                         help="how long a blob nothing refers to is kept: large arguments and results beyond their "
                              "call's outputs, and a fresh upload not yet referenced (default 1h)")

@@ -1332,18 +1332,22 @@ class QueueResponse(_message.Message):
     def __init__(self, values: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
 
 class LogEntry(_message.Message):
-    __slots__ = ("seq", "container_id", "fd", "data", "function_name")
+    __slots__ = ("seq", "container_id", "fd", "data", "function_name", "timestamp", "input_id")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FD_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_ID_FIELD_NUMBER: _ClassVar[int]
     seq: int
     container_id: str
     fd: int
     data: str
     function_name: str
-    def __init__(self, seq: _Optional[int] = ..., container_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[str] = ..., function_name: _Optional[str] = ...) -> None: ...
+    timestamp: float
+    input_id: str
+    def __init__(self, seq: _Optional[int] = ..., container_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[str] = ..., function_name: _Optional[str] = ..., timestamp: _Optional[float] = ..., input_id: _Optional[str] = ...) -> None: ...
 
 class LogBatch(_message.Message):
     __slots__ = ("entries",)
@@ -1352,16 +1356,28 @@ class LogBatch(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ...) -> None: ...
 
 class AppLogsRequest(_message.Message):
-    __slots__ = ("app_id", "after_seq", "app_name", "stop_at_end")
+    __slots__ = ("app_id", "after_seq", "app_name", "stop_at_end", "since", "until", "tail", "search", "function_name", "container_id")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
     STOP_AT_END_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     after_seq: int
     app_name: str
     stop_at_end: bool
-    def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., app_name: _Optional[str] = ..., stop_at_end: _Optional[bool] = ...) -> None: ...
+    since: float
+    until: float
+    tail: int
+    search: str
+    function_name: str
+    container_id: str
+    def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., app_name: _Optional[str] = ..., stop_at_end: _Optional[bool] = ..., since: _Optional[float] = ..., until: _Optional[float] = ..., tail: _Optional[int] = ..., search: _Optional[str] = ..., function_name: _Optional[str] = ..., container_id: _Optional[str] = ...) -> None: ...
 
 class WorkerRegister(_message.Message):
     __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "running_container_ids", "backend", "gpus", "backend_note", "own_network", "labels")

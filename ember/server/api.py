@@ -336,13 +336,49 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                                               **self._web_urls(fn))
 
     async def AppLogs(self, req, context, who):
-        validate.app_by_id_or_name(req)
-        app = await self._app_by_ref(context, who, req.app_id, req.app_name)
-        if app is None:
+        """The app's lines kept in the store (the history, filtered), then, unless asked to stop at
+        the end (or until a time), those that come, as they come."""
+        validate.app_logs(req)
+        app_id, app = await self._logs_of(context, who, req)
+        filters = {"since": req.since, "until": req.until, "function_name": req.function_name,
+                   "container_id": req.container_id, "search": req.search}
+        after = req.after_seq
+        if req.tail:
+            first = self.store.logs(who.workspace, app_id, after_seq=after, tail=req.tail, limit=1, **filters)
+            after = first[0][1] - 1 if first else after
+        while True:
+            end = app.log.seq if app is not None else 0  # all up to here is in the store: it is written at once
+            rows = self.store.logs(who.workspace, app_id, after_seq=after, limit=LOG_PAGE, **filters)
+            if rows:
+                after = rows[-1][1]
+                self.identity.check(who)
+                yield api_pb2.LogBatch(entries=[_log_entry(r) for r in rows])
+            if len(rows) < LOG_PAGE:
+                after = max(after, end)
+                break
+        if app is None or req.stop_at_end or req.until:
             return
-        async for batch in app.log.follow(req.after_seq, req.stop_at_end):
+        async for batch in app.log.follow(after, False):
             self.identity.check(who)  # a revoked token follows no more
-            yield batch
+            entries = [e for e in batch.entries if _log_matches(e, req)]
+            if entries:
+                yield api_pb2.LogBatch(entries=entries)
+
+    async def _logs_of(self, context, who: Principal, req) -> tuple[str, object]:
+        """(app_id, the running app or None) whose logs AppLogs reads: by id (even a stopped
+        app's), or a deployed app's newest version by name; the workspace's own only."""
+        if req.app_name:
+            versions = self.store.app_history(who.workspace, req.app_name)
+            if not versions:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no app named {req.app_name!r} was ever deployed "
+                                    "(an ephemeral app's logs are found by its app id)")
+            app_id = versions[0][0]
+        else:
+            app_id = req.app_id
+        app = self.apps.app(app_id, who.workspace)
+        if app is None and self.store.app_workspace(app_id) != who.workspace:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no app with id {app_id}")
+        return app_id, app
 
     async def FunctionCreate(self, req, context, who):
         validate.function_create(req)
@@ -695,3 +731,20 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
                     yield cmd
         finally:
             fleet.container_disconnected(c, stream.send)
+
+
+LOG_PAGE = 1000  # lines of the history per batch
+
+
+def _log_entry(row) -> api_pb2.LogEntry:
+    """A line kept in the store (Store.logs' row) as the RPC sends it."""
+    _app_id, seq, created_at, _ws, _name, function_name, container_id, input_id, fd, data = row
+    return api_pb2.LogEntry(seq=seq, timestamp=created_at, function_name=function_name, container_id=container_id,
+                            input_id=input_id, fd=fd, data=data)
+
+
+def _log_matches(e: api_pb2.LogEntry, req: api_pb2.AppLogsRequest) -> bool:
+    """Whether a live line passes AppLogs' filters, as the store's history does."""
+    return ((not req.function_name or e.function_name == req.function_name)
+            and (not req.container_id or e.container_id == req.container_id)
+            and (not req.search or req.search in e.data) and e.timestamp >= req.since)

@@ -69,7 +69,7 @@ class AppState:
     __slots__ = ("app_id", "deployed", "functions", "heartbeat_at", "log", "name", "running", "superseded",
                  "version", "workspace")
 
-    def __init__(self, app_id: str, workspace: str, name: str, now: float, deployed=False, version=0,
+    def __init__(self, app_id: str, workspace: str, name: str, now: float, log: AppLog, deployed=False, version=0,
                  superseded=False):
         self.app_id = app_id
         self.workspace = workspace    # its owner: only callers of this workspace see it
@@ -80,7 +80,7 @@ class AppState:
         self.running = True           # False once stopped: its functions take no more work
         self.heartbeat_at = now
         self.functions: dict[str, FunctionState] = {}
-        self.log = AppLog()
+        self.log = log
 
     def function_ids(self) -> dict[str, str]:
         """Its functions' ids by name (class instances' bound functions have none of their own)."""
@@ -132,7 +132,8 @@ class Apps:
     def recover(self):
         """Load the apps that were running when the control plane last stopped, and their functions."""
         for app_id, workspace, name, deployed, version, state in self.store.running_apps():
-            self._apps[app_id] = AppState(app_id, workspace, name, self.clock(), bool(deployed), version,
+            self._apps[app_id] = AppState(app_id, workspace, name, self.clock(),
+                                          self._log(app_id, workspace, name, deployed), bool(deployed), version,
                                           state == "superseded")
             if deployed and version and state == "running":
                 self._deployments[workspace, name] = app_id
@@ -147,8 +148,13 @@ class Apps:
     def create_app(self, workspace: str, name: str, deployed: bool = False) -> str:
         app_id = new_id("ap")
         self.store.create_app(app_id, workspace, name, deployed)
-        self._apps[app_id] = AppState(app_id, workspace, name, self.clock(), deployed)
+        self._apps[app_id] = AppState(app_id, workspace, name, self.clock(), AppLog(
+            self.store, app_id, workspace, name if deployed else ""), deployed)
         return app_id
+
+    def _log(self, app_id: str, workspace: str, name: str, deployed) -> AppLog:
+        """The log of an app that existed before: its lines go on from the last one kept."""
+        return AppLog(self.store, app_id, workspace, name if deployed else "", self.store.last_log_seq(app_id))
 
     def deploy(self, app_id: str) -> int:
         """Publish a deployed app as the current version of its name; the previous version
@@ -330,6 +336,7 @@ class Apps:
     def stopped_function(self, function_id: str) -> FunctionState:
         """A stand-in for a function whose app stopped, read from the store: for its old calls."""
         app_id, workspace, definition = self.store.function(function_id)
-        fn = FunctionState(function_id, AppState(app_id, workspace, "", self.clock()), definition)
+        fn = FunctionState(function_id, AppState(app_id, workspace, "", self.clock(),
+                                                          self._log(app_id, workspace, "", False)), definition)
         fn.app.running = False
         return fn

@@ -97,10 +97,12 @@ def web_input(web: WebRequest) -> InputState:
 
 
 class Ledger:
-    def __init__(self, store: Store, apps: Apps, *, retention: float, clock=time.monotonic):
+    def __init__(self, store: Store, apps: Apps, *, retention: float, log_retention: float = 24 * 3600,
+                 clock=time.monotonic):
         self.store = store
         self.apps = apps
         self.retention = retention  # seconds a finished call's outputs are kept
+        self.log_retention = log_retention  # seconds apps' log lines are kept
         self.clock = clock
         self.dispatch: Dispatch  # where new inputs go; set by the Scheduler
         self._calls: dict[str, CallState] = {}
@@ -403,5 +405,8 @@ class Ledger:
                 del self._calls[call_id]
 
     def expire(self):
-        """Forget the outputs of calls that finished more than the retention period ago."""
-        self.store.expire(time.time() - self.retention)
+        """Forget the outputs of calls that finished more than the retention period ago, and log
+        lines older than theirs."""
+        now = time.time()
+        self.store.expire(now - self.retention)
+        self.store.expire_logs(now - self.log_retention)

@@ -1,32 +1,46 @@
-"""Each app's log buffer: what its containers print, and what the control plane says about it
-(a scheduled run), numbered in order, kept for readers who come late, and followed live (the
-client of `ember run`, `ember app logs`)."""
+"""Each app's log: what its containers print, and what the control plane says about it (a
+scheduled run, inputs waiting), numbered in order and timestamped. Every batch is kept in the
+store (one statement in the group commit, so a line costs no commit of its own) for
+--log-retention hours: the history, across restarts. A buffer in memory serves the live path:
+followers (the client of `ember run`, `ember app logs -f`) are woken by each batch."""
 
 import asyncio
 import collections
 import itertools
+import time
 
 from ..proto import api_pb2
 
-LOG_BUFFER = 20_000  # entries kept per app
+LOG_BUFFER = 20_000  # entries kept in memory per app
 
 
 class AppLog:
-    __slots__ = ("closed", "entries", "followers", "seq")
+    __slots__ = ("app_id", "app_name", "closed", "entries", "followers", "seq", "store", "workspace")
 
-    def __init__(self):
+    def __init__(self, store, app_id: str, workspace: str, app_name: str, seq: int = 0):
+        self.store = store
+        self.app_id, self.workspace = app_id, workspace
+        self.app_name = app_name  # a deployed app's name, '' for an ephemeral one
         self.entries: collections.deque[api_pb2.LogEntry] = collections.deque(maxlen=LOG_BUFFER)
-        self.seq = 0  # of the last entry: the buffer's are consecutive, ending here
+        self.seq = seq  # of the last entry (the store's, after a restart): the buffer's end here
         self.followers: list[asyncio.Future] = []  # woken by the next entry
         self.closed = False  # its app stopped: followers end once they have read it all
 
     def append(self, entries, container_id: str, function_name: str):
+        now = time.time()
+        rows = []
         for e in entries:
             self.seq += 1
             e.seq = self.seq
             e.container_id = container_id
             e.function_name = function_name
+            e.timestamp = now
             self.entries.append(e)
+            # PostgreSQL's text holds no NUL: a program that prints one loses it in the history.
+            rows.append((self.app_id, e.seq, now, self.workspace, self.app_name, function_name, container_id,
+                         e.input_id, e.fd, e.data.replace("\x00", "")))
+        if rows:
+            self.store.add_logs(rows)
         self._wake()
 
     def close(self):

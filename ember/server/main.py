@@ -45,7 +45,8 @@ EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 
 
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
-                app_timeout: float, output_retention: float, gc: GcPolicy | None = None, http: str | None = None,
+                app_timeout: float, output_retention: float, log_retention: float = 24 * 3600,
+                gc: GcPolicy | None = None, http: str | None = None,
                 web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
                 breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None,
                 blobs: BlobStore | None = None, leader_lease: float = 0, advertise_url: str | None = None,
@@ -69,7 +70,8 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
             store.close()
             return False
     sched = Scheduler(store, lease_timeout=lease_timeout, worker_timeout=worker_timeout,
-                      app_timeout=app_timeout, output_retention=output_retention, breaker=breaker)
+                      app_timeout=app_timeout, output_retention=output_retention,
+                      log_retention=log_retention, breaker=breaker)
     sched.recover()
     for path in sched.identity.bootstrap(data_dir):
         print(f"ember server: wrote the first {path.stem.replace('-', ' ')} to {path} (keep it secret)", flush=True)
@@ -332,7 +334,8 @@ def run(args) -> int:
         # A control plane that steps down (it lost its lease) stands by again, in the same process.
         while await serve(address, data_dir,
                           lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
-                          app_timeout=args.app_timeout, output_retention=args.output_retention * 3600, gc=gc,
+                          app_timeout=args.app_timeout, output_retention=args.output_retention * 3600,
+                          log_retention=args.log_retention * 3600, gc=gc,
                           http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
                           breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
                           provisioning=provisioning, blobs=blobs, leader_lease=args.leader_lease,

@@ -49,7 +49,8 @@ log = logging.getLogger("ember.server")
 
 class Scheduler:
     def __init__(self, store: Store, *, lease_timeout: float, worker_timeout: float, app_timeout: float,
-                 output_retention: float, breaker: Breaker | None = None, clock=time.monotonic, later=call_later):
+                 output_retention: float, log_retention: float = 24 * 3600,
+                 breaker: Breaker | None = None, clock=time.monotonic, later=call_later):
         """clock: monotonic seconds; later(delay, callback): runs callback after delay (a retry's
         backoff). Both are the event loop's unless a test drives time itself."""
         self.store = store
@@ -57,7 +58,8 @@ class Scheduler:
         self.identity = Identity(store)
         self.routes = WebRoutes()
         self.apps = Apps(store, self.routes, app_timeout=app_timeout, clock=clock)
-        self.ledger = Ledger(store, self.apps, retention=output_retention, clock=clock)
+        self.ledger = Ledger(store, self.apps, retention=output_retention, log_retention=log_retention,
+                             clock=clock)
         self.blob_rights = BlobRights(store, self.apps)
         self.dispatch = Dispatch(store, self.ledger, clock=clock, later=later)
         self.fleet = Fleet(store, self.apps, self.dispatch, self.identity, lease_timeout=lease_timeout,

@@ -26,6 +26,7 @@ MAX_BATCH_WAIT_MS = 10 * 60 * 1000
 MAX_RETRIES = 10          # Retries' limit (Modal's)
 MAX_EPHEMERAL_DISK_MB = 3 << 20  # a container's disk: 3 TiB, Modal's most
 MAX_NAME = 128            # characters in an app's or a function's name
+MAX_SEARCH = 1000         # characters of a filter of AppLogs
 MAX_BUFFER_CONTAINERS = 1000  # idle containers a busy function keeps beyond its need
 MAX_ENV_VALUE = 32 << 10  # characters in one environment variable of env=
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -90,6 +91,17 @@ def app_by_id_or_name(req: api_pb2.AppRef | api_pb2.AppLogsRequest):
     name = "app_name" if isinstance(req, api_pb2.AppLogsRequest) else "name"
     if not req.app_id and not getattr(req, name):
         raise Invalid(f"{type(req).__name__}.app_id", f"or .{name} is required")
+
+
+def app_logs(req: api_pb2.AppLogsRequest):
+    app_by_id_or_name(req)
+    number("AppLogsRequest.since", req.since)
+    number("AppLogsRequest.until", req.until)
+    if req.until and req.since > req.until:
+        raise Invalid("AppLogsRequest.until", f"must not be before since ({req.until} < {req.since})")
+    for field in ("search", "function_name", "container_id"):
+        if len(getattr(req, field)) > MAX_SEARCH:
+            raise Invalid(f"AppLogsRequest.{field}", f"must be at most {MAX_SEARCH} characters")
 
 
 def function_create(req: api_pb2.FunctionCreateRequest):

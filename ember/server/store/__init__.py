@@ -407,6 +407,34 @@ class Store(ABC):
     def delete_proxy_token(self, token_id: str):
         """Forget a token (nothing if there is none)."""
 
+    # ---- logs: what apps' containers printed and what the control plane said about them, numbered
+    # per app by seq, kept until expire_logs. A line is a tuple (app_id, seq, created_at, workspace,
+    # app_name, function_name, container_id, input_id, fd, data); app_name is '' for an ephemeral app.
+
+    @abstractmethod
+    def add_logs(self, rows: list[tuple]):
+        """Keep lines (one batch: a single statement, in the open transaction)."""
+
+    @abstractmethod
+    def last_log_seq(self, app_id: str) -> int:
+        """The highest seq kept of an app's lines, 0 if none."""
+
+    @abstractmethod
+    def app_workspace(self, app_id: str) -> str | None:
+        """The workspace of any app, even a stopped one; None if unknown."""
+
+    @abstractmethod
+    def logs(self, workspace: str, app_id: str, *, after_seq: int = 0, since: float = 0, until: float = 0,
+             function_name: str = "", container_id: str = "", search: str = "", tail: int = 0,
+             limit: int = 1000) -> list[tuple]:
+        """A workspace's app's lines with seq above after_seq, oldest first, up to limit: those from
+        `since` and until `until` (unix times; 0: no bound), of one function or container, containing
+        `search` (as it is: no patterns), and with tail only the last `tail` of those."""
+
+    @abstractmethod
+    def expire_logs(self, older_than: float):
+        """Forget lines received before older_than."""
+
     # ---- schedules: the last tick that made a call, per function of a deployed app's name
 
     @abstractmethod

@@ -495,7 +495,15 @@ class PostgresStore(SqliteStore):
                      + b"(VALUES " + db.values(done.values()) + b") AS d(call_id, num_done, next_seq) "
                        b"WHERE c.call_id=d.call_id")
 
+    def add_logs(self, rows: list[tuple]):
+        self._write()
+        if rows:
+            self.db.write(f"INSERT INTO logs ({self.LOG_COLUMNS}) VALUES ".encode() + self.db.values(rows)
+                          + b" ON CONFLICT DO NOTHING")
+
     # ---- what SQLite says another way
+
+    CONTAINS = "strpos(data, ?)>0"
 
     def add_call_blobs(self, rows: list[tuple[str, str]]):
         self._write()

@@ -551,6 +551,48 @@ class SqliteStore(_Runs, Store):
         self._write()
         self.db.execute("DELETE FROM proxy_tokens WHERE token_id=?", (token_id,))
 
+    # ---- logs
+
+    LOG_COLUMNS = ("app_id, seq, created_at, workspace, app_name, function_name, container_id, input_id, fd, "
+                   "data")
+
+    def add_logs(self, rows: list[tuple]):
+        self._write()
+        self.db.executemany(f"INSERT OR IGNORE INTO logs ({self.LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            rows)
+
+    def last_log_seq(self, app_id: str) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE app_id=?", (app_id,)).fetchone()[0]
+
+    def app_workspace(self, app_id: str) -> str | None:
+        row = self.db.execute("SELECT workspace FROM apps WHERE app_id=?", (app_id,)).fetchone()
+        return row[0] if row else None
+
+    def logs(self, workspace, app_id, *, after_seq=0, since=0, until=0, function_name="", container_id="",
+             search="", tail=0, limit=1000):
+        where, params = ["workspace=?", "app_id=?", "seq>?"], [workspace, app_id, after_seq]
+        for clause, value in (("created_at>=?", since), ("created_at<=?", until),
+                              ("function_name=?", function_name), ("container_id=?", container_id)):
+            if value:
+                where.append(clause)
+                params.append(value)
+        if search:
+            # instr, not LIKE: the text as it is, its % and _ included.
+            where.append(self.CONTAINS)
+            params.append(search)
+        sql = f"SELECT {self.LOG_COLUMNS} FROM logs WHERE {' AND '.join(where)}"
+        if tail:
+            sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) AS t"
+            params.append(tail)
+        rows = self.db.execute(f"{sql} ORDER BY seq LIMIT ?", (*params, limit)).fetchall()
+        return rows
+
+    CONTAINS = "instr(data, ?)>0"
+
+    def expire_logs(self, older_than: float):
+        self._write()
+        self.db.execute("DELETE FROM logs WHERE created_at<?", (older_than,))
+
     # ---- schedules
 
     def add_usage(self, rows):
