@@ -77,6 +77,6 @@ def test_logs_last_across_a_restart_filtered_and_in_their_workspace(cluster):
     b = dict(env, EMBER_TOKEN_ID=t["token_id"], EMBER_TOKEN_SECRET=t["token_secret"])
     for ref in ("logger", ephemeral):
         out = logs(b, ref, check=False)
-        assert out.returncode == 1 and not out.stdout and "ember: no app" in out.stderr, out.stderr
+        assert out.returncode == 1 and not out.stdout and "no app" in out.stderr, out.stderr
     bad = logs(env, "logger", "--since", "yesterday", check=False)
     assert bad.returncode == 2 and "neither a duration" in bad.stderr
