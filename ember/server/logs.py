@@ -29,7 +29,7 @@ class AppLog:
     def append(self, entries, container_id: str, function_name: str):
         now = time.time()
         rows = []
-        for e in entries:
+        for e in _lines(entries):
             self.seq += 1
             e.seq = self.seq
             e.container_id = container_id
@@ -68,3 +68,17 @@ class AppLog:
             fut = asyncio.get_running_loop().create_future()
             self.followers.append(fut)
             await fut
+
+
+def _lines(entries):
+    """A container's entries one line each (what it printed comes in chunks of any size): what
+    --tail counts and --search matches. A line the program wrote in pieces stays in pieces."""
+    for e in entries:
+        if "\n" not in e.data[:-1]:  # one line already, or a piece of one
+            yield e
+            continue
+        *lines, rest = e.data.split("\n")
+        for line in lines:
+            yield api_pb2.LogEntry(fd=e.fd, data=line + "\n", input_id=e.input_id)
+        if rest:
+            yield api_pb2.LogEntry(fd=e.fd, data=rest, input_id=e.input_id)
