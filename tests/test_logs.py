@@ -71,6 +71,21 @@ def test_logs_last_across_a_restart_filtered_and_in_their_workspace(cluster):
     wait_for(lambda: "after 0" in logs(env, "logger").stdout, what="a line printed after the restart")
     assert logs(env, "logger").stdout.splitlines()[-2:] == ["later 0", "after 0"]
 
+    # -f: the history that matches, then the lines as they come, filtered alike.
+    followed = cluster.tmp / "followed"
+    with open(followed, "w") as out:
+        follower = subprocess.Popen([PY, "-m", "ember.cli.main", "app", "logs", "logger", "-f", "--function", "quiet"],
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, **env))
+    try:
+        wait_for(lambda: followed.read_text() == "quiet line\n", what="the follower's history")
+        speak.remote(1, "unfollowed")
+        quiet.remote()
+        wait_for(lambda: followed.read_text() == "quiet line\nquiet line\n", what="a followed line")
+        assert "unfollowed" in logs(env, "logger").stdout and "unfollowed" not in followed.read_text()
+    finally:
+        follower.terminate()
+        follower.wait(10)
+
     # Another workspace's token finds neither app.
     cli(env, "workspace", "create", "b")
     t = json.loads(cli(env, "token", "new", "--workspace", "b", "--json"))
