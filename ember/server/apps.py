@@ -109,6 +109,8 @@ class FunctionState:
         self.exec_ewma: float | None = None   # seconds per input, per container, as seen here
         self.capacity_warned = 0.0            # when placement last said that no worker fits it
         self.init_failure: api_pb2.ContainerInitFailure | None = None  # its code cannot load: calls fail
+        self.completed = 0  # inputs that ended with success, and otherwise (metrics.py)
+        self.failed = 0
         self.start_failures = 0               # its containers that exited before connecting, in a row
 
     @property
