@@ -88,8 +88,9 @@ class AppState:
 
 
 class FunctionState:
-    __slots__ = ("app", "capacity_warned", "containers", "definition", "dispatch_soon", "exec_ewma", "function_id",
-                 "init_failure", "pending", "serves_web", "start_failures", "wanting", "weighed_at")
+    __slots__ = ("app", "capacity_warned", "completed", "containers", "definition", "dispatch_soon", "exec_ewma",
+                 "failed", "function_id", "init_failure", "pending", "serves_web", "start_failures", "wanting",
+                 "weighed_at")
 
     def __init__(self, function_id: str, app: AppState, definition: api_pb2.FunctionDefinition):
         self.function_id = function_id
