@@ -27,6 +27,8 @@ def test_help_lists_commands(tmp_path):
     assert proc.returncode == 0
     for command in ("run", "server", "worker"):
         assert command in proc.stdout
+    version = ember_cmd(["--version"], tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"ember {ember.__version__}"
 
 
 def test_run_example_on_embedded_cluster(tmp_path):

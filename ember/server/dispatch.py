@@ -251,6 +251,14 @@ class Dispatch:
         policy = inp.call.function.definition.retries
         log.info("input %s failed (%s): attempt %d of %d in %.1fs", inp.input_id,
                  out.error or Output.Status.Name(out.status), inp.attempts + 1, policy.max_retries + 1, delay)
+        # The caller sees each failed attempt as it happens, with its traceback (as Modal shows
+        # it), not only the last: in its app's log, which its terminal follows.
+        fn = inp.call.function
+        fn.app.log.append([api_pb2.LogEntry(fd=2, data=(
+            f"ember: {fn.name} input {inp.input_id} failed (attempt {inp.attempts} of {policy.max_retries + 1}): "
+            f"{out.error or Output.Status.Name(out.status)}; retrying in {delay:.1f}s\n"
+            + (out.traceback if out.traceback.endswith("\n") or not out.traceback else out.traceback + "\n")))],
+            "", fn.name)
         inp.release()
         self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, time.time() + delay)
         self.submit(inp.call.function, [inp], again=True, delay=delay)
