@@ -291,6 +291,10 @@ class Ledger:
                 inp.release()
                 finished.append(inp.input_id)
                 call.num_done += 1
+                if out.status == Output.SUCCESS:
+                    call.function.completed += 1
+                else:
+                    call.function.failed += 1
             touched[call.call_id] = call
         if not rows:
             return  # nothing to store (only web requests ended, or only duplicates came)
