@@ -83,6 +83,8 @@ def test_metrics_move_as_inputs_run(cluster, tmp_path):
         assert of(m, "ember_worker_free_memory_bytes", worker="w1") > 0
         assert of(m, "ember_cold_start_seconds_count") >= 3
         assert of(m, "ember_store_commit_seconds_count") > 0
+        assert of(m, "ember_dispatch_latency_seconds_count") >= 9  # the map's 7, fail's and slow's
+        assert of(m, "ember_dispatch_latency_seconds_sum") > 0
         assert of(m, "ember_gateway_requests_total", status="200") >= 3  # the scrapes before this one
 
 

@@ -10,7 +10,7 @@ import ipaddress
 import time
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
 from ..proto import api_pb2
 from .auth import ADMIN, TOKEN_ID_KEY, TOKEN_SECRET_KEY, Forbidden, Unauthenticated
@@ -96,6 +96,11 @@ class _Collector:
         for state, n in counts.items():
             workers.add_metric([state], n)
         yield from (workers, free_cpu, free_mem)
+
+        dispatch = sched.dispatch
+        yield SummaryMetricFamily("ember_dispatch_latency_seconds", "How long inputs waited in their function's "
+                                  "queue before a container took them", count_value=dispatch.dispatched,
+                                  sum_value=dispatch.waited)
 
         responses = CounterMetricFamily("ember_gateway_requests", "Gateway responses by HTTP status",
                                         labels=["status"])
