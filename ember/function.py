@@ -320,8 +320,18 @@ def check_batching(max_batch_size, wait_ms):
                                      "less than 600000 (10 minutes)")
 
 
+# What this process's calls came to (a generator's items aside): `ember run` ends with them.
+outcomes = {"done": 0, "failed": 0}
+
+
+def _note_outcome(out: api_pb2.Output):
+    if out.status != Output.GENERATOR_ITEM:
+        outcomes["done" if out.status == Output.SUCCESS else "failed"] += 1
+
+
 async def _output_value(client: Client, out: api_pb2.Output, name: str):
     """The value an output carries, or the exception it describes (raised)."""
+    _note_outcome(out)
     data = await client.payload_bytes(out.data)
     if out.status in (Output.SUCCESS, Output.GENERATOR_ITEM):
         return deserialize(data, f"the result of {name}()")
@@ -643,6 +653,7 @@ class Function:
                         finished = True
                         if co.output.status != Output.SUCCESS:
                             await _output_value(client, co.output, self._name)  # raises its error
+                        _note_outcome(co.output)
                         break
                     yield await _output_value(client, co.output, self._name)
         finally:
@@ -877,7 +888,9 @@ class FunctionCall:
             for co in resp.outputs:
                 after = co.seq
                 if co.output.status != Output.GENERATOR_ITEM:
-                    await _output_value(client, co.output, name)  # raises its error, if it failed
+                    if co.output.status != Output.SUCCESS:
+                        await _output_value(client, co.output, name)  # raises its error
+                    _note_outcome(co.output)
                     return
                 if end is not None and n >= end:
                     return

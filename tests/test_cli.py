@@ -27,6 +27,8 @@ def test_help_lists_commands(tmp_path):
     assert proc.returncode == 0
     for command in ("run", "server", "worker"):
         assert command in proc.stdout
+    version = ember_cmd(["--version"], tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"ember {ember.__version__}"
 
 
 def test_run_example_on_embedded_cluster(tmp_path):
@@ -35,6 +37,7 @@ def test_run_example_on_embedded_cluster(tmp_path):
     assert "square.remote(7) = 49" in proc.stdout
     assert "sum of squares below 10 = 285" in proc.stdout
     assert "squaring 7 in a container" in proc.stdout
+    assert re.search(r"ember: done in [0-9.]+s: 11 calls, 0 failed", proc.stderr), proc.stderr[-500:]
     # State lives under EMBER_HOME, and the cluster is gone afterwards.
     assert (tmp_path / "home" / "local" / "server" / "ember.db").exists()
     procs = subprocess.run(["pgrep", "-f", str(tmp_path / "home")], capture_output=True, text=True, check=False)
@@ -48,6 +51,9 @@ def test_run_entrypoint_and_function_with_arguments(tmp_path):
     proc = ember_cmd(["run", "tests/apps/core_app.py::main", "--x", "5"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "result 25" in proc.stdout
+    proc = ember_cmd(["run", "tests/apps/core_app.py::fail", "--kind", "value"], tmp_path)
+    assert proc.returncode == 1 and "ValueError: value" in proc.stderr
+    assert re.search(r"ember: done in [0-9.]+s: 1 call, 1 failed", proc.stderr), proc.stderr[-500:]
 
 
 def test_run_unknown_function_lists_what_exists(tmp_path):

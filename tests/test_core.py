@@ -290,8 +290,19 @@ def test_a_passed_function_keeps_its_id_name_and_kind(running):
     assert items == [0, 1, 2]
 
 
-def test_retries_with_backoff(running, tmp_path):
+def test_retries_with_backoff(running, tmp_path, capsys):
     assert core_app.flaky.remote(str(tmp_path / "n"), 2) == 3
+    # Each failed attempt is shown on the caller's terminal with its traceback, as it happens.
+    shown = ""
+
+    def attempts_shown():
+        nonlocal shown
+        shown += capsys.readouterr().err
+        return "failed (attempt 2 of 3): RuntimeError: attempt 2 fails; retrying in" in shown
+
+    wait_for(attempts_shown, timeout=30, what="the failed attempts on the terminal")
+    assert "failed (attempt 1 of 3): RuntimeError: attempt 1 fails" in shown
+    assert "Traceback (most recent call last)" in shown and "in flaky" in shown
     with pytest.raises(RuntimeError, match="attempt 3 fails"):
         core_app.flaky.remote(str(tmp_path / "m"), 5)
     assert (tmp_path / "m").read_text() == "3"  # 1 try + 2 retries, then the error

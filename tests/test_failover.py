@@ -12,6 +12,7 @@ import time
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import ember
 from ember.proto import api_pb2, api_pb2_grpc
@@ -19,6 +20,7 @@ from conftest import PY, STORES, Cluster, container_backend_missing, free_port, 
 
 import restarts_app
 
+Health = health_pb2.HealthCheckResponse
 LEASE = 2.0  # seconds: renewed every third of it
 
 
@@ -71,6 +73,12 @@ def refusal(url: str) -> tuple[grpc.StatusCode, str, dict]:
         except grpc.RpcError as e:
             return e.code(), e.details(), dict(e.trailing_metadata() or ())
     raise AssertionError(f"{url} answered")
+
+
+def health(url: str):
+    """What the gRPC health service at url says of the whole server."""
+    with grpc.insecure_channel(url) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
 
 
 def use(pair: Pair, monkeypatch):
@@ -138,6 +146,7 @@ def test_a_leader_frozen_past_its_lease_wakes_fenced(tmp_path, monkeypatch, stor
         code, details, trailers = refusal(pair.urls[1])
         assert code == grpc.StatusCode.UNAVAILABLE and f"stands by: the leader is at {pair.urls[0]}" in details
         assert trailers["ember-leader"] == pair.urls[0]
+        assert [health(url) for url in pair.urls] == [Health.SERVING, Health.NOT_SERVING]
         started, gate, log = tmp_path / "started", tmp_path / "gate", tmp_path / "ran"
         started.mkdir()
         with restarts_app.app.run():

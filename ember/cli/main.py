@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from .. import exception
+from .. import __version__, exception
 from .._proc import die_with_parent
 from .. import config
 from ..config import ember_home
@@ -17,6 +17,7 @@ ENV_HELP = "Modal's environment: Ember has none (workspaces, chosen by the token
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ember",
                                 description="Ember: run Python functions in containers on your own machines.")
+    p.add_argument("--version", action="version", version=f"ember {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run an app: its local entrypoint, or one function",

@@ -5,8 +5,9 @@ import importlib.util
 import inspect
 import pathlib
 import sys
+import time
 
-from .. import exception
+from .. import exception, function
 from ..app import App, LocalEntrypoint
 from ..function import Function
 from .errors import report
@@ -100,6 +101,7 @@ def run(target: str, argv: list[str]) -> int:
         return 1
     raw = obj.raw_f if isinstance(obj, LocalEntrypoint) else obj.get_raw_f()
     kwargs = parse_args(raw, argv, f"ember run {target}")
+    started = time.monotonic()
     try:
         with app.run():
             if isinstance(obj, Function):
@@ -115,5 +117,14 @@ def run(target: str, argv: list[str]) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - the user's error, or Ember's: reported as errors.py says
         report(e)
+        _summary(started)
         return 1
+    _summary(started)
     return 0
+
+
+def _summary(started: float):
+    done, failed = function.outcomes["done"], function.outcomes["failed"]
+    calls = done + failed  # whose results came back to this process
+    print(f"ember: done in {time.monotonic() - started:.1f}s: {calls} call{'s' if calls != 1 else ''}, "
+          f"{failed} failed", file=sys.stderr)

@@ -88,8 +88,9 @@ class AppState:
 
 
 class FunctionState:
-    __slots__ = ("app", "capacity_warned", "containers", "definition", "dispatch_soon", "exec_ewma", "function_id",
-                 "init_failure", "pending", "serves_web", "start_failures", "wanting", "weighed_at")
+    __slots__ = ("app", "capacity_warned", "completed", "containers", "definition", "dispatch_soon", "exec_ewma",
+                 "failed", "function_id", "init_failure", "pending", "serves_web", "start_failures", "wanting",
+                 "weighed_at")
 
     def __init__(self, function_id: str, app: AppState, definition: api_pb2.FunctionDefinition):
         self.function_id = function_id
@@ -109,6 +110,8 @@ class FunctionState:
         self.exec_ewma: float | None = None   # seconds per input, per container, as seen here
         self.capacity_warned = 0.0            # when placement last said that no worker fits it
         self.init_failure: api_pb2.ContainerInitFailure | None = None  # its code cannot load: calls fail
+        self.completed = 0  # inputs that ended with success, and otherwise (metrics.py)
+        self.failed = 0
         self.start_failures = 0               # its containers that exited before connecting, in a row
 
     @property

@@ -59,6 +59,8 @@ class Dispatch:
         # Whether this control plane may hand out inputs now: one that is losing its leader
         # lease must not (leader.py); the only control plane on its database always may.
         self.acting = lambda: True
+        self.dispatched = 0  # inputs handed to containers, and the seconds they waited in queues
+        self.waited = 0.0
 
     def submit(self, fn: FunctionState, inputs: list[InputState], *, again=False, delay=0.0, soon=False):
         """Queue inputs of a function, and hand what it can to its containers.
@@ -72,6 +74,9 @@ class Dispatch:
         if delay > 0:
             self.later(delay, functools.partial(self.submit, fn, inputs, again=again, soon=soon))
             return
+        now = self.clock()
+        for inp in inputs:
+            inp.queued_at = now
         if again:
             inputs = [inp for inp in inputs if not inp.done] if fn.app.running else []
             if not inputs:
@@ -93,6 +98,7 @@ class Dispatch:
     def restore(self, inp: InputState):
         """An input loaded after a restart, back in its queue: it goes out once its function
         has containers (none is connected yet)."""
+        inp.queued_at = self.clock()
         inp.call.function.pending.append(inp)
 
     def dispatch(self, fn: FunctionState):
@@ -116,13 +122,16 @@ class Dispatch:
                 if not c.held and self.shares.yield_if_over(c):
                     continue  # it stops: another workspace waits for its room (shares.py)
                 batch, stored = [], []
+                now = self.clock()
                 if not c.held:
-                    c.since = self.clock()
+                    c.since = now
                 while c.want > 0 and pending and not c.stopping:
                     inp = pending.popleft()
                     if inp.done or inp.container is not None:
                         continue  # cancelled (or its client left) while queued, or claimed by a container's hello
                     inp.attempts += 1  # an attempt is charged here (retries.py)
+                    self.waited += now - inp.queued_at  # dispatch latency (metrics.py)
+                    self.dispatched += 1
                     inp.container = c
                     c.held[inp.input_id] = inp
                     c.want -= 1
@@ -251,6 +260,14 @@ class Dispatch:
         policy = inp.call.function.definition.retries
         log.info("input %s failed (%s): attempt %d of %d in %.1fs", inp.input_id,
                  out.error or Output.Status.Name(out.status), inp.attempts + 1, policy.max_retries + 1, delay)
+        # The caller sees each failed attempt as it happens, with its traceback (as Modal shows
+        # it), not only the last: in its app's log, which its terminal follows.
+        fn = inp.call.function
+        fn.app.log.append([api_pb2.LogEntry(fd=2, data=(
+            f"ember: {fn.name} input {inp.input_id} failed (attempt {inp.attempts} of {policy.max_retries + 1}): "
+            f"{out.error or Output.Status.Name(out.status)}; retrying in {delay:.1f}s\n"
+            + (out.traceback if out.traceback.endswith("\n") or not out.traceback else out.traceback + "\n")))],
+            "", fn.name)
         inp.release()
         self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, time.time() + delay)
         self.submit(inp.call.function, [inp], again=True, delay=delay)

@@ -152,6 +152,7 @@ class Fleet:
         # Seconds from asking for a container to its hello, smoothed: what a backlog is weighed
         # against (autoscaler.py).
         self.cold_start = 0.5
+        self.on_cold_start = None  # observe(seconds from asking for a container to its being ready): metrics.py
         self._workers: dict[str, WorkerState] = {}
         self._containers: dict[str, ContainerState] = {}
         # Containers that existed before a restart and may still reconnect:
@@ -350,6 +351,8 @@ class Fleet:
         if c.state == STARTING:
             c.function.start_failures = 0
             self.cold_start = 0.8 * self.cold_start + 0.2 * (now - c.requested_at)
+            if self.on_cold_start is not None:
+                self.on_cold_start(now - c.requested_at)
         c.state = READY
         # After a reconnect (this control plane's restart, or a broken network). The inputs the
         # store says an orphan held are its own again: finished or not, their outputs may be

@@ -20,6 +20,7 @@ from .._asgi import to_event, to_message
 from ..proto import api_pb2
 from .dispatch import Dispatch
 from .ledger import InputState, web_input
+from .metrics import CONTENT_TYPE, Metrics, check_access
 from .tokens import ProxyTokens
 from .web_routes import WebRoutes
 
@@ -48,16 +49,59 @@ class WebRequest:
         self.events.put_nowait(None)
 
 
+# The control plane's own paths, answered before a web endpoint's label (unless the request's
+# host name routes to a function).
+OWN_PATHS = ("/metrics", "/healthz", "/readyz")
+
+
 class Gateway:
-    def __init__(self, routes: WebRoutes, dispatch: Dispatch, tokens: ProxyTokens):
+    def __init__(self, routes: WebRoutes, dispatch: Dispatch, tokens: ProxyTokens, *,
+                 metrics: Metrics | None = None, readiness=None):
+        """readiness(): None once the control plane serves, else why not (for /readyz)."""
         self.routes = routes
         self.dispatch = dispatch
         self.tokens = tokens
+        self.metrics = metrics
+        self.readiness = readiness or (lambda: None)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return
-        fn, endpoint, root, path = self._route(scope)
+        if self.metrics is not None and scope["type"] == "http":
+            send = self._counted(send)
+        route = self._route(scope)
+        if scope["path"] in OWN_PATHS and scope["type"] == "http" and not (route[0] and route[2] == ""):
+            # Not for a function a host name (LABEL.domain) routes to: the whole path is its own.
+            return await self._own(scope, send)
+        await self._serve(scope, receive, send, route)
+
+    def _counted(self, send):
+        responded = self.metrics.responded
+
+        async def counted(message):
+            if message["type"] == "http.response.start":
+                responded(message["status"])
+            await send(message)
+        return counted
+
+    async def _own(self, scope, send):
+        path = scope["path"]
+        if path == "/healthz":
+            return await _answer(send, 200, b"ok\n")
+        if path == "/readyz":
+            why = self.readiness()
+            return await _answer(send, 503, f"not ready: {why}\n".encode()) if why else await _answer(send, 200,
+                                                                                                       b"ready\n")
+        if self.metrics is None:
+            return await _answer(send, 404, b"this control plane serves no metrics\n")
+        refused = check_access(self.metrics.sched.identity, scope["headers"], scope.get("client"))
+        if refused:
+            status, why = refused
+            return await _answer(send, status, why.encode() + b"\n")
+        await _answer(send, 200, self.metrics.scrape(), CONTENT_TYPE.encode())
+
+    async def _serve(self, scope, receive, send, route):
+        fn, endpoint, root, path = route
         if fn is None:
             # Which labels exist is not said: they name other workspaces' apps.
             return await _refuse(scope, send, 404, f"no web endpoint is served at {scope['path']!r}; "
@@ -134,10 +178,12 @@ async def _refuse(scope, send, status: int, text: str):
         # Before a WebSocket is accepted, closing it answers the handshake with 403.
         await send({"type": "websocket.close", "code": 1008, "reason": text[:120]})
         return
-    body = text.encode() + b"\n"
+    await _answer(send, status, text.encode() + b"\n")
+
+
+async def _answer(send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8"):
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -66,7 +66,8 @@ class CallState:
 
 
 class InputState:
-    __slots__ = ("args", "attempts", "call", "container", "done", "failures", "idx", "input_id", "lost", "web")
+    __slots__ = ("args", "attempts", "call", "container", "done", "failures", "idx", "input_id", "lost", "queued_at",
+                 "web")
 
     def __init__(self, input_id, call, idx, args, attempts=0, lost=0, web=None):
         self.input_id = input_id
@@ -78,6 +79,7 @@ class InputState:
         self.container: ContainerState | None = None  # holds its lease
         self.failures: list[api_pb2.FailedAttempt] = []  # its failed attempts so far (dead_letters.py)
         self.done = False  # ended: its final output is recorded, or (a web request) its client left
+        self.queued_at = 0.0  # by the dispatcher's clock: when it last joined its function's queue
         # A web request: the gateway's side of it (see gateway.WebRequest); never stored.
         self.web: WebRequest | None = web
 
@@ -293,6 +295,10 @@ class Ledger:
                 inp.release()
                 finished.append(inp.input_id)
                 call.num_done += 1
+                if out.status == Output.SUCCESS:
+                    call.function.completed += 1
+                else:
+                    call.function.failed += 1
             touched[call.call_id] = call
         if not rows:
             return  # nothing to store (only web requests ended, or only duplicates came)

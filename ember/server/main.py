@@ -11,6 +11,7 @@ import sys
 
 import grpc
 import uvloop
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import exception
 from ..config import GRPC_OPTIONS
@@ -21,6 +22,7 @@ from .blob_gc import BlobCollector
 from .blobs import BlobStore, BlobStoreError, open_blob_store
 from .breaker import Breaker
 from .leader import Leadership, Standby
+from .metrics import Metrics
 from .provisioner import ProvisionerConfig, Provisioner, Shape, open_backend
 from .refusals import Refusals
 from .scheduler import Scheduler
@@ -79,8 +81,16 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     # Unless told where, the gateway takes the default port, or any free one if that is taken.
     http_host, _, http_port = _http_address(http).rpartition(":")
     sock = gateway.bind(http_host, int(http_port), fallback=http is None)
-    web_task, web_server = await gateway.start(gateway.Gateway(sched.routes, sched.dispatch, tokens), sock,
-                                               server_tls)
+    serving = asyncio.Event()  # set once the gRPC services answer
+
+    def readiness() -> str | None:
+        if not serving.is_set():
+            return "the control plane is starting"
+        if leadership and not leadership.acting():
+            return "this control plane does not hold the leader lease (it steps down)"
+        return None
+    web = gateway.Gateway(sched.routes, sched.dispatch, tokens, metrics=Metrics(sched), readiness=readiness)
+    web_task, web_server = await gateway.start(web, sock, server_tls)
     scheme = "https" if server_tls else "http"
     sched.routes.base_url = (web_url or f"{scheme}://{gateway.url_host(http_host)}:{sock.getsockname()[1]}").rstrip("/")
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
@@ -98,8 +108,12 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4), server)
     api_pb2_grpc.add_WorkerApiServicer_to_server(WorkerService(sched, blobs), server)
     api_pb2_grpc.add_ContainerApiServicer_to_server(ContainerService(sched, blobs, secrets), server)
+    healthy = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(healthy, server)
     bound = _listen(server, address, server_tls)
     await server.start()
+    await healthy.set("", health_pb2.HealthCheckResponse.SERVING)
+    serving.set()
     state = f"state in {describe_url(database_url)}, " if database_url else ""
     print(f"ember server listening on {bound}, web endpoints at {sched.routes.base_url} ({state}data in {data_dir})",
           flush=True)
@@ -115,6 +129,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         while True:
             await asyncio.sleep(TICK)
             if leadership and not leadership.acting():
+                await healthy.enter_graceful_shutdown()  # NOT_SERVING from now on
                 continue  # it steps down now: nothing time-driven starts
             try:
                 sched.tick()
@@ -180,6 +195,9 @@ async def _stand_by(leadership: Leadership, address: str, server_tls: tls.Server
     """Answer every request with where the leader is until this control plane takes the lease
     (or is stopped); the address to serve on then (its port, if it was 0, is the one taken)."""
     server = grpc.aio.server(options=leader.OPTIONS)
+    standby_health = health.aio.HealthServicer()
+    await standby_health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(standby_health, server)
     server.add_generic_rpc_handlers((Standby(leadership),))
     bound = _listen(server, address, server_tls)
     await server.start()

@@ -70,6 +70,9 @@ def describe_url(url: str) -> str:
 class Store(ABC):
     """Durable state of the control plane. Method groups follow the aggregates below."""
 
+    # observe(seconds) for each commit, from its COMMIT sent to its answer (metrics.py), if set.
+    on_commit: Callable[[float], object] | None = None
+
     # ---- group commit
 
     @abstractmethod

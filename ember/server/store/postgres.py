@@ -316,6 +316,7 @@ class PostgresStore(SqliteStore):
         self.in_transaction = False
         self.commit_waiters: list[tuple] = []  # (on_success, on_failure) of the open transaction
         self.inflight_waiters: list[tuple] = []  # of the transaction whose COMMIT is on its way
+        self.commit_started = 0.0  # when that COMMIT went (perf_counter), for on_commit
         # (holder, epoch) that every commit checks still holds the leader lease (fence), if any.
         self.fenced_by: tuple[str, int] | None = None
         self.on_fenced = None
@@ -349,10 +350,13 @@ class PostgresStore(SqliteStore):
             return  # its waiters were told (failed)
         self.in_transaction = False
         self.inflight_waiters, self.commit_waiters = self.commit_waiters, []
+        self.commit_started = time.perf_counter()
         self.db.commit_async(self._committed, self._fence_check())
 
     def _committed(self, error: psycopg.Error | None):
         waiters, self.inflight_waiters = self.inflight_waiters, []
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - self.commit_started)
         if isinstance(error, psycopg.errors.RaiseException) and FENCED in str(error):
             self._deposed(waiters)
             return

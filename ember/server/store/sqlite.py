@@ -102,7 +102,10 @@ class _Connection:
             if self.fenced_by is not None and not self._still_leading():
                 self._deposed()
                 return
+            started = time.perf_counter()
             self.db.execute("COMMIT")
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started)
         except DiskFull as e:
             log.error("%s", e)  # its waiters were told (failed)
             return
