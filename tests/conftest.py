@@ -47,6 +47,24 @@ def wait_for(cond, timeout=30.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def scenario_test(make_plane, scenario):
+    """A test of scenario(plane) for a control plane's parts without processes (make_plane(tmp_path),
+    which has a store), run on an event loop of its own: the store commits on it."""
+
+    def test(tmp_path):
+        async def main():
+            plane = make_plane(tmp_path)
+            try:
+                await scenario(plane)
+            finally:
+                plane.store.close()
+
+        asyncio.run(main())
+
+    test.__doc__ = scenario.__doc__
+    return test
+
+
 def run_async(test):
     """Run a coroutine test in an event loop of its own (a store's writes need a running loop)."""
     @functools.wraps(test)

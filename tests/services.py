@@ -23,6 +23,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 
@@ -205,6 +207,17 @@ def _start_seaweedfs() -> S3Service:
                 _stop(proc, root)
                 raise
             time.sleep(0.2)
+
+
+def http(url: str, data: bytes | None = None, headers=None) -> tuple[int, bytes]:
+    """A GET (or, with data, a PUT) of a presigned URL, as a client or worker makes it: (status, body)."""
+    request = urllib.request.Request(url, data=data, method="PUT" if data is not None else "GET",
+                                     headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 def _stop(proc: subprocess.Popen, root: str):

@@ -4,12 +4,10 @@ import asyncio
 import hashlib
 import os
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from conftest import run_async
-from services import seaweedfs
+from services import http, seaweedfs
 
 from ember.server.blobs import BlobNotFound, BlobStoreError, open_blob_store
 
@@ -143,16 +141,6 @@ async def test_a_refresh_racing_a_delete_either_keeps_the_blob_or_says_it_is_gon
             not refreshed and freed and not await blobs.exists(blob_id)), (freed, refreshed)
         outcomes.add(refreshed)
     print("outcomes seen (refreshed first / deleted first):", outcomes)
-
-
-def http(url: str, data: bytes | None = None, headers=None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=data, method="PUT" if data is not None else "GET",
-                                     headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 @run_async

@@ -6,6 +6,8 @@ retry's backoff is a timer that the test fires."""
 import asyncio
 import pickle
 
+from conftest import scenario_test
+
 from ember.proto import api_pb2
 from ember.server.gateway import WebRequest
 from ember.server.ledger import web_input
@@ -81,20 +83,7 @@ class Plane:
 
 
 def plane_test(scenario):
-    """Make a test of scenario(plane), run on an event loop of its own (the store commits on it)."""
-
-    def test(tmp_path):
-        async def main():
-            plane = Plane(tmp_path)
-            try:
-                await scenario(plane)
-            finally:
-                plane.store.close()
-
-        asyncio.run(main())
-
-    test.__doc__ = scenario.__doc__
-    return test
+    return scenario_test(Plane, scenario)
 
 
 def inputs_sent(sent: list[api_pb2.ContainerCommand]) -> list[tuple[str, int]]:

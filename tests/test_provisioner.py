@@ -2,8 +2,9 @@
 SQLite store, and a cluster manager that keeps its jobs in a dict (it stands in for Slurm or
 Kubernetes, which test_slurm.py runs for real). Time is a clock the test moves."""
 
-import asyncio
 import pickle
+
+from conftest import scenario_test
 
 from ember.proto import api_pb2
 from ember.server.provisioner import ProvisionError, Provisioner, Shape
@@ -88,16 +89,7 @@ class Plane:
 
 
 def plane_test(scenario):
-    def test(tmp_path):
-        async def main():
-            plane = Plane(tmp_path)
-            try:
-                await scenario(plane)
-            finally:
-                plane.store.close()
-        asyncio.run(main())
-    test.__doc__ = scenario.__doc__
-    return test
+    return scenario_test(Plane, scenario)
 
 
 @plane_test

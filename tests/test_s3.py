@@ -10,15 +10,13 @@ import re
 import sqlite3
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 
 import grpc
 import pytest
 
 from conftest import APPS, PY, ROOT, Cluster, container_backend_missing, wait_for
-from services import seaweedfs
+from services import http, seaweedfs
 
 from ember._client.auth import metadata
 from ember._layers import name_layers
@@ -134,16 +132,6 @@ class Raw:
 
     def exists(self, blob_id: str) -> bool:
         return self.stub.BlobExists(api_pb2.BlobRef(blob_id=blob_id), metadata=self.md, timeout=30).exists
-
-
-def http(url: str, data: bytes | None = None, headers=None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=data, method="PUT" if data is not None else "GET",
-                                     headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def test_large_payloads_and_volume_files_bypass_the_control_plane(s3_cluster, tmp_path):
