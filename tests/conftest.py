@@ -32,10 +32,19 @@ os.environ.setdefault("EMBER_CACHE_DIR", str(ROOT / ".cache" / "tests"))
 os.environ["EMBER_CONFIG_PATH"] = os.devnull
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before in this run: two picks in a row can otherwise be
+    the same port (a control plane's gRPC and HTTP ports once were, and it could not start)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(cond, timeout=30.0, what="condition"):
@@ -45,6 +54,15 @@ def wait_for(cond, timeout=30.0, what="condition"):
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def dead(pid: int) -> bool:
+    """Whether a process has ended (a zombie whose parent is frozen has ended too)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def scenario_test(make_plane, scenario):
@@ -83,6 +101,22 @@ def on_both_stores(fixture: str = "cluster"):
     return pytest.mark.parametrize(fixture, STORES, indirect=True)
 
 
+LIVE_CLUSTERS: list["Cluster"] = []  # started and not stopped: their logs go with a failure's report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test's report ends with the last lines of each live cluster's logs (the server's
+    and the workers'), which is often all a CI run shows of why."""
+    report = yield
+    if report.failed:
+        for c in LIVE_CLUSTERS:
+            for log in sorted(c.logs.glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-40:]
+                report.sections.append((f"{log.name} of the cluster in {c.tmp}", "\n".join(tail)))
+    return report
+
+
 class Cluster:
     """A control plane and workers on loopback, each its own process."""
 
@@ -100,6 +134,8 @@ class Cluster:
         self.logs = tmp / "logs"
         self.logs.mkdir()
         self.ca_file = tmp / "server" / "tls" / "ca.pem"  # what `--tls auto` makes
+        self.ready_file = tmp / "server-ready"  # written once the gRPC services answer
+        LIVE_CLUSTERS.append(self)
 
     def start_server(self, extra_args=()):
         """Start the control plane; with TLS among extra_args (--tls auto, --tls-cert), its URLs are https."""
@@ -107,8 +143,10 @@ class Cluster:
             self.url = f"https://{self.host}:{self.port}"
             self.web_url = f"https://{self.host}:{self.http_port}"
         log = open(self.logs / "server.log", "ab")
+        self.ready_file.unlink(missing_ok=True)
         self.server = subprocess.Popen(
             [PY, "-m", "ember.cli.main", "server", "--host", self.host, "--port", str(self.port),
+             "--ready-file", str(self.ready_file),
              "--data-dir", str(self.tmp / "server"), "--http", f"{self.host}:{self.http_port}",
              "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout),
              *(["--database-url", self.database_url] if self.database_url else []), *extra_args],
@@ -122,9 +160,9 @@ class Cluster:
                     "EMBER_TOKEN_SECRET": token["token_secret"]}
 
     def _server_up(self):
+        # Not a connect() probe: one can reach another listener on the port, or connect to itself.
         assert self.server.poll() is None, (self.logs / "server.log").read_text()
-        with socket.socket() as s:
-            return s.connect_ex((self.host, self.port)) == 0
+        return self.ready_file.exists()
 
     def start_worker(self, name="w1", backend="process", env=None, prefix=(), **opts):
         """A worker; `prefix` runs it inside something (test_hosts.py: a network namespace)."""
@@ -155,6 +193,8 @@ class Cluster:
         self.server.wait()
 
     def stop(self):
+        if self in LIVE_CLUSTERS:
+            LIVE_CLUSTERS.remove(self)
         for p in self.workers + [self.server]:
             if p is not None and p.poll() is None:
                 p.terminate()

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ember import exception
-from conftest import on_both_stores, run_py, wait_for
+from conftest import dead, on_both_stores, run_py, wait_for
 
 import broken_app
 import core_app
@@ -24,8 +24,7 @@ def test_worker_killed_mid_input(cluster, tmp_path):
         cluster.workers[0].send_signal(signal.SIGKILL)
         cluster.workers[0].wait()
         # Its container dies with it (no orphans) ...
-        wait_for(lambda: not os.path.exists(f"/proc/{container_pid}")
-                 or open(f"/proc/{container_pid}/stat").read().split()[2] == "Z", what="the container to die")
+        wait_for(lambda: dead(container_pid), what="the container to die")
         (tmp_path / "go").touch()
         # ... and the input runs again on the restarted worker.
         cluster.start_worker()

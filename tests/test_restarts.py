@@ -11,7 +11,7 @@ import textwrap
 import time
 
 import ember
-from conftest import ROOT, Cluster, on_both_stores, wait_for
+from conftest import ROOT, Cluster, dead, on_both_stores, wait_for
 
 import restarts_app
 from restarts_app import runs
@@ -38,15 +38,6 @@ def deploy(tmp_path, version):
     out = subprocess.run([sys.executable, "-m", "ember.cli.main", "deploy", str(path), "--name", "drainer"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-
-
-def dead(pid: int) -> bool:
-    """Whether a process has ended (a zombie whose parent is frozen has ended too)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def started_pids(started) -> dict[int, int]:

@@ -10,7 +10,7 @@ import pytest
 
 import ember
 from ember import exception
-from conftest import ROOT, on_both_stores, wait_for
+from conftest import ROOT, dead, on_both_stores, wait_for
 
 import secrets_app
 
@@ -90,8 +90,7 @@ def test_a_deployed_function_follows_its_secret_through_updates_and_deletion(clu
 
     def next_container(pid):
         """The value a new container of read() sees, once the one of pid has scaled down."""
-        wait_for(lambda: not os.path.exists(f"/proc/{pid}")
-                 or open(f"/proc/{pid}/stat").read().split()[2] == "Z", what=f"container {pid} to scale down")
+        wait_for(lambda: dead(pid), what=f"container {pid} to scale down")
         value, new_pid = read.remote()
         assert new_pid != pid
         return value, new_pid
@@ -106,8 +105,7 @@ def test_a_deployed_function_follows_its_secret_through_updates_and_deletion(clu
 
     # Deleted: the next cold start fails the call, naming the secret and the fix.
     assert ember_cli("secret", "delete", "rot").returncode == 0
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}")
-             or open(f"/proc/{pid}/stat").read().split()[2] == "Z", what=f"container {pid} to scale down")
+    wait_for(lambda: dead(pid), what=f"container {pid} to scale down")
     with pytest.raises(exception.InitError, match=r"secret 'rot' was deleted: create it again with "
                                                   r"`ember secret create rot KEY=VALUE \.\.\.`"):
         read.remote()

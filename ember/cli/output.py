@@ -1,0 +1,43 @@
+"""How `list` commands print rows: a table on a terminal, tab-separated lines when piped (one row a
+line, no header, for `cut` and `awk`), and JSON with `--json` (the raw values, for scripts).
+
+Every list command goes through `print_rows`, so the three forms stay one way of doing it.
+"""
+
+import dataclasses
+import json
+import sys
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    key: str                              # the row's key, and the JSON field
+    header: str                           # the table's heading
+    show: Callable[[Any], str] = str      # the value as the table and the piped lines show it
+
+
+def print_rows(rows: list[dict], columns: list[Column], as_json: bool, empty: str = "") -> None:
+    """Print rows (dicts of plain values) in the form the output calls for. `empty` is said (to
+    stderr, on a terminal) when there are none, so a table never leaves the user guessing."""
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    cells = [[c.show(row.get(c.key)) for c in columns] for row in rows]
+    if not sys.stdout.isatty():
+        for line in cells:
+            print("\t".join(line))
+        return
+    if not rows:
+        if empty:
+            print(empty, file=sys.stderr)
+        return
+    from rich.console import Console  # only on a terminal: importing rich costs ~30 ms
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for c in columns:
+        table.add_column(c.header)
+    for line in cells:
+        table.add_row(*line)
+    Console().print(table)
