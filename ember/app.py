@@ -21,11 +21,26 @@ from .proto import api_pb2
 LOG_WAIT = 2.0  # seconds a result waits at most for the prints that came before it
 
 
-def print_logs(batch: api_pb2.LogBatch):
-    """What the app's containers printed, on this terminal's stdout and stderr."""
+EVENT = 3  # LogEntry.fd of Ember's own events about an app (a container started or exited, a scheduled run)
+
+
+def print_logs(batch: api_pb2.LogBatch, events: bool = False):
+    """What the app's containers printed, on this terminal's stdout and stderr (with events, Ember's
+    own events about the app too, on stderr). Each run of lines of one stream is one write: a
+    batch of thousands of lines costs a few system calls, not thousands."""
+    out, text = None, []
     for e in batch.entries:
-        out = sys.stderr if e.fd == 2 else sys.stdout
-        out.write(e.data)
+        if e.fd == EVENT and not events:
+            continue
+        to = sys.stdout if e.fd == 1 else sys.stderr
+        if to is not out and text:
+            out.write("".join(text))
+            out.flush()
+            text = []
+        out = to
+        text.append(e.data)
+    if text:
+        out.write("".join(text))
         out.flush()
 
 

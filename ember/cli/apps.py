@@ -15,6 +15,8 @@ from ..proto import api_pb2
 from .errors import report
 from .run import find_app, import_file
 
+STREAMS = {1: "stdout", 2: "stderr", 3: "ember"}  # LogEntry.fd: 3 is Ember's own event about the app
+
 
 def add_parsers(sub):
     deploy = sub.add_parser("deploy", help="deploy an app: its functions stay callable after this command",
@@ -41,9 +43,10 @@ def add_parsers(sub):
     logs.add_argument("--search", metavar="TEXT", help="only lines containing TEXT")
     logs.add_argument("--function", metavar="NAME", help="only this function's lines")
     logs.add_argument("--container", metavar="ID", help="only this container's lines")
+    logs.add_argument("--call", metavar="CALL_ID", help="only the lines of this call's inputs (fc-...)")
     logs.add_argument("--timestamps", action="store_true", help="each line with when it was printed")
     logs.add_argument("--json", action="store_true", help="one JSON object a line: time, function, container, "
-                                                          "input, stream, text")
+                                                          "input, call, stream (stdout, stderr, ember), text")
     cmds.add_parser("history", help="a deployed app's versions").add_argument("name")
     failures = cmds.add_parser("failures", help="an app's inputs that failed, their retries spent (`ember call "
                                                 "retry` runs them again)")
@@ -115,23 +118,24 @@ async def _logs(client: Client, args):
     ref = {"app_id": args.name} if args.name.startswith("ap-") else {"app_name": args.name}
     req = api_pb2.AppLogsRequest(**ref, stop_at_end=not args.follow, since=args.since or 0, until=args.until or 0,
                                  tail=args.tail or 0, search=args.search or "", function_name=args.function or "",
-                                 container_id=args.container or "")
+                                 container_id=args.container or "", call_id=args.call or "")
     try:
         async for batch in client.stub.AppLogs(req):
             if args.json:
                 for e in batch.entries:
                     print(json.dumps({"time": e.timestamp, "app_id": args.name if ref.get("app_id") else None,
                                       "function": e.function_name, "container": e.container_id or None,
-                                      "input": e.input_id or None, "stream": "stderr" if e.fd == 2 else "stdout",
+                                      "input": e.input_id or None, "call": e.call_id or None,
+                                      "stream": STREAMS.get(e.fd, "stderr"),
                                       "seq": e.seq, "text": e.data}), flush=True)
             elif args.timestamps:
                 for e in batch.entries:
-                    out = sys.stderr if e.fd == 2 else sys.stdout
+                    out = sys.stdout if e.fd == 1 else sys.stderr
                     stamp = datetime.datetime.fromtimestamp(e.timestamp).isoformat(timespec="milliseconds")
                     out.write("".join(f"{stamp} {line}" for line in e.data.splitlines(keepends=True)))
                     out.flush()
             else:
-                print_logs(batch)
+                print_logs(batch, events=True)
     except grpc.aio.AioRpcError as e:
         raise translate(e, f"the logs of {args.name}") from None
 

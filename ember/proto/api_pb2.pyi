@@ -1332,7 +1332,7 @@ class QueueResponse(_message.Message):
     def __init__(self, values: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
 
 class LogEntry(_message.Message):
-    __slots__ = ("seq", "container_id", "fd", "data", "function_name", "timestamp", "input_id")
+    __slots__ = ("seq", "container_id", "fd", "data", "function_name", "timestamp", "input_id", "call_id")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FD_FIELD_NUMBER: _ClassVar[int]
@@ -1340,6 +1340,7 @@ class LogEntry(_message.Message):
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     INPUT_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
     seq: int
     container_id: str
     fd: int
@@ -1347,7 +1348,8 @@ class LogEntry(_message.Message):
     function_name: str
     timestamp: float
     input_id: str
-    def __init__(self, seq: _Optional[int] = ..., container_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[str] = ..., function_name: _Optional[str] = ..., timestamp: _Optional[float] = ..., input_id: _Optional[str] = ...) -> None: ...
+    call_id: str
+    def __init__(self, seq: _Optional[int] = ..., container_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[str] = ..., function_name: _Optional[str] = ..., timestamp: _Optional[float] = ..., input_id: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
 
 class LogBatch(_message.Message):
     __slots__ = ("entries",)
@@ -1356,7 +1358,7 @@ class LogBatch(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ...) -> None: ...
 
 class AppLogsRequest(_message.Message):
-    __slots__ = ("app_id", "after_seq", "app_name", "stop_at_end", "since", "until", "tail", "search", "function_name", "container_id")
+    __slots__ = ("app_id", "after_seq", "app_name", "stop_at_end", "since", "until", "tail", "search", "function_name", "container_id", "call_id")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -1367,6 +1369,7 @@ class AppLogsRequest(_message.Message):
     SEARCH_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     after_seq: int
     app_name: str
@@ -1377,7 +1380,8 @@ class AppLogsRequest(_message.Message):
     search: str
     function_name: str
     container_id: str
-    def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., app_name: _Optional[str] = ..., stop_at_end: _Optional[bool] = ..., since: _Optional[float] = ..., until: _Optional[float] = ..., tail: _Optional[int] = ..., search: _Optional[str] = ..., function_name: _Optional[str] = ..., container_id: _Optional[str] = ...) -> None: ...
+    call_id: str
+    def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., app_name: _Optional[str] = ..., stop_at_end: _Optional[bool] = ..., since: _Optional[float] = ..., until: _Optional[float] = ..., tail: _Optional[int] = ..., search: _Optional[str] = ..., function_name: _Optional[str] = ..., container_id: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
 
 class WorkerRegister(_message.Message):
     __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "running_container_ids", "backend", "gpus", "backend_note", "own_network", "labels")
