@@ -75,8 +75,10 @@ class AppLog:
         """Batches of the entries after after_seq as they come, until the app stops (with
         stop_at_end: until the end of what there is now)."""
         while True:
-            first = self.seq - len(self.entries) + 1
-            entries = list(itertools.islice(self.entries, max(0, after_seq + 1 - first), None))
+            # The newest entries, taken from the buffer's end: a follower keeping up wants a few of
+            # its thousands (walking it from its start cost more than all else a line costs).
+            new = min(len(self.entries), self.seq - after_seq)
+            entries = list(itertools.islice(reversed(self.entries), new))[::-1] if new > 0 else []
             if entries:
                 after_seq = entries[-1].seq
                 yield api_pb2.LogBatch(entries=entries)

@@ -2,4 +2,4 @@
 -- outside any input and for the control plane's own without one), to read one call's lines.
 
 ALTER TABLE logs ADD COLUMN call_id TEXT NOT NULL DEFAULT '';
-CREATE INDEX logs_by_call ON logs(app_id, call_id, seq);
+
