@@ -123,7 +123,7 @@ class Runtime:
         # What was printed and not sent yet (any thread adds to it, the I/O thread sends it): lines
         # gathered for LOG_GATHER go in one message, and all of them before any output.
         self.log_lock = threading.Lock()
-        self.log_pending: list[api_pb2.LogEntry] = []
+        self.log_pending: list[tuple[int, str, str]] = []  # (fd, text, input id)
         self.writers: tuple[LogWriter, ...] = ()  # sys.stdout and sys.stderr, as the runtime set them
 
     # ------------------------------------------------------------------ I/O thread
@@ -229,9 +229,8 @@ class Runtime:
 
     def log(self, fd: int, text: str, input_id: str = ""):
         """From any thread: text printed (while input_id ran), to send soon with what else comes."""
-        entry = api_pb2.LogEntry(fd=fd, data=text, input_id=input_id)
         with self.log_lock:
-            self.log_pending.append(entry)
+            self.log_pending.append((fd, text, input_id))
             first = len(self.log_pending) == 1
         if first:
             self.io.call_soon(self.io.loop.call_later, LOG_GATHER, self._send_logs)
@@ -240,13 +239,16 @@ class Runtime:
         """On the I/O thread: what was printed so far, in as few messages as its size allows."""
         with self.log_lock:
             pending, self.log_pending = self.log_pending, []
-        while pending:
-            size, n = 0, 0
-            while n < len(pending) and (n == 0 or size + len(pending[n].data) <= LOG_MESSAGE):
-                size += len(pending[n].data)
-                n += 1
-            self._send(api_pb2.ContainerMessage(logs=api_pb2.LogBatch(entries=pending[:n])))
-            pending = pending[n:]
+        msg, size = None, 0
+        for fd, text, input_id in pending:
+            if msg is None or (size and size + len(text) > LOG_MESSAGE):
+                if msg is not None:
+                    self._send(msg)
+                msg, size = api_pb2.ContainerMessage(logs=api_pb2.LogBatch()), 0
+            msg.logs.entries.add(fd=fd, data=text, input_id=input_id)  # made in place: not copied
+            size += len(text)
+        if msg is not None:
+            self._send(msg)
 
     def _detach(self):
         """Close our side of the stream; the control plane finishes with what we sent."""

@@ -34,21 +34,27 @@ class AppLog:
         lines among another call's."""
         now = time.time()
         rows = []
+        seq, app_id, workspace, app_name = self.seq, self.app_id, self.workspace, self.app_name
         for e in _lines(entries):
+            input_id, call_id, fd = e.input_id, e.call_id, e.fd
             if held is not None:  # a container's: what it says of its lines is checked
-                e.fd = 1 if e.fd == 1 else STDERR
-                inp = held.get(e.input_id) if e.input_id else None
-                e.input_id = inp.input_id if inp is not None else ""
-                e.call_id = inp.call.call_id if inp is not None and inp.call is not None else ""  # web: none
-            self.seq += 1
-            e.seq = self.seq
+                if fd != 1 and fd != STDERR:
+                    fd = e.fd = STDERR
+                inp = held.get(input_id) if input_id else None
+                if inp is None and input_id:
+                    input_id = e.input_id = ""
+                call_id = inp.call.call_id if inp is not None and inp.call is not None else ""  # web: none
+                e.call_id = call_id
+            seq += 1
+            e.seq = seq
             e.container_id = container_id
             e.function_name = function_name
             e.timestamp = now
             self.entries.append(e)
             # PostgreSQL's text holds no NUL: a program that prints one loses it in the history.
-            rows.append((self.app_id, e.seq, now, self.workspace, self.app_name, function_name, container_id,
-                         e.input_id, e.fd, e.data.replace("\x00", ""), e.call_id))
+            rows.append((app_id, seq, now, workspace, app_name, function_name, container_id, input_id, fd,
+                         e.data.replace("\x00", ""), call_id))
+        self.seq = seq
         if rows:
             self.store.add_logs(rows)
         self._wake()
