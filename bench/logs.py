@@ -3,6 +3,7 @@
     python bench/logs.py                 # process backend; EMBER_CACHE_DIR is honoured
     python bench/logs.py --n 5000 --rate 10000
     python bench/logs.py --against REV   # also Ember at commit REV, alternating, in the same run
+    python bench/logs.py --follow        # with `ember app logs -f` following the app (the client's end)
 
 A deployed app: `work` (1 ms an input, two containers) and `chatter` (its own container, printing
 RATE lines a second). Prints the throughput of a .map of N inputs of `work` alone, then while
@@ -51,8 +52,7 @@ def kept_lines(db_path: pathlib.Path) -> int | None:
 
 def followed(tmp: pathlib.Path) -> int:
     """Lines of the chatterbox the follower printed."""
-    with open(tmp / "followed", "rb") as f:
-        return sum(chunk.count(b"of the chatterbox") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return (tmp / "followed").read_bytes().count(b"of the chatterbox")
 
 
 def main():
@@ -63,6 +63,8 @@ def main():
     ap.add_argument("--against", metavar="REV", help="also measure Ember at this commit (a temporary git worktree "
                                                      "of it), alternating with this checkout, --rounds times")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--follow", action="store_true", help="with a follower printing the app's log, as "
+                                                          "`ember app logs -f` (and `ember run`) print it")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a round's figures, for --against
     args = ap.parse_args()
     if args.against:
@@ -78,8 +80,9 @@ def report(f: dict, args) -> str:
             f"while another container prints {args.rate:,} lines/s ({f['noisy'] / f['quiet']:.2f}x)\n"
             f"  server CPU during the map: {f['cpu_quiet']:.2f} s alone, {f['cpu_noisy']:.2f} s with the printing\n"
             f"lines printed {f['printed']:,} in {f['seconds']:.1f} s, kept in the store: {kept}\n"
-            f"printing alone: {f['server_us_per_line']:.1f} us of server CPU a line; a follower (`ember app logs -f`) "
-            f"printed {f['followed']:,} of {f['total']:,.0f} lines, {f['follower_us_per_line']:.1f} us of CPU a line")
+            f"printing alone: {f['server_us_per_line']:.1f} us of server CPU a line"
+            + (f"; a follower (`ember app logs -f`) printed {f['followed']:,} of {f['total']:,} lines, "
+               f"{f['follower_us_per_line']:.1f} us of its CPU a line" if "followed" in f else ""))
 
 
 def compare(args):
@@ -89,7 +92,7 @@ def compare(args):
     tree = pathlib.Path(tempfile.mkdtemp(prefix="ember-rev-"))
     subprocess.run(["git", "-C", str(root), "worktree", "add", "-q", "--detach", str(tree), args.against], check=True)
     child = [sys.executable, __file__, "--json", "--n", str(args.n), "--rate", str(args.rate), "--backend",
-             args.backend]
+             args.backend] + (["--follow"] if args.follow else [])
     runs = {"this": [], args.against: []}
     try:
         for _ in range(args.rounds):
@@ -123,8 +126,9 @@ def measure(args) -> dict:
         if not args.json:
             print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
         # A follower, as `ember app logs -f` or `ember run` prints them: the client's end of the path.
-        follower = subprocess.Popen([sys.executable, "-m", "ember.cli.main", "app", "logs", "bench-logs", "-f"],
-                                    stdout=open(tmp / "followed", "wb"), stderr=subprocess.DEVNULL)
+        if args.follow:
+            follower = subprocess.Popen([sys.executable, "-m", "ember.cli.main", "app", "logs", "bench-logs", "-f"],
+                                        stdout=open(tmp / "followed", "wb"), stderr=subprocess.DEVNULL)
         list(work.map(range(200)))  # its containers warm
         chatter.remote(0.1, args.rate)  # its container warm
         time.sleep(1)  # its lines in (they travel apart from its result)
@@ -148,13 +152,16 @@ def measure(args) -> dict:
         deadline = time.monotonic() + 30
         while before is not None and (kept := kept_lines(db_path) - before) < printed and time.monotonic() < deadline:
             time.sleep(0.2)
-        total = 0.1 * args.rate + alone + printed  # all the chatterbox printed
-        while followed(tmp) < total and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return {"quiet": quiet, "noisy": noisy, "cpu_quiet": cpu_quiet, "cpu_noisy": cpu_noisy, "printed": printed,
-                "seconds": seconds, "kept": kept if before is not None else None,
-                "server_us_per_line": server_us_per_line, "followed": followed(tmp), "total": total,
-                "follower_us_per_line": cpu_seconds(follower.pid) / total * 1e6}
+        figures = {"quiet": quiet, "noisy": noisy, "cpu_quiet": cpu_quiet, "cpu_noisy": cpu_noisy,
+                   "printed": printed, "seconds": seconds, "kept": kept if before is not None else None,
+                   "server_us_per_line": server_us_per_line}
+        if follower is not None:
+            total = kept_lines(db_path) or 0  # all the chatterbox printed
+            while followed(tmp) < total and time.monotonic() < deadline:
+                time.sleep(0.2)
+            figures.update(followed=followed(tmp), total=total,
+                           follower_us_per_line=cpu_seconds(follower.pid) / max(1, total) * 1e6)
+        return figures
     finally:
         if follower is not None:
             follower.terminate()
