@@ -148,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
                                         "`ember worker remove NAME` manage the workers that joined (admin).")
     worker.add_argument("action", nargs="?", choices=("list", "drain", "remove"), help=argparse.SUPPRESS)
     worker.add_argument("target", nargs="?", help=argparse.SUPPRESS)
+    worker.add_argument("--json", action="store_true", help="with list: print the workers as JSON (for scripts)")
     worker.add_argument("--server", help="control plane URL, or several separated by commas (control planes on one "
                         "database, of which one leads: see `ember server --leader-lease`; default: $EMBER_SERVER_URL)")
     worker.add_argument("--data-dir", default=str(ember_home() / "worker"),
