@@ -66,6 +66,7 @@ class BuildProgress:
 
     def close(self, error: str):
         """The build ended; with `error`, the running step failed: its output is shown in full."""
+        self._drop_task()
         if self.step and error:
             took = _seconds(time.monotonic() - self.started)
             if self.live:
@@ -109,14 +110,18 @@ class BuildProgress:
         if self.step == i:
             self.step = 0
             self.output = []
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
+        self._drop_task()
         if self.live and (self.progress is not None or self._start_live()):
             mark = "[dim]·[/]" if how == "cached" else "[green]✓[/]"
             self._print_rich(f"{mark} {self._escaped(i)} [dim]{how}[/]")
         else:
             self._plain(f"{self._line(i)}: {how}")
+
+    def _drop_task(self):
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.progress.refresh()  # else the ended step's line is drawn again under what is printed next
+            self.task = None
 
     def _start_live(self) -> bool:
         from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -13,7 +13,7 @@ from .._client.client import Client, translate
 from ..app import print_logs
 from ..proto import api_pb2
 from .errors import report
-from .output import Column, add_json_flag, list_parser, print_rows
+from .output import Column, add_json_flag, add_verbose_flag, list_parser, print_rows
 from .run import find_app, import_file
 
 
@@ -23,6 +23,7 @@ def add_parsers(sub):
                                         "in flight finish on the old version). Needs EMBER_SERVER_URL.")
     deploy.add_argument("file")
     deploy.add_argument("--name", help="the deployed app's name (default: the App's name)")
+    add_verbose_flag(deploy)
     deploy.add_argument("-e", "--env", help="Modal's environment: Ember has none (workspaces, chosen by the token, "
                                             "are its namespaces)")
     image = sub.add_parser("image", help="the images of live apps and the disk their layers take")

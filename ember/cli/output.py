@@ -32,6 +32,13 @@ def add_json_flag(parser, help: str = "print the rows as JSON, a list of objects
     parser.add_argument("--json", action="store_true", help=help)
 
 
+def add_verbose_flag(parser):
+    """-v on the commands that build images (run, deploy, serve)."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show image builds' output in full as it comes (else folded under each step, and "
+                             "shown when one fails); EMBER_VERBOSE=1 does the same")
+
+
 def when(t: float) -> str:
     """A time in lists: local, to the second; "-" for none."""
     import datetime
