@@ -44,7 +44,9 @@ def live_progress(*columns, **options):
     when stdout is the terminal too (piped, stdout stays as it is)."""
     from rich.progress import Progress
     c = console()
-    if c._live_stack:  # another display is live: the caller shows plain lines instead
+    # rich (15) would stack a second display over the first; one at a time reads better, so the
+    # caller shows plain lines instead.
+    if c._live_stack:
         return None
     try:
         stdout_tty = sys.stdout.isatty()
