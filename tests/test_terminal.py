@@ -47,12 +47,15 @@ image = (ember.Image.debian_slim().add_local_python_source("progress_helper")
 @app.function(image=image)
 def double(x):
     print(f"doubling {x}", flush=True)
+    if x == 7:
+        raise ValueError("seven is not doubled")
     return 2 * x
 
 
 @app.local_entrypoint()
 def main():
-    print("sum", sum(double.map(range(30))))
+    results = list(double.map(range(30), return_exceptions=True))
+    print("sum", sum(r for r in results if isinstance(r, int)))
 '''
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -119,11 +122,11 @@ def test_a_build_shows_a_line_per_step_and_a_map_a_bar_in_a_terminal(term_cluste
     assert re.search(r"✓ \[2/3\] add_local_python_source progress_helper built in \d", out), out
     assert re.search(r"✓ \[3/3\] run_function noisy built in \d", out), out
     assert noise(out, token) == [], out  # folded away: the step succeeded
-    assert "doubling 29" in out and "sum 870" in out
-    assert re.search(r"double\.map .*30/30", out), out  # the bar's last state stays
+    assert "doubling 29" in out and "sum 856" in out
+    assert re.search(r"double\.map .*30/30 .*1 failed", out), out  # the bar's last state stays
     # Built: nothing of the build shows the next time.
     code, again = in_pty(ember_cmd("run", "progress_app.py"), app_dir, {"PROGRESS_TOKEN": token})
-    assert code == 0 and "[3/3]" not in again and "sum 870" in again, again
+    assert code == 0 and "[3/3]" not in again and "sum 856" in again, again
 
 
 def test_a_failing_step_shows_its_output_in_full_as_does_verbose(term_cluster, app_dir):
@@ -152,7 +155,7 @@ def test_piped_a_build_prints_plain_lines_and_a_map_no_bar(term_cluster, app_dir
     assert "[3/3] run_function noisy ..." in lines, run.stderr
     assert any(re.fullmatch(r"\[3/3\] run_function noisy: built in \d+\.\ds", line) for line in lines), run.stderr
     assert noise(run.stderr, token) == [] and "double.map" not in run.stderr + run.stdout
-    assert "sum 870" in run.stdout
+    assert "sum 856" in run.stdout
 
     failed = subprocess.run(ember_cmd("run", "progress_app.py"), cwd=app_dir, env=dict(env, PROGRESS_FAIL="1"),
                             capture_output=True, text=True, timeout=120)
