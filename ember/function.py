@@ -686,7 +686,7 @@ class Function:
         """The results of a call over (args, kwargs) pairs, as they come or in order."""
         client, fid = await self._resolve()
         self._check_kind(".map()")
-        run = _MapRun(self, client, fid, progress=MapProgress(self._name))
+        run = _MapRun(self, client, fid, bar=MapProgress(self._name))
         sender = asyncio.get_running_loop().create_task(run.send(arg_iter))
         try:
             async for value in run.results(order_outputs, return_exceptions):
@@ -709,7 +709,7 @@ class _MapRun:
 
     def __init__(self, function: Function, client: Client, fid: str, *, batch: int = MAP_BATCH,
                  batch_bytes: int = MAP_BATCH_BYTES, batch_age: float | None = MAP_BATCH_AGE,
-                 progress: MapProgress | None = None):
+                 bar: MapProgress | None = None):
         self.batch, self.batch_bytes, self.batch_age = batch, batch_bytes, batch_age
         self.f = function
         self.client = client
@@ -722,7 +722,7 @@ class _MapRun:
         self.cancelled = False
         self.error: Exception | None = None  # why sending failed: the caller's error, raised once
         self.progress = asyncio.Condition()
-        self.bar = progress  # on the terminal, moved as outputs arrive
+        self.bar = bar  # the progress bar on the terminal, moved as outputs arrive
         self.failed = 0
 
     async def send(self, arg_iter, wait_for_results: bool = True):
