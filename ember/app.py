@@ -27,7 +27,10 @@ def print_logs(batch: api_pb2.LogBatch):
     for e in batch.entries:
         out = sys.stderr if e.fd == 2 else sys.stdout
         out.write(e.data)
-        out.flush()
+        # Above a live display (_client/terminal.py) a flush ends the line: one that comes in
+        # several entries waits for its end there.
+        if e.data.endswith("\n") or not hasattr(out, "rich_proxied_file"):
+            out.flush()
 
 
 async def build_image(client: Client, image: api_pb2.Image, sources: list[str] | None = None):
