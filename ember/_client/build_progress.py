@@ -112,8 +112,8 @@ class BuildProgress:
             self.output = []
         self._drop_task()
         if self.live and (self.progress is not None or self._start_live()):
-            mark = "[dim]·[/]" if how == "cached" else "[green]✓[/]"
-            self._print_rich(f"{mark} {self._escaped(i)} [dim]{how}[/]")
+            line = f"{self._escaped(i)} [dim]{how}[/]"
+            self._print_rich(f"[green]✓[/] {f'[dim]{line}[/]' if how == 'cached' else line}")
         else:
             self._plain(f"{self._line(i)}: {how}")
 
