@@ -143,7 +143,7 @@ def choose(name: str, backends: typing.Sequence[type[RuntimeBackend]]) -> tuple[
                 raise Unavailable(f"the {b.name} backend is not available here: {why}")
         reasons.append(f"the {b.name} backend: {why}")
         if b.capabilities.isolation:
-            passed_over.append(why or "asked for")
+            passed_over.append(why or f"--backend {name} was asked for")
     if name == "auto":
         raise Unavailable("no runtime backend can run here: " + "; ".join(reasons))
     raise Unavailable(f"there is no {name!r} backend (there are: {', '.join(b.name for b in backends)})")
