@@ -135,13 +135,17 @@ def exec_in(client: Client, container_id: str, argv: list[str], tty: bool) -> in
     returns its exit code (1 with the reason on stderr, if it could not run or was cut short)."""
     rows, cols = _size() if tty else (0, 0)
     saved = None
+    running: list = []  # (loop, exec) once it runs: where this terminal's resizes go
     if tty:
         import termios
         import tty as tty_mode
         saved = termios.tcgetattr(0)
         tty_mode.setraw(0)  # every key goes to the command, ^C and ^D too
+        # Signals come to the main thread, which waits on the client's loop: it passes sizes over.
+        signal.signal(signal.SIGWINCH, lambda *_: [loop.call_soon_threadsafe(ex.resize, *_size())
+                                                   for loop, ex in running])
     try:
-        return client.run(_exec(client, container_id, argv, tty, rows, cols))
+        return client.run(_exec(client, container_id, argv, tty, rows, cols, running))
     except exception.Error as e:
         print(f"\r\nember container exec: {e}" if tty else f"ember container exec: {e}", file=sys.stderr)
         return 1
@@ -149,15 +153,14 @@ def exec_in(client: Client, container_id: str, argv: list[str], tty: bool) -> in
         if saved is not None:
             import termios
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
-        signal.signal(signal.SIGWINCH, signal.SIG_DFL)
+            signal.signal(signal.SIGWINCH, signal.SIG_DFL)
 
 
-async def _exec(client: Client, container_id: str, argv: list[str], tty: bool, rows: int, cols: int) -> int:
+async def _exec(client: Client, container_id: str, argv: list[str], tty: bool, rows: int, cols: int,
+                running: list) -> int:
     loop = asyncio.get_running_loop()
     ex = ContainerExec(client, container_id, argv, tty=tty, rows=rows, cols=cols, env=_term_env() if tty else None)
-    if tty:
-        # Signal handlers run in the main thread, which waits on this loop: it passes sizes over.
-        signal.signal(signal.SIGWINCH, lambda *_: loop.call_soon_threadsafe(ex.resize, *_size()))
+    running.append((loop, ex))
     _read_stdin(loop, ex)
     async for out in ex.outputs():
         if out.data:
@@ -187,7 +190,11 @@ def _read_stdin(loop, ex: ContainerExec):
 
 
 def _size() -> tuple[int, int]:
-    size = shutil.get_terminal_size()
+    """This terminal's rows and columns (its own, whatever COLUMNS and LINES say)."""
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        size = shutil.get_terminal_size()
     return size.lines, size.columns
 
 
