@@ -39,13 +39,14 @@ class Terminal:
     """A command in a pseudo-terminal of its own: what it prints, and keys typed into it."""
 
     def __init__(self, argv, rows=24, cols=80):
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: the command, with the terminal as its stdin, stdout and stderr
-            os.chdir(ROOT)
-            os.environ["PYTHONPATH"] = str(APPS)
-            os.environ["TERM"] = "xterm"
-            os.execv(PY, [PY, *argv])
+        # Not pty.fork(): a fork of this process, whose gRPC client has threads, can crash in gRPC.
+        self.fd, terminal = pty.openpty()
         self.resize(rows, cols)
+        self.proc = subprocess.Popen([PY, *argv], stdin=terminal, stdout=terminal, stderr=terminal, cwd=ROOT,
+                                     start_new_session=True,
+                                     env=dict(os.environ, PYTHONPATH=str(APPS), TERM="xterm"))
+        self.pid = self.proc.pid
+        os.close(terminal)
         self.output = b""
 
     def resize(self, rows, cols):
@@ -57,13 +58,16 @@ class Terminal:
     def read_until(self, text: str, timeout=60) -> str:
         deadline = time.monotonic() + timeout
         while text.encode() not in self.output:
-            assert time.monotonic() < deadline, f"never printed {text!r}; printed:\n{self.output.decode(errors='replace')}"
+            assert time.monotonic() < deadline, f"never printed {text!r}; printed:\n{self.printed()}"
             if select.select([self.fd], [], [], 0.1)[0]:
                 try:
                     self.output += os.read(self.fd, 65536)
                 except OSError as e:  # EIO: the command ended
                     assert e.errno == errno.EIO
-                    raise AssertionError(f"ended before printing {text!r}:\n{self.output.decode(errors='replace')}")
+                    raise AssertionError(f"ended before printing {text!r}:\n{self.printed()}") from None
+        return self.printed()
+
+    def printed(self) -> str:
         return self.output.decode(errors="replace")
 
     def wait(self, timeout=30) -> int:
@@ -75,13 +79,12 @@ class Terminal:
                     self.output += os.read(self.fd, 65536)
                 except OSError:
                     pass
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
+            if self.proc.poll() is not None:
                 os.close(self.fd)
-                return os.waitstatus_to_exitcode(status)
-        os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
-        raise AssertionError(f"still running; printed:\n{self.output.decode(errors='replace')}")
+                return self.proc.returncode
+        self.proc.kill()
+        self.proc.wait()
+        raise AssertionError(f"still running; printed:\n{self.printed()}")
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +185,40 @@ def test_shell_in_a_terminal(cluster):
         term.type("exit 5\n")
         assert term.wait() == 5
     finally:
-        if not term.output.endswith(b""):
-            pass
+        term.proc.kill()  # (when it failed: else it is gone already)
+        term.proc.wait()
     wait_for(lambda: containers(app="inspect-tests") == [], what="the shell's container to stop")
+
+
+def test_exec_joins_an_isolated_container(container_cluster):
+    """On the container backend: a command runs in the container's namespaces, root, cgroups,
+    environment and working directory, as its function does; with a terminal inside it too."""
+    with inspect_app.app.run():
+        call = inspect_app.isolated.spawn()
+        wait_for(lambda: [c for c in containers() if c["function"] == "isolated" and c["inputs"] == 1],
+                 timeout=120, what="the function's container to run its input")
+        [c] = [c for c in containers() if c["function"] == "isolated"]
+        cid = c["container_id"]
+        out = cli("container", "exec", cid, "--", "sh", "-c", 'hostname; pwd; echo "$GREETING"; id -u; '
+                  "readlink /proc/self/ns/mnt /proc/self/ns/pid; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' "
+                  "/proc/self/status; cat /proc/self/cgroup")
+        assert out.returncode == 0, out.stderr
+        hostname, cwd, greeting, uid, mnt, pid_ns, *rest = out.stdout.splitlines()
+        confined, cgroup = rest[:4], rest[4:]
+        term = Terminal(["-m", "ember.cli.main", "container", "exec", cid, "--", "sh"], rows=33, cols=91)
+        try:
+            term.read_until("# ")  # its prompt
+            term.type("stty size; ls /proc | grep -c '^[0-9]'\n")
+            term.read_until("33 91\r\n")
+            term.type("touch /tmp/release; exit 7\n")  # what the function waits for, in its own /tmp
+            assert term.wait() == 7
+        finally:
+            term.proc.kill()
+            term.proc.wait()
+        seen = call.get(timeout=60)
+    assert (hostname, cwd, mnt, pid_ns) == (seen["hostname"], seen["cwd"], seen["mnt"], seen["pid_ns"])
+    assert "\n".join(cgroup) + "\n" == seen["cgroup"] and hostname.startswith("ct-")
+    assert confined == seen["confined"] and "Seccomp:\t2" in confined  # its capabilities and seccomp filter
+    assert greeting == "hello from the function's env" and uid == "0"
+    processes = int(term.printed().split("33 91\r\n")[1].split()[0])
+    assert processes < 10  # its own PID namespace: the host has hundreds

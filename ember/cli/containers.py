@@ -140,7 +140,7 @@ def exec_in(client: Client, container_id: str, argv: list[str], tty: bool) -> in
         import termios
         import tty as tty_mode
         saved = termios.tcgetattr(0)
-        tty_mode.setraw(0)  # every key goes to the command, ^C and ^D too
+        tty_mode.setraw(0, termios.TCSANOW)  # every key goes to the command, ^C and ^D too (typed ahead too)
         # Signals come to the main thread, which waits on the client's loop: it passes sizes over.
         signal.signal(signal.SIGWINCH, lambda *_: [loop.call_soon_threadsafe(ex.resize, *_size())
                                                    for loop, ex in running])

@@ -26,7 +26,9 @@ def isolated(release="/tmp/release"):
     """In a container of the container backend: what it sees of itself, once released (a file the
     test makes with `ember container exec`, inside the container)."""
     seen = {"hostname": socket.gethostname(), "cwd": os.getcwd(), "cgroup": open("/proc/self/cgroup").read(),
-            "mnt": os.readlink("/proc/self/ns/mnt"), "pid_ns": os.readlink("/proc/self/ns/pid")}
+            "mnt": os.readlink("/proc/self/ns/mnt"), "pid_ns": os.readlink("/proc/self/ns/pid"),
+            "confined": [line for line in open("/proc/self/status").read().splitlines()
+                         if line.split(":")[0] in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")]}
     print("isolated:", seen, flush=True)
     deadline = time.monotonic() + 60
     while not os.path.exists(release) and time.monotonic() < deadline:
