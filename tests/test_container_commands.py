@@ -190,6 +190,14 @@ def test_shell_in_a_terminal(cluster):
     wait_for(lambda: containers(app="inspect-tests") == [], what="the shell's container to stop")
 
 
+def test_shell_on_an_image_with_pipes(cluster):
+    out = cli("shell", "--image", f"{APPS / 'inspect_app.py'}::shell_image", "-T",
+              "--cmd", 'read line; echo "$SHELL_TEST: $line"; exit 3', input="typed\n")
+    assert (out.returncode, out.stdout) == (3, "from the image: typed\n"), out.stderr
+    out = cli("shell", "--image", f"{APPS / 'inspect_app.py'}::no_such_image")
+    assert out.returncode == 2 and "has no ember.Image named 'no_such_image'" in out.stderr, out.stderr
+
+
 def test_exec_joins_an_isolated_container(container_cluster):
     """On the container backend: a command runs in the container's namespaces, root, cgroups,
     environment and working directory, as its function does; with a terminal inside it too."""

@@ -53,7 +53,9 @@ def add_parsers(sub):
                            description="Start a container with FILE::FUNCTION's image, volumes, secrets and "
                                        "resources (it loads the function's code but runs no input) and open a "
                                        "shell in it; the container stops when the shell exits.")
-    shell.add_argument("target", metavar="FILE::FUNCTION")
+    shell.add_argument("target", metavar="FILE::FUNCTION", nargs="?")
+    shell.add_argument("--image", metavar="FILE::IMAGE|REF", help="instead of a function's: an ember.Image of a "
+                                                                   "file (FILE::VARIABLE), or a registry image")
     shell.add_argument("--cmd", metavar="CMD", help="run this (a shell command line) instead of bash (or sh)")
     shell.add_argument("-T", "--no-tty", action="store_true", help="plain pipes, even on a terminal")
 
@@ -206,18 +208,8 @@ def _term_env() -> dict[str, str]:
 
 
 def shell(args) -> int:
-    from .run import find_app, import_file
-
-    path, _, name = args.target.partition("::")
     try:
-        app = find_app(import_file(path))
-        if not name:
-            raise exception.InvalidError(f"say which function's container to start, as {path}::FUNCTION; the app "
-                                         f"has: {', '.join(sorted(app._functions)) or 'none'}")
-        fn = app._functions.get(name)
-        if fn is None:
-            raise exception.InvalidError(f"app {app.name!r} has no function {name!r}; it has: "
-                                         f"{', '.join(sorted(app._functions)) or 'none'}")
+        app, fn = _shell_function(args.target, args.image)
     except exception.Error as e:
         print(f"ember shell: {e}", file=sys.stderr)
         return 2
@@ -232,6 +224,42 @@ def shell(args) -> int:
             print(f"ember shell: {e}", file=sys.stderr)
             return 1
         return exec_in(client, container_id, argv, tty)
+
+
+def _shell_function(target: str | None, image: str | None):
+    """The app to run and the function whose container the shell goes into: FILE::FUNCTION's,
+    or a function of an app of its own on the image given."""
+    from ..app import App
+    from ..image import Image
+    from .run import find_app, import_file
+
+    if bool(target) == bool(image):
+        raise exception.InvalidError("give FILE::FUNCTION, or --image FILE::VARIABLE (or a registry image's "
+                                     "reference), not both")
+    if image:
+        path, sep, name = image.partition("::")
+        if sep:
+            img = getattr(import_file(path), name, None)
+            if not isinstance(img, Image):
+                raise exception.InvalidError(f"{path} has no ember.Image named {name!r}")
+        else:
+            img = Image.from_registry(image)
+        app = App("shell")
+
+        def shell():  # never called: its container is what the shell goes into (pickled: a local function)
+            pass
+
+        return app, app.function(image=img)(shell)
+    path, _, name = target.partition("::")
+    app = find_app(import_file(path))
+    if not name:
+        raise exception.InvalidError(f"say which function's container to start, as {path}::FUNCTION; the app "
+                                     f"has: {', '.join(sorted(app._functions)) or 'none'}")
+    fn = app._functions.get(name)
+    if fn is None:
+        raise exception.InvalidError(f"app {app.name!r} has no function {name!r}; it has: "
+                                     f"{', '.join(sorted(app._functions)) or 'none'}")
+    return app, fn
 
 
 def _wait_for_container(client: Client, function_id: str) -> str:

@@ -8,6 +8,7 @@ import time
 import ember
 
 app = ember.App("inspect-tests")
+shell_image = ember.Image.debian_slim().env({"SHELL_TEST": "from the image"})  # `ember shell --image`
 
 
 @app.function(env={"GREETING": "hello from the function's env"})
