@@ -7,11 +7,13 @@ import fcntl
 import json
 import os
 import pty
+import queue
 import select
 import signal
 import struct
 import subprocess
 import termios
+import threading
 import time
 
 import grpc
@@ -142,6 +144,14 @@ def test_list_logs_exec_stop(cluster, tmp_path):
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         assert not intruded.exists()
 
+        # A client that goes away: its command is killed.
+        sleeper = subprocess.Popen([PY, "-m", "ember.cli.main", "container", "exec", cid, "--", "sleep", "61"],
+                                   stdin=subprocess.DEVNULL, cwd=ROOT)
+        wait_for(lambda: b"sleep\x0061\x00" in list(_cmdlines()), what="the command to run")
+        sleeper.kill()
+        sleeper.wait()
+        wait_for(lambda: b"sleep\x0061\x00" not in list(_cmdlines()), what="the command to be killed")
+
         # A container stopped while a command runs in it: the command ends with an error saying
         # so, and the input it ran is retried in another container.
         sleeper = subprocess.Popen([PY, "-m", "ember.cli.main", "container", "exec", cid, "--", "sleep", "60"],
@@ -153,9 +163,22 @@ def test_list_logs_exec_stop(cluster, tmp_path):
         _, err = sleeper.communicate(timeout=30)
         assert sleeper.returncode == 1 and cid in err and "while" in err, err
         wait_for(lambda: marker.exists() and marker.read_text(), what="the input to run again")
-        release.touch()
+        [again] = [c["container_id"] for c in containers()]
+        assert again != cid
+
+        # Its logs followed (-f): what it printed, then what it prints.
+        follower = subprocess.Popen([PY, "-m", "ember.cli.main", "container", "logs", again, "-f"],
+                                    stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
+        try:
+            assert "holding in" in lines.get(timeout=30)
+            release.touch()
+            assert lines.get(timeout=30) == "released\n"
+        finally:
+            follower.kill()
+            follower.wait()
         assert call.get(timeout=60) != first_pid
-        assert cid not in [c["container_id"] for c in containers()]
 
 
 def _cmdlines():

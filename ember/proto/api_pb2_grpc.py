@@ -626,8 +626,9 @@ class ClientApiServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ContainerExec(self, request_iterator, context):
-        """Run a command in a running container: the first request is `start`, then stdin and window
-        sizes; the responses are its output, then its exit (or an error that says why it ended).
+        """Run a command in a running container: the first request is `start`; once the first (empty)
+        response has come, stdin and window sizes. The responses are its output, then its exit (or
+        an error that says why it ended). The requests stay open until then: their end kills it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

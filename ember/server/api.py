@@ -285,11 +285,15 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         c = self._container(who, start.container_id)
         if c is None:  # nothing reaches a worker for a container that is not the caller's
             await context.abort(grpc.StatusCode.NOT_FOUND, _no_container(start.container_id))
+        if not c.worker.connected:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the worker {c.worker.name} of container "
+                                f"{c.container_id} is disconnected: try again once it is back")
         if c.state == STARTING:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"container {c.container_id} is still starting: try again once `ember container "
                                 "list` shows it ready")
-        # The environment its function sees: its env= and its secrets, under what the caller adds.
+        # The environment its function sees: its env= and its secrets, under what the caller adds
+        # (the worker, which runs the container and could read them there, gets them to start it).
         try:
             env = {**c.function.definition.env,
                    **self.secrets.env_for(c.function.definition.secret_ids, c.function.app.workspace), **start.env}

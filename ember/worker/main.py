@@ -181,6 +181,7 @@ class Worker:
 
     def _disconnected(self, error: grpc.aio.AioRpcError | None):
         self.stub = None
+        self.execs.stop_all()  # their clients' streams went through the control plane: they are gone
         for t in self.builds.values():  # the control plane fails them: it lost us
             t.cancel()
         if error is not None and error.code() in REFUSED:

@@ -19,6 +19,7 @@ def hold(marker, release):
     deadline = time.monotonic() + 60
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
+    print("released", flush=True)
     return os.getpid()
 
 
