@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import queue
+import re
 import select
 import signal
 import struct
@@ -57,9 +58,11 @@ class Terminal:
     def type(self, text: str):
         os.write(self.fd, text.encode())
 
-    def read_until(self, text: str, timeout=60) -> str:
+    def read_until(self, text: str, timeout=60, more=False) -> str:
+        """What it printed, once it holds text (with more: once more of it holds text)."""
         deadline = time.monotonic() + timeout
-        while text.encode() not in self.output:
+        start = len(self.output) if more else 0
+        while text.encode() not in self.output[start:]:
             assert time.monotonic() < deadline, f"never printed {text!r}; printed:\n{self.printed()}"
             if select.select([self.fd], [], [], 0.1)[0]:
                 try:
@@ -68,6 +71,14 @@ class Terminal:
                     assert e.errno == errno.EIO
                     raise AssertionError(f"ended before printing {text!r}:\n{self.printed()}") from None
         return self.printed()
+
+    def read_match(self, pattern: str, timeout=60) -> str:
+        """The first group of the pattern, once what the command printed matches it."""
+        deadline = time.monotonic() + timeout
+        while not (m := re.search(pattern, self.printed())):
+            assert time.monotonic() < deadline, f"never printed {pattern!r}; printed:\n{self.printed()}"
+            self.read_until("\n", timeout=deadline - time.monotonic(), more=True)
+        return m.group(1)
 
     def printed(self) -> str:
         return self.output.decode(errors="replace")
@@ -239,8 +250,9 @@ def test_exec_joins_an_isolated_container(container_cluster):
         term = Terminal(["-m", "ember.cli.main", "container", "exec", cid, "--", "sh"], rows=33, cols=91)
         try:
             term.read_until("# ")  # its prompt
-            term.type("stty size; ls /proc | grep -c '^[0-9]'\n")
+            term.type("stty size; echo processes: $(ls /proc | grep -c '^[0-9]')\n")
             term.read_until("33 91\r\n")
+            processes = term.read_match(r"processes: (\d+)\r\n")
             term.type("touch /tmp/release; exit 7\n")  # what the function waits for, in its own /tmp
             assert term.wait() == 7
         finally:
@@ -251,5 +263,4 @@ def test_exec_joins_an_isolated_container(container_cluster):
     assert "\n".join(cgroup) + "\n" == seen["cgroup"] and hostname.startswith("ct-")
     assert confined == seen["confined"] and "Seccomp:\t2" in confined  # its capabilities and seccomp filter
     assert greeting == "hello from the function's env" and uid == "0"
-    processes = int(term.printed().split("33 91\r\n")[1].split()[0])
-    assert processes < 10  # its own PID namespace: the host has hundreds
+    assert int(processes) < 10  # its own PID namespace: the host has hundreds
