@@ -6,13 +6,10 @@ to the first byte of `echo hi`, and to its exit, in a running container.
 
 One container waits in a function's input; N execs of `echo hi` run in it one after another over
 ContainerExec (client -> control plane -> the worker's stream -> the container), timed from
-opening the stream. Next to them, the floor: the same helper run straight on the worker's machine
-(`sandbox.enter` without the network, for the container backend) would need the container's PID,
-so the floor printed is a plain `sh -c 'echo hi'` started by this process.
+opening the stream. Next to them, the floor: `sh -c 'echo hi'` started by this process.
 """
 
 import argparse
-import asyncio
 import os
 import pathlib
 import platform

@@ -148,6 +148,8 @@ def exec_in(client: Client, container_id: str, argv: list[str], tty: bool) -> in
                                                    for loop, ex in running])
     try:
         return client.run(_exec(client, container_id, argv, tty, rows, cols, running))
+    except KeyboardInterrupt:  # (without a terminal: with one, ^C goes to the command) it is killed
+        return 130
     except exception.Error as e:
         print(f"\r\nember container exec: {e}" if tty else f"ember container exec: {e}", file=sys.stderr)
         return 1

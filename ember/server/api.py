@@ -463,7 +463,8 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
             c = self.fleet.container(req.container_id, who.workspace)
             app_id = c.function.app.app_id if c is not None else self.store.container_app(req.container_id)
             if app_id is None or self.store.app_workspace(app_id) != who.workspace:
-                await context.abort(grpc.StatusCode.NOT_FOUND, _no_container(req.container_id))
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no container {req.container_id} in this "
+                                    "workspace, running or ended (`ember container list` shows the running ones)")
             return app_id, self.apps.app(app_id, who.workspace)
         if req.app_name:
             versions = self.store.app_history(who.workspace, req.app_name)
