@@ -137,6 +137,11 @@ def test_list_logs_exec_stop(cluster, tmp_path):
         # Stdin, piped through both ways; a command that is not there.
         out = cli("container", "exec", cid, "--", "sh", "-c", "tr a-z A-Z; echo done", input="piped text\n")
         assert (out.returncode, out.stdout) == (0, "PIPED TEXT\ndone\n"), out.stderr
+        # What a command leaves running ends with it (here, on the worker's machine), its jobs in
+        # process groups of their own (set -m) too.
+        out = cli("container", "exec", cid, "--", "sh", "-c", "set -m; sleep 62 & sleep 63 & echo started")
+        assert out.stdout == "started\n", out.stderr
+        wait_for(lambda: not {b"sleep\x0062\x00", b"sleep\x0063\x00"} & set(_cmdlines()), what="its jobs to end")
         out = cli("container", "exec", cid, "--", "no-such-command", "arg")
         assert out.returncode == 127 and "no-such-command: command not found" in out.stderr, out.stderr
 

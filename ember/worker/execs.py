@@ -11,7 +11,6 @@ says so, sent before the worker reports the container's exit.
 """
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -21,7 +20,7 @@ import termios
 import typing
 
 from ..proto import api_pb2
-from .procs import kill_group
+from .procs import kill_session
 
 log = logging.getLogger("ember.worker")
 
@@ -29,6 +28,7 @@ CHUNK = 64 << 10  # bytes of output per message at most
 # Seconds a command killed by a signal waits for news of its container's end: the kernel kills
 # the processes of a container whose init ended a moment before the worker sees that end.
 ENDED_GRACE = 1.0
+DRAIN = 0.5  # seconds to read a command's output after it exited, while something else holds it open
 
 
 class ExecError(Exception):
@@ -36,13 +36,14 @@ class ExecError(Exception):
 
 
 class Exec:
-    __slots__ = ("container_id", "early", "exec_id", "master", "proc", "stdin_closed")
+    __slots__ = ("container_id", "early", "exec_id", "master", "proc", "stdin", "stdin_closed")
 
     def __init__(self, exec_id: str, container_id: str):
         self.exec_id = exec_id
         self.container_id = container_id
         self.proc: asyncio.subprocess.Process | None = None
         self.master: int | None = None  # the terminal's side the worker holds, with tty
+        self.stdin: asyncio.WriteTransport | None = None  # to the command's stdin, once it started
         self.stdin_closed = False
         self.early: list[api_pb2.ExecInput] = []  # what came before the command started
 
@@ -68,42 +69,35 @@ class Execs:
         ex = self.running.get(inp.exec_id)
         if ex is None:
             return
-        if ex.proc is None:
+        if ex.stdin is None:
             ex.early.append(inp)
             return
         if inp.terminate:
-            kill_group(ex.proc.pid)
+            kill_session(ex.proc.pid)
             return
         if inp.rows and inp.cols and ex.master is not None:
             _set_size(ex.master, inp.rows, inp.cols)
         if inp.data and not ex.stdin_closed:
-            try:
-                if ex.master is not None:
-                    os.write(ex.master, inp.data)  # a terminal's input is small: typed, or pasted
-                else:
-                    ex.proc.stdin.write(inp.data)
-            except OSError:
-                ex.stdin_closed = True  # it stopped reading (or ended): the rest is dropped, as a pipe's
+            ex.stdin.write(inp.data)  # (dropped once the command closed its side, as a pipe's)
         if inp.eof and not ex.stdin_closed:
             ex.stdin_closed = True
             if ex.master is not None:
-                with contextlib.suppress(OSError):
-                    os.write(ex.master, b"\x04")  # end of input, as the terminal's own ^D
+                ex.stdin.write(b"\x04")  # end of input, as the terminal's own ^D
             else:
-                ex.proc.stdin.close()
+                ex.stdin.close()
 
     def container_ended(self, container_id: str, reason: str):
         """Before its exit is reported: its commands end (killed, if they still run) with an error."""
         self.ended[container_id] = reason
         for ex in self.running.values():
             if ex.container_id == container_id and ex.proc is not None:
-                kill_group(ex.proc.pid)
+                kill_session(ex.proc.pid)
         asyncio.get_running_loop().call_later(60, self.ended.pop, container_id, None)
 
     def stop_all(self):
         for ex in self.running.values():
             if ex.proc is not None:
-                kill_group(ex.proc.pid)
+                kill_session(ex.proc.pid)
 
     async def _run(self, ex: Exec, start: api_pb2.ExecStart):
         try:
@@ -124,75 +118,99 @@ class Execs:
             self.send(api_pb2.ExecOutput(exec_id=ex.exec_id, exited=True, error=f"the worker failed to run it: {e!r}"))
         finally:
             self.running.pop(ex.exec_id, None)
-            if ex.proc is not None and ex.proc.returncode is None:
-                kill_group(ex.proc.pid)
+            if ex.proc is not None:
+                # What it left running goes with it (on the process backend it would outlive the
+                # container on the worker's machine; on the container backend its command has a
+                # session of its own, and what it leaves ends with the container).
+                kill_session(ex.proc.pid)
 
     async def _start_and_wait(self, ex: Exec, start: api_pb2.ExecStart) -> int:
+        """Start the command and wait for its end, sending what it prints meanwhile.
+
+        Its stdio are descriptors of the worker's own (pipes, or a terminal), not asyncio's
+        subprocess pipes: the wait for those ends only when every holder closes them, and a job
+        the command leaves in the background may hold them for ever."""
         if start.container_id in self.ended:
             raise ExecError(f"container {start.container_id} {self.ended[start.container_id]}")
         argv = self.backend.exec_argv(start.container_id, list(start.argv), dict(start.env), start.workdir,
                                       start.tty)
         log.info("exec %s in container %s: %s", ex.exec_id, ex.container_id, " ".join(start.argv)[:200])
-        if not start.tty:
-            P = asyncio.subprocess.PIPE
-            ex.proc = await asyncio.create_subprocess_exec(*argv, stdin=P, stdout=P, stderr=P, start_new_session=True)
-            self._started(ex)
-            await asyncio.gather(self._pump(ex, ex.proc.stdout, 1), self._pump(ex, ex.proc.stderr, 2))
-            return await ex.proc.wait()
-        master, slave = os.openpty()
+        ours: list[int] = []  # the worker's ends: what it reads, and what it writes to (stdin)
+        theirs: list[int] = []
         try:
-            _set_size(master, start.rows or 24, start.cols or 80)
-            ex.master = master
-            ex.proc = await asyncio.create_subprocess_exec(*argv, stdin=slave, stdout=slave, stderr=slave,
+            if start.tty:
+                master, slave = os.openpty()
+                ours += [master]
+                theirs += [slave]
+                _set_size(master, start.rows or 24, start.cols or 80)
+                outputs, stdin_fd, child = [(master, 1)], os.dup(master), (slave, slave, slave)
+                ours.append(stdin_fd)
+                ex.master = master
+            else:
+                (r0, w0), (r1, w1), (r2, w2) = os.pipe(), os.pipe(), os.pipe()
+                ours += [w0, r1, r2]
+                theirs += [r0, w1, w2]
+                outputs, stdin_fd, child = [(r1, 1), (r2, 2)], w0, (r0, w1, w2)
+            ex.proc = await asyncio.create_subprocess_exec(*argv, stdin=child[0], stdout=child[1], stderr=child[2],
                                                            start_new_session=True)
-            os.close(slave)
-            slave = -1
+            for fd in theirs:
+                os.close(fd)
+            theirs.clear()
+            loop = asyncio.get_running_loop()
+            # A transport of its own buffers stdin while the command does not read it.
+            ex.stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, open(stdin_fd, "wb", buffering=0))
+            ours.remove(stdin_fd)  # the transport's now
             self._started(ex)
-            await self._pump_terminal(ex, master)
-            return await ex.proc.wait()
+            ended = asyncio.ensure_future(ex.proc.wait())
+            await asyncio.gather(*(self._pump(ex, fd, n, ended) for fd, n in outputs))
+            return await ended
         finally:
-            if slave >= 0:
-                os.close(slave)
             ex.master = None
-            os.close(master)
+            if ex.stdin is not None:
+                ex.stdin.close()
+            for fd in ours + theirs:
+                os.close(fd)
 
     def _started(self, ex: Exec):
         early, ex.early = ex.early, []
         for inp in early:
             self.input(inp)
 
-    async def _pump(self, ex: Exec, reader: asyncio.StreamReader, fd: int):
-        while data := await reader.read(CHUNK):
-            self.send(api_pb2.ExecOutput(exec_id=ex.exec_id, fd=fd, data=data))
-
-    async def _pump_terminal(self, ex: Exec, master: int):
-        """The terminal's output until the command ends (and what it wrote before is read): not
-        until every holder of the terminal closes it, as a background job may keep it forever."""
+    async def _pump(self, ex: Exec, fd: int, number: int, ended: asyncio.Future):
+        """What the command prints on fd (1 or 2: `number`), until its side is closed, or once the
+        command ended, until nothing more is there (for DRAIN seconds at most)."""
         loop = asyncio.get_running_loop()
         readable = asyncio.Event()
-        loop.add_reader(master, readable.set)
-        ended = asyncio.ensure_future(ex.proc.wait())
+        loop.add_reader(fd, readable.set)
+        deadline = None
         try:
             while True:
                 waiter = asyncio.ensure_future(readable.wait())
-                await asyncio.wait([waiter, ended], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([waiter, ended], return_when=asyncio.FIRST_COMPLETED,
+                                   timeout=None if deadline is None else max(0.0, deadline - loop.time()))
                 waiter.cancel()
                 readable.clear()
-                if not self._read_terminal(ex, master) or (ended.done() and not _ready(master)):
+                if not self._read(ex, fd, number):
                     return
+                if ended.done():
+                    deadline = deadline or loop.time() + DRAIN
+                    if not _ready(fd) or loop.time() >= deadline:
+                        return
         finally:
-            loop.remove_reader(master)
+            loop.remove_reader(fd)
 
-    def _read_terminal(self, ex: Exec, master: int) -> bool:
-        """Send what the terminal has now; False once it is closed on the command's side."""
-        while _ready(master):
+    def _read(self, ex: Exec, fd: int, number: int) -> bool:
+        """Send what fd has now; False once it is closed on the command's side."""
+        while _ready(fd):
             try:
-                data = os.read(master, CHUNK)
-            except OSError:  # EIO: nothing holds the command's side any more
+                data = os.read(fd, CHUNK)
+            except BlockingIOError:
+                return True
+            except OSError:  # a terminal's EIO: nothing holds the command's side any more
                 return False
             if not data:
                 return False
-            self.send(api_pb2.ExecOutput(exec_id=ex.exec_id, fd=1, data=data))
+            self.send(api_pb2.ExecOutput(exec_id=ex.exec_id, fd=number, data=data))
         return True
 
 
