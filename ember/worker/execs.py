@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import select
+import signal
 import struct
 import termios
 import typing
@@ -25,7 +26,7 @@ from .procs import kill_session
 log = logging.getLogger("ember.worker")
 
 CHUNK = 64 << 10  # bytes of output per message at most
-# Seconds a command killed by a signal waits for news of its container's end: the kernel kills
+# Seconds a command killed by SIGKILL waits for news of its container's end: the kernel kills
 # the processes of a container whose init ended a moment before the worker sees that end.
 ENDED_GRACE = 1.0
 DRAIN = 0.5  # seconds to read a command's output after it exited, while something else holds it open
@@ -103,7 +104,7 @@ class Execs:
         try:
             code = await self._start_and_wait(ex, start)
             error = ""
-            if code < 0:
+            if code == -signal.SIGKILL:  # as the kernel kills what runs in a container whose init ended
                 task = self.container_task(ex.container_id)
                 if task is not None:
                     await asyncio.wait([task], timeout=ENDED_GRACE)
