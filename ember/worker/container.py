@@ -364,8 +364,9 @@ class ContainerBackend(RuntimeBackend):
         init = _child_of(box.proc.pid) if box is not None and box.proc.returncode is None else None
         if init is None:
             raise ExecError(f"container {container_id} does not run on this worker (any more)")
-        spec = {"target": init, "cgroups": [str(p) for p in box.cgroups.paths], "argv": argv,
-                "env": {**box.env, **env}, "cwd": workdir or box.cwd, "tty": tty, "parent_pid": os.getpid()}
+        spec = {"target": init[0], "target_start": init[1], "cgroups": [str(p) for p in box.cgroups.paths],
+                "argv": argv, "env": {**box.env, **env}, "cwd": workdir or box.cwd, "tty": tty,
+                "parent_pid": os.getpid()}
         return sandbox_argv(spec, box.ct, entry="enter")
 
     def stop(self, container_id: str, kill: bool = False):
@@ -403,11 +404,18 @@ class ContainerBackend(RuntimeBackend):
         self.layers.resume_uploads(report)
 
 
-def _child_of(pid: int) -> int | None:
-    """The host PID of a sandbox's child: the container's init (PID 1 in its namespace)."""
+def _child_of(pid: int) -> tuple[int, int] | None:
+    """The host PID of a sandbox's child, the container's init (PID 1 in its namespace), and its
+    start time (which tells it from a later process given the same PID)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             children = f.read().split()
+        if not children:
+            return None
+        with open(f"/proc/{children[0]}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
     except OSError:
         return None
-    return int(children[0]) if children else None
+    if int(fields[1]) != pid:  # its parent: still the sandbox's child, not a PID taken since
+        return None
+    return int(children[0]), int(fields[19])

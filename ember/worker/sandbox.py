@@ -487,12 +487,13 @@ def enter():
     from the worker, with the command's stdin, stdout and stderr (pipes, or a terminal's side).
 
     SPEC keys: argv, env, cwd, tty (stdin is a terminal: it becomes the command's controlling
-    terminal), parent_pid; for the container backend, target (the host PID of the container's
-    init) and cgroups. With a target, this process joins the container's cgroups, its IPC, UTS,
-    network, PID and mount namespaces and its root, then its user namespace (last: joined, it
-    could join no other), drops what the container may not have, and forks the command, which is
-    confined as the container's own processes (confine()); it exits as the command did. Without
-    one (the process backend), it becomes the command, in its working directory."""
+    terminal), parent_pid; for the container backend, target and target_start (the host PID of
+    the container's init, and its start time in /proc/PID/stat) and cgroups. With a target, this
+    process joins the container's cgroups, its IPC, UTS, network, PID and mount namespaces and its
+    root, then its user namespace (last: joined, it could join no other), drops what the
+    container may not have, and forks the command, which is confined as the container's own
+    processes (confine()); it exits as the command did. Without one (the process backend), it
+    becomes the command, in its working directory."""
     with open(sys.argv[1]) as f:  # a file only root reads (images.sandbox_argv): taken, then removed
         spec = json.load(f)
     os.unlink(sys.argv[1])
@@ -503,11 +504,19 @@ def enter():
     if target is None:
         _exec_command(spec, confined=False)
     try:
-        root = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY)
-        namespaces = [(os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY), flag) for name, flag in NAMESPACES]
-        user = None
-        if os.stat(f"/proc/{target}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
-            user = os.open(f"/proc/{target}/ns/user", os.O_RDONLY)
+        # Everything of the init through one handle on its /proc directory, checked to be the
+        # process the worker named (its start time): never another that got its PID since.
+        proc = os.open(f"/proc/{target}", os.O_RDONLY | os.O_DIRECTORY)
+        with open(os.open("stat", os.O_RDONLY, dir_fd=proc), "rb") as f:
+            if f.read().rpartition(b")")[2].split()[19] != str(spec["target_start"]).encode():
+                raise SetupError("it ended")
+        root = os.open("root", os.O_RDONLY | os.O_DIRECTORY, dir_fd=proc)
+        namespaces = [(os.open(f"ns/{name}", os.O_RDONLY, dir_fd=proc), flag) for name, flag in NAMESPACES]
+        user = os.open("ns/user", os.O_RDONLY, dir_fd=proc)
+        if os.fstat(user).st_ino == os.stat("/proc/self/ns/user").st_ino:
+            os.close(user)
+            user = None
+        os.close(proc)
         for cg in spec.get("cgroups", ()):
             with open(f"{cg}/cgroup.procs", "w") as f:
                 f.write(str(os.getpid()))
