@@ -13,6 +13,7 @@ import argparse
 import os
 import pathlib
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def main():
     from ember._client.client import Client
     from ember.proto import api_pb2
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-exec-"))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-exec-cluster-"))
     server, worker = start_cluster(tmp, args.backend)
     app = ember.App("bench-exec")
     image = ember.Image.debian_slim() if args.backend == "container" else None
@@ -67,7 +68,7 @@ def main():
 
     try:
         with app.run():
-            release = "/tmp/ember-bench-exec-release"
+            release = f"/tmp/ember-bench-exec-{os.getpid()}"  # made by the last exec, in the container's /tmp
             call = wait.spawn(release)
             client = Client.from_env()
             while True:
@@ -94,11 +95,14 @@ def main():
             print(f"floor, sh -c 'echo hi' from this process: {percentiles(floor)}")
             client.run(_release(client, cid, release))
             call.get(timeout=60)
+            if os.path.exists(release):  # the process backend's /tmp is this machine's
+                os.unlink(release)
     finally:
         for p in (worker, server):
             p.terminate()
         for p in (worker, server):
             p.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def _release(client, cid: str, path: str):
