@@ -543,14 +543,40 @@ class ImageBuildRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ImageBuildEvent(_message.Message):
-    __slots__ = ("log", "done", "error")
+    __slots__ = ("log", "done", "error", "step")
     LOG_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     log: str
     done: bool
     error: str
-    def __init__(self, log: _Optional[str] = ..., done: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    step: BuildStep
+    def __init__(self, log: _Optional[str] = ..., done: _Optional[bool] = ..., error: _Optional[str] = ..., step: _Optional[_Union[BuildStep, _Mapping]] = ...) -> None: ...
+
+class BuildStep(_message.Message):
+    __slots__ = ("index", "total", "state")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[BuildStep.State]
+        BUILDING: _ClassVar[BuildStep.State]
+        BUILT: _ClassVar[BuildStep.State]
+        FETCHING: _ClassVar[BuildStep.State]
+        FETCHED: _ClassVar[BuildStep.State]
+        CACHED: _ClassVar[BuildStep.State]
+    STATE_UNSPECIFIED: BuildStep.State
+    BUILDING: BuildStep.State
+    BUILT: BuildStep.State
+    FETCHING: BuildStep.State
+    FETCHED: BuildStep.State
+    CACHED: BuildStep.State
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    total: int
+    state: BuildStep.State
+    def __init__(self, index: _Optional[int] = ..., total: _Optional[int] = ..., state: _Optional[_Union[BuildStep.State, str]] = ...) -> None: ...
 
 class Schedule(_message.Message):
     __slots__ = ("cron", "timezone", "period_seconds")
@@ -1475,12 +1501,14 @@ class WorkerMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ..., usage: _Optional[_Union[ContainerUsage, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ...) -> None: ...
 
 class BuildLog(_message.Message):
-    __slots__ = ("build_id", "data")
+    __slots__ = ("build_id", "data", "step")
     BUILD_ID_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     build_id: str
     data: str
-    def __init__(self, build_id: _Optional[str] = ..., data: _Optional[str] = ...) -> None: ...
+    step: BuildStep
+    def __init__(self, build_id: _Optional[str] = ..., data: _Optional[str] = ..., step: _Optional[_Union[BuildStep, _Mapping]] = ...) -> None: ...
 
 class LayerBuilt(_message.Message):
     __slots__ = ("build_id", "layer")
