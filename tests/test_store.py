@@ -287,6 +287,18 @@ async def test_workers_and_live_containers(store, reopen):
     assert store.worker_token("wk-1") == "tk-w" and store.worker_token("wk-x") is None
 
 
+@run_async
+async def test_the_app_of_a_container(store, reopen):
+    # `ember container logs ID` finds a container's app by its id alone, after it ended too.
+    store.create_app("ap-1", "main", "a")
+    store.create_function("fn-1", "ap-1", api_pb2.FunctionDefinition(name="f"))
+    store.create_container("ct-1", "fn-1", "wk-1", "b1", "hash 1")
+    store.container_exited("ct-1", "exited with code 0")
+    await store.durable()
+    store = reopen()
+    assert store.container_app("ct-1") == "ap-1" and store.container_app("ct-x") is None
+
+
 # ---- layers, secrets, proxy tokens, schedules
 
 

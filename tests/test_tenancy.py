@@ -303,6 +303,12 @@ def test_a_containers_identity_cannot_be_taken(tenants):
     assert code_of(lambda: Raw(c.url, token_of(a)).connect_container(cid)) == Code.PERMISSION_DENIED
     # Even its own credential cannot open a second stream while it is connected.
     assert code_of(lambda: Raw(c.url, (cid, secret)).connect_container(cid)) == Code.UNAVAILABLE
+    # Nor can a function's code list, enter or stop containers (its own included).
+    raw = Raw(c.url, (cid, secret))
+    assert raw.error("ContainerList", api_pb2.ContainerListRequest())[0] == Code.PERMISSION_DENIED
+    start = api_pb2.ContainerExecRequest(start=api_pb2.ExecStart(container_id=cid, argv=["true"]))
+    assert code_of(lambda: list(raw.client.ContainerExec(iter([start]), metadata=raw.md, timeout=30))) \
+        == Code.PERMISSION_DENIED
     a_is_unharmed(a)
 
 

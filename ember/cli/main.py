@@ -171,12 +171,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="image layers and build caches; workers on one machine may share it "
                              "(default: $EMBER_CACHE_DIR, else the data dir)")
     from .apps import add_parsers as add_app_parsers
+    from .containers import add_parsers as add_container_parsers
     from .failures import add_call_parser
     from .identity import add_parsers as add_identity_parsers
     from .objects import add_parsers as add_object_parsers
     from .profile import add_parsers as add_profile_parsers
     from .usage import add_parsers as add_usage_parsers
     add_app_parsers(sub)
+    add_container_parsers(sub)
     add_call_parser(sub)
     add_object_parsers(sub)
     add_identity_parsers(sub)
@@ -235,6 +237,9 @@ def _run(parser, args) -> int:
     if args.command in ("app", "image"):
         from .apps import run as run_apps
         return run_apps(args)
+    if args.command in ("container", "shell"):
+        from .containers import run as run_containers
+        return run_containers(args)
     if args.command == "call":
         from .failures import run as run_call
         return run_call(args)

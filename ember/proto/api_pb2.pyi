@@ -1485,7 +1485,7 @@ class ContainerCpu(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., cpu_seconds: _Optional[float] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done", "usage")
+    __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done", "usage", "exec_output")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_EXITED_FIELD_NUMBER: _ClassVar[int]
@@ -1493,6 +1493,7 @@ class WorkerMessage(_message.Message):
     LAYER_BUILT_FIELD_NUMBER: _ClassVar[int]
     BUILD_DONE_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    EXEC_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     register: WorkerRegister
     heartbeat: Empty
     container_exited: ContainerExited
@@ -1500,7 +1501,8 @@ class WorkerMessage(_message.Message):
     layer_built: LayerBuilt
     build_done: BuildDone
     usage: ContainerUsage
-    def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ..., usage: _Optional[_Union[ContainerUsage, _Mapping]] = ...) -> None: ...
+    exec_output: ExecOutput
+    def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ..., usage: _Optional[_Union[ContainerUsage, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ...) -> None: ...
 
 class BuildLog(_message.Message):
     __slots__ = ("build_id", "data", "step")
@@ -1561,18 +1563,22 @@ class StopContainer(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., kill: _Optional[bool] = ...) -> None: ...
 
 class WorkerCommand(_message.Message):
-    __slots__ = ("start_container", "stop_container", "registered", "build_image", "shutdown")
+    __slots__ = ("start_container", "stop_container", "registered", "build_image", "shutdown", "exec_start", "exec_input")
     START_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     STOP_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     BUILD_IMAGE_FIELD_NUMBER: _ClassVar[int]
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
+    EXEC_START_FIELD_NUMBER: _ClassVar[int]
+    EXEC_INPUT_FIELD_NUMBER: _ClassVar[int]
     start_container: StartContainer
     stop_container: StopContainer
     registered: Empty
     build_image: BuildImage
     shutdown: Empty
-    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
+    exec_start: ExecStart
+    exec_input: ExecInput
+    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ...) -> None: ...
 
 class BuildImage(_message.Message):
     __slots__ = ("build_id", "image", "layers", "force", "workspace", "secret_env")
@@ -1705,3 +1711,118 @@ class ContainerCommand(_message.Message):
     stop: Empty
     http: HttpEvents
     def __init__(self, init: _Optional[_Union[ContainerInit, _Mapping]] = ..., inputs: _Optional[_Union[InputBatch, _Mapping]] = ..., cancel_input_id: _Optional[str] = ..., stop: _Optional[_Union[Empty, _Mapping]] = ..., http: _Optional[_Union[HttpEvents, _Mapping]] = ...) -> None: ...
+
+class ContainerListRequest(_message.Message):
+    __slots__ = ("app_id", "app_name")
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    app_id: str
+    app_name: str
+    def __init__(self, app_id: _Optional[str] = ..., app_name: _Optional[str] = ...) -> None: ...
+
+class ContainerInfo(_message.Message):
+    __slots__ = ("container_id", "app_id", "app_name", "function_name", "worker", "image_id", "started_at", "state", "inputs_in_flight", "workspace", "stopping", "function_id")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    STOPPING_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    app_id: str
+    app_name: str
+    function_name: str
+    worker: str
+    image_id: str
+    started_at: float
+    state: ContainerState
+    inputs_in_flight: int
+    workspace: str
+    stopping: bool
+    function_id: str
+    def __init__(self, container_id: _Optional[str] = ..., app_id: _Optional[str] = ..., app_name: _Optional[str] = ..., function_name: _Optional[str] = ..., worker: _Optional[str] = ..., image_id: _Optional[str] = ..., started_at: _Optional[float] = ..., state: _Optional[_Union[ContainerState, str]] = ..., inputs_in_flight: _Optional[int] = ..., workspace: _Optional[str] = ..., stopping: _Optional[bool] = ..., function_id: _Optional[str] = ...) -> None: ...
+
+class ContainerListResponse(_message.Message):
+    __slots__ = ("containers",)
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    containers: _containers.RepeatedCompositeFieldContainer[ContainerInfo]
+    def __init__(self, containers: _Optional[_Iterable[_Union[ContainerInfo, _Mapping]]] = ...) -> None: ...
+
+class ContainerRef(_message.Message):
+    __slots__ = ("container_id",)
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
+class ExecStart(_message.Message):
+    __slots__ = ("exec_id", "container_id", "argv", "tty", "rows", "cols", "workdir", "env")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    WORKDIR_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    exec_id: str
+    container_id: str
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    tty: bool
+    rows: int
+    cols: int
+    workdir: str
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, exec_id: _Optional[str] = ..., container_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., workdir: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ExecInput(_message.Message):
+    __slots__ = ("exec_id", "data", "eof", "rows", "cols", "terminate")
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    TERMINATE_FIELD_NUMBER: _ClassVar[int]
+    exec_id: str
+    data: bytes
+    eof: bool
+    rows: int
+    cols: int
+    terminate: bool
+    def __init__(self, exec_id: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., terminate: _Optional[bool] = ...) -> None: ...
+
+class ContainerExecRequest(_message.Message):
+    __slots__ = ("start", "input")
+    START_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    start: ExecStart
+    input: ExecInput
+    def __init__(self, start: _Optional[_Union[ExecStart, _Mapping]] = ..., input: _Optional[_Union[ExecInput, _Mapping]] = ...) -> None: ...
+
+class ExecOutput(_message.Message):
+    __slots__ = ("exec_id", "fd", "data", "exited", "exit_code", "error")
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    exec_id: str
+    fd: int
+    data: bytes
+    exited: bool
+    exit_code: int
+    error: str
+    def __init__(self, exec_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[bytes] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...

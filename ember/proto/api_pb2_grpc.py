@@ -260,6 +260,21 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.UsageRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.UsageResponse.FromString,
                 _registered_method=True)
+        self.ContainerList = channel.unary_unary(
+                '/ember.v1.ClientApi/ContainerList',
+                request_serializer=ember_dot_proto_dot_api__pb2.ContainerListRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ContainerListResponse.FromString,
+                _registered_method=True)
+        self.ContainerStop = channel.unary_unary(
+                '/ember.v1.ClientApi/ContainerStop',
+                request_serializer=ember_dot_proto_dot_api__pb2.ContainerRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ContainerExec = channel.stream_stream(
+                '/ember.v1.ClientApi/ContainerExec',
+                request_serializer=ember_dot_proto_dot_api__pb2.ContainerExecRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.ExecOutput.FromString,
+                _registered_method=True)
         self.BlobPut = channel.stream_unary(
                 '/ember.v1.ClientApi/BlobPut',
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
@@ -595,6 +610,30 @@ class ClientApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ContainerList(self, request, context):
+        """---- containers: list, stop, and run commands in them (`ember container`, `ember shell`)
+        A workspace's own containers only (an admin's: all); another's are NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ContainerStop(self, request, context):
+        """Stop it now: the inputs it was running are retried as for a lost container.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ContainerExec(self, request_iterator, context):
+        """Run a command in a running container: the first request is `start`; once the first (empty)
+        response has come, stdin and window sizes. The responses are its output, then its exit (or
+        an error that says why it ended). The requests stay open until then: their end kills it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BlobPut(self, request_iterator, context):
         """---- blobs: large payloads and code packages ----
         """
@@ -842,6 +881,21 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.UsageGet,
                     request_deserializer=ember_dot_proto_dot_api__pb2.UsageRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.UsageResponse.SerializeToString,
+            ),
+            'ContainerList': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContainerList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ContainerListRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ContainerListResponse.SerializeToString,
+            ),
+            'ContainerStop': grpc.unary_unary_rpc_method_handler(
+                    servicer.ContainerStop,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ContainerRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'ContainerExec': grpc.stream_stream_rpc_method_handler(
+                    servicer.ContainerExec,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.ContainerExecRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.ExecOutput.SerializeToString,
             ),
             'BlobPut': grpc.stream_unary_rpc_method_handler(
                     servicer.BlobPut,
@@ -2058,6 +2112,87 @@ class ClientApi:
             '/ember.v1.ClientApi/UsageGet',
             ember_dot_proto_dot_api__pb2.UsageRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.UsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContainerList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/ContainerList',
+            ember_dot_proto_dot_api__pb2.ContainerListRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ContainerListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContainerStop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/ContainerStop',
+            ember_dot_proto_dot_api__pb2.ContainerRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ContainerExec(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ember.v1.ClientApi/ContainerExec',
+            ember_dot_proto_dot_api__pb2.ContainerExecRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.ExecOutput.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,6 +11,7 @@ import functools
 import hmac
 import inspect
 import logging
+import time
 
 import grpc
 
@@ -22,6 +23,7 @@ from . import validate
 from .blob_rights import BlobNotGranted, BlobRights
 from .blobs import BlobNotFound, BlobStore, is_blob_id
 from .disk import DiskFull
+from .fleet import STARTING
 from .identity_api import IdentityRpcs
 from .objects import ObjectError, Objects
 from .scheduler import Scheduler
@@ -207,6 +209,11 @@ class BlobRpcs:
                      "takes them directly", rpc, size, blob_id, who.role, who.workspace or who.token_id)
 
 
+def _no_container(container_id: str) -> str:
+    return (f"there is no running container {container_id} in this workspace (`ember container list` shows "
+            "those there are)")
+
+
 def _no_blob(blob_id: str) -> str:
     return f"there is no blob {blob_id} in this workspace (put it first: only the bytes' uploader may read them)"
 
@@ -229,6 +236,91 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         self.objects = Objects(sched.store)
         self.secrets = secrets
         self.tokens = tokens
+
+    # ------------------------------------------------------------------ containers
+
+    def _container(self, who: Principal, container_id: str):
+        """A live container the caller may inspect: its workspace's (any, for an admin); None if not."""
+        return self.fleet.container(container_id, None if who.is_admin else who.workspace)
+
+    async def _people_only(self, context, who: Principal, rpc: str):
+        if who.role == CONTAINER:  # a function's code does not list, enter or stop containers
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"containers may not call {rpc}")
+
+    async def ContainerList(self, req, context, who):
+        await self._people_only(context, who, "ContainerList")
+        now, clock = time.time(), self.fleet.clock()
+        rows = []
+        for c in self.fleet.containers():
+            app = c.function.app
+            if (not who.is_admin and app.workspace != who.workspace) or (req.app_id and app.app_id != req.app_id) \
+                    or (req.app_name and app.name != req.app_name):
+                continue
+            rows.append(api_pb2.ContainerInfo(
+                container_id=c.container_id, app_id=app.app_id, app_name=app.name, function_name=c.function.name,
+                worker=c.worker.name, image_id=c.function.definition.image.image_id,
+                started_at=now - (clock - c.requested_at), state=c.state, inputs_in_flight=len(c.held),
+                workspace=app.workspace, stopping=c.stopping, function_id=c.function.function_id))
+        rows.sort(key=lambda r: r.started_at)
+        return api_pb2.ContainerListResponse(containers=rows)
+
+    async def ContainerStop(self, req, context, who):
+        await self._people_only(context, who, "ContainerStop")
+        validate.required(req, "container_id")
+        c = self._container(who, req.container_id)
+        if c is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, _no_container(req.container_id))
+        # As Modal does: killed now, and the inputs it ran go to other containers (as for a lost one).
+        self.fleet.lost(c, "it was stopped with `ember container stop`")
+        await self.store.durable()
+        return EMPTY
+
+    async def ContainerExec(self, request_iterator, context, who):
+        first = await anext(request_iterator, None)
+        await self._people_only(context, who, "ContainerExec")
+        if first is None or first.WhichOneof("msg") != "start":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ContainerExec's first request must be `start`")
+        start = first.start
+        validate.exec_start(start)
+        c = self._container(who, start.container_id)
+        if c is None:  # nothing reaches a worker for a container that is not the caller's
+            await context.abort(grpc.StatusCode.NOT_FOUND, _no_container(start.container_id))
+        if not c.worker.connected:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the worker {c.worker.name} of container "
+                                f"{c.container_id} is disconnected: try again once it is back")
+        if c.state == STARTING:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"container {c.container_id} is still starting: try again once `ember container "
+                                "list` shows it ready")
+        # The environment its function sees: its env= and its secrets, under what the caller adds
+        # (the worker, which runs the container and could read them there, gets them to start it).
+        try:
+            env = {**c.function.definition.env,
+                   **self.secrets.env_for(c.function.definition.secret_ids, c.function.app.workspace), **start.env}
+        except SecretGone as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        start.env.clear()
+        start.env.update(env)
+        stream = Duplex(request_iterator)
+        execs, identity = self.fleet.execs, self.identity
+        exec_id = execs.open(c, start, stream.send)
+
+        def handle(msg):
+            identity.check(who)  # a revoked token types no more
+            if msg.WhichOneof("msg") == "input":
+                validate.exec_input(msg.input)
+                execs.input(exec_id, msg.input)
+
+        try:
+            # First an empty output, which says the command is on its way: only then does the
+            # client send its stdin (a refusal with requests unread would reach it as INTERNAL).
+            async with contextlib.aclosing(stream.run(handle, first=api_pb2.ExecOutput(exec_id=exec_id))) as outputs:
+                async for out in outputs:
+                    yield out
+                    if out.exited:
+                        break
+        finally:
+            execs.close(exec_id)
 
     # ------------------------------------------------------------------ apps and functions
 
@@ -371,6 +463,13 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
     async def _logs_of(self, context, who: Principal, req) -> tuple[str, object]:
         """(app_id, the running app or None) whose logs AppLogs reads: by id (even a stopped
         app's), or a deployed app's newest version by name; the workspace's own only."""
+        if not req.app_id and not req.app_name:  # a container's (validate.app_logs)
+            c = self.fleet.container(req.container_id, who.workspace)
+            app_id = c.function.app.app_id if c is not None else self.store.container_app(req.container_id)
+            if app_id is None or self.store.app_workspace(app_id) != who.workspace:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no container {req.container_id} in this "
+                                    "workspace, running or ended (`ember container list` shows the running ones)")
+            return app_id, self.apps.app(app_id, who.workspace)
         if req.app_name:
             versions = self.store.app_history(who.workspace, req.app_name)
             if not versions:
@@ -664,6 +763,8 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
                 builds.on_done(msg.build_done, worker)
             elif kind == "usage":
                 fleet.container_usage(msg.usage, worker)
+            elif kind == "exec_output":
+                fleet.execs.output(msg.exec_output, worker)
 
         try:
             async with contextlib.aclosing(stream.run(handle, first=api_pb2.WorkerCommand(registered=EMPTY))) as cmds:

@@ -35,6 +35,7 @@ from .apps import Apps, FunctionState
 from .auth import Forbidden, Identity, Token
 from .breaker import Breaker
 from .dispatch import Dispatch
+from .execs import Execs
 from .ledger import InputState
 from .store import Store
 from .usage import Usage
@@ -163,6 +164,7 @@ class Fleet:
         # The control plane is stopping: streams that close now say nothing of their peers.
         self.closing = False
         self.usage = Usage(store, self, clock=clock)  # what containers use, per workspace (usage.py)
+        self.execs = Execs()  # commands run in containers (`ember container exec`), relayed to their workers
 
     # ---- after a restart
 
@@ -256,6 +258,7 @@ class Fleet:
         w.last_seen = self.clock()
 
     def worker_disconnected(self, w: WorkerState):
+        self.execs.worker_lost(w)  # what it relayed of commands in its containers cannot go on
         if self._workers.get(w.worker_id) is w:
             w.connected = False
             w.last_seen = self.clock()
@@ -326,6 +329,11 @@ class Fleet:
         """Every live container: starting, running or stopping, until its worker reports its end."""
         return list(self._containers.values())
 
+    def container(self, container_id: str, workspace: str | None) -> ContainerState | None:
+        """A live container; given a workspace, only one of that workspace (None: any, for an admin)."""
+        c = self._containers.get(container_id)
+        return c if c is not None and workspace in (None, c.function.app.workspace) else None
+
     def add(self, c: ContainerState, new: bool = False):
         """Track a container: one just placed (new), or one known from before a restart."""
         if new:
@@ -336,6 +344,7 @@ class Fleet:
 
     def _untrack(self, c: ContainerState):
         self.usage.ended(c)
+        self.execs.container_gone(c.container_id)
         self.identity.forget_container(c.container_id)
         c.worker.gpus.release(c.container_id)
         self._containers.pop(c.container_id, None)

@@ -94,7 +94,8 @@ def app_by_id_or_name(req: api_pb2.AppRef | api_pb2.AppLogsRequest):
 
 
 def app_logs(req: api_pb2.AppLogsRequest):
-    app_by_id_or_name(req)
+    if not req.container_id:  # a container's logs are found by its id alone (`ember container logs`)
+        app_by_id_or_name(req)
     number("AppLogsRequest.since", req.since)
     number("AppLogsRequest.until", req.until)
     if req.until and req.since > req.until:
@@ -404,3 +405,30 @@ def container_hello(hello: api_pb2.ContainerHello):
 def output(out: api_pb2.Output):
     """A container's output: its status says what the caller gets, so it must be one we know."""
     known("Output.status", api_pb2.Output.Status, out.status)
+
+
+MAX_EXEC_ARGS = 4096      # arguments of a command run in a container
+MAX_EXEC_ARG = 128 << 10  # characters in one of them
+MAX_EXEC_INPUT = 1 << 20  # bytes of stdin in one message
+
+
+def exec_start(start: api_pb2.ExecStart):
+    """ContainerExec's first request: a container and a command to run in it."""
+    required(start, "container_id")
+    if not start.argv or not start.argv[0]:
+        raise Invalid("ExecStart.argv", "is required: the command to run and its arguments")
+    if len(start.argv) > MAX_EXEC_ARGS or any(len(a) > MAX_EXEC_ARG or "\0" in a for a in start.argv):
+        raise Invalid("ExecStart.argv", f"must be at most {MAX_EXEC_ARGS} arguments of at most {MAX_EXEC_ARG} "
+                      "characters each, without NUL")
+    if "\0" in start.workdir or (start.workdir and not start.workdir.startswith("/")):
+        raise Invalid("ExecStart.workdir", f"must be an absolute path (got {start.workdir!r})")
+    environment(start.env, "ExecStart.env")
+    if start.rows > 10000 or start.cols > 10000:
+        raise Invalid("ExecStart.rows", "and cols must be at most 10000")
+
+
+def exec_input(inp: api_pb2.ExecInput):
+    if len(inp.data) > MAX_EXEC_INPUT:
+        raise Invalid("ExecInput.data", f"must be at most {MAX_EXEC_INPUT} bytes a message")
+    if inp.rows > 10000 or inp.cols > 10000:
+        raise Invalid("ExecInput.rows", "and cols must be at most 10000")

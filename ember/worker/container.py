@@ -28,6 +28,7 @@ from . import disk as disks
 from . import gpus as gpu_devices
 from . import sandbox
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RUNTIME_ENV, RuntimeBackend, Unavailable, identity_env
+from .execs import ExecError
 from .images import BuildError, LayerCache, image_config, sandbox_argv
 from .network import Attachment, Network, NetworkError, missing as network_missing
 from .procs import describe_exit, tail_of, terminate, terminate_all
@@ -48,8 +49,10 @@ class Box:
     """A running sandbox and what to clean up after it."""
 
     def __init__(self, proc, cgroups: cg.Cgroups, disk: disks.Disk, ct: pathlib.Path, log_path: pathlib.Path,
-                 spare_id: str, net: Attachment | None = None):
+                 spare_id: str, net: Attachment | None = None, env: dict | None = None, cwd: str = "/"):
         self.proc = proc
+        self.env = dict(env or {})  # what its processes get, and its working directory: for its commands
+        self.cwd = cwd
         self.net = net
         self.cgroups = cgroups
         self.disk = disk
@@ -301,7 +304,8 @@ class ContainerBackend(RuntimeBackend):
                 *sandbox_argv(spec, ct),
                 stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
                 stdout=logf, stderr=logf, start_new_session=True)
-        return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "", net=net)
+        return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "", net=net, env=env,
+                   cwd=workdir or "/")
 
     # ---- spares: a container started ahead of need, its runtime imported, waiting to be told
     # which container it is. A cold start from a spare skips the sandbox, the interpreter's
@@ -328,6 +332,8 @@ class ContainerBackend(RuntimeBackend):
             if box.proc.returncode is not None:
                 raise OSError(f"the spare {describe_exit(box.proc.returncode)}")
             box.cgroups.limit(sc.resources)  # fails if it already uses more memory than allowed
+            box.env.update(identity_env(sc))
+            box.env.pop("EMBER_SPARE", None)
             box.proc.stdin.write(json.dumps(identity_env(sc)).encode() + b"\n")
             await box.proc.stdin.drain()
             box.proc.stdin.close()
@@ -353,6 +359,16 @@ class ContainerBackend(RuntimeBackend):
         tail = tail_of(box.log_path)
         box.log_path.unlink(missing_ok=True)
         return tail
+
+    def exec_argv(self, container_id, argv, env, workdir, tty):
+        box = self.boxes.get(container_id)
+        init = _child_of(box.proc.pid) if box is not None and box.proc.returncode is None else None
+        if init is None:
+            raise ExecError(f"container {container_id} does not run on this worker (any more)")
+        spec = {"target": init[0], "target_start": init[1], "cgroups": [str(p) for p in box.cgroups.paths],
+                "argv": argv, "env": {**box.env, **env}, "cwd": workdir or box.cwd, "tty": tty,
+                "parent_pid": os.getpid()}
+        return sandbox_argv(spec, box.ct, entry="enter")
 
     def stop(self, container_id: str, kill: bool = False):
         proc = self.procs.get(container_id)
@@ -387,3 +403,20 @@ class ContainerBackend(RuntimeBackend):
 
     def resume_uploads(self, report):
         self.layers.resume_uploads(report)
+
+
+def _child_of(pid: int) -> tuple[int, int] | None:
+    """The host PID of a sandbox's child, the container's init (PID 1 in its namespace), and its
+    start time (which tells it from a later process given the same PID)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = f.read().split()
+        if not children:
+            return None
+        with open(f"/proc/{children[0]}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    if int(fields[1]) != pid:  # its parent: still the sandbox's child, not a PID taken since
+        return None
+    return int(children[0]), int(fields[19])

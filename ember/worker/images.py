@@ -43,15 +43,18 @@ SANDBOX = [sys.executable, "-S", "-E", "-c",
            f"import sys; sys.path.append({SANDBOX_DIR!r}); import sandbox; sandbox.main()"]
 
 
-def sandbox_argv(spec: dict, directory: pathlib.Path) -> list[str]:
+def sandbox_argv(spec: dict, directory: pathlib.Path, entry: str = "main") -> list[str]:
     """The sandbox's command for a spec, which goes in a file only root can read (the sandbox
     reads and removes it): its environment holds a container's credential or a build's
-    secrets, and a command line is anyone's to read in /proc."""
+    secrets, and a command line is anyone's to read in /proc. `entry`: sandbox.main, which
+    starts a container, or sandbox.enter, which runs a command in a running one."""
     path = directory / f".sandbox-spec-{os.urandom(6).hex()}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(spec, f)
-    return [*SANDBOX, str(path)]
+    return [*SANDBOX[:-1], SANDBOX[-1].replace("sandbox.main()", f"sandbox.{entry}()"), str(path)]
+
+
 Step = api_pb2.ImageStep
 # Steps that make a layer of files; the others (env, workdir) only change the image's config.
 CONTENT_STEPS = {Step.DEBIAN_SLIM, Step.FROM_REGISTRY, Step.PIP_INSTALL, Step.APT_INSTALL, Step.RUN_COMMANDS,

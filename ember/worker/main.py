@@ -31,6 +31,7 @@ from ..proto import api_pb2, api_pb2_grpc
 from . import backend as backends
 from . import gpus, images, runtime_files
 from .container import ContainerBackend
+from .execs import Execs
 from .network import NetworkError
 from .process import ProcessBackend
 
@@ -79,6 +80,7 @@ class Worker:
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         log.info("%s; isolation: %s", self.backend_note, self.backend.isolation())
         self.tasks: dict[str, asyncio.Task] = {}
+        self.execs = Execs(self.backend, lambda out: self._send(api_pb2.WorkerMessage(exec_output=out)), self.tasks.get)
         self.stream: ReconnectingStream | None = None  # to the control plane, once run() starts
         self.builds: dict[str, asyncio.Task] = {}
         self.stopping = False
@@ -124,6 +126,7 @@ class Worker:
             finally:  # whatever happened above, its containers (and their disks) go with it
                 session.cancel()
                 watch.cancel()
+                self.execs.stop_all()
                 await self.backend.stop_all()
         finally:
             await servers.close()
@@ -178,6 +181,7 @@ class Worker:
 
     def _disconnected(self, error: grpc.aio.AioRpcError | None):
         self.stub = None
+        self.execs.stop_all()  # their clients' streams went through the control plane: they are gone
         for t in self.builds.values():  # the control plane fails them: it lost us
             t.cancel()
         if error is not None and error.code() in REFUSED:
@@ -208,6 +212,10 @@ class Worker:
         elif kind == "build_image":
             b = cmd.build_image
             self.builds[b.build_id] = asyncio.create_task(self._build(b))
+        elif kind == "exec_start":
+            self.execs.start(cmd.exec_start)
+        elif kind == "exec_input":
+            self.execs.input(cmd.exec_input)
         elif kind == "shutdown":
             log.warning("the control plane removed this worker: stopping its containers and exiting")
             self.stop_event.set()
@@ -260,6 +268,7 @@ class Worker:
             exit_code, reason, tail, cause = -1, f"failed to start: {e!r}", "", Exited.WORKER_ERROR
         finally:
             self.tasks.pop(sc.container_id, None)
+        self.execs.container_ended(sc.container_id, reason)  # its commands end first, saying why
         event = Exited(container_id=sc.container_id, cause=cause, exit_code=exit_code, reason=reason, log_tail=tail,
                        cpu_seconds=cpu)
         self.recent_exits.append(event)

@@ -22,7 +22,8 @@ import uv
 from .._client import blobs
 from ..proto import api_pb2
 from .backend import RUNTIME_ENV, Capabilities, Context, Exit, RuntimeBackend, identity_env
-from .images import BuildError, Step, describe_step, run_logged, untar_bytes
+from .execs import ExecError
+from .images import BuildError, Step, describe_step, run_logged, sandbox_argv, untar_bytes
 from .procs import describe_exit, kill_group, session_cpu_seconds, tail_of, terminate, terminate_all
 
 log = logging.getLogger("ember.worker")
@@ -52,6 +53,7 @@ class ProcessBackend(RuntimeBackend):
         self.runtime_dir = ctx.runtime_dir
         self.stub = ctx.stub
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.envs: dict[str, dict[str, str]] = {}  # container id -> its environment (what its commands get)
         self.cpu: dict[str, float] = {}  # container id -> its CPU time at the last reading
         self.locks: dict[str, asyncio.Lock] = {}
 
@@ -149,11 +151,13 @@ class ProcessBackend(RuntimeBackend):
                 python, "-m", "ember.container", cwd=workdir, env=env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         self.procs[cid] = proc
+        self.envs[cid] = env
         log.info("container %s started (pid %d)", cid, proc.pid)
         try:
             code = await self._wait_reading_cpu(cid, proc)
         finally:
             self.procs.pop(cid, None)
+            self.envs.pop(cid, None)
             cpu = self.cpu.pop(cid, 0.0)
             kill_group(proc.pid)  # what it started and left behind (a web_server's server, say)
         tail = tail_of(log_path)
@@ -176,6 +180,14 @@ class ProcessBackend(RuntimeBackend):
 
     def cpu_seconds(self, container_id: str) -> float | None:
         return self.cpu.get(container_id) if container_id in self.procs else None
+
+    def exec_argv(self, container_id, argv, env, workdir, tty):
+        proc = self.procs.get(container_id)
+        if proc is None or proc.returncode is not None:
+            raise ExecError(f"container {container_id} does not run on this worker (any more)")
+        spec = {"argv": argv, "env": {**self.envs[container_id], **env}, "tty": tty, "parent_pid": os.getpid(),
+                "cwd": workdir or str(self.root / container_id)}
+        return sandbox_argv(spec, self.root, entry="enter")
 
     def stop(self, container_id: str, kill: bool = False):
         proc = self.procs.get(container_id)

@@ -56,6 +56,19 @@ def kill_group(pgid: int):
         pass
 
 
+def kill_session(sid: int):
+    """SIGKILL every process of a session: a command run in a container, and what it started,
+    the jobs a shell put in process groups of their own too."""
+    kill_group(sid)
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_bytes().rpartition(b")")[2].split()
+            if len(fields) > 3 and int(fields[3]) == sid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # it ended meanwhile
+
+
 def terminate(proc: asyncio.subprocess.Process, grace: float = STOP_GRACE):
     """Ask the process to finish (SIGTERM), and SIGKILL it if it still runs `grace` seconds later."""
     proc.terminate()

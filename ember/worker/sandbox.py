@@ -22,12 +22,14 @@ layers), when the worker has a user namespace.
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import platform
 import signal
 import socket
 import sys
+import termios
 import warnings  # noqa: F401  os.execvpe imports it, after the pivot, where the host's library is gone
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -472,6 +474,103 @@ def main():
             signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(status))  # not reached after a signal
+
+
+# ---- exec: a command in a running container (`ember container exec`, worker/execs.py)
+
+NAMESPACES = (("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID),
+              ("mnt", CLONE_NEWNS))
+
+
+def enter():
+    """Run a command as the container's own processes run: `python -S -E sandbox.py SPEC_JSON`
+    from the worker, with the command's stdin, stdout and stderr (pipes, or a terminal's side).
+
+    SPEC keys: argv, env, cwd, tty (stdin is a terminal: it becomes the command's controlling
+    terminal), parent_pid; for the container backend, target and target_start (the host PID of
+    the container's init, and its start time in /proc/PID/stat) and cgroups. With a target, this
+    process joins the container's cgroups, its IPC, UTS, network, PID and mount namespaces and its
+    root, then its user namespace (last: joined, it could join no other), drops what the
+    container may not have, and forks the command, which is confined as the container's own
+    processes (confine()); it exits as the command did. Without one (the process backend), it
+    becomes the command, in its working directory."""
+    with open(sys.argv[1]) as f:  # a file only root reads (images.sandbox_argv): taken, then removed
+        spec = json.load(f)
+    os.unlink(sys.argv[1])
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if spec.get("parent_pid") and os.getppid() != spec["parent_pid"]:
+        os._exit(1)
+    target = spec.get("target")
+    if target is None:
+        _exec_command(spec, confined=False)
+    try:
+        # Everything of the init through one handle on its /proc directory, checked to be the
+        # process the worker named (its start time): never another that got its PID since.
+        proc = os.open(f"/proc/{target}", os.O_RDONLY | os.O_DIRECTORY)
+        with open(os.open("stat", os.O_RDONLY, dir_fd=proc), "rb") as f:
+            if f.read().rpartition(b")")[2].split()[19] != str(spec["target_start"]).encode():
+                raise SetupError("it ended")
+        root = os.open("root", os.O_RDONLY | os.O_DIRECTORY, dir_fd=proc)
+        namespaces = [(os.open(f"ns/{name}", os.O_RDONLY, dir_fd=proc), flag) for name, flag in NAMESPACES]
+        user = os.open("ns/user", os.O_RDONLY, dir_fd=proc)
+        if os.fstat(user).st_ino == os.stat("/proc/self/ns/user").st_ino:
+            os.close(user)
+            user = None
+        os.close(proc)
+        for cg in spec.get("cgroups", ()):
+            with open(f"{cg}/cgroup.procs", "w") as f:
+                f.write(str(os.getpid()))
+        for fd, flag in namespaces:
+            _check(libc.setns(fd, flag), "join the container's namespaces")
+            os.close(fd)
+        os.fchdir(root)
+        os.chroot(".")
+        os.close(root)
+        if user is not None:
+            enter_user_namespace(user)
+            os.close(user)
+        drop_bounding_caps()
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # as the container's init (child()): its exec undoes it
+    except (SetupError, OSError) as e:
+        print(f"ember exec: cannot enter the container: {e}", file=sys.stderr)
+        os._exit(126)
+    pid = os.fork()  # the child is in the container's PID namespace, this process is not
+    if pid == 0:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited through fork
+        _exec_command(spec, confined=True)
+    _forward_signals(pid)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _exec_command(spec, confined: bool):
+    """Become the command: in a session of its own with its terminal, in its directory; a command
+    that is not there exits 127 as a shell's does, saying so on stderr."""
+    argv, cwd = spec["argv"], spec.get("cwd") or "/"
+    try:
+        if os.getsid(0) != os.getpid():
+            os.setsid()  # a group of its own, which the worker kills as one
+        if spec.get("tty"):
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        os.chdir(cwd)
+    except OSError as e:
+        print(f"ember exec: cannot start {argv[0]} in {cwd}: {e}", file=sys.stderr)
+        os._exit(126)
+    if confined:
+        confine()
+    try:
+        os.execvpe(argv[0], argv, spec["env"])
+    except FileNotFoundError:
+        print(f"ember exec: {argv[0]}: command not found", file=sys.stderr)
+        os._exit(127)
+    except OSError as e:
+        print(f"ember exec: {argv[0]}: {e.strerror}", file=sys.stderr)
+        os._exit(126)
 
 
 def probe_idmapped_mounts():

@@ -285,6 +285,10 @@ class Store(ABC):
     def live_containers(self) -> list[tuple[str, str, str, str, str]]:
         """Containers not exited: (container_id, function_id, worker_id, boot_id, credential_hash)."""
 
+    @abstractmethod
+    def container_app(self, container_id: str) -> str | None:
+        """The id of the app whose function a container ran (live or exited); None if unknown."""
+
     # ---- image layers
 
     @abstractmethod

@@ -429,6 +429,11 @@ class _Runs(_Connection):
             "WHERE state!='exited'"
         ).fetchall()
 
+    def container_app(self, container_id: str) -> str | None:
+        row = self.db.execute("SELECT f.app_id FROM containers c JOIN functions f ON f.function_id=c.function_id "
+                              "WHERE c.container_id=?", (container_id,)).fetchone()
+        return row[0] if row else None
+
 
 class SqliteStore(_Runs, Store):
     """The whole Store: what runs (above), and what lasts beyond runs: image layers, secrets,

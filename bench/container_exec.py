@@ -1,0 +1,115 @@
+"""`ember container exec` (issue 16; the path issue 17's Sandbox.exec reuses): how long from asking
+to the first byte of `echo hi`, and to its exit, in a running container.
+
+    python bench/container_exec.py                      # the process backend
+    python bench/container_exec.py --backend container  # namespaces (root); EMBER_CACHE_DIR is honoured
+
+One container waits in a function's input; N execs of `echo hi` run in it one after another over
+ContainerExec (client -> control plane -> the worker's stream -> the container), timed from
+opening the stream. Next to them, the floor: `sh -c 'echo hi'` started by this process.
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from core import start_cluster  # noqa: E402
+
+
+def percentiles(xs: list[float]) -> str:
+    xs = sorted(xs)
+    return (f"p50 {statistics.median(xs) * 1000:.1f} ms, p90 {xs[int(len(xs) * 0.9)] * 1000:.1f} ms, "
+            f"min {xs[0] * 1000:.1f} ms")
+
+
+async def one_exec(client, container_id: str) -> tuple[float, float]:
+    from ember._client.container_exec import ContainerExec
+
+    t = time.perf_counter()
+    first = None
+    ex = ContainerExec(client, container_id, ["sh", "-c", "echo hi"])
+    async for out in ex.outputs():
+        if out.data and first is None:
+            first = time.perf_counter() - t
+        if out.exited:
+            assert out.exit_code == 0 and not out.error, out
+    return first, time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=50, help="execs (default 50)")
+    ap.add_argument("--backend", default="process")
+    args = ap.parse_args()
+    import ember
+    from ember._client.client import Client
+    from ember.proto import api_pb2
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-exec-cluster-"))
+    server, worker = start_cluster(tmp, args.backend)
+    app = ember.App("bench-exec")
+    image = ember.Image.debian_slim() if args.backend == "container" else None
+
+    @app.function(image=image, serialized=True)
+    def wait(path):
+        import os
+        import time
+        while not os.path.exists(path):
+            time.sleep(0.01)
+
+    try:
+        with app.run():
+            release = f"/tmp/ember-bench-exec-{os.getpid()}"  # made by the last exec, in the container's /tmp
+            call = wait.spawn(release)
+            client = Client.from_env()
+            while True:
+                running = [c for c in client.run(client.rpc("ContainerList", api_pb2.ContainerListRequest())).containers
+                           if c.inputs_in_flight]
+                if running:
+                    break
+                time.sleep(0.05)
+            cid = running[0].container_id
+            client.run(one_exec(client, cid))  # warm
+            firsts, totals = [], []
+            for _ in range(args.n):
+                first, total = client.run(one_exec(client, cid))
+                firsts.append(first)
+                totals.append(total)
+            floor = []
+            for _ in range(args.n):
+                t = time.perf_counter()
+                subprocess.run(["sh", "-c", "echo hi"], capture_output=True, check=True)
+                floor.append(time.perf_counter() - t)
+            print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+                  f"{args.backend} backend")
+            print(f"exec of `echo hi` ({args.n}): first byte {percentiles(firsts)}; exit {percentiles(totals)}")
+            print(f"floor, sh -c 'echo hi' from this process: {percentiles(floor)}")
+            client.run(_release(client, cid, release))
+            call.get(timeout=60)
+            if os.path.exists(release):  # the process backend's /tmp is this machine's
+                os.unlink(release)
+    finally:
+        for p in (worker, server):
+            p.terminate()
+        for p in (worker, server):
+            p.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _release(client, cid: str, path: str):
+    from ember._client.container_exec import ContainerExec
+    async for _ in ContainerExec(client, cid, ["touch", path]).outputs():
+        pass
+
+
+if __name__ == "__main__":
+    main()
