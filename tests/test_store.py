@@ -394,6 +394,8 @@ async def test_usage_adds_up_by_the_hour(store, reopen):
     assert store.usage("ws", 7200.0) == [("ws", "app", "f", 1.0, 1.0, 0.0, 1)]
     assert [row[0] for row in store.usage(None, 0)] == ["other", "ws", "ws"]
     assert store.usage("nobody", 0) == []
+    assert store.usage_hours("ws", 0) == [("ws", 3600.0, 3.0, 3.0, 4.0, 6), ("ws", 7200.0, 1.0, 1.0, 0.0, 1)]
+    assert store.usage_hours(None, 7200.0) == [("other", 7200.0, 9.0, 9.0, 9.0, 9), ("ws", 7200.0, 1.0, 1.0, 0.0, 1)]
 
 
 # ---- logs

@@ -363,6 +363,12 @@ class Store(ABC):
         (workspace, app_name, function_name, cpu_seconds, memory_gib_seconds, gpu_seconds, inputs),
         ordered by workspace, app and function."""
 
+    @abstractmethod
+    def usage_hours(self, workspace: str | None, since_hour: float) -> list[tuple[str, float, float, float, float,
+                                                                                    int]]:
+        """Totals from the hour since_hour on, of one workspace (None: every one), per workspace and
+        hour: (workspace, hour, cpu_seconds, memory_gib_seconds, gpu_seconds, inputs), in that order."""
+
     # ---- secrets (the store holds only ciphertext), named uniquely per workspace
     # A named secret keeps its id while it exists and after it is deleted (its row stays, its
     # ciphertext erased), so that functions refer to it by id across updates, and one made

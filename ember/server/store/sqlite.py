@@ -615,6 +615,15 @@ class SqliteStore(_Runs, Store):
             f"SUM(inputs) FROM usage WHERE {where} GROUP BY workspace, app_name, function_name "
             "ORDER BY workspace, app_name, function_name", args).fetchall()
 
+    def usage_hours(self, workspace, since_hour):
+        where, args = ("workspace = ? AND hour >= ?", (workspace, since_hour)) if workspace is not None else (
+            "hour >= ?", (since_hour,))
+        return self.db.execute(
+            f"SELECT workspace, hour, SUM(cpu_seconds), SUM(memory_gib_seconds), SUM(gpu_seconds), {self.SUM_INPUTS} "
+            f"FROM usage WHERE {where} GROUP BY workspace, hour ORDER BY workspace, hour", args).fetchall()
+
+    SUM_INPUTS = "SUM(inputs)"
+
     def schedule_runs(self) -> dict[tuple[str, str, str], float]:
         return {(w, a, f): t for w, a, f, t in self.db.execute(
             "SELECT workspace, app_name, function_name, last_run FROM schedule_runs")}
