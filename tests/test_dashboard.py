@@ -131,6 +131,22 @@ def test_sessions_and_workspaces_are_checked_on_the_server(dash):
     admin = Http(dash.web_url).login(dash.admin)
     assert "logger" in admin.request("GET", "/dashboard/")[2]
 
+    # Logs are searched on the server; containers, secrets and usage are the workspace's own.
+    found = b.request("GET", f"/dashboard/logs?app={dash.b_app}&search=warn")[2]
+    assert "warn secret-b" in found and "secret-b 0" not in found
+    cli(dash.b_env, "secret", "create", "b-only", "KEY=hidden-value")
+    assert "b-only" in b.request("GET", "/dashboard/objects")[2]
+    assert "hidden-value" not in b.request("GET", "/dashboard/objects")[2]
+    assert "b-only" not in a.request("GET", "/dashboard/objects")[2]
+    assert "logger" in b.request("GET", "/dashboard/containers")[2]
+    assert "logger" not in a.request("GET", "/dashboard/containers")[2]
+    assert "logger" in admin.request("GET", "/dashboard/containers")[2]
+    usage = b.request("GET", "/dashboard/usage")[2]
+    assert "<svg" in usage and "Workspace b" in usage
+    assert "Workspace b" not in a.request("GET", "/dashboard/usage")[2]
+    workers = a.request("GET", "/dashboard/workers")[2]
+    assert "w1" in workers and "connected" in workers
+
     # A form without the session's CSRF secret, or from another site, changes nothing.
     assert b.request("POST", f"/dashboard/apps/{dash.b_app}/stop", {"csrf": "forged"})[0] == 403
     assert b.request("POST", f"/dashboard/apps/{dash.b_app}/stop", {"csrf": b.csrf()},
@@ -193,6 +209,11 @@ def test_in_a_browser_live_logs_failures_and_stopping_an_app(dash, browser):
         failure = page.locator(".failure", has_text="boom: on purpose")
         assert "ValueError: boom: on purpose" in failure.locator("pre.traceback").inner_text()
         assert 'raise ValueError(f"boom: {why}")' in failure.inner_text()
+        # The failed call's page: its input, failed, with its traceback.
+        page.locator("tr:has(a[href^='/dashboard/calls/'])", has_text="fail").locator("a").click()
+        page.locator("td", has_text="failure").wait_for()
+        assert "ValueError: boom: on purpose" in page.locator("pre.traceback").inner_text()
+        page.go_back()
         talk_row = page.locator("tr", has_text="talk").first
         done = dash_app.talk.spawn(2, 0)
         done.get()
@@ -247,6 +268,11 @@ def test_in_a_browser_live_logs_failures_and_stopping_an_app(dash, browser):
         assert app_id not in cli(dash.env, "app", "list")
         with pytest.raises(ember.exception.Error):
             dash_app.talk.remote(1, 0)
+        # Its containers ended, and say why.
+        page.goto(base + "/dashboard/containers")
+        ended = page.locator("tr", has_text="talk").filter(has=page.locator(f"a[href='/dashboard/apps/{app_id}']"))
+        ended.first.wait_for()
+        print("exit cause shown:", ended.first.inner_text())
     context.close()
     # Closing the pages ended their streams on the server.
     wait_for(lambda: streams_open(dash) == 0, what="the event streams to end with their pages")

@@ -33,6 +33,8 @@ LIVE_EVERY = 1.0        # seconds between renders of a live fragment, per open s
 LOG_EVERY = 0.2         # seconds between sends of new log lines, per open stream
 LOG_LINES = 500         # lines of history a logs page shows
 CALLS_SHOWN = 50
+ENDED_SHOWN = 20        # containers that ended, on the containers page
+ENDED_EVERY = 5.0       # seconds between reads of them, per open stream
 Output = api_pb2.Output
 STATUS = {v: k.lower().replace("_", " ") for k, v in Output.Status.items()}
 STATIC = {"dashboard.js": "text/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8"}
@@ -390,9 +392,22 @@ class Dashboard:
                 f"{c.cpu:g}", "–" if cpu is None else duration(cpu), mib(c.memory_mb)])
         headers = [*(["Workspace"] if session.workspace is None else []), "Container", "App", "Function", "Worker",
                    "Image", "State", "Age", "Inputs held", "CPU", "CPU time used", "Memory (reserved)"]
-        return join([table(headers, rows, "no container is running"),
-                     tag("p", "A container's exit cause is in its app's log (follow the container's link).",
-                         class_="note")])
+        at, ended = state.get("ended", (0.0, None))
+        if ended is None or time.monotonic() - at >= ENDED_EVERY:  # a read of the store: not every second
+            ended = self._ended_containers(session)
+            state["ended"] = (time.monotonic(), ended)
+        return join([table(headers, rows, "no container is running"), tag("h2", "Ended lately"), ended])
+
+    def _ended_containers(self, session: Session) -> Html:
+        rows = []
+        for cid, ws, app_id, app_name, fid, worker, created, ended_at, reason in self.store.ended_containers(
+                session.workspace, ENDED_SHOWN):
+            rows.append([*([ws] if session.workspace is None else []),
+                         link(f"{PREFIX}/logs?app={app_id}&container={cid}", cid),
+                         link(f"{PREFIX}/apps/{app_id}", app_name or app_id), self._function_name(fid), worker,
+                         when(ended_at), duration((ended_at or created) - created), reason])
+        return table([*(["Workspace"] if session.workspace is None else []), "Container", "App", "Function",
+                      "Worker", "Ended", "Lived", "Exit cause"], rows, "no container has ended")
 
     async def workers_page(self, req, send, session):
         await self._page(send, session, "Workers", self._live("/events/workers", self.workers_fragment(session, {})))
@@ -478,6 +493,13 @@ class Dashboard:
         await self._page(send, session, "Objects", join(parts))
 
     # ------------------------------------------------------------------ parts
+
+    def _function_name(self, function_id: str) -> str:
+        fn = self.sched.apps.function(function_id)
+        if fn is not None:
+            return fn.name
+        stored = self.store.function(function_id)  # its app stopped
+        return stored[2].name if stored else ""
 
     def _workspaces(self, session: Session) -> list[str]:
         return [session.workspace] if session.workspace is not None else sorted(self.sched.identity.workspaces)

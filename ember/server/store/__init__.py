@@ -282,6 +282,12 @@ class Store(ABC):
         """The container is gone, now, for reason."""
 
     @abstractmethod
+    def ended_containers(self, workspace: str | None, limit: int) -> list[tuple]:
+        """The latest containers to end, of one workspace's apps (None: every one's), newest first:
+        (container_id, workspace, app_id, app_name, function_id, worker name, created_at, ended_at,
+        exit_reason)."""
+
+    @abstractmethod
     def live_containers(self) -> list[tuple[str, str, str, str, str]]:
         """Containers not exited: (container_id, function_id, worker_id, boot_id, credential_hash)."""
 

@@ -423,6 +423,15 @@ class _Runs(_Connection):
             (reason, time.time(), container_id),
         )
 
+    def ended_containers(self, workspace, limit):
+        where, args = ("a.workspace = ?", (workspace,)) if workspace is not None else ("1=1", ())
+        return self.db.execute(
+            "SELECT c.container_id, a.workspace, a.app_id, a.name, c.function_id, COALESCE(w.name, c.worker_id), "
+            "c.created_at, c.ended_at, COALESCE(c.exit_reason, '') FROM containers c "
+            "JOIN functions f ON f.function_id=c.function_id JOIN apps a ON a.app_id=f.app_id "
+            f"LEFT JOIN workers w ON w.worker_id=c.worker_id WHERE c.state='exited' AND {where} "
+            "ORDER BY c.ended_at DESC LIMIT ?", (*args, limit)).fetchall()
+
     def live_containers(self):
         return self.db.execute(
             "SELECT container_id, function_id, worker_id, boot_id, credential_hash FROM containers "
