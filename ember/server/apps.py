@@ -65,7 +65,7 @@ def apply_options(d: api_pb2.FunctionDefinition, o: api_pb2.FunctionOptions):
         d.max_inputs, d.target_inputs = 0, 0  # batched now, so no longer concurrent
 
 
-DURATIONS_KEPT = 1000
+DURATIONS_KEPT = 256
 
 
 class AppState:

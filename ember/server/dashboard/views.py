@@ -125,7 +125,7 @@ class Dashboard:
         except (Unauthenticated, Forbidden) as e:
             return await self.login_page(req, send, str(e), 401)
         nxt = form.get("next", "")
-        if not nxt.startswith(PREFIX + "/") or nxt.startswith("//"):
+        if not nxt.startswith(PREFIX + "/") or any(ord(c) < 0x21 or c == "\\" for c in nxt):
             nxt = PREFIX + "/"  # only a page of its own: never a redirect elsewhere
         cookie = (f"{COOKIE}={sid}; Path={PREFIX}/; HttpOnly; SameSite=Strict; Max-Age={int(SESSION_HOURS * 3600)}"
                   + ("; Secure" if self.secure or req.scheme == "https" else ""))
