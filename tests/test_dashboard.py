@@ -50,9 +50,7 @@ class Http:
             hdrs.update(headers or {})
             conn.request(method, path, body=body, headers=hdrs)
             resp = conn.getresponse()
-            # An event stream that answers with data ends at once here only if it ends; read what came.
-            data = resp.read() if resp.getheader("content-type", "").find("event-stream") < 0 else resp.read1(65536)
-            return resp.status, dict(resp.getheaders()), data.decode()
+            return resp.status, dict(resp.getheaders()), resp.read().decode()
         finally:
             conn.close()
 
@@ -81,9 +79,10 @@ def dash(tmp_path_factory):
         c.b = json.loads(cli(env, "token", "new", "--workspace", "b", "--json"))
         c.b_env = dict(env, EMBER_TOKEN_ID=c.b["token_id"], EMBER_TOKEN_SECRET=c.b["token_secret"])
         cli(c.b_env, "deploy", str(APPS / "logs_app.py"))
+        cli(c.b_env, "deploy", str(APPS / "dash_cron.py"))
         subprocess.run([PY, "-c", "import ember; ember.Function.from_name('logger', 'speak').remote(1, 'secret-b')"],
                        check=True, env=dict(os.environ, PYTHONPATH=str(APPS), **c.b_env), timeout=120)
-        c.b_app = re.search(r"(ap-[0-9a-f]+)", cli(c.b_env, "app", "list")).group(1)
+        c.b_app = re.search(r"logger\s+(ap-[0-9a-f]+)", cli(c.b_env, "app", "list")).group(1)
         yield c
 
 
@@ -135,9 +134,14 @@ def test_sessions_and_workspaces_are_checked_on_the_server(dash):
     found = b.request("GET", f"/dashboard/logs?app={dash.b_app}&search=warn")[2]
     assert "warn secret-b" in found and "secret-b 0" not in found
     cli(dash.b_env, "secret", "create", "b-only", "KEY=hidden-value")
-    assert "b-only" in b.request("GET", "/dashboard/objects")[2]
-    assert "hidden-value" not in b.request("GET", "/dashboard/objects")[2]
-    assert "b-only" not in a.request("GET", "/dashboard/objects")[2]
+    cli(dash.b_env, "volume", "create", "b-volume")
+    cli(dash.b_env, "queue", "create", "b-queue")
+    objects = b.request("GET", "/dashboard/objects")[2]
+    assert "b-only" in objects and "hidden-value" not in objects and "b-volume" in objects and "b-queue" in objects
+    nightly = re.search(r"<td>nightly</td><td>nightly</td><td>30 2 \* \* \*</td><td>([^<]+)</td>", objects)
+    assert nightly and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:00", nightly.group(1)), objects
+    theirs = a.request("GET", "/dashboard/objects")[2]
+    assert "b-only" not in theirs and "b-volume" not in theirs and "nightly" not in theirs
     assert "logger" in b.request("GET", "/dashboard/containers")[2]
     assert "logger" not in a.request("GET", "/dashboard/containers")[2]
     assert "logger" in admin.request("GET", "/dashboard/containers")[2]

@@ -15,6 +15,7 @@ done call may be reopened to run such inputs again.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import time
@@ -393,9 +394,10 @@ class Ledger:
         self._calls[call_id] = call
         return call if workspace in (None, fn.app.workspace) else None
 
-    def calls_of(self, app: AppState) -> list[CallState]:
-        """The app's calls in memory (open ones, and those finished in the last minutes), newest first."""
-        return sorted((c for c in self._calls.values() if c.function.app is app), key=lambda c: -c.created_at)
+    def calls_of(self, app: AppState, n: int) -> list[CallState]:
+        """The app's n newest calls in memory (open ones, and those finished in the last minutes)."""
+        return heapq.nlargest(n, (c for c in self._calls.values() if c.function.app is app),
+                              key=lambda c: c.created_at)
 
     def busy(self, app: AppState) -> bool:
         """Whether a call of the app's functions may still take inputs or has open ones."""

@@ -12,6 +12,7 @@ every workspace), and another workspace's objects answer as if they did not exis
 
 import asyncio
 import importlib.resources
+import itertools
 import logging
 import re
 import statistics
@@ -33,6 +34,8 @@ LIVE_EVERY = 1.0        # seconds between renders of a live fragment, per open s
 LOG_EVERY = 0.2         # seconds between sends of new log lines, per open stream
 LOG_LINES = 500         # lines of history a logs page shows
 CALLS_SHOWN = 50
+CALLS_EVERY = 5.0       # seconds between looks at the calls in memory, per open stream
+SCANNED = 10_000        # outputs and open inputs of a call looked at, the latest
 ENDED_SHOWN = 20        # containers that ended, on the containers page
 ENDED_EVERY = 5.0       # seconds between reads of them, per open stream
 Output = api_pb2.Output
@@ -51,7 +54,7 @@ class Dashboard:
         self.secure = secure_cookies
         self.streams = 0  # event streams open now (metrics.py shows it: each ends with its page)
         g, p = "GET", "POST"
-        # (method, path below PREFIX, handler, live fragment or None)
+        # (method, path below PREFIX, handler(request, send, session, *the path's groups))
         self.routes = [(method, re.compile(pattern + "$"), handler) for method, pattern, handler in (
             (g, "/", self.apps_page), (g, f"/apps/{ID}", self.app_page), (p, f"/apps/{ID}/stop", self.stop_app),
             (g, f"/calls/{ID}", self.call_page), (g, "/logs", self.logs_page),
@@ -221,16 +224,24 @@ class Dashboard:
                          fn.failed, when(next_run) if next_run else ""])
         functions = table(["Function", "Queued", "Running", "Containers", "Inputs/s", "p50", "p99", "Succeeded",
                            "Failed", "Next run"], rows, "no function yet")
-        calls = []
-        for call in self.sched.ledger.calls_of(app)[:CALLS_SHOWN]:
-            failed = sum(1 for o in call.outputs if o.output.status in FAILED)
-            calls.append([link(f"{PREFIX}/calls/{call.call_id}", call.call_id), call.function.name,
-                          _call_status(call), f"{call.num_done}/{'?' if call.num_inputs is None else call.num_inputs}",
-                          failed or "", max((i.attempts for i in call.inputs.values()), default=""),
-                          duration((call.finished_at or now) - call.created_at), when(call.created_at)])
-        return join([tag("h2", "Functions"), functions, tag("h2", "Calls"),
-                     table(["Call", "Function", "Status", "Done", "Failed", "Attempts", "Duration", "Started"], calls,
-                           "no call in the last minutes")])
+        at, calls = state.get("calls", (0.0, None))
+        if calls is None or time.monotonic() - at >= CALLS_EVERY:  # every call in memory is looked at: not often
+            calls = self._calls(app, now)
+            state["calls"] = (time.monotonic(), calls)
+        return join([tag("h2", "Functions"), functions, tag("h2", "Calls"), calls])
+
+    def _calls(self, app, now: float) -> Html:
+        rows = []
+        for call in self.sched.ledger.calls_of(app, CALLS_SHOWN):
+            # A large map's outputs and inputs: the latest SCANNED of them say enough.
+            failed = sum(1 for o in call.outputs[-SCANNED:] if o.output.status in FAILED)
+            attempts = max((i.attempts for i in itertools.islice(call.inputs.values(), SCANNED)), default="")
+            rows.append([link(f"{PREFIX}/calls/{call.call_id}", call.call_id), call.function.name,
+                         _call_status(call), f"{call.num_done}/{'?' if call.num_inputs is None else call.num_inputs}",
+                         failed or "", attempts, duration((call.finished_at or now) - call.created_at),
+                         when(call.created_at)])
+        return table(["Call", "Function", "Status", "Done", "Failed", "Attempts", "Duration", "Started"], rows,
+                     "no call in the last minutes")
 
     async def stop_app(self, req, send, session, app_id):
         app = self.sched.apps.app(app_id, session.workspace)
@@ -313,9 +324,9 @@ class Dashboard:
             return await self._not_found(send, session, f"there is no app with id {q['app']}")
         workspace, app = ref
         rows = self._log_history(workspace, q)
-        last = rows[-1][1] if rows else 0
-        if app is not None:
-            last = max(last, app.log.seq if not rows else last)
+        # The store holds every line up to the buffer's end (each is written as it comes, and this
+        # runs between two of them): the live lines follow from there.
+        last = app.log.seq if app is not None else 0
         lines = join(_log_line(r[1], r[2], r[5], r[6], r[7], r[8], r[9]) for r in rows)
         live = ""
         if app is not None:
@@ -330,7 +341,8 @@ class Dashboard:
         filters = {"function_name": q["function"], "container_id": q["container"], "search": q["search"]}
         if not q["call"]:
             return self.store.logs(workspace, q["app"], tail=LOG_LINES, limit=LOG_LINES, **filters)
-        # The store filters by input no more; a call's inputs are CALL_ID:IDX: read on and keep its own.
+        # The store has no filter by input; a call's inputs are CALL_ID:IDX: read its pages (20,000
+        # lines at most) and keep the call's.
         prefix, kept, after = q["call"] + ":", [], 0
         for _page in range(20):
             rows = self.store.logs(workspace, q["app"], after_seq=after, limit=1000, **filters)
