@@ -127,6 +127,8 @@ def test_sessions_and_workspaces_are_checked_on_the_server(dash):
     b = Http(dash.web_url).login(dash.b)
     assert "logger" in b.request("GET", "/dashboard/")[2]
     assert "secret-b 0" in b.request("GET", f"/dashboard/logs?app={dash.b_app}")[2]
+    page = b.request("GET", f"/dashboard/apps/{dash.b_app}")[2]
+    assert "Deployed versions" in page and "<td>v1</td>" in page and "<td>speak</td>" in page
     admin = Http(dash.web_url).login(dash.admin)
     assert "logger" in admin.request("GET", "/dashboard/")[2]
 

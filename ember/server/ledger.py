@@ -15,7 +15,6 @@ done call may be reopened to run such inputs again.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import time
@@ -394,10 +393,12 @@ class Ledger:
         self._calls[call_id] = call
         return call if workspace in (None, fn.app.workspace) else None
 
-    def calls_of(self, app: AppState, n: int) -> list[CallState]:
-        """The app's n newest calls in memory (open ones, and those finished in the last minutes)."""
-        return heapq.nlargest(n, (c for c in self._calls.values() if c.function.app is app),
-                              key=lambda c: c.created_at)
+    def calls_of(self, app: AppState, n: int, among: int = 10_000) -> list[CallState]:
+        """The app's newest calls in memory (open ones, and those finished in the last minutes),
+        at most n, among the latest `among` calls made (or read back from the store): a look that
+        costs the same however many calls are in memory."""
+        latest = itertools.islice(reversed(self._calls.values()), among)
+        return list(itertools.islice((c for c in latest if c.function.app is app), n))
 
     def busy(self, app: AppState) -> bool:
         """Whether a call of the app's functions may still take inputs or has open ones."""

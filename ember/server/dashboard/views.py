@@ -189,7 +189,7 @@ class Dashboard:
         parts.append(tag("div", join(actions), class_="actions"))
         if app is not None:
             parts.append(self._live(f"/events/apps/{app_id}", self.app_fragment(session, app_id, {})))
-        history = self.store.app_history(workspace, name) if name else []
+        history = self.store.app_history(workspace, name) if app is not None and app.deployed else []
         if history:
             parts.append(tag("h2", "Deployed versions"))
             parts.append(table(["Version", "App id", "Deployed", "State", "Stopped"], [
