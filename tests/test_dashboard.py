@@ -19,7 +19,10 @@ import urllib.parse
 import pytest
 
 import ember
-from conftest import APPS, PY, ROOT, module_cluster, wait_for
+from conftest import APPS, PY, ROOT, module_cluster, run_async, wait_for
+from ember.server.auth import Identity
+from ember.server.dashboard.sessions import SESSION_HOURS, Sessions
+from ember.server.store import open_store
 
 import dash_app
 
@@ -167,6 +170,25 @@ def test_sessions_and_workspaces_are_checked_on_the_server(dash):
     cli(dash.env, "token", "revoke", dash.main["token_id"])
     assert a.request("GET", "/dashboard/")[0] == 303
     assert a.request("POST", "/dashboard/logout", {"csrf": a_csrf})[0] == 401
+
+
+@run_async
+async def test_a_session_lasts_its_hours_then_ends(tmp_path):
+    store = open_store(tmp_path / "ember.db")
+    try:
+        identity = Identity(store)
+        identity.bootstrap(tmp_path)
+        admin = json.loads((tmp_path / "admin-token.json").read_text())
+        now = [1000.0]
+        sessions = Sessions(identity, clock=lambda: now[0])
+        sid, session = sessions.login(admin["token_id"], admin["token_secret"])
+        now[0] += SESSION_HOURS * 3600 - 1
+        assert sessions.get(sid) is session
+        now[0] += 1
+        assert sessions.get(sid) is None and sessions.get(sid) is None  # and forgotten
+        assert sessions.get(None) is None and sessions.get("made-up") is None
+    finally:
+        store.close()
 
 
 @pytest.fixture(scope="module")
