@@ -10,6 +10,7 @@ import grpc
 
 from . import config, exception
 from ._client import code
+from ._client.build_progress import BuildProgress
 from ._client.client import Client, translate
 from ._client.local_cluster import LocalCluster
 from ._client.stream import Backoff, unavailable
@@ -21,37 +22,64 @@ from .proto import api_pb2
 LOG_WAIT = 2.0  # seconds a result waits at most for the prints that came before it
 
 
-def print_logs(batch: api_pb2.LogBatch):
-    """What the app's containers printed, on this terminal's stdout and stderr."""
+EVENT = 3  # LogEntry.fd of Ember's own events about an app (a container started or exited, a scheduled run)
+
+
+def print_logs(batch: api_pb2.LogBatch, events: bool = False):
+    """What the app's containers printed, on this terminal's stdout and stderr (with events, Ember's
+    own events about the app too, on stderr). Each run of lines of one stream is one write: a
+    batch of thousands of lines costs a few system calls, not thousands."""
+    out, text = None, []
     for e in batch.entries:
-        out = sys.stderr if e.fd == 2 else sys.stdout
-        out.write(e.data)
+        if e.fd == EVENT and not events:
+            continue
+        to = sys.stdout if e.fd == 1 else sys.stderr
+        if to is not out and text:
+            _write(out, text)
+            text = []
+        out = to
+        text.append(e.data)
+    if text:
+        _write(out, text)
+
+
+def _write(out, text: list[str]):
+    data = "".join(text)
+    out.write(data)
+    # Above a live display (_client/terminal.py) a flush ends the line: one that comes in
+    # several entries waits for its end there.
+    if data.endswith("\n") or not hasattr(out, "rich_proxied_file"):
         out.flush()
 
 
-async def build_image(client: Client, image: api_pb2.Image):
-    """Have the image built (at once if it is already), its build output on this terminal."""
+async def build_image(client: Client, image: api_pb2.Image, sources: list[str] | None = None):
+    """Have the image built (at once if it is already), its progress on this terminal (see
+    build_progress.py; `sources`: where each step's local files come from, Image._sources())."""
     force = os.environ.get("EMBER_FORCE_BUILD", "") not in ("", "0")
     error = "the control plane ended the build without a result"
     backoff = Backoff(max_delay=client.servers.max_delay)
-    while True:
-        url = client.servers.url
-        try:
-            async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
-                                                      wait_for_ready=client.servers.wait_for_ready):
-                if event.log:
-                    sys.stderr.write(event.log)
-                    sys.stderr.flush()
-                if event.done:
-                    error = event.error
-                    break
-            break
-        except grpc.aio.AioRpcError as e:
-            # Another of several control planes may lead: asked again, a built image is there at once.
-            if unavailable(e) and client.servers.several and await backoff.wait():
-                client.servers.failed(url, e)
-                continue
-            raise translate(e, "building the app's image") from None
+    progress = BuildProgress(image, sources)
+    try:
+        while True:
+            url = client.servers.url
+            try:
+                async for event in client.stub.ImageBuild(api_pb2.ImageBuildRequest(image=image, force=force),
+                                                          wait_for_ready=client.servers.wait_for_ready):
+                    progress.event(event)
+                    if event.done:
+                        error = event.error
+                        break
+                break
+            except grpc.aio.AioRpcError as e:
+                # Another of several control planes may lead: asked again, a built image is there at once.
+                if unavailable(e) and client.servers.several and await backoff.wait():
+                    client.servers.failed(url, e)
+                    progress.close("")
+                    progress = BuildProgress(image, sources)  # the build's events start over
+                    continue
+                raise translate(e, "building the app's image") from None
+    finally:
+        progress.close(error)
     if error:
         raise exception.ImageBuildError(f"Image build failed: {error}")
 
@@ -326,7 +354,7 @@ class _RunningApp:
                 secret_ids = {id(s): await s._resolve(client) for s in image._build_secrets()}
                 images[id(image)] = await asyncio.to_thread(image._resolve, client.upload_sync,
                                                             secret_ids)  # hashes local files
-                await build_image(client, images[id(image)])
+                await build_image(client, images[id(image)], image._sources())
         # Secrets next: a missing one (or a missing required key) fails here, before anything runs.
         secret_ids = {name: [await s._resolve(client) for s in f._spec.secrets] for name, f in functions.items()}
         volume_ids = {name: {path: await v._id() for path, v in f._spec.volumes.items()}

@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from . import _gpu, config, exception
 from ._client.bridge import in_thread, twin
 from ._client.client import Client
+from ._client.map_progress import MapProgress
 from ._client.serialization import deserialize, exception_from_output, serialize_args
 from ._ids import new_id
 from .image import DEFAULT_IMAGE, Image
@@ -685,12 +686,13 @@ class Function:
         """The results of a call over (args, kwargs) pairs, as they come or in order."""
         client, fid = await self._resolve()
         self._check_kind(".map()")
-        run = _MapRun(self, client, fid)
+        run = _MapRun(self, client, fid, bar=MapProgress(self._name))
         sender = asyncio.get_running_loop().create_task(run.send(arg_iter))
         try:
             async for value in run.results(order_outputs, return_exceptions):
                 yield value
         finally:
+            run.bar.close()
             sender.cancel()
             if not run.finished:  # stopped early, or failed: the rest need not run
                 await run.cancel()
@@ -706,7 +708,8 @@ class _MapRun:
     Ember itself."""
 
     def __init__(self, function: Function, client: Client, fid: str, *, batch: int = MAP_BATCH,
-                 batch_bytes: int = MAP_BATCH_BYTES, batch_age: float | None = MAP_BATCH_AGE):
+                 batch_bytes: int = MAP_BATCH_BYTES, batch_age: float | None = MAP_BATCH_AGE,
+                 bar: MapProgress | None = None):
         self.batch, self.batch_bytes, self.batch_age = batch, batch_bytes, batch_age
         self.f = function
         self.client = client
@@ -719,6 +722,8 @@ class _MapRun:
         self.cancelled = False
         self.error: Exception | None = None  # why sending failed: the caller's error, raised once
         self.progress = asyncio.Condition()
+        self.bar = bar  # the progress bar on the terminal, moved as outputs arrive
+        self.failed = 0
 
     async def send(self, arg_iter, wait_for_results: bool = True):
         """Send the inputs in batches. Without results to wait for (spawn_map), the next batch is
@@ -787,6 +792,9 @@ class _MapRun:
             async with self.progress:
                 self.received += len(resp.outputs)
                 self.progress.notify_all()
+            if self.bar is not None:
+                self.failed += sum(co.output.status != Output.SUCCESS for co in resp.outputs)
+                self.bar.update(max(self.sent, resp.num_inputs), self.received, self.failed, resp.inputs_complete)
             for co in resp.outputs:
                 if self.error is not None:
                     break

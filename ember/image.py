@@ -43,6 +43,8 @@ class _Step(typing.NamedTuple):
     # container imports the same module without those files): a function () -> [(local path,
     # path in the archive)], or ("function", (fn, args, kwargs)).
     local: typing.Any = None
+    # Where its local files come from, as a build's progress shows the step (not part of its layer's name).
+    source: str = ""
 
 
 def _strings(what: str, values) -> tuple[str, ...]:
@@ -248,7 +250,8 @@ class Image:
 
         args = [a for name in names for a in ("-r", f"/.ember-files/{name}")]
         return self._then(_Step("pip_install", opts + tuple(args) + packages, **build_env,
-                                force_build=force_build, local=files))
+                                force_build=force_build, local=files,
+                                source=" ".join(["pip_install", *(f"-r {p}" for p in paths), *packages])))
 
     @_reads_local_files
     def pip_install_from_pyproject(self, pyproject_toml: str, optional_dependencies: list[str] = (), *,
@@ -313,7 +316,7 @@ class Image:
             return [(tmp, "requirements.txt")]
 
         return self._then(_Step("pip_install", ("-r", "/.ember-files/requirements.txt"), **build_env,
-                                force_build=force_build, local=files))
+                                force_build=force_build, local=files, source=f"uv_sync {project_dir}"))
 
     @_reads_local_files
     def poetry_install_from_file(self, poetry_pyproject_toml: str, poetry_lockfile: str | None = None, *,
@@ -459,7 +462,7 @@ class Image:
 
     def _add_files(self, files, what: str) -> "Image":
         """Local files into the image: `files` is () -> [(local path, path in the image without "/")]."""
-        return self._then(_Step("add_local", path="/", args=(what,), local=files))
+        return self._then(_Step("add_local", path="/", args=(what,), local=files, source=what))
 
     def entrypoint(self, entrypoint_commands: list[str]) -> "Image":
         """What runs a container's command (Ember's runtime), as in Docker and Modal: a script
@@ -500,7 +503,8 @@ class Image:
                 raise exception.InvalidError(f"add_local_file: {local_path} is not a file")
             return [(src, remote.lstrip("/"))]
 
-        return self._then(_Step("add_local", path="/", args=(remote,), local=files))
+        return self._then(_Step("add_local", path="/", args=(remote,), local=files,
+                                source=f"add_local_file {local_path} -> {remote}"))
 
     def add_local_dir(self, local_path, remote_path: str, *, copy: bool = True,
                       ignore: typing.Sequence[str] | typing.Callable[[pathlib.Path], bool] = ()) -> "Image":
@@ -513,7 +517,8 @@ class Image:
                 raise exception.InvalidError(f"add_local_dir: {local_path} is not a directory")
             return _dir_files(src, ignore)
 
-        return self._then(_Step("add_local", path=remote, local=files))
+        return self._then(_Step("add_local", path=remote, local=files,
+                                source=f"add_local_dir {local_path} -> {remote}"))
 
     def add_local_python_source(self, *modules: str, copy: bool = True,
                                 ignore: typing.Sequence[str] | typing.Callable = ("**/__pycache__", "*.pyc")
@@ -536,7 +541,8 @@ class Image:
                     out.append((pathlib.Path(spec.origin), f"{name.replace('.', '/')}.py"))
             return out
 
-        return self._then(_Step("add_local", path=DEFAULT_WORKDIR, args=("compile", *names), local=files))
+        return self._then(_Step("add_local", path=DEFAULT_WORKDIR, args=("compile", *names), local=files,
+                                source=f"add_local_python_source {' '.join(names)}"))
 
     # ------------------------------------------------------------------ remote-only imports
 
@@ -553,6 +559,10 @@ class Image:
                 raise
 
     # ------------------------------------------------------------------ resolving
+
+    def _sources(self) -> list[str]:
+        """Where each step's local files come from ("" for a step without), for its build's progress."""
+        return [s.source for s in self._steps]
 
     def _build_secrets(self) -> list:
         """The Secret objects its build steps name (to resolve to ids before `_resolve`)."""

@@ -143,7 +143,7 @@ def test_auto_chooses_the_first_available_backend_and_says_why_it_lacks_isolatio
 
 
 def test_a_backend_asked_for_by_name_runs_or_the_worker_says_why_not():
-    assert backend.choose("plain", [BOX, PLAIN]) == (PLAIN, "asked for")
+    assert backend.choose("plain", [BOX, PLAIN]) == (PLAIN, "--backend plain was asked for")
     assert backend.choose("plain", [UNROOTED, PLAIN]) == (PLAIN, "not running as root")
     with pytest.raises(backend.Unavailable, match="the box backend is not available here: not running as root"):
         backend.choose("box", [UNROOTED, PLAIN])

@@ -2,12 +2,13 @@
 
 import os
 import pathlib
+import subprocess
 
 import pytest
 
 from ember import exception
 from ember.worker import cgroups as cg
-from conftest import ROOT
+from conftest import PY, ROOT, wait_for
 
 import container_app
 
@@ -48,6 +49,13 @@ def test_memory_limit_kills_with_a_clear_error(running):
     with pytest.raises(exception.OutOfMemoryError, match="memory limit of 100 MiB"):
         container_app.hog.remote(400)
     assert container_app.hog.remote(10) == 10  # a new container, fine below the limit
+
+    def app_log() -> str:  # Ember's events go to stderr
+        cmd = [PY, "-m", "ember.cli.main", "app", "logs", container_app.app.app_id, "--function", "hog"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                              env=dict(os.environ, **running.env)).stderr
+    wait_for(lambda: "exited: killed for memory: it exceeded its memory limit of 100 MiB and was killed" in app_log(),
+             what="its app's log to say why its container ended")
 
 
 def throttled_periods(proc_cgroup: str) -> int:

@@ -246,6 +246,12 @@ def test_in_a_browser_live_logs_failures_and_stopping_an_app(dash, browser):
         done = dash_app.talk.spawn(2, 0)
         done.get()
         wait_for(lambda: talk_row.locator("td").nth(7).inner_text() == "2", what="the succeeded count to move live")
+        # A call's lines, found by the call.
+        admin = Http(base).login(dash.admin)
+        of_call = f"/dashboard/logs?app={app_id}&call={done.object_id}"
+        wait_for(lambda: "line 1 of 2" in admin.request("GET", of_call)[2], what="the call's lines")
+        only = admin.request("GET", of_call)[2]
+        assert "line 0 of 2" in only and "line 0 of 1" not in only
         if shots:
             _shoot(page, shots, "function")
 

@@ -428,10 +428,12 @@ async def test_usage_adds_up_by_the_hour(store, reopen):
 @run_async
 async def test_logs_are_kept_filtered_scoped_and_expired(store, reopen):
     store.create_app("ap-1", "ws", "web", deployed=True)
-    def line(seq, t, fn, container, data, fd=1, app="ap-1", ws="ws"):
-        return (app, seq, t, ws, "web", fn, container, "", fd, data)
-    store.add_logs([line(1, 100.0, "f", "co-1", "hello 100% sure\n"), line(2, 101.0, "g", "co-2", "oops\n", fd=2),
-                    line(3, 102.0, "f", "co-1", "hello again\n"), line(4, 103.0, "f", "", "ember: scheduled\n")])
+    def line(seq, t, fn, container, data, fd=1, app="ap-1", ws="ws", call=""):
+        return (app, seq, t, ws, "web", fn, container, f"in-{call}" if call else "", fd, data, call)
+    store.add_logs([line(1, 100.0, "f", "co-1", "hello 100% sure\n", call="fc-1"),
+                    line(2, 101.0, "g", "co-2", "oops\n", fd=2, call="fc-2"),
+                    line(3, 102.0, "f", "co-1", "hello again\n", call="fc-1"),
+                    line(4, 103.0, "f", "", "ember: scheduled\n")])
     store.add_logs([line(1, 100.0, "f", "co-1", "a retried batch is kept once\n"),
                     line(1, 100.0, "h", "co-9", "another workspace's\n", app="ap-2", ws="other")])
     await store.durable()
@@ -439,10 +441,11 @@ async def test_logs_are_kept_filtered_scoped_and_expired(store, reopen):
 
     def seqs(**kw):
         return [row[1] for row in store.logs("ws", "ap-1", **kw)]
-    assert store.logs("ws", "ap-1", limit=1) == [("ap-1", 1, 100.0, "ws", "web", "f", "co-1", "", 1,
-                                                  "hello 100% sure\n")]
+    assert store.logs("ws", "ap-1", limit=1) == [("ap-1", 1, 100.0, "ws", "web", "f", "co-1", "in-fc-1", 1,
+                                                  "hello 100% sure\n", "fc-1")]
     assert seqs() == [1, 2, 3, 4] and seqs(after_seq=2) == [3, 4] and seqs(limit=2) == [1, 2]
     assert seqs(function_name="f") == [1, 3, 4] and seqs(container_id="co-2") == [2]
+    assert seqs(call_id="fc-1") == [1, 3] and seqs(call_id="fc-1", tail=1) == [3] and seqs(call_id="fc-9") == []
     assert seqs(search="hello") == [1, 3] and seqs(search="0% s") == [1] and seqs(search="_") == []
     assert seqs(since=101.0) == [2, 3, 4] and seqs(until=101.0) == [1, 2] and seqs(since=101, until=102) == [2, 3]
     assert seqs(tail=2) == [3, 4] and seqs(tail=2, function_name="f") == [3, 4] and seqs(tail=9) == [1, 2, 3, 4]

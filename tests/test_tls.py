@@ -176,7 +176,7 @@ def test_profiles_token_set_list_and_activate(tmp_path):
     assert out.returncode == 0, out.stderr
     out = ember("profile", "list", env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["* default  https://one.example:7070", "  two      https://two.example:7070"]
+    assert out.stdout.splitlines() == ["*\tdefault\thttps://one.example:7070", " \ttwo\thttps://two.example:7070"]
     assert "secret" not in out.stdout
 
     show = ("from ember import config\n"
@@ -187,7 +187,7 @@ def test_profiles_token_set_list_and_activate(tmp_path):
 
     out = ember("profile", "activate", "two", env=env)
     assert out.returncode == 0, out.stderr
-    assert ember("profile", "list", env=env).stdout.splitlines()[1].startswith("* two")
+    assert ember("profile", "list", env=env).stdout.splitlines()[1].startswith("*\ttwo")
     assert run_py(show, clean | env).stdout.strip() == "https://two.example:7070 ('tk-two', 'secret-two') None"
     # EMBER_PROFILE overrides the active one, and the environment overrides any profile.
     picked = run_py(show, clean | env | {"EMBER_PROFILE": "default"}).stdout.strip()

@@ -13,7 +13,10 @@ from .._client.client import Client, translate
 from ..app import print_logs
 from ..proto import api_pb2
 from .errors import report
+from .output import Column, add_json_flag, add_verbose_flag, list_parser, print_rows
 from .run import find_app, import_file
+
+STREAMS = {1: "stdout", 2: "stderr", 3: "ember"}  # LogEntry.fd: 3 is Ember's own event about the app
 
 
 def add_parsers(sub):
@@ -22,14 +25,15 @@ def add_parsers(sub):
                                         "in flight finish on the old version). Needs EMBER_SERVER_URL.")
     deploy.add_argument("file")
     deploy.add_argument("--name", help="the deployed app's name (default: the App's name)")
+    add_verbose_flag(deploy)
     deploy.add_argument("-e", "--env", help="Modal's environment: Ember has none (workspaces, chosen by the token, "
                                             "are its namespaces)")
     image = sub.add_parser("image", help="the images of live apps and the disk their layers take")
-    image.add_subparsers(dest="action", metavar="ACTION", required=True).add_parser(
-        "list", help="images of the workspace's live apps: layers, unpacked size, archive size in the blob store")
+    list_parser(image.add_subparsers(dest="action", metavar="ACTION", required=True),
+                help="images of the workspace's live apps: layers, unpacked size, archive size in the blob store")
     app = sub.add_parser("app", help="list, stop and follow deployed apps")
     cmds = app.add_subparsers(dest="action", metavar="ACTION", required=True)
-    cmds.add_parser("list", help="running apps: deployed ones and ephemeral runs")
+    list_parser(cmds, help="running apps: deployed ones and ephemeral runs")
     cmds.add_parser("stop", help="stop a deployed app").add_argument("name")
     logs = cmds.add_parser("logs", help="what an app's containers printed (kept --log-retention hours)")
     logs.add_argument("name", metavar="NAME|APP_ID", help="a deployed app's name, or any app's id (ephemeral too)")
@@ -41,15 +45,34 @@ def add_parsers(sub):
     logs.add_argument("--search", metavar="TEXT", help="only lines containing TEXT")
     logs.add_argument("--function", metavar="NAME", help="only this function's lines")
     logs.add_argument("--container", metavar="ID", help="only this container's lines")
+    logs.add_argument("--call", metavar="CALL_ID", help="only the lines of this call's inputs (fc-...)")
     logs.add_argument("--timestamps", action="store_true", help="each line with when it was printed")
     logs.add_argument("--json", action="store_true", help="one JSON object a line: time, function, container, "
-                                                          "input, stream, text")
-    cmds.add_parser("history", help="a deployed app's versions").add_argument("name")
+                                                          "input, call, stream (stdout, stderr, ember), text")
+    list_parser(cmds, "history", help="a deployed app's versions").add_argument("name")
     failures = cmds.add_parser("failures", help="an app's inputs that failed, their retries spent (`ember call "
                                                 "retry` runs them again)")
     failures.add_argument("name", metavar="NAME|APP_ID")
-    failures.add_argument("--json", action="store_true", help="as JSON, with every attempt's error, traceback, "
-                                                              "container and worker")
+    add_json_flag(failures, help="as JSON, with every attempt's error, traceback, container and worker")
+
+
+# Each list's columns; piped, a row is its cells joined by tabs (scripts and tests cut them).
+IMAGE_COLUMNS = [Column("image_id", "IMAGE", lambda i: i[:12]), Column("layers", "LAYERS", lambda n: f"{n} layers"),
+                 Column("size", "UNPACKED", lambda n: f"{_mb(n)} unpacked"),
+                 Column("archive_size", "ARCHIVED", lambda n: f"{_mb(n)} archived"),
+                 Column("functions", "FUNCTIONS", ", ".join)]
+APP_COLUMNS = [Column("name", "NAME"), Column("app_id", "APP ID"),
+               Column("version", "KIND", lambda v: f"deployed v{v}" if v else "ephemeral"),
+               Column("state", "STATE"), Column("functions", "FUNCTIONS", lambda n: f"{n} functions")]
+
+
+def _history_state(row: dict) -> str:
+    return row["state"] + (f" at {_when(row['stopped_at'])}" if row["stopped_at"] else "")
+
+
+HISTORY_COLUMNS = [Column("version", "VERSION", lambda v: f"v{v}"), Column("app_id", "APP ID"),
+                   Column("deployed_at", "DEPLOYED", lambda t: f"deployed {_when(t)}"),
+                   Column("state", "STATE", row=_history_state)]
 
 
 def _state(a: api_pb2.AppInfo) -> str:
@@ -80,18 +103,15 @@ def run(args) -> int:
     client = Client.from_env()
     if args.command == "image":
         images = client.run(client.rpc("ImageList", api_pb2.Empty())).images
-        for i in images:
-            print(f"{i.image_id[:12]}\t{i.layers} layers\t{_mb(i.size)} unpacked\t{_mb(i.archive_size)} archived\t"
-                  f"{', '.join(i.functions)}")
-        if not images:
-            print("no live app uses an image", file=sys.stderr)
+        rows = [{"image_id": i.image_id, "layers": i.layers, "size": i.size, "archive_size": i.archive_size,
+                 "functions": list(i.functions)} for i in images]
+        print_rows(rows, IMAGE_COLUMNS, args.json, empty="no live app uses an image")
     elif args.action == "list":
-        resp = client.run(client.rpc("AppList", api_pb2.Empty()))
-        for a in resp.apps:
-            kind = f"deployed v{a.version}" if a.deployed else "ephemeral"
-            print(f"{a.name}\t{a.app_id}\t{kind}\t{_state(a)}\t{a.num_functions} functions")
-        if not resp.apps:
-            print("no running apps", file=sys.stderr)
+        apps = client.run(client.rpc("AppList", api_pb2.Empty())).apps
+        rows = [{"name": a.name, "app_id": a.app_id, "deployed": a.deployed,
+                 "version": a.version if a.deployed else None,
+                 "state": _state(a), "functions": a.num_functions} for a in apps]
+        print_rows(rows, APP_COLUMNS, args.json, empty="no running apps")
     elif args.action == "stop":
         client.run(client.rpc("AppStop", api_pb2.AppRef(name=args.name)))
         print(f"stopped app {args.name}")
@@ -99,10 +119,10 @@ def run(args) -> int:
         from .failures import list_failures
         return list_failures(client, args.name, args.json)
     elif args.action == "history":
-        resp = client.run(client.rpc("AppHistory", api_pb2.AppRef(name=args.name)))
-        for a in resp.apps:
-            print(f"v{a.version}\t{a.app_id}\tdeployed {_when(a.created_at)}\t{_state(a)}"
-                  + (f" at {_when(a.stopped_at)}" if a.stopped_at else ""))
+        apps = client.run(client.rpc("AppHistory", api_pb2.AppRef(name=args.name))).apps
+        rows = [{"version": a.version, "app_id": a.app_id, "deployed_at": a.created_at, "state": _state(a),
+                 "stopped_at": a.stopped_at or None} for a in apps]
+        print_rows(rows, HISTORY_COLUMNS, args.json, empty=f"no versions of {args.name}")
     else:
         try:
             client.run(_logs(client, args))
@@ -115,23 +135,24 @@ async def _logs(client: Client, args):
     ref = {"app_id": args.name} if args.name.startswith("ap-") else {"app_name": args.name}
     req = api_pb2.AppLogsRequest(**ref, stop_at_end=not args.follow, since=args.since or 0, until=args.until or 0,
                                  tail=args.tail or 0, search=args.search or "", function_name=args.function or "",
-                                 container_id=args.container or "")
+                                 container_id=args.container or "", call_id=args.call or "")
     try:
         async for batch in client.stub.AppLogs(req):
             if args.json:
                 for e in batch.entries:
                     print(json.dumps({"time": e.timestamp, "app_id": args.name if ref.get("app_id") else None,
                                       "function": e.function_name, "container": e.container_id or None,
-                                      "input": e.input_id or None, "stream": "stderr" if e.fd == 2 else "stdout",
+                                      "input": e.input_id or None, "call": e.call_id or None,
+                                      "stream": STREAMS.get(e.fd, "stderr"),
                                       "seq": e.seq, "text": e.data}), flush=True)
             elif args.timestamps:
                 for e in batch.entries:
-                    out = sys.stderr if e.fd == 2 else sys.stdout
+                    out = sys.stdout if e.fd == 1 else sys.stderr
                     stamp = datetime.datetime.fromtimestamp(e.timestamp).isoformat(timespec="milliseconds")
                     out.write("".join(f"{stamp} {line}" for line in e.data.splitlines(keepends=True)))
                     out.flush()
             else:
-                print_logs(batch)
+                print_logs(batch, events=True)
     except grpc.aio.AioRpcError as e:
         raise translate(e, f"the logs of {args.name}") from None
 

@@ -1,13 +1,13 @@
 """`ember app failures NAME|APP_ID` and `ember call retry CALL_ID`: inputs that ended failed
 (dead letters), and running them again."""
 
-import datetime
 import json
 import sys
 
 from .._client.client import Client
 from ..function import _output_value
 from ..proto import api_pb2
+from .output import Column, print_rows, when
 
 Output = api_pb2.Output
 
@@ -29,10 +29,6 @@ def _status(status: int) -> str:
     return Output.Status.Name(status).lower()
 
 
-def _when(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def list_failures(client: Client, app: str, as_json: bool) -> int:
     ref = api_pb2.AppRef(app_id=app) if app.startswith("ap-") else api_pb2.AppRef(name=app)
     failures = client.run(client.rpc("AppFailures", ref, what=f"the failures of {app}")).failures
@@ -44,14 +40,15 @@ def list_failures(client: Client, app: str, as_json: bool) -> int:
                          "traceback": a.traceback, "container_id": a.container_id, "worker": a.worker, "at": a.at}
                         for a in f.history]} for f in failures], indent=2))
         return 0
-    if not failures:
-        print(f"no failed inputs in {app}", file=sys.stderr)
-        return 0
-    print("CALL\tINPUT\tFUNCTION\tATTEMPTS\tWHEN\tLAST ERROR")
-    for f in failures:
-        print(f"{f.call_id}\t{f.idx}\t{f.function_name}\t{f.attempts}\t{_when(f.failed_at)}\t"
-              f"{f.error.splitlines()[0] if f.error else _status(f.status)}")
+    rows = [{"call_id": f.call_id, "input": f.idx, "function": f.function_name, "attempts": f.attempts,
+             "failed_at": f.failed_at, "error": f.error.splitlines()[0] if f.error else _status(f.status)}
+            for f in failures]
+    print_rows(rows, FAILURE_COLUMNS, False, empty=f"no failed inputs in {app}")
     return 0
+
+
+FAILURE_COLUMNS = [Column("call_id", "CALL"), Column("input", "INPUT"), Column("function", "FUNCTION"),
+                   Column("attempts", "ATTEMPTS"), Column("failed_at", "WHEN", when), Column("error", "LAST ERROR")]
 
 
 def run(args) -> int:

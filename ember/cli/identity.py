@@ -12,6 +12,7 @@ import sys
 from .._client.client import Client
 from ..exception import InvalidError
 from ..proto import api_pb2
+from .output import Column, list_parser, print_rows
 
 Role = api_pb2.TokenCreateRequest.Role
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -48,7 +49,7 @@ def add_parsers(sub):
     new.add_argument("--max-memory", type=memory_mb, default=0,
                      help="a worker token: the most memory a worker may offer (MiB, or e.g. 64G)")
     new.add_argument("--json", action="store_true", help="print {token_id, token_secret} as JSON (for a file)")
-    cmds.add_parser("list", help="list the tokens you may see (never their secrets)")
+    list_parser(cmds, help="list the tokens you may see (never their secrets)")
     cmds.add_parser("revoke", help="revoke a token: requests with it are refused").add_argument("token_id")
     from .profile import add_token_set_parser  # `token set`: a profile's token, no server needed (profile.py)
     add_token_set_parser(cmds)
@@ -56,7 +57,7 @@ def add_parsers(sub):
     p = sub.add_parser("workspace", help="manage workspaces and their quotas (admin)")
     cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     cmds.add_parser("create", help="create a workspace").add_argument("name")
-    cmds.add_parser("list", help="list the workspaces")
+    list_parser(cmds, help="list the workspaces")
     quota = cmds.add_parser("set", help="set a workspace's quotas (0 removes one); work beyond them waits")
     quota.add_argument("name")
     quota.add_argument("--max-containers", type=int)
@@ -65,8 +66,31 @@ def add_parsers(sub):
     quota.add_argument("--max-gpus", type=int)
 
 
+def _or_dash(value) -> str:
+    return value or "-"
+
+
 def _date(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+
+def _token_state(row: dict) -> str:
+    if row["revoked_at"]:
+        return "revoked"
+    return f"expires {_date(row['expires_at'])}" if row["expires_at"] else "active"
+
+
+TOKEN_COLUMNS = [Column("token_id", "TOKEN ID"), Column("role", "ROLE"), Column("workspace", "WORKSPACE", _or_dash),
+                 Column("name", "NAME", _or_dash), Column("created_at", "CREATED", lambda t: f"created {_date(t)}"),
+                 Column("state", "STATE", row=_token_state)]
+WORKSPACE_COLUMNS = [Column("name", "NAME"), Column("created_at", "CREATED", lambda t: f"created {_date(t)}"),
+                     Column("quotas", "QUOTAS", row=lambda row: _quotas(row))]
+WORKER_COLUMNS = [Column("name", "NAME"), Column("cpu", "CPU", lambda n: f"{n:g} CPU"),
+                  Column("memory_mb", "MEMORY", lambda n: f"{n} MiB"),
+                  Column("gpus", "GPUS", lambda g: f"{len(g)} GPUs"),
+                  Column("containers", "CONTAINERS", lambda n: f"{n} containers"),
+                  Column("labels", "LABELS", lambda d: ",".join(f"{k}={v}" for k, v in sorted(d.items())) or "-"),
+                  Column("state", "STATE")]
 
 
 def run(args) -> int:
@@ -94,10 +118,10 @@ def _token(args, rpc) -> int:
                   "again (use it as EMBER_TOKEN_ID and EMBER_TOKEN_SECRET, or `ember token set`)", file=sys.stderr)
     elif args.action == "list":
         tokens = rpc("TokenList", api_pb2.Empty()).tokens
-        for t in tokens:
-            state = "revoked" if t.revoked_at else f"expires {_date(t.expires_at)}" if t.expires_at else "active"
-            print(f"{t.token_id}\t{Role.Name(t.role).removeprefix('ROLE_').lower()}\t{t.workspace or '-'}\t"
-                  f"{t.name or '-'}\tcreated {_date(t.created_at)}\t{state}")
+        rows = [{"token_id": t.token_id, "role": Role.Name(t.role).removeprefix("ROLE_").lower(),
+                 "workspace": t.workspace or None, "name": t.name or None, "created_at": t.created_at,
+                 "expires_at": t.expires_at or None, "revoked_at": t.revoked_at or None} for t in tokens]
+        print_rows(rows, TOKEN_COLUMNS, args.json, empty="no tokens")
     else:
         rpc("TokenRevoke", api_pb2.TokenInfo(token_id=args.token_id))
         print(f"revoked token {args.token_id}")
@@ -109,8 +133,10 @@ def _workspace(args, rpc) -> int:
         rpc("WorkspaceCreate", api_pb2.WorkspaceRequest(name=args.name))
         print(f"created workspace {args.name}; make it a token with `ember token new --workspace {args.name}`")
     elif args.action == "list":
-        for w in rpc("WorkspaceList", api_pb2.Empty()).workspaces:
-            print(f"{w.name}\tcreated {_date(w.created_at)}\t{_quotas(w)}")
+        rows = [{"name": w.name, "created_at": w.created_at, "max_containers": w.max_containers or None,
+                 "max_cpu": w.max_cpu or None, "max_memory_mb": w.max_memory_mb or None, "max_gpus": w.max_gpus or None}
+                for w in rpc("WorkspaceList", api_pb2.Empty()).workspaces]
+        print_rows(rows, WORKSPACE_COLUMNS, args.json, empty="no workspaces")
     else:
         # 0 on the command line removes a quota: sent as -1 (0 in the message keeps it).
         def arg(value):
@@ -122,28 +148,30 @@ def _workspace(args, rpc) -> int:
     return 0
 
 
-def _quotas(w: api_pb2.WorkspaceInfo) -> str:
-    parts = [f"{label} {value:g}{unit}" for label, value, unit in (
-        ("containers", w.max_containers, ""), ("CPU", w.max_cpu, ""), ("memory", w.max_memory_mb, " MiB"),
-        ("GPUs", w.max_gpus, "")) if value]
+def _quotas(w) -> str:
+    """A workspace's quotas (a WorkspaceInfo, or a row of `workspace list`) in words."""
+    value = (lambda k: w.get(k)) if isinstance(w, dict) else (lambda k: getattr(w, k))
+    parts = [f"{label} {value(key):g}{unit}" for label, key, unit in (
+        ("containers", "max_containers", ""), ("CPU", "max_cpu", ""), ("memory", "max_memory_mb", " MiB"),
+        ("GPUs", "max_gpus", "")) if value(key)]
     return "quotas: " + (", ".join(parts) if parts else "none")
 
 
 def _worker(args, rpc) -> int:
     if args.action == "list":
         workers = rpc("WorkerList", api_pb2.Empty()).workers
+        rows = []
         for w in workers:
             state = "draining" if w.draining else "connected" if w.connected else "disconnected"
             if w.provisioning:  # asked of a cluster manager (--provisioner): its job, or what became of it
                 state = f"{state}, {w.provisioning}" if w.worker_id else w.provisioning
-            labels = ",".join(f"{k}={v}" for k, v in sorted(w.labels.items())) or "-"
             if w.cordoned_until:
                 until = datetime.datetime.fromtimestamp(w.cordoned_until).strftime("%H:%M:%S")
                 state += f", cordoned until {until}: {w.cordon_reason}"
-            print(f"{w.name}\t{w.cpu:g} CPU\t{w.memory_mb} MiB\t{len(w.gpus)} GPUs\t{w.num_containers} containers\t"
-                  f"{labels}\t{state}")
-        if not workers:
-            print("no workers", file=sys.stderr)
+            rows.append({"name": w.name, "worker_id": w.worker_id or None, "cpu": w.cpu, "memory_mb": w.memory_mb,
+                         "gpus": list(w.gpus), "containers": w.num_containers, "labels": dict(w.labels),
+                         "state": state})
+        print_rows(rows, WORKER_COLUMNS, args.json, empty="no workers")
         return 0
     if not args.target:
         raise InvalidError(f"`ember worker {args.action}` needs a worker's name (see `ember worker list`)")

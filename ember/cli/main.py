@@ -9,6 +9,7 @@ from .._proc import die_with_parent
 from .. import config
 from ..config import ember_home
 from .errors import report
+from .output import add_verbose_flag
 
 
 ENV_HELP = "Modal's environment: Ember has none (workspaces, chosen by the token, are its namespaces)"
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "a local cluster starts for the run.")
     run.add_argument("target", help="FILE or FILE::NAME")
     run.add_argument("-e", "--env", help=ENV_HELP)
+    add_verbose_flag(run)
     run.add_argument("args", nargs=argparse.REMAINDER, help="--name value for the function's parameters")
 
     serve = sub.add_parser("serve", help="run an app with its web endpoints live; redeploy it on every save",
@@ -33,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                                        "same), watch its files, and redeploy it when one changes. Ctrl-C stops it.")
     serve.add_argument("file", help="the app's file")
     serve.add_argument("-e", "--env", help=ENV_HELP)
+    add_verbose_flag(serve)
 
     server = sub.add_parser(
         "server", help="run the control plane",
@@ -148,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
                                         "`ember worker remove NAME` manage the workers that joined (admin).")
     worker.add_argument("action", nargs="?", choices=("list", "drain", "remove"), help=argparse.SUPPRESS)
     worker.add_argument("target", nargs="?", help=argparse.SUPPRESS)
+    worker.add_argument("--json", action="store_true", help="with list: print the workers as JSON (for scripts)")
     worker.add_argument("--server", help="control plane URL, or several separated by commas (control planes on one "
                         "database, of which one leads: see `ember server --leader-lease`; default: $EMBER_SERVER_URL)")
     worker.add_argument("--data-dir", default=str(ember_home() / "worker"),
@@ -205,6 +209,8 @@ def main(argv=None) -> int:
 
 def _run(parser, args) -> int:
     config.check_environment(getattr(args, "env", None), f"ember {args.command}")
+    if getattr(args, "verbose", False):  # read where builds are shown (_client/terminal.py)
+        os.environ["EMBER_VERBOSE"] = "1"
     if args.command == "run":
         from .run import run
         return run(args.target, args.args)

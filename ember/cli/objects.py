@@ -14,13 +14,14 @@ from ..dict import Dict
 from ..proto import api_pb2
 from ..queue import Queue
 from ..volume import FileEntryType, Volume
+from .output import Column, list_parser, print_rows
 
 
 def add_parsers(sub):
     for kind in ("dict", "queue"):
         p = sub.add_parser(kind, help=f"manage named {kind}s")
         cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-        cmds.add_parser("list", help=f"list the named {kind}s")
+        list_parser(cmds, help=f"list the named {kind}s")
         cmds.add_parser("create", help=f"create a named {kind}").add_argument("name")
         get = cmds.add_parser("get", help="print the value of KEY" if kind == "dict" else
                               "print the first items (without removing them)")
@@ -38,8 +39,8 @@ def add_parsers(sub):
     p = sub.add_parser("volume", help="manage volumes (files shared by containers)")
     cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     cmds.add_parser("create", help="create a volume").add_argument("name")
-    cmds.add_parser("list", help="list the volumes")
-    ls = cmds.add_parser("ls", help="list the files at PATH")
+    list_parser(cmds, help="list the volumes")
+    ls = list_parser(cmds, "ls", help="list the files at PATH")
     ls.add_argument("name")
     ls.add_argument("path", nargs="?", default="/")
     put = cmds.add_parser("put", help="upload a local file or directory")
@@ -62,17 +63,20 @@ def add_parsers(sub):
     create.add_argument("name")
     create.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
     create.add_argument("--force", action="store_true", help="replace a secret of that name")
-    cmds.add_parser("list", help="list the secrets (names only, never values)")
+    list_parser(cmds, help="list the secrets (names only, never values)")
     cmds.add_parser("delete", help="delete a secret").add_argument("name")
     p = sub.add_parser("proxy-token", help="manage proxy auth tokens (for requires_proxy_auth web endpoints)")
     cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     cmds.add_parser("create", help="create a token; its secret is shown only now")
-    cmds.add_parser("list", help="list the tokens (keys only)")
+    list_parser(cmds, help="list the tokens (keys only)")
     cmds.add_parser("delete", help="delete a token: requests with it are refused").add_argument("key")
 
 
 def _date(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
+CREATED = Column("created_at", "CREATED", lambda t: f"created {_date(t)}")
 
 
 @contextlib.contextmanager
@@ -118,11 +122,10 @@ def run_secret(args, client) -> int | None:
             name=args.name, env=env, force=args.force)))
         print(f"created secret {args.name} with keys {', '.join(env)}")
     elif args.action == "list":
-        resp = client.run(client.rpc("SecretList", api_pb2.Empty()))
-        for s in resp.secrets:
-            print(f"{s.name}\t{s.num_keys} keys\tcreated {_date(s.created_at)}")
-        if not resp.secrets:
-            print("no secrets", file=sys.stderr)
+        secrets = client.run(client.rpc("SecretList", api_pb2.Empty())).secrets
+        rows = [{"name": s.name, "keys": s.num_keys, "created_at": s.created_at} for s in secrets]
+        print_rows(rows, [Column("name", "NAME"), Column("keys", "KEYS", lambda n: f"{n} keys"), CREATED],
+                   args.json, empty="no secrets")
     else:
         client.run(client.rpc("SecretDelete", api_pb2.SecretRef(name=args.name)))
         print(f"deleted secret {args.name}")
@@ -135,11 +138,9 @@ def run_proxy_token(args, client) -> int | None:
         print("send both as headers to endpoints with requires_proxy_auth=True; the secret is not "
               "shown again", file=sys.stderr)
     elif args.action == "list":
-        resp = client.run(client.rpc("ProxyTokenList", api_pb2.Empty()))
-        for t in resp.tokens:
-            print(f"{t.token_id}\tcreated {_date(t.created_at)}")
-        if not resp.tokens:
-            print("no proxy tokens", file=sys.stderr)
+        tokens = client.run(client.rpc("ProxyTokenList", api_pb2.Empty())).tokens
+        rows = [{"key": t.token_id, "created_at": t.created_at} for t in tokens]
+        print_rows(rows, [Column("key", "KEY"), CREATED], args.json, empty="no proxy tokens")
     else:
         client.run(client.rpc("ProxyTokenDelete", api_pb2.ProxyToken(token_id=args.key)))
         print(f"deleted token {args.key}")
@@ -148,9 +149,11 @@ def run_proxy_token(args, client) -> int | None:
 def run_volume(args, client) -> int | None:
     vol = Volume.from_name(args.name)
     if args.action == "ls":
-        for e in vol.listdir(args.path):
-            kind = "dir " if e.type == FileEntryType.DIRECTORY else "file"
-            print(f"{kind}\t{e.size}\t{e.path}")
+        rows = [{"type": "dir" if e.type == FileEntryType.DIRECTORY else "file", "size": e.size, "path": e.path,
+                 "mtime": e.mtime} for e in vol.listdir(args.path)]
+        # Piped, a directory's type is "dir " as it always was (the columns line up in a terminal).
+        print_rows(rows, [Column("type", "TYPE", lambda t: f"{t:4}"), Column("size", "SIZE"), Column("path", "PATH")],
+                   args.json, empty=f"nothing at {args.name}:{args.path}")
     elif args.action == "put":
         local = pathlib.Path(args.local)
         with vol.batch_upload(force=args.force) as batch:
@@ -178,12 +181,11 @@ def run_volume(args, client) -> int | None:
 def run_named(args, client, cls) -> int | None:
     """What dicts, queues and volumes have alike: list, create, delete (and get, clear)."""
     if args.action == "list":
-        resp = client.run(client.rpc("ObjectList", api_pb2.ObjectListRequest(kind=cls._kind_proto())))
+        objects = client.run(client.rpc("ObjectList", api_pb2.ObjectListRequest(kind=cls._kind_proto()))).objects
         unit = {"dict": "entries", "queue": "items", "volume": "files"}[cls._kind]
-        for o in resp.objects:
-            print(f"{o.name}\t{o.size} {unit}\tcreated {_date(o.created_at)}")
-        if not resp.objects:
-            print(f"no named {cls._kind}s", file=sys.stderr)
+        rows = [{"name": o.name, unit: o.size, "created_at": o.created_at} for o in objects]
+        print_rows(rows, [Column("name", "NAME"), Column(unit, unit.upper(), lambda n: f"{n} {unit}"), CREATED],
+                   args.json, empty=f"no named {cls._kind}s")
     elif args.action == "create":
         cls.from_name(args.name, create_if_missing=True).hydrate()
         print(f"created {cls._kind} {args.name}")

@@ -15,6 +15,34 @@ class Column:
     key: str                              # the row's key, and the JSON field
     header: str                           # the table's heading
     show: Callable[[Any], str] = str      # the value as the table and the piped lines show it
+    row: Callable[[dict], str] | None = None  # or the cell made of the whole row (of several values)
+
+    def cell(self, row: dict) -> str:
+        return self.row(row) if self.row is not None else self.show(row.get(self.key))
+
+
+def list_parser(subparsers, name: str = "list", **kwargs):
+    """A list command's parser, with --json: every list command has it."""
+    parser = subparsers.add_parser(name, **kwargs)
+    add_json_flag(parser)
+    return parser
+
+
+def add_json_flag(parser, help: str = "print the rows as JSON, a list of objects (for scripts)"):
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def add_verbose_flag(parser):
+    """-v on the commands that build images (run, deploy, serve)."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show image builds' output in full as it comes (else folded under each step, and "
+                             "shown when one fails); EMBER_VERBOSE=1 does the same")
+
+
+def when(t: float) -> str:
+    """A time in lists: local, to the second; "-" for none."""
+    import datetime
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
 
 
 def print_rows(rows: list[dict], columns: list[Column], as_json: bool, empty: str = "") -> None:
@@ -23,7 +51,7 @@ def print_rows(rows: list[dict], columns: list[Column], as_json: bool, empty: st
     if as_json:
         print(json.dumps(rows, default=str))
         return
-    cells = [[c.show(row.get(c.key)) for c in columns] for row in rows]
+    cells = [[c.cell(row) for c in columns] for row in rows]
     if not sys.stdout.isatty():
         for line in cells:
             print("\t".join(line))

@@ -3,14 +3,16 @@
 
 import os
 import pathlib
+import sys
 
 from .. import config, exception
+from .output import Column, list_parser, print_rows
 
 
 def add_parsers(sub):
     p = sub.add_parser("profile", help="list the client's profiles (server and token), or choose the active one")
     cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    cmds.add_parser("list", help="the profiles, their servers, and which is active (never their secrets)")
+    list_parser(cmds, help="the profiles, their servers, and which is active (never their secrets)")
     cmds.add_parser("activate", help="make NAME the active profile").add_argument("name")
 
 
@@ -31,23 +33,26 @@ def add_token_set_parser(token_subparsers):
 
 def run(args) -> int:
     if args.action == "list":
-        return _list()
+        return _list(args.json)
     return _activate(args.name)
 
 
-def _list() -> int:
+def _list(as_json: bool) -> int:
     profiles = config.read_profiles()
+    if not profiles and as_json:
+        print("[]")
+        return 0
     if not profiles:
         print(f"no profiles in {config.config_path()}; add one with `ember token set --token-id ID --token-secret S "
               "--server URL`")
         return 0
     active = config.active_profile_name(profiles)
-    width = max(len(name) for name in profiles)
-    for name, profile in profiles.items():
-        mark = "*" if name == active else " "
-        print(f"{mark} {name:{width}}  {profile.get('server_url') or '(no server_url)'}")
-    if os.environ.get("EMBER_PROFILE"):
-        print(f"(active through EMBER_PROFILE={active})")
+    rows = [{"name": name, "active": name == active, "server_url": profile.get("server_url") or None}
+            for name, profile in profiles.items()]
+    print_rows(rows, [Column("active", "ACTIVE", lambda a: "*" if a else " "), Column("name", "NAME"),
+                      Column("server_url", "SERVER", lambda url: url or "(no server_url)")], as_json)
+    if os.environ.get("EMBER_PROFILE") and not as_json:
+        print(f"(active through EMBER_PROFILE={active})", file=sys.stderr)
     return 0
 
 

@@ -6,16 +6,18 @@ workspace token sees its own workspace; an admin token every workspace, or the o
 """
 
 import datetime
-import json
-import sys
 import time
 
 from .._client.client import Client
 from ..exception import InvalidError
 from ..proto import api_pb2
 from .identity import duration
+from .output import Column, add_json_flag, print_rows
 
 COLUMNS = ("cpu_seconds", "memory_gib_seconds", "gpu_seconds", "inputs")
+FIGURES = [Column("cpu_seconds", "CPU-S", "{:.1f}".format),
+           Column("memory_gib_seconds", "MEMORY-GIB-S", "{:.1f}".format),
+           Column("gpu_seconds", "GPU-S", "{:.1f}".format), Column("inputs", "INPUTS")]
 
 
 def since(text: str) -> float:
@@ -38,7 +40,7 @@ def add_parsers(sub):
     p.add_argument("--since", type=since, default=0.0,
                    help="from this long ago (e.g. 24h, 7d) or this date (kept by the hour; default: all)")
     p.add_argument("--by", choices=("app", "function"), default="", help="one line per app or per function")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    add_json_flag(p)
 
 
 def run(args) -> int:
@@ -46,14 +48,7 @@ def run(args) -> int:
     rows = client.run(client.rpc("UsageGet", api_pb2.UsageRequest(
         workspace=args.workspace, since=args.since, by=args.by))).rows
     keys = ("workspace",) + {"": (), "app": ("app_name",), "function": ("app_name", "function_name")}[args.by]
-    if args.json:
-        print(json.dumps([{k: getattr(r, k) for k in keys + COLUMNS} for r in rows]))
-        return 0
-    if not rows:
-        print("no usage recorded", file=sys.stderr)
-        return 0
-    print("\t".join([k.removesuffix("_name").upper() for k in keys] + ["CPU-S", "MEMORY-GIB-S", "GPU-S", "INPUTS"]))
-    for r in rows:
-        print("\t".join([getattr(r, k) for k in keys] + [f"{r.cpu_seconds:.1f}", f"{r.memory_gib_seconds:.1f}",
-                                                         f"{r.gpu_seconds:.1f}", str(r.inputs)]))
+    names = [Column(k, k.removesuffix("_name").upper()) for k in keys]
+    print_rows([{k: getattr(r, k) for k in keys + COLUMNS} for r in rows], names + FIGURES, args.json,
+               empty="no usage recorded")
     return 0

@@ -52,6 +52,8 @@ RESEND_OUTPUTS = 1000       # outputs kept to resend after a reconnect
 MAX_PREFETCH = 64           # inputs a container holds at most, for very fast functions
 BATCH_SECONDS = 0.005       # a fast function's inputs come in batches worth about this long
 DETACH_WAIT = 5.0           # seconds to wait for the control plane to take the last outputs
+LOG_GATHER = 0.002          # seconds printed lines wait for more to go with them in one message
+LOG_MESSAGE = 1 << 20       # characters of printed text in one message at most
 
 log = logging.getLogger("ember.container")
 
@@ -118,6 +120,11 @@ class Runtime:
         self.definition: api_pb2.FunctionDefinition | None = None   # set once loaded
         self.web: WebHost | None = None               # a web endpoint's requests (on the I/O loop)
         self.stub = None
+        # What was printed and not sent yet (any thread adds to it, the I/O thread sends it): lines
+        # gathered for LOG_GATHER go in one message, and all of them before any output.
+        self.log_lock = threading.Lock()
+        self.log_pending: list[tuple[int, str, str]] = []  # (fd, text, input id)
+        self.writers: tuple[LogWriter, ...] = ()  # sys.stdout and sys.stderr, as the runtime set them
 
     # ------------------------------------------------------------------ I/O thread
 
@@ -208,6 +215,7 @@ class Runtime:
             out.put(api_pb2.ContainerMessage(want_inputs=want))
 
     def _flush_outputs(self, outputs: list[api_pb2.Output], http=()):
+        self._send_logs()  # what the inputs printed goes first
         for o in outputs:
             if o.status != Output.GENERATOR_ITEM:
                 self.held.pop(o.input_id, None)
@@ -219,11 +227,32 @@ class Runtime:
             self.recent_outputs.append(batch)
         self._send(api_pb2.ContainerMessage(outputs=batch))
 
-    def _send_logs(self, fd: int, text: str):
-        self._send(api_pb2.ContainerMessage(logs=api_pb2.LogBatch(entries=[api_pb2.LogEntry(fd=fd, data=text)])))
+    def log(self, fd: int, text: str, input_id: str = ""):
+        """From any thread: text printed (while input_id ran), to send soon with what else comes."""
+        with self.log_lock:
+            self.log_pending.append((fd, text, input_id))
+            first = len(self.log_pending) == 1
+        if first:
+            self.io.call_soon(self.io.loop.call_later, LOG_GATHER, self._send_logs)
+
+    def _send_logs(self):
+        """On the I/O thread: what was printed so far, in as few messages as its size allows."""
+        with self.log_lock:
+            pending, self.log_pending = self.log_pending, []
+        msg, size = None, 0
+        for fd, text, input_id in pending:
+            if msg is None or (size and size + len(text) > LOG_MESSAGE):
+                if msg is not None:
+                    self._send(msg)
+                msg, size = api_pb2.ContainerMessage(logs=api_pb2.LogBatch()), 0
+            msg.logs.entries.add(fd=fd, data=text, input_id=input_id)  # made in place: not copied
+            size += len(text)
+        if msg is not None:
+            self._send(msg)
 
     def _detach(self):
         """Close our side of the stream; the control plane finishes with what we sent."""
+        self._send_logs()
         if self.stream.outbox is None:
             self.detached.set()
         self.stream.close()
@@ -292,6 +321,7 @@ class Runtime:
 
     def _init_failed(self, failure: api_pb2.ContainerInitFailure):
         """Its code could not be loaded: the calls waiting for it fail with why, and it exits."""
+        self.io.call_soon(self._send_logs)  # what its imports printed comes before why they failed
         self.io.call_soon(self._send, api_pb2.ContainerMessage(init_failure=failure))
         self._exit(1)
 
@@ -355,6 +385,8 @@ class Runtime:
                             result = self._await(result, inp.input_id)
                 finally:
                     self._disarm(inp.input_id)
+                    sys.stdout.flush()  # the end of what it printed, before its output
+                    sys.stderr.flush()
         except InputCancelled:
             self.thread_loop.loop = None  # interrupted while it ran: the next async input gets a fresh one
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled while it ran")]
@@ -606,8 +638,8 @@ class Runtime:
         self._exit(0)
 
     def _exit(self, code: int):
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for writer in self.writers:
+            writer.flush_all()
         self.io.call_soon(self._detach)
         self.detached.wait(DETACH_WAIT)
         os._exit(code)
@@ -621,13 +653,12 @@ class Runtime:
             os.dup2(w, fd)
             os.close(w)
             threading.Thread(target=self._pump, args=(r, fd), name=f"ember-fd{fd}", daemon=True).start()
-        sys.stdout = LogWriter(self, 1)
-        sys.stderr = LogWriter(self, 2)
+        self.writers = sys.stdout, sys.stderr = LogWriter(self, 1), LogWriter(self, 2)
 
     def _pump(self, r: int, fd: int):
         """Output written straight to the file descriptors (C code, subprocesses)."""
         while data := os.read(r, 65536):
-            self.io.call_soon(self._send_logs, fd, data.decode(errors="replace"))
+            self.log(fd, data.decode(errors="replace"))  # of no input: which one wrote it is not known
 
 
 class StartupWatch:
@@ -667,27 +698,46 @@ class StartupWatch:
 
 
 class LogWriter(io.TextIOBase):
-    """sys.stdout/sys.stderr in the container: line-buffered, sent in order with outputs."""
+    """sys.stdout/sys.stderr in the container: line-buffered, sent in order with outputs, each line
+    with the input whose code printed it (the input of its thread or async task, context.py; none
+    at import or in @ember.enter()). Each input has its own buffer, so that the pieces of lines
+    that concurrent inputs print do not mix."""
 
     def __init__(self, runtime: Runtime, fd: int):
         self.runtime = runtime
         self.fd = fd
-        self.buf: list[str] = []
+        self.lock = threading.Lock()
+        self.bufs: dict[str, list[str]] = {}  # input id ('' for none) -> what it wrote since its last line
 
     def writable(self):
         return True
 
     def write(self, s: str) -> int:
-        self.buf.append(s)
-        if "\n" in s:
-            self.flush()
+        input_id = context.current_input_id() or ""
+        with self.lock:
+            buf = self.bufs.setdefault(input_id, [])
+            buf.append(s)
+            if "\n" not in s:
+                return len(s)
+            del self.bufs[input_id]
+        self.runtime.log(self.fd, "".join(buf), input_id)
         return len(s)
 
     def flush(self):
-        if self.buf:
-            text = "".join(self.buf)
-            self.buf = []
-            self.runtime.io.call_soon(self.runtime._send_logs, self.fd, text)
+        """What the current input wrote (or, outside any, what was written outside inputs): another
+        input's piece of a line waits for the rest of its line."""
+        input_id = context.current_input_id() or ""
+        with self.lock:
+            buf = self.bufs.pop(input_id, None)
+        if buf:
+            self.runtime.log(self.fd, "".join(buf), input_id)
+
+    def flush_all(self):
+        """Everything, as the container ends."""
+        with self.lock:
+            bufs, self.bufs = self.bufs, {}
+        for input_id, buf in bufs.items():
+            self.runtime.log(self.fd, "".join(buf), input_id)
 
     def isatty(self):
         return False

@@ -543,14 +543,40 @@ class ImageBuildRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ImageBuildEvent(_message.Message):
-    __slots__ = ("log", "done", "error")
+    __slots__ = ("log", "done", "error", "step")
     LOG_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     log: str
     done: bool
     error: str
-    def __init__(self, log: _Optional[str] = ..., done: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    step: BuildStep
+    def __init__(self, log: _Optional[str] = ..., done: _Optional[bool] = ..., error: _Optional[str] = ..., step: _Optional[_Union[BuildStep, _Mapping]] = ...) -> None: ...
+
+class BuildStep(_message.Message):
+    __slots__ = ("index", "total", "state")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[BuildStep.State]
+        BUILDING: _ClassVar[BuildStep.State]
+        BUILT: _ClassVar[BuildStep.State]
+        FETCHING: _ClassVar[BuildStep.State]
+        FETCHED: _ClassVar[BuildStep.State]
+        CACHED: _ClassVar[BuildStep.State]
+    STATE_UNSPECIFIED: BuildStep.State
+    BUILDING: BuildStep.State
+    BUILT: BuildStep.State
+    FETCHING: BuildStep.State
+    FETCHED: BuildStep.State
+    CACHED: BuildStep.State
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    total: int
+    state: BuildStep.State
+    def __init__(self, index: _Optional[int] = ..., total: _Optional[int] = ..., state: _Optional[_Union[BuildStep.State, str]] = ...) -> None: ...
 
 class Schedule(_message.Message):
     __slots__ = ("cron", "timezone", "period_seconds")
@@ -1332,7 +1358,7 @@ class QueueResponse(_message.Message):
     def __init__(self, values: _Optional[_Iterable[bytes]] = ..., count: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
 
 class LogEntry(_message.Message):
-    __slots__ = ("seq", "container_id", "fd", "data", "function_name", "timestamp", "input_id")
+    __slots__ = ("seq", "container_id", "fd", "data", "function_name", "timestamp", "input_id", "call_id")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FD_FIELD_NUMBER: _ClassVar[int]
@@ -1340,6 +1366,7 @@ class LogEntry(_message.Message):
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     INPUT_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
     seq: int
     container_id: str
     fd: int
@@ -1347,7 +1374,8 @@ class LogEntry(_message.Message):
     function_name: str
     timestamp: float
     input_id: str
-    def __init__(self, seq: _Optional[int] = ..., container_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[str] = ..., function_name: _Optional[str] = ..., timestamp: _Optional[float] = ..., input_id: _Optional[str] = ...) -> None: ...
+    call_id: str
+    def __init__(self, seq: _Optional[int] = ..., container_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[str] = ..., function_name: _Optional[str] = ..., timestamp: _Optional[float] = ..., input_id: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
 
 class LogBatch(_message.Message):
     __slots__ = ("entries",)
@@ -1356,7 +1384,7 @@ class LogBatch(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ...) -> None: ...
 
 class AppLogsRequest(_message.Message):
-    __slots__ = ("app_id", "after_seq", "app_name", "stop_at_end", "since", "until", "tail", "search", "function_name", "container_id")
+    __slots__ = ("app_id", "after_seq", "app_name", "stop_at_end", "since", "until", "tail", "search", "function_name", "container_id", "call_id")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -1367,6 +1395,7 @@ class AppLogsRequest(_message.Message):
     SEARCH_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     after_seq: int
     app_name: str
@@ -1377,7 +1406,8 @@ class AppLogsRequest(_message.Message):
     search: str
     function_name: str
     container_id: str
-    def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., app_name: _Optional[str] = ..., stop_at_end: _Optional[bool] = ..., since: _Optional[float] = ..., until: _Optional[float] = ..., tail: _Optional[int] = ..., search: _Optional[str] = ..., function_name: _Optional[str] = ..., container_id: _Optional[str] = ...) -> None: ...
+    call_id: str
+    def __init__(self, app_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., app_name: _Optional[str] = ..., stop_at_end: _Optional[bool] = ..., since: _Optional[float] = ..., until: _Optional[float] = ..., tail: _Optional[int] = ..., search: _Optional[str] = ..., function_name: _Optional[str] = ..., container_id: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
 
 class WorkerRegister(_message.Message):
     __slots__ = ("worker_id", "boot_id", "name", "cpu", "memory_mb", "running_container_ids", "backend", "gpus", "backend_note", "own_network", "labels")
@@ -1473,12 +1503,14 @@ class WorkerMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ..., usage: _Optional[_Union[ContainerUsage, _Mapping]] = ...) -> None: ...
 
 class BuildLog(_message.Message):
-    __slots__ = ("build_id", "data")
+    __slots__ = ("build_id", "data", "step")
     BUILD_ID_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     build_id: str
     data: str
-    def __init__(self, build_id: _Optional[str] = ..., data: _Optional[str] = ...) -> None: ...
+    step: BuildStep
+    def __init__(self, build_id: _Optional[str] = ..., data: _Optional[str] = ..., step: _Optional[_Union[BuildStep, _Mapping]] = ...) -> None: ...
 
 class LayerBuilt(_message.Message):
     __slots__ = ("build_id", "layer")

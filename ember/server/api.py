@@ -341,7 +341,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         validate.app_logs(req)
         app_id, app = await self._logs_of(context, who, req)
         filters = {"since": req.since, "until": req.until, "function_name": req.function_name,
-                   "container_id": req.container_id, "search": req.search}
+                   "container_id": req.container_id, "call_id": req.call_id, "search": req.search}
         after = req.after_seq
         if req.tail:
             first = self.store.logs(who.workspace, app_id, after_seq=after, tail=req.tail, limit=1, **filters)
@@ -358,8 +358,12 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                 break
         if app is None or req.stop_at_end or req.until:
             return
+        filtered = req.function_name or req.container_id or req.call_id or req.search or req.since
         async for batch in app.log.follow(after, False):
             self.identity.check(who)  # a revoked token follows no more
+            if not filtered:  # as it is: a follower of everything (`ember run`) costs one message a batch
+                yield batch
+                continue
             entries = [e for e in batch.entries if _log_matches(e, req)]
             if entries:
                 yield api_pb2.LogBatch(entries=entries)
@@ -709,7 +713,7 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
             if kind == "outputs":
                 dispatch.container_outputs(c, msg.outputs, app.log.seq)
             elif kind == "logs":
-                app.log.append(msg.logs.entries, c.container_id, fn.name)
+                app.log.append(msg.logs.entries, c.container_id, fn.name, c.held)
             elif kind == "want_inputs":
                 dispatch.container_wants(c, msg.want_inputs)
             elif kind == "heartbeat":
@@ -738,13 +742,14 @@ LOG_PAGE = 1000  # lines of the history per batch
 
 def _log_entry(row) -> api_pb2.LogEntry:
     """A line kept in the store (Store.logs' row) as the RPC sends it."""
-    _app_id, seq, created_at, _ws, _name, function_name, container_id, input_id, fd, data = row
+    _app_id, seq, created_at, _ws, _name, function_name, container_id, input_id, fd, data, call_id = row
     return api_pb2.LogEntry(seq=seq, timestamp=created_at, function_name=function_name, container_id=container_id,
-                            input_id=input_id, fd=fd, data=data)
+                            input_id=input_id, fd=fd, data=data, call_id=call_id)
 
 
 def _log_matches(e: api_pb2.LogEntry, req: api_pb2.AppLogsRequest) -> bool:
     """Whether a live line passes AppLogs' filters, as the store's history does."""
     return ((not req.function_name or e.function_name == req.function_name)
             and (not req.container_id or e.container_id == req.container_id)
+            and (not req.call_id or e.call_id == req.call_id)
             and (not req.search or req.search in e.data) and e.timestamp >= req.since)

@@ -77,7 +77,7 @@ class Autoscaler:
             if now - c.since > window and len(fn.containers) > fn.definition.min_containers and spare > 0:
                 spare -= 1
                 log.info("container %s of %s idle for %.0fs: stopping", c.container_id, fn.name, window)
-                self.fleet.stop(c)
+                self.fleet.stop(c, f"scaled down: idle for {window:g}s (scaledown_window)")
             else:
                 self.shares.yield_if_over(c)
         if fn.pending:

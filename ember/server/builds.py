@@ -147,8 +147,14 @@ class Builds:
 
     def on_log(self, msg: api_pb2.BuildLog, worker):
         build = self._own(msg.build_id, worker)
-        if build is not None:
-            build.add(api_pb2.ImageBuildEvent(log=msg.data))
+        if build is None:
+            return
+        event = api_pb2.ImageBuildEvent(log=msg.data)
+        total = len(build.image.steps)
+        # A step's start or end, passed on if it is one of the image's steps (clients index by it).
+        if msg.HasField("step") and 1 <= msg.step.index <= total and msg.step.total == total:
+            event.step.CopyFrom(msg.step)
+        build.add(event)
 
     def on_layer(self, msg: api_pb2.LayerBuilt, worker):
         # Reported after the layer's upload, which may outlast its build: checked against what the

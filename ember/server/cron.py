@@ -63,6 +63,5 @@ class Cron:
                                 complete=True, maybe_exists=False)
         self._last_runs[(fn.app.workspace, fn.app.name, fn.name)] = now
         self.store.set_schedule_run(fn.app.workspace, fn.app.name, fn.name, now)
-        fn.app.log.append([api_pb2.LogEntry(fd=2, data=f"ember: scheduled run of {fn.name} ({call_id})\n")], "",
-                          fn.name)
+        fn.app.log.event(f"scheduled run of {fn.name} ({call_id})", fn.name, call_id=call_id)
         log.info("schedule: %s.%s runs as %s", fn.app.name, fn.name, call_id)

@@ -171,7 +171,7 @@ class Dispatch:
         limit = c.function.definition.inputs_per_container
         if limit and c.inputs_given >= limit and not c.held:
             log.info("container %s of %s ran its %d inputs: it stops", c.container_id, c.function.name, limit)
-            self.autoscaler.fleet.stop(c, retiring=True)
+            self.autoscaler.fleet.stop(c, f"retired: it ran its {limit} inputs", retiring=True)
 
     # ---- what containers say
 
@@ -214,6 +214,9 @@ class Dispatch:
             out.ClearField("args")
             del out.attempts[:]
             ran += out.status != Output.GENERATOR_ITEM
+            if out.status == Output.TIMEOUT:  # its runtime ends the container after this: it cannot stop the code
+                c.stop_why = c.stop_why or (f"input timeout: input {out.input_id} ran longer than "
+                                            f"timeout={fn.definition.timeout:g}s")
             if out.status in FINAL_FAILURES and self.retry(inp, out):
                 continue
             results.append((inp, out))
@@ -264,11 +267,12 @@ class Dispatch:
         # The caller sees each failed attempt as it happens, with its traceback (as Modal shows
         # it), not only the last: in its app's log, which its terminal follows.
         fn = inp.call.function
-        fn.app.log.append([api_pb2.LogEntry(fd=2, data=(
-            f"ember: {fn.name} input {inp.input_id} failed (attempt {inp.attempts} of {policy.max_retries + 1}): "
-            f"{out.error or Output.Status.Name(out.status)}; retrying in {delay:.1f}s\n"
-            + (out.traceback if out.traceback.endswith("\n") or not out.traceback else out.traceback + "\n")))],
-            "", fn.name)
+        traceback = "\n" + out.traceback.removesuffix("\n") if out.traceback else ""
+        fn.app.log.event(
+            f"{fn.name} input {inp.input_id} failed (attempt {inp.attempts} of {policy.max_retries + 1}): "
+            f"{out.error or Output.Status.Name(out.status)}; retrying in {delay:.1f}s{traceback}",
+            fn.name, inp.container.container_id if inp.container is not None else "", inp.input_id, inp.call.call_id,
+            caller=True)
         inp.release()
         self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, time.time() + delay)
         self.submit(inp.call.function, [inp], again=True, delay=delay)

@@ -110,7 +110,7 @@ _container_seq = itertools.count()
 class ContainerState:
     __slots__ = ("container_id", "cpu", "end", "function", "held", "init_failed", "inputs_given", "last_seen",
                  "memory_mb", "reported", "requested_at", "resending", "send", "seq", "since", "state", "stopping",
-                 "want", "worker")
+                 "stop_why", "want", "worker")
 
     def __init__(self, container_id: str, function: FunctionState, worker: WorkerState, now: float):
         self.container_id = container_id
@@ -133,6 +133,7 @@ class ContainerState:
         self.cpu = res.cpu
         self.memory_mb = res.memory_mb
         self.stopping = False
+        self.stop_why = ""  # why the control plane had it stop (or knows it will exit): its app's log says
         self.inputs_given = 0  # inputs handed to it: it retires at its function's inputs_per_container
         self.init_failed = False  # its function's code could not load: its exit is not its worker's fault
         self.seq = next(_container_seq)  # the order containers were made in: dispatch's order among equals
@@ -287,7 +288,7 @@ class Fleet:
         w = self._by_name(name)
         w.draining = True
         for c in list(w.containers.values()):
-            self.stop(c)
+            self.stop(c, f"its worker {name} drains")
         log.info("worker %s drains", name)
 
     def remove(self, name: str):
@@ -353,6 +354,10 @@ class Fleet:
             self.cold_start = 0.8 * self.cold_start + 0.2 * (now - c.requested_at)
             if self.on_cold_start is not None:
                 self.on_cold_start(now - c.requested_at)
+            image = c.function.definition.image.image_id
+            c.function.app.log.event(f"container {c.container_id} started on worker {c.worker.name}"
+                                     + (f" (image {image[:12]})" if image else "")
+                                     + f" in {(now - c.requested_at) * 1000:.0f} ms", c.function.name, c.container_id)
         c.state = READY
         # After a reconnect (this control plane's restart, or a broken network). The inputs the
         # store says an orphan held are its own again: finished or not, their outputs may be
@@ -426,7 +431,7 @@ class Fleet:
         the inputs waiting for its function fail with why. Unlike an init failure this is not
         kept: once the cause is mended (the secret made again), its next container starts."""
         log.warning("container %s of %s cannot start: %s", c.container_id, c.function.name, error)
-        self.stop(c)
+        self.stop(c, f"it cannot start: {error}")
         self.dispatch.fail_init(c.function, list(c.held.values()), api_pb2.ContainerInitFailure(error=error))
 
     def container_exited(self, exited: api_pb2.ContainerExited, worker: WorkerState):
@@ -450,6 +455,7 @@ class Fleet:
             return
         self._untrack(c)
         fn = c.function
+        fn.app.log.event(f"container {container_id} exited: {exit_cause(c, exited)}", fn.name, container_id)
         if not c.stopping and not c.init_failed and exited.cause != Cause.OUT_OF_MEMORY:
             self._failed_on(c.worker, reason)
         if c.state == STARTING and not c.stopping:
@@ -486,7 +492,7 @@ class Fleet:
         if not self.breaker.failed(w, why, now, others):
             return
         for c in list(w.containers.values()):
-            self.stop(c)
+            self.stop(c, f"its worker {w.name} was cordoned: its containers kept failing")
         for fn in self.apps.functions():
             self.dispatch.dispatch(fn)
 
@@ -509,6 +515,8 @@ class Fleet:
         talks, its stream ends (it exits) and its worker is told to kill it: fenced."""
         log.warning("container %s of %s is lost (%s): its inputs go back to the queue",
                     c.container_id, c.function.name, why)
+        c.function.app.log.event(f"container {c.container_id} was lost ({why}): its inputs go back to the queue",
+                                 c.function.name, c.container_id)
         self._untrack(c)
         self.store.container_exited(c.container_id, f"lost: {why}")
         for inp in list(c.held.values()):
@@ -533,24 +541,27 @@ class Fleet:
             w.end(f"worker {w.name} sent nothing for {self.worker_timeout:.0f}s: its containers were given up; "
                   "register again")
 
-    def stop(self, c: ContainerState, retiring: bool = False):
-        """Ask its worker to stop it, letting it finish what it runs. A retiring one (it ran its
-        inputs_per_container) is marked stopping already, from its last input on."""
+    def stop(self, c: ContainerState, why: str, retiring: bool = False):
+        """Ask its worker to stop it (why: in words, for its app's log), letting it finish what it
+        runs. A retiring one (it ran its inputs_per_container) is marked stopping already, from its
+        last input on."""
         if c.stopping and not retiring:
             return
         c.stopping = True
+        c.stop_why = c.stop_why or why
         if c.worker.connected:
             c.worker.send(_stop_command(c.container_id, kill=False))
 
     def terminate(self, c: ContainerState):
         """Kill it now, whatever it runs (a call cancelled with terminate_containers=True)."""
         c.stopping = True
+        c.stop_why = "killed: the call it ran was cancelled with terminate_containers=True"
         if c.worker.connected:
             c.worker.send(_stop_command(c.container_id, kill=True))
 
-    def stop_containers(self, fn: FunctionState):
+    def stop_containers(self, fn: FunctionState, why: str):
         for c in list(fn.containers.values()):
-            self.stop(c)
+            self.stop(c, why)
 
     # ---- time-driven
 
@@ -582,6 +593,22 @@ class Fleet:
                 c = self._containers.get(cid)
                 if c is not None:
                     self.lost(c, "it did not reconnect after a control-plane restart")
+
+
+def exit_cause(c: ContainerState, exited: api_pb2.ContainerExited) -> str:
+    """Why a container ended, in words, for its app's log: what its worker saw, and why the
+    control plane had it stop if it did."""
+    if exited.cause == Cause.OUT_OF_MEMORY:
+        return f"killed for memory: it {exited.reason}"
+    if exited.cause in (Cause.START_FAILED, Cause.WORKER_ERROR):
+        return f"it {exited.reason}"
+    if c.stop_why:
+        return f"{c.stop_why} (it {exited.reason})"
+    if c.init_failed:
+        return f"its function's code failed to load (it {exited.reason})"
+    if exited.exit_code:
+        return f"crashed: it {exited.reason}"
+    return f"it {exited.reason}"
 
 
 def _stop_command(container_id: str, kill: bool) -> api_pb2.WorkerCommand:

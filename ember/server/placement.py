@@ -94,8 +94,7 @@ class Placement:
             fn.capacity_warned = now
             log.log(level, "inputs of %s wait: %s", fn.name, reason)
             if tell_app:
-                fn.app.log.append([api_pb2.LogEntry(fd=2, data=f"ember: inputs of {fn.name} wait: {reason}\n")],
-                                  "", fn.name)
+                fn.app.log.event(f"inputs of {fn.name} wait: {reason}", fn.name, caller=True)
 
     def _choose(self, fn: FunctionState) -> WorkerState | None:
         res = fn.definition.resources

@@ -96,7 +96,7 @@ class Scheduler:
         for fn in app.functions.values():
             self.ledger.cancel_calls(fn, reason)
             self.dispatch.cancel_web(fn, reason)
-            self.fleet.stop_containers(fn)
+            self.fleet.stop_containers(fn, f"its app stopped: {reason}")
         app.log.close()
         log.info("app %s (%s) stopped: %s", app.name, app_id, reason)
 

@@ -145,7 +145,8 @@ class Shares:
             if theirs <= without + EPSILON:
                 log.info("container %s of %s (workspace %s) stops: workspace %s, with a smaller share of the "
                          "cluster, waits for room", c.container_id, c.function.name, mine, fn.app.workspace)
-                self.fleet.stop(c)
+                self.fleet.stop(c, f"it made room for workspace {fn.app.workspace}, with a smaller share of the "
+                                "cluster")
                 return True
         return False
 

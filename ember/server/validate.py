@@ -99,7 +99,7 @@ def app_logs(req: api_pb2.AppLogsRequest):
     number("AppLogsRequest.until", req.until)
     if req.until and req.since > req.until:
         raise Invalid("AppLogsRequest.until", f"must not be before since ({req.until} < {req.since})")
-    for field in ("search", "function_name", "container_id"):
+    for field in ("search", "function_name", "container_id", "call_id"):
         if len(getattr(req, field)) > MAX_SEARCH:
             raise Invalid(f"AppLogsRequest.{field}", f"must be at most {MAX_SEARCH} characters")
 

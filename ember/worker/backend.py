@@ -14,7 +14,7 @@ import typing
 
 from ..proto import api_pb2
 from .gpus import Gpu
-from .images import Log, Step, describe_step
+from .images import Log, Step, StepReport, describe_step
 
 NETWORK_MODES = ("host", "none")
 
@@ -74,9 +74,11 @@ class RuntimeBackend(abc.ABC):
 
     @abc.abstractmethod
     async def build(self, image: api_pb2.Image, known: dict[str, str], force: bool, log: Log,
-                    report: typing.Callable[[api_pb2.Layer], None], workspace: str = ""):
+                    report: typing.Callable[[api_pb2.Layer], None], workspace: str = "",
+                    on_step: StepReport | None = None):
         """Make the image ready to run; `known` maps layer ids to their blobs, `report` hears of
-        each layer ready, `workspace` is whose build it is. A failure the user can fix is an
+        each layer ready, `workspace` is whose build it is, `on_step` of each step's start and
+        end (what `log` hears meanwhile is that step's output). A failure the user can fix is an
         images.BuildError."""
 
     @abc.abstractmethod
@@ -141,7 +143,7 @@ def choose(name: str, backends: typing.Sequence[type[RuntimeBackend]]) -> tuple[
                 raise Unavailable(f"the {b.name} backend is not available here: {why}")
         reasons.append(f"the {b.name} backend: {why}")
         if b.capabilities.isolation:
-            passed_over.append(why or "asked for")
+            passed_over.append(why or f"--backend {name} was asked for")
     if name == "auto":
         raise Unavailable("no runtime backend can run here: " + "; ".join(reasons))
     raise Unavailable(f"there is no {name!r} backend (there are: {', '.join(b.name for b in backends)})")

@@ -129,8 +129,9 @@ class ContainerBackend(RuntimeBackend):
     def running(self):
         return [cid for cid, p in self.procs.items() if p.returncode is None]
 
-    async def build(self, image, known, force, log_fn, report, workspace=""):
-        await self.layers.ensure(image, known, log_fn, force=force, report=report, workspace=workspace)
+    async def build(self, image, known, force, log_fn, report, workspace="", on_step=None):
+        await self.layers.ensure(image, known, log_fn, force=force, report=report, workspace=workspace,
+                                 on_step=on_step)
         if force or any(s.force_build for s in image.steps):
             # Spares started before may run layers this build replaced.
             for box in list(self.spares.values()):

@@ -65,6 +65,9 @@ BLOB_CHUNK = 1 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame
 
 Log = typing.Callable[[str], None]
+# Hears of each step's start and end in a build (BuildStep.State, 0-based index of the step): the
+# client shows a line per step, the output that follows a start folded under it.
+StepReport = typing.Callable[[int, int], None]
 
 
 PROXY_VARS = {"http_proxy", "https_proxy", "no_proxy", "all_proxy"}
@@ -193,12 +196,22 @@ class LayerCache:
         return [s.layer_id for s in reversed(image.steps) if s.kind in CONTENT_STEPS]
 
     async def ensure(self, image: api_pb2.Image, known: dict[str, str], log: Log, *, force: bool = False,
-                     report: typing.Callable[[api_pb2.Layer], None] | None = None, workspace: str = ""):
+                     report: typing.Callable[[api_pb2.Layer], None] | None = None, workspace: str = "",
+                     on_step: StepReport | None = None):
         """Make every layer of the image present here: keep, fetch or build, in order.
 
         `known` maps layer ids to their blob ids in the blob store. A forced step (and every
         step after it) is built again. `report` hears of each layer this call built. `workspace`:
-        whose build it is (its pip steps share uv's package cache with that workspace's only)."""
+        whose build it is (its pip steps share uv's package cache with that workspace's only).
+        `on_step` hears of each step's start and end; without it (a container's start), `log` does."""
+        State = api_pb2.BuildStep.State
+
+        def announce(i: int, state: int, text: str = ""):
+            if on_step is not None:
+                on_step(i, state)
+            elif text:
+                log(text)
+
         if not image.steps or image.steps[0].kind not in BASE_STEPS:
             raise BuildError("the image has no base: start it from Image.debian_slim() or Image.from_registry()")
         rebuild = force
@@ -210,17 +223,20 @@ class LayerCache:
                 continue
             async with self.locks[step.layer_id]:
                 if self.has(step.layer_id) and not rebuild:
-                    pass
+                    announce(i, State.CACHED)
                 elif known.get(step.layer_id) and not rebuild:
-                    log(f"=> fetching layer {i + 1}/{len(image.steps)} ({describe_step(step)})\n")
+                    announce(i, State.FETCHING,
+                             f"=> fetching layer {i + 1}/{len(image.steps)} ({describe_step(step)})\n")
                     await self._fetch(step.layer_id, known[step.layer_id])
+                    announce(i, State.FETCHED)
                 else:
-                    log(f"=> step {i + 1}/{len(image.steps)}: {describe_step(step)}\n")
+                    announce(i, State.BUILDING, f"=> step {i + 1}/{len(image.steps)}: {describe_step(step)}\n")
                     try:
                         await self._build(image, i, log, workspace)
                     except BuildError as e:
                         raise BuildError(f"step {i + 1}/{len(image.steps)}, {describe_step(step)}: {e}") from None
                     known.pop(step.layer_id, None)
+                    announce(i, State.BUILT)
             if report:
                 if known.get(step.layer_id):
                     report(api_pb2.Layer(layer_id=step.layer_id, blob_id=known[step.layer_id]))

@@ -219,11 +219,15 @@ class Worker:
         def report(layer: api_pb2.Layer):
             self._send(api_pb2.WorkerMessage(layer_built=api_pb2.LayerBuilt(build_id=b.build_id, layer=layer)))
 
+        def on_step(index: int, state: int):
+            step = api_pb2.BuildStep(index=index + 1, total=len(b.image.steps), state=state)
+            self._send(api_pb2.WorkerMessage(build_log=api_pb2.BuildLog(build_id=b.build_id, step=step)))
+
         error = ""
         try:
             self._check_capabilities(b.image)
             known = {layer.layer_id: layer.blob_id for layer in b.layers}
-            await self.backend.build(with_secret_env(b), known, b.force, log_fn, report, b.workspace)
+            await self.backend.build(with_secret_env(b), known, b.force, log_fn, report, b.workspace, on_step)
         except images.BuildError as e:
             error = str(e)
         except Exception as e:

@@ -57,12 +57,13 @@ class ProcessBackend(RuntimeBackend):
 
     # ------------------------------------------------------------------ images as venvs
 
-    async def build(self, image: api_pb2.Image, known, force: bool, log_fn, report, workspace: str = ""):
-        await self._venv(image, log_fn, force)
+    async def build(self, image: api_pb2.Image, known, force: bool, log_fn, report, workspace: str = "",
+                    on_step=None):
+        await self._venv(image, log_fn, force, on_step)
         for s in image.steps:
             report(api_pb2.Layer(layer_id=s.layer_id))
 
-    async def _venv(self, image: api_pb2.Image, log_fn, force: bool = False) -> tuple[str, dict]:
+    async def _venv(self, image: api_pb2.Image, log_fn, force: bool = False, on_step=None) -> tuple[str, dict]:
         """The Python to run the image with, and its environment variables."""
         env = {}
         for s in image.steps:
@@ -74,11 +75,13 @@ class ProcessBackend(RuntimeBackend):
         lock = self.locks.setdefault(image.image_id, asyncio.Lock())
         async with lock:
             if force or not venv.exists():
-                await self._make_venv(image, venv, log_fn)
+                await self._make_venv(image, venv, log_fn, on_step)
         env["PYTHONPATH"] = str(venv / "src")
         return str(venv / "bin" / "python"), env
 
-    async def _make_venv(self, image: api_pb2.Image, venv: pathlib.Path, log_fn):
+    async def _make_venv(self, image: api_pb2.Image, venv: pathlib.Path, log_fn, on_step=None):
+        """Build the image's venv; `on_step` hears of each step's start and end (without it, `log_fn`)."""
+        State = api_pb2.BuildStep.State
         tmp = self.venvs / f".tmp-{image.image_id}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -89,7 +92,10 @@ class ProcessBackend(RuntimeBackend):
             for i, s in enumerate(image.steps):
                 if s.kind in NO_PACKAGES:
                     continue
-                log_fn(f"=> step {i + 1}/{len(image.steps)}: {describe_step(s)}\n")
+                if on_step is not None:
+                    on_step(i, State.BUILDING)
+                else:
+                    log_fn(f"=> step {i + 1}/{len(image.steps)}: {describe_step(s)}\n")
                 files = await self._step_files(s, tmp) if s.blob_id else None
                 if s.kind == Step.PIP_INSTALL:
                     args = [a.replace("/.ember-files", str(files)) for a in s.args]
@@ -105,6 +111,8 @@ class ProcessBackend(RuntimeBackend):
                     await run_logged([py, "-c", loader], env, log_fn, s.args[0] + "()")
                 else:  # the worker refused the steps this backend lacks (backend.refusal)
                     raise BuildError(f"unknown image step {s.kind}: is the worker older than the client?")
+                if on_step is not None:
+                    on_step(i, State.BUILT)
             tmp.rename(venv)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

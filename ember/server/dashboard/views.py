@@ -338,19 +338,8 @@ class Dashboard:
         await self._page(send, session, "Logs", body)
 
     def _log_history(self, workspace: str, q: dict) -> list[tuple]:
-        filters = {"function_name": q["function"], "container_id": q["container"], "search": q["search"]}
-        if not q["call"]:
-            return self.store.logs(workspace, q["app"], tail=LOG_LINES, limit=LOG_LINES, **filters)
-        # The store has no filter by input; a call's inputs are CALL_ID:IDX: read its pages (20,000
-        # lines at most) and keep the call's.
-        prefix, kept, after = q["call"] + ":", [], 0
-        for _page in range(20):
-            rows = self.store.logs(workspace, q["app"], after_seq=after, limit=1000, **filters)
-            kept += [r for r in rows if r[7].startswith(prefix)]
-            if len(rows) < 1000:
-                break
-            after = rows[-1][1]
-        return kept[-LOG_LINES:]
+        return self.store.logs(workspace, q["app"], function_name=q["function"], container_id=q["container"],
+                               call_id=q["call"], search=q["search"], tail=LOG_LINES, limit=LOG_LINES)
 
     async def log_events(self, req, send, session):
         q = _log_filters(req.query)
@@ -578,6 +567,7 @@ class Dashboard:
         await answer(send, 200, data, STATIC[name])
 
 
+LINE_CLASS = {2: "line err", 3: "line event"}  # stderr; Ember's own events about the app
 FAILED = (Output.FAILURE, Output.TIMEOUT, Output.CONTAINER_EXITED, Output.INIT_FAILURE, Output.OUT_OF_MEMORY)
 
 
@@ -621,7 +611,7 @@ def _log_filters(query: dict) -> dict:
 def _log_matches(e: api_pb2.LogEntry, q: dict) -> bool:
     return ((not q["function"] or e.function_name == q["function"])
             and (not q["container"] or e.container_id == q["container"])
-            and (not q["call"] or e.input_id.startswith(q["call"] + ":"))
+            and (not q["call"] or e.call_id == q["call"])
             and (not q["search"] or q["search"] in e.data))
 
 
@@ -629,5 +619,5 @@ def _log_line(seq, at, function_name, container_id, input_id, fd, data) -> Html:
     source = " · ".join(p for p in (function_name, container_id, input_id) if p)
     return tag("div", join([tag("time", clock_time(at)), tag("span", source, class_="src"),
                             tag("span", data.rstrip("\n"), class_="text")]),
-               class_="line err" if fd == 2 else "line", data_seq=seq)
+               class_=LINE_CLASS.get(fd, "line"), data_seq=seq)
 

@@ -424,7 +424,8 @@ class Store(ABC):
 
     # ---- logs: what apps' containers printed and what the control plane said about them, numbered
     # per app by seq, kept until expire_logs. A line is a tuple (app_id, seq, created_at, workspace,
-    # app_name, function_name, container_id, input_id, fd, data); app_name is '' for an ephemeral app.
+    # app_name, function_name, container_id, input_id, fd, data, call_id); app_name is '' for an
+    # ephemeral app; input_id and call_id are those of the input that printed it, '' for none.
 
     @abstractmethod
     def add_logs(self, rows: list[tuple]):
@@ -440,10 +441,10 @@ class Store(ABC):
 
     @abstractmethod
     def logs(self, workspace: str, app_id: str, *, after_seq: int = 0, since: float = 0, until: float = 0,
-             function_name: str = "", container_id: str = "", search: str = "", tail: int = 0,
-             limit: int = 1000) -> list[tuple]:
+             function_name: str = "", container_id: str = "", call_id: str = "", search: str = "",
+             tail: int = 0, limit: int = 1000) -> list[tuple]:
         """A workspace's app's lines with seq above after_seq, oldest first, up to limit: those from
-        `since` and until `until` (unix times; 0: no bound), of one function or container, containing
+        `since` and until `until` (unix times; 0: no bound), of one function, container or call, containing
         `search` (as it is: no patterns), and with tail only the last `tail` of those."""
 
     @abstractmethod

@@ -566,11 +566,11 @@ class SqliteStore(_Runs, Store):
     # ---- logs
 
     LOG_COLUMNS = ("app_id, seq, created_at, workspace, app_name, function_name, container_id, input_id, fd, "
-                   "data")
+                   "data, call_id")
 
     def add_logs(self, rows: list[tuple]):
         self._write()
-        self.db.executemany(f"INSERT OR IGNORE INTO logs ({self.LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self.db.executemany(f"INSERT OR IGNORE INTO logs ({self.LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             rows)
 
     def last_log_seq(self, app_id: str) -> int:
@@ -581,10 +581,11 @@ class SqliteStore(_Runs, Store):
         return row[0] if row else None
 
     def logs(self, workspace, app_id, *, after_seq=0, since=0, until=0, function_name="", container_id="",
-             search="", tail=0, limit=1000):
+             call_id="", search="", tail=0, limit=1000):
         where, params = ["workspace=?", "app_id=?", "seq>?"], [workspace, app_id, after_seq]
         for clause, value in (("created_at>=?", since), ("created_at<=?", until),
-                              ("function_name=?", function_name), ("container_id=?", container_id)):
+                              ("function_name=?", function_name), ("container_id=?", container_id),
+                              ("call_id=?", call_id)):
             if value:
                 where.append(clause)
                 params.append(value)

@@ -28,7 +28,7 @@ function pad(n, width) {
 
 function logLine(seq, at, fn, container, input, fd, data) {
   const line = document.createElement("div");
-  line.className = fd === 2 ? "line err" : "line";
+  line.className = {2: "line err", 3: "line event"}[fd] || "line";
   line.dataset.seq = seq;
   const d = new Date(at * 1000);
   const time = document.createElement("time");
