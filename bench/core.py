@@ -5,6 +5,8 @@
     python bench/core.py --tls                # Ember over TLS (`ember server --tls auto`, https with its CA)
     python bench/core.py --tls-against-plain  # this checkout over TLS against the same without, alternating
     python bench/core.py --postgres-against-sqlite  # the control plane on PostgreSQL against SQLite, alternating
+    python bench/core.py --watched-against-unwatched  # with a browser on the function's live dashboard page
+                                                      # and a /metrics scrape every second, against none, alternating
 
 Measures, with warm containers/workers:
   - the round trip of one .remote() call: median of 200 after warm-up;
@@ -56,7 +58,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, server_args=()):
+    """The control plane and a worker; the gateway's URL is in os.environ["EMBER_BENCH_WEB_URL"]."""
     port = free_port()
+    http_port = free_port()
+    server_args = [*server_args, "--http", f"127.0.0.1:{http_port}"]
+    os.environ["EMBER_BENCH_WEB_URL"] = f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"
     url = f"https://127.0.0.1:{port}" if tls else f"127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "ember.cli.main"]
     log = open(tmp / "cluster.log", "ab")
@@ -93,16 +99,73 @@ def _wait_for(path: pathlib.Path, server: subprocess.Popen, tmp: pathlib.Path):
         time.sleep(0.05)
 
 
-def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, database_url: str | None = None) -> dict:
+class Watcher:
+    """What watches a cluster while it is measured: headless Chromium (Debian's /usr/bin/chromium,
+    through Playwright) logged in to the dashboard, on the live page of the benchmark's app, and
+    a Prometheus-style scrape of /metrics every second. Each in a thread of its own."""
+
+    def __init__(self, web_url: str, app_id: str):
+        self.web_url, self.app_id = web_url, app_id
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.scrapes = 0
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._browse, daemon=True),
+                        threading.Thread(target=self._scrape, daemon=True)]
+        for t in self.threads:
+            t.start()
+        if not self.ready.wait(60) or self.errors:
+            raise SystemExit(f"the dashboard could not be watched: {self.errors or 'it did not open in 60 s'}")
+
+    def _browse(self):
+        try:
+            from playwright.sync_api import sync_playwright
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+                page = browser.new_page()
+                page.goto(self.web_url + "/dashboard/login")
+                page.fill("input[name=token_id]", os.environ["EMBER_TOKEN_ID"])
+                page.fill("input[name=token_secret]", os.environ["EMBER_TOKEN_SECRET"])
+                page.click("button[type=submit]")
+                page.wait_for_url(self.web_url + "/dashboard/")
+                page.goto(f"{self.web_url}/dashboard/apps/{self.app_id}")
+                page.locator("td", has_text="ident").first.wait_for()
+                self.ready.set()
+                while not self.stop.is_set():
+                    page.wait_for_timeout(200)  # the page's events are handled meanwhile
+                browser.close()
+        except Exception as e:  # reported by the caller, which waits for ready
+            self.errors.append(repr(e))
+            self.ready.set()
+
+    def _scrape(self):
+        import urllib.request
+        while not self.stop.wait(1.0):
+            with urllib.request.urlopen(self.web_url + "/metrics", timeout=10) as r:
+                r.read()
+            self.scrapes += 1
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, database_url: str | None = None,
+                watched: bool = False) -> dict:
     import core_app
     from core_app import app
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-"))
     server, worker = start_cluster(tmp, backend, tls, ["--database-url", database_url] if database_url else [])
     result = {}
+    watcher = None
     try:
         with app.run():
             f = core_app.ident
+            f.remote(1)
+            if watched:
+                watcher = Watcher(os.environ["EMBER_BENCH_WEB_URL"], app.app_id)
             # Warm up for 300 calls and at least WARMUP seconds: on the container backend the
             # worker starts a spare container after the first one, and its start (a second or
             # so of both cores) must not fall into the measured calls.
@@ -156,7 +219,11 @@ def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, datab
             result["spawn_n"] = n_spawn
             result["spawn_seconds"] = dt
             result["server_peak_rss_mb"] = max(peak[0], rss_mb(server.pid, "VmHWM"))
+            if watcher is not None:
+                result["scrapes"] = watcher.scrapes
     finally:
+        if watcher is not None:
+            watcher.close()
         worker.terminate()
         server.terminate()
         worker.wait()
@@ -209,13 +276,17 @@ def main():
     p.add_argument("--postgres-against-sqlite", action="store_true",
                    help="measure this checkout with its state in PostgreSQL (a server started here, durable "
                         "as PostgreSQL is by default) and in SQLite, alternating, --rounds times")
+    p.add_argument("--watched-against-unwatched", action="store_true",
+                   help="measure this checkout with a browser open on the app's live dashboard page and /metrics "
+                        "scraped every second, and without, alternating, --rounds times")
+    p.add_argument("--watched", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--database-url", help=argparse.SUPPRESS)
     p.add_argument("--ember-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.ember_only:
-        print(json.dumps(bench_ember(args.map, args.spawn, args.backend, args.tls, args.database_url)))
+        print(json.dumps(bench_ember(args.map, args.spawn, args.backend, args.tls, args.database_url, args.watched)))
         return
-    if args.against or args.tls_against_plain or args.postgres_against_sqlite:
+    if args.against or args.tls_against_plain or args.postgres_against_sqlite or args.watched_against_unwatched:
         compare(args)
         return
     ember_r = bench_ember(args.map, args.spawn, args.backend, args.tls)
@@ -235,21 +306,30 @@ def main():
     print(json.dumps({"ember": ember_r, "ray": ray_r}))
 
 
-def _child_args(args, tls: bool | None = None, database_url: str | None = None) -> list[str]:
+def _child_args(args, tls: bool | None = None, database_url: str | None = None, watched: bool = False) -> list[str]:
     """The arguments of one --ember-only run of this benchmark, in a process of its own."""
     tls = args.tls if tls is None else tls
     return (["--ember-only", "--map", str(args.map), "--spawn", str(args.spawn), "--backend", args.backend]
-            + (["--tls"] if tls else []) + (["--database-url", database_url] if database_url else []))
+            + (["--tls"] if tls else []) + (["--database-url", database_url] if database_url else [])
+            + (["--watched"] if watched else []))
 
 
 def compare(args):
     """This checkout against an earlier commit (or, with --tls-against-plain, over TLS against
     without; with --postgres-against-sqlite, on PostgreSQL against SQLite), alternating, each
     round in fresh processes."""
-    def here(tls: bool, database_url: str | None = None) -> dict:
-        out = subprocess.run([sys.executable, __file__, *_child_args(args, tls, database_url)], capture_output=True,
-                             text=True, check=True)
+    def here(tls: bool, database_url: str | None = None, watched: bool = False) -> dict:
+        out = subprocess.run([sys.executable, __file__, *_child_args(args, tls, database_url, watched)],
+                             capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
+
+    if args.watched_against_unwatched:
+        runs = {"unwatched": [], "watched": []}
+        for _ in range(args.rounds):
+            runs["unwatched"].append(here(args.tls))
+            runs["watched"].append(here(args.tls, watched=True))
+        report(args, runs, "with the dashboard's live page open and /metrics scraped every second, against none")
+        return
 
     if args.postgres_against_sqlite:
         sys.path.insert(0, str(HERE.parent / "tests"))

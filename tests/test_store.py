@@ -285,6 +285,30 @@ async def test_workers_and_live_containers(store, reopen):
     store = reopen()
     assert store.live_containers() == [("ct-2", "fn-1", "wk-1", "b2", "hash 2")]
     assert store.worker_token("wk-1") == "tk-w" and store.worker_token("wk-x") is None
+    assert store.ended_containers("main", 10) == []  # fn-1 belongs to no app: no workspace's
+
+
+@run_async
+async def test_ended_containers_newest_first_in_their_workspace(store, reopen):
+    store.upsert_worker(api_pb2.WorkerRegister(worker_id="wk-1", boot_id="b1", name="m1", cpu=2, memory_mb=1024), "t")
+    for app_id, ws, fid in (("ap-1", "main", "fn-1"), ("ap-2", "other", "fn-2")):
+        store.create_app(app_id, ws, f"app-{ws}")
+        store.create_function(fid, app_id, api_pb2.FunctionDefinition(name="f"))
+    for cid, fid in (("ct-1", "fn-1"), ("ct-2", "fn-1"), ("ct-3", "fn-2"), ("ct-4", "fn-1")):
+        store.create_container(cid, fid, "wk-1" if cid != "ct-2" else "wk-gone", "b1", "")
+    store.container_exited("ct-1", "exited with code 1")
+    await asyncio.sleep(0.01)
+    store.container_exited("ct-2", "out of memory")
+    await asyncio.sleep(0.01)
+    store.container_exited("ct-3", "stopped")
+    await store.durable()
+    store = reopen()
+    rows = store.ended_containers("main", 10)
+    assert [(r[0], r[1], r[2], r[3], r[4], r[5], r[8]) for r in rows] == [
+        ("ct-2", "main", "ap-1", "app-main", "fn-1", "wk-gone", "out of memory"),
+        ("ct-1", "main", "ap-1", "app-main", "fn-1", "m1", "exited with code 1")]
+    assert all(r[6] <= r[7] for r in rows)
+    assert [r[0] for r in store.ended_containers(None, 2)] == ["ct-3", "ct-2"]
 
 
 @run_async
@@ -406,6 +430,8 @@ async def test_usage_adds_up_by_the_hour(store, reopen):
     assert store.usage("ws", 7200.0) == [("ws", "app", "f", 1.0, 1.0, 0.0, 1)]
     assert [row[0] for row in store.usage(None, 0)] == ["other", "ws", "ws"]
     assert store.usage("nobody", 0) == []
+    assert store.usage_hours("ws", 0) == [("ws", 3600.0, 3.0, 3.0, 4.0, 6), ("ws", 7200.0, 1.0, 1.0, 0.0, 1)]
+    assert store.usage_hours(None, 7200.0) == [("other", 7200.0, 9.0, 9.0, 9.0, 9), ("ws", 7200.0, 1.0, 1.0, 0.0, 1)]
 
 
 # ---- logs

@@ -65,6 +65,9 @@ def apply_options(d: api_pb2.FunctionDefinition, o: api_pb2.FunctionOptions):
         d.max_inputs, d.target_inputs = 0, 0  # batched now, so no longer concurrent
 
 
+DURATIONS_KEPT = 256
+
+
 class AppState:
     __slots__ = ("app_id", "deployed", "functions", "heartbeat_at", "log", "name", "running", "superseded",
                  "version", "workspace")
@@ -88,9 +91,9 @@ class AppState:
 
 
 class FunctionState:
-    __slots__ = ("app", "capacity_warned", "completed", "containers", "definition", "dispatch_soon", "exec_ewma",
-                 "failed", "function_id", "init_failure", "pending", "serves_web", "start_failures", "wanting",
-                 "weighed_at")
+    __slots__ = ("app", "capacity_warned", "completed", "containers", "definition", "dispatch_soon", "durations",
+                 "exec_ewma", "failed", "function_id", "init_failure", "pending", "serves_web", "start_failures",
+                 "wanting", "weighed_at")
 
     def __init__(self, function_id: str, app: AppState, definition: api_pb2.FunctionDefinition):
         self.function_id = function_id
@@ -108,6 +111,8 @@ class FunctionState:
         self.wanting: dict[str, ContainerState] = {}
         self.weighed_at = float("-inf")       # when the autoscaler last weighed its backlog (autoscaler.py)
         self.exec_ewma: float | None = None   # seconds per input, per container, as seen here
+        # The same, per output batch, the latest ones: the dashboard's p50 and p99.
+        self.durations: collections.deque[float] = collections.deque(maxlen=DURATIONS_KEPT)
         self.capacity_warned = 0.0            # when placement last said that no worker fits it
         self.init_failure: api_pb2.ContainerInitFailure | None = None  # its code cannot load: calls fail
         self.completed = 0  # inputs that ended with success, and otherwise (metrics.py)

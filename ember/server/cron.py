@@ -47,6 +47,14 @@ class Cron:
                 if now >= cached[2]:
                     self._run(fn, now)
 
+    def next_run(self, fn: FunctionState) -> float | None:
+        """When a scheduled function of a deployed app runs next (unix seconds), None if it is not one."""
+        sched = fn.definition.schedule
+        if not (sched.cron or sched.period_seconds) or not fn.app.deployed:
+            return None
+        last = self._last_runs.get((fn.app.workspace, fn.app.name, fn.name))
+        return next_time(sched, last if last is not None else self.store.deployed_at(fn.app.app_id))
+
     def _run(self, fn: FunctionState, now: float):
         call_id = new_id("fc")
         # No arguments: pickle's own bytes for ((), {}), which the container unpickles as usual.

@@ -194,6 +194,7 @@ class Dispatch:
         if finals:
             per_input = (now - c.since) / finals
             fn.exec_ewma = per_input if fn.exec_ewma is None else 0.7 * fn.exec_ewma + 0.3 * per_input
+            fn.durations.append(per_input)
         ran = 0
         for out in batch.outputs:
             inp = c.held.get(out.input_id)

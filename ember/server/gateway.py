@@ -50,19 +50,21 @@ class WebRequest:
 
 
 # The control plane's own paths, answered before a web endpoint's label (unless the request's
-# host name routes to a function).
+# host name routes to a function); so are the dashboard's, / and /dashboard/...
 OWN_PATHS = ("/metrics", "/healthz", "/readyz")
 
 
 class Gateway:
     def __init__(self, routes: WebRoutes, dispatch: Dispatch, tokens: ProxyTokens, *,
-                 metrics: Metrics | None = None, readiness=None):
-        """readiness(): None once the control plane serves, else why not (for /readyz)."""
+                 metrics: Metrics | None = None, readiness=None, dashboard=None):
+        """readiness(): None once the control plane serves, else why not (for /readyz);
+        dashboard: what serves / and /dashboard/ (dashboard.Dashboard)."""
         self.routes = routes
         self.dispatch = dispatch
         self.tokens = tokens
         self.metrics = metrics
         self.readiness = readiness or (lambda: None)
+        self.dashboard = dashboard
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -73,6 +75,9 @@ class Gateway:
         if scope["path"] in OWN_PATHS and scope["type"] == "http" and not (route[0] and route[2] == ""):
             # Not for a function a host name (LABEL.domain) routes to: the whole path is its own.
             return await self._own(scope, send)
+        if (self.dashboard is not None and scope["type"] == "http" and self.dashboard.serves(scope["path"])
+                and not (route[0] and route[2] == "")):
+            return await self.dashboard(scope, receive, send)
         await self._serve(scope, receive, send, route)
 
     def _counted(self, send):

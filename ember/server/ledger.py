@@ -37,8 +37,8 @@ Output = api_pb2.Output
 
 
 class CallState:
-    __slots__ = ("call_id", "cancelled", "done_at", "fetched", "finished_idx", "function", "inputs", "listeners",
-                 "next_seq", "num_done", "num_inputs", "outputs", "sent_up_to", "unstored")
+    __slots__ = ("call_id", "cancelled", "created_at", "done_at", "fetched", "finished_at", "finished_idx", "function",
+                 "inputs", "listeners", "next_seq", "num_done", "num_inputs", "outputs", "sent_up_to", "unstored")
 
     def __init__(self, call_id, function, num_inputs=None, num_done=0, next_seq=1, cancelled=False):
         self.call_id = call_id
@@ -58,6 +58,9 @@ class CallState:
         self.sent_up_to = 0
         self.listeners: list = []                 # callables, run once on the next output
         self.done_at: float | None = None
+        # Unix seconds, for the dashboard: when it was made (or loaded here) and when it finished.
+        self.created_at = time.time()
+        self.finished_at: float | None = None
         self.fetched = False
         self.unstored: Exception | None = None  # why its inputs could not be kept (DiskFull): it was cancelled
 
@@ -318,6 +321,7 @@ class Ledger:
     def _call_finished(self, call: CallState):
         if call.done_at is None:
             call.done_at = self.clock()
+            call.finished_at = time.time()
 
     def when_done(self, call: CallState, callback):
         """Run callback(call) once the call is done: now, if it is."""
@@ -388,6 +392,13 @@ class Ledger:
         call.done_at = self.clock()
         self._calls[call_id] = call
         return call if workspace in (None, fn.app.workspace) else None
+
+    def calls_of(self, app: AppState, n: int, among: int = 10_000) -> list[CallState]:
+        """The app's newest calls in memory (open ones, and those finished in the last minutes),
+        at most n, among the latest `among` calls made (or read back from the store): a look that
+        costs the same however many calls are in memory."""
+        latest = itertools.islice(reversed(self._calls.values()), among)
+        return list(itertools.islice((c for c in latest if c.function.app is app), n))
 
     def busy(self, app: AppState) -> bool:
         """Whether a call of the app's functions may still take inputs or has open ones."""

@@ -21,6 +21,7 @@ from .api import ClientService, ContainerService, WorkerService
 from .blob_gc import BlobCollector
 from .blobs import BlobStore, BlobStoreError, open_blob_store
 from .breaker import Breaker
+from .dashboard import Dashboard
 from .leader import Leadership, Standby
 from .metrics import Metrics
 from .provisioner import ProvisionerConfig, Provisioner, Shape, open_backend
@@ -89,7 +90,9 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         if leadership and not leadership.acting():
             return "this control plane does not hold the leader lease (it steps down)"
         return None
-    web = gateway.Gateway(sched.routes, sched.dispatch, tokens, metrics=Metrics(sched), readiness=readiness)
+    dashboard = Dashboard(sched, secure_cookies=server_tls is not None)
+    web = gateway.Gateway(sched.routes, sched.dispatch, tokens, metrics=Metrics(sched, dashboard),
+                          readiness=readiness, dashboard=dashboard)
     web_task, web_server = await gateway.start(web, sock, server_tls)
     scheme = "https" if server_tls else "http"
     sched.routes.base_url = (web_url or f"{scheme}://{gateway.url_host(http_host)}:{sock.getsockname()[1]}").rstrip("/")

@@ -25,8 +25,9 @@ HOW_TO_SCRAPE = ("send `Authorization: Bearer TOKEN_ID:TOKEN_SECRET` with an adm
 class Metrics:
     """The control plane's registry: scrape-time figures from the scheduler, and the counted ones."""
 
-    def __init__(self, sched):
+    def __init__(self, sched, dashboard=None):
         self.sched = sched
+        self.dashboard = dashboard  # dashboard.Dashboard, for its open streams
         self.registry = CollectorRegistry(auto_describe=False)
         self.cold_starts = Histogram(
             "ember_cold_start_seconds", "From asking a worker for a container to the container being ready",
@@ -107,6 +108,10 @@ class _Collector:
         for status, n in sorted(self.metrics.responses.items()):
             responses.add_metric([str(status)], n)
         yield responses
+
+        if self.metrics.dashboard is not None:
+            yield GaugeMetricFamily("ember_dashboard_streams", "Dashboard event streams open now (one per open "
+                                    "live page)", value=self.metrics.dashboard.streams)
 
 
 def check_access(identity, headers, client) -> tuple[int, str] | None:

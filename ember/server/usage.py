@@ -86,6 +86,11 @@ class Usage:
             self._add(c.function, 0, total - m.cpu)
         m.cpu = total if m.cpu is None else max(m.cpu, total)
 
+    def cpu_seconds(self, container_id: str) -> float | None:
+        """The CPU time a live container has used, as its worker last said (None: not known yet)."""
+        m = self._meters.get(container_id)
+        return None if m is None else m.cpu
+
     def ended(self, c: ContainerState):
         self._reserved(c, self.clock())
         self._meters.pop(c.container_id, None)

@@ -282,6 +282,12 @@ class Store(ABC):
         """The container is gone, now, for reason."""
 
     @abstractmethod
+    def ended_containers(self, workspace: str | None, limit: int) -> list[tuple]:
+        """The latest containers to end, of one workspace's apps (None: every one's), newest first:
+        (container_id, workspace, app_id, app_name, function_id, worker name, created_at, ended_at,
+        exit_reason)."""
+
+    @abstractmethod
     def live_containers(self) -> list[tuple[str, str, str, str, str]]:
         """Containers not exited: (container_id, function_id, worker_id, boot_id, credential_hash)."""
 
@@ -366,6 +372,12 @@ class Store(ABC):
         """Totals from the hour since_hour on, of one workspace (None: every one), per function:
         (workspace, app_name, function_name, cpu_seconds, memory_gib_seconds, gpu_seconds, inputs),
         ordered by workspace, app and function."""
+
+    @abstractmethod
+    def usage_hours(self, workspace: str | None, since_hour: float) -> list[tuple[str, float, float, float, float,
+                                                                                    int]]:
+        """Totals from the hour since_hour on, of one workspace (None: every one), per workspace and
+        hour: (workspace, hour, cpu_seconds, memory_gib_seconds, gpu_seconds, inputs), in that order."""
 
     # ---- secrets (the store holds only ciphertext), named uniquely per workspace
     # A named secret keeps its id while it exists and after it is deleted (its row stays, its

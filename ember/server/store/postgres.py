@@ -508,6 +508,7 @@ class PostgresStore(SqliteStore):
     # ---- what SQLite says another way
 
     CONTAINS = "strpos(data, ?)>0"
+    SUM_INPUTS = "SUM(inputs)::bigint"  # SUM of a BIGINT is a NUMERIC in PostgreSQL
 
     def add_call_blobs(self, rows: list[tuple[str, str]]):
         self._write()

@@ -423,6 +423,15 @@ class _Runs(_Connection):
             (reason, time.time(), container_id),
         )
 
+    def ended_containers(self, workspace, limit):
+        where, args = ("a.workspace = ?", (workspace,)) if workspace is not None else ("1=1", ())
+        return self.db.execute(
+            "SELECT c.container_id, a.workspace, a.app_id, a.name, c.function_id, COALESCE(w.name, c.worker_id), "
+            "c.created_at, c.ended_at, COALESCE(c.exit_reason, '') FROM containers c "
+            "JOIN functions f ON f.function_id=c.function_id JOIN apps a ON a.app_id=f.app_id "
+            f"LEFT JOIN workers w ON w.worker_id=c.worker_id WHERE c.state='exited' AND {where} "
+            "ORDER BY c.ended_at DESC LIMIT ?", (*args, limit)).fetchall()
+
     def live_containers(self):
         return self.db.execute(
             "SELECT container_id, function_id, worker_id, boot_id, credential_hash FROM containers "
@@ -620,6 +629,15 @@ class SqliteStore(_Runs, Store):
             "SELECT workspace, app_name, function_name, SUM(cpu_seconds), SUM(memory_gib_seconds), SUM(gpu_seconds), "
             f"SUM(inputs) FROM usage WHERE {where} GROUP BY workspace, app_name, function_name "
             "ORDER BY workspace, app_name, function_name", args).fetchall()
+
+    def usage_hours(self, workspace, since_hour):
+        where, args = ("workspace = ? AND hour >= ?", (workspace, since_hour)) if workspace is not None else (
+            "hour >= ?", (since_hour,))
+        return self.db.execute(
+            f"SELECT workspace, hour, SUM(cpu_seconds), SUM(memory_gib_seconds), SUM(gpu_seconds), {self.SUM_INPUTS} "
+            f"FROM usage WHERE {where} GROUP BY workspace, hour ORDER BY workspace, hour", args).fetchall()
+
+    SUM_INPUTS = "SUM(inputs)"
 
     def schedule_runs(self) -> dict[tuple[str, str, str], float]:
         return {(w, a, f): t for w, a, f, t in self.db.execute(
