@@ -247,11 +247,31 @@ def test_exec_joins_an_isolated_container(container_cluster):
         [c] = [c for c in containers() if c["function"] == "isolated"]
         cid = c["container_id"]
         out = cli("container", "exec", cid, "--", "sh", "-c", 'hostname; pwd; echo "$GREETING"; id -u; '
+                  "cut -d' ' -f4 /proc/$$/stat; "
                   "readlink /proc/self/ns/mnt /proc/self/ns/pid; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' "
                   "/proc/self/status; cat /proc/self/cgroup")
         assert out.returncode == 0, out.stderr
-        hostname, cwd, greeting, uid, mnt, pid_ns, *rest = out.stdout.splitlines()
+        hostname, cwd, greeting, uid, parent, mnt, pid_ns, *rest = out.stdout.splitlines()
         confined, cgroup = rest[:4], rest[4:]
+        # Forked by the container's init, its exec agent, inside already (no helper on the host,
+        # which the container's PID namespace would show as its parent 0).
+        assert parent == "1"
+        # Stdin, exit codes, a command that is not there, as on the process backend.
+        out = cli("container", "exec", cid, "--", "sh", "-c", "tr a-z A-Z; exit 4", input="piped\n")
+        assert (out.returncode, out.stdout) == (4, "PIPED\n"), out.stderr
+        out = cli("container", "exec", cid, "--", "no-such-command")
+        assert out.returncode == 127 and "no-such-command: command not found" in out.stderr, out.stderr
+        # What a command leaves running ends with it; so does a command whose client goes away.
+        job = "import os, time; os.setpgid(0, 0); time.sleep(58)"  # a job in a process group of its own
+        out = cli("container", "exec", cid, "--", "sh", "-c", f"python3 -c '{job}' & sleep 0.5; echo started")
+        assert out.stdout == "started\n", out.stderr
+        wait_for(lambda: not any(job.encode() in c for c in _cmdlines()), what="its job to end")
+        sleeper = subprocess.Popen([PY, "-m", "ember.cli.main", "container", "exec", cid, "--", "sleep", "57"],
+                                   stdin=subprocess.DEVNULL, cwd=ROOT)
+        wait_for(lambda: b"sleep\x0057\x00" in list(_cmdlines()), what="the command to run")
+        sleeper.kill()
+        sleeper.wait()
+        wait_for(lambda: b"sleep\x0057\x00" not in list(_cmdlines()), what="the command to be killed")
         term = Terminal(["-m", "ember.cli.main", "container", "exec", cid, "--", "sh"], rows=33, cols=91)
         try:
             term.read_until("# ")  # its prompt

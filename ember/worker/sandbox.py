@@ -542,10 +542,7 @@ def serve_execs(sock, main_pid) -> int:
                 if "kill" in req:
                     pid = sessions.pop(req["kill"], None)
                     if pid is not None:
-                        try:
-                            os.killpg(pid, signal.SIGKILL)
-                        except OSError:
-                            pass  # nothing of it runs any more
+                        _kill_session(pid)
                 elif len(fds) == 3:
                     pid = os.fork()
                     if pid == 0:
@@ -564,6 +561,18 @@ def serve_execs(sock, main_pid) -> int:
             finally:
                 for fd in fds:
                     os.close(fd)
+
+
+def _kill_session(sid):
+    """SIGKILL every process of the command's session (the container's /proc is this one's): what
+    it left running, in process groups of their own too."""
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                if int(f.read().rpartition(b")")[2].split()[3]) == sid:
+                    os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or it ended meanwhile
 
 
 def _answer(sock, message):
