@@ -183,9 +183,9 @@ class ProcessBackend(RuntimeBackend):
 
     async def exec_start(self, container_id, argv, env, workdir, tty, stdio):
         """Started by the worker itself: a process backend's container is a plain process of its
-        machine, with nothing to enter. util-linux's setpriv and setsid, exec'd on the way (a
-        millisecond, where a helper's interpreter took tens), kill the command with the worker
-        and give it a session of its own, with its terminal as the controlling one."""
+        machine, with nothing to enter. util-linux's setpriv (and setsid, with a terminal), exec'd
+        on the way (a millisecond, where a helper's interpreter took tens), kill the command with
+        the worker and make its terminal the controlling one."""
         proc = self.procs.get(container_id)
         if proc is None or proc.returncode is not None:
             raise ExecError(f"container {container_id} does not run on this worker (any more)")
@@ -195,9 +195,10 @@ class ProcessBackend(RuntimeBackend):
         if why:  # as a shell says it: on the command's stderr, with its exit code
             os.write(stdio[2], f"ember exec: {why}\n".encode())
             return _Failed(code)
+        # setsid(1) only with a terminal, to make it the controlling one: else the child's own setsid().
         child = await asyncio.create_subprocess_exec(
-            *SESSION, *(["--ctty"] if tty else []), "--", *argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
-            cwd=cwd, env=env)
+            *PDEATHSIG, *(["setsid", "--ctty", "--"] if tty else []), *argv, stdin=stdio[0], stdout=stdio[1],
+            stderr=stdio[2], cwd=cwd, env=env, start_new_session=not tty)
         return _Command(child)
 
     def stop(self, container_id: str, kill: bool = False):
@@ -220,8 +221,8 @@ class ProcessBackend(RuntimeBackend):
 
 
 
-# The worker's death kills the command (as a container's processes); the command leads a session.
-SESSION = ["setpriv", "--pdeathsig", "KILL", "--", "setsid"]
+# The worker's death kills the command, as a container's processes.
+PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def _cannot_start(program: str, cwd: str, path: str) -> tuple[str, int]:

@@ -430,6 +430,10 @@ def child(spec, status_w):
         os._exit(126)
     _forward_signals(pid)
     if agent is not None:
+        # Held as the container's processes are from here (it needs no more than they have to
+        # wait, reap and fork): the commands it forks are, without a confinement of their own
+        # (a millisecond and a half of ctypes in each).
+        confine()
         status = serve_execs(agent, pid)
     else:
         while True:
@@ -491,9 +495,9 @@ def main():
 # ---- exec: commands in a running container (`ember container exec`, sandboxes' exec; worker/agent.py)
 #
 # The container's init is its exec agent: already in its namespaces, root, cgroups and user
-# namespace, it forks each command the worker asks for on a socket it inherits (a
-# SOCK_SEQPACKET pair: a message per request, the command's stdio passed along as SCM_RIGHTS),
-# and the command confines itself as the container's own processes do and execs. No process
+# namespace, and confined as the container's processes (capabilities, no_new_privs, seccomp),
+# it forks each command the worker asks for on a socket it inherits (a SOCK_SEQPACKET pair: a
+# message per request, the command's stdio passed along as SCM_RIGHTS), which execs. No process
 # starts on the host for a command, and the init, which waits anyway, costs nothing more.
 #
 # Requests (JSON): {"id": N, "argv", "env", "cwd", "tty"} with 3 descriptors (stdin, stdout,
@@ -551,7 +555,7 @@ def serve_execs(sock, main_pid) -> int:
                             sock.close()
                             for i, fd in enumerate(fds):
                                 os.dup2(fd, i)
-                            _exec_command(req, confined=True)  # execs, or exits saying why not
+                            _exec_command(req, confined=False)  # confined as this process; execs, or exits
                         finally:
                             os._exit(126)
                     running[pid] = req["id"]
