@@ -103,6 +103,8 @@ def main():
                   f"{args.backend} backend")
             print(f"exec of `echo hi` ({args.n}): first byte {percentiles(firsts)}; exit {percentiles(totals)}")
             print(f"floor, sh -c 'echo hi' from this process: {percentiles(floor)}")
+            if args.backend == "container":
+                print(memory(worker.pid))
             client.run(_release(client, cid, release))
             call.get(timeout=60)
             if os.path.exists(release):  # the process backend's /tmp is this machine's
@@ -113,6 +115,32 @@ def main():
         for p in (worker, server):
             p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def memory(worker_pid: int) -> str:
+    """What the processes of the container (its sandbox launcher, its init: the exec agent, and
+    Ember's runtime) take in memory, proportional set size (shared pages divided among sharers)."""
+    def children(pid):
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return [int(c) for c in f.read().split()]
+        except OSError:
+            return []
+
+    def pss_kib(pid):
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+
+    out = []
+    for launcher in children(worker_pid):
+        with open(f"/proc/{launcher}/cmdline", "rb") as f:
+            if b"sandbox.main()" not in f.read():
+                continue
+        for init in children(launcher):
+            runtime = children(init)
+            out.append(f"launcher {pss_kib(launcher) / 1024:.1f} MiB, init (exec agent) "
+                       f"{pss_kib(init) / 1024:.1f} MiB, runtime {sum(map(pss_kib, runtime)) / 1024:.1f} MiB")
+    return "memory (PSS) of each container: " + ("; ".join(out) or "none found")
 
 
 def compare(args):
@@ -134,6 +162,7 @@ def compare(args):
                 runs[label][0].extend(figures["firsts"])
                 runs[label][1].extend(figures["totals"])
                 floor = [line for line in out.stdout.splitlines() if line.startswith(("machine", "floor"))]
+                print(f"{label}: " + "".join(line for line in out.stdout.splitlines() if line.startswith("memory")))
     finally:
         subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=False)
     print(f"{time.strftime('%Y-%m-%d')}, {platform.node()}; {args.rounds} rounds of {args.n} execs each")
