@@ -162,7 +162,9 @@ def compare(args):
                 runs[label][0].extend(figures["firsts"])
                 runs[label][1].extend(figures["totals"])
                 floor = [line for line in out.stdout.splitlines() if line.startswith(("machine", "floor"))]
-                print(f"{label}: " + "".join(line for line in out.stdout.splitlines() if line.startswith("memory")))
+                for line in out.stdout.splitlines():
+                    if line.startswith("memory"):
+                        print(f"{label}: {line}")
     finally:
         subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=False)
     print(f"{time.strftime('%Y-%m-%d')}, {platform.node()}; {args.rounds} rounds of {args.n} execs each")
