@@ -284,6 +284,13 @@ def test_exec_joins_an_isolated_container(container_cluster):
             term.proc.kill()
             term.proc.wait()
         seen = call.get(timeout=60)
+        # Stopped while a command runs in it: the init's end ends the command, with an error saying so.
+        sleeper = subprocess.Popen([PY, "-m", "ember.cli.main", "container", "exec", cid, "--", "sleep", "56"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        wait_for(lambda: b"sleep\x0056\x00" in list(_cmdlines()), what="the command to run")
+        assert cli("container", "stop", cid).returncode == 0
+        _, err = sleeper.communicate(timeout=30)
+        assert sleeper.returncode == 1 and cid in err and "while" in err, err
     assert (hostname, cwd, mnt, pid_ns) == (seen["hostname"], seen["cwd"], seen["mnt"], seen["pid_ns"])
     assert "\n".join(cgroup) + "\n" == seen["cgroup"] and hostname.startswith("ct-")
     assert confined == seen["confined"] and "Seccomp:\t2" in confined  # its capabilities and seccomp filter
