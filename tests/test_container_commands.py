@@ -2,6 +2,7 @@
 real cluster (the process backend, and the container backend where namespaces matter), in a
 pseudo-terminal where the command is interactive; and another workspace trying the same."""
 
+import asyncio
 import errno
 import fcntl
 import json
@@ -22,6 +23,8 @@ import pytest
 
 from conftest import APPS, PY, ROOT, module_cluster, wait_for
 from ember._client.auth import metadata
+from ember._client.client import Client
+from ember._client.container_exec import ContainerExec
 from ember.proto import api_pb2, api_pb2_grpc
 
 import inspect_app
@@ -197,6 +200,18 @@ def test_list_logs_exec_stop(cluster, tmp_path):
         assert call.get(timeout=60) != first_pid
 
 
+async def _many_execs(client, cid: str, n: int) -> list[tuple[bytes, int]]:
+    async def one(i):
+        printed = b""
+        async for out in ContainerExec(client, cid, ["sh", "-c", f"sleep 0.2; echo {i}; exit {i}"]).outputs():
+            printed += out.data
+            if out.exited:
+                assert not out.error, out.error
+                return printed, out.exit_code
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
 def _cmdlines():
     for p in os.listdir("/proc"):
         try:
@@ -272,6 +287,9 @@ def test_exec_joins_an_isolated_container(container_cluster):
         sleeper.kill()
         sleeper.wait()
         wait_for(lambda: b"sleep\x0057\x00" not in list(_cmdlines()), what="the command to be killed")
+        # Many at once, over the SDK's stream (what a sandbox's exec uses): each its own output and code.
+        client = Client.from_env()
+        assert client.run(_many_execs(client, cid, 12)) == [(f"{i}\n".encode(), i) for i in range(12)]
         term = Terminal(["-m", "ember.cli.main", "container", "exec", cid, "--", "sh"], rows=33, cols=91)
         try:
             term.read_until("# ")  # its prompt
