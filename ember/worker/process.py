@@ -202,9 +202,10 @@ class ProcessBackend(RuntimeBackend):
             os.write(stdio[2], f"ember exec: {why}\n".encode())
             return _Failed(code)
         # setsid(1) only with a terminal, to make it the controlling one: else the child's own setsid().
+        ctty = tty and CTTY
         child = await asyncio.create_subprocess_exec(
-            *PDEATHSIG, *(["setsid", "--ctty", "--"] if tty else []), *argv, stdin=stdio[0], stdout=stdio[1],
-            stderr=stdio[2], cwd=cwd, env=env, start_new_session=not tty)
+            *PDEATHSIG, *(CTTY if ctty else []), *argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], cwd=cwd,
+            env=env, start_new_session=not ctty)
         return _Command(child)
 
     def stop(self, container_id: str, kill: bool = False):
@@ -226,8 +227,10 @@ class ProcessBackend(RuntimeBackend):
         await terminate_all(list(self.procs.values()))
 
 
-# The worker's death kills the command, as a container's processes.
-PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"]
+# The worker's death kills the command, as a container's processes; a terminal becomes the
+# controlling one. Both from util-linux, on every Linux; without (not Linux), neither.
+PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+CTTY = ["setsid", "--ctty", "--"] if shutil.which("setsid") else []
 
 
 def _cannot_start(program: str, cwd: str, path: str) -> tuple[str, int]:
