@@ -538,6 +538,8 @@ def serve_execs(sock, main_pid) -> int:
             fds = [fd for level, kind, raw in ancdata if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
                    for fd in array.array("i", raw[:len(raw) - len(raw) % 4])]
             if not data:  # the worker is gone: the container runs on, without commands
+                for fd in fds:
+                    os.close(fd)
                 sock.close()
                 sock = None
                 continue
@@ -548,7 +550,12 @@ def serve_execs(sock, main_pid) -> int:
                     if pid is not None:
                         _kill_session(pid)
                 elif len(fds) == 3:
-                    pid = os.fork()
+                    try:
+                        pid = os.fork()
+                    except OSError as e:  # at the container's pids limit, say: the command fails, not the init
+                        os.write(fds[2], f"ember exec: cannot start {req['argv'][0]}: {e.strerror}\n".encode())
+                        _answer(sock, {"exited": req["id"], "status": 126 << 8})
+                        continue
                     if pid == 0:
                         try:
                             signal.set_wakeup_fd(-1)
@@ -560,8 +567,8 @@ def serve_execs(sock, main_pid) -> int:
                             os._exit(126)
                     running[pid] = req["id"]
                     sessions[req["id"]] = pid
-            except (ValueError, KeyError, TypeError) as e:
-                print(f"ember exec agent: a request it cannot read: {e!r}", file=sys.stderr)
+            except (ValueError, KeyError, TypeError, OSError) as e:  # the init, PID 1, goes on whatever comes
+                print(f"ember exec agent: a request it cannot serve: {e!r}", file=sys.stderr)
             finally:
                 for fd in fds:
                     os.close(fd)
