@@ -76,6 +76,10 @@ def test_commands_through_the_agent(init, tmp_path):
         assert code == 127 and b"no-such-command: command not found" in err
         code, _, err = await run(agent, ["true"], cwd=str(tmp_path / "missing"))
         assert code == 126 and b"cannot start true in" in err
+        # Large arguments (what execve takes: 128 KiB each), and more than a request may carry.
+        assert await run(agent, ["sh", "-c", 'echo $#', "_", *["x" * 100_000] * 16]) == (0, b"16\n", b"")
+        with pytest.raises(ValueError, match="more than the"):
+            agent.start(["true", "x" * agents.MAX_REQUEST], {}, "/", False, (0, 1, 2))
         # Many at once.
         results = await asyncio.gather(*(run(agent, ["sh", "-c", f"echo {i}; exit {i}"]) for i in range(20)))
         assert results == [(i, f"{i}\n".encode(), b"") for i in range(20)]

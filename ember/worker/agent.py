@@ -9,6 +9,7 @@ the container, so only exits of commands this worker asked for, by their ids, co
 
 import array
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import socket
 from .sandbox import MAX_REQUEST
 
 log = logging.getLogger("ember.worker")
+SO_SNDBUFFORCE = 32  # Linux's; not in Python's socket module
 
 
 class AgentGone(Exception):
@@ -28,6 +30,14 @@ def socket_pair() -> tuple[socket.socket, socket.socket]:
     """(the worker's end, the container's end: inheritable, for its sandbox to pass on)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     theirs.set_inheritable(True)
+    # A message may be as large as the sender's buffer: room for the largest request (as root,
+    # SO_SNDBUFFORCE passes the system's maximum; else the request's size says what fits).
+    for option in (SO_SNDBUFFORCE, socket.SO_SNDBUF):
+        try:
+            ours.setsockopt(socket.SOL_SOCKET, option, MAX_REQUEST + (64 << 10))
+            break
+        except OSError:
+            continue
     return ours, theirs
 
 
@@ -60,7 +70,10 @@ class Agent:
         except BlockingIOError:
             # A full socket: the init has not read the requests before (it is stuck, or frozen).
             raise AgentGone() from None
-        except OSError:
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                raise ValueError(f"the command and its environment take {len(data)} bytes, more than this worker's "
+                                 f"exec socket carries ({e.strerror}): pass less") from None
             self.close()
             raise AgentGone() from None
         self._exits[n] = self._loop.create_future()

@@ -504,7 +504,8 @@ def main():
 # stderr) starts a command; {"kill": N} kills its session (and forgets it). Answers:
 # {"exited": N, "status": WAIT_STATUS} once the command ended (the kernel's wait status).
 
-MAX_REQUEST = 1 << 20  # bytes of a request at most (argv and env); the worker refuses larger ones
+# Bytes of a request at most (argv and env as JSON: twice what execve takes); the worker refuses more.
+MAX_REQUEST = 4 << 20
 
 
 def serve_execs(sock, main_pid) -> int:
