@@ -78,7 +78,7 @@ def test_commands_through_the_agent(init, tmp_path):
         assert code == 126 and b"cannot start true in" in err
         # Large arguments (what execve takes: 128 KiB each), and more than a request may carry.
         assert await run(agent, ["sh", "-c", 'echo $#', "_", *["x" * 100_000] * 16]) == (0, b"16\n", b"")
-        with pytest.raises(ValueError, match="more than the"):
+        with pytest.raises(agents.Refused, match="more than the"):
             agent.start(["true", "x" * agents.MAX_REQUEST], {}, "/", False, (0, 1, 2))
         # Many at once.
         results = await asyncio.gather(*(run(agent, ["sh", "-c", f"echo {i}; exit {i}"]) for i in range(20)))

@@ -26,6 +26,10 @@ class AgentGone(Exception):
     """The container's init no longer serves commands: the container ended (or is ending)."""
 
 
+class Refused(Exception):
+    """This command cannot go to the container's init (the message says why); others can."""
+
+
 def socket_pair() -> tuple[socket.socket, socket.socket]:
     """(the worker's end, the container's end: inheritable, for its sandbox to pass on)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -63,16 +67,17 @@ class Agent:
         n = self._next
         data = json.dumps({"id": n, "argv": argv, "env": env, "cwd": cwd, "tty": tty}).encode()
         if len(data) > MAX_REQUEST:
-            raise ValueError(f"the command and its environment take {len(data)} bytes, more than the "
+            raise Refused(f"the command and its environment take {len(data)} bytes, more than the "
                              f"{MAX_REQUEST} an exec may have: pass less")
         try:
             self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", stdio))])
         except BlockingIOError:
             # A full socket: the init has not read the requests before (it is stuck, or frozen).
-            raise AgentGone() from None
+            raise Refused("the container's init takes no more commands now (those before are still unread): "
+                          "try again") from None
         except OSError as e:
             if e.errno == errno.EMSGSIZE:
-                raise ValueError(f"the command and its environment take {len(data)} bytes, more than this worker's "
+                raise Refused(f"the command and its environment take {len(data)} bytes, more than this worker's "
                                  f"exec socket carries ({e.strerror}): pass less") from None
             self.close()
             raise AgentGone() from None

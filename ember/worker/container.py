@@ -27,7 +27,7 @@ from . import cgroups as cg
 from . import disk as disks
 from . import gpus as gpu_devices
 from . import sandbox
-from .agent import Agent, AgentGone, socket_pair
+from .agent import Agent, AgentGone, Refused, socket_pair
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RUNTIME_ENV, RuntimeBackend, Unavailable, identity_env
 from .execs import ExecError
 from .images import BuildError, LayerCache, image_config, sandbox_argv
@@ -385,7 +385,7 @@ class ContainerBackend(RuntimeBackend):
             return box.agent.start(argv, {**box.env, **env}, workdir or box.cwd, tty, stdio)
         except AgentGone:
             raise ExecError(f"container {container_id} does not run on this worker (any more)") from None
-        except ValueError as e:
+        except Refused as e:
             raise ExecError(str(e)) from None
 
     def stop(self, container_id: str, kill: bool = False):
