@@ -68,7 +68,7 @@ class Agent:
         data = json.dumps({"id": n, "argv": argv, "env": env, "cwd": cwd, "tty": tty}).encode()
         if len(data) > MAX_REQUEST:
             raise Refused(f"the command and its environment take {len(data)} bytes, more than the "
-                             f"{MAX_REQUEST} an exec may have: pass less")
+                          f"{MAX_REQUEST} an exec may have: pass less")
         try:
             self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", stdio))])
         except BlockingIOError:
