@@ -78,7 +78,7 @@ class Agent:
         except OSError as e:
             if e.errno == errno.EMSGSIZE:
                 raise Refused(f"the command and its environment take {len(data)} bytes, more than this worker's "
-                                 f"exec socket carries ({e.strerror}): pass less") from None
+                              f"exec socket carries ({e.strerror}): pass less") from None
             self.close()
             raise AgentGone() from None
         self._exits[n] = self._loop.create_future()
