@@ -88,8 +88,10 @@ class Agent:
         if self.alive:
             try:
                 self.sock.send(json.dumps({"kill": n}).encode())
+            except BlockingIOError:  # the init has requests before it unread: again in a moment
+                self._loop.call_later(0.1, self.kill, n)
             except OSError:
-                pass  # gone, or full: its container's end kills it anyway
+                pass  # gone: so is the container, and what ran in it
 
     def _readable(self):
         while True:
