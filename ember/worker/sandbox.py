@@ -7,8 +7,9 @@ asked), and forks: the child becomes PID 1 of the new PID namespace, mounts the 
 given bind mounts, pivots into it, joins the worker's user namespace (userns.py: container root
 is an unprivileged host user; the files are mounted through idmapped mounts so that they keep
 their owners), drops dangerous capabilities and forks the command, which reduces its own
-capabilities, sets no_new_privs and a seccomp filter, and execs. Build steps run the same way,
-so they are held the same. This process waits for the child, forwards
+capabilities, sets no_new_privs and a seccomp filter, and execs. Given an exec socket, the
+init then confines itself the same way and forks the worker's commands in the container
+(serve_execs). Build steps run the same way, so they are held the same. This process waits for the child, forwards
 SIGTERM/SIGINT to it and exits as the command did, so the worker sees the container's own
 exit status (a SIGKILL as a SIGKILL).
 
@@ -17,7 +18,8 @@ SPEC keys: layers_dir, lowers (top first, relative to layers_dir), upper, work, 
 netns (a network namespace to join, made by the worker), cgroups, cwd, env, argv, parent_pid;
 userns (the user namespace to join, by path), userns_base (the host ID of container root) and
 idmapped (host directories the root filesystem and volumes are made of: layers and writable
-layers), when the worker has a user namespace.
+layers), when the worker has a user namespace; agent_fd (the init's end of the worker's exec
+socket, inherited), for containers.
 """
 
 import array
