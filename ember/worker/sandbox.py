@@ -9,9 +9,9 @@ is an unprivileged host user; the files are mounted through idmapped mounts so t
 their owners), drops dangerous capabilities and forks the command, which reduces its own
 capabilities, sets no_new_privs and a seccomp filter, and execs. Given an exec socket, the
 init then confines itself the same way and forks the worker's commands in the container
-(serve_execs). Build steps run the same way, so they are held the same. This process waits for the child, forwards
-SIGTERM/SIGINT to it and exits as the command did, so the worker sees the container's own
-exit status (a SIGKILL as a SIGKILL).
+(serve_execs). Build steps run the same way, so they are held the same. This process waits
+for the child, forwards SIGTERM/SIGINT to it and exits as the command did, so the worker sees
+the container's own exit status (a SIGKILL as a SIGKILL).
 
 SPEC keys: layers_dir, lowers (top first, relative to layers_dir), upper, work, root, binds
 ([src, dst, read_only]), volumes ([{lower, upper, work, target}]), devices, hostname, new_net,
