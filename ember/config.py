@@ -180,6 +180,13 @@ GRPC_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
 ]
 
+# Every server accepts those pings, and the one-second pings of clients and workers given several
+# addresses (SEVERAL_KEEPALIVE in _client/servers.py, to give up a leader that stopped answering):
+# by gRPC's defaults a server sends GOAWAY ("too_many_pings") to a client that pings an idle
+# connection more often than every five minutes, failing the streams on it.
+SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+                  ("grpc.http2.max_ping_strikes", 0)]
+
 
 def ca_pem() -> bytes | None:
     """The PEM of the CAs a TLS server must be signed by: ca_cert_path()'s, else the system's

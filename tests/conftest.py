@@ -101,16 +101,23 @@ def on_both_stores(fixture: str = "cluster"):
     return pytest.mark.parametrize(fixture, STORES, indirect=True)
 
 
-LIVE_CLUSTERS: list["Cluster"] = []  # started and not stopped: their logs go with a failure's report
+# Clusters started and not stopped, and those stopped during the current test (often in its own
+# `finally`): their logs go with a failure's report.
+LIVE_CLUSTERS: list["Cluster"] = []
+STOPPED_IN_TEST: list["Cluster"] = []
+
+
+def pytest_runtest_setup(item):
+    STOPPED_IN_TEST.clear()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failing test's report ends with the last lines of each live cluster's logs (the server's
+    """A failing test's report ends with the last lines of each of its clusters' logs (the server's
     and the workers'), which is often all a CI run shows of why."""
     report = yield
     if report.failed:
-        for c in LIVE_CLUSTERS:
+        for c in LIVE_CLUSTERS + STOPPED_IN_TEST:
             for log in sorted(c.logs.glob("*.log")):
                 tail = log.read_text(errors="replace").splitlines()[-40:]
                 report.sections.append((f"{log.name} of the cluster in {c.tmp}", "\n".join(tail)))
@@ -195,6 +202,7 @@ class Cluster:
     def stop(self):
         if self in LIVE_CLUSTERS:
             LIVE_CLUSTERS.remove(self)
+            STOPPED_IN_TEST.append(self)
         for p in self.workers + [self.server]:
             if p is not None and p.poll() is None:
                 p.terminate()

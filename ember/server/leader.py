@@ -22,17 +22,10 @@ import grpc
 
 from .._client.servers import LEADER_TRAILER
 from .._ids import new_id
-from ..config import GRPC_OPTIONS
 from ..proto import api_pb2
 from .store import Store
 
 log = logging.getLogger("ember.server")
-
-# Clients and workers given several addresses ping every second (SEVERAL_KEEPALIVE in
-# _client/servers.py), to give up a leader that stopped answering: accept it.
-OPTIONS = [*GRPC_OPTIONS, ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
-           ("grpc.http2.max_ping_strikes", 0)]
-
 
 class Leadership:
     def __init__(self, store: Store, url: str, lease: float, clock=time.monotonic):

@@ -14,9 +14,9 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .. import exception
-from ..config import GRPC_OPTIONS
+from ..config import SERVER_OPTIONS
 from ..proto import api_pb2_grpc
-from . import gateway, leader, tls
+from . import gateway, tls
 from .api import ClientService, ContainerService, WorkerService
 from .blob_gc import BlobCollector
 from .blobs import BlobStore, BlobStoreError, open_blob_store
@@ -98,7 +98,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     sched.routes.base_url = (web_url or f"{scheme}://{gateway.url_host(http_host)}:{sock.getsockname()[1]}").rstrip("/")
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
     # INVALID_ARGUMENT, for every service registered below.
-    server = grpc.aio.server(options=leader.OPTIONS if leadership else GRPC_OPTIONS, interceptors=[Refusals()])
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[Refusals()])
     if leadership:
         sched.dispatch.acting = leadership.acting
     blobs = blobs or open_blob_store(data_dir / "blobs")
@@ -197,7 +197,7 @@ async def _stand_by(leadership: Leadership, address: str, server_tls: tls.Server
                     stop: asyncio.Event) -> str:
     """Answer every request with where the leader is until this control plane takes the lease
     (or is stopped); the address to serve on then (its port, if it was 0, is the one taken)."""
-    server = grpc.aio.server(options=leader.OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     standby_health = health.aio.HealthServicer()
     await standby_health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(standby_health, server)

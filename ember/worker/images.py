@@ -26,6 +26,7 @@ import tarfile
 import time
 import typing
 
+import grpc
 import uv
 
 from .._client import blobs
@@ -457,7 +458,14 @@ class LayerCache:
                     raise
             if proc.returncode != 0:
                 raise BuildError(f"archiving layer {layer_id} failed: {err.decode()}")
-            return await blobs.upload_file(self.stub(), str(archive)), archive.stat().st_size
+            for attempt in range(3):  # an upload cut off (the control plane restarting) starts over
+                try:
+                    return await blobs.upload_file(self.stub(), str(archive)), archive.stat().st_size
+                except grpc.aio.AioRpcError as e:
+                    if attempt == 2:
+                        raise
+                    log.warning("uploading layer %s was cut off (%s): trying again", layer_id[:12], e.code().name)
+                    await asyncio.sleep(2 ** attempt)
         finally:
             archive.unlink(missing_ok=True)
 
