@@ -304,6 +304,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
             if box.state == api_pb2.SandboxInfo.ENDED:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, _sandbox_ended(box))
             self.sched.sandboxes.touched(box)
+            start.workdir = start.workdir or box.workdir  # a sandbox's workdir= is its execs' too
         # The environment its function sees: its env= and its secrets, under what the caller adds
         # (the worker, which runs the container and could read them there, gets them to start it):
         # the secrets it names (the workspace's own), then its env.

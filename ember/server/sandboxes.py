@@ -186,7 +186,8 @@ class Sandboxes:
         if out.exited:
             box.exec_id = ""
             if out.error:
-                box.why = box.why or f"sandbox {box.sandbox_id}'s command was cut short: {out.error}"
+                box.why = box.why or (f"sandbox {box.sandbox_id} is lost: {out.error} (a sandbox is not started "
+                                      "again elsewhere)")
                 box.exit_code = KILLED
             else:
                 code = out.exit_code
