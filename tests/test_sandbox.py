@@ -236,3 +236,30 @@ def test_a_lost_worker_fails_its_sandbox_naming_it(cluster, app):
     with pytest.raises(exception.SandboxTerminatedError, match="lost"):
         sb.exec("true")
     wait_for(lambda: ember.Sandbox.from_id(sb.object_id).poll() is not None, what="it to stay ended")
+
+
+# ---------------------------------------------------------------- on the container backend
+
+
+@pytest.fixture(scope="module")
+def isolated_app(container_cluster):
+    return ember.App.lookup("isolated-sandboxes", create_if_missing=True)
+
+
+def test_an_isolated_sandbox_sees_only_itself(isolated_app):
+    sb = ember.Sandbox.create(app=isolated_app, timeout=60, block_network=True)
+    p = sb.exec("sh", "-c", f"hostname; ls /sys/class/net; ls /proc | grep -c '^[0-9]'; cat {ROOT / 'README.md'}")
+    hostname, nets, pids = p.stdout.read().splitlines()[:3]
+    assert p.wait() != 0 and "No such file" in p.stderr.read()  # the host's files are not there
+    assert hostname.startswith("ct-") and nets == "lo" and int(pids) < 10
+    missing = sb.exec("no-such-command-here")
+    assert missing.wait() == 127 and "no-such-command-here" in missing.stderr.read()
+    sb.terminate()
+
+
+def test_a_sandbox_killed_for_memory_says_its_limit(isolated_app):
+    sb = ember.Sandbox.create("python3", "-c", "b = bytearray(400 << 20); print(len(b))", app=isolated_app,
+                              memory=100, timeout=60)
+    with pytest.raises(exception.SandboxTerminatedError, match="killed for memory.*memory limit of 100 MiB"):
+        sb.wait()
+    assert sb.returncode == 137
