@@ -332,6 +332,7 @@ _statics = _Statics()
 class Sandbox:
     """A sandbox: made by Sandbox.create(), found by Sandbox.from_id() and Sandbox.from_name()."""
 
+    returncode: int | None = None  # once it ended: its command's exit code (124: timed out; 137: killed)
     create = _statics.create
     from_id = _statics.from_id
     from_name = _statics.from_name
@@ -340,10 +341,23 @@ class Sandbox:
     def __init__(self, info: api_pb2.SandboxInfo):
         self._info = info
         self.returncode: int | None = info.returncode if info.state == Info.ENDED else None
-        self.stdout = StreamReader(self._output(1))
-        self.stderr = StreamReader(self._output(2))
-        self.stdin = StreamWriter(self._stdin)
+        self._stdout = StreamReader(self._output(1))
+        self._stderr = StreamReader(self._output(2))
+        self._stdin_writer = StreamWriter(self._stdin)
         self._readers: builtins.list[asyncio.Task] = []
+
+    @property
+    def stdout(self) -> StreamReader:
+        """Its command's stdout, from its start (kept by the control plane: its latest 16 MiB)."""
+        return self._stdout
+
+    @property
+    def stderr(self) -> StreamReader:
+        return self._stderr
+
+    @property
+    def stdin(self) -> StreamWriter:
+        return self._stdin_writer
 
     def __repr__(self):
         return f"<ember.Sandbox {self.object_id}>"

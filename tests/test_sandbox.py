@@ -73,7 +73,8 @@ def test_its_command_reads_stdin_and_its_output_streams_as_produced(app):
 
 
 def test_many_execs_at_once_with_env_workdir_stdin_and_a_missing_command(app):
-    sb = ember.Sandbox.create(app=app, timeout=60, env={"WHO": "sandbox"}, workdir="/tmp")
+    sb = ember.Sandbox.create(app=app, timeout=60, env={"WHO": "sandbox"}, workdir="/tmp",
+                              secrets=[ember.Secret.from_dict({"TOKEN": "from-its-secret", "WHO": "overridden"})])
 
     async def many():
         procs = await asyncio.gather(*(sb.exec.aio("sh", "-c", "sleep 0.5; echo $WHO $N; pwd", env={"N": str(i)})
@@ -91,6 +92,10 @@ def test_many_execs_at_once_with_env_workdir_stdin_and_a_missing_command(app):
     p.stdin.write_eof()
     p.stdin.drain()
     assert p.stdout.read() == b"\x00binary\xff" and p.wait() == 0 and p.returncode == 0
+    p = sb.exec("sh", "-c", "echo $TOKEN $EXTRA", secrets=[ember.Secret.from_dict({"EXTRA": "from-the-exec"})])
+    assert p.stdout.read() == "from-its-secret from-the-exec\n"
+    late = sb.exec("sh", "-c", "sleep 30", timeout=0.5)
+    assert late.wait() == 124 and "timeout of 0.5s" in late.stderr.read()
     missing = sb.exec("no-such-command-here", "x")
     assert missing.wait() == 127  # as a shell's, and Modal's
     assert "no-such-command-here" in missing.stderr.read()
@@ -191,7 +196,8 @@ def test_another_workspace_reaches_none_of_it_and_its_own_quota_holds(cluster, a
                           ("SandboxSetTags", api_pb2.SandboxSetTagsRequest(sandbox_id=ref, tags={"x": "y"})),
                           ("SandboxStdin", api_pb2.SandboxStdinRequest(sandbox_id=ref, data=b"x")),
                           ("SandboxOutput", api_pb2.SandboxOutputRequest(sandbox_id=ref, fd=1)),
-                          ("SandboxCreate", api_pb2.SandboxCreateRequest(app_id=info.app_id, timeout=10, definition=small))]:
+                          ("SandboxCreate", api_pb2.SandboxCreateRequest(app_id=info.app_id, timeout=10,
+                                                                     definition=small))]:
         assert code(name, request) == Code.NOT_FOUND, name
     exec_start = api_pb2.ContainerExecRequest(start=api_pb2.ExecStart(container_id=info.container_id, argv=["id"]))
     with pytest.raises(grpc.RpcError) as e:

@@ -306,13 +306,14 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
             self.sched.sandboxes.touched(box)
             start.workdir = start.workdir or box.workdir  # a sandbox's workdir= is its execs' too
         # The environment its function sees: its env= and its secrets, under what the caller adds
-        # (the worker, which runs the container and could read them there, gets them to start it):
-        # the secrets it names (the workspace's own), then its env.
+        # (the worker, which runs the container and could read them there, gets them to start it).
+        # env= comes after the secrets, as the function's code sees them (Modal's order); then the
+        # command's own secrets (the workspace's own) and env.
         try:
             for secret_id in start.secret_ids:
                 self.secrets.owned(who.workspace, secret_id)
-            env = {**c.function.definition.env,
-                   **self.secrets.env_for(c.function.definition.secret_ids, c.function.app.workspace),
+            env = {**self.secrets.env_for(c.function.definition.secret_ids, c.function.app.workspace),
+                   **c.function.definition.env,
                    **self.secrets.env_for(start.secret_ids, c.function.app.workspace), **start.env}
         except SecretGone as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))

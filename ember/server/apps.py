@@ -346,6 +346,8 @@ class Apps:
             if stored is None or stored[1] != workspace:
                 raise LookupError(f"there is no function with id {function_id}")
             raise LookupError("its app is not running (it was stopped, or its client went away)")
+        if fn.definition.sandbox:
+            raise LookupError(f"{function_id} is a sandbox's container, which takes no calls: use ember.Sandbox")
         return fn
 
     def stopped_function(self, function_id: str) -> FunctionState:
