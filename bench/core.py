@@ -102,7 +102,9 @@ def _wait_for(path: pathlib.Path, server: subprocess.Popen, tmp: pathlib.Path):
 class Watcher:
     """What watches a cluster while it is measured: headless Chromium (Debian's /usr/bin/chromium,
     through Playwright) logged in to the dashboard, on the live page of the benchmark's app, and
-    a Prometheus-style scrape of /metrics every second. Each in a thread of its own."""
+    a Prometheus-style scrape of /metrics every second. Each in a thread of its own, in a process
+    of its own (watch_in_a_process): in the measuring process, its threads would take the GIL from
+    the calls measured."""
 
     def __init__(self, web_url: str, app_id: str):
         self.web_url, self.app_id = web_url, app_id
@@ -151,6 +153,34 @@ class Watcher:
             t.join(30)
 
 
+def watch_in_a_process(web_url: str, app_id: str) -> subprocess.Popen:
+    """A process of its own that watches (Watcher) until terminated, once it watches."""
+    watcher = subprocess.Popen([sys.executable, __file__, "--watch", web_url, app_id], stdout=subprocess.PIPE,
+                               text=True)
+    if watcher.stdout.readline().strip() != "watching":
+        raise SystemExit("the dashboard could not be watched (see above)")
+    return watcher
+
+
+def stop_watching(watcher: subprocess.Popen) -> int:
+    """Its scrapes of /metrics."""
+    watcher.terminate()
+    out, _ = watcher.communicate(timeout=60)
+    return int(out.strip() or 0)
+
+
+def watch(web_url: str, app_id: str):
+    """--watch: a Watcher until SIGTERM, then its scrapes on stdout."""
+    import signal
+    watcher = Watcher(web_url, app_id)
+    ended = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: ended.set())
+    print("watching", flush=True)
+    ended.wait()
+    watcher.close()
+    print(watcher.scrapes, flush=True)
+
+
 def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, database_url: str | None = None,
                 watched: bool = False) -> dict:
     import core_app
@@ -165,7 +195,7 @@ def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, datab
             f = core_app.ident
             f.remote(1)
             if watched:
-                watcher = Watcher(os.environ["EMBER_BENCH_WEB_URL"], app.app_id)
+                watcher = watch_in_a_process(os.environ["EMBER_BENCH_WEB_URL"], app.app_id)
             # Warm up for 300 calls and at least WARMUP seconds: on the container backend the
             # worker starts a spare container after the first one, and its start (a second or
             # so of both cores) must not fall into the measured calls.
@@ -219,11 +249,9 @@ def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, datab
             result["spawn_n"] = n_spawn
             result["spawn_seconds"] = dt
             result["server_peak_rss_mb"] = max(peak[0], rss_mb(server.pid, "VmHWM"))
-            if watcher is not None:
-                result["scrapes"] = watcher.scrapes
     finally:
         if watcher is not None:
-            watcher.close()
+            result["scrapes"] = stop_watching(watcher)
         worker.terminate()
         server.terminate()
         worker.wait()
@@ -280,9 +308,13 @@ def main():
                    help="measure this checkout with a browser open on the app's live dashboard page and /metrics "
                         "scraped every second, and without, alternating, --rounds times")
     p.add_argument("--watched", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--watch", nargs=2, metavar=("WEB_URL", "APP_ID"), help=argparse.SUPPRESS)
     p.add_argument("--database-url", help=argparse.SUPPRESS)
     p.add_argument("--ember-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.watch:
+        watch(*args.watch)
+        return
     if args.ember_only:
         print(json.dumps(bench_ember(args.map, args.spawn, args.backend, args.tls, args.database_url, args.watched)))
         return

@@ -148,6 +148,9 @@ def test_sessions_and_workspaces_are_checked_on_the_server(dash):
     theirs = a.request("GET", "/dashboard/objects")[2]
     assert "b-only" not in theirs and "b-volume" not in theirs and "nightly" not in theirs
     assert "logger" in b.request("GET", "/dashboard/containers")[2]
+    # Its memory in use, as its worker measures it each heartbeat, of what it reserved.
+    wait_for(lambda: re.search(r"<td>[1-9][\d.]* MiB of \d", b.request("GET", "/dashboard/containers")[2]),
+             what="the memory the logger container uses, on the containers page")
     assert "logger" not in a.request("GET", "/dashboard/containers")[2]
     assert "logger" in admin.request("GET", "/dashboard/containers")[2]
     usage = b.request("GET", "/dashboard/usage")[2]

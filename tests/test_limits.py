@@ -53,6 +53,7 @@ def test_v1_limits_are_written_where_the_container_runs(running):
     assert int((mine.dirs["memory"] / "memory.limit_in_bytes").read_text()) == 200 << 20
     assert (mine.dirs["pids"] / "pids.max").read_text().strip() == str(cg.PIDS_MAX)
     assert mine.cpu_seconds() > 0  # its runtime's start, counted in cpuacct
+    assert 1 << 20 < mine.memory_bytes() < 200 << 20  # its runtime in memory, under the limit
 
 
 def test_pids_limit_stops_new_tasks(running):
@@ -156,6 +157,7 @@ def test_v2_limits_events_and_cpu_time_are_read_from_v2_files(tmp_path):
     (d / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
     assert ct.cpu_seconds() == 2.5
     (d / "memory.current").write_text(str(150 << 20))
+    assert ct.memory_bytes() == 150 << 20
     with pytest.raises(OSError, match="uses 150 MiB, more than the 100 MiB limit"):  # a spare too big to adopt
         ct.limit(api_pb2.Resources(memory_limit_mb=100))
 

@@ -1479,12 +1479,14 @@ class ContainerUsage(_message.Message):
     def __init__(self, containers: _Optional[_Iterable[_Union[ContainerCpu, _Mapping]]] = ...) -> None: ...
 
 class ContainerCpu(_message.Message):
-    __slots__ = ("container_id", "cpu_seconds")
+    __slots__ = ("container_id", "cpu_seconds", "memory_bytes")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     cpu_seconds: float
-    def __init__(self, container_id: _Optional[str] = ..., cpu_seconds: _Optional[float] = ...) -> None: ...
+    memory_bytes: int
+    def __init__(self, container_id: _Optional[str] = ..., cpu_seconds: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
     __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done", "usage", "exec_output")

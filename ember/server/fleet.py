@@ -110,8 +110,8 @@ _container_seq = itertools.count()
 
 class ContainerState:
     __slots__ = ("container_id", "cpu", "end", "function", "held", "init_failed", "inputs_given", "last_seen",
-                 "memory_mb", "reported", "requested_at", "resending", "send", "seq", "since", "state", "stopping",
-                 "stop_why", "want", "worker")
+                 "memory_mb", "memory_used", "reported", "requested_at", "resending", "send", "seq", "since", "state",
+                 "stopping", "stop_why", "want", "worker")
 
     def __init__(self, container_id: str, function: FunctionState, worker: WorkerState, now: float):
         self.container_id = container_id
@@ -133,6 +133,7 @@ class ContainerState:
         res = function.definition.resources
         self.cpu = res.cpu
         self.memory_mb = res.memory_mb
+        self.memory_used = 0  # bytes in use, as its worker last measured (every heartbeat); 0 until then
         self.stopping = False
         self.stop_why = ""  # why the control plane had it stop (or knows it will exit): its app's log says
         self.inputs_given = 0  # inputs handed to it: it retires at its function's inputs_per_container
@@ -514,11 +515,13 @@ class Fleet:
             self.dispatch.dispatch(fn)
 
     def container_usage(self, usage: api_pb2.ContainerUsage, worker: WorkerState):
-        """The CPU time its running containers have used so far, as the worker measured it."""
+        """The CPU time its running containers have used so far, and the memory they use, as the
+        worker measured them."""
         for u in usage.containers:
             c = self._containers.get(u.container_id)
             if c is not None and c.worker is worker:  # a worker speaks only of its own
                 self.usage.cpu_used(c, u.cpu_seconds)
+                c.memory_used = u.memory_bytes
 
     def _orphan_worker(self, container_id: str) -> str | None:
         """The id of the worker a container from before a restart ran on."""

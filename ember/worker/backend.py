@@ -90,6 +90,10 @@ class RuntimeBackend(abc.ABC):
         """The CPU time (user and system) the running container has used so far; None if it runs no more."""
 
     @abc.abstractmethod
+    def memory_bytes(self, container_id: str) -> int | None:
+        """The memory the running container uses now; None if it runs no more."""
+
+    @abc.abstractmethod
     def exec_argv(self, container_id: str, argv: list[str], env: dict[str, str], workdir: str, tty: bool) -> list[str]:
         """The host command that runs argv in the running container as its own processes run (its
         environment and working directory, with `env` and `workdir` over them; a terminal as its

@@ -255,6 +255,13 @@ class Cgroups:
         except (OSError, ValueError):
             return 0.0
 
+    def memory_bytes(self) -> int:
+        """The memory its processes use now (page cache included, as the limit counts it)."""
+        try:
+            return int(self._file("memory", "memory.usage_in_bytes", "memory.current").read_text())
+        except (OSError, ValueError):
+            return 0
+
     def oom_killed(self) -> bool:
         events = "memory.oom_control" if self.layout.version("memory") == 1 else "memory.events"
         try:

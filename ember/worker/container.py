@@ -207,6 +207,10 @@ class ContainerBackend(RuntimeBackend):
         box = self.boxes.get(container_id)
         return box.cgroups.cpu_seconds() if box is not None else None
 
+    def memory_bytes(self, container_id: str) -> int | None:
+        box = self.boxes.get(container_id)
+        return box.cgroups.memory_bytes() if box is not None else None
+
     async def _launch(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None) -> "Box":
         """Start a sandbox running Ember's runtime: for the container `sc`, or a spare (sc None)."""
         # The writable layer (and the volumes' scratch layers) on a disk of the container's own size.

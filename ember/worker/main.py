@@ -155,12 +155,14 @@ class Worker:
             self.stream.send(msg)
 
     async def _heartbeats(self):
-        """A heartbeat, and the CPU time its containers have used so far (usage accounting)."""
+        """A heartbeat, and the CPU time its containers have used so far (usage accounting) and the
+        memory they use (the dashboard's containers page)."""
         while True:
             await asyncio.sleep(HEARTBEAT)
             self._send(api_pb2.WorkerMessage(heartbeat=api_pb2.Empty()))
-            used = [api_pb2.ContainerCpu(container_id=cid, cpu_seconds=cpu) for cid in self.backend.running()
-                    if (cpu := self.backend.cpu_seconds(cid)) is not None]
+            used = [api_pb2.ContainerCpu(container_id=cid, cpu_seconds=cpu,
+                                         memory_bytes=self.backend.memory_bytes(cid) or 0)
+                    for cid in self.backend.running() if (cpu := self.backend.cpu_seconds(cid)) is not None]
             if used:
                 self._send(api_pb2.WorkerMessage(usage=api_pb2.ContainerUsage(containers=used)))
 

@@ -24,7 +24,7 @@ from ..proto import api_pb2
 from .backend import RUNTIME_ENV, Capabilities, Context, Exit, RuntimeBackend, identity_env
 from .execs import ExecError
 from .images import BuildError, Step, describe_step, run_logged, sandbox_argv, untar_bytes
-from .procs import describe_exit, kill_group, session_cpu_seconds, tail_of, terminate, terminate_all
+from .procs import describe_exit, kill_group, session_usage, tail_of, terminate, terminate_all
 
 log = logging.getLogger("ember.worker")
 
@@ -55,6 +55,7 @@ class ProcessBackend(RuntimeBackend):
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.envs: dict[str, dict[str, str]] = {}  # container id -> its environment (what its commands get)
         self.cpu: dict[str, float] = {}  # container id -> its CPU time at the last reading
+        self.memory: dict[str, int] = {}  # container id -> its resident memory at the last reading
         self.locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ images as venvs
@@ -159,6 +160,7 @@ class ProcessBackend(RuntimeBackend):
             self.procs.pop(cid, None)
             self.envs.pop(cid, None)
             cpu = self.cpu.pop(cid, 0.0)
+            self.memory.pop(cid, None)
             kill_group(proc.pid)  # what it started and left behind (a web_server's server, say)
         tail = tail_of(log_path)
         log_path.unlink(missing_ok=True)
@@ -176,10 +178,14 @@ class ProcessBackend(RuntimeBackend):
             done, _ = await asyncio.wait([ended], timeout=CPU_SAMPLE_EVERY)
             if done:
                 return ended.result()
-            self.cpu[cid] = max(self.cpu.get(cid, 0.0), session_cpu_seconds(proc.pid))
+            cpu, self.memory[cid] = session_usage(proc.pid)
+            self.cpu[cid] = max(self.cpu.get(cid, 0.0), cpu)
 
     def cpu_seconds(self, container_id: str) -> float | None:
         return self.cpu.get(container_id) if container_id in self.procs else None
+
+    def memory_bytes(self, container_id: str) -> int | None:
+        return self.memory.get(container_id) if container_id in self.procs else None
 
     def exec_argv(self, container_id, argv, env, workdir, tty):
         proc = self.procs.get(container_id)

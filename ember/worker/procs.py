@@ -32,20 +32,22 @@ def tail_of(path: pathlib.Path, limit: int = 2000) -> str:
     return data.decode(errors="replace").strip()
 
 
-def session_cpu_seconds(sid: int) -> float:
+def session_usage(sid: int) -> tuple[float, int]:
     """The CPU time (user and system) used by the live processes of a session, and by the
-    children they waited for: a container's process tree, as /proc tells it."""
-    total = 0
+    children they waited for, and the resident memory of the live ones in bytes: a container's
+    process tree, as /proc tells it."""
+    ticks = pages = 0
     for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
         try:
             # After the command name in parentheses (which may hold anything): state, ppid, pgrp,
-            # session, ... utime (12th), stime, cutime, cstime, in clock ticks.
+            # session, ... utime (12th), stime, cutime, cstime, in clock ticks; rss (22nd), in pages.
             fields = stat.read_bytes().rpartition(b")")[2].split()
         except OSError:
             continue  # it ended meanwhile
-        if len(fields) > 14 and int(fields[3]) == sid:
-            total += sum(int(f) for f in fields[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
+        if len(fields) > 21 and int(fields[3]) == sid:
+            ticks += sum(int(f) for f in fields[11:15])
+            pages += int(fields[21])
+    return ticks / os.sysconf("SC_CLK_TCK"), pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def kill_group(pgid: int):

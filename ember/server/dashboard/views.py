@@ -390,9 +390,10 @@ class Dashboard:
                 link(f"{PREFIX}/logs?app={fn.app.app_id}&container={c.container_id}", c.container_id),
                 link(f"{PREFIX}/apps/{fn.app.app_id}", fn.app.name), fn.name, c.worker.name,
                 fn.definition.image.image_id[:12] or "–", state_name, duration(now - c.requested_at), len(c.held),
-                f"{c.cpu:g}", "–" if cpu is None else duration(cpu), mib(c.memory_mb)])
+                f"{c.cpu:g}", "–" if cpu is None else duration(cpu),
+                f"{mib(c.memory_used / 2**20) if c.memory_used else '–'} of {mib(c.memory_mb)}"])
         headers = [*(["Workspace"] if session.workspace is None else []), "Container", "App", "Function", "Worker",
-                   "Image", "State", "Age", "Inputs held", "CPU", "CPU time used", "Memory (reserved)"]
+                   "Image", "State", "Age", "Inputs held", "CPU", "CPU time used", "Memory used of reserved"]
         at, ended = state.get("ended", (0.0, None))
         if ended is None or time.monotonic() - at >= ENDED_EVERY:  # a read of the store: not every second
             ended = self._ended_containers(session)
