@@ -151,6 +151,16 @@ def test_timeout_and_idle_timeout_end_it(app):
     idle.wait(raise_on_termination=False)  # says nothing, once asked not to
 
 
+def test_a_sandbox_of_a_running_app_ends_with_it(cluster):
+    app = ember.App("short-lived")
+    with app.run():
+        sb = ember.Sandbox.create("sleep", "600", app=app, timeout=60)
+        assert sb.exec("echo", "up").stdout.read() == "up\n"
+    with pytest.raises(exception.SandboxTerminatedError, match="its app.*stopped"):
+        sb.wait()
+    assert sb.returncode == 137
+
+
 def test_bad_input_is_refused_with_the_cause(app):
     with pytest.raises(exception.InvalidError, match="pass app="):
         ember.Sandbox.create("true")

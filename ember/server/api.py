@@ -429,6 +429,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                                 f"2 (stderr) (got {req.fd})")
         out, offset = box.outputs[req.fd], req.offset
         while True:
+            self.identity.check(who)  # a revoked token reads no more
             changed = box.changed  # taken before looking: what comes after it sets it
             start, data = out.since(offset)
             for i in range(0, len(data), CHUNK):
@@ -449,7 +450,9 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         if not box.argv:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"sandbox {box.sandbox_id} has no command to "
                                 "read stdin: write to an exec's stdin instead (sb.exec(...).stdin)")
-        self.sched.sandboxes.stdin(box, req.data, req.eof)
+        if not self.sched.sandboxes.stdin(box, req.data, req.eof):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"sandbox {box.sandbox_id} is still starting and "
+                                "holds as much stdin as it keeps for its command: drain() again once it runs")
         return EMPTY
 
     # ------------------------------------------------------------------ apps and functions

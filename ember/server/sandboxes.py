@@ -35,6 +35,7 @@ log = logging.getLogger("ember.server")
 Info = api_pb2.SandboxInfo
 ENDED_KEPT = 600.0          # seconds an ended sandbox is still found (its returncode, its output)
 OUTPUT_KEPT = 16 << 20      # bytes of each of its main command's stdout and stderr kept (the latest)
+STDIN_KEPT = 16 << 20       # bytes of stdin kept for its main command until it starts
 # Return codes of sandboxes whose command did not exit by itself (as a shell's and timeout(1)'s).
 TIMED_OUT = 124
 KILLED = 137                # 128 + SIGKILL: terminated, killed for memory, lost
@@ -210,6 +211,13 @@ class Sandboxes:
         self._end(box)
         self.apps.forget_function(box.function)
 
+    def app_stopped(self, app: AppState, reason: str):
+        """Its app stopped: its sandboxes end, saying so (before their containers are stopped)."""
+        for box in list(self._boxes.values()):
+            if box.app is app:
+                self._finish(box, f"sandbox {box.sandbox_id} ended: its app {app.name or app.app_id} stopped "
+                                  f"({reason})")
+
     def terminate(self, box: SandboxState, why: str):
         self._finish(box, why)
 
@@ -271,13 +279,17 @@ class Sandboxes:
         """An exec or stdin: its idle timeout counts from now."""
         box.active = self.clock()
 
-    def stdin(self, box: SandboxState, data: bytes, eof: bool):
+    def stdin(self, box: SandboxState, data: bytes, eof: bool) -> bool:
+        """Feed its main command's stdin (kept until it starts, up to STDIN_KEPT bytes: False beyond)."""
         self.touched(box)
         inp = api_pb2.ExecInput(data=data, eof=eof)
         if box.exec_id:
             self.fleet.execs.input(box.exec_id, inp)
         elif box.state == Info.STARTING:
+            if sum(len(i.data) for i in box.stdin) + len(data) > STDIN_KEPT:
+                return False
             box.stdin.append(inp)
+        return True
 
     # ---- time-driven
 

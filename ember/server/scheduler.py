@@ -95,6 +95,7 @@ class Scheduler:
         app = self.apps.remove(app_id)
         if app is None:
             return
+        self.sandboxes.app_stopped(app, reason)
         for fn in app.functions.values():
             self.ledger.cancel_calls(fn, reason)
             self.dispatch.cancel_web(fn, reason)
