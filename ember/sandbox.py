@@ -24,7 +24,7 @@ import contextlib
 
 import grpc
 
-from . import config, exception
+from . import config, exception, file_io
 from ._client.bridge import twin
 from ._client.client import Client, translate
 from ._client.container_exec import ContainerExec
@@ -34,6 +34,7 @@ from .secret import Secret
 
 Info = api_pb2.SandboxInfo
 WAIT_STEP = 50.0  # seconds of one SandboxWait (it is asked again until the sandbox ends)
+STDIN_CHUNK = 512 << 10  # bytes of stdin per message
 EXEC_TIMED_OUT = 124  # an exec's returncode once its timeout= passed (timeout(1)'s)
 REFUSED_OPTIONS = ("cidr_allowlist", "encrypted_ports", "unencrypted_ports", "h2_ports", "region", "cloud",
                    "pty_info", "mount", "network_file_systems", "proxy", "verbose", "readiness_probe")
@@ -156,8 +157,11 @@ class StreamWriter:
         """Send what was written (and the end, after write_eof())."""
         data, self._buffer = b"".join(self._buffer), []
         eof = self._eof and not self._closed
-        if data or eof:
-            await self._send(data, eof)
+        # In messages the control plane takes (at most MAX_EXEC_INPUT bytes each), the end with the last.
+        for i in range(0, len(data), STDIN_CHUNK):
+            await self._send(data[i:i + STDIN_CHUNK], eof and i + STDIN_CHUNK >= len(data))
+        if eof and not data:
+            await self._send(b"", True)
         self._closed = self._closed or eof
 
 
@@ -478,6 +482,37 @@ class Sandbox:
         proc = ContainerProcess(self, argv, text)
         await proc._start(ce, timeout)
         return proc
+
+    # ---- files (file_io.py: each an exec of a small script in the sandbox)
+
+    @twin
+    async def open(self, path: str, mode: str = "r") -> file_io.FileIO:
+        """A file of the sandbox: mode "r", "rb", "w", "wb", "a" or "ab" (text is UTF-8)."""
+        file_io.check_path(path, self._what("open()"))
+        if mode not in file_io.MODES:
+            raise exception.InvalidError(f"{self._what('open()')}: mode={mode!r}: pass one of "
+                                         f"{', '.join(file_io.MODES)}")
+        f = file_io.FileIO(self, path, mode)
+        await f._open()
+        return f
+
+    @twin
+    async def ls(self, path: str) -> builtins.list[str]:
+        """The names in a directory of the sandbox."""
+        out = await file_io.run_script(self, file_io.LS, file_io.check_path(path, self._what("ls()")))
+        return sorted(name.decode(errors="surrogateescape") for name in out.split(b"\0") if name)
+
+    @twin
+    async def mkdir(self, path: str, parents: bool = False) -> None:
+        """Make a directory (with parents=True, its missing parents too, and no error if it exists)."""
+        await file_io.run_script(self, file_io.MKDIR, file_io.check_path(path, self._what("mkdir()")),
+                                 "1" if parents else "0")
+
+    @twin
+    async def rm(self, path: str, recursive: bool = False) -> None:
+        """Remove a file, or a directory (one that is not empty only with recursive=True)."""
+        await file_io.run_script(self, file_io.RM, file_io.check_path(path, self._what("rm()")),
+                                 "1" if recursive else "0")
 
     def __del__(self):
         for t in self._readers:

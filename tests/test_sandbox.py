@@ -273,6 +273,53 @@ def test_an_isolated_sandbox_sees_only_itself(isolated_app):
     sb.terminate()
 
 
+def test_files_in_and_out_stream_and_stay_in_the_sandbox(isolated_app, tmp_path):
+    host_secret = tmp_path / "host-secret"
+    host_secret.write_text("host only")
+    sb = ember.Sandbox.create(app=isolated_app, timeout=60)
+    sb.mkdir("/work/out", parents=True)
+    with sb.open("/work/out/notes.txt", "w") as f:
+        f.write("héllo\n")
+        f.write("second\n")
+    with sb.open("/work/out/notes.txt", "a") as f:
+        f.write("third\n")
+    with sb.open("/work/out/notes.txt") as f:
+        assert f.readline() == "héllo\n" and f.read() == "second\nthird\n"
+    big = os.urandom(1 << 20) * 12  # 12 MiB: many chunks each way
+    with sb.open("/work/out/big.bin", "wb") as f:
+        for i in range(0, len(big), 3 << 20):
+            f.write(big[i:i + (3 << 20)])
+    with sb.open("/work/out/big.bin", "rb") as f:
+        assert f.read(10) == big[:10] and f.read() == big[10:]
+    assert sb.exec("sh", "-c", "cat /work/out/notes.txt").stdout.read() == "héllo\nsecond\nthird\n"
+    assert sb.ls("/work/out") == ["big.bin", "notes.txt"]
+    # Paths are the sandbox's: a link to a host's file finds nothing there.
+    sb.exec("ln", "-s", str(host_secret), "/work/out/link").wait()
+    with pytest.raises(exception.SandboxFilesystemNotFoundError):
+        sb.open("/work/out/link")
+    with pytest.raises(exception.SandboxFilesystemNotFoundError):
+        sb.open(str(host_secret))
+    with pytest.raises(exception.SandboxFilesystemIsADirectoryError):
+        sb.open("/work/out")
+    with pytest.raises(exception.SandboxFilesystemNotFoundError):
+        sb.open("/work/missing/x.txt", "w")
+    with pytest.raises(exception.SandboxFilesystemPathAlreadyExistsError):
+        sb.mkdir("/work/out")
+    with pytest.raises(exception.SandboxFilesystemDirectoryNotEmptyError):
+        sb.rm("/work/out")
+    with pytest.raises(exception.InvalidError, match="absolute path"):
+        sb.ls("relative")
+    sb.rm("/work/out/big.bin")
+    assert sb.ls("/work/out") == ["link", "notes.txt"]
+    sb.rm("/work/out", recursive=True)
+    with pytest.raises(exception.SandboxFilesystemNotFoundError):
+        sb.ls("/work/out")
+    assert host_secret.read_text() == "host only"
+    sb.terminate()
+    with pytest.raises(exception.SandboxTerminatedError):
+        sb.open("/etc/hostname")
+
+
 def test_a_sandbox_killed_for_memory_says_its_limit(isolated_app):
     sb = ember.Sandbox.create("python3", "-c", "b = bytearray(400 << 20); print(len(b))", app=isolated_app,
                               memory=100, timeout=60)

@@ -53,5 +53,7 @@ class ContainerExec:
         except grpc.aio.AioRpcError as e:
             raise translate(e, f"exec in container {self.start.container_id}") from None
         finally:
+            # Refused before its first output too: its requests' generator ends rather than wait forever.
+            self._accepted.set()
             self._requests.put_nowait(None)
             call.cancel()

@@ -201,6 +201,9 @@ class Sandboxes:
         box = self._by_container.pop(c.container_id, None)
         if box is None:
             return
+        if box.state == Info.ENDED:  # ended already (terminated, timed out): its container is gone now
+            self.apps.forget_function(box.function)
+            return
         if oom:
             limit = c.function.definition.resources
             box.why = (f"sandbox {box.sandbox_id} was killed for memory: it exceeded its memory limit of "
@@ -238,6 +241,10 @@ class Sandboxes:
         if c.worker.connected:
             c.worker.send(api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(container_id=c.container_id,
                                                                                       kill=True)))
+        if why:
+            # Ended by this decision: so it is from now on (no exec starts in it while its container
+            # is killed). Its command's own end waits for its container's, which tells an OOM kill.
+            self._end(box)
 
     def _end(self, box: SandboxState):
         if box.state == Info.ENDED:
