@@ -30,6 +30,26 @@ def percentiles(xs: list[float]) -> str:
             f"min {xs[0] * 1000:.1f} ms")
 
 
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the worker and its containers)."""
+    children: dict[int, list[int]] = {}
+    rss = {}
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(d.name))
+                rss[int(d.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, IndexError, ValueError):
+                pass
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += children.get(p, [])
+    return total / (1 << 20)
+
+
 def first_byte(sb) -> float:
     t = time.perf_counter()
     p = sb.exec("echo", "hi")
@@ -78,12 +98,15 @@ def main():
                 bw.append(time.perf_counter() - t)
             print(f"floor, bwrap of it: {percentiles(bw)}")
         if args.many:
+            before = tree_rss_mib(worker.pid)
             t = time.perf_counter()
             boxes = [ember.Sandbox.create(app=app, image=image, timeout=600, cpu=0.01, memory=16)
                      for _ in range(args.many)]
             answers = sum(first_byte(sb) >= 0 for sb in boxes)
-            print(f"{args.many} idle sandboxes: all created and answering ({answers}) in "
-                  f"{time.perf_counter() - t:.1f} s")
+            took = time.perf_counter() - t
+            per = (tree_rss_mib(worker.pid) - before) / args.many
+            print(f"{args.many} idle sandboxes: all created and answering ({answers}) in {took:.1f} s; "
+                  f"the worker's memory (its process tree's RSS) per idle sandbox: {per:.1f} MiB")
             for sb in boxes:
                 sb.terminate()
         warm.terminate()
