@@ -100,7 +100,7 @@ def main():
         if args.many:
             before = tree_rss_mib(worker.pid)
             t = time.perf_counter()
-            boxes = [ember.Sandbox.create(app=app, image=image, timeout=600, cpu=0.01, memory=16)
+            boxes = [ember.Sandbox.create(app=app, image=image, timeout=600, cpu=0.01)
                      for _ in range(args.many)]
             answers = sum(first_byte(sb) >= 0 for sb in boxes)
             took = time.perf_counter() - t
