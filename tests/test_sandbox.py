@@ -94,6 +94,7 @@ def test_many_execs_at_once_with_env_workdir_stdin_and_a_missing_command(app):
     assert p.stdout.read() == b"\x00binary\xff" and p.wait() == 0 and p.returncode == 0
     p = sb.exec("sh", "-c", "echo $TOKEN $EXTRA", secrets=[ember.Secret.from_dict({"EXTRA": "from-the-exec"})])
     assert p.stdout.read() == "from-its-secret from-the-exec\n"
+    assert sb.exec("sh", "-c", "tty", pty=True).stdout.read().startswith("/dev/pts/")  # a terminal of its own
     late = sb.exec("sh", "-c", "sleep 30", timeout=0.5)
     assert late.wait() == 124 and "timeout of 0.5s" in late.stderr.read()
     missing = sb.exec("no-such-command-here", "x")
