@@ -312,7 +312,8 @@ class Sandboxes:
             if not box.app.running:
                 self._finish(box, f"sandbox {box.sandbox_id} ended: its app {box.app.name or box.app.app_id} stopped")
             elif now - box.started > box.timeout:
-                self._finish(box, f"sandbox {box.sandbox_id} passed its timeout of {box.timeout:g}s")
+                self._finish(box, f"sandbox {box.sandbox_id} passed its timeout of {box.timeout:g}s"
+                             + (" before it could start (no worker had room for it)" if c is None else ""))
             elif box.idle_timeout and now - box.active > box.idle_timeout:
                 self._finish(box, f"sandbox {box.sandbox_id} passed its idle timeout of {box.idle_timeout:g}s "
                                   "(no exec and no stdin for that long)")
