@@ -103,6 +103,8 @@ class SandboxState:
         self.error = ""
         self.ended_at = 0.0
         self.changed = asyncio.Event()  # set (and replaced) when output comes or its state moves
+        self.finishing = False    # its container is to be killed (its command exited, say)
+        self.killed_via: object = None  # the worker (WorkerState) last told to kill it
 
     def wake(self):
         self.changed.set()
@@ -238,13 +240,19 @@ class Sandboxes:
         c.stop_why = c.stop_why or (box.why or "its sandbox's command exited")
         if box.exec_id:
             self.fleet.execs.close(box.exec_id)
-        if c.worker.connected:
-            c.worker.send(api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(container_id=c.container_id,
-                                                                                      kill=True)))
+        self._kill(box, c)
         if why:
             # Ended by this decision: so it is from now on (no exec starts in it while its container
             # is killed). Its command's own end waits for its container's, which tells an OOM kill.
             self._end(box)
+
+    def _kill(self, box: SandboxState, c: ContainerState):
+        """Have its container killed: by its worker now, or once that worker is back (tick)."""
+        box.finishing = True
+        if c.worker.connected and box.killed_via is not c.worker:
+            box.killed_via = c.worker  # a worker that registers again is another WorkerState
+            c.worker.send(api_pb2.WorkerCommand(stop_container=api_pb2.StopContainer(container_id=c.container_id,
+                                                                                      kill=True)))
 
     def _end(self, box: SandboxState):
         if box.state == Info.ENDED:
@@ -302,11 +310,15 @@ class Sandboxes:
 
     def tick(self, now: float):
         for box in list(self._boxes.values()):
+            c = box.container
+            if box.finishing and c is not None and c.container_id in self._by_container:
+                self._kill(box, c)  # asked while its worker was away: asked again once it is back
             if box.state == Info.ENDED:
                 if now - box.ended_at > ENDED_KEPT:
                     del self._boxes[box.sandbox_id]
                 continue
-            c = box.container
+            if box.finishing:
+                continue
             if c is not None and self.fleet.execs.running_in(c.container_id, but=box.exec_id):
                 box.active = now  # an exec runs: it is not idle
             if not box.app.running:
