@@ -24,7 +24,7 @@ import contextlib
 
 import grpc
 
-from . import config, exception, file_io
+from . import config, context, exception, file_io
 from ._client.bridge import twin
 from ._client.client import Client, translate
 from ._client.container_exec import ContainerExec
@@ -276,7 +276,8 @@ class _Statics:
                 raise exception.InvalidError(f"{what}: {option}= is not supported by Ember's sandboxes yet")
             raise TypeError(f"{what} got an unexpected keyword argument {option!r}")
         argv = _argv(cmd, what)
-        app_id = getattr(app, "app_id", None)
+        # In a function's container, its own app (the App object there does not run).
+        app_id = getattr(app, "app_id", None) or context.app_id
         if app_id is None:
             raise exception.InvalidError(
                 f"{what}: pass app= a running app: ember.App.lookup(NAME, create_if_missing=True), or the app of "

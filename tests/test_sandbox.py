@@ -162,6 +162,12 @@ def test_a_sandbox_of_a_running_app_ends_with_it(cluster):
     assert sb.returncode == 137
 
 
+def test_a_function_drives_sandboxes_of_its_own_app(cluster):
+    import sandbox_app
+    with sandbox_app.app.run():
+        assert sandbox_app.make_and_use.remote() == ["from the main command\n", 0, "from an exec\n"]
+
+
 def test_bad_input_is_refused_with_the_cause(app):
     with pytest.raises(exception.InvalidError, match="pass app="):
         ember.Sandbox.create("true")

@@ -276,6 +276,7 @@ class Runtime:
                                    self.io.loop.create_task(self._heartbeat())))
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
         init = self.init.get()
+        context.app_id = init.app_id
         if init.definition.sandbox:
             # A sandbox's container runs no code of the app: commands run in it by exec, and it
             # lives until its sandbox ends it (server/sandboxes.py).
