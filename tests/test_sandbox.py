@@ -127,6 +127,7 @@ def test_a_sandbox_outlives_its_client_and_is_found_by_id_name_tags_and_the_cli(
         ember.Sandbox.create(app=app, name="keeper")
     rows = {r["sandbox_id"]: r for r in json.loads(cli("sandbox", "list", "--json").stdout)}
     assert rows[made]["state"] == "running" and rows[made]["name"] == "keeper" and rows[made]["app"] == "sandboxes"
+    assert f"{made}\tsandboxes\tkeeper\trunning\t-\tw1\t" in cli("sandbox", "list").stdout  # for scripts: tabs
     out = cli("sandbox", "exec", "-T", made, "--", "sh", "-c", "echo in $0; exit 4", check=False)
     assert out.returncode == 4 and out.stdout == "in sh\n"
     assert cli("sandbox", "stop", made).stdout == f"stopped sandbox {made}\n"
