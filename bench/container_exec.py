@@ -3,6 +3,7 @@ to the first byte of `echo hi`, and to its exit, in a running container.
 
     python bench/container_exec.py                      # the process backend
     python bench/container_exec.py --backend container  # namespaces (root); EMBER_CACHE_DIR is honoured
+    python bench/container_exec.py --against REV        # also the code of commit REV, alternating, in one run
 
 One container waits in a function's input; N execs of `echo hi` run in it one after another over
 ContainerExec (client -> control plane -> the worker's stream -> the container), timed from
@@ -10,6 +11,7 @@ opening the stream. Next to them, the floor: `sh -c 'echo hi'` started by this p
 """
 
 import argparse
+import json
 import os
 import pathlib
 import platform
@@ -49,7 +51,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50, help="execs (default 50)")
     ap.add_argument("--backend", default="process")
+    ap.add_argument("--against", metavar="REV", help="also measure the code of this commit (a temporary git "
+                                                    "worktree of it), alternating with this checkout")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of each, with --against (default 2)")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one run's figures, for --against
     args = ap.parse_args()
+    if args.against:
+        return compare(args)
     import ember
     from ember._client.client import Client
     from ember.proto import api_pb2
@@ -89,10 +97,14 @@ def main():
                 t = time.perf_counter()
                 subprocess.run(["sh", "-c", "echo hi"], capture_output=True, check=True)
                 floor.append(time.perf_counter() - t)
+            if args.json:
+                print(json.dumps({"firsts": firsts, "totals": totals}))
             print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}, "
                   f"{args.backend} backend")
             print(f"exec of `echo hi` ({args.n}): first byte {percentiles(firsts)}; exit {percentiles(totals)}")
             print(f"floor, sh -c 'echo hi' from this process: {percentiles(floor)}")
+            if args.backend == "container":
+                print(memory(worker.pid))
             client.run(_release(client, cid, release))
             call.get(timeout=60)
             if os.path.exists(release):  # the process backend's /tmp is this machine's
@@ -103,6 +115,62 @@ def main():
         for p in (worker, server):
             p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def memory(worker_pid: int) -> str:
+    """What the processes of the container (its sandbox launcher, its init: the exec agent, and
+    Ember's runtime) take in memory, proportional set size (shared pages divided among sharers)."""
+    def children(pid):
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return [int(c) for c in f.read().split()]
+        except OSError:
+            return []
+
+    def pss_kib(pid):
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+
+    out = []
+    for launcher in children(worker_pid):
+        with open(f"/proc/{launcher}/cmdline", "rb") as f:
+            if b"sandbox.main()" not in f.read():
+                continue
+        for init in children(launcher):
+            runtime = children(init)
+            out.append(f"launcher {pss_kib(launcher) / 1024:.1f} MiB, init (exec agent) "
+                       f"{pss_kib(init) / 1024:.1f} MiB, runtime {sum(map(pss_kib, runtime)) / 1024:.1f} MiB")
+    return "memory (PSS) of each container: " + ("; ".join(out) or "none found")
+
+
+def compare(args):
+    """This checkout and REV, alternating round by round, each run in fresh processes: REV's from a
+    temporary worktree put first on the path (of this script and of the cluster it starts)."""
+    root = HERE.parent
+    tree = pathlib.Path(tempfile.mkdtemp(prefix="ember-rev-"))
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "-q", "--detach", str(tree), args.against], check=True)
+    child = [sys.executable, __file__, "--n", str(args.n), "--backend", args.backend, "--json"]
+    runs = {"this": ([], []), args.against: ([], [])}
+    try:
+        for _ in range(args.rounds):
+            for label, env, cwd in ((args.against, dict(os.environ, PYTHONPATH=str(tree)), tree),
+                                    ("this", dict(os.environ), root)):
+                out = subprocess.run(child, env=env, cwd=cwd, capture_output=True, text=True)
+                if out.returncode:
+                    raise SystemExit(f"the benchmark of {label} failed:\n{out.stderr[-3000:]}")
+                figures = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
+                runs[label][0].extend(figures["firsts"])
+                runs[label][1].extend(figures["totals"])
+                floor = [line for line in out.stdout.splitlines() if line.startswith(("machine", "floor"))]
+                for line in out.stdout.splitlines():
+                    if line.startswith("memory"):
+                        print(f"{label}: {line}")
+    finally:
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=False)
+    print(f"{time.strftime('%Y-%m-%d')}, {platform.node()}; {args.rounds} rounds of {args.n} execs each")
+    print("\n".join(floor))
+    for label, (firsts, totals) in runs.items():
+        print(f"{label}: exec of `echo hi`: first byte {percentiles(firsts)}; exit {percentiles(totals)}")
 
 
 async def _release(client, cid: str, path: str):

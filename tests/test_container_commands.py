@@ -2,6 +2,7 @@
 real cluster (the process backend, and the container backend where namespaces matter), in a
 pseudo-terminal where the command is interactive; and another workspace trying the same."""
 
+import asyncio
 import errno
 import fcntl
 import json
@@ -22,6 +23,8 @@ import pytest
 
 from conftest import APPS, PY, ROOT, module_cluster, wait_for
 from ember._client.auth import metadata
+from ember._client.client import Client
+from ember._client.container_exec import ContainerExec
 from ember.proto import api_pb2, api_pb2_grpc
 
 import inspect_app
@@ -197,6 +200,18 @@ def test_list_logs_exec_stop(cluster, tmp_path):
         assert call.get(timeout=60) != first_pid
 
 
+async def _many_execs(client, cid: str, n: int) -> list[tuple[bytes, int]]:
+    async def one(i):
+        printed = b""
+        async for out in ContainerExec(client, cid, ["sh", "-c", f"sleep 0.2; echo {i}; exit {i}"]).outputs():
+            printed += out.data
+            if out.exited:
+                assert not out.error, out.error
+                return printed, out.exit_code
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
 def _cmdlines():
     for p in os.listdir("/proc"):
         try:
@@ -247,11 +262,34 @@ def test_exec_joins_an_isolated_container(container_cluster):
         [c] = [c for c in containers() if c["function"] == "isolated"]
         cid = c["container_id"]
         out = cli("container", "exec", cid, "--", "sh", "-c", 'hostname; pwd; echo "$GREETING"; id -u; '
+                  "cut -d' ' -f4 /proc/$$/stat; "
                   "readlink /proc/self/ns/mnt /proc/self/ns/pid; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' "
                   "/proc/self/status; cat /proc/self/cgroup")
         assert out.returncode == 0, out.stderr
-        hostname, cwd, greeting, uid, mnt, pid_ns, *rest = out.stdout.splitlines()
+        hostname, cwd, greeting, uid, parent, mnt, pid_ns, *rest = out.stdout.splitlines()
         confined, cgroup = rest[:4], rest[4:]
+        # Forked by the container's init, its exec agent, inside already (no helper on the host,
+        # which the container's PID namespace would show as its parent 0).
+        assert parent == "1"
+        # Stdin, exit codes, a command that is not there, as on the process backend.
+        out = cli("container", "exec", cid, "--", "sh", "-c", "tr a-z A-Z; exit 4", input="piped\n")
+        assert (out.returncode, out.stdout) == (4, "PIPED\n"), out.stderr
+        out = cli("container", "exec", cid, "--", "no-such-command")
+        assert out.returncode == 127 and "no-such-command: command not found" in out.stderr, out.stderr
+        # What a command leaves running ends with it; so does a command whose client goes away.
+        job = "import os, time; os.setpgid(0, 0); time.sleep(58)"  # a job in a process group of its own
+        out = cli("container", "exec", cid, "--", "sh", "-c", f"python3 -c '{job}' & sleep 0.5; echo started")
+        assert out.stdout == "started\n", out.stderr
+        wait_for(lambda: not any(job.encode() in c for c in _cmdlines()), what="its job to end")
+        sleeper = subprocess.Popen([PY, "-m", "ember.cli.main", "container", "exec", cid, "--", "sleep", "57"],
+                                   stdin=subprocess.DEVNULL, cwd=ROOT)
+        wait_for(lambda: b"sleep\x0057\x00" in list(_cmdlines()), what="the command to run")
+        sleeper.kill()
+        sleeper.wait()
+        wait_for(lambda: b"sleep\x0057\x00" not in list(_cmdlines()), what="the command to be killed")
+        # Many at once, over the SDK's stream (what a sandbox's exec uses): each its own output and code.
+        client = Client.from_env()
+        assert client.run(_many_execs(client, cid, 12)) == [(f"{i}\n".encode(), i) for i in range(12)]
         term = Terminal(["-m", "ember.cli.main", "container", "exec", cid, "--", "sh"], rows=33, cols=91)
         try:
             term.read_until("# ")  # its prompt
@@ -264,6 +302,13 @@ def test_exec_joins_an_isolated_container(container_cluster):
             term.proc.kill()
             term.proc.wait()
         seen = call.get(timeout=60)
+        # Stopped while a command runs in it: the init's end ends the command, with an error saying so.
+        sleeper = subprocess.Popen([PY, "-m", "ember.cli.main", "container", "exec", cid, "--", "sleep", "56"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        wait_for(lambda: b"sleep\x0056\x00" in list(_cmdlines()), what="the command to run")
+        assert cli("container", "stop", cid).returncode == 0
+        _, err = sleeper.communicate(timeout=30)
+        assert sleeper.returncode == 1 and cid in err and "while" in err, err
     assert (hostname, cwd, mnt, pid_ns) == (seen["hostname"], seen["cwd"], seen["mnt"], seen["pid_ns"])
     assert "\n".join(cgroup) + "\n" == seen["cgroup"] and hostname.startswith("ct-")
     assert confined == seen["confined"] and "Seccomp:\t2" in confined  # its capabilities and seccomp filter

@@ -94,11 +94,13 @@ class RuntimeBackend(abc.ABC):
         """The memory the running container uses now; None if it runs no more."""
 
     @abc.abstractmethod
-    def exec_argv(self, container_id: str, argv: list[str], env: dict[str, str], workdir: str, tty: bool) -> list[str]:
-        """The host command that runs argv in the running container as its own processes run (its
-        environment and working directory, with `env` and `workdir` over them; a terminal as its
-        stdin when tty), exiting as argv does (127 if there is no such command). Raises
-        execs.ExecError if the container does not run here."""
+    async def exec_start(self, container_id: str, argv: list[str], env: dict[str, str], workdir: str, tty: bool,
+                         stdio: tuple[int, int, int]):
+        """Start argv in the running container as its own processes run (its environment and
+        working directory, with `env` and `workdir` over them; stdio as its stdin, stdout and
+        stderr, a terminal's side when tty), in a session of its own. Returns what has
+        `async wait() -> exit code` (127 if there is no such command, saying so on stderr) and
+        `kill()` (its session). Raises execs.ExecError if the container does not run here."""
 
     @abc.abstractmethod
     def stop(self, container_id: str, kill: bool = False):

@@ -27,6 +27,7 @@ from . import cgroups as cg
 from . import disk as disks
 from . import gpus as gpu_devices
 from . import sandbox
+from .agent import Agent, AgentGone, Refused, socket_pair
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RUNTIME_ENV, RuntimeBackend, Unavailable, identity_env
 from .execs import ExecError
 from .images import BuildError, LayerCache, image_config, sandbox_argv
@@ -49,8 +50,10 @@ class Box:
     """A running sandbox and what to clean up after it."""
 
     def __init__(self, proc, cgroups: cg.Cgroups, disk: disks.Disk, ct: pathlib.Path, log_path: pathlib.Path,
-                 spare_id: str, net: Attachment | None = None, env: dict | None = None, cwd: str = "/"):
+                 spare_id: str, net: Attachment | None = None, env: dict | None = None, cwd: str = "/",
+                 agent: Agent | None = None):
         self.proc = proc
+        self.agent = agent  # its init, which forks the commands run in it (agent.py)
         self.env = dict(env or {})  # what its processes get, and its working directory: for its commands
         self.cwd = cwd
         self.net = net
@@ -303,13 +306,21 @@ class ContainerBackend(RuntimeBackend):
                 "argv": [*entrypoint, "python3", "-m", "ember.container"], "parent_pid": os.getpid(),
                 **self.userns.spec([self.layers.root, writable, *(v["lower"] for v in volumes)])}
         log_path = self.root / f"{name}.log"
-        with open(log_path, "wb") as logf:
-            proc = await asyncio.create_subprocess_exec(
-                *sandbox_argv(spec, ct),
-                stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
-                stdout=logf, stderr=logf, start_new_session=True)
+        ours, theirs = socket_pair()
+        spec["agent_fd"] = theirs.fileno()
+        try:
+            with open(log_path, "wb") as logf:
+                proc = await asyncio.create_subprocess_exec(
+                    *sandbox_argv(spec, ct),
+                    stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
+                    stdout=logf, stderr=logf, start_new_session=True, pass_fds=[theirs.fileno()])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "", net=net, env=env,
-                   cwd=workdir or "/")
+                   cwd=workdir or "/", agent=Agent(ours))
 
     # ---- spares: a container started ahead of need, its runtime imported, waiting to be told
     # which container it is. A cold start from a spare skips the sandbox, the interpreter's
@@ -355,6 +366,8 @@ class ContainerBackend(RuntimeBackend):
 
     async def _clean(self, box: "Box") -> str:
         """Remove what the container leaves behind; returns the tail of its log."""
+        if box.agent is not None:
+            box.agent.close()
         await box.cgroups.remove()
         await box.disk.remove()
         if box.net is not None:
@@ -364,15 +377,16 @@ class ContainerBackend(RuntimeBackend):
         box.log_path.unlink(missing_ok=True)
         return tail
 
-    def exec_argv(self, container_id, argv, env, workdir, tty):
+    async def exec_start(self, container_id, argv, env, workdir, tty, stdio):
         box = self.boxes.get(container_id)
-        init = _child_of(box.proc.pid) if box is not None and box.proc.returncode is None else None
-        if init is None:
-            raise ExecError(f"container {container_id} does not run on this worker (any more)")
-        spec = {"target": init[0], "target_start": init[1], "cgroups": [str(p) for p in box.cgroups.paths],
-                "argv": argv, "env": {**box.env, **env}, "cwd": workdir or box.cwd, "tty": tty,
-                "parent_pid": os.getpid()}
-        return sandbox_argv(spec, box.ct, entry="enter")
+        try:
+            if box is None or box.proc.returncode is not None or box.agent is None:
+                raise AgentGone()
+            return box.agent.start(argv, {**box.env, **env}, workdir or box.cwd, tty, stdio)
+        except AgentGone:
+            raise ExecError(f"container {container_id} does not run on this worker (any more)") from None
+        except Refused as e:
+            raise ExecError(str(e)) from None
 
     def stop(self, container_id: str, kill: bool = False):
         proc = self.procs.get(container_id)
@@ -408,19 +422,3 @@ class ContainerBackend(RuntimeBackend):
     def resume_uploads(self, report):
         self.layers.resume_uploads(report)
 
-
-def _child_of(pid: int) -> tuple[int, int] | None:
-    """The host PID of a sandbox's child, the container's init (PID 1 in its namespace), and its
-    start time (which tells it from a later process given the same PID)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = f.read().split()
-        if not children:
-            return None
-        with open(f"/proc/{children[0]}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-    except OSError:
-        return None
-    if int(fields[1]) != pid:  # its parent: still the sandbox's child, not a PID taken since
-        return None
-    return int(children[0]), int(fields[19])

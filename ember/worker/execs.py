@@ -1,9 +1,9 @@
 """Commands run in the worker's running containers (`ember container exec`, `ember shell`).
 
 The control plane relays a client's ContainerExec over the worker's stream (server/execs.py):
-ExecStart starts the command through the backend (RuntimeBackend.exec_argv: for the container
-backend, sandbox.enter joins the container's namespaces, root, cgroups and user namespace; for
-the process backend, a child in the container's directory and environment), ExecInput feeds its
+ExecStart starts the command through the backend (RuntimeBackend.exec_start: for the container
+backend, the container's init forks it, already inside the container (agent.py); for the
+process backend, the worker's child in the container's directory and environment), ExecInput feeds its
 stdin or resizes its terminal, and its output goes back as ExecOutput, then its exit. With a
 terminal (tty), the command gets a pseudo-terminal's side as stdin, stdout and stderr; without,
 three pipes. A container that ends while a command runs ends the command with an error that
@@ -21,7 +21,6 @@ import termios
 import typing
 
 from ..proto import api_pb2
-from .procs import kill_session
 
 log = logging.getLogger("ember.worker")
 
@@ -37,12 +36,12 @@ class ExecError(Exception):
 
 
 class Exec:
-    __slots__ = ("container_id", "early", "exec_id", "master", "proc", "stdin", "stdin_closed")
+    __slots__ = ("command", "container_id", "early", "exec_id", "master", "stdin", "stdin_closed")
 
     def __init__(self, exec_id: str, container_id: str):
         self.exec_id = exec_id
         self.container_id = container_id
-        self.proc: asyncio.subprocess.Process | None = None
+        self.command = None  # what the backend started: wait() for its exit code, kill() its session
         self.master: int | None = None  # the terminal's side the worker holds, with tty
         self.stdin: asyncio.WriteTransport | None = None  # to the command's stdin, once it started
         self.stdin_closed = False
@@ -74,7 +73,7 @@ class Execs:
             ex.early.append(inp)
             return
         if inp.terminate:
-            kill_session(ex.proc.pid)
+            ex.command.kill()
             return
         if inp.rows and inp.cols and ex.master is not None:
             _set_size(ex.master, inp.rows, inp.cols)
@@ -91,14 +90,14 @@ class Execs:
         """Before its exit is reported: its commands end (killed, if they still run) with an error."""
         self.ended[container_id] = reason
         for ex in self.running.values():
-            if ex.container_id == container_id and ex.proc is not None:
-                kill_session(ex.proc.pid)
+            if ex.container_id == container_id and ex.command is not None:
+                ex.command.kill()
         asyncio.get_running_loop().call_later(60, self.ended.pop, container_id, None)
 
     def stop_all(self):
         for ex in self.running.values():
-            if ex.proc is not None:
-                kill_session(ex.proc.pid)
+            if ex.command is not None:
+                ex.command.kill()
 
     async def _run(self, ex: Exec, start: api_pb2.ExecStart):
         try:
@@ -119,11 +118,11 @@ class Execs:
             self.send(api_pb2.ExecOutput(exec_id=ex.exec_id, exited=True, error=f"the worker failed to run it: {e!r}"))
         finally:
             self.running.pop(ex.exec_id, None)
-            if ex.proc is not None:
+            if ex.command is not None:
                 # What it left running goes with it (on the process backend it would outlive the
                 # container on the worker's machine; on the container backend its command has a
                 # session of its own, and what it leaves ends with the container).
-                kill_session(ex.proc.pid)
+                ex.command.kill()
 
     async def _start_and_wait(self, ex: Exec, start: api_pb2.ExecStart) -> int:
         """Start the command and wait for its end, sending what it prints meanwhile.
@@ -133,8 +132,6 @@ class Execs:
         the command leaves in the background may hold them for ever."""
         if start.container_id in self.ended:
             raise ExecError(f"container {start.container_id} {self.ended[start.container_id]}")
-        argv = self.backend.exec_argv(start.container_id, list(start.argv), dict(start.env), start.workdir,
-                                      start.tty)
         log.info("exec %s in container %s: %s", ex.exec_id, ex.container_id, " ".join(start.argv)[:200])
         ours: list[int] = []  # the worker's ends: what it reads, and what it writes to (stdin)
         theirs: list[int] = []
@@ -152,8 +149,8 @@ class Execs:
                 ours += [w0, r1, r2]
                 theirs += [r0, w1, w2]
                 outputs, stdin_fd, child = [(r1, 1), (r2, 2)], w0, (r0, w1, w2)
-            ex.proc = await asyncio.create_subprocess_exec(*argv, stdin=child[0], stdout=child[1], stderr=child[2],
-                                                           start_new_session=True)
+            ex.command = await self.backend.exec_start(start.container_id, list(start.argv), dict(start.env),
+                                                       start.workdir, start.tty, child)
             for fd in theirs:
                 os.close(fd)
             theirs.clear()
@@ -162,7 +159,7 @@ class Execs:
             ex.stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, open(stdin_fd, "wb", buffering=0))
             ours.remove(stdin_fd)  # the transport's now
             self._started(ex)
-            ended = asyncio.ensure_future(ex.proc.wait())
+            ended = asyncio.ensure_future(ex.command.wait())
             await asyncio.gather(*(self._pump(ex, fd, n, ended) for fd, n in outputs))
             return await ended
         finally:

@@ -7,25 +7,29 @@ asked), and forks: the child becomes PID 1 of the new PID namespace, mounts the 
 given bind mounts, pivots into it, joins the worker's user namespace (userns.py: container root
 is an unprivileged host user; the files are mounted through idmapped mounts so that they keep
 their owners), drops dangerous capabilities and forks the command, which reduces its own
-capabilities, sets no_new_privs and a seccomp filter, and execs. Build steps run the same way,
-so they are held the same. This process waits for the child, forwards
-SIGTERM/SIGINT to it and exits as the command did, so the worker sees the container's own
-exit status (a SIGKILL as a SIGKILL).
+capabilities, sets no_new_privs and a seccomp filter, and execs. Given an exec socket, the
+init then confines itself the same way and forks the worker's commands in the container
+(serve_execs). Build steps run the same way, so they are held the same. This process waits
+for the child, forwards SIGTERM/SIGINT to it and exits as the command did, so the worker sees
+the container's own exit status (a SIGKILL as a SIGKILL).
 
 SPEC keys: layers_dir, lowers (top first, relative to layers_dir), upper, work, root, binds
 ([src, dst, read_only]), volumes ([{lower, upper, work, target}]), devices, hostname, new_net,
 netns (a network namespace to join, made by the worker), cgroups, cwd, env, argv, parent_pid;
 userns (the user namespace to join, by path), userns_base (the host ID of container root) and
 idmapped (host directories the root filesystem and volumes are made of: layers and writable
-layers), when the worker has a user namespace.
+layers), when the worker has a user namespace; agent_fd (the init's end of the worker's exec
+socket, inherited), for containers.
 """
 
+import array
 import ctypes
 import errno
 import fcntl
 import json
 import os
 import platform
+import select
 import signal
 import socket
 import sys
@@ -413,6 +417,11 @@ def child(spec, status_w):
     # or /root, whatever their capabilities. Set before the fork, so there is no moment when it
     # is; the command's exec makes it dumpable again.
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    agent = None
+    if spec.get("agent_fd") is not None:  # the worker's socket for commands (serve_execs)
+        agent = socket.socket(fileno=spec["agent_fd"])
+        agent.set_inheritable(False)  # the container's processes never hold it
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes serve_execs, through its wakeup fd
     pid = os.fork()
     if pid == 0:
         try:
@@ -422,10 +431,17 @@ def child(spec, status_w):
             print(f"ember sandbox: {e}", file=sys.stderr)
         os._exit(126)
     _forward_signals(pid)
-    while True:
-        done, status = os.waitpid(-1, 0)
-        if done == pid:
-            break
+    if agent is not None:
+        # Held as the container's processes are from here (it needs no more than they have to
+        # wait, reap and fork): the commands it forks are, without a confinement of their own
+        # (a millisecond and a half of ctypes in each).
+        confine()
+        status = serve_execs(agent, pid)
+    else:
+        while True:
+            done, status = os.waitpid(-1, 0)
+            if done == pid:
+                break
     os.write(status_w, str(status).encode())
     os._exit(0)  # the kernel ends whatever else still runs in the container
 
@@ -463,6 +479,8 @@ def main():
             print(f"ember sandbox: {e}", file=sys.stderr)
         os._exit(126)
     os.close(status_w)
+    if spec.get("agent_fd") is not None:
+        os.close(spec["agent_fd"])  # the container's init holds it: its end is the init's
     _forward_signals(pid)
     _, status = os.waitpid(pid, 0)
     told = os.read(status_r, 64)
@@ -476,76 +494,106 @@ def main():
     os._exit(os.waitstatus_to_exitcode(status))  # not reached after a signal
 
 
-# ---- exec: a command in a running container (`ember container exec`, worker/execs.py)
+# ---- exec: commands in a running container (`ember container exec`, sandboxes' exec; worker/agent.py)
+#
+# The container's init is its exec agent: already in its namespaces, root, cgroups and user
+# namespace, and confined as the container's processes (capabilities, no_new_privs, seccomp),
+# it forks each command the worker asks for on a socket it inherits (a SOCK_SEQPACKET pair: a
+# message per request, the command's stdio passed along as SCM_RIGHTS), which execs. No process
+# starts on the host for a command, and the init, which waits anyway, costs nothing more.
+#
+# Requests (JSON): {"id": N, "argv", "env", "cwd", "tty"} with 3 descriptors (stdin, stdout,
+# stderr) starts a command; {"kill": N} kills its session (and forgets it). Answers:
+# {"exited": N, "status": WAIT_STATUS} once the command ended (the kernel's wait status).
 
-NAMESPACES = (("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET), ("pid", CLONE_NEWPID),
-              ("mnt", CLONE_NEWNS))
+# Bytes of a request at most (argv and env as JSON: twice what execve takes); the worker refuses more.
+MAX_REQUEST = 4 << 20
 
 
-def enter():
-    """Run a command as the container's own processes run: `python -S -E sandbox.py SPEC_JSON`
-    from the worker, with the command's stdin, stdout and stderr (pipes, or a terminal's side).
+def serve_execs(sock, main_pid) -> int:
+    """Run the worker's commands until the container's command (main_pid) ends; its wait status."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)  # SIGCHLD (its handler is set before main_pid's fork) writes here
+    running: dict[int, int] = {}  # command's PID -> its request's id, until it is reaped
+    sessions: dict[int, int] = {}  # request id -> PID (its session's), until the worker says kill
+    while True:
+        readable = select.select([wake_r] + ([sock] if sock is not None else []), [], [])[0]
+        if wake_r in readable:
+            os.read(wake_r, 4096)
+        while True:
+            try:
+                done, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                done = 0
+            if done == 0:
+                break
+            if done == main_pid:
+                return status  # the init ends: the kernel kills every command still running
+            n = running.pop(done, None)
+            if n is not None and sock is not None:
+                _answer(sock, {"exited": n, "status": status})
+        if sock is not None and sock in readable:
+            try:
+                data, ancdata, _, _ = sock.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(3 * 4), socket.MSG_CMSG_CLOEXEC)
+            except OSError:
+                data, ancdata = b"", []
+            fds = [fd for level, kind, raw in ancdata if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                   for fd in array.array("i", raw[:len(raw) - len(raw) % 4])]
+            if not data:  # the worker is gone: the container runs on, without commands
+                for fd in fds:
+                    os.close(fd)
+                sock.close()
+                sock = None
+                continue
+            try:
+                req = json.loads(data)
+                if "kill" in req:
+                    pid = sessions.pop(req["kill"], None)
+                    if pid is not None:
+                        _kill_session(pid)
+                elif len(fds) == 3:
+                    try:
+                        pid = os.fork()
+                    except OSError as e:  # at the container's pids limit, say: the command fails, not the init
+                        os.write(fds[2], f"ember exec: cannot start {req['argv'][0]}: {e.strerror}\n".encode())
+                        _answer(sock, {"exited": req["id"], "status": 126 << 8})
+                        continue
+                    if pid == 0:
+                        try:
+                            signal.set_wakeup_fd(-1)
+                            sock.close()
+                            for i, fd in enumerate(fds):
+                                os.dup2(fd, i)
+                            _exec_command(req, confined=False)  # confined as this process; execs, or exits
+                        finally:
+                            os._exit(126)
+                    running[pid] = req["id"]
+                    sessions[req["id"]] = pid
+            except (ValueError, KeyError, TypeError, OSError) as e:  # the init, PID 1, goes on whatever comes
+                print(f"ember exec agent: a request it cannot serve: {e!r}", file=sys.stderr)
+            finally:
+                for fd in fds:
+                    os.close(fd)
 
-    SPEC keys: argv, env, cwd, tty (stdin is a terminal: it becomes the command's controlling
-    terminal), parent_pid; for the container backend, target and target_start (the host PID of
-    the container's init, and its start time in /proc/PID/stat) and cgroups. With a target, this
-    process joins the container's cgroups, its IPC, UTS, network, PID and mount namespaces and its
-    root, then its user namespace (last: joined, it could join no other), drops what the
-    container may not have, and forks the command, which is confined as the container's own
-    processes (confine()); it exits as the command did. Without one (the process backend), it
-    becomes the command, in its working directory."""
-    with open(sys.argv[1]) as f:  # a file only root reads (images.sandbox_argv): taken, then removed
-        spec = json.load(f)
-    os.unlink(sys.argv[1])
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if spec.get("parent_pid") and os.getppid() != spec["parent_pid"]:
-        os._exit(1)
-    target = spec.get("target")
-    if target is None:
-        _exec_command(spec, confined=False)
+
+def _kill_session(sid):
+    """SIGKILL every process of the command's session (the container's /proc is this one's): what
+    it left running, in process groups of their own too."""
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                if int(f.read().rpartition(b")")[2].split()[3]) == sid:
+                    os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or it ended meanwhile
+
+
+def _answer(sock, message):
     try:
-        # Everything of the init through one handle on its /proc directory, checked to be the
-        # process the worker named (its start time): never another that got its PID since.
-        proc = os.open(f"/proc/{target}", os.O_RDONLY | os.O_DIRECTORY)
-        with open(os.open("stat", os.O_RDONLY, dir_fd=proc), "rb") as f:
-            if f.read().rpartition(b")")[2].split()[19] != str(spec["target_start"]).encode():
-                raise SetupError("it ended")
-        root = os.open("root", os.O_RDONLY | os.O_DIRECTORY, dir_fd=proc)
-        namespaces = [(os.open(f"ns/{name}", os.O_RDONLY, dir_fd=proc), flag) for name, flag in NAMESPACES]
-        user = os.open("ns/user", os.O_RDONLY, dir_fd=proc)
-        if os.fstat(user).st_ino == os.stat("/proc/self/ns/user").st_ino:
-            os.close(user)
-            user = None
-        os.close(proc)
-        for cg in spec.get("cgroups", ()):
-            with open(f"{cg}/cgroup.procs", "w") as f:
-                f.write(str(os.getpid()))
-        for fd, flag in namespaces:
-            _check(libc.setns(fd, flag), "join the container's namespaces")
-            os.close(fd)
-        os.fchdir(root)
-        os.chroot(".")
-        os.close(root)
-        if user is not None:
-            enter_user_namespace(user)
-            os.close(user)
-        drop_bounding_caps()
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # as the container's init (child()): its exec undoes it
-    except (SetupError, OSError) as e:
-        print(f"ember exec: cannot enter the container: {e}", file=sys.stderr)
-        os._exit(126)
-    pid = os.fork()  # the child is in the container's PID namespace, this process is not
-    if pid == 0:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # not inherited through fork
-        _exec_command(spec, confined=True)
-    _forward_signals(pid)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-    os._exit(os.waitstatus_to_exitcode(status))
+        sock.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the worker is gone
 
 
 def _exec_command(spec, confined: bool):
