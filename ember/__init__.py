@@ -24,6 +24,7 @@ from .image import Image
 from .patterns import FilePatternMatcher
 from .queue import Queue
 from .retries import Retries
+from .sandbox import ContainerProcess, Sandbox
 from .schedule import Cron, Period
 from .secret import Secret
 from .volume import Volume
@@ -49,10 +50,11 @@ forward = _refused("forward")
 interact = _refused("interact")
 sessioned = _refused("sessioned")
 
-__all__ = ["App", "Client", "CloudBucketMount", "Cls", "Cluster", "Cron", "Dict", "Environment", "Error",
-           "FilePatternMatcher", "Function", "FunctionCall", "Image", "NetworkFileSystem", "Period", "Proxy",
-           "Queue", "Retries", "SchedulerPlacement", "Secret", "Server", "Tunnel", "Volume", "Workspace", "asgi_app",
-           "batched", "billing", "clustered", "concurrent", "current_function_call_id", "current_input_id",
-           "enable_output", "enter", "exception", "exit", "experimental", "fastapi_endpoint", "forward", "interact",
-           "is_local", "method", "parameter", "sessioned", "types", "web_endpoint", "web_server", "wsgi_app"]
+__all__ = ["App", "Client", "CloudBucketMount", "Cls", "Cluster", "ContainerProcess", "Cron", "Dict", "Environment",
+           "Error", "FilePatternMatcher", "Function", "FunctionCall", "Image", "NetworkFileSystem", "Period", "Proxy",
+           "Queue", "Retries", "Sandbox", "SchedulerPlacement", "Secret", "Server", "Tunnel", "Volume", "Workspace",
+           "asgi_app", "batched", "billing", "clustered", "concurrent", "current_function_call_id",
+           "current_input_id", "enable_output", "enter", "exception", "exit", "experimental", "fastapi_endpoint",
+           "forward", "interact", "is_local", "method", "parameter", "sessioned", "types", "web_endpoint",
+           "web_server", "wsgi_app"]
 __version__ = "0.1.0"

@@ -20,6 +20,10 @@ class _Input(typing.NamedTuple):
     call_id: str
 
 
+# In a function's container: the id of its app (set by the runtime before the function's code
+# loads), which Sandbox.create() there uses when given no running app.
+app_id: str | None = None
+
 _current: contextvars.ContextVar[_Input | None] = contextvars.ContextVar("ember_current_input", default=None)
 
 

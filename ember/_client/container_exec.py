@@ -17,10 +17,11 @@ from .client import Client, translate
 
 class ContainerExec:
     def __init__(self, client: Client, container_id: str, argv: list[str], *, tty: bool = False, rows: int = 0,
-                 cols: int = 0, workdir: str = "", env: dict[str, str] | None = None):
+                 cols: int = 0, workdir: str = "", env: dict[str, str] | None = None,
+                 secret_ids: list[str] | None = None):
         self.client = client
         self.start = api_pb2.ExecStart(container_id=container_id, argv=argv, tty=tty, rows=rows, cols=cols,
-                                       workdir=workdir, env=env or {})
+                                       workdir=workdir, env=env or {}, secret_ids=secret_ids or [])
         self._requests: asyncio.Queue = asyncio.Queue()
         self._accepted = asyncio.Event()  # the control plane's first (empty) output came: it took the command
 
@@ -52,5 +53,7 @@ class ContainerExec:
         except grpc.aio.AioRpcError as e:
             raise translate(e, f"exec in container {self.start.container_id}") from None
         finally:
+            # Refused before its first output too: its requests' generator ends rather than wait forever.
+            self._accepted.set()
             self._requests.put_nowait(None)
             call.cancel()

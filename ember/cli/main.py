@@ -176,9 +176,11 @@ def _parser() -> argparse.ArgumentParser:
     from .identity import add_parsers as add_identity_parsers
     from .objects import add_parsers as add_object_parsers
     from .profile import add_parsers as add_profile_parsers
+    from .sandboxes import add_parsers as add_sandbox_parsers
     from .usage import add_parsers as add_usage_parsers
     add_app_parsers(sub)
     add_container_parsers(sub)
+    add_sandbox_parsers(sub)
     add_call_parser(sub)
     add_object_parsers(sub)
     add_identity_parsers(sub)
@@ -240,6 +242,9 @@ def _run(parser, args) -> int:
     if args.command in ("container", "shell"):
         from .containers import run as run_containers
         return run_containers(args)
+    if args.command == "sandbox":
+        from .sandboxes import run as run_sandboxes
+        return run_sandboxes(args)
     if args.command == "call":
         from .failures import run as run_call
         return run_call(args)

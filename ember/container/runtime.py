@@ -276,6 +276,13 @@ class Runtime:
                                    self.io.loop.create_task(self._heartbeat())))
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
         init = self.init.get()
+        context.app_id = init.app_id
+        if init.definition.sandbox:
+            # A sandbox's container runs no code of the app: commands run in it by exec, and it
+            # lives until its sandbox ends it (server/sandboxes.py).
+            self.initialized = True
+            self.definition = init.definition
+            threading.Event().wait()
         started = StartupWatch(self, init.definition.startup_timeout)
         try:
             # Before user code: it may read them at import. env= comes after the secrets (Modal's order).

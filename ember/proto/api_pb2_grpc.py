@@ -275,6 +275,46 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.ContainerExecRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ExecOutput.FromString,
                 _registered_method=True)
+        self.SandboxCreate = channel.unary_unary(
+                '/ember.v1.ClientApi/SandboxCreate',
+                request_serializer=ember_dot_proto_dot_api__pb2.SandboxCreateRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.SandboxInfo.FromString,
+                _registered_method=True)
+        self.SandboxGet = channel.unary_unary(
+                '/ember.v1.ClientApi/SandboxGet',
+                request_serializer=ember_dot_proto_dot_api__pb2.SandboxGetRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.SandboxInfo.FromString,
+                _registered_method=True)
+        self.SandboxList = channel.unary_unary(
+                '/ember.v1.ClientApi/SandboxList',
+                request_serializer=ember_dot_proto_dot_api__pb2.SandboxListRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.SandboxListResponse.FromString,
+                _registered_method=True)
+        self.SandboxWait = channel.unary_unary(
+                '/ember.v1.ClientApi/SandboxWait',
+                request_serializer=ember_dot_proto_dot_api__pb2.SandboxWaitRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.SandboxInfo.FromString,
+                _registered_method=True)
+        self.SandboxTerminate = channel.unary_unary(
+                '/ember.v1.ClientApi/SandboxTerminate',
+                request_serializer=ember_dot_proto_dot_api__pb2.SandboxRef.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
+        self.SandboxSetTags = channel.unary_unary(
+                '/ember.v1.ClientApi/SandboxSetTags',
+                request_serializer=ember_dot_proto_dot_api__pb2.SandboxSetTagsRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
+        self.SandboxOutput = channel.unary_stream(
+                '/ember.v1.ClientApi/SandboxOutput',
+                request_serializer=ember_dot_proto_dot_api__pb2.SandboxOutputRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.SandboxOutputChunk.FromString,
+                _registered_method=True)
+        self.SandboxStdin = channel.unary_unary(
+                '/ember.v1.ClientApi/SandboxStdin',
+                request_serializer=ember_dot_proto_dot_api__pb2.SandboxStdinRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                _registered_method=True)
         self.BlobPut = channel.stream_unary(
                 '/ember.v1.ClientApi/BlobPut',
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
@@ -634,6 +674,61 @@ class ClientApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SandboxCreate(self, request, context):
+        """---- sandboxes (ember.Sandbox): containers that run no function, driven from code
+        A container of an app that runs a command (or stays up), until it exits, is terminated, or
+        passes its timeout or idle timeout; execs reach it through ContainerExec (its container_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SandboxGet(self, request, context):
+        """by id, or by app name and name
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SandboxList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SandboxWait(self, request, context):
+        """once it ended, or after timeout
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SandboxTerminate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SandboxSetTags(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SandboxOutput(self, request, context):
+        """Its main command's stdout or stderr from an offset, as produced, until it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SandboxStdin(self, request, context):
+        """to its main command's stdin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BlobPut(self, request_iterator, context):
         """---- blobs: large payloads and code packages ----
         """
@@ -896,6 +991,46 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.ContainerExec,
                     request_deserializer=ember_dot_proto_dot_api__pb2.ContainerExecRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.ExecOutput.SerializeToString,
+            ),
+            'SandboxCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SandboxCreate,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SandboxCreateRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.SandboxInfo.SerializeToString,
+            ),
+            'SandboxGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.SandboxGet,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SandboxGetRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.SandboxInfo.SerializeToString,
+            ),
+            'SandboxList': grpc.unary_unary_rpc_method_handler(
+                    servicer.SandboxList,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SandboxListRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.SandboxListResponse.SerializeToString,
+            ),
+            'SandboxWait': grpc.unary_unary_rpc_method_handler(
+                    servicer.SandboxWait,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SandboxWaitRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.SandboxInfo.SerializeToString,
+            ),
+            'SandboxTerminate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SandboxTerminate,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SandboxRef.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'SandboxSetTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.SandboxSetTags,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SandboxSetTagsRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'SandboxOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.SandboxOutput,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SandboxOutputRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.SandboxOutputChunk.SerializeToString,
+            ),
+            'SandboxStdin': grpc.unary_unary_rpc_method_handler(
+                    servicer.SandboxStdin,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SandboxStdinRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
             ),
             'BlobPut': grpc.stream_unary_rpc_method_handler(
                     servicer.BlobPut,
@@ -2193,6 +2328,222 @@ class ClientApi:
             '/ember.v1.ClientApi/ContainerExec',
             ember_dot_proto_dot_api__pb2.ContainerExecRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/SandboxCreate',
+            ember_dot_proto_dot_api__pb2.SandboxCreateRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.SandboxInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/SandboxGet',
+            ember_dot_proto_dot_api__pb2.SandboxGetRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.SandboxInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/SandboxList',
+            ember_dot_proto_dot_api__pb2.SandboxListRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.SandboxListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxWait(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/SandboxWait',
+            ember_dot_proto_dot_api__pb2.SandboxWaitRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.SandboxInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxTerminate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/SandboxTerminate',
+            ember_dot_proto_dot_api__pb2.SandboxRef.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxSetTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/SandboxSetTags',
+            ember_dot_proto_dot_api__pb2.SandboxSetTagsRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ember.v1.ClientApi/SandboxOutput',
+            ember_dot_proto_dot_api__pb2.SandboxOutputRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.SandboxOutputChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxStdin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/SandboxStdin',
+            ember_dot_proto_dot_api__pb2.SandboxStdinRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,11 +26,13 @@ from .disk import DiskFull
 from .fleet import STARTING
 from .identity_api import IdentityRpcs
 from .objects import ObjectError, Objects
+from .sandboxes import NameTaken, QuotaRefused, SandboxState
 from .scheduler import Scheduler
 from .secrets import SecretGone, Secrets
 from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
+CHUNK = 1 << 20  # bytes of a sandbox's output per message at most
 log = logging.getLogger("ember.server")
 
 
@@ -214,6 +216,11 @@ def _no_container(container_id: str) -> str:
             "those there are)")
 
 
+def _sandbox_ended(box: SandboxState) -> str:
+    return (f"sandbox {box.sandbox_id} has ended (returncode {box.returncode}"
+            + (f": {box.error}" if box.error else "") + "): create another with ember.Sandbox.create()")
+
+
 def _no_blob(blob_id: str) -> str:
     return f"there is no blob {blob_id} in this workspace (put it first: only the bytes' uploader may read them)"
 
@@ -277,7 +284,6 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def ContainerExec(self, request_iterator, context, who):
         first = await anext(request_iterator, None)
-        await self._people_only(context, who, "ContainerExec")
         if first is None or first.WhichOneof("msg") != "start":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ContainerExec's first request must be `start`")
         start = first.start
@@ -285,6 +291,9 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         c = self._container(who, start.container_id)
         if c is None:  # nothing reaches a worker for a container that is not the caller's
             await context.abort(grpc.StatusCode.NOT_FOUND, _no_container(start.container_id))
+        box = self.sched.sandboxes.of_container(c.container_id)
+        if box is None:  # a function's code enters no function's container; its workspace's sandboxes it may
+            await self._people_only(context, who, "ContainerExec")
         if not c.worker.connected:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"the worker {c.worker.name} of container "
                                 f"{c.container_id} is disconnected: try again once it is back")
@@ -292,15 +301,28 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"container {c.container_id} is still starting: try again once `ember container "
                                 "list` shows it ready")
+        if box is not None:
+            if box.state == api_pb2.SandboxInfo.ENDED:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, _sandbox_ended(box))
+            self.sched.sandboxes.touched(box)
+            start.workdir = start.workdir or box.workdir  # a sandbox's workdir= is its execs' too
         # The environment its function sees: its env= and its secrets, under what the caller adds
         # (the worker, which runs the container and could read them there, gets them to start it).
+        # env= comes after the secrets, as the function's code sees them (Modal's order); then the
+        # command's own secrets (the workspace's own) and env.
         try:
-            env = {**c.function.definition.env,
-                   **self.secrets.env_for(c.function.definition.secret_ids, c.function.app.workspace), **start.env}
+            for secret_id in start.secret_ids:
+                self.secrets.owned(who.workspace, secret_id)
+            env = {**self.secrets.env_for(c.function.definition.secret_ids, c.function.app.workspace),
+                   **c.function.definition.env,
+                   **self.secrets.env_for(start.secret_ids, c.function.app.workspace), **start.env}
         except SecretGone as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except (LookupError, ObjectError, Forbidden) as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         start.env.clear()
         start.env.update(env)
+        del start.secret_ids[:]
         stream = Duplex(request_iterator)
         execs, identity = self.fleet.execs, self.identity
         exec_id = execs.open(c, start, stream.send)
@@ -321,6 +343,115 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                         break
         finally:
             execs.close(exec_id)
+
+    # ------------------------------------------------------------------ sandboxes
+
+    async def _sandbox(self, context, who: Principal, sandbox_id: str) -> SandboxState:
+        """The caller's workspace's sandbox (any, for an admin); another's is as if it did not exist.
+        (A function's code may drive its workspace's sandboxes, as Modal's may.)"""
+        box = self.sched.sandboxes.get(sandbox_id, None if who.is_admin else who.workspace) if sandbox_id else None
+        if box is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no sandbox {sandbox_id!r} (it may have ended "
+                                "long ago: see `ember sandbox list`)")
+        return box
+
+    async def SandboxCreate(self, req, context, who):
+        validate.sandbox_create(req)
+        app = self.apps.app(req.app_id, who.workspace)
+        if app is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_id} is not running: pass app= an app "
+                                "that runs (ember.App.lookup(NAME, create_if_missing=True), or a running app)")
+        d = req.definition
+        if d.HasField("image"):
+            name_layers(d.image, who.workspace)
+        try:
+            self._check_owned(who.workspace, d)
+            env = {**self.secrets.env_for(d.secret_ids, app.workspace), **d.env}
+            box = self.sched.sandboxes.create(app, req, env)
+        except SecretGone as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except NameTaken as e:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
+        except QuotaRefused as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        except (LookupError, ObjectError) as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except Forbidden as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+        await self.store.durable()
+        return box.info()
+
+    async def SandboxGet(self, req, context, who):
+        if req.sandbox_id:
+            return (await self._sandbox(context, who, req.sandbox_id)).info()
+        validate.required(req, "app_name", "name")
+        try:
+            app = self.apps.current_app(who.workspace, req.app_name)
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        box = self.sched.sandboxes.by_name(app, req.name)
+        if box is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_name} has no sandbox named {req.name!r}")
+        return box.info()
+
+    async def SandboxList(self, req, context, who):
+        boxes = self.sched.sandboxes.listing(None if who.is_admin else who.workspace, req.app_id, dict(req.tags))
+        return api_pb2.SandboxListResponse(sandboxes=[b.info() for b in sorted(boxes, key=lambda b: b.created_at)])
+
+    async def SandboxWait(self, req, context, who):
+        validate.number("SandboxWaitRequest.timeout", req.timeout, high=86400)
+        box = await self._sandbox(context, who, req.sandbox_id)
+        deadline = time.monotonic() + req.timeout
+        awaited = (api_pb2.SandboxInfo.STARTING,) if req.until_running else (api_pb2.SandboxInfo.STARTING,
+                                                                             api_pb2.SandboxInfo.RUNNING)
+        while box.state in awaited and (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(box.changed.wait(), left)
+        return box.info()
+
+    async def SandboxTerminate(self, req, context, who):
+        box = await self._sandbox(context, who, req.sandbox_id)
+        self.sched.sandboxes.terminate(box, f"sandbox {box.sandbox_id} was terminated")
+        return EMPTY
+
+    async def SandboxSetTags(self, req, context, who):
+        validate.sandbox_tags(req.tags, "SandboxSetTagsRequest.tags")
+        box = await self._sandbox(context, who, req.sandbox_id)
+        box.tags = dict(req.tags)
+        return EMPTY
+
+    async def SandboxOutput(self, req, context, who):
+        box = await self._sandbox(context, who, req.sandbox_id)
+        if req.fd not in (1, 2):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"SandboxOutputRequest.fd must be 1 (stdout) or "
+                                f"2 (stderr) (got {req.fd})")
+        out, offset = box.outputs[req.fd], req.offset
+        while True:
+            self.identity.check(who)  # a revoked token reads no more
+            changed = box.changed  # taken before looking: what comes after it sets it
+            start, data = out.since(offset)
+            for i in range(0, len(data), CHUNK):
+                yield api_pb2.SandboxOutputChunk(data=data[i:i + CHUNK], offset=start + i)
+            offset = start + len(data)
+            if box.output_done():
+                yield api_pb2.SandboxOutputChunk(offset=offset, eof=True)
+                return
+            await changed.wait()
+
+    async def SandboxStdin(self, req, context, who):
+        if len(req.data) > validate.MAX_EXEC_INPUT:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"SandboxStdinRequest.data must be at most "
+                                f"{validate.MAX_EXEC_INPUT} bytes (got {len(req.data)})")
+        box = await self._sandbox(context, who, req.sandbox_id)
+        if box.state == api_pb2.SandboxInfo.ENDED:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, _sandbox_ended(box))
+        if not box.argv:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"sandbox {box.sandbox_id} has no command to "
+                                "read stdin: write to an exec's stdin instead (sb.exec(...).stdin)")
+        if not self.sched.sandboxes.stdin(box, req.data, req.eof):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"sandbox {box.sandbox_id} is still starting and "
+                                "holds as much stdin as it keeps for its command: drain() again once it runs")
+        return EMPTY
 
     # ------------------------------------------------------------------ apps and functions
 

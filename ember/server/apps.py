@@ -31,7 +31,7 @@ log = logging.getLogger("ember.server")
 def named(d: api_pb2.FunctionDefinition) -> bool:
     """Whether callers find a function by its name: not so a class instance bound to parameters,
     nor a variant with options of its own (with_options), reached through their handles only."""
-    return not d.bound_params and not d.derived_from
+    return not d.bound_params and not d.derived_from and not d.sandbox
 
 
 def apply_options(d: api_pb2.FunctionDefinition, o: api_pb2.FunctionOptions):
@@ -146,6 +146,8 @@ class Apps:
             if deployed and version and state == "running":
                 self._deployments[workspace, name] = app_id
         for fid, app_id, definition in self.store.functions_of_running_apps():
+            if definition.sandbox:
+                continue  # its sandbox ended with the control plane that held it
             app = self._apps[app_id]
             fn = self._add_function(fid, app, definition)
             if not app.deployed or self._deployments.get((app.workspace, app.name)) == app_id:
@@ -253,6 +255,11 @@ class Apps:
             self.routes.route(fn)
         return fid
 
+    def forget_function(self, fn: FunctionState):
+        """A sandbox's function, once its sandbox ended: it runs nothing more."""
+        self._functions.pop(fn.function_id, None)
+        fn.app.functions.pop(fn.function_id, None)
+
     def _add_function(self, fid: str, app: AppState, definition: api_pb2.FunctionDefinition) -> FunctionState:
         fn = FunctionState(fid, app, definition)
         self._functions[fid] = fn
@@ -339,6 +346,8 @@ class Apps:
             if stored is None or stored[1] != workspace:
                 raise LookupError(f"there is no function with id {function_id}")
             raise LookupError("its app is not running (it was stopped, or its client went away)")
+        if fn.definition.sandbox:
+            raise LookupError(f"{function_id} is a sandbox's container, which takes no calls: use ember.Sandbox")
         return fn
 
     def stopped_function(self, function_id: str) -> FunctionState:

@@ -44,7 +44,7 @@ class Autoscaler:
 
     def scale_up(self, fn: FunctionState):
         """Start containers when the backlog would take longer to drain than a start takes."""
-        if not fn.pending or not fn.app.running or fn.init_failure is not None:
+        if not fn.pending or not fn.app.running or fn.init_failure is not None or fn.definition.sandbox:
             return
         live = [c for c in fn.containers.values() if not c.stopping]
         n_live = len(live)
@@ -69,6 +69,8 @@ class Autoscaler:
 
     def tick(self, fn: FunctionState, now: float):
         """Scale down what is idle, up for a backlog, and keep min_containers warm."""
+        if fn.definition.sandbox:
+            return  # its one container is its sandbox's (sandboxes.py), however idle
         window = fn.definition.scaledown_window
         spare = self._idle(fn) - self._buffer(fn)  # idle ones beyond the buffer may stop
         for c in list(fn.containers.values()):

@@ -69,6 +69,10 @@ class Execs:
             del self._sessions[out.exec_id]
         s.send(out)
 
+    def running_in(self, container_id: str, but: str = "") -> bool:
+        """Whether a command (other than `but`) runs in the container."""
+        return any(s.container_id == container_id and s.exec_id != but for s in self._sessions.values())
+
     def container_gone(self, container_id: str):
         """Its container is no more (its worker normally said so of each command first)."""
         for s in [s for s in self._sessions.values() if s.container_id == container_id]:

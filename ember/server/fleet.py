@@ -166,6 +166,10 @@ class Fleet:
         self.closing = False
         self.usage = Usage(store, self, clock=clock)  # what containers use, per workspace (usage.py)
         self.execs = Execs()  # commands run in containers (`ember container exec`), relayed to their workers
+        # Sandboxes (sandboxes.py) hear of their containers: on_ready(c) once it is up, and
+        # on_end(c, why, killed_for_memory) once it ended or was given up.
+        self.on_ready = None
+        self.on_end = None
 
     # ---- after a restart
 
@@ -369,6 +373,8 @@ class Fleet:
                                      + (f" (image {image[:12]})" if image else "")
                                      + f" in {(now - c.requested_at) * 1000:.0f} ms", c.function.name, c.container_id)
         c.state = READY
+        if c.function.definition.sandbox and self.on_ready is not None:
+            self.on_ready(c)
         # After a reconnect (this control plane's restart, or a broken network). The inputs the
         # store says an orphan held are its own again: finished or not, their outputs may be
         # among those it sends again.
@@ -466,6 +472,8 @@ class Fleet:
         self._untrack(c)
         fn = c.function
         fn.app.log.event(f"container {container_id} exited: {exit_cause(c, exited)}", fn.name, container_id)
+        if fn.definition.sandbox and self.on_end is not None:
+            self.on_end(c, exit_cause(c, exited), exited.cause == Cause.OUT_OF_MEMORY)
         if not c.stopping and not c.init_failed and exited.cause != Cause.OUT_OF_MEMORY:
             self._failed_on(c.worker, reason)
         if c.state == STARTING and not c.stopping:
@@ -531,6 +539,8 @@ class Fleet:
                                  c.function.name, c.container_id)
         self._untrack(c)
         self.store.container_exited(c.container_id, f"lost: {why}")
+        if c.function.definition.sandbox and self.on_end is not None:
+            self.on_end(c, f"was lost ({why}); a sandbox is not started again elsewhere", False)
         for inp in list(c.held.values()):
             self.dispatch.requeue(inp, lost=True)
         if c.send is not None and c.end is not None:

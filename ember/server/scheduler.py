@@ -40,6 +40,7 @@ from .dispatch import Dispatch, call_later
 from .fleet import Fleet
 from .ledger import Ledger
 from .placement import Placement
+from .sandboxes import Sandboxes
 from .shares import Shares
 from .store import Store
 from .web_routes import WebRoutes
@@ -68,6 +69,7 @@ class Scheduler:
         self.shares = Shares(self.identity, self.fleet, clock=clock)
         self.placement = Placement(store, self.fleet, self.builds, self.identity, self.shares, clock=clock)
         self.autoscaler = Autoscaler(self.fleet, self.placement, self.shares, clock=clock)
+        self.sandboxes = Sandboxes(self.apps, self.fleet, self.placement, clock=clock)
         self.cron = Cron(store, self.apps, self.ledger)
         self.dead_letters = DeadLetters(store, self.apps, self.ledger)
         self.ledger.dispatch = self.dispatch
@@ -93,6 +95,7 @@ class Scheduler:
         app = self.apps.remove(app_id)
         if app is None:
             return
+        self.sandboxes.app_stopped(app, reason)
         for fn in app.functions.values():
             self.ledger.cancel_calls(fn, reason)
             self.dispatch.cancel_web(fn, reason)
@@ -109,6 +112,7 @@ class Scheduler:
             elif self.apps.silent(app, now):
                 self.stop_app(app.app_id, f"its client sent no heartbeat for {self.apps.app_timeout:.0f}s")
         self.fleet.tick(now)
+        self.sandboxes.tick(now)
         for fn in self.apps.functions():
             self.autoscaler.tick(fn, now)
         self.cron.run_due()

@@ -150,15 +150,7 @@ def function_definition(d: api_pb2.FunctionDefinition):
     for i, region in enumerate(d.regions):
         if not region or len(region) > MAX_NAME:
             raise Invalid(f"{where}.regions[{i}]", f"must be 1 to {MAX_NAME} characters (got {region!r})")
-    for i, sid in enumerate(d.secret_ids):
-        if not sid:
-            raise Invalid(f"{where}.secret_ids[{i}]", "is empty")
-    for path, volume_id in d.volume_mounts.items():
-        # The worker mounts it inside the container's root: a path that climbs out of it must not pass.
-        if not path.startswith("/") or posixpath.normpath(path) != path or path == "/":
-            raise Invalid(f"{where}.volume_mounts", f"key {path!r} must be a normalized absolute path, not /")
-        if not volume_id:
-            raise Invalid(f"{where}.volume_mounts[{path!r}]", "is empty: pass a volume id")
+    _secrets_and_volumes(d, where)
     schedule(d.schedule)
     if d.web.kind:
         web_endpoint(d.web, f"{where}.web")
@@ -425,6 +417,54 @@ def exec_start(start: api_pb2.ExecStart):
     environment(start.env, "ExecStart.env")
     if start.rows > 10000 or start.cols > 10000:
         raise Invalid("ExecStart.rows", "and cols must be at most 10000")
+
+
+def _secrets_and_volumes(d: api_pb2.FunctionDefinition, where: str):
+    for i, sid in enumerate(d.secret_ids):
+        if not sid:
+            raise Invalid(f"{where}.secret_ids[{i}]", "is empty")
+    for path, volume_id in d.volume_mounts.items():
+        # The worker mounts it inside the container's root: a path that climbs out of it must not pass.
+        if not path.startswith("/") or posixpath.normpath(path) != path or path == "/":
+            raise Invalid(f"{where}.volume_mounts", f"key {path!r} must be a normalized absolute path, not /")
+        if not volume_id:
+            raise Invalid(f"{where}.volume_mounts[{path!r}]", "is empty: pass a volume id")
+
+
+MAX_TAGS = 64  # tags on one sandbox
+
+
+def sandbox_create(req: api_pb2.SandboxCreateRequest):
+    """Sandbox.create: its container (the definition's image, resources, env, secrets and
+    volumes), its command, its limits and its name."""
+    required(req, "app_id")
+    d, where = req.definition, "SandboxCreateRequest.definition"
+    resources(d.resources)
+    if d.HasField("image"):
+        image(d.image, f"{where}.image")
+    environment(d.env, f"{where}.env")
+    _secrets_and_volumes(d, where)
+    if len(req.argv) > MAX_EXEC_ARGS or any(len(a) > MAX_EXEC_ARG or "\0" in a for a in req.argv):
+        raise Invalid("SandboxCreateRequest.argv", f"must be at most {MAX_EXEC_ARGS} arguments of at most "
+                      f"{MAX_EXEC_ARG} characters each, without NUL")
+    if req.argv and not req.argv[0]:
+        raise Invalid("SandboxCreateRequest.argv", "starts with an empty command")
+    if "\0" in req.workdir or (req.workdir and not req.workdir.startswith("/")):
+        raise Invalid("SandboxCreateRequest.workdir", f"must be an absolute path (got {req.workdir!r})")
+    number("SandboxCreateRequest.timeout", req.timeout, above=True, high=86400)
+    number("SandboxCreateRequest.idle_timeout", req.idle_timeout, high=86400)
+    sandbox_name(req.name, "SandboxCreateRequest.name")
+
+
+def sandbox_name(name: str, where: str):
+    if len(name) > MAX_NAME or not all(ch.isalnum() or ch in "-_." for ch in name):
+        raise Invalid(where, f"must be at most {MAX_NAME} letters, digits, -, _ and . (got {name!r})")
+
+
+def sandbox_tags(tags, where: str):
+    if len(tags) > MAX_TAGS or any(not k or len(k) > MAX_NAME or len(v) > MAX_NAME for k, v in tags.items()):
+        raise Invalid(where, f"must be at most {MAX_TAGS} tags, each key 1 to {MAX_NAME} characters and each value "
+                      f"at most {MAX_NAME}")
 
 
 def exec_input(inp: api_pb2.ExecInput):

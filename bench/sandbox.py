@@ -1,0 +1,122 @@
+"""ember.Sandbox (issue 17): Sandbox.create() to the first byte of `echo hi` from exec, an exec
+in a running sandbox to its first byte, and many idle sandboxes at once.
+
+    python bench/sandbox.py                      # the process backend
+    python bench/sandbox.py --backend container  # namespaces (root); EMBER_CACHE_DIR is honoured
+
+The image is warm on the worker (one sandbox is made first). Next to the figures, the floor:
+`sh -c 'echo hi'` started by this process (and `bwrap` of it, where bwrap is installed).
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from core import start_cluster  # noqa: E402
+
+
+def percentiles(xs: list[float]) -> str:
+    xs = sorted(xs)
+    return (f"p50 {statistics.median(xs) * 1000:.1f} ms, p90 {xs[int(len(xs) * 0.9)] * 1000:.1f} ms, "
+            f"min {xs[0] * 1000:.1f} ms")
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the worker and its containers)."""
+    children: dict[int, list[int]] = {}
+    rss = {}
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(d.name))
+                rss[int(d.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, IndexError, ValueError):
+                pass
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += children.get(p, [])
+    return total / (1 << 20)
+
+
+def first_byte(sb) -> float:
+    t = time.perf_counter()
+    p = sb.exec("echo", "hi")
+    assert next(iter(p.stdout)) == "hi\n"
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20, help="sandboxes created, and execs (default 20)")
+    ap.add_argument("--many", type=int, default=0, help="then this many idle sandboxes at once (default none)")
+    ap.add_argument("--backend", default="process")
+    args = ap.parse_args()
+    import ember
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-sandbox-"))
+    server, worker = start_cluster(tmp, args.backend)
+    try:
+        app = ember.App.lookup("bench-sandbox", create_if_missing=True)
+        image = ember.Image.debian_slim() if args.backend == "container" else None
+        warm = ember.Sandbox.create(app=app, image=image, timeout=600)
+        first_byte(warm)
+        creates = []
+        for _ in range(args.n):
+            t = time.perf_counter()
+            sb = ember.Sandbox.create(app=app, image=image, timeout=60)
+            first_byte(sb)
+            creates.append(time.perf_counter() - t)
+            sb.terminate()
+        execs = [first_byte(warm) for _ in range(args.n)]
+        floor = []
+        for _ in range(args.n):
+            t = time.perf_counter()
+            subprocess.run(["sh", "-c", "echo hi"], capture_output=True, check=True)
+            floor.append(time.perf_counter() - t)
+        print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+              f"{args.backend} backend")
+        print(f"Sandbox.create() to the first byte of exec `echo hi` ({args.n}): {percentiles(creates)}")
+        print(f"exec `echo hi` in a running sandbox to its first byte ({args.n}): {percentiles(execs)}")
+        print(f"floor, sh -c 'echo hi' from this process: {percentiles(floor)}")
+        if shutil.which("bwrap"):
+            bw = []
+            for _ in range(args.n):
+                t = time.perf_counter()
+                subprocess.run(["bwrap", "--ro-bind", "/", "/", "sh", "-c", "echo hi"], capture_output=True, check=True)
+                bw.append(time.perf_counter() - t)
+            print(f"floor, bwrap of it: {percentiles(bw)}")
+        if args.many:
+            before = tree_rss_mib(worker.pid)
+            t = time.perf_counter()
+            boxes = [ember.Sandbox.create(app=app, image=image, timeout=600, cpu=0.01)
+                     for _ in range(args.many)]
+            answers = sum(first_byte(sb) >= 0 for sb in boxes)
+            took = time.perf_counter() - t
+            per = (tree_rss_mib(worker.pid) - before) / args.many
+            print(f"{args.many} idle sandboxes: all created and answering ({answers}) in {took:.1f} s; "
+                  f"the worker's memory (its process tree's RSS) per idle sandbox: {per:.1f} MiB")
+            for sb in boxes:
+                sb.terminate()
+        warm.terminate()
+    finally:
+        for p in (worker, server):
+            p.terminate()
+        for p in (worker, server):
+            p.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
