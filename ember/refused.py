@@ -29,8 +29,8 @@ REFUSED: dict[str, str] = {
                           "regions or zones to choose",
     "Server": f"Modal's Server (a web server with sessions) has no counterpart in Ember: {USE_WEB}",
     "sessioned": f"Ember has no sessions (they belong to Modal's Server): {USE_WEB}",
-    "Tunnel": f"Ember does not expose a container's ports outside its worker: {USE_WEB}",
-    "forward": f"Ember does not expose a container's ports outside its worker: {USE_WEB}",
+    "forward": "Ember serves the ports of sandboxes only (Sandbox.create(encrypted_ports=[PORT]), then "
+               f"sb.tunnels()), not of a function's container: {USE_WEB}",
     "Workspace": "the SDK has no Workspace object: an admin manages workspaces with `ember workspace` and "
                  "tokens with `ember token`",
     "billing": "Ember has no billing: `ember usage` reports what containers used",

@@ -57,7 +57,6 @@ def test_a_program_naming_refused_names_imports_and_each_refuses_at_use(tmp_path
         "NetworkFileSystem": lambda: modal.NetworkFileSystem.from_name("shared"),
         "CloudBucketMount": lambda: modal.CloudBucketMount("bucket", secret=None),
         "Proxy": lambda: modal.Proxy.from_name("ip"),
-        "Tunnel": lambda: modal.Tunnel(),
         "forward": lambda: modal.forward(8000),
         "Cluster": lambda: modal.Cluster.from_context(),
         "clustered": lambda: modal.clustered(size=2),
@@ -79,6 +78,7 @@ def test_a_program_naming_refused_names_imports_and_each_refuses_at_use(tmp_path
     with pytest.raises(exception.InvalidError, match="use ember.Volume"):
         modal.NetworkFileSystem.from_name("x")
     assert modal.Sandbox is ember.Sandbox and modal.ContainerProcess is ember.ContainerProcess  # issue 17
+    assert modal.Tunnel is ember.Tunnel and "tcp_socket" in dir(modal.Tunnel)  # sb.tunnels()' values
 
 
 def test_modal_exception_names_catch_what_ember_raises():

@@ -1765,7 +1765,7 @@ class ContainerRef(_message.Message):
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
 
 class ExecStart(_message.Message):
-    __slots__ = ("exec_id", "container_id", "argv", "tty", "rows", "cols", "workdir", "env", "secret_ids")
+    __slots__ = ("exec_id", "container_id", "argv", "tty", "rows", "cols", "workdir", "env", "secret_ids", "port")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1782,6 +1782,7 @@ class ExecStart(_message.Message):
     WORKDIR_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
     exec_id: str
     container_id: str
     argv: _containers.RepeatedScalarFieldContainer[str]
@@ -1791,7 +1792,8 @@ class ExecStart(_message.Message):
     workdir: str
     env: _containers.ScalarMap[str, str]
     secret_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, exec_id: _Optional[str] = ..., container_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., workdir: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., secret_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    port: int
+    def __init__(self, exec_id: _Optional[str] = ..., container_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., workdir: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., port: _Optional[int] = ...) -> None: ...
 
 class ExecInput(_message.Message):
     __slots__ = ("exec_id", "data", "eof", "rows", "cols", "terminate")
@@ -1834,7 +1836,7 @@ class ExecOutput(_message.Message):
     def __init__(self, exec_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[bytes] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SandboxCreateRequest(_message.Message):
-    __slots__ = ("app_id", "definition", "argv", "workdir", "timeout", "idle_timeout", "name")
+    __slots__ = ("app_id", "definition", "argv", "workdir", "timeout", "idle_timeout", "name", "encrypted_ports", "unencrypted_ports", "public_ports")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     ARGV_FIELD_NUMBER: _ClassVar[int]
@@ -1842,6 +1844,9 @@ class SandboxCreateRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_PORTS_FIELD_NUMBER: _ClassVar[int]
+    UNENCRYPTED_PORTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_PORTS_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     definition: FunctionDefinition
     argv: _containers.RepeatedScalarFieldContainer[str]
@@ -1849,10 +1854,29 @@ class SandboxCreateRequest(_message.Message):
     timeout: float
     idle_timeout: float
     name: str
-    def __init__(self, app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., argv: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., timeout: _Optional[float] = ..., idle_timeout: _Optional[float] = ..., name: _Optional[str] = ...) -> None: ...
+    encrypted_ports: _containers.RepeatedScalarFieldContainer[int]
+    unencrypted_ports: _containers.RepeatedScalarFieldContainer[int]
+    public_ports: bool
+    def __init__(self, app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., argv: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., timeout: _Optional[float] = ..., idle_timeout: _Optional[float] = ..., name: _Optional[str] = ..., encrypted_ports: _Optional[_Iterable[int]] = ..., unencrypted_ports: _Optional[_Iterable[int]] = ..., public_ports: _Optional[bool] = ...) -> None: ...
+
+class SandboxTunnel(_message.Message):
+    __slots__ = ("container_port", "url", "host", "port", "unencrypted", "public")
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    UNENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    container_port: int
+    url: str
+    host: str
+    port: int
+    unencrypted: bool
+    public: bool
+    def __init__(self, container_port: _Optional[int] = ..., url: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., unencrypted: _Optional[bool] = ..., public: _Optional[bool] = ...) -> None: ...
 
 class SandboxInfo(_message.Message):
-    __slots__ = ("sandbox_id", "app_id", "app_name", "name", "container_id", "worker", "tags", "created_at", "state", "returncode", "error", "argv", "workspace")
+    __slots__ = ("sandbox_id", "app_id", "app_name", "name", "container_id", "worker", "tags", "created_at", "state", "returncode", "error", "argv", "workspace", "tunnels")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[SandboxInfo.State]
@@ -1883,6 +1907,7 @@ class SandboxInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ARGV_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    TUNNELS_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     app_id: str
     app_name: str
@@ -1896,7 +1921,8 @@ class SandboxInfo(_message.Message):
     error: str
     argv: _containers.RepeatedScalarFieldContainer[str]
     workspace: str
-    def __init__(self, sandbox_id: _Optional[str] = ..., app_id: _Optional[str] = ..., app_name: _Optional[str] = ..., name: _Optional[str] = ..., container_id: _Optional[str] = ..., worker: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[float] = ..., state: _Optional[_Union[SandboxInfo.State, str]] = ..., returncode: _Optional[int] = ..., error: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., workspace: _Optional[str] = ...) -> None: ...
+    tunnels: _containers.RepeatedCompositeFieldContainer[SandboxTunnel]
+    def __init__(self, sandbox_id: _Optional[str] = ..., app_id: _Optional[str] = ..., app_name: _Optional[str] = ..., name: _Optional[str] = ..., container_id: _Optional[str] = ..., worker: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[float] = ..., state: _Optional[_Union[SandboxInfo.State, str]] = ..., returncode: _Optional[int] = ..., error: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., workspace: _Optional[str] = ..., tunnels: _Optional[_Iterable[_Union[SandboxTunnel, _Mapping]]] = ...) -> None: ...
 
 class SandboxRef(_message.Message):
     __slots__ = ("sandbox_id",)

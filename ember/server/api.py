@@ -379,11 +379,11 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         except Forbidden as e:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         await self.store.durable()
-        return box.info()
+        return box.info(self.sched.routes.base_url)
 
     async def SandboxGet(self, req, context, who):
         if req.sandbox_id:
-            return (await self._sandbox(context, who, req.sandbox_id)).info()
+            return (await self._sandbox(context, who, req.sandbox_id)).info(self.sched.routes.base_url)
         validate.required(req, "app_name", "name")
         try:
             app = self.apps.current_app(who.workspace, req.app_name)
@@ -392,11 +392,13 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         box = self.sched.sandboxes.by_name(app, req.name)
         if box is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_name} has no sandbox named {req.name!r}")
-        return box.info()
+        return box.info(self.sched.routes.base_url)
 
     async def SandboxList(self, req, context, who):
         boxes = self.sched.sandboxes.listing(None if who.is_admin else who.workspace, req.app_id, dict(req.tags))
-        return api_pb2.SandboxListResponse(sandboxes=[b.info() for b in sorted(boxes, key=lambda b: b.created_at)])
+        base_url = self.sched.routes.base_url
+        boxes.sort(key=lambda b: b.created_at)
+        return api_pb2.SandboxListResponse(sandboxes=[b.info(base_url) for b in boxes])
 
     async def SandboxWait(self, req, context, who):
         validate.number("SandboxWaitRequest.timeout", req.timeout, high=86400)
@@ -407,7 +409,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         while box.state in awaited and (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(box.changed.wait(), left)
-        return box.info()
+        return box.info(self.sched.routes.base_url)
 
     async def SandboxTerminate(self, req, context, who):
         box = await self._sandbox(context, who, req.sandbox_id)

@@ -24,6 +24,7 @@ import typing
 
 from .._ids import new_id
 from ..proto import api_pb2
+from .tunnels import tunnel_infos
 
 if typing.TYPE_CHECKING:
     from .apps import Apps, AppState, FunctionState
@@ -88,6 +89,9 @@ class SandboxState:
         self.env = env  # its main command's: its env= over its secrets'
         self.timeout = req.timeout
         self.idle_timeout = req.idle_timeout
+        # Ports the gateway serves (tunnels.py): port -> declared in unencrypted_ports.
+        self.ports = {**{p: False for p in req.encrypted_ports}, **{p: True for p in req.unencrypted_ports}}
+        self.public_ports = req.public_ports
         self.tags: dict[str, str] = {}
         self.created_at = time.time()
         self.started = now        # clock seconds: its timeout counts from here
@@ -114,9 +118,12 @@ class SandboxState:
         """Whether its main command's output is complete: it exited, or the sandbox ended."""
         return self.state == Info.ENDED or self.exit_code is not None
 
-    def info(self) -> api_pb2.SandboxInfo:
+    def info(self, base_url: str = "") -> api_pb2.SandboxInfo:
+        """What clients see of it; with the gateway's base_url, its tunnels while it runs."""
         c = self.container
-        return Info(sandbox_id=self.sandbox_id, app_id=self.app.app_id, app_name=self.app.name, name=self.name,
+        tunnels = tunnel_infos(self, base_url) if base_url and self.state == Info.RUNNING else ()
+        return Info(tunnels=tunnels,
+                    sandbox_id=self.sandbox_id, app_id=self.app.app_id, app_name=self.app.name, name=self.name,
                     container_id=c.container_id if c is not None else "",
                     worker=c.worker.name if c is not None else "", tags=self.tags, created_at=self.created_at,
                     state=self.state, returncode=self.returncode, error=self.error, argv=self.argv,

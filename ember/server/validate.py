@@ -417,6 +417,9 @@ def exec_start(start: api_pb2.ExecStart):
     environment(start.env, "ExecStart.env")
     if start.rows > 10000 or start.cols > 10000:
         raise Invalid("ExecStart.rows", "and cols must be at most 10000")
+    if start.port:
+        raise Invalid("ExecStart.port", "is the control plane's own (a sandbox's tunnel): reach a port through "
+                      "the sandbox's tunnel URL (encrypted_ports=, sb.tunnels())")
 
 
 def _secrets_and_volumes(d: api_pb2.FunctionDefinition, where: str):
@@ -432,6 +435,7 @@ def _secrets_and_volumes(d: api_pb2.FunctionDefinition, where: str):
 
 
 MAX_TAGS = 64  # tags on one sandbox
+MAX_TUNNELS = 16  # ports one sandbox serves through tunnels
 
 
 def sandbox_create(req: api_pb2.SandboxCreateRequest):
@@ -454,6 +458,10 @@ def sandbox_create(req: api_pb2.SandboxCreateRequest):
     number("SandboxCreateRequest.timeout", req.timeout, above=True, high=86400)
     number("SandboxCreateRequest.idle_timeout", req.idle_timeout, high=86400)
     sandbox_name(req.name, "SandboxCreateRequest.name")
+    ports = [*req.encrypted_ports, *req.unencrypted_ports]
+    if len(ports) > MAX_TUNNELS or len(set(ports)) != len(ports) or not all(0 < p < 65536 for p in ports):
+        raise Invalid("SandboxCreateRequest.encrypted_ports", f"and unencrypted_ports must be at most {MAX_TUNNELS} "
+                      f"TCP ports (1 to 65535), each named once (got {ports})")
 
 
 def sandbox_name(name: str, where: str):

@@ -95,12 +95,14 @@ class RuntimeBackend(abc.ABC):
 
     @abc.abstractmethod
     async def exec_start(self, container_id: str, argv: list[str], env: dict[str, str], workdir: str, tty: bool,
-                         stdio: tuple[int, int, int]):
+                         stdio: tuple[int, int, int], port: int = 0):
         """Start argv in the running container as its own processes run (its environment and
         working directory, with `env` and `workdir` over them; stdio as its stdin, stdout and
         stderr, a terminal's side when tty), in a session of its own. Returns what has
         `async wait() -> exit code` (127 if there is no such command, saying so on stderr) and
-        `kill()` (its session). Raises execs.ExecError if the container does not run here."""
+        `kill()` (its session). Raises execs.ExecError if the container does not run here.
+        With a port (a sandbox's tunnel), no command: a relay of stdin and stdout to that TCP
+        port on the container's loopback (sandbox.relay_port), as the container reaches it."""
 
     @abc.abstractmethod
     def stop(self, container_id: str, kill: bool = False):

@@ -377,12 +377,12 @@ class ContainerBackend(RuntimeBackend):
         box.log_path.unlink(missing_ok=True)
         return tail
 
-    async def exec_start(self, container_id, argv, env, workdir, tty, stdio):
+    async def exec_start(self, container_id, argv, env, workdir, tty, stdio, port=0):
         box = self.boxes.get(container_id)
         try:
             if box is None or box.proc.returncode is not None or box.agent is None:
                 raise AgentGone()
-            return box.agent.start(argv, {**box.env, **env}, workdir or box.cwd, tty, stdio)
+            return box.agent.start(argv, {**box.env, **env}, workdir or box.cwd, tty, stdio, port)
         except AgentGone:
             raise ExecError(f"container {container_id} does not run on this worker (any more)") from None
         except Refused as e:

@@ -150,7 +150,7 @@ class Execs:
                 theirs += [r0, w1, w2]
                 outputs, stdin_fd, child = [(r1, 1), (r2, 2)], w0, (r0, w1, w2)
             ex.command = await self.backend.exec_start(start.container_id, list(start.argv), dict(start.env),
-                                                       start.workdir, start.tty, child)
+                                                       start.workdir, start.tty, child, start.port)
             for fd in theirs:
                 os.close(fd)
             theirs.clear()

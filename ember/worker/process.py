@@ -187,7 +187,7 @@ class ProcessBackend(RuntimeBackend):
     def memory_bytes(self, container_id: str) -> int | None:
         return self.memory.get(container_id) if container_id in self.procs else None
 
-    async def exec_start(self, container_id, argv, env, workdir, tty, stdio):
+    async def exec_start(self, container_id, argv, env, workdir, tty, stdio, port=0):
         """Started by the worker itself: a process backend's container is a plain process of its
         machine, with nothing to enter. util-linux's setpriv (and setsid, with a terminal), exec'd
         on the way (a millisecond, where a helper's interpreter took tens), kill the command with
@@ -195,6 +195,11 @@ class ProcessBackend(RuntimeBackend):
         proc = self.procs.get(container_id)
         if proc is None or proc.returncode is not None:
             raise ExecError(f"container {container_id} does not run on this worker (any more)")
+        if port:  # a tunnel: the container shares the worker's network, so its loopback is this one
+            child = await asyncio.create_subprocess_exec(
+                *PDEATHSIG, sys.executable, "-S", "-E", RELAY, "--relay", str(port), stdin=stdio[0],
+                stdout=stdio[1], stderr=stdio[2], start_new_session=True)
+            return _Command(child)
         cwd = workdir or str(self.root / container_id)
         env = {**self.envs[container_id], **env}
         why, code = _cannot_start(argv[0], cwd, env.get("PATH", os.defpath))
@@ -231,6 +236,7 @@ class ProcessBackend(RuntimeBackend):
 # controlling one. Both from util-linux, on every Linux; without (not Linux), neither.
 PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 CTTY = ["setsid", "--ctty", "--"] if shutil.which("setsid") else []
+RELAY = str(pathlib.Path(__file__).with_name("sandbox.py"))  # its relay_port: a tunnel's connection
 
 
 def _cannot_start(program: str, cwd: str, path: str) -> tuple[str, int]:

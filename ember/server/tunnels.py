@@ -1,0 +1,258 @@
+"""Sandbox tunnels: a port a sandbox's process listens on, served by the HTTP gateway.
+
+`Sandbox.create(encrypted_ports=[8000])` declares a port; the gateway serves it at
+`/tunnels/SANDBOX_ID/8000/...` (sb.tunnels() gives the URL). Each HTTP request there is checked
+here (a token of the sandbox's workspace, unless its ports are public), then carried by one exec
+session of the sandbox's container (execs.py: over its worker's stream, so workers on other
+hosts serve tunnels as they serve execs): the exec is no command but a relay of its stdin and
+stdout to the port on the container's loopback (worker/sandbox.relay_port), run inside the
+container's network namespace, so it reaches nothing the sandbox could not. The request goes
+down as HTTP/1.1 bytes with `Connection: close`; the answer comes up as bytes, parsed here and
+sent on as the gateway's response (streamed as it comes).
+
+Refused without a word of what exists: a request without a valid token (401), one whose token
+is another workspace's, a forged sandbox id, a port not declared, an ended sandbox (404, all
+alike). The Ember token of a request is never passed to the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import typing
+
+import httptools
+
+from ..proto import api_pb2
+from .auth import ADMIN, TOKEN_ID_KEY, TOKEN_SECRET_KEY, WORKSPACE, Forbidden, Unauthenticated
+
+if typing.TYPE_CHECKING:
+    from .execs import Execs
+    from .sandboxes import Sandboxes, SandboxState
+
+log = logging.getLogger("ember.gateway")
+
+PREFIX = "/tunnels/"
+Info = api_pb2.SandboxInfo
+# Headers of one hop, not to be passed on (RFC 9110 7.6.1), and the gateway's own.
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+              b"transfer-encoding", b"upgrade", b"expect"}
+HOW = ("send `Authorization: Bearer TOKEN_ID:TOKEN_SECRET` with a token of the sandbox's workspace "
+       "(EMBER_TOKEN_ID and EMBER_TOKEN_SECRET), or create the sandbox with public_ports=True")
+
+
+def tunnel_url(base_url: str, sandbox_id: str, port: int) -> str:
+    return f"{base_url}{PREFIX}{sandbox_id}/{port}"
+
+
+def tunnel_infos(box: SandboxState, base_url: str) -> list[api_pb2.SandboxTunnel]:
+    """Its ports' tunnels, at the gateway whose URL is base_url."""
+    scheme, _, rest = base_url.partition("://")
+    authority = rest.split("/", 1)[0]
+    host, colon, port = authority.rpartition(":")
+    if not colon or not port.isdigit():
+        host, port = authority, "443" if scheme == "https" else "80"
+    host = host.strip("[]")
+    return [api_pb2.SandboxTunnel(container_port=p, url=tunnel_url(base_url, box.sandbox_id, p), host=host,
+                                  port=int(port), unencrypted=unencrypted, public=box.public_ports)
+            for p, unencrypted in sorted(box.ports.items())]
+
+
+def serves(path: str) -> bool:
+    return path.startswith(PREFIX) or path == PREFIX.rstrip("/")
+
+
+class Tunnels:
+    def __init__(self, sandboxes: Sandboxes, execs: Execs, identity):
+        self.sandboxes = sandboxes
+        self.execs = execs
+        self.identity = identity
+
+    async def __call__(self, scope, receive, send):
+        sandbox_id, _, rest = scope["path"][len(PREFIX):].partition("/")
+        port_text, slash, path = rest.partition("/")
+        port = int(port_text) if port_text.isdigit() and len(port_text) < 6 else 0
+        box = self.sandboxes.get(sandbox_id, None)
+        declared = box is not None and port in box.ports
+        token_given = False
+        if not (declared and box.public_ports):
+            refused, token_given = self._check(scope["headers"], box)
+            if refused:
+                return await _answer(scope, send, *refused)
+        else:
+            token_given = self._is_ember_token(scope["headers"])
+        where = f"{PREFIX}{sandbox_id}/{port_text}"
+        if not declared or box.state == Info.ENDED:
+            return await _answer(scope, send, 404, f"no tunnel is served at {where}: the sandbox has ended, is not "
+                                 "your workspace's, or did not declare that port (Sandbox.create(encrypted_ports="
+                                 "[PORT]); sb.tunnels() gives its URLs)")
+        if scope["type"] != "http":
+            return await _answer(scope, send, 404, "tunnels carry HTTP requests (not WebSockets, yet)")
+        if not slash:  # the tunnel's root: relative links of its pages resolve below it
+            query = scope.get("query_string", b"")
+            return await _answer(scope, send, 308, f"{where}/", location=f"{where}/" + (f"?{query.decode()}"
+                                                                                        if query else ""))
+        c = box.container
+        if box.state != Info.RUNNING or c is None or not c.worker.connected:
+            return await _answer(scope, send, 503, f"sandbox {sandbox_id} is not running now (it is starting, or its "
+                                 "worker is away): try again in a moment", retry=True)
+        await self._relay(scope, receive, send, box, port, "/" + path, strip_token=token_given)
+
+    def _is_ember_token(self, headers) -> bool:
+        return self._check(headers, None)[1]
+
+    def _check(self, headers, box: SandboxState | None) -> tuple[tuple[int, str] | None, bool]:
+        """(refusal or None, whether the Authorization header holds a valid Ember token)."""
+        auth = next((v for k, v in headers if k == b"authorization"), None)
+        if auth is None:
+            return (401, f"this tunnel needs a token: {HOW}"), False
+        scheme, _, credential = auth.decode("latin-1").partition(" ")
+        token_id, colon, secret = credential.strip().partition(":")
+        if scheme.lower() != "bearer" or not colon:
+            return (401, f"the Authorization header is not `Bearer TOKEN_ID:TOKEN_SECRET`: {HOW}"), False
+        try:
+            who = self.identity.authenticate(((TOKEN_ID_KEY, token_id), (TOKEN_SECRET_KEY, secret)),
+                                             (WORKSPACE, ADMIN))
+        except Unauthenticated as e:
+            return (401, f"{e}: {HOW}"), False
+        except Forbidden:
+            return (401, f"a worker's or container's credential reaches no tunnel: {HOW}"), True
+        if box is not None and not who.is_admin and who.workspace != box.workspace:
+            return (404, "no tunnel is served here for this workspace's token"), True
+        return None, True
+
+    async def _relay(self, scope, receive, send, box: SandboxState, port: int, path: str, strip_token: bool):
+        outputs: asyncio.Queue = asyncio.Queue()
+        c = box.container
+        start = api_pb2.ExecStart(container_id=c.container_id, argv=[f"(tunnel to port {port})"], port=port)
+        exec_id = self.execs.open(c, start, outputs.put_nowait)
+        self.sandboxes.touched(box)
+        response = _Response(send)
+        pump = asyncio.create_task(self._request(scope, receive, exec_id, path, strip_token))
+        try:
+            errors = b""
+            while True:
+                out = await outputs.get()
+                if out.data and out.fd == 2:
+                    errors = (errors + out.data)[-4096:]
+                elif out.data:
+                    await response.feed(out.data)
+                if out.exited:
+                    break
+            if response.started:
+                await response.finish()
+            else:
+                why = out.error or errors.decode(errors="replace").strip() or "it closed the connection unanswered"
+                await _answer(scope, send, 502, f"sandbox {box.sandbox_id}, port {port}: {why}")
+        except httptools.HttpParserError as e:
+            log.info("tunnel of sandbox %s port %d: not an HTTP answer (%s)", box.sandbox_id, port, e)
+            if not response.started:
+                await _answer(scope, send, 502, f"sandbox {box.sandbox_id}, port {port}: not an HTTP answer ({e})")
+        except OSError:
+            pass  # the client went away
+        finally:
+            pump.cancel()
+            self.execs.close(exec_id)  # the relay ends, and the connection to the port with it
+
+    async def _request(self, scope, receive, exec_id: str, path: str, strip_token: bool):
+        """The request, as HTTP/1.1 bytes, to the exec's stdin; its body as the client sends it."""
+        headers, chunked = [], True
+        for name, value in scope["headers"]:
+            if name in HOP_BY_HOP or (name == b"authorization" and strip_token):
+                continue
+            if name == b"content-length":
+                chunked = False
+            headers.append(b"%s: %s\r\n" % (name, value))
+        client = scope.get("client") or ("", 0)
+        headers.append(b"x-forwarded-for: %s\r\n" % (client[0] or "").encode())
+        headers.append(b"x-forwarded-proto: %s\r\n" % scope.get("scheme", "http").encode())
+        headers.append(b"x-forwarded-prefix: %s\r\n" % scope["path"][:len(scope["path"]) - len(path)].encode())
+        query = scope.get("query_string", b"")
+        target = path.encode("utf-8", "surrogateescape") + (b"?" + query if query else b"")
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return
+        body, more = msg.get("body", b""), msg.get("more_body", False)
+        # A body of unknown length (the client's was chunked) goes on chunked.
+        chunked = chunked and (bool(body) or more)
+        head = b"%s %s HTTP/1.1\r\n%s%sconnection: close\r\n\r\n" % (
+            scope["method"].encode(), target, b"".join(headers), b"transfer-encoding: chunked\r\n" if chunked else b"")
+        while True:
+            self._write(exec_id, head + _chunk(body, chunked) + (b"0\r\n\r\n" if chunked and not more else b""))
+            if not more:
+                return
+            head, msg = b"", await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body, more = msg.get("body", b""), msg.get("more_body", False)
+
+    def _write(self, exec_id: str, data: bytes):
+        if data:
+            self.execs.input(exec_id, api_pb2.ExecInput(data=data))
+
+
+def _chunk(data: bytes, chunked: bool) -> bytes:
+    if not chunked or not data:
+        return data
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class _Response:
+    """The port's answer, parsed as it comes, sent on as ASGI messages."""
+
+    def __init__(self, send):
+        self.send = send
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.bodies: list[bytes] = []
+        self.head_done = False
+        self.complete = False
+        self.started = False
+
+    # httptools' callbacks
+    def on_header(self, name: bytes, value: bytes):
+        if name.lower() not in HOP_BY_HOP:
+            self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self):
+        self.head_done = True
+
+    def on_body(self, body: bytes):
+        self.bodies.append(body)
+
+    def on_message_complete(self):
+        self.complete = True
+
+    async def feed(self, data: bytes):
+        if self.complete:
+            return  # (what follows a complete answer on a `Connection: close` is not the client's)
+        self.parser.feed_data(data)
+        if self.head_done and not self.started:
+            self.started = True
+            await self.send({"type": "http.response.start", "status": self.parser.get_status_code(),
+                             "headers": self.headers})
+        if self.started and (self.bodies or self.complete):
+            body, self.bodies = b"".join(self.bodies), []
+            await self.send({"type": "http.response.body", "body": body, "more_body": not self.complete})
+
+    async def finish(self):
+        """The port closed the connection: the answer ends here (one without a length ends so)."""
+        if not self.complete:
+            self.complete = True
+            await self.send({"type": "http.response.body", "body": b"".join(self.bodies), "more_body": False})
+
+
+async def _answer(scope, send, status: int, text: str, location: str = "", retry: bool = False):
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": text[:120]})
+        return
+    body = text.encode() + b"\n"
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    if location:
+        headers.append((b"location", location.encode()))
+    if retry:
+        headers.append((b"retry-after", b"1"))
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="ember"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
