@@ -3,12 +3,14 @@ in a running sandbox to its first byte, and many idle sandboxes at once.
 
     python bench/sandbox.py                      # the process backend
     python bench/sandbox.py --backend container  # namespaces (root); EMBER_CACHE_DIR is honoured
+    python bench/sandbox.py --tunnel             # also: a GET through a tunnel (encrypted_ports) vs direct
 
 The image is warm on the worker (one sandbox is made first). Next to the figures, the floor:
 `sh -c 'echo hi'` started by this process (and `bwrap` of it, where bwrap is installed).
 """
 
 import argparse
+import http.client
 import os
 import pathlib
 import platform
@@ -57,11 +59,79 @@ def first_byte(sb) -> float:
     return time.perf_counter() - t
 
 
+# A GET loop run inside the sandbox: the direct figure where this process cannot reach its port.
+INSIDE = """
+import http.client, sys, time
+xs = []
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter()
+    c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+    c.request("GET", "/hi.txt")
+    assert c.getresponse().read() == b"hi\\n"
+    c.close()
+    xs.append(time.perf_counter() - t)
+print(" ".join(map(str, xs)))
+"""
+
+
+def get_loop(host: str, port: int, path: str, n: int, headers=None) -> list[float]:
+    """n GETs of path, each on a connection of its own (as the tunnel's each are, to the port)."""
+    xs = []
+    for _ in range(n):
+        t = time.perf_counter()
+        c = http.client.HTTPConnection(host, port, timeout=30)
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == b"hi\n", r.status
+        c.close()
+        xs.append(time.perf_counter() - t)
+    return xs
+
+
+def tunnel(app, image, n: int, backend: str):
+    """GET of a small file from `python3 -m http.server` in a sandbox: through its tunnel (the
+    gateway, the control plane's exec relay, the worker, the relay in the sandbox) vs direct."""
+    import urllib.parse
+
+    import ember
+    port = 8000 if backend == "container" else free_port()
+    sb = ember.Sandbox.create("sh", "-c", f"cd /tmp && echo hi > hi.txt && exec python3 -m http.server {port} "
+                              "--bind 127.0.0.1", app=app, image=image, timeout=600, encrypted_ports=[port])
+    url = urllib.parse.urlsplit(sb.tunnels()[port].url)
+    auth = {"Authorization": f"Bearer {os.environ['EMBER_TOKEN_ID']}:{os.environ['EMBER_TOKEN_SECRET']}"}
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            get_loop(url.hostname, url.port, url.path + "/hi.txt", 1, auth)
+            break
+        except (AssertionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    through = get_loop(url.hostname, url.port, url.path + "/hi.txt", n, auth)
+    print(f"GET through the tunnel, a new connection each ({n}): {percentiles(through)}")
+    if backend == "process":
+        direct = get_loop("127.0.0.1", port, "/hi.txt", n)
+        print(f"GET direct to the port, from this process ({n}): {percentiles(direct)}")
+    else:
+        out = sb.exec("python3", "-c", INSIDE, str(port), str(n)).stdout.read()
+        print(f"GET direct to the port, inside the sandbox ({n}): {percentiles([float(x) for x in out.split()])}")
+    sb.terminate()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20, help="sandboxes created, and execs (default 20)")
     ap.add_argument("--many", type=int, default=0, help="then this many idle sandboxes at once (default none)")
     ap.add_argument("--backend", default="process")
+    ap.add_argument("--tunnel", action="store_true", help="then GETs through a tunnel, next to direct ones")
     args = ap.parse_args()
     import ember
 
@@ -109,6 +179,8 @@ def main():
                   f"the worker's memory (its process tree's RSS) per idle sandbox: {per:.1f} MiB")
             for sb in boxes:
                 sb.terminate()
+        if args.tunnel:
+            tunnel(app, image, args.n, args.backend)
         warm.terminate()
     finally:
         for p in (worker, server):

@@ -17,7 +17,7 @@ from . import exception
 class Tunnel:
     host: str
     port: int
-    url: str
+    url: str = ""  # where the gateway serves it
     unencrypted_host: str = ""
     unencrypted_port: int = 0
     public: bool = False  # reached without a token (Sandbox.create(public_ports=True))

@@ -176,8 +176,8 @@ def test_bad_input_is_refused_with_the_cause(app):
         ember.Sandbox.create(app=app, timeout=0)
     with pytest.raises(exception.InvalidError, match="workdir"):
         ember.Sandbox.create(app=app, workdir="relative")
-    with pytest.raises(exception.InvalidError, match="encrypted_ports= is not supported"):
-        ember.Sandbox.create(app=app, encrypted_ports=[8000])
+    with pytest.raises(exception.InvalidError, match="h2_ports= is not supported"):
+        ember.Sandbox.create(app=app, h2_ports=[8000])
     with pytest.raises(exception.NotFoundError, match="no sandbox"):
         ember.Sandbox.from_id("sb-nothing")
     with pytest.raises(exception.NotFoundError, match="no sandbox named 'nobody'"):

@@ -37,6 +37,7 @@ Info = api_pb2.SandboxInfo
 # Headers of one hop, not to be passed on (RFC 9110 7.6.1), and the gateway's own.
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
               b"transfer-encoding", b"upgrade", b"expect"}
+FORWARDED = {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-prefix"}  # the gateway's word, not the client's
 HOW = ("send `Authorization: Bearer TOKEN_ID:TOKEN_SECRET` with a token of the sandbox's workspace "
        "(EMBER_TOKEN_ID and EMBER_TOKEN_SECRET), or create the sandbox with public_ports=True")
 
@@ -158,7 +159,7 @@ class Tunnels:
         """The request, as HTTP/1.1 bytes, to the exec's stdin; its body as the client sends it."""
         headers, chunked = [], True
         for name, value in scope["headers"]:
-            if name in HOP_BY_HOP or (name == b"authorization" and strip_token):
+            if name in HOP_BY_HOP or name in FORWARDED or (name == b"authorization" and strip_token):
                 continue
             if name == b"content-length":
                 chunked = False
