@@ -16,6 +16,7 @@ import os
 import pathlib
 import shutil
 import sys
+import threading
 
 import uv
 
@@ -25,6 +26,7 @@ from .backend import RUNTIME_ENV, Capabilities, Context, Exit, RuntimeBackend, i
 from .execs import ExecError
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
 from .procs import describe_exit, kill_group, kill_session, session_usage, tail_of, terminate, terminate_all
+from .sandbox import relay_port
 
 log = logging.getLogger("ember.worker")
 
@@ -196,10 +198,7 @@ class ProcessBackend(RuntimeBackend):
         if proc is None or proc.returncode is not None:
             raise ExecError(f"container {container_id} does not run on this worker (any more)")
         if port:  # a tunnel: the container shares the worker's network, so its loopback is this one
-            child = await asyncio.create_subprocess_exec(
-                *PDEATHSIG, sys.executable, "-S", "-E", RELAY, "--relay", str(port), stdin=stdio[0],
-                stdout=stdio[1], stderr=stdio[2], start_new_session=True)
-            return _Command(child)
+            return _Relay(port, stdio)
         cwd = workdir or str(self.root / container_id)
         env = {**self.envs[container_id], **env}
         why, code = _cannot_start(argv[0], cwd, env.get("PATH", os.defpath))
@@ -236,7 +235,6 @@ class ProcessBackend(RuntimeBackend):
 # controlling one. Both from util-linux, on every Linux; without (not Linux), neither.
 PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 CTTY = ["setsid", "--ctty", "--"] if shutil.which("setsid") else []
-RELAY = str(pathlib.Path(__file__).with_name("sandbox.py"))  # its relay_port: a tunnel's connection
 
 
 def _cannot_start(program: str, cwd: str, path: str) -> tuple[str, int]:
@@ -262,6 +260,34 @@ class _Command:
 
     def kill(self):
         kill_session(self.proc.pid)
+
+
+class _Relay:
+    """A tunnel's connection, relayed by a thread of the worker's (no process to start: the port
+    is on this machine's loopback, which a process backend's container shares)."""
+
+    def __init__(self, port: int, stdio: tuple[int, int, int]):
+        self.fds = [os.dup(fd) for fd in stdio]  # (the caller closes its own once this started)
+        self.stop_r, self.stop_w = os.pipe()
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+
+        def run():
+            code = relay_port(port, *self.fds, stop=self.stop_r)
+            loop.call_soon_threadsafe(self._finish, code)
+        threading.Thread(target=run, name="ember-tunnel", daemon=True).start()
+
+    def _finish(self, code: int):
+        for fd in (*self.fds, self.stop_r, self.stop_w):
+            os.close(fd)
+        self.done.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self.done)
+
+    def kill(self):
+        if not self.done.done():
+            os.write(self.stop_w, b"x")
 
 
 class _Failed:

@@ -606,43 +606,45 @@ def loopback_up():
         fcntl.ioctl(s, SIOCSIFFLAGS, ifreq)
 
 
-def relay_port(port: int) -> int:
+def relay_port(port: int, stdin: int = 0, stdout: int = 1, stderr: int = 2, stop: int | None = None) -> int:
     """A sandbox's tunnel (server/tunnels.py): relay stdin to TCP port `port` on this network's
-    loopback and what it answers to stdout, until it closes; the exit code. It runs inside the
-    container's network namespace, so it reaches what the sandbox listens on, and nothing the
-    sandbox could not reach itself."""
+    loopback and what it answers to stdout, until it closes (or `stop` is readable); the exit
+    code. It runs inside the container's network namespace (forked by its init), so it reaches
+    what the sandbox listens on, and nothing the sandbox could not reach itself."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     except OSError as e:
-        os.write(2, f"nothing answers on port {port} in the sandbox ({e.strerror or e}): is its server "
-                    "listening (on 0.0.0.0 or 127.0.0.1)?".encode())
+        os.write(stderr, f"nothing answers on port {port} in the sandbox ({e.strerror or e}): is its server "
+                         "listening (on 0.0.0.0 or 127.0.0.1)?".encode())
         return 1
-    sock.settimeout(None)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    inputs = [0, sock]
-    while inputs:
-        for r in select.select(inputs, [], [])[0]:
-            if r == 0:
-                data = os.read(0, 256 << 10)
-                if data:
-                    sock.sendall(data)
-                else:  # the client's side is done sending: so is ours (the server may still answer)
-                    inputs.remove(0)
+    with sock:
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        inputs = [stdin, sock] + ([stop] if stop is not None else [])
+        while True:
+            for r in select.select(inputs, [], [])[0]:
+                if r == stop:
+                    return 137
+                if r == stdin:
+                    data = os.read(stdin, 256 << 10)
+                    if data:
+                        sock.sendall(data)
+                    else:  # the client's side is done sending: so is ours (the server may still answer)
+                        inputs.remove(stdin)
+                        try:
+                            sock.shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
+                else:
                     try:
-                        sock.shutdown(socket.SHUT_WR)
+                        data = sock.recv(256 << 10)
                     except OSError:
-                        pass
-            else:
-                try:
-                    data = sock.recv(256 << 10)
-                except OSError:
-                    data = b""
-                if not data:  # the server closed: the tunnel's connection ends
-                    return 0
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(1, view):]
-    return 0
+                        data = b""
+                    if not data:  # the server closed: the tunnel's connection ends
+                        return 0
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(stdout, view):]
 
 
 def _answer(sock, message):
@@ -689,6 +691,4 @@ def probe_idmapped_mounts():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--relay"]:  # the process backend's tunnel (process.py): no container to enter
-        sys.exit(relay_port(int(sys.argv[2])))
     main()
