@@ -38,6 +38,42 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 """
+# A WebSocket server of the sandbox's (standard library only): text comes back in upper case, bytes as sent.
+WS_SERVER = """
+import base64, hashlib, socket, struct, sys, threading
+def serve(conn):
+    f = conn.makefile("rb")
+    f.readline()
+    headers = {}
+    while (line := f.readline().strip()):
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
+    key = headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    accept = base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
+    conn.sendall(("HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+                  f"Sec-WebSocket-Accept: {accept}\\r\\n\\r\\n").encode())
+    while True:
+        b0, b1 = f.read(2)
+        n = b1 & 127
+        if n == 126:
+            n = struct.unpack(">H", f.read(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", f.read(8))[0]
+        mask = f.read(4)
+        data = bytes(c ^ mask[i % 4] for i, c in enumerate(f.read(n)))
+        op = b0 & 15
+        if op == 8:
+            conn.sendall(bytes([0x88, 2]) + data[:2])
+            return
+        if op == 1:
+            data = data.upper()
+        size = (bytes([len(data)]) if len(data) < 126 else bytes([126]) + struct.pack(">H", len(data))
+                if len(data) < 65536 else bytes([127]) + struct.pack(">Q", len(data)))
+        conn.sendall(bytes([0x80 | op]) + size + data)
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
 BIG = 24 << 20  # bytes of the file served through the tunnel: many messages on every hop
 
 
@@ -180,6 +216,35 @@ def test_public_ports_need_no_token_and_bad_ports_are_refused(cluster):
     assert status == 200 and json.loads(body)["authorization"] is None  # an Ember token is never passed on
     status, _, body = request(t.url, "POST", headers={"Authorization": "Bearer its-own"}, body=b"hi", path="/x")
     assert json.loads(body)["authorization"] == "Bearer its-own"  # the app's own scheme is its own
+    sb.terminate()
+
+
+def test_a_websocket_goes_through_its_tunnel(cluster):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    app = ember.App.lookup("tunnels", create_if_missing=True)
+    port = free_port()
+    sb = ember.Sandbox.create("python3", "-c", WS_SERVER, str(port), app=app, timeout=60, encrypted_ports=[port])
+    url = sb.tunnels()[port].url.replace("http", "ws", 1) + "/chat"
+
+    def up():
+        try:
+            with connect(url, additional_headers=own_token(), open_timeout=10):
+                return True
+        except (InvalidStatus, OSError):
+            return False
+    wait_for(up, what="the sandbox's WebSocket server to answer")
+    with connect(url, additional_headers=own_token(), max_size=None) as ws:
+        ws.send("hello")
+        assert ws.recv() == "HELLO"
+        blob = os.urandom(300_000)
+        ws.send(blob)
+        assert ws.recv() == blob
+    with pytest.raises(InvalidStatus) as e:
+        with connect(url, open_timeout=10):
+            pass
+    assert e.value.response.status_code == 403  # refused before its handshake (as a 401 is, for HTTP)
     sb.terminate()
 
 

@@ -8,7 +8,8 @@ hosts serve tunnels as they serve execs): the exec is no command but a relay of 
 stdout to the port on the container's loopback (worker/sandbox.relay_port), run inside the
 container's network namespace, so it reaches nothing the sandbox could not. The request goes
 down as HTTP/1.1 bytes with `Connection: close`; the answer comes up as bytes, parsed here and
-sent on as the gateway's response (streamed as it comes).
+sent on as the gateway's response (streamed as it comes). A WebSocket is shaken hands again
+with the port, then its messages go both ways as frames.
 
 Refused without a word of what exists: a request without a valid token (401), one whose token
 is another workspace's, a forged sandbox id, a port not declared, an ended sandbox (404, all
@@ -22,6 +23,10 @@ import logging
 import typing
 
 import httptools
+from websockets.client import ClientProtocol
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from ..proto import api_pb2
 from .auth import ADMIN, TOKEN_ID_KEY, TOKEN_SECRET_KEY, WORKSPACE, Forbidden, Unauthenticated
@@ -87,9 +92,7 @@ class Tunnels:
             return await _answer(scope, send, 404, f"no tunnel is served at {where}: the sandbox has ended, is not "
                                  "your workspace's, or did not declare that port (Sandbox.create(encrypted_ports="
                                  "[PORT]); sb.tunnels() gives its URLs)")
-        if scope["type"] != "http":
-            return await _answer(scope, send, 404, "tunnels carry HTTP requests (not WebSockets, yet)")
-        if not slash:  # the tunnel's root: relative links of its pages resolve below it
+        if not slash and scope["type"] == "http":  # the tunnel's root: relative links of its pages resolve below it
             query = scope.get("query_string", b"")
             return await _answer(scope, send, 308, f"{where}/", location=f"{where}/" + (f"?{query.decode()}"
                                                                                         if query else ""))
@@ -97,7 +100,8 @@ class Tunnels:
         if box.state != Info.RUNNING or c is None or not c.worker.connected:
             return await _answer(scope, send, 503, f"sandbox {sandbox_id} is not running now (it is starting, or its "
                                  "worker is away): try again in a moment", retry=True)
-        await self._relay(scope, receive, send, box, port, "/" + path, strip_token=token_given)
+        relay = self._relay if scope["type"] == "http" else self._websocket
+        await relay(scope, receive, send, box, port, "/" + path, strip_token=token_given)
 
     def _is_ember_token(self, headers) -> bool:
         return self._check(headers, None)[1]
@@ -154,6 +158,103 @@ class Tunnels:
         finally:
             pump.cancel()
             self.execs.close(exec_id)  # the relay ends, and the connection to the port with it
+
+    async def _websocket(self, scope, receive, send, box: SandboxState, port: int, path: str, strip_token: bool):
+        """A WebSocket: its handshake made again to the port (websockets' sans-I/O client), then
+        its messages carried both ways as frames, until either side closes."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        outputs: asyncio.Queue = asyncio.Queue()
+        c = box.container
+        start = api_pb2.ExecStart(container_id=c.container_id, argv=[f"(tunnel to port {port})"], port=port)
+        exec_id = self.execs.open(c, start, outputs.put_nowait)
+        self.sandboxes.touched(box)
+        query = scope.get("query_string", b"").decode("latin-1")
+        ws = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}{path}" + (f"?{query}" if query else "")),
+                            subprotocols=scope.get("subprotocols") or None, max_size=None)
+        request = ws.connect()
+        for name, value in scope["headers"]:
+            if not (name in HOP_BY_HOP or name in FORWARDED or name == b"host" or name.startswith(b"sec-websocket-")
+                    or (name == b"authorization" and strip_token)):
+                request.headers[name.decode("latin-1")] = value.decode("latin-1")
+        ws.send_request(request)
+        pump = None
+        try:
+            self._write(exec_id, b"".join(ws.data_to_send()))
+            accepted, errors, early = False, b"", []
+            while not accepted:
+                out = await outputs.get()
+                if out.fd == 2:
+                    errors = (errors + out.data)[-4096:]
+                elif out.data:
+                    ws.receive_data(out.data)
+                for event in ws.events_received():
+                    if accepted:  # frames that came with the handshake's answer
+                        early.append(event)
+                    elif isinstance(event, Response):
+                        if ws.handshake_exc is not None:
+                            return await _answer(scope, send, 403, f"port {port} refused the WebSocket: "
+                                                 f"{ws.handshake_exc}")
+                        await send({"type": "websocket.accept", "subprotocol": ws.subprotocol,
+                                    "headers": [(k.lower().encode(), v.encode()) for k, v in event.headers.raw_items()
+                                                if k.lower() == "set-cookie"]})
+                        accepted = True
+                if out.exited and not accepted:
+                    why = out.error or errors.decode(errors="replace")
+                    return await _answer(scope, send, 502, f"port {port}: {why}")
+            pump = asyncio.create_task(self._ws_up(receive, ws, exec_id))
+            await self._ws_down(outputs, ws, exec_id, send, early)
+        except OSError:
+            pass  # the client went away
+        finally:
+            if pump is not None:
+                pump.cancel()
+            self.execs.close(exec_id)
+
+    async def _ws_up(self, receive, ws: ClientProtocol, exec_id: str):
+        """The client's messages, to the port."""
+        while True:
+            msg = await receive()
+            if msg["type"] == "websocket.disconnect":
+                ws.send_close(msg.get("code", 1000) if msg.get("code", 1000) != 1006 else 1000)
+                self._write(exec_id, b"".join(ws.data_to_send()))
+                return
+            if msg.get("text") is not None:
+                ws.send_text(msg["text"].encode())
+            else:
+                ws.send_binary(msg.get("bytes") or b"")
+            self._write(exec_id, b"".join(ws.data_to_send()))
+
+    async def _ws_down(self, outputs: asyncio.Queue, ws: ClientProtocol, exec_id: str, send, early: list):
+        """The port's messages, to the client, until it closes (or the connection ends)."""
+        parts: list[bytes] = []
+        kind = Opcode.TEXT
+        out = api_pb2.ExecOutput()
+        while True:
+            if not early:
+                out = await outputs.get()
+                if out.data and out.fd != 2:
+                    ws.receive_data(out.data)
+                if out.exited:
+                    ws.receive_eof()
+            frames, early = early + list(ws.events_received()), []
+            for frame in frames:
+                if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                    kind = frame.opcode if frame.opcode != Opcode.CONT else kind
+                    parts.append(frame.data)
+                    if frame.fin:
+                        data, parts = b"".join(parts), []
+                        await send({"type": "websocket.send", **({"text": data.decode()} if kind == Opcode.TEXT
+                                                                  else {"bytes": data})})
+                elif frame.opcode == Opcode.CLOSE:
+                    self._write(exec_id, b"".join(ws.data_to_send()))
+                    await send({"type": "websocket.close", "code": ws.close_code or 1000,
+                                "reason": ws.close_reason or ""})
+                    return
+            self._write(exec_id, b"".join(ws.data_to_send()))  # pongs, and the close's answer
+            if out.exited:
+                await send({"type": "websocket.close", "code": 1011 if out.error else 1000})
+                return
 
     async def _request(self, scope, receive, exec_id: str, path: str, strip_token: bool):
         """The request, as HTTP/1.1 bytes, to the exec's stdin; its body as the client sends it."""
