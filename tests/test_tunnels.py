@@ -28,6 +28,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         answer = json.dumps({"path": self.path, "authorization": self.headers.get("authorization"),
+                             "cookie": self.headers.get("cookie"),
                              "prefix": self.headers.get("x-forwarded-prefix"), "length": len(body),
                              "sha256": hashlib.sha256(body).hexdigest()}).encode()
         self.send_response(200)
@@ -144,10 +145,11 @@ def test_a_port_is_served_at_its_tunnel_url_to_its_own_workspace_only(cluster):
 
     # A body goes up; the path below the tunnel is the server's; the Ember token stays out of the sandbox.
     payload = os.urandom(3 << 20)
-    status, _, body = request(t.url, "POST", headers=token, body=payload, path="/echo?x=1")
+    status, _, body = request(t.url, "POST", headers={**token, "Cookie": "ember_session=its-dashboard; app=1"},
+                              body=payload, path="/echo?x=1")
     got = json.loads(body)
     assert status == 200 and got["length"] == len(payload) and got["sha256"] == hashlib.sha256(payload).hexdigest()
-    assert got["path"] == "/echo?x=1" and got["authorization"] is None
+    assert got["path"] == "/echo?x=1" and got["authorization"] is None and got["cookie"] == "app=1"
     assert got["prefix"] == f"/tunnels/{sb.object_id}/{port}"
     # The tunnel's root without its slash leads below it (its pages' relative links resolve there).
     status, headers, _ = request(t.url, headers=token)

@@ -30,6 +30,7 @@ from websockets.uri import parse_uri
 
 from ..proto import api_pb2
 from .auth import ADMIN, TOKEN_ID_KEY, TOKEN_SECRET_KEY, WORKSPACE, Forbidden, Unauthenticated
+from .dashboard.sessions import COOKIE as SESSION_COOKIE
 
 if typing.TYPE_CHECKING:
     from .execs import Execs
@@ -173,9 +174,8 @@ class Tunnels:
         ws = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}{path}" + (f"?{query}" if query else "")),
                             subprotocols=scope.get("subprotocols") or None, max_size=None)
         request = ws.connect()
-        for name, value in scope["headers"]:
-            if not (name in HOP_BY_HOP or name in FORWARDED or name == b"host" or name.startswith(b"sec-websocket-")
-                    or (name == b"authorization" and strip_token)):
+        for name, value in passed_on(scope["headers"], strip_token):
+            if name != b"host" and not name.startswith(b"sec-websocket-"):
                 request.headers[name.decode("latin-1")] = value.decode("latin-1")
         ws.send_request(request)
         pump = None
@@ -259,9 +259,7 @@ class Tunnels:
     async def _request(self, scope, receive, exec_id: str, path: str, strip_token: bool):
         """The request, as HTTP/1.1 bytes, to the exec's stdin; its body as the client sends it."""
         headers, chunked = [], True
-        for name, value in scope["headers"]:
-            if name in HOP_BY_HOP or name in FORWARDED or (name == b"authorization" and strip_token):
-                continue
+        for name, value in passed_on(scope["headers"], strip_token):
             if name == b"content-length":
                 chunked = False
             headers.append(b"%s: %s\r\n" % (name, value))
@@ -291,6 +289,22 @@ class Tunnels:
     def _write(self, exec_id: str, data: bytes):
         if data:
             self.execs.input(exec_id, api_pb2.ExecInput(data=data))
+
+
+def passed_on(headers, strip_token: bool) -> list[tuple[bytes, bytes]]:
+    """A request's headers as the sandbox gets them: not those of one hop, nor the client's
+    X-Forwarded-*, nor Ember's credentials (its token; a dashboard session's cookie)."""
+    kept = []
+    for name, value in headers:
+        if name in HOP_BY_HOP or name in FORWARDED or (name == b"authorization" and strip_token):
+            continue
+        if name == b"cookie":
+            value = b"; ".join(c for c in (c.strip() for c in value.split(b";"))
+                               if c and not c.startswith(SESSION_COOKIE.encode() + b"="))
+            if not value:
+                continue
+        kept.append((name, value))
+    return kept
 
 
 def _chunk(data: bytes, chunked: bool) -> bytes:
