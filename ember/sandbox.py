@@ -29,6 +29,7 @@ from ._client.bridge import twin
 from ._client.client import Client, translate
 from ._client.container_exec import ContainerExec
 from .function import FunctionSpec
+from .image import Image
 from .proto import api_pb2
 from .secret import Secret
 
@@ -483,6 +484,22 @@ class Sandbox:
         proc = ContainerProcess(self, argv, text)
         await proc._start(ce, timeout)
         return proc
+
+    @twin
+    async def snapshot_filesystem(self, timeout: float = 55) -> Image:
+        """Its filesystem now, as an Image for later sandboxes and functions: its image plus a layer
+        of what changed in it (not its volumes). Needs the container backend."""
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+            raise exception.InvalidError(f"{self._what('snapshot_filesystem()')}: timeout={timeout!r}: pass seconds, "
+                                         "more than 0 and at most 3600")
+        try:
+            image = await _client().stub.SandboxSnapshotFilesystem(
+                api_pb2.SandboxSnapshotRequest(sandbox_id=self.object_id, timeout=timeout), timeout=timeout + 10)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION and "has ended" in (e.details() or ""):
+                raise exception.SandboxTerminatedError(e.details()) from None
+            raise translate(e, self._what("snapshot_filesystem()")) from None
+        return Image._of_snapshot(image)
 
     # ---- files (file_io.py: each an exec of a small script in the sandbox)
 

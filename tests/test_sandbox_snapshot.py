@@ -1,0 +1,114 @@
+"""sb.snapshot_filesystem() on the container backend: what a sandbox changed (not its volumes)
+becomes an image that later sandboxes and functions run with, on this worker and on another
+that fetches the snapshot's layer from the blob store; the sandbox's own image is unchanged."""
+
+import os
+import pathlib
+import subprocess
+import time
+
+import pytest
+
+import ember
+from ember import exception
+from ember._client.client import Client
+from conftest import wait_for
+
+CHANGES = ("mkdir -p /opt/app && echo 42 > /opt/app/answer && rm /etc/debian_version"
+           " && echo in-the-volume > /data/kept-in-the-volume")
+
+
+@pytest.fixture(scope="module")
+def app(container_cluster):
+    return ember.App.lookup("snapshots", create_if_missing=True)
+
+
+def read(sb: ember.Sandbox, script: str) -> str:
+    p = sb.exec("sh", "-c", script)
+    out = p.stdout.read()
+    assert p.wait() == 0, p.stderr.read()
+    return out
+
+
+SEEN = ("cat /work/notes.txt /opt/app/answer; ls /etc/debian_version /data/kept-in-the-volume 2>&1 | grep -c 'No such'"
+        " || true")
+
+
+def test_a_snapshot_carries_the_sandboxes_files_to_sandboxes_and_functions_elsewhere(container_cluster, app,
+                                                                                     tmp_path_factory):
+    volume = ember.Volume.from_name("snapshot-volume", create_if_missing=True)
+    sb = ember.Sandbox.create(app=app, timeout=120, volumes={"/data": volume})
+    sb.mkdir("/work")
+    with sb.open("/work/notes.txt", "w") as f:
+        f.write("written in the sandbox\n")
+    read(sb, CHANGES)
+    started = time.perf_counter()
+    snap = sb.snapshot_filesystem()
+    print(f"snapshot_filesystem() of a small change: {(time.perf_counter() - started) * 1000:.0f} ms")
+    assert isinstance(snap, ember.Image)
+    assert read(sb, "echo still running") == "still running\n"  # the sandbox goes on
+
+    # A sandbox from the snapshot has its files, and what it deleted is gone; a volume's files are not in it.
+    copy = ember.Sandbox.create(app=app, image=snap, timeout=60)
+    assert read(copy, SEEN) == "written in the sandbox\n42\n2\n"
+    # A snapshot of a sandbox started from a snapshot stacks on it.
+    read(copy, "echo second > /opt/app/second")
+    second = copy.snapshot_filesystem()
+    copy.terminate()
+    third = ember.Sandbox.create(app=app, image=second, timeout=60)
+    assert read(third, "cat /opt/app/answer /opt/app/second") == "42\nsecond\n"
+    third.terminate()
+
+    # The sandbox's own image is unchanged.
+    plain = ember.Sandbox.create(app=app, timeout=60)
+    assert read(plain, "ls /work/notes.txt /opt/app 2>&1 | grep -c 'No such'; cat /etc/debian_version | wc -l") \
+        == "2\n1\n"
+    plain.terminate()
+    sb.terminate()
+
+    # A worker whose cache lacks the snapshot's layer (it has the base layer only, as any worker that
+    # ran the base image would) fetches the layer from the blob store to run a function from it.
+    shared = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers"
+    cache = tmp_path_factory.mktemp("second-worker-cache")
+    base = ember.Image.debian_slim()._resolve(lambda data: "").steps[0].layer_id
+    (cache / "layers").mkdir()
+    subprocess.run(["cp", "-al", str(shared / base), str(cache / "layers" / base)], check=True)
+    w2 = container_cluster.start_worker(name="w2", backend="container", label="region=second",
+                                        **{"cache-dir": str(cache)})
+    try:
+        fn_app = ember.App("from-a-snapshot")
+
+        @fn_app.function(image=snap, region="second", serialized=True)
+        def look() -> str:
+            import subprocess
+            return subprocess.run(["sh", "-c", SEEN], capture_output=True, text=True).stdout
+
+        with fn_app.run():
+            assert look.remote() == "written in the sandbox\n42\n2\n"
+        snap_layer = snap._resolve(lambda data: "").image_id
+        assert f"layer {snap_layer[:12]} fetched from the blob store" in container_cluster.log("worker-w2")
+    finally:
+        w2.terminate()
+        w2.wait()
+
+
+def test_a_snapshot_of_an_ended_sandbox_or_a_made_up_one_is_refused(app):
+    sb = ember.Sandbox.create("true", app=app, timeout=60)
+    sb.wait()
+    with pytest.raises(exception.SandboxTerminatedError, match=f"sandbox {sb.object_id} has ended"):
+        sb.snapshot_filesystem()
+    live = ember.Sandbox.create(app=app, timeout=60)
+    with pytest.raises(exception.InvalidError, match="timeout"):
+        live.snapshot_filesystem(timeout=0)
+    snap = live.snapshot_filesystem()
+    live.terminate()
+    # An image that names an archive no snapshot of this workspace made is refused, saying so: one
+    # it put itself (a tar of anything) does not make a layer.
+    forged = snap._resolve(lambda data: "")
+    forged.steps[-1].blob_id = Client.from_env().upload_sync(b"not a snapshot")
+    with pytest.raises(exception.Error, match="snapshot whose layer is not kept"):
+        ember.Sandbox.create(app=app, image=ember.Image._of_snapshot(forged), timeout=60)
+    forged.steps[-1].blob_id = "0" * 64
+    with pytest.raises(exception.NotFoundError, match="which this workspace has not put"):
+        ember.Sandbox.create(app=app, image=ember.Image._of_snapshot(forged), timeout=60)
+    wait_for(lambda: live.poll() is not None, what="the sandbox to end")
