@@ -184,6 +184,15 @@ def test_bad_input_is_refused_with_the_cause(app):
         ember.Sandbox.from_name("sandboxes", "nobody")
 
 
+def test_a_snapshot_needs_the_container_backend(app):
+    sb = ember.Sandbox.create(app=app, timeout=60)
+    with pytest.raises(exception.ExecutionError, match="snapshot of a sandbox's filesystem needs the container backend.*"
+                                                       "runs the process backend"):
+        sb.snapshot_filesystem()
+    assert sb.exec("echo", "still up").stdout.read() == "still up\n"
+    sb.terminate()
+
+
 def test_another_workspace_reaches_none_of_it_and_its_own_quota_holds(cluster, app):
     sb = ember.Sandbox.create("sleep", "600", app=app, timeout=120)
     sb.exec("true").wait()  # running, on a container
