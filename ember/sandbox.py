@@ -532,6 +532,15 @@ class Sandbox:
         await file_io.run_script(self, file_io.RM, file_io.check_path(path, self._what("rm()")),
                                  "1" if recursive else "0")
 
+    @twin
+    async def watch(self, path: str, filter: builtins.list[file_io.FileWatchEventType] | None = None,
+                    recursive: bool | None = None, timeout: float | None = None):
+        """Yield a FileWatchEvent for each change of a path of the sandbox (with recursive=True, of
+        anything under it) from the first iteration on, until timeout seconds passed (None: until the
+        loop stops); filter=: only events of these types."""
+        async for event in file_io.watch(self, path, filter, bool(recursive), timeout):
+            yield event
+
     def __del__(self):
         for t in self._readers:
             with contextlib.suppress(Exception):
