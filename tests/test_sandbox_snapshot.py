@@ -58,6 +58,10 @@ def test_a_snapshot_carries_the_sandboxes_files_to_sandboxes_and_functions_elsew
     third = ember.Sandbox.create(app=app, image=second, timeout=60)
     assert read(third, "cat /opt/app/answer /opt/app/second") == "42\nsecond\n"
     third.terminate()
+    # Steps added to a snapshot build on it.
+    built = ember.Sandbox.create(app=app, image=snap.run_commands("cp /opt/app/answer /opt/app/copied"), timeout=60)
+    assert read(built, "cat /opt/app/copied /work/notes.txt") == "42\nwritten in the sandbox\n"
+    built.terminate()
 
     # The sandbox's own image is unchanged.
     plain = ember.Sandbox.create(app=app, timeout=60)
