@@ -2,6 +2,7 @@
 becomes an image that later sandboxes and functions run with, on this worker and on another
 that fetches the snapshot's layer from the blob store; the sandbox's own image is unchanged."""
 
+import asyncio
 import os
 import pathlib
 import subprocess
@@ -12,7 +13,13 @@ import pytest
 import ember
 from ember import exception
 from ember._client.client import Client
-from conftest import wait_for
+from ember._layers import snapshot_layer_id
+from ember.proto import api_pb2
+from ember.server.blob_gc import BlobCollector
+from ember.server.blobs import open_blob_store
+from ember.server.scheduler import Scheduler
+from ember.server.store import open_store
+from conftest import run_async, wait_for
 
 CHANGES = ("mkdir -p /opt/app && echo 42 > /opt/app/answer && rm /etc/debian_version"
            " && echo in-the-volume > /data/kept-in-the-volume")
@@ -116,3 +123,38 @@ def test_a_snapshot_of_an_ended_sandbox_or_a_made_up_one_is_refused(app):
     with pytest.raises(exception.NotFoundError, match="which this workspace has not put"):
         ember.Sandbox.create(app=app, image=ember.Image._of_snapshot(forged), timeout=60)
     wait_for(lambda: live.poll() is not None, what="the sandbox to end")
+
+
+@run_async
+async def test_the_blob_collector_keeps_a_snapshots_layer_while_it_is_used_or_recent(tmp_path):
+    """The control plane's parts in this process (as test_blob_gc.py's): a snapshot recorded as the
+    control plane records one, with a short --layer-grace."""
+    store = open_store(tmp_path / "ember.db")
+    blobs = open_blob_store(tmp_path / "blobs")
+    sched = Scheduler(store, lease_timeout=5, worker_timeout=5, app_timeout=5, output_retention=3600)
+    gc = BlobCollector(store, blobs, sched, blob_retention=0, layer_grace=0.3, volume_versions=1)
+    workspace = "ws-snapshots"
+
+    async def chunks():
+        yield b"the snapshot's archive"
+    blob_id = await blobs.put(chunks())
+    base = ember.Image.debian_slim()._resolve(lambda data: "")
+    layer_id = snapshot_layer_id(base.image_id, workspace, blob_id)
+    snap = await sched.snapshots.record(base, api_pb2.Layer(layer_id=layer_id, blob_id=blob_id, size=1), workspace)
+    assert snap.image_id == layer_id and sched.snapshots.check(snap) == ""
+    await gc.collect()
+    assert await blobs.exists(blob_id)  # recent: kept though nothing uses it yet
+    # A live app's function runs from it: kept past the grace.
+    app_id = sched.apps.create_app(workspace, "uses-a-snapshot")
+    d = api_pb2.FunctionDefinition(name="f")
+    d.image.CopyFrom(snap)
+    fn = sched.apps.function(sched.apps.create_function(app_id, d, workspace))
+    await asyncio.sleep(0.4)
+    await gc.collect()
+    assert await blobs.exists(blob_id) and sched.snapshots.check(snap) == ""
+    # Unused past the grace: forgotten, its archive deleted, and an image of it says to take a new one.
+    sched.apps.forget_function(fn)
+    await gc.collect()
+    assert not await blobs.exists(blob_id)
+    assert "take a new one" in sched.snapshots.check(snap)
+    store.close()

@@ -85,12 +85,17 @@ class Snapshots:
         done: api_pb2.SnapshotDone = pending.done.result()
         if done.error:
             raise SnapshotFailed(f"the snapshot of sandbox {box.sandbox_id} failed: {done.error}")
-        layer = done.layer
+        log.info("sandbox %s: snapshot layer %s, %.1f MB", box.sandbox_id, done.layer.layer_id[:12],
+                 done.layer.size / 1e6)
+        return await self.record(image, done.layer, box.workspace)
+
+    async def record(self, image: api_pb2.Image, layer: api_pb2.Layer, workspace: str) -> api_pb2.Image:
+        """A snapshot's layer, on `image`, archived: known from now on as a built layer (kept as one),
+        its archive the workspace's to name. Returns the snapshot's image."""
         self.builds.layers[layer.layer_id] = layer.blob_id
         self.store.add_layer(layer)
-        self.store.grant_blob(box.workspace, layer.blob_id)
+        self.store.grant_blob(workspace, layer.blob_id)
         await self.store.durable()
-        log.info("sandbox %s: snapshot layer %s, %.1f MB", box.sandbox_id, layer.layer_id[:12], layer.size / 1e6)
         snap = api_pb2.Image()
         snap.CopyFrom(image)
         snap.steps.append(api_pb2.ImageStep(kind=api_pb2.ImageStep.SNAPSHOT, blob_id=layer.blob_id,
