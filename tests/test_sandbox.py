@@ -224,6 +224,7 @@ def test_another_workspace_reaches_none_of_it_and_its_own_quota_holds(cluster, a
                           ("SandboxSetTags", api_pb2.SandboxSetTagsRequest(sandbox_id=ref, tags={"x": "y"})),
                           ("SandboxStdin", api_pb2.SandboxStdinRequest(sandbox_id=ref, data=b"x")),
                           ("SandboxOutput", api_pb2.SandboxOutputRequest(sandbox_id=ref, fd=1)),
+                          ("SandboxSnapshotFilesystem", api_pb2.SandboxSnapshotRequest(sandbox_id=ref, timeout=5)),
                           ("SandboxCreate", api_pb2.SandboxCreateRequest(app_id=info.app_id, timeout=10,
                                                                      definition=small))]:
         assert code(name, request) == Code.NOT_FOUND, name

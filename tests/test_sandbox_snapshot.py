@@ -3,23 +3,26 @@ becomes an image that later sandboxes and functions run with, on this worker and
 that fetches the snapshot's layer from the blob store; the sandbox's own image is unchanged."""
 
 import asyncio
+import json
 import os
 import pathlib
 import subprocess
 import time
 
+import grpc
 import pytest
 
 import ember
 from ember import exception
+from ember._client.auth import metadata
 from ember._client.client import Client
 from ember._layers import snapshot_layer_id
-from ember.proto import api_pb2
+from ember.proto import api_pb2, api_pb2_grpc
 from ember.server.blob_gc import BlobCollector
 from ember.server.blobs import open_blob_store
 from ember.server.scheduler import Scheduler
 from ember.server.store import open_store
-from conftest import run_async, wait_for
+from conftest import PY, ROOT, run_async, wait_for
 
 CHANGES = ("mkdir -p /opt/app && echo 42 > /opt/app/answer && rm /etc/debian_version"
            " && echo in-the-volume > /data/kept-in-the-volume")
@@ -103,7 +106,7 @@ def test_a_snapshot_carries_the_sandboxes_files_to_sandboxes_and_functions_elsew
         w2.wait()
 
 
-def test_a_snapshot_of_an_ended_sandbox_or_a_made_up_one_is_refused(app):
+def test_a_snapshot_of_an_ended_sandbox_or_a_made_up_one_is_refused(container_cluster, app):
     sb = ember.Sandbox.create("true", app=app, timeout=60)
     sb.wait()
     with pytest.raises(exception.SandboxTerminatedError, match=f"sandbox {sb.object_id} has ended"):
@@ -122,6 +125,22 @@ def test_a_snapshot_of_an_ended_sandbox_or_a_made_up_one_is_refused(app):
     forged.steps[-1].blob_id = "0" * 64
     with pytest.raises(exception.NotFoundError, match="which this workspace has not put"):
         ember.Sandbox.create(app=app, image=ember.Image._of_snapshot(forged), timeout=60)
+    # Another workspace's token can neither use the snapshot nor snapshot the sandbox.
+    def cli(*args) -> str:
+        return subprocess.run([PY, "-m", "ember.cli.main", *args], capture_output=True, text=True, cwd=ROOT,
+                              check=True).stdout
+    cli("workspace", "create", "snap-other")
+    token = json.loads(cli("token", "new", "--workspace", "snap-other", "--json"))
+    with grpc.insecure_channel(container_cluster.url) as channel:
+        stub, md = api_pb2_grpc.ClientApiStub(channel), metadata((token["token_id"], token["token_secret"]))
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.ImageBuild(api_pb2.ImageBuildRequest(image=snap._resolve(lambda data: "")), metadata=md,
+                                 timeout=30))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND and "has not put" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            stub.SandboxSnapshotFilesystem(api_pb2.SandboxSnapshotRequest(sandbox_id=live.object_id, timeout=5),
+                                           metadata=md, timeout=30)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
     wait_for(lambda: live.poll() is not None, what="the sandbox to end")
 
 
