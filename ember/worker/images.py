@@ -436,8 +436,7 @@ class LayerCache:
         excluded = [*MOUNT_POINTS, *(p.strip("/") for p in leave_out)]
         archive = self.tmp / f"snapshot-{os.urandom(6).hex()}"
         try:
-            # At the caller's priority, not the background's: someone waits for it.
-            await self._tar(upper, archive, excluded, background=False)
+            await self._tar(upper, archive, excluded, live=True)
             blob_id = await self._upload_file(archive, f"snapshot of {upper}")
             layer_id = snapshot_layer_id(parent, workspace, blob_id)
             async with self.locks[layer_id]:
@@ -494,20 +493,23 @@ class LayerCache:
             archive.unlink(missing_ok=True)
 
     async def _tar(self, directory: pathlib.Path, archive: pathlib.Path, exclude: typing.Iterable[str] = (),
-                   background: bool = True):
+                   live: bool = False):
         """Archive a directory into a file: a zstd-compressed tar (a plain one where zstd is missing).
-        exclude: paths relative to the directory. Into a file first: a direct upload (to an S3 blob
-        store) names its content's hash up front."""
+        exclude: paths relative to the directory. `live`: a running container's, which someone waits
+        for, and whose files may change or go as they are read (as they are, then). Into a file
+        first: a direct upload (to an S3 blob store) names its content's hash up front."""
         compress = ["--zstd"] if shutil.which("zstd") else []
         if not compress:
             log.warning("zstd is not installed: %s is archived uncompressed (`apt-get install zstd`)", directory)
-        # In the background, at the lowest CPU priority and on one core: an image is archived
+        # A layer in the background, at the lowest CPU priority and on one core: an image is archived
         # right after it is built, which is when its first containers start.
-        nice = ["nice", "-n", "19"] if background else []
-        excluded = ["--anchored", *(f"--exclude=./{p}" for p in exclude)]
+        nice = [] if live else ["nice", "-n", "19"]
+        options = ["--anchored", *(f"--exclude=./{p}" for p in exclude)]
+        if live:
+            options.append("--ignore-failed-read")
         with open(archive, "wb") as out:
             proc = await asyncio.create_subprocess_exec(
-                *nice, "tar", "-C", str(directory), *TAR_OPTIONS, *compress, *excluded, "-cf", "-", ".",
+                *nice, "tar", "-C", str(directory), *TAR_OPTIONS, *compress, *options, "-cf", "-", ".",
                 stdout=out, stderr=asyncio.subprocess.PIPE,
                 env=dict(os.environ, ZSTD_NBTHREADS="1", ZSTD_CLEVEL="3"))
             try:
@@ -517,8 +519,8 @@ class LayerCache:
                     proc.kill()
                 await proc.wait()
                 raise
-        # 1: files changed as they were read (a running container's), which is what a snapshot is.
-        if proc.returncode not in (0, 1):
+        # 1: files changed as they were read, which a running container's may.
+        if proc.returncode != 0 and not (live and proc.returncode == 1):
             raise BuildError(f"archiving {directory} failed: {err.decode().strip()}")
 
     async def _upload_file(self, archive: pathlib.Path, what: str) -> str:
