@@ -496,7 +496,8 @@ class Sandbox:
             image = await _client().stub.SandboxSnapshotFilesystem(
                 api_pb2.SandboxSnapshotRequest(sandbox_id=self.object_id, timeout=timeout), timeout=timeout + 10)
         except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.FAILED_PRECONDITION and "has ended" in (e.details() or ""):
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION and f"{self.object_id} has ended" in (e.details() or ""):
+                # It ended before, or while, it was taken (its worker lost, say): the message says why.
                 raise exception.SandboxTerminatedError(e.details()) from None
             raise translate(e, self._what("snapshot_filesystem()")) from None
         return Image._of_snapshot(image)

@@ -27,9 +27,9 @@ from .fleet import STARTING
 from .identity_api import IdentityRpcs
 from .objects import ObjectError, Objects
 from .sandboxes import NameTaken, QuotaRefused, SandboxState
-from .snapshots import SnapshotFailed
 from .scheduler import Scheduler
 from .secrets import SecretGone, Secrets
+from .snapshots import SnapshotFailed
 from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
