@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import subprocess
+import threading
 import time
 
 import grpc
@@ -80,6 +81,28 @@ def test_a_snapshot_of_an_ended_sandbox_or_a_made_up_one_is_refused(container_cl
                                            metadata=md, timeout=30)
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
     wait_for(lambda: live.poll() is not None, what="the sandbox to end")
+
+
+def test_a_snapshot_cut_short_by_the_sandboxs_end_says_so(container_cluster, app):
+    sb = ember.Sandbox.create(app=app, timeout=60)
+    read(sb, "head -c 100000000 /dev/urandom > /big")  # incompressible: its archive takes a while
+    outcome = []
+
+    def snapshot():
+        try:
+            outcome.append(sb.snapshot_filesystem())
+        except Exception as e:  # noqa: BLE001 - what the test looks at
+            outcome.append(e)
+
+    t = threading.Thread(target=snapshot, daemon=True)
+    t.start()
+    # Its archive is being written on the worker: the sandbox ends now.
+    work = pathlib.Path(os.environ["EMBER_CACHE_DIR"]) / "layers" / ".tmp" / str(container_cluster.workers[0].pid)
+    wait_for(lambda: any(work.glob("snapshot-*")) or outcome, what="the snapshot's archive to start")
+    sb.terminate()
+    t.join(60)
+    assert isinstance(outcome[0], exception.SandboxTerminatedError), outcome
+    assert f"snapshot of sandbox {sb.object_id} failed" in str(outcome[0]) and "was terminated" in str(outcome[0])
 
 
 def test_a_snapshot_carries_the_sandboxes_files_to_sandboxes_and_functions_elsewhere(container_cluster, app,
