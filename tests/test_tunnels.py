@@ -35,6 +35,16 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         self.send_header("content-length", str(len(answer)))
         self.end_headers()
         self.wfile.write(answer)
+    def do_GET(self):
+        if self.path != "/hang":
+            return super().do_GET()
+        self.send_response(200)  # a first line, then nothing until its reader goes away, which it notes
+        self.end_headers()
+        self.wfile.write(b"tick\\n")
+        self.wfile.flush()
+        while self.connection.recv(1) != b"":
+            pass
+        open("/tmp/hang-ended", "w").close()
     def log_message(self, *args):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
@@ -151,6 +161,16 @@ def test_a_port_is_served_at_its_tunnel_url_to_its_own_workspace_only(cluster):
     assert status == 200 and got["length"] == len(payload) and got["sha256"] == hashlib.sha256(payload).hexdigest()
     assert got["path"] == "/echo?x=1" and got["authorization"] is None and got["cookie"] == "app=1"
     assert got["prefix"] == f"/tunnels/{sb.object_id}/{port}"
+    # A client that goes away ends the connection to the port, even while the port says nothing.
+    u = urllib.parse.urlsplit(t.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("GET", u.path + "/hang", headers=token)
+    stream = conn.getresponse()
+    assert stream.status == 200 and stream.readline() == b"tick\n"
+    conn.sock.shutdown(2)
+    conn.close()
+    wait_for(lambda: sb.exec("test", "-e", "/tmp/hang-ended").wait() == 0,
+             what="the server's connection to end once its client went away")
     # The tunnel's root without its slash leads below it (its pages' relative links resolve there).
     status, headers, _ = request(t.url, headers=token)
     assert status == 308 and headers["location"] == f"/tunnels/{sb.object_id}/{port}/"

@@ -134,11 +134,13 @@ class Tunnels:
         exec_id = self.execs.open(c, start, outputs.put_nowait)
         self.sandboxes.touched(box)
         response = _Response(send)
-        pump = asyncio.create_task(self._request(scope, receive, exec_id, path, strip_token))
+        pump = asyncio.create_task(self._request(scope, receive, exec_id, path, strip_token, outputs))
         try:
             errors = b""
             while True:
                 out = await outputs.get()
+                if out is None:  # the client went away: so does the connection to the port
+                    return
                 if out.data and out.fd == 2:
                     errors = (errors + out.data)[-4096:]
                 elif out.data:
@@ -256,8 +258,18 @@ class Tunnels:
                 await send({"type": "websocket.close", "code": 1011 if out.error else 1000})
                 return
 
-    async def _request(self, scope, receive, exec_id: str, path: str, strip_token: bool):
-        """The request, as HTTP/1.1 bytes, to the exec's stdin; its body as the client sends it."""
+    async def _request(self, scope, receive, exec_id: str, path: str, strip_token: bool, outputs: asyncio.Queue):
+        """The request, as HTTP/1.1 bytes, to the exec's stdin; its body as the client sends it;
+        then, once the client goes away (before the answer's end), None in outputs."""
+        try:
+            if await self._send_request(scope, receive, exec_id, path, strip_token):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+        finally:
+            outputs.put_nowait(None)
+
+    async def _send_request(self, scope, receive, exec_id: str, path: str, strip_token: bool) -> bool:
+        """False if the client went away meanwhile."""
         headers, chunked = [], True
         for name, value in passed_on(scope["headers"], strip_token):
             if name == b"content-length":
@@ -271,7 +283,7 @@ class Tunnels:
         target = path.encode("utf-8", "surrogateescape") + (b"?" + query if query else b"")
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            return
+            return False
         body, more = msg.get("body", b""), msg.get("more_body", False)
         # A body of unknown length (the client's was chunked) goes on chunked.
         chunked = chunked and (bool(body) or more)
@@ -280,10 +292,10 @@ class Tunnels:
         while True:
             self._write(exec_id, head + _chunk(body, chunked) + (b"0\r\n\r\n" if chunked and not more else b""))
             if not more:
-                return
+                return True
             head, msg = b"", await receive()
             if msg["type"] == "http.disconnect":
-                return
+                return False
             body, more = msg.get("body", b""), msg.get("more_body", False)
 
     def _write(self, exec_id: str, data: bytes):
