@@ -204,7 +204,7 @@ class Tunnels:
                 if out.exited and not accepted:
                     why = out.error or errors.decode(errors="replace")
                     return await _answer(scope, send, 502, f"port {port}: {why}")
-            pump = asyncio.create_task(self._ws_up(receive, ws, exec_id))
+            pump = asyncio.create_task(self._ws_up(receive, ws, exec_id, outputs))
             await self._ws_down(outputs, ws, exec_id, send, early)
         except OSError:
             pass  # the client went away
@@ -213,19 +213,23 @@ class Tunnels:
                 pump.cancel()
             self.execs.close(exec_id)
 
-    async def _ws_up(self, receive, ws: ClientProtocol, exec_id: str):
-        """The client's messages, to the port."""
-        while True:
-            msg = await receive()
-            if msg["type"] == "websocket.disconnect":
-                ws.send_close(msg.get("code", 1000) if msg.get("code", 1000) != 1006 else 1000)
+    async def _ws_up(self, receive, ws: ClientProtocol, exec_id: str, outputs: asyncio.Queue):
+        """The client's messages, to the port; once it goes away, its close, and None in outputs."""
+        try:
+            while True:
+                msg = await receive()
+                if msg["type"] == "websocket.disconnect":
+                    code = msg.get("code", 1000)
+                    ws.send_close(code if code not in (1005, 1006) else 1000)  # (those may not be sent)
+                    self._write(exec_id, b"".join(ws.data_to_send()))
+                    return
+                if msg.get("text") is not None:
+                    ws.send_text(msg["text"].encode())
+                else:
+                    ws.send_binary(msg.get("bytes") or b"")
                 self._write(exec_id, b"".join(ws.data_to_send()))
-                return
-            if msg.get("text") is not None:
-                ws.send_text(msg["text"].encode())
-            else:
-                ws.send_binary(msg.get("bytes") or b"")
-            self._write(exec_id, b"".join(ws.data_to_send()))
+        finally:
+            outputs.put_nowait(None)
 
     async def _ws_down(self, outputs: asyncio.Queue, ws: ClientProtocol, exec_id: str, send, early: list):
         """The port's messages, to the client, until it closes (or the connection ends)."""
@@ -235,6 +239,8 @@ class Tunnels:
         while True:
             if not early:
                 out = await outputs.get()
+                if out is None:  # the client went away
+                    return
                 if out.data and out.fd != 2:
                     ws.receive_data(out.data)
                 if out.exited:
