@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import typing
+import urllib.parse
 
 import httptools
 from websockets.client import ClientProtocol
@@ -94,15 +95,14 @@ class Tunnels:
                                  "your workspace's, or did not declare that port (Sandbox.create(encrypted_ports="
                                  "[PORT]); sb.tunnels() gives its URLs)")
         if not slash and scope["type"] == "http":  # the tunnel's root: relative links of its pages resolve below it
-            query = scope.get("query_string", b"")
-            return await _answer(scope, send, 308, f"{where}/", location=f"{where}/" + (f"?{query.decode()}"
-                                                                                        if query else ""))
+            query = scope.get("query_string", b"").decode("latin-1")
+            return await _answer(scope, send, 308, f"{where}/", location=f"{where}/" + (f"?{query}" if query else ""))
         c = box.container
         if box.state != Info.RUNNING or c is None or not c.worker.connected:
             return await _answer(scope, send, 503, f"sandbox {sandbox_id} is not running now (it is starting, or its "
                                  "worker is away): try again in a moment", retry=True)
         relay = self._relay if scope["type"] == "http" else self._websocket
-        await relay(scope, receive, send, box, port, "/" + path, strip_token=token_given)
+        await relay(scope, receive, send, box, port, _target(scope, path), strip_token=token_given)
 
     def _is_ember_token(self, headers) -> bool:
         return self._check(headers, None)[1]
@@ -127,14 +127,14 @@ class Tunnels:
             return (404, "no tunnel is served here for this workspace's token"), True
         return None, True
 
-    async def _relay(self, scope, receive, send, box: SandboxState, port: int, path: str, strip_token: bool):
+    async def _relay(self, scope, receive, send, box: SandboxState, port: int, target: str, strip_token: bool):
         outputs: asyncio.Queue = asyncio.Queue()
         c = box.container
         start = api_pb2.ExecStart(container_id=c.container_id, argv=[f"(tunnel to port {port})"], port=port)
         exec_id = self.execs.open(c, start, outputs.put_nowait)
         self.sandboxes.touched(box)
         response = _Response(send)
-        pump = asyncio.create_task(self._request(scope, receive, exec_id, path, strip_token, outputs))
+        pump = asyncio.create_task(self._request(scope, receive, exec_id, target, strip_token, outputs))
         try:
             errors = b""
             while True:
@@ -162,7 +162,7 @@ class Tunnels:
             pump.cancel()
             self.execs.close(exec_id)  # the relay ends, and the connection to the port with it
 
-    async def _websocket(self, scope, receive, send, box: SandboxState, port: int, path: str, strip_token: bool):
+    async def _websocket(self, scope, receive, send, box: SandboxState, port: int, target: str, strip_token: bool):
         """A WebSocket: its handshake made again to the port (websockets' sans-I/O client), then
         its messages carried both ways as frames, until either side closes."""
         if (await receive())["type"] != "websocket.connect":
@@ -172,8 +172,7 @@ class Tunnels:
         start = api_pb2.ExecStart(container_id=c.container_id, argv=[f"(tunnel to port {port})"], port=port)
         exec_id = self.execs.open(c, start, outputs.put_nowait)
         self.sandboxes.touched(box)
-        query = scope.get("query_string", b"").decode("latin-1")
-        ws = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}{path}" + (f"?{query}" if query else "")),
+        ws = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}{target}"),
                             subprotocols=scope.get("subprotocols") or None, max_size=None)
         request = ws.connect()
         for name, value in passed_on(scope["headers"], strip_token):
@@ -264,17 +263,17 @@ class Tunnels:
                 await send({"type": "websocket.close", "code": 1011 if out.error else 1000})
                 return
 
-    async def _request(self, scope, receive, exec_id: str, path: str, strip_token: bool, outputs: asyncio.Queue):
+    async def _request(self, scope, receive, exec_id: str, target: str, strip_token: bool, outputs: asyncio.Queue):
         """The request, as HTTP/1.1 bytes, to the exec's stdin; its body as the client sends it;
         then, once the client goes away (before the answer's end), None in outputs."""
         try:
-            if await self._send_request(scope, receive, exec_id, path, strip_token):
+            if await self._send_request(scope, receive, exec_id, target, strip_token):
                 while (await receive())["type"] != "http.disconnect":
                     pass
         finally:
             outputs.put_nowait(None)
 
-    async def _send_request(self, scope, receive, exec_id: str, path: str, strip_token: bool) -> bool:
+    async def _send_request(self, scope, receive, exec_id: str, target: str, strip_token: bool) -> bool:
         """False if the client went away meanwhile."""
         headers, chunked = [], True
         for name, value in passed_on(scope["headers"], strip_token):
@@ -284,17 +283,18 @@ class Tunnels:
         client = scope.get("client") or ("", 0)
         headers.append(b"x-forwarded-for: %s\r\n" % (client[0] or "").encode())
         headers.append(b"x-forwarded-proto: %s\r\n" % scope.get("scheme", "http").encode())
-        headers.append(b"x-forwarded-prefix: %s\r\n" % scope["path"][:len(scope["path"]) - len(path)].encode())
-        query = scope.get("query_string", b"")
-        target = path.encode("utf-8", "surrogateescape") + (b"?" + query if query else b"")
+        headers.append(b"x-forwarded-prefix: %s\r\n" % _prefix(scope).encode())
+        request_target = target.encode("latin-1")
         msg = await receive()
         if msg["type"] == "http.disconnect":
             return False
         body, more = msg.get("body", b""), msg.get("more_body", False)
         # A body of unknown length (the client's was chunked) goes on chunked.
         chunked = chunked and (bool(body) or more)
-        head = b"%s %s HTTP/1.1\r\n%s%sconnection: close\r\n\r\n" % (
-            scope["method"].encode(), target, b"".join(headers), b"transfer-encoding: chunked\r\n" if chunked else b"")
+        if chunked:
+            headers.append(b"transfer-encoding: chunked\r\n")
+        head = b"%s %s HTTP/1.1\r\n%sconnection: close\r\n\r\n" % (scope["method"].encode(), request_target,
+                                                                      b"".join(headers))
         while True:
             self._write(exec_id, head + _chunk(body, chunked) + (b"0\r\n\r\n" if chunked and not more else b""))
             if not more:
@@ -307,6 +307,18 @@ class Tunnels:
     def _write(self, exec_id: str, data: bytes):
         if data:
             self.execs.input(exec_id, api_pb2.ExecInput(data=data))
+
+
+def _target(scope, path: str) -> str:
+    """The request's path below the tunnel, as the client sent it (still percent-encoded: a
+    decoded one could carry a line break into the request to the port), with its query."""
+    raw = scope.get("raw_path")
+    parts = raw.split(b"/", 4) if raw else []
+    target = ("/" + parts[4].decode("latin-1")) if len(parts) == 5 else urllib.parse.quote("/" + path)
+    if any(ch <= " " or ch == "\x7f" for ch in target):  # (a request line httptools took has none)
+        target = urllib.parse.quote(target, safe="/%")
+    query = scope.get("query_string", b"").decode("latin-1")
+    return target + (f"?{query}" if query else "")
 
 
 def passed_on(headers, strip_token: bool) -> list[tuple[bytes, bytes]]:
@@ -323,6 +335,11 @@ def passed_on(headers, strip_token: bool) -> list[tuple[bytes, bytes]]:
                 continue
         kept.append((name, value))
     return kept
+
+
+def _prefix(scope) -> str:
+    """/tunnels/SANDBOX_ID/PORT of the request."""
+    return "/".join(scope["path"].split("/", 4)[:4])
 
 
 def _chunk(data: bytes, chunked: bool) -> bytes:
