@@ -14,7 +14,7 @@ import posixpath
 import re
 import zoneinfo
 
-from .. import _gpu
+from .. import _cidr, _gpu
 from ..proto import api_pb2
 from ..schedule import CronError, parse_cron
 from .blobs import is_blob_id
@@ -150,6 +150,11 @@ def function_definition(d: api_pb2.FunctionDefinition):
     for i, region in enumerate(d.regions):
         if not region or len(region) > MAX_NAME:
             raise Invalid(f"{where}.regions[{i}]", f"must be 1 to {MAX_NAME} characters (got {region!r})")
+    if d.cidr_allowlist:
+        try:
+            _cidr.check_allowlist(list(d.cidr_allowlist), d.block_network)
+        except ValueError as e:
+            raise Invalid(f"{where}.cidr_allowlist", str(e)) from None
     _secrets_and_volumes(d, where)
     schedule(d.schedule)
     if d.web.kind:
