@@ -17,6 +17,8 @@ import urllib.request
 import pytest
 
 import ember
+from ember._client.client import Client
+from ember.proto import api_pb2
 from conftest import Cluster, container_backend_missing, run_py, wait_for
 
 import network_app
@@ -166,6 +168,14 @@ def test_a_bad_cidr_allowlist_is_refused_at_create(running):
             ember.Sandbox.create(app=app, timeout=60, cidr_allowlist=bad)
     with pytest.raises(ember.exception.InvalidError, match="cannot be given with block_network=True"):
         ember.Sandbox.create(app=app, timeout=60, cidr_allowlist=["10.0.0.0/8"], block_network=True)
+    # The control plane checks them too, whatever a client sends (nft would read a forged one).
+    client = Client.from_env()
+    for forged in (["10.0.0.0/8 } accept; {"], ["10.0.0.0/8"] * 300):
+        d = api_pb2.FunctionDefinition(name="sandbox", cidr_allowlist=forged,
+                                       resources=api_pb2.Resources(cpu=0.125, memory_mb=128))
+        with pytest.raises(ember.exception.InvalidError, match="cidr_allowlist"):
+            client.run(client.rpc("SandboxCreate", api_pb2.SandboxCreateRequest(app_id=app.app_id, definition=d,
+                                                                                timeout=60)))
 
 
 def test_two_containers_of_a_web_server_share_its_port_on_one_worker(running):
