@@ -149,10 +149,14 @@ def main():
                 sb.terminate()
         warm.terminate()
     finally:
-        for p in (worker, server):
+        for p in (worker, server):  # the worker first: it stops its containers while it still has its server
             p.terminate()
-        for p in (worker, server):
-            p.wait(10)
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                print(f"pid {p.pid} did not stop within 60 s of SIGTERM: killed", file=sys.stderr)
+                p.kill()
+                p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
