@@ -229,6 +229,8 @@ class ContainerBackend(RuntimeBackend):
             return await self._start(name, image, sc, disk, net)
         except NetworkError as e:
             await disk.remove()
+            if net is not None:  # attached, but its allowlist could not be set
+                await self.network.release(net)
             raise BuildError(str(e)) from None
         except BaseException:
             await disk.remove()
