@@ -147,10 +147,14 @@ def main():
                 answers = sum(first_byte(sb) >= 0 for sb in boxes)
             took = time.perf_counter() - t
             after = tree_memory_mib(worker.pid)
+            fds = len(os.listdir(f"/proc/{worker.pid}/fd"))
+            limit = next(line.split()[3] for line in open(f"/proc/{worker.pid}/limits")
+                         if line.startswith("Max open files"))
             rss, pss = ((a - b) / args.many for a, b in zip(after, before))
             how = "all at once" if args.at_once else "one after another"
             print(f"{args.many} idle sandboxes, created {how}: {answers} answering in {took:.1f} s; "
-                  f"the worker's memory per idle sandbox (its process tree's): {rss:.1f} MiB RSS, {pss:.1f} MiB PSS")
+                  f"the worker's memory per idle sandbox (its process tree's): {rss:.1f} MiB RSS, {pss:.1f} MiB PSS; "
+                  f"the worker's open files: {fds} (its limit {limit})")
             for sb in boxes:
                 sb.terminate()
         if args.snapshot or args.snapshot_mb:
