@@ -150,6 +150,17 @@ def test_a_sandbox_reaches_only_its_cidr_allowlist(running, internet, host_liste
         assert sb.exec("echo", "hi").stdout.read() == "hi\n"
     finally:
         sb.terminate()
+    # A container started cold (one with a volume is never a spare) gets its allowlist as well.
+    vol = ember.Volume.from_name("network-sandboxes", create_if_missing=True)
+    sb = ember.Sandbox.create(app=app, image=network_app.base, timeout=60, cidr_allowlist=[f"{other}/32"],
+                              volumes={"/data": vol})
+    try:
+        p = sb.exec("python3", "-c", SANDBOX_PROBE, f"{allowed}:8080", f"{other}:8080")
+        out = dict(line.split(" ", 1) for line in p.stdout.read().splitlines())
+        assert out == {f"{allowed}:8080": out[f"{allowed}:8080"], f"{other}:8080": "connected"}, out
+        assert "No route to host" in out[f"{allowed}:8080"], out
+    finally:
+        sb.terminate()
     # Another sandbox, without one, of the same worker (perhaps of the same network slot) reaches both.
     sb = ember.Sandbox.create(app=app, image=network_app.base, timeout=60)
     try:
@@ -157,6 +168,10 @@ def test_a_sandbox_reaches_only_its_cidr_allowlist(running, internet, host_liste
         assert p.stdout.read().count("connected") == 2
     finally:
         sb.terminate()
+    # Their rules went with their containers.
+    table = worker_table(running, "w1")
+    wait_for(lambda: "allow-" not in subprocess.run(["nft", "list", "table", "inet", table], capture_output=True,
+                                                    text=True, check=True).stdout, what="the allowlists' removal")
 
 
 def test_a_bad_cidr_allowlist_is_refused_at_create(running):
