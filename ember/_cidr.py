@@ -23,13 +23,13 @@ def check_allowlist(networks, block_network: bool = False) -> list[str]:
         if not isinstance(n, str):
             raise ValueError(f"{n!r} is not a network: pass strings like \"10.0.0.0/8\"")
         try:
-            net = ipaddress.ip_network(n.strip(), strict=False)
+            net = ipaddress.ip_network(n, strict=False)
         except ValueError:
             raise ValueError(f"{n!r} is not an IPv4 network: pass one like \"10.0.0.0/8\" or \"203.0.113.7/32\"") \
                 from None
         if net.version != 4:
             raise ValueError(f"{n!r}: containers have IPv4 only (all IPv6 is refused them): pass IPv4 networks")
-        if str(net) != n.strip() and "/" in n:
-            raise ValueError(f"{n!r} has bits set past its prefix length: pass {str(net)!r}")
+        if str(net) != n and "/" in n:
+            raise ValueError(f"{n!r} has host bits set (or is not written plainly): pass {str(net)!r}")
         out.append(str(net))
     return out

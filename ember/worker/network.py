@@ -189,7 +189,10 @@ table inet {self.table} {{{to_control_plane}
 
     async def allow_only(self, a: Attachment, cidrs: list[str]):
         """From now on the container reaches, of what containers may reach, only these networks."""
-        nets = ", ".join(str(ipaddress.IPv4Network(c)) for c in cidrs)  # checked by the control plane too
+        try:  # checked by the control plane already; what reaches nft is what ipaddress writes
+            nets = ", ".join(str(ipaddress.IPv4Network(c)) for c in cidrs)
+        except ValueError as e:
+            raise NetworkError(f"cidr_allowlist: {e}") from None
         refuse = "reject with icmpx type admin-prohibited"
         script = (f"add chain inet {self.table} allow-{a.host_if}\n"
                   f"add rule inet {self.table} allow-{a.host_if} ip daddr {{ {nets} }} return\n"
