@@ -139,7 +139,14 @@ class AppDeployResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class AppInfo(_message.Message):
-    __slots__ = ("app_id", "name", "state", "deployed", "version", "created_at", "num_functions", "stopped_at")
+    __slots__ = ("app_id", "name", "state", "deployed", "version", "created_at", "num_functions", "stopped_at", "functions", "dashboard_url")
+    class FunctionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +155,8 @@ class AppInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     NUM_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     STOPPED_AT_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    DASHBOARD_URL_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     name: str
     state: AppState
@@ -156,7 +165,9 @@ class AppInfo(_message.Message):
     created_at: float
     num_functions: int
     stopped_at: float
-    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AppState, str]] = ..., deployed: _Optional[bool] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., num_functions: _Optional[int] = ..., stopped_at: _Optional[float] = ...) -> None: ...
+    functions: _containers.ScalarMap[str, str]
+    dashboard_url: str
+    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AppState, str]] = ..., deployed: _Optional[bool] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., num_functions: _Optional[int] = ..., stopped_at: _Optional[float] = ..., functions: _Optional[_Mapping[str, str]] = ..., dashboard_url: _Optional[str] = ...) -> None: ...
 
 class AppListResponse(_message.Message):
     __slots__ = ("apps",)
@@ -165,15 +176,19 @@ class AppListResponse(_message.Message):
     def __init__(self, apps: _Optional[_Iterable[_Union[AppInfo, _Mapping]]] = ...) -> None: ...
 
 class FunctionLookupRequest(_message.Message):
-    __slots__ = ("app_name", "name")
+    __slots__ = ("app_name", "name", "function_id", "with_definition")
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_DEFINITION_FIELD_NUMBER: _ClassVar[int]
     app_name: str
     name: str
-    def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    function_id: str
+    with_definition: bool
+    def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ..., function_id: _Optional[str] = ..., with_definition: _Optional[bool] = ...) -> None: ...
 
 class FunctionLookupResponse(_message.Message):
-    __slots__ = ("function_id", "is_generator", "is_class", "methods", "web_url", "method_web_urls")
+    __slots__ = ("function_id", "is_generator", "is_class", "methods", "web_url", "method_web_urls", "name", "app_id", "definition")
     class MethodsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,13 +209,19 @@ class FunctionLookupResponse(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     WEB_URL_FIELD_NUMBER: _ClassVar[int]
     METHOD_WEB_URLS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     is_generator: bool
     is_class: bool
     methods: _containers.ScalarMap[str, bool]
     web_url: str
     method_web_urls: _containers.ScalarMap[str, str]
-    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ..., method_web_urls: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    name: str
+    app_id: str
+    definition: FunctionDefinition
+    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ..., method_web_urls: _Optional[_Mapping[str, str]] = ..., name: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ...) -> None: ...
 
 class FunctionBindRequest(_message.Message):
     __slots__ = ("function_id", "params", "options")
@@ -1099,7 +1120,7 @@ class FunctionCallRef(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., terminate_containers: _Optional[bool] = ...) -> None: ...
 
 class SecretCreateRequest(_message.Message):
-    __slots__ = ("name", "env", "force")
+    __slots__ = ("name", "env", "force", "merge")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1110,10 +1131,12 @@ class SecretCreateRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    MERGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     env: _containers.ScalarMap[str, str]
     force: bool
-    def __init__(self, name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., force: _Optional[bool] = ...) -> None: ...
+    merge: bool
+    def __init__(self, name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., force: _Optional[bool] = ..., merge: _Optional[bool] = ...) -> None: ...
 
 class SecretRef(_message.Message):
     __slots__ = ("secret_id", "name")
