@@ -201,7 +201,8 @@ class FunctionSpec:
             timeout=self.timeout, retries=self.retries.to_proto(), max_containers=self.max_containers or 0,
             min_containers=self.min_containers, scaledown_window=self.scaledown_window, env=self.env,
             startup_timeout=self.startup_timeout, inputs_per_container=self.inputs_per_container,
-            buffer_containers=self.buffer_containers, regions=self.regions, restrict_access=self.restrict_access)
+            buffer_containers=self.buffer_containers, regions=self.regions, restrict_access=self.restrict_access,
+            read_only_volumes=read_only_paths(self.volumes))  # their ids come when they are resolved
 
 
 def _environment(env) -> dict[str, str]:
@@ -216,6 +217,11 @@ def _environment(env) -> dict[str, str]:
         raise exception.InvalidError(f"env: {bad[0]!r} is not an environment variable name: use letters, "
                                      "digits and _, not starting with a digit")
     return {k: v for k, v in env.items() if v is not None}
+
+
+def read_only_paths(volumes: dict) -> list[str]:
+    """The mount paths of the volumes mounted read-only (Volume.read_only())."""
+    return sorted(path for path, v in volumes.items() if v._read_only)
 
 
 def _mount_paths(volumes) -> dict:
@@ -303,6 +309,7 @@ class Options:
             o.replace_volumes = True
             for path, v in self.volumes.items():
                 o.volume_mounts[path] = await v._id()
+            o.read_only_volumes.extend(read_only_paths(self.volumes))
         return o
 
 

@@ -77,6 +77,7 @@ REFUSED: dict[str, str] = {
 ACCEPTED: dict[str, str] = {
     "enable_output": "Ember's output (build logs, prints, web URLs) is always on: the block changes nothing",
     "web_endpoint": "Modal's older name of fastapi_endpoint, the same here",
+    "Volume.with_mount_options": "read_only= as in Modal; sub_path= is refused (a volume is mounted whole)",
     "Volume.rename": "makes the new name hold the same files and deletes the old: the volume's object_id changes",
     "Dict.info": "created_by is None: Ember does not record who made an object",
     "Image.cmd": "changes nothing: the command of Ember's containers is its runtime (given to the entrypoint)",

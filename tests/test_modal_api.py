@@ -738,3 +738,36 @@ def test_refused_methods_raise_their_reason():
         with pytest.raises(exception.InvalidError) as e:
             use()
         assert refused.REFUSED[name] in str(e.value), name
+
+
+def test_a_read_only_volume_mount_cannot_be_written_in_the_container(app_cluster):
+    with ember.Volume.ephemeral() as vol:
+        with vol.batch_upload() as batch:
+            batch.put_file(io.BytesIO(b"kept"), "data.txt")
+        app = modal.App("read-only-volume")
+
+        def attempt(path):
+            import errno
+            with open(f"{path}/data.txt") as f:
+                before = f.read()
+            try:
+                with open(f"{path}/new.txt", "w") as f:
+                    f.write("written")
+                wrote = "wrote"
+            except OSError as e:
+                wrote = errno.errorcode[e.errno]
+            return before, wrote
+
+        reader = app.function(serialized=True, volumes={"/data": vol.read_only()}, name="reader")(
+            lambda: attempt("/data"))
+        with app.run():
+            assert reader.remote() == ("kept", "EROFS")
+            assert reader.info().volumes == {"/data": vol.object_id}
+            # with_options(volumes=) replaces the mounts, read-only or not: the same volume, writable
+            assert reader.with_options(volumes={"/data": vol.with_mount_options(read_only=False)}).remote() == (
+                "kept", "wrote")
+        assert vol.read_only()._read_only and not vol._read_only  # a new handle; this one's methods work
+    with pytest.raises(exception.InvalidError, match="a volume is mounted whole"):
+        vol.with_mount_options(sub_path="models")
+    with pytest.raises(exception.InvalidError, match="pass True or False"):
+        vol.with_mount_options(read_only="yes")

@@ -234,7 +234,7 @@ class FunctionBindRequest(_message.Message):
     def __init__(self, function_id: _Optional[str] = ..., params: _Optional[bytes] = ..., options: _Optional[_Union[FunctionOptions, _Mapping]] = ...) -> None: ...
 
 class FunctionOptions(_message.Message):
-    __slots__ = ("cpu", "memory_mb", "gpu", "timeout", "retries", "replace_secrets", "secret_ids", "replace_volumes", "volume_mounts", "scaledown_window", "min_containers", "max_containers", "max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms", "buffer_containers")
+    __slots__ = ("cpu", "memory_mb", "gpu", "timeout", "retries", "replace_secrets", "secret_ids", "replace_volumes", "volume_mounts", "scaledown_window", "min_containers", "max_containers", "max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms", "buffer_containers", "read_only_volumes")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,7 @@ class FunctionOptions(_message.Message):
     BATCH_MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
     BATCH_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     BUFFER_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     cpu: float
     memory_mb: int
     gpu: str
@@ -276,7 +277,8 @@ class FunctionOptions(_message.Message):
     batch_max_size: int
     batch_wait_ms: int
     buffer_containers: int
-    def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., replace_secrets: _Optional[bool] = ..., secret_ids: _Optional[_Iterable[str]] = ..., replace_volumes: _Optional[bool] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., scaledown_window: _Optional[float] = ..., min_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., max_inputs: _Optional[int] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., buffer_containers: _Optional[int] = ...) -> None: ...
+    read_only_volumes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., replace_secrets: _Optional[bool] = ..., secret_ids: _Optional[_Iterable[str]] = ..., replace_volumes: _Optional[bool] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., scaledown_window: _Optional[float] = ..., min_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., max_inputs: _Optional[int] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., read_only_volumes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FunctionRef(_message.Message):
     __slots__ = ("function_id",)
@@ -337,7 +339,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., ephemeral_disk_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "read_only_volumes", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -381,6 +383,7 @@ class FunctionDefinition(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
     VOLUME_MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     BLOCK_NETWORK_FIELD_NUMBER: _ClassVar[int]
     IS_CLASS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
@@ -415,6 +418,7 @@ class FunctionDefinition(_message.Message):
     image: Image
     secret_ids: _containers.RepeatedScalarFieldContainer[str]
     volume_mounts: _containers.ScalarMap[str, str]
+    read_only_volumes: _containers.RepeatedScalarFieldContainer[str]
     block_network: bool
     is_class: bool
     methods: _containers.ScalarMap[str, bool]
@@ -434,7 +438,7 @@ class FunctionDefinition(_message.Message):
     batch_wait_ms: int
     derived_from: str
     sandbox: bool
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., read_only_volumes: _Optional[_Iterable[str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ...) -> None: ...
 
 class WebEndpoint(_message.Message):
     __slots__ = ("kind", "method", "docs", "label", "requires_proxy_auth", "port", "startup_timeout")
@@ -1211,12 +1215,14 @@ class VolumeCommitRequest(_message.Message):
     def __init__(self, volume_id: _Optional[str] = ..., files: _Optional[_Iterable[_Union[VolumeFile, _Mapping]]] = ..., deleted: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VolumeMount(_message.Message):
-    __slots__ = ("path", "manifest")
+    __slots__ = ("path", "manifest", "read_only")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     path: str
     manifest: VolumeManifest
-    def __init__(self, path: _Optional[str] = ..., manifest: _Optional[_Union[VolumeManifest, _Mapping]] = ...) -> None: ...
+    read_only: bool
+    def __init__(self, path: _Optional[str] = ..., manifest: _Optional[_Union[VolumeManifest, _Mapping]] = ..., read_only: _Optional[bool] = ...) -> None: ...
 
 class ObjectGetRequest(_message.Message):
     __slots__ = ("kind", "name", "create_if_missing", "ephemeral")

@@ -431,6 +431,9 @@ def _secrets_and_volumes(d: api_pb2.FunctionDefinition, where: str):
             raise Invalid(f"{where}.volume_mounts", f"key {path!r} must be a normalized absolute path, not /")
         if not volume_id:
             raise Invalid(f"{where}.volume_mounts[{path!r}]", "is empty: pass a volume id")
+    for path in d.read_only_volumes:
+        if path not in d.volume_mounts:
+            raise Invalid(f"{where}.read_only_volumes", f"{path!r} is not a path of volume_mounts")
 
 
 MAX_TAGS = 64  # tags on one sandbox
