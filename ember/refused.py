@@ -77,6 +77,9 @@ REFUSED: dict[str, str] = {
 ACCEPTED: dict[str, str] = {
     "enable_output": "Ember's output (build logs, prints, web URLs) is always on: the block changes nothing",
     "web_endpoint": "Modal's older name of fastapi_endpoint, the same here",
+    "App.info": "AppInfo has app_id, description, functions (ids by name), deployed and version; no lifecycle",
+    "Function.info": "FunctionInfo has the fields Ember has (resources, timeout, retries, concurrency, batching, "
+                     "scaling, volumes and secrets by id, web_url); none of Modal's cloud ones",
     "Volume.with_mount_options": "read_only= as in Modal; sub_path= is refused (a volume is mounted whole)",
     "Volume.rename": "makes the new name hold the same files and deletes the old: the volume's object_id changes",
     "Dict.info": "created_by is None: Ember does not record who made an object",
