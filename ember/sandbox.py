@@ -24,11 +24,12 @@ import contextlib
 
 import grpc
 
-from . import config, context, exception, file_io
+from . import _cidr, config, context, exception, file_io
 from ._client.bridge import twin
 from ._client.client import Client, translate
 from ._client.container_exec import ContainerExec
 from .function import FunctionSpec
+from .image import Image
 from .proto import api_pb2
 from .secret import Secret
 
@@ -36,7 +37,7 @@ Info = api_pb2.SandboxInfo
 WAIT_STEP = 50.0  # seconds of one SandboxWait (it is asked again until the sandbox ends)
 STDIN_CHUNK = 512 << 10  # bytes of stdin per message
 EXEC_TIMED_OUT = 124  # an exec's returncode once its timeout= passed (timeout(1)'s)
-REFUSED_OPTIONS = ("cidr_allowlist", "encrypted_ports", "unencrypted_ports", "h2_ports", "region", "cloud",
+REFUSED_OPTIONS = ("encrypted_ports", "unencrypted_ports", "h2_ports", "region", "cloud",
                    "pty_info", "mount", "network_file_systems", "proxy", "verbose", "readiness_probe")
 
 
@@ -267,7 +268,8 @@ class _Statics:
     async def create(self, *cmd: str, app=None, image=None, secrets=(), volumes=None, cpu=None, memory=None,
                      gpu=None, timeout: float = 300, idle_timeout: float | None = None, workdir: str | None = None,
                      env: dict | None = None, name: str | None = None, block_network: bool = False,
-                     environment_name: str | None = None, **refused) -> Sandbox:
+                     cidr_allowlist: list[str] | None = None, environment_name: str | None = None,
+                     **refused) -> Sandbox:
         """A new sandbox of `app` running cmd (none: it stays up until terminated or timed out)."""
         what = "Sandbox.create()"
         config.check_environment(environment_name, what)
@@ -292,8 +294,14 @@ class _Statics:
             raise exception.InvalidError(f"{what}: workdir={workdir!r}: pass an absolute path, e.g. \"/tmp\"")
         if name is not None and (not isinstance(name, str) or not name):
             raise exception.InvalidError(f"{what}: name={name!r}: pass a non-empty string")
+        if cidr_allowlist is not None:
+            try:
+                cidr_allowlist = _cidr.check_allowlist(cidr_allowlist, block_network)
+            except ValueError as e:
+                raise exception.InvalidError(f"{what}: cidr_allowlist=: {e}") from None
         client = _client()
         d = spec.definition("sandbox", False)
+        d.cidr_allowlist.extend(cidr_allowlist or ())
         d.image.CopyFrom(await _build(client, spec.image))
         d.secret_ids.extend([await s._resolve(client) for s in spec.secrets])
         d.volume_mounts.update({path: await v._id() for path, v in spec.volumes.items()})
@@ -484,6 +492,23 @@ class Sandbox:
         await proc._start(ce, timeout)
         return proc
 
+    @twin
+    async def snapshot_filesystem(self, timeout: float = 55) -> Image:
+        """Its filesystem now, as an Image for later sandboxes and functions: its image plus a layer
+        of what changed in it (not its volumes). Needs the container backend."""
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+            raise exception.InvalidError(f"{self._what('snapshot_filesystem()')}: timeout={timeout!r}: pass seconds, "
+                                         "more than 0 and at most 3600")
+        try:
+            image = await _client().stub.SandboxSnapshotFilesystem(
+                api_pb2.SandboxSnapshotRequest(sandbox_id=self.object_id, timeout=timeout), timeout=timeout + 10)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION and f"{self.object_id} has ended" in (e.details() or ""):
+                # It ended before, or while, it was taken (its worker lost, say): the message says why.
+                raise exception.SandboxTerminatedError(e.details()) from None
+            raise translate(e, self._what("snapshot_filesystem()")) from None
+        return Image._of_snapshot(image)
+
     # ---- files (file_io.py: each an exec of a small script in the sandbox)
 
     @twin
@@ -514,6 +539,15 @@ class Sandbox:
         """Remove a file, or a directory (one that is not empty only with recursive=True)."""
         await file_io.run_script(self, file_io.RM, file_io.check_path(path, self._what("rm()")),
                                  "1" if recursive else "0")
+
+    @twin
+    async def watch(self, path: str, filter: builtins.list[file_io.FileWatchEventType] | None = None,
+                    recursive: bool | None = None, timeout: float | None = None):
+        """Yield a FileWatchEvent for each change of a path of the sandbox (with recursive=True, of
+        anything under it) from the first iteration on, until timeout seconds passed (None: until the
+        loop stops); filter=: only events of these types."""
+        async for event in file_io.watch(self, path, filter, bool(recursive), timeout):
+            yield event
 
     def __del__(self):
         for t in self._readers:

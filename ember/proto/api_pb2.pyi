@@ -339,7 +339,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., ephemeral_disk_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "read_only_volumes", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "read_only_volumes", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox", "cidr_allowlist")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -403,6 +403,7 @@ class FunctionDefinition(_message.Message):
     BATCH_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FROM_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    CIDR_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
     name: str
     module: str
     qualname: str
@@ -438,7 +439,8 @@ class FunctionDefinition(_message.Message):
     batch_wait_ms: int
     derived_from: str
     sandbox: bool
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., read_only_volumes: _Optional[_Iterable[str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ...) -> None: ...
+    cidr_allowlist: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., read_only_volumes: _Optional[_Iterable[str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WebEndpoint(_message.Message):
     __slots__ = ("kind", "method", "docs", "label", "requires_proxy_auth", "port", "startup_timeout")
@@ -485,6 +487,7 @@ class ImageStep(_message.Message):
         ENV: _ClassVar[ImageStep.Kind]
         WORKDIR: _ClassVar[ImageStep.Kind]
         ENTRYPOINT: _ClassVar[ImageStep.Kind]
+        SNAPSHOT: _ClassVar[ImageStep.Kind]
     KIND_UNSPECIFIED: ImageStep.Kind
     DEBIAN_SLIM: ImageStep.Kind
     FROM_REGISTRY: ImageStep.Kind
@@ -496,6 +499,7 @@ class ImageStep(_message.Message):
     ENV: ImageStep.Kind
     WORKDIR: ImageStep.Kind
     ENTRYPOINT: ImageStep.Kind
+    SNAPSHOT: ImageStep.Kind
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1518,7 +1522,7 @@ class ContainerCpu(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., cpu_seconds: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done", "usage", "exec_output")
+    __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done", "usage", "exec_output", "snapshot_done")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_EXITED_FIELD_NUMBER: _ClassVar[int]
@@ -1527,6 +1531,7 @@ class WorkerMessage(_message.Message):
     BUILD_DONE_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     EXEC_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_DONE_FIELD_NUMBER: _ClassVar[int]
     register: WorkerRegister
     heartbeat: Empty
     container_exited: ContainerExited
@@ -1535,7 +1540,18 @@ class WorkerMessage(_message.Message):
     build_done: BuildDone
     usage: ContainerUsage
     exec_output: ExecOutput
-    def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ..., usage: _Optional[_Union[ContainerUsage, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ...) -> None: ...
+    snapshot_done: SnapshotDone
+    def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ..., usage: _Optional[_Union[ContainerUsage, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ..., snapshot_done: _Optional[_Union[SnapshotDone, _Mapping]] = ...) -> None: ...
+
+class SnapshotDone(_message.Message):
+    __slots__ = ("snapshot_id", "layer", "error")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    layer: Layer
+    error: str
+    def __init__(self, snapshot_id: _Optional[str] = ..., layer: _Optional[_Union[Layer, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class BuildLog(_message.Message):
     __slots__ = ("build_id", "data", "step")
@@ -1564,7 +1580,7 @@ class BuildDone(_message.Message):
     def __init__(self, build_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StartContainer(_message.Message):
-    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential")
+    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential", "cidr_allowlist")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1575,6 +1591,7 @@ class StartContainer(_message.Message):
     BLOCK_NETWORK_FIELD_NUMBER: _ClassVar[int]
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    CIDR_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     function_id: str
     app_id: str
@@ -1585,7 +1602,8 @@ class StartContainer(_message.Message):
     block_network: bool
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeMount]
     credential: str
-    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ...) -> None: ...
+    cidr_allowlist: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StopContainer(_message.Message):
     __slots__ = ("container_id", "kill")
@@ -1596,7 +1614,7 @@ class StopContainer(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., kill: _Optional[bool] = ...) -> None: ...
 
 class WorkerCommand(_message.Message):
-    __slots__ = ("start_container", "stop_container", "registered", "build_image", "shutdown", "exec_start", "exec_input")
+    __slots__ = ("start_container", "stop_container", "registered", "build_image", "shutdown", "exec_start", "exec_input", "snapshot_container")
     START_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     STOP_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
@@ -1604,6 +1622,7 @@ class WorkerCommand(_message.Message):
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
     EXEC_START_FIELD_NUMBER: _ClassVar[int]
     EXEC_INPUT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     start_container: StartContainer
     stop_container: StopContainer
     registered: Empty
@@ -1611,7 +1630,20 @@ class WorkerCommand(_message.Message):
     shutdown: Empty
     exec_start: ExecStart
     exec_input: ExecInput
-    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ...) -> None: ...
+    snapshot_container: SnapshotContainer
+    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ..., snapshot_container: _Optional[_Union[SnapshotContainer, _Mapping]] = ...) -> None: ...
+
+class SnapshotContainer(_message.Message):
+    __slots__ = ("snapshot_id", "container_id", "parent_layer_id", "workspace")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_LAYER_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    container_id: str
+    parent_layer_id: str
+    workspace: str
+    def __init__(self, snapshot_id: _Optional[str] = ..., container_id: _Optional[str] = ..., parent_layer_id: _Optional[str] = ..., workspace: _Optional[str] = ...) -> None: ...
 
 class BuildImage(_message.Message):
     __slots__ = ("build_id", "image", "layers", "force", "workspace", "secret_env")
@@ -2018,3 +2050,11 @@ class SandboxStdinRequest(_message.Message):
     data: bytes
     eof: bool
     def __init__(self, sandbox_id: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ...) -> None: ...
+
+class SandboxSnapshotRequest(_message.Message):
+    __slots__ = ("sandbox_id", "timeout")
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    timeout: float
+    def __init__(self, sandbox_id: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
