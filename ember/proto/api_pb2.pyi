@@ -139,7 +139,14 @@ class AppDeployResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class AppInfo(_message.Message):
-    __slots__ = ("app_id", "name", "state", "deployed", "version", "created_at", "num_functions", "stopped_at")
+    __slots__ = ("app_id", "name", "state", "deployed", "version", "created_at", "num_functions", "stopped_at", "functions", "dashboard_url")
+    class FunctionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +155,8 @@ class AppInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     NUM_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     STOPPED_AT_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    DASHBOARD_URL_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     name: str
     state: AppState
@@ -156,7 +165,9 @@ class AppInfo(_message.Message):
     created_at: float
     num_functions: int
     stopped_at: float
-    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AppState, str]] = ..., deployed: _Optional[bool] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., num_functions: _Optional[int] = ..., stopped_at: _Optional[float] = ...) -> None: ...
+    functions: _containers.ScalarMap[str, str]
+    dashboard_url: str
+    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AppState, str]] = ..., deployed: _Optional[bool] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., num_functions: _Optional[int] = ..., stopped_at: _Optional[float] = ..., functions: _Optional[_Mapping[str, str]] = ..., dashboard_url: _Optional[str] = ...) -> None: ...
 
 class AppListResponse(_message.Message):
     __slots__ = ("apps",)
@@ -165,15 +176,19 @@ class AppListResponse(_message.Message):
     def __init__(self, apps: _Optional[_Iterable[_Union[AppInfo, _Mapping]]] = ...) -> None: ...
 
 class FunctionLookupRequest(_message.Message):
-    __slots__ = ("app_name", "name")
+    __slots__ = ("app_name", "name", "function_id", "with_definition")
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_DEFINITION_FIELD_NUMBER: _ClassVar[int]
     app_name: str
     name: str
-    def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    function_id: str
+    with_definition: bool
+    def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ..., function_id: _Optional[str] = ..., with_definition: _Optional[bool] = ...) -> None: ...
 
 class FunctionLookupResponse(_message.Message):
-    __slots__ = ("function_id", "is_generator", "is_class", "methods", "web_url", "method_web_urls")
+    __slots__ = ("function_id", "is_generator", "is_class", "methods", "web_url", "method_web_urls", "name", "app_id", "definition")
     class MethodsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,13 +209,19 @@ class FunctionLookupResponse(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     WEB_URL_FIELD_NUMBER: _ClassVar[int]
     METHOD_WEB_URLS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     is_generator: bool
     is_class: bool
     methods: _containers.ScalarMap[str, bool]
     web_url: str
     method_web_urls: _containers.ScalarMap[str, str]
-    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ..., method_web_urls: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    name: str
+    app_id: str
+    definition: FunctionDefinition
+    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ..., method_web_urls: _Optional[_Mapping[str, str]] = ..., name: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ...) -> None: ...
 
 class FunctionBindRequest(_message.Message):
     __slots__ = ("function_id", "params", "options")
@@ -213,7 +234,7 @@ class FunctionBindRequest(_message.Message):
     def __init__(self, function_id: _Optional[str] = ..., params: _Optional[bytes] = ..., options: _Optional[_Union[FunctionOptions, _Mapping]] = ...) -> None: ...
 
 class FunctionOptions(_message.Message):
-    __slots__ = ("cpu", "memory_mb", "gpu", "timeout", "retries", "replace_secrets", "secret_ids", "replace_volumes", "volume_mounts", "scaledown_window", "min_containers", "max_containers", "max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms", "buffer_containers")
+    __slots__ = ("cpu", "memory_mb", "gpu", "timeout", "retries", "replace_secrets", "secret_ids", "replace_volumes", "volume_mounts", "scaledown_window", "min_containers", "max_containers", "max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms", "buffer_containers", "read_only_volumes")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +259,7 @@ class FunctionOptions(_message.Message):
     BATCH_MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
     BATCH_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     BUFFER_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     cpu: float
     memory_mb: int
     gpu: str
@@ -255,7 +277,8 @@ class FunctionOptions(_message.Message):
     batch_max_size: int
     batch_wait_ms: int
     buffer_containers: int
-    def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., replace_secrets: _Optional[bool] = ..., secret_ids: _Optional[_Iterable[str]] = ..., replace_volumes: _Optional[bool] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., scaledown_window: _Optional[float] = ..., min_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., max_inputs: _Optional[int] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., buffer_containers: _Optional[int] = ...) -> None: ...
+    read_only_volumes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., replace_secrets: _Optional[bool] = ..., secret_ids: _Optional[_Iterable[str]] = ..., replace_volumes: _Optional[bool] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., scaledown_window: _Optional[float] = ..., min_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., max_inputs: _Optional[int] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., read_only_volumes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FunctionRef(_message.Message):
     __slots__ = ("function_id",)
@@ -316,7 +339,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., ephemeral_disk_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox", "cidr_allowlist")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "read_only_volumes", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox", "cidr_allowlist")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -360,6 +383,7 @@ class FunctionDefinition(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
     VOLUME_MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     BLOCK_NETWORK_FIELD_NUMBER: _ClassVar[int]
     IS_CLASS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
@@ -395,6 +419,7 @@ class FunctionDefinition(_message.Message):
     image: Image
     secret_ids: _containers.RepeatedScalarFieldContainer[str]
     volume_mounts: _containers.ScalarMap[str, str]
+    read_only_volumes: _containers.RepeatedScalarFieldContainer[str]
     block_network: bool
     is_class: bool
     methods: _containers.ScalarMap[str, bool]
@@ -415,7 +440,7 @@ class FunctionDefinition(_message.Message):
     derived_from: str
     sandbox: bool
     cidr_allowlist: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., read_only_volumes: _Optional[_Iterable[str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WebEndpoint(_message.Message):
     __slots__ = ("kind", "method", "docs", "label", "requires_proxy_auth", "port", "startup_timeout")
@@ -1103,7 +1128,7 @@ class FunctionCallRef(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., terminate_containers: _Optional[bool] = ...) -> None: ...
 
 class SecretCreateRequest(_message.Message):
-    __slots__ = ("name", "env", "force")
+    __slots__ = ("name", "env", "force", "merge")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1114,10 +1139,12 @@ class SecretCreateRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    MERGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     env: _containers.ScalarMap[str, str]
     force: bool
-    def __init__(self, name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., force: _Optional[bool] = ...) -> None: ...
+    merge: bool
+    def __init__(self, name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., force: _Optional[bool] = ..., merge: _Optional[bool] = ...) -> None: ...
 
 class SecretRef(_message.Message):
     __slots__ = ("secret_id", "name")
@@ -1192,12 +1219,14 @@ class VolumeCommitRequest(_message.Message):
     def __init__(self, volume_id: _Optional[str] = ..., files: _Optional[_Iterable[_Union[VolumeFile, _Mapping]]] = ..., deleted: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VolumeMount(_message.Message):
-    __slots__ = ("path", "manifest")
+    __slots__ = ("path", "manifest", "read_only")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     path: str
     manifest: VolumeManifest
-    def __init__(self, path: _Optional[str] = ..., manifest: _Optional[_Union[VolumeManifest, _Mapping]] = ...) -> None: ...
+    read_only: bool
+    def __init__(self, path: _Optional[str] = ..., manifest: _Optional[_Union[VolumeManifest, _Mapping]] = ..., read_only: _Optional[bool] = ...) -> None: ...
 
 class ObjectGetRequest(_message.Message):
     __slots__ = ("kind", "name", "create_if_missing", "ephemeral")

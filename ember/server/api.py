@@ -549,7 +549,8 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         apps = sorted(self.apps.listing(who.workspace), key=lambda a: (not a.deployed, a.name))
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
             app_id=a.app_id, name=a.name, deployed=a.deployed, version=a.version, num_functions=len(a.functions),
-            state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING)
+            state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING,
+            functions=a.function_ids(), dashboard_url=f"{self.routes.base_url}/dashboard/apps/{a.app_id}")
             for a in apps if a.version or not a.deployed])
 
     async def AppHistory(self, req, context, who):
@@ -564,9 +565,22 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def FunctionLookup(self, req, context, who):
         validate.function_lookup(req)
-        fn = await self._call(context, self.apps.lookup_function, who.workspace, req.app_name, req.name)
+        if req.function_id:
+            fn = self.apps.function(req.function_id, who.workspace)
+            if fn is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no function {req.function_id} in a running "
+                                    "app of this workspace (`ember app list` shows the running apps)")
+        else:
+            fn = await self._call(context, self.apps.lookup_function, who.workspace, req.app_name, req.name)
+        definition = None
+        if req.with_definition:  # its options, not its code
+            definition = api_pb2.FunctionDefinition()
+            definition.CopyFrom(fn.definition)
+            for code in ("pickled", "code_blob_id", "bound_params"):
+                definition.ClearField(code)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
                                               is_class=fn.definition.is_class, methods=fn.definition.methods,
+                                              name=fn.name, app_id=fn.app.app_id, definition=definition,
                                               **self._web_urls(fn))
 
     async def AppLogs(self, req, context, who):
@@ -605,6 +619,13 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
     async def _logs_of(self, context, who: Principal, req) -> tuple[str, object]:
         """(app_id, the running app or None) whose logs AppLogs reads: by id (even a stopped
         app's), or a deployed app's newest version by name; the workspace's own only."""
+        if not req.app_id and not req.app_name and not req.container_id:  # a call's (validate.app_logs)
+            call = self.store.call(req.call_id)
+            fn = self.store.function(call[0]) if call is not None else None
+            if fn is None or fn[1] != who.workspace:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no call {req.call_id} in this workspace "
+                                    "(a call's results and logs are kept until it expires)")
+            return fn[0], self.apps.app(fn[0], who.workspace)
         if not req.app_id and not req.app_name:  # a container's (validate.app_logs)
             c = self.fleet.container(req.container_id, who.workspace)
             app_id = c.function.app.app_id if c is not None else self.store.container_app(req.container_id)

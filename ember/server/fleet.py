@@ -413,7 +413,10 @@ class Fleet:
         d = c.function.definition if c is not None else None
         if d is None or not d.restrict_access or rpc in RESTRICTED_ALLOWED:
             return
-        if rpc in ("VolumeGet", "VolumeCommit") and request.volume_id in d.volume_mounts.values():
+        if rpc == "VolumeGet" and request.volume_id in d.volume_mounts.values():
+            return
+        read_only = set(d.read_only_volumes)
+        if rpc == "VolumeCommit" and request.volume_id in [v for p, v in d.volume_mounts.items() if p not in read_only]:
             return
         raise Forbidden(f"{d.name} has restrict_modal_access=True: its containers may not call {rpc} (other "
                         "functions, dicts, queues, secrets and volumes not mounted in it are out of its reach)")

@@ -74,7 +74,9 @@ class Placement:
         self.store.create_container(cid, fn.function_id, worker.worker_id, worker.boot_id, credential_hash)
         self.fleet.add(ContainerState(cid, fn, worker, self.clock()), new=True)
         image = fn.definition.image
-        volumes = [api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
+        read_only = set(fn.definition.read_only_volumes)
+        volumes = [api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid),
+                                       read_only=path in read_only)
                    for path, vid in sorted(fn.definition.volume_mounts.items())]
         if volumes and self.on_volumes is not None:
             self.on_volumes(cid, volumes)

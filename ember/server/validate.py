@@ -94,7 +94,8 @@ def app_by_id_or_name(req: api_pb2.AppRef | api_pb2.AppLogsRequest):
 
 
 def app_logs(req: api_pb2.AppLogsRequest):
-    if not req.container_id:  # a container's logs are found by its id alone (`ember container logs`)
+    # A container's logs are found by its id alone (`ember container logs`), a call's by its id (call.logs).
+    if not req.container_id and not req.call_id:
         app_by_id_or_name(req)
     number("AppLogsRequest.since", req.since)
     number("AppLogsRequest.until", req.until)
@@ -245,7 +246,8 @@ def image_build(req: api_pb2.ImageBuildRequest):
 
 
 def function_lookup(req: api_pb2.FunctionLookupRequest):
-    required(req, "app_name", "name")
+    if not req.function_id:  # else a function by id (Function.from_id)
+        required(req, "app_name", "name")
 
 
 def function_bind(req: api_pb2.FunctionBindRequest):
@@ -445,6 +447,9 @@ def _secrets_and_volumes(d: api_pb2.FunctionDefinition, where: str):
             raise Invalid(f"{where}.volume_mounts", f"key {path!r} must be a normalized absolute path, not /")
         if not volume_id:
             raise Invalid(f"{where}.volume_mounts[{path!r}]", "is empty: pass a volume id")
+    for path in d.read_only_volumes:
+        if path not in d.volume_mounts:
+            raise Invalid(f"{where}.read_only_volumes", f"{path!r} is not a path of volume_mounts")
 
 
 MAX_TAGS = 64  # tags on one sandbox

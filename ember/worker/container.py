@@ -295,7 +295,7 @@ class ContainerBackend(RuntimeBackend):
             for d in ("upper", "work"):
                 (writable / f"vol{i}" / d).mkdir(parents=True)
             volumes.append({"lower": str(lower), "upper": str(writable / f"vol{i}" / "upper"),
-                            "work": str(writable / f"vol{i}" / "work"), "target": m.path})
+                            "work": str(writable / f"vol{i}" / "work"), "target": m.path, "read_only": m.read_only})
         if volumes:
             # What each volume held as the container started: what its commits are measured against.
             (ct / "volumes.json").write_text(json.dumps([json_format.MessageToDict(m) for m in sc.volumes]))

@@ -14,7 +14,7 @@ for the child, forwards SIGTERM/SIGINT to it and exits as the command did, so th
 the container's own exit status (a SIGKILL as a SIGKILL).
 
 SPEC keys: layers_dir, lowers (top first, relative to layers_dir), upper, work, root, binds
-([src, dst, read_only]), volumes ([{lower, upper, work, target}]), devices, hostname, new_net,
+([src, dst, read_only]), volumes ([{lower, upper, work, target, read_only}]), devices, hostname, new_net,
 netns (a network namespace to join, made by the worker), cgroups, cwd, env, argv, parent_pid;
 userns (the user namespace to join, by path), userns_base (the host ID of container root) and
 idmapped (host directories the root filesystem and volumes are made of: layers and writable
@@ -176,6 +176,8 @@ def setup_root(spec, userns_fd):
         os.makedirs(root + v["target"], exist_ok=True)
         mount("overlay", root + v["target"], "overlay", 0,
               f"lowerdir={v['lower']},upperdir={v['upper']},workdir={v['work']}")
+        if v.get("read_only"):  # Volume.read_only(): writes there fail (EROFS); the container cannot remount
+            mount(None, root + v["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the new.
     os.chdir(root)
     if SYS_PIVOT_ROOT is not None:
