@@ -3,6 +3,7 @@ in a running sandbox to its first byte, and many idle sandboxes at once.
 
     python bench/sandbox.py                      # the process backend
     python bench/sandbox.py --backend container  # namespaces (root); EMBER_CACHE_DIR is honoured
+    python bench/sandbox.py --steps              # and where the time of each create goes, step by step
 
 The image is warm on the worker (one sandbox is made first). Next to the figures, the floor:
 `sh -c 'echo hi'` started by this process (and `bwrap` of it, where bwrap is installed).
@@ -50,6 +51,48 @@ def tree_rss_mib(pid: int) -> float:
     return total / (1 << 20)
 
 
+STEPS = ("resolve image", "SandboxCreate", "to the worker's start of its container", "then to RUNNING (its runtime "
+         "connected)", "exec to first byte")
+
+
+def create_in_steps(app, image, log_path: pathlib.Path) -> tuple[list[float], object]:
+    """Sandbox.create() then exec `echo hi`, timed step by step: the client's own steps, and the
+    worker's (its log's line when it started the container; the clocks are this machine's)."""
+    from ember import sandbox as sdk
+    from ember.proto import api_pb2
+    client = sdk._client()
+
+    async def steps():
+        t0 = time.time()
+        spec = sdk.FunctionSpec(image=image, timeout=60)
+        d = spec.definition("sandbox", False)
+        d.image.CopyFrom(await sdk._build(client, spec.image))
+        t1 = time.time()
+        info = await client.rpc("SandboxCreate", api_pb2.SandboxCreateRequest(
+            app_id=app.app_id, definition=d, timeout=60))
+        t2 = time.time()
+        while info.state == api_pb2.SandboxInfo.STARTING:
+            info = await client.rpc("SandboxWait", api_pb2.SandboxWaitRequest(
+                sandbox_id=info.sandbox_id, timeout=60, until_running=True))
+        t3 = time.time()
+        sb = sdk.Sandbox(info)
+        p = await sb.exec.aio("echo", "hi")
+        async for line in p.stdout:
+            assert line == "hi\n"
+            break
+        t4 = time.time()
+        return [t0, t1, t2, t3, t4], sb
+
+    (t0, t1, t2, t3, t4), sb = client.bridge.run(steps())
+    started = t2
+    for line in log_path.read_text(errors="replace").splitlines():
+        if " worker INFO container " in line and f"{sb._info.container_id} started" in line:
+            stamp = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+            started = max(t2, min(stamp, t4))
+    # Started before it was RUNNING (so far), or after (the exec waited for it, server-side).
+    return [t1 - t0, t2 - t1, started - t2, max(0.0, t3 - started), t4 - max(t3, started)], sb
+
+
 def first_byte(sb) -> float:
     t = time.perf_counter()
     p = sb.exec("echo", "hi")
@@ -62,6 +105,7 @@ def main():
     ap.add_argument("--n", type=int, default=20, help="sandboxes created, and execs (default 20)")
     ap.add_argument("--many", type=int, default=0, help="then this many idle sandboxes at once (default none)")
     ap.add_argument("--backend", default="process")
+    ap.add_argument("--steps", action="store_true", help="also time each create step by step (median of --n)")
     args = ap.parse_args()
     import ember
 
@@ -79,6 +123,12 @@ def main():
             first_byte(sb)
             creates.append(time.perf_counter() - t)
             sb.terminate()
+        steps = []
+        for _ in range(args.n if args.steps else 0):
+            took, sb = create_in_steps(app, image, tmp / "cluster.log")
+            steps.append(took)
+            sb.terminate()
+        spared = (tmp / "cluster.log").read_text(errors="replace").count(", from a spare)")
         execs = [first_byte(warm) for _ in range(args.n)]
         floor = []
         for _ in range(args.n):
@@ -88,6 +138,11 @@ def main():
         print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}, "
               f"{args.backend} backend")
         print(f"Sandbox.create() to the first byte of exec `echo hi` ({args.n}): {percentiles(creates)}")
+        if steps:
+            print("  step by step (median of each, ms): " + ", ".join(
+                f"{name} {statistics.median(s[i] for s in steps) * 1000:.1f}" for i, name in enumerate(STEPS)))
+        if args.backend == "container":
+            print(f"  containers started from a spare: {spared} of {args.n * (2 if steps else 1) + 1}")
         print(f"exec `echo hi` in a running sandbox to its first byte ({args.n}): {percentiles(execs)}")
         print(f"floor, sh -c 'echo hi' from this process: {percentiles(floor)}")
         if shutil.which("bwrap"):

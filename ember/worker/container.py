@@ -173,6 +173,7 @@ class ContainerBackend(RuntimeBackend):
         self.boxes[sc.container_id] = box
         log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
                  ", from a spare" if box.spare_id else "")
+        self.started(sc.container_id)
         if spareable:  # the next one starts from a spare, made once this one has started
             self._spare_soon(image, after=SPARE_AFTER if box.spare_id else 0)
         try:

@@ -81,6 +81,7 @@ class Worker:
         log.info("%s; isolation: %s", self.backend_note, self.backend.isolation())
         self.tasks: dict[str, asyncio.Task] = {}
         self.execs = Execs(self.backend, lambda out: self._send(api_pb2.WorkerMessage(exec_output=out)), self.tasks.get)
+        self.backend.on_started = self.execs.container_started
         self.stream: ReconnectingStream | None = None  # to the control plane, once run() starts
         self.builds: dict[str, asyncio.Task] = {}
         self.stopping = False
