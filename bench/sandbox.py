@@ -106,6 +106,8 @@ def main():
     ap.add_argument("--many", type=int, default=0, help="then this many idle sandboxes at once (default none)")
     ap.add_argument("--backend", default="process")
     ap.add_argument("--steps", action="store_true", help="also time each create step by step (median of --n)")
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds between creates (default 0: back to back, as a loop of them would)")
     args = ap.parse_args()
     import ember
 
@@ -118,6 +120,7 @@ def main():
         first_byte(warm)
         creates = []
         for _ in range(args.n):
+            time.sleep(args.pause)
             t = time.perf_counter()
             sb = ember.Sandbox.create(app=app, image=image, timeout=60)
             first_byte(sb)
@@ -125,6 +128,7 @@ def main():
             sb.terminate()
         steps = []
         for _ in range(args.n if args.steps else 0):
+            time.sleep(args.pause)
             took, sb = create_in_steps(app, image, tmp / "cluster.log")
             steps.append(took)
             sb.terminate()
