@@ -4,12 +4,14 @@ in a running sandbox to its first byte, and many idle sandboxes at once.
     python bench/sandbox.py                      # the process backend
     python bench/sandbox.py --backend container  # namespaces (root); EMBER_CACHE_DIR is honoured
     python bench/sandbox.py --steps              # and where the time of each create goes, step by step
+    python bench/sandbox.py --against REV        # also the code of commit REV, alternating, in one run
 
 The image is warm on the worker (one sandbox is made first). Next to the figures, the floor:
 `sh -c 'echo hi'` started by this process (and `bwrap` of it, where bwrap is installed).
 """
 
 import argparse
+import json
 import os
 import pathlib
 import platform
@@ -23,6 +25,7 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from core import start_cluster  # noqa: E402
+from revisions import alternate  # noqa: E402
 
 
 def percentiles(xs: list[float]) -> str:
@@ -108,7 +111,13 @@ def main():
     ap.add_argument("--steps", action="store_true", help="also time each create step by step (median of --n)")
     ap.add_argument("--pause", type=float, default=0.0,
                     help="seconds between creates (default 0: back to back, as a loop of them would)")
+    ap.add_argument("--against", metavar="REV", help="also measure the code of this commit (a temporary git "
+                                                    "worktree of it), alternating with this checkout")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of each, with --against (default 2)")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one run's figures, for --against
     args = ap.parse_args()
+    if args.against:
+        return compare(args)
     import ember
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-sandbox-"))
@@ -139,12 +148,13 @@ def main():
             t = time.perf_counter()
             subprocess.run(["sh", "-c", "echo hi"], capture_output=True, check=True)
             floor.append(time.perf_counter() - t)
+        if args.json:
+            print(json.dumps({"creates": creates, "execs": execs, "steps": steps}))
         print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}, "
               f"{args.backend} backend")
         print(f"Sandbox.create() to the first byte of exec `echo hi` ({args.n}): {percentiles(creates)}")
         if steps:
-            print("  step by step (median of each, ms): " + ", ".join(
-                f"{name} {statistics.median(s[i] for s in steps) * 1000:.1f}" for i, name in enumerate(STEPS)))
+            print(f"  step by step (median of each, ms): {in_steps(steps)}")
         if args.backend == "container":
             print(f"  containers started from a spare: {spared} of {args.n * (2 if steps else 1) + 1}")
         print(f"exec `echo hi` in a running sandbox to its first byte ({args.n}): {percentiles(execs)}")
@@ -175,6 +185,29 @@ def main():
         for p in (worker, server):
             p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def in_steps(steps: list[list[float]]) -> str:
+    return ", ".join(f"{name} {statistics.median(s[i] for s in steps) * 1000:.1f}" for i, name in enumerate(STEPS))
+
+
+def compare(args):
+    """This checkout and REV, alternating round by round (revisions.py)."""
+    child = ["--n", str(args.n), "--backend", args.backend, "--pause", str(args.pause)] + (
+        ["--steps"] if args.steps else [])
+    runs = alternate(__file__, child, args.against, args.rounds)
+    print(f"{time.strftime('%Y-%m-%d')}, {platform.node()}; {args.rounds} rounds of {args.n} each, "
+          f"{args.backend} backend")
+    last = runs["this"][-1][1].splitlines()
+    print("\n".join(line for line in last if line.startswith(("machine", "floor"))))
+    for label, each in runs.items():
+        creates = [x for figures, _ in each for x in figures["creates"]]
+        execs = [x for figures, _ in each for x in figures["execs"]]
+        steps = [x for figures, _ in each for x in figures["steps"]]
+        print(f"{label}: Sandbox.create() to the first byte of exec `echo hi`: {percentiles(creates)}")
+        if steps:
+            print(f"{label}:   step by step (median of each, ms): {in_steps(steps)}")
+        print(f"{label}: exec `echo hi` in a running sandbox to its first byte: {percentiles(execs)}")
 
 
 if __name__ == "__main__":
