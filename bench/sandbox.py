@@ -54,8 +54,8 @@ def tree_rss_mib(pid: int) -> float:
     return total / (1 << 20)
 
 
-STEPS = ("resolve image", "SandboxCreate", "to the worker's start of its container", "then to RUNNING (its runtime "
-         "connected)", "exec to first byte")
+STEPS = ("resolve image", "SandboxCreate", "to the worker's start of its container", "then to RUNNING",
+         "then exec to first byte")
 
 
 def create_in_steps(app, image, log_path: pathlib.Path) -> tuple[list[float], object]:
