@@ -1,10 +1,11 @@
 """ember.Sandbox (issue 17): Sandbox.create() to the first byte of `echo hi` from exec, an exec
-in a running sandbox to its first byte, and many idle sandboxes at once.
+in a running sandbox to its first byte, many idle sandboxes at once, and sb.snapshot_filesystem().
 
     python bench/sandbox.py                      # the process backend
     python bench/sandbox.py --backend container  # namespaces (root); EMBER_CACHE_DIR is honoured
     python bench/sandbox.py --steps              # and where the time of each create goes, step by step
     python bench/sandbox.py --against REV        # also the code of commit REV, alternating, in one run
+    python bench/sandbox.py --backend container --snapshot  # and snapshots of a small change
 
 The image is warm on the worker (one sandbox is made first). Next to the figures, the floor:
 `sh -c 'echo hi'` started by this process (and `bwrap` of it, where bwrap is installed).
@@ -115,7 +116,12 @@ def main():
                                                     "worktree of it), alternating with this checkout")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of each, with --against (default 2)")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one run's figures, for --against
+    ap.add_argument("--snapshot", action="store_true",
+                    help="then snapshot_filesystem() of a small change, n times (container backend)")
+    ap.add_argument("--snapshot-mb", type=int, default=0, help="and once of a change of this many MiB")
     args = ap.parse_args()
+    if (args.snapshot or args.snapshot_mb) and args.backend != "container":
+        ap.error("--snapshot needs --backend container: snapshots need a filesystem of the sandbox's own")
     if args.against:
         return compare(args)
     import ember
@@ -178,6 +184,8 @@ def main():
                   f"the worker's memory (its process tree's RSS) per idle sandbox: {per:.1f} MiB")
             for sb in boxes:
                 sb.terminate()
+        if args.snapshot or args.snapshot_mb:
+            snapshots(app, image, args)
         warm.terminate()
     finally:
         for p in (worker, server):
@@ -208,6 +216,33 @@ def compare(args):
         if steps:
             print(f"{label}:   step by step (median of each, ms): {in_steps(steps)}")
         print(f"{label}: exec `echo hi` in a running sandbox to its first byte: {percentiles(execs)}")
+def snapshots(app, image, args):
+    """snapshot_filesystem() of a small change (a few files, 64 KiB) after each of n changes; a sandbox
+    from the last snapshot to its first byte; and one snapshot of a change of --snapshot-mb MiB."""
+    import ember
+    sb = ember.Sandbox.create(app=app, image=image, timeout=600)
+    first_byte(sb)
+    took, snap = [], None
+    for i in range(args.n if args.snapshot else 0):
+        assert sb.exec("sh", "-c", f"mkdir -p /work/{i} && head -c 65536 /dev/urandom > /work/{i}/data && "
+                       f"echo {i} > /work/{i}/n && rm -f /work/{i - 1}/n").wait() == 0
+        t = time.perf_counter()
+        snap = sb.snapshot_filesystem()
+        took.append(time.perf_counter() - t)
+    if took:
+        print(f"snapshot_filesystem() of a small change (64 KiB in 2 files, 1 deleted) ({args.n}): {percentiles(took)}")
+        t = time.perf_counter()
+        copy = ember.Sandbox.create(app=app, image=snap, timeout=60)
+        first_byte(copy)
+        print(f"Sandbox.create(image=snapshot) to the first byte of exec `echo hi` (its layer on this worker): "
+              f"{(time.perf_counter() - t) * 1000:.0f} ms")
+        copy.terminate()
+    if args.snapshot_mb:
+        assert sb.exec("sh", "-c", f"head -c {args.snapshot_mb << 20} /dev/urandom > /work/big").wait() == 0
+        t = time.perf_counter()
+        sb.snapshot_filesystem(timeout=600)
+        print(f"snapshot_filesystem() of {args.snapshot_mb} MiB of random bytes: {time.perf_counter() - t:.2f} s")
+    sb.terminate()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ them (a false name would put one image's files under another's, for every worksp
 files are a tar whose blob id is its sha256, so their digest is known from the step; the
 content of a `run_function` step is a pickle, which names nothing, so the client's digest of
 its source is taken, but only for the client's own workspace: such a layer, and every layer
-built on it, is named for the workspace too. So is a layer built with the workspace's secrets.
+built on it, is named for the workspace too. So is a layer built with the workspace's secrets,
+and a sandbox's snapshot (its archive's blob id is its digest), which is never built: the
+control plane knows of it only from the snapshot it took itself (server/snapshots.py).
 """
 
 import hashlib
@@ -26,6 +28,11 @@ def layer_id(parent: str, kind: str, args, env, path: str, digest: str) -> str:
                                       digest]).encode()).hexdigest()
 
 
+def snapshot_layer_id(parent: str, workspace: str, blob_id: str) -> str:
+    """The layer of a sandbox's snapshot, on its image's last layer, whose archive is blob_id."""
+    return layer_id(parent, "snapshot", (), {}, "", f"{workspace}/snapshot/{blob_id}")
+
+
 def name_layers(image: api_pb2.Image, workspace: str):
     """Name the image's layers (and so the image) from its steps, in place (the control plane's)."""
     parent = ""
@@ -33,6 +40,9 @@ def name_layers(image: api_pb2.Image, workspace: str):
         kind = api_pb2.ImageStep.Kind.Name(step.kind).lower()
         if step.kind == api_pb2.ImageStep.RUN_FUNCTION:
             digest = f"{workspace}/{step.layer_id}"  # the client's name, which holds its digest
+        elif step.kind == api_pb2.ImageStep.SNAPSHOT:
+            step.layer_id = parent = snapshot_layer_id(parent, workspace, step.blob_id)
+            continue
         elif step.secret_ids:
             # Built with the workspace's secrets (a private index's token, say): its files may
             # hold what they gave, so it is the workspace's own. Which secrets does not name it

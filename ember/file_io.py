@@ -1,15 +1,20 @@
-"""A sandbox's files (sb.open, sb.ls, sb.mkdir, sb.rm; Modal's FileIO and its errors).
+"""A sandbox's files (sb.open, sb.ls, sb.mkdir, sb.rm, sb.watch; Modal's FileIO, FileWatchEvent
+and their errors).
 
 Each operation is an exec in the sandbox of a small POSIX shell script (argv carries the path,
 never the script's text): it runs inside the sandbox's namespaces and root as any command there
 does, so a path (or a symlink in it) reaches nothing outside the sandbox, and a file streams
 through the exec's stdout or stdin in chunks, however large. The script says what went wrong by
-its exit code (below), which becomes the SandboxFilesystem*Error Modal raises.
+its exit code (below), which becomes the SandboxFilesystem*Error Modal raises. A watch is an
+exec of a small Python program (the sandbox's python3: Ember's runtime needs one in every image)
+that reads inotify through ctypes and prints each event as it comes.
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
+import enum
 import typing
 
 from . import exception
@@ -38,6 +43,70 @@ MKDIR = ('p=$1; if [ "$2" = 1 ]; then [ -e "$p" ] && [ ! -d "$p" ] && exit 104; 
 RM = ('p=$1; [ -e "$p" ] || [ -L "$p" ] || exit 100; if [ -d "$p" ] && [ ! -L "$p" ]; then '
       'if [ "$2" = 1 ]; then exec rm -rf -- "$p"; fi; [ -z "$(ls -A -- "$p")" ] || exit 103; exec rmdir -- "$p"; '
       'fi; exec rm -f -- "$p"')
+# argv: path, recursive (1/0), timeout (seconds, 0: none). Prints R once watching, then each event
+# as TYPE, a tab, its path and a NUL; exits 100 if the path does not exist.
+WATCH = r"""
+import ctypes, os, select, struct, sys, time
+root, recursive, timeout = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3])
+if not os.path.exists(root):
+    sys.exit(100)
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_CLOEXEC)
+if fd < 0:
+    sys.exit("inotify: " + os.strerror(ctypes.get_errno()))
+ACCESS, MODIFY, ATTRIB, MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x1, 0x2, 0x4, 0x40, 0x80, 0x100, 0x200
+DELETE_SELF, MOVE_SELF, IGNORED, ISDIR = 0x400, 0x800, 0x8000, 0x40000000
+MASK = ACCESS | MODIFY | ATTRIB | MOVED_FROM | MOVED_TO | CREATE | DELETE | DELETE_SELF | MOVE_SELF
+watched = {}
+def watch(path):
+    wd = libc.inotify_add_watch(fd, os.fsencode(path), MASK)
+    if wd >= 0:
+        watched[wd] = path
+    if recursive and os.path.isdir(path) and not os.path.islink(path):
+        for d, subdirs, _ in os.walk(path):
+            for s in subdirs:
+                sub = os.path.join(d, s)
+                wd = libc.inotify_add_watch(fd, os.fsencode(sub), MASK)
+                if wd >= 0:
+                    watched[wd] = sub
+watch(root)
+out = sys.stdout.buffer
+out.write(b"R")
+out.flush()
+deadline = time.monotonic() + timeout if timeout else None
+while watched:
+    left = None if deadline is None else deadline - time.monotonic()
+    if left is not None and left <= 0:
+        break
+    if not select.select([fd], [], [], left)[0]:
+        continue
+    data, i = os.read(fd, 1 << 16), 0
+    while i < len(data):
+        wd, mask, _cookie, n = struct.unpack_from("iIII", data, i)
+        name = data[i + 16:i + 16 + n].rstrip(b"\0")
+        i += 16 + n
+        base = watched.get(wd)
+        if base is None:
+            continue
+        if mask & IGNORED:
+            del watched[wd]
+            continue
+        path = os.path.join(base, os.fsdecode(name)) if name else base
+        if mask & (CREATE | MOVED_TO):
+            kind = "Create"
+            if recursive and mask & ISDIR:
+                watch(path)
+        elif mask & (DELETE | MOVED_FROM | DELETE_SELF | MOVE_SELF):
+            kind = "Remove"
+        elif mask & (MODIFY | ATTRIB):
+            kind = "Modify"
+        elif mask & ACCESS:
+            kind = "Access"
+        else:
+            kind = "Unknown"
+        out.write(kind.encode() + b"\t" + os.fsencode(path) + b"\0")
+    out.flush()
+"""
 MODES = {"r": ("r", True), "rb": ("r", False), "w": ("w", True), "wb": ("w", False), "a": ("a", True),
          "ab": ("a", False)}
 
@@ -46,6 +115,62 @@ def check_path(path, what: str) -> str:
     if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
         raise exception.InvalidError(f"{what}: {path!r}: pass an absolute path in the sandbox, e.g. \"/tmp/a.txt\"")
     return path
+
+
+class FileWatchEventType(enum.Enum):
+    Unknown = "Unknown"
+    Access = "Access"
+    Create = "Create"
+    Modify = "Modify"
+    Remove = "Remove"
+
+
+@dataclasses.dataclass
+class FileWatchEvent:
+    paths: list[str]
+    type: FileWatchEventType
+
+
+async def watch(sb: Sandbox, path: str, filter, recursive: bool, timeout) -> typing.AsyncIterator[FileWatchEvent]:
+    """Events of a path of the sandbox (with recursive, of everything under it too) as they come,
+    until `timeout` seconds passed (None: until the caller stops iterating, or the sandbox ends)."""
+    what = sb._what("watch()")
+    check_path(path, what)
+    kinds = None
+    if filter is not None:
+        if not isinstance(filter, (list, tuple, set)) or not all(isinstance(k, FileWatchEventType) for k in filter):
+            raise exception.InvalidError(f"{what}: filter={filter!r}: pass a list of ember.FileWatchEventType, "
+                                         "e.g. [FileWatchEventType.Modify]")
+        kinds = set(filter)
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0):
+        raise exception.InvalidError(f"{what}: timeout={timeout!r}: pass seconds, more than 0 (or None)")
+    p = await sb.exec.aio("python3", "-c", WATCH, path, "1" if recursive else "0", str(timeout or 0), text=False)
+    pipe, seen, rest, watching = p._pipes[1], 0, b"", False
+    try:
+        while True:
+            changed = pipe.changed
+            if seen < len(pipe.chunks):
+                rest += b"".join(pipe.chunks[seen:])
+                seen = len(pipe.chunks)
+                if not watching and rest[:1] == b"R":  # set up: what follows are events
+                    rest, watching = rest[1:], True
+                *events, rest = rest.split(b"\0")
+                for event in events:
+                    kind, _, name = event.partition(b"\t")
+                    e = FileWatchEvent([name.decode(errors="surrogateescape")], FileWatchEventType(kind.decode()))
+                    if kinds is None or e.type in kinds:
+                        yield e
+                continue
+            if pipe.eof:
+                break
+            await changed.wait()
+        code = await p.wait.aio()
+        if code:  # it ends by itself only at its timeout
+            raise await _error(p, code, path)
+    finally:
+        if p.returncode is None:  # the caller stopped iterating: the watch ends
+            p._exec.write_eof()
+            p._task.cancel()
 
 
 async def run_script(sb: Sandbox, script: str, path: str, *args: str) -> bytes:

@@ -560,9 +560,16 @@ class Image:
 
     # ------------------------------------------------------------------ resolving
 
+    @staticmethod
+    def _of_snapshot(image: api_pb2.Image) -> "Image":
+        """The image sb.snapshot_filesystem() returned (its steps resolved already: the sandbox's
+        image's, then the layer of what the sandbox changed). Steps added to it build on it."""
+        return Image((_Step("snapshot", (image.image_id,), local=image),))
+
     def _sources(self) -> list[str]:
         """Where each step's local files come from ("" for a step without), for its build's progress."""
-        return [s.source for s in self._steps]
+        return [source for s in self._steps
+                for source in ([""] * len(s.local.steps) if s.kind == "snapshot" else [s.source])]
 
     def _build_secrets(self) -> list:
         """The Secret objects its build steps name (to resolve to ids before `_resolve`)."""
@@ -578,6 +585,10 @@ class Image:
         for s in self._steps:
             if s.kind == "refused":
                 raise exception.InvalidError(s.args[0])
+            if s.kind == "snapshot":  # resolved by the control plane that took it
+                steps.extend(s.local.steps)
+                parent = s.local.image_id
+                continue
             blob_id, digest = "", ""
             if s.local is not None:
                 data, digest = _pack(s)

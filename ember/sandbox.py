@@ -29,6 +29,7 @@ from ._client.bridge import twin
 from ._client.client import Client, translate
 from ._client.container_exec import ContainerExec
 from .function import FunctionSpec
+from .image import Image
 from .proto import api_pb2
 from .secret import Secret
 
@@ -484,6 +485,23 @@ class Sandbox:
         await proc._start(ce, timeout)
         return proc
 
+    @twin
+    async def snapshot_filesystem(self, timeout: float = 55) -> Image:
+        """Its filesystem now, as an Image for later sandboxes and functions: its image plus a layer
+        of what changed in it (not its volumes). Needs the container backend."""
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+            raise exception.InvalidError(f"{self._what('snapshot_filesystem()')}: timeout={timeout!r}: pass seconds, "
+                                         "more than 0 and at most 3600")
+        try:
+            image = await _client().stub.SandboxSnapshotFilesystem(
+                api_pb2.SandboxSnapshotRequest(sandbox_id=self.object_id, timeout=timeout), timeout=timeout + 10)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION and f"{self.object_id} has ended" in (e.details() or ""):
+                # It ended before, or while, it was taken (its worker lost, say): the message says why.
+                raise exception.SandboxTerminatedError(e.details()) from None
+            raise translate(e, self._what("snapshot_filesystem()")) from None
+        return Image._of_snapshot(image)
+
     # ---- files (file_io.py: each an exec of a small script in the sandbox)
 
     @twin
@@ -514,6 +532,15 @@ class Sandbox:
         """Remove a file, or a directory (one that is not empty only with recursive=True)."""
         await file_io.run_script(self, file_io.RM, file_io.check_path(path, self._what("rm()")),
                                  "1" if recursive else "0")
+
+    @twin
+    async def watch(self, path: str, filter: builtins.list[file_io.FileWatchEventType] | None = None,
+                    recursive: bool | None = None, timeout: float | None = None):
+        """Yield a FileWatchEvent for each change of a path of the sandbox (with recursive=True, of
+        anything under it) from the first iteration on, until timeout seconds passed (None: until the
+        loop stops); filter=: only events of these types."""
+        async for event in file_io.watch(self, path, filter, bool(recursive), timeout):
+            yield event
 
     def __del__(self):
         for t in self._readers:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import textwrap
+import threading
 import time
 
 import grpc
@@ -209,6 +210,15 @@ def test_bad_input_is_refused_with_the_cause(app):
         ember.Sandbox.from_name("sandboxes", "nobody")
 
 
+def test_a_snapshot_needs_the_container_backend(app):
+    sb = ember.Sandbox.create(app=app, timeout=60)
+    with pytest.raises(exception.ExecutionError,
+                       match="filesystem needs the container backend.*runs the process backend"):
+        sb.snapshot_filesystem()
+    assert sb.exec("echo", "still up").stdout.read() == "still up\n"
+    sb.terminate()
+
+
 def test_another_workspace_reaches_none_of_it_and_its_own_quota_holds(cluster, app):
     sb = ember.Sandbox.create("sleep", "600", app=app, timeout=120)
     sb.exec("true").wait()  # running, on a container
@@ -239,6 +249,7 @@ def test_another_workspace_reaches_none_of_it_and_its_own_quota_holds(cluster, a
                           ("SandboxSetTags", api_pb2.SandboxSetTagsRequest(sandbox_id=ref, tags={"x": "y"})),
                           ("SandboxStdin", api_pb2.SandboxStdinRequest(sandbox_id=ref, data=b"x")),
                           ("SandboxOutput", api_pb2.SandboxOutputRequest(sandbox_id=ref, fd=1)),
+                          ("SandboxSnapshotFilesystem", api_pb2.SandboxSnapshotRequest(sandbox_id=ref, timeout=5)),
                           ("SandboxCreate", api_pb2.SandboxCreateRequest(app_id=info.app_id, timeout=10,
                                                                      definition=small))]:
         assert code(name, request) == Code.NOT_FOUND, name
@@ -351,6 +362,52 @@ def test_files_in_and_out_stream_and_stay_in_the_sandbox(isolated_app, tmp_path)
     sb.terminate()
     with pytest.raises(exception.SandboxTerminatedError):
         sb.open("/etc/hostname")
+
+
+def test_watch_yields_changes_under_a_directory_as_they_come(isolated_app):
+    Type = ember.file_io.FileWatchEventType
+    sb = ember.Sandbox.create(app=isolated_app, timeout=60)
+    try:
+        sb.mkdir("/w/sub", parents=True)
+        events = []
+
+        def consume():
+            for e in sb.watch("/w", recursive=True, timeout=30, filter=[Type.Create, Type.Modify, Type.Remove]):
+                events.append((e.type, *e.paths))
+                if e.type == Type.Remove and e.paths == ["/w/new/c"]:
+                    break  # the watch ends with the loop
+
+        t = threading.Thread(target=consume, daemon=True)
+        t.start()
+        # Once a change shows, it watches: the events of what follows are all there.
+        probes = iter(range(1000))
+
+        def watching():
+            return sb.exec("touch", f"/w/ready-{next(probes)}").wait() == 0 and any(
+                kind == Type.Create and path.startswith("/w/ready-") for kind, path in events)
+        wait_for(watching, what="the watch to start")
+        assert sb.exec("sh", "-c", "echo x > /w/sub/b; cat /w/sub/b; mkdir /w/new").wait() == 0
+        wait_for(lambda: (Type.Create, "/w/new") in events, what="the new directory's event")
+        assert sb.exec("sh", "-c", "echo y > /w/new/c; rm /w/sub/b /w/new/c").wait() == 0
+        t.join(30)
+        assert not t.is_alive()
+
+        def watchers() -> int:  # processes of the sandbox running the watch's program
+            p = sb.exec("sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -o 'inotify_init[1]' | wc -l")
+            return int(p.stdout.read())
+        wait_for(lambda: watchers() == 0, what="the watch's program to end with the loop")
+        for event in [(Type.Create, "/w/sub/b"), (Type.Modify, "/w/sub/b"), (Type.Remove, "/w/sub/b"),
+                      (Type.Create, "/w/new/c"), (Type.Remove, "/w/new/c")]:
+            assert event in events, (event, events)
+        assert all(kind != Type.Access for kind, _path in events)  # filtered out (cat read the file)
+        # A watch ends at its timeout; a missing path says so.
+        assert list(sb.watch("/w/sub", timeout=0.5)) == []
+        with pytest.raises(exception.SandboxFilesystemNotFoundError, match="/nowhere"):
+            next(iter(sb.watch("/nowhere")))
+        with pytest.raises(exception.InvalidError, match="filter"):
+            next(iter(sb.watch("/w", filter=["Create"])))
+    finally:
+        sb.terminate()
 
 
 def test_a_sandbox_killed_for_memory_says_its_limit(isolated_app):

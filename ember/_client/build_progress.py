@@ -34,6 +34,8 @@ def describe(step: api_pb2.ImageStep, source: str = "") -> str:
         return "env " + " ".join(f"{k}={v}" for k, v in sorted(step.env.items()))
     if step.kind == Kind.WORKDIR:
         return f"workdir {step.path}"
+    if step.kind == Kind.SNAPSHOT:
+        return "a sandbox's filesystem (snapshot_filesystem)"
     if step.kind in (Kind.PIP_INSTALL, Kind.APT_INSTALL, Kind.RUN_FUNCTION, Kind.ENTRYPOINT) and source:
         return source
     return f"{Kind.Name(step.kind).lower()} {' '.join(args)}".strip()

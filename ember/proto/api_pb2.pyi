@@ -460,6 +460,7 @@ class ImageStep(_message.Message):
         ENV: _ClassVar[ImageStep.Kind]
         WORKDIR: _ClassVar[ImageStep.Kind]
         ENTRYPOINT: _ClassVar[ImageStep.Kind]
+        SNAPSHOT: _ClassVar[ImageStep.Kind]
     KIND_UNSPECIFIED: ImageStep.Kind
     DEBIAN_SLIM: ImageStep.Kind
     FROM_REGISTRY: ImageStep.Kind
@@ -471,6 +472,7 @@ class ImageStep(_message.Message):
     ENV: ImageStep.Kind
     WORKDIR: ImageStep.Kind
     ENTRYPOINT: ImageStep.Kind
+    SNAPSHOT: ImageStep.Kind
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1489,7 +1491,7 @@ class ContainerCpu(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., cpu_seconds: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done", "usage", "exec_output")
+    __slots__ = ("register", "heartbeat", "container_exited", "build_log", "layer_built", "build_done", "usage", "exec_output", "snapshot_done")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_EXITED_FIELD_NUMBER: _ClassVar[int]
@@ -1498,6 +1500,7 @@ class WorkerMessage(_message.Message):
     BUILD_DONE_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     EXEC_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_DONE_FIELD_NUMBER: _ClassVar[int]
     register: WorkerRegister
     heartbeat: Empty
     container_exited: ContainerExited
@@ -1506,7 +1509,18 @@ class WorkerMessage(_message.Message):
     build_done: BuildDone
     usage: ContainerUsage
     exec_output: ExecOutput
-    def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ..., usage: _Optional[_Union[ContainerUsage, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ...) -> None: ...
+    snapshot_done: SnapshotDone
+    def __init__(self, register: _Optional[_Union[WorkerRegister, _Mapping]] = ..., heartbeat: _Optional[_Union[Empty, _Mapping]] = ..., container_exited: _Optional[_Union[ContainerExited, _Mapping]] = ..., build_log: _Optional[_Union[BuildLog, _Mapping]] = ..., layer_built: _Optional[_Union[LayerBuilt, _Mapping]] = ..., build_done: _Optional[_Union[BuildDone, _Mapping]] = ..., usage: _Optional[_Union[ContainerUsage, _Mapping]] = ..., exec_output: _Optional[_Union[ExecOutput, _Mapping]] = ..., snapshot_done: _Optional[_Union[SnapshotDone, _Mapping]] = ...) -> None: ...
+
+class SnapshotDone(_message.Message):
+    __slots__ = ("snapshot_id", "layer", "error")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    layer: Layer
+    error: str
+    def __init__(self, snapshot_id: _Optional[str] = ..., layer: _Optional[_Union[Layer, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class BuildLog(_message.Message):
     __slots__ = ("build_id", "data", "step")
@@ -1567,7 +1581,7 @@ class StopContainer(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., kill: _Optional[bool] = ...) -> None: ...
 
 class WorkerCommand(_message.Message):
-    __slots__ = ("start_container", "stop_container", "registered", "build_image", "shutdown", "exec_start", "exec_input")
+    __slots__ = ("start_container", "stop_container", "registered", "build_image", "shutdown", "exec_start", "exec_input", "snapshot_container")
     START_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     STOP_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
@@ -1575,6 +1589,7 @@ class WorkerCommand(_message.Message):
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
     EXEC_START_FIELD_NUMBER: _ClassVar[int]
     EXEC_INPUT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     start_container: StartContainer
     stop_container: StopContainer
     registered: Empty
@@ -1582,7 +1597,20 @@ class WorkerCommand(_message.Message):
     shutdown: Empty
     exec_start: ExecStart
     exec_input: ExecInput
-    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ...) -> None: ...
+    snapshot_container: SnapshotContainer
+    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ..., snapshot_container: _Optional[_Union[SnapshotContainer, _Mapping]] = ...) -> None: ...
+
+class SnapshotContainer(_message.Message):
+    __slots__ = ("snapshot_id", "container_id", "parent_layer_id", "workspace")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_LAYER_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    container_id: str
+    parent_layer_id: str
+    workspace: str
+    def __init__(self, snapshot_id: _Optional[str] = ..., container_id: _Optional[str] = ..., parent_layer_id: _Optional[str] = ..., workspace: _Optional[str] = ...) -> None: ...
 
 class BuildImage(_message.Message):
     __slots__ = ("build_id", "image", "layers", "force", "workspace", "secret_env")
@@ -1989,3 +2017,11 @@ class SandboxStdinRequest(_message.Message):
     data: bytes
     eof: bool
     def __init__(self, sandbox_id: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ...) -> None: ...
+
+class SandboxSnapshotRequest(_message.Message):
+    __slots__ = ("sandbox_id", "timeout")
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    timeout: float
+    def __init__(self, sandbox_id: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...

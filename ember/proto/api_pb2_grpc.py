@@ -315,6 +315,11 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.SandboxStdinRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
                 _registered_method=True)
+        self.SandboxSnapshotFilesystem = channel.unary_unary(
+                '/ember.v1.ClientApi/SandboxSnapshotFilesystem',
+                request_serializer=ember_dot_proto_dot_api__pb2.SandboxSnapshotRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.Image.FromString,
+                _registered_method=True)
         self.BlobPut = channel.stream_unary(
                 '/ember.v1.ClientApi/BlobPut',
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
@@ -729,6 +734,13 @@ class ClientApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SandboxSnapshotFilesystem(self, request, context):
+        """Its filesystem now, as an image: its image's layers and one of what it changed (container backend).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BlobPut(self, request_iterator, context):
         """---- blobs: large payloads and code packages ----
         """
@@ -1031,6 +1043,11 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.SandboxStdin,
                     request_deserializer=ember_dot_proto_dot_api__pb2.SandboxStdinRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ),
+            'SandboxSnapshotFilesystem': grpc.unary_unary_rpc_method_handler(
+                    servicer.SandboxSnapshotFilesystem,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.SandboxSnapshotRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.Image.SerializeToString,
             ),
             'BlobPut': grpc.stream_unary_rpc_method_handler(
                     servicer.BlobPut,
@@ -2544,6 +2561,33 @@ class ClientApi:
             '/ember.v1.ClientApi/SandboxStdin',
             ember_dot_proto_dot_api__pb2.SandboxStdinRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SandboxSnapshotFilesystem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/SandboxSnapshotFilesystem',
+            ember_dot_proto_dot_api__pb2.SandboxSnapshotRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.Image.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,7 @@ from .objects import ObjectError, Objects
 from .sandboxes import NameTaken, QuotaRefused, SandboxState
 from .scheduler import Scheduler
 from .secrets import SecretGone, Secrets
+from .snapshots import SnapshotFailed
 from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
@@ -453,6 +454,14 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                                 "holds as much stdin as it keeps for its command: drain() again once it runs")
         return EMPTY
 
+    async def SandboxSnapshotFilesystem(self, req, context, who):
+        validate.number("SandboxSnapshotRequest.timeout", req.timeout, above=True, high=3600)
+        box = await self._sandbox(context, who, req.sandbox_id)
+        try:
+            return await self.sched.snapshots.take(box, req.timeout)
+        except SnapshotFailed as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+
     # ------------------------------------------------------------------ apps and functions
 
     async def AppCreate(self, req, context, who):
@@ -659,6 +668,9 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                           for i, step in enumerate(req.image.steps) if step.secret_ids}
         except SecretGone as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        if refusal := self.sched.snapshots.check(req.image):
+            yield api_pb2.ImageBuildEvent(done=True, error=refusal)
+            return
         async for event in self.builds.follow(req.image, req.force, who.workspace, secret_env):
             if event.done:
                 await self.store.durable()  # the layers it recorded
@@ -864,6 +876,7 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
         super().__init__(blobs, sched.identity, sched.blob_rights)
         self.fleet = sched.fleet
         self.builds = sched.builds
+        self.snapshots = sched.snapshots
 
     async def WorkerConnect(self, request_iterator, context, who):
         first = await anext(request_iterator, None)
@@ -875,7 +888,7 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
         except (Forbidden, ValueError) as e:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         stream = Duplex(request_iterator)
-        fleet, builds = self.fleet, self.builds
+        fleet, builds, snapshots = self.fleet, self.builds, self.snapshots
         worker = fleet.worker_connected(first.register, stream.send, who.token_id,
                                         end=functools.partial(stream.end, grpc.StatusCode.ABORTED))
 
@@ -896,6 +909,8 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
                 fleet.container_usage(msg.usage, worker)
             elif kind == "exec_output":
                 fleet.execs.output(msg.exec_output, worker)
+            elif kind == "snapshot_done":
+                snapshots.on_done(msg.snapshot_done, worker)
 
         try:
             async with contextlib.aclosing(stream.run(handle, first=api_pb2.WorkerCommand(registered=EMPTY))) as cmds:

@@ -41,6 +41,7 @@ from .fleet import Fleet
 from .ledger import Ledger
 from .placement import Placement
 from .sandboxes import Sandboxes
+from .snapshots import Snapshots
 from .shares import Shares
 from .store import Store
 from .web_routes import WebRoutes
@@ -70,6 +71,7 @@ class Scheduler:
         self.placement = Placement(store, self.fleet, self.builds, self.identity, self.shares, clock=clock)
         self.autoscaler = Autoscaler(self.fleet, self.placement, self.shares, clock=clock)
         self.sandboxes = Sandboxes(self.apps, self.fleet, self.placement, clock=clock)
+        self.snapshots = Snapshots(store, self.builds)
         self.cron = Cron(store, self.apps, self.ledger)
         self.dead_letters = DeadLetters(store, self.apps, self.ledger)
         self.ledger.dispatch = self.dispatch

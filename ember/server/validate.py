@@ -218,6 +218,9 @@ def image(img: api_pb2.Image, where: str = "Image"):
         known(f"{where}.steps[{i}].kind", api_pb2.ImageStep.Kind, step.kind)
         if not is_blob_id(step.layer_id):
             raise Invalid(f"{where}.steps[{i}].layer_id", f"must be 64 lowercase hex digits (got {step.layer_id!r})")
+        if step.kind == api_pb2.ImageStep.SNAPSHOT and (i == 0 or not is_blob_id(step.blob_id)):
+            raise Invalid(f"{where}.steps[{i}]", "a snapshot step follows its sandbox's image and names its layer's "
+                          "archive (blob_id): pass the image sb.snapshot_filesystem() returned")
         if step.secret_ids and step.kind not in BUILT_WITH_SECRETS:
             raise Invalid(f"{where}.steps[{i}].secret_ids", "only steps that run something have secrets")
         for j, sid in enumerate(step.secret_ids):

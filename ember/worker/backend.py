@@ -14,7 +14,7 @@ import typing
 
 from ..proto import api_pb2
 from .gpus import Gpu
-from .images import Log, Step, StepReport, describe_step
+from .images import BuildError, Log, Step, StepReport, describe_step
 
 NETWORK_MODES = ("host", "none")
 
@@ -112,6 +112,13 @@ class RuntimeBackend(abc.ABC):
     def stop(self, container_id: str, kill: bool = False):
         """Ask the container to finish (its runtime then stops it), or with `kill` end it now."""
 
+    async def snapshot(self, container_id: str, parent: str, workspace: str) -> api_pb2.Layer:
+        """The running container's changes to its image's files, made a layer (archived into the blob
+        store, and in the cache here) named on `parent` for `workspace`. Raises BuildError why not."""
+        raise BuildError(f"a snapshot of a sandbox's filesystem needs the container backend, and this worker runs "
+                         f"the {self.name} backend, whose containers have no filesystem of their own: run the "
+                         "worker as root on Linux")
+
     @abc.abstractmethod
     async def drain(self):
         """Finish what must not be lost when the worker stops, while it is still connected."""
@@ -172,7 +179,7 @@ def needs_root_filesystem(step: api_pb2.ImageStep) -> bool:
     """Whether the step changes files outside a Python environment: apt packages, shell
     commands, a registry's root filesystem, local files at a path of their own (but not Python
     source added with add_local_python_source, which is importable from anywhere)."""
-    return (step.kind in (Step.APT_INSTALL, Step.RUN_COMMANDS, Step.FROM_REGISTRY)
+    return (step.kind in (Step.APT_INSTALL, Step.RUN_COMMANDS, Step.FROM_REGISTRY, Step.SNAPSHOT)
             or (step.kind == Step.ADD_LOCAL and "compile" not in step.args)
             or (step.kind == Step.ENTRYPOINT and bool(step.args)))  # a program of the image
 

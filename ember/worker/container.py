@@ -63,6 +63,7 @@ class Box:
         self.ct = ct
         self.log_path = log_path
         self.spare_id = spare_id
+        self.volume_paths: list[str] = []  # where its volumes are mounted: not part of its snapshots
 
 
 class ContainerBackend(RuntimeBackend):
@@ -175,6 +176,7 @@ class ContainerBackend(RuntimeBackend):
         if box is None:
             box = await self._launch(sc.container_id, image, sc)
         self.procs[sc.container_id] = box.proc
+        box.volume_paths = [m.path for m in sc.volumes]
         self.boxes[sc.container_id] = box
         log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
                  ", from a spare" if box.spare_id else "")
@@ -395,6 +397,12 @@ class ContainerBackend(RuntimeBackend):
             raise ExecError(f"container {container_id} does not run on this worker (any more)") from None
         except Refused as e:
             raise ExecError(str(e)) from None
+
+    async def snapshot(self, container_id, parent, workspace):
+        box = self.boxes.get(container_id)
+        if box is None or box.proc.returncode is not None:
+            raise BuildError(f"container {container_id} does not run on this worker (any more)")
+        return await self.layers.snapshot(box.disk.mount_point / "upper", parent, workspace, box.volume_paths)
 
     def stop(self, container_id: str, kill: bool = False):
         proc = self.procs.get(container_id)

@@ -30,6 +30,7 @@ import grpc
 import uv
 
 from .._client import blobs
+from .._layers import snapshot_layer_id
 from ..proto import api_pb2
 from . import cgroups as cg
 from . import registry
@@ -59,7 +60,7 @@ def sandbox_argv(spec: dict, directory: pathlib.Path, entry: str = "main") -> li
 Step = api_pb2.ImageStep
 # Steps that make a layer of files; the others (env, workdir) only change the image's config.
 CONTENT_STEPS = {Step.DEBIAN_SLIM, Step.FROM_REGISTRY, Step.PIP_INSTALL, Step.APT_INSTALL, Step.RUN_COMMANDS,
-                 Step.RUN_FUNCTION, Step.ADD_LOCAL}
+                 Step.RUN_FUNCTION, Step.ADD_LOCAL, Step.SNAPSHOT}
 BASE_STEPS = {Step.DEBIAN_SLIM, Step.FROM_REGISTRY}
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
             "LANG": "C.UTF-8"}
@@ -67,6 +68,11 @@ IMAGE_CONFIG = ".ember-image.json"   # a registry image's own env and workdir, k
 TAIL_LINES = 25
 BLOB_CHUNK = 1 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame
+# How layers are archived and unpacked: overlayfs's whiteouts and opaque directories (device nodes,
+# xattrs) and owners by number, as they are.
+TAR_OPTIONS = ["--xattrs", "--xattrs-include=*", "--numeric-owner"]
+# Where Ember mounts its own files in containers and builds: what is left there is not a layer's.
+MOUNT_POINTS = ("ember", ".ember-files", "tmp/.ember-code")
 
 Log = typing.Callable[[str], None]
 # Hears of each step's start and end in a build (BuildStep.State, 0-based index of the step): the
@@ -118,6 +124,8 @@ def describe_step(step: api_pb2.ImageStep) -> str:
         return f"entrypoint({list(step.args)!r})"
     if step.kind == Step.ADD_LOCAL:
         return f"add_local(... -> {step.path})"
+    if step.kind == Step.SNAPSHOT:
+        return "snapshot_filesystem()"
     return f"{Step.Kind.Name(step.kind).lower()}({args})"
 
 
@@ -297,6 +305,9 @@ class LayerCache:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
+            if step.kind == Step.SNAPSHOT:
+                raise BuildError("the layer of this sandbox snapshot is not in the blob store any more (it is kept "
+                                 "while an app uses it, and a while after its last use): take a new snapshot")
             if step.kind == Step.DEBIAN_SLIM:
                 layer = await self._debootstrap(step, work, log)
             elif step.kind == Step.FROM_REGISTRY:
@@ -409,9 +420,48 @@ class LayerCache:
             self.prunes.add(task := asyncio.get_running_loop().create_task(self._prune(uv_cache)))
             task.add_done_callback(self.prunes.discard)
         # What the mounts left behind is not part of the layer.
-        for p in ("ember", ".ember-files"):
+        for p in MOUNT_POINTS:
             shutil.rmtree(work / "upper" / p, ignore_errors=True)
         return work / "upper"
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def snapshot(self, upper: pathlib.Path, parent: str, workspace: str,
+                       leave_out: typing.Iterable[str] = ()) -> api_pb2.Layer:
+        """A running container's writable layer (its overlay's upper directory) made a layer: archived
+        into the blob store, then unpacked into the cache under its name, which comes from the archive
+        (snapshot_layer_id), so a worker that lacks it fetches it as any other. `leave_out`: paths
+        in the container (volumes) that are not part of it, as Ember's own mount points are not."""
+        started = time.monotonic()
+        excluded = [*MOUNT_POINTS, *(p.strip("/") for p in leave_out)]
+        archive = self.tmp / f"snapshot-{os.urandom(6).hex()}"
+        try:
+            await self._tar(upper, archive, excluded, live=True)
+            blob_id = await self._upload_file(archive, f"snapshot of {upper}")
+            layer_id = snapshot_layer_id(parent, workspace, blob_id)
+            async with self.locks[layer_id]:
+                if not self.has(layer_id):  # the same changes as an earlier snapshot's: that layer
+                    dest = self.tmp / f"unpack-{layer_id}"
+                    shutil.rmtree(dest, ignore_errors=True)
+                    dest.mkdir()
+                    try:
+                        await run_logged(["tar", "-C", str(dest), *TAR_OPTIONS, *self._compression(archive), "-xpf",
+                                          str(archive)], None, lambda _text: None, "unpack the snapshot")
+                        dest.rename(self.root / layer_id)
+                    finally:
+                        shutil.rmtree(dest, ignore_errors=True)
+            size = await asyncio.to_thread(tree_size, self.root / layer_id)
+            layer = api_pb2.Layer(layer_id=layer_id, blob_id=blob_id, size=size, archive_size=archive.stat().st_size)
+        finally:
+            archive.unlink(missing_ok=True)
+        log.info("snapshot layer %s (%s): %.1f MB into %.1f MB in %.2fs", layer_id[:12], blob_id[:12], layer.size / 1e6,
+                 layer.archive_size / 1e6, time.monotonic() - started)
+        return layer
+
+    @staticmethod
+    def _compression(archive: pathlib.Path) -> list[str]:
+        with open(archive, "rb") as f:
+            return ["--zstd"] if f.read(4) == ZSTD_MAGIC else []
 
     # ------------------------------------------------------------------ the blob store
 
@@ -435,39 +485,53 @@ class LayerCache:
 
     async def _archive(self, layer_id: str) -> tuple[str, int]:
         """Upload the layer as a zstd-compressed tar (a plain one where zstd is missing): (blob id, bytes)."""
-        compress = ["--zstd"] if shutil.which("zstd") else []
-        if not compress:
-            log.warning("zstd is not installed: layer %s is archived uncompressed (`apt-get install zstd`)",
-                        layer_id[:12])
-        # In the background, at the lowest CPU priority and on one core: an image is archived
-        # right after it is built, which is when its first containers start. Into a file first:
-        # a direct upload (to an S3 blob store) names its content's hash up front.
         archive = self.tmp / f"archive-{layer_id}"
         try:
-            with open(archive, "wb") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    "nice", "-n", "19", "tar", "-C", str(self.root / layer_id), "--xattrs", "--xattrs-include=*",
-                    "--numeric-owner", *compress, "-cf", "-", ".", stdout=out, stderr=asyncio.subprocess.PIPE,
-                    env=dict(os.environ, ZSTD_NBTHREADS="1", ZSTD_CLEVEL="3"))
-                try:
-                    _, err = await proc.communicate()
-                except BaseException:
-                    if proc.returncode is None:
-                        proc.kill()
-                    await proc.wait()
-                    raise
-            if proc.returncode != 0:
-                raise BuildError(f"archiving layer {layer_id} failed: {err.decode()}")
-            for attempt in range(3):  # an upload cut off (the control plane restarting) starts over
-                try:
-                    return await blobs.upload_file(self.stub(), str(archive)), archive.stat().st_size
-                except grpc.aio.AioRpcError as e:
-                    if attempt == 2:
-                        raise
-                    log.warning("uploading layer %s was cut off (%s): trying again", layer_id[:12], e.code().name)
-                    await asyncio.sleep(2 ** attempt)
+            await self._tar(self.root / layer_id, archive)
+            return await self._upload_file(archive, f"layer {layer_id[:12]}"), archive.stat().st_size
         finally:
             archive.unlink(missing_ok=True)
+
+    async def _tar(self, directory: pathlib.Path, archive: pathlib.Path, exclude: typing.Iterable[str] = (),
+                   live: bool = False):
+        """Archive a directory into a file: a zstd-compressed tar (a plain one where zstd is missing).
+        exclude: paths relative to the directory. `live`: a running container's, which someone waits
+        for, and whose files may change or go as they are read (as they are, then). Into a file
+        first: a direct upload (to an S3 blob store) names its content's hash up front."""
+        compress = ["--zstd"] if shutil.which("zstd") else []
+        if not compress:
+            log.warning("zstd is not installed: %s is archived uncompressed (`apt-get install zstd`)", directory)
+        # A layer in the background, at the lowest CPU priority and on one core: an image is archived
+        # right after it is built, which is when its first containers start.
+        nice = [] if live else ["nice", "-n", "19"]
+        options = ["--anchored", *(f"--exclude=./{p}" for p in exclude)]
+        if live:
+            options.append("--ignore-failed-read")
+        with open(archive, "wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *nice, "tar", "-C", str(directory), *TAR_OPTIONS, *compress, *options, "-cf", "-", ".",
+                stdout=out, stderr=asyncio.subprocess.PIPE,
+                env=dict(os.environ, ZSTD_NBTHREADS="1", ZSTD_CLEVEL="3"))
+            try:
+                _, err = await proc.communicate()
+            except BaseException:
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+                raise
+        # 1: files changed as they were read, which a running container's may.
+        if proc.returncode != 0 and not (live and proc.returncode == 1):
+            raise BuildError(f"archiving {directory} failed: {err.decode().strip()}")
+
+    async def _upload_file(self, archive: pathlib.Path, what: str) -> str:
+        for attempt in range(3):  # an upload cut off (the control plane restarting) starts over
+            try:
+                return await blobs.upload_file(self.stub(), str(archive))
+            except grpc.aio.AioRpcError as e:
+                if attempt == 2:
+                    raise
+                log.warning("uploading %s was cut off (%s): trying again", what, e.code().name)
+                await asyncio.sleep(2 ** attempt)
 
     async def _fetch(self, layer_id: str, blob_id: str):
         started = time.monotonic()
@@ -482,8 +546,7 @@ class LayerCache:
         if compressed and not shutil.which("zstd"):
             raise BuildError(f"layer {layer_id} is a zstd archive, and this worker lacks zstd: `apt-get install zstd`")
         proc = await asyncio.create_subprocess_exec(
-            "tar", "-C", str(dest), "--xattrs", "--xattrs-include=*", "--numeric-owner",
-            *(["--zstd"] if compressed else []), "-xpf", "-",
+            "tar", "-C", str(dest), *TAR_OPTIONS, *(["--zstd"] if compressed else []), "-xpf", "-",
             stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         size = len(first)
         try:

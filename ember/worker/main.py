@@ -83,7 +83,7 @@ class Worker:
         self.execs = Execs(self.backend, lambda out: self._send(api_pb2.WorkerMessage(exec_output=out)), self.tasks.get)
         self.backend.on_started = self.execs.container_started
         self.stream: ReconnectingStream | None = None  # to the control plane, once run() starts
-        self.builds: dict[str, asyncio.Task] = {}
+        self.builds: dict[str, asyncio.Task] = {}  # image builds and snapshots, by id
         self.stopping = False
         # Exits are resent after every reconnect: the control plane ignores ones it knows.
         self.recent_exits: collections.deque = collections.deque(maxlen=1000)
@@ -219,6 +219,9 @@ class Worker:
             self.execs.start(cmd.exec_start)
         elif kind == "exec_input":
             self.execs.input(cmd.exec_input)
+        elif kind == "snapshot_container":
+            self.builds[cmd.snapshot_container.snapshot_id] = asyncio.create_task(
+                self._snapshot(cmd.snapshot_container))
         elif kind == "shutdown":
             log.warning("the control plane removed this worker: stopping its containers and exiting")
             self.stop_event.set()
@@ -247,6 +250,19 @@ class Worker:
         finally:
             self.builds.pop(b.build_id, None)
         self._send(api_pb2.WorkerMessage(build_done=api_pb2.BuildDone(build_id=b.build_id, error=error)))
+
+    async def _snapshot(self, cmd: api_pb2.SnapshotContainer):
+        done = api_pb2.SnapshotDone(snapshot_id=cmd.snapshot_id)
+        try:
+            done.layer.CopyFrom(await self.backend.snapshot(cmd.container_id, cmd.parent_layer_id, cmd.workspace))
+        except images.BuildError as e:
+            done.error = str(e)
+        except Exception as e:
+            log.exception("snapshot %s of container %s failed", cmd.snapshot_id, cmd.container_id)
+            done.error = f"the snapshot failed on worker {self.name}: {e!r}"
+        finally:
+            self.builds.pop(cmd.snapshot_id, None)
+        self._send(api_pb2.WorkerMessage(snapshot_done=done))
 
     def _check_capabilities(self, image: api_pb2.Image, start: api_pb2.StartContainer | None = None):
         """Raise BuildError if the image (or the container) needs what the backend has not got."""
