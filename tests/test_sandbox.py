@@ -306,6 +306,21 @@ def isolated_app(container_cluster):
     return ember.App.lookup("isolated-sandboxes", create_if_missing=True)
 
 
+def test_a_sandbox_terminated_as_it_starts_leaves_no_container(isolated_app):
+    """Its stop reaches its worker while the container is still being made (an image of its own,
+    with no spare ready): the worker stops it once it is started."""
+    client = Client.from_env()
+    image = ember.Image.debian_slim().env({"EMBER_TEST_IMAGE": str(time.time_ns())})
+    sb = ember.Sandbox.create(app=isolated_app, image=image, timeout=60)
+    sb.terminate()
+    cid = sb._info.container_id
+
+    def gone():
+        listed = client.run(client.rpc("ContainerList", api_pb2.ContainerListRequest(app_id=isolated_app.app_id)))
+        return cid not in [c.container_id for c in listed.containers]
+    wait_for(gone, timeout=30, what=f"its container {cid} to end")
+
+
 def test_an_isolated_sandbox_sees_only_itself(isolated_app):
     sb = ember.Sandbox.create(app=isolated_app, timeout=60, block_network=True)
     p = sb.exec("sh", "-c", f"hostname; ls /sys/class/net; ls /proc | grep -c '^[0-9]'; cat {ROOT / 'README.md'}")

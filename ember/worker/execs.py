@@ -94,10 +94,10 @@ class Execs:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _until_started(self, container_id: str):
-        """A sandbox's execs come right behind its StartContainer (server/sandboxes.py): they wait
-        here for its container to start (not for Ember's runtime in it, which they do not need),
-        or to fail to."""
+    async def until_started(self, container_id: str):
+        """A sandbox's execs (and snapshots) come right behind its StartContainer
+        (server/sandboxes.py): they wait here for its container to start (not for Ember's runtime
+        in it, which they do not need), or to fail to."""
         task = self.container_task(container_id)
         if task is None or container_id in self.started:
             return
@@ -152,7 +152,7 @@ class Execs:
         Its stdio are descriptors of the worker's own (pipes, or a terminal), not asyncio's
         subprocess pipes: the wait for those ends only when every holder closes them, and a job
         the command leaves in the background may hold them for ever."""
-        await self._until_started(start.container_id)
+        await self.until_started(start.container_id)
         if start.container_id in self.ended:
             raise ExecError(f"container {start.container_id} {self.ended[start.container_id]}")
         log.info("exec %s in container %s: %s", ex.exec_id, ex.container_id, " ".join(start.argv)[:200])
