@@ -5,6 +5,7 @@ in a running sandbox to its first byte, many idle sandboxes at once, and sb.snap
     python bench/sandbox.py --backend container  # namespaces (root); EMBER_CACHE_DIR is honoured
     python bench/sandbox.py --steps              # and where the time of each create goes, step by step
     python bench/sandbox.py --against REV        # also the code of commit REV, alternating, in one run
+    python bench/sandbox.py --n 5 --many 100 --at-once   # 100 idle sandboxes, all created at once
     python bench/sandbox.py --backend container --snapshot  # and snapshots of a small change
 
 The image is warm on the worker (one sandbox is made first). Next to the figures, the floor:
@@ -12,6 +13,7 @@ The image is warm on the worker (one sandbox is made first). Next to the figures
 """
 
 import argparse
+import asyncio
 import json
 import os
 import pathlib
@@ -35,24 +37,32 @@ def percentiles(xs: list[float]) -> str:
             f"min {xs[0] * 1000:.1f} ms")
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the worker and its containers)."""
+def tree_memory_mib(pid: int) -> tuple[float, float]:
+    """Memory of a process and all its descendants (the worker and its containers): their RSS
+    summed (pages they share, as the interpreter's, counted in each), and their PSS (each shared
+    page divided among those that share it: what they take of the machine)."""
     children: dict[int, list[int]] = {}
-    rss = {}
     for d in pathlib.Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
                 children.setdefault(int(fields[1]), []).append(int(d.name))
-                rss[int(d.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
             except (OSError, IndexError, ValueError):
                 pass
-    total, todo = 0, [pid]
+    rss = pss = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        try:
+            for line in pathlib.Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("Rss", "Pss"):
+                    kib = int(value.split()[0])
+                    rss, pss = (rss + kib, pss) if key == "Rss" else (rss, pss + kib)
+        except (OSError, ValueError):
+            pass
         todo += children.get(p, [])
-    return total / (1 << 20)
+    return rss / 1024, pss / 1024
 
 
 STEPS = ("resolve image", "SandboxCreate", "to the worker's start of its container", "then to RUNNING",
@@ -104,10 +114,31 @@ def first_byte(sb) -> float:
     return time.perf_counter() - t
 
 
+async def many_at_once(app, image, n: int):
+    """n sandboxes created concurrently, then each asked for `echo hi` (all at once too)."""
+    import ember
+    made = await asyncio.gather(*(ember.Sandbox.create.aio(app=app, image=image, timeout=600, cpu=0.01)
+                                  for _ in range(n)), return_exceptions=True)
+    boxes = [sb for sb in made if not isinstance(sb, BaseException)]
+    for e in {repr(e) for e in made if isinstance(e, BaseException)}:
+        print(f"a create failed: {e}")
+
+    async def answers(sb) -> bool:
+        try:
+            p = await sb.exec.aio("echo", "hi")
+            return await p.stdout.read.aio() == "hi\n"
+        except Exception as e:
+            print(f"{sb.object_id}: {e!r}")
+            return False
+    return boxes, sum(await asyncio.gather(*(answers(sb) for sb in boxes)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20, help="sandboxes created, and execs (default 20)")
     ap.add_argument("--many", type=int, default=0, help="then this many idle sandboxes at once (default none)")
+    ap.add_argument("--at-once", action="store_true",
+                    help="create the --many sandboxes all at once (concurrently), not one after another")
     ap.add_argument("--backend", default="process")
     ap.add_argument("--steps", action="store_true", help="also time each create step by step (median of --n)")
     ap.add_argument("--pause", type=float, default=0.0,
@@ -169,29 +200,44 @@ def main():
             bw = []
             for _ in range(args.n):
                 t = time.perf_counter()
-                subprocess.run(["bwrap", "--ro-bind", "/", "/", "sh", "-c", "echo hi"], capture_output=True, check=True)
+                # Namespaces of its own (as a sandbox's: user, mount, PID, IPC, UTS, network, cgroup).
+                subprocess.run(["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all",
+                                "--die-with-parent", "sh", "-c", "echo hi"], capture_output=True, check=True)
                 bw.append(time.perf_counter() - t)
-            print(f"floor, bwrap of it: {percentiles(bw)}")
+            print(f"floor, bwrap (namespaces of its own) of it: {percentiles(bw)}")
         if args.many:
-            before = tree_rss_mib(worker.pid)
+            before = tree_memory_mib(worker.pid)
             t = time.perf_counter()
-            boxes = [ember.Sandbox.create(app=app, image=image, timeout=600, cpu=0.01)
-                     for _ in range(args.many)]
-            answers = sum(first_byte(sb) >= 0 for sb in boxes)
+            if args.at_once:
+                boxes, answers = asyncio.run(many_at_once(app, image, args.many))
+            else:
+                boxes = [ember.Sandbox.create(app=app, image=image, timeout=600, cpu=0.01)
+                         for _ in range(args.many)]
+                answers = sum(first_byte(sb) >= 0 for sb in boxes)
             took = time.perf_counter() - t
-            per = (tree_rss_mib(worker.pid) - before) / args.many
-            print(f"{args.many} idle sandboxes: all created and answering ({answers}) in {took:.1f} s; "
-                  f"the worker's memory (its process tree's RSS) per idle sandbox: {per:.1f} MiB")
+            after = tree_memory_mib(worker.pid)
+            fds = len(os.listdir(f"/proc/{worker.pid}/fd"))
+            limit = next(line.split()[3] for line in open(f"/proc/{worker.pid}/limits")
+                         if line.startswith("Max open files"))
+            rss, pss = ((a - b) / args.many for a, b in zip(after, before))
+            how = "all at once" if args.at_once else "one after another"
+            print(f"{args.many} idle sandboxes, created {how}: {answers} answering in {took:.1f} s; "
+                  f"the worker's memory per idle sandbox (its process tree's): {rss:.1f} MiB RSS, {pss:.1f} MiB PSS; "
+                  f"the worker's open files: {fds} (its limit {limit})")
             for sb in boxes:
                 sb.terminate()
         if args.snapshot or args.snapshot_mb:
             snapshots(app, image, args)
         warm.terminate()
     finally:
-        for p in (worker, server):
+        for p in (worker, server):  # the worker first: it stops its containers while it still has its server
             p.terminate()
-        for p in (worker, server):
-            p.wait(10)
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                print(f"pid {p.pid} did not stop within 60 s of SIGTERM: killed", file=sys.stderr)
+                p.kill()
+                p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -216,6 +262,8 @@ def compare(args):
         if steps:
             print(f"{label}:   step by step (median of each, ms): {in_steps(steps)}")
         print(f"{label}: exec `echo hi` in a running sandbox to its first byte: {percentiles(execs)}")
+
+
 def snapshots(app, image, args):
     """snapshot_filesystem() of a small change (a few files, 64 KiB) after each of n changes; a sandbox
     from the last snapshot to its first byte; and one snapshot of a change of --snapshot-mb MiB."""

@@ -24,7 +24,7 @@ import contextlib
 
 import grpc
 
-from . import config, context, exception, file_io
+from . import _cidr, config, context, exception, file_io
 from ._client.bridge import twin
 from ._client.client import Client, translate
 from ._client.container_exec import ContainerExec
@@ -37,7 +37,7 @@ Info = api_pb2.SandboxInfo
 WAIT_STEP = 50.0  # seconds of one SandboxWait (it is asked again until the sandbox ends)
 STDIN_CHUNK = 512 << 10  # bytes of stdin per message
 EXEC_TIMED_OUT = 124  # an exec's returncode once its timeout= passed (timeout(1)'s)
-REFUSED_OPTIONS = ("cidr_allowlist", "encrypted_ports", "unencrypted_ports", "h2_ports", "region", "cloud",
+REFUSED_OPTIONS = ("encrypted_ports", "unencrypted_ports", "h2_ports", "region", "cloud",
                    "pty_info", "mount", "network_file_systems", "proxy", "verbose", "readiness_probe")
 
 
@@ -268,7 +268,8 @@ class _Statics:
     async def create(self, *cmd: str, app=None, image=None, secrets=(), volumes=None, cpu=None, memory=None,
                      gpu=None, timeout: float = 300, idle_timeout: float | None = None, workdir: str | None = None,
                      env: dict | None = None, name: str | None = None, block_network: bool = False,
-                     environment_name: str | None = None, **refused) -> Sandbox:
+                     cidr_allowlist: list[str] | None = None, environment_name: str | None = None,
+                     **refused) -> Sandbox:
         """A new sandbox of `app` running cmd (none: it stays up until terminated or timed out)."""
         what = "Sandbox.create()"
         config.check_environment(environment_name, what)
@@ -293,8 +294,14 @@ class _Statics:
             raise exception.InvalidError(f"{what}: workdir={workdir!r}: pass an absolute path, e.g. \"/tmp\"")
         if name is not None and (not isinstance(name, str) or not name):
             raise exception.InvalidError(f"{what}: name={name!r}: pass a non-empty string")
+        if cidr_allowlist is not None:
+            try:
+                cidr_allowlist = _cidr.check_allowlist(cidr_allowlist, block_network)
+            except ValueError as e:
+                raise exception.InvalidError(f"{what}: cidr_allowlist=: {e}") from None
         client = _client()
         d = spec.definition("sandbox", False)
+        d.cidr_allowlist.extend(cidr_allowlist or ())
         d.image.CopyFrom(await _build(client, spec.image))
         d.secret_ids.extend([await s._resolve(client) for s in spec.secrets])
         d.volume_mounts.update({path: await v._id() for path, v in spec.volumes.items()})

@@ -14,7 +14,7 @@ import posixpath
 import re
 import zoneinfo
 
-from .. import _gpu
+from .. import _cidr, _gpu
 from ..proto import api_pb2
 from ..schedule import CronError, parse_cron
 from .blobs import is_blob_id
@@ -150,12 +150,22 @@ def function_definition(d: api_pb2.FunctionDefinition):
     for i, region in enumerate(d.regions):
         if not region or len(region) > MAX_NAME:
             raise Invalid(f"{where}.regions[{i}]", f"must be 1 to {MAX_NAME} characters (got {region!r})")
+    cidr_allowlist(d, where)
     _secrets_and_volumes(d, where)
     schedule(d.schedule)
     if d.web.kind:
         web_endpoint(d.web, f"{where}.web")
     for method, web in d.web_methods.items():
         web_endpoint(web, f"{where}.web_methods[{method!r}]")
+
+
+def cidr_allowlist(d: api_pb2.FunctionDefinition, where: str):
+    """The only networks its containers reach, if any: IPv4 networks, not with block_network."""
+    if d.cidr_allowlist:
+        try:
+            _cidr.check_allowlist(list(d.cidr_allowlist), d.block_network)
+        except ValueError as e:
+            raise Invalid(f"{where}.cidr_allowlist", str(e)) from None
 
 
 def resources(r: api_pb2.Resources):
@@ -446,6 +456,7 @@ def sandbox_create(req: api_pb2.SandboxCreateRequest):
     if d.HasField("image"):
         image(d.image, f"{where}.image")
     environment(d.env, f"{where}.env")
+    cidr_allowlist(d, where)
     _secrets_and_volumes(d, where)
     if len(req.argv) > MAX_EXEC_ARGS or any(len(a) > MAX_EXEC_ARG or "\0" in a for a in req.argv):
         raise Invalid("SandboxCreateRequest.argv", f"must be at most {MAX_EXEC_ARGS} arguments of at most "

@@ -198,6 +198,8 @@ def refusal(backend: RuntimeBackend | type[RuntimeBackend], why: str, image: api
             need = "GPUs need"
         elif start.block_network and "none" not in caps.network_modes:
             need = "block_network=True needs"
+        elif start.cidr_allowlist and not caps.own_network:
+            need = "cidr_allowlist= (a network of its own, with only those networks) needs"
         elif start.resources.ephemeral_disk_mb and not caps.disk_limit:
             need = "ephemeral_disk= (a limit on the container's disk) needs"
     if need is None and not caps.root_filesystem_steps:

@@ -132,7 +132,8 @@ class ContainerBackend(RuntimeBackend):
     def isolation(self) -> str:
         # The network and cgroup parts say what this backend does today; they follow its code.
         return (f"{sandbox.describe(self.userns.describe())}; network namespace of its own (NAT out, not to the "
-                f"host or other containers; empty for block_network=True); {cg.host_layout().describe()}; "
+                f"host or other containers; empty for block_network=True; only its cidr_allowlist= if given); "
+                f"{cg.host_layout().describe()}; "
                 "build steps alike")
 
     def running(self):
@@ -231,9 +232,13 @@ class ContainerBackend(RuntimeBackend):
             await disk.create()
             # Paid ahead by spares, which always get one (block_network containers start cold).
             net = None if sc is not None and sc.block_network else await self.network.attach()
+            if net is not None and sc is not None and sc.cidr_allowlist:
+                await self.network.allow_only(net, list(sc.cidr_allowlist))
             return await self._start(name, image, sc, disk, net)
         except NetworkError as e:
             await disk.remove()
+            if net is not None:  # attached, but its allowlist could not be set
+                await self.network.release(net)
             raise BuildError(str(e)) from None
         except BaseException:
             await disk.remove()
@@ -357,13 +362,15 @@ class ContainerBackend(RuntimeBackend):
             if box.proc.returncode is not None:
                 raise OSError(f"the spare {describe_exit(box.proc.returncode)}")
             box.cgroups.limit(sc.resources)  # fails if it already uses more memory than allowed
+            if sc.cidr_allowlist:  # before it is told who it is, and so before any of its commands runs
+                await self.network.allow_only(box.net, list(sc.cidr_allowlist))
             box.env.update(identity_env(sc))
             box.env.pop("EMBER_SPARE", None)
             box.proc.stdin.write(json.dumps(identity_env(sc)).encode() + b"\n")
             await box.proc.stdin.drain()
             box.proc.stdin.close()
             return True
-        except OSError as e:
+        except (OSError, NetworkError) as e:
             log.info("spare %s not used for %s: %s", box.spare_id, sc.container_id, e)
             await self._discard(box)
             return False
