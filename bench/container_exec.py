@@ -16,7 +16,6 @@ import os
 import pathlib
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,14 +23,8 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import start_cluster  # noqa: E402
+from core import percentiles, start_cluster  # noqa: E402
 from revisions import alternate  # noqa: E402
-
-
-def percentiles(xs: list[float]) -> str:
-    xs = sorted(xs)
-    return (f"p50 {statistics.median(xs) * 1000:.1f} ms, p90 {xs[int(len(xs) * 0.9)] * 1000:.1f} ms, "
-            f"min {xs[0] * 1000:.1f} ms")
 
 
 async def one_exec(client, container_id: str) -> tuple[float, float]:

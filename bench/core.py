@@ -58,6 +58,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def percentiles(xs: list[float]) -> str:
+    """Seconds, as their median, 90th percentile and least, in milliseconds."""
+    xs = sorted(xs)
+    return (f"p50 {statistics.median(xs) * 1000:.1f} ms, p90 {xs[int(len(xs) * 0.9)] * 1000:.1f} ms, "
+            f"min {xs[0] * 1000:.1f} ms")
+
+
 def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, server_args=()):
     """The control plane and a worker; the gateway's URL is in os.environ["EMBER_BENCH_WEB_URL"]."""
     port = free_port()

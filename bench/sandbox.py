@@ -27,14 +27,8 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import start_cluster  # noqa: E402
+from core import percentiles, start_cluster  # noqa: E402
 from revisions import alternate  # noqa: E402
-
-
-def percentiles(xs: list[float]) -> str:
-    xs = sorted(xs)
-    return (f"p50 {statistics.median(xs) * 1000:.1f} ms, p90 {xs[int(len(xs) * 0.9)] * 1000:.1f} ms, "
-            f"min {xs[0] * 1000:.1f} ms")
 
 
 def tree_memory_mib(pid: int) -> tuple[float, float]:
