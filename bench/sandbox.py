@@ -4,6 +4,8 @@ in a running sandbox to its first byte, many idle sandboxes at once, and sb.snap
     python bench/sandbox.py                      # the process backend
     python bench/sandbox.py --backend container  # namespaces (root); EMBER_CACHE_DIR is honoured
     python bench/sandbox.py --tunnel             # also: a GET through a tunnel (encrypted_ports) vs direct
+    python bench/sandbox.py --steps              # and where the time of each create goes, step by step
+    python bench/sandbox.py --against REV        # also the code of commit REV, alternating, in one run
     python bench/sandbox.py --n 5 --many 100 --at-once   # 100 idle sandboxes, all created at once
     python bench/sandbox.py --backend container --snapshot  # and snapshots of a small change
 
@@ -14,6 +16,7 @@ The image is warm on the worker (one sandbox is made first). Next to the figures
 import argparse
 import asyncio
 import http.client
+import json
 import os
 import pathlib
 import platform
@@ -26,13 +29,8 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import start_cluster  # noqa: E402
-
-
-def percentiles(xs: list[float]) -> str:
-    xs = sorted(xs)
-    return (f"p50 {statistics.median(xs) * 1000:.1f} ms, p90 {xs[int(len(xs) * 0.9)] * 1000:.1f} ms, "
-            f"min {xs[0] * 1000:.1f} ms")
+from core import percentiles, start_cluster  # noqa: E402
+from revisions import alternate  # noqa: E402
 
 
 def tree_memory_mib(pid: int) -> tuple[float, float]:
@@ -61,6 +59,48 @@ def tree_memory_mib(pid: int) -> tuple[float, float]:
             pass
         todo += children.get(p, [])
     return rss / 1024, pss / 1024
+
+
+STEPS = ("resolve image", "SandboxCreate", "to the worker's start of its container", "then to RUNNING",
+         "then exec to first byte")
+
+
+def create_in_steps(app, image, log_path: pathlib.Path) -> tuple[list[float], object]:
+    """Sandbox.create() then exec `echo hi`, timed step by step: the client's own steps, and the
+    worker's (its log's line when it started the container; the clocks are this machine's)."""
+    from ember import sandbox as sdk
+    from ember.proto import api_pb2
+    client = sdk._client()
+
+    async def steps():
+        t0 = time.time()
+        spec = sdk.FunctionSpec(image=image, timeout=60)
+        d = spec.definition("sandbox", False)
+        d.image.CopyFrom(await sdk._build(client, spec.image))
+        t1 = time.time()
+        info = await client.rpc("SandboxCreate", api_pb2.SandboxCreateRequest(
+            app_id=app.app_id, definition=d, timeout=60))
+        t2 = time.time()
+        while info.state == api_pb2.SandboxInfo.STARTING:
+            info = await client.rpc("SandboxWait", api_pb2.SandboxWaitRequest(
+                sandbox_id=info.sandbox_id, timeout=60, until_running=True))
+        t3 = time.time()
+        sb = sdk.Sandbox(info)
+        p = await sb.exec.aio("echo", "hi")
+        async for line in p.stdout:
+            assert line == "hi\n"
+            break
+        t4 = time.time()
+        return [t0, t1, t2, t3, t4], sb
+
+    (t0, t1, t2, t3, t4), sb = client.bridge.run(steps())
+    started = t2
+    for line in log_path.read_text(errors="replace").splitlines():
+        if " worker INFO container " in line and f"{sb._info.container_id} started" in line:
+            stamp = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+            started = max(t2, min(stamp, t4))
+    # Started before it was RUNNING (so far), or after (the exec waited for it, server-side).
+    return [t1 - t0, t2 - t1, started - t2, max(0.0, t3 - started), t4 - max(t3, started)], sb
 
 
 def first_byte(sb) -> float:
@@ -164,12 +204,21 @@ def main():
                     help="create the --many sandboxes all at once (concurrently), not one after another")
     ap.add_argument("--backend", default="process")
     ap.add_argument("--tunnel", action="store_true", help="then GETs through a tunnel, next to direct ones")
+    ap.add_argument("--steps", action="store_true", help="also time each create step by step (median of --n)")
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds between creates (default 0: back to back, as a loop of them would)")
+    ap.add_argument("--against", metavar="REV", help="also measure the code of this commit (a temporary git "
+                                                    "worktree of it), alternating with this checkout")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of each, with --against (default 2)")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one run's figures, for --against
     ap.add_argument("--snapshot", action="store_true",
                     help="then snapshot_filesystem() of a small change, n times (container backend)")
     ap.add_argument("--snapshot-mb", type=int, default=0, help="and once of a change of this many MiB")
     args = ap.parse_args()
     if (args.snapshot or args.snapshot_mb) and args.backend != "container":
         ap.error("--snapshot needs --backend container: snapshots need a filesystem of the sandbox's own")
+    if args.against:
+        return compare(args)
     import ember
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-sandbox-"))
@@ -181,20 +230,34 @@ def main():
         first_byte(warm)
         creates = []
         for _ in range(args.n):
+            time.sleep(args.pause)
             t = time.perf_counter()
             sb = ember.Sandbox.create(app=app, image=image, timeout=60)
             first_byte(sb)
             creates.append(time.perf_counter() - t)
             sb.terminate()
+        steps = []
+        for _ in range(args.n if args.steps else 0):
+            time.sleep(args.pause)
+            took, sb = create_in_steps(app, image, tmp / "cluster.log")
+            steps.append(took)
+            sb.terminate()
+        spared = (tmp / "cluster.log").read_text(errors="replace").count(", from a spare)")
         execs = [first_byte(warm) for _ in range(args.n)]
         floor = []
         for _ in range(args.n):
             t = time.perf_counter()
             subprocess.run(["sh", "-c", "echo hi"], capture_output=True, check=True)
             floor.append(time.perf_counter() - t)
+        if args.json:
+            print(json.dumps({"creates": creates, "execs": execs, "steps": steps}))
         print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}, "
               f"{args.backend} backend")
         print(f"Sandbox.create() to the first byte of exec `echo hi` ({args.n}): {percentiles(creates)}")
+        if steps:
+            print(f"  step by step (median of each, ms): {in_steps(steps)}")
+        if args.backend == "container":
+            print(f"  containers started from a spare: {spared} of {args.n * (2 if steps else 1) + 1}")
         print(f"exec `echo hi` in a running sandbox to its first byte ({args.n}): {percentiles(execs)}")
         print(f"floor, sh -c 'echo hi' from this process: {percentiles(floor)}")
         if shutil.which("bwrap"):
@@ -242,6 +305,29 @@ def main():
                 p.kill()
                 p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def in_steps(steps: list[list[float]]) -> str:
+    return ", ".join(f"{name} {statistics.median(s[i] for s in steps) * 1000:.1f}" for i, name in enumerate(STEPS))
+
+
+def compare(args):
+    """This checkout and REV, alternating round by round (revisions.py)."""
+    child = ["--n", str(args.n), "--backend", args.backend, "--pause", str(args.pause)] + (
+        ["--steps"] if args.steps else [])
+    runs = alternate(__file__, child, args.against, args.rounds)
+    print(f"{time.strftime('%Y-%m-%d')}, {platform.node()}; {args.rounds} rounds of {args.n} each, "
+          f"{args.backend} backend")
+    last = runs["this"][-1][1].splitlines()
+    print("\n".join(line for line in last if line.startswith(("machine", "floor"))))
+    for label, each in runs.items():
+        creates = [x for figures, _ in each for x in figures["creates"]]
+        execs = [x for figures, _ in each for x in figures["execs"]]
+        steps = [x for figures, _ in each for x in figures["steps"]]
+        print(f"{label}: Sandbox.create() to the first byte of exec `echo hi`: {percentiles(creates)}")
+        if steps:
+            print(f"{label}:   step by step (median of each, ms): {in_steps(steps)}")
+        print(f"{label}: exec `echo hi` in a running sandbox to its first byte: {percentiles(execs)}")
 
 
 def snapshots(app, image, args):

@@ -298,7 +298,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         if not c.worker.connected:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"the worker {c.worker.name} of container "
                                 f"{c.container_id} is disconnected: try again once it is back")
-        if c.state == STARTING:
+        if c.state == STARTING and box is None:  # a sandbox's worker holds it until its container is up
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"container {c.container_id} is still starting: try again once `ember container "
                                 "list` shows it ready")

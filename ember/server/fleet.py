@@ -166,9 +166,8 @@ class Fleet:
         self.closing = False
         self.usage = Usage(store, self, clock=clock)  # what containers use, per workspace (usage.py)
         self.execs = Execs()  # commands run in containers (`ember container exec`), relayed to their workers
-        # Sandboxes (sandboxes.py) hear of their containers: on_ready(c) once it is up, and
-        # on_end(c, why, killed_for_memory) once it ended or was given up.
-        self.on_ready = None
+        # Sandboxes (sandboxes.py) hear of their containers' ends: on_end(c, why, killed_for_memory)
+        # once one ended or was given up.
         self.on_end = None
 
     # ---- after a restart
@@ -373,8 +372,6 @@ class Fleet:
                                      + (f" (image {image[:12]})" if image else "")
                                      + f" in {(now - c.requested_at) * 1000:.0f} ms", c.function.name, c.container_id)
         c.state = READY
-        if c.function.definition.sandbox and self.on_ready is not None:
-            self.on_ready(c)
         # After a reconnect (this control plane's restart, or a broken network). The inputs the
         # store says an orphan held are its own again: finished or not, their outputs may be
         # among those it sends again.

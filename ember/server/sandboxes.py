@@ -3,7 +3,7 @@
 A sandbox is one container of an app, placed, accounted and limited by quotas like any other
 (placement.py, usage.py, shares.py): it belongs to a hidden function of its app whose definition
 says `sandbox` (never found by name, never scaled by the autoscaler: this module owns its one
-container). Its container's runtime loads no code and waits. Once it is up, its main command
+container). Its container's runtime loads no code and waits. Once it is placed, its main command
 (if it has one) runs in it as an exec that the control plane itself holds (execs.py): its output
 is kept here for any client to read from any offset, and its stdin is fed by any client, so a
 client that goes away leaves the sandbox running, to be found again by id or by name.
@@ -138,7 +138,6 @@ class Sandboxes:
         self.clock = clock
         self._boxes: dict[str, SandboxState] = {}
         self._by_container: dict[str, SandboxState] = {}
-        fleet.on_ready = self.container_ready
         fleet.on_end = self.container_ended
 
     # ---- lifecycle
@@ -171,14 +170,18 @@ class Sandboxes:
         return box
 
     def _place(self, box: SandboxState):
+        """Placed, it runs: its container runs no code of the app, so execs (and its main command)
+        need not wait for Ember's runtime in it to connect. They go to its worker right behind
+        the StartContainer, on the same stream, and the worker holds them until the container is
+        started (worker/execs.py): placing and the first exec overlap."""
         if self.placement.start_container(box.function):
             box.container = next(iter(box.function.containers.values()))
             self._by_container[box.container.container_id] = box
+            self._running(box, box.container)
 
-    def container_ready(self, c: ContainerState):
-        """Its container said hello: its main command starts (once: a reconnect changes nothing)."""
-        box = self._by_container.get(c.container_id)
-        if box is None or box.state != Info.STARTING:
+    def _running(self, box: SandboxState, c: ContainerState):
+        """Its main command starts (once)."""
+        if box.state != Info.STARTING:
             return
         box.state = Info.RUNNING
         box.active = self.clock()

@@ -62,6 +62,12 @@ class RuntimeBackend(abc.ABC):
     """How a worker runs containers. A backend is made with the worker's Context."""
     name: typing.ClassVar[str]  # as in `ember worker --backend NAME`, and api_pb2.Backend
     capabilities: typing.ClassVar[Capabilities]
+    on_started: typing.Callable[[str], None] | None = None  # the worker's: execs.Execs.container_started
+
+    def started(self, container_id: str):
+        """The container runs: exec_start finds it from now on (execs that came with its start wait for this)."""
+        if self.on_started is not None:
+            self.on_started(container_id)
 
     @staticmethod
     @abc.abstractmethod

@@ -10,6 +10,7 @@ container killed by the kernel for memory is reported as such.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -123,6 +124,7 @@ class ContainerBackend(RuntimeBackend):
         self.boxes: dict[str, Box] = {}  # of running containers, by container id
         self.spares: dict[str, Box] = {}  # by image id, oldest first
         self.spares_starting: dict[str, asyncio.Task] = {}
+        self.spares_wanted: dict[str, asyncio.Event] = {}  # by image id: a container waits for its spare now
         self.stopping = False
         self.relays: dict[str, Relay] = {}  # control plane URL -> its relay, made at the first start
         self.relay_path = ctx.data_dir / "control.sock"
@@ -153,6 +155,7 @@ class ContainerBackend(RuntimeBackend):
         if self.stopping:
             return
         if image.image_id not in self.spares_starting and image.image_id not in self.spares:
+            self.spares_wanted[image.image_id] = asyncio.Event()
             self.spares_starting[image.image_id] = asyncio.get_running_loop().create_task(
                 self._make_spare(image, after))
 
@@ -164,7 +167,9 @@ class ContainerBackend(RuntimeBackend):
         # Spares have the default disk: a container with another cannot be one.
         spareable = not sc.gpu_indices and not sc.block_network and not sc.volumes and disk_mb == self.default_disk_mb
         if spareable and image.image_id in self.spares_starting:
-            # A spare is on its way: it is further along than a container started now would be.
+            # A spare is on its way: it is further along than a container started now would be
+            # (and one still waiting out its SPARE_AFTER starts now).
+            self.spares_wanted[image.image_id].set()
             await asyncio.wait([self.spares_starting[image.image_id]])
         box = self.spares.pop(image.image_id, None) if spareable else None
         if box is not None and not await self._adopt(box, sc):
@@ -176,6 +181,7 @@ class ContainerBackend(RuntimeBackend):
         self.boxes[sc.container_id] = box
         log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
                  ", from a spare" if box.spare_id else "")
+        self.started(sc.container_id)
         if spareable:  # the next one starts from a spare, made once this one has started
             self._spare_soon(image, after=SPARE_AFTER if box.spare_id else 0)
         try:
@@ -335,7 +341,8 @@ class ContainerBackend(RuntimeBackend):
 
     async def _make_spare(self, image: api_pb2.Image, after: float = 0):
         try:
-            await asyncio.sleep(after)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.spares_wanted[image.image_id].wait(), after)
             if image.image_id in self.spares or self.stopping:
                 return
             box = await self._launch(new_id("ct"), image, None)
@@ -347,6 +354,7 @@ class ContainerBackend(RuntimeBackend):
                 await self._discard(self.spares.pop(next(iter(self.spares))))
         finally:
             self.spares_starting.pop(image.image_id, None)
+            self.spares_wanted.pop(image.image_id, None)
 
     async def _adopt(self, box: "Box", sc: api_pb2.StartContainer) -> bool:
         """Make the spare the container `sc`: its limits, then its identity."""

@@ -156,6 +156,7 @@ class ProcessBackend(RuntimeBackend):
         self.procs[cid] = proc
         self.envs[cid] = env
         log.info("container %s started (pid %d)", cid, proc.pid)
+        self.started(cid)
         try:
             code = await self._wait_reading_cpu(cid, proc)
         finally:
