@@ -613,9 +613,14 @@ def relay_port(port: int, stdin: int = 0, stdout: int = 1, stderr: int = 2, stop
     loopback and what it answers to stdout, until it closes (or `stop` is readable); the exit
     code. It runs inside the container's network namespace (forked by its init), so it reaches
     what the sandbox listens on, and nothing the sandbox could not reach itself."""
+    # A plain connect, not create_connection: its getaddrinfo imports the idna codec, which the
+    # host's library (the worker's Python, gone after the pivot) may be the only one to have.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
     except OSError as e:
+        sock.close()
         os.write(stderr, f"nothing answers on port {port} in the sandbox ({e.strerror or e}): is its server "
                          "listening (on 0.0.0.0 or 127.0.0.1)?".encode())
         return 1
