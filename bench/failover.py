@@ -7,8 +7,8 @@
 Each round: `--servers` (2) `ember server --leader-lease L` on one database (one SQLite file in
 one data dir; or a fresh database on one PostgreSQL server, which this script starts with
 Debian's `postgresql` programs, durable: fsync on), one worker (process backend) and this client
-given every address; a .map of trivial inputs and `--spawns` spawned calls (half before the kill,
-half after it); SIGKILL of the leader once a quarter of the map's outputs are in. Prints, per
+given every address; `--spawns` spawned calls (half before the .map, half after the kill) and a .map
+of trivial inputs; SIGKILL of the leader once a quarter of the map's outputs are in. Prints, per
 round, the time from the kill to a standby leading (its log) and to the next output reaching the
 client, and that every output came and every spawned call's result was fetched.
 """
@@ -51,9 +51,8 @@ def wait_for(cond, timeout=60.0, what="condition"):
 
 
 def one_round(tmp: pathlib.Path, lease: float, n: int, spawns: int, servers: int,
-              database_url: str | None) -> tuple[float, float, int, int]:
-    """(kill to a standby leading, kill to the next output) in seconds, and the map's outputs and the
-    calls spawned by the kill."""
+              database_url: str | None) -> tuple[float, float, int]:
+    """(kill to a standby leading, kill to the next output) in seconds, and the map's outputs in by the kill."""
     cmd = [sys.executable, "-m", "ember.cli.main"]
     ports = [free_port() for _ in range(servers)]
     urls = [f"127.0.0.1:{p}" for p in ports]
@@ -83,25 +82,18 @@ def one_round(tmp: pathlib.Path, lease: float, n: int, spawns: int, servers: int
             assert list(core_app.ident.map(range(10))) == list(range(10))  # warm
             mapping = threading.Thread(target=lambda: times.extend(
                 time.monotonic() for _ in core_app.ident.map(range(n))))
-            spawned, kill = [], threading.Event()
-
-            def spawn():  # beside the map: half before the kill, half after (while no one leads, at first)
-                spawned.extend(core_app.ident.spawn(i) for i in range(spawns // 2))
-                kill.wait()
-                spawned.extend(core_app.ident.spawn(i) for i in range(spawns // 2, spawns))
-
-            spawning = threading.Thread(target=spawn)
+            # Half the spawned calls first (a spawn takes a round trip: beside the map, few would be
+            # made before the kill), the other half after the kill (while no one leads, at first).
+            spawned = [core_app.ident.spawn(i) for i in range(spawns // 2)]
             mapping.start()
-            spawning.start()
             wait_for(lambda: len(times) >= n // 4, what="a quarter of the outputs")
             procs[0].send_signal(signal.SIGKILL)
             killed, killed_wall = time.monotonic(), time.time()
-            at_kill, spawned_at_kill = len(times), len(spawned)
-            kill.set()
+            at_kill = len(times)
             procs[0].wait()
             if at_kill == n:
                 raise RuntimeError("the map ended before the kill: pass more --inputs")
-            spawning.join(timeout=300)
+            spawned += [core_app.ident.spawn(i) for i in range(spawns // 2, spawns)]
             mapping.join(timeout=300)
             if len(times) != n:
                 raise RuntimeError(f"only {len(times)} of {n} outputs came")
@@ -114,7 +106,7 @@ def one_round(tmp: pathlib.Path, lease: float, n: int, spawns: int, servers: int
         led = min(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
                   for log in logs[1:] for m in [re.search(r"^(\S+ \S+) server INFO leading", log.read_text(), re.M)]
                   if m)
-        return led - killed_wall, flowing, at_kill, spawned_at_kill
+        return led - killed_wall, flowing, at_kill
     finally:
         for p in procs:
             if p.poll() is None:
@@ -156,7 +148,7 @@ def main():
                 from ember._client.client import Client
                 Client.close_all()
                 try:
-                    leading, flowing, at_kill, spawned = one_round(
+                    leading, flowing, at_kill = one_round(
                         pathlib.Path(tmp), args.lease, args.inputs, args.spawns, args.servers,
                         pg.create_database() if pg else None)
                 except Exception:
@@ -164,7 +156,7 @@ def main():
                     print(f"round {i + 1} failed: its logs are in {kept}", flush=True)
                     raise
             results.append(flowing)
-            print(f"round {i + 1}: killed with {at_kill} outputs in and {spawned} calls spawned; a standby led "
+            print(f"round {i + 1}: killed with {at_kill} outputs in; a standby led "
                   f"{leading:.2f}s after the SIGKILL; outputs flowed again after "
                   f"{flowing:.2f}s; all {args.inputs} outputs came, all {args.spawns} spawned results fetched",
                   flush=True)

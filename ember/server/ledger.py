@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from ..proto import api_pb2
 from . import dead_letters
 from .apps import Apps, AppState, FunctionState
-from .store import Store
+from .store import NotLeader, Store
 from .validate import Invalid
 
 if TYPE_CHECKING:
@@ -366,6 +366,13 @@ class Ledger:
                 if wake in call.listeners:
                     call.listeners.remove(wake)
             outs = self.outputs_after(call, after_seq, limit)
+        if outs:
+            # Only what is durable is shown. An output shown, then lost (its commit undone: this
+            # control plane died, or was cut off from its database) runs again under the next one
+            # and is numbered again, at sequence numbers its reader has passed.
+            await self.store.durable()
+            if not self.dispatch.acting():  # it stepped down meanwhile: these may be undone
+                raise NotLeader("this control plane no longer leads: ask the one that does")
         if call.done() and (outs[-1].seq if outs else after_seq) >= call.next_seq - 1:
             call.fetched = True
         return outs
