@@ -16,7 +16,6 @@ import os
 import pathlib
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,13 +23,8 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import start_cluster  # noqa: E402
-
-
-def percentiles(xs: list[float]) -> str:
-    xs = sorted(xs)
-    return (f"p50 {statistics.median(xs) * 1000:.1f} ms, p90 {xs[int(len(xs) * 0.9)] * 1000:.1f} ms, "
-            f"min {xs[0] * 1000:.1f} ms")
+from core import percentiles, start_cluster  # noqa: E402
+from revisions import alternate  # noqa: E402
 
 
 async def one_exec(client, container_id: str) -> tuple[float, float]:
@@ -144,32 +138,18 @@ def memory(worker_pid: int) -> str:
 
 
 def compare(args):
-    """This checkout and REV, alternating round by round, each run in fresh processes: REV's from a
-    temporary worktree put first on the path (of this script and of the cluster it starts)."""
-    root = HERE.parent
-    tree = pathlib.Path(tempfile.mkdtemp(prefix="ember-rev-"))
-    subprocess.run(["git", "-C", str(root), "worktree", "add", "-q", "--detach", str(tree), args.against], check=True)
-    child = [sys.executable, __file__, "--n", str(args.n), "--backend", args.backend, "--json"]
-    runs = {"this": ([], []), args.against: ([], [])}
-    try:
-        for _ in range(args.rounds):
-            for label, env, cwd in ((args.against, dict(os.environ, PYTHONPATH=str(tree)), tree),
-                                    ("this", dict(os.environ), root)):
-                out = subprocess.run(child, env=env, cwd=cwd, capture_output=True, text=True)
-                if out.returncode:
-                    raise SystemExit(f"the benchmark of {label} failed:\n{out.stderr[-3000:]}")
-                figures = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
-                runs[label][0].extend(figures["firsts"])
-                runs[label][1].extend(figures["totals"])
-                floor = [line for line in out.stdout.splitlines() if line.startswith(("machine", "floor"))]
-                for line in out.stdout.splitlines():
-                    if line.startswith("memory"):
-                        print(f"{label}: {line}")
-    finally:
-        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=False)
+    """This checkout and REV, alternating round by round (revisions.py)."""
+    runs = alternate(__file__, ["--n", str(args.n), "--backend", args.backend], args.against, args.rounds)
     print(f"{time.strftime('%Y-%m-%d')}, {platform.node()}; {args.rounds} rounds of {args.n} execs each")
-    print("\n".join(floor))
-    for label, (firsts, totals) in runs.items():
+    last = runs["this"][-1][1].splitlines()
+    print("\n".join(line for line in last if line.startswith(("machine", "floor"))))
+    for label, each in runs.items():
+        for _, output in each:
+            for line in output.splitlines():
+                if line.startswith("memory"):
+                    print(f"{label}: {line}")
+        firsts = [x for figures, _ in each for x in figures["firsts"]]
+        totals = [x for figures, _ in each for x in figures["totals"]]
         print(f"{label}: exec of `echo hi`: first byte {percentiles(firsts)}; exit {percentiles(totals)}")
 
 

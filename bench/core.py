@@ -32,6 +32,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from revisions import alternate  # noqa: E402
 RAY_VENV = HERE / ".venv-ray"
 RAY_VERSION = "2.60.0"
 WARMUP = 5.0  # seconds of calls before the round trip is measured
@@ -55,6 +56,13 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used so far."""
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentiles(xs: list[float]) -> str:
+    """Seconds, as their median, 90th percentile and least, in milliseconds."""
+    xs = sorted(xs)
+    return (f"p50 {statistics.median(xs) * 1000:.1f} ms, p90 {xs[int(len(xs) * 0.9)] * 1000:.1f} ms, "
+            f"min {xs[0] * 1000:.1f} ms")
 
 
 def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, server_args=()):
@@ -270,24 +278,6 @@ def bench_ray(n_map: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_revision(rev: str, args) -> dict:
-    """The Ember benchmark on the code of another commit (a temporary git worktree of it, put
-    first on the path of this script and of the cluster it starts), with this script's app."""
-    root = HERE.parent
-    tree = pathlib.Path(tempfile.mkdtemp(prefix="ember-rev-"))
-    subprocess.run(["git", "-C", str(root), "worktree", "add", "-q", "--detach", str(tree), rev], check=True)
-    try:
-        # cwd too: the cluster starts with `python -m`, which puts the working directory first.
-        env = dict(os.environ, PYTHONPATH=str(tree))
-        out = subprocess.run([sys.executable, __file__, *_child_args(args)], env=env, cwd=tree, capture_output=True,
-                             text=True)
-        if out.returncode:
-            raise SystemExit(f"the benchmark of {rev} failed:\n{out.stderr[-3000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=False)
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--map", type=int, default=10_000)
@@ -310,7 +300,8 @@ def main():
     p.add_argument("--watched", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--watch", nargs=2, metavar=("WEB_URL", "APP_ID"), help=argparse.SUPPRESS)
     p.add_argument("--database-url", help=argparse.SUPPRESS)
-    p.add_argument("--ember-only", action="store_true", help=argparse.SUPPRESS)
+    # One run of Ember alone, its figures as JSON (--json: what bench/revisions.py asks of a benchmark).
+    p.add_argument("--ember-only", "--json", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.watch:
         watch(*args.watch)
@@ -380,18 +371,14 @@ def compare(args):
         return
     if args.tls_against_plain:
         runs = {"plain": [], "tls": []}
-        what = "over TLS against without"
-    else:
-        runs = {"this": [], args.against: []}
-        what = f"{args.against} against this checkout"
-    for _ in range(args.rounds):
-        if args.tls_against_plain:
+        for _ in range(args.rounds):
             runs["plain"].append(here(False))
             runs["tls"].append(here(True))
-        else:
-            runs[args.against].append(bench_revision(args.against, args))
-            runs["this"].append(here(args.tls))
-    report(args, runs, what)
+        report(args, runs, "over TLS against without")
+        return
+    runs = {label: [figures for figures, _ in results]
+            for label, results in alternate(__file__, _child_args(args), args.against, args.rounds).items()}
+    report(args, runs, f"{args.against} against this checkout")
 
 
 def report(args, runs: dict[str, list[dict]], what: str):

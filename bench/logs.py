@@ -25,6 +25,7 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from core import start_cluster  # noqa: E402
+from revisions import alternate  # noqa: E402
 
 
 def throughput(f, n: int) -> float:
@@ -86,24 +87,11 @@ def report(f: dict, args) -> str:
 
 
 def compare(args):
-    """This checkout and commit REV, alternating, each round in fresh processes: REV's code first
-    on the path (of this script and of the cluster it starts), with this script and its app."""
-    root = HERE.parent
-    tree = pathlib.Path(tempfile.mkdtemp(prefix="ember-rev-"))
-    subprocess.run(["git", "-C", str(root), "worktree", "add", "-q", "--detach", str(tree), args.against], check=True)
-    child = [sys.executable, __file__, "--json", "--n", str(args.n), "--rate", str(args.rate), "--backend",
-             args.backend] + (["--follow"] if args.follow else [])
-    runs = {"this": [], args.against: []}
-    try:
-        for _ in range(args.rounds):
-            for name, env, cwd in ((args.against, dict(os.environ, PYTHONPATH=str(tree)), tree),
-                                   ("this", dict(os.environ), root)):
-                out = subprocess.run(child, env=env, cwd=cwd, capture_output=True, text=True)
-                if out.returncode:
-                    raise SystemExit(f"the benchmark of {name} failed:\n{out.stderr[-3000:]}")
-                runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    finally:
-        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=False)
+    """This checkout and commit REV, alternating, each round in fresh processes (bench/revisions.py)."""
+    child = ["--n", str(args.n), "--rate", str(args.rate), "--backend", args.backend] + (["--follow"] if args.follow
+                                                                                       else [])
+    runs = {label: [figures for figures, _ in results]
+            for label, results in alternate(__file__, child, args.against, args.rounds).items()}
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}; "
           f"{args.rounds} rounds, {args.against} against this checkout")
     for name, results in runs.items():

@@ -27,6 +27,7 @@ from .retries import Retries
 from .sandbox import ContainerProcess, Sandbox
 from .schedule import Cron, Period
 from .secret import Secret
+from .tunnel import Tunnel
 from .volume import Volume
 from .exception import Error
 from .refused import refused as _refused
@@ -41,7 +42,6 @@ NetworkFileSystem = _refused("NetworkFileSystem")
 Proxy = _refused("Proxy")
 SchedulerPlacement = _refused("SchedulerPlacement")
 Server = _refused("Server")
-Tunnel = _refused("Tunnel")
 Workspace = _refused("Workspace")
 billing = _refused("billing")
 clustered = _refused("clustered")

@@ -8,8 +8,9 @@ import sys
 
 import grpc
 
-from . import config, exception
+from . import config, exception, types
 from ._client import code
+from ._client.bridge import twin
 from ._client.build_progress import BuildProgress
 from ._client.client import Client, translate
 from ._client.local_cluster import LocalCluster
@@ -17,7 +18,9 @@ from ._client.stream import Backoff, unavailable
 from .cls import Cls
 from .function import Function, FunctionSpec
 from .image import Image
+from .logs import LogsManager
 from .proto import api_pb2
+from .refused import refusal
 
 LOG_WAIT = 2.0  # seconds a result waits at most for the prints that came before it
 
@@ -115,7 +118,7 @@ class App:
             spec = FunctionSpec(image=image, secrets=secrets, volumes=volumes, include_source=include_source)
         except exception.InvalidError as e:
             raise exception.InvalidError(f"App({name!r}): {e}") from None
-        self.name = name
+        self._name = name
         self.tags = dict(tags or {})
         self._defaults = {"image": image, "secrets": spec.secrets, "volumes": spec.volumes,
                           "include_source": include_source if include_source is not None else True}
@@ -129,8 +132,66 @@ class App:
         return f"<ember.App {self.name or '(unnamed)'}>"
 
     @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
     def app_id(self) -> str | None:
         return self._running.app_id if self._running else self._looked_up_id
+
+    def _loop(self):
+        return self._client().bridge
+
+    def _client(self) -> Client:
+        return self._running.client if self._running else Client.from_env()
+
+    def _ensure_app_id(self, what: str) -> str:
+        if self.app_id is None:
+            raise exception.InvalidError(
+                f"App.{what}() of app {self.name!r}: the app is not running here. Call it inside `with app.run():` "
+                f"or on a deployed app's handle, ember.App.lookup({self.name or 'NAME'!r})")
+        return self.app_id
+
+    @twin
+    async def stop(self) -> None:
+        """Stop the app: its containers are stopped and it takes no more calls (a deployed
+        app's current version too: `ember app stop` does the same)."""
+        app_id = self._ensure_app_id("stop")
+        await self._client().rpc("AppStop", api_pb2.AppRef(app_id=app_id), what=f"stopping app {self.name or app_id}")
+
+    @property
+    def logs(self) -> LogsManager:
+        """What its containers printed: .fetch(since=, until=), .tail(n), .stream(timeout=)."""
+        app_id = self._ensure_app_id("logs")
+
+        async def target():
+            return self._client(), api_pb2.AppLogsRequest(app_id=app_id)
+        return LogsManager(self, target, app_id)
+
+    async def _listed(self, what: str) -> api_pb2.AppInfo:
+        app_id = self._ensure_app_id(what)
+        for a in (await self._client().rpc("AppList", api_pb2.Empty(), what=f"App.{what}()")).apps:
+            if a.app_id == app_id:
+                return a
+        raise exception.NotFoundError(f"App.{what}(): app {self.name or app_id} ({app_id}) is not running any more")
+
+    @twin
+    async def info(self, refresh: bool = False) -> types.AppInfo:
+        """Its id, name and functions' ids, as the control plane has them now."""
+        a = await self._listed("info")
+        return types.AppInfo(app_id=a.app_id, description=a.name, functions=dict(a.functions), servers={},
+                             deployed=a.deployed, version=a.version)
+
+    @twin
+    async def get_dashboard_url(self) -> str:
+        """Its page on the control plane's web dashboard (README, Dashboard)."""
+        return (await self._listed("get_dashboard_url")).dashboard_url
+
+    def server(self, *args, **kwargs):
+        raise refusal("App.server")
+
+    def stats(self, *args, **kwargs):
+        raise refusal("App.stats")
 
     @property
     def registered_functions(self) -> dict[str, Function]:
@@ -355,6 +416,7 @@ class _RunningApp:
                 images[id(image)] = await asyncio.to_thread(image._resolve, client.upload_sync,
                                                             secret_ids)  # hashes local files
                 await build_image(client, images[id(image)], image._sources())
+                image._image_id = images[id(image)].image_id
         # Secrets next: a missing one (or a missing required key) fails here, before anything runs.
         secret_ids = {name: [await s._resolve(client) for s in f._spec.secrets] for name, f in functions.items()}
         volume_ids = {name: {path: await v._id() for path, v in f._spec.volumes.items()}

@@ -13,14 +13,16 @@ import re
 import time
 from pathlib import PurePosixPath
 
-from . import _gpu, config, exception
+from . import _gpu, config, exception, types
 from ._client.bridge import in_thread, twin
 from ._client.client import Client
 from ._client.map_progress import MapProgress
 from ._client.serialization import deserialize, exception_from_output, serialize_args
 from ._ids import new_id
 from .image import DEFAULT_IMAGE, Image
+from .logs import LogsManager
 from .proto import api_pb2
+from .refused import refusal
 from .retries import Retries
 from .schedule import Cron, Period
 from .secret import Secret
@@ -199,7 +201,8 @@ class FunctionSpec:
             timeout=self.timeout, retries=self.retries.to_proto(), max_containers=self.max_containers or 0,
             min_containers=self.min_containers, scaledown_window=self.scaledown_window, env=self.env,
             startup_timeout=self.startup_timeout, inputs_per_container=self.inputs_per_container,
-            buffer_containers=self.buffer_containers, regions=self.regions, restrict_access=self.restrict_access)
+            buffer_containers=self.buffer_containers, regions=self.regions, restrict_access=self.restrict_access,
+            read_only_volumes=read_only_paths(self.volumes))  # their ids come when they are resolved
 
 
 def _environment(env) -> dict[str, str]:
@@ -214,6 +217,11 @@ def _environment(env) -> dict[str, str]:
         raise exception.InvalidError(f"env: {bad[0]!r} is not an environment variable name: use letters, "
                                      "digits and _, not starting with a digit")
     return {k: v for k, v in env.items() if v is not None}
+
+
+def read_only_paths(volumes: dict) -> list[str]:
+    """The mount paths of the volumes mounted read-only (Volume.read_only())."""
+    return sorted(path for path, v in volumes.items() if v._read_only)
 
 
 def _mount_paths(volumes) -> dict:
@@ -301,6 +309,7 @@ class Options:
             o.replace_volumes = True
             for path, v in self.volumes.items():
                 o.volume_mounts[path] = await v._id()
+            o.read_only_volumes.extend(read_only_paths(self.volumes))
         return o
 
 
@@ -426,6 +435,34 @@ class Function:
         self._client, self._function_id, self._web_url = client, function_id, web_url or None
         self._method_web_urls = dict(method_web_urls or {})
 
+    @property
+    def app(self):
+        """The App it was decorated in (None for one looked up with from_name or from_id)."""
+        return self._app
+
+    @classmethod
+    def from_id(cls, function_id: str) -> "Function":
+        """A function of a running app (of this workspace) by its id (`f.object_id`), looked up now."""
+        if not isinstance(function_id, str) or not re.fullmatch(r"fu-[0-9a-f]{1,64}", function_id):
+            raise exception.InvalidError(f"Function.from_id({function_id!r}): a function's id looks like 'fu-' and "
+                                         "hex digits (f.object_id)")
+        f = cls(function_id, function_id=function_id)
+        client = f._get_client()
+        try:
+            resp = client.run(client.rpc("FunctionLookup", api_pb2.FunctionLookupRequest(function_id=function_id),
+                                         what=f"looking up {function_id}"))
+        except exception.NotFoundError as e:
+            raise _cannot_call(function_id, str(e)) from None
+        f._name = resp.name
+        f._looked_up(resp)
+        return f
+
+    def _looked_up(self, resp: api_pb2.FunctionLookupResponse):
+        self._is_generator, self._web_url = resp.is_generator, resp.web_url or None
+        self._method_web_urls = dict(resp.method_web_urls)
+        self._methods = dict(resp.methods) if resp.is_class else None
+        self._function_id = resp.function_id
+
     @classmethod
     def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> "Function":
         """A function of a deployed app, from any process; looked up when first called. Calls
@@ -462,10 +499,7 @@ class Function:
                                         what=f"looking up {name}")
             except exception.NotFoundError as e:
                 raise _cannot_call(name, str(e)) from None
-            self._is_generator, self._web_url = resp.is_generator, resp.web_url or None
-            self._method_web_urls = dict(resp.method_web_urls)
-            self._methods = dict(resp.methods) if resp.is_class else None
-            self._function_id = resp.function_id
+            self._looked_up(resp)
         return client, self._function_id
 
     async def _resolve_variant(self) -> tuple[Client, str]:
@@ -544,6 +578,38 @@ class Function:
             await client.rpc("FunctionUpdateAutoscaler", req, what=f"updating the autoscaler of {self._name}")
         except exception.InvalidError as e:
             raise exception.InvalidError(f"{self._name}.update_autoscaler(): {e}") from None
+
+    async def _described(self, with_definition: bool = False) -> tuple[Client, api_pb2.FunctionLookupResponse]:
+        """What the control plane has of it: its app, its name there, and with_definition, its options."""
+        client, fid = await self._resolve()
+        resp = await client.rpc("FunctionLookup", api_pb2.FunctionLookupRequest(
+            function_id=fid, with_definition=with_definition), what=f"looking up {self._name}")
+        return client, resp
+
+    @twin
+    async def info(self) -> types.FunctionInfo:
+        """Its resources and options, as the control plane runs it (of a handle with options, its own)."""
+        _, resp = await self._described(with_definition=True)
+        return types.FunctionInfo.of(resp.definition, resp.web_url)
+
+    @property
+    def logs(self) -> LogsManager:
+        """What its containers printed: .fetch(since=, until=), .tail(n), .stream(timeout=)."""
+        async def target():
+            client, resp = await self._described()
+            return client, api_pb2.AppLogsRequest(app_id=resp.app_id, function_name=resp.name)
+        return LogsManager(self, target, self._function_id or self._name)
+
+    def stats(self, *args, **kwargs):
+        raise refusal("Function.stats")
+
+    @property
+    def metrics(self):
+        raise refusal("Function.metrics")
+
+    @property
+    def autoscaler(self):
+        raise refusal("Function.autoscaler")
 
     def get_web_url(self) -> str | None:
         """Where the function's web endpoint is served (None if it has none)."""
@@ -914,6 +980,16 @@ class FunctionCall:
         resp = await self._get_client().rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
             call_id=self.object_id, max_outputs=1, timeout=0), what=f"getting {self.object_id}")
         return resp.num_inputs
+
+    @property
+    def logs(self) -> LogsManager:
+        """What its inputs printed: .fetch(since=, until=), .tail(n), .stream(timeout=)."""
+        async def target():
+            return self._get_client(), api_pb2.AppLogsRequest(call_id=self.object_id)
+        return LogsManager(self, target, self.object_id)
+
+    def get_call_graph(self, *args, **kwargs):
+        raise refusal("FunctionCall.get_call_graph")
 
     @staticmethod
     def gather(*calls: "FunctionCall") -> list:

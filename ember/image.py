@@ -6,6 +6,7 @@ rebuilds itself and what follows. Images are built by a worker when an app start
 only describes them and packs the local files they need.
 """
 
+import asyncio
 import contextlib
 import fnmatch
 import hashlib
@@ -151,6 +152,7 @@ class Image:
 
     def __init__(self, steps: tuple[_Step, ...]):
         self._steps = steps
+        self._image_id: str | None = None  # once built (build(), or an app that uses it started)
 
     def __repr__(self):
         return f"<ember.Image {' -> '.join(s.kind for s in self._steps)}>"
@@ -481,6 +483,36 @@ class Image:
     def shell(self, shell_commands: list[str]) -> "Image":
         raise refused.refusal("Image.shell")
 
+    @staticmethod
+    def from_aws_ecr(*args, **kwargs) -> "Image":
+        raise refused.refusal("Image.from_aws_ecr")
+
+    @staticmethod
+    def from_gcp_artifact_registry(*args, **kwargs) -> "Image":
+        raise refused.refusal("Image.from_gcp_artifact_registry")
+
+    @staticmethod
+    def from_scratch(*args, **kwargs) -> "Image":
+        raise refused.refusal("Image.from_scratch")
+
+    @staticmethod
+    def from_id(*args, **kwargs) -> "Image":
+        raise refused.refusal("Image.from_id")
+
+    @staticmethod
+    def from_name(*args, **kwargs) -> "Image":
+        raise refused.refusal("Image.from_name")
+
+    def publish(self, *args, **kwargs) -> None:
+        raise refused.refusal("Image.publish")
+
+    def pip_install_private_repos(self, *args, **kwargs) -> "Image":
+        raise refused.refusal("Image.pip_install_private_repos")
+
+    @property
+    def logs(self):
+        raise refused.refusal("Image.logs")
+
     # ------------------------------------------------------------------ configuration
 
     def env(self, vars: dict[str, str]) -> "Image":
@@ -543,6 +575,44 @@ class Image:
 
         return self._then(_Step("add_local", path=DEFAULT_WORKDIR, args=("compile", *names), local=files,
                                 source=f"add_local_python_source {' '.join(names)}"))
+
+    # ------------------------------------------------------------------ building
+
+    @property
+    def object_id(self) -> str | None:
+        """Its id once built: the same recipe (steps and local files) always has the same id."""
+        return self._image_id
+
+    def build(self, app=None) -> "Image":
+        """Build it now, its progress on this terminal (at once if it was built before); returns
+        it, with its object_id. The control plane is app's (a running one) or EMBER_SERVER_URL's."""
+        from ._client.client import Client
+        from .app import build_image  # app.py imports this module
+        client = app._client() if app is not None else Client.from_env()
+
+        async def go():
+            secret_ids = {id(s): await s._resolve(client) for s in self._build_secrets()}
+            resolved = await asyncio.to_thread(self._resolve, client.upload_sync, secret_ids)  # hashes files
+            await build_image(client, resolved, self._sources())
+            return resolved.image_id
+
+        self._image_id = client.run(go())
+        return self
+
+    def hydrate(self, client=None) -> "Image":
+        """As in Modal: an image is not looked up on demand; one that was built is returned as is."""
+        if self._image_id is None:
+            raise exception.ExecutionError(f"{self!r} is not built: build it with image.build(), or run an app "
+                                           "that uses it")
+        return self
+
+    def pipe(self, func, *args, **kwargs) -> "Image":
+        """func(self, *args, **kwargs): a reusable recipe applied in a chain of build steps."""
+        image = func(self, *args, **kwargs)
+        if not isinstance(image, Image):
+            raise exception.InvalidError(f"Image.pipe({getattr(func, '__name__', func)!r}): it returned {image!r}; "
+                                         "the function must return an Image")
+        return image
 
     # ------------------------------------------------------------------ remote-only imports
 

@@ -10,6 +10,12 @@ import types
 
 from . import exception
 
+NO_CREDENTIALS = ("use Image.from_registry() with an image they can pull as is (a public one, or a registry "
+                  "mirror on your network)")
+SAME_RECIPE = ("define the image in a module both programs import: the same steps (and local files) are the same "
+               "image, built once and reused from the cache")
+STATS_NOW = ("f.get_current_stats() tells what a function does now, `ember usage` what containers used, and the "
+             "control plane's /metrics counts inputs by function")
 USE_WEB = "serve HTTP from a function with @ember.web_server, @ember.asgi_app or @ember.fastapi_endpoint"
 
 # name -> why Ember refuses it and what to use instead. "Cls.method" refuses a class's method.
@@ -29,8 +35,8 @@ REFUSED: dict[str, str] = {
                           "regions or zones to choose",
     "Server": f"Modal's Server (a web server with sessions) has no counterpart in Ember: {USE_WEB}",
     "sessioned": f"Ember has no sessions (they belong to Modal's Server): {USE_WEB}",
-    "Tunnel": f"Ember does not expose a container's ports outside its worker: {USE_WEB}",
-    "forward": f"Ember does not expose a container's ports outside its worker: {USE_WEB}",
+    "forward": "Ember serves the ports of sandboxes only (Sandbox.create(encrypted_ports=[PORT]), then "
+               f"sb.tunnels()), not of a function's container: {USE_WEB}",
     "Workspace": "the SDK has no Workspace object: an admin manages workspaces with `ember workspace` and "
                  "tokens with `ember token`",
     "billing": "Ember has no billing: `ember usage` reports what containers used",
@@ -41,6 +47,28 @@ REFUSED: dict[str, str] = {
     "Image.micromamba_install": "conda packages need a conda-forge mirror, and Ember's builds have none: install "
                                 "with pip_install() or apt_install(), or run micromamba in run_commands()",
     "Image.shell": "build commands run with sh -c: run another shell inside the command (bash -c '...')",
+    "Image.from_aws_ecr": f"Ember's workers pull images without registry credentials: {NO_CREDENTIALS}",
+    "Image.from_gcp_artifact_registry": f"Ember's workers pull images without registry credentials: {NO_CREDENTIALS}",
+    "Image.pip_install_private_repos": "Ember has no GitHub/GitLab integration: pass the token in a secret and "
+                                       "install in run_commands(\"pip install git+https://$TOKEN@github.com/...\", "
+                                       "secrets=[ember.Secret.from_name(...)])",
+    "Image.from_scratch": "Ember's containers run its Python runtime, so every image needs Python 3.11: start "
+                          "from debian_slim() or from_registry()",
+    "Image.from_id": f"Ember names an image by its recipe, not by a stored id: {SAME_RECIPE}",
+    "Image.from_name": f"Ember has no image registry of its own to publish to: {SAME_RECIPE}",
+    "Image.publish": f"Ember has no image registry of its own to publish to: {SAME_RECIPE}",
+    "Image.logs": "Ember keeps no build logs: a build's output shows on the terminal of whoever builds it "
+                  "(image.build(), `ember run`, `ember deploy`)",
+    "App.server": f"Modal's Server (a web server with sessions) has no counterpart in Ember: {USE_WEB}",
+    "App.stats": f"Ember keeps no statistics over time ranges: {STATS_NOW}",
+    "Function.stats": f"Ember keeps no statistics over time ranges: {STATS_NOW}",
+    "Function.metrics": "Ember's metrics are the control plane's /metrics (Prometheus: ember_inputs_completed_total "
+                        "and the rest, by app and function; README, Metrics): scrape them there",
+    "Function.autoscaler": "Ember has no autoscaler settings manager: set them on @app.function() and change them "
+                           "with f.update_autoscaler(min_containers=, max_containers=, buffer_containers=, "
+                           "scaledown_window=); f.info() shows the decorator's",
+    "FunctionCall.get_call_graph": "Ember records no call graph (which call made which): a call's result and its "
+                                   "logs are found by its id (FunctionCall.from_id(id).get(), .logs)",
     "interact": "Ember has no interactive mode (no `run -i`, no terminal attached to a container): print (prints "
                 "show on the caller's terminal), or run the function here with f.local()",
 }
@@ -49,6 +77,10 @@ REFUSED: dict[str, str] = {
 ACCEPTED: dict[str, str] = {
     "enable_output": "Ember's output (build logs, prints, web URLs) is always on: the block changes nothing",
     "web_endpoint": "Modal's older name of fastapi_endpoint, the same here",
+    "App.info": "AppInfo has app_id, description, functions (ids by name), deployed and version; no lifecycle",
+    "Function.info": "FunctionInfo has the fields Ember has (resources, timeout, retries, concurrency, batching, "
+                     "scaling, volumes and secrets by id, web_url); none of Modal's cloud ones",
+    "Volume.with_mount_options": "read_only= as in Modal; sub_path= is refused (a volume is mounted whole)",
     "Volume.rename": "makes the new name hold the same files and deletes the old: the volume's object_id changes",
     "Dict.info": "created_by is None: Ember does not record who made an object",
     "Image.cmd": "changes nothing: the command of Ember's containers is its runtime (given to the entrypoint)",

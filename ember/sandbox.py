@@ -24,7 +24,7 @@ import contextlib
 
 import grpc
 
-from . import config, context, exception, file_io
+from . import _cidr, config, context, exception, file_io
 from ._client.bridge import twin
 from ._client.client import Client, translate
 from ._client.container_exec import ContainerExec
@@ -32,12 +32,13 @@ from .function import FunctionSpec
 from .image import Image
 from .proto import api_pb2
 from .secret import Secret
+from .tunnel import Tunnel
 
 Info = api_pb2.SandboxInfo
 WAIT_STEP = 50.0  # seconds of one SandboxWait (it is asked again until the sandbox ends)
 STDIN_CHUNK = 512 << 10  # bytes of stdin per message
 EXEC_TIMED_OUT = 124  # an exec's returncode once its timeout= passed (timeout(1)'s)
-REFUSED_OPTIONS = ("cidr_allowlist", "encrypted_ports", "unencrypted_ports", "h2_ports", "region", "cloud",
+REFUSED_OPTIONS = ("h2_ports", "region", "cloud",
                    "pty_info", "mount", "network_file_systems", "proxy", "verbose", "readiness_probe")
 
 
@@ -268,7 +269,9 @@ class _Statics:
     async def create(self, *cmd: str, app=None, image=None, secrets=(), volumes=None, cpu=None, memory=None,
                      gpu=None, timeout: float = 300, idle_timeout: float | None = None, workdir: str | None = None,
                      env: dict | None = None, name: str | None = None, block_network: bool = False,
-                     environment_name: str | None = None, **refused) -> Sandbox:
+                     cidr_allowlist: list[str] | None = None, environment_name: str | None = None,
+                     encrypted_ports=(), unencrypted_ports=(), public_ports: bool = False,
+                     **refused) -> Sandbox:
         """A new sandbox of `app` running cmd (none: it stays up until terminated or timed out)."""
         what = "Sandbox.create()"
         config.check_environment(environment_name, what)
@@ -293,14 +296,27 @@ class _Statics:
             raise exception.InvalidError(f"{what}: workdir={workdir!r}: pass an absolute path, e.g. \"/tmp\"")
         if name is not None and (not isinstance(name, str) or not name):
             raise exception.InvalidError(f"{what}: name={name!r}: pass a non-empty string")
+        ports = {"encrypted_ports": _ports(encrypted_ports, "encrypted_ports", what),
+                 "unencrypted_ports": _ports(unencrypted_ports, "unencrypted_ports", what)}
+        if set(ports["encrypted_ports"]) & set(ports["unencrypted_ports"]):
+            raise exception.InvalidError(f"{what}: a port is in both encrypted_ports and unencrypted_ports: "
+                                         "name each port once")
+        if not isinstance(public_ports, bool):
+            raise exception.InvalidError(f"{what}: public_ports={public_ports!r}: pass True or False")
+        if cidr_allowlist is not None:
+            try:
+                cidr_allowlist = _cidr.check_allowlist(cidr_allowlist, block_network)
+            except ValueError as e:
+                raise exception.InvalidError(f"{what}: cidr_allowlist=: {e}") from None
         client = _client()
         d = spec.definition("sandbox", False)
+        d.cidr_allowlist.extend(cidr_allowlist or ())
         d.image.CopyFrom(await _build(client, spec.image))
         d.secret_ids.extend([await s._resolve(client) for s in spec.secrets])
         d.volume_mounts.update({path: await v._id() for path, v in spec.volumes.items()})
         info = await client.rpc("SandboxCreate", api_pb2.SandboxCreateRequest(
             app_id=app_id, definition=d, argv=argv, workdir=workdir or "", timeout=spec.timeout,
-            idle_timeout=idle_timeout or 0, name=name or ""), what=what)
+            idle_timeout=idle_timeout or 0, name=name or "", public_ports=public_ports, **ports), what=what)
         return Sandbox(info)
 
     @twin
@@ -437,6 +453,29 @@ class Sandbox:
                             what=self._what("terminate()"))
 
     @twin
+    async def tunnels(self, timeout: float = 50) -> dict[int, Tunnel]:
+        """Its ports' tunnels by port (encrypted_ports and unencrypted_ports), once it runs (waiting
+        up to `timeout` seconds for it to start): each one's `url` is where the gateway serves it."""
+        info = await self._refresh()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while info.state == Info.STARTING:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise exception.SandboxTimeoutError(f"{self._what('tunnels()')}: it did not start within "
+                                                    f"{timeout:g}s (no worker had room, or its image builds)")
+            info = self._info = await _client().rpc("SandboxWait", api_pb2.SandboxWaitRequest(
+                sandbox_id=self.object_id, timeout=min(left, WAIT_STEP), until_running=True),
+                what=self._what("tunnels()"))
+        if info.state == Info.ENDED:
+            self.returncode = info.returncode
+            raise _ended(info)
+        return {t.container_port: Tunnel(host=t.host, port=t.port, url=t.url, public=t.public,
+                                         unencrypted_host=t.host if t.unencrypted else "",
+                                         unencrypted_port=t.port if t.unencrypted else 0)
+                for t in info.tunnels}
+
+    @twin
     async def set_tags(self, tags: dict[str, str]) -> None:
         """Replace its tags (what Sandbox.list(tags=) finds it by)."""
         if not (isinstance(tags, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())):
@@ -554,6 +593,14 @@ def _argv(cmd, what: str) -> builtins.list[str]:
     if cmd and not cmd[0]:
         raise exception.InvalidError(f"{what}: the command is empty")
     return builtins.list(cmd)
+
+
+def _ports(ports, option: str, what: str) -> builtins.list[int]:
+    if isinstance(ports, (str, bytes)) or not isinstance(ports, (builtins.list, tuple, set, frozenset)) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
+        raise exception.InvalidError(f"{what}: {option}={ports!r}: pass a list of TCP ports (1 to 65535), "
+                                     "e.g. [8000]")
+    return sorted(set(ports))
 
 
 def _env(env, what: str) -> dict[str, str]:

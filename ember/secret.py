@@ -113,6 +113,20 @@ class Secret:
             raise exception.NotFoundError(f"there is no secret named {self._name!r}")
         return types.SecretInfo(name=None, environment_name="", created_at=None, created_by=None, last_used=None)
 
+    @twin
+    async def update(self, env_dict: dict[str, str]) -> None:
+        """Add or overwrite keys of this named secret, as dict.update() does: the keys not in
+        env_dict keep their values. Containers started from now on see the new values."""
+        what = f"Secret.update() of {self!r}"
+        if not (isinstance(env_dict, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in env_dict.items())):
+            raise exception.InvalidError(f"{what}: pass a dict of strings to strings")
+        if self._name is None:
+            raise exception.InvalidError(f"{what}: only a named secret (Secret.from_name) can be updated; "
+                                         "one made from values (from_dict, from_dotenv, ...) is made anew instead")
+        await Client.from_env().rpc("SecretCreate", api_pb2.SecretCreateRequest(
+            name=self._name, env=env_dict, merge=True), what=what)
+
     def __repr__(self):  # never the values
         return f"<ember.Secret {self._name or self._secret_id or f'({len(self._env or {})} variables)'}>"
 

@@ -16,6 +16,7 @@ theirs; a container killed before committing changes nothing. From outside a con
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import pathlib
@@ -89,6 +90,25 @@ def _write_file(target: str, chunks: list[bytes], mode: int, mtime: float):
 class Volume(NamedObject):
     _kind = "volume"
     _info = VolumeInfo
+    _read_only = False  # a handle from read_only(): the containers it is mounted in cannot write to it
+
+    def read_only(self) -> "Volume":
+        """The same volume, mounted read-only where a function mounts this handle (writes there
+        fail with EROFS); this handle's own methods (put files, read, ...) work as before."""
+        return self.with_mount_options(read_only=True)
+
+    def with_mount_options(self, *, read_only: bool | None = None, sub_path=None) -> "Volume":
+        """The same volume with options for the mounts of this handle: read_only=True."""
+        if read_only is not None and not isinstance(read_only, bool):
+            raise exception.InvalidError(f"with_mount_options(read_only={read_only!r}): pass True or False")
+        if sub_path is not None:
+            raise exception.InvalidError(
+                f"{self!r}.with_mount_options(sub_path={str(sub_path)!r}): not supported by Ember: a volume is "
+                "mounted whole; mount it and use the subdirectory (or keep that data in a volume of its own)")
+        handle = copy.copy(self)
+        if read_only is not None:
+            handle._read_only = read_only
+        return handle
 
     # ------------------------------------------------------------------ inside a container
 

@@ -77,7 +77,8 @@ def test_a_container_that_cannot_start_reports_its_exit_code_and_log_tail(runnin
 
 def test_the_worker_refuses_what_its_backend_lacks(running):
     caps = running.capabilities
-    if caps.volumes and "none" in caps.network_modes and caps.root_filesystem_steps and caps.disk_limit:
+    if (caps.volumes and "none" in caps.network_modes and caps.root_filesystem_steps and caps.disk_limit
+            and caps.own_network):
         pytest.skip(f"the {running.name} backend lacks nothing")
     _, why = backend.choose(running.name, BACKENDS)  # as the worker chose it
     fix = re.escape(f"the container backend, and this worker runs the {running.name} backend ({why}): "
@@ -108,6 +109,11 @@ def test_the_worker_refuses_what_its_backend_lacks(running):
             with pytest.raises(exception.InitError, match=re.escape("ephemeral_disk= (a limit on the container's "
                                                                     "disk) needs ") + fix):
                 with_disk_limit.remote()
+        if not caps.own_network:
+            sb = ember.Sandbox.create(app=app, timeout=60, cidr_allowlist=["10.0.0.0/8"])
+            with pytest.raises(exception.SandboxTerminatedError, match=re.escape(
+                    "cidr_allowlist= (a network of its own, with only those networks) needs ") + fix):
+                sb.wait()
     if not caps.root_filesystem_steps:
         app = ember.App("backend-refusals-steps")
 

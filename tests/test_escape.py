@@ -94,6 +94,27 @@ def test_an_ordinary_function_still_works(running):
     assert out["threads"] == [i * i for i in range(8)]
 
 
+def test_a_sandbox_cannot_reach_out_of_its_container(running):
+    """The same attacks, from a command run in a sandbox (sb.exec): its processes are forked by
+    the container's init, and must be held by the same walls as a function's code."""
+    paths = host_paths(running)
+    sb = ember.Sandbox.create(app=escape_app.app, image=escape_app.base, timeout=120)
+    try:
+        with sb.open("/tmp/escape_app.py", "w") as f:  # the attack code itself, as the function runs it
+            f.write(pathlib.Path(escape_app.__file__).read_text())
+        p = sb.exec("python3", "-c", "import json, sys\nsys.path.insert(0, '/tmp')\nimport escape_app\n"
+                    "print(json.dumps([escape_app.attempts(sys.argv[1:]), escape_app.ordinary_work()]))", *paths,
+                    workdir="/tmp")
+        output = p.stdout.read()
+        assert p.wait() == 0, p.stderr.read()
+    finally:
+        sb.terminate()
+    out, ordinary = json.loads(output)
+    check_refused(out, paths, user_namespace_expected(running))
+    assert ordinary["note"] == "mine" and ordinary["sub"] == ["from", "a", "shell"]
+    assert ordinary["owners"] == {"/etc/shadow": 0, "/usr/local/share/note.txt": 1000, "/ember/lib": 0}
+
+
 def build(image: ember.Image):
     client = Client.from_env()
     resolved = image._resolve(client.upload_sync)

@@ -30,6 +30,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 
@@ -312,6 +313,34 @@ def test_a_web_request_reaches_a_container_on_another_host(hosts):
     found = re.fullmatch(r"served by (\S+) for \S*/hello", body)
     assert found, body
     assert hosts.host_of(found[1]) == "h3"
+
+
+def test_a_sandbox_port_on_another_host_is_reached_through_its_tunnel(hosts):
+    """Its tunnel's connections go over the worker's own stream (as execs do), so a port of a
+    sandbox on another host is served by the gateway, over HTTPS."""
+    app = ember.App.lookup("hosts-tunnels", create_if_missing=True)
+    # (socketserver's, not `python3 -m http.server`: that looks its address's name up, which a
+    # host's container waits 10 s for.)
+    serve = ("import http.server as h, socketserver as s; "
+             "s.TCPServer(('127.0.0.1', 8000), h.SimpleHTTPRequestHandler).serve_forever()")
+    sb = ember.Sandbox.create("sh", "-c", f"cd /tmp && echo from-the-sandbox > hi.txt && exec python3 -c \"{serve}\"",
+                              app=app, timeout=120, encrypted_ports=[8000])
+    t = sb.tunnels()[8000]
+    assert t.url.startswith(f"https://{hosts.net.address}:") and sb._info.worker in HOSTS
+    ctx = ssl.create_default_context(cafile=str(hosts.cluster.ca_file))
+    auth = {"Authorization": f"Bearer {os.environ['EMBER_TOKEN_ID']}:{os.environ['EMBER_TOKEN_SECRET']}"}
+
+    def get():
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{t.url}/hi.txt", headers=auth), context=ctx,
+                                        timeout=30) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as e:
+            if e.code != 502:  # (502: its server is not listening yet)
+                raise
+    wait_for(get, timeout=60, what="the sandbox's server to answer through its tunnel")
+    assert get() == "from-the-sandbox\n"
+    sb.terminate()
 
 
 def test_a_host_cut_off_has_its_input_completed_elsewhere_and_is_fenced_when_back(hosts):

@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import pytest
@@ -57,7 +58,6 @@ def test_a_program_naming_refused_names_imports_and_each_refuses_at_use(tmp_path
         "NetworkFileSystem": lambda: modal.NetworkFileSystem.from_name("shared"),
         "CloudBucketMount": lambda: modal.CloudBucketMount("bucket", secret=None),
         "Proxy": lambda: modal.Proxy.from_name("ip"),
-        "Tunnel": lambda: modal.Tunnel(),
         "forward": lambda: modal.forward(8000),
         "Cluster": lambda: modal.Cluster.from_context(),
         "clustered": lambda: modal.clustered(size=2),
@@ -79,6 +79,7 @@ def test_a_program_naming_refused_names_imports_and_each_refuses_at_use(tmp_path
     with pytest.raises(exception.InvalidError, match="use ember.Volume"):
         modal.NetworkFileSystem.from_name("x")
     assert modal.Sandbox is ember.Sandbox and modal.ContainerProcess is ember.ContainerProcess  # issue 17
+    assert modal.Tunnel is ember.Tunnel and "tcp_socket" in dir(modal.Tunnel)  # sb.tunnels()' values
 
 
 def test_modal_exception_names_catch_what_ember_raises():
@@ -537,3 +538,236 @@ def test_app_registries_and_tags():
     assert app.get_tags() == {"team": "ml", "stage": "dev"}
     with pytest.raises(exception.InvalidError, match="pass a dict of strings"):
         app.set_tags({"n": 1})
+
+
+# ---------------------------------------------------------------- handles: apps, functions, calls, images
+
+
+def _until_logged(logs, text: str, tries: int = 100) -> list:
+    """The tail of `logs` once a line containing text is in it (a line reaches the store a little
+    after it is printed)."""
+    for _ in range(tries):
+        entries = list(logs.tail(200))
+        if any(text in e.message for e in entries):
+            return entries
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} never reached the logs: {[e.message for e in entries]}")
+
+
+def test_app_and_function_handles_read_logs_info_and_stop(app_cluster):
+    import datetime
+    import threading
+    import urllib.request
+
+    app = modal.App("handles")
+
+    @app.function(serialized=True)
+    def shout(word, delay=0.0):
+        import sys
+        import time
+        time.sleep(delay)
+        print(f"hello {word}")
+        print(f"oops {word}", file=sys.stderr)
+        return word
+
+    @app.function(serialized=True)
+    def quiet():
+        print("quiet here")
+
+    assert app.name == "handles"
+    with pytest.raises(exception.InvalidError, match="not running here"):
+        app.stop()
+    with pytest.raises(exception.InvalidError, match="not running here"):
+        app.logs.tail()
+    with app.run():
+        assert shout.remote("first") == "first" and shout.app is app
+        quiet.remote()
+        info = app.info()
+        assert info.app_id == app.app_id and info.description == "handles" and not info.deployed
+        assert info.functions == {"shout": shout.object_id, "quiet": quiet.object_id}
+        url = app.get_dashboard_url()
+        assert url.endswith(f"/dashboard/apps/{app.app_id}"), url
+        with urllib.request.urlopen(url, timeout=30) as page:  # the dashboard's (its login page, without a session)
+            assert "/dashboard/" in page.url and page.status == 200
+
+        entries = _until_logged(app.logs, "hello first")
+        assert {"hello first\n", "oops first\n", "quiet here\n"} <= {e.message for e in entries}
+        e = next(e for e in entries if e.message == "hello first\n")
+        assert e.source == "stdout" and e.object_id == app.app_id and str(e) == "hello first\n"
+        assert e.timestamp.tzinfo is not None and len(e.context_ids) == 3  # call, input, container
+        of_shout = {e.message for e in _until_logged(shout.logs, "hello first")}
+        assert "hello first\n" in of_shout and "quiet here\n" not in of_shout
+        assert [e.message for e in shout.logs.tail(10, source="stderr")] == ["oops first\n"]
+        since = datetime.datetime.now() - datetime.timedelta(minutes=5)
+        assert "hello first\n" in {e.message for e in app.logs.fetch(since=since, source="stdout")}
+        assert list(app.logs.fetch(since=since - datetime.timedelta(days=1),
+                                   until=since - datetime.timedelta(hours=1))) == []
+
+        call = shout.spawn("spawned")
+        assert call.get(timeout=120) == "spawned"
+        of_call = {e.message for e in _until_logged(call.logs, "hello spawned")}
+        assert of_call == {"hello spawned\n", "oops spawned\n"}  # that call's lines only
+        assert {e.message for e in modal.FunctionCall.from_id(call.object_id).logs.tail()} == of_call
+
+        # stream: the lines printed from now on, as they come; it ends after `timeout` without one.
+        seen = []
+        reader = threading.Thread(target=lambda: seen.extend(e.message for e in shout.logs.stream(timeout=3)))
+        reader.start()
+        streamed = shout.spawn("streamed", delay=1.0)  # printed once the stream is open
+        reader.join(120)
+        assert not reader.is_alive() and streamed.get(timeout=60) == "streamed"
+        assert "hello streamed\n" in seen and "hello first\n" not in seen, seen
+
+        app.stop()  # as `ember app stop` does: no more calls
+        with pytest.raises(exception.Error):
+            shout.remote("late")
+    with pytest.raises(exception.InvalidError, match="pass 'stdout', 'stderr' or 'system'"):
+        list(modal.FunctionCall.from_id(call.object_id).logs.tail(source="stdin"))
+    for refused_use in (lambda: app.server(), lambda: app.stats(), lambda: shout.stats(), lambda: shout.metrics,
+                        lambda: shout.autoscaler, lambda: call.get_call_graph()):
+        with pytest.raises(exception.InvalidError, match="not supported by Ember"):
+            refused_use()
+
+
+def test_a_deployed_app_stops_from_its_lookup(app_cluster):
+    app = modal.App(f"stoppable-{uuid.uuid4().hex[:6]}")
+
+    @app.function(serialized=True)
+    def one():
+        return 1
+
+    app.deploy()
+    assert modal.Function.from_name(app.name, "one").remote() == 1
+    looked_up = modal.App.lookup(app.name)
+    assert looked_up.info().deployed and looked_up.info().version == 1
+    looked_up.stop()
+    with pytest.raises(exception.NotFoundError):
+        modal.App.lookup(app.name)
+    with pytest.raises(exception.NotFoundError):
+        modal.Function.from_name(app.name, "one").remote()
+
+
+def test_function_from_id_and_info(app_cluster):
+    app = modal.App("by-id")
+
+    @app.function(serialized=True, cpu=(0.25, 1), memory=200, timeout=33, retries=2, max_containers=3,
+                  env={"A": "1"})
+    @modal.concurrent(max_inputs=4, target_inputs=2)
+    def double(x):
+        return 2 * x
+
+    @app.function(serialized=True)
+    def count(n):
+        yield from range(n)
+
+    @app.function(serialized=True)
+    @modal.batched(max_batch_size=8, wait_ms=10)
+    def batch(xs):
+        return xs
+
+    with app.run():
+        same = modal.Function.from_id(double.object_id)
+        assert same.remote(21) == 42 and same.object_id == double.object_id and same.app is None
+        assert list(modal.Function.from_id(count.object_id).remote_gen(3)) == [0, 1, 2]  # known as a generator
+        info = same.info()
+        assert (info.cpu, info.memory_mib, info.timeout, info.max_retries, info.max_containers) == (
+            (0.25, 1.0), 200, 33.0, 2, 3)
+        assert info.concurrency_info == modal.types.FunctionInfo.ConcurrencyInfo(4, 2) and info.batching_info is None
+        assert info.gpus == [] and info.volumes == {} and info.web_url is None
+        assert batch.info().batching_info == modal.types.FunctionInfo.BatchingInfo(8, 10)
+        assert double.with_options(timeout=7).info().timeout == 7.0  # a handle with options: its own
+        stale = double.object_id
+    with pytest.raises(exception.NotFoundError, match="there is no function"):
+        modal.Function.from_id(stale)  # its app stopped
+    with pytest.raises(exception.InvalidError, match="a function's id looks like 'fu-'"):
+        modal.Function.from_id("fc-123")
+
+
+def test_secret_update_merges_into_the_named_secret(app_cluster):
+    name = f"updated-{uuid.uuid4().hex[:6]}"
+    modal.Secret.objects.create(name, {"KEEP": "1", "CHANGE": "old"})
+    secret = modal.Secret.from_name(name)
+    secret.update({"CHANGE": "new", "ADD": "3"})
+    app = modal.App("secret-update")
+
+    @app.function(serialized=True, secrets=[modal.Secret.from_name(name, required_keys=["ADD"])])
+    def read():
+        import os
+        return {k: os.environ[k] for k in ("KEEP", "CHANGE", "ADD")}
+
+    with app.run():
+        assert read.remote() == {"KEEP": "1", "CHANGE": "new", "ADD": "3"}
+    assert [s for s in modal.Secret.objects.list() if s.name == name]
+    with pytest.raises(exception.InvalidError, match="pass a dict of strings"):
+        secret.update({"N": 1})
+    with pytest.raises(exception.InvalidError, match="only a named secret"):
+        modal.Secret.from_dict({"A": "1"}).update({"A": "2"})
+    modal.Secret.objects.delete(name)
+    with pytest.raises(exception.NotFoundError, match="no secret named .* to update"):
+        secret.update({"A": "1"})
+
+
+def test_image_build_hydrate_and_pipe(app_cluster):
+    def with_marker(image, value):
+        return image.env({"MARKER": value})
+
+    image = modal.Image.debian_slim().pipe(with_marker, "built-now")
+    assert steps(image)[-1][0] == "env" and image.object_id is None
+    with pytest.raises(exception.ExecutionError, match="is not built: build it with image.build"):
+        image.hydrate()
+    assert image.build() is image and image.object_id and image.hydrate() is image
+    again = modal.Image.debian_slim().pipe(with_marker, "built-now").build()
+    assert again.object_id == image.object_id  # the same recipe is the same image
+    with pytest.raises(exception.InvalidError, match="must return an Image"):
+        image.pipe(lambda i: None)
+
+
+def test_refused_methods_raise_their_reason():
+    image = modal.Image.debian_slim()
+    uses = {
+        "Image.from_aws_ecr": lambda: modal.Image.from_aws_ecr("1.dkr.ecr.amazonaws.com/x", secret=None),
+        "Image.from_gcp_artifact_registry": lambda: modal.Image.from_gcp_artifact_registry("gcr.io/x"),
+        "Image.pip_install_private_repos": lambda: image.pip_install_private_repos("github.com/a/b", git_user="u"),
+        "Image.from_scratch": lambda: modal.Image.from_scratch(),
+        "Image.from_id": lambda: modal.Image.from_id("im-1"),
+        "Image.from_name": lambda: modal.Image.from_name("base"),
+        "Image.publish": lambda: image.publish("base"),
+        "Image.logs": lambda: image.logs,
+    }
+    for name, use in uses.items():
+        with pytest.raises(exception.InvalidError) as e:
+            use()
+        assert refused.REFUSED[name] in str(e.value), name
+
+
+def test_a_read_only_volume_mount_cannot_be_written_in_the_container(app_cluster):
+    with ember.Volume.ephemeral() as vol:
+        with vol.batch_upload() as batch:
+            batch.put_file(io.BytesIO(b"kept"), "data.txt")
+        app = modal.App("read-only-volume")
+
+        def attempt(path):
+            import errno
+            with open(f"{path}/data.txt") as f:
+                before = f.read()
+            try:
+                with open(f"{path}/new.txt", "w") as f:
+                    f.write("written")
+                wrote = "wrote"
+            except OSError as e:
+                wrote = errno.errorcode[e.errno]
+            return before, wrote
+
+        reader = app.function(serialized=True, volumes={"/data": vol.read_only()}, name="reader")(
+            lambda: attempt("/data"))
+        with app.run():
+            assert reader.remote() == ("kept", "EROFS")
+            assert reader.info().volumes == {"/data": vol.object_id}
+            # with_options(volumes=) replaces the mounts, read-only or not: the same volume, writable
+            assert reader.with_options(volumes={"/data": vol.with_mount_options(read_only=False)}).remote() == (
+                "kept", "wrote")
+        assert vol.read_only()._read_only and not vol._read_only  # a new handle; this one's methods work
+    with pytest.raises(exception.InvalidError, match="a volume is mounted whole"):
+        vol.with_mount_options(sub_path="models")
+    with pytest.raises(exception.InvalidError, match="pass True or False"):
+        vol.with_mount_options(read_only="yes")

@@ -16,6 +16,9 @@ import urllib.request
 
 import pytest
 
+import ember
+from ember._client.client import Client
+from ember.proto import api_pb2
 from conftest import Cluster, container_backend_missing, run_py, wait_for
 
 import network_app
@@ -41,11 +44,13 @@ def internet(tmp_path_factory):
         ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns)
         ip("addr", "add", f"{INTERNET}.1/24", "dev", link)
         ip("link", "set", link, "up")
-        for cmd in ([f"addr add {INTERNET}.2/24 dev eth0"], ["link set eth0 up"], ["link set lo up"],
+        # Two addresses, both serving: a sandbox's cidr_allowlist= lets it reach one and not the other.
+        for cmd in ([f"addr add {INTERNET}.2/24 dev eth0"], [f"addr add {INTERNET}.3/24 dev eth0"],
+                    ["link set eth0 up"], ["link set lo up"],
                     [f"route add default via {INTERNET}.1"]):
             ip("-n", ns, *cmd[0].split())
         server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "http.server", "8080",
-                                   "--bind", f"{INTERNET}.2", "--directory", str(root)],
+                                   "--bind", "0.0.0.0", "--directory", str(root)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: "connected" in subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-c",
@@ -113,6 +118,79 @@ def test_block_network_reaches_nothing(running, internet, host_listener):
     assert out["interfaces"] == ["lo"] and out["gateway"] is None
     assert out["fetched"].startswith("failed")
     assert all(r.startswith("failed") for r in out["results"].values()), out
+
+
+SANDBOX_PROBE = """
+import socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+        print(target, "connected")
+    except OSError as e:
+        print(target, "failed:", e)
+"""
+
+
+def test_a_sandbox_reaches_only_its_cidr_allowlist(running, internet, host_listener):
+    app = ember.App.lookup("network-sandboxes", create_if_missing=True)
+    allowed, other, host_end = f"{INTERNET}.2", f"{INTERNET}.3", f"{INTERNET}.1"
+    # Allowing the host's own address (the test link's end) does not open the host: only networks out.
+    sb = ember.Sandbox.create(app=app, image=network_app.base, timeout=60,
+                              cidr_allowlist=[f"{allowed}/32", f"{host_end}/32"])
+    try:
+        p = sb.exec("python3", "-c", SANDBOX_PROBE, f"{allowed}:8080", f"{other}:8080", f"{host_end}:{host_listener}")
+        out = dict(line.split(" ", 1) for line in p.stdout.read().splitlines())
+        assert p.wait() == 0, p.stderr.read()
+        assert out[f"{allowed}:8080"] == "connected", out
+        # Refused at once (administratively prohibited: EHOSTUNREACH), not left to time out.
+        assert "No route to host" in out[f"{other}:8080"], out
+        assert out[f"{host_end}:{host_listener}"].startswith("failed"), out
+        # Its commands and files do not use its network: they still work.
+        assert sb.exec("echo", "hi").stdout.read() == "hi\n"
+    finally:
+        sb.terminate()
+    # A container started cold (one with a volume is never a spare) gets its allowlist as well.
+    vol = ember.Volume.from_name("network-sandboxes", create_if_missing=True)
+    sb = ember.Sandbox.create(app=app, image=network_app.base, timeout=60, cidr_allowlist=[f"{other}/32"],
+                              volumes={"/data": vol})
+    try:
+        p = sb.exec("python3", "-c", SANDBOX_PROBE, f"{allowed}:8080", f"{other}:8080")
+        out = dict(line.split(" ", 1) for line in p.stdout.read().splitlines())
+        assert out == {f"{allowed}:8080": out[f"{allowed}:8080"], f"{other}:8080": "connected"}, out
+        assert "No route to host" in out[f"{allowed}:8080"], out
+    finally:
+        sb.terminate()
+    # Another sandbox, without one, of the same worker (perhaps of the same network slot) reaches both.
+    sb = ember.Sandbox.create(app=app, image=network_app.base, timeout=60)
+    try:
+        p = sb.exec("python3", "-c", SANDBOX_PROBE, f"{allowed}:8080", f"{other}:8080")
+        assert p.stdout.read().count("connected") == 2
+    finally:
+        sb.terminate()
+    # Their rules went with their containers.
+    table = worker_table(running, "w1")
+    wait_for(lambda: "allow-" not in subprocess.run(["nft", "list", "table", "inet", table], capture_output=True,
+                                                    text=True, check=True).stdout, what="the allowlists' removal")
+
+
+def test_a_bad_cidr_allowlist_is_refused_at_create(running):
+    app = ember.App.lookup("network-sandboxes", create_if_missing=True)
+    for bad, why in ((["10.0.0.1/8"], "pass '10.0.0.0/8'"), (["nonsense"], "not an IPv4 network"),
+                     (["2001:db8::/32"], "IPv4 only"), ("10.0.0.0/8", "pass a list"),
+                     ([], "block_network=True")):
+        with pytest.raises(ember.exception.InvalidError, match=re.escape(why)):
+            ember.Sandbox.create(app=app, timeout=60, cidr_allowlist=bad)
+    with pytest.raises(ember.exception.InvalidError, match="cannot be given with block_network=True"):
+        ember.Sandbox.create(app=app, timeout=60, cidr_allowlist=["10.0.0.0/8"], block_network=True)
+    # The control plane checks them too, whatever a client sends (nft would read a forged one).
+    client = Client.from_env()
+    for forged in (["10.0.0.0/8 } accept; {"], ["10.0.0.0/8"] * 300):
+        d = api_pb2.FunctionDefinition(name="sandbox", cidr_allowlist=forged,
+                                       resources=api_pb2.Resources(cpu=0.125, memory_mb=128))
+        with pytest.raises(ember.exception.InvalidError, match="cidr_allowlist"):
+            client.run(client.rpc("SandboxCreate", api_pb2.SandboxCreateRequest(app_id=app.app_id, definition=d,
+                                                                                timeout=60)))
 
 
 def test_two_containers_of_a_web_server_share_its_port_on_one_worker(running):

@@ -17,6 +17,7 @@ import pytest
 import ember
 from ember import exception
 from ember._client.auth import metadata
+from ember._client.client import Client
 from ember.proto import api_pb2, api_pb2_grpc
 from conftest import PY, ROOT, module_cluster, wait_for
 
@@ -108,6 +109,30 @@ def test_many_execs_at_once_with_env_workdir_stdin_and_a_missing_command(app):
     assert sb.returncode == 137
 
 
+def test_its_command_and_execs_run_before_its_containers_runtime_connects(app, tmp_path):
+    """A sandbox's container runs no function: its command and execs go to its worker with its
+    start and run once the container is started, not once Ember's runtime in it connected
+    (held up here for two minutes at its interpreter's start)."""
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "sitecustomize.py").write_text("import time\ntime.sleep(120)\n")
+    image = ember.Image.debian_slim().env({"PYTHONPATH": str(held)})
+    t0 = time.perf_counter()
+    sb = ember.Sandbox.create("sh", "-c", "echo main; sleep 600", app=app, image=image, timeout=60)
+    p = sb.exec("echo", "hi")
+    assert p.stdout.read() == "hi\n" and p.wait() == 0
+    print(f"Sandbox.create() to the end of exec `echo hi`: {(time.perf_counter() - t0) * 1000:.0f} ms")
+    assert next(iter(sb.stdout)) == "main\n"
+    client = Client.from_env()
+    listed = client.run(client.rpc("ContainerList", api_pb2.ContainerListRequest(app_id=app.app_id))).containers
+    assert [c.state for c in listed if c.container_id == sb._info.container_id] == [api_pb2.CONTAINER_STATE_STARTING]
+    # `ember container exec` into it waits likewise (a function's starting container it refuses).
+    assert cli("container", "exec", sb._info.container_id, "--", "echo", "from-the-cli").stdout == "from-the-cli\n"
+    sb.terminate()
+    with pytest.raises(exception.SandboxTerminatedError, match="was terminated"):
+        sb.wait()
+
+
 def test_a_sandbox_outlives_its_client_and_is_found_by_id_name_tags_and_the_cli(cluster, app):
     made = sdk("""
         import ember, json
@@ -177,8 +202,8 @@ def test_bad_input_is_refused_with_the_cause(app):
         ember.Sandbox.create(app=app, timeout=0)
     with pytest.raises(exception.InvalidError, match="workdir"):
         ember.Sandbox.create(app=app, workdir="relative")
-    with pytest.raises(exception.InvalidError, match="encrypted_ports= is not supported"):
-        ember.Sandbox.create(app=app, encrypted_ports=[8000])
+    with pytest.raises(exception.InvalidError, match="h2_ports= is not supported"):
+        ember.Sandbox.create(app=app, h2_ports=[8000])
     with pytest.raises(exception.NotFoundError, match="no sandbox"):
         ember.Sandbox.from_id("sb-nothing")
     with pytest.raises(exception.NotFoundError, match="no sandbox named 'nobody'"):
@@ -279,6 +304,21 @@ def test_a_lost_worker_fails_its_sandbox_naming_it(cluster, app):
 @pytest.fixture(scope="module")
 def isolated_app(container_cluster):
     return ember.App.lookup("isolated-sandboxes", create_if_missing=True)
+
+
+def test_a_sandbox_terminated_as_it_starts_leaves_no_container(isolated_app):
+    """Its stop reaches its worker while the container is still being made (an image of its own,
+    with no spare ready): the worker stops it once it is started."""
+    client = Client.from_env()
+    image = ember.Image.debian_slim().env({"EMBER_TEST_IMAGE": str(time.time_ns())})
+    sb = ember.Sandbox.create(app=isolated_app, image=image, timeout=60)
+    sb.terminate()
+    cid = sb._info.container_id
+
+    def gone():
+        listed = client.run(client.rpc("ContainerList", api_pb2.ContainerListRequest(app_id=isolated_app.app_id)))
+        return cid not in [c.container_id for c in listed.containers]
+    wait_for(gone, timeout=30, what=f"its container {cid} to end")
 
 
 def test_an_isolated_sandbox_sees_only_itself(isolated_app):

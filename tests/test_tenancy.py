@@ -192,6 +192,11 @@ def test_a_client_of_another_workspace_reaches_nothing_of_a(tenants):
     not_found("FunctionBind", api_pb2.FunctionBindRequest(function_id=ids["function_id"],
                                                           options=api_pb2.FunctionOptions(timeout=5)))
     not_found("FunctionGetStats", api_pb2.FunctionRef(function_id=ids["function_id"]))
+    not_found("FunctionLookup", api_pb2.FunctionLookupRequest(function_id=ids["function_id"], with_definition=True))
+    not_found("SecretCreate", api_pb2.SecretCreateRequest(name="creds", env={"KEY": "b"}, merge=True))  # .update
+    with pytest.raises(grpc.RpcError) as logs:  # a call's logs (call.logs)
+        list(raw("AppLogs", api_pb2.AppLogsRequest(call_id=ids["call_id"], stop_at_end=True)))
+    assert logs.value.code() == Code.NOT_FOUND, logs.value.details()
     not_found("FunctionUpdateAutoscaler", api_pb2.FunctionUpdateAutoscalerRequest(
         function_id=ids["function_id"], min_containers=1))
     not_found("VolumeGet", api_pb2.VolumeRef(volume_id=ids["a-vol"]))

@@ -139,7 +139,14 @@ class AppDeployResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class AppInfo(_message.Message):
-    __slots__ = ("app_id", "name", "state", "deployed", "version", "created_at", "num_functions", "stopped_at")
+    __slots__ = ("app_id", "name", "state", "deployed", "version", "created_at", "num_functions", "stopped_at", "functions", "dashboard_url")
+    class FunctionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +155,8 @@ class AppInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     NUM_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     STOPPED_AT_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    DASHBOARD_URL_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     name: str
     state: AppState
@@ -156,7 +165,9 @@ class AppInfo(_message.Message):
     created_at: float
     num_functions: int
     stopped_at: float
-    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AppState, str]] = ..., deployed: _Optional[bool] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., num_functions: _Optional[int] = ..., stopped_at: _Optional[float] = ...) -> None: ...
+    functions: _containers.ScalarMap[str, str]
+    dashboard_url: str
+    def __init__(self, app_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[AppState, str]] = ..., deployed: _Optional[bool] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., num_functions: _Optional[int] = ..., stopped_at: _Optional[float] = ..., functions: _Optional[_Mapping[str, str]] = ..., dashboard_url: _Optional[str] = ...) -> None: ...
 
 class AppListResponse(_message.Message):
     __slots__ = ("apps",)
@@ -165,15 +176,19 @@ class AppListResponse(_message.Message):
     def __init__(self, apps: _Optional[_Iterable[_Union[AppInfo, _Mapping]]] = ...) -> None: ...
 
 class FunctionLookupRequest(_message.Message):
-    __slots__ = ("app_name", "name")
+    __slots__ = ("app_name", "name", "function_id", "with_definition")
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_DEFINITION_FIELD_NUMBER: _ClassVar[int]
     app_name: str
     name: str
-    def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    function_id: str
+    with_definition: bool
+    def __init__(self, app_name: _Optional[str] = ..., name: _Optional[str] = ..., function_id: _Optional[str] = ..., with_definition: _Optional[bool] = ...) -> None: ...
 
 class FunctionLookupResponse(_message.Message):
-    __slots__ = ("function_id", "is_generator", "is_class", "methods", "web_url", "method_web_urls")
+    __slots__ = ("function_id", "is_generator", "is_class", "methods", "web_url", "method_web_urls", "name", "app_id", "definition")
     class MethodsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,13 +209,19 @@ class FunctionLookupResponse(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     WEB_URL_FIELD_NUMBER: _ClassVar[int]
     METHOD_WEB_URLS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    APP_ID_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_FIELD_NUMBER: _ClassVar[int]
     function_id: str
     is_generator: bool
     is_class: bool
     methods: _containers.ScalarMap[str, bool]
     web_url: str
     method_web_urls: _containers.ScalarMap[str, str]
-    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ..., method_web_urls: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    name: str
+    app_id: str
+    definition: FunctionDefinition
+    def __init__(self, function_id: _Optional[str] = ..., is_generator: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., web_url: _Optional[str] = ..., method_web_urls: _Optional[_Mapping[str, str]] = ..., name: _Optional[str] = ..., app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ...) -> None: ...
 
 class FunctionBindRequest(_message.Message):
     __slots__ = ("function_id", "params", "options")
@@ -213,7 +234,7 @@ class FunctionBindRequest(_message.Message):
     def __init__(self, function_id: _Optional[str] = ..., params: _Optional[bytes] = ..., options: _Optional[_Union[FunctionOptions, _Mapping]] = ...) -> None: ...
 
 class FunctionOptions(_message.Message):
-    __slots__ = ("cpu", "memory_mb", "gpu", "timeout", "retries", "replace_secrets", "secret_ids", "replace_volumes", "volume_mounts", "scaledown_window", "min_containers", "max_containers", "max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms", "buffer_containers")
+    __slots__ = ("cpu", "memory_mb", "gpu", "timeout", "retries", "replace_secrets", "secret_ids", "replace_volumes", "volume_mounts", "scaledown_window", "min_containers", "max_containers", "max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms", "buffer_containers", "read_only_volumes")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +259,7 @@ class FunctionOptions(_message.Message):
     BATCH_MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
     BATCH_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     BUFFER_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     cpu: float
     memory_mb: int
     gpu: str
@@ -255,7 +277,8 @@ class FunctionOptions(_message.Message):
     batch_max_size: int
     batch_wait_ms: int
     buffer_containers: int
-    def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., replace_secrets: _Optional[bool] = ..., secret_ids: _Optional[_Iterable[str]] = ..., replace_volumes: _Optional[bool] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., scaledown_window: _Optional[float] = ..., min_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., max_inputs: _Optional[int] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., buffer_containers: _Optional[int] = ...) -> None: ...
+    read_only_volumes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., replace_secrets: _Optional[bool] = ..., secret_ids: _Optional[_Iterable[str]] = ..., replace_volumes: _Optional[bool] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., scaledown_window: _Optional[float] = ..., min_containers: _Optional[int] = ..., max_containers: _Optional[int] = ..., max_inputs: _Optional[int] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., read_only_volumes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FunctionRef(_message.Message):
     __slots__ = ("function_id",)
@@ -316,7 +339,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., ephemeral_disk_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "read_only_volumes", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox", "cidr_allowlist")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -360,6 +383,7 @@ class FunctionDefinition(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
     VOLUME_MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_VOLUMES_FIELD_NUMBER: _ClassVar[int]
     BLOCK_NETWORK_FIELD_NUMBER: _ClassVar[int]
     IS_CLASS_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
@@ -379,6 +403,7 @@ class FunctionDefinition(_message.Message):
     BATCH_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     DERIVED_FROM_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    CIDR_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
     name: str
     module: str
     qualname: str
@@ -394,6 +419,7 @@ class FunctionDefinition(_message.Message):
     image: Image
     secret_ids: _containers.RepeatedScalarFieldContainer[str]
     volume_mounts: _containers.ScalarMap[str, str]
+    read_only_volumes: _containers.RepeatedScalarFieldContainer[str]
     block_network: bool
     is_class: bool
     methods: _containers.ScalarMap[str, bool]
@@ -413,7 +439,8 @@ class FunctionDefinition(_message.Message):
     batch_wait_ms: int
     derived_from: str
     sandbox: bool
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ...) -> None: ...
+    cidr_allowlist: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., read_only_volumes: _Optional[_Iterable[str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WebEndpoint(_message.Message):
     __slots__ = ("kind", "method", "docs", "label", "requires_proxy_auth", "port", "startup_timeout")
@@ -1101,7 +1128,7 @@ class FunctionCallRef(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., terminate_containers: _Optional[bool] = ...) -> None: ...
 
 class SecretCreateRequest(_message.Message):
-    __slots__ = ("name", "env", "force")
+    __slots__ = ("name", "env", "force", "merge")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1112,10 +1139,12 @@ class SecretCreateRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    MERGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     env: _containers.ScalarMap[str, str]
     force: bool
-    def __init__(self, name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., force: _Optional[bool] = ...) -> None: ...
+    merge: bool
+    def __init__(self, name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., force: _Optional[bool] = ..., merge: _Optional[bool] = ...) -> None: ...
 
 class SecretRef(_message.Message):
     __slots__ = ("secret_id", "name")
@@ -1190,12 +1219,14 @@ class VolumeCommitRequest(_message.Message):
     def __init__(self, volume_id: _Optional[str] = ..., files: _Optional[_Iterable[_Union[VolumeFile, _Mapping]]] = ..., deleted: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VolumeMount(_message.Message):
-    __slots__ = ("path", "manifest")
+    __slots__ = ("path", "manifest", "read_only")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     path: str
     manifest: VolumeManifest
-    def __init__(self, path: _Optional[str] = ..., manifest: _Optional[_Union[VolumeManifest, _Mapping]] = ...) -> None: ...
+    read_only: bool
+    def __init__(self, path: _Optional[str] = ..., manifest: _Optional[_Union[VolumeManifest, _Mapping]] = ..., read_only: _Optional[bool] = ...) -> None: ...
 
 class ObjectGetRequest(_message.Message):
     __slots__ = ("kind", "name", "create_if_missing", "ephemeral")
@@ -1549,7 +1580,7 @@ class BuildDone(_message.Message):
     def __init__(self, build_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StartContainer(_message.Message):
-    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential")
+    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential", "cidr_allowlist")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1560,6 +1591,7 @@ class StartContainer(_message.Message):
     BLOCK_NETWORK_FIELD_NUMBER: _ClassVar[int]
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    CIDR_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     function_id: str
     app_id: str
@@ -1570,7 +1602,8 @@ class StartContainer(_message.Message):
     block_network: bool
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeMount]
     credential: str
-    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ...) -> None: ...
+    cidr_allowlist: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StopContainer(_message.Message):
     __slots__ = ("container_id", "kill")
@@ -1793,7 +1826,7 @@ class ContainerRef(_message.Message):
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
 
 class ExecStart(_message.Message):
-    __slots__ = ("exec_id", "container_id", "argv", "tty", "rows", "cols", "workdir", "env", "secret_ids")
+    __slots__ = ("exec_id", "container_id", "argv", "tty", "rows", "cols", "workdir", "env", "secret_ids", "port")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -1810,6 +1843,7 @@ class ExecStart(_message.Message):
     WORKDIR_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     SECRET_IDS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
     exec_id: str
     container_id: str
     argv: _containers.RepeatedScalarFieldContainer[str]
@@ -1819,7 +1853,8 @@ class ExecStart(_message.Message):
     workdir: str
     env: _containers.ScalarMap[str, str]
     secret_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, exec_id: _Optional[str] = ..., container_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., workdir: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., secret_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    port: int
+    def __init__(self, exec_id: _Optional[str] = ..., container_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., workdir: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., port: _Optional[int] = ...) -> None: ...
 
 class ExecInput(_message.Message):
     __slots__ = ("exec_id", "data", "eof", "rows", "cols", "terminate")
@@ -1862,7 +1897,7 @@ class ExecOutput(_message.Message):
     def __init__(self, exec_id: _Optional[str] = ..., fd: _Optional[int] = ..., data: _Optional[bytes] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SandboxCreateRequest(_message.Message):
-    __slots__ = ("app_id", "definition", "argv", "workdir", "timeout", "idle_timeout", "name")
+    __slots__ = ("app_id", "definition", "argv", "workdir", "timeout", "idle_timeout", "name", "encrypted_ports", "unencrypted_ports", "public_ports")
     APP_ID_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     ARGV_FIELD_NUMBER: _ClassVar[int]
@@ -1870,6 +1905,9 @@ class SandboxCreateRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_PORTS_FIELD_NUMBER: _ClassVar[int]
+    UNENCRYPTED_PORTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_PORTS_FIELD_NUMBER: _ClassVar[int]
     app_id: str
     definition: FunctionDefinition
     argv: _containers.RepeatedScalarFieldContainer[str]
@@ -1877,10 +1915,29 @@ class SandboxCreateRequest(_message.Message):
     timeout: float
     idle_timeout: float
     name: str
-    def __init__(self, app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., argv: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., timeout: _Optional[float] = ..., idle_timeout: _Optional[float] = ..., name: _Optional[str] = ...) -> None: ...
+    encrypted_ports: _containers.RepeatedScalarFieldContainer[int]
+    unencrypted_ports: _containers.RepeatedScalarFieldContainer[int]
+    public_ports: bool
+    def __init__(self, app_id: _Optional[str] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., argv: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., timeout: _Optional[float] = ..., idle_timeout: _Optional[float] = ..., name: _Optional[str] = ..., encrypted_ports: _Optional[_Iterable[int]] = ..., unencrypted_ports: _Optional[_Iterable[int]] = ..., public_ports: _Optional[bool] = ...) -> None: ...
+
+class SandboxTunnel(_message.Message):
+    __slots__ = ("container_port", "url", "host", "port", "unencrypted", "public")
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    UNENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    container_port: int
+    url: str
+    host: str
+    port: int
+    unencrypted: bool
+    public: bool
+    def __init__(self, container_port: _Optional[int] = ..., url: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., unencrypted: _Optional[bool] = ..., public: _Optional[bool] = ...) -> None: ...
 
 class SandboxInfo(_message.Message):
-    __slots__ = ("sandbox_id", "app_id", "app_name", "name", "container_id", "worker", "tags", "created_at", "state", "returncode", "error", "argv", "workspace")
+    __slots__ = ("sandbox_id", "app_id", "app_name", "name", "container_id", "worker", "tags", "created_at", "state", "returncode", "error", "argv", "workspace", "tunnels")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[SandboxInfo.State]
@@ -1911,6 +1968,7 @@ class SandboxInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ARGV_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    TUNNELS_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     app_id: str
     app_name: str
@@ -1924,7 +1982,8 @@ class SandboxInfo(_message.Message):
     error: str
     argv: _containers.RepeatedScalarFieldContainer[str]
     workspace: str
-    def __init__(self, sandbox_id: _Optional[str] = ..., app_id: _Optional[str] = ..., app_name: _Optional[str] = ..., name: _Optional[str] = ..., container_id: _Optional[str] = ..., worker: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[float] = ..., state: _Optional[_Union[SandboxInfo.State, str]] = ..., returncode: _Optional[int] = ..., error: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., workspace: _Optional[str] = ...) -> None: ...
+    tunnels: _containers.RepeatedCompositeFieldContainer[SandboxTunnel]
+    def __init__(self, sandbox_id: _Optional[str] = ..., app_id: _Optional[str] = ..., app_name: _Optional[str] = ..., name: _Optional[str] = ..., container_id: _Optional[str] = ..., worker: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[float] = ..., state: _Optional[_Union[SandboxInfo.State, str]] = ..., returncode: _Optional[int] = ..., error: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., workspace: _Optional[str] = ..., tunnels: _Optional[_Iterable[_Union[SandboxTunnel, _Mapping]]] = ...) -> None: ...
 
 class SandboxRef(_message.Message):
     __slots__ = ("sandbox_id",)

@@ -306,7 +306,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         if not c.worker.connected:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"the worker {c.worker.name} of container "
                                 f"{c.container_id} is disconnected: try again once it is back")
-        if c.state == STARTING:
+        if c.state == STARTING and box is None:  # a sandbox's worker holds it until its container is up
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"container {c.container_id} is still starting: try again once `ember container "
                                 "list` shows it ready")
@@ -388,11 +388,11 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         except Forbidden as e:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         await self.store.durable()
-        return box.info()
+        return box.info(self.sched.routes.base_url)
 
     async def SandboxGet(self, req, context, who):
         if req.sandbox_id:
-            return (await self._sandbox(context, who, req.sandbox_id)).info()
+            return (await self._sandbox(context, who, req.sandbox_id)).info(self.sched.routes.base_url)
         validate.required(req, "app_name", "name")
         try:
             app = self.apps.current_app(who.workspace, req.app_name)
@@ -401,11 +401,13 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         box = self.sched.sandboxes.by_name(app, req.name)
         if box is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"app {req.app_name} has no sandbox named {req.name!r}")
-        return box.info()
+        return box.info(self.sched.routes.base_url)
 
     async def SandboxList(self, req, context, who):
         boxes = self.sched.sandboxes.listing(None if who.is_admin else who.workspace, req.app_id, dict(req.tags))
-        return api_pb2.SandboxListResponse(sandboxes=[b.info() for b in sorted(boxes, key=lambda b: b.created_at)])
+        base_url = self.sched.routes.base_url
+        boxes.sort(key=lambda b: b.created_at)
+        return api_pb2.SandboxListResponse(sandboxes=[b.info(base_url) for b in boxes])
 
     async def SandboxWait(self, req, context, who):
         validate.number("SandboxWaitRequest.timeout", req.timeout, high=86400)
@@ -416,7 +418,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         while box.state in awaited and (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(box.changed.wait(), left)
-        return box.info()
+        return box.info(self.sched.routes.base_url)
 
     async def SandboxTerminate(self, req, context, who):
         box = await self._sandbox(context, who, req.sandbox_id)
@@ -555,7 +557,8 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         apps = sorted(self.apps.listing(who.workspace), key=lambda a: (not a.deployed, a.name))
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
             app_id=a.app_id, name=a.name, deployed=a.deployed, version=a.version, num_functions=len(a.functions),
-            state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING)
+            state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING,
+            functions=a.function_ids(), dashboard_url=f"{self.routes.base_url}/dashboard/apps/{a.app_id}")
             for a in apps if a.version or not a.deployed])
 
     async def AppHistory(self, req, context, who):
@@ -570,9 +573,22 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
     async def FunctionLookup(self, req, context, who):
         validate.function_lookup(req)
-        fn = await self._call(context, self.apps.lookup_function, who.workspace, req.app_name, req.name)
+        if req.function_id:
+            fn = self.apps.function(req.function_id, who.workspace)
+            if fn is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no function {req.function_id} in a running "
+                                    "app of this workspace (`ember app list` shows the running apps)")
+        else:
+            fn = await self._call(context, self.apps.lookup_function, who.workspace, req.app_name, req.name)
+        definition = None
+        if req.with_definition:  # its options, not its code
+            definition = api_pb2.FunctionDefinition()
+            definition.CopyFrom(fn.definition)
+            for code in ("pickled", "code_blob_id", "bound_params"):
+                definition.ClearField(code)
         return api_pb2.FunctionLookupResponse(function_id=fn.function_id, is_generator=fn.definition.is_generator,
                                               is_class=fn.definition.is_class, methods=fn.definition.methods,
+                                              name=fn.name, app_id=fn.app.app_id, definition=definition,
                                               **self._web_urls(fn))
 
     async def AppLogs(self, req, context, who):
@@ -611,6 +627,13 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
     async def _logs_of(self, context, who: Principal, req) -> tuple[str, object]:
         """(app_id, the running app or None) whose logs AppLogs reads: by id (even a stopped
         app's), or a deployed app's newest version by name; the workspace's own only."""
+        if not req.app_id and not req.app_name and not req.container_id:  # a call's (validate.app_logs)
+            call = self.store.call(req.call_id)
+            fn = self.store.function(call[0]) if call is not None else None
+            if fn is None or fn[1] != who.workspace:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"there is no call {req.call_id} in this workspace "
+                                    "(a call's results and logs are kept until it expires)")
+            return fn[0], self.apps.app(fn[0], who.workspace)
         if not req.app_id and not req.app_name:  # a container's (validate.app_logs)
             c = self.fleet.container(req.container_id, who.workspace)
             app_id = c.function.app.app_id if c is not None else self.store.container_app(req.container_id)

@@ -53,6 +53,8 @@ def apply_options(d: api_pb2.FunctionDefinition, o: api_pb2.FunctionOptions):
     if o.replace_volumes:
         d.ClearField("volume_mounts")
         d.volume_mounts.update(o.volume_mounts)
+        d.ClearField("read_only_volumes")
+        d.read_only_volumes.extend(o.read_only_volumes)
     for f in ("scaledown_window", "min_containers", "max_containers", "buffer_containers", "max_inputs",
               "target_inputs", "batch_max_size", "batch_wait_ms"):
         if o.HasField(f):

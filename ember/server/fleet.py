@@ -166,9 +166,8 @@ class Fleet:
         self.closing = False
         self.usage = Usage(store, self, clock=clock)  # what containers use, per workspace (usage.py)
         self.execs = Execs()  # commands run in containers (`ember container exec`), relayed to their workers
-        # Sandboxes (sandboxes.py) hear of their containers: on_ready(c) once it is up, and
-        # on_end(c, why, killed_for_memory) once it ended or was given up.
-        self.on_ready = None
+        # Sandboxes (sandboxes.py) hear of their containers' ends: on_end(c, why, killed_for_memory)
+        # once one ended or was given up.
         self.on_end = None
 
     # ---- after a restart
@@ -373,8 +372,6 @@ class Fleet:
                                      + (f" (image {image[:12]})" if image else "")
                                      + f" in {(now - c.requested_at) * 1000:.0f} ms", c.function.name, c.container_id)
         c.state = READY
-        if c.function.definition.sandbox and self.on_ready is not None:
-            self.on_ready(c)
         # After a reconnect (this control plane's restart, or a broken network). The inputs the
         # store says an orphan held are its own again: finished or not, their outputs may be
         # among those it sends again.
@@ -413,7 +410,10 @@ class Fleet:
         d = c.function.definition if c is not None else None
         if d is None or not d.restrict_access or rpc in RESTRICTED_ALLOWED:
             return
-        if rpc in ("VolumeGet", "VolumeCommit") and request.volume_id in d.volume_mounts.values():
+        if rpc == "VolumeGet" and request.volume_id in d.volume_mounts.values():
+            return
+        read_only = set(d.read_only_volumes)
+        if rpc == "VolumeCommit" and request.volume_id in [v for p, v in d.volume_mounts.items() if p not in read_only]:
             return
         raise Forbidden(f"{d.name} has restrict_modal_access=True: its containers may not call {rpc} (other "
                         "functions, dicts, queues, secrets and volumes not mounted in it are out of its reach)")

@@ -22,6 +22,7 @@ from .dispatch import Dispatch
 from .ledger import InputState, web_input
 from .metrics import CONTENT_TYPE, Metrics, check_access
 from .tokens import ProxyTokens
+from .tunnels import serves as serves_tunnel
 from .web_routes import WebRoutes
 
 log = logging.getLogger("ember.gateway")
@@ -50,21 +51,24 @@ class WebRequest:
 
 
 # The control plane's own paths, answered before a web endpoint's label (unless the request's
-# host name routes to a function); so are the dashboard's, / and /dashboard/...
+# host name routes to a function); so are the dashboard's, / and /dashboard/..., and sandboxes'
+# tunnels, /tunnels/... (tunnels.py)
 OWN_PATHS = ("/metrics", "/healthz", "/readyz")
 
 
 class Gateway:
     def __init__(self, routes: WebRoutes, dispatch: Dispatch, tokens: ProxyTokens, *,
-                 metrics: Metrics | None = None, readiness=None, dashboard=None):
+                 metrics: Metrics | None = None, readiness=None, dashboard=None, tunnels=None):
         """readiness(): None once the control plane serves, else why not (for /readyz);
-        dashboard: what serves / and /dashboard/ (dashboard.Dashboard)."""
+        dashboard: what serves / and /dashboard/ (dashboard.Dashboard); tunnels: what serves
+        /tunnels/... (tunnels.Tunnels: sandboxes' ports)."""
         self.routes = routes
         self.dispatch = dispatch
         self.tokens = tokens
         self.metrics = metrics
         self.readiness = readiness or (lambda: None)
         self.dashboard = dashboard
+        self.tunnels = tunnels
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -75,6 +79,8 @@ class Gateway:
         if scope["path"] in OWN_PATHS and scope["type"] == "http" and not (route[0] and route[2] == ""):
             # Not for a function a host name (LABEL.domain) routes to: the whole path is its own.
             return await self._own(scope, send)
+        if self.tunnels is not None and serves_tunnel(scope["path"]) and not (route[0] and route[2] == ""):
+            return await self.tunnels(scope, receive, send)
         if (self.dashboard is not None and scope["type"] == "http" and self.dashboard.serves(scope["path"])
                 and not (route[0] and route[2] == "")):
             return await self.dashboard(scope, receive, send)

@@ -30,6 +30,7 @@ from .scheduler import Scheduler
 from .secrets import Secrets
 from .store import Store, StoreError, StoreUnavailable, describe_url, open_store
 from .tokens import ProxyTokens
+from .tunnels import Tunnels
 
 log = logging.getLogger("ember.server")
 
@@ -92,7 +93,8 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         return None
     dashboard = Dashboard(sched, secure_cookies=server_tls is not None)
     web = gateway.Gateway(sched.routes, sched.dispatch, tokens, metrics=Metrics(sched, dashboard),
-                          readiness=readiness, dashboard=dashboard)
+                          readiness=readiness, dashboard=dashboard,
+                          tunnels=Tunnels(sched.sandboxes, sched.fleet.execs, sched.identity))
     web_task, web_server = await gateway.start(web, sock, server_tls)
     scheme = "https" if server_tls else "http"
     sched.routes.base_url = (web_url or f"{scheme}://{gateway.url_host(http_host)}:{sock.getsockname()[1]}").rstrip("/")

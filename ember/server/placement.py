@@ -74,14 +74,16 @@ class Placement:
         self.store.create_container(cid, fn.function_id, worker.worker_id, worker.boot_id, credential_hash)
         self.fleet.add(ContainerState(cid, fn, worker, self.clock()), new=True)
         image = fn.definition.image
-        volumes = [api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid))
+        read_only = set(fn.definition.read_only_volumes)
+        volumes = [api_pb2.VolumeMount(path=path, manifest=volume_manifest(self.store, vid),
+                                       read_only=path in read_only)
                    for path, vid in sorted(fn.definition.volume_mounts.items())]
         if volumes and self.on_volumes is not None:
             self.on_volumes(cid, volumes)
         worker.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
             layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
-            volumes=volumes, credential=credential)))
+            volumes=volumes, credential=credential, cidr_allowlist=fn.definition.cidr_allowlist)))
         self.shares.started(fn)
         log.info("starting container %s for %s on worker %s", cid, fn.name, worker.name)
         return True
@@ -100,7 +102,12 @@ class Placement:
         res = fn.definition.resources
         port = _server_port(fn)
         best, best_free = None, None
-        for w in self.fleet.open_workers():
+        workers = list(self.fleet.open_workers())
+        if fn.definition.cidr_allowlist and any(w.own_network for w in workers):
+            # Only a network of its own can be limited to some networks. With no such worker, one
+            # that cannot refuses the container, saying why (backend.refusal).
+            workers = [w for w in workers if w.own_network]
+        for w in workers:
             cpu, mem = w.free()
             if res.gpu and not (w.gpus.free() and w.gpus.can_ever_satisfy(res.gpu)):
                 continue

@@ -3,7 +3,7 @@
 A sandbox is one container of an app, placed, accounted and limited by quotas like any other
 (placement.py, usage.py, shares.py): it belongs to a hidden function of its app whose definition
 says `sandbox` (never found by name, never scaled by the autoscaler: this module owns its one
-container). Its container's runtime loads no code and waits. Once it is up, its main command
+container). Its container's runtime loads no code and waits. Once it is placed, its main command
 (if it has one) runs in it as an exec that the control plane itself holds (execs.py): its output
 is kept here for any client to read from any offset, and its stdin is fed by any client, so a
 client that goes away leaves the sandbox running, to be found again by id or by name.
@@ -24,6 +24,7 @@ import typing
 
 from .._ids import new_id
 from ..proto import api_pb2
+from .tunnels import tunnel_infos
 
 if typing.TYPE_CHECKING:
     from .apps import Apps, AppState, FunctionState
@@ -88,6 +89,9 @@ class SandboxState:
         self.env = env  # its main command's: its env= over its secrets'
         self.timeout = req.timeout
         self.idle_timeout = req.idle_timeout
+        # Ports the gateway serves (tunnels.py): port -> declared in unencrypted_ports.
+        self.ports = {**{p: False for p in req.encrypted_ports}, **{p: True for p in req.unencrypted_ports}}
+        self.public_ports = req.public_ports
         self.tags: dict[str, str] = {}
         self.created_at = time.time()
         self.started = now        # clock seconds: its timeout counts from here
@@ -114,9 +118,12 @@ class SandboxState:
         """Whether its main command's output is complete: it exited, or the sandbox ended."""
         return self.state == Info.ENDED or self.exit_code is not None
 
-    def info(self) -> api_pb2.SandboxInfo:
+    def info(self, base_url: str = "") -> api_pb2.SandboxInfo:
+        """What clients see of it; with the gateway's base_url, its tunnels while it runs."""
         c = self.container
-        return Info(sandbox_id=self.sandbox_id, app_id=self.app.app_id, app_name=self.app.name, name=self.name,
+        tunnels = tunnel_infos(self, base_url) if base_url and self.state == Info.RUNNING else ()
+        return Info(tunnels=tunnels,
+                    sandbox_id=self.sandbox_id, app_id=self.app.app_id, app_name=self.app.name, name=self.name,
                     container_id=c.container_id if c is not None else "",
                     worker=c.worker.name if c is not None else "", tags=self.tags, created_at=self.created_at,
                     state=self.state, returncode=self.returncode, error=self.error, argv=self.argv,
@@ -131,7 +138,6 @@ class Sandboxes:
         self.clock = clock
         self._boxes: dict[str, SandboxState] = {}
         self._by_container: dict[str, SandboxState] = {}
-        fleet.on_ready = self.container_ready
         fleet.on_end = self.container_ended
 
     # ---- lifecycle
@@ -164,14 +170,18 @@ class Sandboxes:
         return box
 
     def _place(self, box: SandboxState):
+        """Placed, it runs: its container runs no code of the app, so execs (and its main command)
+        need not wait for Ember's runtime in it to connect. They go to its worker right behind
+        the StartContainer, on the same stream, and the worker holds them until the container is
+        started (worker/execs.py): placing and the first exec overlap."""
         if self.placement.start_container(box.function):
             box.container = next(iter(box.function.containers.values()))
             self._by_container[box.container.container_id] = box
+            self._running(box, box.container)
 
-    def container_ready(self, c: ContainerState):
-        """Its container said hello: its main command starts (once: a reconnect changes nothing)."""
-        box = self._by_container.get(c.container_id)
-        if box is None or box.state != Info.STARTING:
+    def _running(self, box: SandboxState, c: ContainerState):
+        """Its main command starts (once)."""
+        if box.state != Info.STARTING:
             return
         box.state = Info.RUNNING
         box.active = self.clock()

@@ -50,16 +50,23 @@ class Secrets:
         if name is not None:
             if not set(name) <= NAME_CHARS or len(name) > 64:
                 raise ObjectError(f"secret name {name!r}: use 1 to 64 letters, digits, '-', '_' or '.'", False)
-            if self.store.secret_by_name(workspace, name) is not None and not req.force:
+            if self.store.secret_by_name(workspace, name) is not None and not (req.force or req.merge):
                 raise ObjectError(f"a secret named {name!r} exists already; pass --force (force=True) to replace it",
                                   False)
         for k in req.env:
             if not k or "=" in k or "\0" in k:
                 raise ObjectError(f"{k!r} is not a valid environment variable name", False)
+        env = dict(req.env)
+        if req.merge:  # Secret.update: the existing secret's keys, these set over them
+            row = self.store.secret_by_name(workspace, name) if name is not None else None
+            if row is None:
+                raise ObjectError(f"there is no secret named {req.name!r} to update: create it with "
+                                  f"`ember secret create {req.name or 'NAME'} KEY=VALUE ...` or Secret.objects.create")
+            env = {**self._decrypt(*row), **env}
         # A named secret keeps its id through updates (and deletion): the functions that name it
         # by id get the new values in their next containers.
         secret_id = (self.store.secret_id_for_name(workspace, name) if name is not None else None) or new_id("st")
-        self.store.put_secret(secret_id, workspace, name, self._encrypt(secret_id, dict(req.env)), len(req.env))
+        self.store.put_secret(secret_id, workspace, name, self._encrypt(secret_id, env), len(env))
         return api_pb2.SecretRef(secret_id=secret_id, name=req.name)
 
     def lookup(self, workspace: str, req: api_pb2.SecretLookupRequest) -> api_pb2.SecretRef:

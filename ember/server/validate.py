@@ -14,7 +14,7 @@ import posixpath
 import re
 import zoneinfo
 
-from .. import _gpu
+from .. import _cidr, _gpu
 from ..proto import api_pb2
 from ..schedule import CronError, parse_cron
 from .blobs import is_blob_id
@@ -94,7 +94,8 @@ def app_by_id_or_name(req: api_pb2.AppRef | api_pb2.AppLogsRequest):
 
 
 def app_logs(req: api_pb2.AppLogsRequest):
-    if not req.container_id:  # a container's logs are found by its id alone (`ember container logs`)
+    # A container's logs are found by its id alone (`ember container logs`), a call's by its id (call.logs).
+    if not req.container_id and not req.call_id:
         app_by_id_or_name(req)
     number("AppLogsRequest.since", req.since)
     number("AppLogsRequest.until", req.until)
@@ -150,12 +151,22 @@ def function_definition(d: api_pb2.FunctionDefinition):
     for i, region in enumerate(d.regions):
         if not region or len(region) > MAX_NAME:
             raise Invalid(f"{where}.regions[{i}]", f"must be 1 to {MAX_NAME} characters (got {region!r})")
+    cidr_allowlist(d, where)
     _secrets_and_volumes(d, where)
     schedule(d.schedule)
     if d.web.kind:
         web_endpoint(d.web, f"{where}.web")
     for method, web in d.web_methods.items():
         web_endpoint(web, f"{where}.web_methods[{method!r}]")
+
+
+def cidr_allowlist(d: api_pb2.FunctionDefinition, where: str):
+    """The only networks its containers reach, if any: IPv4 networks, not with block_network."""
+    if d.cidr_allowlist:
+        try:
+            _cidr.check_allowlist(list(d.cidr_allowlist), d.block_network)
+        except ValueError as e:
+            raise Invalid(f"{where}.cidr_allowlist", str(e)) from None
 
 
 def resources(r: api_pb2.Resources):
@@ -235,7 +246,8 @@ def image_build(req: api_pb2.ImageBuildRequest):
 
 
 def function_lookup(req: api_pb2.FunctionLookupRequest):
-    required(req, "app_name", "name")
+    if not req.function_id:  # else a function by id (Function.from_id)
+        required(req, "app_name", "name")
 
 
 def function_bind(req: api_pb2.FunctionBindRequest):
@@ -420,6 +432,9 @@ def exec_start(start: api_pb2.ExecStart):
     environment(start.env, "ExecStart.env")
     if start.rows > 10000 or start.cols > 10000:
         raise Invalid("ExecStart.rows", "and cols must be at most 10000")
+    if start.port:
+        raise Invalid("ExecStart.port", "is the control plane's own (a sandbox's tunnel): reach a port through "
+                      "the sandbox's tunnel URL (encrypted_ports=, sb.tunnels())")
 
 
 def _secrets_and_volumes(d: api_pb2.FunctionDefinition, where: str):
@@ -432,9 +447,13 @@ def _secrets_and_volumes(d: api_pb2.FunctionDefinition, where: str):
             raise Invalid(f"{where}.volume_mounts", f"key {path!r} must be a normalized absolute path, not /")
         if not volume_id:
             raise Invalid(f"{where}.volume_mounts[{path!r}]", "is empty: pass a volume id")
+    for path in d.read_only_volumes:
+        if path not in d.volume_mounts:
+            raise Invalid(f"{where}.read_only_volumes", f"{path!r} is not a path of volume_mounts")
 
 
 MAX_TAGS = 64  # tags on one sandbox
+MAX_TUNNELS = 16  # ports one sandbox serves through tunnels
 
 
 def sandbox_create(req: api_pb2.SandboxCreateRequest):
@@ -446,6 +465,7 @@ def sandbox_create(req: api_pb2.SandboxCreateRequest):
     if d.HasField("image"):
         image(d.image, f"{where}.image")
     environment(d.env, f"{where}.env")
+    cidr_allowlist(d, where)
     _secrets_and_volumes(d, where)
     if len(req.argv) > MAX_EXEC_ARGS or any(len(a) > MAX_EXEC_ARG or "\0" in a for a in req.argv):
         raise Invalid("SandboxCreateRequest.argv", f"must be at most {MAX_EXEC_ARGS} arguments of at most "
@@ -457,6 +477,10 @@ def sandbox_create(req: api_pb2.SandboxCreateRequest):
     number("SandboxCreateRequest.timeout", req.timeout, above=True, high=86400)
     number("SandboxCreateRequest.idle_timeout", req.idle_timeout, high=86400)
     sandbox_name(req.name, "SandboxCreateRequest.name")
+    ports = [*req.encrypted_ports, *req.unencrypted_ports]
+    if len(ports) > MAX_TUNNELS or len(set(ports)) != len(ports) or not all(0 < p < 65536 for p in ports):
+        raise Invalid("SandboxCreateRequest.encrypted_ports", f"and unencrypted_ports must be at most {MAX_TUNNELS} "
+                      f"TCP ports (1 to 65535), each named once (got {ports})")
 
 
 def sandbox_name(name: str, where: str):

@@ -59,13 +59,14 @@ class Agent:
         return self.sock.fileno() >= 0
 
     def start(self, argv: list[str], env: dict[str, str], cwd: str, tty: bool,
-              stdio: tuple[int, int, int]) -> "Command":
-        """Fork argv in the container with these descriptors as its stdin, stdout and stderr."""
+              stdio: tuple[int, int, int], port: int = 0) -> "Command":
+        """Fork argv in the container with these descriptors as its stdin, stdout and stderr
+        (with a port, no command: the forked init relays them to that port, sandbox.relay_port)."""
         if not self.alive:
             raise AgentGone()
         self._next += 1
         n = self._next
-        data = json.dumps({"id": n, "argv": argv, "env": env, "cwd": cwd, "tty": tty}).encode()
+        data = json.dumps({"id": n, "argv": argv, "env": env, "cwd": cwd, "tty": tty, "port": port}).encode()
         if len(data) > MAX_REQUEST:
             raise Refused(f"the command and its environment take {len(data)} bytes, more than the "
                           f"{MAX_REQUEST} an exec may have: pass less")

@@ -62,6 +62,12 @@ class RuntimeBackend(abc.ABC):
     """How a worker runs containers. A backend is made with the worker's Context."""
     name: typing.ClassVar[str]  # as in `ember worker --backend NAME`, and api_pb2.Backend
     capabilities: typing.ClassVar[Capabilities]
+    on_started: typing.Callable[[str], None] | None = None  # the worker's: execs.Execs.container_started
+
+    def started(self, container_id: str):
+        """The container runs: exec_start finds it from now on (execs that came with its start wait for this)."""
+        if self.on_started is not None:
+            self.on_started(container_id)
 
     @staticmethod
     @abc.abstractmethod
@@ -95,12 +101,14 @@ class RuntimeBackend(abc.ABC):
 
     @abc.abstractmethod
     async def exec_start(self, container_id: str, argv: list[str], env: dict[str, str], workdir: str, tty: bool,
-                         stdio: tuple[int, int, int]):
+                         stdio: tuple[int, int, int], port: int = 0):
         """Start argv in the running container as its own processes run (its environment and
         working directory, with `env` and `workdir` over them; stdio as its stdin, stdout and
         stderr, a terminal's side when tty), in a session of its own. Returns what has
         `async wait() -> exit code` (127 if there is no such command, saying so on stderr) and
-        `kill()` (its session). Raises execs.ExecError if the container does not run here."""
+        `kill()` (its session). Raises execs.ExecError if the container does not run here.
+        With a port (a sandbox's tunnel), no command: a relay of stdin and stdout to that TCP
+        port on the container's loopback (sandbox.relay_port), as the container reaches it."""
 
     @abc.abstractmethod
     def stop(self, container_id: str, kill: bool = False):
@@ -192,6 +200,8 @@ def refusal(backend: RuntimeBackend | type[RuntimeBackend], why: str, image: api
             need = "GPUs need"
         elif start.block_network and "none" not in caps.network_modes:
             need = "block_network=True needs"
+        elif start.cidr_allowlist and not caps.own_network:
+            need = "cidr_allowlist= (a network of its own, with only those networks) needs"
         elif start.resources.ephemeral_disk_mb and not caps.disk_limit:
             need = "ephemeral_disk= (a limit on the container's disk) needs"
     if need is None and not caps.root_filesystem_steps:

@@ -10,6 +10,7 @@ container killed by the kernel for memory is reported as such.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -123,6 +124,7 @@ class ContainerBackend(RuntimeBackend):
         self.boxes: dict[str, Box] = {}  # of running containers, by container id
         self.spares: dict[str, Box] = {}  # by image id, oldest first
         self.spares_starting: dict[str, asyncio.Task] = {}
+        self.spares_wanted: dict[str, asyncio.Event] = {}  # by image id: a container waits for its spare now
         self.stopping = False
         self.relays: dict[str, Relay] = {}  # control plane URL -> its relay, made at the first start
         self.relay_path = ctx.data_dir / "control.sock"
@@ -130,7 +132,8 @@ class ContainerBackend(RuntimeBackend):
     def isolation(self) -> str:
         # The network and cgroup parts say what this backend does today; they follow its code.
         return (f"{sandbox.describe(self.userns.describe())}; network namespace of its own (NAT out, not to the "
-                f"host or other containers; empty for block_network=True); {cg.host_layout().describe()}; "
+                f"host or other containers; empty for block_network=True; only its cidr_allowlist= if given); "
+                f"{cg.host_layout().describe()}; "
                 "build steps alike")
 
     def running(self):
@@ -152,6 +155,7 @@ class ContainerBackend(RuntimeBackend):
         if self.stopping:
             return
         if image.image_id not in self.spares_starting and image.image_id not in self.spares:
+            self.spares_wanted[image.image_id] = asyncio.Event()
             self.spares_starting[image.image_id] = asyncio.get_running_loop().create_task(
                 self._make_spare(image, after))
 
@@ -163,7 +167,9 @@ class ContainerBackend(RuntimeBackend):
         # Spares have the default disk: a container with another cannot be one.
         spareable = not sc.gpu_indices and not sc.block_network and not sc.volumes and disk_mb == self.default_disk_mb
         if spareable and image.image_id in self.spares_starting:
-            # A spare is on its way: it is further along than a container started now would be.
+            # A spare is on its way: it is further along than a container started now would be
+            # (and one still waiting out its SPARE_AFTER starts now).
+            self.spares_wanted[image.image_id].set()
             await asyncio.wait([self.spares_starting[image.image_id]])
         box = self.spares.pop(image.image_id, None) if spareable else None
         if box is not None and not await self._adopt(box, sc):
@@ -175,6 +181,7 @@ class ContainerBackend(RuntimeBackend):
         self.boxes[sc.container_id] = box
         log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
                  ", from a spare" if box.spare_id else "")
+        self.started(sc.container_id)
         if spareable:  # the next one starts from a spare, made once this one has started
             self._spare_soon(image, after=SPARE_AFTER if box.spare_id else 0)
         try:
@@ -225,9 +232,13 @@ class ContainerBackend(RuntimeBackend):
             await disk.create()
             # Paid ahead by spares, which always get one (block_network containers start cold).
             net = None if sc is not None and sc.block_network else await self.network.attach()
+            if net is not None and sc is not None and sc.cidr_allowlist:
+                await self.network.allow_only(net, list(sc.cidr_allowlist))
             return await self._start(name, image, sc, disk, net)
         except NetworkError as e:
             await disk.remove()
+            if net is not None:  # attached, but its allowlist could not be set
+                await self.network.release(net)
             raise BuildError(str(e)) from None
         except BaseException:
             await disk.remove()
@@ -290,7 +301,7 @@ class ContainerBackend(RuntimeBackend):
             for d in ("upper", "work"):
                 (writable / f"vol{i}" / d).mkdir(parents=True)
             volumes.append({"lower": str(lower), "upper": str(writable / f"vol{i}" / "upper"),
-                            "work": str(writable / f"vol{i}" / "work"), "target": m.path})
+                            "work": str(writable / f"vol{i}" / "work"), "target": m.path, "read_only": m.read_only})
         if volumes:
             # What each volume held as the container started: what its commits are measured against.
             (ct / "volumes.json").write_text(json.dumps([json_format.MessageToDict(m) for m in sc.volumes]))
@@ -330,7 +341,8 @@ class ContainerBackend(RuntimeBackend):
 
     async def _make_spare(self, image: api_pb2.Image, after: float = 0):
         try:
-            await asyncio.sleep(after)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.spares_wanted[image.image_id].wait(), after)
             if image.image_id in self.spares or self.stopping:
                 return
             box = await self._launch(new_id("ct"), image, None)
@@ -342,6 +354,7 @@ class ContainerBackend(RuntimeBackend):
                 await self._discard(self.spares.pop(next(iter(self.spares))))
         finally:
             self.spares_starting.pop(image.image_id, None)
+            self.spares_wanted.pop(image.image_id, None)
 
     async def _adopt(self, box: "Box", sc: api_pb2.StartContainer) -> bool:
         """Make the spare the container `sc`: its limits, then its identity."""
@@ -349,13 +362,15 @@ class ContainerBackend(RuntimeBackend):
             if box.proc.returncode is not None:
                 raise OSError(f"the spare {describe_exit(box.proc.returncode)}")
             box.cgroups.limit(sc.resources)  # fails if it already uses more memory than allowed
+            if sc.cidr_allowlist:  # before it is told who it is, and so before any of its commands runs
+                await self.network.allow_only(box.net, list(sc.cidr_allowlist))
             box.env.update(identity_env(sc))
             box.env.pop("EMBER_SPARE", None)
             box.proc.stdin.write(json.dumps(identity_env(sc)).encode() + b"\n")
             await box.proc.stdin.drain()
             box.proc.stdin.close()
             return True
-        except OSError as e:
+        except (OSError, NetworkError) as e:
             log.info("spare %s not used for %s: %s", box.spare_id, sc.container_id, e)
             await self._discard(box)
             return False
@@ -379,12 +394,12 @@ class ContainerBackend(RuntimeBackend):
         box.log_path.unlink(missing_ok=True)
         return tail
 
-    async def exec_start(self, container_id, argv, env, workdir, tty, stdio):
+    async def exec_start(self, container_id, argv, env, workdir, tty, stdio, port=0):
         box = self.boxes.get(container_id)
         try:
             if box is None or box.proc.returncode is not None or box.agent is None:
                 raise AgentGone()
-            return box.agent.start(argv, {**box.env, **env}, workdir or box.cwd, tty, stdio)
+            return box.agent.start(argv, {**box.env, **env}, workdir or box.cwd, tty, stdio, port)
         except AgentGone:
             raise ExecError(f"container {container_id} does not run on this worker (any more)") from None
         except Refused as e:

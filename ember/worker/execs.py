@@ -56,6 +56,8 @@ class Execs:
         self.container_task = container_task  # the task that runs a container, while it runs
         self.running: dict[str, Exec] = {}
         self.ended: dict[str, str] = {}  # container id -> how it ended, for the commands it cut short
+        self.started: set[str] = set()  # the containers started here that run (the backend said so)
+        self.starting: dict[str, asyncio.Future] = {}  # container id -> done once it started
         self.tasks: set[asyncio.Task] = set()
 
     def start(self, start: api_pb2.ExecStart):
@@ -86,9 +88,29 @@ class Execs:
             else:
                 ex.stdin.close()
 
+    def container_started(self, container_id: str):
+        self.started.add(container_id)
+        waiter = self.starting.pop(container_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def until_started(self, container_id: str):
+        """A sandbox's execs (and snapshots) come right behind its StartContainer
+        (server/sandboxes.py): they wait here for its container to start (not for Ember's runtime
+        in it, which they do not need), or to fail to."""
+        task = self.container_task(container_id)
+        if task is None or container_id in self.started:
+            return
+        waiter = self.starting.setdefault(container_id, asyncio.get_running_loop().create_future())
+        await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+
     def container_ended(self, container_id: str, reason: str):
         """Before its exit is reported: its commands end (killed, if they still run) with an error."""
         self.ended[container_id] = reason
+        self.started.discard(container_id)
+        waiter = self.starting.pop(container_id, None)
+        if waiter is not None:
+            waiter.cancel()
         for ex in self.running.values():
             if ex.container_id == container_id and ex.command is not None:
                 ex.command.kill()
@@ -130,6 +152,7 @@ class Execs:
         Its stdio are descriptors of the worker's own (pipes, or a terminal), not asyncio's
         subprocess pipes: the wait for those ends only when every holder closes them, and a job
         the command leaves in the background may hold them for ever."""
+        await self.until_started(start.container_id)
         if start.container_id in self.ended:
             raise ExecError(f"container {start.container_id} {self.ended[start.container_id]}")
         log.info("exec %s in container %s: %s", ex.exec_id, ex.container_id, " ".join(start.argv)[:200])
@@ -150,7 +173,7 @@ class Execs:
                 theirs += [r0, w1, w2]
                 outputs, stdin_fd, child = [(r1, 1), (r2, 2)], w0, (r0, w1, w2)
             ex.command = await self.backend.exec_start(start.container_id, list(start.argv), dict(start.env),
-                                                       start.workdir, start.tty, child)
+                                                       start.workdir, start.tty, child, start.port)
             for fd in theirs:
                 os.close(fd)
             theirs.clear()

@@ -81,6 +81,8 @@ class Worker:
         log.info("%s; isolation: %s", self.backend_note, self.backend.isolation())
         self.tasks: dict[str, asyncio.Task] = {}
         self.execs = Execs(self.backend, lambda out: self._send(api_pb2.WorkerMessage(exec_output=out)), self.tasks.get)
+        self.backend.on_started = self.execs.container_started
+        self.stops: set[asyncio.Task] = set()  # stops of containers asked while they start
         self.stream: ReconnectingStream | None = None  # to the control plane, once run() starts
         self.builds: dict[str, asyncio.Task] = {}  # image builds and snapshots, by id
         self.stopping = False
@@ -210,7 +212,14 @@ class Worker:
             sc = cmd.start_container
             self.tasks[sc.container_id] = asyncio.create_task(self._run_container(sc))
         elif kind == "stop_container":
-            self.backend.stop(cmd.stop_container.container_id, kill=cmd.stop_container.kill)
+            stop = cmd.stop_container
+            if stop.container_id in self.tasks and stop.container_id not in self.execs.started:
+                # Asked while it starts (a sandbox terminated as soon as it was made): once started.
+                task = asyncio.create_task(self._stop_once_started(stop))
+                self.stops.add(task)
+                task.add_done_callback(self.stops.discard)
+            else:
+                self.backend.stop(stop.container_id, kill=stop.kill)
         elif kind == "build_image":
             b = cmd.build_image
             self.builds[b.build_id] = asyncio.create_task(self._build(b))
@@ -250,9 +259,14 @@ class Worker:
             self.builds.pop(b.build_id, None)
         self._send(api_pb2.WorkerMessage(build_done=api_pb2.BuildDone(build_id=b.build_id, error=error)))
 
+    async def _stop_once_started(self, stop: api_pb2.StopContainer):
+        await self.execs.until_started(stop.container_id)
+        self.backend.stop(stop.container_id, kill=stop.kill)
+
     async def _snapshot(self, cmd: api_pb2.SnapshotContainer):
         done = api_pb2.SnapshotDone(snapshot_id=cmd.snapshot_id)
         try:
+            await self.execs.until_started(cmd.container_id)  # a sandbox just placed: once it is started
             done.layer.CopyFrom(await self.backend.snapshot(cmd.container_id, cmd.parent_layer_id, cmd.workspace))
         except images.BuildError as e:
             done.error = str(e)

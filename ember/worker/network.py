@@ -11,6 +11,9 @@ refuses, at once and with "administratively prohibited" rather than a silent dro
 - anything towards another container (of this worker or another one: the whole range), and
   link-local addresses (a cloud's metadata service);
 - anything from outside towards a container that the container did not start, and all IPv6.
+A container given a CIDR allowlist (a sandbox's cidr_allowlist=) reaches, of all the rest, only
+those networks: its host end's name maps (the table's `allowlists` map) to a chain of its own
+that lets its networks through and refuses the others.
 The one way out to the host is the control plane's port on the container's own gateway: the
 worker's table translates it (DNAT) to the control plane's address, so a container's stream to
 the control plane goes through the kernel alone (its calls carry its own credential). A control
@@ -86,6 +89,7 @@ class Network:
         self.if_prefix = f"em{self.index}s"   # + container slot: at most 15 characters
         self.ns_prefix = f"ember-{self.index}-"
         self.free = list(range(self.subnet.num_addresses // 4))
+        self.allowlisted: set[str] = set()  # host ends of containers that have an allowlist
         self.closed = False
         self._remove_leftovers()
         self._install_rules()
@@ -128,6 +132,9 @@ class Network:
     }}"""
         rules = f"""
 table inet {self.table} {{{to_control_plane}
+    map allowlists {{
+        type ifname : verdict;
+    }}
     chain input {{
         type filter hook input priority filter; policy accept;
         iifname {ifs} ct state established,related accept
@@ -138,6 +145,8 @@ table inet {self.table} {{{to_control_plane}
         type filter hook forward priority filter; policy accept;
         iifname {ifs} meta nfproto ipv6 {refuse}
         iifname {ifs} ip daddr {{ {self.range}, 169.254.0.0/16 }} {refuse}
+        iifname {ifs} ct status dnat accept
+        iifname {ifs} iifname vmap @allowlists
         oifname {ifs} ct state established,related accept
         oifname {ifs} {refuse}
     }}
@@ -178,11 +187,29 @@ table inet {self.table} {{{to_control_plane}
             raise
         return a
 
+    async def allow_only(self, a: Attachment, cidrs: list[str]):
+        """From now on the container reaches, of what containers may reach, only these networks."""
+        try:  # checked by the control plane already; what reaches nft is what ipaddress writes
+            nets = ", ".join(str(ipaddress.IPv4Network(c)) for c in cidrs)
+        except ValueError as e:
+            raise NetworkError(f"cidr_allowlist: {e}") from None
+        refuse = "reject with icmpx type admin-prohibited"
+        script = (f"add chain inet {self.table} allow-{a.host_if}\n"
+                  f"add rule inet {self.table} allow-{a.host_if} ip daddr {{ {nets} }} return\n"
+                  f"add rule inet {self.table} allow-{a.host_if} {refuse}\n"
+                  f'add element inet {self.table} allowlists {{ "{a.host_if}" : jump allow-{a.host_if} }}\n')
+        await _nft(script)
+        self.allowlisted.add(a.host_if)
+
     async def release(self, a: Attachment):
         if self.closed:  # the worker stops, and close() removed them all
             return
         # The link first: deleting the namespace frees the pair only once nothing holds it.
         await _ip(["-force", "-batch", "-"], f"link delete {a.host_if}\nnetns delete {a.netns}\n", check=False)
+        if a.host_if in self.allowlisted:  # the next container of its slot may have none
+            self.allowlisted.discard(a.host_if)
+            await _nft(f'delete element inet {self.table} allowlists {{ "{a.host_if}" }}\n'
+                       f"delete chain inet {self.table} allow-{a.host_if}\n", check=False)
         if a.slot not in self.free:
             self.free.append(a.slot)
 
@@ -203,6 +230,12 @@ async def _ip(args: list[str], script: str, check: bool = True):
     proc = await asyncio.to_thread(subprocess.run, ["ip", *args], input=script, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise NetworkError(f"could not set up a container's network (ip {' '.join(args)}): {proc.stderr.strip()}")
+
+
+async def _nft(script: str, check: bool = True):
+    proc = await asyncio.to_thread(subprocess.run, ["nft", "-f", "-"], input=script, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise NetworkError(f"could not set a container's network rules (nft): {proc.stderr.strip()}")
 
 
 def _links() -> list[str]:

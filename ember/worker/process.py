@@ -16,6 +16,7 @@ import os
 import pathlib
 import shutil
 import sys
+import threading
 
 import uv
 
@@ -25,6 +26,7 @@ from .backend import RUNTIME_ENV, Capabilities, Context, Exit, RuntimeBackend, i
 from .execs import ExecError
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
 from .procs import describe_exit, kill_group, kill_session, session_usage, tail_of, terminate, terminate_all
+from .sandbox import relay_port
 
 log = logging.getLogger("ember.worker")
 
@@ -154,6 +156,7 @@ class ProcessBackend(RuntimeBackend):
         self.procs[cid] = proc
         self.envs[cid] = env
         log.info("container %s started (pid %d)", cid, proc.pid)
+        self.started(cid)
         try:
             code = await self._wait_reading_cpu(cid, proc)
         finally:
@@ -187,7 +190,7 @@ class ProcessBackend(RuntimeBackend):
     def memory_bytes(self, container_id: str) -> int | None:
         return self.memory.get(container_id) if container_id in self.procs else None
 
-    async def exec_start(self, container_id, argv, env, workdir, tty, stdio):
+    async def exec_start(self, container_id, argv, env, workdir, tty, stdio, port=0):
         """Started by the worker itself: a process backend's container is a plain process of its
         machine, with nothing to enter. util-linux's setpriv (and setsid, with a terminal), exec'd
         on the way (a millisecond, where a helper's interpreter took tens), kill the command with
@@ -195,6 +198,8 @@ class ProcessBackend(RuntimeBackend):
         proc = self.procs.get(container_id)
         if proc is None or proc.returncode is not None:
             raise ExecError(f"container {container_id} does not run on this worker (any more)")
+        if port:  # a tunnel: the container shares the worker's network, so its loopback is this one
+            return _Relay(port, stdio)
         cwd = workdir or str(self.root / container_id)
         env = {**self.envs[container_id], **env}
         why, code = _cannot_start(argv[0], cwd, env.get("PATH", os.defpath))
@@ -256,6 +261,34 @@ class _Command:
 
     def kill(self):
         kill_session(self.proc.pid)
+
+
+class _Relay:
+    """A tunnel's connection, relayed by a thread of the worker's (no process to start: the port
+    is on this machine's loopback, which a process backend's container shares)."""
+
+    def __init__(self, port: int, stdio: tuple[int, int, int]):
+        self.fds = [os.dup(fd) for fd in stdio]  # (the caller closes its own once this started)
+        self.stop_r, self.stop_w = os.pipe()
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+
+        def run():
+            code = relay_port(port, *self.fds, stop=self.stop_r)
+            loop.call_soon_threadsafe(self._finish, code)
+        threading.Thread(target=run, name="ember-tunnel", daemon=True).start()
+
+    def _finish(self, code: int):
+        for fd in (*self.fds, self.stop_r, self.stop_w):
+            os.close(fd)
+        self.done.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self.done)
+
+    def kill(self):
+        if not self.done.done():
+            os.write(self.stop_w, b"x")
 
 
 class _Failed:

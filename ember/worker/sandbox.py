@@ -14,7 +14,7 @@ for the child, forwards SIGTERM/SIGINT to it and exits as the command did, so th
 the container's own exit status (a SIGKILL as a SIGKILL).
 
 SPEC keys: layers_dir, lowers (top first, relative to layers_dir), upper, work, root, binds
-([src, dst, read_only]), volumes ([{lower, upper, work, target}]), devices, hostname, new_net,
+([src, dst, read_only]), volumes ([{lower, upper, work, target, read_only}]), devices, hostname, new_net,
 netns (a network namespace to join, made by the worker), cgroups, cwd, env, argv, parent_pid;
 userns (the user namespace to join, by path), userns_base (the host ID of container root) and
 idmapped (host directories the root filesystem and volumes are made of: layers and writable
@@ -32,6 +32,7 @@ import platform
 import select
 import signal
 import socket
+import struct
 import sys
 import termios
 import warnings  # noqa: F401  os.execvpe imports it, after the pivot, where the host's library is gone
@@ -48,6 +49,7 @@ MOVE_MOUNT_F_EMPTY_PATH, MOUNT_ATTR_IDMAP = 4, 0x00100000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_CAPBSET_DROP = 1, 4, 22, 24
 PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
 SECCOMP_MODE_FILTER = 2
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 1
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 MACHINE = platform.machine()
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(MACHINE)
@@ -174,6 +176,8 @@ def setup_root(spec, userns_fd):
         os.makedirs(root + v["target"], exist_ok=True)
         mount("overlay", root + v["target"], "overlay", 0,
               f"lowerdir={v['lower']},upperdir={v['upper']},workdir={v['work']}")
+        if v.get("read_only"):  # Volume.read_only(): writes there fail (EROFS); the container cannot remount
+            mount(None, root + v["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the new.
     os.chdir(root)
     if SYS_PIVOT_ROOT is not None:
@@ -464,6 +468,8 @@ def main():
             os.close(fd)
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWNET if spec.get("new_net") else 0)
         _check(libc.unshare(flags), "unshare namespaces")
+        if spec.get("new_net"):
+            loopback_up()  # a network of its own has only loopback, down until brought up (as `ip link set lo up`)
         if spec.get("userns") and (spec.get("netns") or spec.get("new_net")):
             open_ports_to_container_root()
     except (SetupError, OSError) as e:
@@ -565,6 +571,8 @@ def serve_execs(sock, main_pid) -> int:
                             sock.close()
                             for i, fd in enumerate(fds):
                                 os.dup2(fd, i)
+                            if req.get("port"):  # a tunnel: no command, this child relays (confined as the init)
+                                os._exit(relay_port(req["port"]))
                             _exec_command(req, confined=False)  # confined as this process; execs, or exits
                         finally:
                             os._exit(126)
@@ -587,6 +595,58 @@ def _kill_session(sid):
                     os.kill(int(name), signal.SIGKILL)
         except (OSError, ValueError, IndexError):
             continue  # not a process, or it ended meanwhile
+
+
+def loopback_up():
+    """Bring up this network namespace's loopback (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP):
+    the container's own processes, and its tunnels (relay_port), talk over it."""
+    ifreq = bytearray(struct.pack("16sH22x", b"lo", 0))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s, SIOCGIFFLAGS, ifreq)
+        flags = struct.unpack_from("H", ifreq, 16)[0]
+        struct.pack_into("H", ifreq, 16, flags | IFF_UP)
+        fcntl.ioctl(s, SIOCSIFFLAGS, ifreq)
+
+
+def relay_port(port: int, stdin: int = 0, stdout: int = 1, stderr: int = 2, stop: int | None = None) -> int:
+    """A sandbox's tunnel (server/tunnels.py): relay stdin to TCP port `port` on this network's
+    loopback and what it answers to stdout, until it closes (or `stop` is readable); the exit
+    code. It runs inside the container's network namespace (forked by its init), so it reaches
+    what the sandbox listens on, and nothing the sandbox could not reach itself."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError as e:
+        os.write(stderr, f"nothing answers on port {port} in the sandbox ({e.strerror or e}): is its server "
+                         "listening (on 0.0.0.0 or 127.0.0.1)?".encode())
+        return 1
+    with sock:
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        inputs = [stdin, sock] + ([stop] if stop is not None else [])
+        while True:
+            for r in select.select(inputs, [], [])[0]:
+                if r == stop:
+                    return 137
+                if r == stdin:
+                    data = os.read(stdin, 256 << 10)
+                    if data:
+                        sock.sendall(data)
+                    else:  # the client's side is done sending: so is ours (the server may still answer)
+                        inputs.remove(stdin)
+                        try:
+                            sock.shutdown(socket.SHUT_WR)
+                        except OSError:
+                            pass
+                else:
+                    try:
+                        data = sock.recv(256 << 10)
+                    except OSError:
+                        data = b""
+                    if not data:  # the server closed: the tunnel's connection ends
+                        return 0
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(stdout, view):]
 
 
 def _answer(sock, message):

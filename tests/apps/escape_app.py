@@ -1,5 +1,6 @@
 """Attacks on the container's walls, for tests/test_escape.py: each is tried from inside a real
-container (a function's, or a build step's) and its outcome recorded.
+container (a function's, a build step's, or a sandbox's command: this file is run there too)
+and its outcome recorded.
 
 `attempts` uses the standard library only: it is shipped by value into build steps, where
 Ember's runtime is not imported. An outcome is "ok" when the attempt worked, else the errno
