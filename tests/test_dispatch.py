@@ -320,6 +320,40 @@ async def test_a_batch_of_inputs_sent_again_does_not_run_the_finished_ones_again
 
 
 @plane_test
+async def test_a_batch_sent_again_to_a_restarted_control_plane_does_not_run_the_finished_ones_again(p):
+    """The same after a restart (or a failover): the control plane that loads the call knows
+    nothing of which inputs finished, but every index below the highest it loads, and not open,
+    did. (Added again, they ran twice and ended a .map short: its client saw all outputs counted,
+    some of them twice, and one missing.)"""
+    fn = p.function()
+    batch = [api_pb2.Input(idx=i, args=api_pb2.Payload(data=pickle.dumps(i))) for i in range(3)]
+    p.ledger.create_call("main", fn.function_id, "fc-1", batch, False, maybe_exists=False)
+    (cid,) = p.started()
+    c, sent = p.connect(cid, want=3)
+    p.output(c, "fc-1:0")
+    p.output(c, "fc-1:2")
+    await p.store.durable()
+    # Another control plane on the same database: what it knows, it loads from there.
+    sched = Scheduler(p.store, lease_timeout=LEASE, worker_timeout=600, app_timeout=600, output_retention=3600,
+                      clock=p.clock, later=lambda delay, callback: None)
+    sched.recover()
+    to_worker = []
+    sched.fleet.worker_connected(api_pb2.WorkerRegister(worker_id="w1", boot_id="b1", name="w1", cpu=8, memory_mb=8192,
+                                                        running_container_ids=[cid]), to_worker.append, "tk-w1")
+    sched.ledger.put_inputs("main", "fc-1", batch, True)  # the client did not hear the first answer
+    call = sched.ledger.lookup_call("fc-1")
+    assert sorted(call.inputs) == ["fc-1:1"] and (call.num_done, call.num_inputs) == (2, 3)
+    sent = []
+    c = sched.fleet.container_connected(api_pb2.ContainerHello(container_id=cid), sent.append)
+    sched.dispatch.container_wants(c, 5)
+    assert inputs_sent(sent) == [("fc-1:1", 1)]
+    out = Output(input_id="fc-1:1", idx=1, status=Output.SUCCESS, data=api_pb2.Payload(data=pickle.dumps("r")))
+    sched.dispatch.container_outputs(c, api_pb2.OutputBatch(outputs=[out]), 0)
+    assert call.done()
+    assert sorted(o.idx for o in await p.outputs()) == [0, 1, 2]
+
+
+@plane_test
 async def test_a_large_busy_function_s_backlog_is_weighed_between_ticks_at_most_so_often(p):
     """With a backlog, every output of a busy function leaves inputs queued, and weighing them
     walks all its containers: past WEIGH_AT_ONCE_UP_TO containers, dispatch has the autoscaler

@@ -1,14 +1,20 @@
 """Several control planes on one database (one SQLite file, or PostgreSQL): one leads through a lease,
 the other stands by and takes over. SIGKILL of the leader mid-map loses nothing; a leader
-frozen past its lease wakes up fenced: it neither dispatches nor writes. Real processes."""
+frozen past its lease wakes up fenced: it neither dispatches nor writes; a leader cut off from
+PostgreSQL stops before the standby takes over; clients and workers given one address in front
+(a proxy that follows the leader, as a load balancer would) move with it. Real processes."""
 
+import asyncio
 import contextlib
+import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import grpc
 import pytest
@@ -17,6 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import ember
 from ember.proto import api_pb2, api_pb2_grpc
 from conftest import PY, STORES, Cluster, container_backend_missing, free_port, wait_for
+from tcp_proxy import TcpProxy
+
+import services
 
 import restarts_app
 
@@ -35,14 +44,16 @@ class Pair(Cluster):
         self.url = ",".join(self.urls)  # what workers and clients are given
         self.servers: list[subprocess.Popen] = []
 
-    def start_servers(self):
+    def start_servers(self, database_urls: list[str] | None = None):
+        """database_urls: each one's own way to the database (the same database), if not database_url."""
         for i, port in enumerate(self.ports):
+            database_url = database_urls[i] if database_urls else self.database_url
             log = open(self.logs / f"server{i}.log", "ab")
             self.servers.append(subprocess.Popen(
                 [PY, "-m", "ember.cli.main", "server", "--port", str(port), "--data-dir", str(self.tmp / "server"),
                  "--http", f"127.0.0.1:{free_port()}", "--leader-lease", str(LEASE),
                  "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", "20",
-                 *(["--database-url", self.database_url] if self.database_url else [])],
+                 *(["--database-url", database_url] if database_url else [])],
                 stdout=log, stderr=log, cwd=self.tmp))
             # One at a time: the first leads (and makes the database and tokens), the second stands by.
             wait_for(lambda: "ember server listening" in self.log("server0"), what="the first control plane to lead")
@@ -79,6 +90,50 @@ def health(url: str):
     """What the gRPC health service at url says of the whole server."""
     with grpc.insecure_channel(url) as channel:
         return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
+
+
+def serving(url: str) -> bool:
+    """Whether the control plane at url answers SERVING (False: NOT_SERVING, or nothing answers)."""
+    try:
+        return health(url) == Health.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def logged_at(log: str, pattern: str) -> datetime.datetime:
+    """When a control plane logged its first line matching pattern (its log's own timestamps)."""
+    found = re.search(rf"^(\S+ \S+) server \w+ {pattern}", log, re.M)
+    assert found, f"no line {pattern!r} in the log"
+    return datetime.datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f")
+
+
+def map_and_spawns(n: int, m: int, during):
+    """A .map of n inputs and m spawned calls of restarts_app.square_slowly, with during() run once a
+    tenth of the map's outputs are in and half of the calls spawned (the other half after it);
+    checks that every output came and every call's result is fetchable; the seconds from the end
+    of during() to outputs flowing again (the end of the longest pause after it)."""
+    results, times = [], []
+
+    def consume():
+        for r in restarts_app.square_slowly.map(range(n)):
+            results.append(r)
+            times.append(time.monotonic())
+
+    mapping = threading.Thread(target=consume)
+    mapping.start()
+    spawned = [restarts_app.square_slowly.spawn(i) for i in range(m // 2)]
+    wait_for(lambda: len(results) >= n // 10, timeout=60, what="a tenth of the map's outputs")
+    during()
+    at = time.monotonic()
+    assert len(results) < n, "the map ended before what was to happen during it"
+    spawned += [restarts_app.square_slowly.spawn(i) for i in range(m // 2, m)]
+    mapping.join(timeout=120)
+    assert not mapping.is_alive(), f"the map stalled at {len(results)} of {n} outputs"
+    assert results == [i * i for i in range(n)]
+    assert [c.get(timeout=60) for c in spawned] == [i * i for i in range(m)]
+    after = [t for t in times if t > at]
+    gaps = [b - a for a, b in zip([at] + after, after)]
+    return sum(gaps[:gaps.index(max(gaps)) + 1]) if gaps else float("nan")
 
 
 def use(pair: Pair, monkeypatch):
@@ -207,3 +262,78 @@ def test_a_standby_s_hint_is_followed_only_to_an_address_given():
     one = Servers("a:1", stub_for=lambda channel: None)
     one.failed("a:1", refused("b:2"))
     assert one.url == "a:1" and one.wait_for_ready  # one address: it waits for it to come back
+
+
+def test_a_leader_cut_off_from_postgresql_stops_before_the_standby_takes_over(tmp_path, monkeypatch):
+    """The leader reaches PostgreSQL through a proxy that the test cuts mid-map: it is alive, and
+    its clients and worker still reach it, but it can renew its lease no more. It stops acting
+    (steps down) before the lease expires and the standby takes it: never two leaders at once.
+    Nothing is lost; once the database is back, the old leader stands by, naming the new one."""
+    pair = Pair(tmp_path, "postgres")
+    pg = services.postgres()
+    to_db = TcpProxy(lambda: asyncio.open_unix_connection(f"{pg.dir}/.s.PGSQL.5432"))
+    database = urllib.parse.urlsplit(pair.database_url).path.lstrip("/")
+    try:
+        pair.start_servers([f"postgresql://{pg.USER}@{to_db.address}/{database}", pair.database_url])
+        pair.start_worker()
+        use(pair, monkeypatch)
+        with restarts_app.app.run():
+            old_epoch = pair.leader()[1]
+            resumed = map_and_spawns(300, 40, to_db.cut)
+        assert pair.leader() == (pair.urls[1], old_epoch + 1)
+        stepped_down = logged_at(pair.log("server0"), "stepping down")
+        took_over = logged_at(pair.log("server1"), f"leading \\(lease epoch {old_epoch + 1}")
+        print(f"cut off: stepped down {stepped_down:%H:%M:%S.%f}, the standby led {took_over:%H:%M:%S.%f}; "
+              f"outputs flowed again {resumed:.2f}s after the cut")
+        assert stepped_down < took_over, "two control planes led at once"
+        assert pair.servers[0].poll() is None, "the leader cut off exited"
+        assert not serving(pair.urls[0])  # it waits for the database, listening on nothing
+        to_db.mend()
+        wait_for(lambda: f"the leader is at {pair.urls[1]}" in pair.log("server0"), timeout=30,
+                 what="the old leader to stand by once the database is back")
+        assert health(pair.urls[0]) == Health.NOT_SERVING
+    finally:
+        pair.stop()
+        to_db.close()
+
+
+def leader_of(urls: list[str]):
+    """A proxy's upstream() that connects to whichever control plane answers SERVING to gRPC's
+    health check (a standby answers NOT_SERVING): what a load balancer in front of them checks."""
+    async def connect():
+        for url in urls:
+            if await asyncio.to_thread(serving, url):
+                host, _, port = url.rpartition(":")
+                return await asyncio.open_connection(host, int(port))
+        return None  # no one leads right now: the caller tries again
+
+    return connect
+
+
+def test_clients_and_workers_given_one_address_in_front_move_with_the_leader(tmp_path, monkeypatch):
+    """One address for all (a proxy in front of both control planes that forwards each connection
+    to the one that is SERVING): SIGKILL of the leader mid-map; the worker and the client,
+    reconnecting to the same address, reach the new leader, and nothing is lost."""
+    pair = Pair(tmp_path, "postgres")
+    front = TcpProxy(leader_of(pair.urls))
+    pair.url = front.address  # what workers and clients are given
+    try:
+        pair.start_servers()
+        pair.start_worker()
+        use(pair, monkeypatch)
+        assert pair.env["EMBER_SERVER_URL"] == front.address
+
+        def kill():
+            pair.servers[0].send_signal(signal.SIGKILL)
+            pair.servers[0].wait()
+
+        with restarts_app.app.run():
+            resumed = map_and_spawns(300, 40, kill)
+        assert pair.leader()[0] == pair.urls[1]
+        went_to = {f"127.0.0.1:{peer[1]}" for _, peer in front.peers}
+        assert went_to == set(pair.urls), went_to  # each, in turn, through the one address
+        print(f"one address in front: outputs flowed again {resumed:.2f}s after the SIGKILL of the leader "
+              f"(lease {LEASE:g}s)")
+    finally:
+        pair.stop()
+        front.close()

@@ -11,8 +11,15 @@ The hosts share the machine's other resources, as separate machines would not: e
 takes its own container network slot (network.py) and its own data dir; h1 has a layer cache of
 its own and h2 and h3 share another, each seeded with the Debian base only, so that the test's
 own layer, which h1 builds, must come to h2 and h3 from the control plane's blob store.
+
+The blob store is S3 (the run's SeaweedFS, tests/services.py), reached at the bridge's address
+through a forwarder there (tests/tcp_proxy.py: SeaweedFS listens on loopback only), so layers,
+volume files and large payloads move between the bucket and the hosts across the veth network
+path, through the presigned URLs the control plane hands out, never through its process; the
+forwarder tells which host each connection came from.
 """
 
+import asyncio
 import contextlib
 import fcntl
 import ipaddress
@@ -29,6 +36,8 @@ import uuid
 
 import pytest
 from conftest import Cluster, container_backend_missing, wait_for
+from services import seaweedfs
+from tcp_proxy import TcpProxy
 
 import ember
 from ember.server.gateway import url_host
@@ -98,6 +107,9 @@ class HostNetwork:
         ip("-n", ns, "route", "add", "default", "via", self.address)
         return ["nsenter", f"--net={NETNS_DIR / ns}"]
 
+    def host_address(self, i: int) -> str:
+        return f"10.250.{self.n}.{10 + i}"
+
     def cut(self, i: int):
         ip("link", "set", self.veth(i), "down")
 
@@ -126,9 +138,10 @@ class Hosts:
     """The cluster, and where each worker's containers are: a container's gateway (the host end
     of its veth pair) lies in its worker's container subnet, which the worker logs."""
 
-    def __init__(self, cluster: Cluster, net: HostNetwork):
+    def __init__(self, cluster: Cluster, net: HostNetwork, s3_front: TcpProxy):
         self.cluster = cluster
         self.net = net
+        self.s3_front = s3_front  # the bucket's endpoint, as the control plane and the hosts reach it
         self.subnets: dict[str, ipaddress.IPv4Network] = {}  # its containers' addresses, by host
         self.slots: dict[str, int] = {}  # its network slot (network.py), by host
 
@@ -148,6 +161,19 @@ class Hosts:
     def host_of(self, gateway: str) -> str:
         return next(name for name, subnet in self.subnets.items() if ipaddress.ip_address(gateway) in subnet)
 
+    def s3_connections(self) -> int:
+        return len(self.s3_front.peers)
+
+    def s3_clients_since(self, count: int) -> set[str]:
+        """The hosts (or "root", this machine's own namespace) that connected to the bucket since
+        s3_connections() was count."""
+        names = {self.net.host_address(i): name for i, name in enumerate(HOSTS, start=1)}
+        return {names.get(peer, "root") for peer, _ in self.s3_front.peers[count:]}
+
+    def relayed(self) -> list[str]:
+        """Blobs whose bytes passed through the control plane (it logs each, on an S3 store)."""
+        return re.findall(r"of blob (\w+) passed through the control plane", self.cluster.log())
+
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory):
@@ -157,12 +183,21 @@ def hosts(tmp_path_factory):
     if shutil.which("nsenter") is None:
         pytest.skip("nsenter (util-linux) is not installed")
     tmp = tmp_path_factory.mktemp("hosts")
+    s3 = seaweedfs()
     net = HostNetwork()
+    s3_host, _, s3_port = s3.endpoint.removeprefix("http://").rpartition(":")
+    s3_front = TcpProxy(lambda: asyncio.open_connection(s3_host, int(s3_port)), host=net.address)
     c = Cluster(tmp, host=net.address)
-    h = Hosts(c, net)
-    old = {k: os.environ.get(k) for k in ("EMBER_SERVER_URL", "EMBER_TOKEN_ID", "EMBER_TOKEN_SECRET", "EMBER_CA_CERT")}
+    h = Hosts(c, net, s3_front)
+    old = {k: os.environ.get(k) for k in ("EMBER_SERVER_URL", "EMBER_TOKEN_ID", "EMBER_TOKEN_SECRET", "EMBER_CA_CERT",
+                                          *s3.env)}
     try:
-        c.start_server(["--tls", "auto"])
+        # The control plane's endpoint is the forwarder's: the URLs it presigns name it, which the
+        # hosts reach (and SeaweedFS checks their signatures against the Host they were made for).
+        os.environ.update(s3.env, AWS_ENDPOINT_URL=f"http://{s3_front.address}")
+        c.start_server(["--tls", "auto", "--blob-url", s3.new_blob_url()])
+        for k in s3.env:
+            os.environ.pop(k)
         os.environ.update(c.env, EMBER_CA_CERT=str(c.ca_file))
         # Caches of their own, with only the Debian base in them: h1's, where it builds the test's
         # image (and the base too, if the machine's test cache has none yet), and h2's and h3's,
@@ -193,6 +228,7 @@ def hosts(tmp_path_factory):
             else:
                 os.environ[k] = v
         c.stop()
+        s3_front.close()
         leftover_slots = [ns.name for slot in h.slots.values() for ns in NETNS_DIR.glob(f"ember-{slot}-*")]
         net.close()
         assert not leftover_slots, f"workers left their containers' namespaces behind: {leftover_slots}"
@@ -213,12 +249,16 @@ def test_each_host_has_a_container_network_of_its_own(hosts):
     assert not any(a.overlaps(b) for a in subnets for b in subnets if a is not b)
 
 
-def test_a_host_pulls_the_image_layer_from_the_control_plane(hosts):
+def test_a_host_pulls_the_image_layer_from_the_object_store(hosts):
     layer = hosts_app.image._resolve(lambda data: "").steps[-1].layer_id
+    before = hosts.s3_connections()
     with hosts_app.app.run():
         text, gateway = hosts_app.layer_file.remote()
     assert text == "built-by-the-first-host"
     assert hosts.host_of(gateway) == "h2"
+    # From the bucket to h2 itself, across its link, not through the control plane.
+    assert "h2" in hosts.s3_clients_since(before), hosts.s3_front.peers[before:]
+    assert hosts.relayed() == []
     # h2 had only the base: the layer came from the control plane, built by h1 alone.
     assert (hosts.cluster.tmp / "cache-h2-h3" / "layers" / layer).is_dir()
     builds = re.findall(r"building image \S+ on worker (\S+)", hosts.cluster.log())
@@ -241,17 +281,25 @@ def test_map_inputs_and_outputs_spread_over_hosts(hosts):
 
 def test_a_large_argument_and_result_cross_to_a_host_through_the_blob_store(hosts):
     data = os.urandom(6 << 20)  # more than config.BLOB_THRESHOLD: a blob each way, not inline
+    before = hosts.s3_connections()
     with hosts_app.app.run():
         back, gateway = hosts_app.reverse_on_h3.remote(data)
     assert back == data[::-1] and hosts.host_of(gateway) == "h3"
+    assert {"root", "h3"} <= hosts.s3_clients_since(before)  # this process's upload, h3's download
+    assert hosts.relayed() == []
 
 
 def test_a_volume_committed_on_one_host_is_read_on_another(hosts):
     text = f"written on h1 {uuid.uuid4()}"
     with hosts_app.app.run():
+        before = hosts.s3_connections()
         assert hosts.host_of(hosts_app.write_on_h1.remote("note.txt", text)) == "h1"
+        assert "h1" in hosts.s3_clients_since(before)  # its file went up to the bucket from h1
+        before = hosts.s3_connections()
         got, gateway = hosts_app.read_on_h2.remote("note.txt")
     assert got == text and hosts.host_of(gateway) == "h2"
+    assert "h2" in hosts.s3_clients_since(before)  # and came down to h2
+    assert hosts.relayed() == []
 
 
 def test_a_web_request_reaches_a_container_on_another_host(hosts):

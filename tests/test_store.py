@@ -14,7 +14,7 @@ from conftest import run_async, wait_for
 from services import postgres_url
 
 from ember.proto import api_pb2
-from ember.server.store import NotLeader, StoreError, open_store
+from ember.server.store import NotLeader, StoreError, StoreUnavailable, open_store
 from ember.server.store.migrate import MIGRATIONS, migrate, schema_version
 
 URLS = {"sqlite": lambda tmp: f"sqlite://{tmp / 'ember.db'}", "postgres": lambda tmp: postgres_url()}
@@ -805,14 +805,17 @@ async def test_a_statement_postgres_refuses_undoes_its_transaction_and_the_store
 async def test_a_lost_connection_fails_its_transaction_and_the_next_write_reconnects():
     url = postgres_url()
     store = open_store(url)
+    undone = []
+    store.on_undone = undone.append  # (a leader steps down on it: leader.py)
     try:
         store.create_app("ap-1", "main", "lost")
         import psycopg
         with psycopg.connect(url, autocommit=True) as admin:  # as if PostgreSQL restarted
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname=current_database() "
                           "AND pid != pg_backend_pid()")
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(StoreUnavailable, match="could not reach the database"):
             await store.durable()
+        assert len(undone) == 1 and isinstance(undone[0], psycopg.OperationalError)
         store.create_app("ap-2", "main", "kept")
         await store.durable()
         assert [a[0] for a in store.running_apps()] == ["ap-2"]

@@ -64,7 +64,12 @@ class Outbox:
 
 
 def unavailable(e: grpc.aio.AioRpcError) -> bool:
-    return e.code() == grpc.StatusCode.UNAVAILABLE
+    """Whether the control plane could not take the call now: UNAVAILABLE, or CANCELLED by its
+    side. gRPC's server ends the calls that reach it while it stops as CANCELLED (a standby that
+    takes over stops its own server, a leader that steps down or hands over stops its); Ember's
+    control plane cancels none itself, and a call cancelled in this process raises
+    asyncio.CancelledError, not this."""
+    return e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 class ReconnectingStream:

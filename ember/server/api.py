@@ -30,6 +30,7 @@ from .sandboxes import NameTaken, QuotaRefused, SandboxState
 from .scheduler import Scheduler
 from .secrets import SecretGone, Secrets
 from .snapshots import SnapshotFailed
+from .store import NotLeader, StoreUnavailable
 from .tokens import ProxyTokens
 
 EMPTY = api_pb2.Empty()
@@ -41,7 +42,10 @@ def authenticated(servicer_base, *roles: str):
     """Class decorator: each RPC of `servicer_base` first authenticates its caller as one of
     `roles` (refused before anything runs otherwise) and gets the Principal as its last argument.
     A stream whose credential stops being valid (Identity.check raises) ends UNAUTHENTICATED,
-    and a write that meets a full disk (DiskFull) ends its RPC RESOURCE_EXHAUSTED."""
+    a write that meets a full disk (DiskFull) ends its RPC RESOURCE_EXHAUSTED, and one that
+    cannot reach the database (StoreUnavailable) or was fenced (NotLeader) UNAVAILABLE: its
+    caller tries again, here or at another control plane (one cut off from the database stops
+    leading soon)."""
 
     async def caller(self, context, name: str, request) -> Principal:
         try:
@@ -74,6 +78,8 @@ def authenticated(servicer_base, *roles: str):
                     await context.abort(e.code, e.details)
                 except DiskFull as e:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+                except (StoreUnavailable, NotLeader) as e:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{name}: {e}; try again shortly")
         else:
             async def rpc(self, request, context):
                 who = await caller(self, context, name, request)
@@ -81,6 +87,8 @@ def authenticated(servicer_base, *roles: str):
                     return await method(self, request, context, who)
                 except DiskFull as e:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+                except (StoreUnavailable, NotLeader) as e:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{name}: {e}; try again shortly")
         return functools.wraps(method)(rpc)
 
     def decorate(cls):

@@ -6,7 +6,9 @@ while its own clock says the last renewal is recent (two thirds of the lease: a 
 the lease could expire and be taken): past that, or once a renewal finds the lease in other
 hands, it stops at once (`lost` is set; main.py drops its streams and goes back to standing by).
 Every commit is fenced by the lease's epoch too (Store.fence): a leader frozen past its lease
-that wakes up and writes has that write undone, whatever it believes.
+that wakes up and writes has that write undone, whatever it believes. A leader whose transaction
+the database undid (cut off from it) steps down at once: what it holds in memory is no longer
+what the database holds, so it may neither act on it nor show it.
 
 A standby answers every request with UNAVAILABLE, "standing by; the leader is at URL", and the
 leader's URL in the `ember-leader` trailer: clients and workers retry elsewhere (they are given
@@ -66,6 +68,9 @@ class Leadership:
                     self.epoch = epoch
                     self.valid_until = start + self.lease * 2 / 3
                     self.store.fence(self.holder, epoch, lambda: self.step_down("its lease is in other hands"))
+                    # Its state in memory is what it committed, and a transaction the database undid
+                    # (cut off from it) makes it wrong: only a control plane that loads it anew may act.
+                    self.store.on_undone = lambda e: self.step_down(f"the database undid a transaction: {e}")
                     log.info("leading (lease epoch %d, %.1fs, renewed every %.1fs)", epoch, self.lease,
                              self.renew_every)
                     return

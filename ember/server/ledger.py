@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from ..proto import api_pb2
 from . import dead_letters
 from .apps import Apps, AppState, FunctionState
-from .store import Store
+from .store import NotLeader, Store
 from .validate import Invalid
 
 if TYPE_CHECKING:
@@ -37,8 +37,9 @@ Output = api_pb2.Output
 
 
 class CallState:
-    __slots__ = ("call_id", "cancelled", "created_at", "done_at", "fetched", "finished_at", "finished_idx", "function",
-                 "inputs", "listeners", "next_seq", "num_done", "num_inputs", "outputs", "sent_up_to", "unstored")
+    __slots__ = ("call_id", "cancelled", "created_at", "done_at", "fetched", "finished_at", "finished_below",
+                 "finished_idx", "function", "inputs", "listeners", "next_seq", "num_done", "num_inputs", "outputs",
+                 "sent_up_to", "unstored")
 
     def __init__(self, call_id, function, num_inputs=None, num_done=0, next_seq=1, cancelled=False):
         self.call_id = call_id
@@ -53,6 +54,9 @@ class CallState:
         # The indexes of its inputs that finished since it was loaded: a batch of inputs sent again
         # (its client did not hear the answer) adds none of them a second time.
         self.finished_idx: set[int] = set()
+        # Loaded from the store (a restart, a failover): each index below this that is not open
+        # finished before (see Ledger.recover); a batch sent again adds none of those either.
+        self.finished_below = 0
         # The highest index of its inputs so far, + 1: what an empty last batch (inputs_complete
         # alone) makes its number of inputs, whichever of them are still open.
         self.sent_up_to = 0
@@ -129,6 +133,9 @@ class Ledger:
             # Its finished inputs are not in the store: a client numbers its inputs from 0 on, so
             # those done and those open are all there were.
             call.sent_up_to = max([i.idx + 1 for i in call.inputs.values()] + [num_done + len(call.inputs)])
+            # A client sends a call's batches one after another, each committed whole: every index
+            # below sent_up_to reached the store, and those no longer open finished.
+            call.finished_below = call.sent_up_to
         log.info("recovered %d open calls, %d open inputs", len(self._calls), len(inputs))
         return inputs
 
@@ -186,7 +193,7 @@ class Ledger:
         rows, new, payload_blobs = [], [], []
         for inp in inputs:
             input_id = f"{call.call_id}:{inp.idx}"
-            if input_id in call.inputs or inp.idx in call.finished_idx:
+            if input_id in call.inputs or inp.idx in call.finished_idx or inp.idx < call.finished_below:
                 continue
             args = inp.args.SerializeToString()
             rows.append((input_id, call.call_id, inp.idx, args))
@@ -359,6 +366,13 @@ class Ledger:
                 if wake in call.listeners:
                     call.listeners.remove(wake)
             outs = self.outputs_after(call, after_seq, limit)
+        if outs:
+            # Only what is durable is shown. An output shown, then lost (its commit undone: this
+            # control plane died, or was cut off from its database) runs again under the next one
+            # and is numbered again, at sequence numbers its reader has passed.
+            await self.store.durable()
+            if not self.dispatch.acting():  # it stepped down meanwhile: these may be undone
+                raise NotLeader("this control plane no longer leads: ask the one that does")
         if call.done() and (outs[-1].seq if outs else after_seq) >= call.next_seq - 1:
             call.fetched = True
         return outs

@@ -28,7 +28,7 @@ from .provisioner import ProvisionerConfig, Provisioner, Shape, open_backend
 from .refusals import Refusals
 from .scheduler import Scheduler
 from .secrets import Secrets
-from .store import StoreError, describe_url, open_store
+from .store import Store, StoreError, StoreUnavailable, describe_url, open_store
 from .tokens import ProxyTokens
 from .tunnels import Tunnels
 
@@ -54,18 +54,18 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                 web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
                 breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None,
                 blobs: BlobStore | None = None, leader_lease: float = 0, advertise_url: str | None = None,
-                database_url: str | None = None) -> bool:
+                database_url: str | None = None, again: bool = False) -> bool:
     """Serve until stopped. With a leader lease (several control planes on one database), stand
-    by until this one leads; True if it stepped down later (it lost the lease: serve again)."""
+    by until this one leads; True if it stepped down later (it lost the lease: serve again, with
+    again=True: then a database that cannot be reached now is waited for)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        store = open_store(database_url or data_dir / "ember.db")
-    except StoreError as e:
-        raise exception.InvalidError(f"{e} (--database-url)" if database_url else str(e)) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    store = await _open_store(database_url or data_dir / "ember.db", stop, wait=again)
+    if store is None:
+        return False
     leadership = None
     if leader_lease:
         leadership = Leadership(store, advertise_url or "", leader_lease)
@@ -176,8 +176,33 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         if leadership:
             store.commit()
             leadership.release()
-    store.close()
+    try:
+        store.close()
+    except StoreUnavailable as e:  # cut off from it: what it did not commit is the next leader's to redo
+        log.warning("closing the store: %s", e)
     return stepped_down
+
+
+async def _open_store(target, stop: asyncio.Event, *, wait: bool) -> Store | None:
+    """The store; with wait, one that cannot be reached now (this control plane stepped down, cut
+    off from it) is tried again every second until it can be, or until stop (then None)."""
+    said = False
+    while True:
+        try:
+            return open_store(target)
+        except StoreUnavailable as e:
+            if not wait:
+                raise exception.InvalidError(f"{e} (--database-url)") from None
+            if not said:
+                log.warning("%s: trying again every second, to stand by", e)
+                said = True
+        except StoreError as e:
+            raise exception.InvalidError(f"{e} (--database-url)" if isinstance(target, str) else str(e)) from None
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+            return None
+        except TimeoutError:
+            pass
 
 
 def _listen(server: grpc.aio.Server, address: str, server_tls: tls.ServerTLS | None) -> str:
@@ -355,7 +380,8 @@ def run(args) -> int:
 
     async def main():
         # A control plane that steps down (it lost its lease) stands by again, in the same process.
-        while await serve(address, data_dir,
+        again = False
+        while again := await serve(address, data_dir, again=again,
                           lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
                           app_timeout=args.app_timeout, output_retention=args.output_retention * 3600,
                           log_retention=args.log_retention * 3600, gc=gc,

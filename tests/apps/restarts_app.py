@@ -56,6 +56,13 @@ def square(x):
     return x * x
 
 
+@app.function(max_containers=2)
+def square_slowly(x):
+    """A few milliseconds each: a map of hundreds that is still running when its leader goes."""
+    time.sleep(0.005)
+    return x * x
+
+
 @app.function(max_containers=1)
 def gated_alone(i, started, gate, log):
     """gated() in one container at most: a second input waits in the queue while the first runs."""

@@ -33,6 +33,12 @@ class StoreError(Exception):
     """The store cannot be opened as asked: an unknown URL, or a database this code cannot use."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (the network to it broke, it restarts): what needed it
+    fails, and is tried again (a request answered UNAVAILABLE: its client retries, here or at
+    another control plane)."""
+
+
 class NotLeader(Exception):
     """A write of a control plane that no longer holds the leader lease: another leads now.
     Its transaction was undone; the control plane steps down (leader.py)."""
@@ -72,6 +78,10 @@ class Store(ABC):
 
     # observe(seconds) for each commit, from its COMMIT sent to its answer (metrics.py), if set.
     on_commit: Callable[[float], object] | None = None
+    # on_undone(error) when a transaction is undone by the database (a statement or its COMMIT
+    # failed: the connection was lost, say), if set: what the caller keeps in memory of that
+    # transaction is no longer what the store holds (leader.py steps down on it).
+    on_undone: Callable[[Exception], object] | None = None
 
     # ---- group commit
 

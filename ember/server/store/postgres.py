@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from . import NotLeader, StoreError, describe_url
+from . import NotLeader, StoreError, StoreUnavailable, describe_url
 from .migrate import migrate
 from .sqlite import SqliteStore
 
@@ -55,6 +55,8 @@ class _Db:
         try:
             # autocommit: a read outside a write's transaction is its own, not one left open.
             conn = psycopg.connect(self.url, autocommit=True)
+        except psycopg.OperationalError as e:  # it is not there, or not reachable now
+            raise StoreUnavailable(f"cannot connect to the database {self.describe()}: {e}".strip()) from e
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to the database {self.describe()}: {e}".strip()) from e
         self._literal = psycopg.adapt.Transformer(conn).as_literal
@@ -211,6 +213,12 @@ class _Db:
         except psycopg.Error as e:
             if self.failed is not None:
                 self.failed(e)
+            if isinstance(e, psycopg.OperationalError) and self.conn.closed:
+                raise StoreUnavailable(f"the connection to the database {self.describe()} was lost: {e}") from e
+            raise
+        except StoreUnavailable as e:  # lost before, and no new connection now
+            if self.failed is not None:
+                self.failed(e)
             raise
 
     def close(self):
@@ -346,8 +354,9 @@ class PostgresStore(SqliteStore):
             return  # committed after the one on its way (_committed)
         try:
             self._flush_assignments()
-        except psycopg.Error:
-            return  # its waiters were told (failed)
+        except (psycopg.Error, StoreUnavailable) as e:
+            self.failed(e)  # its waiters are told (unless a failed statement told them already)
+            return
         self.in_transaction = False
         self.inflight_waiters, self.commit_waiters = self.commit_waiters, []
         self.commit_started = time.perf_counter()
@@ -362,6 +371,8 @@ class PostgresStore(SqliteStore):
             return
         if error is not None:
             log.error("the database refused a commit: %s", error)
+            if self.on_undone is not None:
+                self.on_undone(error)
         _wake(waiters, error)
         if self.in_transaction:  # writes gathered meanwhile: their turn
             asyncio.get_running_loop().call_soon(self.commit)
@@ -384,6 +395,8 @@ class PostgresStore(SqliteStore):
         self.in_transaction = False
         self.deferred_assignments = []
         waiters, self.commit_waiters = self.commit_waiters, []
+        if self.on_undone is not None:
+            self.on_undone(e)
         _wake(waiters, e)
         return e
 
@@ -399,7 +412,10 @@ class PostgresStore(SqliteStore):
         if self.in_transaction or self.db.inflight is not None:
             fut = asyncio.get_running_loop().create_future()
             self.on_durable(fut, fut)
-            await fut
+            try:
+                await fut
+            except psycopg.OperationalError as e:
+                raise StoreUnavailable(f"a commit could not reach the database {self.db.describe()}: {e}") from e
 
     def close(self):
         self.db.settle()
