@@ -22,6 +22,7 @@ from .batching import batched
 from .function import Function, FunctionCall
 from .image import Image
 from .patterns import FilePatternMatcher
+from .probe import Probe
 from .queue import Queue
 from .retries import Retries
 from .sandbox import ContainerProcess, Sandbox
@@ -40,6 +41,7 @@ Cluster = _refused("Cluster")
 Environment = _refused("Environment")
 NetworkFileSystem = _refused("NetworkFileSystem")
 Proxy = _refused("Proxy")
+SandboxSnapshot = _refused("SandboxSnapshot")
 SchedulerPlacement = _refused("SchedulerPlacement")
 Server = _refused("Server")
 Workspace = _refused("Workspace")
@@ -51,10 +53,10 @@ interact = _refused("interact")
 sessioned = _refused("sessioned")
 
 __all__ = ["App", "Client", "CloudBucketMount", "Cls", "Cluster", "ContainerProcess", "Cron", "Dict", "Environment",
-           "Error", "FilePatternMatcher", "Function", "FunctionCall", "Image", "NetworkFileSystem", "Period", "Proxy",
-           "Queue", "Retries", "Sandbox", "SchedulerPlacement", "Secret", "Server", "Tunnel", "Volume", "Workspace",
-           "asgi_app", "batched", "billing", "clustered", "concurrent", "current_function_call_id",
-           "current_input_id", "enable_output", "enter", "exception", "exit", "experimental", "fastapi_endpoint",
-           "forward", "interact", "is_local", "method", "parameter", "sessioned", "types", "web_endpoint",
-           "web_server", "wsgi_app"]
+           "Error", "FilePatternMatcher", "Function", "FunctionCall", "Image", "NetworkFileSystem", "Period", "Probe",
+           "Proxy", "Queue", "Retries", "Sandbox", "SandboxSnapshot", "SchedulerPlacement", "Secret", "Server",
+           "Tunnel", "Volume", "Workspace", "asgi_app", "batched", "billing", "clustered", "concurrent",
+           "current_function_call_id", "current_input_id", "enable_output", "enter", "exception", "exit",
+           "experimental", "fastapi_endpoint", "forward", "interact", "is_local", "method", "parameter", "sessioned",
+           "types", "web_endpoint", "web_server", "wsgi_app"]
 __version__ = "0.1.0"

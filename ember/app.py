@@ -194,6 +194,10 @@ class App:
         raise refusal("App.stats")
 
     @property
+    def sandboxes(self):
+        raise refusal("App.sandboxes")
+
+    @property
     def registered_functions(self) -> dict[str, Function]:
         return dict(self._functions)
 

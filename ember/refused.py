@@ -69,6 +69,24 @@ REFUSED: dict[str, str] = {
                            "scaledown_window=); f.info() shows the decorator's",
     "FunctionCall.get_call_graph": "Ember records no call graph (which call made which): a call's result and its "
                                    "logs are found by its id (FunctionCall.from_id(id).get(), .logs)",
+    "App.sandboxes": "Ember keeps no statistics over time ranges: Sandbox.list(app_id=app.app_id) lists an app's "
+                     "sandboxes, and `ember usage --by function` what they used",
+    "SandboxSnapshot": "Ember takes no memory snapshots of sandboxes: sb.snapshot_filesystem() keeps their files "
+                       "as an Image that later sandboxes start from",
+    "Sandbox.reload_volumes": "a sandbox's volumes are what they were when it started: to see later commits, "
+                              "create a new sandbox (or read the volume with Volume.read_file from your program)",
+    "Sandbox.mount_image": "Ember mounts no images into a running sandbox: create the sandbox with the image "
+                           "(Sandbox.create(image=...)), or add the files with sb.open()",
+    "Sandbox.unmount_image": "Ember mounts no images into a running sandbox: create the sandbox with the image "
+                             "(Sandbox.create(image=...))",
+    "Sandbox.snapshot_directory": "Ember snapshots a sandbox's whole filesystem, not one directory: "
+                                  "sb.snapshot_filesystem()",
+    "Sandbox.create_connect_token": "a tunnel takes the workspace's token in the Authorization header "
+                                    "(Bearer TOKEN_ID:TOKEN_SECRET), or none with Sandbox.create(public_ports=True): "
+                                    "there are no connect tokens",
+    "Sandbox.filesystem": "Ember's sandbox files are sb.open(), sb.ls(), sb.mkdir(), sb.rm() and sb.watch()",
+    "Sandbox.logs": "a sandbox's output is its command's: read sb.stdout and sb.stderr (kept by the control plane "
+                    "from its start), or `ember sandbox list` and `ember container logs`",
     "interact": "Ember has no interactive mode (no `run -i`, no terminal attached to a container): print (prints "
                 "show on the caller's terminal), or run the function here with f.local()",
 }
@@ -89,6 +107,8 @@ ACCEPTED: dict[str, str] = {
     "Image.dockerfile_commands": "as from_dockerfile; `FROM base` is the image it extends",
     "Image.uv_sync": "installs the pins of uv.lock (exported here by `uv export`) into the image's Python",
     "Image.poetry_install_from_file": "installs the pins of poetry.lock with uv; poetry itself never runs",
+    "Sandbox.wait_until_ready": "on the Sandbox object that create(readiness_probe=) returned: the probe is kept "
+                                "by that object, and tried from there",
     "Secret.objects": "create(allow_existing=True) keeps the existing secret; list() gives handles, never values",
     "types": "DictInfo, QueueInfo, SecretInfo, VolumeInfo, FileEntry, FileEntryType; the rest is Modal's own",
 }

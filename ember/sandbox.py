@@ -30,7 +30,9 @@ from ._client.client import Client, translate
 from ._client.container_exec import ContainerExec
 from .function import FunctionSpec
 from .image import Image
+from .probe import Probe
 from .proto import api_pb2
+from .refused import refusal
 from .secret import Secret
 from .tunnel import Tunnel
 
@@ -271,7 +273,7 @@ class _Statics:
                      env: dict | None = None, name: str | None = None, block_network: bool = False,
                      cidr_allowlist: list[str] | None = None, environment_name: str | None = None,
                      encrypted_ports=(), unencrypted_ports=(), public_ports: bool = False,
-                     **refused) -> Sandbox:
+                     readiness_probe: Probe | None = None, **refused) -> Sandbox:
         """A new sandbox of `app` running cmd (none: it stays up until terminated or timed out)."""
         what = "Sandbox.create()"
         config.check_environment(environment_name, what)
@@ -301,6 +303,9 @@ class _Statics:
         if set(ports["encrypted_ports"]) & set(ports["unencrypted_ports"]):
             raise exception.InvalidError(f"{what}: a port is in both encrypted_ports and unencrypted_ports: "
                                          "name each port once")
+        if readiness_probe is not None and not isinstance(readiness_probe, Probe):
+            raise exception.InvalidError(f"{what}: readiness_probe={readiness_probe!r}: pass an ember.Probe "
+                                         "(Probe.with_tcp(PORT) or Probe.with_exec(*CMD))")
         if not isinstance(public_ports, bool):
             raise exception.InvalidError(f"{what}: public_ports={public_ports!r}: pass True or False")
         if cidr_allowlist is not None:
@@ -317,7 +322,9 @@ class _Statics:
         info = await client.rpc("SandboxCreate", api_pb2.SandboxCreateRequest(
             app_id=app_id, definition=d, argv=argv, workdir=workdir or "", timeout=spec.timeout,
             idle_timeout=idle_timeout or 0, name=name or "", public_ports=public_ports, **ports), what=what)
-        return Sandbox(info)
+        sb = Sandbox(info)
+        sb._probe = readiness_probe
+        return sb
 
     @twin
     async def from_id(self, sandbox_id: str) -> Sandbox:
@@ -367,6 +374,7 @@ class Sandbox:
         self._stderr = StreamReader(self._output(2))
         self._stdin_writer = StreamWriter(self._stdin)
         self._readers: builtins.list[asyncio.Task] = []
+        self._probe: Probe | None = None  # its readiness probe: kept here, by the object create() made
 
     @property
     def stdout(self) -> StreamReader:
@@ -476,6 +484,58 @@ class Sandbox:
                 for t in info.tunnels}
 
     @twin
+    async def wait_until_ready(self, *, timeout: float = 300) -> None:
+        """Return once its readiness probe (Sandbox.create(readiness_probe=)) succeeds: tried in
+        the sandbox every probe.interval_ms, for up to `timeout` seconds."""
+        what = self._what("wait_until_ready()")
+        if self._probe is None:
+            raise exception.InvalidError(f"{what}: it has no readiness probe: pass readiness_probe=ember.Probe."
+                                         "with_tcp(PORT) (or .with_exec(*CMD)) to Sandbox.create(), and call this on "
+                                         "the Sandbox it returns (the probe stays with that object)")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            proc = await self.exec.aio(*self._probe.argv(), timeout=max(1.0, deadline - loop.time()))
+            if await proc.wait.aio() == 0:
+                return
+            if loop.time() + self._probe.interval_ms / 1000 > deadline:
+                raise exception.TimeoutError(f"{what}: its readiness probe ({self._probe}) did not succeed "
+                                             f"within {timeout:g}s")
+            await asyncio.sleep(self._probe.interval_ms / 1000)
+
+    def detach(self) -> None:
+        """Let go of it here (its output readers stop); it runs on until it ends, and
+        Sandbox.from_id(sb.object_id) finds it again."""
+        for t in self._readers:
+            with contextlib.suppress(Exception):
+                t.get_loop().call_soon_threadsafe(t.cancel)
+        self._readers.clear()
+
+    # Modal's sandbox methods that Ember's sandboxes cannot do (ember/refused.py says why).
+    def reload_volumes(self, *args, **kwargs):
+        raise refusal("Sandbox.reload_volumes")
+
+    def mount_image(self, *args, **kwargs):
+        raise refusal("Sandbox.mount_image")
+
+    def unmount_image(self, *args, **kwargs):
+        raise refusal("Sandbox.unmount_image")
+
+    def snapshot_directory(self, *args, **kwargs):
+        raise refusal("Sandbox.snapshot_directory")
+
+    def create_connect_token(self, *args, **kwargs):
+        raise refusal("Sandbox.create_connect_token")
+
+    @property
+    def filesystem(self):
+        raise refusal("Sandbox.filesystem")
+
+    @property
+    def logs(self):
+        raise refusal("Sandbox.logs")
+
+    @twin
     async def set_tags(self, tags: dict[str, str]) -> None:
         """Replace its tags (what Sandbox.list(tags=) finds it by)."""
         if not (isinstance(tags, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())):
@@ -582,9 +642,7 @@ class Sandbox:
             yield event
 
     def __del__(self):
-        for t in self._readers:
-            with contextlib.suppress(Exception):
-                t.get_loop().call_soon_threadsafe(t.cancel)
+        self.detach()
 
 
 def _argv(cmd, what: str) -> builtins.list[str]:

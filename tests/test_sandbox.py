@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import textwrap
 import threading
@@ -19,7 +20,7 @@ from ember import exception
 from ember._client.auth import metadata
 from ember._client.client import Client
 from ember.proto import api_pb2, api_pb2_grpc
-from conftest import PY, ROOT, module_cluster, wait_for
+from conftest import PY, ROOT, free_port, module_cluster, wait_for
 
 Code = grpc.StatusCode
 
@@ -177,6 +178,40 @@ def test_timeout_and_idle_timeout_end_it(app):
         idle.wait()
     assert idle.returncode == 124
     idle.wait(raise_on_termination=False)  # says nothing, once asked not to
+
+
+def test_wait_until_ready_runs_its_readiness_probe_and_detach_lets_it_run_on(app):
+    port = free_port()  # (the process backend shares the machine's loopback)
+    # The server listens only after a second: the TCP probe is tried until it does.
+    serve = (f"import socket, time; time.sleep(1); s = socket.create_server(('127.0.0.1', {port}))\n"
+             "while True: s.accept()[0].close()")
+    sb = ember.Sandbox.create("python3", "-c", serve, app=app, timeout=60,
+                              readiness_probe=ember.Probe.with_tcp(port, interval_ms=50))
+    assert sb.poll() is None
+    sb.wait_until_ready(timeout=30)
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # it listens
+    # An exec probe: ready once the command exits 0; one that never does times out naming the probe.
+    marked = ember.Sandbox.create("sh", "-c", "sleep 1; touch /tmp/ready-$$; sleep 60", app=app, timeout=60,
+                                  readiness_probe=ember.Probe.with_exec("sh", "-c", "ls /tmp/ready-*"))
+    marked.wait_until_ready(timeout=30)
+    never = ember.Sandbox.create(app=app, timeout=60, readiness_probe=ember.Probe.with_exec("false"))
+    with pytest.raises(exception.TimeoutError, match="readiness probe.*did not succeed within 1s"):
+        never.wait_until_ready(timeout=1)
+    with pytest.raises(exception.InvalidError, match="no readiness probe"):
+        ember.Sandbox.from_id(sb.object_id).wait_until_ready()
+    with pytest.raises(exception.InvalidError, match="pass an ember.Probe"):
+        ember.Sandbox.create(app=app, readiness_probe=8000)
+    with pytest.raises(exception.InvalidError, match="TCP port"):
+        ember.Probe.with_tcp(0)
+    # Detached, it runs on, and is found again by its id.
+    never.detach()
+    again = ember.Sandbox.from_id(never.object_id)
+    assert again.poll() is None and again.exec("echo", "on").stdout.read() == "on\n"
+    for sandbox in (sb, marked, again):
+        sandbox.terminate()
+    with pytest.raises(exception.InvalidError, match="not supported by Ember.*snapshot_filesystem"):
+        again.snapshot_directory("/tmp")
 
 
 def test_a_sandbox_of_a_running_app_ends_with_it(cluster):
