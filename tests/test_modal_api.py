@@ -70,6 +70,7 @@ def test_a_program_naming_refused_names_imports_and_each_refuses_at_use(tmp_path
         "billing": lambda: modal.billing.workspace_billing_report(),
         "experimental": lambda: modal.experimental.stop_fetching_inputs(),
         "interact": lambda: modal.interact(),
+        "SandboxSnapshot": lambda: modal.SandboxSnapshot.from_id("sn-1"),
     }
     assert set(uses) == {n for n in refused.REFUSED if "." not in n}  # every refused name is tried here
     for name, use in uses.items():
