@@ -16,14 +16,13 @@ import os
 import pathlib
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import percentiles, start_cluster  # noqa: E402
+from core import percentiles, shell_floor, start_cluster  # noqa: E402
 from revisions import alternate  # noqa: E402
 
 
@@ -86,11 +85,7 @@ def main():
                 first, total = client.run(one_exec(client, cid))
                 firsts.append(first)
                 totals.append(total)
-            floor = []
-            for _ in range(args.n):
-                t = time.perf_counter()
-                subprocess.run(["sh", "-c", "echo hi"], capture_output=True, check=True)
-                floor.append(time.perf_counter() - t)
+            floor = shell_floor(args.n)
             if args.json:
                 print(json.dumps({"firsts": firsts, "totals": totals}))
             print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}, "

@@ -65,6 +65,16 @@ def percentiles(xs: list[float]) -> str:
             f"min {xs[0] * 1000:.1f} ms")
 
 
+def shell_floor(n: int) -> list[float]:
+    """Seconds of `sh -c 'echo hi'` run from here, n times: the floor of a command's round trip."""
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(["sh", "-c", "echo hi"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, server_args=()):
     """The control plane and a worker; the gateway's URL is in os.environ["EMBER_BENCH_WEB_URL"]."""
     port = free_port()

@@ -29,7 +29,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import percentiles, start_cluster  # noqa: E402
+from core import percentiles, shell_floor, start_cluster  # noqa: E402
 from revisions import alternate  # noqa: E402
 
 
@@ -244,11 +244,7 @@ def main():
             sb.terminate()
         spared = (tmp / "cluster.log").read_text(errors="replace").count(", from a spare)")
         execs = [first_byte(warm) for _ in range(args.n)]
-        floor = []
-        for _ in range(args.n):
-            t = time.perf_counter()
-            subprocess.run(["sh", "-c", "echo hi"], capture_output=True, check=True)
-            floor.append(time.perf_counter() - t)
+        floor = shell_floor(args.n)
         if args.json:
             print(json.dumps({"creates": creates, "execs": execs, "steps": steps}))
         print(f"machine: {platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}, "
