@@ -275,14 +275,14 @@ class Runtime:
         self.io.call_soon(lambda: (self.io.loop.create_task(self._connect_loop()),
                                    self.io.loop.create_task(self._heartbeat())))
         threading.Thread(target=self._watchdog, name="ember-timeout", daemon=True).start()
-        init = self.init.get()
+        init = _take(self.init)
         context.app_id = init.app_id
         if init.definition.sandbox:
             # A sandbox's container runs no code of the app: commands run in it by exec, and it
             # lives until its sandbox ends it (server/sandboxes.py).
             self.initialized = True
             self.definition = init.definition
-            threading.Event().wait()
+            _idle()
         started = StartupWatch(self, init.definition.startup_timeout)
         try:
             # Before user code: it may read them at import. env= comes after the secrets (Modal's order).
@@ -296,13 +296,13 @@ class Runtime:
             web_apps = make_apps(fn, init.definition) if init.definition.web.kind or init.definition.web_methods else {}
         except BaseException as e:  # noqa: BLE001 - whatever loading the user's code raised is the caller's
             if not started.done():
-                threading.Event().wait()  # it timed out meanwhile: the watch says so and ends the container
+                _idle()  # it timed out meanwhile: the watch says so and ends the container
             note_full_disk(e)
             data, line, tb = serialize_exception(e)
             self._init_failed(api_pb2.ContainerInitFailure(
                 error=line, traceback=tb, exception=api_pb2.Payload(data=data), in_enter=self.in_enter))
         if not started.done():
-            threading.Event().wait()
+            _idle()
         self.initialized = True
         self.definition = init.definition
         self.slots = self.target = max(1, init.definition.max_inputs)
@@ -319,7 +319,7 @@ class Runtime:
             self.web = WebHost(self, web_apps, init.definition.timeout)
             if not init.definition.is_class:
                 self.io.call_soon(self._ask_for_inputs)
-                threading.Event().wait()  # this thread only runs signal handlers now
+                _idle()  # this thread only runs signal handlers now
         for i in range(1, self.slots):
             threading.Thread(target=self._serve, args=(fn, init.definition), name=f"ember-input-{i}",
                              daemon=True).start()
@@ -343,7 +343,7 @@ class Runtime:
                 self.io.call_soon(self._flush_outputs, pending)
                 pending = []
                 continue
-            inp = self.inputs.get()
+            inp = _take(self.inputs)
             t0 = time.perf_counter()
             outputs = self._run_input(fn, definition, inp)
             duration = time.perf_counter() - t0
@@ -432,7 +432,7 @@ class Runtime:
 
     def _next_batch(self) -> list[api_pb2.Input]:
         """Up to batch_size inputs: the first to come, and what else comes within batch_wait."""
-        batch = [self.inputs.get()]
+        batch = [_take(self.inputs)]
         deadline = time.monotonic() + self.batch_wait
         while len(batch) < self.batch_size:
             left = deadline - time.monotonic()
@@ -754,6 +754,28 @@ class LogWriter(io.TextIOBase):
 
 
 RUNTIME_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)  # those the runtime handles
+
+
+# Python runs signal handlers (SIGTERM's exit hooks) in the main thread only, and the kernel may
+# hand a signal to another thread (one the main thread is not ready for: it has another pending,
+# or blocks it around a fork): a main thread asleep in a wait would then never run the handler.
+# So its waits wake every WAKE seconds, which runs what came meanwhile.
+WAKE = 0.5
+
+
+def _take(q: queue.SimpleQueue):
+    """The next item of q (without waiting when one is there), the main thread waking meanwhile."""
+    while True:
+        try:
+            return q.get(timeout=WAKE)
+        except queue.Empty:
+            pass
+
+
+def _idle():
+    """The main thread has nothing more to do but run signal handlers."""
+    while True:
+        time.sleep(WAKE)
 
 
 def _block_signals():
