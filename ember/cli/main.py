@@ -167,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--backend", choices=("auto", "container", "process"), default="auto",
                         help="how containers run: isolated (Linux, root) or as plain processes "
                              "(default: container where possible)")
+    worker.add_argument("--warm-parents", choices=("on", "off"), default="on",
+                        help="cold starts fork from a process with the function's code imported, where that is "
+                             "sound (default: on)")
     worker.add_argument("--cache-dir", default=os.environ.get("EMBER_CACHE_DIR"),
                         help="image layers and build caches; workers on one machine may share it "
                              "(default: $EMBER_CACHE_DIR, else the data dir)")

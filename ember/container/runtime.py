@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 import traceback
-import zipfile
 
 import cloudpickle
 import grpc
@@ -577,14 +576,7 @@ class Runtime:
         cache = pathlib.Path(os.environ.get("EMBER_CODE_CACHE") or pathlib.Path.cwd() / ".code")
         dest = cache / blob_id
         if not dest.exists():
-            data = self.io.run(blobs.download(self.stub, blob_id))
-            tmp = cache / f".{blob_id}.{os.getpid()}"
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                z.extractall(tmp)
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                pass  # another container unpacked it first
+            blobs.unpack_code(cache, blob_id, self.io.run(blobs.download(self.stub, blob_id)))
         return dest
 
     # ---- timeouts and cancellation
