@@ -76,7 +76,7 @@ def shell_floor(n: int) -> list[float]:
 
 
 def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, server_args=(), worker_args=()):
-    """The control plane and a worker (with `worker_args`); the gateway's URL is in os.environ["EMBER_BENCH_WEB_URL"]."""
+    """The control plane and a worker (given `worker_args`); the gateway's URL is in EMBER_BENCH_WEB_URL."""
     port = free_port()
     http_port = free_port()
     server_args = [*server_args, "--http", f"127.0.0.1:{http_port}"]

@@ -51,6 +51,12 @@ def key_of(sc: api_pb2.StartContainer) -> str:
     return h.hexdigest()[:16]
 
 
+def function_of(sc: api_pb2.StartContainer) -> tuple[str, str]:
+    """Which function it is across redeploys and runs of its app (each of which has an id of its
+    own): where its code is, by name. A parent of other code for it is out of date."""
+    return sc.definition.module, sc.definition.qualname
+
+
 def why_not(sc: api_pb2.StartContainer) -> str | None:
     """Why a container of `sc` must not be a fork, or None."""
     d = sc.definition
@@ -97,9 +103,9 @@ class Forked:
 
 
 class Parent:
-    def __init__(self, key: str, function_id: str, proc, sock: socket.socket):
+    def __init__(self, key: str, function: tuple[str, str], proc, sock: socket.socket):
         self.key = key
-        self.function_id = function_id  # the function it was made for: a redeploy of it replaces this
+        self.function = function  # (module, qualname) of the function it was made for: a redeploy of it replaces this
         self.proc = proc
         self.sock = sock
         self.children: dict[int, Forked] = {}
@@ -209,7 +215,7 @@ class WarmParents:
             try:
                 child = await parent.fork(env, cwd, log_path)
                 self.parents.move_to_end(key)
-                parent.function_id = sc.function_id
+                parent.function = function_of(sc)
                 return child
             except (ParentGone, OSError) as e:
                 self.refused[key] = f"its warm parent ended ({e}; see the worker's log)"
@@ -241,7 +247,7 @@ class WarmParents:
                 raise
             finally:
                 theirs.close()
-            parent = Parent(key, sc.function_id, proc, ours)
+            parent = Parent(key, function_of(sc), proc, ours)
             why = await parent.handshake(sc.definition)
             if why:
                 self.refused[key] = why
@@ -252,7 +258,7 @@ class WarmParents:
             log.info("a warm parent (pid %d) of %s is ready: its containers fork from it", proc.pid,
                      sc.definition.name or sc.function_id)
             for other in list(self.parents.values()):  # a redeploy's, or a new image's: the old code goes
-                if other is not parent and other.function_id == sc.function_id:
+                if other is not parent and other.function == parent.function:
                     other.retiring = True
             if len(self.parents) > MAX_PARENTS:
                 next(iter(self.parents.values())).retiring = True
