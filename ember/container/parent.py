@@ -36,6 +36,7 @@ from . import runtime  # its imports are what a fork skips
 def _load(d: api_pb2.FunctionDefinition) -> str | None:
     """Import the function's module as a container would; why a fork of this would not be sound, or None."""
     os.environ.update(d.env)
+    runtime.note_image(d)
     if d.code_blob_id:
         sys.path.insert(0, os.path.join(os.environ["EMBER_CODE_CACHE"], d.code_blob_id))
     module = __import__(d.module, fromlist=["_"])

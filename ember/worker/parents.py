@@ -17,7 +17,19 @@ imported), a module that starts threads at import or opts out (`__ember_fork__ =
 `ember worker --warm-parents off`. A parent that refuses or dies is not tried again for its
 code.
 
-Who runs a parent (a plain process, or a sandbox) is its backend's: `launch`.
+Who runs a parent is its backend's (`launch`). The process backend runs it as a plain process,
+as its containers are (no isolation to keep). The container backend runs none yet, and says so
+when the worker starts: a fork that gets namespaces of its own (PID, mount, network), a writable
+layer and a root of its own must make them itself after the fork, and so after its parent ran
+the function's import, which is user code in the same address space and can change anything the
+child does next. Every way the kernel offers needs the child to hold a privilege then (unshare or
+setns, and mount, which a container's seccomp filter denies; or capabilities over the namespaces
+it joins), and what the child can do, the parent's imported code can do first, so the privilege
+must be one that gains that code nothing. The design worked out (NOTES-forkparent.md) is a
+sandbox per fork prepared by the worker like a spare, with namespaces owned by a user namespace
+of its own nested in the worker's and a network of loopback only, which the child joins with
+setns; the one thing a parent's code gets beyond a container's is setns on namespaces made for
+forks of the same code.
 """
 
 import asyncio
