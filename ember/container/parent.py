@@ -20,6 +20,7 @@ Its memory (the interpreter, Ember's runtime, the module and what it imported: n
 is shared copy-on-write by every fork.
 """
 
+import gc
 import json
 import os
 import select
@@ -81,6 +82,9 @@ def main():
     _send(sock, {"refused": why} if why else {"ready": True})
     if why:
         return
+    # What is imported now stays out of the collector's sight: its passes would write to every
+    # object's page in each fork, copying what the forks would otherwise share.
+    gc.freeze()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
