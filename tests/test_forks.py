@@ -14,15 +14,19 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT, module_cluster, wait_for
+from conftest import ROOT, dead, module_cluster, wait_for
 
 import forks_app
+import forks_optout_app
 import forks_threads_app
+
+IDLE = 3  # seconds without a fork before the worker retires a parent (EMBER_WARM_PARENT_IDLE)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with module_cluster(tmp_path_factory.mktemp("forks"), backend="process") as c:
+    with module_cluster(tmp_path_factory.mktemp("forks"), backend="process",
+                        env={"EMBER_WARM_PARENT_IDLE": str(IDLE)}) as c:
         yield c
 
 
@@ -95,11 +99,32 @@ def test_a_redeploy_replaces_the_parent_and_the_new_code_runs(cluster, tmp_path)
     wait_for(lambda: "retired (its code was replaced)" in worker_log(cluster), what="the old parent to go")
 
 
-def test_a_module_that_starts_threads_at_import_falls_back_and_says_so_once(cluster):
-    with forks_threads_app.app.run():
-        results = [forks_threads_app.who_imported_me.remote() for _ in range(4)]
+@pytest.mark.parametrize("app, why", [
+    (forks_threads_app, "importing forks_threads_app started threads (started-at-import)"),
+    (forks_optout_app, "its module forks_optout_app opts out (__ember_fork__ = False)")])
+def test_a_module_that_cannot_be_forked_falls_back_and_says_so_once(cluster, app, why):
+    with app.app.run():
+        results = [app.who_imported_me.remote() for _ in range(4)]
     # Each container imported the module itself: none was forked.
     assert all(r["pid"] == r["imported_by"] for r in results)
-    said = "containers of who_imported_me start without a warm parent: importing forks_threads_app started threads"
+    said = f"containers of who_imported_me start without a warm parent: {why}"
     wait_for(lambda: said in worker_log(cluster), what="the worker to say why")
     assert worker_log(cluster).count(said) == 1
+
+
+def test_a_class_forks_after_its_import_and_runs_its_enter_hooks_in_the_fork(cluster):
+    with forks_app.app.run():
+        warm(cluster, lambda: forks_app.Loaded().where.remote(), "Loaded", parents_ready(cluster, "Loaded"))
+        fork = forks_app.Loaded().where.remote()
+    assert fork["ppid"] == fork["imported_by"] != fork["pid"]
+    assert fork["entered_in"] == fork["pid"]  # not in the parent: @enter hooks run in each container
+
+
+def test_an_idle_parent_is_retired(cluster):
+    forks = []
+    with forks_app.app.run():  # cold starts until one forks (from this module's parent, or a new one)
+        wait_for(lambda: (r := forks_app.who_am_i.remote())["ppid"] == r["imported_by"] and not forks.append(r),
+                 what="a fork")
+    parent = forks[0]["imported_by"]
+    wait_for(lambda: dead(parent), timeout=IDLE + 10, what="the idle parent to be retired")
+    assert f"warm parent {parent} retired (idle)" in worker_log(cluster)

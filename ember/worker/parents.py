@@ -47,7 +47,7 @@ from ..proto import api_pb2
 
 log = logging.getLogger("ember.worker")
 
-PARENT_IDLE = 60.0   # seconds without a fork before a parent is retired
+PARENT_IDLE = float(os.environ.get("EMBER_WARM_PARENT_IDLE", "60"))  # seconds without a fork before it is retired
 MAX_PARENTS = 4      # parents kept at once; the one forked least recently goes first
 WARM_AFTER = 2       # cold starts of a code (within PARENT_IDLE of each other) that start its parent
 START_AFTER = 0.25   # seconds after the cold start that asks for a parent: that container loads first

@@ -33,3 +33,16 @@ def signal_pid(pid):
         return "ok"
     except OSError as e:
         return type(e).__name__
+
+
+@app.cls(single_use_containers=True)
+class Loaded:
+    """A class: the parent imports its module, each fork runs its @enter hooks itself."""
+
+    @ember.enter()
+    def load(self):
+        self.entered_in = os.getpid()
+
+    @ember.method()
+    def where(self):
+        return {"pid": os.getpid(), "ppid": os.getppid(), "imported_by": IMPORTED_BY, "entered_in": self.entered_in}
