@@ -151,9 +151,11 @@ class Parent:
                     self.forking.set_result(msg["pid"])
                 elif "exited" in msg and (child := self.children.pop(msg["exited"], None)) is not None:
                     child._exited(os.waitstatus_to_exitcode(msg["status"]))
-        except (ParentGone, OSError, ValueError):
-            pass
-        # Gone: its forks died with it (their parent-death signal is SIGKILL).
+        except (ParentGone, OSError, ValueError, TypeError, KeyError):
+            pass  # gone, or talking nonsense
+        # Its socket's end ends it (if it still runs), and its forks with it (their parent-death
+        # signal is SIGKILL).
+        self.sock.close()
         if self.forking is not None and not self.forking.done():
             self.forking.set_exception(ParentGone("it exited"))
         for child in self.children.values():
@@ -172,6 +174,10 @@ class Parent:
             await asyncio.get_running_loop().sock_sendall(
                 self.sock, json.dumps({"fork": {"env": env, "cwd": cwd, "log": log_path}}).encode())
             pid = await self.forking
+            # A parent has run the function's import: its word is checked before the worker
+            # signals or measures that PID as a container's.
+            if not isinstance(pid, int) or _parent_of(pid) != self.proc.pid:
+                raise ParentGone(f"it answered with PID {pid!r}, which is not a child of its")
             child = self.children[pid] = Forked(pid)
             self.last_fork = asyncio.get_running_loop().time()
             return child
@@ -188,6 +194,14 @@ class Parent:
             if self.proc.returncode is None:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # A backend's way to start a parent for a container's code: given the container's start and
