@@ -221,6 +221,23 @@ def open_channel(url: str, options: list[tuple] = ()) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem()), options=options)
 
 
+def frames_to(url: str) -> bool:
+    """Whether to try the frame transport (ember/_transport.py) for the hot streams to url.
+    Not over a unix socket, nor where the address is a relay to the control plane (a
+    container's, with EMBER_TLS_SERVER_NAME: its frame port is not relayed); EMBER_TRANSPORT=grpc
+    keeps every stream on gRPC."""
+    transport = os.environ.get("EMBER_TRANSPORT", "frames")
+    if transport not in ("frames", "grpc"):
+        raise exception.InvalidError(f"EMBER_TRANSPORT={transport!r}: set it to 'frames' (the default) or 'grpc'")
+    return transport == "frames" and not url.startswith("unix:") and not os.environ.get("EMBER_TLS_SERVER_NAME")
+
+
+def client_tls() -> ssl.SSLContext:
+    """TLS for a plain socket to the control plane, checked as open_channel checks gRPC's."""
+    pem = ca_pem()
+    return ssl.create_default_context(cadata=pem.decode("ascii", "replace") if pem is not None else None)
+
+
 # OpenSSL's verify codes for a certificate that is trusted but names another host.
 X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH = 62, 64
 

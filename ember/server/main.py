@@ -30,6 +30,7 @@ from .scheduler import Scheduler
 from .secrets import Secrets
 from .store import Store, StoreError, StoreUnavailable, describe_url, open_store
 from .tokens import ProxyTokens
+from .transport import FrameServer
 from .tunnels import Tunnels
 
 log = logging.getLogger("ember.server")
@@ -109,14 +110,17 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                               volume_versions=gc.volume_versions)
     sched.placement.on_volumes = collector.hold
     secrets = Secrets(store, data_dir / "secret.key")
-    api_pb2_grpc.add_ClientApiServicer_to_server(
-        ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4), server)
+    clients = ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4)
+    api_pb2_grpc.add_ClientApiServicer_to_server(clients, server)
     api_pb2_grpc.add_WorkerApiServicer_to_server(WorkerService(sched, blobs), server)
     api_pb2_grpc.add_ContainerApiServicer_to_server(ContainerService(sched, blobs, secrets), server)
     healthy = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(healthy, server)
     bound = _listen(server, address, server_tls)
     await server.start()
+    frames = FrameServer(clients)
+    if not address.startswith("unix:"):  # a unix socket's clients are this machine's: gRPC is enough there
+        clients.transport_port = await frames.start(address.rpartition(":")[0], server_tls)
     await healthy.set("", health_pb2.HealthCheckResponse.SERVING)
     serving.set()
     state = f"state in {describe_url(database_url)}, " if database_url else ""
@@ -169,6 +173,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     sched.fleet.closing = True  # the streams that close now say nothing of workers and containers
     web_server.should_exit = True
     # One that lost its lease drops its streams at once: its clients and workers go to the new leader.
+    await frames.stop()
     await server.stop(grace=0 if stepped_down else 1.0)
     await web_task
     if not stepped_down:
