@@ -221,15 +221,20 @@ def open_channel(url: str, options: list[tuple] = ()) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem()), options=options)
 
 
-def frames_to(url: str) -> bool:
-    """Whether to try the frame transport (ember/_transport.py) for the hot streams to url.
-    Not over a unix socket, nor where the address is a relay to the control plane (a
-    container's, with EMBER_TLS_SERVER_NAME: its frame port is not relayed); EMBER_TRANSPORT=grpc
-    keeps every stream on gRPC."""
-    transport = os.environ.get("EMBER_TRANSPORT", "frames")
-    if transport not in ("frames", "grpc"):
-        raise exception.InvalidError(f"EMBER_TRANSPORT={transport!r}: set it to 'frames' (the default) or 'grpc'")
-    return transport == "frames" and not url.startswith("unix:") and not os.environ.get("EMBER_TLS_SERVER_NAME")
+def transport() -> str:
+    """How the hot streams travel (EMBER_TRANSPORT): "frames", the frame transport where the
+    control plane serves it (ember/_transport.py), the default; or "grpc"."""
+    chosen = os.environ.get("EMBER_TRANSPORT", "frames")
+    if chosen not in ("frames", "grpc"):
+        raise exception.InvalidError(f"EMBER_TRANSPORT={chosen!r}: set it to 'frames' (the default) or 'grpc'")
+    return chosen
+
+
+def frames_reach(url: str) -> bool:
+    """Whether a frame connection can go where url goes: not over a unix socket, nor where the
+    address is a relay to the control plane (a container's, with EMBER_TLS_SERVER_NAME: the relay
+    carries gRPC's port only)."""
+    return not url.startswith("unix:") and not os.environ.get("EMBER_TLS_SERVER_NAME")
 
 
 def client_tls() -> ssl.SSLContext:

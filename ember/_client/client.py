@@ -79,6 +79,7 @@ class Client:
         self.url = url  # one address, or several of control planes of which one leads (servers.py)
         self.token = token
         self.pid = os.getpid()
+        self.transport = config.transport()
         self.tls: ssl.SSLContext | None = None  # for frame connections, made when first needed
         self.servers = Servers(url, lambda channel: Authed(api_pb2_grpc.ClientApiStub(channel), token))
         self.bridge = LoopThread("ember-client")
@@ -162,7 +163,7 @@ class Client:
         """A frame connection (ember/_transport.py) to the control plane at url; None where there
         is none to have (it serves none, or it cannot be reached so: the caller uses gRPC). What
         says that control plane is unavailable is raised, as gRPC's stream would raise it."""
-        if not config.frames_to(url):
+        if self.transport != "frames" or not config.frames_reach(url):
             return None
         try:
             endpoint = await self.servers.stub_at(url).TransportEndpoint(
@@ -179,7 +180,7 @@ class Client:
             host = config.host_and_port(url)[0]
             return await asyncio.wait_for(_transport.connect(host, endpoint.port, self.tls if config.is_tls(url)
                                                              else None), CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
+        except (OSError, TimeoutError, ValueError, exception.Error) as e:  # (ssl.SSLError is an OSError)
             log.warning("the frame transport of %s cannot be reached (%s): using gRPC", url, e)
             return None
 
