@@ -22,6 +22,7 @@ import threading
 import pytest
 from conftest import Cluster, run_py, wait_for
 from tcp_proxy import TcpProxy
+from test_failover import Pair
 
 import ember
 from ember import exception
@@ -220,44 +221,85 @@ def test_grpc_takes_over_where_frames_cannot_go(plane):
     assert out.returncode != 0 and "EMBER_TRANSPORT='fast'" in out.stderr
 
 
-def test_a_control_plane_killed_mid_stream_loses_nothing_it_acknowledged(plane):
-    d = ember.Dict.from_name("acked", create_if_missing=True)
-    q = ember.Queue.from_name("acked", create_if_missing=True)
-    acked, unsure, stop = [], [], threading.Event()
+class Writes:
+    """Four threads writing to a dict and a queue over the client's object stream, until stopped:
+    what was acknowledged, and what was in flight when the stream broke (it may or may not have
+    happened)."""
 
-    def write(w):
-        for i in range(100_000):
-            if stop.is_set():
+    def __init__(self, name: str):
+        self.d = ember.Dict.from_name(name, create_if_missing=True)
+        self.q = ember.Queue.from_name(name, create_if_missing=True)
+        self.acked, self.unsure, self.stop = [], [], threading.Event()
+        self.threads = [threading.Thread(target=self._write, args=(w,)) for w in range(4)]
+        for t in self.threads:
+            t.start()
+
+    def _write(self, w: int):
+        for i in range(1_000_000):
+            if self.stop.is_set():
                 return
             item = (w, i)
             try:
-                d[item] = i
-                q.put(item)
-                acked.append(item)
-            except exception.ConnectionError:  # in flight when it died: may or may not have happened
-                unsure.append(item)
+                self.d[item] = i
+                self.q.put(item)
+                self.acked.append(item)
+            except exception.ConnectionError:
+                self.unsure.append(item)
 
-    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
-    for t in writers:
-        t.start()
-    try:
-        wait_for(lambda: len(acked) > 200, what="writes over frames")
-        before = frame_port()
-        plane.server.send_signal(signal.SIGKILL)
-        plane.server.wait()
-        plane.start_server()
-        at_restart = len(acked)
-        wait_for(lambda: len(acked) > at_restart + 200, what="writes after the restart")
-    finally:
-        stop.set()
-        for t in writers:
+    def more(self, n: int, what: str):
+        """Wait for n more acknowledged writes."""
+        now = len(self.acked)
+        wait_for(lambda: len(self.acked) >= now + n, what=what)
+
+    def check(self):
+        """Stop; every acknowledged write is there, once, and nothing that was not written."""
+        self.stop.set()
+        for t in self.threads:
             t.join(60)
-    assert unsure, "no write was in flight when the control plane was killed: the test proved nothing"
-    got = []
-    while batch := q.get_many(1000, block=False):
-        got += [tuple(item) for item in batch]
-    assert len(got) == len(set(got))
-    assert set(acked) <= set(got) <= set(acked) | set(unsure)
-    assert all(d[item] == item[1] for item in acked)
+        assert self.unsure, "no write was in flight when the stream broke: the test proved nothing"
+        got = []
+        while batch := self.q.get_many(1000, block=False):
+            got += [tuple(item) for item in batch]
+        assert len(got) == len(set(got))
+        assert set(self.acked) <= set(got) <= set(self.acked) | set(self.unsure)
+        assert all(self.d[item] == item[1] for item in self.acked)
+
+
+def test_a_control_plane_killed_mid_stream_loses_nothing_it_acknowledged(plane):
+    writes = Writes("acked")
+    try:
+        writes.more(200, "writes over frames")
+        before = frame_port()
+        plane.kill_server()
+        plane.start_server()
+        writes.more(200, "writes after the restart")
+    finally:
+        writes.check()
     after = frame_port()
     assert after != before and connections_to(after) == 1  # back on frames, at the new port
+
+
+def test_a_killed_leader_s_clients_go_on_at_the_new_leader_on_frames(tmp_path):
+    pair = Pair(tmp_path)
+    pair.start_servers()
+    old = {key: os.environ.get(key) for key in pair.env}
+    os.environ.update(pair.env)
+    try:
+        writes = Writes("failover")
+        try:
+            writes.more(200, "writes at the first leader")
+            assert connections_to(frame_port()) == 1
+            pair.servers[0].send_signal(signal.SIGKILL)  # mid-stream: the standby takes over its lease
+            writes.more(200, "writes at the new leader")
+        finally:
+            writes.check()
+        assert pair.leader()[0].endswith(str(pair.ports[1]))
+        assert connections_to(frame_port()) == 1  # on frames there too
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        Client.close_url(pair.url)
+        pair.stop()
