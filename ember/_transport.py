@@ -3,9 +3,10 @@ plain socket (TCP, with TLS where the control plane has TLS), driven by the even
 
 Python gRPC costs about a quarter of a millisecond per message each way here; a frame costs a
 header and one write. Each frame is a 5-byte header (the body's length, big-endian, and its
-kind) and the body: one serialized message. Frames sent in one turn of the event loop go out
-in one write (whatever is ready is batched), and the reader pauses the socket while too many
-frames wait to be taken (back pressure, as gRPC's flow control).
+kind) and the body: one serialized message. The first frame sent in a turn of the event loop
+goes out at once; the others sent in that turn, together in one write at its end (whatever is
+ready is batched), and the reader pauses the socket while too many frames wait to be taken
+(back pressure, as gRPC's flow control).
 
 A connection carries one stream, as a gRPC call does: the client's first frame is a
 TransportHello (the stream's name and the caller's token), then the requests, then a
@@ -49,7 +50,8 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.lost: Exception | None = None
         self.reading_paused = False
-        self.out: list[bytes] = []  # frames sent in this turn of the loop, written at its end
+        self.batching = False  # a frame was written in this turn of the loop: the next ones wait for its end
+        self.out: list[bytes] = []  # frames sent in this turn of the loop after the first, written at its end
         self.writable = asyncio.Event()
         self.writable.set()
 
@@ -106,13 +108,18 @@ class Connection(asyncio.Protocol):
         return self.frames.popleft()
 
     def send(self, kind: int, msg):
-        if self.lost is not None:
+        if self.lost is not None or self.transport.is_closing():
             return  # its reader learns that from receive()
         body = msg.SerializeToString()
-        if not self.out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self.out.append(HEADER.pack(len(body), kind))
-        self.out.append(body)
+        if self.batching:
+            self.out.append(HEADER.pack(len(body), kind))
+            self.out.append(body)
+            return
+        # The first frame of a turn goes at once (no wait for a lone request or answer); those
+        # sent after it in the same turn, together at its end.
+        self.transport.write(HEADER.pack(len(body), kind) + body)
+        self.batching = True
+        asyncio.get_running_loop().call_soon(self._flush)
 
     async def drained(self):
         """Wait while the socket's buffer is full (the peer reads slower than this side sends)."""
@@ -124,6 +131,7 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def _flush(self):
+        self.batching = False
         if self.out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self.out))
         self.out.clear()

@@ -105,7 +105,8 @@ class FrameServer:
             async with contextlib.aclosing(handler(self.service, _requests(conn, request_type), None, who)) as replies:
                 async for reply in replies:
                     conn.send(MESSAGE, reply)
-                    await conn.drained()
+                    if not conn.writable.is_set():
+                        await conn.drained()
         except STREAM_ENDINGS as e:
             return ending(hello.method, e)
         return grpc.StatusCode.OK, ""
