@@ -77,17 +77,26 @@ def frame(kind: int, msg) -> bytes:
     return HEADER.pack(len(body), kind) + body
 
 
-def exchange(port: int, data: bytes, ca_file: pathlib.Path | None) -> list[tuple[int, bytes]]:
-    """Send raw bytes to the frame port (over TLS, trusting ca_file); the frames until it closes."""
+def opened(port: int, ca_file: pathlib.Path | None) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=20)
     if ca_file:
         sock = ssl.create_default_context(cafile=str(ca_file)).wrap_socket(sock, server_hostname="127.0.0.1")
-    with sock:
+    return sock
+
+
+def exchange(port: int, data: bytes, ca_file: pathlib.Path | None) -> list[tuple[int, bytes]]:
+    """Send raw bytes to the frame port (over TLS, trusting ca_file); the frames until it closes."""
+    with opened(port, ca_file) as sock:
         sock.sendall(data)
-        got = b""
-        with contextlib.suppress(ConnectionResetError, ssl.SSLEOFError):
-            while chunk := sock.recv(1 << 16):
-                got += chunk
+        return received(sock)
+
+
+def received(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """The frames that come until the connection closes."""
+    got = b""
+    with contextlib.suppress(ConnectionResetError, ssl.SSLEOFError):
+        while chunk := sock.recv(1 << 16):
+            got += chunk
     frames = []
     while got:
         size, kind = HEADER.unpack_from(got)
@@ -181,6 +190,21 @@ def test_the_frame_port_refuses_whoever_grpc_refuses(tls_plane):
     assert exchange(port, hello(admin) + ops, None) == []  # not TLS: no answer
     # A's data is untouched, and the control plane serves on.
     assert d["k"] == "a-data"
+
+
+def test_a_revoked_token_s_frame_stream_ends_at_its_next_use(tls_plane):
+    t = json.loads(cli({}, "token", "new", "--json"))
+    d = ember.Dict.from_name("revoked", create_if_missing=True)
+    length = frame(MESSAGE, api_pb2.ObjectOp(tag=1, dict=api_pb2.DictRequest(dict_id=d.object_id,
+                                                                             op=api_pb2.DictRequest.LEN)))
+    with opened(frame_port(), tls_plane.ca_file) as sock:
+        sock.sendall(hello((t["token_id"], t["token_secret"])) + length)
+        size, kind = HEADER.unpack(sock.recv(HEADER.size))
+        assert kind == MESSAGE and api_pb2.ObjectOpResult.FromString(sock.recv(size)).tag == 1
+        cli({}, "token", "revoke", t["token_id"])
+        sock.sendall(length)
+        code, details = status_of(received(sock))
+    assert code == "UNAUTHENTICATED" and "revoked" in details
 
 
 @pytest.fixture(scope="module")
