@@ -231,10 +231,10 @@ def transport() -> str:
 
 
 def frames_reach(url: str) -> bool:
-    """Whether a frame connection can go where url goes: not over a unix socket, nor where the
-    address is a relay to the control plane (a container's, with EMBER_TLS_SERVER_NAME: the relay
-    carries gRPC's port only)."""
-    return not url.startswith("unix:") and not os.environ.get("EMBER_TLS_SERVER_NAME")
+    """Whether a frame connection can go where url goes: not over a unix socket, nor from inside
+    a container (EMBER_CONTAINER_ID): its address of the control plane is a relay or a
+    translation of gRPC's port alone (worker/container.py), and another port could hang."""
+    return not url.startswith("unix:") and not os.environ.get("EMBER_CONTAINER_ID")
 
 
 def client_tls() -> ssl.SSLContext:
