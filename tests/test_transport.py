@@ -20,7 +20,7 @@ import sys
 import threading
 
 import pytest
-from conftest import Cluster, run_py, wait_for
+from conftest import Cluster, environ, run_py, wait_for
 from tcp_proxy import TcpProxy
 from test_failover import Pair
 
@@ -127,17 +127,17 @@ def tls_plane(tmp_path_factory):
     """A control plane with TLS (no worker: objects need none) that this process's clients use."""
     c = Cluster(tmp_path_factory.mktemp("frames-tls"))
     c.start_server(["--tls", "auto"])
-    env = dict(c.env, EMBER_CA_CERT=str(c.ca_file))
-    old = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
+    with used(c, EMBER_CA_CERT=str(c.ca_file)):
         yield c
+
+
+@contextlib.contextmanager
+def used(c: Cluster, **env):
+    """This process's clients use the cluster (with env's variables too); it stops after."""
+    try:
+        with environ(dict(c.env, **env)):
+            yield c
     finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         Client.close_url(c.url)
         c.stop()
 
@@ -212,18 +212,8 @@ def plane(tmp_path_factory):
     """A plaintext control plane (no worker), for this process's clients and subprocesses."""
     c = Cluster(tmp_path_factory.mktemp("frames"))
     c.start_server()
-    old = {key: os.environ.get(key) for key in c.env}
-    os.environ.update(c.env)
-    try:
+    with used(c):
         yield c
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        Client.close_url(c.url)
-        c.stop()
 
 
 def test_grpc_takes_over_where_frames_cannot_go(plane):
@@ -306,9 +296,7 @@ def test_a_control_plane_killed_mid_stream_loses_nothing_it_acknowledged(plane):
 def test_a_killed_leader_s_clients_go_on_at_the_new_leader_on_frames(tmp_path):
     pair = Pair(tmp_path)
     pair.start_servers()
-    old = {key: os.environ.get(key) for key in pair.env}
-    os.environ.update(pair.env)
-    try:
+    with used(pair):
         writes = Writes("failover")
         try:
             writes.more(200, "writes at the first leader")
@@ -319,11 +307,3 @@ def test_a_killed_leader_s_clients_go_on_at_the_new_leader_on_frames(tmp_path):
             writes.check()
         assert pair.leader()[0].endswith(str(pair.ports[1]))
         assert connections_to(frame_port()) == 1  # on frames there too
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        Client.close_url(pair.url)
-        pair.stop()
