@@ -23,6 +23,9 @@ from .stream import Backoff, ReconnectingStream, unavailable
 
 CONNECT_TIMEOUT = 5.0      # seconds to reach a control plane at all
 RECONNECT_WINDOW = 120.0   # seconds to keep retrying an established one (it may be restarting)
+# Seconds to open a frame connection (ember/_transport.py) before using gRPC instead: milliseconds
+# where it can be reached; a firewall or load balancer that drops the port must not stall a stream.
+FRAMES_CONNECT_TIMEOUT = 1.0
 # Unary calls in flight on one channel at most: past about a thousand, gRPC's asyncio client
 # starts failing calls as CANCELLED. Callers beyond the limit wait their turn.
 MAX_INFLIGHT = 512
@@ -179,7 +182,7 @@ class Client:
                 self.tls = config.client_tls()
             host = config.host_and_port(url)[0]
             return await asyncio.wait_for(_transport.connect(host, endpoint.port, self.tls if config.is_tls(url)
-                                                             else None), CONNECT_TIMEOUT)
+                                                             else None), FRAMES_CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError, exception.Error) as e:  # (ssl.SSLError is an OSError)
             log.warning("the frame transport of %s cannot be reached (%s): using gRPC", url, e)
             return None
