@@ -8,9 +8,10 @@ Measures, from a client on the same machine, the median of 2,000 after 200 warm-
   - Dict.put then Dict.get of a small value (Redis: SET then GET);
   - Queue.put then Queue.get (Redis: RPUSH then BLPOP);
 and where a Dict pair's time goes: the hop from the caller's thread to the client's event loop
-and back (twice a pair), the pair from within the loop (no hop), the bare transport's ping-pong
-(bench/grpc_floor.py, twice a pair), and the store's commits (the control plane's own
-ember_store_commit_seconds: how many a pair makes, and how long one takes).
+and back (once an operation), the bare transport's ping-pong (bench/grpc_floor.py, once an
+operation), the store's commits (the control plane's own ember_store_commit_seconds: how many a
+pair makes, and how long one takes), and for a put and a get on frames, the time in the client
+before its frame is written, from then to the answer's arrival, and from there to the caller.
 """
 
 import json
@@ -55,8 +56,42 @@ def commits() -> tuple[float, float]:
     return float(figures["ember_store_commit_seconds_count"]), float(figures["ember_store_commit_seconds_sum"])
 
 
+def marked() -> dict:
+    """Have the frame transport note when it last wrote a frame and when data last arrived (set
+    before the client connects: the event loop keeps the methods it found then)."""
+    from ember import _transport
+    marks = {}
+    send, received = _transport.Connection.send, _transport.Connection.data_received
+
+    def marked_send(conn, kind, msg):
+        marks["written"] = time.perf_counter()
+        send(conn, kind, msg)
+
+    def marked_received(conn, data):
+        marks["arrived"] = time.perf_counter()
+        received(conn, data)
+
+    _transport.Connection.send, _transport.Connection.data_received = marked_send, marked_received
+    return marks
+
+
+def split(op, name: str, marks: dict) -> dict:
+    """Where one operation's time goes on the frame transport, medians in ms: in the client
+    before its frame is written, from that write to the answer's arrival (loopback both ways and
+    the control plane's handling, commit included), and from there back to the caller."""
+    rows = []
+    for _ in range(N + WARMUP):
+        t = time.perf_counter()
+        op()
+        arrived = marks["arrived"]
+        rows.append((marks["written"] - t, arrived - marks["written"], time.perf_counter() - arrived))
+    parts = ("client_ms", "server_ms", "back_ms")
+    return {f"{name}_{part}": statistics.median(r[k] for r in rows[WARMUP:]) * 1000 for k, part in enumerate(parts)}
+
+
 def bench_ember(tmp: pathlib.Path, transport: str) -> dict:
     os.environ["EMBER_TRANSPORT"] = transport  # read by the client of this server's URL, made below
+    marks = marked()
     server, worker = start_cluster(tmp, backend="process")
     try:
         import ember
@@ -84,17 +119,9 @@ def bench_ember(tmp: pathlib.Path, transport: str) -> dict:
         async def nothing():
             pass
         figures["hop_ms"] = timed(lambda: client.run(nothing()))
-        put, get = ember.Dict.__dict__["put"].op, ember.Dict.__dict__["get"].op
-
-        async def pairs_in_the_loop():
-            times = []
-            for _ in range(N + WARMUP):
-                t = time.perf_counter()
-                await put(d, "key", value)
-                await get(d, "key")
-                times.append(time.perf_counter() - t)
-            return statistics.median(times[WARMUP:]) * 1000
-        figures["loop_dict_ms"] = client.run(pairs_in_the_loop())
+        if transport == "frames":
+            figures.update(split(lambda: d.put("key", value), "put", marks),
+                           **split(lambda: d.get("key"), "get", marks))
         return figures
     finally:
         for p in (worker, server):
@@ -173,9 +200,13 @@ def main():
         frames, grpc = e["frames"][key], e["grpc"][key]
         print(f"{label:34}{frames:10.3f}{grpc:10.3f}{r[key]:10.3f}{frames / r[key]:13.1f}x")
     print("where a Dict pair's time goes (ms):")
-    for key, label in (("hop_ms", "thread -> client loop -> thread, one"), ("loop_dict_ms", "the pair from the loop"),
-                       ("commit_ms", "one store commit (server)"), ("commits_per_pair", "commits per pair")):
+    for key, label in (("hop_ms", "thread -> client loop -> thread, one"), ("commit_ms", "one store commit (server)"),
+                       ("commits_per_pair", "commits per pair")):
         print(f"  {label:40}{e['frames'][key]:10.3f}{e['grpc'][key]:10.3f}")
+    f = e["frames"]
+    for name in ("put", "get"):
+        print(f"  frames, Dict.{name}: in the client before its write {f[name + '_client_ms']:.3f}, write -> answer "
+              f"arrives {f[name + '_server_ms']:.3f}, arrival -> caller {f[name + '_back_ms']:.3f}")
     print(f"transport floor, in the same run: {floor} (a put + get pair is two of them)")
 
 
