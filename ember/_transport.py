@@ -43,7 +43,8 @@ class FrameError(Exception):
 class Connection(asyncio.Protocol):
     """One socket's frames: send(kind, message) and `await receive()`."""
 
-    def __init__(self):
+    def __init__(self, limit: int = MAX_MESSAGE_BYTES):
+        self.limit = limit  # bytes of a frame's body at most
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.frames: collections.deque[tuple[int, bytes]] = collections.deque()
@@ -66,8 +67,8 @@ class Connection(asyncio.Protocol):
         start = 0
         while len(buf) - start >= HEADER.size:
             size, kind = HEADER.unpack_from(buf, start)
-            if size > MAX_MESSAGE_BYTES:
-                self._fail(FrameError(f"a frame of {size} bytes is over the limit of {MAX_MESSAGE_BYTES}"))
+            if size > self.limit:
+                self._fail(FrameError(f"a frame of {size} bytes is over the limit of {self.limit}"))
                 return
             end = start + HEADER.size + size
             if len(buf) < end:

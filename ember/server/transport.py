@@ -19,12 +19,14 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from .._transport import HELLO, MESSAGE, STATUS, Closed, Connection, FrameError
+from ..config import MAX_MESSAGE_BYTES
 from ..proto import api_pb2
 from .api import STREAM_ENDINGS, ClientService, ending
 from .auth import Forbidden, Unauthenticated
 from .tls import ServerTLS
 
 HELLO_TIMEOUT = 10.0  # seconds for a new connection to say who it is
+HELLO_LIMIT = 64 * 1024  # bytes of a frame before the connection has proved who it is
 # The streams served here, by their RPC's name: the type of their requests.
 STREAMS = {"ObjectStream": api_pb2.ObjectOp}
 log = logging.getLogger("ember.server")
@@ -62,7 +64,7 @@ class FrameServer:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def _connection(self) -> Connection:
-        conn = Connection()
+        conn = Connection(limit=HELLO_LIMIT)  # no large frames from whoever has not proved who it is
         self.connections.add(conn)
         task = asyncio.get_running_loop().create_task(self._serve(conn))
         self.tasks.add(task)
@@ -99,6 +101,7 @@ class FrameServer:
             return grpc.StatusCode.UNAUTHENTICATED, str(e)
         except Forbidden as e:
             return grpc.StatusCode.PERMISSION_DENIED, str(e)
+        conn.limit = MAX_MESSAGE_BYTES
         # The handler as gRPC's wrapper calls it, after the same check (api.py: authenticated).
         handler = getattr(ClientService, hello.method).__wrapped__
         try:
