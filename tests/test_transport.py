@@ -20,7 +20,7 @@ import sys
 import threading
 
 import pytest
-from conftest import Cluster, environ, run_py, wait_for
+from conftest import Cluster, environ, free_port, run_py, wait_for
 from tcp_proxy import TcpProxy
 from test_failover import Pair
 
@@ -127,7 +127,8 @@ def cli(env, *args) -> str:
 def tls_plane(tmp_path_factory):
     """A control plane with TLS (no worker: objects need none) that this process's clients use."""
     c = Cluster(tmp_path_factory.mktemp("frames-tls"))
-    c.start_server(["--tls", "auto"])
+    c.frames_port = free_port()
+    c.start_server(["--tls", "auto", "--frames-port", str(c.frames_port)])
     with used(c, EMBER_CA_CERT=str(c.ca_file)):
         yield c
 
@@ -149,6 +150,7 @@ def test_objects_go_over_frames_with_tls(tls_plane):
     d["k"] = {"v": 1}
     q.put_many([1, 2])
     assert d["k"] == {"v": 1} and q.get_many(5) == [1, 2]
+    assert frame_port() == tls_plane.frames_port  # as it was told (--frames-port)
     assert connections_to(frame_port()) == 1  # the object stream, and only it
     # An error comes back as on gRPC.
     with pytest.raises(exception.NotFoundError, match="no dict named 'absent'"):

@@ -18,6 +18,7 @@ import ssl
 import grpc
 from google.protobuf.message import DecodeError
 
+from .. import exception
 from .._transport import HELLO, MESSAGE, STATUS, Closed, Connection, FrameError
 from ..config import MAX_MESSAGE_BYTES
 from ..proto import api_pb2
@@ -46,11 +47,15 @@ class FrameServer:
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task] = set()
 
-    async def start(self, host: str, server_tls: ServerTLS | None) -> int:
-        """Listen on host (any free port); the port."""
+    async def start(self, host: str, port: int, server_tls: ServerTLS | None) -> int:
+        """Listen on host and port (0: any free one); the port."""
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self._connection, host.strip("[]") or None, 0,
-                                               ssl=server_context(server_tls) if server_tls else None)
+        try:
+            self.server = await loop.create_server(self._connection, host.strip("[]") or None, port,
+                                                   ssl=server_context(server_tls) if server_tls else None)
+        except OSError as e:
+            raise exception.InvalidError(f"the frame transport cannot listen on {host}:{port} ({e.strerror}): "
+                                         "pass another --frames-port, or 0 for any free one") from None
         return self.server.sockets[0].getsockname()[1]
 
     async def stop(self):
