@@ -3,6 +3,7 @@ loopback, in one run.
 
     python bench/objects.py      # needs redis-server (apt-get install redis-server);
                                  # installs redis-py into bench/.venv-redis the first time
+    python bench/objects.py --tls  # Ember over TLS (`ember server --tls auto`), frames and gRPC alike
 
 Measures, from a client on the same machine, the median of 2,000 after 200 warm-up:
   - Dict.put then Dict.get of a small value (Redis: SET then GET);
@@ -20,6 +21,7 @@ import pathlib
 import platform
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -51,7 +53,10 @@ def timed(op) -> float:
 
 def commits() -> tuple[float, float]:
     """(count, seconds) of the control plane's store commits so far, from its /metrics."""
-    text = urllib.request.urlopen(os.environ["EMBER_BENCH_WEB_URL"] + "/metrics", timeout=10).read().decode()
+    ca = os.environ.get("EMBER_CA_CERT")  # over TLS: the control plane's own CA
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    text = urllib.request.urlopen(os.environ["EMBER_BENCH_WEB_URL"] + "/metrics", timeout=10,
+                                  context=context).read().decode()
     figures = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("ember_store_commit_seconds_"))
     return float(figures["ember_store_commit_seconds_count"]), float(figures["ember_store_commit_seconds_sum"])
 
@@ -89,10 +94,10 @@ def split(op, name: str, marks: dict) -> dict:
     return {f"{name}_{part}": statistics.median(r[k] for r in rows[WARMUP:]) * 1000 for k, part in enumerate(parts)}
 
 
-def bench_ember(tmp: pathlib.Path, transport: str) -> dict:
+def bench_ember(tmp: pathlib.Path, transport: str, tls: bool) -> dict:
     os.environ["EMBER_TRANSPORT"] = transport  # read by the client of this server's URL, made below
     marks = marked()
-    server, worker = start_cluster(tmp, backend="process")
+    server, worker = start_cluster(tmp, backend="process", tls=tls)
     try:
         import ember
         from ember._client.client import Client
@@ -177,15 +182,16 @@ def bench_redis(tmp: pathlib.Path) -> dict:
 def main():
     if sys.argv[1:2] == ["--one"]:  # one transport's figures, in a process of its own (its own client)
         tmp = pathlib.Path(sys.argv[3])
-        print(json.dumps(bench_ember(tmp, sys.argv[2])))
+        print(json.dumps(bench_ember(tmp, sys.argv[2], tls="--tls" in sys.argv)))
         return
+    tls = "--tls" in sys.argv[1:]
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-objects-"))
     try:
         e = {}
         for transport in TRANSPORTS:
             (tmp / transport).mkdir()
-            out = subprocess.run([sys.executable, __file__, "--one", transport, str(tmp / transport)],
-                                 capture_output=True, text=True)
+            out = subprocess.run([sys.executable, __file__, "--one", transport, str(tmp / transport)]
+                                 + (["--tls"] if tls else []), capture_output=True, text=True)
             if out.returncode:
                 raise SystemExit(f"the benchmark on {transport} failed:\n{out.stderr[-3000:]}")
             e[transport] = json.loads(out.stdout.splitlines()[-1])
@@ -194,7 +200,8 @@ def main():
                                check=True).stdout.strip()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"# objects benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores")
+    print(f"# objects benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores"
+          + (", Ember over TLS" if tls else ""))
     print(f"{'':34}{'frames':>10}{'gRPC':>10}{'Redis':>10}{'frames/Redis':>14}")
     for key, label in (("dict_ms", "Dict put + get, median (ms)"), ("queue_ms", "Queue put + get, median (ms)")):
         frames, grpc = e["frames"][key], e["grpc"][key]
