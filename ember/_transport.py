@@ -22,6 +22,7 @@ import ssl
 import struct
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from .config import MAX_MESSAGE_BYTES
 from .proto import api_pb2
@@ -199,9 +200,9 @@ class FrameStream:
                 except (Closed, FrameError) as e:
                     raise status_error(grpc.StatusCode.UNAVAILABLE, f"the frame stream broke: {e}") from None
                 if kind == MESSAGE:
-                    yield self.response_type.FromString(body)
+                    yield _parse(self.response_type, body)
                 elif kind == STATUS:
-                    status = api_pb2.TransportStatus.FromString(body)
+                    status = _parse(api_pb2.TransportStatus, body)
                     if status.code:
                         raise status_error(CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.details)
                     return
@@ -214,3 +215,12 @@ class FrameStream:
             conn.send(MESSAGE, msg)
             await conn.drained()
         conn.send(STATUS, api_pb2.TransportStatus())
+
+
+def _parse(message_type, body: bytes):
+    """A message from the control plane; what does not parse ends the stream as gRPC would."""
+    try:
+        return message_type.FromString(body)
+    except DecodeError:
+        raise status_error(grpc.StatusCode.INTERNAL, f"the control plane sent a frame that is not a "
+                           f"{message_type.DESCRIPTOR.name}") from None
