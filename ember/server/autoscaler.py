@@ -43,25 +43,25 @@ class Autoscaler:
         self.scale_up(fn)
 
     def scale_up(self, fn: FunctionState):
-        """Start containers when the backlog would take longer to drain than a start takes."""
+        """Start the containers its backlog needs, at once: before anything has run, one for each
+        input it has queued or running (target_inputs each, @ember.concurrent); once timings come,
+        as many as drain the backlog within a cold start."""
         if not fn.pending or not fn.app.running or fn.init_failure is not None or fn.definition.sandbox:
             return
         live = [c for c in fn.containers.values() if not c.stopping]
         n_live = len(live)
         limit = fn.definition.max_containers or 1_000_000
         outstanding = len(fn.pending) + sum(len(c.held) for c in live)
-        if n_live == 0:
-            target = 1
-        else:
-            est = self._exec_estimate(fn, live)
-            if est is None:
-                return  # nothing has run yet: wait for the first container to tell us
-            work = len(fn.pending) * est
-            target = max(n_live, math.ceil(work / self.fleet.cold_start))
-        per_container = fn.definition.target_inputs or fn.definition.max_inputs
-        if per_container > 1:
-            # Concurrent inputs (@ember.concurrent): as many containers as hold target_inputs each.
-            target = max(target, math.ceil(outstanding / per_container))
+        per_container = max(1, fn.definition.target_inputs or fn.definition.max_inputs)
+        # One container for each input it has no room for (Modal's rule): what a backlog needs
+        # while nothing tells how long its inputs take. Concurrent ones hold target_inputs each.
+        target = math.ceil(outstanding / per_container)
+        est = self._exec_estimate(fn, live)
+        if est is not None:
+            # Timings tell: as many as drain the backlog within a cold start. Short inputs drain
+            # on the containers it has sooner than another would start.
+            by_work = max(n_live, math.ceil(len(fn.pending) * est / self.fleet.cold_start))
+            target = min(target, by_work) if per_container == 1 else max(target, by_work)
         target = min(target, limit, outstanding)
         for _ in range(target - n_live):
             if not self.placement.start_container(fn):
