@@ -564,16 +564,19 @@ class Function:
         return FunctionStats(r.backlog, r.num_total_runners, r.num_running_inputs)
 
     @twin
-    async def update_autoscaler(self, *, min_containers: int | None = None, max_containers: int | None = None,
+    async def update_autoscaler(self, *, min_containers: int | None = None, max_containers=_UNSET,
                                 buffer_containers: int | None = None, scaledown_window: int | None = None) -> None:
         """Change how it scales, now and without a redeploy; the next deploy of its app brings back
-        its decorator's settings. Unset arguments keep their current values."""
+        its decorator's settings. Arguments not given (or None) keep their current values, but
+        max_containers=None lifts the limit, as in @app.function."""
         given = {"min_containers": min_containers, "max_containers": max_containers,
                  "buffer_containers": buffer_containers, "scaledown_window": scaledown_window}
-        FunctionSpec(**{k: v for k, v in given.items() if v is not None})  # @app.function's checks and errors
+        given = {k: v for k, v in given.items() if v is not None and v is not _UNSET}
+        FunctionSpec(**given)  # @app.function's checks and errors
+        if max_containers is None:
+            given["max_containers"] = 0  # no limit
         client, fid = await self._resolve()
-        req = api_pb2.FunctionUpdateAutoscalerRequest(function_id=fid, **{k: v for k, v in given.items()
-                                                                           if v is not None})
+        req = api_pb2.FunctionUpdateAutoscalerRequest(function_id=fid, **given)
         try:
             await client.rpc("FunctionUpdateAutoscaler", req, what=f"updating the autoscaler of {self._name}")
         except exception.InvalidError as e:

@@ -1,12 +1,14 @@
 """The autoscaler: how many containers each function needs.
 
-A function gets another container when its backlog would take longer to drain with the
-containers it has than a new container takes to start, up to its max_containers (and the
-workers' room, placement.py, and its workspace's quotas and fair share, shares.py). It keeps
-min_containers started even with no input, and a container idle for the function's scale-down
-window stops, down to min_containers; an idle one stops sooner when another workspace waits for
-its room. While a function is busy (inputs queued or running), it keeps buffer_containers idle
-containers beyond those that run inputs, ready for a burst.
+A backlog gets the containers it needs at once: before anything of the function has run, one
+for each input queued or running (target_inputs each, @ember.concurrent), as Modal does; once
+timings come, as many as drain the backlog within a cold start. Always up to its max_containers
+(and the workers' room, placement.py, and its workspace's quotas and fair share, shares.py).
+It keeps min_containers started even with no input, and a container idle for the function's
+scale-down window (counted from its first hello) stops, down to min_containers; an idle one
+stops sooner when another workspace waits for its room, and those beyond a max_containers
+lowered at run time stop at once. While a function is busy (inputs queued or running), it keeps
+buffer_containers idle containers beyond those that run inputs, ready for a burst.
 """
 
 import logging
@@ -82,10 +84,20 @@ class Autoscaler:
                 self.fleet.stop(c, f"scaled down: idle for {window:g}s (scaledown_window)")
             else:
                 self.shares.yield_if_over(c)
+        self._keep_within_max(fn)
         if fn.pending:
             self.scale_up(fn)
         self._keep_warm(fn)
         self._keep_buffer(fn)
+
+    def _keep_within_max(self, fn: FunctionState):
+        """Stop the containers beyond a max_containers lowered at run time (update_autoscaler):
+        idle ones first, then the least busy, which finish what they hold."""
+        limit = fn.definition.max_containers
+        live = sorted((c for c in fn.containers.values() if not c.stopping), key=lambda c: (len(c.held), -c.seq))
+        for c in live[:len(live) - limit] if limit else []:
+            log.info("container %s of %s is beyond max_containers=%d: stopping", c.container_id, fn.name, limit)
+            self.fleet.stop(c, f"scaled down: beyond max_containers={limit}")
 
     def _keep_warm(self, fn: FunctionState):
         """Keep min_containers of a running app's function started, before any input asks."""
@@ -116,10 +128,10 @@ class Autoscaler:
                 break
 
     def _exec_estimate(self, fn: FunctionState, live: list[ContainerState]) -> float | None:
-        """Seconds a container spends per input: measured, or at least what the inputs running
-        now have taken so far (which tells that a first, slow input is slow)."""
-        now = self.clock()
-        running = max((now - c.since) / len(c.held) for c in live if c.held) if any(c.held for c in live) else 0.0
+        """Seconds a container spends per input, once one has finished (None before): measured,
+        or more if the inputs running now have taken longer so far (a slow one tells)."""
         if fn.exec_ewma is None:
-            return running or None
+            return None
+        now = self.clock()
+        running = max(((now - c.since) / len(c.held) for c in live if c.held), default=0.0)
         return max(fn.exec_ewma, running)
