@@ -3,7 +3,7 @@ against another commit, alternating in one run (bench/revisions.py).
 
     .venv/bin/python bench/scaleup.py --against main --rounds 3
 
-In a fresh cluster each (bench/core.py's start_cluster, the worker's default backend):
+Each case in a fresh cluster (bench/core.py's start_cluster; --backend, the worker's):
   - 20 inputs of a 1 s function with max_containers=2, and 20 with no max: the time from the
     .map to the last container's first input, the inputs each container ran, the total time;
   - examples/hello.py's entrypoint (a .remote, then a .map of 10), and the same .map of 10 with
@@ -42,39 +42,43 @@ def backlog(fn) -> dict:
     return {"last_first_input_s": max(first.values()) - t0, "split": split, "total_s": total}
 
 
-def until_idle(fn):
-    """Wait until its containers scaled down, so that the next case starts on an empty worker."""
-    deadline = time.monotonic() + 60
-    while fn.get_current_stats().num_total_runners and time.monotonic() < deadline:
-        time.sleep(0.2)
+def cold_map(fn) -> float:
+    """A .map of 10 short inputs with no call before it: nothing tells the autoscaler they are short."""
+    t = time.perf_counter()
+    sum(fn.map(range(10)))
+    return time.perf_counter() - t
+
+
+def hello(fn) -> float:
+    """examples/hello.py's entrypoint."""
+    t = time.perf_counter()
+    fn.remote(7)
+    sum(fn.map(range(10)))
+    return time.perf_counter() - t
+
+
+CASES = {"hello_s": ("square", hello), "cold_map_of_10_s": ("square", cold_map),
+         "capped": ("capped", backlog), "uncapped": ("uncapped", backlog)}
 
 
 def measure(backend: str) -> dict:
+    """Each case in a cluster of its own: the first start of the app's image on its worker, as
+    for a first `ember run` (layers are kept between runs, bench/core.py's cache)."""
     import scaleup_app
     from scaleup_app import app
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-scaleup-"))
-    server, worker = start_cluster(tmp, backend)
     result = {}
-    try:
-        with app.run():
-            t = time.perf_counter()
-            scaleup_app.square.remote(7)  # the quick start: its image's first start on this worker, then
-            sum(scaleup_app.square.map(range(10)))
-            result["hello_s"] = time.perf_counter() - t
-            until_idle(scaleup_app.square)
-            t = time.perf_counter()
-            sum(scaleup_app.square_cold.map(range(10)))
-            result["cold_map_of_10_s"] = time.perf_counter() - t
-            until_idle(scaleup_app.square_cold)
-            result["capped"] = backlog(scaleup_app.capped)
-            until_idle(scaleup_app.capped)
-            result["uncapped"] = backlog(scaleup_app.uncapped)
-    finally:
-        worker.terminate()
-        server.terminate()
-        worker.wait()
-        server.wait()
+    for key, (name, case) in CASES.items():
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-scaleup-"))
+        server, worker = start_cluster(tmp, backend)
+        try:
+            with app.run():
+                result[key] = case(getattr(scaleup_app, name))
+        finally:
+            worker.terminate()
+            server.terminate()
+            worker.wait()
+            server.wait()
     return result
 
 

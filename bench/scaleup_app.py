@@ -14,23 +14,17 @@ def _ran(seconds: float) -> tuple[str, float]:
     return os.environ["EMBER_CONTAINER_ID"], began
 
 
-@app.function(max_containers=2, scaledown_window=2)
+@app.function(max_containers=2)
 def capped(seconds: float):
     return _ran(seconds)
 
 
-@app.function(scaledown_window=2)
+@app.function()
 def uncapped(seconds: float):
     return _ran(seconds)
 
 
-@app.function(scaledown_window=2)
+@app.function()
 def square(x: int) -> int:
     """examples/hello.py's function."""
-    return x * x
-
-
-@app.function(scaledown_window=2)
-def square_cold(x: int) -> int:
-    """The same, mapped with no call before it: nothing tells the autoscaler its inputs are short."""
     return x * x
