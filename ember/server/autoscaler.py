@@ -1,8 +1,9 @@
 """The autoscaler: how many containers each function needs.
 
-A backlog gets the containers it needs at once: before anything of the function has run, one
-for each input queued or running (target_inputs each, @ember.concurrent), as Modal does; once
-timings come, as many as drain the backlog within a cold start. Always up to its max_containers
+A backlog gets the containers it needs at once: before any input of the function has finished,
+one for each input queued or running (target_inputs each, @ember.concurrent), as Modal does,
+started as many at a time as the workers have cores; once timings come, as many as drain the
+backlog within a cold start. Always up to its max_containers
 (and the workers' room, placement.py, and its workspace's quotas and fair share, shares.py).
 It keeps min_containers started even with no input, and a container idle for the function's
 scale-down window (counted from its first hello) stops, down to min_containers; an idle one
@@ -16,7 +17,7 @@ import math
 import time
 
 from .apps import FunctionState
-from .fleet import READY, ContainerState, Fleet
+from .fleet import READY, STARTING, ContainerState, Fleet
 from .placement import Placement
 from .shares import Shares
 
@@ -45,9 +46,7 @@ class Autoscaler:
         self.scale_up(fn)
 
     def scale_up(self, fn: FunctionState):
-        """Start the containers its backlog needs, at once: before anything has run, one for each
-        input it has queued or running (target_inputs each, @ember.concurrent); once timings come,
-        as many as drain the backlog within a cold start."""
+        """Start the containers its backlog needs, at once (the module's docstring says how many)."""
         if not fn.pending or not fn.app.running or fn.init_failure is not None or fn.definition.sandbox:
             return
         live = [c for c in fn.containers.values() if not c.stopping]
@@ -59,7 +58,13 @@ class Autoscaler:
         # while nothing tells how long its inputs take. Concurrent ones hold target_inputs each.
         target = math.ceil(outstanding / per_container)
         est = self._exec_estimate(fn, live)
-        if est is not None:
+        if est is None:
+            # But no more starting at once than the workers have cores: a start is mostly CPU, so
+            # more would slow each other's, and the first timings with them. Short inputs then
+            # drain on the first few, and long ones get a container each as fast as they start.
+            starting = sum(1 for c in live if c.state == STARTING)
+            target = min(target, n_live - starting + self._cores())
+        else:
             # Timings tell: as many as drain the backlog within a cold start. Short inputs drain
             # on the containers it has sooner than another would start.
             by_work = max(n_live, math.ceil(len(fn.pending) * est / self.fleet.cold_start))
@@ -126,6 +131,10 @@ class Autoscaler:
         for _ in range(min(room, self._buffer(fn) - self._idle(fn))):
             if not self.placement.start_container(fn):
                 break
+
+    def _cores(self) -> int:
+        """The CPU cores of the workers that take new containers (at least one)."""
+        return max(1, math.ceil(sum(w.cpu for w in self.fleet.open_workers())))
 
     def _exec_estimate(self, fn: FunctionState, live: list[ContainerState]) -> float | None:
         """Seconds a container spends per input, once one has finished (None before): measured,
