@@ -81,3 +81,20 @@ def test_update_autoscaler_applies_at_once(running, tmp_path):
     wait_for(lambda: fn.get_current_stats().num_running_inputs == 3, timeout=60, what="the three inputs running")
     gate.touch()
     assert len({c.get(timeout=60)[0] for c in calls}) == 3  # each on a container of its own
+
+
+def test_concurrent_target_inputs_guide_and_max_inputs_bound(running, tmp_path):
+    gate = tmp_path / "gate"
+    # target_inputs=2: the autoscaler starts a container for each two inputs of the backlog...
+    calls = [autoscale_app.wide.spawn(str(gate)) for _ in range(4)]
+    wait_for(lambda: autoscale_app.wide.get_current_stats().num_running_inputs == 4, timeout=60,
+             what="the four inputs running")
+    assert _runners(autoscale_app.wide) == 2
+    # ...and a container takes up to max_inputs=4 when no other can be had (max_containers=1).
+    one = autoscale_app.wide.with_options(max_containers=1)
+    calls += [one.spawn(str(gate)) for _ in range(4)]
+    wait_for(lambda: one.get_current_stats().num_running_inputs == 4, timeout=60, what="four inputs in one container")
+    assert _runners(one) == 1
+    gate.touch()
+    ran = [c.get(timeout=60)[0] for c in calls]
+    assert len(set(ran[4:])) == 1 and set(ran[4:]).isdisjoint(ran[:4])

@@ -31,3 +31,9 @@ def buffered(gate: str):
 @app.function()
 def adjusted(gate: str):
     return _through(gate, 0.0)
+
+
+@app.function()
+@ember.concurrent(max_inputs=4, target_inputs=2)
+def wide(gate: str):
+    return _through(gate, 0.0)
