@@ -98,3 +98,13 @@ def test_concurrent_target_inputs_guide_and_max_inputs_bound(running, tmp_path):
     gate.touch()
     ran = [c.get(timeout=60)[0] for c in calls]
     assert len(set(ran[4:])) == 1 and set(ran[4:]).isdisjoint(ran[:4])
+    # Four inputs at once for its two idle containers: target_inputs=2 each, not four for the first.
+    gate = tmp_path / "gate2"
+    again = []
+    mapper = threading.Thread(target=lambda: again.extend(autoscale_app.wide.map([str(gate)] * 4)))
+    mapper.start()
+    wait_for(lambda: autoscale_app.wide.get_current_stats().num_running_inputs == 4, timeout=60,
+             what="the four inputs running")
+    gate.touch()
+    mapper.join(60)
+    assert sorted(collections.Counter(cid for cid, _ in again).values()) == [2, 2]
