@@ -11,10 +11,13 @@ only by the control plane) is worked around through the control plane, with a wa
 import asyncio
 import hashlib
 import http.client
+import io
 import logging
 import os
+import pathlib
 import time
 import urllib.parse
+import zipfile
 from collections.abc import AsyncIterator
 
 from ..config import BLOB_CHUNK, BLOB_THRESHOLD
@@ -106,6 +109,20 @@ async def download(stub, blob_id: str) -> bytes:
             _unreachable(url, e)
     parts = [chunk.data async for chunk in stub.BlobGet(api_pb2.BlobRef(blob_id=blob_id))]
     return b"".join(parts)
+
+
+def unpack_code(cache: pathlib.Path, blob_id: str, data: bytes) -> pathlib.Path:
+    """A function's source (a zip blob) unpacked into cache/blob_id, once: containers and warm
+    parents of a worker share it. Returns where it is."""
+    dest = cache / blob_id
+    tmp = cache / f".{blob_id}.{os.getpid()}"
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        z.extractall(tmp)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        pass  # another container unpacked it first
+    return dest
 
 
 def to_payload(data: bytes, upload_sync) -> api_pb2.Payload:

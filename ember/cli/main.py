@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
                                             "(port 0: any free one; default: $EMBER_DASHBOARD, else the gateway's "
                                             "host and port 8601, or a free port)")
     server.add_argument("--dashboard-url", help="the dashboard's URL as browsers reach it, if not http://HOST:PORT")
+    server.add_argument("--frames-port", type=int, default=0, metavar="PORT",
+                        help="the port of the frame transport (dict and queue operations on plain frames, on "
+                             "gRPC's host, with its TLS; clients that cannot reach it use gRPC); default 0: any "
+                             "free one (fix one to open it in a firewall)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
     server.add_argument("--leader-lease", type=float, default=0.0, metavar="SECONDS",
                         help="several control planes on one database: each takes part with this flag, one leads "
@@ -171,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--backend", choices=("auto", "container", "process"), default="auto",
                         help="how containers run: isolated (Linux, root) or as plain processes "
                              "(default: container where possible)")
+    worker.add_argument("--warm-parents", choices=("on", "off"), default="on",
+                        help="cold starts fork from a process with the function's code imported, where that is "
+                             "sound (default: on)")
     worker.add_argument("--cache-dir", default=os.environ.get("EMBER_CACHE_DIR"),
                         help="image layers and build caches; workers on one machine may share it "
                              "(default: $EMBER_CACHE_DIR, else the data dir)")

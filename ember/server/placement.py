@@ -83,7 +83,8 @@ class Placement:
         worker.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
             layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
-            volumes=volumes, credential=credential, cidr_allowlist=fn.definition.cidr_allowlist)))
+            volumes=volumes, credential=credential, cidr_allowlist=fn.definition.cidr_allowlist,
+            definition=fn.definition)))
         self.shares.started(fn)
         log.info("starting container %s for %s on worker %s", cid, fn.name, worker.name)
         return True
