@@ -11,10 +11,14 @@ only by the control plane) is worked around through the control plane, with a wa
 import asyncio
 import hashlib
 import http.client
+import io
 import logging
 import os
+import pathlib
+import shutil
 import time
 import urllib.parse
+import zipfile
 from collections.abc import AsyncIterator
 
 from ..config import BLOB_CHUNK, BLOB_THRESHOLD
@@ -198,3 +202,16 @@ def _unreachable(url: str, error: OSError):
 
 _warned: set[str] = set()
 _unreachable_until: dict[str, float] = {}  # endpoint -> when to try it directly again
+
+
+def unpack_code(cache: pathlib.Path, blob_id: str, data: bytes) -> pathlib.Path:
+    """A function's source (a zip), unpacked once per worker into the shared code cache."""
+    dest = cache / blob_id
+    tmp = cache / f".{blob_id}.{os.getpid()}"
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        z.extractall(tmp)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another container unpacked it first
+    return dest

@@ -24,6 +24,7 @@ from .._client import blobs
 from ..proto import api_pb2
 from .backend import RUNTIME_ENV, Capabilities, Context, Exit, RuntimeBackend, identity_env
 from .execs import ExecError
+from .memory_snapshots import MemorySnapshots
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
 from .procs import describe_exit, kill_group, kill_session, session_usage, tail_of, terminate, terminate_all
 from .sandbox import relay_port
@@ -59,6 +60,8 @@ class ProcessBackend(RuntimeBackend):
         self.cpu: dict[str, float] = {}  # container id -> its CPU time at the last reading
         self.memory: dict[str, int] = {}  # container id -> its resident memory at the last reading
         self.locks: dict[str, asyncio.Lock] = {}
+        self.snapshots = MemorySnapshots(ctx.data_dir / "memory-snapshots", ctx.cache_dir, ctx.runtime_dir,
+                                         self.code_cache, ctx.stub)
 
     # ------------------------------------------------------------------ images as venvs
 
@@ -149,10 +152,14 @@ class ProcessBackend(RuntimeBackend):
         env.update(image_env)
         if python != sys.executable:  # a venv: Ember's runtime comes from the runtime directory
             env["PYTHONPATH"] = f"{self.runtime_dir}:{image_env['PYTHONPATH']}"
-        with open(log_path, "wb") as logf:
-            proc = await asyncio.create_subprocess_exec(
-                python, "-m", "ember.container", cwd=workdir, env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+        proc = None
+        if sc.HasField("snapshot_init"):
+            proc = await self.snapshots.start(sc.snapshot_init, python, env, workdir, log_path)
+        if proc is None:
+            with open(log_path, "wb") as logf:
+                proc = await asyncio.create_subprocess_exec(
+                    python, "-m", "ember.container", cwd=workdir, env=env,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         self.procs[cid] = proc
         self.envs[cid] = env
         log.info("container %s started (pid %d)", cid, proc.pid)
