@@ -5,8 +5,9 @@ gets a PID namespace of its own (two copies, or a copy and whatever took that PI
 collide): this process unshares one with a mount namespace, and forks its init. The init mounts
 its own /proc (criu reads it, and must see its own namespace's PIDs) and a tmpfs on /run (where
 criu keeps its kernel probe between runs: a restore 20 ms quicker), runs `criu restore
---restore-detached`, says so on the status pipe, and waits: the restored process is its child
-then, and this process ends as it did. Signals (SIGTERM) are passed on to it.
+--restore-detached --lazy-pages` (with criu's lazy-pages daemon), says so on the status pipe,
+and waits: the restored process is its child then, and this process ends as it did. Signals
+(SIGTERM) are passed on to it.
 
 SPEC keys: criu (its argv), images, work_dir, log, inherit ([[fd, resource]]: criu's
 --inherit-fd, the restored process's pipes replaced by these descriptors), status_fd, parent_pid.
@@ -18,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
 MS_REC, MS_PRIVATE = 16384, 1 << 18
@@ -47,9 +49,21 @@ def init(spec, status_w):
     _mount("proc", "/proc", "proc")
     _mount("tmpfs", "/run", "tmpfs")
     pidfile = "/run/restored.pid"
+    where = ["-D", spec["images"], "--work-dir", spec["work_dir"], "-v1"]
+    # Its memory comes lazily (userfaultfd): a daemon of this namespace hands each page in as it
+    # is first touched, and the rest in the background, so that the copy runs before its hundreds
+    # of MB are in place. The daemon ends once it handed all of them over (init reaps it).
+    socket = os.path.join(spec["work_dir"], "lazy-pages.socket")
+    lazy = subprocess.Popen([*spec["criu"], "lazy-pages", *where, "-o", spec["log"] + ".lazy"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not os.path.exists(socket):  # listening: criu restore connects to it at once
+        if lazy.poll() is not None:
+            sys.exit(f"ember restorer: criu lazy-pages exited with code {lazy.returncode} "
+                     f"(its log: {spec['log']}.lazy)")
+        time.sleep(0.001)
     inherit = [a for fd, resource in spec["inherit"] for a in ("--inherit-fd", f"fd[{fd}]:{resource}")]
-    done = subprocess.run([*spec["criu"], "restore", "--restore-detached", "--shell-job", "-D", spec["images"],
-                           "--work-dir", spec["work_dir"], "-o", spec["log"], "-v1", "--pidfile", pidfile, *inherit],
+    done = subprocess.run([*spec["criu"], "restore", "--restore-detached", "--shell-job", "--lazy-pages", *where,
+                           "-o", spec["log"], "--pidfile", pidfile, *inherit],
                           pass_fds=[fd for fd, _ in spec["inherit"]], stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         sys.exit(f"ember restorer: criu restore exited with code {done.returncode} (its log: {spec['log']})")
