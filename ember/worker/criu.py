@@ -32,6 +32,12 @@ def argv(cache: pathlib.Path) -> list[str]:
     return _command(root)
 
 
+def kdat(cache: pathlib.Path) -> pathlib.Path:
+    """Where criu's kernel probe is kept between restores: it holds for this boot of this kernel."""
+    boot = pathlib.Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return cache / "criu" / f"kdat-{boot}"
+
+
 def _command(root: pathlib.Path) -> list[str]:
     return [str(root / "usr/lib64/ld-linux-x86-64.so.2"), "--library-path", str(root / "usr/lib/x86_64-linux-gnu"),
             str(root / "usr/sbin/criu")]

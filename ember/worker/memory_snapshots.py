@@ -131,7 +131,8 @@ class MemorySnapshots:
         work.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as logf:
             spec = {"criu": command, "images": str(snap / "images"), "work_dir": str(work),
-                    "log": str(work / "restore.log"), "status_fd": status_w, "parent_pid": os.getpid(),
+                    "log": str(work / "restore.log"), "kdat": str(criu.kdat(self.cache_dir)),
+                    "status_fd": status_w, "parent_pid": os.getpid(),
                     "inherit": [[stdin_r, meta["stdin"]], [logf.fileno(), meta["output"]]]}
             try:
                 proc = await asyncio.create_subprocess_exec(

@@ -9,7 +9,8 @@ criu keeps its kernel probe between runs: a restore 20 ms quicker), runs `criu r
 and waits: the restored process is its child then, and this process ends as it did. Signals
 (SIGTERM) are passed on to it.
 
-SPEC keys: criu (its argv), images, work_dir, log, inherit ([[fd, resource]]: criu's
+SPEC keys: criu (its argv), images, work_dir, log, kdat (where the worker keeps criu's kernel
+probe), inherit ([[fd, resource]]: criu's
 --inherit-fd, the restored process's pipes replaced by these descriptors), status_fd, parent_pid.
 """
 
@@ -24,12 +25,24 @@ import time
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
 MS_REC, MS_PRIVATE = 16384, 1 << 18
 PR_SET_PDEATHSIG = 1
+KDAT = "/run/criu.kdat"
 libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _mount(src, target, fstype, flags=0):
     if libc.mount(src.encode(), target.encode(), fstype and fstype.encode(), ctypes.c_ulong(flags), None) != 0:
         sys.exit(f"ember restorer: mount {fstype or src} on {target}: {os.strerror(ctypes.get_errno())}")
+
+
+def _copy(src, dst):
+    try:
+        with open(src, "rb") as f:
+            data = f.read()
+        with open(dst + ".tmp", "wb") as f:
+            f.write(data)
+        os.rename(dst + ".tmp", dst)
+    except FileNotFoundError:
+        pass  # none yet: criu probes the kernel this time
 
 
 def _forward(pid):
@@ -48,6 +61,9 @@ def init(spec, status_w):
     _mount("none", "/", None, MS_REC | MS_PRIVATE)
     _mount("proc", "/proc", "proc")
     _mount("tmpfs", "/run", "tmpfs")
+    # criu probes the kernel as it starts (20 ms), and keeps what it found in /run/criu.kdat, on a
+    # tmpfs only: each copy's /run is new, so the worker keeps the file (per boot) for the next.
+    _copy(spec["kdat"], KDAT)
     pidfile = "/run/restored.pid"
     where = ["-D", spec["images"], "--work-dir", spec["work_dir"], "-v1"]
     # Its memory comes lazily (userfaultfd): a daemon of this namespace hands each page in as it
@@ -72,6 +88,8 @@ def init(spec, status_w):
     with open(pidfile) as f:
         pid = int(f.read())
     _forward(pid)
+    if not os.path.exists(spec["kdat"]):
+        _copy(KDAT, spec["kdat"])
     os.write(spec["status_fd"], b"R")  # restored: the worker tells it who it is
     os.close(spec["status_fd"])
     while True:  # orphans of the restored process are reparented here, and reaped
