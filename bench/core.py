@@ -75,8 +75,8 @@ def shell_floor(n: int) -> list[float]:
     return times
 
 
-def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, server_args=()):
-    """The control plane and a worker; the gateway's URL is in os.environ["EMBER_BENCH_WEB_URL"]."""
+def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, server_args=(), worker_args=()):
+    """The control plane and a worker (given `worker_args`); the gateway's URL is in EMBER_BENCH_WEB_URL."""
     port = free_port()
     http_port = free_port()
     server_args = [*server_args, "--http", f"127.0.0.1:{http_port}"]
@@ -103,7 +103,7 @@ def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, s
         admin = json.loads((tmp / "server" / "admin-token.json").read_text())
         os.environ.update(EMBER_TOKEN_ID=admin["token_id"], EMBER_TOKEN_SECRET=admin["token_secret"])
     worker = subprocess.Popen(cmd + ["worker", "--server", url, "--data-dir", str(tmp / "worker"), "--cache-dir", cache,
-                               "--backend", backend] + tokens,
+                               "--backend", backend, *worker_args] + tokens,
                               stdout=log, stderr=log)
     os.environ["EMBER_SERVER_URL"] = url
     return server, worker

@@ -136,6 +136,8 @@ class Cluster:
         self.url = f"{host}:{self.port}"
         self.http_port = free_port()
         self.web_url = f"http://{host}:{self.http_port}"
+        self.dashboard_port = free_port()
+        self.dashboard_url = f"http://{host}:{self.dashboard_port}"
         self.server = None
         self.workers: list[subprocess.Popen] = []
         self.logs = tmp / "logs"
@@ -149,12 +151,14 @@ class Cluster:
         if any(a in ("--tls", "--tls-cert") for a in extra_args):
             self.url = f"https://{self.host}:{self.port}"
             self.web_url = f"https://{self.host}:{self.http_port}"
+            self.dashboard_url = f"https://{self.host}:{self.dashboard_port}"
         log = open(self.logs / "server.log", "ab")
         self.ready_file.unlink(missing_ok=True)
         self.server = subprocess.Popen(
             [PY, "-m", "ember.cli.main", "server", "--host", self.host, "--port", str(self.port),
              "--ready-file", str(self.ready_file),
              "--data-dir", str(self.tmp / "server"), "--http", f"{self.host}:{self.http_port}",
+             "--dashboard", f"{self.host}:{self.dashboard_port}",
              "--lease-timeout", "3", "--worker-timeout", "3", "--app-timeout", str(self.app_timeout),
              *(["--database-url", self.database_url] if self.database_url else []), *extra_args],
             stdout=log, stderr=log, cwd=self.tmp)

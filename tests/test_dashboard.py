@@ -37,10 +37,11 @@ def cli(env, *args) -> str:
 
 
 class Http:
-    """Plain requests to the gateway, redirects not followed, with a session cookie once logged in."""
+    """Plain requests to the dashboard (or the gateway), redirects not followed, with a session
+    cookie once logged in."""
 
-    def __init__(self, web_url: str):
-        self.netloc = urllib.parse.urlsplit(web_url).netloc
+    def __init__(self, url: str):
+        self.netloc = urllib.parse.urlsplit(url).netloc
         self.cookie = ""
 
     def request(self, method: str, path: str, form: dict | None = None, headers=None):
@@ -90,7 +91,11 @@ def dash(tmp_path_factory):
 
 
 def test_sessions_and_workspaces_are_checked_on_the_server(dash):
-    anon = Http(dash.web_url)
+    anon = Http(dash.dashboard_url)
+    # The gateway's port sends browsers to the dashboard's, which serves nothing else.
+    status, headers, _ = Http(dash.web_url).request("GET", "/dashboard/logs?app=x")
+    assert status == 307 and headers["location"] == dash.dashboard_url + "/dashboard/logs?app=x"
+    assert anon.request("GET", "/metrics")[0] == 404 and anon.request("GET", "/logger-speak")[0] == 404
     status, headers, _ = anon.request("GET", "/")
     assert status == 303 and headers["location"] == "/dashboard/"
     for path in ("/dashboard/", f"/dashboard/apps/{dash.b_app}", "/dashboard/logs?app=x", "/dashboard/containers",
@@ -115,7 +120,7 @@ def test_sessions_and_workspaces_are_checked_on_the_server(dash):
     assert status == 303 and headers["location"] == "/dashboard/"
 
     # A token of workspace main sees none of b's apps, logs or calls, even by their ids.
-    a = Http(dash.web_url).login(dash.main)
+    a = Http(dash.dashboard_url).login(dash.main)
     assert "logger" not in a.request("GET", "/dashboard/")[2]
     status, _, body = a.request("GET", f"/dashboard/apps/{dash.b_app}")
     assert status == 404 and "secret-b" not in body
@@ -127,12 +132,12 @@ def test_sessions_and_workspaces_are_checked_on_the_server(dash):
     assert a.request("POST", f"/dashboard/apps/{dash.b_app}/stop", {"csrf": a.csrf()})[0] == 404
     assert "logger" in cli(dash.b_env, "app", "list")  # still running
     # b itself sees its app and its log lines; an admin sees every workspace.
-    b = Http(dash.web_url).login(dash.b)
+    b = Http(dash.dashboard_url).login(dash.b)
     assert "logger" in b.request("GET", "/dashboard/")[2]
     assert "secret-b 0" in b.request("GET", f"/dashboard/logs?app={dash.b_app}")[2]
     page = b.request("GET", f"/dashboard/apps/{dash.b_app}")[2]
     assert "Deployed versions" in page and "<td>v1</td>" in page and "<td>speak</td>" in page
-    admin = Http(dash.web_url).login(dash.admin)
+    admin = Http(dash.dashboard_url).login(dash.admin)
     assert "logger" in admin.request("GET", "/dashboard/")[2]
 
     # Logs are searched on the server; containers, secrets and usage are the workspace's own.
@@ -218,7 +223,7 @@ def test_in_a_browser_live_logs_failures_and_stopping_an_app(dash, browser):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.on("dialog", lambda d: d.accept())  # the Stop button asks first
-    base = dash.web_url
+    base = dash.dashboard_url
     with dash_app.app.run():
         app_id = dash_app.app.app_id
         with pytest.raises(ValueError, match="boom: on purpose"):
@@ -232,6 +237,16 @@ def test_in_a_browser_live_logs_failures_and_stopping_an_app(dash, browser):
         page.wait_for_url(base + "/dashboard/")
         row = page.locator("tr", has_text=app_id)
         row.wait_for()
+        # The attack: a script on the gateway's origin (pages of web endpoints and tunnels, which
+        # users write, are served there) fetches dashboard pages with this browser's session.
+        # The dashboard's origin is another, so it reads nothing (a script on its own would).
+        read = "u => fetch(u, {credentials: 'include'}).then(r => r.text()).catch(e => 'refused: ' + e)"
+        assert app_id in page.evaluate(read, base + "/dashboard/")
+        page.goto(dash.web_url + "/healthz")
+        for url in (dash.web_url + "/dashboard/", base + "/dashboard/"):
+            got = page.evaluate(read, url)
+            assert got.startswith("refused: TypeError") and app_id not in got, (url, got)
+        page.goto(base + "/dashboard/")
         assert "ephemeral" in row.inner_text() and "dash" in row.inner_text()
 
         # The app's page: its functions' figures, live; its failed input's traceback.

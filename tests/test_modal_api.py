@@ -587,7 +587,7 @@ def test_app_and_function_handles_read_logs_info_and_stop(app_cluster):
         assert info.app_id == app.app_id and info.description == "handles" and not info.deployed
         assert info.functions == {"shout": shout.object_id, "quiet": quiet.object_id}
         url = app.get_dashboard_url()
-        assert url.endswith(f"/dashboard/apps/{app.app_id}"), url
+        assert url == f"{app_cluster.dashboard_url}/dashboard/apps/{app.app_id}", url
         with urllib.request.urlopen(url, timeout=30) as page:  # the dashboard's (its login page, without a session)
             assert "/dashboard/" in page.url and page.status == 200
 

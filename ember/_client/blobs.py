@@ -15,7 +15,6 @@ import io
 import logging
 import os
 import pathlib
-import shutil
 import time
 import urllib.parse
 import zipfile
@@ -112,6 +111,20 @@ async def download(stub, blob_id: str) -> bytes:
     return b"".join(parts)
 
 
+def unpack_code(cache: pathlib.Path, blob_id: str, data: bytes) -> pathlib.Path:
+    """A function's source (a zip blob) unpacked into cache/blob_id, once: containers and warm
+    parents of a worker share it. Returns where it is."""
+    dest = cache / blob_id
+    tmp = cache / f".{blob_id}.{os.getpid()}"
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        z.extractall(tmp)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        pass  # another container unpacked it first
+    return dest
+
+
 def to_payload(data: bytes, upload_sync) -> api_pb2.Payload:
     """Inline when small; `upload_sync(data) -> blob_id` for the rest."""
     if len(data) > BLOB_THRESHOLD:
@@ -202,16 +215,3 @@ def _unreachable(url: str, error: OSError):
 
 _warned: set[str] = set()
 _unreachable_until: dict[str, float] = {}  # endpoint -> when to try it directly again
-
-
-def unpack_code(cache: pathlib.Path, blob_id: str, data: bytes) -> pathlib.Path:
-    """A function's source (a zip), unpacked once per worker into the shared code cache."""
-    dest = cache / blob_id
-    tmp = cache / f".{blob_id}.{os.getpid()}"
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
-        z.extractall(tmp)
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another container unpacked it first
-    return dest

@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
                                        "free one; default: $EMBER_HTTP, else 127.0.0.1:8600 or a free port)")
     server.add_argument("--web-url", help="the gateway's URL as clients reach it, if not http://HOST:PORT "
                                           "(behind a proxy, say; for HOST 0.0.0.0, this machine's host name)")
+    server.add_argument("--dashboard", help="HOST:PORT of the web dashboard, an origin apart from the gateway's "
+                                            "(port 0: any free one; default: $EMBER_DASHBOARD, else the gateway's "
+                                            "host and port 8601, or a free port)")
+    server.add_argument("--dashboard-url", help="the dashboard's URL as browsers reach it, if not http://HOST:PORT")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
     server.add_argument("--leader-lease", type=float, default=0.0, metavar="SECONDS",
                         help="several control planes on one database: each takes part with this flag, one leads "
@@ -167,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--backend", choices=("auto", "container", "process"), default="auto",
                         help="how containers run: isolated (Linux, root) or as plain processes "
                              "(default: container where possible)")
+    worker.add_argument("--warm-parents", choices=("on", "off"), default="on",
+                        help="cold starts fork from a process with the function's code imported, where that is "
+                             "sound (default: on)")
     worker.add_argument("--cache-dir", default=os.environ.get("EMBER_CACHE_DIR"),
                         help="image layers and build caches; workers on one machine may share it "
                              "(default: $EMBER_CACHE_DIR, else the data dir)")

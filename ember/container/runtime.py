@@ -319,10 +319,7 @@ class Runtime:
             # Before user code: it may read them at import. env= comes after the secrets (Modal's order).
             os.environ.update(init.secret_env)
             os.environ.update(init.definition.env)
-            from .. import image
-            image.current_recipe = image.recipe(
-                [(api_pb2.ImageStep.Kind.Name(s.kind).lower(), s.args, dict(s.env), s.path)
-                 for s in init.definition.image.steps])
+            note_image(init.definition)
             fn = self._from_snapshot(init) if self.snapshot else self._load(init.definition, init.app_function_ids)
             web_apps = make_apps(fn, init.definition) if init.definition.web.kind or init.definition.web_methods else {}
         except BaseException as e:  # noqa: BLE001 - whatever loading the user's code raised is the caller's
@@ -785,6 +782,14 @@ RUNTIME_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)  # those the runtime handles
 # or blocks it around a fork): a main thread asleep in a wait would then never run the handler.
 # So its waits wake every WAKE seconds, which runs what came meanwhile.
 WAKE = 0.5
+
+
+def note_image(d: api_pb2.FunctionDefinition):
+    """Before its code loads: the image it runs in, for `with image.imports():` to raise (an
+    import that fails in the image it is for is an error, elsewhere only missing)."""
+    from .. import image
+    image.current_recipe = image.recipe([(api_pb2.ImageStep.Kind.Name(s.kind).lower(), s.args, dict(s.env), s.path)
+                                         for s in d.image.steps])
 
 
 def _take(q: queue.SimpleQueue):

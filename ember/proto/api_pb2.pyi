@@ -1582,7 +1582,7 @@ class BuildDone(_message.Message):
     def __init__(self, build_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StartContainer(_message.Message):
-    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential", "cidr_allowlist", "snapshot_init")
+    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential", "cidr_allowlist", "definition", "snapshot_init")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1594,6 +1594,7 @@ class StartContainer(_message.Message):
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CIDR_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_INIT_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     function_id: str
@@ -1606,8 +1607,9 @@ class StartContainer(_message.Message):
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeMount]
     credential: str
     cidr_allowlist: _containers.RepeatedScalarFieldContainer[str]
+    definition: FunctionDefinition
     snapshot_init: ContainerInit
-    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ..., snapshot_init: _Optional[_Union[ContainerInit, _Mapping]] = ...) -> None: ...
+    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., snapshot_init: _Optional[_Union[ContainerInit, _Mapping]] = ...) -> None: ...
 
 class StopContainer(_message.Message):
     __slots__ = ("container_id", "kill")

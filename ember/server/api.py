@@ -558,7 +558,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         return api_pb2.AppListResponse(apps=[api_pb2.AppInfo(
             app_id=a.app_id, name=a.name, deployed=a.deployed, version=a.version, num_functions=len(a.functions),
             state=api_pb2.APP_STATE_SUPERSEDED if a.superseded else api_pb2.APP_STATE_RUNNING,
-            functions=a.function_ids(), dashboard_url=f"{self.routes.base_url}/dashboard/apps/{a.app_id}")
+            functions=a.function_ids(), dashboard_url=f"{self.routes.dashboard_url}/dashboard/apps/{a.app_id}")
             for a in apps if a.version or not a.deployed])
 
     async def AppHistory(self, req, context, who):

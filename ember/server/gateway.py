@@ -18,6 +18,7 @@ import uvicorn
 
 from .._asgi import to_event, to_message
 from ..proto import api_pb2
+from .dashboard import Dashboard
 from .dispatch import Dispatch
 from .ledger import InputState, web_input
 from .metrics import CONTENT_TYPE, Metrics, check_access
@@ -51,23 +52,21 @@ class WebRequest:
 
 
 # The control plane's own paths, answered before a web endpoint's label (unless the request's
-# host name routes to a function); so are the dashboard's, / and /dashboard/..., and sandboxes'
-# tunnels, /tunnels/... (tunnels.py)
+# host name routes to a function); so are sandboxes' tunnels, /tunnels/... (tunnels.py), and the
+# dashboard's, / and /dashboard/..., which send browsers to the dashboard's own port.
 OWN_PATHS = ("/metrics", "/healthz", "/readyz")
 
 
 class Gateway:
     def __init__(self, routes: WebRoutes, dispatch: Dispatch, tokens: ProxyTokens, *,
-                 metrics: Metrics | None = None, readiness=None, dashboard=None, tunnels=None):
+                 metrics: Metrics | None = None, readiness=None, tunnels=None):
         """readiness(): None once the control plane serves, else why not (for /readyz);
-        dashboard: what serves / and /dashboard/ (dashboard.Dashboard); tunnels: what serves
-        /tunnels/... (tunnels.Tunnels: sandboxes' ports)."""
+        tunnels: what serves /tunnels/... (tunnels.Tunnels: sandboxes' ports)."""
         self.routes = routes
         self.dispatch = dispatch
         self.tokens = tokens
         self.metrics = metrics
         self.readiness = readiness or (lambda: None)
-        self.dashboard = dashboard
         self.tunnels = tunnels
 
     async def __call__(self, scope, receive, send):
@@ -81,9 +80,12 @@ class Gateway:
             return await self._own(scope, send)
         if self.tunnels is not None and serves_tunnel(scope["path"]) and not (route[0] and route[2] == ""):
             return await self.tunnels(scope, receive, send)
-        if (self.dashboard is not None and scope["type"] == "http" and self.dashboard.serves(scope["path"])
+        if (self.routes.dashboard_url and scope["type"] == "http" and Dashboard.serves(scope["path"])
                 and not (route[0] and route[2] == "")):
-            return await self.dashboard(scope, receive, send)
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = self.routes.dashboard_url + scope["path"] + (f"?{query}" if query else "")
+            return await _answer(send, 307, f"the dashboard is at {target}\n".encode(),
+                                 headers=[(b"location", target.encode())])
         await self._serve(scope, receive, send, route)
 
     def _counted(self, send):
@@ -192,9 +194,10 @@ async def _refuse(scope, send, status: int, text: str):
     await _answer(send, status, text.encode() + b"\n")
 
 
-async def _answer(send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8"):
+async def _answer(send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8", headers=()):
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                            *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -204,8 +207,9 @@ class _Server(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def bind(host: str, port: int, fallback: bool) -> socket.socket:
-    """The gateway's listening socket; with fallback, any free port if this one is taken."""
+def bind(host: str, port: int, fallback: bool, flag: str = "--http") -> socket.socket:
+    """A listening socket of the gateway (or of the dashboard: flag says which option sets its
+    address); with fallback, any free port if this one is taken."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -213,9 +217,9 @@ def bind(host: str, port: int, fallback: bool) -> socket.socket:
     except OSError as e:
         if not fallback:
             sock.close()
-            raise OSError(f"the HTTP gateway cannot listen on {host}:{port} ({e.strerror}): pass another "
-                          "--http HOST:PORT (port 0 for any free one)") from None
-        log.warning("HTTP port %d is taken (%s): the gateway listens on a free port instead", port, e.strerror)
+            raise OSError(f"{flag} {host}:{port}: cannot listen there ({e.strerror}): pass another "
+                          f"{flag} HOST:PORT (port 0 for any free one)") from None
+        log.warning("port %d (%s) is taken (%s): listening on a free port instead", port, flag, e.strerror)
         sock.bind((host, 0))
     sock.listen(2048)
     return sock
@@ -231,11 +235,12 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def start(gateway: Gateway, sock: socket.socket, server_tls=None) -> tuple[asyncio.Task, uvicorn.Server]:
-    """Serve the gateway on a bound socket, over HTTPS with server_tls (a tls.ServerTLS);
-    returns its task and its server (set should_exit to stop)."""
+async def start(app, sock: socket.socket, server_tls=None) -> tuple[asyncio.Task, uvicorn.Server]:
+    """Serve an ASGI application (the Gateway, or the Dashboard on its own port) on a bound
+    socket, over HTTPS with server_tls (a tls.ServerTLS); returns its task and its server (set
+    should_exit to stop)."""
     ssl = {"ssl_certfile": str(server_tls.cert_file), "ssl_keyfile": str(server_tls.key_file)} if server_tls else {}
-    config = uvicorn.Config(gateway, http="httptools", ws="websockets-sansio", lifespan="off",
+    config = uvicorn.Config(app, http="httptools", ws="websockets-sansio", lifespan="off",
                             access_log=False, log_level="warning", server_header=False, backlog=2048,
                             timeout_graceful_shutdown=2, **ssl)
     server = _Server(config)

@@ -44,14 +44,16 @@ class GcPolicy:
     interval: float = 600.0
 
 DEFAULT_HTTP = "127.0.0.1:8600"
+DEFAULT_DASHBOARD_PORT = 8601
 TICK = 0.2            # seconds between time-driven checks (expiry, scale-down, backlog)
 EXPIRE_EVERY = 60.0   # seconds between sweeps of expired outputs
 
 
 async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, worker_timeout: float,
                 app_timeout: float, output_retention: float, log_retention: float = 24 * 3600,
-                gc: GcPolicy | None = None, http: str | None = None,
-                web_url: str | None = None, ready_file: str | None = None, server_tls: tls.ServerTLS | None = None,
+                gc: GcPolicy | None = None, http: str | None = None, web_url: str | None = None,
+                dashboard: str | None = None, dashboard_url: str | None = None, ready_file: str | None = None,
+                server_tls: tls.ServerTLS | None = None,
                 breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None,
                 blobs: BlobStore | None = None, leader_lease: float = 0, advertise_url: str | None = None,
                 database_url: str | None = None, again: bool = False) -> bool:
@@ -91,13 +93,20 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
         if leadership and not leadership.acting():
             return "this control plane does not hold the leader lease (it steps down)"
         return None
-    dashboard = Dashboard(sched, secure_cookies=server_tls is not None)
-    web = gateway.Gateway(sched.routes, sched.dispatch, tokens, metrics=Metrics(sched, dashboard),
-                          readiness=readiness, dashboard=dashboard,
-                          tunnels=Tunnels(sched.sandboxes, sched.fleet.execs, sched.identity))
-    web_task, web_server = await gateway.start(web, sock, server_tls)
+    # The dashboard has a port (an origin) of its own: pages of web endpoints and sandboxes' tunnels,
+    # which users write, are served by the gateway's, and a script of theirs must not read a page
+    # of a browser's dashboard session or act in it (a page of another origin can do neither).
+    dash_host, _, dash_port = _dashboard_address(dashboard, http_host).rpartition(":")
+    dash_sock = gateway.bind(dash_host, int(dash_port), fallback=dashboard is None, flag="--dashboard")
     scheme = "https" if server_tls else "http"
     sched.routes.base_url = (web_url or f"{scheme}://{gateway.url_host(http_host)}:{sock.getsockname()[1]}").rstrip("/")
+    sched.routes.dashboard_url = (dashboard_url or f"{scheme}://{gateway.url_host(dash_host)}:"
+                                                   f"{dash_sock.getsockname()[1]}").rstrip("/")
+    site = Dashboard(sched, secure_cookies=server_tls is not None)
+    web = gateway.Gateway(sched.routes, sched.dispatch, tokens, metrics=Metrics(sched, site),
+                          readiness=readiness, tunnels=Tunnels(sched.sandboxes, sched.fleet.execs, sched.identity))
+    web_task, web_server = await gateway.start(web, sock, server_tls)
+    dash_task, dash_server = await gateway.start(site, dash_sock, server_tls)
     # Refusals answers a request that breaks validate.py's rules, or does not parse, with
     # INVALID_ARGUMENT, for every service registered below.
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[Refusals()])
@@ -120,8 +129,8 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     await healthy.set("", health_pb2.HealthCheckResponse.SERVING)
     serving.set()
     state = f"state in {describe_url(database_url)}, " if database_url else ""
-    print(f"ember server listening on {bound}, web endpoints at {sched.routes.base_url} ({state}data in {data_dir})",
-          flush=True)
+    print(f"ember server listening on {bound}, web endpoints at {sched.routes.base_url}, the dashboard at "
+          f"{sched.routes.dashboard_url}/ ({state}data in {data_dir})", flush=True)
     if ready_file:
         pathlib.Path(ready_file).write_text(bound)
     provisioner = None
@@ -167,10 +176,10 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     if provisioner:
         provisioner.cancel()  # its workers go on, and a restarted control plane follows them again
     sched.fleet.closing = True  # the streams that close now say nothing of workers and containers
-    web_server.should_exit = True
+    web_server.should_exit = dash_server.should_exit = True
     # One that lost its lease drops its streams at once: its clients and workers go to the new leader.
     await server.stop(grace=0 if stepped_down else 1.0)
-    await web_task
+    await asyncio.gather(web_task, dash_task)
     if not stepped_down:
         sched.usage.flush()
         if leadership:
@@ -316,6 +325,11 @@ def _http_address(http: str | None) -> str:
     return http or os.environ.get("EMBER_HTTP") or DEFAULT_HTTP
 
 
+def _dashboard_address(dashboard: str | None, http_host: str) -> str:
+    """HOST:PORT of the dashboard: as given, else the gateway's host and port 8601 (or a free one)."""
+    return dashboard or os.environ.get("EMBER_DASHBOARD") or f"{http_host}:{DEFAULT_DASHBOARD_PORT}"
+
+
 def _server_tls(args, address: str, data_dir: pathlib.Path) -> tls.ServerTLS | None:
     """The TLS the flags ask for (None: plaintext), after checking that plaintext listens only
     on loopback and unix sockets, or that --insecure says otherwise."""
@@ -324,7 +338,8 @@ def _server_tls(args, address: str, data_dir: pathlib.Path) -> tls.ServerTLS | N
                                      "its private key, PEM files), or `--tls auto` for a certificate made here")
     if args.tls and args.tls_cert:
         raise exception.InvalidError("pass either `--tls auto` or --tls-cert and --tls-key, not both")
-    hosts = [_http_address(args.http).rpartition(":")[0]]
+    http_host = _http_address(args.http).rpartition(":")[0]
+    hosts = [http_host, _dashboard_address(args.dashboard, http_host).rpartition(":")[0]]
     if not address.startswith("unix:"):
         hosts.insert(0, address.rpartition(":")[0])
     if args.tls_cert:
@@ -385,7 +400,8 @@ def run(args) -> int:
                           lease_timeout=args.lease_timeout, worker_timeout=args.worker_timeout,
                           app_timeout=args.app_timeout, output_retention=args.output_retention * 3600,
                           log_retention=args.log_retention * 3600, gc=gc,
-                          http=args.http, web_url=args.web_url, ready_file=args.ready_file, server_tls=server_tls,
+                          http=args.http, web_url=args.web_url, dashboard=args.dashboard,
+                          dashboard_url=args.dashboard_url, ready_file=args.ready_file, server_tls=server_tls,
                           breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
                           provisioning=provisioning, blobs=blobs, leader_lease=args.leader_lease,
                           advertise_url=args.advertise_url, database_url=args.database_url):

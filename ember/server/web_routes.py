@@ -22,6 +22,7 @@ class WebRoutes:
         # URL label -> the function serving it, and which of a class's methods ("" for a function)
         self._routes: dict[str, tuple[FunctionState, str]] = {}
         self.base_url = ""  # the gateway's URL, set when it starts
+        self.dashboard_url = ""  # the dashboard's (an origin of its own), where the gateway's / sends browsers
 
     def route(self, fn: FunctionState):
         """Serve a function's web endpoints at their labels, taking them over from any earlier app."""

@@ -56,6 +56,7 @@ class Context:
     # The CA certificate (a PEM file the worker keeps) that containers check the control plane's
     # TLS certificate against; None: the system's CAs, or no TLS.
     ca_file: pathlib.Path | None = None
+    warm_parents: bool = True  # cold starts fork from a warm parent where they can (parents.py)
 
 
 class RuntimeBackend(abc.ABC):

@@ -129,6 +129,10 @@ class ContainerBackend(RuntimeBackend):
         self.snapshots_noted = False  # said once that enable_memory_snapshot has no effect here
         self.relays: dict[str, Relay] = {}  # control plane URL -> its relay, made at the first start
         self.relay_path = ctx.data_dir / "control.sock"
+        if ctx.warm_parents:
+            log.info("warm parents: none on the container backend yet, cold starts come from spares (a fork's "
+                     "namespaces of its own need privileges that its parent's imported code would hold too: "
+                     "see parents.py)")
 
     def isolation(self) -> str:
         # The network and cgroup parts say what this backend does today; they follow its code.

@@ -54,7 +54,7 @@ def _memory_mb() -> int:
 class Worker:
     def __init__(self, server_url: str, token: tuple[str, str], data_dir: pathlib.Path, cpu: float, memory_mb: int,
                  name: str, backend: str = "auto", cache_dir: pathlib.Path | None = None,
-                 labels: dict[str, str] | None = None):
+                 labels: dict[str, str] | None = None, warm_parents: bool = True):
         chosen, self.why = backends.choose(backend, BACKENDS)  # why: the reason it runs without isolation
         self.server_url = server_url
         self.token = token
@@ -76,7 +76,7 @@ class Worker:
             data_dir=data_dir, cache_dir=cache_dir, server_url=server_url,
             runtime_dir=runtime_files.prepare(cache_dir / "runtime"), stub=self._stub, gpus=self.gpus,
             worker_id=self.worker_id,
-            ca_file=_keep_ca(data_dir, server_url)))
+            ca_file=_keep_ca(data_dir, server_url), warm_parents=warm_parents))
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         log.info("%s; isolation: %s", self.backend_note, self.backend.isolation())
         self.tasks: dict[str, asyncio.Task] = {}
@@ -373,7 +373,7 @@ def run(args) -> int:
     try:
         worker = Worker(url, token, data_dir, cpu=args.cpu or float(os.cpu_count() or 1),
                         memory_mb=args.memory or _memory_mb(), name=args.name or socket.gethostname(),
-                        backend=args.backend, labels=labels,
+                        backend=args.backend, labels=labels, warm_parents=args.warm_parents == "on",
                         cache_dir=pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else None)
     except (backends.Unavailable, NetworkError) as e:
         print(f"ember worker: {e}", file=sys.stderr)

@@ -26,6 +26,7 @@ from .backend import RUNTIME_ENV, Capabilities, Context, Exit, RuntimeBackend, i
 from .execs import ExecError
 from .memory_snapshots import MemorySnapshots
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
+from .parents import Forked, WarmParents, key_of
 from .procs import describe_exit, kill_group, kill_session, session_usage, tail_of, terminate, terminate_all
 from .sandbox import relay_port
 
@@ -62,6 +63,7 @@ class ProcessBackend(RuntimeBackend):
         self.locks: dict[str, asyncio.Lock] = {}
         self.snapshots = MemorySnapshots(ctx.data_dir / "memory-snapshots", ctx.cache_dir, ctx.runtime_dir,
                                          self.code_cache, ctx.stub)
+        self.parents = WarmParents(ctx.warm_parents, self._launch_parent, self._parent_gone)
 
     # ------------------------------------------------------------------ images as venvs
 
@@ -143,18 +145,12 @@ class ProcessBackend(RuntimeBackend):
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = self.root / f"{cid}.log"
         python, image_env = await self._venv(sc.image, lambda text: log.info("image: %s", text.rstrip()))
-        # The worker's own environment, but never its token (a container has its own credential).
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_WORKER_TOKEN")}
-        env.update(RUNTIME_ENV, **identity_env(sc), EMBER_SERVER_URL=self.server_url,
-                   EMBER_CODE_CACHE=str(self.code_cache), EMBER_WORKER_PID=str(os.getpid()))
-        if self.ca_file is not None:
-            env["EMBER_CA_CERT"] = str(self.ca_file)
-        env.update(image_env)
-        if python != sys.executable:  # a venv: Ember's runtime comes from the runtime directory
-            env["PYTHONPATH"] = f"{self.runtime_dir}:{image_env['PYTHONPATH']}"
+        env = dict(self._env(python, image_env), **identity_env(sc))
         proc = None
-        if sc.HasField("snapshot_init"):
+        if sc.HasField("snapshot_init"):  # restored from its memory snapshot; else forked from a warm parent
             proc = await self.snapshots.start(sc.snapshot_init, python, env, workdir, log_path)
+        if proc is None:
+            proc = await self.parents.fork(sc, identity_env(sc), str(workdir), str(log_path))
         if proc is None:
             with open(log_path, "wb") as logf:
                 proc = await asyncio.create_subprocess_exec(
@@ -162,7 +158,8 @@ class ProcessBackend(RuntimeBackend):
                     stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         self.procs[cid] = proc
         self.envs[cid] = env
-        log.info("container %s started (pid %d)", cid, proc.pid)
+        log.info("container %s started (pid %d%s)", cid, proc.pid,
+                 ", forked from a warm parent" if isinstance(proc, Forked) else "")
         self.started(cid)
         try:
             code = await self._wait_reading_cpu(cid, proc)
@@ -178,6 +175,36 @@ class ProcessBackend(RuntimeBackend):
         reason = describe_exit(code)
         log.info("container %s %s", cid, reason)
         return Exit(code, reason, tail, cpu_seconds=cpu)
+
+    def _env(self, python: str, image_env: dict[str, str]) -> dict[str, str]:
+        """A container's environment but its identity (a warm parent's is this)."""
+        # The worker's own environment, but never its token (a container has its own credential).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_WORKER_TOKEN")}
+        env.update(RUNTIME_ENV, EMBER_SERVER_URL=self.server_url, EMBER_CODE_CACHE=str(self.code_cache),
+                   EMBER_WORKER_PID=str(os.getpid()))
+        if self.ca_file is not None:
+            env["EMBER_CA_CERT"] = str(self.ca_file)
+        env.update(image_env)
+        if python != sys.executable:  # a venv: Ember's runtime comes from the runtime directory
+            env["PYTHONPATH"] = f"{self.runtime_dir}:{image_env['PYTHONPATH']}"
+        return env
+
+    async def _launch_parent(self, sc: api_pb2.StartContainer, sock):
+        python, image_env = await self._venv(sc.image, lambda text: log.info("image: %s", text.rstrip()))
+        blob_id = sc.definition.code_blob_id
+        if blob_id and not (self.code_cache / blob_id).exists():  # a parent has no credential to fetch it with
+            blobs.unpack_code(self.code_cache, blob_id, await blobs.download(self.stub(), blob_id))
+        env = dict(self._env(python, image_env), EMBER_PARENT_FD=str(sock.fileno()))
+        with open(self.root / f"parent-{key_of(sc)}.log", "wb") as logf:
+            return await asyncio.create_subprocess_exec(
+                python, "-m", "ember.container.parent", cwd=self.root, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=logf, stderr=logf, start_new_session=True, pass_fds=[sock.fileno()])
+
+    def _parent_gone(self, key: str):
+        path = self.root / f"parent-{key}.log"
+        if tail := tail_of(path):
+            log.info("warm parent %s said: %s", key, tail.strip())
+        path.unlink(missing_ok=True)
 
     async def _wait_reading_cpu(self, cid: str, proc: asyncio.subprocess.Process) -> int:
         """Wait for the process to end, reading its tree's CPU time every second meanwhile: a
@@ -237,6 +264,7 @@ class ProcessBackend(RuntimeBackend):
 
     async def stop_all(self):
         await terminate_all(list(self.procs.values()))
+        await self.parents.stop_all()
 
 
 # The worker's death kills the command, as a container's processes; a terminal becomes the

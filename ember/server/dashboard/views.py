@@ -69,7 +69,15 @@ class Dashboard:
         return path == "/" or path == PREFIX or path.startswith(PREFIX + "/")
 
     async def __call__(self, scope, receive, send):
+        """Served on a port of its own (main.py), where nothing else is."""
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] != "http":
+            return
         req = Request(scope, receive)
+        if not self.serves(req.path):
+            return await answer(send, 404, self._bare("Not found", tag("p", f"nothing is served at {req.path}: "
+                                                                        f"this is the dashboard, at {PREFIX}/")))
         if req.path in ("/", PREFIX):
             return await redirect(send, PREFIX + "/")
         sub = req.path[len(PREFIX):]

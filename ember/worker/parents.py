@@ -1,0 +1,328 @@
+"""Warm parents: a cold start forked from a process that has the function's code imported.
+
+For each function code (its image, module and env=) that has had cold starts lately, the
+worker keeps a parent (ember/container/parent.py): Ember's runtime and the function's module
+imported, no credential, no connection. A new container of that code is a fork of it, told
+its identity by the worker as it is forked, which then connects and loads its function as any
+container (its module is imported already, so that is a dictionary lookup) and shares the
+parent's memory copy-on-write. A parent is started at a code's second cold start (recent
+traffic, not every function a worker ever ran once), replaced when a redeploy or a new image
+changes its function's code (its forks run on, and it goes when the last of them ends), and
+retired after PARENT_IDLE seconds without a fork.
+
+A container does not fork (it starts the usual way, and the worker says why once per code)
+where a fork cannot be sound: GPUs (a driver's state does not survive a fork), secrets (they
+are set before the code loads, and a parent has none), a function defined in __main__ (not
+imported), a module that starts threads at import or opts out (`__ember_fork__ = False`), or
+`ember worker --warm-parents off`. A parent that refuses or dies is not tried again for its
+code.
+
+Who runs a parent is its backend's (`launch`). The process backend runs it as a plain process,
+as its containers are (no isolation to keep). The container backend runs none yet, and says so
+when the worker starts: a fork that gets namespaces of its own (PID, mount, network), a writable
+layer and a root of its own must make them itself after the fork, and so after its parent ran
+the function's import, which is user code in the same address space and can change anything the
+child does next. Every way the kernel offers needs the child to hold a privilege then (unshare or
+setns, and mount, which a container's seccomp filter denies; or capabilities over the namespaces
+it joins), and what the child can do, the parent's imported code can do first, so the privilege
+must be one that gains that code nothing. The design worked out (NOTES-forkparent.md) is a
+sandbox per fork prepared by the worker like a spare, with namespaces owned by a user namespace
+of its own nested in the worker's and a network of loopback only, which the child joins with
+setns; the one thing a parent's code gets beyond a container's is setns on namespaces made for
+forks of the same code.
+"""
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import typing
+
+from ..proto import api_pb2
+
+log = logging.getLogger("ember.worker")
+
+PARENT_IDLE = float(os.environ.get("EMBER_WARM_PARENT_IDLE", "60"))  # seconds without a fork before it is retired
+MAX_PARENTS = 4      # parents kept at once; the one forked least recently goes first
+WARM_AFTER = 2       # cold starts of a code (within PARENT_IDLE of each other) that start its parent
+START_AFTER = 0.25   # seconds after the cold start that asks for a parent: that container loads first
+
+
+def key_of(sc: api_pb2.StartContainer) -> str:
+    """What a parent holds imported: the image, and the function's code and env= (the same for
+    every function of one module, and across runs of an app whose code did not change)."""
+    d = sc.definition
+    h = hashlib.sha256()
+    for part in (sc.image.image_id, d.module, d.code_blob_id, json.dumps(sorted(d.env.items()))):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def function_of(sc: api_pb2.StartContainer) -> tuple[str, str]:
+    """Which function it is across redeploys and runs of its app (each of which has an id of its
+    own): where its code is, by name. A parent of other code for it is out of date."""
+    return sc.definition.module, sc.definition.qualname
+
+
+def why_not(sc: api_pb2.StartContainer) -> str | None:
+    """Why a container of `sc` must not be a fork, or None."""
+    d = sc.definition
+    if sc.gpu_indices:
+        return "it has GPUs, whose driver state a fork does not share soundly"
+    if d.secret_ids:
+        return "its secrets are set before its code loads, and a warm parent has none"
+    if d.pickled.data or d.pickled.blob_id or not d.module:
+        return "its function is serialized (defined in __main__), not imported"
+    return None
+
+
+class ParentGone(Exception):
+    pass
+
+
+class Forked:
+    """A container forked from a parent: waited for and signalled as a process is (its parent,
+    not the worker, reaps it and says how it ended)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self.ended = asyncio.get_running_loop().create_future()
+
+    def _exited(self, code: int):
+        if self.returncode is None:
+            self.returncode = code
+            self.ended.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self.ended)
+
+    def send_signal(self, sig: int):
+        if self.returncode is None:  # not reaped yet, so its PID is still its own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+
+class Parent:
+    def __init__(self, key: str, function: tuple[str, str], proc, sock: socket.socket):
+        self.key = key
+        self.function = function  # (module, qualname) of the function it was made for: a redeploy of it replaces this
+        self.proc = proc
+        self.sock = sock
+        self.children: dict[int, Forked] = {}
+        self.forking: asyncio.Future | None = None  # the fork asked for, until its PID comes
+        self.lock = asyncio.Lock()
+        self.last_fork = asyncio.get_running_loop().time()
+        self.retiring = False  # replaced: it goes once its forks have ended
+        self.reader: asyncio.Task | None = None
+
+    async def _recv(self) -> dict:
+        data = await asyncio.get_running_loop().sock_recv(self.sock, 1 << 16)
+        if not data:
+            raise ParentGone("it exited")
+        return json.loads(data)
+
+    async def handshake(self, definition: api_pb2.FunctionDefinition) -> str | None:
+        """Give it the function; why it cannot be forked from, or None once it is ready."""
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(self.sock, json.dumps({"definition": definition.SerializeToString().hex()}).encode())
+        answer = await self._recv()
+        if "refused" in answer:
+            return answer["refused"]
+        self.reader = loop.create_task(self._read())
+        return None
+
+    async def _read(self):
+        try:
+            while True:
+                msg = await self._recv()
+                if "pid" in msg and self.forking is not None and not self.forking.done():
+                    self.forking.set_result(msg["pid"])
+                elif "exited" in msg and (child := self.children.pop(msg["exited"], None)) is not None:
+                    child._exited(os.waitstatus_to_exitcode(msg["status"]))
+        except (ParentGone, OSError, ValueError, TypeError, KeyError):
+            pass  # gone, or talking nonsense
+        # Its socket's end ends it (if it still runs), and its forks with it (their parent-death
+        # signal is SIGKILL).
+        self.sock.close()
+        if self.forking is not None and not self.forking.done():
+            self.forking.set_exception(ParentGone("it exited"))
+        for child in self.children.values():
+            child._exited(-signal.SIGKILL)
+        self.children.clear()
+
+    @property
+    def alive(self) -> bool:
+        return self.reader is not None and not self.reader.done()
+
+    async def fork(self, env: dict[str, str], cwd: str, log_path: str) -> Forked:
+        async with self.lock:
+            if not self.alive:
+                raise ParentGone("it exited")
+            self.forking = asyncio.get_running_loop().create_future()
+            await asyncio.get_running_loop().sock_sendall(
+                self.sock, json.dumps({"fork": {"env": env, "cwd": cwd, "log": log_path}}).encode())
+            pid = await self.forking
+            # A parent has run the function's import: its word is checked before the worker
+            # signals or measures that PID as a container's.
+            if not isinstance(pid, int) or _parent_of(pid) != self.proc.pid:
+                raise ParentGone(f"it answered with PID {pid!r}, which is not a child of its")
+            child = self.children[pid] = Forked(pid)
+            self.last_fork = asyncio.get_running_loop().time()
+            return child
+
+    async def close(self):
+        """Retire it: its socket's end ends it."""
+        self.sock.close()
+        if self.reader is not None:
+            self.reader.cancel()
+        if self.proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.proc.wait()
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# A backend's way to start a parent for a container's code: given the container's start and
+# the parent's end of its socket (inheritable), the started process (an asyncio Process).
+Launch = typing.Callable[[api_pb2.StartContainer, socket.socket], typing.Awaitable[typing.Any]]
+
+
+class WarmParents:
+    def __init__(self, enabled: bool, launch: Launch, cleanup: typing.Callable[[str], None] = lambda key: None):
+        self.enabled = enabled
+        self.launch = launch
+        self.cleanup = cleanup  # what the backend does once a parent (by key) is gone
+        self.parents: collections.OrderedDict[str, Parent] = collections.OrderedDict()  # by key, least recent first
+        self.starting: dict[str, asyncio.Task] = {}
+        self.cold: dict[str, tuple[int, float]] = {}  # key -> cold starts lately, and when the last was
+        self.refused: dict[str, str] = {}  # key -> why it cannot be forked from (said once)
+        self.said: set[tuple[str, str]] = set()
+        self.retirer: asyncio.Task | None = None
+
+    def _say(self, key: str, sc: api_pb2.StartContainer, why: str):
+        if (key, why) not in self.said:
+            self.said.add((key, why))
+            log.info("containers of %s start without a warm parent: %s", sc.definition.name or sc.function_id, why)
+
+    async def fork(self, sc: api_pb2.StartContainer, env: dict[str, str], cwd: str, log_path: str) -> Forked | None:
+        """The container `sc` as a fork of its code's parent, or None: it starts the usual way
+        (and its code's parent is started, if its code has been starting cold lately)."""
+        if not self.enabled or sc.definition.sandbox:  # a sandbox runs no code of the app
+            return None
+        key = key_of(sc)
+        why = why_not(sc) or self.refused.get(key)
+        if why:
+            self._say(key, sc, why)
+            return None
+        parent = self.parents.get(key)
+        if parent is not None and not parent.retiring:
+            try:
+                child = await parent.fork(env, cwd, log_path)
+                self.parents.move_to_end(key)
+                parent.function = function_of(sc)
+                return child
+            except (ParentGone, OSError) as e:
+                self.refused[key] = f"its warm parent ended ({e}; see the worker's log)"
+                await self._drop(parent)
+        self._count_cold(key, sc)
+        return None
+
+    def _count_cold(self, key: str, sc: api_pb2.StartContainer):
+        now = asyncio.get_running_loop().time()
+        n, last = self.cold.get(key, (0, now))
+        n = n + 1 if now - last < PARENT_IDLE else 1
+        self.cold[key] = (n, now)
+        if n >= WARM_AFTER and key not in self.starting and key not in self.parents:
+            self.starting[key] = asyncio.get_running_loop().create_task(self._start(key, sc))
+        if self.retirer is None:
+            self.retirer = asyncio.get_running_loop().create_task(self._retire_idle())
+
+    async def _start(self, key: str, sc: api_pb2.StartContainer):
+        parent = None
+        try:
+            await asyncio.sleep(START_AFTER)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ours.setblocking(False)
+            theirs.set_inheritable(True)
+            try:
+                proc = await self.launch(sc, theirs)
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            parent = Parent(key, function_of(sc), proc, ours)
+            why = await parent.handshake(sc.definition)
+            if why:
+                self.refused[key] = why
+                self._say(key, sc, why)
+                await self._drop(parent)
+                return
+            self.parents[key] = parent
+            log.info("a warm parent (pid %d) of %s is ready: its containers fork from it", proc.pid,
+                     sc.definition.name or sc.function_id)
+            for other in list(self.parents.values()):  # a redeploy's, or a new image's: the old code goes
+                if other is not parent and other.function == parent.function:
+                    other.retiring = True
+            if len(self.parents) > MAX_PARENTS:
+                next(iter(self.parents.values())).retiring = True
+            await self._retire_done()
+        except (ParentGone, OSError, asyncio.CancelledError) as e:
+            if parent is not None:
+                await self._drop(parent)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            self.refused[key] = f"its warm parent could not start ({e}; see the worker's log)"
+            self._say(key, sc, self.refused[key])
+        finally:
+            self.starting.pop(key, None)
+
+    async def _drop(self, parent: Parent):
+        if self.parents.get(parent.key) is parent:
+            del self.parents[parent.key]
+        await parent.close()
+        self.cleanup(parent.key)
+
+    async def _retire_done(self):
+        """Parents replaced, or idle, that no fork of runs any more."""
+        now = asyncio.get_running_loop().time()
+        for parent in list(self.parents.values()):
+            if now - parent.last_fork > PARENT_IDLE:
+                parent.retiring = True
+            if parent.retiring and not parent.children:
+                log.info("warm parent %d retired (%s)", parent.proc.pid,
+                         "idle" if now - parent.last_fork > PARENT_IDLE else "its code was replaced")
+                await self._drop(parent)
+
+    async def _retire_idle(self):
+        while True:
+            await asyncio.sleep(min(PARENT_IDLE / 4, 5))
+            await self._retire_done()
+
+    async def stop_all(self):
+        for task in list(self.starting.values()) + ([self.retirer] if self.retirer else []):
+            task.cancel()
+        for parent in list(self.parents.values()):
+            await self._drop(parent)
