@@ -32,6 +32,7 @@ from .procs import tail_of
 log = logging.getLogger("ember.worker")
 
 RESTORER = pathlib.Path(__file__).with_name("restorer.py")
+KEEP = 4  # snapshots a worker keeps, the most recently used: each holds its function's memory on disk
 
 
 class MemorySnapshots:
@@ -100,12 +101,23 @@ class MemorySnapshots:
             (snap / "meta.json").write_text(json.dumps(meta))  # last: a snapshot without it is incomplete
             log.info("memory snapshot of %s taken (%.1f MB)", init.definition.name,
                      sum(f.stat().st_size for f in (snap / "images").iterdir()) / 1e6)
+            self._prune()
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
             for fd in (stdin_w, out_r, ready_r):
                 os.close(fd)
+
+    def _prune(self):
+        """Remove all but the KEEP most recently used snapshots (those of older versions, mostly)."""
+        def used(d: pathlib.Path) -> float:
+            try:
+                return (d / "meta.json").stat().st_mtime
+            except FileNotFoundError:
+                return float("inf")  # being taken
+        for old in sorted(self.root.iterdir(), key=used, reverse=True)[KEEP:]:
+            shutil.rmtree(old, ignore_errors=True)
 
     async def _resolved(self, init: api_pb2.ContainerInit) -> api_pb2.ContainerInit:
         """The init, with what its runtime would fetch from the control plane fetched here (it
@@ -124,6 +136,7 @@ class MemorySnapshots:
     async def _restore(self, snap: pathlib.Path, env: dict, cwd: pathlib.Path,
                        log_path: pathlib.Path) -> asyncio.subprocess.Process:
         meta = json.loads((snap / "meta.json").read_text())
+        os.utime(snap / "meta.json")  # used now: the last to go (_prune)
         command = criu.argv(self.cache_dir)
         stdin_r, stdin_w = os.pipe()
         status_r, status_w = os.pipe()
