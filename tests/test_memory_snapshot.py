@@ -1,6 +1,7 @@
 """Memory snapshots (enable_memory_snapshot=True, process backend): containers of a deployed class
 restored from a CRIU checkpoint taken after its imports and @ember.enter(snap=True) hooks."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -95,6 +96,11 @@ def test_restored_containers_keep_snap_state_and_rerun_the_rest(cluster):
     for c in (first["container"], second["container"]):
         assert f"rest:{c}" in seen and f"import:{c}" not in seen and f"snap:{c}" not in seen
     assert len(snapshots(cluster)) == 1
+    # Its CPU time and memory are read from the copy's own process (not its restorer's).
+    restored = re.findall(r"container (\S+) started \(pid (\d+), restored from its memory snapshot as pid (\d+)\)",
+                          cluster.log("worker-w1"))
+    assert {c for c, _, _ in restored} >= {first["container"], second["container"]}
+    assert all(restorer != copy for _, restorer, copy in restored)
 
     # A corrupt snapshot: the container starts afresh all the same, and the worker says why.
     (snap,) = snapshots(cluster)

@@ -52,7 +52,7 @@ class MemorySnapshots:
         return h.hexdigest()[:32]
 
     async def start(self, init: api_pb2.ContainerInit, python: str, env: dict, cwd: pathlib.Path,
-                    log_path: pathlib.Path) -> asyncio.subprocess.Process | None:
+                    log_path: pathlib.Path) -> "Restored | None":
         """The container restored from its function's snapshot (taken first if there is none);
         None if it cannot be (logged): the caller starts it afresh. `env` holds its identity."""
         key = self.key(init, python)
@@ -134,7 +134,7 @@ class MemorySnapshots:
         return init
 
     async def _restore(self, snap: pathlib.Path, env: dict, cwd: pathlib.Path,
-                       log_path: pathlib.Path) -> asyncio.subprocess.Process:
+                       log_path: pathlib.Path) -> "Restored":
         meta = json.loads((snap / "meta.json").read_text())
         os.utime(snap / "meta.json")  # used now: the last to go (_prune)
         command = criu.argv(self.cache_dir)
@@ -156,13 +156,13 @@ class MemorySnapshots:
                 os.close(status_w)
         try:
             restored = await asyncio.to_thread(_read_all, status_r)
-            if restored != b"R":
+            if not restored.startswith(b"R"):
                 await proc.wait()
                 why = (tail_of(work / "restore.log") or tail_of(log_path)).strip().splitlines()[-1:]
                 raise SnapshotError(f"its restore failed ({why[0] if why else 'no output'})")
             identity = {k: v for k, v in env.items() if _identity(k)}
             os.write(stdin_w, json.dumps({**identity, "cwd": str(cwd)}).encode() + b"\n")
-            return proc
+            return Restored(proc, _host_pid(proc.pid, int(restored[1:])))
         except BaseException:
             if proc.returncode is None:
                 proc.kill()
@@ -171,6 +171,52 @@ class MemorySnapshots:
         finally:
             os.close(stdin_w)
             os.close(status_r)
+
+
+class Restored:
+    """A container restored from its snapshot: its restorer, waited for and signalled as a process
+    is (it ends as the copy did), and the session the copy leads, where its CPU time and memory
+    are read (the restorer's own session holds only the restorer)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, session: int):
+        self.proc = proc
+        self.pid = proc.pid
+        self.session = session
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
+
+    def terminate(self):
+        self.proc.terminate()
+
+    def kill(self):
+        self.proc.kill()
+
+
+def _host_pid(restorer: int, pid: int) -> int:
+    """The restored copy's PID as the worker sees it (`pid` is its own, in its namespace), found
+    among the children of its restorer's init; the restorer's if it cannot be read."""
+    for init in _children(restorer):
+        for child in _children(init):
+            try:
+                nspid = next(line for line in pathlib.Path(f"/proc/{child}/status").read_text().splitlines()
+                             if line.startswith("NSpid:")).split()
+            except (OSError, StopIteration):
+                continue
+            if int(nspid[-1]) == pid:
+                return child
+    return restorer
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _identity(name: str) -> bool:

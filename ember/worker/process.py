@@ -24,7 +24,7 @@ from .._client import blobs
 from ..proto import api_pb2
 from .backend import RUNTIME_ENV, Capabilities, Context, Exit, RuntimeBackend, identity_env
 from .execs import ExecError
-from .memory_snapshots import MemorySnapshots
+from .memory_snapshots import MemorySnapshots, Restored
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
 from .parents import Forked, WarmParents, key_of
 from .procs import describe_exit, kill_group, kill_session, session_usage, tail_of, terminate, terminate_all
@@ -158,8 +158,9 @@ class ProcessBackend(RuntimeBackend):
                     stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         self.procs[cid] = proc
         self.envs[cid] = env
-        log.info("container %s started (pid %d%s)", cid, proc.pid,
-                 ", forked from a warm parent" if isinstance(proc, Forked) else "")
+        how = (", forked from a warm parent" if isinstance(proc, Forked) else
+               f", restored from its memory snapshot as pid {proc.session}" if isinstance(proc, Restored) else "")
+        log.info("container %s started (pid %d%s)", cid, proc.pid, how)
         self.started(cid)
         try:
             code = await self._wait_reading_cpu(cid, proc)
@@ -215,7 +216,7 @@ class ProcessBackend(RuntimeBackend):
             done, _ = await asyncio.wait([ended], timeout=CPU_SAMPLE_EVERY)
             if done:
                 return ended.result()
-            cpu, self.memory[cid] = session_usage(proc.pid)
+            cpu, self.memory[cid] = session_usage(proc.session if isinstance(proc, Restored) else proc.pid)
             self.cpu[cid] = max(self.cpu.get(cid, 0.0), cpu)
 
     def cpu_seconds(self, container_id: str) -> float | None:

@@ -90,7 +90,7 @@ def init(spec, status_w):
     _forward(pid)
     if not os.path.exists(spec["kdat"]):
         _copy(KDAT, spec["kdat"])
-    os.write(spec["status_fd"], b"R")  # restored: the worker tells it who it is
+    os.write(spec["status_fd"], b"R%d" % pid)  # restored (its PID here): the worker tells it who it is
     os.close(spec["status_fd"])
     while True:  # orphans of the restored process are reparented here, and reaped
         done_pid, status = os.waitpid(-1, 0)
