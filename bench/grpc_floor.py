@@ -1,4 +1,5 @@
-"""The transport floor: a bare gRPC asyncio bidi-stream ping-pong between two Python processes.
+"""The transport floor: a bare bidi-stream ping-pong between two Python processes, on gRPC
+asyncio and on Ember's frame transport (ember/_transport.py), side by side in one run.
 
     python bench/grpc_floor.py
 
@@ -7,6 +8,7 @@ so this is the least one can cost on the machine at hand; compare other figures 
 """
 
 import asyncio
+import contextlib
 import pathlib
 import socket
 import statistics
@@ -18,10 +20,11 @@ import grpc
 import uvloop
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from ember import _transport  # noqa: E402
 from ember.proto import api_pb2, api_pb2_grpc  # noqa: E402
 
 
-class Echo(api_pb2_grpc.EmberServicer):
+class Echo(api_pb2_grpc.ClientApiServicer):
     async def ObjectStream(self, requests, context):
         async for op in requests:
             yield api_pb2.ObjectOpResult(tag=op.tag)
@@ -29,10 +32,43 @@ class Echo(api_pb2_grpc.EmberServicer):
 
 async def serve(port: int):
     server = grpc.aio.server()
-    api_pb2_grpc.add_EmberServicer_to_server(Echo(), server)
+    api_pb2_grpc.add_ClientApiServicer_to_server(Echo(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
+
+
+async def serve_frames(port: int):
+    """Echo each ObjectOp's tag, as Echo does, on frames (no hello: the bare transport)."""
+    async def echo(conn: _transport.Connection):
+        with contextlib.suppress(_transport.Closed):  # the client is done
+            while True:
+                _, body = await conn.receive()
+                conn.send(_transport.MESSAGE, api_pb2.ObjectOpResult(tag=api_pb2.ObjectOp.FromString(body).tag))
+
+    def connection():
+        conn = _transport.Connection()
+        asyncio.get_running_loop().create_task(echo(conn))
+        return conn
+
+    server = await asyncio.get_running_loop().create_server(connection, "127.0.0.1", port)
+    await server.serve_forever()
+
+
+def timed_median(times: list[float], warmup: int) -> float:
+    return statistics.median(times[warmup:]) * 1000
+
+
+async def ping_frames(port: int, n: int = 3000, warmup: int = 300) -> float:
+    conn = await _transport.connect("127.0.0.1", port, None)
+    times = []
+    for i in range(n + warmup):
+        t = time.perf_counter()
+        conn.send(_transport.MESSAGE, api_pb2.ObjectOp(tag=i))
+        api_pb2.ObjectOpResult.FromString((await conn.receive())[1])
+        times.append(time.perf_counter() - t)
+    conn.close()
+    return timed_median(times, warmup)
 
 
 async def ping(port: int, n: int = 3000, warmup: int = 300) -> float:
@@ -43,7 +79,7 @@ async def ping(port: int, n: int = 3000, warmup: int = 300) -> float:
             while True:
                 yield await queue.get()
 
-        call = api_pb2_grpc.EmberStub(channel).ObjectStream(requests(), wait_for_ready=True)
+        call = api_pb2_grpc.ClientApiStub(channel).ObjectStream(requests(), wait_for_ready=True)
         times = []
         for i in range(n + warmup):
             t = time.perf_counter()
@@ -51,22 +87,34 @@ async def ping(port: int, n: int = 3000, warmup: int = 300) -> float:
             await call.read()
             times.append(time.perf_counter() - t)
         call.cancel()
-        return statistics.median(times[warmup:]) * 1000
+        return timed_median(times, warmup)
 
 
 def main():
     if sys.argv[1:2] == ["serve"]:
         uvloop.run(serve(int(sys.argv[2])))
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, __file__, "serve", str(port)])
-    try:
-        print(f"gRPC asyncio bidi ping-pong between two processes, median of 3000: {uvloop.run(ping(port)):.3f} ms")
-    finally:
-        server.terminate()
-        server.wait()
+    if sys.argv[1:2] == ["serve-frames"]:
+        uvloop.run(serve_frames(int(sys.argv[2])))
+        return
+    results = {}
+    for kind, measure in (("gRPC asyncio", ping), ("frames", ping_frames)):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen([sys.executable, __file__, "serve" if measure is ping else "serve-frames", str(port)])
+        try:
+            for _ in range(100):  # until it listens
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.05)
+            results[kind] = uvloop.run(measure(port))
+        finally:
+            server.terminate()
+            server.wait()
+    print("bidi ping-pong between two processes, median of 3000: "
+          + ", ".join(f"{kind} {ms:.3f} ms" for kind, ms in results.items()))
 
 
 if __name__ == "__main__":

@@ -1,35 +1,42 @@
-"""Dict and Queue round trips: Ember against Redis on loopback, in one run.
+"""Dict and Queue round trips: Ember on its frame transport and on gRPC, against Redis on
+loopback, in one run.
 
     python bench/objects.py      # needs redis-server (apt-get install redis-server);
                                  # installs redis-py into bench/.venv-redis the first time
+    python bench/objects.py --tls  # Ember over TLS (`ember server --tls auto`), frames and gRPC alike
 
 Measures, from a client on the same machine, the median of 2,000 after 200 warm-up:
   - Dict.put then Dict.get of a small value (Redis: SET then GET);
-  - Queue.put then Queue.get (Redis: RPUSH then BLPOP).
+  - Queue.put then Queue.get (Redis: RPUSH then BLPOP);
+and where a Dict pair's time goes: the hop from the caller's thread to the client's event loop
+and back (once an operation), the bare transport's ping-pong (bench/grpc_floor.py, once an
+operation), the store's commits (the control plane's own ember_store_commit_seconds: how many a
+pair makes, and how long one takes), and for a put and a get on frames, the time in the client
+before its frame is written, from then to the answer's arrival, and from there to the caller.
 """
 
+import json
 import os
 import pathlib
 import platform
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from core import free_port, start_cluster  # noqa: E402
+
 REDIS_VENV = HERE / ".venv-redis"
 REDIS_PY = "redis==8.1.0"
 N, WARMUP = 2000, 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TRANSPORTS = ("frames", "grpc")  # EMBER_TRANSPORT
 
 
 def timed(op) -> float:
@@ -44,13 +51,56 @@ def timed(op) -> float:
     return statistics.median(times) * 1000
 
 
-def bench_ember(tmp: pathlib.Path) -> dict:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "ember.cli.main", "server", "--port", str(port),
-                               "--data-dir", str(tmp / "server")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ["EMBER_SERVER_URL"] = f"127.0.0.1:{port}"
+def commits() -> tuple[float, float]:
+    """(count, seconds) of the control plane's store commits so far, from its /metrics."""
+    ca = os.environ.get("EMBER_CA_CERT")  # over TLS: the control plane's own CA
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    text = urllib.request.urlopen(os.environ["EMBER_BENCH_WEB_URL"] + "/metrics", timeout=10,
+                                  context=context).read().decode()
+    figures = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("ember_store_commit_seconds_"))
+    return float(figures["ember_store_commit_seconds_count"]), float(figures["ember_store_commit_seconds_sum"])
+
+
+def marked() -> dict:
+    """Have the frame transport note when it last wrote a frame and when data last arrived (set
+    before the client connects: the event loop keeps the methods it found then)."""
+    from ember import _transport
+    marks = {}
+    send, received = _transport.Connection.send, _transport.Connection.data_received
+
+    def marked_send(conn, kind, msg):
+        marks["written"] = time.perf_counter()
+        send(conn, kind, msg)
+
+    def marked_received(conn, data):
+        marks["arrived"] = time.perf_counter()
+        received(conn, data)
+
+    _transport.Connection.send, _transport.Connection.data_received = marked_send, marked_received
+    return marks
+
+
+def split(op, name: str, marks: dict) -> dict:
+    """Where one operation's time goes on the frame transport, medians in ms: in the client
+    before its frame is written, from that write to the answer's arrival (loopback both ways and
+    the control plane's handling, commit included), and from there back to the caller."""
+    rows = []
+    for _ in range(N + WARMUP):
+        t = time.perf_counter()
+        op()
+        arrived = marks["arrived"]
+        rows.append((marks["written"] - t, arrived - marks["written"], time.perf_counter() - arrived))
+    parts = ("client_ms", "server_ms", "back_ms")
+    return {f"{name}_{part}": statistics.median(r[k] for r in rows[WARMUP:]) * 1000 for k, part in enumerate(parts)}
+
+
+def bench_ember(tmp: pathlib.Path, transport: str, tls: bool) -> dict:
+    os.environ["EMBER_TRANSPORT"] = transport  # read by the client of this server's URL, made below
+    marks = marked()
+    server, worker = start_cluster(tmp, backend="process", tls=tls)
     try:
         import ember
+        from ember._client.client import Client
         d = ember.Dict.from_name("bench", create_if_missing=True)
         q = ember.Queue.from_name("bench", create_if_missing=True)
         value = {"user": 42, "name": "ada"}
@@ -63,10 +113,25 @@ def bench_ember(tmp: pathlib.Path) -> dict:
             q.put(value)
             q.get()
 
-        return {"dict_ms": timed(dict_rt), "queue_ms": timed(queue_rt)}
+        count, seconds = commits()
+        figures = {"dict_ms": timed(dict_rt)}
+        count2, seconds2 = commits()
+        figures["commits_per_pair"] = (count2 - count) / (N + WARMUP)
+        figures["commit_ms"] = (seconds2 - seconds) / max(1, count2 - count) * 1000
+        figures["queue_ms"] = timed(queue_rt)
+        client = Client.from_env()
+
+        async def nothing():
+            pass
+        figures["hop_ms"] = timed(lambda: client.run(nothing()))
+        if transport == "frames":
+            figures.update(split(lambda: d.put("key", value), "put", marks),
+                           **split(lambda: d.get("key"), "get", marks))
+        return figures
     finally:
-        server.terminate()
-        server.wait()
+        for p in (worker, server):
+            p.terminate()
+            p.wait()
 
 
 REDIS_SIDE = r'''
@@ -91,7 +156,6 @@ print(json.dumps({"dict_ms": timed(dict_rt), "queue_ms": timed(queue_rt)}))
 
 
 def bench_redis(tmp: pathlib.Path) -> dict:
-    import json
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed: apt-get install redis-server")
     py = REDIS_VENV / "bin" / "python"
@@ -116,18 +180,40 @@ def bench_redis(tmp: pathlib.Path) -> dict:
 
 
 def main():
+    if sys.argv[1:2] == ["--one"]:  # one transport's figures, in a process of its own (its own client)
+        tmp = pathlib.Path(sys.argv[3])
+        print(json.dumps(bench_ember(tmp, sys.argv[2], tls="--tls" in sys.argv)))
+        return
+    tls = "--tls" in sys.argv[1:]
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-objects-"))
     try:
-        e = bench_ember(tmp)
+        e = {}
+        for transport in TRANSPORTS:
+            (tmp / transport).mkdir()
+            out = subprocess.run([sys.executable, __file__, "--one", transport, str(tmp / transport)]
+                                 + (["--tls"] if tls else []), capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"the benchmark on {transport} failed:\n{out.stderr[-3000:]}")
+            e[transport] = json.loads(out.stdout.splitlines()[-1])
         r = bench_redis(tmp)
         floor = subprocess.run([sys.executable, str(HERE / "grpc_floor.py")], capture_output=True, text=True,
                                check=True).stdout.strip()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"# objects benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores")
-    print(f"{'':34}{'Ember':>10}{'Redis':>10}{'ratio':>8}")
+    print(f"# objects benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores"
+          + (", Ember over TLS" if tls else ""))
+    print(f"{'':34}{'frames':>10}{'gRPC':>10}{'Redis':>10}{'frames/Redis':>14}")
     for key, label in (("dict_ms", "Dict put + get, median (ms)"), ("queue_ms", "Queue put + get, median (ms)")):
-        print(f"{label:34}{e[key]:10.3f}{r[key]:10.3f}{e[key] / r[key]:7.1f}x")
+        frames, grpc = e["frames"][key], e["grpc"][key]
+        print(f"{label:34}{frames:10.3f}{grpc:10.3f}{r[key]:10.3f}{frames / r[key]:13.1f}x")
+    print("where a Dict pair's time goes (ms):")
+    for key, label in (("hop_ms", "thread -> client loop -> thread, one"), ("commit_ms", "one store commit (server)"),
+                       ("commits_per_pair", "commits per pair")):
+        print(f"  {label:40}{e['frames'][key]:10.3f}{e['grpc'][key]:10.3f}")
+    f = e["frames"]
+    for name in ("put", "get"):
+        print(f"  frames, Dict.{name}: in the client before its write {f[name + '_client_ms']:.3f}, write -> answer "
+              f"arrives {f[name + '_server_ms']:.3f}, arrival -> caller {f[name + '_back_ms']:.3f}")
     print(f"transport floor, in the same run: {floor} (a put + get pair is two of them)")
 
 

@@ -221,6 +221,28 @@ def open_channel(url: str, options: list[tuple] = ()) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca_pem()), options=options)
 
 
+def transport() -> str:
+    """How the hot streams travel (EMBER_TRANSPORT): "frames", the frame transport where the
+    control plane serves it (ember/_transport.py), the default; or "grpc"."""
+    chosen = os.environ.get("EMBER_TRANSPORT", "frames")
+    if chosen not in ("frames", "grpc"):
+        raise exception.InvalidError(f"EMBER_TRANSPORT={chosen!r}: set it to 'frames' (the default) or 'grpc'")
+    return chosen
+
+
+def frames_reach(url: str) -> bool:
+    """Whether a frame connection can go where url goes: not over a unix socket, nor from inside
+    a container (EMBER_CONTAINER_ID): its address of the control plane is a relay or a
+    translation of gRPC's port alone (worker/container.py), and another port could hang."""
+    return not url.startswith("unix:") and not os.environ.get("EMBER_CONTAINER_ID")
+
+
+def client_tls() -> ssl.SSLContext:
+    """TLS for a plain socket to the control plane, checked as open_channel checks gRPC's."""
+    pem = ca_pem()
+    return ssl.create_default_context(cadata=pem.decode("ascii", "replace") if pem is not None else None)
+
+
 # OpenSSL's verify codes for a certificate that is trusted but names another host.
 X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH = 62, 64
 

@@ -255,17 +255,26 @@ def module_cluster(tmp: pathlib.Path, store: str = "sqlite", **worker_opts):
     c = Cluster(tmp, store=store)
     c.start_server()
     c.start_worker(**worker_opts)
-    old = {key: os.environ.get(key) for key in c.env}
-    os.environ.update(c.env)
     try:
-        yield c
+        with environ(c.env):
+            yield c
+    finally:
+        c.stop()
+
+
+@contextlib.contextmanager
+def environ(env: dict):
+    """os.environ with env's variables set; as it was before, after."""
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
     finally:
         for key, value in old.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        c.stop()
 
 
 def run_py(code: str, env_extra=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:

@@ -3,14 +3,17 @@
 import asyncio
 import atexit
 import contextlib
+import functools
 import itertools
+import logging
 import os
+import ssl
 import threading
 import typing
 
 import grpc
 
-from .. import config, exception
+from .. import _transport, config, exception
 from ..proto import api_pb2, api_pb2_grpc
 from . import blobs
 from .auth import Authed
@@ -20,9 +23,13 @@ from .stream import Backoff, ReconnectingStream, unavailable
 
 CONNECT_TIMEOUT = 5.0      # seconds to reach a control plane at all
 RECONNECT_WINDOW = 120.0   # seconds to keep retrying an established one (it may be restarting)
+# Seconds to open a frame connection (ember/_transport.py) before using gRPC instead: milliseconds
+# where it can be reached; a firewall or load balancer that drops the port must not stall a stream.
+FRAMES_CONNECT_TIMEOUT = 1.0
 # Unary calls in flight on one channel at most: past about a thousand, gRPC's asyncio client
 # starts failing calls as CANCELLED. Callers beyond the limit wait their turn.
 MAX_INFLIGHT = 512
+log = logging.getLogger("ember.client")
 
 
 def translate(e: grpc.aio.AioRpcError, what: str) -> Exception:
@@ -75,11 +82,14 @@ class Client:
         self.url = url  # one address, or several of control planes of which one leads (servers.py)
         self.token = token
         self.pid = os.getpid()
+        self.transport = config.transport()
+        self.tls: ssl.SSLContext | None = None  # for frame connections, made when first needed
         self.servers = Servers(url, lambda channel: Authed(api_pb2_grpc.ClientApiStub(channel), token))
         self.bridge = LoopThread("ember-client")
         self.bridge.run(self._connect())
         self.mux = StreamMux(self, "CallStream", "calling a function", resend=True)
-        self.objects = StreamMux(self, "ObjectStream", "a dict or queue operation", resend=False)
+        self.objects = StreamMux(self, "ObjectStream", "a dict or queue operation", resend=False,
+                                 frames_of=api_pb2.ObjectOpResult)
 
     @classmethod
     def close_all(cls):
@@ -152,6 +162,31 @@ class Client:
                     raise
                 self.servers.failed(url, e)
 
+    async def frames(self, url: str):
+        """A frame connection (ember/_transport.py) to the control plane at url; None where there
+        is none to have (it serves none, or it cannot be reached so: the caller uses gRPC). What
+        says that control plane is unavailable is raised, as gRPC's stream would raise it."""
+        if self.transport != "frames" or not config.frames_reach(url):
+            return None
+        try:
+            endpoint = await self.servers.stub_at(url).TransportEndpoint(
+                api_pb2.Empty(), wait_for_ready=self.servers.wait_for_ready)
+        except grpc.aio.AioRpcError as e:
+            if unavailable(e):
+                raise
+            return None  # an older control plane (UNIMPLEMENTED), or refused: gRPC's stream says why
+        if not endpoint.port:
+            return None
+        try:
+            if self.tls is None and config.is_tls(url):
+                self.tls = config.client_tls()
+            host = config.host_and_port(url)[0]
+            return await asyncio.wait_for(_transport.connect(host, endpoint.port, self.tls if config.is_tls(url)
+                                                             else None), FRAMES_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError, exception.Error) as e:  # (ssl.SSLError is an OSError)
+            log.warning("the frame transport of %s cannot be reached (%s): using gRPC", url, e)
+            return None
+
     # ---- payloads
 
     def upload_sync(self, data: bytes) -> str:
@@ -187,8 +222,9 @@ class StreamMux:
     again on the next stream (safe for calls: they carry client-chosen ids) or failed.
     """
 
-    def __init__(self, client: Client, method: str, what: str, resend: bool):
+    def __init__(self, client: Client, method: str, what: str, resend: bool, frames_of=None):
         self.what = what
+        self.frames_of = frames_of  # the stream's response type, if it may go over the frame transport
         self.resend = resend
         self.tags = itertools.count(1)
         self.pending: dict[int, tuple[object, asyncio.Future]] = {}
@@ -226,8 +262,12 @@ class StreamMux:
 
     def _open(self, messages):
         servers = self.client.servers
-        self.url = servers.url
-        return getattr(self.client.stub, self.method)(messages, wait_for_ready=servers.wait_for_ready)
+        self.url = url = servers.url
+        grpc_stream = functools.partial(getattr(self.client.stub, self.method), wait_for_ready=servers.wait_for_ready)
+        if self.frames_of is None:
+            return grpc_stream(messages)
+        return _transport.FrameStream(lambda: self.client.frames(url), self.method, self.client.token, messages,
+                                      self.frames_of, grpc_stream)
 
     def _answer(self, resp):
         entry = self.pending.get(resp.tag)

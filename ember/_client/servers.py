@@ -77,6 +77,9 @@ class Servers:
     def stub(self):
         return self._opened(self.url)[1]
 
+    def stub_at(self, url: str):
+        return self._opened(url)[1]
+
     def _opened(self, url: str):
         if url not in self.opened:
             channel = open_channel(url, SEVERAL_KEEPALIVE if self.several else ())

@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
                                             "(port 0: any free one; default: $EMBER_DASHBOARD, else the gateway's "
                                             "host and port 8601, or a free port)")
     server.add_argument("--dashboard-url", help="the dashboard's URL as browsers reach it, if not http://HOST:PORT")
+    server.add_argument("--frames-port", type=int, default=0, metavar="PORT",
+                        help="the port of the frame transport (dict and queue operations on plain frames, on "
+                             "gRPC's host, with its TLS; clients that cannot reach it use gRPC); default 0: any "
+                             "free one (fix one to open it in a firewall)")
     server.add_argument("--ready-file", help="write the bound address to this file once serving")
     server.add_argument("--leader-lease", type=float, default=0.0, metavar="SECONDS",
                         help="several control planes on one database: each takes part with this flag, one leads "

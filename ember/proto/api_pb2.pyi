@@ -1384,6 +1384,30 @@ class ObjectOpResult(_message.Message):
     disk_full: bool
     def __init__(self, tag: _Optional[int] = ..., dict: _Optional[_Union[DictResponse, _Mapping]] = ..., queue: _Optional[_Union[QueueResponse, _Mapping]] = ..., error: _Optional[str] = ..., not_found: _Optional[bool] = ..., disk_full: _Optional[bool] = ...) -> None: ...
 
+class TransportEndpointResponse(_message.Message):
+    __slots__ = ("port",)
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    def __init__(self, port: _Optional[int] = ...) -> None: ...
+
+class TransportHello(_message.Message):
+    __slots__ = ("method", "token_id", "token_secret")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_SECRET_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    token_id: str
+    token_secret: str
+    def __init__(self, method: _Optional[str] = ..., token_id: _Optional[str] = ..., token_secret: _Optional[str] = ...) -> None: ...
+
+class TransportStatus(_message.Message):
+    __slots__ = ("code", "details")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    details: str
+    def __init__(self, code: _Optional[int] = ..., details: _Optional[str] = ...) -> None: ...
+
 class QueueResponse(_message.Message):
     __slots__ = ("values", "count", "last_seq")
     VALUES_FIELD_NUMBER: _ClassVar[int]

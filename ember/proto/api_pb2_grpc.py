@@ -185,6 +185,11 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.ObjectOp.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ObjectOpResult.FromString,
                 _registered_method=True)
+        self.TransportEndpoint = channel.unary_unary(
+                '/ember.v1.ClientApi/TransportEndpoint',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.TransportEndpointResponse.FromString,
+                _registered_method=True)
         self.VolumeGet = channel.unary_unary(
                 '/ember.v1.ClientApi/VolumeGet',
                 request_serializer=ember_dot_proto_dot_api__pb2.VolumeRef.SerializeToString,
@@ -552,6 +557,13 @@ class ClientApiServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TransportEndpoint(self, request, context):
+        """Where the same streams are served as plain frames (ember/_transport.py), if they are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VolumeGet(self, request, context):
         """---- volumes: files shared by containers, committed as versions ----
         """
@@ -913,6 +925,11 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.ObjectStream,
                     request_deserializer=ember_dot_proto_dot_api__pb2.ObjectOp.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.ObjectOpResult.SerializeToString,
+            ),
+            'TransportEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransportEndpoint,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.TransportEndpointResponse.SerializeToString,
             ),
             'VolumeGet': grpc.unary_unary_rpc_method_handler(
                     servicer.VolumeGet,
@@ -1859,6 +1876,33 @@ class ClientApi:
             '/ember.v1.ClientApi/ObjectStream',
             ember_dot_proto_dot_api__pb2.ObjectOp.SerializeToString,
             ember_dot_proto_dot_api__pb2.ObjectOpResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransportEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ClientApi/TransportEndpoint',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.TransportEndpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,12 +47,17 @@ def authenticated(servicer_base, *roles: str):
     caller tries again, here or at another control plane (one cut off from the database stops
     leading soon)."""
 
+    def prove(self, name: str, metadata, request) -> Principal:
+        """Who calls, from the request's metadata (Unauthenticated, Forbidden otherwise); the
+        frame transport (transport.py) asks this too."""
+        who = self.identity.authenticate(metadata, roles)
+        if who.role == CONTAINER and servicer_base is api_pb2_grpc.ClientApiServicer:
+            self.fleet.check_access(who.token_id, name, request)
+        return who
+
     async def caller(self, context, name: str, request) -> Principal:
         try:
-            who = self.identity.authenticate(context.invocation_metadata(), roles)
-            if who.role == CONTAINER and servicer_base is api_pb2_grpc.ClientApiServicer:
-                self.fleet.check_access(who.token_id, name, request)
-            return who
+            return prove(self, name, context.invocation_metadata(), request)
         except (Unauthenticated, Forbidden) as e:
             if hasattr(request, "__aiter__"):
                 # A stream refused before its first message was read would end INTERNAL
@@ -72,32 +77,36 @@ def authenticated(servicer_base, *roles: str):
                     async with contextlib.aclosing(method(self, request, context, who)) as replies:
                         async for reply in replies:
                             yield reply
-                except Unauthenticated as e:
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
-                except Ended as e:
-                    await context.abort(e.code, e.details)
-                except DiskFull as e:
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-                except (StoreUnavailable, NotLeader) as e:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{name}: {e}; try again shortly")
+                except STREAM_ENDINGS as e:
+                    await context.abort(*ending(name, e))
         else:
             async def rpc(self, request, context):
                 who = await caller(self, context, name, request)
                 try:
                     return await method(self, request, context, who)
-                except DiskFull as e:
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-                except (StoreUnavailable, NotLeader) as e:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{name}: {e}; try again shortly")
+                except (DiskFull, StoreUnavailable, NotLeader) as e:
+                    await context.abort(*ending(name, e))
         return functools.wraps(method)(rpc)
 
     def decorate(cls):
+        cls.prove = prove
         for name, attr in vars(servicer_base).items():
             if callable(attr) and not name.startswith("_"):
                 setattr(cls, name, wrap(getattr(cls, name)))
         return cls
 
     return decorate
+
+
+def ending(name: str, e: Exception) -> tuple[grpc.StatusCode, str]:
+    """How an RPC that raised e (one of STREAM_ENDINGS) ends for its caller."""
+    if isinstance(e, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, str(e)
+    if isinstance(e, Ended):
+        return e.code, e.details
+    if isinstance(e, DiskFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
+    return grpc.StatusCode.UNAVAILABLE, f"{name}: {e}; try again shortly"
 
 
 class Ended(Exception):
@@ -107,6 +116,9 @@ class Ended(Exception):
         super().__init__(details)
         self.code = code
         self.details = details
+
+
+STREAM_ENDINGS = (Unauthenticated, Ended, DiskFull, StoreUnavailable, NotLeader)
 
 
 class Duplex:
@@ -249,6 +261,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         self.routes = sched.routes
         self.builds = sched.builds
         self.heartbeat_interval = heartbeat_interval
+        self.transport_port = 0  # where the frame transport listens, once it does (main.py); 0: it does not
         self.objects = Objects(sched.store)
         self.secrets = secrets
         self.tokens = tokens
@@ -759,6 +772,9 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         # Workers fetch a volume's files to mount them: only the workspace's own blobs may go in.
         self.rights.check_referable(workspace, [f.blob_id for f in req.files], f"the commit of {req.volume_id}")
         return self.objects.volume_commit(workspace, req)
+
+    async def TransportEndpoint(self, req, context, who):
+        return api_pb2.TransportEndpointResponse(port=self.transport_port)
 
     async def ObjectStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)

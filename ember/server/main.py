@@ -30,6 +30,7 @@ from .scheduler import Scheduler
 from .secrets import Secrets
 from .store import Store, StoreError, StoreUnavailable, describe_url, open_store
 from .tokens import ProxyTokens
+from .transport import FrameServer
 from .tunnels import Tunnels
 
 log = logging.getLogger("ember.server")
@@ -56,7 +57,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                 server_tls: tls.ServerTLS | None = None,
                 breaker: Breaker | None = None, provisioning: ProvisionerConfig | None = None,
                 blobs: BlobStore | None = None, leader_lease: float = 0, advertise_url: str | None = None,
-                database_url: str | None = None, again: bool = False) -> bool:
+                database_url: str | None = None, again: bool = False, frames_port: int = 0) -> bool:
     """Serve until stopped. With a leader lease (several control planes on one database), stand
     by until this one leads; True if it stepped down later (it lost the lease: serve again, with
     again=True: then a database that cannot be reached now is waited for)."""
@@ -118,14 +119,17 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
                               volume_versions=gc.volume_versions)
     sched.placement.on_volumes = collector.hold
     secrets = Secrets(store, data_dir / "secret.key")
-    api_pb2_grpc.add_ClientApiServicer_to_server(
-        ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4), server)
+    clients = ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4)
+    api_pb2_grpc.add_ClientApiServicer_to_server(clients, server)
     api_pb2_grpc.add_WorkerApiServicer_to_server(WorkerService(sched, blobs), server)
     api_pb2_grpc.add_ContainerApiServicer_to_server(ContainerService(sched, blobs, secrets), server)
     healthy = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(healthy, server)
     bound = _listen(server, address, server_tls)
     await server.start()
+    frames = FrameServer(clients)
+    if not address.startswith("unix:"):  # a unix socket's clients are this machine's: gRPC is enough there
+        clients.transport_port = await frames.start(address.rpartition(":")[0], frames_port, server_tls)
     await healthy.set("", health_pb2.HealthCheckResponse.SERVING)
     serving.set()
     state = f"state in {describe_url(database_url)}, " if database_url else ""
@@ -178,6 +182,7 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     sched.fleet.closing = True  # the streams that close now say nothing of workers and containers
     web_server.should_exit = dash_server.should_exit = True
     # One that lost its lease drops its streams at once: its clients and workers go to the new leader.
+    await frames.stop()
     await server.stop(grace=0 if stepped_down else 1.0)
     await asyncio.gather(web_task, dash_task)
     if not stepped_down:
@@ -379,6 +384,9 @@ def run(args) -> int:
     if args.cordon_after < 0 or args.cordon_after and (args.cordon_window <= 0 or args.cordon_cooldown <= 0):
         raise exception.InvalidError("--cordon-after takes a count of 0 (never cordon) or more, and --cordon-window "
                                      "and --cordon-cooldown durations above 0 (e.g. 5m)")
+    if not 0 <= args.frames_port <= 65535:
+        raise exception.InvalidError(f"--frames-port {args.frames_port}: give a TCP port, 1 to 65535, or 0 (any "
+                                     "free one)")
     if args.leader_lease < 0 or 0 < args.leader_lease < 1:
         raise exception.InvalidError(f"--leader-lease takes 0 (the only control plane on its database) or at least "
                                      f"1 second, e.g. 3 (got {args.leader_lease:g})")
@@ -404,7 +412,8 @@ def run(args) -> int:
                           dashboard_url=args.dashboard_url, ready_file=args.ready_file, server_tls=server_tls,
                           breaker=Breaker(args.cordon_after, args.cordon_window, args.cordon_cooldown),
                           provisioning=provisioning, blobs=blobs, leader_lease=args.leader_lease,
-                          advertise_url=args.advertise_url, database_url=args.database_url):
+                          advertise_url=args.advertise_url, database_url=args.database_url,
+                          frames_port=args.frames_port):
             pass
     uvloop.run(main())
     return 0

@@ -1,0 +1,138 @@
+"""The control plane's side of the frame transport (ember/_transport.py): the hot streams of the
+client API, served from the same handlers as on gRPC, with the same authentication.
+
+A connection's first frame says which stream it is and carries the caller's token; the token
+is checked once, by the same code as gRPC's (api.py's authenticated: ClientService.prove), and
+the stream then runs the very handler gRPC runs, with the principal that check proved. What a
+handler's end means (a revoked token, a full disk, a lost lease) reaches the client as the
+same status code gRPC would give. Only the leader listens (main.py starts this once it leads,
+and stops it with gRPC): a standby has no frame endpoint, so clients ask it over gRPC first and
+are sent to the leader there.
+"""
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from .. import exception
+from .._transport import HELLO, MESSAGE, STATUS, Closed, Connection, FrameError
+from ..config import MAX_MESSAGE_BYTES
+from ..proto import api_pb2
+from .api import STREAM_ENDINGS, ClientService, ending
+from .auth import Forbidden, Unauthenticated
+from .tls import ServerTLS
+
+HELLO_TIMEOUT = 10.0  # seconds for a new connection to say who it is
+HELLO_LIMIT = 64 * 1024  # bytes of a frame before the connection has proved who it is
+# The streams served here, by their RPC's name: the type of their requests.
+STREAMS = {"ObjectStream": api_pb2.ObjectOp}
+log = logging.getLogger("ember.server")
+
+
+def server_context(server_tls: ServerTLS) -> ssl.SSLContext:
+    """TLS with gRPC's certificate and key."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(server_tls.cert_file, server_tls.key_file)
+    return ctx
+
+
+class FrameServer:
+    def __init__(self, service: ClientService):
+        self.service = service
+        self.server: asyncio.Server | None = None
+        self.connections: set[Connection] = set()
+        self.tasks: set[asyncio.Task] = set()
+
+    async def start(self, host: str, port: int, server_tls: ServerTLS | None) -> int:
+        """Listen on host and port (0: any free one); the port."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.server = await loop.create_server(self._connection, host.strip("[]") or None, port,
+                                                   ssl=server_context(server_tls) if server_tls else None)
+        except OSError as e:
+            raise exception.InvalidError(f"the frame transport cannot listen on {host}:{port} ({e.strerror}): "
+                                         "pass another --frames-port, or 0 for any free one") from None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self):
+        """Close the listener and every connection: their clients reconnect (to the leader)."""
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _connection(self) -> Connection:
+        conn = Connection(limit=HELLO_LIMIT)  # no large frames from whoever has not proved who it is
+        self.connections.add(conn)
+        task = asyncio.get_running_loop().create_task(self._serve(conn))
+        self.tasks.add(task)
+        task.add_done_callback(lambda _: (self.tasks.discard(task), self.connections.discard(conn)))
+        return conn
+
+    async def _serve(self, conn: Connection):
+        try:
+            code, details = await self._stream(conn)
+        except (Closed, TimeoutError):
+            conn.close()  # the client went away (or never spoke): nobody to tell
+            return
+        except FrameError as e:
+            code, details = grpc.StatusCode.INVALID_ARGUMENT, f"not a frame of Ember's transport: {e}"
+        except Exception:
+            log.exception("a frame stream failed")
+            code, details = grpc.StatusCode.INTERNAL, "the control plane failed on this stream (see its log)"
+        conn.send(STATUS, api_pb2.TransportStatus(code=code.value[0], details=details))
+        conn.close()
+
+    async def _stream(self, conn: Connection) -> tuple[grpc.StatusCode, str]:
+        """Serve one stream; how it ended."""
+        kind, body = await asyncio.wait_for(conn.receive(), HELLO_TIMEOUT)
+        if kind != HELLO:
+            raise FrameError("its first frame is not a TransportHello")
+        hello = _parse(api_pb2.TransportHello, body)
+        request_type = STREAMS.get(hello.method)
+        if request_type is None:
+            return grpc.StatusCode.UNIMPLEMENTED, f"there is no stream {hello.method!r} on the frame transport"
+        metadata = (("ember-token-id", hello.token_id), ("ember-token-secret", hello.token_secret))
+        try:
+            who = self.service.prove(hello.method, metadata, None)
+        except Unauthenticated as e:
+            return grpc.StatusCode.UNAUTHENTICATED, str(e)
+        except Forbidden as e:
+            return grpc.StatusCode.PERMISSION_DENIED, str(e)
+        conn.limit = MAX_MESSAGE_BYTES
+        # The handler as gRPC's wrapper calls it, after the same check (api.py: authenticated).
+        handler = getattr(ClientService, hello.method).__wrapped__
+        try:
+            async with contextlib.aclosing(handler(self.service, _requests(conn, request_type), None, who)) as replies:
+                async for reply in replies:
+                    conn.send(MESSAGE, reply)
+                    if not conn.writable.is_set():
+                        await conn.drained()
+        except STREAM_ENDINGS as e:
+            return ending(hello.method, e)
+        return grpc.StatusCode.OK, ""
+
+
+async def _requests(conn: Connection, request_type):
+    """The stream's requests, until the client says it sends no more."""
+    while True:
+        kind, body = await conn.receive()
+        if kind == STATUS:
+            return
+        if kind != MESSAGE:
+            raise FrameError(f"a frame of kind {kind} in the middle of a stream")
+        yield _parse(request_type, body)
+
+
+def _parse(message_type, body: bytes):
+    try:
+        return message_type.FromString(body)
+    except DecodeError:
+        raise FrameError(f"a frame that is not a {message_type.DESCRIPTOR.name}") from None

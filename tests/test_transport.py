@@ -1,0 +1,315 @@
+"""The frame transport (ember/_transport.py): dicts and queues go over it, with TLS where the
+control plane has TLS; it refuses whoever gRPC refuses; gRPC takes over where it cannot be
+reached (or is turned off); and a control plane killed mid-stream loses nothing it acknowledged.
+
+(tests/test_objects.py runs every dict and queue operation on it too: it is the default.)
+"""
+
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import pathlib
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import Cluster, environ, free_port, run_py, wait_for
+from tcp_proxy import TcpProxy
+from test_failover import Pair
+
+import ember
+from ember import exception
+from ember._client.client import Client
+from ember.proto import api_pb2
+
+HEADER = struct.Struct(">IB")  # the frame header, written here by hand: these tests are its other implementation
+MESSAGE, HELLO, STATUS = 0, 1, 2
+CODES = {"OK": 0, "INVALID_ARGUMENT": 3, "PERMISSION_DENIED": 7, "UNIMPLEMENTED": 12, "UNAUTHENTICATED": 16}
+# Run in a client process: its dict and queue work, and how many of its sockets reach the frame port.
+CLIENT = """
+import contextlib, json, os, pathlib, ember
+from ember._client.client import Client
+from ember.proto import api_pb2
+d = ember.Dict.from_name("sub", create_if_missing=True)
+d["k"] = [1, 2]
+q = ember.Queue.from_name("sub-q", create_if_missing=True)
+q.put_many(["a", "b"])
+client = Client.from_env()
+port = client.run(client.rpc("TransportEndpoint", api_pb2.Empty())).port
+print(json.dumps([d["k"], q.get_many(5), connections_to(port)]))
+"""
+
+
+def connections_to(port: int) -> int:
+    """How many of this process's TCP connections are established to a port (of 127.0.0.1)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/self/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    count = 0
+    for line in pathlib.Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if state == "01" and inode in inodes and int(remote.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+CLIENT = inspect.getsource(connections_to) + CLIENT
+
+
+def frame_port() -> int:
+    client = Client.from_env()
+    return client.run(client.rpc("TransportEndpoint", api_pb2.Empty())).port
+
+
+def frame(kind: int, msg) -> bytes:
+    body = msg.SerializeToString()
+    return HEADER.pack(len(body), kind) + body
+
+
+def opened(port: int, ca_file: pathlib.Path | None) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    if ca_file:
+        sock = ssl.create_default_context(cafile=str(ca_file)).wrap_socket(sock, server_hostname="127.0.0.1")
+    return sock
+
+
+def exchange(port: int, data: bytes, ca_file: pathlib.Path | None) -> list[tuple[int, bytes]]:
+    """Send raw bytes to the frame port (over TLS, trusting ca_file); the frames until it closes."""
+    with opened(port, ca_file) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it closed before taking it all
+            sock.sendall(data)
+        return received(sock)
+
+
+def received(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """The frames that come until the connection closes."""
+    got = b""
+    with contextlib.suppress(ConnectionResetError, ssl.SSLEOFError):
+        while chunk := sock.recv(1 << 16):
+            got += chunk
+    frames = []
+    while got:
+        size, kind = HEADER.unpack_from(got)
+        frames.append((kind, got[HEADER.size:HEADER.size + size]))
+        got = got[HEADER.size + size:]
+    return frames
+
+
+def status_of(frames) -> tuple[str, str]:
+    kind, body = frames[-1]
+    assert kind == STATUS, frames
+    status = api_pb2.TransportStatus.FromString(body)
+    return next(name for name, code in CODES.items() if code == status.code), status.details
+
+
+def hello(token) -> bytes:
+    return frame(HELLO, api_pb2.TransportHello(method="ObjectStream", token_id=token[0], token_secret=token[1]))
+
+
+def cli(env, *args) -> str:
+    out = subprocess.run([sys.executable, "-m", "ember.cli.main", *args], env=dict(os.environ, **env),
+                         capture_output=True, text=True, timeout=60, check=True)
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def tls_plane(tmp_path_factory):
+    """A control plane with TLS (no worker: objects need none) that this process's clients use."""
+    c = Cluster(tmp_path_factory.mktemp("frames-tls"))
+    c.frames_port = free_port()
+    c.start_server(["--tls", "auto", "--frames-port", str(c.frames_port)])
+    with used(c, EMBER_CA_CERT=str(c.ca_file)):
+        yield c
+
+
+@contextlib.contextmanager
+def used(c: Cluster, **env):
+    """This process's clients use the cluster (with env's variables too); it stops after."""
+    try:
+        with environ(dict(c.env, **env)):
+            yield c
+    finally:
+        Client.close_url(c.url)
+        c.stop()
+
+
+def test_objects_go_over_frames_with_tls(tls_plane):
+    d = ember.Dict.from_name("over-frames", create_if_missing=True)
+    q = ember.Queue.from_name("over-frames", create_if_missing=True)
+    d["k"] = {"v": 1}
+    q.put_many([1, 2])
+    assert d["k"] == {"v": 1} and q.get_many(5) == [1, 2]
+    assert frame_port() == tls_plane.frames_port  # as it was told (--frames-port)
+    assert connections_to(frame_port()) == 1  # the object stream, and only it
+    # An error comes back as on gRPC.
+    with pytest.raises(exception.NotFoundError, match="no dict named 'absent'"):
+        ember.Dict.from_name("absent").get("k")
+
+
+def test_the_frame_port_refuses_whoever_grpc_refuses(tls_plane):
+    c, ca = tls_plane, tls_plane.ca_file
+    port = frame_port()
+    d = ember.Dict.from_name("a-secrets", create_if_missing=True)
+    d["k"] = "a-data"
+    admin = (os.environ["EMBER_TOKEN_ID"], os.environ["EMBER_TOKEN_SECRET"])
+    cli({}, "workspace", "create", "b")
+    b_token = json.loads(cli({}, "token", "new", "--workspace", "b", "--json"))
+    b = (b_token["token_id"], b_token["token_secret"])
+    worker = json.loads(c.worker_token_file.read_text())
+    get = api_pb2.ObjectOp(tag=1, dict=api_pb2.DictRequest(dict_id=d.object_id, op=api_pb2.DictRequest.GET,
+                                                           keys=[ember.dict._dumps("k", "key")]))
+    clear = api_pb2.ObjectOp(tag=2, dict=api_pb2.DictRequest(dict_id=d.object_id, op=api_pb2.DictRequest.CLEAR))
+    ops = frame(MESSAGE, get) + frame(MESSAGE, clear) + frame(STATUS, api_pb2.TransportStatus())
+
+    code, details = status_of(exchange(port, hello(("", "")) + ops, ca))
+    assert code == "UNAUTHENTICATED" and "carries no Ember token" in details
+    code, details = status_of(exchange(port, hello((admin[0], "guessed")) + ops, ca))
+    assert code == "UNAUTHENTICATED" and "not valid" in details
+    code, details = status_of(exchange(port, hello((worker["token_id"], worker["token_secret"])) + ops, ca))
+    assert code == "PERMISSION_DENIED" and "worker credential" in details
+    # Another workspace's token opens a stream, in which A's dict does not exist.
+    replies = exchange(port, hello(b) + ops, ca)
+    assert status_of(replies) == ("OK", "")
+    results = [api_pb2.ObjectOpResult.FromString(body) for kind, body in replies if kind == MESSAGE]
+    assert [(r.tag, r.not_found) for r in results] == [(1, True), (2, True)] and "does not exist" in results[0].error
+    # What is not this protocol ends the connection, with a reason where there is one.
+    assert status_of(exchange(port, frame(MESSAGE, get), ca))[0] == "INVALID_ARGUMENT"
+    assert status_of(exchange(port, HEADER.pack(3, HELLO) + b"\xff\xff\xff", ca))[0] == "INVALID_ARGUMENT"
+    code, details = status_of(exchange(port, frame(HELLO, api_pb2.TransportHello(
+        method="WorkerConnect", token_id=admin[0], token_secret=admin[1])), ca))
+    assert code == "UNIMPLEMENTED" and "WorkerConnect" in details
+    assert exchange(port, HEADER.pack(1 << 31, HELLO), ca) == []  # a frame over the limit: closed
+    # A large frame from whoever has not shown a token is not even read (with the token: UNAUTHENTICATED).
+    assert exchange(port, hello((admin[0], "x" * (1 << 20))), ca) == []
+    assert status_of(exchange(port, hello((admin[0], "x" * 1000)), ca))[0] == "UNAUTHENTICATED"
+    assert exchange(port, hello(admin) + ops, None) == []  # not TLS: no answer
+    # A's data is untouched, and the control plane serves on.
+    assert d["k"] == "a-data"
+
+
+def test_a_revoked_token_s_frame_stream_ends_at_its_next_use(tls_plane):
+    t = json.loads(cli({}, "token", "new", "--json"))
+    d = ember.Dict.from_name("revoked", create_if_missing=True)
+    length = frame(MESSAGE, api_pb2.ObjectOp(tag=1, dict=api_pb2.DictRequest(dict_id=d.object_id,
+                                                                             op=api_pb2.DictRequest.LEN)))
+    with opened(frame_port(), tls_plane.ca_file) as sock:
+        sock.sendall(hello((t["token_id"], t["token_secret"])) + length)
+        size, kind = HEADER.unpack(sock.recv(HEADER.size))
+        assert kind == MESSAGE and api_pb2.ObjectOpResult.FromString(sock.recv(size)).tag == 1
+        cli({}, "token", "revoke", t["token_id"])
+        sock.sendall(length)
+        code, details = status_of(received(sock))
+    assert code == "UNAUTHENTICATED" and "revoked" in details
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    """A plaintext control plane (no worker), for this process's clients and subprocesses."""
+    c = Cluster(tmp_path_factory.mktemp("frames"))
+    c.start_server()
+    with used(c):
+        yield c
+
+
+def test_grpc_takes_over_where_frames_cannot_go(plane):
+    proxy_host = "127.0.0.2"  # the frame port is on 127.0.0.1 only: not reachable at the proxy's address
+    proxy = TcpProxy(lambda: asyncio.open_connection("127.0.0.1", plane.port), host=proxy_host)
+    try:
+        out = run_py(CLIENT, {"EMBER_SERVER_URL": proxy.address})
+    finally:
+        proxy.close()
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], 0]
+    assert "cannot be reached" in out.stderr and "using gRPC" in out.stderr
+    # Turned off, and to compare, on.
+    for transport, frames in (("grpc", 0), ("frames", 1)):
+        out = run_py(CLIENT, {"EMBER_TRANSPORT": transport})
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], frames]
+    out = run_py(CLIENT, {"EMBER_TRANSPORT": "fast"})
+    assert out.returncode != 0 and "EMBER_TRANSPORT='fast'" in out.stderr
+
+
+class Writes:
+    """Four threads writing to a dict and a queue over the client's object stream, until stopped:
+    what was acknowledged, and what was in flight when the stream broke (it may or may not have
+    happened)."""
+
+    def __init__(self, name: str):
+        self.d = ember.Dict.from_name(name, create_if_missing=True)
+        self.q = ember.Queue.from_name(name, create_if_missing=True)
+        self.acked, self.unsure, self.stop = [], [], threading.Event()
+        self.threads = [threading.Thread(target=self._write, args=(w,)) for w in range(4)]
+        for t in self.threads:
+            t.start()
+
+    def _write(self, w: int):
+        for i in range(1_000_000):
+            if self.stop.is_set():
+                return
+            item = (w, i)
+            try:
+                self.d[item] = i
+                self.q.put(item)
+                self.acked.append(item)
+            except exception.ConnectionError:
+                self.unsure.append(item)
+
+    def more(self, n: int, what: str):
+        """Wait for n more acknowledged writes."""
+        now = len(self.acked)
+        wait_for(lambda: len(self.acked) >= now + n, what=what)
+
+    def check(self):
+        """Stop; every acknowledged write is there, once, and nothing that was not written."""
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+        assert self.unsure, "no write was in flight when the stream broke: the test proved nothing"
+        got = []
+        while batch := self.q.get_many(1000, block=False):
+            got += [tuple(item) for item in batch]
+        assert len(got) == len(set(got))
+        assert set(self.acked) <= set(got) <= set(self.acked) | set(self.unsure)
+        assert all(self.d[item] == item[1] for item in self.acked)
+
+
+def test_a_control_plane_killed_mid_stream_loses_nothing_it_acknowledged(plane):
+    writes = Writes("acked")
+    try:
+        writes.more(200, "writes over frames")
+        before = frame_port()
+        plane.kill_server()
+        plane.start_server()
+        writes.more(200, "writes after the restart")
+    finally:
+        writes.check()
+    after = frame_port()
+    assert after != before and connections_to(after) == 1  # back on frames, at the new port
+
+
+def test_a_killed_leader_s_clients_go_on_at_the_new_leader_on_frames(tmp_path):
+    pair = Pair(tmp_path)
+    pair.start_servers()
+    with used(pair):
+        writes = Writes("failover")
+        try:
+            writes.more(200, "writes at the first leader")
+            assert connections_to(frame_port()) == 1
+            pair.servers[0].send_signal(signal.SIGKILL)  # mid-stream: the standby takes over its lease
+            writes.more(200, "writes at the new leader")
+        finally:
+            writes.check()
+        assert pair.leader()[0].endswith(str(pair.ports[1]))
+        assert connections_to(frame_port()) == 1  # on frames there too
