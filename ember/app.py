@@ -434,6 +434,9 @@ class _RunningApp:
         for name, f in functions.items():
             for note in f._spec.notes:
                 print(f"ember: {name}: {note}", file=sys.stderr)
+            if f._spec.memory_snapshot and deployed_name is None:
+                print(f"ember: {name}: enable_memory_snapshot=True serves deployed apps (ember deploy): the "
+                      "containers of this run start afresh", file=sys.stderr)
         if self.app.tags:
             print(f"ember: app tags {self.app.tags} are kept on the App object only: the control plane has none",
                   file=sys.stderr)

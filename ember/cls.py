@@ -60,8 +60,8 @@ def _marker(attr: str):
 
 def enter(_f=None, *, snap: bool = False):
     """Mark a method of an @app.cls class to run once per container, before its first input.
-    Those with snap=True run first (in Modal, before its memory snapshot is taken: Ember takes
-    none yet, so they simply run before the others)."""
+    Those with snap=True run first: with enable_memory_snapshot=True, before the container is
+    checkpointed, so that containers restored from that checkpoint skip them and run only the others."""
     if not isinstance(snap, bool):
         raise exception.InvalidError(f"@ember.enter(snap={snap!r}): pass True or False")
 
@@ -90,8 +90,14 @@ def hooks(user_cls, kind: str) -> list[str]:
     return [k for k, v in sorted(marked, key=lambda kv: not getattr(kv[1], "_ember_snap", False))]
 
 
-def instantiate(user_cls, params: dict):
-    """An instance as a container makes it: parameters set, then the enter hooks run."""
+def enter_hooks(user_cls, snap: bool) -> list[str]:
+    """Names of its @ember.enter(snap=snap) methods, in definition order."""
+    return [k for k in hooks(user_cls, "enter") if getattr(vars(user_cls)[k], "_ember_snap", False) == snap]
+
+
+def instantiate(user_cls, params: dict, snap_only: bool = False):
+    """An instance as a container makes it: parameters set, then the enter hooks run (with
+    snap_only, those of snap=True only: the others run after its memory snapshot is restored)."""
     obj = user_cls.__new__(user_cls)
     values = {k: v for k, v in class_parameters(user_cls).items() if v is not _NO_DEFAULT}
     values.update(params)
@@ -99,7 +105,7 @@ def instantiate(user_cls, params: dict):
         setattr(obj, k, v)
     if user_cls.__init__ is not object.__init__ and not class_parameters(user_cls):
         obj.__init__()
-    for name in hooks(user_cls, "enter"):
+    for name in enter_hooks(user_cls, True) if snap_only else hooks(user_cls, "enter"):
         getattr(obj, name)()
     return obj
 

@@ -85,7 +85,6 @@ def _memory_ok(x) -> bool:
 # Options Modal has that mean nothing on a self-hosted cluster, or that Ember does not do (yet):
 # accepted, and said so when the app runs or deploys. option -> (is it set?, the note).
 NOTED_OPTIONS = {
-    "enable_memory_snapshot": (bool, "memory snapshots are not taken yet: containers start from scratch"),
     "cloud": (lambda v: v is not None, "a self-hosted cluster has no cloud providers: any worker runs it"),
     "routing_region": (lambda v: v is not None, "inputs always go through this control plane"),
     "nonpreemptible": (bool, "workers are not preempted here: every container is nonpreemptible"),
@@ -168,7 +167,10 @@ class FunctionSpec:
         if not isinstance(restrict_modal_access, bool):
             raise exception.InvalidError(f"restrict_modal_access={restrict_modal_access!r}: pass True or False")
         self.restrict_access = restrict_modal_access
-        given = {"enable_memory_snapshot": enable_memory_snapshot, "cloud": cloud, "routing_region": routing_region,
+        if not isinstance(enable_memory_snapshot, bool):
+            raise exception.InvalidError(f"enable_memory_snapshot={enable_memory_snapshot!r}: pass True or False")
+        self.memory_snapshot = enable_memory_snapshot
+        given = {"cloud": cloud, "routing_region": routing_region,
                  "nonpreemptible": nonpreemptible, "proxy": proxy, "i6pn": i6pn,
                  "experimental_options": experimental_options}
         self.notes = [f"{option}={given[option]!r} is accepted and has no effect here: {note}"
@@ -202,6 +204,7 @@ class FunctionSpec:
             min_containers=self.min_containers, scaledown_window=self.scaledown_window, env=self.env,
             startup_timeout=self.startup_timeout, inputs_per_container=self.inputs_per_container,
             buffer_containers=self.buffer_containers, regions=self.regions, restrict_access=self.restrict_access,
+            enable_memory_snapshot=self.memory_snapshot,
             read_only_volumes=read_only_paths(self.volumes))  # their ids come when they are resolved
 
 
@@ -564,16 +567,19 @@ class Function:
         return FunctionStats(r.backlog, r.num_total_runners, r.num_running_inputs)
 
     @twin
-    async def update_autoscaler(self, *, min_containers: int | None = None, max_containers: int | None = None,
+    async def update_autoscaler(self, *, min_containers: int | None = None, max_containers=_UNSET,
                                 buffer_containers: int | None = None, scaledown_window: int | None = None) -> None:
         """Change how it scales, now and without a redeploy; the next deploy of its app brings back
-        its decorator's settings. Unset arguments keep their current values."""
+        its decorator's settings. Arguments not given (or None) keep their current values, but
+        max_containers=None lifts the limit, as in @app.function."""
         given = {"min_containers": min_containers, "max_containers": max_containers,
                  "buffer_containers": buffer_containers, "scaledown_window": scaledown_window}
-        FunctionSpec(**{k: v for k, v in given.items() if v is not None})  # @app.function's checks and errors
+        given = {k: v for k, v in given.items() if v is not None and v is not _UNSET}
+        FunctionSpec(**given)  # @app.function's checks and errors
+        if max_containers is None:
+            given["max_containers"] = 0  # no limit
         client, fid = await self._resolve()
-        req = api_pb2.FunctionUpdateAutoscalerRequest(function_id=fid, **{k: v for k, v in given.items()
-                                                                           if v is not None})
+        req = api_pb2.FunctionUpdateAutoscalerRequest(function_id=fid, **given)
         try:
             await client.rpc("FunctionUpdateAutoscaler", req, what=f"updating the autoscaler of {self._name}")
         except exception.InvalidError as e:

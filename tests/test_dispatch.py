@@ -237,7 +237,7 @@ async def test_a_container_out_of_memory_fails_its_input_as_out_of_memory(p):
 
 @plane_test
 async def test_a_container_that_cannot_start_fails_the_queued_calls(p):
-    fn = p.function()
+    fn = p.function(max_containers=1)  # its inputs go to one container (what is tested is not scaling)
     p.call(fn, n=2)
     (cid,) = p.started()
     p.fleet.container_exited(Exited(container_id=cid, cause=Exited.START_FAILED,
@@ -302,7 +302,7 @@ async def test_a_batch_of_inputs_sent_again_does_not_run_the_finished_ones_again
     """A client that did not hear PutInputs' answer sends the batch again: its inputs that have
     finished meanwhile are not added again (they would run twice, and count twice towards the
     call's end, which a map takes for all of its outputs having come)."""
-    fn = p.function()
+    fn = p.function(max_containers=1)  # its inputs go to one container (what is tested is not scaling)
     first = [api_pb2.Input(idx=i, args=api_pb2.Payload(data=pickle.dumps(i))) for i in range(2)]
     call = p.ledger.create_call("main", fn.function_id, "fc-1", first, False, maybe_exists=False)
     (cid,) = p.started()
@@ -325,7 +325,7 @@ async def test_a_batch_sent_again_to_a_restarted_control_plane_does_not_run_the_
     nothing of which inputs finished, but every index below the highest it loads, and not open,
     did. (Added again, they ran twice and ended a .map short: its client saw all outputs counted,
     some of them twice, and one missing.)"""
-    fn = p.function()
+    fn = p.function(max_containers=1)  # its inputs go to one container (what is tested is not scaling)
     batch = [api_pb2.Input(idx=i, args=api_pb2.Payload(data=pickle.dumps(i))) for i in range(3)]
     p.ledger.create_call("main", fn.function_id, "fc-1", batch, False, maybe_exists=False)
     (cid,) = p.started()
@@ -363,6 +363,7 @@ async def test_a_large_busy_function_s_backlog_is_weighed_between_ticks_at_most_
     n = WEIGH_AT_ONCE_UP_TO + 1
     p.worker.cpu, p.worker.memory_mb = 1000, 10**6
     fn = p.function()
+    fn.exec_ewma = 1e-6  # its inputs are short, so far: its backlog asks for no more than one container
     p.call(fn, n=3 * n)
     while len(p.started()) < n:
         assert p.sched.placement.start_container(fn)
@@ -387,7 +388,7 @@ async def test_a_call_s_inputs_complete_after_its_last_ones_finished_counts_them
     """A map sends its inputs, then an empty batch that says they are complete. If the inputs of
     the highest indexes have finished by then, the call still has as many inputs as it was sent
     (counting only the open ones ended the call early, and the map with it, short of outputs)."""
-    fn = p.function()
+    fn = p.function(max_containers=1)  # one container of its own accord; the test starts a second
     inputs = [api_pb2.Input(idx=i, args=api_pb2.Payload(data=pickle.dumps(i))) for i in range(3)]
     call = p.ledger.create_call("main", fn.function_id, "fc-1", inputs, False, maybe_exists=False)
     (cid,) = p.started()

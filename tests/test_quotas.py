@@ -172,8 +172,7 @@ class Plane:
 @run_async
 async def test_room_goes_to_the_workspace_with_the_smaller_dominant_share(tmp_path):
     plane = Plane(tmp_path, cpu=2, memory_mb=2048)
-    a = plane.function("a", cpu=1, memory_mb=256, inputs=10)  # its call starts a container
-    assert plane.sched.placement.start_container(a)  # and its backlog another: the worker is full
+    a = plane.function("a", cpu=1, memory_mb=256, inputs=10)  # its backlog starts two containers: the worker is full
     plane.connect(a)
     c1, c2 = a.containers.values()
     assert c1.held and c2.held and plane.worker.free() == (0, 1536)
@@ -204,9 +203,10 @@ async def test_room_goes_to_the_workspace_with_the_smaller_dominant_share(tmp_pa
 @run_async
 async def test_quotas_bound_containers_cpu_memory_and_gpus(tmp_path):
     plane = Plane(tmp_path, cpu=8, memory_mb=8192)
-    fn = plane.function("q", cpu=1, memory_mb=1024, inputs=4)
+    plane.sched.identity.create_workspace(ADMIN_PRINCIPAL, "q")
     plane.sched.identity.set_limits(ADMIN_PRINCIPAL, "q", max_cpu=1.5)
-    assert plane.started() == [fn.function_id]  # its first container; a second would pass 1.5 CPU
+    fn = plane.function("q", cpu=1, memory_mb=1024, inputs=4)
+    assert plane.started() == [fn.function_id]  # of the four its backlog wants, one: a second would pass 1.5 CPU
     assert plane.sched.shares.quota_refusal(fn) == "workspace q uses 1 of its quota of 1.5 CPU"
     plane.sched.identity.set_limits(ADMIN_PRINCIPAL, "q", max_cpu=-1, max_memory_mb=512)
     assert "needs 1024 MiB of memory, more than workspace q's quota of 512" in plane.sched.shares.quota_refusal(fn)

@@ -89,7 +89,7 @@ class Runtime:
     def __init__(self, container_id: str, server_url: str):
         self.container_id = container_id
         self.server_url = server_url
-        self.io = LoopThread("ember-io")
+        self.io: LoopThread | None = None             # started by run(): a memory snapshot is taken before
         self.inputs: queue.SimpleQueue = queue.SimpleQueue()
         self.init: queue.SimpleQueue = queue.SimpleQueue()
         self.held: dict[str, api_pb2.Input] = {}     # received, no final output yet (I/O thread)
@@ -124,6 +124,8 @@ class Runtime:
         self.log_lock = threading.Lock()
         self.log_pending: list[tuple[int, str, str]] = []  # (fd, text, input id)
         self.writers: tuple[LogWriter, ...] = ()  # sys.stdout and sys.stderr, as the runtime set them
+        # Restored from a memory snapshot: the init it was taken with, and what it loaded then.
+        self.snapshot: tuple[api_pb2.ContainerInit, object] | None = None
 
     # ------------------------------------------------------------------ I/O thread
 
@@ -258,7 +260,37 @@ class Runtime:
 
     # ------------------------------------------------------------------ main thread
 
+    def take_snapshot(self, init: api_pb2.ContainerInit, ready_fd: int):
+        """Load the function as its snapshot holds it (imports, @ember.enter(snap=True) hooks, no
+        secrets, no connection), say so on ready_fd, and wait: the worker checkpoints this process
+        now, and restored copies read who they are on stdin."""
+        os.environ.update(init.definition.env)
+        self.snapshot = init, self._load(init.definition, init.app_function_ids, snap_only=True)
+        os.write(ready_fd, b"ready")
+        os.close(ready_fd)
+        identity = json.loads(sys.stdin.readline())  # here the snapshot is taken; a restored copy goes on
+        os.chdir(identity.pop("cwd"))
+        os.environ.update(identity)
+        self.container_id = identity["EMBER_CONTAINER_ID"]
+        self.server_url = identity["EMBER_SERVER_URL"]
+
+    def _from_snapshot(self, init: api_pb2.ContainerInit):
+        """The function the snapshot loaded, its @ember.enter(snap=False) hooks run now."""
+        taken, fn = self.snapshot
+        if (taken.function_id, taken.definition, dict(taken.app_function_ids)) != (
+                init.function_id, init.definition, dict(init.app_function_ids)):
+            raise RuntimeError("this container was restored from a memory snapshot of another function or version: "
+                               "the worker picked the wrong one (report it); the next container starts afresh")
+        if init.definition.is_class:
+            from ..cls import enter_hooks
+            self.in_enter = True
+            for name in enter_hooks(type(fn), snap=False):
+                getattr(fn, name)()
+            self.in_enter = False
+        return fn
+
     def run(self):
+        self.io = LoopThread("ember-io")
         self._capture_output()
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -288,7 +320,7 @@ class Runtime:
             os.environ.update(init.secret_env)
             os.environ.update(init.definition.env)
             note_image(init.definition)
-            fn = self._load(init.definition, init.app_function_ids)
+            fn = self._from_snapshot(init) if self.snapshot else self._load(init.definition, init.app_function_ids)
             web_apps = make_apps(fn, init.definition) if init.definition.web.kind or init.definition.web_methods else {}
         except BaseException as e:  # noqa: BLE001 - whatever loading the user's code raised is the caller's
             if not started.done():
@@ -533,7 +565,7 @@ class Runtime:
     def _bytes(self, payload: api_pb2.Payload) -> bytes:
         return blobs.from_payload(payload, lambda b: self.io.run(blobs.download(self.stub, b)))
 
-    def _load(self, d: api_pb2.FunctionDefinition, app_function_ids):
+    def _load(self, d: api_pb2.FunctionDefinition, app_function_ids, snap_only: bool = False):
         if d.pickled.data or d.pickled.blob_id:
             obj = deserialize(self._bytes(d.pickled), f"function {d.name}")
         else:
@@ -560,7 +592,7 @@ class Runtime:
             # One instance per container: parameters set and enter hooks run before any input.
             params = dict(cloudpickle.loads(d.bound_params)) if d.bound_params else {}
             self.in_enter = True
-            instance = instantiate(obj, params)
+            instance = instantiate(obj, params, snap_only)
             self.in_enter = False
             self.exit_hooks = [getattr(instance, name) for name in hooks(obj, "exit")]
             return instance
@@ -791,6 +823,14 @@ def _default_signals():
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s container %(levelname)s %(message)s")
+    if "EMBER_SNAPSHOT_INIT" in os.environ:
+        # Not dying with the worker: a restored copy's parent is its restorer (worker/memory_snapshots.py),
+        # which dies with the worker; a parent-death signal kept in the snapshot would kill it as that exits.
+        init = api_pb2.ContainerInit.FromString(pathlib.Path(os.environ.pop("EMBER_SNAPSHOT_INIT")).read_bytes())
+        runtime = Runtime("", "")
+        runtime.take_snapshot(init, int(os.environ.pop("EMBER_SNAPSHOT_READY_FD")))
+        runtime.run()
+        return
     die_with_parent(int(os.environ["EMBER_WORKER_PID"]) if "EMBER_WORKER_PID" in os.environ else None)
     if os.environ.get("EMBER_SPARE"):
         # A spare: started ahead of need with everything above imported; the worker says

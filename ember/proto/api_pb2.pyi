@@ -339,7 +339,7 @@ class Resources(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_mb: _Optional[int] = ..., gpu: _Optional[str] = ..., cpu_limit: _Optional[float] = ..., memory_limit_mb: _Optional[int] = ..., ephemeral_disk_mb: _Optional[int] = ...) -> None: ...
 
 class FunctionDefinition(_message.Message):
-    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "read_only_volumes", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox", "cidr_allowlist")
+    __slots__ = ("name", "module", "qualname", "code_blob_id", "pickled", "is_generator", "resources", "timeout", "retries", "max_containers", "min_containers", "scaledown_window", "image", "secret_ids", "volume_mounts", "read_only_volumes", "block_network", "is_class", "methods", "bound_params", "schedule", "web", "max_inputs", "web_methods", "env", "startup_timeout", "inputs_per_container", "buffer_containers", "regions", "restrict_access", "target_inputs", "batch_max_size", "batch_wait_ms", "derived_from", "sandbox", "cidr_allowlist", "enable_memory_snapshot")
     class VolumeMountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -404,6 +404,7 @@ class FunctionDefinition(_message.Message):
     DERIVED_FROM_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
     CIDR_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_MEMORY_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     name: str
     module: str
     qualname: str
@@ -440,7 +441,8 @@ class FunctionDefinition(_message.Message):
     derived_from: str
     sandbox: bool
     cidr_allowlist: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., read_only_volumes: _Optional[_Iterable[str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ...) -> None: ...
+    enable_memory_snapshot: bool
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., qualname: _Optional[str] = ..., code_blob_id: _Optional[str] = ..., pickled: _Optional[_Union[Payload, _Mapping]] = ..., is_generator: _Optional[bool] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., timeout: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_containers: _Optional[int] = ..., min_containers: _Optional[int] = ..., scaledown_window: _Optional[float] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., secret_ids: _Optional[_Iterable[str]] = ..., volume_mounts: _Optional[_Mapping[str, str]] = ..., read_only_volumes: _Optional[_Iterable[str]] = ..., block_network: _Optional[bool] = ..., is_class: _Optional[bool] = ..., methods: _Optional[_Mapping[str, bool]] = ..., bound_params: _Optional[bytes] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., web: _Optional[_Union[WebEndpoint, _Mapping]] = ..., max_inputs: _Optional[int] = ..., web_methods: _Optional[_Mapping[str, WebEndpoint]] = ..., env: _Optional[_Mapping[str, str]] = ..., startup_timeout: _Optional[float] = ..., inputs_per_container: _Optional[int] = ..., buffer_containers: _Optional[int] = ..., regions: _Optional[_Iterable[str]] = ..., restrict_access: _Optional[bool] = ..., target_inputs: _Optional[int] = ..., batch_max_size: _Optional[int] = ..., batch_wait_ms: _Optional[int] = ..., derived_from: _Optional[str] = ..., sandbox: _Optional[bool] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ..., enable_memory_snapshot: _Optional[bool] = ...) -> None: ...
 
 class WebEndpoint(_message.Message):
     __slots__ = ("kind", "method", "docs", "label", "requires_proxy_auth", "port", "startup_timeout")
@@ -1604,7 +1606,7 @@ class BuildDone(_message.Message):
     def __init__(self, build_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StartContainer(_message.Message):
-    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential", "cidr_allowlist", "definition")
+    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential", "cidr_allowlist", "definition", "snapshot_init")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1617,6 +1619,7 @@ class StartContainer(_message.Message):
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CIDR_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_INIT_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     function_id: str
     app_id: str
@@ -1629,7 +1632,8 @@ class StartContainer(_message.Message):
     credential: str
     cidr_allowlist: _containers.RepeatedScalarFieldContainer[str]
     definition: FunctionDefinition
-    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ...) -> None: ...
+    snapshot_init: ContainerInit
+    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., snapshot_init: _Optional[_Union[ContainerInit, _Mapping]] = ...) -> None: ...
 
 class StopContainer(_message.Message):
     __slots__ = ("container_id", "kill")

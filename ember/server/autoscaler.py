@@ -1,12 +1,15 @@
 """The autoscaler: how many containers each function needs.
 
-A function gets another container when its backlog would take longer to drain with the
-containers it has than a new container takes to start, up to its max_containers (and the
-workers' room, placement.py, and its workspace's quotas and fair share, shares.py). It keeps
-min_containers started even with no input, and a container idle for the function's scale-down
-window stops, down to min_containers; an idle one stops sooner when another workspace waits for
-its room. While a function is busy (inputs queued or running), it keeps buffer_containers idle
-containers beyond those that run inputs, ready for a burst.
+A backlog gets the containers it needs at once: before any input of the function has finished,
+one for each input queued or running (target_inputs each, @ember.concurrent), as Modal does,
+started as many at a time as the workers have cores; once timings come, as many as drain the
+backlog within a cold start. Always up to its max_containers
+(and the workers' room, placement.py, and its workspace's quotas and fair share, shares.py).
+It keeps min_containers started even with no input, and a container idle for the function's
+scale-down window (counted from its first hello) stops, down to min_containers; an idle one
+stops sooner when another workspace waits for its room, and those beyond a max_containers
+lowered at run time stop at once. While a function is busy (inputs queued or running), it keeps
+buffer_containers idle containers beyond those that run inputs, ready for a burst.
 """
 
 import logging
@@ -14,7 +17,7 @@ import math
 import time
 
 from .apps import FunctionState
-from .fleet import READY, ContainerState, Fleet
+from .fleet import READY, STARTING, ContainerState, Fleet
 from .placement import Placement
 from .shares import Shares
 
@@ -43,25 +46,29 @@ class Autoscaler:
         self.scale_up(fn)
 
     def scale_up(self, fn: FunctionState):
-        """Start containers when the backlog would take longer to drain than a start takes."""
+        """Start the containers its backlog needs, at once (the module's docstring says how many)."""
         if not fn.pending or not fn.app.running or fn.init_failure is not None or fn.definition.sandbox:
             return
         live = [c for c in fn.containers.values() if not c.stopping]
         n_live = len(live)
         limit = fn.definition.max_containers or 1_000_000
         outstanding = len(fn.pending) + sum(len(c.held) for c in live)
-        if n_live == 0:
-            target = 1
+        per_container = max(1, fn.definition.target_inputs or fn.definition.max_inputs)
+        # One container for each input it has no room for (Modal's rule): what a backlog needs
+        # while nothing tells how long its inputs take. Concurrent ones hold target_inputs each.
+        target = math.ceil(outstanding / per_container)
+        est = self._exec_estimate(fn, live)
+        if est is None:
+            # But no more starting at once than the workers have cores: a start is mostly CPU, so
+            # more would slow each other's, and the first timings with them. Short inputs then
+            # drain on the first few, and long ones get a container each as fast as they start.
+            starting = sum(1 for c in live if c.state == STARTING)
+            target = min(target, n_live - starting + self._cores())
         else:
-            est = self._exec_estimate(fn, live)
-            if est is None:
-                return  # nothing has run yet: wait for the first container to tell us
-            work = len(fn.pending) * est
-            target = max(n_live, math.ceil(work / self.fleet.cold_start))
-        per_container = fn.definition.target_inputs or fn.definition.max_inputs
-        if per_container > 1:
-            # Concurrent inputs (@ember.concurrent): as many containers as hold target_inputs each.
-            target = max(target, math.ceil(outstanding / per_container))
+            # Timings tell: as many as drain the backlog within a cold start. Short inputs drain
+            # on the containers it has sooner than another would start.
+            by_work = max(n_live, math.ceil(len(fn.pending) * est / self.fleet.cold_start))
+            target = min(target, by_work) if per_container == 1 else max(target, by_work)
         target = min(target, limit, outstanding)
         for _ in range(target - n_live):
             if not self.placement.start_container(fn):
@@ -82,10 +89,20 @@ class Autoscaler:
                 self.fleet.stop(c, f"scaled down: idle for {window:g}s (scaledown_window)")
             else:
                 self.shares.yield_if_over(c)
+        self._keep_within_max(fn)
         if fn.pending:
             self.scale_up(fn)
         self._keep_warm(fn)
         self._keep_buffer(fn)
+
+    def _keep_within_max(self, fn: FunctionState):
+        """Stop the containers beyond a max_containers lowered at run time (update_autoscaler):
+        idle ones first, then the least busy, which finish what they hold."""
+        limit = fn.definition.max_containers
+        live = sorted((c for c in fn.containers.values() if not c.stopping), key=lambda c: (len(c.held), -c.seq))
+        for c in live[:len(live) - limit] if limit else []:
+            log.info("container %s of %s is beyond max_containers=%d: stopping", c.container_id, fn.name, limit)
+            self.fleet.stop(c, f"scaled down: beyond max_containers={limit}")
 
     def _keep_warm(self, fn: FunctionState):
         """Keep min_containers of a running app's function started, before any input asks."""
@@ -115,11 +132,15 @@ class Autoscaler:
             if not self.placement.start_container(fn):
                 break
 
+    def _cores(self) -> int:
+        """The CPU cores of the workers that take new containers (at least one)."""
+        return max(1, math.ceil(sum(w.cpu for w in self.fleet.open_workers())))
+
     def _exec_estimate(self, fn: FunctionState, live: list[ContainerState]) -> float | None:
-        """Seconds a container spends per input: measured, or at least what the inputs running
-        now have taken so far (which tells that a first, slow input is slow)."""
-        now = self.clock()
-        running = max((now - c.since) / len(c.held) for c in live if c.held) if any(c.held for c in live) else 0.0
+        """Seconds a container spends per input, once one has finished (None before): measured,
+        or more if the inputs running now have taken longer so far (a slow one tells)."""
         if fn.exec_ewma is None:
-            return running or None
+            return None
+        now = self.clock()
+        running = max(((now - c.since) / len(c.held) for c in live if c.held), default=0.0)
         return max(fn.exec_ewma, running)

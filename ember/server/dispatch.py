@@ -21,6 +21,7 @@ import asyncio
 import collections
 import functools
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -118,43 +119,47 @@ class Dispatch:
         if ready:
             ready.sort(key=lambda c: (len(c.held), c.seq))  # the least busy first, then the oldest
             with_events = []
-            for c in ready:
-                if not c.held and self.shares.yield_if_over(c):
-                    continue  # it stops: another workspace waits for its room (shares.py)
-                batch, stored = [], []
-                now = self.clock()
-                if not c.held:
-                    c.since = now
-                while c.want > 0 and pending and not c.stopping:
-                    inp = pending.popleft()
-                    if inp.done or inp.container is not None:
-                        continue  # cancelled (or its client left) while queued, or claimed by a container's hello
-                    inp.attempts += 1  # an attempt is charged here (retries.py)
-                    self.waited += now - inp.queued_at  # dispatch latency (metrics.py)
-                    self.dispatched += 1
-                    inp.container = c
-                    c.held[inp.input_id] = inp
-                    c.want -= 1
-                    self._count_given(c)
-                    if inp.web is not None:
-                        batch.append(api_pb2.Input(input_id=inp.input_id, http=inp.web.request, attempt=1))
-                        if inp.web.outbox:
-                            with_events.append(inp)
-                        continue
-                    batch.append(api_pb2.Input(input_id=inp.input_id, call_id=inp.call.call_id, idx=inp.idx,
-                                               args=api_pb2.Payload.FromString(inp.args),
-                                               attempt=inp.attempts))
-                    stored.append(inp.input_id)
-                if batch:
-                    if stored:
-                        self.store.assign_inputs(c.container_id, stored)
-                    c.send(api_pb2.ContainerCommand(inputs=api_pb2.InputBatch(inputs=batch)))
-                for inp in with_events:  # what came of a request while it waited for a container
-                    events, inp.web.outbox = inp.web.outbox, []
-                    self.web_events(inp, events)
-                with_events.clear()
-                if not pending:
-                    return
+            # @ember.concurrent(target_inputs=T): each takes up to T first, and only then up to
+            # max_inputs, so that inputs spread over the containers there are.
+            target = fn.definition.target_inputs
+            for cap in (target, math.inf) if 0 < target < fn.definition.max_inputs else (math.inf,):
+                for c in ready:
+                    if not c.held and self.shares.yield_if_over(c):
+                        continue  # it stops: another workspace waits for its room (shares.py)
+                    batch, stored = [], []
+                    now = self.clock()
+                    if not c.held:
+                        c.since = now
+                    while c.want > 0 and pending and not c.stopping and len(c.held) < cap:
+                        inp = pending.popleft()
+                        if inp.done or inp.container is not None:
+                            continue  # cancelled (or its client left) while queued, or claimed by a container's hello
+                        inp.attempts += 1  # an attempt is charged here (retries.py)
+                        self.waited += now - inp.queued_at  # dispatch latency (metrics.py)
+                        self.dispatched += 1
+                        inp.container = c
+                        c.held[inp.input_id] = inp
+                        c.want -= 1
+                        self._count_given(c)
+                        if inp.web is not None:
+                            batch.append(api_pb2.Input(input_id=inp.input_id, http=inp.web.request, attempt=1))
+                            if inp.web.outbox:
+                                with_events.append(inp)
+                            continue
+                        batch.append(api_pb2.Input(input_id=inp.input_id, call_id=inp.call.call_id, idx=inp.idx,
+                                                   args=api_pb2.Payload.FromString(inp.args),
+                                                   attempt=inp.attempts))
+                        stored.append(inp.input_id)
+                    if batch:
+                        if stored:
+                            self.store.assign_inputs(c.container_id, stored)
+                        c.send(api_pb2.ContainerCommand(inputs=api_pb2.InputBatch(inputs=batch)))
+                    for inp in with_events:  # what came of a request while it waited for a container
+                        events, inp.web.outbox = inp.web.outbox, []
+                        self.web_events(inp, events)
+                    with_events.clear()
+                    if not pending:
+                        return
         self.autoscaler.backlog(fn)
 
     # ---- containers that retire after so many inputs (max_inputs=, single_use_containers=)

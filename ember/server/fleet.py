@@ -364,6 +364,8 @@ class Fleet:
         c.last_seen = now = self.clock()
         if c.state == STARTING:
             c.function.start_failures = 0
+            if not c.held:
+                c.since = now  # idle from its first hello: its start is not idle time (scaledown_window)
             self.cold_start = 0.8 * self.cold_start + 0.2 * (now - c.requested_at)
             if self.on_cold_start is not None:
                 self.on_cold_start(now - c.requested_at)

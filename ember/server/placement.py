@@ -80,11 +80,16 @@ class Placement:
                    for path, vid in sorted(fn.definition.volume_mounts.items())]
         if volumes and self.on_volumes is not None:
             self.on_volumes(cid, volumes)
+        # A snapshot serves the containers of one deployed version: an ephemeral app's are its one run's.
+        snapshot_init = None
+        if fn.definition.enable_memory_snapshot and fn.app.deployed:
+            snapshot_init = api_pb2.ContainerInit(function_id=fn.function_id, app_id=fn.app.app_id,
+                                                  definition=fn.definition, app_function_ids=fn.app.function_ids())
         worker.send(api_pb2.WorkerCommand(start_container=api_pb2.StartContainer(
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
             layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
             volumes=volumes, credential=credential, cidr_allowlist=fn.definition.cidr_allowlist,
-            definition=fn.definition)))
+            definition=fn.definition, snapshot_init=snapshot_init)))
         self.shares.started(fn)
         log.info("starting container %s for %s on worker %s", cid, fn.name, worker.name)
         return True

@@ -126,6 +126,7 @@ class ContainerBackend(RuntimeBackend):
         self.spares_starting: dict[str, asyncio.Task] = {}
         self.spares_wanted: dict[str, asyncio.Event] = {}  # by image id: a container waits for its spare now
         self.stopping = False
+        self.snapshots_noted = False  # said once that enable_memory_snapshot has no effect here
         self.relays: dict[str, Relay] = {}  # control plane URL -> its relay, made at the first start
         self.relay_path = ctx.data_dir / "control.sock"
         if ctx.warm_parents:
@@ -165,6 +166,10 @@ class ContainerBackend(RuntimeBackend):
 
     async def run(self, sc: api_pb2.StartContainer) -> Exit:
         image = sc.image
+        if sc.HasField("snapshot_init") and not self.snapshots_noted:
+            self.snapshots_noted = True
+            log.warning("enable_memory_snapshot=True: the container backend takes no memory snapshots yet (the "
+                        "process backend does): its containers start afresh")
         await self.layers.ensure(image, {layer.layer_id: layer.blob_id for layer in sc.layers},
                                  lambda text: log.info("image %s: %s", image.image_id[:12], text.rstrip()))
         disk_mb = self._disk_mb(sc)

@@ -24,6 +24,7 @@ from .._client import blobs
 from ..proto import api_pb2
 from .backend import RUNTIME_ENV, Capabilities, Context, Exit, RuntimeBackend, identity_env
 from .execs import ExecError
+from .memory_snapshots import MemorySnapshots, Restored
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
 from .parents import Forked, WarmParents, key_of
 from .procs import describe_exit, kill_group, kill_session, session_usage, tail_of, terminate, terminate_all
@@ -60,6 +61,8 @@ class ProcessBackend(RuntimeBackend):
         self.cpu: dict[str, float] = {}  # container id -> its CPU time at the last reading
         self.memory: dict[str, int] = {}  # container id -> its resident memory at the last reading
         self.locks: dict[str, asyncio.Lock] = {}
+        self.snapshots = MemorySnapshots(ctx.data_dir / "memory-snapshots", ctx.cache_dir, ctx.runtime_dir,
+                                         self.code_cache, ctx.stub)
         self.parents = WarmParents(ctx.warm_parents, self._launch_parent, self._parent_gone)
 
     # ------------------------------------------------------------------ images as venvs
@@ -143,7 +146,11 @@ class ProcessBackend(RuntimeBackend):
         log_path = self.root / f"{cid}.log"
         python, image_env = await self._venv(sc.image, lambda text: log.info("image: %s", text.rstrip()))
         env = dict(self._env(python, image_env), **identity_env(sc))
-        proc = await self.parents.fork(sc, identity_env(sc), str(workdir), str(log_path))
+        proc = None
+        if sc.HasField("snapshot_init"):  # restored from its memory snapshot; else forked from a warm parent
+            proc = await self.snapshots.start(sc.snapshot_init, python, env, workdir, log_path)
+        if proc is None:
+            proc = await self.parents.fork(sc, identity_env(sc), str(workdir), str(log_path))
         if proc is None:
             with open(log_path, "wb") as logf:
                 proc = await asyncio.create_subprocess_exec(
@@ -151,8 +158,9 @@ class ProcessBackend(RuntimeBackend):
                     stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
         self.procs[cid] = proc
         self.envs[cid] = env
-        log.info("container %s started (pid %d%s)", cid, proc.pid,
-                 ", forked from a warm parent" if isinstance(proc, Forked) else "")
+        how = (", forked from a warm parent" if isinstance(proc, Forked) else
+               f", restored from its memory snapshot as pid {proc.session}" if isinstance(proc, Restored) else "")
+        log.info("container %s started (pid %d%s)", cid, proc.pid, how)
         self.started(cid)
         try:
             code = await self._wait_reading_cpu(cid, proc)
@@ -208,7 +216,7 @@ class ProcessBackend(RuntimeBackend):
             done, _ = await asyncio.wait([ended], timeout=CPU_SAMPLE_EVERY)
             if done:
                 return ended.result()
-            cpu, self.memory[cid] = session_usage(proc.pid)
+            cpu, self.memory[cid] = session_usage(proc.session if isinstance(proc, Restored) else proc.pid)
             self.cpu[cid] = max(self.cpu.get(cid, 0.0), cpu)
 
     def cpu_seconds(self, container_id: str) -> float | None:
