@@ -39,19 +39,20 @@ from ember.proto import api_pb2
 HEADER = struct.Struct(">IB")  # the frame header, written here by hand: these tests are its other implementation
 MESSAGE, HELLO, STATUS = 0, 1, 2
 CODES = {"OK": 0, "INVALID_ARGUMENT": 3, "PERMISSION_DENIED": 7, "UNIMPLEMENTED": 12, "UNAUTHENTICATED": 16}
-# Run in a client process: its dict and queue work, and how many of its sockets reach the frame port.
+# Run in a client process: its dict, queue and call work, and how many of its sockets reach the frame port.
 CLIENT = """
-import contextlib, json, os, pathlib, ember
+import contextlib, json, os, pathlib, ember, restarts_app
 from ember._client.client import Client
-from ember._client.serialization import serialize_args
 from ember.proto import api_pb2
 d = ember.Dict.from_name("sub", create_if_missing=True)
 d["k"] = [1, 2]
 q = ember.Queue.from_name("sub-q", create_if_missing=True)
 q.put_many(["a", "b"])
+with restarts_app.app.run():
+    squared = restarts_app.square.remote(4)
 client = Client.from_env()
 port = client.run(client.rpc("TransportEndpoint", api_pb2.Empty())).port
-print(json.dumps([d["k"], q.get_many(5), connections_to(port)]))
+print(json.dumps([d["k"], q.get_many(5), squared, connections_to(port)]))
 """
 
 
@@ -277,13 +278,13 @@ def test_grpc_takes_over_where_frames_cannot_go(plane):
     finally:
         proxy.close()
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], 0]
+    assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], 16, 0]
     assert "cannot be reached" in out.stderr and "using gRPC" in out.stderr
     # Turned off, and to compare, on.
-    for transport, frames in (("grpc", 0), ("frames", 1)):
+    for transport, frames in (("grpc", 0), ("frames", 2)):  # (the object stream and the call stream)
         out = run_py(CLIENT, {"EMBER_TRANSPORT": transport})
         assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], frames]
+        assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], 16, frames]
     out = run_py(CLIENT, {"EMBER_TRANSPORT": "fast"})
     assert out.returncode != 0 and "EMBER_TRANSPORT='fast'" in out.stderr
 
