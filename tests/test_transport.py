@@ -134,10 +134,11 @@ def cli(env, *args) -> str:
 
 @pytest.fixture(scope="module")
 def tls_plane(tmp_path_factory):
-    """A control plane with TLS (no worker: objects need none) that this process's clients use."""
+    """A control plane with TLS and a worker, that this process's clients use."""
     c = Cluster(tmp_path_factory.mktemp("frames-tls"))
     c.frames_port = free_port()
     c.start_server(["--tls", "auto", "--frames-port", str(c.frames_port)])
+    c.start_worker(env={"EMBER_CA_CERT": str(c.ca_file)})
     with used(c, EMBER_CA_CERT=str(c.ca_file)):
         yield c
 
@@ -153,7 +154,7 @@ def used(c: Cluster, **env):
         c.stop()
 
 
-def test_objects_go_over_frames_with_tls(tls_plane):
+def test_objects_and_calls_go_over_frames_with_tls(tls_plane):
     d = ember.Dict.from_name("over-frames", create_if_missing=True)
     q = ember.Queue.from_name("over-frames", create_if_missing=True)
     d["k"] = {"v": 1}
@@ -161,6 +162,9 @@ def test_objects_go_over_frames_with_tls(tls_plane):
     assert d["k"] == {"v": 1} and q.get_many(5) == [1, 2]
     assert frame_port() == tls_plane.frames_port  # as it was told (--frames-port)
     assert connections_to(frame_port()) == 1  # the object stream, and only it
+    with restarts_app.app.run():
+        assert restarts_app.square.remote(5) == 25
+    assert connections_to(frame_port()) == 2  # and the call stream
     # An error comes back as on gRPC.
     with pytest.raises(exception.NotFoundError, match="no dict named 'absent'"):
         ember.Dict.from_name("absent").get("k")
