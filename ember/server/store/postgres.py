@@ -493,8 +493,11 @@ class PostgresStore(SqliteStore):
     def add_inputs(self, rows: list[tuple[str, str, int, bytes]]):
         self._write()
         if rows:
-            self.db.write(b"INSERT INTO inputs (input_id, call_id, idx, args) VALUES " + self.db.values(rows)
-                          + b" ON CONFLICT DO NOTHING")
+            # The arguments apart, as on SQLite (migration 0014: one schema for both).
+            self.db.write(b"INSERT INTO inputs (input_id, call_id, idx, args) VALUES "
+                          + self.db.values([(*r[:3], b"") for r in rows]) + b" ON CONFLICT DO NOTHING")
+            self.db.write(b"INSERT INTO input_args (input_id, args) VALUES "
+                          + self.db.values([(r[0], r[3]) for r in rows]) + b" ON CONFLICT DO NOTHING")
 
     def add_outputs(self, rows, finished_input_ids, calls_done):
         self._write()
@@ -507,6 +510,7 @@ class PostgresStore(SqliteStore):
                        b"created_at=excluded.created_at")
         if finished_input_ids:
             db.write(b"DELETE FROM inputs WHERE input_id IN " + db.values([finished_input_ids]))
+            db.write(b"DELETE FROM input_args WHERE input_id IN " + db.values([finished_input_ids]))
         done = {cid: (cid, n, seq) for cid, n, seq in calls_done}
         if done:
             db.write(db.bind("UPDATE calls c SET num_done=d.num_done, next_seq=d.next_seq, done_at=CASE WHEN "
