@@ -204,7 +204,7 @@ def test_two_containers_of_a_web_server_share_its_port_on_one_worker(running):
     def both_serve():
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             seen.update(pool.map(get, range(4)))
-        return len(seen) == 2
+        return len(seen) >= 2  # min_containers=2, and a burst of requests may start more
 
     wait_for(both_serve, timeout=120, what="two containers of the web server to answer")
     assert all(h.startswith("ct-") for h in seen)
