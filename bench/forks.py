@@ -140,23 +140,33 @@ CONFIGS = (("fork from a warm parent (process backend)", "process", 2, ("--warm-
            ("spare container (container backend)", "container", 1, ()))
 
 
-def main_at_once(n: int):
+def on_each_cluster(tmp: pathlib.Path, measure) -> dict:
+    """measure(folder, backend, warm_up, worker_args) on each of CONFIGS (where it can run here), by name."""
     from ember.worker.container import ContainerBackend
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-forks-"))
     results = {}
-    try:
-        for name, backend, _, worker_args in CONFIGS:
-            if backend == "container" and (why := ContainerBackend.available()):
-                print(f"{name}: skipped ({why})")
-                continue
-            d = tmp / name.split()[0]
-            d.mkdir()
-            results[name] = at_once(d, backend, n, worker_args)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for name, backend, warm_up, worker_args in CONFIGS:
+        if backend == "container" and (why := ContainerBackend.available()):
+            print(f"{name}: skipped ({why})")
+            continue
+        d = tmp / name.split()[0]
+        d.mkdir()
+        results[name] = measure(d, backend, warm_up, worker_args)
+    return results
+
+
+def print_machine():
     print(f"date: {time.strftime('%Y-%m-%d')}, machine: {platform.machine()}, {os.cpu_count()} cores, "
           f"{platform.platform()}")
+
+
+def main_at_once(n: int):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-forks-"))
+    try:
+        results = on_each_cluster(tmp, lambda d, backend, _, worker_args: at_once(d, backend, n, worker_args))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print_machine()
     print(f"{n} cold starts at once: a .map of {n} inputs, each holding its container {HOLD:g} s, on an idle worker:")
     for name, (elapsed, containers, mb, procs) in results.items():
         print(f"  {name}: all answered in {elapsed:.2f} s ({elapsed - HOLD:.2f} s over the hold), "
@@ -167,8 +177,6 @@ def main_at_once(n: int):
 def main():
     from images import median_ms, numpy_floor, uv_baseline
 
-    from ember.worker.container import ContainerBackend
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--at-once", type=int, metavar="N",
@@ -177,21 +185,14 @@ def main():
     if args.at_once:
         return main_at_once(args.at_once)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-forks-"))
-    results = {}
     try:
-        for name, backend, warm_up, worker_args in CONFIGS:
-            if backend == "container" and (why := ContainerBackend.available()):
-                print(f"{name}: skipped ({why})")
-                continue
-            d = tmp / name.split()[0]
-            d.mkdir()
-            results[name] = cold_starts(d, backend, args.runs, warm_up, worker_args)
+        results = on_each_cluster(tmp, lambda d, backend, warm_up, worker_args:
+                                  cold_starts(d, backend, args.runs, warm_up, worker_args))
         uv_baseline(tmp, 1)  # a venv with numpy, for the floor
         floor = numpy_floor(tmp / "venv1", args.runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"date: {time.strftime('%Y-%m-%d')}, machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"{platform.platform()}")
+    print_machine()
     print(f"cold start .remote() of a numpy function, runs 1 s apart, median of {args.runs}:")
     for name, (times, forks) in results.items():
         print(f"  {name}: {median_ms(times):.1f} ms (min {min(times) * 1000:.1f}; {forks} forks; "
