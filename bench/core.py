@@ -9,7 +9,9 @@
                                                       # and a /metrics scrape every second, against none, alternating
 
 Measures, with warm containers/workers:
-  - the round trip of one .remote() call: median of 200 after warm-up;
+  - the round trip of one .remote() call: median of 200 after warm-up; on the frame transport,
+    where it goes (bench/objects.py's split: in the client before its frame is written, from then
+    to the answer's arrival, from there to the caller), and the client's thread -> loop hop;
   - 10,000 inputs through .map (Ray: ray.get([f.remote(i) ...])), inputs per second;
   - 100,000 calls spawned at once, all completed, and the control plane's peak memory.
 """
@@ -203,7 +205,11 @@ def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, datab
                 watched: bool = False) -> dict:
     import core_app
     from core_app import app
+    from objects import marked, split, timed
 
+    from ember._client.client import Client
+
+    marks = marked()  # before the client connects
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-"))
     server, worker = start_cluster(tmp, backend, tls, ["--database-url", database_url] if database_url else [])
     result = {}
@@ -231,6 +237,14 @@ def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, datab
             # The control plane's CPU per call: what its own work costs, less noisy than times.
             result["server_cpu_us_per_remote"] = (cpu_seconds(server.pid) - cpu) / 200 * 1e6
             result["remote_median_ms"] = statistics.median(times) * 1e3
+            # Where a round trip goes (when .remote() is on the frame transport: marks were made).
+            if "written" in marks:
+                result.update(split(lambda: f.remote(1), "remote", marks))
+            client = Client.from_env()
+
+            async def nothing():
+                pass
+            result["hop_ms"] = timed(lambda: client.run(nothing()))
             list(f.map(range(1000)))
             cpu = cpu_seconds(server.pid)
             t = time.perf_counter()
@@ -397,10 +411,14 @@ def report(args, runs: dict[str, list[dict]], what: str):
     for label, key, fmt in [("remote() round trip, median (ms)", "remote_median_ms", "{:.3f}"),
                             (f"map of {args.map} (inputs/s)", "map_per_s", "{:.0f}"),
                             ("control plane CPU per remote() (us)", "server_cpu_us_per_remote", "{:.0f}"),
+                            ("thread -> client loop -> thread (ms)", "hop_ms", "{:.3f}"),
+                            ("remote(): client to frame written (ms)", "remote_client_ms", "{:.3f}"),
+                            ("remote(): frame written to answer (ms)", "remote_server_ms", "{:.3f}"),
+                            ("remote(): answer to caller (ms)", "remote_back_ms", "{:.3f}"),
                             ("control plane CPU per map input (us)", "server_cpu_us_per_map_input", "{:.1f}"),
                             (f"{args.spawn} spawned calls (s)", "spawn_seconds", "{:.1f}")]:
         for name, results in runs.items():
-            print(f"{label:36}{name:>14}  " + "  ".join(fmt.format(r[key]) for r in results))
+            print(f"{label:36}{name:>14}  " + "  ".join(fmt.format(r[key]) if key in r else "-" for r in results))
     print(json.dumps(runs))
 
 

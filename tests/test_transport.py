@@ -1,13 +1,16 @@
-"""The frame transport (ember/_transport.py): dicts and queues go over it, with TLS where the
-control plane has TLS; it refuses whoever gRPC refuses; gRPC takes over where it cannot be
-reached (or is turned off); and a control plane killed mid-stream loses nothing it acknowledged.
+"""The frame transport (ember/_transport.py): dicts, queues and .remote() calls go over it, with
+TLS where the control plane has TLS; it refuses whoever gRPC refuses; gRPC takes over where it
+cannot be reached (or is turned off); and a control plane killed mid-stream loses nothing it
+acknowledged.
 
-(tests/test_objects.py runs every dict and queue operation on it too: it is the default.)
+(tests/test_objects.py runs every dict and queue operation on it too, and the call tests
+(test_core.py, test_calls_api.py, test_faults.py, ...) every .remote(): it is the default.)
 """
 
 import asyncio
 import contextlib
 import inspect
+import itertools
 import json
 import os
 import pathlib
@@ -23,27 +26,33 @@ import pytest
 from conftest import Cluster, environ, free_port, run_py, wait_for
 from tcp_proxy import TcpProxy
 from test_failover import Pair
+from test_restarts import outputs_per_call
+
+import restarts_app
 
 import ember
 from ember import exception
 from ember._client.client import Client
+from ember._client.serialization import serialize_args
 from ember.proto import api_pb2
 
 HEADER = struct.Struct(">IB")  # the frame header, written here by hand: these tests are its other implementation
 MESSAGE, HELLO, STATUS = 0, 1, 2
 CODES = {"OK": 0, "INVALID_ARGUMENT": 3, "PERMISSION_DENIED": 7, "UNIMPLEMENTED": 12, "UNAUTHENTICATED": 16}
-# Run in a client process: its dict and queue work, and how many of its sockets reach the frame port.
+# Run in a client process: its dict, queue and call work, and how many of its sockets reach the frame port.
 CLIENT = """
-import contextlib, json, os, pathlib, ember
+import contextlib, json, os, pathlib, ember, restarts_app
 from ember._client.client import Client
 from ember.proto import api_pb2
 d = ember.Dict.from_name("sub", create_if_missing=True)
 d["k"] = [1, 2]
 q = ember.Queue.from_name("sub-q", create_if_missing=True)
 q.put_many(["a", "b"])
+with restarts_app.app.run():
+    squared = restarts_app.square.remote(4)
 client = Client.from_env()
 port = client.run(client.rpc("TransportEndpoint", api_pb2.Empty())).port
-print(json.dumps([d["k"], q.get_many(5), connections_to(port)]))
+print(json.dumps([d["k"], q.get_many(5), squared, connections_to(port)]))
 """
 
 
@@ -113,8 +122,8 @@ def status_of(frames) -> tuple[str, str]:
     return next(name for name, code in CODES.items() if code == status.code), status.details
 
 
-def hello(token) -> bytes:
-    return frame(HELLO, api_pb2.TransportHello(method="ObjectStream", token_id=token[0], token_secret=token[1]))
+def hello(token, method="ObjectStream") -> bytes:
+    return frame(HELLO, api_pb2.TransportHello(method=method, token_id=token[0], token_secret=token[1]))
 
 
 def cli(env, *args) -> str:
@@ -125,10 +134,11 @@ def cli(env, *args) -> str:
 
 @pytest.fixture(scope="module")
 def tls_plane(tmp_path_factory):
-    """A control plane with TLS (no worker: objects need none) that this process's clients use."""
+    """A control plane with TLS and a worker, that this process's clients use."""
     c = Cluster(tmp_path_factory.mktemp("frames-tls"))
     c.frames_port = free_port()
     c.start_server(["--tls", "auto", "--frames-port", str(c.frames_port)])
+    c.start_worker(env={"EMBER_CA_CERT": str(c.ca_file)})
     with used(c, EMBER_CA_CERT=str(c.ca_file)):
         yield c
 
@@ -144,7 +154,7 @@ def used(c: Cluster, **env):
         c.stop()
 
 
-def test_objects_go_over_frames_with_tls(tls_plane):
+def test_objects_and_calls_go_over_frames_with_tls(tls_plane):
     d = ember.Dict.from_name("over-frames", create_if_missing=True)
     q = ember.Queue.from_name("over-frames", create_if_missing=True)
     d["k"] = {"v": 1}
@@ -152,6 +162,9 @@ def test_objects_go_over_frames_with_tls(tls_plane):
     assert d["k"] == {"v": 1} and q.get_many(5) == [1, 2]
     assert frame_port() == tls_plane.frames_port  # as it was told (--frames-port)
     assert connections_to(frame_port()) == 1  # the object stream, and only it
+    with restarts_app.app.run():
+        assert restarts_app.square.remote(5) == 25
+    assert connections_to(frame_port()) == 2  # and the call stream
     # An error comes back as on gRPC.
     with pytest.raises(exception.NotFoundError, match="no dict named 'absent'"):
         ember.Dict.from_name("absent").get("k")
@@ -215,11 +228,50 @@ def test_a_revoked_token_s_frame_stream_ends_at_its_next_use(tls_plane):
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
-    """A plaintext control plane (no worker), for this process's clients and subprocesses."""
+    """A plaintext control plane and a worker, for this process's clients and subprocesses."""
     c = Cluster(tmp_path_factory.mktemp("frames"))
     c.start_server()
+    c.start_worker()
     with used(c):
         yield c
+
+
+def test_calls_go_over_frames_and_refuse_another_workspace(plane):
+    with restarts_app.app.run():
+        square = restarts_app.square
+        assert square.remote(3) == 9
+        assert connections_to(frame_port()) == 1  # the call stream (no dict or queue used yet)
+        fid = square.object_id
+        cli({}, "workspace", "create", "b")
+        b_token = json.loads(cli({}, "token", "new", "--workspace", "b", "--json"))
+        b = (b_token["token_id"], b_token["token_secret"])
+        admin = (os.environ["EMBER_TOKEN_ID"], os.environ["EMBER_TOKEN_SECRET"])
+        a_call = api_pb2.CallRequest(tag=1, function_id=fid, call_id="fc-of-a",
+                                     args=api_pb2.Payload(data=serialize_args("square", (4,), {})))
+        with opened(frame_port(), None) as sock:  # (a stream's end would not wait for the output)
+            sock.sendall(hello(admin, "CallStream") + frame(MESSAGE, a_call))
+            size, kind = HEADER.unpack(sock.recv(HEADER.size, socket.MSG_WAITALL))
+            answer = api_pb2.CallResponse.FromString(sock.recv(size, socket.MSG_WAITALL))
+        assert answer.tag == 1 and not answer.error and answer.output.output.status == api_pb2.Output.SUCCESS
+        # Workspace b: A's function is not there for it, and A's call id (resent or not) gives
+        # nothing of A's call: each gets an error, none an output.
+        b_calls = [api_pb2.CallRequest(tag=2, function_id=fid, call_id="fc-of-b", args=a_call.args),
+                   api_pb2.CallRequest(tag=3, function_id=fid, call_id="fc-of-a", args=a_call.args),
+                   api_pb2.CallRequest(tag=4, function_id=fid, call_id="fc-of-a", args=a_call.args, resend=True)]
+        replies = exchange(frame_port(), hello(b, "CallStream") + b"".join(frame(MESSAGE, r) for r in b_calls)
+                           + frame(STATUS, api_pb2.TransportStatus()), None)
+        assert status_of(replies) == ("OK", "")
+        answers = {r.tag: r for r in (api_pb2.CallResponse.FromString(body)
+                                      for kind, body in replies if kind == MESSAGE)}
+        assert sorted(answers) == [2, 3, 4] and not any(r.HasField("output") for r in answers.values())
+        assert answers[2].error == f"there is no function with id {fid}"  # as for an id nobody has
+        assert all("is taken" in answers[tag].error for tag in (3, 4))
+        # A worker's token may not call at all; A's call ran once, for A only.
+        worker = json.loads(plane.worker_token_file.read_text())
+        code, details = status_of(exchange(frame_port(), hello((worker["token_id"], worker["token_secret"]),
+                                                               "CallStream") + frame(MESSAGE, a_call), None))
+        assert code == "PERMISSION_DENIED" and "worker credential" in details
+        assert outputs_per_call(plane)["fc-of-a"] == 1 and "fc-of-b" not in outputs_per_call(plane)
 
 
 def test_grpc_takes_over_where_frames_cannot_go(plane):
@@ -230,13 +282,13 @@ def test_grpc_takes_over_where_frames_cannot_go(plane):
     finally:
         proxy.close()
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], 0]
+    assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], 16, 0]
     assert "cannot be reached" in out.stderr and "using gRPC" in out.stderr
     # Turned off, and to compare, on.
-    for transport, frames in (("grpc", 0), ("frames", 1)):
+    for transport, frames in (("grpc", 0), ("frames", 2)):  # (the object stream and the call stream)
         out = run_py(CLIENT, {"EMBER_TRANSPORT": transport})
         assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], frames]
+        assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], 16, frames]
     out = run_py(CLIENT, {"EMBER_TRANSPORT": "fast"})
     assert out.returncode != 0 and "EMBER_TRANSPORT='fast'" in out.stderr
 
@@ -285,18 +337,60 @@ class Writes:
         assert all(self.d[item] == item[1] for item in self.acked)
 
 
-def test_a_control_plane_killed_mid_stream_loses_nothing_it_acknowledged(plane):
-    writes = Writes("acked")
-    try:
-        writes.more(200, "writes over frames")
-        before = frame_port()
-        plane.kill_server()
-        plane.start_server()
-        writes.more(200, "writes after the restart")
-    finally:
-        writes.check()
-    after = frame_port()
-    assert after != before and connections_to(after) == 1  # back on frames, at the new port
+class Calls:
+    """Two threads calling a function with .remote() until stopped; each call's argument, the
+    result it returned (or its error), and whether it was in flight across a restart."""
+
+    def __init__(self, log: str):
+        self.log = log
+        self.results, self.errors, self.across = {}, [], 0
+        self.numbers = itertools.count()
+        self.killed, self.stop = threading.Event(), threading.Event()
+        self.threads = [threading.Thread(target=self._call) for _ in range(2)]
+        for t in self.threads:
+            t.start()
+
+    def _call(self):
+        while not self.stop.is_set():
+            i = next(self.numbers)
+            before_kill = not self.killed.is_set()
+            try:
+                self.results[i] = restarts_app.record.remote(i, self.log)
+            except Exception as e:  # none is expected: a call in flight is sent again
+                self.errors.append((i, e))
+            self.across += before_kill and self.killed.is_set()
+
+    def check(self, plane: Cluster):
+        """Stop; every call returned its own result, and each is one call, run, with one output."""
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+        assert not self.errors
+        assert self.across, "no call was in flight when the control plane was killed: the test proved nothing"
+        assert self.results == {i: i * i for i in self.results}
+        assert set(restarts_app.runs(self.log)) == set(self.results)
+        assert set(outputs_per_call(plane).values()) == {1}
+
+
+def test_a_control_plane_killed_mid_stream_loses_nothing_it_acknowledged(plane, tmp_path):
+    with restarts_app.app.run():
+        writes, calls = Writes("acked"), Calls(str(tmp_path / "ran"))
+        try:
+            writes.more(200, "writes over frames")
+            wait_for(lambda: len(calls.results) >= 20, what="calls over frames")
+            before = frame_port()
+            assert connections_to(before) == 2  # the object stream and the call stream
+            calls.killed.set()
+            plane.kill_server()
+            plane.start_server()
+            writes.more(200, "writes after the restart")
+            done = len(calls.results)
+            wait_for(lambda: len(calls.results) >= done + 20, what="calls after the restart")
+        finally:
+            writes.check()
+            calls.check(plane)
+        after = frame_port()
+        assert after != before and connections_to(after) == 2  # back on frames, at the new port
 
 
 def test_a_killed_leader_s_clients_go_on_at_the_new_leader_on_frames(tmp_path):

@@ -87,7 +87,8 @@ class Client:
         self.servers = Servers(url, lambda channel: Authed(api_pb2_grpc.ClientApiStub(channel), token))
         self.bridge = LoopThread("ember-client")
         self.bridge.run(self._connect())
-        self.mux = StreamMux(self, "CallStream", "calling a function", resend=True)
+        self.mux = StreamMux(self, "CallStream", "calling a function", resend=True,
+                             frames_of=api_pb2.CallResponse)
         self.objects = StreamMux(self, "ObjectStream", "a dict or queue operation", resend=False,
                                  frames_of=api_pb2.ObjectOpResult)
 

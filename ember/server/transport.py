@@ -29,7 +29,7 @@ from .tls import ServerTLS
 HELLO_TIMEOUT = 10.0  # seconds for a new connection to say who it is
 HELLO_LIMIT = 64 * 1024  # bytes of a frame before the connection has proved who it is
 # The streams served here, by their RPC's name: the type of their requests.
-STREAMS = {"ObjectStream": api_pb2.ObjectOp}
+STREAMS = {"CallStream": api_pb2.CallRequest, "ObjectStream": api_pb2.ObjectOp}
 log = logging.getLogger("ember.server")
 
 
