@@ -12,3 +12,13 @@ with numpy_image.imports():
 @app.function(image=numpy_image)
 def numpy_sum(n):
     return int(numpy.arange(n).sum())
+
+
+# For 100 cold starts at once (bench/forks.py --at-once): each input holds its container, so a
+# map of N needs N containers; a small request (a limit of 1 GiB), so that one worker fits them all.
+@app.function(image=numpy_image, cpu=0.01, memory=(16, 1024))
+def numpy_hold(seconds):
+    import os
+    import time
+    time.sleep(seconds)
+    return os.environ["EMBER_CONTAINER_ID"]

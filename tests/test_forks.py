@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -131,3 +132,33 @@ def test_an_idle_parent_is_retired(cluster):
     parent = forks[0]["imported_by"]
     wait_for(lambda: dead(parent), timeout=IDLE + 10, what="the idle parent to be retired")
     assert f"warm parent {parent} retired (idle)" in worker_log(cluster)
+
+
+BURST = 12  # inputs of a backlog, each holding a container of its own
+
+
+def _log_times(text: str, pattern: str) -> list[str]:
+    """The timestamps (asctime, to the millisecond: one clock on one machine) of the lines matching pattern."""
+    return [m.group(1) for m in re.finditer(rf"^(\S+ \S+) .*{pattern}", text, re.M)]
+
+
+def test_a_backlog_of_forks_is_asked_for_at_once_not_a_core_at_a_time(cluster, tmp_path):
+    gate = tmp_path / "gate"
+    got = []
+    with forks_app.app.run():
+        warm(cluster, forks_app.who_am_i.remote, "who_am_i", parents_ready(cluster, "who_am_i"))
+        for _ in range(8):  # fork cold starts: what the control plane measures cold starts at (a few tens of ms)
+            forks_app.who_am_i.remote()
+        mapper = threading.Thread(target=lambda: got.extend(forks_app.held.map([str(gate)] * BURST)))
+        mapper.start()
+        wait_for(lambda: forks_app.held.get_current_stats().num_running_inputs == BURST, timeout=60,
+                 what=f"{BURST} containers holding an input each")
+        gate.touch()
+        mapper.join(60)
+    assert len(set(got)) == BURST
+    asked = _log_times(cluster.log(), "starting container .* for held ")
+    first_start = min(_log_times(worker_log(cluster), "container (?:" + "|".join(set(got)) + ") started"))
+    # One core at a time (a start of a new interpreter is all CPU) would have asked for no more
+    # than the worker has cores before the worker started any: forks are measured short, and
+    # several per core are asked for at once (autoscaler.CPU_BOUND_START).
+    assert sum(t <= first_start for t in asked) > os.cpu_count(), (asked, first_start)

@@ -2,7 +2,8 @@
 
 A backlog gets the containers it needs at once: before any input of the function has finished,
 one for each input queued or running (target_inputs each, @ember.concurrent), as Modal does,
-started as many at a time as the workers have cores; once timings come, as many as drain the
+started as many at a time as the workers have cores (more when cold starts are measured
+short, as forks are); once timings come, as many as drain the
 backlog within a cold start. Always up to its max_containers
 (and the workers' room, placement.py, and its workspace's quotas and fair share, shares.py).
 It keeps min_containers started even with no input, and a container idle for the function's
@@ -28,6 +29,11 @@ log = logging.getLogger("ember.server")
 # it is weighed at most every WEIGH_EVERY seconds between ticks.
 WEIGH_AT_ONCE_UP_TO = 100
 WEIGH_EVERY = 0.05
+# A cold start this long (the fleet's guess before it has measured any) is taken to be all CPU: a
+# new interpreter importing its libraries, one per core at a time. Cold starts measured shorter
+# (a fork of a warm parent: tens of ms, mostly round trips) leave the cores mostly idle, and
+# that many more of them start at once per core: else a backlog of 100 forks starts 2 at a time.
+CPU_BOUND_START = 0.5
 
 
 class Autoscaler:
@@ -62,8 +68,10 @@ class Autoscaler:
             # But no more starting at once than the workers have cores: a start is mostly CPU, so
             # more would slow each other's, and the first timings with them. Short inputs then
             # drain on the first few, and long ones get a container each as fast as they start.
+            # (More per core when cold starts are measured short: CPU_BOUND_START.)
             starting = sum(1 for c in live if c.state == STARTING)
-            target = min(target, n_live - starting + self._cores())
+            per_core = max(1, int(CPU_BOUND_START / max(self.fleet.cold_start, 1e-3)))
+            target = min(target, n_live - starting + self._cores() * per_core)
         else:
             # Timings tell: as many as drain the backlog within a cold start. Short inputs drain
             # on the containers it has sooner than another would start.

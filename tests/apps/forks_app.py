@@ -46,3 +46,12 @@ class Loaded:
     @ember.method()
     def where(self):
         return {"pid": os.getpid(), "ppid": os.getppid(), "imported_by": IMPORTED_BY, "entered_in": self.entered_in}
+
+
+@app.function()
+def held(gate):
+    """Wait for the gate file (so that each input of a backlog holds a container of its own)."""
+    import time
+    while not os.path.exists(gate):
+        time.sleep(0.02)
+    return os.environ.get("EMBER_CONTAINER_ID")
