@@ -57,9 +57,10 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _request_and_limit(option: str, value, default, check, example: str):
-    """cpu= or memory=: a number (reserved, and the most it may use), a (request, limit) tuple
-    (request reserved, limit the most), or None (the default reserved, no limit). Returns both."""
+def _request_and_limit(option: str, value, default, check, example: str, number_limits: bool = True):
+    """cpu= or memory=: a number (reserved, and with number_limits the most it may use), a
+    (request, limit) tuple (request reserved, limit the most), or None (the default reserved, no
+    limit). Returns both."""
     if value is None:
         return default, 0
     if isinstance(value, tuple):
@@ -71,7 +72,7 @@ def _request_and_limit(option: str, value, default, check, example: str):
         return value
     if not check(value):
         raise exception.InvalidError(f"{option}={value!r}: pass a number, or (request, limit), e.g. {example}")
-    return value, value
+    return value, value if number_limits else 0
 
 
 def _cpu_ok(x) -> bool:
@@ -106,9 +107,12 @@ class FunctionSpec:
                  nonpreemptible=False, proxy=None, i6pn=None, experimental_options=None):
         if image is not None and not isinstance(image, Image):
             raise exception.InvalidError(f"image={image!r}: pass an ember.Image, e.g. ember.Image.debian_slim()")
-        # A plain cpu= or memory= is what is reserved and its limit; (request, limit) sets each;
-        # unset, a small amount is reserved, with no limit.
-        cpu, self.cpu_limit = _request_and_limit("cpu", cpu, 0.125, _cpu_ok, "cpu=0.5, cpu=2 or cpu=(0.5, 2)")
+        # A plain cpu= is what is reserved, and the container may use more CPU when it is free
+        # (Modal's): a limit there would throttle its start too, its imports at that share of a
+        # core (cpu=0.01: a hundred times slower). A plain memory= is reserved and its limit.
+        # (request, limit) sets each; unset, a small amount is reserved, with no limit.
+        cpu, self.cpu_limit = _request_and_limit("cpu", cpu, 0.125, _cpu_ok, "cpu=0.5, cpu=2 or cpu=(0.5, 2)",
+                                                 number_limits=False)
         memory, self.memory_limit = _request_and_limit("memory", memory, 128, _memory_ok,
                                                        "memory=512 (MiB) or memory=(512, 1024)")
         self.cpu_limit = float(self.cpu_limit)

@@ -119,7 +119,7 @@ class FunctionInfo:
         r = d.resources
         gpu, _, count = r.gpu.partition(":")
         return cls(
-            cpu=(r.cpu, r.cpu_limit) if r.cpu_limit and r.cpu_limit != r.cpu else r.cpu,
+            cpu=(r.cpu, r.cpu_limit) if r.cpu_limit else r.cpu,  # a plain cpu= has no limit
             memory_mib=(r.memory_mb, r.memory_limit_mb) if r.memory_limit_mb and r.memory_limit_mb != r.memory_mb
             else r.memory_mb,
             gpus=[(gpu, int(count or 1))] if gpu else [], ephemeral_disk_mib=r.ephemeral_disk_mb or None,

@@ -73,9 +73,10 @@ def throttled_periods(proc_cgroup: str) -> int:
 
 def test_cpu_limit_throttles_a_busy_loop(running):
     share, limited = container_app.busy.remote(1.5)
-    assert share < 0.6, f"cpu=0.25 got {share:.2f} of a core"
+    assert share < 0.6, f"cpu=(0.25, 0.25) got {share:.2f} of a core"
     # The kernel's own count, which the machine's load does not change: the quota held it back,
-    # and a container without one was never held.
+    # and a container with a plain cpu=0.01 (reserved, not a limit: its start at 1% of a core
+    # took seconds, issue 18) was never held.
     assert throttled_periods(limited) > 0
     _, unlimited = container_app.busy_unlimited.remote(0.5)
     assert throttled_periods(unlimited) == 0

@@ -38,7 +38,7 @@ def apply_options(d: api_pb2.FunctionDefinition, o: api_pb2.FunctionOptions):
     """A function's definition with what with_options (and friends) changed."""
     r = d.resources
     if o.HasField("cpu"):
-        r.cpu = r.cpu_limit = o.cpu
+        r.cpu, r.cpu_limit = o.cpu, 0  # as a plain cpu= of the function: reserved, no limit
     if o.HasField("memory_mb"):
         r.memory_mb = r.memory_limit_mb = o.memory_mb
     if o.HasField("gpu"):

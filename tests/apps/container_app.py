@@ -55,7 +55,7 @@ def hog(mb):
     return len(chunks)
 
 
-@app.function(image=base, cpu=0.25)
+@app.function(image=base, cpu=(0.25, 0.25))
 def busy(seconds):
     """Spin for `seconds` of wall time; return the share of one core it got, and its cgroups
     (/proc/self/cgroup: which the host can read)."""
@@ -66,7 +66,7 @@ def busy(seconds):
         return (time.process_time() - start_cpu) / (time.monotonic() - start_wall), f.read()
 
 
-@app.function(image=base)
+@app.function(image=base, cpu=0.01)  # reserved only: it may use more when it is free
 def busy_unlimited(seconds):
     return busy.get_raw_f()(seconds)
 

@@ -12,7 +12,7 @@ app = ember.App("limit-tests")
 base = ember.Image.debian_slim()
 
 
-@app.function(image=base, cpu=0.5, memory=200)
+@app.function(image=base, cpu=(0.5, 0.5), memory=200)
 def limits_of_mine():
     """The name of the container's cgroups (a spare's, if it started as one), for the test to read
     them on the host: the last part of its cgroup paths, which it sees as the host does."""
@@ -39,7 +39,7 @@ def threads_until_refused(most):
     return len(started)
 
 
-@app.function(image=base, cpu=0.5)
+@app.function(image=base, cpu=(0.5, 0.5))
 def busy_processes(n, seconds):
     """Spin in n processes at once for `seconds`; return CPU time used / wall time taken.
 
