@@ -4,9 +4,9 @@ Needs Linux and root. A container's root filesystem is an overlay of its image's
 fresh writable layer that is deleted when it ends; it sees its own processes, hostname, IPC and
 network (network.py: out to the world through NAT, not to the host or other containers), and of
 the host only what is bound in: Ember's runtime (read-only), DNS settings, the control plane's
-socket (a relay), and its GPUs. `cpu=` and `memory=` become cgroup limits (CPU quota, memory
-limit; v1 or v2, whichever the host has: cgroups.py); every container gets a pids limit. A
-container killed by the kernel for memory is reported as such.
+socket (a relay), and its GPUs. A cpu= limit (cpu=(request, limit)) and memory= become cgroup
+limits (CPU quota, memory limit; v1 or v2, whichever the host has: cgroups.py); every container
+gets a pids limit. A container killed by the kernel for memory is reported as such.
 """
 
 import asyncio
