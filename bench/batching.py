@@ -20,7 +20,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import start_cluster  # noqa: E402
+from core import start_cluster, stop_cluster  # noqa: E402
 
 
 def throughput(f, n: int) -> float:
@@ -62,10 +62,7 @@ def main():
             print(f"  ... and its last input done {time.perf_counter() - t:.1f} s later")
             call.cancel()
     finally:
-        for p in (worker, server):
-            p.terminate()
-        for p in (worker, server):
-            p.wait(10)
+        stop_cluster(server, worker, timeout=10)
 
 
 if __name__ == "__main__":

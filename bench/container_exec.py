@@ -22,7 +22,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import percentiles, shell_floor, start_cluster  # noqa: E402
+from core import percentiles, shell_floor, start_cluster, stop_cluster  # noqa: E402
 from revisions import alternate  # noqa: E402
 
 
@@ -99,10 +99,7 @@ def main():
             if os.path.exists(release):  # the process backend's /tmp is this machine's
                 os.unlink(release)
     finally:
-        for p in (worker, server):
-            p.terminate()
-        for p in (worker, server):
-            p.wait(10)
+        stop_cluster(server, worker, timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -111,6 +111,14 @@ def start_cluster(tmp: pathlib.Path, backend: str = "auto", tls: bool = False, s
     return server, worker
 
 
+def stop_cluster(server: subprocess.Popen, worker: subprocess.Popen, timeout: float | None = None):
+    """Stop what start_cluster started: both asked at once, then waited for."""
+    for p in (worker, server):
+        p.terminate()
+    for p in (worker, server):
+        p.wait(timeout)
+
+
 def _wait_for(path: pathlib.Path, server: subprocess.Popen, tmp: pathlib.Path):
     deadline = time.monotonic() + 30
     while not path.exists():

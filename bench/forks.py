@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 def cold_starts(tmp: pathlib.Path, backend: str, runs: int, warm_up: int, worker_args=()) -> tuple[list[float], int]:
     """Seconds from `.remote()` to the result of `runs` cold starts, after `warm_up` unmeasured
     ones; and how many of all the containers were forks."""
-    from core import start_cluster
+    from core import start_cluster, stop_cluster
 
     import images_app
     from ember._client.client import Client
@@ -55,9 +55,7 @@ def cold_starts(tmp: pathlib.Path, backend: str, runs: int, warm_up: int, worker
                     times.append(time.perf_counter() - t)
             time.sleep(1)  # its container stops; the next run starts cold
     finally:
-        for p in (worker, server):
-            p.terminate()
-            p.wait()
+        stop_cluster(server, worker)
     return times, (tmp / "cluster.log").read_text().count("forked from a warm parent")
 
 
@@ -95,7 +93,7 @@ def pss_mb(pids: list[int]) -> float:
 def at_once(tmp: pathlib.Path, backend: str, n: int, worker_args=()) -> tuple[float, int, float, int]:
     """A map of n inputs that needs n new containers on an idle worker: seconds until all answered,
     containers that answered, the peak PSS (MB) of the processes under the worker, and their count then."""
-    from core import start_cluster
+    from core import start_cluster, stop_cluster
 
     import images_app
     from ember._client.client import Client
@@ -129,9 +127,7 @@ def at_once(tmp: pathlib.Path, backend: str, n: int, worker_args=()) -> tuple[fl
             done.set()
             sampler.join()
     finally:
-        for p in (worker, server):
-            p.terminate()
-            p.wait()
+        stop_cluster(server, worker)
     return elapsed, len(containers), peak[0], peak[1]
 
 

@@ -63,7 +63,7 @@ def numpy_floor(venv: pathlib.Path, runs: int) -> list[float]:
 
 
 def main():
-    from core import start_cluster
+    from core import start_cluster, stop_cluster
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-images-"))
     server, worker = start_cluster(tmp)
@@ -129,9 +129,7 @@ def main():
                 warm.append(time.perf_counter() - t)
         floor = numpy_floor(tmp / "venv1", 10)
     finally:
-        for p in (worker, server):
-            p.terminate()
-            p.wait()
+        stop_cluster(server, worker)
         shutil.rmtree(tmp, ignore_errors=True)
 
     f = median_ms(floor)

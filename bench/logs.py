@@ -24,7 +24,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import start_cluster  # noqa: E402
+from core import start_cluster, stop_cluster  # noqa: E402
 from revisions import alternate  # noqa: E402
 
 
@@ -154,10 +154,7 @@ def measure(args) -> dict:
         if follower is not None:
             follower.terminate()
             follower.wait(10)
-        for p in (worker, server):
-            p.terminate()
-        for p in (worker, server):
-            p.wait(10)
+        stop_cluster(server, worker, timeout=10)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import urllib.request
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import free_port, start_cluster  # noqa: E402
+from core import free_port, start_cluster, stop_cluster  # noqa: E402
 
 REDIS_VENV = HERE / ".venv-redis"
 REDIS_PY = "redis==8.1.0"
@@ -129,9 +129,7 @@ def bench_ember(tmp: pathlib.Path, transport: str, tls: bool) -> dict:
                            **split(lambda: d.get("key"), "get", marks))
         return figures
     finally:
-        for p in (worker, server):
-            p.terminate()
-            p.wait()
+        stop_cluster(server, worker)
 
 
 REDIS_SIDE = r'''

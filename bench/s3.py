@@ -31,7 +31,7 @@ RUNS = 3
 
 
 def main():
-    from core import start_cluster
+    from core import start_cluster, stop_cluster
     from services import seaweedfs
 
     s3 = seaweedfs()
@@ -102,10 +102,7 @@ def main():
         relayed = sum(1 for line in open(tmp / "cluster.log", errors="replace") if "passed through the control plane"
                       in line)
     finally:
-        for p in (worker, server):
-            p.terminate()
-        for p in (worker, server):
-            p.wait(30)
+        stop_cluster(server, worker, timeout=30)
         import shutil
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -44,7 +44,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    from core import percentiles, start_cluster
+    from core import percentiles, start_cluster, stop_cluster
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-snapshots-"))
     server, worker = start_cluster(tmp, backend="process")
@@ -64,9 +64,7 @@ def main():
             without.append(cold_start(plain, log))
         size = sum(f.stat().st_size for f in (tmp / "worker" / "memory-snapshots").rglob("*.img")) / 1e6
     finally:
-        for p in (worker, server):
-            p.terminate()
-            p.wait()
+        stop_cluster(server, worker)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"date: {time.strftime('%Y-%m-%d')}, machine: {platform.machine()}, {os.cpu_count()} cores, "
           f"{platform.platform()}")

@@ -45,7 +45,7 @@ def write_then_read(root: str) -> dict:
 
 
 def main():
-    from core import start_cluster
+    from core import start_cluster, stop_cluster
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-volumes-"))
     server, worker = start_cluster(tmp, "container")
@@ -62,9 +62,7 @@ def main():
             inside = in_container.remote()
         host = write_then_read(str(tmp / "worker" / "host-run"))
     finally:
-        for p in (worker, server):
-            p.terminate()
-            p.wait()
+        stop_cluster(server, worker)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"# volume benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores; "
           f"{FILES} files of {SIZE >> 20} MiB")

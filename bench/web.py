@@ -27,7 +27,7 @@ import urllib.request
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from core import free_port, start_cluster  # noqa: E402
+from core import free_port, start_cluster, stop_cluster  # noqa: E402
 
 
 def wrk(url: str, duration: int, connections: int) -> dict:
@@ -124,9 +124,7 @@ def bench_ember(args) -> dict:
         result["serve_redeploy_s"] = bench_serve(tmp)
         return result
     finally:
-        for p in (worker, server):
-            p.terminate()
-            p.wait(30)
+        stop_cluster(server, worker, timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

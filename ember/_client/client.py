@@ -179,11 +179,12 @@ class Client:
         if not endpoint.port:
             return None
         try:
-            if self.tls is None and config.is_tls(url):
+            tls = config.is_tls(url)
+            if tls and self.tls is None:
                 self.tls = config.client_tls()
             host = config.host_and_port(url)[0]
-            return await asyncio.wait_for(_transport.connect(host, endpoint.port, self.tls if config.is_tls(url)
-                                                             else None), FRAMES_CONNECT_TIMEOUT)
+            return await asyncio.wait_for(_transport.connect(host, endpoint.port, self.tls if tls else None),
+                                          FRAMES_CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError, exception.Error) as e:  # (ssl.SSLError is an OSError)
             log.warning("the frame transport of %s cannot be reached (%s): using gRPC", url, e)
             return None
