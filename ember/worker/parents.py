@@ -25,11 +25,15 @@ the function's import, which is user code in the same address space and can chan
 child does next. Every way the kernel offers needs the child to hold a privilege then (unshare or
 setns, and mount, which a container's seccomp filter denies; or capabilities over the namespaces
 it joins), and what the child can do, the parent's imported code can do first, so the privilege
-must be one that gains that code nothing. The design worked out (NOTES-forkparent.md) is a
-sandbox per fork prepared by the worker like a spare, with namespaces owned by a user namespace
-of its own nested in the worker's and a network of loopback only, which the child joins with
-setns; the one thing a parent's code gets beyond a container's is setns on namespaces made for
-forks of the same code.
+must be one that gains that code nothing. The design to build: the worker supervises those
+calls through seccomp user notification (the parent's filter is a container's, except that
+unshare, mount, pivot_root and umount2 go to the worker). The worker refuses them to every
+process but the child just forked, and to it only until it reports its own namespaces, overlay
+and root made; it gets its credential only after that. So the parent's code holds, at most and
+for milliseconds, with no credential, the power to mount and unshare in a fresh user namespace
+that owns only that child's fresh namespaces. Mount's pointer arguments cannot be checked
+safely (they can change after the check), so the argument rests on which namespaces the calls
+can reach, not on what they pass.
 """
 
 import asyncio
