@@ -5,9 +5,10 @@
 Needs wrk (apt-get install wrk) and FastAPI on this side (pip install -e '.[dev]').
 Both serve the same handler (bench/web_app.py) on loopback: Ember through the control plane's
 HTTP gateway to N warm containers (@ember.concurrent), the peer by uvicorn with N worker
-processes (--workers N, httptools): the same number of processes running the app. wrk runs with 2 threads and 200 connections; throughput, latency percentiles and
-errors of each are printed, and their ratio. Then `ember serve` redeploys: the time from saving a
-changed file to its URL answering with the new code (a new container included), over 5 saves.
+processes (--workers N, httptools): as many processes running the app. wrk runs with
+2 threads and 200 connections; throughput, latency percentiles and errors of each are
+printed, and their ratios. Then `ember serve` redeploys: the time from saving a changed
+file to its URL answering with the new code (a new container included), over 5 saves.
 """
 
 import argparse

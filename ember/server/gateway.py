@@ -29,26 +29,49 @@ from .web_routes import WebRoutes
 log = logging.getLogger("ember.gateway")
 
 Output = api_pb2.Output
+HttpHeader = api_pb2.HttpHeader
 
 
 class WebRequest:
-    """The gateway's side of one request: ASGI messages from the container, in order."""
+    """The gateway's side of one request: ASGI messages from the container, in order.
 
-    __slots__ = ("events", "final", "outbox", "request", "started")
+    Events wait in a list and one future wakes the request's task when it waits: an
+    asyncio.Queue (a deque, two waiter lists and a loop lookup made for every request) cost more
+    than the rest of this class, and a small response's events arrive together anyway."""
+
+    __slots__ = ("events", "final", "outbox", "request", "started", "waiter")
 
     def __init__(self, request: api_pb2.HttpRequest):
         self.request = request
-        self.events: asyncio.Queue = asyncio.Queue()
+        self.events: list[api_pb2.HttpEvent] = []
         self.outbox: list[api_pb2.HttpEvent] = []   # for the container, until it has one
         self.final: api_pb2.Output | None = None
         self.started = False                # a response (or a WebSocket accept) went out
+        self.waiter: asyncio.Future | None = None
 
     def deliver(self, ev: api_pb2.HttpEvent):
-        self.events.put_nowait(ev)
+        self.events.append(ev)
+        self._wake()
 
     def finish(self, out: api_pb2.Output):
         self.final = out
-        self.events.put_nowait(None)
+        self._wake()
+
+    def _wake(self):
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def next_events(self) -> list[api_pb2.HttpEvent]:
+        """The events that came since the last call, waiting for one; [] once the request ended
+        (its final output is in `final`) and every event was taken."""
+        while not self.events and self.final is None:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        events, self.events = self.events, []
+        return events
 
 
 # The control plane's own paths, answered before a web endpoint's label (unless the request's
@@ -134,7 +157,7 @@ class Gateway:
             http_version=scope.get("http_version", "1.1"), root_path=root,
             client_host=client[0] or "", client_port=client[1] or 0,
             subprotocols=scope.get("subprotocols", ()),
-            headers=[api_pb2.HttpHeader(name=k, value=v) for k, v in scope["headers"]],
+            headers=[HttpHeader(name=k, value=v) for k, v in scope["headers"]],
             body=first.get("body", b""), more_body=first.get("more_body", False), endpoint=endpoint)
         web = WebRequest(request)
         inp = web_input(web)
@@ -143,12 +166,13 @@ class Gateway:
         try:
             if scope["type"] == "websocket" or request.more_body:
                 relay = asyncio.create_task(self._relay_requests(inp, receive))
-            while (ev := await web.events.get()) is not None:
-                if ev.type == "http.response.body" and ev.more_body and relay is None:
-                    # A streamed response: watch for the client going away, to tell the app.
-                    relay = asyncio.create_task(self._relay_requests(inp, receive))
-                web.started = True
-                await send(to_message(ev))
+            while events := await web.next_events():
+                for ev in events:
+                    if ev.type == "http.response.body" and ev.more_body and relay is None:
+                        # A streamed response: watch for the client going away, to tell the app.
+                        relay = asyncio.create_task(self._relay_requests(inp, receive))
+                    web.started = True
+                    await send(to_message(ev))
             out = web.final
             if out.status != Output.SUCCESS and not web.started:
                 # The app's own exception already answered (500) in the container; these are
@@ -242,6 +266,9 @@ async def start(app, sock: socket.socket, server_tls=None) -> tuple[asyncio.Task
     ssl = {"ssl_certfile": str(server_tls.cert_file), "ssl_keyfile": str(server_tls.key_file)} if server_tls else {}
     config = uvicorn.Config(app, http="httptools", ws="websockets-sansio", lifespan="off",
                             access_log=False, log_level="warning", server_header=False, backlog=2048,
+                            # A request's client is its peer: X-Forwarded-For is a claim of the
+                            # network (it reaches the app as a header), and parsing it cost each request.
+                            proxy_headers=False,
                             timeout_graceful_shutdown=2, **ssl)
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
