@@ -1,6 +1,7 @@
 """Web endpoint load: Ember's gateway against the same FastAPI app on plain uvicorn, in one run.
 
     python bench/web.py [--duration 30] [--connections 200] [--containers 1]
+    python bench/web.py --against REV [--rounds 3]   # also Ember at commit REV, alternating, in one run
 
 Needs wrk (apt-get install wrk) and FastAPI on this side (pip install -e '.[dev]').
 Both serve the same handler (bench/web_app.py) on loopback: Ember through the control plane's
@@ -29,6 +30,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from core import free_port, start_cluster, stop_cluster  # noqa: E402
+from revisions import alternate  # noqa: E402
 
 
 def wrk(url: str, duration: int, connections: int) -> dict:
@@ -122,7 +124,8 @@ def bench_ember(args) -> dict:
             wait_ok(url)
             wrk(url, 3, args.connections)  # warm-up
             result = wrk(url, args.duration, args.connections)
-        result["serve_redeploy_s"] = bench_serve(tmp)
+        if not args.no_serve:
+            result["serve_redeploy_s"] = bench_serve(tmp)
         return result
     finally:
         stop_cluster(server, worker, timeout=30)
@@ -148,24 +151,59 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--containers", type=int, default=1, help="warm containers serving the endpoint")
+    parser.add_argument("--containers", type=int, default=1, help="warm containers serving the endpoint "
+                        "(and uvicorn's worker processes)")
     parser.add_argument("--backend", default="auto", choices=("auto", "container", "process"))
+    parser.add_argument("--against", metavar="REV", help="also measure Ember at this commit (a temporary git "
+                        "worktree of it), alternating with this checkout, each run beside its own uvicorn")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each, with --against (default 3)")
+    parser.add_argument("--no-serve", action="store_true", help="skip the `ember serve` redeploys")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one run's figures, for --against
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/web.py needs wrk: apt-get install wrk")
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} cores, "
           f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.containers} container(s) / uvicorn worker(s)",
           flush=True)
+    if args.against:
+        return compare(args)
     results = {"uvicorn": bench_uvicorn(args), "ember": bench_ember(args)}
+    if args.json:
+        print(json.dumps(results))
     for name, r in results.items():
-        print(f"{name:8s} {r['requests_per_s']:9.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  "
-              f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']} of {r['requests']}")
-    ratio = results["ember"]["requests_per_s"] / results["uvicorn"]["requests_per_s"]
-    p99 = results["ember"]["p99_ms"] / results["uvicorn"]["p99_ms"]
-    print(f"ember / uvicorn throughput: {ratio:.2f} (goal >= 0.80), p99: {p99:.2f} (goal <= 1.50)")
-    redeploys = results["ember"]["serve_redeploy_s"]
-    print(f"ember serve: save to new version answering: median {statistics.median(redeploys):.2f} s, "
-          f"max {max(redeploys):.2f} s over {len(redeploys)} saves (goal: within a second)")
+        print(line(name, r))
+    print(ratios(results["ember"], results["uvicorn"]))
+    if not args.no_serve:
+        redeploys = results["ember"]["serve_redeploy_s"]
+        print(f"ember serve: save to new version answering: median {statistics.median(redeploys):.2f} s, "
+              f"max {max(redeploys):.2f} s over {len(redeploys)} saves (goal: within a second)")
+
+
+def line(name: str, r: dict) -> str:
+    return (f"{name:10s} {r['requests_per_s']:9.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  "
+            f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']} of {r['requests']}")
+
+
+def ratios(ember: dict, uvicorn: dict) -> str:
+    return (f"ember / uvicorn throughput: {ember['requests_per_s'] / uvicorn['requests_per_s']:.2f} (goal >= 0.80), "
+            f"p99: {ember['p99_ms'] / uvicorn['p99_ms']:.2f} (goal <= 1.50)")
+
+
+def compare(args):
+    """Ember at REV and this checkout, alternating round by round, each beside its own uvicorn run
+    (the machine's speed drifts: compare each with the uvicorn of its round)."""
+    child = ["--duration", str(args.duration), "--connections", str(args.connections),
+             "--containers", str(args.containers), "--backend", args.backend, "--no-serve"]
+    runs = alternate(__file__, child, args.against, args.rounds)
+    for label, each in runs.items():
+        for i, (results, _) in enumerate(each, 1):
+            print(f"{label} round {i}:")
+            print("  " + line("uvicorn", results["uvicorn"]))
+            print("  " + line("ember", results["ember"]))
+            print("  " + ratios(results["ember"], results["uvicorn"]))
+        print(f"{label}: median ember / uvicorn throughput "
+              f"{statistics.median(r['ember']['requests_per_s'] / r['uvicorn']['requests_per_s'] for r, _ in each):.2f}"
+              f", p99 {statistics.median(r['ember']['p99_ms'] / r['uvicorn']['p99_ms'] for r, _ in each):.2f}")
 
 
 if __name__ == "__main__":
