@@ -83,7 +83,10 @@ class WebHost:
         self.runtime = runtime
         self.apps = apps  # by the class method that serves them ("" for a function)
         self.timeout = timeout or None
-        self.requests: dict[str, tuple[asyncio.Task, asyncio.Queue]] = {}
+        self.requests: dict[str, asyncio.Task] = {}
+        # The events after a request's first part (more body, a disconnect, WebSocket messages),
+        # by input id: made only for the requests that get some (a plain GET gets none).
+        self.inboxes: dict[str, asyncio.Queue] = {}
         self.events: list[api_pb2.HttpEvent] = []
         self.outputs: list[api_pb2.Output] = []
         self.flush_soon = False
@@ -91,19 +94,23 @@ class WebHost:
     # All of these run on the I/O loop.
 
     def start(self, inp: api_pb2.Input):
-        q: asyncio.Queue = asyncio.Queue()
-        self.requests[inp.input_id] = (asyncio.get_running_loop().create_task(self._serve(inp, q)), q)
+        self.requests[inp.input_id] = asyncio.get_running_loop().create_task(self._serve(inp))
 
     def deliver(self, events):
         for ev in events:
-            entry = self.requests.get(ev.input_id)
-            if entry is not None:
-                entry[1].put_nowait(ev)
+            if ev.input_id in self.requests:
+                self._inbox(ev.input_id).put_nowait(ev)
+
+    def _inbox(self, input_id: str) -> asyncio.Queue:
+        q = self.inboxes.get(input_id)
+        if q is None:
+            q = self.inboxes[input_id] = asyncio.Queue()
+        return q
 
     def cancel(self, input_id: str):
-        entry = self.requests.get(input_id)
-        if entry is not None:
-            entry[0].cancel()
+        task = self.requests.get(input_id)
+        if task is not None:
+            task.cancel()
 
     def _emit(self, ev: api_pb2.HttpEvent | None = None, out: api_pb2.Output | None = None):
         if ev is not None:
@@ -123,12 +130,12 @@ class WebHost:
         outputs, self.outputs = self.outputs, []
         self.runtime._flush_outputs(outputs, events)
 
-    async def _serve(self, inp: api_pb2.Input, q: asyncio.Queue):
+    async def _serve(self, inp: api_pb2.Input):
         # The request's task has a context of its own: ember.current_input_id() is its id.
         with context.running_input(inp.input_id, inp.call_id):
-            await self._run(inp, q)
+            await self._run(inp)
 
-    async def _run(self, inp: api_pb2.Input, q: asyncio.Queue):
+    async def _run(self, inp: api_pb2.Input):
         req = inp.http
         input_id = inp.input_id
         scope = _scope(req)
@@ -143,7 +150,7 @@ class WebHost:
                 if is_http:
                     return {"type": "http.request", "body": req.body, "more_body": req.more_body}
                 return {"type": "websocket.connect"}
-            return to_message(await q.get())
+            return to_message(await self._inbox(input_id).get())
 
         async def send(msg):
             nonlocal started
@@ -170,6 +177,7 @@ class WebHost:
                 await send({"type": "http.response.body", "body": b"Internal Server Error"})
             out = Output(input_id=input_id, status=Output.FAILURE, error=f"{type(e).__name__}: {e}")
         del self.requests[input_id]
+        self.inboxes.pop(input_id, None)
         self._emit(out=out)
 
 
