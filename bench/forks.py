@@ -62,23 +62,6 @@ def cold_starts(tmp: pathlib.Path, backend: str, runs: int, warm_up: int, worker
 HOLD = 3.0  # seconds each input of --at-once holds its container
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    ppid = int(f.read().rpartition(b")")[2].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    found, todo = [], [pid]
-    while todo:
-        found.extend(kids := children.get(todo.pop(), []))
-        todo.extend(kids)
-    return found
-
-
 def pss_mb(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -93,7 +76,7 @@ def pss_mb(pids: list[int]) -> float:
 def at_once(tmp: pathlib.Path, backend: str, n: int, worker_args=()) -> tuple[float, int, float, int]:
     """A map of n inputs that needs n new containers on an idle worker: seconds until all answered,
     containers that answered, the peak PSS (MB) of the processes under the worker, and their count then."""
-    from core import start_cluster, stop_cluster
+    from core import descendants, start_cluster, stop_cluster
 
     import images_app
     from ember._client.client import Client

@@ -29,7 +29,7 @@ import urllib.request
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from core import free_port, start_cluster, stop_cluster  # noqa: E402
+from core import cpu_seconds, descendants, free_port, start_cluster, stop_cluster  # noqa: E402
 from revisions import alternate  # noqa: E402
 
 
@@ -45,6 +45,18 @@ def wrk(url: str, duration: int, connections: int) -> dict:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result["errors"] = (sum(map(int, errors.groups())) if errors else 0) + (int(non2xx.group(1)) if non2xx else 0)
+    return result
+
+
+def measured(url: str, duration: int, connections: int, parties: dict) -> dict:
+    """wrk's figures, and the CPU each party (name: a function giving its processes now) spent per
+    request in the run: each hop's cost, which the load of other processes on the machine moves
+    less than it moves throughput."""
+    pids = {name: processes() for name, processes in parties.items()}
+    before = {name: sum(map(cpu_seconds, ps)) for name, ps in pids.items()}
+    result = wrk(url, duration, connections)
+    for name, ps in pids.items():
+        result[f"{name}_cpu_us"] = (sum(map(cpu_seconds, ps)) - before[name]) / result["requests"] * 1e6
     return result
 
 
@@ -123,7 +135,9 @@ def bench_ember(args) -> dict:
             url = web_app.endpoint.get_web_url()
             wait_ok(url)
             wrk(url, 3, args.connections)  # warm-up
-            result = wrk(url, args.duration, args.connections)
+            result = measured(url, args.duration, args.connections, {
+                "control plane": lambda: [server.pid],
+                "worker": lambda: [worker.pid], "containers": lambda: descendants(worker.pid)})
         if not args.no_serve:
             result["serve_redeploy_s"] = bench_serve(tmp)
         return result
@@ -141,7 +155,8 @@ def bench_uvicorn(args) -> dict:
         url = f"http://127.0.0.1:{port}/"
         wait_ok(url)
         wrk(url, 3, args.connections)
-        return wrk(url, args.duration, args.connections)
+        return measured(url, args.duration, args.connections,
+                        {"uvicorn processes": lambda: [proc.pid, *descendants(proc.pid)]})
     finally:
         proc.terminate()
         proc.wait(30)
@@ -180,8 +195,9 @@ def main():
 
 
 def line(name: str, r: dict) -> str:
+    cpu = ", ".join(f"{k.removesuffix('_cpu_us')} {v:.0f}" for k, v in r.items() if k.endswith("_cpu_us"))
     return (f"{name:10s} {r['requests_per_s']:9.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p90 {r['p90_ms']:7.2f} ms  "
-            f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']} of {r['requests']}")
+            f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']} of {r['requests']}; CPU us/request: {cpu}")
 
 
 def ratios(ember: dict, uvicorn: dict) -> str:
