@@ -81,6 +81,12 @@ def test_host_names_route_too(web):
     assert status == 200 and body.startswith(b"GET /a q=b=1")
 
 
+def test_the_client_an_app_sees_is_the_peer_not_a_forwarded_claim(web):
+    _, app = web
+    status, _, body = http("GET", app.raw.get_web_url() + "/who", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert status == 200 and b" client=127.0.0.1 " in body
+
+
 def test_container_dying_mid_request_is_a_500_naming_it(web):
     _, app = web
     status, _, body = http("GET", app.raw.get_web_url() + "/die")

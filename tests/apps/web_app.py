@@ -78,7 +78,7 @@ async def raw_asgi(scope, receive, send):
         await asyncio.sleep(0.5)
         in_flight["now"] -= 1
     text = (f"{scope['method']} {route} q={scope['query_string'].decode()} body={body.decode()} "
-            f"max_in_flight={in_flight['max']} pid={os.getpid()}")
+            f"client={scope['client'][0]} max_in_flight={in_flight['max']} pid={os.getpid()}")
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": text.encode()})
 
