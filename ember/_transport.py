@@ -18,12 +18,14 @@ stream (stream.py's ReconnectingStream) runs unchanged on either.
 
 import asyncio
 import collections
+import functools
 import ssl
 import struct
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from ._client.stream import Outbox
 from .config import MAX_MESSAGE_BYTES
 from .proto import api_pb2
 
@@ -211,10 +213,24 @@ class FrameStream:
             conn.close()
 
     async def _send_requests(self, conn: Connection):
+        if isinstance(self.requests, Outbox):  # what is put there from now on goes out at once
+            self.requests.direct(functools.partial(_send_now, conn))
         async for msg in self.requests:
             conn.send(MESSAGE, msg)
             await conn.drained()
         conn.send(STATUS, api_pb2.TransportStatus())
+
+
+def _send_now(conn: Connection, msg) -> bool:
+    """A request (None: the end of them) written in the caller's turn; False while the socket's
+    buffer is full (then it waits in the Outbox, and the pump sends it as the socket drains)."""
+    if not conn.writable.is_set():
+        return False
+    if msg is None:
+        conn.send(STATUS, api_pb2.TransportStatus())
+    else:
+        conn.send(MESSAGE, msg)
+    return True
 
 
 def _parse(message_type, body: bytes):
