@@ -46,8 +46,12 @@ class FrameError(Exception):
 class Connection(asyncio.Protocol):
     """One socket's frames: send(kind, message) and `await receive()`."""
 
-    def __init__(self, limit: int = MAX_MESSAGE_BYTES):
+    def __init__(self, limit: int = MAX_MESSAGE_BYTES, first_only: bool = False):
         self.limit = limit  # bytes of a frame's body at most
+        # A server's connection before its first frame (the hello) proved who it is: what comes
+        # after that frame waits unread (its limit is not known yet) until proved().
+        self.unproved = first_only
+        self.held = False  # the first frame was read while unproved: read no more until proved()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.frames: collections.deque[tuple[int, bytes]] = collections.deque()
@@ -68,7 +72,7 @@ class Connection(asyncio.Protocol):
         buf = self.buffer
         buf += data
         start = 0
-        while len(buf) - start >= HEADER.size:
+        while not self.held and len(buf) - start >= HEADER.size:
             size, kind = HEADER.unpack_from(buf, start)
             if size > self.limit:
                 self._fail(FrameError(f"a frame of {size} bytes is over the limit of {self.limit}"))
@@ -78,8 +82,13 @@ class Connection(asyncio.Protocol):
                 break
             self.frames.append((kind, bytes(buf[start + HEADER.size:end])))
             start = end
+            if self.unproved:
+                self.held = True
         if start:
             del buf[:start]
+        if self.held and len(buf) > self.limit and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
         if len(self.frames) > READ_AHEAD and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
@@ -90,6 +99,14 @@ class Connection(asyncio.Protocol):
             self.lost = Closed(f"the connection closed ({exc})" if exc else "the connection closed")
         self.writable.set()
         self._wake()
+
+    def proved(self, limit: int):
+        """The first frame proved who the peer is: read what follows it, frames of up to limit bytes."""
+        self.limit, self.unproved, self.held = limit, False, False
+        if self.reading_paused and len(self.frames) <= READ_AHEAD:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        self.data_received(b"")
 
     def pause_writing(self):
         self.writable.clear()

@@ -69,7 +69,7 @@ class FrameServer:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def _connection(self) -> Connection:
-        conn = Connection(limit=HELLO_LIMIT)  # no large frames from whoever has not proved who it is
+        conn = Connection(limit=HELLO_LIMIT, first_only=True)  # no large frames from whoever has not proved who it is
         self.connections.add(conn)
         task = asyncio.get_running_loop().create_task(self._serve(conn))
         self.tasks.add(task)
@@ -106,7 +106,7 @@ class FrameServer:
             return grpc.StatusCode.UNAUTHENTICATED, str(e)
         except Forbidden as e:
             return grpc.StatusCode.PERMISSION_DENIED, str(e)
-        conn.limit = MAX_MESSAGE_BYTES
+        conn.proved(MAX_MESSAGE_BYTES)
         # The handler as gRPC's wrapper calls it, after the same check (api.py: authenticated).
         handler = getattr(ClientService, hello.method).__wrapped__
         try:
