@@ -4,6 +4,8 @@ loopback, in one run.
     python bench/objects.py      # needs redis-server (apt-get install redis-server);
                                  # installs redis-py into bench/.venv-redis the first time
     python bench/objects.py --tls  # Ember over TLS (`ember server --tls auto`), frames and gRPC alike
+    python bench/objects.py --against REV --rounds 5  # frames only: this checkout against REV,
+                                                      # alternating (bench/revisions.py), beside Redis
 
 Measures, from a client on the same machine, the median of 2,000 after 200 warm-up:
   - Dict.put then Dict.get of a small value (Redis: SET then GET);
@@ -32,6 +34,7 @@ import urllib.request
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from core import free_port, start_cluster, stop_cluster  # noqa: E402
+from revisions import alternate  # noqa: E402
 
 REDIS_VENV = HERE / ".venv-redis"
 REDIS_PY = "redis==8.1.0"
@@ -177,10 +180,35 @@ def bench_redis(tmp: pathlib.Path) -> dict:
         server.wait()
 
 
+SPLIT = ("put_client_ms", "put_server_ms", "put_back_ms", "get_client_ms", "get_server_ms", "get_back_ms")
+
+
+def against(rev: str, rounds: int):
+    """Frames, this checkout against REV, alternating; Redis once in the same run."""
+    runs = alternate(__file__, [], rev, rounds)
+    with tempfile.TemporaryDirectory(prefix="ember-bench-objects-") as tmp:
+        r = bench_redis(pathlib.Path(tmp))
+    print(f"# objects benchmark, frames, this checkout against {rev}, medians of {rounds} rounds, "
+          f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores")
+    print(f"{'':34}{rev[:10]:>10}{'this':>10}{'Redis':>10}{'this/Redis':>12}")
+    for key in ("dict_ms", "queue_ms", "hop_ms", "commit_ms") + SPLIT:
+        old, new = (statistics.median(f[key] for f, _ in runs[label]) for label in (rev, "this"))
+        ratio = f"{new / r[key]:11.1f}x" if key in r else ""
+        print(f"{key:34}{old:10.3f}{new:10.3f}{r.get(key, float('nan')):10.3f}{ratio}")
+
+
 def main():
     if sys.argv[1:2] == ["--one"]:  # one transport's figures, in a process of its own (its own client)
         tmp = pathlib.Path(sys.argv[3])
         print(json.dumps(bench_ember(tmp, sys.argv[2], tls="--tls" in sys.argv)))
+        return
+    if sys.argv[1:2] == ["--json"]:  # a round of against(): frames, in a fresh process
+        with tempfile.TemporaryDirectory(prefix="ember-bench-objects-") as tmp:
+            print(json.dumps(bench_ember(pathlib.Path(tmp), "frames", tls=False)))
+        return
+    if sys.argv[1:2] == ["--against"]:
+        rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
+        against(sys.argv[2], rounds)
         return
     tls = "--tls" in sys.argv[1:]
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-objects-"))

@@ -18,12 +18,14 @@ stream (stream.py's ReconnectingStream) runs unchanged on either.
 
 import asyncio
 import collections
+import functools
 import ssl
 import struct
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from ._client.stream import Outbox
 from .config import MAX_MESSAGE_BYTES
 from .proto import api_pb2
 
@@ -44,8 +46,12 @@ class FrameError(Exception):
 class Connection(asyncio.Protocol):
     """One socket's frames: send(kind, message) and `await receive()`."""
 
-    def __init__(self, limit: int = MAX_MESSAGE_BYTES):
+    def __init__(self, limit: int = MAX_MESSAGE_BYTES, first_only: bool = False):
         self.limit = limit  # bytes of a frame's body at most
+        # A server's connection before its first frame (the hello) proved who it is: what comes
+        # after that frame waits unread (its limit is not known yet) until proved().
+        self.unproved = first_only
+        self.held = False  # the first frame was read while unproved: read no more until proved()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.frames: collections.deque[tuple[int, bytes]] = collections.deque()
@@ -66,7 +72,7 @@ class Connection(asyncio.Protocol):
         buf = self.buffer
         buf += data
         start = 0
-        while len(buf) - start >= HEADER.size:
+        while not self.held and len(buf) - start >= HEADER.size:
             size, kind = HEADER.unpack_from(buf, start)
             if size > self.limit:
                 self._fail(FrameError(f"a frame of {size} bytes is over the limit of {self.limit}"))
@@ -76,8 +82,13 @@ class Connection(asyncio.Protocol):
                 break
             self.frames.append((kind, bytes(buf[start + HEADER.size:end])))
             start = end
+            if self.unproved:
+                self.held = True
         if start:
             del buf[:start]
+        if self.held and len(buf) > self.limit and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
         if len(self.frames) > READ_AHEAD and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
@@ -88,6 +99,14 @@ class Connection(asyncio.Protocol):
             self.lost = Closed(f"the connection closed ({exc})" if exc else "the connection closed")
         self.writable.set()
         self._wake()
+
+    def proved(self, limit: int):
+        """The first frame proved who the peer is: read what follows it, frames of up to limit bytes."""
+        self.limit, self.unproved, self.held = limit, False, False
+        if self.reading_paused and len(self.frames) <= READ_AHEAD:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        self.data_received(b"")
 
     def pause_writing(self):
         self.writable.clear()
@@ -211,10 +230,24 @@ class FrameStream:
             conn.close()
 
     async def _send_requests(self, conn: Connection):
+        if isinstance(self.requests, Outbox):  # what is put there from now on goes out at once
+            self.requests.direct(functools.partial(_send_now, conn))
         async for msg in self.requests:
             conn.send(MESSAGE, msg)
             await conn.drained()
         conn.send(STATUS, api_pb2.TransportStatus())
+
+
+def _send_now(conn: Connection, msg) -> bool:
+    """A request (None: the end of them) written in the caller's turn; False while the socket's
+    buffer is full (then it waits in the Outbox, and the pump sends it as the socket drains)."""
+    if not conn.writable.is_set():
+        return False
+    if msg is None:
+        conn.send(STATUS, api_pb2.TransportStatus())
+    else:
+        conn.send(MESSAGE, msg)
+    return True
 
 
 def _parse(message_type, body: bytes):

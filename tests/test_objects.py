@@ -92,6 +92,21 @@ def test_async_twins(cluster):
     assert list(q.iterate()) == [2, 3] and d["k"] == [1]
 
 
+def test_operations_keep_their_order_while_the_socket_is_full(cluster):
+    # 12 MB of puts at once: the first go out in their caller's turn, the socket's buffer fills,
+    # and the rest wait their turn (on both sides): none may overtake another.
+    q = ember.Queue.from_name("full-socket", create_if_missing=True)
+    d = ember.Dict.from_name("full-socket", create_if_missing=True)
+    values = [bytes([i]) * 300_000 for i in range(40)]
+
+    async def main():
+        await asyncio.gather(*(op for i, v in enumerate(values) for op in (q.put.aio(v), d.put.aio("k", i))))
+        return await asyncio.gather(*(q.get.aio() for _ in values))
+
+    assert asyncio.run(main()) == values
+    assert d["k"] == len(values) - 1
+
+
 def test_a_blocked_get_wakes_when_an_item_arrives(cluster):
     q = ember.Queue.from_name("wake", create_if_missing=True)
     got = []

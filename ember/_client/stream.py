@@ -45,20 +45,32 @@ class Backoff:
 
 
 class Outbox:
-    """What one attempt of a bidi stream sends: messages put() here, in order, until close()."""
+    """What one attempt of a bidi stream sends: messages put() here, in order, until close().
+    Iterating over it gives them (the request iterator gRPC reads from)."""
 
     def __init__(self):
         self._queue: asyncio.Queue = asyncio.Queue()
+        self._sink = None  # see direct()
 
     def put(self, msg):
-        self._queue.put_nowait(msg)
+        # Straight to the sink while nothing waits before it (the order stays) and it takes it.
+        if self._sink is None or not self._queue.empty() or not self._sink(msg):
+            self._queue.put_nowait(msg)
 
     def close(self):
         """End our side of the stream once what was put before is sent."""
-        self._queue.put_nowait(None)
+        self.put(None)
+
+    def direct(self, sink):
+        """From now on, hand each message (None for the end) to sink(msg) at once, rather than to
+        the reader's next turn: a hop less on a hot stream. sink returns False for a message it
+        cannot take now (the socket is full); that one and those after it wait for the reader."""
+        self._sink = sink
+
+    def __aiter__(self):
+        return self.messages()
 
     async def messages(self):
-        """The request iterator gRPC reads from."""
         while (msg := await self._queue.get()) is not None:
             yield msg
 
@@ -116,7 +128,7 @@ class ReconnectingStream:
             outbox = Outbox()
             if self.on_connect is not None:
                 self.on_connect(outbox)
-            call = self.open(outbox.messages())
+            call = self.open(outbox)
             self.outbox = outbox
             error = None
             try:

@@ -130,6 +130,8 @@ class Duplex:
         self.requests = requests
         self.outbox = Outbox()
         self.send = self.outbox.put
+        # A stream that takes replies itself (the frame transport's: transport.py's FrameRequests).
+        self.reply_now = getattr(requests, "reply_now", None)
 
     def end(self, code: grpc.StatusCode, details: str):
         """End the stream with an error for the peer, after what was sent before."""
@@ -145,6 +147,8 @@ class Duplex:
         try:
             if first is not None:
                 yield first
+            if self.reply_now is not None:  # after the first: it goes before any other
+                self.outbox.direct(self.reply_now)
             async for msg in self.outbox.messages():
                 if isinstance(msg, Ended):
                     raise msg

@@ -34,6 +34,10 @@ class Objects:
     def __init__(self, store):
         self.store = store
         self.next_seq: dict[str, int] = {}  # per queue, loaded on first use
+        # (workspace, kind) of the objects found so far: an object's never changes, and only this
+        # process deletes them while it leads (a deposed leader writes no more), so every dict or
+        # queue operation after the first is spared a query.
+        self.owners: dict[str, tuple[str, str]] = {}
         self.waiters: dict[tuple[str, str], list[asyncio.Future]] = collections.defaultdict(list)
 
     # ------------------------------------------------------------------ naming
@@ -63,15 +67,24 @@ class Objects:
     def delete(self, workspace: str, ref: api_pb2.ObjectRef):
         kind = _kind(ref.kind)
         object_id = ref.object_id or self.store.find_object(workspace, kind, ref.name)
-        if object_id is None or self.store.object_owner(object_id) != (workspace, kind):
+        if object_id is None or self._owner(object_id) != (workspace, kind):
             raise ObjectError(f"there is no {kind} named {ref.name or ref.object_id!r}")
+        self.owners.pop(object_id, None)
         self.store.delete_object(object_id)
         self.next_seq.pop(object_id, None)
 
     def owned(self, workspace: str, object_id: str, kind: str):
         """The object exists, is of this kind and belongs to the workspace; else not found."""
-        if self.store.object_owner(object_id) != (workspace, kind):
+        if self._owner(object_id) != (workspace, kind):
             raise ObjectError(f"the {kind} {object_id} does not exist (it was deleted)")
+
+    def _owner(self, object_id: str) -> tuple[str, str] | None:
+        owner = self.owners.get(object_id)
+        if owner is None:
+            owner = self.store.object_owner(object_id)
+            if owner is not None:
+                self.owners[object_id] = owner = tuple(owner)
+        return owner
 
     # ------------------------------------------------------------------ volumes
 
@@ -123,7 +136,7 @@ class Objects:
     def may_wait(self, workspace: str, req: api_pb2.QueueRequest) -> bool:
         """A get that finds nothing now would wait: it needs a task of its own."""
         return (req.op == QueueOp.GET and req.timeout > 0
-                and self.store.object_owner(req.queue_id) == (workspace, "queue")
+                and self._owner(req.queue_id) == (workspace, "queue")
                 and self.store.queue_len(req.queue_id, req.partition) == 0)
 
     async def queue_op(self, workspace: str, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:

@@ -16,7 +16,7 @@ import logging
 import ssl
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from .. import exception
 from .._transport import HELLO, MESSAGE, STATUS, Closed, Connection, FrameError
@@ -69,7 +69,7 @@ class FrameServer:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def _connection(self) -> Connection:
-        conn = Connection(limit=HELLO_LIMIT)  # no large frames from whoever has not proved who it is
+        conn = Connection(limit=HELLO_LIMIT, first_only=True)  # no large frames from whoever has not proved who it is
         self.connections.add(conn)
         task = asyncio.get_running_loop().create_task(self._serve(conn))
         self.tasks.add(task)
@@ -106,11 +106,12 @@ class FrameServer:
             return grpc.StatusCode.UNAUTHENTICATED, str(e)
         except Forbidden as e:
             return grpc.StatusCode.PERMISSION_DENIED, str(e)
-        conn.limit = MAX_MESSAGE_BYTES
+        conn.proved(MAX_MESSAGE_BYTES)
         # The handler as gRPC's wrapper calls it, after the same check (api.py: authenticated).
         handler = getattr(ClientService, hello.method).__wrapped__
         try:
-            async with contextlib.aclosing(handler(self.service, _requests(conn, request_type), None, who)) as replies:
+            requests = FrameRequests(conn, request_type)
+            async with contextlib.aclosing(handler(self.service, requests, None, who)) as replies:
                 async for reply in replies:
                     conn.send(MESSAGE, reply)
                     if not conn.writable.is_set():
@@ -120,8 +121,28 @@ class FrameServer:
         return grpc.StatusCode.OK, ""
 
 
+class FrameRequests:
+    """A stream's requests, until the client says it sends no more; and the way out its handler's
+    Duplex writes replies by in their own turn (Outbox.direct), a hop less than through this
+    module's loop over the handler's replies."""
+
+    def __init__(self, conn: Connection, request_type):
+        self.conn = conn
+        self.request_type = request_type
+
+    def __aiter__(self):
+        return _requests(self.conn, self.request_type)
+
+    def reply_now(self, msg) -> bool:
+        """Write a reply now; False for what is not one (the stream's end, an Ended) or while the
+        socket's buffer is full: those go through the handler's replies, in order."""
+        if not isinstance(msg, Message) or not self.conn.writable.is_set():
+            return False
+        self.conn.send(MESSAGE, msg)
+        return True
+
+
 async def _requests(conn: Connection, request_type):
-    """The stream's requests, until the client says it sends no more."""
     while True:
         kind, body = await conn.receive()
         if kind == STATUS:
