@@ -19,21 +19,65 @@ code.
 
 Who runs a parent is its backend's (`launch`). The process backend runs it as a plain process,
 as its containers are (no isolation to keep). The container backend runs none yet, and says so
-when the worker starts: a fork that gets namespaces of its own (PID, mount, network), a writable
-layer and a root of its own must make them itself after the fork, and so after its parent ran
-the function's import, which is user code in the same address space and can change anything the
-child does next. Every way the kernel offers needs the child to hold a privilege then (unshare or
-setns, and mount, which a container's seccomp filter denies; or capabilities over the namespaces
-it joins), and what the child can do, the parent's imported code can do first, so the privilege
-must be one that gains that code nothing. The design to build: the worker supervises those
-calls through seccomp user notification (the parent's filter is a container's, except that
-unshare, mount, pivot_root and umount2 go to the worker). The worker refuses them to every
-process but the child just forked, and to it only until it reports its own namespaces, overlay
-and root made; it gets its credential only after that. So the parent's code holds, at most and
-for milliseconds, with no credential, the power to mount and unshare in a fresh user namespace
-that owns only that child's fresh namespaces. Mount's pointer arguments cannot be checked
-safely (they can change after the check), so the argument rests on which namespaces the calls
-can reach, not on what they pass.
+when the worker starts; the part of the design below that touches the kernel is built and
+tested (forkns.py, tests/test_forkns.py), the worker's side of it is not.
+
+Why it is hard: a fork that gets namespaces of its own (PID, mount, network), a writable layer
+and a root of its own would have to make them itself after the fork, so after its parent ran the
+function's import, which is user code in the same address space and can change anything the
+child does next. Whatever privilege the child holds for that (unshare and mount, which a
+container's seccomp filter denies, or capabilities over the namespaces it joins), the parent's
+code can use first. So the privilege must be one that gains that code nothing.
+
+Two designs do that. (1) Seccomp user notification: the parent's filter is a container's,
+except that unshare, mount, pivot_root and umount2 go to the worker, which allows them to the
+child just forked until it reports its namespaces made. The worker must judge calls whose
+pointer arguments (mount's paths and options) can change after it looked, so the argument rests
+on which namespaces the calls reach, and the child runs the root's whole setup in the user's
+address space. (2) The one chosen, simpler: the worker makes each fork's namespaces itself, as
+it makes any container's, and the child only joins them. For each fork, forkns.py (run by the
+worker as root) mounts the fork's root (its image's layers and a fresh writable layer), then,
+as container root, makes a user namespace of its own (owned by container root, an unprivileged
+host user, mapped one to one onto the worker's user namespace) and, owned by it, the fork's
+mount, PID, network, IPC and UTS namespaces, with the root pivoted to and /proc mounted by their
+init. The worker opens them (/proc/INIT/ns/*) and hands them to the parent with the fork; the
+child setns()es into them (user namespace first: its owner has every capability in it), forks
+into the PID namespace, and that grandchild, the container's process, drops to a container's
+capabilities and stacks a container's seccomp filter (which denies setns again) before it gets
+its credential. The parent runs as container root in its own sandbox, with a container's
+capabilities and a container's filter that lets setns through, and nothing else. Why that is
+sound:
+  - setns needs a descriptor of the namespace and CAP_SYS_ADMIN over its owner. The parent's
+    capabilities are a container's, in the worker's user namespace: no host namespace can be
+    joined, even by a descriptor that leaked (the test hands it the host's network and user
+    namespaces: EPERM). Container root owns the forks' user namespaces only, so what it can
+    join is a fork's namespaces, and those only through a descriptor: it sees no other
+    container's /proc entries, and holds the descriptors of its own forks' namespaces only.
+  - In a fork's namespaces it can do what the fork's own code can: its root, its writable
+    layer, its network. The parent is the same code (its key holds the module, its code and the
+    image; the workspace must be added before this is switched on), which runs in every fork
+    with every input anyway, so joining a fork (or a sibling it forked earlier, if it keeps the
+    descriptors) gains it nothing its forks do not have. Its filter still denies mount, unshare
+    of namespaces and the new mount API, so it makes nothing new.
+  - A fork's PID namespace must be a child of the parent's (setns into a PID namespace works
+    only downwards), so the parent sees its forks' processes in its /proc, as their ancestor.
+    Processes of the same host user may open each other's /proc/PID/mem where they are
+    dumpable: a fork's init and its container's processes are made not dumpable (as a
+    container's init is), and what they exec is the fork's own code again.
+  - The mappings of a fork's user namespace are written by the maker as container root (only a
+    process with CAP_SETUID in the worker's user namespace may map more than its own ID), so a
+    fork holds the same 65536 IDs as any container of the worker, and none of the host's.
+  - The fork's root mount comes from the maker's mount namespace, where it is locked: pivot_root
+    refuses a locked mount, so the init binds it onto itself first (its children stay locked,
+    as they should: they cannot be unmounted to show what is below).
+What is left before the container backend runs parents: the parent in a sandbox of its own
+(sandbox.py with forkns.confine_parent() in place of confine(), and /ember/lib for its code),
+each fork's root made as sandbox.setup_root makes a container's (idmapped layers, binds,
+volumes: split out of it), its network attached to the fork's network namespace (network.py
+makes one of its own today, owned by host root: a fork cannot join that one), its cgroup (the
+worker moves the child in before it forks into the PID namespace, so that what runs there is
+in it), its log and exec agent (the init), and the workspace in the parent's key. The escape
+suite (tests/test_escape.py) must then pass in a fork, as tests/test_forkns.py's attacks do.
 """
 
 import asyncio
