@@ -1,6 +1,6 @@
 """Warm parents: a cold start forked from a process that has the function's code imported.
 
-For each function code (its image, module and env=) that has had cold starts lately, the
+For each function code (its workspace, image, module and env=) with cold starts lately, the
 worker keeps a parent (ember/container/parent.py): Ember's runtime and the function's module
 imported, no credential, no connection. A new container of that code is a fork of it, told
 its identity by the worker as it is forked, which then connects and loads its function as any
@@ -54,8 +54,8 @@ sound:
     join is a fork's namespaces, and those only through a descriptor: it sees no other
     container's /proc entries, and holds the descriptors of its own forks' namespaces only.
   - In a fork's namespaces it can do what the fork's own code can: its root, its writable
-    layer, its network. The parent is the same code (its key holds the module, its code and the
-    image; the workspace must be added before this is switched on), which runs in every fork
+    layer, its network. The parent is the same code of the same workspace (its key holds the
+    workspace, the module, its code and the image), which runs in every fork
     with every input anyway, so joining a fork (or a sibling it forked earlier, if it keeps the
     descriptors) gains it nothing its forks do not have. Its filter still denies mount, unshare
     of namespaces and the new mount API, so it makes nothing new.
@@ -76,7 +76,7 @@ each fork's root made as sandbox.setup_root makes a container's (idmapped layers
 volumes: split out of it), its network attached to the fork's network namespace (network.py
 makes one of its own today, owned by host root: a fork cannot join that one), its cgroup (the
 worker moves the child in before it forks into the PID namespace, so that what runs there is
-in it), its log and exec agent (the init), and the workspace in the parent's key. The escape
+in it), and its log and exec agent (the init). The escape
 suite (tests/test_escape.py) must then pass in a fork, as tests/test_forkns.py's attacks do.
 """
 
@@ -103,10 +103,12 @@ START_AFTER = 0.25   # seconds after the cold start that asks for a parent: that
 
 def key_of(sc: api_pb2.StartContainer) -> str:
     """What a parent holds imported: the image, and the function's code and env= (the same for
-    every function of one module, and across runs of an app whose code did not change)."""
+    every function of one module, and across runs of an app whose code did not change), for
+    one workspace: code and images are named by their bytes, and another workspace's import of
+    the same bytes is still not one its containers may be forked from."""
     d = sc.definition
     h = hashlib.sha256()
-    for part in (sc.image.image_id, d.module, d.code_blob_id, json.dumps(sorted(d.env.items()))):
+    for part in (sc.workspace, sc.image.image_id, d.module, d.code_blob_id, json.dumps(sorted(d.env.items()))):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
 
