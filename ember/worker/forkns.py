@@ -70,8 +70,10 @@ def join(fds: dict[str, int]):
     if pid:
         status = os.waitpid(pid, 0)[1]
         if os.WIFSIGNALED(status):
-            signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-            os.kill(os.getpid(), os.WTERMSIG(status))
+            sig = os.WTERMSIG(status)
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset
+                signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
         os._exit(os.waitstatus_to_exitcode(status))
     os.chdir("/")
     sb.libc.prctl(sb.PR_SET_DUMPABLE, 0, 0, 0, 0)
