@@ -8,15 +8,19 @@ forks can and cannot do is what the design rests on.
 """
 
 import array
+import asyncio
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
 
 import pytest
 
+from ember.proto import api_pb2
+from ember.worker import cgroups as cg
 from ember.worker import forkns, sandbox, userns
 from ember.worker.images import SANDBOX_DIR
 
@@ -59,98 +63,163 @@ while True:
     if not data:
         break
     fds = dict(zip((n for n, _ in forkns.NAMESPACES), array.array("i", anc[0][2])))
+    request = json.loads(data)
+    go_r, go_w = os.pipe()
     child = os.fork()
     if child == 0:
+        os.close(go_w)
         try:
-            forkns.join(fds)
-            name = json.loads(data)["name"]
+            forkns.join(fds, go_r)
+            if request.get("allocate_mb"):  # more than its cgroup's limit: the kernel kills it
+                held = bytearray(request["allocate_mb"] << 20)
+                for i in range(0, len(held), 4096):
+                    held[i] = 1
+            name = request["name"]
             with open(f"/{name}", "w") as f:
                 f.write(name)
             with open("/proc/self/status") as f:
                 caps = [line.split()[1] for line in f if line.startswith("CapEff")][0]
-        except OSError as e:
+            with open("/proc/self/cgroup") as f:
+                cgroup = f.read()
+        except OSError:
             import traceback
             sock.send(json.dumps({"error": traceback.format_exc()}).encode())
             os._exit(1)
         sock.send(json.dumps({"pid": os.getpid(), "hostname": socket.gethostname(), "uid": os.getuid(),
                               "root": sorted(os.listdir("/")), "procs": sorted(p for p in os.listdir("/proc")
                                                                                if p.isdigit()),
-                              "caps": caps, **attacks()}).encode())
+                              "caps": caps, "cgroup": cgroup, **attacks()}).encode())
         os._exit(0)
+    os.close(go_r)
     for fd in fds.values():
         os.close(fd)
-    os.waitpid(child, 0)
+    sock.send(json.dumps({"forked": child}).encode())
+    if sock.recv(16) == b"go":
+        os.write(go_w, b"1")
+    os.close(go_w)
+    sock.send(json.dumps({"exited": os.waitpid(child, 0)[1]}).encode())
 """
 
 
-def test_a_fork_joins_namespaces_made_for_it_and_nothing_else(tmp_path):
-    try:
-        userns_fd = userns._new_namespace()
-    except OSError as e:
-        pytest.skip(f"no user namespaces here: {e}")
-    lower = tmp_path / "image"
-    lower.mkdir()
-    (lower / "from-the-image").write_text("x")
-    for p in (lower, lower / "from-the-image"):  # container root's, as the image's files are through idmapped mounts
-        os.chown(p, userns.BASE, userns.BASE)
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    host_net = os.open("/proc/self/ns/net", os.O_RDONLY)
-    host_user = os.open("/proc/self/ns/user", os.O_RDONLY)
-    parent = subprocess.Popen(
-        [sys.executable, "-S", "-E", "-c", f"SANDBOX_DIR = {SANDBOX_DIR!r}\n" + PARENT,
-         *(str(fd) for fd in (theirs.fileno(), userns_fd, host_net, host_user))],
-        pass_fds=(theirs.fileno(), userns_fd, host_net, host_user))
-    theirs.close()
-    makers = []
-    try:
-        ours.settimeout(60)
-        refused = json.loads(ours.recv(1 << 16))
-        # The parent, whose imported code is the user's, gains nothing of the host by its setns.
-        assert refused == {"setns host net": "EPERM", "setns host user": "EPERM", "unshare user": "EPERM",
-                           "unshare mount": "EPERM", "mount tmpfs": "EPERM"}, refused
-        parent_pid = int(open(f"/proc/{parent.pid}/task/{parent.pid}/children").read().split()[0])
-        forks = {}
-        for name in ("first", "second"):
-            d = tmp_path / name
-            for sub in ("upper", "work", "root"):
-                (d / sub).mkdir(parents=True)
-            os.chown(d / "upper", userns.BASE, userns.BASE)  # the root's owner: container root, as through idmapping
-            spec = d / "spec.json"
-            spec.write_text(json.dumps({"userns": f"/proc/{os.getpid()}/fd/{userns_fd}", "parent_pid": parent_pid,
-                                        "root": str(d / "root"), "lower": str(lower), "upper": str(d / "upper"),
-                                        "work": str(d / "work"), "hostname": f"fork-{name}"}))
-            maker = subprocess.Popen([sys.executable, "-S", "-E", FORKNS, str(spec)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-            makers.append(maker)
+class Parent:
+    """The stand-in, started; make() runs a fork of it in namespaces made by forkns.py."""
+
+    def __init__(self, tmp: pathlib.Path):
+        self.tmp = tmp
+        try:
+            self.userns = userns._new_namespace()
+        except OSError as e:
+            pytest.skip(f"no user namespaces here: {e}")
+        self.lower = tmp / "image"
+        self.lower.mkdir()
+        (self.lower / "from-the-image").write_text("x")
+        for p in (self.lower, self.lower / "from-the-image"):  # container root's, as through idmapped mounts
+            os.chown(p, userns.BASE, userns.BASE)
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.settimeout(60)
+        self.host_net = os.open("/proc/self/ns/net", os.O_RDONLY)
+        self.host_user = os.open("/proc/self/ns/user", os.O_RDONLY)
+        fds = (theirs.fileno(), self.userns, self.host_net, self.host_user)
+        self.proc = subprocess.Popen([sys.executable, "-S", "-E", "-c", f"SANDBOX_DIR = {SANDBOX_DIR!r}\n" + PARENT,
+                                      *map(str, fds)], pass_fds=fds)
+        theirs.close()
+        self.refused = json.loads(self.sock.recv(1 << 16))
+        self.pid = int(open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()[0])
+
+    def fork(self, name: str, cgroups: cg.Cgroups | None = None, **request) -> tuple[dict | None, int]:
+        """Make a fork's namespaces, have the parent fork into them (into `cgroups` first); what
+        the fork reported (None if it did not) and the wait status of the parent's child."""
+        d = self.tmp / name
+        for sub in ("upper", "work", "root"):
+            (d / sub).mkdir(parents=True)
+        os.chown(d / "upper", userns.BASE, userns.BASE)  # the root's owner: container root, as through idmapping
+        spec = d / "spec.json"
+        spec.write_text(json.dumps({"userns": f"/proc/{os.getpid()}/fd/{self.userns}", "parent_pid": self.pid,
+                                    "root": str(d / "root"), "lower": str(self.lower), "upper": str(d / "upper"),
+                                    "work": str(d / "work"), "hostname": f"fork-{name}"}))
+        maker = subprocess.Popen([sys.executable, "-S", "-E", FORKNS, str(spec)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
             line = maker.stdout.readline()
             assert line.strip().isdigit(), maker.stderr.read()
             init = int(line)
             fds = forkns.open_namespaces(init)
-            ours.sendmsg([json.dumps({"name": name}).encode()],
-                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds.values()))])
+            self.sock.sendmsg([json.dumps({"name": name, **request}).encode()],
+                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds.values()))])
             for fd in fds.values():
                 os.close(fd)
-            forks[name] = json.loads(ours.recv(1 << 16))
-            assert "error" not in forks[name], forks[name]
+            assert "forked" in json.loads(self.sock.recv(1 << 16))
+            if cgroups is not None:  # the worker's part: the child, by its host PID, into the fork's cgroups
+                child = int(open(f"/proc/{self.pid}/task/{self.pid}/children").read().split()[0])
+                for path in cgroups.paths:
+                    (path / "cgroup.procs").write_text(str(child))
+            self.sock.send(b"go")
+            report, status = None, None
+            while status is None:
+                message = json.loads(self.sock.recv(1 << 16))
+                if "exited" in message:
+                    status = message["exited"]
+                else:
+                    report = message
+            assert report is None or "error" not in report, report
             os.kill(init, 9)  # the fork's namespaces end with their init
             assert maker.wait(timeout=30) != 0
-        for name, fork in forks.items():
-            other = "second" if name == "first" else "first"
-            assert fork["pid"] == 2 and fork["procs"] == ["1", "2"], fork  # its own PID namespace, only its own
-            assert fork["hostname"] == f"fork-{name}" and fork["uid"] == 0
-            # Its own root and writable layer: the image's file and its own, not its sibling's.
-            assert "from-the-image" in fork["root"] and name in fork["root"] and other not in fork["root"], fork
-            assert int(fork["caps"], 16) == sum(1 << c for c in sandbox.KEEP_CAPS), fork  # a container's
-            for attack in ("setns host net", "setns host user", "unshare user", "unshare mount", "mount tmpfs"):
-                assert fork[attack] == "EPERM", (name, attack, fork)
-        assert (tmp_path / "first" / "upper" / "first").read_text() == "first"
-        assert not (tmp_path / "second" / "upper" / "first").exists()
-    finally:
-        ours.close()
-        parent.wait(timeout=30)
-        for maker in makers:
+            return report, status
+        finally:
             if maker.poll() is None:
                 maker.kill()
                 maker.wait()
-        for fd in (host_net, host_user, userns_fd):
+
+    def close(self):
+        self.sock.close()
+        self.proc.wait(timeout=30)
+        for fd in (self.host_net, self.host_user, self.userns):
             os.close(fd)
+
+
+@pytest.fixture
+def parent(tmp_path):
+    p = Parent(tmp_path)
+    yield p
+    p.close()
+
+
+ATTACKS = ("setns host net", "setns host user", "unshare user", "unshare mount", "mount tmpfs")
+
+
+def test_a_fork_joins_namespaces_made_for_it_and_nothing_else(parent, tmp_path):
+    # The parent, whose imported code is the user's, gains nothing of the host by its setns.
+    assert parent.refused == dict.fromkeys(ATTACKS, "EPERM"), parent.refused
+    forks = {name: parent.fork(name) for name in ("first", "second")}
+    for name, (fork, status) in forks.items():
+        other = "second" if name == "first" else "first"
+        assert status == 0 and fork is not None
+        assert fork["pid"] == 2 and fork["procs"] == ["1", "2"], fork  # its own PID namespace, only its own
+        assert fork["hostname"] == f"fork-{name}" and fork["uid"] == 0
+        # Its own root and writable layer: the image's file and its own, not its sibling's.
+        assert "from-the-image" in fork["root"] and name in fork["root"] and other not in fork["root"], fork
+        assert int(fork["caps"], 16) == sum(1 << c for c in sandbox.KEEP_CAPS), fork  # a container's
+        for attack in ATTACKS:
+            assert fork[attack] == "EPERM", (name, attack, fork)
+    assert (tmp_path / "first" / "upper" / "first").read_text() == "first"
+    assert not (tmp_path / "second" / "upper" / "first").exists()
+
+
+def test_a_fork_is_held_by_its_own_cgroups_from_its_start(parent):
+    if why := cg.host_layout().missing():
+        pytest.skip(why)
+    cg.prepare(cg.host_layout())
+    name = f"ct-forkns-{os.urandom(4).hex()}"
+    limits = cg.Cgroups(name)
+    limits.create(api_pb2.Resources(memory_limit_mb=64))
+    try:
+        fork, status = parent.fork("small")
+        assert status == 0 and name not in fork["cgroup"]  # not in them unless moved
+        fork, status = parent.fork("in-limits", limits)
+        assert status == 0 and f"/{name}" in fork["cgroup"], fork
+        # 200 MiB against a limit of 64: the kernel kills it, and counts it in the fork's cgroup.
+        fork, status = parent.fork("too-big", limits, allocate_mb=200)
+        assert fork is None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (fork, status)
+        assert limits.oom_killed()
+    finally:
+        asyncio.run(limits.remove())

@@ -58,14 +58,20 @@ def open_namespaces(init_pid: int) -> dict[str, int]:
     return {name: os.open(f"/proc/{init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name, _ in NAMESPACES}
 
 
-def join(fds: dict[str, int]):
+def join(fds: dict[str, int], go: int | None = None):
     """In the warm parent's child: enter the fork's namespaces, then fork into its PID
     namespace. Returns in that grandchild, confined as a container's process (its filter
     stacks on the parent's, so it may not setns any more); the child in between waits for it
-    and ends as it does."""
+    and ends as it does. With `go` (a pipe's end), it waits for a byte there before that fork:
+    the worker moves it into the fork's cgroups meanwhile, so that all that runs in the fork's
+    PID namespace is held by the fork's limits from its first instruction."""
     for name, flag in NAMESPACES:
         sb._check(sb.libc.setns(fds[name], flag), f"join the fork's {name} namespace")
         os.close(fds[name])
+    if go is not None:
+        if os.read(go, 1) != b"1":
+            os._exit(1)  # the worker gave up on it
+        os.close(go)
     pid = os.fork()
     if pid:
         status = os.waitpid(pid, 0)[1]
