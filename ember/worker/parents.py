@@ -70,14 +70,23 @@ sound:
   - The fork's root mount comes from the maker's mount namespace, where it is locked: pivot_root
     refuses a locked mount, so the init binds it onto itself first (its children stay locked,
     as they should: they cannot be unmounted to show what is below).
+  - Limits: the child waits, after its setns, until the worker has moved it into the fork's
+    cgroups (forkns.join's `go`), so that what runs in the fork's PID namespace is held by the
+    fork's memory, CPU and pids limits from its start (the test's fork is killed at its memory
+    limit, and the kill is counted in its own cgroup).
+Making a fork's namespaces takes about 40 ms beyond the maker's interpreter, joining them about
+4 ms (bench/forkns.py; BENCHMARKS.md): they are to be made ahead, as spares are, so that only
+the join is on the cold-start path.
 What is left before the container backend runs parents: the parent in a sandbox of its own
-(sandbox.py with forkns.confine_parent() in place of confine(), and /ember/lib for its code),
+(sandbox.py with forkns.confine_parent() in place of confine(), and /ember/lib for its code);
 each fork's root made as sandbox.setup_root makes a container's (idmapped layers, binds,
-volumes: split out of it), its network attached to the fork's network namespace (network.py
-makes one of its own today, owned by host root: a fork cannot join that one), its cgroup (the
-worker moves the child in before it forks into the PID namespace, so that what runs there is
-in it), and its log and exec agent (the init). The escape
-suite (tests/test_escape.py) must then pass in a fork, as tests/test_forkns.py's attacks do.
+volumes: to be split out of it; forkns.py mounts a plain overlay); the fork's network
+(network.py makes a network namespace owned by host root, which a fork cannot join: its veth is
+to go into the fork's own namespace instead) and sysfs (mounted by the fork's init, so that it
+shows the fork's network); the worker's protocol with the parent (namespace descriptors with
+the fork request, the child's host PID from the parent's PID namespace, `go` once it is in its
+cgroups); its log and exec agent (the init); namespaces made ahead; and the escape suite
+(tests/test_escape.py) passing in a fork, as tests/test_forkns.py's attacks do.
 """
 
 import asyncio
