@@ -88,7 +88,8 @@ while True:
         sock.send(json.dumps({"pid": os.getpid(), "hostname": socket.gethostname(), "uid": os.getuid(),
                               "root": sorted(os.listdir("/")), "procs": sorted(p for p in os.listdir("/proc")
                                                                                if p.isdigit()),
-                              "caps": caps, "cgroup": cgroup, **attacks()}).encode())
+                              "caps": caps, "cgroup": cgroup, "owner of /": os.stat("/").st_uid,
+                              "owner of the image's file": os.stat("/from-the-image").st_uid, **attacks()}).encode())
         os._exit(0)
     os.close(go_r)
     for fd in fds.values():
@@ -110,11 +111,8 @@ class Parent:
             self.userns = userns._new_namespace()
         except OSError as e:
             pytest.skip(f"no user namespaces here: {e}")
-        self.lower = tmp / "image"
-        self.lower.mkdir()
-        (self.lower / "from-the-image").write_text("x")
-        for p in (self.lower, self.lower / "from-the-image"):  # container root's, as through idmapped mounts
-            os.chown(p, userns.BASE, userns.BASE)
+        (tmp / "image").mkdir()
+        (tmp / "image" / "from-the-image").write_text("x")
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.settimeout(60)
         self.host_net = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -132,11 +130,13 @@ class Parent:
         d = self.tmp / name
         for sub in ("upper", "work", "root"):
             (d / sub).mkdir(parents=True)
-        os.chown(d / "upper", userns.BASE, userns.BASE)  # the root's owner: container root, as through idmapping
         spec = d / "spec.json"
-        spec.write_text(json.dumps({"userns": f"/proc/{os.getpid()}/fd/{self.userns}", "parent_pid": self.pid,
-                                    "root": str(d / "root"), "lower": str(self.lower), "upper": str(d / "upper"),
-                                    "work": str(d / "work"), "hostname": f"fork-{name}"}))
+        # A container's spec (a one-layer image), as the container backend writes it (container.py).
+        spec.write_text(json.dumps({
+            "layers_dir": str(self.tmp), "lowers": ["image"], "upper": str(d / "upper"), "work": str(d / "work"),
+            "root": str(d / "root"), "binds": [], "volumes": [], "devices": [], "hostname": f"fork-{name}",
+            "userns": f"/proc/{os.getpid()}/fd/{self.userns}", "userns_base": userns.BASE,
+            "idmapped": [str(self.tmp)], "parent_pid": self.pid}))
         maker = subprocess.Popen([sys.executable, "-S", "-E", FORKNS, str(spec)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         try:
@@ -196,6 +196,8 @@ def test_a_fork_joins_namespaces_made_for_it_and_nothing_else(parent, tmp_path):
         assert status == 0 and fork is not None
         assert fork["pid"] == 2 and fork["procs"] == ["1", "2"], fork  # its own PID namespace, only its own
         assert fork["hostname"] == f"fork-{name}" and fork["uid"] == 0
+        # Its files are container root's, through the idmapped mounts, as in any container.
+        assert fork["owner of /"] == fork["owner of the image's file"] == 0, fork
         # Its own root and writable layer: the image's file and its own, not its sibling's.
         assert "from-the-image" in fork["root"] and name in fork["root"] and other not in fork["root"], fork
         assert int(fork["caps"], 16) == sum(1 << c for c in sandbox.KEEP_CAPS), fork  # a container's

@@ -21,9 +21,9 @@ leaves it in them, confined as any container's process.
     through /proc), confines itself as a container's processes are and reaps orphans until the
     worker kills it, which ends the fork's namespaces.
 
-SPEC keys: userns (the worker's user namespace, by path), parent_pid (a process of the warm
-parent's PID namespace: its host PID), root, lower, upper, work (the overlay's directories),
-hostname.
+SPEC keys: a container's (sandbox.py: layers_dir, lowers, upper, work, root, binds, volumes,
+devices, hostname; userns, userns_base and idmapped, the worker's user namespace being needed
+here), and parent_pid (a process of the warm parent's PID namespace: its host PID).
 """
 
 import json
@@ -97,12 +97,7 @@ def _init(spec, ready_w):
     # may search), as a name's lookup ends on the topmost mount of it and "." does not move.
     os.chdir("..")
     os.chdir(os.path.basename(spec["root"]))
-    sb.mount("proc", "proc", "proc", sb.MS_NOSUID | sb.MS_NODEV | sb.MS_NOEXEC)
-    for p in ("sys", "sysrq-trigger", "irq", "bus"):  # the kernel's knobs stay read-only
-        target = f"proc/{p}"
-        if os.path.exists(target):
-            sb.mount(target, target, None, sb.MS_BIND | sb.MS_REC)
-            sb.mount(None, target, None, sb.MS_BIND | sb.MS_REMOUNT | sb.MS_RDONLY)
+    sb.mount_proc_and_sys(".")  # of its own PID and network namespaces
     sb._check(sb.libc.syscall(sb.SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
     sb._check(sb.libc.umount2(b".", sb.MNT_DETACH), "unmount the old root")
     os.chdir("/")
@@ -150,17 +145,9 @@ def make(spec):
         sb._check(sb.libc.setns(f.fileno(), sb.CLONE_NEWPID), "join the warm parent's PID namespace")
     sb._check(sb.libc.unshare(sb.CLONE_NEWNS), "unshare a mount namespace")
     root = spec["root"]
-    sb.mount(None, "/", None, sb.MS_REC | sb.MS_PRIVATE)
-    sb.mount("overlay", root, "overlay", 0, f"lowerdir={spec['lower']},upperdir={spec['upper']},"
-                                            f"workdir={spec['work']}")
-    dev = f"{root}/dev"
-    os.makedirs(dev, exist_ok=True)
-    os.makedirs(f"{root}/proc", exist_ok=True)
-    sb.mount("tmpfs", dev, "tmpfs", sb.MS_NOSUID, "mode=755,size=64k")
-    for name in sb.DEVICES:
-        sb.bind(f"/dev/{name}", f"{dev}/{name}", False)
-    os.chdir(root)  # where the init starts (_init)
     userns = os.open(spec["userns"], os.O_RDONLY | os.O_CLOEXEC)
+    sb.setup_root(spec, userns, for_fork=True)  # as a container's root is made, less what is the init's
+    os.chdir(root)  # where the init starts (_init)
     sb.enter_user_namespace(userns)
     os.close(userns)
     # Dumpable, so that this process (container root now) may write the owner's ID maps.

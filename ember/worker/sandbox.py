@@ -127,7 +127,9 @@ def bind(src, target, read_only, userns_fd=None):
         mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def setup_root(spec, userns_fd):
+def setup_root(spec, userns_fd, for_fork: bool = False):
+    """Mount the container's root and pivot into it. `for_fork`: a forked container's root
+    (forkns.py), whose /proc, /sys and pivot are its init's, in the namespaces made for it."""
     root = spec["root"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     if userns_fd is not None:
@@ -146,17 +148,9 @@ def setup_root(spec, userns_fd):
     mount("overlay", root, "overlay", 0,
           f"lowerdir={':'.join(spec['lowers'])},upperdir={spec['upper']},workdir={spec['work']}")
     os.makedirs(f"{root}/proc", exist_ok=True)
-    mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for p in ("sys", "sysrq-trigger", "irq", "bus"):  # the kernel's knobs stay read-only
-        target = f"{root}/proc/{p}"
-        if os.path.exists(target):
-            mount(target, target, None, MS_BIND | MS_REC)
-            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     os.makedirs(f"{root}/sys", exist_ok=True)
-    try:
-        mount("sysfs", f"{root}/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    except SetupError:
-        pass  # not allowed in every setup; programs cope without /sys
+    if not for_fork:
+        mount_proc_and_sys(root)
     dev = f"{root}/dev"
     os.makedirs(dev, exist_ok=True)
     owner = "" if userns_fd is None else f",uid={spec['userns_base']},gid={spec['userns_base']}"
@@ -178,6 +172,8 @@ def setup_root(spec, userns_fd):
               f"lowerdir={v['lower']},upperdir={v['upper']},workdir={v['work']}")
         if v.get("read_only"):  # Volume.read_only(): writes there fail (EROFS); the container cannot remount
             mount(None, root + v["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    if for_fork:
+        return
     # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the new.
     os.chdir(root)
     if SYS_PIVOT_ROOT is not None:
@@ -187,6 +183,20 @@ def setup_root(spec, userns_fd):
         mount(root, "/", None, 8192)  # MS_MOVE
         os.chroot(".")
     os.chdir("/")
+
+
+def mount_proc_and_sys(root):
+    """The container's /proc (of the PID namespace this process is in) and a read-only /sys."""
+    mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for p in ("sys", "sysrq-trigger", "irq", "bus"):  # the kernel's knobs stay read-only
+        target = f"{root}/proc/{p}"
+        if os.path.exists(target):
+            mount(target, target, None, MS_BIND | MS_REC)
+            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    try:
+        mount("sysfs", f"{root}/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except SetupError:
+        pass  # not allowed in every setup; programs cope without /sys
 
 
 def drop_bounding_caps():
