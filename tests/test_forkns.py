@@ -22,6 +22,7 @@ import pytest
 from ember.proto import api_pb2
 from ember.worker import cgroups as cg
 from ember.worker import forkns, sandbox, userns
+from ember.worker.network import Network, missing as network_missing
 from ember.worker.images import SANDBOX_DIR
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="needs Linux and root")
@@ -81,6 +82,10 @@ while True:
                 caps = [line.split()[1] for line in f if line.startswith("CapEff")][0]
             with open("/proc/self/cgroup") as f:
                 cgroup = f.read()
+            with open("/proc/net/dev") as f:  # of the network namespace it is in
+                links = sorted(line.split(":")[0].strip() for line in f.readlines()[2:])
+            with open("/proc/net/fib_trie") as f:
+                addresses = f.read()
         except OSError:
             import traceback
             sock.send(json.dumps({"error": traceback.format_exc()}).encode())
@@ -88,7 +93,8 @@ while True:
         sock.send(json.dumps({"pid": os.getpid(), "hostname": socket.gethostname(), "uid": os.getuid(),
                               "root": sorted(os.listdir("/")), "procs": sorted(p for p in os.listdir("/proc")
                                                                                if p.isdigit()),
-                              "caps": caps, "cgroup": cgroup, "owner of /": os.stat("/").st_uid,
+                              "caps": caps, "cgroup": cgroup, "links": links, "addresses": addresses,
+                              "owner of /": os.stat("/").st_uid,
                               "owner of the image's file": os.stat("/from-the-image").st_uid, **attacks()}).encode())
         os._exit(0)
     os.close(go_r)
@@ -124,9 +130,11 @@ class Parent:
         self.refused = json.loads(self.sock.recv(1 << 16))
         self.pid = int(open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()[0])
 
-    def fork(self, name: str, cgroups: cg.Cgroups | None = None, **request) -> tuple[dict | None, int]:
-        """Make a fork's namespaces, have the parent fork into them (into `cgroups` first); what
-        the fork reported (None if it did not) and the wait status of the parent's child."""
+    def fork(self, name: str, cgroups: cg.Cgroups | None = None, network: Network | None = None,
+             **request) -> tuple[dict | None, int]:
+        """Make a fork's namespaces (its network attached to `network`), have the parent fork into
+        them (into `cgroups` first); what the fork reported (None if it did not) and the wait
+        status of the parent's child."""
         d = self.tmp / name
         for sub in ("upper", "work", "root"):
             (d / sub).mkdir(parents=True)
@@ -143,6 +151,9 @@ class Parent:
             line = maker.stdout.readline()
             assert line.strip().isdigit(), maker.stderr.read()
             init = int(line)
+            if network is not None:
+                attached = asyncio.run(network.attach(of_pid=init))
+                self.address = attached.address
             fds = forkns.open_namespaces(init)
             self.sock.sendmsg([json.dumps({"name": name, **request}).encode()],
                               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds.values()))])
@@ -164,6 +175,8 @@ class Parent:
             assert report is None or "error" not in report, report
             os.kill(init, 9)  # the fork's namespaces end with their init
             assert maker.wait(timeout=30) != 0
+            if network is not None:
+                asyncio.run(network.release(attached))
             return report, status
         finally:
             if maker.poll() is None:
@@ -225,3 +238,17 @@ def test_a_fork_is_held_by_its_own_cgroups_from_its_start(parent):
         assert limits.oom_killed()
     finally:
         asyncio.run(limits.remove())
+
+
+def test_a_fork_has_the_network_the_worker_attaches_to_its_namespace(parent, tmp_path):
+    if why := network_missing():
+        pytest.skip(why)
+    fork, _ = parent.fork("alone")
+    assert fork["links"] == ["lo"], fork  # a network namespace of its own: only loopback
+    network = Network(tmp_path / "net")
+    try:
+        fork, status = parent.fork("attached", network=network)
+        assert status == 0 and fork["links"] == ["eth0", "lo"], fork
+        assert f"|-- {parent.address}\n" in fork["addresses"], fork["addresses"]  # the address it was given
+    finally:
+        network.close()
