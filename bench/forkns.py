@@ -3,8 +3,9 @@
     python bench/forkns.py [--rounds 20]     (Linux, root)
 
 Each round, side by side:
-  - make: the worker's maker, from its start to its init's ready (an interpreter, an overlay
-    root, a user namespace and the five it owns, /proc, the pivot, the init's confinement): the
+  - make: the worker's maker, from its start to its init's ready (an interpreter, a container's
+    root of a one-file image, idmapped, a user namespace and the five it owns, /proc and /sys,
+    the pivot, the init's confinement): the
     part a worker would do ahead of a fork, as it makes spares;
   - join: in a warm parent's stand-in (confined as parents.py says), from its fork to the
     container's process confined in the fork's namespaces (six setns, a fork into the PID
@@ -66,8 +67,8 @@ def main():
     args = parser.parse_args()
     userns_fd = userns._new_namespace()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="forkns-bench-"))
-    lower = tmp / "image"
-    lower.mkdir()
+    (tmp / "image").mkdir()
+    (tmp / "image" / "a-file").write_text("x")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent = subprocess.Popen([sys.executable, "-S", "-E", "-c", f"SANDBOX_DIR = {SANDBOX_DIR!r}\n" + PARENT,
                                str(theirs.fileno()), str(userns_fd)], pass_fds=(theirs.fileno(), userns_fd))
@@ -83,11 +84,12 @@ def main():
             d = tmp / f"fork{i}"
             for sub in ("upper", "work", "root"):
                 (d / sub).mkdir(parents=True)
-            os.chown(d / "upper", userns.BASE, userns.BASE)
             spec = d / "spec.json"
-            spec.write_text(json.dumps({"userns": f"/proc/{os.getpid()}/fd/{userns_fd}", "parent_pid": parent_pid,
-                                        "root": str(d / "root"), "lower": str(lower), "upper": str(d / "upper"),
-                                        "work": str(d / "work"), "hostname": f"fork{i}"}))
+            spec.write_text(json.dumps({  # a container's spec, with a one-file image
+                "layers_dir": str(tmp), "lowers": ["image"], "upper": str(d / "upper"), "work": str(d / "work"),
+                "root": str(d / "root"), "binds": [], "volumes": [], "devices": [], "hostname": f"fork{i}",
+                "userns": f"/proc/{os.getpid()}/fd/{userns_fd}", "userns_base": userns.BASE,
+                "idmapped": [str(tmp)], "parent_pid": parent_pid}))
             t = time.perf_counter()
             maker = subprocess.Popen([sys.executable, "-S", "-E", str(pathlib.Path(SANDBOX_DIR) / "forkns.py"),
                                       str(spec)], stdout=subprocess.PIPE, text=True)

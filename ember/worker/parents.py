@@ -74,19 +74,22 @@ sound:
     cgroups (forkns.join's `go`), so that what runs in the fork's PID namespace is held by the
     fork's memory, CPU and pids limits from its start (the test's fork is killed at its memory
     limit, and the kill is counted in its own cgroup).
-Making a fork's namespaces takes about 40 ms beyond the maker's interpreter, joining them about
-4 ms (bench/forkns.py; BENCHMARKS.md): they are to be made ahead, as spares are, so that only
-the join is on the cold-start path.
-What is left before the container backend runs parents: the parent in a sandbox of its own
-(sandbox.py with forkns.confine_parent() in place of confine(), and /ember/lib for its code);
-each fork's root made as sandbox.setup_root makes a container's (idmapped layers, binds,
-volumes: to be split out of it; forkns.py mounts a plain overlay); the fork's network
-(network.py makes a network namespace owned by host root, which a fork cannot join: its veth is
-to go into the fork's own namespace instead) and sysfs (mounted by the fork's init, so that it
-shows the fork's network); the worker's protocol with the parent (namespace descriptors with
-the fork request, the child's host PID from the parent's PID namespace, `go` once it is in its
-cgroups); its log and exec agent (the init); namespaces made ahead; and the escape suite
-(tests/test_escape.py) passing in a fork, as tests/test_forkns.py's attacks do.
+  - The fork's root is made as a container's (sandbox.setup_root: the image's layers and its
+    own writable layer, idmapped, its binds and volumes), except that its /proc, /sys and the
+    pivot are its init's; its network is the worker's usual one (a veth, NAT, the firewall),
+    attached to the fork's own network namespace (network.attach(of_pid=)), since it could not
+    join one of host root's.
+Making a fork's namespaces took 48 to 70 ms (medians; 14 to 22 ms of it the maker's interpreter),
+joining them 4 to 5 ms (bench/forkns.py, a busy machine; BENCHMARKS.md): they are to be made
+ahead, as spares are, so that only the join is on the cold-start path.
+What is left before the container backend runs parents (until then it runs none): the parent in
+a sandbox of its own (sandbox.py with forkns.confine_parent() in place of confine(), and
+/ember/lib for its code); the worker's side (the maker run with a container's spec, namespaces
+made ahead, their descriptors sent with the fork request, the child's host PID found from the
+parent's PID namespace, `go` once it is in its cgroups, a disk, a network and cgroups per fork
+as _launch makes them); the fork's log and exec agent (its init); and the escape suite
+(tests/test_escape.py) passing in a fork of a real image, as tests/test_forkns.py's attacks do
+in a fork of a one-file image.
 """
 
 import asyncio
