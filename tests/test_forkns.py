@@ -71,6 +71,9 @@ while True:
         os.close(go_w)
         try:
             forkns.join(fds, go_r)
+            if request.get("exec"):  # a program of the fork's image, as the container's process
+                sock.close()
+                os.execve(request["exec"][0], request["exec"], request["env"])
             if request.get("allocate_mb"):  # more than its cgroup's limit: the kernel kills it
                 held = bytearray(request["allocate_mb"] << 20)
                 for i in range(0, len(held), 4096):
@@ -131,26 +134,29 @@ class Parent:
         self.pid = int(open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()[0])
 
     def fork(self, name: str, cgroups: cg.Cgroups | None = None, network: Network | None = None,
-             **request) -> tuple[dict | None, int]:
-        """Make a fork's namespaces (its network attached to `network`), have the parent fork into
-        them (into `cgroups` first); what the fork reported (None if it did not) and the wait
+             spec: dict | None = None, **request) -> tuple[dict | None, int]:
+        """Make a fork's namespaces (its network attached to `network`; `spec`: what of a
+        container's spec differs from a one-file image's), have the parent fork into them (into
+        `cgroups` first); what the fork reported (None if it did not, or exec'd) and the wait
         status of the parent's child."""
         d = self.tmp / name
         for sub in ("upper", "work", "root"):
             (d / sub).mkdir(parents=True)
-        spec = d / "spec.json"
+        spec_file = d / "spec.json"
         # A container's spec (a one-layer image), as the container backend writes it (container.py).
-        spec.write_text(json.dumps({
+        spec_file.write_text(json.dumps({
             "layers_dir": str(self.tmp), "lowers": ["image"], "upper": str(d / "upper"), "work": str(d / "work"),
             "root": str(d / "root"), "binds": [], "volumes": [], "devices": [], "hostname": f"fork-{name}",
             "userns": f"/proc/{os.getpid()}/fd/{self.userns}", "userns_base": userns.BASE,
-            "idmapped": [str(self.tmp)], "parent_pid": self.pid}))
-        maker = subprocess.Popen([sys.executable, "-S", "-E", FORKNS, str(spec)], stdout=subprocess.PIPE,
+            "idmapped": [str(self.tmp)], "parent_pid": self.pid, **(spec or {})}))
+        maker = subprocess.Popen([sys.executable, "-S", "-E", FORKNS, str(spec_file)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         try:
             line = maker.stdout.readline()
             assert line.strip().isdigit(), maker.stderr.read()
             init = int(line)
+            with open(f"/proc/{init}/uid_map") as f:  # as the host sees it
+                self.host_uid_map = f.read().split()
             if network is not None:
                 attached = asyncio.run(network.attach(of_pid=init))
                 self.address = attached.address
