@@ -2,8 +2,8 @@
 backend: a fork answers with its own identity, the parent has none, a redeploy replaces the
 parent (the new code runs), and a module that cannot be forked soundly falls back, said once.
 
-The container backend forks no parents yet (worker/parents.py says why): its cold starts come
-from spares, which tests/test_containers.py covers.
+The container backend forks no parents yet (worker/parents.py says why, and what is built of
+it: tests/test_forkns.py): its cold starts come from spares, which tests/test_containers.py covers.
 """
 
 import json

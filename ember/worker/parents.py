@@ -20,7 +20,8 @@ code.
 Who runs a parent is its backend's (`launch`). The process backend runs it as a plain process,
 as its containers are (no isolation to keep). The container backend runs none yet, and says so
 when the worker starts; the part of the design below that touches the kernel is built and
-tested (forkns.py, tests/test_forkns.py), the worker's side of it is not.
+tested (forkns.py; tests/test_forkns.py, and the escape suite in a fork: tests/test_escape.py),
+the worker's side of it is not.
 
 Why it is hard: a fork that gets namespaces of its own (PID, mount, network), a writable layer
 and a root of its own would have to make them itself after the fork, so after its parent ran the
@@ -87,9 +88,9 @@ a sandbox of its own (sandbox.py with forkns.confine_parent() in place of confin
 /ember/lib for its code); the worker's side (the maker run with a container's spec, namespaces
 made ahead, their descriptors sent with the fork request, the child's host PID found from the
 parent's PID namespace, `go` once it is in its cgroups, a disk, a network and cgroups per fork
-as _launch makes them); the fork's log and exec agent (its init); and the escape suite
-(tests/test_escape.py) passing in a fork of a real image, as tests/test_forkns.py's attacks do
-in a fork of a one-file image.
+as _launch makes them); the fork's log and exec agent (its init); and the worker's forks tested
+as tests/test_escape.py tests the building blocks now: its attacks, run in a fork of the real
+image by a stand-in parent (tests/test_forkns.py's), are all refused.
 """
 
 import asyncio
