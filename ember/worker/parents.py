@@ -65,6 +65,9 @@ sound:
     Processes of the same host user may open each other's /proc/PID/mem where they are
     dumpable: a fork's init and its container's processes are made not dumpable (as a
     container's init is), and what they exec is the fork's own code again.
+  - The child in between (left in the parent's PID namespace, with every capability in the
+    fork's user namespace and the parent's filter) only waits for the container's process and
+    ends as it does: what it could be made to do is what the parent can.
   - The mappings of a fork's user namespace are written by the maker as container root (only a
     process with CAP_SETUID in the worker's user namespace may map more than its own ID), so a
     fork holds the same 65536 IDs as any container of the worker, and none of the host's.
