@@ -8,14 +8,15 @@ leaves it in them, confined as any container's process.
 
   the maker (host root): joins the parent's PID namespace for its children (a PID namespace
     can only be joined from its parent's), unshares a mount namespace of its own and mounts the
-    fork's root there (an overlay: the image's layers and a fresh writable layer) with /dev;
-    then becomes container root (the worker's user namespace, userns.py) and forks:
+    fork's root there as a container's is mounted (sandbox.setup_root: the image's layers and a
+    fresh writable layer, idmapped, /dev, binds, volumes); then becomes container root (the
+    worker's user namespace, userns.py) and forks:
   the owner: unshares a user namespace (owned by container root, mapped one to one onto the
     worker's, written by the maker: only a process with CAP_SETUID in the worker's namespace
     may write a mapping of more than its own ID), then the mount, PID, network, IPC and UTS
     namespaces, all owned by that user namespace, and forks:
-  the init: PID 1 of the fork's PID namespace. It mounts the fork's /proc (one of its own PID
-    namespace), binds the root onto itself (the copy from the maker's mount namespace is locked:
+  the init: PID 1 of the fork's PID namespace. It mounts the fork's /proc and /sys (of its own
+    PID and network namespaces), binds the root onto itself (the copy from the maker's mount namespace is locked:
     pivot_root refuses it), pivots, sets the hostname and brings up loopback; then it is made
     not dumpable (the parent runs as the same host user, and could otherwise write its memory
     through /proc), confines itself as a container's processes are and reaps orphans until the
