@@ -115,6 +115,37 @@ def test_a_sandbox_cannot_reach_out_of_its_container(running):
     assert ordinary["owners"] == {"/etc/shadow": 0, "/usr/local/share/note.txt": 1000, "/ember/lib": 0}
 
 
+def test_a_forked_container_cannot_reach_out_either(running, tmp_path):
+    """The same attacks, from a fork of a warm parent on the container backend (worker/forkns.py,
+    tests/test_forkns.py): in namespaces the worker made for it, with the image's root."""
+    from test_forkns import Parent
+    paths = host_paths(running)
+    cache = pathlib.Path(os.environ["EMBER_CACHE_DIR"])
+    image = escape_app.base._resolve(lambda data: "")
+    runtime = max((cache / "runtime").glob("py3.11-*"), key=lambda p: p.stat().st_mtime)  # the worker's, held by it
+    parent = Parent(tmp_path)
+    try:
+        code = ("import json, sys\nsys.path.insert(0, '/ember/tests')\nimport escape_app\n"
+                "open('/attempts.json', 'w').write(json.dumps(escape_app.attempts(sys.argv[1:])))")
+        _, status = parent.fork("attacker", spec={
+            "layers_dir": str(cache / "layers"), "lowers": [s.layer_id for s in reversed(image.steps)],
+            "binds": [[str(runtime), "/ember/lib", True],
+                      [str(ROOT / "tests" / "apps"), "/ember/tests", True]],
+            "idmapped": [str(cache / "layers"), str(tmp_path)]},
+            exec=["/usr/bin/python3", "-c", code, *paths],
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": "/ember/lib", "HOME": "/root"})
+    finally:
+        parent.close()
+    assert status == 0, status
+    out = json.loads((tmp_path / "attacker" / "upper" / "attempts.json").read_text())
+    # Seen from inside, the fork's IDs map onto the worker's user namespace one to one; seen from
+    # the host, onto the same unprivileged range as any container's.
+    assert out["uid_map"] == ["0", "0", str(userns.COUNT)] and parent.host_uid_map == ["0", str(userns.BASE),
+                                                                                      str(userns.COUNT)]
+    out["uid_map"] = parent.host_uid_map
+    check_refused(out, paths, user_namespace=True)
+
+
 def build(image: ember.Image):
     client = Client.from_env()
     resolved = image._resolve(client.upload_sync)

@@ -2,10 +2,11 @@
 backend: a fork answers with its own identity, the parent has none, a redeploy replaces the
 parent (the new code runs), and a module that cannot be forked soundly falls back, said once.
 
-The container backend forks no parents yet (worker/parents.py says why): its cold starts come
-from spares, which tests/test_containers.py covers.
+The container backend forks no parents yet (worker/parents.py says why, and what is built of
+it: tests/test_forkns.py): its cold starts come from spares, which tests/test_containers.py covers.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -15,7 +16,7 @@ import threading
 
 import pytest
 
-from conftest import ROOT, dead, module_cluster, wait_for
+from conftest import ROOT, dead, module_cluster, run_py, wait_for
 
 import forks_app
 import forks_optout_app
@@ -162,3 +163,51 @@ def test_a_backlog_of_forks_is_asked_for_at_once_not_a_core_at_a_time(cluster, t
     # than the worker has cores before the worker started any: forks are measured short, and
     # several per core are asked for at once (autoscaler.CPU_BOUND_START).
     assert sum(t <= first_start for t in asked) > os.cpu_count(), (asked, first_start)
+
+
+def test_another_workspaces_same_code_does_not_fork_from_this_ones_parent(cluster):
+    """Code and images are named by their bytes: workspace b's containers of the very module a
+    runs must not be forks of a's parent (whose import ran for a), but of one of b's own."""
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "ember.cli.main", *args], capture_output=True, text=True,
+                             timeout=120, cwd=ROOT, env=dict(os.environ))
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    cli("workspace", "create", "fork-b")
+    token = json.loads(cli("token", "new", "--workspace", "fork-b", "--json"))
+    a_parents: set[int] = set()
+    done = threading.Event()
+    with forks_app.app.run():
+        # Cold starts until one forks (a's parent may be an earlier test's, still warm).
+        wait_for(lambda: (r := forks_app.who_am_i.remote())["ppid"] == r["imported_by"], what="a fork of who_am_i")
+
+        def keep_warm():  # a's parent stays warm (and forks) all the while b runs
+            while not done.is_set():
+                r = forks_app.who_am_i.remote()
+                if r["ppid"] == r["imported_by"]:
+                    a_parents.add(r["imported_by"])
+
+        warmer = threading.Thread(target=keep_warm)
+        warmer.start()
+        try:
+            # b calls until one of its containers is a fork (of b's own parent, once b's code warms one).
+            out = run_py(textwrap.dedent("""
+                import json, time, forks_app
+                results = []
+                with forks_app.app.run():
+                    deadline = time.monotonic() + 60
+                    while time.monotonic() < deadline:
+                        results.append(forks_app.who_am_i.remote())
+                        if results[-1]["ppid"] == results[-1]["imported_by"]:
+                            break
+                print(json.dumps(results))
+                """), env_extra={"EMBER_TOKEN_ID": token["token_id"], "EMBER_TOKEN_SECRET": token["token_secret"]})
+        finally:
+            done.set()
+            warmer.join()
+    assert out.returncode == 0, out.stderr
+    b_results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert a_parents, "a's containers forked from its parent throughout"
+    assert not {r["imported_by"] for r in b_results} & a_parents, (b_results, a_parents)
+    assert b_results[-1]["ppid"] == b_results[-1]["imported_by"], b_results  # b forks too, from its own

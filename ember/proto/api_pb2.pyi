@@ -1606,7 +1606,7 @@ class BuildDone(_message.Message):
     def __init__(self, build_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StartContainer(_message.Message):
-    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential", "cidr_allowlist", "definition", "snapshot_init")
+    __slots__ = ("container_id", "function_id", "app_id", "resources", "image", "layers", "gpu_indices", "block_network", "volumes", "credential", "cidr_allowlist", "definition", "snapshot_init", "workspace")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
     APP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1620,6 +1620,7 @@ class StartContainer(_message.Message):
     CIDR_ALLOWLIST_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_INIT_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     function_id: str
     app_id: str
@@ -1633,7 +1634,8 @@ class StartContainer(_message.Message):
     cidr_allowlist: _containers.RepeatedScalarFieldContainer[str]
     definition: FunctionDefinition
     snapshot_init: ContainerInit
-    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., snapshot_init: _Optional[_Union[ContainerInit, _Mapping]] = ...) -> None: ...
+    workspace: str
+    def __init__(self, container_id: _Optional[str] = ..., function_id: _Optional[str] = ..., app_id: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., block_network: _Optional[bool] = ..., volumes: _Optional[_Iterable[_Union[VolumeMount, _Mapping]]] = ..., credential: _Optional[str] = ..., cidr_allowlist: _Optional[_Iterable[str]] = ..., definition: _Optional[_Union[FunctionDefinition, _Mapping]] = ..., snapshot_init: _Optional[_Union[ContainerInit, _Mapping]] = ..., workspace: _Optional[str] = ...) -> None: ...
 
 class StopContainer(_message.Message):
     __slots__ = ("container_id", "kill")

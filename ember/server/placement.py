@@ -89,7 +89,7 @@ class Placement:
             container_id=cid, function_id=fn.function_id, app_id=fn.app.app_id, resources=res, image=image,
             layers=self.builds.known(image), gpu_indices=gpu_indices, block_network=fn.definition.block_network,
             volumes=volumes, credential=credential, cidr_allowlist=fn.definition.cidr_allowlist,
-            definition=fn.definition, snapshot_init=snapshot_init)))
+            definition=fn.definition, snapshot_init=snapshot_init, workspace=fn.app.workspace)))
         self.shares.started(fn)
         log.info("starting container %s for %s on worker %s", cid, fn.name, worker.name)
         return True

@@ -161,8 +161,10 @@ table inet {self.table} {{{to_control_plane}
             raise NetworkError(f"could not install the containers' firewall rules (nft): {proc.stderr.strip()}")
         log.info("containers' network: %s, nftables table inet %s", self.subnet, self.table)
 
-    async def attach(self) -> Attachment:
-        """A new namespace with its veth pair, addresses and routes, ready for a container."""
+    async def attach(self, of_pid: int | None = None) -> Attachment:
+        """A new namespace with its veth pair, addresses and routes, ready for a container; with
+        `of_pid`, the network namespace of that process is the one (a forked container's, made
+        with it, forkns.py: it could not join one of host root's)."""
         if not self.free:
             raise NetworkError(f"this worker's {len(list(self.subnet.subnets(new_prefix=30)))} container "
                                "network slots are all in use")
@@ -170,7 +172,8 @@ table inet {self.table} {{{to_control_plane}
         base = self.subnet.network_address + 4 * slot
         a = Attachment(slot, f"{self.ns_prefix}{slot}", f"{self.if_prefix}{slot}", str(base + 2), str(base + 1))
         try:
-            await _ip(["-batch", "-"], f"netns add {a.netns}\n"
+            made = f"netns add {a.netns}\n" if of_pid is None else f"netns attach {a.netns} {of_pid}\n"
+            await _ip(["-batch", "-"], made +
                       f"link add {a.host_if} type veth peer name eth0 netns {a.netns}\n"
                       f"addr add {a.gateway}/30 dev {a.host_if}\n"
                       f"link set {a.host_if} up\n")

@@ -1,6 +1,6 @@
 """Warm parents: a cold start forked from a process that has the function's code imported.
 
-For each function code (its image, module and env=) that has had cold starts lately, the
+For each function code (its workspace, image, module and env=) with cold starts lately, the
 worker keeps a parent (ember/container/parent.py): Ember's runtime and the function's module
 imported, no credential, no connection. A new container of that code is a fork of it, told
 its identity by the worker as it is forked, which then connects and loads its function as any
@@ -19,21 +19,81 @@ code.
 
 Who runs a parent is its backend's (`launch`). The process backend runs it as a plain process,
 as its containers are (no isolation to keep). The container backend runs none yet, and says so
-when the worker starts: a fork that gets namespaces of its own (PID, mount, network), a writable
-layer and a root of its own must make them itself after the fork, and so after its parent ran
-the function's import, which is user code in the same address space and can change anything the
-child does next. Every way the kernel offers needs the child to hold a privilege then (unshare or
-setns, and mount, which a container's seccomp filter denies; or capabilities over the namespaces
-it joins), and what the child can do, the parent's imported code can do first, so the privilege
-must be one that gains that code nothing. The design to build: the worker supervises those
-calls through seccomp user notification (the parent's filter is a container's, except that
-unshare, mount, pivot_root and umount2 go to the worker). The worker refuses them to every
-process but the child just forked, and to it only until it reports its own namespaces, overlay
-and root made; it gets its credential only after that. So the parent's code holds, at most and
-for milliseconds, with no credential, the power to mount and unshare in a fresh user namespace
-that owns only that child's fresh namespaces. Mount's pointer arguments cannot be checked
-safely (they can change after the check), so the argument rests on which namespaces the calls
-can reach, not on what they pass.
+when the worker starts; the part of the design below that touches the kernel is built and
+tested (forkns.py; tests/test_forkns.py, and the escape suite in a fork: tests/test_escape.py),
+the worker's side of it is not.
+
+Why it is hard: a fork that gets namespaces of its own (PID, mount, network), a writable layer
+and a root of its own would have to make them itself after the fork, so after its parent ran the
+function's import, which is user code in the same address space and can change anything the
+child does next. Whatever privilege the child holds for that (unshare and mount, which a
+container's seccomp filter denies, or capabilities over the namespaces it joins), the parent's
+code can use first. So the privilege must be one that gains that code nothing.
+
+Two designs do that. (1) Seccomp user notification: the parent's filter is a container's,
+except that unshare, mount, pivot_root and umount2 go to the worker, which allows them to the
+child just forked until it reports its namespaces made. The worker must judge calls whose
+pointer arguments (mount's paths and options) can change after it looked, so the argument rests
+on which namespaces the calls reach, and the child runs the root's whole setup in the user's
+address space. (2) The one chosen, simpler: the worker makes each fork's namespaces itself, as
+it makes any container's, and the child only joins them. For each fork, forkns.py (run by the
+worker as root) mounts the fork's root (its image's layers and a fresh writable layer), then,
+as container root, makes a user namespace of its own (owned by container root, an unprivileged
+host user, mapped one to one onto the worker's user namespace) and, owned by it, the fork's
+mount, PID, network, IPC and UTS namespaces, with the root pivoted to and /proc mounted by their
+init. The worker opens them (/proc/INIT/ns/*) and hands them to the parent with the fork; the
+child setns()es into them (user namespace first: its owner has every capability in it), forks
+into the PID namespace, and that grandchild, the container's process, drops to a container's
+capabilities and stacks a container's seccomp filter (which denies setns again) before it gets
+its credential. The parent runs as container root in its own sandbox, with a container's
+capabilities and a container's filter that lets setns through, and nothing else. Why that is
+sound:
+  - setns needs a descriptor of the namespace and CAP_SYS_ADMIN over its owner. The parent's
+    capabilities are a container's, in the worker's user namespace: no host namespace can be
+    joined, even by a descriptor that leaked (the test hands it the host's network and user
+    namespaces: EPERM). Container root owns the forks' user namespaces only, so what it can
+    join is a fork's namespaces, and those only through a descriptor: it sees no other
+    container's /proc entries, and holds the descriptors of its own forks' namespaces only.
+  - In a fork's namespaces it can do what the fork's own code can: its root, its writable
+    layer, its network. The parent is the same code of the same workspace (its key holds the
+    workspace, the module, its code and the image), which runs in every fork
+    with every input anyway, so joining a fork (or a sibling it forked earlier, if it keeps the
+    descriptors) gains it nothing its forks do not have. Its filter still denies mount, unshare
+    of namespaces and the new mount API, so it makes nothing new.
+  - A fork's PID namespace must be a child of the parent's (setns into a PID namespace works
+    only downwards), so the parent sees its forks' processes in its /proc, as their ancestor.
+    Processes of the same host user may open each other's /proc/PID/mem where they are
+    dumpable: a fork's init and its container's processes are made not dumpable (as a
+    container's init is), and what they exec is the fork's own code again.
+  - The child in between (left in the parent's PID namespace, with every capability in the
+    fork's user namespace and the parent's filter) only waits for the container's process and
+    ends as it does: what it could be made to do is what the parent can.
+  - The mappings of a fork's user namespace are written by the maker as container root (only a
+    process with CAP_SETUID in the worker's user namespace may map more than its own ID), so a
+    fork holds the same 65536 IDs as any container of the worker, and none of the host's.
+  - The fork's root mount comes from the maker's mount namespace, where it is locked: pivot_root
+    refuses a locked mount, so the init binds it onto itself first (its children stay locked,
+    as they should: they cannot be unmounted to show what is below).
+  - Limits: the child waits, after its setns, until the worker has moved it into the fork's
+    cgroups (forkns.join's `go`), so that what runs in the fork's PID namespace is held by the
+    fork's memory, CPU and pids limits from its start (the test's fork is killed at its memory
+    limit, and the kill is counted in its own cgroup).
+  - The fork's root is made as a container's (sandbox.setup_root: the image's layers and its
+    own writable layer, idmapped, its binds and volumes), except that its /proc, /sys and the
+    pivot are its init's; its network is the worker's usual one (a veth, NAT, the firewall),
+    attached to the fork's own network namespace (network.attach(of_pid=)), since it could not
+    join one of host root's.
+Making a fork's namespaces took 48 to 70 ms (medians; 14 to 22 ms of it the maker's interpreter),
+joining them 4 to 5 ms (bench/forkns.py, a busy machine; BENCHMARKS.md): they are to be made
+ahead, as spares are, so that only the join is on the cold-start path.
+What is left before the container backend runs parents (until then it runs none): the parent in
+a sandbox of its own (sandbox.py with forkns.confine_parent() in place of confine(), and
+/ember/lib for its code); the worker's side (the maker run with a container's spec, namespaces
+made ahead, their descriptors sent with the fork request, the child's host PID found from the
+parent's PID namespace, `go` once it is in its cgroups, a disk, a network and cgroups per fork
+as _launch makes them); the fork's log and exec agent (its init); and the worker's forks tested
+as tests/test_escape.py tests the building blocks now: its attacks, run in a fork of the real
+image by a stand-in parent (tests/test_forkns.py's), are all refused.
 """
 
 import asyncio
@@ -59,10 +119,12 @@ START_AFTER = 0.25   # seconds after the cold start that asks for a parent: that
 
 def key_of(sc: api_pb2.StartContainer) -> str:
     """What a parent holds imported: the image, and the function's code and env= (the same for
-    every function of one module, and across runs of an app whose code did not change)."""
+    every function of one module, and across runs of an app whose code did not change), for
+    one workspace: code and images are named by their bytes, and another workspace's import of
+    the same bytes is still not one its containers may be forked from."""
     d = sc.definition
     h = hashlib.sha256()
-    for part in (sc.image.image_id, d.module, d.code_blob_id, json.dumps(sorted(d.env.items()))):
+    for part in (sc.workspace, sc.image.image_id, d.module, d.code_blob_id, json.dumps(sorted(d.env.items()))):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:16]
 

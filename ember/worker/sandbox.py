@@ -127,7 +127,9 @@ def bind(src, target, read_only, userns_fd=None):
         mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def setup_root(spec, userns_fd):
+def setup_root(spec, userns_fd, for_fork: bool = False):
+    """Mount the container's root and pivot into it. `for_fork`: a forked container's root
+    (forkns.py), whose /proc, /sys and pivot are its init's, in the namespaces made for it."""
     root = spec["root"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     if userns_fd is not None:
@@ -146,17 +148,9 @@ def setup_root(spec, userns_fd):
     mount("overlay", root, "overlay", 0,
           f"lowerdir={':'.join(spec['lowers'])},upperdir={spec['upper']},workdir={spec['work']}")
     os.makedirs(f"{root}/proc", exist_ok=True)
-    mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for p in ("sys", "sysrq-trigger", "irq", "bus"):  # the kernel's knobs stay read-only
-        target = f"{root}/proc/{p}"
-        if os.path.exists(target):
-            mount(target, target, None, MS_BIND | MS_REC)
-            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     os.makedirs(f"{root}/sys", exist_ok=True)
-    try:
-        mount("sysfs", f"{root}/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    except SetupError:
-        pass  # not allowed in every setup; programs cope without /sys
+    if not for_fork:
+        mount_proc_and_sys(root)
     dev = f"{root}/dev"
     os.makedirs(dev, exist_ok=True)
     owner = "" if userns_fd is None else f",uid={spec['userns_base']},gid={spec['userns_base']}"
@@ -178,6 +172,8 @@ def setup_root(spec, userns_fd):
               f"lowerdir={v['lower']},upperdir={v['upper']},workdir={v['work']}")
         if v.get("read_only"):  # Volume.read_only(): writes there fail (EROFS); the container cannot remount
             mount(None, root + v["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    if for_fork:
+        return
     # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the new.
     os.chdir(root)
     if SYS_PIVOT_ROOT is not None:
@@ -187,6 +183,20 @@ def setup_root(spec, userns_fd):
         mount(root, "/", None, 8192)  # MS_MOVE
         os.chroot(".")
     os.chdir("/")
+
+
+def mount_proc_and_sys(root):
+    """The container's /proc (of the PID namespace this process is in) and a read-only /sys."""
+    mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for p in ("sys", "sysrq-trigger", "irq", "bus"):  # the kernel's knobs stay read-only
+        target = f"{root}/proc/{p}"
+        if os.path.exists(target):
+            mount(target, target, None, MS_BIND | MS_REC)
+            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    try:
+        mount("sysfs", f"{root}/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except SetupError:
+        pass  # not allowed in every setup; programs cope without /sys
 
 
 def drop_bounding_caps():
@@ -299,8 +309,9 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
-    """The filter for this machine, as (code, jt, jf, k) instructions."""
+def seccomp_program(machine: str, allow: frozenset[str] = frozenset()) -> list[tuple[int, int, int, int]]:
+    """The filter for this machine, as (code, jt, jf, k) instructions; `allow`: calls of DENY it
+    lets through (a warm parent's setns, forkns.py)."""
     audit_arch, nr = SYSCALLS[machine]
     prog: list[tuple] = []  # jump targets as label names until the end
     labels: dict[str, int] = {}
@@ -318,7 +329,7 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
     if machine == "x86_64":
         ins(_JSET, X32_SYSCALL_BIT, jt="eperm")
     for name in DENY:
-        if name in nr:
+        if name in nr and name not in allow:
             ins(_JEQ, nr[name], jt="eperm")
     ins(_JEQ, nr["clone3"], jt="enosys")
     ins(_JEQ, nr["clone"], jt="clone")
@@ -349,12 +360,12 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def install_seccomp():
+def install_seccomp(allow: frozenset[str] = frozenset()):
     """no_new_privs, then the filter: from here on, in this process and all it starts."""
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
     if MACHINE not in SYSCALLS:
         return  # the worker says so when it starts (describe())
-    prog = seccomp_program(MACHINE)
+    prog = seccomp_program(MACHINE, allow)
     insns = (_SockFilter * len(prog))(*(_SockFilter(*i) for i in prog))
     fprog = _SockFprog(len(prog), insns)
     _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "install the seccomp filter")
