@@ -266,6 +266,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         self.builds = sched.builds
         self.heartbeat_interval = heartbeat_interval
         self.transport_port = 0  # where the frame transport listens, once it does (main.py); 0: it does not
+        self.transport_unix_path = ""  # or the unix socket it listens on, for a control plane on one
         self.objects = Objects(sched.store)
         self.secrets = secrets
         self.tokens = tokens
@@ -778,7 +779,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         return self.objects.volume_commit(workspace, req)
 
     async def TransportEndpoint(self, req, context, who):
-        return api_pb2.TransportEndpointResponse(port=self.transport_port)
+        return api_pb2.TransportEndpointResponse(port=self.transport_port, unix_path=self.transport_unix_path)
 
     async def ObjectStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)
