@@ -1,6 +1,7 @@
 """What Dict, Queue and Volume share: a name (or an ephemeral id), looked up on first use, and
 `Cls.objects`, the workspace's named objects of the kind (Modal's object managers)."""
 
+import asyncio
 import builtins
 import contextlib
 import re
@@ -113,6 +114,7 @@ class NamedObject:
         self._name = name
         self._create = create_if_missing
         self._object_id = object_id
+        self._lookup: asyncio.Future | None = None  # the lookup by name under way (see _id)
 
     @classmethod
     def _check_create_options(cls, options: dict, what: str):
@@ -187,8 +189,20 @@ class NamedObject:
 
     async def _id(self) -> str:
         if self._object_id is None:
-            resp = await Client.from_env().rpc("ObjectGet", api_pb2.ObjectGetRequest(
-                kind=self._kind_proto(), name=self.name, create_if_missing=self._create))
+            # One lookup for every operation started before it answers, which then go on in the
+            # order they started (a future wakes its waiters in order): each with a lookup of its
+            # own would go on in the order their answers came, and puts could overtake one another.
+            lookup = self._lookup
+            if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
+                request = api_pb2.ObjectGetRequest(kind=self._kind_proto(), name=self.name,
+                                                   create_if_missing=self._create)
+                lookup = self._lookup = asyncio.ensure_future(Client.from_env().rpc("ObjectGet", request))
+            try:
+                resp = await asyncio.shield(lookup)  # a caller cancelled: the others still wait for it
+            except BaseException:
+                if lookup.done() and self._lookup is lookup:
+                    self._lookup = None  # failed: the next operation looks it up again
+                raise
             self._object_id = resp.object_id
         return self._object_id
 
