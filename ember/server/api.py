@@ -807,10 +807,14 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                 validate.object_op(op)
                 if op.WhichOneof("op") == "dict":
                     answer(op.tag, objects.dict_op(workspace, op.dict))
-                elif objects.may_wait(workspace, op.queue):
-                    asyncio.get_running_loop().create_task(wait_for_item(op))
+                    return
+                # A get takes what is there now in this turn (one query); only one that finds
+                # nothing and may wait for an item goes on in a task of its own.
+                result = objects.queue_op_now(workspace, op.queue)
+                if result.values or not objects.may_wait(op.queue):
+                    answer(op.tag, result)
                 else:
-                    answer(op.tag, objects.queue_op_now(workspace, op.queue))
+                    asyncio.get_running_loop().create_task(wait_for_item(op))
             except (ObjectError, validate.Invalid) as e:
                 answer(op.tag, error=e)
             except DiskFull as e:
