@@ -231,10 +231,11 @@ def transport() -> str:
 
 
 def frames_reach(url: str) -> bool:
-    """Whether a frame connection can go where url goes: not over a unix socket, nor from inside
-    a container (EMBER_CONTAINER_ID): its address of the control plane is a relay or a
-    translation of gRPC's port alone (worker/container.py), and another port could hang."""
-    return not url.startswith("unix:") and not os.environ.get("EMBER_CONTAINER_ID")
+    """Whether a frame connection can go where url goes: not from inside a container
+    (EMBER_CONTAINER_ID): its address of the control plane is a relay or a translation of gRPC's
+    port alone (worker/container.py), and another port could hang. (A control plane on a unix
+    socket serves frames on one beside it, which its clients on this machine reach.)"""
+    return not os.environ.get("EMBER_CONTAINER_ID")
 
 
 def client_tls() -> ssl.SSLContext:

@@ -10,11 +10,13 @@ import json
 import functools
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -96,9 +98,15 @@ def run_async(test):
 STORES = ["sqlite", "postgres"]
 
 
-def on_both_stores(fixture: str = "cluster"):
-    """Run a test twice, its `cluster` (or the fixture named) on SQLite and on PostgreSQL."""
-    return pytest.mark.parametrize(fixture, STORES, indirect=True)
+def on_both_stores(fixture: str = "cluster", unix: bool = False):
+    """Run a test twice, its `cluster` (or the fixture named) on SQLite and on PostgreSQL; with
+    unix, a third time on SQLite with the control plane on a unix socket (Cluster's "unix")."""
+    return pytest.mark.parametrize(fixture, [*STORES, "unix"] if unix else STORES, indirect=True)
+
+
+def on_tcp_and_unix(fixture: str = "cluster"):
+    """Run a test twice, its `cluster` (or the fixture named) on TCP and on a unix socket."""
+    return pytest.mark.parametrize(fixture, ["sqlite", "unix"], indirect=True)
 
 
 # Clusters started and not stopped, and those stopped during the current test (often in its own
@@ -128,12 +136,18 @@ class Cluster:
     """A control plane and workers on loopback, each its own process."""
 
     def __init__(self, tmp: pathlib.Path, app_timeout: float = 20, host: str = "127.0.0.1", store: str = "sqlite"):
+        """store: "sqlite" or "postgres"; or "unix", SQLite with the control plane on a unix
+        socket rather than TCP (as the embedded local cluster's: frames on a unix socket too)."""
         self.tmp = tmp
         self.database_url = services.postgres_url() if store == "postgres" else None
         self.app_timeout = app_timeout
         self.host = host  # where the control plane listens (test_hosts.py: a bridge's address)
         self.port = free_port()
         self.url = f"{host}:{self.port}"
+        # A short directory: a unix socket's path is limited to about 100 bytes.
+        self.sock_dir = pathlib.Path(tempfile.mkdtemp(prefix="ember-test-")) if store == "unix" else None
+        if self.sock_dir:
+            self.url = f"unix:{self.sock_dir}/ember.sock"
         self.http_port = free_port()
         self.web_url = f"http://{host}:{self.http_port}"
         self.dashboard_port = free_port()
@@ -154,8 +168,11 @@ class Cluster:
             self.dashboard_url = f"https://{self.host}:{self.dashboard_port}"
         log = open(self.logs / "server.log", "ab")
         self.ready_file.unlink(missing_ok=True)
+        if self.sock_dir:
+            self.sock_dir.mkdir(exist_ok=True)  # (again, after a stop())
         self.server = subprocess.Popen(
-            [PY, "-m", "ember.cli.main", "server", "--host", self.host, "--port", str(self.port),
+            [PY, "-m", "ember.cli.main", "server",
+             *(["--address", self.url] if self.sock_dir else ["--host", self.host, "--port", str(self.port)]),
              "--ready-file", str(self.ready_file),
              "--data-dir", str(self.tmp / "server"), "--http", f"{self.host}:{self.http_port}",
              "--dashboard", f"{self.host}:{self.dashboard_port}",
@@ -216,6 +233,8 @@ class Cluster:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if self.sock_dir:
+            shutil.rmtree(self.sock_dir, ignore_errors=True)
 
     def log(self, name="server") -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")

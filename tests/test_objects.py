@@ -1,5 +1,6 @@
 """Dicts and queues: every operation, from the caller and from containers, durable across a
-control-plane restart, and exact under many concurrent producers and consumers."""
+control-plane restart, and exact under many concurrent producers and consumers; on the frame
+transport (the default) over TCP and over a unix socket (as the embedded local cluster's)."""
 
 import asyncio
 import queue
@@ -9,13 +10,13 @@ import threading
 
 import objects_app
 import pytest
-from conftest import ROOT, on_both_stores, wait_for
+from conftest import ROOT, on_both_stores, on_tcp_and_unix, wait_for
 
 import ember
 from ember import exception
 
 
-@on_both_stores()
+@on_both_stores(unix=True)
 def test_dict_operations(cluster):
     d = ember.Dict.from_name("settings", create_if_missing=True)
     d["a"] = 1
@@ -37,6 +38,7 @@ def test_dict_operations(cluster):
     assert len(d) == 0
 
 
+@on_tcp_and_unix()
 def test_missing_names_and_ephemeral_objects(cluster):
     ember.Dict.from_name("exists", create_if_missing=True).put("k", "v")
     with pytest.raises(exception.NotFoundError, match="no dict named 'nope'.*exists"):
@@ -54,6 +56,7 @@ def test_missing_names_and_ephemeral_objects(cluster):
         ember.Dict.from_name("exists").get("k")
 
 
+@on_tcp_and_unix()
 def test_queue_operations(cluster):
     q = ember.Queue.from_name("jobs", create_if_missing=True)
     q.put(1)
@@ -76,6 +79,7 @@ def test_queue_operations(cluster):
     assert q.len(total=True) == 0
 
 
+@on_tcp_and_unix()
 def test_async_twins(cluster):
     d = ember.Dict.from_name("aio", create_if_missing=True)
     q = ember.Queue.from_name("aio-q", create_if_missing=True)
@@ -92,6 +96,7 @@ def test_async_twins(cluster):
     assert list(q.iterate()) == [2, 3] and d["k"] == [1]
 
 
+@on_tcp_and_unix()
 def test_operations_keep_their_order_while_the_socket_is_full(cluster):
     # 12 MB of puts at once: the first go out in their caller's turn, the socket's buffer fills,
     # and the rest wait their turn (on both sides): none may overtake another.
@@ -107,6 +112,7 @@ def test_operations_keep_their_order_while_the_socket_is_full(cluster):
     assert d["k"] == len(values) - 1
 
 
+@on_tcp_and_unix()
 def test_a_blocked_get_wakes_when_an_item_arrives(cluster):
     q = ember.Queue.from_name("wake", create_if_missing=True)
     got = []
@@ -118,6 +124,7 @@ def test_a_blocked_get_wakes_when_an_item_arrives(cluster):
     assert got == ["hello"]
 
 
+@on_tcp_and_unix()
 def test_functions_use_dicts_and_queues_passed_in_or_by_name(cluster):
     with objects_app.app.run():
         d = ember.Dict.from_name("shared", create_if_missing=True)
@@ -129,7 +136,7 @@ def test_functions_use_dicts_and_queues_passed_in_or_by_name(cluster):
             assert q.get_many(10) == [0, 1, 2, 3, 4]
 
 
-@on_both_stores()
+@on_both_stores(unix=True)
 def test_many_producers_and_consumers_lose_and_duplicate_nothing(cluster):
     with objects_app.app.run(), ember.Queue.ephemeral() as q:
         consumers = [objects_app.consume.spawn(q) for _ in range(4)]
@@ -139,7 +146,7 @@ def test_many_producers_and_consumers_lose_and_duplicate_nothing(cluster):
     assert len(got) == 2000 and set(got) == set(range(2000))
 
 
-@on_both_stores()
+@on_both_stores(unix=True)
 def test_dicts_and_queues_survive_a_control_plane_restart(cluster):
     ember.Dict.from_name("durable", create_if_missing=True)["k"] = "kept"
     ember.Queue.from_name("durable-q", create_if_missing=True).put_many(["x", "y"])
@@ -149,6 +156,7 @@ def test_dicts_and_queues_survive_a_control_plane_restart(cluster):
     assert ember.Queue.from_name("durable-q").get_many(5) == ["x", "y"]
 
 
+@on_tcp_and_unix()
 def test_cli_lists_creates_reads_clears_and_deletes(cluster):
     def ember_cli(*args):
         return subprocess.run([sys.executable, "-m", "ember.cli.main", *args], capture_output=True, text=True,

@@ -407,3 +407,93 @@ def test_a_killed_leader_s_clients_go_on_at_the_new_leader_on_frames(tmp_path):
             writes.check()
         assert pair.leader()[0].endswith(str(pair.ports[1]))
         assert connections_to(frame_port()) == 1  # on frames there too
+
+
+# ---- frames over a unix socket (a control plane listening on one: the embedded local cluster's)
+
+def frames_path() -> str:
+    client = Client.from_env()
+    return client.run(client.rpc("TransportEndpoint", api_pb2.Empty())).unix_path
+
+
+def frame_connections_at(path: str) -> int:
+    """How many connections the frame server on the unix socket `path` holds now: its accepted
+    sockets carry the socket's path (/proc/net/unix), in state 03, connected."""
+    rows = (line.split() for line in pathlib.Path("/proc/net/unix").read_text().splitlines()[1:])
+    return sum(1 for row in rows if len(row) == 8 and row[7] == path and row[5] == "03")
+
+
+def unix_exchange(path: str, data: bytes) -> list[tuple[int, bytes]]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(20)
+        sock.connect(path)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        return received(sock)
+
+
+@pytest.fixture(scope="module")
+def unix_plane(tmp_path_factory):
+    """A control plane on a unix socket, and a worker, for this process's clients."""
+    c = Cluster(tmp_path_factory.mktemp("frames-unix"), store="unix")
+    c.start_server()
+    c.start_worker()
+    with used(c):
+        yield c
+
+
+def test_frames_on_a_unix_socket_refuse_whoever_grpc_refuses(unix_plane):
+    path = frames_path()
+    grpc_socket = unix_plane.url.removeprefix("unix:")
+    assert path == grpc_socket + ".frames" and os.stat(path).st_mode == os.stat(grpc_socket).st_mode
+    d = ember.Dict.from_name("a-secrets", create_if_missing=True)
+    d["k"] = "a-data"
+    assert frame_connections_at(path) == 1  # this process's object stream is on it
+    admin = (os.environ["EMBER_TOKEN_ID"], os.environ["EMBER_TOKEN_SECRET"])
+    cli({}, "workspace", "create", "b")
+    b_token = json.loads(cli({}, "token", "new", "--workspace", "b", "--json"))
+    worker = json.loads(unix_plane.worker_token_file.read_text())
+    get = api_pb2.ObjectOp(tag=1, dict=api_pb2.DictRequest(dict_id=d.object_id, op=api_pb2.DictRequest.GET,
+                                                           keys=[ember.dict._dumps("k", "key")]))
+    clear = api_pb2.ObjectOp(tag=2, dict=api_pb2.DictRequest(dict_id=d.object_id, op=api_pb2.DictRequest.CLEAR))
+    ops = frame(MESSAGE, get) + frame(MESSAGE, clear) + frame(STATUS, api_pb2.TransportStatus())
+
+    # Reaching the socket proves nobody's identity: the same token check as on TCP.
+    code, details = status_of(unix_exchange(path, hello(("", "")) + ops))
+    assert code == "UNAUTHENTICATED" and "carries no Ember token" in details
+    code, details = status_of(unix_exchange(path, hello((admin[0], "guessed")) + ops))
+    assert code == "UNAUTHENTICATED" and "not valid" in details
+    code, details = status_of(unix_exchange(path, hello((worker["token_id"], worker["token_secret"])) + ops))
+    assert code == "PERMISSION_DENIED" and "worker credential" in details
+    replies = unix_exchange(path, hello((b_token["token_id"], b_token["token_secret"])) + ops)
+    assert status_of(replies) == ("OK", "")
+    results = [api_pb2.ObjectOpResult.FromString(body) for kind, body in replies if kind == MESSAGE]
+    assert [(r.tag, r.not_found) for r in results] == [(1, True), (2, True)]
+    assert unix_exchange(path, hello((admin[0], "x" * (1 << 20)))) == []  # not read before a token is proved
+    assert d["k"] == "a-data"  # A's data untouched; and with A's token, the stream works
+    replies = unix_exchange(path, hello(admin) + ops)
+    assert status_of(replies) == ("OK", "")
+    assert [r.tag for r in (api_pb2.ObjectOpResult.FromString(b) for k, b in replies if k == MESSAGE)] == [1, 2]
+    assert len(d) == 0
+
+
+def test_the_embedded_local_cluster_serves_and_uses_frames(tmp_path):
+    script = """
+import json, pathlib, ember
+from ember._client.client import Client
+from ember.proto import api_pb2
+""" + inspect.getsource(frames_path) + inspect.getsource(frame_connections_at) + """
+app = ember.App("embedded")
+@app.function()
+def inc(x):
+    return x + 1
+with app.run():  # no server configured: the embedded local cluster
+    d = ember.Dict.from_name("embedded", create_if_missing=True)
+    d["k"] = inc.remote(1)
+    print(json.dumps([d["k"], frame_connections_at(frames_path())]))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("EMBER_SERVER_URL", "EMBER_TOKEN_ID", "EMBER_TOKEN_SECRET")}
+    env["EMBER_HOME"] = str(tmp_path / "home")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == [2, 2]  # the call stream and the object stream, on frames

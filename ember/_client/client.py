@@ -176,6 +176,8 @@ class Client:
             if unavailable(e):
                 raise
             return None  # an older control plane (UNIMPLEMENTED), or refused: gRPC's stream says why
+        if url.startswith("unix:"):
+            return await self._frames_unix(url, endpoint.unix_path)
         if not endpoint.port:
             return None
         try:
@@ -187,6 +189,17 @@ class Client:
                                           FRAMES_CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError, exception.Error) as e:  # (ssl.SSLError is an OSError)
             log.warning("the frame transport of %s cannot be reached (%s): using gRPC", url, e)
+            return None
+
+    async def _frames_unix(self, url: str, path: str):
+        """The frame connection of a control plane on a unix socket: at the path it gave (None if
+        it serves none there, or it cannot be reached: gRPC then)."""
+        if not path:
+            return None
+        try:
+            return await asyncio.wait_for(_transport.connect_unix(path), FRAMES_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as e:
+            log.warning("the frame transport of %s cannot be reached at %s (%s): using gRPC", url, path, e)
             return None
 
     # ---- payloads

@@ -1385,10 +1385,12 @@ class ObjectOpResult(_message.Message):
     def __init__(self, tag: _Optional[int] = ..., dict: _Optional[_Union[DictResponse, _Mapping]] = ..., queue: _Optional[_Union[QueueResponse, _Mapping]] = ..., error: _Optional[str] = ..., not_found: _Optional[bool] = ..., disk_full: _Optional[bool] = ...) -> None: ...
 
 class TransportEndpointResponse(_message.Message):
-    __slots__ = ("port",)
+    __slots__ = ("port", "unix_path")
     PORT_FIELD_NUMBER: _ClassVar[int]
+    UNIX_PATH_FIELD_NUMBER: _ClassVar[int]
     port: int
-    def __init__(self, port: _Optional[int] = ...) -> None: ...
+    unix_path: str
+    def __init__(self, port: _Optional[int] = ..., unix_path: _Optional[str] = ...) -> None: ...
 
 class TransportHello(_message.Message):
     __slots__ = ("method", "token_id", "token_secret")

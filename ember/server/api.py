@@ -266,6 +266,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         self.builds = sched.builds
         self.heartbeat_interval = heartbeat_interval
         self.transport_port = 0  # where the frame transport listens, once it does (main.py); 0: it does not
+        self.transport_unix_path = ""  # or the unix socket it listens on, for a control plane on one
         self.objects = Objects(sched.store)
         self.secrets = secrets
         self.tokens = tokens
@@ -778,7 +779,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         return self.objects.volume_commit(workspace, req)
 
     async def TransportEndpoint(self, req, context, who):
-        return api_pb2.TransportEndpointResponse(port=self.transport_port)
+        return api_pb2.TransportEndpointResponse(port=self.transport_port, unix_path=self.transport_unix_path)
 
     async def ObjectStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)
@@ -806,10 +807,14 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                 validate.object_op(op)
                 if op.WhichOneof("op") == "dict":
                     answer(op.tag, objects.dict_op(workspace, op.dict))
-                elif objects.may_wait(workspace, op.queue):
-                    asyncio.get_running_loop().create_task(wait_for_item(op))
+                    return
+                # A get takes what is there now in this turn (one query); only one that finds
+                # nothing and may wait for an item goes on in a task of its own.
+                result = objects.queue_op_now(workspace, op.queue)
+                if result.values or not objects.may_wait(op.queue):
+                    answer(op.tag, result)
                 else:
-                    answer(op.tag, objects.queue_op_now(workspace, op.queue))
+                    asyncio.get_running_loop().create_task(wait_for_item(op))
             except (ObjectError, validate.Invalid) as e:
                 answer(op.tag, error=e)
             except DiskFull as e:

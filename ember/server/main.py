@@ -128,7 +128,9 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     bound = _listen(server, address, server_tls)
     await server.start()
     frames = FrameServer(clients)
-    if not address.startswith("unix:"):  # a unix socket's clients are this machine's: gRPC is enough there
+    if address.startswith("unix:"):
+        clients.transport_unix_path = await frames.start_unix(address[5:].removeprefix("//"))
+    else:
         clients.transport_port = await frames.start(address.rpartition(":")[0], frames_port, server_tls)
     await healthy.set("", health_pb2.HealthCheckResponse.SERVING)
     serving.set()

@@ -133,11 +133,10 @@ class Objects:
 
     # ------------------------------------------------------------------ queues
 
-    def may_wait(self, workspace: str, req: api_pb2.QueueRequest) -> bool:
-        """A get that finds nothing now would wait: it needs a task of its own."""
-        return (req.op == QueueOp.GET and req.timeout > 0
-                and self._owner(req.queue_id) == (workspace, "queue")
-                and self.store.queue_len(req.queue_id, req.partition) == 0)
+    @staticmethod
+    def may_wait(req: api_pb2.QueueRequest) -> bool:
+        """A get that waits for an item if it finds none now (then it needs a task of its own)."""
+        return req.op == QueueOp.GET and req.timeout > 0
 
     async def queue_op(self, workspace: str, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:
         if req.op == QueueOp.GET:

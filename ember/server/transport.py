@@ -7,13 +7,18 @@ the stream then runs the very handler gRPC runs, with the principal that check p
 handler's end means (a revoked token, a full disk, a lost lease) reaches the client as the
 same status code gRPC would give. Only the leader listens (main.py starts this once it leads,
 and stops it with gRPC): a standby has no frame endpoint, so clients ask it over gRPC first and
-are sent to the leader there.
+are sent to the leader there. A control plane on a unix socket (the embedded local cluster's)
+serves frames on a unix socket beside it (start_unix): the token is checked there all the same,
+since being able to open a socket on this machine proves nobody's identity.
 """
 
 import asyncio
 import contextlib
 import logging
+import os
+import pathlib
 import ssl
+import stat
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -28,6 +33,7 @@ from .tls import ServerTLS
 
 HELLO_TIMEOUT = 10.0  # seconds for a new connection to say who it is
 HELLO_LIMIT = 64 * 1024  # bytes of a frame before the connection has proved who it is
+UNIX_PATH_MAX = 107  # bytes of a unix socket's path at most (sun_path, less its terminating NUL)
 # The streams served here, by their RPC's name: the type of their requests.
 STREAMS = {"CallStream": api_pb2.CallRequest, "ObjectStream": api_pb2.ObjectOp}
 log = logging.getLogger("ember.server")
@@ -44,6 +50,7 @@ class FrameServer:
     def __init__(self, service: ClientService):
         self.service = service
         self.server: asyncio.Server | None = None
+        self.unix_path: str | None = None  # the unix socket it listens on, if it does (removed at stop)
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task] = set()
 
@@ -58,10 +65,30 @@ class FrameServer:
                                          "pass another --frames-port, or 0 for any free one") from None
         return self.server.sockets[0].getsockname()[1]
 
+    async def start_unix(self, grpc_path: str) -> str:
+        """Listen on a unix socket beside gRPC's at grpc_path, with its permissions; its path
+        ("" where that path would be too long for a unix socket: then clients use gRPC)."""
+        path = grpc_path + ".frames"
+        if len(os.fsencode(path)) > UNIX_PATH_MAX:
+            log.warning("no frame transport beside %s: the path %s is too long for a unix socket (a shorter "
+                        "--address path gives it one); clients use gRPC", grpc_path, path)
+            return ""
+        pathlib.Path(path).unlink(missing_ok=True)  # a stale one, left by a control plane that was killed
+        try:
+            self.server = await asyncio.get_running_loop().create_unix_server(self._connection, path)
+            os.chmod(path, stat.S_IMODE(os.stat(grpc_path).st_mode))  # whoever may reach gRPC's, and no one else
+        except OSError as e:
+            raise exception.InvalidError(f"the frame transport cannot listen on {path} ({e.strerror}): pass "
+                                         "another --address") from None
+        self.unix_path = path
+        return path
+
     async def stop(self):
         """Close the listener and every connection: their clients reconnect (to the leader)."""
         if self.server is not None:
             self.server.close()
+        if self.unix_path is not None:
+            pathlib.Path(self.unix_path).unlink(missing_ok=True)
         for conn in list(self.connections):
             conn.close()
         for task in list(self.tasks):

@@ -60,9 +60,17 @@ def number(field: str, value: float, *, low: float = 0.0, above: bool = False, h
         raise Invalid(field, f"must be {bound} (got {value:g})")
 
 
+# Each enum's values, by its full name: enum.values() makes a new list each time, and dict and
+# queue operations check theirs on every request.
+_VALUES: dict[str, frozenset[int]] = {}
+
+
 def known(field: str, enum, value: int, *, unspecified_ok: bool = False):
     """An enum value this control plane knows (a newer client may send one it does not)."""
-    if value not in enum.values() or (value == 0 and not unspecified_ok):
+    values = _VALUES.get(enum.DESCRIPTOR.full_name)
+    if values is None:
+        values = _VALUES[enum.DESCRIPTOR.full_name] = frozenset(enum.values())
+    if value not in values or (value == 0 and not unspecified_ok):
         names = ", ".join(n for n in enum.keys() if not n.endswith("UNSPECIFIED"))
         raise Invalid(field, f"must be one of {names} (got {value})")
 
