@@ -1,0 +1,122 @@
+"""Memory snapshots on the container backend (enable_memory_snapshot=True): containers of a
+deployed class restored from a CRIU checkpoint taken in a container of its image, each in a
+container of its own, held as any other (the escape suite's attacks run in one)."""
+
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import ember
+import escape_app
+from conftest import ROOT, wait_for
+from test_escape import check_refused, host_paths
+
+# Appended to escape_app's source: its attacks, from a restored container.
+SNAPPED = '''
+
+import threading, uuid
+
+@app.cls(image=base, enable_memory_snapshot=True, scaledown_window=2)
+class Snapped:
+    @ember.enter(snap=True)
+    def load(self):
+        self.state = "{version}-" + uuid.uuid4().hex
+        self.weights = bytearray(8 << 20)
+        self.taken_as = os.environ.get("EMBER_CONTAINER_ID", "nobody")  # a snapshot is no container's
+        self.taken_pid = os.getpid()
+
+    @ember.enter(snap=False)
+    def connect(self):
+        self.container = os.environ["EMBER_CONTAINER_ID"]
+
+    @ember.method()
+    def info(self):
+        with open("/proc/self/cgroup") as f:
+            cgroups = f.read()
+        note = "/usr/local/share/note-" + self.container
+        with open(note, "w") as f:  # its own writable layer: no other container sees it
+            f.write("mine")
+        return {{"state": self.state, "weights": len(self.weights), "container": self.container,
+                 "taken_as": self.taken_as, "same_pid": os.getpid() == self.taken_pid, "cgroups": cgroups,
+                 "notes": sorted(n for n in os.listdir("/usr/local/share") if n.startswith("note-"))}}
+
+    @ember.method()
+    def attack(self, host_paths):
+        return attempts(host_paths)
+
+    @ember.method()
+    def leave(self):
+        # The container ends once it answered: the next call needs a new one.
+        threading.Timer(0.2, os._exit, (0,)).start()
+'''
+
+
+@pytest.fixture(scope="module")
+def cluster(container_cluster):
+    return container_cluster
+
+
+def deploy(cluster, version):
+    path = cluster.tmp / "snapescape.py"
+    path.write_text(pathlib.Path(escape_app.__file__).read_text() + textwrap.dedent(SNAPPED.format(version=version)))
+    out = subprocess.run([sys.executable, "-m", "ember.cli.main", "deploy", str(path), "--name", "snapescape"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+
+
+def fresh(cluster, method="info", *args):
+    """What `method` answers in a container started for this call (which ends after it)."""
+    model = ember.Cls.from_name("snapescape", "Snapped")()
+    info = model.info.remote()
+    out = info if method == "info" else getattr(model, method).remote(*args)
+    model.leave.remote()
+    wait_for(lambda: f"container {info['container']} exited" in cluster.log("worker-w1"), what="the container to end",
+             timeout=60)
+    return info, out
+
+
+def restored_ids(cluster) -> set[str]:
+    return set(re.findall(r"container (\S+) started \(pid \d+, restored from its memory snapshot\)",
+                          cluster.log("worker-w1")))
+
+
+def test_restored_containers_keep_snap_state_and_are_held_as_any(cluster):
+    deploy(cluster, "v1")
+    (first, _), (second, _) = fresh(cluster), fresh(cluster)
+    # Two containers, both restored from one snapshot: its state, taken once, in no container's name.
+    assert first["container"] != second["container"]
+    assert {first["container"], second["container"]} <= restored_ids(cluster)
+    assert first["state"] == second["state"] and first["state"].startswith("v1-")
+    assert first["weights"] == second["weights"] == 8 << 20
+    assert first["taken_as"] == second["taken_as"] == "nobody" and first["same_pid"]
+    # Each in its own cgroups (with its limits, not the snapshot's container's), on its own disk.
+    for info in (first, second):
+        assert info["container"] in info["cgroups"]
+        assert info["notes"] == [f"note-{info['container']}"]
+
+    # The escape suite's attacks fail in a restored container, as in any (it runs without the
+    # user namespace: container root is host root, held by the rest).
+    paths = host_paths(cluster)
+    info, out = fresh(cluster, "attack", paths)
+    assert info["container"] in restored_ids(cluster)
+    check_refused(out, paths, user_namespace=False)
+
+    # A corrupt snapshot: the container starts afresh all the same, and the worker says why.
+    (snap,) = [d for d in (cluster.tmp / "w1" / "memory-snapshots").iterdir() if (d / "meta.json").exists()]
+    for image in (snap / "images").glob("pstree*.img"):
+        image.write_bytes(b"\0garbage" * 8)
+    third, _ = fresh(cluster)
+    assert third["state"] != first["state"] and third["state"].startswith("v1-")
+    assert third["container"] not in restored_ids(cluster)
+    log = cluster.log("worker-w1")
+    assert "memory snapshot of Snapped not used" in log and "restore failed" in log
+
+    # A redeploy with changed code takes a new snapshot, and its containers run the new code.
+    deploy(cluster, "v2")
+    (fourth, _), (fifth, _) = fresh(cluster), fresh(cluster)
+    assert fourth["state"].startswith("v2-") and fourth["state"] == fifth["state"]
+    assert {fourth["container"], fifth["container"]} <= restored_ids(cluster)
