@@ -37,6 +37,7 @@ import socket
 import struct
 import sys
 import termios
+import time
 import warnings  # noqa: F401  os.execvpe imports it, after the pivot, where the host's library is gone
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -403,6 +404,17 @@ def restore(r) -> int:
     # numbers: criu's own stdin must be one it may use (not the copy's).
     moved = {fd: 100 + i for i, (fd, _) in enumerate(r["inherit"])}
     inherit = [a for fd, resource in r["inherit"] for a in ("--inherit-fd", f"fd[{moved[fd]}]:{resource}")]
+    where = ["-D", r["images"], "--work-dir", r["work_dir"], "-v1"]
+    # Its memory comes lazily (userfaultfd): criu's lazy-pages daemon, a child of this init,
+    # hands each page in as it is first touched and the rest in the background, so that the
+    # copy runs before its hundreds of MB are in place; it ends once it handed them all over.
+    socket_path = os.path.join(r["work_dir"], "lazy-pages.socket")
+    lazy = _spawn([*r["criu"], "lazy-pages", *where, "-o", "lazy-pages.log"])
+    while not os.path.exists(socket_path):  # listening: criu restore connects to it at once
+        done, status = os.waitpid(lazy, os.WNOHANG)
+        if done:
+            raise SetupError(f"criu lazy-pages failed ({describe_status(status)}; its log: lazy-pages.log)")
+        time.sleep(0.001)
     criu = os.fork()
     if criu == 0:
         try:
@@ -410,9 +422,9 @@ def restore(r) -> int:
                 os.dup2(fd, to)
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
-            os.execv(r["criu"][0], [*r["criu"], "restore", "--restore-detached", "--shell-job",
-                                    "--manage-cgroups=ignore", "-D", r["images"], "--work-dir", r["work_dir"],
-                                    "-o", "restore.log", "-v1", "--pidfile", pidfile, *inherit])
+            os.execv(r["criu"][0], [*r["criu"], "restore", "--restore-detached", "--shell-job", "--lazy-pages",
+                                    "--manage-cgroups=ignore", *where, "-o", "restore.log", "--pidfile", pidfile,
+                                    *inherit])
         finally:
             os._exit(126)
     _, status = os.waitpid(criu, 0)
@@ -420,6 +432,19 @@ def restore(r) -> int:
         raise SetupError(f"criu restore failed ({describe_status(status)}; its log: restore.log)")
     with open(pidfile) as f:
         return int(f.read())
+
+
+def _spawn(argv) -> int:
+    """Fork and exec argv with /dev/null as stdin; its PID."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(126)
+    return pid
 
 
 def describe_status(status: int) -> str:
