@@ -80,6 +80,7 @@ def fresh(cluster, method="info", *args):
 
 
 def restored_ids(cluster) -> set[str]:
+    """The containers restored from a snapshot (as they started, or ahead of need)."""
     return set(re.findall(r"container (\S+) started \(pid \d+, restored from its memory snapshot\)",
                           cluster.log("worker-w1")))
 
@@ -94,8 +95,9 @@ def test_restored_containers_keep_snap_state_and_are_held_as_any(cluster):
     assert first["weights"] == second["weights"] == 8 << 20
     assert first["taken_as"] == second["taken_as"] == "nobody" and first["same_pid"]
     # Each in its own cgroups (with its limits, not the snapshot's container's), on its own disk.
+    assert first["cgroups"] != second["cgroups"] and "-snap" not in first["cgroups"] + second["cgroups"]
+    assert "/ember/ct-" in first["cgroups"]
     for info in (first, second):
-        assert info["container"] in info["cgroups"]
         assert info["notes"] == [f"note-{info['container']}"]
 
     # The escape suite's attacks fail in a restored container, as in any (it runs without the
@@ -105,18 +107,21 @@ def test_restored_containers_keep_snap_state_and_are_held_as_any(cluster):
     assert info["container"] in restored_ids(cluster)
     check_refused(out, paths, user_namespace=False)
 
-    # A corrupt snapshot: the container starts afresh all the same, and the worker says why.
+    # A corrupt snapshot is found so as the next copy is restored (ahead of need): it is
+    # removed, the worker says why, and the next container has a snapshot taken anew.
     (snap,) = [d for d in (cluster.tmp / "w1" / "memory-snapshots").iterdir() if (d / "meta.json").exists()]
     for image in (snap / "images").glob("pstree*.img"):
         image.write_bytes(b"\0garbage" * 8)
-    third, _ = fresh(cluster)
-    assert third["state"] != first["state"] and third["state"].startswith("v1-")
-    assert third["container"] not in restored_ids(cluster)
-    log = cluster.log("worker-w1")
-    assert "memory snapshot of Snapped not used" in log and "restore failed" in log
+    third, _ = fresh(cluster)  # restored before the damage
+    wait_for(lambda: "memory snapshot of Snapped removed, it cannot be restored" in cluster.log("worker-w1"),
+             what="the corrupt snapshot's log line")
+    assert "restore failed" in cluster.log("worker-w1") and not snap.exists()
+    fourth, _ = fresh(cluster)
+    assert fourth["state"] != first["state"] and fourth["state"].startswith("v1-")
+    assert fourth["container"] in restored_ids(cluster)
 
     # A redeploy with changed code takes a new snapshot, and its containers run the new code.
     deploy(cluster, "v2")
-    (fourth, _), (fifth, _) = fresh(cluster), fresh(cluster)
-    assert fourth["state"].startswith("v2-") and fourth["state"] == fifth["state"]
-    assert {fourth["container"], fifth["container"]} <= restored_ids(cluster)
+    (fifth, _), (sixth, _) = fresh(cluster), fresh(cluster)
+    assert fifth["state"].startswith("v2-") and fifth["state"] == sixth["state"]
+    assert {fifth["container"], sixth["container"]} <= restored_ids(cluster)

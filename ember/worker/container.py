@@ -312,7 +312,7 @@ class ContainerBackend(RuntimeBackend):
                    EMBER_CODE_CACHE="/tmp/.ember-code", EMBER_EPHEMERAL_DISK_MB=str(disk.size_mb))
         if sc is None:
             env["EMBER_SPARE"] = "1"
-        elif snapshot is None or not snapshot.take:  # a snapshot holds no container's identity
+        elif snapshot is None:  # a snapshot's containers are told theirs later (container_snapshots.py)
             env.update(identity_env(sc))
         if snapshot is not None:
             binds += snapshot.binds
@@ -456,6 +456,7 @@ class ContainerBackend(RuntimeBackend):
         for box in self.spares.values():
             await self._discard(box)
         self.spares.clear()
+        await self.snapshots.close(self)
         await terminate_all(list(self.procs.values()))
         disks.clean_stale(self.root)  # what containers that had no time to clean up leave
         for relay in self.relays.values():

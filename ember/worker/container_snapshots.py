@@ -38,8 +38,10 @@ import os
 import pathlib
 import shutil
 
+from .._ids import new_id
 from ..proto import api_pb2
 from . import criu
+from .backend import identity_env
 from .memory_snapshots import MemorySnapshots, SnapshotError, _children, _identity
 from .procs import tail_of
 
@@ -50,6 +52,7 @@ IMAGES_DIR = "/ember/snapshot"
 CODE_DIR = "/ember/snapshot-code"  # the function's code, as the snapshot loaded it
 INIT_PATH = "/ember/snapshot-init.pb"
 WORK_DIR = "/.ember-restore"  # criu's log and pidfile, on the container's own disk
+MAX_READY = 2  # copies restored ahead of need, one per recently used snapshot: each holds its memory
 # The PID of a snapshot's runtime in its container, and of every copy: clear of the PIDs that
 # the init and criu take in a new container.
 FIRST_PID = 1000
@@ -58,20 +61,22 @@ FIRST_PID = 1000
 class SnapshotRun:
     """What a sandbox of a memory snapshot gets beyond a container's own (ContainerBackend._start)."""
 
-    def __init__(self, binds: list, env: dict, spec: dict, stdin, stdout, pass_fds: list[int], take: bool):
+    def __init__(self, binds: list, env: dict, spec: dict, stdin, stdout, pass_fds: list[int]):
         self.binds = binds
         self.env = env
         self.spec = spec
         self.stdin = stdin
         self.stdout = stdout  # None: the container's log
         self.pass_fds = pass_fds
-        self.take = take  # the snapshot's own container: it has no identity
 
 
 class ContainerSnapshots(MemorySnapshots):
     def __init__(self, root: pathlib.Path, cache_dir: pathlib.Path, runtime_dir: pathlib.Path, stub):
         super().__init__(root, cache_dir, runtime_dir, root / "unused-code", stub)
         self.noted = False
+        # By snapshot: a copy restored ahead of need, not yet anyone's (as a spare is), for the
+        # next container of its function; made as one starts.
+        self.ready: dict[str, asyncio.Task] = {}
 
     def unsupported(self, sc: api_pb2.StartContainer) -> str:
         if sc.gpu_indices:
@@ -98,11 +103,66 @@ class ContainerSnapshots(MemorySnapshots):
             async with self.locks.setdefault(key, asyncio.Lock()):
                 if not (snap / "meta.json").exists():
                     await self._take_in_container(backend, sc, snap)
-            return await self._restore_in_container(backend, sc, snap)
+            box = await self.ready.pop(key) if key in self.ready else None
+            if box is not None and not await self._tell(backend, box, sc):
+                box = None
+            if box is None:
+                box = await self._restore_in_container(backend, sc, snap, sc.container_id)
+                if not await self._tell(backend, box, sc):
+                    raise SnapshotError("its restored copy ended at once")
         except (criu.CriuUnavailable, SnapshotError, OSError) as e:
             log.warning("memory snapshot of %s not used, the container starts afresh: %s", init.definition.name, e)
             shutil.rmtree(snap, ignore_errors=True)
             return None
+        self._restore_ahead(backend, sc, snap, key)
+        return box
+
+    def _restore_ahead(self, backend, sc: api_pb2.StartContainer, snap: pathlib.Path, key: str):
+        """Restore the next container of this function now, in the background: its cold start
+        then only tells it who it is (a restore takes a new container's disk, network, sandbox
+        and criu's work, some 300 ms)."""
+        if key in self.ready or backend.stopping:
+            return
+        self.ready[key] = asyncio.get_running_loop().create_task(self._ahead(backend, sc, snap))
+        while len(self.ready) > MAX_READY:  # the least recently made goes
+            asyncio.get_running_loop().create_task(self._drop(backend, self.ready.pop(next(iter(self.ready)))))
+
+    async def _ahead(self, backend, sc: api_pb2.StartContainer, snap: pathlib.Path):
+        try:
+            return await self._restore_in_container(backend, sc, snap, new_id("ct"))
+        except (SnapshotError, OSError) as e:
+            log.warning("memory snapshot of %s removed, it cannot be restored: %s", sc.snapshot_init.definition.name, e)
+            shutil.rmtree(snap, ignore_errors=True)
+            return None
+
+    async def _tell(self, backend, box, sc: api_pb2.StartContainer) -> bool:
+        """Make the restored copy the container `sc`: its limits, then who it is (on its stdin);
+        False (the copy discarded) if it cannot be."""
+        try:
+            if box.proc.returncode is not None:
+                raise OSError("it ended")
+            box.cgroups.limit(sc.resources)
+            box.env.update(identity_env(sc))
+            identity = {k: v for k, v in box.env.items() if _identity(k)}
+            box.proc.stdin.write(json.dumps({**identity, "cwd": box.cwd}).encode() + b"\n")
+            await box.proc.stdin.drain()
+            box.proc.stdin.close()
+            return True
+        except OSError as e:
+            log.info("a copy restored from a memory snapshot not used for %s: %s", sc.container_id, e)
+            await backend.discard(box)
+            return False
+
+    async def _drop(self, backend, task: asyncio.Task):
+        box = await task
+        if box is not None:
+            await backend.discard(box)
+
+    async def close(self, backend):
+        """The worker stops: the copies restored ahead go."""
+        ready, self.ready = list(self.ready.values()), {}
+        for task in ready:
+            await self._drop(backend, task)
 
     async def _take_in_container(self, backend, sc: api_pb2.StartContainer, snap: pathlib.Path):
         await asyncio.to_thread(criu.argv, self.cache_dir)  # installed
@@ -119,7 +179,7 @@ class ContainerSnapshots(MemorySnapshots):
                    [str(snap / "init.pb"), INIT_PATH, True]],
             env={"EMBER_SNAPSHOT_INIT": INIT_PATH, "EMBER_SNAPSHOT_READY_FD": str(ready_w),
                  "EMBER_CODE_CACHE": CODE_DIR},
-            spec={"first_pid": FIRST_PID}, stdin=stdin_r, stdout=out_w, pass_fds=[ready_w], take=True)
+            spec={"first_pid": FIRST_PID}, stdin=stdin_r, stdout=out_w, pass_fds=[ready_w])
         box = None
         try:
             try:
@@ -162,7 +222,9 @@ class ContainerSnapshots(MemorySnapshots):
             for fd in (stdin_w, out_r, ready_r):
                 os.close(fd)
 
-    async def _restore_in_container(self, backend, sc: api_pb2.StartContainer, snap: pathlib.Path):
+    async def _restore_in_container(self, backend, sc: api_pb2.StartContainer, snap: pathlib.Path, name: str):
+        """A container restored from the snapshot, told nothing yet (it waits on its stdin for
+        who it is), with `sc`'s disk, network and limits."""
         meta = json.loads((snap / "meta.json").read_text())
         os.utime(snap / "meta.json")  # used now: the last to go (_prune)
         status_r, status_w = os.pipe()
@@ -171,10 +233,10 @@ class ContainerSnapshots(MemorySnapshots):
                    [str(snap / "code"), CODE_DIR, True]],
             env={}, spec={"restore": {"criu": inside_argv(), "images": IMAGES_DIR, "work_dir": WORK_DIR,
                                       "inherit": [[0, meta["stdin"]], [1, meta["output"]]], "status_fd": status_w}},
-            stdin=asyncio.subprocess.PIPE, stdout=None, pass_fds=[status_w], take=False)
+            stdin=asyncio.subprocess.PIPE, stdout=None, pass_fds=[status_w])
         try:
             try:
-                box = await backend.launch(sc.container_id, sc.image, sc, run)
+                box = await backend.launch(name, sc.image, sc, run)
             finally:
                 os.close(status_w)
             if await asyncio.to_thread(_read_upto, status_r, b"R") != b"R":
@@ -185,14 +247,6 @@ class ContainerSnapshots(MemorySnapshots):
                 raise SnapshotError(f"its restore failed ({why})")
         finally:
             os.close(status_r)
-        identity = {k: v for k, v in box.env.items() if _identity(k)}
-        try:
-            box.proc.stdin.write(json.dumps({**identity, "cwd": box.cwd}).encode() + b"\n")
-            await box.proc.stdin.drain()
-            box.proc.stdin.close()
-        except OSError as e:
-            await backend.discard(box)
-            raise SnapshotError(f"its restored copy ended at once ({e})") from None
         return box
 
 
