@@ -77,6 +77,7 @@ class ContainerSnapshots(MemorySnapshots):
         # By snapshot: a copy restored ahead of need, not yet anyone's (as a spare is), for the
         # next container of its function; made as one starts.
         self.ready: dict[str, asyncio.Task] = {}
+        self.ready_for: dict[str, str] = {}  # snapshot -> its function's id
 
     def unsupported(self, sc: api_pb2.StartContainer) -> str:
         if sc.gpu_indices:
@@ -123,9 +124,16 @@ class ContainerSnapshots(MemorySnapshots):
         and criu's work, some 300 ms)."""
         if key in self.ready or backend.stopping:
             return
-        self.ready[key] = asyncio.get_running_loop().create_task(self._ahead(backend, sc, snap))
+        loop = asyncio.get_running_loop()
+        function_id = sc.snapshot_init.function_id
+        # A copy of this function's older version (before a redeploy) is not wanted any more.
+        for old in [k for k, f in self.ready_for.items() if f == function_id and k != key and k in self.ready]:
+            loop.create_task(self._drop(backend, self.ready.pop(old)))
+        self.ready[key] = loop.create_task(self._ahead(backend, sc, snap))
+        self.ready_for = {k: f for k, f in self.ready_for.items() if k in self.ready}
+        self.ready_for[key] = function_id
         while len(self.ready) > MAX_READY:  # the least recently made goes
-            asyncio.get_running_loop().create_task(self._drop(backend, self.ready.pop(next(iter(self.ready)))))
+            loop.create_task(self._drop(backend, self.ready.pop(next(iter(self.ready)))))
 
     async def _ahead(self, backend, sc: api_pb2.StartContainer, snap: pathlib.Path):
         try:

@@ -12,7 +12,8 @@ that a checkpoint must not hold) and runs the @ember.enter(snap=False) hooks.
 A snapshot is named by a hash of the init (the function's definition: its image and code; its
 app's function ids), and of Ember's runtime directory (named for Ember's version and files):
 any change makes a new one. One that cannot be taken or restored is logged, removed, and the
-container starts as it would without.
+container starts as it would without. This is the process backend's; the container backend's
+(container_snapshots.py) takes and restores them in containers, and reuses the naming above.
 """
 
 import asyncio
