@@ -125,3 +125,26 @@ def test_restored_containers_keep_snap_state_and_are_held_as_any(cluster):
     (fifth, _), (sixth, _) = fresh(cluster), fresh(cluster)
     assert fifth["state"].startswith("v2-") and fifth["state"] == sixth["state"]
     assert {fifth["container"], sixth["container"]} <= restored_ids(cluster)
+
+
+def test_a_corrupt_snapshot_found_as_a_container_starts_falls_back_to_a_fresh_start(cluster):
+    """With no copy restored ahead (the worker restarted), the container that finds its snapshot
+    corrupt starts afresh, and says why; the next one has a snapshot taken anew."""
+    deploy(cluster, "v3")
+    fresh(cluster)  # the snapshot of v3, taken
+    (worker,) = cluster.workers
+    worker.terminate()
+    worker.wait(60)
+    cluster.workers.remove(worker)
+    snaps = [d for d in (cluster.tmp / "w1" / "memory-snapshots").iterdir() if (d / "meta.json").exists()]
+    assert snaps
+    for snap in snaps:
+        for image in (snap / "images").glob("pstree*.img"):
+            image.write_bytes(b"\0garbage" * 8)
+    cluster.start_worker(backend="container", env={"EMBER_GPUS": "H100"})
+    first, _ = fresh(cluster)
+    assert first["state"].startswith("v3-") and first["container"] not in restored_ids(cluster)
+    log = cluster.log("worker-w1")
+    assert "memory snapshot of Snapped not used, the container starts afresh" in log and "restore failed" in log
+    second, _ = fresh(cluster)
+    assert second["container"] in restored_ids(cluster) and second["state"] != first["state"]
