@@ -101,19 +101,19 @@ class ContainerSnapshots(MemorySnapshots):
         key = self.key(init, f"container:{sc.image.image_id}")
         snap = self.root / key
         try:
-            async with self.locks.setdefault(key, asyncio.Lock()):
-                if not (snap / "meta.json").exists():
-                    await self._take_in_container(backend, sc, snap)
             box = await self.ready.pop(key) if key in self.ready else None
             if box is not None and not await self._tell(backend, box, sc):
                 box = None
-            if box is None:
+            if box is None:  # none restored ahead (or it could not be: then its snapshot is taken anew)
+                async with self.locks.setdefault(key, asyncio.Lock()):
+                    if not (snap / "meta.json").exists():
+                        await self._take_in_container(backend, sc, snap)
                 box = await self._restore_in_container(backend, sc, snap, sc.container_id)
                 if not await self._tell(backend, box, sc):
                     raise SnapshotError("its restored copy ended at once")
         except (criu.CriuUnavailable, SnapshotError, OSError) as e:
-            log.warning("memory snapshot of %s not used, the container starts afresh: %s", init.definition.name, e)
             shutil.rmtree(snap, ignore_errors=True)
+            log.warning("memory snapshot of %s not used, the container starts afresh: %s", init.definition.name, e)
             return None
         self._restore_ahead(backend, sc, snap, key)
         return box
@@ -139,8 +139,8 @@ class ContainerSnapshots(MemorySnapshots):
         try:
             return await self._restore_in_container(backend, sc, snap, new_id("ct"))
         except (SnapshotError, OSError) as e:
-            log.warning("memory snapshot of %s removed, it cannot be restored: %s", sc.snapshot_init.definition.name, e)
             shutil.rmtree(snap, ignore_errors=True)
+            log.warning("memory snapshot of %s removed, it cannot be restored: %s", sc.snapshot_init.definition.name, e)
             return None
 
     async def _tell(self, backend, box, sc: api_pb2.StartContainer) -> bool:
@@ -263,10 +263,15 @@ def inside_argv() -> list[str]:
     return criu.command(pathlib.Path(CRIU_DIR))
 
 
+# What criu logs as errors in a container every time, probing the kernel, and goes on: no cause.
+PROBE_NOISE = ("tun: Unable to create tun", "rlimit: Can't setup RLIMIT_NOFILE", "Dumping FAILED", "Restoring FAILED")
+
+
 def first_error(log_path: pathlib.Path, fallback: str) -> str:
-    """The first error criu logged (the last lines only say that it failed)."""
+    """The first error criu logged that says why it failed (its last lines only say that it did)."""
     lines = tail_of(log_path, 1 << 16).strip().splitlines()
-    errors = [line for line in lines if "Error (" in line] or lines[-1:] or fallback.strip().splitlines()[-1:]
+    errors = [line for line in lines if "Error (" in line and not any(n in line for n in PROBE_NOISE)]
+    errors = errors or lines[-1:] or fallback.strip().splitlines()[-1:]
     return errors[0] if errors else "no output"
 
 
