@@ -142,6 +142,9 @@ class ContainerSnapshots(MemorySnapshots):
             shutil.rmtree(snap, ignore_errors=True)
             log.warning("memory snapshot of %s removed, it cannot be restored: %s", sc.snapshot_init.definition.name, e)
             return None
+        except Exception as e:  # no disk or network for it now (BuildError): the next start restores its own
+            log.info("no copy of %s restored ahead: %s", sc.snapshot_init.definition.name, e)
+            return None
 
     async def _tell(self, backend, box, sc: api_pb2.StartContainer) -> bool:
         """Make the restored copy the container `sc`: its limits, then who it is (on its stdin);
