@@ -154,6 +154,7 @@ class ContainerBackend(RuntimeBackend):
             for box in list(self.spares.values()):
                 await self._discard(box)
             self.spares.clear()
+            await self.snapshots.forget(self)  # memory snapshots map the files of the layers replaced
         self._spare_soon(image)  # an image is built to be run: its first container starts from a spare
 
     def _spare_soon(self, image: api_pb2.Image, after: float = 0):

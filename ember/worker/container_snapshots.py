@@ -169,6 +169,14 @@ class ContainerSnapshots(MemorySnapshots):
         if box is not None:
             await backend.discard(box)
 
+    async def forget(self, backend):
+        """An image was built again (force_build): snapshots, named by its id, may map files it
+        no longer has, so all go, with their copies restored ahead; later starts take new ones."""
+        await self.close(backend)
+        for snap in list(self.root.iterdir()):
+            async with self.locks.setdefault(snap.name, asyncio.Lock()):
+                shutil.rmtree(snap, ignore_errors=True)
+
     async def close(self, backend):
         """The worker stops: the copies restored ahead go."""
         ready, self.ready = list(self.ready.values()), {}
