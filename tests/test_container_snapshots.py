@@ -20,7 +20,7 @@ SNAPPED = '''
 
 import threading, uuid
 
-@app.cls(image=base, enable_memory_snapshot=True, scaledown_window=2)
+@app.cls(image=base, enable_memory_snapshot=True, scaledown_window=2, memory=(256, 384))
 class Snapped:
     @ember.enter(snap=True)
     def load(self):
@@ -109,6 +109,18 @@ def test_restored_containers_keep_snap_state_and_are_held_as_any(cluster):
     # Each in its own cgroups (with its limits, not the snapshot's container's), on its own disk.
     assert first["cgroups"] != second["cgroups"] and "-snap" not in first["cgroups"] + second["cgroups"]
     assert "/ember/ct-" in first["cgroups"]
+    # Its memory limit (the function's), as the kernel holds it while it runs.
+    model = ember.Cls.from_name("snapescape", "Snapped")()
+    live = model.info.remote()
+    lines = dict(line.split(":", 2)[1:] for line in live["cgroups"].splitlines())
+    if "memory" in lines:  # cgroup v1
+        limit = pathlib.Path("/sys/fs/cgroup/memory" + lines["memory"], "memory.limit_in_bytes")
+    else:
+        limit = pathlib.Path("/sys/fs/cgroup" + lines[""], "memory.max")
+    assert int(limit.read_text()) == 384 << 20
+    assert live["container"] in restored_ids(cluster)
+    model.leave.remote()
+    wait_for(lambda: f"container {live['container']} exited" in cluster.log("worker-w1"), what="the container to end")
     for info in (first, second):
         assert info["notes"] == [f"note-{info['container']}"]
 
