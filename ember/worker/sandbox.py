@@ -428,6 +428,9 @@ def restore(r) -> int:
         finally:
             os._exit(126)
     _, status = os.waitpid(criu, 0)
+    # The daemon (root, unconfined, until it has handed every page over) takes no one else: its
+    # socket's name goes before any process of the container runs (criu restore is connected).
+    os.unlink(socket_path)
     if status != 0:
         raise SetupError(f"criu restore failed ({describe_status(status)}; its log: restore.log)")
     with open(pidfile) as f:
