@@ -1,8 +1,8 @@
 """Memory snapshot benchmark: a cold start restored from a snapshot against the same without, in one run.
 
-    python bench/snapshots.py [--runs 5]
+    python bench/snapshots.py [--runs 5] [--backend process|container]
 
-Starts a control plane and a process-backend worker, deploys bench/snapshots_app.py (two
+Starts a control plane and a worker of the backend (process by default), deploys bench/snapshots_app.py (two
 classes whose @ember.enter(snap=True) spends about 3 s filling 300 MB and building a table; one
 with enable_memory_snapshot=True) and measures, alternately, the cold start of each: `.remote()`
 of a method on a new container (the last one ended) to its result. Also the first cold start
@@ -43,11 +43,12 @@ def cold_start(cls, log: pathlib.Path) -> float:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--backend", choices=("process", "container"), default="process")
     args = parser.parse_args()
     from core import percentiles, start_cluster, stop_cluster
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ember-bench-snapshots-"))
-    server, worker = start_cluster(tmp, backend="process")
+    server, worker = start_cluster(tmp, backend=args.backend)
     try:
         import ember
         out = subprocess.run([sys.executable, "-m", "ember.cli.main", "deploy", str(HERE / "snapshots_app.py")],
@@ -68,6 +69,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"date: {time.strftime('%Y-%m-%d')}, machine: {platform.machine()}, {os.cpu_count()} cores, "
           f"{platform.platform()}")
+    print(f"backend: {args.backend}")
     print(f"cold start from a memory snapshot ({size:.0f} MB), {args.runs} runs: {percentiles(with_snapshot)}")
     print(f"cold start without (the ~3 s @enter(snap=True) runs), {args.runs} runs: {percentiles(without)}")
     print(f"first cold start with enable_memory_snapshot (the snapshot taken, then restored): {first * 1000:.0f} ms")

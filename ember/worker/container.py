@@ -28,6 +28,7 @@ from . import cgroups as cg
 from . import disk as disks
 from . import gpus as gpu_devices
 from . import sandbox
+from .container_snapshots import ContainerSnapshots, SnapshotRun
 from .agent import Agent, AgentGone, Refused, socket_pair
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RUNTIME_ENV, RuntimeBackend, Unavailable, identity_env
 from .execs import ExecError
@@ -126,7 +127,8 @@ class ContainerBackend(RuntimeBackend):
         self.spares_starting: dict[str, asyncio.Task] = {}
         self.spares_wanted: dict[str, asyncio.Event] = {}  # by image id: a container waits for its spare now
         self.stopping = False
-        self.snapshots_noted = False  # said once that enable_memory_snapshot has no effect here
+        self.snapshots = ContainerSnapshots(ctx.data_dir / "memory-snapshots", ctx.cache_dir, ctx.runtime_dir,
+                                            ctx.stub)
         self.relays: dict[str, Relay] = {}  # control plane URL -> its relay, made at the first start
         self.relay_path = ctx.data_dir / "control.sock"
         if ctx.warm_parents:
@@ -152,6 +154,7 @@ class ContainerBackend(RuntimeBackend):
             for box in list(self.spares.values()):
                 await self._discard(box)
             self.spares.clear()
+            await self.snapshots.forget(self)  # memory snapshots map the files of the layers replaced
         self._spare_soon(image)  # an image is built to be run: its first container starts from a spare
 
     def _spare_soon(self, image: api_pb2.Image, after: float = 0):
@@ -166,22 +169,21 @@ class ContainerBackend(RuntimeBackend):
 
     async def run(self, sc: api_pb2.StartContainer) -> Exit:
         image = sc.image
-        if sc.HasField("snapshot_init") and not self.snapshots_noted:
-            self.snapshots_noted = True
-            log.warning("enable_memory_snapshot=True: the container backend takes no memory snapshots yet (the "
-                        "process backend does): its containers start afresh")
         await self.layers.ensure(image, {layer.layer_id: layer.blob_id for layer in sc.layers},
                                  lambda text: log.info("image %s: %s", image.image_id[:12], text.rstrip()))
         disk_mb = self._disk_mb(sc)
         # Spares have the default disk: a container with another cannot be one.
         spareable = not sc.gpu_indices and not sc.block_network and not sc.volumes and disk_mb == self.default_disk_mb
+        restored = await self.snapshots.start(self, sc) if sc.HasField("snapshot_init") else None
+        if restored is not None:
+            spareable = False
         if spareable and image.image_id in self.spares_starting:
             # A spare is on its way: it is further along than a container started now would be
             # (and one still waiting out its SPARE_AFTER starts now).
             self.spares_wanted[image.image_id].set()
             await asyncio.wait([self.spares_starting[image.image_id]])
-        box = self.spares.pop(image.image_id, None) if spareable else None
-        if box is not None and not await self._adopt(box, sc):
+        box = self.spares.pop(image.image_id, None) if spareable else restored
+        if box is not None and box is not restored and not await self._adopt(box, sc):
             box = None
         if box is None:
             box = await self._launch(sc.container_id, image, sc)
@@ -189,7 +191,7 @@ class ContainerBackend(RuntimeBackend):
         box.volume_paths = [m.path for m in sc.volumes]
         self.boxes[sc.container_id] = box
         log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
-                 ", from a spare" if box.spare_id else "")
+                 ", from a spare" if box.spare_id else ", restored from its memory snapshot" if restored else "")
         self.started(sc.container_id)
         if spareable:  # the next one starts from a spare, made once this one has started
             self._spare_soon(image, after=SPARE_AFTER if box.spare_id else 0)
@@ -232,7 +234,16 @@ class ContainerBackend(RuntimeBackend):
         box = self.boxes.get(container_id)
         return box.cgroups.memory_bytes() if box is not None else None
 
-    async def _launch(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None) -> "Box":
+    async def launch(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer, snapshot: SnapshotRun) -> "Box":
+        """A sandbox of a memory snapshot (container_snapshots.py): the one it is taken in, or a
+        container restored from it."""
+        return await self._launch(name, image, sc, snapshot)
+
+    async def discard(self, box: "Box"):
+        await self._discard(box)
+
+    async def _launch(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None,
+                      snapshot: SnapshotRun | None = None) -> "Box":
         """Start a sandbox running Ember's runtime: for the container `sc`, or a spare (sc None)."""
         # The writable layer (and the volumes' scratch layers) on a disk of the container's own size.
         disk = disks.Disk(self.root / name, self._disk_mb(sc) if sc is not None else self.default_disk_mb)
@@ -243,7 +254,7 @@ class ContainerBackend(RuntimeBackend):
             net = None if sc is not None and sc.block_network else await self.network.attach()
             if net is not None and sc is not None and sc.cidr_allowlist:
                 await self.network.allow_only(net, list(sc.cidr_allowlist))
-            return await self._start(name, image, sc, disk, net)
+            return await self._start(name, image, sc, disk, net, snapshot)
         except NetworkError as e:
             await disk.remove()
             if net is not None:  # attached, but its allowlist could not be set
@@ -256,7 +267,7 @@ class ContainerBackend(RuntimeBackend):
             raise
 
     async def _start(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None,
-                     disk: disks.Disk, net: Attachment | None) -> "Box":
+                     disk: disks.Disk, net: Attachment | None, snapshot: SnapshotRun | None = None) -> "Box":
         env, workdir, entrypoint = image_config(image, self.layers.root)
         ct = self.root / name
         (ct / "root").mkdir(parents=True)
@@ -300,10 +311,13 @@ class ContainerBackend(RuntimeBackend):
         # EMBER_EPHEMERAL_DISK_MB is named in the error of a write that finds the disk full.
         env.update(RUNTIME_ENV, PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url,
                    EMBER_CODE_CACHE="/tmp/.ember-code", EMBER_EPHEMERAL_DISK_MB=str(disk.size_mb))
-        if sc is not None:
-            env.update(identity_env(sc))
-        else:
+        if sc is None:
             env["EMBER_SPARE"] = "1"
+        elif snapshot is None:  # a snapshot's containers are told theirs later (container_snapshots.py)
+            env.update(identity_env(sc))
+        if snapshot is not None:
+            binds += snapshot.binds
+            env.update(snapshot.env)
         volumes = []
         for i, m in enumerate(sc.volumes if sc is not None else ()):
             lower = await self.volumes.version_dir(m.manifest)
@@ -326,16 +340,19 @@ class ContainerBackend(RuntimeBackend):
                 "cgroups": [str(p) for p in cgroups.paths], "cwd": workdir, "env": env,
                 # The image's entrypoint (a script that ends `exec "$@"`) runs Ember's runtime, as Modal's.
                 "argv": [*entrypoint, "python3", "-m", "ember.container"], "parent_pid": os.getpid(),
-                **self.userns.spec([self.layers.root, writable, *(v["lower"] for v in volumes)])}
+                # A snapshot's containers have none: criu cannot cross it (container_snapshots.py).
+                **({} if snapshot else self.userns.spec([self.layers.root, writable, *(v["lower"] for v in volumes)])),
+                **(snapshot.spec if snapshot else {})}
         log_path = self.root / f"{name}.log"
         ours, theirs = socket_pair()
         spec["agent_fd"] = theirs.fileno()
         try:
             with open(log_path, "wb") as logf:
+                stdin = asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL
+                out = logf if snapshot is None or snapshot.stdout is None else snapshot.stdout
                 proc = await asyncio.create_subprocess_exec(
-                    *sandbox_argv(spec, ct),
-                    stdin=asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL,
-                    stdout=logf, stderr=logf, start_new_session=True, pass_fds=[theirs.fileno()])
+                    *sandbox_argv(spec, ct), stdin=snapshot.stdin if snapshot else stdin, stdout=out, stderr=out,
+                    start_new_session=True, pass_fds=[theirs.fileno(), *(snapshot.pass_fds if snapshot else ())])
         except BaseException:
             ours.close()
             raise
@@ -440,6 +457,7 @@ class ContainerBackend(RuntimeBackend):
         for box in self.spares.values():
             await self._discard(box)
         self.spares.clear()
+        await self.snapshots.close(self)
         await terminate_all(list(self.procs.values()))
         disks.clean_stale(self.root)  # what containers that had no time to clean up leave
         for relay in self.relays.values():

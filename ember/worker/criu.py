@@ -29,7 +29,7 @@ def argv(cache: pathlib.Path) -> list[str]:
     with _lock:
         if not (root / "ok").exists():
             _install(root)
-    return _command(root)
+    return command(root)
 
 
 def kdat(cache: pathlib.Path) -> pathlib.Path:
@@ -38,7 +38,7 @@ def kdat(cache: pathlib.Path) -> pathlib.Path:
     return cache / "criu" / f"kdat-{boot}"
 
 
-def _command(root: pathlib.Path) -> list[str]:
+def command(root: pathlib.Path) -> list[str]:
     return [str(root / "usr/lib64/ld-linux-x86-64.so.2"), "--library-path", str(root / "usr/lib/x86_64-linux-gnu"),
             str(root / "usr/sbin/criu")]
 
@@ -67,7 +67,7 @@ def _install(root: pathlib.Path):
         for deb in (state / "debs").glob("*.deb"):
             _run(["dpkg", "-x", str(deb), str(tmp)], f"unpack {deb.name}")
         shutil.rmtree(state)
-        _run([*_command(tmp), "check"], "run criu check")
+        _run([*command(tmp), "check"], "run criu check")
         (tmp / "ok").touch()
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)

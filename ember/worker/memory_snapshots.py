@@ -12,7 +12,8 @@ that a checkpoint must not hold) and runs the @ember.enter(snap=False) hooks.
 A snapshot is named by a hash of the init (the function's definition: its image and code; its
 app's function ids), and of Ember's runtime directory (named for Ember's version and files):
 any change makes a new one. One that cannot be taken or restored is logged, removed, and the
-container starts as it would without.
+container starts as it would without. This is the process backend's; the container backend's
+(container_snapshots.py) takes and restores them in containers, and reuses the naming above.
 """
 
 import asyncio
@@ -71,7 +72,7 @@ class MemorySnapshots:
         command = await asyncio.to_thread(criu.argv, self.cache_dir)
         shutil.rmtree(snap, ignore_errors=True)
         (snap / "images").mkdir(parents=True)
-        init = await self._resolved(init)
+        init = await self._resolved(init, self.code_cache)
         (snap / "init.pb").write_bytes(init.SerializeToString())
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()  # pipes, not files: a restored file must have the size it was dumped with
@@ -119,15 +120,15 @@ class MemorySnapshots:
         for old in sorted(self.root.iterdir(), key=used, reverse=True)[KEEP:]:
             shutil.rmtree(old, ignore_errors=True)
 
-    async def _resolved(self, init: api_pb2.ContainerInit) -> api_pb2.ContainerInit:
+    async def _resolved(self, init: api_pb2.ContainerInit, code_cache: pathlib.Path) -> api_pb2.ContainerInit:
         """The init, with what its runtime would fetch from the control plane fetched here (it
-        has no connection while its snapshot is taken): its code unpacked into the code cache,
+        has no connection while its snapshot is taken): its code unpacked into `code_cache`,
         a pickled function's blob made inline."""
         init = api_pb2.ContainerInit.FromString(init.SerializeToString())
         d = init.definition
-        if d.code_blob_id and not (self.code_cache / d.code_blob_id).exists():
+        if d.code_blob_id and not (code_cache / d.code_blob_id).exists():
             data = await blobs.download(self.stub(), d.code_blob_id)
-            blobs.unpack_code(self.code_cache, d.code_blob_id, data)
+            blobs.unpack_code(code_cache, d.code_blob_id, data)
         if d.pickled.blob_id:
             d.pickled.data = await blobs.download(self.stub(), d.pickled.blob_id)
             d.pickled.blob_id = ""

@@ -19,7 +19,9 @@ netns (a network namespace to join, made by the worker), cgroups, cwd, env, argv
 userns (the user namespace to join, by path), userns_base (the host ID of container root) and
 idmapped (host directories the root filesystem and volumes are made of: layers and writable
 layers), when the worker has a user namespace; agent_fd (the init's end of the worker's exec
-socket, inherited), for containers.
+socket, inherited), for containers; first_pid (the PID the command gets) and restore ({criu (its
+argv here), images, work_dir, inherit ([[fd, resource]]: criu's --inherit-fd), status_fd}: the
+container restored from a memory snapshot instead of its command run), for memory snapshots.
 """
 
 import array
@@ -35,6 +37,7 @@ import socket
 import struct
 import sys
 import termios
+import time
 import warnings  # noqa: F401  os.execvpe imports it, after the pivot, where the host's library is gone
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -399,6 +402,71 @@ def run_command(spec):
                          "runtime needs Python 3.11 as python3 in the image") from None
 
 
+def restore(r) -> int:
+    """Restore the container's process from its memory snapshot (worker/container_snapshots.py)
+    with criu, run here, in the container's namespaces and root: it restores the process tree
+    and its files (reopened by path in this root), not namespaces, and leaves cgroups as they
+    are (the container's, which criu is in). The copy gets back what it was dumped with: its
+    capabilities, bounding set, no_new_privs and seccomp filter. criu ends once it restored it,
+    and the copy is this init's child then. Returns its PID."""
+    os.makedirs(r["work_dir"], exist_ok=True)
+    pidfile = os.path.join(r["work_dir"], "restored.pid")
+    # The copy's descriptors (this process's, as numbered in `inherit`) go to criu under other
+    # numbers: criu's own stdin must be one it may use (not the copy's).
+    moved = {fd: 100 + i for i, (fd, _) in enumerate(r["inherit"])}
+    inherit = [a for fd, resource in r["inherit"] for a in ("--inherit-fd", f"fd[{moved[fd]}]:{resource}")]
+    where = ["-D", r["images"], "--work-dir", r["work_dir"], "-v1"]
+    # Its memory comes lazily (userfaultfd): criu's lazy-pages daemon, a child of this init,
+    # hands each page in as it is first touched and the rest in the background, so that the
+    # copy runs before its hundreds of MB are in place; it ends once it handed them all over.
+    socket_path = os.path.join(r["work_dir"], "lazy-pages.socket")
+    lazy = _spawn([*r["criu"], "lazy-pages", *where, "-o", "lazy-pages.log"])
+    while not os.path.exists(socket_path):  # listening: criu restore connects to it at once
+        done, status = os.waitpid(lazy, os.WNOHANG)
+        if done:
+            raise SetupError(f"criu lazy-pages failed ({describe_status(status)}; its log: lazy-pages.log)")
+        time.sleep(0.001)
+    criu = os.fork()
+    if criu == 0:
+        try:
+            for fd, to in moved.items():
+                os.dup2(fd, to)
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.execv(r["criu"][0], [*r["criu"], "restore", "--restore-detached", "--shell-job", "--lazy-pages",
+                                    "--manage-cgroups=ignore", *where, "-o", "restore.log", "--pidfile", pidfile,
+                                    *inherit])
+        finally:
+            os._exit(126)
+    _, status = os.waitpid(criu, 0)
+    # The daemon (root, unconfined, until it has handed every page over) takes no one else: its
+    # socket's name goes before any process of the container runs (criu restore is connected).
+    os.unlink(socket_path)
+    if status != 0:
+        raise SetupError(f"criu restore failed ({describe_status(status)}; its log: restore.log)")
+    with open(pidfile) as f:
+        return int(f.read())
+
+
+def _spawn(argv) -> int:
+    """Fork and exec argv with /dev/null as stdin; its PID."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(126)
+    return pid
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
 def _forward_signals(pid):
     def forward(sig, _frame):
         try:
@@ -418,13 +486,22 @@ def child(spec, status_w):
     zombies. This init cannot kill itself with the command's signal either (the same rule), so
     it writes the command's wait status to the launcher, which ends as the command did."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    restoring = spec.get("restore")
+    if restoring:
+        os.set_inheritable(restoring["status_fd"], False)  # the init's alone: not criu's, not the copy's
+    if spec.get("first_pid"):
+        # A memory snapshot's process (memory_snapshots.py) gets a PID that its restored copies
+        # can have back in a new container, where criu's own process takes the low ones.
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:  # this process's (new) PID namespace's
+            f.write(str(spec["first_pid"] - 1))
     userns_fd = os.open(spec["userns"], os.O_RDONLY | os.O_CLOEXEC) if spec.get("userns") else None
     setup_root(spec, userns_fd)
     socket.sethostname(spec.get("hostname", "ember"))
     if userns_fd is not None:
         enter_user_namespace(userns_fd)
         os.close(userns_fd)
-    drop_bounding_caps()  # after: joining a user namespace gives a full bounding set in it
+    if not restoring:  # criu needs the full set to restore the copy (which gets its own, as dumped, back)
+        drop_bounding_caps()  # after: joining a user namespace gives a full bounding set in it
     cwd = spec.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True)
     os.chdir(cwd)
@@ -437,14 +514,22 @@ def child(spec, status_w):
         agent = socket.socket(fileno=spec["agent_fd"])
         agent.set_inheritable(False)  # the container's processes never hold it
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes serve_execs, through its wakeup fd
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(status_w)
-            run_command(spec)
-        except (SetupError, OSError) as e:
-            print(f"ember sandbox: {e}", file=sys.stderr)
-        os._exit(126)
+    if restoring:
+        pid = restore(restoring)
+        drop_bounding_caps()
+        os.write(restoring["status_fd"], b"R")
+        os.close(restoring["status_fd"])
+    else:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(status_w)
+                if spec.get("first_pid"):
+                    os.setsid()  # criu dumps no process whose session began outside its PID namespace
+                run_command(spec)
+            except (SetupError, OSError) as e:
+                print(f"ember sandbox: {e}", file=sys.stderr)
+            os._exit(126)
     _forward_signals(pid)
     if agent is not None:
         # Held as the container's processes are from here (it needs no more than they have to
