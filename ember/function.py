@@ -647,10 +647,11 @@ class Function:
         self._check_kind(how)
         return client, fid, await self._payload(client, serialize_args(self._name, args, kwargs))
 
-    async def _submit(self, client: Client, method: str, request):
-        """Create a call, or add inputs to one; a refusal is the same error for every way of calling."""
+    async def _submit(self, client: Client, **op):
+        """Create a call (create=), or add inputs to one (put=); a refusal is the same error for
+        every way of calling."""
         try:
-            return await client.rpc(method, request, what=f"calling {self._name}()")
+            return await client.call_op(f"calling {self._name}()", **op)
         except exception.NotFoundError as e:
             raise _cannot_call(self._name, str(e)) from None
 
@@ -658,7 +659,7 @@ class Function:
         """A call of one input (.spawn(), .remote_gen()): its client and id."""
         client, fid, payload = await self._prepare(how, args, kwargs)
         call_id = new_id("fc")
-        await self._submit(client, "FunctionCallCreate", api_pb2.FunctionCallCreateRequest(
+        await self._submit(client, create=api_pb2.FunctionCallCreateRequest(
             function_id=fid, call_id=call_id, inputs=[api_pb2.Input(idx=0, args=payload)], inputs_complete=True))
         return client, call_id
 
@@ -721,7 +722,7 @@ class Function:
         after, finished = 0, False
         try:
             while not finished:
-                resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+                resp = await client.outputs(api_pb2.GetOutputsRequest(
                     call_id=call_id, after_seq=after, max_outputs=1000, timeout=POLL))
                 for co in resp.outputs:
                     after = co.seq
@@ -817,10 +818,10 @@ class _MapRun:
                 inputs = [api_pb2.Input(idx=self.sent + i, args=await self.f._payload(self.client, data))
                           for i, data in enumerate(batch)]
                 if self.created:
-                    await self.f._submit(self.client, "FunctionCallPutInputs", api_pb2.PutInputsRequest(
+                    await self.f._submit(self.client, put=api_pb2.PutInputsRequest(
                         call_id=self.call_id, inputs=inputs, inputs_complete=complete))
                 else:
-                    await self.f._submit(self.client, "FunctionCallCreate", api_pb2.FunctionCallCreateRequest(
+                    await self.f._submit(self.client, create=api_pb2.FunctionCallCreateRequest(
                         function_id=self.fid, call_id=self.call_id, inputs=inputs, inputs_complete=complete))
                 async with self.progress:
                     self.sent += len(inputs)
@@ -859,7 +860,7 @@ class _MapRun:
             await self.progress.wait_for(lambda: self.created or self.error is not None)
         after, next_idx, buffered = 0, 0, {}
         while self.error is None and not self.finished:
-            resp = await self.client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+            resp = await self.client.outputs(api_pb2.GetOutputsRequest(
                 call_id=self.call_id, after_seq=after, max_outputs=10_000, timeout=POLL))
             if resp.outputs:
                 after = resp.outputs[-1].seq
@@ -932,7 +933,7 @@ class FunctionCall:
         after_seq, final = 0, None
         while True:
             left = POLL if deadline is None else max(0.0, min(POLL, deadline - time.monotonic()))
-            resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+            resp = await client.outputs(api_pb2.GetOutputsRequest(
                 call_id=self.object_id, after_seq=after_seq, max_outputs=1000, timeout=left),
                 what=f"getting {self.object_id}")
             name = self._name or resp.function_name or "the function"
@@ -962,7 +963,7 @@ class FunctionCall:
         client = self._get_client()
         after, n = 0, 0
         while True:
-            resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+            resp = await client.outputs(api_pb2.GetOutputsRequest(
                 call_id=self.object_id, after_seq=after, max_outputs=1000, timeout=POLL),
                 what=f"reading {self.object_id}")
             name = self._name or resp.function_name or "the function"
@@ -987,7 +988,7 @@ class FunctionCall:
     @twin
     async def num_inputs(self) -> int:
         """How many inputs the call has: 1 of .spawn(), more of .spawn_map()."""
-        resp = await self._get_client().rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+        resp = await self._get_client().outputs(api_pb2.GetOutputsRequest(
             call_id=self.object_id, max_outputs=1, timeout=0), what=f"getting {self.object_id}")
         return resp.num_inputs
 
