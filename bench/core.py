@@ -25,6 +25,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -241,14 +242,15 @@ def process_cpu_seconds(pids: list[int]) -> float:
 
 
 def start_profiles(pids: dict[str, int], folder: pathlib.Path) -> list[subprocess.Popen]:
-    """py-spy (from this interpreter's environment) sampling each process, without stopping it,
-    into folder/NAME.txt (collapsed stacks: one line per stack with its count of samples)."""
+    """py-spy (from this interpreter's environment, or on PATH) sampling each process without
+    stopping it, only threads that hold the GIL (what runs Python, not what waits), into
+    folder/NAME.txt (collapsed stacks: one line per stack with its count of samples)."""
     spy = pathlib.Path(sys.executable).parent / "py-spy"
     if not spy.exists():
-        raise SystemExit(f"--profile needs py-spy: {sys.executable} -m pip install py-spy")
+        spy = shutil.which("py-spy") or sys.exit(f"--profile needs py-spy: {sys.executable} -m pip install py-spy")
     folder.mkdir(parents=True, exist_ok=True)
-    return [subprocess.Popen([str(spy), "record", "--nonblocking", "--threads", "--format", "raw", "--rate", "250",
-                              "-o", str(folder / f"{name}.txt"), "-p", str(pid)],
+    return [subprocess.Popen([str(spy), "record", "--nonblocking", "--gil", "--threads", "--format", "raw",
+                              "--rate", "250", "-o", str(folder / f"{name}.txt"), "-p", str(pid)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
 
 

@@ -348,8 +348,19 @@ def _note_outcome(out: api_pb2.Output):
 
 async def _output_value(client: Client, out: api_pb2.Output, name: str):
     """The value an output carries, or the exception it describes (raised)."""
+    if not out.data.blob_id:
+        return _inline_value(out, name)
     _note_outcome(out)
-    data = await client.payload_bytes(out.data)
+    return _value(out, await client.payload_bytes(out.data), name)
+
+
+def _inline_value(out: api_pb2.Output, name: str):
+    """_output_value of an output whose data is in the message (no blob to fetch): no await."""
+    _note_outcome(out)
+    return _value(out, out.data.data, name)
+
+
+def _value(out: api_pb2.Output, data: bytes, name: str):
     if out.status in (Output.SUCCESS, Output.GENERATOR_ITEM):
         return deserialize(data, f"the result of {name}()")
     raise exception_from_output(out, data, name)
@@ -815,16 +826,15 @@ class _MapRun:
                     batch, complete = await in_thread(self._next_batch, arg_iter)
                 if not wait_for_results and not complete:
                     ahead = asyncio.ensure_future(in_thread(self._next_batch, arg_iter))
-                inputs = [api_pb2.Input(idx=self.sent + i, args=await self.f._payload(self.client, data))
-                          for i, data in enumerate(batch)]
                 if self.created:
-                    await self.f._submit(self.client, put=api_pb2.PutInputsRequest(
-                        call_id=self.call_id, inputs=inputs, inputs_complete=complete))
+                    request = api_pb2.PutInputsRequest(call_id=self.call_id, inputs_complete=complete)
                 else:
-                    await self.f._submit(self.client, create=api_pb2.FunctionCallCreateRequest(
-                        function_id=self.fid, call_id=self.call_id, inputs=inputs, inputs_complete=complete))
+                    request = api_pb2.FunctionCallCreateRequest(function_id=self.fid, call_id=self.call_id,
+                                                                inputs_complete=complete)
+                await self._add_inputs(request.inputs, batch)
+                await self.f._submit(self.client, **{"put" if self.created else "create": request})
                 async with self.progress:
-                    self.sent += len(inputs)
+                    self.sent += len(batch)
                     self.created = True
                     self.progress.notify_all()
                     if wait_for_results:  # a map reads as it sends: hold back a sender far ahead of it
@@ -837,6 +847,19 @@ class _MapRun:
         finally:
             if ahead is not None and not ahead.done():
                 ahead.cancel()
+
+    async def _add_inputs(self, inputs, batch: list[bytes]):
+        """A batch of pickled arguments as the request's inputs, numbered on from those sent;
+        filled in place (building each Input apart and adding it would copy it again)."""
+        method, threshold = self.f._method, config.BLOB_THRESHOLD
+        for i, data in enumerate(batch, self.sent):
+            inp = inputs.add()
+            inp.idx = i
+            if len(data) > threshold:
+                inp.args.CopyFrom(await self.f._payload(self.client, data))
+            else:
+                inp.args.data = data
+                inp.args.method = method
 
     def _next_batch(self, arg_iter) -> tuple[list[bytes], bool]:
         """The next batch of pickled arguments from the caller's iterator, and whether it is over."""
@@ -872,11 +895,14 @@ class _MapRun:
             if self.bar is not None:
                 self.failed += sum(co.output.status != Output.SUCCESS for co in resp.outputs)
                 self.bar.update(max(self.sent, resp.num_inputs), self.received, self.failed, resp.inputs_complete)
+            name = self.f._name
             for co in resp.outputs:
                 if self.error is not None:
                     break
+                out = co.output
                 try:
-                    value = await _output_value(self.client, co.output, self.f._name)
+                    value = await _output_value(self.client, out, name) if out.data.blob_id else \
+                        _inline_value(out, name)
                 except Exception as e:  # the function's own error, whatever it is
                     if not return_exceptions:
                         raise

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ember.server")
 
 Output = api_pb2.Output
+FORGET_EVERY = 5.0  # seconds between looks for finished calls to forget
 
 
 class CallState:
@@ -115,6 +117,7 @@ class Ledger:
         self.clock = clock
         self.dispatch: Dispatch  # where new inputs go; set by the Scheduler
         self._calls: dict[str, CallState] = {}
+        self._forgot_at = -math.inf  # when forget_finished last looked
 
     def recover(self) -> list[tuple[InputState, str | None]]:
         """Load the calls that were open, with their open inputs: each with the container the
@@ -429,7 +432,11 @@ class Ledger:
 
     def forget_finished(self, now: float):
         """Finished calls leave memory a minute after their caller read them, else after ten;
-        the store keeps their outputs for the retention period."""
+        the store keeps their outputs for the retention period. Looked at every FORGET_EVERY
+        seconds: a look goes over every call in memory (thousands, after many .remote()s)."""
+        if now - self._forgot_at < FORGET_EVERY:
+            return
+        self._forgot_at = now
         for call_id, call in list(self._calls.items()):
             if call.done_at is not None and not call.listeners and (
                     call.fetched and now - call.done_at > 60 or now - call.done_at > 600):
