@@ -55,7 +55,7 @@ class _Connection:
         # Which container holds which input is a hint for recovery after a restart: it rides
         # along with the next transaction instead of paying for a commit of its own. If it is
         # lost in a crash, the input runs again elsewhere (at least once, never lost).
-        self.deferred_assignments: list[tuple[str, str | None]] = []  # (input id, container id)
+        self.deferred_assignments: list[tuple[str | None, str]] = []  # (container id, input id)
         self.in_transaction = False
         # (on_success, on_failure) of whoever waits for the open transaction; a Future for both.
         self.commit_waiters: list[tuple] = []
@@ -106,7 +106,7 @@ class _Connection:
                 # One statement per container (its inputs' ids as a JSON array), not one per
                 # input; an input's last assignment counts.
                 by_container: dict[str | None, list[str]] = {}
-                for input_id, container_id in dict(self.deferred_assignments).items():
+                for input_id, container_id in {i: c for c, i in self.deferred_assignments}.items():
                     by_container.setdefault(container_id, []).append(input_id)
                 for container_id, input_ids in by_container.items():
                     self.db.execute("UPDATE inputs SET container_id=? WHERE input_id IN "
@@ -330,7 +330,7 @@ class _Runs(_Connection):
                             [(r[0], r[3]) for r in rows])
 
     def assign_inputs(self, container_id: str | None, input_ids: list[str]):
-        self.deferred_assignments.extend((i, container_id) for i in input_ids)
+        self.deferred_assignments.extend((container_id, i) for i in input_ids)
 
     def requeue_input(self, input_id: str, attempts: int, lost: int, available_at: float):
         self._write()
