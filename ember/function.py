@@ -658,11 +658,17 @@ class Function:
         self._check_kind(how)
         return client, fid, await self._payload(client, serialize_args(self._name, args, kwargs))
 
-    async def _submit(self, client: Client, **op):
-        """Create a call (create=), or add inputs to one (put=); a refusal is the same error for
-        every way of calling."""
+    async def _submit(self, client: Client, *, unary: bool = False, **op):
+        """Create a call (create=), or add inputs to one (put=): on MapStream, or with unary=
+        by its RPC (a call of one input: gRPC's keepalive moves it off a leader that froze); a
+        refusal is the same error for every way of calling."""
+        what = f"calling {self._name}()"
         try:
-            return await client.call_op(f"calling {self._name}()", **op)
+            if unary:
+                (kind, request), = op.items()
+                return await client.rpc({"create": "FunctionCallCreate", "put": "FunctionCallPutInputs"}[kind],
+                                        request, what=what)
+            return await client.call_op(what, **op)
         except exception.NotFoundError as e:
             raise _cannot_call(self._name, str(e)) from None
 
@@ -670,7 +676,7 @@ class Function:
         """A call of one input (.spawn(), .remote_gen()): its client and id."""
         client, fid, payload = await self._prepare(how, args, kwargs)
         call_id = new_id("fc")
-        await self._submit(client, create=api_pb2.FunctionCallCreateRequest(
+        await self._submit(client, unary=True, create=api_pb2.FunctionCallCreateRequest(
             function_id=fid, call_id=call_id, inputs=[api_pb2.Input(idx=0, args=payload)], inputs_complete=True))
         return client, call_id
 
@@ -733,7 +739,7 @@ class Function:
         after, finished = 0, False
         try:
             while not finished:
-                resp = await client.outputs(api_pb2.GetOutputsRequest(
+                resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
                     call_id=call_id, after_seq=after, max_outputs=1000, timeout=POLL))
                 for co in resp.outputs:
                     after = co.seq
@@ -959,7 +965,7 @@ class FunctionCall:
         after_seq, final = 0, None
         while True:
             left = POLL if deadline is None else max(0.0, min(POLL, deadline - time.monotonic()))
-            resp = await client.outputs(api_pb2.GetOutputsRequest(
+            resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
                 call_id=self.object_id, after_seq=after_seq, max_outputs=1000, timeout=left),
                 what=f"getting {self.object_id}")
             name = self._name or resp.function_name or "the function"
@@ -989,7 +995,7 @@ class FunctionCall:
         client = self._get_client()
         after, n = 0, 0
         while True:
-            resp = await client.outputs(api_pb2.GetOutputsRequest(
+            resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
                 call_id=self.object_id, after_seq=after, max_outputs=1000, timeout=POLL),
                 what=f"reading {self.object_id}")
             name = self._name or resp.function_name or "the function"
@@ -1014,7 +1020,7 @@ class FunctionCall:
     @twin
     async def num_inputs(self) -> int:
         """How many inputs the call has: 1 of .spawn(), more of .spawn_map()."""
-        resp = await self._get_client().outputs(api_pb2.GetOutputsRequest(
+        resp = await self._get_client().rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
             call_id=self.object_id, max_outputs=1, timeout=0), what=f"getting {self.object_id}")
         return resp.num_inputs
 

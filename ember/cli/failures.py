@@ -64,7 +64,7 @@ async def _print_results(client: Client, call_id: str, idxs: set[int], after_seq
     """Wait for the retried inputs' new ends, and print each: its result, or its error."""
     failed = 0
     while idxs:
-        resp = await client.outputs(api_pb2.GetOutputsRequest(
+        resp = await client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
             call_id=call_id, after_seq=after_seq, max_outputs=1000, timeout=50.0), what=f"getting {call_id}")
         for co in resp.outputs:
             after_seq = co.seq
