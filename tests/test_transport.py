@@ -499,10 +499,14 @@ with app.run():  # no server configured: the embedded local cluster
     assert json.loads(out.stdout.splitlines()[-1]) == [2, 2]  # the call stream and the object stream, on frames
 
 
-def test_a_map_on_frames_outlives_a_killed_control_plane_and_is_its_workspace_s_own(plane, tmp_path):
+def test_a_map_on_frames_outlives_a_killed_control_plane_and_is_its_workspace_s_own(tmp_path):
     log = str(tmp_path / "ran")
     n = 300
-    with restarts_app.app.run():
+    (tmp_path / "plane").mkdir()
+    plane = Cluster(tmp_path / "plane")  # its own: the module's is killed and restarted by others before
+    plane.start_server()
+    plane.start_worker()
+    with used(plane), restarts_app.app.run():
         got: dict = {}
 
         def mapping():
