@@ -19,11 +19,14 @@ Measures, with warm containers/workers:
 import argparse
 import importlib.util
 import asyncio
+import collections
 import itertools
 import json
 import os
 import pathlib
 import platform
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -227,8 +230,69 @@ def watch(web_url: str, app_id: str):
     print(watcher.scrapes, flush=True)
 
 
+def process_cpu_seconds(pids: list[int]) -> float:
+    """The CPU time the processes have used so far (those gone meanwhile count nothing)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def start_profiles(pids: dict[str, int], folder: pathlib.Path) -> list[subprocess.Popen]:
+    """py-spy (from this interpreter's environment, or on PATH) sampling each process without
+    stopping it, only threads that hold the GIL (what runs Python, not what waits), into
+    folder/NAME.txt (collapsed stacks: one line per stack with its count of samples)."""
+    spy = pathlib.Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        spy = shutil.which("py-spy") or sys.exit(f"--profile needs py-spy: {sys.executable} -m pip install py-spy")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([str(spy), "record", "--nonblocking", "--gil", "--threads", "--format", "raw",
+                              "--rate", "250", "-o", str(folder / f"{name}.txt"), "-p", str(pid)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
+
+
+def stop_profiles(spies: list[subprocess.Popen]):
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled as it stops
+    for spy in spies:
+        spy.wait(60)
+
+
+def summarize_profiles(folder: pathlib.Path, top: int = 25):
+    """Each profile's samples, and the functions they were in: on top of the stack (self) and
+    anywhere on it (total), the most first."""
+    for path in sorted(folder.glob("*.txt")):
+        own, total, samples = collections.Counter(), collections.Counter(), 0
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = [f for f in stack.split(";") if not f.startswith(("thread (", "process "))]
+            if not frames or not count.isdigit():
+                continue
+            n = int(count)
+            samples += n
+            own[_short(frames[-1])] += n
+            for frame in {_short(f) for f in frames}:
+                total[frame] += n
+        if not samples:
+            continue
+        print(f"## {path.stem}: {samples} samples")
+        for name, counter in (("self", own), ("total", total)):
+            print(f"  {name}:")
+            for frame, n in counter.most_common(top):
+                print(f"    {n / samples * 100:5.1f}%  {frame}")
+
+
+def _short(frame: str) -> str:
+    """A py-spy frame, `function (path:line)`, as `function (file)`."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({pathlib.Path(where.rstrip(')')).name.split(':')[0]})" if where else name
+
+
 def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, database_url: str | None = None,
-                watched: bool = False) -> dict:
+                watched: bool = False, profile: pathlib.Path | None = None) -> dict:
     import core_app
     from core_app import app
     from objects import marked, split, timed
@@ -272,11 +336,20 @@ def bench_ember(n_map: int, n_spawn: int, backend: str, tls: bool = False, datab
                 pass
             result["hop_ms"] = timed(lambda: client.run(nothing()))
             list(f.map(range(1000)))
-            cpu = cpu_seconds(server.pid)
+            # Each party's CPU per input: the control plane, the containers (all the worker's
+            # descendants: its own work is elsewhere) and this client.
+            containers = descendants(worker.pid)
+            spies = start_profiles({"server": server.pid, "client": os.getpid(), **{
+                f"container-{pid}": pid for pid in containers}}, profile) if profile else []
+            cpu, cpu_client = cpu_seconds(server.pid), time.process_time()
+            cpu_containers = process_cpu_seconds(containers)
             t = time.perf_counter()
             out = list(f.map(range(n_map)))
             dt = time.perf_counter() - t
             result["server_cpu_us_per_map_input"] = (cpu_seconds(server.pid) - cpu) / n_map * 1e6
+            result["container_cpu_us_per_map_input"] = (process_cpu_seconds(containers) - cpu_containers) / n_map * 1e6
+            result["client_cpu_us_per_map_input"] = (time.process_time() - cpu_client) / n_map * 1e6
+            stop_profiles(spies)
             assert out == list(range(n_map))
             result["map_per_s"] = n_map / dt
 
@@ -347,6 +420,9 @@ def main():
     p.add_argument("--watched-against-unwatched", action="store_true",
                    help="measure this checkout with a browser open on the app's live dashboard page and /metrics "
                         "scraped every second, and without, alternating, --rounds times")
+    p.add_argument("--profile", metavar="DIR", type=pathlib.Path,
+                   help="sample the control plane, the containers and this client with py-spy during the map "
+                        "(into DIR), and print where each spent its time; Ember alone")
     p.add_argument("--watched", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--watch", nargs=2, metavar=("WEB_URL", "APP_ID"), help=argparse.SUPPRESS)
     p.add_argument("--database-url", help=argparse.SUPPRESS)
@@ -355,6 +431,11 @@ def main():
     args = p.parse_args()
     if args.watch:
         watch(*args.watch)
+        return
+    if args.profile:
+        r = bench_ember(args.map, args.spawn, args.backend, args.tls, profile=args.profile)
+        summarize_profiles(args.profile)
+        print(json.dumps(r))
         return
     if args.ember_only:
         print(json.dumps(bench_ember(args.map, args.spawn, args.backend, args.tls, args.database_url, args.watched)))
@@ -442,6 +523,8 @@ def report(args, runs: dict[str, list[dict]], what: str):
                             ("remote(): frame written to answer (ms)", "remote_server_ms", "{:.3f}"),
                             ("remote(): answer to caller (ms)", "remote_back_ms", "{:.3f}"),
                             ("control plane CPU per map input (us)", "server_cpu_us_per_map_input", "{:.1f}"),
+                            ("containers' CPU per map input (us)", "container_cpu_us_per_map_input", "{:.1f}"),
+                            ("client CPU per map input (us)", "client_cpu_us_per_map_input", "{:.1f}"),
                             (f"{args.spawn} spawned calls (s)", "spawn_seconds", "{:.1f}")]:
         for name, results in runs.items():
             print(f"{label:36}{name:>14}  " + "  ".join(fmt.format(r[key]) if key in r else "-" for r in results))

@@ -348,8 +348,19 @@ def _note_outcome(out: api_pb2.Output):
 
 async def _output_value(client: Client, out: api_pb2.Output, name: str):
     """The value an output carries, or the exception it describes (raised)."""
+    if not out.data.blob_id:
+        return _inline_value(out, name)
     _note_outcome(out)
-    data = await client.payload_bytes(out.data)
+    return _value(out, await client.payload_bytes(out.data), name)
+
+
+def _inline_value(out: api_pb2.Output, name: str):
+    """_output_value of an output whose data is in the message (no blob to fetch): no await."""
+    _note_outcome(out)
+    return _value(out, out.data.data, name)
+
+
+def _value(out: api_pb2.Output, data: bytes, name: str):
     if out.status in (Output.SUCCESS, Output.GENERATOR_ITEM):
         return deserialize(data, f"the result of {name}()")
     raise exception_from_output(out, data, name)
@@ -647,10 +658,17 @@ class Function:
         self._check_kind(how)
         return client, fid, await self._payload(client, serialize_args(self._name, args, kwargs))
 
-    async def _submit(self, client: Client, method: str, request):
-        """Create a call, or add inputs to one; a refusal is the same error for every way of calling."""
+    async def _submit(self, client: Client, *, unary: bool = False, **op):
+        """Create a call (create=), or add inputs to one (put=): on MapStream, or with unary=
+        by its RPC (a call of one input: gRPC's keepalive moves it off a leader that froze); a
+        refusal is the same error for every way of calling."""
+        what = f"calling {self._name}()"
         try:
-            return await client.rpc(method, request, what=f"calling {self._name}()")
+            if unary:
+                (kind, request), = op.items()
+                return await client.rpc({"create": "FunctionCallCreate", "put": "FunctionCallPutInputs"}[kind],
+                                        request, what=what)
+            return await client.call_op(what, **op)
         except exception.NotFoundError as e:
             raise _cannot_call(self._name, str(e)) from None
 
@@ -658,7 +676,7 @@ class Function:
         """A call of one input (.spawn(), .remote_gen()): its client and id."""
         client, fid, payload = await self._prepare(how, args, kwargs)
         call_id = new_id("fc")
-        await self._submit(client, "FunctionCallCreate", api_pb2.FunctionCallCreateRequest(
+        await self._submit(client, unary=True, create=api_pb2.FunctionCallCreateRequest(
             function_id=fid, call_id=call_id, inputs=[api_pb2.Input(idx=0, args=payload)], inputs_complete=True))
         return client, call_id
 
@@ -814,16 +832,15 @@ class _MapRun:
                     batch, complete = await in_thread(self._next_batch, arg_iter)
                 if not wait_for_results and not complete:
                     ahead = asyncio.ensure_future(in_thread(self._next_batch, arg_iter))
-                inputs = [api_pb2.Input(idx=self.sent + i, args=await self.f._payload(self.client, data))
-                          for i, data in enumerate(batch)]
                 if self.created:
-                    await self.f._submit(self.client, "FunctionCallPutInputs", api_pb2.PutInputsRequest(
-                        call_id=self.call_id, inputs=inputs, inputs_complete=complete))
+                    request = api_pb2.PutInputsRequest(call_id=self.call_id, inputs_complete=complete)
                 else:
-                    await self.f._submit(self.client, "FunctionCallCreate", api_pb2.FunctionCallCreateRequest(
-                        function_id=self.fid, call_id=self.call_id, inputs=inputs, inputs_complete=complete))
+                    request = api_pb2.FunctionCallCreateRequest(function_id=self.fid, call_id=self.call_id,
+                                                                inputs_complete=complete)
+                await self._add_inputs(request.inputs, batch)
+                await self.f._submit(self.client, **{"put" if self.created else "create": request})
                 async with self.progress:
-                    self.sent += len(inputs)
+                    self.sent += len(batch)
                     self.created = True
                     self.progress.notify_all()
                     if wait_for_results:  # a map reads as it sends: hold back a sender far ahead of it
@@ -836,6 +853,19 @@ class _MapRun:
         finally:
             if ahead is not None and not ahead.done():
                 ahead.cancel()
+
+    async def _add_inputs(self, inputs, batch: list[bytes]):
+        """A batch of pickled arguments as the request's inputs, numbered on from those sent;
+        filled in place (building each Input apart and adding it would copy it again)."""
+        method, threshold = self.f._method, config.BLOB_THRESHOLD
+        for i, data in enumerate(batch, self.sent):
+            inp = inputs.add()
+            inp.idx = i
+            if len(data) > threshold:
+                inp.args.CopyFrom(await self.f._payload(self.client, data))
+            else:
+                inp.args.data = data
+                inp.args.method = method
 
     def _next_batch(self, arg_iter) -> tuple[list[bytes], bool]:
         """The next batch of pickled arguments from the caller's iterator, and whether it is over."""
@@ -859,7 +889,7 @@ class _MapRun:
             await self.progress.wait_for(lambda: self.created or self.error is not None)
         after, next_idx, buffered = 0, 0, {}
         while self.error is None and not self.finished:
-            resp = await self.client.rpc("FunctionCallGetOutputs", api_pb2.GetOutputsRequest(
+            resp = await self.client.outputs(api_pb2.GetOutputsRequest(
                 call_id=self.call_id, after_seq=after, max_outputs=10_000, timeout=POLL))
             if resp.outputs:
                 after = resp.outputs[-1].seq
@@ -871,11 +901,14 @@ class _MapRun:
             if self.bar is not None:
                 self.failed += sum(co.output.status != Output.SUCCESS for co in resp.outputs)
                 self.bar.update(max(self.sent, resp.num_inputs), self.received, self.failed, resp.inputs_complete)
+            name = self.f._name
             for co in resp.outputs:
                 if self.error is not None:
                     break
+                out = co.output
                 try:
-                    value = await _output_value(self.client, co.output, self.f._name)
+                    value = await _output_value(self.client, out, name) if out.data.blob_id else \
+                        _inline_value(out, name)
                 except Exception as e:  # the function's own error, whatever it is
                     if not return_exceptions:
                         raise

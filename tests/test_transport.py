@@ -497,3 +497,54 @@ with app.run():  # no server configured: the embedded local cluster
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1]) == [2, 2]  # the call stream and the object stream, on frames
+
+
+def test_a_map_on_frames_outlives_a_killed_control_plane_and_is_its_workspace_s_own(tmp_path):
+    log = str(tmp_path / "ran")
+    n = 300
+    (tmp_path / "plane").mkdir()
+    plane = Cluster(tmp_path / "plane")  # its own: the module's is killed and restarted by others before
+    plane.start_server()
+    plane.start_worker()
+    with used(plane), restarts_app.app.run():
+        got: dict = {}
+
+        def mapping():
+            try:
+                got["results"] = list(restarts_app.record.map(range(n), [log] * n, [0.01] * n))
+            except Exception as e:  # noqa: BLE001 - none is expected: what was in flight is sent again
+                got["error"] = e
+
+        thread = threading.Thread(target=mapping)
+        thread.start()
+        wait_for(lambda: len(restarts_app.runs(log)) >= 20, what="the map's first inputs")
+        assert connections_to(frame_port()) == 1  # the map's stream (no .remote(), dict or queue yet)
+        assert thread.is_alive(), "the map ended before the control plane was killed: the test proved nothing"
+        plane.kill_server()
+        plane.start_server()
+        thread.join(120)
+        assert "error" not in got, got.get("error")
+        assert got["results"] == [i * i for i in range(n)]  # all of them, in order
+        assert set(restarts_app.runs(log)) == set(range(n))
+        assert n in outputs_per_call(plane).values()  # one output each, none twice
+        # Another workspace neither reads the call's outputs nor adds to its inputs over MapStream.
+        call = restarts_app.square.spawn_map(range(3))
+        assert call.get(index=2) == 4
+        cli({}, "workspace", "create", "m")
+        b_token = json.loads(cli({}, "token", "new", "--workspace", "m", "--json"))
+        requests = [api_pb2.MapRequest(tag=1, get=api_pb2.GetOutputsRequest(call_id=call.object_id, timeout=0)),
+                    api_pb2.MapRequest(tag=2, put=api_pb2.PutInputsRequest(call_id=call.object_id, inputs=[
+                        api_pb2.Input(idx=3, args=api_pb2.Payload(data=serialize_args("square", (9,), {})))]))]
+        answers = {}
+        with opened(frame_port(), None) as sock:  # (a stream's end would not wait for the answers)
+            sock.sendall(hello((b_token["token_id"], b_token["token_secret"]), "MapStream")
+                         + b"".join(frame(MESSAGE, r) for r in requests))
+            while len(answers) < len(requests):
+                size, kind = HEADER.unpack(sock.recv(HEADER.size, socket.MSG_WAITALL))
+                assert kind == MESSAGE
+                answer = api_pb2.MapResponse.FromString(sock.recv(size, socket.MSG_WAITALL))
+                answers[answer.tag] = answer
+        NOT_FOUND = 5  # gRPC's code, as FunctionCallGetOutputs and FunctionCallPutInputs answer
+        assert answers[1].code == NOT_FOUND and "there is no function call" in answers[1].details
+        assert answers[2].code == NOT_FOUND and not answers[1].HasField("outputs")
+        assert call.num_inputs() == 3

@@ -91,6 +91,7 @@ class Client:
                              frames_of=api_pb2.CallResponse)
         self.objects = StreamMux(self, "ObjectStream", "a dict or queue operation", resend=False,
                                  frames_of=api_pb2.ObjectOpResult)
+        self.maps = StreamMux(self, "MapStream", "calling a function", resend=True, frames_of=api_pb2.MapResponse)
 
     @classmethod
     def close_all(cls):
@@ -146,6 +147,20 @@ class Client:
                 if retry and unavailable(e) and await backoff.wait():
                     continue
                 raise translate(e, what or name) from None
+
+    async def call_op(self, what: str, **op) -> api_pb2.MapResponse:
+        """One op of a call's inputs or outputs on MapStream (create=, put= or get=, the requests
+        of FunctionCallCreate, FunctionCallPutInputs and FunctionCallGetOutputs): its answer, or
+        the error its RPC would have raised."""
+        resp = await self.maps.call(api_pb2.MapRequest(**op))
+        if resp.code:
+            raise translate(_transport.status_error(_transport.CODES.get(resp.code, grpc.StatusCode.UNKNOWN),
+                                                    resp.details), what)
+        return resp
+
+    async def outputs(self, request: api_pb2.GetOutputsRequest, *, what: str = "") -> api_pb2.GetOutputsResponse:
+        """FunctionCallGetOutputs, on MapStream: a call's outputs after request.after_seq."""
+        return (await self.call_op(what or "reading a call's outputs", get=request)).outputs
 
     def run(self, coro, timeout=None):
         return self.bridge.run(coro, timeout)

@@ -48,7 +48,7 @@ HEARTBEAT = 1.0             # seconds
 # Answers that end the container: the control plane does not know it, or refuses its credential.
 FINAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 RESEND_OUTPUTS = 1000       # outputs kept to resend after a reconnect
-MAX_PREFETCH = 64           # inputs a container holds at most, for very fast functions
+MAX_PREFETCH = 256          # inputs a container holds at most, for very fast functions (fewer, larger messages)
 BATCH_SECONDS = 0.005       # a fast function's inputs come in batches worth about this long
 DETACH_WAIT = 5.0           # seconds to wait for the control plane to take the last outputs
 LOG_GATHER = 0.002          # seconds printed lines wait for more to go with them in one message

@@ -1121,6 +1121,32 @@ class GetOutputsResponse(_message.Message):
     function_name: str
     def __init__(self, outputs: _Optional[_Iterable[_Union[CallOutput, _Mapping]]] = ..., function_id: _Optional[str] = ..., inputs_complete: _Optional[bool] = ..., num_inputs: _Optional[int] = ..., num_done: _Optional[int] = ..., is_generator: _Optional[bool] = ..., function_name: _Optional[str] = ...) -> None: ...
 
+class MapRequest(_message.Message):
+    __slots__ = ("tag", "resend", "create", "put", "get")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    RESEND_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    resend: bool
+    create: FunctionCallCreateRequest
+    put: PutInputsRequest
+    get: GetOutputsRequest
+    def __init__(self, tag: _Optional[int] = ..., resend: _Optional[bool] = ..., create: _Optional[_Union[FunctionCallCreateRequest, _Mapping]] = ..., put: _Optional[_Union[PutInputsRequest, _Mapping]] = ..., get: _Optional[_Union[GetOutputsRequest, _Mapping]] = ...) -> None: ...
+
+class MapResponse(_message.Message):
+    __slots__ = ("tag", "code", "details", "outputs")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    code: int
+    details: str
+    outputs: GetOutputsResponse
+    def __init__(self, tag: _Optional[int] = ..., code: _Optional[int] = ..., details: _Optional[str] = ..., outputs: _Optional[_Union[GetOutputsResponse, _Mapping]] = ...) -> None: ...
+
 class FunctionCallRef(_message.Message):
     __slots__ = ("call_id", "terminate_containers")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]

@@ -130,6 +130,11 @@ class ClientApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.GetOutputsRequest.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.GetOutputsResponse.FromString,
                 _registered_method=True)
+        self.MapStream = channel.stream_stream(
+                '/ember.v1.ClientApi/MapStream',
+                request_serializer=ember_dot_proto_dot_api__pb2.MapRequest.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.MapResponse.FromString,
+                _registered_method=True)
         self.FunctionCallCancel = channel.unary_unary(
                 '/ember.v1.ClientApi/FunctionCallCancel',
                 request_serializer=ember_dot_proto_dot_api__pb2.FunctionCallRef.SerializeToString,
@@ -477,6 +482,15 @@ class ClientApiServicer:
 
     def FunctionCallGetOutputs(self, request, context):
         """Long poll: returns as soon as there is an output after `after_seq`, or at the timeout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MapStream(self, request_iterator, context):
+        """The same three for `.map()` and `spawn_map()`, on one long-lived stream per client (on the
+        frame transport where there is one): each request one of them, answered as its RPC would be
+        (inputs once durable), matched by tag; resending after a reconnect is as safe as retrying them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -870,6 +884,11 @@ def add_ClientApiServicer_to_server(servicer, server):
                     servicer.FunctionCallGetOutputs,
                     request_deserializer=ember_dot_proto_dot_api__pb2.GetOutputsRequest.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.GetOutputsResponse.SerializeToString,
+            ),
+            'MapStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.MapStream,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.MapRequest.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.MapResponse.SerializeToString,
             ),
             'FunctionCallCancel': grpc.unary_unary_rpc_method_handler(
                     servicer.FunctionCallCancel,
@@ -1579,6 +1598,33 @@ class ClientApi:
             '/ember.v1.ClientApi/FunctionCallGetOutputs',
             ember_dot_proto_dot_api__pb2.GetOutputsRequest.SerializeToString,
             ember_dot_proto_dot_api__pb2.GetOutputsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MapStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ember.v1.ClientApi/MapStream',
+            ember_dot_proto_dot_api__pb2.MapRequest.SerializeToString,
+            ember_dot_proto_dot_api__pb2.MapResponse.FromString,
             options,
             channel_credentials,
             insecure,

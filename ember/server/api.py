@@ -856,29 +856,90 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                 yield resp
 
     async def FunctionCallCreate(self, req, context, who):
+        try:
+            return await self._create(who, req)
+        except Ended as e:
+            await context.abort(e.code, e.details)
+
+    async def FunctionCallPutInputs(self, req, context, who):
+        try:
+            return await self._put(who, req)
+        except Ended as e:
+            await context.abort(e.code, e.details)
+
+    async def FunctionCallGetOutputs(self, req, context, who):
+        try:
+            return await self._outputs(who, req)
+        except Ended as e:
+            await context.abort(e.code, e.details)
+
+    async def MapStream(self, request_iterator, context, who):
+        stream = Duplex(request_iterator)
+        send, identity = stream.send, self.identity
+        ops = {"create": self._create, "put": self._put, "get": self._outputs}
+
+        async def run(req):
+            # Each op as its RPC runs it; its refusal is the RPC's status code and details. A
+            # control plane that cannot write (StoreUnavailable, NotLeader) ends the stream
+            # instead: the client sends what it had in flight again, there or to the leader.
+            kind = req.WhichOneof("op")
+            try:
+                if kind is None:
+                    raise validate.Invalid("MapRequest.op", "must be one of create, put or get")
+                resp = await ops[kind](who, getattr(req, kind))
+            except Ended as e:
+                send(api_pb2.MapResponse(tag=req.tag, code=e.code.value[0], details=e.details))
+            except validate.Invalid as e:
+                send(api_pb2.MapResponse(tag=req.tag, code=grpc.StatusCode.INVALID_ARGUMENT.value[0], details=str(e)))
+            except DiskFull as e:
+                send(api_pb2.MapResponse(tag=req.tag, code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                                         details=str(e)))
+            except (StoreUnavailable, NotLeader) as e:
+                stream.end(*ending("MapStream", e))
+            else:
+                send(api_pb2.MapResponse(tag=req.tag, outputs=resp) if kind == "get"
+                     else api_pb2.MapResponse(tag=req.tag))
+
+        tasks = set()
+
+        def handle(req):
+            identity.check(who)  # a revoked token's stream takes no more operations
+            task = asyncio.get_running_loop().create_task(run(req))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        try:
+            async with contextlib.aclosing(stream.run(handle)) as replies:
+                async for resp in replies:
+                    yield resp
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _create(self, who: Principal, req: api_pb2.FunctionCallCreateRequest):
         validate.function_call_create(req)
         try:
-            call = self.ledger.create_call(who.workspace, req.function_id, req.call_id, list(req.inputs),
+            call = self.ledger.create_call(who.workspace, req.function_id, req.call_id, req.inputs,
                                            req.inputs_complete)
         except LookupError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot call function {req.function_id}: {e}")
+            raise Ended(grpc.StatusCode.NOT_FOUND, f"cannot call function {req.function_id}: {e}") from None
         await self.store.durable()
         return api_pb2.FunctionCallCreateResponse(call_id=call.call_id)
 
-    async def FunctionCallPutInputs(self, req, context, who):
+    async def _put(self, who: Principal, req: api_pb2.PutInputsRequest):
         validate.put_inputs(req)
         try:
-            self.ledger.put_inputs(who.workspace, req.call_id, list(req.inputs), req.inputs_complete)
+            self.ledger.put_inputs(who.workspace, req.call_id, req.inputs, req.inputs_complete)
         except LookupError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"cannot add inputs to {req.call_id}: {e}")
+            raise Ended(grpc.StatusCode.NOT_FOUND, f"cannot add inputs to {req.call_id}: {e}") from None
         await self.store.durable()
         return EMPTY
 
-    async def FunctionCallGetOutputs(self, req, context, who):
+    async def _outputs(self, who: Principal, req: api_pb2.GetOutputsRequest):
         validate.get_outputs(req)
         call = self.ledger.lookup_call(req.call_id, who.workspace)
         if call is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, self._no_call(req.call_id))
+            raise Ended(grpc.StatusCode.NOT_FOUND, self._no_call(req.call_id))
         outs = await self.ledger.read_outputs(call, req.after_seq, req.max_outputs or 1000, req.timeout)
         return api_pb2.GetOutputsResponse(
             outputs=outs, function_id=call.function.function_id,

@@ -42,6 +42,47 @@ if TYPE_CHECKING:
 log = logging.getLogger("ember.server")
 
 Output = api_pb2.Output
+KNOWN_STATUSES = frozenset(Output.Status.values())  # what validate.output accepts, checked here without a call
+
+
+def _varint(n: int) -> bytes:
+    """n as a protobuf varint."""
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]
+# The tags of Input's fields, and of ContainerCommand.inputs and InputBatch.inputs: each a field
+# number and a wire type (0 a varint, 2 a length and bytes).
+_TAG = {name: _varint(f.number << 3 | (0 if f.type in (f.TYPE_UINT32, f.TYPE_UINT64) else 2))
+        for name, f in api_pb2.Input.DESCRIPTOR.fields_by_name.items()}
+_ID_TAG, _CALL_TAG, _IDX_TAG, _ARGS_TAG, _ATTEMPT_TAG = (_TAG[f] for f in ("input_id", "call_id", "idx", "args",
+                                                                             "attempt"))
+_BATCH_TAG = _varint(api_pb2.InputBatch.DESCRIPTOR.fields_by_name["inputs"].number << 3 | 2)
+_COMMAND_TAG = _varint(api_pb2.ContainerCommand.DESCRIPTOR.fields_by_name["inputs"].number << 3 | 2)
+
+
+def encoded_input(inp: InputState) -> bytes:
+    """An input of a call for its container, as a serialized Input: its arguments are the stored
+    Payload's bytes as they are (a Payload parsed and built again for each input costs more
+    than the rest of its dispatch), and what does not change between attempts is kept."""
+    if inp.wire is None:
+        input_id, call_id, args = inp.input_id.encode(), inp.call.call_id.encode(), inp.args
+        inp.wire = b"".join((_ID_TAG, _varint(len(input_id)), input_id, _CALL_TAG, _varint(len(call_id)), call_id,
+                             _IDX_TAG, _varint(inp.idx), _ARGS_TAG, _varint(len(args)), args, _ATTEMPT_TAG))
+    return inp.wire + _varint(inp.attempts)
+
+
+def input_batch(encoded: list[bytes]) -> api_pb2.ContainerCommand:
+    """A ContainerCommand of the inputs, from their encodings (parsed once, in protobuf's C code)."""
+    batch = b"".join(b for e in encoded for b in (_BATCH_TAG, _varint(len(e)), e))
+    return api_pb2.ContainerCommand.FromString(_COMMAND_TAG + _varint(len(batch)) + batch)
 
 
 def call_later(delay: float, callback):
@@ -126,34 +167,36 @@ class Dispatch:
                 for c in ready:
                     if not c.held and self.shares.yield_if_over(c):
                         continue  # it stops: another workspace waits for its room (shares.py)
-                    batch, stored = [], []
+                    batch, stored = [], []  # the inputs given to c (each an encoded Input), the stored ones' ids
                     now = self.clock()
                     if not c.held:
                         c.since = now
-                    while c.want > 0 and pending and not c.stopping and len(c.held) < cap:
+                    held, waited, given = c.held, 0.0, 0
+                    while c.want > 0 and pending and not c.stopping and len(held) < cap:
                         inp = pending.popleft()
                         if inp.done or inp.container is not None:
                             continue  # cancelled (or its client left) while queued, or claimed by a container's hello
                         inp.attempts += 1  # an attempt is charged here (retries.py)
-                        self.waited += now - inp.queued_at  # dispatch latency (metrics.py)
-                        self.dispatched += 1
+                        waited += now - inp.queued_at
+                        given += 1
                         inp.container = c
-                        c.held[inp.input_id] = inp
+                        held[inp.input_id] = inp
                         c.want -= 1
                         self._count_given(c)
                         if inp.web is not None:
-                            batch.append(api_pb2.Input(input_id=inp.input_id, http=inp.web.request, attempt=1))
+                            batch.append(api_pb2.Input(input_id=inp.input_id, http=inp.web.request,
+                                                       attempt=1).SerializeToString())
                             if inp.web.outbox:
                                 with_events.append(inp)
                             continue
-                        batch.append(api_pb2.Input(input_id=inp.input_id, call_id=inp.call.call_id, idx=inp.idx,
-                                                   args=api_pb2.Payload.FromString(inp.args),
-                                                   attempt=inp.attempts))
+                        batch.append(encoded_input(inp))
                         stored.append(inp.input_id)
+                    self.waited += waited  # dispatch latency (metrics.py)
+                    self.dispatched += given
                     if batch:
                         if stored:
                             self.store.assign_inputs(c.container_id, stored)
-                        c.send(api_pb2.ContainerCommand(inputs=api_pb2.InputBatch(inputs=batch)))
+                        c.send(input_batch(batch))
                     for inp in with_events:  # what came of a request while it waited for a container
                         events, inp.web.outbox = inp.web.outbox, []
                         self.web_events(inp, events)
@@ -207,22 +250,26 @@ class Dispatch:
                 inp = self._claim_resent(c, out.input_id)
             if inp is None:
                 continue  # not ours any more (cancelled, or another container's after a lost lease)
-            try:
-                validate.output(out)
-            except validate.Invalid as e:
-                log.warning("container %s sent an output for input %s that is dropped: %s", c.container_id,
-                            out.input_id, e)
-                continue
+            status = out.status
+            if status not in KNOWN_STATUSES:
+                try:
+                    validate.output(out)
+                except validate.Invalid as e:
+                    log.warning("container %s sent an output for input %s that is dropped: %s", c.container_id,
+                                out.input_id, e)
+                    continue
             # The input's place in its call is the control plane's to say (map orders outputs by it),
             # and so is what a dead letter keeps.
             out.idx = inp.idx
-            out.ClearField("args")
-            del out.attempts[:]
-            ran += out.status != Output.GENERATOR_ITEM
-            if out.status == Output.TIMEOUT:  # its runtime ends the container after this: it cannot stop the code
+            if out.HasField("args"):
+                out.ClearField("args")
+            if out.attempts:
+                del out.attempts[:]
+            ran += status != Output.GENERATOR_ITEM
+            if status == Output.TIMEOUT:  # its runtime ends the container after this: it cannot stop the code
                 c.stop_why = c.stop_why or (f"input timeout: input {out.input_id} ran longer than "
                                             f"timeout={fn.definition.timeout:g}s")
-            if out.status in FINAL_FAILURES and self.retry(inp, out):
+            if status in FINAL_FAILURES and self.retry(inp, out):
                 continue
             results.append((inp, out))
         self.ledger.record_outputs(results, log_seq)

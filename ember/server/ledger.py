@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ember.server")
 
 Output = api_pb2.Output
+FORGET_EVERY = 5.0  # seconds between looks for finished calls to forget
 
 
 class CallState:
@@ -74,7 +76,7 @@ class CallState:
 
 class InputState:
     __slots__ = ("args", "attempts", "call", "container", "done", "failures", "idx", "input_id", "lost", "queued_at",
-                 "web")
+                 "web", "wire")
 
     def __init__(self, input_id, call, idx, args, attempts=0, lost=0, web=None):
         self.input_id = input_id
@@ -89,6 +91,7 @@ class InputState:
         self.queued_at = 0.0  # by the dispatcher's clock: when it last joined its function's queue
         # A web request: the gateway's side of it (see gateway.WebRequest); never stored.
         self.web: WebRequest | None = web
+        self.wire: bytes | None = None  # what its Input to a container starts with (dispatch.encoded_input)
 
     def release(self):
         """Its container no longer holds it (its output came, or it goes back to the queue)."""
@@ -115,6 +118,7 @@ class Ledger:
         self.clock = clock
         self.dispatch: Dispatch  # where new inputs go; set by the Scheduler
         self._calls: dict[str, CallState] = {}
+        self._forgot_at = -math.inf  # when forget_finished last looked
 
     def recover(self) -> list[tuple[InputState, str | None]]:
         """Load the calls that were open, with their open inputs: each with the container the
@@ -191,16 +195,23 @@ class Ledger:
 
     def _add_inputs(self, call: CallState, inputs) -> list[InputState]:
         rows, new, payload_blobs = [], [], []
+        call_id, open_inputs, finished_idx, finished_below = call.call_id, call.inputs, call.finished_idx, \
+            call.finished_below
+        top = -1
         for inp in inputs:
-            input_id = f"{call.call_id}:{inp.idx}"
-            if input_id in call.inputs or inp.idx in call.finished_idx or inp.idx < call.finished_below:
+            idx = inp.idx
+            input_id = f"{call_id}:{idx}"
+            if input_id in open_inputs or idx < finished_below or idx in finished_idx:
                 continue
-            args = inp.args.SerializeToString()
-            rows.append((input_id, call.call_id, inp.idx, args))
-            if inp.args.blob_id:  # kept as long as the call's outputs (blob_gc.py)
-                payload_blobs.append((call.call_id, inp.args.blob_id))
-            new.append(InputState(input_id, call, inp.idx, args))
-            call.sent_up_to = max(call.sent_up_to, inp.idx + 1)
+            payload = inp.args
+            args = payload.SerializeToString()
+            rows.append((input_id, call_id, idx, args))
+            if payload.blob_id:  # kept as long as the call's outputs (blob_gc.py)
+                payload_blobs.append((call_id, payload.blob_id))
+            new.append(InputState(input_id, call, idx, args))
+            if idx > top:
+                top = idx
+        call.sent_up_to = max(call.sent_up_to, top + 1)
         self.store.add_inputs(rows)  # before they are the call's: it may raise DiskFull
         if payload_blobs:
             self.store.add_call_blobs(payload_blobs)
@@ -279,33 +290,40 @@ class Ledger:
             return
         rows, finished, touched, payload_blobs = [], [], {}, []
         now = time.time()
+        CallOutput, GENERATOR_ITEM, SUCCESS, DEAD = api_pb2.CallOutput, Output.GENERATOR_ITEM, Output.SUCCESS, \
+            dead_letters.DEAD
         for inp, out in results:
             if inp.done:
                 continue  # already finished (a duplicate after a reconnect, or a cancel race)
+            status = out.status
             if inp.web is not None:  # a web request's end: for the gateway, nothing to store
-                if out.status != Output.GENERATOR_ITEM:
+                if status != GENERATOR_ITEM:
                     inp.done = True
                     inp.release()
                     inp.web.finish(out)
                 continue
             call = inp.call
-            if out.status in dead_letters.DEAD:
+            if status in DEAD:
                 dead_letters.keep(inp, out)
             seq = call.next_seq
-            call.next_seq += 1
-            co = api_pb2.CallOutput(seq=seq, output=out, log_seq=log_seq)
+            call.next_seq = seq + 1
             rows.append((call.call_id, seq, out.SerializeToString(), now))
-            if out.data.blob_id:
-                payload_blobs.append((call.call_id, out.data.blob_id))
-            call.outputs.append(co)
-            if out.status != Output.GENERATOR_ITEM:
-                del call.inputs[inp.input_id]
+            data = out.data
+            if data.blob_id:
+                payload_blobs.append((call.call_id, data.blob_id))
+            call.outputs.append(CallOutput(seq=seq, output=out, log_seq=log_seq))
+            if status != GENERATOR_ITEM:
+                input_id = inp.input_id
+                del call.inputs[input_id]
                 call.finished_idx.add(inp.idx)
                 inp.done = True
-                inp.release()
-                finished.append(inp.input_id)
+                container = inp.container
+                if container is not None:  # inp.release(), without a call for each output
+                    container.held.pop(input_id, None)
+                    inp.container = None
+                finished.append(input_id)
                 call.num_done += 1
-                if out.status == Output.SUCCESS:
+                if status == SUCCESS:
                     call.function.completed += 1
                 else:
                     call.function.failed += 1
@@ -429,7 +447,11 @@ class Ledger:
 
     def forget_finished(self, now: float):
         """Finished calls leave memory a minute after their caller read them, else after ten;
-        the store keeps their outputs for the retention period."""
+        the store keeps their outputs for the retention period. Looked at every FORGET_EVERY
+        seconds: a look goes over every call in memory (thousands, after many .remote()s)."""
+        if now - self._forgot_at < FORGET_EVERY:
+            return
+        self._forgot_at = now
         for call_id, call in list(self._calls.items()):
             if call.done_at is not None and not call.listeners and (
                     call.fetched and now - call.done_at > 60 or now - call.done_at > 600):

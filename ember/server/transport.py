@@ -35,7 +35,7 @@ HELLO_TIMEOUT = 10.0  # seconds for a new connection to say who it is
 HELLO_LIMIT = 64 * 1024  # bytes of a frame before the connection has proved who it is
 UNIX_PATH_MAX = 107  # bytes of a unix socket's path at most (sun_path, less its terminating NUL)
 # The streams served here, by their RPC's name: the type of their requests.
-STREAMS = {"CallStream": api_pb2.CallRequest, "ObjectStream": api_pb2.ObjectOp}
+STREAMS = {"CallStream": api_pb2.CallRequest, "ObjectStream": api_pb2.ObjectOp, "MapStream": api_pb2.MapRequest}
 log = logging.getLogger("ember.server")
 
 

@@ -299,14 +299,17 @@ def put_inputs(req: api_pb2.PutInputsRequest):
 
 def inputs(req, num_inputs: int | None):
     """A batch of a call's inputs: each index once, and below the call's number of inputs if known."""
+    idxs = [inp.idx for inp in req.inputs]
+    if len(set(idxs)) == len(idxs) and (num_inputs is None or not idxs or max(idxs) < num_inputs):
+        return  # the usual case, checked without a loop in Python
     seen = set()
-    for i, inp in enumerate(req.inputs):
+    for i, idx in enumerate(idxs):
         field = f"{type(req).__name__}.inputs[{i}].idx"
-        if inp.idx in seen:
-            raise Invalid(field, f"{inp.idx} appears twice in one request")
-        seen.add(inp.idx)
-        if num_inputs is not None and inp.idx >= num_inputs:
-            raise Invalid(field, f"must be < the call's {num_inputs} inputs (got {inp.idx})")
+        if idx in seen:
+            raise Invalid(field, f"{idx} appears twice in one request")
+        seen.add(idx)
+        if num_inputs is not None and idx >= num_inputs:
+            raise Invalid(field, f"must be < the call's {num_inputs} inputs (got {idx})")
 
 
 def get_outputs(req: api_pb2.GetOutputsRequest):

@@ -7,6 +7,7 @@ what is already queued; later writes join it.
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -54,7 +55,7 @@ class _Connection:
         # Which container holds which input is a hint for recovery after a restart: it rides
         # along with the next transaction instead of paying for a commit of its own. If it is
         # lost in a crash, the input runs again elsewhere (at least once, never lost).
-        self.deferred_assignments: list[tuple[str | None, str]] = []
+        self.deferred_assignments: list[tuple[str | None, str]] = []  # (container id, input id)
         self.in_transaction = False
         # (on_success, on_failure) of whoever waits for the open transaction; a Future for both.
         self.commit_waiters: list[tuple] = []
@@ -102,7 +103,14 @@ class _Connection:
             return
         try:
             if self.deferred_assignments:
-                self.db.executemany("UPDATE inputs SET container_id=? WHERE input_id=?", self.deferred_assignments)
+                # One statement per container (its inputs' ids as a JSON array), not one per
+                # input; an input's last assignment counts.
+                by_container: dict[str | None, list[str]] = {}
+                for input_id, container_id in {i: c for c, i in self.deferred_assignments}.items():
+                    by_container.setdefault(container_id, []).append(input_id)
+                for container_id, input_ids in by_container.items():
+                    self.db.execute("UPDATE inputs SET container_id=? WHERE input_id IN "
+                                    "(SELECT value FROM json_each(?))", (container_id, json.dumps(input_ids)))
                 self.deferred_assignments = []
             if self.fenced_by is not None and not self._still_leading():
                 self._deposed()
@@ -337,9 +345,11 @@ class _Runs(_Connection):
         self.db.executemany(
             "INSERT OR REPLACE INTO outputs (call_id, seq, output, created_at) VALUES (?, ?, ?, ?)", rows
         )
-        finished = [(i,) for i in finished_input_ids]
-        self.db.executemany("DELETE FROM inputs WHERE input_id=?", finished)
-        self.db.executemany("DELETE FROM input_args WHERE input_id=?", finished)
+        if finished_input_ids:
+            # One statement for the batch (its ids as a JSON array), not one per row: half the cost.
+            finished = json.dumps(finished_input_ids)
+            self.db.execute("DELETE FROM inputs WHERE input_id IN (SELECT value FROM json_each(?))", (finished,))
+            self.db.execute("DELETE FROM input_args WHERE input_id IN (SELECT value FROM json_each(?))", (finished,))
         now = time.time()
         self.db.executemany(
             "UPDATE calls SET num_done=?, next_seq=?, "
