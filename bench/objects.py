@@ -80,6 +80,16 @@ def marked() -> dict:
         received(conn, data)
 
     _transport.Connection.send, _transport.Connection.data_received = marked_send, marked_received
+    if hasattr(_transport, "BlockingStream"):  # a blocking operation's own connection (not in older revisions)
+        receive = _transport.BlockingStream._receive
+
+        def marked_receive(stream):  # called right after the request's write; returns as its answer arrives
+            marks["written"] = time.perf_counter()
+            frame = receive(stream)
+            marks["arrived"] = time.perf_counter()
+            return frame
+
+        _transport.BlockingStream._receive = marked_receive
     return marks
 
 

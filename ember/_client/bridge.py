@@ -111,7 +111,7 @@ class LoopThread:
             self.thread.join(timeout)
 
 
-def _trim(e: BaseException):
+def trim(e: BaseException):
     """Drop the frames below the caller's from an error meant for it (see the module's doc).
     Done in the caller-facing frame itself, followed by a bare `raise`: a re-raise adds no frame."""
     if isinstance(e, exception.Error) or is_remote(e):
@@ -150,7 +150,7 @@ class _Bound:
         try:
             return self.obj._loop().run(self.twin.op(self.obj, *args, **kwargs))
         except BaseException as e:
-            _trim(e)
+            trim(e)
             raise
 
     def aio(self, *args, **kwargs):
@@ -162,7 +162,7 @@ class _Bound:
         try:
             return await self.obj._loop().run_async(self.twin.op(self.obj, *args, **kwargs))
         except BaseException as e:
-            _trim(e)
+            trim(e)
             raise
 
     def _iterate(self, args, kwargs):
@@ -174,7 +174,7 @@ class _Bound:
         except StopIteration:
             return
         except BaseException as e:
-            _trim(e)
+            trim(e)
             raise
         finally:
             if relay is not None:
@@ -194,7 +194,7 @@ class _Bound:
         except StopAsyncIteration:
             return
         except BaseException as e:
-            _trim(e)
+            trim(e)
             raise
         finally:
             if relay is not None:
