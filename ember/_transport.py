@@ -342,6 +342,8 @@ class BlockingStream:
     def close(self):
         self.sock.close()
 
+    __del__ = close  # a thread's stream closes as the thread ends (its threading.local goes)
+
     def _receive(self) -> tuple[int, bytes]:
         while True:
             frame = next_frame(self.buffer, 0, MAX_MESSAGE_BYTES)

@@ -81,9 +81,15 @@ class LoopThread:
         except BaseException:
             self.loop.call_soon_threadsafe(lambda: task.cancel())  # after start(): calls run in order
             raise
-        result, error = outcome[0]
+        result, error = outcome.pop()
         if error is not None:
-            raise error
+            try:
+                raise error
+            finally:
+                # The error's traceback holds this frame: with the error among its locals, the two
+                # would be a cycle that keeps the caller's frames (and what they hold, as a
+                # thread's own connection) until the garbage collector runs.
+                error = None
         return result
 
     async def run_async(self, coro):

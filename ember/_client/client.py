@@ -377,18 +377,14 @@ class DirectObjects:
             self._drop(stream)  # the control plane closed it while idle (it restarted): nothing was in flight
         if threading.get_ident() == self.client.bridge.thread.ident or time.monotonic() < self.indirect_until:
             return None  # (on the loop's own thread, run() says why a blocking call cannot be made there)
-        url = self.client.servers.url
+        endpoint = self._endpoint()
         try:
-            endpoint = self.client.run(self.client.frame_endpoint(url))
             if endpoint is not None:
                 sock = endpoint.connect_blocking(FRAMES_CONNECT_TIMEOUT)
                 stream = _transport.BlockingStream(sock, OBJECT_STREAM, self.client.token, api_pb2.ObjectOpResult)
-        except grpc.aio.AioRpcError as e:
-            endpoint = None  # unavailable now: the loop's stream waits for it (or for another leader)
-            self.client.bridge.call_soon(self.client.servers.failed, url, e)
         except OSError as e:  # (ssl.SSLError is an OSError)
-            log.warning("the frame transport of %s cannot be reached from this thread (%s): operations go "
-                        "through the client's loop", url, e)
+            log.warning("the frame transport cannot be reached from this thread (%s): operations go through the "
+                        "client's loop", e)
             endpoint = None
         if endpoint is None:
             self.indirect_until = time.monotonic() + RETRY_DIRECT_AFTER
@@ -396,6 +392,22 @@ class DirectObjects:
         self.local.stream = stream
         self.streams.add(stream)
         return stream
+
+    def _endpoint(self) -> _transport.Endpoint | None:
+        """The leading control plane's frame endpoint, waited for as the loop's stream waits for
+        it to reconnect (RECONNECT_WINDOW, then its error)."""
+        servers = self.client.servers
+        backoff = Backoff(RECONNECT_WINDOW, servers.max_delay)
+        while True:
+            url = servers.url
+            try:
+                return self.client.run(self.client.frame_endpoint(url))
+            except grpc.aio.AioRpcError as e:  # unavailable: restarting, or another one leads now
+                self.client.bridge.call_soon(servers.failed, url, e)
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise translate(e, OBJECT_OPERATION) from None
+                time.sleep(delay)
 
     def _drop(self, stream: _transport.BlockingStream):
         stream.close()
