@@ -80,6 +80,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.frames: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.deliver = None  # see push()
         self.waiter: asyncio.Future | None = None
         self.lost: Exception | None = None
         self.reading_paused = False
@@ -106,7 +107,12 @@ class Connection(asyncio.Protocol):
             if frame is None:
                 break
             kind, body, start = frame
-            self.frames.append((kind, body))
+            if self.deliver is not None:
+                self.deliver(kind, body)
+                if self.lost is not None:
+                    return  # what it handled closed the connection
+            else:
+                self.frames.append((kind, body))
             if self.unproved:
                 self.held = True
         if start:
@@ -117,7 +123,8 @@ class Connection(asyncio.Protocol):
         if len(self.frames) > READ_AHEAD and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
-        self._wake()
+        if self.frames:
+            self._wake()
 
     def connection_lost(self, exc):
         if self.lost is None:
@@ -132,6 +139,17 @@ class Connection(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
         self.data_received(b"")
+
+    def push(self, deliver):
+        """From now on hand each frame to deliver(kind, body) in the turn that reads it, rather
+        than keep it for receive(): no wake of a reader's task for each. receive() then only
+        raises how the connection ended."""
+        self.deliver = deliver
+        while self.frames and self.lost is None:
+            deliver(*self.frames.popleft())
+        if self.reading_paused and self.lost is None:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def pause_writing(self):
         self.writable.clear()
