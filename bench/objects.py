@@ -10,11 +10,13 @@ loopback, in one run.
 Measures, from a client on the same machine, the median of 2,000 after 200 warm-up:
   - Dict.put then Dict.get of a small value (Redis: SET then GET);
   - Queue.put then Queue.get (Redis: RPUSH then BLPOP);
-and where a Dict pair's time goes: the hop from the caller's thread to the client's event loop
-and back (once an operation), the bare transport's ping-pong (bench/grpc_floor.py, once an
-operation), the store's commits (the control plane's own ember_store_commit_seconds: how many a
-pair makes, and how long one takes), and for a put and a get on frames, the time in the client
-before its frame is written, from then to the answer's arrival, and from there to the caller.
+and where a Dict pair's time goes: the CPU the control plane and the client spend on one, the
+hop from the caller's thread to the client's event loop and back (once an operation; blocking
+operations no longer make it: they use their thread's own connection), the bare transport's
+ping-pong (bench/grpc_floor.py, once an operation), the store's commits (the control plane's
+own ember_store_commit_seconds: how many a pair makes, and how long one takes), and for a put
+and a get on frames, the time in the client before its frame is written, from then to the
+answer's arrival, and from there to the caller.
 """
 
 import json
@@ -64,6 +66,12 @@ def commits() -> tuple[float, float]:
     return float(figures["ember_store_commit_seconds_count"]), float(figures["ember_store_commit_seconds_sum"])
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) a process has used so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def marked() -> dict:
     """Have the frame transport note when it last wrote a frame and when data last arrived (set
     before the client connects: the event loop keeps the methods it found then)."""
@@ -80,6 +88,16 @@ def marked() -> dict:
         received(conn, data)
 
     _transport.Connection.send, _transport.Connection.data_received = marked_send, marked_received
+    if hasattr(_transport, "BlockingStream"):  # a blocking operation's own connection (not in older revisions)
+        receive = _transport.BlockingStream._receive
+
+        def marked_receive(stream):  # called right after the request's write; returns as its answer arrives
+            marks["written"] = time.perf_counter()
+            frame = receive(stream)
+            marks["arrived"] = time.perf_counter()
+            return frame
+
+        _transport.BlockingStream._receive = marked_receive
     return marks
 
 
@@ -117,7 +135,10 @@ def bench_ember(tmp: pathlib.Path, transport: str, tls: bool) -> dict:
             q.get()
 
         count, seconds = commits()
+        server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
         figures = {"dict_ms": timed(dict_rt)}
+        figures["server_cpu_us"] = (cpu_seconds(server.pid) - server_cpu) / (N + WARMUP) * 1e6
+        figures["client_cpu_us"] = (time.process_time() - client_cpu) / (N + WARMUP) * 1e6
         count2, seconds2 = commits()
         figures["commits_per_pair"] = (count2 - count) / (N + WARMUP)
         figures["commit_ms"] = (seconds2 - seconds) / max(1, count2 - count) * 1000
@@ -191,7 +212,7 @@ def against(rev: str, rounds: int):
     print(f"# objects benchmark, frames, this checkout against {rev}, medians of {rounds} rounds, "
           f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores")
     print(f"{'':34}{rev[:10]:>10}{'this':>10}{'Redis':>10}{'this/Redis':>12}")
-    for key in ("dict_ms", "queue_ms", "hop_ms", "commit_ms") + SPLIT:
+    for key in ("dict_ms", "queue_ms", "hop_ms", "commit_ms", "server_cpu_us", "client_cpu_us") + SPLIT:
         old, new = (statistics.median(f[key] for f, _ in runs[label]) for label in (rev, "this"))
         ratio = f"{new / r[key]:11.1f}x" if key in r else ""
         print(f"{key:34}{old:10.3f}{new:10.3f}{r.get(key, float('nan')):10.3f}{ratio}")
@@ -234,7 +255,9 @@ def main():
         print(f"{label:34}{frames:10.3f}{grpc:10.3f}{r[key]:10.3f}{frames / r[key]:13.1f}x")
     print("where a Dict pair's time goes (ms):")
     for key, label in (("hop_ms", "thread -> client loop -> thread, one"), ("commit_ms", "one store commit (server)"),
-                       ("commits_per_pair", "commits per pair")):
+                       ("commits_per_pair", "commits per pair"),
+                       ("server_cpu_us", "control plane CPU per Dict pair (us)"),
+                       ("client_cpu_us", "client CPU per Dict pair (us)")):
         print(f"  {label:40}{e['frames'][key]:10.3f}{e['grpc'][key]:10.3f}")
     f = e["frames"]
     for name in ("put", "get"):

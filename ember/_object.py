@@ -4,10 +4,11 @@
 import asyncio
 import builtins
 import contextlib
+import functools
 import re
 
 from . import config, exception, types
-from ._client.bridge import twin
+from ._client.bridge import trim, twin
 from ._client.client import Client
 from .proto import api_pb2
 
@@ -229,8 +230,11 @@ class NamedObject:
         return self
 
     async def _send(self, op: api_pb2.ObjectOp) -> api_pb2.ObjectOpResult:
-        """One dict or queue operation, over the client's object stream."""
-        result = await Client.from_env().objects.call(op)
+        """One dict or queue operation, over the client's object stream (on its loop)."""
+        return self._checked(await Client.from_env().objects.call(op))
+
+    def _checked(self, result: api_pb2.ObjectOpResult) -> api_pb2.ObjectOpResult:
+        """The result of a dict or queue operation, or the error it says."""
         if result.error:
             what = f"{self._kind} {self._name or self._object_id}"
             if result.not_found:
@@ -240,3 +244,68 @@ class NamedObject:
             raise exception.InvalidError(f"{what}: {result.error}")
         return result
 
+
+class operation:
+    """A Dict's or Queue's operation on the object stream, written once as a generator: it
+    yields each ObjectOp to send (the object's id is known then: self._object_id) and is sent
+    back its result; what it returns is the operation's. `obj.op(...)` runs it in the caller's
+    thread, on that thread's own connection where it has one (client.py's DirectObjects: no hop
+    to the client's loop and back); `await obj.op.aio(...)` runs it on the client's loop, over
+    its object stream."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        functools.update_wrapper(self, plan)
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return _Operation(self.plan, obj)
+
+
+class _Operation:
+    """`obj.op`: call it to block, or await `obj.op.aio(...)`."""
+
+    __slots__ = ("obj", "plan")
+
+    def __init__(self, plan, obj: NamedObject):
+        self.plan = plan
+        self.obj = obj
+
+    def __repr__(self):
+        return f"<{self.plan.__qualname__} of {self.obj!r}>"
+
+    def __call__(self, *args, **kwargs):
+        obj = self.obj
+        try:
+            client = Client.from_env()
+            if obj._object_id is None:
+                client.run(obj._id())  # once: a lookup by name is an RPC on the loop
+            plan = self.plan(obj, *args, **kwargs)
+            try:
+                op = next(plan)
+                while True:
+                    op = plan.send(obj._checked(client.direct.call(op)))
+            except StopIteration as end:
+                return end.value
+        except BaseException as e:
+            trim(e)
+            raise
+
+    async def aio(self, *args, **kwargs):
+        try:
+            return await self.obj._loop().run_async(self._on_loop(args, kwargs))
+        except BaseException as e:
+            trim(e)
+            raise
+
+    async def _on_loop(self, args, kwargs):
+        obj = self.obj
+        await obj._id()
+        plan = self.plan(obj, *args, **kwargs)
+        try:
+            op = next(plan)
+            while True:
+                op = plan.send(await obj._send(op))
+        except StopIteration as end:
+            return end.value

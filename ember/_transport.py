@@ -19,7 +19,10 @@ stream (stream.py's ReconnectingStream) runs unchanged on either.
 
 import asyncio
 import collections
+import dataclasses
 import functools
+import select
+import socket
 import ssl
 import struct
 
@@ -33,7 +36,28 @@ from .proto import api_pb2
 HEADER = struct.Struct(">IB")
 MESSAGE, HELLO, STATUS = 0, 1, 2  # the kinds of frame
 READ_AHEAD = 256  # frames received but not taken yet before the socket stops being read
+RECEIVE_BYTES = 256 * 1024  # a blocking socket's read at most
 CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def encode(kind: int, msg) -> bytes:
+    """A message as one frame of this kind: its header and its serialized body."""
+    body = msg.SerializeToString()
+    return HEADER.pack(len(body), kind) + body
+
+
+def next_frame(buf: bytearray, start: int, limit: int) -> tuple[int, bytes, int] | None:
+    """The frame at buf[start:] as (kind, body, where the next one starts); None if it has not
+    all arrived yet; FrameError if its body is over limit bytes."""
+    if len(buf) - start < HEADER.size:
+        return None
+    size, kind = HEADER.unpack_from(buf, start)
+    if size > limit:
+        raise FrameError(f"a frame of {size} bytes is over the limit of {limit}")
+    end = start + HEADER.size + size
+    if len(buf) < end:
+        return None
+    return kind, bytes(buf[start + HEADER.size:end]), end
 
 
 class Closed(Exception):
@@ -56,6 +80,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.frames: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.deliver = None  # see push()
         self.waiter: asyncio.Future | None = None
         self.lost: Exception | None = None
         self.reading_paused = False
@@ -73,16 +98,21 @@ class Connection(asyncio.Protocol):
         buf = self.buffer
         buf += data
         start = 0
-        while not self.held and len(buf) - start >= HEADER.size:
-            size, kind = HEADER.unpack_from(buf, start)
-            if size > self.limit:
-                self._fail(FrameError(f"a frame of {size} bytes is over the limit of {self.limit}"))
+        while not self.held:
+            try:
+                frame = next_frame(buf, start, self.limit)
+            except FrameError as e:
+                self._fail(e)
                 return
-            end = start + HEADER.size + size
-            if len(buf) < end:
+            if frame is None:
                 break
-            self.frames.append((kind, bytes(buf[start + HEADER.size:end])))
-            start = end
+            kind, body, start = frame
+            if self.deliver is not None:
+                self.deliver(kind, body)
+                if self.lost is not None:
+                    return  # what it handled closed the connection
+            else:
+                self.frames.append((kind, body))
             if self.unproved:
                 self.held = True
         if start:
@@ -93,7 +123,8 @@ class Connection(asyncio.Protocol):
         if len(self.frames) > READ_AHEAD and not self.reading_paused:
             self.reading_paused = True
             self.transport.pause_reading()
-        self._wake()
+        if self.frames:
+            self._wake()
 
     def connection_lost(self, exc):
         if self.lost is None:
@@ -108,6 +139,17 @@ class Connection(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
         self.data_received(b"")
+
+    def push(self, deliver):
+        """From now on hand each frame to deliver(kind, body) in the turn that reads it, rather
+        than keep it for receive(): no wake of a reader's task for each. receive() then only
+        raises how the connection ended."""
+        self.deliver = deliver
+        while self.frames and self.lost is None:
+            deliver(*self.frames.popleft())
+        if self.reading_paused and self.lost is None:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def pause_writing(self):
         self.writable.clear()
@@ -132,14 +174,13 @@ class Connection(asyncio.Protocol):
     def send(self, kind: int, msg):
         if self.lost is not None or self.transport.is_closing():
             return  # its reader learns that from receive()
-        body = msg.SerializeToString()
+        frame = encode(kind, msg)
         if self.batching:
-            self.out.append(HEADER.pack(len(body), kind))
-            self.out.append(body)
+            self.out.append(frame)
             return
         # The first frame of a turn goes at once (no wait for a lone request or answer); those
         # sent after it in the same turn, together at its end.
-        self.transport.write(HEADER.pack(len(body), kind) + body)
+        self.transport.write(frame)
         self.batching = True
         asyncio.get_running_loop().call_soon(self._flush)
 
@@ -173,18 +214,45 @@ def status_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
-async def connect(host: str, port: int, tls: ssl.SSLContext | None) -> Connection:
-    """A connection to a frame server's TCP port (with TLS, checked by tls, unless it is None)."""
-    _, conn = await asyncio.get_running_loop().create_connection(
-        Connection, host, port, ssl=tls, server_hostname=host if tls else None)
-    return conn
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """Where a control plane serves frames: a TCP host and port (with TLS, checked by tls, unless
+    it is None), or a unix socket's path (plaintext, as a unix socket's gRPC is: it proves
+    nobody's identity, the stream's hello carries the token all the same)."""
+    host: str = ""
+    port: int = 0
+    tls: ssl.SSLContext | None = None
+    unix_path: str = ""
 
+    async def connect(self) -> Connection:
+        """A connection driven by the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self.unix_path:
+            _, conn = await loop.create_unix_connection(Connection, self.unix_path)
+        else:
+            _, conn = await loop.create_connection(Connection, self.host, self.port, ssl=self.tls,
+                                                   server_hostname=self.host if self.tls else None)
+        return conn
 
-async def connect_unix(path: str) -> Connection:
-    """A connection to a frame server's unix socket (plaintext, as a unix socket's gRPC is). It
-    proves nobody's identity: the stream's hello carries the token all the same."""
-    _, conn = await asyncio.get_running_loop().create_unix_connection(Connection, path)
-    return conn
+    def connect_blocking(self, timeout: float) -> socket.socket:
+        """A blocking socket (for BlockingStream), connected within timeout seconds; OSError if not."""
+        if self.unix_path:
+            sock = socket.socket(socket.AF_UNIX)
+            address = self.unix_path
+        else:
+            sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's: a request goes at once
+            address = (self.host, self.port)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+            sock.settimeout(None)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 class FrameStream:
@@ -195,8 +263,7 @@ class FrameStream:
 
     def __init__(self, connect, method: str, token: tuple[str, str] | None, requests, response_type, fallback):
         self.connect = connect
-        self.hello = api_pb2.TransportHello(method=method, token_id=token[0] if token else "",
-                                            token_secret=token[1] if token else "")
+        self.hello = hello(method, token)
         self.requests = requests
         self.response_type = response_type
         self.fallback = fallback
@@ -245,6 +312,76 @@ class FrameStream:
             conn.send(MESSAGE, msg)
             await conn.drained()
         conn.send(STATUS, api_pb2.TransportStatus())
+
+
+class BlockingStream:
+    """A stream on a blocking socket, driven from one thread at a time: call() writes a request
+    and reads until its answer, in the caller's thread (no event loop between it and the socket,
+    as redis-py has none), for a stream whose answers come one for each request, in order (the
+    object stream's). Its frames are FrameStream's: hello, token and all, the server cannot tell
+    the two apart. After an error other than an answer, the stream is broken: close it."""
+
+    def __init__(self, sock: socket.socket, method: str, token: tuple[str, str] | None, response_type):
+        self.sock = sock
+        self.hello = encode(HELLO, hello(method, token))  # sent with the first request
+        self.response_type = response_type
+        self.buffer = bytearray()
+
+    def call(self, request):
+        """Send request; its answer. Closed (or FrameError) if the connection breaks first, or
+        the AioRpcError gRPC would raise if the server ends the stream with an error."""
+        data = encode(MESSAGE, request)
+        if self.hello is not None:
+            data, self.hello = self.hello + data, None
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            raise Closed(f"the connection broke ({e})") from None
+        kind, body = self._receive()
+        if kind == MESSAGE:
+            return _parse(self.response_type, body)
+        if kind == STATUS:
+            status = _parse(api_pb2.TransportStatus, body)
+            if status.code:
+                raise status_error(CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.details)
+            raise Closed("the control plane ended the stream")
+        raise FrameError(f"a frame of kind {kind} in the middle of a stream")
+
+    def intact(self) -> bool:
+        """Whether the connection still looks open between calls: nothing may arrive then, so
+        whatever has (the peer's close, or its end of the stream) means it is not."""
+        if self.buffer or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
+            return False
+        try:
+            return not select.select([self.sock], [], [], 0)[0]
+        except (OSError, ValueError):  # closed already
+            return False
+
+    def close(self):
+        self.sock.close()
+
+    __del__ = close  # a thread's stream closes as the thread ends (its threading.local goes)
+
+    def _receive(self) -> tuple[int, bytes]:
+        while True:
+            frame = next_frame(self.buffer, 0, MAX_MESSAGE_BYTES)
+            if frame is not None:
+                kind, body, end = frame
+                del self.buffer[:end]
+                return kind, body
+            try:
+                data = self.sock.recv(RECEIVE_BYTES)
+            except OSError as e:
+                raise Closed(f"the connection broke ({e})") from None
+            if not data:
+                raise Closed("the connection closed")
+            self.buffer += data
+
+
+def hello(method: str, token: tuple[str, str] | None) -> api_pb2.TransportHello:
+    """A stream's first frame: which stream, and the caller's token."""
+    return api_pb2.TransportHello(method=method, token_id=token[0] if token else "",
+                                  token_secret=token[1] if token else "")
 
 
 def _send_now(conn: Connection, msg) -> bool:

@@ -11,9 +11,8 @@ serialized bytes (so use plain keys: strings, numbers, tuples of them).
 import cloudpickle
 
 from . import exception, types
-from ._client.bridge import twin
 from ._client.serialization import deserialize
-from ._object import NamedObject
+from ._object import NamedObject, operation
 from .proto import api_pb2
 
 Op = api_pb2.DictRequest
@@ -32,63 +31,63 @@ class Dict(NamedObject):
     _info = types.DictInfo
 
     async def _probe(self):
-        await self._op(Op.LEN)
+        await self.len.aio()
 
-    async def _op(self, op, keys=(), values=(), **kw) -> api_pb2.DictResponse:
-        request = api_pb2.DictRequest(dict_id=await self._id(), op=op, keys=keys, values=values, **kw)
-        return (await self._send(api_pb2.ObjectOp(dict=request))).dict
+    def _request(self, op, keys=(), values=(), **kw) -> api_pb2.ObjectOp:
+        return api_pb2.ObjectOp(dict=api_pb2.DictRequest(dict_id=self._object_id, op=op, keys=keys, values=values,
+                                                         **kw))
 
-    @twin
-    async def get(self, key, default=None):
-        resp = await self._op(Op.GET, [_dumps(key, "key")])
+    @operation
+    def get(self, key, default=None):
+        resp = (yield self._request(Op.GET, [_dumps(key, "key")])).dict
         return deserialize(resp.values[0], "a Dict value") if resp.found else default
 
-    @twin
-    async def put(self, key, value, *, skip_if_exists: bool = False) -> bool:
+    @operation
+    def put(self, key, value, *, skip_if_exists: bool = False) -> bool:
         """Set key to value; with skip_if_exists, only if the key is absent. True if written."""
-        return (await self._op(Op.PUT, [_dumps(key, "key")], [_dumps(value, "value")],
-                               skip_if_exists=skip_if_exists)).found
+        return (yield self._request(Op.PUT, [_dumps(key, "key")], [_dumps(value, "value")],
+                                    skip_if_exists=skip_if_exists)).dict.found
 
-    @twin
-    async def update(self, other=None, /, **kwargs):
+    @operation
+    def update(self, other=None, /, **kwargs):
         items = dict(other or {}, **kwargs)
         if items:
-            await self._op(Op.PUT, [_dumps(k, "key") for k in items], [_dumps(v, "value") for v in items.values()])
+            yield self._request(Op.PUT, [_dumps(k, "key") for k in items], [_dumps(v, "value") for v in items.values()])
 
-    @twin
-    async def pop(self, key):
-        resp = await self._op(Op.POP, [_dumps(key, "key")])
+    @operation
+    def pop(self, key):
+        resp = (yield self._request(Op.POP, [_dumps(key, "key")])).dict
         if not resp.found:
             raise KeyError(key)
         return deserialize(resp.values[0], "a Dict value")
 
-    @twin
-    async def contains(self, key) -> bool:
-        return (await self._op(Op.CONTAINS, [_dumps(key, "key")])).found
+    @operation
+    def contains(self, key) -> bool:
+        return (yield self._request(Op.CONTAINS, [_dumps(key, "key")])).dict.found
 
-    @twin
-    async def len(self) -> int:
-        return (await self._op(Op.LEN)).count
+    @operation
+    def len(self) -> int:
+        return (yield self._request(Op.LEN)).dict.count
 
-    async def _items(self) -> list:
-        resp = await self._op(Op.ITEMS)
+    def _items(self):
+        resp = (yield self._request(Op.ITEMS)).dict
         return [(deserialize(k, "a Dict key"), deserialize(v, "a Dict value")) for k, v in zip(resp.keys, resp.values)]
 
-    @twin
-    async def items(self) -> list:
-        return await self._items()
+    @operation
+    def items(self) -> list:
+        return (yield from self._items())
 
-    @twin
-    async def keys(self) -> list:
-        return [k for k, _ in await self._items()]
+    @operation
+    def keys(self) -> list:
+        return [k for k, _ in (yield from self._items())]
 
-    @twin
-    async def values(self) -> list:
-        return [v for _, v in await self._items()]
+    @operation
+    def values(self) -> list:
+        return [v for _, v in (yield from self._items())]
 
-    @twin
-    async def clear(self):
-        await self._op(Op.CLEAR)
+    @operation
+    def clear(self):
+        yield self._request(Op.CLEAR)
 
     def __getitem__(self, key):
         value = self.get(key, _MISSING)

@@ -15,7 +15,7 @@ import time
 from . import exception, types
 from ._client.bridge import twin
 from ._client.serialization import deserialize
-from ._object import NamedObject
+from ._object import NamedObject, operation
 from .dict import _dumps
 from .proto import api_pb2
 
@@ -42,73 +42,74 @@ class Queue(NamedObject):
         return _partition(partition).encode()
 
     async def _probe(self):
-        await self._op(Op.LEN)
+        await self.len.aio()
 
-    async def _op(self, op, **kw) -> api_pb2.QueueResponse:
-        request = api_pb2.QueueRequest(queue_id=await self._id(), op=op, **kw)
-        return (await self._send(api_pb2.ObjectOp(queue=request))).queue
+    def _request(self, op, **kw) -> api_pb2.ObjectOp:
+        return api_pb2.ObjectOp(queue=api_pb2.QueueRequest(queue_id=self._object_id, op=op, **kw))
 
-    @twin
-    async def put(self, v, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
-                  partition_ttl: int = 24 * 3600):
+    @operation
+    def put(self, v, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+            partition_ttl: int = 24 * 3600):
         """Add v at the end. (Queues have no size limit here: `block` and `timeout` never wait.)"""
-        await self._op(Op.PUT, partition=_partition(partition), values=[_dumps(v, "value")])
+        yield self._request(Op.PUT, partition=_partition(partition), values=[_dumps(v, "value")])
 
-    @twin
-    async def put_many(self, vs, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
-                       partition_ttl: int = 24 * 3600):
+    @operation
+    def put_many(self, vs, block: bool = True, timeout: float | None = None, *, partition: str | None = None,
+                 partition_ttl: int = 24 * 3600):
         values = [_dumps(v, "value") for v in vs]
         if values:
-            await self._op(Op.PUT, partition=_partition(partition), values=values)
+            yield self._request(Op.PUT, partition=_partition(partition), values=values)
 
-    @twin
-    async def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None):
+    @operation
+    def get(self, block: bool = True, timeout: float | None = None, *, partition: str | None = None):
         """Remove and return the first item. Blocking, wait for one (up to timeout, then
         raise queue.Empty); not blocking, return None at once if there is none."""
-        items = await self._get(1, block, timeout, partition)
+        items = yield from self._get(1, block, timeout, partition)
         if items:
             return items[0]
         if block:
             raise std_queue.Empty(f"no item arrived in {self.name or 'the queue'} within {timeout}s")
         return None
 
-    @twin
-    async def get_many(self, n_values: int, block: bool = True, timeout: float | None = None, *,
-                       partition: str | None = None) -> list:
+    @operation
+    def get_many(self, n_values: int, block: bool = True, timeout: float | None = None, *,
+                 partition: str | None = None) -> list:
         """Remove and return up to n_values items: as many as there are once there is one
         (waiting up to timeout for the first when blocking); [] if none came."""
         if not isinstance(n_values, int) or n_values < 1:
             raise exception.InvalidError(f"n_values={n_values!r}: pass a positive integer")
-        return await self._get(n_values, block, timeout, partition)
+        return (yield from self._get(n_values, block, timeout, partition))
 
-    async def _get(self, n: int, block: bool, timeout: float | None, partition) -> list:
+    def _get(self, n: int, block: bool, timeout: float | None, partition):
         part = _partition(partition)
         if timeout is not None and timeout < 0:
             raise exception.InvalidError(f"timeout={timeout!r}: pass seconds, 0 or more, or None")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            # The control plane waits for an item (up to WAIT_CHUNK at a time) and answers at once when one comes.
             wait = 0.0 if not block else WAIT_CHUNK if deadline is None else max(0.0, deadline - time.monotonic())
-            resp = await self._op(Op.GET, partition=part, n=n, timeout=min(wait, WAIT_CHUNK))
+            resp = (yield self._request(Op.GET, partition=part, n=n, timeout=min(wait, WAIT_CHUNK))).queue
             if resp.values or not block or (deadline is not None and time.monotonic() >= deadline):
                 return [deserialize(v, "a Queue item") for v in resp.values]
 
-    @twin
-    async def len(self, *, partition: str | None = None, total: bool = False) -> int:
-        return (await self._op(Op.LEN, partition=_partition(partition), total=total)).count
+    @operation
+    def len(self, *, partition: str | None = None, total: bool = False) -> int:
+        return (yield self._request(Op.LEN, partition=_partition(partition), total=total)).queue.count
 
-    @twin
-    async def clear(self, *, partition: str | None = None, all: bool = False):
-        await self._op(Op.CLEAR, partition=_partition(partition), all=all)
+    @operation
+    def clear(self, *, partition: str | None = None, all: bool = False):
+        yield self._request(Op.CLEAR, partition=_partition(partition), all=all)
 
     @twin
     async def iterate(self, *, partition: str | None = None, item_poll_timeout: float = 0.0):
         """The items, oldest first, without removing them; with item_poll_timeout, keep
         waiting that long for more after the last one."""
         part = _partition(partition)
+        await self._id()
         after = 0
         idle_since = time.monotonic()
         while True:
-            resp = await self._op(Op.PEEK, partition=part, n=PEEK_BATCH, after_seq=after)
+            resp = (await self._send(self._request(Op.PEEK, partition=part, n=PEEK_BATCH, after_seq=after))).queue
             for v in resp.values:
                 yield deserialize(v, "a Queue item")
             if resp.values:

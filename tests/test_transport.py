@@ -226,6 +226,33 @@ def test_a_revoked_token_s_frame_stream_ends_at_its_next_use(tls_plane):
     assert code == "UNAUTHENTICATED" and "revoked" in details
 
 
+def test_a_blocking_operation_s_own_connection_is_refused_what_the_stream_is(tls_plane):
+    # A blocking operation goes over its thread's own frame connection (TLS here): another
+    # workspace's token finds nothing of A's there, and a revoked token is refused at its next use.
+    d = ember.Dict.from_name("a-own", create_if_missing=True)
+    d["k"] = "a-data"
+    q = ember.Queue.from_name("a-own", create_if_missing=True)
+    q.put("a-item")
+    cli({}, "workspace", "create", "b-own")
+    b = json.loads(cli({}, "token", "new", "--workspace", "b-own", "--json"))
+    before = connections_to(frame_port())
+    with environ({"EMBER_TOKEN_ID": b["token_id"], "EMBER_TOKEN_SECRET": b["token_secret"]}):
+        theirs, their_q = ember.Dict.from_id(d.object_id), ember.Queue.from_id(q.object_id)
+        for attempt in (lambda: theirs["k"], lambda: theirs.put("k", "b-data"), lambda: theirs.clear(),
+                        lambda: their_q.get(block=False), lambda: their_q.put("b-item")):
+            with pytest.raises(exception.NotFoundError, match="does not exist"):
+                attempt()
+        assert connections_to(frame_port()) == before + 1  # B's client's own connection, of this thread
+    t = json.loads(cli({}, "token", "new", "--json"))
+    with environ({"EMBER_TOKEN_ID": t["token_id"], "EMBER_TOKEN_SECRET": t["token_secret"]}):
+        mine = ember.Dict.from_id(d.object_id)
+        assert mine["k"] == "a-data"
+        cli({}, "token", "revoke", t["token_id"])
+        with pytest.raises(exception.AuthError, match="revoked"):
+            mine["k"] = "after-revocation"
+    assert d["k"] == "a-data" and q.len() == 1 and q.get() == "a-item"
+
+
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
     """A plaintext control plane and a worker, for this process's clients and subprocesses."""
@@ -291,6 +318,67 @@ def test_grpc_takes_over_where_frames_cannot_go(plane):
         assert json.loads(out.stdout.splitlines()[-1]) == [[1, 2], ["a", "b"], 16, frames]
     out = run_py(CLIENT, {"EMBER_TRANSPORT": "fast"})
     assert out.returncode != 0 and "EMBER_TRANSPORT='fast'" in out.stderr
+
+
+def test_blocking_operations_from_many_threads_each_use_their_own_connection(plane):
+    d = ember.Dict.from_name("threads", create_if_missing=True)
+    q = ember.Queue.from_name("threads", create_if_missing=True)
+    assert q.len() == 0  # (this thread's own connection is open now)
+    before = connections_to(frame_port())
+    everyone_used_theirs, counted = threading.Barrier(9), threading.Event()
+    got, errors = [], []
+
+    def work(t: int):
+        try:
+            for i in range(50):
+                d[(t, i)] = i
+                q.put((t, i))
+                assert d[(t, i)] == i
+                got.append(tuple(q.get(timeout=30)))
+        except Exception as e:  # noqa: BLE001 - for the test's thread to report
+            errors.append(e)
+        everyone_used_theirs.wait(60)
+        counted.wait(60)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    everyone_used_theirs.wait(60)
+    assert connections_to(frame_port()) == before + 8  # none went through the client's loop
+    counted.set()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert sorted(got) == [(t, i) for t in range(8) for i in range(50)] and q.len() == 0
+    assert all(d[(t, 49)] == 49 for t in range(8))
+    assert connections_to(frame_port()) == before  # each closed as its thread ended
+
+
+def test_a_blocking_operation_broken_mid_way_fails_and_its_thread_goes_on(plane):
+    q = ember.Queue.from_name("broken-mid-way", create_if_missing=True)
+    empty = ember.Queue.from_name("broken-mid-way-empty", create_if_missing=True)
+    q.put("acknowledged")
+    before = connections_to(frame_port())
+    restarted, outcomes = threading.Event(), []
+
+    def getter():
+        try:
+            outcomes.append(empty.get(timeout=120))  # waits on the control plane: there is no item
+        except exception.ConnectionError as e:
+            outcomes.append(e)
+        restarted.wait(60)
+        outcomes.append(q.get(timeout=60))  # the same thread, on a new connection
+
+    thread = threading.Thread(target=getter)
+    thread.start()
+    wait_for(lambda: connections_to(frame_port()) == before + 1, what="the getter's own connection")
+    plane.kill_server()  # with the get on its way, or waiting there
+    wait_for(lambda: outcomes, what="the broken get to fail")
+    plane.start_server()
+    restarted.set()
+    thread.join(60)
+    assert isinstance(outcomes[0], exception.ConnectionError) and "may or may not have happened" in str(outcomes[0])
+    assert outcomes[1:] == ["acknowledged"]
 
 
 class Writes:
@@ -379,7 +467,7 @@ def test_a_control_plane_killed_mid_stream_loses_nothing_it_acknowledged(plane, 
             writes.more(200, "writes over frames")
             wait_for(lambda: len(calls.results) >= 20, what="calls over frames")
             before = frame_port()
-            assert connections_to(before) == 2  # the object stream and the call stream
+            assert connections_to(before) == 5  # each writer thread's object stream, and the call stream
             calls.killed.set()
             plane.kill_server()
             plane.start_server()
@@ -390,7 +478,9 @@ def test_a_control_plane_killed_mid_stream_loses_nothing_it_acknowledged(plane, 
             writes.check()
             calls.check(plane)
         after = frame_port()
-        assert after != before and connections_to(after) == 2  # back on frames, at the new port
+        # Back on frames, at the new port: the call stream, and this thread's object stream
+        # (writes.check()'s reads); the writers' closed as their threads ended.
+        assert after != before and connections_to(after) == 2
 
 
 def test_a_killed_leader_s_clients_go_on_at_the_new_leader_on_frames(tmp_path):
@@ -400,13 +490,13 @@ def test_a_killed_leader_s_clients_go_on_at_the_new_leader_on_frames(tmp_path):
         writes = Writes("failover")
         try:
             writes.more(200, "writes at the first leader")
-            assert connections_to(frame_port()) == 1
+            assert connections_to(frame_port()) == 4  # each writer thread's own object stream
             pair.servers[0].send_signal(signal.SIGKILL)  # mid-stream: the standby takes over its lease
             writes.more(200, "writes at the new leader")
         finally:
             writes.check()
         assert pair.leader()[0].endswith(str(pair.ports[1]))
-        assert connections_to(frame_port()) == 1  # on frames there too
+        assert connections_to(frame_port()) == 1  # on frames there too (this thread's, of writes.check())
 
 
 # ---- frames over a unix socket (a control plane listening on one: the embedded local cluster's)

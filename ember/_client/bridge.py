@@ -81,9 +81,15 @@ class LoopThread:
         except BaseException:
             self.loop.call_soon_threadsafe(lambda: task.cancel())  # after start(): calls run in order
             raise
-        result, error = outcome[0]
+        result, error = outcome.pop()
         if error is not None:
-            raise error
+            try:
+                raise error
+            finally:
+                # The error's traceback holds this frame: with the error among its locals, the two
+                # would be a cycle that keeps the caller's frames (and what they hold, as a
+                # thread's own connection) until the garbage collector runs.
+                error = None
         return result
 
     async def run_async(self, coro):
@@ -111,7 +117,7 @@ class LoopThread:
             self.thread.join(timeout)
 
 
-def _trim(e: BaseException):
+def trim(e: BaseException):
     """Drop the frames below the caller's from an error meant for it (see the module's doc).
     Done in the caller-facing frame itself, followed by a bare `raise`: a re-raise adds no frame."""
     if isinstance(e, exception.Error) or is_remote(e):
@@ -150,7 +156,7 @@ class _Bound:
         try:
             return self.obj._loop().run(self.twin.op(self.obj, *args, **kwargs))
         except BaseException as e:
-            _trim(e)
+            trim(e)
             raise
 
     def aio(self, *args, **kwargs):
@@ -162,7 +168,7 @@ class _Bound:
         try:
             return await self.obj._loop().run_async(self.twin.op(self.obj, *args, **kwargs))
         except BaseException as e:
-            _trim(e)
+            trim(e)
             raise
 
     def _iterate(self, args, kwargs):
@@ -174,7 +180,7 @@ class _Bound:
         except StopIteration:
             return
         except BaseException as e:
-            _trim(e)
+            trim(e)
             raise
         finally:
             if relay is not None:
@@ -194,7 +200,7 @@ class _Bound:
         except StopAsyncIteration:
             return
         except BaseException as e:
-            _trim(e)
+            trim(e)
             raise
         finally:
             if relay is not None:

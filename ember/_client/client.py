@@ -9,7 +9,9 @@ import logging
 import os
 import ssl
 import threading
+import time
 import typing
+import weakref
 
 import grpc
 
@@ -29,6 +31,10 @@ FRAMES_CONNECT_TIMEOUT = 1.0
 # Unary calls in flight on one channel at most: past about a thousand, gRPC's asyncio client
 # starts failing calls as CANCELLED. Callers beyond the limit wait their turn.
 MAX_INFLIGHT = 512
+OBJECT_STREAM, OBJECT_OPERATION = "ObjectStream", "a dict or queue operation"
+# Seconds of blocking object operations through the loop after a connection of their own could
+# not be made (DirectObjects): a port that cannot be reached must not cost each one a timeout.
+RETRY_DIRECT_AFTER = 5.0
 log = logging.getLogger("ember.client")
 
 
@@ -89,9 +95,10 @@ class Client:
         self.bridge.run(self._connect())
         self.mux = StreamMux(self, "CallStream", "calling a function", resend=True,
                              frames_of=api_pb2.CallResponse)
-        self.objects = StreamMux(self, "ObjectStream", "a dict or queue operation", resend=False,
+        self.objects = StreamMux(self, OBJECT_STREAM, OBJECT_OPERATION, resend=False,
                                  frames_of=api_pb2.ObjectOpResult)
         self.maps = StreamMux(self, "MapStream", "calling a function", resend=True, frames_of=api_pb2.MapResponse)
+        self.direct = DirectObjects(self)  # the blocking object operations' own connections
 
     @classmethod
     def close_all(cls):
@@ -107,6 +114,7 @@ class Client:
             if client.pid == os.getpid():
                 with contextlib.suppress(Exception):  # best effort: it is going anyway
                     client.bridge.run(client.servers.close(), timeout=2)
+                client.direct.close()
                 client.bridge.stop()
 
     @property
@@ -178,9 +186,9 @@ class Client:
                     raise
                 self.servers.failed(url, e)
 
-    async def frames(self, url: str):
-        """A frame connection (ember/_transport.py) to the control plane at url; None where there
-        is none to have (it serves none, or it cannot be reached so: the caller uses gRPC). What
+    async def frame_endpoint(self, url: str) -> _transport.Endpoint | None:
+        """Where the control plane at url serves frames (ember/_transport.py); None where there
+        is none to have (it serves none, or not to this process: the caller uses gRPC). What
         says that control plane is unavailable is raised, as gRPC's stream would raise it."""
         if self.transport != "frames" or not config.frames_reach(url):
             return None
@@ -192,29 +200,31 @@ class Client:
                 raise
             return None  # an older control plane (UNIMPLEMENTED), or refused: gRPC's stream says why
         if url.startswith("unix:"):
-            return await self._frames_unix(url, endpoint.unix_path)
+            return _transport.Endpoint(unix_path=endpoint.unix_path) if endpoint.unix_path else None
         if not endpoint.port:
             return None
         try:
-            tls = config.is_tls(url)
-            if tls and self.tls is None:
-                self.tls = config.client_tls()
-            host = config.host_and_port(url)[0]
-            return await asyncio.wait_for(_transport.connect(host, endpoint.port, self.tls if tls else None),
-                                          FRAMES_CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, ValueError, exception.Error) as e:  # (ssl.SSLError is an OSError)
-            log.warning("the frame transport of %s cannot be reached (%s): using gRPC", url, e)
+            tls = None
+            if config.is_tls(url):
+                if self.tls is None:
+                    self.tls = config.client_tls()
+                tls = self.tls
+            return _transport.Endpoint(host=config.host_and_port(url)[0], port=endpoint.port, tls=tls)
+        except (OSError, ValueError, exception.Error) as e:  # (a CA that ssl cannot load: an SSLError)
+            log.warning("the frame transport of %s cannot be used (%s): using gRPC", url, e)
             return None
 
-    async def _frames_unix(self, url: str, path: str):
-        """The frame connection of a control plane on a unix socket: at the path it gave (None if
-        it serves none there, or it cannot be reached: gRPC then)."""
-        if not path:
+    async def frames(self, url: str) -> _transport.Connection | None:
+        """A frame connection to the control plane at url, driven by this loop; None where there
+        is none to have (see frame_endpoint), or it cannot be reached (the caller uses gRPC)."""
+        endpoint = await self.frame_endpoint(url)
+        if endpoint is None:
             return None
         try:
-            return await asyncio.wait_for(_transport.connect_unix(path), FRAMES_CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as e:
-            log.warning("the frame transport of %s cannot be reached at %s (%s): using gRPC", url, path, e)
+            return await asyncio.wait_for(endpoint.connect(), FRAMES_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as e:  # (ssl.SSLError is an OSError)
+            log.warning("the frame transport of %s cannot be reached at %s (%s): using gRPC", url,
+                        endpoint.unix_path or f"port {endpoint.port}", e)
             return None
 
     # ---- payloads
@@ -319,3 +329,103 @@ class StreamMux:
                 answer.set_exception(exception.ConnectionError(
                     f"{self.what}: the connection to the control plane broke; the operation may or may not have "
                     "happened"))
+
+
+class DirectObjects:
+    """Blocking Dict and Queue operations, written and read from the caller's own thread.
+
+    A blocking `d[k] = v` went from the caller's thread to the client's event loop, over the object
+    stream, and back: about 20 us each way here, the largest part of a pair's time left on the
+    client. redis-py has no such hop: it writes and reads its socket from the calling thread. So
+    does this: each thread that makes blocking object operations has a frame connection of its own
+    (_transport.BlockingStream: the object stream's frames, hello and token, over TLS where the
+    control plane has it), on which it sends its request and waits for the answer itself. The
+    control plane serves it as any object stream, with the same checks. (`.aio` operations stay on
+    the client's loop and its object stream.)
+
+    Where there is no such connection to have (EMBER_TRANSPORT=grpc, inside a container, a control
+    plane without frames, or one that cannot be reached now), an operation goes the way it did,
+    through the client's loop and its reconnecting stream (which waits for a restarting control
+    plane to come back); a direct connection is tried again a few seconds later. A connection that
+    breaks with an operation in flight fails it as that stream does: ConnectionError, it may or may
+    not have happened. A thread's connection closes when the thread ends (or the client does).
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self.local = threading.local()  # .stream: this thread's BlockingStream, if it has one
+        self.streams: weakref.WeakSet = weakref.WeakSet()  # every thread's, to close with the client
+        self.indirect_until = 0.0  # monotonic time until which operations go through the loop
+
+    def call(self, op: api_pb2.ObjectOp) -> api_pb2.ObjectOpResult:
+        """One operation from the caller's thread: its result, or the error the object stream
+        would raise."""
+        stream = self._stream()
+        if stream is None:
+            return self.client.run(self.client.objects.call(op))
+        url = self.client.servers.url
+        try:
+            return stream.call(op)
+        except (_transport.Closed, _transport.FrameError, grpc.aio.AioRpcError) as e:
+            self._drop(stream)
+            ended = e if isinstance(e, grpc.aio.AioRpcError) else None  # by the control plane, with this error
+            if ended is not None and not unavailable(ended):
+                raise translate(ended, OBJECT_OPERATION) from None
+            self.client.bridge.call_soon(self.client.servers.failed, url, ended)  # another may lead now
+            raise exception.ConnectionError(
+                f"{OBJECT_OPERATION}: the connection to the control plane broke "
+                f"({ended.details() if ended else e}); the operation may or may not have happened") from None
+        except BaseException:  # interrupted (Ctrl-C) while waiting: its answer may still come
+            self._drop(stream)
+            raise
+
+    def close(self):
+        for stream in list(self.streams):
+            stream.close()
+
+    def _stream(self) -> _transport.BlockingStream | None:
+        """This thread's stream, opened if needed; None where operations go through the loop."""
+        stream = getattr(self.local, "stream", None)
+        if stream is not None:
+            if stream.intact():
+                return stream
+            self._drop(stream)  # the control plane closed it while idle (it restarted): nothing was in flight
+        if threading.get_ident() == self.client.bridge.thread.ident or time.monotonic() < self.indirect_until:
+            return None  # (on the loop's own thread, run() says why a blocking call cannot be made there)
+        endpoint = self._endpoint()
+        try:
+            if endpoint is not None:
+                sock = endpoint.connect_blocking(FRAMES_CONNECT_TIMEOUT)
+                stream = _transport.BlockingStream(sock, OBJECT_STREAM, self.client.token, api_pb2.ObjectOpResult)
+        except OSError as e:  # (ssl.SSLError is an OSError)
+            log.warning("the frame transport cannot be reached from this thread (%s): operations go through the "
+                        "client's loop", e)
+            endpoint = None
+        if endpoint is None:
+            self.indirect_until = time.monotonic() + RETRY_DIRECT_AFTER
+            return None
+        self.local.stream = stream
+        self.streams.add(stream)
+        return stream
+
+    def _endpoint(self) -> _transport.Endpoint | None:
+        """The leading control plane's frame endpoint, waited for as the loop's stream waits for
+        it to reconnect (RECONNECT_WINDOW, then its error)."""
+        servers = self.client.servers
+        backoff = Backoff(RECONNECT_WINDOW, servers.max_delay)
+        while True:
+            url = servers.url
+            try:
+                return self.client.run(self.client.frame_endpoint(url))
+            except grpc.aio.AioRpcError as e:  # unavailable: restarting, or another one leads now
+                self.client.bridge.call_soon(servers.failed, url, e)
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise translate(e, OBJECT_OPERATION) from None
+                time.sleep(delay)
+
+    def _drop(self, stream: _transport.BlockingStream):
+        stream.close()
+        self.streams.discard(stream)
+        if getattr(self.local, "stream", None) is stream:
+            self.local.stream = None

@@ -34,14 +34,23 @@ class Backoff:
 
     async def wait(self) -> bool:
         """Sleep before the next attempt; False, at once, if the window has passed."""
+        delay = self.next_delay()
+        if delay is None:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
+    def next_delay(self) -> float | None:
+        """The seconds to wait before the next attempt (for a caller that waits in a thread);
+        None if the window has passed."""
         now = time.monotonic()
         if self.deadline is None and self.window is not None:
             self.deadline = now + self.window
         elif self.deadline is not None and now >= self.deadline:
-            return False
-        await asyncio.sleep(self.delay)
+            return None
+        delay = self.delay
         self.delay = min(self.delay * 2, self.max_delay)
-        return True
+        return delay
 
 
 class Outbox:

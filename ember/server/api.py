@@ -139,6 +139,10 @@ class Duplex:
 
     async def run(self, handle, first=None):
         async def read():
+            push = getattr(self.requests, "push", None)  # the frame transport's (transport.py)
+            if push is not None:
+                await push(handle)
+                return
             async for msg in self.requests:
                 handle(msg)
 

@@ -160,6 +160,37 @@ class FrameRequests:
     def __aiter__(self):
         return _requests(self.conn, self.request_type)
 
+    async def push(self, handle):
+        """Hand each request to handle(request) in the turn that reads its frame (Duplex.run's
+        way for a stream that offers it: a wake of its reader's task and a turn of the loop less
+        for each); return when the client says it sends no more. What handle raises, or a
+        frame that is not a request, ends it with that error; a lost connection with Closed."""
+        ended = asyncio.get_running_loop().create_future()
+
+        def deliver(kind: int, body: bytes):
+            if ended.done():
+                return
+            try:
+                if kind == STATUS:
+                    ended.set_result(None)
+                elif kind != MESSAGE:
+                    raise FrameError(f"a frame of kind {kind} in the middle of a stream")
+                else:
+                    handle(_parse(self.request_type, body))
+            except Exception as e:  # noqa: BLE001 - it ends the stream, as the reader's task would
+                ended.set_exception(e)
+
+        self.conn.push(deliver)
+        lost = asyncio.ensure_future(self.conn.receive())  # raises once the connection is gone
+        try:
+            await asyncio.wait([ended, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            self.conn.deliver = None  # (nothing comes after the end of a stream)
+        if ended.done():
+            return ended.result()
+        return lost.result()  # raises Closed (or FrameError)
+
     def reply_now(self, msg) -> bool:
         """Write a reply now; False for what is not one (the stream's end, an Ended) or while the
         socket's buffer is full: those go through the handler's replies, in order."""
