@@ -20,20 +20,27 @@ stream (stream.py's ReconnectingStream) runs unchanged on either.
 import asyncio
 import collections
 import functools
+import logging
+import os
 import ssl
 import struct
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from . import config, exception
 from ._client.stream import Outbox
 from .config import MAX_MESSAGE_BYTES
 from .proto import api_pb2
 
+# Seconds to open a frame connection before using gRPC instead: milliseconds where it can be
+# reached; a firewall or load balancer that drops the port must not stall a stream.
+CONNECT_TIMEOUT = 1.0
 HEADER = struct.Struct(">IB")
 MESSAGE, HELLO, STATUS = 0, 1, 2  # the kinds of frame
 READ_AHEAD = 256  # frames received but not taken yet before the socket stops being read
 CODES = {code.value[0]: code for code in grpc.StatusCode}
+log = logging.getLogger("ember.client")
 
 
 class Closed(Exception):
@@ -173,18 +180,74 @@ def status_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
-async def connect(host: str, port: int, tls: ssl.SSLContext | None) -> Connection:
-    """A connection to a frame server's TCP port (with TLS, checked by tls, unless it is None)."""
+async def connect(host: str, port: int, tls: ssl.SSLContext | None, server_name: str | None = None) -> Connection:
+    """A connection to a frame server's TCP port (with TLS, checked by tls for the name
+    server_name or else host, unless tls is None)."""
     _, conn = await asyncio.get_running_loop().create_connection(
-        Connection, host, port, ssl=tls, server_hostname=host if tls else None)
+        Connection, host, port, ssl=tls, server_hostname=(server_name or host) if tls else None)
     return conn
 
 
-async def connect_unix(path: str) -> Connection:
-    """A connection to a frame server's unix socket (plaintext, as a unix socket's gRPC is). It
-    proves nobody's identity: the stream's hello carries the token all the same."""
-    _, conn = await asyncio.get_running_loop().create_unix_connection(Connection, path)
+async def connect_unix(path: str, tls: ssl.SSLContext | None = None, server_name: str | None = None) -> Connection:
+    """A connection to a frame server's unix socket: plaintext, as a unix socket's gRPC is (it
+    proves nobody's identity: the stream's hello carries the token all the same); or TLS for
+    server_name through a socket that relays to a TCP port (a container's: worker/relay.py)."""
+    _, conn = await asyncio.get_running_loop().create_unix_connection(
+        Connection, path, ssl=tls, server_hostname=server_name if tls else None)
     return conn
+
+
+async def dial(address: str, url: str) -> Connection | None:
+    """A frame connection to address ("HOST:PORT", or "unix:PATH") of the control plane whose
+    gRPC address is url, with TLS where url's gRPC has it (the certificate checked for the name
+    gRPC checks); None, logged, where it cannot be reached so (its caller then uses gRPC)."""
+    server_name = os.environ.get("EMBER_TLS_SERVER_NAME")
+    unix = url.startswith("unix:")
+    try:
+        # TLS as config.open_channel has it: a TLS URL, or a unix socket relayed to a TLS port.
+        tls = _tls_context(config.ca_pem()) if config.is_tls(url) or (unix and server_name) else None
+        name = server_name or (None if unix else config.host_and_port(url)[0])
+        if address.startswith("unix:"):
+            connecting = connect_unix(address.removeprefix("unix:"), tls, name)
+        else:
+            host, port = config.host_and_port(address)
+            connecting = connect(host, port, tls, name)
+        return await asyncio.wait_for(connecting, CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError, exception.Error) as e:  # (ssl.SSLError is an OSError)
+        log.warning("the frame transport of %s cannot be reached at %s (%s): using gRPC", url, address, e)
+        return None
+
+
+async def dial_from_container(url: str, several: bool, stub) -> Connection | None:
+    """A container's frame connection to the control plane at url: where its worker said
+    (config.container_frames), with one control plane; None (gRPC) otherwise. A TCP port that
+    refuses is asked again of the control plane (stub's TransportEndpoint, which waits for it to
+    be back): one that restarted listens on another. (A unix path stays: it is a relay, or the
+    same path beside gRPC's socket.)"""
+    given = config.container_frames()
+    if config.transport() != "frames" or not given or several:
+        return None
+    conn = await dial(given, url)
+    if conn is not None or given.startswith("unix:"):
+        return conn
+    try:
+        endpoint = await stub.TransportEndpoint(api_pb2.Empty(), wait_for_ready=True)
+    except grpc.aio.AioRpcError as e:
+        if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            raise  # (stream.py's unavailable) its stream tries again
+        return None
+    host = given.rpartition(":")[0]
+    if not endpoint.port or f"{host}:{endpoint.port}" == given:
+        return None
+    os.environ["EMBER_FRAMES"] = given = f"{host}:{endpoint.port}"  # for its code's client too
+    return await dial(given, url)
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_pem: bytes | None) -> ssl.SSLContext:
+    """TLS for frame connections that trust ca_pem (None: the system's CAs), made once: loading
+    the certificates costs a millisecond or more, on every reconnect otherwise."""
+    return ssl.create_default_context(cadata=ca_pem.decode("ascii", "replace") if ca_pem is not None else None)
 
 
 class FrameStream:

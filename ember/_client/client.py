@@ -7,7 +7,6 @@ import functools
 import itertools
 import logging
 import os
-import ssl
 import threading
 import typing
 
@@ -23,9 +22,6 @@ from .stream import Backoff, ReconnectingStream, unavailable
 
 CONNECT_TIMEOUT = 5.0      # seconds to reach a control plane at all
 RECONNECT_WINDOW = 120.0   # seconds to keep retrying an established one (it may be restarting)
-# Seconds to open a frame connection (ember/_transport.py) before using gRPC instead: milliseconds
-# where it can be reached; a firewall or load balancer that drops the port must not stall a stream.
-FRAMES_CONNECT_TIMEOUT = 1.0
 # Unary calls in flight on one channel at most: past about a thousand, gRPC's asyncio client
 # starts failing calls as CANCELLED. Callers beyond the limit wait their turn.
 MAX_INFLIGHT = 512
@@ -83,7 +79,6 @@ class Client:
         self.token = token
         self.pid = os.getpid()
         self.transport = config.transport()
-        self.tls: ssl.SSLContext | None = None  # for frame connections, made when first needed
         self.servers = Servers(url, lambda channel: Authed(api_pb2_grpc.ClientApiStub(channel), token))
         self.bridge = LoopThread("ember-client")
         self.bridge.run(self._connect())
@@ -167,8 +162,10 @@ class Client:
         """A frame connection (ember/_transport.py) to the control plane at url; None where there
         is none to have (it serves none, or it cannot be reached so: the caller uses gRPC). What
         says that control plane is unavailable is raised, as gRPC's stream would raise it."""
-        if self.transport != "frames" or not config.frames_reach(url):
+        if self.transport != "frames":
             return None
+        if config.in_container():
+            return await _transport.dial_from_container(url, self.servers.several, self.servers.stub_at(url))
         try:
             endpoint = await self.servers.stub_at(url).TransportEndpoint(
                 api_pb2.Empty(), wait_for_ready=self.servers.wait_for_ready)
@@ -177,30 +174,14 @@ class Client:
                 raise
             return None  # an older control plane (UNIMPLEMENTED), or refused: gRPC's stream says why
         if url.startswith("unix:"):
-            return await self._frames_unix(url, endpoint.unix_path)
+            return await _transport.dial(f"unix:{endpoint.unix_path}", url) if endpoint.unix_path else None
         if not endpoint.port:
             return None
         try:
-            tls = config.is_tls(url)
-            if tls and self.tls is None:
-                self.tls = config.client_tls()
             host = config.host_and_port(url)[0]
-            return await asyncio.wait_for(_transport.connect(host, endpoint.port, self.tls if tls else None),
-                                          FRAMES_CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, ValueError, exception.Error) as e:  # (ssl.SSLError is an OSError)
-            log.warning("the frame transport of %s cannot be reached (%s): using gRPC", url, e)
+        except ValueError:
             return None
-
-    async def _frames_unix(self, url: str, path: str):
-        """The frame connection of a control plane on a unix socket: at the path it gave (None if
-        it serves none there, or it cannot be reached: gRPC then)."""
-        if not path:
-            return None
-        try:
-            return await asyncio.wait_for(_transport.connect_unix(path), FRAMES_CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as e:
-            log.warning("the frame transport of %s cannot be reached at %s (%s): using gRPC", url, path, e)
-            return None
+        return await _transport.dial(f"[{host}]:{endpoint.port}" if ":" in host else f"{host}:{endpoint.port}", url)
 
     # ---- payloads
 
