@@ -60,7 +60,7 @@ def timed_median(times: list[float], warmup: int) -> float:
 
 
 async def ping_frames(port: int, n: int = 3000, warmup: int = 300) -> float:
-    conn = await _transport.connect("127.0.0.1", port, None)
+    conn = await _transport.Endpoint(host="127.0.0.1", port=port).connect()
     times = []
     for i in range(n + warmup):
         t = time.perf_counter()

@@ -21,6 +21,8 @@ import asyncio
 import collections
 import dataclasses
 import functools
+import logging
+import os
 import select
 import socket
 import ssl
@@ -29,6 +31,7 @@ import struct
 import grpc
 from google.protobuf.message import DecodeError
 
+from . import config, exception
 from ._client.stream import Outbox
 from .config import MAX_MESSAGE_BYTES
 from .proto import api_pb2
@@ -38,6 +41,10 @@ MESSAGE, HELLO, STATUS = 0, 1, 2  # the kinds of frame
 READ_AHEAD = 256  # frames received but not taken yet before the socket stops being read
 RECEIVE_BYTES = 256 * 1024  # a blocking socket's read at most
 CODES = {code.value[0]: code for code in grpc.StatusCode}
+# Seconds to open a frame connection before using gRPC instead: milliseconds where it can be
+# reached; a firewall or load balancer that drops the port must not stall a stream.
+CONNECT_TIMEOUT = 1.0
+log = logging.getLogger("ember.client")
 
 
 def encode(kind: int, msg) -> bytes:
@@ -216,22 +223,32 @@ def status_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
 
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
-    """Where a control plane serves frames: a TCP host and port (with TLS, checked by tls, unless
-    it is None), or a unix socket's path (plaintext, as a unix socket's gRPC is: it proves
-    nobody's identity, the stream's hello carries the token all the same)."""
+    """Where a control plane serves frames: a TCP host and port, or a unix socket's path; with
+    TLS (checked by tls for server_name, or else host) unless tls is None. A unix socket is
+    plaintext, as a unix socket's gRPC is (it proves nobody's identity: the stream's hello carries
+    the token all the same), except one that relays to a TLS port (a container's: worker/frames.py)."""
     host: str = ""
     port: int = 0
     tls: ssl.SSLContext | None = None
     unix_path: str = ""
+    server_name: str = ""
+
+    def __str__(self):
+        return f"unix:{self.unix_path}" if self.unix_path else f"{self.host}:{self.port}"
+
+    @property
+    def checked_name(self) -> str | None:
+        return (self.server_name or self.host) if self.tls is not None else None
 
     async def connect(self) -> Connection:
         """A connection driven by the running event loop."""
         loop = asyncio.get_running_loop()
         if self.unix_path:
-            _, conn = await loop.create_unix_connection(Connection, self.unix_path)
+            _, conn = await loop.create_unix_connection(Connection, self.unix_path, ssl=self.tls,
+                                                        server_hostname=self.checked_name)
         else:
             _, conn = await loop.create_connection(Connection, self.host, self.port, ssl=self.tls,
-                                                   server_hostname=self.host if self.tls else None)
+                                                   server_hostname=self.checked_name)
         return conn
 
     def connect_blocking(self, timeout: float) -> socket.socket:
@@ -247,7 +264,7 @@ class Endpoint:
             sock.settimeout(timeout)
             sock.connect(address)
             if self.tls is not None:
-                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+                sock = self.tls.wrap_socket(sock, server_hostname=self.checked_name)
             sock.settimeout(None)
         except BaseException:
             sock.close()
@@ -376,6 +393,74 @@ class BlockingStream:
             if not data:
                 raise Closed("the connection closed")
             self.buffer += data
+
+
+async def dial(address: str, url: str) -> Connection | None:
+    """A frame connection to address ("HOST:PORT", or "unix:PATH") of the control plane whose
+    gRPC address is url (see endpoint); None, logged, where it cannot be reached so (its caller
+    then uses gRPC)."""
+    try:
+        where = endpoint(address, url)
+    except (OSError, ValueError, exception.Error) as e:  # (a CA that ssl cannot load: an SSLError)
+        log.warning("the frame transport of %s cannot be used at %s (%s): using gRPC", url, address, e)
+        return None
+    return await open_connection(where, url)
+
+
+def endpoint(address: str, url: str) -> Endpoint:
+    """Where address ("HOST:PORT", or "unix:PATH") is, with TLS where url's gRPC has it (the
+    certificate checked for the name gRPC checks): a TLS URL, or a unix socket relayed to a TLS
+    port (EMBER_TLS_SERVER_NAME names the certificate's host, as config.open_channel has it)."""
+    server_name = os.environ.get("EMBER_TLS_SERVER_NAME") or ""
+    unix = url.startswith("unix:")
+    tls = tls_context(config.ca_pem()) if config.is_tls(url) or (unix and server_name) else None
+    name = server_name or ("" if unix else config.host_and_port(url)[0])
+    if address.startswith("unix:"):
+        return Endpoint(unix_path=address.removeprefix("unix:"), tls=tls, server_name=name)
+    host, port = config.host_and_port(address)
+    return Endpoint(host=host, port=port, tls=tls, server_name=name)
+
+
+async def open_connection(where: Endpoint, url: str) -> Connection | None:
+    """A connection to where, of the control plane at url; None, logged, if it cannot be reached
+    within CONNECT_TIMEOUT (its caller then uses gRPC)."""
+    try:
+        return await asyncio.wait_for(where.connect(), CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as e:  # (ssl.SSLError is an OSError)
+        log.warning("the frame transport of %s cannot be reached at %s (%s): using gRPC", url, where, e)
+        return None
+
+
+async def dial_from_container(url: str, several: bool, stub) -> Connection | None:
+    """A container's frame connection to the control plane at url: where its worker said
+    (config.container_frames), with one control plane; None (gRPC) otherwise. A TCP port that
+    refuses is asked again of the control plane (stub's TransportEndpoint, which waits for it to
+    be back): one that restarted listens on another. (A unix path stays: it is a relay, or the
+    same path beside gRPC's socket.)"""
+    given = config.container_frames()
+    if config.transport() != "frames" or not given or several:
+        return None
+    conn = await dial(given, url)
+    if conn is not None or given.startswith("unix:"):
+        return conn
+    try:
+        endpoint = await stub.TransportEndpoint(api_pb2.Empty(), wait_for_ready=True)
+    except grpc.aio.AioRpcError as e:
+        if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            raise  # (stream.py's unavailable) its stream tries again
+        return None
+    host = given.rpartition(":")[0]
+    if not endpoint.port or f"{host}:{endpoint.port}" == given:
+        return None
+    os.environ["EMBER_FRAMES"] = given = f"{host}:{endpoint.port}"  # for its code's client too
+    return await dial(given, url)
+
+
+@functools.lru_cache(maxsize=8)
+def tls_context(ca_pem: bytes | None) -> ssl.SSLContext:
+    """TLS for frame connections that trust ca_pem (None: the system's CAs), made once: loading
+    the certificates costs a millisecond or more, on every reconnect otherwise."""
+    return ssl.create_default_context(cadata=ca_pem.decode("ascii", "replace") if ca_pem is not None else None)
 
 
 def hello(method: str, token: tuple[str, str] | None) -> api_pb2.TransportHello:

@@ -230,18 +230,17 @@ def transport() -> str:
     return chosen
 
 
-def frames_reach(url: str) -> bool:
-    """Whether a frame connection can go where url goes: not from inside a container
-    (EMBER_CONTAINER_ID): its address of the control plane is a relay or a translation of gRPC's
-    port alone (worker/container.py), and another port could hang. (A control plane on a unix
-    socket serves frames on one beside it, which its clients on this machine reach.)"""
-    return not os.environ.get("EMBER_CONTAINER_ID")
+def in_container() -> bool:
+    """Whether this process runs in a container (its runtime, or the code it runs)."""
+    return bool(os.environ.get("EMBER_CONTAINER_ID"))
 
 
-def client_tls() -> ssl.SSLContext:
-    """TLS for a plain socket to the control plane, checked as open_channel checks gRPC's."""
-    pem = ca_pem()
-    return ssl.create_default_context(cadata=pem.decode("ascii", "replace") if pem is not None else None)
+def container_frames() -> str | None:
+    """Where a container reaches the frame transport, as its worker says (EMBER_FRAMES:
+    "HOST:PORT", or "unix:PATH" of a socket the worker relays, worker/frames.py); None: nowhere
+    (gRPC only). Not asked of the control plane: a container's address of it is a relay or a
+    translation of gRPC's port alone (worker/container.py), and another port could hang."""
+    return os.environ.get("EMBER_FRAMES") or None
 
 
 # OpenSSL's verify codes for a certificate that is trusted but names another host.

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from conftest import APPS, PY, ROOT, Cluster, on_both_stores, wait_for
+from test_transport import MESSAGE, exchange, frame, hello, status_of
 import ember
 from ember._client.auth import metadata
 from ember.proto import api_pb2, api_pb2_grpc
@@ -47,7 +48,8 @@ def code_of(call) -> Code | None:
 class Raw:
     """gRPC calls as anyone: with a token (id, secret), or none."""
 
-    def __init__(self, url: str, token=None):
+    def __init__(self, url: str, token=None, admin=None):
+        self.url, self.token, self.admin = url, token, admin  # admin: a token that may ask where frames are
         self.channel = grpc.insecure_channel(url)
         self.md = metadata(token)
         self.client = api_pb2_grpc.ClientApiStub(self.channel)
@@ -83,6 +85,13 @@ class Raw:
     def connect_container(self, container_id: str):
         hello = api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(container_id=container_id))
         return next(iter(self.container.ContainerConnect(iter([hello]), metadata=self.md, timeout=30)))
+
+    def connect_container_over_frames(self, container_id: str) -> str:
+        """The same, on the frame transport: the status its stream ends with, by name."""
+        port = Raw(self.url, self.admin)("TransportEndpoint", api_pb2.Empty()).port
+        first = api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(container_id=container_id))
+        return status_of(exchange(port, hello(self.token or ("", ""), "ContainerConnect") + frame(MESSAGE, first),
+                                  None))[0]
 
     def register(self, **reg):
         msg = api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(**reg))
@@ -308,6 +317,13 @@ def test_a_containers_identity_cannot_be_taken(tenants):
     assert code_of(lambda: Raw(c.url, token_of(a)).connect_container(cid)) == Code.PERMISSION_DENIED
     # Even its own credential cannot open a second stream while it is connected.
     assert code_of(lambda: Raw(c.url, (cid, secret)).connect_container(cid)) == Code.UNAVAILABLE
+    # The same on the frame transport (where its own stream is), checked by the same handler;
+    # and a worker's token is no container's either.
+    worker = json.loads(c.worker_token_file.read_text())
+    for token, code in (((cid, "guess"), "UNAUTHENTICATED"), (token_of(a), "PERMISSION_DENIED"),
+                        ((worker["token_id"], worker["token_secret"]), "PERMISSION_DENIED"),
+                        ((cid, secret), "UNAVAILABLE"), (None, "UNAUTHENTICATED")):
+        assert Raw(c.url, token, admin=token_of(a)).connect_container_over_frames(cid) == code, token
     # Nor can a function's code list, enter or stop containers (its own included).
     raw = Raw(c.url, (cid, secret))
     assert raw.error("ContainerList", api_pb2.ContainerListRequest())[0] == Code.PERMISSION_DENIED
@@ -334,6 +350,7 @@ def test_a_container_of_another_workspace_reaches_nothing_of_a(tenants):
         assert results[name].startswith("NotFoundError"), (name, results[name])
     assert results["mint a token"].startswith("PermissionDeniedError"), results["mint a token"]  # an AuthError
     assert "PERMISSION_DENIED" in results["connect as another container"], results
+    assert "PERMISSION_DENIED" in results["connect as another container over frames"], results
     a_is_unharmed(a)
 
 

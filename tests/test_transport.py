@@ -1,7 +1,7 @@
-"""The frame transport (ember/_transport.py): dicts, queues and .remote() calls go over it, with
-TLS where the control plane has TLS; it refuses whoever gRPC refuses; gRPC takes over where it
-cannot be reached (or is turned off); and a control plane killed mid-stream loses nothing it
-acknowledged.
+"""The frame transport (ember/_transport.py): dicts, queues, .remote() calls and containers'
+streams go over it, with TLS where the control plane has TLS; it refuses whoever gRPC refuses;
+gRPC takes over where it cannot be reached (or is turned off); and a control plane killed
+mid-stream loses nothing it acknowledged.
 
 (tests/test_objects.py runs every dict and queue operation on it too, and the call tests
 (test_core.py, test_calls_api.py, test_faults.py, ...) every .remote(): it is the default.)
@@ -28,6 +28,8 @@ from tcp_proxy import TcpProxy
 from test_failover import Pair
 from test_restarts import outputs_per_call
 
+import core_app
+import frames_app
 import restarts_app
 
 import ember
@@ -38,7 +40,8 @@ from ember.proto import api_pb2
 
 HEADER = struct.Struct(">IB")  # the frame header, written here by hand: these tests are its other implementation
 MESSAGE, HELLO, STATUS = 0, 1, 2
-CODES = {"OK": 0, "INVALID_ARGUMENT": 3, "PERMISSION_DENIED": 7, "UNIMPLEMENTED": 12, "UNAUTHENTICATED": 16}
+CODES = {"OK": 0, "INVALID_ARGUMENT": 3, "NOT_FOUND": 5, "PERMISSION_DENIED": 7, "UNIMPLEMENTED": 12,
+         "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}
 # Run in a client process: its dict, queue and call work, and how many of its sockets reach the frame port.
 CLIENT = """
 import contextlib, json, os, pathlib, ember, restarts_app
@@ -381,6 +384,33 @@ def test_a_blocking_operation_broken_mid_way_fails_and_its_thread_goes_on(plane)
     assert outcomes[1:] == ["acknowledged"]
 
 
+def test_a_container_s_stream_goes_over_frames_and_back_after_a_restart(plane):
+    with frames_app.app.run():
+        before = frames_app.stream_transport.remote()
+        port = frame_port()
+        assert before["frames"] == f"127.0.0.1:{port}"  # as its worker was told, at register
+        assert before["connections"] == 1  # its runtime's stream (it has no dict, queue or call)
+        # Killed mid-stream, the control plane comes back on another frame port: the same
+        # container's stream finds it (it asks where, over gRPC) and goes on on frames.
+        plane.kill_server()
+        plane.start_server()
+        after = frames_app.stream_transport.remote()
+    assert frame_port() != port and after["pid"] == before["pid"]
+    assert after["frames"] == f"127.0.0.1:{frame_port()}" and after["connections"] == 1
+
+
+def test_a_worker_on_grpc_gives_its_containers_grpc(tmp_path):
+    c = Cluster(tmp_path)
+    c.start_server()
+    c.start_worker(env={"EMBER_TRANSPORT": "grpc"})  # the one switch, on the worker: its containers follow
+    with used(c):
+        with frames_app.app.run():
+            got = frames_app.stream_transport.remote()
+        with core_app.app.run():  # and a container killed mid-input there: its input runs again
+            assert core_app.flaky.remote(str(tmp_path / "k"), 1, "kill") == 2
+    assert got["frames"] == "" and got["connections"] == 0
+
+
 class Writes:
     """Four threads writing to a dict and a queue over the client's object stream, until stopped:
     what was acknowledged, and what was in flight when the stream broke (it may or may not have
@@ -586,7 +616,8 @@ with app.run():  # no server configured: the embedded local cluster
     env["EMBER_HOME"] = str(tmp_path / "home")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.splitlines()[-1]) == [2, 2]  # the call stream and the object stream, on frames
+    # The call stream, this thread's own object connection and the container's stream, on frames.
+    assert json.loads(out.stdout.splitlines()[-1]) == [2, 3]
 
 
 def test_a_map_on_frames_outlives_a_killed_control_plane_and_is_its_workspace_s_own(tmp_path):

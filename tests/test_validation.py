@@ -287,6 +287,7 @@ def _worker(url, name, cpu=4.0) -> Stream:
     w.send(api_pb2.WorkerMessage(register=api_pb2.WorkerRegister(
         worker_id=name, boot_id="b1", name=name, cpu=cpu, memory_mb=4096, backend=api_pb2.BACKEND_PROCESS)))
     assert w.recv().HasField("registered")
+    assert w.recv().HasField("frames")  # where its containers' streams go, told right after registered
     return w
 
 

@@ -7,7 +7,6 @@ import functools
 import itertools
 import logging
 import os
-import ssl
 import threading
 import time
 import typing
@@ -25,9 +24,6 @@ from .stream import Backoff, ReconnectingStream, unavailable
 
 CONNECT_TIMEOUT = 5.0      # seconds to reach a control plane at all
 RECONNECT_WINDOW = 120.0   # seconds to keep retrying an established one (it may be restarting)
-# Seconds to open a frame connection (ember/_transport.py) before using gRPC instead: milliseconds
-# where it can be reached; a firewall or load balancer that drops the port must not stall a stream.
-FRAMES_CONNECT_TIMEOUT = 1.0
 # Unary calls in flight on one channel at most: past about a thousand, gRPC's asyncio client
 # starts failing calls as CANCELLED. Callers beyond the limit wait their turn.
 MAX_INFLIGHT = 512
@@ -89,7 +85,6 @@ class Client:
         self.token = token
         self.pid = os.getpid()
         self.transport = config.transport()
-        self.tls: ssl.SSLContext | None = None  # for frame connections, made when first needed
         self.servers = Servers(url, lambda channel: Authed(api_pb2_grpc.ClientApiStub(channel), token))
         self.bridge = LoopThread("ember-client")
         self.bridge.run(self._connect())
@@ -187,10 +182,11 @@ class Client:
                 self.servers.failed(url, e)
 
     async def frame_endpoint(self, url: str) -> _transport.Endpoint | None:
-        """Where the control plane at url serves frames (ember/_transport.py); None where there
-        is none to have (it serves none, or not to this process: the caller uses gRPC). What
-        says that control plane is unavailable is raised, as gRPC's stream would raise it."""
-        if self.transport != "frames" or not config.frames_reach(url):
+        """Where the control plane at url serves frames (ember/_transport.py) to this client; None
+        where there is none to have (it serves none, or this is a container's client, which has
+        its worker's word for it: see frames): the caller uses gRPC. What says that control plane
+        is unavailable is raised, as gRPC's stream would raise it."""
+        if self.transport != "frames" or config.in_container():
             return None
         try:
             endpoint = await self.servers.stub_at(url).TransportEndpoint(
@@ -200,32 +196,31 @@ class Client:
                 raise
             return None  # an older control plane (UNIMPLEMENTED), or refused: gRPC's stream says why
         if url.startswith("unix:"):
-            return _transport.Endpoint(unix_path=endpoint.unix_path) if endpoint.unix_path else None
-        if not endpoint.port:
+            address = f"unix:{endpoint.unix_path}" if endpoint.unix_path else None
+        elif endpoint.port:
+            try:
+                host = config.host_and_port(url)[0]
+            except ValueError:
+                return None
+            address = f"[{host}]:{endpoint.port}" if ":" in host else f"{host}:{endpoint.port}"
+        else:
+            address = None
+        if address is None:
             return None
         try:
-            tls = None
-            if config.is_tls(url):
-                if self.tls is None:
-                    self.tls = config.client_tls()
-                tls = self.tls
-            return _transport.Endpoint(host=config.host_and_port(url)[0], port=endpoint.port, tls=tls)
+            return _transport.endpoint(address, url)
         except (OSError, ValueError, exception.Error) as e:  # (a CA that ssl cannot load: an SSLError)
             log.warning("the frame transport of %s cannot be used (%s): using gRPC", url, e)
             return None
 
     async def frames(self, url: str) -> _transport.Connection | None:
         """A frame connection to the control plane at url, driven by this loop; None where there
-        is none to have (see frame_endpoint), or it cannot be reached (the caller uses gRPC)."""
+        is none to have, or it cannot be reached so (the caller uses gRPC). A container's is
+        where its worker said (_transport.dial_from_container)."""
+        if self.transport == "frames" and config.in_container():
+            return await _transport.dial_from_container(url, self.servers.several, self.servers.stub_at(url))
         endpoint = await self.frame_endpoint(url)
-        if endpoint is None:
-            return None
-        try:
-            return await asyncio.wait_for(endpoint.connect(), FRAMES_CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as e:  # (ssl.SSLError is an OSError)
-            log.warning("the frame transport of %s cannot be reached at %s (%s): using gRPC", url,
-                        endpoint.unix_path or f"port {endpoint.port}", e)
-            return None
+        return None if endpoint is None else await _transport.open_connection(endpoint, url)
 
     # ---- payloads
 
@@ -395,7 +390,7 @@ class DirectObjects:
         endpoint = self._endpoint()
         try:
             if endpoint is not None:
-                sock = endpoint.connect_blocking(FRAMES_CONNECT_TIMEOUT)
+                sock = endpoint.connect_blocking(_transport.CONNECT_TIMEOUT)
                 stream = _transport.BlockingStream(sock, OBJECT_STREAM, self.client.token, api_pb2.ObjectOpResult)
         except OSError as e:  # (ssl.SSLError is an OSError)
             log.warning("the frame transport cannot be reached from this thread (%s): operations go through the "

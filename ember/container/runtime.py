@@ -15,6 +15,7 @@ with lists of them. Web endpoints run on the I/O loop (see web.py).
 import asyncio
 import collections
 import errno
+import functools
 import importlib
 import inspect
 import io
@@ -32,7 +33,7 @@ import traceback
 import cloudpickle
 import grpc
 
-from .. import config, context, exception
+from .. import _transport, config, context, exception
 from .._client import blobs
 from .._client.auth import Authed
 from .._client.bridge import LoopThread
@@ -130,9 +131,13 @@ class Runtime:
     # ------------------------------------------------------------------ I/O thread
 
     def _open(self, messages):
-        self.connecting_to = self.servers.url
+        """The stream on the frame transport where the worker said it is, else on gRPC."""
+        self.connecting_to = url = self.servers.url
         self.stub = self.servers.stub()
-        return self.stub.ContainerConnect(messages, wait_for_ready=self.servers.wait_for_ready)
+        grpc_stream = functools.partial(self.stub.ContainerConnect, wait_for_ready=self.servers.wait_for_ready)
+        return _transport.FrameStream(lambda: _transport.dial_from_container(url, self.servers.several, self.stub),
+                                      "ContainerConnect", config.token(), messages, api_pb2.ContainerCommand,
+                                      grpc_stream)
 
     def _disconnected(self, error):
         if error is None or unavailable(error):

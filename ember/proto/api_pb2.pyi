@@ -1674,7 +1674,7 @@ class StopContainer(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., kill: _Optional[bool] = ...) -> None: ...
 
 class WorkerCommand(_message.Message):
-    __slots__ = ("start_container", "stop_container", "registered", "build_image", "shutdown", "exec_start", "exec_input", "snapshot_container")
+    __slots__ = ("start_container", "stop_container", "registered", "build_image", "shutdown", "exec_start", "exec_input", "snapshot_container", "frames")
     START_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     STOP_CONTAINER_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
@@ -1683,6 +1683,7 @@ class WorkerCommand(_message.Message):
     EXEC_START_FIELD_NUMBER: _ClassVar[int]
     EXEC_INPUT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
     start_container: StartContainer
     stop_container: StopContainer
     registered: Empty
@@ -1691,7 +1692,8 @@ class WorkerCommand(_message.Message):
     exec_start: ExecStart
     exec_input: ExecInput
     snapshot_container: SnapshotContainer
-    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ..., snapshot_container: _Optional[_Union[SnapshotContainer, _Mapping]] = ...) -> None: ...
+    frames: TransportEndpointResponse
+    def __init__(self, start_container: _Optional[_Union[StartContainer, _Mapping]] = ..., stop_container: _Optional[_Union[StopContainer, _Mapping]] = ..., registered: _Optional[_Union[Empty, _Mapping]] = ..., build_image: _Optional[_Union[BuildImage, _Mapping]] = ..., shutdown: _Optional[_Union[Empty, _Mapping]] = ..., exec_start: _Optional[_Union[ExecStart, _Mapping]] = ..., exec_input: _Optional[_Union[ExecInput, _Mapping]] = ..., snapshot_container: _Optional[_Union[SnapshotContainer, _Mapping]] = ..., frames: _Optional[_Union[TransportEndpointResponse, _Mapping]] = ...) -> None: ...
 
 class SnapshotContainer(_message.Message):
     __slots__ = ("snapshot_id", "container_id", "parent_layer_id", "workspace")

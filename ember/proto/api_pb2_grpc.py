@@ -3073,6 +3073,11 @@ class ContainerApiStub:
                 request_serializer=ember_dot_proto_dot_api__pb2.ContainerMessage.SerializeToString,
                 response_deserializer=ember_dot_proto_dot_api__pb2.ContainerCommand.FromString,
                 _registered_method=True)
+        self.TransportEndpoint = channel.unary_unary(
+                '/ember.v1.ContainerApi/TransportEndpoint',
+                request_serializer=ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+                response_deserializer=ember_dot_proto_dot_api__pb2.TransportEndpointResponse.FromString,
+                _registered_method=True)
         self.BlobPut = channel.stream_unary(
                 '/ember.v1.ContainerApi/BlobPut',
                 request_serializer=ember_dot_proto_dot_api__pb2.BlobChunk.SerializeToString,
@@ -3103,6 +3108,14 @@ class ContainerApiServicer:
 
     def ContainerConnect(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransportEndpoint(self, request, context):
+        """Where ContainerConnect is served as frames now (a process backend's container asks when the
+        port its worker gave it refuses: the control plane restarted on another).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -3138,6 +3151,11 @@ def add_ContainerApiServicer_to_server(servicer, server):
                     servicer.ContainerConnect,
                     request_deserializer=ember_dot_proto_dot_api__pb2.ContainerMessage.FromString,
                     response_serializer=ember_dot_proto_dot_api__pb2.ContainerCommand.SerializeToString,
+            ),
+            'TransportEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransportEndpoint,
+                    request_deserializer=ember_dot_proto_dot_api__pb2.Empty.FromString,
+                    response_serializer=ember_dot_proto_dot_api__pb2.TransportEndpointResponse.SerializeToString,
             ),
             'BlobPut': grpc.stream_unary_rpc_method_handler(
                     servicer.BlobPut,
@@ -3190,6 +3208,33 @@ class ContainerApi:
             '/ember.v1.ContainerApi/ContainerConnect',
             ember_dot_proto_dot_api__pb2.ContainerMessage.SerializeToString,
             ember_dot_proto_dot_api__pb2.ContainerCommand.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransportEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ember.v1.ContainerApi/TransportEndpoint',
+            ember_dot_proto_dot_api__pb2.Empty.SerializeToString,
+            ember_dot_proto_dot_api__pb2.TransportEndpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -783,6 +783,9 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         return self.objects.volume_commit(workspace, req)
 
     async def TransportEndpoint(self, req, context, who):
+        return self.frames_endpoint()
+
+    def frames_endpoint(self) -> api_pb2.TransportEndpointResponse:
         return api_pb2.TransportEndpointResponse(port=self.transport_port, unix_path=self.transport_unix_path)
 
     async def ObjectStream(self, request_iterator, context, who):
@@ -993,10 +996,11 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
     """What workers call: one stream per worker, opened with a worker token."""
 
-    def __init__(self, sched: Scheduler, blobs: BlobStore):
+    def __init__(self, sched: Scheduler, blobs: BlobStore, frames_endpoint=api_pb2.TransportEndpointResponse):
         super().__init__(blobs, sched.identity, sched.blob_rights)
         self.fleet = sched.fleet
         self.builds = sched.builds
+        self.frames_endpoint = frames_endpoint  # () -> where the frame transport listens (ClientService's)
         self.snapshots = sched.snapshots
 
     async def WorkerConnect(self, request_iterator, context, who):
@@ -1009,6 +1013,8 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
         except (Forbidden, ValueError) as e:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         stream = Duplex(request_iterator)
+        # Right after registered, before any start: where its containers' streams go (worker/frames.py).
+        stream.send(api_pb2.WorkerCommand(frames=self.frames_endpoint()))
         fleet, builds, snapshots = self.fleet, self.builds, self.snapshots
         worker = fleet.worker_connected(first.register, stream.send, who.token_id,
                                         end=functools.partial(stream.end, grpc.StatusCode.ABORTED))
@@ -1046,32 +1052,37 @@ class WorkerService(BlobRpcs, api_pb2_grpc.WorkerApiServicer):
 class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
     """What containers call: one stream per container, which only that container's credential opens."""
 
-    def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets):
+    def __init__(self, sched: Scheduler, blobs: BlobStore, secrets: Secrets,
+                 frames_endpoint=api_pb2.TransportEndpointResponse):
         super().__init__(blobs, sched.identity, sched.blob_rights)
         self.fleet = sched.fleet
         self.dispatch = sched.dispatch
         self.secrets = secrets
+        self.frames_endpoint = frames_endpoint  # () -> where the frame transport listens (ClientService's)
+
+    async def TransportEndpoint(self, req, context, who):
+        return self.frames_endpoint()
 
     async def ContainerConnect(self, request_iterator, context, who):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("msg") != "hello":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a container must say hello first")
+            raise Ended(grpc.StatusCode.INVALID_ARGUMENT, "a container must say hello first")
         validate.container_hello(first.hello)
         if first.hello.container_id != who.token_id:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+            raise Ended(grpc.StatusCode.PERMISSION_DENIED,
                                 f"this credential is container {who.token_id}'s, not {first.hello.container_id}'s")
         if self.fleet.is_connected(who.token_id):
             # Its earlier stream is still open: the control plane has not seen it end yet. It retries.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"container {who.token_id} is connected already")
+            raise Ended(grpc.StatusCode.UNAVAILABLE, f"container {who.token_id} is connected already")
         stream = Duplex(request_iterator)
         fleet, dispatch = self.fleet, self.dispatch
         c = fleet.container_connected(first.hello, stream.send, end=functools.partial(stream.end,
                                                                                      grpc.StatusCode.NOT_FOUND))
         if c is None and fleet.is_orphan(first.hello.container_id):
             # From before a restart; its worker has not registered again yet. It retries.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "waiting for this container's worker to reconnect")
+            raise Ended(grpc.StatusCode.UNAVAILABLE, "waiting for this container's worker to reconnect")
         if c is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND,
+            raise Ended(grpc.StatusCode.NOT_FOUND,
                                 f"container {first.hello.container_id} is not known: it should exit")
         fn = c.function
         app = fn.app
@@ -1093,7 +1104,7 @@ class ContainerService(BlobRpcs, api_pb2_grpc.ContainerApiServicer):
             secret_env = self.secrets.env_for(fn.definition.secret_ids, app.workspace)
         except SecretGone as e:
             fleet.container_cannot_start(c, str(e))
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            raise Ended(grpc.StatusCode.FAILED_PRECONDITION, str(e)) from None
         init = api_pb2.ContainerCommand(init=api_pb2.ContainerInit(
             function_id=fn.function_id, app_id=app.app_id, definition=fn.definition,
             app_function_ids=app.function_ids(), secret_env=secret_env))

@@ -121,13 +121,14 @@ async def serve(address: str, data_dir: pathlib.Path, *, lease_timeout: float, w
     secrets = Secrets(store, data_dir / "secret.key")
     clients = ClientService(sched, blobs, secrets, tokens, heartbeat_interval=app_timeout / 4)
     api_pb2_grpc.add_ClientApiServicer_to_server(clients, server)
-    api_pb2_grpc.add_WorkerApiServicer_to_server(WorkerService(sched, blobs), server)
-    api_pb2_grpc.add_ContainerApiServicer_to_server(ContainerService(sched, blobs, secrets), server)
+    api_pb2_grpc.add_WorkerApiServicer_to_server(WorkerService(sched, blobs, clients.frames_endpoint), server)
+    containers = ContainerService(sched, blobs, secrets, clients.frames_endpoint)
+    api_pb2_grpc.add_ContainerApiServicer_to_server(containers, server)
     healthy = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(healthy, server)
     bound = _listen(server, address, server_tls)
     await server.start()
-    frames = FrameServer(clients)
+    frames = FrameServer(clients, containers)
     if address.startswith("unix:"):
         clients.transport_unix_path = await frames.start_unix(address[5:].removeprefix("//"))
     else:

@@ -1,8 +1,9 @@
 """The control plane's side of the frame transport (ember/_transport.py): the hot streams of the
-client API, served from the same handlers as on gRPC, with the same authentication.
+client API (CallStream, ObjectStream) and the container API (ContainerConnect), served from the
+same handlers as on gRPC, with the same authentication.
 
 A connection's first frame says which stream it is and carries the caller's token; the token
-is checked once, by the same code as gRPC's (api.py's authenticated: ClientService.prove), and
+is checked once, by the same code as gRPC's (api.py's authenticated: the service's prove), and
 the stream then runs the very handler gRPC runs, with the principal that check proved. What a
 handler's end means (a revoked token, a full disk, a lost lease) reaches the client as the
 same status code gRPC would give. Only the leader listens (main.py starts this once it leads,
@@ -27,15 +28,18 @@ from .. import exception
 from .._transport import HELLO, MESSAGE, STATUS, Closed, Connection, FrameError
 from ..config import MAX_MESSAGE_BYTES
 from ..proto import api_pb2
-from .api import STREAM_ENDINGS, ClientService, ending
+from .api import STREAM_ENDINGS, ClientService, ContainerService, ending
 from .auth import Forbidden, Unauthenticated
 from .tls import ServerTLS
+from .validate import Invalid
 
 HELLO_TIMEOUT = 10.0  # seconds for a new connection to say who it is
 HELLO_LIMIT = 64 * 1024  # bytes of a frame before the connection has proved who it is
 UNIX_PATH_MAX = 107  # bytes of a unix socket's path at most (sun_path, less its terminating NUL)
-# The streams served here, by their RPC's name: the type of their requests.
-STREAMS = {"CallStream": api_pb2.CallRequest, "ObjectStream": api_pb2.ObjectOp, "MapStream": api_pb2.MapRequest}
+# The streams served here, by their RPC's name: the service that serves it (the FrameServer's
+# argument of that name) and the type of their requests. (RPC names are unique across services.)
+STREAMS = {"CallStream": ("clients", api_pb2.CallRequest), "ObjectStream": ("clients", api_pb2.ObjectOp),
+           "MapStream": ("clients", api_pb2.MapRequest), "ContainerConnect": ("containers", api_pb2.ContainerMessage)}
 log = logging.getLogger("ember.server")
 
 
@@ -47,8 +51,8 @@ def server_context(server_tls: ServerTLS) -> ssl.SSLContext:
 
 
 class FrameServer:
-    def __init__(self, service: ClientService):
-        self.service = service
+    def __init__(self, clients: ClientService, containers: ContainerService):
+        self.services = {"clients": clients, "containers": containers}
         self.server: asyncio.Server | None = None
         self.unix_path: str | None = None  # the unix socket it listens on, if it does (removed at stop)
         self.connections: set[Connection] = set()
@@ -111,6 +115,8 @@ class FrameServer:
             return
         except FrameError as e:
             code, details = grpc.StatusCode.INVALID_ARGUMENT, f"not a frame of Ember's transport: {e}"
+        except Invalid as e:  # as gRPC's Refusals answers it
+            code, details = grpc.StatusCode.INVALID_ARGUMENT, str(e)
         except Exception:
             log.exception("a frame stream failed")
             code, details = grpc.StatusCode.INTERNAL, "the control plane failed on this stream (see its log)"
@@ -123,22 +129,23 @@ class FrameServer:
         if kind != HELLO:
             raise FrameError("its first frame is not a TransportHello")
         hello = _parse(api_pb2.TransportHello, body)
-        request_type = STREAMS.get(hello.method)
-        if request_type is None:
+        if hello.method not in STREAMS:
             return grpc.StatusCode.UNIMPLEMENTED, f"there is no stream {hello.method!r} on the frame transport"
+        serves, request_type = STREAMS[hello.method]
+        service = self.services[serves]
         metadata = (("ember-token-id", hello.token_id), ("ember-token-secret", hello.token_secret))
         try:
-            who = self.service.prove(hello.method, metadata, None)
+            who = service.prove(hello.method, metadata, None)
         except Unauthenticated as e:
             return grpc.StatusCode.UNAUTHENTICATED, str(e)
         except Forbidden as e:
             return grpc.StatusCode.PERMISSION_DENIED, str(e)
         conn.proved(MAX_MESSAGE_BYTES)
         # The handler as gRPC's wrapper calls it, after the same check (api.py: authenticated).
-        handler = getattr(ClientService, hello.method).__wrapped__
+        handler = getattr(type(service), hello.method).__wrapped__
         try:
             requests = FrameRequests(conn, request_type)
-            async with contextlib.aclosing(handler(self.service, requests, None, who)) as replies:
+            async with contextlib.aclosing(handler(service, requests, None, who)) as replies:
                 async for reply in replies:
                     conn.send(MESSAGE, reply)
                     if not conn.writable.is_set():
@@ -156,9 +163,21 @@ class FrameRequests:
     def __init__(self, conn: Connection, request_type):
         self.conn = conn
         self.request_type = request_type
+        self.ended = False  # the client said it sends no more
 
     def __aiter__(self):
-        return _requests(self.conn, self.request_type)
+        return self
+
+    async def __anext__(self):
+        if self.ended:
+            raise StopAsyncIteration
+        kind, body = await self.conn.receive()
+        if kind == STATUS:
+            self.ended = True
+            raise StopAsyncIteration
+        if kind != MESSAGE:
+            raise FrameError(f"a frame of kind {kind} in the middle of a stream")
+        return _parse(self.request_type, body)
 
     async def push(self, handle):
         """Hand each request to handle(request) in the turn that reads its frame (Duplex.run's
@@ -198,16 +217,6 @@ class FrameRequests:
             return False
         self.conn.send(MESSAGE, msg)
         return True
-
-
-async def _requests(conn: Connection, request_type):
-    while True:
-        kind, body = await conn.receive()
-        if kind == STATUS:
-            return
-        if kind != MESSAGE:
-            raise FrameError(f"a frame of kind {kind} in the middle of a stream")
-        yield _parse(request_type, body)
 
 
 def _parse(message_type, body: bytes):

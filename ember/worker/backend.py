@@ -13,6 +13,7 @@ import pathlib
 import typing
 
 from ..proto import api_pb2
+from .frames import Frames
 from .gpus import Gpu
 from .images import BuildError, Log, Step, StepReport, describe_step
 
@@ -57,6 +58,7 @@ class Context:
     # TLS certificate against; None: the system's CAs, or no TLS.
     ca_file: pathlib.Path | None = None
     warm_parents: bool = True  # cold starts fork from a warm parent where they can (parents.py)
+    frames: Frames | None = None  # where its containers reach the frame transport (frames.py); None: nowhere
 
 
 class RuntimeBackend(abc.ABC):

@@ -35,6 +35,8 @@ from .execs import ExecError
 from .images import BuildError, LayerCache, image_config, sandbox_argv
 from .network import Attachment, Network, NetworkError, missing as network_missing
 from .procs import describe_exit, tail_of, terminate, terminate_all
+from . import frames
+from .frames import Frames
 from .relay import Relay
 from .userns import UserNamespace
 from .volumes import VolumeCache
@@ -131,6 +133,8 @@ class ContainerBackend(RuntimeBackend):
                                             ctx.stub)
         self.relays: dict[str, Relay] = {}  # control plane URL -> its relay, made at the first start
         self.relay_path = ctx.data_dir / "control.sock"
+        self.frames = ctx.frames or Frames(ctx.server_url)
+        self.frames_relay: Relay | None = None  # made at the first start that has frames to reach
         if ctx.warm_parents:
             log.info("warm parents: none on the container backend yet, cold starts come from spares (a fork's "
                      "namespaces of its own need privileges that its parent's imported code would hold too: "
@@ -299,11 +303,18 @@ class ContainerBackend(RuntimeBackend):
             for i, each in enumerate(split(url)):
                 path = self.relay_path.with_name(f"control-{i}.sock") if self.several else self.relay_path
                 if each not in self.relays:
-                    self.relays[each] = Relay(path, each)
+                    self.relays[each] = Relay(path, lambda each=each: each)
                     await self.relays[each].start()
                 binds.append([str(path), f"/ember/run/{path.name}", False])
                 inside.append(f"unix:/ember/run/{path.name}")
             url = ",".join(inside)
+        if self.frames.address() is not None:
+            # Its stream's frames, through a relay of their own whatever its network (frames.py).
+            if self.frames_relay is None:
+                self.frames_relay = Relay(self.relay_path.with_name("frames.sock"), self.frames.address)
+                await self.frames_relay.start()
+            binds.append([str(self.frames_relay.path), frames.INSIDE, False])
+            env["EMBER_FRAMES"] = f"unix:{frames.INSIDE}"
         if not block_network and self.network.resolv_conf:
             binds.append([self.network.resolv_conf, "/etc/resolv.conf", True])
         indices = list(sc.gpu_indices) if sc is not None else []
@@ -460,8 +471,9 @@ class ContainerBackend(RuntimeBackend):
         await self.snapshots.close(self)
         await terminate_all(list(self.procs.values()))
         disks.clean_stale(self.root)  # what containers that had no time to clean up leave
-        for relay in self.relays.values():
-            relay.close()
+        for relay in [*self.relays.values(), self.frames_relay]:
+            if relay is not None:
+                relay.close()
         self.network.close()
         self.userns.close()
 

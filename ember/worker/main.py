@@ -32,6 +32,7 @@ from . import backend as backends
 from . import gpus, images, runtime_files
 from .container import ContainerBackend
 from .execs import Execs
+from .frames import Frames
 from .network import NetworkError
 from .process import ProcessBackend
 
@@ -72,11 +73,12 @@ class Worker:
         self.stub = None  # the control plane, while connected
         cache_dir = cache_dir or data_dir
         self.gpus = gpus.discover()
+        self.frames = Frames(server_url)
         self.backend: backends.RuntimeBackend = chosen(backends.Context(
             data_dir=data_dir, cache_dir=cache_dir, server_url=server_url,
             runtime_dir=runtime_files.prepare(cache_dir / "runtime"), stub=self._stub, gpus=self.gpus,
             worker_id=self.worker_id,
-            ca_file=_keep_ca(data_dir, server_url), warm_parents=warm_parents))
+            ca_file=_keep_ca(data_dir, server_url), warm_parents=warm_parents, frames=self.frames))
         self.backend_note = f"{self.backend.name} backend" + (f" (no isolation: {self.why})" if self.why else "")
         log.info("%s; isolation: %s", self.backend_note, self.backend.isolation())
         self.tasks: dict[str, asyncio.Task] = {}
@@ -208,6 +210,8 @@ class Worker:
         if kind == "registered":
             log.info("registered with %s as %s (%.1f CPU, %d MiB, %d GPUs, %s)", self.servers.url,
                      self.name, self.cpu, self.memory_mb, len(self.gpus), self.backend_note)
+        elif kind == "frames":
+            self.frames.update(cmd.frames)
         elif kind == "start_container":
             sc = cmd.start_container
             self.tasks[sc.container_id] = asyncio.create_task(self._run_container(sc))

@@ -222,7 +222,7 @@ def _children(pid: int) -> list[int]:
 
 def _identity(name: str) -> bool:
     """What a restored copy is told (who it is, where its control plane is), not what its snapshot holds."""
-    return name in ("EMBER_CONTAINER_ID", "EMBER_TOKEN_ID", "EMBER_TOKEN_SECRET", "EMBER_SERVER_URL")
+    return name in ("EMBER_CONTAINER_ID", "EMBER_TOKEN_ID", "EMBER_TOKEN_SECRET", "EMBER_SERVER_URL", "EMBER_FRAMES")
 
 
 def _read_all(fd: int) -> bytes:

@@ -28,6 +28,7 @@ from .memory_snapshots import MemorySnapshots, Restored
 from .images import BuildError, Step, describe_step, run_logged, untar_bytes
 from .parents import Forked, WarmParents, key_of
 from .procs import describe_exit, kill_group, kill_session, session_usage, tail_of, terminate, terminate_all
+from .frames import Frames
 from .sandbox import relay_port
 
 log = logging.getLogger("ember.worker")
@@ -64,6 +65,7 @@ class ProcessBackend(RuntimeBackend):
         self.snapshots = MemorySnapshots(ctx.data_dir / "memory-snapshots", ctx.cache_dir, ctx.runtime_dir,
                                          self.code_cache, ctx.stub)
         self.parents = WarmParents(ctx.warm_parents, self._launch_parent, self._parent_gone)
+        self.frames_env = (ctx.frames or Frames(ctx.server_url)).env  # its containers reach frames directly
 
     # ------------------------------------------------------------------ images as venvs
 
@@ -145,12 +147,12 @@ class ProcessBackend(RuntimeBackend):
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = self.root / f"{cid}.log"
         python, image_env = await self._venv(sc.image, lambda text: log.info("image: %s", text.rstrip()))
-        env = dict(self._env(python, image_env), **identity_env(sc))
+        env = dict(self._env(python, image_env), **identity_env(sc), **self.frames_env())
         proc = None
         if sc.HasField("snapshot_init"):  # restored from its memory snapshot; else forked from a warm parent
             proc = await self.snapshots.start(sc.snapshot_init, python, env, workdir, log_path)
         if proc is None:
-            proc = await self.parents.fork(sc, identity_env(sc), str(workdir), str(log_path))
+            proc = await self.parents.fork(sc, identity_env(sc) | self.frames_env(), str(workdir), str(log_path))
         if proc is None:
             with open(log_path, "wb") as logf:
                 proc = await asyncio.create_subprocess_exec(

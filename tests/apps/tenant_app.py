@@ -52,4 +52,27 @@ def attack(target: dict) -> dict:
         next(iter(stub.ContainerConnect(iter([hello]), metadata=metadata(config.token()), timeout=10)))
 
     attempt("connect as another container", connect_as_other_container)
+
+    def connect_as_other_container_over_frames():
+        import asyncio
+
+        from ember import _transport
+
+        async def messages():
+            yield hello
+
+        async def connect():
+            return await _transport.dial(os.environ["EMBER_FRAMES"], os.environ["EMBER_SERVER_URL"])
+
+        async def first_command():
+            stream = _transport.FrameStream(connect, "ContainerConnect", config.token(), messages(),
+                                            api_pb2.ContainerCommand, fallback=None)
+            async for cmd in stream:
+                return cmd
+
+        # Where its own stream goes (its worker's frame address), the same refusal.
+        hello = api_pb2.ContainerMessage(hello=api_pb2.ContainerHello(container_id=target["container"]))
+        asyncio.run(first_command())
+
+    attempt("connect as another container over frames", connect_as_other_container_over_frames)
     return results
