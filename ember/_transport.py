@@ -407,6 +407,18 @@ async def dial(address: str, url: str) -> Connection | None:
     return await open_connection(where, url)
 
 
+def address_of(url: str, answer: api_pb2.TransportEndpointResponse) -> str | None:
+    """Where the control plane whose gRPC address is url serves frames, by its TransportEndpoint
+    answer: "HOST:PORT" (on the host url names) or "unix:PATH"; None: nowhere (gRPC only).
+    ValueError for a url without a host."""
+    if url.startswith("unix:"):
+        return f"unix:{answer.unix_path}" if answer.unix_path else None
+    if not answer.port:
+        return None
+    host = config.host_and_port(url)[0]
+    return f"[{host}]:{answer.port}" if ":" in host else f"{host}:{answer.port}"
+
+
 def endpoint(address: str, url: str) -> Endpoint:
     """Where address ("HOST:PORT", or "unix:PATH") is, with TLS where url's gRPC has it (the
     certificate checked for the name gRPC checks): a TLS URL, or a unix socket relayed to a TLS

@@ -195,20 +195,9 @@ class Client:
             if unavailable(e):
                 raise
             return None  # an older control plane (UNIMPLEMENTED), or refused: gRPC's stream says why
-        if url.startswith("unix:"):
-            address = f"unix:{endpoint.unix_path}" if endpoint.unix_path else None
-        elif endpoint.port:
-            try:
-                host = config.host_and_port(url)[0]
-            except ValueError:
-                return None
-            address = f"[{host}]:{endpoint.port}" if ":" in host else f"{host}:{endpoint.port}"
-        else:
-            address = None
-        if address is None:
-            return None
         try:
-            return _transport.endpoint(address, url)
+            address = _transport.address_of(url, endpoint)
+            return _transport.endpoint(address, url) if address else None
         except (OSError, ValueError, exception.Error) as e:  # (a CA that ssl cannot load: an SSLError)
             log.warning("the frame transport of %s cannot be used (%s): using gRPC", url, e)
             return None

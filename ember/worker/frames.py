@@ -12,7 +12,7 @@ to nothing else. TLS, where the control plane has it, runs end to end through it
 With several control planes, or EMBER_TRANSPORT=grpc on the worker, containers use gRPC.
 """
 
-from .. import config
+from .. import _transport, config
 from ..proto import api_pb2
 
 INSIDE = "/ember/run/frames.sock"  # where a container backend's container finds its frames relay
@@ -31,15 +31,9 @@ class Frames:
     def address(self) -> str | None:
         """Where the frame transport is now, as this machine reaches it: "HOST:PORT" or
         "unix:PATH"; None: nowhere known (gRPC only)."""
-        e = self.endpoint
-        if not self.wanted or e is None:
+        if not self.wanted or self.endpoint is None:
             return None
-        if self.server_url.startswith("unix:"):
-            return f"unix:{e.unix_path}" if e.unix_path else None
-        if not e.port:
-            return None
-        host = config.host_and_port(self.server_url)[0]
-        return f"[{host}]:{e.port}" if ":" in host else f"{host}:{e.port}"
+        return _transport.address_of(self.server_url, self.endpoint)
 
     def env(self) -> dict[str, str]:
         """A process backend's container's EMBER_FRAMES (empty for none: it replaces what a warm
