@@ -207,6 +207,8 @@ class FrameRequests:
             lost.cancel()
             self.conn.deliver = None  # (nothing comes after the end of a stream)
         if ended.done():
+            if lost.done() and not lost.cancelled():
+                lost.exception()  # the stream ended first: how the connection went is no news
             return ended.result()
         return lost.result()  # raises Closed (or FrameError)
 
