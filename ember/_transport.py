@@ -395,16 +395,16 @@ class BlockingStream:
             self.buffer += data
 
 
-async def dial(address: str, url: str) -> Connection | None:
+async def dial(address: str, url: str, quiet: bool = False) -> Connection | None:
     """A frame connection to address ("HOST:PORT", or "unix:PATH") of the control plane whose
-    gRPC address is url (see endpoint); None, logged, where it cannot be reached so (its caller
-    then uses gRPC)."""
+    gRPC address is url (see endpoint); None, logged unless quiet, where it cannot be reached so
+    (its caller then uses gRPC)."""
     try:
         where = endpoint(address, url)
     except (OSError, ValueError, exception.Error) as e:  # (a CA that ssl cannot load: an SSLError)
         log.warning("the frame transport of %s cannot be used at %s (%s): using gRPC", url, address, e)
         return None
-    return await open_connection(where, url)
+    return await open_connection(where, url, quiet)
 
 
 def address_of(url: str, answer: api_pb2.TransportEndpointResponse) -> str | None:
@@ -433,13 +433,14 @@ def endpoint(address: str, url: str) -> Endpoint:
     return Endpoint(host=host, port=port, tls=tls, server_name=name)
 
 
-async def open_connection(where: Endpoint, url: str) -> Connection | None:
-    """A connection to where, of the control plane at url; None, logged, if it cannot be reached
-    within CONNECT_TIMEOUT (its caller then uses gRPC)."""
+async def open_connection(where: Endpoint, url: str, quiet: bool = False) -> Connection | None:
+    """A connection to where, of the control plane at url; None, logged unless quiet, if it cannot
+    be reached within CONNECT_TIMEOUT (its caller then uses gRPC)."""
     try:
         return await asyncio.wait_for(where.connect(), CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as e:  # (ssl.SSLError is an OSError)
-        log.warning("the frame transport of %s cannot be reached at %s (%s): using gRPC", url, where, e)
+        if not quiet:
+            log.warning("the frame transport of %s cannot be reached at %s (%s): using gRPC", url, where, e)
         return None
 
 
@@ -452,7 +453,9 @@ async def dial_from_container(url: str, several: bool, stub) -> Connection | Non
     given = config.container_frames()
     if config.transport() != "frames" or not given or several:
         return None
-    conn = await dial(given, url)
+    # A TCP port that refuses is asked again below: no word of it in the container's log yet
+    # (its stderr is its function's log) unless the port it is told fails as well.
+    conn = await dial(given, url, quiet=not given.startswith("unix:"))
     if conn is not None or given.startswith("unix:"):
         return conn
     try:
@@ -462,8 +465,9 @@ async def dial_from_container(url: str, several: bool, stub) -> Connection | Non
             raise  # (stream.py's unavailable) its stream tries again
         return None
     host = given.rpartition(":")[0]
-    if not endpoint.port or f"{host}:{endpoint.port}" == given:
+    if not endpoint.port:
         return None
+    # Answered once the control plane is back: on another port, or on this one (up again now).
     os.environ["EMBER_FRAMES"] = given = f"{host}:{endpoint.port}"  # for its code's client too
     return await dial(given, url)
 
