@@ -314,9 +314,7 @@ class FrameStream:
                 if kind == MESSAGE:
                     yield _parse(self.response_type, body)
                 elif kind == STATUS:
-                    status = _parse(api_pb2.TransportStatus, body)
-                    if status.code:
-                        raise status_error(CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.details)
+                    _raise_error_of(body)
                     return
         finally:
             pump.cancel()
@@ -358,9 +356,7 @@ class BlockingStream:
         if kind == MESSAGE:
             return _parse(self.response_type, body)
         if kind == STATUS:
-            status = _parse(api_pb2.TransportStatus, body)
-            if status.code:
-                raise status_error(CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.details)
+            _raise_error_of(body)
             raise Closed("the control plane ended the stream")
         raise FrameError(f"a frame of kind {kind} in the middle of a stream")
 
@@ -483,6 +479,14 @@ def hello(method: str, token: tuple[str, str] | None) -> api_pb2.TransportHello:
     """A stream's first frame: which stream, and the caller's token."""
     return api_pb2.TransportHello(method=method, token_id=token[0] if token else "",
                                   token_secret=token[1] if token else "")
+
+
+def _raise_error_of(status_body: bytes):
+    """The AioRpcError gRPC would raise for a stream that ended with this TransportStatus; none
+    for one that ended well."""
+    status = _parse(api_pb2.TransportStatus, status_body)
+    if status.code:
+        raise status_error(CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.details)
 
 
 def _send_now(conn: Connection, msg) -> bool:
