@@ -863,22 +863,13 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                 yield resp
 
     async def FunctionCallCreate(self, req, context, who):
-        try:
-            return await self._create(who, req)
-        except Ended as e:
-            await context.abort(e.code, e.details)
+        return await _unary(self._create(who, req), context)
 
     async def FunctionCallPutInputs(self, req, context, who):
-        try:
-            return await self._put(who, req)
-        except Ended as e:
-            await context.abort(e.code, e.details)
+        return await _unary(self._put(who, req), context)
 
     async def FunctionCallGetOutputs(self, req, context, who):
-        try:
-            return await self._outputs(who, req)
-        except Ended as e:
-            await context.abort(e.code, e.details)
+        return await _unary(self._outputs(who, req), context)
 
     async def MapStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)
@@ -1132,3 +1123,12 @@ def _log_matches(e: api_pb2.LogEntry, req: api_pb2.AppLogsRequest) -> bool:
             and (not req.container_id or e.container_id == req.container_id)
             and (not req.call_id or e.call_id == req.call_id)
             and (not req.search or req.search in e.data) and e.timestamp >= req.since)
+
+
+async def _unary(answer, context):
+    """A unary RPC's answer, from the handler a stream (MapStream) shares with it: its Ended
+    becomes the RPC's status."""
+    try:
+        return await answer
+    except Ended as e:
+        await context.abort(e.code, e.details)
