@@ -63,7 +63,7 @@ def test_payload_blobs_go_once_their_outputs_expire(short_cluster):
         assert len(big) == 2, stored  # the argument and the result (a pickle of it)
         started = time.monotonic()
         # Both go once the call's outputs expire (3.6 s), the call leaves the control plane's
-        # memory (a minute after its caller read it) and the blob retention after that (2 s).
+        # memory with them (looked for every 5 s) and the blob retention after that (2 s).
         wait_for(lambda: not set(big) & set(blob_files(c)), timeout=120, what="the payload blobs to go")
         print(f"payload blobs ({sum(stored[b] for b in big) / MB:.1f} MiB) gone "
               f"{time.monotonic() - started:.1f}s after the call")

@@ -139,15 +139,15 @@ class Plane:
         self.worker = self.sched.fleet.worker_connected(api_pb2.WorkerRegister(
             worker_id="w1", boot_id="b1", name="w1", cpu=cpu, memory_mb=memory_mb), self.to_worker.append, "tk-w")
 
-    def function(self, workspace: str, cpu: float, memory_mb: int, inputs: int = 0):
+    def function(self, workspace: str, cpu: float, memory_mb: int, inputs: int = 0, app: str = ""):
         if self.sched.identity.workspace(workspace) is None:
             self.sched.identity.create_workspace(ADMIN_PRINCIPAL, workspace)
         apps = self.sched.apps
-        app_id = apps.create_app(workspace, f"app-{workspace}")
+        app_id = apps.create_app(workspace, app or f"app-{workspace}")
         fn = apps.function(apps.create_function(app_id, api_pb2.FunctionDefinition(
             name="f", resources=api_pb2.Resources(cpu=cpu, memory_mb=memory_mb))))
         if inputs:
-            self.sched.ledger.create_call(workspace, fn.function_id, f"fc-{workspace}", [
+            self.sched.ledger.create_call(workspace, fn.function_id, f"fc-{workspace}{app}", [
                 api_pb2.Input(idx=i, args=api_pb2.Payload(data=b"x")) for i in range(inputs)], True, maybe_exists=False)
         return fn
 
@@ -198,6 +198,43 @@ async def test_room_goes_to_the_workspace_with_the_smaller_dominant_share(tmp_pa
     plane.sched.ledger.cancel_call("b", "fc-b")
     plane.now += 3
     assert plane.sched.shares.must_wait(a) is None
+
+
+@run_async
+async def test_an_idle_container_makes_room_for_a_waiting_function_of_its_workspace(tmp_path):
+    plane = Plane(tmp_path, cpu=2, memory_mb=2048)
+    a = plane.function("w", cpu=1, memory_mb=256, inputs=2, app="first")
+    a.definition.scaledown_window = 600  # without room made, b would wait ten minutes
+    plane.connect(a)
+    c1, c2 = a.containers.values()
+    plane.finish(c1)
+    plane.finish(c2)
+    assert not c1.held and not c2.held and plane.worker.free() == (0, 1536)  # both idle, the worker full
+    b = plane.function("w", cpu=1, memory_mb=256, inputs=1, app="second")
+    assert plane.started() == [a.function_id] * 2  # b found no room: it waits
+    plane.now += 0.5
+    plane.sched.tick()
+    assert not c1.stopping and not c2.stopping  # a container idle for a moment keeps its room
+    plane.now += 1
+    plane.sched.tick()
+    # One of a's idle containers stops for b (not both: b needs one), ...
+    assert sorted([c1.stopping, c2.stopping]) == [False, True]
+    stopped = c1 if c1.stopping else c2
+    assert "made room for" in stopped.stop_why and "same workspace" in stopped.stop_why
+    plane.now += 1
+    plane.sched.tick()
+    assert [c1.stopping, c2.stopping].count(True) == 1  # ... also while its room is on its way
+    plane.sched.fleet.container_exited(api_pb2.ContainerExited(container_id=stopped.container_id), plane.worker)
+    plane.now += 0.2
+    plane.sched.tick()
+    assert plane.started() == [a.function_id] * 2 + [b.function_id]
+    # A container of a function with inputs queued, or kept by min_containers, makes no room.
+    kept = c2 if stopped is c1 else c1
+    a.definition.min_containers = 1
+    plane.function("w", cpu=1, memory_mb=256, inputs=1, app="third")
+    plane.now += 2
+    plane.sched.tick()
+    assert not kept.stopping
 
 
 @run_async

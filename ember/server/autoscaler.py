@@ -95,6 +95,12 @@ class Autoscaler:
                 spare -= 1
                 log.info("container %s of %s idle for %.0fs: stopping", c.container_id, fn.name, window)
                 self.fleet.stop(c, f"scaled down: idle for {window:g}s (scaledown_window)")
+            elif (spare > 0 and not fn.pending and len(fn.containers) > fn.definition.min_containers
+                  and (waiting := self.shares.waiting_in_own_workspace(c)) is not None):
+                spare -= 1
+                log.info("container %s of %s stops: %s, of the same workspace, waits for its room",
+                         c.container_id, fn.name, waiting.name)
+                self.fleet.stop(c, f"it made room for {waiting.name}, of the same workspace, which waited for it")
             else:
                 self.shares.yield_if_over(c)
         self._keep_within_max(fn)

@@ -446,15 +446,17 @@ class Ledger:
                 if co.output.data.blob_id}
 
     def forget_finished(self, now: float):
-        """Finished calls leave memory a minute after their caller read them, else after ten;
-        the store keeps their outputs for the retention period. Looked at every FORGET_EVERY
-        seconds: a look goes over every call in memory (thousands, after many .remote()s)."""
+        """Finished calls leave memory a minute after their caller read them, else after ten,
+        or once their outputs expire if that is sooner; the store keeps their outputs for the
+        retention period. Looked at every FORGET_EVERY seconds: a look goes over every call in
+        memory (thousands, after many .remote()s)."""
         if now - self._forgot_at < FORGET_EVERY:
             return
         self._forgot_at = now
+        read, unread = min(60, self.retention), min(600, self.retention)
         for call_id, call in list(self._calls.items()):
             if call.done_at is not None and not call.listeners and (
-                    call.fetched and now - call.done_at > 60 or now - call.done_at > 600):
+                    call.fetched and now - call.done_at > read or now - call.done_at > unread):
                 del self._calls[call_id]
 
     def expire(self):

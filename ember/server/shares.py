@@ -17,8 +17,13 @@ while it waits,
     least the waiting workspace's share with the container it wants. The room then moves over
     within a container's stop and start, whatever the order of submission; and since no move
     goes past the point where the two shares cross, containers do not move back and forth.
-A function counts as waiting only while it keeps asking (its autoscaler asks every tick), and
-only if its container fits some connected worker when empty: one that fits none holds no one back.
+Within one workspace no share is at stake: a container idle for IDLE_BEFORE_MAKING_ROOM, of a
+function with nothing queued, stops for a function of its workspace that waits for the room
+(`waiting_in_own_workspace`; the autoscaler asks, since it knows which idle containers its
+min_containers and buffer_containers keep), rather than holding it for its whole scaledown_window.
+A function counts as waiting only while it keeps asking (its autoscaler asks every tick, for queued
+inputs or for the min_containers it is short of), and only if its container fits some connected
+worker when empty: one that fits none holds no one back.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("ember.server")
 
 WAIT_TTL = 2.0  # seconds a function counts as waiting after it last asked for room
+# Seconds an idle container waits before it gives its room to another function of its workspace:
+# calls that come one after another (a loop of .remote()) keep their warm container.
+IDLE_BEFORE_MAKING_ROOM = 1.0
 EPSILON = 1e-9
 
 
@@ -44,6 +52,11 @@ def need(fn: FunctionState) -> tuple[int, float, int, int]:
     """What one container of the function reserves: (containers, CPU, memory MiB, GPUs)."""
     res = fn.definition.resources
     return 1, res.cpu, res.memory_mb, parse_request(res.gpu)[1] if res.gpu else 0
+
+
+def short_of_min_containers(fn: FunctionState) -> bool:
+    """Its min_containers ask for room as queued inputs do."""
+    return sum(1 for c in fn.containers.values() if not c.stopping) < fn.definition.min_containers
 
 
 class Shares:
@@ -150,12 +163,36 @@ class Shares:
                 return True
         return False
 
-    def _waiting_functions(self, exclude: str) -> list[FunctionState]:
-        """The functions of other workspaces that wait for room now, forgetting those that stopped asking."""
+    def waiting_in_own_workspace(self, c: ContainerState) -> FunctionState | None:
+        """A function of the idle container's workspace that waits for the room its stop would give
+        on its worker; None also when the room that containers stopping there give is enough for
+        it already (one container waiting stops one idle container, not every idle one)."""
+        if c.held or c.stopping or not self._waiting or self.clock() - c.since < IDLE_BEFORE_MAKING_ROOM:
+            return None
+        mine = c.function.app.workspace
+        free_cpu, free_mem = c.worker.free()
+        for other in c.worker.containers.values():
+            if other.stopping:
+                free_cpu += other.cpu
+                free_mem += other.memory_mb
+        for fn in self._waiting_functions():
+            res = fn.definition.resources
+            if fn.app.workspace != mine or fn is c.function:
+                continue
+            if res.gpu and not c.worker.gpus.can_ever_satisfy(res.gpu):
+                continue
+            if free_cpu + EPSILON >= res.cpu and free_mem >= res.memory_mb:
+                return None  # its room is on its way
+            if free_cpu + c.cpu + EPSILON >= res.cpu and free_mem + c.memory_mb >= res.memory_mb:
+                return fn
+        return None
+
+    def _waiting_functions(self, exclude: str | None = None) -> list[FunctionState]:
+        """The functions that wait for room now, but exclude's, forgetting those that stopped asking."""
         now = self.clock()
         found = []
         for fid, (fn, when) in list(self._waiting.items()):
-            if now - when > WAIT_TTL or not fn.pending or not fn.app.running:
+            if now - when > WAIT_TTL or not (fn.pending or short_of_min_containers(fn)) or not fn.app.running:
                 del self._waiting[fid]
             elif fn.app.workspace != exclude:
                 found.append(fn)
