@@ -151,6 +151,14 @@ class Plane:
                 api_pb2.Input(idx=i, args=api_pb2.Payload(data=b"x")) for i in range(inputs)], True, maybe_exists=False)
         return fn
 
+    def advance(self, seconds: float):
+        """Time passes, the worker's and its containers' heartbeats keep coming, and the control plane ticks."""
+        self.now += seconds
+        self.worker.last_seen = self.now
+        for c in self.worker.containers.values():
+            c.last_seen = self.now
+        self.sched.tick()
+
     def started(self) -> list[str]:
         """The function ids the worker was asked to start containers of, in order."""
         return [cmd.start_container.function_id for cmd in self.to_worker if cmd.HasField("start_container")]
@@ -212,29 +220,32 @@ async def test_an_idle_container_makes_room_for_a_waiting_function_of_its_worksp
     assert not c1.held and not c2.held and plane.worker.free() == (0, 1536)  # both idle, the worker full
     b = plane.function("w", cpu=1, memory_mb=256, inputs=1, app="second")
     assert plane.started() == [a.function_id] * 2  # b found no room: it waits
-    plane.now += 0.5
-    plane.sched.tick()
+    plane.advance(0.5)
     assert not c1.stopping and not c2.stopping  # a container idle for a moment keeps its room
-    plane.now += 1
-    plane.sched.tick()
+    plane.advance(1)
     # One of a's idle containers stops for b (not both: b needs one), ...
     assert sorted([c1.stopping, c2.stopping]) == [False, True]
     stopped = c1 if c1.stopping else c2
     assert "made room for" in stopped.stop_why and "same workspace" in stopped.stop_why
-    plane.now += 1
-    plane.sched.tick()
+    plane.advance(1)
     assert [c1.stopping, c2.stopping].count(True) == 1  # ... also while its room is on its way
     plane.sched.fleet.container_exited(api_pb2.ContainerExited(container_id=stopped.container_id), plane.worker)
-    plane.now += 0.2
-    plane.sched.tick()
+    plane.advance(0.2)
     assert plane.started() == [a.function_id] * 2 + [b.function_id]
     # A container of a function with inputs queued, or kept by min_containers, makes no room.
     kept = c2 if stopped is c1 else c1
     a.definition.min_containers = 1
     plane.function("w", cpu=1, memory_mb=256, inputs=1, app="third")
-    plane.now += 2
-    plane.sched.tick()
+    plane.advance(2)
     assert not kept.stopping
+    # A function short of its min_containers waits for room as one with inputs queued does.
+    a.definition.min_containers = 0
+    plane.sched.ledger.cancel_call("w", "fc-wthird")
+    warm = plane.function("w", cpu=1, memory_mb=256, app="warm")
+    warm.definition.min_containers = 1
+    for _ in range(3):
+        plane.advance(1)
+    assert kept.stopping and "made room for" in kept.stop_why
 
 
 @run_async
