@@ -96,10 +96,12 @@ as tests/test_escape.py tests the building blocks now: its attacks, run in a for
 image by a stand-in parent (tests/test_forkns.py's), are all refused.
 """
 
+import array
 import asyncio
 import collections
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -181,8 +183,9 @@ class Forked:
 
 
 class Parent:
-    def __init__(self, key: str, function: tuple[str, str], proc, sock: socket.socket):
+    def __init__(self, key: str, function: tuple[str, str], proc, sock: socket.socket, resolve: "Resolve"):
         self.key = key
+        self.resolve = resolve
         self.function = function  # (module, qualname) of the function it was made for: a redeploy of it replaces this
         self.proc = proc
         self.sock = sock
@@ -232,20 +235,28 @@ class Parent:
     def alive(self) -> bool:
         return self.reader is not None and not self.reader.done()
 
-    async def fork(self, env: dict[str, str], cwd: str, log_path: str) -> Forked:
+    async def fork(self, request: dict, fds: typing.Sequence[int] = ()) -> Forked:
+        """Fork a container: `request` is what the child is told (container/parent.py), `fds`
+        descriptors it is handed with it (the container backend's: its namespaces, its `go`
+        pipe and its log)."""
         async with self.lock:
             if not self.alive:
                 raise ParentGone("it exited")
-            self.forking = asyncio.get_running_loop().create_future()
-            await asyncio.get_running_loop().sock_sendall(
-                self.sock, json.dumps({"fork": {"env": env, "cwd": cwd, "log": log_path}}).encode())
+            loop = asyncio.get_running_loop()
+            self.forking = loop.create_future()
+            data = json.dumps({"fork": request}).encode()
+            if fds:
+                self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            else:
+                await loop.sock_sendall(self.sock, data)
             pid = await self.forking
             # A parent has run the function's import: its word is checked before the worker
             # signals or measures that PID as a container's.
-            if not isinstance(pid, int) or _parent_of(pid) != self.proc.pid:
+            host_pid = self.resolve(self, pid) if isinstance(pid, int) else None
+            if host_pid is None:
                 raise ParentGone(f"it answered with PID {pid!r}, which is not a child of its")
-            child = self.children[pid] = Forked(pid)
-            self.last_fork = asyncio.get_running_loop().time()
+            child = self.children[pid] = Forked(host_pid)
+            self.last_fork = loop.time()
             return child
 
     async def close(self):
@@ -262,6 +273,12 @@ class Parent:
                 await self.proc.wait()
 
 
+def child_of_process(parent: Parent, pid: int) -> int | None:
+    """A parent that runs as a plain process (the process backend's): the PID it answered, if
+    it is its child."""
+    return pid if _parent_of(pid) == parent.proc.pid else None
+
+
 def _parent_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -273,13 +290,19 @@ def _parent_of(pid: int) -> int | None:
 # A backend's way to start a parent for a container's code: given the container's start and
 # the parent's end of its socket (inheritable), the started process (an asyncio Process).
 Launch = typing.Callable[[api_pb2.StartContainer, socket.socket], typing.Awaitable[typing.Any]]
+# How a parent's answer (a PID in its own PID namespace) is found on the host: the host PID of
+# its child of that PID, or None if it has no such child.
+Resolve = typing.Callable[[Parent, int], int | None]
 
 
 class WarmParents:
-    def __init__(self, enabled: bool, launch: Launch, cleanup: typing.Callable[[str], None] = lambda key: None):
+    def __init__(self, enabled: bool, launch: Launch, cleanup: typing.Callable[[str], typing.Any] = lambda key: None,
+                 resolve: Resolve = child_of_process, on_ready: typing.Callable[[Parent], None] = lambda parent: None):
         self.enabled = enabled
         self.launch = launch
-        self.cleanup = cleanup  # what the backend does once a parent (by key) is gone
+        self.cleanup = cleanup  # what the backend does once a parent (by key) is gone (may be a coroutine)
+        self.resolve = resolve
+        self.on_ready = on_ready  # what the backend does once a parent is ready (makes a fork's namespaces ahead)
         self.parents: collections.OrderedDict[str, Parent] = collections.OrderedDict()  # by key, least recent first
         self.starting: dict[str, asyncio.Task] = {}
         self.cold: dict[str, tuple[int, float]] = {}  # key -> cold starts lately, and when the last was
@@ -295,25 +318,46 @@ class WarmParents:
     async def fork(self, sc: api_pb2.StartContainer, env: dict[str, str], cwd: str, log_path: str) -> Forked | None:
         """The container `sc` as a fork of its code's parent, or None: it starts the usual way
         (and its code's parent is started, if its code has been starting cold lately)."""
+        parent = self.ready(sc)
+        if parent is None:
+            return None
+        return await self.forked(sc, parent, {"env": env, "cwd": cwd, "log": log_path})
+
+    def ready(self, sc: api_pb2.StartContainer, why: str | None = None) -> Parent | None:
+        """The parent the container `sc` is to be forked from, or None: it starts the usual way
+        (said once per code where it never can; `why`: the backend's reason, if it has one),
+        and its code's parent is started if its code has been starting cold lately."""
         if not self.enabled or sc.definition.sandbox:  # a sandbox runs no code of the app
             return None
         key = key_of(sc)
-        why = why_not(sc) or self.refused.get(key)
+        why = why or why_not(sc) or self.refused.get(key)
         if why:
             self._say(key, sc, why)
             return None
         parent = self.parents.get(key)
-        if parent is not None and not parent.retiring:
-            try:
-                child = await parent.fork(env, cwd, log_path)
-                self.parents.move_to_end(key)
-                parent.function = function_of(sc)
-                return child
-            except (ParentGone, OSError) as e:
-                self.refused[key] = f"its warm parent ended ({e}; see the worker's log)"
-                await self._drop(parent)
+        if parent is not None and not parent.retiring and parent.alive:
+            return parent
         self._count_cold(key, sc)
         return None
+
+    async def forked(self, sc: api_pb2.StartContainer, parent: Parent, request: dict,
+                     fds: typing.Sequence[int] = ()) -> Forked | None:
+        """Fork the container `sc` from `parent` (ready() gave it); None if it could not."""
+        try:
+            child = await parent.fork(request, fds)
+        except (ParentGone, OSError) as e:
+            await self.give_up(sc, parent, f"its warm parent ended ({e}; see the worker's log)")
+            return None
+        if self.parents.get(parent.key) is parent:
+            self.parents.move_to_end(parent.key)
+        parent.function = function_of(sc)
+        return child
+
+    async def give_up(self, sc: api_pb2.StartContainer, parent: Parent, why: str):
+        """Containers of `parent`'s code are not forked any more (the first to say why is said)."""
+        self.refused.setdefault(parent.key, why)
+        self._say(parent.key, sc, self.refused[parent.key])
+        await self._drop(parent)
 
     def _count_cold(self, key: str, sc: api_pb2.StartContainer):
         now = asyncio.get_running_loop().time()
@@ -339,7 +383,7 @@ class WarmParents:
                 raise
             finally:
                 theirs.close()
-            parent = Parent(key, function_of(sc), proc, ours)
+            parent = Parent(key, function_of(sc), proc, ours, self.resolve)
             why = await parent.handshake(sc.definition)
             if why:
                 self.refused[key] = why
@@ -349,6 +393,7 @@ class WarmParents:
             self.parents[key] = parent
             log.info("a warm parent (pid %d) of %s is ready: its containers fork from it", proc.pid,
                      sc.definition.name or sc.function_id)
+            self.on_ready(parent)
             for other in list(self.parents.values()):  # a redeploy's, or a new image's: the old code goes
                 if other is not parent and other.function == parent.function:
                     other.retiring = True
@@ -369,7 +414,9 @@ class WarmParents:
         if self.parents.get(parent.key) is parent:
             del self.parents[parent.key]
         await parent.close()
-        self.cleanup(parent.key)
+        done = self.cleanup(parent.key)
+        if inspect.isawaitable(done):
+            await done
 
     async def _retire_done(self):
         """Parents replaced, or idle, that no fork of runs any more."""
