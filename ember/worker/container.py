@@ -591,7 +591,7 @@ class ContainerBackend(RuntimeBackend):
             box.init_pid = int(line)
             box.net = await self.network.attach(of_pid=box.init_pid)
             if self.network.control_plane is not None and not self.server_url.startswith("unix:"):
-                env["EMBER_SERVER_URL"] = self._direct_url(box.net)
+                box.env["EMBER_SERVER_URL"] = self._direct_url(box.net)  # (the Box holds a copy of env)
             box.ns_fds = forkns.open_namespaces(box.init_pid)
             return box
         except BaseException:

@@ -17,7 +17,8 @@ MARKS: list[str] = []  # module state: a fork's changes are its own
 
 @app.function(image=base, single_use_containers=True)
 def who_am_i():
-    return {"imported": IMPORTED, "pid": os.getpid(), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    return {"imported": IMPORTED, "pid": os.getpid(), "pids": pids,
             "hostname": socket.gethostname(), "container_id": os.environ.get("EMBER_CONTAINER_ID"),
             "cgroup": open("/proc/self/cgroup").read()}
 
