@@ -13,10 +13,13 @@ import textwrap
 import pytest
 
 from ember import exception
+from ember.worker import userns
 from conftest import ROOT, container_backend_missing, module_cluster, wait_for
+from test_container_commands import cli, containers
 from test_escape import check_refused, host_paths, user_namespace_expected
 
 import container_forks_app as app_module
+import container_forks_threads_app as threads_app
 import escape_app
 
 IDLE = 5  # seconds without a fork before the worker retires a parent (EMBER_WARM_PARENT_IDLE)
@@ -66,9 +69,15 @@ def test_a_forked_container_cannot_reach_out_of_it(cluster):
     paths = host_paths(cluster)
     with escape_app.app.run():
         first, second = forked_pair(lambda: escape_app.attack_as_a_cold_start.remote(paths))
+    assert user_namespace_expected(cluster)  # a fork's namespaces are owned by one of its own
     for fork in (first, second):
         fork.pop("imported")
-        check_refused(fork, paths, user_namespace_expected(cluster))
+        # Seen from inside, its IDs map one to one onto the worker's user namespace (its own
+        # user namespace's parent); seen from the host, onto the unprivileged range of any
+        # container's (test_exec_logs_and_host_view_of_a_fork).
+        assert fork["uid_map"] == ["0", "0", str(userns.COUNT)]
+        fork["uid_map"] = ["0", str(userns.BASE), str(userns.COUNT)]
+        check_refused(fork, paths, user_namespace=True)
 
 
 def test_a_forked_container_is_held_by_its_own_memory_limit(cluster):
@@ -123,3 +132,53 @@ def test_a_redeploy_replaces_the_parent_and_the_new_code_runs(cluster, tmp_path)
     new, _ = forked_pair(version.remote)
     assert new["version"] == 2 and new["imported"] != old["imported"]
     wait_for(lambda: "retired (its code was replaced)" in worker_log(cluster), what="the old parent to go")
+
+
+def test_exec_logs_and_host_view_of_a_fork(cluster):
+    """`ember container logs` and `exec` on a fork: its log, and commands run by its init (the
+    exec agent) in its namespaces, root, cgroups, environment and working directory, as its
+    function runs. Seen from the host, its user namespace maps onto the unprivileged range of
+    any container's."""
+    with app_module.app.run():
+        forked_pair(lambda: app_module.held.remote("/"))  # released at once: its parent is warm now
+        call = app_module.held.spawn()
+        wait_for(lambda: [c for c in containers() if c["function"] == "held" and c["inputs"] == 1],
+                 timeout=120, what="the fork to run its input")
+        [cid] = [c["container_id"] for c in containers() if c["function"] == "held" and c["inputs"] == 1]
+        [pid] = re.findall(rf"container {cid} started \(pid (\d+), forked from a warm parent\)", worker_log(cluster))
+        for each in (int(pid), *children(int(pid))):  # the parent's child, and the fork's process
+            with open(f"/proc/{each}/uid_map") as f:
+                assert f.read().split() == ["0", str(userns.BASE), str(userns.COUNT)]
+        wait_for(lambda: "held in" in cli("container", "logs", cid).stdout, what="its log")
+        out = cli("container", "exec", cid, "--", "sh", "-c", 'hostname; pwd; echo "$GREETING"; '
+                  "cut -d' ' -f4 /proc/$$/stat; readlink /proc/self/ns/mnt /proc/self/ns/pid; cat /proc/self/cgroup")
+        assert out.returncode == 0, out.stderr
+        hostname, cwd, greeting, parent, mnt, pid_ns, *cgroup = out.stdout.splitlines()
+        assert parent == "1"  # forked by the fork's init, inside already
+        out = cli("container", "exec", cid, "--", "sh", "-c", "tr a-z A-Z; touch /tmp/release; exit 4",
+                  input="piped\n")
+        assert (out.returncode, out.stdout) == (4, "PIPED\n"), out.stderr
+        seen = call.get(timeout=60)
+    assert seen["released"] and (hostname, mnt, pid_ns) == (seen["hostname"], seen["mnt"], seen["pid_ns"])
+    assert "\n".join(cgroup) + "\n" == seen["cgroup"] and greeting == "hello from the function's env"
+    assert cwd == "/root" or cwd.startswith("/"), cwd
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_where_a_container_cannot_fork_it_starts_the_usual_way_and_says_so_once(cluster):
+    with threads_app.app.run():
+        results = [threads_app.who_imported_me.remote() for _ in range(4)]
+    assert len(set(results)) == 4  # each container imported the module itself
+    said = ("containers of who_imported_me start without a warm parent: importing container_forks_threads_app "
+            "started threads (started-at-import)")
+    wait_for(lambda: said in worker_log(cluster), what="the worker to say why")
+    assert worker_log(cluster).count(said) == 1
+    for _ in range(2):  # a cold start in each run of its app
+        with app_module.app.run():
+            app_module.on_a_disk_of_its_own.remote()
+    said = "containers of on_a_disk_of_its_own start without a warm parent: its ephemeral_disk= is not"
+    assert worker_log(cluster).count(said) == 1

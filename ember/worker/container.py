@@ -244,7 +244,8 @@ class ContainerBackend(RuntimeBackend):
         restored = await self.snapshots.start(self, sc) if sc.HasField("snapshot_init") else None
         if restored is not None:
             spareable = False
-        forked = None if restored is not None else await self._fork(sc, spareable)
+        # A memory snapshot's container is restored from it, or starts afresh (as on the process backend).
+        forked = None if sc.HasField("snapshot_init") else await self._fork(sc)
         if forked is not None:
             box = forked
         elif spareable and image.image_id in self.spares_starting:
@@ -603,12 +604,25 @@ class ContainerBackend(RuntimeBackend):
                 await asyncio.to_thread(shutil.rmtree, self.root / name, True)
             raise
 
-    async def _fork(self, sc: api_pb2.StartContainer, spareable: bool) -> "Box | None":
+    def _why_not_forked(self, sc: api_pb2.StartContainer) -> str | None:
+        """This backend's reasons for a container of `sc` not to be a fork (parents.why_not has
+        the others), or None: a fork's namespaces are made ahead, as a spare is, so they have
+        what a spare has and no more."""
+        if self.userns.fd is None:
+            return f"this worker gives containers no user namespace, which owns a fork's ({self.userns.why_not})"
+        if sc.block_network:
+            return "it has block_network=True, and a fork's namespaces are made ahead with a network"
+        if sc.volumes:
+            return "it mounts volumes, which a fork's namespaces are made ahead without"
+        if self._disk_mb(sc) != self.default_disk_mb:
+            return (f"its ephemeral_disk= is not the worker's default ({self.default_disk_mb} MiB), which a fork's "
+                    "namespaces are made ahead with")
+        return None
+
+    async def _fork(self, sc: api_pb2.StartContainer) -> "Box | None":
         """The container `sc` forked from its code's warm parent, in namespaces made for it; None
         where it cannot be (it starts from a spare, or cold)."""
-        why = None if spareable else ("it has GPUs, volumes, block_network or a disk size of its own, which a "
-                                      "fork's namespaces made ahead have not")
-        parent = self.parents.ready(sc, why)
+        parent = self.parents.ready(sc, self._why_not_forked(sc))
         if parent is None:
             return None
         box = self.forks.pop(parent.key, None)

@@ -4,6 +4,7 @@ parent once the worker keeps one."""
 
 import os
 import socket
+import time
 
 import ember
 
@@ -41,3 +42,21 @@ def hog(mb):
     for _ in range(mb):
         chunks.append(bytearray(1 << 20))
     return {"imported": IMPORTED, "mb": len(chunks)}
+
+
+@app.function(image=base, single_use_containers=True, env={"GREETING": "hello from the function's env"})
+def held(release="/tmp/release"):
+    """Says that it runs (a line in its log), then waits for the release: a file the test makes
+    in its /tmp with `ember container exec`; what it sees of itself."""
+    print(f"held in {os.getcwd()}", flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"imported": IMPORTED, "hostname": socket.gethostname(), "cgroup": open("/proc/self/cgroup").read(),
+            "mnt": os.readlink("/proc/self/ns/mnt"), "pid_ns": os.readlink("/proc/self/ns/pid"),
+            "released": os.path.exists(release)}
+
+
+@app.function(image=base, ephemeral_disk=64)
+def on_a_disk_of_its_own():
+    return IMPORTED
