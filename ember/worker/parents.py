@@ -18,10 +18,8 @@ imported), a module that starts threads at import or opts out (`__ember_fork__ =
 code.
 
 Who runs a parent is its backend's (`launch`). The process backend runs it as a plain process,
-as its containers are (no isolation to keep). The container backend runs none yet, and says so
-when the worker starts; the part of the design below that touches the kernel is built and
-tested (forkns.py; tests/test_forkns.py, and the escape suite in a fork: tests/test_escape.py),
-the worker's side of it is not.
+as its containers are (no isolation to keep). The container backend (container.py) runs it in a
+sandbox of its own, and forks each container into namespaces made for it ahead, as below.
 
 Why it is hard: a fork that gets namespaces of its own (PID, mount, network), a writable layer
 and a root of its own would have to make them itself after the fork, so after its parent ran the
@@ -84,16 +82,37 @@ sound:
     attached to the fork's own network namespace (network.attach(of_pid=)), since it could not
     join one of host root's.
 Making a fork's namespaces took 48 to 70 ms (medians; 14 to 22 ms of it the maker's interpreter),
-joining them 4 to 5 ms (bench/forkns.py, a busy machine; BENCHMARKS.md): they are to be made
-ahead, as spares are, so that only the join is on the cold-start path.
-What is left before the container backend runs parents (until then it runs none): the parent in
-a sandbox of its own (sandbox.py with forkns.confine_parent() in place of confine(), and
-/ember/lib for its code); the worker's side (the maker run with a container's spec, namespaces
-made ahead, their descriptors sent with the fork request, the child's host PID found from the
-parent's PID namespace, `go` once it is in its cgroups, a disk, a network and cgroups per fork
-as _launch makes them); the fork's log and exec agent (its init); and the worker's forks tested
-as tests/test_escape.py tests the building blocks now: its attacks, run in a fork of the real
-image by a stand-in parent (tests/test_forkns.py's), are all refused.
+joining them 4 to 5 ms (bench/forkns.py, a busy machine; BENCHMARKS.md): they are made ahead, as
+spares are, so that only the join is on the cold-start path.
+
+How the container backend does it (container.py, "warm parents"):
+  - the parent: the image's Python in a sandbox as any container's (its own root and writable
+    layer, cgroups held to its function's limits, PID and mount namespaces, no network and no
+    control plane), confined by forkns.confine_parent; its function's code unpacked by the
+    worker (a parent has no credential to fetch it) and bound read-only at /ember/code, where
+    its forks find it too;
+  - ahead of each fork (once the parent is ready, and again after each fork): the maker
+    (forkns.py, run by the worker as root with a container's spec: the image's layers, a
+    writable layer on a disk of its own, the binds of the control and frames relays, its
+    cgroups, which the maker joins first so that the fork's init is held by them) makes the
+    namespaces; the worker attaches a network to them (network.attach(of_pid=)) and opens them;
+  - the fork: its namespaces' descriptors, a `go` pipe and its log go with the fork request;
+    the parent answers its child's PID in its own PID namespace, which the worker finds on the
+    host (its child of that PID, by NSpid), moves into the fork's cgroups and only then writes
+    `go`; the child joins, forks the container's process into the fork's PID namespace, which
+    takes its identity (the worker's, made for it) and connects as any container;
+  - the fork's init serves the worker's commands in it (`ember container exec`), as a
+    container's init does; what the fork prints goes to the control plane as any container's
+    (`ember container logs`), and what it wrote to its descriptors before its runtime ran, to
+    its log on the worker;
+  - where it cannot fork (parents.why_not, and the backend's own reasons: no user namespace,
+    block_network=True, volumes, an ephemeral_disk= other than the default, a memory snapshot),
+    or where a fork's namespaces could not be made, the container starts from a spare and the
+    worker says why once per code.
+Tested as the process backend's forks are, in a worker's real forks (tests/test_container_forks.py):
+the escape suite's attacks are refused in one, a fork is killed at its own memory limit (its
+own cgroup counts the kill), siblings share no writable state, a redeploy replaces the parent,
+`ember container logs/exec` work on a fork, and the fallback says why once.
 """
 
 import array
