@@ -9,7 +9,10 @@ where a fork of it would not be sound:
   - a thread runs after the import (a fork has only the thread that forked: a lock another
     thread held stays held in the child forever);
   - the module opts out with `__ember_fork__ = False`.
-Then each {"fork": {"env", "cwd", "log"}} forks a container: the child takes a session of its
+Then each {"fork": {"env", "cwd", "log"}} forks a container (on the container backend, with
+no "log" but descriptors: the fork's namespaces, made by the worker, which the child joins
+(worker/forkns.py), its `go` pipe and its log; the parent itself runs in a sandbox of its own
+there, confined by forkns.confine_parent): the child takes a session of its
 own, closes every descriptor it inherited (nothing the import opened is shared by siblings),
 writes to its own log, takes its identity from `env` (the worker's, made for it) and runs the
 runtime as any container's, which connects (a gRPC channel made after the fork, in the child
@@ -20,6 +23,7 @@ Its memory (the interpreter, Ember's runtime, the module and what it imported: n
 is shared copy-on-write by every fork.
 """
 
+import array
 import gc
 import json
 import os
@@ -31,6 +35,7 @@ import threading
 
 from .._proc import die_with_parent
 from ..proto import api_pb2
+from ..worker import forkns  # a fork's join, on the container backend (imported here: not in each fork)
 from . import runtime  # its imports are what a fork skips
 
 
@@ -49,20 +54,35 @@ def _load(d: api_pb2.FunctionDefinition) -> str | None:
     return None
 
 
-def _child(sock: socket.socket, request: dict):
-    """Become the container the worker asked for: its session, its log, its identity; then the runtime."""
+def _child(sock: socket.socket, request: dict, fds: list[int]):
+    """Become the container the worker asked for: its session, its log, its identity; then the
+    runtime. With `fds` (the container backend's), first its namespaces: the fork's (made by the
+    worker, worker/forkns.py), joined with `go`, the worker's word that this process is in the
+    fork's cgroups, and its log."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     sock.close()
+    if fds:
+        names = [name for name, _ in forkns.NAMESPACES]
+        if len(fds) != len(names) + 2:
+            os._exit(1)
+        die_with_parent(os.getppid())  # this child waits for the fork's process: it ends with the parent
+        forkns.join(dict(zip(names, fds)), go=fds[len(names)])
+        # The fork's process, in its namespaces: its parent (the child above, which is outside
+        # its PID namespace) ends as it does, and it with that parent.
+        die_with_parent(0)
+        log = fds[len(names) + 1]
+        os.makedirs(request["cwd"], exist_ok=True)  # its image's workdir, in its own root
+    else:
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        die_with_parent(os.getppid())  # the parent ends with the worker: so do its forks
     os.setsid()
-    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     for fd, src in ((0, null), (1, log), (2, log)):
         os.dup2(src, fd)
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # what the parent, or the module's import, held
     os.chdir(request["cwd"])
     os.environ.update(request["env"])
-    die_with_parent(os.getppid())  # the parent ends with the worker: so do its forks
     runtime.Runtime(os.environ["EMBER_CONTAINER_ID"], os.environ["EMBER_SERVER_URL"]).run()
 
 
@@ -102,16 +122,20 @@ def main():
                     break
                 _send(sock, {"exited": pid, "status": status})
         if sock in readable:
-            data = sock.recv(1 << 20)
+            data, ancdata, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(16 * 4))
+            fds = [fd for level, kind, raw in ancdata if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                   for fd in array.array("i", raw[:len(raw) - len(raw) % 4])]
             if not data:
                 return  # the worker retired it (or is gone)
             request = json.loads(data)["fork"]
             pid = os.fork()
             if pid == 0:
                 try:
-                    _child(sock, request)
+                    _child(sock, request, fds)
                 finally:
                     os._exit(1)
+            for fd in fds:  # the child's alone
+                os.close(fd)
             _send(sock, {"pid": pid})
 
 

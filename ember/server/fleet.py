@@ -488,7 +488,10 @@ class Fleet:
                     error=f"its container {reason}" + (f"; its last output:\n{log_tail}" if log_tail else "")
                     + _entrypoint_hint(fn.definition.image))
         held = list(c.held.values())
-        if held and not c.stopping:
+        # Stopping, it was cut short and its inputs go back to the queue; but a kill for memory is
+        # its input's doing, even in a container stopping after its last input (single-use):
+        # requeued, that input would kill each container it ran in, without end.
+        if held and (not c.stopping or exited.cause == Cause.OUT_OF_MEMORY):
             # The first input it holds is the one it was running; the rest never started.
             running, held = held[0], held[1:]
             error = reason + (f"; its last output:\n{log_tail}" if log_tail else "")

@@ -16,10 +16,12 @@ import logging
 import os
 import pathlib
 import shutil
+import signal
 import sys
 
 from google.protobuf import json_format
 
+from .._client import blobs
 from .._client.servers import split
 from .._ids import new_id
 from ..config import host_and_port, is_tls
@@ -27,12 +29,13 @@ from ..proto import api_pb2
 from . import cgroups as cg
 from . import disk as disks
 from . import gpus as gpu_devices
-from . import sandbox
+from . import forkns, sandbox
 from .container_snapshots import ContainerSnapshots, SnapshotRun
 from .agent import Agent, AgentGone, Refused, socket_pair
 from .backend import NETWORK_MODES, Capabilities, Context, Exit, RUNTIME_ENV, RuntimeBackend, Unavailable, identity_env
 from .execs import ExecError
-from .images import BuildError, LayerCache, image_config, sandbox_argv
+from .images import SANDBOX_DIR, BuildError, LayerCache, image_config, sandbox_argv
+from .parents import Forked, Parent, WarmParents, key_of
 from .network import Attachment, Network, NetworkError, missing as network_missing
 from .procs import describe_exit, tail_of, terminate, terminate_all
 from . import frames
@@ -48,6 +51,8 @@ log = logging.getLogger("ember.worker")
 # container just adopted needs more, as it loads its function.
 SPARE_AFTER = 0.25
 MAX_SPARES = 4        # started containers kept waiting, one per recently used image
+FORKNS = os.path.join(SANDBOX_DIR, "forkns.py")
+CODE_DIR = "/ember/code"  # where a warm parent and its forks find the function's code
 
 
 class Box:
@@ -67,6 +72,61 @@ class Box:
         self.log_path = log_path
         self.spare_id = spare_id
         self.volume_paths: list[str] = []  # where its volumes are mounted: not part of its snapshots
+        # A fork's namespaces made ahead (forkns.py): the process that made them, their init (by
+        # host PID), their descriptors until they are handed over, and the parent they are for.
+        self.maker: asyncio.subprocess.Process | None = None
+        self.init_pid = 0
+        self.ns_fds: dict[str, int] = {}
+        self.parent: Parent | None = None
+        # A warm parent's sandbox: its image and its code's bind (its forks get the same).
+        self.image: api_pb2.Image | None = None
+        self.code_binds: list[list] = []
+
+
+class ForkedProc:
+    """A forked container's process as the worker waits for and signals it: the parent's child
+    that joined the fork's namespaces (Forked, which ends as the fork's process does)."""
+
+    def __init__(self, child: Forked, init_pid: int):
+        self.child = child
+        self.init_pid = init_pid
+        self.pid = child.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.child.returncode
+
+    async def wait(self) -> int:
+        return await self.child.wait()
+
+    def terminate(self):
+        # To the fork's process (the child's only child), which the runtime stops gracefully on.
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill((_children(self.pid) or [self.pid])[0], signal.SIGTERM)
+
+    def kill(self):
+        # Its init: the kernel ends the fork's PID namespace, and the child ends as its process did.
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.init_pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _ns_pid(pid: int) -> int | None:
+    """The PID of a process in the innermost PID namespace it is in."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(line for line in f if line.startswith("NSpid:")).split()[-1])
+    except (OSError, ValueError, StopIteration):
+        return None
 
 
 class ContainerBackend(RuntimeBackend):
@@ -135,10 +195,13 @@ class ContainerBackend(RuntimeBackend):
         self.relay_path = ctx.data_dir / "control.sock"
         self.frames = ctx.frames or Frames(ctx.server_url)
         self.frames_relay: Relay | None = None  # made at the first start that has frames to reach
-        if ctx.warm_parents:
-            log.info("warm parents: none on the container backend yet, cold starts come from spares (a fork's "
-                     "namespaces of its own need privileges that its parent's imported code would hold too: "
-                     "see parents.py)")
+        self.stub = ctx.stub
+        self.code_cache = ctx.data_dir / "code"  # functions' code, unpacked for warm parents (which have no credential)
+        self.parents = WarmParents(ctx.warm_parents, self._launch_parent, self._parent_gone, self._fork_pid,
+                                   on_ready=lambda parent: self._fork_soon(parent))
+        self.parent_boxes: dict[str, Box] = {}  # a warm parent's sandbox, by its key
+        self.forks: dict[str, Box] = {}  # a fork's namespaces made ahead, by its parent's key
+        self.forks_starting: dict[str, asyncio.Task] = {}
 
     def isolation(self) -> str:
         # The network and cgroup parts say what this backend does today; they follow its code.
@@ -181,23 +244,29 @@ class ContainerBackend(RuntimeBackend):
         restored = await self.snapshots.start(self, sc) if sc.HasField("snapshot_init") else None
         if restored is not None:
             spareable = False
-        if spareable and image.image_id in self.spares_starting:
+        # A memory snapshot's container is restored from it, or starts afresh (as on the process backend).
+        forked = None if sc.HasField("snapshot_init") else await self._fork(sc)
+        if forked is not None:
+            box = forked
+        elif spareable and image.image_id in self.spares_starting:
             # A spare is on its way: it is further along than a container started now would be
             # (and one still waiting out its SPARE_AFTER starts now).
             self.spares_wanted[image.image_id].set()
             await asyncio.wait([self.spares_starting[image.image_id]])
-        box = self.spares.pop(image.image_id, None) if spareable else restored
-        if box is not None and box is not restored and not await self._adopt(box, sc):
-            box = None
+        if forked is None:
+            box = self.spares.pop(image.image_id, None) if spareable else restored
+            if box is not None and box is not restored and not await self._adopt(box, sc):
+                box = None
         if box is None:
             box = await self._launch(sc.container_id, image, sc)
         self.procs[sc.container_id] = box.proc
         box.volume_paths = [m.path for m in sc.volumes]
         self.boxes[sc.container_id] = box
         log.info("container %s started (pid %d%s)", sc.container_id, box.proc.pid,
-                 ", from a spare" if box.spare_id else ", restored from its memory snapshot" if restored else "")
+                 ", forked from a warm parent" if forked else ", from a spare" if box.spare_id else
+                 ", restored from its memory snapshot" if restored else "")
         self.started(sc.container_id)
-        if spareable:  # the next one starts from a spare, made once this one has started
+        if spareable and not forked:  # the next one starts from a spare, made once this one has started
             self._spare_soon(image, after=SPARE_AFTER if box.spare_id else 0)
         try:
             code = await box.proc.wait()
@@ -272,6 +341,33 @@ class ContainerBackend(RuntimeBackend):
 
     async def _start(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None,
                      disk: disks.Disk, net: Attachment | None, snapshot: SnapshotRun | None = None) -> "Box":
+        spec, env, workdir, cgroups = await self._config(name, image, sc, disk, net, snapshot)
+        ct = self.root / name
+        log_path = self.root / f"{name}.log"
+        ours, theirs = socket_pair()
+        spec["agent_fd"] = theirs.fileno()
+        try:
+            with open(log_path, "wb") as logf:
+                stdin = asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL
+                out = logf if snapshot is None or snapshot.stdout is None else snapshot.stdout
+                proc = await asyncio.create_subprocess_exec(
+                    *sandbox_argv(spec, ct), stdin=snapshot.stdin if snapshot else stdin, stdout=out, stderr=out,
+                    start_new_session=True, pass_fds=[theirs.fileno(), *(snapshot.pass_fds if snapshot else ())])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "", net=net, env=env,
+                   cwd=workdir or "/", agent=Agent(ours))
+
+    async def _config(self, name: str, image: api_pb2.Image, sc: api_pb2.StartContainer | None,
+                      disk: disks.Disk, net: Attachment | None, snapshot: SnapshotRun | None = None,
+                      role: str = "") -> tuple[dict, dict, str, cg.Cgroups]:
+        """A sandbox's spec (sandbox.py), its processes' environment and working directory, and
+        its cgroups (made): of the container `sc`, or a spare (sc None); `role` "fork", a fork's
+        namespaces made ahead (with a network, attached once they are made: its control plane's
+        address is the caller's to set), or "parent", a warm parent (no network, no control plane)."""
         env, workdir, entrypoint = image_config(image, self.layers.root)
         ct = self.root / name
         (ct / "root").mkdir(parents=True)
@@ -279,8 +375,8 @@ class ContainerBackend(RuntimeBackend):
         for d in ("upper", "work"):
             (writable / d).mkdir()
         binds = [[str(self.layers.runtime_dir), "/ember/lib", True]]
-        block_network = net is None
-        direct = net and self.network.control_plane_address(net)
+        block_network = net is None and role != "fork"
+        direct = not block_network and self.network.control_plane is not None
         url = self.server_url
         if self.ca_file is not None:
             binds.append([str(self.ca_file), "/ember/ca.pem", True])
@@ -289,13 +385,15 @@ class ContainerBackend(RuntimeBackend):
             # The container checks the server's certificate against the name the worker reaches
             # it by, whatever address it reaches it at: TLS runs end to end.
             env["EMBER_TLS_SERVER_NAME"] = host_and_port(url)[0]
-        if url.startswith("unix:"):
+        if role == "parent":
+            url = ""  # it never talks to the control plane: its forks do, each with its own credential
+        elif url.startswith("unix:"):
             sock = url.removeprefix("unix:").removeprefix("//")
             binds.append([sock, "/ember/run/control.sock", False])
             url = "unix:/ember/run/control.sock"
         elif direct:
             # Its gateway's port, which the worker's table translates to the control plane (network.py).
-            url = ("https://" if is_tls(url) else "") + direct
+            url = self._direct_url(net) if net is not None else ""
         else:
             # No network (block_network), or a control plane the table cannot translate to: a
             # socket file the worker relays.
@@ -308,21 +406,24 @@ class ContainerBackend(RuntimeBackend):
                 binds.append([str(path), f"/ember/run/{path.name}", False])
                 inside.append(f"unix:/ember/run/{path.name}")
             url = ",".join(inside)
-        if self.frames.address() is not None:
-            # Its stream's frames, through a relay of their own whatever its network (frames.py).
+        if self.frames.address() is not None and role != "parent":
+            # Its stream's frames, through a relay of their own whatever its network (frames.py);
+            # a fork's too, bound into its own mount namespace as a container's is.
             if self.frames_relay is None:
                 self.frames_relay = Relay(self.relay_path.with_name("frames.sock"), self.frames.address)
                 await self.frames_relay.start()
             binds.append([str(self.frames_relay.path), frames.INSIDE, False])
             env["EMBER_FRAMES"] = f"unix:{frames.INSIDE}"
-        if not block_network and self.network.resolv_conf:
+        if not block_network and role != "parent" and self.network.resolv_conf:
             binds.append([self.network.resolv_conf, "/etc/resolv.conf", True])
         indices = list(sc.gpu_indices) if sc is not None else []
         env.update(gpu_devices.container_env([g for g in self.gpus if g.index in set(indices)]))
         # EMBER_EPHEMERAL_DISK_MB is named in the error of a write that finds the disk full.
         env.update(RUNTIME_ENV, PYTHONPATH="/ember/lib:/root", EMBER_SERVER_URL=url,
                    EMBER_CODE_CACHE="/tmp/.ember-code", EMBER_EPHEMERAL_DISK_MB=str(disk.size_mb))
-        if sc is None:
+        if role:
+            pass  # a fork is told its identity as it is forked; a parent has none
+        elif sc is None:
             env["EMBER_SPARE"] = "1"
         elif snapshot is None:  # a snapshot's containers are told theirs later (container_snapshots.py)
             env.update(identity_env(sc))
@@ -354,23 +455,223 @@ class ContainerBackend(RuntimeBackend):
                 # A snapshot's containers have none: criu cannot cross it (container_snapshots.py).
                 **({} if snapshot else self.userns.spec([self.layers.root, writable, *(v["lower"] for v in volumes)])),
                 **(snapshot.spec if snapshot else {})}
-        log_path = self.root / f"{name}.log"
-        ours, theirs = socket_pair()
-        spec["agent_fd"] = theirs.fileno()
+        return spec, env, workdir, cgroups
+
+    def _direct_url(self, net: Attachment) -> str:
+        # Its gateway's port, which the worker's table translates to the control plane (network.py).
+        return ("https://" if is_tls(self.server_url) else "") + self.network.control_plane_address(net)
+
+    # ---- warm parents (parents.py): a parent in a sandbox of its own, and its containers forked
+    # into namespaces made for each of them ahead (forkns.py), as spares are made ahead.
+
+    async def _launch_parent(self, sc: api_pb2.StartContainer, sock) -> asyncio.subprocess.Process:
+        """A warm parent of `sc`'s code: the image's Python in a sandbox as any container's (its own
+        root, writable layer, cgroups, PID and mount namespaces, no network), container root
+        with a container's capabilities and filter but setns (forkns.confine_parent)."""
+        key = key_of(sc)
+        name = f"parent-{key}"
+        if key in self.parent_boxes:  # a parent of this code before, retired: its sandbox goes first
+            await self._discard(self.parent_boxes.pop(key))
+        binds = []
+        if blob_id := sc.definition.code_blob_id:
+            # Unpacked by the worker (a parent has no credential to fetch it), bound read-only in
+            # the parent and its forks: this code's directory only, not the worker's cache.
+            if not (self.code_cache / blob_id).exists():
+                self.code_cache.mkdir(exist_ok=True)
+                blobs.unpack_code(self.code_cache, blob_id, await blobs.download(self.stub(), blob_id))
+            binds.append([str(self.code_cache / blob_id), f"{CODE_DIR}/{blob_id}", True])
+        disk = disks.Disk(self.root / name, self.default_disk_mb)
+        await disk.create()
         try:
+            spec, env, workdir, cgroups = await self._config(name, sc.image, None, disk, None, role="parent")
+            cgroups.limit(sc.resources)  # its code's import is held as its containers' is
+            spec["binds"] += binds
+            spec["argv"][-1] = "ember.container.parent"
+            spec["warm_parent"] = True
+            env.update(EMBER_CODE_CACHE=CODE_DIR, EMBER_PARENT_FD=str(sock.fileno()))
+            ct = self.root / name
+            log_path = self.root / f"{name}.log"
             with open(log_path, "wb") as logf:
-                stdin = asyncio.subprocess.PIPE if sc is None else asyncio.subprocess.DEVNULL
-                out = logf if snapshot is None or snapshot.stdout is None else snapshot.stdout
                 proc = await asyncio.create_subprocess_exec(
-                    *sandbox_argv(spec, ct), stdin=snapshot.stdin if snapshot else stdin, stdout=out, stderr=out,
-                    start_new_session=True, pass_fds=[theirs.fileno(), *(snapshot.pass_fds if snapshot else ())])
+                    *sandbox_argv(spec, ct), stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
+                    start_new_session=True, pass_fds=[sock.fileno()])
         except BaseException:
-            ours.close()
+            await disk.remove()
+            await cg.Cgroups(name).remove()
             raise
+        box = self.parent_boxes[key] = Box(proc, cgroups, disk, ct, log_path, spare_id="", cwd=workdir or "/")
+        box.image, box.code_binds = sc.image, binds
+        return proc
+
+    async def _parent_gone(self, key: str):
+        box = self.parent_boxes.pop(key, None)
+        if key in self.forks:
+            await self._discard(self.forks.pop(key))
+        if box is not None:
+            if box.proc.returncode is None:
+                box.proc.kill()
+                await box.proc.wait()
+            if tail := await self._clean(box):
+                log.info("warm parent %s said: %s", key, tail.strip())
+
+    @staticmethod
+    def _parent_process(parent: Parent) -> int | None:
+        """The host PID of a parent's own process: its sandbox's init's child (sandbox.py)."""
+        inits = _children(parent.proc.pid)
+        commands = _children(inits[0]) if inits else []
+        return commands[0] if commands else None
+
+    def _fork_pid(self, parent: Parent, pid: int) -> int | None:
+        """The host PID of the parent's child that it calls `pid` (in its own PID namespace)."""
+        own = self._parent_process(parent)
+        return next((c for c in _children(own) if _ns_pid(c) == pid), None) if own else None
+
+    def _fork_soon(self, parent: Parent, after: float = 0):
+        """Make the next fork's namespaces for `parent` ahead (as spares are made ahead)."""
+        if self.stopping or parent.key in self.forks_starting or parent.key in self.forks:
+            return
+        self.forks_starting[parent.key] = asyncio.get_running_loop().create_task(self._make_fork(parent, after))
+
+    async def _make_fork(self, parent: Parent, after: float):
+        try:
+            await asyncio.sleep(after)
+            if parent.key in self.forks or self.stopping or not parent.alive:
+                return
+            box = await self._fork_namespaces(parent)
+            if parent.key in self.forks or self.stopping or not parent.alive:
+                await self._discard(box)
+                return
+            self.forks[parent.key] = box
+        except (OSError, NetworkError, BuildError) as e:
+            log.info("a fork's namespaces for warm parent %d could not be made ahead: %s", parent.proc.pid, e)
         finally:
-            theirs.close()
-        return Box(proc, cgroups, disk, ct, log_path, spare_id=name if sc is None else "", net=net, env=env,
-                   cwd=workdir or "/", agent=Agent(ours))
+            self.forks_starting.pop(parent.key, None)
+
+    async def _fork_namespaces(self, parent: Parent) -> "Box":
+        """A fork's namespaces (forkns.py), made for `parent` as a container's sandbox is made:
+        its root (the image's layers and a writable layer on a disk of its own), cgroups, a
+        network attached to its network namespace and an init serving the worker's commands."""
+        name = new_id("ct")
+        image = self.parent_boxes[parent.key].image
+        disk = disks.Disk(self.root / name, self.default_disk_mb)
+        await disk.create()
+        box = None
+        try:
+            spec, env, workdir, cgroups = await self._config(name, image, None, disk, None, role="fork")
+            spec["binds"] += self.parent_boxes[parent.key].code_binds  # its code, where the parent imported it from
+            env["EMBER_CODE_CACHE"] = CODE_DIR
+            inits = _children(parent.proc.pid)
+            if not inits:
+                raise OSError("the warm parent's sandbox has ended")
+            # What the maker reads holds no credential: the fork is told its identity as it is forked.
+            maker_spec = {k: v for k, v in spec.items() if k not in ("env", "argv", "cwd")}
+            maker_spec["parent_pid"] = inits[0]
+            ct = self.root / name
+            log_path = self.root / f"{name}.log"
+            ours, theirs = socket_pair()
+            maker_spec["agent_fd"] = theirs.fileno()
+            (ct / "forkns.json").write_text(json.dumps(maker_spec))
+            try:
+                with open(log_path, "wb") as logf:
+                    maker = await asyncio.create_subprocess_exec(
+                        sys.executable, "-S", "-E", FORKNS, str(ct / "forkns.json"), stdin=asyncio.subprocess.DEVNULL,
+                        stdout=asyncio.subprocess.PIPE, stderr=logf, start_new_session=True,
+                        pass_fds=[theirs.fileno()])
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            box = Box(None, cgroups, disk, ct, log_path, spare_id=name, env=env, cwd=workdir or "/",
+                      agent=Agent(ours))
+            box.maker, box.parent = maker, parent
+            line = await maker.stdout.readline()
+            if not line.strip().isdigit():
+                await maker.wait()
+                raise OSError(f"its maker {describe_exit(maker.returncode)}: {tail_of(log_path).strip()}")
+            box.init_pid = int(line)
+            box.net = await self.network.attach(of_pid=box.init_pid)
+            if self.network.control_plane is not None and not self.server_url.startswith("unix:"):
+                box.env["EMBER_SERVER_URL"] = self._direct_url(box.net)  # (the Box holds a copy of env)
+            box.ns_fds = forkns.open_namespaces(box.init_pid)
+            return box
+        except BaseException:
+            if box is not None:
+                await self._clean(box)
+            else:
+                await disk.remove()
+                await cg.Cgroups(name).remove()
+                await asyncio.to_thread(shutil.rmtree, self.root / name, True)
+            raise
+
+    def _why_not_forked(self, sc: api_pb2.StartContainer) -> str | None:
+        """This backend's reasons for a container of `sc` not to be a fork (parents.why_not has
+        the others), or None: a fork's namespaces are made ahead, as a spare is, so they have
+        what a spare has and no more."""
+        if self.userns.fd is None:
+            return f"this worker gives containers no user namespace, which owns a fork's ({self.userns.why_not})"
+        if sc.block_network:
+            return "it has block_network=True, and a fork's namespaces are made ahead with a network"
+        if sc.volumes:
+            return "it mounts volumes, which a fork's namespaces are made ahead without"
+        if self._disk_mb(sc) != self.default_disk_mb:
+            return (f"its ephemeral_disk= is not the worker's default ({self.default_disk_mb} MiB), which a fork's "
+                    "namespaces are made ahead with")
+        return None
+
+    async def _fork(self, sc: api_pb2.StartContainer) -> "Box | None":
+        """The container `sc` forked from its code's warm parent, in namespaces made for it; None
+        where it cannot be (it starts from a spare, or cold)."""
+        parent = self.parents.ready(sc, self._why_not_forked(sc))
+        if parent is None:
+            return None
+        box = self.forks.pop(parent.key, None)
+        if box is not None and (box.parent is not parent or box.maker.returncode is not None):
+            await self._discard(box)
+            box = None
+        try:
+            if box is None:
+                if parent.key in self.forks_starting:  # on its way: further along than one started now
+                    await asyncio.wait([self.forks_starting[parent.key]])
+                    box = self.forks.pop(parent.key, None)
+                if box is None:
+                    box = await self._fork_namespaces(parent)
+            box.cgroups.limit(sc.resources)  # fails if it already uses more memory than allowed
+            if sc.cidr_allowlist:  # before it is told who it is, and so before any of its commands runs
+                await self.network.allow_only(box.net, list(sc.cidr_allowlist))
+        except (OSError, NetworkError, BuildError) as e:
+            if box is not None:
+                await self._discard(box)
+            await self.parents.give_up(sc, parent, f"a fork's namespaces could not be made ({e})")
+            return None
+        box.env.update(identity_env(sc))
+        go_r, go_w = os.pipe()
+        log_fd = os.open(box.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        fds, box.ns_fds = box.ns_fds, {}
+        try:
+            child = await self.parents.forked(sc, parent, {"env": box.env, "cwd": box.cwd},
+                                              [*fds.values(), go_r, log_fd])
+        finally:
+            for fd in (*fds.values(), go_r, log_fd):
+                os.close(fd)
+        try:
+            if child is None:
+                await self._discard(box)
+                return None
+            box.proc = ForkedProc(child, box.init_pid)
+            try:
+                for path in box.cgroups.paths:  # before it forks the fork's process: held from its start
+                    (path / "cgroup.procs").write_text(str(child.pid))
+                os.write(go_w, b"1")
+            except OSError as e:
+                log.info("fork %d of warm parent %d not used for %s: %s", child.pid, parent.proc.pid,
+                         sc.container_id, e)
+                await self._discard(box)  # its child reads no `go`, and ends
+                return None
+        finally:
+            os.close(go_w)
+        self._fork_soon(parent, after=SPARE_AFTER)
+        return box
 
     # ---- spares: a container started ahead of need, its runtime imported, waiting to be told
     # which container it is. A cold start from a spare skips the sandbox, the interpreter's
@@ -413,7 +714,7 @@ class ContainerBackend(RuntimeBackend):
             return False
 
     async def _discard(self, box: "Box"):
-        if box.proc.returncode is None:
+        if box.proc is not None and box.proc.returncode is None:
             box.proc.kill()
             await box.proc.wait()
         await self._clean(box)
@@ -422,6 +723,15 @@ class ContainerBackend(RuntimeBackend):
         """Remove what the container leaves behind; returns the tail of its log."""
         if box.agent is not None:
             box.agent.close()
+        if box.maker is not None:  # a fork's namespaces end with their init, and their maker with it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(box.init_pid, signal.SIGKILL)
+            if box.maker.returncode is None:
+                box.maker.kill()
+            await box.maker.wait()
+            for fd in box.ns_fds.values():
+                os.close(fd)
+            box.ns_fds = {}
         await box.cgroups.remove()
         await box.disk.remove()
         if box.net is not None:
@@ -459,7 +769,7 @@ class ContainerBackend(RuntimeBackend):
 
     async def stop_all(self):
         self.stopping = True
-        starting = list(self.spares_starting.values())
+        starting = list(self.spares_starting.values()) + list(self.forks_starting.values())
         for t in starting:
             t.cancel()
         if starting:
@@ -468,6 +778,11 @@ class ContainerBackend(RuntimeBackend):
         for box in self.spares.values():
             await self._discard(box)
         self.spares.clear()
+        for box in self.forks.values():
+            await self._discard(box)
+        self.forks.clear()
+        await terminate_all(list(self.procs.values()))  # forks before their parents
+        await self.parents.stop_all()
         await self.snapshots.close(self)
         await terminate_all(list(self.procs.values()))
         disks.clean_stale(self.root)  # what containers that had no time to clean up leave

@@ -24,7 +24,9 @@ leaves it in them, confined as any container's process.
 
 SPEC keys: a container's (sandbox.py: layers_dir, lowers, upper, work, root, binds, volumes,
 devices, hostname; userns, userns_base and idmapped, the worker's user namespace being needed
-here), and parent_pid (a process of the warm parent's PID namespace: its host PID).
+here), parent_pid (a process of the warm parent's PID namespace: its host PID); cgroups (the
+fork's, joined by the maker first) and agent_fd (the init's end of the worker's exec socket,
+inherited: the init serves the worker's commands in the fork, as a container's init does).
 """
 
 import json
@@ -105,7 +107,16 @@ def _init(spec, ready_w):
     socket.sethostname(spec.get("hostname", "ember"))
     sb.libc.prctl(sb.PR_SET_DUMPABLE, 0, 0, 0, 0)
     sb.drop_bounding_caps()
+    agent = None
+    if spec.get("agent_fd") is not None:  # the worker's socket for commands in the fork (sandbox.serve_execs)
+        agent = socket.socket(fileno=spec["agent_fd"])
+        agent.set_inheritable(False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes serve_execs, through its wakeup fd
     sb.confine()
+    if agent is not None:
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+        sb.serve_execs(agent, 0)  # until the worker kills it: the fork's process is not its child
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
     os.write(ready_w, b"1")
     os.close(ready_w)
@@ -136,12 +147,21 @@ def _owner(mapped_r, unshared_w, ready_w, spec):
             print(f"ember forkns: {e}", file=sys.stderr)
         os._exit(126)
     os.close(ready_w)
+    _close_agent(spec)  # the init's alone
     os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) & 0xFF)
+
+
+def _close_agent(spec):
+    if spec.get("agent_fd") is not None:
+        os.close(spec["agent_fd"])
 
 
 def make(spec):
     """The maker: prints the fork's init's host PID once its namespaces are ready, then waits."""
     sb.libc.prctl(sb.PR_SET_PDEATHSIG, signal.SIGKILL)
+    for cgroup in spec.get("cgroups", ()):  # the fork's: its init, and the commands it forks, are held by them
+        with open(f"{cgroup}/cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
     with open(f"/proc/{spec['parent_pid']}/ns/pid", "rb") as f:
         sb._check(sb.libc.setns(f.fileno(), sb.CLONE_NEWPID), "join the warm parent's PID namespace")
     sb._check(sb.libc.unshare(sb.CLONE_NEWNS), "unshare a mount namespace")
@@ -165,6 +185,7 @@ def make(spec):
         os._exit(126)
     for fd in (mapped_r, unshared_w, ready_w):
         os.close(fd)
+    _close_agent(spec)
     if os.read(unshared_r, 1) == b"1":
         for name in ("uid_map", "gid_map"):
             with open(f"/proc/{owner}/{name}", "w") as f:

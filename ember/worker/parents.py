@@ -18,10 +18,8 @@ imported), a module that starts threads at import or opts out (`__ember_fork__ =
 code.
 
 Who runs a parent is its backend's (`launch`). The process backend runs it as a plain process,
-as its containers are (no isolation to keep). The container backend runs none yet, and says so
-when the worker starts; the part of the design below that touches the kernel is built and
-tested (forkns.py; tests/test_forkns.py, and the escape suite in a fork: tests/test_escape.py),
-the worker's side of it is not.
+as its containers are (no isolation to keep). The container backend (container.py) runs it in a
+sandbox of its own, and forks each container into namespaces made for it ahead, as below.
 
 Why it is hard: a fork that gets namespaces of its own (PID, mount, network), a writable layer
 and a root of its own would have to make them itself after the fork, so after its parent ran the
@@ -84,22 +82,45 @@ sound:
     attached to the fork's own network namespace (network.attach(of_pid=)), since it could not
     join one of host root's.
 Making a fork's namespaces took 48 to 70 ms (medians; 14 to 22 ms of it the maker's interpreter),
-joining them 4 to 5 ms (bench/forkns.py, a busy machine; BENCHMARKS.md): they are to be made
-ahead, as spares are, so that only the join is on the cold-start path.
-What is left before the container backend runs parents (until then it runs none): the parent in
-a sandbox of its own (sandbox.py with forkns.confine_parent() in place of confine(), and
-/ember/lib for its code); the worker's side (the maker run with a container's spec, namespaces
-made ahead, their descriptors sent with the fork request, the child's host PID found from the
-parent's PID namespace, `go` once it is in its cgroups, a disk, a network and cgroups per fork
-as _launch makes them); the fork's log and exec agent (its init); and the worker's forks tested
-as tests/test_escape.py tests the building blocks now: its attacks, run in a fork of the real
-image by a stand-in parent (tests/test_forkns.py's), are all refused.
+joining them 4 to 5 ms (bench/forkns.py, a busy machine; BENCHMARKS.md): they are made ahead, as
+spares are, so that only the join is on the cold-start path.
+
+How the container backend does it (container.py, "warm parents"):
+  - the parent: the image's Python in a sandbox as any container's (its own root and writable
+    layer, cgroups held to its function's limits, PID and mount namespaces, no network and no
+    control plane), confined by forkns.confine_parent; its function's code unpacked by the
+    worker (a parent has no credential to fetch it) and bound read-only at /ember/code, where
+    its forks find it too;
+  - ahead of each fork (once the parent is ready, and again after each fork): the maker
+    (forkns.py, run by the worker as root with a container's spec: the image's layers, a
+    writable layer on a disk of its own, the binds of the control and frames relays, its
+    cgroups, which the maker joins first so that the fork's init is held by them) makes the
+    namespaces; the worker attaches a network to them (network.attach(of_pid=)) and opens them;
+  - the fork: its namespaces' descriptors, a `go` pipe and its log go with the fork request;
+    the parent answers its child's PID in its own PID namespace, which the worker finds on the
+    host (its child of that PID, by NSpid), moves into the fork's cgroups and only then writes
+    `go`; the child joins, forks the container's process into the fork's PID namespace, which
+    takes its identity (the worker's, made for it) and connects as any container;
+  - the fork's init serves the worker's commands in it (`ember container exec`), as a
+    container's init does; what the fork prints goes to the control plane as any container's
+    (`ember container logs`), and what it wrote to its descriptors before its runtime ran, to
+    its log on the worker;
+  - where it cannot fork (parents.why_not, and the backend's own reasons: no user namespace,
+    block_network=True, volumes, an ephemeral_disk= other than the default, a memory snapshot),
+    or where a fork's namespaces could not be made, the container starts from a spare and the
+    worker says why once per code.
+Tested as the process backend's forks are, in a worker's real forks (tests/test_container_forks.py):
+the escape suite's attacks are refused in one, a fork is killed at its own memory limit (its
+own cgroup counts the kill), siblings share no writable state, a redeploy replaces the parent,
+`ember container logs/exec` work on a fork, and the fallback says why once.
 """
 
+import array
 import asyncio
 import collections
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -181,8 +202,9 @@ class Forked:
 
 
 class Parent:
-    def __init__(self, key: str, function: tuple[str, str], proc, sock: socket.socket):
+    def __init__(self, key: str, function: tuple[str, str], proc, sock: socket.socket, resolve: "Resolve"):
         self.key = key
+        self.resolve = resolve
         self.function = function  # (module, qualname) of the function it was made for: a redeploy of it replaces this
         self.proc = proc
         self.sock = sock
@@ -232,20 +254,28 @@ class Parent:
     def alive(self) -> bool:
         return self.reader is not None and not self.reader.done()
 
-    async def fork(self, env: dict[str, str], cwd: str, log_path: str) -> Forked:
+    async def fork(self, request: dict, fds: typing.Sequence[int] = ()) -> Forked:
+        """Fork a container: `request` is what the child is told (container/parent.py), `fds`
+        descriptors it is handed with it (the container backend's: its namespaces, its `go`
+        pipe and its log)."""
         async with self.lock:
             if not self.alive:
                 raise ParentGone("it exited")
-            self.forking = asyncio.get_running_loop().create_future()
-            await asyncio.get_running_loop().sock_sendall(
-                self.sock, json.dumps({"fork": {"env": env, "cwd": cwd, "log": log_path}}).encode())
+            loop = asyncio.get_running_loop()
+            self.forking = loop.create_future()
+            data = json.dumps({"fork": request}).encode()
+            if fds:
+                self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            else:
+                await loop.sock_sendall(self.sock, data)
             pid = await self.forking
             # A parent has run the function's import: its word is checked before the worker
             # signals or measures that PID as a container's.
-            if not isinstance(pid, int) or _parent_of(pid) != self.proc.pid:
+            host_pid = self.resolve(self, pid) if isinstance(pid, int) else None
+            if host_pid is None:
                 raise ParentGone(f"it answered with PID {pid!r}, which is not a child of its")
-            child = self.children[pid] = Forked(pid)
-            self.last_fork = asyncio.get_running_loop().time()
+            child = self.children[pid] = Forked(host_pid)
+            self.last_fork = loop.time()
             return child
 
     async def close(self):
@@ -262,6 +292,12 @@ class Parent:
                 await self.proc.wait()
 
 
+def child_of_process(parent: Parent, pid: int) -> int | None:
+    """A parent that runs as a plain process (the process backend's): the PID it answered, if
+    it is its child."""
+    return pid if _parent_of(pid) == parent.proc.pid else None
+
+
 def _parent_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -273,13 +309,19 @@ def _parent_of(pid: int) -> int | None:
 # A backend's way to start a parent for a container's code: given the container's start and
 # the parent's end of its socket (inheritable), the started process (an asyncio Process).
 Launch = typing.Callable[[api_pb2.StartContainer, socket.socket], typing.Awaitable[typing.Any]]
+# How a parent's answer (a PID in its own PID namespace) is found on the host: the host PID of
+# its child of that PID, or None if it has no such child.
+Resolve = typing.Callable[[Parent, int], int | None]
 
 
 class WarmParents:
-    def __init__(self, enabled: bool, launch: Launch, cleanup: typing.Callable[[str], None] = lambda key: None):
+    def __init__(self, enabled: bool, launch: Launch, cleanup: typing.Callable[[str], typing.Any] = lambda key: None,
+                 resolve: Resolve = child_of_process, on_ready: typing.Callable[[Parent], None] = lambda parent: None):
         self.enabled = enabled
         self.launch = launch
-        self.cleanup = cleanup  # what the backend does once a parent (by key) is gone
+        self.cleanup = cleanup  # what the backend does once a parent (by key) is gone (may be a coroutine)
+        self.resolve = resolve
+        self.on_ready = on_ready  # what the backend does once a parent is ready (makes a fork's namespaces ahead)
         self.parents: collections.OrderedDict[str, Parent] = collections.OrderedDict()  # by key, least recent first
         self.starting: dict[str, asyncio.Task] = {}
         self.cold: dict[str, tuple[int, float]] = {}  # key -> cold starts lately, and when the last was
@@ -295,25 +337,46 @@ class WarmParents:
     async def fork(self, sc: api_pb2.StartContainer, env: dict[str, str], cwd: str, log_path: str) -> Forked | None:
         """The container `sc` as a fork of its code's parent, or None: it starts the usual way
         (and its code's parent is started, if its code has been starting cold lately)."""
+        parent = self.ready(sc)
+        if parent is None:
+            return None
+        return await self.forked(sc, parent, {"env": env, "cwd": cwd, "log": log_path})
+
+    def ready(self, sc: api_pb2.StartContainer, why: str | None = None) -> Parent | None:
+        """The parent the container `sc` is to be forked from, or None: it starts the usual way
+        (said once per code where it never can; `why`: the backend's reason, if it has one),
+        and its code's parent is started if its code has been starting cold lately."""
         if not self.enabled or sc.definition.sandbox:  # a sandbox runs no code of the app
             return None
         key = key_of(sc)
-        why = why_not(sc) or self.refused.get(key)
+        why = why or why_not(sc) or self.refused.get(key)
         if why:
             self._say(key, sc, why)
             return None
         parent = self.parents.get(key)
-        if parent is not None and not parent.retiring:
-            try:
-                child = await parent.fork(env, cwd, log_path)
-                self.parents.move_to_end(key)
-                parent.function = function_of(sc)
-                return child
-            except (ParentGone, OSError) as e:
-                self.refused[key] = f"its warm parent ended ({e}; see the worker's log)"
-                await self._drop(parent)
+        if parent is not None and not parent.retiring and parent.alive:
+            return parent
         self._count_cold(key, sc)
         return None
+
+    async def forked(self, sc: api_pb2.StartContainer, parent: Parent, request: dict,
+                     fds: typing.Sequence[int] = ()) -> Forked | None:
+        """Fork the container `sc` from `parent` (ready() gave it); None if it could not."""
+        try:
+            child = await parent.fork(request, fds)
+        except (ParentGone, OSError) as e:
+            await self.give_up(sc, parent, f"its warm parent ended ({e}; see the worker's log)")
+            return None
+        if self.parents.get(parent.key) is parent:
+            self.parents.move_to_end(parent.key)
+        parent.function = function_of(sc)
+        return child
+
+    async def give_up(self, sc: api_pb2.StartContainer, parent: Parent, why: str):
+        """Containers of `parent`'s code are not forked any more (the first to say why is said)."""
+        self.refused.setdefault(parent.key, why)
+        self._say(parent.key, sc, self.refused[parent.key])
+        await self._drop(parent)
 
     def _count_cold(self, key: str, sc: api_pb2.StartContainer):
         now = asyncio.get_running_loop().time()
@@ -339,7 +402,7 @@ class WarmParents:
                 raise
             finally:
                 theirs.close()
-            parent = Parent(key, function_of(sc), proc, ours)
+            parent = Parent(key, function_of(sc), proc, ours, self.resolve)
             why = await parent.handshake(sc.definition)
             if why:
                 self.refused[key] = why
@@ -349,6 +412,7 @@ class WarmParents:
             self.parents[key] = parent
             log.info("a warm parent (pid %d) of %s is ready: its containers fork from it", proc.pid,
                      sc.definition.name or sc.function_id)
+            self.on_ready(parent)
             for other in list(self.parents.values()):  # a redeploy's, or a new image's: the old code goes
                 if other is not parent and other.function == parent.function:
                     other.retiring = True
@@ -369,7 +433,9 @@ class WarmParents:
         if self.parents.get(parent.key) is parent:
             del self.parents[parent.key]
         await parent.close()
-        self.cleanup(parent.key)
+        done = self.cleanup(parent.key)
+        if inspect.isawaitable(done):
+            await done
 
     async def _retire_done(self):
         """Parents replaced, or idle, that no fork of runs any more."""

@@ -21,7 +21,9 @@ idmapped (host directories the root filesystem and volumes are made of: layers a
 layers), when the worker has a user namespace; agent_fd (the init's end of the worker's exec
 socket, inherited), for containers; first_pid (the PID the command gets) and restore ({criu (its
 argv here), images, work_dir, inherit ([[fd, resource]]: criu's --inherit-fd), status_fd}: the
-container restored from a memory snapshot instead of its command run), for memory snapshots.
+container restored from a memory snapshot instead of its command run), for memory snapshots;
+warm_parent (the command is a warm parent: confined by forkns.confine_parent, which lets it setns
+into its forks' namespaces).
 """
 
 import array
@@ -394,12 +396,25 @@ def confine():
 
 
 def run_command(spec):
-    confine()
+    _confine_command()
     try:
         os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
     except FileNotFoundError:
         raise SetupError(f"the image has no {spec['argv'][0]} on its PATH ({spec['env'].get('PATH')}): Ember's "
                          "runtime needs Python 3.11 as python3 in the image") from None
+
+
+_confine_command = confine  # a warm parent's is forkns.confine_parent (main sets it)
+
+
+def _confine_warm_parent():
+    """Imported before the pivot, after which the host's files (this module's directory) are gone."""
+    global _confine_command
+    try:
+        from . import forkns
+    except ImportError:  # run as a script, next to it
+        import forkns
+    _confine_command = forkns.confine_parent  # a container's confinement, but setns (worker/parents.py)
 
 
 def restore(r) -> int:
@@ -550,6 +565,8 @@ def main():
     with open(sys.argv[1]) as f:  # a file only root reads (images.sandbox_argv): taken, then removed
         spec = json.load(f)
     os.unlink(sys.argv[1])
+    if spec.get("warm_parent"):
+        _confine_warm_parent()
     if spec.get("parent_pid"):
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != spec["parent_pid"]:

@@ -188,3 +188,13 @@ def record_attempts(host_paths):
 def read_record():
     with open("/escape.json") as f:
         return json.load(f)
+
+
+IMPORTED = os.urandom(8).hex()  # made by the process that imported this module: one parent's forks share it
+
+
+@app.function(image=base, single_use_containers=True)
+def attack_as_a_cold_start(host_paths):
+    """attack's attempts in a container that is a cold start each time: forked from the module's
+    warm parent once the worker keeps one (tests/test_container_forks.py)."""
+    return {"imported": IMPORTED, **attempts(host_paths)}
