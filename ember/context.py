@@ -45,14 +45,20 @@ def current_function_call_id() -> str | None:
     return inp.call_id if inp else None
 
 
-@contextlib.contextmanager
-def running_input(input_id: str, call_id: str):
-    """For the container's runtime: the input the code in the block serves."""
-    token = _current.set(_Input(input_id, call_id))
-    try:
-        yield
-    finally:
-        _current.reset(token)
+class running_input:
+    """For the container's runtime: `with running_input(input_id, call_id):` the input the code in
+    the block serves. A class, not a @contextmanager generator: it is entered for every input."""
+
+    __slots__ = ("input", "token")
+
+    def __init__(self, input_id: str, call_id: str):
+        self.input = _Input(input_id, call_id)
+
+    def __enter__(self):
+        self.token = _current.set(self.input)
+
+    def __exit__(self, *exc):
+        _current.reset(self.token)
 
 
 @contextlib.contextmanager

@@ -757,18 +757,20 @@ class Function:
 
     # ---------------------------------------------------------------- map
 
-    @twin
+    # The results come a batch (a list) at a time: the caller gets them one by one (twin.of_batches).
+
+    @twin.of_batches
     async def map(self, *iterables, order_outputs: bool = True, return_exceptions: bool = False):
         """Run the function over each item (zipping several iterables), in parallel containers."""
-        async for value in self._map(_zipped(iterables), order_outputs, return_exceptions):
-            yield value
+        async for values in self._map(_zipped(iterables), order_outputs, return_exceptions):
+            yield values
 
-    @twin
+    @twin.of_batches
     async def starmap(self, input_iterator, kwargs: dict | None = None, order_outputs: bool = True,
                       return_exceptions: bool = False):
         """Like map, but each item is a tuple of positional arguments."""
-        async for value in self._map(_starred(input_iterator, kwargs), order_outputs, return_exceptions):
-            yield value
+        async for values in self._map(_starred(input_iterator, kwargs), order_outputs, return_exceptions):
+            yield values
 
     @twin
     async def for_each(self, *iterables, ignore_exceptions: bool = False) -> None:
@@ -777,14 +779,14 @@ class Function:
             pass
 
     async def _map(self, arg_iter, order_outputs: bool, return_exceptions: bool):
-        """The results of a call over (args, kwargs) pairs, as they come or in order."""
+        """The results of a call over (args, kwargs) pairs, as they come or in order, in lists."""
         client, fid = await self._resolve()
         self._check_kind(".map()")
         run = _MapRun(self, client, fid, bar=MapProgress(self._name))
         sender = asyncio.get_running_loop().create_task(run.send(arg_iter))
         try:
-            async for value in run.results(order_outputs, return_exceptions):
-                yield value
+            async for values in run.results(order_outputs, return_exceptions):
+                yield values
         finally:
             run.bar.close()
             sender.cancel()
@@ -901,7 +903,7 @@ class _MapRun:
             if self.bar is not None:
                 self.failed += sum(co.output.status != Output.SUCCESS for co in resp.outputs)
                 self.bar.update(max(self.sent, resp.num_inputs), self.received, self.failed, resp.inputs_complete)
-            name = self.f._name
+            name, values = self.f._name, []
             for co in resp.outputs:
                 if self.error is not None:
                     break
@@ -911,15 +913,24 @@ class _MapRun:
                         _inline_value(out, name)
                 except Exception as e:  # the function's own error, whatever it is
                     if not return_exceptions:
+                        if values:  # those before it first, as the caller would have had them one by one
+                            yield values
                         raise
                     value = e
                 if not order_outputs:
-                    yield value
+                    values.append(value)
                     continue
-                buffered[co.output.idx] = value
-                while next_idx in buffered:
-                    yield buffered.pop(next_idx)
+                idx = out.idx
+                if idx == next_idx and not buffered:  # the usual case: in order already
+                    values.append(value)
                     next_idx += 1
+                    continue
+                buffered[idx] = value
+                while next_idx in buffered:
+                    values.append(buffered.pop(next_idx))
+                    next_idx += 1
+            if values:
+                yield values
         if self.error is not None:
             raise self.error
         if self.received < self.sent or buffered:

@@ -16,6 +16,7 @@ from core_app import app
 
 import ember
 from ember import exception
+from ember._client import bridge
 
 
 @pytest.fixture
@@ -52,6 +53,30 @@ def test_map_return_exceptions(running):
     assert isinstance(out[0], core_app.CustomError) and isinstance(out[1], ValueError)
     with pytest.raises(core_app.CustomError):
         list(core_app.fail.map(["custom"]))
+
+
+def test_a_long_map_comes_in_order_one_by_one_and_may_be_left_early(running):
+    # More outputs than the client's relay holds ahead (bridge.AHEAD): they come from the loop a
+    # batch at a time and reach the caller one by one, in order, blocking and async alike.
+    n = 3 * bridge.AHEAD
+    assert list(core_app.square.map(range(n))) == [x * x for x in range(n)]
+
+    async def in_a_loop():
+        return [y async for y in core_app.square.map.aio(range(n))]
+
+    assert asyncio.run(in_a_loop()) == [x * x for x in range(n)]
+    # Left in the middle of a batch: the rest is dropped, and the next map runs.
+    for i, y in enumerate(core_app.square.map(range(n))):
+        assert y == i * i
+        if i == bridge.AHEAD + 1:
+            break
+    assert list(core_app.square.map(range(3))) == [0, 1, 4]
+    # Plain data and what only cloudpickle pickles, as arguments and results alike.
+    values = [7, (1, "a", None, b"x", 2.5), {"k": [1, (2, 3)]}, list(range(100)), frozenset({1}),
+              exception.Error("e"), lambda: 1]
+    echoed = list(core_app.echo.map(values))
+    assert echoed[:5] == values[:5] and echoed[6]() == 1
+    assert type(echoed[5]) is exception.Error and str(echoed[5]) == "e"
 
 
 def test_spawn_get_and_from_id_in_another_process(running):

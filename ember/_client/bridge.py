@@ -5,7 +5,9 @@ User code is mostly synchronous; the gRPC streams are asynchronous. A method dec
 @twin is an `async def` (or an async generator) that runs on the loop of the client its object
 uses (the object's `_loop()` says which). `obj.op(...)` runs it there and blocks until it is
 done; `await obj.op.aio(...)` awaits it from the caller's own loop without blocking that loop.
-An async generator likewise: `for x in obj.op(...)` and `async for x in obj.op.aio(...)`.
+An async generator likewise: `for x in obj.op(...)` and `async for x in obj.op.aio(...)`; one
+decorated with @twin.of_batches yields lists of items (a map's outputs as they arrive, a batch a
+time) and its callers get the items one by one: one hand-off per batch, not per item.
 Stopping the caller stops the operation: cancelling the task that awaits `.aio`, leaving a
 loop over its items early, or Ctrl-C in a blocking call cancels the coroutine on the loop,
 which then cancels whatever it started (a call, a map) on the control plane.
@@ -127,10 +129,16 @@ def trim(e: BaseException):
 class twin:
     """An operation written once as `async def` or as an async generator: see the module's doc."""
 
-    def __init__(self, op):
+    def __init__(self, op, batches: bool = False):
         self.op = op
         self.generator = inspect.isasyncgenfunction(op)
+        self.batches = batches  # the generator yields lists of the items its callers get
         functools.update_wrapper(self, op)
+
+    @classmethod
+    def of_batches(cls, op):
+        """An async generator that yields lists of items, offered as the items one by one."""
+        return cls(op, batches=True)
 
     def __get__(self, obj, owner=None):
         if obj is None:
@@ -174,9 +182,10 @@ class _Bound:
     def _iterate(self, args, kwargs):
         relay = None
         try:
-            relay = _Relay(self.obj._loop(), self.twin.op(self.obj, *args, **kwargs))
+            relay = _Relay(self.obj._loop(), self.twin.op(self.obj, *args, **kwargs), self.twin.batches)
+            take = relay.take
             while True:
-                yield relay.take()
+                yield take()
         except StopIteration:
             return
         except BaseException as e:
@@ -192,9 +201,13 @@ class _Bound:
             loop = self.obj._loop()
             if asyncio.get_running_loop() is loop.loop:  # on the client's loop already: no relay
                 async for item in self.twin.op(self.obj, *args, **kwargs):
-                    yield item
+                    if not self.twin.batches:
+                        yield item
+                        continue
+                    for each in item:
+                        yield each
                 return
-            relay = _Relay(loop, self.twin.op(self.obj, *args, **kwargs))
+            relay = _Relay(loop, self.twin.op(self.obj, *args, **kwargs), self.twin.batches)
             while True:
                 yield await relay.take_async()
         except StopAsyncIteration:
@@ -209,29 +222,34 @@ class _Bound:
 
 class _Relay:
     """The items of an async generator running on a LoopThread, for a consumer on another thread
-    or another loop. The generator runs ahead of its consumer by up to AHEAD items, so that the
-    consumer is woken once for a burst of items, not once for each."""
+    or another loop. The generator runs ahead of its consumer by up to AHEAD items, and the
+    consumer takes all that are there at once: it meets the lock, and waits, once for a burst of
+    items, not once for each."""
 
-    def __init__(self, loop: LoopThread, agen):
+    def __init__(self, loop: LoopThread, agen, batches: bool = False):
         self.thread = loop
         self.lock = threading.Lock()
-        self.items: collections.deque = collections.deque()
+        self.items: collections.deque = collections.deque()  # produced, not yet taken (under lock)
+        self.taken: collections.deque = collections.deque()  # taken, not yet consumed (consumer's own)
         self.end: BaseException | None = None    # once the generator is over: StopIteration, or its error
         self.wake = None                          # wakes the consumer while it waits for an item
         self.room: asyncio.Future | None = None   # the generator waits on it while the consumer is behind
         self.over = threading.Event()
         self.task: asyncio.Task | None = None
-        loop.call_soon(self._start, agen)
+        loop.call_soon(self._start, agen, batches)
 
-    def _start(self, agen):
-        self.task = asyncio.get_running_loop().create_task(self._pump(agen))
+    def _start(self, agen, batches: bool):
+        self.task = asyncio.get_running_loop().create_task(self._pump(agen, batches))
         self.task.add_done_callback(self._finished)
 
-    async def _pump(self, agen):
+    async def _pump(self, agen, batches: bool):
         try:
             async for item in agen:
                 with self.lock:
-                    self.items.append(item)
+                    if batches:
+                        self.items.extend(item)
+                    else:
+                        self.items.append(item)
                     wake, self.wake = self.wake, None
                     if len(self.items) >= AHEAD:
                         self.room = asyncio.get_running_loop().create_future()
@@ -252,39 +270,44 @@ class _Relay:
             wake()
         self.over.set()
 
-    def _next(self, wake):
-        """(True, item); or (False, None), having arranged for `wake()` once there is one. Raises
-        the generator's end once it is over."""
+    def _next(self, wake) -> bool:
+        """Whether items were taken (into self.taken, which was empty); if not, `wake()` is arranged
+        for once there are some. Raises the generator's end once it is over and all are taken."""
         with self.lock:
             if self.items:
-                item = self.items.popleft()
-                if self.room is not None and not self.items:
+                self.taken, self.items = self.items, self.taken
+                if self.room is not None:
                     room, self.room = self.room, None
                     self.thread.call_soon(_resolve, room)
-                return True, item
+                return True
             if self.end is not None:
                 raise self.end
             self.wake = wake
-            return False, None
+            return False
 
     def take(self):
+        if self.taken:
+            return self.taken.popleft()
         while True:
-            event = threading.Event()
-            ready, item = self._next(event.set)
-            if ready:
-                return item
-            event.wait()
+            # A bare lock as the waiter (released once, by wake): a threading.Event is a Condition
+            # and a lock, made for every wait.
+            waiter = threading.Lock()
+            waiter.acquire()
+            if self._next(waiter.release):
+                return self.taken.popleft()
+            waiter.acquire()
 
     async def take_async(self):
+        if self.taken:
+            return self.taken.popleft()
         loop = asyncio.get_running_loop()
         while True:
             waiter = loop.create_future()
             try:
-                ready, item = self._next(functools.partial(loop.call_soon_threadsafe, _resolve, waiter))
+                if self._next(functools.partial(loop.call_soon_threadsafe, _resolve, waiter)):
+                    return self.taken.popleft()
             except StopIteration:
                 raise StopAsyncIteration from None
-            if ready:
-                return item
             await waiter
 
     def close(self, wait: bool):

@@ -15,7 +15,35 @@ from ..proto import api_pb2
 REMOTE_TRACEBACK = "Remote traceback"  # how the note with a container's traceback begins
 
 
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+_SMALL = 16  # items of a tuple, list or dict looked through for _plain (a longer one goes to cloudpickle)
+
+
+def _plain(obj, depth: int = 3) -> bool:
+    """Whether obj is only builtin scalars in small tuples, lists and dicts (a map's usual argument
+    or result): pickle's own C pickler writes those byte for byte as cloudpickle does, without
+    setting up cloudpickle's Pickler (most of the cost of pickling one small value)."""
+    t = type(obj)
+    if t in _SCALARS:
+        return True
+    if depth == 0 or t not in (tuple, list, dict) or len(obj) > _SMALL:
+        return False
+    # Loops, not all(...) over a generator: this is on every input's path, and must cost far
+    # less than the pickling it saves.
+    if t is dict:
+        for k, v in obj.items():
+            if type(k) not in _SCALARS or type(v) not in _SCALARS and not _plain(v, depth - 1):
+                return False
+        return True
+    for x in obj:
+        if type(x) not in _SCALARS and not _plain(x, depth - 1):
+            return False
+    return True
+
+
 def _dumps(obj) -> bytes:
+    if _plain(obj):
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 

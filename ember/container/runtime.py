@@ -45,6 +45,7 @@ from ..proto import api_pb2, api_pb2_grpc
 from .web import WebHost, make_apps
 
 Output = api_pb2.Output
+Payload = api_pb2.Payload
 HEARTBEAT = 1.0             # seconds
 # Answers that end the container: the control plane does not know it, or refuses its credential.
 FINAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
@@ -97,6 +98,9 @@ class Runtime:
         self.requested = 0                            # asked for, not yet received (I/O thread)
         self.target = 1                               # inputs to hold at once (set by main thread)
         self.recent_outputs: collections.deque = collections.deque(maxlen=RESEND_OUTPUTS)
+        # Outputs the input threads finished, for the I/O thread to send (_queue_outputs).
+        self.outputs_lock = threading.Lock()
+        self.outputs_pending: list[api_pb2.Output] = []
         self.cancelled: set[str] = set()
         self.slots = 1                                # inputs run at once (@ember.concurrent)
         self.running: dict[str, int] = {}             # input id -> the thread running it
@@ -219,6 +223,22 @@ class Runtime:
         if want > 0 and out is not None:
             self.requested += want
             out.put(api_pb2.ContainerMessage(want_inputs=want))
+
+    def _queue_outputs(self, outputs: list[api_pb2.Output]):
+        """From an input thread: outputs for the I/O thread to send, in the order given. Those
+        queued while it is busy (sending the last ones, reading inputs) go in one message with
+        them: the I/O thread is woken once for them, not once for each input."""
+        with self.outputs_lock:
+            first = not self.outputs_pending
+            self.outputs_pending.extend(outputs)
+        if first:
+            self.io.call_soon(self._send_queued_outputs)
+
+    def _send_queued_outputs(self):
+        with self.outputs_lock:
+            outputs, self.outputs_pending = self.outputs_pending, []
+        if outputs:
+            self._flush_outputs(outputs)
 
     def _flush_outputs(self, outputs: list[api_pb2.Output], http=()):
         self._send_logs()  # what the inputs printed goes first
@@ -373,7 +393,7 @@ class Runtime:
                 pending.extend(self._run_batch(fn, definition, self._next_batch()))
                 sys.stdout.flush()
                 sys.stderr.flush()
-                self.io.call_soon(self._flush_outputs, pending)
+                self._queue_outputs(pending)
                 pending = []
                 continue
             inp = _take(self.inputs)
@@ -389,7 +409,7 @@ class Runtime:
             if self.inputs.empty() or len(pending) >= MAX_PREFETCH:
                 sys.stdout.flush()
                 sys.stderr.flush()
-                self.io.call_soon(self._flush_outputs, pending)
+                self._queue_outputs(pending)
                 pending = []
 
     def _run_input(self, fn, definition, inp: api_pb2.Input) -> list[api_pb2.Output]:
@@ -398,7 +418,9 @@ class Runtime:
         if inp.input_id in self.cancelled:
             return [Output(**base, status=Output.CANCELLED, error="the call was cancelled")]
         try:
-            args, kwargs = deserialize(self._bytes(inp.args), f"the arguments of {name}()")
+            args_payload = inp.args
+            data = args_payload.data if not args_payload.blob_id else self._bytes(args_payload)
+            args, kwargs = deserialize(data, "the arguments of " + name + "()")
             is_generator = definition.is_generator
             if inp.args.method:  # a method of the class instance `fn`
                 if inp.args.method not in definition.methods:
@@ -417,7 +439,7 @@ class Runtime:
                             sys.stdout.flush()
                             sys.stderr.flush()
                             out = Output(**base, status=Output.GENERATOR_ITEM, data=self._payload(data))
-                            self.io.call_soon(self._flush_outputs, [out])
+                            self._queue_outputs([out])
                         result = None
                     else:
                         result = fn(*args, **kwargs)
@@ -437,6 +459,8 @@ class Runtime:
         data, err = serialize_result(name, result)
         if err:
             return [Output(**base, status=Output.FAILURE, error=err)]
+        if len(data) <= blobs.BLOB_THRESHOLD:  # inline: what self._payload() makes, without its two calls
+            return [Output(input_id=inp.input_id, idx=inp.idx, status=Output.SUCCESS, data=Payload(data=data))]
         try:
             return [Output(**base, status=Output.SUCCESS, data=self._payload(data))]
         except grpc.aio.AioRpcError as e:  # a large result the control plane could not store (a full disk)
@@ -759,6 +783,10 @@ class LogWriter(io.TextIOBase):
     def flush(self):
         """What the current input wrote (or, outside any, what was written outside inputs): another
         input's piece of a line waits for the rest of its line."""
+        if not self.bufs:
+            # Nothing waits (the usual case: this runs for every input). Read without the lock:
+            # what this input wrote, its thread (or task) wrote before now.
+            return
         input_id = context.current_input_id() or ""
         with self.lock:
             buf = self.bufs.pop(input_id, None)

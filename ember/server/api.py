@@ -884,7 +884,12 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
             try:
                 if kind is None:
                     raise validate.Invalid("MapRequest.op", "must be one of create, put or get")
-                resp = await ops[kind](who, getattr(req, kind))
+                if kind == "get":  # its outputs filled into the answer: not copied into it afterwards
+                    answer = api_pb2.MapResponse(tag=req.tag)
+                    await self._outputs(who, req.get, answer.outputs)
+                else:
+                    await ops[kind](who, getattr(req, kind))
+                    answer = api_pb2.MapResponse(tag=req.tag)
             except Ended as e:
                 send(api_pb2.MapResponse(tag=req.tag, code=e.code.value[0], details=e.details))
             except validate.Invalid as e:
@@ -895,8 +900,7 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
             except (StoreUnavailable, NotLeader) as e:
                 stream.end(*ending("MapStream", e))
             else:
-                send(api_pb2.MapResponse(tag=req.tag, outputs=resp) if kind == "get"
-                     else api_pb2.MapResponse(tag=req.tag))
+                send(answer)
 
         tasks = set()
 
@@ -933,17 +937,24 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
         await self.store.durable()
         return EMPTY
 
-    async def _outputs(self, who: Principal, req: api_pb2.GetOutputsRequest):
+    async def _outputs(self, who: Principal, req: api_pb2.GetOutputsRequest,
+                       resp: api_pb2.GetOutputsResponse | None = None) -> api_pb2.GetOutputsResponse:
+        """The answer, filled into resp if given (a MapResponse's: a copy of up to 10,000 outputs less)."""
         validate.get_outputs(req)
         call = self.ledger.lookup_call(req.call_id, who.workspace)
         if call is None:
             raise Ended(grpc.StatusCode.NOT_FOUND, self._no_call(req.call_id))
         outs = await self.ledger.read_outputs(call, req.after_seq, req.max_outputs or 1000, req.timeout)
-        return api_pb2.GetOutputsResponse(
-            outputs=outs, function_id=call.function.function_id,
-            inputs_complete=call.num_inputs is not None, num_inputs=call.num_inputs or 0,
-            num_done=call.num_done, is_generator=call.function.definition.is_generator,
-            function_name=call.function.name)
+        if resp is None:
+            resp = api_pb2.GetOutputsResponse()
+        resp.outputs.extend(outs)
+        resp.function_id = call.function.function_id
+        resp.inputs_complete = call.num_inputs is not None
+        resp.num_inputs = call.num_inputs or 0
+        resp.num_done = call.num_done
+        resp.is_generator = call.function.definition.is_generator
+        resp.function_name = call.function.name
+        return resp
 
     async def FunctionCallCancel(self, req, context, who):
         validate.call_ref(req)
