@@ -22,6 +22,7 @@ done call may be reopened to run such inputs again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import math
@@ -180,7 +181,7 @@ class Ledger:
             new = [InputState(f"{call_id}:{inputs[0].idx}", call, inputs[0].idx, inputs[0].args.SerializeToString())]
             call.inputs[new[0].input_id] = new[0]
             call.sent_up_to = new[0].idx + 1
-            asyncio.get_running_loop().call_later(HOLD, self._held_too_long, call)
+            self.dispatch.later(HOLD, functools.partial(self._held_too_long, call))
         else:
             # The store first: a write that meets a full disk raises DiskFull here, before the
             # call exists anywhere else.
