@@ -337,6 +337,7 @@ class Ledger:
         if not results:
             return
         rows, finished, touched, payload_blobs = [], [], {}, []
+        born = []  # held calls written here, finished, with their one output
         now = time.time()
         CallOutput, GENERATOR_ITEM, SUCCESS, DEAD = api_pb2.CallOutput, Output.GENERATOR_ITEM, Output.SUCCESS, \
             dead_letters.DEAD
@@ -355,10 +356,10 @@ class Ledger:
             if call.held:
                 if status == GENERATOR_ITEM or call.num_inputs != 1:
                     self.write_held(call)
-                else:  # its one output came first: the call is written with it, and no input rows
+                else:  # its one output came first: the call is written done with it, and no input rows
                     call.held = False
                     unwritten = True
-                    self.store.create_call(call.call_id, call.function.function_id, call.num_inputs)
+                    born.append(call)
             if status in DEAD:
                 dead_letters.keep(inp, out)
             seq = call.next_seq
@@ -384,13 +385,17 @@ class Ledger:
                     call.function.completed += 1
                 else:
                     call.function.failed += 1
-            touched[call.call_id] = call
+            if not unwritten:
+                touched[call.call_id] = call
         if not rows:
             return  # nothing to store (only web requests ended, or only duplicates came)
+        for call in born:
+            self.store.create_call(call.call_id, call.function.function_id, call.num_inputs, call.num_done,
+                                   call.next_seq)
         self.store.add_outputs(rows, finished, [(c.call_id, c.num_done, c.next_seq) for c in touched.values()])
         if payload_blobs:
             self.store.add_call_blobs(payload_blobs)
-        for call in touched.values():
+        for call in [*touched.values(), *born]:
             if call.done():
                 self._call_finished(call)
             self._wake_listeners(call)
