@@ -418,3 +418,66 @@ async def test_a_map_closed_after_its_last_output_wakes_its_long_poll(p):
     p.ledger.put_inputs("main", "fc-1", [], complete=True)  # no more inputs: the call is done
     await asyncio.wait_for(poll, 5)  # not at the poll's timeout
     assert call.done() and poll.result() == []
+
+
+def held_call(p, fn, call_id="fc-1"):
+    """A `.remote()`'s call, as CallStream makes it (held back: Ledger.create_call's hold)."""
+    inp = api_pb2.Input(idx=0, args=api_pb2.Payload(data=pickle.dumps(0)))
+    return p.ledger.create_call("main", fn.function_id, call_id, [inp], True, maybe_exists=False, hold=True)
+
+
+@plane_test
+async def test_a_remote_whose_output_comes_first_is_written_finished_without_input_rows(p):
+    fn = p.function()
+    call = held_call(p, fn)
+    c, sent = p.connect(p.started()[0], want=1)
+    assert inputs_sent(sent) == [("fc-1:0", 1)]  # dispatched at once
+    await p.store.durable()
+    assert p.store.call("fc-1") is None and await p.open_inputs() == {}  # nothing written yet
+    p.output(c, "fc-1:0")
+    assert call.done() and not call.held
+    assert [o.status for o in await p.outputs()] == [Output.SUCCESS]
+    num_inputs, num_done = p.store.call("fc-1")[1:3]
+    assert (num_inputs, num_done) == (1, 1) and await p.open_inputs() == {}
+    # Its timer finds it done: nothing more is written.
+    for _, fire in p.timers:
+        fire()
+    assert await p.open_inputs() == {} and not call.held
+
+
+@plane_test
+async def test_a_remote_still_open_after_the_hold_is_written_with_its_holder(p):
+    fn = p.function()
+    call = held_call(p, fn)
+    c, _ = p.connect(p.started()[0], want=1)
+    ((delay, fire),) = p.timers
+    assert delay > 0
+    fire()  # HOLD seconds later, still running
+    assert not call.held
+    assert await p.open_inputs() == {"fc-1:0": (0, 0, c.container_id)}
+    p.output(c, "fc-1:0")
+    assert [o.status for o in await p.outputs()] == [Output.SUCCESS]
+    assert await p.open_inputs() == {} and p.store.call("fc-1")[2] == 1
+
+
+@plane_test
+async def test_a_remote_retried_is_written_before_its_attempts(p):
+    fn = p.function(retries=api_pb2.RetryPolicy(max_retries=1, initial_delay=1.0))
+    call = held_call(p, fn)
+    c, _ = p.connect(p.started()[0], want=1)
+    p.output(c, "fc-1:0", status=Output.FAILURE)
+    assert not call.held and not call.done()
+    assert await p.open_inputs() == {"fc-1:0": (1, 0, None)}  # its failed attempt, queued again
+
+
+@plane_test
+async def test_a_remote_generator_is_written_at_its_first_item(p):
+    fn = p.function(is_generator=True)
+    call = held_call(p, fn)
+    c, _ = p.connect(p.started()[0], want=1)
+    p.output(c, "fc-1:0", status=Output.GENERATOR_ITEM)
+    assert not call.held
+    assert await p.open_inputs() == {"fc-1:0": (0, 0, c.container_id)}
+    p.output(c, "fc-1:0")
+    assert [o.status for o in await p.outputs()] == [Output.GENERATOR_ITEM, Output.SUCCESS]
+    assert await p.open_inputs() == {}

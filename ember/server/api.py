@@ -836,14 +836,15 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
     async def CallStream(self, request_iterator, context, who):
         stream = Duplex(request_iterator)
         send = stream.send
-        ledger, workspace, identity = self.ledger, who.workspace, self.identity
+        ledger, store, workspace, identity = self.ledger, self.store, who.workspace, self.identity
 
         def handle(req):
             identity.check(who)  # a revoked token's stream takes no more calls
             try:
                 validate.call_request(req)
                 call = ledger.create_call(workspace, req.function_id, req.call_id,
-                                          [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend)
+                                          [api_pb2.Input(idx=0, args=req.args)], True, maybe_exists=req.resend,
+                                          hold=True)
             except (LookupError, validate.Invalid) as e:
                 send(api_pb2.CallResponse(tag=req.tag, error=str(e)))
                 return
@@ -853,10 +854,17 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
 
             def done(call, tag=req.tag):
                 if call.unstored is not None:  # a full disk undid it after all (Ledger.create_call)
-                    send(api_pb2.CallResponse(tag=tag, error=str(call.unstored), disk_full=True))
-                else:
-                    send(api_pb2.CallResponse(tag=tag, output=ledger.last_output(call)))
+                    unstored(call.unstored, tag)
+                else:  # once its output is durable (a held call's: the call itself too)
+                    store.on_durable(lambda: send(api_pb2.CallResponse(tag=tag, output=ledger.last_output(call))),
+                                     lambda e: unstored(e, tag))
             ledger.when_done(call, done)
+
+        def unstored(e: Exception, tag: int):
+            if isinstance(e, DiskFull):
+                send(api_pb2.CallResponse(tag=tag, error=str(e), disk_full=True))
+            else:  # undone otherwise (this control plane lost the lead): its client sends it again
+                stream.end(*ending("CallStream", e))
 
         async with contextlib.aclosing(stream.run(handle)) as replies:
             async for resp in replies:

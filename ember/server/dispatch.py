@@ -190,7 +190,8 @@ class Dispatch:
                                 with_events.append(inp)
                             continue
                         batch.append(encoded_input(inp))
-                        stored.append(inp.input_id)
+                        if not inp.call.held:  # (a held call's rows are written with who holds them)
+                            stored.append(inp.input_id)
                     self.waited += waited  # dispatch latency (metrics.py)
                     self.dispatched += given
                     if batch:
@@ -326,6 +327,7 @@ class Dispatch:
             fn.name, inp.container.container_id if inp.container is not None else "", inp.input_id, inp.call.call_id,
             caller=True)
         inp.release()
+        self.ledger.write_held(inp.call)
         self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, time.time() + delay)
         self.submit(inp.call.function, [inp], again=True, delay=delay)
         return True
@@ -350,6 +352,7 @@ class Dispatch:
             self.ledger.record_outputs([(inp, out)])
             return
         inp.release()
+        self.ledger.write_held(inp.call)
         self.store.requeue_input(inp.input_id, inp.attempts, inp.lost, 0)
         self.submit(inp.call.function, [inp], again=True)
 

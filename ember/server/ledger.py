@@ -6,7 +6,14 @@ before anyone is told; then whoever waits on the call is woken. Open calls and t
 are loaded back after a restart. A finished call stays in memory a while for its callers, and
 older ones are read back from the store until their outputs expire.
 
-A call's new inputs go to dispatch (`Dispatch.submit`) once they are written. A web request is
+A call's new inputs go to dispatch (`Dispatch.submit`) once they are written. A `.remote()`
+(CallStream's one inline input) is held back instead (`hold=True`): dispatched at once, its call
+and input are written only if it is still open HOLD seconds later; when its output comes first,
+the call is written already finished, with that output, in one transaction: one commit and a
+third of the statements instead of two commits. Its caller hears the output once that is
+durable. Until then the store does not have it: after a crash within HOLD its client, which
+still waits for the answer, sends it again (CallStream's resend), so it runs at least once, as
+any input. A web request is
 an input too, with no call: never stored, its end goes to the gateway. An input that ends failed
 keeps its arguments and failed attempts in that output (a dead letter, dead_letters.py), and a
 done call may be reopened to run such inputs again.
@@ -15,6 +22,7 @@ done call may be reopened to run such inputs again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import math
@@ -24,6 +32,7 @@ from typing import TYPE_CHECKING
 from ..proto import api_pb2
 from . import dead_letters
 from .apps import Apps, AppState, FunctionState
+from .disk import DiskFull
 from .store import NotLeader, Store
 from .validate import Invalid
 
@@ -36,12 +45,15 @@ log = logging.getLogger("ember.server")
 
 Output = api_pb2.Output
 FORGET_EVERY = 5.0  # seconds between looks for finished calls to forget
+# Seconds a `.remote()`'s call and input wait unwritten for its output (see above): longer than
+# a warm round trip, short enough that few calls are open unwritten at any time.
+HOLD = 0.05
 
 
 class CallState:
     __slots__ = ("call_id", "cancelled", "created_at", "done_at", "fetched", "finished_at", "finished_below",
-                 "finished_idx", "function", "inputs", "listeners", "next_seq", "num_done", "num_inputs", "outputs",
-                 "sent_up_to", "unstored")
+                 "finished_idx", "function", "held", "inputs", "listeners", "next_seq", "num_done", "num_inputs",
+                 "outputs", "sent_up_to", "unstored")
 
     def __init__(self, call_id, function, num_inputs=None, num_done=0, next_seq=1, cancelled=False):
         self.call_id = call_id
@@ -69,6 +81,7 @@ class CallState:
         self.finished_at: float | None = None
         self.fetched = False
         self.unstored: Exception | None = None  # why its inputs could not be kept (DiskFull): it was cancelled
+        self.held = False  # neither it nor its inputs are in the store yet (Ledger.create_call's hold)
 
     def done(self) -> bool:
         return self.num_inputs is not None and self.num_done >= self.num_inputs
@@ -146,12 +159,14 @@ class Ledger:
     # ---- calls and inputs
 
     def create_call(self, workspace: str, function_id: str, call_id: str, inputs, complete: bool,
-                    maybe_exists: bool = True) -> CallState:
+                    maybe_exists: bool = True, hold: bool = False) -> CallState:
         """Create a call of a workspace's function with a first batch of inputs. Resending the
         same call id is a no-op; a call id taken by another workspace is refused.
 
         maybe_exists=False skips looking in the store for a call this id already made (the
-        hot path of a first send, whose id the client just drew at random).
+        hot path of a first send, whose id the client just drew at random). hold=True: a
+        `.remote()`, whose caller waits for its answer and sends it again if the control plane
+        goes: written only if it is open HOLD seconds from now, or with its output (see above).
         """
         existing = self._calls.get(call_id) or (self.lookup_call(call_id) if maybe_exists else None)
         if existing is not None:
@@ -159,19 +174,51 @@ class Ledger:
                 raise LookupError(f"the call id {call_id} is taken: draw another")
             return existing
         fn = self.apps.function_for_call(function_id, workspace)
-        # The store first: a write that meets a full disk raises DiskFull here, before the
-        # call exists anywhere else.
-        self.store.create_call(call_id, function_id, len(inputs) if complete else None)
         call = CallState(call_id, fn, len(inputs) if complete else None)
-        new = self._add_inputs(call, inputs)
+        # Only a single inline input: a blob's argument is kept (blob_gc.py) by the call's rows.
+        if hold and complete and len(inputs) == 1 and not inputs[0].args.blob_id:
+            call.held = True
+            new = [InputState(f"{call_id}:{inputs[0].idx}", call, inputs[0].idx, inputs[0].args.SerializeToString())]
+            call.inputs[new[0].input_id] = new[0]
+            call.sent_up_to = new[0].idx + 1
+            self.dispatch.later(HOLD, functools.partial(self._held_too_long, call))
+        else:
+            # The store first: a write that meets a full disk raises DiskFull here, before the
+            # call exists anywhere else.
+            self.store.create_call(call_id, function_id, call.num_inputs)
+            new = self._add_inputs(call, inputs)
         self._calls[call_id] = call
         self.dispatch.submit(fn, new)
         return call
+
+    def write_held(self, call: CallState):
+        """Write a held call and its open inputs now (and who holds them), if they are not yet:
+        before anything else about them is written (a retry, a lost lease, a cancel)."""
+        if not call.held:
+            return
+        call.held = False
+        self.store.create_call(call.call_id, call.function.function_id, call.num_inputs)
+        inputs = list(call.inputs.values())
+        self.store.add_inputs([(i.input_id, call.call_id, i.idx, i.args) for i in inputs])
+        self.store.on_durable(lambda: None, lambda e: self._unstored(call, e))
+        for inp in inputs:
+            if inp.container is not None:
+                self.store.assign_inputs(inp.container.container_id, [inp.input_id])
+
+    def _held_too_long(self, call: CallState):
+        if call.held and not call.done():
+            try:
+                self.write_held(call)
+            except DiskFull as e:
+                self._unstored(call, e)
+            except NotLeader:
+                pass  # its client sends it to the leader
 
     def put_inputs(self, workspace: str, call_id: str, inputs, complete: bool):
         call = self._calls.get(call_id)
         if call is None or call.function.app.workspace != workspace:
             raise LookupError(f"there is no open call {call_id}")
+        self.write_held(call)
         if not call.function.app.running:
             raise LookupError("its app is not running")
         if call.num_inputs is not None:
@@ -261,6 +308,7 @@ class Ledger:
             return []
         running = list({id(i.container): i.container for i in call.inputs.values()
                         if i.container is not None and not i.done}.values())
+        self.write_held(call)
         call.cancelled = True
         self.store.cancel_call(call_id)
         self._cancel(call, "the call was cancelled")
@@ -289,6 +337,7 @@ class Ledger:
         if not results:
             return
         rows, finished, touched, payload_blobs = [], [], {}, []
+        born = []  # held calls written here, finished, with their one output
         now = time.time()
         CallOutput, GENERATOR_ITEM, SUCCESS, DEAD = api_pb2.CallOutput, Output.GENERATOR_ITEM, Output.SUCCESS, \
             dead_letters.DEAD
@@ -303,6 +352,14 @@ class Ledger:
                     inp.web.finish(out)
                 continue
             call = inp.call
+            unwritten = False  # its input's rows are not in the store (a held call's)
+            if call.held:
+                if status == GENERATOR_ITEM or call.num_inputs != 1:
+                    self.write_held(call)
+                else:  # its one output came first: the call is written done with it, and no input rows
+                    call.held = False
+                    unwritten = True
+                    born.append(call)
             if status in DEAD:
                 dead_letters.keep(inp, out)
             seq = call.next_seq
@@ -321,19 +378,24 @@ class Ledger:
                 if container is not None:  # inp.release(), without a call for each output
                     container.held.pop(input_id, None)
                     inp.container = None
-                finished.append(input_id)
+                if not unwritten:
+                    finished.append(input_id)
                 call.num_done += 1
                 if status == SUCCESS:
                     call.function.completed += 1
                 else:
                     call.function.failed += 1
-            touched[call.call_id] = call
+            if not unwritten:
+                touched[call.call_id] = call
         if not rows:
             return  # nothing to store (only web requests ended, or only duplicates came)
+        for call in born:
+            self.store.create_call(call.call_id, call.function.function_id, call.num_inputs, call.num_done,
+                                   call.next_seq)
         self.store.add_outputs(rows, finished, [(c.call_id, c.num_done, c.next_seq) for c in touched.values()])
         if payload_blobs:
             self.store.add_call_blobs(payload_blobs)
-        for call in touched.values():
+        for call in [*touched.values(), *born]:
             if call.done():
                 self._call_finished(call)
             self._wake_listeners(call)

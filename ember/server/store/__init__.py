@@ -196,8 +196,10 @@ class Store(ABC):
     # num_inputs (known when the call is closed), and forgotten with its outputs by expire.
 
     @abstractmethod
-    def create_call(self, call_id: str, function_id: str, num_inputs: int | None):
-        """A new call; num_inputs is None while more inputs may come (a map being fed)."""
+    def create_call(self, call_id: str, function_id: str, num_inputs: int | None, num_done: int = 0,
+                    next_seq: int = 1):
+        """A new call; num_inputs is None while more inputs may come (a map being fed). A call
+        written once it is done (a held `.remote()`, ledger.py) says so in the same statement."""
 
     @abstractmethod
     def close_call(self, call_id: str, num_inputs: int):

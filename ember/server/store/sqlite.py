@@ -304,11 +304,15 @@ class _Runs(_Connection):
 
     # ---- calls, inputs and outputs
 
-    def create_call(self, call_id: str, function_id: str, num_inputs: int | None):
+    def create_call(self, call_id: str, function_id: str, num_inputs: int | None, num_done: int = 0,
+                    next_seq: int = 1):
         self._write()
+        now = time.time()
+        done_at = now if num_inputs is not None and num_done >= num_inputs else None
         self.db.execute(
-            "INSERT INTO calls (call_id, function_id, num_inputs, created_at) VALUES (?, ?, ?, ?)",
-            (call_id, function_id, num_inputs, time.time()),
+            "INSERT INTO calls (call_id, function_id, num_inputs, num_done, next_seq, created_at, done_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (call_id, function_id, num_inputs, num_done, next_seq, now, done_at),
         )
 
     def close_call(self, call_id: str, num_inputs: int):
