@@ -117,6 +117,12 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data):
         self.heard = True
+        if not self.out:
+            # What arrives starts a turn of this connection's writes: nothing written before is
+            # waiting, so the first answer to it goes at once. (A frame written by a timer's
+            # callback, such as a commit's, would otherwise hold back the answers to requests read
+            # in the same loop iteration until its batch's end: a Dict get's after its put's.)
+            self.batching = False
         buf = self.buffer
         buf += data
         start = 0
@@ -393,6 +399,8 @@ class BlockingStream:
         self.start = self.end = 0
         self.pongs_due = 0  # pings sent while waiting that no PONG has answered yet
         self._wait_at_most(PING_INTERVAL)
+        self.poller = select.poll()  # (for intact: a poll() costs a sixth of a select() here)
+        self.poller.register(sock, select.POLLIN)
 
     def call(self, request):
         """Send request; its answer. Closed (or FrameError) if the connection breaks first, or
@@ -417,7 +425,7 @@ class BlockingStream:
         if self.pongs_due or self.end > self.start or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
             return False
         try:
-            return not select.select([self.sock], [], [], 0)[0]
+            return not self.poller.poll(0)
         except (OSError, ValueError):  # closed already
             return False
 

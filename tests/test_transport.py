@@ -384,11 +384,18 @@ def test_a_blocking_operation_broken_mid_way_fails_and_its_thread_goes_on(plane)
     assert outcomes[1:] == ["acknowledged"]
 
 
-def test_operations_waiting_on_a_frozen_control_plane_fail_by_the_keepalive(plane):
+def test_operations_waiting_on_a_frozen_control_plane_fail_by_the_keepalive(tmp_path):
     # A control plane that froze (SIGSTOP: its sockets stay open, nothing answers) is noticed by
     # the frame connections' pings, as gRPC's keepalive notices it: a get waiting there, on its
     # thread's own connection and on the client loop's stream alike, fails instead of waiting out
     # its two minutes; once the control plane is back, the same thread and loop go on.
+    plane = Cluster(tmp_path)  # its own: the module's tests count their connections to theirs
+    plane.start_server()
+    with used(plane):
+        wait_on_a_frozen_control_plane(plane)
+
+
+def wait_on_a_frozen_control_plane(plane: Cluster):
     q = ember.Queue.from_name("frozen", create_if_missing=True)
     q.len()  # this thread's connection and the client loop's stream are open before the freeze
     asyncio.run(q.len.aio())
