@@ -46,7 +46,9 @@ from .proto import api_pb2
 HEADER = struct.Struct(">IB")
 MESSAGE, HELLO, STATUS, PING, PONG = 0, 1, 2, 3, 4  # the kinds of frame
 PING_INTERVAL = 2.0  # seconds of silence from the peer before a ping
-PING_TIMEOUT = 3.0  # seconds more for anything to come before the connection counts as broken
+# Seconds more for anything to come before the connection counts as broken (generous: a loaded
+# machine's event loop may lag for seconds, and a false alarm breaks the streams on it).
+PING_TIMEOUT = 5.0
 READ_AHEAD = 256  # frames received but not taken yet before the socket stops being read
 RECEIVE_BYTES = 256 * 1024  # a blocking socket's read at most
 CODES = {code.value[0]: code for code in grpc.StatusCode}
