@@ -15,6 +15,13 @@ TransportStatus saying it sends no more; the server answers with responses and e
 TransportStatus (gRPC's status codes). The server's side is server/transport.py; the client's
 side is FrameStream below, shaped like a gRPC stream call, so that the code that drives a
 stream (stream.py's ReconnectingStream) runs unchanged on either.
+
+Keepalive, as gRPC's: a peer that vanishes without closing its socket (a frozen control plane,
+a machine cut off) sends nothing more, and nothing else would tell. So a client that has heard
+nothing on a connection for PING_INTERVAL seconds sends a PING frame, which the other side
+answers at once with a PONG (both with an empty body, an Empty); if nothing at all comes
+within PING_TIMEOUT seconds more, the connection is closed as broken, and its stream goes
+elsewhere (the leader) as one that broke. A connection busy with answers sends no pings.
 """
 
 import asyncio
@@ -37,7 +44,11 @@ from .config import MAX_MESSAGE_BYTES
 from .proto import api_pb2
 
 HEADER = struct.Struct(">IB")
-MESSAGE, HELLO, STATUS = 0, 1, 2  # the kinds of frame
+MESSAGE, HELLO, STATUS, PING, PONG = 0, 1, 2, 3, 4  # the kinds of frame
+PING_INTERVAL = 2.0  # seconds of silence from the peer before a ping
+# Seconds more for anything to come before the connection counts as broken (generous: a loaded
+# machine's event loop may lag for seconds, and a false alarm breaks the streams on it).
+PING_TIMEOUT = 5.0
 READ_AHEAD = 256  # frames received but not taken yet before the socket stops being read
 RECEIVE_BYTES = 256 * 1024  # a blocking socket's read at most
 CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -45,6 +56,9 @@ CODES = {code.value[0]: code for code in grpc.StatusCode}
 # reached; a firewall or load balancer that drops the port must not stall a stream.
 CONNECT_TIMEOUT = 1.0
 log = logging.getLogger("ember.client")
+
+
+EMPTY = api_pb2.Empty()  # a PING's and a PONG's body
 
 
 def encode(kind: int, msg) -> bytes:
@@ -95,6 +109,8 @@ class Connection(asyncio.Protocol):
         self.out: list[bytes] = []  # frames sent in this turn of the loop after the first, written at its end
         self.writable = asyncio.Event()
         self.writable.set()
+        self.heard = False  # something arrived since the keepalive last looked (see keep_alive)
+        self.pinged = False  # a ping went out that nothing has answered yet
 
     # ---- asyncio.Protocol
 
@@ -102,6 +118,13 @@ class Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
+        self.heard = True
+        if not self.out:
+            # What arrives starts a turn of this connection's writes: nothing written before is
+            # waiting, so the first answer to it goes at once. (A frame written by a timer's
+            # callback, such as a commit's, would otherwise hold back the answers to requests read
+            # in the same loop iteration until its batch's end: a Dict get's after its put's.)
+            self.batching = False
         buf = self.buffer
         buf += data
         start = 0
@@ -114,6 +137,10 @@ class Connection(asyncio.Protocol):
             if frame is None:
                 break
             kind, body, start = frame
+            if kind in (PING, PONG) and not self.unproved:  # the keepalive's own, not the stream's
+                if kind == PING:
+                    self.send(PONG, EMPTY)
+                continue
             if self.deliver is not None:
                 self.deliver(kind, body)
                 if self.lost is not None:
@@ -157,6 +184,31 @@ class Connection(asyncio.Protocol):
         if self.reading_paused and self.lost is None:
             self.reading_paused = False
             self.transport.resume_reading()
+
+    def keep_alive(self, interval: float | None = None, timeout: float | None = None):
+        """Ping the peer after interval seconds (PING_INTERVAL) in which nothing came from it, and
+        fail the connection (Closed) when nothing answers within timeout (PING_TIMEOUT) more."""
+        interval = PING_INTERVAL if interval is None else interval
+        timeout = PING_TIMEOUT if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+
+        def look():
+            if self.lost is not None:
+                return
+            if self.heard:  # alive: look again after another interval
+                self.heard = self.pinged = False
+                loop.call_later(interval, look)
+            elif not self.pinged:
+                self.pinged = True
+                self.send(PING, EMPTY)
+                loop.call_later(timeout, look)
+            else:  # abort, not close: a frozen peer would never take what waits to be written
+                self.lost = Closed(f"the peer answered no keepalive ping for {interval + timeout:g} s")
+                self.transport.abort()
+                self._wake()
+
+        self.heard = False
+        loop.call_later(interval, look)
 
     def pause_writing(self):
         self.writable.clear()
@@ -304,6 +356,7 @@ class FrameStream:
                 yield msg
             return
         conn.send(HELLO, self.hello)
+        conn.keep_alive()
         pump = asyncio.get_running_loop().create_task(self._send_requests(conn))
         try:
             while True:
@@ -340,7 +393,16 @@ class BlockingStream:
         self.sock = sock
         self.hello = encode(HELLO, hello(method, token))  # sent with the first request
         self.response_type = response_type
-        self.buffer = bytearray()
+        # Answers are read into this buffer, allocated once: a fresh 256 KiB bytes object for
+        # each recv() cost more than the rest of the client's side of an operation (glibc maps
+        # and unmaps a block that large: page faults, and a TLB flush on every core the process
+        # has threads on). buffer[start:end] has arrived and is not taken yet.
+        self.buffer = bytearray(RECEIVE_BYTES)
+        self.start = self.end = 0
+        self.pongs_due = 0  # pings sent while waiting that no PONG has answered yet
+        self._wait_at_most(PING_INTERVAL)
+        self.poller = select.poll()  # (for intact: a poll() costs a sixth of a select() here)
+        self.poller.register(sock, select.POLLIN)
 
     def call(self, request):
         """Send request; its answer. Closed (or FrameError) if the connection breaks first, or
@@ -348,11 +410,10 @@ class BlockingStream:
         data = encode(MESSAGE, request)
         if self.hello is not None:
             data, self.hello = self.hello + data, None
-        try:
-            self.sock.sendall(data)
-        except OSError as e:
-            raise Closed(f"the connection broke ({e})") from None
+        self._send(data)
         kind, body = self._receive()
+        if self.pongs_due:
+            self._settle()
         if kind == MESSAGE:
             return _parse(self.response_type, body)
         if kind == STATUS:
@@ -363,10 +424,10 @@ class BlockingStream:
     def intact(self) -> bool:
         """Whether the connection still looks open between calls: nothing may arrive then, so
         whatever has (the peer's close, or its end of the stream) means it is not."""
-        if self.buffer or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
+        if self.pongs_due or self.end > self.start or (isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()):
             return False
         try:
-            return not select.select([self.sock], [], [], 0)[0]
+            return not self.poller.poll(0)
         except (OSError, ValueError):  # closed already
             return False
 
@@ -376,19 +437,93 @@ class BlockingStream:
     __del__ = close  # a thread's stream closes as the thread ends (its threading.local goes)
 
     def _receive(self) -> tuple[int, bytes]:
+        """The next frame of the stream (PONGs are taken in passing)."""
         while True:
-            frame = next_frame(self.buffer, 0, MAX_MESSAGE_BYTES)
-            if frame is not None:
-                kind, body, end = frame
-                del self.buffer[:end]
+            kind, body = self._frame()
+            if kind != PONG:
                 return kind, body
+            self.pongs_due -= 1
+
+    def _frame(self) -> tuple[int, bytes]:
+        """The next frame. While none comes, the keepalive: a PING after PING_INTERVAL seconds
+        of silence, and Closed if nothing at all comes within PING_TIMEOUT more (a frozen
+        control plane never answers)."""
+        pinged = False
+        while True:
+            size = HEADER.size
+            if self.end - self.start >= HEADER.size:
+                body_size, kind = HEADER.unpack_from(self.buffer, self.start)
+                if body_size > MAX_MESSAGE_BYTES:
+                    raise FrameError(f"a frame of {body_size} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+                size += body_size
+                if self.end - self.start >= size:
+                    body = bytes(memoryview(self.buffer)[self.start + HEADER.size:self.start + size])
+                    self.start += size
+                    if self.start == self.end:
+                        self.start = self.end = 0
+                        if len(self.buffer) > RECEIVE_BYTES:  # a large answer's room is given back
+                            self.buffer = bytearray(RECEIVE_BYTES)
+                    return kind, body
+            self._make_room(size)
             try:
-                data = self.sock.recv(RECEIVE_BYTES)
+                got = self.sock.recv_into(memoryview(self.buffer)[self.end:])
+            except (TimeoutError, BlockingIOError):  # (TLS's timeout, and the kernel's: _wait_at_most)
+                if pinged:
+                    self._wait_at_most(PING_INTERVAL)
+                    raise Closed(f"the control plane answered no keepalive ping for "
+                                 f"{PING_INTERVAL + PING_TIMEOUT:g} s") from None
+                self._send(encode(PING, EMPTY))
+                self.pongs_due += 1
+                self._wait_at_most(PING_TIMEOUT)
+                pinged = True
+                continue
             except OSError as e:
                 raise Closed(f"the connection broke ({e})") from None
-            if not data:
+            if not got:
                 raise Closed("the connection closed")
-            self.buffer += data
+            self.end += got
+            if pinged:  # it is alive: wait as long as it takes again
+                self._wait_at_most(PING_INTERVAL)
+                pinged = False
+
+    def _wait_at_most(self, seconds: float):
+        """How long a read waits for data before the keepalive takes a turn. On a plain socket,
+        the kernel's timeout (SO_RCVTIMEO): Python's own would poll() before every read and
+        write; TLS retries the read through the kernel's, so there it is Python's."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.settimeout(seconds)
+        else:
+            whole = int(seconds)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                 struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
+
+    def _settle(self):
+        """Take the PONGs still due after an answer (a ping crossed it on the way), so that the
+        stream is quiet between calls (intact); one that does not come marks the stream broken."""
+        try:
+            while self.pongs_due > 0:
+                kind, _ = self._frame()
+                if kind != PONG:
+                    raise FrameError(f"a frame of kind {kind} between calls")
+                self.pongs_due -= 1
+        except (Closed, FrameError):
+            self.pongs_due = -1  # not intact: the next call opens another connection
+
+    def _send(self, data: bytes):
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            raise Closed(f"the connection broke ({e})") from None
+
+    def _make_room(self, size: int):
+        """Room after buffer[start:end] for a frame of size bytes (header included) to arrive whole."""
+        if self.start + size <= len(self.buffer):
+            return
+        pending = self.buffer[self.start:self.end]
+        if size > len(self.buffer):
+            self.buffer = bytearray(size)
+        self.buffer[:len(pending)] = pending
+        self.start, self.end = 0, len(pending)
 
 
 async def dial(address: str, url: str, quiet: bool = False) -> Connection | None:

@@ -44,8 +44,15 @@ class Queue(NamedObject):
     async def _probe(self):
         await self.len.aio()
 
-    def _request(self, op, **kw) -> api_pb2.ObjectOp:
-        return api_pb2.ObjectOp(queue=api_pb2.QueueRequest(queue_id=self._object_id, op=op, **kw))
+    def _request(self, op, partition: str = "", values=(), **kw) -> api_pb2.ObjectOp:
+        msg = api_pb2.ObjectOp()  # filled in place (as Dict's): cheaper than a QueueRequest copied in
+        req = msg.queue
+        req.SetInParent()
+        req.queue_id, req.op, req.partition = self._object_id, op, partition
+        req.values.extend(values)
+        for name, value in kw.items():
+            setattr(req, name, value)
+        return msg
 
     @operation
     def put(self, v, block: bool = True, timeout: float | None = None, *, partition: str | None = None,

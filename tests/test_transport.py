@@ -35,11 +35,11 @@ import restarts_app
 import ember
 from ember import exception
 from ember._client.client import Client
-from ember._client.serialization import serialize_args
+from ember._client.serialization import deserialize, serialize_args
 from ember.proto import api_pb2
 
 HEADER = struct.Struct(">IB")  # the frame header, written here by hand: these tests are its other implementation
-MESSAGE, HELLO, STATUS = 0, 1, 2
+MESSAGE, HELLO, STATUS, PING, PONG = 0, 1, 2, 3, 4
 CODES = {"OK": 0, "INVALID_ARGUMENT": 3, "NOT_FOUND": 5, "PERMISSION_DENIED": 7, "UNIMPLEMENTED": 12,
          "UNAVAILABLE": 14, "UNAUTHENTICATED": 16}
 # Run in a client process: its dict, queue and call work, and how many of its sockets reach the frame port.
@@ -382,6 +382,92 @@ def test_a_blocking_operation_broken_mid_way_fails_and_its_thread_goes_on(plane)
     thread.join(60)
     assert isinstance(outcomes[0], exception.ConnectionError) and "may or may not have happened" in str(outcomes[0])
     assert outcomes[1:] == ["acknowledged"]
+
+
+def test_operations_waiting_on_a_frozen_control_plane_fail_by_the_keepalive(tmp_path):
+    # A control plane that froze (SIGSTOP: its sockets stay open, nothing answers) is noticed by
+    # the frame connections' pings, as gRPC's keepalive notices it: a get waiting there, on its
+    # thread's own connection and on the client loop's stream alike, fails instead of waiting out
+    # its two minutes; once the control plane is back, the same thread and loop go on.
+    plane = Cluster(tmp_path)  # its own: the module's tests count their connections to theirs
+    plane.start_server()
+    with used(plane):
+        wait_on_a_frozen_control_plane(plane)
+
+
+def wait_on_a_frozen_control_plane(plane: Cluster):
+    q = ember.Queue.from_name("frozen", create_if_missing=True)
+    q.len()  # this thread's connection and the client loop's stream are open before the freeze
+    asyncio.run(q.len.aio())
+    outcomes = {}
+
+    def wait(name, get):
+        try:
+            outcomes[name] = get()
+        except exception.ConnectionError as e:
+            outcomes[name] = e
+
+    threads = [threading.Thread(target=wait, args=("blocking", lambda: q.get(timeout=120))),
+               threading.Thread(target=wait, args=("loop", lambda: asyncio.run(q.get.aio(timeout=120))))]
+    before = connections_to(frame_port())
+    for t in threads:
+        t.start()
+    wait_for(lambda: connections_to(frame_port()) == before + 1, what="the waiting thread's own connection")
+    plane.server.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: len(outcomes) == 2, timeout=60, what="both waiting gets to fail")
+    finally:
+        plane.server.send_signal(signal.SIGCONT)
+    for t in threads:
+        t.join(30)
+    for name in ("blocking", "loop"):
+        assert isinstance(outcomes[name], exception.ConnectionError), outcomes
+        assert "may or may not have happened" in str(outcomes[name])
+    assert "keepalive ping" in str(outcomes["blocking"])
+    q.put("after")
+    assert q.get(timeout=60) == "after" and asyncio.run(q.len.aio()) == 0
+
+
+def test_the_frame_port_answers_pings_and_a_gone_getter_takes_nothing(tmp_path):
+    # Two gets wait on the control plane for an item, the first one's caller goes (its socket
+    # closed: Ctrl-C, a broken connection) while it waits. The item put later goes to the
+    # second, not to the connection that is gone (the first in line).
+    plane = Cluster(tmp_path)  # its own: the module's tests count this thread's connections to theirs
+    plane.start_server()
+    with used(plane):
+        a_gone_getter_takes_nothing()
+
+
+def a_gone_getter_takes_nothing():
+    q = ember.Queue.from_name("gone-getter", create_if_missing=True).hydrate()
+    token = (os.environ["EMBER_TOKEN_ID"], os.environ["EMBER_TOKEN_SECRET"])
+
+    def waiting_get(sock):
+        """Have the get wait on the control plane: the answer to the LEN after it says it does."""
+        sock.sendall(frame(MESSAGE, api_pb2.ObjectOp(tag=1, queue=api_pb2.QueueRequest(
+            queue_id=q.object_id, op=api_pb2.QueueRequest.GET, timeout=120))) + frame(MESSAGE, api_pb2.ObjectOp(
+                tag=2, queue=api_pb2.QueueRequest(queue_id=q.object_id, op=api_pb2.QueueRequest.LEN))))
+        assert [api_pb2.ObjectOpResult.FromString(body).tag for body in replies(sock, 1)] == [2]
+
+    def replies(sock, n):
+        got = []
+        for _ in range(n):
+            size, kind = HEADER.unpack(sock.recv(HEADER.size, socket.MSG_WAITALL))
+            assert kind == MESSAGE
+            got.append(sock.recv(size, socket.MSG_WAITALL))
+        return got
+
+    with opened(frame_port(), None) as first, opened(frame_port(), None) as second:
+        first.sendall(hello(token) + frame(PING, api_pb2.Empty()))  # the keepalive's: answered at once
+        assert HEADER.unpack(first.recv(HEADER.size)) == (0, PONG)
+        second.sendall(hello(token))
+        waiting_get(first)
+        waiting_get(second)
+        first.close()
+        q.put("for whoever is there")
+        answer = api_pb2.ObjectOpResult.FromString(replies(second, 1)[0])  # (the socket's timeout: 20 s)
+    assert answer.tag == 1 and [deserialize(v, "an item") for v in answer.queue.values] == ["for whoever is there"]
+    assert q.len() == 0
 
 
 def test_a_container_s_stream_goes_over_frames_and_back_after_a_restart(plane):

@@ -132,6 +132,13 @@ class Duplex:
         self.send = self.outbox.put
         # A stream that takes replies itself (the frame transport's: transport.py's FrameRequests).
         self.reply_now = getattr(requests, "reply_now", None)
+        self.ended = False  # run() is over: nothing sent from now on reaches the peer
+        self._broken = getattr(requests, "broken", None)  # whether its connection is gone (frames')
+
+    def gone(self) -> bool:
+        """Whether what is sent now can no longer reach the peer: the stream is over, or its
+        connection broke (and run() has not seen it yet)."""
+        return self.ended or (self._broken is not None and self._broken())
 
     def end(self, code: grpc.StatusCode, details: str):
         """End the stream with an error for the peer, after what was sent before."""
@@ -158,6 +165,7 @@ class Duplex:
                     raise msg
                 yield msg
         finally:
+            self.ended = True
             reader.cancel()
         # What ended the reading (a frame that did not parse, a failing handle) ends the stream
         # with an error, instead of a quiet end the peer would take for success.
@@ -802,11 +810,25 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
             store.on_durable(lambda: stream.send(msg), lambda e: stream.send(api_pb2.ObjectOpResult(
                 tag=tag, error=str(e), disk_full=True)))
 
+        waiting: set[asyncio.Task] = set()  # the gets that wait for an item: cancelled as the stream ends
+
         async def wait_for_item(op):
             try:
-                answer(op.tag, await objects.queue_op(workspace, op.queue))
+                rows = await objects.queue_wait(workspace, op.queue)
             except ObjectError as e:
                 answer(op.tag, error=e)
+                return
+            msg = api_pb2.ObjectOpResult(tag=op.tag, queue=api_pb2.QueueResponse(values=[v for _, v in rows]))
+
+            def deliver():
+                # Its caller went while the take was committed (Ctrl-C, a broken connection):
+                # the items go back to the queue rather than to nobody.
+                if stream.gone():
+                    objects.give_back(op.queue.queue_id, op.queue.partition, rows)
+                else:
+                    stream.send(msg)
+            store.on_durable(deliver, lambda e: stream.send(api_pb2.ObjectOpResult(
+                tag=op.tag, error=str(e), disk_full=True)))
 
         def handle(op):
             identity.check(who)  # a revoked token's stream takes no more operations
@@ -821,15 +843,21 @@ class ClientService(BlobRpcs, IdentityRpcs, api_pb2_grpc.ClientApiServicer):
                 if result.values or not objects.may_wait(op.queue):
                     answer(op.tag, result)
                 else:
-                    asyncio.get_running_loop().create_task(wait_for_item(op))
+                    task = asyncio.get_running_loop().create_task(wait_for_item(op))
+                    waiting.add(task)
+                    task.add_done_callback(waiting.discard)
             except (ObjectError, validate.Invalid) as e:
                 answer(op.tag, error=e)
             except DiskFull as e:
                 stream.send(api_pb2.ObjectOpResult(tag=op.tag, error=str(e), disk_full=True))
 
-        async with contextlib.aclosing(stream.run(handle)) as results:
-            async for msg in results:
-                yield msg
+        try:
+            async with contextlib.aclosing(stream.run(handle)) as results:
+                async for msg in results:
+                    yield msg
+        finally:
+            for task in list(waiting):  # nobody is there to take what they would get
+                task.cancel()
 
     # ------------------------------------------------------------------ calls
 

@@ -6,7 +6,8 @@ another is not found, as if it did not exist (its id alone opens nothing).
 Every operation runs whole on the control plane's event loop, so concurrent users never see
 half an operation: a queue item is taken by exactly one getter. Writes are committed before
 the caller is answered (the API awaits the store). A getter waiting on an empty queue
-partition is woken by the next put to it.
+partition is woken by the next put to it; one whose caller went away while it waited takes
+nothing (its stream cancels it), and what it took as its caller went gives back (give_back).
 """
 
 import asyncio
@@ -138,12 +139,20 @@ class Objects:
         """A get that waits for an item if it finds none now (then it needs a task of its own)."""
         return req.op == QueueOp.GET and req.timeout > 0
 
-    async def queue_op(self, workspace: str, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:
-        if req.op == QueueOp.GET:
-            self.owned(workspace, req.queue_id, "queue")
-            return api_pb2.QueueResponse(values=await self._take(req.queue_id, req.partition, max(1, req.n),
-                                                                 req.timeout))
-        return self.queue_op_now(workspace, req)
+    async def queue_wait(self, workspace: str, req: api_pb2.QueueRequest) -> list[tuple[int, bytes]]:
+        """A get that waits up to its timeout for an item: what it took, as (seq, value) rows (what
+        give_back needs, should its caller be gone by the time they are committed)."""
+        self.owned(workspace, req.queue_id, "queue")
+        return await self._take(req.queue_id, req.partition, max(1, req.n), req.timeout)
+
+    def give_back(self, q: str, part: str, rows: list[tuple[int, bytes]]):
+        """Put items a getter took back where they were (the front of their partition, in their
+        order), for the next getter: its caller went away before it could be answered."""
+        if self.owners.get(q) is None:
+            return  # deleted meanwhile
+        for seq, value in rows:
+            self.store.queue_put(q, part, seq, [value])
+        self._wake(q, part)
 
     def queue_op_now(self, workspace: str, req: api_pb2.QueueRequest) -> api_pb2.QueueResponse:
         """Any queue operation that does not wait."""
@@ -156,9 +165,7 @@ class Objects:
                 self.next_seq[q] = self.store.queue_last_seq(q) + 1
             self.store.queue_put(q, part, self.next_seq[q], list(req.values))
             self.next_seq[q] += len(req.values)
-            for fut in self.waiters.pop((q, part), ()):
-                if not fut.done():
-                    fut.set_result(None)
+            self._wake(q, part)
             return api_pb2.QueueResponse()
         if req.op == QueueOp.GET:
             return api_pb2.QueueResponse(values=self.store.queue_take(q, part, max(1, req.n)))
@@ -172,24 +179,36 @@ class Objects:
             return api_pb2.QueueResponse(values=[v for _, v in rows], last_seq=rows[-1][0] if rows else req.after_seq)
         raise ObjectError(f"unknown queue operation {req.op}", not_found=False)
 
-    async def _take(self, q: str, part: str, n: int, timeout: float) -> list[bytes]:
+    def _wake(self, q: str, part: str):
+        for fut in self.waiters.pop((q, part), ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _take(self, q: str, part: str, n: int, timeout: float) -> list[tuple[int, bytes]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            values = self.store.queue_take(q, part, n)
+            rows = self._take_rows(q, part, n)
             left = deadline - loop.time()
-            if values or left <= 0:
-                return values
+            if rows or left <= 0:
+                return rows
             fut = loop.create_future()
             self.waiters[(q, part)].append(fut)
             try:
                 await asyncio.wait_for(fut, left)
             except TimeoutError:
-                return self.store.queue_take(q, part, n)
+                return self._take_rows(q, part, n)
             finally:
                 waiting = self.waiters.get((q, part))
                 if waiting and fut in waiting:
                     waiting.remove(fut)
+
+    def _take_rows(self, q: str, part: str, n: int) -> list[tuple[int, bytes]]:
+        """Take up to n items, with their seq (in this turn: the two statements see the same rows)."""
+        rows = self.store.queue_peek(q, part, 0, n)
+        if rows:
+            self.store.queue_take(q, part, len(rows))
+        return rows
 
 
 def volume_manifest(store, volume_id: str) -> api_pb2.VolumeManifest:

@@ -212,6 +212,10 @@ class FrameRequests:
             return ended.result()
         return lost.result()  # raises Closed (or FrameError)
 
+    def broken(self) -> bool:
+        """Whether the connection is gone (or going): what is written now reaches nobody."""
+        return self.conn.lost is not None or self.conn.transport.is_closing()
+
     def reply_now(self, msg) -> bool:
         """Write a reply now; False for what is not one (the stream's end, an Ended) or while the
         socket's buffer is full: those go through the handler's replies, in order."""
