@@ -8,12 +8,8 @@ Keys and values are any objects cloudpickle can serialize; keys are compared by 
 serialized bytes (so use plain keys: strings, numbers, tuples of them).
 """
 
-import pickle
-
-import cloudpickle
-
 from . import exception, types
-from ._client.serialization import deserialize
+from ._client.serialization import deserialize, dumps
 from ._object import NamedObject, operation
 from .proto import api_pb2
 
@@ -21,32 +17,10 @@ Op = api_pb2.DictRequest
 _MISSING = object()  # what get() returns for a missing key, to __getitem__
 
 
-# Exact types of which pickle's bytes and cloudpickle's are the same: the pickler never asks
-# cloudpickle's reducer_override about them (pickle's documentation says so).
-_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
-
-
-def _plain(obj, depth: int = 0) -> bool:
-    """Whether obj is a scalar of _SCALARS, or a small list, tuple or dict (two levels at most)
-    of them."""
-    kind = type(obj)
-    if kind in _SCALARS:
-        return True
-    if kind not in (list, tuple, dict) or depth >= 2 or len(obj) > 16:
-        return False
-    if kind is dict:
-        return all(type(k) in _SCALARS and _plain(v, depth + 1) for k, v in obj.items())
-    return all(_plain(x, depth + 1) for x in obj)
-
-
 def _dumps(obj, what: str) -> bytes:
-    """obj serialized, as cloudpickle serializes it (keys are compared by these bytes). Plain
-    data goes through pickle itself, the same bytes without the cost of setting up
-    cloudpickle's pickler (a few microseconds, a large part of a small put's)."""
-    if _plain(obj):
-        return pickle.dumps(obj, cloudpickle.DEFAULT_PROTOCOL)
+    """obj serialized (keys are compared by these bytes), with an error that names it."""
     try:
-        return cloudpickle.dumps(obj)
+        return dumps(obj)
     except Exception as e:
         raise exception.SerializationError(f"{what} {obj!r:.80} cannot be pickled: {e}") from e
 

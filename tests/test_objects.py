@@ -175,3 +175,16 @@ def test_cli_lists_creates_reads_clears_and_deletes(cluster):
     assert ember_cli("dict", "delete", "cli-d").returncode == 0
     missing = ember_cli("dict", "delete", "cli-d")
     assert missing.returncode == 1 and "no dict named 'cli-d'" in missing.stderr
+
+
+def test_plain_keys_and_values_pickle_to_cloudpickles_bytes():
+    # A Dict's keys are compared by their bytes: the plain-data fast path must give exactly
+    # cloudpickle's, or keys stored before it would no longer be found.
+    import cloudpickle
+
+    from ember._client.serialization import dumps
+    samples = ["k", b"\x00", 0, -1, 2**70, 1.5, float("nan"), True, None, (), ("a", 1), [1, [2, (3,)]],
+               {"a": 1, 2: [None, 1.0]}, {"nested": {"d": ("x",)}}, list(range(16)), list(range(17)),
+               (1, {1, 2}), {"f": len}]
+    for obj in samples:
+        assert dumps(obj) == cloudpickle.dumps(obj), obj

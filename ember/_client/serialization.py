@@ -41,7 +41,8 @@ def _plain(obj, depth: int = 3) -> bool:
     return True
 
 
-def _dumps(obj) -> bytes:
+def dumps(obj) -> bytes:
+    """obj pickled, the bytes cloudpickle gives (a Dict's keys are compared by them)."""
     if _plain(obj):
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -49,7 +50,7 @@ def _dumps(obj) -> bytes:
 
 def serialize_args(function_name: str, args: tuple, kwargs: dict) -> bytes:
     try:
-        return _dumps((args, kwargs))
+        return dumps((args, kwargs))
     except Exception as e:  # noqa: BLE001 - pickling raises anything
         culprit = _find_unpicklable(args, kwargs)
         raise exception.SerializationError(
@@ -63,12 +64,12 @@ def serialize_args(function_name: str, args: tuple, kwargs: dict) -> bytes:
 def _find_unpicklable(args: tuple, kwargs: dict) -> str:
     for i, a in enumerate(args):
         try:
-            _dumps(a)
+            dumps(a)
         except Exception:  # noqa: BLE001
             return f"Argument {i} ({type(a).__name__})"
     for k, v in kwargs.items():
         try:
-            _dumps(v)
+            dumps(v)
         except Exception:  # noqa: BLE001
             return f"Argument {k!r} ({type(v).__name__})"
     return "An argument"
@@ -87,7 +88,7 @@ def deserialize(data: bytes, what: str):
 def serialize_result(function_name: str, value) -> tuple[bytes | None, str]:
     """Returns (data, error): the pickled value, or None and a message naming the problem."""
     try:
-        return _dumps(value), ""
+        return dumps(value), ""
     except Exception as e:  # noqa: BLE001 - pickling raises anything
         return None, (
             f"The result of {function_name}() ({type(value).__name__}) cannot be pickled "
@@ -100,7 +101,7 @@ def serialize_exception(exc: BaseException) -> tuple[bytes, str, str]:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     line = f"{type(exc).__name__}: {exc}"
     try:
-        data = _dumps(exc)
+        data = dumps(exc)
         # An exception that pickles but cannot be rebuilt (custom __init__) is no use remotely.
         pickle.loads(data)
     except Exception:  # noqa: BLE001 - and so does unpickling
