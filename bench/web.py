@@ -60,14 +60,28 @@ def measured(url: str, duration: int, connections: int, parties: dict, profile: 
     less than it moves throughput. With profile (a folder), py-spy records each party's Python
     processes meanwhile."""
     pids = {name: processes() for name, processes in parties.items()}
-    before = {name: sum(map(cpu_seconds, ps)) for name, ps in pids.items()}
+    before = {pid: cpu_seconds_or_none(pid) for ps in pids.values() for pid in ps}
     spies = start_profiles(profile, pids, duration) if profile else []
     result = wrk(url, duration, connections)
     for spy in spies:
         spy.wait(60)
     for name, ps in pids.items():
-        result[f"{name}_cpu_us"] = (sum(map(cpu_seconds, ps)) - before[name]) / result["requests"] * 1e6
+        spent = 0.0
+        for pid in ps:
+            after = cpu_seconds_or_none(pid)
+            if after is not None and before[pid] is not None:
+                spent += after - before[pid]
+        result[f"{name}_cpu_us"] = spent / result["requests"] * 1e6
     return result
+
+
+def cpu_seconds_or_none(pid: int) -> float | None:
+    """A process's CPU seconds; None for one that is gone (a short-lived helper of the worker's:
+    not counted)."""
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return None
 
 
 def start_profiles(folder: pathlib.Path, pids: dict, duration: int) -> list[subprocess.Popen]:
