@@ -10,6 +10,12 @@ processes (--workers N, httptools): as many processes running the app. wrk runs 
 2 threads and 200 connections; throughput, latency percentiles and errors of each are
 printed, and their ratios. Then `ember serve` redeploys: the time from saving a changed
 file to its URL answering with the new code (a new container included), over 5 saves.
+
+    python bench/web.py --profile DIR --no-serve   # also py-spy (pip install py-spy) on each party
+
+With --profile, py-spy records the control plane, each container's runtime and uvicorn's workers
+during the measured run (100 samples/s of the thread holding the GIL: Python's CPU time, collapsed stacks in
+DIR/PARTY-PID.txt), and prints each party's busiest frames: where a request's CPU goes.
 """
 
 import argparse
@@ -48,16 +54,76 @@ def wrk(url: str, duration: int, connections: int) -> dict:
     return result
 
 
-def measured(url: str, duration: int, connections: int, parties: dict) -> dict:
+def measured(url: str, duration: int, connections: int, parties: dict, profile: pathlib.Path | None = None) -> dict:
     """wrk's figures, and the CPU each party (name: a function giving its processes now) spent per
     request in the run: each hop's cost, which the load of other processes on the machine moves
-    less than it moves throughput."""
+    less than it moves throughput. With profile (a folder), py-spy records each party's Python
+    processes meanwhile."""
     pids = {name: processes() for name, processes in parties.items()}
-    before = {name: sum(map(cpu_seconds, ps)) for name, ps in pids.items()}
+    before = {pid: cpu_seconds_or_none(pid) for ps in pids.values() for pid in ps}
+    spies = start_profiles(profile, pids, duration) if profile else []
     result = wrk(url, duration, connections)
+    for spy in spies:
+        spy.wait(60)
     for name, ps in pids.items():
-        result[f"{name}_cpu_us"] = (sum(map(cpu_seconds, ps)) - before[name]) / result["requests"] * 1e6
+        spent = 0.0
+        for pid in ps:
+            after = cpu_seconds_or_none(pid)
+            if after is not None and before[pid] is not None:
+                spent += after - before[pid]
+        result[f"{name}_cpu_us"] = spent / result["requests"] * 1e6
     return result
+
+
+def cpu_seconds_or_none(pid: int) -> float | None:
+    """A process's CPU seconds; None for one that is gone (a short-lived helper of the worker's:
+    not counted)."""
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return None
+
+
+def start_profiles(folder: pathlib.Path, pids: dict, duration: int) -> list[subprocess.Popen]:
+    """py-spy on each Python process of each party, for the measured run's duration."""
+    py_spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).with_name("py-spy"))
+    folder.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for name, ps in pids.items():
+        for pid in ps:
+            try:
+                cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"python" not in cmdline or b"ember.worker" in cmdline or b"multiprocessing" in cmdline:
+                continue  # not Python, or the worker (no part of a request), or uvicorn's supervisor's helper
+            out = folder / f"{name.replace(' ', '-')}-{pid}.txt"
+            spies.append(subprocess.Popen([py_spy, "record", "-r", "100", "-d", str(duration), "-f", "raw",
+                                           "--nonblocking", "--gil", "-o", str(out), "--pid", str(pid)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
+
+
+def summarize_profile(path: pathlib.Path, top: int = 25) -> str:
+    """A collapsed-stack file's busiest frames: each frame's share of the samples it is in (self
+    time and total), the ones most seen first."""
+    total, self_time, inclusive = 0, {}, {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        self_time[frames[-1]] = self_time.get(frames[-1], 0) + n
+    if not total:
+        return f"{path.name}: no samples"
+    lines = [f"{path.name}: {total} samples"]
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:5.1f}% total {100 * self_time.get(frame, 0) / total:5.1f}% self  {frame}")
+    return "\n".join(lines)
 
 
 def wait_ok(url: str, timeout: float = 120):
@@ -137,7 +203,7 @@ def bench_ember(args) -> dict:
             wrk(url, 3, args.connections)  # warm-up
             result = measured(url, args.duration, args.connections, {
                 "control plane": lambda: [server.pid],
-                "worker": lambda: [worker.pid], "containers": lambda: descendants(worker.pid)})
+                "worker": lambda: [worker.pid], "containers": lambda: descendants(worker.pid)}, args.profile)
         if not args.no_serve:
             result["serve_redeploy_s"] = bench_serve(tmp)
         return result
@@ -156,7 +222,7 @@ def bench_uvicorn(args) -> dict:
         wait_ok(url)
         wrk(url, 3, args.connections)
         return measured(url, args.duration, args.connections,
-                        {"uvicorn processes": lambda: [proc.pid, *descendants(proc.pid)]})
+                        {"uvicorn processes": lambda: [proc.pid, *descendants(proc.pid)]}, args.profile)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -173,6 +239,8 @@ def main():
                         "worktree of it), alternating with this checkout, each run beside its own uvicorn")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each, with --against (default 3)")
     parser.add_argument("--no-serve", action="store_true", help="skip the `ember serve` redeploys")
+    parser.add_argument("--profile", type=pathlib.Path, metavar="DIR", help="py-spy each party during the measured "
+                        "run (collapsed stacks in DIR), and print where their time went")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one run's figures, for --against
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -188,6 +256,9 @@ def main():
     for name, r in results.items():
         print(line(name, r))
     print(ratios(results["ember"], results["uvicorn"]))
+    if args.profile:
+        for path in sorted(args.profile.glob("*.txt")):
+            print(summarize_profile(path))
     if not args.no_serve:
         redeploys = results["ember"]["serve_redeploy_s"]
         print(f"ember serve: save to new version answering: median {statistics.median(redeploys):.2f} s, "

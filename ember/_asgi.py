@@ -11,19 +11,25 @@ from .proto import api_pb2
 HttpEvent = api_pb2.HttpEvent
 
 
-def _headers(msg: dict):
-    return [api_pb2.HttpHeader(name=bytes(k), value=bytes(v)) for k, v in msg.get("headers", ())]
+def _add_headers(ev: HttpEvent, msg: dict):
+    add = ev.headers.add  # made in place: a message made apart and appended would be copied
+    for k, v in msg.get("headers", ()):
+        add(name=bytes(k), value=bytes(v))
 
 
 def to_event(input_id: str, msg: dict) -> HttpEvent:
-    kind = msg["type"]
-    ev = HttpEvent(input_id=input_id, type=kind)
+    return fill_event(HttpEvent(input_id=input_id), msg)
+
+
+def fill_event(ev: HttpEvent, msg: dict) -> HttpEvent:
+    """An empty event (one added in place to the message that carries it) made the ASGI message msg."""
+    ev.type = kind = msg["type"]
     if kind in ("http.request", "http.response.body"):
         ev.body = bytes(msg.get("body", b""))
         ev.more_body = msg.get("more_body", False)
     elif kind == "http.response.start":
         ev.status = msg["status"]
-        ev.headers.extend(_headers(msg))
+        _add_headers(ev, msg)
     elif kind in ("websocket.send", "websocket.receive"):
         if msg.get("text") is not None:
             ev.is_text, ev.text = True, msg["text"]
@@ -31,7 +37,7 @@ def to_event(input_id: str, msg: dict) -> HttpEvent:
             ev.body = msg.get("bytes") or b""
     elif kind == "websocket.accept":
         ev.subprotocol = msg.get("subprotocol") or ""
-        ev.headers.extend(_headers(msg))
+        _add_headers(ev, msg)
     elif kind in ("websocket.close", "websocket.disconnect"):
         ev.code = msg.get("code", 1000)
         ev.reason = msg.get("reason") or ""

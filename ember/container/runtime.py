@@ -240,18 +240,26 @@ class Runtime:
         if outputs:
             self._flush_outputs(outputs)
 
-    def _flush_outputs(self, outputs: list[api_pb2.Output], http=()):
+    def _flush_outputs(self, outputs: list[api_pb2.Output]):
+        msg = api_pb2.ContainerMessage()
+        msg.outputs.outputs.extend(outputs)  # (a batch made apart would be copied into msg once more)
+        self._send_outputs(msg)
+
+    def _send_outputs(self, msg: api_pb2.ContainerMessage):
+        """Send msg's OutputBatch (filled in place by the caller: outputs, web requests' events),
+        asking for inputs in place of those that ended."""
         self._send_logs()  # what the inputs printed goes first
-        for o in outputs:
+        batch = msg.outputs
+        for o in batch.outputs:
             if o.status != Output.GENERATOR_ITEM:
                 self.held.pop(o.input_id, None)
                 self.cancelled.discard(o.input_id)
         want = max(0, self.target - len(self.held) - self.requested)
         self.requested += want
-        batch = api_pb2.OutputBatch(outputs=outputs, want_inputs=want, http=http)
+        batch.want_inputs = want
         if self.web is None:  # a web request does not outlive its stream: nothing to resend
             self.recent_outputs.append(batch)
-        self._send(api_pb2.ContainerMessage(outputs=batch))
+        self._send(msg)
 
     def log(self, fd: int, text: str, input_id: str = ""):
         """From any thread: text printed (while input_id ran), to send soon with what else comes."""

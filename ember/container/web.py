@@ -16,7 +16,7 @@ import time
 import traceback
 
 from .. import context
-from .._asgi import to_event, to_message
+from .._asgi import fill_event, to_message
 from ..proto import api_pb2
 
 Output = api_pb2.Output
@@ -77,7 +77,12 @@ def _wait_for_port(port: int, timeout: float, name: str):
 
 
 class WebHost:
-    """Runs web inputs as tasks on the I/O loop of the runtime."""
+    """Runs web inputs as tasks on the I/O loop of the runtime.
+
+    A request costs as few Python objects as it can: its task gets a context with its input set
+    (no block around its body), one timer for its timeout (not an asyncio.timeout), and its ASGI
+    messages become events made in place in the message that carries them to the gateway, sent
+    at the end of the loop's turn with whatever else is ready then."""
 
     def __init__(self, runtime, apps: dict, timeout: float):
         self.runtime = runtime
@@ -87,14 +92,15 @@ class WebHost:
         # The events after a request's first part (more body, a disconnect, WebSocket messages),
         # by input id: made only for the requests that get some (a plain GET gets none).
         self.inboxes: dict[str, asyncio.Queue] = {}
-        self.events: list[api_pb2.HttpEvent] = []
-        self.outputs: list[api_pb2.Output] = []
-        self.flush_soon = False
+        self.expired: set[str] = set()  # requests cancelled by their timeout's timer
+        self.pending: api_pb2.ContainerMessage | None = None  # the next message of outputs and events
 
     # All of these run on the I/O loop.
 
     def start(self, inp: api_pb2.Input):
-        self.requests[inp.input_id] = asyncio.get_running_loop().create_task(self._serve(inp))
+        loop = asyncio.get_running_loop()
+        self.requests[inp.input_id] = loop.create_task(
+            self._run(inp), context=context.input_context(inp.input_id, inp.call_id))
 
     def deliver(self, events):
         for ev in events:
@@ -112,28 +118,24 @@ class WebHost:
         if task is not None:
             task.cancel()
 
-    def _emit(self, ev: api_pb2.HttpEvent | None = None, out: api_pb2.Output | None = None):
-        if ev is not None:
-            self.events.append(ev)
-        if out is not None:
-            self.outputs.append(out)
-        if not self.flush_soon:
-            self.flush_soon = True
+    def _expire(self, input_id: str):
+        if input_id in self.requests:
+            self.expired.add(input_id)
+            self.requests[input_id].cancel()
+
+    def _batch(self) -> api_pb2.OutputBatch:
+        """The batch going to the gateway at the end of this turn of the loop."""
+        if self.pending is None:
+            self.pending = api_pb2.ContainerMessage()
             asyncio.get_running_loop().call_soon(self._flush)
+        return self.pending.outputs
 
     def _flush(self):
-        self.flush_soon = False
+        msg, self.pending = self.pending, None
         # What user code printed goes first: it happened before the answer.
         sys.stdout.flush()
         sys.stderr.flush()
-        events, self.events = self.events, []
-        outputs, self.outputs = self.outputs, []
-        self.runtime._flush_outputs(outputs, events)
-
-    async def _serve(self, inp: api_pb2.Input):
-        # The request's task has a context of its own: ember.current_input_id() is its id.
-        with context.running_input(inp.input_id, inp.call_id):
-            await self._run(inp)
+        self.runtime._send_outputs(msg)
 
     async def _run(self, inp: api_pb2.Input):
         req = inp.http
@@ -154,19 +156,24 @@ class WebHost:
 
         async def send(msg):
             nonlocal started
-            ev = to_event(input_id, msg)
-            started = started or ev.type in ("http.response.start", "websocket.accept", "websocket.close")
-            self._emit(ev)
+            events = self._batch().http
+            ev = events.add(input_id=input_id)
+            try:
+                fill_event(ev, msg)
+            except BaseException:
+                del events[-1]  # not an event to send
+                raise
+            started = started or ev.type in STARTS
 
+        timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, input_id) if self.timeout else None
         try:
-            async with asyncio.timeout(self.timeout):
-                await self.apps[req.endpoint](scope, receive, send)
-            out = Output(input_id=input_id, status=Output.SUCCESS)
+            await self.apps[req.endpoint](scope, receive, send)
+            status, error = Output.SUCCESS, ""
         except asyncio.CancelledError:
-            out = Output(input_id=input_id, status=Output.CANCELLED, error="the client went away")
-        except asyncio.TimeoutError:
-            out = Output(input_id=input_id, status=Output.TIMEOUT,
-                         error=f"the request ran past its function's timeout ({self.timeout:g}s)")
+            if input_id in self.expired:
+                status, error = Output.TIMEOUT, f"the request ran past its function's timeout ({self.timeout:g}s)"
+            else:
+                status, error = Output.CANCELLED, "the client went away"
         except BaseException as e:
             # The handler crashed: this request gets a 500, the container serves on.
             print(f"ember: {req.method} {req.root_path}{req.path} failed:", file=sys.stderr)
@@ -175,18 +182,26 @@ class WebHost:
                 await send({"type": "http.response.start", "status": 500,
                             "headers": [(b"content-type", b"text/plain")]})
                 await send({"type": "http.response.body", "body": b"Internal Server Error"})
-            out = Output(input_id=input_id, status=Output.FAILURE, error=f"{type(e).__name__}: {e}")
+            status, error = Output.FAILURE, f"{type(e).__name__}: {e}"
+        if timer is not None:
+            timer.cancel()
         del self.requests[input_id]
         self.inboxes.pop(input_id, None)
-        self._emit(out=out)
+        self.expired.discard(input_id)
+        self._batch().outputs.add(input_id=input_id, status=status, error=error)
+
+
+# The events that answer a request: after one, an error can no longer be a 500 of its own.
+STARTS = frozenset(("http.response.start", "websocket.accept", "websocket.close"))
 
 
 def _scope(req: api_pb2.HttpRequest) -> dict:
-    path = req.root_path + req.path
+    root = req.root_path
+    path = root + req.path
     scope = {
-        "type": req.type, "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": req.http_version, "scheme": req.scheme, "path": path,
-        "raw_path": path.encode(), "query_string": req.query_string, "root_path": req.root_path,
+        "type": req.type, "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": req.http_version,
+        "scheme": req.scheme, "path": path,
+        "raw_path": path.encode(), "query_string": req.query_string, "root_path": root,
         "headers": [(h.name, h.value) for h in req.headers], "client": (req.client_host, req.client_port),
         "server": None, "state": {},
     }

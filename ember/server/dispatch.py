@@ -184,8 +184,7 @@ class Dispatch:
                         c.want -= 1
                         self._count_given(c)
                         if inp.web is not None:
-                            batch.append(api_pb2.Input(input_id=inp.input_id, http=inp.web.request,
-                                                       attempt=1).SerializeToString())
+                            batch.append(inp.web.encoded(inp.input_id))
                             if inp.web.outbox:
                                 with_events.append(inp)
                             continue

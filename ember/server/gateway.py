@@ -29,7 +29,6 @@ from .web_routes import WebRoutes
 log = logging.getLogger("ember.gateway")
 
 Output = api_pb2.Output
-HttpHeader = api_pb2.HttpHeader
 
 
 class WebRequest:
@@ -39,15 +38,24 @@ class WebRequest:
     asyncio.Queue (a deque, two waiter lists and a loop lookup made for every request) cost more
     than the rest of this class, and a small response's events arrive together anyway."""
 
-    __slots__ = ("events", "final", "outbox", "request", "started", "waiter")
+    __slots__ = ("events", "final", "input", "outbox", "started", "waiter")
 
-    def __init__(self, request: api_pb2.HttpRequest):
-        self.request = request
+    def __init__(self, message: api_pb2.Input):
+        self.input = message  # the Input a container gets: the request (http), made in place in it
         self.events: list[api_pb2.HttpEvent] = []
         self.outbox: list[api_pb2.HttpEvent] = []   # for the container, until it has one
         self.final: api_pb2.Output | None = None
         self.started = False                # a response (or a WebSocket accept) went out
         self.waiter: asyncio.Future | None = None
+
+    @property
+    def request(self) -> api_pb2.HttpRequest:
+        return self.input.http
+
+    def encoded(self, input_id: str) -> bytes:
+        """The request as its container's Input, serialized (for dispatch's InputBatch)."""
+        self.input.input_id = input_id
+        return self.input.SerializeToString()
 
     def deliver(self, ev: api_pb2.HttpEvent):
         self.events.append(ev)
@@ -95,19 +103,18 @@ class Gateway:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return
-        if self.metrics is not None and scope["type"] == "http":
-            send = self._counted(send)
         route = self._route(scope)
+        counted = send if self.metrics is None or scope["type"] != "http" else self._counted(send)
         if scope["path"] in OWN_PATHS and scope["type"] == "http" and not (route[0] and route[2] == ""):
             # Not for a function a host name (LABEL.domain) routes to: the whole path is its own.
-            return await self._own(scope, send)
+            return await self._own(scope, counted)
         if self.tunnels is not None and serves_tunnel(scope["path"]) and not (route[0] and route[2] == ""):
-            return await self.tunnels(scope, receive, send)
+            return await self.tunnels(scope, receive, counted)
         if (self.routes.dashboard_url and scope["type"] == "http" and Dashboard.serves(scope["path"])
                 and not (route[0] and route[2] == "")):
             query = scope.get("query_string", b"").decode("latin-1")
             target = self.routes.dashboard_url + scope["path"] + (f"?{query}" if query else "")
-            return await _answer(send, 307, f"the dashboard is at {target}\n".encode(),
+            return await _answer(counted, 307, f"the dashboard is at {target}\n".encode(),
                                  headers=[(b"location", target.encode())])
         await self._serve(scope, receive, send, route)
 
@@ -137,29 +144,25 @@ class Gateway:
         await _answer(send, 200, self.metrics.scrape(), CONTENT_TYPE.encode())
 
     async def _serve(self, scope, receive, send, route):
+        """A request for a function's endpoint (route: see _route). Its answer's status is counted
+        here (metrics), not by a wrapper around send for each of its messages."""
         fn, endpoint, root, path = route
+        responded = self.metrics.responded if self.metrics is not None and scope["type"] == "http" else None
+        answer = self._counted(send) if responded is not None else send  # for the gateway's own answers
         if fn is None:
             # Which labels exist is not said: they name other workspaces' apps.
-            return await _refuse(scope, send, 404, f"no web endpoint is served at {scope['path']!r}; "
+            return await _refuse(scope, answer, 404, f"no web endpoint is served at {scope['path']!r}; "
                                  "URLs look like /LABEL/... (a function's web_url says its own)")
         spec = fn.definition.web_methods[endpoint] if endpoint else fn.definition.web
         if spec.requires_proxy_auth and not self.tokens.check(scope["headers"], fn.app.workspace):
-            return await _refuse(scope, send, 401, "this endpoint requires proxy auth: send the Ember-Key and "
+            return await _refuse(scope, answer, 401, "this endpoint requires proxy auth: send the Ember-Key and "
                                  "Ember-Secret headers of a proxy token of its workspace (create one with "
                                  "`ember proxy-token create`)")
         first = await receive()
         if first["type"] in ("http.disconnect", "websocket.disconnect"):
             return
-        client = scope.get("client") or ("", 0)
-        request = api_pb2.HttpRequest(
-            type=scope["type"], method=scope.get("method", "GET"), path=path,
-            query_string=scope.get("query_string", b""), scheme=scope.get("scheme", "http"),
-            http_version=scope.get("http_version", "1.1"), root_path=root,
-            client_host=client[0] or "", client_port=client[1] or 0,
-            subprotocols=scope.get("subprotocols", ()),
-            headers=[HttpHeader(name=k, value=v) for k, v in scope["headers"]],
-            body=first.get("body", b""), more_body=first.get("more_body", False), endpoint=endpoint)
-        web = WebRequest(request)
+        web = WebRequest(_input(scope, first, root, path, endpoint))
+        request = web.request
         inp = web_input(web)
         self.dispatch.submit(fn, [inp], soon=True)
         relay = None
@@ -172,13 +175,15 @@ class Gateway:
                         # A streamed response: watch for the client going away, to tell the app.
                         relay = asyncio.create_task(self._relay_requests(inp, receive))
                     web.started = True
+                    if responded is not None and ev.type == "http.response.start":
+                        responded(ev.status)
                     await send(to_message(ev))
             out = web.final
             if out.status != Output.SUCCESS and not web.started:
                 # The app's own exception already answered (500) in the container; these are
                 # the ways a request can fail around it.
                 status = {Output.CANCELLED: 503, Output.TIMEOUT: 504}.get(out.status, 500)
-                await _refuse(scope, send, status, f"{fn.name}: {out.error}")
+                await _refuse(scope, answer, status, f"{fn.name}: {out.error}")
         except OSError:  # the client went away while we answered
             self.dispatch.abandon(inp)
         finally:
@@ -208,6 +213,32 @@ class Gateway:
             self.dispatch.web_events(inp, [to_event(inp.input_id, msg)])
             if msg["type"].endswith("disconnect"):
                 return
+
+
+def _input(scope, first: dict, root: str, path: str, endpoint: str) -> api_pb2.Input:
+    """A request (its ASGI scope and first message) as its container's Input, made in place: an
+    HttpRequest made apart would be copied into it, and each header too."""
+    msg = api_pb2.Input(attempt=1)
+    req = msg.http
+    req.type = scope["type"]
+    req.method = scope.get("method", "GET")
+    req.path = path
+    req.query_string = scope.get("query_string", b"")
+    req.scheme = scope.get("scheme", "http")
+    req.http_version = scope.get("http_version", "1.1")
+    req.root_path = root
+    client = scope.get("client") or ("", 0)
+    req.client_host = client[0] or ""
+    req.client_port = client[1] or 0
+    if "subprotocols" in scope:
+        req.subprotocols.extend(scope["subprotocols"])
+    add = req.headers.add
+    for k, v in scope["headers"]:
+        add(name=k, value=v)
+    req.body = first.get("body", b"")
+    req.more_body = first.get("more_body", False)
+    req.endpoint = endpoint
+    return msg
 
 
 async def _refuse(scope, send, status: int, text: str):
