@@ -204,7 +204,7 @@ async def test_cancel_ends_queued_inputs_and_tells_the_container_running_one(p):
 async def test_a_web_request_is_dispatched_unstored_and_not_retried(p):
     fn = p.function(web=api_pb2.WebEndpoint(kind=api_pb2.WebEndpoint.FASTAPI),
                     retries=api_pb2.RetryPolicy(max_retries=3))
-    web = WebRequest(api_pb2.HttpRequest(type="http", method="GET", path="/"))
+    web = WebRequest(api_pb2.Input(http=api_pb2.HttpRequest(type="http", method="GET", path="/")))
     inp = web_input(web)
     p.dispatch.submit(fn, [inp], soon=True)
     assert p.started() == []  # requests that arrive together are dispatched together, next
