@@ -18,6 +18,7 @@ import pathlib
 import shutil
 import signal
 import sys
+import time
 
 from google.protobuf import json_format
 
@@ -769,28 +770,30 @@ class ContainerBackend(RuntimeBackend):
 
     async def stop_all(self):
         self.stopping = True
-        starting = list(self.spares_starting.values()) + list(self.forks_starting.values())
-        for t in starting:
-            t.cancel()
-        if starting:
-            # A cancelled start finishes its disk's mount, then undoes it: before we exit.
-            await asyncio.wait(starting, timeout=30)
-        for box in self.spares.values():
-            await self._discard(box)
-        self.spares.clear()
-        for box in self.forks.values():
-            await self._discard(box)
-        self.forks.clear()
-        await terminate_all(list(self.procs.values()))  # forks before their parents
-        await self.parents.stop_all()
-        await self.snapshots.close(self)
-        await terminate_all(list(self.procs.values()))
-        disks.clean_stale(self.root)  # what containers that had no time to clean up leave
-        for relay in [*self.relays.values(), self.frames_relay]:
-            if relay is not None:
-                relay.close()
-        self.network.close()
-        self.userns.close()
+        started = time.monotonic()
+        try:
+            starting = list(self.spares_starting.values()) + list(self.forks_starting.values())
+            for t in starting:
+                t.cancel()
+            if starting:
+                # A cancelled start finishes its disk's mount, then undoes it: before we exit.
+                await asyncio.wait(starting, timeout=30)
+            for box in [*self.spares.values(), *self.forks.values()]:
+                await self._discard(box)
+            self.spares.clear()
+            self.forks.clear()
+            await terminate_all(list(self.procs.values()))  # forks before their parents
+            await self.parents.stop_all()
+            await self.snapshots.close(self)
+            await terminate_all(list(self.procs.values()))
+            disks.clean_stale(self.root)  # what containers that had no time to clean up leave
+        finally:  # the host's rules and namespaces go even if a container's cleanup failed
+            for relay in [*self.relays.values(), self.frames_relay]:
+                if relay is not None:
+                    relay.close()
+            self.network.close()
+            self.userns.close()
+            log.info("containers stopped and cleaned up in %.1fs", time.monotonic() - started)
 
     async def drain(self):
         """The worker stops: layer uploads are cut short and left pending, not waited for."""
