@@ -35,7 +35,7 @@ import urllib.request
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from core import cpu_seconds, descendants, free_port, start_cluster, stop_cluster  # noqa: E402
+from core import cpu_seconds, descendants, free_port, start_cluster, stop_cluster, summarize_profiles  # noqa: E402
 from revisions import alternate  # noqa: E402
 
 
@@ -102,28 +102,6 @@ def start_profiles(folder: pathlib.Path, pids: dict, duration: int) -> list[subp
                                            "--nonblocking", "--gil", "-o", str(out), "--pid", str(pid)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return spies
-
-
-def summarize_profile(path: pathlib.Path, top: int = 25) -> str:
-    """A collapsed-stack file's busiest frames: each frame's share of the samples it is in (self
-    time and total), the ones most seen first."""
-    total, self_time, inclusive = 0, {}, {}
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + n
-        self_time[frames[-1]] = self_time.get(frames[-1], 0) + n
-    if not total:
-        return f"{path.name}: no samples"
-    lines = [f"{path.name}: {total} samples"]
-    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
-        lines.append(f"  {100 * n / total:5.1f}% total {100 * self_time.get(frame, 0) / total:5.1f}% self  {frame}")
-    return "\n".join(lines)
 
 
 def wait_ok(url: str, timeout: float = 120):
@@ -257,8 +235,7 @@ def main():
         print(line(name, r))
     print(ratios(results["ember"], results["uvicorn"]))
     if args.profile:
-        for path in sorted(args.profile.glob("*.txt")):
-            print(summarize_profile(path))
+        summarize_profiles(args.profile)
     if not args.no_serve:
         redeploys = results["ember"]["serve_redeploy_s"]
         print(f"ember serve: save to new version answering: median {statistics.median(redeploys):.2f} s, "
